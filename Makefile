@@ -1,0 +1,32 @@
+# payswitch: `make run` starts the switch on its embedded defaults, `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench fuzz build clean
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0"
+	$(PY) -m pip install -q --no-build-isolation -e '.[test,fuzz]'
+	touch $@
+
+# Compiles native/ in place; a compile error stops here (no slow fallback exists).
+build: $(STAMP)
+	$(PY) setup.py -q build_ext --inplace
+
+run: build
+	$(PY) -m switch.cli serve
+
+test: build
+	$(PY) -m pytest -q tests
+
+bench: build
+	$(PY) -m pytest -q benchmarks --benchmark-enable --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
+
+fuzz: $(STAMP)
+	bash tests/fuzz/run.sh $${FUZZ_SECONDS:-600}
+
+clean:
+	rm -rf build native/*.c native/*.so benchmarks/*.c benchmarks/*.so *.egg-info
