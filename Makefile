@@ -17,7 +17,7 @@ build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
 
 run: build
-	$(PY) -m switch.cli serve
+	$(PY) -m switch.cli serve --demo
 
 test: build
 	$(PY) -m pytest -q tests

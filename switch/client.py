@@ -1,0 +1,163 @@
+"""A small blocking terminal: builds spec messages, sends them, reads the answer.
+
+Used by ``payswitch send`` (trying the switch by hand) and by ``payswitch
+serve`` to show one sample purchase going through at start-up.  It speaks the
+terminal interface exactly as any third-party client would.
+"""
+from __future__ import annotations
+
+import itertools
+import socket
+import struct
+import time
+from datetime import datetime, timezone
+
+from native.iso8583 import build_tlv48, dialect, parse_tlv48
+
+from switch.core.messages import mask_pan
+
+TERMINAL = dialect("terminal-87")
+
+# Payment-kind → field 22 default (section 3): chip, bar code.
+ENTRY_CHIP = "051"
+ENTRY_BARCODE = "031"
+
+_stan = itertools.count(int(time.time()) % 900000 + 1)
+
+
+def next_stan() -> str:
+    return "%06d" % (next(_stan) % 1000000 or 1)
+
+
+def now_fields() -> dict[int, str]:
+    t = datetime.now(timezone.utc)
+    return {7: t.strftime("%m%d%H%M%S"), 12: t.strftime("%H%M%S"), 13: t.strftime("%m%d")}
+
+
+def build(
+    kind: str,
+    *,
+    terminal: str = "DEMO0001",
+    merchant: str = "DEMO00000000001",
+    pan: str | None = None,
+    amount: int = 0,
+    currency: str = "978",
+    expiry: str | None = None,
+    entry: str | None = None,
+    code: str | None = None,
+    stan: str | None = None,
+    original: dict | None = None,
+    tlv: dict[str, str] | None = None,
+    totals: tuple[int, int, int, int] | None = None,
+) -> dict:
+    """A request mapping (``{"mti": ..., n: value}``) for a named operation.
+
+    kind: purchase, refund, balance, preauth, completion, reversal, echo, signon, settlement.
+    ``original`` (completion, reversal): ``{"mti", "stan", "time"}`` of the original request.
+    """
+    mti, pcode = {
+        "purchase": ("0200", "000000"),
+        "refund": ("0200", "200000"),
+        "balance": ("0200", "310000"),
+        "topup": ("0200", "210000"),
+        "preauth": ("0100", "000000"),
+        "completion": ("0220", "000000"),
+        "reversal": ("0400", "000000"),
+        "echo": ("0800", None),
+        "signon": ("0800", None),
+        "settlement": ("0500", "920000"),
+    }[kind]
+    times = now_fields()
+    msg: dict = {"mti": mti, 7: times[7], 11: stan or next_stan(), 41: terminal}
+    if mti == "0800":
+        msg[70] = "301" if kind == "echo" else "001"
+        return msg
+    msg.update({3: pcode, 42: merchant})
+    if mti in ("0100", "0200", "0220"):
+        msg.update({4: "%012d" % amount, 12: times[12], 13: times[13], 49: currency})
+        tags = dict(tlv or {})
+        if code:
+            tags["BC"] = code
+            msg[22] = entry or ENTRY_BARCODE
+        else:
+            msg[22] = entry or ENTRY_CHIP
+            if pan:
+                msg[2] = pan
+            if expiry:
+                msg[14] = expiry
+        if tags:
+            msg[48] = build_tlv48(tags)
+    if mti == "0400" and amount:
+        msg[4] = "%012d" % amount
+    if original is not None:
+        msg[90] = original["mti"] + original["stan"] + original["time"] + "0" * 22
+    if mti == "0500":
+        credits_n, debits_n, credits_amt, debits_amt = totals or (0, 0, 0, 0)
+        msg.update({74: "%010d" % credits_n, 76: "%010d" % debits_n, 86: "%016d" % credits_amt, 88: "%016d" % debits_amt})
+    return msg
+
+
+class Terminal:
+    """One TCP connection to the switch, 2-byte big-endian length framing (section 1)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8583, timeout: float = 65.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, body: bytes) -> None:
+        self.sock.sendall(struct.pack(">H", len(body)) + body)
+
+    def receive(self) -> bytes:
+        header = self._read(2)
+        return self._read(struct.unpack(">H", header)[0])
+
+    def _read(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("switch closed the connection")
+            buf += chunk
+        return bytes(buf)
+
+    def transact(self, request: dict):
+        self.send(TERMINAL.encode(request))
+        return TERMINAL.decode(self.receive())
+
+
+FIELD_NAMES = {
+    2: "PAN", 3: "processing code", 4: "amount", 7: "transmission time", 11: "STAN", 12: "local time",
+    13: "local date", 14: "expiry", 22: "entry mode", 25: "condition code", 35: "track 2", 37: "RRN",
+    38: "auth code", 39: "response code", 41: "terminal", 42: "merchant", 48: "additional data",
+    49: "currency", 52: "PIN block", 55: "EMV data", 70: "network code", 74: "credits", 76: "debits",
+    86: "credits amount", 88: "debits amount", 90: "original data",
+}
+
+
+def describe(msg) -> list[str]:
+    """Field-by-field lines with PAN masked and sensitive fields withheld."""
+    lines = [f"  MTI  {msg.mti}"]
+    fields = msg.fields() if hasattr(msg, "fields") else {k: v for k, v in msg.items() if k != "mti"}
+    for n in sorted(fields):
+        v = fields[n]
+        if n == 2:
+            shown = mask_pan(v)
+        elif n in (35, 52):
+            shown = "(withheld)"
+        elif isinstance(v, bytes):
+            shown = v.hex().upper()
+        elif n == 48:
+            shown = v + "  " + repr(parse_tlv48(v))
+        else:
+            shown = v
+        lines.append(f"  {n:>3}  {FIELD_NAMES.get(n, ''):<18} {shown}")
+    return lines

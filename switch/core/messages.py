@@ -1,0 +1,219 @@
+"""Terminal messages in, terminal messages out: checks, classification, responses.
+
+Sans-I/O: every function here takes decoded values and returns values, so each
+rule of the terminal interface (``spec/terminal-interface.md``) is a unit test
+away.  Section references below are to that document.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Mapping
+
+from switch.core.acquirer import Original, Request
+
+# Section 3: fields every request must carry, by MTI.
+_COMMON = (3, 7, 11, 41, 42)
+_AUTH = _COMMON + (4, 12, 13, 22, 49)
+MANDATORY: dict[str, tuple[int, ...]] = {
+    "0100": _AUTH,
+    "0200": _AUTH,
+    "0220": _COMMON + (4, 49),
+    "0400": _COMMON + (90,),
+    "0500": _COMMON + (74, 76, 86, 88),
+    "0800": (7, 11, 41, 70),
+}
+
+# Section 3: fields a response echoes from its request when present.
+ECHOED = (3, 4, 7, 11, 12, 13, 41, 42, 49)
+
+# Processing code transaction types (first two digits of field 3).
+PURCHASE, REFUND, BALANCE, TOPUP = "00", "20", "31", "21"
+_FINANCIAL_TYPES = {"0100": (PURCHASE,), "0200": (PURCHASE, REFUND, BALANCE, TOPUP), "0220": (PURCHASE,)}
+
+NETWORK_CODES = ("001", "002", "301")  # sign-on, sign-off, echo
+
+# Field 22 (POS entry mode) first two digits → how the card was read (section 3).
+CARD_ENTRY = ("01", "02", "90", "05", "07", "91", "95")
+BARCODE_ENTRY = "03"
+
+
+class Rejection(Exception):
+    """A request the switch answers itself with ``code`` (no acquirer involved)."""
+
+    def __init__(self, code: str, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def response_mti(mti: str) -> str:
+    """``0200`` → ``0210`` (section 3: every response carries MTI + 10)."""
+    return mti[:2] + str((int(mti[2]) + 1) % 10) + mti[3]
+
+
+def check_request(msg) -> None:
+    """Raise :class:`Rejection` (30 format error / 12 / 13) for a malformed request.
+
+    Field formats (digits, lengths) were already checked by the codec; these are
+    the rules the codec can't know.
+    """
+    mti = msg.mti
+    mandatory = MANDATORY.get(mti)
+    if mandatory is None:
+        raise Rejection("12", f"unsupported MTI {mti}")
+    missing = [n for n in mandatory if n not in msg]
+    if missing:
+        raise Rejection("30", f"{mti} without field(s) {', '.join(map(str, missing))}")
+    if mti == "0800":
+        if msg[70] not in NETWORK_CODES:
+            raise Rejection("12", f"unsupported network management code {msg[70]}")
+        return
+    tx_type = msg[3][:2]
+    allowed = _FINANCIAL_TYPES.get(mti)
+    if allowed is not None and tx_type not in allowed:
+        raise Rejection("12", f"processing code {tx_type}xxxx not allowed in {mti}")
+    if 4 in msg and mti in ("0100", "0200", "0220"):
+        amount = int(msg[4])
+        if amount == 0 and tx_type != BALANCE:
+            raise Rejection("13", "zero amount")
+    if mti == "0400" and len(msg[90]) != 42:
+        raise Rejection("30", "field 90 must be 42 digits")
+    if mti == "0220" and 90 in msg and len(msg[90]) != 42:
+        raise Rejection("30", "field 90 must be 42 digits")
+
+
+def original_key(field90: str) -> tuple[str, str, str]:
+    """Section 3: field 90 = original MTI (4) + STAN (6) + field 7 (10) + zeros."""
+    return field90[0:4], field90[4:10], field90[10:20]
+
+
+def pan_of(msg) -> str | None:
+    """The PAN from field 2, else from track 2 (field 35) up to the separator."""
+    pan = msg.get(2)
+    if pan:
+        return pan
+    track2 = msg.get(35)
+    if track2:
+        for sep in ("=", "D", "d"):
+            idx = track2.find(sep)
+            if idx > 0:
+                return track2[:idx]
+        return None
+    return None
+
+
+def payment_kind(msg, pan: str | None, tlv: Mapping[str, str]) -> str:
+    """Section 3, "which payment it is": ``wallet`` (bar code) or ``pan`` (card or city card).
+
+    Card versus city card is decided by the route the PAN falls in.
+    """
+    entry = msg.get(22) or ""
+    if entry.startswith(BARCODE_ENTRY):
+        if 2 in msg or 35 in msg:
+            raise Rejection("30", "bar-code payment must not carry field 2 or 35")
+        if not tlv.get("BC"):
+            raise Rejection("30", "bar-code payment without field 48 tag BC")
+        if not tlv["BC"].isdigit():
+            raise Rejection("30", "payment code in tag BC is not digits")
+        return "wallet"
+    if not pan:
+        raise Rejection("30", "no card number in field 2 or 35")
+    return "pan"
+
+
+def mask_pan(pan: str | None) -> str | None:
+    """First 6 and last 4 (PCI DSS display rule); short numbers keep 4 or fewer digits."""
+    if not pan:
+        return pan
+    if len(pan) >= 13:
+        return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+    return "*" * max(0, len(pan) - 4) + pan[-4:]
+
+
+# Fields whose value decides "same content" for a retransmission (section 6).
+_DIGEST_FIELDS = (2, 3, 4, 14, 22, 35, 42, 48, 49, 90)
+
+
+def content_digest(msg, key: bytes) -> str:
+    """Keyed digest of a request's content: equal for a retransmission, never reversible to the PAN."""
+    h = hmac.new(key, msg.mti.encode(), hashlib.sha256)
+    for n in _DIGEST_FIELDS:
+        v = msg.get(n)
+        if v is None:
+            continue
+        h.update(b"|%d=" % n)
+        h.update(v if isinstance(v, bytes) else v.encode())
+    return h.hexdigest()[:32]
+
+
+def build_request(
+    msg,
+    *,
+    txn_id: int,
+    kind: str,
+    rrn: str,
+    pan: str | None,
+    tlv: dict[str, str],
+    original: Original | None = None,
+) -> Request:
+    """The acquirer-neutral request for an adapter, from the terminal's message."""
+    g = msg.get
+    amount = g(4)
+    return Request(
+        txn_id=txn_id,
+        kind=kind,
+        mti=msg.mti,
+        processing_code=g(3) or "000000",
+        amount=int(amount) if amount is not None else None,
+        currency=g(49),
+        terminal_id=msg[41],
+        merchant_id=g(42) or "",
+        stan=msg[11],
+        transmission_time=msg[7],
+        rrn=rrn,
+        local_time=g(12),
+        local_date=g(13),
+        pan=pan,
+        expiry=g(14),
+        entry_mode=g(22),
+        pos_condition=g(25),
+        track2=g(35),
+        pin_block=g(52),
+        icc=g(55),
+        tlv=tlv,
+        original=original,
+    )
+
+
+def build_response(
+    msg,
+    code: str,
+    rrn: str,
+    *,
+    auth_code: str | None = None,
+    tlv: Mapping[str, str] | None = None,
+    icc: bytes | None = None,
+    build_tlv48=None,
+) -> dict:
+    """The response mapping for the terminal dialect (section 3).
+
+    Never carries fields 2, 35 or 52: only the echoed fields and what the switch
+    or the acquirer adds.
+    """
+    out: dict = {"mti": response_mti(msg.mti)}
+    for n in ECHOED:
+        v = msg.get(n)
+        if v is not None:
+            out[n] = v
+    if msg.mti == "0800":
+        out[70] = msg[70]
+    out[37] = rrn
+    out[39] = code
+    if code == "00" and auth_code:
+        out[38] = auth_code[:6].ljust(6)
+    if tlv and build_tlv48 is not None:
+        out[48] = build_tlv48(tlv)
+    if icc:
+        out[55] = icc
+    return out

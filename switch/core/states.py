@@ -1,0 +1,62 @@
+"""A transaction's life, every transition in one table.
+
+Read it against spec sections 3 and 6.  The journal stores the state as text;
+:func:`advance` is the only way the switch changes it, so an impossible step
+(answering a reversed transaction, reversing one never sent) is a bug that
+raises instead of a silent inconsistency.
+
+    received ──reject──────────────▶ rejected          (the switch answered itself)
+    received ──handle──────────────▶ answered          (0400 / 0500 the switch answers from the journal)
+    received ──send────────────────▶ sent              (journaled before it left)
+    sent ──────answer──────────────▶ answered          (approved or declined)
+    sent ──────uncertain───────────▶ reversal_pending  (timeout, lost link, late answer)
+    answered ──reverse─────────────▶ reversal_pending  (terminal 0400 of an approval)
+    answered ──reverse_declined────▶ answered          (0400 of a decline: nothing to undo)
+    reversal_pending ──reversed────▶ reversed          (acquirer acknowledged)
+    reversal_pending ──retry───────▶ reversal_pending  (store and forward)
+    reversed ──reverse─────────────▶ reversed          (reversals are idempotent)
+    sent ──────crash_recovery──────▶ reversal_pending  (found "sent" at start-up)
+"""
+from __future__ import annotations
+
+RECEIVED = "received"
+REJECTED = "rejected"
+SENT = "sent"
+ANSWERED = "answered"
+REVERSAL_PENDING = "reversal_pending"
+REVERSED = "reversed"
+
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (RECEIVED, "reject"): REJECTED,
+    (RECEIVED, "send"): SENT,
+    (RECEIVED, "handle"): ANSWERED,
+    (SENT, "answer"): ANSWERED,
+    (SENT, "uncertain"): REVERSAL_PENDING,
+    (SENT, "crash_recovery"): REVERSAL_PENDING,
+    (ANSWERED, "reverse"): REVERSAL_PENDING,
+    (ANSWERED, "reverse_declined"): ANSWERED,
+    (REVERSAL_PENDING, "reverse"): REVERSAL_PENDING,
+    (REVERSAL_PENDING, "reversed"): REVERSED,
+    (REVERSAL_PENDING, "retry"): REVERSAL_PENDING,
+    (REVERSED, "reverse"): REVERSED,
+}
+
+
+class InvalidTransition(RuntimeError):
+    """Our own bug: a step the table does not allow."""
+
+
+def advance(state: str, event: str) -> str:
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise InvalidTransition(f"no transition from {state!r} on {event!r}") from None
+
+
+def needs_reversal(state: str, response_code: str | None) -> bool:
+    """Whether a terminal's 0400 for this transaction has something to undo."""
+    if state in (REVERSED, REJECTED, RECEIVED):
+        return False
+    if state in (SENT, REVERSAL_PENDING):
+        return True  # outcome unknown or already queued: (re)queue, idempotent
+    return response_code == "00"
