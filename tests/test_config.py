@@ -1,0 +1,96 @@
+"""Configuration: the embedded default, and every bad input named by file and key path."""
+import pytest
+
+from switch import config
+
+
+def test_embedded_default_is_the_spec_sandbox():
+    cfg = config.default()
+    assert cfg.listeners[0].port == 8583
+    assert (cfg.http.host, cfg.http.port) == ("127.0.0.1", 9583)
+    assert cfg.journal.url.startswith("sqlite:///")
+    [merchant] = cfg.merchants
+    assert merchant.id == "DEMO00000000001"
+    tids = config.expand_terminals(merchant.terminals[0])
+    assert tids[0] == "DEMO0001" and tids[-1] == "DEMO0999" and len(tids) == 999
+    routes = {r.name: (r.prefixes, r.acquirers) for r in cfg.routes}
+    assert routes["visa"] == (["4"], ["bank-a"])
+    assert routes["mastercard"] == (["5", "2"], ["bank-b"])
+    assert routes["unionpay"] == (["62"], ["cup"])
+
+
+def _bad(text, tmp_path):
+    p = tmp_path / "switch.toml"
+    p.write_text(text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(p)
+    return str(e.value)
+
+
+BASE = """
+[[acquirers]]
+name = "bank-a"
+type = "card"
+endpoints = ["127.0.0.1:9101"]
+"""
+
+
+def test_wrong_type_names_file_and_key_path(tmp_path):
+    msg = _bad('[[listeners]]\nport = "eighty"\n', tmp_path)
+    assert msg == f"{tmp_path / 'switch.toml'}: Expected `int`, got `str` - at `$.listeners[0].port`"
+
+
+def test_unknown_key_is_refused(tmp_path):
+    msg = _bad("[http]\nprot = 1\n", tmp_path)
+    assert "switch.toml" in msg and "Object contains unknown field `prot`" in msg and "$.http" in msg
+
+
+def test_route_to_unknown_acquirer(tmp_path):
+    msg = _bad(BASE + '[[routes]]\nname="x"\nkind="card"\nprefixes=["4"]\nacquirers=["bank-z"]\n', tmp_path)
+    assert msg.endswith("unknown acquirer 'bank-z' - at `$.routes[0].acquirers[0]`")
+
+
+@pytest.mark.parametrize(
+    "prefix, why",
+    [("4x", "is not digits"), ("30-25", "starts after it ends"), ("1-123", "different lengths")],
+)
+def test_bad_prefix(tmp_path, prefix, why):
+    msg = _bad(BASE + f'[[routes]]\nname="x"\nkind="card"\nprefixes=["{prefix}"]\nacquirers=["bank-a"]\n', tmp_path)
+    assert why in msg and "$.routes[0].prefixes[0]" in msg
+
+
+def test_bad_endpoint(tmp_path):
+    msg = _bad('[[acquirers]]\nname="a"\ntype="card"\nendpoints=["localhost"]\n', tmp_path)
+    assert "expected 'host:port', got 'localhost'" in msg and "$.acquirers[0].endpoints[0]" in msg
+
+
+def test_acquirer_timeout_must_fit_the_terminal_budget(tmp_path):
+    msg = _bad(BASE.replace('endpoints', 'timeout = 90.0\nendpoints'), tmp_path)
+    assert "shorter than response_timeout" in msg and "$.acquirers[0].timeout" in msg
+
+
+def test_terminal_in_two_merchants(tmp_path):
+    msg = _bad(
+        '[[merchants]]\nid="M1"\nterminals=["T0000001-T0000005"]\n[[merchants]]\nid="M2"\nterminals=["T0000003"]\n',
+        tmp_path,
+    )
+    assert "terminal 'T0000003' already belongs to merchant 'M1'" in msg and "$.merchants[1].terminals[0]" in msg
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    assert "invalid TOML" in _bad("listeners = [", tmp_path)
+    with pytest.raises(config.ConfigError, match="nope.toml: cannot read"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_missing_key_env(tmp_path, monkeypatch):
+    monkeypatch.delenv("PAYSWITCH_TEST_KEY", raising=False)
+    msg = _bad('[journal]\nhmac_key_env = "PAYSWITCH_TEST_KEY"\n', tmp_path)
+    assert "PAYSWITCH_TEST_KEY is not set" in msg and "$.journal.hmac_key_env" in msg
+
+
+def test_terminal_ranges():
+    assert config.expand_terminals("POS00008-POS00011") == ["POS00008", "POS00009", "POS00010", "POS00011"]
+    assert config.expand_terminals("SINGLE01") == ["SINGLE01"]
+    with pytest.raises(ValueError):
+        config.expand_terminals("AB0009-AB0001")
