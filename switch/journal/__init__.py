@@ -1,0 +1,300 @@
+"""The transaction journal: every transaction's life, written durably.
+
+The switch writes a request before it leaves for an acquirer and the outcome
+before the terminal is answered.  A backend runs every operation on one
+writer thread that group-commits: it takes as many queued operations as there
+are (up to a bound), runs them in one database transaction, commits once
+(one fsync for the lot) and only then resolves their futures.  Reads go
+through the same queue, so a read sees every write submitted before it.
+
+Every method returns a :class:`concurrent.futures.Future` and never raises;
+the asyncio side awaits ``asyncio.wrap_future(journal.insert(rec))``.  This
+package does not import asyncio (only ``switch.io`` does).
+
+Errors, as delivered through the futures:
+
+- a bad argument (unknown column, a full PAN in a field, ...) fails that
+  operation's future with :class:`ValueError` before anything is queued;
+- an operation that fails in the database (for example a second transaction
+  with the same ``order_ref``: :class:`sqlite3.IntegrityError`) is rolled back
+  to its own savepoint and fails alone; the rest of its batch commits;
+- a failed commit fails every other operation of the batch with
+  :class:`JournalError`: none of them was written;
+- after :meth:`Journal.close`, operations fail with :class:`JournalClosed`.
+
+Cardholder data: the journal never holds a full PAN, track 2, CVV or PIN
+block.  Callers store ``pan_masked`` and ``pan_hash`` made by
+:func:`pan_protect`, and insert/update reject any string field holding a run
+of 13-19 digits that passes the Luhn check (see :data:`LONG_NUMBER_FIELDS`
+for the fields that legitimately hold long numbers and are exempt).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+import msgspec
+
+__all__ = [
+    "TxnRecord",
+    "Totals",
+    "Journal",
+    "JournalError",
+    "JournalClosed",
+    "open_journal",
+    "pan_protect",
+    "check_no_pan",
+    "REVERSED_STATES",
+    "LONG_NUMBER_FIELDS",
+]
+
+
+class TxnRecord(msgspec.Struct, kw_only=True):
+    id: int = 0  # assigned by insert
+    terminal_id: str  # field 41
+    merchant_id: str  # field 42
+    mti: str  # the terminal's request MTI: 0100 0200 0220 0400 0500
+    stan: str  # field 11
+    transmission_time: str  # field 7, MMDDhhmmss
+    processing_code: str | None = None  # field 3
+    amount: int | None = None  # field 4, minor units
+    currency: str | None = None  # field 49
+    kind: str = "card"  # card | wallet | citycard | network
+    acquirer: str | None = None  # name of the acquirer endpoint it went to
+    pan_masked: str | None = None  # first 6 + last 4, from pan_protect()
+    pan_hash: str | None = None  # hex HMAC-SHA256 of the PAN, from pan_protect()
+    # Digest of the request content, computed by the switch: a retransmission
+    # (same key, same digest) gets the stored response, a different digest 94.
+    content_digest: str = ""
+    rrn: str = ""  # assigned by insert: "%012d" % id (field 37)
+    state: str = "received"  # received | sent | answered | reversal_pending | reversed | failed ...
+    response_code: str | None = None  # field 39
+    auth_code: str | None = None  # field 38
+    acquirer_ref: str | None = None  # opaque to the switch, from the adapter's Result
+    order_ref: str | None = None  # wallet merchant order number / idempotency key; unique when set
+    response: bytes | None = None  # the encoded response sent to the terminal
+    original_id: int | None = None  # 0400/0220: the transaction it refers to
+    reversal_attempts: int = 0
+    created_at: float = 0.0  # unix time, set by insert
+    updated_at: float = 0.0  # unix time, set by insert and every update
+
+
+class Totals(msgspec.Struct):
+    """Settlement totals in the order of 0500 fields 74, 76, 86, 88."""
+
+    credits_count: int
+    debits_count: int
+    credits_amount: int
+    debits_amount: int
+
+
+class JournalError(Exception):
+    """The journal could not do it; nothing of the operation was written."""
+
+
+class JournalClosed(JournalError):
+    """The journal is closed (or its writer thread died)."""
+
+
+# A transaction in one of these states counts in no settlement totals.
+REVERSED_STATES = ("reversed", "reversal_pending")
+
+# String fields exempt from the PAN guard, and why:
+# - fixed numeric or hex formats: stan, transmission_time, processing_code,
+#   currency, response_code, rrn, pan_hash (checked to be 64 hex digits),
+#   content_digest;
+# - identifiers chosen by others, often 13-19 digits, of which one in ten
+#   would pass Luhn by chance: merchant_id (field 42, ans15), acquirer_ref
+#   (acquirer or wallet trade numbers), order_ref (merchant order numbers).
+#   With an HMAC key the journal still refuses, in acquirer_ref and
+#   order_ref, the very PAN whose hash the transaction carries.
+LONG_NUMBER_FIELDS = frozenset(
+    {
+        "stan",
+        "transmission_time",
+        "processing_code",
+        "currency",
+        "response_code",
+        "rrn",
+        "pan_hash",
+        "content_digest",
+        "merchant_id",
+        "acquirer_ref",
+        "order_ref",
+    }
+)
+
+# Exempt from the Luhn guard but checked against the record's own pan_hash.
+FREE_REFERENCE_FIELDS = ("acquirer_ref", "order_ref")
+
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def digit_runs(value: str) -> list[str]:
+    """The maximal runs of 13-19 ASCII digits in ``value``."""
+    return _DIGIT_RUN.findall(value)
+
+
+def check_no_pan(fields: dict[str, Any]) -> None:
+    """Raise ValueError if a field value looks like it holds cardholder data.
+
+    ``fields`` maps column names to values (a whole record or an update).
+    The message names the field, never the value.
+    """
+    for name, value in fields.items():
+        if type(value) is not str or name in LONG_NUMBER_FIELDS:
+            continue
+        for run in _DIGIT_RUN.findall(value):
+            if luhn_ok(run):
+                raise ValueError(
+                    f"journal field {name!r} holds a {len(run)}-digit number that passes "
+                    "the Luhn check (a PAN?); store pan_protect() output instead"
+                )
+    masked = fields.get("pan_masked")
+    if masked is not None:
+        if type(masked) is not str or sum(ch.isdigit() for ch in masked) > 10:
+            raise ValueError(
+                "journal field 'pan_masked' must show at most 10 digits "
+                "(first 6 + last 4); store pan_protect() output"
+            )
+    pan_hash = fields.get("pan_hash")
+    if pan_hash is not None and (type(pan_hash) is not str or not _HEX64.fullmatch(pan_hash)):
+        raise ValueError(
+            "journal field 'pan_hash' must be 64 lower-case hex digits "
+            "(HMAC-SHA256); store pan_protect() output"
+        )
+
+
+def pan_hmac(pan: str, key: bytes) -> str:
+    return hmac.new(key, pan.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def check_own_pan(fields: dict[str, Any], pan_hash: str | None, key: bytes | None) -> None:
+    """Raise ValueError if a free reference field holds the PAN hashed in ``pan_hash``."""
+    if key is None or pan_hash is None:
+        return
+    for name in FREE_REFERENCE_FIELDS:
+        value = fields.get(name)
+        if type(value) is not str:
+            continue
+        for run in _DIGIT_RUN.findall(value):
+            if hmac.compare_digest(pan_hmac(run, key), pan_hash):
+                raise ValueError(f"journal field {name!r} holds the transaction's PAN")
+
+
+def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
+    """Return (masked PAN, hex HMAC-SHA256 of the PAN) for the journal.
+
+    The masked form keeps the first 6 and last 4 digits
+    (``"411111******1111"``); a PAN shorter than 13 digits keeps only its
+    last 4.  The HMAC lets the switch find a card's transactions without
+    storing its number; ``key`` is a secret of the switch.
+    """
+    if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
+        raise ValueError(f"a PAN is 8 to 19 digits, got {len(pan)} characters")
+    if not key:
+        raise ValueError("pan_protect needs a non-empty HMAC key")
+    if len(pan) >= 13:
+        masked = pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+    else:
+        masked = "*" * (len(pan) - 4) + pan[-4:]
+    return masked, pan_hmac(pan, key)
+
+
+class Journal(Protocol):
+    """What the switch codes against; SQLite now, PostgreSQL next."""
+
+    # commits, ops, max_batch, failed_commits (for metrics); updated by the writer.
+    stats: dict[str, int]
+
+    def insert(self, rec: TxnRecord) -> Future[tuple[TxnRecord, bool]]:
+        """Store a new transaction under (terminal_id, mti, stan, transmission_time).
+
+        New key: assigns id, rrn, created_at, updated_at; result (stored record, True).
+        Existing key: writes nothing; result (existing record, False).
+        """
+
+    def update(self, txn_id: int, **changes: Any) -> Future[TxnRecord]:
+        """Change columns of a transaction (updated_at is set); result: the updated record.
+
+        KeyError if there is no such id; ValueError for an unknown or
+        read-only column (id, rrn, created_at, updated_at).
+        """
+
+    def get(self, txn_id: int) -> Future[TxnRecord | None]: ...
+
+    def find(
+        self, terminal_id: str, mti: str, stan: str, transmission_time: str
+    ) -> Future[TxnRecord | None]: ...
+
+    def find_original(
+        self, terminal_id: str, mtis: tuple[str, ...], stan: str, transmission_time: str
+    ) -> Future[TxnRecord | None]:
+        """The transaction a reversal's or completion's field 90 names (newest if several)."""
+
+    def find_by_order(self, order_ref: str) -> Future[TxnRecord | None]: ...
+
+    def in_states(self, states: tuple[str, ...], limit: int = 100) -> Future[list[TxnRecord]]:
+        """Transactions in these states, least recently updated first.
+
+        Untouched transactions come in creation order; one a sweeper updates
+        (for example reversal_attempts + 1) goes behind the others, so one
+        that keeps failing does not starve the rest.
+        """
+
+    def totals(self, terminal_id: str) -> Future[Totals]:
+        """The terminal's totals since its last accepted settlement (spec section 3, 0500).
+
+        Debits: approved ("00") 0200 purchases (processing code 00xxxx) and
+        approved 0220 completions.  Credits: approved 0200 refunds (20xxxx).
+        Transactions in :data:`REVERSED_STATES` count in neither, nor do
+        balance inquiries, top-ups, 0100 and 0400.
+        """
+
+    def settle(self, terminal_id: str, totals: Totals, accepted: bool) -> Future[None]:
+        """Record a 0500 outcome; when accepted, later totals() count only later transactions."""
+
+    def close(self) -> None:
+        """Run what is queued, stop the writer thread, close the database."""
+
+
+def open_journal(url: str, *, hmac_key: bytes | None = None, **options: Any) -> Journal:
+    """Open the journal named by ``url``.
+
+    ``sqlite://`` followed by a file path: ``sqlite:///var/lib/payswitch/journal.sqlite``
+    (absolute), ``sqlite://payswitch-journal.sqlite`` (relative to the working
+    directory), ``sqlite://:memory:`` (for tests).  ``options`` go to the
+    backend (for SQLite: max_batch, clock).  ``hmac_key`` is the key given to
+    :func:`pan_protect`: with it the journal also refuses the transaction's own
+    PAN in acquirer_ref and order_ref, which the Luhn guard cannot check.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("journal URL must look like scheme://..., e.g. sqlite://payswitch-journal.sqlite")
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        from switch.journal.sqlite import SqliteJournal
+
+        if not rest:
+            raise ValueError("journal URL 'sqlite://' names no file (use sqlite://:memory: for a throwaway one)")
+        return SqliteJournal(rest, hmac_key=hmac_key, **options)
+    if scheme in ("postgresql", "postgres"):
+        raise ValueError(f"journal URL scheme {scheme!r} is not supported yet")
+    # The URL itself may hold a password: name only the scheme.
+    raise ValueError(f"unknown journal URL scheme {scheme!r} (expected 'sqlite')")

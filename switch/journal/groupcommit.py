@@ -1,0 +1,224 @@
+"""Group commit: one writer thread, many operations per database transaction.
+
+The writer owns the connection.  It blocks for the first queued operation,
+takes whatever else is queued (up to ``max_batch``) without waiting, runs the
+lot in one transaction, commits once and only then resolves the futures.
+While it waits for the disk, new operations pile up and make the next batch:
+the batch grows with the load, and an idle journal adds no delay.
+
+Within a batch:
+
+- each write runs inside its own savepoint, so a failing write (a constraint,
+  a KeyError for a missing id) is rolled back alone and fails only its own
+  future; the others commit;
+- a failure of the transaction itself (BEGIN, COMMIT, a savepoint that cannot
+  be rolled back, an error that ended the transaction) fails every operation
+  of the batch with :class:`JournalError` (an operation that had already
+  failed keeps its own error): nothing of the batch was written;
+- reads run in the same transaction and see the writes queued before them,
+  so their result is released only after the commit too.
+
+A backend subclasses :class:`GroupCommitter` and implements the hooks
+(``_open``, ``_begin``, ``_savepoint``, ...); operations are callables run on
+the writer thread.  This module knows no SQL dialect and no asyncio.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from switch.journal import JournalClosed, JournalError
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+# An operation: (future, function, arguments, writes).
+Op = tuple[Future, Callable[..., Any], tuple, bool]
+
+
+class GroupCommitter:
+    def __init__(self, *, name: str, max_batch: int = 512) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.max_batch = max_batch
+        self.stats: dict[str, int] = {"commits": 0, "ops": 0, "max_batch": 0, "failed_commits": 0}
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed: JournalClosed | None = None
+        started: Future[None] = Future()
+        self._thread = threading.Thread(target=self._main, args=(started,), name=name, daemon=True)
+        self._thread.start()
+        # Blocks until the database is open (or raises why it could not be).
+        started.result()
+
+    # -- hooks for a backend, all called on the writer thread ----------------
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _close_db(self) -> None:
+        raise NotImplementedError
+
+    def _begin(self, writes: bool) -> None:
+        raise NotImplementedError
+
+    def _savepoint(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def _rollback_to_savepoint(self) -> None:
+        raise NotImplementedError
+
+    def _in_transaction(self) -> bool:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    # -- the caller's side ---------------------------------------------------
+
+    def _submit(self, fn: Callable[..., Any], args: tuple, writes: bool) -> Future:
+        fut: Future = Future()
+        # The lock makes "not closed, so queue it" atomic with close(): an
+        # operation is either queued before the stop mark or refused.
+        with self._lock:
+            if self._closed is None:
+                self._queue.put((fut, fn, args, writes))
+                return fut
+            closed = self._closed
+        fut.set_exception(JournalClosed(*closed.args))
+        return fut
+
+    @staticmethod
+    def _failed(exc: BaseException) -> Future:
+        fut: Future = Future()
+        fut.set_exception(exc)
+        return fut
+
+    def close(self) -> None:
+        """Run everything queued so far, then stop the writer and close the database."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("journal.close() called from the journal's own writer thread")
+        with self._lock:
+            if self._closed is None:
+                self._closed = JournalClosed("journal is closed")
+                self._queue.put(_STOP)
+        self._thread.join()
+
+    # -- the writer thread ---------------------------------------------------
+
+    def _main(self, started: Future[None]) -> None:
+        try:
+            self._open()
+        except BaseException as exc:
+            with self._lock:
+                self._closed = JournalClosed(f"journal could not be opened: {exc!r}")
+            started.set_exception(exc)
+            return
+        started.set_result(None)
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug here must not leave futures hanging
+            log.exception("journal writer thread died")
+            with self._lock:
+                if self._closed is None:
+                    self._closed = JournalClosed(f"journal writer thread died: {exc!r}")
+        finally:
+            self._drain()
+            try:
+                self._close_db()
+            except Exception:
+                log.exception("closing the journal database failed")
+
+    def _drain(self) -> None:
+        assert self._closed is not None
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP and item[0].set_running_or_notify_cancel():
+                item[0].set_exception(JournalClosed(*self._closed.args))
+
+    def _loop(self) -> None:
+        get, get_nowait, max_batch = self._queue.get, self._queue.get_nowait, self.max_batch
+        while True:
+            item = get()
+            batch: list[Op] = []
+            stop = False
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                if item[0].set_running_or_notify_cancel():  # skip what the caller cancelled
+                    batch.append(item)
+                    if len(batch) >= max_batch:
+                        break
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[Op]) -> None:
+        stats = self.stats
+        stats["ops"] += len(batch)
+        if len(batch) > stats["max_batch"]:
+            stats["max_batch"] = len(batch)
+        # (future, ok, result or exception), in batch order
+        outcomes: list[tuple[Future, bool, Any]] = []
+        try:
+            self._begin(any(op[3] for op in batch))
+            for fut, fn, args, writes in batch:
+                if writes:
+                    self._savepoint()
+                try:
+                    result = fn(*args)
+                except Exception as exc:
+                    outcomes.append((fut, False, exc))
+                    if writes:
+                        self._rollback_to_savepoint()
+                    if not self._in_transaction():
+                        # The database ended the transaction (I/O error, disk full, ...).
+                        raise JournalError("the journal transaction was rolled back") from exc
+                    continue
+                if writes:
+                    self._release()
+                outcomes.append((fut, True, result))
+            self._commit()
+        except BaseException as exc:
+            stats["failed_commits"] += 1
+            try:
+                self._rollback()
+            except Exception:
+                log.exception("journal rollback failed")
+            done = {id(o[0]): o for o in outcomes}
+            for fut, _fn, _args, _writes in batch:
+                o = done.get(id(fut))
+                if o is not None and not o[1]:
+                    fut.set_exception(o[2])  # its own error
+                else:
+                    err = JournalError(f"journal batch of {len(batch)} not written: {exc!r}")
+                    err.__cause__ = exc
+                    fut.set_exception(err)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        stats["commits"] += 1
+        for fut, ok, value in outcomes:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)

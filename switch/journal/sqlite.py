@@ -1,0 +1,367 @@
+"""The embedded journal: SQLite in WAL mode, group-committed.
+
+``synchronous=FULL`` in WAL mode makes every commit durable (the WAL is
+fsynced at commit); group commit (``switch.journal.groupcommit``) spreads
+that fsync over every transaction of a batch.  The writer thread is the only
+user of its connection.  Tables are STRICT, so a value of the wrong type is
+an error instead of being stored as whatever it was.
+
+The RRN is a generated column, ``printf('%012d', id)``, with ids from
+AUTOINCREMENT: never reused, even after old rows are archived away.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+import msgspec
+
+from switch.journal import (
+    FREE_REFERENCE_FIELDS,
+    REVERSED_STATES,
+    JournalError,
+    Totals,
+    TxnRecord,
+    check_no_pan,
+    check_own_pan,
+)
+from switch.journal.groupcommit import GroupCommitter
+
+# SQLite 3.37 for STRICT tables (3.35 for RETURNING, 3.31 for generated columns).
+MIN_SQLITE = (3, 37, 0)
+
+FIELDS: tuple[str, ...] = TxnRecord.__struct_fields__
+# Set by the journal, never by the caller.
+ASSIGNED = frozenset({"id", "rrn", "created_at", "updated_at"})
+INSERTED = tuple(f for f in FIELDS if f not in ASSIGNED)
+UPDATABLE = frozenset(INSERTED)
+_INSERTED_INDEX = tuple(FIELDS.index(f) for f in INSERTED)
+_COLUMNS = ", ".join(FIELDS)
+
+# Each entry is one schema version; applied in order, each in one transaction.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE txn (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            terminal_id TEXT NOT NULL,
+            merchant_id TEXT NOT NULL,
+            mti TEXT NOT NULL,
+            stan TEXT NOT NULL,
+            transmission_time TEXT NOT NULL,
+            processing_code TEXT,
+            amount INTEGER,
+            currency TEXT,
+            kind TEXT NOT NULL,
+            acquirer TEXT,
+            pan_masked TEXT,
+            pan_hash TEXT,
+            content_digest TEXT NOT NULL,
+            rrn TEXT GENERATED ALWAYS AS (printf('%012d', id)) VIRTUAL,
+            state TEXT NOT NULL,
+            response_code TEXT,
+            auth_code TEXT,
+            acquirer_ref TEXT,
+            order_ref TEXT,
+            response BLOB,
+            original_id INTEGER,
+            reversal_attempts INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        ) STRICT
+        """,
+        # The retransmission / duplicate key (spec section 6).
+        "CREATE UNIQUE INDEX txn_key ON txn (terminal_id, mti, stan, transmission_time)",
+        # Sweepers: in_states() orders by updated_at (then id, implicit in the index).
+        "CREATE INDEX txn_state ON txn (state, updated_at)",
+        "CREATE UNIQUE INDEX txn_order_ref ON txn (order_ref) WHERE order_ref IS NOT NULL",
+        "CREATE INDEX txn_original ON txn (original_id) WHERE original_id IS NOT NULL",
+        # Settlement totals scan a terminal's transactions after a cut-off id.
+        "CREATE INDEX txn_terminal ON txn (terminal_id, id)",
+        """
+        CREATE TABLE settlement (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            terminal_id TEXT NOT NULL,
+            accepted INTEGER NOT NULL,
+            credits_count INTEGER NOT NULL,
+            debits_count INTEGER NOT NULL,
+            credits_amount INTEGER NOT NULL,
+            debits_amount INTEGER NOT NULL,
+            last_txn_id INTEGER NOT NULL,  -- cut-off: the highest txn id when it was recorded
+            created_at REAL NOT NULL
+        ) STRICT
+        """,
+        "CREATE INDEX settlement_terminal ON settlement (terminal_id, accepted, last_txn_id)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_INSERT = (
+    f"INSERT INTO txn ({', '.join(INSERTED)}, created_at, updated_at) "
+    f"VALUES ({', '.join('?' * (len(INSERTED) + 2))}) "
+    "ON CONFLICT (terminal_id, mti, stan, transmission_time) DO NOTHING "
+    f"RETURNING {_COLUMNS}"
+)
+_BY_ID = f"SELECT {_COLUMNS} FROM txn WHERE id = ?"
+_BY_KEY = (
+    f"SELECT {_COLUMNS} FROM txn "
+    "WHERE terminal_id = ? AND mti = ? AND stan = ? AND transmission_time = ?"
+)
+_BY_ORDER = f"SELECT {_COLUMNS} FROM txn WHERE order_ref = ?"
+
+_REVERSED = ", ".join(f"'{s}'" for s in REVERSED_STATES)
+# Spec section 3, 0500: debits are approved purchases (0200, 00xxxx) and
+# completions (0220); credits approved refunds (0200, 20xxxx); reversed ones
+# count in neither.  The cut-off is the terminal's last accepted settlement.
+_TOTALS = f"""
+    SELECT coalesce(sum(credit), 0), coalesce(sum(debit), 0),
+           coalesce(sum(CASE WHEN credit THEN amount END), 0),
+           coalesce(sum(CASE WHEN debit THEN amount END), 0)
+    FROM (
+        SELECT amount,
+               mti = '0200' AND substr(processing_code, 1, 2) = '20' AS credit,
+               (mti = '0200' AND substr(processing_code, 1, 2) = '00') OR mti = '0220' AS debit
+        FROM txn
+        WHERE terminal_id = ?1
+          AND id > (SELECT coalesce(max(last_txn_id), 0) FROM settlement
+                    WHERE terminal_id = ?1 AND accepted = 1)
+          AND response_code = '00'
+          AND state NOT IN ({_REVERSED})
+    )
+"""
+_SETTLE = """
+    INSERT INTO settlement (terminal_id, accepted, credits_count, debits_count,
+                            credits_amount, debits_amount, last_txn_id, created_at)
+    VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM txn), ?)
+"""
+
+
+def _record(row: tuple) -> TxnRecord:
+    return TxnRecord(**dict(zip(FIELDS, row)))
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+class SqliteJournal(GroupCommitter):
+    """The journal in one SQLite file (or ``":memory:"``), written by one thread."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        hmac_key: bytes | None = None,
+        max_batch: int = 512,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise JournalError(
+                f"the SQLite journal needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer, "
+                f"this Python has {sqlite3.sqlite_version}"
+            )
+        self.path = path
+        self._hmac_key = hmac_key or None
+        self._clock = clock
+        self._last_now = 0.0
+        self._busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._update_sql: dict[tuple[str, ...], str] = {}
+        super().__init__(name=f"journal-writer:{path}", max_batch=max_batch)
+
+    # -- the Journal interface (caller's side) -------------------------------
+
+    def insert(self, rec: TxnRecord) -> Future[tuple[TxnRecord, bool]]:
+        if type(rec) is not TxnRecord:
+            return self._failed(TypeError(f"insert takes a TxnRecord, got {type(rec).__name__}"))
+        values = msgspec.structs.astuple(rec)
+        try:
+            check_no_pan(dict(zip(FIELDS, values)))
+            check_own_pan(
+                {"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key
+            )
+        except ValueError as exc:
+            return self._failed(exc)
+        row = tuple(values[i] for i in _INSERTED_INDEX)
+        key = (rec.terminal_id, rec.mti, rec.stan, rec.transmission_time)
+        return self._submit(self._insert, (row, key), True)
+
+    def update(self, txn_id: int, **changes: Any) -> Future[TxnRecord]:
+        unknown = changes.keys() - UPDATABLE
+        if unknown:
+            return self._failed(
+                ValueError(
+                    f"cannot update journal column(s) {', '.join(sorted(unknown))}: "
+                    f"unknown or set by the journal (id, rrn, created_at, updated_at)"
+                )
+            )
+        try:
+            check_no_pan(changes)
+        except ValueError as exc:
+            return self._failed(exc)
+        columns = tuple(changes)
+        sql = self._update_sql.get(columns)
+        if sql is None:
+            assignments = ", ".join(f"{c} = ?" for c in columns)
+            sql = f"UPDATE txn SET {assignments}, updated_at = ? WHERE id = ? RETURNING {_COLUMNS}"
+            self._update_sql[columns] = sql
+        own_pan_check = self._hmac_key is not None and any(c in changes for c in FREE_REFERENCE_FIELDS)
+        return self._submit(self._update, (sql, tuple(changes.values()), txn_id, own_pan_check), True)
+
+    def get(self, txn_id: int) -> Future[TxnRecord | None]:
+        return self._submit(self._one, (_BY_ID, (txn_id,)), False)
+
+    def find(self, terminal_id: str, mti: str, stan: str, transmission_time: str) -> Future[TxnRecord | None]:
+        return self._submit(self._one, (_BY_KEY, (terminal_id, mti, stan, transmission_time)), False)
+
+    def find_original(
+        self, terminal_id: str, mtis: tuple[str, ...], stan: str, transmission_time: str
+    ) -> Future[TxnRecord | None]:
+        mtis = tuple(mtis)
+        if not mtis:
+            return self._failed(ValueError("find_original needs at least one original MTI"))
+        sql = (
+            f"SELECT {_COLUMNS} FROM txn WHERE terminal_id = ? AND mti IN ({_placeholders(len(mtis))}) "
+            "AND stan = ? AND transmission_time = ? ORDER BY id DESC LIMIT 1"
+        )
+        return self._submit(self._one, (sql, (terminal_id, *mtis, stan, transmission_time)), False)
+
+    def find_by_order(self, order_ref: str) -> Future[TxnRecord | None]:
+        return self._submit(self._one, (_BY_ORDER, (order_ref,)), False)
+
+    def in_states(self, states: tuple[str, ...], limit: int = 100) -> Future[list[TxnRecord]]:
+        states = tuple(states)
+        if not states:
+            return self._failed(ValueError("in_states needs at least one state"))
+        if type(limit) is not int or limit < 1:
+            return self._failed(ValueError(f"in_states limit must be a positive int, got {limit!r}"))
+        sql = (
+            f"SELECT {_COLUMNS} FROM txn WHERE state IN ({_placeholders(len(states))}) "
+            "ORDER BY updated_at, id LIMIT ?"
+        )
+        return self._submit(self._many, (sql, (*states, limit)), False)
+
+    def totals(self, terminal_id: str) -> Future[Totals]:
+        return self._submit(self._totals, (terminal_id,), False)
+
+    def settle(self, terminal_id: str, totals: Totals, accepted: bool) -> Future[None]:
+        args = (
+            terminal_id,
+            1 if accepted else 0,
+            totals.credits_count,
+            totals.debits_count,
+            totals.credits_amount,
+            totals.debits_amount,
+        )
+        return self._submit(self._settle, (args,), True)
+
+    # -- operations (writer thread) ------------------------------------------
+
+    def _now(self) -> float:
+        # Strictly increasing within this journal, so updated_at orders the
+        # updates as they were made even when the clock ticks coarsely.
+        now = self._clock()
+        if now <= self._last_now:
+            now = self._last_now + 1e-6
+        self._last_now = now
+        return now
+
+    def _insert(self, row: tuple, key: tuple) -> tuple[TxnRecord, bool]:
+        conn = self._conn
+        now = self._now()
+        rows = conn.execute(_INSERT, row + (now, now)).fetchall()
+        if rows:
+            return _record(rows[0]), True
+        return _record(conn.execute(_BY_KEY, key).fetchone()), False
+
+    def _update(self, sql: str, values: tuple, txn_id: int, own_pan_check: bool) -> TxnRecord:
+        rows = self._conn.execute(sql, values + (self._now(), txn_id)).fetchall()
+        if not rows:
+            raise KeyError(txn_id)
+        rec = _record(rows[0])
+        if own_pan_check:
+            # Raising rolls the update back to its savepoint.
+            check_own_pan(
+                {"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key
+            )
+        return rec
+
+    def _one(self, sql: str, args: tuple) -> TxnRecord | None:
+        row = self._conn.execute(sql, args).fetchone()
+        return None if row is None else _record(row)
+
+    def _many(self, sql: str, args: tuple) -> list[TxnRecord]:
+        return [_record(row) for row in self._conn.execute(sql, args).fetchall()]
+
+    def _totals(self, terminal_id: str) -> Totals:
+        return Totals(*self._conn.execute(_TOTALS, (terminal_id,)).fetchone())
+
+    def _settle(self, args: tuple) -> None:
+        self._conn.execute(_SETTLE, args + (self._now(),))
+
+    # -- GroupCommitter hooks (writer thread) --------------------------------
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
+        try:
+            if self.path != ":memory:":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise JournalError(f"journal {self.path}: cannot switch to WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT")
+            version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+            if version > SCHEMA_VERSION:
+                raise JournalError(
+                    f"journal {self.path} has schema version {version}, "
+                    f"newer than this payswitch knows ({SCHEMA_VERSION})"
+                )
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[number - 1]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _close_db(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _begin(self, writes: bool) -> None:
+        # IMMEDIATE takes the write lock up front: no SQLITE_BUSY half-way.
+        self._conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+    def _savepoint(self) -> None:
+        self._conn.execute("SAVEPOINT op")
+
+    def _release(self) -> None:
+        self._conn.execute("RELEASE op")
+
+    def _rollback_to_savepoint(self) -> None:
+        self._conn.execute("ROLLBACK TO op")
+        self._conn.execute("RELEASE op")
+
+    def _in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def _commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
