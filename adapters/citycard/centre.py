@@ -61,24 +61,24 @@ class Booking:
 
 @dataclass
 class Centre:
-    mk: bytes = DEMO_MK
+    mk: bytes = field(default=DEMO_MK, repr=False)
     blacklist: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ("8800",)  # card ranges of this issuer; () accepts all
     opening_balance: int = OPENING_BALANCE
 
-    accounts: dict[str, Account] = field(default_factory=dict, init=False)
+    accounts: dict[str, Account] = field(default_factory=dict, init=False, repr=False)  # keyed by full card number
     issued: int = field(default=0, init=False)
     debits: int = field(default=0, init=False)  # net of reversals, offline advices included
     loads: int = field(default=0, init=False)  # net of reversals
     # ref -> (request with id 0, response with id 0): makes requests idempotent.
-    _answers: dict[str, tuple[msgspec.Struct, Response]] = field(default_factory=dict, init=False)
-    _bookings: dict[str, Booking] = field(default_factory=dict, init=False)
+    _answers: dict[str, tuple[msgspec.Struct, Response]] = field(default_factory=dict, init=False, repr=False)
+    _bookings: dict[str, Booking] = field(default_factory=dict, init=False, repr=False)
     # (card, counter) -> content of the purse transaction booked under it.
-    _purse: dict[tuple[str, str], tuple[int, str, str, str]] = field(default_factory=dict, init=False)
+    _purse: dict[tuple[str, str], tuple[int, str, str, str]] = field(default_factory=dict, init=False, repr=False)
     # refs reversed before they were seen: a late original is refused.
-    _reversed_unseen: set[str] = field(default_factory=set, init=False)
-    _dk: dict[str, bytes] = field(default_factory=dict, init=False)
-    _auth_seq: int = field(default=0, init=False)
+    _reversed_unseen: set[str] = field(default_factory=set, init=False, repr=False)
+    _dk: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _auth_seq: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.blacklist = frozenset(self.blacklist)
@@ -198,7 +198,8 @@ class Centre:
         if refused:
             return self._reply(refused)
         account = self.accounts.get(r.card)
-        return self._reply("00", None, account.balance if account else self.opening_balance)
+        balance = account.balance if account else self.opening_balance
+        return self._reply("00", None, balance, auth=self._auth())
 
     def _reverse(self, r: Reverse) -> Response:
         booking = self._bookings.get(r.ref)

@@ -1,0 +1,306 @@
+"""The city-card acquirer adapter: payswitch's side of the clearing-centre link (asyncio).
+
+``CityCardAcquirer`` implements :class:`switch.core.acquirer.Acquirer`.  It
+keeps ``connections`` TCP connections to the centre (spread over the
+endpoints, each reconnected with exponential backoff), multiplexes requests
+on them by request id (``protocol.py``) and turns answers into Results
+(``mapping.py``).
+
+Outcomes it cannot know are reported as such: no answer within the deadline
+is 68 and a connection lost after sending is 91, both ``uncertain`` when the
+request moves money, so the switch reverses them by ref; no connection at all
+is 91, certain (nothing was sent).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections.abc import Sequence
+
+import msgspec
+
+from switch.core.acquirer import Request, Result
+
+from .mapping import Refusal, build_message, moves_money, original_ref, to_result
+from .protocol import (
+    CentreRequest,
+    FrameBuffer,
+    Ledger,
+    LedgerPage,
+    ProtocolError,
+    Response,
+    Reverse,
+    decode_response,
+    encode,
+    mask_card,
+)
+
+__all__ = ["CityCardAcquirer", "Unavailable", "LinkLost"]
+
+log = logging.getLogger("payswitch.citycard")
+
+
+class Unavailable(Exception):
+    """No connection to the centre is up: nothing was sent."""
+
+
+class LinkLost(Exception):
+    """The connection closed after the request was sent: outcome unknown."""
+
+
+class _Link(asyncio.Protocol):
+    """One connection to the centre: framing and request/response matching."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._frames = FrameBuffer()
+        self._pending: dict[int, asyncio.Future[Response]] = {}
+        self._ids = itertools.count(1)
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for payload in self._frames.feed(data):
+                response = decode_response(payload)
+                waiter = self._pending.pop(response.id, None)
+                if waiter is None:
+                    # Its caller gave up (68): the switch reverses it by ref.
+                    log.info("late answer from %s to request %d: %s", self.peer, response.id, response.code)
+                elif not waiter.done():
+                    waiter.set_result(response)
+        except ProtocolError as exc:
+            log.error("closing connection to %s: %s", self.peer, exc)
+            assert self.transport is not None
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            if not waiter.done():
+                waiter.set_exception(LinkLost(f"connection to {self.peer} lost"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # use
+
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def send(self, message: CentreRequest) -> tuple[int, asyncio.Future[Response]]:
+        assert self.transport is not None
+        rid = next(self._ids)
+        message.id = rid
+        waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = waiter
+        self.transport.write(encode(message))
+        return rid, waiter
+
+    def forget(self, rid: int) -> None:
+        self._pending.pop(rid, None)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class CityCardAcquirer:
+    """Acquirer adapter for a city-card clearing centre (see ``protocol.py``)."""
+
+    def __init__(
+        self,
+        name: str = "citycard",
+        endpoints: Sequence[tuple[str, int]] = (("127.0.0.1", 9301),),
+        connections: int = 1,
+        connect_timeout: float = 2.0,
+        *,
+        backoff: tuple[float, float] = (0.05, 5.0),
+    ) -> None:
+        if not endpoints:
+            raise ValueError("a city-card acquirer needs at least one endpoint")
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        self.name = name
+        self.endpoints = [(host, int(port)) for host, port in endpoints]
+        self.connections = connections
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff
+        self._links: list[_Link] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._up = asyncio.Event()
+        self._turn = itertools.count()
+        self._closing = False
+
+    # -- Acquirer ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect in the background; return once one connection is up or
+        ``connect_timeout`` has passed (the connections keep trying)."""
+        if self._tasks:
+            return
+        self._closing = False
+        self._up = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._keep_connected(slot), name=f"{self.name}-link-{slot}")
+            for slot in range(self.connections)
+        ]
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._up.wait()
+        except TimeoutError:
+            log.warning("%s: no connection to the centre yet; retrying in the background", self.name)
+
+    async def close(self) -> None:
+        self._closing = True
+        for link in list(self._links):
+            link.close()  # pending calls end with LinkLost: uncertain
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._links.clear()
+
+    def healthy(self) -> bool:
+        return any(link.is_open() for link in self._links)
+
+    async def authorize(self, request: Request, timeout: float) -> Result:
+        try:
+            message = build_message(request)
+        except Refusal as refusal:
+            log.info("%s: txn %d refused %s: %s", self.name, request.txn_id, refusal.code, refusal.reason)
+            return Result(response_code=refusal.code)
+        if isinstance(message, Reverse):
+            acked = await self._reverse(message, timeout)
+            return Result(response_code="00" if acked else "91", acquirer_ref=message.ref)
+        ref = getattr(message, "ref", None)
+        uncertain = moves_money(message)
+        try:
+            response = await self.call(message, timeout)
+        except Unavailable:
+            return Result(response_code="91", acquirer_ref=ref)
+        except TimeoutError:
+            log.warning("%s: txn %d (ref %s) unanswered after %.3fs", self.name, request.txn_id, ref, timeout)
+            return Result(response_code="68", acquirer_ref=ref, uncertain=uncertain)
+        except LinkLost as exc:
+            log.warning("%s: txn %d (ref %s): %s", self.name, request.txn_id, ref, exc)
+            return Result(response_code="91", acquirer_ref=ref, uncertain=uncertain)
+        result = to_result(message, response)
+        log.debug(
+            "%s: txn %d card %s %s -> %s",
+            self.name, request.txn_id, mask_card(request.pan), type(message).__name__.lower(),
+            result.response_code,
+        )
+        return result
+
+    async def reverse(self, request: Request, timeout: float) -> bool:
+        if request.original is None:
+            return True  # nothing to reverse
+        return await self._reverse(Reverse(id=0, ref=original_ref(request.original)), timeout)
+
+    # -- beyond the Acquirer protocol ---------------------------------------------
+
+    async def ledger(self, timeout: float = 5.0, page_size: int = 500) -> LedgerPage:
+        """The centre's whole ledger (admin; paged under the frame limit).
+
+        The totals are those of the last page; they are consistent with the
+        balances only when no transaction runs meanwhile.
+        """
+        balances: dict[str, int] = {}
+        after = ""
+        while True:
+            response = await self.call(Ledger(id=0, after=after, limit=page_size), timeout)
+            page = response.ledger
+            if response.code != "00" or page is None:
+                raise RuntimeError(f"{self.name}: ledger refused with {response.code}")
+            balances.update(page.balances)
+            if not page.more or not page.balances:
+                return msgspec.structs.replace(page, balances=balances, more=False)
+            after = max(page.balances)
+
+    async def call(self, message: CentreRequest, timeout: float) -> Response:
+        """Send one message and wait for its answer.
+
+        Raises :class:`Unavailable` (not sent), :class:`TimeoutError` or
+        :class:`LinkLost` (sent, outcome unknown).
+        """
+        link = self._pick()
+        if link is None:
+            raise Unavailable(f"{self.name}: no connection to the centre")
+        rid, waiter = link.send(message)
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        finally:
+            if not waiter.done():
+                link.forget(rid)
+                waiter.cancel()
+
+    # -- internals -------------------------------------------------------------
+
+    async def _reverse(self, message: Reverse, timeout: float) -> bool:
+        try:
+            response = await self.call(message, timeout)
+        except (Unavailable, TimeoutError, LinkLost) as exc:
+            log.info("%s: reversal of ref %s not acknowledged: %s", self.name, message.ref, exc or "timeout")
+            return False
+        if response.code != "00":
+            log.warning("%s: reversal of ref %s answered %s", self.name, message.ref, response.code)
+        return response.code == "00"
+
+    def _pick(self) -> _Link | None:
+        """The open link with the fewest requests in flight (round robin among equals)."""
+        links = [link for link in self._links if link.is_open()]
+        if not links:
+            return None
+        start = next(self._turn) % len(links)
+        rotated = links[start:] + links[:start]
+        return min(rotated, key=lambda link: link.in_flight)
+
+    async def _keep_connected(self, slot: int) -> None:
+        loop = asyncio.get_running_loop()
+        initial, ceiling = self.backoff
+        delay = initial
+        attempt = slot  # spread the slots over the endpoints
+        failing = False
+        while not self._closing:
+            host, port = self.endpoints[attempt % len(self.endpoints)]
+            attempt += 1
+            peer = f"{host}:{port}"
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    _, link = await loop.create_connection(lambda: _Link(peer), host, port)
+            except (OSError, TimeoutError) as exc:
+                if not failing:
+                    log.warning("%s: cannot connect to %s: %s", self.name, peer, exc or "timeout")
+                    failing = True
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, ceiling)
+                continue
+            if self._closing:
+                link.close()
+                break
+            log.info("%s: connected to %s", self.name, peer)
+            failing = False
+            delay = initial
+            self._links.append(link)
+            self._up.set()
+            try:
+                await link.closed
+            finally:
+                if link in self._links:
+                    self._links.remove(link)
+                link.close()
+            if not self._closing:
+                log.warning("%s: connection to %s lost; reconnecting", self.name, peer)
+                await asyncio.sleep(initial * random.uniform(0.5, 1.0))
