@@ -1,0 +1,120 @@
+"""Sans-I/O request rules of the terminal interface (spec sections 3, 5, 6)."""
+import pytest
+
+from native.iso8583 import dialect
+from switch.core import messages as m
+
+T = dialect("terminal-87")
+
+BASE = {
+    "mti": "0200", 2: "4761739001010119", 3: "000000", 4: "000000001250", 7: "1124101500", 11: "000001",
+    12: "101500", 13: "1124", 22: "051", 41: "DEMO0001", 42: "DEMO00000000001", 49: "978",
+    35: "4761739001010119=28121011234567890", 52: bytes(8),
+}
+
+
+def msg(**changes):
+    fields = dict(BASE)
+    for k, v in changes.items():
+        n = int(k[1:]) if k.startswith("f") else k
+        if v is None:
+            fields.pop(n, None)
+        else:
+            fields[n] = v
+    return T.decode(T.encode(fields))
+
+
+def test_response_mti():
+    assert [m.response_mti(x) for x in ("0100", "0200", "0220", "0400", "0500", "0800")] == [
+        "0110", "0210", "0230", "0410", "0510", "0810"]
+
+
+def test_valid_purchase_passes():
+    m.check_request(msg())
+
+
+@pytest.mark.parametrize("missing", [3, 4, 7, 11, 12, 13, 22, 41, 42, 49])
+def test_missing_mandatory_field_is_30(missing):
+    with pytest.raises(m.Rejection) as e:
+        m.check_request(msg(**{f"f{missing}": None}))
+    assert e.value.code == "30" and str(missing) in e.value.reason
+
+
+def test_unsupported_mti_is_12():
+    with pytest.raises(m.Rejection) as e:
+        m.check_request(msg(mti="0300"))
+    assert e.value.code == "12"
+
+
+def test_processing_code_not_allowed_for_mti_is_12():
+    with pytest.raises(m.Rejection) as e:
+        m.check_request(msg(mti="0100", f3="200000"))
+    assert e.value.code == "12"
+
+
+def test_zero_amount_is_13_except_balance_inquiry():
+    with pytest.raises(m.Rejection) as e:
+        m.check_request(msg(f4="000000000000"))
+    assert e.value.code == "13"
+    m.check_request(msg(f4="000000000000", f3="310000"))
+
+
+def test_network_management_needs_only_its_fields():
+    echo = T.decode(T.encode({"mti": "0800", 7: "1124101500", 11: "000002", 41: "DEMO0001", 70: "301"}))
+    m.check_request(echo)
+    bad = T.decode(T.encode({"mti": "0800", 7: "1124101500", 11: "000002", 41: "DEMO0001", 70: "999"}))
+    with pytest.raises(m.Rejection) as e:
+        m.check_request(bad)
+    assert e.value.code == "12"
+
+
+def test_pan_from_field_2_or_track_2():
+    assert m.pan_of(msg()) == "4761739001010119"
+    assert m.pan_of(msg(f2=None)) == "4761739001010119"
+    assert m.pan_of(msg(f2=None, f35=None)) is None
+
+
+def test_payment_kind():
+    assert m.payment_kind(msg(), "4761739001010119", {}) == "pan"
+    wallet = msg(f2=None, f35=None, f52=None, f22="031")
+    assert m.payment_kind(wallet, None, {"BC": "281234567890123401"}) == "wallet"
+    with pytest.raises(m.Rejection, match="tag BC"):
+        m.payment_kind(wallet, None, {})
+    with pytest.raises(m.Rejection, match="must not carry field 2"):
+        m.payment_kind(msg(f22="031"), "4761739001010119", {"BC": "28"})
+
+
+def test_original_key_from_field_90():
+    assert m.original_key("0200" + "000123" + "1124101500" + "0" * 22) == ("0200", "000123", "1124101500")
+
+
+def test_digest_same_for_retransmission_differs_for_content():
+    key = b"k" * 32
+    a = m.content_digest(msg(), key)
+    assert a == m.content_digest(msg(), key)
+    assert a != m.content_digest(msg(f4="000000001251"), key)
+    assert a != m.content_digest(msg(f2="5413330089010434"), key)
+    assert "4761739001010119" not in a
+
+
+def test_response_echoes_and_never_carries_card_data():
+    resp = m.build_response(msg(), "00", "000000000042", auth_code="A1B2C3")
+    assert resp["mti"] == "0210"
+    for n in (3, 4, 7, 11, 12, 13, 41, 42, 49):
+        assert resp[n] == BASE[n]
+    assert resp[37] == "000000000042" and resp[39] == "00" and resp[38] == "A1B2C3"
+    assert not {2, 35, 52} & set(resp)
+    declined = m.build_response(msg(), "05", "000000000043", auth_code="A1B2C3")
+    assert 38 not in declined
+    T.encode(resp)  # valid for the terminal dialect
+
+
+def test_mask_pan():
+    assert m.mask_pan("4761739001010119") == "476173******0119"
+    assert m.mask_pan("1234") == "1234"
+
+
+def test_build_request_carries_what_adapters_need():
+    req = m.build_request(msg(), txn_id=7, kind="card", rrn="000000000007", pan="4761739001010119", tlv={})
+    assert (req.mti, req.amount, req.currency, req.stan, req.terminal_id) == ("0200", 1250, "978", "000001", "DEMO0001")
+    assert req.pin_block == bytes(8) and req.track2.startswith("4761739001010119")
