@@ -153,13 +153,20 @@ def host_0210(host_request: Mapping | None = None, response_code: str = "00") ->
 
 
 def pyiso8583_doc(mapping: Mapping, spec: Mapping = PYISO_TERMINAL_SPEC) -> dict:
-    """The pyiso8583 document of one of our mappings: ``"t"``, ``"2"``..., binary fields as hex."""
+    """The pyiso8583 document of one of our mappings: ``"t"``, ``"2"``..., binary fields as hex.
+
+    ``spec`` decides which fields are binary: with ``pyiso8583_host_spec()``
+    that includes the BCD ones.
+    """
     doc = {"t": mapping["mti"]}
     for key, value in mapping.items():
         if key == "mti":
             continue
         if spec[str(key)]["data_enc"] == "b":
-            doc[str(key)] = value.hex().upper() if isinstance(value, (bytes, bytearray)) else value
+            if isinstance(value, (bytes, bytearray)):
+                doc[str(key)] = value.hex().upper()
+            else:  # digits packed as BCD: pyiso8583 takes them as hex
+                doc[str(key)] = host_track2(value) if ISO87_CLASS.get(key) == "z" else value
         else:
             doc[str(key)] = value
     return doc
