@@ -62,7 +62,7 @@ class Booking:
 @dataclass
 class Centre:
     mk: bytes = field(default=DEMO_MK, repr=False)
-    blacklist: frozenset[str] = frozenset()
+    blacklist: frozenset[str] = field(default=frozenset(), repr=False)
     prefixes: tuple[str, ...] = ("8800",)  # card ranges of this issuer; () accepts all
     opening_balance: int = OPENING_BALANCE
 
