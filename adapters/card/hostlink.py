@@ -294,7 +294,7 @@ class LinkMetrics:
 
     Names: ``requests`` (mti, response_code), ``timeouts`` (mti),
     ``late_answers`` (mti), ``lost_in_flight`` (mti), ``unavailable`` (mti),
-    ``unmatched_answers`` (mti), ``reconnects`` (endpoint),
+    ``unmatched_answers`` (mti), ``reconnects`` (endpoint), ``echoes`` (endpoint),
     ``protocol_errors`` (endpoint), ``sign_on_failures`` (endpoint).
     Connection states are a gauge: see ``HostLinkAcquirer.connection_states()``.
     """
@@ -697,6 +697,7 @@ class HostConnection:
             msg = network_fields(ECHO, stan=stan, f7=transmission_time(wall))
             self._echo = self._register(Kind.ECHO, msg, now=now,
                                         deadline=now + self.network_timeout)
+            self.metrics.inc("echoes", endpoint=self.endpoint)
             events.append(Send(msg))
         return events
 

@@ -1,0 +1,456 @@
+"""The card host link on asyncio: a pool of persistent connections to a bank
+acquirer, implementing :class:`switch.core.acquirer.Acquirer`.
+
+All protocol state lives in :class:`adapters.card.hostlink.HostConnection`;
+this module owns the sockets, the clock and the timers.
+
+Per connection slot (``connections`` per endpoint) a task connects, signs on
+(0800 70=001), and on any loss reconnects after an exponential backoff with
+jitter.  A request goes to the least busy signed-on connection of the first
+endpoint that has one (failover in endpoint order).  One timer per connection
+fires at the earliest deadline or echo time the core asks for.
+
+Outcomes (``authorize``):
+
+- answered: Result(39, 38, 55), ``acquirer_ref = "stan|f7|rrn"`` as sent to
+  and answered by the acquirer;
+- deadline passed (the ``timeout`` argument): Result("68", uncertain=True);
+- connection lost or garbage received after the request was written:
+  Result("91", uncertain=True) -- the acquirer may have approved, the switch
+  must reverse; 91 ("acquirer inoperative") rather than 68 says that the link
+  failed, not the acquirer's speed;
+- no signed-on connection at all: Result("91", uncertain=False), nothing sent
+  (the switch may fall through to the next acquirer of the route);
+- the message cannot be encoded (our side): Result("96", uncertain=False).
+
+Uncertain results carry ``acquirer_ref`` too, so the reversal names exactly
+what the acquirer may have seen.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any, Callable, Sequence
+
+from adapters.card.hostlink import (
+    RC_INOPERATIVE,
+    RC_MALFUNCTION,
+    Backoff,
+    Close,
+    Completed,
+    HostConnection,
+    Late,
+    LinkMetrics,
+    Send,
+    SignedOn,
+    StanAllocator,
+    State,
+    Unmatched,
+    mask_pan,
+    scrub,
+)
+from switch.core.acquirer import Request, Result
+
+log = logging.getLogger("payswitch.card")
+
+
+class _Protocol(asyncio.Protocol):
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: "_Slot") -> None:
+        self.slot = slot
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.slot.connected(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.slot.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.slot.lost(exc)
+
+
+class _Slot:
+    """One connection slot: an endpoint and the connection currently serving it."""
+
+    def __init__(self, link: "HostLinkAcquirer", endpoint: int, host: str, port: int, index: int) -> None:
+        self.link = link
+        self.endpoint = endpoint
+        self.host = host
+        self.port = port
+        self.label = f"{host}:{port}"
+        self.index = index
+        self.core: HostConnection | None = None
+        self.transport: asyncio.Transport | None = None
+        self.framer: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed: asyncio.Future | None = None
+        self.backoff = Backoff(link.backoff_initial, link.backoff_max, rng=link.rng)
+        self.phase = "disconnected"  # before a core exists / between connections
+        self.task: asyncio.Task | None = None
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        if self.core is not None and self.transport is not None:
+            return self.core.state.value
+        return self.phase
+
+    @property
+    def usable(self) -> bool:
+        core = self.core
+        return (core is not None and core.state is State.READY
+                and self.transport is not None and not self.transport.is_closing())
+
+    # -- supervision --------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        link = self.link
+        first = True
+        while not link.closing:
+            if not first:
+                link.metrics.inc("reconnects", endpoint=self.label)
+            first = False
+            self.phase = "connecting"
+            self.closed = loop.create_future()
+            self.core = HostConnection(
+                link.stans, acquirer_id=link.acquirer_id, echo_interval=link.echo_interval,
+                network_timeout=link.network_timeout, endpoint=self.label, metrics=link.metrics)
+            self.framer = link.framer_factory()
+            try:
+                await asyncio.wait_for(
+                    loop.create_connection(lambda: _Protocol(self), self.host, self.port),
+                    link.connect_timeout)
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.debug("%s: connect to %s failed: %s", link.name, self.label, exc)
+                self.core = None
+            else:
+                await self.closed
+            self.core = None
+            self.phase = "disconnected"
+            if link.closing:
+                break
+            delay = self.backoff.next_delay()
+            await asyncio.sleep(delay)
+
+    # -- protocol callbacks -------------------------------------------------
+
+    def connected(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        loop = self.link.loop
+        msg = self.core.connection_made(loop.time(), time.time())
+        log.info("%s: connected to %s, signing on", self.link.name, self.label)
+        self.write(msg)
+        self.arm()
+
+    def data_received(self, data: bytes) -> None:
+        link = self.link
+        core = self.core
+        if core is None or self.transport is None:
+            return
+        try:
+            payloads = self.framer.feed(data)
+        except link.FrameError as exc:
+            self.deliver(exc.frames)
+            self.garbage(f"framing: {scrub(str(exc))}")
+            return
+        self.deliver(payloads)
+
+    def deliver(self, payloads: list[bytes]) -> None:
+        link = self.link
+        core = self.core
+        now = link.loop.time()
+        for payload in payloads:
+            if self.transport is None or self.core is not core:
+                return
+            try:
+                msg = link.dialect.decode(payload)
+                events = core.receive(msg, now)
+            except link.DecodeError as exc:
+                self.garbage(f"decode: {scrub(str(exc))}")
+                return
+            self.handle(events)
+        self.arm()
+
+    def garbage(self, what: str) -> None:
+        link = self.link
+        link.metrics.inc("protocol_errors", endpoint=self.label)
+        log.warning("%s: garbage from %s (%s); closing the connection", link.name, self.label, what)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def lost(self, exc: Exception | None) -> None:
+        link = self.link
+        core = self.core
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.transport = None
+        if core is not None:
+            was = core.state
+            events = core.connection_lost()
+            if events:
+                log.warning("%s: connection to %s lost (%s); %d in flight made uncertain",
+                            link.name, self.label, exc or "closed", len(events))
+            elif was is not State.SIGNING_OFF and not link.closing:
+                log.warning("%s: connection to %s lost (%s)", link.name, self.label, exc or "closed")
+            self.handle(events)
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- events, writes, timers ---------------------------------------------
+
+    def handle(self, events: list) -> None:
+        link = self.link
+        for event in events:
+            if type(event) is Completed:
+                fut = event.pending.token
+                if fut is not None and not fut.done():
+                    fut.set_result(event.outcome)
+            elif type(event) is Send:
+                self.write(event.message)
+            elif type(event) is SignedOn:
+                log.info("%s: signed on at %s", link.name, self.label)
+                self.backoff.reset()
+                link.ready_changed()
+            elif type(event) is Close:
+                level = logging.INFO if link.closing else logging.WARNING
+                log.log(level, "%s: closing connection to %s: %s", link.name, self.label, event.reason)
+                if self.transport is not None:
+                    self.transport.close()
+            elif type(event) is Late:
+                log.warning("%s: late answer %s stan=%s 39=%s from %s dropped", link.name,
+                            event.mti, event.stan, event.response_code, self.label)
+            elif type(event) is Unmatched:
+                log.warning("%s: unmatched %s stan=%s from %s: %s", link.name, event.mti,
+                            event.stan, self.label, event.reason)
+
+    def write(self, msg: dict) -> None:
+        link = self.link
+        self.transport.write(self.framer.encode(link.dialect.encode(msg)))
+
+    def arm(self) -> None:
+        """Make sure the timer fires no later than the core's next wakeup."""
+        core = self.core
+        if core is None or self.transport is None:
+            return
+        wake = core.next_wakeup()
+        timer = self.timer
+        if wake is None:
+            if timer is not None:
+                timer.cancel()
+                self.timer = None
+            return
+        if timer is not None:
+            if timer.when() <= wake:
+                return
+            timer.cancel()
+        self.timer = self.link.loop.call_at(wake, self.on_timer)
+
+    def on_timer(self) -> None:
+        self.timer = None
+        core = self.core
+        if core is None or self.transport is None:
+            return
+        self.handle(core.poll(self.link.loop.time(), time.time()))
+        self.arm()
+
+
+class HostLinkAcquirer:
+    """A bank acquirer reached over an ISO 8583 (host-87-bcd) host link.
+
+    ``endpoints`` are tried in order (failover); ``connections`` persistent
+    connections are kept to each.  ``acquirer_id`` goes in field 32 (and in
+    field 90 of reversals).  ``echo_interval``: an echo (0800 70=301) goes out
+    on a connection that received nothing for that long; ``network_timeout``
+    bounds the answer to a sign-on, echo or sign-off (an unanswered one closes
+    the connection).  ``request_timeout``, when set, caps the ``timeout`` the
+    switch passes per call.  ``metrics_listener(name, labels, amount)`` sees
+    every counter increment (see :class:`LinkMetrics`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        endpoints: Sequence[tuple[str, int]],
+        acquirer_id: str,
+        connections: int = 2,
+        echo_interval: float = 30.0,
+        connect_timeout: float = 2.0,
+        *,
+        network_timeout: float = 5.0,
+        request_timeout: float | None = None,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 10.0,
+        dialect: str = "host-87-bcd",
+        max_frame: int = 8192,
+        metrics_listener: Callable[[str, dict[str, str], int], None] | None = None,
+        stan_start: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError(f"acquirer {name!r}: no endpoints")
+        if connections < 1:
+            raise ValueError(f"acquirer {name!r}: connections must be >= 1")
+        if not (acquirer_id.isdigit() and 1 <= len(acquirer_id) <= 11):
+            raise ValueError(f"acquirer {name!r}: acquirer_id must be 1..11 digits")
+        from native.framing import FrameError, Framer
+        from native.iso8583 import DecodeError, dialect as load_dialect
+
+        self.name = name
+        self.endpoints = [(str(h), int(p)) for h, p in endpoints]
+        self.acquirer_id = acquirer_id
+        self.connections = connections
+        self.echo_interval = echo_interval
+        self.connect_timeout = connect_timeout
+        self.network_timeout = network_timeout
+        self.request_timeout = request_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.rng = random.Random(seed)
+        self.dialect = load_dialect(dialect)
+        self.FrameError = FrameError
+        self.DecodeError = DecodeError
+        self.framer_factory = lambda: Framer("binary2", max_frame=max_frame)
+        self.metrics = LinkMetrics(metrics_listener)
+        # A random first STAN, so that a restarted switch does not repeat
+        # the STANs of its previous run within the same day.
+        self.stans = StanAllocator(stan_start if stan_start is not None
+                                   else self.rng.randint(1, StanAllocator.LIMIT))
+        self.closing = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Event | None = None
+        self.slots = [
+            _Slot(self, e, host, port, i)
+            for e, (host, port) in enumerate(self.endpoints)
+            for i in range(connections)
+        ]
+        self._by_endpoint = [[s for s in self.slots if s.endpoint == e] for e in range(len(self.endpoints))]
+
+    # -- Acquirer protocol ----------------------------------------------------
+
+    async def start(self) -> None:
+        """Open every connection; return once one is signed on, or after
+        ``connect_timeout`` (the connections keep trying in the background)."""
+        self.loop = asyncio.get_running_loop()
+        self.closing = False
+        self._ready = asyncio.Event()
+        for slot in self.slots:
+            slot.task = self.loop.create_task(slot.run(), name=f"{self.name}:{slot.label}#{slot.index}")
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            log.warning("%s: no connection signed on within %.1fs; retrying in the background",
+                        self.name, self.connect_timeout)
+
+    async def close(self) -> None:
+        """Sign off, wait briefly for the answers, close; pending calls end uncertain."""
+        if self.closing:
+            return
+        self.closing = True
+        loop = self.loop or asyncio.get_running_loop()
+        waiting = []
+        for slot in self.slots:
+            core = slot.core
+            if core is not None and slot.transport is not None and not slot.transport.is_closing():
+                msg = core.sign_off(loop.time(), time.time())
+                if msg is not None:
+                    slot.write(msg)
+                    slot.arm()
+                    waiting.append(slot.closed)
+                else:
+                    slot.transport.close()
+        if waiting:
+            await asyncio.wait(waiting, timeout=min(1.0, self.network_timeout))
+        for slot in self.slots:
+            if slot.transport is not None:
+                slot.transport.abort()
+        tasks = [s.task for s in self.slots if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for slot in self.slots:
+            slot.task = None
+
+    def healthy(self) -> bool:
+        return any(slot.usable for slot in self.slots)
+
+    def _pick(self) -> _Slot | None:
+        """The least busy signed-on connection of the first endpoint that has one."""
+        for slots in self._by_endpoint:
+            best = None
+            for slot in slots:
+                if slot.usable and (best is None or len(slot.core.inflight) < len(best.core.inflight)):
+                    best = slot
+            if best is not None:
+                return best
+        return None
+
+    def _deadline(self, timeout: float) -> float:
+        if self.request_timeout is not None:
+            return min(timeout, self.request_timeout)
+        return timeout
+
+    async def authorize(self, request: Request, timeout: float) -> Result:
+        if request.mti not in ("0100", "0200", "0220"):
+            raise ValueError(f"{self.name}: authorize() takes 0100/0200/0220, not {request.mti}")
+        slot = self._pick()
+        if slot is None:
+            self.metrics.inc("unavailable", mti=request.mti)
+            self.metrics.inc("requests", mti=request.mti, response_code=RC_INOPERATIVE)
+            return Result(response_code=RC_INOPERATIVE)
+        loop = self.loop
+        fut = loop.create_future()
+        msg, pending = slot.core.request(request, now=loop.time(), wall=time.time(),
+                                         timeout=self._deadline(timeout), token=fut)
+        try:
+            data = slot.framer.encode(self.dialect.encode(msg))
+        except Exception as exc:  # EncodeError or a frame too long: our side, nothing sent
+            slot.core.cancel(pending)
+            log.error("%s: cannot encode %s for pan %s: %s: %s", self.name, request.mti,
+                      mask_pan(request.pan), type(exc).__name__, scrub(str(exc)))
+            self.metrics.inc("requests", mti=request.mti, response_code=RC_MALFUNCTION)
+            return Result(response_code=RC_MALFUNCTION)
+        slot.transport.write(data)
+        slot.arm()
+        return await fut
+
+    async def reverse(self, request: Request, timeout: float) -> bool:
+        if request.original is None:
+            raise ValueError(f"{self.name}: reverse() needs request.original")
+        slot = self._pick()
+        if slot is None:
+            self.metrics.inc("unavailable", mti="0400")
+            return False
+        loop = self.loop
+        fut = loop.create_future()
+        msg, pending = slot.core.reversal(request, now=loop.time(), wall=time.time(),
+                                          timeout=self._deadline(timeout), token=fut)
+        try:
+            data = slot.framer.encode(self.dialect.encode(msg))
+        except Exception as exc:
+            slot.core.cancel(pending)
+            log.error("%s: cannot encode 0400 for txn %d: %s: %s", self.name, request.txn_id,
+                      type(exc).__name__, scrub(str(exc)))
+            return False
+        slot.transport.write(data)
+        slot.arm()
+        return await fut
+
+    # -- observability -------------------------------------------------------
+
+    def ready_changed(self) -> None:
+        if self._ready is not None and self.healthy():
+            self._ready.set()
+
+    def connection_states(self) -> dict[str, dict[str, int]]:
+        """Per endpoint, how many connections are in each state (a gauge)."""
+        out: dict[str, dict[str, int]] = {}
+        for slot in self.slots:
+            states = out.setdefault(slot.label, {})
+            states[slot.state] = states.get(slot.state, 0) + 1
+        return out
