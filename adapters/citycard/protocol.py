@@ -55,7 +55,9 @@ Semantics (what the bundled simulator does; see ``centre.py``)
 - debit: TAC checked (A0); counter must be greater than the last accepted
   for the card (94, a replay); balance must cover the amount (51).
 - offline: the card already paid, so the advice is booked even if the ledger
-  goes below zero; TAC still checked (A0).  De-duplicated on (card, counter):
+  goes below zero or the card has since been blacklisted (logged), and
+  whatever the order of counters (uploads come late); the TAC is still checked
+  (A0) and the card's last counter moves up to it.  De-duplicated on (card, counter):
   an upload of a (card, counter) already booked answers 00 and is not booked
   again (terminals re-upload until they get an answer, so this is not a
   replay); the same (card, counter) with other content answers 94.
