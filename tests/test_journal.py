@@ -1,0 +1,545 @@
+"""The transaction journal: records, settlement totals, group commit, PAN guard."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sqlite3
+import threading
+import time
+from concurrent.futures import CancelledError
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from switch.journal import (
+    JournalClosed,
+    JournalError,
+    Totals,
+    TxnRecord,
+    check_no_pan,
+    luhn_ok,
+    open_journal,
+    pan_protect,
+)
+from switch.journal.sqlite import SCHEMA_VERSION, SqliteJournal
+
+KEY = b"journal-test-hmac-key"
+PAN = "4111111111111111"
+TIMEOUT = 10
+
+
+def txn(stan: int, *, terminal: str = "DEMO0001", mti: str = "0200", **kw) -> TxnRecord:
+    fields = dict(
+        terminal_id=terminal,
+        merchant_id="DEMO00000000001",
+        mti=mti,
+        stan="%06d" % stan,
+        transmission_time="1124065401",
+        processing_code="000000",
+        amount=1000,
+        currency="978",
+    )
+    fields.update(kw)
+    return TxnRecord(**fields)
+
+
+def ok(fut):
+    return fut.result(timeout=TIMEOUT)
+
+
+class Gate:
+    """A clock that holds the writer thread on its next operation until opened.
+
+    Everything submitted meanwhile queues up and runs as one batch.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def shut(self) -> None:
+        self.closed = True
+        self.entered.clear()
+        self.opened.clear()
+
+    def open(self) -> None:
+        self.closed = False
+        self.opened.set()
+
+    def __call__(self) -> float:
+        if self.closed:
+            self.entered.set()
+            assert self.opened.wait(TIMEOUT)
+        return time.time()
+
+
+@pytest.fixture
+def journal():
+    j = open_journal("sqlite://:memory:", hmac_key=KEY)
+    yield j
+    j.close()
+
+
+@pytest.fixture
+def gated():
+    gate = Gate()
+    j = open_journal("sqlite://:memory:", hmac_key=KEY, clock=gate)
+    yield j, gate
+    gate.open()
+    j.close()
+
+
+def hold_writer(j, gate: Gate) -> None:
+    """Stop the writer inside an insert of its own (STAN 999999) until gate.open()."""
+    gate.shut()
+    j.insert(txn(999999, terminal="GATE0001"))
+    assert gate.entered.wait(TIMEOUT)
+
+
+# -- records ------------------------------------------------------------------
+
+
+def test_insert_assigns_id_rrn_and_times(journal):
+    before = time.time()
+    rec, new = ok(journal.insert(txn(1)))
+    assert new
+    assert rec.id == 1 and rec.rrn == "000000000001"
+    assert before <= rec.created_at == rec.updated_at <= time.time()
+    assert rec.state == "received" and rec.amount == 1000 and rec.kind == "card"
+    rec2, new2 = ok(journal.insert(txn(2)))
+    assert new2 and rec2.id == 2 and rec2.rrn == "000000000002"
+
+
+def test_duplicate_key_returns_existing_and_writes_nothing(journal):
+    first, _ = ok(journal.insert(txn(1, content_digest="aa")))
+    ok(journal.update(first.id, state="answered", response_code="00", response=b"\x02\x10..."))
+    again, new = ok(journal.insert(txn(1, amount=999, content_digest="bb")))
+    assert not new
+    assert again.id == first.id and again.amount == 1000 and again.content_digest == "aa"
+    assert again.response == b"\x02\x10..." and again.state == "answered"
+    # Same STAN and time but another MTI, terminal or time is another transaction.
+    assert ok(journal.insert(txn(1, mti="0400")))[1]
+    assert ok(journal.insert(txn(1, terminal="DEMO0002")))[1]
+    assert ok(journal.insert(txn(1, transmission_time="1124065402")))[1]
+
+
+def test_update_and_get(journal):
+    rec, _ = ok(journal.insert(txn(1)))
+    updated = ok(
+        journal.update(rec.id, state="sent", acquirer="bank-a", acquirer_ref="000123|432100000123")
+    )
+    assert updated.state == "sent" and updated.acquirer == "bank-a"
+    assert updated.updated_at > rec.updated_at and updated.created_at == rec.created_at
+    assert ok(journal.get(rec.id)) == updated
+    answered = ok(journal.update(rec.id, state="answered", response_code="00", auth_code="A1B2C3"))
+    assert answered.acquirer == "bank-a" and answered.auth_code == "A1B2C3"
+    assert ok(journal.get(12345)) is None
+
+
+def test_update_errors(journal):
+    rec, _ = ok(journal.insert(txn(1)))
+    with pytest.raises(KeyError):
+        ok(journal.update(rec.id + 100, state="sent"))
+    with pytest.raises(ValueError, match="colour"):
+        ok(journal.update(rec.id, colour="red"))
+    for assigned in ("id", "rrn", "created_at", "updated_at"):
+        with pytest.raises(ValueError, match=assigned):
+            ok(journal.update(rec.id, **{assigned: 7}))
+    # STRICT tables: a value of the wrong type is refused, not stored.
+    with pytest.raises(sqlite3.IntegrityError):
+        ok(journal.update(rec.id, amount="ten"))
+    assert ok(journal.get(rec.id)) == rec
+
+
+def test_insert_takes_a_txn_record(journal):
+    with pytest.raises(TypeError, match="TxnRecord"):
+        ok(journal.insert({"terminal_id": "DEMO0001"}))
+
+
+def test_find_and_find_original(journal):
+    purchase, _ = ok(journal.insert(txn(7)))
+    preauth, _ = ok(journal.insert(txn(8, mti="0100")))
+    ok(journal.insert(txn(7, terminal="DEMO0002")))
+    assert ok(journal.find("DEMO0001", "0200", "000007", "1124065401")) == purchase
+    assert ok(journal.find("DEMO0001", "0200", "000007", "1124065402")) is None
+    # Field 90 of an 0400 names MTI + STAN + field 7 of the original.
+    assert ok(journal.find_original("DEMO0001", ("0100", "0200"), "000007", "1124065401")) == purchase
+    assert ok(journal.find_original("DEMO0001", ("0100",), "000008", "1124065401")) == preauth
+    assert ok(journal.find_original("DEMO0001", ("0100",), "000007", "1124065401")) is None
+    assert ok(journal.find_original("DEMO0003", ("0200",), "000007", "1124065401")) is None
+    reversal, _ = ok(journal.insert(txn(9, mti="0400", original_id=purchase.id)))
+    assert reversal.original_id == purchase.id
+
+
+def test_reads_see_earlier_writes_without_waiting(journal):
+    ins = journal.insert(txn(1))
+    upd = journal.update(1, state="sent")
+    got = journal.get(1)
+    assert ok(got).state == "sent"
+    assert ok(ins)[0].state == "received" and ok(upd).state == "sent"
+
+
+# -- settlement totals ----------------------------------------------------------
+
+
+def approved(j, stan, **kw):
+    rec, _ = ok(j.insert(txn(stan, **kw)))
+    return ok(j.update(rec.id, state="answered", response_code="00"))
+
+
+def test_totals_count_approved_purchases_refunds_and_completions(journal):
+    approved(journal, 1, amount=1000)  # purchase: debit
+    approved(journal, 2, amount=250, processing_code="001000")  # purchase, account type 10
+    approved(journal, 3, amount=300, processing_code="200000")  # refund: credit
+    pre = approved(journal, 4, amount=5000, mti="0100")  # pre-auth: neither
+    approved(journal, 5, amount=4200, mti="0220", original_id=pre.id)  # completion: debit
+    approved(journal, 6, amount=0, processing_code="310000")  # balance inquiry: neither
+    approved(journal, 7, amount=700, processing_code="210000")  # top-up: neither
+    declined, _ = ok(journal.insert(txn(8, amount=5105)))
+    ok(journal.update(declined.id, state="answered", response_code="51"))
+    ok(journal.insert(txn(9, amount=77)))  # never answered
+    reversed_ = approved(journal, 10, amount=111)
+    ok(journal.update(reversed_.id, state="reversed"))
+    pending = approved(journal, 11, amount=222, processing_code="200000")
+    ok(journal.update(pending.id, state="reversal_pending"))
+    approved(journal, 12, mti="0400", amount=111, original_id=reversed_.id)  # 0400: neither
+    approved(journal, 13, terminal="DEMO0002", amount=9999)  # another terminal
+    assert ok(journal.totals("DEMO0001")) == Totals(
+        credits_count=1, debits_count=3, credits_amount=300, debits_amount=1000 + 250 + 4200
+    )
+    assert ok(journal.totals("DEMO0002")) == Totals(0, 1, 0, 9999)
+    assert ok(journal.totals("NOSUCH01")) == Totals(0, 0, 0, 0)
+
+
+def test_totals_start_after_the_last_accepted_settlement(journal):
+    approved(journal, 1, amount=1000)
+    approved(journal, 2, amount=300, processing_code="200000")
+    approved(journal, 3, terminal="DEMO0002", amount=50)
+    assert ok(journal.totals("DEMO0001")) == Totals(1, 1, 300, 1000)
+
+    # A rejected 0500 (95) changes nothing: the terminal keeps its batch open.
+    assert ok(journal.settle("DEMO0001", Totals(1, 1, 300, 999), accepted=False)) is None
+    approved(journal, 4, amount=20)
+    assert ok(journal.totals("DEMO0001")) == Totals(1, 2, 300, 1020)
+
+    ok(journal.settle("DEMO0001", Totals(1, 2, 300, 1020), accepted=True))
+    assert ok(journal.totals("DEMO0001")) == Totals(0, 0, 0, 0)
+    approved(journal, 5, amount=40)
+    approved(journal, 6, amount=60, processing_code="200000")
+    assert ok(journal.totals("DEMO0001")) == Totals(1, 1, 60, 40)
+    # Other terminals keep their own batches.
+    assert ok(journal.totals("DEMO0002")) == Totals(0, 1, 0, 50)
+
+    ok(journal.settle("DEMO0001", Totals(1, 1, 60, 40), accepted=True))
+    assert ok(journal.totals("DEMO0001")) == Totals(0, 0, 0, 0)
+    ok(journal.settle("DEMO0001", Totals(0, 0, 0, 0), accepted=False))
+    assert ok(journal.totals("DEMO0001")) == Totals(0, 0, 0, 0)
+
+
+# -- sweepers -------------------------------------------------------------------
+
+
+def test_in_states_least_recently_updated_first(journal):
+    ids = [ok(journal.insert(txn(i, state="reversal_pending")))[0].id for i in range(1, 6)]
+    ok(journal.insert(txn(10, state="answered")))
+    wallet = ok(journal.insert(txn(11, state="wallet_pending", kind="wallet")))[0]
+
+    assert [r.id for r in ok(journal.in_states(("reversal_pending",)))] == ids
+    assert [r.id for r in ok(journal.in_states(("reversal_pending",), limit=2))] == ids[:2]
+    # A sweeper that retried the first one moves it behind the others.
+    ok(journal.update(ids[0], reversal_attempts=1))
+    assert [r.id for r in ok(journal.in_states(("reversal_pending",)))] == ids[1:] + ids[:1]
+    ok(journal.update(ids[2], state="reversed"))
+    both = ok(journal.in_states(("reversal_pending", "wallet_pending")))
+    assert [r.id for r in both] == [ids[1], ids[3], ids[4], wallet.id, ids[0]]
+    assert ok(journal.in_states(("nothing",))) == []
+    with pytest.raises(ValueError):
+        ok(journal.in_states(()))
+    with pytest.raises(ValueError):
+        ok(journal.in_states(("answered",), limit=0))
+
+
+def test_updates_in_one_batch_keep_their_order(gated):
+    j, gate = gated
+    a, b, c = (ok(j.insert(txn(i, state="reversal_pending")))[0].id for i in (1, 2, 3))
+    hold_writer(j, gate)
+    futs = [j.update(b, reversal_attempts=1), j.update(a, reversal_attempts=1)]
+    gate.open()
+    for f in futs:
+        ok(f)
+    assert [r.id for r in ok(j.in_states(("reversal_pending",)))] == [c, b, a]
+
+
+def test_order_ref_is_unique_when_set(journal):
+    a, _ = ok(journal.insert(txn(1, kind="wallet", order_ref="PS20241124000001")))
+    ok(journal.insert(txn(2, kind="wallet")))
+    ok(journal.insert(txn(3, kind="wallet")))  # many NULLs are fine
+    with pytest.raises(sqlite3.IntegrityError, match="order_ref"):
+        ok(journal.insert(txn(4, kind="wallet", order_ref="PS20241124000001")))
+    assert ok(journal.find("DEMO0001", "0200", "000004", "1124065401")) is None
+    with pytest.raises(sqlite3.IntegrityError):
+        ok(journal.update(2, order_ref="PS20241124000001"))
+    assert ok(journal.find_by_order("PS20241124000001")) == a
+    assert ok(journal.find_by_order("PS-unknown")) is None
+
+
+# -- group commit -----------------------------------------------------------------
+
+
+def test_group_commit_batches_concurrent_inserts(tmp_path):
+    j = open_journal(f"sqlite://{tmp_path}/journal.sqlite")
+    threads, per_thread = 8, 125
+    start = threading.Barrier(threads)
+    results: dict[int, list] = {}
+
+    def submit(t: int) -> None:
+        start.wait()
+        futs = [j.insert(txn(i, terminal="T%07d" % t)) for i in range(per_thread)]
+        results[t] = [ok(f) for f in futs]
+
+    workers = [threading.Thread(target=submit, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(TIMEOUT)
+    try:
+        got = [rec for t in range(threads) for rec in results[t]]
+        assert len(got) == 1000 and all(new for _, new in got)
+        assert len({rec.id for rec, _ in got}) == 1000
+        assert {rec.rrn for rec, _ in got} == {"%012d" % rec.id for rec, _ in got}
+        stats = j.stats
+        assert stats["ops"] == 1000 and stats["failed_commits"] == 0
+        assert stats["commits"] <= 100, stats
+        assert stats["max_batch"] > 10, stats
+    finally:
+        j.close()
+
+
+def test_max_batch_bounds_a_batch(tmp_path):
+    gate = Gate()
+    j = open_journal(f"sqlite://{tmp_path}/j.sqlite", max_batch=16, clock=gate)
+    hold_writer(j, gate)
+    futs = [j.insert(txn(i)) for i in range(100)]
+    gate.open()
+    assert all(ok(f)[1] for f in futs)
+    assert j.stats["max_batch"] == 16
+    assert j.stats["commits"] >= 1 + 100 // 16
+    j.close()
+
+
+def test_a_failing_operation_fails_alone(gated):
+    j, gate = gated
+    ok(j.insert(txn(1, kind="wallet", order_ref="ORDER-1")))
+    commits = j.stats["commits"]
+    hold_writer(j, gate)
+    before = j.insert(txn(2))
+    dup_order = j.insert(txn(3, kind="wallet", order_ref="ORDER-1"))  # UNIQUE constraint
+    missing = j.update(4242, state="sent")  # KeyError
+    bad_type = j.update(1, reversal_attempts="many")  # STRICT type check
+    after = j.update(1, state="wallet_pending")
+    read = j.find("DEMO0001", "0200", "000003", "1124065401")
+    gate.open()
+
+    assert ok(before)[1]
+    with pytest.raises(sqlite3.IntegrityError):
+        ok(dup_order)
+    with pytest.raises(KeyError):
+        ok(missing)
+    with pytest.raises(sqlite3.IntegrityError):
+        ok(bad_type)
+    assert ok(after).state == "wallet_pending" and ok(after).reversal_attempts == 0
+    assert ok(read) is None  # the failed insert left nothing behind
+    # One commit for the gate's own insert, one for the six operations above.
+    assert j.stats["commits"] == commits + 2
+    assert j.stats["max_batch"] == 6
+
+
+class FlakyCommitJournal(SqliteJournal):
+    fail_commit_number = 0  # the n-th commit fails
+
+    def _commit(self) -> None:
+        if self.stats["commits"] + 1 == self.fail_commit_number:
+            self.fail_commit_number = 0
+            raise sqlite3.OperationalError("disk I/O error")
+        super()._commit()
+
+
+def test_a_failed_commit_fails_the_whole_batch():
+    gate = Gate()
+    j = FlakyCommitJournal(":memory:", clock=gate)
+    try:
+        ok(j.insert(txn(1, order_ref="ORDER-1")))
+        # The gate's own insert commits; the batch after it fails to.
+        j.fail_commit_number = j.stats["commits"] + 2
+        hold_writer(j, gate)
+        fresh = j.insert(txn(2))
+        upd = j.update(1, state="sent")
+        dup = j.insert(txn(3, order_ref="ORDER-1"))
+        read = j.get(1)
+        gate.open()
+        for fut in (fresh, upd, read):
+            with pytest.raises(JournalError, match="not written") as info:
+                ok(fut)
+            assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        with pytest.raises(sqlite3.IntegrityError):  # keeps its own error
+            ok(dup)
+        assert j.stats["failed_commits"] == 1
+        # Nothing of the batch is there, and the journal carries on.
+        assert ok(j.get(1)).state == "received"
+        assert ok(j.find("DEMO0001", "0200", "000002", "1124065401")) is None
+        assert ok(j.insert(txn(2)))[1]
+    finally:
+        gate.open()
+        j.close()
+
+
+def test_cancelled_before_it_ran_is_not_written(gated):
+    j, gate = gated
+    hold_writer(j, gate)
+    fut = j.insert(txn(1))
+    assert fut.cancel()
+    gate.open()
+    with pytest.raises(CancelledError):
+        fut.result()
+    assert ok(j.find("DEMO0001", "0200", "000001", "1124065401")) is None
+
+
+# -- durability and lifecycle --------------------------------------------------------
+
+
+def test_data_survives_close_and_reopen(tmp_path):
+    url = f"sqlite://{tmp_path}/journal.sqlite"
+    j = open_journal(url)
+    rec, _ = ok(j.insert(txn(1)))
+    ok(j.update(rec.id, state="answered", response_code="00", response=b"\x00\x01\xff"))
+    ok(j.settle("DEMO0001", Totals(0, 1, 0, 1000), accepted=True))
+    pending = [j.insert(txn(i)) for i in range(2, 50)]  # queued: close() runs them
+    j.close()
+    assert all(f.done() for f in pending)
+
+    j = open_journal(url)
+    try:
+        again = ok(j.get(rec.id))
+        assert again.response == b"\x00\x01\xff" and again.state == "answered"
+        assert ok(j.find("DEMO0001", "0200", "000049", "1124065401")) is not None
+        assert ok(j.totals("DEMO0001")) == Totals(0, 0, 0, 0)  # the settlement survived
+        assert ok(j.insert(txn(50)))[0].id == 50  # ids (RRNs) carry on
+    finally:
+        j.close()
+    with sqlite3.connect(tmp_path / "journal.sqlite") as db:
+        assert db.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
+
+
+def test_refuses_a_newer_schema(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    open_journal(f"sqlite://{path}").close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="newer"):
+        open_journal(f"sqlite://{path}")
+
+
+def test_after_close_operations_fail(journal):
+    journal.close()
+    journal.close()  # idempotent
+    with pytest.raises(JournalClosed):
+        ok(journal.insert(txn(1)))
+    with pytest.raises(JournalClosed):
+        ok(journal.get(1))
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(sqlite3.OperationalError):
+        open_journal(f"sqlite://{tmp_path}/no/such/dir/journal.sqlite")
+    with pytest.raises(ValueError, match="'postgresql' is not supported yet"):
+        open_journal("postgresql://payswitch:s3cret@db/payswitch")
+    with pytest.raises(ValueError, match="'mysql'") as info:
+        open_journal("mysql://payswitch:s3cret@db/payswitch")
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(ValueError):
+        open_journal("sqlite://")
+    with pytest.raises(ValueError):
+        open_journal("journal.sqlite")
+
+
+# -- cardholder data -------------------------------------------------------------------
+
+
+def test_pan_protect():
+    masked, digest = pan_protect(PAN, KEY)
+    assert masked == "411111******1111"
+    assert digest == hmac.new(KEY, PAN.encode(), hashlib.sha256).hexdigest()
+    assert len(digest) == 64
+    assert pan_protect("4000056655665556", KEY)[1] != digest
+    assert pan_protect(PAN, b"another key")[1] != digest
+    assert pan_protect("6212345678901234567", KEY)[0] == "621234*********4567"
+    assert pan_protect("8800123456789015", KEY)[0] == "880012******9015"  # city card, no Luhn
+    assert pan_protect("123456789012", KEY)[0] == "********9012"
+    for bad in ("", "4111 1111 1111 1111", "1234567", "4" * 20, "４１１１１１１１１１１１１１１１"):
+        with pytest.raises(ValueError):
+            pan_protect(bad, KEY)
+    with pytest.raises(ValueError):
+        pan_protect(PAN, b"")
+
+
+def test_full_pan_is_refused(journal):
+    masked, digest = pan_protect(PAN, KEY)
+    for field, value in [
+        ("pan_masked", PAN),
+        ("pan_masked", "8800123456789015"),  # city card number, not Luhn-valid
+        ("pan_hash", PAN),
+        ("acquirer", f"bank-a {PAN}"),
+        ("auth_code", PAN + "D2512"),
+        ("state", f"x={PAN};"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            ok(journal.insert(txn(1, **{field: value})))
+    assert ok(journal.get(1)) is None
+
+    rec, _ = ok(journal.insert(txn(1, pan_masked=masked, pan_hash=digest)))
+    with pytest.raises(ValueError, match="state"):
+        ok(journal.update(rec.id, state=PAN))
+    # The field that legitimately hold long numbers are not checked by Luhn...
+    ok(journal.update(rec.id, acquirer_ref="2024112422001400000000000001", order_ref="0001231124065401"))
+    ok(journal.insert(txn(2, merchant_id="123456789012347")))  # 15 digits, passes Luhn
+    # ...but with the HMAC key the transaction's own PAN is refused there too.
+    with pytest.raises(ValueError, match="acquirer_ref"):
+        ok(journal.update(rec.id, acquirer_ref=f"ref|{PAN}"))
+    assert ok(journal.get(rec.id)).acquirer_ref == "2024112422001400000000000001"
+    with pytest.raises(ValueError, match="order_ref"):
+        ok(journal.insert(txn(3, pan_hash=digest, order_ref=PAN)))
+
+
+def test_pan_guard_leaves_ordinary_values_alone():
+    check_no_pan(
+        {
+            "pan_masked": "411111******1111",
+            "state": "answered",
+            "acquirer": "bank-a",
+            "auth_code": "123456",
+            "terminal_id": "12345678",
+            "kind": "411111111111111",  # 15 digits, fails Luhn
+            "mti": "41111111111111111111",  # 20 digits: not a PAN length
+        }
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    body=st.text(alphabet="0123456789", min_size=12, max_size=18),
+    prefix=st.text(max_size=5).filter(lambda s: not s[-1:].isdigit()),
+    suffix=st.text(max_size=5).filter(lambda s: not s[:1].isdigit()),
+)
+def test_any_luhn_valid_run_is_refused(body, prefix, suffix):
+    check = next(d for d in "0123456789" if luhn_ok(body + d))
+    pan = body + check
+    with pytest.raises(ValueError):
+        check_no_pan({"acquirer": prefix + pan + suffix})
+    masked, _ = pan_protect(pan, KEY)
+    check_no_pan({"pan_masked": masked})
