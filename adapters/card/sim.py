@@ -34,7 +34,7 @@ import sys
 from collections import OrderedDict
 from typing import IO, Any
 
-from adapters.card.hostlink import answer_mti, mask_pan
+from adapters.card.hostlink import answer_mti, mask_pan, scrub
 
 # Last two digits of the amount -> response code (spec section 7).
 DECLINES = {"05": "05", "13": "13", "51": "51", "55": "55", "96": "96"}
@@ -271,37 +271,52 @@ class Acquirer:
 
         self.connections += 1
         framer = Framer("binary2", max_frame=8192)
-        send_lock = trio.Lock()
-        closed = trio.Event()
+        latency = self.args.latency_ms / 1000.0
+        outgoing: list[bytes] = []
+        wakeup = trio.Event()
 
-        async def send(data: bytes) -> None:
-            async with send_lock:
-                if not closed.is_set():
-                    await stream.send_all(data)
+        def queue(data: bytes) -> None:
+            outgoing.append(data)
+            wakeup.set()
 
-        async def answer(msg) -> None:
-            transaction = msg.mti != "0800"
+        async def writer() -> None:
+            # One send for everything answered since the last one: under load
+            # the answers to a whole read go out in one write.
+            nonlocal wakeup
+            while True:
+                await wakeup.wait()
+                wakeup = trio.Event()
+                data = b"".join(outgoing)
+                outgoing.clear()
+                await stream.send_all(data)
+
+        def decide(msg) -> tuple[str, dict | None]:
             fault = "answer"
-            if transaction:
+            if msg.mti != "0800":
                 fault = choose_fault(self.faults, self.args.drop_rate,
                                      self.args.disconnect_rate, self.args.garbage_rate)
             out, events = self.sandbox.handle(msg)
+            if fault != "answer":
+                for event in events:
+                    event["fault"] = fault
             self.ledger.write(events)
-            if transaction and self.args.latency_ms > 0:
-                await trio.sleep(self.args.latency_ms / 1000.0)
+            return fault, out
+
+        def act(fault: str, out: dict | None) -> None:
             if fault == "disconnect":
-                closed.set()
                 nursery.cancel_scope.cancel()
-                return
-            if fault == "garbage":
-                await send(GARBAGE)
-                return
-            if out is None or fault == "drop":
-                return
-            await send(framer.encode(self.dialect.encode(out)))
+            elif fault == "garbage":
+                queue(GARBAGE)
+            elif out is not None and fault == "answer":
+                queue(framer.encode(self.dialect.encode(out)))
+
+        async def delayed(fault: str, out: dict | None) -> None:
+            await trio.sleep(latency)
+            act(fault, out)
 
         try:
             async with stream, trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
                 while True:
                     data = await stream.receive_some(65536)
                     if not data:
@@ -313,13 +328,17 @@ class Acquirer:
                         self.log(f"bad message, closing: {type(exc).__name__}")
                         break
                     for msg in messages:
-                        nursery.start_soon(answer, msg)
-                closed.set()
+                        fault, out = decide(msg)
+                        if latency > 0 and msg.mti != "0800":
+                            nursery.start_soon(delayed, fault, out)
+                        else:
+                            act(fault, out)
                 nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except Exception as exc:  # a bug here must not take the other connections down
+            self.log(f"connection failed: {type(exc).__name__}: {scrub(str(exc))}")
         finally:
-            closed.set()
             self.connections -= 1
 
     async def run(self) -> None:
