@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import CancelledError
@@ -543,3 +545,23 @@ def test_any_luhn_valid_run_is_refused(body, prefix, suffix):
         check_no_pan({"acquirer": prefix + pan + suffix})
     masked, _ = pan_protect(pan, KEY)
     check_no_pan({"pan_masked": masked})
+
+
+# -- the boundary with the event loop -------------------------------------------------
+
+
+def test_journal_does_not_import_asyncio():
+    code = "import sys, switch.journal.sqlite; sys.exit('asyncio' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=TIMEOUT).returncode == 0
+
+
+def test_futures_can_be_awaited_on_an_event_loop(journal):
+    import asyncio
+
+    async def transaction() -> TxnRecord:
+        rec, new = await asyncio.wrap_future(journal.insert(txn(1)))
+        assert new
+        await asyncio.wrap_future(journal.update(rec.id, state="sent"))
+        return await asyncio.wrap_future(journal.get(rec.id))
+
+    assert asyncio.run(transaction()).state == "sent"
