@@ -443,3 +443,26 @@ def test_metrics_listener():
     assert m.get("requests", mti="0200", response_code="00") == 2
     assert m.total("requests") == 2
     assert seen[0] == ("requests", {"mti": "0200", "response_code": "00"}, 1)
+
+
+class _Lazy:
+    """A received message whose field 39 fails to decode on access (lazy codec)."""
+
+    def __init__(self, fields):
+        self.mti = fields["mti"]
+        self._f = fields
+
+    def get(self, n, default=None):
+        if n == 39:
+            raise ValueError("field 39: bad BCD at offset 40")
+        return self._f.get(n, default)
+
+
+def test_a_field_failing_to_decode_leaves_the_request_in_flight():
+    conn = ready_connection()
+    msg, pending = conn.request(make_request(), now=0.0, wall=WALL, timeout=2.0)
+    with pytest.raises(ValueError):
+        conn.receive(_Lazy({"mti": "0210", 7: msg[7], 11: msg[11], 41: msg[41]}), 0.5)
+    assert conn.inflight.peek(msg[11]) is pending
+    [lost] = conn.connection_lost()
+    assert lost.outcome.uncertain

@@ -641,9 +641,13 @@ class HostConnection:
         if f7 is not None and f7 != pending.f7:
             self.metrics.inc("unmatched_answers", mti=mti)
             return [Unmatched(mti, stan, "field 7 does not match the request")]
+        # Every field is read before anything changes: a lazily decoded message
+        # may raise DecodeError on access, and then the pending stays in flight
+        # until the I/O layer closes the connection (and fails it uncertain).
+        events = self._answered(pending, msg)
         self.inflight.pop(stan)
         self._finish(pending)
-        return self._answered(pending, msg)
+        return events
 
     def _answered(self, pending: Pending, msg: Any) -> list:
         rc = msg.get(39)

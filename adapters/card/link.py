@@ -173,6 +173,10 @@ class _Slot:
             except link.DecodeError as exc:
                 self.garbage(f"decode: {scrub(str(exc))}")
                 return
+            except Exception as exc:  # our bug: the connection's state is suspect, start afresh
+                log.exception("%s: failed to handle a message from %s", link.name, self.label)
+                self.garbage(f"{type(exc).__name__}")
+                return
             self.handle(events)
         self.arm()
 
