@@ -146,11 +146,6 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def digit_runs(value: str) -> list[str]:
-    """The maximal runs of 13-19 ASCII digits in ``value``."""
-    return _DIGIT_RUN.findall(value)
-
-
 def check_no_pan(fields: dict[str, Any]) -> None:
     """Raise ValueError if a field value looks like it holds cardholder data.
 
