@@ -270,6 +270,19 @@ endpoints = ["127.0.0.1:9103"]
 timeout = 10.0
 acquirer_id = "10000000062"
 
+[[acquirers]]
+name = "citycard"
+type = "citycard"
+endpoints = ["127.0.0.1:9301"]
+timeout = 10.0
+connections = 1
+
+[[routes]]
+name = "citycard"
+kind = "citycard"
+prefixes = ["8800"]
+acquirers = ["citycard"]
+
 [[routes]]
 name = "visa"
 kind = "card"
@@ -302,4 +315,9 @@ port = 9102
 kind = "acquirer"
 name = "cup"
 port = 9103
+
+[[simulators]]
+kind = "citycard"
+name = "citycard"
+port = 9301
 """

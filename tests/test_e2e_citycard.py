@@ -1,0 +1,139 @@
+"""End to end over TCP: city cards through the switch to the simulated clearing centre
+(spec sections 3, 4, 4.1, 7), with a pyiso8583 client."""
+import pytest
+
+from adapters.citycard import crypto
+from tests import e2e
+from tests.e2e import Client, purchase
+
+pytestmark = pytest.mark.e2e
+
+MK = bytes.fromhex("404142434445464748494A4B4C4D4E4F")
+BLACKLISTED = "8800000000000666"
+
+
+@pytest.fixture(scope="module")
+def switch(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("citycard")
+    port = e2e.free_port()
+    extra = f"""
+[[acquirers]]
+name = "citycard"
+type = "citycard"
+endpoints = ["127.0.0.1:{port}"]
+timeout = 2.0
+connections = 1
+
+[[routes]]
+name = "citycard"
+kind = "citycard"
+prefixes = ["8800"]
+acquirers = ["citycard"]
+
+[[simulators]]
+kind = "citycard"
+name = "citycard"
+port = {port}
+args = ["--blacklist", "{BLACKLISTED}"]
+"""
+    text, ports = e2e.card_config(tmp, extra=extra)
+    proc = e2e.SwitchProcess(tmp, text, ports).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def client(switch):
+    c = Client(switch.ports["term"])
+    yield c
+    c.close()
+
+
+def tlv48(**tags):
+    return "".join(f"{t}{len(v):03d}{v}" for t, v in tags.items())
+
+
+def parse48(value):
+    out, i = {}, 0
+    while i < len(value):
+        tag, n = value[i:i + 2], int(value[i + 2:i + 5])
+        out[tag] = value[i + 5:i + 5 + n]
+        i += 5 + n
+    return out
+
+
+def citycard_request(card, counter, amount, *, serial="0000000001", balance=10000, pcode="000000", mti="0200",
+                     tac=None, topup=False):
+    dk = crypto.derive_dk(MK, card)
+    args = (dk, card, "%05d" % counter, "%012d" % amount, serial, e2e.TERMINAL)
+    tags = {"CC": "%05d%012d%s%s" % (counter, balance, serial, tac or crypto.tac(*args))}
+    if topup:
+        tags["M1"] = crypto.mac1(*args)
+    doc = purchase(amount, card, pcode=pcode, mti=mti, **{"22": "071", "48": tlv48(**tags)})
+    for n in ("14", "52", "55"):
+        doc.pop(n)
+    return doc, args
+
+
+def test_worked_example_of_the_spec():
+    dk = crypto.derive_dk(MK, "8800123456789015")
+    assert dk.hex().upper() == "0BEEB5AC342E597193B0C71AB7C1C32E"
+    assert crypto.tac(dk, "8800123456789015", "00001", "000000002500", "0000000001", "DEMO0001") == "69C169C3"
+
+
+def test_debit_returns_balance_after(client):
+    req, _ = citycard_request("8800123456789015", 1, 2500)
+    resp = client.transact(req)
+    assert resp["t"] == "0210" and resp["39"] == "00"
+    assert parse48(resp["48"])["CB"] == "%012d" % 7500
+    assert not {"2", "35", "52"} & set(resp)
+
+
+def test_replayed_counter_is_94_and_wrong_tac_a0(client):
+    card = "8800123456789023"
+    assert client.transact(citycard_request(card, 1, 100)[0])["39"] == "00"
+    assert client.transact(citycard_request(card, 1, 100)[0])["39"] == "94"
+    assert client.transact(citycard_request(card, 2, 100, tac="00000000")[0])["39"] == "A0"
+
+
+def test_overdraw_is_51(client):
+    resp = client.transact(citycard_request("8800123456789031", 1, 10001)[0])
+    assert resp["39"] == "51"
+
+
+def test_blacklisted_card_is_62(client):
+    assert client.transact(citycard_request(BLACKLISTED, 1, 100)[0])["39"] == "62"
+
+
+def test_topup_with_mac1_gets_mac2(client):
+    card = "8800123456789049"
+    req, args = citycard_request(card, 1, 5000, pcode="210000", topup=True)
+    resp = client.transact(req)
+    assert resp["39"] == "00"
+    tags = parse48(resp["48"])
+    assert tags["CB"] == "%012d" % 15000
+    assert tags["M2"] == crypto.mac2(*args)
+    bad, _ = citycard_request(card, 2, 5000, pcode="210000", topup=True)
+    bad["48"] = bad["48"][:-8] + "00000000"  # wrong MAC1
+    assert client.transact(bad)["39"] == "A0"
+
+
+def test_duplicate_offline_upload_is_counted_once(client):
+    card = "8800123456789056"
+    first, _ = citycard_request(card, 3, 1200, mti="0220")
+    assert client.transact(first)["t"] == "0230"
+    again, _ = citycard_request(card, 3, 1200, mti="0220")  # new STAN, same card counter
+    assert client.transact(again)["39"] == "00"
+    debit, _ = citycard_request(card, 4, 100)
+    resp = client.transact(debit)
+    assert resp["39"] == "00"
+    assert parse48(resp["48"])["CB"] == "%012d" % (10000 - 1200 - 100)
+
+
+def test_reversal_restores_the_balance(client):
+    card = "8800123456789064"
+    req, _ = citycard_request(card, 1, 4000)
+    assert parse48(client.transact(req)["48"])["CB"] == "%012d" % 6000
+    assert client.transact(e2e.reversal_of(req))["39"] == "00"
+    resp = client.transact(citycard_request(card, 2, 100)[0])
+    assert parse48(resp["48"])["CB"] == "%012d" % 9900
