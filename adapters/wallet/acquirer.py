@@ -1,0 +1,269 @@
+"""Barcode-wallet acquirers on asyncio: what both API styles share.
+
+:class:`WalletAcquirer` implements :class:`switch.core.acquirer.Acquirer` by
+driving a :class:`.flow.PaymentFlow` with real calls and real time; a style
+subclass (:mod:`.tradepay`, :mod:`.micropay`) only turns one call (pay, query,
+cancel) into one HTTP exchange and a verified :class:`.messages.WalletReply`.
+
+The merchant order number sent to the wallet is :func:`order_number`: the
+same terminal request always maps to the same wallet order, so a retried
+authorize, a reversal or a sweeper after a restart all reach the one payment
+and the wallet never takes the money twice.
+
+``Result.acquirer_ref`` is ``"<order number>|<wallet trade number>|<disposition>"``
+(see :class:`.flow.Done` for the dispositions); :meth:`reverse` needs only the
+order number and derives it again when the reference is missing.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import ssl as _ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
+
+import msgspec
+
+from switch.core.acquirer import Request, Result
+
+from . import outcomes
+from .flow import Call, Done, PaymentFlow, Reply, Wait
+from .http import ConnectionPool, TransportError
+from .messages import WalletReply
+
+log = logging.getLogger("payswitch.wallet")
+
+#: ``on_state(order_no, state)``: called (and awaited when it returns an awaitable)
+#: with "pay", "query" or "cancel" before each call to the wallet, and with the
+#: final disposition once the flow ends.  An exception stops the flow and
+#: propagates: the order is then left for :meth:`WalletAcquirer.finish`.
+OnState = Callable[[str, str], Awaitable[None] | None]
+
+# Dispositions after which nothing is left to reverse at the wallet.
+_NOTHING_TO_REVERSE = frozenset({"declined", "closed", "refunded", "reversed", "not-found", "unsent"})
+
+
+def _terminal(terminal_id: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in terminal_id.strip())
+
+
+def order_number(request: Request) -> str:
+    """The wallet order number of a terminal request: terminal ID + field 7 + STAN.
+
+    Field 41, 7 and 11 are the terminal's retransmission key (spec 6), so a
+    repeated request can never become a second wallet payment.
+    """
+    return f"{_terminal(request.terminal_id)}{request.transmission_time}{request.stan}"
+
+
+def original_order_number(request: Request) -> str:
+    """The order number of ``request.original`` (the payment a reversal refers to)."""
+    original = request.original
+    if original is None:
+        raise ValueError("the reversal names no original")
+    if original.acquirer_ref:
+        return original.acquirer_ref.split("|", 1)[0]
+    return f"{_terminal(request.terminal_id)}{original.transmission_time}{original.stan}"
+
+
+def acquirer_ref(order_no: str, trade_no: str | None, disposition: str) -> str:
+    return f"{order_no}|{trade_no or ''}|{disposition}"
+
+
+def auth_code(trade_no: str | None, order_no: str) -> str:
+    """Field 38: the last six letters/digits of the wallet's trade number."""
+    source = "".join(c for c in (trade_no or order_no) if c.isalnum()).upper()
+    return source[-6:].rjust(6, "0")
+
+
+class Order(NamedTuple):
+    no: str
+    code: str = ""  # the scanned payment code (pay only)
+    amount: int = 0  # fen (pay only)
+
+
+class OrderStatus(msgspec.Struct, frozen=True):
+    """What a query found: ``disposition`` is an outcomes.Disposition value."""
+
+    disposition: str
+    code: str | None = None
+    trade_no: str | None = None
+
+
+class WalletAcquirer:
+    style: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        pool_size: int = 4,
+        request_timeout: float = 5.0,
+        poll_interval: float = 3.0,
+        cancel_interval: float = 1.0,
+        cancel_margin: float = 10.0,
+        currency: str = "156",
+        subject: str = "payswitch purchase",
+        on_state: OnState | None = None,
+        ssl: _ssl.SSLContext | None = None,
+    ):
+        self.name = name
+        self.request_timeout = request_timeout
+        self.poll_interval = poll_interval
+        self.cancel_interval = cancel_interval
+        self.cancel_margin = cancel_margin
+        self.currency = currency
+        self.subject = subject
+        self._on_state = on_state
+        self._pool = ConnectionPool(url, size=pool_size, ssl=ssl)
+        self._reachable = False
+        self._closing = asyncio.Event()
+        self._runs = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    # --- the Acquirer interface ------------------------------------------------
+
+    async def start(self) -> None:
+        """Probe the endpoint once (a query of an order that does not exist)."""
+        await self.query("PAYSWITCHPROBE")
+
+    async def close(self) -> None:
+        """Stop holding: flows end at their next step (uncertain when the wallet may
+        hold a payment), then the connections close."""
+        self._closing.set()
+        await self._drained.wait()
+        await self._pool.close()
+
+    def healthy(self) -> bool:
+        return self._reachable and not self._closing.is_set()
+
+    async def authorize(self, request: Request, timeout: float) -> Result:
+        code = request.tlv.get("BC", "")
+        if request.kind != "wallet" or (request.currency or self.currency) != self.currency:
+            return Result(response_code="12")
+        if not code.isdigit():
+            return Result(response_code="30")
+        if request.amount is None or request.amount <= 0:
+            return Result(response_code="13")
+        order = Order(order_number(request), code, request.amount)
+        now = asyncio.get_running_loop().time()
+        flow = PaymentFlow(
+            now=now,
+            deadline=now + timeout,
+            margin=min(self.cancel_margin, timeout / 3),
+            poll_interval=self.poll_interval,
+            cancel_interval=self.cancel_interval,
+            request_timeout=self.request_timeout,
+        )
+        return self._result(order.no, await self._run(flow, order))
+
+    async def reverse(self, request: Request, timeout: float) -> bool:
+        order_no = original_order_number(request)
+        ref = request.original.acquirer_ref if request.original else None
+        if ref and ref.rsplit("|", 1)[-1] in _NOTHING_TO_REVERSE:
+            return True
+        now = asyncio.get_running_loop().time()
+        flow = PaymentFlow.for_reversal(
+            now=now,
+            deadline=now + timeout,
+            cancel_interval=self.cancel_interval,
+            request_timeout=self.request_timeout,
+        )
+        done = await self._run(flow, Order(order_no))
+        return not done.uncertain
+
+    # --- for a sweeper finishing orders after a restart -------------------------
+
+    async def query(self, order_no: str) -> OrderStatus:
+        reply = await self._call("query", Order(order_no), self.request_timeout)
+        if reply.outcome is None:
+            return OrderStatus(outcomes.Disposition.UNKNOWN.value)
+        return OrderStatus(reply.outcome.disposition.value, reply.outcome.code, reply.trade_no)
+
+    async def finish(self, order_no: str, deadline: float) -> Result:
+        """Finish an order left waiting: query it until it is final or ``deadline``
+        (wall-clock, ``time.time()`` seconds), then cancel / reverse it within
+        ``cancel_margin`` more seconds.  A deadline already past cancels at once."""
+        now = asyncio.get_running_loop().time()
+        hold = max(0.0, deadline - time.time())
+        flow = PaymentFlow.for_order(
+            now=now,
+            deadline=now + hold + self.cancel_margin,
+            margin=self.cancel_margin,
+            poll_interval=self.poll_interval,
+            cancel_interval=self.cancel_interval,
+            request_timeout=self.request_timeout,
+        )
+        return self._result(order_no, await self._run(flow, Order(order_no)))
+
+    # --- the driver -------------------------------------------------------------
+
+    async def _run(self, flow: PaymentFlow, order: Order) -> Done:
+        loop = asyncio.get_running_loop()
+        self._runs += 1
+        self._drained.clear()
+        try:
+            while True:
+                now = loop.time()
+                step = flow.step(now)
+                if isinstance(step, Done):
+                    break
+                if self._closing.is_set():
+                    step = flow.abandon()
+                    break
+                if isinstance(step, Wait):
+                    try:
+                        await asyncio.wait_for(self._closing.wait(), step.until - now)
+                    except TimeoutError:
+                        pass
+                    continue
+                assert isinstance(step, Call)
+                await self._journal(order.no, step.call)
+                flow.feed(step.call, await self._call(step.call, order, step.timeout), loop.time())
+            await self._journal(order.no, step.disposition)
+            log.info("%s: order %s %s -> %s%s", self.name, order.no, step.disposition,
+                     step.code, " (uncertain)" if step.uncertain else "")
+            return step
+        finally:
+            self._runs -= 1
+            if self._runs == 0:
+                self._drained.set()
+
+    async def _journal(self, order_no: str, state: str) -> None:
+        if self._on_state is not None:
+            pending = self._on_state(order_no, state)
+            if inspect.isawaitable(pending):
+                await pending
+
+    async def _call(self, call: str, order: Order, timeout: float) -> Reply:
+        try:
+            reply = await self._exchange(call, order, timeout)
+        except TransportError as exc:
+            self._reachable = False
+            log.warning("%s: %s %s: %s", self.name, call, order.no, exc)
+            return Reply(None, sent=exc.sent)
+        self._reachable = True
+        if reply is None:
+            log.warning("%s: %s %s: unverifiable answer, taken as no answer", self.name, call, order.no)
+            return Reply(None)
+        outcome = outcomes.classify(self.style, call, reply.word, reply.family)
+        return Reply(outcome, reply.trade_no)
+
+    async def _exchange(self, call: str, order: Order, timeout: float) -> WalletReply | None:
+        """One HTTP exchange: the verified reply, None when unverifiable; raises TransportError."""
+        raise NotImplementedError
+
+    def _result(self, order_no: str, done: Done) -> Result:
+        ref = acquirer_ref(order_no, done.trade_no, done.disposition)
+        if done.code == "00":
+            return Result(
+                response_code="00",
+                auth_code=auth_code(done.trade_no, order_no),
+                acquirer_ref=ref,
+                tlv={"WT": done.trade_no} if done.trade_no else {},
+            )
+        return Result(response_code=done.code, acquirer_ref=ref, uncertain=done.uncertain)
