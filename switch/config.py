@@ -39,7 +39,7 @@ class Http(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Journal(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    url: str = "sqlite:///payswitch-journal.sqlite"
+    url: str = "sqlite://payswitch-journal.sqlite"  # sqlite://relative/path, sqlite:///absolute/path
     # HMAC key for PAN look-ups: a file holding the key (hex) or an environment
     # variable holding it (hex).  With neither, a key file is created beside the
     # journal on first start (mode 0600).
@@ -242,7 +242,7 @@ host = "127.0.0.1"
 port = 9583
 
 [journal]
-url = "sqlite:///payswitch-journal.sqlite"
+url = "sqlite://payswitch-journal.sqlite"
 
 [[merchants]]
 id = "DEMO00000000001"

@@ -70,7 +70,7 @@ host = "127.0.0.1"
 port = {ports['http']}
 
 [journal]
-url = "sqlite:///{tmp / 'journal.sqlite'}"
+url = "sqlite://{tmp / 'journal.sqlite'}"
 hmac_key_file = "{tmp / 'journal.key'}"
 
 [[merchants]]

@@ -8,7 +8,7 @@ def test_embedded_default_is_the_spec_sandbox():
     cfg = config.default()
     assert cfg.listeners[0].port == 8583
     assert (cfg.http.host, cfg.http.port) == ("127.0.0.1", 9583)
-    assert cfg.journal.url.startswith("sqlite:///")
+    assert cfg.journal.url == "sqlite://payswitch-journal.sqlite"
     [merchant] = cfg.merchants
     assert merchant.id == "DEMO00000000001"
     tids = config.expand_terminals(merchant.terminals[0])

@@ -121,8 +121,10 @@ def test_duplicate_key_returns_existing_and_writes_nothing(journal):
     assert not new
     assert again.id == first.id and again.amount == 1000 and again.content_digest == "aa"
     assert again.response == b"\x02\x10..." and again.state == "answered"
-    # Same STAN and time but another MTI, terminal or time is another transaction.
-    assert ok(journal.insert(txn(1, mti="0400")))[1]
+    # Another MTI under the same key is the same key (spec 6: 41 + 11 + 7) ...
+    same, new = ok(journal.insert(txn(1, mti="0400")))
+    assert not new and same.id == first.id and same.mti == "0200"
+    # ... another terminal or time is another transaction.
     assert ok(journal.insert(txn(1, terminal="DEMO0002")))[1]
     assert ok(journal.insert(txn(1, transmission_time="1124065402")))[1]
 
@@ -164,8 +166,8 @@ def test_find_and_find_original(journal):
     purchase, _ = ok(journal.insert(txn(7)))
     preauth, _ = ok(journal.insert(txn(8, mti="0100")))
     ok(journal.insert(txn(7, terminal="DEMO0002")))
-    assert ok(journal.find("DEMO0001", "0200", "000007", "1124065401")) == purchase
-    assert ok(journal.find("DEMO0001", "0200", "000007", "1124065402")) is None
+    assert ok(journal.find("DEMO0001", "000007", "1124065401")) == purchase
+    assert ok(journal.find("DEMO0001", "000007", "1124065402")) is None
     # Field 90 of an 0400 names MTI + STAN + field 7 of the original.
     assert ok(journal.find_original("DEMO0001", ("0100", "0200"), "000007", "1124065401")) == purchase
     assert ok(journal.find_original("DEMO0001", ("0100",), "000008", "1124065401")) == preauth
@@ -280,7 +282,7 @@ def test_order_ref_is_unique_when_set(journal):
     ok(journal.insert(txn(3, kind="wallet")))  # many NULLs are fine
     with pytest.raises(sqlite3.IntegrityError, match="order_ref"):
         ok(journal.insert(txn(4, kind="wallet", order_ref="PS20241124000001")))
-    assert ok(journal.find("DEMO0001", "0200", "000004", "1124065401")) is None
+    assert ok(journal.find("DEMO0001", "000004", "1124065401")) is None
     with pytest.raises(sqlite3.IntegrityError):
         ok(journal.update(2, order_ref="PS20241124000001"))
     assert ok(journal.find_by_order("PS20241124000001")) == a
@@ -341,7 +343,7 @@ def test_a_failing_operation_fails_alone(gated):
     missing = j.update(4242, state="sent")  # KeyError
     bad_type = j.update(1, reversal_attempts="many")  # STRICT type check
     after = j.update(1, state="wallet_pending")
-    read = j.find("DEMO0001", "0200", "000003", "1124065401")
+    read = j.find("DEMO0001", "000003", "1124065401")
     gate.open()
 
     assert ok(before)[1]
@@ -390,7 +392,7 @@ def test_a_failed_commit_fails_the_whole_batch():
         assert j.stats["failed_commits"] == 1
         # Nothing of the batch is there, and the journal carries on.
         assert ok(j.get(1)).state == "received"
-        assert ok(j.find("DEMO0001", "0200", "000002", "1124065401")) is None
+        assert ok(j.find("DEMO0001", "000002", "1124065401")) is None
         assert ok(j.insert(txn(2)))[1]
     finally:
         gate.open()
@@ -405,7 +407,7 @@ def test_cancelled_before_it_ran_is_not_written(gated):
     gate.open()
     with pytest.raises(CancelledError):
         fut.result()
-    assert ok(j.find("DEMO0001", "0200", "000001", "1124065401")) is None
+    assert ok(j.find("DEMO0001", "000001", "1124065401")) is None
 
 
 # -- durability and lifecycle --------------------------------------------------------
@@ -425,7 +427,7 @@ def test_data_survives_close_and_reopen(tmp_path):
     try:
         again = ok(j.get(rec.id))
         assert again.response == b"\x00\x01\xff" and again.state == "answered"
-        assert ok(j.find("DEMO0001", "0200", "000049", "1124065401")) is not None
+        assert ok(j.find("DEMO0001", "000049", "1124065401")) is not None
         assert ok(j.totals("DEMO0001")) == Totals(0, 0, 0, 0)  # the settlement survived
         assert ok(j.insert(txn(50)))[0].id == 50  # ids (RRNs) carry on
     finally:

@@ -53,7 +53,9 @@ def load_hmac_key(cfg: config_mod.Config) -> bytes:
         if j.hmac_key_file:
             path = Path(j.hmac_key_file)
         else:
-            base = j.url.removeprefix("sqlite:///") if j.url.startswith("sqlite:///") else "payswitch-journal"
+            base = j.url.removeprefix("sqlite://") if j.url.startswith("sqlite://") else "payswitch-journal"
+            if base == ":memory:":
+                base = "payswitch-journal"
             path = Path(base + ".key")
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -219,7 +219,11 @@ class Journal(Protocol):
     stats: dict[str, int]
 
     def insert(self, rec: TxnRecord) -> Future[tuple[TxnRecord, bool]]:
-        """Store a new transaction under (terminal_id, mti, stan, transmission_time).
+        """Store a new transaction under (terminal_id, stan, transmission_time).
+
+        That is the spec's retransmission key (section 6: fields 41, 11, 7); the
+        MTI is not part of it, so another MTI under the same key finds the
+        existing record (the switch answers 94).
 
         New key: assigns id, rrn, created_at, updated_at; result (stored record, True).
         Existing key: writes nothing; result (existing record, False).
@@ -234,9 +238,7 @@ class Journal(Protocol):
 
     def get(self, txn_id: int) -> Future[TxnRecord | None]: ...
 
-    def find(
-        self, terminal_id: str, mti: str, stan: str, transmission_time: str
-    ) -> Future[TxnRecord | None]: ...
+    def find(self, terminal_id: str, stan: str, transmission_time: str) -> Future[TxnRecord | None]: ...
 
     def find_original(
         self, terminal_id: str, mtis: tuple[str, ...], stan: str, transmission_time: str

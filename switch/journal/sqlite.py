@@ -72,8 +72,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at REAL NOT NULL
         ) STRICT
         """,
-        # The retransmission / duplicate key (spec section 6).
-        "CREATE UNIQUE INDEX txn_key ON txn (terminal_id, mti, stan, transmission_time)",
+        # The retransmission / duplicate key (spec section 6: same 41, 11 and 7,
+        # whatever the MTI; a different MTI under the same key is a 94).
+        "CREATE UNIQUE INDEX txn_key ON txn (terminal_id, stan, transmission_time)",
         # Sweepers: in_states() orders by updated_at (then id, implicit in the index).
         "CREATE INDEX txn_state ON txn (state, updated_at)",
         "CREATE UNIQUE INDEX txn_order_ref ON txn (order_ref) WHERE order_ref IS NOT NULL",
@@ -101,13 +102,13 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _INSERT = (
     f"INSERT INTO txn ({', '.join(INSERTED)}, created_at, updated_at) "
     f"VALUES ({', '.join('?' * (len(INSERTED) + 2))}) "
-    "ON CONFLICT (terminal_id, mti, stan, transmission_time) DO NOTHING "
+    "ON CONFLICT (terminal_id, stan, transmission_time) DO NOTHING "
     f"RETURNING {_COLUMNS}"
 )
 _BY_ID = f"SELECT {_COLUMNS} FROM txn WHERE id = ?"
 _BY_KEY = (
     f"SELECT {_COLUMNS} FROM txn "
-    "WHERE terminal_id = ? AND mti = ? AND stan = ? AND transmission_time = ?"
+    "WHERE terminal_id = ? AND stan = ? AND transmission_time = ?"
 )
 _BY_ORDER = f"SELECT {_COLUMNS} FROM txn WHERE order_ref = ?"
 
@@ -186,7 +187,7 @@ class SqliteJournal(GroupCommitter):
         except ValueError as exc:
             return self._failed(exc)
         row = tuple(values[i] for i in _INSERTED_INDEX)
-        key = (rec.terminal_id, rec.mti, rec.stan, rec.transmission_time)
+        key = (rec.terminal_id, rec.stan, rec.transmission_time)
         return self._submit(self._insert, (row, key), True)
 
     def update(self, txn_id: int, **changes: Any) -> Future[TxnRecord]:
@@ -214,8 +215,8 @@ class SqliteJournal(GroupCommitter):
     def get(self, txn_id: int) -> Future[TxnRecord | None]:
         return self._submit(self._one, (_BY_ID, (txn_id,)), False)
 
-    def find(self, terminal_id: str, mti: str, stan: str, transmission_time: str) -> Future[TxnRecord | None]:
-        return self._submit(self._one, (_BY_KEY, (terminal_id, mti, stan, transmission_time)), False)
+    def find(self, terminal_id: str, stan: str, transmission_time: str) -> Future[TxnRecord | None]:
+        return self._submit(self._one, (_BY_KEY, (terminal_id, stan, transmission_time)), False)
 
     def find_original(
         self, terminal_id: str, mtis: tuple[str, ...], stan: str, transmission_time: str
