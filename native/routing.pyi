@@ -34,7 +34,7 @@ class RouteTable:
     ) -> int:
         """Target of the best matching rule, or -1 (also for a number that is not all digits)."""
     def candidates(self, number: str | None) -> list[int]:
-        """Targets of all rules covering number, best first, ignoring conditions."""
+        """Targets of rules covering number, best first, whatever their conditions, up to the first unconditional one."""
 
 def luhn_ok(pan: str) -> bool:
     """True when pan is 12..19 ASCII digits with a valid Luhn check digit."""

@@ -53,20 +53,30 @@ How it is laid out
 ------------------
 For each distinct prefix length, longest first, the rules' ranges are cut into
 disjoint segments sorted by key; each segment lists the rules covering it in
-add order. A lookup reads the number's digits once into the integer keys of
+add order, up to the first rule without conditions. A lookup reads the number's digits once into the integer keys of
 its 1..19-digit prefixes, then binary-searches each length's segments and
 walks that segment's rules, checking conditions against precomputed bitsets
 (MTI class, transaction type) and small sorted arrays (merchants,
 currencies). Only the merchant ID costs one dict lookup, and only when a
 candidate rule has a merchant condition. Overlapping ranges of the same
-length are allowed; a segment lists every rule covering it, so heavily nested
-ranges (every range inside every other) cost memory quadratic in their number.
+length are allowed; a segment lists every rule with conditions covering it,
+so many nested ranges that all carry conditions cost memory quadratic in
+their number.
 """
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_GET_LENGTH
 from libc.stdint cimport INT32_MAX, INT64_MAX, INT64_MIN, int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memset
+
+from bisect import bisect_left, insort
+from heapq import heappop, heappush
+
+
+cdef extern from "Python.h":
+    # Strings made by Python 3.11+ code are always "ready" (PEP 393 layout).
+    bint PyUnicode_IS_ASCII(object o)
 
 __all__ = ["RouteTable", "luhn_ok"]
 
@@ -87,19 +97,21 @@ cdef inline int _number_keys(str number, uint64_t* keys) noexcept:
     holds a character other than 0-9.
     """
     cdef Py_ssize_t n, i
-    cdef Py_UCS4 c
+    cdef const unsigned char* data
     cdef uint64_t key = 0
-    if number is None:
+    # A str holding anything but ASCII holds a non-digit; an ASCII str stores
+    # one byte per character, read here without a per-character kind switch.
+    if number is None or not PyUnicode_IS_ASCII(number):
         return -1
-    n = len(number)
+    n = PyUnicode_GET_LENGTH(number)
     if n == 0:
         return -1
+    data = <const unsigned char*>PyUnicode_1BYTE_DATA(number)
     for i in range(n):
-        c = number[i]
-        if not _is_digit(c):
+        if not _is_digit(data[i]):
             return -1
         if i < MAX_PREFIX:
-            key = key * 10 + (<int>c - 48)
+            key = key * 10 + (data[i] - 48)
             keys[i + 1] = key
     return <int>n if n < MAX_PREFIX else MAX_PREFIX
 
@@ -230,16 +242,21 @@ cdef object _amount_bound(str what, value):
     return value
 
 
-cdef object _segments(list ranges):
+cdef object _segments(list ranges, list unconditional):
     """Cut (lo, hi, rule) ranges of one prefix length into disjoint segments.
 
     Returns [lo, hi, [rules in add order]] sorted by lo, without empty
     segments, adjacent segments with the same rules merged. Rule numbers are
-    add order, so sorting them gives priority order.
+    add order, so sorting them gives priority order. A segment's list ends at
+    its first rule without conditions: no rule after it can ever be chosen,
+    and cutting there keeps overlapping catch-all ranges from costing memory
+    quadratic in their number.
     """
     cdef dict starts = {}, stops = {}
     cdef list out = []
-    cdef set active = set()
+    cdef list conditioned = []  # active rules with conditions, sorted
+    cdef list catch_all = []    # heap of active rules without conditions
+    cdef set ended = set()      # rules of catch_all that no longer cover the sweep
     for lo, hi, rule in ranges:
         starts.setdefault(lo, []).append(rule)
         stops.setdefault(hi + 1, []).append(rule)
@@ -247,12 +264,24 @@ cdef object _segments(list ranges):
     for i in range(len(bounds) - 1):
         bound = bounds[i]
         for rule in stops.get(bound, ()):
-            active.discard(rule)
+            if unconditional[rule]:
+                ended.add(rule)
+            else:
+                del conditioned[bisect_left(conditioned, rule)]
         for rule in starts.get(bound, ()):
-            active.add(rule)
-        if not active:
+            if unconditional[rule]:
+                heappush(catch_all, rule)
+            else:
+                insort(conditioned, rule)
+        while catch_all and catch_all[0] in ended:
+            ended.discard(heappop(catch_all))
+        if catch_all:
+            rules = conditioned[:bisect_left(conditioned, catch_all[0])]
+            rules.append(catch_all[0])
+        elif conditioned:
+            rules = conditioned[:]
+        else:
             continue
-        rules = sorted(active)
         last = out[len(out) - 1] if out else None  # no out[-1]: built with wraparound=False
         if last is not None and last[1] + 1 == bound and last[2] == rules:
             last[1] = bounds[i + 1] - 1
@@ -334,6 +363,7 @@ cdef class RouteTable:
         self._rules = <RouteRule*>_alloc(self._nrules, sizeof(RouteRule))
         memset(self._rules, 0, (self._nrules if self._nrules > 0 else 1) * sizeof(RouteRule))
         by_length = {}
+        unconditional = [False] * self._nrules
         for i, (length, lo, hi, target, mti_classes, processing_codes,
                 merchants, currencies, min_amount, max_amount) in enumerate(rules):
             by_length.setdefault(length, []).append((lo, hi, i))
@@ -366,6 +396,7 @@ cdef class RouteTable:
                     rule.min_amount = min_amount
                 if max_amount is not None:
                     rule.max_amount = max_amount
+            unconditional[i] = rule.conds == 0
 
         self._values = <int32_t*>_alloc(len(values), sizeof(int32_t))
         for i, value in enumerate(values):
@@ -377,7 +408,7 @@ cdef class RouteTable:
         for i, length in enumerate(lengths):
             self._levels[i].length = length
             self._levels[i].first = len(segments)
-            segments.extend(_segments(by_length[length]))
+            segments.extend(_segments(by_length[length], unconditional))
             self._levels[i].count = len(segments) - self._levels[i].first
         self._nlevels = len(lengths)
 
@@ -483,7 +514,12 @@ cdef class RouteTable:
                           _currency_code(currency), has_amount, amount_value)
 
     def candidates(self, str number):
-        """Targets of every rule whose range covers number, in priority order, ignoring conditions."""
+        """Targets of the rules that lookup(number, ...) may choose, best first.
+
+        Every rule whose range covers number, in priority order, whatever its
+        conditions, up to and including the first rule without conditions
+        (the rules after it are shadowed for that number).
+        """
         cdef uint64_t keys[MAX_PREFIX + 1]
         cdef int ndigits, li
         cdef int32_t seg, j
@@ -501,22 +537,24 @@ cdef class RouteTable:
                 continue
             for j in range(self._seg_off[seg], self._seg_off[seg + 1]):
                 found.append(self._rules[self._seg_rules[j]].target)
+                if self._rules[self._seg_rules[j]].conds == 0:
+                    return found
         return found
 
 
 def luhn_ok(str pan not None):
     """True when pan is 12 to 19 ASCII digits with a valid Luhn check digit."""
-    cdef Py_ssize_t n = len(pan), i
-    cdef Py_UCS4 c
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(pan), i
+    cdef const unsigned char* data
     cdef int digit, total = 0
     cdef bint double = False
-    if n < 12 or n > 19:
+    if n < 12 or n > 19 or not PyUnicode_IS_ASCII(pan):
         return False
+    data = <const unsigned char*>PyUnicode_1BYTE_DATA(pan)
     for i in range(n - 1, -1, -1):
-        c = pan[i]
-        if not _is_digit(c):
+        if not _is_digit(data[i]):
             return False
-        digit = <int>c - 48
+        digit = data[i] - 48
         if double:
             digit *= 2
             if digit > 9:
