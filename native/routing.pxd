@@ -53,3 +53,4 @@ cdef class RouteTable:
                        int pc_type, str merchant, int currency,
                        bint has_amount, int64_t amount) except? -2
     cdef int _merchant_id(self, str merchant) except? -2
+    cdef void _free_arrays(self) noexcept

@@ -306,6 +306,9 @@ cdef class RouteTable:
         self._compiled = False
 
     def __dealloc__(self):
+        self._free_arrays()
+
+    cdef void _free_arrays(self) noexcept:
         PyMem_Free(self._rules)
         PyMem_Free(self._levels)
         PyMem_Free(self._seg_lo)
@@ -313,6 +316,15 @@ cdef class RouteTable:
         PyMem_Free(self._seg_off)
         PyMem_Free(self._seg_rules)
         PyMem_Free(self._values)
+        self._rules = NULL
+        self._levels = NULL
+        self._seg_lo = NULL
+        self._seg_hi = NULL
+        self._seg_off = NULL
+        self._seg_rules = NULL
+        self._values = NULL
+        self._nrules = 0
+        self._nlevels = 0
 
     def __len__(self):
         return self._nrules if self._compiled else len(self._pending)
@@ -355,6 +367,7 @@ cdef class RouteTable:
         cdef int code
         if self._compiled:
             return
+        self._free_arrays()  # left by an earlier compile() that failed part way
         rules = self._pending
         values = []
         merchant_index = self._merchant_index
