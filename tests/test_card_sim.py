@@ -142,3 +142,76 @@ def test_parser():
     assert (args.port, args.name, args.latency_ms, args.drop_rate, args.seed, args.ledger) == (
         0, "bank-b", 5.0, 0.1, 3, "x.jsonl")
     assert build_parser().parse_args([]).host == "127.0.0.1"
+
+
+def test_simulator_process_over_tcp(tmp_path):
+    """The simulator as `python -m adapters.card.sim`: sign-on, approve, decline, no answer,
+    reversal; a ledger line per transaction; clean exit on SIGTERM."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from native.framing import Framer
+    from native.iso8583 import dialect
+
+    root = Path(__file__).resolve().parent.parent
+    ledger = tmp_path / "ledger.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adapters.card.sim", "--port", "0", "--name", "bank-t",
+         "--seed", "5", "--ledger", str(ledger)],
+        cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:")
+        port = int(line.rsplit(":", 1)[1])
+        host = dialect("host-87-bcd")
+        framer = Framer("binary2", max_frame=8192)
+        with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
+            def send(fields):
+                sock.sendall(framer.encode(host.encode(fields)))
+
+            def receive():
+                while True:
+                    frames = framer.feed(sock.recv(65536))
+                    if frames:
+                        assert len(frames) == 1
+                        return host.decode(frames[0])
+
+            send({"mti": "0800", 7: "1124120000", 11: "000001", 70: "001"})
+            signon = receive()
+            assert signon.mti == "0810" and signon[39] == "00" and signon[70] == "001"
+
+            base = {3: "000000", 7: "1124120001", 12: "120001", 13: "1124", 22: "051",
+                    32: ACQ, 41: "DEMO0001", 42: "DEMO00000000001", 49: "840",
+                    2: "4761739001010119", 52: b"\x01\x02\x03\x04\x05\x06\x07\x08"}
+            send({"mti": "0200", **base, 4: "000000001000", 11: "000002", 37: "000000000002"})
+            ok = receive()
+            assert ok.mti == "0210" and ok[39] == "00" and len(ok[38]) == 6
+            assert ok[11] == "000002" and ok[37] == "000000000002" and 2 not in ok and 52 not in ok
+
+            send({"mti": "0200", **base, 4: "000000001068", 11: "000003", 37: "000000000003"})
+            send({"mti": "0100", **base, 4: "000000001051", 11: "000004", 37: "000000000004"})
+            declined = receive()  # the 68 is never answered: the next answer is the 0110
+            assert declined.mti == "0110" and declined[39] == "51" and declined[11] == "000004"
+
+            f90 = "0200" "000003" "1124120001" + ACQ + "0" * 11
+            send({"mti": "0400", 3: "000000", 4: "000000001068", 7: "1124120002", 11: "000005",
+                  32: ACQ, 37: "000000000003", 41: "DEMO0001", 42: "DEMO00000000001",
+                  49: "840", 90: f90})
+            reversed_ = receive()
+            assert reversed_.mti == "0410" and reversed_[39] == "00"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        proc.stdout.close()
+    events = [json.loads(x) for x in ledger.read_text().splitlines()]
+    assert [(e["event"], e["stan"], e["response_code"]) for e in events] == [
+        ("authorization", "000002", "00"), ("authorization", "000003", None),
+        ("authorization", "000004", "51"), ("reversal", "000005", "00")]
+    assert events[3]["original_stan"] == "000003" and events[3]["original_found"]
+    assert "4761739001010119" not in ledger.read_text()

@@ -69,9 +69,16 @@ def scrub(text: str) -> str:
 # --------------------------------------------------------------------------
 # Field formats.
 
+_f7_cache: tuple[int, str] = (-1, "")
+
+
 def transmission_time(wall: float) -> str:
     """Field 7: UTC MMDDhhmmss of ``wall`` (Unix time)."""
-    return time.strftime("%m%d%H%M%S", time.gmtime(wall))
+    global _f7_cache
+    second = int(wall)
+    if _f7_cache[0] != second:
+        _f7_cache = (second, time.strftime("%m%d%H%M%S", time.gmtime(second)))
+    return _f7_cache[1]
 
 
 def acquirer_ref(stan: str, f7: str, rrn: str) -> str:
