@@ -34,7 +34,7 @@ from . import sandbox, signing
 
 IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may sit idle
 MAX_REQUEST = 64 * 1024
-DEFAULT_PORTS = {"tradepay": 8701, "micropay": 8702}
+DEFAULT_PORTS = {"tradepay": 9201, "micropay": 9202}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--style", choices=("tradepay", "micropay"), required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=None,
-                        help="TCP port (default 8701 tradepay, 8702 micropay; 0: any free port)")
+                        help="TCP port (default 9201 tradepay, 9202 micropay; 0: any free port)")
     parser.add_argument("--confirm-delay", type=float, default=6.0,
                         help="seconds until the customer confirms (01) or declines (02)")
     parser.add_argument("--cancel-retries", type=int, default=1,
