@@ -1,0 +1,210 @@
+"""Fuzz targets: any input either parses or raises the declared error.
+
+Plain functions of one ``bytes`` argument, so that the same code runs under
+atheris on the AddressSanitizer build (``tests/fuzz/fuzz.py``, driven by
+``tests/fuzz/run.sh``) and, without either, in ``make test``
+(``tests/test_fuzz_smoke.py``). Anything other than the declared error (an
+unexpected exception, a failed assertion, or a sanitizer report) is a bug.
+
+Targets (the names of the corpus directories under ``tests/fuzz/corpus/``):
+
+- ``framing``: the input's first byte picks the header, the TPDU flag and
+  ``max_frame``; the next four seed a random chunking of the rest, which is
+  fed through a ``Framer``. What comes out is checked against a reference
+  framer written here in plain Python (same frames, same error at the same
+  stream offset, same number of bytes held back).
+- ``iso8583-terminal-87``, ``iso8583-iso87-ascii``, ``iso8583-host-87-bcd``:
+  ``dialect(name).decode(data)`` must give a Message or raise DecodeError;
+  every field of a decoded Message is read (``fields()``, ``msg[n]``), and it
+  is re-encoded (EncodeError is acceptable); what the codec encodes it must
+  decode back to the same fields.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Callable
+
+from native import framing
+
+# ---------------------------------------------------------------------------
+# framing
+
+HEADERS = ("binary2", "bcd2", "ascii4")
+HLEN = {"binary2": 2, "bcd2": 2, "ascii4": 4}
+CAPACITY = {"binary2": 0xFFFF, "bcd2": 9999, "ascii4": 9999}
+MAX_FRAMES = (8192, 1, 5, 64, 300, None)  # None: the header's capacity
+
+
+def framer_config(selector: int) -> tuple[str, bool, int]:
+    kind = HEADERS[selector % 3]
+    tpdu = bool(selector & 0x04)
+    max_frame = MAX_FRAMES[(selector >> 3) % len(MAX_FRAMES)] or CAPACITY[kind]
+    if tpdu:
+        max_frame = max(max_frame, 5)
+    return kind, tpdu, max_frame
+
+
+def reference_frames(kind: str, tpdu: bool, max_frame: int, stream: bytes):
+    """Plain-Python framer of a whole stream: (frames, error offset or None, bytes left over)."""
+    hlen = HLEN[kind]
+    frames, pos = [], 0
+    while len(stream) - pos >= hlen:
+        h = stream[pos : pos + hlen]
+        if kind == "binary2":
+            length = int.from_bytes(h, "big")
+        elif kind == "bcd2":
+            digits = h.hex()
+            if not digits.isdigit():
+                return frames, pos, None
+            length = int(digits)
+        else:
+            if not all(0x30 <= c <= 0x39 for c in h):
+                return frames, pos, None
+            length = int(h)
+        if length > max_frame or length == 0 or (tpdu and length < 5):
+            return frames, pos, None
+        body = stream[pos + hlen : pos + hlen + length]
+        if tpdu and body and body[0] != 0x60:
+            return frames, pos, None
+        if len(body) < length:
+            break
+        frames.append(body)
+        pos += hlen + length
+    return frames, None, len(stream) - pos
+
+
+def chunks(data: bytes, seed: bytes) -> list[bytes]:
+    """Cut data at random points: often tiny pieces, sometimes large ones."""
+    rng = random.Random(seed)
+    out, pos = [], 0
+    while pos < len(data):
+        style = rng.random()
+        if style < 0.3:
+            step = 1
+        elif style < 0.8:
+            step = rng.randint(1, 16)
+        else:
+            step = rng.randint(1, len(data) - pos)
+        out.append(data[pos : pos + step])
+        pos += step
+    return out
+
+
+def framing_target(data: bytes) -> None:
+    if len(data) < 5:
+        return
+    kind, tpdu, max_frame = framer_config(data[0])
+    stream = data[5:]
+    f = framing.Framer(kind, tpdu=tpdu, max_frame=max_frame)
+    want_frames, want_error_at, want_left = reference_frames(kind, tpdu, max_frame, stream)
+
+    got: list[bytes] = []
+    error = None
+    for piece in chunks(stream, data[1:5]):
+        try:
+            got += f.feed(piece)
+        except framing.FrameError as exc:
+            got += exc.frames
+            error = exc
+            break
+        assert f.buffered <= HLEN[kind] + max_frame, (f.buffered, max_frame)
+
+    assert got == want_frames, (len(got), len(want_frames))
+    if want_error_at is None:
+        assert error is None, error
+        assert f.buffered == want_left, (f.buffered, want_left)
+    else:
+        assert error is not None, "reference framer found a violation, Framer did not"
+        assert error.offset == want_error_at, (error.offset, want_error_at, str(error))
+        try:
+            f.feed(b"\x00")
+        except framing.FrameError as exc:
+            assert "broken by an earlier error" in str(exc)
+        else:
+            raise AssertionError("a broken Framer accepted more data")
+
+    for payload in got:
+        assert 1 <= len(payload) <= max_frame
+        frame = f.encode(payload)  # encode() keeps working on a broken Framer
+        assert frame[HLEN[kind] :] == payload
+        if tpdu:
+            tpdu_bytes, _ = framing.split_tpdu(payload)
+            assert framing.reply_tpdu(framing.reply_tpdu(tpdu_bytes)) == tpdu_bytes
+
+
+# ---------------------------------------------------------------------------
+# iso8583 codec
+
+DIALECTS = ("terminal-87", "iso87-ascii", "host-87-bcd")
+
+
+def codec_target(dialect_name: str) -> Callable[[bytes], None]:
+    # Imported here so that the framing target works while the codec is absent.
+    from native import iso8583
+
+    dialect = iso8583.dialect(dialect_name)
+    DecodeError, EncodeError = iso8583.DecodeError, iso8583.EncodeError
+
+    def target(data: bytes) -> None:
+        try:
+            msg = dialect.decode(data)
+            mti = msg.mti
+            fields = msg.fields()  # fields may decode lazily: errors can surface here
+            for n, value in fields.items():
+                assert msg[n] == value, n
+        except DecodeError as exc:
+            coverage_hint(exc)
+            return
+        coverage_hint(fields)
+        assert isinstance(mti, str) and len(mti) == 4, mti
+        try:
+            encoded = dialect.encode(msg)
+        except EncodeError:
+            return
+        again = dialect.decode(bytes(encoded))
+        assert again.mti == mti, (again.mti, mti)
+        assert again.fields() == fields
+
+    target.__name__ = f"codec_target_{dialect_name}"
+    return target
+
+
+def coverage_hint(outcome) -> None:
+    """Turn what the codec did into Python branches that atheris can see.
+
+    The compiled codec is only partly visible to the fuzzer; one branch per
+    field number decoded (or named in a DecodeError) gives it a reason to
+    keep inputs that reach new fields.
+    """
+    if isinstance(outcome, dict):
+        for n in outcome:
+            _field_branch(n)
+        _size_branch(len(outcome))
+    else:
+        named = _FIELD_IN_ERROR.search(str(outcome))
+        if named:
+            _field_branch(1000 + int(named.group(1)))
+
+
+_FIELD_IN_ERROR = re.compile(r"field (\d{1,3})\b")
+
+
+def _generated_branches(name: str, values) -> Callable[[int], int]:
+    lines = [f"def {name}(n):"]
+    lines += [f"    if n == {v}:\n        return {v}" for v in values]
+    lines.append("    return -1")
+    scope: dict = {}
+    exec("\n".join(lines), scope)  # one distinct branch per value: atheris counts them
+    return scope[name]
+
+
+_field_branch = _generated_branches("_field_branch", list(range(0, 129)) + list(range(1000, 1129)))
+_size_branch = _generated_branches("_size_branch", range(0, 129))
+
+
+TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
+    "framing": lambda: framing_target,
+    **{f"iso8583-{name}": (lambda name=name: codec_target(name)) for name in DIALECTS},
+}
