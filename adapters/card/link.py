@@ -127,7 +127,9 @@ class _Slot:
                     link.connect_timeout)
             except (OSError, asyncio.TimeoutError) as exc:
                 log.debug("%s: connect to %s failed: %s", link.name, self.label, exc)
-                self.core = None
+                if self.transport is not None:  # connected just as the timeout fired
+                    self.transport.abort()
+                    await self.closed
             else:
                 await self.closed
             self.core = None
