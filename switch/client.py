@@ -7,6 +7,7 @@ terminal interface exactly as any third-party client would.
 from __future__ import annotations
 
 import itertools
+import secrets
 import socket
 import struct
 import time
@@ -22,7 +23,9 @@ TERMINAL = dialect("terminal-87")
 ENTRY_CHIP = "051"
 ENTRY_BARCODE = "031"
 
-_stan = itertools.count(int(time.time()) % 900000 + 1)
+# A terminal keeps its STAN counter across restarts; a one-shot CLI can't, so it
+# starts at random (two commands in the same second must not share 11 + 7).
+_stan = itertools.count(secrets.randbelow(999_000) + 1)
 
 
 def next_stan() -> str:
@@ -145,8 +148,11 @@ FIELD_NAMES = {
 
 def describe(msg) -> list[str]:
     """Field-by-field lines with PAN masked and sensitive fields withheld."""
-    lines = [f"  MTI  {msg.mti}"]
-    fields = msg.fields() if hasattr(msg, "fields") else {k: v for k, v in msg.items() if k != "mti"}
+    if isinstance(msg, dict):
+        mti, fields = msg["mti"], {k: v for k, v in msg.items() if k != "mti"}
+    else:
+        mti, fields = msg.mti, msg.fields()
+    lines = [f"  MTI  {mti}"]
     for n in sorted(fields):
         v = fields[n]
         if n == 2:

@@ -191,8 +191,8 @@ def purchase(amount: int, pan: str = VISA, *, pcode: str = "000000", mti: str = 
         "41": terminal,
         "42": MERCHANT,
         "49": "978",
-        "52": bytes.fromhex("0123456789ABCDEF"),
-        "55": bytes.fromhex("9F2608A1B2C3D4E5F607089F2701809F370411223344"),
+        "52": "0123456789ABCDEF",  # pyiso8583 takes binary fields as hex text
+        "55": "9F2608A1B2C3D4E5F607089F2701809F370411223344",
     }
     doc.update(now())
     doc.update(extra)

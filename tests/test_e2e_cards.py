@@ -200,7 +200,7 @@ def test_settlement_totals_against_the_journal(switch):
 
 
 def test_100_requests_in_flight_on_one_connection(client):
-    reqs = [purchase(100 + i) for i in range(100)]
+    reqs = [purchase(10000 + 100 * i) for i in range(100)]  # last two digits 00: approved
     for r in reqs:
         client.send(r)
     answers = {}
@@ -218,7 +218,7 @@ def test_50_connections_at_once(switch):
     def one(i):
         c = Client(switch.ports["term"])
         try:
-            results.append(c.transact(purchase(200 + i, terminal="DEMO%04d" % (100 + i)))["39"])
+            results.append(c.transact(purchase(20000 + 100 * i, terminal="DEMO%04d" % (100 + i)))["39"])
         finally:
             c.close()
 

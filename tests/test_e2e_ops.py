@@ -84,15 +84,18 @@ def test_client_that_never_reads_does_not_stop_others(switch):
     sent = 0
     body = e2e.encode(purchase(101))
     frame = struct.pack(">H", len(body)) + body
-    deadline = time.monotonic() + 5
+    # Loopback socket buffers hold a few MiB; past them a switch that stopped
+    # reading makes our send() block.  64 MiB (~600k frames) means it never did.
+    limit = (64 << 20) // len(frame)
+    deadline = time.monotonic() + 30
     try:
-        while time.monotonic() < deadline and sent < 20000:
+        while time.monotonic() < deadline and sent < limit:
             try:
                 hog.send(frame)  # the same request: answered from the journal each time
                 sent += 1
             except BlockingIOError:
                 break  # the switch stopped reading us: back-pressure works
-        assert sent < 20000, "the switch kept reading from a client that never reads"
+        assert sent < limit, "the switch kept reading from a client that never reads"
         c = Client(switch.ports["term"])
         try:
             assert c.transact(purchase(102))["39"] == "00"

@@ -25,7 +25,8 @@ from switch.metrics import Metrics
 
 log = logging.getLogger("payswitch")
 
-_MCLASS = {"01": "auth", "02": "financial", "04": "reversal", "05": "settlement", "08": "network"}
+# MTI digit 2 (message class) → metrics label.
+_MCLASS = {"1": "auth", "2": "financial", "4": "reversal", "5": "settlement", "8": "network"}
 
 
 class RRNs:
@@ -196,7 +197,7 @@ class Switch:
             self.metrics.internal_errors.inc()
             log.exception("cannot encode response to %s", msg.mti)
             out = self.term.encode(m.build_response(msg, "96", self.rrns.next()))
-        self.metrics.requests.labels(kind, _MCLASS.get(msg.mti[1:3], "other"), resp.get(39, "??")).inc()
+        self.metrics.requests.labels(kind, _MCLASS.get(msg.mti[1], "other"), resp.get(39, "??")).inc()
         self.metrics.latency.labels(kind).observe(time.perf_counter() - t0)
         return out
 
