@@ -73,7 +73,8 @@ class PaymentFlow:
         self.phase = phase
         self.next_at = now
         # The wallet said the customer is confirming: the deadline answer is 68, not 91.
-        self.waiting = False
+        # An order taken over after the fact (sweeper, reversal) was left waiting.
+        self.waiting = phase != "pay"
         # The wallet may hold this order (a pay may have reached it).
         self.maybe_sent = phase != "pay"
         self.trade_no: str | None = None
