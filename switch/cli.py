@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pan", help="field 2 (card number)")
     t.add_argument("--code", help="bar-code payment code (field 48 tag BC)")
     t.add_argument("--amount", type=int, default=0, help="minor units (field 4)")
-    t.add_argument("--currency", default="978", help="field 49")
+    t.add_argument("--currency", help="field 49 (default 978 for cards, 156 for wallet codes)")
     t.add_argument("--expiry", help="field 14, YYMM")
     t.add_argument("--entry", help="field 22 (default 051 chip, 031 bar code)")
     t.add_argument("--stan", help="field 11 (default: a fresh one)")

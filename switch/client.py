@@ -44,7 +44,7 @@ def build(
     merchant: str = "DEMO00000000001",
     pan: str | None = None,
     amount: int = 0,
-    currency: str = "978",
+    currency: str | None = None,
     expiry: str | None = None,
     entry: str | None = None,
     code: str | None = None,
@@ -77,7 +77,8 @@ def build(
         return msg
     msg.update({3: pcode, 42: merchant})
     if mti in ("0100", "0200", "0220"):
-        msg.update({4: "%012d" % amount, 12: times[12], 13: times[13], 49: currency})
+        # Wallets in the sandbox take yuan (156); cards any currency (default euro).
+        msg.update({4: "%012d" % amount, 12: times[12], 13: times[13], 49: currency or ("156" if code else "978")})
         tags = dict(tlv or {})
         if code:
             tags["BC"] = code

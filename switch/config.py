@@ -63,12 +63,15 @@ class Acquirer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     connections: int = 2
     acquirer_id: str = "00000000001"  # field 32 on card host links
     echo_interval: float = 30.0
-    # Wallet credentials: paths to key files (never keys in clear here).
+    # Wallets: credentials are paths to key files (never keys in clear here).
     app_id: str = ""
-    merchant_key_file: str | None = None
-    wallet_public_key_file: str | None = None
-    secret_file: str | None = None
-    poll_interval: float = 2.0
+    mch_id: str = ""  # micropay merchant number
+    merchant_key_file: str | None = None  # trade.pay: merchant RSA private key (PEM)
+    wallet_public_key_file: str | None = None  # trade.pay: wallet RSA public key (PEM)
+    secret_file: str | None = None  # micropay: shared HMAC secret
+    poll_interval: float = 3.0  # seconds between queries while the customer confirms
+    cancel_margin: float = 10.0  # seconds kept before the deadline to cancel / reverse
+    currency: str = "156"  # the only currency a wallet takes (field 49); others answer 12
 
 
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -161,6 +164,13 @@ def _check(cfg: Config, src: str) -> Config:
                     fail(f"acquirers[{i}].endpoints[{j}]", f"expected 'host:port', got {ep!r}")
             elif not ep.startswith("http://"):
                 fail(f"acquirers[{i}].endpoints[{j}]", f"expected an http:// URL, got {ep!r}")
+        needed = {
+            "wallet-tradepay": ("merchant_key_file", "wallet_public_key_file"),
+            "wallet-micropay": ("secret_file",),
+        }.get(a.type, ())
+        for key in needed:
+            if not getattr(a, key):
+                fail(f"acquirers[{i}].{key}", f"a {a.type} acquirer needs {key}")
     for i, r in enumerate(cfg.routes):
         if not r.acquirers:
             fail(f"routes[{i}].acquirers", "needs at least one acquirer")
@@ -277,6 +287,33 @@ endpoints = ["127.0.0.1:9301"]
 timeout = 10.0
 connections = 1
 
+[[acquirers]]
+name = "wallet-a"
+type = "wallet-tradepay"
+endpoints = ["http://127.0.0.1:9201"]
+timeout = 45.0
+merchant_key_file = "sandbox-keys/wallet-tradepay/merchant_private.pem"
+wallet_public_key_file = "sandbox-keys/wallet-tradepay/wallet_public.pem"
+
+[[acquirers]]
+name = "wallet-b"
+type = "wallet-micropay"
+endpoints = ["http://127.0.0.1:9202"]
+timeout = 45.0
+secret_file = "sandbox-keys/wallet-micropay/micropay_secret"
+
+[[routes]]
+name = "wallet-a"
+kind = "wallet"
+prefixes = ["25-30"]
+acquirers = ["wallet-a"]
+
+[[routes]]
+name = "wallet-b"
+kind = "wallet"
+prefixes = ["10-15"]
+acquirers = ["wallet-b"]
+
 [[routes]]
 name = "citycard"
 kind = "citycard"
@@ -320,4 +357,16 @@ port = 9103
 kind = "citycard"
 name = "citycard"
 port = 9301
+
+[[simulators]]
+kind = "wallet"
+name = "wallet-a"
+port = 9201
+args = ["--style", "tradepay"]
+
+[[simulators]]
+kind = "wallet"
+name = "wallet-b"
+port = 9202
+args = ["--style", "micropay"]
 """

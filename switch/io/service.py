@@ -12,6 +12,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from native.iso8583 import DecodeError, EncodeError, build_tlv48, dialect, parse_tlv48
 
@@ -27,6 +28,13 @@ log = logging.getLogger("payswitch")
 
 # MTI digit 2 (message class) → metrics label.
 _MCLASS = {"1": "auth", "2": "financial", "4": "reversal", "5": "settlement", "8": "network"}
+
+
+def wallet_order_number(msg) -> str:
+    """The wallet merchant order number of a terminal request (the adapters' own rule)."""
+    from adapters.wallet.acquirer import order_number
+
+    return order_number(SimpleNamespace(terminal_id=msg[41], transmission_time=msg[7], stan=msg[11]))
 
 
 class RRNs:
@@ -78,8 +86,22 @@ def load_hmac_key(cfg: config_mod.Config) -> bytes:
     return key
 
 
-def build_acquirer(a: config_mod.Acquirer):
-    """An adapter object for one configured acquirer."""
+def _read_key(a: config_mod.Acquirer, key: str, index: int) -> bytes:
+    path = getattr(a, key)
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise config_mod.ConfigError(
+            f"acquirer {a.name!r}: cannot read {key} {path}: {e.strerror} - at `$.acquirers[{index}].{key}`"
+        ) from None
+
+
+def build_acquirer(a: config_mod.Acquirer, index: int = 0, on_state=None):
+    """An adapter object for one configured acquirer.
+
+    ``on_state(order_no, state)`` (wallets) is awaited before every call to the
+    wallet, so the order's state is journaled first.
+    """
 
     def hostport(ep: str) -> tuple[str, int]:
         host, _, port = ep.rpartition(":")
@@ -102,6 +124,35 @@ def build_acquirer(a: config_mod.Acquirer):
         return CityCardAcquirer(
             name=a.name, endpoints=[hostport(e) for e in a.endpoints], connections=a.connections, connect_timeout=2.0
         )
+    if a.type in ("wallet-tradepay", "wallet-micropay"):
+        options = dict(
+            poll_interval=a.poll_interval,
+            cancel_margin=a.cancel_margin,
+            on_state=on_state,
+            pool_size=max(1, a.connections),
+            currency=a.currency,
+        )
+        if a.type == "wallet-tradepay":
+            from adapters.wallet.tradepay import TradePayAcquirer
+
+            return TradePayAcquirer(
+                a.name,
+                a.endpoints[0],
+                app_id=a.app_id or "payswitch",
+                merchant_private_key=_read_key(a, "merchant_key_file", index),
+                wallet_public_key=_read_key(a, "wallet_public_key_file", index),
+                **options,
+            )
+        from adapters.wallet.micropay import MicroPayAcquirer
+
+        return MicroPayAcquirer(
+            a.name,
+            a.endpoints[0],
+            app_id=a.app_id or "payswitch",
+            mch_id=a.mch_id or "1000000001",
+            secret=_read_key(a, "secret_file", index),
+            **options,
+        )
     raise config_mod.ConfigError(f"acquirer {a.name!r}: type {a.type!r} is not available in this build")
 
 
@@ -115,7 +166,11 @@ class Switch:
         self.key = load_hmac_key(cfg)
         self._apply(cfg)
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
-        self.acquirers = acquirers if acquirers is not None else {a.name: build_acquirer(a) for a in cfg.acquirers}
+        self.acquirers = (
+            acquirers
+            if acquirers is not None
+            else {a.name: build_acquirer(a, i, self._order_state) for i, a in enumerate(cfg.acquirers)}
+        )
         self.journal = open_journal(cfg.journal.url, hmac_key=self.key)
         # (terminal, STAN, field 7) → future of the encoded response, for
         # retransmissions that arrive while the original is still in flight.
@@ -172,6 +227,14 @@ class Switch:
             )
             log.warning("txn %d (rrn %s) was in flight at shutdown: queued for reversal", rec.id, rec.rrn)
         self._reversal_wakeup.set()
+
+    async def _order_state(self, order_no: str, state: str) -> None:
+        """Wallet hook: journal the order's state before each wallet call (and its end)."""
+        rec = await self._j(self.journal.find_by_order(order_no))
+        if rec is None:
+            log.warning("wallet order %s is not in the journal", order_no)
+            return
+        await self._j(self.journal.update(rec.id, order_state=state))
 
     # -- request handling ------------------------------------------------------------
 
@@ -279,6 +342,7 @@ class Switch:
                     pan_masked=masked,
                     pan_hash=pan_hash,
                     content_digest=digest,
+                    order_ref=wallet_order_number(msg) if kind == "wallet" else None,
                 )
             )
         )

@@ -75,6 +75,7 @@ class TxnRecord(msgspec.Struct, kw_only=True):
     auth_code: str | None = None  # field 38
     acquirer_ref: str | None = None  # opaque to the switch, from the adapter's Result
     order_ref: str | None = None  # wallet merchant order number / idempotency key; unique when set
+    order_state: str | None = None  # wallet order: the call about to be made / final disposition
     response: bytes | None = None  # the encoded response sent to the terminal
     original_id: int | None = None  # 0400/0220: the transaction it refers to
     reversal_attempts: int = 0

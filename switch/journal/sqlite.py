@@ -65,6 +65,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             auth_code TEXT,
             acquirer_ref TEXT,
             order_ref TEXT,
+            order_state TEXT,
             response BLOB,
             original_id INTEGER,
             reversal_attempts INTEGER NOT NULL,
