@@ -72,6 +72,7 @@ echo "run.sh: build took $(( $(date +%s) - start )) s" >&2
 
 atheris_core=$("$PY" -c 'import atheris, glob, os; print(glob.glob(os.path.join(os.path.dirname(atheris.__file__), "core_with_libfuzzer*.so"))[0])')
 libasan=$(gcc -print-file-name=libasan.so)
+[ -e "$libasan" ] || { echo "run.sh: GCC's AddressSanitizer runtime not found (Debian: apt-get install libasan8)" >&2; exit 2; }
 # ASan's __cxa_throw interceptor needs libstdc++ loaded at start-up (atheris is C++).
 libstdcxx=$(gcc -print-file-name=libstdc++.so.6)
 
