@@ -222,7 +222,7 @@ def test_no_time_to_pay():
 
 
 def test_abandon_before_and_after_the_pay():
-    assert flow().abandon().uncertain is False
+    assert flow().abandon() == Done("91", "unsent", None, False)
     f = flow()
     f.feed("pay", Reply(WAITING), 0.1)
     assert f.abandon() == Done("68", "open", None, True)

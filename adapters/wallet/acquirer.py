@@ -105,7 +105,7 @@ class WalletAcquirer:
         poll_interval: float = 3.0,
         cancel_interval: float = 1.0,
         cancel_margin: float = 10.0,
-        currency: str = "156",
+        currency: str | None = None,  # ISO 4217 numeric the wallet settles in; None: any
         subject: str = "payswitch purchase",
         on_state: OnState | None = None,
         ssl: _ssl.SSLContext | None = None,
@@ -143,7 +143,11 @@ class WalletAcquirer:
 
     async def authorize(self, request: Request, timeout: float) -> Result:
         code = request.tlv.get("BC", "")
-        if request.kind != "wallet" or (request.currency or self.currency) != self.currency:
+        # Purchases only: a refund or pre-authorization sent as a pay would charge the customer.
+        purchase = request.mti == "0200" and request.processing_code.startswith("00")
+        if request.kind != "wallet" or not purchase:
+            return Result(response_code="12")
+        if self.currency is not None and request.currency not in (None, self.currency):
             return Result(response_code="12")
         if not code.isdigit():
             return Result(response_code="30")

@@ -146,7 +146,9 @@ class PaymentFlow:
 
     def abandon(self) -> Done:
         """End without an acknowledged cancel (deadline, or the adapter closing)."""
-        return self._end(self._deadline_code(), "open", uncertain=self.maybe_sent)
+        if not self.maybe_sent:
+            return self._end(outcomes.WALLET_UNAVAILABLE, "unsent", uncertain=False)
+        return self._end(self._deadline_code(), "open", uncertain=True)
 
     def _deadline_code(self) -> str:
         return outcomes.NEVER_CONFIRMED if self.waiting else outcomes.WALLET_UNAVAILABLE

@@ -24,6 +24,7 @@ import secrets
 import signal
 import sys
 import time
+import traceback
 from functools import partial
 from pathlib import Path
 
@@ -148,8 +149,12 @@ async def serve_connection(wallet, stream: trio.SocketStream) -> None:
             if received is None:
                 return
             request, body = received
-            status, payload = wallet.handle(request.method.decode(), request.target.decode(),
-                                            body, time.monotonic())
+            try:
+                status, payload = wallet.handle(request.method.decode(), request.target.decode(),
+                                                body, time.monotonic())
+            except Exception:  # a simulator bug: say so, keep serving the others
+                traceback.print_exc()
+                status, payload = 500, b'{"error":"simulator error"}'
             await _send(conn, stream, status, payload)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
