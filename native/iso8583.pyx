@@ -44,10 +44,23 @@ cdef extern from "Python.h":
 
 cdef extern from *:
     """
+    /* Value of an exact int that fits one digit (0 <= v < 2**30), else -1. */
+    static inline long payswitch_small_int(PyObject *o) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)o)) return (long)PyUnstable_Long_CompactValue((PyLongObject *)o);
+        return -1;
+    #else
+        Py_ssize_t size = Py_SIZE(o);
+        if (size == 1) return (long)((PyLongObject *)o)->ob_digit[0];
+        return size == 0 ? 0 : -1;
+    #endif
+    }
     static inline int payswitch_clz64(unsigned long long x) { return __builtin_clzll(x); }
     static inline int payswitch_popcount64(unsigned long long x) { return __builtin_popcountll(x); }
     """
     int payswitch_clz64(uint64_t x) nogil
+    long payswitch_small_int(object o)
+    dict _PyDict_NewPresized(Py_ssize_t minused)
     int payswitch_popcount64(uint64_t x) nogil
 
 
@@ -528,11 +541,10 @@ cdef inline Py_ssize_t _read_bitmap(Dialect d, const uint8_t *buf, Py_ssize_t si
 
 cdef inline int _field_number(object key) noexcept:
     """1..192 for an int key in range, else -1."""
-    cdef int overflow = 0
     cdef long v
     if PyLong_CheckExact(key):
-        v = PyLong_AsLongAndOverflow(key, &overflow)
-        if overflow == 0 and 1 <= v <= MAX_FIELD:
+        v = payswitch_small_int(key)
+        if 1 <= v <= MAX_FIELD:
             return <int>v
     return -1
 
@@ -549,6 +561,9 @@ cdef class Dialect:
 
     def __repr__(self):
         return f"<Dialect {self.name!r} from {self.path!r}>"
+
+    def __reduce__(self):
+        return (dialect, (self.path,))
 
     def decode(self, data) -> Message:
         """Decode one message (bytes, bytearray or memoryview); raise DecodeError if malformed."""
@@ -670,6 +685,7 @@ cdef class Dialect:
         cdef bint same = m.dialect is self
         cdef const FieldSpec *sfs
         cdef Py_ssize_t start, n
+        cdef object value
         if same and not m._modified and m._raw is not None:
             return m._raw
         if m._mti < 0:
@@ -701,7 +717,10 @@ cdef class Dialect:
                             memcpy(w.p + w.n, m._buf + start, n)
                             w.n += n
                             continue
-                    _put_value(self, f, m._value(f), &w)
+                    value = m._value(f)
+                    if not same:
+                        value = _convert(m.dialect.fs[f].fmt, self.fs[f].fmt, f, value)
+                    _put_value(self, f, value, &w)
             return PyBytes_FromStringAndSize(<const char *>w.p, w.n)
         finally:
             if w.heap != NULL:
@@ -763,6 +782,19 @@ cdef class Dialect:
         finally:
             if w.heap != NULL:
                 PyMem_Free(w.heap)
+
+
+cdef object _convert(uint8_t src, uint8_t dst, int f, object value):
+    """A value of a field of one dialect for the same field of another: binary data as
+    bytes (format b) or as hex text (format hex) converts between the two."""
+    if src == F_B and dst == F_HEX:
+        return value.hex().upper()
+    if src == F_HEX and dst == F_B:
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise EncodeError(f"field {f}: hex text of odd length cannot become bytes", f) from None
+    return value
 
 
 cdef int _raise_undefined(Dialect d, uint64_t p0, uint64_t p1, uint64_t p2) except -1:
@@ -993,7 +1025,9 @@ cdef class Message:
 
     def fields(self) -> dict:
         """{field number: value} of the data fields present, ascending."""
-        cdef dict out = {}
+        cdef dict out = _PyDict_NewPresized(
+            payswitch_popcount64(self._present[0]) + payswitch_popcount64(self._present[1])
+            + payswitch_popcount64(self._present[2]))
         cdef int w, lz, f
         cdef uint64_t x
         for w in range(3):

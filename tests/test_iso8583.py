@@ -688,3 +688,14 @@ def test_random_mutations_of_every_dialect_decode_or_raise():
                 continue
             fields = msg.fields()
             assert d.decode(d.encode({"mti": msg.mti, **fields})).fields() == fields
+
+
+def test_binary_fields_convert_between_bytes_and_hex_text_across_dialects():
+    term = TERMINAL.decode(TERMINAL.encode({"mti": "0200", 3: "000000", 52: bytes.fromhex("7a3c1e9b2d4f6081")}))
+    as_ascii = ASCII.decode(ASCII.encode(term))
+    assert as_ascii[52] == "7A3C1E9B2D4F6081"
+    assert TERMINAL.decode(TERMINAL.encode(as_ascii))[52] == bytes.fromhex("7a3c1e9b2d4f6081")
+
+
+def test_dialect_pickles_to_the_cached_instance():
+    assert pickle.loads(pickle.dumps(HOST)) is HOST
