@@ -23,6 +23,21 @@ from switch.io.service import Switch
 log = logging.getLogger("payswitch")
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the switch dies, even by kill -9 (Linux).
+
+    Orphaned simulators would keep their ports and stop a restarted switch from
+    starting its own.  The death signal follows the thread that forked, so
+    children are started from the main thread.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class Children:
     """Bundled simulators as child processes (spec section 7: started beside the switch)."""
 
@@ -35,7 +50,9 @@ class Children:
             if sim.kind == "acquirer":
                 cmd += ["--name", sim.name]
             cmd += list(sim.args)
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True, preexec_fn=_die_with_parent
+            )
             self.procs.append((sim.name, proc))
         deadline = time.monotonic() + timeout
         for name, proc in self.procs:
@@ -61,10 +78,7 @@ class Children:
         self.procs.clear()
 
 
-async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool = False, ready=None) -> None:
-    children = Children()
-    if cfg.simulators:
-        await asyncio.to_thread(children.start, cfg.simulators)
+async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool = False) -> None:
     switch = Switch(cfg)
     stop = asyncio.Event()
     try:
@@ -97,8 +111,6 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         if demo:
             await _demo_purchase(cfg)
         print("payswitch: ready", flush=True)
-        if ready is not None:
-            ready.set()
         await stop.wait()
         log.info("stopping")
         for s in servers:
@@ -106,7 +118,6 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         http.close()
     finally:
         await switch.close()
-        await asyncio.to_thread(children.stop)
 
 
 async def _demo_purchase(cfg: config_mod.Config) -> None:
@@ -143,12 +154,16 @@ def run(config_path: str | None, *, demo: bool = False) -> int:
         return 2
     import uvloop
 
+    children = Children()
     try:
+        children.start(cfg.simulators)
         uvloop.run(serve(cfg, config_path, demo=demo))
     except config_mod.ConfigError as e:
         print(f"payswitch: configuration error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
         print(f"payswitch: cannot start: {e}", file=sys.stderr)
         return 1
+    finally:
+        children.stop()
     return 0
