@@ -318,6 +318,15 @@ cdef inline void _put_bitmap(Writer *w, uint64_t v, bint hex) noexcept:
         w.n += 8
 
 
+cdef inline int _check_length(const FieldSpec *fs, int f, Py_ssize_t cnt) except -1:
+    if fs.pfx == P_FIXED:
+        if cnt != fs.max_len:
+            raise EncodeError(f"field {f}: expected {fs.max_len} {_unit(fs)}, got {cnt}", f)
+    elif cnt > fs.max_len:
+        raise EncodeError(f"field {f}: length {cnt} exceeds maximum {fs.max_len}", f)
+    return 0
+
+
 cdef int _put_value(Dialect d, int f, object value, Writer *w) except -1:
     """Validate ``value`` against field ``f`` of ``d`` and append its encoding."""
     cdef const FieldSpec *fs = &d.fs[f]
@@ -335,35 +344,30 @@ cdef int _put_value(Dialect d, int f, object value, Writer *w) except -1:
         else:
             raise EncodeError(f"field {f}: expected bytes, got {type(value).__name__}", f)
         s = <const uint8_t *>PyBytes_AS_STRING(keep)
-        n = PyBytes_GET_SIZE(keep)
-        cnt = n
-        wire = n
+        cnt = PyBytes_GET_SIZE(keep)
+        wire = cnt
+        _check_length(fs, f, cnt)
     else:
         if not PyUnicode_Check(value):
             raise EncodeError(f"field {f}: expected str, got {type(value).__name__}", f)
-        n = PyUnicode_GET_LENGTH(value)
+        cnt = PyUnicode_GET_LENGTH(value)
+        _check_length(fs, f, cnt)
         if not PyUnicode_IS_ASCII(value):
-            for i in range(n):
+            for i in range(cnt):
                 if ord(value[i]) > 127:
                     return _bad_value(fs, f, value, i)
         s = <const uint8_t *>PyUnicode_DATA(value)
         tab = fs.ok
-        for i in range(n):
+        for i in range(cnt):
             if not tab[s[i]]:
                 return _bad_value(fs, f, value, i)
-        if fs.fmt == F_XN and n:
+        if fs.fmt == F_XN and cnt:
             if s[0] != 67 and s[0] != 68:  # 'C', 'D'
                 return _bad_value(fs, f, value, 0)
-            for i in range(1, n):
+            for i in range(1, cnt):
                 if <unsigned int>(s[i] - 48) > 9:
                     return _bad_value(fs, f, value, i)
-        cnt = n
-        wire = (n + 1) >> 1 if fs.kind == K_BCD else n
-    if fs.pfx == P_FIXED:
-        if cnt != fs.max_len:
-            raise EncodeError(f"field {f}: expected {fs.max_len} {_unit(fs)}, got {cnt}", f)
-    elif cnt > fs.max_len:
-        raise EncodeError(f"field {f}: length {cnt} exceeds maximum {fs.max_len}", f)
+        wire = (cnt + 1) >> 1 if fs.kind == K_BCD else cnt
     _reserve(w, fs.pfx_bytes + wire)
     o = w.p + w.n
     # length prefix
@@ -853,7 +857,10 @@ cdef int _mapping_key(object key) except -1:
         f = _field_number(int(key))
         if f > 0:
             return f
-    raise EncodeError(f"unknown key {key!r}: expected a field number 1-192, 'mti' or 't'", None)
+    text = repr(key)
+    if len(text) > 40:
+        text = text[:40] + "..."
+    raise EncodeError(f"unknown key {text}: expected a field number 1-192, 'mti' or 't'", None)
 
 
 # ---------------------------------------------------------------------------
