@@ -12,14 +12,12 @@ below are missed, so the scenario can guard latency in a pipeline.
 from __future__ import annotations
 
 import random
-import socket
-import struct
 import time
 from urllib.parse import urlparse
 
 from locust import User, between, events, task
 
-from switch.client import TERMINAL, build
+from switch.client import TERMINAL, Terminal, build
 
 SLO_P95_MS = 250  # card purchases against the local simulators
 SLO_FAIL_RATIO = 0.01
@@ -31,11 +29,11 @@ class TerminalUser(User):
 
     def on_start(self):
         url = urlparse(self.host or "tcp://127.0.0.1:8583")
-        self.sock = socket.create_connection((url.hostname, url.port or 8583), timeout=65)
+        self.link = Terminal(url.hostname, url.port or 8583, timeout=65)
         self.terminal = "DEMO%04d" % next(self._ids)
 
     def on_stop(self):
-        self.sock.close()
+        self.link.close()
 
     def _transact(self, name: str, request: dict):
         body = TERMINAL.encode(request)
@@ -43,9 +41,8 @@ class TerminalUser(User):
         exc = None
         code = "??"
         try:
-            self.sock.sendall(struct.pack(">H", len(body)) + body)
-            n = struct.unpack(">H", self._read(2))[0]
-            code = TERMINAL.decode(self._read(n)).get(39)
+            self.link.send(body)
+            code = TERMINAL.decode(self.link.receive()).get(39)
         except Exception as e:  # reported to locust as a failure
             exc = e
         events.request.fire(
@@ -55,15 +52,6 @@ class TerminalUser(User):
             response_length=len(body),
             exception=exc,
         )
-
-    def _read(self, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("switch closed the connection")
-            buf += chunk
-        return buf
 
     @task(20)
     def purchase_approved(self):
