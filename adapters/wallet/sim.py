@@ -166,19 +166,17 @@ async def serve_connection(wallet, stream: trio.SocketStream) -> None:
 
 
 async def serve(wallet, host: str, port: int) -> None:
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-        nursery.start_soon(trio.serve_listeners, partial(serve_connection, wallet), listeners)
-        print(f"listening on {bound[0]}:{bound[1]}", flush=True)
-
-
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    """Serve until SIGTERM / SIGINT; announce only once both are handled."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                trio.serve_listeners, partial(serve_connection, wallet),
+                await trio.open_tcp_listeners(port, host=host))
+            bound = listeners[0].socket.getsockname()
+            print(f"listening on {bound[0]}:{bound[1]}", flush=True)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
 
 
 def main(argv: list[str] | None = None) -> int:
