@@ -149,7 +149,7 @@ class WalletAcquirer:
             return Result(response_code="12")
         if self.currency is not None and request.currency not in (None, self.currency):
             return Result(response_code="12")
-        if not code.isdigit():
+        if not (code.isascii() and code.isdigit()):
             return Result(response_code="30")
         if request.amount is None or request.amount <= 0:
             return Result(response_code="13")
