@@ -101,3 +101,19 @@ def test_coverage_hint_names_fields():
     targets.coverage_hint(ValueError("field 35: expected LL digits at byte 40"))
     targets.coverage_hint(ValueError("no field named"))
     assert targets._field_branch(1035) == 1035 and targets._field_branch(5000) == -1
+
+
+def test_atheris_driver_runs(tmp_path):
+    # The entry point run.sh uses, on the normal build: a few hundred runs over
+    # the seeds. libFuzzer writes new inputs into the first corpus directory.
+    pytest.importorskip("atheris")
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).parent.parent
+    proc = subprocess.run(
+        [sys.executable, "tests/fuzz/fuzz.py", "framing", "-runs=300", "-seed=1", str(tmp_path), str(CORPUS / "framing")],
+        cwd=root, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Done 300 runs" in proc.stderr
