@@ -315,6 +315,12 @@ prefixes = ["10-15"]
 acquirers = ["wallet-b"]
 
 [[routes]]
+name = "unionpay-qr"
+kind = "wallet"
+prefixes = ["62"]
+acquirers = ["cup"]
+
+[[routes]]
 name = "citycard"
 kind = "citycard"
 prefixes = ["8800"]

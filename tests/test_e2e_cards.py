@@ -19,7 +19,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def switch(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cards")
-    text, ports = e2e.card_config(tmp, acquirer_timeout=1.5)
+    qr = '[[routes]]\nname = "unionpay-qr"\nkind = "wallet"\nprefixes = ["62"]\nacquirers = ["cup"]\n'
+    text, ports = e2e.card_config(tmp, acquirer_timeout=1.5, extra=qr)
     proc = e2e.SwitchProcess(tmp, text, ports).start()
     yield proc
     proc.stop()
@@ -267,3 +268,18 @@ def test_no_full_pan_in_journal_or_log(switch, client):
         assert pan.encode() not in journal
         assert pan not in switch.log_text()
     assert b"476173" in journal  # the BIN is kept
+
+
+def test_card_scheme_qr_code_goes_to_the_card_network(client, switch):
+    """Spec 3/7: a scanned code starting 62 is a card-scheme QR, routed to the card network."""
+    qr = "6212345678901234567"
+    req = purchase(2500, **{"22": "031", "48": "BC%03d%s" % (len(qr), qr), "49": "156"})
+    for n in ("2", "14", "35", "52", "55"):
+        req.pop(n, None)
+    resp = client.transact(req)
+    assert resp["t"] == "0210" and resp["39"] == "00" and len(resp["38"]) == 6
+    [auth] = [e for e in ledger_auths(switch, "cup") if e.get("amount") == 2500]
+    assert auth["pan"].startswith("621234") and qr not in str(auth)
+    # an unknown wallet prefix is still 12
+    other = dict(req, **{"11": e2e.stan(), "48": "BC018990000000000000099"})
+    assert client.transact(other)["39"] == "12"

@@ -37,6 +37,16 @@ def wallet_order_number(msg) -> str:
     return order_number(SimpleNamespace(terminal_id=msg[41], transmission_time=msg[7], stan=msg[11]))
 
 
+def _is_offline_advice(request: Request) -> bool:
+    """A city-card 0220 upload: the card already paid offline.
+
+    Reversing one we could not confirm would hand the money back to a card that
+    spent it; the terminal uploads it again instead, and the clearing centre
+    de-duplicates on (card, counter).
+    """
+    return request.mti == "0220" and request.kind == "citycard"
+
+
 class RRNs:
     """RRNs for answers the journal never saw (undecodable requests, 0810, 94).
 
@@ -358,6 +368,10 @@ class Switch:
             return kind, await self._completion(msg, rec, kind, route, pan, tlv)
         if msg.mti == "0220" and kind != "citycard":
             return kind, await self._answer_self(msg, rec, m.Rejection("30", "card 0220 without field 90"))
+        if kind == "wallet" and self.acquirer_cfg[route.acquirers[0]].type == "card":
+            # A card-scheme QR code (e.g. prefix 62) goes to the card network as a
+            # token PAN in field 2, with field 22 saying it was scanned.
+            pan = tlv["BC"]
         request = m.build_request(msg, txn_id=rec.id, kind=kind, rrn=rec.rrn, pan=pan, tlv=tlv)
         return kind, await self._authorize(msg, rec, route, request)
 
@@ -436,7 +450,13 @@ class Switch:
             icc=result.icc,
             build_tlv48=build_tlv48,
         )
-        event = "uncertain" if result.uncertain else "answer"
+        reverse = result.uncertain and not _is_offline_advice(request)
+        if result.uncertain and not reverse:
+            log.warning(
+                "rrn %s: offline advice not confirmed by %s; the terminal uploads it again "
+                "(the centre counts it once per card and counter)", rec.rrn, used,
+            )
+        event = "uncertain" if reverse else "answer"
         resp = await self._finish(
             msg,
             rec,
@@ -446,7 +466,7 @@ class Switch:
             auth_code=result.auth_code,
             acquirer_ref=result.acquirer_ref,
         )
-        if result.uncertain:
+        if reverse:
             self.metrics.reversals.labels("uncertain", "queued").inc()
             self._reversal_wakeup.set()
         return resp
