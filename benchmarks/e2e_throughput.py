@@ -61,8 +61,8 @@ FORWARDER = textwrap.dedent(
         await asyncio.gather(pump(reader, uw), pump(ur, writer), return_exceptions=True)
 
     async def main(port, up_port):
-        await asyncio.start_server(responder, "127.0.0.1", up_port)
-        await asyncio.start_server(lambda r, w: forwarder(r, w, up_port), "127.0.0.1", port)
+        await asyncio.start_server(responder, "127.0.0.1", up_port, backlog=1024)
+        await asyncio.start_server(lambda r, w: forwarder(r, w, up_port), "127.0.0.1", port, backlog=1024)
         print("listening", flush=True)
         await asyncio.Event().wait()
 
@@ -81,9 +81,11 @@ async def drive(port: int, requests: int, concurrency: int, make_body) -> tuple[
     """Send ``requests`` requests over ``concurrency`` connections; (requests/s, median latency s)."""
     latencies: list[float] = []
     per_conn = requests // concurrency
+    # Connect first: only request/response time is measured.
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
 
     async def one_connection(cid: int):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = conns[cid]
         for i in range(per_conn):
             body = make_body(cid, i)
             t0 = time.perf_counter()
