@@ -24,6 +24,7 @@ test: build
 
 bench: build
 	$(PY) -m pytest -q benchmarks --benchmark-enable --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
+	$(PY) -m benchmarks.e2e_throughput
 
 fuzz: $(STAMP)
 	bash tests/fuzz/run.sh $${FUZZ_SECONDS:-600}
