@@ -26,6 +26,9 @@ from switch.metrics import Metrics
 
 log = logging.getLogger("payswitch")
 
+_ADAPTER_GRACE = 2.0  # seconds past an adapter's own deadline before we stop waiting
+_REVERSAL_CONCURRENCY = 32
+
 # MTI digit 2 (message class) → metrics label.
 _MCLASS = {"1": "auth", "2": "financial", "4": "reversal", "5": "settlement", "8": "network"}
 
@@ -314,6 +317,9 @@ class Switch:
             result = await self._transaction(msg, digest)
             fut.set_result(result)
             return result
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
         except BaseException as e:
             fut.set_exception(e)
             fut.exception()  # retrieved here: a waiting retransmission re-raises it
@@ -443,7 +449,7 @@ class Switch:
                 rec = await self._j(self.journal.update(rec.id, state=state))
             used = name
             t0 = time.perf_counter()
-            result = await acq.authorize(request, self.acquirer_cfg[name].timeout)
+            result = await self._call_acquirer(acq, request, self.acquirer_cfg[name].timeout)
             outcome = "uncertain" if result.uncertain else result.response_code
             self.metrics.acquirer_latency.labels(name, outcome).observe(time.perf_counter() - t0)
             if not (result.response_code == "91" and not result.uncertain):
@@ -478,6 +484,24 @@ class Switch:
             self.metrics.reversals.labels("uncertain", "queued").inc()
             self._reversal_wakeup.set()
         return resp
+
+    async def _call_acquirer(self, acq, request: Request, timeout: float) -> Result:
+        """The adapter's answer; our safety net when it breaks its own contract.
+
+        Adapters keep their deadline and never raise for an acquirer's
+        behaviour.  Should one raise or overrun, the outcome is unknown: the
+        terminal gets 96 / 68 and the transaction is reversed.
+        """
+        try:
+            return await asyncio.wait_for(acq.authorize(request, timeout), timeout + _ADAPTER_GRACE)
+        except asyncio.TimeoutError:
+            self.metrics.internal_errors.inc()
+            log.error("%s overran its %.1f s deadline on rrn %s; reversing", acq.name, timeout, request.rrn)
+            return Result(response_code="68", uncertain=True)
+        except Exception:
+            self.metrics.internal_errors.inc()
+            log.exception("%s failed on rrn %s; reversing", acq.name, request.rrn)
+            return Result(response_code="96", uncertain=True)
 
     def _original_of(self, rec: TxnRecord) -> Original:
         return Original(
@@ -562,11 +586,21 @@ class Switch:
             try:
                 pending = await self._j(self.journal.in_states((states.REVERSAL_PENDING,), limit=500))
                 self.metrics.reversal_queue.set(len(pending))
-                for orig in pending:
-                    if (orig.terminal_id, orig.stan, orig.transmission_time) in self.inflight:
-                        continue
-                    req = self._reversal_request(orig, txn_id=orig.id, rrn=orig.rrn)
-                    await self._send_reversal(orig, "uncertain", req)
+                # Concurrently, so one silent acquirer can't hold up the others' reversals.
+                limit = asyncio.Semaphore(_REVERSAL_CONCURRENCY)
+
+                async def one(orig: TxnRecord) -> None:
+                    async with limit:
+                        req = self._reversal_request(orig, txn_id=orig.id, rrn=orig.rrn)
+                        await self._send_reversal(orig, "uncertain", req)
+
+                await asyncio.gather(
+                    *(
+                        one(orig)
+                        for orig in pending
+                        if (orig.terminal_id, orig.stan, orig.transmission_time) not in self.inflight
+                    )
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
