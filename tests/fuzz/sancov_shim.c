@@ -28,14 +28,23 @@
 #define MAP_BITS 16
 #define MAP_SIZE (1u << MAP_BITS)
 
-static void *core; /* atheris core module, once loaded */
+static void *core;          /* atheris core module, once atheris.Fuzz() has loaded it */
+static uint32_t core_backoff; /* lookups to answer NULL before trying dlopen again */
 
 static void *lookup(const char *name) {
     if (!core) {
+        /* Instrumented code runs at import, before the core is loaded:
+           don't pay for a dlopen on every callback until then. */
+        if (core_backoff) {
+            core_backoff--;
+            return NULL;
+        }
         const char *path = getenv("ATHERIS_CORE");
         core = path ? dlopen(path, RTLD_NOLOAD | RTLD_LAZY) : NULL;
-        if (!core)
-            return NULL; /* not loaded yet: the caller tries again later */
+        if (!core) {
+            core_backoff = 4096;
+            return NULL;
+        }
     }
     return dlsym(core, name);
 }
@@ -76,7 +85,6 @@ void __sanitizer_cov_trace_cmpd(double a, double b) { (void)a; (void)b; }
 static uint8_t edge_map[MAP_SIZE];
 static uintptr_t edge_pcs[2 * MAP_SIZE]; /* (fake PC, flags) per counter, as libFuzzer wants */
 static int edge_map_registered;
-static uint32_t register_backoff; /* calls to skip before trying to register again */
 static __thread uint32_t prev_block;
 
 static void register_edge_map(void) {
@@ -98,10 +106,8 @@ static void register_edge_map(void) {
 void __sanitizer_cov_trace_pc(void) {
     uintptr_t pc = (uintptr_t)__builtin_return_address(0);
     uint32_t block = (uint32_t)((pc * 0x9E3779B97F4A7C15ull) >> (64 - MAP_BITS));
-    if (__builtin_expect(!edge_map_registered, 0) && register_backoff-- == 0) {
-        register_backoff = 4096;
+    if (__builtin_expect(!edge_map_registered, 0))
         register_edge_map();
-    }
     edge_map[(block ^ prev_block) & (MAP_SIZE - 1)]++;
     prev_block = block >> 1;
 }
