@@ -10,6 +10,7 @@ import threading
 import time
 from concurrent.futures import CancelledError
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,7 @@ from switch.journal import (
     open_journal,
     pan_protect,
 )
-from switch.journal.sqlite import SCHEMA_VERSION, SqliteJournal
+from switch.journal.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteJournal
 
 KEY = b"journal-test-hmac-key"
 PAN = "4111111111111111"
@@ -155,6 +156,75 @@ def test_update_errors(journal):
     with pytest.raises(sqlite3.IntegrityError):
         ok(journal.update(rec.id, amount="ten"))
     assert ok(journal.get(rec.id)) == rec
+
+
+def test_returned_records_are_what_was_stored(journal):
+    # The writer builds the records it returns from the values it wrote; they
+    # must be exactly what reading the row back gives, types included.
+    given = txn(1, pan_masked="411111******1111", acquirer_ref="r-1")
+    rec, _ = ok(journal.insert(given))
+    assert given.id == 0 and given.rrn == ""  # the caller's record is left alone
+    assert ok(journal.get(rec.id)) == rec
+    for changes in (
+        {"state": "sent", "acquirer": "bank"},
+        {"response": b"\x00\x01", "response_code": "00", "auth_code": None},
+        {"amount": 1234.0},  # stored as an INTEGER
+        {"reversal_attempts": True},  # stored as 1
+        {"response": bytearray(b"\x02")},  # stored as bytes
+        {"original_id": 7, "order_state": "paid"},
+    ):
+        upd = ok(journal.update(rec.id, **changes))
+        stored = ok(journal.get(rec.id))
+        assert upd == stored, changes
+        assert [type(v) for v in msgspec.structs.astuple(upd)] == [
+            type(v) for v in msgspec.structs.astuple(stored)
+        ], changes
+    assert type(ok(journal.get(rec.id)).amount) is int
+    odd, _ = ok(journal.insert(txn(2, amount=500.0, response=bytearray(b"x"))))
+    assert odd == ok(journal.get(odd.id)) and type(odd.amount) is int and type(odd.response) is bytes
+
+
+def test_insert_stores_the_record_as_it_was_when_submitted(gated):
+    j, gate = gated
+    hold_writer(j, gate)
+    rec = txn(1)
+    fut = j.insert(rec)
+    rec.state = "changed-after-insert"
+    gate.open()
+    stored, _ = ok(fut)
+    assert stored.state == "received" and ok(j.get(stored.id)) == stored
+
+
+def test_column_types_match_the_schema(journal):
+    from switch.journal.sqlite import COLUMN_TYPES, INSERTED
+
+    db = sqlite3.connect(":memory:")
+    for statement in MIGRATIONS[0]:
+        db.execute(statement)
+    declared = {name: kind for _, name, kind, *_ in db.execute("PRAGMA table_xinfo(txn)")}
+    db.close()
+    python = {"TEXT": str, "INTEGER": int, "BLOB": bytes}
+    assert set(COLUMN_TYPES) == set(INSERTED)
+    for name, types in COLUMN_TYPES.items():
+        assert types == {python[declared[name]], type(None)}, name
+
+
+def test_a_write_by_another_connection_is_seen(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    j = open_journal(f"sqlite://{path}")
+    try:
+        rec, _ = ok(j.insert(txn(1)))
+        ok(j.update(rec.id, state="sent"))
+        # A repair tool writes the same row from outside.
+        db = sqlite3.connect(path)
+        db.execute("UPDATE txn SET auth_code = 'FIXED1' WHERE id = ?", (rec.id,))
+        db.commit()
+        db.close()
+        upd = ok(j.update(rec.id, response_code="00"))
+        assert upd.auth_code == "FIXED1" and upd.state == "sent"
+        assert upd == ok(j.get(rec.id))
+    finally:
+        j.close()
 
 
 def test_insert_takes_a_txn_record(journal):
@@ -358,6 +428,31 @@ def test_a_failing_operation_fails_alone(gated):
     # One commit for the gate's own insert, one for the six operations above.
     assert j.stats["commits"] == commits + 2
     assert j.stats["max_batch"] == 6
+    assert ok(j.get(1)) == ok(after)
+    assert ok(j.get(ok(before)[0].id)) == ok(before)[0]
+
+
+def test_a_failing_operation_fails_alone_at_any_place_in_its_batch(gated):
+    j, gate = gated
+    ok(j.insert(txn(1, kind="wallet", order_ref="ORDER-1")))
+    for place in range(4):
+        hold_writer(j, gate)
+        ops = [
+            lambda i: j.insert(txn(100 + 10 * place + i)),
+            lambda i: j.update(1, reversal_attempts=10 * place + i),
+            lambda i: j.get(1),
+        ]
+        futs = [ops[i % 3](i) for i in range(3)]
+        futs.insert(place, j.insert(txn(90 + place, kind="wallet", order_ref="ORDER-1")))
+        later = j.update(1, state="answered-%d" % place)
+        gate.open()
+        with pytest.raises(sqlite3.IntegrityError):
+            ok(futs[place])
+        rest = [ok(f) for i, f in enumerate(futs) if i != place]
+        assert rest[0][1] and rest[1].reversal_attempts == 10 * place + 1
+        assert ok(later) == ok(j.get(1)) and ok(later).state == "answered-%d" % place
+        assert ok(j.find("DEMO0001", "%06d" % (90 + place), "1124065401")) is None
+        j.stats["max_batch"] = 0
 
 
 class FlakyCommitJournal(SqliteJournal):
@@ -391,6 +486,8 @@ def test_a_failed_commit_fails_the_whole_batch():
             ok(dup)
         assert j.stats["failed_commits"] == 1
         # Nothing of the batch is there, and the journal carries on.
+        # An update returns the record as stored, not as the failed batch left it.
+        assert ok(j.update(1, auth_code="A1")).state == "received"
         assert ok(j.get(1)).state == "received"
         assert ok(j.find("DEMO0001", "000002", "1124065401")) is None
         assert ok(j.insert(txn(2)))[1]
