@@ -664,3 +664,83 @@ def test_futures_can_be_awaited_on_an_event_loop(journal):
         return await asyncio.wrap_future(journal.get(rec.id))
 
     assert asyncio.run(transaction()).state == "sent"
+
+
+def test_results_delivered_in_bulk_to_an_event_loop(tmp_path):
+    import asyncio
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        deliveries = []
+
+        def deliver(resolve, outcomes):
+            deliveries.append(len(outcomes))
+            loop.call_soon_threadsafe(resolve, outcomes)
+
+        gate = Gate()
+        j = open_journal(f"sqlite://{tmp_path}/j.sqlite", hmac_key=KEY, clock=gate, future=loop.create_future, deliver=deliver)
+        try:
+            first = j.insert(txn(1, kind="wallet", order_ref="ORDER-1"))
+            assert isinstance(first, asyncio.Future) and asyncio.wrap_future(first) is first
+            rec, new = await first
+            assert new and ok_type(rec)
+            # Hold the writer; what queues meanwhile is one batch, one delivery.
+            gate.shut()
+            held = j.insert(txn(999999, terminal="GATE0001"))
+            await loop.run_in_executor(None, gate.entered.wait, TIMEOUT)
+            ops = [j.insert(txn(i)) for i in range(2, 12)]
+            dup = j.insert(txn(12, kind="wallet", order_ref="ORDER-1"))
+            cancelled = j.insert(txn(13))
+            cancelled.cancel()
+            upd = j.update(rec.id, state="sent")
+            bad = j.update(rec.id, colour="red")  # refused before it is queued
+            assert bad.done() and isinstance(bad.exception(), ValueError)
+            delivered = len(deliveries)
+            gate.open()
+            assert (await held)[1]
+            assert all(new for _, new in await asyncio.gather(*ops))
+            with pytest.raises(sqlite3.IntegrityError):
+                await dup
+            assert (await upd).state == "sent"
+            assert cancelled.cancelled()
+            # The held insert's own batch, then one for the 10 inserts, the duplicate, the update.
+            assert deliveries[delivered:] == [1, 12]
+            assert await j.find("DEMO0001", "000013", "1124065401") is None
+            pending = j.get(rec.id)
+        finally:
+            j.close()
+        assert (await pending).state == "sent"
+        after = j.get(rec.id)
+        with pytest.raises(JournalClosed):
+            await after
+
+    asyncio.run(main())
+
+
+def ok_type(rec) -> bool:
+    return type(rec) is TxnRecord
+
+
+def test_a_failed_delivery_does_not_stop_the_writer(caplog):
+    calls = []
+    failed = threading.Event()
+
+    def deliver(resolve, outcomes):
+        calls.append(outcomes)
+        if len(calls) == 1:
+            failed.set()
+            raise RuntimeError("Event loop is closed")
+        resolve(outcomes)
+
+    from concurrent.futures import Future
+
+    j = open_journal("sqlite://:memory:", future=Future, deliver=deliver)
+    try:
+        lost = j.insert(txn(1))
+        assert failed.wait(TIMEOUT) and not lost.done()
+        assert ok(j.insert(txn(2)))[1]
+        assert "could not deliver 1 results" in caplog.text
+    finally:
+        j.close()
+    with pytest.raises(ValueError, match="together"):
+        open_journal("sqlite://:memory:", future=Future)

@@ -11,6 +11,13 @@ Every method returns a :class:`concurrent.futures.Future` and never raises;
 the asyncio side awaits ``asyncio.wrap_future(journal.insert(rec))``.  This
 package does not import asyncio (only ``switch.io`` does).
 
+An event loop can have the results handed over in bulk instead:
+``open_journal(url, future=loop.create_future, deliver=loop.call_soon_threadsafe)``
+makes every method return an asyncio future (which ``asyncio.wrap_future``
+passes through unchanged), and the writer hands each batch's results to the
+loop in one callback rather than one thread-safe call per operation.  The
+methods must then be called on the loop's thread.
+
 Errors, as delivered through the futures:
 
 - a bad argument (unknown column, a full PAN in a field, ...) fails that
@@ -278,7 +285,8 @@ def open_journal(url: str, *, hmac_key: bytes | None = None, **options: Any) -> 
     ``sqlite://`` followed by a file path: ``sqlite:///var/lib/payswitch/journal.sqlite``
     (absolute), ``sqlite://payswitch-journal.sqlite`` (relative to the working
     directory), ``sqlite://:memory:`` (for tests).  ``options`` go to the
-    backend (for SQLite: max_batch, clock).  ``hmac_key`` is the key given to
+    backend (for SQLite: max_batch, clock; future and deliver, see the module
+    documentation).  ``hmac_key`` is the key given to
     :func:`pan_protect`: with it the journal also refuses the transaction's own
     PAN in acquirer_ref and order_ref, which the Luhn guard cannot check.
     """

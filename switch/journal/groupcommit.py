@@ -43,11 +43,65 @@ _STOP = object()
 # An operation: (future, function, arguments, writes).
 Op = tuple[Future, Callable[..., Any], tuple, bool]
 
+# What a batch delivers: (future, ok, result or exception) per operation.
+Outcome = tuple[Any, bool, Any]
+
+
+def resolve(outcomes: list[Outcome]) -> None:
+    """Set each future's result or exception (a future cancelled meanwhile keeps that)."""
+    for fut, ok, value in outcomes:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+def _resolve_claimed(outcomes: list[Outcome]) -> None:
+    # concurrent.futures: the writer claimed each one (set_running_or_notify_cancel),
+    # so none can have been cancelled since.
+    for fut, ok, value in outcomes:
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+def _not_cancelled(fut: Any) -> bool:
+    return not fut.cancelled()
+
 
 class GroupCommitter:
-    def __init__(self, *, name: str, max_batch: int = 512) -> None:
+    """``future`` and ``deliver`` (both or neither) hand results over in bulk.
+
+    By default every operation returns a :class:`concurrent.futures.Future`
+    that the writer thread resolves itself.  With ``future`` (a factory, for
+    example ``loop.create_future``) the operations return what it makes, and
+    the writer calls ``deliver(resolve, outcomes)`` once per batch, which must
+    run ``resolve(outcomes)`` on the thread that owns those futures (for
+    example ``loop.call_soon_threadsafe``): one hand-over per batch instead of
+    one per operation.  Operations must then be submitted from that thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        max_batch: int = 512,
+        future: Callable[[], Any] | None = None,
+        deliver: Callable[[Callable[[list[Outcome]], None], list[Outcome]], Any] | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if (future is None) != (deliver is None):
+            raise ValueError("future and deliver go together")
+        self._new_future: Callable[[], Any] = future or Future
+        self._deliver = deliver
+        # Skips (and, for concurrent futures, locks out) what the caller cancelled.
+        self._claim: Callable[[Any], bool] = (
+            Future.set_running_or_notify_cancel if future is None else _not_cancelled
+        )
         self.max_batch = max_batch
         self.stats: dict[str, int] = {"commits": 0, "ops": 0, "max_batch": 0, "failed_commits": 0}
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -91,7 +145,7 @@ class GroupCommitter:
     # -- the caller's side ---------------------------------------------------
 
     def _submit(self, fn: Callable[..., Any], args: tuple, writes: bool) -> Future:
-        fut: Future = Future()
+        fut = self._new_future()
         # The lock makes "not closed, so queue it" atomic with close(): an
         # operation is either queued before the stop mark or refused.
         with self._lock:
@@ -102,9 +156,8 @@ class GroupCommitter:
         fut.set_exception(JournalClosed(*closed.args))
         return fut
 
-    @staticmethod
-    def _failed(exc: BaseException) -> Future:
-        fut: Future = Future()
+    def _failed(self, exc: BaseException) -> Future:
+        fut = self._new_future()
         fut.set_exception(exc)
         return fut
 
@@ -145,16 +198,28 @@ class GroupCommitter:
 
     def _drain(self) -> None:
         assert self._closed is not None
+        outcomes: list[Outcome] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
-            if item is not _STOP and item[0].set_running_or_notify_cancel():
-                item[0].set_exception(JournalClosed(*self._closed.args))
+                break
+            if item is not _STOP and self._claim(item[0]):
+                outcomes.append((item[0], False, JournalClosed(*self._closed.args)))
+        if outcomes:
+            self._hand_over(outcomes)
+
+    def _hand_over(self, outcomes: list[Outcome]) -> None:
+        if self._deliver is None:
+            _resolve_claimed(outcomes)
+            return
+        try:
+            self._deliver(resolve, outcomes)
+        except Exception:  # e.g. the caller's event loop is closed: nobody is waiting
+            log.exception("journal could not deliver %d results", len(outcomes))
 
     def _loop(self) -> None:
-        get, get_nowait, max_batch = self._queue.get, self._queue.get_nowait, self.max_batch
+        get, get_nowait, max_batch, claim = self._queue.get, self._queue.get_nowait, self.max_batch, self._claim
         while True:
             item = get()
             batch: list[Op] = []
@@ -163,7 +228,7 @@ class GroupCommitter:
                 if item is _STOP:
                     stop = True
                     break
-                if item[0].set_running_or_notify_cancel():  # skip what the caller cancelled
+                if claim(item[0]):  # skip what the caller cancelled
                     batch.append(item)
                     if len(batch) >= max_batch:
                         break
@@ -201,23 +266,21 @@ class GroupCommitter:
             except Exception:
                 log.exception("journal rollback failed")
             done = {id(o[0]): o for o in outcomes}
+            failed: list[Outcome] = []
             for fut, _fn, _args, _writes in batch:
                 o = done.get(id(fut))
                 if o is not None and not o[1]:
-                    fut.set_exception(o[2])  # its own error
+                    failed.append(o)  # its own error
                 else:
                     err = JournalError(f"journal batch of {len(batch)} not written: {exc!r}")
                     err.__cause__ = exc
-                    fut.set_exception(err)
+                    failed.append((fut, False, err))
+            self._hand_over(failed)
             if not isinstance(exc, Exception):
                 raise
             return
         stats["commits"] += 1
-        for fut, ok, value in outcomes:
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+        self._hand_over(outcomes)
 
     def _run_ops(self, batch: list[Op], outcomes: list, *, guarded: bool) -> bool:
         """Run the batch's operations, appending their outcomes.

@@ -179,6 +179,8 @@ class SqliteJournal(GroupCommitter):
         clock: Callable[[], float] = time.time,
         busy_timeout: float = 5.0,
         known_records: int = 8192,
+        future: Callable[[], Any] | None = None,
+        deliver: Callable[..., Any] | None = None,
     ) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise JournalError(
@@ -201,7 +203,7 @@ class SqliteJournal(GroupCommitter):
         self._known_max = known_records
         self._unsure: list[int] = []  # ids remembered in the open transaction
         self._data_version: int | None = None
-        super().__init__(name=f"journal-writer:{path}", max_batch=max_batch)
+        super().__init__(name=f"journal-writer:{path}", max_batch=max_batch, future=future, deliver=deliver)
 
     # -- the Journal interface (caller's side) -------------------------------
 
