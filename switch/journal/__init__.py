@@ -41,7 +41,7 @@ import hashlib
 import hmac
 import re
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 import msgspec
 
@@ -160,8 +160,15 @@ def check_no_pan(fields: dict[str, Any]) -> None:
     ``fields`` maps column names to values (a whole record or an update).
     The message names the field, never the value.
     """
-    for name, value in fields.items():
-        if type(value) is not str or name in LONG_NUMBER_FIELDS:
+    check_luhn_runs(fields.items())
+    check_pan_forms(fields.get("pan_masked"), fields.get("pan_hash"))
+
+
+def check_luhn_runs(fields: Iterable[tuple[str, Any]]) -> None:
+    """The Luhn part of :func:`check_no_pan`, over (column name, value) pairs."""
+    for name, value in fields:
+        # Shorter than 13 characters, it holds no PAN candidate.
+        if type(value) is not str or len(value) < 13 or name in LONG_NUMBER_FIELDS:
             continue
         for run in _DIGIT_RUN.findall(value):
             if luhn_ok(run):
@@ -169,14 +176,16 @@ def check_no_pan(fields: dict[str, Any]) -> None:
                     f"journal field {name!r} holds a {len(run)}-digit number that passes "
                     "the Luhn check (a PAN?); store pan_protect() output instead"
                 )
-    masked = fields.get("pan_masked")
+
+
+def check_pan_forms(masked: Any, pan_hash: Any) -> None:
+    """pan_masked and pan_hash, when set, must look like pan_protect() output."""
     if masked is not None:
         if type(masked) is not str or sum(ch.isdigit() for ch in masked) > 10:
             raise ValueError(
                 "journal field 'pan_masked' must show at most 10 digits "
                 "(first 6 + last 4); store pan_protect() output"
             )
-    pan_hash = fields.get("pan_hash")
     if pan_hash is not None and (type(pan_hash) is not str or not _HEX64.fullmatch(pan_hash)):
         raise ValueError(
             "journal field 'pan_hash' must be 64 lower-case hex digits "

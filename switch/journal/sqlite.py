@@ -25,8 +25,10 @@ from switch.journal import (
     JournalError,
     Totals,
     TxnRecord,
+    check_luhn_runs,
     check_no_pan,
     check_own_pan,
+    check_pan_forms,
 )
 from switch.journal.groupcommit import GroupCommitter
 
@@ -214,7 +216,8 @@ class SqliteJournal(GroupCommitter):
         rec = msgspec.structs.replace(rec)
         values = msgspec.structs.astuple(rec)
         try:
-            check_no_pan(dict(zip(FIELDS, values)))
+            check_luhn_runs(zip(FIELDS, values))
+            check_pan_forms(rec.pan_masked, rec.pan_hash)
             check_own_pan(
                 {"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key
             )
