@@ -31,6 +31,9 @@ class Listener(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tpdu: bool = False
     max_frame: int = 8192
     max_in_flight: int = 256  # per connection; reading pauses beyond it (back-pressure)
+    # TLS 1.2+ (spec section 1), same framing inside: PEM certificate chain and key files.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
 
 class Http(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -208,6 +211,8 @@ def _check(cfg: Config, src: str) -> Config:
             fail(f"listeners[{i}].port", f"port {lst.port} out of range")
         if not 64 <= lst.max_frame <= 65535:
             fail(f"listeners[{i}].max_frame", "must be between 64 and 65535")
+        if bool(lst.tls_cert_file) != bool(lst.tls_key_file):
+            fail(f"listeners[{i}]", "TLS needs both tls_cert_file and tls_key_file")
     if cfg.journal.hmac_key_env and cfg.journal.hmac_key_env not in os.environ:
         fail("journal.hmac_key_env", f"environment variable {cfg.journal.hmac_key_env} is not set")
     return cfg

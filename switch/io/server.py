@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from native.framing import FrameError, Framer, reply_tpdu, split_tpdu
 
-from switch.config import Listener
+from switch.config import ConfigError, Listener
 
 log = logging.getLogger("payswitch.server")
 
@@ -101,12 +102,28 @@ class TerminalProtocol(asyncio.Protocol):
         self._update_reading()
 
 
+def tls_context(lst: Listener, where: str) -> ssl.SSLContext | None:
+    """A server context for TLS 1.2 or later, or None for plain TCP."""
+    if not lst.tls_cert_file:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(lst.tls_cert_file, lst.tls_key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(
+            f"{where}: cannot load TLS certificate {lst.tls_cert_file} / key {lst.tls_key_file}: {e}"
+        ) from None
+    return ctx
+
+
 async def start_listeners(switch, listeners: list[Listener]) -> list[asyncio.AbstractServer]:
     loop = asyncio.get_running_loop()
     servers = []
-    for lst in listeners:
+    for i, lst in enumerate(listeners):
+        ctx = tls_context(lst, f"{switch.cfg.source} - at `$.listeners[{i}]`")
         server = await loop.create_server(
-            lambda lst=lst: TerminalProtocol(switch, lst), lst.host, lst.port, reuse_address=True, backlog=1024
+            lambda lst=lst: TerminalProtocol(switch, lst), lst.host, lst.port, reuse_address=True, backlog=1024, ssl=ctx
         )
         servers.append(server)
     return servers
