@@ -179,13 +179,11 @@ def fakes(**overrides):
     return acquirers
 
 
-def run(scenario, *, acquirers=None, before_start=None, close_at_once=False, close_timeout=WAIT, **config):
-    """Run ``await scenario(switch)`` on a started switch, then close it.
+def run(scenario, *, acquirers=None, before_start=None, close_timeout=WAIT, **config):
+    """Run ``await scenario(switch)`` on a started switch, then close it at once.
 
     A close() that does not return within ``close_timeout`` fails the test (instead of
-    hanging the suite).  Unless ``close_at_once``, the loop gets a moment
-    first, so a reversal-worker wake-up raised by the last answer is consumed
-    before the cancellation (see test_close_right_after_an_uncertain_answer_returns).
+    hanging the suite).
     """
     acquirers = acquirers if acquirers is not None else fakes()
 
@@ -197,8 +195,6 @@ def run(scenario, *, acquirers=None, before_start=None, close_at_once=False, clo
             await sw.start()
             return await scenario(sw)
         finally:
-            if not close_at_once:
-                await asyncio.sleep(0.02)
             try:
                 await asyncio.wait_for(sw.close(), close_timeout)
             except asyncio.TimeoutError:
@@ -693,8 +689,6 @@ def test_0220_of_a_preauthorization_that_cannot_be_completed_answers_25_s3(setup
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
 
 
-@pytest.mark.xfail(strict=True, reason="_completion accepts any approved original named in field 90, "
-                   "not only a 0100 pre-authorization")
 def test_0220_naming_a_purchase_is_not_a_completion_s3():
     async def scenario(sw):
         assert (await call(sw, request("0200")))[39] == "00"
@@ -706,7 +700,6 @@ def test_0220_naming_a_purchase_is_not_a_completion_s3():
     run(scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="_completion only refuses a 'reversed' original, not one in reversal_pending")
 def test_0220_of_a_preauthorization_the_terminal_reversed_answers_25_while_the_reversal_is_pending_s3():
     bank_a = FakeAcquirer("bank-a", reverse_failures=1000)
 
@@ -832,8 +825,6 @@ def test_91_from_every_acquirer_answers_91():
     run(scenario, acquirers=fakes(**{"bank-a": a, "bank-b": b}))
 
 
-@pytest.mark.xfail(strict=True, reason="_authorize gives every acquirer of a route its full timeout; "
-                   "response_timeout is not enforced over a fallback")
 def test_fallback_still_answers_within_response_timeout_s6():
     class SlowRefusal(FakeAcquirer):
         async def authorize(self, request, timeout):
@@ -966,19 +957,15 @@ def test_retransmission_waiting_on_an_original_that_raised_also_answers_96_s5():
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
 
 
-@pytest.mark.xfail(strict=True, reason="Python 3.11 asyncio.wait_for swallows a cancel that lands as its inner "
-                   "Event.wait() completes: the reversal worker never stops and close() hangs")
 def test_close_right_after_an_uncertain_answer_returns():
     bank_a = FakeAcquirer("bank-a", answer=Result(response_code="68", uncertain=True))
 
     async def scenario(sw):
         assert (await call(sw, request()))[39] == "68"  # sets the worker's wake-up; close() follows at once
 
-    run(scenario, acquirers=fakes(**{"bank-a": bank_a}), close_at_once=True, close_timeout=0.5)
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}), close_timeout=0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="_retransmission answers 96 to a repeated 0400 whose first copy was "
-                   "journaled but never answered; reversals are idempotent (section 6), so it should be redone")
 def test_repeated_0400_whose_first_copy_died_mid_flight_answers_00_and_reverses_s6():
     def seed(sw):
         orig, _ = sw.journal.insert(TxnRecord(

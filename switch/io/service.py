@@ -18,6 +18,7 @@ from native.iso8583 import DecodeError, EncodeError, build_tlv48, dialect, parse
 
 from switch import config as config_mod
 from switch.core import messages as m
+from switch.core import pipeline
 from switch.core import states
 from switch.core.acquirer import Original, Request, Result
 from switch.core.routing import Router, luhn_ok
@@ -28,6 +29,8 @@ log = logging.getLogger("payswitch")
 
 _ADAPTER_GRACE = 2.0  # seconds past an adapter's own deadline before we stop waiting
 _REVERSAL_CONCURRENCY = 32
+_BUDGET_RESERVE = 0.05  # share of response_timeout kept for journaling and answering
+_MIN_ATTEMPT = 0.05  # seconds: less than this left, no further acquirer is tried
 
 # MTI digit 2 (message class) → metrics label.
 _MCLASS = {"1": "auth", "2": "financial", "4": "reversal", "5": "settlement", "8": "network"}
@@ -38,16 +41,6 @@ def wallet_order_number(msg) -> str:
     from adapters.wallet.acquirer import order_number
 
     return order_number(SimpleNamespace(terminal_id=msg[41], transmission_time=msg[7], stan=msg[11]))
-
-
-def _is_offline_advice(request: Request) -> bool:
-    """A city-card 0220 upload: the card already paid offline.
-
-    Reversing one we could not confirm would hand the money back to a card that
-    spent it; the terminal uploads it again instead, and the clearing centre
-    de-duplicates on (card, counter).
-    """
-    return request.mti == "0220" and request.kind == "citycard"
 
 
 class RRNs:
@@ -189,6 +182,7 @@ class Switch:
         # retransmissions that arrive while the original is still in flight.
         self.inflight: dict[tuple[str, str, str], asyncio.Future] = {}
         self._reversal_wakeup = asyncio.Event()
+        self._closing = False
         self._tasks: list[asyncio.Task] = []
         self.started = time.time()
 
@@ -223,6 +217,8 @@ class Switch:
         self._tasks.append(asyncio.create_task(self._reversal_worker(), name="reversal-worker"))
 
     async def close(self) -> None:
+        self._closing = True
+        self._reversal_wakeup.set()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -346,9 +342,7 @@ class Switch:
         # one durable write before it leaves instead of two.  Should the process
         # die before it really left, recovery reverses something the acquirer
         # never saw, which it acknowledges as nothing to do.
-        direct = rejection is None and route is not None and (
-            msg.mti in ("0100", "0200") or (msg.mti == "0220" and 90 not in msg and kind == "citycard")
-        )
+        direct = rejection is None and pipeline.goes_direct(msg.mti, kind, 90 in msg, route is not None)
         rec, created = await self._j(
             self.journal.insert(
                 TxnRecord(
@@ -371,7 +365,10 @@ class Switch:
             )
         )
         if not created:
-            return kind, self._retransmission(msg, rec, digest)
+            verdict = pipeline.retransmission(rec.mti, rec.content_digest, rec.response is not None, msg.mti, digest)
+            if verdict != pipeline.REDO:
+                return kind, self._retransmission(msg, rec, verdict)
+            log.info("rrn %s: %s journaled but never answered; handled again (idempotent)", rec.rrn, msg.mti)
         if rejection is not None:
             return kind, await self._answer_self(msg, rec, rejection)
         if msg.mti == "0400":
@@ -406,19 +403,16 @@ class Switch:
             raise m.Rejection("30", "city-card payment without field 48 tag CC")
         return route.kind, route, pan
 
-    def _retransmission(self, msg, rec: TxnRecord, digest: str) -> dict:
+    def _retransmission(self, msg, rec: TxnRecord, verdict: str) -> dict:
         """Section 6: same key and content → the original answer; different content → 94."""
-        if rec.content_digest != digest or rec.mti != msg.mti:
-            self.metrics.retransmissions.labels("conflict").inc()
+        self.metrics.retransmissions.labels("conflict" if verdict == pipeline.CONFLICT else "same").inc()
+        if verdict == pipeline.CONFLICT:
             return m.build_response(msg, "94", self.rrns.next())
-        self.metrics.retransmissions.labels("same").inc()
-        if rec.response is not None:
+        if verdict == pipeline.SAME:
             stored = self.term.decode(rec.response)
             out = stored.fields()
             out["mti"] = stored.mti
             return out
-        # Journaled but never answered: the process died mid-flight and the
-        # recovery queued it for reversal.  It must not be authorized twice.
         return m.build_response(msg, "96", rec.rrn)
 
     async def _finish(self, msg, rec: TxnRecord, resp: dict, **changes) -> dict:
@@ -439,8 +433,14 @@ class Switch:
         state = rec.state if rec.state == states.SENT else states.advance(rec.state, "send")
         result: Result | None = None
         used = None
+        # Section 6: the terminal is answered within response_timeout of its
+        # request, however many acquirers the route falls through.
+        budget_end = rec.created_at + self.cfg.response_timeout * (1 - _BUDGET_RESERVE)
         for index, name in enumerate(route.acquirers):
             acq = self.acquirers[name]
+            remaining = budget_end - time.time()
+            if result is not None and remaining < _MIN_ATTEMPT:
+                break  # no time left to try the next one: answer what we have
             if index + 1 < len(route.acquirers) and not acq.healthy():
                 continue
             if name != rec.acquirer:
@@ -449,7 +449,8 @@ class Switch:
                 rec = await self._j(self.journal.update(rec.id, state=state))
             used = name
             t0 = time.perf_counter()
-            result = await self._call_acquirer(acq, request, self.acquirer_cfg[name].timeout)
+            timeout = min(self.acquirer_cfg[name].timeout, max(remaining, _MIN_ATTEMPT))
+            result = await self._call_acquirer(acq, request, timeout)
             outcome = "uncertain" if result.uncertain else result.response_code
             self.metrics.acquirer_latency.labels(name, outcome).observe(time.perf_counter() - t0)
             if not (result.response_code == "91" and not result.uncertain):
@@ -464,7 +465,7 @@ class Switch:
             icc=result.icc,
             build_tlv48=build_tlv48,
         )
-        reverse = result.uncertain and not _is_offline_advice(request)
+        reverse = result.uncertain and not pipeline.is_offline_advice(request)
         if result.uncertain and not reverse:
             log.warning(
                 "rrn %s: offline advice not confirmed by %s; the terminal uploads it again "
@@ -577,11 +578,16 @@ class Switch:
 
     async def _reversal_worker(self) -> None:
         """Store and forward: retry pending reversals until each is acknowledged."""
-        while True:
+        while not self._closing:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancel that lands as the event fires, and close() would hang.
             try:
-                await asyncio.wait_for(self._reversal_wakeup.wait(), self.cfg.reversal_retry)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.cfg.reversal_retry):
+                    await self._reversal_wakeup.wait()
+            except TimeoutError:
                 pass
+            if self._closing:
+                return
             self._reversal_wakeup.clear()
             try:
                 pending = await self._j(self.journal.in_states((states.REVERSAL_PENDING,), limit=500))
@@ -610,9 +616,18 @@ class Switch:
     async def _completion(self, msg, rec: TxnRecord, kind, route, pan, tlv) -> dict:
         """0220 naming a pre-authorization in field 90: 25 when it can't be found."""
         o_mti, o_stan, o_time = m.original_key(msg[90])
-        orig = await self._j(self.journal.find_original(msg[41], (o_mti,), o_stan, o_time))
-        if orig is None or orig.response_code != "00" or orig.state == states.REVERSED or not orig.acquirer:
-            return await self._answer_self(msg, rec, m.Rejection("25", "pre-authorization not found"))
+        # Only an approved, still standing pre-authorization (0100) can be completed:
+        # "completing" a purchase would charge it twice.
+        orig = None
+        if o_mti == "0100":
+            orig = await self._j(self.journal.find_original(msg[41], ("0100",), o_stan, o_time))
+        if (
+            orig is None
+            or orig.response_code != "00"
+            or orig.state in (states.REVERSED, states.REVERSAL_PENDING)
+            or not orig.acquirer
+        ):
+            return await self._answer_self(msg, rec, m.Rejection("25", "no standing pre-authorization to complete"))
         request = m.build_request(
             msg, txn_id=rec.id, kind=orig.kind, rrn=rec.rrn, pan=pan, tlv=tlv, original=self._original_of(orig)
         )
@@ -624,10 +639,10 @@ class Switch:
         totals: Totals = await self._j(self.journal.totals(msg[41]))
         theirs = (int(msg[74]), int(msg[76]), int(msg[86]), int(msg[88]))
         ours = (totals.credits_count, totals.debits_count, totals.credits_amount, totals.debits_amount)
-        accepted = theirs == ours
+        code = pipeline.settlement_code(theirs, ours)
+        accepted = code == "00"
         await self._j(self.journal.settle(msg[41], totals, accepted))
         if not accepted:
             log.warning("terminal %s totals %s differ from the journal's %s", msg[41], theirs, ours)
-        code = "00" if accepted else "95"
         resp = m.build_response(msg, code, rec.rrn)
         return await self._finish(msg, rec, resp, state=states.advance(rec.state, "handle"), response_code=code)
