@@ -156,6 +156,16 @@ def test_preauth_then_completion(client):
     assert resp["t"] == "0230" and resp["39"] == "00"
 
 
+def test_completion_by_reference_without_card_number(client):
+    pre = purchase(6000, mti="0100")
+    assert client.transact(pre)["39"] == "00"
+    comp = purchase(5500, mti="0220", **{"90": pre["t"] + pre["11"] + pre["7"] + "0" * 22})
+    for n in ("2", "14", "35", "52", "55"):
+        comp.pop(n, None)
+    resp = client.transact(comp)
+    assert resp["t"] == "0230" and resp["39"] == "00"
+
+
 def test_completion_without_preauth_is_25(client):
     comp = purchase(7500, mti="0220", **{"90": "0100" + "999999" + "0101000000" + "0" * 22})
     assert client.transact(comp)["39"] == "25"

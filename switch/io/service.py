@@ -333,7 +333,10 @@ class Switch:
                     tlv = parse_tlv48(msg[48])
                 except DecodeError as e:
                     raise m.Rejection("30", f"field 48: {e}") from None
-            if msg.mti in ("0100", "0200", "0220"):
+            completion_by_reference = (
+                msg.mti == "0220" and 90 in msg and not m.pan_of(msg) and "BC" not in tlv
+            )  # field 90 names the pre-authorization, which knows the card
+            if msg.mti in ("0100", "0200", "0220") and not completion_by_reference:
                 kind, route, pan = self._classify(msg, tlv)
         except m.Rejection as r:
             rejection = r
