@@ -191,7 +191,7 @@ def run(scenario, *, acquirers=None, before_start=None, close_timeout=WAIT, **co
         sw = Switch(make_config(**config), acquirers=acquirers)
         try:
             if before_start is not None:
-                before_start(sw)
+                await before_start(sw)
             await sw.start()
             return await scenario(sw)
         finally:
@@ -849,16 +849,16 @@ def test_fallback_still_answers_within_response_timeout_s6():
 
 
 def test_start_queues_transactions_found_sent_for_reversal():
-    def seed(sw):
+    async def seed(sw):
         masked, pan_hash = pan_protect(VISA, sw.key)
-        rec, created = sw.journal.insert(TxnRecord(
+        rec, created = await sw.journal.insert(TxnRecord(
             terminal_id=TID, merchant_id=MERCHANT, mti="0200", stan="000001", transmission_time=T7,
             processing_code="000000", amount=2500, currency="978", acquirer="bank-a",
             pan_masked=masked, pan_hash=pan_hash,
             content_digest=m.content_digest(TERM.decode(request()), sw.key),
-        )).result(timeout=WAIT)
+        ))
         assert created
-        sw.journal.update(rec.id, state=states.SENT, acquirer_ref="pre-crash-ref").result(timeout=WAIT)
+        await sw.journal.update(rec.id, state=states.SENT, acquirer_ref="pre-crash-ref")
 
     async def scenario(sw):
         rec = await wait_state(sw, "000001", states.REVERSED)
@@ -967,21 +967,21 @@ def test_close_right_after_an_uncertain_answer_returns():
 
 
 def test_repeated_0400_whose_first_copy_died_mid_flight_answers_00_and_reverses_s6():
-    def seed(sw):
-        orig, _ = sw.journal.insert(TxnRecord(
+    async def seed(sw):
+        orig, _ = await sw.journal.insert(TxnRecord(
             terminal_id=TID, merchant_id=MERCHANT, mti="0200", stan="000001", transmission_time=T7,
             processing_code="000000", amount=2500, currency="978", acquirer="bank-a",
             content_digest=m.content_digest(TERM.decode(request()), sw.key),
-        )).result(timeout=WAIT)
-        sw.journal.update(orig.id, state=states.SENT).result(timeout=WAIT)
-        sw.journal.update(orig.id, state=states.ANSWERED, response_code="00", auth_code="A00001",
-                          acquirer_ref="ref-1", response=request()).result(timeout=WAIT)
+        ))
+        await sw.journal.update(orig.id, state=states.SENT)
+        await sw.journal.update(orig.id, state=states.ANSWERED, response_code="00", auth_code="A00001",
+                          acquirer_ref="ref-1", response=request())
         # The 0400 was journaled, then the process died before reversing or answering.
-        sw.journal.insert(TxnRecord(
+        await sw.journal.insert(TxnRecord(
             terminal_id=TID, merchant_id=MERCHANT, mti="0400", stan="000002", transmission_time=T7,
             processing_code="000000", amount=2500, currency="978",
             content_digest=m.content_digest(TERM.decode(reversal("000002", "000001")), sw.key),
-        )).result(timeout=WAIT)
+        ))
 
     async def scenario(sw):
         resp = await call(sw, reversal("000002", "000001"))  # the terminal repeats it

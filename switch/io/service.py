@@ -177,7 +177,12 @@ class Switch:
             if acquirers is not None
             else {a.name: build_acquirer(a, i, self._order_state) for i, a in enumerate(cfg.acquirers)}
         )
-        self.journal = open_journal(cfg.journal.url, hmac_key=self.key)
+        # Results come back to the loop a batch at a time (one thread hand-off per
+        # group commit, not one per write); the journal stays asyncio-free.
+        loop = asyncio.get_running_loop()
+        self.journal = open_journal(
+            cfg.journal.url, hmac_key=self.key, future=loop.create_future, deliver=loop.call_soon_threadsafe
+        )
         # (terminal, STAN, field 7) → future of the encoded response, for
         # retransmissions that arrive while the original is still in flight.
         self.inflight: dict[tuple[str, str, str], asyncio.Future] = {}
