@@ -70,9 +70,28 @@ class Metrics:
         self.internal_errors = Counter(
             "payswitch_internal_errors", "Our own failures answered 96 (each is also logged)", registry=r
         )
+        # label children by label values: labels() costs more than the update itself
+        self._answered: dict[tuple[str, str, str], tuple] = {}
+        self._acquirer: dict[tuple[str, str], object] = {}
         self.config_reloads = Counter(
             "payswitch_config_reloads", "Configuration reloads by result", ["result"], registry=r
         )
+
+    def answered(self, kind: str, mclass: str, code: str, seconds: float) -> None:
+        """Count one answer and its latency (hot path: label children are cached)."""
+        key = (kind, mclass, code)
+        pair = self._answered.get(key)
+        if pair is None:
+            pair = self._answered[key] = (self.requests.labels(kind, mclass, code), self.latency.labels(kind))
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def acquirer_answered(self, acquirer: str, outcome: str, seconds: float) -> None:
+        key = (acquirer, outcome)
+        child = self._acquirer.get(key)
+        if child is None:
+            child = self._acquirer[key] = self.acquirer_latency.labels(acquirer, outcome)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -274,8 +274,7 @@ class Switch:
             self.metrics.internal_errors.inc()
             log.exception("cannot encode response to %s", msg.mti)
             out = self.term.encode(m.build_response(msg, "96", self.rrns.next()))
-        self.metrics.requests.labels(kind, _MCLASS.get(msg.mti[1], "other"), resp.get(39, "??")).inc()
-        self.metrics.latency.labels(kind).observe(time.perf_counter() - t0)
+        self.metrics.answered(kind, _MCLASS.get(msg.mti[1], "other"), resp.get(39, "??"), time.perf_counter() - t0)
         return out
 
     def _format_error(self, body: bytes) -> bytes:
@@ -460,7 +459,7 @@ class Switch:
             timeout = min(self.acquirer_cfg[name].timeout, max(remaining, _MIN_ATTEMPT))
             result = await self._call_acquirer(acq, request, timeout)
             outcome = "uncertain" if result.uncertain else result.response_code
-            self.metrics.acquirer_latency.labels(name, outcome).observe(time.perf_counter() - t0)
+            self.metrics.acquirer_answered(name, outcome, time.perf_counter() - t0)
             if not (result.response_code == "91" and not result.uncertain):
                 break
         assert result is not None and used is not None
@@ -502,8 +501,9 @@ class Switch:
         terminal gets 96 / 68 and the transaction is reversed.
         """
         try:
-            return await asyncio.wait_for(acq.authorize(request, timeout), timeout + _ADAPTER_GRACE)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout + _ADAPTER_GRACE):  # no extra task, unlike wait_for
+                return await acq.authorize(request, timeout)
+        except TimeoutError:
             self.metrics.internal_errors.inc()
             log.error("%s overran its %.1f s deadline on rrn %s; reversing", acq.name, timeout, request.rrn)
             return Result(response_code="68", uncertain=True)
