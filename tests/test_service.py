@@ -1044,3 +1044,23 @@ def test_start_and_close_drive_the_acquirers_and_the_worker():
     sw = run(scenario, acquirers=acquirers)
     assert all(a.closed for a in acquirers.values())
     assert all(t.done() for t in sw._tasks)
+
+
+# -- reload ---------------------------------------------------------------------------
+
+
+def test_reload_swaps_acquirer_timeouts_and_refuses_a_new_acquirer():
+    async def scenario(sw):
+        assert sw.acquirer_cfg["bank-a"].timeout == 0.3
+        sw.reload(make_config(timeout=0.25))
+        assert sw.acquirer_cfg["bank-a"].timeout == 0.25
+        resp = await call(sw, request())
+        assert resp[39] == "00"
+        assert sw.acquirers["bank-a"].authorized[-1][1] == 0.25  # the new timeout is the one used
+        bigger = make_config()
+        bigger.acquirers.append(config_mod.Acquirer(name="bank-z", type="card", endpoints=["127.0.0.1:1"]))
+        with pytest.raises(config_mod.ConfigError, match=r"acquirers changed \(bank-z\); that needs a restart"):
+            sw.reload(bigger)
+        assert sw.acquirer_cfg["bank-a"].timeout == 0.25  # refused: nothing changed
+
+    run(scenario)

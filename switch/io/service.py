@@ -205,7 +205,11 @@ class Switch:
         self.router = router
 
     def reload(self, cfg: config_mod.Config) -> None:
-        """Swap routes and terminals (not acquirers, listeners or journal) without dropping connections."""
+        """Swap routes, terminals and acquirer timeouts without dropping connections.
+
+        Adding or removing acquirers, their endpoints and credentials, listeners
+        and the journal need a restart.
+        """
         names = set(self.acquirer_cfg)
         new_names = {a.name for a in cfg.acquirers}
         if new_names != names:
@@ -213,6 +217,7 @@ class Switch:
                 f"{cfg.source}: acquirers changed ({', '.join(sorted(names ^ new_names))}); that needs a restart"
             )
         self._apply(cfg)
+        self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
 
     # -- lifecycle -------------------------------------------------------------------
 
