@@ -141,9 +141,10 @@ def test_field_90_uses_acquirer_side_stan_and_f7():
     assert len(f90) == 42
 
 
-def test_field_90_falls_back_to_terminal_side_without_acquirer_ref():
+def test_field_90_without_acquirer_ref_names_no_stan_and_never_the_terminals():
     f90 = original_data(original(acquirer_ref=None), ACQ)
-    assert f90 == "0200" "000042" "1114221300" + ACQ + "0" * 11
+    assert f90 == "0200" "000000" "0000000000" + ACQ + "0" * 11
+    assert "000042" not in f90 and "1114221300" not in f90  # the terminal-side STAN and field 7
 
 
 def test_reversal_fields_are_the_same_on_every_retry():

@@ -20,9 +20,10 @@ Two scenarios, both checked per transaction by joining
    restart on the same journal (the acquirer is a separate process here, so it
    keeps its memory and its ledger across the switch's death).
 
-A third test (xfail, a known bug) shows what a reversal after such a restart
-can undo when the terminal's STAN and field 7 coincide with another
-authorization's at the acquirer.
+3. a restart where the terminal's STAN and field 7 of the request the switch
+   died on equal another authorization's acquirer-side STAN and field 7: the
+   recovery reversal must undo the right one (it names the original by RRN,
+   never by the terminal's numbers).
 """
 from __future__ import annotations
 
@@ -607,11 +608,6 @@ class MoneyInvariantBroken(Exception):
     pass
 
 
-@pytest.mark.xfail(strict=True, raises=MoneyInvariantBroken, reason=(
-    "a request the switch died on is reversed with the terminal's STAN and field 7 in field 90 "
-    "(its acquirer-side STAN and field 7 were never journaled); when those equal another authorization's "
-    "acquirer-side STAN and field 7 the acquirer reverses that one instead: an approved purchase is undone "
-    "and the one the terminal never learnt of stays charged"))
 def test_recovery_reversal_never_names_another_authorization(tmp_path):
     ledger = tmp_path / f"{ACQ}.ledger"
     sim, port = start_acquirer(ledger, "--latency-ms", "800")

@@ -111,15 +111,17 @@ def original_data(original: Original, acquirer_id: str) -> str:
 
     Original MTI (4) + the acquirer-side STAN (6) + the acquirer-side field 7
     (10) + our field 32 right-justified, zero-padded to 11 + 11 zeros.  When
-    the original's acquirer_ref is missing (the switch never learnt what was
-    sent), the terminal-side STAN and field 7 stand in; field 37 of the
-    reversal still carries the original's RRN.
+    the original's acquirer_ref is missing (the switch died, or the adapter
+    overran, before it learnt what was sent), STAN and field 7 are zeros: the
+    original is named by its RRN in field 37, which the switch assigned.  The
+    terminal's own STAN and field 7 must never stand in — they come from
+    another counter and could name another customer's authorization.
     """
     ref = parse_ref(original.acquirer_ref)
     if ref is not None:
         stan, f7 = ref.stan, ref.f7
     else:
-        stan, f7 = original.stan, original.transmission_time
+        stan, f7 = "0" * 6, "0" * 10
     return f"{original.mti}{stan}{f7}{acquirer_id.rjust(11, '0')}{'0' * 11}"
 
 

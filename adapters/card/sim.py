@@ -205,7 +205,10 @@ class Sandbox:
         if found is None and msg.get(37):
             # A reversal that could not name the original's STAN still carries its RRN.
             found = self._auths_by_rrn.get(msg.get(37))
-        repeat = f90 in self._reversals
+        # A repeat names the same original the same way (field 90 alone is all
+        # zeros when the switch could only name the original by its RRN).
+        reversal_key = f"{f90}|{msg.get(37) or ''}"
+        repeat = reversal_key in self._reversals
         record = {
             "event": "reversal",
             "acquirer": self.name,
@@ -222,7 +225,7 @@ class Sandbox:
             "response_code": "00",
         }
         if not repeat:
-            self._remember(self._reversals, f90, record)
+            self._remember(self._reversals, reversal_key, record)
         return out, [record]
 
 
