@@ -215,3 +215,15 @@ def test_simulator_process_over_tcp(tmp_path):
         ("authorization", "000004", "51"), ("reversal", "000005", "00")]
     assert events[3]["original_stan"] == "000003" and events[3]["original_found"]
     assert "4761739001010119" not in ledger.read_text()
+
+
+def test_a_peer_going_away_inside_an_exception_group_is_not_a_failure():
+    import trio
+
+    from adapters.card.sim import _peer_went_away
+
+    closed = (trio.BrokenResourceError, trio.ClosedResourceError)
+    assert _peer_went_away(trio.BrokenResourceError(), closed)
+    assert _peer_went_away(ExceptionGroup("x", [trio.ClosedResourceError(), trio.BrokenResourceError()]), closed)
+    assert not _peer_went_away(ExceptionGroup("x", [trio.BrokenResourceError(), ValueError("bug")]), closed)
+    assert not _peer_went_away(ValueError("bug"), closed)

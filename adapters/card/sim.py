@@ -229,6 +229,14 @@ class Sandbox:
         return out, [record]
 
 
+def _peer_went_away(exc: BaseException, closed: tuple) -> bool:
+    """True for a connection the peer broke or closed, also inside the
+    exception group a trio nursery wraps it in."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_peer_went_away(e, closed) for e in exc.exceptions)
+    return isinstance(exc, closed)
+
+
 class Ledger:
     """One JSON line per event, flushed at once (another process reads it)."""
 
@@ -337,10 +345,9 @@ class Acquirer:
                         else:
                             act(fault, out)
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
         except Exception as exc:  # a bug here must not take the other connections down
-            self.log(f"connection failed: {type(exc).__name__}: {scrub(str(exc))}")
+            if not _peer_went_away(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
+                self.log(f"connection failed: {type(exc).__name__}: {scrub(str(exc))}")
         finally:
             self.connections -= 1
 
