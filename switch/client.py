@@ -10,7 +10,6 @@ import itertools
 import secrets
 import socket
 import struct
-import time
 from datetime import datetime, timezone
 
 from native.iso8583 import build_tlv48, dialect, parse_tlv48
