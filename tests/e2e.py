@@ -33,10 +33,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def base_config(tmp: Path, ports: dict, *, reversal_retry: float = 0.5) -> str:
+    """What every test switch has: listener and HTTP on ``ports``, a journal and its
+    key file in ``tmp``, the demo merchant.  Acquirers and routes follow it."""
+    (tmp / "journal.key").write_text(os.urandom(32).hex())
+    return f"""
+response_timeout = 30.0
+reversal_retry = {reversal_retry}
+
+[[listeners]]
+host = "127.0.0.1"
+port = {ports['term']}
+max_in_flight = 128
+
+[http]
+host = "127.0.0.1"
+port = {ports['http']}
+
+[journal]
+url = "sqlite://{tmp / 'journal.sqlite'}"
+hmac_key_file = "{tmp / 'journal.key'}"
+
+[[merchants]]
+id = "{MERCHANT}"
+terminals = ["DEMO0001-DEMO0999"]
+"""
+
+
 def card_config(tmp: Path, *, acquirer_timeout: float = 2.0, extra: str = "") -> tuple[str, dict]:
     """A config like the embedded default on free ports, with simulator ledgers in ``tmp``."""
     ports = {name: free_port() for name in ("term", "http", "bank-a", "bank-b", "cup")}
-    (tmp / "journal.key").write_text(os.urandom(32).hex())
     sims = ""
     acqs = ""
     for name, acq_id in (("bank-a", "10000000001"), ("bank-b", "10000000002"), ("cup", "10000000062")):
@@ -56,27 +82,7 @@ name = "{name}"
 port = {ports[name]}
 args = ["--ledger", "{tmp / (name + '.ledger')}"]
 """
-    text = f"""
-response_timeout = 30.0
-reversal_retry = 0.5
-
-[[listeners]]
-host = "127.0.0.1"
-port = {ports['term']}
-max_in_flight = 128
-
-[http]
-host = "127.0.0.1"
-port = {ports['http']}
-
-[journal]
-url = "sqlite://{tmp / 'journal.sqlite'}"
-hmac_key_file = "{tmp / 'journal.key'}"
-
-[[merchants]]
-id = "{MERCHANT}"
-terminals = ["DEMO0001-DEMO0999"]
-{acqs}
+    text = base_config(tmp, ports) + f"""{acqs}
 [[routes]]
 name = "visa"
 kind = "card"

@@ -42,7 +42,7 @@ from pathlib import Path
 import pytest
 
 from tests import e2e
-from tests.e2e import MERCHANT, Client, purchase, reversal_of
+from tests.e2e import Client, purchase, reversal_of
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,6 @@ def config(tmp: Path, *, acquirer_port: int, timeout: float, sim_args: list[str]
     """One card acquirer (bank-a, PANs starting 4).  ``sim_args`` None: no bundled
     simulator (the test runs its own); otherwise the bundled one with these args."""
     ports = {"term": e2e.free_port(), "http": e2e.free_port(), ACQ: acquirer_port}
-    (tmp / "journal.key").write_text("ab" * 32)
     sims = ""
     if sim_args is not None:
         args = ", ".join(json.dumps(a) for a in ["--ledger", str(tmp / f"{ACQ}.ledger"), *sim_args])
@@ -72,27 +71,7 @@ name = "{ACQ}"
 port = {acquirer_port}
 args = [{args}]
 """
-    text = f"""
-response_timeout = 30.0
-reversal_retry = 0.3
-
-[[listeners]]
-host = "127.0.0.1"
-port = {ports['term']}
-max_in_flight = 128
-
-[http]
-host = "127.0.0.1"
-port = {ports['http']}
-
-[journal]
-url = "sqlite://{tmp / 'journal.sqlite'}"
-hmac_key_file = "{tmp / 'journal.key'}"
-
-[[merchants]]
-id = "{MERCHANT}"
-terminals = ["DEMO0001-DEMO0999"]
-
+    text = e2e.base_config(tmp, ports, reversal_retry=0.3) + f"""
 [[acquirers]]
 name = "{ACQ}"
 type = "card"
