@@ -34,6 +34,17 @@ class Original(msgspec.Struct, kw_only=True, frozen=True):
     # Opaque to the switch: whatever the adapter returned in Result.acquirer_ref
     # for the original (acquirer STAN/RRN, wallet trade number, ...).
     acquirer_ref: str | None = None
+    # The STAN and field 7 the switch assigned to the original on the acquirer
+    # link, journaled before it left: a reversal names its original with them
+    # (field 90) even when no answer ever came back.
+    host_stan: str | None = None
+    host_time: str | None = None
+    # What a host may want repeated in a reversal (fields 2, 12, 13, 22).  The
+    # PAN is only ever in memory; the journal keeps it encrypted.
+    pan: str | None = None
+    local_time: str | None = None
+    local_date: str | None = None
+    entry_mode: str | None = None
 
 
 class Request(msgspec.Struct, kw_only=True):
@@ -59,6 +70,14 @@ class Request(msgspec.Struct, kw_only=True):
     icc: bytes | None = None  # field 55
     tlv: dict[str, str] = {}  # field 48 tags (BC, CC, M1, ...)
     original: Original | None = None
+    # The STAN (field 11) and field 7 the switch assigned on the acquirer link,
+    # from a per-acquirer sequence that survives restarts, journaled before the
+    # message leaves.  For a reversal they are the reversal's own, the same on
+    # every repeat.  None: the adapter picks its own (adapters without STANs).
+    host_stan: str | None = None
+    host_time: str | None = None
+    # Reversals: 0 for the first attempt (0420), n > 0 for the n-th repeat (0421).
+    attempt: int = 0
 
 
 class Result(msgspec.Struct, kw_only=True):
@@ -70,6 +89,23 @@ class Result(msgspec.Struct, kw_only=True):
     tlv: dict[str, str] = {}  # field 48 tags for the terminal (WT, CB, M2, LY)
     icc: bytes | None = None  # issuer EMV data for field 55 of the response
     uncertain: bool = False  # may have been approved: the switch must reverse
+
+
+# What Acquirer.reverse() reports.
+REVERSED = "reversed"  # the acquirer acknowledged the reversal (0430 39=00, wallet closed/refunded)
+NOT_FOUND = "not_found"  # the acquirer knows no such original (39=25): may have overtaken it
+RETRY = "retry"  # no acknowledgement (timeout, lost link, other answer): try again later
+
+
+def reversal_outcome(answer: "str | bool") -> str:
+    """Normalise what an adapter's reverse() returned (older adapters return a bool)."""
+    if answer is True:
+        return REVERSED
+    if answer is False or answer is None:
+        return RETRY
+    if answer in (REVERSED, NOT_FOUND, RETRY):
+        return answer
+    raise ValueError(f"reverse() returned {answer!r}")
 
 
 class Acquirer(Protocol):
@@ -86,13 +122,15 @@ class Acquirer(Protocol):
     async def authorize(self, request: Request, timeout: float) -> Result:
         """Send the request and return the outcome within ``timeout`` seconds."""
 
-    async def reverse(self, request: Request, timeout: float) -> bool:
+    async def reverse(self, request: Request, timeout: float) -> str:
         """Reverse/cancel ``request.original`` at the acquirer.
 
         ``request`` is the reversal (terminal 0400, or one the switch raised
-        itself after an uncertain outcome) with ``original`` set.  Returns True
-        once the acquirer acknowledged (including "nothing to reverse"), False
-        when it should be retried later.  Must be idempotent.
+        itself after an uncertain outcome) with ``original`` set and
+        ``attempt`` counting earlier tries.  Returns :data:`REVERSED`,
+        :data:`NOT_FOUND` (the acquirer does not know the original; the switch
+        decides how long to keep trying) or :data:`RETRY`.  A bool is taken
+        as REVERSED / RETRY.  Must be idempotent.
         """
 
     def healthy(self) -> bool:
