@@ -199,11 +199,12 @@ def test_column_types_match_the_schema(journal):
     from switch.journal.sqlite import COLUMN_TYPES, INSERTED
 
     db = sqlite3.connect(":memory:")
-    for statement in MIGRATIONS[0]:
-        db.execute(statement)
+    for migration in MIGRATIONS:
+        for statement in migration:
+            db.execute(statement)
     declared = {name: kind for _, name, kind, *_ in db.execute("PRAGMA table_xinfo(txn)")}
     db.close()
-    python = {"TEXT": str, "INTEGER": int, "BLOB": bytes}
+    python = {"TEXT": str, "INTEGER": int, "BLOB": bytes, "REAL": float}
     assert set(COLUMN_TYPES) == set(INSERTED)
     for name, types in COLUMN_TYPES.items():
         assert types == {python[declared[name]], type(None)}, name

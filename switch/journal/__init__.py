@@ -51,6 +51,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalClosed",
+    "StaleState",
     "open_journal",
     "pan_protect",
     "check_no_pan",
@@ -88,6 +89,27 @@ class TxnRecord(msgspec.Struct, kw_only=True):
     reversal_attempts: int = 0
     created_at: float = 0.0  # unix time, set by insert
     updated_at: float = 0.0  # unix time, set by insert and every update
+    # The STAN and field 7 the switch gave the request on its acquirer link,
+    # written with the insert (or the update that moves it to another
+    # acquirer) before it leaves: a reversal names the original with them.
+    host_stan: str | None = None
+    host_time: str | None = None
+    # Fields 12, 13 and 22 of the request, which a host may want repeated in a reversal.
+    local_time: str | None = None
+    local_date: str | None = None
+    entry_mode: str | None = None
+    # The reversal's own STAN and field 7 on the link, the same on every
+    # repeat (0420, then 0421), and when it was queued (unix time).
+    reversal_stan: str | None = None
+    reversal_time: str | None = None
+    reversal_started: float | None = None
+    # Set by the journal when an update stores the response: the settlement
+    # cut-off (spec section 6.1) orders transactions by when they were answered.
+    answered_at: float | None = None
+    # 0 while the record owns its key (41, 11, 7); a retired record (outside
+    # the retransmission window, or an advice sent again) gets its own id here
+    # and frees the key for a new request.
+    key_epoch: int = 0
 
 
 class Totals(msgspec.Struct):
@@ -103,12 +125,17 @@ class JournalError(Exception):
     """The journal could not do it; nothing of the operation was written."""
 
 
+class StaleState(Exception):
+    """update_if(): the record is no longer in the state the caller read; nothing written."""
+
+
 class JournalClosed(JournalError):
     """The journal is closed (or its writer thread died)."""
 
 
-# A transaction in one of these states counts in no settlement totals.
-REVERSED_STATES = ("reversed", "reversal_pending")
+# A transaction in one of these states counts in no settlement totals
+# (switch.core.states: reversed, reversal pending, or unknown to its acquirer).
+REVERSED_STATES = ("reversed", "reversal_pending", "unmatched")
 
 # String fields exempt from the PAN guard, and why:
 # - fixed numeric or hex formats: stan, transmission_time, processing_code,
@@ -129,6 +156,13 @@ LONG_NUMBER_FIELDS = frozenset(
         "rrn",
         "pan_hash",
         "content_digest",
+        "host_stan",
+        "host_time",
+        "local_time",
+        "local_date",
+        "entry_mode",
+        "reversal_stan",
+        "reversal_time",
         "merchant_id",
         "acquirer_ref",
         "order_ref",
@@ -253,6 +287,13 @@ class Journal(Protocol):
         read-only column (id, rrn, created_at, updated_at).
         """
 
+    def update_if(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
+        """update() only while the record is in state ``expect``; :class:`StaleState` otherwise.
+
+        For transitions made from a record read earlier: another request may
+        have moved it on meanwhile.
+        """
+
     def get(self, txn_id: int) -> Future[TxnRecord | None]: ...
 
     def find(self, terminal_id: str, stan: str, transmission_time: str) -> Future[TxnRecord | None]: ...
@@ -272,17 +313,42 @@ class Journal(Protocol):
         that keeps failing does not starve the rest.
         """
 
-    def totals(self, terminal_id: str) -> Future[Totals]:
-        """The terminal's totals since its last accepted settlement (spec section 3, 0500).
+    def totals(self, terminal_id: str, currency: str | None = None) -> Future[Totals]:
+        """The terminal's totals since its last accepted settlement (spec sections 3 and 6.1, 0500).
 
         Debits: approved ("00") 0200 purchases (processing code 00xxxx) and
         approved 0220 completions.  Credits: approved 0200 refunds (20xxxx).
         Transactions in :data:`REVERSED_STATES` count in neither, nor do
-        balance inquiries, top-ups, 0100 and 0400.
+        balance inquiries, top-ups, 0100 and 0400.  The period runs by when
+        transactions were answered; ``currency`` (field 49) limits it to one
+        currency, None counts all.
         """
 
-    def settle(self, terminal_id: str, totals: Totals, accepted: bool) -> Future[None]:
-        """Record a 0500 outcome; when accepted, later totals() count only later transactions."""
+    def settle(
+        self, terminal_id: str, totals: Totals, accepted: bool, currency: str | None = None
+    ) -> Future[None]:
+        """Record a 0500 outcome; when accepted, later totals() count only later answers."""
+
+    def settle_totals(self, terminal_id: str, currency: str | None, theirs: Totals) -> Future[tuple[Totals, bool]]:
+        """totals() and settle() in one step, the cut-off taken with the totals: (ours, accepted)."""
+
+    def refund_total(self, merchant_id: str, since: float) -> Future[int]:
+        """Approved, not reversed 0200 refunds of a merchant created since ``since`` (unix time)."""
+
+    def find_completion(self, original_id: int) -> Future[TxnRecord | None]:
+        """An approved, not reversed 0220 that completed the pre-authorization ``original_id``."""
+
+    def pending_reversals(self, limit: int = 1000) -> Future[list[TxnRecord]]:
+        """Transactions waiting for a reversal, in the order they were queued."""
+
+    def reversal_backlog(self) -> Future[tuple[int, float | None]]:
+        """(how many wait for a reversal, when the oldest was queued) — uncapped."""
+
+    def retire(self, txn_id: int) -> Future[None]:
+        """Free the record's key (41, 11, 7) for a new request; the record stays."""
+
+    def reserve_stans(self, acquirer: str, count: int) -> Future[int]:
+        """Reserve ``count`` host STANs for ``acquirer``: the first of them (1..999999, wrapping)."""
 
     def close(self) -> None:
         """Run what is queued, stop the writer thread, close the database."""

@@ -91,6 +91,7 @@ class GroupCommitter:
         max_batch: int = 512,
         future: Callable[[], Any] | None = None,
         deliver: Callable[[Callable[[list[Outcome]], None], list[Outcome]], Any] | None = None,
+        inline: bool = False,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -107,6 +108,14 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed: JournalClosed | None = None
+        # Inline: no writer thread; every operation runs (and commits) in the
+        # caller's thread before its future is returned.  For the deterministic
+        # simulation, which must not depend on a thread's timing.
+        self._inline = inline
+        if inline:
+            self._thread = None
+            self._open()
+            return
         started: Future[None] = Future()
         self._thread = threading.Thread(target=self._main, args=(started,), name=name, daemon=True)
         self._thread.start()
@@ -150,6 +159,10 @@ class GroupCommitter:
         # operation is either queued before the stop mark or refused.
         with self._lock:
             if self._closed is None:
+                if self._inline:
+                    if self._claim(fut):
+                        self._run_batch([(fut, fn, args, writes)])
+                    return fut
                 self._queue.put((fut, fn, args, writes))
                 return fut
             closed = self._closed
@@ -163,6 +176,12 @@ class GroupCommitter:
 
     def close(self) -> None:
         """Run everything queued so far, then stop the writer and close the database."""
+        if self._inline:
+            with self._lock:
+                if self._closed is None:
+                    self._closed = JournalClosed("journal is closed")
+                    self._close_db()
+            return
         if threading.current_thread() is self._thread:
             raise RuntimeError("journal.close() called from the journal's own writer thread")
         with self._lock:

@@ -23,6 +23,7 @@ from switch.journal import (
     FREE_REFERENCE_FIELDS,
     REVERSED_STATES,
     JournalError,
+    StaleState,
     Totals,
     TxnRecord,
     check_luhn_runs,
@@ -37,7 +38,7 @@ MIN_SQLITE = (3, 37, 0)
 
 FIELDS: tuple[str, ...] = TxnRecord.__struct_fields__
 # Set by the journal, never by the caller.
-ASSIGNED = frozenset({"id", "rrn", "created_at", "updated_at"})
+ASSIGNED = frozenset({"id", "rrn", "created_at", "updated_at", "answered_at"})
 INSERTED = tuple(f for f in FIELDS if f not in ASSIGNED)
 UPDATABLE = frozenset(INSERTED)
 _INSERTED_INDEX = tuple(FIELDS.index(f) for f in INSERTED)
@@ -100,25 +101,60 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX settlement_terminal ON settlement (terminal_id, accepted, last_txn_id)",
     ),
+    (
+        # Host STAN / field 7 journaled with the request, the reversal's own,
+        # the fields a host wants repeated in a reversal (spec section 6.1).
+        "ALTER TABLE txn ADD COLUMN host_stan TEXT",
+        "ALTER TABLE txn ADD COLUMN host_time TEXT",
+        "ALTER TABLE txn ADD COLUMN local_time TEXT",
+        "ALTER TABLE txn ADD COLUMN local_date TEXT",
+        "ALTER TABLE txn ADD COLUMN entry_mode TEXT",
+        "ALTER TABLE txn ADD COLUMN reversal_stan TEXT",
+        "ALTER TABLE txn ADD COLUMN reversal_time TEXT",
+        "ALTER TABLE txn ADD COLUMN reversal_started REAL",
+        # The settlement cut-off goes by when a transaction was answered, not by
+        # when it arrived: one in flight at the 0500 belongs to the next period.
+        "ALTER TABLE txn ADD COLUMN answered_at REAL",
+        "UPDATE txn SET answered_at = updated_at WHERE response_code IS NOT NULL",
+        # A key (41, 11, 7) identifies a request for the retransmission window
+        # only: a retired record moves out of the way (key_epoch = its id).
+        "ALTER TABLE txn ADD COLUMN key_epoch INTEGER NOT NULL DEFAULT 0",
+        "DROP INDEX txn_key",
+        "CREATE UNIQUE INDEX txn_key ON txn (terminal_id, stan, transmission_time, key_epoch)",
+        # Refund limits per merchant and day (section 6.1); refunds are rare, so
+        # a partial index costs the hot path nothing.
+        "CREATE INDEX txn_refund ON txn (merchant_id, created_at) WHERE substr(processing_code, 1, 2) = '20'",
+        "ALTER TABLE settlement ADD COLUMN currency TEXT",
+        "ALTER TABLE settlement ADD COLUMN cutoff REAL",
+        "UPDATE settlement SET cutoff = created_at",
+        # Host STANs survive restarts: blocks are reserved here before use.
+        "CREATE TABLE stan_block (acquirer TEXT PRIMARY KEY, next INTEGER NOT NULL) STRICT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _INSERT = (
     f"INSERT INTO txn ({', '.join(INSERTED)}, created_at, updated_at) "
     f"VALUES ({', '.join('?' * (len(INSERTED) + 2))}) "
-    "ON CONFLICT (terminal_id, stan, transmission_time) DO NOTHING"
+    "ON CONFLICT (terminal_id, stan, transmission_time, key_epoch) DO NOTHING"
 )
 _BY_ID = f"SELECT {_COLUMNS} FROM txn WHERE id = ?"
 _BY_KEY = (
     f"SELECT {_COLUMNS} FROM txn "
-    "WHERE terminal_id = ? AND stan = ? AND transmission_time = ?"
+    "WHERE terminal_id = ? AND stan = ? AND transmission_time = ? AND key_epoch = 0"
 )
 _BY_ORDER = f"SELECT {_COLUMNS} FROM txn WHERE order_ref = ?"
 
 _REVERSED = ", ".join(f"'{s}'" for s in REVERSED_STATES)
 # Spec section 3, 0500: debits are approved purchases (0200, 00xxxx) and
 # completions (0220); credits approved refunds (0200, 20xxxx); reversed ones
-# count in neither.  The cut-off is the terminal's last accepted settlement.
+# count in neither.  Section 6.1: the period runs from the terminal's last
+# accepted settlement in that currency (its cut-off) to this one's, by when
+# each transaction was answered.  ?2 is the currency (NULL: every currency).
+_LAST_CUTOFF = """
+    SELECT coalesce(max(cutoff), 0) FROM settlement
+    WHERE terminal_id = ?1 AND accepted = 1 AND (?2 IS NULL OR currency IS NULL OR currency = ?2)
+"""
 _TOTALS = f"""
     SELECT coalesce(sum(credit), 0), coalesce(sum(debit), 0),
            coalesce(sum(CASE WHEN credit THEN amount END), 0),
@@ -129,17 +165,33 @@ _TOTALS = f"""
                (mti = '0200' AND substr(processing_code, 1, 2) = '00') OR mti = '0220' AS debit
         FROM txn
         WHERE terminal_id = ?1
-          AND id > (SELECT coalesce(max(last_txn_id), 0) FROM settlement
-                    WHERE terminal_id = ?1 AND accepted = 1)
+          AND (?2 IS NULL OR currency = ?2)
+          AND answered_at > ({_LAST_CUTOFF}) AND answered_at <= ?3
           AND response_code = '00'
           AND state NOT IN ({_REVERSED})
     )
 """
 _SETTLE = """
     INSERT INTO settlement (terminal_id, accepted, credits_count, debits_count,
-                            credits_amount, debits_amount, last_txn_id, created_at)
-    VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM txn), ?)
+                            credits_amount, debits_amount, last_txn_id, created_at, currency, cutoff)
+    VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM txn), ?, ?, ?)
 """
+_REFUNDS = f"""
+    SELECT coalesce(sum(amount), 0) FROM txn
+    WHERE merchant_id = ? AND created_at >= ? AND substr(processing_code, 1, 2) = '20'
+      AND mti = '0200' AND response_code = '00' AND state NOT IN ({_REVERSED})
+"""
+_COMPLETION = (
+    f"SELECT {_COLUMNS} FROM txn WHERE original_id = ? AND mti = '0220' AND response_code = '00' "
+    f"AND state NOT IN ({_REVERSED}) ORDER BY id LIMIT 1"
+)
+_PENDING_REVERSALS = (
+    f"SELECT {_COLUMNS} FROM txn WHERE state = 'reversal_pending' "
+    "ORDER BY coalesce(reversal_started, updated_at), id LIMIT ?"
+)
+_BACKLOG = (
+    "SELECT count(*), min(coalesce(reversal_started, updated_at)) FROM txn WHERE state = 'reversal_pending'"
+)
 
 
 # Python types that a STRICT column of the table stores and gives back
@@ -147,11 +199,14 @@ _SETTLE = """
 # into a TEXT column becomes text, a float into an INTEGER column an int, a
 # bytearray a bytes), so a record holding one is read back from the database
 # instead of being built from the values as given.
-_INTEGER_COLUMNS = frozenset({"amount", "original_id", "reversal_attempts"})
+_INTEGER_COLUMNS = frozenset({"amount", "original_id", "reversal_attempts", "key_epoch"})
 _BLOB_COLUMNS = frozenset({"response"})
+_REAL_COLUMNS = frozenset({"reversal_started"})
 _TEXT, _INTEGER, _BLOB = frozenset({str, type(None)}), frozenset({int, type(None)}), frozenset({bytes, type(None)})
+_REAL = frozenset({float, type(None)})
 COLUMN_TYPES: dict[str, frozenset] = {
-    f: _INTEGER if f in _INTEGER_COLUMNS else _BLOB if f in _BLOB_COLUMNS else _TEXT for f in INSERTED
+    f: _INTEGER if f in _INTEGER_COLUMNS else _BLOB if f in _BLOB_COLUMNS else _REAL if f in _REAL_COLUMNS else _TEXT
+    for f in INSERTED
 }
 _INSERTED_TYPES = tuple(COLUMN_TYPES[f] for f in INSERTED)
 
@@ -183,6 +238,7 @@ class SqliteJournal(GroupCommitter):
         known_records: int = 8192,
         future: Callable[[], Any] | None = None,
         deliver: Callable[..., Any] | None = None,
+        inline: bool = False,
     ) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise JournalError(
@@ -205,7 +261,9 @@ class SqliteJournal(GroupCommitter):
         self._known_max = known_records
         self._unsure: list[int] = []  # ids remembered in the open transaction
         self._data_version: int | None = None
-        super().__init__(name=f"journal-writer:{path}", max_batch=max_batch, future=future, deliver=deliver)
+        super().__init__(
+            name=f"journal-writer:{path}", max_batch=max_batch, future=future, deliver=deliver, inline=inline
+        )
 
     # -- the Journal interface (caller's side) -------------------------------
 
@@ -228,6 +286,12 @@ class SqliteJournal(GroupCommitter):
         return self._submit(self._insert, (rec, row, key), True)
 
     def update(self, txn_id: int, **changes: Any) -> Future[TxnRecord]:
+        return self._update_op(txn_id, None, changes)
+
+    def update_if(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
+        return self._update_op(txn_id, expect, changes)
+
+    def _update_op(self, txn_id: int, expect: str | None, changes: dict[str, Any]) -> Future[TxnRecord]:
         unknown = changes.keys() - UPDATABLE
         if unknown:
             return self._failed(
@@ -241,14 +305,19 @@ class SqliteJournal(GroupCommitter):
         except ValueError as exc:
             return self._failed(exc)
         columns = tuple(changes)
-        statements = self._update_sql.get(columns)
+        guarded = expect is not None
+        statements = self._update_sql.get((columns, guarded))
         if statements is None:
             assignments = ", ".join(f"{c} = ?" for c in columns)
-            sql = f"UPDATE txn SET {assignments}, updated_at = ? WHERE id = ?"
-            statements = (sql, f"{sql} RETURNING {_COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns))
-            self._update_sql[columns] = statements
+            # Storing the answer (its response code) stamps answered_at too.
+            answers = "response_code" in changes
+            stamps = "updated_at = ?, answered_at = ?" if answers else "updated_at = ?"
+            where = "id = ? AND state = ?" if guarded else "id = ?"
+            sql = f"UPDATE txn SET {assignments}, {stamps} WHERE {where}"
+            statements = (sql, f"{sql} RETURNING {_COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers)
+            self._update_sql[(columns, guarded)] = statements
         own_pan_check = self._hmac_key is not None and any(c in changes for c in FREE_REFERENCE_FIELDS)
-        return self._submit(self._update, (statements, changes, txn_id, own_pan_check), True)
+        return self._submit(self._update, (statements, changes, txn_id, own_pan_check, expect), True)
 
     def get(self, txn_id: int) -> Future[TxnRecord | None]:
         return self._submit(self._one, (_BY_ID, (txn_id,)), False)
@@ -283,10 +352,12 @@ class SqliteJournal(GroupCommitter):
         )
         return self._submit(self._many, (sql, (*states, limit)), False)
 
-    def totals(self, terminal_id: str) -> Future[Totals]:
-        return self._submit(self._totals, (terminal_id,), False)
+    def totals(self, terminal_id: str, currency: str | None = None) -> Future[Totals]:
+        return self._submit(self._totals, (terminal_id, currency), False)
 
-    def settle(self, terminal_id: str, totals: Totals, accepted: bool) -> Future[None]:
+    def settle(
+        self, terminal_id: str, totals: Totals, accepted: bool, currency: str | None = None
+    ) -> Future[None]:
         args = (
             terminal_id,
             1 if accepted else 0,
@@ -295,7 +366,32 @@ class SqliteJournal(GroupCommitter):
             totals.credits_amount,
             totals.debits_amount,
         )
-        return self._submit(self._settle, (args,), True)
+        return self._submit(self._settle, (args, currency), True)
+
+    def settle_totals(
+        self, terminal_id: str, currency: str | None, theirs: Totals
+    ) -> Future[tuple[Totals, bool]]:
+        return self._submit(self._settle_totals, (terminal_id, currency, theirs), True)
+
+    def refund_total(self, merchant_id: str, since: float) -> Future[int]:
+        return self._submit(self._scalar, (_REFUNDS, (merchant_id, since)), False)
+
+    def find_completion(self, original_id: int) -> Future[TxnRecord | None]:
+        return self._submit(self._one, (_COMPLETION, (original_id,)), False)
+
+    def pending_reversals(self, limit: int = 1000) -> Future[list[TxnRecord]]:
+        return self._submit(self._many, (_PENDING_REVERSALS, (limit,)), False)
+
+    def reversal_backlog(self) -> Future[tuple[int, float | None]]:
+        return self._submit(self._row, (_BACKLOG, ()), False)
+
+    def retire(self, txn_id: int) -> Future[None]:
+        return self._submit(self._retire, (txn_id,), True)
+
+    def reserve_stans(self, acquirer: str, count: int) -> Future[int]:
+        if type(count) is not int or not 1 <= count <= 999_999:
+            return self._failed(ValueError(f"reserve_stans count must be 1..999999, got {count!r}"))
+        return self._submit(self._reserve_stans, (acquirer, count), True)
 
     # -- operations (writer thread) ------------------------------------------
 
@@ -343,21 +439,27 @@ class SqliteJournal(GroupCommitter):
         return self._remember(_record(conn.execute(_BY_KEY, key).fetchone())), False
 
     def _update(
-        self, statements: tuple[str, str, tuple[frozenset, ...]], changes: dict[str, Any], txn_id: int,
-        own_pan_check: bool,
+        self, statements: tuple[str, str, tuple[frozenset, ...], bool], changes: dict[str, Any], txn_id: int,
+        own_pan_check: bool, expect: str | None = None,
     ) -> TxnRecord:
-        sql, returning, types = statements
+        sql, returning, types, answers = statements
         values = tuple(changes.values())
         now = self._now()
+        stamps = (now, now, txn_id) if answers else (now, txn_id)
+        if expect is not None:
+            stamps += (expect,)
         known = self._known.get(txn_id)
         if known is not None and _as_stored(types, values):
-            if self._conn.execute(sql, values + (now, txn_id)).rowcount != 1:
-                raise KeyError(txn_id)
-            rec = msgspec.structs.replace(known, **changes, updated_at=now)
+            if self._conn.execute(sql, values + stamps).rowcount != 1:
+                self._missed(txn_id, expect)
+            if answers:
+                rec = msgspec.structs.replace(known, **changes, updated_at=now, answered_at=now)
+            else:
+                rec = msgspec.structs.replace(known, **changes, updated_at=now)
         else:
-            rows = self._conn.execute(returning, values + (now, txn_id)).fetchall()
+            rows = self._conn.execute(returning, values + stamps).fetchall()
             if not rows:
-                raise KeyError(txn_id)
+                self._missed(txn_id, expect)
             rec = _record(rows[0])
         if own_pan_check:
             # Raising rolls the update back (the caller fails this operation alone).
@@ -366,6 +468,12 @@ class SqliteJournal(GroupCommitter):
             )
         return self._remember(rec)
 
+    def _missed(self, txn_id: int, expect: str | None) -> None:
+        row = self._conn.execute("SELECT state FROM txn WHERE id = ?", (txn_id,)).fetchone()
+        if row is None:
+            raise KeyError(txn_id)
+        raise StaleState(f"txn {txn_id} is {row[0]}, not {expect}")
+
     def _one(self, sql: str, args: tuple) -> TxnRecord | None:
         row = self._conn.execute(sql, args).fetchone()
         return None if row is None else self._remember(_record(row))
@@ -373,11 +481,45 @@ class SqliteJournal(GroupCommitter):
     def _many(self, sql: str, args: tuple) -> list[TxnRecord]:
         return [self._remember(_record(row)) for row in self._conn.execute(sql, args).fetchall()]
 
-    def _totals(self, terminal_id: str) -> Totals:
-        return Totals(*self._conn.execute(_TOTALS, (terminal_id,)).fetchone())
+    def _totals(self, terminal_id: str, currency: str | None, cutoff: float | None = None) -> Totals:
+        if cutoff is None:
+            cutoff = self._now()
+        return Totals(*self._conn.execute(_TOTALS, (terminal_id, currency, cutoff)).fetchone())
 
-    def _settle(self, args: tuple) -> None:
-        self._conn.execute(_SETTLE, args + (self._now(),))
+    def _settle(self, args: tuple, currency: str | None, cutoff: float | None = None) -> None:
+        now = self._now()
+        self._conn.execute(_SETTLE, args + (now, currency, now if cutoff is None else cutoff))
+
+    def _settle_totals(self, terminal_id: str, currency: str | None, theirs: Totals) -> tuple[Totals, bool]:
+        # One operation on the writer: the cut-off is taken with the totals, so
+        # every transaction answered before it is in exactly one period.
+        cutoff = self._now()
+        ours = self._totals(terminal_id, currency, cutoff)
+        accepted = msgspec.structs.astuple(ours) == msgspec.structs.astuple(theirs)
+        args = (terminal_id, 1 if accepted else 0, ours.credits_count, ours.debits_count,
+                ours.credits_amount, ours.debits_amount)
+        self._settle(args, currency, cutoff)
+        return ours, accepted
+
+    def _scalar(self, sql: str, args: tuple) -> Any:
+        return self._conn.execute(sql, args).fetchone()[0]
+
+    def _row(self, sql: str, args: tuple) -> tuple:
+        return tuple(self._conn.execute(sql, args).fetchone())
+
+    def _retire(self, txn_id: int) -> None:
+        if self._conn.execute("UPDATE txn SET key_epoch = id WHERE id = ?", (txn_id,)).rowcount != 1:
+            raise KeyError(txn_id)
+        self._known.pop(txn_id, None)
+
+    def _reserve_stans(self, acquirer: str, count: int) -> int:
+        conn = self._conn
+        conn.execute("INSERT OR IGNORE INTO stan_block (acquirer, next) VALUES (?, 1)", (acquirer,))
+        start = conn.execute("SELECT next FROM stan_block WHERE acquirer = ?", (acquirer,)).fetchone()[0]
+        conn.execute(
+            "UPDATE stan_block SET next = ? WHERE acquirer = ?", ((start - 1 + count) % 999_999 + 1, acquirer)
+        )
+        return start
 
     # -- GroupCommitter hooks (writer thread) --------------------------------
 
