@@ -17,6 +17,10 @@ from typing import Literal
 
 import msgspec
 
+# Terminal ranges and prefix ranges are rules of the switch's core, which
+# must not import the configuration.
+from switch.core.routing import expand_terminals, prefix_range
+
 __all__ = ["Config", "ConfigError", "load", "loads", "default"]
 
 
@@ -56,6 +60,10 @@ class Merchant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # (same alphabetic stem, numeric suffix range).
     terminals: list[str]
     name: str = ""
+    currency: str = "156"  # field 49 when a request has none (settlement totals, section 6.1)
+    # Section 6.1: refunds without an original, in minor units; beyond a limit: 58.
+    refund_max: int | None = None  # largest single refund
+    refund_daily_max: int | None = None  # refunds approved per UTC day
 
 
 class Acquirer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -106,40 +114,18 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     http: Http = msgspec.field(default_factory=Http)
     journal: Journal = msgspec.field(default_factory=Journal)
     response_timeout: float = 60.0  # the terminal's budget (spec section 6)
-    reversal_retry: float = 5.0  # seconds between store-and-forward attempts
+    reversal_retry: float = 5.0  # seconds before a reversal's first repeat (then doubling)
+    reversal_backoff_max: float = 60.0  # longest wait between two repeats of a reversal
+    # A reversal answered 25 ("no such original") may have overtaken its
+    # original: it is repeated for this long before it counts as nothing to reverse.
+    reversal_not_found_window: float = 120.0
+    retransmission_window: float = 86400.0  # section 6.1: how long 41 + 11 + 7 names one request
+    drain_timeout: float = 30.0  # on SIGTERM: how long in-flight requests may take to finish
     merchants: list[Merchant] = []
     acquirers: list[Acquirer] = []
     routes: list[Route] = []
     simulators: list[Simulator] = []
     source: str = "<embedded default>"
-
-
-_TERMINAL_RANGE = re.compile(r"^([A-Za-z ]*)(\d+)-([A-Za-z ]*)(\d+)$")
-_PREFIX = re.compile(r"^\d{1,19}(-\d{1,19})?$")
-
-
-def expand_terminals(spec: str) -> list[str]:
-    """``"DEMO0001-DEMO0003"`` → ``["DEMO0001", "DEMO0002", "DEMO0003"]``."""
-    m = _TERMINAL_RANGE.match(spec)
-    if not m:
-        return [spec]
-    stem, lo, stem2, hi = m.groups()
-    if stem != stem2 or len(lo) != len(hi) or int(lo) > int(hi):
-        raise ValueError(f"bad terminal range {spec!r}")
-    return [f"{stem}{n:0{len(lo)}d}" for n in range(int(lo), int(hi) + 1)]
-
-
-def prefix_range(spec: str) -> tuple[str, str]:
-    """``"4"`` → ``("4", "4")``; ``"25-30"`` → ``("25", "30")``."""
-    if not _PREFIX.match(spec):
-        raise ValueError(f"prefix {spec!r} is not digits or a digits-digits range")
-    lo, _, hi = spec.partition("-")
-    hi = hi or lo
-    if len(lo) != len(hi):
-        raise ValueError(f"prefix range {spec!r} has ends of different lengths")
-    if int(lo) > int(hi):
-        raise ValueError(f"prefix range {spec!r} starts after it ends")
-    return lo, hi
 
 
 def _check(cfg: Config, src: str) -> Config:
@@ -213,6 +199,17 @@ def _check(cfg: Config, src: str) -> Config:
             fail(f"listeners[{i}].max_frame", "must be between 64 and 65535")
         if bool(lst.tls_cert_file) != bool(lst.tls_key_file):
             fail(f"listeners[{i}]", "TLS needs both tls_cert_file and tls_key_file")
+    for i, m in enumerate(cfg.merchants):
+        if not (len(m.currency) == 3 and m.currency.isdigit()):
+            fail(f"merchants[{i}].currency", f"expected an ISO 4217 numeric code, got {m.currency!r}")
+        for key in ("refund_max", "refund_daily_max"):
+            value = getattr(m, key)
+            if value is not None and value < 0:
+                fail(f"merchants[{i}].{key}", f"must be 0 or more, got {value}")
+    for key in ("reversal_retry", "reversal_backoff_max", "reversal_not_found_window", "retransmission_window",
+                "drain_timeout"):
+        if getattr(cfg, key) < 0:
+            fail(key, f"must be 0 or more, got {getattr(cfg, key)}")
     if cfg.journal.hmac_key_env and cfg.journal.hmac_key_env not in os.environ:
         fail("journal.hmac_key_env", f"environment variable {cfg.journal.hmac_key_env} is not set")
     return cfg
@@ -263,6 +260,7 @@ url = "sqlite://payswitch-journal.sqlite"
 id = "DEMO00000000001"
 name = "payswitch demo shop"
 terminals = ["DEMO0001-DEMO0999"]
+refund_max = 100000  # 1000.00 at once (spec section 6.1)
 
 [[acquirers]]
 name = "bank-a"

@@ -57,12 +57,16 @@ class Metrics:
         )
         self.reversals = Counter(
             "payswitch_reversals",
-            "Reversals sent to acquirers, by trigger (terminal, uncertain) and result (acked, retry)",
+            "Reversals: queued by trigger (terminal, uncertain, recovery, stranded), and each try at the "
+            "acquirer (trigger=queue) by result (reversed, not_found, retry)",
             ["trigger", "result"],
             registry=r,
         )
         self.reversal_queue = Gauge(
-            "payswitch_reversal_queue", "Transactions waiting for a reversal acknowledgement", registry=r
+            "payswitch_reversal_queue", "Transactions waiting for a reversal acknowledgement (uncapped)", registry=r
+        )
+        self.reversal_oldest = Gauge(
+            "payswitch_reversal_oldest_seconds", "Age of the oldest reversal not yet acknowledged", registry=r
         )
         self.acquirer_up = Gauge(
             "payswitch_acquirer_up", "1 when the acquirer has a usable connection", ["acquirer"], registry=r
@@ -92,6 +96,24 @@ class Metrics:
         if child is None:
             child = self._acquirer[key] = self.acquirer_latency.labels(acquirer, outcome)
         child.observe(seconds)
+
+    # What the transaction engine reports (switch.core.engine; NullMetrics there).
+
+    def format_error(self) -> None:
+        self.format_errors.inc()
+
+    def internal_error(self) -> None:
+        self.internal_errors.inc()
+
+    def retransmission(self, outcome: str) -> None:
+        self.retransmissions.labels(outcome).inc()
+
+    def reversal(self, trigger: str, result: str) -> None:
+        self.reversals.labels(trigger, result).inc()
+
+    def reversal_backlog(self, count: int, oldest_seconds: float) -> None:
+        self.reversal_queue.set(count)
+        self.reversal_oldest.set(oldest_seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

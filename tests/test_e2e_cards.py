@@ -198,6 +198,7 @@ def test_settlement_totals_against_the_journal(switch):
         def settle(credits_n, debits_n, credits_amt, debits_amt):
             return c.transact({
                 "t": "0500", "3": "920000", "7": e2e.now()["7"], "11": e2e.stan(), "41": t, "42": MERCHANT,
+                "49": "978",  # section 6.1: the totals of one currency
                 "74": "%010d" % credits_n, "76": "%010d" % debits_n,
                 "86": "%016d" % credits_amt, "88": "%016d" % debits_amt,
             })

@@ -139,7 +139,10 @@ def test_reversal_refunds_a_wallet_payment(client, switch, style):
     assert client.transact(req)["39"] == "00"
     rev = e2e.reversal_of(req)
     assert client.transact(rev)["39"] == "00"
-    [order] = order_of(switch, style, req)
+    # Section 6.1: the 0410 comes at once, the refund follows in the background.
+    deadline = time.monotonic() + 5
+    while (order := order_of(switch, style, req)[0])["state"] != "refunded" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert order["state"] == "refunded" and order["charges"] == 1 and order["refunds"] == 1
     assert client.transact(rev)["39"] == "00"  # repeated 0400: still one refund
     [order] = order_of(switch, style, req)

@@ -5,19 +5,68 @@ from switch.core import pipeline as p
 from switch.core.acquirer import Request
 
 
+def verdict(*, mti="0200", digest="d1", stored_mti="0200", stored_digest="d1", state="answered", code="00",
+            answered=True, age=10.0, window=86400.0):
+    return p.retransmission(stored_mti=stored_mti, stored_digest=stored_digest, stored_state=state,
+                            stored_code=code, answered=answered, age=age, window=window, mti=mti, digest=digest)
+
+
 @pytest.mark.parametrize(
-    "stored, now, answered, verdict",
+    "case, expected",
     [
-        (("0200", "d1"), ("0200", "d1"), True, p.SAME),
-        (("0200", "d1"), ("0200", "d2"), True, p.CONFLICT),  # other amount or PAN: 94
-        (("0100", "d1"), ("0200", "d1"), True, p.CONFLICT),  # another MTI under the same key: 94
-        (("0200", "d1"), ("0200", "d1"), False, p.UNANSWERED),  # died in flight: never twice
-        (("0400", "d1"), ("0400", "d1"), False, p.REDO),  # reversals are idempotent
-        (("0500", "d1"), ("0500", "d1"), False, p.REDO),
+        (dict(), p.SAME),
+        (dict(digest="d2"), p.CONFLICT),  # other amount or PAN: 94
+        (dict(stored_mti="0100"), p.CONFLICT),  # another MTI under the same key: 94
+        (dict(state="sent", code=None, answered=False), p.UNANSWERED),  # died in flight: never twice
+        (dict(state="received", code=None, answered=False), p.REDO),  # never left the switch
+        (dict(mti="0400", stored_mti="0400", state="sent", answered=False), p.REDO),  # reversals: idempotent
+        (dict(mti="0500", stored_mti="0500", state="sent", answered=False), p.REDO),
+        # Section 6.1: a key named by a reversal before its original came: 94, whatever the content.
+        (dict(state="void", stored_digest="", code=None, answered=False), p.LATE),
+        (dict(state="void", stored_mti="0100", stored_digest="", answered=False), p.LATE),
+        # Section 6.1: the retransmission window: an old key is a new request.
+        (dict(age=86401.0), p.RENEW),
+        (dict(age=86401.0, state="void"), p.RENEW),
+        (dict(age=86399.0), p.SAME),
+        # Section 6.1: an advice not confirmed is forwarded again; a confirmed one answered from the journal.
+        (dict(mti="0220", stored_mti="0220", code="68"), p.RENEW),
+        (dict(mti="0220", stored_mti="0220", code="91"), p.RENEW),
+        (dict(mti="0220", stored_mti="0220", code="96", answered=False), p.RENEW),
+        (dict(mti="0220", stored_mti="0220", code="00"), p.SAME),
+        (dict(mti="0220", stored_mti="0220", code="68", digest="d2"), p.CONFLICT),
+        (dict(mti="0200", code="68"), p.SAME),  # an authorization is never sent twice
     ],
 )
-def test_retransmission(stored, now, answered, verdict):
-    assert p.retransmission(stored[0], stored[1], answered, now[0], now[1]) == verdict
+def test_retransmission(case, expected):
+    assert verdict(**case) == expected
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        (dict(), None),
+        (dict(found=False), "25"),
+        (dict(approved=False), "25"),
+        (dict(standing=False), "25"),  # reversed or reversal pending
+        (dict(same_card=False), "25"),
+        (dict(completed=True), "94"),
+        (dict(amount=2501), "13"),
+        (dict(amount=2500), None),
+        # Section 6.1: where several apply, the first of 25, 94, 13 wins.
+        (dict(same_card=False, completed=True, amount=9000), "25"),
+        (dict(completed=True, amount=9000), "94"),
+    ],
+)
+def test_completion_code(case, expected):
+    args = dict(found=True, approved=True, standing=True, same_card=True, completed=False, amount=2000,
+                authorized=2500)
+    args.update(case)
+    assert p.completion_code(**args) == expected
+
+
+def test_reversal_backoff_doubles_up_to_its_ceiling():
+    assert [p.reversal_backoff(n, 1.0, 8.0) for n in range(6)] == [0.0, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert p.reversal_backoff(10_000, 1.0, 8.0) == 8.0
 
 
 @pytest.mark.parametrize(

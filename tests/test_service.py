@@ -227,7 +227,7 @@ def reversal(stan, orig_stan, orig_mti="0200", orig_t7=T7, **kw) -> bytes:
 
 
 def settlement(stan, credits=0, debits=0, credit_amount=0, debit_amount=0, tid=TID) -> bytes:
-    return TERM.encode({"mti": "0500", 3: "920000", 7: T7, 11: stan, 41: tid, 42: MERCHANT,
+    return TERM.encode({"mti": "0500", 3: "920000", 7: T7, 11: stan, 41: tid, 42: MERCHANT, 49: "978",
                         74: "%010d" % credits, 76: "%010d" % debits,
                         86: "%016d" % credit_amount, 88: "%016d" % debit_amount})
 
@@ -516,9 +516,12 @@ def test_uncertain_outcome_answers_68_and_is_reversed_until_acknowledged_s6():
             o = req.original
             assert (o.txn_id, o.mti, o.stan, o.transmission_time, o.rrn, o.acquirer_ref, o.amount) == (
                 rec.id, "0200", "000001", T7, rec.rrn, "bank-a-ref-1", 2500)
+        # First try, then two repeats (0420, 0421, 0421 on a host link), all naming the same reversal.
+        assert [req.attempt for req, _ in bank_a.reversed] == [0, 1, 2]
+        assert len({(req.host_stan, req.host_time) for req, _ in bank_a.reversed}) == 1
         assert sample(sw, "payswitch_reversals_total", trigger="uncertain", result="queued") == 1
-        assert sample(sw, "payswitch_reversals_total", trigger="uncertain", result="retry") == 2
-        assert sample(sw, "payswitch_reversals_total", trigger="uncertain", result="acked") == 1
+        assert sample(sw, "payswitch_reversals_total", trigger="queue", result="retry") == 2
+        assert sample(sw, "payswitch_reversals_total", trigger="queue", result="reversed") == 1
         # Reversed: the worker leaves it alone from now on, and a retransmission replays the 68.
         await asyncio.sleep(0.15)
         assert len(bank_a.reversed) == 3
@@ -560,13 +563,15 @@ def test_0400_of_an_approved_purchase_reverses_it_once_s6():
         rev = await record(sw, "000002")
         assert resp[37] == rev.rrn != orig.rrn
         assert (rev.state, rev.original_id) == (states.ANSWERED, orig.id)
-        assert (await record(sw, "000001")).state == states.REVERSED
+        # Section 6.1: recorded and answered at once, done at the acquirer in the background.
+        await wait_state(sw, "000001", states.REVERSED)
         (req, _), = bank_a.reversed
         assert (req.mti, req.txn_id, req.rrn, req.stan, req.transmission_time) == (
-            "0400", rev.id, rev.rrn, "000002", T7)
+            "0400", orig.id, orig.rrn, "000001", T7)
         assert (req.original.txn_id, req.original.acquirer_ref, req.original.auth_code) == (
             orig.id, "bank-a-ref-1", "A00001")
-        assert sample(sw, "payswitch_reversals_total", trigger="terminal", result="acked") == 1
+        assert sample(sw, "payswitch_reversals_total", trigger="terminal", result="queued") == 1
+        assert sample(sw, "payswitch_reversals_total", trigger="queue", result="reversed") == 1
 
         # The terminal repeats it (same message, then a new STAN): 00, nothing sent again.
         assert (await call(sw, reversal("000002", "000001"))) == resp
@@ -577,11 +582,20 @@ def test_0400_of_an_approved_purchase_reverses_it_once_s6():
     run(scenario)
 
 
-def test_0400_of_an_unknown_original_answers_00_s6():
+def test_0400_of_an_unknown_original_answers_00_and_the_late_original_94_s6_1():
     async def scenario(sw):
         resp = await call(sw, reversal("000002", "000001"))
         assert (resp.mti, resp[39]) == ("0410", "00")
-        assert (await record(sw, "000002")).original_id is None
+        void = await record(sw, "000001")
+        assert (void.state, (await record(sw, "000002")).original_id) == (states.VOID, void.id)
+        assert all(a.reversed == [] for a in sw.acquirers.values())
+        # The original arrives late: 94, never sent to an acquirer; whatever MTI field 90 named.
+        late = await call(sw, request())
+        assert (late.mti, late[39]) == ("0210", "94")
+        assert (await call(sw, request("0100")))[39] == "94"
+        assert all(a.authorized == [] for a in sw.acquirers.values())
+        # The reversal repeated: 00 again, still nothing at any acquirer.
+        assert (await call(sw, reversal("000003", "000001")))[39] == "00"
         assert all(a.reversed == [] for a in sw.acquirers.values())
 
     run(scenario)
@@ -602,22 +616,26 @@ def test_0400_of_a_declined_or_rejected_original_answers_00_without_reversing_s6
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
 
 
-def test_0400_while_the_original_is_in_flight_waits_then_reverses_s6():
+def test_0400_while_the_original_is_in_flight_answers_at_once_and_the_original_68_s6_1():
     gate = asyncio.Event()
     bank_a = FakeAcquirer("bank-a", gate=gate)
 
     async def scenario(sw):
         original = asyncio.create_task(sw.handle(request()))
         await asyncio.wait_for(bank_a.entered.wait(), WAIT)
-        rev = asyncio.create_task(sw.handle(reversal("000002", "000001")))
-        await asyncio.sleep(0.03)
-        assert not rev.done() and bank_a.reversed == []
+        # Section 6.1: the 0410 does not wait for the acquirer.
+        r = await asyncio.wait_for(sw.handle(reversal("000002", "000001")), 1.0)
+        assert TERM.decode(r)[39] == "00" and not original.done() and bank_a.reversed == []
         gate.set()
-        o, r = await asyncio.wait_for(asyncio.gather(original, rev), WAIT)
-        assert TERM.decode(o)[39] == "00" and TERM.decode(r)[39] == "00"
+        o = await asyncio.wait_for(original, WAIT)
+        # Approved at the acquirer, but never answered 00: 68, and reversed there.
+        assert TERM.decode(o)[39] == "68" and 38 not in TERM.decode(o)
+        await wait_state(sw, "000001", states.REVERSED)
         assert bank_a.log == ["authorize", "reverse"]
         assert bank_a.reversed[0][0].original.acquirer_ref == "bank-a-ref-1"
-        assert (await record(sw, "000001")).state == states.REVERSED
+        # A retransmission of the original gets the same 68.
+        assert TERM.decode(await sw.handle(request()))[39] == "68"
+        assert len(bank_a.authorized) == 1
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
 
@@ -630,8 +648,8 @@ def test_0400_whose_reversal_fails_answers_00_and_the_worker_finishes_it_s6():
         assert (await call(sw, reversal("000002", "000001")))[39] == "00"
         await wait_state(sw, "000001", states.REVERSED)
         assert len(bank_a.reversed) == 2
-        assert sample(sw, "payswitch_reversals_total", trigger="terminal", result="retry") == 1
-        assert sample(sw, "payswitch_reversals_total", trigger="uncertain", result="acked") == 1
+        assert sample(sw, "payswitch_reversals_total", trigger="queue", result="retry") == 1
+        assert sample(sw, "payswitch_reversals_total", trigger="queue", result="reversed") == 1
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
 
@@ -641,6 +659,7 @@ def test_0400_goes_to_the_acquirer_that_approved_after_a_fallback_s6():
         sw.acquirers["bank-a"].up = False
         assert (await call(sw, request(pan=MASTERCARD)))[39] == "00"
         assert (await call(sw, reversal("000002", "000001")))[39] == "00"
+        await wait_state(sw, "000001", states.REVERSED)
         assert sw.acquirers["bank-a"].reversed == []
         assert sw.acquirers["bank-b"].reversed[0][0].original.acquirer_ref == "bank-b-ref-1"
 
@@ -899,7 +918,7 @@ def test_acquirer_exception_answers_96_counts_an_internal_error_and_reverses_s5_
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
 
 
-def test_0400_while_an_original_that_raises_is_in_flight_answers_00_s6():
+def test_0400_while_an_original_that_raises_is_in_flight_answers_00_and_the_original_68_s6_1():
     gate = asyncio.Event()
     bank_a = FakeAcquirer("bank-a", answers=[RuntimeError("adapter bug")], gate=gate, reverse_failures=1)
 
@@ -910,7 +929,7 @@ def test_0400_while_an_original_that_raises_is_in_flight_answers_00_s6():
         await asyncio.sleep(0.02)
         gate.set()
         o, r = await asyncio.wait_for(asyncio.gather(original, rev), WAIT)
-        assert TERM.decode(o)[39] == "96" and TERM.decode(r)[39] == "00"
+        assert TERM.decode(o)[39] == "68" and TERM.decode(r)[39] == "00"
         await wait_state(sw, "000001", states.REVERSED)
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
@@ -1021,11 +1040,11 @@ def test_requests_total_by_kind_class_and_code():
         assert count("wallet", "financial", "00") == 1
         assert count("settlement", "settlement", "95") == 1
         assert count("network", "network", "00") == 1
-        assert sum(count(k, "reversal", "00") for k in ("unknown", "card")) == 1
+        assert count("card", "reversal", "00") == 1  # a terminal's 0400 is a card payment's
         total = sum(s.value for metric in sw.metrics.registry.collect() if metric.name == "payswitch_requests"
                     for s in metric.samples if s.name == "payswitch_requests_total")
         assert total == 10
-        assert sample(sw, "payswitch_request_seconds_count", kind="card") == 4
+        assert sample(sw, "payswitch_request_seconds_count", kind="card") == 5
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
 
@@ -1038,7 +1057,7 @@ def test_start_and_close_drive_the_acquirers_and_the_worker():
 
     async def scenario(sw):
         assert all(a.started for a in acquirers.values())
-        assert [t.get_name() for t in sw._tasks] == ["reversal-worker"]
+        assert [t.get_name() for t in sw._tasks] == ["reversal-sweeper"]
         return sw
 
     sw = run(scenario, acquirers=acquirers)

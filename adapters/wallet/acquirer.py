@@ -27,6 +27,7 @@ from typing import NamedTuple
 import msgspec
 
 from switch.core.acquirer import Request, Result
+from switch.core.acquirer import order_number as core_order_number
 
 from . import outcomes
 from .flow import Call, Done, PaymentFlow, Reply, Wait
@@ -45,17 +46,9 @@ OnState = Callable[[str, str], Awaitable[None] | None]
 _NOTHING_TO_REVERSE = frozenset({"declined", "closed", "refunded", "reversed", "not-found", "unsent"})
 
 
-def _terminal(terminal_id: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in terminal_id.strip())
-
-
 def order_number(request: Request) -> str:
-    """The wallet order number of a terminal request: terminal ID + field 7 + STAN.
-
-    Field 41, 7 and 11 are the terminal's retransmission key (spec 6), so a
-    repeated request can never become a second wallet payment.
-    """
-    return f"{_terminal(request.terminal_id)}{request.transmission_time}{request.stan}"
+    """The wallet order number of a terminal request (:func:`switch.core.acquirer.order_number`)."""
+    return core_order_number(request.terminal_id, request.transmission_time, request.stan)
 
 
 def original_order_number(request: Request) -> str:
@@ -65,7 +58,7 @@ def original_order_number(request: Request) -> str:
         raise ValueError("the reversal names no original")
     if original.acquirer_ref:
         return original.acquirer_ref.split("|", 1)[0]
-    return f"{_terminal(request.terminal_id)}{original.transmission_time}{original.stan}"
+    return core_order_number(request.terminal_id, original.transmission_time, original.stan)
 
 
 def acquirer_ref(order_no: str, trade_no: str | None, disposition: str) -> str:

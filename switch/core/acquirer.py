@@ -47,6 +47,17 @@ class Original(msgspec.Struct, kw_only=True, frozen=True):
     entry_mode: str | None = None
 
 
+def order_number(terminal_id: str, transmission_time: str, stan: str) -> str:
+    """The wallet order number of a terminal request: terminal ID + field 7 + STAN.
+
+    Field 41, 7 and 11 are the terminal's retransmission key (spec 6), so a
+    repeated request can never become a second wallet payment.  The switch
+    journals it with the request (unique), the wallet adapters send it.
+    """
+    tid = "".join(c if c.isalnum() else "_" for c in terminal_id.strip())
+    return f"{tid}{transmission_time}{stan}"
+
+
 class Request(msgspec.Struct, kw_only=True):
     txn_id: int
     kind: str  # "card" | "wallet" | "citycard"

@@ -48,17 +48,26 @@ class Rejection(Exception):
 
 
 def response_mti(mti: str) -> str:
-    """``0200`` → ``0210`` (section 3: every response carries MTI + 10)."""
-    return mti[:2] + str((int(mti[2]) + 1) % 10) + mti[3]
+    """``0200`` → ``0210``, a repeat ``0201`` → ``0210`` (sections 3 and 6.1)."""
+    return mti[:2] + str((int(mti[2]) + 1) % 10) + "0"
 
 
-def check_request(msg) -> None:
+# Section 6.1: an MTI ending in 1 is the terminal's repeat of the one ending in 0.
+REPEATS = frozenset({"0101", "0201", "0221", "0401"})
+
+
+def base_mti(mti: str) -> str:
+    """The request a repeat stands for: ``0201`` → ``0200``; others unchanged."""
+    return mti[:3] + "0" if mti in REPEATS else mti
+
+
+def check_request(msg, mti: str | None = None) -> None:
     """Raise :class:`Rejection` (30 format error / 12 / 13) for a malformed request.
 
     Field formats (digits, lengths) were already checked by the codec; these are
-    the rules the codec can't know.
+    the rules the codec can't know.  ``mti``: the request a repeat stands for.
     """
-    mti = msg.mti
+    mti = mti or msg.mti
     mandatory = MANDATORY.get(mti)
     if mandatory is None:
         raise Rejection("12", f"unsupported MTI {mti}")
@@ -81,6 +90,10 @@ def check_request(msg) -> None:
         raise Rejection("30", "field 90 must be 42 digits")
     if mti == "0220" and 90 in msg and len(msg[90]) != 42:
         raise Rejection("30", "field 90 must be 42 digits")
+    pan, track2 = msg.get(2), msg.get(35)
+    if pan and track2 and track_pan(track2) != pan:
+        # Routing would use one card and the acquirer see another's track.
+        raise Rejection("30", "field 2 and the card number in field 35 differ")
 
 
 def original_key(field90: str) -> tuple[str, str, str]:
@@ -94,12 +107,15 @@ def pan_of(msg) -> str | None:
     if pan:
         return pan
     track2 = msg.get(35)
-    if track2:
-        for sep in ("=", "D", "d"):
-            idx = track2.find(sep)
-            if idx > 0:
-                return track2[:idx]
-        return None
+    return track_pan(track2) if track2 else None
+
+
+def track_pan(track2: str) -> str | None:
+    """The card number of track 2 data: the digits before the separator."""
+    for sep in ("=", "D", "d"):
+        idx = track2.find(sep)
+        if idx > 0:
+            return track2[:idx]
     return None
 
 
@@ -135,9 +151,12 @@ def mask_pan(pan: str | None) -> str | None:
 _DIGEST_FIELDS = (2, 3, 4, 14, 22, 35, 42, 48, 49, 90)
 
 
-def content_digest(msg, key: bytes) -> str:
-    """Keyed digest of a request's content: equal for a retransmission, never reversible to the PAN."""
-    h = hmac.new(key, msg.mti.encode(), hashlib.sha256)
+def content_digest(msg, key: bytes, mti: str | None = None) -> str:
+    """Keyed digest of a request's content: equal for a retransmission, never reversible to the PAN.
+
+    ``mti``: the request a repeat stands for (a repeat has its original's content).
+    """
+    h = hmac.new(key, (mti or msg.mti).encode(), hashlib.sha256)
     for n in _DIGEST_FIELDS:
         v = msg.get(n)
         if v is None:
@@ -156,6 +175,7 @@ def build_request(
     pan: str | None,
     tlv: dict[str, str],
     original: Original | None = None,
+    mti: str | None = None,
 ) -> Request:
     """The acquirer-neutral request for an adapter, from the terminal's message."""
     g = msg.get
@@ -163,7 +183,7 @@ def build_request(
     return Request(
         txn_id=txn_id,
         kind=kind,
-        mti=msg.mti,
+        mti=mti or msg.mti,
         processing_code=g(3) or "000000",
         amount=int(amount) if amount is not None else None,
         currency=g(49),
@@ -206,7 +226,7 @@ def build_response(
         v = msg.get(n)
         if v is not None:
             out[n] = v
-    if msg.mti == "0800":
+    if msg.mti[:3] == "080":
         out[70] = msg[70]
     out[37] = rrn
     out[39] = code

@@ -6,15 +6,44 @@ no route answers 14 for a card number and 12 for a payment code.
 """
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from native.routing import RouteTable, luhn_ok
 
-from switch.config import Route, prefix_range
+__all__ = ["Router", "luhn_ok", "prefix_range", "expand_terminals"]
 
-__all__ = ["Router", "luhn_ok"]
+_TERMINAL_RANGE = re.compile(r"^([A-Za-z ]*)(\d+)-([A-Za-z ]*)(\d+)$")
+_PREFIX = re.compile(r"^\d{1,19}(-\d{1,19})?$")
+
+
+def expand_terminals(spec: str) -> list[str]:
+    """``"DEMO0001-DEMO0003"`` → ``["DEMO0001", "DEMO0002", "DEMO0003"]``."""
+    m = _TERMINAL_RANGE.match(spec)
+    if not m:
+        return [spec]
+    stem, lo, stem2, hi = m.groups()
+    if stem != stem2 or len(lo) != len(hi) or int(lo) > int(hi):
+        raise ValueError(f"bad terminal range {spec!r}")
+    return [f"{stem}{n:0{len(lo)}d}" for n in range(int(lo), int(hi) + 1)]
+
+
+def prefix_range(spec: str) -> tuple[str, str]:
+    """``"4"`` → ``("4", "4")``; ``"25-30"`` → ``("25", "30")``."""
+    if not _PREFIX.match(spec):
+        raise ValueError(f"prefix {spec!r} is not digits or a digits-digits range")
+    lo, _, hi = spec.partition("-")
+    hi = hi or lo
+    if len(lo) != len(hi):
+        raise ValueError(f"prefix range {spec!r} has ends of different lengths")
+    if int(lo) > int(hi):
+        raise ValueError(f"prefix range {spec!r} starts after it ends")
+    return lo, hi
 
 
 class Router:
-    def __init__(self, routes: list[Route]):
+    def __init__(self, routes: list[Any]):
+        """``routes``: configured routes (``switch.config.Route`` or anything shaped like one)."""
         self.routes = list(routes)
         self._pan = RouteTable()
         self._code = RouteTable()
@@ -36,7 +65,7 @@ class Router:
         self._pan.compile()
         self._code.compile()
 
-    def _lookup(self, table, number: str, msg) -> Route | None:
+    def _lookup(self, table, number: str, msg) -> Any:
         amount = msg.get(4)
         index = table.lookup(
             number,
@@ -48,10 +77,10 @@ class Router:
         )
         return self.routes[index] if index >= 0 else None
 
-    def for_pan(self, pan: str, msg) -> Route | None:
+    def for_pan(self, pan: str, msg) -> Any:
         """The card or city-card route of a PAN (None: answer 14)."""
         return self._lookup(self._pan, pan, msg)
 
-    def for_code(self, code: str, msg) -> Route | None:
+    def for_code(self, code: str, msg) -> Any:
         """The wallet route of a scanned payment code (None: answer 12)."""
         return self._lookup(self._code, code, msg)

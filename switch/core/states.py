@@ -1,21 +1,32 @@
 """A transaction's life, every transition in one table.
 
-Read it against spec sections 3 and 6.  The journal stores the state as text;
-:func:`advance` is the only way the switch changes it, so an impossible step
-(answering a reversed transaction, reversing one never sent) is a bug that
-raises instead of a silent inconsistency.
+Read it against spec sections 3, 6 and 6.1.  The journal stores the state as
+text; :func:`advance` is the only way the switch changes it, so an impossible
+step (answering a reversed transaction, reversing one never sent) is a bug
+that raises instead of a silent inconsistency.
+
+A record is created in one of :data:`INITIAL`: ``received`` (the switch
+decides first), ``sent`` (journaled as it leaves for its acquirer: one
+durable write instead of two) or ``void`` (a key named by a terminal's 0400
+before its original arrived: the late original is answered 94, section 6.1).
 
     received ──reject──────────────▶ rejected          (the switch answered itself)
     received ──handle──────────────▶ answered          (0400 / 0500 the switch answers from the journal)
     received ──send────────────────▶ sent              (journaled before it left)
     sent ──────answer──────────────▶ answered          (approved or declined)
-    sent ──────uncertain───────────▶ reversal_pending  (timeout, lost link, late answer)
+    sent ──────uncertain───────────▶ reversal_pending  (timeout, lost link, late answer, failure after approval)
+    sent ──────crash_recovery──────▶ reversal_pending  (found "sent" at start-up)
+    sent ──────reverse─────────────▶ reversal_pending  (terminal 0400 of one whose outcome we never learnt)
+    sent ──────unconfirmed─────────▶ answered          (city-card upload not confirmed: never reversed, uploaded again)
     answered ──reverse─────────────▶ reversal_pending  (terminal 0400 of an approval)
     answered ──reverse_declined────▶ answered          (0400 of a decline: nothing to undo)
+    reversal_pending ──reverse─────▶ reversal_pending  (reversals are idempotent)
+    reversal_pending ──retry───────▶ reversal_pending  (store and forward: 0421 repeats)
     reversal_pending ──reversed────▶ reversed          (acquirer acknowledged)
-    reversal_pending ──retry───────▶ reversal_pending  (store and forward)
-    reversed ──reverse─────────────▶ reversed          (reversals are idempotent)
-    sent ──────crash_recovery──────▶ reversal_pending  (found "sent" at start-up)
+    reversal_pending ──not_found───▶ unmatched         (acquirer answered 25 past the window: it never had it)
+    reversed ──────reverse─────────▶ reversed
+    unmatched ─────reverse─────────▶ unmatched
+    void ──────────reverse─────────▶ void              (a repeated 0400 of an original never seen)
 """
 from __future__ import annotations
 
@@ -25,6 +36,10 @@ SENT = "sent"
 ANSWERED = "answered"
 REVERSAL_PENDING = "reversal_pending"
 REVERSED = "reversed"
+UNMATCHED = "unmatched"
+VOID = "void"
+
+INITIAL = frozenset({RECEIVED, SENT, VOID})
 
 TRANSITIONS: dict[tuple[str, str], str] = {
     (RECEIVED, "reject"): REJECTED,
@@ -33,12 +48,17 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (SENT, "answer"): ANSWERED,
     (SENT, "uncertain"): REVERSAL_PENDING,
     (SENT, "crash_recovery"): REVERSAL_PENDING,
+    (SENT, "reverse"): REVERSAL_PENDING,
+    (SENT, "unconfirmed"): ANSWERED,
     (ANSWERED, "reverse"): REVERSAL_PENDING,
     (ANSWERED, "reverse_declined"): ANSWERED,
     (REVERSAL_PENDING, "reverse"): REVERSAL_PENDING,
-    (REVERSAL_PENDING, "reversed"): REVERSED,
     (REVERSAL_PENDING, "retry"): REVERSAL_PENDING,
+    (REVERSAL_PENDING, "reversed"): REVERSED,
+    (REVERSAL_PENDING, "not_found"): UNMATCHED,
     (REVERSED, "reverse"): REVERSED,
+    (UNMATCHED, "reverse"): UNMATCHED,
+    (VOID, "reverse"): VOID,
 }
 
 
@@ -55,8 +75,8 @@ def advance(state: str, event: str) -> str:
 
 def needs_reversal(state: str, response_code: str | None) -> bool:
     """Whether a terminal's 0400 for this transaction has something to undo."""
-    if state in (REVERSED, REJECTED, RECEIVED):
-        return False
     if state in (SENT, REVERSAL_PENDING):
         return True  # outcome unknown or already queued: (re)queue, idempotent
-    return response_code == "00"
+    if state == ANSWERED:
+        return response_code == "00"
+    return False

@@ -2,8 +2,9 @@
 
 Start order: bundled simulators (embedded default) → journal and acquirers
 (sign-on) → terminal listeners → HTTP.  SIGHUP or ``POST /admin/reload``
-re-reads the configuration file; SIGTERM/SIGINT stop it cleanly (listeners
-first, then in-flight requests finish, then acquirers and the journal).
+re-reads the configuration file; SIGTERM/SIGINT stop it cleanly: listeners
+first, then in-flight requests finish (up to ``drain_timeout``), then the
+acquirer links sign off and close, then the journal.
 """
 from __future__ import annotations
 
@@ -112,9 +113,14 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
             await _demo_purchase(cfg)
         print("payswitch: ready", flush=True)
         await stop.wait()
-        log.info("stopping")
+        # Drain (section 6: every request taken is answered): stop accepting,
+        # let requests in flight finish within drain_timeout (wallet customers
+        # still confirming included), then sign off and close the links.
+        log.info("stopping: draining requests in flight (up to %.0f s)", cfg.drain_timeout)
         for s in servers:
             s.close()
+        drained = await switch.drain()
+        log.info("drained" if drained else "drain budget spent; closing with requests in flight")
         http.close()
     finally:
         await switch.close()

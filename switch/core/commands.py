@@ -1,0 +1,103 @@
+"""What the transaction engine asks its driver to do, and what it tells it.
+
+The engine (:mod:`switch.core.engine`) runs every request as a generator: it
+yields one of these commands, and the driver sends back the command's result
+(or throws its exception in).  The asyncio driver (``switch.io.service``)
+executes them against the real journal and adapters; the deterministic
+simulation (``tests/sim``) against simulated ones on a virtual clock.  The
+engine itself never waits, sleeps or reads a socket.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from switch.core.acquirer import Request
+
+
+class Op:
+    """A journal operation: ``journal.<name>(*args, **kwargs)``; result: its value."""
+
+    __slots__ = ("name", "args", "kwargs")
+
+    def __init__(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.name = name
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        return f"Op({self.name})"
+
+
+class Call:
+    """``acquirer.authorize(request, timeout)``; result: a Result.
+
+    The driver enforces the deadline: an adapter that has not answered by
+    ``timeout`` plus a grace period is abandoned with :class:`Overrun` thrown in.
+    """
+
+    __slots__ = ("acquirer", "request", "timeout")
+
+    def __init__(self, acquirer: str, request: Request, timeout: float) -> None:
+        self.acquirer = acquirer
+        self.request = request
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"Call({self.acquirer}, txn {self.request.txn_id})"
+
+
+class Reverse(Call):
+    """``acquirer.reverse(request, timeout)``; result: REVERSED, NOT_FOUND, RETRY (or a bool)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Reverse({self.acquirer}, txn {self.request.txn_id})"
+
+
+class Wait:
+    """Wait for the request in flight under the same key; result: its :class:`Answer`."""
+
+    __slots__ = ("flight",)
+
+    def __init__(self, flight: "Flight") -> None:
+        self.flight = flight
+
+
+class Overrun(Exception):
+    """Thrown into the engine when an adapter broke its own deadline."""
+
+
+class Answer(NamedTuple):
+    """What a request ends with: the bytes for the terminal and how to count them."""
+
+    kind: str  # payment kind: card, wallet, citycard, network, settlement, unknown
+    mclass: str  # message class label: auth, financial, reversal, settlement, network, other
+    code: str  # field 39
+    body: bytes  # the encoded response
+
+
+class Flight:
+    """A request being handled, under its key (41, 11, 7).
+
+    A retransmission or repeat that arrives meanwhile waits for its answer;
+    a reversal that arrives meanwhile marks it (section 6.1: it is answered
+    68 and reversed if approved).  ``waiters`` belongs to the driver: it
+    wakes them when the engine reports the flight done.
+    """
+
+    __slots__ = ("key", "digest", "mti", "txn_id", "answer", "error", "done", "decided", "reverse_requested",
+                 "reverse_honoured", "waiters")
+
+    def __init__(self, key: tuple[str, str, str], digest: str, mti: str) -> None:
+        self.key = key
+        self.digest = digest
+        self.mti = mti
+        self.txn_id: int | None = None
+        self.answer: Answer | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.decided = False  # its outcome is being journaled: a reversal now waits for it
+        self.reverse_requested = False  # a terminal's 0400 named it meanwhile
+        self.reverse_honoured = False  # ... and its authorization saw that before deciding
+        self.waiters: list = []

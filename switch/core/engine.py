@@ -1,0 +1,566 @@
+"""The transaction engine: every rule of the terminal interface, without I/O.
+
+Like h11's connection object, it is fed events and answers with commands,
+here in the shape of a generator per request: :meth:`Engine.handle` returns
+a generator that yields commands (:mod:`switch.core.commands`: a journal
+operation, a call to an acquirer, a wait for the request in flight under the
+same key) and is sent each command's result, until it returns the
+:class:`~switch.core.commands.Answer` for the terminal.  The clock is a
+parameter.  The asyncio driver (``switch.io.service``) executes the commands
+for real; the deterministic simulation executes them against simulated
+acquirers and a virtual clock, thousands of seeds at a time, and checks
+that nothing is lost or doubled.
+
+Request life (spec sections 3, 6, 6.1): decode → check → key (41, 11, 7)
+in flight? → classify and route → journal (as ``sent`` when it goes straight
+to its acquirer, with the host STAN and field 7 it will carry) → acquirer(s)
+within the terminal's budget → journal the outcome with the exact response →
+answer.  Uncertain outcomes are queued for reversal (:mod:`switch.core.reversal`)
+before the terminal hears of them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Generator
+
+from native.iso8583 import DecodeError, build_tlv48, parse_tlv48
+
+from switch.core import messages as m
+from switch.core import pipeline, states
+from switch.core.acquirer import Original, Request, Result, order_number
+from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
+from switch.core.reversal import ReversalQueue
+from switch.core.routing import Router, expand_terminals, luhn_ok
+from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, pan_protect
+
+log = logging.getLogger("payswitch")
+
+_BUDGET_RESERVE = 0.05  # share of response_timeout kept for journaling and answering
+_MIN_ATTEMPT = 0.05  # seconds: less than this left, no further acquirer is tried
+
+# MTI digit 2 (message class) → metrics label.
+_MCLASS = {"1": "auth", "2": "financial", "4": "reversal", "5": "settlement", "8": "network"}
+# What a terminal's 0400 may name (section 3), and what a 0220 may complete.
+_REVERSIBLE = ("0100", "0200", "0220")
+
+Gen = Generator[Any, Any, Any]
+
+
+class NullMetrics:
+    """The metrics an engine reports, swallowed (the simulation, unit tests)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return _ignore
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class RRNs:
+    """RRNs for answers the journal never saw (undecodable requests, 0810, 94).
+
+    Journaled transactions get ``%012d`` of their journal id; these start with
+    ``N`` so the two can never collide (field 37 is an12).
+    """
+
+    def __init__(self, clock: Callable[[], float]):
+        self._n = int(clock() * 1000) % 10**11
+
+    def next(self) -> str:
+        self._n = (self._n + 1) % 10**11
+        return "N%011d" % self._n
+
+
+class Engine:
+    """The switch's rules and shared state: requests in flight, routes, reversals.
+
+    ``healthy(acquirer)`` tells whether an acquirer has a usable link (fallback
+    skips those without); ``stan_acquirers`` names the acquirers whose links
+    take switch-assigned STANs (card host links).  ``on_flight_done(flight)``
+    is called when a request ends, so the driver can wake what waits on it;
+    ``on_reversal()`` when a reversal was queued.
+    """
+
+    def __init__(
+        self,
+        cfg,
+        *,
+        key: bytes,
+        clock: Callable[[], float] = time.time,
+        metrics: Any = None,
+        healthy: Callable[[str], bool] = lambda name: True,
+        stan_acquirers: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
+        self.key = key
+        self.clock = clock
+        self.metrics = metrics if metrics is not None else NullMetrics()
+        self.healthy = healthy
+        self.rrns = RRNs(clock)
+        self.inflight: dict[tuple[str, str, str], Flight] = {}
+        self.completing: set[int] = set()  # pre-authorizations with a completion in flight
+        self.on_flight_done: Callable[[Flight], None] = _ignore
+        self.reversals = ReversalQueue(self, stan_acquirers)
+        self.apply(cfg)
+
+    def apply(self, cfg) -> None:
+        """Take a (re)loaded configuration: terminals, merchants, routes, timeouts."""
+        terminals = {}
+        for merchant in cfg.merchants:
+            for spec in merchant.terminals:
+                for tid in expand_terminals(spec):
+                    terminals[tid] = merchant.id
+        self.router = Router(cfg.routes)
+        self.cfg = cfg
+        self.terminals = terminals
+        self.merchants = {mc.id: mc for mc in cfg.merchants}
+        self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
+
+    # -- a request -------------------------------------------------------------------
+
+    def handle(self, body: bytes, codec) -> Gen:
+        """The generator of one terminal request (the message without framing)."""
+        try:
+            msg = codec.decode(body)
+        except DecodeError as e:
+            self.metrics.format_error()
+            log.info("format error: %s", e)
+            return Answer("unknown", "other", "30", self._format_error(body, codec))
+        mti = m.base_mti(msg.mti)
+        mclass = _MCLASS.get(mti[1], "other")
+        try:
+            kind, code, out = yield from self._dispatch(msg, mti, codec)
+        except Exception:
+            self.metrics.internal_error()
+            log.exception("internal error on %s from terminal %s", msg.mti, msg.get(41))
+            kind, code = "unknown", "96"
+            out = codec.encode(m.build_response(msg, "96", self.rrns.next()))
+        return Answer(kind, mclass, code, out)
+
+    def _format_error(self, body: bytes, codec) -> bytes:
+        """Section 5 code 30 for a message we could not decode, echoing what we can."""
+        mti = body[:4].decode("ascii", "replace")
+        if not (len(mti) == 4 and mti.isdigit()):
+            mti = "0800"
+        return codec.encode({"mti": m.response_mti(mti), 37: self.rrns.next(), 39: "30"})
+
+    def _reply(self, msg, code: str, codec, kind: str = "unknown") -> tuple[str, str, bytes]:
+        """An answer the switch gives without journaling it."""
+        return kind, code, codec.encode(m.build_response(msg, code, self.rrns.next()))
+
+    def _dispatch(self, msg, mti: str, codec) -> Gen:
+        try:
+            m.check_request(msg, mti)
+            tid = msg[41]
+            merchant = self.terminals.get(tid)
+            if merchant is None or (42 in msg and msg[42] != merchant):
+                raise m.Rejection("03", f"unknown terminal {tid!r} or merchant")
+        except m.Rejection as r:
+            log.info("rejected %s: %s (%s)", msg.mti, r.code, r.reason)
+            return self._reply(msg, r.code, codec, "network" if mti == "0800" else "unknown")
+        if mti == "0800":
+            return self._reply(msg, "00", codec, "network")
+
+        key = (tid, msg[11], msg[7])
+        digest = m.content_digest(msg, self.key, mti)
+        flight = self.inflight.get(key)
+        if flight is not None:
+            # Sections 6 and 6.1: a retransmission or repeat of a request in flight
+            # shares its answer; other content under the same key is a 94.
+            if flight.digest != digest or flight.mti != mti:
+                self.metrics.retransmission("conflict")
+                return self._reply(msg, "94", codec)
+            self.metrics.retransmission("same")
+            answer = yield Wait(flight)
+            return answer.kind, answer.code, answer.body
+        flight = self.inflight[key] = Flight(key, digest, mti)
+        try:
+            try:
+                result = yield from self._transaction(msg, mti, digest, merchant, flight, codec)
+            finally:
+                if flight.reverse_requested and not flight.reverse_honoured:
+                    # A reversal came while this was a retransmission, a rejection, or
+                    # anything but an authorization waiting for its answer: undo
+                    # what the journal holds under this key.
+                    flight.decided = True
+                    yield from self.reversals.reverse_named(key[0], merchant, mti, key[1], key[2])
+            flight.answer = Answer(result[0], "", result[1], result[2])
+            return result
+        except BaseException as e:
+            flight.error = e if isinstance(e, Exception) else RuntimeError("the original request was abandoned")
+            raise
+        finally:
+            del self.inflight[key]
+            flight.done = True
+            self.on_flight_done(flight)
+
+    def _classify(self, msg, tlv) -> tuple[str, Any, str | None]:
+        pan = m.pan_of(msg)
+        space = m.payment_kind(msg, pan, tlv)
+        if space == "wallet":
+            route = self.router.for_code(tlv["BC"], msg)
+            if route is None:
+                raise m.Rejection("12", "no wallet for this payment code")
+            return "wallet", route, None
+        if not 8 <= len(pan) <= 19:
+            raise m.Rejection("14", f"a card number has 8 to 19 digits, got {len(pan)}")
+        route = self.router.for_pan(pan, msg)
+        if route is None:
+            raise m.Rejection("14", "no route for this card number")
+        if route.kind == "card" and not luhn_ok(pan):
+            raise m.Rejection("14", "card number fails the Luhn check")
+        if route.kind == "citycard" and "CC" not in tlv and msg[3][:2] != m.BALANCE:
+            raise m.Rejection("30", "city-card payment without field 48 tag CC")
+        return route.kind, route, pan
+
+    def _refund_limits(self, msg, merchant: str) -> Gen:
+        """Section 6.1: refunds without an original, per merchant; beyond a limit, 58."""
+        limits = self.merchants[merchant]
+        amount = int(msg[4])
+        if limits.refund_max is not None and amount > limits.refund_max:
+            raise m.Rejection("58", f"refund above the merchant's single-refund limit {limits.refund_max}")
+        if limits.refund_daily_max is not None:
+            now = self.clock()
+            done = yield Op("refund_total", merchant, now - now % 86400)
+            if done + amount > limits.refund_daily_max:
+                raise m.Rejection("58", f"refunds today would exceed the merchant's limit {limits.refund_daily_max}")
+
+    def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec) -> Gen:
+        """Journal the request, then the work of its message type."""
+        tlv: dict = {}
+        kind, route, pan, rejection = "unknown", None, None, None
+        try:
+            if 48 in msg:
+                try:
+                    tlv = parse_tlv48(msg[48])
+                except DecodeError as e:
+                    raise m.Rejection("30", f"field 48: {e}") from None
+            by_reference = mti == "0220" and 90 in msg and not m.pan_of(msg) and "BC" not in tlv
+            if mti in ("0100", "0200", "0220") and not by_reference:
+                kind, route, pan = self._classify(msg, tlv)
+            if mti == "0200" and msg[3][:2] == m.REFUND:
+                yield from self._refund_limits(msg, merchant)
+        except m.Rejection as r:
+            rejection = r
+        if mti == "0400":
+            kind = "card"  # until the original says otherwise
+        masked, pan_hash = pan_protect(pan, self.key) if pan else (None, None)
+        direct = rejection is None and pipeline.goes_direct(mti, kind, 90 in msg, route is not None)
+        first = route.acquirers[0] if route else None
+        host_stan, host_t = (yield from self.reversals.host_ref(first)) if direct else (None, None)
+        fresh = TxnRecord(
+            terminal_id=msg[41],
+            merchant_id=msg.get(42) or merchant,
+            mti=mti,
+            stan=msg[11],
+            transmission_time=msg[7],
+            processing_code=msg.get(3),
+            amount=int(msg[4]) if 4 in msg else None,
+            currency=msg.get(49),
+            kind=kind if kind != "unknown" else "card",
+            acquirer=first,
+            pan_masked=masked,
+            pan_hash=pan_hash,
+            content_digest=digest,
+            order_ref=order_number(msg[41], msg[7], msg[11]) if kind == "wallet" else None,
+            state=states.SENT if direct else states.RECEIVED,
+            host_stan=host_stan,
+            host_time=host_t,
+            local_time=msg.get(12),
+            local_date=msg.get(13),
+            entry_mode=msg.get(22),
+        )
+        rec, created = yield Op("insert", fresh)
+        if not created:
+            verdict = pipeline.retransmission(
+                stored_mti=rec.mti,
+                stored_digest=rec.content_digest,
+                stored_state=rec.state,
+                stored_code=rec.response_code,
+                answered=rec.response is not None,
+                age=self.clock() - rec.created_at,
+                window=self.cfg.retransmission_window,
+                mti=mti,
+                digest=digest,
+            )
+            if verdict == pipeline.RENEW:
+                log.info("rrn %s: key used again after its window or as an unconfirmed advice; new request", rec.rrn)
+                yield Op("retire", rec.id)
+                rec, created = yield Op("insert", fresh)
+                if not created:  # someone else took the key meanwhile
+                    verdict = pipeline.CONFLICT
+            if not created:
+                if verdict != pipeline.REDO:
+                    return self._retransmission(msg, rec, verdict, codec)
+                log.info("rrn %s: %s journaled but never answered; handled again", rec.rrn, msg.mti)
+        flight.txn_id = rec.id
+        if rejection is not None:
+            return (yield from self._answer_self(msg, rec, rejection, codec, kind))
+        if mti == "0400":
+            return (yield from self._reversal(msg, rec, codec))
+        if mti == "0500":
+            return (yield from self._settlement(msg, rec, merchant, codec))
+        if mti == "0220" and 90 in msg:
+            return (yield from self._completion(msg, rec, kind, pan, pan_hash, tlv, flight, codec))
+        if mti == "0220" and kind != "citycard":
+            return (yield from self._answer_self(msg, rec, m.Rejection("30", "card 0220 without field 90"), codec, kind))
+        if kind == "wallet" and self.acquirer_cfg[route.acquirers[0]].type == "card":
+            # A card-scheme QR code (e.g. prefix 62) goes to the card network as a
+            # token PAN in field 2, with field 22 saying it was scanned.
+            pan = tlv["BC"]
+        request = m.build_request(msg, txn_id=rec.id, kind=kind, rrn=rec.rrn, pan=pan, tlv=tlv, mti=mti)
+        return (yield from self._authorize(msg, rec, route.acquirers, request, flight, codec, kind))
+
+    def _retransmission(self, msg, rec: TxnRecord, verdict: str, codec) -> tuple[str, str, bytes]:
+        """Sections 6 and 6.1: the original answer, 94, or 96 for one that died in flight."""
+        if verdict in (pipeline.CONFLICT, pipeline.LATE):
+            self.metrics.retransmission("conflict" if verdict == pipeline.CONFLICT else "late")
+            return self._reply(msg, "94", codec, rec.kind)
+        self.metrics.retransmission("same")
+        if verdict == pipeline.SAME:
+            return rec.kind, rec.response_code or "??", rec.response
+        return rec.kind, "96", codec.encode(m.build_response(msg, "96", rec.rrn))
+
+    def _finish(self, msg, rec: TxnRecord, resp: dict, codec, **changes) -> Gen:
+        """Journal the outcome with the exact response before the terminal sees it."""
+        out = codec.encode(resp)
+        rec = yield Op("update", rec.id, response=out, response_code=resp[39], **changes)
+        return out
+
+    def _answer_self(self, msg, rec: TxnRecord, r: m.Rejection, codec, kind: str) -> Gen:
+        log.info("rrn %s: %s %s (%s)", rec.rrn, msg.mti, r.code, r.reason)
+        resp = m.build_response(msg, r.code, rec.rrn)
+        out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "reject"))
+        return kind, r.code, out
+
+    # -- authorization ---------------------------------------------------------------
+
+    def _authorize(
+        self, msg, rec: TxnRecord, acquirers: list[str], request: Request, flight: Flight, codec, pay_kind: str,
+        **first_changes: Any,
+    ) -> Gen:
+        """Send to the acquirers in order; a 91 without sending falls through to the next."""
+        state = rec.state if rec.state == states.SENT else states.advance(rec.state, "send")
+        result: Result | None = None
+        used = None
+        # Section 6: the terminal is answered within response_timeout of its
+        # request, however many acquirers the route falls through.
+        budget_end = rec.created_at + self.cfg.response_timeout * (1 - _BUDGET_RESERVE)
+        for index, name in enumerate(acquirers):
+            remaining = budget_end - self.clock()
+            if result is not None and remaining < _MIN_ATTEMPT:
+                break  # no time left to try the next one: answer what we have
+            if index + 1 < len(acquirers) and not self.healthy(name):
+                continue
+            changes = dict(first_changes)
+            first_changes = {}
+            try:
+                if name != rec.acquirer or (rec.host_stan is None and name in self.reversals.stan_acquirers):
+                    changes["acquirer"] = name
+                    changes["host_stan"], changes["host_time"] = yield from self.reversals.host_ref(name)
+                if rec.state != state:
+                    changes["state"] = state
+                if changes:
+                    rec = yield Op("update", rec.id, **changes)
+            except Exception:
+                if result is not None:
+                    break  # a fallback we cannot journal is not tried: answer what we have
+                if rec.state == states.SENT:
+                    # Journaled as sent, but it never left: record the 96 it gets.
+                    yield from self.reversals.strand(rec, rec.acquirer, None, reverse=False, event="answer")
+                raise
+            request.host_stan, request.host_time = rec.host_stan, rec.host_time
+            used = name
+            timeout = min(self.acquirer_cfg[name].timeout, max(remaining, _MIN_ATTEMPT))
+            started = self.clock()
+            try:
+                result = yield Call(name, request, timeout)
+            except Overrun:
+                self.metrics.internal_error()
+                log.error("%s overran its %.1f s deadline on rrn %s; reversing", name, timeout, rec.rrn)
+                result = Result(response_code="68", uncertain=True)
+            except Exception:
+                self.metrics.internal_error()
+                log.exception("%s failed on rrn %s; reversing", name, rec.rrn)
+                result = Result(response_code="96", uncertain=True)
+            self.metrics.acquirer_answered(name, "uncertain" if result.uncertain else result.response_code,
+                                           self.clock() - started)
+            if not (result.response_code == "91" and not result.uncertain):
+                break
+        assert result is not None and used is not None
+        offline = pipeline.is_offline_advice(request)
+        reverse = result.uncertain and not offline
+        code = result.response_code
+        flight.reverse_honoured = flight.reverse_requested
+        if flight.reverse_requested:
+            # Section 6.1: the terminal reversed it while it was at the acquirer:
+            # never answered 00, and undone there if it was approved anyway.
+            code = "68"
+            reverse = reverse or result.response_code == "00"
+        if result.uncertain and offline:
+            log.warning("rrn %s: offline advice not confirmed by %s; the terminal uploads it again "
+                        "(the centre counts it once per card and counter)", rec.rrn, used)
+        event = "uncertain" if reverse else "unconfirmed" if result.uncertain else "answer"
+        changes = dict(state=states.advance(state, event), auth_code=result.auth_code, acquirer_ref=result.acquirer_ref)
+        if reverse:
+            changes.update((yield from self.reversals.start_fields(used)))
+        resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=result.tlv, icc=result.icc,
+                                build_tlv48=build_tlv48)
+        flight.decided = True
+        try:
+            out = yield from self._finish(msg, rec, resp, codec, **changes)
+        except Exception:
+            # Stranded: the acquirer may have moved money, but the outcome is not
+            # journaled.  Make sure it is reversed, then answer 96.
+            self.metrics.internal_error()
+            log.exception("rrn %s: cannot journal the %s answer from %s", rec.rrn, result.response_code, used)
+            moved = not offline and (result.uncertain or result.response_code == "00" or reverse)
+            yield from self.reversals.strand(rec, used, request.pan, reverse=moved,
+                                             event="unconfirmed" if offline else "answer")
+            return pay_kind, "96", codec.encode(m.build_response(msg, "96", rec.rrn))
+        if reverse:
+            self.reversals.queued(rec.id, request.pan, "uncertain")
+        return pay_kind, code, out
+
+    # -- reversals, completions, settlement ------------------------------------------
+
+    def _reversal(self, msg, rec: TxnRecord, codec) -> Gen:
+        """Terminal 0400 (sections 6, 6.1): recorded durably and answered 00 at once;
+        the acquirer is told in the background.  Idempotent."""
+        o_mti, o_stan, o_time = m.original_key(msg[90])
+        original_id, kind = yield from self._reverse_named(msg[41], rec.merchant_id, o_mti, o_stan, o_time)
+        resp = m.build_response(msg, "00", rec.rrn)
+        out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"),
+                                      original_id=original_id, kind=kind)
+        return kind, "00", out
+
+    def _reverse_named(self, tid: str, merchant_id: str, o_mti: str, o_stan: str, o_time: str,
+                       *, in_flight: bool = True) -> Gen:
+        """Undo whatever (41, 11, 7) names, in whatever state it is: (its id, its kind)."""
+        okey = (tid, o_stan, o_time)
+        while True:
+            try:
+                return (yield from self._reverse_once(okey, merchant_id, o_mti, in_flight))
+            except StaleState:
+                continue  # moved on while we looked: look again
+
+    def _reverse_once(self, okey: tuple[str, str, str], merchant_id: str, o_mti: str, in_flight: bool) -> Gen:
+        tid, o_stan, o_time = okey
+        orig = None
+        while True:
+            flight = self.inflight.get(okey) if in_flight else None
+            if flight is not None and flight.decided:
+                # Its outcome is being journaled this moment: wait for that, then
+                # reverse it like any answered one.
+                try:
+                    yield Wait(flight)
+                except Exception:
+                    pass  # its own failure is its own answer; the journal tells the rest
+                continue
+            orig = yield Op("find", *okey)
+            flight = self.inflight.get(okey) if in_flight else None
+            if flight is None or orig is not None and orig.state not in (states.RECEIVED, states.SENT):
+                break  # nothing in flight, or only a retransmission of something answered
+            if flight.decided:
+                continue
+            # Being authorized: answered 68 when its answer comes and reversed if
+            # approved; if it ends another way, reversed from the journal then
+            # (and after a crash, recovery reverses what was sent).
+            flight.reverse_requested = True
+            log.info("0400 for %s/%s while it is in flight; it will not be answered 00", tid, o_stan)
+            return (orig.id if orig else flight.txn_id), "card"
+        if orig is None:
+            # Section 6.1: never seen.  The key is void for the retransmission
+            # window, so the original, should it come late, is answered 94.
+            void = TxnRecord(terminal_id=tid, merchant_id=merchant_id, mti=o_mti, stan=o_stan,
+                             transmission_time=o_time, kind="card", state=states.VOID)
+            orig, created = yield Op("insert", void)
+            if not created and okey in self.inflight:  # it arrived this very moment
+                self.inflight[okey].reverse_requested = True
+                return orig.id, orig.kind
+        if orig.mti in _REVERSIBLE and orig.acquirer and states.needs_reversal(orig.state, orig.response_code):
+            if orig.state != states.REVERSAL_PENDING:
+                changes = yield from self.reversals.start_fields(orig.acquirer)
+                yield Op("update_if", orig.id, orig.state, state=states.advance(orig.state, "reverse"), **changes)
+                self.reversals.queued(orig.id, None, "terminal")
+        return orig.id, orig.kind
+
+    def _completion(self, msg, rec: TxnRecord, kind, pan, pan_hash, tlv, flight: Flight, codec) -> Gen:
+        """0220 naming a pre-authorization in field 90 (sections 3 and 6.1)."""
+        o_mti, o_stan, o_time = m.original_key(msg[90])
+        orig = None
+        if o_mti == "0100":
+            orig = yield Op("find", msg[41], o_stan, o_time)
+        found = orig is not None and orig.mti == "0100" and bool(orig.acquirer)
+        completed = claimed = False
+        if found and orig.response_code == "00" and orig.state not in REVERSED_STATES:
+            # Claimed before the journal is asked, so two completions at once
+            # cannot both find the pre-authorization open.
+            if orig.id in self.completing:
+                completed = True
+            else:
+                self.completing.add(orig.id)
+                claimed = True
+                try:
+                    completed = (yield Op("find_completion", orig.id)) is not None
+                except BaseException:
+                    self.completing.discard(orig.id)
+                    raise
+        code = pipeline.completion_code(
+            found=found,
+            approved=found and orig.response_code == "00",
+            standing=found and orig.state not in REVERSED_STATES,
+            same_card=not found or pan_hash is None or pan_hash == orig.pan_hash,
+            completed=completed,
+            amount=int(msg[4]),
+            authorized=orig.amount or 0 if found else 0,
+        )
+        if code is not None:
+            if claimed:
+                self.completing.discard(orig.id)
+            reason = {"25": "no standing pre-authorization of this card to complete",
+                      "94": "the pre-authorization is already completed",
+                      "13": "completion above the pre-authorized amount"}[code]
+            return (yield from self._answer_self(msg, rec, m.Rejection(code, reason), codec, orig.kind if found else kind))
+        original = self.reversals.original_of(orig, pan)
+        request = m.build_request(msg, txn_id=rec.id, kind=orig.kind, rrn=rec.rrn, pan=pan, tlv=tlv,
+                                  original=original, mti="0220")
+        try:
+            return (yield from self._authorize(msg, rec, [orig.acquirer], request, flight, codec, orig.kind,
+                                               original_id=orig.id, kind=orig.kind))
+        finally:
+            self.completing.discard(orig.id)
+
+    def _settlement(self, msg, rec: TxnRecord, merchant: str, codec) -> Gen:
+        """0500 (sections 3 and 6.1): the terminal's totals in one currency against the journal's."""
+        currency = msg.get(49) or self.merchants[merchant].currency
+        theirs = Totals(int(msg[74]), int(msg[76]), int(msg[86]), int(msg[88]))
+        ours, accepted = yield Op("settle_totals", msg[41], currency, theirs)
+        code = "00" if accepted else "95"
+        if not accepted:
+            log.warning("terminal %s totals %s differ from the journal's %s", msg[41], theirs, ours)
+        resp = m.build_response(msg, code, rec.rrn)
+        out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"))
+        return "settlement", code, out
+
+    # -- start-up --------------------------------------------------------------------
+
+    def recover(self) -> Gen:
+        """Transactions found "sent" at start-up died with their outcome unknown: reverse them.
+
+        A city-card upload is never reversed (the card already paid): it is
+        marked unconfirmed, and the terminal's next upload is forwarded again.
+        """
+        found = yield Op("in_states", (states.SENT,), limit=1_000_000)
+        for rec in found:
+            if rec.mti == "0220" and rec.kind == "citycard" and rec.original_id is None:
+                yield Op("update", rec.id, state=states.advance(rec.state, "unconfirmed"), response_code="68")
+                log.warning("txn %d (rrn %s): offline advice in flight at shutdown; the terminal uploads it again",
+                            rec.id, rec.rrn)
+                continue
+            changes = yield from self.reversals.start_fields(rec.acquirer)
+            yield Op("update", rec.id, state=states.advance(rec.state, "crash_recovery"), **changes)
+            self.reversals.queued(rec.id, None, "recovery")
+            log.warning("txn %d (rrn %s) was in flight at shutdown: queued for reversal", rec.id, rec.rrn)
+        return len(found)

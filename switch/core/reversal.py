@@ -1,0 +1,281 @@
+"""Reversals, store and forward, without I/O (spec sections 6 and 6.1).
+
+A transaction to be reversed is journaled ``reversal_pending`` together with
+the reversal's own host STAN and field 7 (the same on every repeat) and when
+it was queued, before anyone hears of it; from then on the journal is the
+queue and survives restarts.  :meth:`ReversalQueue.sweep` reads it and hands
+the driver one job per acquirer: the acquirer's due reversals in the order
+they were queued, one at a time (the first try goes as 0420, repeats as
+0421), with a doubling back-off between the tries of each.  An acquirer that
+answers 25 ("no such original") may just not have seen a slow original yet:
+the reversal is repeated for ``reversal_not_found_window`` seconds before it
+counts as nothing to reverse (state ``unmatched``, never ``reversed``).
+
+Host STANs come from a per-acquirer sequence reserved in blocks in the
+journal (:class:`HostStans`), so they stay unique across restarts.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Generator
+
+from switch.core import pipeline, states
+from switch.core.acquirer import NOT_FOUND, REVERSED, Original, Request, reversal_outcome
+from switch.core.commands import Op, Reverse
+from switch.journal import StaleState, TxnRecord
+
+if TYPE_CHECKING:
+    from switch.core.engine import Engine
+
+log = logging.getLogger("payswitch")
+
+Gen = Generator[Any, Any, Any]
+
+STAN_BLOCK = 10_000  # host STANs reserved per journal write
+_STAN_LIMIT = 999_999
+
+
+class HostStans:
+    """One acquirer's host STANs, from blocks reserved in the journal."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._left = 0
+
+    def add_block(self, start: int, count: int) -> None:
+        self._next, self._left = start, count
+
+    def low(self) -> bool:
+        return self._left == 0
+
+    def take(self) -> str:
+        n = self._next
+        self._next = 1 if n >= _STAN_LIMIT else n + 1
+        self._left -= 1
+        return f"{n:06d}"
+
+
+class ReversalQueue:
+    """The engine's reversal side: what to queue, when to try, what an answer means."""
+
+    def __init__(self, engine: "Engine", stan_acquirers) -> None:
+        self.engine = engine
+        self.stan_acquirers = frozenset(stan_acquirers)
+        self._stans: dict[str, HostStans] = {}
+        self.busy: set[str] = set()  # acquirers with a job running
+        # Card numbers of reversals queued in this process, for hosts that want
+        # field 2 repeated.  Memory only: the journal never holds a PAN.
+        self.pans: dict[int, str] = {}
+        # Outcomes that could not be journaled (a failing journal after an
+        # approval): retried by every sweep; recovery covers a restart.
+        self.stranded: dict[int, tuple[str, str | None, bool, str]] = {}
+        # Terminal reversals answered 00 whose journaling failed: (41, 42, MTI, 11, 7).
+        self.named: list[tuple[str, str, str, str, str]] = []
+        self.on_queued = lambda: None
+        self._next = 0.0  # when the last sweep expects the next one to have work
+
+    # -- host STANs ------------------------------------------------------------------
+
+    def host_ref(self, acquirer: str | None) -> Gen:
+        """(host STAN, field 7) for a message to ``acquirer``, or (None, None) for
+        an acquirer that takes no switch STANs."""
+        if acquirer not in self.stan_acquirers:
+            return None, None
+        seq = self._stans.get(acquirer)
+        if seq is None:
+            seq = self._stans[acquirer] = HostStans()
+        if seq.low():
+            start = yield Op("reserve_stans", acquirer, STAN_BLOCK)
+            if seq.low():  # another request may have refilled it meanwhile
+                seq.add_block(start, STAN_BLOCK)
+        return seq.take(), host_time(self.engine.clock())
+
+    def start_fields(self, acquirer: str | None) -> Gen:
+        """The journal columns that queue a reversal at ``acquirer``."""
+        stan, when = yield from self.host_ref(acquirer)
+        return {"reversal_stan": stan, "reversal_time": when, "reversal_started": float(self.engine.clock()),
+                "reversal_attempts": 0}
+
+    # -- queueing --------------------------------------------------------------------
+
+    def queued(self, txn_id: int, pan: str | None, trigger: str) -> None:
+        if pan:
+            self.pans[txn_id] = pan
+        self.engine.metrics.reversal(trigger, "queued")
+        self.on_queued()
+
+    def strand(self, rec: TxnRecord, acquirer: str, pan: str | None, *, reverse: bool, event: str) -> Gen:
+        """The outcome of ``rec`` could not be journaled and the terminal gets 96.
+
+        If money may have moved (``reverse``) its reversal is queued; otherwise
+        the 96 is recorded as its answer (``event``: answer, or unconfirmed for
+        an advice).  In the journal if it takes the write, else in memory,
+        retried by every sweep (and covered by recovery after a restart).
+        """
+        try:
+            yield Op("update", rec.id, **(yield from self._stranded_changes(acquirer, reverse, event)))
+        except Exception:
+            log.exception("rrn %s: cannot journal that either; kept in memory until the journal recovers", rec.rrn)
+            self.stranded[rec.id] = (acquirer, pan, reverse, event)
+            return
+        if reverse:
+            self.queued(rec.id, pan, "stranded")
+
+    def _stranded_changes(self, acquirer: str, reverse: bool, event: str) -> Gen:
+        if not reverse:
+            return {"state": states.advance(states.SENT, event), "response_code": "96"}
+        changes = yield from self.start_fields(acquirer)
+        changes.update(state=states.advance(states.SENT, "uncertain"), acquirer=acquirer)
+        return changes
+
+    def reverse_named(self, tid: str, merchant_id: str, mti: str, stan: str, when: str) -> Gen:
+        """A terminal's 0400 (already answered) for what (41, 11, 7) names; if the
+        journal fails now, kept in memory and retried by every sweep."""
+        try:
+            yield from self.engine._reverse_named(tid, merchant_id, mti, stan, when, in_flight=False)
+        except Exception:
+            log.exception("reversal of %s/%s could not be journaled; retried by the next sweep", tid, stan)
+            self.named.append((tid, merchant_id, mti, stan, when))
+            self.on_queued()
+
+    def original_of(self, rec: TxnRecord, pan: str | None = None) -> Original:
+        return Original(
+            txn_id=rec.id,
+            mti=rec.mti,
+            processing_code=rec.processing_code or "000000",
+            amount=rec.amount,
+            currency=rec.currency,
+            stan=rec.stan,
+            transmission_time=rec.transmission_time,
+            rrn=rec.rrn,
+            auth_code=rec.auth_code,
+            acquirer_ref=rec.acquirer_ref,
+            host_stan=rec.host_stan,
+            host_time=rec.host_time,
+            pan=pan or self.pans.get(rec.id),
+            local_time=rec.local_time,
+            local_date=rec.local_date,
+            entry_mode=rec.entry_mode,
+        )
+
+    def request_for(self, rec: TxnRecord) -> Request:
+        """The reversal of ``rec`` as an adapter takes it (the same on every repeat)."""
+        original = self.original_of(rec)
+        return Request(
+            txn_id=rec.id,
+            kind=rec.kind,
+            mti="0400",
+            processing_code=rec.processing_code or "000000",
+            amount=rec.amount,
+            currency=rec.currency,
+            terminal_id=rec.terminal_id,
+            merchant_id=rec.merchant_id,
+            stan=rec.stan,
+            transmission_time=rec.transmission_time,
+            rrn=rec.rrn,
+            local_time=rec.local_time,
+            local_date=rec.local_date,
+            pan=original.pan,
+            entry_mode=rec.entry_mode,
+            original=original,
+            host_stan=rec.reversal_stan,
+            host_time=rec.reversal_time,
+            attempt=rec.reversal_attempts,
+        )
+
+    # -- the store-and-forward sweep -------------------------------------------------
+
+    def sweep(self, limit: int = 10_000) -> Gen:
+        """Read the queue; return ``{acquirer: generator}``, one job per acquirer with
+        reversals due and no job running.  Also reports the backlog."""
+        engine = self.engine
+        named, self.named = self.named, []
+        for args in named:
+            if (args[0], args[3], args[4]) in engine.inflight:
+                self.named.append(args)  # its own flight will see to it
+                continue
+            yield from self.reverse_named(*args)
+        for txn_id, (acquirer, pan, reverse, event) in list(self.stranded.items()):
+            try:
+                yield Op("update_if", txn_id, states.SENT,
+                         **(yield from self._stranded_changes(acquirer, reverse, event)))
+            except (StaleState, KeyError):
+                pass  # someone else settled it meanwhile
+            else:
+                if reverse:
+                    self.queued(txn_id, pan, "stranded")
+            del self.stranded[txn_id]
+        count, oldest = yield Op("reversal_backlog")
+        now = engine.clock()
+        cfg = engine.cfg
+        engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), now - oldest if oldest else 0.0)
+        # With nothing queued, the next sweep comes when something is (on_queued);
+        # the idle period is only a safety net.
+        self._next = now + cfg.reversal_backoff_max
+        if not count:
+            return {}
+        pending = yield Op("pending_reversals", limit)
+        due: dict[str, list[TxnRecord]] = {}
+        for rec in pending:
+            if rec.acquirer in self.busy:
+                self._next = min(self._next, now + cfg.reversal_retry)
+                continue
+            if (rec.terminal_id, rec.stan, rec.transmission_time) in engine.inflight:
+                self._next = min(self._next, now + cfg.reversal_retry)
+                continue  # the original is still being answered
+            wait = pipeline.reversal_backoff(rec.reversal_attempts, cfg.reversal_retry, cfg.reversal_backoff_max)
+            if now < rec.updated_at + wait:
+                self._next = min(self._next, rec.updated_at + wait)
+                continue
+            due.setdefault(rec.acquirer, []).append(rec)
+        jobs = {}
+        for acquirer, recs in due.items():
+            self.busy.add(acquirer)
+            jobs[acquirer] = self._reverse_at(acquirer, recs)
+        return jobs
+
+    def next_due(self) -> float:
+        """Seconds until the next sweep has something to do, as the last one saw it
+        (the driver also sweeps at once when a reversal is queued)."""
+        return min(max(0.01, self._next - self.engine.clock()), self.engine.cfg.reversal_backoff_max)
+
+    def _reverse_at(self, acquirer: str, recs: list[TxnRecord]) -> Gen:
+        """One acquirer's due reversals, in order, one at a time."""
+        engine = self.engine
+        try:
+            for rec in recs:
+                acq = engine.acquirer_cfg.get(acquirer)
+                if acq is None:
+                    log.error("txn %d: acquirer %r is no longer configured; reversal kept pending", rec.id, acquirer)
+                    continue
+                try:
+                    answer = yield Reverse(acquirer, self.request_for(rec), acq.timeout)
+                    outcome = reversal_outcome(answer)
+                except Exception:
+                    log.exception("reversal of txn %d at %s failed", rec.id, acquirer)
+                    outcome = "retry"
+                now = engine.clock()
+                started = rec.reversal_started if rec.reversal_started is not None else rec.created_at
+                if outcome == NOT_FOUND and now - started < engine.cfg.reversal_not_found_window:
+                    outcome = "retry"  # it may have overtaken its original: ask again later
+                event = {REVERSED: "reversed", NOT_FOUND: "not_found"}.get(outcome, "retry")
+                if event == "not_found":
+                    log.warning("txn %d (rrn %s): %s still knows no such original after %.0f s; nothing to reverse",
+                                rec.id, rec.rrn, acquirer, now - started)
+                changes = {"reversal_attempts": rec.reversal_attempts + 1} if event == "retry" else {}
+                try:
+                    yield Op("update_if", rec.id, rec.state, state=states.advance(rec.state, event), **changes)
+                except StaleState:
+                    log.info("txn %d moved on while its reversal was under way", rec.id)
+                if event != "retry":
+                    self.pans.pop(rec.id, None)
+                engine.metrics.reversal("queue", outcome)
+        finally:
+            self.busy.discard(acquirer)
+            self.on_queued()  # a sweep sees when the ones left are due
+
+
+def host_time(wall: float) -> str:
+    """Field 7 on a host link: UTC MMDDhhmmss."""
+    return time.strftime("%m%d%H%M%S", time.gmtime(wall))
