@@ -1,8 +1,9 @@
 """payswitch command line.
 
-    payswitch serve [--config FILE] [--demo]
+    payswitch --version
+    payswitch serve [--config FILE] [--demo] [--log-format text|json]
     payswitch sim acquirer|wallet|citycard [simulator options]
-    payswitch send purchase|refund|balance|preauth|completion|reversal|echo|signon|settlement [options]
+    payswitch send purchase|refund|balance|topup|preauth|completion|reversal|echo|signon|settlement [options]
     payswitch check-config FILE
 """
 from __future__ import annotations
@@ -14,16 +15,18 @@ import sys
 def _serve(args) -> int:
     from switch.io.app import run
 
-    return run(args.config, demo=args.demo)
+    return run(args.config, demo=args.demo, log_format=args.log_format)
 
 
 def _check(args) -> int:
-    from switch import config
+    """Every check ``serve`` makes before it starts anything; creates no file."""
+    from switch import config, preflight
 
     try:
         cfg = config.load(args.file)
+        preflight.check(cfg)
     except config.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(config.error_line(e), file=sys.stderr)
         return 2
     print(f"{args.file}: ok ({len(cfg.routes)} routes, {len(cfg.acquirers)} acquirers, {len(cfg.merchants)} merchants)")
     return 0
@@ -82,16 +85,37 @@ def _sim(args, rest) -> int:
     return main(rest) or 0
 
 
+def version() -> str:
+    """The installed distribution's version, or pyproject.toml's in a source checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("payswitch")
+    except PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        try:
+            with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+                return tomllib.load(f)["project"]["version"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="payswitch", description="ISO 8583 payment switch")
+    p.add_argument("--version", action="version", version=f"payswitch {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the switch (no --config: the embedded sandbox default)")
     s.add_argument("--config", help="TOML configuration file")
     s.add_argument("--demo", action="store_true", help="send one sample purchase through once started")
+    s.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text lines, or one JSON object per event (ts, level, logger, msg, rrn, terminal)")
     s.set_defaults(func=_serve)
 
-    c = sub.add_parser("check-config", help="validate a configuration file and exit")
+    c = sub.add_parser("check-config", help="make every start-up check of serve on a configuration file and exit")
     c.add_argument("file")
     c.set_defaults(func=_check)
 

@@ -8,6 +8,7 @@ first, then in-flight requests finish, then acquirers and the journal).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 
 from switch import config as config_mod
+from switch import logs, preflight, wiring
 from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
 from switch.io.service import Switch
@@ -79,7 +81,7 @@ class Children:
 
 
 async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool = False) -> None:
-    switch = Switch(cfg)
+    switch = Switch(cfg, acquirer_factory=functools.partial(wiring.build_acquirer, source=cfg.source))
     stop = asyncio.Event()
     try:
         await switch.start()
@@ -142,15 +144,21 @@ async def _demo_purchase(cfg: config_mod.Config) -> None:
         print(line, flush=True)
 
 
-def run(config_path: str | None, *, demo: bool = False) -> int:
-    logging.basicConfig(
-        level=os.environ.get("PAYSWITCH_LOG", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def run(config_path: str | None, *, demo: bool = False, log_format: str = "text") -> int:
+    """The ``serve`` command: exit 0 after a clean stop, 2 for any configuration
+    problem (one line, the same as ``check-config`` prints), 1 when the
+    configuration is fine but the switch cannot start (a port in use)."""
+    try:
+        level = logs.level_from_env(os.environ.get("PAYSWITCH_LOG"))
+    except ValueError as e:
+        print(f"payswitch: {e}", file=sys.stderr)
+        return 2
+    logs.setup(log_format, level)
     try:
         cfg = config_mod.load(config_path) if config_path else config_mod.default()
+        preflight.check(cfg)
     except config_mod.ConfigError as e:
-        print(f"payswitch: configuration error: {e}", file=sys.stderr)
+        print(config_mod.error_line(e), file=sys.stderr)
         return 2
     import uvloop
 
@@ -159,10 +167,14 @@ def run(config_path: str | None, *, demo: bool = False) -> int:
         children.start(cfg.simulators)
         uvloop.run(serve(cfg, config_path, demo=demo))
     except config_mod.ConfigError as e:
-        print(f"payswitch: configuration error: {e}", file=sys.stderr)
+        print(config_mod.error_line(e), file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as e:
         print(f"payswitch: cannot start: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # never a traceback on the console; the log has it at DEBUG
+        log.debug("start-up failed", exc_info=True)
+        print(f"payswitch: cannot start: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:
         children.stop()

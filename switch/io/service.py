@@ -165,7 +165,8 @@ def build_acquirer(a: config_mod.Acquirer, index: int = 0, on_state=None):
 class Switch:
     """One switch process: terminals, routes, acquirers, journal, reversal queue."""
 
-    def __init__(self, cfg: config_mod.Config, *, metrics: Metrics | None = None, acquirers: dict | None = None):
+    def __init__(self, cfg: config_mod.Config, *, metrics: Metrics | None = None, acquirers: dict | None = None,
+                 acquirer_factory=None):
         self.term = dialect("terminal-87")
         self.metrics = metrics or Metrics()
         self.rrns = RRNs()
@@ -175,7 +176,7 @@ class Switch:
         self.acquirers = (
             acquirers
             if acquirers is not None
-            else {a.name: build_acquirer(a, i, self._order_state) for i, a in enumerate(cfg.acquirers)}
+            else {a.name: (acquirer_factory or build_acquirer)(a, i, self._order_state) for i, a in enumerate(cfg.acquirers)}
         )
         # Results come back to the loop a batch at a time (one thread hand-off per
         # group commit, not one per write); the journal stays asyncio-free.
