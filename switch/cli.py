@@ -46,6 +46,15 @@ def _send(args) -> int:
         print(f"error: {args.kind} needs --original-stan and --original-time (fields 11 and 7 of the original)", file=sys.stderr)
         return 2
     totals = tuple(args.totals) if args.totals else None
+    tlv = None
+    if args.counter is not None:
+        if not args.pan:
+            print("error: --counter needs --pan (the city card number)", file=sys.stderr)
+            return 2
+        tlv = _citycard_tags(args)
+    elif args.kind == "topup":
+        print("error: topup needs --pan and --counter (the card's data in field 48 tags CC and M1)", file=sys.stderr)
+        return 2
     req = build(
         args.kind,
         terminal=args.terminal,
@@ -59,6 +68,7 @@ def _send(args) -> int:
         stan=args.stan,
         original=original,
         totals=totals,
+        tlv=tlv,
     )
     print(f"→ {args.host}:{args.port}")
     for line in describe(req):
@@ -73,6 +83,20 @@ def _send(args) -> int:
     for line in describe(resp):
         print(line)
     return 0 if resp.get(39) == "00" else 3
+
+
+def _citycard_tags(args) -> dict[str, str]:
+    """What a sandbox city card would put in field 48: CC (and M1 for a top-up), keyed
+    with the public demo master key of spec section 4.1."""
+    from adapters.citycard import crypto
+    from adapters.citycard.centre import DEMO_MK
+
+    dk = crypto.derive_dk(DEMO_MK, args.pan)
+    parts = (dk, args.pan, "%05d" % args.counter, "%012d" % args.amount, args.serial, args.terminal)
+    tags = {"CC": "%05d%012d%s%s" % (args.counter, args.card_balance, args.serial, crypto.tac(*parts))}
+    if args.kind == "topup":
+        tags["M1"] = crypto.mac1(*parts)
+    return tags
 
 
 def _sim(args, rest) -> int:
@@ -142,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--original-time", help="field 7 of the original (completion, reversal)")
     t.add_argument("--original-mti", help="MTI of the original (default 0200, or 0100 for a completion)")
     t.add_argument("--totals", type=int, nargs=4, metavar=("CREDITS", "DEBITS", "CREDIT_AMT", "DEBIT_AMT"))
+    t.add_argument("--counter", type=int,
+                   help="city card: the card's transaction counter; builds field 48 CC (and M1 for topup) "
+                        "with the sandbox's demo key (spec 4.1)")
+    t.add_argument("--card-balance", type=int, default=10000, help="city card: the balance the card reports (minor units)")
+    t.add_argument("--serial", default="0000000001", help="city card: the terminal's transaction serial (10 digits)")
     t.add_argument("--timeout", type=float, default=65.0)
     t.set_defaults(func=_send)
     return p
