@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -58,8 +59,9 @@ def test_a_bad_level_is_named(value):
 
 @pytest.mark.e2e
 def test_serve_with_json_logs_writes_only_json_to_stderr(tmp_path):
-    ports = {"term": e2e.free_port(), "http": e2e.free_port()}
-    (tmp_path / "switch.toml").write_text(e2e.base_config(tmp_path, ports))
+    """Simulators' own stderr lines included: they become events of payswitch.sim.NAME."""
+    text, ports = e2e.card_config(tmp_path)
+    (tmp_path / "switch.toml").write_text(text)
     env = dict(os.environ, PYTHONPATH=str(ROOT), PAYSWITCH_LOG="DEBUG")
     p = subprocess.Popen([sys.executable, "-m", "switch.cli", "serve", "--config", "switch.toml", "--log-format", "json"],
                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -67,6 +69,10 @@ def test_serve_with_json_logs_writes_only_json_to_stderr(tmp_path):
         for line in p.stdout:
             if line.startswith("payswitch: ready"):
                 break
+        # something for bank-a's simulator to complain about on its stderr
+        with socket.create_connection(("127.0.0.1", ports["bank-a"]), timeout=10) as s:
+            s.sendall(b"\x00\x05hello")
+            assert s.recv(100) == b""  # it logged, then closed
         p.terminate()
         out, err = p.communicate(timeout=30)
     finally:
@@ -76,3 +82,4 @@ def test_serve_with_json_logs_writes_only_json_to_stderr(tmp_path):
     events = [json.loads(line) for line in err.splitlines()]
     assert events and all({"ts", "level", "logger", "msg"} <= set(e) for e in events)
     assert any((e["msg"], e["level"], e["logger"]) == ("stopping", "INFO", "payswitch") for e in events)
+    assert any(e["logger"] == "payswitch.sim.bank-a" and "bad message" in e["msg"] for e in events)

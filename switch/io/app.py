@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from switch import config as config_mod
@@ -43,8 +44,16 @@ def _die_with_parent() -> None:
 class Children:
     """Bundled simulators as child processes (spec section 7: started beside the switch)."""
 
-    def __init__(self):
+    def __init__(self, relay_stderr: bool = False):
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        # JSON logs: a simulator's own stderr lines become events of logger
+        # payswitch.sim.NAME, so the switch's stderr stays one JSON object a line.
+        self.relay_stderr = relay_stderr
+
+    def _relay(self, name: str, stream) -> None:
+        sim_log = logging.getLogger(f"payswitch.sim.{name}")
+        for line in stream:
+            sim_log.info("%s", line.rstrip("\n"))
 
     def start(self, sims: list[config_mod.Simulator], timeout: float = 20.0) -> None:
         for sim in sims:
@@ -53,8 +62,12 @@ class Children:
                 cmd += ["--name", sim.name]
             cmd += list(sim.args)
             proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True, preexec_fn=_die_with_parent
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE if self.relay_stderr else None, text=True,
+                start_new_session=True, preexec_fn=_die_with_parent,
             )
+            if self.relay_stderr:
+                threading.Thread(target=self._relay, args=(sim.name, proc.stderr), daemon=True,
+                                 name=f"sim-stderr-{sim.name}").start()
             self.procs.append((sim.name, proc))
         deadline = time.monotonic() + timeout
         for name, proc in self.procs:
@@ -162,7 +175,7 @@ def run(config_path: str | None, *, demo: bool = False, log_format: str = "text"
         return 2
     import uvloop
 
-    children = Children()
+    children = Children(relay_stderr=log_format == "json")
     try:
         children.start(cfg.simulators)
         uvloop.run(serve(cfg, config_path, demo=demo))
