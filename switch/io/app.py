@@ -100,18 +100,31 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         await switch.start()
         servers = await start_listeners(switch, cfg.listeners)
 
+        started = cfg  # what listeners, HTTP, the journal and the acquirers were built from
+
         def reload() -> tuple[bool, str]:
             if not config_path:
                 return False, "running on the embedded default: there is no file to reload"
             try:
-                switch.reload(config_mod.load(config_path))
+                new = config_mod.load(config_path)
+                # applied: against the last configuration taken; needing a
+                # restart: against what the process was started with.
+                applied, _ = config_mod.reload_changes(switch.cfg, new)
+                _, refused = config_mod.reload_changes(started, new)
+                switch.reload(new)
             except config_mod.ConfigError as e:
                 switch.metrics.config_reloads.labels("rejected").inc()
                 log.error("reload rejected, keeping the running configuration: %s", e)
                 return False, str(e)
             switch.metrics.config_reloads.labels("ok").inc()
-            log.info("configuration reloaded from %s", config_path)
-            return True, f"reloaded {config_path}"
+            message = f"reloaded {config_path}; applied: {', '.join(applied) or 'no changes'}"
+            if refused:
+                message += f"; not applied, needs a restart: {', '.join(refused)}"
+                log.warning("configuration reloaded from %s; not applied, needs a restart: %s",
+                            config_path, ", ".join(refused))
+            else:
+                log.info("configuration reloaded from %s", config_path)
+            return True, message
 
         http = await AdminHttp(switch, reload).serve(cfg.http.host, cfg.http.port)
         loop = asyncio.get_running_loop()
