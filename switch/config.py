@@ -169,6 +169,7 @@ _NEEDED_FILES = {
     "wallet-tradepay": ("merchant_key_file", "wallet_public_key_file"),
     "wallet-micropay": ("secret_file",),
 }
+_NOT_ISO8583_TYPES = ("citycard",) + _URL_TYPES  # bundled types that take no dialect or header
 JOURNAL_SCHEMES = ("sqlite",)
 
 
@@ -245,11 +246,11 @@ def _check(cfg: Config, src: str) -> Config:
         for key in _NEEDED_FILES.get(a.type, ()):
             if not getattr(a, key):
                 fail(f"acquirers[{i}].{key}", f"a {a.type} acquirer needs {key}")
-        if a.type in types and a.type != "card":
+        if a.type in _NOT_ISO8583_TYPES:
             for key in ("dialect", "header"):
-                if getattr(a, key) is not None and a.type in _HOSTPORT_TYPES + _URL_TYPES:
+                if getattr(a, key) is not None:
                     fail(f"acquirers[{i}].{key}", f"{key} applies to card host links, not to a {a.type} acquirer")
-    kinds = {name: getattr(acquirer_factory(a, i, src), "kinds", None) for name, (i, a) in by_name.items()}
+    kinds = {name: getattr(acquirer_factory(a, i, src, types), "kinds", None) for name, (i, a) in by_name.items()}
     for i, r in enumerate(cfg.routes):
         if not r.acquirers:
             fail(f"routes[{i}].acquirers", "needs at least one acquirer")
