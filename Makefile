@@ -3,12 +3,18 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+FUZZ_STAMP := $(VENV)/.installed-fuzz
 
 .PHONY: run test bench fuzz build clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0"
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $@
+
+# atheris does not build on every platform: only `make fuzz` (and CI) install it.
+$(FUZZ_STAMP): $(STAMP)
 	$(PY) -m pip install -q --no-build-isolation -e '.[test,fuzz]'
 	touch $@
 
@@ -26,7 +32,7 @@ bench: build
 	$(PY) -m pytest -q benchmarks --benchmark-enable --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
 	$(PY) -m benchmarks.e2e_throughput
 
-fuzz: $(STAMP)
+fuzz: $(FUZZ_STAMP)
 	bash tests/fuzz/run.sh $${FUZZ_SECONDS:-600}
 
 clean:

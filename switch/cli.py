@@ -1,8 +1,9 @@
 """payswitch command line.
 
-    payswitch serve [--config FILE] [--demo]
+    payswitch --version
+    payswitch serve [--config FILE] [--demo] [--log-format text|json]
     payswitch sim acquirer|wallet|citycard [simulator options]
-    payswitch send purchase|refund|balance|preauth|completion|reversal|echo|signon|settlement [options]
+    payswitch send purchase|refund|balance|topup|preauth|completion|reversal|echo|signon|settlement [options]
     payswitch check-config FILE
 """
 from __future__ import annotations
@@ -14,16 +15,18 @@ import sys
 def _serve(args) -> int:
     from switch.io.app import run
 
-    return run(args.config, demo=args.demo)
+    return run(args.config, demo=args.demo, log_format=args.log_format)
 
 
 def _check(args) -> int:
-    from switch import config
+    """Every check ``serve`` makes before it starts anything; creates no file."""
+    from switch import config, preflight
 
     try:
         cfg = config.load(args.file)
+        preflight.check(cfg)
     except config.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(config.error_line(e), file=sys.stderr)
         return 2
     print(f"{args.file}: ok ({len(cfg.routes)} routes, {len(cfg.acquirers)} acquirers, {len(cfg.merchants)} merchants)")
     return 0
@@ -43,6 +46,15 @@ def _send(args) -> int:
         print(f"error: {args.kind} needs --original-stan and --original-time (fields 11 and 7 of the original)", file=sys.stderr)
         return 2
     totals = tuple(args.totals) if args.totals else None
+    tlv = None
+    if args.counter is not None:
+        if not args.pan:
+            print("error: --counter needs --pan (the city card number)", file=sys.stderr)
+            return 2
+        tlv = _citycard_tags(args)
+    elif args.kind == "topup":
+        print("error: topup needs --pan and --counter (the card's data in field 48 tags CC and M1)", file=sys.stderr)
+        return 2
     req = build(
         args.kind,
         terminal=args.terminal,
@@ -56,6 +68,7 @@ def _send(args) -> int:
         stan=args.stan,
         original=original,
         totals=totals,
+        tlv=tlv,
     )
     print(f"→ {args.host}:{args.port}")
     for line in describe(req):
@@ -72,6 +85,20 @@ def _send(args) -> int:
     return 0 if resp.get(39) == "00" else 3
 
 
+def _citycard_tags(args) -> dict[str, str]:
+    """What a sandbox city card would put in field 48: CC (and M1 for a top-up), keyed
+    with the public demo master key of spec section 4.1."""
+    from adapters.citycard import crypto
+    from adapters.citycard.centre import DEMO_MK
+
+    dk = crypto.derive_dk(DEMO_MK, args.pan)
+    parts = (dk, args.pan, "%05d" % args.counter, "%012d" % args.amount, args.serial, args.terminal)
+    tags = {"CC": "%05d%012d%s%s" % (args.counter, args.card_balance, args.serial, crypto.tac(*parts))}
+    if args.kind == "topup":
+        tags["M1"] = crypto.mac1(*parts)
+    return tags
+
+
 def _sim(args, rest) -> int:
     if args.kind == "acquirer":
         from adapters.card.sim import main
@@ -82,16 +109,37 @@ def _sim(args, rest) -> int:
     return main(rest) or 0
 
 
+def version() -> str:
+    """The installed distribution's version, or pyproject.toml's in a source checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("payswitch")
+    except PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        try:
+            with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+                return tomllib.load(f)["project"]["version"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="payswitch", description="ISO 8583 payment switch")
+    p.add_argument("--version", action="version", version=f"payswitch {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the switch (no --config: the embedded sandbox default)")
     s.add_argument("--config", help="TOML configuration file")
     s.add_argument("--demo", action="store_true", help="send one sample purchase through once started")
+    s.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text lines, or one JSON object per event (ts, level, logger, msg, rrn, terminal)")
     s.set_defaults(func=_serve)
 
-    c = sub.add_parser("check-config", help="validate a configuration file and exit")
+    c = sub.add_parser("check-config", help="make every start-up check of serve on a configuration file and exit")
     c.add_argument("file")
     c.set_defaults(func=_check)
 
@@ -118,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--original-time", help="field 7 of the original (completion, reversal)")
     t.add_argument("--original-mti", help="MTI of the original (default 0200, or 0100 for a completion)")
     t.add_argument("--totals", type=int, nargs=4, metavar=("CREDITS", "DEBITS", "CREDIT_AMT", "DEBIT_AMT"))
+    t.add_argument("--counter", type=int,
+                   help="city card: the card's transaction counter; builds field 48 CC (and M1 for topup) "
+                        "with the sandbox's demo key (spec 4.1)")
+    t.add_argument("--card-balance", type=int, default=10000, help="city card: the balance the card reports (minor units)")
+    t.add_argument("--serial", default="0000000001", help="city card: the terminal's transaction serial (10 digits)")
     t.add_argument("--timeout", type=float, default=65.0)
     t.set_defaults(func=_send)
     return p

@@ -21,11 +21,16 @@ import msgspec
 # must not import the configuration.
 from switch.core.routing import expand_terminals, prefix_range
 
-__all__ = ["Config", "ConfigError", "load", "loads", "default"]
+__all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
 
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message names file, key path and problem."""
+
+
+def error_line(e: ConfigError) -> str:
+    """The one line ``serve`` and ``check-config`` print for a configuration problem (exit 2)."""
+    return f"payswitch: configuration error: {e}"
 
 
 class Listener(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -68,7 +73,10 @@ class Merchant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class Acquirer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
-    type: Literal["card", "wallet-tradepay", "wallet-micropay", "citycard"]
+    # A registered acquirer type (entry points ``payswitch.acquirers``): the
+    # bundled card, citycard, wallet-tradepay, wallet-micropay or an installed
+    # adapter package's (docs/adapters.md).
+    type: str
     endpoints: list[str]  # "host:port" (card, citycard) or base URL (wallets)
     timeout: float = 25.0  # per-request deadline at the acquirer, seconds
     connections: int = 2
@@ -83,6 +91,12 @@ class Acquirer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     poll_interval: float = 3.0  # seconds between queries while the customer confirms
     cancel_margin: float = 10.0  # seconds kept before the deadline to cancel / reverse
     currency: str = "156"  # the only currency a wallet takes (field 49); others answer 12
+    # Card host links: the host's dialect (a name in native/dialects/ or a path
+    # to a dialect TOML file; default host-87-bcd) and length header (default binary2).
+    dialect: str | None = None
+    header: Literal["binary2", "bcd2", "ascii4"] | None = None
+    # Options of a third-party adapter type, passed to it as they are.
+    options: dict[str, str | int | float | bool | list[str]] = {}
 
 
 class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -128,17 +142,66 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     source: str = "<embedded default>"
 
 
+# What the bundled acquirer types expect of their endpoints and files.
+_HOSTPORT_TYPES = ("card", "citycard")
+_URL_TYPES = ("wallet-tradepay", "wallet-micropay")
+_NEEDED_FILES = {
+    "wallet-tradepay": ("merchant_key_file", "wallet_public_key_file"),
+    "wallet-micropay": ("secret_file",),
+}
+_NOT_ISO8583_TYPES = ("citycard",) + _URL_TYPES  # bundled types that take no dialect or header
+JOURNAL_SCHEMES = ("sqlite",)
+
+
+def journal_url_problem(url: str) -> str | None:
+    """What is wrong with a journal URL, or None.  Never quotes the URL (it may hold a password)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        return "journal URL has no scheme: expected sqlite://PATH, e.g. sqlite://payswitch-journal.sqlite"
+    scheme = scheme.lower()
+    if scheme in ("postgresql", "postgres"):
+        return f"journal URL scheme {scheme!r} is not supported yet: use sqlite://PATH"
+    if scheme not in JOURNAL_SCHEMES:
+        return f"unknown journal URL scheme {scheme!r} (supported: {', '.join(JOURNAL_SCHEMES)})"
+    if not rest:
+        return "journal URL sqlite:// names no file (sqlite://PATH; sqlite://:memory: for a throwaway one)"
+    return None
+
+
 def _check(cfg: Config, src: str) -> Config:
-    """Cross-field checks msgspec can't express; errors carry key paths."""
+    """Cross-field checks msgspec can't express; errors carry key paths.
+
+    Files are not looked at here (see :mod:`switch.preflight`), so a reload
+    and ``check-config`` on another machine see the same answer.
+    """
 
     def fail(path: str, msg: str):
         raise ConfigError(f"{src}: {msg} - at `$.{path}`")
 
-    names = set()
+    from switch.wiring import acquirer_factory, acquirer_types
+
+    if cfg.response_timeout <= 0:
+        fail("response_timeout", "must be > 0")
+    if cfg.reversal_retry <= 0:
+        fail("reversal_retry", "must be > 0")
+    problem = journal_url_problem(cfg.journal.url)
+    if problem:
+        fail("journal.url", problem)
+    if cfg.journal.hmac_key_file and cfg.journal.hmac_key_env:
+        fail("journal", "set hmac_key_file or hmac_key_env, not both")
+    if cfg.journal.hmac_key_env and cfg.journal.hmac_key_env not in os.environ:
+        fail("journal.hmac_key_env", f"environment variable {cfg.journal.hmac_key_env} is not set")
+    if not 0 <= cfg.http.port < 65536:
+        fail("http.port", f"port {cfg.http.port} out of range")
+
+    types = acquirer_types()
+    by_name: dict[str, tuple[int, Acquirer]] = {}
     for i, a in enumerate(cfg.acquirers):
-        if a.name in names:
+        if a.name in by_name:
             fail(f"acquirers[{i}].name", f"duplicate acquirer name {a.name!r}")
-        names.add(a.name)
+        by_name[a.name] = (i, a)
+        if a.type not in types:
+            fail(f"acquirers[{i}].type", f"unknown acquirer type {a.type!r} (registered: {', '.join(types)})")
         if not a.endpoints:
             fail(f"acquirers[{i}].endpoints", "needs at least one endpoint")
         if a.timeout <= 0 or a.timeout >= cfg.response_timeout:
@@ -146,26 +209,41 @@ def _check(cfg: Config, src: str) -> Config:
                 f"acquirers[{i}].timeout",
                 f"must be > 0 and shorter than response_timeout ({cfg.response_timeout})",
             )
+        if a.connections < 1:
+            fail(f"acquirers[{i}].connections", f"must be at least 1, got {a.connections}")
+        if not (a.acquirer_id.isdigit() and 1 <= len(a.acquirer_id) <= 11):
+            fail(f"acquirers[{i}].acquirer_id", f"must be 1 to 11 digits (field 32), got {a.acquirer_id!r}")
+        for key in ("echo_interval", "poll_interval"):
+            if getattr(a, key) <= 0:
+                fail(f"acquirers[{i}].{key}", "must be > 0")
         for j, ep in enumerate(a.endpoints):
-            if a.type in ("card", "citycard"):
+            if a.type in _HOSTPORT_TYPES:
                 host, sep, port = ep.rpartition(":")
                 if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                     fail(f"acquirers[{i}].endpoints[{j}]", f"expected 'host:port', got {ep!r}")
-            elif not ep.startswith("http://"):
+            elif a.type in _URL_TYPES and not ep.startswith(("http://", "https://")):
                 fail(f"acquirers[{i}].endpoints[{j}]", f"expected an http:// URL, got {ep!r}")
-        needed = {
-            "wallet-tradepay": ("merchant_key_file", "wallet_public_key_file"),
-            "wallet-micropay": ("secret_file",),
-        }.get(a.type, ())
-        for key in needed:
+        for key in _NEEDED_FILES.get(a.type, ()):
             if not getattr(a, key):
                 fail(f"acquirers[{i}].{key}", f"a {a.type} acquirer needs {key}")
+        if a.type in _NOT_ISO8583_TYPES:
+            for key in ("dialect", "header"):
+                if getattr(a, key) is not None:
+                    fail(f"acquirers[{i}].{key}", f"{key} applies to card host links, not to a {a.type} acquirer")
+    kinds = {name: getattr(acquirer_factory(a, i, src, types), "kinds", None) for name, (i, a) in by_name.items()}
     for i, r in enumerate(cfg.routes):
         if not r.acquirers:
             fail(f"routes[{i}].acquirers", "needs at least one acquirer")
         for j, a in enumerate(r.acquirers):
-            if a not in names:
+            if a not in by_name:
                 fail(f"routes[{i}].acquirers[{j}]", f"unknown acquirer {a!r}")
+            served = kinds[a]
+            if served is not None and r.kind not in served:
+                fail(
+                    f"routes[{i}].acquirers[{j}]",
+                    f"a {r.kind} route cannot use acquirer {a!r}: type {by_name[a][1].type!r} "
+                    f"serves {', '.join(sorted(served))} routes",
+                )
         for j, p in enumerate(r.prefixes):
             try:
                 prefix_range(p)
@@ -187,8 +265,8 @@ def _check(cfg: Config, src: str) -> Config:
             except ValueError as e:
                 fail(f"merchants[{i}].terminals[{j}]", str(e))
             for tid in tids:
-                if len(tid) > 8:
-                    fail(f"merchants[{i}].terminals[{j}]", f"terminal ID {tid!r} is longer than 8")
+                if not 1 <= len(tid) <= 8:
+                    fail(f"merchants[{i}].terminals[{j}]", f"terminal ID {tid!r} must be 1 to 8 characters")
                 if tid in seen:
                     fail(f"merchants[{i}].terminals[{j}]", f"terminal {tid!r} already belongs to merchant {seen[tid]!r}")
                 seen[tid] = m.id
@@ -197,6 +275,8 @@ def _check(cfg: Config, src: str) -> Config:
             fail(f"listeners[{i}].port", f"port {lst.port} out of range")
         if not 64 <= lst.max_frame <= 65535:
             fail(f"listeners[{i}].max_frame", "must be between 64 and 65535")
+        if lst.max_in_flight < 1:
+            fail(f"listeners[{i}].max_in_flight", "must be at least 1")
         if bool(lst.tls_cert_file) != bool(lst.tls_key_file):
             fail(f"listeners[{i}]", "TLS needs both tls_cert_file and tls_key_file")
     for i, m in enumerate(cfg.merchants):
@@ -210,9 +290,80 @@ def _check(cfg: Config, src: str) -> Config:
                 "drain_timeout"):
         if getattr(cfg, key) < 0:
             fail(key, f"must be 0 or more, got {getattr(cfg, key)}")
-    if cfg.journal.hmac_key_env and cfg.journal.hmac_key_env not in os.environ:
-        fail("journal.hmac_key_env", f"environment variable {cfg.journal.hmac_key_env} is not set")
     return cfg
+
+
+# Read per request or per pass by the running switch: a reload applies them.
+# Read by the engine on every use, so a reload takes them at once.
+_RELOADABLE = ("merchants", "routes", "response_timeout", "reversal_retry", "reversal_backoff_max",
+               "reversal_not_found_window", "retransmission_window", "drain_timeout")
+_RELOADABLE_ACQUIRER_KEYS = ("timeout",)
+
+
+def _diff(old, new, path: str) -> list[str]:
+    """Key paths where ``old`` and ``new`` differ, as deep as both have the same shape."""
+    if old == new:
+        return []
+    if isinstance(old, msgspec.Struct) and type(old) is type(new):
+        out = []
+        for f in old.__struct_fields__:
+            out += _diff(getattr(old, f), getattr(new, f), f"{path}.{f}" if path else f)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new)):
+            out += _diff(a, b, f"{path}[{i}]")
+        return out
+    return [path]
+
+
+def reload_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """What a reload from ``old`` to ``new`` can apply, and what needs a restart.
+
+    Returns ``(applied, refused)``, both lists of key paths in ``new``
+    (``routes[2].prefixes[0]``, ``acquirers[1].endpoints[0]``); a refused
+    entry may carry the reason in parentheses (``acquirers[3] (added
+    'bank-c')``).  Merchants, routes, response_timeout, reversal_retry and
+    acquirer timeouts are applied; acquirer endpoints, credentials, types and
+    every other acquirer key, acquirers added or removed, listeners, http,
+    the journal and simulators need a restart.  A route naming an acquirer
+    that is not running yet is refused with it.  Pure: no I/O, nothing changed.
+    """
+    applied: list[str] = []
+    refused: list[str] = []
+    old_acq = {a.name: a for a in old.acquirers}
+    new_names = {a.name for a in new.acquirers}
+    for i, a in enumerate(new.acquirers):
+        before = old_acq.get(a.name)
+        if before is None:
+            refused.append(f"acquirers[{i}] (added {a.name!r})")
+            continue
+        for path in _diff(before, a, f"acquirers[{i}]"):
+            key = path.split(".", 1)[1].split("[", 1)[0]
+            (applied if key in _RELOADABLE_ACQUIRER_KEYS else refused).append(path)
+    for name in old_acq:
+        if name not in new_names:
+            refused.append(f"acquirers (removed {name!r})")
+    for f in new.__struct_fields__:
+        if f in ("acquirers", "source"):
+            continue
+        paths = _diff(getattr(old, f), getattr(new, f), f)
+        if f not in _RELOADABLE:
+            refused += paths
+        elif f == "routes" and paths:
+            missing = [
+                f"routes[{i}].acquirers[{j}] (acquirer {n!r} is not running)"
+                for i, r in enumerate(new.routes)
+                for j, n in enumerate(r.acquirers)
+                if n not in old_acq
+            ]
+            if missing:
+                refused += missing
+            else:
+                applied += paths
+        else:
+            applied += paths
+    return applied, refused
 
 
 def loads(text: str, source: str = "<string>") -> Config:

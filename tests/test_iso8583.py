@@ -118,7 +118,7 @@ def test_dialect_is_field_for_field_pyiso8583(name, spec):
 
 
 def test_terminal_field_formats_follow_the_spec():
-    # spec/terminal-interface.md section 2
+    # docs/terminal-interface.md section 2
     expect = {2: ("n", "LL", 19), 35: ("z", "LL", 37), 48: ("ans", "LLL", 999), 55: ("b", "LLL", 255)}
     for n, (fmt, var, mx) in expect.items():
         s = TERMINAL.field_spec(n)

@@ -2,7 +2,7 @@
 
 Encoded terminal requests go into ``Switch.handle`` and the encoded answers
 come back; the acquirers are scripted fakes and the journal is SQLite in
-memory.  Section numbers are those of ``spec/terminal-interface.md``.
+memory.  Section numbers are those of ``docs/terminal-interface.md``.
 """
 from __future__ import annotations
 

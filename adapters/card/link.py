@@ -293,6 +293,7 @@ class HostLinkAcquirer:
         backoff_initial: float = 0.1,
         backoff_max: float = 10.0,
         dialect: str = "host-87-bcd",
+        header: str = "binary2",
         max_frame: int = 8192,
         metrics_listener: Callable[[str, dict[str, str], int], None] | None = None,
         stan_start: int | None = None,
@@ -321,7 +322,8 @@ class HostLinkAcquirer:
         self.dialect = load_dialect(dialect)
         self.FrameError = FrameError
         self.DecodeError = DecodeError
-        self.framer_factory = lambda: Framer("binary2", max_frame=max_frame)
+        Framer(header, max_frame=max_frame)  # an unknown header is refused here, not on first connect
+        self.framer_factory = lambda: Framer(header, max_frame=max_frame)
         self.metrics = LinkMetrics(metrics_listener)
         # A random first STAN, so that a restarted switch does not repeat
         # the STANs of its previous run within the same day.

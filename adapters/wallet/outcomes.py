@@ -1,6 +1,6 @@
 """Every answer of both wallet API styles, and what it means for the payment.
 
-One table, checkable against the spec (terminal-interface.md sections 5-7):
+One table, checkable against the spec (docs/terminal-interface.md sections 5-7):
 a row is keyed by (style, call, word) where the word is the wallet's own:
 the trade status, the sub-code / error code, or for a cancel its action.
 ``disposition`` tells the hold loop (:mod:`adapters.wallet.flow`) what to do

@@ -1,7 +1,7 @@
 """Terminal messages in, terminal messages out: checks, classification, responses.
 
 Sans-I/O: every function here takes decoded values and returns values, so each
-rule of the terminal interface (``spec/terminal-interface.md``) is a unit test
+rule of the terminal interface (``docs/terminal-interface.md``) is a unit test
 away.  Section references below are to that document.
 """
 from __future__ import annotations

@@ -21,10 +21,16 @@ def expand_terminals(spec: str) -> list[str]:
     """``"DEMO0001-DEMO0003"`` → ``["DEMO0001", "DEMO0002", "DEMO0003"]``."""
     m = _TERMINAL_RANGE.match(spec)
     if not m:
+        if "-" in spec:
+            raise ValueError(f"terminal range {spec!r} is not STEM0001-STEM0099 (same stem, numeric ends)")
         return [spec]
     stem, lo, stem2, hi = m.groups()
-    if stem != stem2 or len(lo) != len(hi) or int(lo) > int(hi):
-        raise ValueError(f"bad terminal range {spec!r}")
+    if stem != stem2:
+        raise ValueError(f"terminal range {spec!r} has two different stems")
+    if len(lo) != len(hi):
+        raise ValueError(f"terminal range {spec!r} has ends of different lengths")
+    if int(lo) > int(hi):
+        raise ValueError(f"terminal range {spec!r} starts after it ends")
     return [f"{stem}{n:0{len(lo)}d}" for n in range(int(lo), int(hi) + 1)]
 
 

@@ -9,14 +9,17 @@ acquirer links sign off and close, then the journal.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from switch import config as config_mod
+from switch import logs, preflight, wiring
 from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
 from switch.io.service import Switch
@@ -42,8 +45,16 @@ def _die_with_parent() -> None:
 class Children:
     """Bundled simulators as child processes (spec section 7: started beside the switch)."""
 
-    def __init__(self):
+    def __init__(self, relay_stderr: bool = False):
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        # JSON logs: a simulator's own stderr lines become events of logger
+        # payswitch.sim.NAME, so the switch's stderr stays one JSON object a line.
+        self.relay_stderr = relay_stderr
+
+    def _relay(self, name: str, stream) -> None:
+        sim_log = logging.getLogger(f"payswitch.sim.{name}")
+        for line in stream:
+            sim_log.info("%s", line.rstrip("\n"))
 
     def start(self, sims: list[config_mod.Simulator], timeout: float = 20.0) -> None:
         for sim in sims:
@@ -52,8 +63,12 @@ class Children:
                 cmd += ["--name", sim.name]
             cmd += list(sim.args)
             proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True, preexec_fn=_die_with_parent
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE if self.relay_stderr else None, text=True,
+                start_new_session=True, preexec_fn=_die_with_parent,
             )
+            if self.relay_stderr:
+                threading.Thread(target=self._relay, args=(sim.name, proc.stderr), daemon=True,
+                                 name=f"sim-stderr-{sim.name}").start()
             self.procs.append((sim.name, proc))
         deadline = time.monotonic() + timeout
         for name, proc in self.procs:
@@ -80,24 +95,37 @@ class Children:
 
 
 async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool = False) -> None:
-    switch = Switch(cfg)
+    switch = Switch(cfg, acquirer_factory=functools.partial(wiring.build_acquirer, source=cfg.source))
     stop = asyncio.Event()
     try:
         await switch.start()
         servers = await start_listeners(switch, cfg.listeners)
 
+        started = cfg  # what listeners, HTTP, the journal and the acquirers were built from
+
         def reload() -> tuple[bool, str]:
             if not config_path:
                 return False, "running on the embedded default: there is no file to reload"
             try:
-                switch.reload(config_mod.load(config_path))
+                new = config_mod.load(config_path)
+                # applied: against the last configuration taken; needing a
+                # restart: against what the process was started with.
+                applied, _ = config_mod.reload_changes(switch.cfg, new)
+                _, refused = config_mod.reload_changes(started, new)
+                switch.reload(new)
             except config_mod.ConfigError as e:
                 switch.metrics.config_reloads.labels("rejected").inc()
                 log.error("reload rejected, keeping the running configuration: %s", e)
                 return False, str(e)
             switch.metrics.config_reloads.labels("ok").inc()
-            log.info("configuration reloaded from %s", config_path)
-            return True, f"reloaded {config_path}"
+            message = f"reloaded {config_path}; applied: {', '.join(applied) or 'no changes'}"
+            if refused:
+                message += f"; not applied, needs a restart: {', '.join(refused)}"
+                log.warning("configuration reloaded from %s; not applied, needs a restart: %s",
+                            config_path, ", ".join(refused))
+            else:
+                log.info("configuration reloaded from %s", config_path)
+            return True, message
 
         http = await AdminHttp(switch, reload).serve(cfg.http.host, cfg.http.port)
         loop = asyncio.get_running_loop()
@@ -148,27 +176,37 @@ async def _demo_purchase(cfg: config_mod.Config) -> None:
         print(line, flush=True)
 
 
-def run(config_path: str | None, *, demo: bool = False) -> int:
-    logging.basicConfig(
-        level=os.environ.get("PAYSWITCH_LOG", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def run(config_path: str | None, *, demo: bool = False, log_format: str = "text") -> int:
+    """The ``serve`` command: exit 0 after a clean stop, 2 for any configuration
+    problem (one line, the same as ``check-config`` prints), 1 when the
+    configuration is fine but the switch cannot start (a port in use)."""
+    try:
+        level = logs.level_from_env(os.environ.get("PAYSWITCH_LOG"))
+    except ValueError as e:
+        print(f"payswitch: {e}", file=sys.stderr)
+        return 2
+    logs.setup(log_format, level)
     try:
         cfg = config_mod.load(config_path) if config_path else config_mod.default()
+        preflight.check(cfg)
     except config_mod.ConfigError as e:
-        print(f"payswitch: configuration error: {e}", file=sys.stderr)
+        print(config_mod.error_line(e), file=sys.stderr)
         return 2
     import uvloop
 
-    children = Children()
+    children = Children(relay_stderr=log_format == "json")
     try:
         children.start(cfg.simulators)
         uvloop.run(serve(cfg, config_path, demo=demo))
     except config_mod.ConfigError as e:
-        print(f"payswitch: configuration error: {e}", file=sys.stderr)
+        print(config_mod.error_line(e), file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as e:
         print(f"payswitch: cannot start: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # never a traceback on the console; the log has it at DEBUG
+        log.debug("start-up failed", exc_info=True)
+        print(f"payswitch: cannot start: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:
         children.stop()

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 import time
-from pathlib import Path
 
 from native.iso8583 import dialect
 
@@ -29,110 +26,6 @@ log = logging.getLogger("payswitch")
 _ADAPTER_GRACE = 2.0  # seconds past an adapter's own deadline before we stop waiting
 
 
-def load_hmac_key(cfg: config_mod.Config) -> bytes:
-    """The journal's PAN-hash key: from a file or an environment variable, never from the config text."""
-    j = cfg.journal
-    if j.hmac_key_env:
-        raw = os.environ.get(j.hmac_key_env, "")
-        src = f"environment variable {j.hmac_key_env}"
-    else:
-        if j.hmac_key_file:
-            path = Path(j.hmac_key_file)
-        else:
-            base = j.url.removeprefix("sqlite://") if j.url.startswith("sqlite://") else "payswitch-journal"
-            if base == ":memory:":
-                base = "payswitch-journal"
-            path = Path(base + ".key")
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    f.write(secrets.token_hex(32) + "\n")
-                log.info("created journal key file %s (mode 0600)", path)
-        try:
-            raw = path.read_text()
-        except OSError as e:
-            raise config_mod.ConfigError(f"{cfg.source}: cannot read journal key file {path}: {e.strerror} - at `$.journal.hmac_key_file`") from None
-        src = f"key file {path}"
-    try:
-        key = bytes.fromhex(raw.strip())
-    except ValueError:
-        key = b""
-    if len(key) < 16:
-        raise config_mod.ConfigError(f"{cfg.source}: {src} must hold at least 16 bytes as hex - at `$.journal`")
-    return key
-
-
-def _read_key(a: config_mod.Acquirer, key: str, index: int) -> bytes:
-    path = getattr(a, key)
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise config_mod.ConfigError(
-            f"acquirer {a.name!r}: cannot read {key} {path}: {e.strerror} - at `$.acquirers[{index}].{key}`"
-        ) from None
-
-
-def build_acquirer(a: config_mod.Acquirer, index: int = 0, on_state=None):
-    """An adapter object for one configured acquirer.
-
-    ``on_state(order_no, state)`` (wallets) is awaited before every call to the
-    wallet, so the order's state is journaled first.
-    """
-
-    def hostport(ep: str) -> tuple[str, int]:
-        host, _, port = ep.rpartition(":")
-        return host, int(port)
-
-    if a.type == "card":
-        from adapters.card import HostLinkAcquirer
-
-        return HostLinkAcquirer(
-            name=a.name,
-            endpoints=[hostport(e) for e in a.endpoints],
-            acquirer_id=a.acquirer_id,
-            connections=a.connections,
-            echo_interval=a.echo_interval,
-            connect_timeout=2.0,
-        )
-    if a.type == "citycard":
-        from adapters.citycard import CityCardAcquirer
-
-        return CityCardAcquirer(
-            name=a.name, endpoints=[hostport(e) for e in a.endpoints], connections=a.connections, connect_timeout=2.0
-        )
-    if a.type in ("wallet-tradepay", "wallet-micropay"):
-        options = dict(
-            poll_interval=a.poll_interval,
-            cancel_margin=a.cancel_margin,
-            on_state=on_state,
-            pool_size=max(1, a.connections),
-            currency=a.currency,
-        )
-        if a.type == "wallet-tradepay":
-            from adapters.wallet.tradepay import TradePayAcquirer
-
-            return TradePayAcquirer(
-                a.name,
-                a.endpoints[0],
-                app_id=a.app_id or "payswitch",
-                merchant_private_key=_read_key(a, "merchant_key_file", index),
-                wallet_public_key=_read_key(a, "wallet_public_key_file", index),
-                **options,
-            )
-        from adapters.wallet.micropay import MicroPayAcquirer
-
-        return MicroPayAcquirer(
-            a.name,
-            a.endpoints[0],
-            app_id=a.app_id or "payswitch",
-            mch_id=a.mch_id or "1000000001",
-            secret=_read_key(a, "secret_file", index),
-            **options,
-        )
-    raise config_mod.ConfigError(f"acquirer {a.name!r}: type {a.type!r} is not available in this build")
-
-
 class Switch:
     """One switch process: the engine, its acquirers, its journal, its reversal sweeps."""
 
@@ -143,14 +36,20 @@ class Switch:
         metrics: Metrics | None = None,
         acquirers: dict | None = None,
         acquirer_factory=None,
+        key: bytes | None = None,
         clock=time.time,
     ):
+        """``acquirers`` (name → adapter), or ``acquirer_factory(a, index, on_state)``
+        to build them (default: the registered adapter types); ``key``: the
+        journal's PAN-hash key (default: loaded as the configuration says)."""
+        from switch import wiring  # entry-level: adapters are found through it, never imported here
+
         self.term = dialect("terminal-87")
         self.metrics = metrics or Metrics()
-        self.key = load_hmac_key(cfg)
+        self.key = key if key is not None else wiring.load_hmac_key(cfg)
         self.cfg = cfg
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
-        factory = acquirer_factory or build_acquirer
+        factory = acquirer_factory or wiring.build_acquirer
         self.acquirers = (
             acquirers
             if acquirers is not None

@@ -1,0 +1,63 @@
+"""Entry points ``payswitch.acquirers`` → ``wallet-tradepay``, ``wallet-micropay``: wallets from configuration.
+
+Credentials are read from the files the configuration names (never keys in
+the configuration itself); a file that cannot be read or parsed is a
+configuration error naming its key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _read(a, key: str, index: int) -> bytes:
+    path = getattr(a, key)
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        from switch.config import ConfigError
+
+        raise ConfigError(f"acquirer {a.name!r}: cannot read {key} {path}: {e.strerror} - at `$.acquirers[{index}].{key}`") from None
+
+
+def _options(a, on_state) -> dict:
+    if a.options:
+        raise ValueError(f"wallet acquirers take no options table (got {', '.join(sorted(a.options))})")
+    return dict(
+        poll_interval=a.poll_interval,
+        cancel_margin=a.cancel_margin,
+        on_state=on_state,
+        pool_size=max(1, a.connections),
+        currency=a.currency,
+    )
+
+
+def tradepay(a, index: int = 0, on_state=None):
+    from adapters.wallet.tradepay import TradePayAcquirer
+
+    private = _read(a, "merchant_key_file", index)
+    public = _read(a, "wallet_public_key_file", index)
+    return TradePayAcquirer(
+        a.name,
+        a.endpoints[0],
+        app_id=a.app_id or "payswitch",
+        merchant_private_key=private,
+        wallet_public_key=public,
+        **_options(a, on_state),
+    )
+
+
+def micropay(a, index: int = 0, on_state=None):
+    from adapters.wallet.micropay import MicroPayAcquirer
+
+    return MicroPayAcquirer(
+        a.name,
+        a.endpoints[0],
+        app_id=a.app_id or "payswitch",
+        mch_id=a.mch_id or "1000000001",
+        secret=_read(a, "secret_file", index),
+        **_options(a, on_state),
+    )
+
+
+tradepay.kinds = frozenset({"wallet"})
+micropay.kinds = frozenset({"wallet"})

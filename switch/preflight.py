@@ -1,0 +1,106 @@
+"""Start-up checks that look at files: what ``serve`` would trip over, found without starting.
+
+:func:`check` runs in ``payswitch check-config`` and first thing in
+``payswitch serve``, so both word a problem identically and exit 2 (see
+:func:`switch.config.load` for the checks that need no files).  It creates
+nothing: the journal key that a first start would create is only checked
+for a writable directory.  Errors name the file, the key path and what is
+wrong, never a key's content.
+
+An acquirer with a ``[[simulators]]`` entry of the same name whose key files
+do not exist yet is left to ``serve``: the sandbox simulator writes them when
+it starts (the embedded default's wallets).
+
+Ports already in use are not configuration problems (another process holds
+them now): ``serve`` reports them as "cannot start", exit 1.
+"""
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+
+from switch import wiring
+from switch.config import Config, ConfigError
+
+__all__ = ["check"]
+
+
+def _fail(cfg: Config, path: str, msg: str):
+    raise ConfigError(f"{cfg.source}: {msg} - at `$.{path}`")
+
+
+def _readable(cfg: Config, key_path: str, file: str, what: str) -> None:
+    p = Path(file)
+    try:
+        with p.open("rb"):
+            pass
+    except IsADirectoryError:
+        _fail(cfg, key_path, f"{what} {file} is a directory")
+    except OSError as e:
+        _fail(cfg, key_path, f"cannot read {what} {file}: {e.strerror}")
+
+
+def _journal(cfg: Config) -> None:
+    wiring.load_hmac_key(cfg, create=False)
+    url = cfg.journal.url
+    rest = url.partition("://")[2]
+    if url.lower().startswith("sqlite://") and rest != ":memory:":
+        path = Path(rest)
+        folder = path.parent
+        if path.exists():
+            if path.is_dir() or not os.access(path, os.R_OK | os.W_OK):
+                _fail(cfg, "journal.url", f"journal file {path} is not a readable and writable file")
+        elif not folder.is_dir():
+            _fail(cfg, "journal.url", f"directory {folder} for the journal does not exist")
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            _fail(cfg, "journal.url", f"cannot create journal {path}: directory not writable")
+
+
+def _listeners(cfg: Config) -> None:
+    for i, lst in enumerate(cfg.listeners):
+        if not lst.tls_cert_file:
+            continue
+        _readable(cfg, f"listeners[{i}].tls_cert_file", lst.tls_cert_file, "TLS certificate")
+        _readable(cfg, f"listeners[{i}].tls_key_file", lst.tls_key_file, "TLS key")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ctx.load_cert_chain(lst.tls_cert_file, lst.tls_key_file)
+        except (OSError, ssl.SSLError) as e:
+            why = getattr(e, "reason", None) or e.strerror or str(e)
+            _fail(cfg, f"listeners[{i}]", f"TLS certificate {lst.tls_cert_file} and key {lst.tls_key_file} do not load: {why}")
+
+
+_FILE_KEYS = ("merchant_key_file", "wallet_public_key_file", "secret_file")
+
+
+def _acquirers(cfg: Config) -> None:
+    simulated = {s.name for s in cfg.simulators}
+    for i, a in enumerate(cfg.acquirers):
+        files = [getattr(a, key) for key in _FILE_KEYS if getattr(a, key)]
+        if a.name in simulated and not all(os.path.exists(f) for f in files):
+            # A bundled sandbox simulator writes these key files when it
+            # starts; serve builds this acquirer after it did.
+            continue
+        for key in _FILE_KEYS:
+            if getattr(a, key):
+                _readable(cfg, f"acquirers[{i}].{key}", getattr(a, key), key.removesuffix("_file").replace("_", " "))
+        if a.dialect:
+            from native.iso8583 import dialect
+
+            if os.sep in a.dialect or a.dialect.endswith(".toml"):
+                _readable(cfg, f"acquirers[{i}].dialect", a.dialect, "dialect file")
+            try:
+                dialect(a.dialect)
+            except (ValueError, TypeError, OSError) as e:
+                _fail(cfg, f"acquirers[{i}].dialect", str(e))
+        # What the adapter itself refuses (bad key contents, options): built
+        # and thrown away; a factory does no network I/O.
+        wiring.build_acquirer(a, i, None, source=cfg.source)
+
+
+def check(cfg: Config) -> None:
+    """Raise :class:`ConfigError` for the first problem ``serve`` would meet at start-up."""
+    _journal(cfg)
+    _listeners(cfg)
+    _acquirers(cfg)

@@ -1,0 +1,224 @@
+"""Broken configurations: ``check-config`` and ``serve`` say the same one line and exit 2.
+
+Each case changes one thing in a configuration that passes ``check-config``;
+both commands run as subprocesses in an empty working directory, which must
+stay empty (no stray journal key from a failed start).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _files(tmp: Path) -> dict[str, str]:
+    (tmp / "keys").mkdir()
+    (tmp / "keys" / "journal.key").write_text(os.urandom(32).hex())
+    (tmp / "keys" / "micropay_secret").write_bytes(os.urandom(32))
+    return {"keys": str(tmp / "keys"), "data": str(tmp)}
+
+
+BASE = """
+response_timeout = 30.0
+
+[[listeners]]
+host = "127.0.0.1"
+port = {term}
+
+[http]
+host = "127.0.0.1"
+port = {http}
+
+[journal]
+url = "sqlite://{data}/journal.sqlite"
+hmac_key_file = "{keys}/journal.key"
+
+[[merchants]]
+id = "DEMO00000000001"
+terminals = ["DEMO0001-DEMO0999"]
+
+[[acquirers]]
+name = "bank-a"
+type = "card"
+endpoints = ["127.0.0.1:9"]
+acquirer_id = "10000000001"
+timeout = 5.0
+
+[[acquirers]]
+name = "wallet-b"
+type = "wallet-micropay"
+endpoints = ["http://127.0.0.1:9"]
+timeout = 20.0
+secret_file = "{keys}/micropay_secret"
+
+[[routes]]
+name = "visa"
+kind = "card"
+prefixes = ["4"]
+acquirers = ["bank-a"]
+
+[[routes]]
+name = "wallet-b"
+kind = "wallet"
+prefixes = ["10-15"]
+acquirers = ["wallet-b"]
+"""
+
+TLS = '\ntls_cert_file = "{keys}/cert.pem"\ntls_key_file = "{keys}/key.pem"\n'
+
+# (case, old text, new text, expected message after "<file>: ")
+CASES = [
+    ("journal URL without scheme", 'url = "sqlite://{data}/journal.sqlite"', 'url = "{data}/journal.sqlite"',
+     "journal URL has no scheme: expected sqlite://PATH, e.g. sqlite://payswitch-journal.sqlite - at `$.journal.url`"),
+    ("postgresql journal", 'url = "sqlite://{data}/journal.sqlite"', 'url = "postgresql://payswitch:hunter2@db/payswitch"',
+     "journal URL scheme 'postgresql' is not supported yet: use sqlite://PATH - at `$.journal.url`"),
+    ("unknown journal scheme", 'url = "sqlite://{data}/journal.sqlite"', 'url = "mysql://db/payswitch"',
+     "unknown journal URL scheme 'mysql' (supported: sqlite) - at `$.journal.url`"),
+    ("journal directory missing", 'url = "sqlite://{data}/journal.sqlite"', 'url = "sqlite://{data}/nowhere/journal.sqlite"',
+     "directory {data}/nowhere for the journal does not exist - at `$.journal.url`"),
+    ("connections = 0", 'acquirer_id = "10000000001"', 'acquirer_id = "10000000001"\nconnections = 0',
+     "must be at least 1, got 0 - at `$.acquirers[0].connections`"),
+    ("non-numeric acquirer_id", 'acquirer_id = "10000000001"', 'acquirer_id = "BANK-A"',
+     "must be 1 to 11 digits (field 32), got 'BANK-A' - at `$.acquirers[0].acquirer_id`"),
+    ("missing wallet key file", 'secret_file = "{keys}/micropay_secret"', 'secret_file = "{keys}/gone"',
+     "cannot read secret {keys}/gone: No such file or directory - at `$.acquirers[1].secret_file`"),
+    ("missing journal key file", 'hmac_key_file = "{keys}/journal.key"', 'hmac_key_file = "{keys}/gone.key"',
+     "cannot read journal key file {keys}/gone.key: No such file or directory - at `$.journal.hmac_key_file`"),
+    ("journal key too short", 'hmac_key_file = "{keys}/journal.key"', 'hmac_key_file = "{keys}/micropay_secret"',
+     "journal key file {keys}/micropay_secret must hold at least 16 bytes as hex - at `$.journal.hmac_key_file`"),
+    ("missing TLS certificate", "port = {term}\n", "port = {term}" + TLS,
+     "cannot read TLS certificate {keys}/cert.pem: No such file or directory - at `$.listeners[0].tls_cert_file`"),
+    ("TLS certificate without key", "port = {term}\n", 'port = {term}\ntls_cert_file = "{keys}/journal.key"\n',
+     "TLS needs both tls_cert_file and tls_key_file - at `$.listeners[0]`"),
+    ("card route to a wallet acquirer", 'acquirers = ["bank-a"]', 'acquirers = ["wallet-b"]',
+     "a card route cannot use acquirer 'wallet-b': type 'wallet-micropay' serves wallet routes - at `$.routes[0].acquirers[0]`"),
+    ("terminal range backwards", '"DEMO0001-DEMO0999"', '"DEMO0999-DEMO0001"',
+     "terminal range 'DEMO0999-DEMO0001' starts after it ends - at `$.merchants[0].terminals[0]`"),
+    ("terminal range two stems", '"DEMO0001-DEMO0999"', '"DEMO0001-SHOP0999"',
+     "terminal range 'DEMO0001-SHOP0999' has two different stems - at `$.merchants[0].terminals[0]`"),
+    ("unregistered acquirer type", 'type = "card"', 'type = "carrier-pigeon"',
+     "unknown acquirer type 'carrier-pigeon' (registered: card, citycard, wallet-micropay, wallet-tradepay) - at `$.acquirers[0].type`"),
+    ("unknown dialect", 'acquirer_id = "10000000001"', 'acquirer_id = "10000000001"\ndialect = "host-93-ebcdic"',
+     "unknown dialect 'host-93-ebcdic': expected one of host-87-bcd, iso87-ascii, terminal-87 or a path to a .toml file - at `$.acquirers[0].dialect`"),
+    ("missing dialect file", 'acquirer_id = "10000000001"', 'acquirer_id = "10000000001"\ndialect = "{keys}/host.toml"',
+     "cannot read dialect file {keys}/host.toml: No such file or directory - at `$.acquirers[0].dialect`"),
+    ("bad length header", 'acquirer_id = "10000000001"', 'acquirer_id = "10000000001"\nheader = "ebcdic4"',
+     "Invalid enum value 'ebcdic4' - at `$.acquirers[0].header`"),
+    ("dialect on a wallet", 'secret_file = "{keys}/micropay_secret"', 'secret_file = "{keys}/micropay_secret"\nheader = "bcd2"',
+     "header applies to card host links, not to a wallet-micropay acquirer - at `$.acquirers[1].header`"),
+]
+
+
+def _run(args: list[str], cwd: Path, env_extra: dict | None = None) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PAYSWITCH_LOG="INFO")
+    env.update(env_extra or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "switch.cli", *args], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.fixture
+def base(tmp_path):
+    subs = _files(tmp_path) | {"term": _free_port(), "http": _free_port()}
+    return tmp_path, subs
+
+
+def test_the_base_configuration_passes(base):
+    tmp, subs = base
+    (tmp / "ok.toml").write_text(BASE.format(**subs))
+    p = _run(["check-config", str(tmp / "ok.toml")], tmp)
+    out, err = p.communicate(timeout=60)
+    assert (p.returncode, err) == (0, "")
+    assert out == f"{tmp / 'ok.toml'}: ok (2 routes, 2 acquirers, 1 merchants)\n"
+
+
+def test_every_broken_configuration_is_one_line_and_exit_2(base):
+    tmp, subs = base
+    runs = []
+    for i, (case, old, new, want) in enumerate(CASES):
+        text = BASE.format(**subs)
+        old, new = old.format(**subs), new.format(**subs)
+        assert old in text, case
+        work = tmp / f"case{i}"
+        work.mkdir()
+        path = work / "switch.toml"
+        path.write_text(text.replace(old, new, 1))
+        expected = f"payswitch: configuration error: {path}: {want.format(**subs)}"
+        for cmd in (["check-config", str(path)], ["serve", "--config", str(path)]):
+            runs.append((case, cmd[0], expected, work, _run(cmd, work)))
+    failures = []
+    for case, cmd, expected, work, p in runs:
+        out, err = p.communicate(timeout=60)
+        lines = err.splitlines()
+        if lines != [expected] or p.returncode != 2 or out:
+            failures.append(f"{case} ({cmd}): exit {p.returncode}\n  want {expected}\n  got  {err!r} {out!r}")
+        if sorted(os.listdir(work)) != ["switch.toml"]:
+            failures.append(f"{case} ({cmd}): left files behind: {sorted(os.listdir(work))}")
+        assert "hunter2" not in err + out
+    assert not failures, "\n".join(failures)
+
+
+def test_check_config_creates_no_journal_key(base):
+    """Without hmac_key_file the key is created beside the journal on first start, never by check-config."""
+    tmp, subs = base
+    text = BASE.format(**subs).replace(f'hmac_key_file = "{subs["keys"]}/journal.key"\n', "")
+    text = text.replace(f"sqlite://{subs['data']}/journal.sqlite", "sqlite://journal.sqlite")
+    work = tmp / "fresh"
+    work.mkdir()
+    (work / "switch.toml").write_text(text)
+    p = _run(["check-config", "switch.toml"], work)
+    out, err = p.communicate(timeout=60)
+    assert (p.returncode, err) == (0, ""), err
+    assert sorted(os.listdir(work)) == ["switch.toml"]
+
+
+def test_a_failed_start_leaves_no_journal_key(base):
+    tmp, subs = base
+    text = BASE.format(**subs).replace(f'hmac_key_file = "{subs["keys"]}/journal.key"\n', "")
+    text = text.replace(f"sqlite://{subs['data']}/journal.sqlite", "sqlite://journal.sqlite")
+    text = text.replace('acquirer_id = "10000000001"', 'acquirer_id = "10000000001"\nconnections = 0')
+    work = tmp / "fresh"
+    work.mkdir()
+    (work / "switch.toml").write_text(text)
+    p = _run(["serve", "--config", "switch.toml"], work)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2
+    assert err == "payswitch: configuration error: switch.toml: must be at least 1, got 0 - at `$.acquirers[0].connections`\n"
+    assert sorted(os.listdir(work)) == ["switch.toml"]
+
+
+def test_a_bad_log_level_is_one_line_and_exit_2(base):
+    tmp, subs = base
+    (tmp / "ok.toml").write_text(BASE.format(**subs))
+    p = _run(["serve", "--config", str(tmp / "ok.toml")], tmp, {"PAYSWITCH_LOG": "LOUD"})
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2
+    assert err == "payswitch: PAYSWITCH_LOG must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'\n"
+
+
+def test_a_port_in_use_is_not_a_configuration_error(base):
+    tmp, subs = base
+    text = BASE.format(**subs)
+    text = text[: text.index("[[acquirers]]")]  # nothing to connect to: straight to the listener
+    (tmp / "busy.toml").write_text(text)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", subs["term"]))
+        held.listen()
+        p = _run(["serve", "--config", str(tmp / "busy.toml")], tmp)
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 1, err
+    [line] = [ln for ln in err.splitlines() if not ln[:4].isdigit()]  # log lines start with the date
+    assert line.startswith("payswitch: cannot start: ") and str(subs["term"]) in line and "in use" in line
