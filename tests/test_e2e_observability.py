@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -21,24 +19,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import e2e
+from tests.debian import need
 from tests.e2e import MASTERCARD, UNIONPAY, VISA, Client, purchase
 
 pytestmark = pytest.mark.e2e
 
 OPS = e2e.ROOT / "ops"
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def need(binary: str) -> str:
-    """The path of a Debian binary the test runs: missing fails in CI (.ci/run installs it)."""
-    path = shutil.which(binary)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"{binary} is not installed: .ci/run installs it with apt-get")
-        pytest.skip(f"{binary} is not installed (apt-get install {binary}); CI runs this test")
-    return path
-
-
 @pytest.fixture(scope="module")
 def switch(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("obs")
