@@ -24,7 +24,6 @@ Who feeds what (the runbook's metrics table says what each one means):
 """
 from __future__ import annotations
 
-import logging
 import platform
 import time
 from typing import Callable
@@ -40,8 +39,6 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
-
-log = logging.getLogger("payswitch.metrics")
 
 # Payment latencies: most card answers come in tens of ms, wallets may hold for
 # up to the terminal budget (60 s), so the buckets span both.
@@ -91,8 +88,7 @@ class _Scraped:
             "payswitch_reversal_oldest_age_seconds",
             "Age of the oldest transaction waiting for a reversal acknowledgement (0 when none)",
         )
-        oldest = self.m._reversal_oldest
-        g.add_metric([], max(0.0, time.time() - oldest) if oldest else 0.0)
+        g.add_metric([], self.m.reversal_oldest_age())
         yield g
 
     def describe(self):
@@ -268,6 +264,11 @@ class Metrics:
         self.reversal_queue.set(depth)
         self._reversal_oldest = float(oldest_created or 0.0) if depth else 0.0
         self.reversal_oldest.set(self._reversal_oldest)
+
+    def reversal_oldest_age(self) -> float:
+        """Seconds since the oldest waiting reversal was created (0 when none), as exported."""
+        oldest = self._reversal_oldest
+        return max(0.0, time.time() - oldest) if oldest else 0.0
 
     def circuit(self, acquirer: str, endpoint: str, state: str) -> None:
         """``state``: closed, half-open or open."""

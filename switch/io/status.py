@@ -100,7 +100,7 @@ def snapshot(metrics, ready: dict) -> dict:
         }
         for name, up in sorted(ready["acquirers"].items())
     ]
-    oldest = metrics._reversal_oldest
+    queue = sum(s.value for s in _samples(metrics.reversal_queue, ""))
     return {
         "time": time.time(),
         "ready": ready["ready"],
@@ -109,8 +109,8 @@ def snapshot(metrics, ready: dict) -> dict:
         "kinds": out_kinds,
         "acquirers": acquirers,
         "reversals": {
-            "queue": int(metrics.reversal_queue._value.get()),
-            "oldest_age_seconds": max(0.0, time.time() - oldest) if oldest else 0.0,
+            "queue": int(queue),
+            "oldest_age_seconds": metrics.reversal_oldest_age(),
         },
     }
 
