@@ -1,23 +1,117 @@
 """Prometheus metrics of the switch (served on /metrics).
 
 Names follow Prometheus conventions: ``payswitch_`` prefix, ``_total`` for
-counters, ``_seconds`` for histograms.  Labels are low-cardinality by design:
-payment kind, message class, response code, acquirer name — never a terminal
-ID, STAN or PAN.
+counters, ``_seconds`` for durations.  Labels are low-cardinality by design:
+payment kind, message class, response code, acquirer, endpoint — never a
+terminal ID, STAN or PAN.
+
+Who feeds what (the runbook's metrics table says what each one means):
+
+- the request path: :meth:`Metrics.answered`, :meth:`Metrics.acquirer_answered`,
+  :meth:`Metrics.in_flight` (``child = metrics.in_flight(kind); child.inc()``
+  when a request is decoded, ``child.dec()`` once it is answered);
+- wallet flows: ``metrics.wallet_held.labels(acquirer).inc()`` while a
+  payment waits for the customer, ``.dec()`` when it ends;
+- the reversal worker: :meth:`Metrics.reversal_backlog` with the uncapped
+  count of reversal-pending transactions and the creation time of the oldest;
+- a circuit breaker: :meth:`Metrics.circuit` on every transition;
+- the journal: :meth:`Metrics.watch_journal` (the group committer's batch hook);
+- acquirer links: :meth:`Metrics.link_listener` is the adapters'
+  ``metrics_listener(name, labels, amount)``; :meth:`Metrics.attach_links`
+  hooks it into acquirers built without one;
+- scrape time: :meth:`Metrics.refresh` reads acquirer health and connection
+  states (the HTTP server calls it before rendering).
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import platform
+import time
+from typing import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
 
 # Payment latencies: most card answers come in tens of ms, wallets may hold for
 # up to the terminal budget (60 s), so the buckets span both.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60)
+# A group commit is one fsync (WAL, synchronous=FULL): tenths of a ms to tens of ms.
+_COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+KINDS = ("card", "wallet", "citycard")
+
+CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
+
+# Card host-link counter names (adapters.card.hostlink.LinkMetrics) and the
+# labels each carries besides the acquirer.
+CARD_LINK_COUNTERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "requests": (("mti", "response_code"), "Requests answered by the host link, by MTI and response code"),
+    "timeouts": (("mti",), "Requests the acquirer did not answer in time"),
+    "late_answers": (("mti",), "Answers that arrived after their request had timed out"),
+    "unmatched_answers": (("mti",), "Answers matching no request in flight"),
+    "lost_in_flight": (("mti",), "Requests in flight on a connection that dropped"),
+    "unavailable": (("mti",), "Requests refused because no connection was signed on"),
+    "reconnects": (("endpoint",), "Connections re-established after a drop"),
+    "sign_on_failures": (("endpoint",), "Sign-ons refused or unanswered"),
+    "echoes": (("endpoint",), "Echo tests sent on idle connections"),
+    "protocol_errors": (("endpoint",), "Connections closed for a framing or decoding error"),
+}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("payswitch")
+    except Exception:  # running from a checkout that was never installed
+        return "0+unknown"
+
+
+class _Scraped:
+    """Values computed at scrape time: the reversal backlog's age keeps growing
+    even when nothing updates the gauges (a stuck reversal worker)."""
+
+    def __init__(self, metrics: "Metrics"):
+        self.m = metrics
+
+    def collect(self):
+        g = GaugeMetricFamily(
+            "payswitch_reversal_oldest_age_seconds",
+            "Age of the oldest transaction waiting for a reversal acknowledgement (0 when none)",
+        )
+        g.add_metric([], self.m.reversal_oldest_age())
+        yield g
+
+    def describe(self):
+        return []
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True):
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if process:
+            # process_* (CPU, memory, file descriptors, start time) and python_*
+            # (version, garbage collector) on our own registry.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+        self.build_info = Gauge(
+            "payswitch_build_info",
+            "Always 1: the running payswitch version, Python version and implementation",
+            ["version", "python", "implementation"],
+            registry=r,
+        )
+        self.build_info.labels(_version(), platform.python_version(), platform.python_implementation()).set(1)
         self.requests = Counter(
             "payswitch_requests",
             "Terminal requests answered, by payment kind, message class and response code",
@@ -36,6 +130,15 @@ class Metrics:
             "Time an acquirer took to answer, by acquirer and outcome",
             ["acquirer", "outcome"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight_requests = Gauge(
+            "payswitch_requests_in_flight", "Terminal requests decoded and not yet answered, by kind", ["kind"], registry=r
+        )
+        self.wallet_held = Gauge(
+            "payswitch_wallet_held",
+            "Wallet payments waiting for the customer to confirm, by acquirer",
+            ["acquirer"],
             registry=r,
         )
         self.connections = Gauge(
@@ -66,20 +169,70 @@ class Metrics:
             "payswitch_reversal_queue", "Transactions waiting for a reversal acknowledgement (uncapped)", registry=r
         )
         self.reversal_oldest = Gauge(
-            "payswitch_reversal_oldest_seconds", "Age of the oldest reversal not yet acknowledged", registry=r
+            "payswitch_reversal_oldest_timestamp_seconds",
+            "Creation time (Unix seconds) of the oldest transaction waiting for a reversal, 0 when none",
+            registry=r,
         )
+        self._reversal_oldest = 0.0
+        r.register(_Scraped(self))
         self.acquirer_up = Gauge(
             "payswitch_acquirer_up", "1 when the acquirer has a usable connection", ["acquirer"], registry=r
+        )
+        self.acquirer_connections = Gauge(
+            "payswitch_acquirer_connections",
+            "Connections to an acquirer endpoint by state (ready, connecting, disconnected, ...)",
+            ["acquirer", "endpoint", "state"],
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "payswitch_acquirer_circuit_state",
+            "Circuit breaker per acquirer endpoint: 0 closed, 1 half-open, 2 open",
+            ["acquirer", "endpoint"],
+            registry=r,
         )
         self.internal_errors = Counter(
             "payswitch_internal_errors", "Our own failures answered 96 (each is also logged)", registry=r
         )
-        # label children by label values: labels() costs more than the update itself
-        self._answered: dict[tuple[str, str, str], tuple] = {}
-        self._acquirer: dict[tuple[str, str], object] = {}
+        self.journal_commit = Histogram(
+            "payswitch_journal_commit_seconds",
+            "Time to run and commit one journal batch (group commit), failed ones included",
+            buckets=_COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.journal_batch = Histogram(
+            "payswitch_journal_batch_size", "Operations per journal batch", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.journal_writable = Gauge(
+            "payswitch_journal_writable",
+            "1 when the last journal ping (an empty write transaction, run at each scrape and readiness check) succeeded",
+            registry=r,
+        )
+        self.journal_writable.set(1)
+        self.journal_failed = Counter(
+            "payswitch_journal_failed_commits",
+            "Journal batches whose transaction failed (nothing of the batch was written)",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "payswitch_config_reloads", "Configuration reloads by result", ["result"], registry=r
         )
+        self.card_link = {
+            name: Counter(
+                f"payswitch_hostlink_{name}", doc, ("acquirer",) + labels, registry=r
+            )
+            for name, (labels, doc) in CARD_LINK_COUNTERS.items()
+        }
+        # links of other adapters (city card, wallet): counters made on first use
+        self._other_link: dict[str, tuple[Counter, tuple[str, ...]]] = {}
+        # label children by label values: labels() costs more than the update itself
+        self._answered: dict[tuple[str, str, str], tuple] = {}
+        self._acquirer: dict[tuple[str, str], object] = {}
+        self._in_flight: dict[str, object] = {}
+        for kind in KINDS:
+            self.in_flight(kind)
+            self.latency.labels(kind)
+
+    # -- the request path ---------------------------------------------------
 
     def answered(self, kind: str, mclass: str, code: str, seconds: float) -> None:
         """Count one answer and its latency (hot path: label children are cached)."""
@@ -111,9 +264,133 @@ class Metrics:
     def reversal(self, trigger: str, result: str) -> None:
         self.reversals.labels(trigger, result).inc()
 
-    def reversal_backlog(self, count: int, oldest_seconds: float) -> None:
-        self.reversal_queue.set(count)
-        self.reversal_oldest.set(oldest_seconds)
+    def in_flight(self, kind: str):
+        """The in-flight gauge of ``kind`` (cached child): ``inc()`` on arrival, ``dec()`` once answered."""
+        child = self._in_flight.get(kind)
+        if child is None:
+            child = self._in_flight[kind] = self.in_flight_requests.labels(kind)
+        return child
+
+    # -- reversals, circuits ----------------------------------------------------
+
+    def reversal_backlog(self, depth: int, oldest_created: float | None) -> None:
+        """``depth``: every reversal-pending transaction (not a capped page of them);
+        ``oldest_created``: Unix time the oldest was created, None when there is none."""
+        self.reversal_queue.set(depth)
+        self._reversal_oldest = float(oldest_created or 0.0) if depth else 0.0
+        self.reversal_oldest.set(self._reversal_oldest)
+
+    def reversal_oldest_age(self) -> float:
+        """Seconds since the oldest waiting reversal was created (0 when none), as exported."""
+        oldest = self._reversal_oldest
+        return max(0.0, time.time() - oldest) if oldest else 0.0
+
+    def circuit(self, acquirer: str, endpoint: str, state: str) -> None:
+        """``state``: closed, half-open or open."""
+        try:
+            value = CIRCUIT_STATES[state]
+        except KeyError:
+            raise ValueError(f"circuit state {state!r}: expected one of {', '.join(CIRCUIT_STATES)}") from None
+        self.circuit_state.labels(acquirer, endpoint).set(value)
+
+    # -- the journal -----------------------------------------------------------
+
+    def journal_batch_done(self, size: int, seconds: float, ok: bool) -> None:
+        """One group commit (called on the journal's writer thread; the client is thread-safe)."""
+        self.journal_batch.observe(size)
+        self.journal_commit.observe(seconds)
+        if not ok:
+            self.journal_failed.inc()
+
+    def watch_journal(self, journal) -> None:
+        """Feed the journal histograms from a group committer's ``on_batch`` hook."""
+        if hasattr(journal, "on_batch"):
+            journal.on_batch = self.journal_batch_done
+
+    # -- acquirer links -----------------------------------------------------------
+
+    def link_listener(self, acquirer: str, link: str = "hostlink") -> Callable[[str, dict[str, str], int], None]:
+        """A ``metrics_listener(name, labels, amount)`` for an adapter's link counters.
+
+        ``link="hostlink"`` (card acquirers): the names of
+        :data:`CARD_LINK_COUNTERS` become ``payswitch_hostlink_<name>_total``
+        labelled by acquirer and the counter's own labels.  Any other ``link``
+        (``citycard``, ``wallet``) and unknown names make
+        ``payswitch_<link>_<name>_total`` on first use, labelled by acquirer and
+        the label names of that first increment (later ones must match: a
+        missing label is left empty, an extra one dropped).
+        """
+        children: dict[tuple, object] = {}
+
+        def listener(name: str, labels: dict[str, str], amount: int = 1) -> None:
+            key = (name, tuple(sorted(labels.items())))
+            child = children.get(key)
+            if child is None:
+                child = children[key] = self._link_child(link, acquirer, name, labels)
+            child.inc(amount)
+
+        return listener
+
+    def _link_child(self, link: str, acquirer: str, name: str, labels: dict[str, str]):
+        if link == "hostlink" and name in self.card_link:
+            names = CARD_LINK_COUNTERS[name][0]
+            return self.card_link[name].labels(acquirer, *(str(labels.get(n, "")) for n in names))
+        metric = f"payswitch_{link}_{name}".replace("-", "_")
+        entry = self._other_link.get(metric)
+        if entry is None:
+            names = tuple(sorted(labels))
+            counter = Counter(metric, f"{link} link counter {name!r}, by acquirer", ("acquirer",) + names, registry=self.registry)
+            entry = self._other_link[metric] = (counter, names)
+        counter, names = entry
+        return counter.labels(acquirer, *(str(labels.get(n, "")) for n in names))
+
+    def attach_links(self, acquirers: dict) -> None:
+        """Hook :meth:`link_listener` into acquirers whose link counters have no listener yet.
+
+        What the counters already hold (the sign-on at start-up) is carried over,
+        so the exported counters equal the adapter's own.
+        """
+        for name, acq in acquirers.items():
+            counters = getattr(acq, "metrics", None)
+            if counters is None or not hasattr(counters, "listener"):
+                continue
+            states = getattr(acq, "connection_states", None)
+            self.init_link_counters(name, list(states()) if states is not None else [])
+            if counters.listener is not None:
+                continue
+            listener = self.link_listener(name)
+            for (cname, labels), value in list(counters.counters.items()):
+                listener(cname, dict(labels), value)
+            counters.listener = listener
+
+    def init_link_counters(self, acquirer: str, endpoints: list[str], mtis=("0100", "0200", "0220", "0400")) -> None:
+        """Export a card acquirer's trouble counters at 0 before the first trouble
+        (a rate over a series that does not exist yet is no data, not zero)."""
+        for name, (labels, _doc) in CARD_LINK_COUNTERS.items():
+            if labels == ("mti",):
+                for mti in mtis:
+                    self.card_link[name].labels(acquirer, mti)
+            elif labels == ("endpoint",):
+                for endpoint in endpoints:
+                    self.card_link[name].labels(acquirer, endpoint)
+
+    # -- scrape time ----------------------------------------------------------------
+
+    def refresh(self, acquirers: dict) -> dict[str, bool]:
+        """Set the gauges read off the acquirers; returns each one's health."""
+        health = {}
+        for name, acq in acquirers.items():
+            up = bool(acq.healthy())
+            health[name] = up
+            self.acquirer_up.labels(name).set(1 if up else 0)
+            states = getattr(acq, "connection_states", None)
+            if states is not None:
+                for endpoint, counts in states().items():
+                    for state in ("ready", "connecting", "signing-on", "disconnected"):
+                        counts.setdefault(state, 0)
+                    for state, n in counts.items():
+                        self.acquirer_connections.labels(name, endpoint, state).set(n)
+        return health
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

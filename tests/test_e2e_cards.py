@@ -262,6 +262,8 @@ def test_oversized_frame_closes_only_that_connection(switch, client):
 def test_health_and_metrics(switch, client):
     client.transact(purchase(910))
     status, body = switch.http_get("/healthz")
+    assert status == 200 and b'"status": "alive"' in body
+    status, body = switch.http_get("/readyz")
     assert status == 200 and b'"bank-a": true' in body
     status, body = switch.http_get("/metrics")
     assert status == 200

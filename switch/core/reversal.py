@@ -209,7 +209,7 @@ class ReversalQueue:
         count, oldest = yield Op("reversal_backlog")
         now = engine.clock()
         cfg = engine.cfg
-        engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), now - oldest if oldest else 0.0)
+        engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), oldest)
         # With nothing queued, the next sweep comes when something is (on_queued);
         # the idle period is only a safety net.
         self._next = now + cfg.reversal_backoff_max

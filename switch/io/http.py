@@ -1,11 +1,20 @@
-"""HTTP for operators on 127.0.0.1:9583: /healthz, /metrics and the admin API.
+"""HTTP for operators on 127.0.0.1:9583: health, metrics, status page, admin API.
 
 Small on purpose (h11 over asyncio streams): a handful of GET/POST endpoints,
 one request per connection turn, bodies of a few KiB at most.
 
-- ``GET /healthz``: 200 with JSON when the journal is open and every acquirer
-  has a usable connection, 503 (same JSON) otherwise.
-- ``GET /metrics``: Prometheus text format.
+- ``GET /healthz``: liveness. 200 ``{"status": "alive", ...}`` whenever the
+  process answers at all; a load balancer or Kubernetes ``livenessProbe``
+  restarts the process only when this fails.
+- ``GET /readyz``: readiness. 200 ``{"ready": true, ...}`` when the journal
+  is writable (an empty write transaction through the journal's writer) and
+  every payment kind that has a route has at least one healthy acquirer on
+  its routes; 503 with the same JSON naming what is wrong otherwise.  Take
+  the switch out of a load balancer's pool (``readinessProbe``) on 503.
+- ``GET /metrics``: Prometheus text format (the journal is pinged first:
+  ``payswitch_journal_writable``).
+- ``GET /status``: a self-contained HTML status page for operators, which
+  polls ``GET /status.json`` (see :mod:`switch.io.status`).
 - ``POST /admin/reload``: re-read the configuration file (like SIGHUP); 200 on
   success, 400 with the reason when the new file is bad (the old one stays).
 """
@@ -14,41 +23,115 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import h11
+
+from switch.io import status
 
 log = logging.getLogger("payswitch.http")
 
 MAX_REQUEST = 16 * 1024
+JOURNAL_PING_TIMEOUT = 2.0  # seconds: a journal slower than this is not ready
+
+_JSON = "application/json"
+_ROUTES = {
+    b"/healthz": b"GET",
+    b"/readyz": b"GET",
+    b"/metrics": b"GET",
+    b"/status": b"GET",
+    b"/status.json": b"GET",
+    b"/admin/reload": b"POST",
+}
 
 
 class AdminHttp:
     def __init__(self, switch, reload_callback):
         self.switch = switch
         self.reload_callback = reload_callback
+        metrics = switch.metrics
+        # Journal commit latency and batch size; link counters of acquirers
+        # built without a listener (both idempotent).
+        metrics.watch_journal(switch.journal)
+        metrics.attach_links(switch.acquirers)
 
     async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
         return await asyncio.start_server(self._connection, host, port, reuse_address=True)
 
-    def _route(self, method: bytes, target: bytes) -> tuple[int, str, bytes]:
+    # -- checks ---------------------------------------------------------------------
+
+    async def journal_check(self) -> tuple[bool, str]:
+        """(writable, why not) and the ``payswitch_journal_writable`` gauge."""
+        ping = getattr(self.switch.journal, "ping", None)
+        if ping is None:
+            ok, why = True, "journal backend has no ping; assumed writable"
+        else:
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(ping()), JOURNAL_PING_TIMEOUT)
+                ok, why = True, "writable"
+            except asyncio.TimeoutError:
+                ok, why = False, f"no answer from the journal writer within {JOURNAL_PING_TIMEOUT:g}s"
+            except Exception as exc:
+                ok, why = False, f"{type(exc).__name__}: {exc}"
+        self.switch.metrics.journal_writable.set(1 if ok else 0)
+        return ok, why
+
+    def kinds_check(self, health: dict[str, bool]) -> dict[str, dict]:
+        """Per payment kind with a route: its acquirers' health and whether any is up."""
+        kinds: dict[str, dict] = {}
+        for route in self.switch.cfg.routes:
+            entry = kinds.setdefault(route.kind, {"acquirers": {}})
+            for name in route.acquirers:
+                entry["acquirers"][name] = bool(health.get(name, False))
+        for entry in kinds.values():
+            entry["ok"] = any(entry["acquirers"].values())
+        return kinds
+
+    async def readiness(self) -> tuple[bool, dict]:
+        health = self.switch.metrics.refresh(self.switch.acquirers)
+        journal_ok, journal_why = await self.journal_check()
+        kinds = self.kinds_check(health)
+        reasons = [] if journal_ok else [f"journal: {journal_why}"]
+        reasons += [
+            f"{kind}: no healthy acquirer among {', '.join(entry['acquirers'])}"
+            for kind, entry in sorted(kinds.items())
+            if not entry["ok"]
+        ]
+        body = {
+            "ready": not reasons,
+            "reasons": reasons,
+            "journal": {"ok": journal_ok, "detail": journal_why},
+            "kinds": kinds,
+            "acquirers": health,
+        }
+        return not reasons, body
+
+    # -- routing ----------------------------------------------------------------------
+
+    async def _route(self, method: bytes, target: bytes) -> tuple[int, str, bytes]:
         path = target.split(b"?", 1)[0]
-        if path == b"/healthz" and method == b"GET":
-            acquirers = {name: bool(a.healthy()) for name, a in self.switch.acquirers.items()}
-            ok = all(acquirers.values())
-            for name, up in acquirers.items():
-                self.switch.metrics.acquirer_up.labels(name).set(1 if up else 0)
-            body = json.dumps({"status": "ok" if ok else "degraded", "acquirers": acquirers}).encode()
-            return (200 if ok else 503), "application/json", body
-        if path == b"/metrics" and method == b"GET":
-            for name, a in self.switch.acquirers.items():
-                self.switch.metrics.acquirer_up.labels(name).set(1 if a.healthy() else 0)
+        if path in _ROUTES and method != _ROUTES[path]:
+            return 405, "text/plain", b"method not allowed\n"
+        if path == b"/healthz":
+            body = {"status": "alive", "uptime_seconds": round(_uptime(self.switch), 3)}
+            return 200, _JSON, json.dumps(body).encode()
+        if path == b"/readyz":
+            ok, body = await self.readiness()
+            return (200 if ok else 503), _JSON, json.dumps(body).encode()
+        if path == b"/metrics":
+            self.switch.metrics.refresh(self.switch.acquirers)
+            await self.journal_check()
             return 200, "text/plain; version=0.0.4; charset=utf-8", self.switch.metrics.render()
-        if path == b"/admin/reload" and method == b"POST":
+        if path == b"/status":
+            return 200, "text/html; charset=utf-8", status.PAGE
+        if path == b"/status.json":
+            ok, ready = await self.readiness()
+            doc = status.snapshot(self.switch.metrics, ready)
+            return 200, _JSON, json.dumps(doc).encode()
+        if path == b"/admin/reload":
             ok, message = self.reload_callback()
             body = json.dumps({"reloaded": ok, "message": message}).encode()
-            return (200 if ok else 400), "application/json", body
-        if path in (b"/healthz", b"/metrics", b"/admin/reload"):
-            return 405, "text/plain", b"method not allowed\n"
+            return (200 if ok else 400), _JSON, body
         return 404, "text/plain", b"not found\n"
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
@@ -61,7 +144,6 @@ class AdminHttp:
                     conn.receive_data(data)
                     continue
                 if isinstance(event, h11.Request):
-                    status, ctype, body = self._route(event.method, event.target)
                     # read past the request body (admin calls carry none worth reading)
                     while True:
                         ev = conn.next_event()
@@ -69,8 +151,13 @@ class AdminHttp:
                             conn.receive_data(await asyncio.wait_for(reader.read(4096), 30))
                         elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
                             break
-                    headers = [("content-type", ctype), ("content-length", str(len(body)))]
-                    writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+                    status_code, ctype, body = await self._route(event.method, event.target)
+                    headers = [
+                        ("content-type", ctype),
+                        ("content-length", str(len(body))),
+                        ("cache-control", "no-store"),
+                    ]
+                    writer.write(conn.send(h11.Response(status_code=status_code, headers=headers)))
                     writer.write(conn.send(h11.Data(data=body)))
                     writer.write(conn.send(h11.EndOfMessage()))
                     await writer.drain()
@@ -85,3 +172,8 @@ class AdminHttp:
             log.exception("admin HTTP connection failed")
         finally:
             writer.close()
+
+
+def _uptime(switch) -> float:
+    started = getattr(switch, "started", None)
+    return time.time() - started if started else 0.0

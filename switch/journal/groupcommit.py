@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
@@ -105,6 +106,9 @@ class GroupCommitter:
         )
         self.max_batch = max_batch
         self.stats: dict[str, int] = {"commits": 0, "ops": 0, "max_batch": 0, "failed_commits": 0}
+        # on_batch(size, seconds, committed), called on the writer thread after
+        # each batch (metrics: commit latency and batch size).
+        self.on_batch: Callable[[int, float, bool], None] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed: JournalClosed | None = None
@@ -266,6 +270,7 @@ class GroupCommitter:
         if len(batch) > stats["max_batch"]:
             stats["max_batch"] = len(batch)
         writes = any(op[3] for op in batch)
+        t0 = time.perf_counter()
         # (future, ok, result or exception), in batch order
         outcomes: list[tuple[Future, bool, Any]] = []
         try:
@@ -280,6 +285,7 @@ class GroupCommitter:
             self._commit()
         except BaseException as exc:
             stats["failed_commits"] += 1
+            self._report(len(batch), t0, False)
             try:
                 self._rollback()
             except Exception:
@@ -299,7 +305,16 @@ class GroupCommitter:
                 raise
             return
         stats["commits"] += 1
+        self._report(len(batch), t0, True)
         self._hand_over(outcomes)
+
+    def _report(self, size: int, t0: float, committed: bool) -> None:
+        hook = self.on_batch
+        if hook is not None:
+            try:
+                hook(size, time.perf_counter() - t0, committed)
+            except Exception:  # metrics must not fail a batch
+                log.exception("journal on_batch hook failed")
 
     def _run_ops(self, batch: list[Op], outcomes: list, *, guarded: bool) -> bool:
         """Run the batch's operations, appending their outcomes.

@@ -594,3 +594,9 @@ class SqliteJournal(GroupCommitter):
         self._forget_unsure()
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
+
+    def ping(self) -> Future[bool]:
+        """A round trip through the writer: an empty write transaction (BEGIN
+        IMMEDIATE, COMMIT) resolves True; a closed journal, a dead writer or a
+        database that cannot take the write lock fail it like any write."""
+        return self._submit(bool, (True,), True)

@@ -1,0 +1,165 @@
+"""What ships in ops/ and the packaging: alert rules (promtool), runbook links,
+the dashboard's queries, the Prometheus and Grafana files of docker-compose,
+the Dockerfile and the systemd unit."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from switch import config
+from switch.metrics import Metrics
+from tests.debian import need
+from tests.e2e import ROOT
+
+OPS = ROOT / "ops"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([need("promtool"), *args], cwd=OPS, capture_output=True, text=True, timeout=120)
+
+
+def test_promtool_check_rules():
+    res = promtool("check", "rules", "prometheus-rules.yml")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_promtool_rule_unit_tests():
+    res = promtool("test", "rules", "prometheus-rules.test.yml")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_promtool_check_compose_prometheus_config():
+    res = promtool("check", "config", "prometheus.yml")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def alerts() -> dict[str, str]:
+    """alert name -> its block of prometheus-rules.yml."""
+    text = (OPS / "prometheus-rules.yml").read_text()
+    parts = re.split(r"^\s*- alert: (\w+)\s*$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def runbook_anchors() -> set[str]:
+    """GitHub's heading anchors of ops/runbook.md."""
+    anchors = set()
+    for line in (OPS / "runbook.md").read_text().splitlines():
+        m = re.match(r"#{1,6} (.+)", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+def test_every_alert_links_to_a_runbook_section_that_exists():
+    found = alerts()
+    assert len(found) == 13
+    anchors = runbook_anchors()
+    for name, block in found.items():
+        m = re.search(r'runbook_url: "ops/runbook\.md#([\w-]+)"', block)
+        assert m, f"{name} has no runbook_url"
+        assert m.group(1) in anchors, f"{name}: runbook.md has no section #{m.group(1)}"
+
+
+def test_every_alert_has_a_unit_test_that_fires_it():
+    tests = (OPS / "prometheus-rules.test.yml").read_text()
+    for name in alerts():
+        assert re.search(rf"alertname: {name}\n\s+exp_alerts:\n\s+- exp_labels", tests), f"no test fires {name}"
+
+
+def test_the_outages_of_the_issue_are_covered():
+    found = alerts()
+    exprs = {name: block.split("labels:")[0] for name, block in found.items()}
+    assert 'up{job="payswitch"} == 0' in exprs["PayswitchDown"]
+    assert 'absent(up{job="payswitch"})' in exprs["PayswitchAbsent"]
+    assert "payswitch_journal_writable == 0" in exprs["PayswitchJournalNotWritable"]
+    assert "payswitch_reversal_oldest_age_seconds" in exprs["PayswitchReversalBacklogStuck"]
+    assert 'kind=~"card|citycard",code="68"' in exprs["PayswitchAcquirerTimeouts"]
+    assert 'kind="wallet",code="68"' in exprs["PayswitchWalletUnconfirmed"]
+
+
+# -- metric names in rules and dashboard exist ----------------------------------------
+
+
+def exported_names() -> set[str]:
+    """Every series name the switch's registry can export (label children or not)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+    names = set()
+    for family in Metrics().registry.collect():
+        for suffix in suffixes.get(family.type, ("",)):
+            names.add(family.name + suffix)
+    return names
+
+
+def referenced(text: str) -> set[str]:
+    return set(re.findall(r"\b((?:payswitch|process|python)_[a-z_]+)\b", text))
+
+
+def test_rules_and_dashboard_name_only_exported_metrics():
+    declared = exported_names()
+    rules = referenced((OPS / "prometheus-rules.yml").read_text()) - {"payswitch_"}
+    dashboard = referenced((OPS / "grafana-dashboard.json").read_text())
+    unknown = {n for n in rules | dashboard if n not in declared}
+    assert not unknown, f"not exported by the switch: {sorted(unknown)}"
+
+
+def test_dashboard_is_grafana_json_with_every_section():
+    doc = json.loads((OPS / "grafana-dashboard.json").read_text())
+    assert doc["uid"] == "payswitch-overview"
+    titles = [p["title"] for p in doc["panels"]]
+    assert len(titles) == len(set(titles))
+    rows = {p["title"] for p in doc["panels"] if p["type"] == "row"}
+    assert rows == {"Overview", "Latency", "Response codes", "Acquirer links", "Reversals and journal", "Process"}
+    for p in doc["panels"]:
+        if p["type"] != "row":
+            assert p["targets"] and all(t["expr"] and t["refId"] for t in p["targets"]), p["title"]
+            assert p["datasource"]["uid"] == "${datasource}"
+
+
+# -- packaging ----------------------------------------------------------------------
+
+
+def test_compose_mounts_files_that_exist():
+    text = (ROOT / "docker-compose.yml").read_text()
+    for service in ("payswitch", "prometheus", "grafana"):
+        assert re.search(rf"^  {service}:$", text, flags=re.M), service
+    mounts = re.findall(r"^\s+- \./([^:]+):", text, flags=re.M)
+    assert "ops/prometheus-rules.yml" in mounts and "ops/grafana-dashboard.json" in mounts
+    for path in mounts:
+        assert (ROOT / path).exists(), path
+    provisioning = OPS / "grafana" / "provisioning"
+    assert "url: http://prometheus:9090" in (provisioning / "datasources" / "prometheus.yml").read_text()
+    assert "path: /var/lib/grafana/dashboards" in (provisioning / "dashboards" / "payswitch.yml").read_text()
+    assert "/var/lib/grafana/dashboards/payswitch.json" in text
+    assert '"payswitch:9583"' in (OPS / "prometheus.yml").read_text()
+
+
+def test_dockerfile_is_multi_stage_non_root_with_a_compiled_wheel():
+    text = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", text, flags=re.M)) == 2
+    assert "pip wheel" in text and "COPY --from=build /wheels" in text
+    assert re.search(r"^USER payswitch$", text, flags=re.M)
+    assert "import native.iso8583" in text  # the image refuses to build without its compiled modules
+    for src in re.findall(r"^COPY (?!--)(\S+)", text, flags=re.M):
+        assert (ROOT / src).exists(), src
+
+
+def test_container_config_is_valid_and_scrapable():
+    cfg = config.load(str(OPS / "docker" / "switch.toml"))
+    assert cfg.http.host == "0.0.0.0" and cfg.http.port == 9583
+
+
+def test_systemd_unit():
+    text = (OPS / "payswitch.service").read_text()
+    assert re.search(r"^UMask=0077$", text, flags=re.M)
+    assert re.search(r"^User=payswitch$", text, flags=re.M)
+    assert "ExecStartPre=" in text and "check-config" in text
+
+
+def test_ci_installs_the_debian_tools():
+    text = (ROOT / ".ci" / "run").read_text()
+    for tool, package in (("promtool", "prometheus"), ("chromium", "chromium")):
+        assert re.search(rf"command -v {tool} .*apt-get install -y[^\n]*\b{package}\b", text), tool
