@@ -257,16 +257,17 @@ class Switch:
 
     # -- request handling ------------------------------------------------------------
 
-    async def handle(self, body: bytes) -> bytes:
-        """Answer one terminal request (the encoded message without framing)."""
+    async def handle(self, body: bytes, codec=None) -> bytes:
+        """Answer one terminal request (the encoded message without framing) in its listener's codec."""
         t0 = time.perf_counter()
         kind = "unknown"
+        term = codec or self.term
         try:
-            msg = self.term.decode(body)
+            msg = term.decode(body)
         except DecodeError as e:
             self.metrics.format_errors.inc()
             log.info("format error: %s", e)
-            return self._format_error(body)
+            return self._format_error(body, term)
         try:
             kind, resp = await self._dispatch(msg)
         except Exception:
@@ -274,21 +275,21 @@ class Switch:
             log.exception("internal error on %s from terminal %s", msg.mti, msg.get(41))
             resp = m.build_response(msg, "96", self.rrns.next())
         try:
-            out = self.term.encode(resp)
+            out = term.encode(resp)
         except EncodeError:
             self.metrics.internal_errors.inc()
             log.exception("cannot encode response to %s", msg.mti)
-            out = self.term.encode(m.build_response(msg, "96", self.rrns.next()))
+            out = term.encode(m.build_response(msg, "96", self.rrns.next()))
         self.metrics.answered(kind, _MCLASS.get(msg.mti[1], "other"), resp.get(39, "??"), time.perf_counter() - t0)
         return out
 
-    def _format_error(self, body: bytes) -> bytes:
+    def _format_error(self, body: bytes, term) -> bytes:
         """Section 5 code 30 for a message we could not decode, echoing what we can."""
         mti = body[:4].decode("ascii", "replace")
         if not (len(mti) == 4 and mti.isdigit()):
             mti = "0800"
         resp = {"mti": m.response_mti(mti), 37: self.rrns.next(), 39: "30"}
-        return self.term.encode(resp)
+        return term.encode(resp)
 
     async def _dispatch(self, msg) -> tuple[str, dict]:
         try:
