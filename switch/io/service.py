@@ -285,15 +285,14 @@ class Switch:
 
     def _format_error(self, body: bytes, term) -> bytes:
         """Section 5 code 30 for a message we could not decode, echoing what we can."""
-        mti = body[:4].decode("ascii", "replace")
-        if not (len(mti) == 4 and mti.isdigit()):
-            mti = "0800"
-        resp = {"mti": m.response_mti(mti), 37: self.rrns.next(), 39: "30"}
+        resp = {**m.salvage_echo(body, term), 37: self.rrns.next(), 39: "30"}
         return term.encode(resp)
 
     async def _dispatch(self, msg) -> tuple[str, dict]:
         try:
             m.check_request(msg)
+            if 55 in msg:
+                m.check_icc(msg[55])
             tid = msg[41]
             merchant = self.terminals.get(tid)
             if merchant is None or (42 in msg and msg[42] != merchant):
@@ -385,7 +384,7 @@ class Switch:
         if rejection is not None:
             return kind, await self._answer_self(msg, rec, rejection)
         if msg.mti == "0400":
-            return kind, await self._reversal(msg, rec)
+            return "card", await self._reversal(msg, rec)
         if msg.mti == "0500":
             return "settlement", await self._settlement(msg, rec)
         if msg.mti == "0220" and 90 in msg:
@@ -469,13 +468,19 @@ class Switch:
             if not (result.response_code == "91" and not result.uncertain):
                 break
         assert result is not None and used is not None
+        icc = None
+        if result.icc:
+            try:
+                icc = m.issuer_icc(result.icc)
+            except ValueError as e:
+                log.warning("rrn %s: %s; answered without field 55", rec.rrn, e)
         resp = m.build_response(
             msg,
             result.response_code,
             rec.rrn,
             auth_code=result.auth_code,
             tlv=result.tlv,
-            icc=result.icc,
+            icc=icc,
             build_tlv48=build_tlv48,
         )
         reverse = result.uncertain and not pipeline.is_offline_advice(request)
