@@ -60,7 +60,9 @@ cdef class Dialect:
     cdef list _keep             # objects the C tables point into
     cdef dict _info             # field number -> spec as a dict (introspection)
 
-    cdef Message _decode(self, bytes data)
+    cdef Message _decode(self, bytes data, bint partial)
+    cdef Py_ssize_t _read_bitmaps(self, const uint8_t *buf, Py_ssize_t size, Py_ssize_t pos,
+                                  uint64_t *p0, uint64_t *p1, uint64_t *p2) except -1
     cdef bytes _encode_message(self, Message m)
     cdef bytes _encode_mapping(self, object mapping)
 

@@ -576,7 +576,21 @@ cdef class Dialect:
                 data = bytes(data)
             else:
                 raise TypeError(f"expected bytes, got {type(data).__name__}")
-        return self._decode(<bytes>data)
+        return self._decode(<bytes>data, False)
+
+    def salvage(self, data) -> Message:
+        """What can still be read of a message ``decode`` refused, for an answer that echoes it.
+
+        The MTI and the fields in front of the first one that is malformed or
+        not defined by the dialect; those fields passed the checks ``decode``
+        makes. Raises DecodeError only when the MTI itself can't be read.
+        """
+        if not PyBytes_CheckExact(data):
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                data = bytes(data)
+            else:
+                raise TypeError(f"expected bytes, got {type(data).__name__}")
+        return self._decode(<bytes>data, True)
 
     def encode(self, msg) -> bytes:
         """Encode a Message (of any dialect) or a mapping {"mti": ..., n: value}."""
@@ -609,7 +623,7 @@ cdef class Dialect:
         """Data fields the dialect defines, ascending (bitmaps excluded)."""
         return tuple(sorted(n for n, s in self._info.items() if s["format"] != "bitmap"))
 
-    cdef Message _decode(self, bytes data):
+    cdef Message _decode(self, bytes data, bint partial):
         cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
         cdef const uint8_t *buf = <const uint8_t *>PyBytes_AS_STRING(data)
         cdef Py_ssize_t pos = 0, bitmap_at
@@ -642,20 +656,17 @@ cdef class Dialect:
             pos = 4
         # bitmaps
         bitmap_at = pos
-        pos = _read_bitmap(self, buf, size, pos, &p0, "primary")
-        if p0 & TOP:
-            pos = _read_bitmap(self, buf, size, pos, &p1, "secondary")
-            if p1 & TOP:
-                if not self.tertiary:
-                    _fail(
-                        f"bitmap has field 65 set (a tertiary bitmap follows) but dialect {self.name} "
-                        f"does not define fields 129-192", 65, bitmap_at
-                    )
-                pos = _read_bitmap(self, buf, size, pos, &p2, "tertiary")
+        if partial:
+            try:
+                pos = self._read_bitmaps(buf, size, pos, &p0, &p1, &p2)
+            except DecodeError:
+                p0 = p1 = p2 = 0  # the MTI alone
+        else:
+            pos = self._read_bitmaps(buf, size, pos, &p0, &p1, &p2)
         p0 &= ~TOP
         p1 &= ~TOP
         undefined = (p0 & ~self.defined[0]) | (p1 & ~self.defined[1]) | (p2 & ~self.defined[2])
-        if undefined:
+        if undefined and not partial:
             for w, x in enumerate((p0 & ~self.defined[0], p1 & ~self.defined[1], p2 & ~self.defined[2])):
                 if x:
                     f = w * 64 + payswitch_clz64(x) + 1
@@ -674,12 +685,43 @@ cdef class Dialect:
                 lz = payswitch_clz64(x)
                 x ^= TOP >> lz
                 f = (w << 6) + lz + 1
-                pos = _scan_field(m, &self.fs[f], f, buf, size, pos)
+                if partial:
+                    try:
+                        if not (self.defined[w] & (TOP >> lz)):
+                            raise DecodeError("undefined", f, pos)
+                        pos = _scan_field(m, &self.fs[f], f, buf, size, pos)
+                    except DecodeError:
+                        # Keep the fields in front of this one.
+                        m._present[w] &= ~((TOP >> lz) | ((TOP >> lz) - 1))
+                        for i in range(w + 1, 3):
+                            m._present[i] = 0
+                        m._modified = True
+                        return m
+                else:
+                    pos = _scan_field(m, &self.fs[f], f, buf, size, pos)
                 last = f
         if pos != size:
+            if partial:
+                m._modified = True
+                return m
             after = f"field {last}" if last else "the bitmap"
             _fail(f"{size - pos} extra bytes after {after} at offset {pos}", None, pos)
         return m
+
+    cdef Py_ssize_t _read_bitmaps(self, const uint8_t *buf, Py_ssize_t size, Py_ssize_t pos,
+                                  uint64_t *p0, uint64_t *p1, uint64_t *p2) except -1:
+        cdef Py_ssize_t bitmap_at = pos
+        pos = _read_bitmap(self, buf, size, pos, p0, "primary")
+        if p0[0] & TOP:
+            pos = _read_bitmap(self, buf, size, pos, p1, "secondary")
+            if p1[0] & TOP:
+                if not self.tertiary:
+                    _fail(
+                        f"bitmap has field 65 set (a tertiary bitmap follows) but dialect {self.name} "
+                        f"does not define fields 129-192", 65, bitmap_at
+                    )
+                pos = _read_bitmap(self, buf, size, pos, p2, "tertiary")
+        return pos
 
     cdef bytes _encode_message(self, Message m):
         cdef Writer w

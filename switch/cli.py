@@ -74,8 +74,11 @@ def _send(args) -> int:
     for line in describe(req):
         print(line)
     try:
-        with Terminal(args.host, args.port, timeout=args.timeout) as t:
+        with Terminal(args.host, args.port, timeout=args.timeout, dialect=args.dialect) as t:
             resp = t.transact(req)
+    except ValueError as e:  # a dialect that can't be loaded (an answer that can't be decoded)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (OSError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -153,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--host", default="127.0.0.1")
     t.add_argument("--port", type=int, default=8583)
+    t.add_argument(
+        "--dialect",
+        default="terminal-87",
+        help="the listener's dialect: terminal-87 (8583), iso87-ascii (the sandbox's 8584), host-87-bcd or a dialect file",
+    )
     t.add_argument("--terminal", default="DEMO0001", help="field 41")
     t.add_argument("--merchant", default="DEMO00000000001", help="field 42")
     t.add_argument("--pan", help="field 2 (card number)")

@@ -12,11 +12,12 @@ import socket
 import struct
 from datetime import datetime, timezone
 
-from native.iso8583 import build_tlv48, dialect, parse_tlv48
+from native.iso8583 import build_tlv48, parse_tlv48
 
+from switch.core.codecs import listener_codec
 from switch.core.messages import mask_pan
 
-TERMINAL = dialect("terminal-87")
+TERMINAL = listener_codec("terminal-87")
 
 # Payment-kind → field 22 default (section 3): chip, bar code.
 ENTRY_CHIP = "051"
@@ -103,7 +104,9 @@ def build(
 class Terminal:
     """One TCP connection to the switch, 2-byte big-endian length framing (section 1)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8583, timeout: float = 65.0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 8583, timeout: float = 65.0, dialect: str = "terminal-87"):
+        # The listener's dialect: a shipped name (iso87-ascii for the sandbox's 8584) or a dialect file.
+        self.codec = listener_codec(dialect)
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(timeout)
 
@@ -133,8 +136,8 @@ class Terminal:
         return bytes(buf)
 
     def transact(self, request: dict):
-        self.send(TERMINAL.encode(request))
-        return TERMINAL.decode(self.receive())
+        self.send(self.codec.encode(request))
+        return self.codec.decode(self.receive())
 
 
 FIELD_NAMES = {

@@ -17,6 +17,8 @@ from typing import Literal
 
 import msgspec
 
+from native.iso8583 import dialect
+
 # Terminal ranges and prefix ranges are rules of the switch's core, which
 # must not import the configuration.
 from switch.core.routing import expand_terminals, prefix_range
@@ -40,6 +42,10 @@ class Listener(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tpdu: bool = False
     max_frame: int = 8192
     max_in_flight: int = 256  # per connection; reading pauses beyond it (back-pressure)
+    # The terminals' ISO 8583 dialect: a shipped one (terminal-87, iso87-ascii,
+    # host-87-bcd) or the path of a dialect file (schema: native/dialects/terminal-87.toml).
+    # Answers go out in the request's dialect.
+    dialect: str = "terminal-87"
     # TLS 1.2+ (spec section 1), same framing inside: PEM certificate chain and key files.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -279,6 +285,10 @@ def _check(cfg: Config, src: str) -> Config:
             fail(f"listeners[{i}].max_in_flight", "must be at least 1")
         if bool(lst.tls_cert_file) != bool(lst.tls_key_file):
             fail(f"listeners[{i}]", "TLS needs both tls_cert_file and tls_key_file")
+        try:
+            dialect(lst.dialect)
+        except (OSError, ValueError) as e:
+            fail(f"listeners[{i}].dialect", str(e))
     for i, m in enumerate(cfg.merchants):
         if not (len(m.currency) == 3 and m.currency.isdigit()):
             fail(f"merchants[{i}].currency", f"expected an ISO 4217 numeric code, got {m.currency!r}")
@@ -399,6 +409,13 @@ response_timeout = 60.0
 [[listeners]]
 host = "0.0.0.0"
 port = 8583
+
+# Spec section 7 (v1.1): terminals whose library sends hex-text bitmaps
+# (pyiso8583's default_ascii) try the sandbox here.
+[[listeners]]
+host = "0.0.0.0"
+port = 8584
+dialect = "iso87-ascii"
 
 [http]
 host = "127.0.0.1"

@@ -95,6 +95,19 @@ def test_codec_target(dialect):
         target(rng.randbytes(rng.randint(0, 64)))
 
 
+def test_emv_target():
+    target = targets.TARGETS["emv"]()
+    rng = random.Random("emv")
+    corpus = seeds("emv")
+    for data in corpus:
+        target(data)
+    for data in corpus:
+        for mutated in mutations(rng, data, 300):
+            target(mutated)
+    for _ in range(500):
+        target(rng.randbytes(rng.randint(0, 64)))
+
+
 def test_coverage_hint_names_fields():
     # Both outcomes go through without error (the branches only matter under atheris).
     targets.coverage_hint({2: "4761739001010119", 128: b"\x00" * 8})

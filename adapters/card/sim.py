@@ -26,6 +26,7 @@ port).  SIGTERM or SIGINT stops it cleanly.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import signal
@@ -169,6 +170,8 @@ class Sandbox:
             "response_code": rc,
             "auth_code": auth_code,
             "answered": rc is not None,
+            # Field 55 as received, by digest: it may hold the PAN (tag 5A).
+            "icc_sha256": hashlib.sha256(icc).hexdigest() if (icc := msg.get(55)) else None,
         }
         key = (mti, msg.get(11), msg.get(7), msg.get(32))
         self._remember(self._auths, key, record)

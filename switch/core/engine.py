@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any, Callable, Generator
 
-from native.iso8583 import DecodeError, build_tlv48, parse_tlv48
+from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
 from switch.core import messages as m
 from switch.core import pipeline, states
@@ -98,6 +98,9 @@ class Engine:
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.healthy = healthy
         self.rrns = RRNs(clock)
+        # The journal keeps every response in terminal-87, whatever the listener
+        # spoke: a retransmission may come in on another listener.
+        self.term = dialect("terminal-87")
         self.inflight: dict[tuple[str, str, str], Flight] = {}
         self.completing: set[int] = set()  # pre-authorizations with a completion in flight
         self.on_flight_done: Callable[[Flight], None] = _ignore
@@ -139,11 +142,9 @@ class Engine:
         return Answer(kind, mclass, code, out)
 
     def _format_error(self, body: bytes, codec) -> bytes:
-        """Section 5 code 30 for a message we could not decode, echoing what we can."""
-        mti = body[:4].decode("ascii", "replace")
-        if not (len(mti) == 4 and mti.isdigit()):
-            mti = "0800"
-        return codec.encode({"mti": m.response_mti(mti), 37: self.rrns.next(), 39: "30"})
+        """Section 5 code 30 for a message we could not decode, echoing what we can
+        (MTI, 11, 41: a host multiplexing lanes matches the answer by them)."""
+        return codec.encode({**m.salvage_echo(body, codec), 37: self.rrns.next(), 39: "30"})
 
     def _reply(self, msg, code: str, codec, kind: str = "unknown") -> tuple[str, str, bytes]:
         """An answer the switch gives without journaling it."""
@@ -152,6 +153,8 @@ class Engine:
     def _dispatch(self, msg, mti: str, codec) -> Gen:
         try:
             m.check_request(msg, mti)
+            if 55 in msg:
+                m.check_icc(msg[55])  # section 3: malformed EMV data is never forwarded
             tid = msg[41]
             merchant = self.terminals.get(tid)
             if merchant is None or (42 in msg and msg[42] != merchant):
@@ -319,14 +322,22 @@ class Engine:
             return self._reply(msg, "94", codec, rec.kind)
         self.metrics.retransmission("same")
         if verdict == pipeline.SAME:
-            return rec.kind, rec.response_code or "??", rec.response
+            return rec.kind, rec.response_code or "??", self._as_sent(rec.response, codec)
         return rec.kind, "96", codec.encode(m.build_response(msg, "96", rec.rrn))
 
     def _finish(self, msg, rec: TxnRecord, resp: dict, codec, **changes) -> Gen:
         """Journal the outcome with the exact response before the terminal sees it."""
-        out = codec.encode(resp)
-        rec = yield Op("update", rec.id, response=out, response_code=resp[39], **changes)
+        body = self.term.encode(resp)
+        out = body if codec is self.term else codec.encode(resp)
+        rec = yield Op("update", rec.id, response=body, response_code=resp[39], **changes)
         return out
+
+    def _as_sent(self, body: bytes, codec) -> bytes:
+        """A journaled (terminal-87) response in the dialect of the listener asking."""
+        if codec is self.term:
+            return body
+        stored = self.term.decode(body)
+        return codec.encode({"mti": stored.mti, **stored.fields()})
 
     def _answer_self(self, msg, rec: TxnRecord, r: m.Rejection, codec, kind: str) -> Gen:
         log.info("rrn %s: %s %s (%s)", rec.rrn, msg.mti, r.code, r.reason)
@@ -405,7 +416,13 @@ class Engine:
         changes = dict(state=states.advance(state, event), auth_code=result.auth_code, acquirer_ref=result.acquirer_ref)
         if reverse:
             changes.update((yield from self.reversals.start_fields(used)))
-        resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=result.tlv, icc=result.icc,
+        icc = None
+        if result.icc:
+            try:
+                icc = m.issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
+            except ValueError as e:
+                log.warning("rrn %s: %s; answered without field 55", rec.rrn, e)
+        resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=result.tlv, icc=icc,
                                 build_tlv48=build_tlv48)
         flight.decided = True
         try:

@@ -10,6 +10,9 @@ import hashlib
 import hmac
 from typing import Mapping
 
+from native import emv
+from native.iso8583 import DecodeError
+
 from switch.core.acquirer import Original, Request
 
 # Section 3: fields every request must carry, by MTI.
@@ -236,4 +239,59 @@ def build_response(
         out[48] = build_tlv48(tlv)
     if icc:
         out[55] = icc
+    return out
+
+
+# Section 3 (v1.1): the issuer's own EMV data, the only tags a response's field
+# 55 carries: issuer authentication data (91), issuer scripts processed before
+# (71) and after (72) the final GENERATE AC, and the authorisation response code
+# (8A) the issuer may send for the card.  Everything else an acquirer might
+# echo (the card's cryptogram, 5A the PAN, 57 track 2 ...) stays out.
+ISSUER_TAGS = frozenset((0x91, 0x71, 0x72, 0x8A))
+
+
+def check_icc(value: bytes) -> None:
+    """Raise :class:`Rejection` 30 unless field 55 is well-formed EMV BER-TLV (section 3, v1.1).
+
+    The reason names the tag and offset, never the data.
+    """
+    if not value:
+        raise Rejection("30", "field 55 is empty")
+    try:
+        emv.check(value)
+    except emv.BerError as e:
+        raise Rejection("30", f"field 55: {e}") from None
+
+
+def issuer_icc(value: bytes) -> bytes | None:
+    """The acquirer's field 55 cut down to the issuer's tags (``ISSUER_TAGS``), each as it came.
+
+    None when it holds none of them.  Malformed data raises ValueError (the
+    acquirer's fault, not the terminal's): the caller answers without field 55
+    and logs it, since an approval stands without issuer data (EMV terminals
+    then treat issuer authentication as not performed).
+    """
+    try:
+        kept = [raw for tag, raw in emv.objects(value) if tag in ISSUER_TAGS]
+    except emv.BerError as e:
+        raise ValueError(f"field 55 from the acquirer: {e}") from None
+    return b"".join(kept) or None
+
+
+def salvage_echo(body: bytes, codec) -> dict:
+    """What a 30 answer to an undecodable message echoes (sections 1 and 5).
+
+    The response MTI, 11 and 41 when they can still be read in front of the
+    first malformed field, so that a host multiplexing lanes can match the
+    answer; ``0810`` when not even the MTI is readable.  Nothing else: the
+    rest of a malformed message is not trusted (and may hold card data).
+    """
+    try:
+        msg = codec.salvage(body)
+    except DecodeError:
+        return {"mti": "0810"}
+    out: dict = {"mti": response_mti(msg.mti)}
+    for n in (11, 41):
+        if n in msg:
+            out[n] = msg[n]
     return out

@@ -134,7 +134,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
             loop.add_signal_handler(sig, stop.set)
         for lst in cfg.listeners:
             print(f"payswitch: terminals connect to {lst.host}:{lst.port} ({lst.header} length framing"
-                  f"{', TPDU' if lst.tpdu else ''}{', TLS' if lst.tls_cert_file else ''}, dialect terminal-87)", flush=True)
+                  f"{', TPDU' if lst.tpdu else ''}{', TLS' if lst.tls_cert_file else ''}, dialect {lst.dialect})", flush=True)
         print(f"payswitch: metrics and health on http://{cfg.http.host}:{cfg.http.port}/metrics /healthz", flush=True)
         print(f"payswitch: configuration {cfg.source}; journal {cfg.journal.url}", flush=True)
         if demo:

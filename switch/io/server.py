@@ -17,14 +17,16 @@ import ssl
 from native.framing import FrameError, Framer, reply_tpdu, split_tpdu
 
 from switch.config import ConfigError, Listener
+from switch.core.codecs import Codec, listener_codec
 
 log = logging.getLogger("payswitch.server")
 
 
 class TerminalProtocol(asyncio.Protocol):
-    def __init__(self, switch, listener: Listener):
+    def __init__(self, switch, listener: Listener, codec: Codec):
         self.switch = switch
         self.listener = listener
+        self.codec = codec  # the listener's dialect: requests decoded and answered in it
         self.framer = Framer(listener.header, tpdu=listener.tpdu, max_frame=listener.max_frame)
         self.transport: asyncio.Transport | None = None
         self.in_flight = 0
@@ -72,7 +74,7 @@ class TerminalProtocol(asyncio.Protocol):
 
     async def _serve(self, payload: bytes, tpdu: bytes):
         try:
-            out = await self.switch.handle(payload)
+            out = await self.switch.handle(payload, self.codec)
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.write(self.framer.encode(tpdu + out))
         except Exception:
@@ -122,8 +124,17 @@ async def start_listeners(switch, listeners: list[Listener]) -> list[asyncio.Abs
     servers = []
     for i, lst in enumerate(listeners):
         ctx = tls_context(lst, f"{switch.cfg.source} - at `$.listeners[{i}]`")
+        try:
+            codec = listener_codec(lst.dialect)  # one per listener, shared by its connections
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{switch.cfg.source}: {e} - at `$.listeners[{i}].dialect`") from None
         server = await loop.create_server(
-            lambda lst=lst: TerminalProtocol(switch, lst), lst.host, lst.port, reuse_address=True, backlog=1024, ssl=ctx
+            lambda lst=lst, codec=codec: TerminalProtocol(switch, lst, codec),
+            lst.host,
+            lst.port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=ctx,
         )
         servers.append(server)
     return servers

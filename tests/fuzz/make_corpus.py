@@ -113,8 +113,23 @@ def framing_seeds(payloads: list[bytes]) -> dict[str, bytes]:
     return seeds
 
 
+def emv_seeds() -> dict[str, bytes]:
+    """Field 55 data: the samples, nesting and long forms, and the vendor bugs of issue 12."""
+    request = samples.icc_request()
+    return {
+        "request": request,
+        "response": samples.icc_response(),
+        "nested": bytes.fromhex("BF0C0C9F4D020B0ADF8101030102039F108181") + bytes(0x81),
+        "long-0x82": bytes.fromhex("9F1082000201027103860100"),
+        "hex-text": request.hex().upper().encode(),
+        "truncated": request[:-5],
+        "trailing": request + b"\x00\x00",
+    }
+
+
 def main() -> None:
     corpora = codec_seeds()
+    corpora["emv"] = emv_seeds()
     short = [b"0800", b"x", bytes(range(40))]
     corpora["framing"] = framing_seeds(short + [corpora["iso8583-terminal-87"]["0800-echo"]])
     for target, seeds in corpora.items():

@@ -18,6 +18,10 @@ Targets (the names of the corpus directories under ``tests/fuzz/corpus/``):
   every field of a decoded Message is read (``fields()``, ``msg[n]``) after
   the input buffer is gone, and it is re-encoded (EncodeError is acceptable);
   what the codec encodes it must decode back to the same fields.
+- ``emv``: ``native.emv`` on field 55 data: ``decode`` gives a tree or raises
+  BerError with an offset inside the input, ``check`` and ``objects`` agree
+  with it, the top-level objects put together are the input, and the tree
+  encodes to bytes that decode to the same tree.
 """
 
 from __future__ import annotations
@@ -209,7 +213,37 @@ _field_branch = _generated_branches("_field_branch", list(range(0, 129)) + list(
 _size_branch = _generated_branches("_size_branch", range(0, 129))
 
 
+# ---------------------------------------------------------------------------
+# EMV BER-TLV (field 55)
+
+
+def emv_target(data: bytes) -> None:
+    from native import emv
+
+    copy = bytes(bytearray(data))
+    try:
+        tree = emv.decode(copy)
+    except emv.BerError as exc:
+        assert exc.offset is not None and 0 <= exc.offset < max(len(data), 1), (exc.offset, len(data))
+        try:
+            emv.check(data)
+        except emv.BerError as again:
+            assert str(again) == str(exc)
+        else:
+            raise AssertionError("check() accepted what decode() refused")
+        coverage_hint({exc.offset: None})
+        return
+    del copy
+    emv.check(data)
+    objects = emv.objects(data)
+    assert b"".join(raw for _, raw in objects) == data
+    assert [tag for tag, _ in objects] == [tag for tag, _ in tree]
+    assert emv.decode(emv.encode(tree)) == tree
+    coverage_hint(dict.fromkeys(range(len(tree))))
+
+
 TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
     "framing": lambda: framing_target,
+    "emv": lambda: emv_target,
     **{f"iso8583-{name}": (lambda name=name: codec_target(name)) for name in DIALECTS},
 }
