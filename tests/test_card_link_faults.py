@@ -238,3 +238,69 @@ def test_key_change_goes_to_the_owner_and_is_answered_by_its_verdict(handler, rc
         assert seen and seen[0].startswith("127.0.0.1:")
     assert "key change" in caplog.text
     assert KEY not in caplog.text and "0000000000000001" not in caplog.text
+
+
+def test_approved_minus_reversed_equals_the_acquirers_ledger(tmp_path):
+    """A faulty strict acquirer, switch-assigned STANs, and a reversal loop as the
+    switch runs it (0420, then 0421 repeats with the same STAN and field 7 until
+    REVERSED; NOT_FOUND a few times means the original never arrived): what the
+    switch counts as approved equals what the acquirer's ledger holds for the card."""
+    from adapters.card.sim import card_key, ledger_balances
+
+    sim = Sim("--drop-rate", "0.2", "--disconnect-rate", "0.03", "--garbage-rate", "0.02",
+              ledger=tmp_path / "l.jsonl")
+    stans = iter(range(100_000, 200_000))
+    f7 = "1124120000"
+
+    def next_stan() -> str:
+        return f"{next(stans):06d}"
+
+    try:
+        async def main():
+            acq = acquirer(sim.endpoint, connections=2, stan_source=next_stan, breaker_threshold=10_000)
+            await acq.start()
+            held = 0
+            outcomes = {"REVERSED": 0, "NOT_FOUND": 0, "uncertain": 0}
+            try:
+                for i in range(40):
+                    amount = 1000 + 100 * i + (51 if i % 7 == 3 else 0)  # some declines (51)
+                    req = purchase(amount, host_stan=next_stan(), host_time=f7)
+                    await until(acq.healthy, 3.0)
+                    result = await acq.authorize(req, 0.3)
+                    if not result.uncertain:
+                        held += amount if result.response_code == "00" else 0
+                        continue
+                    outcomes["uncertain"] += 1
+                    original = Original(txn_id=req.txn_id, mti="0200", processing_code="000000",
+                                        amount=amount, currency="840", stan=req.stan,
+                                        transmission_time=req.transmission_time, rrn=req.rrn,
+                                        host_stan=req.host_stan, host_time=f7, pan=req.pan)
+                    rev = msgspec.structs.replace(reversal_for(req, result), original=original,
+                                                  host_stan=next_stan(), host_time=f7)
+                    not_found = 0
+                    for attempt in range(40):
+                        await until(acq.healthy, 3.0)
+                        answer = await acq.reverse(msgspec.structs.replace(rev, attempt=attempt), 0.3)
+                        if answer == REVERSED:
+                            outcomes["REVERSED"] += 1
+                            break
+                        if answer == NOT_FOUND:
+                            not_found += 1
+                            if not_found == 3:
+                                outcomes["NOT_FOUND"] += 1
+                                break
+                    else:
+                        raise AssertionError(f"reversal of txn {req.txn_id} never acknowledged")
+            finally:
+                await acq.close()
+            return held, outcomes
+
+        held, outcomes = run(main())
+        events = sim.ledger()
+        assert outcomes["uncertain"] >= 5, outcomes  # the faults bit
+        assert ledger_balances(events) == {card_key("4761739001010119"): held}
+        # every reversal advice after the first for an original moved nothing
+        assert sum(e["delta"] for e in events if e["event"] == "reversal" and e["repeat"]) == 0
+        assert {e["mti"] for e in events if e["event"] == "reversal"} <= {"0420", "0421"}
+    finally:
+        sim.kill()
