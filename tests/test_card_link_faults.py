@@ -211,6 +211,8 @@ async def key_change_exchange(send, receive):
     (lambda endpoint, fields: fields[48] == KEY and fields[70] == "101", "00"),
     (lambda endpoint, fields: False, "96"),
     (lambda endpoint, fields: 1 / 0, "96"),
+    (lambda endpoint, fields: asyncio.sleep(0, True), "96"),  # an awaitable is not a verdict
+    (lambda endpoint, fields: "yes", "96"),  # nor is anything but True
 ])
 def test_key_change_goes_to_the_owner_and_is_answered_by_its_verdict(handler, rc, caplog):
     seen = []

@@ -43,6 +43,7 @@ answer, timeout, lost link, no connection, nothing sent).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -474,7 +475,13 @@ class HostLinkAcquirer:
                       event.stan, sorted(event.fields))
             return False
         try:
-            accepted = bool(handler(slot.label, event.fields))
+            verdict = handler(slot.label, event.fields)
+            if inspect.isawaitable(verdict):
+                # An answer is due now, on this connection: a coroutine would read as True.
+                if inspect.iscoroutine(verdict):
+                    verdict.close()
+                raise TypeError("on_key_change must return a bool, not an awaitable")
+            accepted = verdict is True
         except Exception as exc:
             log.error("%s: key change from %s (70=%s, stan=%s) failed in its handler: %s; "
                       "answered 96", self.name, slot.label, event.code, event.stan, type(exc).__name__)
