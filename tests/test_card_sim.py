@@ -402,3 +402,15 @@ def test_parser_new_knobs():
         True, 500.0, 0.2, 3, True)
     defaults = build_parser().parse_args([])
     assert not defaults.lenient and not defaults.stall_after_echo and defaults.sign_off_after == 0
+
+
+@pytest.mark.parametrize("argv,complaint", [
+    (["--late-rate", "0.5"], "--late-rate needs --late-ms"),
+    (["--late-ms", "100", "--late-rate", "1.5"], "--late-rate must be between 0 and 1"),
+    (["--sign-off-after", "-1"], "--sign-off-after must be >= 0"),
+])
+def test_bad_knobs_are_refused(argv, complaint, capsys):
+    from adapters.card.sim import main
+
+    assert main(argv) == 2
+    assert complaint in capsys.readouterr().err
