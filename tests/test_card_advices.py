@@ -225,3 +225,23 @@ def test_late_0430_after_the_timeout_is_reported_late():
     conn.poll(1.0, WALL)
     [late] = conn.receive(answer_to(msg, f39="00"), 1.5)
     assert type(late).__name__ == "Late" and late.mti == "0430"
+
+
+def test_a_failing_stan_source_closes_the_connection_but_expired_requests_still_complete():
+    calls = {"n": 0}
+
+    def source():
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError("journal sequence unavailable")
+        return "000001"
+
+    conn = HostConnection(StanAllocator(source=source), acquirer_id=ACQ, echo_interval=30.0)
+    sign_on = conn.connection_made(0.0, WALL)
+    conn.receive(answer_to(sign_on, f39="00"), 0.0)
+    _, pending = conn.request(make_request(host_stan="500000", host_time="1114220000"),
+                              now=29.0, wall=WALL, timeout=1.0)
+    events = conn.poll(30.0, WALL)  # the request expires, and the echo finds no STAN
+    assert [type(e).__name__ for e in events] == ["Completed", "Close"]
+    assert events[0].pending is pending and events[0].outcome.response_code == "68"
+    assert "no STAN for a network message: OSError" in events[1].reason

@@ -498,16 +498,22 @@ class HostConnection:
         closing = any(isinstance(e, Close) for e in events)
         if closing:
             return events
-        if self.state is State.SIGNED_OFF and self.resume_at is not None and now >= self.resume_at:
-            events.append(Send(self._sign_on(now, wall)))
-        elif (self.state is State.READY and self._echo is None
-                and now - self.last_received >= self.echo_interval):
-            stan = self.stans.allocate()
-            msg = network_fields(ECHO, stan=stan, f7=transmission_time(wall))
-            self._echo = self._register(Kind.ECHO, msg, now=now,
-                                        deadline=now + self.network_timeout)
-            self.metrics.inc("echoes", endpoint=self.endpoint)
-            events.append(Send(msg))
+        # The STAN may come from the switch's stan_source, which can fail: the
+        # expired requests above must still reach their callers, so a failure
+        # here closes the connection instead of raising.
+        try:
+            if self.state is State.SIGNED_OFF and self.resume_at is not None and now >= self.resume_at:
+                events.append(Send(self._sign_on(now, wall)))
+            elif (self.state is State.READY and self._echo is None
+                    and now - self.last_received >= self.echo_interval):
+                stan = self.stans.allocate()
+                msg = network_fields(ECHO, stan=stan, f7=transmission_time(wall))
+                self._echo = self._register(Kind.ECHO, msg, now=now,
+                                            deadline=now + self.network_timeout)
+                self.metrics.inc("echoes", endpoint=self.endpoint)
+                events.append(Send(msg))
+        except Exception as exc:
+            events.append(Close(f"no STAN for a network message: {type(exc).__name__}: {exc}"))
         return events
 
     def next_wakeup(self) -> float | None:

@@ -165,7 +165,13 @@ class _Slot:
     def connected(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         loop = self.link.loop
-        msg = self.core.connection_made(loop.time(), time.time())
+        try:
+            msg = self.core.connection_made(loop.time(), time.time())
+        except Exception as exc:  # no STAN for the sign-on (stan_source failed): try again later
+            log.error("%s: cannot sign on at %s: %s: %s", self.link.name, self.label,
+                      type(exc).__name__, exc)
+            transport.abort()
+            return
         log.info("%s: connected to %s, signing on", self.link.name, self.label)
         self.write(msg)
         self.arm()
