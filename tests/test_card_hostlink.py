@@ -26,7 +26,7 @@ from adapters.card.hostlink import (
     scrub,
     transmission_time,
 )
-from switch.core.acquirer import Original, Request, Result
+from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Original, Request, Result
 
 ACQ = "12345678901"
 WALL = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -151,7 +151,7 @@ def test_reversal_fields_are_the_same_on_every_retry():
     rev = make_reversal(original())
     a = reversal_fields(rev, stan="000100", f7=F7, acquirer_id=ACQ)
     b = reversal_fields(rev, stan="000101", f7="1114221400", acquirer_id=ACQ)
-    assert a["mti"] == "0400"
+    assert a["mti"] == "0420"
     assert a[90] == "0200000777111422130112345678901" + "0" * 11
     assert a[4] == "000000001068" and a[3] == "000000" and a[49] == "840"
     assert a[37] == "331822000001"
@@ -349,27 +349,33 @@ def test_connection_lost_makes_requests_uncertain_91():
     outcomes = {e.pending.kind.value: e.outcome for e in events}
     assert outcomes["request"].response_code == "91" and outcomes["request"].uncertain
     assert outcomes["request"].acquirer_ref == p1.ref
-    assert outcomes["reversal"] is False
+    assert outcomes["reversal"] == RETRY
+    assert {e.how for e in events} == {"lost"}
     assert conn.state is State.CLOSED and len(conn.stans) == 0
     assert metrics.get("lost_in_flight", mti="0200") == 1
 
 
 # -- reversal -------------------------------------------------------------------
 
-@pytest.mark.parametrize("rc,done", [("00", True), ("25", True), ("96", False), ("91", False)])
-def test_reversal_outcome(rc, done):
-    conn = ready_connection()
+@pytest.mark.parametrize("rc,outcome", [("00", REVERSED), ("25", NOT_FOUND), ("96", RETRY),
+                                        ("91", RETRY), ("12", RETRY), (None, RETRY)])
+def test_reversal_outcome(rc, outcome):
+    metrics = LinkMetrics()
+    conn = ready_connection(metrics=metrics)
     msg, _ = conn.reversal(make_reversal(original()), now=0.0, wall=WALL, timeout=1.0)
-    assert msg["mti"] == "0400"
-    [event] = conn.receive(answer_to(msg, f39=rc), 0.1)
-    assert event.outcome is done
+    assert msg["mti"] == "0420"
+    [event] = conn.receive(answer_to(msg, **({"f39": rc} if rc else {})), 0.1)
+    assert event.outcome == outcome and event.how == "answered"
+    assert metrics.get("reversals", mti="0420", response_code=rc or "none") == 1
 
 
-def test_reversal_timeout_is_false():
-    conn = ready_connection()
+def test_reversal_timeout_is_retry():
+    metrics = LinkMetrics()
+    conn = ready_connection(metrics=metrics)
     conn.reversal(make_reversal(original()), now=0.0, wall=WALL, timeout=1.0)
     [event] = conn.poll(1.0, WALL)
-    assert event.outcome is False
+    assert event.outcome == RETRY and event.how == "timeout"
+    assert metrics.get("reversals", mti="0420", response_code="timeout") == 1
 
 
 # -- echo -----------------------------------------------------------------------

@@ -10,12 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 import uvloop
 
 from adapters.card import HostLinkAcquirer
 from adapters.card.hostlink import parse_ref
-from switch.core.acquirer import Original, Request
+from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Original, Request
 
 ROOT = Path(__file__).resolve().parent.parent
 ACQ = "12345678901"
@@ -160,14 +161,18 @@ def test_no_answer_times_out_uncertain_then_reversal_acknowledged(sim):
             assert 0.19 <= elapsed < 1.5
             assert acq.metrics.get("timeouts", mti="0200") == 1
             rev = reversal_for(req, result)
-            assert await acq.reverse(rev, 2.0) is True
-            assert await acq.reverse(rev, 2.0) is True  # idempotent
+            assert await acq.reverse(rev, 2.0) == REVERSED
+            # the repeat goes as 0421 and is acknowledged without undoing anything twice
+            assert await acq.reverse(msgspec.structs.replace(rev, attempt=1), 2.0) == REVERSED
+            assert acq.metrics.get("reversals", mti="0420", response_code="00") == 1
+            assert acq.metrics.get("reversals", mti="0421", response_code="00") == 1
             return parse_ref(result.acquirer_ref)
         finally:
             await acq.close()
     ref = run(main())
     reversals = [e for e in sim.ledger() if e["event"] == "reversal" and e["original_stan"] == ref.stan]
     assert len(reversals) == 2
+    assert [r["mti"] for r in reversals] == ["0420", "0421"]
     assert reversals[0]["original_found"] and reversals[0]["original_f7"] == ref.f7
     assert not reversals[0]["repeat"] and reversals[1]["repeat"]
 
@@ -244,7 +249,7 @@ def test_sim_killed_and_restarted_reconnects():
                 await until(lambda: not acq.healthy())
                 down = await acq.authorize(purchase(1000), 1.0)
                 assert down.response_code == "91" and not down.uncertain  # nothing sent
-                assert not await acq.reverse(reversal_for(purchase(1000), lost), 1.0)
+                assert await acq.reverse(reversal_for(purchase(1000), lost), 1.0) == RETRY
                 second = Sim(port=port)
                 await until(acq.healthy, 3.0)
                 again = await acq.authorize(purchase(1000), 2.0)

@@ -70,13 +70,17 @@ def test_network_management():
     assert events == []
 
 
-def test_completion_answers_00():
-    f90 = "0100" "000001" "1114221320" + ACQ + "0" * 11
-    msg = fields_view({"mti": "0220", 3: "000000", 4: "000000000900", 7: "1114221400",
-                       11: "000002", 32: ACQ, 37: "331822000001", 90: f90})
-    out, [event] = Sandbox().handle(msg)
+def completion(amount="000000000900", stan="000002", pre_stan="000001", pre_f7="1114221320", pan=None):
+    f90 = "0100" + pre_stan + pre_f7 + ACQ + "0" * 11
+    extra = {2: pan} if pan else {}
+    return fields_view({"mti": "0220", 3: "000000", 4: amount, 7: "1114221400",
+                        11: stan, 32: ACQ, 37: "331822000001", 90: f90, **extra})
+
+
+def test_lenient_completion_answers_00_to_anything():
+    out, [event] = Sandbox(strict=False).handle(completion())
     assert out["mti"] == "0230" and out[39] == "00"
-    assert event["original_stan"] == "000001"
+    assert event["original_stan"] == "000001" and not event["original_found"]
 
 
 def reversal(stan="000001", f7="1114221320", rev_stan="000002", rrn="331822000001"):
@@ -94,25 +98,34 @@ def test_reversal_of_unanswered_authorization():
     sb = Sandbox()
     sb.handle(auth(amount="000000001068"))
     out, [event] = sb.handle(reversal())
-    assert out["mti"] == "0410" and out[39] == "00"
+    assert out["mti"] == "0410" and out[39] == "00" and event["delta"] == 0
     assert event["event"] == "reversal" and event["original_stan"] == "000001"
     assert event["original_found"] and event["original_response_code"] is None
     assert not event["repeat"]
 
 
-def test_reversal_is_idempotent_and_unknown_originals_are_acknowledged():
-    sb = Sandbox()
+def test_lenient_reversal_is_idempotent_and_unknown_originals_are_acknowledged():
+    sb = Sandbox(strict=False)
     out1, [e1] = sb.handle(reversal(stan="000500", rrn="000000000000"))
     out2, [e2] = sb.handle(reversal(stan="000500", rev_stan="000003", rrn="000000000000"))
     assert out1[39] == out2[39] == "00"
     assert not e1["original_found"] and not e1["repeat"] and e2["repeat"]
 
 
-def test_reversal_found_by_rrn_when_stan_unknown():
-    sb = Sandbox()
+def test_lenient_reversal_found_by_rrn_when_stan_unknown():
+    sb = Sandbox(strict=False)
     sb.handle(auth(rrn="331822000077"))
     _, [event] = sb.handle(reversal(stan="999999", rrn="331822000077"))
     assert event["original_found"] and event["original_response_code"] == "00"
+    assert sb.balance("4111111111111111") == 0
+
+
+def test_strict_reversal_never_matches_by_rrn():
+    sb = Sandbox()
+    sb.handle(auth(rrn="331822000077"))
+    out, [event] = sb.handle(reversal(stan="999999", rrn="331822000077"))
+    assert out[39] == "25" and not event["original_found"] and event["delta"] == 0
+    assert sb.balance("4111111111111111") == 1000
 
 
 def test_choose_fault_rates():
@@ -227,3 +240,177 @@ def test_a_peer_going_away_inside_an_exception_group_is_not_a_failure():
     assert _peer_went_away(ExceptionGroup("x", [trio.ClosedResourceError(), trio.BrokenResourceError()]), closed)
     assert not _peer_went_away(ExceptionGroup("x", [trio.BrokenResourceError(), ValueError("bug")]), closed)
     assert not _peer_went_away(ValueError("bug"), closed)
+
+
+# -- strict acquirer: field 90 only, 25 for unknown originals, money per card --------
+
+PAN = "4111111111111111"
+OTHER = "5500000000000004"
+
+
+def advice(mti="0420", stan="000001", f7="1114221320", orig_mti="0200", rev_stan="000002",
+           rev_f7="1114221330", acq=ACQ):
+    f90 = orig_mti + stan + f7 + acq.rjust(11, "0") + "0" * 11
+    return fields_view({"mti": mti, 2: PAN, 3: "000000", 4: "000000001000", 7: rev_f7,
+                        11: rev_stan, 32: ACQ, 37: "331822000001", 41: "DEMO0001", 90: f90})
+
+
+def test_strict_reversal_advice_undoes_the_approval_once():
+    sb = Sandbox()
+    sb.handle(auth())
+    assert sb.balance(PAN) == 1000
+    out, [first] = sb.handle(advice())
+    assert out["mti"] == "0430" and out[39] == "00" and out[11] == "000002"
+    assert first["delta"] == -1000 and first["original_found"] and not first["repeat"]
+    assert sb.balance(PAN) == 0
+    # the repeat (0421, same STAN and field 7) is answered 0430 00 and moves nothing
+    out, [again] = sb.handle(advice(mti="0421"))
+    assert out["mti"] == "0430" and out[39] == "00"
+    assert again["delta"] == 0 and again["repeat"]
+    # a second, fresh 0420 for the same original moves nothing either
+    _, [third] = sb.handle(advice(rev_stan="000003"))
+    assert third["delta"] == 0 and sb.balance(PAN) == 0
+
+
+@pytest.mark.parametrize("change", [
+    {"stan": "000009"}, {"f7": "1114221321"}, {"orig_mti": "0100"}, {"acq": "99"},
+])
+def test_strict_reversal_of_an_unknown_original_is_25(change):
+    sb = Sandbox()
+    sb.handle(auth())
+    out, [event] = sb.handle(advice(**change))
+    assert out["mti"] == "0430" and out[39] == "25"
+    assert not event["original_found"] and event["delta"] == 0
+    assert sb.balance(PAN) == 1000
+
+
+def test_strict_reversal_that_overtook_its_original_finds_it_on_repeat():
+    sb = Sandbox()
+    out, _ = sb.handle(advice())
+    assert out[39] == "25"
+    sb.handle(auth())  # the original arrives late, and is approved
+    out, [event] = sb.handle(advice(mti="0421"))
+    assert out[39] == "00" and event["delta"] == -1000 and event["repeat"]
+    assert sb.balance(PAN) == 0
+
+
+def test_strict_reversal_of_a_decline_moves_nothing():
+    sb = Sandbox()
+    sb.handle(auth(amount="000000001051"))
+    out, [event] = sb.handle(advice())
+    assert out[39] == "00" and event["delta"] == 0 and event["original_response_code"] == "51"
+    assert sb.balance(PAN) == 0
+
+
+def preauth(sb, amount="000000002500"):
+    out, _ = sb.handle(auth(amount=amount, mti="0100"))
+    assert out[39] == "00"
+
+
+def test_strict_completion_within_the_preauthorization():
+    sb = Sandbox()
+    preauth(sb)
+    assert sb.balance(PAN) == 2500
+    out, [event] = sb.handle(completion(amount="000000002000"))
+    assert out["mti"] == "0230" and out[39] == "00"
+    assert event["original_found"] and event["delta"] == -500 and event["card"] == sb.handle(auth())[1][0]["card"]
+    assert sb.balance(PAN) == 2000 + 1000  # the completion, and the 0200 just above
+
+
+def test_strict_completion_at_most_once_and_repeat_gets_its_answer():
+    sb = Sandbox()
+    preauth(sb)
+    out, _ = sb.handle(completion(amount="000000002500"))
+    assert out[39] == "00"
+    out, [repeat] = sb.handle(completion(amount="000000002500"))  # the same 0220 again
+    assert out[39] == "00" and repeat["repeat"] and repeat["delta"] == 0
+    out, [second] = sb.handle(completion(amount="000000900000", stan="000003"))
+    assert out[39] == "94" and second["delta"] == 0
+    assert sb.balance(PAN) == 2500
+
+
+@pytest.mark.parametrize("msg,rc", [
+    (lambda: completion(amount="000000002501"), "13"),
+    (lambda: completion(pre_stan="000077"), "25"),
+    (lambda: completion(pan=OTHER), "12"),
+])
+def test_strict_completion_refused(msg, rc):
+    sb = Sandbox()
+    preauth(sb)
+    out, [event] = sb.handle(msg())
+    assert out[39] == rc and event["delta"] == 0
+    assert sb.balance(PAN) == 2500
+
+
+def test_strict_completion_of_a_reversed_or_declined_preauthorization():
+    sb = Sandbox()
+    preauth(sb)
+    sb.handle(advice(orig_mti="0100"))
+    assert sb.handle(completion())[0][39] == "12"
+    sb2 = Sandbox()
+    sb2.handle(auth(amount="000000002551", mti="0100"))
+    assert sb2.handle(completion())[0][39] == "12"
+
+
+def test_reversal_of_a_completion_gives_back_the_completed_amount():
+    sb = Sandbox()
+    preauth(sb)
+    sb.handle(completion(amount="000000002000"))
+    f90 = "0220" "000002" "1114221400" + ACQ + "0" * 11
+    out, [event] = sb.handle(fields_view({"mti": "0420", 4: "000000002000", 7: "1114221500",
+                                          11: "000009", 32: ACQ, 37: "331822000001", 90: f90}))
+    assert out[39] == "00" and event["delta"] == -2000
+    assert sb.balance(PAN) == 0
+
+
+def test_ledger_balances_match_the_sandbox_and_hold_no_pan():
+    from adapters.card.sim import ledger_balances
+
+    sb = Sandbox()
+    events = []
+    for msg in (auth(), auth(stan="000002", amount="000000000700"),
+                fields_view({**{k: auth().get(k) for k in (3, 4, 7, 32, 37, 41, 42, 49)},
+                             "mti": "0200", 11: "000003", 2: OTHER}),
+                advice(), advice(mti="0421"), advice(stan="000404")):
+        events += sb.handle(msg)[1]
+    assert sb.balance(PAN) == 700 and sb.balance(OTHER) == 1000
+    assert ledger_balances(events) == sb.balances()
+    text = json.dumps(events)
+    assert PAN not in text and OTHER not in text
+    assert all(e["card"].startswith(("411111******1111#", "550000******0004#")) for e in events)
+
+
+def test_track2_only_authorization_names_the_card():
+    sb = Sandbox()
+    msg = {k: auth().get(k) for k in (3, 4, 7, 11, 32, 37, 41, 42, 49)}
+    sb.handle(fields_view({"mti": "0200", **msg, 35: PAN + "=2812101"}))
+    assert sb.balance(PAN) == 1000
+
+
+def test_sim_network_request_and_answers_to_our_0800():
+    sb = Sandbox()
+    a = sb.network_request("002", "1114221320")
+    b = sb.network_request("002", "1114221321")
+    assert a["mti"] == "0800" and a[70] == "002" and a[11] != b[11]
+    assert sb.handle(fields_view({"mti": "0810", 11: a[11], 39: "00", 70: "002"})) == (None, [])
+
+
+def test_parser_new_knobs():
+    args = build_parser().parse_args(["--lenient", "--late-ms", "500", "--late-rate", "0.2",
+                                      "--sign-off-after", "3", "--stall-after-echo"])
+    assert (args.lenient, args.late_ms, args.late_rate, args.sign_off_after, args.stall_after_echo) == (
+        True, 500.0, 0.2, 3, True)
+    defaults = build_parser().parse_args([])
+    assert not defaults.lenient and not defaults.stall_after_echo and defaults.sign_off_after == 0
+
+
+@pytest.mark.parametrize("argv,complaint", [
+    (["--late-rate", "0.5"], "--late-rate needs --late-ms"),
+    (["--late-ms", "100", "--late-rate", "1.5"], "--late-rate must be between 0 and 1"),
+    (["--sign-off-after", "-1"], "--sign-off-after must be >= 0"),
+])
+def test_bad_knobs_are_refused(argv, complaint, capsys):
+    from adapters.card.sim import main
+
+    assert main(argv) == 2
+    assert complaint in capsys.readouterr().err

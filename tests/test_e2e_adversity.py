@@ -22,8 +22,9 @@ Two scenarios, both checked per transaction by joining
 
 3. a restart where the terminal's STAN and field 7 of the request the switch
    died on equal another authorization's acquirer-side STAN and field 7: the
-   recovery reversal must undo the right one (it names the original by RRN,
-   never by the terminal's numbers).
+   recovery reversal must undo the right one (it names the original by the
+   host STAN and field 7 the switch assigned, never by the terminal's numbers;
+   the acquirer is strict: field 90 only).
 """
 from __future__ import annotations
 
@@ -239,22 +240,18 @@ class Sale:
 
 def resolve_reversals(ledger: list[dict]) -> tuple[dict[int, list[dict]], list[str]]:
     """Which authorization each reversal in the ledger undid, looked up the way the
-    acquirer does: by field 90 (original MTI, STAN, field 7) first, by field 37
-    (the original's RRN) only when field 90 names nothing.  Returns reversals by
-    ``id()`` of the authorization event, and any disagreement with the acquirer's
-    own ``original_found``."""
+    strict acquirer does: by field 90 (original MTI, STAN, field 7) only; a
+    reversal naming nothing it saw was answered 25 and undid nothing.  Returns
+    reversals by ``id()`` of the authorization event, and any disagreement with
+    the acquirer's own ``original_found``."""
     by_key: dict[tuple, dict] = {}
-    by_rrn: dict[str, dict] = {}
     undone: dict[int, list[dict]] = defaultdict(list)
     problems = []
     for e in ledger:
         if e["event"] == "authorization":
             by_key[(e["mti"], e["stan"], e["f7"])] = e
-            by_rrn[e["rrn"]] = e
         elif e["event"] == "reversal":
             a = by_key.get((e["original_mti"], e["original_stan"], e["original_f7"]))
-            if a is None and e.get("rrn"):
-                a = by_rrn.get(e["rrn"])
             if (a is not None) != e["original_found"]:
                 problems.append(f"reversal {e}: the acquirer's lookup disagrees with this test's ({a})")
             if a is not None:
@@ -499,6 +496,21 @@ BEFORE = 4  # purchases answered before the crash
 IN_FLIGHT = 12  # per terminal, waiting at the acquirer when the switch dies
 
 
+class MoneyInvariantBroken(Exception):
+    pass
+
+
+# Crash recovery needs the switch to journal the host STAN and field 7 before it
+# sends (Request.host_stan / Original.host_stan, issue 7 item 2): until then a
+# recovery reversal names its original by zeros in field 90, the strict acquirer
+# answers 25 and the switch takes that as reversed.  Only that failure is expected.
+NEEDS_JOURNALED_HOST_STAN = pytest.mark.xfail(strict=True, raises=MoneyInvariantBroken, reason=(
+    "the switch does not journal the host STAN and field 7 before sending yet: the recovery "
+    "reversal names the original by zeros in field 90, which the strict acquirer answers 25, "
+    "and the switch takes 25 as reversed (issue 7, item 2)"))
+
+
+@NEEDS_JOURNALED_HOST_STAN
 def test_kill_9_with_purchases_at_the_acquirer_restart_reverses_them(tmp_path):
     t0 = time.monotonic()
     ledger = tmp_path / f"{ACQ}.ledger"
@@ -547,8 +559,9 @@ def test_kill_9_with_purchases_at_the_acquirer_restart_reverses_them(tmp_path):
         for r in in_flight:
             assert rows[r["id"]]["state"] == "reversed", rows[r["id"]]
             [auth] = [e for e in events if e["event"] == "authorization" and e["rrn"] == r["rrn"]]
-            assert auth["response_code"] == "00" and undone.get(id(auth)), (
-                f"{r} was approved at the acquirer ({auth}) and never reversed")
+            assert auth["response_code"] == "00", auth
+            if not undone.get(id(auth)):
+                raise MoneyInvariantBroken(f"{r} was approved at the acquirer ({auth}) and never reversed")
 
         # The terminals had no answer for those: they retransmit or reverse (spec section 6).
         after = [Terminal(ports["term"], 64) for _ in tids]
@@ -583,10 +596,7 @@ def test_kill_9_with_purchases_at_the_acquirer_restart_reverses_them(tmp_path):
         sim.wait(10)
 
 
-class MoneyInvariantBroken(Exception):
-    pass
-
-
+@NEEDS_JOURNALED_HOST_STAN
 def test_recovery_reversal_never_names_another_authorization(tmp_path):
     ledger = tmp_path / f"{ACQ}.ledger"
     sim, port = start_acquirer(ledger, "--latency-ms", "800")

@@ -1,8 +1,10 @@
 """Bank-card acquirers over an ISO 8583 host link (host-87-bcd dialect).
 
 ``HostLinkAcquirer`` (in :mod:`adapters.card.link`, asyncio) is imported
-lazily, so the trio simulator (:mod:`adapters.card.sim`) and the sans-I/O core
-(:mod:`adapters.card.hostlink`) never pull asyncio into their process.
+lazily, so the trio simulator (:mod:`adapters.card.sim`, deciding in
+:mod:`adapters.card.sandbox`) and the sans-I/O core (:mod:`adapters.card.hostlink`
+with :mod:`~adapters.card.messages`, :mod:`~adapters.card.inflight` and
+:mod:`~adapters.card.breaker`) never pull asyncio into their process.
 """
 
 __all__ = ["HostLinkAcquirer"]

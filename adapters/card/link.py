@@ -7,8 +7,17 @@ this module owns the sockets, the clock and the timers.
 Per connection slot (``connections`` per endpoint) a task connects, signs on
 (0800 70=001), and on any loss reconnects after an exponential backoff with
 jitter.  A request goes to the least busy signed-on connection of the first
-endpoint that has one (failover in endpoint order).  One timer per connection
-fires at the earliest deadline or echo time the core asks for.
+endpoint that has one and whose circuit breaker lets it through (failover in
+endpoint order): an endpoint whose transactions time out ``breaker_threshold``
+times in a row gets nothing for ``breaker_cooldown`` seconds, then one probe.
+One timer per connection fires at the earliest deadline or echo time the core
+asks for.
+
+The acquirer's 0800s are honoured: an echo is answered; a sign-off takes the
+connection out of service (what is in flight still completes) until the
+acquirer signs on again or, after ``resign_wait``, we sign on ourselves; a key
+change goes to ``on_key_change(endpoint, fields) -> bool`` and is answered 00
+only when that returned True (96 otherwise, or when nobody handles it).
 
 Outcomes (``authorize``):
 
@@ -21,14 +30,20 @@ Outcomes (``authorize``):
   failed, not the acquirer's speed;
 - no signed-on connection at all: Result("91", uncertain=False), nothing sent
   (the switch may fall through to the next acquirer of the route);
-- the message cannot be encoded (our side): Result("96", uncertain=False).
+- the message cannot be encoded (our side), or the switch-assigned STAN is
+  still in flight: Result("96", uncertain=False), nothing sent.
 
 Uncertain results carry ``acquirer_ref`` too, so the reversal names exactly
 what the acquirer may have seen.
+
+``reverse`` sends 0420 (0421 when ``request.attempt > 0``) and returns
+``REVERSED`` (0430 39=00), ``NOT_FOUND`` (39=25) or ``RETRY`` (any other
+answer, timeout, lost link, no connection, nothing sent).
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -38,20 +53,25 @@ from adapters.card.hostlink import (
     RC_INOPERATIVE,
     RC_MALFUNCTION,
     Backoff,
+    Breaker,
     Close,
     Completed,
     HostConnection,
+    KeyChange,
+    Kind,
     Late,
     LinkMetrics,
     Send,
+    SignedOffByAcquirer,
     SignedOn,
     StanAllocator,
+    StanInUse,
     State,
     Unmatched,
     mask_pan,
     scrub,
 )
-from switch.core.acquirer import Request, Result
+from switch.core.acquirer import RETRY, Request, Result
 
 log = logging.getLogger("payswitch.card")
 
@@ -119,7 +139,8 @@ class _Slot:
             self.closed = loop.create_future()
             self.core = HostConnection(
                 link.stans, acquirer_id=link.acquirer_id, echo_interval=link.echo_interval,
-                network_timeout=link.network_timeout, endpoint=self.label, metrics=link.metrics)
+                network_timeout=link.network_timeout, resign_wait=link.resign_wait,
+                endpoint=self.label, metrics=link.metrics)
             self.framer = link.framer_factory()
             try:
                 await asyncio.wait_for(
@@ -144,7 +165,13 @@ class _Slot:
     def connected(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         loop = self.link.loop
-        msg = self.core.connection_made(loop.time(), time.time())
+        try:
+            msg = self.core.connection_made(loop.time(), time.time())
+        except Exception as exc:  # no STAN for the sign-on (stan_source failed): try again later
+            log.error("%s: cannot sign on at %s: %s: %s", self.link.name, self.label,
+                      type(exc).__name__, exc)
+            transport.abort()
+            return
         log.info("%s: connected to %s, signing on", self.link.name, self.label)
         self.write(msg)
         self.arm()
@@ -214,6 +241,8 @@ class _Slot:
         link = self.link
         for event in events:
             if type(event) is Completed:
+                if event.pending.kind is Kind.REQUEST or event.pending.kind is Kind.REVERSAL:
+                    link.breaker_learns(self, event.how)
                 fut = event.pending.token
                 if fut is not None and not fut.done():
                     fut.set_result(event.outcome)
@@ -223,6 +252,12 @@ class _Slot:
                 log.info("%s: signed on at %s", link.name, self.label)
                 self.backoff.reset()
                 link.ready_changed()
+            elif type(event) is SignedOffByAcquirer:
+                log.warning("%s: %s signed off; no new requests on this connection until it "
+                            "signs on again (or we do in %.1fs)", link.name, self.label,
+                            event.resume_at - link.loop.time())
+            elif type(event) is KeyChange:
+                self.write(self.core.key_change_answer(event, link.key_change(self, event)))
             elif type(event) is Close:
                 level = logging.INFO if link.closing else logging.WARNING
                 log.log(level, "%s: closing connection to %s: %s", link.name, self.label, event.reason)
@@ -277,6 +312,15 @@ class HostLinkAcquirer:
     the connection).  ``request_timeout``, when set, caps the ``timeout`` the
     switch passes per call.  ``metrics_listener(name, labels, amount)`` sees
     every counter increment (see :class:`LinkMetrics`).
+
+    ``stan_source``: a zero-argument callable returning the next 6-digit STAN
+    of the switch's journaled per-acquirer sequence; the link's own network
+    messages (and requests without ``host_stan``) take their STANs from it, so
+    they never collide with the switch's.  ``resign_wait``: how long a
+    connection the acquirer signed off waits for its sign-on before signing on
+    itself.  ``breaker_threshold`` / ``breaker_cooldown``: see
+    :class:`adapters.card.breaker.Breaker`.  ``on_key_change(endpoint,
+    fields) -> bool``: installs a key the acquirer sent (True when it did).
     """
 
     def __init__(
@@ -298,6 +342,11 @@ class HostLinkAcquirer:
         metrics_listener: Callable[[str, dict[str, str], int], None] | None = None,
         stan_start: int | None = None,
         seed: int | None = None,
+        stan_source: Callable[[], str] | None = None,
+        resign_wait: float = 30.0,
+        breaker_threshold: int = 5,
+        breaker_cooldown: float = 10.0,
+        on_key_change: Callable[[str, dict], bool] | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError(f"acquirer {name!r}: no endpoints")
@@ -328,7 +377,11 @@ class HostLinkAcquirer:
         # A random first STAN, so that a restarted switch does not repeat
         # the STANs of its previous run within the same day.
         self.stans = StanAllocator(stan_start if stan_start is not None
-                                   else self.rng.randint(1, StanAllocator.LIMIT))
+                                   else self.rng.randint(1, StanAllocator.LIMIT),
+                                   source=stan_source)
+        self.resign_wait = resign_wait
+        self.on_key_change = on_key_change
+        self.breakers = [Breaker(breaker_threshold, breaker_cooldown) for _ in self.endpoints]
         self.closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Event | None = None
@@ -385,18 +438,66 @@ class HostLinkAcquirer:
             slot.task = None
 
     def healthy(self) -> bool:
-        return any(slot.usable for slot in self.slots)
+        """Some connection is signed on at an endpoint whose breaker is not open."""
+        now = self._now()
+        return any(slot.usable and not self.breakers[slot.endpoint].is_open(now) for slot in self.slots)
+
+    def _now(self) -> float:
+        return self.loop.time() if self.loop is not None else 0.0
 
     def _pick(self) -> _Slot | None:
-        """The least busy signed-on connection of the first endpoint that has one."""
-        for slots in self._by_endpoint:
+        """The least busy signed-on connection of the first endpoint that has
+        one and whose breaker lets a request through."""
+        now = self._now()
+        for e, slots in enumerate(self._by_endpoint):
             best = None
             for slot in slots:
                 if slot.usable and (best is None or len(slot.core.inflight) < len(best.core.inflight)):
                     best = slot
-            if best is not None:
+            if best is not None and self.breakers[e].allow(now):
                 return best
         return None
+
+    def breaker_learns(self, slot: _Slot, how: str) -> None:
+        """A transaction on ``slot`` ended: answered, timed out, or lost."""
+        breaker = self.breakers[slot.endpoint]
+        now = self._now()
+        if how == "answered":
+            breaker.success()
+        elif how == "timeout":
+            if breaker.failure(now):
+                self.metrics.inc("breaker_trips", endpoint=slot.label)
+                log.warning("%s: %s opened its circuit breaker (transactions time out); "
+                            "next probe in %.1fs", self.name, slot.label, breaker.cooldown)
+        else:
+            breaker.inconclusive(now)
+
+    def key_change(self, slot: _Slot, event: KeyChange) -> bool:
+        """Hand a key change to the owner; True when it installed the key.
+        Logged without the key material (only the code and which fields came)."""
+        handler = self.on_key_change
+        accepted = False
+        if handler is None:
+            log.error("%s: %s sent a key change (70=%s, stan=%s, fields %s) and nothing "
+                      "handles key changes; answered 96", self.name, slot.label, event.code,
+                      event.stan, sorted(event.fields))
+            return False
+        try:
+            verdict = handler(slot.label, event.fields)
+            if inspect.isawaitable(verdict):
+                # An answer is due now, on this connection: a coroutine would read as True.
+                if inspect.iscoroutine(verdict):
+                    verdict.close()
+                raise TypeError("on_key_change must return a bool, not an awaitable")
+            accepted = verdict is True
+        except Exception as exc:
+            log.error("%s: key change from %s (70=%s, stan=%s) failed in its handler: %s; "
+                      "answered 96", self.name, slot.label, event.code, event.stan, type(exc).__name__)
+            return False
+        log.log(logging.INFO if accepted else logging.ERROR,
+                "%s: key change from %s (70=%s, stan=%s) %s", self.name, slot.label, event.code,
+                event.stan, "installed" if accepted else "refused by its handler; answered 96")
+        return accepted
 
     def _deadline(self, timeout: float) -> float:
         if self.request_timeout is not None:
@@ -413,12 +514,19 @@ class HostLinkAcquirer:
             return Result(response_code=RC_INOPERATIVE)
         loop = self.loop
         fut = loop.create_future()
-        msg, pending = slot.core.request(request, now=loop.time(), wall=time.time(),
-                                         timeout=self._deadline(timeout), token=fut)
+        try:
+            msg, pending = slot.core.request(request, now=loop.time(), wall=time.time(),
+                                             timeout=self._deadline(timeout), token=fut)
+        except (StanInUse, ValueError) as exc:  # the switch's STAN/field 7: nothing sent
+            self.breakers[slot.endpoint].inconclusive(loop.time())
+            log.error("%s: txn %d not sent: %s", self.name, request.txn_id, exc)
+            self.metrics.inc("requests", mti=request.mti, response_code=RC_MALFUNCTION)
+            return Result(response_code=RC_MALFUNCTION)
         try:
             data = slot.framer.encode(self.dialect.encode(msg))
         except Exception as exc:  # EncodeError or a frame too long: our side, nothing sent
             slot.core.cancel(pending)
+            self.breakers[slot.endpoint].inconclusive(loop.time())
             log.error("%s: cannot encode %s for pan %s: %s: %s", self.name, request.mti,
                       mask_pan(request.pan), type(exc).__name__, scrub(str(exc)))
             self.metrics.inc("requests", mti=request.mti, response_code=RC_MALFUNCTION)
@@ -427,24 +535,34 @@ class HostLinkAcquirer:
         slot.arm()
         return await fut
 
-    async def reverse(self, request: Request, timeout: float) -> bool:
+    async def reverse(self, request: Request, timeout: float) -> str:
+        """0420 (0421 for a repeat) for ``request.original``: REVERSED,
+        NOT_FOUND or RETRY (see :func:`adapters.card.hostlink.reversal_outcome`)."""
         if request.original is None:
             raise ValueError(f"{self.name}: reverse() needs request.original")
+        mti = "0420" if request.attempt == 0 else "0421"
         slot = self._pick()
         if slot is None:
-            self.metrics.inc("unavailable", mti="0400")
-            return False
+            self.metrics.inc("unavailable", mti=mti)
+            self.metrics.inc("reversals", mti=mti, response_code="unavailable")
+            return RETRY
         loop = self.loop
         fut = loop.create_future()
-        msg, pending = slot.core.reversal(request, now=loop.time(), wall=time.time(),
-                                          timeout=self._deadline(timeout), token=fut)
+        try:
+            msg, pending = slot.core.reversal(request, now=loop.time(), wall=time.time(),
+                                              timeout=self._deadline(timeout), token=fut)
+        except (StanInUse, ValueError) as exc:
+            self.breakers[slot.endpoint].inconclusive(loop.time())
+            log.error("%s: reversal txn %d not sent: %s", self.name, request.txn_id, exc)
+            return RETRY
         try:
             data = slot.framer.encode(self.dialect.encode(msg))
         except Exception as exc:
             slot.core.cancel(pending)
-            log.error("%s: cannot encode 0400 for txn %d: %s: %s", self.name, request.txn_id,
+            self.breakers[slot.endpoint].inconclusive(loop.time())
+            log.error("%s: cannot encode %s for txn %d: %s: %s", self.name, mti, request.txn_id,
                       type(exc).__name__, scrub(str(exc)))
-            return False
+            return RETRY
         slot.transport.write(data)
         slot.arm()
         return await fut
@@ -462,3 +580,8 @@ class HostLinkAcquirer:
             states = out.setdefault(slot.label, {})
             states[slot.state] = states.get(slot.state, 0) + 1
         return out
+
+    def breaker_states(self) -> dict[str, str]:
+        """Per endpoint, its circuit breaker: "closed", "open" or "half-open" (a gauge)."""
+        now = self._now()
+        return {f"{h}:{p}": b.state(now).value for (h, p), b in zip(self.endpoints, self.breakers)}

@@ -1,24 +1,33 @@
 """A simulated bank acquirer: ISO 8583 host-87-bcd over TCP, on trio.
 
     python -m adapters.card.sim --host 127.0.0.1 --port 9101 --name bank-a \
-        [--latency-ms 5] [--drop-rate 0.0] [--disconnect-rate 0.0] \
-        [--garbage-rate 0.0] [--seed N] [--ledger FILE]
+        [--lenient] [--latency-ms 5] [--drop-rate 0.0] [--disconnect-rate 0.0] \
+        [--garbage-rate 0.0] [--late-ms N --late-rate R] [--sign-off-after N] \
+        [--stall-after-echo] [--seed N] [--ledger FILE]
 
-Sandbox behaviour (terminal-interface spec, section 7): 0100/0200 are
-answered by the last two digits of the amount (field 4): 05, 13, 51, 55, 96
-give that response code, 68 is never answered, anything else is approved (00)
-with a 6-character authorization code.  0220 -> 0230 00, 0400 -> 0410 00
-(idempotent; an unknown original is acknowledged too), 0800 -> 0810 00.
+Decisions (:mod:`adapters.card.sandbox`): the sandbox amount rules of spec
+section 7 for 0100/0200 (05/13/51/55/96 decline, 68 never answers); strict
+by default: reversals (0400/0420/0421 -> 0410/0430) and completions (0220 ->
+0230) are matched by field 90 only, an unknown original gets 25, a repeated
+reversal moves no money twice, a pre-authorization is completed at most once
+and not above its amount.  ``--lenient``: the old behaviour (00 to every
+reversal and completion, field 37 as fallback).  0800 -> 0810 00.
 
-Faults apply to transactions (0100/0200/0220/0400), never to network
-management, so a link can always sign on: ``--drop-rate`` leaves a request
-unanswered, ``--disconnect-rate`` closes the connection instead of answering,
+Faults apply to transactions, never to network management, so a link can
+always sign on: ``--drop-rate`` leaves a request unanswered,
+``--disconnect-rate`` closes the connection instead of answering,
 ``--garbage-rate`` sends a frame that no codec accepts, ``--latency-ms``
-delays every transaction answer.
+delays every transaction answer, ``--late-rate`` answers that share of
+transactions only after ``--late-ms`` (after the switch's deadline).  The
+transaction is decided (and money moved) all the same: the switch must
+reverse.  ``--sign-off-after N`` sends an 0800 sign-off (70=002) on a
+connection after every N transactions it carried (it answers what it got
+meanwhile); ``--stall-after-echo`` answers sign-on and echo but never a
+transaction (nor acts on one: no money moves).
 
 ``--ledger FILE`` appends one JSON line per transaction event and flushes it,
-so an end-to-end test can check what the acquirer saw (for example that a
-timed-out authorization was reversed).
+so an end-to-end test can check what the acquirer saw; every event has the
+card (masked PAN and hash, never the PAN) and the money it moved (``delta``).
 
 Once listening it prints ``listening on HOST:PORT`` (``--port 0`` picks a free
 port).  SIGTERM or SIGINT stops it cleanly.
@@ -26,50 +35,28 @@ port).  SIGTERM or SIGINT stops it cleanly.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import signal
-import string
 import sys
-from collections import OrderedDict
-from typing import IO, Any
+import time
+from typing import IO
 
-from adapters.card.hostlink import answer_mti, mask_pan, scrub
-
-# Last two digits of the amount -> response code (spec section 7).
-DECLINES = {"05": "05", "13": "13", "51": "51", "55": "55", "96": "96"}
-NEVER_ANSWERS = "68"
-
-# Fields an answer echoes from its request.
-ECHOED = (3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49)
-NETWORK_ECHOED = (7, 11, 70)
+from adapters.card.messages import SIGN_OFF, SIGN_ON, scrub, transmission_time
+from adapters.card.sandbox import (  # noqa: F401  (re-exported: the sim's decisions live there)
+    DECLINES,
+    ECHOED,
+    NETWORK_ECHOED,
+    NEVER_ANSWERS,
+    Sandbox,
+    card_key,
+    ledger_balances,
+    parse_original_data,
+    sandbox_response_code,
+)
 
 # A frame no host-87-bcd codec accepts: declared length 0xFFFF > the 8192 maximum.
 GARBAGE = b"\xff\xffGARBAGE-FROM-THE-ACQUIRER"
-
-AUTH_ALPHABET = string.ascii_uppercase + string.digits
-
-
-def sandbox_response_code(amount: str | None) -> str | None:
-    """The sandbox's answer to an authorization: a response code, or None
-    when the acquirer never answers (amount ending in 68)."""
-    if not amount:
-        return "00"
-    last2 = amount[-2:]
-    if last2 == NEVER_ANSWERS:
-        return None
-    return DECLINES.get(last2, "00")
-
-
-def parse_original_data(f90: str) -> dict:
-    """Field 90: original MTI (4), STAN (6), field 7 (10), acquirer id (11), zeros (11)."""
-    return {
-        "mti": f90[0:4],
-        "stan": f90[4:10],
-        "f7": f90[10:20],
-        "acquirer_id": f90[20:31],
-    }
 
 
 def choose_fault(rng: random.Random, drop_rate: float, disconnect_rate: float,
@@ -85,151 +72,6 @@ def choose_fault(rng: random.Random, drop_rate: float, disconnect_rate: float,
     if r < drop_rate:
         return "drop"
     return "answer"
-
-
-class Sandbox:
-    """The acquirer's decisions and memory, without I/O.
-
-    :meth:`handle` takes a received message (``.mti``, ``.get(n)``) and returns
-    ``(answer, ledger_events)``: the answer as a dict for the codec (None: no
-    answer) and the JSON-able events to append to the ledger.
-    """
-
-    def __init__(self, name: str = "bank-a", seed: int | None = None, memory: int = 200_000) -> None:
-        self.name = name
-        self._rng = random.Random(seed)
-        self._rrn_seq = 0
-        self._memory = memory
-        # Authorizations by (MTI, STAN, field 7, field 32): for reversals.
-        self._auths: OrderedDict[tuple, dict] = OrderedDict()
-        self._auths_by_rrn: OrderedDict[str, dict] = OrderedDict()
-        # Reversals by field 90: a repeated reversal gets the same answer.
-        self._reversals: OrderedDict[str, dict] = OrderedDict()
-
-    def _remember(self, table: OrderedDict, key: Any, value: dict) -> None:
-        table[key] = value
-        if len(table) > self._memory:
-            table.popitem(last=False)
-
-    def auth_code(self) -> str:
-        return "".join(self._rng.choice(AUTH_ALPHABET) for _ in range(6))
-
-    def rrn(self) -> str:
-        self._rrn_seq += 1
-        return f"{self._rrn_seq:012d}"
-
-    def handle(self, msg: Any) -> tuple[dict | None, list[dict]]:
-        mti = msg.mti
-        if mti == "0800":
-            return self._network(msg), []
-        if mti in ("0100", "0200"):
-            return self._authorization(msg)
-        if mti == "0220":
-            return self._completion(msg)
-        if mti in ("0400", "0401"):
-            return self._reversal(msg)
-        return None, [{"event": "unsupported", "mti": mti}]
-
-    @staticmethod
-    def _echo(msg: Any, mti: str, fields: tuple) -> dict:
-        out: dict[Any, Any] = {"mti": answer_mti(mti)}
-        for field in fields:
-            value = msg.get(field)
-            if value is not None:
-                out[field] = value
-        return out
-
-    def _network(self, msg: Any) -> dict:
-        out = self._echo(msg, "0800", NETWORK_ECHOED)
-        out[39] = "00"
-        return out
-
-    def _authorization(self, msg: Any) -> tuple[dict | None, list[dict]]:
-        mti = msg.mti
-        amount = msg.get(4)
-        rc = sandbox_response_code(amount)
-        out = self._echo(msg, mti, ECHOED)
-        if 37 not in out:
-            out[37] = self.rrn()
-        auth_code = None
-        if rc == "00":
-            auth_code = out[38] = self.auth_code()
-        if rc is not None:
-            out[39] = rc
-        record = {
-            "event": "authorization",
-            "acquirer": self.name,
-            "mti": mti,
-            "stan": msg.get(11),
-            "f7": msg.get(7),
-            "rrn": out[37],
-            "terminal_id": msg.get(41),
-            "pan": mask_pan(msg.get(2)),
-            "processing_code": msg.get(3),
-            "amount": int(amount) if amount else 0,
-            "response_code": rc,
-            "auth_code": auth_code,
-            "answered": rc is not None,
-            # Field 55 as received, by digest: it may hold the PAN (tag 5A).
-            "icc_sha256": hashlib.sha256(icc).hexdigest() if (icc := msg.get(55)) else None,
-        }
-        key = (mti, msg.get(11), msg.get(7), msg.get(32))
-        self._remember(self._auths, key, record)
-        self._remember(self._auths_by_rrn, record["rrn"], record)
-        return (out if rc is not None else None), [record]
-
-    def _completion(self, msg: Any) -> tuple[dict, list[dict]]:
-        out = self._echo(msg, "0220", ECHOED)
-        if 37 not in out:
-            out[37] = self.rrn()
-        out[39] = "00"
-        f90 = msg.get(90)
-        record = {
-            "event": "completion",
-            "acquirer": self.name,
-            "stan": msg.get(11),
-            "f7": msg.get(7),
-            "rrn": out[37],
-            "amount": int(msg.get(4)) if msg.get(4) else 0,
-            "original_stan": parse_original_data(f90)["stan"] if f90 else None,
-            "response_code": "00",
-        }
-        return out, [record]
-
-    def _reversal(self, msg: Any) -> tuple[dict, list[dict]]:
-        out = self._echo(msg, "0400", ECHOED)
-        if 37 not in out:
-            out[37] = self.rrn()
-        out[39] = "00"
-        f90 = msg.get(90) or ""
-        original = parse_original_data(f90) if f90 else {}
-        key = (original.get("mti"), original.get("stan"), original.get("f7"), msg.get(32))
-        found = self._auths.get(key)
-        if found is None and msg.get(37):
-            # A reversal that could not name the original's STAN still carries its RRN.
-            found = self._auths_by_rrn.get(msg.get(37))
-        # A repeat names the same original the same way (field 90 alone is all
-        # zeros when the switch could only name the original by its RRN).
-        reversal_key = f"{f90}|{msg.get(37) or ''}"
-        repeat = reversal_key in self._reversals
-        record = {
-            "event": "reversal",
-            "acquirer": self.name,
-            "stan": msg.get(11),
-            "f7": msg.get(7),
-            "rrn": msg.get(37),
-            "amount": int(msg.get(4)) if msg.get(4) else 0,
-            "original_mti": original.get("mti"),
-            "original_stan": original.get("stan"),
-            "original_f7": original.get("f7"),
-            "original_found": found is not None,
-            "original_response_code": found["response_code"] if found else None,
-            "repeat": repeat,
-            "response_code": "00",
-        }
-        if not repeat:
-            self._remember(self._reversals, reversal_key, record)
-        return out, [record]
 
 
 def _peer_went_away(exc: BaseException, closed: tuple) -> bool:
@@ -270,9 +112,10 @@ class Acquirer:
 
         self.args = args
         self.dialect = dialect("host-87-bcd")
-        self.sandbox = Sandbox(args.name, args.seed)
+        self.sandbox = Sandbox(args.name, args.seed, strict=not args.lenient)
         self.ledger = Ledger(args.ledger)
         self.faults = random.Random(None if args.seed is None else args.seed + 1)
+        self.lateness = random.Random(None if args.seed is None else args.seed + 2)
         self.connections = 0
 
     def log(self, text: str) -> None:
@@ -283,11 +126,14 @@ class Acquirer:
         from native.framing import FrameError, Framer
         from native.iso8583 import DecodeError
 
+        args = self.args
         self.connections += 1
         framer = Framer("binary2", max_frame=8192)
-        latency = self.args.latency_ms / 1000.0
+        latency = args.latency_ms / 1000.0
+        late = args.late_ms / 1000.0
         outgoing: list[bytes] = []
         wakeup = trio.Event()
+        carried = 0  # transactions since this connection last signed on
 
         def queue(data: bytes) -> None:
             outgoing.append(data)
@@ -305,14 +151,21 @@ class Acquirer:
                 await stream.send_all(data)
 
         def decide(msg) -> tuple[str, dict | None]:
-            fault = "answer"
-            if msg.mti != "0800":
-                fault = choose_fault(self.faults, self.args.drop_rate,
-                                     self.args.disconnect_rate, self.args.garbage_rate)
+            if msg.mti in ("0800", "0810"):
+                return "answer", self.sandbox.handle(msg)[0]
+            if args.stall_after_echo:
+                self.ledger.write([{"event": "ignored", "acquirer": args.name, "mti": msg.mti,
+                                    "stan": msg.get(11), "reason": "stall-after-echo", "delta": 0}])
+                return "stall", None
+            fault = choose_fault(self.faults, args.drop_rate, args.disconnect_rate, args.garbage_rate)
             out, events = self.sandbox.handle(msg)
             if fault != "answer":
                 for event in events:
                     event["fault"] = fault
+            elif args.late_rate > 0 and self.lateness.random() < args.late_rate:
+                fault = "late"
+                for event in events:
+                    event["late_ms"] = args.late_ms
             self.ledger.write(events)
             return fault, out
 
@@ -321,11 +174,11 @@ class Acquirer:
                 nursery.cancel_scope.cancel()
             elif fault == "garbage":
                 queue(GARBAGE)
-            elif out is not None and fault == "answer":
+            elif out is not None and fault in ("answer", "late"):
                 queue(framer.encode(self.dialect.encode(out)))
 
-        async def delayed(fault: str, out: dict | None) -> None:
-            await trio.sleep(latency)
+        async def delayed(delay: float, fault: str, out: dict | None) -> None:
+            await trio.sleep(delay)
             act(fault, out)
 
         try:
@@ -342,11 +195,23 @@ class Acquirer:
                         self.log(f"bad message, closing: {type(exc).__name__}")
                         break
                     for msg in messages:
+                        mti = msg.mti
                         fault, out = decide(msg)
-                        if latency > 0 and msg.mti != "0800":
-                            nursery.start_soon(delayed, fault, out)
+                        if mti == "0800" or mti == "0810":
+                            if mti == "0800" and msg.get(70) == SIGN_ON:
+                                carried = 0
+                            act(fault, out)
+                            continue
+                        delay = latency + (late if fault == "late" else 0.0)
+                        if delay > 0:
+                            nursery.start_soon(delayed, delay, fault, out)
                         else:
                             act(fault, out)
+                        carried += 1
+                        if args.sign_off_after and carried == args.sign_off_after:
+                            self.log(f"signing off after {carried} transactions")
+                            queue(framer.encode(self.dialect.encode(
+                                self.sandbox.network_request(SIGN_OFF, transmission_time(time.time())))))
                 nursery.cancel_scope.cancel()
         except Exception as exc:  # a bug here must not take the other connections down
             if not _peer_went_away(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
@@ -383,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of transactions answered by closing the connection")
     p.add_argument("--garbage-rate", type=float, default=0.0,
                    help="share of transactions answered with an undecodable frame")
+    p.add_argument("--lenient", action="store_true",
+                   help="00 to every reversal and completion, field 37 as fallback (the old sandbox)")
+    p.add_argument("--late-ms", type=float, default=0.0,
+                   help="how late --late-rate transactions are answered")
+    p.add_argument("--late-rate", type=float, default=0.0,
+                   help="share of transactions answered --late-ms after the others")
+    p.add_argument("--sign-off-after", type=int, default=0, metavar="N",
+                   help="send an 0800 sign-off on a connection after every N transactions")
+    p.add_argument("--stall-after-echo", action="store_true",
+                   help="answer sign-on and echo, never a transaction")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--ledger", default=None, help="append one JSON line per transaction event")
     return p
@@ -392,11 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     import trio
 
     args = build_parser().parse_args(argv)
-    for knob in ("drop_rate", "disconnect_rate", "garbage_rate"):
+    for knob in ("drop_rate", "disconnect_rate", "garbage_rate", "late_rate"):
         value = getattr(args, knob)
         if not 0.0 <= value <= 1.0:
             print(f"--{knob.replace('_', '-')} must be between 0 and 1, got {value}", file=sys.stderr)
             return 2
+    if args.late_rate > 0 and args.late_ms <= 0:
+        print("--late-rate needs --late-ms", file=sys.stderr)
+        return 2
+    if args.sign_off_after < 0:
+        print(f"--sign-off-after must be >= 0, got {args.sign_off_after}", file=sys.stderr)
+        return 2
     trio.run(Acquirer(args).run)
     return 0
 

@@ -1,0 +1,96 @@
+"""A circuit breaker per acquirer endpoint, without I/O (``now`` is passed in).
+
+An endpoint that signs on and answers echoes but lets transactions time out
+would otherwise take every request until the link drops (68 and a reversal
+each time).  The breaker watches transaction outcomes on one endpoint::
+
+    CLOSED --(threshold consecutive timeouts)--> OPEN
+    OPEN --(cooldown passed, next allow())--> HALF_OPEN (one probe let through)
+    HALF_OPEN --(probe answered)--> CLOSED
+    HALF_OPEN --(probe timed out)--> OPEN (cool-down starts again)
+    HALF_OPEN --(probe ended without a verdict: link lost)--> HALF_OPEN, the next request probes
+
+Any answer (approved or declined: the host is working) resets the count of
+consecutive timeouts.  While OPEN, outcomes of requests sent before the trip
+change nothing: the cool-down decides when to probe.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class Breaker:
+    def __init__(self, threshold: int = 5, cooldown: float = 10.0) -> None:
+        if threshold < 1:
+            raise ValueError(f"breaker threshold must be >= 1, got {threshold}")
+        if cooldown < 0:
+            raise ValueError(f"breaker cooldown must be >= 0, got {cooldown}")
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._state = BreakerState.CLOSED
+        self.failures = 0  # consecutive timeouts while closed
+        self.opened_at = 0.0
+        self.trips = 0
+        self._probing = False
+
+    def state(self, now: float) -> BreakerState:
+        """The state as of ``now`` (an OPEN breaker past its cool-down reads HALF_OPEN)."""
+        if self._state is BreakerState.OPEN and now >= self.opened_at + self.cooldown:
+            return BreakerState.HALF_OPEN
+        return self._state
+
+    def is_open(self, now: float) -> bool:
+        """No request may go to this endpoint now (open, or half-open with its probe out)."""
+        state = self.state(now)
+        return state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._probing)
+
+    def allow(self, now: float) -> bool:
+        """May one request go now?  In HALF_OPEN this hands out the one probe."""
+        state = self.state(now)
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.OPEN or self._probing:
+            return False
+        self._state = BreakerState.HALF_OPEN
+        self._probing = True
+        return True
+
+    def success(self) -> None:
+        """A transaction was answered (any response code)."""
+        if self._state is BreakerState.HALF_OPEN:
+            self._state = BreakerState.CLOSED
+            self._probing = False
+        if self._state is BreakerState.CLOSED:
+            self.failures = 0
+
+    def failure(self, now: float) -> bool:
+        """A transaction timed out.  True when this opened the breaker."""
+        if self._state is BreakerState.CLOSED:
+            self.failures += 1
+            if self.failures >= self.threshold:
+                self._open(now)
+                return True
+            return False
+        if self._state is BreakerState.HALF_OPEN:
+            self._open(now)
+            return True
+        return False
+
+    def inconclusive(self, now: float) -> None:
+        """A transaction ended without telling whether the host answers (the
+        connection dropped, or nothing was sent): a probe is handed out again."""
+        if self._state is BreakerState.HALF_OPEN:
+            self._probing = False
+
+    def _open(self, now: float) -> None:
+        self._state = BreakerState.OPEN
+        self.opened_at = now
+        self.failures = 0
+        self._probing = False
+        self.trips += 1

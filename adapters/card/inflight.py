@@ -1,0 +1,188 @@
+"""What is in flight on a host link: STANs, and the messages awaiting an answer.
+
+Sans-I/O like :mod:`adapters.card.hostlink`, which re-exports these names.
+"""
+from __future__ import annotations
+
+import enum
+import heapq
+from collections import OrderedDict
+from typing import Any, Callable, Iterable
+
+from adapters.card.messages import acquirer_ref, valid_stan
+
+
+# --------------------------------------------------------------------------
+# STAN allocation.
+
+class StanInUse(RuntimeError):
+    """A switch-assigned STAN is already in flight on this link: sending it
+    would make two answers indistinguishable.  Nothing was sent."""
+
+
+class StanAllocator:
+    """Acquirer-side STANs 000001..999999, wrapping, never two in flight at once.
+
+    One allocator serves every connection to an acquirer, so a STAN is unique
+    on the whole link (the acquirer sees one institution, field 32).  STANs the
+    switch assigned are :meth:`claim`-ed; the link's own (sign-on, echo,
+    sign-off, requests without a host STAN) are :meth:`allocate`-d, from
+    ``source`` (the switch's journaled sequence, a zero-argument callable
+    returning a 6-digit STAN) when given, else from a counter.
+    """
+
+    LIMIT = 999_999
+
+    def __init__(self, start: int = 1, source: Callable[[], str] | None = None) -> None:
+        if not 1 <= start <= self.LIMIT:
+            raise ValueError(f"STAN start must be 1..{self.LIMIT}, got {start}")
+        self._next = start
+        self._source = source
+        self._in_use: set[str] = set()
+
+    def allocate(self) -> str:
+        if len(self._in_use) >= self.LIMIT:
+            raise RuntimeError("all 999999 STANs are in flight")
+        if self._source is not None:
+            # The switch's sequence wraps too: skip what is still in flight,
+            # but do not spin forever on a source that keeps repeating itself.
+            for _ in range(1000):
+                stan = self._source()
+                if not valid_stan(stan):
+                    raise ValueError(f"stan_source returned {stan!r}, expected 6 digits")
+                if stan not in self._in_use:
+                    self._in_use.add(stan)
+                    return stan
+            raise StanInUse("stan_source returned 1000 STANs in a row that are in flight")
+        while True:
+            n = self._next
+            self._next = 1 if n >= self.LIMIT else n + 1
+            stan = f"{n:06d}"
+            if stan not in self._in_use:
+                self._in_use.add(stan)
+                return stan
+
+    def claim(self, stan: str) -> str:
+        """Take a STAN the switch assigned; :class:`StanInUse` if it is in flight."""
+        if not valid_stan(stan):
+            raise ValueError(f"host STAN {stan!r}: expected 6 digits")
+        if stan in self._in_use:
+            raise StanInUse(f"host STAN {stan} is already in flight on this link")
+        self._in_use.add(stan)
+        return stan
+
+    def release(self, stan: str) -> None:
+        self._in_use.discard(stan)
+
+    def in_use(self, stan: str) -> bool:
+        return stan in self._in_use
+
+    def __len__(self) -> int:
+        return len(self._in_use)
+
+
+# --------------------------------------------------------------------------
+# Requests in flight.
+
+class Kind(enum.Enum):
+    REQUEST = "request"  # 0100/0200/0220: outcome is a Result
+    REVERSAL = "reversal"  # 0420/0421: outcome is REVERSED, NOT_FOUND or RETRY
+    SIGN_ON = "sign-on"
+    ECHO = "echo"
+    SIGN_OFF = "sign-off"
+
+
+class Pending:
+    """One message written to the acquirer and not yet answered."""
+
+    __slots__ = ("kind", "mti", "stan", "f7", "rrn", "terminal_id", "deadline", "sent_at", "token")
+
+    def __init__(self, kind: Kind, mti: str, stan: str, f7: str, rrn: str,
+                 terminal_id: str | None, deadline: float, sent_at: float, token: Any) -> None:
+        self.kind = kind
+        self.mti = mti
+        self.stan = stan
+        self.f7 = f7
+        self.rrn = rrn
+        self.terminal_id = terminal_id
+        self.deadline = deadline
+        self.sent_at = sent_at
+        self.token = token  # the I/O layer's handle (e.g. a future); opaque here
+
+    @property
+    def ref(self) -> str:
+        return acquirer_ref(self.stan, self.f7, self.rrn)
+
+    def __repr__(self) -> str:
+        return f"<Pending {self.kind.value} {self.mti} stan={self.stan} deadline={self.deadline:.3f}>"
+
+
+class InFlight:
+    """Pending messages of one connection, by STAN, with a deadline heap."""
+
+    def __init__(self, late_memory: int = 4096) -> None:
+        self._by_stan: dict[str, Pending] = {}
+        self._heap: list[tuple[float, int, Pending]] = []
+        self._seq = 0
+        # STANs that expired recently, to tell a late answer from a stray one.
+        self._expired: OrderedDict[str, str] = OrderedDict()
+        self._late_memory = late_memory
+
+    def __len__(self) -> int:
+        return len(self._by_stan)
+
+    def __contains__(self, stan: str) -> bool:
+        return stan in self._by_stan
+
+    def add(self, pending: Pending) -> None:
+        if pending.stan in self._by_stan:
+            raise RuntimeError(f"STAN {pending.stan} is already in flight")
+        self._by_stan[pending.stan] = pending
+        self._seq += 1
+        heapq.heappush(self._heap, (pending.deadline, self._seq, pending))
+
+    def pop(self, stan: str) -> Pending | None:
+        return self._by_stan.pop(stan, None)
+
+    def peek(self, stan: str) -> Pending | None:
+        return self._by_stan.get(stan)
+
+    def expired_mti(self, stan: str) -> str | None:
+        """The MTI of a message whose deadline passed recently under ``stan``."""
+        return self._expired.get(stan)
+
+    def forget_expired(self, stan: str) -> None:
+        self._expired.pop(stan, None)
+
+    def expire(self, now: float) -> list[Pending]:
+        """Remove and return every pending message whose deadline is <= now."""
+        out = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, pending = heapq.heappop(heap)
+            if self._by_stan.get(pending.stan) is pending:
+                del self._by_stan[pending.stan]
+                self._remember(pending)
+                out.append(pending)
+        return out
+
+    def _remember(self, pending: Pending) -> None:
+        self._expired[pending.stan] = pending.mti
+        self._expired.move_to_end(pending.stan)
+        while len(self._expired) > self._late_memory:
+            self._expired.popitem(last=False)
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap and self._by_stan.get(heap[0][2].stan) is not heap[0][2]:
+            heapq.heappop(heap)  # answered already: drop the stale entry
+        return heap[0][0] if heap else None
+
+    def drain(self) -> list[Pending]:
+        out = list(self._by_stan.values())
+        self._by_stan.clear()
+        self._heap.clear()
+        return out
+
+    def values(self) -> Iterable[Pending]:
+        return self._by_stan.values()

@@ -1,0 +1,284 @@
+"""Host-link messages built from the switch's requests, and the field formats
+they use (host-87-bcd dialect).
+
+Pure functions: no clock, no STAN counter.  :mod:`adapters.card.hostlink`
+decides the STAN and field 7 and calls these; the simulator uses the same
+formats to read what it receives.
+
+Messages go out as plain dicts (``{"mti": "0200", 2: "...", 52: b"..."}``)
+that the dialect encodes.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Mapping
+
+import msgspec
+
+from switch.core.acquirer import Original, Request
+
+# Network management information codes (field 70).
+SIGN_ON = "001"
+SIGN_OFF = "002"
+ECHO = "301"
+# Key exchange: 101 (key change, ISO 8583:1987), 160-164 (ANSI X9 / ISO 11568
+# practice: new key, key request, key verification).  The new key travels under
+# the zone master key in field 48 or 53/96; it is never logged.
+KEY_CHANGE = frozenset({"101", "160", "161", "162", "163", "164"})
+
+# Answer codes for an 0800 the acquirer sent us.
+RC_APPROVED = "00"
+RC_INVALID = "12"  # an unknown network management code
+RC_SYSTEM = "96"  # a key change nobody could install
+
+
+# --------------------------------------------------------------------------
+# Masking: never a full PAN, track 2 or PIN block in a log line or exception.
+
+def mask_pan(pan: str | None) -> str:
+    """First 6 and last 4 digits, the rest as '*'."""
+    if not pan:
+        return ""
+    if len(pan) <= 10:
+        return "*" * len(pan)
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+_LONG_DIGITS = re.compile(r"\d{12,19}")
+
+
+def scrub(text: str) -> str:
+    """Mask every run of 12..19 digits in ``text`` (for codec error messages)."""
+    return _LONG_DIGITS.sub(lambda m: mask_pan(m.group(0)), text)
+
+
+# --------------------------------------------------------------------------
+# Field formats.
+
+_f7_cache: tuple[int, str] = (-1, "")
+
+
+def transmission_time(wall: float) -> str:
+    """Field 7: UTC MMDDhhmmss of ``wall`` (Unix time)."""
+    global _f7_cache
+    second = int(wall)
+    if _f7_cache[0] != second:
+        _f7_cache = (second, time.strftime("%m%d%H%M%S", time.gmtime(second)))
+    return _f7_cache[1]
+
+
+def valid_stan(stan: str | None) -> bool:
+    return stan is not None and len(stan) == 6 and stan.isdigit()
+
+
+def valid_f7(f7: str | None) -> bool:
+    return f7 is not None and len(f7) == 10 and f7.isdigit()
+
+
+def acquirer_ref(stan: str, f7: str, rrn: str) -> str:
+    """What a later reversal or completion needs: the STAN and field 7 as sent
+    to the acquirer and the RRN of the transaction there: ``stan|f7|rrn``."""
+    return f"{stan}|{f7}|{rrn}"
+
+
+class Ref(msgspec.Struct, frozen=True):
+    stan: str
+    f7: str
+    rrn: str
+
+
+def parse_ref(ref: str | None) -> Ref | None:
+    """The inverse of :func:`acquirer_ref`; None when absent or malformed."""
+    if not ref:
+        return None
+    parts = ref.split("|")
+    if len(parts) != 3:
+        return None
+    stan, f7, rrn = parts
+    if not valid_stan(stan) or not valid_f7(f7):
+        return None
+    return Ref(stan, f7, rrn)
+
+
+def answer_mti(mti: str) -> str:
+    """0200 -> 0210 and so on (a repeat 0421 -> 0431)."""
+    return mti[:2] + str(int(mti[2]) + 1) + mti[3]
+
+
+def answers(mti: str) -> tuple[str, ...]:
+    """The answer MTIs that fit a request: a repeat (xxx1) may also be
+    answered as its first send (0421 -> 0431 or 0430)."""
+    first = answer_mti(mti)
+    if mti[3] == "1":
+        return (first, first[:3] + "0")
+    return (first,)
+
+
+# --------------------------------------------------------------------------
+# Requests.
+
+def original_data(original: Original, acquirer_id: str) -> str:
+    """Field 90 naming ``original`` at the acquirer (n42).
+
+    Original MTI (4) + the acquirer-side STAN (6) + the acquirer-side field 7
+    (10) + our field 32 right-justified, zero-padded to 11 + 11 zeros.
+
+    The STAN and field 7 are the ones the switch assigned and journaled before
+    the original left (``host_stan`` / ``host_time``), so they are known even
+    when no answer came back; failing those, what the adapter returned in
+    ``acquirer_ref``; failing that, zeros (the original is then named by its
+    RRN in field 37 only, which a strict host will not accept).  The terminal's
+    own STAN and field 7 never stand in: they come from another counter and
+    could name another customer's authorization.
+    """
+    if valid_stan(original.host_stan) and valid_f7(original.host_time):
+        stan, f7 = original.host_stan, original.host_time
+    else:
+        ref = parse_ref(original.acquirer_ref)
+        if ref is not None:
+            stan, f7 = ref.stan, ref.f7
+        else:
+            stan, f7 = "0" * 6, "0" * 10
+    return f"{original.mti}{stan}{f7}{acquirer_id.rjust(11, '0')}{'0' * 11}"
+
+
+def request_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -> dict:
+    """The host message (0100/0200/0220) for a terminal's request."""
+    m: dict[Any, Any] = {"mti": request.mti}
+    if request.pan:
+        m[2] = request.pan
+    m[3] = request.processing_code
+    if request.amount is not None:
+        m[4] = f"{request.amount:012d}"
+    m[7] = f7
+    m[11] = stan
+    if request.local_time:
+        m[12] = request.local_time
+    if request.local_date:
+        m[13] = request.local_date
+    if request.expiry:
+        m[14] = request.expiry
+    if request.entry_mode:
+        m[22] = request.entry_mode
+    if request.pos_condition:
+        m[25] = request.pos_condition
+    m[32] = acquirer_id
+    if request.track2:
+        m[35] = request.track2
+    m[37] = request.rrn
+    m[41] = request.terminal_id
+    m[42] = request.merchant_id
+    if request.currency:
+        m[49] = request.currency
+    if request.pin_block:
+        m[52] = request.pin_block
+    if request.icc:
+        m[55] = request.icc
+    original = request.original
+    if original is not None:
+        # A completion (0220) names the pre-authorization it completes.
+        if original.auth_code:
+            m[38] = original.auth_code
+        m[90] = original_data(original, acquirer_id)
+    return m
+
+
+def reversal_mti(request: Request) -> str:
+    """A reversal goes as an advice: 0420 first, 0421 for every repeat."""
+    return "0420" if request.attempt == 0 else "0421"
+
+
+def reversal_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -> dict:
+    """The 0420/0421 reversing ``request.original``.
+
+    Everything but the MTI comes from the original or from the reversal's own
+    journaled STAN and field 7 (which the caller passes as ``stan``/``f7``), so
+    every repeat carries the same content: the card (2), processing code (3),
+    amount (4), local time and date (12/13), entry mode (22), authorization
+    code (38), RRN (37) and currency (49) of the original, and field 90 naming
+    it.  No track 2, PIN block or chip data: a reversal authorizes nothing.
+    """
+    original = request.original
+    if original is None:
+        raise ValueError("a reversal needs request.original")
+    ref = parse_ref(original.acquirer_ref)
+    m: dict[Any, Any] = {"mti": reversal_mti(request)}
+    pan = original.pan or request.pan
+    if pan:
+        m[2] = pan
+    m[3] = original.processing_code
+    amount = original.amount if original.amount is not None else request.amount
+    if amount is not None:
+        m[4] = f"{amount:012d}"
+    m[7] = f7
+    m[11] = stan
+    local_time = original.local_time or request.local_time
+    if local_time:
+        m[12] = local_time
+    local_date = original.local_date or request.local_date
+    if local_date:
+        m[13] = local_date
+    entry_mode = original.entry_mode or request.entry_mode
+    if entry_mode:
+        m[22] = entry_mode
+    if request.pos_condition:
+        m[25] = request.pos_condition
+    m[32] = acquirer_id
+    m[37] = ref.rrn if ref is not None and ref.rrn else original.rrn
+    if original.auth_code:
+        m[38] = original.auth_code
+    m[41] = request.terminal_id
+    m[42] = request.merchant_id
+    currency = original.currency or request.currency
+    if currency:
+        m[49] = currency
+    m[90] = original_data(original, acquirer_id)
+    return m
+
+
+def network_fields(code: str, *, stan: str, f7: str) -> dict:
+    """0800 network management: sign-on (001), sign-off (002), echo (301)."""
+    return {"mti": "0800", 7: f7, 11: stan, 70: code}
+
+
+def network_answer(msg: Any, response_code: str = RC_APPROVED) -> dict:
+    """0810 for an 0800 the acquirer sent us."""
+    m: dict[Any, Any] = {"mti": "0810"}
+    for field in (7, 11, 70):
+        value = msg.get(field)
+        if value is not None:
+            m[field] = value
+    m[39] = response_code
+    return m
+
+
+# --------------------------------------------------------------------------
+# Received messages.
+
+def fields_view(message: Mapping) -> "FieldsView":
+    """Wrap a dict like ``{"mti": ..., 11: ...}`` in the received-message interface."""
+    return FieldsView(message)
+
+
+class FieldsView:
+    """A dict as a received message (``.mti``, ``.get(n)``, ``n in msg``): for tests
+    and for the simulator's pure decision functions."""
+
+    __slots__ = ("_fields", "mti")
+
+    def __init__(self, message: Mapping) -> None:
+        self._fields = message
+        self.mti = message["mti"]
+
+    def get(self, field: int, default: Any = None) -> Any:
+        return self._fields.get(field, default)
+
+    def __contains__(self, field: int) -> bool:
+        return field in self._fields
+
+    def __getitem__(self, field: int) -> Any:
+        return self._fields[field]
+
+    def fields(self) -> dict:
+        return {k: v for k, v in self._fields.items() if k != "mti"}

@@ -1,0 +1,391 @@
+"""The simulated acquirer's decisions and memory, without I/O.
+
+Sandbox rules (terminal-interface spec, section 7): 0100/0200 are answered by
+the last two digits of the amount (field 4): 05, 13, 51, 55, 96 give that
+response code, 68 is never answered, anything else is approved (00) with a
+6-character authorization code.
+
+Strict (the default), as a bank host is:
+
+- reversals (0400/0401/0420/0421) and completions (0220/0221) name their
+  original by field 90 only (original MTI, STAN, field 7, acquirer id) among
+  the authorizations seen; an unknown original gets 25;
+- a reversal undoes its original once: a repeat (0421, or another 0420 for the
+  same original) answers 00 and moves no money;
+- a completion completes an approved pre-authorization (0100) at most once
+  (a second one: 94, the same one repeated: its first answer again), never
+  above the pre-authorized amount (13), and only for the same card (12).
+
+Lenient (``strict=False``, the old behaviour): 00 to every reversal and
+completion, and a reversal whose field 90 names nothing is matched by field 37.
+
+Money is kept per card (``card_key``: masked PAN and a hash, never the PAN):
+every ledger event carries ``card`` and ``delta`` (approved amount, or minus
+what a reversal undid), so ``sum(delta)`` per card over the ledger file is
+:meth:`Sandbox.balance` -- "authorized minus reversed" at the acquirer.  A
+completion's delta is its amount minus the pre-authorization's hold.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from collections import OrderedDict
+from typing import Any, Iterable
+
+from adapters.card.messages import answer_mti, mask_pan
+
+# Last two digits of the amount -> response code (spec section 7).
+DECLINES = {"05": "05", "13": "13", "51": "51", "55": "55", "96": "96"}
+NEVER_ANSWERS = "68"
+
+# Response codes of the strict host.
+RC_NOT_FOUND = "25"  # unable to locate the original
+RC_INVALID = "12"  # the original cannot be completed (declined, reversed, another card)
+RC_AMOUNT = "13"  # completion above the pre-authorized amount
+RC_DUPLICATE = "94"  # the pre-authorization is completed already
+
+# Fields an answer echoes from its request.
+ECHOED = (3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49)
+NETWORK_ECHOED = (7, 11, 70)
+
+AUTH_ALPHABET = string.ascii_uppercase + string.digits
+
+REVERSAL_MTIS = ("0400", "0401", "0420", "0421")
+COMPLETION_MTIS = ("0220", "0221")
+
+
+def sandbox_response_code(amount: str | None) -> str | None:
+    """The sandbox's answer to an authorization: a response code, or None
+    when the acquirer never answers (amount ending in 68)."""
+    if not amount:
+        return "00"
+    last2 = amount[-2:]
+    if last2 == NEVER_ANSWERS:
+        return None
+    return DECLINES.get(last2, "00")
+
+
+def parse_original_data(f90: str) -> dict:
+    """Field 90: original MTI (4), STAN (6), field 7 (10), acquirer id (11), zeros (11)."""
+    return {
+        "mti": f90[0:4],
+        "stan": f90[4:10],
+        "f7": f90[10:20],
+        "acquirer_id": f90[20:31],
+    }
+
+
+_card_keys: dict[str, str] = {}
+
+
+def card_key(pan: str | None) -> str | None:
+    """How the ledger names a card: masked PAN and a short hash (no PAN)."""
+    if not pan:
+        return None
+    key = _card_keys.get(pan)
+    if key is None:
+        # Cached: a sandbox sees the same few test cards over and over (0200 hot path).
+        if len(_card_keys) >= 4096:
+            _card_keys.clear()
+        key = _card_keys[pan] = f"{mask_pan(pan)}#{hashlib.sha256(pan.encode()).hexdigest()[:16]}"
+    return key
+
+
+def card_of(msg: Any) -> str | None:
+    """The card of a received message: field 2, else the PAN in track 2."""
+    pan = msg.get(2)
+    if not pan:
+        track2 = msg.get(35)
+        if track2:
+            for sep in ("=", "D", "d"):
+                if sep in track2:
+                    pan = track2.split(sep, 1)[0]
+                    break
+    return card_key(pan)
+
+
+def ledger_balances(events: Iterable[dict]) -> dict[str | None, int]:
+    """Per card, the sum of ``delta`` over ledger events (what the acquirer holds)."""
+    out: dict[str | None, int] = {}
+    for e in events:
+        delta = e.get("delta")
+        if delta:
+            out[e.get("card")] = out.get(e.get("card"), 0) + delta
+    return out
+
+
+class Held:
+    """What the acquirer remembers of an authorization or completion."""
+
+    __slots__ = ("mti", "amount", "card", "rrn", "response_code", "open", "completed_by", "reversed")
+
+    def __init__(self, mti: str, amount: int, card: str | None, rrn: str, response_code: str | None,
+                 open_: int) -> None:
+        self.mti = mti
+        self.amount = amount
+        self.card = card
+        self.rrn = rrn
+        self.response_code = response_code
+        self.open = open_  # money still held for it (approved amount until reversed/completed)
+        self.completed_by: tuple | None = None
+        self.reversed = False
+
+
+class Sandbox:
+    """The acquirer's decisions and memory, without I/O.
+
+    :meth:`handle` takes a received message (``.mti``, ``.get(n)``) and returns
+    ``(answer, ledger_events)``: the answer as a dict for the codec (None: no
+    answer) and the JSON-able events to append to the ledger.
+    """
+
+    def __init__(self, name: str = "bank-a", seed: int | None = None, memory: int = 200_000,
+                 *, strict: bool = True) -> None:
+        self.name = name
+        self.strict = strict
+        self._rng = random.Random(seed)
+        self._rrn_seq = 0
+        self._stan_seq = 0
+        self._memory = memory
+        # Authorizations and completions by (MTI, STAN, field 7, acquirer id as in field 90).
+        self._held: OrderedDict[tuple, Held] = OrderedDict()
+        self._by_rrn: OrderedDict[str, Held] = OrderedDict()  # lenient fallback only
+        # Reversals seen, by how they name their original: a repeat is flagged.
+        self._reversals: OrderedDict[str, str] = OrderedDict()
+        # Completions seen, by their own key: a repeat gets the first answer.
+        self._completions: OrderedDict[tuple, dict] = OrderedDict()
+        self._balances: dict[str | None, int] = {}
+
+    # -- memory -----------------------------------------------------------
+
+    def _remember(self, table: OrderedDict, key: Any, value: Any) -> None:
+        table[key] = value
+        if len(table) > self._memory:
+            table.popitem(last=False)
+
+    def _move(self, card: str | None, delta: int) -> int:
+        if delta:
+            self._balances[card] = self._balances.get(card, 0) + delta
+        return delta
+
+    def balance(self, pan: str | None = None, *, card: str | None = None) -> int:
+        """Authorized minus reversed, per card (by PAN or by its ledger ``card`` key)."""
+        return self._balances.get(card if card is not None else card_key(pan), 0)
+
+    def balances(self) -> dict[str | None, int]:
+        return {k: v for k, v in self._balances.items() if v}
+
+    def auth_code(self) -> str:
+        return "".join(self._rng.choices(AUTH_ALPHABET, k=6))
+
+    def rrn(self) -> str:
+        self._rrn_seq += 1
+        return f"{self._rrn_seq:012d}"
+
+    def network_request(self, code: str, f7: str) -> dict:
+        """An 0800 of our own (sign-off 002, echo 301) with the acquirer's STAN."""
+        self._stan_seq = self._stan_seq % 999_999 + 1
+        return {"mti": "0800", 7: f7, 11: f"{self._stan_seq:06d}", 70: code}
+
+    @staticmethod
+    def _key(f90: str | None) -> tuple | None:
+        if not f90 or len(f90) != 42:
+            return None
+        return (f90[0:4], f90[4:10], f90[10:20], f90[20:31])
+
+    @staticmethod
+    def _own_key(msg: Any, mti: str) -> tuple:
+        return (mti, msg.get(11), msg.get(7), (msg.get(32) or "").rjust(11, "0"))
+
+    # -- decisions --------------------------------------------------------
+
+    def handle(self, msg: Any) -> tuple[dict | None, list[dict]]:
+        mti = msg.mti
+        if mti == "0100" or mti == "0200":
+            return self._authorization(msg)
+        if mti == "0800":
+            return self._network(msg), []
+        if mti in COMPLETION_MTIS:
+            return self._completion(msg)
+        if mti in REVERSAL_MTIS:
+            return self._reversal(msg)
+        if mti == "0810":
+            return None, []  # the answer to our own sign-off or echo
+        return None, [{"event": "unsupported", "mti": mti}]
+
+    @staticmethod
+    def _echo(msg: Any, mti: str, fields: tuple) -> dict:
+        out: dict[Any, Any] = {"mti": answer_mti(mti)}
+        for field in fields:
+            value = msg.get(field)
+            if value is not None:
+                out[field] = value
+        return out
+
+    def _network(self, msg: Any) -> dict:
+        out = self._echo(msg, "0800", NETWORK_ECHOED)
+        out[39] = "00"
+        return out
+
+    def _authorization(self, msg: Any) -> tuple[dict | None, list[dict]]:
+        # The benchmark path: every 0100/0200 of a load test comes through here.
+        mti = msg.mti
+        amount = msg.get(4)
+        rc = sandbox_response_code(amount)
+        out = self._echo(msg, mti, ECHOED)
+        rrn = out.get(37)
+        if rrn is None:
+            rrn = out[37] = self.rrn()
+        auth_code = None
+        if rc == "00":
+            auth_code = out[38] = self.auth_code()
+        if rc is not None:
+            out[39] = rc
+        value = int(amount) if amount else 0
+        pan = msg.get(2)
+        card = card_key(pan) if pan else card_of(msg)
+        stan = msg.get(11)
+        f7 = msg.get(7)
+        delta = 0
+        if rc == "00" and value:
+            delta = value
+            balances = self._balances
+            balances[card] = balances.get(card, 0) + value
+        record = {
+            "event": "authorization",
+            "acquirer": self.name,
+            "mti": mti,
+            "stan": stan,
+            "f7": f7,
+            "rrn": rrn,
+            "terminal_id": msg.get(41),
+            "pan": mask_pan(pan),
+            "card": card,
+            "processing_code": msg.get(3),
+            "amount": value,
+            "response_code": rc,
+            "auth_code": auth_code,
+            "answered": rc is not None,
+            # Field 55 as received, by digest: it may hold the PAN (tag 5A).
+            "icc_sha256": hashlib.sha256(icc).hexdigest() if (icc := msg.get(55)) else None,
+            "delta": delta,
+        }
+        held = Held(mti, value, card, rrn, rc, delta)
+        self._remember(self._held, (mti, stan, f7, (msg.get(32) or "").rjust(11, "0")), held)
+        if not self.strict:
+            self._remember(self._by_rrn, rrn, held)
+        return (out if rc is not None else None), [record]
+
+    def _completion(self, msg: Any) -> tuple[dict, list[dict]]:
+        mti = msg.mti
+        out = self._echo(msg, mti, ECHOED)
+        if 37 not in out:
+            out[37] = self.rrn()
+        own = self._own_key(msg, "0220")
+        f90 = msg.get(90)
+        original = parse_original_data(f90) if f90 else {}
+        amount = int(msg.get(4)) if msg.get(4) else 0
+        first = self._completions.get(own)
+        pre = self._held.get(self._key(f90))
+        card = card_of(msg) or (pre.card if pre is not None else None)
+        record = {
+            "event": "completion",
+            "acquirer": self.name,
+            "mti": mti,
+            "stan": msg.get(11),
+            "f7": msg.get(7),
+            "rrn": out[37],
+            "amount": amount,
+            "original_mti": original.get("mti"),
+            "original_stan": original.get("stan"),
+            "original_f7": original.get("f7"),
+            "original_found": pre is not None,
+            "card": card,
+            "repeat": first is not None,
+            "delta": 0,
+        }
+        if first is not None:
+            # The same completion again (an 0221 repeat): its first answer, no money.
+            rc = first["response_code"]
+        elif not self.strict:
+            rc = "00"
+            hold = 0
+            if pre is not None and pre.completed_by is None and not pre.reversed:
+                hold, pre.open, pre.completed_by = pre.open, 0, own
+            record["delta"] = self._move(card, amount - hold)
+        else:
+            rc = self._completion_code(msg, pre, amount)
+            if rc == "00":
+                hold, pre.open, pre.completed_by = pre.open, 0, own
+                record["delta"] = self._move(card, amount - hold)
+        if rc == "00" and first is None:
+            self._remember(self._held, own, Held("0220", amount, card, out[37], "00", amount))
+        out[39] = record["response_code"] = rc
+        if first is None:
+            self._remember(self._completions, own, record)
+        return out, [record]
+
+    @staticmethod
+    def _completion_code(msg: Any, pre: Held | None, amount: int) -> str:
+        if pre is None or pre.mti != "0100":
+            return RC_NOT_FOUND
+        if pre.response_code != "00" or pre.reversed:
+            return RC_INVALID
+        if pre.completed_by is not None:
+            return RC_DUPLICATE
+        if amount > pre.amount:
+            return RC_AMOUNT
+        card = card_of(msg)
+        if card is not None and card != pre.card:
+            return RC_INVALID
+        return "00"
+
+    def _reversal(self, msg: Any) -> tuple[dict, list[dict]]:
+        mti = msg.mti
+        # 0420 and its repeats 0421 are both answered 0430.
+        out = {"mti": "0430" if mti in ("0420", "0421") else "0410"}
+        for field in ECHOED:
+            value = msg.get(field)
+            if value is not None:
+                out[field] = value
+        if 37 not in out:
+            out[37] = self.rrn()
+        f90 = msg.get(90) or ""
+        original = parse_original_data(f90) if f90 else {}
+        found = self._held.get(self._key(f90))
+        if found is None and not self.strict and msg.get(37):
+            # Lenient: a reversal that could not name the original's STAN still carries its RRN.
+            found = self._by_rrn.get(msg.get(37))
+        # A repeat names the same original the same way (lenient: field 90 alone
+        # is all zeros when the switch could only name the original by its RRN).
+        reversal_key = f90 if self.strict else f"{f90}|{msg.get(37) or ''}"
+        repeat = reversal_key in self._reversals
+        delta = 0
+        if found is not None and not found.reversed:
+            found.reversed = True
+            delta, found.open = -found.open, 0
+        rc = "00" if found is not None or not self.strict else RC_NOT_FOUND
+        card = found.card if found is not None else card_of(msg)
+        record = {
+            "event": "reversal",
+            "acquirer": self.name,
+            "mti": mti,
+            "stan": msg.get(11),
+            "f7": msg.get(7),
+            "rrn": msg.get(37),
+            "amount": int(msg.get(4)) if msg.get(4) else 0,
+            "original_mti": original.get("mti"),
+            "original_stan": original.get("stan"),
+            "original_f7": original.get("f7"),
+            "original_found": found is not None,
+            "original_response_code": found.response_code if found else None,
+            "card": card,
+            "repeat": repeat,
+            "response_code": rc,
+            "delta": self._move(card, delta),
+        }
+        if not repeat:
+            self._remember(self._reversals, reversal_key, rc)
+        out[39] = rc
+        return out, [record]
