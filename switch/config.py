@@ -88,6 +88,10 @@ class Acquirer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     connections: int = 2
     acquirer_id: str = "00000000001"  # field 32 on card host links
     echo_interval: float = 30.0
+    # Card host links: an endpoint whose transactions time out this many times in
+    # a row is skipped (failover) until, after the cool-down, one request probes it.
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 10.0
     # Wallets: credentials are paths to key files (never keys in clear here).
     app_id: str = ""
     mch_id: str = ""  # micropay merchant number

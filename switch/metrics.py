@@ -390,6 +390,10 @@ class Metrics:
                         counts.setdefault(state, 0)
                     for state, n in counts.items():
                         self.acquirer_connections.labels(name, endpoint, state).set(n)
+            breakers = getattr(acq, "breaker_states", None)
+            if breakers is not None:
+                for endpoint, state in breakers().items():
+                    self.circuit(name, endpoint, state)
         return health
 
     def render(self) -> bytes:

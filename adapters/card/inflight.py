@@ -33,6 +33,10 @@ class StanAllocator:
 
     LIMIT = 999_999
 
+    def use_source(self, source: Callable[[], str] | None) -> None:
+        """Take STANs from ``source`` from now on (the switch's journaled sequence)."""
+        self._source = source
+
     def __init__(self, start: int = 1, source: Callable[[], str] | None = None) -> None:
         if not 1 <= start <= self.LIMIT:
             raise ValueError(f"STAN start must be 1..{self.LIMIT}, got {start}")

@@ -581,6 +581,11 @@ class HostLinkAcquirer:
             states[slot.state] = states.get(slot.state, 0) + 1
         return out
 
+    def use_stan_source(self, source: Callable[[], str]) -> None:
+        """Network messages (sign-on, echo, sign-off) take their STANs from the
+        switch's journaled sequence too, so they never collide with its own."""
+        self.stans.use_source(source)
+
     def breaker_states(self) -> dict[str, str]:
         """Per endpoint, its circuit breaker: "closed", "open" or "half-open" (a gauge)."""
         now = self._now()

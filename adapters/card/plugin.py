@@ -32,6 +32,8 @@ def card(a, index: int = 0, on_state=None):
         connections=a.connections,
         echo_interval=a.echo_interval,
         connect_timeout=2.0,
+        breaker_threshold=a.breaker_threshold,
+        breaker_cooldown=a.breaker_cooldown,
         **options,
     )
 

@@ -37,20 +37,35 @@ _STAN_LIMIT = 999_999
 
 
 class HostStans:
-    """One acquirer's host STANs, from blocks reserved in the journal."""
+    """One acquirer's host STANs, from blocks reserved in the journal.
+
+    A new block is reserved while half of the current one is left, so the
+    link's own network messages (which cannot wait for the journal) always
+    find one; should even that run out, numbering goes on past the block.
+    """
 
     def __init__(self) -> None:
         self._next = 0
         self._left = 0
+        self._blocks: list[tuple[int, int]] = []
+        self.refilling = False
 
     def add_block(self, start: int, count: int) -> None:
-        self._next, self._left = start, count
+        if self._left > 0:
+            self._blocks.append((start, count))
+        else:
+            self._next, self._left = start, count
 
     def low(self) -> bool:
-        return self._left == 0
+        return not self._blocks and self._left < STAN_BLOCK // 2
+
+    def empty(self) -> bool:
+        return self._left <= 0 and not self._blocks
 
     def take(self) -> str:
-        n = self._next
+        if self._left <= 0 and self._blocks:
+            (self._next, self._left) = self._blocks.pop(0)
+        n = self._next or 1
         self._next = 1 if n >= _STAN_LIMIT else n + 1
         self._left -= 1
         return f"{n:06d}"
@@ -85,11 +100,28 @@ class ReversalQueue:
         seq = self._stans.get(acquirer)
         if seq is None:
             seq = self._stans[acquirer] = HostStans()
-        if seq.low():
-            start = yield Op("reserve_stans", acquirer, STAN_BLOCK)
-            if seq.low():  # another request may have refilled it meanwhile
-                seq.add_block(start, STAN_BLOCK)
+        if seq.empty() or (seq.low() and not seq.refilling):
+            seq.refilling = True
+            try:
+                start = yield Op("reserve_stans", acquirer, STAN_BLOCK)
+            finally:
+                seq.refilling = False
+            seq.add_block(start, STAN_BLOCK)
         return seq.take(), host_time(self.engine.clock())
+
+    def take_stan(self, acquirer: str) -> str:
+        """A host STAN now, without the journal (an adapter's own network message)."""
+        seq = self._stans.get(acquirer)
+        if seq is None:
+            seq = self._stans[acquirer] = HostStans()
+        if seq.empty():
+            self.on_queued()  # a sweep soon; the next request reserves a block
+        return seq.take()
+
+    def prefill(self) -> Gen:
+        """Reserve a block for every acquirer that takes the switch's STANs (at start-up)."""
+        for acquirer in sorted(self.stan_acquirers):
+            yield from self.host_ref(acquirer)
 
     def start_fields(self, acquirer: str | None) -> Gen:
         """The journal columns that queue a reversal at ``acquirer``."""

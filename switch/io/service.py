@@ -65,6 +65,10 @@ class Switch:
         )
         self.engine.on_flight_done = _wake_waiters
         self.engine.reversals.on_queued = self._wake_sweeper
+        for name in self.engine.reversals.stan_acquirers:
+            use = getattr(self.acquirers.get(name), "use_stan_source", None)
+            if use is not None:
+                use(lambda name=name: self.engine.reversals.take_stan(name))
         # Results come back to the loop a batch at a time (one thread hand-off per
         # group commit, not one per write); the journal stays asyncio-free.
         loop = asyncio.get_running_loop()
@@ -108,6 +112,7 @@ class Switch:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.run(self.engine.reversals.prefill())  # host STANs before any sign-on
         await asyncio.gather(*(a.start() for a in self.acquirers.values()))
         await self.run(self.engine.recover())
         self._tasks.append(asyncio.create_task(self._sweeper(), name="reversal-sweeper"))
