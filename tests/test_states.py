@@ -45,3 +45,46 @@ def test_impossible_steps_raise(state, event):
 )
 def test_needs_reversal(state, code, expected):
     assert s.needs_reversal(state, code) is expected
+
+
+ALL_STATES = {v for k, v in vars(s).items() if k.isupper() and isinstance(v, str)}
+
+
+def test_every_state_a_reversal_may_undo_has_a_reverse_transition():
+    for state in ALL_STATES:
+        for code in ("00", "05", "68", None):
+            if s.needs_reversal(state, code):
+                assert (state, "reverse") in s.TRANSITIONS, state
+
+
+def test_a_terminal_0400_of_any_state_it_can_name_is_a_transition_or_nothing_to_do():
+    # Issue "money at the edges", defect 1: SENT needed reversing but had no reverse step.
+    for state in ALL_STATES - {s.RECEIVED, s.REJECTED}:
+        assert (state, "reverse") in s.TRANSITIONS or not s.needs_reversal(state, "00"), state
+
+
+def test_every_transition_is_reachable_from_an_initial_state():
+    reached = set(s.INITIAL)
+    frontier = list(s.INITIAL)
+    while frontier:
+        state = frontier.pop()
+        for (src, _event), dst in s.TRANSITIONS.items():
+            if src == state and dst not in reached:
+                reached.add(dst)
+                frontier.append(dst)
+    assert {src for src, _ in s.TRANSITIONS} <= reached
+    assert set(s.TRANSITIONS.values()) <= reached
+    assert reached == ALL_STATES
+
+
+def test_the_diagram_names_every_transition():
+    doc = s.__doc__
+    for (src, event), dst in s.TRANSITIONS.items():
+        line = next((ln for ln in doc.splitlines() if f"──{event}─" in ln and ln.strip().startswith(src)), None)
+        assert line is not None and dst in line, (src, event, dst)
+
+
+def test_unmatched_and_void_are_ends():
+    assert s.advance(s.REVERSAL_PENDING, "not_found") == s.UNMATCHED
+    assert not s.needs_reversal(s.UNMATCHED, "00") and not s.needs_reversal(s.VOID, None)
+    assert s.advance(s.SENT, "reverse") == s.REVERSAL_PENDING
