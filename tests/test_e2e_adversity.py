@@ -500,17 +500,6 @@ class MoneyInvariantBroken(Exception):
     pass
 
 
-# Crash recovery needs the switch to journal the host STAN and field 7 before it
-# sends (Request.host_stan / Original.host_stan, issue 7 item 2): until then a
-# recovery reversal names its original by zeros in field 90, the strict acquirer
-# answers 25 and the switch takes that as reversed.  Only that failure is expected.
-NEEDS_JOURNALED_HOST_STAN = pytest.mark.xfail(strict=True, raises=MoneyInvariantBroken, reason=(
-    "the switch does not journal the host STAN and field 7 before sending yet: the recovery "
-    "reversal names the original by zeros in field 90, which the strict acquirer answers 25, "
-    "and the switch takes 25 as reversed (issue 7, item 2)"))
-
-
-@NEEDS_JOURNALED_HOST_STAN
 def test_kill_9_with_purchases_at_the_acquirer_restart_reverses_them(tmp_path):
     t0 = time.monotonic()
     ledger = tmp_path / f"{ACQ}.ledger"
@@ -596,7 +585,6 @@ def test_kill_9_with_purchases_at_the_acquirer_restart_reverses_them(tmp_path):
         sim.wait(10)
 
 
-@NEEDS_JOURNALED_HOST_STAN
 def test_recovery_reversal_never_names_another_authorization(tmp_path):
     ledger = tmp_path / f"{ACQ}.ledger"
     sim, port = start_acquirer(ledger, "--latency-ms", "800")
