@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 
-from .ciphers import aes_decrypt, aes_encrypt, xor
+from .ciphers import aes_decrypt, aes_encrypt, tdes_decrypt, tdes_encrypt, xor
 
 __all__ = [
     "PinBlockError",
@@ -24,6 +24,9 @@ __all__ = [
     "decode",
     "encipher_format4",
     "decipher_format4",
+    "decipher",
+    "encipher",
+    "translate",
 ]
 
 FORMATS = (0, 3, 4)  # formats a block may arrive in or be translated to
@@ -129,3 +132,51 @@ def decode(clear: bytes, pan: str) -> tuple[int, str]:
     if not set(fill) <= fill_ok:
         raise PinBlockError(f"PIN field fill is not {'/'.join(sorted(fill_ok))} as format {fmt} requires")
     return fmt, pin
+
+
+def _tdes_block(algorithm: str, fmt: int) -> None:
+    if fmt == 4 and algorithm != "aes":
+        raise PinBlockError("format 4 needs an AES key")
+    if fmt in (0, 3) and algorithm != "tdes":
+        raise PinBlockError(f"format {fmt} needs a TDES key")
+
+
+def decipher(key: bytes, algorithm: str, block: bytes, pan: str, accept: tuple[int, ...] = FORMATS) -> tuple[int, str]:
+    """Format and PIN of an encrypted block: TDES keys carry formats 0/3 (8 bytes), AES keys format 4 (16 bytes)."""
+    if algorithm == "tdes":
+        if len(block) != 8:
+            raise PinBlockError(f"a PIN block under a TDES key is 8 bytes, got {len(block)}")
+        fmt, pin = decode(tdes_decrypt(key, block), pan)
+    elif algorithm == "aes":
+        fmt, pin = decode(decipher_format4(key, block, pan), pan)
+    else:
+        raise ValueError(f"algorithm must be 'tdes' or 'aes', got {algorithm!r}")
+    if fmt not in accept:
+        raise PinBlockError(f"PIN block format {fmt} is not accepted here")
+    return fmt, pin
+
+
+def encipher(key: bytes, algorithm: str, fmt: int, pin: str, pan: str) -> bytes:
+    """A new block of format 0, 3 or 4 under ``key``. Format 1 is never produced."""
+    if fmt not in FORMATS:
+        raise PinBlockError(f"PIN block format {fmt} cannot be produced (0, 3 or 4)")
+    _tdes_block(algorithm, fmt)
+    if fmt == 4:
+        return encipher_format4(key, encode_format4(pin), pan)
+    clear = encode_format0(pin, pan) if fmt == 0 else encode_format3(pin, pan)
+    return tdes_encrypt(key, clear)
+
+
+def translate(
+    source_key: bytes,
+    source_algorithm: str,
+    block: bytes,
+    pan: str,
+    destination_key: bytes,
+    destination_algorithm: str,
+    destination_format: int,
+    accept: tuple[int, ...] = FORMATS,
+) -> bytes:
+    """Decrypt under the source key, check, re-encrypt under the destination key; same PIN, same PAN."""
+    _, pin = decipher(source_key, source_algorithm, block, pan, accept)
+    return encipher(destination_key, destination_algorithm, destination_format, pin, pan)
