@@ -26,6 +26,7 @@ __all__ = [
     "aes_transaction_key",
     "aes_working_key",
     "working_key",
+    "check_ksn",
 ]
 
 
@@ -187,3 +188,12 @@ def working_key(bdk: bytes, ksn_hex: str, usage: str) -> tuple[bytes, str]:
         return tdes_working_key(bdk, ksn, usage), "tdes"
     aes_usage = {"mac-response": "mac"}.get(usage, usage)
     return aes_working_key(bdk, ksn, aes_usage), "aes"
+
+
+def check_ksn(ksn_hex: str) -> None:
+    """Raise :class:`KsnError` unless the KSN is well formed and its counter usable (both DUKPT kinds)."""
+    ksn = parse_ksn(ksn_hex)
+    if len(ksn) == 10:
+        _tdes_counter(ksn)
+    else:
+        _aes_counter(ksn)

@@ -77,3 +77,15 @@ def build_store(path: Path = STORE) -> None:
 if __name__ == "__main__":
     build_store()
     print(f"wrote {STORE}")
+
+
+# The HSM simulator's LMK in the sandbox: public, sandbox only (64 hex digits, see thales_host.Lmk).
+HSM_LMK_HEX = "0123456789ABCDEFFEDCBA9876543210" + "000102030405060708090A0B0C0D0E0F"
+
+
+def hsm_key_table(lmk_hex: str = HSM_LMK_HEX) -> dict[str, dict[str, str]]:
+    """The sandbox keys as cryptograms under the simulator's LMK: the HSM client's key table."""
+    from .thales_host import Lmk, key_table_entry
+
+    lmk = Lmk(lmk_hex)
+    return {name: key_table_entry(lmk, kind, alg, bytes.fromhex(clear)) for name, (kind, alg, clear) in KEYS.items()}
