@@ -32,7 +32,6 @@ from switch.security.module import (
     MacKey,
     ModuleUnavailable,
     PinKey,
-    SessionKey,
     SessionKeys,
     UnknownKey,
     WrongKeyKind,

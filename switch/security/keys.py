@@ -14,7 +14,6 @@ from typing import Literal
 from cryptography.hazmat.primitives import keywrap
 
 from .ciphers import check_aes_key, check_tdes_key, tdes_decrypt, tdes_encrypt
-from .mac import kcv
 
 __all__ = [
     "Algorithm",
@@ -77,7 +76,3 @@ def unwrap(kek: bytes, kek_algorithm: str, wrapped: bytes, algorithm: str) -> by
 def session_key_names(terminal_id: str) -> tuple[str, str]:
     """The names under which a terminal's current session keys (TAK, TPK) are kept."""
     return f"{terminal_id}.tak", f"{terminal_id}.tpk"
-
-
-def check_value(key: bytes, algorithm: str) -> str:
-    return kcv(key, algorithm)

@@ -22,7 +22,6 @@ from .module import (
     KeyInfo,
     MacKey,
     PinKey,
-    SessionKey,
     SessionKeys,
     UnknownKey,
     WrongKeyKind,
