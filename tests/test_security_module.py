@@ -373,3 +373,26 @@ def test_mac_data_needs_the_mac_bit():
     assert terminal.mac_data(with_128) == with_128[:-8]
     signed = terminal.sign(with_128, TMK_TDES, "tdes")
     assert TERMINAL.decode(signed).get(128) == signed[-8:] and terminal.verify(signed, TMK_TDES, "tdes")
+
+
+def test_encode_signed_puts_the_mac_in_64_or_128(hsm):
+    from switch.client import build
+
+    tak_ref, _, tak, _ = sign_on(hsm, "SEC00006", "demo-tmk-tdes", TMK_TDES, "tdes")
+    purchase = build("purchase", terminal="SEC00006", merchant="DEMOSEC00000001", pan=PAN, amount=1000)
+    signed = terminal.encode_signed(TERMINAL, purchase, tak, "tdes")
+    assert TERMINAL.decode(signed).get(64) == signed[-8:]
+    assert run(hsm.verify_mac(tak_ref, terminal.mac_data(signed), signed[-8:]))
+    key_request = build("signon", terminal="SEC00006")
+    key_request[70] = "101"
+    signed = terminal.encode_signed(TERMINAL, key_request, tak, "tdes")
+    assert TERMINAL.decode(signed).get(128) == signed[-8:] and TERMINAL.decode(signed).get(64) is None
+    assert run(hsm.verify_mac(tak_ref, terminal.mac_data(signed), signed[-8:]))
+
+
+def test_format4_block_does_not_fit_field_52_of_terminal_87():
+    """Spec 8 puts format 4 (16 bytes) in field 52, which terminal-87 defines as b8: a question for the spec."""
+    block = terminal.pin_block("1234", PAN, TMK_AES, "aes")
+    assert len(block) == 16
+    with pytest.raises(Exception, match="field 52: expected 8 bytes"):
+        TERMINAL.encode({"mti": "0200", 11: "000001", 52: block})

@@ -17,7 +17,7 @@ from . import dukpt, pinblock
 from .keys import unwrap
 from .mac import kcv, same_mac, terminal_mac
 
-__all__ = ["MacFieldError", "mac_data", "sign", "verify", "pin_block", "dukpt_keys", "response_mac_key", "session_keys"]
+__all__ = ["MacFieldError", "mac_data", "sign", "verify", "encode_signed", "pin_block", "dukpt_keys", "response_mac_key", "session_keys"]
 
 _MAC_LEN = 8
 
@@ -56,6 +56,13 @@ def sign(message: bytes, key: bytes, algorithm: str) -> bytes:
 def verify(message: bytes, key: bytes, algorithm: str) -> bool:
     data = mac_data(message)
     return same_mac(terminal_mac(key, data, algorithm), message[-_MAC_LEN:])
+
+
+def encode_signed(dialect, fields: dict, key: bytes, algorithm: str) -> bytes:
+    """``fields`` encoded with ``dialect`` and MACed: field 64, or 128 when any field above 64 is present."""
+    doc = {k: v for k, v in fields.items() if k not in (64, 128)}
+    doc[128 if any(isinstance(k, int) and k > 64 for k in doc) else 64] = bytes(_MAC_LEN)
+    return sign(dialect.encode(doc), key, algorithm)
 
 
 def pin_block(pin: str, pan: str, key: bytes, algorithm: str) -> bytes:
