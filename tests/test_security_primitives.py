@@ -282,3 +282,19 @@ def test_working_key_from_field48_ksn():
     for bad in ("FFFF", "Z" * 20, "1" * 22):
         with pytest.raises(dukpt.KsnError):
             dukpt.working_key(TDES_DEMO, bad, "pin")
+
+
+def test_reused_mac_contexts_restart_the_chain_for_every_message():
+    """RetailMac keeps its CBC context between messages; every MAC must equal a fresh computation."""
+    import random
+
+    rng = random.Random(8)
+    key = bytes.fromhex("AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBB")
+    tdes, aes = mac.TerminalMac(key, "tdes"), mac.TerminalMac(RFC4493_KEY, "aes")
+    assert tdes(b"hello world").hex().upper() == "78DA3D3DEB48FD4D"
+    for _ in range(200):
+        data = rng.randbytes(rng.randrange(0, 100))
+        assert tdes(data) == mac.retail_mac(key, data, 1)
+        assert aes(data) == mac.aes_cmac(RFC4493_KEY, data)[:8]
+    assert tdes(b"hello world").hex().upper() == "78DA3D3DEB48FD4D"
+    assert "AAAA" not in repr(tdes) + repr(mac.RetailMac(key))

@@ -16,12 +16,16 @@ import hmac
 from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import algorithms
 
-from .ciphers import ZERO8, check_aes_key, check_tdes_key, des_decrypt, des_encrypt, tdes_cbc_encrypt, tdes_encrypt
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+from .ciphers import ZERO8, TripleDES, check_aes_key, check_tdes_key, tdes_encrypt, tdes_key24, xor
 
 __all__ = [
     "pad_method1",
     "pad_method2",
+    "RetailMac",
     "retail_mac",
+    "TerminalMac",
     "aes_cmac",
     "terminal_mac",
     "kcv",
@@ -48,17 +52,71 @@ def pad_method2(data: bytes) -> bytes:
 _PADDING = {1: pad_method1, 2: pad_method2}
 
 
+class RetailMac:
+    """ISO/IEC 9797-1 MAC algorithm 3 under one key, its cipher contexts made once.
+
+    Blocks 1..n-1 go through single-DES CBC with the left key half; the last
+    block, chained, through TDES-EDE with (left, right, left), which is the
+    CBC step followed by output transformation 3: E_L(D_R(E_L(x_n ^ h))).
+    The CBC context is kept between messages: its chaining value is XORed
+    into the next message's first block, which restarts the chain at a zero
+    IV. Not for use by two threads at once.
+    """
+
+    __slots__ = ("_cbc", "_chain", "_final")
+
+    def __init__(self, key16: bytes):
+        if not isinstance(key16, (bytes, bytearray)) or len(key16) != 16:
+            raise ValueError(f"MAC key must be 16 bytes (two-key TDES), got {len(key16)} bytes")
+        left = bytes(key16[:8])
+        self._cbc = Cipher(TripleDES(left * 3), modes.CBC(ZERO8)).encryptor()  # K|K|K: single DES
+        self._chain = ZERO8
+        self._final = Cipher(TripleDES(tdes_key24(bytes(key16))), modes.ECB()).encryptor()
+
+    def __repr__(self) -> str:
+        return "RetailMac(<key>)"
+
+    def mac(self, data: bytes, padding: int = 1) -> bytes:
+        try:
+            padded = _PADDING[padding](data)
+        except KeyError:
+            raise ValueError(f"padding method must be 1 or 2, got {padding!r}") from None
+        h = ZERO8
+        if len(padded) > _BLOCK:
+            out = self._cbc.update(xor(padded[:_BLOCK], self._chain) + padded[_BLOCK:-_BLOCK])
+            h = self._chain = out[-_BLOCK:]
+        return self._final.update(xor(padded[-_BLOCK:], h))
+
+
 def retail_mac(key16: bytes, data: bytes, padding: int = 1) -> bytes:
     """ISO/IEC 9797-1 MAC algorithm 3 with the given padding method; the full 8 bytes."""
-    if not isinstance(key16, (bytes, bytearray)) or len(key16) != 16:
-        raise ValueError(f"MAC key must be 16 bytes (two-key TDES), got {len(key16)} bytes")
-    try:
-        pad = _PADDING[padding]
-    except KeyError:
-        raise ValueError(f"padding method must be 1 or 2, got {padding!r}") from None
-    left, right = bytes(key16[:8]), bytes(key16[8:])
-    h = tdes_cbc_encrypt(left * 3, pad(data))[-_BLOCK:]  # single-DES CBC-MAC
-    return des_encrypt(left, des_decrypt(right, h))  # output transformation 3
+    return RetailMac(key16).mac(data, padding)
+
+
+class TerminalMac:
+    """The 8-byte MAC of spec section 8 under one key, ready for many messages."""
+
+    __slots__ = ("_tdes", "_cmac")
+
+    def __init__(self, key: bytes, algorithm: str):
+        self._tdes = self._cmac = None
+        if algorithm == "tdes":
+            self._tdes = RetailMac(key)
+        elif algorithm == "aes":
+            check_aes_key(key)
+            self._cmac = cmac.CMAC(algorithms.AES(bytes(key)))
+        else:
+            raise ValueError(f"MAC algorithm must be 'tdes' or 'aes', got {algorithm!r}")
+
+    def __repr__(self) -> str:
+        return "TerminalMac(<key>)"
+
+    def __call__(self, data: bytes) -> bytes:
+        if self._tdes is not None:
+            return self._tdes.mac(data, 1)
+        c = self._cmac.copy()
+        c.update(bytes(data))
+        return c.finalize()[:8]
 
 
 def aes_cmac(key: bytes, data: bytes) -> bytes:

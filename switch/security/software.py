@@ -14,7 +14,7 @@ import secrets
 from . import dukpt, keystore, pinblock
 from .keys import USAGE, check_key, unwrap, wrap
 from .keystore import Entry
-from .mac import kcv as check_value, same_mac, terminal_mac
+from .mac import TerminalMac, kcv as check_value, same_mac
 from .module import (
     CheckValueMismatch,
     Diagnostics,
@@ -35,6 +35,11 @@ class SoftwareModule:
 
     def __init__(self, entries: dict[str, Entry] | None = None):
         self._keys: dict[str, Entry] = dict(entries or {})
+        self._macs: dict[str, TerminalMac] = {}  # per TAK name: cipher contexts made once per key
+
+    def _put(self, entry: Entry) -> None:
+        self._keys[entry.name] = entry
+        self._macs.pop(entry.name, None)
 
     @classmethod
     def from_store(cls, path: str | os.PathLike, master: bytes) -> "SoftwareModule":
@@ -54,13 +59,16 @@ class SoftwareModule:
             raise WrongKeyKind(f"key {name!r} is a {entry.kind}, not usable for {usage}")
         return entry
 
-    def _mac_key(self, key: MacKey, direction: str) -> tuple[bytes, str]:
-        if isinstance(key, DukptKey):
+    def _mac(self, key: MacKey, direction: str) -> TerminalMac:
+        if isinstance(key, DukptKey):  # a new key every transaction: nothing to keep
             bdk = self._entry(key.bdk, "dukpt")
             usage = "mac" if direction == "request" else "mac-response"
-            return dukpt.working_key(bdk.key, key.ksn, usage)
-        entry = self._entry(key.name, "mac")
-        return entry.key, entry.algorithm
+            return TerminalMac(*dukpt.working_key(bdk.key, key.ksn, usage))
+        mac = self._macs.get(key.name)
+        if mac is None:
+            entry = self._entry(key.name, "mac")
+            mac = self._macs[key.name] = TerminalMac(entry.key, entry.algorithm)
+        return mac
 
     def _pin_key(self, key: PinKey) -> tuple[bytes, str]:
         if isinstance(key, DukptKey):
@@ -72,12 +80,11 @@ class SoftwareModule:
     # -- SecurityModule -------------------------------------------------------
 
     async def generate_mac(self, key: MacKey, data: bytes) -> bytes:
-        clear, algorithm = self._mac_key(key, "response")
-        return terminal_mac(clear, data, algorithm)
+        return self._mac(key, "response")(data)
 
     async def verify_mac(self, key: MacKey, data: bytes, mac: bytes) -> bool:
-        clear, algorithm = self._mac_key(key, "request")
-        return len(mac) == 8 and same_mac(terminal_mac(clear, data, algorithm), mac)
+        computed = self._mac(key, "request")(data)
+        return len(mac) == 8 and same_mac(computed, mac)
 
     async def translate_pin(
         self,
@@ -102,7 +109,7 @@ class SoftwareModule:
             key = secrets.token_bytes(size)
             new[kind] = Entry(name, kind, kek.algorithm, check_value(key, kek.algorithm), key)
         for entry in new.values():
-            self._keys[entry.name] = entry
+            self._put(entry)
         return SessionKeys(
             algorithm=kek.algorithm,
             tak_under_tmk=wrap(kek.key, kek.algorithm, new["tak"].key, kek.algorithm).hex().upper(),
@@ -121,7 +128,7 @@ class SoftwareModule:
         actual = check_value(key, algorithm)
         if actual != kcv.strip().upper():
             raise CheckValueMismatch(f"key {name!r}: check value mismatch, refused")
-        self._keys[name] = Entry(name, kind, algorithm, actual, key)
+        self._put(Entry(name, kind, algorithm, actual, key))
         return KeyInfo(name, kind, algorithm, actual)
 
     async def key_info(self, name: str) -> KeyInfo:
