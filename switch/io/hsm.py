@@ -27,7 +27,7 @@ from switch.security.module import (
     CheckValueMismatch,
     Diagnostics,
     DukptKey,
-    KeyError_,
+    ModuleKeyError,
     KeyInfo,
     MacKey,
     ModuleUnavailable,
@@ -178,7 +178,7 @@ class HsmModule:
         if error in _PIN_ERRORS:
             return pinblock.PinBlockError(_PIN_ERRORS[error])
         if error in _KEY_ERRORS:
-            return KeyError_(f"HSM {code}: {_KEY_ERRORS[error]} (error {error})")
+            return ModuleKeyError(f"HSM {code}: {_KEY_ERRORS[error]} (error {error})")
         return ModuleUnavailable(f"HSM {code} answered error {error}")
 
     # -- SecurityModule -------------------------------------------------------
@@ -194,6 +194,7 @@ class HsmModule:
 
     async def generate_mac(self, key: MacKey, data: bytes) -> bytes:
         if isinstance(key, DukptKey):
+            _check_ksn(key.ksn)
             answer = await self._call("GW", self._dukpt_fields(key, "1", data))
         else:
             answer = await self._call("M6", self._mac_fields(self._record(key.name, ("tak",), "mac"), data))

@@ -13,7 +13,7 @@ Errors, and the answer the pipeline gives for each (spec sections 5, 8):
   valid block of an accepted format: 55;
 - :class:`~switch.security.dukpt.KsnError` — the KSN cannot be used: A0 for a
   MAC, 55 for a PIN;
-- :class:`KeyError_` subclasses (unknown key, wrong kind, check value
+- :class:`ModuleKeyError` subclasses (unknown key, wrong kind, check value
   mismatch) and :class:`ModuleUnavailable` — our configuration or our module: 96.
 
 No message of any of them quotes a key, a PIN block, a PIN or a PAN.
@@ -37,7 +37,7 @@ __all__ = [
     "Diagnostics",
     "SecurityModule",
     "SecurityModuleError",
-    "KeyError_",
+    "ModuleKeyError",
     "UnknownKey",
     "WrongKeyKind",
     "CheckValueMismatch",
@@ -98,19 +98,19 @@ class SecurityModuleError(Exception):
     """Base of the module's own errors (not the terminal's)."""
 
 
-class KeyError_(SecurityModuleError):
+class ModuleKeyError(SecurityModuleError):
     """A key problem on our side: unknown, wrong kind or algorithm, bad check value."""
 
 
-class UnknownKey(KeyError_):
+class UnknownKey(ModuleKeyError):
     pass
 
 
-class WrongKeyKind(KeyError_):
+class WrongKeyKind(ModuleKeyError):
     pass
 
 
-class CheckValueMismatch(KeyError_):
+class CheckValueMismatch(ModuleKeyError):
     pass
 
 

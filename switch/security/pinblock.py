@@ -72,10 +72,6 @@ def encode_format3(pin: str, pan: str) -> bytes:
     return xor(field, pan_field(pan))
 
 
-def _pin_field4(pin: str) -> bytes:
-    _check_pin(pin)
-    head = f"4{len(pin):X}{pin}".ljust(16, "A")
-    return bytes.fromhex(head) + secrets.token_bytes(8)
 
 
 def pan_field4(pan: str) -> bytes:
@@ -87,7 +83,8 @@ def pan_field4(pan: str) -> bytes:
 
 def encode_format4(pin: str) -> bytes:
     """The clear format 4 PIN field (16 bytes): 4, N, PIN, A fill, 8 random bytes."""
-    return _pin_field4(pin)
+    _check_pin(pin)
+    return bytes.fromhex(f"4{len(pin):X}{pin}".ljust(16, "A")) + secrets.token_bytes(8)
 
 
 def encipher_format4(key: bytes, pin_field: bytes, pan: str) -> bytes:
@@ -134,7 +131,7 @@ def decode(clear: bytes, pan: str) -> tuple[int, str]:
     return fmt, pin
 
 
-def _tdes_block(algorithm: str, fmt: int) -> None:
+def _check_key_fits_format(algorithm: str, fmt: int) -> None:
     if fmt == 4 and algorithm != "aes":
         raise PinBlockError("format 4 needs an AES key")
     if fmt in (0, 3) and algorithm != "tdes":
@@ -160,7 +157,7 @@ def encipher(key: bytes, algorithm: str, fmt: int, pin: str, pan: str) -> bytes:
     """A new block of format 0, 3 or 4 under ``key``. Format 1 is never produced."""
     if fmt not in FORMATS:
         raise PinBlockError(f"PIN block format {fmt} cannot be produced (0, 3 or 4)")
-    _tdes_block(algorithm, fmt)
+    _check_key_fits_format(algorithm, fmt)
     if fmt == 4:
         return encipher_format4(key, encode_format4(pin), pan)
     clear = encode_format0(pin, pan) if fmt == 0 else encode_format3(pin, pan)

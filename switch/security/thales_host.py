@@ -130,8 +130,8 @@ class Host:
 
     # -- PIN translation ------------------------------------------------------
 
-    def _translate(self, src_key, src_alg, f, src_fmt_code, dst_type="001"):
-        dst_key, dst_alg = self.lmk.decrypt(f["destination_key"], dst_type, "11")
+    def _translate(self, src_key, src_alg, f, src_fmt_code):
+        dst_key, dst_alg = self.lmk.decrypt(f["destination_key"], "001", "11")
         src_fmt, dst_fmt = _format(src_fmt_code), _format(f["destination_format"])
         pan = _pan(f["account"], (src_fmt_code, f["destination_format"]))
         _, pin = pinblock.decipher(src_key, src_alg, bytes.fromhex(f["pin_block"]), pan, accept=(src_fmt,))
