@@ -204,8 +204,8 @@ def test_hsm_silent_peer_times_out():
     async def body():
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        mod = HsmModule([("127.0.0.1", port)], _hsm_table(), timeout=0.2)
-        with pytest.raises(ModuleUnavailable, match="did not answer NC within 0.2 s"):
+        mod = HsmModule([("127.0.0.1", port)], _hsm_table(), timeout=0.05)
+        with pytest.raises(ModuleUnavailable, match="did not answer NC within 0.05 s"):
             await mod.diagnostics()
         await mod.close()
         server.close()
@@ -266,3 +266,21 @@ def test_open_module_is_a_configuration_choice(tmp_path, hsm_sim):
     assert isinstance(mod, HsmModule)
     assert run(lambda: mod, lambda m: m.diagnostics()).ok
     assert open_module(Security()) is None
+
+
+def test_hsm_client_on_uvloop(hsm_sim):
+    """The switch runs on uvloop: the same client, the same answers."""
+    import uvloop
+
+    async def body():
+        mod = HsmModule([hsm_sim], _hsm_table())
+        try:
+            tak_ref, tpk_ref, tak, tpk = await sign_on(mod, "SEC00010", "aes")
+            assert await mod.verify_mac(tak_ref, b"data", terminal_mac(tak, b"data", "aes"))
+            out = await mod.translate_pin(tpk_ref, terminal.pin_block("1234", PAN, tpk, "aes"), PAN, "zpk-bank-a", 0)
+            assert pinblock.decode(tdes_decrypt(ZPK["bank-a"], out), PAN) == (0, "1234")
+        finally:
+            await mod.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(body())
