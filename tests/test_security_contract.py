@@ -12,6 +12,7 @@ import pytest
 
 from switch.io.hsm import HsmModule, KeyRecord
 from switch.security import keys, pinblock, sandbox, terminal
+from switch.security.keystore import Entry
 from switch.security.ciphers import tdes_decrypt, tdes_encrypt
 from switch.security.mac import kcv, terminal_mac
 from switch.security.module import (
@@ -31,6 +32,8 @@ BDK = bytes.fromhex(sandbox.KEYS["demo-bdk-tdes"][2])
 ZPK = {a: bytes.fromhex(k) for a, k in sandbox.ZPKS.items()}
 KSN = "FFFF9876543210E0000A"
 ZMK = bytes.fromhex("89E88CF7931444F334BD7547FC3F380C")
+AES_BDK = bytes.fromhex("FEDCBA9876543210F1F1F1F1F1F1F1F1")  # X9.24-3 test BDK
+AES_KSN = "123456789012345600000005"
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +56,7 @@ def _hsm_table():
     from switch.security.thales_host import Lmk, key_table_entry
 
     table["zmk-x"] = KeyRecord(**key_table_entry(Lmk(sandbox.HSM_LMK_HEX), "zmk", "tdes", ZMK))
+    table["bdk-aes"] = KeyRecord(**key_table_entry(Lmk(sandbox.HSM_LMK_HEX), "bdk", "aes", AES_BDK))
     return table
 
 
@@ -61,7 +65,8 @@ def make_module(request):
     if request.param == "software":
         def make():
             mod = sandbox.module()
-            mod._keys["zmk-x"] = type(next(iter(mod._keys.values())))("zmk-x", "zmk", "tdes", kcv(ZMK, "tdes"), ZMK)
+            mod._keys["zmk-x"] = Entry("zmk-x", "zmk", "tdes", kcv(ZMK, "tdes"), ZMK)
+            mod._keys["bdk-aes"] = Entry("bdk-aes", "bdk", "aes", kcv(AES_BDK, "aes"), AES_BDK)
             return mod
         return make
     host, port = request.getfixturevalue("hsm_sim")
@@ -120,6 +125,21 @@ def test_dukpt_mac_and_pin(make_module):
             assert pinblock.decode(tdes_decrypt(ZPK["bank-b"], out), PAN) == (0, "4321")
         with pytest.raises(KsnError):
             await mod.verify_mac(DukptKey("demo-bdk-tdes", "FFFF9876543210E007FF"), data, bytes(8))
+    run(make_module, body)
+
+
+def test_aes_dukpt_mac_and_format4_pin(make_module):
+    async def body(mod):
+        mac_key, pin_key, algorithm = terminal.dukpt_keys(AES_BDK, AES_KSN)
+        assert algorithm == "aes"
+        ref = DukptKey("bdk-aes", AES_KSN)
+        assert await mod.verify_mac(ref, b"request", terminal_mac(mac_key, b"request", "aes"))
+        assert not await mod.verify_mac(ref, b"request!", terminal_mac(mac_key, b"request", "aes"))
+        block = terminal.pin_block("24680", PAN, pin_key, "aes")
+        out = await mod.translate_pin(ref, block, PAN, "zpk-bank-a", 0)
+        assert pinblock.decode(tdes_decrypt(ZPK["bank-a"], out), PAN) == (0, "24680")
+        with pytest.raises(pinblock.PinBlockError):
+            await mod.translate_pin(DukptKey("bdk-aes", "123456789012345600000006"), block, PAN, "zpk-bank-a", 0)
     run(make_module, body)
 
 

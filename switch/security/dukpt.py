@@ -182,6 +182,8 @@ def working_key(bdk: bytes, ksn_hex: str, usage: str) -> tuple[bytes, str]:
     """The working key and its algorithm (``"tdes"`` / ``"aes"``) for a KSN from field 48 tag KS.
 
     ``usage`` is ``pin`` or ``mac`` (request MAC); ``mac-response`` for the answer's MAC.
+    TDES applies the X9.24-1 request / response MAC variants; AES uses one MAC key both
+    ways (X9.24-3 key usage 0x2002) for the request and its answer.
     """
     ksn = parse_ksn(ksn_hex)
     if len(ksn) == 10:
