@@ -396,3 +396,16 @@ def test_format4_block_does_not_fit_field_52_of_terminal_87():
     assert len(block) == 16
     with pytest.raises(Exception, match="field 52: expected 8 bytes"):
         TERMINAL.encode({"mti": "0200", 11: "000001", 52: block})
+
+
+def test_key_refs_for_a_request():
+    sec = sandbox.security_config()
+    assert sec.key_refs("DEMOSEC00000001", "SEC00007") == (SessionKey("SEC00007.tak"), SessionKey("SEC00007.tpk"))
+    ksn = "FFFF9876543210E00001"
+    assert sec.key_refs("DEMOSEC00000001", "SEC00201", ksn) == (DukptKey("demo-bdk-tdes", ksn),) * 2
+    with pytest.raises(KsnError, match="tag KS"):
+        sec.key_refs("DEMOSEC00000001", "SEC00201")
+    with pytest.raises(KsnError, match="20 \\(TDES\\) or 24 \\(AES\\)"):
+        sec.key_refs("DEMOSEC00000001", "SEC00201", "FFFF")
+    assert sec.key_refs("DEMO00000000001", "DEMO0001") is None
+    assert sec.policy("DEMO00000000001") == "none" and sec.policy("DEMOSEC00000001") == "mac+pin"

@@ -30,6 +30,10 @@ from typing import Literal
 
 import msgspec
 
+from .dukpt import KsnError, parse_ksn
+from .keys import session_key_names
+from .module import DukptKey, SessionKey
+
 __all__ = [
     "SoftwareModuleConfig",
     "HsmModuleConfig",
@@ -94,6 +98,24 @@ class Security(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                     if _in_range(terminal, t.terminals):
                         return t
         return None
+
+    def key_refs(self, merchant: str, terminal: str, ksn: str | None = None):
+        """(MAC key, PIN key) of a terminal's request for the security module, or None without keys.
+
+        DUKPT terminals need the KSN of field 48 tag KS (KsnError without it);
+        the others use the session keys of their last sign-on.
+        """
+        t = self.terminal_keys(merchant, terminal)
+        if t is None:
+            return None
+        if t.bdk is not None:
+            if not ksn:
+                raise KsnError("field 48 tag KS (the DUKPT key serial number) is missing")
+            parse_ksn(ksn)
+            ref = DukptKey(t.bdk, ksn)
+            return ref, ref
+        tak, tpk = session_key_names(terminal)
+        return SessionKey(tak), SessionKey(tpk)
 
     def acquirer_keys(self, acquirer: str) -> AcquirerKeys | None:
         for a in self.acquirers:
