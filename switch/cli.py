@@ -2,7 +2,8 @@
 
     payswitch --version
     payswitch serve [--config FILE] [--demo] [--log-format text|json]
-    payswitch sim acquirer|wallet|citycard [simulator options]
+    payswitch sim acquirer|wallet|citycard|hsm [simulator options]
+    payswitch keys new-master|init|import|list [options]
     payswitch send purchase|refund|balance|topup|preauth|completion|reversal|echo|signon|settlement [options]
     payswitch check-config FILE
 """
@@ -107,6 +108,8 @@ def _sim(args, rest) -> int:
         from adapters.card.sim import main
     elif args.kind == "wallet":
         from adapters.wallet.sim import main
+    elif args.kind == "hsm":
+        from adapters.hsm.sim import main
     else:
         from adapters.citycard.sim import main
     return main(rest) or 0
@@ -146,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.set_defaults(func=_check)
 
-    sim = sub.add_parser("sim", help="run a bundled simulator (acquirer, wallet, citycard)", add_help=False)
-    sim.add_argument("kind", choices=["acquirer", "wallet", "citycard"])
+    sim = sub.add_parser("sim", help="run a bundled simulator (acquirer, wallet, citycard, hsm)", add_help=False)
+    sim.add_argument("kind", choices=["acquirer", "wallet", "citycard", "hsm"])
+    sub.add_parser("keys", help="the software security module's key store (new-master, init, import, list)", add_help=False)
 
     t = sub.add_parser("send", help="a command-line terminal: send one request and print the answer")
     t.add_argument(
@@ -188,10 +192,14 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["sim"]:
         # the simulator owns the rest of the arguments
-        if len(argv) < 2 or argv[1] not in ("acquirer", "wallet", "citycard"):
-            print("usage: payswitch sim acquirer|wallet|citycard [options]", file=sys.stderr)
+        if len(argv) < 2 or argv[1] not in ("acquirer", "wallet", "citycard", "hsm"):
+            print("usage: payswitch sim acquirer|wallet|citycard|hsm [options]", file=sys.stderr)
             return 2
         return _sim(argparse.Namespace(kind=argv[1]), argv[2:])
+    if argv[:1] == ["keys"]:
+        from switch.security.keycli import main as keys_main
+
+        return keys_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -1,18 +1,17 @@
 """City-card key derivation, retail MAC, TAC, MAC1 and MAC2 (terminal interface spec 4.1).
 
-Pure functions over bytes and strings; DES comes from ``cryptography``.
-Single DES is TripleDES keyed K|K|K and two-key TDES is K1|K2|K1, so that only
-24-byte keys reach the library (its 8- and 16-byte forms are deprecated).
+Pure functions over bytes and strings. The retail MAC and the block
+operations are the ones terminal security uses (:mod:`switch.security.mac`),
+here with padding method 2 as spec 4.1 says.
 """
 from __future__ import annotations
 
 import hmac
 
-try:  # cryptography >= 43 keeps TripleDES under "decrepit"
-    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-except ImportError:  # pragma: no cover - older cryptography
-    from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from switch.security import mac as _mac
+from switch.security.ciphers import tdes_encrypt, xor
+
+pad_method2 = _mac.pad_method2
 
 __all__ = [
     "derive_dk",
@@ -24,22 +23,6 @@ __all__ = [
     "mac2",
     "verify",
 ]
-
-_BLOCK = 8
-
-
-def _ecb_encrypt(key24: bytes, block: bytes) -> bytes:
-    encryptor = Cipher(TripleDES(key24), modes.ECB()).encryptor()
-    return encryptor.update(block) + encryptor.finalize()
-
-
-def _ecb_decrypt(key24: bytes, block: bytes) -> bytes:
-    decryptor = Cipher(TripleDES(key24), modes.ECB()).decryptor()
-    return decryptor.update(block) + decryptor.finalize()
-
-
-def _xor(a: bytes, b: bytes) -> bytes:
-    return bytes(x ^ y for x, y in zip(a, b))
 
 
 def _check_key16(key16: bytes, what: str) -> None:
@@ -57,30 +40,13 @@ def derive_dk(mk: bytes, card_number: str) -> bytes:
     if not card_number or not card_number.isdigit() or not card_number.isascii():
         raise ValueError(f"card number must be digits, got {len(card_number)} characters")
     x = bytes.fromhex(card_number[-16:].rjust(16, "0"))
-    key24 = bytes(mk) + bytes(mk[:8])
-    return _ecb_encrypt(key24, x) + _ecb_encrypt(key24, _xor(x, b"\xff" * _BLOCK))
-
-
-def pad_method2(data: bytes) -> bytes:
-    """ISO/IEC 9797-1 padding method 2: 0x80, then zeros up to a multiple of 8."""
-    padded = bytes(data) + b"\x80"
-    return padded + b"\x00" * (-len(padded) % _BLOCK)
+    return tdes_encrypt(mk, x) + tdes_encrypt(mk, xor(x, b"\xff" * 8))
 
 
 def retail_mac(key16: bytes, data: bytes) -> bytes:
-    """ISO/IEC 9797-1 MAC algorithm 3, padding method 2; the full 8-byte MAC.
-
-    Single-DES CBC (zero IV) with the left half of the key over all blocks, then
-    the last output decrypted with the right half and encrypted with the left.
-    """
+    """ISO/IEC 9797-1 MAC algorithm 3, padding method 2; the full 8-byte MAC."""
     _check_key16(key16, "MAC key")
-    left, right = bytes(key16[:8]), bytes(key16[8:])
-    padded = pad_method2(data)
-    # CBC-MAC with single DES over every block (K|K|K is single DES).
-    cbc = Cipher(TripleDES(left * 3), modes.CBC(b"\x00" * _BLOCK)).encryptor()
-    h = (cbc.update(padded) + cbc.finalize())[-_BLOCK:]
-    # Output transformation 3: D(K') then E(K) of the last block.
-    return _ecb_encrypt(left * 3, _ecb_decrypt(right * 3, h))
+    return _mac.retail_mac(key16, data, padding=2)
 
 
 def mac_input(

@@ -1,0 +1,142 @@
+"""A security module in software: keys from the encrypted key store, session keys in memory.
+
+For the sandbox and for deployments without an HSM. Clear keys live only
+inside this object; what leaves it is a MAC, a translated PIN block, or a
+key under a KEK. Session keys made at sign-on are kept in memory: after a
+restart a terminal signs on again (spec 8: sign-on answers with keys when a
+terminal has none).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+
+from . import dukpt, keystore, pinblock
+from .keys import USAGE, check_key, unwrap, wrap
+from .keystore import Entry
+from .mac import TerminalMac, kcv as check_value, same_mac
+from .module import (
+    CheckValueMismatch,
+    Diagnostics,
+    DukptKey,
+    KeyInfo,
+    MacKey,
+    PinKey,
+    SessionKeys,
+    UnknownKey,
+    WrongKeyKind,
+)
+
+__all__ = ["SoftwareModule"]
+
+
+class SoftwareModule:
+    """:class:`~switch.security.module.SecurityModule` over an in-memory key ring."""
+
+    def __init__(self, entries: dict[str, Entry] | None = None):
+        self._keys: dict[str, Entry] = dict(entries or {})
+        self._macs: dict[str, TerminalMac] = {}  # per TAK name: cipher contexts made once per key
+
+    def _put(self, entry: Entry) -> None:
+        self._keys[entry.name] = entry
+        self._macs.pop(entry.name, None)
+
+    @classmethod
+    def from_store(cls, path: str | os.PathLike, master: bytes) -> "SoftwareModule":
+        return cls(keystore.load(path, master))
+
+    def __repr__(self) -> str:
+        return f"SoftwareModule({len(self._keys)} keys)"
+
+    # -- key lookup -----------------------------------------------------------
+
+    def _entry(self, name: str, usage: str) -> Entry:
+        try:
+            entry = self._keys[name]
+        except KeyError:
+            raise UnknownKey(f"no key named {name!r}") from None
+        if entry.kind not in USAGE[usage]:
+            raise WrongKeyKind(f"key {name!r} is a {entry.kind}, not usable for {usage}")
+        return entry
+
+    def _mac(self, key: MacKey, direction: str) -> TerminalMac:
+        if isinstance(key, DukptKey):  # a new key every transaction: nothing to keep
+            bdk = self._entry(key.bdk, "dukpt")
+            usage = "mac" if direction == "request" else "mac-response"
+            return TerminalMac(*dukpt.working_key(bdk.key, key.ksn, usage))
+        mac = self._macs.get(key.name)
+        if mac is None:
+            entry = self._entry(key.name, "mac")
+            mac = self._macs[key.name] = TerminalMac(entry.key, entry.algorithm)
+        return mac
+
+    def _pin_key(self, key: PinKey) -> tuple[bytes, str]:
+        if isinstance(key, DukptKey):
+            bdk = self._entry(key.bdk, "dukpt")
+            return dukpt.working_key(bdk.key, key.ksn, "pin")
+        entry = self._entry(key.name, "pin-source")
+        return entry.key, entry.algorithm
+
+    # -- SecurityModule -------------------------------------------------------
+
+    async def generate_mac(self, key: MacKey, data: bytes) -> bytes:
+        return self._mac(key, "response")(data)
+
+    async def verify_mac(self, key: MacKey, data: bytes, mac: bytes) -> bool:
+        computed = self._mac(key, "request")(data)
+        return len(mac) == 8 and same_mac(computed, mac)
+
+    async def translate_pin(
+        self,
+        source: PinKey,
+        pin_block: bytes,
+        pan: str,
+        destination: str,
+        destination_format: int,
+        accept: tuple[int, ...] = pinblock.FORMATS,
+    ) -> bytes:
+        source_key, source_algorithm = self._pin_key(source)
+        dest = self._entry(destination, "pin-destination")
+        return pinblock.translate(
+            source_key, source_algorithm, pin_block, pan, dest.key, dest.algorithm, destination_format, accept
+        )
+
+    async def generate_session_keys(self, tmk: str, tak: str, tpk: str) -> SessionKeys:
+        kek = self._entry(tmk, "session-kek")
+        size = 16  # TDES double length or AES-128
+        new = {}
+        for name, kind in ((tak, "tak"), (tpk, "tpk")):
+            key = secrets.token_bytes(size)
+            new[kind] = Entry(name, kind, kek.algorithm, check_value(key, kek.algorithm), key)
+        for entry in new.values():
+            self._put(entry)
+        return SessionKeys(
+            algorithm=kek.algorithm,
+            tak_under_tmk=wrap(kek.key, kek.algorithm, new["tak"].key, kek.algorithm).hex().upper(),
+            tak_kcv=new["tak"].kcv,
+            tpk_under_tmk=wrap(kek.key, kek.algorithm, new["tpk"].key, kek.algorithm).hex().upper(),
+            tpk_kcv=new["tpk"].kcv,
+        )
+
+    async def import_key(self, name: str, kind: str, algorithm: str, kek: str, key_under_kek: bytes, kcv: str) -> KeyInfo:
+        kek_entry = self._entry(kek, "import-kek")
+        try:
+            key = unwrap(kek_entry.key, kek_entry.algorithm, key_under_kek, algorithm)
+            check_key(key, algorithm, f"key {name!r}")
+        except ValueError as e:
+            raise CheckValueMismatch(f"key {name!r} under {kek!r}: {e}") from None
+        actual = check_value(key, algorithm)
+        if actual != kcv.strip().upper():
+            raise CheckValueMismatch(f"key {name!r}: check value mismatch, refused")
+        self._put(Entry(name, kind, algorithm, actual, key))
+        return KeyInfo(name, kind, algorithm, actual)
+
+    async def key_info(self, name: str) -> KeyInfo:
+        try:
+            e = self._keys[name]
+        except KeyError:
+            raise UnknownKey(f"no key named {name!r}") from None
+        return KeyInfo(e.name, e.kind, e.algorithm, e.kcv)
+
+    async def diagnostics(self) -> Diagnostics:
+        return Diagnostics(module="software", ok=True, keys=len(self._keys))
