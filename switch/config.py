@@ -22,6 +22,7 @@ from native.iso8583 import dialect
 # Terminal ranges and prefix ranges are rules of the switch's core, which
 # must not import the configuration.
 from switch.core.routing import expand_terminals, prefix_range
+from switch.security import config as security_config
 
 __all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
 
@@ -149,6 +150,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     acquirers: list[Acquirer] = []
     routes: list[Route] = []
     simulators: list[Simulator] = []
+    # Spec section 8: per-merchant policy, terminal and acquirer key names, the security module.
+    security: security_config.Security = msgspec.field(default_factory=security_config.Security)
     source: str = "<embedded default>"
 
 
@@ -300,11 +303,26 @@ def _check(cfg: Config, src: str) -> Config:
             value = getattr(m, key)
             if value is not None and value < 0:
                 fail(f"merchants[{i}].{key}", f"must be 0 or more, got {value}")
+    _check_security(cfg, fail)
     for key in ("reversal_retry", "reversal_backoff_max", "reversal_not_found_window", "retransmission_window",
                 "drain_timeout"):
         if getattr(cfg, key) < 0:
             fail(key, f"must be 0 or more, got {getattr(cfg, key)}")
     return cfg
+
+
+def _check_security(cfg: Config, fail) -> None:
+    """Spec section 8: the security structs' own checks, and names that must exist elsewhere."""
+    for path, msg in security_config.check(cfg.security):
+        fail(path, msg)
+    merchants = {m.id for m in cfg.merchants}
+    for i, ms in enumerate(cfg.security.merchants):
+        if ms.merchant not in merchants:
+            fail(f"security.merchants[{i}].merchant", f"no merchant {ms.merchant!r} in merchants")
+    acquirers = {a.name for a in cfg.acquirers}
+    for i, ak in enumerate(cfg.security.acquirers):
+        if ak.acquirer not in acquirers:
+            fail(f"security.acquirers[{i}].acquirer", f"no acquirer {ak.acquirer!r} in acquirers")
 
 
 # Read per request or per pass by the running switch: a reload applies them.
@@ -403,8 +421,22 @@ def load(path: str | os.PathLike) -> Config:
 
 
 def default() -> Config:
-    """The embedded default of spec section 7 (demo merchant, sandbox simulators)."""
-    return loads(DEFAULT_TOML, "<embedded default>")
+    """The embedded default of spec section 7 (demo merchants, sandbox simulators).
+
+    The second demo merchant's keys (spec 7, v1.1) are the sandbox's public
+    ones, in the key store shipped with the package: its path is only known
+    here, so the security section is added to the parsed TOML.
+    """
+    from switch.security import sandbox
+
+    raw = tomllib.loads(DEFAULT_TOML)
+    raw["security"] = msgspec.to_builtins(sandbox.security_config())
+    raw["source"] = "<embedded default>"
+    try:
+        cfg = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as e:  # pragma: no cover - the default is tested
+        raise ConfigError(f"<embedded default>: {e}") from None
+    return _check(cfg, "<embedded default>")
 
 
 DEFAULT_TOML = """
@@ -433,6 +465,14 @@ id = "DEMO00000000001"
 name = "payswitch demo shop"
 terminals = ["DEMO0001-DEMO0999"]
 refund_max = 100000  # 1000.00 at once (spec section 6.1)
+
+# Spec section 7 (v1.1): terminals with the security of section 8 (MAC and PIN
+# under public sandbox keys); its policy and keys are added by default().
+[[merchants]]
+id = "DEMOSEC00000001"
+name = "payswitch demo shop (secured terminals)"
+terminals = ["SEC00001-SEC00299"]
+refund_max = 100000
 
 [[acquirers]]
 name = "bank-a"

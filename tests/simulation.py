@@ -29,9 +29,10 @@ from typing import Any, Callable
 from native.iso8583 import dialect
 
 from switch import config as config_mod
+from switch.security import sandbox as sandbox_keys
 from switch.core import states
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Result
-from switch.core.commands import Call, Op, Overrun, Reverse, Wait
+from switch.core.commands import Call, Op, Overrun, Reverse, Sec, Wait
 from switch.core.engine import Engine
 from switch.journal import JournalError
 from switch.journal.sqlite import SqliteJournal
@@ -103,6 +104,7 @@ class World:
         self.up = True
         self.crashes = 0
         self.journal_faults = 0
+        self.security_module = sandbox_keys.module()
         self.engine = self._new_engine()
         self.terminals: list[SimTerminal] = []
         self._sweep_at: float | None = None
@@ -163,7 +165,7 @@ class World:
 
     def _execute(self, command, resume) -> None:
         kind = type(command)
-        if self.trace and kind is not Wait:
+        if self.trace and kind is not Wait and kind is not Sec:
             what = {k: v for k, v in command.kwargs.items() if k in ("state", "reversal_stan", "response_code")} \
                 if kind is Op else f"host {command.request.host_stan} attempt {command.request.attempt}"
             self.log(f"  {command!r} {command.args[:1] if kind is Op else ''} {what}")
@@ -186,6 +188,18 @@ class World:
             self.acquirers[command.acquirer].authorize(command.request, command.timeout, resume)
         elif kind is Reverse:
             self.acquirers[command.acquirer].reverse(command.request, command.timeout, resume)
+        elif kind is Sec:
+            # The software module never awaits anything: run its coroutine to its end.
+            coro = getattr(self.security_module, command.method)(*command.args)
+            try:
+                coro.send(None)
+            except StopIteration as stop:
+                resume(stop.value, after=0.0002)
+            except Exception as exc:
+                resume(error=exc, after=0.0002)
+            else:
+                coro.close()
+                raise RuntimeError(f"security module {command.method} awaited something")
         elif kind is Wait:
             flight = command.flight
             if flight.done:

@@ -9,10 +9,19 @@ def test_embedded_default_is_the_spec_sandbox():
     assert cfg.listeners[0].port == 8583
     assert (cfg.http.host, cfg.http.port) == ("127.0.0.1", 9583)
     assert cfg.journal.url == "sqlite://payswitch-journal.sqlite"
-    [merchant] = cfg.merchants
+    merchant, secured = cfg.merchants
     assert merchant.id == "DEMO00000000001"
     tids = config.expand_terminals(merchant.terminals[0])
     assert tids[0] == "DEMO0001" and tids[-1] == "DEMO0999" and len(tids) == 999
+    assert cfg.security.policy("DEMO00000000001") == "none"
+    # v1.1: the second demo merchant, terminals under the security of section 8.
+    assert secured.id == "DEMOSEC00000001" and cfg.security.policy(secured.id) == "mac+pin"
+    tids = config.expand_terminals(secured.terminals[0])
+    assert tids[0] == "SEC00001" and tids[-1] == "SEC00299"
+    keys = {t: cfg.security.terminal_keys(secured.id, t) for t in ("SEC00001", "SEC00150", "SEC00299")}
+    assert (keys["SEC00001"].tmk, keys["SEC00150"].tmk, keys["SEC00299"].bdk) == (
+        "demo-tmk-tdes", "demo-tmk-aes", "demo-bdk-tdes")
+    assert {a.acquirer for a in cfg.security.acquirers} == {"bank-a", "bank-b", "cup"}
     routes = {r.name: (r.prefixes, r.acquirers) for r in cfg.routes}
     assert routes["visa"] == (["4"], ["bank-a"])
     assert routes["mastercard"] == (["5", "2"], ["bank-b"])
@@ -94,3 +103,47 @@ def test_terminal_ranges():
     assert config.expand_terminals("SINGLE01") == ["SINGLE01"]
     with pytest.raises(ValueError):
         config.expand_terminals("AB0009-AB0001")
+
+
+SECURED = BASE + """
+[[merchants]]
+id = "SHOP00000000001"
+terminals = ["SHOP0001-SHOP0009"]
+
+[security.module]
+kind = "software"
+key_store = "keys.json"
+master_key_env = "PAYSWITCH_MASTER"
+"""
+
+
+@pytest.mark.parametrize("extra, path, words", [
+    ('[[security.merchants]]\nmerchant = "SHOP00000000001"\npolicy = "mac"\n',
+     "security.merchants[0].terminals", "needs terminal keys"),
+    ('[[security.merchants]]\nmerchant = "NOSUCH000000001"\n',
+     "security.merchants[0].merchant", "no merchant"),
+    ('[[security.merchants]]\nmerchant = "SHOP00000000001"\npolicy = "mac"\n'
+     '[[security.merchants.terminals]]\nterminals = "SHOP0001-SHOP0009"\ntmk = "t"\nbdk = "b"\n',
+     "security.merchants[0].terminals[0]", "exactly one of tmk or bdk"),
+    ('[[security.acquirers]]\nacquirer = "bank-z"\nzpk = "z"\n', "security.acquirers[0].acquirer", "no acquirer"),
+])
+def test_security_problems_name_their_key_path(tmp_path, extra, path, words):
+    msg = _bad(SECURED + extra, tmp_path)
+    assert msg.endswith(f"- at `$.{path}`") and words in msg, msg
+
+
+def test_a_policy_needs_a_module(tmp_path):
+    text = BASE + """
+[[merchants]]
+id = "SHOP00000000001"
+terminals = ["SHOP0001"]
+
+[[security.merchants]]
+merchant = "SHOP00000000001"
+policy = "mac"
+[[security.merchants.terminals]]
+terminals = "SHOP0001"
+tmk = "shop-tmk"
+"""
+    msg = _bad(text, tmp_path)
+    assert msg.endswith("- at `$.security.module`") and "needs a security module" in msg

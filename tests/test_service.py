@@ -268,8 +268,8 @@ def test_approved_purchase_echoes_fields_and_carries_journal_rrn_and_auth_code_s
                                                    tlv={"LY": "thanks"}))
 
     async def scenario(sw):
-        body = request(f35=VISA + "=28122011234567890", f52=b"\x01\x23\x45\x67\x89\xab\xcd\xef",
-                       f55=icc, f14="2812", f25="00")
+        # (Field 52 needs terminal keys, spec 8: tests/test_security_pipeline.py.)
+        body = request(f35=VISA + "=28122011234567890", f55=icc, f14="2812", f25="00")
         out = await sw.handle(body)
         resp = TERM.decode(out)
         sent = TERM.decode(body)
@@ -295,7 +295,7 @@ def test_approved_purchase_echoes_fields_and_carries_journal_rrn_and_auth_code_s
             TID, MERCHANT, T7, "000000")
         assert (req.local_time, req.local_date, req.expiry, req.entry_mode, req.pos_condition) == (
             "153000", "0612", "2812", "051", "00")
-        assert req.pin_block == b"\x01\x23\x45\x67\x89\xab\xcd\xef" and req.icc == icc
+        assert req.pin_block is None and req.icc == icc
         assert req.track2 == VISA + "=28122011234567890"
         assert req.tlv == {} and req.original is None
 

@@ -55,6 +55,23 @@ class Reverse(Call):
         return f"Reverse({self.acquirer}, txn {self.request.txn_id})"
 
 
+class Sec:
+    """``await module.<method>(*args)`` on the security module (spec 8); result: its value.
+
+    Raises what the module raises (``switch.security.module``); with no module
+    configured, :class:`~switch.security.module.ModuleUnavailable`.
+    """
+
+    __slots__ = ("method", "args")
+
+    def __init__(self, method: str, *args: Any) -> None:
+        self.method = method
+        self.args = args
+
+    def __repr__(self) -> str:  # never the arguments: they may hold a PIN block
+        return f"Sec({self.method})"
+
+
 class Wait:
     """Wait for the request in flight under the same key; result: its :class:`Answer`."""
 

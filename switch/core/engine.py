@@ -28,6 +28,7 @@ from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
 from switch.core import messages as m
 from switch.core import pipeline, states
+from switch.core import security as sec
 from switch.core.acquirer import Original, Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
 from switch.core.reversal import ReversalQueue
@@ -119,6 +120,7 @@ class Engine:
         self.terminals = terminals
         self.merchants = {mc.id: mc for mc in cfg.merchants}
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
+        self.security = sec.TerminalSecurity(cfg.security)
 
     # -- a request -------------------------------------------------------------------
 
@@ -133,7 +135,7 @@ class Engine:
         mti = m.base_mti(msg.mti)
         mclass = _MCLASS.get(mti[1], "other")
         try:
-            kind, code, out = yield from self._dispatch(msg, mti, codec)
+            kind, code, out = yield from self._dispatch(msg, mti, codec, body)
         except Exception:
             self.metrics.internal_error()
             log.exception("internal error on %s from terminal %s", msg.mti, msg.get(41))
@@ -150,7 +152,7 @@ class Engine:
         """An answer the switch gives without journaling it."""
         return kind, code, codec.encode(m.build_response(msg, code, self.rrns.next()))
 
-    def _dispatch(self, msg, mti: str, codec) -> Gen:
+    def _dispatch(self, msg, mti: str, codec, body: bytes = b"") -> Gen:
         try:
             m.check_request(msg, mti)
             if 55 in msg:
@@ -162,6 +164,13 @@ class Engine:
         except m.Rejection as r:
             log.info("rejected %s: %s (%s)", msg.mti, r.code, r.reason)
             return self._reply(msg, r.code, codec, "network" if mti == "0800" else "unknown")
+        if self.security.applies(merchant, msg, mti):  # spec 8: MAC, key exchange
+            return (yield from self.security.guarded(self, msg, mti, merchant, body, codec))
+        return (yield from self._checked(msg, mti, merchant, codec))
+
+    def _checked(self, msg, mti: str, merchant: str, codec) -> Gen:
+        """A request of a known terminal, authenticated when its merchant's policy asks for it."""
+        tid = msg[41]
         if mti == "0800":
             return self._reply(msg, "00", codec, "network")
 
@@ -358,6 +367,7 @@ class Engine:
         # Section 6: the terminal is answered within response_timeout of its
         # request, however many acquirers the route falls through.
         budget_end = rec.created_at + self.cfg.response_timeout * (1 - _BUDGET_RESERVE)
+        pin = self.security.pin(msg, request)  # spec 8: field 52 goes to each acquirer under its ZPK
         for index, name in enumerate(acquirers):
             remaining = budget_end - self.clock()
             if result is not None and remaining < _MIN_ATTEMPT:
@@ -383,6 +393,13 @@ class Engine:
                 raise
             request.host_stan, request.host_time = rec.host_stan, rec.host_time
             used = name
+            if pin is not None:
+                try:
+                    request.pin_block = yield from pin.to(name)
+                except sec.PinRefused as e:
+                    log.info("rrn %s: PIN not sent to %s: %s (%s)", rec.rrn, name, e.code, e.reason)
+                    result = Result(response_code=e.code)
+                    break
             timeout = min(self.acquirer_cfg[name].timeout, max(remaining, _MIN_ATTEMPT))
             started = self.clock()
             try:
@@ -400,6 +417,9 @@ class Engine:
             if not (result.response_code == "91" and not result.uncertain):
                 break
         assert result is not None and used is not None
+        if pin is not None:
+            request.pin_block = None  # never kept past the call
+            pin.forget()
         offline = pipeline.is_offline_advice(request)
         reverse = result.uncertain and not offline
         code = result.response_code

@@ -34,7 +34,7 @@ ECHOED = (3, 4, 7, 11, 12, 13, 41, 42, 49)
 PURCHASE, REFUND, BALANCE, TOPUP = "00", "20", "31", "21"
 _FINANCIAL_TYPES = {"0100": (PURCHASE,), "0200": (PURCHASE, REFUND, BALANCE, TOPUP), "0220": (PURCHASE,)}
 
-NETWORK_CODES = ("001", "002", "301")  # sign-on, sign-off, echo
+NETWORK_CODES = ("001", "002", "301", "101")  # sign-on, sign-off, echo, key exchange (spec 8)
 
 # Field 22 (POS entry mode) first two digits → how the card was read (section 3).
 CARD_ENTRY = ("01", "02", "90", "05", "07", "91", "95")

@@ -16,7 +16,7 @@ import time
 from native.iso8583 import dialect
 
 from switch import config as config_mod
-from switch.core.commands import Call, Flight, Op, Overrun, Reverse, Wait
+from switch.core.commands import Call, Flight, Op, Overrun, Reverse, Sec, Wait
 from switch.core.engine import Engine
 from switch.journal import open_journal
 from switch.metrics import Metrics
@@ -82,6 +82,19 @@ class Switch:
         self._idle = asyncio.Event()
         self._idle.set()
         self.started = time.time()
+        self.security_module = None  # spec 8: opened by start() as cfg.security.module says
+
+    async def _open_security(self) -> None:
+        from switch.io.hsm import open_module  # only a switch with a [security.module] needs it
+
+        self.security_module = open_module(self.cfg.security)
+        if self.security_module is not None:
+            try:
+                info = await self.security_module.diagnostics()
+            except Exception as e:  # an HSM that is down now may be up for the first request
+                log.error("security module: diagnostics failed: %s", e)
+                return
+            log.info("security module: %s, %d keys%s", info.module, info.keys, f" ({info.detail})" if info.detail else "")
 
     @property
     def inflight(self) -> dict:
@@ -112,6 +125,8 @@ class Switch:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.security_module is None:
+            await self._open_security()
         await self.run(self.engine.reversals.prefill())  # host STANs before any sign-on
         await asyncio.gather(*(a.start() for a in self.acquirers.values()))
         await self.run(self.engine.recover())
@@ -142,6 +157,9 @@ class Switch:
             t.cancel()
         await asyncio.gather(*self._tasks, *self._jobs, return_exceptions=True)
         await asyncio.gather(*(a.close() for a in self.acquirers.values()), return_exceptions=True)
+        close_module = getattr(self.security_module, "close", None)
+        if close_module is not None:
+            await asyncio.gather(close_module(), return_exceptions=True)
         self.journal.close()
 
     async def _order_state(self, order_no: str, state: str) -> None:
@@ -193,6 +211,13 @@ class Switch:
                     return await call(command.request, command.timeout)
             except TimeoutError:
                 raise Overrun(f"{command.acquirer} overran {command.timeout:.1f} s") from None
+        if kind is Sec:
+            module = self.security_module
+            if module is None:
+                from switch.security.module import ModuleUnavailable
+
+                raise ModuleUnavailable("no security module configured (security.module)")
+            return await getattr(module, command.method)(*command.args)
         if kind is Wait:
             flight = command.flight
             if not flight.done:
