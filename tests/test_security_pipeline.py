@@ -1,0 +1,319 @@
+"""Terminal security in the request pipeline (spec section 8) on the service harness.
+
+The switch runs with the sandbox's software module (public keys, spec 7) and
+the DEMOSEC merchant; acquirers are the fakes of ``tests/test_service.py``.
+Terminals are played with ``switch.security.terminal`` and the spec 7 demo
+keys; the acquirer's side decrypts what it got with the sandbox ZPKs.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from native.iso8583 import build_tlv48, dialect, parse_tlv48
+from switch import config as config_mod
+from switch.core.codecs import listener_codec
+from switch.core.acquirer import Result
+from switch.io.service import Switch
+from switch.security import pinblock, sandbox, terminal
+from switch.security.ciphers import tdes_encrypt
+from switch.security.mac import terminal_mac
+from tests import test_service as ts
+
+TERM = dialect("terminal-87")
+MERCHANT = "DEMOSEC00000001"
+TDES_TID, AES_TID, DUKPT_TID = "SEC00001", "SEC00150", "SEC00250"
+TMK_TDES = bytes.fromhex(sandbox.KEYS["demo-tmk-tdes"][2])
+TMK_AES = bytes.fromhex(sandbox.KEYS["demo-tmk-aes"][2])
+BDK = bytes.fromhex(sandbox.KEYS["demo-bdk-tdes"][2])
+KSN = "FFFF9876543210E00005"
+VISA = ts.VISA  # bank-a
+MASTERCARD = ts.MASTERCARD  # bank-a, then bank-b
+T7 = ts.T7
+
+EXTRA = """
+[[merchants]]
+id = "DEMOSEC00000001"
+terminals = ["SEC00001-SEC00299"]
+"""
+
+
+@pytest.fixture(autouse=True)
+def hmac_key(monkeypatch):
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+
+
+SECURITY = f"""
+[security.module]
+kind = "software"
+key_store = "{sandbox.STORE}"
+master_key_file = "{sandbox.MASTER_KEY_FILE}"
+
+[[security.merchants]]
+merchant = "DEMOSEC00000001"
+policy = "mac+pin"
+[[security.merchants.terminals]]
+terminals = "SEC00001-SEC00099"
+tmk = "demo-tmk-tdes"
+pin_formats = [0, 3]
+[[security.merchants.terminals]]
+terminals = "SEC00100-SEC00199"
+tmk = "demo-tmk-aes"
+pin_formats = [4]
+[[security.merchants.terminals]]
+terminals = "SEC00200-SEC00299"
+bdk = "demo-bdk-tdes"
+
+[[security.acquirers]]
+acquirer = "bank-a"
+zpk = "zpk-bank-a"
+[[security.acquirers]]
+acquirer = "bank-b"
+zpk = "zpk-bank-b"
+"""
+
+
+def make_config() -> config_mod.Config:
+    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + EXTRA + SECURITY
+    return config_mod.loads(text, "test_security_pipeline.toml")
+
+
+def run(scenario, acquirers=None):
+    acquirers = acquirers if acquirers is not None else ts.fakes()
+
+    async def main():
+        sw = Switch(make_config(), acquirers=acquirers)
+        try:
+            await sw.start()
+            return await scenario(sw)
+        finally:
+            await asyncio.wait_for(sw.close(), ts.WAIT)
+
+    return asyncio.run(main())
+
+
+def fields(tid=TDES_TID, *, stan="000001", pan=VISA, amount="000000002500", **extra) -> dict:
+    msg = {"mti": "0200", 2: pan, 3: "000000", 4: amount, 7: T7, 11: stan, 12: "153000", 13: "0612",
+           22: "051", 41: tid, 42: MERCHANT, 49: "978"}
+    msg.update({int(k.lstrip("f")): v for k, v in extra.items()})
+    return msg
+
+
+async def sign_on(sw, tid, code="101", tmk=TMK_TDES, algorithm="tdes", stan="000900"):
+    out = await sw.handle(TERM.encode({"mti": "0800", 7: T7, 11: stan, 41: tid, 70: code}))
+    resp = TERM.decode(out)
+    assert (resp.mti, resp[39]) == ("0810", "00")
+    return terminal.session_keys(tmk, algorithm, parse_tlv48(resp[48]))
+
+
+def pin_of(request, acquirer="bank-a"):
+    """What the acquirer finds in field 52 under its own ZPK: (format, PIN)."""
+    return pinblock.decipher(bytes.fromhex(sandbox.ZPKS[acquirer]), "tdes", request.pin_block, request.pan)
+
+
+# -- key exchange ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tid, tmk, algorithm", [(TDES_TID, TMK_TDES, "tdes"), (AES_TID, TMK_AES, "aes")],
+                         ids=["tdes", "aes"])
+def test_0800_101_answers_session_keys_under_the_tmk_with_check_values_s8(tid, tmk, algorithm):
+    async def scenario(sw):
+        tak, tpk = await sign_on(sw, tid, tmk=tmk, algorithm=algorithm)  # checks CA / CP
+        assert tak != tpk and len(tak) == len(tpk) == 16
+        again = await sign_on(sw, tid, tmk=tmk, algorithm=algorithm, stan="000901")
+        assert again != (tak, tpk)  # new keys each time
+        assert await ts.record(sw, "000900", tid) is None  # network messages are not journaled
+
+    run(scenario)
+
+
+def test_sign_on_gives_keys_only_to_a_terminal_without_them_s8():
+    async def scenario(sw):
+        await sign_on(sw, TDES_TID, code="001")  # none yet: keys with the 0810
+        resp = await ts.call(sw, TERM.encode({"mti": "0800", 7: T7, 11: "000902", 41: TDES_TID, 70: "001"}))
+        assert resp[39] == "00" and 48 not in resp
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("tid, code", [("TERM0001", "12"), (DUKPT_TID, "12"), ("SEC00999", "03"), ("NOPE0001", "03")])
+def test_0800_101_without_a_tmk_answers_12_and_unknown_terminals_03_s8(tid, code):
+    async def scenario(sw):
+        resp = await ts.call(sw, TERM.encode({"mti": "0800", 7: T7, 11: "000001", 41: tid, 70: "101"}))
+        assert (resp.mti, resp[39]) == ("0810", code) and 48 not in resp
+
+    run(scenario)
+
+
+# -- MAC and PIN end to end -------------------------------------------------------------
+
+
+def test_aes_terminal_macs_with_aes_cmac_s8():
+    # Terminal-87 carries field 52 as b8 (spec 2), so a format 4 block (16
+    # bytes) has no field yet: AES terminals are tried with the MAC only.
+    async def scenario(sw):
+        tak, tpk = await sign_on(sw, AES_TID, tmk=TMK_AES, algorithm="aes")
+        out = await sw.handle(terminal.encode_signed(TERM, fields(AES_TID), tak, "aes"))
+        assert TERM.decode(out)[39] == "00" and terminal.verify(out, tak, "aes")
+        assert not terminal.verify(out, tak[::-1], "aes")
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("tid, tmk, algorithm", [(TDES_TID, TMK_TDES, "tdes")], ids=["tdes"])
+def test_maced_pin_purchase_reaches_the_acquirer_under_its_zpk_and_the_answer_is_maced_s8(tid, tmk, algorithm):
+    async def scenario(sw):
+        tak, tpk = await sign_on(sw, tid, tmk=tmk, algorithm=algorithm)
+        block = terminal.pin_block("1234", VISA, tpk, algorithm)
+        body = terminal.encode_signed(TERM, fields(tid, f52=block), tak, algorithm)
+        out = await sw.handle(body)
+        resp = TERM.decode(out)
+        assert resp[39] == "00" and 64 in resp and 52 not in resp
+        assert terminal.verify(out, tak, algorithm)
+        (req, _), = sw.acquirers["bank-a"].authorized
+        assert req.pin_block is None  # not kept past the call
+        rec = await ts.record(sw, "000001", tid)
+        assert block not in (rec.response or b"")
+        # A retransmission gets the journaled answer, MACed again.
+        again = await sw.handle(body)
+        assert again == out and len(sw.acquirers["bank-a"].authorized) == 1
+
+    seen = []
+
+    class Recording(ts.FakeAcquirer):
+        async def authorize(self, request, timeout):
+            seen.append(pin_of(request))  # the PIN block while the acquirer has it
+            return await super().authorize(request, timeout)
+
+    run(scenario, ts.fakes(**{"bank-a": Recording("bank-a")}))
+    assert seen == [(0, "1234")]
+
+
+def test_dukpt_terminal_macs_and_encrypts_with_its_transaction_keys_s8():
+    seen = []
+
+    class Recording(ts.FakeAcquirer):
+        async def authorize(self, request, timeout):
+            seen.append(pin_of(request))
+            return await super().authorize(request, timeout)
+
+    async def scenario(sw):
+        mac_key, pin_key, algorithm = terminal.dukpt_keys(BDK, KSN)
+        block = pinblock.encipher(pin_key, algorithm, 0, "1234", VISA)
+        body = terminal.encode_signed(TERM, fields(DUKPT_TID, f52=block, f48="KS020" + KSN), mac_key, algorithm)
+        out = await sw.handle(body)
+        assert TERM.decode(out)[39] == "00"
+        assert terminal.verify(out, terminal.response_mac_key(BDK, KSN), algorithm)
+        # Without its KSN the request cannot be authenticated.
+        bare = terminal.encode_signed(TERM, fields(DUKPT_TID, stan="000002"), mac_key, algorithm)
+        assert (await ts.call(sw, bare))[39] == "A0"
+
+    run(scenario, ts.fakes(**{"bank-a": Recording("bank-a")}))
+    assert seen == [(0, "1234")]
+
+
+def test_pin_goes_to_each_acquirer_of_a_fallback_under_its_own_zpk_s8():
+    seen = []
+
+    class Recording(ts.FakeAcquirer):
+        async def authorize(self, request, timeout):
+            seen.append((self.name, pin_of(request, self.name)))
+            return await super().authorize(request, timeout)
+
+    async def scenario(sw):
+        tak, tpk = await sign_on(sw, TDES_TID)
+        block = terminal.pin_block("1234", MASTERCARD, tpk, "tdes")
+        body = terminal.encode_signed(TERM, fields(pan=MASTERCARD, f52=block), tak, "tdes")
+        assert (await ts.call(sw, body))[39] == "00"
+
+    bank_a = Recording("bank-a", answer=Result(response_code="91"))
+    run(scenario, ts.fakes(**{"bank-a": bank_a, "bank-b": Recording("bank-b")}))
+    assert seen == [("bank-a", (0, "1234")), ("bank-b", (0, "1234"))]
+
+
+# -- refusals ----------------------------------------------------------------------------
+
+
+def _tamper(body: bytes) -> bytes:
+    return body[:-1] + bytes([body[-1] ^ 1])
+
+
+@pytest.mark.parametrize("case", ["wrong MAC", "no MAC", "changed amount", "not signed on", "MAC of another key"])
+def test_a_request_failing_mac_verification_answers_a0_and_goes_no_further_s8(case):
+    async def scenario(sw):
+        tak, tpk = (await sign_on(sw, TDES_TID)) if case != "not signed on" else (bytes(range(16)), None)
+        body = terminal.encode_signed(TERM, fields(), tak, "tdes")
+        if case == "wrong MAC":
+            body = _tamper(body)
+        elif case == "no MAC":
+            body = TERM.encode(fields())
+        elif case == "changed amount":
+            body = body.replace(b"000000002500", b"000000009900")
+        elif case == "MAC of another key":
+            body = terminal.encode_signed(TERM, fields(), tpk, "tdes")
+        out = await sw.handle(body)
+        resp = TERM.decode(out)
+        assert (resp.mti, resp[39]) == ("0210", "A0")
+        assert 64 not in resp and 128 not in resp  # answered unMACed
+        assert await ts.record(sw, "000001") is None and await ts.record(sw, "000001", TDES_TID) is None
+        assert all(a.authorized == [] for a in sw.acquirers.values())
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("case", ["not a PIN block", "format 1", "AES terminal, 8 bytes", "under the TAK"])
+def test_a_pin_block_that_does_not_decrypt_to_an_accepted_format_answers_55_s8(case):
+    async def scenario(sw):
+        tid, tmk, algorithm = (AES_TID, TMK_AES, "aes") if "AES" in case else (TDES_TID, TMK_TDES, "tdes")
+        tak, tpk = await sign_on(sw, tid, tmk=tmk, algorithm=algorithm)
+        if case == "not a PIN block":
+            block = bytes(8)
+        elif case == "under the TAK":
+            block = terminal.pin_block("1234", VISA, tak, algorithm)
+        elif case == "format 1":  # ISO 9564 format 1: never accepted (spec 8: formats 0 and 4)
+            block = tdes_encrypt(tpk, bytes.fromhex("1412348A5C3E7B90"))
+        else:
+            block = bytes(range(8))
+        body = terminal.encode_signed(TERM, fields(tid, f52=block), tak, algorithm)
+        out = await sw.handle(body)
+        assert TERM.decode(out)[39] == "55" and terminal.verify(out, tak, algorithm)
+        assert sw.acquirers["bank-a"].authorized == []
+        rec = await ts.record(sw, "000001", tid)
+        assert rec.response_code == "55"
+
+    run(scenario)
+
+
+def test_a_pin_block_from_a_terminal_without_a_pin_key_answers_55_and_is_never_forwarded_s8():
+    async def scenario(sw):
+        resp = await ts.call(sw, ts.request(f52=b"\x01\x23\x45\x67\x89\xab\xcd\xef"))
+        assert resp[39] == "55"
+        assert sw.acquirers["bank-a"].authorized == []
+        # Without field 52 the demo terminal pays as before (policy none: no MAC).
+        assert (await ts.call(sw, ts.request(stan="000002")))[39] == "00"
+
+    run(scenario)
+
+
+# -- the listener's own wire bytes -------------------------------------------------------
+
+
+def test_mac_of_an_iso87_ascii_request_is_over_its_wire_bytes_s8():
+    codec = listener_codec("iso87-ascii")
+
+    async def scenario(sw):
+        tak, tpk = await sign_on(sw, TDES_TID)
+        block = terminal.pin_block("1234", VISA, tpk, "tdes")
+        doc = {**fields(f52=block), 64: bytes(8)}
+        wire = codec.encode(doc)[:-16]
+        body = wire + terminal_mac(tak, wire, "tdes").hex().upper().encode()
+        out = await sw.handle(body, codec)
+        assert out[-16:] == terminal_mac(tak, out[:-16], "tdes").hex().upper().encode()
+        assert codec.decode(out)[39] == "00"
+        # The MAC of the rebuilt (binary) message is not the MAC of what was sent.
+        assert (await sw.handle(_tamper(body.replace(b"000001", b"000002", 1)), codec))[-16:] != out[-16:]
+        assert codec.decode(await sw.handle(codec.encode({**fields(stan="000003", f52=block), 64: bytes(8)}),
+                                            codec))[39] == "A0"
+
+    run(scenario)
