@@ -4,7 +4,7 @@
     payswitch serve [--config FILE] [--demo] [--log-format text|json]
     payswitch sim acquirer|wallet|citycard|hsm [simulator options]
     payswitch keys new-master|init|import|list [options]
-    payswitch send purchase|refund|balance|topup|preauth|completion|reversal|echo|signon|settlement [options]
+    payswitch send purchase|refund|balance|topup|preauth|completion|reversal|echo|signon|keyexchange|settlement [options]
     payswitch check-config FILE
 """
 from __future__ import annotations
@@ -71,22 +71,122 @@ def _send(args) -> int:
         totals=totals,
         tlv=tlv,
     )
-    print(f"→ {args.host}:{args.port}")
-    for line in describe(req):
-        print(line)
+    try:
+        security = _terminal_security(args)
+        pin = _read_pin(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if pin is not None and security is None:
+        print("error: a PIN needs the terminal's keys (--sandbox-keys, --tmk-env/--tmk-file or --bdk-env/--bdk-file)",
+              file=sys.stderr)
+        return 2
     try:
         with Terminal(args.host, args.port, timeout=args.timeout, dialect=args.dialect) as t:
-            resp = t.transact(req)
-    except ValueError as e:  # a dialect that can't be loaded (an answer that can't be decoded)
+            if security is not None and security.needs_keys and (args.kind != "signon"):
+                # Spec 8: session keys by 0800/101, under the TMK (a one-shot command keeps none).
+                exchange = build("keyexchange", terminal=args.terminal)
+                _show("→ key exchange", args, describe(exchange))
+                answer = t.transact(exchange)
+                _show("←", None, describe(answer))
+                security.take_keys(answer)
+                print(f"  session keys taken (check values {answer_kcvs(answer)})")
+                if args.kind == "keyexchange":
+                    return 0
+            _show("→", args, describe(req) + (["   52  PIN block          (from the PIN given, under the TPK)"]
+                                              if pin is not None else []))
+            if security is None or req["mti"] == "0800":
+                resp = t.transact(req)
+                mac = None
+            else:
+                out = t.transact_wire(security.protect(req, t.codec, pin))
+                resp = t.codec.decode(out)
+                mac = security.check(t.codec, out)
+    except ValueError as e:  # a dialect that can't be loaded, an answer that can't be decoded, no keys given
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (OSError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print("←")
-    for line in describe(resp):
-        print(line)
+    _show("←", None, describe(resp))
+    if mac is not None:
+        print(f"  MAC of the answer: {'ok' if mac else 'WRONG'}")
+    if mac is False:
+        return 4
     return 0 if resp.get(39) == "00" else 3
+
+
+def _show(arrow: str, args, lines: list[str]) -> None:
+    print(f"{arrow} {args.host}:{args.port}" if args is not None else arrow)
+    for line in lines:
+        print(line)
+
+
+def answer_kcvs(answer) -> str:
+    from native.iso8583 import parse_tlv48
+
+    tags = parse_tlv48(answer[48])
+    return f"TAK {tags.get('CA')}, TPK {tags.get('CP')}"
+
+
+def _secret_hex(what: str, env: str | None, file: str | None) -> bytes | None:
+    """A key as hex from an environment variable or a file: never from the command line."""
+    import os
+
+    if env is not None:
+        text = os.environ.get(env)
+        if text is None:
+            raise ValueError(f"environment variable {env} ({what}) is not set")
+    elif file is not None:
+        try:
+            with open(file) as f:
+                text = f.read()
+        except OSError as e:
+            raise ValueError(f"{what} file {file}: {e.strerror}") from None
+    else:
+        return None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ValueError(f"{what} is not hex") from None
+    if len(key) not in (16, 24, 32):
+        raise ValueError(f"{what} must be 16, 24 or 32 bytes, got {len(key)}")
+    return key
+
+
+def _terminal_security(args):
+    from switch.client import TerminalSecurity, sandbox_keys
+
+    tmk = _secret_hex("TMK", args.tmk_env, args.tmk_file)
+    bdk = _secret_hex("BDK", args.bdk_env, args.bdk_file)
+    if args.sandbox_keys:
+        if tmk is not None or bdk is not None:
+            raise ValueError("--sandbox-keys or given keys, not both")
+        kind, algorithm, key = sandbox_keys(args.terminal)
+        return TerminalSecurity(algorithm, ksn=args.ksn, **{kind: key})
+    if tmk is not None and bdk is not None:
+        raise ValueError("a TMK or a BDK, not both")
+    if tmk is None and bdk is None:
+        return None
+    return TerminalSecurity(args.algorithm, tmk=tmk, bdk=bdk, ksn=args.ksn)
+
+
+def _read_pin(args) -> str | None:
+    """The PIN from an environment variable or standard input: never from the command line."""
+    import os
+
+    if args.pin_env is not None:
+        pin = os.environ.get(args.pin_env)
+        if pin is None:
+            raise ValueError(f"environment variable {args.pin_env} (the PIN) is not set")
+    elif args.pin_stdin:
+        pin = sys.stdin.readline()
+    else:
+        return None
+    pin = pin.strip()
+    if not (4 <= len(pin) <= 12 and pin.isdigit()):
+        raise ValueError("a PIN is 4 to 12 digits")
+    return pin
 
 
 def _citycard_tags(args) -> dict[str, str]:
@@ -156,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("send", help="a command-line terminal: send one request and print the answer")
     t.add_argument(
         "kind",
-        choices=["purchase", "refund", "balance", "topup", "preauth", "completion", "reversal", "echo", "signon", "settlement"],
+        choices=["purchase", "refund", "balance", "topup", "preauth", "completion", "reversal", "echo", "signon",
+                 "keyexchange", "settlement"],
     )
     t.add_argument("--host", default="127.0.0.1")
     t.add_argument("--port", type=int, default=8583)
@@ -184,6 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--card-balance", type=int, default=10000, help="city card: the balance the card reports (minor units)")
     t.add_argument("--serial", default="0000000001", help="city card: the terminal's transaction serial (10 digits)")
     t.add_argument("--timeout", type=float, default=65.0)
+    k = t.add_argument_group("terminal security (spec 8)", "keys are read from a file or an environment "
+                             "variable, never from the command line; each request is preceded by a key "
+                             "exchange (0800/101) when the terminal uses session keys")
+    k.add_argument("--sandbox-keys", action="store_true",
+                   help="the public demo keys of the sandbox's DEMOSEC terminals (spec 7): SEC00001-099 TDES, "
+                        "SEC00100-199 AES, SEC00200-299 TDES DUKPT")
+    k.add_argument("--tmk-env", metavar="VAR", help="the terminal master key (hex) from this environment variable")
+    k.add_argument("--tmk-file", metavar="FILE", help="the terminal master key (hex) from this file")
+    k.add_argument("--bdk-env", metavar="VAR", help="a test DUKPT base derivation key (hex) from this variable")
+    k.add_argument("--bdk-file", metavar="FILE", help="a test DUKPT base derivation key (hex) from this file")
+    k.add_argument("--algorithm", choices=["tdes", "aes"], default="tdes", help="of the given TMK (default tdes)")
+    k.add_argument("--ksn", help="DUKPT key serial number, 20 hex digits (default: a fresh one)")
+    k.add_argument("--pin-env", metavar="VAR", help="PIN (field 52) from this environment variable")
+    k.add_argument("--pin-stdin", action="store_true", help="PIN (field 52) from the first line of standard input")
     t.set_defaults(func=_send)
     return p
 

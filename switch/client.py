@@ -55,7 +55,7 @@ def build(
 ) -> dict:
     """A request mapping (``{"mti": ..., n: value}``) for a named operation.
 
-    kind: purchase, refund, balance, preauth, completion, reversal, echo, signon, settlement.
+    kind: purchase, refund, balance, preauth, completion, reversal, echo, signon, keyexchange, settlement.
     ``original`` (completion, reversal): ``{"mti", "stan", "time"}`` of the original request.
     """
     mti, pcode = {
@@ -68,12 +68,13 @@ def build(
         "reversal": ("0400", "000000"),
         "echo": ("0800", None),
         "signon": ("0800", None),
+        "keyexchange": ("0800", None),
         "settlement": ("0500", "920000"),
     }[kind]
     times = now_fields()
     msg: dict = {"mti": mti, 7: times[7], 11: stan or next_stan(), 41: terminal}
     if mti == "0800":
-        msg[70] = "301" if kind == "echo" else "001"
+        msg[70] = {"echo": "301", "keyexchange": "101"}.get(kind, "001")
         return msg
     msg.update({3: pcode, 42: merchant})
     if mti in ("0100", "0200", "0220"):
@@ -139,12 +140,133 @@ class Terminal:
         self.send(self.codec.encode(request))
         return self.codec.decode(self.receive())
 
+    def transact_wire(self, body: bytes) -> bytes:
+        """Send encoded bytes as they are (a MACed request), return the answer's bytes."""
+        self.send(body)
+        return self.receive()
+
+
+# -- spec section 8: the terminal's keys, for trying MAC and PIN by hand ------------------
+
+MAC_LEN = 8
+
+
+def _mac_wire_length(codec, field: int) -> int:
+    return 2 * MAC_LEN if field in getattr(codec, "hex_fields", ()) else MAC_LEN
+
+
+def sign_wire(codec, request: dict, key: bytes, algorithm: str) -> bytes:
+    """``request`` encoded in the listener's dialect with its MAC (field 64, or 128 with fields above 64)
+    over the wire bytes from the MTI, as spec 8 says."""
+    from switch.security.mac import terminal_mac
+
+    doc = {k: v for k, v in request.items() if k not in (64, 128)}
+    field = 128 if any(isinstance(k, int) and k > 64 for k in doc) else 64
+    doc[field] = bytes(MAC_LEN)
+    wire = codec.encode(doc)
+    n = _mac_wire_length(codec, field)
+    mac = terminal_mac(key, wire[:-n], algorithm)
+    return wire[:-n] + (mac.hex().upper().encode() if n != MAC_LEN else mac)
+
+
+def check_wire(codec, body: bytes, key: bytes, algorithm: str) -> bool | None:
+    """Whether an answer's MAC is right (None when it carries none)."""
+    from switch.security.mac import same_mac, terminal_mac
+
+    msg = codec.decode(body)
+    field = 128 if 128 in msg else 64 if 64 in msg else None
+    if field is None:
+        return None
+    n = _mac_wire_length(codec, field)
+    return same_mac(terminal_mac(key, body[:-n], algorithm), bytes(msg[field]))
+
+
+def sandbox_keys(terminal: str) -> tuple[str, str, bytes]:
+    """The spec 7 demo keys of a DEMOSEC terminal: ("tmk" | "bdk", algorithm, key). Sandbox only."""
+    from switch.security.sandbox import KEYS
+
+    number = int(terminal[3:]) if terminal.startswith("SEC") and terminal[3:].isdigit() else -1
+    if 1 <= number <= 99:
+        name = "demo-tmk-tdes"
+    elif 100 <= number <= 199:
+        name = "demo-tmk-aes"
+    elif 200 <= number <= 299:
+        name = "demo-bdk-tdes"
+    else:
+        raise ValueError(f"terminal {terminal} has no sandbox keys (SEC00001 to SEC00299 have, spec 7)")
+    kind, algorithm, clear = KEYS[name]
+    return kind, algorithm, bytes.fromhex(clear)
+
+
+def fresh_ksn(prefix: str = "FFFF9876543210E") -> str:
+    """A TDES KSN for a test DUKPT terminal: the sandbox's key serial with a counter of one set bit
+    (a one-shot command keeps no counter; one bit always leaves the counter usable)."""
+    return prefix + "%05X" % (1 << secrets.randbelow(20))
+
+
+class TerminalSecurity:
+    """A terminal's side of spec 8 in one process: keys live only in this object.
+
+    ``tmk`` (session keys by 0800/101) or ``bdk`` (DUKPT, with ``ksn``).
+    """
+
+    def __init__(self, algorithm: str, *, tmk: bytes | None = None, bdk: bytes | None = None, ksn: str | None = None):
+        if (tmk is None) == (bdk is None):
+            raise ValueError("give a TMK or a BDK")
+        self.algorithm = algorithm
+        self.tmk = tmk
+        self.bdk = bdk
+        self.ksn = ksn or (fresh_ksn() if bdk is not None else None)
+        self.tak: bytes | None = None
+        self.tpk: bytes | None = None
+        self.response_key: bytes | None = None
+        if bdk is not None:
+            from switch.security.terminal import dukpt_keys, response_mac_key
+
+            self.tak, self.tpk, self.algorithm = dukpt_keys(bdk, self.ksn)
+            self.response_key = response_mac_key(bdk, self.ksn)
+
+    def __repr__(self) -> str:
+        return f"TerminalSecurity({self.algorithm}, {'dukpt' if self.bdk else 'session keys'})"
+
+    @property
+    def needs_keys(self) -> bool:
+        return self.tak is None
+
+    def take_keys(self, answer) -> None:
+        """The TAK and TPK out of an 0810 (field 48 TA/TP under the TMK, checked against CA/CP)."""
+        from switch.security.terminal import session_keys
+
+        if answer.get(39) != "00" or 48 not in answer:
+            raise ValueError(f"the switch gave no session keys (field 39 {answer.get(39)})")
+        self.tak, self.tpk = session_keys(self.tmk, self.algorithm, parse_tlv48(answer[48]))
+        self.response_key = self.tak
+
+    def protect(self, request: dict, codec, pin: str | None) -> bytes:
+        """``request`` with field 52 (when ``pin``) and the KSN (DUKPT), MACed, in the listener's dialect."""
+        from switch.security.terminal import pin_block
+
+        request = dict(request)
+        if self.ksn is not None:
+            tags = parse_tlv48(request[48]) if 48 in request else {}
+            tags["KS"] = self.ksn
+            request[48] = build_tlv48(tags)
+        if pin is not None:
+            pan = request.get(2)
+            if not pan:
+                raise ValueError("a PIN needs the card number (--pan)")
+            request[52] = pin_block(pin, pan, self.tpk, self.algorithm)
+        return sign_wire(codec, request, self.tak, self.algorithm)
+
+    def check(self, codec, body: bytes) -> bool | None:
+        return check_wire(codec, body, self.response_key, self.algorithm)
+
 
 FIELD_NAMES = {
     2: "PAN", 3: "processing code", 4: "amount", 7: "transmission time", 11: "STAN", 12: "local time",
     13: "local date", 14: "expiry", 22: "entry mode", 25: "condition code", 35: "track 2", 37: "RRN",
     38: "auth code", 39: "response code", 41: "terminal", 42: "merchant", 48: "additional data",
-    49: "currency", 52: "PIN block", 55: "EMV data", 70: "network code", 74: "credits", 76: "debits",
+    49: "currency", 52: "PIN block", 55: "EMV data", 64: "MAC", 128: "MAC", 70: "network code", 74: "credits", 76: "debits",
     86: "credits amount", 88: "debits amount", 90: "original data",
 }
 
@@ -160,8 +282,8 @@ def describe(msg) -> list[str]:
         v = fields[n]
         if n == 2:
             shown = mask_pan(v)
-        elif n in (35, 52):
-            shown = "(withheld)"
+        elif n in (35, 52, 64, 128):
+            shown = "(withheld)" if n in (35, 52) else "(MAC)"
         elif isinstance(v, bytes):
             shown = v.hex().upper()
         elif n == 48:

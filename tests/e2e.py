@@ -197,7 +197,8 @@ def purchase(amount: int, pan: str = VISA, *, pcode: str = "000000", mti: str = 
         "41": terminal,
         "42": MERCHANT,
         "49": "978",
-        "52": "0123456789ABCDEF",  # pyiso8583 takes binary fields as hex text
+        # No field 52: a demo terminal has no PIN key (spec 8); PINs are tried
+        # with the DEMOSEC terminals (tests/test_e2e_security.py).
         "55": "9F2608A1B2C3D4E5F607089F2701809F370411223344",
     }
     doc.update(now())

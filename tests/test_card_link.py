@@ -16,6 +16,8 @@ import uvloop
 
 from adapters.card import HostLinkAcquirer
 from adapters.card.hostlink import parse_ref
+from switch.security import pinblock
+from switch.security import sandbox as sandbox_keys
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Original, Request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +90,8 @@ def acquirer(*endpoints, **kw) -> HostLinkAcquirer:
 
 
 _txn = iter(range(1, 10**9))
+# The sandbox acquirer checks PINs (spec 7): 1234 under bank-a's public ZPK.
+PIN_BLOCK = pinblock.encipher(bytes.fromhex(sandbox_keys.ZPKS["bank-a"]), "tdes", 0, "1234", "4761739001010119")
 
 
 def purchase(amount: int = 1000, mti: str = "0200", **kw) -> Request:
@@ -97,7 +101,7 @@ def purchase(amount: int = 1000, mti: str = "0200", **kw) -> Request:
                 stan=f"{n % 1000000:06d}", transmission_time="1124120000", rrn=f"{n:012d}",
                 local_time="120000", local_date="1124", pan="4761739001010119",
                 expiry="2812", entry_mode="051", pos_condition="00",
-                pin_block=b"\x12\x34\x56\x78\x9a\xbc\xde\xf0", icc=b"\x9f\x02\x06\x00\x00\x00\x00\x10\x00")
+                pin_block=PIN_BLOCK, icc=b"\x9f\x02\x06\x00\x00\x00\x00\x10\x00")
     base.update(kw)
     return Request(**base)
 

@@ -5,6 +5,8 @@ import random
 import pytest
 
 from adapters.card.hostlink import fields_view
+from switch.security import pinblock
+from switch.security import sandbox as sandbox_keys
 from adapters.card.sim import (
     Ledger,
     Sandbox,
@@ -15,6 +17,9 @@ from adapters.card.sim import (
 )
 
 ACQ = "12345678901"
+PAN = "4111111111111111"
+ZPK_A = bytes.fromhex(sandbox_keys.ZPKS["bank-a"])
+GOOD_PIN = pinblock.encipher(ZPK_A, "tdes", 0, "1234", PAN)  # spec 7: 1234 is right for every card
 
 
 @pytest.mark.parametrize("amount,rc", [
@@ -26,11 +31,29 @@ def test_sandbox_response_code(amount, rc):
     assert sandbox_response_code(amount) == rc
 
 
-def auth(amount="000000001000", mti="0200", stan="000001", f7="1114221320", rrn="331822000001"):
-    return fields_view({"mti": mti, 2: "4111111111111111", 3: "000000", 4: amount, 7: f7,
-                        11: stan, 12: "221320", 13: "1114", 22: "051", 32: ACQ, 37: rrn,
-                        41: "DEMO0001", 42: "DEMO00000000001", 49: "840",
-                        52: b"\x00" * 8})
+def auth(amount="000000001000", mti="0200", stan="000001", f7="1114221320", rrn="331822000001", pin=GOOD_PIN):
+    msg = {"mti": mti, 2: PAN, 3: "000000", 4: amount, 7: f7,
+           11: stan, 12: "221320", 13: "1114", 22: "051", 32: ACQ, 37: rrn,
+           41: "DEMO0001", 42: "DEMO00000000001", 49: "840"}
+    if pin is not None:
+        msg[52] = pin
+    return fields_view(msg)
+
+
+@pytest.mark.parametrize("pin, rc, verdict", [
+    (GOOD_PIN, "00", "ok"),
+    (pinblock.encipher(ZPK_A, "tdes", 3, "1234", PAN), "00", "ok"),
+    (pinblock.encipher(ZPK_A, "tdes", 0, "4321", PAN), "55", "wrong"),
+    (pinblock.encipher(bytes.fromhex(sandbox_keys.ZPKS["bank-b"]), "tdes", 0, "1234", PAN), "55", "invalid"),
+    (b"\x00" * 8, "55", "invalid"),
+    (None, "00", None),
+])
+def test_sandbox_checks_the_pin_under_its_zpk_s7(pin, rc, verdict):
+    out, [event] = Sandbox(seed=1).handle(auth(pin=pin))
+    assert out[39] == rc and event.get("pin") == verdict
+    assert (38 in out) == (rc == "00") and event["delta"] == (1000 if rc == "00" else 0)
+    if pin is not None:
+        assert pin.hex() not in json.dumps(event) and "1234" not in json.dumps(event)
 
 
 def test_approval_echoes_and_adds_auth_code():
@@ -201,7 +224,7 @@ def test_simulator_process_over_tcp(tmp_path):
 
             base = {3: "000000", 7: "1124120001", 12: "120001", 13: "1124", 22: "051",
                     32: ACQ, 41: "DEMO0001", 42: "DEMO00000000001", 49: "840",
-                    2: "4761739001010119", 52: b"\x01\x02\x03\x04\x05\x06\x07\x08"}
+                    2: "4761739001010119"}  # no PIN: "bank-t" has no sandbox ZPK
             send({"mti": "0200", **base, 4: "000000001000", 11: "000002", 37: "000000000002"})
             ok = receive()
             assert ok.mti == "0210" and ok[39] == "00" and len(ok[38]) == 6

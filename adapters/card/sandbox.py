@@ -19,6 +19,13 @@ Strict (the default), as a bank host is:
 Lenient (``strict=False``, the old behaviour): 00 to every reversal and
 completion, and a reversal whose field 90 names nothing is matched by field 37.
 
+PINs (spec 7, v1.1): a request with field 52 carries a format 0 or 3 PIN
+block under the acquirer's zone PIN key (the sandbox's public ZPK of its
+name, ``switch.security.sandbox.ZPKS``); ``1234`` is right for every card,
+any other PIN -- or a block that does not decrypt -- answers 55.  Requests
+without 52 are answered as above.  The ledger says ``"pin": "ok"`` /
+``"wrong"`` / ``"invalid"`` (never the block or the PIN).
+
 Money is kept per card (``card_key``: masked PAN and a hash, never the PAN):
 every ledger event carries ``card`` and ``delta`` (approved amount, or minus
 what a reversal undid), so ``sum(delta)`` per card over the ledger file is
@@ -141,9 +148,14 @@ class Sandbox:
     """
 
     def __init__(self, name: str = "bank-a", seed: int | None = None, memory: int = 200_000,
-                 *, strict: bool = True) -> None:
+                 *, strict: bool = True, zpk: bytes | None = None) -> None:
         self.name = name
         self.strict = strict
+        if zpk is None:
+            from switch.security.sandbox import ZPKS
+
+            zpk = bytes.fromhex(ZPKS[name]) if name in ZPKS else None
+        self._zpk = zpk
         self._rng = random.Random(seed)
         self._rrn_seq = 0
         self._stan_seq = 0
@@ -233,6 +245,12 @@ class Sandbox:
         mti = msg.mti
         amount = msg.get(4)
         rc = sandbox_response_code(amount)
+        pin = None
+        block = msg.get(52)
+        if block is not None:
+            pin = self._check_pin(block, msg.get(2) or (msg.get(35) or "").split("=")[0])
+            if pin != "ok" and rc is not None:
+                rc = "55"
         out = self._echo(msg, mti, ECHOED)
         rrn = out.get(37)
         if rrn is None:
@@ -271,11 +289,26 @@ class Sandbox:
             "icc_sha256": hashlib.sha256(icc).hexdigest() if (icc := msg.get(55)) else None,
             "delta": delta,
         }
+        if pin is not None:
+            record["pin"] = pin
         held = Held(mti, value, card, rrn, rc, delta)
         self._remember(self._held, (mti, stan, f7, (msg.get(32) or "").rjust(11, "0")), held)
         if not self.strict:
             self._remember(self._by_rrn, rrn, held)
         return (out if rc is not None else None), [record]
+
+    def _check_pin(self, block: bytes, pan: str | None) -> str:
+        """"ok" when field 52 decrypts under our ZPK to the sandbox PIN, else "wrong" or "invalid"."""
+        from switch.security import pinblock
+        from switch.security.sandbox import PIN
+
+        if self._zpk is None or not pan:
+            return "invalid"
+        try:
+            _, pin = pinblock.decipher(self._zpk, "tdes", bytes(block), pan, accept=(0, 3))
+        except (pinblock.PinBlockError, ValueError):
+            return "invalid"
+        return "ok" if pin == PIN else "wrong"
 
     def _completion(self, msg: Any) -> tuple[dict, list[dict]]:
         mti = msg.mti
