@@ -19,6 +19,7 @@ at rest, and the invariants of issue "money at the edges" are checked
 from __future__ import annotations
 
 import argparse
+import hashlib
 import heapq
 import logging
 import random
@@ -29,7 +30,10 @@ from typing import Any, Callable
 from native.iso8583 import dialect
 
 from switch import config as config_mod
+from switch.security import pinblock, terminal
 from switch.security import sandbox as sandbox_keys
+from switch.security.keys import session_key_names, wrap
+from switch.security.mac import kcv
 from switch.core import states
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Result
 from switch.core.commands import Call, Op, Overrun, Reverse, Sec, Wait
@@ -82,6 +86,31 @@ kind = "card"
 prefixes = ["5"]
 acquirers = ["bank-b", "bank-a"]
 """
+
+# Spec 8: every simulated terminal MACs its requests (session keys under the
+# sandbox's TDES TMK); purchases with an even STAN carry a PIN, which each
+# acquirer must receive under its own ZPK.
+CONFIG += f"""
+[security.module]
+kind = "software"
+key_store = "{sandbox_keys.STORE}"
+master_key_file = "{sandbox_keys.MASTER_KEY_FILE}"
+
+[[security.merchants]]
+merchant = "SIMSHOP00000001"
+policy = "mac+pin"
+[[security.merchants.terminals]]
+terminals = "SIM00001-SIM00009"
+tmk = "demo-tmk-tdes"
+
+[[security.acquirers]]
+acquirer = "bank-a"
+zpk = "zpk-bank-a"
+[[security.acquirers]]
+acquirer = "bank-b"
+zpk = "zpk-bank-b"
+"""
+TMK = bytes.fromhex(sandbox_keys.KEYS["demo-tmk-tdes"][2])
 
 _GRACE = 2.0  # the driver's grace past an adapter's deadline (switch.io.service)
 
@@ -209,6 +238,19 @@ class World:
         else:
             raise TypeError(command)
 
+    def session_keys(self, tid: str) -> tuple[bytes, bytes]:
+        """A terminal's TAK and TPK, made from its ID (the same every run) and imported under the TMK."""
+        keys = []
+        for name, kind in zip(session_key_names(tid), ("tak", "tpk")):
+            key = hashlib.sha256(f"{tid}/{kind}".encode()).digest()[:16]
+            coro = self.security_module.import_key(name, kind, "tdes", "demo-tmk-tdes", wrap(TMK, "tdes", key, "tdes"),
+                                                   kcv(key, "tdes"))
+            try:
+                coro.send(None)
+            except StopIteration:
+                keys.append(key)
+        return keys[0], keys[1]
+
     def _flight_done(self, flight) -> None:
         for resume in flight.waiters:
             resume(flight.answer, flight.error)
@@ -297,6 +339,7 @@ class SimAcquirer:
         self.up = True
         self.items: dict[tuple, Item] = {}  # (host STAN, field 7) of an approved message
         self.seen: set[tuple] = set()
+        self.zpk = bytes.fromhex(sandbox_keys.ZPKS[name])
 
     def _delay(self) -> float:
         return self.world.rng.uniform(0.002, 0.05)
@@ -307,6 +350,13 @@ class SimAcquirer:
         r = rng.random() if w.faults else 1.0
         deadline = w.now + timeout
         ref = f"{request.host_stan}|{request.host_time}|{request.rrn}"
+        if request.pin_block is not None:
+            try:
+                _, pin = pinblock.decipher(self.zpk, "tdes", request.pin_block, request.pan)
+            except pinblock.PinBlockError:
+                pin = None
+            if pin != sandbox_keys.PIN:
+                w.violations.append(f"{self.name}: txn {request.txn_id}: a PIN block not under our ZPK")
         if r < 0.03:
             resume(Result(response_code="91"), after=0.001)  # no link: nothing sent
             return
@@ -394,6 +444,7 @@ class SimTerminal:
         self.tid = tid
         self.stan = world.rng.randint(1, 999_000)
         self.sent: list[dict] = []  # every message sent, with its answers
+        self.tak, self.tpk = world.session_keys(tid)
 
     def next_stan(self) -> str:
         self.stan = self.stan % 999_999 + 1
@@ -406,7 +457,8 @@ class SimTerminal:
 
     def send(self, fields: dict, note: str = "") -> dict:
         w = self.world
-        record = {"fields": dict(fields), "body": TERM.encode(fields), "at": w.now, "answers": [],
+        body = terminal.encode_signed(TERM, fields, self.tak, "tdes")
+        record = {"fields": dict(fields), "body": body, "at": w.now, "answers": [],
                   "up": w.up, "epoch": w.epoch, "note": note, "reversal_sent_at": None}
         self.sent.append(record)
         w.log(f"{self.tid} sends {fields['mti']} stan {fields[11]} {note}")
@@ -414,6 +466,12 @@ class SimTerminal:
         def reply(body: bytes) -> None:
             msg = TERM.decode(body)
             record["answers"].append((w.now, msg.mti, msg.get(39), msg.get(37), msg.get(38), body))
+            try:
+                maced = terminal.verify(body, self.tak, "tdes")
+            except terminal.MacFieldError:
+                maced = False
+            if msg.get(39) == "A0" or not maced:
+                w.violations.append(f"{self.tid} stan {msg.get(11)}: answer {msg.get(39)} without the right MAC")
             w.log(f"{self.tid} gets {msg.mti} stan {msg.get(11)} 39={msg.get(39)}")
 
         w.request(record["body"], reply)
@@ -422,6 +480,8 @@ class SimTerminal:
     def financial(self, mti: str, pcode: str, amount: int, card: str, extra: dict | None = None) -> dict:
         fields = {"mti": mti, 2: card, 3: pcode, 4: f"{amount:012d}", 7: self.f7(), 11: self.next_stan(),
                   12: "120000", 13: "0101", 14: "3012", 22: "051", 41: self.tid, 42: MERCHANT, 49: "156"}
+        if mti in ("0100", "0200") and self.stan % 2 == 0:
+            fields[52] = terminal.pin_block(sandbox_keys.PIN, card, self.tpk, "tdes")
         fields.update(extra or {})
         return fields
 

@@ -72,7 +72,7 @@ def citycard_request(card, counter, amount, *, serial="0000000001", balance=1000
     if topup:
         tags["M1"] = crypto.mac1(*args)
     doc = purchase(amount, card, pcode=pcode, mti=mti, **{"22": "071", "48": tlv48(**tags)})
-    for n in ("14", "52", "55"):
+    for n in ("14", "55"):
         doc.pop(n)
     return doc, args
 

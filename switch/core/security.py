@@ -112,7 +112,13 @@ class TerminalSecurity:
         if key is None:
             log.info("terminal %s: %s %s (%s)", tid, msg.mti, MAC_INVALID, reason)
             return engine._reply(msg, MAC_INVALID, codec)
-        kind, code, out = yield from engine._checked(msg, mti, merchant, codec)
+        try:
+            kind, code, out = yield from engine._checked(msg, mti, merchant, codec)
+        except Exception:  # as Engine.handle does, but the 96 is MACed: the request was authenticated
+            engine.metrics.internal_error()
+            log.exception("internal error on %s from terminal %s", msg.mti, tid)
+            kind, code = "unknown", "96"
+            out = codec.encode(m.build_response(msg, "96", engine.rrns.next()))
         # The journal keeps the answer without a MAC; a retransmission gets it
         # MACed again, here, under the key its own MAC was checked with.
         out = yield from self._sign(out, key, codec)
