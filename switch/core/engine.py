@@ -195,6 +195,8 @@ class Engine:
             raise
         finally:
             del self.inflight[key]
+            if flight.kind is not None:
+                self.metrics.request_ended(flight.kind)
             flight.done = True
             self.on_flight_done(flight)
 
@@ -248,6 +250,8 @@ class Engine:
             rejection = r
         if mti == "0400":
             kind = "card"  # until the original says otherwise
+        flight.kind = kind
+        self.metrics.request_started(kind)
         masked, pan_hash = pan_protect(pan, self.key) if pan else (None, None)
         direct = rejection is None and pipeline.goes_direct(mti, kind, 90 in msg, route is not None)
         first = route.acquirers[0] if route else None
