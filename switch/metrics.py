@@ -264,6 +264,12 @@ class Metrics:
     def reversal(self, trigger: str, result: str) -> None:
         self.reversals.labels(trigger, result).inc()
 
+    def request_started(self, kind: str) -> None:
+        self.in_flight(kind).inc()
+
+    def request_ended(self, kind: str) -> None:
+        self.in_flight(kind).dec()
+
     def in_flight(self, kind: str):
         """The in-flight gauge of ``kind`` (cached child): ``inc()`` on arrival, ``dec()`` once answered."""
         child = self._in_flight.get(kind)

@@ -72,7 +72,11 @@ name = "{ACQ}"
 port = {acquirer_port}
 args = [{args}]
 """
-    text = e2e.base_config(tmp, ports, reversal_retry=0.3) + f"""
+    # Reversals repeat quickly here, and a 25 (an original the faults kept from
+    # the acquirer) counts as nothing to reverse after 4 s, so the queue drains
+    # within the test; production keeps the longer defaults.
+    text = "reversal_backoff_max = 1.0\nreversal_not_found_window = 4.0\n" + e2e.base_config(
+        tmp, ports, reversal_retry=0.3) + f"""
 [[acquirers]]
 name = "{ACQ}"
 type = "card"

@@ -409,3 +409,21 @@ def test_a_mastercard_fallback_reversal_names_the_host_stan_of_the_acquirer_that
         assert (rev.original.host_stan, rev.original.host_time) == (rec.host_stan, rec.host_time)
 
     run(scenario)
+
+
+def test_requests_in_flight_are_a_gauge_by_kind():
+    gate = asyncio.Event()
+    bank_a = FakeAcquirer("bank-a", gate=gate)
+
+    async def scenario(sw):
+        def in_flight():
+            return sw.metrics.registry.get_sample_value("payswitch_requests_in_flight", {"kind": "card"}) or 0.0
+
+        task = asyncio.create_task(call(sw, request()))
+        await asyncio.wait_for(bank_a.entered.wait(), 2)
+        assert in_flight() == 1.0
+        gate.set()
+        assert (await task)[39] == "00"
+        assert in_flight() == 0.0
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}))

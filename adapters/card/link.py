@@ -445,10 +445,17 @@ class HostLinkAcquirer:
     def _now(self) -> float:
         return self.loop.time() if self.loop is not None else 0.0
 
-    def _pick(self) -> _Slot | None:
+    def _pick(self, *, store_and_forward: bool = False) -> _Slot | None:
         """The least busy signed-on connection of the first endpoint that has
-        one and whose breaker lets a request through."""
+        one and whose breaker lets a request through.
+
+        ``store_and_forward`` (reversals): when every breaker is open, the
+        least busy usable connection anyway.  A breaker exists to send
+        authorizations elsewhere; a reversal has nowhere else to go and
+        would only wait for an authorization to probe the endpoint.
+        """
         now = self._now()
+        fallback = None
         for e, slots in enumerate(self._by_endpoint):
             best = None
             for slot in slots:
@@ -456,7 +463,9 @@ class HostLinkAcquirer:
                     best = slot
             if best is not None and self.breakers[e].allow(now):
                 return best
-        return None
+            if fallback is None:
+                fallback = best
+        return fallback if store_and_forward else None
 
     def breaker_learns(self, slot: _Slot, how: str) -> None:
         """A transaction on ``slot`` ended: answered, timed out, or lost."""
@@ -541,7 +550,7 @@ class HostLinkAcquirer:
         if request.original is None:
             raise ValueError(f"{self.name}: reverse() needs request.original")
         mti = "0420" if request.attempt == 0 else "0421"
-        slot = self._pick()
+        slot = self._pick(store_and_forward=True)
         if slot is None:
             self.metrics.inc("unavailable", mti=mti)
             self.metrics.inc("reversals", mti=mti, response_code="unavailable")

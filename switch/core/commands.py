@@ -103,13 +103,14 @@ class Flight:
     wakes them when the engine reports the flight done.
     """
 
-    __slots__ = ("key", "digest", "mti", "txn_id", "answer", "error", "done", "decided", "reverse_requested",
+    __slots__ = ("key", "digest", "mti", "kind", "txn_id", "answer", "error", "done", "decided", "reverse_requested",
                  "reverse_honoured", "waiters")
 
     def __init__(self, key: tuple[str, str, str], digest: str, mti: str) -> None:
         self.key = key
         self.digest = digest
         self.mti = mti
+        self.kind: str | None = None  # payment kind once classified (the in-flight gauge's label)
         self.txn_id: int | None = None
         self.answer: Answer | None = None
         self.error: BaseException | None = None

@@ -31,7 +31,7 @@ from switch.core import pipeline, states
 from switch.core import security as sec
 from switch.core.acquirer import Original, Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
-from switch.core.reversal import ReversalQueue
+from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, pan_protect
 
@@ -204,6 +204,8 @@ class Engine:
             raise
         finally:
             del self.inflight[key]
+            if flight.kind is not None:
+                self.metrics.request_ended(flight.kind)
             flight.done = True
             self.on_flight_done(flight)
 
@@ -257,6 +259,8 @@ class Engine:
             rejection = r
         if mti == "0400":
             kind = "card"  # until the original says otherwise
+        flight.kind = kind
+        self.metrics.request_started(kind)
         masked, pan_hash = pan_protect(pan, self.key) if pan else (None, None)
         direct = rejection is None and pipeline.goes_direct(mti, kind, 90 in msg, route is not None)
         first = route.acquirers[0] if route else None
@@ -297,7 +301,7 @@ class Engine:
                 digest=digest,
             )
             if verdict == pipeline.RENEW:
-                log.info("rrn %s: key used again after its window or as an unconfirmed advice; new request", rec.rrn)
+                log.info("rrn %s: key used again after its window or as an unconfirmed advice; new request", rec.rrn, **about(rec))
                 yield Op("retire", rec.id)
                 rec, created = yield Op("insert", fresh)
                 if not created:  # someone else took the key meanwhile
@@ -305,7 +309,7 @@ class Engine:
             if not created:
                 if verdict != pipeline.REDO:
                     return self._retransmission(msg, rec, verdict, codec)
-                log.info("rrn %s: %s journaled but never answered; handled again", rec.rrn, msg.mti)
+                log.info("rrn %s: %s journaled but never answered; handled again", rec.rrn, msg.mti, **about(rec))
         flight.txn_id = rec.id
         if rejection is not None:
             return (yield from self._answer_self(msg, rec, rejection, codec, kind))
@@ -349,7 +353,7 @@ class Engine:
         return codec.encode({"mti": stored.mti, **stored.fields()})
 
     def _answer_self(self, msg, rec: TxnRecord, r: m.Rejection, codec, kind: str) -> Gen:
-        log.info("rrn %s: %s %s (%s)", rec.rrn, msg.mti, r.code, r.reason)
+        log.info("rrn %s: %s %s (%s)", rec.rrn, msg.mti, r.code, r.reason, **about(rec))
         resp = m.build_response(msg, r.code, rec.rrn)
         out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "reject"))
         return kind, r.code, out
@@ -406,11 +410,11 @@ class Engine:
                 result = yield Call(name, request, timeout)
             except Overrun:
                 self.metrics.internal_error()
-                log.error("%s overran its %.1f s deadline on rrn %s; reversing", name, timeout, rec.rrn)
+                log.error("%s overran its %.1f s deadline on rrn %s; reversing", name, timeout, rec.rrn, **about(rec))
                 result = Result(response_code="68", uncertain=True)
             except Exception:
                 self.metrics.internal_error()
-                log.exception("%s failed on rrn %s; reversing", name, rec.rrn)
+                log.exception("%s failed on rrn %s; reversing", name, rec.rrn, **about(rec))
                 result = Result(response_code="96", uncertain=True)
             self.metrics.acquirer_answered(name, "uncertain" if result.uncertain else result.response_code,
                                            self.clock() - started)
@@ -431,7 +435,7 @@ class Engine:
             reverse = reverse or result.response_code == "00"
         if result.uncertain and offline:
             log.warning("rrn %s: offline advice not confirmed by %s; the terminal uploads it again "
-                        "(the centre counts it once per card and counter)", rec.rrn, used)
+                        "(the centre counts it once per card and counter)", rec.rrn, used, **about(rec))
         event = "uncertain" if reverse else "unconfirmed" if result.uncertain else "answer"
         changes = dict(state=states.advance(state, event), auth_code=result.auth_code, acquirer_ref=result.acquirer_ref)
         if reverse:
@@ -441,7 +445,7 @@ class Engine:
             try:
                 icc = m.issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
             except ValueError as e:
-                log.warning("rrn %s: %s; answered without field 55", rec.rrn, e)
+                log.warning("rrn %s: %s; answered without field 55", rec.rrn, e, **about(rec))
         resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=result.tlv, icc=icc,
                                 build_tlv48=build_tlv48)
         flight.decided = True
@@ -451,7 +455,7 @@ class Engine:
             # Stranded: the acquirer may have moved money, but the outcome is not
             # journaled.  Make sure it is reversed, then answer 96.
             self.metrics.internal_error()
-            log.exception("rrn %s: cannot journal the %s answer from %s", rec.rrn, result.response_code, used)
+            log.exception("rrn %s: cannot journal the %s answer from %s", rec.rrn, result.response_code, used, **about(rec))
             moved = not offline and (result.uncertain or result.response_code == "00" or reverse)
             yield from self.reversals.strand(rec, used, request.pan, reverse=moved,
                                              event="unconfirmed" if offline else "answer")
@@ -594,10 +598,10 @@ class Engine:
             if rec.mti == "0220" and rec.kind == "citycard" and rec.original_id is None:
                 yield Op("update", rec.id, state=states.advance(rec.state, "unconfirmed"), response_code="68")
                 log.warning("txn %d (rrn %s): offline advice in flight at shutdown; the terminal uploads it again",
-                            rec.id, rec.rrn)
+                            rec.id, rec.rrn, **about(rec))
                 continue
             changes = yield from self.reversals.start_fields(rec.acquirer)
             yield Op("update", rec.id, state=states.advance(rec.state, "crash_recovery"), **changes)
             self.reversals.queued(rec.id, None, "recovery")
-            log.warning("txn %d (rrn %s) was in flight at shutdown: queued for reversal", rec.id, rec.rrn)
+            log.warning("txn %d (rrn %s) was in flight at shutdown: queued for reversal", rec.id, rec.rrn, **about(rec))
         return len(found)

@@ -148,7 +148,8 @@ class ReversalQueue:
         try:
             yield Op("update", rec.id, **(yield from self._stranded_changes(acquirer, reverse, event)))
         except Exception:
-            log.exception("rrn %s: cannot journal that either; kept in memory until the journal recovers", rec.rrn)
+            log.exception("rrn %s: cannot journal that either; kept in memory until the journal recovers", rec.rrn,
+                          **about(rec))
             self.stranded[rec.id] = (acquirer, pan, reverse, event)
             return
         if reverse:
@@ -285,7 +286,7 @@ class ReversalQueue:
                     answer = yield Reverse(acquirer, self.request_for(rec), acq.timeout)
                     outcome = reversal_outcome(answer)
                 except Exception:
-                    log.exception("reversal of txn %d at %s failed", rec.id, acquirer)
+                    log.exception("reversal of txn %d at %s failed", rec.id, acquirer, **about(rec))
                     outcome = "retry"
                 now = engine.clock()
                 started = rec.reversal_started if rec.reversal_started is not None else rec.created_at
@@ -294,7 +295,7 @@ class ReversalQueue:
                 event = {REVERSED: "reversed", NOT_FOUND: "not_found"}.get(outcome, "retry")
                 if event == "not_found":
                     log.warning("txn %d (rrn %s): %s still knows no such original after %.0f s; nothing to reverse",
-                                rec.id, rec.rrn, acquirer, now - started)
+                                rec.id, rec.rrn, acquirer, now - started, **about(rec))
                 changes = {"reversal_attempts": rec.reversal_attempts + 1} if event == "retry" else {}
                 try:
                     yield Op("update_if", rec.id, rec.state, state=states.advance(rec.state, event), **changes)
@@ -306,6 +307,11 @@ class ReversalQueue:
         finally:
             self.busy.discard(acquirer)
             self.on_queued()  # a sweep sees when the ones left are due
+
+
+def about(rec: TxnRecord) -> dict:
+    """``extra=`` for a log line about one payment: JSON logs carry its RRN and terminal."""
+    return {"extra": {"rrn": rec.rrn, "terminal": rec.terminal_id, "stan": rec.stan, "txn": rec.id}}
 
 
 def host_time(wall: float) -> str:

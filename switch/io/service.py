@@ -79,6 +79,7 @@ class Switch:
         self._closing = False
         self._tasks: list[asyncio.Task] = []
         self._jobs: set[asyncio.Task] = set()
+        self._held: dict[str, str] = {}  # wallet orders waiting for their customer → acquirer
         self._idle = asyncio.Event()
         self._idle.set()
         self.started = time.time()
@@ -168,6 +169,13 @@ class Switch:
         if rec is None:
             log.warning("wallet order %s is not in the journal", order_no)
             return
+        # Held: from the first query (the customer is confirming) to the order's end.
+        held = self._held
+        if state == "query" and order_no not in held:
+            held[order_no] = rec.acquirer or "?"
+            self.metrics.wallet_held.labels(held[order_no]).inc()
+        elif state not in ("pay", "query", "cancel") and order_no in held:
+            self.metrics.wallet_held.labels(held.pop(order_no)).dec()
         await self.journal.update(rec.id, order_state=state)
 
     # -- the driver ------------------------------------------------------------------
