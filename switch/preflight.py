@@ -99,8 +99,35 @@ def _acquirers(cfg: Config) -> None:
         wiring.build_acquirer(a, i, None, source=cfg.source)
 
 
+def _security(cfg: Config) -> None:
+    """Spec 8: the module's files, and every key the policy names in a software module's store."""
+    from switch.security import keystore
+    from switch.security.config import HsmModuleConfig, SoftwareModuleConfig
+
+    m = cfg.security.module
+    if isinstance(m, HsmModuleConfig):
+        _readable(cfg, "security.module.key_table", m.key_table, "HSM key table")
+        return
+    if not isinstance(m, SoftwareModuleConfig):
+        return
+    _readable(cfg, "security.module.key_store", m.key_store, "key store")
+    try:
+        names = set(keystore.load(m.key_store, keystore.read_master_key(m.master_key_file, m.master_key_env)))
+    except keystore.KeyStoreError as e:
+        _fail(cfg, "security.module", str(e))
+    for i, ms in enumerate(cfg.security.merchants):
+        for j, t in enumerate(ms.terminals):
+            name = t.tmk or t.bdk
+            if name not in names:
+                _fail(cfg, f"security.merchants[{i}].terminals[{j}]", f"no key {name!r} in the key store")
+    for i, a in enumerate(cfg.security.acquirers):
+        if a.zpk not in names:
+            _fail(cfg, f"security.acquirers[{i}].zpk", f"no key {a.zpk!r} in the key store")
+
+
 def check(cfg: Config) -> None:
     """Raise :class:`ConfigError` for the first problem ``serve`` would meet at start-up."""
     _journal(cfg)
     _listeners(cfg)
     _acquirers(cfg)
+    _security(cfg)

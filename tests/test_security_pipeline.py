@@ -317,3 +317,27 @@ def test_mac_of_an_iso87_ascii_request_is_over_its_wire_bytes_s8():
                                             codec))[39] == "A0"
 
     run(scenario)
+
+
+# -- start-up checks ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("old, new, path, words", [
+    ('zpk = "zpk-bank-b"', 'zpk = "zpk-bank-z"', "security.acquirers[1].zpk", "no key 'zpk-bank-z'"),
+    ('tmk = "demo-tmk-aes"', 'tmk = "demo-tmk-none"', "security.merchants[0].terminals[1]", "no key 'demo-tmk-none'"),
+    (f'master_key_file = "{sandbox.MASTER_KEY_FILE}"', 'master_key_env = "TEST_WRONG_MASTER"', "security.module",
+     "wrong master key"),
+    (f'key_store = "{sandbox.STORE}"', 'key_store = "/nonexistent/keys.json"', "security.module.key_store",
+     "cannot read key store"),
+])
+def test_preflight_opens_the_key_store_and_finds_every_named_key(monkeypatch, old, new, path, words):
+    from switch import preflight
+
+    monkeypatch.setenv("TEST_WRONG_MASTER", "00" * 32)
+    preflight._security(make_config())  # the sandbox keys: all there
+    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + EXTRA + SECURITY
+    assert old in text
+    cfg = config_mod.loads(text.replace(old, new), "t.toml")
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight._security(cfg)
+    assert str(e.value).endswith(f"- at `$.{path}`") and words in str(e.value), str(e.value)
