@@ -135,7 +135,7 @@ class Engine:
         mti = m.base_mti(msg.mti)
         mclass = _MCLASS.get(mti[1], "other")
         try:
-            kind, code, out = yield from self._dispatch(msg, mti, codec, body)
+            kind, code, out = yield from self.security.dispatch(self, msg, mti, codec, body)  # spec 8, then _dispatch
         except Exception:
             self.metrics.internal_error()
             log.exception("internal error on %s from terminal %s", msg.mti, msg.get(41))
@@ -152,7 +152,7 @@ class Engine:
         """An answer the switch gives without journaling it."""
         return kind, code, codec.encode(m.build_response(msg, code, self.rrns.next()))
 
-    def _dispatch(self, msg, mti: str, codec, body: bytes = b"") -> Gen:
+    def _dispatch(self, msg, mti: str, codec) -> Gen:
         try:
             m.check_request(msg, mti)
             if 55 in msg:
@@ -164,13 +164,6 @@ class Engine:
         except m.Rejection as r:
             log.info("rejected %s: %s (%s)", msg.mti, r.code, r.reason)
             return self._reply(msg, r.code, codec, "network" if mti == "0800" else "unknown")
-        if self.security.applies(merchant, msg, mti):  # spec 8: MAC, key exchange
-            return (yield from self.security.guarded(self, msg, mti, merchant, body, codec))
-        return (yield from self._checked(msg, mti, merchant, codec))
-
-    def _checked(self, msg, mti: str, merchant: str, codec) -> Gen:
-        """A request of a known terminal, authenticated when its merchant's policy asks for it."""
-        tid = msg[41]
         if mti == "0800":
             return self._reply(msg, "00", codec, "network")
 
@@ -397,13 +390,9 @@ class Engine:
                 raise
             request.host_stan, request.host_time = rec.host_stan, rec.host_time
             used = name
-            if pin is not None:
-                try:
-                    request.pin_block = yield from pin.to(name)
-                except sec.PinRefused as e:
-                    log.info("rrn %s: PIN not sent to %s: %s (%s)", rec.rrn, name, e.code, e.reason)
-                    result = Result(response_code=e.code)
-                    break
+            if pin is not None and (refused := (yield from pin.give(request, name, rec.rrn))) is not None:
+                result = refused  # no PIN for this acquirer: 55 (or 96, our configuration), never sent
+                break
             timeout = min(self.acquirer_cfg[name].timeout, max(remaining, _MIN_ATTEMPT))
             started = self.clock()
             try:
@@ -422,8 +411,7 @@ class Engine:
                 break
         assert result is not None and used is not None
         if pin is not None:
-            request.pin_block = None  # never kept past the call
-            pin.forget()
+            pin.forget(request)  # the PIN block is never kept past the call
         offline = pipeline.is_offline_advice(request)
         reverse = result.uncertain and not offline
         code = result.response_code

@@ -4,7 +4,7 @@ The engine asks this module three things, and it answers with generators
 that yield :class:`~switch.core.commands.Sec` commands (the driver awaits
 the security module; the engine never holds a clear key):
 
-- :meth:`TerminalSecurity.guarded` — a request from a terminal whose
+- :meth:`TerminalSecurity.dispatch` / :meth:`~TerminalSecurity.guarded` — a request from a terminal whose
   merchant has a policy other than ``none``: the MAC of field 64/128 is
   checked over the request's bytes *as received* (from the MTI, in the
   listener's own dialect: an ``iso87-ascii`` listener's codec rebuilds the
@@ -37,6 +37,7 @@ from typing import Any, Generator
 from native.iso8583 import DecodeError, build_tlv48, parse_tlv48
 
 from switch.core import messages as m
+from switch.core.acquirer import Result
 from switch.core.commands import Sec
 from switch.security.config import Security
 from switch.security.dukpt import KsnError
@@ -88,9 +89,19 @@ class TerminalSecurity:
     def __init__(self, security: Security) -> None:
         self.config = security
 
-    def applies(self, merchant: str, msg, mti: str) -> bool:
-        """Whether a request goes through :meth:`guarded` (policy, or a key exchange asked of any terminal)."""
-        return self.config.policy(merchant) != "none" or (mti == "0800" and msg[70] == KEY_EXCHANGE)
+    def dispatch(self, engine, msg, mti: str, codec, body: bytes) -> Gen:
+        """The engine's ``_dispatch``, behind the MAC check of the terminal's policy (spec 8).
+
+        A request whose terminal is unknown, or whose merchant has policy
+        ``none`` (and is no key exchange), goes straight to ``_dispatch``:
+        its own checks answer it.
+        """
+        merchant = engine.terminals.get(msg.get(41))
+        if merchant is None or (42 in msg and msg[42] != merchant) or not (
+            self.config.policy(merchant) != "none" or (mti == "0800" and msg.get(70) == KEY_EXCHANGE)
+        ):
+            return (yield from engine._dispatch(msg, mti, codec))
+        return (yield from self.guarded(engine, msg, mti, merchant, body, codec))
 
     # -- MAC and key exchange ------------------------------------------------------
 
@@ -113,7 +124,7 @@ class TerminalSecurity:
             log.info("terminal %s: %s %s (%s)", tid, msg.mti, MAC_INVALID, reason)
             return engine._reply(msg, MAC_INVALID, codec)
         try:
-            kind, code, out = yield from engine._checked(msg, mti, merchant, codec)
+            kind, code, out = yield from engine._dispatch(msg, mti, codec)
         except Exception:  # as Engine.handle does, but the 96 is MACed: the request was authenticated
             engine.metrics.internal_error()
             log.exception("internal error on %s from terminal %s", msg.mti, tid)
@@ -162,7 +173,7 @@ class TerminalSecurity:
 
     def _network(self, engine, msg, merchant: str, codec) -> Gen:
         """0800 of a terminal under a policy, or any 0800/101."""
-        tid, code = msg[41], msg[70]
+        tid, code = msg[41], msg.get(70)
         keys = self.config.terminal_keys(merchant, tid)
         tmk = keys.tmk if keys is not None else None
         if tmk is None:
@@ -170,16 +181,16 @@ class TerminalSecurity:
                 # No session keys to give: a terminal without keys or a DUKPT one.
                 log.info("terminal %s: 0800/101 without a TMK configured: 12", tid)
                 return engine._reply(msg, "12", codec, "network")
-            return (yield from engine._checked(msg, "0800", merchant, codec))
+            return (yield from engine._dispatch(msg, "0800", codec))
         tak, tpk = session_key_names(tid)
         if code == SIGN_ON:
             try:
                 yield Sec("key_info", tak)
-                return (yield from engine._checked(msg, "0800", merchant, codec))
+                return (yield from engine._dispatch(msg, "0800", codec))
             except UnknownKey:
                 pass  # spec 8: a terminal that needs keys and has none gets them at sign-on
         elif code != KEY_EXCHANGE:
-            return (yield from engine._checked(msg, "0800", merchant, codec))
+            return (yield from engine._dispatch(msg, "0800", codec))
         new = yield Sec("generate_session_keys", tmk, tak, tpk)
         log.info("terminal %s: new session keys (TAK check %s, TPK check %s)", tid, new.tak_kcv, new.tpk_kcv)
         resp = m.build_response(msg, "00", engine.rrns.next(), tlv=new.field48(), build_tlv48=build_tlv48)
@@ -242,5 +253,16 @@ class PinSource:
         except ModuleKeyError as e:
             raise PinRefused("96", str(e)) from None
 
-    def forget(self) -> None:
+    def give(self, request, acquirer: str, rrn: str) -> Gen:
+        """Put the block for ``acquirer`` in ``request``; or leave it out and return the Result to answer."""
+        try:
+            request.pin_block = yield from self.to(acquirer)
+        except PinRefused as e:
+            log.info("rrn %s: PIN not sent to %s: %s (%s)", rrn, acquirer, e.code, e.reason)
+            request.pin_block = None
+            return Result(response_code=e.code)
+        return None
+
+    def forget(self, request) -> None:
+        request.pin_block = None
         self._block = b""
