@@ -183,13 +183,10 @@ class Engine:
         try:
             try:
                 result = yield from self._transaction(msg, mti, digest, merchant, flight, codec)
-            finally:
-                if flight.reverse_requested and not flight.reverse_honoured:
-                    # A reversal came while this was a retransmission, a rejection, or
-                    # anything but an authorization waiting for its answer: undo
-                    # what the journal holds under this key.
-                    flight.decided = True
-                    yield from self.reversals.reverse_named(key[0], merchant, mti, key[1], key[2])
+            except Exception:
+                yield from self._reversal_left(flight, merchant)
+                raise
+            yield from self._reversal_left(flight, merchant)
             flight.answer = Answer(result[0], "", result[1], result[2])
             return result
         except BaseException as e:
@@ -201,6 +198,15 @@ class Engine:
                 self.metrics.request_ended(flight.kind)
             flight.done = True
             self.on_flight_done(flight)
+
+    def _reversal_left(self, flight: Flight, merchant: str) -> Gen:
+        """A reversal came while this flight was a retransmission, a rejection, or
+        anything but an authorization waiting for its answer: undo what the
+        journal holds under its key."""
+        if flight.reverse_requested and not flight.reverse_honoured:
+            flight.decided = True
+            tid, stan, when = flight.key
+            yield from self.reversals.reverse_named(tid, merchant, flight.mti, stan, when)
 
     def _classify(self, msg, tlv) -> tuple[str, Any, str | None]:
         pan = m.pan_of(msg)
