@@ -27,8 +27,7 @@ from typing import Any, Callable, Generator
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
 from switch.core import messages as m
-from switch.core import pipeline, states
-from switch.core import security as sec
+from switch.core import pipeline, security, states
 from switch.core.acquirer import Original, Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
 from switch.core.reversal import ReversalQueue, about
@@ -120,7 +119,7 @@ class Engine:
         self.terminals = terminals
         self.merchants = {mc.id: mc for mc in cfg.merchants}
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
-        self.security = sec.TerminalSecurity(cfg.security)
+        self.security = security.TerminalSecurity(cfg.security)
 
     # -- a request -------------------------------------------------------------------
 
