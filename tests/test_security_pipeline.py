@@ -341,3 +341,26 @@ def test_preflight_opens_the_key_store_and_finds_every_named_key(monkeypatch, ol
     with pytest.raises(config_mod.ConfigError) as e:
         preflight._security(cfg)
     assert str(e.value).endswith(f"- at `$.{path}`") and words in str(e.value), str(e.value)
+
+
+# -- payswitch send ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, env, words", [
+    (["--pin-env", "TEST_PIN"], {"TEST_PIN": "1234"}, "a PIN needs the terminal's keys"),
+    (["--sandbox-keys", "--pin-env", "TEST_PIN"], {"TEST_PIN": "12a4"}, "a PIN is 4 to 12 digits"),
+    (["--tmk-env", "TEST_TMK"], {}, "environment variable TEST_TMK (TMK) is not set"),
+    (["--tmk-env", "TEST_TMK"], {"TEST_TMK": "0123"}, "TMK must be 16, 24 or 32 bytes"),
+    (["--sandbox-keys", "--tmk-env", "TEST_TMK"], {"TEST_TMK": "00" * 16}, "--sandbox-keys or given keys"),
+    (["--terminal", "DEMO0001", "--sandbox-keys"], {}, "DEMO0001 has no sandbox keys"),
+])
+def test_send_takes_keys_and_pins_only_from_the_environment_or_files(capsys, monkeypatch, argv, env, words):
+    from switch import cli
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    base = ["send", "purchase", "--terminal", TDES_TID, "--pan", VISA, "--amount", "100", "--port", "9"]
+    assert cli.main(base + argv) == 2
+    err = capsys.readouterr().err
+    assert words in err, err
+    assert all(v not in err for v in env.values())
