@@ -314,6 +314,12 @@ def about(rec: TxnRecord) -> dict:
     return {"extra": {"rrn": rec.rrn, "terminal": rec.terminal_id, "stan": rec.stan, "txn": rec.id}}
 
 
+_f7: list = [-1, ""]  # the last second formatted: every request needs one
+
+
 def host_time(wall: float) -> str:
     """Field 7 on a host link: UTC MMDDhhmmss."""
-    return time.strftime("%m%d%H%M%S", time.gmtime(wall))
+    second = int(wall)
+    if _f7[0] != second:
+        _f7[0], _f7[1] = second, time.strftime("%m%d%H%M%S", time.gmtime(second))
+    return _f7[1]
