@@ -25,7 +25,7 @@ def _check(args) -> int:
 
     try:
         cfg = config.load(args.file)
-        preflight.check(cfg)
+        preflight.check(cfg, key_apart=True)
     except config.ConfigError as e:
         print(config.error_line(e), file=sys.stderr)
         return 2

@@ -49,11 +49,19 @@ class Listener(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # TLS 1.2+ (spec section 1), same framing inside: PEM certificate chain and key files.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    # Spec section 1 v1.1: seconds for a frame to arrive whole after its first
+    # byte, and seconds a connection may sit with no bytes and nothing in flight.
+    frame_timeout: float = 10.0
+    idle_timeout: float = 1800.0
 
 
 class Http(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 9583
+    # Bearer token for /admin/*: a file holding it or an environment variable.
+    # Required when host is not a loopback address.
+    admin_token_file: str | None = None
+    admin_token_env: str | None = None
 
 
 class Journal(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -145,6 +153,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reversal_not_found_window: float = 120.0
     retransmission_window: float = 86400.0  # section 6.1: how long 41 + 11 + 7 names one request
     drain_timeout: float = 30.0  # on SIGTERM: how long in-flight requests may take to finish
+    # Spec section 1 v1.1 caps (switch.config_limits checks them).
+    max_connections: int = 10000  # terminal connections over all listeners
+    max_connections_per_address: int = 1000  # from one source IP address
+    max_in_flight_per_terminal: int = 64  # requests open per terminal ID, over all its connections (91 beyond)
     merchants: list[Merchant] = []
     acquirers: list[Acquirer] = []
     routes: list[Route] = []
@@ -304,13 +316,16 @@ def _check(cfg: Config, src: str) -> Config:
                 "drain_timeout"):
         if getattr(cfg, key) < 0:
             fail(key, f"must be 0 or more, got {getattr(cfg, key)}")
+    from switch.config_limits import check_limits
+
+    check_limits(cfg, fail)
     return cfg
 
 
 # Read per request or per pass by the running switch: a reload applies them.
 # Read by the engine on every use, so a reload takes them at once.
 _RELOADABLE = ("merchants", "routes", "response_timeout", "reversal_retry", "reversal_backoff_max",
-               "reversal_not_found_window", "retransmission_window", "drain_timeout")
+               "reversal_not_found_window", "retransmission_window", "drain_timeout", "max_in_flight_per_terminal")
 _RELOADABLE_ACQUIRER_KEYS = ("timeout",)
 
 

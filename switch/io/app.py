@@ -20,7 +20,7 @@ import time
 
 from switch import config as config_mod
 from switch import logs, preflight, wiring
-from switch.io.http import AdminHttp
+from switch.io.http import AdminHttp, load_admin_token
 from switch.io.server import start_listeners
 from switch.io.service import Switch
 
@@ -127,7 +127,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
                 log.info("configuration reloaded from %s", config_path)
             return True, message
 
-        http = await AdminHttp(switch, reload).serve(cfg.http.host, cfg.http.port)
+        http = await AdminHttp(switch, reload, token=load_admin_token(cfg.http, cfg.source)).serve(
+            cfg.http.host, cfg.http.port
+        )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
