@@ -134,11 +134,11 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
     ``key_apart`` (``check-config``): a journal key file beside the journal is
     an error too; ``serve`` only warns, so a running deployment still starts.
     """
+    _journal(cfg)
+    _listeners(cfg)
+    _acquirers(cfg)
     why = key_beside_journal(cfg)
     if why and key_apart:
         _fail(cfg, "journal.hmac_key_file" if cfg.journal.hmac_key_file else "journal", why)
     elif why:
         log.warning("%s", why)
-    _journal(cfg)
-    _listeners(cfg)
-    _acquirers(cfg)

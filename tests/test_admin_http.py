@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from switch import config as config_mod
-from switch.config_limits import is_loopback
+from switch.config_security import is_loopback
 from switch.io.http import AdminHttp, load_admin_token
 from switch.metrics import Metrics
 

@@ -136,7 +136,7 @@ class Engine:
         mti = m.base_mti(msg.mti)
         mclass = _MCLASS.get(mti[1], "other")
         tid = msg.get(41)
-        if tid is not None and not self.slots.take(tid, getattr(self.cfg, "max_in_flight_per_terminal", 64)):
+        if tid is not None and not self.slots.take(tid, getattr(self.cfg, "max_in_flight_per_terminal", 256)):
             self.metrics.terminal_limit()
             return Answer("unknown", mclass, "91", codec.encode(m.build_response(msg, "91", self.rrns.next())))
         try:

@@ -45,8 +45,11 @@ def _die_with_parent() -> None:
 class Children:
     """Bundled simulators as child processes (spec section 7: started beside the switch)."""
 
-    def __init__(self, relay_stderr: bool = False):
+    def __init__(self, relay_stderr: bool = False, withhold_env: set[str] | frozenset[str] = frozenset()):
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        # Secrets the switch reads from its environment (journal key, admin
+        # token, ...): a simulator has no business inheriting them (issue 8).
+        self.env = {k: v for k, v in os.environ.items() if k not in withhold_env}
         # JSON logs: a simulator's own stderr lines become events of logger
         # payswitch.sim.NAME, so the switch's stderr stays one JSON object a line.
         self.relay_stderr = relay_stderr
@@ -64,7 +67,7 @@ class Children:
             cmd += list(sim.args)
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE if self.relay_stderr else None, text=True,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=_die_with_parent, env=self.env,
             )
             if self.relay_stderr:
                 threading.Thread(target=self._relay, args=(sim.name, proc.stderr), daemon=True,
@@ -196,7 +199,9 @@ def run(config_path: str | None, *, demo: bool = False, log_format: str = "text"
         return 2
     import uvloop
 
-    children = Children(relay_stderr=log_format == "json")
+    from switch.config_security import secret_env_names
+
+    children = Children(relay_stderr=log_format == "json", withhold_env=secret_env_names(cfg))
     try:
         children.start(cfg.simulators)
         uvloop.run(serve(cfg, config_path, demo=demo))
