@@ -19,7 +19,7 @@ cdef class Framer:
     # chunk are sliced straight out of the chunk and never pass through here.
     cdef unsigned char _hdr[4]      # its length header so far
     cdef Py_ssize_t _hfill          # bytes of _hdr received
-    cdef bytes _body                # its payload, allocated once the header is complete
+    cdef bytearray _body            # its payload so far (grows as bytes arrive)
     cdef Py_ssize_t _bfill          # bytes of _body received
     cdef Py_ssize_t _pending        # its declared length, -1 until the header is complete
 

@@ -11,6 +11,7 @@ access below is guarded by an explicit length check next to it.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.string cimport memcpy
 
@@ -213,18 +214,21 @@ cdef class Framer:
             if self._hfill < self._hlen:
                 return pos
             self._pending = self._declared_length(self._hdr)
-            # Bounded by max_frame, which _declared_length has just checked.
-            self._body = PyBytes_FromStringAndSize(NULL, self._pending)
+            # Grown with the bytes that actually arrive, never to the declared
+            # length up front: a 2-byte header must not reserve 8 KiB.
+            self._body = bytearray()
             self._bfill = 0
         take = min(self._pending - self._bfill, n - pos)
         if take > 0:
             if self.tpdu and self._bfill == 0:
                 self._check_tpdu_id(p[pos], self._hlen)
-            memcpy(PyBytes_AS_STRING(self._body) + self._bfill, p + pos, take)
+            # _bfill + take <= _pending <= max_frame.
+            PyByteArray_Resize(self._body, self._bfill + take)
+            memcpy(PyByteArray_AS_STRING(self._body) + self._bfill, p + pos, take)
             self._bfill += take
             pos += take
         if self._bfill == self._pending:
-            out.append(self._body)
+            out.append(PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self._body), self._pending))
             self._offset += self._hlen + self._pending
             self._body = None
             self._hfill = self._bfill = 0

@@ -1179,7 +1179,8 @@ _EBCDIC = {"ebcdic": "cp037", "cp037": "cp037", "cp500": "cp500", "cp1140": "cp1
 _DATA_ENCODINGS = ("ascii", "bcd", "binary") + tuple(_EBCDIC)
 _PREFIX_ENCODINGS = {"ascii": P_ASCII, "ebcdic": P_EBCDIC, "bcd": P_BCD, "binary": P_BINARY}
 _VAR = {"L": 1, "LL": 2, "LLL": 3, "LLLL": 4}
-_SENSITIVE = frozenset((2, 34, 35, 36, 45, 52, 55))
+# 48: wallet payment codes and city-card data travel in its TLV (issue 8).
+_SENSITIVE = frozenset((2, 34, 35, 36, 45, 48, 52, 55))
 _DIALECT_KEYS = {"name", "description", "mti", "bitmap", "text_encoding", "numeric_encoding",
                  "prefix_encoding", "fields"}
 _FIELD_KEYS = {"name", "format", "fixed", "var", "max", "encoding", "prefix_encoding", "prefix_bytes",
@@ -1465,16 +1466,17 @@ def parse_tlv48(value) -> dict:
         tag = value[i:i + 2]
         length = value[i + 2:i + 5]
         if not (tag.isascii() and tag.isalnum()):
-            raise DecodeError(f"field 48 TLV: tag {tag!r} at offset {i} is not 2 letters or digits", 48, i)
+            # Never quoted: field 48 carries wallet payment codes and city-card data.
+            raise DecodeError(f"field 48 TLV: the tag at offset {i} is not 2 letters or digits", 48, i)
         if not (length.isascii() and length.isdigit()):
-            raise DecodeError(f"field 48 TLV: tag {tag} at offset {i} has length {length!r}, not 3 digits", 48, i)
+            raise DecodeError(f"field 48 TLV: tag at offset {i} has a length that is not 3 digits", 48, i)
         size = int(length)
         if i + 5 + size > n:
             raise DecodeError(
-                f"field 48 TLV: tag {tag} at offset {i} declares {size} characters but {n - i - 5} remain", 48, i
+                f"field 48 TLV: the tag at offset {i} declares {size} characters but {n - i - 5} remain", 48, i
             )
         if tag in out:
-            raise DecodeError(f"field 48 TLV: tag {tag} at offset {i} appears twice", 48, i)
+            raise DecodeError(f"field 48 TLV: the tag at offset {i} appears a second time", 48, i)
         out[tag] = value[i + 5:i + 5 + size]
         i += 5 + size
     return out

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -25,7 +26,7 @@ def _check(args) -> int:
 
     try:
         cfg = config.load(args.file)
-        preflight.check(cfg)
+        preflight.check(cfg, key_apart=True)
     except config.ConfigError as e:
         print(config.error_line(e), file=sys.stderr)
         return 2
@@ -33,8 +34,37 @@ def _check(args) -> int:
     return 0
 
 
+# Published test card numbers (scheme and EMVCo test cards, the sandbox's);
+# city cards starting 8800 are the sandbox centre's own.
+TEST_PANS = frozenset({
+    "4761739001010119", "4111111111111111", "4000056655665556", "4012888888881881", "5555555555554444",
+    "5413330089010434", "5105105105105100", "2223000048400011", "6011111111111117", "6200000000000005",
+    "6212345678901265", "378282246310005",
+})
+
+
+def _pan(args) -> str | None:
+    """The card number from --pan-env, --pan-stdin or --pan (which shows it to ``ps`` and shell history)."""
+    given = [k for k in ("pan", "pan_env", "pan_stdin") if getattr(args, k)]
+    if len(given) > 1:
+        raise SystemExit("error: give the card number once: --pan, --pan-env or --pan-stdin")
+    if args.pan_env:
+        pan = os.environ.get(args.pan_env)
+        if pan is None:
+            raise SystemExit(f"error: environment variable {args.pan_env} is not set")
+        return pan.strip()
+    if args.pan_stdin:
+        return sys.stdin.readline().strip()
+    if args.pan and args.pan not in TEST_PANS and not args.pan.startswith("8800"):
+        print("warning: --pan puts the card number in the process list and shell history; "
+              "for a real card use --pan-env NAME or --pan-stdin", file=sys.stderr)
+    return args.pan
+
+
 def _send(args) -> int:
     from switch.client import Terminal, build, describe
+
+    args.pan = _pan(args)
 
     original = None
     if args.original_stan or args.original_time:
@@ -268,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--terminal", default="DEMO0001", help="field 41")
     t.add_argument("--merchant", default="DEMO00000000001", help="field 42")
-    t.add_argument("--pan", help="field 2 (card number)")
+    t.add_argument("--pan", help="field 2 (card number); test cards only, a real one: --pan-env or --pan-stdin")
+    t.add_argument("--pan-env", metavar="NAME", help="read field 2 from this environment variable")
+    t.add_argument("--pan-stdin", action="store_true", help="read field 2 from the first line of standard input")
     t.add_argument("--code", help="bar-code payment code (field 48 tag BC)")
     t.add_argument("--amount", type=int, default=0, help="minor units (field 4)")
     t.add_argument("--currency", help="field 49 (default 978 for cards, 156 for wallet codes)")

@@ -50,11 +50,19 @@ class Listener(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # TLS 1.2+ (spec section 1), same framing inside: PEM certificate chain and key files.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    # Spec section 1 v1.1: seconds for a frame to arrive whole after its first
+    # byte, and seconds a connection may sit with no bytes and nothing in flight.
+    frame_timeout: float = 10.0
+    idle_timeout: float = 1800.0
 
 
 class Http(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 9583
+    # Bearer token for /admin/*: a file holding it or an environment variable.
+    # Required when host is not a loopback address.
+    admin_token_file: str | None = None
+    admin_token_env: str | None = None
 
 
 class Journal(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -97,6 +105,9 @@ class Acquirer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     app_id: str = ""
     mch_id: str = ""  # micropay merchant number
     merchant_key_file: str | None = None  # trade.pay: merchant RSA private key (PEM)
+    # trade.pay: the pass phrase of an encrypted merchant key, from a file or an environment variable.
+    merchant_key_passphrase_file: str | None = None
+    merchant_key_passphrase_env: str | None = None
     wallet_public_key_file: str | None = None  # trade.pay: wallet RSA public key (PEM)
     secret_file: str | None = None  # micropay: shared HMAC secret
     poll_interval: float = 3.0  # seconds between queries while the customer confirms
@@ -106,6 +117,14 @@ class Acquirer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # to a dialect TOML file; default host-87-bcd) and length header (default binary2).
     dialect: str | None = None
     header: Literal["binary2", "bcd2", "ascii4"] | None = None
+    # TLS to the acquirer (card, citycard; wallets on https://): the CA that
+    # signs its certificate (verification always on; none: the system's CAs),
+    # and our client certificate and key for mutual TLS.  `tls = true` with no
+    # file: TLS against the system's CAs.
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     # Options of a third-party adapter type, passed to it as they are.
     options: dict[str, str | int | float | bool | list[str]] = {}
 
@@ -146,6 +165,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reversal_not_found_window: float = 120.0
     retransmission_window: float = 86400.0  # section 6.1: how long 41 + 11 + 7 names one request
     drain_timeout: float = 30.0  # on SIGTERM: how long in-flight requests may take to finish
+    # Spec section 1 v1.1 caps (switch.config_security checks them).
+    max_connections: int = 10000  # terminal connections over all listeners
+    max_connections_per_address: int = 1000  # from one source IP address
+    max_in_flight_per_terminal: int = 256  # requests open per terminal ID, over all its connections (91 beyond)
     merchants: list[Merchant] = []
     acquirers: list[Acquirer] = []
     routes: list[Route] = []
@@ -235,7 +258,7 @@ def _check(cfg: Config, src: str) -> Config:
                 if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                     fail(f"acquirers[{i}].endpoints[{j}]", f"expected 'host:port', got {ep!r}")
             elif a.type in _URL_TYPES and not ep.startswith(("http://", "https://")):
-                fail(f"acquirers[{i}].endpoints[{j}]", f"expected an http:// URL, got {ep!r}")
+                fail(f"acquirers[{i}].endpoints[{j}]", f"expected an http:// or https:// URL, got {ep!r}")
         for key in _NEEDED_FILES.get(a.type, ()):
             if not getattr(a, key):
                 fail(f"acquirers[{i}].{key}", f"a {a.type} acquirer needs {key}")
@@ -308,6 +331,9 @@ def _check(cfg: Config, src: str) -> Config:
                 "drain_timeout"):
         if getattr(cfg, key) < 0:
             fail(key, f"must be 0 or more, got {getattr(cfg, key)}")
+    from switch.config_security import check_limits
+
+    check_limits(cfg, fail)
     return cfg
 
 
@@ -328,7 +354,7 @@ def _check_security(cfg: Config, fail) -> None:
 # Read per request or per pass by the running switch: a reload applies them.
 # Read by the engine on every use, so a reload takes them at once.
 _RELOADABLE = ("merchants", "routes", "response_timeout", "reversal_retry", "reversal_backoff_max",
-               "reversal_not_found_window", "retransmission_window", "drain_timeout")
+               "reversal_not_found_window", "retransmission_window", "drain_timeout", "max_in_flight_per_terminal")
 _RELOADABLE_ACQUIRER_KEYS = ("timeout",)
 
 

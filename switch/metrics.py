@@ -149,6 +149,24 @@ class Metrics:
             "Connections closed for a framing violation (oversized or malformed length)",
             registry=r,
         )
+        # Issue 8 limits (spec section 1 v1.1).
+        self.connections_refused = Counter(
+            "payswitch_terminal_connections_refused",
+            "Terminal connections closed at once for a cap, by reason (total, per_address)",
+            ["reason"],
+            registry=r,
+        )
+        self.connections_timed_out = Counter(
+            "payswitch_terminal_connections_timed_out",
+            "Terminal connections closed for a deadline, by reason (partial_frame, idle)",
+            ["reason"],
+            registry=r,
+        )
+        self.terminal_limited = Counter(
+            "payswitch_terminal_in_flight_limited",
+            "Requests answered 91 because their terminal had max_in_flight_per_terminal open",
+            registry=r,
+        )
         self.format_errors = Counter(
             "payswitch_format_errors", "Requests that failed to decode (answered 30)", registry=r
         )
@@ -254,6 +272,9 @@ class Metrics:
 
     def format_error(self) -> None:
         self.format_errors.inc()
+
+    def terminal_limit(self) -> None:
+        self.terminal_limited.inc()
 
     def internal_error(self) -> None:
         self.internal_errors.inc()

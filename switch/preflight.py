@@ -16,14 +16,19 @@ them now): ``serve`` reports them as "cannot start", exit 1.
 """
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from pathlib import Path
 
+import msgspec
+
 from switch import wiring
 from switch.config import Config, ConfigError
 
-__all__ = ["check"]
+__all__ = ["check", "key_beside_journal"]
+
+log = logging.getLogger("payswitch")
 
 
 def _fail(cfg: Config, path: str, msg: str):
@@ -125,9 +130,42 @@ def _security(cfg: Config) -> None:
             _fail(cfg, f"security.acquirers[{i}].zpk", f"no key {a.zpk!r} in the key store")
 
 
-def check(cfg: Config) -> None:
-    """Raise :class:`ConfigError` for the first problem ``serve`` would meet at start-up."""
+def key_beside_journal(cfg: Config) -> str | None:
+    """Why the journal's PAN-hash key sits where one copy of the journal takes it too, or None.
+
+    A key file in the journal's own directory goes into every backup and copy
+    of the journal, and with it the PAN hashes can be tried against every
+    card number of a BIN (issue 8).  The sandbox (the embedded default) keeps
+    them together on purpose.
+    """
+    from switch.config import default
+
+    key = wiring.journal_key_path(cfg)
+    rest = cfg.journal.url.partition("://")[2]
+    if key is None or rest in ("", ":memory:"):
+        return None
+    if msgspec.structs.replace(cfg, source="<embedded default>") == default():
+        return None
+    if key.resolve().parent != Path(rest).resolve().parent:
+        return None
+    return (
+        f"the journal key file {key} is in the journal's directory: keep it apart "
+        "(another directory or volume, or hmac_key_env) so a copy of the journal never carries its key"
+    )
+
+
+def check(cfg: Config, *, key_apart: bool = False) -> None:
+    """Raise :class:`ConfigError` for the first problem ``serve`` would meet at start-up.
+
+    ``key_apart`` (``check-config``): a journal key file beside the journal is
+    an error too; ``serve`` only warns, so a running deployment still starts.
+    """
     _journal(cfg)
     _listeners(cfg)
     _acquirers(cfg)
     _security(cfg)
+    why = key_beside_journal(cfg)
+    if why and key_apart:
+        _fail(cfg, "journal.hmac_key_file" if cfg.journal.hmac_key_file else "journal", why)
+    elif why:
+        log.warning("%s", why)

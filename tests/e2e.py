@@ -33,10 +33,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"  # the admin API's bearer token in base_config
+
+
 def base_config(tmp: Path, ports: dict, *, reversal_retry: float = 0.5) -> str:
     """What every test switch has: listener and HTTP on ``ports``, a journal and its
     key file in ``tmp``, the demo merchant.  Acquirers and routes follow it."""
     (tmp / "journal.key").write_text(os.urandom(32).hex())
+    (tmp / "admin.token").write_text(ADMIN_TOKEN + "\n")
     return f"""
 response_timeout = 30.0
 reversal_retry = {reversal_retry}
@@ -49,6 +53,7 @@ max_in_flight = 128
 [http]
 host = "127.0.0.1"
 port = {ports['http']}
+admin_token_file = "{tmp / 'admin.token'}"
 
 [journal]
 url = "sqlite://{tmp / 'journal.sqlite'}"

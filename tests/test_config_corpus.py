@@ -172,7 +172,8 @@ def test_every_broken_configuration_is_one_line_and_exit_2(base):
 
 
 def test_check_config_creates_no_journal_key(base):
-    """Without hmac_key_file the key is created beside the journal on first start, never by check-config."""
+    """Without hmac_key_file the key is created beside the journal on first start, never by check-config;
+    check-config refuses that place outside the sandbox (issue 8), and creates nothing either way."""
     tmp, subs = base
     text = BASE.format(**subs).replace(f'hmac_key_file = "{subs["keys"]}/journal.key"\n', "")
     text = text.replace(f"sqlite://{subs['data']}/journal.sqlite", "sqlite://journal.sqlite")
@@ -181,7 +182,7 @@ def test_check_config_creates_no_journal_key(base):
     (work / "switch.toml").write_text(text)
     p = _run(["check-config", "switch.toml"], work)
     out, err = p.communicate(timeout=60)
-    assert (p.returncode, err) == (0, ""), err
+    assert p.returncode == 2 and "journal key file journal.sqlite.key is in the journal's directory" in err, err
     assert sorted(os.listdir(work)) == ["switch.toml"]
 
 

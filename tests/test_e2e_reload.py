@@ -11,7 +11,8 @@ pytestmark = pytest.mark.e2e
 
 def post(port, path):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                  f"Authorization: Bearer {e2e.ADMIN_TOKEN}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk

@@ -346,3 +346,26 @@ def test_one_big_chunk_is_linear():
         out += f.feed(big[i : i + 1])
     assert out == [bytes(8192)]
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_a_header_alone_reserves_no_body():
+    # Issue 8: a 2-byte header declaring 8 KiB must not allocate 8 KiB; the
+    # frame's buffer grows with the bytes that actually arrive.
+    import tracemalloc
+
+    framers = [Framer() for _ in range(1000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for f in framers:
+            assert f.feed(b"\x20\x00") == []  # declares 8192 bytes
+            assert f.feed(b"0200") == []
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1000 * 256, f"{grown} bytes for 1000 stalled frames"
+    # and the frame still completes byte-exact
+    f = framers[0]
+    assert f.feed(b"x" * 8187) == []
+    assert f.feed(b"y") == [b"0200" + b"x" * 8187 + b"y"]
+    assert f.buffered == 0

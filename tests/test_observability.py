@@ -17,6 +17,8 @@ from switch.journal import open_journal
 from switch.metrics import Metrics
 
 KEY = b"observability-test-key"
+TOKEN = b"admin-token-0123456789abcdef"
+AUTH = [(b"Authorization", b"Bearer " + TOKEN)]
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
@@ -165,8 +167,8 @@ def fake_switch(tmp_path, acquirers: dict, routes: list[tuple[str, list[str]]]):
     )
 
 
-def get(http: AdminHttp, path: str, method: bytes = b"GET") -> tuple[int, dict | bytes]:
-    code, ctype, body = asyncio.run(http._route(method, path.encode()))
+def get(http: AdminHttp, path: str, method: bytes = b"GET", headers=()) -> tuple[int, dict | bytes]:
+    code, ctype, body = asyncio.run(http._route(method, path.encode(), headers))
     return code, (json.loads(body) if ctype == "application/json" else body)
 
 
@@ -218,11 +220,11 @@ def test_not_ready_when_the_journal_cannot_be_written(tmp_path):
 def test_routes_and_methods(tmp_path):
     sw = fake_switch(tmp_path, {}, [])
     try:
-        http = AdminHttp(sw, lambda: (True, "reloaded x"))
+        http = AdminHttp(sw, lambda: (True, "reloaded x"), token=TOKEN)
         assert get(http, "/readyz")[0] == 200  # nothing routed, nothing missing
         assert get(http, "/healthz", b"POST")[0] == 405
-        assert get(http, "/admin/reload", b"GET")[0] == 405
-        assert get(http, "/admin/reload", b"POST") == (200, {"reloaded": True, "message": "reloaded x"})
+        assert get(http, "/admin/reload", b"GET", AUTH)[0] == 405
+        assert get(http, "/admin/reload", b"POST", AUTH) == (200, {"reloaded": True, "message": "reloaded x"})
         assert get(http, "/nope")[0] == 404
         code, page = get(http, "/status")
         assert code == 200 and page.startswith(b"<!doctype html>") and b"status.json" in page

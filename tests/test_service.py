@@ -18,7 +18,7 @@ from switch.core import states
 from switch.core.acquirer import Request, Result
 from switch.io import service
 from switch.io.service import Switch
-from switch.journal import TxnRecord, pan_protect
+from switch.journal import TxnRecord, digest_key, pan_protect
 
 TERM = dialect("terminal-87")
 KEY_ENV = "PAYSWITCH_TEST_SERVICE_HMAC_KEY"
@@ -874,7 +874,7 @@ def test_start_queues_transactions_found_sent_for_reversal():
             terminal_id=TID, merchant_id=MERCHANT, mti="0200", stan="000001", transmission_time=T7,
             processing_code="000000", amount=2500, currency="978", acquirer="bank-a",
             pan_masked=masked, pan_hash=pan_hash,
-            content_digest=m.content_digest(TERM.decode(request()), sw.key),
+            content_digest=m.content_digest(TERM.decode(request()), digest_key(sw.key)),
         ))
         assert created
         await sw.journal.update(rec.id, state=states.SENT, acquirer_ref="pre-crash-ref")
@@ -990,7 +990,7 @@ def test_repeated_0400_whose_first_copy_died_mid_flight_answers_00_and_reverses_
         orig, _ = await sw.journal.insert(TxnRecord(
             terminal_id=TID, merchant_id=MERCHANT, mti="0200", stan="000001", transmission_time=T7,
             processing_code="000000", amount=2500, currency="978", acquirer="bank-a",
-            content_digest=m.content_digest(TERM.decode(request()), sw.key),
+            content_digest=m.content_digest(TERM.decode(request()), digest_key(sw.key)),
         ))
         await sw.journal.update(orig.id, state=states.SENT)
         await sw.journal.update(orig.id, state=states.ANSWERED, response_code="00", auth_code="A00001",
@@ -999,7 +999,7 @@ def test_repeated_0400_whose_first_copy_died_mid_flight_answers_00_and_reverses_
         await sw.journal.insert(TxnRecord(
             terminal_id=TID, merchant_id=MERCHANT, mti="0400", stan="000002", transmission_time=T7,
             processing_code="000000", amount=2500, currency="978",
-            content_digest=m.content_digest(TERM.decode(reversal("000002", "000001")), sw.key),
+            content_digest=m.content_digest(TERM.decode(reversal("000002", "000001")), digest_key(sw.key)),
         ))
 
     async def scenario(sw):

@@ -32,12 +32,15 @@ def test_tlv48_long_values():
     [
         ("BC0", "field 48 TLV: 3 characters at offset 0 are too few for a tag and a 3-digit length", 0),
         ("BC001123", "field 48 TLV: 2 characters at offset 6 are too few for a tag and a 3-digit length", 6),
-        ("BC0X1A", "field 48 TLV: tag BC at offset 0 has length '0X1', not 3 digits", 0),
-        ("BC+1 A", "field 48 TLV: tag BC at offset 0 has length '+1 ', not 3 digits", 0),
-        ("BC010123", "field 48 TLV: tag BC at offset 0 declares 10 characters but 3 remain", 0),
-        ("B 0011", "field 48 TLV: tag 'B ' at offset 0 is not 2 letters or digits", 0),
-        ("BC0011BC0012", "field 48 TLV: tag BC at offset 6 appears twice", 6),
-        ("BC\u0663\u0660\u06601", "field 48 TLV: tag BC at offset 0 has length '\u0663\u0660\u0660', not 3 digits", 0),
+        ("BC0X1A", "field 48 TLV: tag at offset 0 has a length that is not 3 digits", 0),
+        ("BC+1 A", "field 48 TLV: tag at offset 0 has a length that is not 3 digits", 0),
+        ("BC010123", "field 48 TLV: the tag at offset 0 declares 10 characters but 3 remain", 0),
+        ("B 0011", "field 48 TLV: the tag at offset 0 is not 2 letters or digits", 0),
+        ("BC0011BC0012", "field 48 TLV: the tag at offset 6 appears a second time", 6),
+        ("BC\u0663\u0660\u06601", "field 48 TLV: tag at offset 0 has a length that is not 3 digits", 0),
+        # issue 8: wallet codes and city-card data are never quoted
+        ("28x61739001010119", "field 48 TLV: tag at offset 0 has a length that is not 3 digits", 0),
+        ("BC018287617390010101", "field 48 TLV: the tag at offset 0 declares 18 characters but 15 remain", 0),
     ],
 )
 def test_tlv48_malformed(value, message, offset):

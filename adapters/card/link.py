@@ -144,7 +144,7 @@ class _Slot:
             self.framer = link.framer_factory()
             try:
                 await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(self), self.host, self.port),
+                    loop.create_connection(lambda: _Protocol(self), self.host, self.port, ssl=link.ssl),
                     link.connect_timeout)
             except (OSError, asyncio.TimeoutError) as exc:
                 log.debug("%s: connect to %s failed: %s", link.name, self.label, exc)
@@ -347,6 +347,7 @@ class HostLinkAcquirer:
         breaker_threshold: int = 5,
         breaker_cooldown: float = 10.0,
         on_key_change: Callable[[str, dict], bool] | None = None,
+        ssl: Any = None,
     ) -> None:
         if not endpoints:
             raise ValueError(f"acquirer {name!r}: no endpoints")
@@ -363,6 +364,7 @@ class HostLinkAcquirer:
         self.connections = connections
         self.echo_interval = echo_interval
         self.connect_timeout = connect_timeout
+        self.ssl = ssl  # an ssl.SSLContext: TLS (or mutual TLS) to the host, adapters/tls.py
         self.network_timeout = network_timeout
         self.request_timeout = request_timeout
         self.backoff_initial = backoff_initial

@@ -17,6 +17,7 @@ def _hostport(ep: str) -> tuple[str, int]:
 
 def card(a, index: int = 0, on_state=None):
     from adapters.card.link import HostLinkAcquirer
+    from adapters.tls import client_context
 
     options = {}
     if a.dialect:
@@ -34,6 +35,7 @@ def card(a, index: int = 0, on_state=None):
         connect_timeout=2.0,
         breaker_threshold=a.breaker_threshold,
         breaker_cooldown=a.breaker_cooldown,
+        ssl=client_context(a),
         **options,
     )
 

@@ -18,6 +18,7 @@ import itertools
 import logging
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -126,6 +127,7 @@ class CityCardAcquirer:
         connect_timeout: float = 2.0,
         *,
         backoff: tuple[float, float] = (0.05, 5.0),
+        ssl: Any = None,
     ) -> None:
         if not endpoints:
             raise ValueError("a city-card acquirer needs at least one endpoint")
@@ -135,6 +137,7 @@ class CityCardAcquirer:
         self.endpoints = [(host, int(port)) for host, port in endpoints]
         self.connections = connections
         self.connect_timeout = connect_timeout
+        self.ssl = ssl  # an ssl.SSLContext: TLS (or mutual TLS) to the centre, adapters/tls.py
         self.backoff = backoff
         self._links: list[_Link] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -279,7 +282,7 @@ class CityCardAcquirer:
             peer = f"{host}:{port}"
             try:
                 async with asyncio.timeout(self.connect_timeout):
-                    _, link = await loop.create_connection(lambda: _Link(peer), host, port)
+                    _, link = await loop.create_connection(lambda: _Link(peer), host, port, ssl=self.ssl)
             except (OSError, TimeoutError) as exc:
                 if not failing:
                     log.warning("%s: cannot connect to %s: %s", self.name, peer, exc or "timeout")

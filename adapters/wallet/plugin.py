@@ -22,13 +22,33 @@ def _read(a, key: str, index: int) -> bytes:
 def _options(a, on_state) -> dict:
     if a.options:
         raise ValueError(f"wallet acquirers take no options table (got {', '.join(sorted(a.options))})")
+    from adapters.tls import client_context
+
     return dict(
+        ssl=client_context(a),  # https:// without TLS settings: the system's CAs, verified
         poll_interval=a.poll_interval,
         cancel_margin=a.cancel_margin,
         on_state=on_state,
         pool_size=max(1, a.connections),
         currency=a.currency,
     )
+
+
+def _passphrase(a, index: int) -> bytes | None:
+    """The merchant key's pass phrase (an encrypted PEM), from its file or environment variable."""
+    if a.merchant_key_passphrase_env:
+        import os
+
+        value = os.environ.get(a.merchant_key_passphrase_env)
+        if value is None:
+            from switch.config import ConfigError
+
+            raise ConfigError(f"acquirer {a.name!r}: environment variable {a.merchant_key_passphrase_env} is not set"
+                              f" - at `$.acquirers[{index}].merchant_key_passphrase_env`")
+        return value.strip().encode()
+    if a.merchant_key_passphrase_file:
+        return _read(a, "merchant_key_passphrase_file", index).strip()
+    return None
 
 
 def tradepay(a, index: int = 0, on_state=None):
@@ -41,6 +61,7 @@ def tradepay(a, index: int = 0, on_state=None):
         a.endpoints[0],
         app_id=a.app_id or "payswitch",
         merchant_private_key=private,
+        key_password=_passphrase(a, index),
         wallet_public_key=public,
         **_options(a, on_state),
     )

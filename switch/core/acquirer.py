@@ -90,6 +90,32 @@ class Request(msgspec.Struct, kw_only=True):
     # Reversals: 0 for the first attempt (0420), n > 0 for the n-th repeat (0421).
     attempt: int = 0
 
+    def __repr__(self) -> str:
+        """Every field, but card data shown masked or by length only (issue 8): a
+        Request in a log line or a traceback never carries PAN, track 2, PIN
+        block, EMV data or field 48 values."""
+        parts = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name in _HIDDEN:
+                parts.append(f"{name}=<{len(value)} {'bytes' if isinstance(value, bytes) else 'characters'}>")
+                continue
+            if name == "pan":
+                value = _masked(value)
+            elif name == "tlv":
+                value = {tag: "..." for tag in value}
+            parts.append(f"{name}={value!r}")
+        return f"Request({', '.join(parts)})"
+
+
+_HIDDEN = ("track2", "pin_block", "icc")
+
+
+def _masked(pan: str) -> str:
+    return pan[:6] + "*" * max(0, len(pan) - 10) + pan[-4:] if len(pan) >= 13 else "*" * max(0, len(pan) - 4) + pan[-4:]
+
 
 class Result(msgspec.Struct, kw_only=True):
     response_code: str

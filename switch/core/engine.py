@@ -30,9 +30,10 @@ from switch.core import messages as m
 from switch.core import pipeline, security, states
 from switch.core.acquirer import Original, Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
+from switch.core.limits import TerminalSlots
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
-from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, pan_protect
+from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, digest_key, pan_protect, same_pan
 
 log = logging.getLogger("payswitch")
 
@@ -93,7 +94,8 @@ class Engine:
         healthy: Callable[[str], bool] = lambda name: True,
         stan_acquirers: frozenset[str] | set[str] = frozenset(),
     ) -> None:
-        self.key = key
+        self.key = key  # the journal secret: PAN hashes and content digests use keys derived from it
+        self.digest_key = digest_key(key)
         self.clock = clock
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.healthy = healthy
@@ -104,6 +106,7 @@ class Engine:
         self.inflight: dict[tuple[str, str, str], Flight] = {}
         self.completing: set[int] = set()  # pre-authorizations with a completion in flight
         self.on_flight_done: Callable[[Flight], None] = _ignore
+        self.slots = TerminalSlots()  # requests open per terminal ID (issue 8)
         self.reversals = ReversalQueue(self, stan_acquirers)
         self.apply(cfg)
 
@@ -133,6 +136,10 @@ class Engine:
             return Answer("unknown", "other", "30", self._format_error(body, codec))
         mti = m.base_mti(msg.mti)
         mclass = _MCLASS.get(mti[1], "other")
+        tid = msg.get(41)
+        if tid is not None and not self.slots.take(tid, getattr(self.cfg, "max_in_flight_per_terminal", 256)):
+            self.metrics.terminal_limit()
+            return Answer("unknown", mclass, "91", codec.encode(m.build_response(msg, "91", self.rrns.next())))
         try:
             kind, code, out = yield from self.security.dispatch(self, msg, mti, codec, body)  # spec 8, then _dispatch
         except Exception:
@@ -140,6 +147,9 @@ class Engine:
             log.exception("internal error on %s from terminal %s", msg.mti, msg.get(41))
             kind, code = "unknown", "96"
             out = codec.encode(m.build_response(msg, "96", self.rrns.next()))
+        finally:
+            if tid is not None:
+                self.slots.release(tid)
         return Answer(kind, mclass, code, out)
 
     def _format_error(self, body: bytes, codec) -> bytes:
@@ -167,7 +177,7 @@ class Engine:
             return self._reply(msg, "00", codec, "network")
 
         key = (tid, msg[11], msg[7])
-        digest = m.content_digest(msg, self.key, mti)
+        digest = m.content_digest(msg, self.digest_key, mti)
         flight = self.inflight.get(key)
         if flight is not None:
             # Sections 6 and 6.1: a retransmission or repeat of a request in flight
@@ -545,7 +555,7 @@ class Engine:
             found=found,
             approved=found and orig.response_code == "00",
             standing=found and orig.state not in REVERSED_STATES,
-            same_card=not found or pan_hash is None or pan_hash == orig.pan_hash,
+            same_card=not found or pan_hash is None or _same_card(pan, pan_hash, orig.pan_hash, self.key),
             completed=completed,
             amount=int(msg[4]),
             authorized=orig.amount or 0 if found else 0,
@@ -598,3 +608,8 @@ class Engine:
             self.reversals.queued(rec.id, None, "recovery")
             log.warning("txn %d (rrn %s) was in flight at shutdown: queued for reversal", rec.id, rec.rrn, **about(rec))
         return len(found)
+
+
+def _same_card(pan: str, pan_hash: str, stored: str | None, key: bytes) -> bool:
+    """Whether a journaled pan_hash, of this key version or an older one, is this card's."""
+    return stored is not None and (pan_hash == stored or same_pan(pan, stored, key))

@@ -20,7 +20,7 @@ import time
 
 from switch import config as config_mod
 from switch import logs, preflight, wiring
-from switch.io.http import AdminHttp
+from switch.io.http import AdminHttp, load_admin_token
 from switch.io.server import start_listeners
 from switch.io.service import Switch
 
@@ -45,8 +45,11 @@ def _die_with_parent() -> None:
 class Children:
     """Bundled simulators as child processes (spec section 7: started beside the switch)."""
 
-    def __init__(self, relay_stderr: bool = False):
+    def __init__(self, relay_stderr: bool = False, withhold_env: set[str] | frozenset[str] = frozenset()):
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        # Secrets the switch reads from its environment (journal key, admin
+        # token, ...): a simulator has no business inheriting them (issue 8).
+        self.env = {k: v for k, v in os.environ.items() if k not in withhold_env}
         # JSON logs: a simulator's own stderr lines become events of logger
         # payswitch.sim.NAME, so the switch's stderr stays one JSON object a line.
         self.relay_stderr = relay_stderr
@@ -64,7 +67,7 @@ class Children:
             cmd += list(sim.args)
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE if self.relay_stderr else None, text=True,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=_die_with_parent, env=self.env,
             )
             if self.relay_stderr:
                 threading.Thread(target=self._relay, args=(sim.name, proc.stderr), daemon=True,
@@ -127,7 +130,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
                 log.info("configuration reloaded from %s", config_path)
             return True, message
 
-        http = await AdminHttp(switch, reload).serve(cfg.http.host, cfg.http.port)
+        http = await AdminHttp(switch, reload, token=load_admin_token(cfg.http, cfg.source)).serve(
+            cfg.http.host, cfg.http.port
+        )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -194,7 +199,9 @@ def run(config_path: str | None, *, demo: bool = False, log_format: str = "text"
         return 2
     import uvloop
 
-    children = Children(relay_stderr=log_format == "json")
+    from switch.config_security import secret_env_names
+
+    children = Children(relay_stderr=log_format == "json", withhold_env=secret_env_names(cfg))
     try:
         children.start(cfg.simulators)
         uvloop.run(serve(cfg, config_path, demo=demo))

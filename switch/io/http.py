@@ -17,16 +17,28 @@ one request per connection turn, bodies of a few KiB at most.
   polls ``GET /status.json`` (see :mod:`switch.io.status`).
 - ``POST /admin/reload``: re-read the configuration file (like SIGHUP); 200 on
   success, 400 with the reason when the new file is bad (the old one stays).
+
+Every ``/admin/`` endpoint needs ``Authorization: Bearer <token>`` with the
+token of ``[http] admin_token_file`` / ``admin_token_env``; without one
+configured they are off (403).  A request without the right token gets 401
+and changes nothing.  A web page in an operator's browser can't send that
+header cross-origin without a CORS preflight, which is never granted, and
+admin requests with a form content type or a cross-site ``Origin`` /
+``Sec-Fetch-Site`` are refused besides, so no page can make the switch act.
+The health, metrics and status endpoints stay open (they change nothing).
 """
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import os
 import time
 
 import h11
 
+from switch.config import ConfigError
 from switch.io import status
 
 log = logging.getLogger("payswitch.http")
@@ -45,10 +57,35 @@ _ROUTES = {
 }
 
 
+# Content types a browser sends cross-origin without a preflight (HTML forms, no-cors fetch).
+_FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data", b"text/plain")
+
+
+def load_admin_token(http, source: str = "") -> bytes | None:
+    """The admin bearer token the ``[http]`` section names, or None when it names none."""
+    if http.admin_token_env:
+        value = os.environ.get(http.admin_token_env, "")
+        where = f"environment variable {http.admin_token_env}"
+    elif http.admin_token_file:
+        where = f"admin_token_file {http.admin_token_file}"
+        try:
+            with open(http.admin_token_file, "rb") as f:
+                value = f.read().decode("ascii", "replace")
+        except OSError as e:
+            raise ConfigError(f"{source}: cannot read {where}: {e.strerror} - at `$.http`") from None
+    else:
+        return None
+    token = value.strip()
+    if len(token) < 16:
+        raise ConfigError(f"{source}: the admin token in {where} is missing or shorter than 16 characters - at `$.http`")
+    return token.encode()
+
+
 class AdminHttp:
-    def __init__(self, switch, reload_callback):
+    def __init__(self, switch, reload_callback, token: bytes | None = None):
         self.switch = switch
         self.reload_callback = reload_callback
+        self.token = token
         metrics = switch.metrics
         # Journal commit latency and batch size; link counters of acquirers
         # built without a listener (both idempotent).
@@ -108,8 +145,29 @@ class AdminHttp:
 
     # -- routing ----------------------------------------------------------------------
 
-    async def _route(self, method: bytes, target: bytes) -> tuple[int, str, bytes]:
+    def admin_refusal(self, headers) -> tuple[int, str, bytes] | None:
+        """Why an admin request may not act (status, type, body), or None when it may."""
+        h: dict[bytes, bytes] = {}
+        for name, value in headers:
+            h.setdefault(name.lower(), value)
+        if self.token is None:
+            return 403, _JSON, b'{"error": "admin API off: no admin_token_file or admin_token_env configured"}'
+        scheme, _, given = h.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+            return 401, _JSON, b'{"error": "missing or wrong bearer token"}'
+        ctype = h.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if ctype in _FORM_TYPES:
+            return 415, _JSON, b'{"error": "form content types are refused on the admin API"}'
+        if h.get(b"sec-fetch-site", b"none") not in (b"none", b"same-origin") or b"origin" in h:
+            return 403, _JSON, b'{"error": "cross-site requests are refused on the admin API"}'
+        return None
+
+    async def _route(self, method: bytes, target: bytes, headers=()) -> tuple[int, str, bytes]:
         path = target.split(b"?", 1)[0]
+        if path.startswith(b"/admin/"):
+            refusal = self.admin_refusal(headers)
+            if refusal is not None:
+                return refusal
         if path in _ROUTES and method != _ROUTES[path]:
             return 405, "text/plain", b"method not allowed\n"
         if path == b"/healthz":
@@ -151,8 +209,9 @@ class AdminHttp:
                             conn.receive_data(await asyncio.wait_for(reader.read(4096), 30))
                         elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
                             break
-                    status_code, ctype, body = await self._route(event.method, event.target)
+                    status_code, ctype, body = await self._route(event.method, event.target, event.headers)
                     headers = [
+                        *([("www-authenticate", "Bearer")] if status_code == 401 else []),
                         ("content-type", ctype),
                         ("content-length", str(len(body))),
                         ("cache-control", "no-store"),

@@ -7,6 +7,13 @@ matches them by 41 + 11).  A connection stops being read while it has
 ``max_in_flight`` requests open or while its write buffer is full, so a slow or
 hostile client can't make the switch buffer without bound.  A framing
 violation (oversized declared length) closes that connection only.
+
+Limits of spec section 1 (v1.1): connections are capped in total and per
+source address (:class:`Gate`; over a cap a connection is aborted at once);
+a frame must arrive whole within ``frame_timeout`` of its first byte and a
+connection with no bytes and nothing in flight for ``idle_timeout`` is
+closed.  The limit per terminal ID, which reconnecting can't escape, is the
+engine's (``max_in_flight_per_terminal``).
 """
 from __future__ import annotations
 
@@ -22,9 +29,43 @@ from switch.core.codecs import Codec, listener_codec
 log = logging.getLogger("payswitch.server")
 
 
+class Gate:
+    """Open terminal connections, in total and per source address, against the caps."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.total = 0
+        self.by_address: dict[str, int] = {}
+
+    def admit(self, address: str) -> str | None:
+        """Count a connection in; or return why it is refused (``total``, ``per_address``)."""
+        if self.total >= self.cfg.max_connections:
+            return "total"
+        n = self.by_address.get(address, 0)
+        if n >= self.cfg.max_connections_per_address:
+            return "per_address"
+        self.total += 1
+        self.by_address[address] = n + 1
+        return None
+
+    def leave(self, address: str) -> None:
+        self.total -= 1
+        n = self.by_address[address] - 1
+        if n:
+            self.by_address[address] = n
+        else:
+            del self.by_address[address]
+
+
 class TerminalProtocol(asyncio.Protocol):
-    def __init__(self, switch, listener: Listener, codec: Codec):
+    def __init__(self, switch, listener: Listener, codec: Codec, gate: Gate | None = None):
         self.switch = switch
+        self.gate = gate
+        self.address: str | None = None  # counted in the gate under this address
+        self.last_active = 0.0
+        self.frame_started: float | None = None  # first byte of a frame not yet whole
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.frame_timer: asyncio.TimerHandle | None = None
         self.listener = listener
         self.codec = codec  # the listener's dialect: requests decoded and answered in it
         self.framer = Framer(listener.header, tpdu=listener.tpdu, max_frame=listener.max_frame)
@@ -39,15 +80,40 @@ class TerminalProtocol(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if self.gate is not None:
+            address = str(peer[0]) if peer else "?"
+            refused = self.gate.admit(address)
+            if refused is not None:
+                self.switch.metrics.connections_refused.labels(refused).inc()
+                log.warning("refusing %s: over the %s connection cap", self.peer, refused.replace("_", " "))
+                self.transport = None
+                transport.abort()
+                return
+            self.address = address
         self.switch.metrics.connections.inc()
+        self.loop = asyncio.get_running_loop()
+        self.last_active = self.loop.time()
+        self.idle_timer = self.loop.call_later(self.listener.idle_timeout, self._idle_check)
 
     def connection_lost(self, exc):
+        if self.transport is None and self.address is None:
+            return  # refused at the gate: never counted
         self.switch.metrics.connections.dec()
+        if self.address is not None:
+            self.gate.leave(self.address)
+            self.address = None
+        for timer in (self.idle_timer, self.frame_timer):
+            if timer is not None:
+                timer.cancel()
+        self.idle_timer = self.frame_timer = None
         self.transport = None
         # Requests already handed to acquirers run to completion and are
         # journaled: a terminal that reconnects and retransmits gets the answer.
 
     def data_received(self, data: bytes):
+        if self.transport is None:
+            return
+        self.last_active = now = self.loop.time()
         try:
             frames = self.framer.feed(data)
         except FrameError as e:
@@ -55,6 +121,17 @@ class TerminalProtocol(asyncio.Protocol):
             log.warning("closing %s: %s", self.peer, e)
             self.transport.close()
             return
+        if not self.framer.buffered:
+            if self.frame_started is not None:
+                self.frame_started = None
+                self.frame_timer.cancel()
+                self.frame_timer = None
+        elif self.frame_started is None or frames:
+            # A frame's first byte came in this read: its deadline starts now.
+            self.frame_started = now
+            if self.frame_timer is not None:
+                self.frame_timer.cancel()
+            self.frame_timer = self.loop.call_later(self.listener.frame_timeout, self._frame_expired)
         for payload in frames:
             tpdu = b""
             if self.listener.tpdu:
@@ -81,7 +158,39 @@ class TerminalProtocol(asyncio.Protocol):
             log.exception("request from %s failed", self.peer)
         finally:
             self.in_flight -= 1
+            if self.transport is not None:
+                self.last_active = self.loop.time()
             self._update_reading()
+
+    def _frame_expired(self):
+        self.frame_timer = None
+        if self.transport is None or self.frame_started is None:
+            return
+        if self.read_paused:
+            # Its bytes may be waiting behind our own back-pressure: not the peer's stall.
+            self.frame_started = self.loop.time()
+            self.frame_timer = self.loop.call_later(self.listener.frame_timeout, self._frame_expired)
+            return
+        self.switch.metrics.connections_timed_out.labels("partial_frame").inc()
+        log.warning(
+            "closing %s: a frame not whole %.0f s after its first byte (%d bytes of it)",
+            self.peer, self.listener.frame_timeout, self.framer.buffered,
+        )
+        self.transport.abort()
+
+    def _idle_check(self):
+        """Close a connection with nothing in flight and no bytes for idle_timeout."""
+        self.idle_timer = None
+        if self.transport is None:
+            return
+        limit = self.listener.idle_timeout
+        quiet = self.loop.time() - self.last_active
+        if self.in_flight or quiet < limit:
+            self.idle_timer = self.loop.call_later(limit if self.in_flight else limit - quiet, self._idle_check)
+            return
+        self.switch.metrics.connections_timed_out.labels("idle").inc()
+        log.info("closing %s: idle for %.0f s", self.peer, quiet)
+        self.transport.close()
 
     def _update_reading(self):
         if self.transport is None or self.transport.is_closing():
@@ -121,6 +230,7 @@ def tls_context(lst: Listener, where: str) -> ssl.SSLContext | None:
 
 async def start_listeners(switch, listeners: list[Listener]) -> list[asyncio.AbstractServer]:
     loop = asyncio.get_running_loop()
+    gate = Gate(switch.cfg)  # one count over all listeners
     servers = []
     for i, lst in enumerate(listeners):
         ctx = tls_context(lst, f"{switch.cfg.source} - at `$.listeners[{i}]`")
@@ -129,7 +239,7 @@ async def start_listeners(switch, listeners: list[Listener]) -> list[asyncio.Abs
         except (OSError, ValueError) as e:
             raise ConfigError(f"{switch.cfg.source}: {e} - at `$.listeners[{i}].dialect`") from None
         server = await loop.create_server(
-            lambda lst=lst, codec=codec: TerminalProtocol(switch, lst, codec),
+            lambda lst=lst, codec=codec: TerminalProtocol(switch, lst, codec, gate),
             lst.host,
             lst.port,
             reuse_address=True,

@@ -37,6 +37,7 @@ for the fields that legitimately hold long numbers and are exempt).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -54,6 +55,10 @@ __all__ = [
     "StaleState",
     "open_journal",
     "pan_protect",
+    "pan_key",
+    "digest_key",
+    "same_pan",
+    "PAN_KEY_VERSION",
     "check_no_pan",
     "REVERSED_STATES",
     "LONG_NUMBER_FIELDS",
@@ -73,7 +78,7 @@ class TxnRecord(msgspec.Struct, kw_only=True):
     kind: str = "card"  # card | wallet | citycard | network
     acquirer: str | None = None  # name of the acquirer endpoint it went to
     pan_masked: str | None = None  # first 6 + last 4, from pan_protect()
-    pan_hash: str | None = None  # hex HMAC-SHA256 of the PAN, from pan_protect()
+    pan_hash: str | None = None  # "v1:" + hex HMAC-SHA256 of the PAN (key version first), from pan_protect()
     # Digest of the request content, computed by the switch: a retransmission
     # (same key, same digest) gets the stored response, a different digest 94.
     content_digest: str = ""
@@ -173,7 +178,7 @@ LONG_NUMBER_FIELDS = frozenset(
 FREE_REFERENCE_FIELDS = ("acquirer_ref", "order_ref")
 
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+_PAN_HASH = re.compile(r"v[0-9]{1,3}:[0-9a-f]{64}")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -220,15 +225,58 @@ def check_pan_forms(masked: Any, pan_hash: Any) -> None:
                 "journal field 'pan_masked' must show at most 10 digits "
                 "(first 6 + last 4); store pan_protect() output"
             )
-    if pan_hash is not None and (type(pan_hash) is not str or not _HEX64.fullmatch(pan_hash)):
+    if pan_hash is not None and (type(pan_hash) is not str or not _PAN_HASH.fullmatch(pan_hash)):
         raise ValueError(
-            "journal field 'pan_hash' must be 64 lower-case hex digits "
-            "(HMAC-SHA256); store pan_protect() output"
+            "journal field 'pan_hash' must be a key version and 64 lower-case hex digits "
+            "(\"v1:...\", HMAC-SHA256); store pan_protect() output"
         )
 
 
-def pan_hmac(pan: str, key: bytes) -> str:
-    return hmac.new(key, pan.encode("ascii"), hashlib.sha256).hexdigest()
+# The journal's one secret (journal.hmac_key_file / hmac_key_env) is never used
+# as a key itself: the PAN-hash key and the content-digest key are derived
+# from it with HKDF-SHA256 (RFC 5869) under distinct labels, so a digest key
+# that leaks says nothing of the PAN hashes and no deployment needs a new file.
+# Each pan_hash carries the version of the key that made it ("v1:<hex>");
+# version 0 is the secret itself, as journals before the versioning hashed
+# (migration 4 marks their rows "v0:").
+PAN_KEY_VERSION = 1
+_PAN_LABEL = b"payswitch journal pan-hash v%d"
+_DIGEST_LABEL = b"payswitch content-digest v1"
+
+
+def hkdf_sha256(secret: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF-SHA256 (RFC 5869) with an all-zero salt."""
+    prk = hmac.new(b"\0" * 32, secret, hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes((counter,)), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+@functools.lru_cache(maxsize=16)
+def pan_key(secret: bytes, version: int = PAN_KEY_VERSION) -> bytes:
+    """The PAN-hash key of ``version`` derived from the journal secret."""
+    return secret if version == 0 else hkdf_sha256(secret, _PAN_LABEL % version)
+
+
+def digest_key(secret: bytes) -> bytes:
+    """The key of the requests' content digest (never the PAN-hash key)."""
+    return hkdf_sha256(secret, _DIGEST_LABEL)
+
+
+def pan_hmac(pan: str, secret: bytes, version: int = PAN_KEY_VERSION) -> str:
+    """The journal's ``pan_hash`` of ``pan``: ``"v<version>:<hex HMAC-SHA256>"``."""
+    return f"v{version}:" + hmac.new(pan_key(secret, version), pan.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def same_pan(pan: str, pan_hash: str, secret: bytes) -> bool:
+    """Whether ``pan_hash`` (any key version) was made from ``pan``."""
+    version, sep, _ = pan_hash.partition(":")
+    if not sep or not version[1:].isdigit():
+        return False
+    return hmac.compare_digest(pan_hmac(pan, secret, int(version[1:])), pan_hash)
 
 
 def check_own_pan(fields: dict[str, Any], pan_hash: str | None, key: bytes | None) -> None:
@@ -240,17 +288,18 @@ def check_own_pan(fields: dict[str, Any], pan_hash: str | None, key: bytes | Non
         if type(value) is not str:
             continue
         for run in _DIGIT_RUN.findall(value):
-            if hmac.compare_digest(pan_hmac(run, key), pan_hash):
+            if same_pan(run, pan_hash, key):
                 raise ValueError(f"journal field {name!r} holds the transaction's PAN")
 
 
 def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
-    """Return (masked PAN, hex HMAC-SHA256 of the PAN) for the journal.
+    """Return (masked PAN, versioned HMAC-SHA256 of the PAN: ``"v1:<hex>"``) for the journal.
 
     The masked form keeps the first 6 and last 4 digits
     (``"411111******1111"``); a PAN shorter than 13 digits keeps only its
     last 4.  The HMAC lets the switch find a card's transactions without
-    storing its number; ``key`` is a secret of the switch.
+    storing its number; ``key`` is the journal secret (the HMAC key is
+    derived from it, see :func:`pan_key`).
     """
     if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
         raise ValueError(f"a PAN is 8 to 19 digits, got {len(pan)} characters")

@@ -31,6 +31,7 @@ from switch.journal import (
     check_own_pan,
     check_pan_forms,
 )
+from switch.journal import files
 from switch.journal.groupcommit import GroupCommitter
 
 # SQLite 3.37 for STRICT tables (3.35 for RETURNING, 3.31 for generated columns).
@@ -129,6 +130,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE settlement SET cutoff = created_at",
         # Host STANs survive restarts: blocks are reserved here before use.
         "CREATE TABLE stan_block (acquirer TEXT PRIMARY KEY, next INTEGER NOT NULL) STRICT",
+    ),
+    (
+        # Issue 8: every PAN hash names its key version; those made before
+        # were keyed with the journal secret itself, version 0.
+        "UPDATE txn SET pan_hash = 'v0:' || pan_hash WHERE pan_hash IS NOT NULL AND pan_hash NOT LIKE 'v%:%'",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -524,6 +530,7 @@ class SqliteJournal(GroupCommitter):
     # -- GroupCommitter hooks (writer thread) --------------------------------
 
     def _open(self) -> None:
+        files.secure(self.path)  # 0600 before SQLite makes it, whatever the umask
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
         try:
             if self.path != ":memory:":

@@ -1,0 +1,88 @@
+"""Configuration checks of issue 8 that need no file access: connection caps
+and deadlines, the admin token, TLS settings of acquirer links.
+
+Called from :func:`switch.config._check` with its ``fail(path, message)``.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost; False for anything else (0.0.0.0 included)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_limits(cfg, fail) -> None:
+    check_acquirer_tls(cfg, fail)
+    for key in ("max_connections", "max_connections_per_address", "max_in_flight_per_terminal"):
+        if getattr(cfg, key) < 1:
+            fail(key, f"must be at least 1, got {getattr(cfg, key)}")
+    for i, lst in enumerate(cfg.listeners):
+        for key in ("frame_timeout", "idle_timeout"):
+            if getattr(lst, key) <= 0:
+                fail(f"listeners[{i}].{key}", f"must be > 0, got {getattr(lst, key)}")
+    http = cfg.http
+    if http.admin_token_file and http.admin_token_env:
+        fail("http", "set admin_token_file or admin_token_env, not both")
+    if not (http.admin_token_file or http.admin_token_env) and not is_loopback(http.host):
+        fail(
+            "http.host",
+            f"the admin API on non-loopback address {http.host!r} needs a bearer token "
+            "(admin_token_file or admin_token_env)",
+        )
+
+
+_TLS_TYPES = ("card", "citycard", "wallet-tradepay", "wallet-micropay")
+
+
+def tls_wanted(a) -> bool:
+    return bool(a.tls or a.tls_ca_file or a.tls_cert_file or a.tls_key_file)
+
+
+def check_acquirer_tls(cfg, fail) -> None:
+    for i, a in enumerate(cfg.acquirers):
+        if a.merchant_key_passphrase_file and a.merchant_key_passphrase_env:
+            fail(f"acquirers[{i}]", "set merchant_key_passphrase_file or merchant_key_passphrase_env, not both")
+        if (a.merchant_key_passphrase_file or a.merchant_key_passphrase_env) and a.type != "wallet-tradepay":
+            fail(f"acquirers[{i}].merchant_key_passphrase_file", "a pass phrase applies to a wallet-tradepay merchant key")
+        if not tls_wanted(a):
+            continue
+        if a.type not in _TLS_TYPES:
+            fail(f"acquirers[{i}].tls", f"a {a.type} acquirer takes its TLS settings in its options table")
+        if bool(a.tls_cert_file) != bool(a.tls_key_file):
+            fail(f"acquirers[{i}]", "mutual TLS needs both tls_cert_file and tls_key_file")
+        if a.type.startswith("wallet-"):
+            for j, ep in enumerate(a.endpoints):
+                if not ep.startswith("https://"):
+                    fail(f"acquirers[{i}].endpoints[{j}]", f"TLS settings need an https:// URL, got {ep!r}")
+
+
+def secret_env_names(cfg) -> set[str]:
+    """Every environment variable the configuration reads a secret from (keys ending ``_env``).
+
+    Child processes (the sandbox simulators) are started without them.
+    """
+    import msgspec
+
+    names: set[str] = set()
+
+    def walk(value) -> None:
+        if isinstance(value, msgspec.Struct):
+            for f in value.__struct_fields__:
+                v = getattr(value, f)
+                if f.endswith("_env") and isinstance(v, str) and v:
+                    names.add(v)
+                else:
+                    walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(cfg)
+    return names

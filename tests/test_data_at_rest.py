@@ -1,0 +1,154 @@
+"""Issue 8, card data at rest: journal files owner-only whatever the umask, the
+PAN-hash key versioned and derived apart from the content-digest key, and
+check-config refusing a key file kept beside the journal."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from switch.journal import (
+    PAN_KEY_VERSION,
+    TxnRecord,
+    digest_key,
+    open_journal,
+    pan_key,
+    pan_protect,
+    same_pan,
+)
+from switch.journal.__init__ import hkdf_sha256
+from switch.journal.sqlite import MIGRATIONS, SCHEMA_VERSION
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = bytes.fromhex("0b" * 32)
+PAN = "4111111111111111"
+
+
+def txn(stan: int, **kw) -> TxnRecord:
+    return TxnRecord(terminal_id="DEMO0001", merchant_id="DEMO00000000001", mti="0200", stan="%06d" % stan,
+                     transmission_time="1124065401", processing_code="000000", amount=1000, currency="978", **kw)
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_journal_files_are_owner_only_whatever_the_umask(tmp_path, umask):
+    path = tmp_path / "j.sqlite"
+    old = os.umask(umask)
+    try:
+        j = open_journal(f"sqlite://{path}", hmac_key=SECRET)
+        masked, pan_hash = pan_protect(PAN, SECRET)
+        j.insert(txn(1, pan_masked=masked, pan_hash=pan_hash)).result(5)
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+        assert all(f.exists() for f in files)
+        assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+        j.close()
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_world_readable_journal_is_brought_to_0600(tmp_path):
+    path = tmp_path / "j.sqlite"
+    j = open_journal(f"sqlite://{path}")
+    j.insert(txn(1)).result(5)
+    j.close()
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{path}{suffix}").exists():
+            os.chmod(f"{path}{suffix}", 0o644)
+    j = open_journal(f"sqlite://{path}")
+    j.insert(txn(2)).result(5)
+    assert mode(path) == 0o600 and mode(Path(f"{path}-wal")) == 0o600
+    j.close()
+
+
+def test_hkdf_matches_rfc_5869_test_case_3():
+    # RFC 5869, A.3: SHA-256, zero-length salt (= HashLen zeros) and info.
+    okm = hkdf_sha256(bytes.fromhex("0b" * 22), b"", 42)
+    assert okm.hex() == (
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
+        "9d201395faa4b61a96c8"
+    )
+
+
+def test_pan_hash_carries_its_key_version_and_keys_are_derived_apart():
+    masked, pan_hash = pan_protect(PAN, SECRET)
+    assert masked == "411111******1111"
+    assert pan_hash.startswith(f"v{PAN_KEY_VERSION}:") and len(pan_hash) == 3 + 64
+    # not the secret itself, and not the content-digest key
+    assert pan_hash[3:] != hmac.new(SECRET, PAN.encode(), hashlib.sha256).hexdigest()
+    assert len({SECRET, pan_key(SECRET), digest_key(SECRET), pan_key(SECRET, 2)}) == 4
+    assert pan_hash[3:] == hmac.new(pan_key(SECRET), PAN.encode(), hashlib.sha256).hexdigest()
+    assert same_pan(PAN, pan_hash, SECRET)
+    assert not same_pan("4111111111111129", pan_hash, SECRET)
+    assert not same_pan(PAN, pan_hash, b"another secret of the switch")
+    legacy = "v0:" + hmac.new(SECRET, PAN.encode(), hashlib.sha256).hexdigest()
+    assert same_pan(PAN, legacy, SECRET)
+    assert not same_pan(PAN, legacy[3:], SECRET)  # an unversioned hash names no key
+
+
+def test_unversioned_hashes_are_refused_and_old_rows_migrate_to_v0(tmp_path):
+    path = tmp_path / "old.sqlite"
+    j = open_journal(f"sqlite://{path}", hmac_key=SECRET)
+    with pytest.raises(ValueError, match="pan_hash"):
+        j.insert(txn(1, pan_hash="ab" * 32)).result(5)
+    j.close()
+    # a journal of the previous schema, with a hash keyed by the secret itself
+    path = tmp_path / "prev.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT")
+    for number, statements in enumerate(MIGRATIONS[:-1], 1):
+        for s in statements:
+            conn.execute(s)
+        conn.execute("INSERT INTO schema_version VALUES (?)", (number,))
+    old_hash = hmac.new(SECRET, PAN.encode(), hashlib.sha256).hexdigest()
+    conn.execute(
+        "INSERT INTO txn (terminal_id, merchant_id, mti, stan, transmission_time, kind, pan_hash, content_digest,"
+        " state, reversal_attempts, created_at, updated_at)"
+        " VALUES ('DEMO0001', 'M', '0100', '000001', '1124065401', 'card', ?, 'd', 'answered', 0, 0, 0)",
+        (old_hash,),
+    )
+    conn.commit()
+    conn.close()
+    j = open_journal(f"sqlite://{path}", hmac_key=SECRET)
+    rec = j.get(1).result(5)
+    assert rec.pan_hash == "v0:" + old_hash and same_pan(PAN, rec.pan_hash, SECRET)
+    j.close()
+    assert sqlite3.connect(path).execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def check_config(tmp_path, journal_dir: Path, key_file: Path) -> subprocess.CompletedProcess:
+    key_file.write_text(os.urandom(32).hex())
+    cfg = tmp_path / "switch.toml"
+    cfg.write_text(f'[journal]\nurl = "sqlite://{journal_dir / "journal.sqlite"}"\nhmac_key_file = "{key_file}"\n')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "switch.cli", "check-config", str(cfg)],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_check_config_refuses_a_key_file_beside_the_journal(tmp_path):
+    data, keys = tmp_path / "data", tmp_path / "keys"
+    data.mkdir()
+    keys.mkdir()
+    out = check_config(tmp_path, data, data / "journal.key")
+    assert out.returncode == 2
+    assert "is in the journal's directory" in out.stderr and "journal.hmac_key_file" in out.stderr
+    out = check_config(tmp_path, data, keys / "journal.key")
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_sandbox_default_keeps_its_key_beside_the_journal():
+    from switch import config, preflight
+
+    assert preflight.key_beside_journal(config.default()) is None
+    # the same text from a file is production: refused
+    cfg = config.loads(config.DEFAULT_TOML.replace('port = 8584', 'port = 8585'), "prod.toml")
+    assert "journal's directory" in preflight.key_beside_journal(cfg)

@@ -1,0 +1,134 @@
+"""Issue 8, the smaller items: no field 48 value in decode errors, a Request's
+repr without card data, ``payswitch send`` taking the PAN from the environment
+or stdin, encrypted trade.pay keys, secrets withheld from simulator processes."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import pytest
+
+from adapters.wallet.signing import generate_rsa_pem
+from native.iso8583 import DecodeError, dialect
+from switch import config as config_mod
+from switch.cli import _pan
+from switch.config_security import secret_env_names
+from switch.core.acquirer import Request
+from switch.io.app import Children
+
+PAN = "4761739001010119"
+TRACK2 = PAN + "=28121010000000000"
+PIN = bytes.fromhex("0412AC89ABCDEF67")
+WALLET_CODE = "287617390010101190"
+
+
+def test_request_repr_holds_no_card_data():
+    r = Request(txn_id=1, kind="card", mti="0200", processing_code="000000", amount=100, currency="978",
+                terminal_id="DEMO0001", merchant_id="DEMO00000000001", stan="000001", transmission_time="1124065401",
+                rrn="000000000001", pan=PAN, track2=TRACK2, pin_block=PIN, icc=b"\x5a\x08" + bytes.fromhex(PAN),
+                tlv={"BC": WALLET_CODE})
+    for text in (repr(r), str(r), f"{r}", repr([r])):
+        assert PAN not in text and TRACK2 not in text and WALLET_CODE not in text
+        assert PIN.hex() not in text.lower() and repr(PIN) not in text
+        assert "476173******0119" in text and "pin_block=<8 bytes>" in text and "track2=<34 characters>" in text
+
+
+def test_field_48_values_are_never_quoted_in_decode_errors(caplog):
+    term = dialect("terminal-87")
+    assert term.field_spec(48)["sensitive"] is True
+    body = term.encode({"mti": "0200", 3: "000000", 4: "000000001000", 7: "1124065401", 11: "000001",
+                        41: "DEMO0001", 42: "DEMO00000000001", 48: "BC" + "999" + WALLET_CODE})
+    from switch.core.engine import Engine
+    from switch.io.service import Switch  # noqa: F401 (the engine as the switch builds it)
+
+    cfg = config_mod.default()
+    engine = Engine(cfg, key=b"k" * 32)
+    caplog.set_level(logging.DEBUG)
+    gen = engine.handle(body, term)
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value.code == "30"
+    assert WALLET_CODE not in caplog.text and WALLET_CODE[:12] not in caplog.text
+    # the wire form: a byte that breaks field 48's format is not echoed either
+    raw = bytearray(body)
+    at = raw.index(WALLET_CODE.encode())
+    raw[at + 3] = 0x01
+    with pytest.raises(DecodeError) as e:
+        term.decode(bytes(raw))
+    assert WALLET_CODE[:6] not in str(e.value)
+
+
+def args(**kw):
+    base = dict(pan=None, pan_env=None, pan_stdin=False)
+    return argparse.Namespace(**(base | kw))
+
+
+def test_send_reads_the_pan_from_the_environment_or_stdin(monkeypatch, capsys):
+    monkeypatch.setenv("CARD_UNDER_TEST", "5413330089010434\n")
+    assert _pan(args(pan_env="CARD_UNDER_TEST")) == "5413330089010434"
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("4000056655665556\nrest\n"))
+    assert _pan(args(pan_stdin=True)) == "4000056655665556"
+    assert capsys.readouterr().err == ""
+    assert _pan(args(pan=PAN)) == PAN  # a published test card: no warning
+    assert capsys.readouterr().err == ""
+    assert _pan(args(pan="4929123456789012")) == "4929123456789012"
+    assert "--pan-env" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="once"):
+        _pan(args(pan=PAN, pan_env="CARD_UNDER_TEST"))
+    with pytest.raises(SystemExit, match="NOT_SET_ANYWHERE"):
+        _pan(args(pan_env="NOT_SET_ANYWHERE"))
+
+
+def test_trade_pay_merchant_key_may_be_an_encrypted_pem(tmp_path, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+
+    from adapters.wallet.plugin import tradepay
+
+    private, public = generate_rsa_pem(2048)
+    phrase = "correct horse battery staple"
+    key = serialization.load_pem_private_key(private, None)
+    encrypted = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.BestAvailableEncryption(phrase.encode()))
+    (tmp_path / "merchant.pem").write_bytes(encrypted)
+    (tmp_path / "wallet.pem").write_bytes(public)
+    (tmp_path / "phrase").write_text(phrase + "\n")
+    base = (f'[[acquirers]]\nname = "w"\ntype = "wallet-tradepay"\nendpoints = ["http://127.0.0.1:1"]\n'
+            f'merchant_key_file = "{tmp_path / "merchant.pem"}"\nwallet_public_key_file = "{tmp_path / "wallet.pem"}"\n')
+    from switch import wiring
+
+    cfg = config_mod.loads(base + f'merchant_key_passphrase_file = "{tmp_path / "phrase"}"\n', "t.toml")
+    assert wiring.build_acquirer(cfg.acquirers[0], 0, None, source="t.toml") is not None
+    monkeypatch.setenv("PAYSWITCH_TEST_PHRASE", phrase)
+    cfg = config_mod.loads(base + 'merchant_key_passphrase_env = "PAYSWITCH_TEST_PHRASE"\n', "t.toml")
+    tradepay(cfg.acquirers[0])
+    monkeypatch.setenv("PAYSWITCH_TEST_PHRASE", "wrong phrase")
+    with pytest.raises(config_mod.ConfigError) as e:
+        wiring.build_acquirer(cfg.acquirers[0], 0, None, source="t.toml")
+    assert "wrong phrase" not in str(e.value) and phrase not in str(e.value)
+    cfg = config_mod.loads(base, "t.toml")  # encrypted, and no pass phrase given
+    with pytest.raises(config_mod.ConfigError):
+        wiring.build_acquirer(cfg.acquirers[0], 0, None, source="t.toml")
+    with pytest.raises(config_mod.ConfigError, match="not both"):
+        config_mod.loads(base + 'merchant_key_passphrase_env = "A"\nmerchant_key_passphrase_file = "b"\n', "t.toml")
+
+
+def test_simulators_do_not_inherit_the_switchs_secrets(monkeypatch):
+    monkeypatch.setenv("PAYSWITCH_JOURNAL_KEY", "aa" * 32)
+    monkeypatch.setenv("PAYSWITCH_ADMIN_TOKEN", "t" * 32)
+    cfg = config_mod.loads(
+        '[http]\nadmin_token_env = "PAYSWITCH_ADMIN_TOKEN"\n[journal]\nhmac_key_env = "PAYSWITCH_JOURNAL_KEY"\n', "t.toml")
+    withheld = secret_env_names(cfg)
+    assert withheld == {"PAYSWITCH_JOURNAL_KEY", "PAYSWITCH_ADMIN_TOKEN"}
+    children = Children(withhold_env=withheld)
+    assert "PAYSWITCH_JOURNAL_KEY" not in children.env and "PAYSWITCH_ADMIN_TOKEN" not in children.env
+    assert children.env.get("PATH") == os.environ["PATH"]
+    # and a started simulator really runs without them
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import os; print(sorted(k for k in os.environ if k.startswith('PAYSWITCH_')))"],
+                         env=children.env, capture_output=True, text=True, timeout=30)
+    assert "PAYSWITCH_JOURNAL_KEY" not in out.stdout and "PAYSWITCH_ADMIN_TOKEN" not in out.stdout
