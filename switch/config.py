@@ -22,6 +22,7 @@ from native.iso8583 import dialect
 # Terminal ranges and prefix ranges are rules of the switch's core, which
 # must not import the configuration.
 from switch.core.routing import expand_terminals, prefix_range
+from switch import config_vas
 
 __all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
 
@@ -75,6 +76,7 @@ class Merchant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Section 6.1: refunds without an original, in minor units; beyond a limit: 58.
     refund_max: int | None = None  # largest single refund
     refund_daily_max: int | None = None  # refunds approved per UTC day
+    group: str = ""  # merchant group of its customer tokens (default: the merchant id)
 
 
 class Acquirer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -127,7 +129,7 @@ class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Simulator(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A bundled simulator started as a child process beside the switch."""
 
-    kind: Literal["acquirer", "wallet", "citycard"]
+    kind: Literal["acquirer", "wallet", "citycard", "loyalty"]
     name: str
     port: int
     args: list[str] = []
@@ -149,6 +151,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     acquirers: list[Acquirer] = []
     routes: list[Route] = []
     simulators: list[Simulator] = []
+    # Value-added services, customer tokens, the event relay (switch.config_vas).
+    token_keys: list[config_vas.TokenKey] = []
+    vas: list[config_vas.VasService] = []
+    events: config_vas.Events = msgspec.field(default_factory=config_vas.Events)
     source: str = "<embedded default>"
 
 

@@ -32,6 +32,7 @@ from switch.core.acquirer import Original, Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
 from switch.core.reversal import ReversalQueue
 from switch.core.routing import Router, expand_terminals, luhn_ok
+from switch.core.vas import VasHook
 from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, pan_protect
 
 log = logging.getLogger("payswitch")
@@ -92,6 +93,7 @@ class Engine:
         metrics: Any = None,
         healthy: Callable[[str], bool] = lambda name: True,
         stan_acquirers: frozenset[str] | set[str] = frozenset(),
+        token_keys: dict[str, tuple[int, bytes]] | None = None,
     ) -> None:
         self.key = key
         self.clock = clock
@@ -106,6 +108,7 @@ class Engine:
         self.on_flight_done: Callable[[Flight], None] = _ignore
         self.reversals = ReversalQueue(self, stan_acquirers)
         self.apply(cfg)
+        self.vas = VasHook(self, token_keys)  # value-added services, customer tokens (switch.core.vas)
 
     def apply(self, cfg) -> None:
         """Take a (re)loaded configuration: terminals, merchants, routes, timeouts."""
@@ -119,6 +122,8 @@ class Engine:
         self.terminals = terminals
         self.merchants = {mc.id: mc for mc in cfg.merchants}
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
+        if hasattr(self, "vas"):
+            self.vas.apply(cfg)
 
     # -- a request -------------------------------------------------------------------
 
@@ -273,6 +278,7 @@ class Engine:
             local_time=msg.get(12),
             local_date=msg.get(13),
             entry_mode=msg.get(22),
+            customer_token=self.vas.token(merchant, kind, pan) if kind in ("card", "citycard") else None,
         )
         rec, created = yield Op("insert", fresh)
         if not created:
@@ -312,6 +318,7 @@ class Engine:
             # A card-scheme QR code (e.g. prefix 62) goes to the card network as a
             # token PAN in field 2, with field 22 saying it was scanned.
             pan = tlv["BC"]
+        yield from self.vas.before(msg, rec, merchant, kind, tlv, flight)  # coupons: may lower field 4
         request = m.build_request(msg, txn_id=rec.id, kind=kind, rrn=rec.rrn, pan=pan, tlv=tlv, mti=mti)
         return (yield from self._authorize(msg, rec, route.acquirers, request, flight, codec, kind))
 
@@ -422,7 +429,10 @@ class Engine:
                 icc = m.issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
             except ValueError as e:
                 log.warning("rrn %s: %s; answered without field 55", rec.rrn, e)
-        resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=result.tlv, icc=icc,
+        tlv, token = yield from self.vas.after(msg, rec, request, result, code, reverse, flight)  # points, DS, LY
+        if token:
+            changes["customer_token"] = token
+        resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=tlv, icc=icc,
                                 build_tlv48=build_tlv48)
         flight.decided = True
         try:

@@ -31,6 +31,7 @@ from switch.journal import (
     check_own_pan,
     check_pan_forms,
 )
+from switch.journal import outbox
 from switch.journal.groupcommit import GroupCommitter
 
 # SQLite 3.37 for STRICT tables (3.35 for RETURNING, 3.31 for generated columns).
@@ -130,6 +131,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Host STANs survive restarts: blocks are reserved here before use.
         "CREATE TABLE stan_block (acquirer TEXT PRIMARY KEY, next INTEGER NOT NULL) STRICT",
     ),
+    outbox.MIGRATION,  # customer tokens and the transaction event outbox (switch.journal.outbox)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
