@@ -110,6 +110,8 @@ def _sim(args, rest) -> int:
         from adapters.wallet.sim import main
     elif args.kind == "hsm":
         from adapters.hsm.sim import main
+    elif args.kind == "loyalty":
+        from adapters.loyalty.sim import main
     else:
         from adapters.citycard.sim import main
     return main(rest) or 0
@@ -150,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_check)
 
     sim = sub.add_parser("sim", help="run a bundled simulator (acquirer, wallet, citycard, hsm)", add_help=False)
-    sim.add_argument("kind", choices=["acquirer", "wallet", "citycard", "hsm"])
+    sim.add_argument("kind", choices=["acquirer", "wallet", "citycard", "hsm", "loyalty"])
     sub.add_parser("keys", help="the software security module's key store (new-master, init, import, list)", add_help=False)
 
     t = sub.add_parser("send", help="a command-line terminal: send one request and print the answer")
@@ -192,8 +194,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["sim"]:
         # the simulator owns the rest of the arguments
-        if len(argv) < 2 or argv[1] not in ("acquirer", "wallet", "citycard", "hsm"):
-            print("usage: payswitch sim acquirer|wallet|citycard|hsm [options]", file=sys.stderr)
+        if len(argv) < 2 or argv[1] not in ("acquirer", "wallet", "citycard", "hsm", "loyalty"):
+            print("usage: payswitch sim acquirer|wallet|citycard|hsm|loyalty [options]", file=sys.stderr)
             return 2
         return _sim(argparse.Namespace(kind=argv[1]), argv[2:])
     if argv[:1] == ["keys"]:

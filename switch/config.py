@@ -556,4 +556,19 @@ kind = "wallet"
 name = "wallet-b"
 port = 9202
 args = ["--style", "micropay"]
+
+# Value-added services (docs/value-added-services.md): the loyalty sandbox
+# for the demo merchant, within 50 ms of each payment moment.
+[[simulators]]
+kind = "loyalty"
+name = "loyalty"
+port = 9401
+
+[[vas]]
+name = "loyalty"
+type = "http"
+url = "http://127.0.0.1:9401"
+secret_file = "sandbox-keys/loyalty/secret"
+merchants = ["DEMO00000000001"]
+deadline = 0.05
 """
