@@ -2,7 +2,8 @@
 
     payswitch --version
     payswitch serve [--config FILE] [--demo] [--log-format text|json]
-    payswitch sim acquirer|wallet|citycard|hsm [simulator options]
+    payswitch sim acquirer|wallet|citycard|hsm|loyalty [simulator options]
+    payswitch relay [--config FILE]
     payswitch keys new-master|init|import|list [options]
     payswitch send purchase|refund|balance|topup|preauth|completion|reversal|echo|signon|settlement [options]
     payswitch check-config FILE
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="run a bundled simulator (acquirer, wallet, citycard, hsm)", add_help=False)
     sim.add_argument("kind", choices=["acquirer", "wallet", "citycard", "hsm", "loyalty"])
+    sub.add_parser("relay", help="relay the journal's event outbox to NATS and webhooks", add_help=False)
     sub.add_parser("keys", help="the software security module's key store (new-master, init, import, list)", add_help=False)
 
     t = sub.add_parser("send", help="a command-line terminal: send one request and print the answer")
@@ -198,6 +200,10 @@ def main(argv=None) -> int:
             print("usage: payswitch sim acquirer|wallet|citycard|hsm|loyalty [options]", file=sys.stderr)
             return 2
         return _sim(argparse.Namespace(kind=argv[1]), argv[2:])
+    if argv[:1] == ["relay"]:  # the event relay (switch.events) owns the rest of the arguments
+        from switch.events import main as relay_main
+
+        return relay_main(argv[1:])
     if argv[:1] == ["keys"]:
         from switch.security.keycli import main as keys_main
 
