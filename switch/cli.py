@@ -57,6 +57,8 @@ def _send(args) -> int:
     elif args.kind == "topup":
         print("error: topup needs --pan and --counter (the card's data in field 48 tags CC and M1)", file=sys.stderr)
         return 2
+    if args.coupon:  # field 48 CP: a coupon for the value-added services (docs/value-added-services.md)
+        tlv = {**(tlv or {}), "CP": args.coupon}
     req = build(
         args.kind,
         terminal=args.terminal,
@@ -187,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the sandbox's demo key (spec 4.1)")
     t.add_argument("--card-balance", type=int, default=10000, help="city card: the balance the card reports (minor units)")
     t.add_argument("--serial", default="0000000001", help="city card: the terminal's transaction serial (10 digits)")
+    t.add_argument("--coupon", help="coupon code for the merchant's value-added services (field 48 tag CP)")
     t.add_argument("--timeout", type=float, default=65.0)
     t.set_defaults(func=_send)
     return p
