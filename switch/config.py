@@ -310,6 +310,7 @@ def _check(cfg: Config, src: str) -> Config:
                 "drain_timeout"):
         if getattr(cfg, key) < 0:
             fail(key, f"must be 0 or more, got {getattr(cfg, key)}")
+    config_vas.check(cfg, fail)  # value-added services, token keys, the event relay
     return cfg
 
 

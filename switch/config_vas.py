@@ -58,3 +58,42 @@ class Events(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     state_file: str | None = None  # relay cursors and audit log (default: beside the journal)
     partners: list[Partner] = []
     retry_max: float = 30.0  # longest wait between two tries of a webhook
+
+
+_MOMENTS = ("before", "after")
+_MAX_DEADLINE = 1.0  # seconds: a service is a garnish on the payment, never its bottleneck
+
+
+def check(cfg, fail) -> None:
+    """Cross-field checks (no files read); ``fail(path, message)`` raises."""
+    merchants = {m.id for m in cfg.merchants}
+    names: set[str] = set()
+    for i, s in enumerate(cfg.vas):
+        if s.name in names:
+            fail(f"vas[{i}].name", f"service {s.name!r} is configured twice")
+        names.add(s.name)
+        if not 0 < s.deadline <= _MAX_DEADLINE:
+            fail(f"vas[{i}].deadline", f"must be > 0 and at most {_MAX_DEADLINE} s, got {s.deadline}")
+        for j, moment in enumerate(s.moments):
+            if moment not in _MOMENTS:
+                fail(f"vas[{i}].moments[{j}]", f"expected before or after, got {moment!r}")
+        for j, m in enumerate(s.merchants):
+            if m not in merchants:
+                fail(f"vas[{i}].merchants[{j}]", f"unknown merchant {m!r}")
+        if s.type == "http":
+            if not s.url.startswith(("http://", "https://")):
+                fail(f"vas[{i}].url", f"an http service needs an http(s):// URL, got {s.url!r}")
+            if not (s.secret_file or s.secret_env):
+                fail(f"vas[{i}]", "an http service needs secret_file or secret_env (requests are signed)")
+        if s.connections < 1:
+            fail(f"vas[{i}].connections", "must be 1 or more")
+    for i, k in enumerate(cfg.token_keys):
+        if k.version < 1:
+            fail(f"token_keys[{i}].version", f"must be 1 or more, got {k.version}")
+        if k.key_file and k.key_env:
+            fail(f"token_keys[{i}]", "key_file or key_env, not both")
+    for i, p in enumerate(cfg.events.partners):
+        if p.webhook is not None and not p.webhook.startswith(("http://", "https://")):
+            fail(f"events.partners[{i}].webhook", f"expected an http(s):// URL, got {p.webhook!r}")
+        if p.webhook and not (p.secret_file or p.secret_env):
+            fail(f"events.partners[{i}]", "a webhook partner needs secret_file or secret_env (webhooks are signed)")

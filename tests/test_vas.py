@@ -357,3 +357,19 @@ def test_outbox_has_every_outcome_and_no_card_data_anywhere_a_partner_or_service
             assert not PAN_LIKE.search(text.replace(MERCHANT, "")), text
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, where", [
+    ('[[vas]]\nname = "x"\nmerchants = ["SHOP00000000001"]\nurl = "ftp://a"\nsecret_env = "S"\n', "vas[1].url"),
+    ('[[vas]]\nname = "x"\nmerchants = ["SHOP00000000001"]\nurl = "http://a"\n', "vas[1]"),
+    ('[[vas]]\nname = "x"\ntype = "p"\nmerchants = ["NOSUCHMERCHANT1"]\n', "vas[1].merchants[0]"),
+    ('[[vas]]\nname = "x"\ntype = "p"\nmerchants = []\ndeadline = 2.0\n', "vas[1].deadline"),
+    ('[[vas]]\nname = "x"\ntype = "p"\nmerchants = []\nmoments = ["during"]\n', "vas[1].moments[0]"),
+    ('[[vas]]\nname = "shop"\ntype = "p"\nmerchants = []\n', "vas[1].name"),
+])
+def test_bad_service_configuration_is_named_by_key_path(bad, where):
+    with pytest.raises(config_mod.ConfigError, match=re.escape(f"at `$.{where}`")):
+        vas_config(extra="\n" + bad)()
