@@ -126,6 +126,21 @@ def test_nothing_a_service_received_holds_card_data(client, switch):
     assert not re.search(r"\d{13,19}", text.replace(MERCHANT, ""))
 
 
+def test_a_wallet_buyer_is_known_again_by_the_token_of_its_buyer_id(client):
+    def wallet_pay(code):
+        doc = purchase(800)
+        for f in ("2", "14", "52", "55"):
+            doc.pop(f)
+        doc.update({"22": "031", "49": "156", "48": "BC%03d%s" % (len(code), code)})
+        return client.transact(doc)
+
+    first = wallet_pay("281234567890120006")  # sandbox: approved at once
+    assert first["39"] == "00" and "WELCOME" in tlv48(first["48"])["LY"]
+    second = wallet_pay("281234567890125506")  # the same buyer's next code
+    assert second["39"] == "00" and tlv48(second["48"])["LY"] == "+8 PTS BALANCE 16"
+
+
+# Last: it kills the loyalty simulator.
 def test_a_loyalty_service_that_is_down_changes_nothing_for_the_payment(client, switch):
     out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(switch.proc.pid)], capture_output=True, text=True)
     pids = [int(line.split()[0]) for line in out.stdout.splitlines() if "sim loyalty" in line]

@@ -373,3 +373,37 @@ def test_outbox_has_every_outcome_and_no_card_data_anywhere_a_partner_or_service
 def test_bad_service_configuration_is_named_by_key_path(bad, where):
     with pytest.raises(config_mod.ConfigError, match=re.escape(f"at `$.{where}`")):
         vas_config(extra="\n" + bad)()
+
+
+# -- buyer ids from the wallet simulators --------------------------------------------
+
+
+def test_both_wallet_simulators_answer_a_buyer_id_that_the_adapters_read():
+    from adapters.wallet import messages, sandbox, signing
+
+    def ledger():
+        return sandbox.Ledger(confirm_delay=6.0, cancel_retries=0)
+
+    merchant_private, merchant_public = signing.generate_rsa_pem(1024)
+    wallet_private, wallet_public = signing.generate_rsa_pem(1024)
+    tp = sandbox.TradePayWallet(ledger(), signing.RsaSigner(wallet_private), signing.RsaVerifier(merchant_public))
+    tp_codec = messages.TradePayCodec("2021", signing.RsaSigner(merchant_private), signing.RsaVerifier(wallet_public))
+
+    def tp_pay(order_no, code, now=0.0, call="pay"):
+        biz = {"out_trade_no": order_no, **({"auth_code": code, "total_amount": "1.00"} if call == "pay" else {})}
+        _, answer = tp.handle("POST", messages.TRADEPAY_PATH, tp_codec.request(call, biz, "t"), now)
+        return tp_codec.reply(call, answer, order_no)
+
+    first, again, other = tp_pay("A1", "281234567890120006"), tp_pay("A2", "281234567890129906"), \
+        tp_pay("A3", "289999999999990006")
+    assert first.buyer_id and first.buyer_id == again.buyer_id != other.buyer_id
+    tp_pay("A4", "281234567890120001")  # confirmed later: the query carries the buyer
+    assert tp_pay("A4", None, 6.0, call="query").buyer_id == first.buyer_id
+
+    secret = b"0123456789abcdef0123456789abcdef"
+    mp = sandbox.MicroPayWallet(ledger(), secret)
+    mp_codec = messages.MicroPayCodec("wx1", "1900", secret)
+    body = mp_codec.request({"out_trade_no": "M1", "auth_code": "131234567890120006", "total_fee": "100"}, "n")
+    _, answer = mp.handle("POST", messages.MICROPAY_PATHS["pay"], body, 0.0)
+    reply = mp_codec.reply("pay", answer, "M1")
+    assert reply.buyer_id and reply.buyer_id.startswith("o")
