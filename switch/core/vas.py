@@ -7,7 +7,8 @@ exception that stopped it).  The payment never depends on a service:
 past its deadline, on an error or a nonsensical answer the payment goes on
 as if the service were not configured, counted in ``metrics.vas_call``.
 
-- *before authorization* (0100/0200 purchases): the service may lower the
+- *before authorization* (0100/0200 purchases, not city cards, whose
+  purse the card debits itself): the service may lower the
   amount (coupon, member price).  The lowered amount is journaled before the
   request leaves, so the acquirer, the 0500 totals and any reversal use it;
   the response carries it in field 4 and the discount in field 48 ``DS``.
@@ -154,6 +155,8 @@ class VasHook:
         """
         if msg.mti[:3] not in ("010", "020") or msg[3][:2] != "00" or 4 not in msg:
             return None
+        if kind == "citycard":
+            return None  # the card debits its own purse (its TAC covers the amount): nothing to lower
         if not self.services.get((merchant, BEFORE)):
             return None
         amount = int(msg[4])
