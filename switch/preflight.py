@@ -99,8 +99,20 @@ def _acquirers(cfg: Config) -> None:
         wiring.build_acquirer(a, i, None, source=cfg.source)
 
 
+def _vas(cfg: Config) -> None:
+    """Secrets of value-added services (a bundled simulator writes its own) and token keys."""
+    simulated = {s.name for s in cfg.simulators}
+    for i, s in enumerate(cfg.vas):
+        if s.secret_file and s.name not in simulated:
+            _readable(cfg, f"vas[{i}].secret_file", s.secret_file, "service secret")
+    for i, k in enumerate(cfg.token_keys):
+        if k.key_file:
+            _readable(cfg, f"token_keys[{i}].key_file", k.key_file, "token key")
+
+
 def check(cfg: Config) -> None:
     """Raise :class:`ConfigError` for the first problem ``serve`` would meet at start-up."""
     _journal(cfg)
     _listeners(cfg)
     _acquirers(cfg)
+    _vas(cfg)

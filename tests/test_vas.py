@@ -69,8 +69,9 @@ def plugin_registered(monkeypatch):
     Plugin.behaviour = {}
     monkeypatch.setenv(TOKEN_KEY_ENV, "77" * 32)
     monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
-    monkeypatch.setattr(vas_io, "vas_types",
-                        lambda: {"testplugin": EntryPoint("testplugin", "tests.test_vas:plugin", vas_io.GROUP)})
+    registered = vas_io.vas_types()
+    monkeypatch.setattr(vas_io, "vas_types", lambda: {
+        **registered, "testplugin": EntryPoint("testplugin", "tests.test_vas:plugin", vas_io.GROUP)})
 
 
 def vas_config(deadline=0.05, extra=""):
@@ -407,3 +408,18 @@ def test_both_wallet_simulators_answer_a_buyer_id_that_the_adapters_read():
     _, answer = mp.handle("POST", messages.MICROPAY_PATHS["pay"], body, 0.0)
     reply = mp_codec.reply("pay", answer, "M1")
     assert reply.buyer_id and reply.buyer_id.startswith("o")
+
+
+def test_bundled_service_types_are_the_ones_pyproject_registers():
+    import tomllib
+    from pathlib import Path
+
+    with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+        registered = tomllib.load(f)["project"]["entry-points"]["payswitch.vas"]
+    assert registered == vas_io.BUNDLED
+
+
+def test_an_unknown_service_type_is_named_by_key_path():
+    cfg = vas_config(extra='\n[[vas]]\nname = "x"\ntype = "nosuchtype"\nmerchants = []\n')()
+    with pytest.raises(config_mod.ConfigError, match=re.escape("unknown value-added service type 'nosuchtype'")):
+        vas_io.Services(cfg)

@@ -6,31 +6,27 @@ each under its own deadline (``asyncio.timeout``), and maps each name to the
 service's JSON answer or to what stopped it.  Nothing here raises into the
 payment.
 
-- ``type = "http"``: ``POST <url>/vas/<moment>`` with the payload as JSON,
-  signed (``X-Payswitch-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t." + body>``)
-  under the service's secret, on a keep-alive pool (the wallet adapters' h11 pool).
-- any other type: a plugin registered under the entry points ``payswitch.vas``,
-  a factory ``(service config) -> object`` with ``async call(moment, payload) -> dict``.
+Service types are found like acquirer types: entry points ``payswitch.vas``,
+each a factory ``(service config) -> object`` with ``async call(moment,
+payload) -> dict`` (and optionally ``async close()``); the bundled ``http``
+type (:mod:`adapters.vas.http`: signed JSON on a keep-alive pool) is always
+there.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
-import time
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from switch import config as config_mod
 from switch.core.commands import Vas
-from switch.core.vas import sign
 
 log = logging.getLogger("payswitch")
 
 GROUP = "payswitch.vas"
-SIGNATURE_HEADER = "X-Payswitch-Signature"
 
 
 def read_secret(src: str, what: str, file: str | None, env: str | None, where: str) -> bytes:
@@ -96,48 +92,16 @@ def load_token_keys(cfg: config_mod.Config, create: bool = True) -> dict[str, tu
     return out
 
 
-class HttpService:
-    """A service over HTTP: JSON, HMAC-signed, keep-alive."""
-
-    def __init__(self, s: config_mod.config_vas.VasService, index: int, source: str, simulated: bool) -> None:
-        from adapters.wallet.http import ConnectionPool  # the house keep-alive pool (h11)
-
-        self.name = s.name
-        self._secret_args = (source, f"service {s.name!r} secret", s.secret_file, s.secret_env, f"vas[{index}]")
-        self.secret = None
-        try:
-            self.secret = read_secret(*self._secret_args)
-        except config_mod.ConfigError:
-            if not simulated:
-                raise  # a bundled simulator writes its secret when it starts: read at the first call
-        self.pool = ConnectionPool(s.url, size=s.connections)
-        self.deadline = s.deadline
-
-    async def call(self, moment: str, payload: dict) -> dict:
-        from adapters.wallet.http import TransportError
-
-        if self.secret is None:
-            self.secret = read_secret(*self._secret_args)
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        headers_sig = sign(self.secret, body, int(time.time()))
-        try:
-            resp = await self.pool.request("POST", f"/vas/{moment}", body, timeout=self.deadline,
-                                           headers=[(SIGNATURE_HEADER, headers_sig)])
-        except TransportError as e:
-            raise ConnectionError(str(e)) from None
-        if resp.status != 200:
-            raise ConnectionError(f"HTTP {resp.status}")
-        answer = json.loads(resp.body)
-        if not isinstance(answer, dict):
-            raise ValueError("answer is not a JSON object")
-        return answer
-
-    async def close(self) -> None:
-        await self.pool.close()
+# Bundled types, found even without an installed distribution (like switch.wiring.BUNDLED).
+BUNDLED = {"http": "adapters.vas.http:http"}
 
 
 def vas_types() -> dict:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+    """Registered value-added service types by name (entry points of :data:`GROUP`)."""
+    found = {ep.name: ep for ep in entry_points(group=GROUP)}
+    for name, value in BUNDLED.items():
+        found.setdefault(name, EntryPoint(name, value, GROUP))
+    return found
 
 
 class Services:
@@ -146,18 +110,17 @@ class Services:
     def __init__(self, cfg: config_mod.Config) -> None:
         self.services: dict = {}
         self.deadlines: dict[str, float] = {}
-        types = None
+        types = vas_types() if cfg.vas else {}
         for i, s in enumerate(cfg.vas):
-            if s.type == "http":
-                service = HttpService(s, i, cfg.source, s.name in {sim.name for sim in cfg.simulators})
-            else:
-                types = vas_types() if types is None else types
-                ep = types.get(s.type)
-                if ep is None:
-                    raise config_mod.ConfigError(
-                        f"{cfg.source}: unknown value-added service type {s.type!r} "
-                        f"(http or registered under {GROUP}: {', '.join(types) or 'none'}) - at `$.vas[{i}].type`")
+            ep = types.get(s.type)
+            if ep is None:
+                raise config_mod.ConfigError(
+                    f"{cfg.source}: unknown value-added service type {s.type!r} "
+                    f"(registered under {GROUP}: {', '.join(sorted(types))}) - at `$.vas[{i}].type`")
+            try:
                 service = ep.load()(s)
+            except (ImportError, AttributeError, ValueError, TypeError, OSError) as e:
+                raise config_mod.ConfigError(f"{cfg.source}: service {s.name!r}: {e} - at `$.vas[{i}]`") from None
             self.services[s.name] = service
             self.deadlines[s.name] = s.deadline
 
