@@ -2,7 +2,8 @@
 
     payswitch --version
     payswitch serve [--config FILE] [--demo] [--log-format text|json]
-    payswitch sim acquirer|wallet|citycard|hsm [simulator options]
+    payswitch sim acquirer|wallet|citycard|hsm|loyalty [simulator options]
+    payswitch relay [--config FILE]
     payswitch keys new-master|init|import|list [options]
     payswitch send purchase|refund|balance|topup|preauth|completion|reversal|echo|signon|keyexchange|settlement [options]
     payswitch check-config FILE
@@ -86,6 +87,8 @@ def _send(args) -> int:
     elif args.kind == "topup":
         print("error: topup needs --pan and --counter (the card's data in field 48 tags CC and M1)", file=sys.stderr)
         return 2
+    if args.coupon:  # field 48 CP: a coupon for the value-added services (docs/value-added-services.md)
+        tlv = {**(tlv or {}), "CP": args.coupon}
     req = build(
         args.kind,
         terminal=args.terminal,
@@ -240,6 +243,8 @@ def _sim(args, rest) -> int:
         from adapters.wallet.sim import main
     elif args.kind == "hsm":
         from adapters.hsm.sim import main
+    elif args.kind == "loyalty":
+        from adapters.loyalty.sim import main
     else:
         from adapters.citycard.sim import main
     return main(rest) or 0
@@ -280,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_check)
 
     sim = sub.add_parser("sim", help="run a bundled simulator (acquirer, wallet, citycard, hsm)", add_help=False)
-    sim.add_argument("kind", choices=["acquirer", "wallet", "citycard", "hsm"])
+    sim.add_argument("kind", choices=["acquirer", "wallet", "citycard", "hsm", "loyalty"])
+    sub.add_parser("relay", help="relay the journal's event outbox to NATS and webhooks", add_help=False)
     sub.add_parser("keys", help="the software security module's key store (new-master, init, import, list)", add_help=False)
 
     t = sub.add_parser("send", help="a command-line terminal: send one request and print the answer")
@@ -316,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the sandbox's demo key (spec 4.1)")
     t.add_argument("--card-balance", type=int, default=10000, help="city card: the balance the card reports (minor units)")
     t.add_argument("--serial", default="0000000001", help="city card: the terminal's transaction serial (10 digits)")
+    t.add_argument("--coupon", help="coupon code for the merchant's value-added services (field 48 tag CP)")
     t.add_argument("--timeout", type=float, default=65.0)
     k = t.add_argument_group("terminal security (spec 8)", "keys are read from a file or an environment "
                              "variable, never from the command line; each request is preceded by a key "
@@ -339,10 +346,14 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["sim"]:
         # the simulator owns the rest of the arguments
-        if len(argv) < 2 or argv[1] not in ("acquirer", "wallet", "citycard", "hsm"):
-            print("usage: payswitch sim acquirer|wallet|citycard|hsm [options]", file=sys.stderr)
+        if len(argv) < 2 or argv[1] not in ("acquirer", "wallet", "citycard", "hsm", "loyalty"):
+            print("usage: payswitch sim acquirer|wallet|citycard|hsm|loyalty [options]", file=sys.stderr)
             return 2
         return _sim(argparse.Namespace(kind=argv[1]), argv[2:])
+    if argv[:1] == ["relay"]:  # the event relay (switch.events) owns the rest of the arguments
+        from switch.events import main as relay_main
+
+        return relay_main(argv[1:])
     if argv[:1] == ["keys"]:
         from switch.security.keycli import main as keys_main
 

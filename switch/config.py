@@ -23,6 +23,7 @@ from native.iso8583 import dialect
 # must not import the configuration.
 from switch.core.routing import expand_terminals, prefix_range
 from switch.security import config as security_config
+from switch import config_vas
 
 __all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
 
@@ -84,6 +85,7 @@ class Merchant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Section 6.1: refunds without an original, in minor units; beyond a limit: 58.
     refund_max: int | None = None  # largest single refund
     refund_daily_max: int | None = None  # refunds approved per UTC day
+    group: str = ""  # merchant group of its customer tokens (default: the merchant id)
 
 
 class Acquirer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -147,7 +149,7 @@ class Route(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Simulator(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A bundled simulator started as a child process beside the switch."""
 
-    kind: Literal["acquirer", "wallet", "citycard"]
+    kind: Literal["acquirer", "wallet", "citycard", "loyalty"]
     name: str
     port: int
     args: list[str] = []
@@ -175,6 +177,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     simulators: list[Simulator] = []
     # Spec section 8: per-merchant policy, terminal and acquirer key names, the security module.
     security: security_config.Security = msgspec.field(default_factory=security_config.Security)
+    # Value-added services, customer tokens, the event relay (switch.config_vas).
+    token_keys: list[config_vas.TokenKey] = []
+    vas: list[config_vas.VasService] = []
+    events: config_vas.Events = msgspec.field(default_factory=config_vas.Events)
     source: str = "<embedded default>"
 
 
@@ -334,6 +340,7 @@ def _check(cfg: Config, src: str) -> Config:
     from switch.config_security import check_limits
 
     check_limits(cfg, fail)
+    config_vas.check(cfg, fail)  # value-added services, token keys, the event relay
     return cfg
 
 
@@ -616,4 +623,19 @@ kind = "wallet"
 name = "wallet-b"
 port = 9202
 args = ["--style", "micropay"]
+
+# Value-added services (docs/value-added-services.md): the loyalty sandbox
+# for the demo merchant, within 50 ms of each payment moment.
+[[simulators]]
+kind = "loyalty"
+name = "loyalty"
+port = 9401
+
+[[vas]]
+name = "loyalty"
+type = "http"
+url = "http://127.0.0.1:9401"
+secret_file = "sandbox-keys/loyalty/secret"
+merchants = ["DEMO00000000001"]
+deadline = 0.05
 """

@@ -234,6 +234,11 @@ class Metrics:
         self.config_reloads = Counter(
             "payswitch_config_reloads", "Configuration reloads by result", ["result"], registry=r
         )
+        # Value-added services (switch.core.vas): outcome ok, timeout (past the deadline) or error.
+        self.vas_calls = Counter(
+            "payswitch_vas_calls", "Value-added service calls by service, moment and outcome",
+            ["service", "moment", "outcome"], registry=r,
+        )
         self.card_link = {
             name: Counter(
                 f"payswitch_hostlink_{name}", doc, ("acquirer",) + labels, registry=r
@@ -278,6 +283,9 @@ class Metrics:
 
     def internal_error(self) -> None:
         self.internal_errors.inc()
+
+    def vas_call(self, service: str, moment: str, outcome: str) -> None:
+        self.vas_calls.labels(service, moment, outcome).inc()
 
     def retransmission(self, outcome: str) -> None:
         self.retransmissions.labels(outcome).inc()

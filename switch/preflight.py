@@ -164,8 +164,20 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
     _listeners(cfg)
     _acquirers(cfg)
     _security(cfg)
+    _vas(cfg)
     why = key_beside_journal(cfg)
     if why and key_apart:
         _fail(cfg, "journal.hmac_key_file" if cfg.journal.hmac_key_file else "journal", why)
     elif why:
         log.warning("%s", why)
+
+
+def _vas(cfg: Config) -> None:
+    """Secrets of value-added services (a bundled simulator writes its own) and token keys."""
+    simulated = {s.name for s in cfg.simulators}
+    for i, s in enumerate(cfg.vas):
+        if s.secret_file and s.name not in simulated:
+            _readable(cfg, f"vas[{i}].secret_file", s.secret_file, "service secret")
+    for i, k in enumerate(cfg.token_keys):
+        if k.key_file:
+            _readable(cfg, f"token_keys[{i}].key_file", k.key_file, "token key")

@@ -36,7 +36,7 @@ from switch.security.keys import session_key_names, wrap
 from switch.security.mac import kcv
 from switch.core import states
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Result
-from switch.core.commands import Call, Op, Overrun, Reverse, Sec, Wait
+from switch.core.commands import Call, Op, Overrun, Reverse, Sec, Vas, Wait
 from switch.core.engine import Engine
 from switch.journal import JournalError
 from switch.journal.sqlite import SqliteJournal
@@ -85,6 +85,14 @@ name = "mastercard"
 kind = "card"
 prefixes = ["5"]
 acquirers = ["bank-b", "bank-a"]
+
+# A value-added service at both moments (executed by World._vas): it lowers
+# amounts, answers late, fails; the payment must not care.
+[[vas]]
+name = "loyalty"
+type = "sim"
+merchants = ["SIMSHOP00000001"]
+deadline = 0.05
 """
 
 # Spec 8: every simulated terminal MACs its requests (session keys under the
@@ -139,6 +147,7 @@ class World:
         self._sweep_at: float | None = None
         self.crash_enabled = crashes
         self.violations: list[str] = []
+        self.vas_calls = 0
 
     # -- the event queue -------------------------------------------------------------
 
@@ -166,6 +175,7 @@ class World:
             clock=lambda: self.now,
             healthy=lambda name: self.acquirers[name].up,
             stan_acquirers={a.name for a in self.cfg.acquirers},
+            token_keys={MERCHANT: (1, bytes(range(100, 132)))},
         )
         engine.on_flight_done = self._flight_done
         engine.reversals.on_queued = lambda: self._sweep_soon(0.0)
@@ -229,6 +239,8 @@ class World:
             else:
                 coro.close()
                 raise RuntimeError(f"security module {command.method} awaited something")
+        elif kind is Vas:
+            self._vas(command, resume)
         elif kind is Wait:
             flight = command.flight
             if flight.done:
@@ -250,6 +262,28 @@ class World:
             except StopIteration:
                 keys.append(key)
         return keys[0], keys[1]
+    def _vas(self, command, resume) -> None:
+        """A simulated service: a discount or a receipt line, nothing, a late answer or a failure.
+
+        A late one is abandoned at the deadline like the driver does (its
+        answer never counts); the engine must go on without it.
+        """
+        self.vas_calls += 1
+        roll = self.rng.random()
+        if roll < 0.1:
+            resume(error=Overrun("service overran"), after=command.deadline)
+            return
+        if roll < 0.15:
+            resume({name: ConnectionError("down") for name in command.services}, after=0.001)
+            return
+        p = command.payload
+        if p["moment"] == "before" and roll < 0.5 and p["amount"]:
+            answer = {"amount": p["amount"] - max(1, p["amount"] // 10), "line": "COUPON -10%"}
+        elif p["moment"] == "after":
+            answer = {"line": "+1 PTS"}
+        else:
+            answer = {}
+        resume({name: answer for name in command.services}, after=self.rng.uniform(0.001, command.deadline))
 
     def _flight_done(self, flight) -> None:
         for resume in flight.waiters:
@@ -654,6 +688,12 @@ def check(w: World) -> list[str]:
                     rec = recs.get(int(rrn))
                     if rec is None or (rec.terminal_id, rec.transmission_time) != (term.tid, rec.transmission_time):
                         out.append(f"{term.tid} stan {f[11]}: answered with rrn {rrn} that the journal does not hold")
+                if mti in ("0110", "0210") and code == "00" and rrn and rrn.isdigit():
+                    # Field 4 of an approval is the amount authorized (a service may have lowered it).
+                    rec = recs.get(int(rrn))
+                    if rec is not None and int(TERM.decode(body)[4]) != rec.amount:
+                        out.append(f"{term.tid} stan {f[11]}: approved for {TERM.decode(body)[4]}, "
+                                   f"journaled {rec.amount}")
                 if f["mti"][:3] in ("010", "020") and code == "00" and (f[11], f[7]) in reversed_keys:
                     # The terminal reversed what it was told was approved: undone at the acquirer.
                     rec = recs.get(int(rrn))
@@ -687,6 +727,10 @@ def check(w: World) -> list[str]:
         theirs = {k: i for k, i in acq.items.items() if not i.reversed}
         for k in ours.keys() - theirs.keys():
             out.append(f"{name}: journal says txn {ours[k].id} stands approved, the acquirer does not hold {k}")
+        for k in ours.keys() & theirs.keys():
+            # A service's discount is what the acquirer was asked for and what the journal holds.
+            if theirs[k].amount != ours[k].amount:
+                out.append(f"{name}: txn {ours[k].id} journaled {ours[k].amount}, the acquirer holds {theirs[k].amount}")
         for k in theirs.keys() - ours.keys():
             out.append(f"{name}: the acquirer holds {k} ({theirs[k].mti} {theirs[k].amount}) the switch does not")
         # No second debit: one standing authorization per terminal request, one completion per pre-auth.

@@ -113,6 +113,7 @@ class WalletAcquirer:
         self._on_state = on_state
         self._pool = ConnectionPool(url, size=pool_size, ssl=ssl)
         self._reachable = False
+        self._buyers: dict[str, str] = {}  # order number → the wallet's buyer id, until its Result
         self._closing = asyncio.Event()
         self._runs = 0
         self._drained = asyncio.Event()
@@ -244,6 +245,8 @@ class WalletAcquirer:
             log.warning("%s: %s %s: %s", self.name, call, order.no, exc)
             return Reply(None, sent=exc.sent)
         self._reachable = True
+        if reply is not None and reply.buyer_id:
+            self._buyers[order.no] = reply.buyer_id
         if reply is None:
             log.warning("%s: %s %s: unverifiable answer, taken as no answer", self.name, call, order.no)
             return Reply(None)
@@ -256,11 +259,13 @@ class WalletAcquirer:
 
     def _result(self, order_no: str, done: Done) -> Result:
         ref = acquirer_ref(order_no, done.trade_no, done.disposition)
+        buyer = self._buyers.pop(order_no, None)
         if done.code == "00":
             return Result(
                 response_code="00",
                 auth_code=auth_code(done.trade_no, order_no),
                 acquirer_ref=ref,
                 tlv={"WT": done.trade_no} if done.trade_no else {},
+                buyer_id=buyer,
             )
         return Result(response_code=done.code, acquirer_ref=ref, uncertain=done.uncertain)

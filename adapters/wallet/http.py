@@ -120,6 +120,7 @@ class ConnectionPool:
         *,
         content_type: str = "application/json",
         timeout: float,
+        headers: list[tuple[str, str]] = (),
     ) -> Response:
         """One request/response.  Raises TransportError, never returns a partial answer."""
         if self._closed:
@@ -129,6 +130,7 @@ class ConnectionPool:
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             ("Accept", "application/json"),
+            *headers,  # e.g. a signature header (value-added services)
         ]
         events = [
             h11.Request(method=method, target=self.base_path + path, headers=headers),

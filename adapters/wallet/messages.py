@@ -54,6 +54,7 @@ class WalletReply(msgspec.Struct, frozen=True):
     family: str | None = None  # trade.pay ``code`` (fallback rows)
     trade_no: str | None = None
     detail: str = ""  # the wallet's message, for logs
+    buyer_id: str | None = None  # the payer at the wallet (customer tokens, switch.core.vas)
 
 
 class BadRequest(Exception):
@@ -85,6 +86,7 @@ class TradeAnswer(msgspec.Struct):
     msg: str = ""
     sub_code: str | None = None
     sub_msg: str | None = None
+    buyer_user_id: str | None = None
     out_trade_no: str | None = None
     trade_no: str | None = None
     total_amount: str | None = None
@@ -153,6 +155,7 @@ class TradePayCodec:
             family=answer.code,
             trade_no=answer.trade_no,
             detail=answer.sub_msg or answer.msg,
+            buyer_id=answer.buyer_user_id,
         )
 
 
@@ -233,6 +236,7 @@ class MicroPayCodec:
         return WalletReply(
             word=micropay_word(call, fields),
             trade_no=fields.get("transaction_id") or None,
+            buyer_id=fields.get("openid") or None,
             detail=fields.get("err_code_des") or fields.get("return_msg", ""),
         )
 

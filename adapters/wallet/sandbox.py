@@ -223,7 +223,7 @@ class TradePayWallet:
                 raise messages.BadRequest("40002", "isv.invalid-parameter", str(exc))
             kind, order = self.ledger.pay(out_trade_no, biz.get("auth_code", ""), amount, now)
             ids = {"out_trade_no": out_trade_no, "trade_no": order.trade_no,
-                   "total_amount": messages.yuan(order.amount)}
+                   "total_amount": messages.yuan(order.amount), "buyer_user_id": buyer_id("2088", order.auth_code)}
             if kind == "paid":
                 return {**_SUCCESS, **ids}
             if kind == "waiting":
@@ -237,7 +237,7 @@ class TradePayWallet:
                         "sub_code": "ACQ.TRADE_NOT_EXIST", "out_trade_no": out_trade_no}
             return {**_SUCCESS, "out_trade_no": out_trade_no, "trade_no": order.trade_no,
                     "total_amount": messages.yuan(order.amount),
-                    "trade_status": _TRADE_STATUS[order.state]}
+                    "trade_status": _TRADE_STATUS[order.state], "buyer_user_id": buyer_id("2088", order.auth_code)}
         kind, order = self.ledger.cancel(out_trade_no, now)
         if kind == "retry":
             return {"code": "20000", "msg": "Service Currently Unavailable",
@@ -245,6 +245,14 @@ class TradePayWallet:
                     "out_trade_no": out_trade_no}
         return {**_SUCCESS, "out_trade_no": out_trade_no, "trade_no": order.trade_no,
                 "retry_flag": "N", "action": "refund" if kind == "refunded" else "close"}
+
+
+def buyer_id(prefix: str, payment_code: str) -> str:
+    """The sandbox's payer behind a payment code: codes that agree up to their
+    last 4 digits belong to the same buyer (real codes change at every scan)."""
+    import hashlib
+
+    return prefix + hashlib.sha256(payment_code[:-4].encode()).hexdigest()[:12]
 
 
 # --- micropay face -----------------------------------------------------------
@@ -303,7 +311,7 @@ class MicroPayWallet:
             kind, order = self.ledger.pay(out_trade_no, request.get("auth_code", ""), amount, now)
             if kind == "paid":
                 return {**head, "result_code": "SUCCESS", "transaction_id": order.trade_no,
-                        "total_fee": str(order.amount)}
+                        "total_fee": str(order.amount), "openid": buyer_id("o", order.auth_code)}
             return {**head, "result_code": "FAIL", "err_code": _ERR_CODE[kind],
                     "err_code_des": kind}
         if call == "query":
@@ -311,7 +319,8 @@ class MicroPayWallet:
             if order is None:
                 return {**head, "result_code": "FAIL", "err_code": "ORDERNOTEXIST"}
             return {**head, "result_code": "SUCCESS", "transaction_id": order.trade_no,
-                    "total_fee": str(order.amount), "trade_state": _TRADE_STATE[order.state]}
+                    "total_fee": str(order.amount), "trade_state": _TRADE_STATE[order.state],
+                    "openid": buyer_id("o", order.auth_code)}
         kind, order = self.ledger.cancel(out_trade_no, now)
         if kind == "retry":
             return {**head, "result_code": "FAIL", "err_code": "SYSTEMERROR", "recall": "Y"}

@@ -126,6 +126,9 @@ class Result(msgspec.Struct, kw_only=True):
     tlv: dict[str, str] = {}  # field 48 tags for the terminal (WT, CB, M2, LY)
     icc: bytes | None = None  # issuer EMV data for field 55 of the response
     uncertain: bool = False  # may have been approved: the switch must reverse
+    # Wallets: the payer's id at the wallet (buyer id, open id), only ever
+    # turned into a customer token (switch.core.vas); never journaled as it is.
+    buyer_id: str | None = None
 
 
 # What Acquirer.reverse() reports.

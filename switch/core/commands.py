@@ -81,6 +81,27 @@ class Wait:
         self.flight = flight
 
 
+class Vas:
+    """Call value-added services (:mod:`switch.core.vas`) with ``payload``; result: name → answer.
+
+    ``moment``: ``before`` (authorization) or ``after`` (approval).  The
+    driver calls the named services at once and gives each its own deadline
+    (at most ``deadline`` seconds in all); a service that failed or missed
+    it maps to its exception (or None).  Never card data in ``payload``.
+    """
+
+    __slots__ = ("moment", "services", "payload", "deadline")
+
+    def __init__(self, moment: str, services: tuple[str, ...], payload: dict, deadline: float) -> None:
+        self.moment = moment
+        self.services = services
+        self.payload = payload
+        self.deadline = deadline
+
+    def __repr__(self) -> str:
+        return f"Vas({self.moment}, {', '.join(self.services)})"
+
+
 class Overrun(Exception):
     """Thrown into the engine when an adapter broke its own deadline."""
 
@@ -104,7 +125,7 @@ class Flight:
     """
 
     __slots__ = ("key", "digest", "mti", "kind", "txn_id", "answer", "error", "done", "decided", "reverse_requested",
-                 "reverse_honoured", "waiters")
+                 "reverse_honoured", "waiters", "vas_tlv")
 
     def __init__(self, key: tuple[str, str, str], digest: str, mti: str) -> None:
         self.key = key
@@ -119,3 +140,4 @@ class Flight:
         self.reverse_requested = False  # a terminal's 0400 named it meanwhile
         self.reverse_honoured = False  # ... and its authorization saw that before deciding
         self.waiters: list = []
+        self.vas_tlv: dict[str, str] = {}  # field 48 tags from the value-added services (DS, LY)

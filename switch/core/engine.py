@@ -33,6 +33,7 @@ from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
 from switch.core.limits import TerminalSlots
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
+from switch.core.vas import VasHook
 from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, digest_key, pan_protect, same_pan
 
 log = logging.getLogger("payswitch")
@@ -93,6 +94,7 @@ class Engine:
         metrics: Any = None,
         healthy: Callable[[str], bool] = lambda name: True,
         stan_acquirers: frozenset[str] | set[str] = frozenset(),
+        token_keys: dict[str, tuple[int, bytes]] | None = None,
     ) -> None:
         self.key = key  # the journal secret: PAN hashes and content digests use keys derived from it
         self.digest_key = digest_key(key)
@@ -109,6 +111,7 @@ class Engine:
         self.slots = TerminalSlots()  # requests open per terminal ID (issue 8)
         self.reversals = ReversalQueue(self, stan_acquirers)
         self.apply(cfg)
+        self.vas = VasHook(self, token_keys)  # value-added services, customer tokens (switch.core.vas)
 
     def apply(self, cfg) -> None:
         """Take a (re)loaded configuration: terminals, merchants, routes, timeouts."""
@@ -123,6 +126,8 @@ class Engine:
         self.merchants = {mc.id: mc for mc in cfg.merchants}
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
         self.security = security.TerminalSecurity(cfg.security)
+        if hasattr(self, "vas"):
+            self.vas.apply(cfg)
 
     # -- a request -------------------------------------------------------------------
 
@@ -294,6 +299,7 @@ class Engine:
             local_time=msg.get(12),
             local_date=msg.get(13),
             entry_mode=msg.get(22),
+            customer_token=self.vas.token(merchant, kind, pan) if kind in ("card", "citycard") else None,
         )
         rec, created = yield Op("insert", fresh)
         if not created:
@@ -333,6 +339,7 @@ class Engine:
             # A card-scheme QR code (e.g. prefix 62) goes to the card network as a
             # token PAN in field 2, with field 22 saying it was scanned.
             pan = tlv["BC"]
+        yield from self.vas.before(msg, rec, merchant, kind, tlv, flight)  # coupons: may lower field 4
         request = m.build_request(msg, txn_id=rec.id, kind=kind, rrn=rec.rrn, pan=pan, tlv=tlv, mti=mti)
         return (yield from self._authorize(msg, rec, route.acquirers, request, flight, codec, kind))
 
@@ -449,7 +456,10 @@ class Engine:
                 icc = m.issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
             except ValueError as e:
                 log.warning("rrn %s: %s; answered without field 55", rec.rrn, e, **about(rec))
-        resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=result.tlv, icc=icc,
+        tlv, token = yield from self.vas.after(msg, rec, request, result, code, reverse, flight)  # points, DS, LY
+        if token:
+            changes["customer_token"] = token
+        resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=tlv, icc=icc,
                                 build_tlv48=build_tlv48)
         flight.decided = True
         try:

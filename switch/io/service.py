@@ -16,7 +16,7 @@ import time
 from native.iso8583 import dialect
 
 from switch import config as config_mod
-from switch.core.commands import Call, Flight, Op, Overrun, Reverse, Sec, Wait
+from switch.core.commands import Call, Flight, Op, Overrun, Reverse, Sec, Vas, Wait
 from switch.core.engine import Engine
 from switch.journal import open_journal
 from switch.metrics import Metrics
@@ -49,6 +49,9 @@ class Switch:
         self.key = key if key is not None else wiring.load_hmac_key(cfg)
         self.cfg = cfg
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
+        from switch.io import vas as vas_io  # value-added services, customer-token keys
+
+        self.vas = vas_io.Services(cfg)
         factory = acquirer_factory or wiring.build_acquirer
         self.acquirers = (
             acquirers
@@ -62,6 +65,7 @@ class Switch:
             metrics=self.metrics,
             healthy=lambda name: self.acquirers[name].healthy(),
             stan_acquirers={a.name for a in cfg.acquirers if a.type == "card"},
+            token_keys=vas_io.load_token_keys(cfg),
         )
         self.engine.on_flight_done = _wake_waiters
         self.engine.reversals.on_queued = self._wake_sweeper
@@ -161,6 +165,7 @@ class Switch:
         close_module = getattr(self.security_module, "close", None)
         if close_module is not None:
             await asyncio.gather(close_module(), return_exceptions=True)
+        await self.vas.close()
         self.journal.close()
 
     async def _order_state(self, order_no: str, state: str) -> None:
@@ -226,6 +231,12 @@ class Switch:
 
                 raise ModuleUnavailable("no security module configured (security.module)")
             return await getattr(module, command.method)(*command.args)
+        if kind is Vas:
+            try:  # each service under its own deadline (switch.io.vas); this one bounds them all
+                async with asyncio.timeout(command.deadline + 0.005):
+                    return await self.vas.call(command)
+            except TimeoutError:
+                raise Overrun(f"value-added services overran {command.deadline:.3f} s") from None
         if kind is Wait:
             flight = command.flight
             if not flight.done:

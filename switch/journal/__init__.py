@@ -115,6 +115,9 @@ class TxnRecord(msgspec.Struct, kw_only=True):
     # the retransmission window, or an advice sent again) gets its own id here
     # and frees the key for a new request.
     key_epoch: int = 0
+    # The payer's pseudonym for value-added services (switch.core.vas): a keyed
+    # hash under the merchant group's token key, never the PAN key's.
+    customer_token: str | None = None
 
 
 class Totals(msgspec.Struct):

@@ -32,6 +32,7 @@ from switch.journal import (
     check_pan_forms,
 )
 from switch.journal import files
+from switch.journal import outbox
 from switch.journal.groupcommit import GroupCommitter
 
 # SQLite 3.37 for STRICT tables (3.35 for RETURNING, 3.31 for generated columns).
@@ -136,6 +137,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # were keyed with the journal secret itself, version 0.
         "UPDATE txn SET pan_hash = 'v0:' || pan_hash WHERE pan_hash IS NOT NULL AND pan_hash NOT LIKE 'v%:%'",
     ),
+    outbox.MIGRATION,  # customer tokens and the transaction event outbox (switch.journal.outbox)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,1 @@
+"""Value-added service clients registered under the entry points ``payswitch.vas`` (the bundled ``http``)."""

@@ -1,0 +1,222 @@
+"""Value-added services at the moment of payment: customer tokens, coupons, points (issue 11).
+
+Sans-I/O like the engine: the two moments are generators that yield a
+:class:`~switch.core.commands.Vas` command, which the driver executes with
+the deadline enforced, and get back what each service answered (or the
+exception that stopped it).  The payment never depends on a service:
+past its deadline, on an error or a nonsensical answer the payment goes on
+as if the service were not configured, counted in ``metrics.vas_call``.
+
+- *before authorization* (0100/0200 purchases, not city cards, whose
+  purse the card debits itself): the service may lower the
+  amount (coupon, member price).  The lowered amount is journaled before the
+  request leaves, so the acquirer, the 0500 totals and any reversal use it;
+  the response carries it in field 4 and the discount in field 48 ``DS``.
+  A refused coupon changes nothing but the receipt line (``LY``).
+- *after approval* (0200 purchases and 0220 completions answered 00 and
+  not being reversed): points, enrolment; the service's receipt line goes
+  to ``LY``.  Never called for declines, reversals, refunds, balance
+  enquiries or top-ups (a refund's event on the stream tells partners to
+  take points back).
+
+A service sees only what :func:`payload` puts in: the customer token,
+merchant, terminal, amount, currency, kind, coupon code and the switch's
+RRN as an idempotency reference -- never card data.
+
+The customer token is a keyed hash (HMAC-SHA256) of the payer's identifier
+(the PAN for cards and city cards, the wallet's buyer id) under the
+merchant group's token key, versioned: the same card at the same group
+always gives the same token, another group an unrelated one, and nobody
+without the key can go from a token back to a card number.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import Any, Generator, Mapping
+
+from switch.core.commands import Op, Vas
+
+log = logging.getLogger("payswitch")
+
+Gen = Generator[Any, Any, Any]
+
+BEFORE, AFTER = "before", "after"
+_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+_LY_MAX = 99  # characters of receipt text in field 48 LY
+
+
+def customer_token(key: bytes, version: int, kind: str, ident: str) -> str:
+    """``t<version>`` + 32 letters: 128 bits of HMAC-SHA256 of ``kind:ident``.
+
+    Letters only (a-p for the hex digits), so a token can never look like a
+    card number to the journal's PAN guard or to a scanner.
+    """
+    digest = hmac.new(key, f"{kind}:{ident}".encode(), hashlib.sha256).hexdigest()[:32]
+    return f"t{version}{digest.translate(_LETTERS)}"
+
+
+def sign(secret: bytes, body: bytes, timestamp: int) -> str:
+    """The signature header value of a request or webhook: ``t=<unix>,v1=<hex HMAC-SHA256>``.
+
+    The MAC covers ``<timestamp>.`` followed by the exact body bytes.
+    """
+    mac = hmac.new(secret, b"%d." % timestamp + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: bytes, body: bytes, header: str, now: float, tolerance: float = 300.0) -> bool:
+    """True if ``header`` signs ``body`` under ``secret`` within ``tolerance`` seconds of ``now``."""
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        timestamp = int(parts["t"])
+        given = parts["v1"]
+    except (ValueError, KeyError):
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, body, timestamp).split("v1=", 1)[1], given)
+
+
+def payload(moment: str, *, ref: str, token: str | None, merchant: str, terminal: str, amount: int | None,
+            currency: str | None, kind: str, coupon: str | None) -> dict:
+    """What a service is told: these keys and nothing else (docs/value-added-services.md)."""
+    return {"moment": moment, "ref": ref, "token": token, "merchant": merchant, "terminal": terminal,
+            "amount": amount, "currency": currency, "kind": kind, "coupon": coupon}
+
+
+class VasHook:
+    """The services and token keys of each merchant, and the two moments.
+
+    ``token_keys``: group → (version, key), the highest version of each
+    group (loaded from files or the environment by the I/O layer).
+    """
+
+    def __init__(self, engine, token_keys: Mapping[str, tuple[int, bytes]] | None = None) -> None:
+        self.engine = engine
+        self.token_keys = dict(token_keys or {})
+        self.apply(engine.cfg)
+
+    def apply(self, cfg) -> None:
+        self.groups = {mc.id: (mc.group or mc.id) for mc in cfg.merchants}
+        services: dict[tuple[str, str], list] = {}
+        for s in getattr(cfg, "vas", ()):
+            for merchant in s.merchants:
+                for moment in s.moments:
+                    services.setdefault((merchant, moment), []).append(s)
+        self.services = services
+
+    def token(self, merchant: str, kind: str, ident: str | None) -> str | None:
+        if not ident:
+            return None
+        found = self.token_keys.get(self.groups.get(merchant, merchant))
+        if found is None:
+            return None
+        version, key = found
+        return customer_token(key, version, kind, ident)
+
+    def _call(self, moment: str, merchant: str, body: dict) -> Gen:
+        """Yield the command; (service name, answer) for every service that answered sensibly."""
+        services = self.services.get((merchant, moment))
+        if not services:
+            return []
+        metrics = self.engine.metrics
+        names = tuple(s.name for s in services)
+        deadline = max(s.deadline for s in services)
+        try:
+            answers = yield Vas(moment, names, body, deadline)
+        except Exception as e:  # the driver broke the deadline itself: no service this time
+            for name in names:
+                metrics.vas_call(name, moment, "timeout")
+            log.info("rrn %s: value-added services skipped at %s: %s", body["ref"], moment, type(e).__name__)
+            return []
+        out = []
+        for name in names:
+            answer = answers.get(name) if isinstance(answers, dict) else None
+            if isinstance(answer, BaseException) or answer is None:
+                outcome = "timeout" if answer is None or isinstance(answer, TimeoutError) else "error"
+                metrics.vas_call(name, moment, outcome)
+                log.info("rrn %s: service %s skipped at %s (%s)", body["ref"], name, moment, outcome)
+                continue
+            if not isinstance(answer, dict):
+                metrics.vas_call(name, moment, "error")
+                continue
+            metrics.vas_call(name, moment, "ok")
+            out.append((name, answer))
+        return out
+
+    # -- the moments -------------------------------------------------------------------
+
+    def before(self, msg, rec, merchant: str, kind: str, tlv: Mapping[str, str], flight) -> Gen:
+        """Coupons and member prices: may lower ``msg[4]`` and the journaled amount.
+
+        Sets ``flight.vas_tlv`` (DS, LY) for the response; returns nothing.
+        """
+        if msg.mti[:3] not in ("010", "020") or msg[3][:2] != "00" or 4 not in msg:
+            return None
+        if kind == "citycard":
+            return None  # the card debits its own purse (its TAC covers the amount): nothing to lower
+        if not self.services.get((merchant, BEFORE)):
+            return None
+        amount = int(msg[4])
+        body = payload(BEFORE, ref=rec.rrn, token=rec.customer_token, merchant=merchant, terminal=msg[41],
+                       amount=amount, currency=msg.get(49), kind=kind, coupon=tlv.get("CP"))
+        answers = yield from self._call(BEFORE, merchant, body)
+        lowered, lines = None, []
+        for name, answer in answers:
+            new = answer.get("amount")
+            if lowered is None and type(new) is int and 0 < new < amount:
+                lowered = new
+            elif new is not None and new != amount:
+                log.warning("rrn %s: service %s answered amount %r for %d; ignored", rec.rrn, name, new, amount)
+            line = answer.get("line")
+            if isinstance(line, str) and line:
+                lines.append(line)
+        out: dict[str, str] = {}
+        if lowered is not None:
+            try:
+                yield Op("update", rec.id, amount=lowered)
+            except Exception:
+                # Not journaled: the payment goes on at its full amount.
+                log.exception("rrn %s: cannot journal the discounted amount; full amount", rec.rrn)
+                self.engine.metrics.vas_call("journal", BEFORE, "error")
+                lowered = None
+        if lowered is not None:
+            msg[4] = "%012d" % lowered
+            out["DS"] = "%012d" % (amount - lowered)
+        if lines:
+            out["LY"] = _line(lines)
+        flight.vas_tlv = out
+        return None
+
+    def after(self, msg, rec, request, result, code: str, reverse: bool, flight) -> Gen:
+        """Points and enrolment after an approval: (field 48 tags of the response, token to journal)."""
+        tlv = dict(result.tlv)
+        extra = getattr(flight, "vas_tlv", None) or {}
+        token = None
+        if request.kind == "wallet" and getattr(result, "buyer_id", None):
+            token = self.token(request.merchant_id or rec.merchant_id, "wallet", result.buyer_id)
+        if extra.get("DS"):
+            tlv["DS"] = extra["DS"]
+        lines = [extra["LY"]] if extra.get("LY") else []
+        merchant = rec.merchant_id
+        approved = code == "00" and not reverse and not result.uncertain
+        purchase = request.mti in ("0200", "0220") and request.processing_code[:2] == "00"
+        if approved and purchase and self.services.get((merchant, AFTER)):
+            body = payload(AFTER, ref=rec.rrn, token=token or rec.customer_token, merchant=merchant,
+                           terminal=request.terminal_id, amount=request.amount, currency=request.currency,
+                           kind=request.kind, coupon=request.tlv.get("CP"))
+            for name, answer in (yield from self._call(AFTER, merchant, body)):
+                line = answer.get("line")
+                if isinstance(line, str) and line:
+                    lines.append(line)
+        if lines:
+            tlv["LY"] = _line(lines)
+        return tlv, token
+
+
+def _line(lines: list[str]) -> str:
+    text = " / ".join(lines)
+    text = "".join(ch if " " <= ch <= "~" else " " for ch in text)  # printable ASCII on a receipt
+    return text[:_LY_MAX]

@@ -1,0 +1,101 @@
+"""The transaction event outbox: final outcomes, written in the journal's own transaction.
+
+Triggers on the ``txn`` table add one row to ``outbox`` when a payment's
+answer is journaled (``approved`` or ``declined``), when an approved payment
+goes to be reversed (``reversed``: from then on the switch undoes it,
+whatever the acquirer says), and when a settlement (0500) is answered
+(``settled``).  The row is part of the same SQLite transaction as the
+update that caused it: no outcome without its event, no event without its
+outcome, and no code path in the engine to forget.
+
+The outbox id is the event's id: the relay (``switch.events``) publishes it
+as the NATS message id and the webhook ``id``, so a republished event is
+recognised as the same.  Events carry no card data: the masked PAN at most,
+the customer token, amounts, codes and times.
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import NamedTuple
+
+# The event body, as JSON text, from the row the trigger fires on.
+_BODY = """json_object(
+    'event', {event},
+    'txn', NEW.id,
+    'rrn', printf('%012d', NEW.id),
+    'merchant', NEW.merchant_id,
+    'terminal', NEW.terminal_id,
+    'mti', NEW.mti,
+    'processing_code', NEW.processing_code,
+    'kind', NEW.kind,
+    'amount', NEW.amount,
+    'currency', NEW.currency,
+    'code', NEW.response_code,
+    'auth_code', NEW.auth_code,
+    'pan_masked', NEW.pan_masked,
+    'customer_token', NEW.customer_token,
+    'at', NEW.updated_at{extra}
+)"""
+
+_INSERT = "INSERT INTO outbox (txn_id, merchant_id, event, body, created_at) VALUES (NEW.id, NEW.merchant_id, {event}, {body}, NEW.updated_at)"
+
+_OUTCOME_EVENT = "CASE NEW.response_code WHEN '00' THEN 'approved' ELSE 'declined' END"
+_SETTLED_EXTRA = """,
+    'totals', (SELECT json_object('credits', credits_count, 'debits', debits_count,
+                                  'credits_amount', credits_amount, 'debits_amount', debits_amount)
+               FROM settlement WHERE terminal_id = NEW.terminal_id ORDER BY id DESC LIMIT 1)"""
+
+MIGRATION: tuple[str, ...] = (
+    "ALTER TABLE txn ADD COLUMN customer_token TEXT",
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        txn_id INTEGER NOT NULL,
+        merchant_id TEXT NOT NULL,
+        event TEXT NOT NULL,  -- approved | declined | reversed | settled
+        body TEXT NOT NULL,   -- the event as JSON (docs/value-added-services.md)
+        created_at REAL NOT NULL
+    ) STRICT
+    """,
+    # A payment's answer, journaled once (a record's response_code goes from
+    # NULL to its code in the update that stores the response).
+    f"""
+    CREATE TRIGGER outbox_outcome AFTER UPDATE OF response_code ON txn
+    WHEN OLD.response_code IS NULL AND NEW.response_code IS NOT NULL AND NEW.mti IN ('0100', '0200', '0220')
+    BEGIN
+        {_INSERT.format(event=_OUTCOME_EVENT, body=_BODY.format(event=_OUTCOME_EVENT, extra=''))};
+    END
+    """,
+    # An approved payment that starts to be reversed (terminal 0400, or a
+    # late 0400 for one that was answered 00).
+    f"""
+    CREATE TRIGGER outbox_reversed AFTER UPDATE OF state ON txn
+    WHEN NEW.state = 'reversal_pending' AND OLD.state NOT IN ('reversal_pending', 'reversed', 'unmatched')
+         AND NEW.response_code = '00' AND NEW.mti IN ('0100', '0200', '0220')
+    BEGIN
+        {_INSERT.format(event="'reversed'", body=_BODY.format(event="'reversed'", extra=''))};
+    END
+    """,
+    f"""
+    CREATE TRIGGER outbox_settled AFTER UPDATE OF response_code ON txn
+    WHEN OLD.response_code IS NULL AND NEW.response_code IS NOT NULL AND NEW.mti = '0500'
+    BEGIN
+        {_INSERT.format(event="'settled'", body=_BODY.format(event="'settled'", extra=_SETTLED_EXTRA))};
+    END
+    """,
+)
+
+
+class Event(NamedTuple):
+    id: int  # the outbox id: NATS message id, webhook id
+    merchant_id: str
+    event: str
+    body: str  # JSON text
+
+
+def read_after(conn: sqlite3.Connection, after: int, limit: int = 500) -> list[Event]:
+    """Events with an id above ``after``, oldest first (any connection to the journal)."""
+    rows = conn.execute(
+        "SELECT id, merchant_id, event, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+    ).fetchall()
+    return [Event(*row) for row in rows]
