@@ -34,7 +34,7 @@ from switch.core.limits import TerminalSlots
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.core.vas import VasHook
-from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, digest_key, pan_protect, same_pan
+from switch.journal import REVERSED_STATES, Totals, TxnRecord, digest_key, pan_protect, same_pan
 
 log = logging.getLogger("payswitch")
 
@@ -43,8 +43,6 @@ _MIN_ATTEMPT = 0.05  # seconds: less than this left, no further acquirer is trie
 
 # MTI digit 2 (message class) → metrics label.
 _MCLASS = {"1": "auth", "2": "financial", "4": "reversal", "5": "settlement", "8": "network"}
-# What a terminal's 0400 may name (section 3), and what a 0220 may complete.
-_REVERSIBLE = ("0100", "0200", "0220")
 
 Gen = Generator[Any, Any, Any]
 
@@ -483,62 +481,11 @@ class Engine:
         """Terminal 0400 (sections 6, 6.1): recorded durably and answered 00 at once;
         the acquirer is told in the background.  Idempotent."""
         o_mti, o_stan, o_time = m.original_key(msg[90])
-        original_id, kind = yield from self._reverse_named(msg[41], rec.merchant_id, o_mti, o_stan, o_time)
+        original_id, kind = yield from self.reversals.undo(msg[41], rec.merchant_id, o_mti, o_stan, o_time)
         resp = m.build_response(msg, "00", rec.rrn)
         out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"),
                                       original_id=original_id, kind=kind)
         return kind, "00", out
-
-    def _reverse_named(self, tid: str, merchant_id: str, o_mti: str, o_stan: str, o_time: str,
-                       *, in_flight: bool = True) -> Gen:
-        """Undo whatever (41, 11, 7) names, in whatever state it is: (its id, its kind)."""
-        okey = (tid, o_stan, o_time)
-        while True:
-            try:
-                return (yield from self._reverse_once(okey, merchant_id, o_mti, in_flight))
-            except StaleState:
-                continue  # moved on while we looked: look again
-
-    def _reverse_once(self, okey: tuple[str, str, str], merchant_id: str, o_mti: str, in_flight: bool) -> Gen:
-        tid, o_stan, o_time = okey
-        orig = None
-        while True:
-            flight = self.inflight.get(okey) if in_flight else None
-            if flight is not None and flight.decided:
-                # Its outcome is being journaled this moment: wait for that, then
-                # reverse it like any answered one.
-                try:
-                    yield Wait(flight)
-                except Exception:
-                    pass  # its own failure is its own answer; the journal tells the rest
-                continue
-            orig = yield Op("find", *okey)
-            flight = self.inflight.get(okey) if in_flight else None
-            if flight is None or orig is not None and orig.state not in (states.RECEIVED, states.SENT):
-                break  # nothing in flight, or only a retransmission of something answered
-            if flight.decided:
-                continue
-            # Being authorized: answered 68 when its answer comes and reversed if
-            # approved; if it ends another way, reversed from the journal then
-            # (and after a crash, recovery reverses what was sent).
-            flight.reverse_requested = True
-            log.info("0400 for %s/%s while it is in flight; it will not be answered 00", tid, o_stan)
-            return (orig.id if orig else flight.txn_id), "card"
-        if orig is None:
-            # Section 6.1: never seen.  The key is void for the retransmission
-            # window, so the original, should it come late, is answered 94.
-            void = TxnRecord(terminal_id=tid, merchant_id=merchant_id, mti=o_mti, stan=o_stan,
-                             transmission_time=o_time, kind="card", state=states.VOID)
-            orig, created = yield Op("insert", void)
-            if not created and okey in self.inflight:  # it arrived this very moment
-                self.inflight[okey].reverse_requested = True
-                return orig.id, orig.kind
-        if orig.mti in _REVERSIBLE and orig.acquirer and states.needs_reversal(orig.state, orig.response_code):
-            if orig.state != states.REVERSAL_PENDING:
-                changes = yield from self.reversals.start_fields(orig.acquirer)
-                yield Op("update_if", orig.id, orig.state, state=states.advance(orig.state, "reverse"), **changes)
-                self.reversals.queued(orig.id, None, "terminal")
-        return orig.id, orig.kind
 
     def _completion(self, msg, rec: TxnRecord, kind, pan, pan_hash, tlv, flight: Flight, codec) -> Gen:
         """0220 naming a pre-authorization in field 90 (sections 3 and 6.1)."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generator
 
 from switch.core import pipeline, states
 from switch.core.acquirer import NOT_FOUND, REVERSED, Original, Request, reversal_outcome
-from switch.core.commands import Op, Reverse
+from switch.core.commands import Op, Reverse, Wait
 from switch.journal import StaleState, TxnRecord
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("payswitch")
 
 Gen = Generator[Any, Any, Any]
+
+# What a terminal's 0400 may name (spec section 3), and what a 0220 may complete.
+REVERSIBLE = ("0100", "0200", "0220")
 
 STAN_BLOCK = 10_000  # host STANs reserved per journal write
 _STAN_LIMIT = 999_999
@@ -166,11 +169,62 @@ class ReversalQueue:
         """A terminal's 0400 (already answered) for what (41, 11, 7) names; if the
         journal fails now, kept in memory and retried by every sweep."""
         try:
-            yield from self.engine._reverse_named(tid, merchant_id, mti, stan, when, in_flight=False)
+            yield from self.undo(tid, merchant_id, mti, stan, when, in_flight=False)
         except Exception:
             log.exception("reversal of %s/%s could not be journaled; retried by the next sweep", tid, stan)
             self.named.append((tid, merchant_id, mti, stan, when))
             self.on_queued()
+
+    def undo(self, tid: str, merchant_id: str, o_mti: str, o_stan: str, o_time: str,
+             *, in_flight: bool = True) -> Gen:
+        """Undo whatever (41, 11, 7) names, in whatever state it is: (its id, its kind)."""
+        okey = (tid, o_stan, o_time)
+        while True:
+            try:
+                return (yield from self._named_once(okey, merchant_id, o_mti, in_flight))
+            except StaleState:
+                continue  # moved on while we looked: look again
+
+    def _named_once(self, okey: tuple[str, str, str], merchant_id: str, o_mti: str, in_flight: bool) -> Gen:
+        tid, o_stan, o_time = okey
+        orig = None
+        while True:
+            flight = self.engine.inflight.get(okey) if in_flight else None
+            if flight is not None and flight.decided:
+                # Its outcome is being journaled this moment: wait for that, then
+                # reverse it like any answered one.
+                try:
+                    yield Wait(flight)
+                except Exception:
+                    pass  # its own failure is its own answer; the journal tells the rest
+                continue
+            orig = yield Op("find", *okey)
+            flight = self.engine.inflight.get(okey) if in_flight else None
+            if flight is None or orig is not None and orig.state not in (states.RECEIVED, states.SENT):
+                break  # nothing in flight, or only a retransmission of something answered
+            if flight.decided:
+                continue
+            # Being authorized: answered 68 when its answer comes and reversed if
+            # approved; if it ends another way, reversed from the journal then
+            # (and after a crash, recovery reverses what was sent).
+            flight.reverse_requested = True
+            log.info("0400 for %s/%s while it is in flight; it will not be answered 00", tid, o_stan)
+            return (orig.id if orig else flight.txn_id), "card"
+        if orig is None:
+            # Section 6.1: never seen.  The key is void for the retransmission
+            # window, so the original, should it come late, is answered 94.
+            void = TxnRecord(terminal_id=tid, merchant_id=merchant_id, mti=o_mti, stan=o_stan,
+                             transmission_time=o_time, kind="card", state=states.VOID)
+            orig, created = yield Op("insert", void)
+            if not created and okey in self.engine.inflight:  # it arrived this very moment
+                self.engine.inflight[okey].reverse_requested = True
+                return orig.id, orig.kind
+        if orig.mti in REVERSIBLE and orig.acquirer and states.needs_reversal(orig.state, orig.response_code):
+            if orig.state != states.REVERSAL_PENDING:
+                changes = yield from self.start_fields(orig.acquirer)
+                yield Op("update_if", orig.id, orig.state, state=states.advance(orig.state, "reverse"), **changes)
+                self.queued(orig.id, None, "terminal")
+        return orig.id, orig.kind
 
     def original_of(self, rec: TxnRecord, pan: str | None = None) -> Original:
         return Original(

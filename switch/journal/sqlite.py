@@ -32,8 +32,8 @@ from switch.journal import (
     check_pan_forms,
 )
 from switch.journal import files
-from switch.journal import outbox
 from switch.journal.groupcommit import GroupCommitter
+from switch.journal.schema import MIGRATIONS, SCHEMA_VERSION
 
 # SQLite 3.37 for STRICT tables (3.35 for RETURNING, 3.31 for generated columns).
 MIN_SQLITE = (3, 37, 0)
@@ -46,100 +46,6 @@ UPDATABLE = frozenset(INSERTED)
 _INSERTED_INDEX = tuple(FIELDS.index(f) for f in INSERTED)
 _COLUMNS = ", ".join(FIELDS)
 
-# Each entry is one schema version; applied in order, each in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """
-        CREATE TABLE txn (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            terminal_id TEXT NOT NULL,
-            merchant_id TEXT NOT NULL,
-            mti TEXT NOT NULL,
-            stan TEXT NOT NULL,
-            transmission_time TEXT NOT NULL,
-            processing_code TEXT,
-            amount INTEGER,
-            currency TEXT,
-            kind TEXT NOT NULL,
-            acquirer TEXT,
-            pan_masked TEXT,
-            pan_hash TEXT,
-            content_digest TEXT NOT NULL,
-            rrn TEXT GENERATED ALWAYS AS (printf('%012d', id)) VIRTUAL,
-            state TEXT NOT NULL,
-            response_code TEXT,
-            auth_code TEXT,
-            acquirer_ref TEXT,
-            order_ref TEXT,
-            order_state TEXT,
-            response BLOB,
-            original_id INTEGER,
-            reversal_attempts INTEGER NOT NULL,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL
-        ) STRICT
-        """,
-        # The retransmission / duplicate key (spec section 6: same 41, 11 and 7,
-        # whatever the MTI; a different MTI under the same key is a 94).
-        "CREATE UNIQUE INDEX txn_key ON txn (terminal_id, stan, transmission_time)",
-        # Sweepers: in_states() orders by updated_at (then id, implicit in the index).
-        "CREATE INDEX txn_state ON txn (state, updated_at)",
-        "CREATE UNIQUE INDEX txn_order_ref ON txn (order_ref) WHERE order_ref IS NOT NULL",
-        "CREATE INDEX txn_original ON txn (original_id) WHERE original_id IS NOT NULL",
-        # Settlement totals scan a terminal's transactions after a cut-off id.
-        "CREATE INDEX txn_terminal ON txn (terminal_id, id)",
-        """
-        CREATE TABLE settlement (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            terminal_id TEXT NOT NULL,
-            accepted INTEGER NOT NULL,
-            credits_count INTEGER NOT NULL,
-            debits_count INTEGER NOT NULL,
-            credits_amount INTEGER NOT NULL,
-            debits_amount INTEGER NOT NULL,
-            last_txn_id INTEGER NOT NULL,  -- cut-off: the highest txn id when it was recorded
-            created_at REAL NOT NULL
-        ) STRICT
-        """,
-        "CREATE INDEX settlement_terminal ON settlement (terminal_id, accepted, last_txn_id)",
-    ),
-    (
-        # Host STAN / field 7 journaled with the request, the reversal's own,
-        # the fields a host wants repeated in a reversal (spec section 6.1).
-        "ALTER TABLE txn ADD COLUMN host_stan TEXT",
-        "ALTER TABLE txn ADD COLUMN host_time TEXT",
-        "ALTER TABLE txn ADD COLUMN local_time TEXT",
-        "ALTER TABLE txn ADD COLUMN local_date TEXT",
-        "ALTER TABLE txn ADD COLUMN entry_mode TEXT",
-        "ALTER TABLE txn ADD COLUMN reversal_stan TEXT",
-        "ALTER TABLE txn ADD COLUMN reversal_time TEXT",
-        "ALTER TABLE txn ADD COLUMN reversal_started REAL",
-        # The settlement cut-off goes by when a transaction was answered, not by
-        # when it arrived: one in flight at the 0500 belongs to the next period.
-        "ALTER TABLE txn ADD COLUMN answered_at REAL",
-        "UPDATE txn SET answered_at = updated_at WHERE response_code IS NOT NULL",
-        # A key (41, 11, 7) identifies a request for the retransmission window
-        # only: a retired record moves out of the way (key_epoch = its id).
-        "ALTER TABLE txn ADD COLUMN key_epoch INTEGER NOT NULL DEFAULT 0",
-        "DROP INDEX txn_key",
-        "CREATE UNIQUE INDEX txn_key ON txn (terminal_id, stan, transmission_time, key_epoch)",
-        # Refund limits per merchant and day (section 6.1); refunds are rare, so
-        # a partial index costs the hot path nothing.
-        "CREATE INDEX txn_refund ON txn (merchant_id, created_at) WHERE substr(processing_code, 1, 2) = '20'",
-        "ALTER TABLE settlement ADD COLUMN currency TEXT",
-        "ALTER TABLE settlement ADD COLUMN cutoff REAL",
-        "UPDATE settlement SET cutoff = created_at",
-        # Host STANs survive restarts: blocks are reserved here before use.
-        "CREATE TABLE stan_block (acquirer TEXT PRIMARY KEY, next INTEGER NOT NULL) STRICT",
-    ),
-    (
-        # Issue 8: every PAN hash names its key version; those made before
-        # were keyed with the journal secret itself, version 0.
-        "UPDATE txn SET pan_hash = 'v0:' || pan_hash WHERE pan_hash IS NOT NULL AND pan_hash NOT LIKE 'v%:%'",
-    ),
-    outbox.MIGRATION,  # customer tokens and the transaction event outbox (switch.journal.outbox)
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _INSERT = (
     f"INSERT INTO txn ({', '.join(INSERTED)}, created_at, updated_at) "
