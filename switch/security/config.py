@@ -1,8 +1,8 @@
 """Security configuration: per-merchant policy, key references, the module (spec section 8).
 
 Keys are referred to by name only; clear keys are never in the
-configuration. The lead adds :class:`Security` to ``switch.config.Config``
-as ``security`` and calls :func:`check` from its cross-field checks.
+configuration. :class:`Security` is ``switch.config.Config.security``, and
+the configuration's cross-field checks call :func:`check`.
 
     [security.module]
     kind = "software"                      # or "hsm"
