@@ -48,7 +48,7 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 from switch.journal import JournalClosed, JournalError
-from switch.journal.writer import _HEADER, send_frame, split_frames
+from switch.journal.writer import _HEADER, Receiver, send_frame, split_frames
 
 _BUFFER = 4 << 20
 
@@ -131,6 +131,7 @@ class ProcessJournal:
         finally:
             theirs.close()
         self._sock = ours
+        self._receiver = Receiver(ours)
         try:
             # The key goes over the socket, never on a command line.
             send_frame(ours, {"url": url, "hmac_key": hmac_key, "options": options})
@@ -154,10 +155,8 @@ class ProcessJournal:
             frames = split_frames(self._rbuf)
             if frames:
                 return frames[0]
-            chunk = self._sock.recv(1 << 16)
-            if not chunk:
+            if not self._receiver.into(self._rbuf):
                 raise JournalError(f"journal writer process exited (status {self._proc.wait()})")
-            self._rbuf += chunk
 
     def _abandon(self) -> None:
         self._sock.close()
@@ -339,29 +338,27 @@ class ProcessJournal:
 
     def _on_readable(self) -> None:
         try:
-            chunk = self._sock.recv(1 << 20)
+            got = self._receiver.into(self._rbuf)
         except BlockingIOError:
             return
         except OSError as exc:
             self._died(exc)
             return
-        if not chunk:
+        if not got:
             self._died(None)
             return
-        self._rbuf += chunk
         self._handle(split_frames(self._rbuf))
 
     def _read_thread(self) -> None:
         while True:
             try:
-                chunk = self._sock.recv(1 << 20)
+                got = self._receiver.into(self._rbuf)
             except OSError as exc:
                 self._died(exc)
                 return
-            if not chunk:
+            if not got:
                 self._died(None)
                 return
-            self._rbuf += chunk
             frames = split_frames(self._rbuf)
             if frames:
                 # Not under the lock: a caller blocked in sendall holds it, and
@@ -450,12 +447,11 @@ class ProcessJournal:
                     return
             if readable:
                 try:
-                    chunk = self._sock.recv(1 << 20)
+                    got = self._receiver.into(self._rbuf)
                 except BlockingIOError:
                     continue
                 except OSError:
                     return
-                if not chunk:
+                if not got:
                     return
-                self._rbuf += chunk
                 self._handle(split_frames(self._rbuf))

@@ -32,6 +32,7 @@ unchanged.
 from __future__ import annotations
 
 import pickle
+import signal
 import socket
 import struct
 import sys
@@ -66,6 +67,28 @@ class _Slot:
 def send_frame(sock: socket.socket, obj: Any) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+class Receiver:
+    """Appends what arrives on a socket to a buffer, through one scratch area.
+
+    ``sock.recv(n)`` allocates ``n`` bytes per call; at the sizes a batch can
+    need, that is an mmap and munmap per call.
+    """
+
+    __slots__ = ("sock", "_scratch", "_view")
+
+    def __init__(self, sock: socket.socket, size: int = 256 << 10) -> None:
+        self.sock = sock
+        self._scratch = bytearray(size)
+        self._view = memoryview(self._scratch)
+
+    def into(self, buf: bytearray, flags: int = 0) -> int:
+        """Receive once into ``buf`` (raises BlockingIOError as recv does); 0 at the end of the stream."""
+        n = self.sock.recv_into(self._scratch, 0, flags)
+        if n:
+            buf += self._view[:n]
+        return n
 
 
 def split_frames(buf: bytearray) -> list[Any]:
@@ -113,11 +136,10 @@ def _no_deliver(resolve, outcomes) -> None:  # replaced per batch below
 def serve(sock: socket.socket) -> None:
     buf = bytearray()
     frames: list = []
+    receiver = Receiver(sock)
     while not frames:
-        chunk = sock.recv(1 << 16)
-        if not chunk:
+        if not receiver.into(buf):
             return
-        buf += chunk
         frames = split_frames(buf)
     try:
         journal = _open(frames[0])
@@ -126,12 +148,12 @@ def serve(sock: socket.socket) -> None:
         return
     send_frame(sock, ("ready", None))
     try:
-        _run(sock, journal, buf, frames[1:])
+        _run(sock, receiver, journal, buf, frames[1:])
     finally:
         journal._close_db()
 
 
-def _run(sock: socket.socket, journal: Any, buf: bytearray, frames: list) -> None:
+def _run(sock: socket.socket, receiver: Receiver, journal: Any, buf: bytearray, frames: list) -> None:
     max_batch = journal.max_batch
     current = journal._current
     pending: list = []
@@ -159,19 +181,15 @@ def _run(sock: socket.socket, journal: Any, buf: bytearray, frames: list) -> Non
     while True:
         # Wait for at least one frame, then take whatever else has arrived.
         while not frames:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
+            if not receiver.into(buf):
                 return  # the switch is gone
-            buf += chunk
             frames = split_frames(buf)
         while True:
             try:
-                chunk = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+                if not receiver.into(buf, socket.MSG_DONTWAIT):
+                    break
             except BlockingIOError:
                 break
-            if not chunk:
-                break
-            buf += chunk
             frames += split_frames(buf)
         stop = False
         for frame in frames:
@@ -220,6 +238,11 @@ def _batch(journal: Any, pending: list) -> None:
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl-C at a terminal, or a service manager signalling the whole group,
+    # is for the switch: it drains, then closes this journal.  The writer
+    # stops when its switch says so or is gone (end of the socket).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[1]))
     try:
         serve(sock)
