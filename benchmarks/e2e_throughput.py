@@ -1,7 +1,7 @@
 """The switch end to end against a bare forwarder, in the same run.
 
     .venv/bin/python -m benchmarks.e2e_throughput [--connections 10,50,200] [--requests 6000]
-        [--rounds 3] [--writers thread,process] [--json bench-e2e.json]
+        [--rounds 3] [--writers thread,process] [--json bench-e2e.json] [--sim fast|trio]
 
 Set-ups, each two TCP hops on loopback, driven by the same closed-loop client
 (one request in flight per connection, unique STANs, card purchases):
@@ -10,7 +10,8 @@ Set-ups, each two TCP hops on loopback, driven by the same closed-loop client
   to an upstream responder and the answer back, decoding nothing — the cost
   of the sockets and event loops alone;
 - **switch (journal writer W)**: ``payswitch serve`` with the card simulator
-  behind it — decode, checks, routing, journal (SQLite, group commit,
+  behind it (``--sim fast``, the default: the uvloop one, so the simulator
+  takes less of the two cores; ``--sim trio``: the trio one) — decode, checks, routing, journal (SQLite, group commit,
   durable), host-link re-keying, encode — once per ``[journal] writer``
   given (``thread``: a writer thread in the switch; ``process``: a writer
   process of its own).
@@ -30,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import statistics
 import struct
@@ -184,6 +186,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--writers", default="thread,process", help="[journal] writer of each switch measured")
     ap.add_argument("--json", default="bench-e2e.json", help="write the results here ('' for none)")
+    ap.add_argument("--sim", choices=["fast", "trio"], default="fast",
+                    help="card simulator behind the switch: uvloop (--fast) or trio")
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.connections.split(",")]
     writers = [w for w in args.writers.split(",") if w]
@@ -204,7 +208,9 @@ def main(argv=None) -> int:
         for writer in writers:
             tmp = Path(tempfile.mkdtemp(prefix=f"payswitch-bench-{writer}-"))
             text, ports = e2e.card_config(tmp, acquirer_timeout=10.0)
-            text = text.replace('args = ["--ledger"', 'args = ["--latency-ms", "0", "--ledger"')
+            # No ledger (a flushed JSON line per transaction is the simulator's cost, not the switch's).
+            sim_args = '"--latency-ms", "0"' + (', "--fast"' if args.sim == "fast" else "")
+            text = re.sub(r'args = \["--ledger", "[^"]*"\]', f"args = [{sim_args}]", text)
             text = text.replace("[journal]\n", f'[journal]\nwriter = "{writer}"\n', 1)
             # Room for the largest connection count: no 91 from the in-flight limit.
             text = text.replace("max_in_flight = 128", f"max_in_flight = {max(128, 2 * max(levels))}")
@@ -272,6 +278,7 @@ def main(argv=None) -> int:
         if args.json:
             out = {
                 "requests": args.requests,
+                "sim": args.sim,
                 "rounds": args.rounds,
                 "connections": levels,
                 "cpus": os.cpu_count(),
