@@ -43,7 +43,7 @@ reversal_retry = 0.05
 [journal]
 url = "sqlite://:memory:"
 hmac_key_env = "{key_env}"
-writer = "{writer}"
+writer = "WRITER"
 
 [[merchants]]
 id = "SHOP00000000001"
@@ -102,6 +102,7 @@ kind = "card"
 prefixes = ["5"]
 acquirers = ["bank-a", "bank-b"]
 """
+CONFIG = CONFIG.replace('"WRITER"', f'"{JOURNAL_WRITER}"')  # tests/test_edges.py formats CONFIG too
 
 
 # -- the fake acquirer -------------------------------------------------------------
@@ -173,7 +174,7 @@ def hmac_key(monkeypatch):
 
 
 def make_config(*, timeout=0.3, response_timeout=2.0):
-    text = CONFIG.format(timeout=timeout, response_timeout=response_timeout, key_env=KEY_ENV, writer=JOURNAL_WRITER)
+    text = CONFIG.format(timeout=timeout, response_timeout=response_timeout, key_env=KEY_ENV)
     return config_mod.loads(text, "test_service.toml")
 
 
