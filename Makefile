@@ -30,7 +30,7 @@ test: build
 
 bench: build
 	$(PY) -m pytest -q benchmarks --benchmark-enable --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
-	$(PY) -m benchmarks.e2e_throughput
+	$(PY) -m benchmarks.e2e_throughput --json bench-e2e.json
 
 fuzz: $(FUZZ_STAMP)
 	bash tests/fuzz/run.sh $${FUZZ_SECONDS:-600}

@@ -1,24 +1,37 @@
 """The switch end to end against a bare forwarder, in the same run.
 
-    .venv/bin/python -m benchmarks.e2e_throughput [--requests 4000] [--concurrency 64] [--rounds 3]
+    .venv/bin/python -m benchmarks.e2e_throughput [--connections 10,50,200] [--requests 6000]
+        [--rounds 3] [--writers thread,process] [--json bench-e2e.json] [--sim fast|trio]
 
-Two set-ups, both two TCP hops on loopback, driven by the same client:
+Set-ups, each two TCP hops on loopback, driven by the same closed-loop client
+(one request in flight per connection, unique STANs, card purchases):
 
 - **bare forwarder**: a uvloop process that passes each length-prefixed frame
   to an upstream responder and the answer back, decoding nothing — the cost
   of the sockets and event loops alone;
-- **switch**: ``payswitch serve`` with the card simulator behind it — decode,
-  checks, routing, journal (SQLite, group commit, durable), host-link
-  re-keying, encode.
+- **switch (journal writer W)**: ``payswitch serve`` with the card simulator
+  behind it (``--sim fast``, the default: the uvloop one, so the simulator
+  takes less of the two cores; ``--sim trio``: the trio one) — decode, checks, routing, journal (SQLite, group commit,
+  durable), host-link re-keying, encode — once per ``[journal] writer``
+  given (``thread``: a writer thread in the switch; ``process``: a writer
+  process of its own).
 
-Prints median requests/s and median latency of each, and the ratio.  This
-machine has 2 shared cores: compare ratios from one run, not absolute
-numbers across runs.
+Every round measures every set-up at every connection count, one after the
+other, so all see the same machine.  Printed per set-up and connection
+count: medians over the rounds of TPS, p50/p99/p999 latency, switch CPU per
+transaction (the switch process and its journal writer process, from
+/proc; the simulator is not counted), answers other than 00, and the TPS
+ratio against the forwarder.  ``--json`` writes every round and the
+medians.  This machine has 2 shared cores: compare ratios from one run, not
+absolute numbers across runs.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import re
 import socket
 import statistics
 import struct
@@ -69,6 +82,8 @@ FORWARDER = textwrap.dedent(
     """
 )
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -76,12 +91,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def drive(port: int, requests: int, concurrency: int, make_body) -> tuple[float, float]:
-    """Send ``requests`` requests over ``concurrency`` connections; (requests/s, median latency s)."""
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes (seconds), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def switch_pids(pid: int) -> list[int]:
+    """The switch process and its journal writer process (not the simulators it starts)."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+            if ppid != pid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"switch.journal.writer" in f.read():
+                    pids.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def drive(port: int, requests: int, connections: int, make_body, check) -> dict:
+    """``requests`` requests over ``connections`` connections, one in flight on each."""
     latencies: list[float] = []
-    per_conn = requests // concurrency
+    failures = [0]
+    per_conn = max(1, requests // connections)
     # Connect first: only request/response time is measured.
-    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
 
     async def one_connection(cid: int):
         reader, writer = conns[cid]
@@ -90,14 +142,25 @@ async def drive(port: int, requests: int, concurrency: int, make_body) -> tuple[
             t0 = time.perf_counter()
             writer.write(struct.pack(">H", len(body)) + body)
             n = struct.unpack(">H", await reader.readexactly(2))[0]
-            await reader.readexactly(n)
+            answer = await reader.readexactly(n)
             latencies.append(time.perf_counter() - t0)
+            if not check(answer):
+                failures[0] += 1
         writer.close()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(one_connection(c) for c in range(concurrency)))
+    await asyncio.gather(*(one_connection(c) for c in range(connections)))
     elapsed = time.perf_counter() - t0
-    return len(latencies) / elapsed, statistics.median(latencies)
+    latencies.sort()
+    return {
+        "tps": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "p999_ms": percentile(latencies, 0.999) * 1000,
+        "requests": len(latencies),
+        "not_00": failures[0],
+        "seconds": elapsed,
+    }
 
 
 def wait_line(proc, marker: str, timeout: float = 30.0):
@@ -111,12 +174,23 @@ def wait_line(proc, marker: str, timeout: float = 30.0):
     raise RuntimeError(f"process did not print {marker!r}")
 
 
+def median_of(rounds: list[dict]) -> dict:
+    keys = [k for k in rounds[0] if isinstance(rounds[0][k], (int, float))]
+    return {k: statistics.median(r[k] for r in rounds) for k in keys}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=4000)
-    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--connections", default="10,50,200", help="comma-separated connection counts")
+    ap.add_argument("--requests", type=int, default=6000, help="requests per measurement")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--writers", default="thread,process", help="[journal] writer of each switch measured")
+    ap.add_argument("--json", default="bench-e2e.json", help="write the results here ('' for none)")
+    ap.add_argument("--sim", choices=["fast", "trio"], default="fast",
+                    help="card simulator behind the switch: uvloop (--fast) or trio")
     args = ap.parse_args(argv)
+    levels = [int(c) for c in args.connections.split(",")]
+    writers = [w for w in args.writers.split(",") if w]
 
     sys.path.insert(0, str(ROOT))
     from switch.client import TERMINAL, now_fields
@@ -124,39 +198,98 @@ def main(argv=None) -> int:
 
     import uvloop
 
-    tmp = Path(tempfile.mkdtemp(prefix="payswitch-bench-"))
-    text, ports = e2e.card_config(tmp, acquirer_timeout=10.0)
-    text = text.replace('args = ["--ledger"', 'args = ["--latency-ms", "0", "--ledger"')
-    sw = e2e.SwitchProcess(tmp, text, ports)
+    switches: dict[str, tuple] = {}
     fwd_port, up_port = free_port(), free_port()
-    fwd = subprocess.Popen([sys.executable, "-c", FORWARDER, str(fwd_port), str(up_port)], stdout=subprocess.PIPE, text=True)
+    fwd = subprocess.Popen(
+        [sys.executable, "-c", FORWARDER, str(fwd_port), str(up_port)], stdout=subprocess.PIPE, text=True
+    )
     try:
         wait_line(fwd, "listening")
-        sw.start()
+        for writer in writers:
+            tmp = Path(tempfile.mkdtemp(prefix=f"payswitch-bench-{writer}-"))
+            text, ports = e2e.card_config(tmp, acquirer_timeout=10.0)
+            # No ledger (a flushed JSON line per transaction is the simulator's cost, not the switch's).
+            sim_args = '"--latency-ms", "0"' + (', "--fast"' if args.sim == "fast" else "")
+            text = re.sub(r'args = \["--ledger", "[^"]*"\]', f"args = [{sim_args}]", text)
+            text = text.replace("[journal]\n", f'[journal]\nwriter = "{writer}"\n', 1)
+            # Room for the largest connection count: no 91 from the in-flight limit.
+            text = text.replace("max_in_flight = 128", f"max_in_flight = {max(128, 2 * max(levels))}")
+            sw = e2e.SwitchProcess(tmp, text, ports)
+            sw.start()
+            switches[f"switch ({writer} writer)"] = (sw, ports["term"])
+
         t = now_fields()
         counter = [0]
 
+        # Whole units: the sandbox acquirer answers with the amount's last two digits (1005 -> 05).
         def body(cid, i):
             counter[0] += 1
             return TERMINAL.encode({
-                "mti": "0200", 2: "4761739001010119", 3: "000000", 4: "%012d" % (1000 + i % 50),
+                "mti": "0200", 2: "4761739001010119", 3: "000000", 4: "%012d" % (1000 + 100 * (i % 50)),
                 7: t[7], 11: "%06d" % (counter[0] % 1000000), 12: t[12], 13: t[13], 22: "051",
                 41: "DEMO%04d" % (cid + 1), 42: "DEMO00000000001", 49: "978",
             })
 
-        results = {"forwarder": [], "switch": []}
+        def approved(answer: bytes) -> bool:
+            try:
+                return TERMINAL.decode(answer).get(39) == "00"
+            except Exception:
+                return False
+
+        def forwarded(answer: bytes) -> bool:
+            return True
+
+        setups = [("bare forwarder", fwd_port, None, forwarded)]
+        setups += [(name, port, sw, approved) for name, (sw, port) in switches.items()]
+        # Warm-up: connections, caches, the journal's first pages.
+        for _name, port, _sw, check in setups:
+            uvloop.run(drive(port, 1000, 10, body, check))
+
+        results: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in levels} for name, *_ in setups}
         for r in range(args.rounds):
-            for name, port in (("forwarder", fwd_port), ("switch", ports["term"])):
-                rps, lat = uvloop.run(drive(port, args.requests, args.concurrency, body))
-                results[name].append((rps, lat))
-                print(f"round {r + 1} {name:>9}: {rps:8.0f} req/s, median latency {lat * 1000:6.2f} ms", flush=True)
-        med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in results.items()}
-        print()
-        for k, (rps, lat) in med.items():
-            print(f"median {k:>9}: {rps:8.0f} req/s, latency {lat * 1000:6.2f} ms")
-        print(f"switch / bare forwarder throughput: {med['switch'][0] / med['forwarder'][0]:.2f}")
+            for conns in levels:
+                for name, port, sw, check in setups:
+                    pids = switch_pids(sw.proc.pid) if sw is not None else []
+                    cpu0 = cpu_seconds(pids)
+                    res = uvloop.run(drive(port, args.requests, conns, body, check))
+                    if pids:
+                        res["cpu_us_per_txn"] = (cpu_seconds(pids) - cpu0) / res["requests"] * 1e6
+                    results[name][conns].append(res)
+                    print(
+                        f"round {r + 1} {conns:4d} conns {name:>24}: {res['tps']:8.0f} TPS "
+                        f"p50 {res['p50_ms']:6.2f} p99 {res['p99_ms']:6.2f} p999 {res['p999_ms']:6.2f} ms",
+                        flush=True,
+                    )
+            if counter[0] > 900_000:
+                print("warning: STANs wrap: fewer --requests or --rounds", file=sys.stderr)
+
+        medians = {name: {c: median_of(v) for c, v in by_level.items()} for name, by_level in results.items()}
+        print(f"\nmedians of {args.rounds} rounds, {args.requests} requests each, closed loop:")
+        print(f"{'':>24} {'conns':>5} {'TPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'p999 ms':>8} "
+              f"{'CPU µs/txn':>10} {'not 00':>6} {'vs fwd':>6}")
+        for conns in levels:
+            base = medians["bare forwarder"][conns]["tps"]
+            for name in medians:
+                m = medians[name][conns]
+                cpu = f"{m['cpu_us_per_txn']:10.0f}" if "cpu_us_per_txn" in m else f"{'-':>10}"
+                print(f"{name:>24} {conns:5d} {m['tps']:8.0f} {m['p50_ms']:7.2f} {m['p99_ms']:7.2f} "
+                      f"{m['p999_ms']:8.2f} {cpu} {m['not_00']:6.0f} {m['tps'] / base:6.2f}")
+                m["ratio_vs_forwarder"] = m["tps"] / base
+        if args.json:
+            out = {
+                "requests": args.requests,
+                "sim": args.sim,
+                "rounds": args.rounds,
+                "connections": levels,
+                "cpus": os.cpu_count(),
+                "medians": {n: {str(c): m for c, m in v.items()} for n, v in medians.items()},
+                "rounds_detail": {n: {str(c): v for c, v in by.items()} for n, by in results.items()},
+            }
+            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+            print(f"\nJSON: {args.json}")
     finally:
-        sw.stop()
+        for sw, _port in switches.values():
+            sw.stop()
         fwd.terminate()
         fwd.wait()
     return 0

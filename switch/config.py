@@ -68,6 +68,9 @@ class Http(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class Journal(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = "sqlite://payswitch-journal.sqlite"  # sqlite://relative/path, sqlite:///absolute/path
+    # Where the database runs: "thread" (a writer thread in the switch) or
+    # "process" (a writer process of its own: the event loop never waits for it).
+    writer: str = "thread"
     # HMAC key for PAN look-ups: a file holding the key (hex) or an environment
     # variable holding it (hex).  With neither, a key file is created beside the
     # journal on first start (mode 0600).
@@ -229,6 +232,8 @@ def _check(cfg: Config, src: str) -> Config:
     problem = journal_url_problem(cfg.journal.url)
     if problem:
         fail("journal.url", problem)
+    if cfg.journal.writer not in ("thread", "process"):
+        fail("journal.writer", f"must be \"thread\" or \"process\", got {cfg.journal.writer!r}")
     if cfg.journal.hmac_key_file and cfg.journal.hmac_key_env:
         fail("journal", "set hmac_key_file or hmac_key_env, not both")
     if cfg.journal.hmac_key_env and cfg.journal.hmac_key_env not in os.environ:

@@ -180,9 +180,10 @@ def test_parser():
     assert build_parser().parse_args([]).host == "127.0.0.1"
 
 
-def test_simulator_process_over_tcp(tmp_path):
-    """The simulator as `python -m adapters.card.sim`: sign-on, approve, decline, no answer,
-    reversal; a ledger line per transaction; clean exit on SIGTERM."""
+@pytest.mark.parametrize("fast", [False, True], ids=["trio", "fast"])
+def test_simulator_process_over_tcp(tmp_path, fast):
+    """The simulator as `python -m adapters.card.sim` (on trio, or --fast on uvloop): sign-on,
+    approve, decline, no answer, reversal; a ledger line per transaction; clean exit on SIGTERM."""
     import os
     import signal
     import socket
@@ -199,7 +200,7 @@ def test_simulator_process_over_tcp(tmp_path):
         p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "adapters.card.sim", "--port", "0", "--name", "bank-t",
-         "--seed", "5", "--ledger", str(ledger)],
+         "--seed", "5", "--ledger", str(ledger)] + (["--fast"] if fast else []),
         cwd=root, env=env, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

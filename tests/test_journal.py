@@ -19,6 +19,7 @@ from switch.journal import (
     pan_key,
     JournalClosed,
     JournalError,
+    StaleState,
     Totals,
     TxnRecord,
     check_no_pan,
@@ -79,24 +80,59 @@ class Gate:
         return time.time()
 
 
+class Hold:
+    """The writer process's gate: this side keeps operations and sends them as one frame on open()."""
+
+    def __init__(self) -> None:
+        self.journal = None
+
+    def open(self) -> None:
+        if self.journal is not None:
+            self.journal.release()
+
+
+# Every test that takes `writer` runs against both: the database on a writer
+# thread of this process, and in a writer process of its own.
+WRITERS = ["thread", "process"]
+
+
+@pytest.fixture(params=WRITERS)
+def writer(request):
+    return request.param
+
+
+def gate_for(writer: str):
+    return Gate() if writer == "thread" else Hold()
+
+
+def gate_options(gate) -> dict:
+    return {"clock": gate} if isinstance(gate, Gate) else {}
+
+
 @pytest.fixture
-def journal():
-    j = open_journal("sqlite://:memory:", hmac_key=KEY)
+def journal(writer):
+    j = open_journal("sqlite://:memory:", hmac_key=KEY, writer=writer)
     yield j
     j.close()
 
 
 @pytest.fixture
-def gated():
-    gate = Gate()
-    j = open_journal("sqlite://:memory:", hmac_key=KEY, clock=gate)
+def gated(writer):
+    gate = gate_for(writer)
+    j = open_journal("sqlite://:memory:", hmac_key=KEY, writer=writer, **gate_options(gate))
     yield j, gate
     gate.open()
     j.close()
 
 
-def hold_writer(j, gate: Gate) -> None:
+def hold_writer(j, gate: Gate | Hold) -> None:
     """Stop the writer inside an insert of its own (STAN 999999) until gate.open()."""
+    if isinstance(gate, Hold):
+        # The gate's insert commits on its own, then everything waits here.
+        ok(j.insert(txn(999999, terminal="GATE0001")))
+        gate.journal = j
+        j.hold()
+        return
     gate.shut()
     j.insert(txn(999999, terminal="GATE0001"))
     assert gate.entered.wait(TIMEOUT)
@@ -211,9 +247,9 @@ def test_column_types_match_the_schema(journal):
         assert types == {python[declared[name]], type(None)}, name
 
 
-def test_a_write_by_another_connection_is_seen(tmp_path):
+def test_a_write_by_another_connection_is_seen(tmp_path, writer):
     path = tmp_path / "journal.sqlite"
-    j = open_journal(f"sqlite://{path}")
+    j = open_journal(f"sqlite://{path}", writer=writer)
     try:
         rec, _ = ok(j.insert(txn(1)))
         ok(j.update(rec.id, state="sent"))
@@ -364,8 +400,8 @@ def test_order_ref_is_unique_when_set(journal):
 # -- group commit -----------------------------------------------------------------
 
 
-def test_group_commit_batches_concurrent_inserts(tmp_path):
-    j = open_journal(f"sqlite://{tmp_path}/journal.sqlite")
+def test_group_commit_batches_concurrent_inserts(tmp_path, writer):
+    j = open_journal(f"sqlite://{tmp_path}/journal.sqlite", writer=writer)
     threads, per_thread = 8, 125
     start = threading.Barrier(threads)
     results: dict[int, list] = {}
@@ -393,9 +429,9 @@ def test_group_commit_batches_concurrent_inserts(tmp_path):
         j.close()
 
 
-def test_max_batch_bounds_a_batch(tmp_path):
-    gate = Gate()
-    j = open_journal(f"sqlite://{tmp_path}/j.sqlite", max_batch=16, clock=gate)
+def test_max_batch_bounds_a_batch(tmp_path, writer):
+    gate = gate_for(writer)
+    j = open_journal(f"sqlite://{tmp_path}/j.sqlite", max_batch=16, writer=writer, **gate_options(gate))
     hold_writer(j, gate)
     futs = [j.insert(txn(i)) for i in range(100)]
     gate.open()
@@ -512,9 +548,9 @@ def test_cancelled_before_it_ran_is_not_written(gated):
 # -- durability and lifecycle --------------------------------------------------------
 
 
-def test_data_survives_close_and_reopen(tmp_path):
+def test_data_survives_close_and_reopen(tmp_path, writer):
     url = f"sqlite://{tmp_path}/journal.sqlite"
-    j = open_journal(url)
+    j = open_journal(url, writer=writer)
     rec, _ = ok(j.insert(txn(1)))
     ok(j.update(rec.id, state="answered", response_code="00", response=b"\x00\x01\xff"))
     ok(j.settle("DEMO0001", Totals(0, 1, 0, 1000), accepted=True))
@@ -522,7 +558,7 @@ def test_data_survives_close_and_reopen(tmp_path):
     j.close()
     assert all(f.done() for f in pending)
 
-    j = open_journal(url)
+    j = open_journal(url, writer=writer)
     try:
         again = ok(j.get(rec.id))
         assert again.response == b"\x00\x01\xff" and again.state == "answered"
@@ -537,15 +573,15 @@ def test_data_survives_close_and_reopen(tmp_path):
     db.close()
 
 
-def test_refuses_a_newer_schema(tmp_path):
+def test_refuses_a_newer_schema(tmp_path, writer):
     path = tmp_path / "journal.sqlite"
-    open_journal(f"sqlite://{path}").close()
+    open_journal(f"sqlite://{path}", writer=writer).close()
     db = sqlite3.connect(path)
     db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     db.commit()
     db.close()
     with pytest.raises(JournalError, match="newer"):
-        open_journal(f"sqlite://{path}")
+        open_journal(f"sqlite://{path}", writer=writer)
 
 
 def test_after_close_operations_fail(journal):
@@ -557,18 +593,20 @@ def test_after_close_operations_fail(journal):
         ok(journal.get(1))
 
 
-def test_open_errors(tmp_path):
+def test_open_errors(tmp_path, writer):
     with pytest.raises(sqlite3.OperationalError):
-        open_journal(f"sqlite://{tmp_path}/no/such/dir/journal.sqlite")
+        open_journal(f"sqlite://{tmp_path}/no/such/dir/journal.sqlite", writer=writer)
     with pytest.raises(ValueError, match="'postgresql' is not supported yet"):
-        open_journal("postgresql://payswitch:s3cret@db/payswitch")
+        open_journal("postgresql://payswitch:s3cret@db/payswitch", writer=writer)
     with pytest.raises(ValueError, match="'mysql'") as info:
-        open_journal("mysql://payswitch:s3cret@db/payswitch")
+        open_journal("mysql://payswitch:s3cret@db/payswitch", writer=writer)
     assert "s3cret" not in str(info.value)
     with pytest.raises(ValueError):
-        open_journal("sqlite://")
+        open_journal("sqlite://", writer=writer)
     with pytest.raises(ValueError):
-        open_journal("journal.sqlite")
+        open_journal("journal.sqlite", writer=writer)
+    with pytest.raises(ValueError, match="writer"):
+        open_journal("sqlite://:memory:", writer="fibre")
 
 
 # -- cardholder data -------------------------------------------------------------------
@@ -747,3 +785,77 @@ def test_a_failed_delivery_does_not_stop_the_writer(caplog):
         j.close()
     with pytest.raises(ValueError, match="together"):
         open_journal("sqlite://:memory:", future=Future)
+
+
+# -- the writer process ------------------------------------------------------------------
+
+
+def test_writer_process_on_an_event_loop_needs_no_thread_and_sends_a_frame_per_pass(tmp_path):
+    import asyncio
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        threads = threading.active_count()
+        j = open_journal(
+            f"sqlite://{tmp_path}/j.sqlite", hmac_key=KEY, writer="process",
+            future=loop.create_future, deliver=loop.call_soon_threadsafe, loop=loop,
+        )
+        try:
+            assert threading.active_count() == threads  # the loop reads the socket itself
+            first, new = await j.insert(txn(1, kind="wallet", order_ref="ORDER-1"))
+            assert new and ok_type(first)
+            commits = j.stats["commits"]
+            # Made in one pass of the loop: one frame, one batch, one commit.
+            ops = [j.insert(txn(i)) for i in range(2, 12)]
+            dup = j.insert(txn(12, kind="wallet", order_ref="ORDER-1"))
+            cancelled = j.insert(txn(13))
+            cancelled.cancel()
+            upd = j.update_if(first.id, "received", state="sent")
+            stale = j.update_if(first.id, "received", state="answered")
+            assert all(new for _, new in await asyncio.gather(*ops))
+            with pytest.raises(sqlite3.IntegrityError):
+                await dup
+            assert (await upd).state == "sent"
+            with pytest.raises(StaleState):
+                await stale
+            assert j.stats["commits"] == commits + 1 and j.stats["max_batch"] == 13
+            assert await j.find("DEMO0001", "000013", "1124065401") is None
+            pending = j.get(first.id)
+        finally:
+            j.close()
+        assert (await pending).state == "sent"
+        with pytest.raises(JournalClosed):
+            await j.get(first.id)
+
+    asyncio.run(main())
+
+
+def test_a_dead_writer_process_fails_what_waits_and_what_comes(tmp_path):
+    j = open_journal(f"sqlite://{tmp_path}/j.sqlite", writer="process")
+    try:
+        ok(j.insert(txn(1)))
+        j.hold()
+        waiting = j.insert(txn(2))
+        j._proc.kill()
+        j._proc.wait()
+        j.release()
+        with pytest.raises(JournalClosed, match="died|gone"):
+            ok(waiting)
+        with pytest.raises(JournalClosed):
+            ok(j.get(1))
+    finally:
+        j.close()
+
+
+def test_the_hmac_key_never_reaches_the_writer_process_command_line(tmp_path):
+    j = open_journal(f"sqlite://{tmp_path}/j.sqlite", hmac_key=KEY, writer="process")
+    try:
+        with open(f"/proc/{j._proc.pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        assert KEY not in cmdline and KEY.hex().encode() not in cmdline
+        # ... yet the writer has it: the transaction's own PAN is refused in a reference field.
+        masked, digest = pan_protect(PAN, KEY)
+        with pytest.raises(ValueError, match="transaction's PAN"):
+            ok(j.insert(txn(1, pan_masked=masked, pan_hash=digest, acquirer_ref="REF" + PAN)))
+    finally:
+        j.close()

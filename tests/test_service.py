@@ -7,6 +7,7 @@ memory.  Section numbers are those of ``docs/terminal-interface.md``.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -32,6 +33,8 @@ UNROUTED = "6011111111111117"  # Luhn-valid, no route
 BAD_LUHN = "4761739001010118"
 T7 = "0612153000"
 WAIT = 3.0  # upper bound for anything the tests wait on
+# PAYSWITCH_JOURNAL_WRITER=process runs these against the journal writer process.
+JOURNAL_WRITER = os.environ.get("PAYSWITCH_JOURNAL_WRITER", "thread")
 
 CONFIG = """
 response_timeout = {response_timeout}
@@ -40,6 +43,7 @@ reversal_retry = 0.05
 [journal]
 url = "sqlite://:memory:"
 hmac_key_env = "{key_env}"
+writer = "WRITER"
 
 [[merchants]]
 id = "SHOP00000000001"
@@ -98,6 +102,7 @@ kind = "card"
 prefixes = ["5"]
 acquirers = ["bank-a", "bank-b"]
 """
+CONFIG = CONFIG.replace('"WRITER"', f'"{JOURNAL_WRITER}"')  # tests/test_edges.py formats CONFIG too
 
 
 # -- the fake acquirer -------------------------------------------------------------

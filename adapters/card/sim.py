@@ -3,7 +3,7 @@
     python -m adapters.card.sim --host 127.0.0.1 --port 9101 --name bank-a \
         [--lenient] [--latency-ms 5] [--drop-rate 0.0] [--disconnect-rate 0.0] \
         [--garbage-rate 0.0] [--late-ms N --late-rate R] [--sign-off-after N] \
-        [--stall-after-echo] [--seed N] [--ledger FILE]
+        [--stall-after-echo] [--seed N] [--ledger FILE] [--fast]
 
 Decisions (:mod:`adapters.card.sandbox`): the sandbox amount rules of spec
 section 7 for 0100/0200 (05/13/51/55/96 decline, 68 never answers); strict
@@ -28,6 +28,9 @@ transaction (nor acts on one: no money moves).
 ``--ledger FILE`` appends one JSON line per transaction event and flushes it,
 so an end-to-end test can check what the acquirer saw; every event has the
 card (masked PAN and hash, never the PAN) and the money it moved (``delta``).
+
+``--fast`` runs the same decisions on asyncio + uvloop
+(:mod:`adapters.card.fastsim`), for benchmarks.
 
 Once listening it prints ``listening on HOST:PORT`` (``--port 0`` picks a free
 port).  SIGTERM or SIGINT stops it cleanly.
@@ -260,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer sign-on and echo, never a transaction")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--ledger", default=None, help="append one JSON line per transaction event")
+    p.add_argument("--fast", action="store_true",
+                   help="run on asyncio + uvloop (adapters.card.fastsim): same decisions, less CPU, for benchmarks")
     return p
 
 
@@ -278,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.sign_off_after < 0:
         print(f"--sign-off-after must be >= 0, got {args.sign_off_after}", file=sys.stderr)
         return 2
+    if args.fast:
+        from adapters.card.fastsim import run
+
+        run(args)
+        return 0
     trio.run(Acquirer(args).run)
     return 0
 

@@ -77,7 +77,7 @@ class Switch:
         # group commit, not one per write); the journal stays asyncio-free.
         loop = asyncio.get_running_loop()
         self.journal = open_journal(
-            cfg.journal.url, hmac_key=self.key, future=loop.create_future, deliver=loop.call_soon_threadsafe
+            cfg.journal.url, hmac_key=self.key, future=loop.create_future, deliver=loop.call_soon_threadsafe, writer=cfg.journal.writer, loop=loop
         )
         self._sweep_wakeup = asyncio.Event()
         self._closing = False

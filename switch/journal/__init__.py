@@ -406,7 +406,10 @@ class Journal(Protocol):
         """Run what is queued, stop the writer thread, close the database."""
 
 
-def open_journal(url: str, *, hmac_key: bytes | None = None, **options: Any) -> Journal:
+WRITERS = ("thread", "process")
+
+
+def open_journal(url: str, *, hmac_key: bytes | None = None, writer: str = "thread", **options: Any) -> Journal:
     """Open the journal named by ``url``.
 
     ``sqlite://`` followed by a file path: ``sqlite:///var/lib/payswitch/journal.sqlite``
@@ -416,18 +419,40 @@ def open_journal(url: str, *, hmac_key: bytes | None = None, **options: Any) -> 
     documentation).  ``hmac_key`` is the key given to
     :func:`pan_protect`: with it the journal also refuses the transaction's own
     PAN in acquirer_ref and order_ref, which the Luhn guard cannot check.
+
+    ``writer`` (``[journal] writer``): ``"thread"`` runs the database on a
+    writer thread of this process; ``"process"`` in a writer process of its
+    own (:mod:`switch.journal.process`), which takes ``loop`` too (an event
+    loop, to be read without a thread).  The thread writer ignores ``loop``.
     """
+    if writer not in WRITERS:
+        raise ValueError(f"unknown journal writer {writer!r} (expected one of {', '.join(WRITERS)})")
+    if writer == "process":
+        journal_url_checked(url)
+        from switch.journal.process import ProcessJournal
+
+        return ProcessJournal(url, hmac_key=hmac_key, **options)
+    options.pop("loop", None)
+    return _open_here(url, hmac_key, options)
+
+
+def journal_url_checked(url: str) -> None:
+    """Raise ValueError for a URL no backend here opens (never quoting it: it may hold a password)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ValueError("journal URL must look like scheme://..., e.g. sqlite://payswitch-journal.sqlite")
     scheme = scheme.lower()
-    if scheme == "sqlite":
-        from switch.journal.sqlite import SqliteJournal
-
-        if not rest:
-            raise ValueError("journal URL 'sqlite://' names no file (use sqlite://:memory: for a throwaway one)")
-        return SqliteJournal(rest, hmac_key=hmac_key, **options)
     if scheme in ("postgresql", "postgres"):
         raise ValueError(f"journal URL scheme {scheme!r} is not supported yet")
-    # The URL itself may hold a password: name only the scheme.
-    raise ValueError(f"unknown journal URL scheme {scheme!r} (expected 'sqlite')")
+    if scheme != "sqlite":
+        raise ValueError(f"unknown journal URL scheme {scheme!r} (expected 'sqlite')")
+    if not rest:
+        raise ValueError("journal URL 'sqlite://' names no file (use sqlite://:memory: for a throwaway one)")
+
+
+def _open_here(url: str, hmac_key: bytes | None, options: dict[str, Any]) -> Journal:
+    """The backend for ``url`` in this process."""
+    journal_url_checked(url)
+    from switch.journal.sqlite import SqliteJournal
+
+    return SqliteJournal(url.partition("://")[2], hmac_key=hmac_key, **options)

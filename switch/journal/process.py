@@ -1,0 +1,457 @@
+"""The journal in a writer process of its own: the event loop never waits for the database.
+
+With the writer thread (:mod:`switch.journal.groupcommit`), every statement
+the thread runs hands the GIL to the event loop and waits to get it back: a
+batch takes about three times its CPU time in wall time, and each operation
+waits in the queue for that.  Here the database belongs to another process
+(:mod:`switch.journal.writer`, over a Unix socket pair), with its own GIL;
+this side only frames operations and resolves futures.
+
+Select it with ``[journal] writer = "process"`` (or ``open_journal(url,
+writer="process")``).  The interface, durability and errors are the
+:class:`switch.journal.Journal` ones, with the writer thread's group commit
+running unchanged in the writer process:
+
+- an operation's future resolves only after the batch that ran it has been
+  committed (``synchronous=FULL``) in the writer process;
+- a failing operation fails alone, a failed commit fails its batch with
+  :class:`JournalError`, a bad argument fails with ``ValueError`` (checked in
+  the writer process, so the event loop does not pay for the PAN guard);
+- if the writer process dies, everything outstanding and everything after
+  fails with :class:`JournalClosed`.
+
+Two ways to run this side:
+
+- given ``loop`` (an asyncio event loop; this module does not import
+  asyncio) with ``future=loop.create_future``: no thread at all.  Operations
+  made during one pass of the loop go out as one frame (one ``send``), and the
+  socket is read by the loop itself (``add_reader``): one ``recv`` and one
+  unpickle per committed batch.  Methods must be called on the loop's thread;
+- without it, a reader thread receives the results (and hands them to
+  ``deliver`` if given, as the writer thread would) and each operation is
+  sent when it is made.
+
+``hold()`` and ``release()`` keep operations on this side and then send them
+as one frame: tests use them to make a batch of known content.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import select
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from switch.journal import JournalClosed, JournalError
+from switch.journal.writer import _HEADER, Receiver, send_frame, split_frames
+
+_BUFFER = 4 << 20
+
+
+def _resolve(fut: Any, ok: bool, value: Any) -> None:
+    if fut.done():  # cancelled meanwhile
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        exc, cause = value
+        if cause is not None:
+            exc.__cause__ = cause
+        fut.set_exception(exc)
+
+
+def _resolve_all(items: list[tuple[Any, bool, Any]]) -> None:
+    for fut, ok, value in items:
+        _resolve(fut, ok, value)
+
+
+def _forward(name: str) -> Callable[..., Any]:
+    def method(self, *args: Any, **kwargs: Any) -> Any:
+        return self._submit(name, args, kwargs)
+
+    method.__name__ = name
+    method.__doc__ = f"See :meth:`switch.journal.Journal.{name}`."
+    return method
+
+
+class ProcessJournal:
+    """A :class:`switch.journal.Journal` whose writer is a separate process."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        hmac_key: bytes | None = None,
+        future: Callable[[], Any] | None = None,
+        deliver: Callable[..., Any] | None = None,
+        loop: Any = None,
+        python: str | None = None,
+        **options: Any,
+    ) -> None:
+        if (future is None) != (deliver is None):
+            raise ValueError("future and deliver go together")
+        if "clock" in options or "inline" in options:
+            raise ValueError("the journal writer process takes no clock or inline option")
+        self.url = url
+        self.stats: dict[str, int] = {"commits": 0, "ops": 0, "max_batch": 0, "failed_commits": 0}
+        self.on_batch: Callable[[int, float, bool], None] | None = None
+        self._new_future: Callable[[], Any] = future or Future
+        self._concurrent = future is None
+        self._deliver = deliver
+        self._loop = loop
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, Any] = {}  # request id -> future
+        self._outbox: list[tuple] = []  # (future, request id, name, args, kwargs), not sent yet
+        self._held = False
+        self._flush_scheduled = False
+        self._lock = threading.Lock()
+        self._closed: JournalClosed | None = None
+        self._rbuf = bytearray()
+        self._wbuf = bytearray()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+        env = dict(os.environ)
+        # The writer imports this very copy of payswitch.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        try:
+            self._proc = subprocess.Popen(
+                [python or sys.executable, "-m", "switch.journal.writer", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._receiver = Receiver(ours)
+        try:
+            # The key goes over the socket, never on a command line.
+            send_frame(ours, {"url": url, "hmac_key": hmac_key, "options": options})
+            status, error = self._read_one()
+        except BaseException:
+            self._abandon()
+            raise
+        if status != "ready":
+            self._abandon()
+            raise error
+        if loop is not None:
+            ours.setblocking(False)
+            loop.add_reader(ours.fileno(), self._on_readable)
+            self._reader = None
+        else:
+            self._reader = threading.Thread(target=self._read_thread, name=f"journal-reader:{url}", daemon=True)
+            self._reader.start()
+
+    def _read_one(self) -> Any:
+        while True:
+            frames = split_frames(self._rbuf)
+            if frames:
+                return frames[0]
+            if not self._receiver.into(self._rbuf):
+                raise JournalError(f"journal writer process exited (status {self._proc.wait()})")
+
+    def _abandon(self) -> None:
+        self._sock.close()
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    # -- the Journal interface ------------------------------------------------
+
+    insert = _forward("insert")
+    update = _forward("update")
+    update_if = _forward("update_if")
+    get = _forward("get")
+    find = _forward("find")
+    find_original = _forward("find_original")
+    find_by_order = _forward("find_by_order")
+    in_states = _forward("in_states")
+    totals = _forward("totals")
+    settle = _forward("settle")
+    settle_totals = _forward("settle_totals")
+    refund_total = _forward("refund_total")
+    find_completion = _forward("find_completion")
+    pending_reversals = _forward("pending_reversals")
+    reversal_backlog = _forward("reversal_backlog")
+    retire = _forward("retire")
+    reserve_stans = _forward("reserve_stans")
+    ping = _forward("ping")
+
+    def _submit(self, name: str, args: tuple, kwargs: dict) -> Any:
+        fut = self._new_future()
+        if name == "insert" and args:
+            # A copy: the caller may change its record before the frame leaves.
+            rec = args[0]
+            copy = getattr(rec, "__copy__", None)
+            if copy is not None:
+                args = (copy(),) + args[1:]
+        with self._lock:
+            if self._closed is not None:
+                fut.set_exception(JournalClosed(*self._closed.args))
+                return fut
+            rid = next(self._ids)
+            self._outbox.append((fut, rid, name, args, kwargs))
+            if self._held:
+                return fut
+            if self._loop is None:
+                self._flush_locked()
+            elif not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        return fut
+
+    # -- sending ------------------------------------------------------------------
+
+    def _take_outbox(self) -> list[tuple]:
+        """The outbox's operations that were not cancelled meanwhile, now waiting for answers."""
+        ops = []
+        waiting = self._waiting
+        for fut, rid, name, args, kwargs in self._outbox:
+            if self._concurrent:
+                if not fut.set_running_or_notify_cancel():
+                    continue
+            elif fut.cancelled():
+                continue
+            waiting[rid] = fut
+            ops.append((rid, name, args, kwargs))
+        self._outbox.clear()
+        return ops
+
+    def _encode(self, ops: list[tuple]) -> bytes:
+        data = pickle.dumps(ops, protocol=pickle.HIGHEST_PROTOCOL)
+        return _HEADER.pack(len(data)) + data
+
+    def _flush_locked(self) -> None:
+        # Thread mode: a blocking send (the reader thread keeps the other direction moving).
+        ops = self._take_outbox()
+        if not ops:
+            return
+        try:
+            self._sock.sendall(self._encode(ops))
+        except OSError as exc:
+            self._fail_waiting(JournalClosed(f"journal writer process is gone: {exc!r}"))
+
+    def _flush(self) -> None:
+        # Loop mode: one frame per pass of the loop, never blocking.
+        self._flush_scheduled = False
+        if self._held or self._closed is not None:
+            return
+        ops = self._take_outbox()
+        if not ops:
+            return
+        try:
+            frame = self._encode(ops)
+        except Exception as exc:  # an argument that does not pickle
+            for rid, *_ in ops:
+                self._resolve_rid(rid, False, (JournalError(f"journal operation not sendable: {exc!r}"), None))
+            return
+        if self._wbuf:
+            self._wbuf += frame
+            return
+        try:
+            sent = self._sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._died(exc)
+            return
+        if sent < len(frame):
+            self._wbuf += memoryview(frame)[sent:]
+            self._loop.add_writer(self._sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            sent = self._sock.send(self._wbuf)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._died(exc)
+            return
+        del self._wbuf[:sent]
+        if not self._wbuf:
+            self._loop.remove_writer(self._sock.fileno())
+
+    def hold(self) -> None:
+        """Keep operations here until :meth:`release` (for tests: a batch of known content)."""
+        with self._lock:
+            self._held = True
+
+    def release(self) -> None:
+        """Send everything held as one frame: the writer runs it as one batch."""
+        with self._lock:
+            self._held = False
+            if self._loop is None:
+                self._flush_locked()
+                return
+        self._flush()
+
+    # -- receiving ------------------------------------------------------------------
+
+    def _resolve_rid(self, rid: int, ok: bool, value: Any) -> None:
+        fut = self._waiting.pop(rid, None)
+        if fut is not None:
+            _resolve(fut, ok, value)
+
+    def _handle(self, frames: list) -> None:
+        stats = self.stats
+        for outcomes, batches in frames:
+            for size, seconds, committed in batches:
+                stats["ops"] += size
+                if size > stats["max_batch"]:
+                    stats["max_batch"] = size
+                if committed:
+                    stats["commits"] += 1
+                else:
+                    stats["failed_commits"] += 1
+                hook = self.on_batch
+                if hook is not None:
+                    try:
+                        hook(size, seconds, committed)
+                    except Exception:  # metrics must not fail the journal
+                        import logging
+
+                        logging.getLogger(__name__).exception("journal on_batch hook failed")
+            pop = self._waiting.pop
+            if self._deliver is not None and self._loop is None:
+                items = [(pop(rid), ok, value) for rid, ok, value in outcomes if rid in self._waiting]
+                try:
+                    self._deliver(_resolve_all, items)
+                except Exception:
+                    import logging
+
+                    logging.getLogger(__name__).exception("journal could not deliver %d results", len(items))
+                continue
+            for rid, ok, value in outcomes:
+                fut = pop(rid, None)
+                if fut is not None:
+                    _resolve(fut, ok, value)
+
+    def _on_readable(self) -> None:
+        try:
+            got = self._receiver.into(self._rbuf)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._died(exc)
+            return
+        if not got:
+            self._died(None)
+            return
+        self._handle(split_frames(self._rbuf))
+
+    def _read_thread(self) -> None:
+        while True:
+            try:
+                got = self._receiver.into(self._rbuf)
+            except OSError as exc:
+                self._died(exc)
+                return
+            if not got:
+                self._died(None)
+                return
+            frames = split_frames(self._rbuf)
+            if frames:
+                # Not under the lock: a caller blocked in sendall holds it, and
+                # this thread reading is what unblocks the writer process.
+                self._handle(frames)
+
+    def _died(self, exc: BaseException | None) -> None:
+        """The writer process closed its end: fail what waits, refuse what comes."""
+        if self._loop is not None:
+            try:
+                self._loop.remove_reader(self._sock.fileno())
+                if self._wbuf:
+                    self._loop.remove_writer(self._sock.fileno())
+            except Exception:
+                pass
+        reason = JournalClosed("journal is closed")
+        with self._lock:
+            if self._closed is None:
+                why = "journal writer process died" + (f": {exc!r}" if exc is not None else "")
+                self._closed = reason = JournalClosed(why)
+            else:
+                reason = self._closed
+        self._fail_waiting(reason)
+
+    def _fail_waiting(self, reason: JournalClosed) -> None:
+        items = list(self._waiting.values())
+        self._waiting.clear()
+        for fut in items:
+            _resolve(fut, False, (JournalClosed(*reason.args), None))
+
+    # -- closing ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Run everything sent or queued so far, then stop the writer process."""
+        with self._lock:
+            if self._closed is not None:
+                already = True
+            else:
+                already = False
+                self._closed = JournalClosed("journal is closed")
+                self._held = False
+                ops = self._take_outbox()
+                ops.append((0, "close", (), {}))
+                frame = self._encode(ops)
+        if already:
+            if self._reader is not None and self._reader is not threading.current_thread():
+                self._reader.join()
+            return
+        if self._loop is None:
+            try:
+                self._sock.sendall(frame)
+            except OSError:
+                pass
+            self._reader.join()
+        else:
+            self._pump(bytes(self._wbuf) + frame)
+        self._sock.close()
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._fail_waiting(self._closed)
+
+    def _pump(self, out: bytes) -> None:
+        """Loop mode, on close: send the rest and read answers until the writer exits (blocking)."""
+        fd = self._sock.fileno()
+        try:
+            self._loop.remove_reader(fd)
+            if self._wbuf:
+                self._loop.remove_writer(fd)
+        except Exception:
+            pass
+        self._wbuf.clear()
+        view = memoryview(out)
+        while True:
+            readable, writable, _ = select.select([fd], [fd] if view else [], [], 30)
+            if not readable and not writable:
+                return  # the writer is stuck: close() still ends
+            if writable:
+                try:
+                    view = view[self._sock.send(view) :]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    return
+            if readable:
+                try:
+                    got = self._receiver.into(self._rbuf)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
+                if not got:
+                    return
+                self._handle(split_frames(self._rbuf))

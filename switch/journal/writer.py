@@ -1,0 +1,255 @@
+"""The journal writer process: ``python -m switch.journal.writer FD``.
+
+Started by :class:`switch.journal.process.ProcessJournal`, which holds the
+other end of the Unix socket ``FD``.  The process owns the database; the
+switch's event loop never runs a statement, so it never waits for this
+process's GIL, nor this process for its.
+
+Frames both ways are a 4-byte big-endian length and a pickle (the two ends
+are one program, started together; nothing else can reach the socket):
+
+- first, parent to writer: ``{"url": ..., "hmac_key": ..., "options": {...}}``;
+  the writer answers ``("ready", None)`` or ``("error", exception)``;
+- then, parent to writer: a list of operations ``(request id, method name,
+  args, kwargs)``, ``method name`` one of the :class:`switch.journal.Journal`
+  methods, or ``"close"`` (run what came before it, answer, exit);
+- writer to parent: ``(outcomes, batches)``: ``outcomes`` a list of
+  ``(request id, ok, result or exception)``, ``batches`` a list of
+  ``(size, seconds, committed)``, one per database transaction.
+
+The writer reads whatever frames have arrived (at least one), runs their
+operations as one batch (split at ``max_batch``) through the backend's own
+group commit, so a batch is one database transaction with one fsync and a
+failing operation fails alone, exactly as on the writer thread, and answers
+only after the commit.  Operations that arrive while it waits for the disk
+make the next batch.
+
+The backend is anything :func:`switch.journal.open_journal` opens whose class
+is a :class:`switch.journal.groupcommit.GroupCommitter` (its ``_run_batch``
+is the batch interface): SQLite now; a PostgreSQL committer plugs in here
+unchanged.
+"""
+from __future__ import annotations
+
+import pickle
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+_HEADER = struct.Struct(">I")
+MAX_FRAME = 1 << 30
+
+
+class _Slot:
+    """The future a backend method returns inside the writer: it only records the outcome."""
+
+    __slots__ = ("rid", "outcome")
+
+    def __init__(self, rid: int) -> None:
+        self.rid = rid
+        self.outcome: tuple | None = None
+
+    def cancelled(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    def set_result(self, value: Any) -> None:
+        self.outcome = (self.rid, True, value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.outcome = (self.rid, False, exc)
+
+
+def send_frame(sock: socket.socket, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+class Receiver:
+    """Appends what arrives on a socket to a buffer, through one scratch area.
+
+    ``sock.recv(n)`` allocates ``n`` bytes per call; at the sizes a batch can
+    need, that is an mmap and munmap per call.
+    """
+
+    __slots__ = ("sock", "_scratch", "_view")
+
+    def __init__(self, sock: socket.socket, size: int = 256 << 10) -> None:
+        self.sock = sock
+        self._scratch = bytearray(size)
+        self._view = memoryview(self._scratch)
+
+    def into(self, buf: bytearray, flags: int = 0) -> int:
+        """Receive once into ``buf`` (raises BlockingIOError as recv does); 0 at the end of the stream."""
+        n = self.sock.recv_into(self._scratch, 0, flags)
+        if n:
+            buf += self._view[:n]
+        return n
+
+
+def split_frames(buf: bytearray) -> list[Any]:
+    """Take every complete frame off the front of ``buf``."""
+    frames = []
+    pos, size = 0, len(buf)
+    while size - pos >= 4:
+        (n,) = _HEADER.unpack_from(buf, pos)
+        if n > MAX_FRAME:
+            raise ValueError(f"journal frame of {n} bytes")
+        if size - pos - 4 < n:
+            break
+        frames.append(pickle.loads(memoryview(buf)[pos + 4 : pos + 4 + n]))
+        pos += 4 + n
+    if pos:
+        del buf[:pos]
+    return frames
+
+
+def _open(init: dict) -> Any:
+    from switch.journal import open_journal
+    from switch.journal.groupcommit import GroupCommitter
+
+    current = [0]
+
+    def new_future() -> _Slot:
+        return _Slot(current[0])
+
+    options = dict(init.get("options") or {})
+    # No thread in here: operations are collected and run as one batch below.
+    journal = open_journal(
+        init["url"], hmac_key=init.get("hmac_key"), inline=True, future=new_future, deliver=_no_deliver, **options
+    )
+    if not isinstance(journal, GroupCommitter):
+        journal.close()
+        raise TypeError(f"{type(journal).__name__} has no batch interface (GroupCommitter)")
+    journal._current = current
+    return journal
+
+
+def _no_deliver(resolve, outcomes) -> None:  # replaced per batch below
+    raise AssertionError("unreachable")
+
+
+def serve(sock: socket.socket) -> None:
+    buf = bytearray()
+    frames: list = []
+    receiver = Receiver(sock)
+    while not frames:
+        if not receiver.into(buf):
+            return
+        frames = split_frames(buf)
+    try:
+        journal = _open(frames[0])
+    except BaseException as exc:
+        send_frame(sock, ("error", exc))
+        return
+    send_frame(sock, ("ready", None))
+    try:
+        _run(sock, receiver, journal, buf, frames[1:])
+    finally:
+        journal._close_db()
+
+
+def _run(sock: socket.socket, receiver: Receiver, journal: Any, buf: bytearray, frames: list) -> None:
+    max_batch = journal.max_batch
+    current = journal._current
+    pending: list = []
+    outcomes: list = []
+    batches: list = []
+
+    def submit(fn, args, writes):
+        fut = journal._new_future()
+        pending.append((fut, fn, args, writes))
+        return fut
+
+    def deliver(resolve, batch_outcomes) -> None:
+        # An exception travels with its cause (pickle keeps neither __cause__ nor the traceback).
+        outcomes.extend(
+            [(fut.rid, True, value) if ok else (fut.rid, False, (value, value.__cause__))
+             for fut, ok, value in batch_outcomes]
+        )
+
+    def on_batch(size: int, seconds: float, committed: bool) -> None:
+        batches.append((size, seconds, committed))
+
+    journal._submit = submit
+    journal._deliver = deliver
+    journal.on_batch = on_batch
+    while True:
+        # Wait for at least one frame, then take whatever else has arrived.
+        while not frames:
+            if not receiver.into(buf):
+                return  # the switch is gone
+            frames = split_frames(buf)
+        while True:
+            try:
+                if not receiver.into(buf, socket.MSG_DONTWAIT):
+                    break
+            except BlockingIOError:
+                break
+            frames += split_frames(buf)
+        stop = False
+        for frame in frames:
+            for rid, name, args, kwargs in frame:
+                if name == "close":
+                    stop = True
+                    continue
+                current[0] = rid
+                try:
+                    fut = getattr(journal, name)(*args, **kwargs)
+                except Exception as exc:  # a bad call (wrong arguments): that operation alone
+                    outcomes.append((rid, False, (exc, None)))
+                    continue
+                if fut.outcome is not None:  # refused before it was queued
+                    outcomes.append((rid, False, (fut.outcome[2], None)))
+                if len(pending) >= max_batch:
+                    _batch(journal, pending)
+        frames = []
+        if pending:
+            _batch(journal, pending)
+        if outcomes or batches:
+            try:
+                send_frame(sock, (outcomes, batches))
+            except Exception as exc:
+                # A result that does not pickle: answer every operation of the lot with why.
+                if isinstance(exc, OSError):
+                    return
+                error = JournalErrorLike(f"journal result not sendable: {exc!r}")
+                send_frame(sock, ([(o[0], False, (error, None)) for o in outcomes], batches))
+            outcomes.clear()
+            batches.clear()
+        if stop:
+            return
+
+
+def JournalErrorLike(message: str) -> Exception:
+    from switch.journal import JournalError
+
+    return JournalError(message)
+
+
+def _batch(journal: Any, pending: list) -> None:
+    batch = pending[:]
+    pending.clear()
+    journal._run_batch(batch)
+
+
+def main(argv: list[str]) -> int:
+    # Ctrl-C at a terminal, or a service manager signalling the whole group,
+    # is for the switch: it drains, then closes this journal.  The writer
+    # stops when its switch says so or is gone (end of the socket).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[1]))
+    try:
+        serve(sock)
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
