@@ -448,14 +448,10 @@ class HostLinkAcquirer:
         return self.loop.time() if self.loop is not None else 0.0
 
     def _pick(self, *, store_and_forward: bool = False) -> _Slot | None:
-        """The least busy signed-on connection of the first endpoint that has
-        one and whose breaker lets a request through.
-
-        ``store_and_forward`` (reversals): when every breaker is open, the
-        least busy usable connection anyway.  A breaker exists to send
-        authorizations elsewhere; a reversal has nowhere else to go and
-        would only wait for an authorization to probe the endpoint.
-        """
+        """The least busy signed-on connection of the first endpoint that has one
+        and whose breaker lets a request through.  ``store_and_forward``
+        (reversals): with every breaker open, one anyway; a reversal has nowhere
+        else to go and would only wait for an authorization to probe."""
         now = self._now()
         fallback = None
         for e, slots in enumerate(self._by_endpoint):
@@ -593,8 +589,7 @@ class HostLinkAcquirer:
         return out
 
     def use_stan_source(self, source: Callable[[], str]) -> None:
-        """Network messages (sign-on, echo, sign-off) take their STANs from the
-        switch's journaled sequence too, so they never collide with its own."""
+        """Sign-on, echo and sign-off take their STANs from the switch's sequence too."""
         self.stans.use_source(source)
 
     def breaker_states(self) -> dict[str, str]:
