@@ -108,8 +108,8 @@ class Engine:
         self.on_flight_done: Callable[[Flight], None] = _ignore
         self.slots = TerminalSlots()  # requests open per terminal ID (issue 8)
         self.reversals = ReversalQueue(self, stan_acquirers)
-        self.apply(cfg)
         self.vas = VasHook(self, token_keys)  # value-added services, customer tokens (switch.core.vas)
+        self.apply(cfg)
 
     def apply(self, cfg) -> None:
         """Take a (re)loaded configuration: terminals, merchants, routes, timeouts."""
@@ -124,8 +124,7 @@ class Engine:
         self.merchants = {mc.id: mc for mc in cfg.merchants}
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
         self.security = security.TerminalSecurity(cfg.security)
-        if hasattr(self, "vas"):
-            self.vas.apply(cfg)
+        self.vas.apply(cfg)
 
     # -- a request -------------------------------------------------------------------
 

@@ -96,7 +96,8 @@ class VasHook:
     def __init__(self, engine, token_keys: Mapping[str, tuple[int, bytes]] | None = None) -> None:
         self.engine = engine
         self.token_keys = dict(token_keys or {})
-        self.apply(engine.cfg)
+        self.groups: dict[str, str] = {}
+        self.services: dict[tuple[str, str], list] = {}  # filled by apply(), with the engine's
 
     def apply(self, cfg) -> None:
         self.groups = {mc.id: (mc.group or mc.id) for mc in cfg.merchants}
