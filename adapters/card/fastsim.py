@@ -37,26 +37,9 @@ class FastAcquirer:
 
     def decide(self, msg) -> tuple[str, dict | None]:
         """What :mod:`adapters.card.sim` decides for ``msg``: (fault, answer fields)."""
-        from adapters.card.sim import choose_fault
+        from adapters.card.sim import decide_message
 
-        args = self.args
-        if msg.mti in ("0800", "0810"):
-            return "answer", self.sandbox.handle(msg)[0]
-        if args.stall_after_echo:
-            self.ledger.write([{"event": "ignored", "acquirer": args.name, "mti": msg.mti,
-                                "stan": msg.get(11), "reason": "stall-after-echo", "delta": 0}])
-            return "stall", None
-        fault = choose_fault(self.faults, args.drop_rate, args.disconnect_rate, args.garbage_rate)
-        out, events = self.sandbox.handle(msg)
-        if fault != "answer":
-            for event in events:
-                event["fault"] = fault
-        elif args.late_rate > 0 and self.lateness.random() < args.late_rate:
-            fault = "late"
-            for event in events:
-                event["late_ms"] = args.late_ms
-        self.ledger.write(events)
-        return fault, out
+        return decide_message(self, msg)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -77,6 +77,30 @@ def choose_fault(rng: random.Random, drop_rate: float, disconnect_rate: float,
     return "answer"
 
 
+def decide_message(acq, msg) -> tuple[str, dict | None]:
+    """(fault, answer fields) for one received message, by the sandbox and the
+    fault knobs; ``acq`` has ``args``, ``sandbox``, ``ledger``, ``faults`` and
+    ``lateness`` (both simulators, trio and uvloop, decide through this)."""
+    args = acq.args
+    if msg.mti in ("0800", "0810"):
+        return "answer", acq.sandbox.handle(msg)[0]
+    if args.stall_after_echo:
+        acq.ledger.write([{"event": "ignored", "acquirer": args.name, "mti": msg.mti,
+                           "stan": msg.get(11), "reason": "stall-after-echo", "delta": 0}])
+        return "stall", None
+    fault = choose_fault(acq.faults, args.drop_rate, args.disconnect_rate, args.garbage_rate)
+    out, events = acq.sandbox.handle(msg)
+    if fault != "answer":
+        for event in events:
+            event["fault"] = fault
+    elif args.late_rate > 0 and acq.lateness.random() < args.late_rate:
+        fault = "late"
+        for event in events:
+            event["late_ms"] = args.late_ms
+    acq.ledger.write(events)
+    return fault, out
+
+
 def _peer_went_away(exc: BaseException, closed: tuple) -> bool:
     """True for a connection the peer broke or closed, also inside the
     exception group a trio nursery wraps it in."""
@@ -154,23 +178,7 @@ class Acquirer:
                 await stream.send_all(data)
 
         def decide(msg) -> tuple[str, dict | None]:
-            if msg.mti in ("0800", "0810"):
-                return "answer", self.sandbox.handle(msg)[0]
-            if args.stall_after_echo:
-                self.ledger.write([{"event": "ignored", "acquirer": args.name, "mti": msg.mti,
-                                    "stan": msg.get(11), "reason": "stall-after-echo", "delta": 0}])
-                return "stall", None
-            fault = choose_fault(self.faults, args.drop_rate, args.disconnect_rate, args.garbage_rate)
-            out, events = self.sandbox.handle(msg)
-            if fault != "answer":
-                for event in events:
-                    event["fault"] = fault
-            elif args.late_rate > 0 and self.lateness.random() < args.late_rate:
-                fault = "late"
-                for event in events:
-                    event["late_ms"] = args.late_ms
-            self.ledger.write(events)
-            return fault, out
+            return decide_message(self, msg)
 
         def act(fault: str, out: dict | None) -> None:
             if fault == "disconnect":
