@@ -73,8 +73,6 @@ __all__ = [
     "available_dialects",
     "parse_tlv48",
     "build_tlv48",
-    "parse_emv",
-    "build_emv",
 ]
 
 
@@ -1448,7 +1446,7 @@ def dialect(name_or_path) -> Dialect:
 
 
 # ---------------------------------------------------------------------------
-# Field 48 TLV (spec section 4) and EMV BER-TLV (field 55)
+# Field 48 TLV (spec section 4); field 55 (EMV BER-TLV) is native.emv
 
 
 def parse_tlv48(value) -> dict:
@@ -1496,97 +1494,3 @@ def build_tlv48(mapping) -> str:
         parts.append(value)
     return "".join(parts)
 
-
-def parse_emv(data) -> dict:
-    """Field 55 as {tag: value}: EMV BER-TLV, tags as ints (0x9F26), lengths short or 0x81/0x82."""
-    cdef const uint8_t *p
-    cdef Py_ssize_t i = 0, n, start, size, ntag
-    cdef uint32_t tag
-    cdef uint8_t b
-    cdef dict out = {}
-    if not PyBytes_Check(data):
-        if isinstance(data, (bytearray, memoryview)):
-            data = bytes(data)
-        else:
-            raise TypeError(f"expected bytes, got {type(data).__name__}")
-    p = <const uint8_t *>PyBytes_AS_STRING(data)
-    n = PyBytes_GET_SIZE(data)
-    while i < n:
-        start = i
-        b = p[i]
-        i += 1
-        if b == 0x00 or b == 0xFF:
-            raise DecodeError(f"field 55 EMV: byte 0x{b:02X} at offset {start} is not a tag", 55, start)
-        tag = b
-        ntag = 1
-        if (b & 0x1F) == 0x1F:
-            while True:
-                if i >= n:
-                    raise DecodeError(f"field 55 EMV: data ends at offset {n} inside the tag at offset {start}", 55, start)
-                b = p[i]
-                i += 1
-                tag = (tag << 8) | b
-                ntag += 1
-                if not (b & 0x80):
-                    break
-                if ntag == 4:
-                    raise DecodeError(f"field 55 EMV: tag at offset {start} is longer than 4 bytes", 55, start)
-        if i >= n:
-            raise DecodeError(f"field 55 EMV: tag 0x{tag:X} at offset {start} has no length", 55, start)
-        b = p[i]
-        i += 1
-        if b & 0x80:
-            if b == 0x81 or b == 0x82:
-                if i + (b & 0x7F) > n:
-                    raise DecodeError(
-                        f"field 55 EMV: data ends at offset {n} inside the length of tag 0x{tag:X} at offset {start}",
-                        55, start)
-                if b == 0x81:
-                    size = p[i]
-                    i += 1
-                else:
-                    size = (p[i] << 8) | p[i + 1]
-                    i += 2
-            else:
-                raise DecodeError(
-                    f"field 55 EMV: tag 0x{tag:X} at offset {start} has length byte 0x{b:02X} "
-                    f"(expected under 0x80, 0x81 or 0x82)", 55, start)
-        else:
-            size = b
-        if i + size > n:
-            raise DecodeError(
-                f"field 55 EMV: tag 0x{tag:X} at offset {start} declares {size} bytes but {n - i} remain", 55, start)
-        if tag in out:
-            raise DecodeError(f"field 55 EMV: tag 0x{tag:X} at offset {start} appears twice", 55, start)
-        out[tag] = PyBytes_FromStringAndSize(<const char *>p + i, size)
-        i += size
-    return out
-
-
-def build_emv(mapping) -> bytes:
-    """Field 55 from {tag: value}: EMV BER-TLV in the mapping's order."""
-    out = bytearray()
-    for tag, value in mapping.items():
-        if not isinstance(tag, int) or isinstance(tag, bool) or not 0 < tag <= 0xFFFFFFFF:
-            raise EncodeError(f"field 55 EMV: tag {tag!r} is not an int 0x01-0xFFFFFFFF", 55)
-        tb = tag.to_bytes((tag.bit_length() + 7) // 8, "big")
-        multi = (tb[0] & 0x1F) == 0x1F
-        if len(tb) == 1 and multi or len(tb) > 1 and (
-            not multi or any(not (x & 0x80) for x in tb[1:len(tb) - 1]) or tb[len(tb) - 1] & 0x80
-        ) or tb[0] == 0xFF:
-            raise EncodeError(f"field 55 EMV: 0x{tag:X} is not a valid BER-TLV tag", 55)
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise EncodeError(f"field 55 EMV: tag 0x{tag:X}: expected bytes, got {type(value).__name__}", 55)
-        value = bytes(value)
-        size = len(value)
-        out += tb
-        if size < 0x80:
-            out.append(size)
-        elif size <= 0xFF:
-            out += bytes((0x81, size))
-        elif size <= 0xFFFF:
-            out += bytes((0x82, size >> 8, size & 0xFF))
-        else:
-            raise EncodeError(f"field 55 EMV: tag 0x{tag:X}: {size} bytes is more than 65535", 55)
-        out += value
-    return bytes(out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import struct
 import subprocess
@@ -27,10 +28,22 @@ MASTERCARD = "5413330089010434"
 UNIONPAY = "6250947000000014"
 
 
+_PORTS = random.Random(os.getpid() ^ time.time_ns())
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, below the kernel's range for outgoing connections
+    (32768-60999 here): between this check and the switch's bind, no client
+    socket of another test can take it, as one could a port from that range."""
+    for _ in range(200):
+        port = _PORTS.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"  # the admin API's bearer token in base_config

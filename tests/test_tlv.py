@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from native.iso8583 import DecodeError, EncodeError, build_emv, build_tlv48, parse_emv, parse_tlv48
+from native import emv
+from native.iso8583 import DecodeError, EncodeError, build_tlv48, parse_tlv48
 from tests import samples
 
 # ---------------------------------------------------------------------------
@@ -72,73 +73,39 @@ def test_tlv48_random_input_never_crashes():
 
 
 # ---------------------------------------------------------------------------
-# Field 55: EMV BER-TLV
+# Field 55: EMV BER-TLV, as native.emv reads it (its own error texts and
+# hypothesis tests are in test_emv.py)
 
 
 def test_emv_sample_request():
     data = samples.icc_request()
-    tags = parse_emv(data)
+    tags = dict(emv.decode(data))
     assert tags[0x9F26] == bytes.fromhex("3C5F1A0B9E27D468")
     assert tags[0x95] == bytes.fromhex("0000008000")
     assert tags[0x5F2A] == bytes.fromhex("0978")
     assert tags[0x9F1E] == b"DEMO0001"
-    assert list(tags)[:3] == [0x9F26, 0x9F27, 0x9F10]
-    assert build_emv(tags) == data
+    assert [t for t, _ in emv.decode(data)][:3] == [0x9F26, 0x9F27, 0x9F10]
+    assert emv.encode(emv.decode(data)) == data
 
 
 def test_emv_constructed_tags_are_kept_whole():
     data = samples.icc_response()
-    tags = parse_emv(data)
-    assert list(tags) == [0x91, 0x71, 0x72]
-    assert parse_emv(tags[0x71]) == {0x9F18: bytes.fromhex("00000001"), 0x86: bytes.fromhex("8424000008A1B2C3D4E5F60718")}
-    assert build_emv(tags) == data
+    assert [t for t, _ in emv.objects(data)] == [0x91, 0x71, 0x72]
+    script = dict(emv.decode(data))[0x71]
+    assert script == [(0x9F18, bytes.fromhex("00000001")), (0x86, bytes.fromhex("8424000008A1B2C3D4E5F60718"))]
+    assert b"".join(obj for _, obj in emv.objects(data)) == data
 
 
 def test_emv_long_lengths():
-    assert build_emv({0x9F10: b"\x01" * 127})[:3] == b"\x9f\x10\x7f"
-    assert build_emv({0x9F10: b"\x01" * 128})[:4] == b"\x9f\x10\x81\x80"
-    assert build_emv({0x70: b"\x01" * 300})[:4] == b"\x70\x82\x01\x2c"
+    assert emv.encode([(0x9F10, b"\x01" * 127)])[:3] == b"\x9f\x10\x7f"
+    assert emv.encode([(0x9F10, b"\x01" * 128)])[:4] == b"\x9f\x10\x81\x80"
+    assert emv.encode([(0xC0, b"\x01" * 300)])[:4] == b"\xc0\x82\x01\x2c"
     for size in (0, 1, 127, 128, 255, 256, 1000):
         value = bytes(range(256)) * 4
-        data = build_emv({0x9F4B: value[:size], 0x5A: b"\x47\x61"})
-        assert parse_emv(data) == {0x9F4B: value[:size], 0x5A: b"\x47\x61"}
-    # 3-byte tag (DF8101-style), non-minimal long-form length accepted
-    assert parse_emv(b"\xdf\x81\x01\x81\x02\xaa\xbb") == {0xDF8101: b"\xaa\xbb"}
-    assert parse_emv(bytearray(b"\x9a\x03\x25\x11\x24")) == {0x9A: b"\x25\x11\x24"}
-
-
-@pytest.mark.parametrize(
-    "data, message, offset",
-    [
-        (b"\x9f", "field 55 EMV: data ends at offset 1 inside the tag at offset 0", 0),
-        (b"\x9f\x26", "field 55 EMV: tag 0x9F26 at offset 0 has no length", 0),
-        (b"\x9f\x26\x08\x01\x02", "field 55 EMV: tag 0x9F26 at offset 0 declares 8 bytes but 2 remain", 0),
-        (b"\x95\x01\x00\x9f\x26\x81", "field 55 EMV: data ends at offset 6 inside the length of tag 0x9F26 at offset 3", 3),
-        (b"\x9f\x26\x82\x01", "field 55 EMV: data ends at offset 4 inside the length of tag 0x9F26 at offset 0", 0),
-        (b"\x9f\x26\x80", "field 55 EMV: tag 0x9F26 at offset 0 has length byte 0x80 (expected under 0x80, 0x81 or 0x82)", 0),
-        (b"\x9f\x26\x83\x00\x00\x01\x00", "field 55 EMV: tag 0x9F26 at offset 0 has length byte 0x83 (expected under 0x80, 0x81 or 0x82)", 0),
-        (b"\x00\x01\x00", "field 55 EMV: byte 0x00 at offset 0 is not a tag", 0),
-        (b"\xff\x01\x00", "field 55 EMV: byte 0xFF at offset 0 is not a tag", 0),
-        (b"\x9f\x81\x81\x81\x01\x00", "field 55 EMV: tag at offset 0 is longer than 4 bytes", 0),
-        (b"\x95\x01\x00\x95\x01\x00", "field 55 EMV: tag 0x95 at offset 3 appears twice", 3),
-    ],
-)
-def test_emv_malformed(data, message, offset):
-    with pytest.raises(DecodeError) as e:
-        parse_emv(data)
-    assert (str(e.value), e.value.field, e.value.offset) == (message, 55, offset)
-
-
-def test_emv_bad_build():
-    for tag in (0x1F, 0x9F9F, 0x9F26 << 8 | 0x80, 0, -1, 0x1_0000_0000, "9F26", True):
-        with pytest.raises(EncodeError, match=r"^field 55 EMV: "):
-            build_emv({tag: b""})
-    with pytest.raises(EncodeError, match=r"^field 55 EMV: tag 0x9F26: expected bytes, got str$"):
-        build_emv({0x9F26: "00"})
-    with pytest.raises(EncodeError, match=r"^field 55 EMV: tag 0x70: 65536 bytes is more than 65535$"):
-        build_emv({0x70: bytes(65536)})
-    with pytest.raises(TypeError):
-        parse_emv("9F2600")
+        data = emv.encode([(0x9F4B, value[:size]), (0x5A, b"\x47\x61")])
+        assert emv.decode(data) == [(0x9F4B, value[:size]), (0x5A, b"\x47\x61")]
+    assert emv.decode(b"\xdf\x81\x01\x02\xaa\xbb") == [(0xDF8101, b"\xaa\xbb")]  # 3-byte tag
+    assert emv.decode(bytearray(b"\x9a\x03\x25\x11\x24")) == [(0x9A, b"\x25\x11\x24")]
 
 
 def test_emv_random_input_never_crashes():
@@ -150,6 +117,6 @@ def test_emv_random_input_never_crashes():
             data[rnd.randrange(len(data))] = rnd.randrange(256)
         data = bytes(data[: rnd.randint(0, len(data))])
         try:
-            parse_emv(data)
-        except DecodeError:
+            emv.decode(data)
+        except emv.BerError:
             pass
