@@ -403,6 +403,23 @@ class Journal(Protocol):
     def reserve_stans(self, acquirer: str, count: int) -> Future[int]:
         """Reserve ``count`` host STANs for ``acquirer``: the first of them (1..999999, wrapping)."""
 
+    # Spec 8 key state (switch.journal.terminal_keys).
+
+    def store_terminal_keys(self, terminal_id: str, slot: str, keys) -> Future[None]:
+        """Keep a terminal's TAK and TPK (``StoredKey``s, never clear) as its ``current`` or ``pending`` set."""
+
+    def terminal_keys(self, terminal_id: str) -> Future[dict]:
+        """The terminal's stored sets: slot -> kind -> (kind, algorithm, kcv, blob)."""
+
+    def all_terminal_keys(self) -> Future[dict]:
+        """Every terminal's stored sets: terminal -> slot -> kind -> row (read at start-up)."""
+
+    def promote_terminal_keys(self, terminal_id: str, tak_kcv: str) -> Future[bool]:
+        """The pending set with this TAK check value becomes current (True if it is current now)."""
+
+    def advance_ksn(self, device: str, counter: int) -> Future[bool]:
+        """Raise a DUKPT device's highest KSN counter; True if ``counter`` was above it."""
+
     def close(self) -> None:
         """Run what is queued, stop the writer thread, close the database."""
 
