@@ -6,13 +6,13 @@ away.  Section references below are to that document.
 """
 from __future__ import annotations
 
-import hmac
 from typing import Mapping
 
 from native import emv
 from native.iso8583 import DecodeError
 
 from switch.core.acquirer import Original, Request
+from switch.keyed_hash import keyed
 
 # Section 3: fields every request must carry, by MTI.
 _COMMON = (3, 7, 11, 41, 42)
@@ -167,8 +167,8 @@ def content_digest(msg, key: bytes, mti: str | None = None) -> str:
             continue
         parts.append(tag)
         parts.append(v if type(v) is bytes else v.encode())
-    # One HMAC over the joined parts (what updating with each would give), on the one-shot C path.
-    return hmac.digest(key, b"".join(parts), "sha256").hex()[:32]
+    # One HMAC over the joined parts: what updating with each in turn would give.
+    return keyed(key).hexdigest(b"".join(parts))[:32]
 
 
 def build_request(

@@ -46,6 +46,8 @@ from typing import Any, Iterable, Protocol
 
 import msgspec
 
+from switch.keyed_hash import keyed
+
 __all__ = [
     "TxnRecord",
     "Totals",
@@ -271,8 +273,7 @@ def digest_key(secret: bytes) -> bytes:
 
 def pan_hmac(pan: str, secret: bytes, version: int = PAN_KEY_VERSION) -> str:
     """The journal's ``pan_hash`` of ``pan``: ``"v<version>:<hex HMAC-SHA256>"``."""
-    # hmac.digest: the one-shot C path (no HMAC object per call).
-    return f"v{version}:" + hmac.digest(pan_key(secret, version), pan.encode("ascii"), "sha256").hex()
+    return f"v{version}:" + keyed(pan_key(secret, version)).hexdigest(pan.encode("ascii"))
 
 
 def same_pan(pan: str, pan_hash: str, secret: bytes) -> bool:
