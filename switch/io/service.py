@@ -19,6 +19,7 @@ from switch import config as config_mod
 from switch.core import session_keys
 from switch.core.commands import Call, Flight, Op, Overrun, Reverse, Sec, Vas, Wait
 from switch.core.engine import Engine
+from switch.io.backstop import Backstop
 from switch.journal import open_journal
 from switch.metrics import Metrics
 
@@ -80,6 +81,7 @@ class Switch:
         self.journal = open_journal(
             cfg.journal.url, hmac_key=self.key, future=loop.create_future, deliver=loop.call_soon_threadsafe, writer=cfg.journal.writer, loop=loop
         )
+        self._backstop = Backstop(loop)  # the switch's own deadline on acquirer calls
         self._sweep_wakeup = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task] = []
@@ -172,6 +174,7 @@ class Switch:
         if close_module is not None:
             await asyncio.gather(close_module(), return_exceptions=True)
         await self.vas.close()
+        self._backstop.close()
         self.journal.close()
 
     async def _order_state(self, order_no: str, state: str) -> None:
@@ -225,11 +228,16 @@ class Switch:
         if kind is Call or kind is Reverse:
             acq = self.acquirers[command.acquirer]
             call = acq.authorize if kind is Call else acq.reverse
+            task = asyncio.current_task()
+            self._backstop.watch(task, command.timeout + _ADAPTER_GRACE)
             try:
-                async with asyncio.timeout(command.timeout + _ADAPTER_GRACE):  # no extra task, unlike wait_for
-                    return await call(command.request, command.timeout)
-            except TimeoutError:
-                raise Overrun(f"{command.acquirer} overran {command.timeout:.1f} s") from None
+                return await call(command.request, command.timeout)
+            except asyncio.CancelledError:
+                if self._backstop.expired(task):
+                    raise Overrun(f"{command.acquirer} overran {command.timeout:.1f} s") from None
+                raise
+            finally:
+                self._backstop.release(task)
         if kind is Sec:
             module = self.security_module
             if module is None:
