@@ -39,6 +39,7 @@ from native.iso8583 import DecodeError, build_tlv48, parse_tlv48
 from switch.core import messages as m
 from switch.core.acquirer import Result
 from switch.core.commands import Sec
+from switch.core.macwire import MAC_LEN, mac_tail, wire_mac_length
 from switch.security.config import Security
 from switch.security.dukpt import KsnError
 from switch.security.keys import session_key_names
@@ -53,7 +54,10 @@ KEY_EXCHANGE = "101"  # 0800 field 70: new session keys, please (spec 8)
 SIGN_ON = "001"
 MAC_INVALID = "A0"
 PIN_INVALID = "55"
-_MAC_LEN = 8
+# The MAC's place on the wire is shared with the card host link (switch.core.macwire).
+_MAC_LEN = MAC_LEN
+_wire_mac_length = wire_mac_length
+_mac_tail = mac_tail
 
 
 class PinRefused(Exception):
@@ -63,15 +67,6 @@ class PinRefused(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-def _wire_mac_length(codec, field: int) -> int:
-    """How many bytes the MAC field takes on this listener's wire: 8, or 16 as hex text."""
-    return 2 * _MAC_LEN if field in getattr(codec, "hex_fields", ()) else _MAC_LEN
-
-
-def _mac_tail(codec, field: int, mac: bytes) -> bytes:
-    return mac.hex().upper().encode() if _wire_mac_length(codec, field) != _MAC_LEN else mac
 
 
 def _ksn(msg) -> str | None:
