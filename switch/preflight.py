@@ -108,6 +108,7 @@ def _security(cfg: Config) -> None:
     """Spec 8: the module's files, and every key the policy names in a software module's store."""
     from switch.security import keystore
     from switch.security.config import HsmModuleConfig, SoftwareModuleConfig
+    from switch.security.mac import host_mac_key_problem
 
     m = cfg.security.module
     if isinstance(m, HsmModuleConfig):
@@ -117,7 +118,7 @@ def _security(cfg: Config) -> None:
         return
     _readable(cfg, "security.module.key_store", m.key_store, "key store")
     try:
-        names = set(keystore.load(m.key_store, keystore.read_master_key(m.master_key_file, m.master_key_env)))
+        names = keystore.load(m.key_store, keystore.read_master_key(m.master_key_file, m.master_key_env))
     except keystore.KeyStoreError as e:
         _fail(cfg, "security.module", str(e))
     for i, ms in enumerate(cfg.security.merchants):
@@ -128,6 +129,11 @@ def _security(cfg: Config) -> None:
     for i, a in enumerate(cfg.security.acquirers):
         if a.zpk not in names:
             _fail(cfg, f"security.acquirers[{i}].zpk", f"no key {a.zpk!r} in the key store")
+    for i, a in enumerate(cfg.acquirers):
+        if a.mac_key is not None:
+            problem = host_mac_key_problem(a.mac, names.get(a.mac_key))
+            if problem:
+                _fail(cfg, f"acquirers[{i}].mac_key", f"{a.mac_key!r}: {problem}")
 
 
 def key_beside_journal(cfg: Config) -> str | None:

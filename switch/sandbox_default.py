@@ -4,7 +4,7 @@
 parses it and adds the sandbox's security section): listeners on 8583
 (terminal-87) and 8584 (iso87-ascii), HTTP on 127.0.0.1:9583, a journal under
 the working directory, the demo merchants, and the bundled simulators routed
-as the spec's table says.
+as the spec's table says.  bank-a's host link is MACed (``mac``).
 """
 
 DEFAULT_TOML = """
@@ -42,12 +42,16 @@ name = "payswitch demo shop (secured terminals)"
 terminals = ["SEC00001-SEC00299"]
 refund_max = 100000
 
+# bank-a MACs its host link (field 64/128 both ways) under its sandbox zone
+# MAC key, held by the sandbox's security module; its simulator checks them.
 [[acquirers]]
 name = "bank-a"
 type = "card"
 endpoints = ["127.0.0.1:9101"]
 timeout = 10.0
 acquirer_id = "10000000001"
+mac = "tdes-retail"
+mac_key = "zak-bank-a"
 
 [[acquirers]]
 name = "bank-b"
@@ -131,6 +135,7 @@ acquirers = ["cup"]
 kind = "acquirer"
 name = "bank-a"
 port = 9101
+args = ["--mac", "tdes-retail"]
 
 [[simulators]]
 kind = "acquirer"

@@ -60,6 +60,7 @@ from adapters.card.hostlink import (
     mask_pan,
     scrub,
 )
+from adapters.card.hostmac import HostMac
 from adapters.card.slot import Slot
 from switch.core.acquirer import RETRY, Request, Result
 
@@ -113,6 +114,8 @@ class HostLinkAcquirer:
         breaker_cooldown: float = 10.0,
         on_key_change: Callable[[str, dict], bool] | None = None,
         ssl: Any = None,
+        mac: str = "none",
+        mac_key: str | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError(f"acquirer {name!r}: no endpoints")
@@ -148,6 +151,9 @@ class HostLinkAcquirer:
                                    source=stan_source)
         self.resign_wait = resign_wait
         self.on_key_change = on_key_change
+        # Host-link MACs (adapters.card.hostmac): None when the acquirer takes none.
+        self.mac = None if mac == "none" else HostMac(name, mac, mac_key or "", self.dialect)
+        self.tasks: set[asyncio.Task] = set()  # MACs being made by a module that must be awaited
         self.breakers = [Breaker(breaker_threshold, breaker_cooldown) for _ in self.endpoints]
         self.closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -163,7 +169,13 @@ class HostLinkAcquirer:
 
     async def start(self) -> None:
         """Open every connection; return once one is signed on, or after
-        ``connect_timeout`` (the connections keep trying in the background)."""
+        ``connect_timeout`` (the connections keep trying in the background).
+
+        A link that MACs first checks its key in the security module
+        (:class:`~adapters.card.hostmac.HostMacError` when it has none or the
+        key does not fit: nothing goes out unMACed)."""
+        if self.mac is not None:
+            await self.mac.check()
         self.loop = asyncio.get_running_loop()
         self.closing = False
         self._ready = asyncio.Event()
@@ -294,16 +306,19 @@ class HostLinkAcquirer:
             log.error("%s: txn %d not sent: %s", self.name, request.txn_id, exc)
             self.metrics.inc("requests", mti=request.mti, response_code=RC_MALFUNCTION)
             return Result(response_code=RC_MALFUNCTION)
+        core, transport = slot.core, slot.transport
         try:
-            data = slot.framer.encode(self.dialect.encode(msg))
-        except Exception as exc:  # EncodeError or a frame too long: our side, nothing sent
-            slot.core.cancel(pending)
+            data = slot.framer.encode(await self._encode(msg))
+        except Exception as exc:  # EncodeError, a frame too long, no MAC: our side, nothing sent
+            core.cancel(pending)
             self.breakers[slot.endpoint].inconclusive(loop.time())
             log.error("%s: cannot encode %s for pan %s: %s: %s", self.name, request.mti,
                       mask_pan(request.pan), type(exc).__name__, scrub(str(exc)))
             self.metrics.inc("requests", mti=request.mti, response_code=RC_MALFUNCTION)
             return Result(response_code=RC_MALFUNCTION)
-        slot.transport.write(data)
+        if fut.done():  # the connection went, or the deadline passed, while an HSM made the MAC
+            return fut.result()
+        transport.write(data)
         slot.arm()
         return await fut
 
@@ -327,15 +342,18 @@ class HostLinkAcquirer:
             self.breakers[slot.endpoint].inconclusive(loop.time())
             log.error("%s: reversal txn %d not sent: %s", self.name, request.txn_id, exc)
             return RETRY
+        core, transport = slot.core, slot.transport
         try:
-            data = slot.framer.encode(self.dialect.encode(msg))
+            data = slot.framer.encode(await self._encode(msg))
         except Exception as exc:
-            slot.core.cancel(pending)
+            core.cancel(pending)
             self.breakers[slot.endpoint].inconclusive(loop.time())
             log.error("%s: cannot encode %s for txn %d: %s: %s", self.name, mti, request.txn_id,
                       type(exc).__name__, scrub(str(exc)))
             return RETRY
-        slot.transport.write(data)
+        if fut.done():  # the connection went, or the deadline passed, while an HSM made the MAC
+            return fut.result()
+        transport.write(data)
         slot.arm()
         return await fut
 
@@ -352,6 +370,19 @@ class HostLinkAcquirer:
             states = out.setdefault(slot.label, {})
             states[slot.state] = states.get(slot.state, 0) + 1
         return out
+
+    def use_security_module(self, module: Any) -> None:
+        """The switch's security module, for the MACs of a link configured with ``mac`` (before :meth:`start`)."""
+        if self.mac is not None:
+            self.mac.use(module)
+
+    async def _encode(self, msg: dict) -> bytes:
+        mac = self.mac
+        if mac is None:
+            return self.dialect.encode(msg)
+        if mac.immediate:
+            return mac.encode_now(msg)
+        return await mac.encode(msg)
 
     def use_stan_source(self, source: Callable[[], str]) -> None:
         """Sign-on, echo and sign-off take their STANs from the switch's sequence too."""

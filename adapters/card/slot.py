@@ -5,12 +5,15 @@ Part of :mod:`adapters.card.link` (its pool, :class:`~adapters.card.link.HostLin
 picks a slot per request): the slot owns one socket, its framer and its timer,
 feeds what arrives to its :class:`~adapters.card.hostlink.HostConnection`,
 writes what that core returns, and reconnects after a loss with backoff.
+On a link that MACs (:mod:`adapters.card.hostmac`) it checks the MAC of
+everything it receives before the core sees it, and MACs what it writes.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from adapters.card.hostlink import (
@@ -28,6 +31,7 @@ from adapters.card.hostlink import (
     Unmatched,
     scrub,
 )
+from switch.security.module import SecurityModuleError
 
 if TYPE_CHECKING:
     from adapters.card.link import HostLinkAcquirer
@@ -69,6 +73,9 @@ class Slot:
         self.backoff = Backoff(link.backoff_initial, link.backoff_max, rng=link.rng)
         self.phase = "disconnected"  # before a core exists / between connections
         self.task: asyncio.Task | None = None
+        # With an HSM to check MACs: what arrived, waiting for its check, and the task checking it.
+        self.checking: deque[bytes] = deque()
+        self.checker: asyncio.Task | None = None
 
     # -- state --------------------------------------------------------------
 
@@ -150,6 +157,12 @@ class Slot:
 
     def deliver(self, payloads: list[bytes]) -> None:
         link = self.link
+        mac = link.mac
+        if mac is not None and not mac.immediate:
+            self.checking.extend(payloads)
+            if self.checker is None:
+                self.checker = link.loop.create_task(self._deliver_checked(self.core, self.transport))
+            return
         core = self.core
         now = link.loop.time()
         for payload in payloads:
@@ -157,7 +170,8 @@ class Slot:
                 return
             try:
                 msg = link.dialect.decode(payload)
-                events = core.receive(msg, now)
+                why = "" if mac is None else mac.verify_now(msg, payload)
+                events = core.receive(msg, now, not why)
             except link.DecodeError as exc:
                 self.garbage(f"decode: {scrub(str(exc))}")
                 return
@@ -165,8 +179,44 @@ class Slot:
                 log.exception("%s: failed to handle a message from %s", link.name, self.label)
                 self.garbage(f"{type(exc).__name__}")
                 return
+            if why:
+                self.not_authentic(msg, why)
             self.handle(events)
         self.arm()
+
+    async def _deliver_checked(self, core: HostConnection, transport: Any) -> None:
+        """:meth:`deliver` with a security module that must be awaited (an HSM): in order, one at a time."""
+        link = self.link
+        try:
+            while self.checking and self.core is core and self.transport is transport:
+                payload = self.checking.popleft()
+                try:
+                    msg = link.dialect.decode(payload)
+                    why = await link.mac.verify(msg, payload)
+                    if self.core is not core or self.transport is not transport:
+                        return
+                    events = core.receive(msg, link.loop.time(), not why)
+                except link.DecodeError as exc:
+                    self.garbage(f"decode: {scrub(str(exc))}")
+                    return
+                except Exception as exc:  # our bug: the connection's state is suspect, start afresh
+                    log.exception("%s: failed to handle a message from %s", link.name, self.label)
+                    self.garbage(f"{type(exc).__name__}")
+                    return
+                if why:
+                    self.not_authentic(msg, why)
+                self.handle(events)
+                self.arm()
+        finally:
+            self.checker = None
+            if self.checking and self.core is not core and self.transport is not None:
+                # A new connection's messages came while this one's last check was out.
+                self.checker = link.loop.create_task(self._deliver_checked(self.core, self.transport))
+
+    def not_authentic(self, msg: Any, why: str) -> None:
+        """Logged (MTI, STAN, the reason: no card data); the core has counted it and made it uncertain."""
+        log.warning("%s: %s stan=%s from %s has a missing or wrong MAC (%s): not taken as the acquirer's "
+                    "word", self.link.name, msg.mti, msg.get(11), self.label, why)
 
     def garbage(self, what: str) -> None:
         link = self.link
@@ -182,6 +232,7 @@ class Slot:
             self.timer.cancel()
             self.timer = None
         self.transport = None
+        self.checking.clear()
         if core is not None:
             was = core.state
             events = core.connection_lost()
@@ -230,8 +281,39 @@ class Slot:
                             event.stan, self.label, event.reason)
 
     def write(self, msg: dict) -> None:
+        """Write a network message (sign-on, echo, sign-off, an answer to the acquirer): MACed when the link MACs."""
         link = self.link
-        self.transport.write(self.framer.encode(link.dialect.encode(msg)))
+        mac = link.mac
+        if mac is None:
+            data = link.dialect.encode(msg)
+        elif mac.immediate:
+            try:
+                data = mac.encode_now(msg)
+            except SecurityModuleError as exc:
+                self.cannot_mac(self.transport, msg, exc)
+                return
+        else:
+            task = link.loop.create_task(self._write_signed(self.transport, msg))
+            link.tasks.add(task)
+            task.add_done_callback(link.tasks.discard)
+            return
+        self.transport.write(self.framer.encode(data))
+
+    async def _write_signed(self, transport: Any, msg: dict) -> None:
+        try:
+            data = await self.link.mac.encode(msg)
+        except SecurityModuleError as exc:
+            self.cannot_mac(transport, msg, exc)
+            return
+        if self.transport is transport and not transport.is_closing():
+            transport.write(self.framer.encode(data))
+
+    def cannot_mac(self, transport: Any, msg: dict, exc: Exception) -> None:
+        """A network message the module could not MAC: the connection starts afresh (its sign-on retries)."""
+        log.error("%s: cannot MAC %s 70=%s for %s: %s: %s; closing the connection", self.link.name,
+                  msg.get("mti"), msg.get(70), self.label, type(exc).__name__, exc)
+        if transport is not None:
+            transport.abort()
 
     def arm(self) -> None:
         """Make sure the timer fires no later than the core's next wakeup."""

@@ -132,6 +132,11 @@ class Switch:
     async def start(self) -> None:
         if self.security_module is None:
             await self._open_security()
+        for acquirer in self.acquirers.values():
+            # Adapters that use the security module (card host-link MACs) get it before they start.
+            use = getattr(acquirer, "use_security_module", None)
+            if use is not None:
+                use(self.security_module)
         await self.run(self.engine.reversals.prefill())  # host STANs before any sign-on
         await asyncio.gather(*(a.start() for a in self.acquirers.values()))
         await self.run(self.engine.recover())
