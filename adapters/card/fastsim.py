@@ -89,7 +89,7 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def act(self, fault: str, out: dict | None) -> None:
-        from adapters.card.sim import GARBAGE
+        from adapters.card.sim import GARBAGE, answer_bytes
 
         if self.transport is None:
             return
@@ -97,8 +97,8 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
         elif fault == "garbage":
             self.queue(GARBAGE)
-        elif out is not None and fault in ("answer", "late"):
-            self.queue(self.framer.encode(self.acq.encode(out)))
+        elif out is not None and fault in ("answer", "late", "bad-mac"):
+            self.queue(self.framer.encode(answer_bytes(self.acq, fault, out)))
 
     def data_received(self, data: bytes) -> None:
         from native.framing import FrameError

@@ -4,7 +4,7 @@
         [--lenient] [--latency-ms 5] [--drop-rate 0.0] [--disconnect-rate 0.0] \
         [--garbage-rate 0.0] [--late-ms N --late-rate R] [--sign-off-after N] \
         [--stall-after-echo] [--seed N] [--ledger FILE] [--fast] \
-        [--mac tdes-retail|aes-cmac [--mac-key HEX]]
+        [--mac tdes-retail|aes-cmac [--mac-key HEX] [--bad-mac-rate R]]
 
 Decisions (:mod:`adapters.card.sandbox`): the sandbox amount rules of spec
 section 7 for 0100/0200 (05/13/51/55/96 decline, 68 never answers); strict
@@ -34,7 +34,9 @@ card (masked PAN and hash, never the PAN) and the money it moved (``delta``).
 MAC on every message under the zone MAC key (``--mac-key``, hex; default the
 sandbox's public ZAK of ``--name``): a missing or wrong one is answered A0
 and moves no money (ledger ``mac_failure``); the ledger events of the others
-say ``"mac": "ok"``; every answer is MACed.
+say ``"mac": "ok"``; every answer is MACed.  ``--bad-mac-rate`` answers that
+share of transactions (decided, money moved) with a wrong MAC: the switch
+must not take them as answers, and reverses.
 
 ``--fast`` runs the same decisions on asyncio + uvloop
 (:mod:`adapters.card.fastsim`), for benchmarks.
@@ -70,8 +72,8 @@ GARBAGE = b"\xff\xffGARBAGE-FROM-THE-ACQUIRER"
 
 
 def choose_fault(rng: random.Random, drop_rate: float, disconnect_rate: float,
-                 garbage_rate: float) -> str:
-    """One draw per transaction: "disconnect", "garbage", "drop" or "answer"."""
+                 garbage_rate: float, bad_mac_rate: float = 0.0) -> str:
+    """One draw per transaction: "disconnect", "garbage", "drop", "bad-mac" or "answer"."""
     r = rng.random()
     if r < disconnect_rate:
         return "disconnect"
@@ -81,6 +83,9 @@ def choose_fault(rng: random.Random, drop_rate: float, disconnect_rate: float,
     r -= garbage_rate
     if r < drop_rate:
         return "drop"
+    r -= drop_rate
+    if r < bad_mac_rate:
+        return "bad-mac"
     return "answer"
 
 
@@ -105,7 +110,8 @@ def decide_message(acq, msg, payload: bytes = b"") -> tuple[str, dict | None]:
         acq.ledger.write([{"event": "ignored", "acquirer": args.name, "mti": msg.mti,
                            "stan": msg.get(11), "reason": "stall-after-echo", "delta": 0}])
         return "stall", None
-    fault = choose_fault(acq.faults, args.drop_rate, args.disconnect_rate, args.garbage_rate)
+    fault = choose_fault(acq.faults, args.drop_rate, args.disconnect_rate, args.garbage_rate,
+                         getattr(args, "bad_mac_rate", 0.0))
     out, events = acq.sandbox.handle(msg)
     if mac_ok:
         for event in events:
@@ -138,6 +144,14 @@ def host_mac(args: argparse.Namespace, codec):
             raise ValueError(f"no sandbox {args.mac} key for {args.name!r}: give --mac-key")
         key = bytes.fromhex(ZAKS[args.name][1])
     return HostMacCheck(args.mac, key, codec)
+
+
+def answer_bytes(acq, fault: str, out: dict) -> bytes:
+    """The encoded answer; for ``bad-mac`` with its MAC's last byte flipped (the decision stands)."""
+    data = acq.encode(out)
+    if fault == "bad-mac":
+        data = data[:-1] + bytes([data[-1] ^ 0x01])
+    return data
 
 
 def _peer_went_away(exc: BaseException, closed: tuple) -> bool:
@@ -226,8 +240,8 @@ class Acquirer:
                 nursery.cancel_scope.cancel()
             elif fault == "garbage":
                 queue(GARBAGE)
-            elif out is not None and fault in ("answer", "late"):
-                queue(framer.encode(self.encode(out)))
+            elif out is not None and fault in ("answer", "late", "bad-mac"):
+                queue(framer.encode(answer_bytes(self, fault, out)))
 
         async def delayed(delay: float, fault: str, out: dict | None) -> None:
             await trio.sleep(delay)
@@ -314,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ledger", default=None, help="append one JSON line per transaction event")
     p.add_argument("--mac", choices=["tdes-retail", "aes-cmac"], default=None,
                    help="check the switch's MAC on every message (A0 when missing or wrong), MAC every answer")
+    p.add_argument("--bad-mac-rate", type=float, default=0.0,
+                   help="share of transactions answered with a wrong MAC (with --mac)")
     p.add_argument("--mac-key", default=None, metavar="HEX",
                    help="the zone MAC key for --mac (default: the sandbox's public ZAK of --name)")
     p.add_argument("--fast", action="store_true",
@@ -325,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     import trio
 
     args = build_parser().parse_args(argv)
-    for knob in ("drop_rate", "disconnect_rate", "garbage_rate", "late_rate"):
+    for knob in ("drop_rate", "disconnect_rate", "garbage_rate", "late_rate", "bad_mac_rate"):
         value = getattr(args, knob)
         if not 0.0 <= value <= 1.0:
             print(f"--{knob.replace('_', '-')} must be between 0 and 1, got {value}", file=sys.stderr)
@@ -340,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         host_mac(args, None)
     except ValueError as e:
         print(f"--mac: {e}", file=sys.stderr)
+        return 2
+    if args.bad_mac_rate > 0 and not args.mac:
+        print("--bad-mac-rate needs --mac", file=sys.stderr)
         return 2
     if args.fast:
         from adapters.card.fastsim import run
