@@ -24,7 +24,7 @@ from native.iso8583 import dialect
 from switch.core.routing import expand_terminals, prefix_range
 from switch.security import config as security_config
 from switch import config_vas
-from switch.sandbox_default import DEFAULT_TOML
+from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
 
 __all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
 
@@ -484,12 +484,20 @@ def default() -> Config:
 
     The second demo merchant's keys (spec 7, v1.1) are the sandbox's public
     ones, in the key store shipped with the package: its path is only known
-    here, so the security section is added to the parsed TOML.
+    here, so the security section is added to the parsed TOML, and with it
+    the host-link MACs of :data:`~switch.sandbox_default.HOST_MACS` (their
+    keys are in that store).
     """
     from switch.security import sandbox
 
     raw = tomllib.loads(DEFAULT_TOML)
     raw["security"] = msgspec.to_builtins(sandbox.security_config())
+    for a in raw["acquirers"]:
+        if a["name"] in HOST_MACS:
+            a["mac"], a["mac_key"] = HOST_MACS[a["name"]]
+    for sim in raw["simulators"]:
+        if sim["kind"] == "acquirer" and sim["name"] in HOST_MACS:
+            sim["args"] = [*sim.get("args", []), "--mac", HOST_MACS[sim["name"]][0]]
     raw["source"] = "<embedded default>"
     try:
         cfg = msgspec.convert(raw, Config)

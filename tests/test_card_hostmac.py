@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -274,3 +275,61 @@ def test_simulator_mac_options():
     done = subprocess.run([sys.executable, "-m", "adapters.card.sim", "--bad-mac-rate", "0.5"],
                           capture_output=True, text=True, env=env, timeout=30)
     assert done.returncode == 2 and "--bad-mac-rate needs --mac" in done.stderr
+
+
+# -- configuration ----------------------------------------------------------------
+
+def test_the_embedded_default_macs_bank_a_and_its_file_form_stays_valid():
+    from switch import config, preflight
+
+    cfg = config.default()
+    bank_a = next(a for a in cfg.acquirers if a.name == "bank-a")
+    assert (bank_a.mac, bank_a.mac_key) == ("tdes-retail", "zak-bank-a")
+    assert next(s for s in cfg.simulators if s.name == "bank-a").args[-2:] == ["--mac", "tdes-retail"]
+    preflight._security(cfg)  # the key is in the sandbox store, a zone MAC key of the right algorithm
+    # Without the sandbox's security section (the same text from a file) nothing is MACed.
+    assert all(a.mac == "none" for a in config.loads(config.DEFAULT_TOML, "switch.toml").acquirers)
+
+
+CARD = '''
+[[acquirers]]
+name = "bank-x"
+type = "{type}"
+endpoints = ["{endpoint}"]
+{mac}
+'''
+MODULE = f'''
+[security.module]
+kind = "software"
+key_store = "{sandbox_keys.STORE}"
+master_key_file = "{sandbox_keys.MASTER_KEY_FILE}"
+'''
+
+
+@pytest.mark.parametrize("type_, mac, module, problem", [
+    ("card", 'mac = "tdes-retail"\nmac_key = "zak-bank-a"', "", "needs a security module (security.module) holding the key - at `$.acquirers[0].mac_key`"),
+    ("card", 'mac = "tdes-retail"', MODULE, "needs the name of the acquirer's zone MAC key (ZAK) - at `$.acquirers[0].mac_key`"),
+    ("card", 'mac_key = "zak-bank-a"', MODULE, "name the MAC algorithm too"),
+    ("card", 'mac = "sha1"\nmac_key = "zak-bank-a"', MODULE, "Invalid enum value 'sha1' - at `$.acquirers[0].mac`"),
+    ("citycard", 'mac = "tdes-retail"\nmac_key = "zak-bank-a"', MODULE, "apply to card acquirers, not to a citycard"),
+])
+def test_mac_configuration_errors_name_the_key(type_, mac, module, problem):
+    from switch import config
+
+    text = CARD.format(type=type_, endpoint="127.0.0.1:9", mac=mac) + module
+    with pytest.raises(config.ConfigError, match=re.escape(problem)):
+        config.loads(text, "switch.toml")
+
+
+@pytest.mark.parametrize("mac, key, problem", [
+    ("tdes-retail", "zak-nowhere", "'zak-nowhere': no such key in the security module"),
+    ("tdes-retail", "zpk-bank-a", "'zpk-bank-a': a zpk key, not a zone MAC key (zak)"),
+    ("aes-cmac", "zak-bank-a", "'zak-bank-a': a tdes key cannot make aes-cmac MACs"),
+])
+def test_preflight_checks_the_key_in_the_software_store(mac, key, problem):
+    from switch import config, preflight
+
+    cfg = config.loads(CARD.format(type="card", endpoint="127.0.0.1:9", mac=f'mac = "{mac}"\nmac_key = "{key}"')
+                       + MODULE, "switch.toml")
+    with pytest.raises(config.ConfigError, match=re.escape(problem + " - at `$.acquirers[0].mac_key`")):
+        preflight._security(cfg)

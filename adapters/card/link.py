@@ -210,6 +210,8 @@ class HostLinkAcquirer:
             if slot.transport is not None:
                 slot.transport.abort()
         tasks = [s.task for s in self.slots if s.task is not None]
+        # With an HSM: MACs still being made or checked for connections now gone.
+        tasks += [s.checker for s in self.slots if s.checker is not None] + list(self.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
