@@ -333,3 +333,42 @@ def test_preflight_checks_the_key_in_the_software_store(mac, key, problem):
                        + MODULE, "switch.toml")
     with pytest.raises(config.ConfigError, match=re.escape(problem + " - at `$.acquirers[0].mac_key`")):
         preflight._security(cfg)
+
+
+def test_late_and_unmatched_answers_with_a_bad_mac_are_counted_too():
+    conn = ready_core()
+    [event] = conn.receive(fields_view({"mti": "0210", 7: F7, 11: "999999", 39: "00"}), 1.0, authentic=False)
+    assert type(event).__name__ == "Unmatched"
+    assert conn.metrics.get("mac_failures", mti="0210") == 1
+    msg, pending = conn.request(make_request(host_stan="000042", host_time=F7), now=1.0, wall=0, timeout=0.5)
+    conn.poll(2.0, 0)  # expired: 68, uncertain
+    [event] = conn.receive(fields_view({"mti": "0210", 7: F7, 11: "000042", 39: "00"}), 2.1, authentic=False)
+    assert type(event).__name__ == "Late"
+    assert conn.metrics.get("mac_failures", mti="0210") == 2
+    # An echo answer with a bad MAC: counted once, under the echo's MTI.
+    conn.last_received = -100.0
+    [send] = conn.poll(3.0, 0)
+    assert conn.receive(fields_view({"mti": "0810", 7: send.message[7], 11: send.message[11], 39: "00"}), 3.1,
+                        authentic=False) == []
+    assert conn.metrics.get("mac_failures", mti="0800") == 1
+
+
+def test_preflight_checks_the_key_in_the_hsm_key_table(tmp_path):
+    import json
+
+    from switch import config, preflight
+
+    table = tmp_path / "keys.json"
+    table.write_text(json.dumps(sandbox_keys.hsm_key_table()))
+    hsm = f'\n[security.module]\nkind = "hsm"\nendpoints = ["127.0.0.1:9"]\nkey_table = "{table}"\n'
+
+    def cfg(key):
+        mac = f'mac = "tdes-retail"\nmac_key = "{key}"'
+        return config.loads(CARD.format(type="card", endpoint="127.0.0.1:9", mac=mac) + hsm, "switch.toml")
+
+    preflight._security(cfg("zak-bank-a"))
+    with pytest.raises(config.ConfigError, match=re.escape("'zpk-bank-a': a zpk key, not a zone MAC key (zak)")):
+        preflight._security(cfg("zpk-bank-a"))
+    table.write_text("{not json")
+    with pytest.raises(config.ConfigError, match=re.escape("- at `$.security.module.key_table`")):
+        preflight._security(cfg("zak-bank-a"))

@@ -119,8 +119,9 @@ class LinkMetrics:
     ``reversals`` (mti 0420/0421, response_code; "timeout" or "lost" when
     unanswered), ``network_requests`` (endpoint, code: 0800s the acquirer sent),
     ``key_changes`` (endpoint, response_code), ``breaker_trips`` (endpoint),
-    ``stan_collisions`` (mti), ``mac_failures`` (mti of our request, or 0800:
-    a message of the acquirer whose MAC was missing or wrong).
+    ``stan_collisions`` (mti), ``mac_failures`` (a message of the acquirer
+    whose MAC was missing or wrong: by the MTI of the request it answers, else
+    its own: 0800, or a late or unmatched answer's).
     Connection and breaker states are gauges: see
     ``HostLinkAcquirer.connection_states()`` and ``breaker_states()``.
     """
@@ -394,6 +395,14 @@ class HostConnection:
                 self.metrics.inc("mac_failures", mti=mti)
                 return [Send(network_answer(msg, RC_MAC))]
             return self._network_request(msg, now)
+        events = self._match(msg, mti, authentic)
+        if not authentic and events and type(events[0]) in (Late, Unmatched):
+            # Late or unmatched as well: counted under its own MTI (it answers nothing in flight).
+            self.metrics.inc("mac_failures", mti=mti)
+        return events
+
+    def _match(self, msg: Any, mti: str, authentic: bool) -> list:
+        """An answer: to what is in flight (Completed, and the rest), late, or unmatched."""
         stan = msg.get(11)
         if stan is None:
             self.metrics.inc("unmatched_answers", mti=mti)
