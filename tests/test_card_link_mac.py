@@ -156,3 +156,26 @@ def test_maced_link_through_the_hsm(tmp_path, hsm_sim, algorithm, name):
         assert len(ledger) == 23 and all(e["mac"] == "ok" for e in ledger)
     finally:
         assert sim.stop() == 0
+
+
+def test_the_uvloop_simulator_checks_and_macs_the_same(tmp_path):
+    good = Sim("--fast", "--mac", "aes-cmac", "--name", "bank-b", ledger=tmp_path / "good.jsonl")
+    bad = Sim("--fast", "--mac", "aes-cmac", "--name", "bank-b", "--bad-mac-rate", "1.0")
+    try:
+        async def main():
+            results = []
+            for sim in (good, bad):
+                acq = acquirer(sim.endpoint, connections=1, mac="aes-cmac", mac_key="zak-bank-b")
+                acq.use_security_module(sandbox_keys.module())
+                await acq.start()
+                try:
+                    results.append(await acq.authorize(purchase(1000, pin_block=None), 2.0))
+                finally:
+                    await acq.close()
+            return results
+        ok, untrusted = run(main())
+        assert ok.response_code == "00" and not ok.uncertain
+        assert untrusted.response_code == "91" and untrusted.uncertain
+        assert [e["mac"] for e in good.ledger()] == ["ok"]
+    finally:
+        assert good.stop() == 0 and bad.stop() == 0
