@@ -24,7 +24,7 @@ from native.iso8583 import dialect
 from switch.core.routing import expand_terminals, prefix_range
 from switch.security import config as security_config
 from switch import config_vas
-from switch.sandbox_default import DEFAULT_TOML
+from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
 
 __all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
 
@@ -131,6 +131,12 @@ class Acquirer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    # Card host links: the MAC of every message to and from the acquirer (field
+    # 64, or 128 with a secondary bitmap): "tdes-retail" (ISO 9797-1 algorithm
+    # 3, padding 1) or "aes-cmac" (truncated to 8 bytes), under the zone MAC key
+    # named `mac_key` in the security module (kind zak; never a key in clear here).
+    mac: Literal["none", "tdes-retail", "aes-cmac"] = "none"
+    mac_key: str | None = None
     # Options of a third-party adapter type, passed to it as they are.
     options: dict[str, str | int | float | bool | list[str]] = {}
 
@@ -274,6 +280,8 @@ def _check(cfg: Config, src: str) -> Config:
         for key in _NEEDED_FILES.get(a.type, ()):
             if not getattr(a, key):
                 fail(f"acquirers[{i}].{key}", f"a {a.type} acquirer needs {key}")
+        if a.mac != "none" or a.mac_key is not None:
+            _check_host_mac(cfg, i, a, fail)
         if a.type in _NOT_ISO8583_TYPES:
             for key in ("dialect", "header"):
                 if getattr(a, key) is not None:
@@ -348,6 +356,18 @@ def _check(cfg: Config, src: str) -> Config:
     check_limits(cfg, fail)
     config_vas.check(cfg, fail)  # value-added services, token keys, the event relay
     return cfg
+
+
+def _check_host_mac(cfg: Config, i: int, a: Acquirer, fail) -> None:
+    """``mac`` and ``mac_key`` of a card acquirer: both or neither, and a security module to hold the key."""
+    if a.type != "card":
+        fail(f"acquirers[{i}].mac", f"host-link MACs apply to card acquirers, not to a {a.type} acquirer")
+    if a.mac == "none":
+        fail(f"acquirers[{i}].mac", "mac_key is set: name the MAC algorithm too (\"tdes-retail\" or \"aes-cmac\")")
+    if not a.mac_key:
+        fail(f"acquirers[{i}].mac_key", f"mac = {a.mac!r} needs the name of the acquirer's zone MAC key (ZAK)")
+    if cfg.security.module is None:
+        fail(f"acquirers[{i}].mac_key", "a host-link MAC needs a security module (security.module) holding the key")
 
 
 def _check_security(cfg: Config, fail) -> None:
@@ -464,12 +484,20 @@ def default() -> Config:
 
     The second demo merchant's keys (spec 7, v1.1) are the sandbox's public
     ones, in the key store shipped with the package: its path is only known
-    here, so the security section is added to the parsed TOML.
+    here, so the security section is added to the parsed TOML, and with it
+    the host-link MACs of :data:`~switch.sandbox_default.HOST_MACS` (their
+    keys are in that store).
     """
     from switch.security import sandbox
 
     raw = tomllib.loads(DEFAULT_TOML)
     raw["security"] = msgspec.to_builtins(sandbox.security_config())
+    for a in raw["acquirers"]:
+        if a["name"] in HOST_MACS:
+            a["mac"], a["mac_key"] = HOST_MACS[a["name"]]
+    for sim in raw["simulators"]:
+        if sim["kind"] == "acquirer" and sim["name"] in HOST_MACS:
+            sim["args"] = [*sim.get("args", []), "--mac", HOST_MACS[sim["name"]][0]]
     raw["source"] = "<embedded default>"
     try:
         cfg = msgspec.convert(raw, Config)

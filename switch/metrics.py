@@ -65,6 +65,7 @@ CARD_LINK_COUNTERS: dict[str, tuple[tuple[str, ...], str]] = {
     "sign_on_failures": (("endpoint",), "Sign-ons refused or unanswered"),
     "echoes": (("endpoint",), "Echo tests sent on idle connections"),
     "protocol_errors": (("endpoint",), "Connections closed for a framing or decoding error"),
+    "mac_failures": (("mti",), "Messages of the acquirer with a missing or wrong MAC (by our request's MTI)"),
 }
 
 

@@ -105,19 +105,28 @@ def _acquirers(cfg: Config) -> None:
 
 
 def _security(cfg: Config) -> None:
-    """Spec 8: the module's files, and every key the policy names in a software module's store."""
+    """Spec 8: the module's files, every key the policy names in a software module's store, and
+    every host-link MAC key (software store or HSM key table)."""
     from switch.security import keystore
     from switch.security.config import HsmModuleConfig, SoftwareModuleConfig
 
     m = cfg.security.module
     if isinstance(m, HsmModuleConfig):
         _readable(cfg, "security.module.key_table", m.key_table, "HSM key table")
+        if any(a.mac_key is not None for a in cfg.acquirers):
+            from switch.io.hsm import load_key_table
+            from switch.security.module import ModuleUnavailable
+
+            try:
+                _host_mac_keys(cfg, load_key_table(m.key_table))
+            except ModuleUnavailable as e:
+                _fail(cfg, "security.module.key_table", str(e))
         return
     if not isinstance(m, SoftwareModuleConfig):
         return
     _readable(cfg, "security.module.key_store", m.key_store, "key store")
     try:
-        names = set(keystore.load(m.key_store, keystore.read_master_key(m.master_key_file, m.master_key_env)))
+        names = keystore.load(m.key_store, keystore.read_master_key(m.master_key_file, m.master_key_env))
     except keystore.KeyStoreError as e:
         _fail(cfg, "security.module", str(e))
     for i, ms in enumerate(cfg.security.merchants):
@@ -128,6 +137,18 @@ def _security(cfg: Config) -> None:
     for i, a in enumerate(cfg.security.acquirers):
         if a.zpk not in names:
             _fail(cfg, f"security.acquirers[{i}].zpk", f"no key {a.zpk!r} in the key store")
+    _host_mac_keys(cfg, names)
+
+
+def _host_mac_keys(cfg: Config, keys: dict) -> None:
+    """Every acquirer's ``mac_key`` is in the module (``keys``: name -> kind, algorithm), a ZAK that fits ``mac``."""
+    from switch.security.mac import host_mac_key_problem
+
+    for i, a in enumerate(cfg.acquirers):
+        if a.mac_key is not None:
+            problem = host_mac_key_problem(a.mac, keys.get(a.mac_key))
+            if problem:
+                _fail(cfg, f"acquirers[{i}].mac_key", f"{a.mac_key!r}: {problem}")
 
 
 def key_beside_journal(cfg: Config) -> str | None:

@@ -4,8 +4,15 @@
 parses it and adds the sandbox's security section): listeners on 8583
 (terminal-87) and 8584 (iso87-ascii), HTTP on 127.0.0.1:9583, a journal under
 the working directory, the demo merchants, and the bundled simulators routed
-as the spec's table says.
+as the spec's table says.  bank-a's host link is MACed (:data:`HOST_MACS`).
 """
+
+# Card acquirers whose host link the embedded default MACs: name -> (mac,
+# mac_key).  default() sets them on the acquirer and gives its simulator
+# ``--mac``, with the security section: the zone MAC keys are in the
+# sandbox's key store, so DEFAULT_TOML on its own (a file, no security
+# module) stays a valid configuration without them.
+HOST_MACS = {"bank-a": ("tdes-retail", "zak-bank-a")}
 
 DEFAULT_TOML = """
 response_timeout = 60.0

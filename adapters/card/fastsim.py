@@ -21,11 +21,13 @@ class FastAcquirer:
     def __init__(self, args: Any) -> None:
         import random
 
-        from adapters.card.sim import Ledger, Sandbox
+        from adapters.card.sim import Ledger, Sandbox, host_mac
         from native.iso8583 import dialect
 
         self.args = args
         self.dialect = dialect("host-87-bcd")
+        self.mac = host_mac(args, self.dialect)
+        self.encode = self.mac.encode if self.mac is not None else self.dialect.encode
         self.sandbox = Sandbox(args.name, args.seed, strict=not args.lenient)
         self.ledger = Ledger(args.ledger)
         self.faults = random.Random(None if args.seed is None else args.seed + 1)
@@ -35,11 +37,11 @@ class FastAcquirer:
     def log(self, text: str) -> None:
         print(f"{self.args.name}: {text}", file=sys.stderr, flush=True)
 
-    def decide(self, msg) -> tuple[str, dict | None]:
+    def decide(self, msg, payload: bytes = b"") -> tuple[str, dict | None]:
         """What :mod:`adapters.card.sim` decides for ``msg``: (fault, answer fields)."""
         from adapters.card.sim import decide_message
 
-        return decide_message(self, msg)
+        return decide_message(self, msg, payload)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -87,7 +89,7 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def act(self, fault: str, out: dict | None) -> None:
-        from adapters.card.sim import GARBAGE
+        from adapters.card.sim import GARBAGE, answer_bytes
 
         if self.transport is None:
             return
@@ -95,8 +97,8 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
         elif fault == "garbage":
             self.queue(GARBAGE)
-        elif out is not None and fault in ("answer", "late"):
-            self.queue(self.framer.encode(self.acq.dialect.encode(out)))
+        elif out is not None and fault in ("answer", "late", "bad-mac"):
+            self.queue(self.framer.encode(answer_bytes(self.acq, fault, out)))
 
     def data_received(self, data: bytes) -> None:
         from native.framing import FrameError
@@ -104,17 +106,17 @@ class _Connection(asyncio.Protocol):
 
         acq, args = self.acq, self.acq.args
         try:
-            messages = [acq.dialect.decode(p) for p in self.framer.feed(data)]
+            messages = [(acq.dialect.decode(p), p) for p in self.framer.feed(data)]
         except (FrameError, DecodeError) as exc:
             acq.log(f"bad message, closing: {type(exc).__name__}")
             self.transport.close()
             return
         latency = args.latency_ms / 1000.0
-        for msg in messages:
+        for msg, payload in messages:
             if self.transport is None or self.transport.is_closing():
                 return
             mti = msg.mti
-            fault, out = acq.decide(msg)
+            fault, out = acq.decide(msg, payload)
             if mti == "0800" or mti == "0810":
                 if mti == "0800" and msg.get(70) == SIGN_ON:
                     self.carried = 0
@@ -128,7 +130,7 @@ class _Connection(asyncio.Protocol):
             self.carried += 1
             if args.sign_off_after and self.carried == args.sign_off_after:
                 acq.log(f"signing off after {self.carried} transactions")
-                self.queue(self.framer.encode(acq.dialect.encode(
+                self.queue(self.framer.encode(acq.encode(
                     acq.sandbox.network_request(SIGN_OFF, transmission_time(time.time())))))
 
 

@@ -61,6 +61,7 @@ from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Request, Result
 RC_TOO_LATE = "68"  # no answer before the deadline
 RC_INOPERATIVE = "91"  # no connection, or the connection died under the request
 RC_MALFUNCTION = "96"  # the acquirer answered without field 39
+RC_MAC = "A0"  # our answer to an 0800 of the acquirer whose MAC is missing or wrong
 
 FINANCIAL_MTIS = ("0100", "0200", "0220")
 
@@ -118,7 +119,9 @@ class LinkMetrics:
     ``reversals`` (mti 0420/0421, response_code; "timeout" or "lost" when
     unanswered), ``network_requests`` (endpoint, code: 0800s the acquirer sent),
     ``key_changes`` (endpoint, response_code), ``breaker_trips`` (endpoint),
-    ``stan_collisions`` (mti).
+    ``stan_collisions`` (mti), ``mac_failures`` (a message of the acquirer
+    whose MAC was missing or wrong: by the MTI of the request it answers, else
+    its own: 0800, or a late or unmatched answer's).
     Connection and breaker states are gauges: see
     ``HostLinkAcquirer.connection_states()`` and ``breaker_states()``.
     """
@@ -375,12 +378,31 @@ class HostConnection:
 
     # -- incoming ----------------------------------------------------------
 
-    def receive(self, msg: Any, now: float) -> list:
-        """A decoded message from the acquirer."""
+    def receive(self, msg: Any, now: float, authentic: bool = True) -> list:
+        """A decoded message from the acquirer.
+
+        ``authentic=False``: the link MACs its messages and this one's MAC is
+        missing or wrong (the I/O layer checked it).  Such a message changes
+        nothing it would otherwise: an answer to a request is an uncertain
+        outcome, never an approval (91, uncertain, as when the connection
+        breaks under the request: the switch reverses); a reversal is to be
+        retried; the acquirer's own 0800 is answered A0 and not acted on.
+        """
         self.last_received = now
         mti = msg.mti
         if mti == "0800":
+            if not authentic:
+                self.metrics.inc("mac_failures", mti=mti)
+                return [Send(network_answer(msg, RC_MAC))]
             return self._network_request(msg, now)
+        events = self._match(msg, mti, authentic)
+        if not authentic and events and type(events[0]) in (Late, Unmatched):
+            # Late or unmatched as well: counted under its own MTI (it answers nothing in flight).
+            self.metrics.inc("mac_failures", mti=mti)
+        return events
+
+    def _match(self, msg: Any, mti: str, authentic: bool) -> list:
+        """An answer: to what is in flight (Completed, and the rest), late, or unmatched."""
         stan = msg.get(11)
         if stan is None:
             self.metrics.inc("unmatched_answers", mti=mti)
@@ -408,7 +430,7 @@ class HostConnection:
         # Every field is read before anything changes: a lazily decoded message
         # may raise DecodeError on access, and then the pending stays in flight
         # until the I/O layer closes the connection (and fails it uncertain).
-        events = self._answered(pending, msg)
+        events = self._answered(pending, msg) if authentic else self._not_authentic(pending)
         self.inflight.pop(stan)
         self._finish(pending)
         return events
@@ -443,6 +465,24 @@ class HostConnection:
         rc = RC_APPROVED if accepted else RC_SYSTEM
         self.metrics.inc("key_changes", endpoint=self.endpoint, response_code=rc)
         return network_answer(fields_view({"mti": "0800", **event.fields}), rc)
+
+    def _not_authentic(self, pending: Pending) -> list:
+        """The answer to ``pending`` came with a missing or wrong MAC."""
+        self.metrics.inc("mac_failures", mti=pending.mti)
+        kind = pending.kind
+        if kind is Kind.REQUEST:
+            self.metrics.inc("requests", mti=pending.mti, response_code=RC_INOPERATIVE)
+            return [Completed(pending, Result(response_code=RC_INOPERATIVE, acquirer_ref=pending.ref,
+                                              uncertain=True))]
+        if kind is Kind.REVERSAL:
+            self.metrics.inc("reversals", mti=pending.mti, response_code="mac")
+            return [Completed(pending, RETRY)]
+        if kind is Kind.SIGN_ON:
+            self.metrics.inc("sign_on_failures", endpoint=self.endpoint)
+            return [Close("sign-on answered with a missing or wrong MAC")]
+        if kind is Kind.SIGN_OFF:
+            return [Close("signed off")]
+        return []  # an echo: the link is alive, whatever the MAC says
 
     def _answered(self, pending: Pending, msg: Any) -> list:
         rc = msg.get(39)

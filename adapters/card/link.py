@@ -52,253 +52,19 @@ from typing import Any, Callable, Sequence
 from adapters.card.hostlink import (
     RC_INOPERATIVE,
     RC_MALFUNCTION,
-    Backoff,
     Breaker,
-    Close,
-    Completed,
-    HostConnection,
     KeyChange,
-    Kind,
-    Late,
     LinkMetrics,
-    Send,
-    SignedOffByAcquirer,
-    SignedOn,
     StanAllocator,
     StanInUse,
-    State,
-    Unmatched,
     mask_pan,
     scrub,
 )
+from adapters.card.hostmac import HostMac
+from adapters.card.slot import Slot
 from switch.core.acquirer import RETRY, Request, Result
 
 log = logging.getLogger("payswitch.card")
-
-
-class _Protocol(asyncio.Protocol):
-    __slots__ = ("slot",)
-
-    def __init__(self, slot: "_Slot") -> None:
-        self.slot = slot
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.slot.connected(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.slot.data_received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.slot.lost(exc)
-
-
-class _Slot:
-    """One connection slot: an endpoint and the connection currently serving it."""
-
-    def __init__(self, link: "HostLinkAcquirer", endpoint: int, host: str, port: int, index: int) -> None:
-        self.link = link
-        self.endpoint = endpoint
-        self.host = host
-        self.port = port
-        self.label = f"{host}:{port}"
-        self.index = index
-        self.core: HostConnection | None = None
-        self.transport: asyncio.Transport | None = None
-        self.framer: Any = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.closed: asyncio.Future | None = None
-        self.backoff = Backoff(link.backoff_initial, link.backoff_max, rng=link.rng)
-        self.phase = "disconnected"  # before a core exists / between connections
-        self.task: asyncio.Task | None = None
-
-    # -- state --------------------------------------------------------------
-
-    @property
-    def state(self) -> str:
-        if self.core is not None and self.transport is not None:
-            return self.core.state.value
-        return self.phase
-
-    @property
-    def usable(self) -> bool:
-        core = self.core
-        return (core is not None and core.state is State.READY
-                and self.transport is not None and not self.transport.is_closing())
-
-    # -- supervision --------------------------------------------------------
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        link = self.link
-        first = True
-        while not link.closing:
-            if not first:
-                link.metrics.inc("reconnects", endpoint=self.label)
-            first = False
-            self.phase = "connecting"
-            self.closed = loop.create_future()
-            self.core = HostConnection(
-                link.stans, acquirer_id=link.acquirer_id, echo_interval=link.echo_interval,
-                network_timeout=link.network_timeout, resign_wait=link.resign_wait,
-                endpoint=self.label, metrics=link.metrics)
-            self.framer = link.framer_factory()
-            try:
-                await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(self), self.host, self.port, ssl=link.ssl),
-                    link.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
-                log.debug("%s: connect to %s failed: %s", link.name, self.label, exc)
-                if self.transport is not None:  # connected just as the timeout fired
-                    self.transport.abort()
-                    await self.closed
-            else:
-                await self.closed
-            self.core = None
-            self.phase = "disconnected"
-            if link.closing:
-                break
-            delay = self.backoff.next_delay()
-            await asyncio.sleep(delay)
-
-    # -- protocol callbacks -------------------------------------------------
-
-    def connected(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        loop = self.link.loop
-        try:
-            msg = self.core.connection_made(loop.time(), time.time())
-        except Exception as exc:  # no STAN for the sign-on (stan_source failed): try again later
-            log.error("%s: cannot sign on at %s: %s: %s", self.link.name, self.label,
-                      type(exc).__name__, exc)
-            transport.abort()
-            return
-        log.info("%s: connected to %s, signing on", self.link.name, self.label)
-        self.write(msg)
-        self.arm()
-
-    def data_received(self, data: bytes) -> None:
-        link = self.link
-        core = self.core
-        if core is None or self.transport is None:
-            return
-        try:
-            payloads = self.framer.feed(data)
-        except link.FrameError as exc:
-            self.deliver(exc.frames)
-            self.garbage(f"framing: {scrub(str(exc))}")
-            return
-        self.deliver(payloads)
-
-    def deliver(self, payloads: list[bytes]) -> None:
-        link = self.link
-        core = self.core
-        now = link.loop.time()
-        for payload in payloads:
-            if self.transport is None or self.core is not core:
-                return
-            try:
-                msg = link.dialect.decode(payload)
-                events = core.receive(msg, now)
-            except link.DecodeError as exc:
-                self.garbage(f"decode: {scrub(str(exc))}")
-                return
-            except Exception as exc:  # our bug: the connection's state is suspect, start afresh
-                log.exception("%s: failed to handle a message from %s", link.name, self.label)
-                self.garbage(f"{type(exc).__name__}")
-                return
-            self.handle(events)
-        self.arm()
-
-    def garbage(self, what: str) -> None:
-        link = self.link
-        link.metrics.inc("protocol_errors", endpoint=self.label)
-        log.warning("%s: garbage from %s (%s); closing the connection", link.name, self.label, what)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def lost(self, exc: Exception | None) -> None:
-        link = self.link
-        core = self.core
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.transport = None
-        if core is not None:
-            was = core.state
-            events = core.connection_lost()
-            if events:
-                log.warning("%s: connection to %s lost (%s); %d in flight made uncertain",
-                            link.name, self.label, exc or "closed", len(events))
-            elif was is not State.SIGNING_OFF and not link.closing:
-                log.warning("%s: connection to %s lost (%s)", link.name, self.label, exc or "closed")
-            self.handle(events)
-        if self.closed is not None and not self.closed.done():
-            self.closed.set_result(None)
-
-    # -- events, writes, timers ---------------------------------------------
-
-    def handle(self, events: list) -> None:
-        link = self.link
-        for event in events:
-            if type(event) is Completed:
-                if event.pending.kind is Kind.REQUEST or event.pending.kind is Kind.REVERSAL:
-                    link.breaker_learns(self, event.how)
-                fut = event.pending.token
-                if fut is not None and not fut.done():
-                    fut.set_result(event.outcome)
-            elif type(event) is Send:
-                self.write(event.message)
-            elif type(event) is SignedOn:
-                log.info("%s: signed on at %s", link.name, self.label)
-                self.backoff.reset()
-                link.ready_changed()
-            elif type(event) is SignedOffByAcquirer:
-                log.warning("%s: %s signed off; no new requests on this connection until it "
-                            "signs on again (or we do in %.1fs)", link.name, self.label,
-                            event.resume_at - link.loop.time())
-            elif type(event) is KeyChange:
-                self.write(self.core.key_change_answer(event, link.key_change(self, event)))
-            elif type(event) is Close:
-                level = logging.INFO if link.closing else logging.WARNING
-                log.log(level, "%s: closing connection to %s: %s", link.name, self.label, event.reason)
-                if self.transport is not None:
-                    self.transport.close()
-            elif type(event) is Late:
-                log.warning("%s: late answer %s stan=%s 39=%s from %s dropped", link.name,
-                            event.mti, event.stan, event.response_code, self.label)
-            elif type(event) is Unmatched:
-                log.warning("%s: unmatched %s stan=%s from %s: %s", link.name, event.mti,
-                            event.stan, self.label, event.reason)
-
-    def write(self, msg: dict) -> None:
-        link = self.link
-        self.transport.write(self.framer.encode(link.dialect.encode(msg)))
-
-    def arm(self) -> None:
-        """Make sure the timer fires no later than the core's next wakeup."""
-        core = self.core
-        if core is None or self.transport is None:
-            return
-        wake = core.next_wakeup()
-        timer = self.timer
-        if wake is None:
-            if timer is not None:
-                timer.cancel()
-                self.timer = None
-            return
-        if timer is not None:
-            if timer.when() <= wake:
-                return
-            timer.cancel()
-        self.timer = self.link.loop.call_at(wake, self.on_timer)
-
-    def on_timer(self) -> None:
-        self.timer = None
-        core = self.core
-        if core is None or self.transport is None:
-            return
-        self.handle(core.poll(self.link.loop.time(), time.time()))
-        self.arm()
 
 
 class HostLinkAcquirer:
@@ -348,6 +114,8 @@ class HostLinkAcquirer:
         breaker_cooldown: float = 10.0,
         on_key_change: Callable[[str, dict], bool] | None = None,
         ssl: Any = None,
+        mac: str = "none",
+        mac_key: str | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError(f"acquirer {name!r}: no endpoints")
@@ -383,12 +151,15 @@ class HostLinkAcquirer:
                                    source=stan_source)
         self.resign_wait = resign_wait
         self.on_key_change = on_key_change
+        # Host-link MACs (adapters.card.hostmac): None when the acquirer takes none.
+        self.mac = None if mac == "none" else HostMac(name, mac, mac_key or "", self.dialect)
+        self.tasks: set[asyncio.Task] = set()  # MACs being made by a module that must be awaited
         self.breakers = [Breaker(breaker_threshold, breaker_cooldown) for _ in self.endpoints]
         self.closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Event | None = None
         self.slots = [
-            _Slot(self, e, host, port, i)
+            Slot(self, e, host, port, i)
             for e, (host, port) in enumerate(self.endpoints)
             for i in range(connections)
         ]
@@ -398,7 +169,13 @@ class HostLinkAcquirer:
 
     async def start(self) -> None:
         """Open every connection; return once one is signed on, or after
-        ``connect_timeout`` (the connections keep trying in the background)."""
+        ``connect_timeout`` (the connections keep trying in the background).
+
+        A link that MACs first checks its key in the security module
+        (:class:`~adapters.card.hostmac.HostMacError` when it has none or the
+        key does not fit: nothing goes out unMACed)."""
+        if self.mac is not None:
+            await self.mac.check()
         self.loop = asyncio.get_running_loop()
         self.closing = False
         self._ready = asyncio.Event()
@@ -433,6 +210,8 @@ class HostLinkAcquirer:
             if slot.transport is not None:
                 slot.transport.abort()
         tasks = [s.task for s in self.slots if s.task is not None]
+        # With an HSM: MACs still being made or checked for connections now gone.
+        tasks += [s.checker for s in self.slots if s.checker is not None] + list(self.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -447,7 +226,7 @@ class HostLinkAcquirer:
     def _now(self) -> float:
         return self.loop.time() if self.loop is not None else 0.0
 
-    def _pick(self, *, store_and_forward: bool = False) -> _Slot | None:
+    def _pick(self, *, store_and_forward: bool = False) -> Slot | None:
         """The least busy signed-on connection of the first endpoint that has one
         and whose breaker lets a request through.  ``store_and_forward``
         (reversals): with every breaker open, one anyway; a reversal has nowhere
@@ -465,7 +244,7 @@ class HostLinkAcquirer:
                 fallback = best
         return fallback if store_and_forward else None
 
-    def breaker_learns(self, slot: _Slot, how: str) -> None:
+    def breaker_learns(self, slot: Slot, how: str) -> None:
         """A transaction on ``slot`` ended: answered, timed out, or lost."""
         breaker = self.breakers[slot.endpoint]
         now = self._now()
@@ -479,7 +258,7 @@ class HostLinkAcquirer:
         else:
             breaker.inconclusive(now)
 
-    def key_change(self, slot: _Slot, event: KeyChange) -> bool:
+    def key_change(self, slot: Slot, event: KeyChange) -> bool:
         """Hand a key change to the owner; True when it installed the key.
         Logged without the key material (only the code and which fields came)."""
         handler = self.on_key_change
@@ -529,16 +308,19 @@ class HostLinkAcquirer:
             log.error("%s: txn %d not sent: %s", self.name, request.txn_id, exc)
             self.metrics.inc("requests", mti=request.mti, response_code=RC_MALFUNCTION)
             return Result(response_code=RC_MALFUNCTION)
+        core, transport = slot.core, slot.transport
         try:
-            data = slot.framer.encode(self.dialect.encode(msg))
-        except Exception as exc:  # EncodeError or a frame too long: our side, nothing sent
-            slot.core.cancel(pending)
+            data = slot.framer.encode(await self._encode(msg))
+        except Exception as exc:  # EncodeError, a frame too long, no MAC: our side, nothing sent
+            core.cancel(pending)
             self.breakers[slot.endpoint].inconclusive(loop.time())
             log.error("%s: cannot encode %s for pan %s: %s: %s", self.name, request.mti,
                       mask_pan(request.pan), type(exc).__name__, scrub(str(exc)))
             self.metrics.inc("requests", mti=request.mti, response_code=RC_MALFUNCTION)
             return Result(response_code=RC_MALFUNCTION)
-        slot.transport.write(data)
+        if fut.done():  # the connection went, or the deadline passed, while an HSM made the MAC
+            return fut.result()
+        transport.write(data)
         slot.arm()
         return await fut
 
@@ -562,15 +344,18 @@ class HostLinkAcquirer:
             self.breakers[slot.endpoint].inconclusive(loop.time())
             log.error("%s: reversal txn %d not sent: %s", self.name, request.txn_id, exc)
             return RETRY
+        core, transport = slot.core, slot.transport
         try:
-            data = slot.framer.encode(self.dialect.encode(msg))
+            data = slot.framer.encode(await self._encode(msg))
         except Exception as exc:
-            slot.core.cancel(pending)
+            core.cancel(pending)
             self.breakers[slot.endpoint].inconclusive(loop.time())
             log.error("%s: cannot encode %s for txn %d: %s: %s", self.name, mti, request.txn_id,
                       type(exc).__name__, scrub(str(exc)))
             return RETRY
-        slot.transport.write(data)
+        if fut.done():  # the connection went, or the deadline passed, while an HSM made the MAC
+            return fut.result()
+        transport.write(data)
         slot.arm()
         return await fut
 
@@ -587,6 +372,19 @@ class HostLinkAcquirer:
             states = out.setdefault(slot.label, {})
             states[slot.state] = states.get(slot.state, 0) + 1
         return out
+
+    def use_security_module(self, module: Any) -> None:
+        """The switch's security module, for the MACs of a link configured with ``mac`` (before :meth:`start`)."""
+        if self.mac is not None:
+            self.mac.use(module)
+
+    async def _encode(self, msg: dict) -> bytes:
+        mac = self.mac
+        if mac is None:
+            return self.dialect.encode(msg)
+        if mac.immediate:
+            return mac.encode_now(msg)
+        return await mac.encode(msg)
 
     def use_stan_source(self, source: Callable[[], str]) -> None:
         """Sign-on, echo and sign-off take their STANs from the switch's sequence too."""

@@ -3,7 +3,10 @@
 Options: ``endpoints`` ("host:port", tried in order), ``acquirer_id`` (field
 32), ``connections``, ``echo_interval``, ``dialect`` (a name in
 native/dialects/ or a path to a dialect TOML file; default host-87-bcd) and
-``header`` (binary2, bcd2 or ascii4 length framing; default binary2).
+``header`` (binary2, bcd2 or ascii4 length framing; default binary2),
+``mac`` and ``mac_key`` (host-link MACs under a zone MAC key held by the
+switch's security module, handed to the adapter by
+``use_security_module`` at start-up: :mod:`adapters.card.hostmac`).
 Serves card routes, and wallet routes whose codes the card host takes
 (UnionPay QR).
 """
@@ -36,6 +39,8 @@ def card(a, index: int = 0, on_state=None):
         breaker_threshold=a.breaker_threshold,
         breaker_cooldown=a.breaker_cooldown,
         ssl=client_context(a),
+        mac=a.mac,
+        mac_key=a.mac_key,
         **options,
     )
 

@@ -26,6 +26,13 @@ any other PIN -- or a block that does not decrypt -- answers 55.  Requests
 without 52 are answered as above.  The ledger says ``"pin": "ok"`` /
 ``"wrong"`` / ``"invalid"`` (never the block or the PIN).
 
+Host-link MACs (``mac``: a :class:`HostMacCheck`, the simulator's ``--mac``):
+every message from the switch must carry the MAC of the acquirer's zone MAC
+key (the sandbox's public ZAK of its name, ``switch.security.sandbox.ZAKS``);
+one whose MAC is missing or wrong is answered A0 and decided no further (no
+money moves; the ledger says ``"event": "mac_failure"``), and the events of
+the others say ``"mac": "ok"``.  Every answer carries the acquirer's MAC.
+
 Money is kept per card (``card_key``: masked PAN and a hash, never the PAN):
 every ledger event carries ``card`` and ``delta`` (approved amount, or minus
 what a reversal undid), so ``sum(delta)`` per card over the ledger file is
@@ -122,6 +129,43 @@ def ledger_balances(events: Iterable[dict]) -> dict[str | None, int]:
     return out
 
 
+RC_MAC = "A0"  # the switch's MAC is missing or wrong: decided no further
+
+
+class HostMacCheck:
+    """The acquirer's side of host-link MACs, with the clear key a simulator holds.
+
+    The framing is the switch's own (:mod:`switch.core.macwire`), the MAC
+    the primitive of :mod:`switch.security.mac`: what the switch computes in
+    its security module, computed here independently.
+    """
+
+    def __init__(self, algorithm: str, key: bytes, codec: Any) -> None:
+        from switch.security.mac import HOST_MAC_KEY_ALGORITHM, TerminalMac
+
+        if algorithm not in HOST_MAC_KEY_ALGORITHM:
+            raise ValueError(f"MAC algorithm must be one of {', '.join(HOST_MAC_KEY_ALGORITHM)}, got {algorithm!r}")
+        self.algorithm = algorithm
+        self._mac = TerminalMac(key, HOST_MAC_KEY_ALGORITHM[algorithm])
+        self.codec = codec
+
+    def verify(self, msg: Any, payload: bytes) -> str:
+        """"" when the MAC of ``msg`` (decoded from ``payload``) is right, else why not."""
+        from switch.core.macwire import covered
+        from switch.security.mac import same_mac
+
+        part = covered(self.codec, msg, payload)
+        if isinstance(part, str):
+            return part
+        return "" if same_mac(self._mac(part[0]), part[1]) else "wrong MAC"
+
+    def encode(self, fields: dict) -> bytes:
+        from switch.core.macwire import signed_wire, unsigned_wire
+
+        data, field = unsigned_wire(self.codec, fields)
+        return signed_wire(self.codec, data, field, self._mac(data))
+
+
 class Held:
     """What the acquirer remembers of an authorization or completion."""
 
@@ -211,6 +255,18 @@ class Sandbox:
         return (mti, msg.get(11), msg.get(7), (msg.get(32) or "").rjust(11, "0"))
 
     # -- decisions --------------------------------------------------------
+
+    def refuse_mac(self, msg: Any, why: str) -> tuple[dict | None, list[dict]]:
+        """A message whose MAC is missing or wrong: A0, nothing decided, nothing moved."""
+        mti = msg.mti
+        if mti == "0810":
+            return None, [{"event": "mac_failure", "acquirer": self.name, "mti": mti, "stan": msg.get(11),
+                           "reason": why, "delta": 0}]
+        out = self._echo(msg, mti, NETWORK_ECHOED if mti == "0800" else ECHOED)
+        out[39] = RC_MAC
+        return out, [{"event": "mac_failure", "acquirer": self.name, "mti": mti, "stan": msg.get(11),
+                      "f7": msg.get(7), "rrn": msg.get(37), "card": card_of(msg), "reason": why,
+                      "response_code": RC_MAC, "delta": 0}]
 
     def handle(self, msg: Any) -> tuple[dict | None, list[dict]]:
         mti = msg.mti

@@ -3,7 +3,8 @@
     python -m adapters.card.sim --host 127.0.0.1 --port 9101 --name bank-a \
         [--lenient] [--latency-ms 5] [--drop-rate 0.0] [--disconnect-rate 0.0] \
         [--garbage-rate 0.0] [--late-ms N --late-rate R] [--sign-off-after N] \
-        [--stall-after-echo] [--seed N] [--ledger FILE] [--fast]
+        [--stall-after-echo] [--seed N] [--ledger FILE] [--fast] \
+        [--mac tdes-retail|aes-cmac [--mac-key HEX] [--bad-mac-rate R]]
 
 Decisions (:mod:`adapters.card.sandbox`): the sandbox amount rules of spec
 section 7 for 0100/0200 (05/13/51/55/96 decline, 68 never answers); strict
@@ -28,6 +29,14 @@ transaction (nor acts on one: no money moves).
 ``--ledger FILE`` appends one JSON line per transaction event and flushes it,
 so an end-to-end test can check what the acquirer saw; every event has the
 card (masked PAN and hash, never the PAN) and the money it moved (``delta``).
+
+``--mac ALGORITHM`` (``tdes-retail`` or ``aes-cmac``) checks the switch's
+MAC on every message under the zone MAC key (``--mac-key``, hex; default the
+sandbox's public ZAK of ``--name``): a missing or wrong one is answered A0
+and moves no money (ledger ``mac_failure``); the ledger events of the others
+say ``"mac": "ok"``; every answer is MACed.  ``--bad-mac-rate`` answers that
+share of transactions (decided, money moved) with a wrong MAC: the switch
+must not take them as answers, and reverses.
 
 ``--fast`` runs the same decisions on asyncio + uvloop
 (:mod:`adapters.card.fastsim`), for benchmarks.
@@ -63,8 +72,8 @@ GARBAGE = b"\xff\xffGARBAGE-FROM-THE-ACQUIRER"
 
 
 def choose_fault(rng: random.Random, drop_rate: float, disconnect_rate: float,
-                 garbage_rate: float) -> str:
-    """One draw per transaction: "disconnect", "garbage", "drop" or "answer"."""
+                 garbage_rate: float, bad_mac_rate: float = 0.0) -> str:
+    """One draw per transaction: "disconnect", "garbage", "drop", "bad-mac" or "answer"."""
     r = rng.random()
     if r < disconnect_rate:
         return "disconnect"
@@ -74,22 +83,39 @@ def choose_fault(rng: random.Random, drop_rate: float, disconnect_rate: float,
     r -= garbage_rate
     if r < drop_rate:
         return "drop"
+    r -= drop_rate
+    if r < bad_mac_rate:
+        return "bad-mac"
     return "answer"
 
 
-def decide_message(acq, msg) -> tuple[str, dict | None]:
+def decide_message(acq, msg, payload: bytes = b"") -> tuple[str, dict | None]:
     """(fault, answer fields) for one received message, by the sandbox and the
-    fault knobs; ``acq`` has ``args``, ``sandbox``, ``ledger``, ``faults`` and
-    ``lateness`` (both simulators, trio and uvloop, decide through this)."""
+    fault knobs; ``acq`` has ``args``, ``sandbox``, ``ledger``, ``faults``,
+    ``lateness`` and ``mac`` (both simulators, trio and uvloop, decide through
+    this).  With ``acq.mac``, ``payload`` is the message as received: its MAC
+    is checked first (a missing or wrong one: A0, nothing else decided)."""
     args = acq.args
+    mac_ok = None
+    if acq.mac is not None:
+        why = acq.mac.verify(msg, payload)
+        if why:
+            out, events = acq.sandbox.refuse_mac(msg, why)
+            acq.ledger.write(events)
+            return "answer", out
+        mac_ok = "ok"
     if msg.mti in ("0800", "0810"):
         return "answer", acq.sandbox.handle(msg)[0]
     if args.stall_after_echo:
         acq.ledger.write([{"event": "ignored", "acquirer": args.name, "mti": msg.mti,
                            "stan": msg.get(11), "reason": "stall-after-echo", "delta": 0}])
         return "stall", None
-    fault = choose_fault(acq.faults, args.drop_rate, args.disconnect_rate, args.garbage_rate)
+    fault = choose_fault(acq.faults, args.drop_rate, args.disconnect_rate, args.garbage_rate,
+                         getattr(args, "bad_mac_rate", 0.0))
     out, events = acq.sandbox.handle(msg)
+    if mac_ok:
+        for event in events:
+            event["mac"] = mac_ok
     if fault != "answer":
         for event in events:
             event["fault"] = fault
@@ -99,6 +125,33 @@ def decide_message(acq, msg) -> tuple[str, dict | None]:
             event["late_ms"] = args.late_ms
     acq.ledger.write(events)
     return fault, out
+
+
+def host_mac(args: argparse.Namespace, codec):
+    """The simulator's :class:`~adapters.card.sandbox.HostMacCheck` for ``--mac`` (None without it).
+
+    The key: ``--mac-key`` (hex), else the sandbox's public ZAK of ``--name``."""
+    from adapters.card.sandbox import HostMacCheck
+
+    if not getattr(args, "mac", None):
+        return None
+    if getattr(args, "mac_key", None):
+        key = bytes.fromhex(args.mac_key)
+    else:
+        from switch.security.sandbox import ZAKS
+
+        if args.name not in ZAKS or ZAKS[args.name][0] != args.mac:
+            raise ValueError(f"no sandbox {args.mac} key for {args.name!r}: give --mac-key")
+        key = bytes.fromhex(ZAKS[args.name][1])
+    return HostMacCheck(args.mac, key, codec)
+
+
+def answer_bytes(acq, fault: str, out: dict) -> bytes:
+    """The encoded answer; for ``bad-mac`` with its MAC's last byte flipped (the decision stands)."""
+    data = acq.encode(out)
+    if fault == "bad-mac":
+        data = data[:-1] + bytes([data[-1] ^ 0x01])
+    return data
 
 
 def _peer_went_away(exc: BaseException, closed: tuple) -> bool:
@@ -139,6 +192,8 @@ class Acquirer:
 
         self.args = args
         self.dialect = dialect("host-87-bcd")
+        self.mac = host_mac(args, self.dialect)
+        self.encode = self.mac.encode if self.mac is not None else self.dialect.encode
         self.sandbox = Sandbox(args.name, args.seed, strict=not args.lenient)
         self.ledger = Ledger(args.ledger)
         self.faults = random.Random(None if args.seed is None else args.seed + 1)
@@ -177,16 +232,16 @@ class Acquirer:
                 outgoing.clear()
                 await stream.send_all(data)
 
-        def decide(msg) -> tuple[str, dict | None]:
-            return decide_message(self, msg)
+        def decide(msg, payload: bytes) -> tuple[str, dict | None]:
+            return decide_message(self, msg, payload)
 
         def act(fault: str, out: dict | None) -> None:
             if fault == "disconnect":
                 nursery.cancel_scope.cancel()
             elif fault == "garbage":
                 queue(GARBAGE)
-            elif out is not None and fault in ("answer", "late"):
-                queue(framer.encode(self.dialect.encode(out)))
+            elif out is not None and fault in ("answer", "late", "bad-mac"):
+                queue(framer.encode(answer_bytes(self, fault, out)))
 
         async def delayed(delay: float, fault: str, out: dict | None) -> None:
             await trio.sleep(delay)
@@ -201,13 +256,13 @@ class Acquirer:
                         break
                     try:
                         payloads = framer.feed(data)
-                        messages = [self.dialect.decode(p) for p in payloads]
+                        messages = [(self.dialect.decode(p), p) for p in payloads]
                     except (FrameError, DecodeError) as exc:
                         self.log(f"bad message, closing: {type(exc).__name__}")
                         break
-                    for msg in messages:
+                    for msg, payload in messages:
                         mti = msg.mti
-                        fault, out = decide(msg)
+                        fault, out = decide(msg, payload)
                         if mti == "0800" or mti == "0810":
                             if mti == "0800" and msg.get(70) == SIGN_ON:
                                 carried = 0
@@ -221,7 +276,7 @@ class Acquirer:
                         carried += 1
                         if args.sign_off_after and carried == args.sign_off_after:
                             self.log(f"signing off after {carried} transactions")
-                            queue(framer.encode(self.dialect.encode(
+                            queue(framer.encode(self.encode(
                                 self.sandbox.network_request(SIGN_OFF, transmission_time(time.time())))))
                 nursery.cancel_scope.cancel()
         except Exception as exc:  # a bug here must not take the other connections down
@@ -271,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer sign-on and echo, never a transaction")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--ledger", default=None, help="append one JSON line per transaction event")
+    p.add_argument("--mac", choices=["tdes-retail", "aes-cmac"], default=None,
+                   help="check the switch's MAC on every message (A0 when missing or wrong), MAC every answer")
+    p.add_argument("--bad-mac-rate", type=float, default=0.0,
+                   help="share of transactions answered with a wrong MAC (with --mac)")
+    p.add_argument("--mac-key", default=None, metavar="HEX",
+                   help="the zone MAC key for --mac (default: the sandbox's public ZAK of --name)")
     p.add_argument("--fast", action="store_true",
                    help="run on asyncio + uvloop (adapters.card.fastsim): same decisions, less CPU, for benchmarks")
     return p
@@ -280,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     import trio
 
     args = build_parser().parse_args(argv)
-    for knob in ("drop_rate", "disconnect_rate", "garbage_rate", "late_rate"):
+    for knob in ("drop_rate", "disconnect_rate", "garbage_rate", "late_rate", "bad_mac_rate"):
         value = getattr(args, knob)
         if not 0.0 <= value <= 1.0:
             print(f"--{knob.replace('_', '-')} must be between 0 and 1, got {value}", file=sys.stderr)
@@ -290,6 +351,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.sign_off_after < 0:
         print(f"--sign-off-after must be >= 0, got {args.sign_off_after}", file=sys.stderr)
+        return 2
+    try:
+        host_mac(args, None)
+    except ValueError as e:
+        print(f"--mac: {e}", file=sys.stderr)
+        return 2
+    if args.bad_mac_rate > 0 and not args.mac:
+        print("--bad-mac-rate needs --mac", file=sys.stderr)
         return 2
     if args.fast:
         from adapters.card.fastsim import run

@@ -51,6 +51,7 @@ from switch.core import messages as m
 from switch.core import session_keys
 from switch.core.acquirer import Result
 from switch.core.commands import Op, Sec
+from switch.core.macwire import MAC_LEN, mac_tail, wire_mac_length
 from switch.security.config import Security
 from switch.security.dukpt import KsnError, ksn_device
 from switch.security.module import DukptKey, ModuleKeyError, SessionKey, UnknownKey
@@ -65,7 +66,10 @@ SIGN_ON = "001"
 MAC_INVALID = "A0"
 PIN_INVALID = "55"
 PIN_TAG = "PB"  # field 48: an ISO 9564 format 4 block as 32 hex digits (project addition, AES terminals)
-_MAC_LEN = 8
+# The MAC's place on the wire is shared with the card host link (switch.core.macwire).
+_MAC_LEN = MAC_LEN
+_wire_mac_length = wire_mac_length
+_mac_tail = mac_tail
 
 
 class PinRefused(Exception):
@@ -75,15 +79,6 @@ class PinRefused(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-def _wire_mac_length(codec, field: int) -> int:
-    """How many bytes the MAC field takes on this listener's wire: 8, or 16 as hex text."""
-    return 2 * _MAC_LEN if field in getattr(codec, "hex_fields", ()) else _MAC_LEN
-
-
-def _mac_tail(codec, field: int, mac: bytes) -> bytes:
-    return mac.hex().upper().encode() if _wire_mac_length(codec, field) != _MAC_LEN else mac
 
 
 def _mac_in_place(msg, field: int, body: bytes, codec) -> bool:

@@ -64,6 +64,7 @@ def load_key_table(path: str | Path) -> dict[str, KeyRecord]:
         raise ModuleUnavailable(f"key table {path}: {e}") from None
 
 
+_MAC_KINDS = ("tak", "zak")  # a terminal's session MAC key, or an acquirer's zone MAC key
 _PIN_ERRORS = {"20": "the PIN block does not decrypt to a valid block", "23": "PIN block format not accepted",
                "24": "PIN length out of range"}
 _KEY_ERRORS = {"10": "source key unusable", "11": "destination key unusable"}
@@ -187,7 +188,8 @@ class HsmModule:
     def _mac_fields(self, rec: KeyRecord, data: bytes) -> dict[str, object]:
         tdes = rec.algorithm == "tdes"
         return {"mode": "0", "input_format": "0", "mac_size": "1", "algorithm": "3" if tdes else "6",
-                "padding": "1" if tdes else "0", "key_type": "003", "key": rec.token, "data": bytes(data)}
+                "padding": "1" if tdes else "0", "key_type": KEY_TYPES[rec.kind], "key": rec.token,
+                "data": bytes(data)}
 
     def _dukpt_fields(self, key: DukptKey, mode: str, data: bytes, mac: bytes = b"") -> dict[str, object]:
         rec = self._record(key.bdk, ("bdk",), "DUKPT")
@@ -198,7 +200,7 @@ class HsmModule:
             _check_ksn(key.ksn)
             answer = await self._call("GW", self._dukpt_fields(key, "1", data))
         else:
-            answer = await self._call("M6", self._mac_fields(self._record(key.name, ("tak",), "mac"), data))
+            answer = await self._call("M6", self._mac_fields(self._record(key.name, _MAC_KINDS, "mac"), data))
         if answer.error != "00":
             raise self._fail(answer.code, answer.error)
         return bytes.fromhex(answer.fields["mac"])
@@ -211,7 +213,7 @@ class HsmModule:
                 return False
             answer = await self._call("GW", self._dukpt_fields(key, "0", data, mac))
         else:
-            rec = self._record(key.name, ("tak",), "mac")
+            rec = self._record(key.name, _MAC_KINDS, "mac")
             if len(mac) != 8:
                 return False
             answer = await self._call("M8", {**self._mac_fields(rec, data), "mac": bytes(mac).hex().upper()})

@@ -135,6 +135,11 @@ class Switch:
     async def start(self) -> None:
         if self.security_module is None:
             await self._open_security()
+        for acquirer in self.acquirers.values():
+            # Adapters that use the security module (card host-link MACs) get it before they start.
+            use = getattr(acquirer, "use_security_module", None)
+            if use is not None:
+                use(self.security_module)
         if self.security_module is not None:
             # Spec 8: session keys given before a restart (kept in the journal, never in clear).
             restored = await self.run(session_keys.restore())

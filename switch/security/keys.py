@@ -28,12 +28,13 @@ __all__ = [
 ]
 
 Algorithm = Literal["tdes", "aes"]
-Kind = Literal["tmk", "tak", "tpk", "zpk", "zmk", "bdk", "kek"]
-KINDS: tuple[str, ...] = ("tmk", "tak", "tpk", "zpk", "zmk", "bdk", "kek")
+Kind = Literal["tmk", "tak", "tpk", "zpk", "zmk", "bdk", "kek", "zak"]
+# zak: a zone MAC key, shared with one acquirer, for the MAC of host-link messages.
+KINDS: tuple[str, ...] = ("tmk", "tak", "tpk", "zpk", "zmk", "bdk", "kek", "zak")
 
 # Which kinds of key each operation accepts: a key is never used for another purpose.
 USAGE: dict[str, frozenset[str]] = {
-    "mac": frozenset({"tak"}),
+    "mac": frozenset({"tak", "zak"}),
     "pin-source": frozenset({"tpk", "zpk"}),
     "pin-destination": frozenset({"zpk"}),
     "session-kek": frozenset({"tmk"}),

@@ -30,6 +30,8 @@ __all__ = [
     "terminal_mac",
     "kcv",
     "same_mac",
+    "HOST_MAC_KEY_ALGORITHM",
+    "host_mac_key_problem",
 ]
 
 _BLOCK = 8
@@ -117,6 +119,22 @@ class TerminalMac:
         c = self._cmac.copy()
         c.update(bytes(data))
         return c.finalize()[:8]
+
+
+# Host-link MAC algorithms (an acquirer's ``mac`` setting) -> the algorithm of
+# the zone MAC key they need: the same two MACs as terminal messages.
+HOST_MAC_KEY_ALGORITHM = {"tdes-retail": "tdes", "aes-cmac": "aes"}
+
+
+def host_mac_key_problem(mac: str, key) -> str | None:
+    """Why a key (anything with ``kind`` and ``algorithm``; None when absent) cannot make ``mac`` MACs."""
+    if key is None:
+        return "no such key in the security module"
+    if key.kind != "zak":
+        return f"a {key.kind} key, not a zone MAC key (zak)"
+    if HOST_MAC_KEY_ALGORITHM.get(mac) != key.algorithm:
+        return f"a {key.algorithm} key cannot make {mac} MACs"
+    return None
 
 
 def aes_cmac(key: bytes, data: bytes) -> bytes:

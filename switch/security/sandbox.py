@@ -7,7 +7,8 @@ sandbox must refuse it.
 
 The bundled key store ``sandbox_keys.json`` (master key in
 ``sandbox_master.key``) holds the spec 7 demo keys and
-a ZPK per sandbox acquirer, sealed under :data:`MASTER_KEY_HEX`.
+a ZPK and a ZAK (zone MAC key, host-link MACs) per sandbox acquirer, sealed
+under :data:`MASTER_KEY_HEX`.
 Regenerate it with ``python -m switch.security.sandbox``.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from . import keystore
 from .config import AcquirerKeys, MerchantSecurity, Security, SoftwareModuleConfig, TerminalKeys
 from .mac import kcv
 
-__all__ = ["MASTER_KEY_HEX", "STORE", "KEYS", "ZPKS", "PIN", "module", "security_config"]
+__all__ = ["MASTER_KEY_HEX", "STORE", "KEYS", "ZPKS", "ZAKS", "PIN", "module", "security_config"]
 
 # The sandbox master key: public, sandbox only.
 MASTER_KEY_HEX = "5341 4E44 424F 5820 4F4E 4C59 202D 206E 6F74 2061 2073 6563 7265 7421 2121 2121".replace(" ", "")
@@ -33,9 +34,16 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "zpk-bank-a": ("zpk", "tdes", "A1A2A3A4A5A6A7A8B1B2B3B4B5B6B7B8"),
     "zpk-bank-b": ("zpk", "tdes", "C1C2C3C4C5C6C7C8D1D2D3D4D5D6D7D8"),
     "zpk-cup": ("zpk", "tdes", "E1E2E3E4E5E6E7E8F1F2F3F4F5F6F7F8"),
+    "zak-bank-a": ("zak", "tdes", "2A2B2C2D2E2F20212A2B2C2D2E2F2021"),
+    "zak-bank-b": ("zak", "aes", "3A3B3C3D3E3F30313A3B3C3D3E3F3031"),
+    "zak-cup": ("zak", "tdes", "4A4B4C4D4E4F40414A4B4C4D4E4F4041"),
 }
 # The clear ZPK each sandbox acquirer checks PIN blocks with (its simulator's view).
 ZPKS = {"bank-a": KEYS["zpk-bank-a"][2], "bank-b": KEYS["zpk-bank-b"][2], "cup": KEYS["zpk-cup"][2]}
+# The clear ZAK each sandbox acquirer MACs with, and its host MAC algorithm (the
+# ``mac`` of its ``[[acquirers]]`` entry): the simulator's view, ``--mac``.
+ZAKS = {"bank-a": ("tdes-retail", KEYS["zak-bank-a"][2]), "bank-b": ("aes-cmac", KEYS["zak-bank-b"][2]),
+        "cup": ("tdes-retail", KEYS["zak-cup"][2])}
 PIN = "1234"  # the right PIN for every sandbox card (spec 7)
 
 

@@ -93,6 +93,15 @@ class SoftwareModule:
         computed = self._mac(key, "request")(data)
         return len(mac) == 8 and same_mac(computed, mac)
 
+    # Synchronous twins of the two above: the module is in-process, so a caller
+    # on an event loop (a host link MACing every message) need not await it.
+
+    def generate_mac_now(self, key: MacKey, data: bytes) -> bytes:
+        return self._mac(key, "response")(data)
+
+    def verify_mac_now(self, key: MacKey, data: bytes, mac: bytes) -> bool:
+        return len(mac) == 8 and same_mac(self._mac(key, "request")(data), mac)
+
     async def translate_pin(
         self,
         source: PinKey,

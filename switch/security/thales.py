@@ -33,7 +33,7 @@ NC     diagnostics                                 —
 
 PIN block format codes: 01 ISO 9564 format 0, 47 format 3, 48 format 4; MAC
 algorithm 3 ISO 9797-1 algorithm 3, 6 AES-CMAC; padding 0 none, 1 method 1.
-Key types: 000 ZMK, 001 ZPK, 002 TPK/TMK, 003 TAK, 009 BDK.
+Key types: 000 ZMK, 001 ZPK, 002 TPK/TMK, 003 TAK, 008 ZAK, 009 BDK.
 
 Where this subset departs from a real payShield (so configuration, not code,
 changes when one is used): keys are always cryptograms carried in the

@@ -8,7 +8,7 @@ the LMK, bound to its key type by a variant, as with payShield variant LMKs:
 - AES keys, scheme 'R': RFC 3394 key wrap under (LMK_aes xor V), 48 hex digits;
 
 where V repeats the byte ``key type + 1`` in the first byte of each 8-byte
-half (key types 000 ZMK, 001 ZPK, 002 TPK/TMK, 003 TAK, 009 BDK). A
+half (key types 000 ZMK, 001 ZPK, 002 TPK/TMK, 003 TAK, 008 ZAK, 009 BDK). A
 cryptogram presented as another type decrypts to a different key, so the
 operation fails (PIN blocks don't decode, MACs don't verify).
 
@@ -30,7 +30,9 @@ from .mac import kcv, same_mac, terminal_mac
 
 __all__ = ["Lmk", "Host", "KEY_TYPES", "key_table_entry"]
 
-KEY_TYPES = {"zmk": "000", "kek": "000", "zpk": "001", "tpk": "002", "tmk": "002", "tak": "003", "bdk": "009"}
+KEY_TYPES = {"zmk": "000", "kek": "000", "zpk": "001", "tpk": "002", "tmk": "002", "tak": "003", "zak": "008",
+             "bdk": "009"}
+MAC_KEY_TYPES = ("003", "008")  # M6/M8 take a TAK (terminal messages) or a ZAK (host-link messages)
 FORMATS_BY_CODE = {v: k for k, v in thales.PIN_FORMAT_CODES.items()}
 FIRMWARE = "PS-SIM-01"
 
@@ -165,9 +167,9 @@ class Host:
     # -- MAC ------------------------------------------------------------------
 
     def _mac_of(self, f) -> bytes:
-        if (f["mode"], f["input_format"], f["mac_size"], f["key_type"]) != ("0", "0", "1", "003"):
-            raise HostError("15", "only single-block binary input, 16-digit MACs, TAK keys")
-        key, alg = self.lmk.decrypt(f["key"], "003")
+        if (f["mode"], f["input_format"], f["mac_size"]) != ("0", "0", "1") or f["key_type"] not in MAC_KEY_TYPES:
+            raise HostError("15", "only single-block binary input, 16-digit MACs, TAK or ZAK keys")
+        key, alg = self.lmk.decrypt(f["key"], f["key_type"])
         expected = {"3": ("tdes", "1"), "6": ("aes", "0")}.get(f["algorithm"])
         if expected != (alg, f["padding"]):
             raise HostError("15", "MAC algorithm / padding do not fit the key")
