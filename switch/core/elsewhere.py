@@ -1,0 +1,46 @@
+"""A request whose original is being answered by another worker process.
+
+With ``serve --workers N`` the kernel spreads terminal connections over N
+processes; a terminal that reconnects may send its retransmission (or its
+repeat, 0201) to another worker than the one still authorizing the original.
+That worker has no flight for the key: only the journal knows.  Spec sections
+6 and 6.1 say the retransmission gets the original's answer (\"answered exactly
+as that request was, or is being, answered\") and is never authorized twice,
+so the worker waits for the journal to show the original's outcome instead of
+answering 96 (\"died in flight\") or handling it again.
+
+The wait ends when the record is answered, leaves ``received``/``sent`` (a
+reversal queued by recovery after its worker died: 96), or the original's own
+deadline (its arrival plus ``response_timeout``) passes.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Generator
+
+from switch.core import pipeline, states
+from switch.core.commands import Op, Pause
+from switch.journal import TxnRecord
+
+POLL = 0.05  # seconds between two looks at the journal
+_IN_FLIGHT = (states.RECEIVED, states.SENT)
+
+
+def maybe_elsewhere(rec: TxnRecord, verdict: str, mti: str) -> bool:
+    """Whether an unanswered record may be in flight in another worker (and worth waiting for)."""
+    if verdict not in (pipeline.UNANSWERED, pipeline.REDO) or rec.response is not None:
+        return False
+    return rec.state in _IN_FLIGHT and mti not in ("0400", "0500")  # those are simply handled again
+
+
+def await_original(rec: TxnRecord, deadline: float, clock: Callable[[], float]) -> Generator[Any, Any, TxnRecord]:
+    """Look at the journal until ``rec`` is answered or leaves flight, or ``deadline`` passes."""
+    while rec.response is None and rec.state in _IN_FLIGHT:
+        left = deadline - clock()
+        if left <= 0:
+            break
+        yield Pause(min(POLL, left))
+        fresh = yield Op("get", rec.id)
+        if fresh is None:
+            break
+        rec = fresh
+    return rec
