@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -158,6 +159,71 @@ def test_a_retransmission_on_the_other_worker_gets_the_original_answer(tmp_path)
         sw.stop()
 
 
+def test_a_reversal_on_the_other_worker_while_the_original_is_at_the_acquirer(tmp_path):
+    sw = fleet(tmp_path)
+    try:
+        on = clients_on(sw, {0, 1})
+        doc = e2e.purchase(4400)  # VISA: at bank-a for SLOW_MS, approved then
+        on[0].send(doc)
+        assert wait_for(lambda: any(e["event"] == "authorization" for e in ledger(sw)), 10)
+        t0 = time.monotonic()
+        assert on[1].transact(e2e.reversal_of(doc))["39"] == "00"
+        assert time.monotonic() - t0 < 3  # section 6.1: an 0410 within 3 s
+        original = on[0].recv()
+        assert original["39"] == "68", original  # never 00 once reversed
+        assert wait_for(lambda: rows(tmp_path, "stan = ?", (doc["11"],))[0]["state"] == "reversed", 30), \
+            rows(tmp_path, "stan = ?", (doc["11"],))
+        [auth] = [e for e in ledger(sw) if e["event"] == "authorization"]
+        assert auth["response_code"] == "00"
+        assert any(e["event"] == "reversal" and e["original_stan"] == auth["stan"] and e["original_found"]
+                   for e in ledger(sw))
+        # Its retransmission now gets the 68 from the journal, on either worker.
+        assert on[1].transact(doc)["39"] == "68"
+    finally:
+        sw.stop()
+
+
+def test_sighup_and_admin_reload_reach_every_worker(tmp_path):
+    sw = fleet(tmp_path, slow_ms=0)
+    try:
+        sw.config.write_text(sw.config.read_text().replace("response_timeout = 30.0", "response_timeout = 29.0"))
+        sw.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: all(f"payswitch[worker {i}]: configuration reloaded" in
+                                    (tmp_path / "switch.log").read_text() for i in (0, 1)), 15)
+        with socket.create_connection(("127.0.0.1", sw.ports["http"]), timeout=5) as s:
+            s.sendall(f"POST /admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {e2e.ADMIN_TOKEN}\r\n"
+                      "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.split()[1] == b"200" and "signalled to 2 of 2 workers" in json.loads(body)["message"]
+        assert wait_for(lambda: (tmp_path / "switch.log").read_text().count("configuration reloaded") >= 4, 15)
+        sw.config.write_text(sw.config.read_text() + "\nnot toml [\n")
+        with socket.create_connection(("127.0.0.1", sw.ports["http"]), timeout=5) as s:
+            s.sendall(f"POST /admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {e2e.ADMIN_TOKEN}\r\n"
+                      "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            data = s.recv(65536)
+        assert data.split()[1] == b"400" and b"invalid TOML" in data
+    finally:
+        sw.stop()
+
+
+def test_the_switch_stops_when_the_journal_writer_dies(tmp_path):
+    sw = fleet(tmp_path, slow_ms=0)
+    try:
+        [writer] = [c for c in psutil.Process(sw.proc.pid).children()
+                    if "switch.journal.writer" in " ".join(c.cmdline())]
+        pids = worker_pids(sw)
+        writer.kill()
+        assert sw.proc.wait(60) == 1
+        assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                       for p in pids.values())
+    finally:
+        sw.stop()
+    assert "journal writer process exited" in (tmp_path / "switch.log").read_text()
+
+
 def test_kill_9_a_worker_restarts_it_alone_and_its_purchase_in_flight_is_reversed(tmp_path):
     sw = fleet(tmp_path)
     try:
@@ -192,7 +258,8 @@ def test_kill_9_a_worker_restarts_it_alone_and_its_purchase_in_flight_is_reverse
         assert tries and all('worker="0"' in line for line in tries), tries
     finally:
         sw.stop()
-    assert "worker 1" in sw.log_text() and "restarting it" in sw.log_text()
+    log = (tmp_path / "switch.log").read_text()
+    assert "worker 1 (pid" in log and "restarting it" in log
 
 
 def test_restarting_the_reversal_sender_never_reverses_another_workers_flight(tmp_path):

@@ -354,11 +354,13 @@ class Engine:
             return rec.kind, rec.response_code or "??", self._as_sent(rec.response, codec)
         return rec.kind, "96", codec.encode(m.build_response(msg, "96", rec.rrn))
 
-    def _finish(self, msg, rec: TxnRecord, resp: dict, codec, **changes) -> Gen:
-        """Journal the outcome with the exact response before the terminal sees it."""
+    def _finish(self, msg, rec: TxnRecord, resp: dict, codec, expect: str | None = None, **changes) -> Gen:
+        """Journal the outcome with the exact response before the terminal sees it
+        (``expect``: only while the record is in that state, else StaleState)."""
         body = self.term.encode(resp)
         out = body if codec is self.term else codec.encode(resp)
-        rec = yield Op("update", rec.id, response=body, response_code=resp[39], **changes)
+        fields = dict(response=body, response_code=resp[39], **changes)
+        rec = yield (Op("update", rec.id, **fields) if expect is None else Op("update_if", rec.id, expect, **fields))
         return out
 
     def _as_sent(self, body: bytes, codec) -> bytes:
@@ -464,7 +466,11 @@ class Engine:
                                 build_tlv48=build_tlv48)
         flight.decided = True
         try:
-            out = yield from self._finish(msg, rec, resp, codec, **changes)
+            # Shared journal: a terminal's 0400 on another worker may have queued its reversal meanwhile.
+            expect = states.SENT if self.shared_journal and state == states.SENT else None
+            out = yield from self._finish(msg, rec, resp, codec, expect, **changes)
+        except StaleState:
+            return pay_kind, "68", (yield from elsewhere.reversed_meanwhile(self, msg, rec, result, codec))
         except Exception:
             # Stranded: the acquirer may have moved money, but the outcome is not
             # journaled.  Make sure it is reversed, then answer 96.
