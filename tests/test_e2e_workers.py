@@ -203,7 +203,9 @@ def test_sighup_and_admin_reload_reach_every_worker(tmp_path):
         with socket.create_connection(("127.0.0.1", sw.ports["http"]), timeout=5) as s:
             s.sendall(f"POST /admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {e2e.ADMIN_TOKEN}\r\n"
                       "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
-            data = s.recv(65536)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
         assert data.split()[1] == b"400" and b"invalid TOML" in data
     finally:
         sw.stop()
