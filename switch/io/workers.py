@@ -201,10 +201,12 @@ class Fleet:
         log.info("worker %d restarted (pid %d)", w.index, w.proc.pid)
         print(f"payswitch: worker {w.index} restarted (pid {w.proc.pid})", flush=True)
 
-    def signal_all(self, sig: int) -> int:
+    def signal_all(self, sig: int, *, ready_only: bool = False) -> int:
+        """Signal every live worker (``ready_only``: those whose signal handlers are set: a
+        SIGHUP before that would end a worker still starting)."""
         sent = 0
         for w in self.workers:
-            if w.alive:
+            if w.alive and (w.ready.is_set() or not ready_only):
                 try:
                     w.proc.send_signal(sig)
                     sent += 1
@@ -235,7 +237,7 @@ class Fleet:
         except config_mod.ConfigError as e:
             log.error("reload rejected, keeping the running configuration: %s", e)
             return False, str(e)
-        sent = self.signal_all(signal.SIGHUP)
+        sent = self.signal_all(signal.SIGHUP, ready_only=True)
         log.info("configuration %s: reload signalled to %d worker(s)", self.config_path, sent)
         return True, f"reload of {self.config_path} signalled to {sent} of {self.count} workers (each logs what it applied)"
 
