@@ -389,8 +389,15 @@ def check_workers(cfg: Config, workers: int, fail) -> None:
     for i, lst in enumerate(cfg.listeners):
         if lst.port == 0:
             fail(f"listeners[{i}].port", "port 0 (any free port) cannot be shared by several workers: name a port")
-    if cfg.http.port and cfg.http.port + workers - 1 > 65535:
-        fail("http.port", f"workers use ports {cfg.http.port} to {cfg.http.port + workers - 1}: beyond 65535")
+    if cfg.http.port:
+        # The supervisor's HTTP on http.port, worker i's own on http.port + 1 + i.
+        last = cfg.http.port + workers
+        if last > 65535:
+            fail("http.port", f"{workers} workers serve HTTP on ports {cfg.http.port + 1} to {last}: beyond 65535")
+        for i, lst in enumerate(cfg.listeners):
+            if cfg.http.port < lst.port <= last:
+                fail(f"listeners[{i}].port", f"port {lst.port} is worker {lst.port - cfg.http.port - 1}'s HTTP port "
+                     f"(http.port + 1 + worker index, {workers} workers)")
 
 
 def _check_security(cfg: Config, fail) -> None:

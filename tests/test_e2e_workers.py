@@ -312,3 +312,24 @@ def test_bad_workers_settings_name_the_key(text, message):
     with pytest.raises(config_mod.ConfigError) as e:
         config_mod.loads(text, "x.toml")
     assert str(e.value) == message
+
+
+def test_serve_workers_flag_overrides_the_file_and_is_checked_against_it(tmp_path, capsys):
+    from switch import cli
+
+    conf = tmp_path / "switch.toml"
+    conf.write_text(f'[journal]\nurl = "sqlite://{tmp_path}/j.sqlite"\n[[listeners]]\nport = 0\n')
+    assert cli.main(["serve", "--config", str(conf), "--workers", "2"]) == 2
+    assert capsys.readouterr().err == (
+        f"payswitch: configuration error: {conf}: port 0 (any free port) cannot be shared by several workers: "
+        "name a port (serve --workers 2) - at `$.listeners[0].port`\n")
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--workers", "0"])
+    assert "must be 1 to 256 or 'auto', got 0" in capsys.readouterr().err
+
+
+def test_a_listener_on_a_workers_http_port_is_refused():
+    with pytest.raises(config_mod.ConfigError) as e:
+        config_mod.loads("[server]\nworkers = 2\n[http]\nport = 9000\n[[listeners]]\nport = 9002\n", "x.toml")
+    assert str(e.value) == ("x.toml: port 9002 is worker 1's HTTP port (http.port + 1 + worker index, 2 workers)"
+                            " - at `$.listeners[0].port`")
