@@ -13,6 +13,8 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -333,3 +335,16 @@ def test_a_listener_on_a_workers_http_port_is_refused():
         config_mod.loads("[server]\nworkers = 2\n[http]\nport = 9000\n[[listeners]]\nport = 9002\n", "x.toml")
     assert str(e.value) == ("x.toml: port 9002 is worker 1's HTTP port (http.port + 1 + worker index, 2 workers)"
                             " - at `$.listeners[0].port`")
+
+
+def test_a_worker_that_cannot_start_stops_the_switch_with_its_reason(tmp_path):
+    text, ports = e2e.card_config(tmp_path)
+    (tmp_path / "switch.toml").write_text(text + "\n[server]\nworkers = 2\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports["term"]))  # no SO_REUSEPORT: no worker can bind beside it
+        taken.listen()
+        proc = subprocess.run([sys.executable, "-m", "switch.cli", "serve", "--config", str(tmp_path / "switch.toml")],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 1, proc
+    assert "payswitch[worker 0]: cannot start:" in proc.stderr
+    assert "payswitch: cannot start: worker 0 exited during start-up (exit code 1)" in proc.stderr
