@@ -141,7 +141,7 @@ def _send(args) -> int:
                 print(f"  session keys taken (check values {answer_kcvs(answer)})")
                 if args.kind == "keyexchange":
                     return 0
-            _show("→", args, describe(req) + (["   52  PIN block          (from the PIN given, under the TPK)"]
+            _show("→", args, describe(req) + ([f"   PIN block in field {security.pin_place()}, from the PIN given"]
                                               if pin is not None else []))
             if security is None or req["mti"] == "0800":
                 resp = t.transact(req)

@@ -198,10 +198,17 @@ def sandbox_keys(terminal: str) -> tuple[str, str, bytes]:
     return kind, algorithm, bytes.fromhex(clear)
 
 
-def fresh_ksn(prefix: str = "FFFF9876543210E") -> str:
-    """A TDES KSN for a test DUKPT terminal: the sandbox's key serial with a counter of one set bit
-    (a one-shot command keeps no counter; one bit always leaves the counter usable)."""
-    return prefix + "%05X" % (1 << secrets.randbelow(20))
+def fresh_ksn(key_set: str = "FFFF") -> str:
+    """A TDES KSN for a one-shot test DUKPT terminal: a random device (key set ID ``key_set``, then a
+    random device ID) at counter 1.
+
+    The switch refuses a KSN counter not above the highest it has seen for a
+    device (a replay), and a one-shot command keeps no counter: a new device
+    each time is always fresh. (A device ID ends on an even digit: its last
+    bit belongs to the 21-bit counter.)
+    """
+    device = secrets.token_hex(5).upper() + "%X" % (2 * secrets.randbelow(8))
+    return key_set + device + "00001"
 
 
 class TerminalSecurity:
@@ -243,20 +250,34 @@ class TerminalSecurity:
         self.response_key = self.tak
 
     def protect(self, request: dict, codec, pin: str | None) -> bytes:
-        """``request`` with field 52 (when ``pin``) and the KSN (DUKPT), MACed, in the listener's dialect."""
+        """``request`` with the PIN block (when ``pin``) and the KSN (DUKPT), MACed, in the listener's dialect.
+
+        The block is ISO 9564 format 0 in field 52 under a TDES key; under an
+        AES key it is format 4, 16 bytes, which field 52 (b8) cannot carry: it
+        goes in field 48 tag PB as 32 hex digits (a project addition).
+        """
         from switch.security.terminal import pin_block
 
         request = dict(request)
+        tags = parse_tlv48(request[48]) if 48 in request else {}
         if self.ksn is not None:
-            tags = parse_tlv48(request[48]) if 48 in request else {}
             tags["KS"] = self.ksn
-            request[48] = build_tlv48(tags)
         if pin is not None:
             pan = request.get(2)
             if not pan:
                 raise ValueError("a PIN needs the card number (--pan)")
-            request[52] = pin_block(pin, pan, self.tpk, self.algorithm)
+            block = pin_block(pin, pan, self.tpk, self.algorithm)
+            if self.algorithm == "aes":
+                tags["PB"] = block.hex().upper()
+            else:
+                request[52] = block
+        if tags:
+            request[48] = build_tlv48(tags)
         return sign_wire(codec, request, self.tak, self.algorithm)
+
+    def pin_place(self) -> str:
+        """Where :meth:`protect` puts the PIN block, for a terminal's printout."""
+        return "48 PB (format 4, under the AES TPK)" if self.algorithm == "aes" else "52 (format 0, under the TPK)"
 
     def check(self, codec, body: bytes) -> bool | None:
         return check_wire(codec, body, self.response_key, self.algorithm)

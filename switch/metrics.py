@@ -33,12 +33,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+
+from switch.plain_metrics import PlainCounter, PlainGauge, PlainHistogram
 
 # Payment latencies: most card answers come in tens of ms, wallets may hold for
 # up to the terminal budget (60 s), so the buckets span both.
@@ -112,27 +113,29 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(_version(), platform.python_version(), platform.python_implementation()).set(1)
-        self.requests = Counter(
+        # The request path's metrics are plain numbers read at scrape time
+        # (switch.plain_metrics): no lock per update.
+        self.requests = PlainCounter(
             "payswitch_requests",
             "Terminal requests answered, by payment kind, message class and response code",
             ["kind", "mclass", "code"],
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = PlainHistogram(
             "payswitch_request_seconds",
             "End-to-end time from a request's last byte to its response being written",
             ["kind"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.acquirer_latency = Histogram(
+        self.acquirer_latency = PlainHistogram(
             "payswitch_acquirer_seconds",
             "Time an acquirer took to answer, by acquirer and outcome",
             ["acquirer", "outcome"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight_requests = Gauge(
+        self.in_flight_requests = PlainGauge(
             "payswitch_requests_in_flight", "Terminal requests decoded and not yet answered, by kind", ["kind"], registry=r
         )
         self.wallet_held = Gauge(
@@ -211,13 +214,13 @@ class Metrics:
         self.internal_errors = Counter(
             "payswitch_internal_errors", "Our own failures answered 96 (each is also logged)", registry=r
         )
-        self.journal_commit = Histogram(
+        self.journal_commit = PlainHistogram(
             "payswitch_journal_commit_seconds",
             "Time to run and commit one journal batch (group commit), failed ones included",
             buckets=_COMMIT_BUCKETS,
             registry=r,
         )
-        self.journal_batch = Histogram(
+        self.journal_batch = PlainHistogram(
             "payswitch_journal_batch_size", "Operations per journal batch", buckets=_BATCH_BUCKETS, registry=r
         )
         self.journal_writable = Gauge(
@@ -240,7 +243,7 @@ class Metrics:
             ["service", "moment", "outcome"], registry=r,
         )
         self.card_link = {
-            name: Counter(
+            name: PlainCounter(
                 f"payswitch_hostlink_{name}", doc, ("acquirer",) + labels, registry=r
             )
             for name, (labels, doc) in CARD_LINK_COUNTERS.items()

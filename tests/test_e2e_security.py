@@ -124,10 +124,12 @@ def wait_ledger(switch, acquirer, amount, timeout=5.0):
     return []
 
 
-@pytest.mark.parametrize("terminal, pan, acquirer", [("SEC00001", VISA, "bank-a"), ("SEC00250", MASTERCARD, "bank-b")],
-                         ids=["session-keys", "dukpt"])
-def test_maced_pin_purchase_reaches_the_acquirer_under_its_zpk(switch, terminal, pan, acquirer):
-    amount = {"session-keys": 1201, "dukpt": 1202}["session-keys" if terminal == "SEC00001" else "dukpt"]
+@pytest.mark.parametrize("terminal, pan, acquirer, amount", [("SEC00001", VISA, "bank-a", 1201),
+                                                              ("SEC00250", MASTERCARD, "bank-b", 1202),
+                                                              ("SEC00150", VISA, "bank-a", 1200)],
+                         ids=["session-keys", "dukpt", "aes-format4-in-PB"])
+def test_maced_pin_purchase_reaches_the_acquirer_under_its_zpk(switch, terminal, pan, acquirer, amount):
+    # SEC00150 has AES keys: its format 4 block travels in field 48 tag PB (a project addition).
     amount += 10 * (switch.module == "hsm")
     out = send(switch, "purchase", "--terminal", terminal, "--merchant", SEC_MERCHANT, "--sandbox-keys",
                "--pan", pan, "--amount", str(amount), pin="1234")

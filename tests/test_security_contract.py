@@ -304,3 +304,70 @@ def test_hsm_client_on_uvloop(hsm_sim):
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(body())
+
+
+@pytest.mark.parametrize("algorithm", ["tdes", "aes"])
+def test_session_keys_exported_and_installed_in_a_new_module_instance(make_module, algorithm):
+    """What the journal keeps of a terminal's session keys opens in the next process's module (a restart)."""
+    names = keys.pending_key_names("SEC00001")
+
+    async def body(mod):
+        answer = await mod.generate_session_keys(f"demo-tmk-{algorithm}", *names)
+        tak, tpk = terminal.session_keys(TMK[algorithm], algorithm, answer.field48())
+        stored = await mod.export_keys(names, "SEC00001")
+        assert [(k.kind, k.algorithm, k.kcv) for k in stored] == [("tak", algorithm, answer.tak_kcv),
+                                                                  ("tpk", algorithm, answer.tpk_kcv)]
+        for k in stored:  # never the clear key, in the blob or the repr
+            assert tak.hex().upper() not in k.blob.upper() and tpk.hex().upper() not in k.blob.upper()
+            assert k.blob not in repr(k)
+        return tak, tpk, stored
+
+    tak, tpk, stored = run(make_module, body)
+
+    async def later(mod):  # another instance: nothing in memory
+        current = keys.session_key_names("SEC00001")
+        with pytest.raises(UnknownKey):
+            await mod.key_info(current[0])
+        await mod.install_keys(tuple(zip(names, stored)), "SEC00001")
+        await mod.rename_keys(tuple(zip(names, current)))
+        with pytest.raises(UnknownKey):
+            await mod.key_info(names[0])
+        data = b"0200 after a restart"
+        assert await mod.verify_mac(SessionKey(current[0]), data, terminal_mac(tak, data, algorithm))
+        block = terminal.pin_block("1234", PAN, tpk, algorithm)
+        out = await mod.translate_pin(SessionKey(current[1]), block, PAN, "zpk-bank-a", 0)
+        assert pinblock.decode(tdes_decrypt(ZPK["bank-a"], out), PAN) == (0, "1234")
+        await mod.drop_keys(current + ("never-there",))
+        with pytest.raises(UnknownKey):
+            await mod.key_info(current[1])
+        with pytest.raises(UnknownKey):
+            await mod.rename_keys(((names[0], current[0]),))
+
+    run(make_module, later)
+
+
+def test_sealed_session_keys_open_only_for_their_terminal_and_master_key():
+    from switch.security.module import ModuleKeyError, StoredKey
+    from switch.security.software import SoftwareModule
+
+    names = keys.pending_key_names("SEC00001")
+
+    async def body():
+        mod = sandbox.module()
+        await mod.generate_session_keys("demo-tmk-tdes", *names)
+        stored = await mod.export_keys(names, "SEC00001")
+        with pytest.raises(ModuleKeyError, match="SEC00002"):  # copied to another terminal's row
+            await sandbox.module().install_keys(tuple(zip(names, stored)), "SEC00002")
+        with pytest.raises(ModuleKeyError, match="another master key"):
+            await SoftwareModule({}, bytes(32)).install_keys(tuple(zip(names, stored)), "SEC00001")
+        tak = stored[0]
+        relabelled = StoredKey("tpk", tak.algorithm, tak.kcv, tak.blob)  # a TAK passed off as a TPK
+        with pytest.raises(ModuleKeyError):
+            await sandbox.module().install_keys(((names[1], relabelled),), "SEC00001")
+        fresh = sandbox.module()
+        with pytest.raises(ModuleKeyError):  # one bad key: none is installed
+            await fresh.install_keys(((names[0], stored[0]), (names[1], relabelled)), "SEC00001")
+        with pytest.raises(UnknownKey):
+            await fresh.key_info(names[0])
+
+    asyncio.run(body())

@@ -18,11 +18,22 @@ the security module; the engine never holds a clear key):
   before the call.  A block that does not decrypt to an accepted format, or
   a KSN that cannot be used, answers 55 (never 96); a PIN block from a
   terminal without a PIN key is never forwarded (55).  The block lives in
-  the request only while it is at the acquirer.
+  the request only while it is at the acquirer.  AES terminals put their
+  ISO 9564 format 4 block (16 bytes, which field 52's b8 cannot carry) in
+  field 48 tag ``PB`` as 32 hex digits: a project addition, translated the
+  same way and never forwarded as a tag.
+
+Session keys are issued *pending* and become current when a request
+verifies under them (:mod:`switch.core.session_keys`, which keeps them in
+the journal across restarts).  A DUKPT request's KSN counter must be above
+the highest seen for its device (kept in the journal): a new request with an
+old KSN is a replay and answers A0; a retransmission (same 41, 11, 7) goes
+on to the engine, which answers it from the journal.
 
 Network messages (0800) need no MAC: a terminal asking for keys has none to
 MAC with.  The keys it gets are under its TMK, with their check values, so
-only the terminal that holds the TMK can use them.
+only the terminal that holds the TMK can use them.  An 0800 that does carry
+a MAC is verified like any request (A0 if wrong) and answered MACed.
 
 Terminal IDs: an unknown terminal answers 03 on every MTI, 0800 included,
 as spec 7 says.  IDs are not secrets under section 8: a terminal is
@@ -37,12 +48,12 @@ from typing import Any, Generator
 from native.iso8583 import DecodeError, build_tlv48, parse_tlv48
 
 from switch.core import messages as m
+from switch.core import session_keys
 from switch.core.acquirer import Result
-from switch.core.commands import Sec
+from switch.core.commands import Op, Sec
 from switch.security.config import Security
-from switch.security.dukpt import KsnError
-from switch.security.keys import session_key_names
-from switch.security.module import ModuleKeyError, SessionKey, UnknownKey
+from switch.security.dukpt import KsnError, ksn_device
+from switch.security.module import DukptKey, ModuleKeyError, SessionKey, UnknownKey
 from switch.security.pinblock import PinBlockError
 
 log = logging.getLogger("payswitch")
@@ -53,6 +64,7 @@ KEY_EXCHANGE = "101"  # 0800 field 70: new session keys, please (spec 8)
 SIGN_ON = "001"
 MAC_INVALID = "A0"
 PIN_INVALID = "55"
+PIN_TAG = "PB"  # field 48: an ISO 9564 format 4 block as 32 hex digits (project addition, AES terminals)
 _MAC_LEN = 8
 
 
@@ -72,6 +84,13 @@ def _wire_mac_length(codec, field: int) -> int:
 
 def _mac_tail(codec, field: int, mac: bytes) -> bytes:
     return mac.hex().upper().encode() if _wire_mac_length(codec, field) != _MAC_LEN else mac
+
+
+def _mac_in_place(msg, field: int, body: bytes, codec) -> bool:
+    """Whether the MAC field is 8 bytes and the last thing of the message as received."""
+    mac = msg[field]
+    n = _wire_mac_length(codec, field)
+    return len(mac) == _MAC_LEN and len(body) > n and body[-n:] == _mac_tail(codec, field, mac)
 
 
 def _ksn(msg) -> str | None:
@@ -109,17 +128,12 @@ class TerminalSecurity:
         """The request of a terminal under a policy: (kind, code, encoded answer)."""
         tid = msg[41]
         if mti == "0800":
-            return (yield from self._network(engine, msg, merchant, codec))
-        field = 128 if 128 in msg else 64 if 64 in msg else None
-        key = None
-        if field is not None:
-            key, reason = self._mac_key(merchant, tid, msg)
-            if key is not None:
-                ok, reason = yield from self._verify(msg, field, key, body, codec)
-                if not ok:
-                    key = None
-        else:
-            reason = "no MAC"
+            return (yield from self._network(engine, msg, merchant, body, codec))
+        key, reason = yield from self._authenticate(msg, merchant, body, codec)
+        if key is not None and isinstance(key, DukptKey):
+            reason = yield from self._fresh_ksn(engine, msg, key)
+            if reason:
+                key = None
         if key is None:
             log.info("terminal %s: %s %s (%s)", tid, msg.mti, MAC_INVALID, reason)
             return engine._reply(msg, MAC_INVALID, codec)
@@ -135,27 +149,52 @@ class TerminalSecurity:
         out = yield from self._sign(out, key, codec)
         return kind, code, out
 
-    def _mac_key(self, merchant: str, tid: str, msg):
+    def _authenticate(self, msg, merchant: str, body: bytes, codec) -> Gen:
+        """(the key the request's MAC verifies under, or None; why not)."""
+        field = 128 if 128 in msg else 64 if 64 in msg else None
+        if field is None:
+            return None, "no MAC"
+        tid = msg[41]
         try:
             refs = self.config.key_refs(merchant, tid, _ksn(msg))
         except KsnError as e:
             return None, f"KSN: {e}"
         if refs is None:
             return None, "the terminal has no keys"
-        return refs[0], ""
+        if not _mac_in_place(msg, field, body, codec):
+            return None, f"field {field} is not an 8-byte MAC at the end of the message"
+        if isinstance(refs[0], SessionKey):
+            # Current keys, else pending ones (made current by this use): session_keys.verify.
+            return (yield from session_keys.verify(tid, lambda key: self._verify(msg, field, key, body, codec)))
+        try:
+            ok = yield from self._verify(msg, field, refs[0], body, codec)
+        except KsnError as e:
+            return None, f"KSN: {e}"
+        except UnknownKey as e:
+            return None, str(e)
+        return (refs[0], "") if ok else (None, "wrong MAC")
 
     def _verify(self, msg, field: int, key, body: bytes, codec) -> Gen:
-        mac = msg[field]
+        """Whether the request's MAC is right under ``key`` (UnknownKey, KsnError as the module raises)."""
         n = _wire_mac_length(codec, field)
-        if len(mac) != _MAC_LEN or len(body) <= n or body[-n:] != _mac_tail(codec, field, mac):
-            return False, f"field {field} is not an 8-byte MAC at the end of the message"
-        try:
-            ok = yield Sec("verify_mac", key, bytes(body[:-n]), bytes(mac))
-        except UnknownKey:
-            return False, "no session keys: the terminal must sign on (0800/101)"
-        except KsnError as e:
-            return False, f"KSN: {e}"
-        return bool(ok), "" if ok else "wrong MAC"
+        return bool((yield Sec("verify_mac", key, bytes(body[:-n]), bytes(msg[field]))))
+
+    def _fresh_ksn(self, engine, msg, key: DukptKey) -> Gen:
+        """Why a DUKPT request must be refused as a replay, or "" (X9.24: a device's counter only goes up).
+
+        The counter is raised in the journal in one step (right with several
+        processes, and across restarts).  A counter not above the highest
+        seen is a retransmission only if the engine has the request (41, 11,
+        7) in flight or journaled; then the engine answers it as section 6 says.
+        """
+        device, counter = ksn_device(key.ksn)
+        if (yield Op("advance_ksn", f"{key.bdk}:{device}", counter)):
+            return ""
+        tid, stan, sent = msg[41], msg.get(11), msg.get(7)
+        if stan is not None and sent is not None:
+            if (tid, stan, sent) in engine.inflight or (yield Op("find", tid, stan, sent)) is not None:
+                return ""
+        return f"KSN counter {counter} is not above the highest seen for its device (a replay)"
 
     def _sign(self, out: bytes, key, codec) -> Gen:
         """``out`` (an encoded answer) with field 64, or 128 when it has fields above 64, MACed under ``key``."""
@@ -171,30 +210,37 @@ class TerminalSecurity:
         mac = yield Sec("generate_mac", key, wire[:-n])
         return wire[:-n] + _mac_tail(codec, field, mac)
 
-    def _network(self, engine, msg, merchant: str, codec) -> Gen:
+    def _network(self, engine, msg, merchant: str, body: bytes, codec) -> Gen:
         """0800 of a terminal under a policy, or any 0800/101."""
         tid, code = msg[41], msg.get(70)
         keys = self.config.terminal_keys(merchant, tid)
         tmk = keys.tmk if keys is not None else None
+        mac_key = None
+        if tmk is not None and (64 in msg or 128 in msg):
+            # Not required (a terminal asking for keys may have none), but a MAC that is there must be right.
+            mac_key, reason = yield from self._authenticate(msg, merchant, body, codec)
+            if mac_key is None:
+                log.info("terminal %s: 0800/%s %s (%s)", tid, code, MAC_INVALID, reason)
+                return engine._reply(msg, MAC_INVALID, codec, "network")
         if tmk is None:
             if code == KEY_EXCHANGE:
                 # No session keys to give: a terminal without keys or a DUKPT one.
                 log.info("terminal %s: 0800/101 without a TMK configured: 12", tid)
                 return engine._reply(msg, "12", codec, "network")
             return (yield from engine._dispatch(msg, "0800", codec))
-        tak, tpk = session_key_names(tid)
-        if code == SIGN_ON:
-            try:
-                yield Sec("key_info", tak)
-                return (yield from engine._dispatch(msg, "0800", codec))
-            except UnknownKey:
-                pass  # spec 8: a terminal that needs keys and has none gets them at sign-on
-        elif code != KEY_EXCHANGE:
-            return (yield from engine._dispatch(msg, "0800", codec))
-        new = yield Sec("generate_session_keys", tmk, tak, tpk)
-        log.info("terminal %s: new session keys (TAK check %s, TPK check %s)", tid, new.tak_kcv, new.tpk_kcv)
-        resp = m.build_response(msg, "00", engine.rrns.next(), tlv=new.field48(), build_tlv48=build_tlv48)
-        return "network", "00", codec.encode(resp)
+        if code == SIGN_ON and (yield from session_keys.has_keys(tid)):
+            kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
+        elif code not in (SIGN_ON, KEY_EXCHANGE):
+            kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
+        else:
+            # 101, or a sign-on of a terminal without keys (spec 8): new keys, pending until used.
+            new = yield from session_keys.issue(tid, tmk)
+            log.info("terminal %s: new session keys, pending (TAK check %s, TPK check %s)", tid, new.tak_kcv, new.tpk_kcv)
+            resp = m.build_response(msg, "00", engine.rrns.next(), tlv=new.field48(), build_tlv48=build_tlv48)
+            kind, code39, out = "network", "00", codec.encode(resp)
+        if mac_key is not None:
+            out = yield from self._sign(out, mac_key, codec)
+        return kind, code39, out
 
     # -- PIN -----------------------------------------------------------------------
 
@@ -205,17 +251,31 @@ class TerminalSecurity:
         block only while that acquirer has the request.
         """
         block = request.pin_block
-        if block is None:
+        tagged = request.tlv.pop(PIN_TAG, None) if request.tlv else None  # never forwarded as a tag
+        if block is None and tagged is None:
             return None
         request.pin_block = None
-        return PinSource(self.config, request.merchant_id or "", request.terminal_id, request.pan,
-                         request.tlv.get("KS") if request.tlv else _ksn(msg), block)
+        refused = None
+        if tagged is not None:
+            if block is not None:
+                refused = "a PIN block in both field 52 and field 48 tag PB"
+            elif len(tagged) != 32 or not tagged.isascii():
+                refused = f"field 48 tag PB is not 32 hex digits ({len(tagged)} characters)"
+            else:
+                try:
+                    block = bytes.fromhex(tagged)
+                except ValueError:
+                    refused = "field 48 tag PB is not 32 hex digits"
+        source = PinSource(self.config, request.merchant_id or "", request.terminal_id, request.pan,
+                           request.tlv.get("KS") if request.tlv else _ksn(msg), block or b"")
+        source.refused = refused
+        return source
 
 
 class PinSource:
     """One request's PIN block under the terminal's key, until the request ends."""
 
-    __slots__ = ("config", "merchant", "terminal", "pan", "ksn", "_block")
+    __slots__ = ("config", "merchant", "terminal", "pan", "ksn", "_block", "refused")
 
     def __init__(self, config: Security, merchant: str, terminal: str, pan: str | None, ksn: str | None,
                  block: bytes) -> None:
@@ -225,12 +285,15 @@ class PinSource:
         self.pan = pan
         self.ksn = ksn
         self._block = block
+        self.refused: str | None = None  # why the block cannot be used at all (answered 55)
 
     def __repr__(self) -> str:
         return f"PinSource(terminal={self.terminal!r})"
 
     def to(self, acquirer: str) -> Gen:
         """The block under ``acquirer``'s ZPK in its format; :class:`PinRefused` otherwise."""
+        if self.refused is not None:
+            raise PinRefused(PIN_INVALID, self.refused)
         keys = self.config.terminal_keys(self.merchant, self.terminal)
         if keys is None:
             raise PinRefused(PIN_INVALID, "a PIN block from a terminal without a PIN key")

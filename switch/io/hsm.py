@@ -33,6 +33,7 @@ from switch.security.module import (
     ModuleUnavailable,
     PinKey,
     SessionKeys,
+    StoredKey,
     UnknownKey,
     WrongKeyKind,
 )
@@ -291,6 +292,34 @@ class HsmModule:
     async def key_info(self, name: str) -> KeyInfo:
         rec = self._record(name, tuple(KEY_TYPES), "information")
         return KeyInfo(name, rec.kind, rec.algorithm, rec.kcv)
+
+    # Session keys kept in the journal are their cryptograms under the LMK:
+    # secret without the HSM, so nothing is added to seal them.
+
+    async def export_keys(self, names: tuple[str, ...], context: str) -> tuple[StoredKey, ...]:
+        out = []
+        for name in names:
+            rec = self._record(name, tuple(KEY_TYPES), "export")
+            out.append(StoredKey(rec.kind, rec.algorithm, rec.kcv, rec.token))
+        return tuple(out)
+
+    async def install_keys(self, keys: tuple[tuple[str, StoredKey], ...], context: str) -> None:
+        for name, k in keys:
+            if k.kind not in KEY_TYPES or k.algorithm not in ("tdes", "aes") or not k.blob:
+                raise ModuleKeyError(f"stored {k.kind} of {context}: not a key this HSM client knows")
+        for name, k in keys:
+            self._keys[name] = KeyRecord(k.kind, k.algorithm, k.blob, k.kcv)
+
+    async def rename_keys(self, renames: tuple[tuple[str, str], ...]) -> None:
+        for old, _ in renames:
+            if old not in self._keys:
+                raise UnknownKey(f"no key named {old!r}")
+        for old, new in renames:
+            self._keys[new] = self._keys.pop(old)
+
+    async def drop_keys(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self._keys.pop(name, None)
 
     async def diagnostics(self) -> Diagnostics:
         answer = await self._call("NC", {})

@@ -16,7 +16,7 @@ import time
 from native.iso8583 import dialect
 
 from switch import config as config_mod
-from switch.core import states
+from switch.core import session_keys, states
 from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec, Vas, Wait
 from switch.core.engine import Engine
 from switch.journal import open_journal
@@ -151,6 +151,11 @@ class Switch:
     async def start(self) -> None:
         if self.security_module is None:
             await self._open_security()
+        if self.security_module is not None:
+            # Spec 8: session keys given before a restart (kept in the journal, never in clear).
+            restored = await self.run(session_keys.restore())
+            if restored:
+                log.info("security module: session keys of %d key set(s) restored from the journal", restored)
         await self.run(self.engine.reversals.prefill())  # host STANs before any sign-on
         await asyncio.gather(*(a.start() for a in self.acquirers.values()))
         worker = self.worker

@@ -46,6 +46,8 @@ from typing import Any, Iterable, Protocol
 
 import msgspec
 
+from switch.keyed_hash import keyed
+
 __all__ = [
     "TxnRecord",
     "Totals",
@@ -271,7 +273,7 @@ def digest_key(secret: bytes) -> bytes:
 
 def pan_hmac(pan: str, secret: bytes, version: int = PAN_KEY_VERSION) -> str:
     """The journal's ``pan_hash`` of ``pan``: ``"v<version>:<hex HMAC-SHA256>"``."""
-    return f"v{version}:" + hmac.new(pan_key(secret, version), pan.encode("ascii"), hashlib.sha256).hexdigest()
+    return f"v{version}:" + keyed(pan_key(secret, version)).hexdigest(pan.encode("ascii"))
 
 
 def same_pan(pan: str, pan_hash: str, secret: bytes) -> bool:
@@ -401,6 +403,23 @@ class Journal(Protocol):
 
     def reserve_stans(self, acquirer: str, count: int) -> Future[int]:
         """Reserve ``count`` host STANs for ``acquirer``: the first of them (1..999999, wrapping)."""
+
+    # Spec 8 key state (switch.journal.terminal_keys).
+
+    def store_terminal_keys(self, terminal_id: str, slot: str, keys) -> Future[None]:
+        """Keep a terminal's TAK and TPK (``StoredKey``s, never clear) as its ``current`` or ``pending`` set."""
+
+    def terminal_keys(self, terminal_id: str) -> Future[dict]:
+        """The terminal's stored sets: slot -> kind -> (kind, algorithm, kcv, blob)."""
+
+    def all_terminal_keys(self) -> Future[dict]:
+        """Every terminal's stored sets: terminal -> slot -> kind -> row (read at start-up)."""
+
+    def promote_terminal_keys(self, terminal_id: str, tak_kcv: str) -> Future[bool]:
+        """The pending set with this TAK check value becomes current (True if it is current now)."""
+
+    def advance_ksn(self, device: str, counter: int) -> Future[bool]:
+        """Raise a DUKPT device's highest KSN counter; True if ``counter`` was above it."""
 
     def close(self) -> None:
         """Run what is queued, stop the writer thread, close the database."""

@@ -244,6 +244,11 @@ class ProcessJournal:
     reversal_backlog = _forward("reversal_backlog")
     retire = _forward("retire")
     reserve_stans = _forward("reserve_stans")
+    store_terminal_keys = _forward("store_terminal_keys")
+    terminal_keys = _forward("terminal_keys")
+    all_terminal_keys = _forward("all_terminal_keys")
+    promote_terminal_keys = _forward("promote_terminal_keys")
+    advance_ksn = _forward("advance_ksn")
     ping = _forward("ping")
     # Shared writer only (switch.journal.shared): ids of records left "sent" by
     # workers whose connection ended.

@@ -7,7 +7,7 @@ change a migration that has shipped: append one.
 """
 from __future__ import annotations
 
-from switch.journal import outbox
+from switch.journal import outbox, terminal_keys
 
 # Each entry is one schema version; applied in order, each in one transaction.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -101,5 +101,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE txn SET pan_hash = 'v0:' || pan_hash WHERE pan_hash IS NOT NULL AND pan_hash NOT LIKE 'v%:%'",
     ),
     outbox.MIGRATION,  # customer tokens and the transaction event outbox (switch.journal.outbox)
+    terminal_keys.MIGRATION,  # session keys and DUKPT counters that survive restarts (switch.journal.terminal_keys)
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -31,7 +31,7 @@ from switch.journal import (
     check_own_pan,
     check_pan_forms,
 )
-from switch.journal import files
+from switch.journal import files, terminal_keys
 from switch.journal.groupcommit import GroupCommitter
 from switch.journal.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -307,7 +307,31 @@ class SqliteJournal(GroupCommitter):
             return self._failed(ValueError(f"reserve_stans count must be 1..999999, got {count!r}"))
         return self._submit(self._reserve_stans, (acquirer, count), True)
 
+    # Spec 8 key state (switch.journal.terminal_keys); the records' cache
+    # (_known) is not involved, so another process's commits are seen at once.
+
+    def store_terminal_keys(self, terminal_id: str, slot: str, keys) -> Future[None]:
+        return self._submit(self._keys_op, (terminal_keys.store, terminal_id, slot, keys), True)
+
+    def terminal_keys(self, terminal_id: str) -> Future[dict]:
+        return self._submit(self._keys_read, (terminal_keys.load, terminal_id), False)
+
+    def all_terminal_keys(self) -> Future[dict]:
+        return self._submit(self._keys_read, (terminal_keys.load_all,), False)
+
+    def promote_terminal_keys(self, terminal_id: str, tak_kcv: str) -> Future[bool]:
+        return self._submit(self._keys_read, (terminal_keys.promote, terminal_id, tak_kcv), True)
+
+    def advance_ksn(self, device: str, counter: int) -> Future[bool]:
+        return self._submit(self._keys_op, (terminal_keys.advance, device, counter), True)
+
     # -- operations (writer thread) ------------------------------------------
+
+    def _keys_op(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(self._conn, self._now(), *args)
+
+    def _keys_read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(self._conn, *args)
 
     def _now(self) -> float:
         # Strictly increasing within this journal, so updated_at orders the

@@ -27,6 +27,7 @@ __all__ = [
     "aes_working_key",
     "working_key",
     "check_ksn",
+    "ksn_device",
 ]
 
 
@@ -199,3 +200,19 @@ def check_ksn(ksn_hex: str) -> None:
         _tdes_counter(ksn)
     else:
         _aes_counter(ksn)
+
+
+def ksn_device(ksn_hex: str) -> tuple[str, int]:
+    """(the device: the KSN with its counter bits cleared, as hex; the counter) of a usable KSN.
+
+    A device's counter only goes up (X9.24-1 and -3): the switch refuses a
+    new request whose counter is not above the highest it has seen for the
+    device (a replay). KsnError as :func:`check_ksn` says.
+    """
+    ksn = parse_ksn(ksn_hex)
+    if len(ksn) == 10:
+        counter = _tdes_counter(ksn)
+        device = int.from_bytes(ksn, "big") & ~_TDES_COUNTER_MASK
+        return "%020X" % device, counter
+    counter = _aes_counter(ksn)
+    return ksn[:8].hex().upper() + "00000000", counter

@@ -24,6 +24,7 @@ __all__ = [
     "wrap",
     "unwrap",
     "session_key_names",
+    "pending_key_names",
 ]
 
 Algorithm = Literal["tdes", "aes"]
@@ -76,3 +77,13 @@ def unwrap(kek: bytes, kek_algorithm: str, wrapped: bytes, algorithm: str) -> by
 def session_key_names(terminal_id: str) -> tuple[str, str]:
     """The names under which a terminal's current session keys (TAK, TPK) are kept."""
     return f"{terminal_id}.tak", f"{terminal_id}.tpk"
+
+
+def pending_key_names(terminal_id: str) -> tuple[str, str]:
+    """The names of a terminal's *pending* session keys: given by 0800/101, not yet used.
+
+    They become the current keys (:func:`session_key_names`) when a request
+    of the terminal verifies under the pending TAK (spec 8 as this project
+    applies it: a stranger's 0800/101 cannot take the real terminal's keys away).
+    """
+    return f"{terminal_id}.tak.pending", f"{terminal_id}.tpk.pending"

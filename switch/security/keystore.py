@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .keys import KINDS, check_key
 from .mac import kcv as check_value
 
-__all__ = ["KeyStoreError", "Entry", "read_master_key", "new_master_key", "load", "create", "add"]
+__all__ = ["KeyStoreError", "Entry", "read_master_key", "new_master_key", "load", "create", "add", "seal_key", "open_key"]
 
 FORMAT = "payswitch-keystore/1"
 _CHECK_TEXT = b"payswitch key store master check"
@@ -179,3 +179,29 @@ def add(path: str | os.PathLike, master: bytes, name: str, kind: str, algorithm:
     data.keys = [s for s in data.keys if s.name != name] + [sealed]
     _write(path, data)
     return Entry(name, kind, algorithm, actual, bytes(key))
+
+
+def seal_key(master: bytes, context: str, entry: Entry) -> str:
+    """``entry``'s key sealed under ``master`` (hex), bound to ``context`` and to its kind, algorithm and check value.
+
+    For keys kept outside the key store file (the terminals' session keys in
+    the journal, :mod:`switch.journal.terminal_keys`): ``context`` names what
+    the key belongs to (a terminal ID), so a sealed key copied to another
+    terminal's row, or given another kind, no longer opens.
+    """
+    return _seal(master, bytes(entry.key), _aad(context, entry.kind, entry.algorithm, entry.kcv))
+
+
+def open_key(master: bytes, context: str, name: str, kind: str, algorithm: str, kcv: str, sealed: str) -> Entry:
+    """The key :func:`seal_key` sealed, under the name ``name``; KeyStoreError (naming ``context``) if it does not open."""
+    where = f"sealed {kind} of {context}"
+    if kind not in KINDS:
+        raise KeyStoreError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    try:
+        key = _open(master, sealed, _aad(context, kind, algorithm, kcv))
+        check_key(key, algorithm, "key")
+    except (InvalidTag, ValueError):
+        raise KeyStoreError(f"{where}: does not open under the master key (another master key, or damaged)") from None
+    if check_value(key, algorithm) != kcv.upper():
+        raise KeyStoreError(f"{where}: check value mismatch")
+    return Entry(name, kind, algorithm, kcv.upper(), key)

@@ -33,6 +33,7 @@ __all__ = [
     "MacKey",
     "PinKey",
     "SessionKeys",
+    "StoredKey",
     "KeyInfo",
     "Diagnostics",
     "SecurityModule",
@@ -78,6 +79,24 @@ class SessionKeys(msgspec.Struct, frozen=True):
 
     def field48(self) -> dict[str, str]:
         return {"TA": self.tak_under_tmk, "CA": self.tak_kcv, "TP": self.tpk_under_tmk, "CP": self.tpk_kcv}
+
+
+class StoredKey(msgspec.Struct, frozen=True, array_like=True):
+    """A key as kept outside the module (the journal's ``terminal_key`` rows), never in clear.
+
+    ``blob``: for the software module the key sealed under its master key
+    (AES-256-GCM, bound to the terminal ID, kind, algorithm and check value);
+    for an HSM the key's cryptogram under the LMK. Either is useless without
+    the module that made it.
+    """
+
+    kind: str
+    algorithm: str
+    kcv: str
+    blob: str
+
+    def __repr__(self) -> str:
+        return f"StoredKey({self.kind}, {self.algorithm}, kcv={self.kcv})"
 
 
 class KeyInfo(msgspec.Struct, frozen=True):
@@ -152,6 +171,26 @@ class SecurityModule(Protocol):
         ...
 
     async def key_info(self, name: str) -> KeyInfo:
+        ...
+
+    async def export_keys(self, names: tuple[str, ...], context: str) -> tuple[StoredKey, ...]:
+        """The named keys in a form to keep outside the module (:class:`StoredKey`), bound to ``context``."""
+        ...
+
+    async def install_keys(self, keys: tuple[tuple[str, StoredKey], ...], context: str) -> None:
+        """Take keys back from :meth:`export_keys` under the names given (replacing keys of those names).
+
+        ModuleKeyError when one does not open (another master key or LMK, a
+        damaged row); then none is installed.
+        """
+        ...
+
+    async def rename_keys(self, renames: tuple[tuple[str, str], ...]) -> None:
+        """Move each key to its new name, replacing what was there (pending session keys become current)."""
+        ...
+
+    async def drop_keys(self, names: tuple[str, ...]) -> None:
+        """Forget the named keys (names unknown are ignored)."""
         ...
 
     async def diagnostics(self) -> Diagnostics:

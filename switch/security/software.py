@@ -2,9 +2,10 @@
 
 For the sandbox and for deployments without an HSM. Clear keys live only
 inside this object; what leaves it is a MAC, a translated PIN block, or a
-key under a KEK. Session keys made at sign-on are kept in memory: after a
-restart a terminal signs on again (spec 8: sign-on answers with keys when a
-terminal has none).
+key under a KEK. Session keys made at sign-on leave it only sealed under
+the master key (:meth:`SoftwareModule.export_keys`): the switch keeps them
+in the journal and gives them back at start-up, so terminals keep their
+keys across restarts.
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from .module import (
     DukptKey,
     KeyInfo,
     MacKey,
+    ModuleKeyError,
     PinKey,
     SessionKeys,
+    StoredKey,
     UnknownKey,
     WrongKeyKind,
 )
@@ -33,9 +36,13 @@ __all__ = ["SoftwareModule"]
 class SoftwareModule:
     """:class:`~switch.security.module.SecurityModule` over an in-memory key ring."""
 
-    def __init__(self, entries: dict[str, Entry] | None = None):
+    def __init__(self, entries: dict[str, Entry] | None = None, master: bytes | None = None):
+        """``master``: the key store's master key, which seals exported keys. Without one (a
+        module made in a test from clear entries) a random one is made: exported keys then
+        open only in this instance."""
         self._keys: dict[str, Entry] = dict(entries or {})
         self._macs: dict[str, TerminalMac] = {}  # per TAK name: cipher contexts made once per key
+        self._master = master if master is not None else secrets.token_bytes(32)
 
     def _put(self, entry: Entry) -> None:
         self._keys[entry.name] = entry
@@ -43,7 +50,7 @@ class SoftwareModule:
 
     @classmethod
     def from_store(cls, path: str | os.PathLike, master: bytes) -> "SoftwareModule":
-        return cls(keystore.load(path, master))
+        return cls(keystore.load(path, master), master)
 
     def __repr__(self) -> str:
         return f"SoftwareModule({len(self._keys)} keys)"
@@ -137,6 +144,40 @@ class SoftwareModule:
         except KeyError:
             raise UnknownKey(f"no key named {name!r}") from None
         return KeyInfo(e.name, e.kind, e.algorithm, e.kcv)
+
+    async def export_keys(self, names: tuple[str, ...], context: str) -> tuple[StoredKey, ...]:
+        out = []
+        for name in names:
+            try:
+                e = self._keys[name]
+            except KeyError:
+                raise UnknownKey(f"no key named {name!r}") from None
+            out.append(StoredKey(e.kind, e.algorithm, e.kcv, keystore.seal_key(self._master, context, e)))
+        return tuple(out)
+
+    async def install_keys(self, keys: tuple[tuple[str, StoredKey], ...], context: str) -> None:
+        opened = []
+        for name, k in keys:
+            try:
+                opened.append(keystore.open_key(self._master, context, name, k.kind, k.algorithm, k.kcv, k.blob))
+            except keystore.KeyStoreError as e:
+                raise ModuleKeyError(str(e)) from None
+        for entry in opened:
+            self._put(entry)
+
+    async def rename_keys(self, renames: tuple[tuple[str, str], ...]) -> None:
+        for old, _ in renames:
+            if old not in self._keys:
+                raise UnknownKey(f"no key named {old!r}")
+        for old, new in renames:
+            entry = self._keys.pop(old)
+            self._macs.pop(old, None)
+            self._put(Entry(new, entry.kind, entry.algorithm, entry.kcv, entry.key))
+
+    async def drop_keys(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self._keys.pop(name, None)
+            self._macs.pop(name, None)
 
     async def diagnostics(self) -> Diagnostics:
         return Diagnostics(module="software", ok=True, keys=len(self._keys))
