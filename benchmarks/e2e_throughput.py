@@ -1,7 +1,7 @@
 """The switch end to end against a bare forwarder, in the same run.
 
     .venv/bin/python -m benchmarks.e2e_throughput [--connections 10,50,200] [--requests 6000]
-        [--rounds 3] [--writers thread,process] [--json bench-e2e.json] [--sim fast|trio]
+        [--rounds 3] [--writers thread,process] [--workers 1,2] [--json bench-e2e.json] [--sim fast|trio]
 
 Set-ups, each two TCP hops on loopback, driven by the same closed-loop client
 (one request in flight per connection, unique STANs, card purchases):
@@ -14,13 +14,16 @@ Set-ups, each two TCP hops on loopback, driven by the same closed-loop client
   takes less of the two cores; ``--sim trio``: the trio one) — decode, checks, routing, journal (SQLite, group commit,
   durable), host-link re-keying, encode — once per ``[journal] writer``
   given (``thread``: a writer thread in the switch; ``process``: a writer
-  process of its own).
+  process of its own);
+- **switch (N workers)**: for each N > 1 of ``--workers``, ``serve --workers
+  N`` (a supervisor, one shared journal writer process, N worker processes
+  on one SO_REUSEPORT port).
 
 Every round measures every set-up at every connection count, one after the
 other, so all see the same machine.  Printed per set-up and connection
 count: medians over the rounds of TPS, p50/p99/p999 latency, switch CPU per
-transaction (the switch process and its journal writer process, from
-/proc; the simulator is not counted), answers other than 00, and the TPS
+transaction (the switch process, its journal writer process and its
+workers, from /proc; the simulator is not counted), answers other than 00, and the TPS
 ratio against the forwarder.  ``--json`` writes every round and the
 medians.  This machine has 2 shared cores: compare ratios from one run, not
 absolute numbers across runs.
@@ -105,7 +108,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def switch_pids(pid: int) -> list[int]:
-    """The switch process and its journal writer process (not the simulators it starts)."""
+    """The switch process, its journal writer process and its workers (not the simulators it starts)."""
     pids = [pid]
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -116,8 +119,9 @@ def switch_pids(pid: int) -> list[int]:
             if ppid != pid:
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if b"switch.journal.writer" in f.read():
-                    pids.append(int(entry))
+                cmdline = f.read()
+            if b"switch.journal.writer" in cmdline or b"switch.io.workers" in cmdline:
+                pids.append(int(entry))
         except (OSError, ValueError, IndexError):
             continue
     return pids
@@ -185,12 +189,16 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=6000, help="requests per measurement")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--writers", default="thread,process", help="[journal] writer of each switch measured")
+    ap.add_argument("--workers", default="1", help="comma-separated worker counts (serve --workers); 1: the writers above")
     ap.add_argument("--json", default="bench-e2e.json", help="write the results here ('' for none)")
     ap.add_argument("--sim", choices=["fast", "trio"], default="fast",
                     help="card simulator behind the switch: uvloop (--fast) or trio")
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.connections.split(",")]
     writers = [w for w in args.writers.split(",") if w]
+    counts = [int(n) for n in args.workers.split(",") if n]
+    runs = [(w, 1) for w in writers] if 1 in counts else []
+    runs += [("process", n) for n in counts if n > 1]
 
     sys.path.insert(0, str(ROOT))
     from switch.client import TERMINAL, now_fields
@@ -205,8 +213,8 @@ def main(argv=None) -> int:
     )
     try:
         wait_line(fwd, "listening")
-        for writer in writers:
-            tmp = Path(tempfile.mkdtemp(prefix=f"payswitch-bench-{writer}-"))
+        for writer, workers in runs:
+            tmp = Path(tempfile.mkdtemp(prefix=f"payswitch-bench-{writer}-{workers}-"))
             text, ports = e2e.card_config(tmp, acquirer_timeout=10.0)
             # No ledger (a flushed JSON line per transaction is the simulator's cost, not the switch's).
             sim_args = '"--latency-ms", "0"' + (', "--fast"' if args.sim == "fast" else "")
@@ -214,9 +222,11 @@ def main(argv=None) -> int:
             text = text.replace("[journal]\n", f'[journal]\nwriter = "{writer}"\n', 1)
             # Room for the largest connection count: no 91 from the in-flight limit.
             text = text.replace("max_in_flight = 128", f"max_in_flight = {max(128, 2 * max(levels))}")
+            if workers > 1:
+                text += f"\n[server]\nworkers = {workers}\n"
             sw = e2e.SwitchProcess(tmp, text, ports)
-            sw.start()
-            switches[f"switch ({writer} writer)"] = (sw, ports["term"])
+            sw.start(timeout=60)
+            switches[f"switch ({writer} writer)" if workers == 1 else f"switch ({workers} workers)"] = (sw, ports["term"])
 
         t = now_fields()
         counter = [0]

@@ -1,7 +1,7 @@
 """payswitch command line.
 
     payswitch --version
-    payswitch serve [--config FILE] [--demo] [--log-format text|json]
+    payswitch serve [--config FILE] [--demo] [--log-format text|json] [--workers N|auto]
     payswitch sim acquirer|wallet|citycard|hsm|loyalty [simulator options]
     payswitch relay [--config FILE]
     payswitch keys new-master|init|import|list [options]
@@ -18,7 +18,22 @@ import sys
 def _serve(args) -> int:
     from switch.io.app import run
 
-    return run(args.config, demo=args.demo, log_format=args.log_format)
+    return run(args.config, demo=args.demo, log_format=args.log_format, workers=args.workers)
+
+
+def _workers_arg(text: str) -> int | str:
+    """``--workers``: a number of worker processes or ``auto`` (one per core)."""
+    from switch.config import MAX_WORKERS
+
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of worker processes or 'auto', got {text!r}") from None
+    if not 1 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_WORKERS} or 'auto', got {n}")
+    return n
 
 
 def _check(args) -> int:
@@ -278,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--demo", action="store_true", help="send one sample purchase through once started")
     s.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="text lines, or one JSON object per event (ts, level, logger, msg, rrn, terminal)")
+    s.add_argument("--workers", type=_workers_arg, metavar="N|auto",
+                   help="worker processes serving terminals (overrides [server] workers; auto: one per core)")
     s.set_defaults(func=_serve)
 
     c = sub.add_parser("check-config", help="make every start-up check of serve on a configuration file and exit")

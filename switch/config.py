@@ -67,6 +67,24 @@ class Http(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     admin_token_env: str | None = None
 
 
+class Server(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Worker processes serving terminals (switch.io.workers): 1 is one process
+    # as always; N > 1 (or "auto": one per core) starts a supervisor, one
+    # journal writer process and N workers, each with its own SO_REUSEPORT
+    # listener, so the kernel spreads connections between them.
+    workers: int | str = 1
+
+
+MAX_WORKERS = 256
+
+
+def worker_count(workers: int | str) -> int:
+    """The number of worker processes ``[server] workers`` asks for ("auto": one per core)."""
+    if workers == "auto":
+        return os.cpu_count() or 1
+    return int(workers)
+
+
 class Journal(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = "sqlite://payswitch-journal.sqlite"  # sqlite://relative/path, sqlite:///absolute/path
     # Where the database runs: "thread" (a writer thread in the switch) or
@@ -169,6 +187,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listeners: list[Listener] = msgspec.field(default_factory=lambda: [Listener()])
     http: Http = msgspec.field(default_factory=Http)
     journal: Journal = msgspec.field(default_factory=Journal)
+    server: Server = msgspec.field(default_factory=Server)
     response_timeout: float = 60.0  # the terminal's budget (spec section 6)
     reversal_retry: float = 5.0  # seconds before a reversal's first repeat (then doubling)
     reversal_backoff_max: float = 60.0  # longest wait between two repeats of a reversal
@@ -247,6 +266,7 @@ def _check(cfg: Config, src: str) -> Config:
         fail("journal.hmac_key_env", f"environment variable {cfg.journal.hmac_key_env} is not set")
     if not 0 <= cfg.http.port < 65536:
         fail("http.port", f"port {cfg.http.port} out of range")
+    _check_server(cfg, fail)
 
     types = acquirer_types()
     by_name: dict[str, tuple[int, Acquirer]] = {}
@@ -368,6 +388,37 @@ def _check_host_mac(cfg: Config, i: int, a: Acquirer, fail) -> None:
         fail(f"acquirers[{i}].mac_key", f"mac = {a.mac!r} needs the name of the acquirer's zone MAC key (ZAK)")
     if cfg.security.module is None:
         fail(f"acquirers[{i}].mac_key", "a host-link MAC needs a security module (security.module) holding the key")
+
+
+def _check_server(cfg: Config, fail) -> None:
+    workers = cfg.server.workers
+    if isinstance(workers, str):
+        if workers != "auto":
+            fail("server.workers", f"expected a number of worker processes or \"auto\", got {workers!r}")
+        check_workers(cfg, worker_count(workers), fail)
+        return
+    if isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
+        fail("server.workers", f"must be 1 to {MAX_WORKERS} or \"auto\", got {workers!r}")
+    check_workers(cfg, workers, fail)
+
+
+def check_workers(cfg: Config, workers: int, fail) -> None:
+    """What N > 1 workers need of the rest of the configuration (also for ``serve --workers``)."""
+    if workers <= 1:
+        return
+    for i, lst in enumerate(cfg.listeners):
+        if lst.port == 0:
+            fail(f"listeners[{i}].port", "port 0 (any free port) cannot be shared by several workers: name a port")
+    if cfg.http.port:
+        # The supervisor's HTTP on http.port, worker i's own on http.port + 1 + i.
+        last = cfg.http.port + workers
+        if last > 65535:
+            fail("http.port", f"{workers} workers serve HTTP on ports {cfg.http.port + 1} to {last}: beyond 65535")
+        for i, lst in enumerate(cfg.listeners):
+            if cfg.http.port < lst.port <= last:
+                fail(f"listeners[{i}].port", f"port {lst.port} is worker {lst.port - cfg.http.port - 1}'s HTTP port "
+                     f"(http.port + 1 + worker index, {workers} workers)")
+>>>>>>> wip-workers
 
 
 def _check_security(cfg: Config, fail) -> None:

@@ -24,11 +24,17 @@ CONTEXT = ("rrn", "terminal", "stan", "acquirer", "txn")
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line."""
+    """One JSON object per record, on one line (with ``worker``: its worker process's index)."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + ".%03dZ" % record.msecs
         event = {"ts": ts, "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        if self.worker is not None:
+            event["worker"] = self.worker
         for key in CONTEXT:
             value = record.__dict__.get(key)
             if value is not None:
@@ -50,12 +56,14 @@ def level_from_env(value: str | None) -> str:
     return name
 
 
-def setup(fmt: str = "text", level: str = "INFO") -> None:
-    """Configure the root logger once for the process (stderr)."""
+def setup(fmt: str = "text", level: str = "INFO", worker: int | None = None) -> None:
+    """Configure the root logger once for the process (stderr); ``worker``: the
+    index of this worker process (``serve --workers``), on every line."""
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    text = TEXT_FORMAT if worker is None else TEXT_FORMAT.replace("%(name)s", f"%(name)s[worker {worker}]")
+    handler.setFormatter(JsonFormatter(worker) if fmt == "json" else logging.Formatter(text))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

@@ -72,6 +72,19 @@ class Sec:
         return f"Sec({self.method})"
 
 
+class Pause:
+    """Come back after ``seconds``; result: None.  Only for a request whose
+    original is in flight in another worker process (:mod:`switch.core.elsewhere`)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __repr__(self) -> str:
+        return f"Pause({self.seconds:.3f})"
+
+
 class Wait:
     """Wait for the request in flight under the same key; result: its :class:`Answer`."""
 

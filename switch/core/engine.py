@@ -27,14 +27,14 @@ from typing import Any, Callable, Generator
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
 from switch.core import messages as m
-from switch.core import pipeline, security, states
+from switch.core import elsewhere, pipeline, security, states
 from switch.core.acquirer import Original, Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
 from switch.core.limits import TerminalSlots
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.core.vas import VasHook
-from switch.journal import REVERSED_STATES, Totals, TxnRecord, digest_key, pan_protect, same_pan
+from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, digest_key, pan_protect, same_pan
 
 log = logging.getLogger("payswitch")
 
@@ -104,6 +104,9 @@ class Engine:
         # spoke: a retransmission may come in on another listener.
         self.term = dialect("terminal-87")
         self.inflight: dict[tuple[str, str, str], Flight] = {}
+        # Several worker processes share the journal (serve --workers): a request
+        # journaled but in no flight here may be in flight in another one.
+        self.shared_journal = False
         self.completing: set[int] = set()  # pre-authorizations with a completion in flight
         self.on_flight_done: Callable[[Flight], None] = _ignore
         self.slots = TerminalSlots()  # requests open per terminal ID (issue 8)
@@ -300,17 +303,18 @@ class Engine:
         )
         rec, created = yield Op("insert", fresh)
         if not created:
-            verdict = pipeline.retransmission(
-                stored_mti=rec.mti,
-                stored_digest=rec.content_digest,
-                stored_state=rec.state,
-                stored_code=rec.response_code,
-                answered=rec.response is not None,
-                age=self.clock() - rec.created_at,
-                window=self.cfg.retransmission_window,
-                mti=mti,
-                digest=digest,
-            )
+            def judge(rec: TxnRecord) -> str:
+                return pipeline.retransmission(
+                    stored_mti=rec.mti, stored_digest=rec.content_digest, stored_state=rec.state,
+                    stored_code=rec.response_code, answered=rec.response is not None,
+                    age=self.clock() - rec.created_at, window=self.cfg.retransmission_window, mti=mti, digest=digest,
+                )
+
+            verdict = judge(rec)
+            if self.shared_journal and elsewhere.maybe_elsewhere(rec, verdict, mti):
+                # Its original may be in flight in another worker: its answer is ours (section 6.1).
+                rec = yield from elsewhere.await_original(rec, rec.created_at + self.cfg.response_timeout, self.clock)
+                verdict = judge(rec)
             if verdict == pipeline.RENEW:
                 log.info("rrn %s: key used again after its window or as an unconfirmed advice; new request", rec.rrn, **about(rec))
                 yield Op("retire", rec.id)
@@ -350,11 +354,13 @@ class Engine:
             return rec.kind, rec.response_code or "??", self._as_sent(rec.response, codec)
         return rec.kind, "96", codec.encode(m.build_response(msg, "96", rec.rrn))
 
-    def _finish(self, msg, rec: TxnRecord, resp: dict, codec, **changes) -> Gen:
-        """Journal the outcome with the exact response before the terminal sees it."""
+    def _finish(self, msg, rec: TxnRecord, resp: dict, codec, expect: str | None = None, **changes) -> Gen:
+        """Journal the outcome with the exact response before the terminal sees it
+        (``expect``: only while the record is in that state, else StaleState)."""
         body = self.term.encode(resp)
         out = body if codec is self.term else codec.encode(resp)
-        rec = yield Op("update", rec.id, response=body, response_code=resp[39], **changes)
+        fields = dict(response=body, response_code=resp[39], **changes)
+        rec = yield (Op("update", rec.id, **fields) if expect is None else Op("update_if", rec.id, expect, **fields))
         return out
 
     def _as_sent(self, body: bytes, codec) -> bytes:
@@ -460,7 +466,11 @@ class Engine:
                                 build_tlv48=build_tlv48)
         flight.decided = True
         try:
-            out = yield from self._finish(msg, rec, resp, codec, **changes)
+            # Shared journal: a terminal's 0400 on another worker may have queued its reversal meanwhile.
+            expect = states.SENT if self.shared_journal and state == states.SENT else None
+            out = yield from self._finish(msg, rec, resp, codec, expect, **changes)
+        except StaleState:
+            return pay_kind, "68", (yield from elsewhere.reversed_meanwhile(self, msg, rec, result, codec))
         except Exception:
             # Stranded: the acquirer may have moved money, but the outcome is not
             # journaled.  Make sure it is reversed, then answer 96.
@@ -553,6 +563,11 @@ class Engine:
         marked unconfirmed, and the terminal's next upload is forwarded again.
         """
         found = yield Op("in_states", (states.SENT,), limit=1_000_000)
+        return (yield from self.recover_records(found))
+
+    def recover_records(self, found: list[TxnRecord]) -> Gen:
+        """Reverse these "sent" transactions whose process is gone (all of them at
+        start-up; with several workers, those of a worker that died)."""
         for rec in found:
             if rec.mti == "0220" and rec.kind == "citycard" and rec.original_id is None:
                 yield Op("update", rec.id, state=states.advance(rec.state, "unconfirmed"), response_code="68")
@@ -560,7 +575,10 @@ class Engine:
                             rec.id, rec.rrn, **about(rec))
                 continue
             changes = yield from self.reversals.start_fields(rec.acquirer)
-            yield Op("update", rec.id, state=states.advance(rec.state, "crash_recovery"), **changes)
+            try:
+                yield Op("update_if", rec.id, states.SENT, state=states.advance(rec.state, "crash_recovery"), **changes)
+            except StaleState:
+                continue  # answered or reversed meanwhile
             self.reversals.queued(rec.id, None, "recovery")
             log.warning("txn %d (rrn %s) was in flight at shutdown: queued for reversal", rec.id, rec.rrn, **about(rec))
         return len(found)

@@ -273,9 +273,14 @@ class ReversalQueue:
 
     # -- the store-and-forward sweep -------------------------------------------------
 
-    def sweep(self, limit: int = 10_000) -> Gen:
+    def sweep(self, limit: int = 10_000, *, sender: bool = True) -> Gen:
         """Read the queue; return ``{acquirer: generator}``, one job per acquirer with
-        reversals due and no job running.  Also reports the backlog."""
+        reversals due and no job running.  Also reports the backlog.
+
+        ``sender=False`` (a worker that is not the reversal sender, ``serve
+        --workers``): only journal what this process keeps in memory (stranded
+        outcomes, reversals named while the journal failed); another worker
+        sends the reversals."""
         engine = self.engine
         named, self.named = self.named, []
         for args in named:
@@ -293,6 +298,9 @@ class ReversalQueue:
                 if reverse:
                     self.queued(txn_id, pan, "stranded")
             del self.stranded[txn_id]
+        if not sender:
+            self._next = engine.clock() + engine.cfg.reversal_backoff_max
+            return {}
         count, oldest = yield Op("reversal_backlog")
         now = engine.clock()
         cfg = engine.cfg

@@ -22,7 +22,8 @@ from switch import config as config_mod
 from switch import logs, preflight, wiring
 from switch.io.http import AdminHttp, load_admin_token
 from switch.io.server import start_listeners
-from switch.io.service import Switch
+from switch.io.service import Switch, WorkerRole
+from switch.io.workers import Fleet, worker_http_port
 
 log = logging.getLogger("payswitch")
 
@@ -97,12 +98,16 @@ class Children:
         self.procs.clear()
 
 
-async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool = False) -> None:
-    switch = Switch(cfg, acquirer_factory=functools.partial(wiring.build_acquirer, source=cfg.source))
+async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool = False,
+                worker: WorkerRole | None = None, ready=None) -> None:
+    """The switch until SIGTERM; ``worker``: as one of several worker processes
+    (:mod:`switch.io.workers`), ``ready()`` called once it serves."""
+    switch = Switch(cfg, acquirer_factory=functools.partial(wiring.build_acquirer, source=cfg.source), worker=worker)
     stop = asyncio.Event()
+    me = "payswitch" if worker is None else f"payswitch[worker {worker.index}]"
     try:
         await switch.start()
-        servers = await start_listeners(switch, cfg.listeners)
+        servers = await start_listeners(switch, cfg.listeners, reuse_port=worker is not None)
 
         started = cfg  # what listeners, HTTP, the journal and the acquirers were built from
 
@@ -130,21 +135,24 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
                 log.info("configuration reloaded from %s", config_path)
             return True, message
 
+        http_port = cfg.http.port if worker is None else worker_http_port(cfg, worker.index)
         http = await AdminHttp(switch, reload, token=load_admin_token(cfg.http, cfg.source)).serve(
-            cfg.http.host, cfg.http.port
+            cfg.http.host, http_port
         )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         for lst in cfg.listeners:
-            print(f"payswitch: terminals connect to {lst.host}:{lst.port} ({lst.header} length framing"
+            print(f"{me}: terminals connect to {lst.host}:{lst.port} ({lst.header} length framing"
                   f"{', TPDU' if lst.tpdu else ''}{', TLS' if lst.tls_cert_file else ''}, dialect {lst.dialect})", flush=True)
-        print(f"payswitch: metrics and health on http://{cfg.http.host}:{cfg.http.port}/metrics /healthz", flush=True)
-        print(f"payswitch: configuration {cfg.source}; journal {cfg.journal.url}", flush=True)
+        print(f"{me}: metrics and health on http://{cfg.http.host}:{http_port}/metrics /healthz", flush=True)
+        print(f"{me}: configuration {cfg.source}; journal {cfg.journal.url}", flush=True)
         if demo:
             await _demo_purchase(cfg)
-        print("payswitch: ready", flush=True)
+        print(f"{me}: ready", flush=True)
+        if ready is not None:
+            ready()
         await stop.wait()
         # Drain (section 6: every request taken is answered): stop accepting,
         # let requests in flight finish within drain_timeout (wallet customers
@@ -157,6 +165,10 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         http.close()
     finally:
         await switch.close()
+
+
+def _fail(cfg: config_mod.Config, path: str, msg: str):
+    raise config_mod.ConfigError(f"{cfg.source}: {msg} - at `$.{path}`")
 
 
 async def _demo_purchase(cfg: config_mod.Config) -> None:
@@ -181,7 +193,7 @@ async def _demo_purchase(cfg: config_mod.Config) -> None:
         print(line, flush=True)
 
 
-def run(config_path: str | None, *, demo: bool = False, log_format: str = "text") -> int:
+def run(config_path: str | None, *, demo: bool = False, log_format: str = "text", workers: int | str | None = None) -> int:
     """The ``serve`` command: exit 0 after a clean stop, 2 for any configuration
     problem (one line, the same as ``check-config`` prints), 1 when the
     configuration is fine but the switch cannot start (a port in use)."""
@@ -193,6 +205,9 @@ def run(config_path: str | None, *, demo: bool = False, log_format: str = "text"
     logs.setup(log_format, level)
     try:
         cfg = config_mod.load(config_path) if config_path else config_mod.default()
+        count = config_mod.worker_count(cfg.server.workers if workers is None else workers)
+        if workers is not None:  # --workers: what N workers need of the file, said as for the key
+            config_mod.check_workers(cfg, count, lambda path, msg: _fail(cfg, path, f"{msg} (serve --workers {workers})"))
         preflight.check(cfg)
     except config_mod.ConfigError as e:
         print(config_mod.error_line(e), file=sys.stderr)
@@ -204,7 +219,12 @@ def run(config_path: str | None, *, demo: bool = False, log_format: str = "text"
     children = Children(relay_stderr=log_format == "json", withhold_env=secret_env_names(cfg))
     try:
         children.start(cfg.simulators)
-        uvloop.run(serve(cfg, config_path, demo=demo))
+        if count > 1:
+            code = uvloop.run(Fleet(cfg, config_path, count, log_format).run(demo=demo))
+            if code:
+                return code
+        else:
+            uvloop.run(serve(cfg, config_path, demo=demo))
     except config_mod.ConfigError as e:
         print(config_mod.error_line(e), file=sys.stderr)
         return 2

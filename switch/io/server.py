@@ -228,7 +228,10 @@ def tls_context(lst: Listener, where: str) -> ssl.SSLContext | None:
     return ctx
 
 
-async def start_listeners(switch, listeners: list[Listener]) -> list[asyncio.AbstractServer]:
+async def start_listeners(switch, listeners: list[Listener], *, reuse_port: bool = False) -> list[asyncio.AbstractServer]:
+    """Bind and serve the terminal listeners; ``reuse_port``: SO_REUSEPORT, one
+    listening socket per worker process on the same port (``serve --workers``),
+    so the kernel spreads new connections evenly between the workers."""
     loop = asyncio.get_running_loop()
     gate = Gate(switch.cfg)  # one count over all listeners
     servers = []
@@ -243,6 +246,7 @@ async def start_listeners(switch, listeners: list[Listener]) -> list[asyncio.Abs
             lst.host,
             lst.port,
             reuse_address=True,
+            reuse_port=reuse_port or None,
             backlog=1024,
             ssl=ctx,
         )

@@ -16,8 +16,8 @@ import time
 from native.iso8583 import dialect
 
 from switch import config as config_mod
-from switch.core import session_keys
-from switch.core.commands import Call, Flight, Op, Overrun, Reverse, Sec, Vas, Wait
+from switch.core import session_keys, states
+from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec, Vas, Wait
 from switch.core.engine import Engine
 from switch.io.backstop import Backstop
 from switch.journal import open_journal
@@ -26,6 +26,18 @@ from switch.metrics import Metrics
 log = logging.getLogger("payswitch")
 
 _ADAPTER_GRACE = 2.0  # seconds past an adapter's own deadline before we stop waiting
+ORPHAN_CHECK = 1.0  # seconds between two looks for a dead worker's transactions (the reversal sender)
+
+
+class WorkerRole:
+    """What one of several worker processes does besides serving terminals (``serve --workers``)."""
+
+    def __init__(self, index: int, count: int, journal_socket: str, *, recover_all: bool) -> None:
+        self.index = index
+        self.count = count
+        self.journal_socket = journal_socket  # the shared journal writer's socket
+        self.sender = index == 0  # the one reversal sender, store-and-forward sweeper and orphan adopter
+        self.recover_all = recover_all  # the first start of worker 0: reverse everything "sent"
 
 
 class Switch:
@@ -40,10 +52,12 @@ class Switch:
         acquirer_factory=None,
         key: bytes | None = None,
         clock=time.time,
+        worker: "WorkerRole | None" = None,
     ):
         """``acquirers`` (name → adapter), or ``acquirer_factory(a, index, on_state)``
         to build them (default: the registered adapter types); ``key``: the
-        journal's PAN-hash key (default: loaded as the configuration says)."""
+        journal's PAN-hash key (default: loaded as the configuration says);
+        ``worker``: this is one of several worker processes (``serve --workers``)."""
         from switch import wiring  # entry-level: adapters are found through it, never imported here
 
         self.term = dialect("terminal-87")
@@ -78,8 +92,12 @@ class Switch:
         # Results come back to the loop a batch at a time (one thread hand-off per
         # group commit, not one per write); the journal stays asyncio-free.
         loop = asyncio.get_running_loop()
+        self.worker = worker
+        shared = {} if worker is None else {"writer": "process", "connect": worker.journal_socket}
+        self.engine.shared_journal = worker is not None
         self.journal = open_journal(
-            cfg.journal.url, hmac_key=self.key, future=loop.create_future, deliver=loop.call_soon_threadsafe, writer=cfg.journal.writer, loop=loop
+            cfg.journal.url, hmac_key=self.key, future=loop.create_future, deliver=loop.call_soon_threadsafe,
+            **{"writer": cfg.journal.writer, "loop": loop, **shared},
         )
         self._backstop = Backstop(loop)  # the switch's own deadline on acquirer calls
         self._sweep_wakeup = asyncio.Event()
@@ -147,7 +165,14 @@ class Switch:
                 log.info("security module: session keys of %d key set(s) restored from the journal", restored)
         await self.run(self.engine.reversals.prefill())  # host STANs before any sign-on
         await asyncio.gather(*(a.start() for a in self.acquirers.values()))
-        await self.run(self.engine.recover())
+        worker = self.worker
+        if worker is None or worker.recover_all:
+            # Everything "sent" is from a run that is over: with workers, the
+            # supervisor starts the others only after this one is ready.
+            await self.run(self.engine.recover())
+        if worker is not None and worker.sender:
+            await self.adopt_orphans()
+            self._tasks.append(asyncio.create_task(self._orphan_watch(), name="orphan-watch"))
         self._tasks.append(asyncio.create_task(self._sweeper(), name="reversal-sweeper"))
         self._wake_sweeper()
 
@@ -256,6 +281,9 @@ class Switch:
                     return await self.vas.call(command)
             except TimeoutError:
                 raise Overrun(f"value-added services overran {command.deadline:.3f} s") from None
+        if kind is Pause:
+            await asyncio.sleep(command.seconds)
+            return None
         if kind is Wait:
             flight = command.flight
             if not flight.done:
@@ -286,7 +314,7 @@ class Switch:
                 return
             self._sweep_wakeup.clear()
             try:
-                jobs = await self.run(self.engine.reversals.sweep())
+                jobs = await self.run(self.engine.reversals.sweep(sender=self.worker is None or self.worker.sender))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -297,6 +325,35 @@ class Switch:
                 task = asyncio.create_task(self._job(job), name=f"reversals:{name}")
                 self._jobs.add(task)
                 task.add_done_callback(self._jobs.discard)
+
+    # -- several workers (serve --workers) ----------------------------------------------
+
+    async def adopt_orphans(self) -> int:
+        """Reverse what workers that died left "sent" (the shared journal knows whose it was)."""
+        ids = await self.journal.orphans()
+        found = []
+        for txn_id in ids:
+            rec = await self.journal.get(txn_id)
+            if rec is not None and rec.state == states.SENT and (rec.terminal_id, rec.stan, rec.transmission_time) not in self.engine.inflight:
+                found.append(rec)
+        if found:
+            log.warning("%d transaction(s) in flight in a worker that died: queueing their reversals", len(found))
+            await self.run(self.engine.recover_records(found))
+        return len(found)
+
+    async def _orphan_watch(self) -> None:
+        """The reversal sender's round: orphans of dead workers, and a sweep for the
+        reversals other workers queued (they cannot wake this process's sweeper)."""
+        while not self._closing:
+            await asyncio.sleep(ORPHAN_CHECK)
+            try:
+                await self.adopt_orphans()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.internal_error()
+                log.exception("adopting the transactions of a dead worker failed; tried again")
+            self._wake_sweeper()
 
     async def _job(self, job) -> None:
         try:

@@ -53,6 +53,38 @@ from switch.journal.writer import _HEADER, Receiver, send_frame, split_frames
 _BUFFER = 4 << 20
 
 
+def start_shared_writer(directory: str, python: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a writer process serving several switch processes (:mod:`switch.journal.shared`).
+
+    Its socket is ``directory/journal.sock``; ``directory`` must be one only
+    this user can enter (the socket is the journal's only door).  The first
+    connection, the supervisor's (``ProcessJournal(url, connect=path,
+    control=True)``), opens the journal; the process ends when it closes.
+    """
+    path = os.path.join(directory, "journal.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(64)
+        proc = subprocess.Popen(
+            [python or sys.executable, "-m", "switch.journal.writer", "--listen", str(listener.fileno())],
+            pass_fds=(listener.fileno(),),
+            env=writer_env(),
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        listener.close()
+    return proc, path
+
+
+def writer_env() -> dict[str, str]:
+    """The environment of a writer process: ours, importing this very copy of payswitch."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def _resolve(fut: Any, ok: bool, value: Any) -> None:
     if fut.done():  # cancelled meanwhile
         return
@@ -91,8 +123,13 @@ class ProcessJournal:
         deliver: Callable[..., Any] | None = None,
         loop: Any = None,
         python: str | None = None,
+        connect: str | None = None,
+        control: bool = False,
         **options: Any,
     ) -> None:
+        """``connect``: the path of a shared writer's socket (``serve --workers``)
+        instead of a writer process of this one's own; ``control``: this is the
+        supervisor's connection, whose end stops that writer."""
         if (future is None) != (deliver is None):
             raise ValueError("future and deliver go together")
         if "clock" in options or "inline" in options:
@@ -113,28 +150,26 @@ class ProcessJournal:
         self._closed: JournalClosed | None = None
         self._rbuf = bytearray()
         self._wbuf = bytearray()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for s in (ours, theirs):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
-        env = dict(os.environ)
-        # The writer imports this very copy of payswitch.
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        try:
-            self._proc = subprocess.Popen(
-                [python or sys.executable, "-m", "switch.journal.writer", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            theirs.close()
+        hello = {"url": url, "hmac_key": hmac_key, "options": options}
+        if connect is not None:
+            # A writer process shared by several workers (switch.journal.shared).
+            self._proc = None
+            ours = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+            try:
+                ours.connect(connect)
+            except OSError as exc:
+                ours.close()
+                raise JournalError(f"cannot reach the shared journal writer: {exc.strerror or exc}") from None
+            hello["control"] = control
+        else:
+            ours = self._spawn(python)
         self._sock = ours
         self._receiver = Receiver(ours)
         try:
             # The key goes over the socket, never on a command line.
-            send_frame(ours, {"url": url, "hmac_key": hmac_key, "options": options})
+            send_frame(ours, hello)
             status, error = self._read_one()
         except BaseException:
             self._abandon()
@@ -150,16 +185,40 @@ class ProcessJournal:
             self._reader = threading.Thread(target=self._read_thread, name=f"journal-reader:{url}", daemon=True)
             self._reader.start()
 
+    def _spawn(self, python: str | None) -> socket.socket:
+        """Start a writer process of our own; our end of the socket pair to it."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+        try:
+            self._proc = subprocess.Popen(
+                [python or sys.executable, "-m", "switch.journal.writer", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env=writer_env(),
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return ours
+
     def _read_one(self) -> Any:
         while True:
             frames = split_frames(self._rbuf)
             if frames:
                 return frames[0]
             if not self._receiver.into(self._rbuf):
+                if self._proc is None:
+                    raise JournalError("the shared journal writer closed the connection")
                 raise JournalError(f"journal writer process exited (status {self._proc.wait()})")
 
     def _abandon(self) -> None:
         self._sock.close()
+        if self._proc is None:
+            return
         try:
             self._proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -191,6 +250,9 @@ class ProcessJournal:
     promote_terminal_keys = _forward("promote_terminal_keys")
     advance_ksn = _forward("advance_ksn")
     ping = _forward("ping")
+    # Shared writer only (switch.journal.shared): ids of records left "sent" by
+    # workers whose connection ended.
+    orphans = _forward("orphans")
 
     def _submit(self, name: str, args: tuple, kwargs: dict) -> Any:
         fut = self._new_future()
@@ -421,11 +483,12 @@ class ProcessJournal:
         else:
             self._pump(bytes(self._wbuf) + frame)
         self._sock.close()
-        try:
-            self._proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        if self._proc is not None:
+            try:
+                self._proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
         self._fail_waiting(self._closed)
 
     def _pump(self, out: bytes) -> None:

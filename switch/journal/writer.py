@@ -1,5 +1,7 @@
 """The journal writer process: ``python -m switch.journal.writer FD``.
 
+(``--listen FD``: one writer for several switch processes, :mod:`switch.journal.shared`.)
+
 Started by :class:`switch.journal.process.ProcessJournal`, which holds the
 other end of the Unix socket ``FD``.  The process owns the database; the
 switch's event loop never runs a statement, so it never waits for this
@@ -243,6 +245,15 @@ def main(argv: list[str]) -> int:
     # stops when its switch says so or is gone (end of the socket).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if argv[1] == "--listen":  # several switch processes (switch.journal.shared)
+        from switch.journal.shared import serve_many
+
+        listener = socket.socket(fileno=int(argv[2]))
+        try:
+            serve_many(listener)
+        finally:
+            listener.close()
+        return 0
     sock = socket.socket(fileno=int(argv[1]))
     try:
         serve(sock)

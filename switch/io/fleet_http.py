@@ -1,0 +1,152 @@
+"""The supervisor's HTTP with ``serve --workers N``: one address for the whole switch.
+
+On ``[http] port`` (worker ``i`` serves its own admin HTTP on ``port + 1 + i``):
+
+- ``GET /metrics``: every worker's metrics, scraped from its own port at
+  this moment, each sample labelled ``worker="i"`` (sum over ``worker`` in
+  PromQL for the switch's totals), plus the supervisor's own:
+  ``payswitch_workers`` (configured), ``payswitch_worker_up{worker}`` (1 when
+  that worker answered this scrape) and ``payswitch_worker_restarts_total{worker}``.
+  One scrape target for Prometheus, whatever N is;
+- ``GET /healthz``: 200 while at least one worker answers (the switch serves
+  terminals), with ``"status": "alive"`` when all do and ``"degraded"``
+  otherwise, and each worker's pid, state and restarts; 503 when none does;
+- ``GET /readyz``: 200 when every worker is ready (its own ``/readyz``), 503
+  with each worker's answer otherwise;
+- ``POST /admin/reload``: the file is checked here, then every worker takes
+  it (SIGHUP); the same bearer token and checks as a worker's admin API.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from switch.io.http import _JSON, AdminHttp
+
+SCRAPE_TIMEOUT = 2.0  # seconds for one worker to answer the supervisor
+
+
+async def http_get(host: str, port: int, path: str, timeout: float = SCRAPE_TIMEOUT) -> tuple[int, bytes] | None:
+    """One GET to a worker's admin HTTP: (status, body), or None when it does not answer."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n".encode())
+                data = await reader.read()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        return int(head.split()[1]), body
+    except (IndexError, ValueError):
+        return None
+
+
+def merge_metrics(texts: dict[int, str]) -> dict[str, Metric]:
+    """Metric families of several workers, each sample labelled with its worker index."""
+    merged: dict[str, Metric] = {}
+    for index, text in sorted(texts.items()):
+        for family in text_string_to_metric_families(text):
+            into = merged.get(family.name)
+            if into is None:
+                into = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                into.add_sample(s.name, {**s.labels, "worker": str(index)}, s.value, s.timestamp, s.exemplar)
+    return merged
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+class FleetHttp(AdminHttp):
+    """The supervisor's endpoints; the connection handling and admin checks are :class:`AdminHttp`'s."""
+
+    def __init__(self, fleet, token: bytes | None = None) -> None:  # no switch of its own here
+        self.fleet = fleet
+        self.token = token
+
+    def _worker_address(self, index: int) -> tuple[str, int]:
+        from switch.io.workers import worker_http_port
+
+        host = self.fleet.cfg.http.host
+        return ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host,
+                worker_http_port(self.fleet.cfg, index))
+
+    async def _ask_all(self, path: str) -> list[tuple[int, bytes] | None]:
+        return list(await asyncio.gather(*(
+            http_get(*self._worker_address(w.index), path) if w.alive and w.ready.is_set() else _none()
+            for w in self.fleet.workers
+        )))
+
+    async def metrics(self) -> bytes:
+        answers = await self._ask_all("/metrics")
+        texts = {i: a[1].decode("utf-8", "replace") for i, a in enumerate(answers) if a and a[0] == 200}
+        families = merge_metrics(texts)
+        configured = Metric("payswitch_workers", "Worker processes configured (serve --workers)", "gauge")
+        configured.add_sample("payswitch_workers", {}, len(self.fleet.workers))
+        up = Metric("payswitch_worker_up", "1 when the worker answered this scrape", "gauge")
+        restarts = Metric("payswitch_worker_restarts", "Times the supervisor restarted the worker", "counter")
+        for w in self.fleet.workers:
+            up.add_sample("payswitch_worker_up", {"worker": str(w.index)}, 1 if w.index in texts else 0)
+            restarts.add_sample("payswitch_worker_restarts_total", {"worker": str(w.index)}, w.restarts)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families([configured, up, restarts, *families.values()]))
+        return generate_latest(registry)
+
+    def _workers(self, answers) -> list[dict]:
+        out = []
+        for w, a in zip(self.fleet.workers, answers):
+            out.append({"worker": w.index, "pid": w.proc.pid if w.alive else None, "alive": w.alive,
+                        "answers": a is not None and a[0] == 200, "restarts": w.restarts,
+                        "http_port": self._worker_address(w.index)[1]})
+        return out
+
+    async def _route(self, method: bytes, target: bytes, headers=()) -> tuple[int, str, bytes]:
+        path = target.split(b"?", 1)[0]
+        if path.startswith(b"/admin/"):
+            refusal = self.admin_refusal(headers)
+            if refusal is not None:
+                return refusal
+        routes = {b"/healthz": b"GET", b"/readyz": b"GET", b"/metrics": b"GET", b"/admin/reload": b"POST"}
+        if path in routes and method != routes[path]:
+            return 405, "text/plain", b"method not allowed\n"
+        if path == b"/metrics":
+            return 200, "text/plain; version=0.0.4; charset=utf-8", await self.metrics()
+        if path == b"/healthz":
+            workers = self._workers(await self._ask_all("/healthz"))
+            answering = sum(w["answers"] for w in workers)
+            status = "alive" if answering == len(workers) else "degraded" if answering else "down"
+            body = {"status": status, "workers": workers}
+            return (200 if answering else 503), _JSON, json.dumps(body).encode()
+        if path == b"/readyz":
+            answers = await self._ask_all("/readyz")
+            workers = self._workers(answers)
+            for entry, a in zip(workers, answers):
+                entry["ready"] = a is not None and a[0] == 200
+                if a is not None:
+                    try:
+                        entry["detail"] = json.loads(a[1])
+                    except ValueError:
+                        pass
+            ok = all(entry["ready"] for entry in workers)
+            return (200 if ok else 503), _JSON, json.dumps({"ready": ok, "workers": workers}).encode()
+        if path == b"/admin/reload":
+            ok, message = self.fleet.reload()
+            return (200 if ok else 400), _JSON, json.dumps({"reloaded": ok, "message": message}).encode()
+        return 404, "text/plain", b"not found\n"
+
+
+async def _none() -> None:
+    return None

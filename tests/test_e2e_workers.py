@@ -1,0 +1,350 @@
+"""``payswitch serve --workers N``: several worker processes behind one port (issue 9).
+
+The real switch as processes: a supervisor, one journal writer, two workers
+with SO_REUSEPORT listeners; terminals from pyiso8583 (tests/e2e.py).  Which
+worker holds a connection is read from the kernel (psutil), so a test can put
+a request on one worker and its retransmission on the other, or kill -9 the
+worker holding a purchase in flight.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from switch import config as config_mod
+from tests import e2e
+
+SLOW_MS = 2500  # bank-a (VISA) answers this late: a purchase stays in flight long enough to act on
+
+
+@pytest.fixture(autouse=True)
+def _this_checkout(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(e2e.ROOT), os.environ.get("PYTHONPATH")) if p))
+
+
+def fleet(tmp_path: Path, workers: int | str = 2, slow_ms: int = SLOW_MS) -> e2e.SwitchProcess:
+    text, ports = e2e.card_config(tmp_path, acquirer_timeout=8.0)
+    ledger = str(tmp_path / "bank-a.ledger")
+    text = text.replace(f'args = ["--ledger", "{ledger}"]', f'args = ["--ledger", "{ledger}", "--latency-ms", "{slow_ms}"]')
+    assert "--latency-ms" in text
+    text += f"\n[server]\nworkers = {json.dumps(workers)}\n"
+    return e2e.SwitchProcess(tmp_path, text, ports).start(timeout=60)
+
+
+def health(sw: e2e.SwitchProcess) -> tuple[int, dict]:
+    status, body = sw.http_get("/healthz")
+    return status, json.loads(body)
+
+
+def worker_pids(sw: e2e.SwitchProcess) -> dict[int, int]:
+    _, doc = health(sw)
+    return {w["worker"]: w["pid"] for w in doc["workers"]}
+
+
+def holder(sw: e2e.SwitchProcess, client: e2e.Client) -> int:
+    """The index of the worker whose socket is the other end of ``client``."""
+    mine = client.sock.getsockname()[1]
+    for index, pid in worker_pids(sw).items():
+        if pid is None:
+            continue
+        for c in psutil.Process(pid).net_connections(kind="tcp"):
+            if c.laddr and c.laddr.port == sw.ports["term"] and c.raddr and c.raddr.port == mine:
+                return index
+    raise AssertionError("no worker holds this connection")
+
+
+def clients_on(sw: e2e.SwitchProcess, wanted: set[int], tries: int = 60) -> dict[int, e2e.Client]:
+    """One connection held by each worker in ``wanted`` (the kernel picks; we keep connecting)."""
+    got: dict[int, e2e.Client] = {}
+    spare = []
+    for _ in range(tries):
+        c = e2e.Client(sw.ports["term"], timeout=30)
+        index = holder(sw, c)
+        if index in wanted and index not in got:
+            got[index] = c
+            if set(got) == wanted:
+                break
+        else:
+            spare.append(c)
+    for c in spare:
+        c.close()
+    assert set(got) == wanted, f"the kernel never gave a connection to workers {wanted - set(got)}"
+    return got
+
+
+def rows(tmp: Path, where: str = "1", args: tuple = ()) -> list[dict]:
+    conn = sqlite3.connect(tmp / "journal.sqlite", timeout=10)
+    try:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(f"SELECT id, stan, state, response_code, rrn FROM txn WHERE {where}", args)]
+    finally:
+        conn.close()
+
+
+def ledger(sw: e2e.SwitchProcess, name: str = "bank-a") -> list[dict]:
+    return sw.ledger(name)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def test_two_workers_share_the_port_and_both_take_purchases(tmp_path):
+    sw = fleet(tmp_path, slow_ms=0)
+    try:
+        clients = [e2e.Client(sw.ports["term"]) for _ in range(40)]
+        seen = [holder(sw, c) for c in clients]
+        # SO_REUSEPORT hashes connections over the two listeners: both get a fair share.
+        assert 8 <= seen.count(0) <= 32 and seen.count(0) + seen.count(1) == 40, seen
+        for c in clients:
+            resp = c.transact(e2e.purchase(1000, e2e.MASTERCARD))
+            assert resp["39"] == "00", resp
+            c.close()
+        status, doc = health(sw)
+        assert status == 200 and doc["status"] == "alive" and [w["alive"] for w in doc["workers"]] == [True, True]
+        status, body = sw.http_get("/metrics")
+        text = body.decode()
+        assert status == 200 and "payswitch_workers 2.0" in text
+        answered = {w: sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("payswitch_requests_total{") and f'worker="{w}"' in line)
+                    for w in ("0", "1")}
+        assert answered["0"] == seen.count(0) and answered["1"] == seen.count(1), answered
+        assert 'payswitch_worker_up{worker="1"} 1.0' in text
+        # Each worker's own admin HTTP: port + 1 + index.
+        for index in (0, 1):
+            w_status, _ = e2e.SwitchProcess.http_get(
+                type("P", (), {"ports": {"http": sw.ports["http"] + 1 + index}})(), "/healthz")
+            assert w_status == 200
+    finally:
+        sw.stop()
+    assert sw.proc.returncode == 0
+
+
+def test_a_retransmission_on_the_other_worker_gets_the_original_answer(tmp_path):
+    sw = fleet(tmp_path)
+    try:
+        on = clients_on(sw, {0, 1})
+        doc = e2e.purchase(4200)  # VISA: bank-a answers SLOW_MS later
+        on[0].send(doc)
+        assert wait_for(lambda: any(e["event"] == "authorization" for e in ledger(sw)), 10)
+        # The terminal lost patience and sends it again on another connection: worker 1.
+        t0 = time.monotonic()
+        again = on[1].transact(doc)
+        first = on[0].recv()
+        assert time.monotonic() - t0 < SLOW_MS / 1000 + 3
+        assert first["39"] == "00" and again["39"] == "00", (first, again)
+        assert (again["37"], again["38"]) == (first["37"], first["38"])
+        # Once answered, from the journal at once, on either worker.
+        t1 = time.monotonic()
+        assert on[1].transact(doc)["38"] == first["38"]
+        assert time.monotonic() - t1 < 1.5
+        auths = [e for e in ledger(sw) if e["event"] == "authorization"]
+        assert len(auths) == 1, auths  # never authorized twice
+        # Other content under the same key on the other worker: 94 (section 6).
+        assert on[1].transact({**doc, "4": "%012d" % 4300})["39"] == "94"
+    finally:
+        sw.stop()
+
+
+def test_a_reversal_on_the_other_worker_while_the_original_is_at_the_acquirer(tmp_path):
+    sw = fleet(tmp_path)
+    try:
+        on = clients_on(sw, {0, 1})
+        doc = e2e.purchase(4400)  # VISA: at bank-a for SLOW_MS, approved then
+        on[0].send(doc)
+        assert wait_for(lambda: any(e["event"] == "authorization" for e in ledger(sw)), 10)
+        t0 = time.monotonic()
+        assert on[1].transact(e2e.reversal_of(doc))["39"] == "00"
+        assert time.monotonic() - t0 < 3  # section 6.1: an 0410 within 3 s
+        original = on[0].recv()
+        assert original["39"] == "68", original  # never 00 once reversed
+        assert wait_for(lambda: rows(tmp_path, "stan = ?", (doc["11"],))[0]["state"] == "reversed", 30), \
+            rows(tmp_path, "stan = ?", (doc["11"],))
+        [auth] = [e for e in ledger(sw) if e["event"] == "authorization"]
+        assert auth["response_code"] == "00"
+        assert any(e["event"] == "reversal" and e["original_stan"] == auth["stan"] and e["original_found"]
+                   for e in ledger(sw))
+        # Its retransmission now gets the 68 from the journal, on either worker.
+        assert on[1].transact(doc)["39"] == "68"
+    finally:
+        sw.stop()
+
+
+def test_sighup_and_admin_reload_reach_every_worker(tmp_path):
+    sw = fleet(tmp_path, slow_ms=0)
+    try:
+        sw.config.write_text(sw.config.read_text().replace("response_timeout = 30.0", "response_timeout = 29.0"))
+        sw.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: all(f"payswitch[worker {i}]: configuration reloaded" in
+                                    (tmp_path / "switch.log").read_text() for i in (0, 1)), 15)
+        with socket.create_connection(("127.0.0.1", sw.ports["http"]), timeout=5) as s:
+            s.sendall(f"POST /admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {e2e.ADMIN_TOKEN}\r\n"
+                      "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.split()[1] == b"200" and "signalled to 2 of 2 workers" in json.loads(body)["message"]
+        assert wait_for(lambda: (tmp_path / "switch.log").read_text().count("configuration reloaded") >= 4, 15)
+        sw.config.write_text(sw.config.read_text() + "\nnot toml [\n")
+        with socket.create_connection(("127.0.0.1", sw.ports["http"]), timeout=5) as s:
+            s.sendall(f"POST /admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {e2e.ADMIN_TOKEN}\r\n"
+                      "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.split()[1] == b"400" and b"invalid TOML" in data
+    finally:
+        sw.stop()
+
+
+def test_the_switch_stops_when_the_journal_writer_dies(tmp_path):
+    sw = fleet(tmp_path, slow_ms=0)
+    try:
+        [writer] = [c for c in psutil.Process(sw.proc.pid).children()
+                    if "switch.journal.writer" in " ".join(c.cmdline())]
+        pids = worker_pids(sw)
+        writer.kill()
+        assert sw.proc.wait(60) == 1
+        assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                       for p in pids.values())
+    finally:
+        sw.stop()
+    assert "journal writer process exited" in (tmp_path / "switch.log").read_text()
+
+
+def test_kill_9_a_worker_restarts_it_alone_and_its_purchase_in_flight_is_reversed(tmp_path):
+    sw = fleet(tmp_path)
+    try:
+        on = clients_on(sw, {0, 1})
+        pids = worker_pids(sw)
+        doc = e2e.purchase(5100)  # VISA: in flight at bank-a for SLOW_MS
+        on[1].send(doc)
+        assert wait_for(lambda: any(e["event"] == "authorization" for e in ledger(sw)), 10)
+        os.kill(pids[1], signal.SIGKILL)
+        with pytest.raises((ConnectionError, OSError)):
+            on[1].recv()
+        # Worker 0 kept serving meanwhile.
+        assert on[0].transact(e2e.purchase(1000, e2e.MASTERCARD))["39"] == "00"
+        # The supervisor restarted worker 1, alone.
+        assert wait_for(lambda: health(sw)[1]["workers"][1]["alive"] and worker_pids(sw)[1] != pids[1], 30)
+        _, doc_h = health(sw)
+        assert doc_h["workers"][1]["restarts"] == 1 and worker_pids(sw)[0] == pids[0]
+        # Worker 0, the reversal sender, reversed what worker 1 had in flight.
+        [rec] = rows(tmp_path, "stan = ?", (doc["11"],))
+        assert wait_for(lambda: rows(tmp_path, "stan = ?", (doc["11"],))[0]["state"] == "reversed", 30), \
+            rows(tmp_path, "stan = ?", (doc["11"],))
+        reversals = [e for e in ledger(sw) if e["event"] == "reversal"]
+        assert [e["original_stan"] for e in reversals] == [
+            e["stan"] for e in ledger(sw) if e["event"] == "authorization"]
+        # The restarted worker serves too.
+        fresh = clients_on(sw, {1})
+        assert fresh[1].transact(e2e.purchase(1100, e2e.MASTERCARD))["39"] == "00"
+        # Only worker 0 sends reversals.
+        _, body = sw.http_get("/metrics")
+        tries = [line for line in body.decode().splitlines()
+                 if line.startswith("payswitch_reversals_total{") and 'trigger="queue"' in line]
+        assert tries and all('worker="0"' in line for line in tries), tries
+    finally:
+        sw.stop()
+    log = (tmp_path / "switch.log").read_text()
+    assert "worker 1 (pid" in log and "restarting it" in log
+
+
+def test_restarting_the_reversal_sender_never_reverses_another_workers_flight(tmp_path):
+    sw = fleet(tmp_path)
+    try:
+        on = clients_on(sw, {0, 1})
+        pids = worker_pids(sw)
+        doc = e2e.purchase(5200)  # in flight on worker 1 while worker 0 dies and comes back
+        on[1].send(doc)
+        assert wait_for(lambda: any(e["event"] == "authorization" for e in ledger(sw)), 10)
+        os.kill(pids[0], signal.SIGKILL)
+        assert wait_for(lambda: health(sw)[1]["workers"][0]["alive"] and worker_pids(sw)[0] != pids[0], 30)
+        resp = on[1].recv()
+        assert resp["39"] == "00", resp
+        time.sleep(1.5)  # two rounds of the new sender's orphan check
+        [rec] = rows(tmp_path, "stan = ?", (doc["11"],))
+        assert rec["state"] == "answered" and rec["response_code"] == "00", rec
+        assert not [e for e in ledger(sw) if e["event"] == "reversal"]
+    finally:
+        sw.stop()
+
+
+def test_sigterm_stops_every_worker_and_the_journal_writer(tmp_path):
+    sw = fleet(tmp_path, slow_ms=0)
+    pids = worker_pids(sw)
+    children = psutil.Process(sw.proc.pid).children(recursive=True)
+    sw.stop()
+    assert sw.proc.returncode == 0
+    assert all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
+               for p in [*pids.values(), *(c.pid for c in children)])
+
+
+def test_auto_is_one_worker_per_core():
+    cfg = config_mod.loads('[server]\nworkers = "auto"\n')
+    assert config_mod.worker_count(cfg.server.workers) == os.cpu_count()
+    assert config_mod.worker_count(config_mod.default().server.workers) == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[server]\nworkers = 0\n", 'x.toml: must be 1 to 256 or "auto", got 0 - at `$.server.workers`'),
+    ('[server]\nworkers = "all"\n',
+     'x.toml: expected a number of worker processes or "auto", got \'all\' - at `$.server.workers`'),
+    ("[server]\nworkers = 2.5\n", "x.toml: Expected `int | str`, got `float` - at `$.server.workers`"),
+    ("[server]\nworkers = 2\n[[listeners]]\nport = 0\n",
+     "x.toml: port 0 (any free port) cannot be shared by several workers: name a port - at `$.listeners[0].port`"),
+])
+def test_bad_workers_settings_name_the_key(text, message):
+    with pytest.raises(config_mod.ConfigError) as e:
+        config_mod.loads(text, "x.toml")
+    assert str(e.value) == message
+
+
+def test_serve_workers_flag_overrides_the_file_and_is_checked_against_it(tmp_path, capsys):
+    from switch import cli
+
+    conf = tmp_path / "switch.toml"
+    conf.write_text(f'[journal]\nurl = "sqlite://{tmp_path}/j.sqlite"\n[[listeners]]\nport = 0\n')
+    assert cli.main(["serve", "--config", str(conf), "--workers", "2"]) == 2
+    assert capsys.readouterr().err == (
+        f"payswitch: configuration error: {conf}: port 0 (any free port) cannot be shared by several workers: "
+        "name a port (serve --workers 2) - at `$.listeners[0].port`\n")
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--workers", "0"])
+    assert "must be 1 to 256 or 'auto', got 0" in capsys.readouterr().err
+
+
+def test_a_listener_on_a_workers_http_port_is_refused():
+    with pytest.raises(config_mod.ConfigError) as e:
+        config_mod.loads("[server]\nworkers = 2\n[http]\nport = 9000\n[[listeners]]\nport = 9002\n", "x.toml")
+    assert str(e.value) == ("x.toml: port 9002 is worker 1's HTTP port (http.port + 1 + worker index, 2 workers)"
+                            " - at `$.listeners[0].port`")
+
+
+def test_a_worker_that_cannot_start_stops_the_switch_with_its_reason(tmp_path):
+    text, ports = e2e.card_config(tmp_path)
+    (tmp_path / "switch.toml").write_text(text + "\n[server]\nworkers = 2\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports["term"]))  # no SO_REUSEPORT: no worker can bind beside it
+        taken.listen()
+        proc = subprocess.run([sys.executable, "-m", "switch.cli", "serve", "--config", str(tmp_path / "switch.toml")],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 1, proc
+    assert "payswitch[worker 0]: cannot start:" in proc.stderr
+    assert "payswitch: cannot start: worker 0 exited during start-up (exit code 1)" in proc.stderr
