@@ -418,7 +418,6 @@ def check_workers(cfg: Config, workers: int, fail) -> None:
             if cfg.http.port < lst.port <= last:
                 fail(f"listeners[{i}].port", f"port {lst.port} is worker {lst.port - cfg.http.port - 1}'s HTTP port "
                      f"(http.port + 1 + worker index, {workers} workers)")
->>>>>>> wip-workers
 
 
 def _check_security(cfg: Config, fail) -> None:
