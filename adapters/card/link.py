@@ -320,7 +320,7 @@ class HostLinkAcquirer:
             return Result(response_code=RC_MALFUNCTION)
         if fut.done():  # the connection went, or the deadline passed, while an HSM made the MAC
             return fut.result()
-        transport.write(data)
+        slot.send(transport, data)
         slot.arm()
         return await fut
 
@@ -355,7 +355,7 @@ class HostLinkAcquirer:
             return RETRY
         if fut.done():  # the connection went, or the deadline passed, while an HSM made the MAC
             return fut.result()
-        transport.write(data)
+        slot.send(transport, data)
         slot.arm()
         return await fut
 

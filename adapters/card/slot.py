@@ -76,6 +76,9 @@ class Slot:
         # With an HSM to check MACs: what arrived, waiting for its check, and the task checking it.
         self.checking: deque[bytes] = deque()
         self.checker: asyncio.Task | None = None
+        # Requests and reversals written in one pass of the event loop, sent together.
+        self.outbox: list[bytes] = []
+        self.outbox_to: Any = None  # the transport they are for
 
     # -- state --------------------------------------------------------------
 
@@ -314,6 +317,29 @@ class Slot:
                   msg.get("mti"), msg.get(70), self.label, type(exc).__name__, exc)
         if transport is not None:
             transport.abort()
+
+    def send(self, transport: Any, frame: bytes) -> None:
+        """Write a request frame on ``transport``; every frame of one pass of the loop leaves in one send.
+
+        Many terminals' requests share a host connection: under load a pass of
+        the loop makes several, and one write for them all saves a system call
+        each.  Frames for a transport that is gone by then are dropped: their
+        requests were in flight on it and its loss already settled them.
+        """
+        if self.outbox and self.outbox_to is not transport:
+            self._flush()  # frames for an earlier connection: dropped now, not sent on this one
+        self.outbox.append(frame)
+        if len(self.outbox) == 1:
+            self.outbox_to = transport
+            self.link.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        outbox, transport = self.outbox, self.outbox_to
+        if not outbox:
+            return
+        self.outbox, self.outbox_to = [], None
+        if transport is self.transport and not transport.is_closing():
+            transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
 
     def arm(self) -> None:
         """Make sure the timer fires no later than the core's next wakeup."""
