@@ -113,6 +113,40 @@ def test_a_step_checks_the_code_and_the_city_card_balance():
     assert s.city_balance == 123
 
 
+def test_the_run_fails_on_a_wrong_answer_or_a_class_over_its_target():
+    """slo_misses in a process of its own: importing locust patches the process with gevent."""
+    code = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from locust.stats import RequestStats
+import locustfile
+
+def stats(*samples):
+    s = RequestStats()
+    for kind, name, ms, failed in samples:
+        s.log_request(kind, name, ms, 100)  # the total too
+        if failed:
+            s.log_error(kind, name, "answered 96")
+    return s
+
+fast = [("card", "purchase 00", 40, False)] * 200 + [("network", "echo 00", 2, False)] * 10
+waits = [("wallet-wait", "wallet on phone 00", 6200, False)] * 50
+print(repr(locustfile.slo_misses(stats(*fast, *waits))))
+print(repr(locustfile.slo_misses(stats(*fast, ("card", "purchase 00", 2500, False), ("card", "purchase 00", 2500, False), ("card", "purchase 00", 2500, False)))))
+print(repr(locustfile.slo_misses(stats(*fast, ("citycard", "citycard debit 00", 30, True)))))
+print(repr(locustfile.slo_misses(stats(("wallet", "wallet pay 00", 51000, False)))))
+print(repr(locustfile.slo_misses(stats())))
+"""
+    run = subprocess.run([sys.executable, "-c", code, str(LOCUSTFILE.parent)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    met, slow_cards, wrong_code, slow_wallet, empty = (eval(line) for line in run.stdout.splitlines()[-5:])
+    assert met == []  # 6 s wallet waits do not count against the card target
+    assert slow_cards == ["card p99 2500 ms over its target 1000 ms"]
+    assert wrong_code == ["1 requests answered otherwise than the sandbox promises"]
+    assert slow_wallet == ["wallet p99 51000 ms over its target 50000 ms"]
+    assert empty == ["no request was answered"]
+
+
 # -- a short run against the sandbox --------------------------------------------------
 
 
