@@ -85,6 +85,7 @@ class Shopper:
     purchases: list[dict] = field(default_factory=list)  # approved card purchases not yet reversed
     city_balance: int = OPENING_BALANCE  # spec 7: every city card starts at 100.00
     city_counter: int = 0
+    city_known: bool = True  # False after a city-card request lost without an answer
 
     def __post_init__(self):
         self.terminal = "DEMO%04d" % (self.index % TERMINALS + 1)
@@ -99,10 +100,22 @@ class Shopper:
         req = build("purchase", terminal=self.terminal, pan=self.rng.choice(CARDS), amount=amount)
         return Step(CARD, "purchase 00", req, "00")
 
-    def approved(self, step: Step, answer) -> None:
-        """Keep an approved purchase for a later reversal (the last few only)."""
+    def answered(self, step: Step, answer) -> None:
+        """What the till learns from an answer, the one due or not: an approved purchase
+        to reverse later (the last few only); its city card's balance (48 CB: the
+        centre's ledger is the authority)."""
         if step.name == "purchase 00" and answer.get(39) == "00":
             self.purchases = (self.purchases + [step.request])[-5:]
+        if step.kind == CITYCARD and 48 in answer:
+            reported = parse_tlv48(answer[48]).get("CB")
+            if reported and reported.isdigit():
+                self.city_balance = int(reported)
+                self.city_known = True
+
+    def lost(self, step: Step) -> None:
+        """No answer came: a city-card request may or may not have been booked."""
+        if step.kind == CITYCARD:
+            self.city_known = False
 
     def declined_purchase(self) -> Step:
         code = self.rng.choice(("05", "51"))
@@ -160,7 +173,7 @@ class Shopper:
     def city_debit(self) -> Step:
         """A ride or a coffee paid by city card, within its balance."""
         amount = min(self.rng.randint(1, 8) * 50, self.city_balance)
-        if amount == 0:
+        if amount == 0 or not self.city_known:
             return self.city_topup()
         req = self._city("purchase", amount)
         self.city_balance -= amount
@@ -168,21 +181,18 @@ class Shopper:
 
     def city_overdraw(self) -> Step:
         """A debit above the card's balance: the centre refuses it (51), nothing moves."""
+        if not self.city_known:
+            return self.city_topup()
         req = self._city("purchase", self.city_balance + self.rng.randint(1, 500))
         return Step(CITYCARD, "citycard debit 51", req, "51")
 
     def city_topup(self) -> Step:
+        """Cash loaded at the counter: always 00, so it also finds the balance again after a loss."""
         amount = self.rng.choice((2000, 5000, 10000))
         req = self._city("topup", amount)
         self.city_balance += amount
-        return Step(CITYCARD, "citycard top-up 00", req, "00", balance_after=self.city_balance)
-
-    def city_resync(self, step: Step, answer) -> None:
-        """After a city-card answer that was not the one due, follow the centre's ledger (48 CB)."""
-        if step.kind == CITYCARD and 48 in answer:
-            reported = parse_tlv48(answer[48]).get("CB")
-            if reported and reported.isdigit():
-                self.city_balance = int(reported)
+        after = self.city_balance if self.city_known else None
+        return Step(CITYCARD, "citycard top-up 00", req, "00", balance_after=after)
 
     # -- network ------------------------------------------------------------
 

@@ -3,6 +3,7 @@ and a short headless run against the embedded default sends every request type o
 the mix with no answer other than the one promised and within the latency targets."""
 from __future__ import annotations
 
+import ast
 import csv
 import random
 import re
@@ -54,9 +55,9 @@ def test_a_reversal_names_the_same_tills_latest_approved_purchase():
     s = shopper()
     assert s.reversal() is None
     sale = s.purchase()
-    s.approved(sale, {39: "00"})
+    s.answered(sale, {39: "00"})
     declined = s.declined_purchase()
-    s.approved(declined, {39: declined.expected})  # a decline is nothing to reverse
+    s.answered(declined, {39: declined.expected})  # a decline is nothing to reverse
     rev = s.reversal()
     assert rev.request["mti"] == "0400" and rev.request[41] == sale.request[41] and rev.expected == "00"
     assert rev.request[90] == "0200" + sale.request[11] + sale.request[7] + "0" * 22
@@ -109,8 +110,20 @@ def test_a_step_checks_the_code_and_the_city_card_balance():
     assert step.check({39: "00", 48: "CB012" + cb}) is None
     assert "balance" in step.check({39: "00", 48: "CB012" + "%012d" % 1})
     assert "answered 96, the sandbox promises 00" in step.check({39: "96"})
-    s.city_resync(step, {39: "96", 48: "CB012000000000123"})
+    s.answered(step, {39: "96", 48: "CB012000000000123"})  # the centre's ledger wins
     assert s.city_balance == 123
+
+
+def test_after_a_lost_city_card_request_a_top_up_finds_the_balance_again():
+    s = shopper()
+    lost = s.city_debit()
+    s.lost(lost)
+    for step in (s.city_debit(), s.city_overdraw(), s.city_topup()):
+        assert step.name == "citycard top-up 00" and step.balance_after is None
+        assert step.check({39: "00", 48: "CB012%012d" % 4242}) is None
+    s.answered(step, {39: "00", 48: "CB012%012d" % 4242})
+    assert s.city_known and s.city_balance == 4242
+    assert s.city_debit().balance_after < 4242
 
 
 def test_the_run_fails_on_a_wrong_answer_or_a_class_over_its_target():
@@ -142,9 +155,20 @@ print(repr(locustfile.slo_misses(stats())))
     met, slow_cards, wrong_code, slow_wallet, empty = (eval(line) for line in run.stdout.splitlines()[-5:])
     assert met == []  # 6 s wallet waits do not count against the card target
     assert slow_cards == ["card p99 2500 ms over its target 1000 ms"]
-    assert wrong_code == ["1 requests answered otherwise than the sandbox promises"]
+    assert wrong_code == ["1 request(s) not answered as the sandbox promises"]
     assert slow_wallet == ["wallet p99 51000 ms over its target 50000 ms"]
     assert empty == ["no request was answered"]
+
+
+def test_the_readme_table_gives_the_locust_task_weights():
+    tree = ast.parse(LOCUSTFILE.read_text())
+    [till] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TillUser"]
+    weights = [d.args[0].value for f in till.body if isinstance(f, ast.FunctionDef) for d in f.decorator_list
+               if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "task"]
+    readme = (e2e.ROOT / "README.md").read_text().split("## Load test")[1].split("\n## ")[0]
+    rows = [int(m) for m in re.findall(r"^\| (\d+) \|", readme, flags=re.M)]
+    assert rows == weights and len(weights) == 11
+    assert f"out of {sum(weights)}" in readme
 
 
 # -- a short run against the sandbox --------------------------------------------------
