@@ -85,7 +85,7 @@ async def stream_ids(prefix: str, run: str, merchant: str) -> list[int]:
         while True:
             try:
                 msgs = await sub.fetch(200, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py 2.16 raises the latter
                 break
             for msg in msgs:
                 assert json.loads(msg.data)["id"] == int(msg.headers["Nats-Msg-Id"])
