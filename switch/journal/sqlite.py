@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 import msgspec
 
+from native.sqlbatch import BatchExecutor
 from switch.journal import (
     FREE_REFERENCE_FIELDS,
-    REVERSED_STATES,
     JournalError,
     StaleState,
     Totals,
@@ -34,108 +34,33 @@ from switch.journal import (
 from switch.journal import files
 from switch.journal.groupcommit import GroupCommitter
 from switch.journal.schema import MIGRATIONS, SCHEMA_VERSION
+from switch.journal.statements import (
+    BACKLOG,
+    BY_ID,
+    BY_KEY,
+    BY_ORDER,
+    COLUMN_TYPES,
+    COLUMNS,
+    COMPLETION,
+    FIELDS,
+    INSERT,
+    INSERTED,
+    INSERTED_INDEX,
+    INSERTED_TYPES,
+    PENDING_REVERSALS,
+    REFUNDS,
+    SETTLE,
+    TOTALS,
+    UPDATABLE,
+    as_stored,
+    placeholders,
+    record,
+)
+
+__all__ = ["SqliteJournal", "MIGRATIONS", "SCHEMA_VERSION", "COLUMN_TYPES", "INSERTED", "FIELDS"]
 
 # SQLite 3.37 for STRICT tables (3.35 for RETURNING, 3.31 for generated columns).
 MIN_SQLITE = (3, 37, 0)
-
-FIELDS: tuple[str, ...] = TxnRecord.__struct_fields__
-# Set by the journal, never by the caller.
-ASSIGNED = frozenset({"id", "rrn", "created_at", "updated_at", "answered_at"})
-INSERTED = tuple(f for f in FIELDS if f not in ASSIGNED)
-UPDATABLE = frozenset(INSERTED)
-_INSERTED_INDEX = tuple(FIELDS.index(f) for f in INSERTED)
-_COLUMNS = ", ".join(FIELDS)
-
-
-_INSERT = (
-    f"INSERT INTO txn ({', '.join(INSERTED)}, created_at, updated_at) "
-    f"VALUES ({', '.join('?' * (len(INSERTED) + 2))}) "
-    "ON CONFLICT (terminal_id, stan, transmission_time, key_epoch) DO NOTHING"
-)
-_BY_ID = f"SELECT {_COLUMNS} FROM txn WHERE id = ?"
-_BY_KEY = (
-    f"SELECT {_COLUMNS} FROM txn "
-    "WHERE terminal_id = ? AND stan = ? AND transmission_time = ? AND key_epoch = 0"
-)
-_BY_ORDER = f"SELECT {_COLUMNS} FROM txn WHERE order_ref = ?"
-
-_REVERSED = ", ".join(f"'{s}'" for s in REVERSED_STATES)
-# Spec section 3, 0500: debits are approved purchases (0200, 00xxxx) and
-# completions (0220); credits approved refunds (0200, 20xxxx); reversed ones
-# count in neither.  Section 6.1: the period runs from the terminal's last
-# accepted settlement in that currency (its cut-off) to this one's, by when
-# each transaction was answered.  ?2 is the currency (NULL: every currency).
-_LAST_CUTOFF = """
-    SELECT coalesce(max(cutoff), 0) FROM settlement
-    WHERE terminal_id = ?1 AND accepted = 1 AND (?2 IS NULL OR currency IS NULL OR currency = ?2)
-"""
-_TOTALS = f"""
-    SELECT coalesce(sum(credit), 0), coalesce(sum(debit), 0),
-           coalesce(sum(CASE WHEN credit THEN amount END), 0),
-           coalesce(sum(CASE WHEN debit THEN amount END), 0)
-    FROM (
-        SELECT amount,
-               mti = '0200' AND substr(processing_code, 1, 2) = '20' AS credit,
-               (mti = '0200' AND substr(processing_code, 1, 2) = '00') OR mti = '0220' AS debit
-        FROM txn
-        WHERE terminal_id = ?1
-          AND (?2 IS NULL OR currency = ?2)
-          AND answered_at > ({_LAST_CUTOFF}) AND answered_at <= ?3
-          AND response_code = '00'
-          AND state NOT IN ({_REVERSED})
-    )
-"""
-_SETTLE = """
-    INSERT INTO settlement (terminal_id, accepted, credits_count, debits_count,
-                            credits_amount, debits_amount, last_txn_id, created_at, currency, cutoff)
-    VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM txn), ?, ?, ?)
-"""
-_REFUNDS = f"""
-    SELECT coalesce(sum(amount), 0) FROM txn
-    WHERE merchant_id = ? AND created_at >= ? AND substr(processing_code, 1, 2) = '20'
-      AND mti = '0200' AND response_code = '00' AND state NOT IN ({_REVERSED})
-"""
-_COMPLETION = (
-    f"SELECT {_COLUMNS} FROM txn WHERE original_id = ? AND mti = '0220' AND response_code = '00' "
-    f"AND state NOT IN ({_REVERSED}) ORDER BY id LIMIT 1"
-)
-_PENDING_REVERSALS = (
-    f"SELECT {_COLUMNS} FROM txn WHERE state = 'reversal_pending' "
-    "ORDER BY coalesce(reversal_started, updated_at), id LIMIT ?"
-)
-_BACKLOG = (
-    "SELECT count(*), min(coalesce(reversal_started, updated_at)) FROM txn WHERE state = 'reversal_pending'"
-)
-
-
-# Python types that a STRICT column of the table stores and gives back
-# unchanged.  A value of another type may be converted on the way in (an int
-# into a TEXT column becomes text, a float into an INTEGER column an int, a
-# bytearray a bytes), so a record holding one is read back from the database
-# instead of being built from the values as given.
-_INTEGER_COLUMNS = frozenset({"amount", "original_id", "reversal_attempts", "key_epoch"})
-_BLOB_COLUMNS = frozenset({"response"})
-_REAL_COLUMNS = frozenset({"reversal_started"})
-_TEXT, _INTEGER, _BLOB = frozenset({str, type(None)}), frozenset({int, type(None)}), frozenset({bytes, type(None)})
-_REAL = frozenset({float, type(None)})
-COLUMN_TYPES: dict[str, frozenset] = {
-    f: _INTEGER if f in _INTEGER_COLUMNS else _BLOB if f in _BLOB_COLUMNS else _REAL if f in _REAL_COLUMNS else _TEXT
-    for f in INSERTED
-}
-_INSERTED_TYPES = tuple(COLUMN_TYPES[f] for f in INSERTED)
-
-
-def _as_stored(types: tuple[frozenset, ...], values: tuple) -> bool:
-    """True if every value would be stored, and read back, as it is."""
-    return all(map(frozenset.__contains__, types, map(type, values)))
-
-
-def _record(row: tuple) -> TxnRecord:
-    return TxnRecord(**dict(zip(FIELDS, row)))
-
-
-def _placeholders(n: int) -> str:
-    return ", ".join("?" * n)
 
 
 class SqliteJournal(GroupCommitter):
@@ -195,7 +120,7 @@ class SqliteJournal(GroupCommitter):
             )
         except ValueError as exc:
             return self._failed(exc)
-        row = tuple(values[i] for i in _INSERTED_INDEX)
+        row = tuple(values[i] for i in INSERTED_INDEX)
         key = (rec.terminal_id, rec.stan, rec.transmission_time)
         return self._submit(self._insert, (rec, row, key), True)
 
@@ -228,16 +153,16 @@ class SqliteJournal(GroupCommitter):
             stamps = "updated_at = ?, answered_at = ?" if answers else "updated_at = ?"
             where = "id = ? AND state = ?" if guarded else "id = ?"
             sql = f"UPDATE txn SET {assignments}, {stamps} WHERE {where}"
-            statements = (sql, f"{sql} RETURNING {_COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers)
+            statements = (sql, f"{sql} RETURNING {COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers)
             self._update_sql[(columns, guarded)] = statements
         own_pan_check = self._hmac_key is not None and any(c in changes for c in FREE_REFERENCE_FIELDS)
         return self._submit(self._update, (statements, changes, txn_id, own_pan_check, expect), True)
 
     def get(self, txn_id: int) -> Future[TxnRecord | None]:
-        return self._submit(self._one, (_BY_ID, (txn_id,)), False)
+        return self._submit(self._one, (BY_ID, (txn_id,)), False)
 
     def find(self, terminal_id: str, stan: str, transmission_time: str) -> Future[TxnRecord | None]:
-        return self._submit(self._one, (_BY_KEY, (terminal_id, stan, transmission_time)), False)
+        return self._submit(self._one, (BY_KEY, (terminal_id, stan, transmission_time)), False)
 
     def find_original(
         self, terminal_id: str, mtis: tuple[str, ...], stan: str, transmission_time: str
@@ -246,13 +171,13 @@ class SqliteJournal(GroupCommitter):
         if not mtis:
             return self._failed(ValueError("find_original needs at least one original MTI"))
         sql = (
-            f"SELECT {_COLUMNS} FROM txn WHERE terminal_id = ? AND mti IN ({_placeholders(len(mtis))}) "
+            f"SELECT {COLUMNS} FROM txn WHERE terminal_id = ? AND mti IN ({placeholders(len(mtis))}) "
             "AND stan = ? AND transmission_time = ? ORDER BY id DESC LIMIT 1"
         )
         return self._submit(self._one, (sql, (terminal_id, *mtis, stan, transmission_time)), False)
 
     def find_by_order(self, order_ref: str) -> Future[TxnRecord | None]:
-        return self._submit(self._one, (_BY_ORDER, (order_ref,)), False)
+        return self._submit(self._one, (BY_ORDER, (order_ref,)), False)
 
     def in_states(self, states: tuple[str, ...], limit: int = 100) -> Future[list[TxnRecord]]:
         states = tuple(states)
@@ -261,7 +186,7 @@ class SqliteJournal(GroupCommitter):
         if type(limit) is not int or limit < 1:
             return self._failed(ValueError(f"in_states limit must be a positive int, got {limit!r}"))
         sql = (
-            f"SELECT {_COLUMNS} FROM txn WHERE state IN ({_placeholders(len(states))}) "
+            f"SELECT {COLUMNS} FROM txn WHERE state IN ({placeholders(len(states))}) "
             "ORDER BY updated_at, id LIMIT ?"
         )
         return self._submit(self._many, (sql, (*states, limit)), False)
@@ -288,16 +213,16 @@ class SqliteJournal(GroupCommitter):
         return self._submit(self._settle_totals, (terminal_id, currency, theirs), True)
 
     def refund_total(self, merchant_id: str, since: float) -> Future[int]:
-        return self._submit(self._scalar, (_REFUNDS, (merchant_id, since)), False)
+        return self._submit(self._scalar, (REFUNDS, (merchant_id, since)), False)
 
     def find_completion(self, original_id: int) -> Future[TxnRecord | None]:
-        return self._submit(self._one, (_COMPLETION, (original_id,)), False)
+        return self._submit(self._one, (COMPLETION, (original_id,)), False)
 
     def pending_reversals(self, limit: int = 1000) -> Future[list[TxnRecord]]:
-        return self._submit(self._many, (_PENDING_REVERSALS, (limit,)), False)
+        return self._submit(self._many, (PENDING_REVERSALS, (limit,)), False)
 
     def reversal_backlog(self) -> Future[tuple[int, float | None]]:
-        return self._submit(self._row, (_BACKLOG, ()), False)
+        return self._submit(self._row, (BACKLOG, ()), False)
 
     def retire(self, txn_id: int) -> Future[None]:
         return self._submit(self._retire, (txn_id,), True)
@@ -340,17 +265,17 @@ class SqliteJournal(GroupCommitter):
     def _insert(self, rec: TxnRecord, row: tuple, key: tuple) -> tuple[TxnRecord, bool]:
         conn = self._conn
         now = self._now()
-        cur = conn.execute(_INSERT, row + (now, now))
+        cur = conn.execute(INSERT, row + (now, now))
         if cur.rowcount == 1:
             txn_id = cur.lastrowid
-            if _as_stored(_INSERTED_TYPES, row):
+            if as_stored(INSERTED_TYPES, row):
                 rec = msgspec.structs.replace(
                     rec, id=txn_id, rrn="%012d" % txn_id, created_at=now, updated_at=now
                 )
             else:
-                rec = _record(conn.execute(_BY_ID, (txn_id,)).fetchone())
+                rec = record(conn.execute(BY_ID, (txn_id,)).fetchone())
             return self._remember(rec), True
-        return self._remember(_record(conn.execute(_BY_KEY, key).fetchone())), False
+        return self._remember(record(conn.execute(BY_KEY, key).fetchone())), False
 
     def _update(
         self, statements: tuple[str, str, tuple[frozenset, ...], bool], changes: dict[str, Any], txn_id: int,
@@ -363,7 +288,7 @@ class SqliteJournal(GroupCommitter):
         if expect is not None:
             stamps += (expect,)
         known = self._known.get(txn_id)
-        if known is not None and _as_stored(types, values):
+        if known is not None and as_stored(types, values):
             if self._conn.execute(sql, values + stamps).rowcount != 1:
                 self._missed(txn_id, expect)
             if answers:
@@ -374,7 +299,7 @@ class SqliteJournal(GroupCommitter):
             rows = self._conn.execute(returning, values + stamps).fetchall()
             if not rows:
                 self._missed(txn_id, expect)
-            rec = _record(rows[0])
+            rec = record(rows[0])
         if own_pan_check:
             # Raising rolls the update back (the caller fails this operation alone).
             check_own_pan(
@@ -390,19 +315,19 @@ class SqliteJournal(GroupCommitter):
 
     def _one(self, sql: str, args: tuple) -> TxnRecord | None:
         row = self._conn.execute(sql, args).fetchone()
-        return None if row is None else self._remember(_record(row))
+        return None if row is None else self._remember(record(row))
 
     def _many(self, sql: str, args: tuple) -> list[TxnRecord]:
-        return [self._remember(_record(row)) for row in self._conn.execute(sql, args).fetchall()]
+        return [self._remember(record(row)) for row in self._conn.execute(sql, args).fetchall()]
 
     def _totals(self, terminal_id: str, currency: str | None, cutoff: float | None = None) -> Totals:
         if cutoff is None:
             cutoff = self._now()
-        return Totals(*self._conn.execute(_TOTALS, (terminal_id, currency, cutoff)).fetchone())
+        return Totals(*self._conn.execute(TOTALS, (terminal_id, currency, cutoff)).fetchone())
 
     def _settle(self, args: tuple, currency: str | None, cutoff: float | None = None) -> None:
         now = self._now()
-        self._conn.execute(_SETTLE, args + (now, currency, now if cutoff is None else cutoff))
+        self._conn.execute(SETTLE, args + (now, currency, now if cutoff is None else cutoff))
 
     def _settle_totals(self, terminal_id: str, currency: str | None, theirs: Totals) -> tuple[Totals, bool]:
         # One operation on the writer: the cut-off is taken with the totals, so
