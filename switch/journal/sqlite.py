@@ -100,6 +100,13 @@ class SqliteJournal(GroupCommitter):
         self._known_max = known_records
         self._unsure: list[int] = []  # ids remembered in the open transaction
         self._data_version: int | None = None
+        # The compiled path (writer thread): its prepared statements by SQL,
+        # and the two operations it runs, bound once so that a batch can
+        # recognise them by identity.
+        self._executor: BatchExecutor | None = None
+        self._statement_numbers: dict[str, int] = {}
+        self._insert_call = self._insert
+        self._update_call = self._update
         super().__init__(
             name=f"journal-writer:{path}", max_batch=max_batch, future=future, deliver=deliver, inline=inline
         )
@@ -122,7 +129,7 @@ class SqliteJournal(GroupCommitter):
             return self._failed(exc)
         row = tuple(values[i] for i in INSERTED_INDEX)
         key = (rec.terminal_id, rec.stan, rec.transmission_time)
-        return self._submit(self._insert, (rec, row, key), True)
+        return self._submit(self._insert_call, (rec, row, key), True)
 
     def update(self, txn_id: int, **changes: Any) -> Future[TxnRecord]:
         return self._update_op(txn_id, None, changes)
@@ -156,7 +163,7 @@ class SqliteJournal(GroupCommitter):
             statements = (sql, f"{sql} RETURNING {COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers)
             self._update_sql[(columns, guarded)] = statements
         own_pan_check = self._hmac_key is not None and any(c in changes for c in FREE_REFERENCE_FIELDS)
-        return self._submit(self._update, (statements, changes, txn_id, own_pan_check, expect), True)
+        return self._submit(self._update_call, (statements, changes, txn_id, own_pan_check, expect), True)
 
     def get(self, txn_id: int) -> Future[TxnRecord | None]:
         return self._submit(self._one, (BY_ID, (txn_id,)), False)
@@ -360,6 +367,120 @@ class SqliteJournal(GroupCommitter):
         )
         return start
 
+    # -- the compiled path (writer thread) -----------------------------------
+
+    def _run_ops(self, batch: list, outcomes: list, *, guarded: bool) -> bool:
+        """Runs of inserts and updates are stepped by native.sqlbatch, one call per run.
+
+        Everything else (reads, settlement, ...) runs one by one as before, in
+        batch order, so a read still sees every write queued before it.  A run
+        ends before an operation that needs Python in the middle: a value that
+        would not be stored as given or an update of a record not remembered
+        (both read back with RETURNING), a second update of a record in the
+        same run (planned from the first one's outcome).  It also ends after a
+        statement that fails or changes no row (an insert of a key already
+        there, an update of a record not in the expected state), which is then
+        dealt with before anything later runs.
+        """
+        executor, run_op = self._executor, self._run_op
+        i, n = 0, len(batch)
+        while i < n:
+            steps, plans = self._plan(batch, i)
+            if not plans:
+                if not run_op(batch[i], outcomes, guarded):
+                    return False
+                i += 1
+                continue
+            done, changes, error, rowids = executor.run(steps, guarded)
+            finished = self._finished
+            for k in range(done - 1):
+                outcomes.append((plans[k][0], True, finished(plans[k], rowids[k])))
+            last = plans[done - 1]
+            if error is not None:
+                outcomes.append((last[0], False, error))
+                self._check_transaction(error)
+                if not guarded:
+                    return False  # rolled back and run again guarded
+            elif changes == 1:
+                outcomes.append((last[0], True, finished(last, rowids[done - 1])))
+            else:
+                try:
+                    outcomes.append((last[0], True, self._unchanged(last)))
+                except Exception as exc:  # nothing was written: no rollback
+                    outcomes.append((last[0], False, exc))
+            i += done
+        return True
+
+    def _plan(self, batch: list, start: int) -> tuple[list, list]:
+        """The run of compiled steps from ``batch[start]``: (statement, parameters) and how to finish each."""
+        steps: list[tuple[int, tuple]] = []
+        plans: list[tuple] = []
+        touched: set[int] = set()
+        insert_call, update_call = self._insert_call, self._update_call
+        for k in range(start, len(batch)):
+            fut, fn, args, _writes = batch[k]
+            if fn is insert_call:
+                planned = self._plan_insert(*args)
+            elif fn is update_call and args[2] not in touched:
+                planned = self._plan_update(*args)
+                touched.add(args[2])
+            else:
+                break
+            if planned is None:
+                break
+            steps.append(planned[0])
+            plans.append((fut, *planned[1:]))
+        return steps, plans
+
+    def _statement(self, sql: str) -> int:
+        number = self._statement_numbers.get(sql)
+        if number is None:
+            number = self._statement_numbers[sql] = self._executor.prepare(sql)
+        return number
+
+    def _plan_insert(self, rec: TxnRecord, row: tuple, key: tuple) -> tuple | None:
+        if not as_stored(INSERTED_TYPES, row):
+            return None
+        now = self._now()
+        return (self._statement(INSERT), row + (now, now)), True, rec, now, key
+
+    def _plan_update(
+        self, statements: tuple, changes: dict[str, Any], txn_id: int, own_pan_check: bool, expect: str | None
+    ) -> tuple | None:
+        sql, _returning, types, answers = statements
+        known = self._known.get(txn_id)
+        values = tuple(changes.values())
+        if known is None or not as_stored(types, values):
+            return None
+        if own_pan_check:
+            fields = {f: changes.get(f, getattr(known, f)) for f in ("acquirer_ref", "order_ref")}
+            try:
+                check_own_pan(fields, changes.get("pan_hash", known.pan_hash), self._hmac_key)
+            except ValueError:
+                return None  # fails on the Python path, with its error
+        now = self._now()
+        if answers:
+            rec = msgspec.structs.replace(known, **changes, updated_at=now, answered_at=now)
+            params = values + (now, now, txn_id)
+        else:
+            rec = msgspec.structs.replace(known, **changes, updated_at=now)
+            params = values + (now, txn_id)
+        if expect is not None:
+            params += (expect,)
+        return (self._statement(sql), params), False, rec, txn_id, expect
+
+    def _finished(self, plan: tuple, rowid: int) -> Any:
+        if plan[1]:  # an insert: (future, True, record, now, key)
+            now = plan[3]
+            rec = msgspec.structs.replace(plan[2], id=rowid, rrn="%012d" % rowid, created_at=now, updated_at=now)
+            return self._remember(rec), True
+        return self._remember(plan[2])
+
+    def _unchanged(self, plan: tuple) -> Any:
+        if plan[1]:  # the key is taken: the record that holds it
+            return self._remember(record(self._conn.execute(BY_KEY, plan[4]).fetchone())), False
+        self._missed(plan[3], plan[4])  # raises
+
     # -- GroupCommitter hooks (writer thread) --------------------------------
 
     def _open(self) -> None:
@@ -372,10 +493,12 @@ class SqliteJournal(GroupCommitter):
                     raise JournalError(f"journal {self.path}: cannot switch to WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
             self._migrate(conn)
+            self._executor = BatchExecutor(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
+        self._statement_numbers.clear()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -397,6 +520,9 @@ class SqliteJournal(GroupCommitter):
             raise
 
     def _close_db(self) -> None:
+        if self._executor is not None:
+            self._executor.close()  # its statements go before the connection
+            self._executor = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
