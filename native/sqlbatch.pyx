@@ -133,6 +133,10 @@ cdef class BatchExecutor:
     cdef sqlite3_stmt *savepoint
     cdef sqlite3_stmt *release
     cdef sqlite3_stmt *rollback_to
+    cdef sqlite3_stmt *begin_deferred
+    cdef sqlite3_stmt *begin_immediate
+    cdef sqlite3_stmt *data_version
+    cdef sqlite3_stmt *commit_
     cdef Value *values
     cdef Py_ssize_t values_cap
     cdef Step *steps
@@ -144,6 +148,7 @@ cdef class BatchExecutor:
         self.stmts = NULL
         self.n_stmts = 0
         self.savepoint = self.release = self.rollback_to = NULL
+        self.begin_deferred = self.begin_immediate = self.data_version = self.commit_ = NULL
         self.values = NULL
         self.values_cap = 0
         self.steps = NULL
@@ -186,8 +191,12 @@ cdef class BatchExecutor:
         self.savepoint = self._prepare_raw(b"SAVEPOINT batch_op")
         self.release = self._prepare_raw(b"RELEASE batch_op")
         self.rollback_to = self._prepare_raw(b"ROLLBACK TO batch_op")
+        self.begin_deferred = self._prepare_raw(b"BEGIN")
+        self.begin_immediate = self._prepare_raw(b"BEGIN IMMEDIATE")
+        self.data_version = self._prepare_raw(b"PRAGMA data_version", rows=True)
+        self.commit_ = self._prepare_raw(b"COMMIT")
 
-    cdef sqlite3_stmt *_prepare_raw(self, bytes sql) except NULL:
+    cdef sqlite3_stmt *_prepare_raw(self, bytes sql, bint rows=False) except NULL:
         cdef sqlite3_stmt *stmt = NULL
         cdef const char *tail = NULL
         cdef int rc = sqlite3_prepare_v3(self.db, sql, len(sql), SQLITE_PREPARE_PERSISTENT, &stmt, &tail)
@@ -200,7 +209,7 @@ cdef class BatchExecutor:
         if tail != NULL and tail[0] != 0:
             sqlite3_finalize(stmt)
             raise _sqlite3.ProgrammingError(f"one statement at a time: {sql.decode()!r}")
-        if sqlite3_column_count(stmt) != 0:
+        if sqlite3_column_count(stmt) != 0 and not rows:
             sqlite3_finalize(stmt)
             raise _sqlite3.ProgrammingError(f"a batch statement returns no rows: {sql.decode()!r}")
         return stmt
@@ -262,6 +271,41 @@ cdef class BatchExecutor:
         if (v.kind == 3 or v.kind == 4) and v.n > 0x7fffffff:
             raise _sqlite3.DataError("string or blob too big")
         return 0
+
+    def begin(self, bint immediate):
+        """BEGIN (IMMEDIATE: with the write lock) and the connection's data version after it, the GIL released once.
+
+        ``PRAGMA data_version`` changes when another connection has committed
+        since this one last looked.  BEGIN IMMEDIATE may wait for another
+        process's lock (the busy timeout): without the GIL.
+        """
+        self._check_open()
+        cdef int rc
+        cdef int64_t version = 0
+        cdef sqlite3_stmt *begin = self.begin_immediate if immediate else self.begin_deferred
+        with nogil:
+            rc = self._exec(begin)
+            if rc == SQLITE_DONE:
+                rc = sqlite3_step(self.data_version)
+                if rc == SQLITE_ROW:
+                    version = sqlite3_column_int64(self.data_version, 0)
+                    rc = SQLITE_DONE
+                else:
+                    rc = sqlite3_extended_errcode(self.db)
+                    self._keep_errmsg()
+                sqlite3_reset(self.data_version)
+        if rc != SQLITE_DONE:
+            raise _error(rc, self.errmsg)
+        return version
+
+    def commit(self):
+        """COMMIT, the GIL released while SQLite syncs the log."""
+        self._check_open()
+        cdef int rc
+        with nogil:
+            rc = self._exec(self.commit_)
+        if rc != SQLITE_DONE:
+            raise _error(rc, self.errmsg)
 
     def run(self, list steps, bint guarded=False):
         self._check_open()
@@ -329,7 +373,6 @@ cdef class BatchExecutor:
             if guarded:
                 rc = self._exec(self.savepoint)
                 if rc != SQLITE_DONE:
-                    self._keep_errmsg()
                     step.rc = rc
                     step.changes = 0
                     step.rowid = 0
@@ -361,9 +404,9 @@ cdef class BatchExecutor:
             sqlite3_clear_bindings(stmt)  # no pointer into Python objects outlives the call
             if guarded:
                 if rc == SQLITE_DONE:
-                    if self._exec(self.release) != SQLITE_DONE:
-                        step.rc = sqlite3_extended_errcode(self.db)
-                        self._keep_errmsg()
+                    rc = self._exec(self.release)
+                    if rc != SQLITE_DONE:
+                        step.rc = rc
                         return i + 1
                 elif sqlite3_get_autocommit(self.db) == 0:
                     # Undo this step alone; the transaction goes on.
@@ -374,9 +417,11 @@ cdef class BatchExecutor:
         return n
 
     cdef int _exec(self, sqlite3_stmt *stmt) noexcept nogil:
+        """Step a statement of no rows; its error code and message kept on failure."""
         cdef int rc = sqlite3_step(stmt)
         if rc != SQLITE_DONE:
             rc = sqlite3_extended_errcode(self.db)
+            self._keep_errmsg()
         sqlite3_reset(stmt)
         return rc
 
@@ -384,16 +429,24 @@ cdef class BatchExecutor:
         strncpy(self.errmsg, sqlite3_errmsg(self.db), ERRMSG_MAX - 1)
         self.errmsg[ERRMSG_MAX - 1] = 0
 
+    cdef void _finalize_own(self) noexcept:
+        sqlite3_finalize(self.savepoint)
+        sqlite3_finalize(self.release)
+        sqlite3_finalize(self.rollback_to)
+        sqlite3_finalize(self.begin_deferred)
+        sqlite3_finalize(self.begin_immediate)
+        sqlite3_finalize(self.data_version)
+        sqlite3_finalize(self.commit_)
+        self.savepoint = self.release = self.rollback_to = NULL
+        self.begin_deferred = self.begin_immediate = self.data_version = self.commit_ = NULL
+
     def close(self):
         """Finalize every statement (before the connection closes); the executor is unusable after."""
         cdef Py_ssize_t i
         for i in range(self.n_stmts):
             sqlite3_finalize(self.stmts[i])
         self.n_stmts = 0
-        sqlite3_finalize(self.savepoint)
-        sqlite3_finalize(self.release)
-        sqlite3_finalize(self.rollback_to)
-        self.savepoint = self.release = self.rollback_to = NULL
+        self._finalize_own()
         self.db = NULL
         self.connection = None
 
@@ -401,9 +454,7 @@ cdef class BatchExecutor:
         cdef Py_ssize_t i
         for i in range(self.n_stmts):
             sqlite3_finalize(self.stmts[i])
-        sqlite3_finalize(self.savepoint)
-        sqlite3_finalize(self.release)
-        sqlite3_finalize(self.rollback_to)
+        self._finalize_own()
         PyMem_Free(self.stmts)
         PyMem_Free(self.values)
         PyMem_Free(self.steps)

@@ -130,3 +130,35 @@ def test_closed_executor(db):
         x.prepare("DELETE FROM t")
     # The connection carries on without it.
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_begin_and_commit(tmp_path):
+    path = tmp_path / "j.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT) STRICT")
+    x = BatchExecutor(conn)
+    insert = x.prepare("INSERT INTO t (name) VALUES (?)")
+    version = x.begin(True)
+    assert conn.in_transaction
+    x.run([(insert, ("a",))])
+    x.commit()
+    assert not conn.in_transaction
+    assert x.begin(False) == version  # our own commits leave the data version alone
+    x.commit()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("INSERT INTO t (name) VALUES ('b')")
+    assert x.begin(True) != version  # another connection's do not
+    # The write lock is ours until the commit: the other connection waits, then gives up.
+    other.execute("PRAGMA busy_timeout = 0")
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
+        x.begin(True)
+    x.commit()
+    with pytest.raises(sqlite3.OperationalError, match="no transaction is active"):
+        x.commit()
+    assert conn.execute("SELECT name FROM t ORDER BY id").fetchall() == [("a",), ("b",)]
+    x.close()
+    other.close()
+    conn.close()

@@ -529,12 +529,10 @@ class SqliteJournal(GroupCommitter):
 
     def _begin(self, writes: bool) -> None:
         # IMMEDIATE takes the write lock up front: no SQLITE_BUSY half-way.
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
         # data_version changes when another connection (another process, a
         # repair tool) has committed since we last looked: then the records
-        # we remember may be stale.
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        # we remember may be stale.  Both in one call, without the GIL.
+        version = self._executor.begin(writes)
         if version != self._data_version:
             self._known.clear()
             self._data_version = version
@@ -553,7 +551,7 @@ class SqliteJournal(GroupCommitter):
         return self._conn.in_transaction
 
     def _commit(self) -> None:
-        self._conn.execute("COMMIT")
+        self._executor.commit()  # the fsync without the GIL, and one hand-over of it
         self._unsure.clear()
 
     def _rollback(self) -> None:
