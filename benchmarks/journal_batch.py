@@ -2,30 +2,45 @@
 
 Every purchase is one insert (state ``sent``) and one update that stores the
 answer (state ``answered``, response code, auth code, response bytes): the
-two writes the switch journals per transaction.  Rounds of ``--batch``
-purchases are submitted at once (one group-commit batch each way), the two
-journals alternate round by round in the same run, and the medians are
-printed.  Both write synchronous=FULL files in a temporary directory.
+two writes the switch journals per transaction.  Two journals on
+synchronous=FULL files in a temporary directory, measured in the same run,
+alternating, medians printed:
 
-    .venv/bin/python benchmarks/journal_batch.py [--batch 50] [--rounds 60]
+- "old": every operation through the sqlite3 module, one statement at a
+  time (``GroupCommitter._run_ops``, BEGIN/COMMIT through ``execute``), as
+  before native.sqlbatch; with ``--old-schema`` on a journal migrated only to
+  ``--old-version`` (4: the triggers and indexes before issue 9);
+- "new": the journal as shipped.
 
-"old" runs every operation through the sqlite3 module
-(``GroupCommitter._run_ops``, as before native.sqlbatch); "new" is the
-journal as shipped.  ``--old-schema`` gives the old path a journal with only
-the migrations up to ``--old-version`` (the indexes and triggers it had).
+Default mode: rounds of ``--batch`` purchases submitted at once (one
+group-commit batch of inserts, then one of updates); prints wall µs per
+purchase and the writer thread's CPU µs per purchase (SQLite and Python,
+not the fsync wait).
+
+``--loop``: the switch's shape.  A uvloop event loop runs ``--clients``
+closed-loop clients, each spending ``--work-us`` of Python per purchase (the
+decoding, checks and encoding the switch does) around its two journal
+writes, results handed over in bulk (``future``/``deliver``).  Prints
+purchases per second for ``--seconds`` per measurement: here every time the
+writer gives up the GIL it waits for the loop to give it back.
+
+    .venv/bin/python benchmarks/journal_batch.py [--batch 50] [--rounds 60] [--old-schema]
+    .venv/bin/python benchmarks/journal_batch.py --loop [--clients 50] [--work-us 150] [--seconds 3] [--rounds 5]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import switch.journal.sqlite as sqlite_journal  # noqa: E402
 from switch.journal import TxnRecord, pan_protect  # noqa: E402
 from switch.journal import schema  # noqa: E402
 from switch.journal.groupcommit import GroupCommitter  # noqa: E402
@@ -52,15 +67,26 @@ class NewPathJournal(Timed, SqliteJournal):
 
 
 class SqlitePathJournal(Timed, SqliteJournal):
-    """Every operation through the sqlite3 module, one statement at a time."""
+    """Every operation through the sqlite3 module, one statement at a time, as before native.sqlbatch."""
 
     _run_ops = GroupCommitter._run_ops
 
+    def _begin(self, writes: bool) -> None:
+        self._conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._known.clear()
+            self._data_version = version
 
-def old_schema_journal(path: str, version: int) -> SqliteJournal:
-    """A journal created with the migrations up to ``version`` only (then opened by the old path)."""
-    import sqlite3
+    def _commit(self) -> None:
+        self._conn.execute("COMMIT")
+        self._unsure.clear()
 
+
+def open_old(path: str, version: int | None, **options) -> SqliteJournal:
+    """The old path, on a journal migrated up to ``version`` only (None: every migration)."""
+    if version is None:
+        return SqlitePathJournal(path, hmac_key=KEY, **options)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT")
@@ -69,15 +95,12 @@ def old_schema_journal(path: str, version: int) -> SqliteJournal:
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
     conn.close()
-    # Opening migrates; pretend this build knows only `version`.
-    saved = schema.SCHEMA_VERSION
-    import switch.journal.sqlite as module
-
-    module.SCHEMA_VERSION = version
+    saved = sqlite_journal.SCHEMA_VERSION
+    sqlite_journal.SCHEMA_VERSION = version  # opening migrates no further
     try:
-        return SqlitePathJournal(path, hmac_key=KEY)
+        return SqlitePathJournal(path, hmac_key=KEY, **options)
     finally:
-        module.SCHEMA_VERSION = saved
+        sqlite_journal.SCHEMA_VERSION = saved
 
 
 class Purchases:
@@ -96,70 +119,121 @@ class Purchases:
         )
 
 
+ANSWER = dict(state="answered", response_code="00", auth_code="123456", response=b"x" * 120)
+
+
 def one_round(journal: SqliteJournal, purchases: Purchases, n: int) -> float:
     t0 = time.perf_counter()
     inserted = [journal.insert(purchases.record()) for _ in range(n)]
     ids = [f.result()[0].id for f in inserted]
-    updated = [
-        journal.update(i, state="answered", response_code="00", auth_code="123456", response=b"x" * 120)
-        for i in ids
-    ]
-    for f in updated:
+    for f in [journal.update(i, **ANSWER) for i in ids]:
         f.result()
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def spin(stop: threading.Event) -> None:
-    n = 0
-    while not stop.is_set():
-        n += 1
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=60)
-    parser.add_argument("--old-schema", action="store_true")
-    parser.add_argument("--old-version", type=int, default=4)
-    parser.add_argument(
-        "--busy-thread", action="store_true",
-        help="a Python thread spins meanwhile, as the event loop does under load: every GIL "
-             "hand-over of the writer then waits for it",
-    )
-    args = parser.parse_args()
-    stop = threading.Event()
-    if args.busy_thread:
-        threading.Thread(target=spin, args=(stop,), daemon=True).start()
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.old_schema:
-            old = old_schema_journal(os.path.join(tmp, "old.sqlite"), args.old_version)
-        else:
-            old = SqlitePathJournal(os.path.join(tmp, "old.sqlite"), hmac_key=KEY)
-        new = NewPathJournal(os.path.join(tmp, "new.sqlite"), hmac_key=KEY)
-        times: dict[str, list[float]] = {"old": [], "new": []}
-        cpu: dict[str, list[float]] = {"old": [], "new": []}
-        purchases = {"old": Purchases(), "new": Purchases()}
-        try:
-            for r in range(args.rounds + 5):
-                for name, journal in (("old", old), ("new", new)) if r % 2 else (("new", new), ("old", old)):
-                    spent = journal.cpu
-                    t = one_round(journal, purchases[name], args.batch)
-                    if r >= 5:  # warm-up rounds not counted
-                        times[name].append(t)
-                        cpu[name].append((journal.cpu - spent) / args.batch * 1e6)
-        finally:
-            stop.set()
-            old.close()
-            new.close()
-    o, n = statistics.median(times["old"]), statistics.median(times["new"])
+def rounds_mode(args, tmp: str) -> None:
+    old = open_old(os.path.join(tmp, "old.sqlite"), args.old_version if args.old_schema else None)
+    new = NewPathJournal(os.path.join(tmp, "new.sqlite"), hmac_key=KEY)
+    journals = {"old": old, "new": new}
+    wall: dict[str, list[float]] = {"old": [], "new": []}
+    cpu: dict[str, list[float]] = {"old": [], "new": []}
+    purchases = {"old": Purchases(), "new": Purchases()}
+    try:
+        for r in range(args.rounds + 5):
+            for name in ("old", "new") if r % 2 else ("new", "old"):
+                journal = journals[name]
+                spent = journal.cpu
+                t = one_round(journal, purchases[name], args.batch)
+                if r >= 5:  # warm-up rounds not counted
+                    wall[name].append(t)
+                    cpu[name].append((journal.cpu - spent) / args.batch * 1e6)
+    finally:
+        old.close()
+        new.close()
+    o, n = statistics.median(wall["old"]), statistics.median(wall["new"])
     oc, nc = statistics.median(cpu["old"]), statistics.median(cpu["new"])
-    note = f" (old schema v{args.old_version})" if args.old_schema else ""
-    note += ", a busy thread" if args.busy_thread else ""
+    note = f" (old path on schema v{args.old_version})" if args.old_schema else ""
     print(f"batch {args.batch}, {args.rounds} rounds{note}, µs per purchase (insert + update), median:")
     print(f"  {'':10s} {'wall':>8s} {'writer CPU':>11s}")
     print(f"  {'old path':10s} {o:8.1f} {oc:11.1f}")
     print(f"  {'new path':10s} {n:8.1f} {nc:11.1f}")
     print(f"  {'old/new':10s} {o / n:7.2f}x {oc / nc:10.2f}x")
+
+
+def busy(us: float) -> None:
+    end = time.perf_counter() + us / 1e6
+    while time.perf_counter() < end:
+        pass
+
+
+async def drive(journal: SqliteJournal, purchases: Purchases, clients: int, seconds: float, work_us: float) -> float:
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            busy(work_us / 2)  # decode, checks, routing
+            rec, _ = await journal.insert(purchases.record())
+            busy(work_us / 2)  # the acquirer's answer, encode
+            await journal.update(rec.id, **ANSWER)
+            done += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return done / (time.perf_counter() - t0)
+
+
+def loop_mode(args, tmp: str) -> None:
+    import uvloop
+
+    async def main() -> dict[str, list[float]]:
+        loop = asyncio.get_running_loop()
+        options = dict(future=loop.create_future, deliver=loop.call_soon_threadsafe)
+        journals = {
+            "old": open_old(os.path.join(tmp, "old.sqlite"), args.old_version if args.old_schema else None,
+                            **options),
+            "new": NewPathJournal(os.path.join(tmp, "new.sqlite"), hmac_key=KEY, **options),
+        }
+        purchases = {"old": Purchases(), "new": Purchases()}
+        tps: dict[str, list[float]] = {"old": [], "new": []}
+        try:
+            for name in journals:  # warm-up
+                await drive(journals[name], purchases[name], args.clients, 0.5, args.work_us)
+            for r in range(args.rounds):
+                for name in ("old", "new") if r % 2 else ("new", "old"):
+                    tps[name].append(await drive(journals[name], purchases[name], args.clients, args.seconds,
+                                                 args.work_us))
+        finally:
+            for journal in journals.values():
+                journal.close()
+        return tps
+
+    tps = uvloop.run(main())
+    o, n = statistics.median(tps["old"]), statistics.median(tps["new"])
+    note = f", old path on schema v{args.old_version}" if args.old_schema else ""
+    print(f"event loop, {args.clients} clients, {args.work_us:.0f} µs of Python per purchase, "
+          f"{args.rounds} rounds of {args.seconds:.0f} s{note}; purchases per second, median:")
+    print(f"  old path {o:8.0f}")
+    print(f"  new path {n:8.0f}")
+    print(f"  new/old  {n / o:7.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=None, help="60 (rounds), 5 (--loop)")
+    parser.add_argument("--old-schema", action="store_true")
+    parser.add_argument("--old-version", type=int, default=4)
+    parser.add_argument("--loop", action="store_true")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--work-us", type=float, default=150.0)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    if args.rounds is None:
+        args.rounds = 5 if args.loop else 60
+    with tempfile.TemporaryDirectory() as tmp:
+        (loop_mode if args.loop else rounds_mode)(args, tmp)
 
 
 if __name__ == "__main__":
