@@ -142,6 +142,7 @@ cdef class BatchExecutor:
     cdef Step *steps
     cdef Py_ssize_t steps_cap
     cdef char errmsg[ERRMSG_MAX]
+    cdef bint busy  # a call is stepping without the GIL: no other may start
 
     def __cinit__(self):
         self.db = NULL
@@ -151,6 +152,7 @@ cdef class BatchExecutor:
         self.begin_deferred = self.begin_immediate = self.data_version = self.commit_ = NULL
         self.values = NULL
         self.values_cap = 0
+        self.busy = False
         self.steps = NULL
         self.steps_cap = 0
 
@@ -231,6 +233,8 @@ cdef class BatchExecutor:
     cdef int _check_open(self) except -1:
         if self.db == NULL:
             raise _sqlite3.ProgrammingError("the batch executor is closed")
+        if self.busy:
+            raise _sqlite3.ProgrammingError("the batch executor is in use by another thread: it has one owner")
         return 0
 
     cdef int _reserve(self, Py_ssize_t n_steps, Py_ssize_t n_values) except -1:
@@ -283,6 +287,7 @@ cdef class BatchExecutor:
         cdef int rc
         cdef int64_t version = 0
         cdef sqlite3_stmt *begin = self.begin_immediate if immediate else self.begin_deferred
+        self.busy = True
         with nogil:
             rc = self._exec(begin)
             if rc == SQLITE_DONE:
@@ -294,6 +299,7 @@ cdef class BatchExecutor:
                     rc = sqlite3_extended_errcode(self.db)
                     self._keep_errmsg()
                 sqlite3_reset(self.data_version)
+        self.busy = False
         if rc != SQLITE_DONE:
             raise _error(rc, self.errmsg)
         return version
@@ -302,8 +308,10 @@ cdef class BatchExecutor:
         """COMMIT, the GIL released while SQLite syncs the log."""
         self._check_open()
         cdef int rc
+        self.busy = True
         with nogil:
             rc = self._exec(self.commit_)
+        self.busy = False
         if rc != SQLITE_DONE:
             raise _error(rc, self.errmsg)
 
@@ -345,8 +353,10 @@ cdef class BatchExecutor:
             first += step.count
             converted += 1
         cdef Py_ssize_t ran
+        self.busy = True
         with nogil:
             ran = self._step_all(converted, guarded)
+        self.busy = False
         rowids = [self.steps[i].rowid for i in range(ran)]
         if ran > 0:
             step = &self.steps[ran - 1]
@@ -443,6 +453,8 @@ cdef class BatchExecutor:
     def close(self):
         """Finalize every statement (before the connection closes); the executor is unusable after."""
         cdef Py_ssize_t i
+        if self.busy:
+            raise _sqlite3.ProgrammingError("the batch executor is in use by another thread: it has one owner")
         for i in range(self.n_stmts):
             sqlite3_finalize(self.stmts[i])
         self.n_stmts = 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 import pytest
 
@@ -162,3 +163,33 @@ def test_begin_and_commit(tmp_path):
     x.close()
     other.close()
     conn.close()
+
+
+def test_one_owner_at_a_time(db):
+    # While one thread steps without the GIL, another thread's call is refused.
+    conn, x, insert, rename = db
+    conn.execute("BEGIN")
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(10)
+        return 1
+
+    conn.create_function("slow", 0, slow)
+    slow_insert = x.prepare("INSERT INTO t (n) VALUES (slow())")
+    result = []
+    worker = threading.Thread(target=lambda: result.append(x.run([(slow_insert, ())])))
+    worker.start()
+    assert started.wait(10)
+    try:
+        with pytest.raises(sqlite3.ProgrammingError, match="one owner"):
+            x.run([(insert, ("a", None, None, None))])
+        with pytest.raises(sqlite3.ProgrammingError, match="one owner"):
+            x.close()
+    finally:
+        release.set()
+        worker.join(10)
+    assert result[0][:3] == (1, 1, None)
+    x.close()
+    x.close()  # twice is fine

@@ -11,6 +11,7 @@ AUTOINCREMENT: never reused, even after old rows are archived away.
 """
 from __future__ import annotations
 
+import operator
 import sqlite3
 import time
 from collections import OrderedDict
@@ -56,6 +57,8 @@ from switch.journal.statements import (
     placeholders,
     record,
 )
+
+_inserted = operator.itemgetter(*INSERTED_INDEX)  # the inserted columns of a record's values
 
 __all__ = ["SqliteJournal", "MIGRATIONS", "SCHEMA_VERSION", "COLUMN_TYPES", "INSERTED", "FIELDS"]
 
@@ -127,7 +130,7 @@ class SqliteJournal(GroupCommitter):
             )
         except ValueError as exc:
             return self._failed(exc)
-        row = tuple(values[i] for i in INSERTED_INDEX)
+        row = _inserted(values)
         key = (rec.terminal_id, rec.stan, rec.transmission_time)
         return self._submit(self._insert_call, (rec, row, key), True)
 
