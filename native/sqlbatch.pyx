@@ -118,7 +118,9 @@ cdef class BatchExecutor:
     before anything later runs.  It returns ``(done, changes, error,
     rowids)``: how many steps ran (the last one included), the row count of
     the last, its exception (``None`` when it did not fail) and the
-    last-insert rowid after each step.
+    last-insert rowid after each step.  A step with a value of a type other than None,
+    int, float, str and bytes, or one its statement's ``kinds`` do not take
+    as given, is not run: ``changes`` is then ``-1``.
 
     Guarded, every step runs inside a savepoint, and a failing step is rolled
     back alone.  Unguarded, a failing step leaves the transaction to the
@@ -128,6 +130,7 @@ cdef class BatchExecutor:
     cdef sqlite3 *db
     cdef object connection  # keeps the sqlite3.Connection (and its sqlite3 *) alive
     cdef list statements  # SQL text of each statement, by number
+    cdef list kinds  # the types its parameters take as they are (bytes), or None: any
     cdef sqlite3_stmt **stmts
     cdef Py_ssize_t n_stmts
     cdef sqlite3_stmt *savepoint
@@ -190,6 +193,7 @@ cdef class BatchExecutor:
         self.db = db
         self.connection = connection
         self.statements = []
+        self.kinds = []
         self.savepoint = self._prepare_raw(b"SAVEPOINT batch_op")
         self.release = self._prepare_raw(b"RELEASE batch_op")
         self.rollback_to = self._prepare_raw(b"ROLLBACK TO batch_op")
@@ -216,10 +220,28 @@ cdef class BatchExecutor:
             raise _sqlite3.ProgrammingError(f"a batch statement returns no rows: {sql.decode()!r}")
         return stmt
 
-    def prepare(self, str sql) -> int:
-        """Prepare ``sql`` (one statement that returns no rows) once; its number for :meth:`run`."""
+    def prepare(self, str sql, str kinds=None) -> int:
+        """Prepare ``sql`` (one statement that returns no rows) once; its number for :meth:`run`.
+
+        ``kinds``, one letter per parameter, names the values each parameter
+        stores and gives back unchanged besides NULL: ``t`` str, ``i`` int,
+        ``r`` float, ``b`` bytes, ``*`` any.  A value of another type (an int
+        for a text column, which SQLite would store as text) is not bound:
+        :meth:`run` stops before that step and reports it (changes ``-1``),
+        so that the caller can write it another way and read back what was
+        stored.
+        """
         self._check_open()
+        cdef bytes kind_codes = None
+        if kinds is not None:
+            if kinds.strip("tirb*"):
+                raise ValueError(f"parameter kinds are t, i, r, b or *, got {kinds!r}")
+            kind_codes = kinds.encode("ascii")
         cdef sqlite3_stmt *stmt = self._prepare_raw(sql.encode())
+        if kind_codes is not None and len(kind_codes) != sqlite3_bind_parameter_count(stmt):
+            count = sqlite3_bind_parameter_count(stmt)
+            sqlite3_finalize(stmt)
+            raise ValueError(f"{len(kind_codes)} parameter kinds for a statement of {count} parameters")
         cdef sqlite3_stmt **grown = <sqlite3_stmt **>PyMem_Realloc(self.stmts, (self.n_stmts + 1) * sizeof(sqlite3_stmt *))
         if grown == NULL:
             sqlite3_finalize(stmt)
@@ -228,6 +250,7 @@ cdef class BatchExecutor:
         self.stmts[self.n_stmts] = stmt
         self.n_stmts += 1
         self.statements.append(sql)
+        self.kinds.append(kind_codes)
         return self.n_stmts - 1
 
     cdef int _check_open(self) except -1:
@@ -252,8 +275,20 @@ cdef class BatchExecutor:
             self.values_cap = n_values
         return 0
 
+    cdef bint _as_given(self, Value *v, char kind) noexcept:
+        """Whether the parameter of ``kind`` stores this value, and gives it back, as it is."""
+        if v.kind == 0 or kind == b'*':
+            return True
+        if v.kind == 1:
+            return kind == b'i'
+        if v.kind == 2:
+            return kind == b'r'
+        if v.kind == 3:
+            return kind == b't'
+        return kind == b'b'
+
     cdef int _convert(self, object value, Value *v) except -1:
-        # Exact types only, as the sqlite3 module stores them.
+        """1 if the value is bound (exact types only, as the sqlite3 module binds them), 0 if not."""
         cdef type t = type(value)
         if value is None:
             v.kind = 0
@@ -271,10 +306,10 @@ cdef class BatchExecutor:
             v.p = PyBytes_AS_STRING(value)
             v.n = PyBytes_GET_SIZE(value)
         else:
-            raise _sqlite3.ProgrammingError(f"type {t.__name__!r} is not supported in a batch")
+            return 0  # bool, bytearray, a subclass, an adapted type: the sqlite3 module's business
         if (v.kind == 3 or v.kind == 4) and v.n > 0x7fffffff:
             raise _sqlite3.DataError("string or blob too big")
-        return 0
+        return 1
 
     def begin(self, bint immediate):
         """BEGIN (IMMEDIATE: with the write lock) and the connection's data version after it, the GIL released once.
@@ -322,6 +357,8 @@ cdef class BatchExecutor:
         cdef Step *step
         cdef tuple params
         cdef Py_ssize_t number
+        cdef bytes kinds
+        cdef bint converted_on = False  # a value the column would store converted
         error = None
         for i in range(n):
             total += len((<tuple>steps[i])[1])
@@ -344,11 +381,18 @@ cdef class BatchExecutor:
                 )
             step.first = first
             step.count = len(params)
+            kinds = <bytes>self.kinds[number]
             try:
                 for k in range(step.count):
-                    self._convert(params[k], &self.values[first + k])
+                    if not self._convert(params[k], &self.values[first + k]) or (
+                        kinds is not None and not self._as_given(&self.values[first + k], kinds[k])
+                    ):
+                        converted_on = True
+                        break
             except Exception as exc:
                 error = exc
+                break
+            if converted_on:
                 break
             first += step.count
             converted += 1
@@ -368,6 +412,9 @@ cdef class BatchExecutor:
             # The step whose value could not be stored counts as run and failed.
             rowids.append(0)
             return converted + 1, 0, error, rowids
+        if converted_on:
+            rowids.append(0)
+            return converted + 1, -1, None, rowids
         return ran, 1, None, rowids
 
     cdef Py_ssize_t _step_all(self, Py_ssize_t n, bint guarded) noexcept nogil:

@@ -117,12 +117,19 @@ def test_a_failing_write_in_a_run_fails_alone(held):
 def test_values_not_stored_as_given_take_the_sqlite3_path(held):
     j, gate = held
     rec, _ = ok(j.insert(txn(1)))
-    counting = count_runs(j)
     upd = ok(j.update(rec.id, amount=1234.0, reversal_attempts=True))
     assert type(upd.amount) is int and upd.reversal_attempts == 1 and upd == ok(j.get(rec.id))
-    odd, _ = ok(j.insert(txn(2, response=bytearray(b"x"))))
-    assert type(odd.response) is bytes and odd == ok(j.get(odd.id))
-    assert counting.runs == []
+    hold_writer(j, gate)
+    counting = count_runs(j)
+    before = j.insert(txn(2))
+    odd = j.insert(txn(3, response=bytearray(b"x"), amount=500.0))
+    after = j.insert(txn(4))
+    gate.open()
+    odd_rec, _ = ok(odd)
+    assert type(odd_rec.response) is bytes and type(odd_rec.amount) is int and odd_rec == ok(j.get(odd_rec.id))
+    assert ok(before)[1] and ok(after)[1] and ok(after)[0] == ok(j.get(ok(after)[0].id))
+    # Three planned; the executor hands the odd one back unrun; the last runs on its own.
+    assert counting.runs == [(3, False), (1, False)]
 
 
 def test_an_unremembered_record_is_read_back(tmp_path):

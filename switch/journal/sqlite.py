@@ -40,12 +40,14 @@ from switch.journal.statements import (
     BY_ID,
     BY_KEY,
     BY_ORDER,
+    COLUMN_KINDS,
     COLUMN_TYPES,
     COLUMNS,
     COMPLETION,
     FIELDS,
     INSERT,
     INSERTED,
+    INSERT_KINDS,
     INSERTED_INDEX,
     INSERTED_TYPES,
     PENDING_REVERSALS,
@@ -93,7 +95,8 @@ class SqliteJournal(GroupCommitter):
         self._last_now = 0.0
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
-        # Per set of updated columns: (UPDATE, UPDATE ... RETURNING, column types).
+        # Per set of updated columns (and whether the state is expected): UPDATE,
+        # UPDATE ... RETURNING, column types, whether it stores the answer, parameter kinds.
         self._update_sql: dict[tuple[str, ...], tuple[str, str, tuple[frozenset, ...]]] = {}
         # Writer thread only: the records as this connection last wrote or read
         # them, newest last, so that an update can return its record without
@@ -163,7 +166,11 @@ class SqliteJournal(GroupCommitter):
             stamps = "updated_at = ?, answered_at = ?" if answers else "updated_at = ?"
             where = "id = ? AND state = ?" if guarded else "id = ?"
             sql = f"UPDATE txn SET {assignments}, {stamps} WHERE {where}"
-            statements = (sql, f"{sql} RETURNING {COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers)
+            # native.sqlbatch's parameter kinds: the columns', then the stamps, id and expected state.
+            kinds = "".join(COLUMN_KINDS[c] for c in columns) + ("rri" if answers else "ri") + ("t" if guarded else "")
+            statements = (
+                sql, f"{sql} RETURNING {COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers, kinds
+            )
             self._update_sql[(columns, guarded)] = statements
         own_pan_check = self._hmac_key is not None and any(c in changes for c in FREE_REFERENCE_FIELDS)
         return self._submit(self._update_call, (statements, changes, txn_id, own_pan_check, expect), True)
@@ -291,7 +298,7 @@ class SqliteJournal(GroupCommitter):
         self, statements: tuple[str, str, tuple[frozenset, ...], bool], changes: dict[str, Any], txn_id: int,
         own_pan_check: bool, expect: str | None = None,
     ) -> TxnRecord:
-        sql, returning, types, answers = statements
+        sql, returning, types, answers, _kinds = statements
         values = tuple(changes.values())
         now = self._now()
         stamps = (now, now, txn_id) if answers else (now, txn_id)
@@ -377,10 +384,10 @@ class SqliteJournal(GroupCommitter):
 
         Everything else (reads, settlement, ...) runs one by one as before, in
         batch order, so a read still sees every write queued before it.  A run
-        ends before an operation that needs Python in the middle: a value that
-        would not be stored as given or an update of a record not remembered
-        (both read back with RETURNING), a second update of a record in the
-        same run (planned from the first one's outcome).  It also ends after a
+        ends before an operation that needs Python in the middle: an update
+        of a record not remembered (read back with RETURNING), a second update
+        of a record in the same run (planned from the first one's outcome), a
+        value that would not be stored as given (found by the executor).  It also ends after a
         statement that fails or changes no row (an insert of a key already
         there, an update of a record not in the expected state), which is then
         dealt with before anything later runs.
@@ -396,6 +403,16 @@ class SqliteJournal(GroupCommitter):
                 continue
             done, changes, error, rowids = executor.run(steps, guarded)
             finished = self._finished
+            if changes == -1:
+                # Its last step was not run (a value not stored as given):
+                # what ran before it is done, and it goes the sqlite3 way.
+                done -= 1
+                for k in range(done):
+                    outcomes.append((plans[k][0], True, finished(plans[k], rowids[k])))
+                if not run_op(batch[i + done], outcomes, guarded):
+                    return False
+                i += done + 1
+                continue
             for k in range(done - 1):
                 outcomes.append((plans[k][0], True, finished(plans[k], rowids[k])))
             last = plans[done - 1]
@@ -435,26 +452,28 @@ class SqliteJournal(GroupCommitter):
             plans.append((fut, *planned[1:]))
         return steps, plans
 
-    def _statement(self, sql: str) -> int:
+    def _statement(self, sql: str, kinds: str) -> int:
         number = self._statement_numbers.get(sql)
         if number is None:
-            number = self._statement_numbers[sql] = self._executor.prepare(sql)
+            number = self._statement_numbers[sql] = self._executor.prepare(sql, kinds)
         return number
 
+    # A value that its column would store converted (an int for a text
+    # column, a bool, a bytearray) is caught by the executor, which then runs
+    # nothing of that step: it goes the sqlite3 way, and is read back.
+
     def _plan_insert(self, rec: TxnRecord, row: tuple, key: tuple) -> tuple | None:
-        if not as_stored(INSERTED_TYPES, row):
-            return None
         now = self._now()
-        return (self._statement(INSERT), row + (now, now)), True, rec, now, key
+        return (self._statement(INSERT, INSERT_KINDS), row + (now, now)), True, rec, now, key
 
     def _plan_update(
         self, statements: tuple, changes: dict[str, Any], txn_id: int, own_pan_check: bool, expect: str | None
     ) -> tuple | None:
-        sql, _returning, types, answers = statements
+        sql, _returning, _types, answers, kinds = statements
         known = self._known.get(txn_id)
-        values = tuple(changes.values())
-        if known is None or not as_stored(types, values):
+        if known is None:
             return None
+        values = tuple(changes.values())
         if own_pan_check:
             fields = {f: changes.get(f, getattr(known, f)) for f in ("acquirer_ref", "order_ref")}
             try:
@@ -470,7 +489,7 @@ class SqliteJournal(GroupCommitter):
             params = values + (now, txn_id)
         if expect is not None:
             params += (expect,)
-        return (self._statement(sql), params), False, rec, txn_id, expect
+        return (self._statement(sql, kinds), params), False, rec, txn_id, expect
 
     def _finished(self, plan: tuple, rowid: int) -> Any:
         if plan[1]:  # an insert: (future, True, record, now, key)

@@ -92,6 +92,10 @@ COLUMN_TYPES: dict[str, frozenset] = {
     for f in INSERTED
 }
 INSERTED_TYPES = tuple(COLUMN_TYPES[f] for f in INSERTED)
+# The same, as native.sqlbatch's parameter kinds (t str, i int, r float, b bytes; NULL in any).
+KIND_OF_TYPES = {TEXT: "t", INTEGER: "i", REAL: "r", BLOB: "b"}
+COLUMN_KINDS: dict[str, str] = {f: KIND_OF_TYPES[t] for f, t in COLUMN_TYPES.items()}
+INSERT_KINDS = "".join(COLUMN_KINDS[f] for f in INSERTED) + "rr"  # then created_at, updated_at
 
 
 def as_stored(types: tuple[frozenset, ...], values: tuple) -> bool:
