@@ -40,7 +40,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import switch.journal.sqlite as sqlite_journal  # noqa: E402
 from switch.journal import TxnRecord, pan_protect  # noqa: E402
 from switch.journal import schema  # noqa: E402
 from switch.journal.groupcommit import GroupCommitter  # noqa: E402
@@ -95,12 +94,12 @@ def open_old(path: str, version: int | None, **options) -> SqliteJournal:
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
     conn.close()
-    saved = sqlite_journal.SCHEMA_VERSION
-    sqlite_journal.SCHEMA_VERSION = version  # opening migrates no further
+    saved = schema.SCHEMA_VERSION
+    schema.SCHEMA_VERSION = version  # opening migrates no further
     try:
         return SqlitePathJournal(path, hmac_key=KEY, **options)
     finally:
-        sqlite_journal.SCHEMA_VERSION = saved
+        schema.SCHEMA_VERSION = saved
 
 
 class Purchases:

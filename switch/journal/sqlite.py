@@ -42,6 +42,7 @@ from switch.journal import (
 )
 from switch.journal import files
 from switch.journal.groupcommit import GroupCommitter
+from switch.journal import schema
 from switch.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from switch.journal.statements import (
     BACKLOG,
@@ -522,32 +523,13 @@ class SqliteJournal(GroupCommitter):
                 if mode.lower() != "wal":
                     raise JournalError(f"journal {self.path}: cannot switch to WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
-            self._migrate(conn)
+            schema.migrate(conn, self.path)
             self._executor = BatchExecutor(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
         self._statement_numbers.clear()
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT")
-            version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
-            if version > SCHEMA_VERSION:
-                raise JournalError(
-                    f"journal {self.path} has schema version {version}, "
-                    f"newer than this payswitch knows ({SCHEMA_VERSION})"
-                )
-            for number in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[number - 1]:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _close_db(self) -> None:
         if self._executor is not None:
