@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import Future
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from switch.journal import StaleState
-from switch.journal.sqlite import SqliteJournal
+from switch.journal import StaleState, TxnRecord
+from switch.journal.groupcommit import GroupCommitter
+from switch.journal.sqlite import FIELDS, SqliteJournal
 from tests.test_journal import KEY, Gate, hold_writer, ok, txn
 
 
@@ -147,3 +152,105 @@ def test_an_unremembered_record_is_read_back(tmp_path):
         assert counting.runs == [(1, False)]
     finally:
         j.close()
+
+
+# -- the compiled path against the sqlite3-module path, on random batches -----------
+
+
+class Collecting(SqliteJournal):
+    """Queues operations until flush(), which runs them as one batch (no writer thread)."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+        ticks = iter(range(1, 10**9))
+        super().__init__(":memory:", hmac_key=KEY, inline=True, clock=lambda: float(next(ticks)))
+
+    def _submit(self, fn, args, writes):
+        fut = Future()
+        self.pending.append((fut, fn, args, writes))
+        return fut
+
+    def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        for op in batch:
+            op[0].set_running_or_notify_cancel()
+        self._run_batch(batch)
+
+
+class CollectingSqlitePath(Collecting):
+    _run_ops = GroupCommitter._run_ops  # every operation through the sqlite3 module
+
+
+STAMPS = ("created_at", "updated_at", "answered_at")
+
+
+def comparable(value):
+    """A result without the journal's clock stamps (the two paths read the clock a different number of times)."""
+    if isinstance(value, TxnRecord):
+        return msgspec.structs.replace(value, **{s: None for s in STAMPS})
+    if isinstance(value, tuple):
+        return tuple(comparable(v) for v in value)
+    return value
+
+
+def outcome(fut):
+    try:
+        return "ok", comparable(fut.result(timeout=0))
+    except Exception as exc:  # noqa: BLE001 - the error's type is the outcome
+        return "error", type(exc).__name__
+
+
+inserts = st.tuples(
+    st.just("insert"), st.integers(1, 6), st.sampled_from([None, "O1", "O2"]),
+    st.sampled_from([1000, 1500.0, None]), st.sampled_from([None, b"x", bytearray(b"y")]),
+)
+updates = st.tuples(
+    st.just("update"), st.integers(1, 9),
+    st.sampled_from([
+        {"state": "sent"}, {"state": "answered", "response_code": "00", "response": b"r"},
+        {"state": "answered", "response_code": "05"}, {"reversal_attempts": True}, {"amount": "ten"},
+        {"order_ref": "O1"}, {"acquirer_ref": "ref-1", "auth_code": "A1"},
+    ]),
+)
+conditional = st.tuples(
+    st.just("update_if"), st.integers(1, 9), st.sampled_from(["received", "sent", "answered"]),
+    st.sampled_from(["sent", "reversal_pending"]),
+)
+reads = st.tuples(st.sampled_from(["get", "find"]), st.integers(1, 9))
+batches = st.lists(st.lists(st.one_of(inserts, updates, conditional, reads), min_size=1, max_size=12),
+                   min_size=1, max_size=6)
+
+
+def submit(j: SqliteJournal, op: tuple):
+    kind = op[0]
+    if kind == "insert":
+        _, stan, order_ref, amount, response = op
+        return j.insert(txn(stan, order_ref=order_ref, amount=amount, response=response,
+                            kind="wallet" if order_ref else "card"))
+    if kind == "update":
+        return j.update(op[1], **op[2])
+    if kind == "update_if":
+        return j.update_if(op[1], op[2], state=op[3])
+    if kind == "get":
+        return j.get(op[1])
+    return j.find("DEMO0001", "%06d" % op[1], "1124065401")
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches)
+def test_the_compiled_path_does_what_the_sqlite3_path_does(plan):
+    compiled, reference = Collecting(), CollectingSqlitePath()
+    try:
+        for batch in plan:
+            futures = [(submit(compiled, op), submit(reference, op)) for op in batch]
+            compiled.flush()
+            reference.flush()
+            for op, (a, b) in zip(batch, futures):
+                assert outcome(a) == outcome(b), op
+        columns = ", ".join(f for f in FIELDS if f not in STAMPS)
+        for table, sql in (("txn", f"SELECT {columns} FROM txn ORDER BY id"),
+                           ("outbox", "SELECT id, txn_id, event FROM outbox ORDER BY id")):
+            assert compiled._conn.execute(sql).fetchall() == reference._conn.execute(sql).fetchall(), table
+    finally:
+        compiled.close()
+        reference.close()
