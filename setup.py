@@ -33,6 +33,8 @@ def extensions():
                 [pyx],
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,
+                # native/sqlbatch.pyx steps journal batches through the SQLite C API.
+                libraries=["sqlite3"] if module == "native.sqlbatch" else [],
             )
         )
     return exts

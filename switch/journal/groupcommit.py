@@ -323,25 +323,35 @@ class GroupCommitter:
         rolls back and runs the batch again guarded.  Each savepoint costs two
         statements, and each statement hands the GIL to the event loop and
         waits to get it back, so the common batch where nothing fails runs
-        without them.
+        without them.  A backend with a faster way to run some operations
+        overrides this and hands the others to :meth:`_run_op`.
         """
-        append = outcomes.append
-        for fut, fn, args, writes in batch:
-            if guarded and writes:
-                self._savepoint()
-            try:
-                result = fn(*args)
-            except Exception as exc:
-                append((fut, False, exc))
-                if guarded and writes:
-                    self._rollback_to_savepoint()
-                if not self._in_transaction():
-                    # The database ended the transaction (I/O error, disk full, ...).
-                    raise JournalError("the journal transaction was rolled back") from exc
-                if writes and not guarded:
-                    return False
-                continue
-            if guarded and writes:
-                self._release()
-            append((fut, True, result))
+        run_op = self._run_op
+        for op in batch:
+            if not run_op(op, outcomes, guarded):
+                return False
         return True
+
+    def _run_op(self, op: Op, outcomes: list, guarded: bool) -> bool:
+        """Run one operation, append its outcome; False if it was an unguarded write that failed."""
+        fut, fn, args, writes = op
+        if guarded and writes:
+            self._savepoint()
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            outcomes.append((fut, False, exc))
+            if guarded and writes:
+                self._rollback_to_savepoint()
+            self._check_transaction(exc)
+            return not (writes and not guarded)
+        if guarded and writes:
+            self._release()
+        outcomes.append((fut, True, result))
+        return True
+
+    def _check_transaction(self, exc: BaseException) -> None:
+        """After ``exc`` failed an operation: raise if the database ended the transaction."""
+        if not self._in_transaction():
+            # The database ended the transaction (I/O error, disk full, ...).
+            raise JournalError("the journal transaction was rolled back") from exc

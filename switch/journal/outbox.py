@@ -86,6 +86,36 @@ MIGRATION: tuple[str, ...] = (
 )
 
 
+# Schema version 6: the same triggers and bodies, their conditions written as
+# comparisons.  SQLite evaluates ``x IN ('a', 'b', 'c')`` by filling a
+# temporary table of the list, once per run of a program, and a trigger body
+# is a program run on every row it fires for: the IN lists of version 4 cost
+# an approved payment's update about 10 µs, as much as the rest of the
+# trigger.  (benchmarks/journal_batch.py; the condition tests in
+# tests/test_events.py hold the semantics.)
+_PAYMENT = "(NEW.mti = '0100' OR NEW.mti = '0200' OR NEW.mti = '0220')"
+_NOT_UNDONE = "OLD.state <> 'reversal_pending' AND OLD.state <> 'reversed' AND OLD.state <> 'unmatched'"
+
+CHEAPER_CONDITIONS: tuple[str, ...] = (
+    "DROP TRIGGER outbox_outcome",
+    f"""
+    CREATE TRIGGER outbox_outcome AFTER UPDATE OF response_code ON txn
+    WHEN OLD.response_code IS NULL AND NEW.response_code IS NOT NULL AND {_PAYMENT}
+    BEGIN
+        {_INSERT.format(event=_OUTCOME_EVENT, body=_BODY.format(event=_OUTCOME_EVENT, extra=''))};
+    END
+    """,
+    "DROP TRIGGER outbox_reversed",
+    f"""
+    CREATE TRIGGER outbox_reversed AFTER UPDATE OF state ON txn
+    WHEN NEW.state = 'reversal_pending' AND {_NOT_UNDONE}
+         AND NEW.response_code = '00' AND {_PAYMENT}
+    BEGIN
+        {_INSERT.format(event="'reversed'", body=_BODY.format(event="'reversed'", extra=''))};
+    END
+    """,
+)
+
 class Event(NamedTuple):
     id: int  # the outbox id: NATS message id, webhook id
     merchant_id: str

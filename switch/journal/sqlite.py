@@ -8,9 +8,18 @@ an error instead of being stored as whatever it was.
 
 The RRN is a generated column, ``printf('%012d', id)``, with ids from
 AUTOINCREMENT: never reused, even after old rows are archived away.
+
+The hot writes (a new transaction, the update that stores its answer, the
+state updates) are bound and stepped in C by :mod:`native.sqlbatch`, a run
+of them in one call without the GIL, on the very connection of the
+``sqlite3`` module, which does everything else (reads, settlement,
+migrations) in the same transaction: a read sees the writes queued before
+it.  BEGIN and COMMIT go through the executor too, so a batch of writes hands
+the GIL over three times, not three times per statement.
 """
 from __future__ import annotations
 
+import operator
 import sqlite3
 import time
 from collections import OrderedDict
@@ -19,9 +28,10 @@ from typing import Any, Callable
 
 import msgspec
 
+from native.sqlbatch import BatchExecutor
 from switch.journal import (
     FREE_REFERENCE_FIELDS,
-    REVERSED_STATES,
+    LONG_NUMBER_FIELDS,
     JournalError,
     StaleState,
     Totals,
@@ -33,109 +43,42 @@ from switch.journal import (
 )
 from switch.journal import files, terminal_keys
 from switch.journal.groupcommit import GroupCommitter
+from switch.journal import schema
 from switch.journal.schema import MIGRATIONS, SCHEMA_VERSION
+from switch.journal.statements import (
+    BACKLOG,
+    BY_ID,
+    BY_KEY,
+    BY_ORDER,
+    COLUMN_KINDS,
+    COLUMN_TYPES,
+    COLUMNS,
+    COMPLETION,
+    FIELDS,
+    INSERT,
+    INSERTED,
+    INSERT_KINDS,
+    INSERTED_INDEX,
+    INSERTED_TYPES,
+    PENDING_REVERSALS,
+    REFUNDS,
+    SETTLE,
+    TOTALS,
+    UPDATABLE,
+    as_stored,
+    placeholders,
+    record,
+)
+
+_inserted = operator.itemgetter(*INSERTED_INDEX)  # the inserted columns of a record's values
+# The fields the Luhn guard looks at (it passes over LONG_NUMBER_FIELDS), picked out in C.
+_GUARDED_NAMES = tuple(f for f in FIELDS if f not in LONG_NUMBER_FIELDS)
+_guarded = operator.itemgetter(*(FIELDS.index(f) for f in _GUARDED_NAMES))
+
+__all__ = ["SqliteJournal", "MIGRATIONS", "SCHEMA_VERSION", "COLUMN_TYPES", "INSERTED", "FIELDS"]
 
 # SQLite 3.37 for STRICT tables (3.35 for RETURNING, 3.31 for generated columns).
 MIN_SQLITE = (3, 37, 0)
-
-FIELDS: tuple[str, ...] = TxnRecord.__struct_fields__
-# Set by the journal, never by the caller.
-ASSIGNED = frozenset({"id", "rrn", "created_at", "updated_at", "answered_at"})
-INSERTED = tuple(f for f in FIELDS if f not in ASSIGNED)
-UPDATABLE = frozenset(INSERTED)
-_INSERTED_INDEX = tuple(FIELDS.index(f) for f in INSERTED)
-_COLUMNS = ", ".join(FIELDS)
-
-
-_INSERT = (
-    f"INSERT INTO txn ({', '.join(INSERTED)}, created_at, updated_at) "
-    f"VALUES ({', '.join('?' * (len(INSERTED) + 2))}) "
-    "ON CONFLICT (terminal_id, stan, transmission_time, key_epoch) DO NOTHING"
-)
-_BY_ID = f"SELECT {_COLUMNS} FROM txn WHERE id = ?"
-_BY_KEY = (
-    f"SELECT {_COLUMNS} FROM txn "
-    "WHERE terminal_id = ? AND stan = ? AND transmission_time = ? AND key_epoch = 0"
-)
-_BY_ORDER = f"SELECT {_COLUMNS} FROM txn WHERE order_ref = ?"
-
-_REVERSED = ", ".join(f"'{s}'" for s in REVERSED_STATES)
-# Spec section 3, 0500: debits are approved purchases (0200, 00xxxx) and
-# completions (0220); credits approved refunds (0200, 20xxxx); reversed ones
-# count in neither.  Section 6.1: the period runs from the terminal's last
-# accepted settlement in that currency (its cut-off) to this one's, by when
-# each transaction was answered.  ?2 is the currency (NULL: every currency).
-_LAST_CUTOFF = """
-    SELECT coalesce(max(cutoff), 0) FROM settlement
-    WHERE terminal_id = ?1 AND accepted = 1 AND (?2 IS NULL OR currency IS NULL OR currency = ?2)
-"""
-_TOTALS = f"""
-    SELECT coalesce(sum(credit), 0), coalesce(sum(debit), 0),
-           coalesce(sum(CASE WHEN credit THEN amount END), 0),
-           coalesce(sum(CASE WHEN debit THEN amount END), 0)
-    FROM (
-        SELECT amount,
-               mti = '0200' AND substr(processing_code, 1, 2) = '20' AS credit,
-               (mti = '0200' AND substr(processing_code, 1, 2) = '00') OR mti = '0220' AS debit
-        FROM txn
-        WHERE terminal_id = ?1
-          AND (?2 IS NULL OR currency = ?2)
-          AND answered_at > ({_LAST_CUTOFF}) AND answered_at <= ?3
-          AND response_code = '00'
-          AND state NOT IN ({_REVERSED})
-    )
-"""
-_SETTLE = """
-    INSERT INTO settlement (terminal_id, accepted, credits_count, debits_count,
-                            credits_amount, debits_amount, last_txn_id, created_at, currency, cutoff)
-    VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM txn), ?, ?, ?)
-"""
-_REFUNDS = f"""
-    SELECT coalesce(sum(amount), 0) FROM txn
-    WHERE merchant_id = ? AND created_at >= ? AND substr(processing_code, 1, 2) = '20'
-      AND mti = '0200' AND response_code = '00' AND state NOT IN ({_REVERSED})
-"""
-_COMPLETION = (
-    f"SELECT {_COLUMNS} FROM txn WHERE original_id = ? AND mti = '0220' AND response_code = '00' "
-    f"AND state NOT IN ({_REVERSED}) ORDER BY id LIMIT 1"
-)
-_PENDING_REVERSALS = (
-    f"SELECT {_COLUMNS} FROM txn WHERE state = 'reversal_pending' "
-    "ORDER BY coalesce(reversal_started, updated_at), id LIMIT ?"
-)
-_BACKLOG = (
-    "SELECT count(*), min(coalesce(reversal_started, updated_at)) FROM txn WHERE state = 'reversal_pending'"
-)
-
-
-# Python types that a STRICT column of the table stores and gives back
-# unchanged.  A value of another type may be converted on the way in (an int
-# into a TEXT column becomes text, a float into an INTEGER column an int, a
-# bytearray a bytes), so a record holding one is read back from the database
-# instead of being built from the values as given.
-_INTEGER_COLUMNS = frozenset({"amount", "original_id", "reversal_attempts", "key_epoch"})
-_BLOB_COLUMNS = frozenset({"response"})
-_REAL_COLUMNS = frozenset({"reversal_started"})
-_TEXT, _INTEGER, _BLOB = frozenset({str, type(None)}), frozenset({int, type(None)}), frozenset({bytes, type(None)})
-_REAL = frozenset({float, type(None)})
-COLUMN_TYPES: dict[str, frozenset] = {
-    f: _INTEGER if f in _INTEGER_COLUMNS else _BLOB if f in _BLOB_COLUMNS else _REAL if f in _REAL_COLUMNS else _TEXT
-    for f in INSERTED
-}
-_INSERTED_TYPES = tuple(COLUMN_TYPES[f] for f in INSERTED)
-
-
-def _as_stored(types: tuple[frozenset, ...], values: tuple) -> bool:
-    """True if every value would be stored, and read back, as it is."""
-    return all(map(frozenset.__contains__, types, map(type, values)))
-
-
-def _record(row: tuple) -> TxnRecord:
-    return TxnRecord(**dict(zip(FIELDS, row)))
-
-
-def _placeholders(n: int) -> str:
-    return ", ".join("?" * n)
 
 
 class SqliteJournal(GroupCommitter):
@@ -165,7 +108,8 @@ class SqliteJournal(GroupCommitter):
         self._last_now = 0.0
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
-        # Per set of updated columns: (UPDATE, UPDATE ... RETURNING, column types).
+        # Per set of updated columns (and whether the state is expected): UPDATE,
+        # UPDATE ... RETURNING, column types, whether it stores the answer, parameter kinds.
         self._update_sql: dict[tuple[str, ...], tuple[str, str, tuple[frozenset, ...]]] = {}
         # Writer thread only: the records as this connection last wrote or read
         # them, newest last, so that an update can return its record without
@@ -175,6 +119,13 @@ class SqliteJournal(GroupCommitter):
         self._known_max = known_records
         self._unsure: list[int] = []  # ids remembered in the open transaction
         self._data_version: int | None = None
+        # The compiled path (writer thread): its prepared statements by SQL,
+        # and the two operations it runs, bound once so that a batch can
+        # recognise them by identity.
+        self._executor: BatchExecutor | None = None
+        self._statement_numbers: dict[str, int] = {}
+        self._insert_call = self._insert
+        self._update_call = self._update
         super().__init__(
             name=f"journal-writer:{path}", max_batch=max_batch, future=future, deliver=deliver, inline=inline
         )
@@ -188,16 +139,16 @@ class SqliteJournal(GroupCommitter):
         rec = msgspec.structs.replace(rec)
         values = msgspec.structs.astuple(rec)
         try:
-            check_luhn_runs(zip(FIELDS, values))
+            check_luhn_runs(zip(_GUARDED_NAMES, _guarded(values)))
             check_pan_forms(rec.pan_masked, rec.pan_hash)
             check_own_pan(
                 {"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key
             )
         except ValueError as exc:
             return self._failed(exc)
-        row = tuple(values[i] for i in _INSERTED_INDEX)
+        row = _inserted(values)
         key = (rec.terminal_id, rec.stan, rec.transmission_time)
-        return self._submit(self._insert, (rec, row, key), True)
+        return self._submit(self._insert_call, (rec, row, key), True)
 
     def update(self, txn_id: int, **changes: Any) -> Future[TxnRecord]:
         return self._update_op(txn_id, None, changes)
@@ -228,16 +179,20 @@ class SqliteJournal(GroupCommitter):
             stamps = "updated_at = ?, answered_at = ?" if answers else "updated_at = ?"
             where = "id = ? AND state = ?" if guarded else "id = ?"
             sql = f"UPDATE txn SET {assignments}, {stamps} WHERE {where}"
-            statements = (sql, f"{sql} RETURNING {_COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers)
+            # native.sqlbatch's parameter kinds: the columns', then the stamps, id and expected state.
+            kinds = "".join(COLUMN_KINDS[c] for c in columns) + ("rri" if answers else "ri") + ("t" if guarded else "")
+            statements = (
+                sql, f"{sql} RETURNING {COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers, kinds
+            )
             self._update_sql[(columns, guarded)] = statements
         own_pan_check = self._hmac_key is not None and any(c in changes for c in FREE_REFERENCE_FIELDS)
-        return self._submit(self._update, (statements, changes, txn_id, own_pan_check, expect), True)
+        return self._submit(self._update_call, (statements, changes, txn_id, own_pan_check, expect), True)
 
     def get(self, txn_id: int) -> Future[TxnRecord | None]:
-        return self._submit(self._one, (_BY_ID, (txn_id,)), False)
+        return self._submit(self._one, (BY_ID, (txn_id,)), False)
 
     def find(self, terminal_id: str, stan: str, transmission_time: str) -> Future[TxnRecord | None]:
-        return self._submit(self._one, (_BY_KEY, (terminal_id, stan, transmission_time)), False)
+        return self._submit(self._one, (BY_KEY, (terminal_id, stan, transmission_time)), False)
 
     def find_original(
         self, terminal_id: str, mtis: tuple[str, ...], stan: str, transmission_time: str
@@ -246,13 +201,13 @@ class SqliteJournal(GroupCommitter):
         if not mtis:
             return self._failed(ValueError("find_original needs at least one original MTI"))
         sql = (
-            f"SELECT {_COLUMNS} FROM txn WHERE terminal_id = ? AND mti IN ({_placeholders(len(mtis))}) "
+            f"SELECT {COLUMNS} FROM txn WHERE terminal_id = ? AND mti IN ({placeholders(len(mtis))}) "
             "AND stan = ? AND transmission_time = ? ORDER BY id DESC LIMIT 1"
         )
         return self._submit(self._one, (sql, (terminal_id, *mtis, stan, transmission_time)), False)
 
     def find_by_order(self, order_ref: str) -> Future[TxnRecord | None]:
-        return self._submit(self._one, (_BY_ORDER, (order_ref,)), False)
+        return self._submit(self._one, (BY_ORDER, (order_ref,)), False)
 
     def in_states(self, states: tuple[str, ...], limit: int = 100) -> Future[list[TxnRecord]]:
         states = tuple(states)
@@ -261,7 +216,7 @@ class SqliteJournal(GroupCommitter):
         if type(limit) is not int or limit < 1:
             return self._failed(ValueError(f"in_states limit must be a positive int, got {limit!r}"))
         sql = (
-            f"SELECT {_COLUMNS} FROM txn WHERE state IN ({_placeholders(len(states))}) "
+            f"SELECT {COLUMNS} FROM txn WHERE state IN ({placeholders(len(states))}) "
             "ORDER BY updated_at, id LIMIT ?"
         )
         return self._submit(self._many, (sql, (*states, limit)), False)
@@ -288,16 +243,16 @@ class SqliteJournal(GroupCommitter):
         return self._submit(self._settle_totals, (terminal_id, currency, theirs), True)
 
     def refund_total(self, merchant_id: str, since: float) -> Future[int]:
-        return self._submit(self._scalar, (_REFUNDS, (merchant_id, since)), False)
+        return self._submit(self._scalar, (REFUNDS, (merchant_id, since)), False)
 
     def find_completion(self, original_id: int) -> Future[TxnRecord | None]:
-        return self._submit(self._one, (_COMPLETION, (original_id,)), False)
+        return self._submit(self._one, (COMPLETION, (original_id,)), False)
 
     def pending_reversals(self, limit: int = 1000) -> Future[list[TxnRecord]]:
-        return self._submit(self._many, (_PENDING_REVERSALS, (limit,)), False)
+        return self._submit(self._many, (PENDING_REVERSALS, (limit,)), False)
 
     def reversal_backlog(self) -> Future[tuple[int, float | None]]:
-        return self._submit(self._row, (_BACKLOG, ()), False)
+        return self._submit(self._row, (BACKLOG, ()), False)
 
     def retire(self, txn_id: int) -> Future[None]:
         return self._submit(self._retire, (txn_id,), True)
@@ -364,30 +319,30 @@ class SqliteJournal(GroupCommitter):
     def _insert(self, rec: TxnRecord, row: tuple, key: tuple) -> tuple[TxnRecord, bool]:
         conn = self._conn
         now = self._now()
-        cur = conn.execute(_INSERT, row + (now, now))
+        cur = conn.execute(INSERT, row + (now, now))
         if cur.rowcount == 1:
             txn_id = cur.lastrowid
-            if _as_stored(_INSERTED_TYPES, row):
+            if as_stored(INSERTED_TYPES, row):
                 rec = msgspec.structs.replace(
                     rec, id=txn_id, rrn="%012d" % txn_id, created_at=now, updated_at=now
                 )
             else:
-                rec = _record(conn.execute(_BY_ID, (txn_id,)).fetchone())
+                rec = record(conn.execute(BY_ID, (txn_id,)).fetchone())
             return self._remember(rec), True
-        return self._remember(_record(conn.execute(_BY_KEY, key).fetchone())), False
+        return self._remember(record(conn.execute(BY_KEY, key).fetchone())), False
 
     def _update(
         self, statements: tuple[str, str, tuple[frozenset, ...], bool], changes: dict[str, Any], txn_id: int,
         own_pan_check: bool, expect: str | None = None,
     ) -> TxnRecord:
-        sql, returning, types, answers = statements
+        sql, returning, types, answers, _kinds = statements
         values = tuple(changes.values())
         now = self._now()
         stamps = (now, now, txn_id) if answers else (now, txn_id)
         if expect is not None:
             stamps += (expect,)
         known = self._known.get(txn_id)
-        if known is not None and _as_stored(types, values):
+        if known is not None and as_stored(types, values):
             if self._conn.execute(sql, values + stamps).rowcount != 1:
                 self._missed(txn_id, expect)
             if answers:
@@ -398,7 +353,7 @@ class SqliteJournal(GroupCommitter):
             rows = self._conn.execute(returning, values + stamps).fetchall()
             if not rows:
                 self._missed(txn_id, expect)
-            rec = _record(rows[0])
+            rec = record(rows[0])
         if own_pan_check:
             # Raising rolls the update back (the caller fails this operation alone).
             check_own_pan(
@@ -414,19 +369,19 @@ class SqliteJournal(GroupCommitter):
 
     def _one(self, sql: str, args: tuple) -> TxnRecord | None:
         row = self._conn.execute(sql, args).fetchone()
-        return None if row is None else self._remember(_record(row))
+        return None if row is None else self._remember(record(row))
 
     def _many(self, sql: str, args: tuple) -> list[TxnRecord]:
-        return [self._remember(_record(row)) for row in self._conn.execute(sql, args).fetchall()]
+        return [self._remember(record(row)) for row in self._conn.execute(sql, args).fetchall()]
 
     def _totals(self, terminal_id: str, currency: str | None, cutoff: float | None = None) -> Totals:
         if cutoff is None:
             cutoff = self._now()
-        return Totals(*self._conn.execute(_TOTALS, (terminal_id, currency, cutoff)).fetchone())
+        return Totals(*self._conn.execute(TOTALS, (terminal_id, currency, cutoff)).fetchone())
 
     def _settle(self, args: tuple, currency: str | None, cutoff: float | None = None) -> None:
         now = self._now()
-        self._conn.execute(_SETTLE, args + (now, currency, now if cutoff is None else cutoff))
+        self._conn.execute(SETTLE, args + (now, currency, now if cutoff is None else cutoff))
 
     def _settle_totals(self, terminal_id: str, currency: str | None, theirs: Totals) -> tuple[Totals, bool]:
         # One operation on the writer: the cut-off is taken with the totals, so
@@ -459,6 +414,132 @@ class SqliteJournal(GroupCommitter):
         )
         return start
 
+    # -- the compiled path (writer thread) -----------------------------------
+
+    def _run_ops(self, batch: list, outcomes: list, *, guarded: bool) -> bool:
+        """Runs of inserts and updates are stepped by native.sqlbatch, one call per run.
+
+        Everything else (reads, settlement, ...) runs one by one as before, in
+        batch order, so a read still sees every write queued before it.  A run
+        ends before an operation that needs Python in the middle: an update
+        of a record not remembered (read back with RETURNING), a second update
+        of a record in the same run (planned from the first one's outcome), a
+        value that would not be stored as given (found by the executor).  It also ends after a
+        statement that fails or changes no row (an insert of a key already
+        there, an update of a record not in the expected state), which is then
+        dealt with before anything later runs.
+        """
+        executor, run_op = self._executor, self._run_op
+        i, n = 0, len(batch)
+        while i < n:
+            steps, plans = self._plan(batch, i)
+            if not plans:
+                if not run_op(batch[i], outcomes, guarded):
+                    return False
+                i += 1
+                continue
+            done, changes, error, rowids = executor.run(steps, guarded)
+            finished = self._finished
+            if changes == -1:
+                # Its last step was not run (a value not stored as given):
+                # what ran before it is done, and it goes the sqlite3 way.
+                done -= 1
+                for k in range(done):
+                    outcomes.append((plans[k][0], True, finished(plans[k], rowids[k])))
+                if not run_op(batch[i + done], outcomes, guarded):
+                    return False
+                i += done + 1
+                continue
+            for k in range(done - 1):
+                outcomes.append((plans[k][0], True, finished(plans[k], rowids[k])))
+            last = plans[done - 1]
+            if error is not None:
+                outcomes.append((last[0], False, error))
+                self._check_transaction(error)
+                if not guarded:
+                    return False  # rolled back and run again guarded
+            elif changes == 1:
+                outcomes.append((last[0], True, finished(last, rowids[done - 1])))
+            else:
+                try:
+                    outcomes.append((last[0], True, self._unchanged(last)))
+                except Exception as exc:  # nothing was written: no rollback
+                    outcomes.append((last[0], False, exc))
+            i += done
+        return True
+
+    def _plan(self, batch: list, start: int) -> tuple[list, list]:
+        """The run of compiled steps from ``batch[start]``: (statement, parameters) and how to finish each."""
+        steps: list[tuple[int, tuple]] = []
+        plans: list[tuple] = []
+        touched: set[int] = set()
+        insert_call, update_call = self._insert_call, self._update_call
+        for k in range(start, len(batch)):
+            fut, fn, args, _writes = batch[k]
+            if fn is insert_call:
+                planned = self._plan_insert(*args)
+            elif fn is update_call and args[2] not in touched:
+                planned = self._plan_update(*args)
+                touched.add(args[2])
+            else:
+                break
+            if planned is None:
+                break
+            steps.append(planned[0])
+            plans.append((fut, *planned[1:]))
+        return steps, plans
+
+    def _statement(self, sql: str, kinds: str) -> int:
+        number = self._statement_numbers.get(sql)
+        if number is None:
+            number = self._statement_numbers[sql] = self._executor.prepare(sql, kinds)
+        return number
+
+    # A value that its column would store converted (an int for a text
+    # column, a bool, a bytearray) is caught by the executor, which then runs
+    # nothing of that step: it goes the sqlite3 way, and is read back.
+
+    def _plan_insert(self, rec: TxnRecord, row: tuple, key: tuple) -> tuple | None:
+        now = self._now()
+        return (self._statement(INSERT, INSERT_KINDS), row + (now, now)), True, rec, now, key
+
+    def _plan_update(
+        self, statements: tuple, changes: dict[str, Any], txn_id: int, own_pan_check: bool, expect: str | None
+    ) -> tuple | None:
+        sql, _returning, _types, answers, kinds = statements
+        known = self._known.get(txn_id)
+        if known is None:
+            return None
+        values = tuple(changes.values())
+        if own_pan_check:
+            fields = {f: changes.get(f, getattr(known, f)) for f in ("acquirer_ref", "order_ref")}
+            try:
+                check_own_pan(fields, changes.get("pan_hash", known.pan_hash), self._hmac_key)
+            except ValueError:
+                return None  # fails on the Python path, with its error
+        now = self._now()
+        if answers:
+            rec = msgspec.structs.replace(known, **changes, updated_at=now, answered_at=now)
+            params = values + (now, now, txn_id)
+        else:
+            rec = msgspec.structs.replace(known, **changes, updated_at=now)
+            params = values + (now, txn_id)
+        if expect is not None:
+            params += (expect,)
+        return (self._statement(sql, kinds), params), False, rec, txn_id, expect
+
+    def _finished(self, plan: tuple, rowid: int) -> Any:
+        if plan[1]:  # an insert: (future, True, record, now, key)
+            now = plan[3]
+            rec = msgspec.structs.replace(plan[2], id=rowid, rrn="%012d" % rowid, created_at=now, updated_at=now)
+            return self._remember(rec), True
+        return self._remember(plan[2])
+
+    def _unchanged(self, plan: tuple) -> Any:
+        if plan[1]:  # the key is taken: the record that holds it
+            return self._remember(record(self._conn.execute(BY_KEY, plan[4]).fetchone())), False
+        self._missed(plan[3], plan[4])  # raises
+
     # -- GroupCommitter hooks (writer thread) --------------------------------
 
     def _open(self) -> None:
@@ -470,44 +551,28 @@ class SqliteJournal(GroupCommitter):
                 if mode.lower() != "wal":
                     raise JournalError(f"journal {self.path}: cannot switch to WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
-            self._migrate(conn)
+            schema.migrate(conn, self.path)
+            self._executor = BatchExecutor(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT")
-            version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
-            if version > SCHEMA_VERSION:
-                raise JournalError(
-                    f"journal {self.path} has schema version {version}, "
-                    f"newer than this payswitch knows ({SCHEMA_VERSION})"
-                )
-            for number in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[number - 1]:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        self._statement_numbers.clear()
 
     def _close_db(self) -> None:
+        if self._executor is not None:
+            self._executor.close()  # its statements go before the connection
+            self._executor = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
     def _begin(self, writes: bool) -> None:
         # IMMEDIATE takes the write lock up front: no SQLITE_BUSY half-way.
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
         # data_version changes when another connection (another process, a
         # repair tool) has committed since we last looked: then the records
-        # we remember may be stale.
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        # we remember may be stale.  Both in one call, without the GIL.
+        version = self._executor.begin(writes)
         if version != self._data_version:
             self._known.clear()
             self._data_version = version
@@ -526,7 +591,7 @@ class SqliteJournal(GroupCommitter):
         return self._conn.in_transaction
 
     def _commit(self) -> None:
-        self._conn.execute("COMMIT")
+        self._executor.commit()  # the fsync without the GIL, and one hand-over of it
         self._unsure.clear()
 
     def _rollback(self) -> None:

@@ -1,0 +1,111 @@
+"""The SQL of the SQLite journal (``switch.journal.sqlite``) and the types of its columns.
+
+Kept apart from the writer so that the statements can be read, and checked
+against the spec, in one place.
+"""
+from __future__ import annotations
+
+from switch.journal import REVERSED_STATES, TxnRecord
+
+FIELDS: tuple[str, ...] = TxnRecord.__struct_fields__
+# Set by the journal, never by the caller.
+ASSIGNED = frozenset({"id", "rrn", "created_at", "updated_at", "answered_at"})
+INSERTED = tuple(f for f in FIELDS if f not in ASSIGNED)
+UPDATABLE = frozenset(INSERTED)
+INSERTED_INDEX = tuple(FIELDS.index(f) for f in INSERTED)
+COLUMNS = ", ".join(FIELDS)
+
+
+INSERT = (
+    f"INSERT INTO txn ({', '.join(INSERTED)}, created_at, updated_at) "
+    f"VALUES ({', '.join('?' * (len(INSERTED) + 2))}) "
+    "ON CONFLICT (terminal_id, stan, transmission_time, key_epoch) DO NOTHING"
+)
+BY_ID = f"SELECT {COLUMNS} FROM txn WHERE id = ?"
+BY_KEY = (
+    f"SELECT {COLUMNS} FROM txn "
+    "WHERE terminal_id = ? AND stan = ? AND transmission_time = ? AND key_epoch = 0"
+)
+BY_ORDER = f"SELECT {COLUMNS} FROM txn WHERE order_ref = ?"
+
+REVERSED = ", ".join(f"'{s}'" for s in REVERSED_STATES)
+# Spec section 3, 0500: debits are approved purchases (0200, 00xxxx) and
+# completions (0220); credits approved refunds (0200, 20xxxx); reversed ones
+# count in neither.  Section 6.1: the period runs from the terminal's last
+# accepted settlement in that currency (its cut-off) to this one's, by when
+# each transaction was answered.  ?2 is the currency (NULL: every currency).
+LAST_CUTOFF = """
+    SELECT coalesce(max(cutoff), 0) FROM settlement
+    WHERE terminal_id = ?1 AND accepted = 1 AND (?2 IS NULL OR currency IS NULL OR currency = ?2)
+"""
+TOTALS = f"""
+    SELECT coalesce(sum(credit), 0), coalesce(sum(debit), 0),
+           coalesce(sum(CASE WHEN credit THEN amount END), 0),
+           coalesce(sum(CASE WHEN debit THEN amount END), 0)
+    FROM (
+        SELECT amount,
+               mti = '0200' AND substr(processing_code, 1, 2) = '20' AS credit,
+               (mti = '0200' AND substr(processing_code, 1, 2) = '00') OR mti = '0220' AS debit
+        FROM txn
+        WHERE terminal_id = ?1
+          AND (?2 IS NULL OR currency = ?2)
+          AND answered_at > ({LAST_CUTOFF}) AND answered_at <= ?3
+          AND response_code = '00'
+          AND state NOT IN ({REVERSED})
+    )
+"""
+SETTLE = """
+    INSERT INTO settlement (terminal_id, accepted, credits_count, debits_count,
+                            credits_amount, debits_amount, last_txn_id, created_at, currency, cutoff)
+    VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM txn), ?, ?, ?)
+"""
+REFUNDS = f"""
+    SELECT coalesce(sum(amount), 0) FROM txn
+    WHERE merchant_id = ? AND created_at >= ? AND substr(processing_code, 1, 2) = '20'
+      AND mti = '0200' AND response_code = '00' AND state NOT IN ({REVERSED})
+"""
+COMPLETION = (
+    f"SELECT {COLUMNS} FROM txn WHERE original_id = ? AND mti = '0220' AND response_code = '00' "
+    f"AND state NOT IN ({REVERSED}) ORDER BY id LIMIT 1"
+)
+PENDING_REVERSALS = (
+    f"SELECT {COLUMNS} FROM txn WHERE state = 'reversal_pending' "
+    "ORDER BY coalesce(reversal_started, updated_at), id LIMIT ?"
+)
+BACKLOG = (
+    "SELECT count(*), min(coalesce(reversal_started, updated_at)) FROM txn WHERE state = 'reversal_pending'"
+)
+
+
+# Python types that a STRICT column of the table stores and gives back
+# unchanged.  A value of another type may be converted on the way in (an int
+# into a TEXT column becomes text, a float into an INTEGER column an int, a
+# bytearray a bytes), so a record holding one is read back from the database
+# instead of being built from the values as given.
+INTEGER_COLUMNS = frozenset({"amount", "original_id", "reversal_attempts", "key_epoch"})
+BLOB_COLUMNS = frozenset({"response"})
+REAL_COLUMNS = frozenset({"reversal_started"})
+TEXT, INTEGER, BLOB = frozenset({str, type(None)}), frozenset({int, type(None)}), frozenset({bytes, type(None)})
+REAL = frozenset({float, type(None)})
+COLUMN_TYPES: dict[str, frozenset] = {
+    f: INTEGER if f in INTEGER_COLUMNS else BLOB if f in BLOB_COLUMNS else REAL if f in REAL_COLUMNS else TEXT
+    for f in INSERTED
+}
+INSERTED_TYPES = tuple(COLUMN_TYPES[f] for f in INSERTED)
+# The same, as native.sqlbatch's parameter kinds (t str, i int, r float, b bytes; NULL in any).
+KIND_OF_TYPES = {TEXT: "t", INTEGER: "i", REAL: "r", BLOB: "b"}
+COLUMN_KINDS: dict[str, str] = {f: KIND_OF_TYPES[t] for f, t in COLUMN_TYPES.items()}
+INSERT_KINDS = "".join(COLUMN_KINDS[f] for f in INSERTED) + "rr"  # then created_at, updated_at
+
+
+def as_stored(types: tuple[frozenset, ...], values: tuple) -> bool:
+    """True if every value would be stored, and read back, as it is."""
+    return all(map(frozenset.__contains__, types, map(type, values)))
+
+
+def record(row: tuple) -> TxnRecord:
+    return TxnRecord(**dict(zip(FIELDS, row)))
+
+
+def placeholders(n: int) -> str:
+    return ", ".join("?" * n)
