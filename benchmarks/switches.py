@@ -9,6 +9,7 @@ being measured is the code next to the benchmark), and can run
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -56,13 +57,62 @@ class BenchSwitch(e2e.SwitchProcess):
         super().stop()
 
 
-def rss_kib(pid: int) -> int | None:
-    """Resident set size of a process (KiB), None once it is gone."""
+def bench_config(tmp: Path, *, writer: str = "thread", max_in_flight: int = 128,
+                 sim: str = "fast") -> tuple[str, dict]:
+    """``tests.e2e.card_config`` tuned for measuring: simulators without ledgers, answering at once.
+
+    ``sim``: "fast" (the uvloop card simulator, which takes less of the
+    machine) or "trio"; ``writer``: the ``[journal] writer``;
+    ``max_in_flight``: room for the largest connection count (no 91 from the
+    listener's in-flight limit).
+    """
+    text, ports = e2e.card_config(tmp, acquirer_timeout=10.0)
+    # No ledger (a flushed JSON line per transaction is the simulator's cost, not the switch's).
+    sim_args = '"--latency-ms", "0"' + (', "--fast"' if sim == "fast" else "")
+    text = re.sub(r'args = \["--ledger", "[^"]*"\]', f"args = [{sim_args}]", text)
+    text = text.replace("[journal]\n", f'[journal]\nwriter = "{writer}"\n', 1)
+    text = text.replace("max_in_flight = 128", f"max_in_flight = {max(128, max_in_flight)}")
+    return text, ports
+
+
+def switch_pids(pid: int) -> list[int]:
+    """The switch process and its journal writer process (not the simulators it starts)."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+            if ppid != pid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"switch.journal.writer" in f.read():
+                    pids.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def memory_kib(pid: int) -> dict[str, int] | None:
+    """VmRSS and its anonymous / file-backed parts (KiB) of a process, None once it is gone.
+
+    A leak grows ``anon``; ``file`` (mapped libraries, SQLite's files) is
+    the kernel's to drop.
+    """
+    out = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                if line.startswith(("VmRSS:", "RssAnon:", "RssFile:")):
+                    key, value = line.split()[:2]
+                    out[{"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file"}[key]] = int(value)
     except OSError:
         return None
-    return None
+    return out if "rss" in out else None
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of a process (KiB), None once it is gone."""
+    m = memory_kib(pid)
+    return m["rss"] if m else None
