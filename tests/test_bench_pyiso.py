@@ -122,3 +122,11 @@ def test_the_shimmed_switch_answers_purchases_as_the_compiled_one_does():
         assert len(theirs.pop("38")) == len(ours.pop("38")) == 6
         assert theirs == ours
     assert compiled[-1]["39"] == "30" and pyiso[-1]["39"] != "30"
+
+
+@pytest.mark.parametrize("folder", ["switch", "adapters", "native"])
+def test_the_switch_never_imports_pyiso8583_or_the_benchmarks(folder):
+    """pyiso8583 is a test dependency: only benchmarks.pyiso_switch puts it in a switch process."""
+    from tests.test_layers import offenders
+
+    assert offenders(folder, ("iso8583", "benchmarks")) == []
