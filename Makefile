@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FUZZ_STAMP := $(VENV)/.installed-fuzz
 
-.PHONY: run test bench fuzz build clean
+.PHONY: run test bench soak fuzz build clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,15 @@ run: build
 test: build
 	$(PY) -m pytest -q tests
 
+# The codec and routing micro-benchmarks, then the switch end to end against a bare
+# forwarder and against the same switch on pyiso8583 (benchmarks/e2e_throughput.py).
 bench: build
 	$(PY) -m pytest -q benchmarks --benchmark-enable --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
 	$(PY) -m benchmarks.e2e_throughput --json bench-e2e.json
+
+# 10 minutes at 300 TPS, the switch's and its journal writer's RSS every 10 s (SOAK_ARGS: see benchmarks/soak.py).
+soak: build
+	$(PY) -m benchmarks.soak --json soak.json $(SOAK_ARGS)
 
 fuzz: $(FUZZ_STAMP)
 	bash tests/fuzz/run.sh $${FUZZ_SECONDS:-600}

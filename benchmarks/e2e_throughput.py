@@ -1,7 +1,8 @@
 """The switch end to end against a bare forwarder, in the same run.
 
     .venv/bin/python -m benchmarks.e2e_throughput [--connections 10,50,200] [--requests 6000]
-        [--rounds 3] [--writers thread,process] [--workers 1,2] [--json bench-e2e.json] [--sim fast|trio]
+        [--rounds 3] [--writers thread,process] [--workers 1,2] [--pyiso-writer thread|none]
+        [--json bench-e2e.json] [--sim fast|trio]
 
 Set-ups, each two TCP hops on loopback, driven by the same closed-loop client
 (one request in flight per connection, unique STANs, card purchases):
@@ -17,15 +18,25 @@ Set-ups, each two TCP hops on loopback, driven by the same closed-loop client
   process of its own);
 - **switch (N workers)**: for each N > 1 of ``--workers``, ``serve --workers
   N`` (a supervisor, one shared journal writer process, N worker processes
-  on one SO_REUSEPORT port).
+  on one SO_REUSEPORT port);
+- **switch (pyiso8583)**: the very same switch with pyiso8583 as its ISO 8583
+  codec (``benchmarks.pyiso_switch``: listeners, engine and host links decode
+  and encode with pyiso8583), journal writer ``--pyiso-writer``: what the
+  compiled codec buys end to end.
+
+The switches run this checkout's code (``PYTHONPATH``), not whatever
+``switch`` the interpreter has installed.
 
 Every round measures every set-up at every connection count, one after the
 other, so all see the same machine.  Printed per set-up and connection
 count: medians over the rounds of TPS, p50/p99/p999 latency, switch CPU per
 transaction (the switch process, its journal writer process and its
 workers, from /proc; the simulator is not counted), answers other than 00, and the TPS
-ratio against the forwarder.  ``--json`` writes every round and the
-medians.  This machine has 2 shared cores: compare ratios from one run, not
+ratio against the forwarder; then, per connection count, compiled switch
+(same journal writer) against the pyiso8583 one: the TPS ratio and the CPU
+ratio (pyiso8583's CPU per transaction over the compiled one's, which holds
+better than TPS on a busy machine).  ``--json`` writes every round, the
+medians and those ratios.  This machine has 2 shared cores: compare ratios from one run, not
 absolute numbers across runs.
 """
 from __future__ import annotations
@@ -34,7 +45,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import socket
 import statistics
 import struct
@@ -107,26 +117,6 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / _TICK
 
 
-def switch_pids(pid: int) -> list[int]:
-    """The switch process, its journal writer process and its workers (not the simulators it starts)."""
-    pids = [pid]
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rpartition(")")[2].split()[1])
-            if ppid != pid:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            if b"switch.journal.writer" in cmdline or b"switch.io.workers" in cmdline:
-                pids.append(int(entry))
-        except (OSError, ValueError, IndexError):
-            continue
-    return pids
-
-
 def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
@@ -183,6 +173,25 @@ def median_of(rounds: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in rounds) for k in keys}
 
 
+PYISO_NAME = "switch (pyiso8583)"
+
+
+def compiled_vs_pyiso(medians: dict, levels: list[int], writer: str) -> dict[int, dict]:
+    """Per connection count: the compiled switch's TPS over pyiso8583's, and pyiso8583's CPU per
+    transaction over the compiled one's (same journal writer); {} when either was not measured."""
+    compiled = medians.get(f"switch ({writer} writer)")
+    pyiso = medians.get(PYISO_NAME)
+    if not compiled or not pyiso:
+        return {}
+    out = {}
+    for conns in levels:
+        c, p = compiled[conns], pyiso[conns]
+        cpu = p["cpu_us_per_txn"] / c["cpu_us_per_txn"] if c.get("cpu_us_per_txn") else None
+        out[conns] = {"tps_ratio": c["tps"] / p["tps"], "cpu_ratio": cpu}
+        c["ratio_vs_pyiso8583"] = out[conns]["tps_ratio"]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", default="10,50,200", help="comma-separated connection counts")
@@ -190,43 +199,40 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--writers", default="thread,process", help="[journal] writer of each switch measured")
     ap.add_argument("--workers", default="1", help="comma-separated worker counts (serve --workers); 1: the writers above")
+    ap.add_argument("--pyiso-writer", default="thread", choices=["thread", "process", "none"],
+                    help="[journal] writer of the switch on pyiso8583 ('none': leave that switch out)")
     ap.add_argument("--json", default="bench-e2e.json", help="write the results here ('' for none)")
     ap.add_argument("--sim", choices=["fast", "trio"], default="fast",
                     help="card simulator behind the switch: uvloop (--fast) or trio")
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.connections.split(",")]
     writers = [w for w in args.writers.split(",") if w]
-    counts = [int(n) for n in args.workers.split(",") if n]
-    runs = [(w, 1) for w in writers] if 1 in counts else []
-    runs += [("process", n) for n in counts if n > 1]
 
     sys.path.insert(0, str(ROOT))
+    from benchmarks.switches import COMPILED, PYISO, BenchSwitch, bench_config, switch_pids
     from switch.client import TERMINAL, now_fields
-    from tests import e2e
 
     import uvloop
 
     switches: dict[str, tuple] = {}
+    counts = [int(n) for n in args.workers.split(",") if n]
+    kinds = [(f"switch ({w} writer)", COMPILED, w, 1) for w in writers] if 1 in counts else []
+    kinds += [(f"switch ({n} workers)", COMPILED, "process", n) for n in counts if n > 1]
+    if args.pyiso_writer != "none":
+        kinds.append((PYISO_NAME, PYISO, args.pyiso_writer, 1))
     fwd_port, up_port = free_port(), free_port()
     fwd = subprocess.Popen(
         [sys.executable, "-c", FORWARDER, str(fwd_port), str(up_port)], stdout=subprocess.PIPE, text=True
     )
     try:
         wait_line(fwd, "listening")
-        for writer, workers in runs:
+        for name, module, writer, workers in kinds:
             tmp = Path(tempfile.mkdtemp(prefix=f"payswitch-bench-{writer}-{workers}-"))
-            text, ports = e2e.card_config(tmp, acquirer_timeout=10.0)
-            # No ledger (a flushed JSON line per transaction is the simulator's cost, not the switch's).
-            sim_args = '"--latency-ms", "0"' + (', "--fast"' if args.sim == "fast" else "")
-            text = re.sub(r'args = \["--ledger", "[^"]*"\]', f"args = [{sim_args}]", text)
-            text = text.replace("[journal]\n", f'[journal]\nwriter = "{writer}"\n', 1)
-            # Room for the largest connection count: no 91 from the in-flight limit.
-            text = text.replace("max_in_flight = 128", f"max_in_flight = {max(128, 2 * max(levels))}")
-            if workers > 1:
-                text += f"\n[server]\nworkers = {workers}\n"
-            sw = e2e.SwitchProcess(tmp, text, ports)
+            text, ports = bench_config(tmp, writer=writer, max_in_flight=2 * max(levels), sim=args.sim,
+                                       workers=workers)
+            sw = BenchSwitch(tmp, text, ports, module)
             sw.start(timeout=60)
-            switches[f"switch ({writer} writer)" if workers == 1 else f"switch ({workers} workers)"] = (sw, ports["term"])
+            switches[name] = (sw, ports["term"])
 
         t = now_fields()
         counter = [0]
@@ -285,6 +291,13 @@ def main(argv=None) -> int:
                 print(f"{name:>24} {conns:5d} {m['tps']:8.0f} {m['p50_ms']:7.2f} {m['p99_ms']:7.2f} "
                       f"{m['p999_ms']:8.2f} {cpu} {m['not_00']:6.0f} {m['tps'] / base:6.2f}")
                 m["ratio_vs_forwarder"] = m["tps"] / base
+        against_pyiso = compiled_vs_pyiso(medians, levels, args.pyiso_writer)
+        if against_pyiso:
+            print(f"\ncompiled codec against pyiso8583, the same switch ({args.pyiso_writer} writer):")
+            print(f"{'conns':>5} {'TPS ratio':>9} {'CPU ratio':>9}")
+            for conns, r in against_pyiso.items():
+                cpu = f"{r['cpu_ratio']:9.2f}" if r["cpu_ratio"] is not None else f"{'-':>9}"
+                print(f"{conns:5d} {r['tps_ratio']:9.2f} {cpu}")
         if args.json:
             out = {
                 "requests": args.requests,
@@ -292,7 +305,9 @@ def main(argv=None) -> int:
                 "rounds": args.rounds,
                 "connections": levels,
                 "cpus": os.cpu_count(),
+                "pyiso_writer": args.pyiso_writer,
                 "medians": {n: {str(c): m for c, m in v.items()} for n, v in medians.items()},
+                "compiled_vs_pyiso8583": {str(c): r for c, r in against_pyiso.items()},
                 "rounds_detail": {n: {str(c): v for c, v in by.items()} for n, by in results.items()},
             }
             Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
