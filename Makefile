@@ -32,7 +32,7 @@ test: build
 # forwarder and against the same switch on pyiso8583 (benchmarks/e2e_throughput.py).
 bench: build
 	$(PY) -m pytest -q benchmarks --benchmark-enable --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
-	$(PY) -m benchmarks.e2e_throughput --json bench-e2e.json
+	$(PY) -m benchmarks.e2e_throughput --workers 1,auto --json bench-e2e.json
 
 # 10 minutes at 300 TPS, the switch's and its journal writer's RSS every 10 s (SOAK_ARGS: see benchmarks/soak.py).
 soak: build

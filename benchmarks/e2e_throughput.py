@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=6000, help="requests per measurement")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--writers", default="thread,process", help="[journal] writer of each switch measured")
-    ap.add_argument("--workers", default="1", help="comma-separated worker counts (serve --workers); 1: the writers above")
+    ap.add_argument("--workers", default="1", help="comma-separated worker counts (serve --workers; 'auto': one per core); 1: the writers above")
     ap.add_argument("--pyiso-writer", default="thread", choices=["thread", "process", "none"],
                     help="[journal] writer of the switch on pyiso8583 ('none': leave that switch out)")
     ap.add_argument("--json", default="bench-e2e.json", help="write the results here ('' for none)")
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     import uvloop
 
     switches: dict[str, tuple] = {}
-    counts = [int(n) for n in args.workers.split(",") if n]
+    counts = [os.cpu_count() or 1 if n == "auto" else int(n) for n in args.workers.split(",") if n]
     kinds = [(f"switch ({w} writer)", COMPILED, w, 1) for w in writers] if 1 in counts else []
     kinds += [(f"switch ({n} workers)", COMPILED, "process", n) for n in counts if n > 1]
     if args.pyiso_writer != "none":
