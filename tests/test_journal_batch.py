@@ -21,10 +21,18 @@ class CountingExecutor:
     def __init__(self, executor) -> None:
         self.executor = executor
         self.runs: list[tuple[int, bool]] = []
+        self.commit_runs = 0  # runs asked to commit too (the last of a batch)
+        self.commits = 0  # separate COMMIT calls
 
-    def run(self, steps, guarded=False):
+    def run(self, steps, guarded=False, commit=False):
         self.runs.append((len(steps), guarded))
-        return self.executor.run(steps, guarded)
+        if commit:
+            self.commit_runs += 1
+        return self.executor.run(steps, guarded, commit)
+
+    def commit(self):
+        self.commits += 1
+        return self.executor.commit()
 
     def __getattr__(self, name):
         return getattr(self.executor, name)
@@ -64,6 +72,8 @@ def test_inserts_and_updates_run_as_one_call_each_around_a_read(held):
     # run, planned from the first one's record.  (The gate's own insert ran
     # on the executor read before the count began.)
     assert counting.runs == [(5, False), (3, False), (1, False)]
+    # The batch's last run committed it: no COMMIT call of its own.
+    assert (counting.commit_runs, counting.commits) == (1, 0)
     for rec in records + [answered]:
         assert ok(j.get(rec.id)) == rec
 

@@ -190,6 +190,37 @@ def test_begin_and_commit(tmp_path):
     conn.close()
 
 
+def test_a_run_that_ends_a_batch_commits_in_the_same_call_only_when_all_of_it_succeeds(tmp_path):
+    conn = sqlite3.connect(tmp_path / "j.sqlite", isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE) STRICT")
+    x = BatchExecutor(conn)
+    insert = x.prepare("INSERT INTO t (name) VALUES (?)")
+    rename = x.prepare("UPDATE t SET name = ? WHERE id = ?")
+    # All steps change one row: committed in the run.
+    x.begin(True)
+    assert x.run([(insert, ("a",)), (rename, ("b", 1))], False, True)[:3] == (2, 1, None)
+    assert x.committed() is True and not conn.in_transaction
+    assert x.committed() is False  # told once
+    # A step that changes no row, or one that fails: nothing committed, the transaction goes on.
+    x.begin(True)
+    assert x.run([(insert, ("c",)), (rename, ("z", 99))], False, True)[:2] == (2, 0)
+    assert x.committed() is False and conn.in_transaction
+    conn.execute("ROLLBACK")
+    x.begin(True)
+    done, changes, error, _ = x.run([(insert, ("b",))], False, True)
+    assert isinstance(error, sqlite3.IntegrityError) and x.committed() is False and conn.in_transaction
+    conn.execute("ROLLBACK")
+    # Without commit=True a run never commits.
+    x.begin(True)
+    x.run([(insert, ("d",))])
+    assert x.committed() is False and conn.in_transaction
+    x.commit()
+    assert conn.execute("SELECT name FROM t ORDER BY id").fetchall() == [("b",), ("d",)]
+    x.close()
+    conn.close()
+
+
 def test_one_owner_at_a_time(db):
     # While one thread steps without the GIL, another thread's call is refused.
     conn, x, insert, rename = db

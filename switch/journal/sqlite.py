@@ -123,6 +123,7 @@ class SqliteJournal(GroupCommitter):
         # and the two operations it runs, bound once so that a batch can
         # recognise them by identity.
         self._executor: BatchExecutor | None = None
+        self._ran_commit = False  # the batch's last compiled run also committed it
         self._statement_numbers: dict[str, int] = {}
         self._insert_call = self._insert
         self._update_call = self._update
@@ -438,7 +439,11 @@ class SqliteJournal(GroupCommitter):
                     return False
                 i += 1
                 continue
-            done, changes, error, rowids = executor.run(steps, guarded)
+            # A run that ends the batch commits it too when all of it succeeds.
+            last_run = i + len(plans) == n
+            done, changes, error, rowids = executor.run(steps, guarded, last_run)
+            if last_run:
+                self._ran_commit = executor.committed()  # a failed COMMIT raises: the batch fails
             finished = self._finished
             if changes == -1:
                 # Its last step was not run (a value not stored as given):
@@ -572,6 +577,7 @@ class SqliteJournal(GroupCommitter):
         # data_version changes when another connection (another process, a
         # repair tool) has committed since we last looked: then the records
         # we remember may be stale.  Both in one call, without the GIL.
+        self._ran_commit = False
         version = self._executor.begin(writes)
         if version != self._data_version:
             self._known.clear()
@@ -591,7 +597,10 @@ class SqliteJournal(GroupCommitter):
         return self._conn.in_transaction
 
     def _commit(self) -> None:
-        self._executor.commit()  # the fsync without the GIL, and one hand-over of it
+        if self._ran_commit:
+            self._ran_commit = False  # the batch's last run committed it (native.sqlbatch run(commit=True))
+        else:
+            self._executor.commit()  # the fsync without the GIL, and one hand-over of it
         self._unsure.clear()
 
     def _rollback(self) -> None:
