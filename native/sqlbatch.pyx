@@ -147,6 +147,8 @@ cdef class BatchExecutor:
     cdef char errmsg[ERRMSG_MAX]
     cdef bint busy  # a call is stepping without the GIL: no other may start
     cdef int commit_rc  # run(commit=True): 0 not tried, else COMMIT's result code
+    cdef int begin_rc  # run(begin=...): 0 not tried, else BEGIN's (SQLITE_DONE once the version is read)
+    cdef int64_t begin_version  # run(begin=...): the data version read after BEGIN
 
     def __cinit__(self):
         self.db = NULL
@@ -321,24 +323,43 @@ cdef class BatchExecutor:
         """
         self._check_open()
         cdef int rc
-        cdef int64_t version = 0
         cdef sqlite3_stmt *begin = self.begin_immediate if immediate else self.begin_deferred
         self.busy = True
         with nogil:
-            rc = self._exec(begin)
-            if rc == SQLITE_DONE:
-                rc = sqlite3_step(self.data_version)
-                if rc == SQLITE_ROW:
-                    version = sqlite3_column_int64(self.data_version, 0)
-                    rc = SQLITE_DONE
-                else:
-                    rc = sqlite3_extended_errcode(self.db)
-                    self._keep_errmsg()
-                sqlite3_reset(self.data_version)
+            rc = self._begin_and_version(begin)
         self.busy = False
         if rc != SQLITE_DONE:
             raise _error(rc, self.errmsg)
-        return version
+        return self.begin_version
+
+    cdef int _begin_and_version(self, sqlite3_stmt *begin) noexcept nogil:
+        """BEGIN, then ``PRAGMA data_version`` into ``begin_version``: SQLITE_DONE, or the error's code."""
+        cdef int rc = self._exec(begin)
+        if rc == SQLITE_DONE:
+            rc = sqlite3_step(self.data_version)
+            if rc == SQLITE_ROW:
+                self.begin_version = sqlite3_column_int64(self.data_version, 0)
+                rc = SQLITE_DONE
+            else:
+                rc = sqlite3_extended_errcode(self.db)
+                self._keep_errmsg()
+            sqlite3_reset(self.data_version)
+        return rc
+
+    def began(self):
+        """After ``run(..., begin=...)``: the data version read after BEGIN; a failed BEGIN raises its error.
+
+        When it differs from the ``version`` given to ``run``, no step ran
+        (``run`` answered ``(0, 1, None, [])``): plan again and run without
+        ``begin``, the transaction is open.
+        """
+        cdef int rc = self.begin_rc
+        self.begin_rc = 0
+        if rc == 0:
+            raise RuntimeError("began(): the last run() was not asked to begin")
+        if rc != SQLITE_DONE:
+            raise _error(rc, self.errmsg)
+        return self.begin_version
 
     def commit(self):
         """COMMIT, the GIL released while SQLite syncs the log."""
@@ -351,15 +372,21 @@ cdef class BatchExecutor:
         if rc != SQLITE_DONE:
             raise _error(rc, self.errmsg)
 
-    def run(self, list steps, bint guarded=False, bint commit=False):
-        """Bind and step ``steps``; see :meth:`committed` for ``commit``.
+    def run(self, list steps, bint guarded=False, bint commit=False, int begin=0, int64_t version=-1):
+        """Bind and step ``steps``; see :meth:`committed` for ``commit``, :meth:`began` for ``begin``.
 
         ``commit``: when every step ran and changed one row, COMMIT in the
         same call (the caller's batch ends with these steps): one hand-over
         of the GIL for the run and the fsync instead of two.
+
+        ``begin`` (1: BEGIN, 2: BEGIN IMMEDIATE): open the transaction first,
+        in the same call, and read the data version after it; the steps run
+        only if it is ``version`` (the caller planned them from records it
+        remembers, which another connection's commit would have made stale).
         """
         self._check_open()
         self.commit_rc = 0
+        self.begin_rc = 0
         cdef Py_ssize_t n = len(steps), total = 0, i, j, k, first
         cdef Py_ssize_t converted = 0
         cdef Step *step
@@ -406,13 +433,22 @@ cdef class BatchExecutor:
             converted += 1
         cdef Py_ssize_t ran
         self.busy = True
+        cdef sqlite3_stmt *opening = (self.begin_immediate if begin == 2 else self.begin_deferred) if begin else NULL
         with nogil:
-            ran = self._step_all(converted, guarded)
+            if opening != NULL:
+                self.begin_rc = self._begin_and_version(opening)
+            if opening == NULL or (self.begin_rc == SQLITE_DONE and self.begin_version == version):
+                ran = self._step_all(converted, guarded)
+            else:
+                ran = 0
+                converted = -1  # nothing stepped: no commit either
             if commit and ran == n and converted == n and (
                 n == 0 or (self.steps[n - 1].rc == SQLITE_DONE and self.steps[n - 1].changes == 1)
             ):
                 self.commit_rc = self._exec(self.commit_)
         self.busy = False
+        if converted == -1:
+            return 0, 1, None, []  # see began()
         rowids = [self.steps[i].rowid for i in range(ran)]
         if ran > 0:
             step = &self.steps[ran - 1]

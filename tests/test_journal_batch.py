@@ -23,16 +23,24 @@ class CountingExecutor:
         self.runs: list[tuple[int, bool]] = []
         self.commit_runs = 0  # runs asked to commit too (the last of a batch)
         self.commits = 0  # separate COMMIT calls
+        self.begin_runs = 0  # runs asked to open the transaction too (the first of a batch)
+        self.begins = 0  # separate BEGIN calls
 
-    def run(self, steps, guarded=False, commit=False):
+    def run(self, steps, guarded=False, commit=False, begin=0, version=-1):
         self.runs.append((len(steps), guarded))
         if commit:
             self.commit_runs += 1
-        return self.executor.run(steps, guarded, commit)
+        if begin:
+            self.begin_runs += 1
+        return self.executor.run(steps, guarded, commit, begin, version)
 
     def commit(self):
         self.commits += 1
         return self.executor.commit()
+
+    def begin(self, immediate):
+        self.begins += 1
+        return self.executor.begin(immediate)
 
     def __getattr__(self, name):
         return getattr(self.executor, name)
@@ -72,7 +80,9 @@ def test_inserts_and_updates_run_as_one_call_each_around_a_read(held):
     # run, planned from the first one's record.  (The gate's own insert ran
     # on the executor read before the count began.)
     assert counting.runs == [(5, False), (3, False), (1, False)]
-    # The batch's last run committed it: no COMMIT call of its own.
+    # The batch's first run opened its transaction and its last run committed
+    # it: no BEGIN or COMMIT call of their own.
+    assert (counting.begin_runs, counting.begins) == (1, 0)
     assert (counting.commit_runs, counting.commits) == (1, 0)
     for rec in records + [answered]:
         assert ok(j.get(rec.id)) == rec

@@ -221,6 +221,40 @@ def test_a_run_that_ends_a_batch_commits_in_the_same_call_only_when_all_of_it_su
     conn.close()
 
 
+def test_a_run_may_open_the_transaction_and_steps_only_if_the_data_version_is_the_expected_one(tmp_path):
+    path = tmp_path / "j.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT) STRICT")
+    x = BatchExecutor(conn)
+    insert = x.prepare("INSERT INTO t (name) VALUES (?)")
+    version = x.begin(False)
+    x.commit()
+    # The expected version: BEGIN IMMEDIATE, the steps and the COMMIT in one call.
+    assert x.run([(insert, ("a",))], False, True, 2, version)[:3] == (1, 1, None)
+    assert x.began() == version and x.committed() is True and not conn.in_transaction
+    # Another connection committed meanwhile: the transaction is open, nothing ran.
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("INSERT INTO t (name) VALUES ('b')")
+    other.close()
+    assert x.run([(insert, ("c",))], False, True, 2, version) == (0, 1, None, [])
+    newer = x.began()
+    assert newer != version and conn.in_transaction and x.committed() is False
+    assert x.run([(insert, ("c",))], False, True)[:3] == (1, 1, None) and x.committed() is True
+    assert conn.execute("SELECT name FROM t ORDER BY id").fetchall() == [("a",), ("b",), ("c",)]
+    with pytest.raises(RuntimeError, match="not asked to begin"):
+        x.began()
+    # A BEGIN that fails (a transaction is open already) is its error, and nothing ran.
+    conn.execute("BEGIN")
+    assert x.run([(insert, ("d",))], False, False, 1, newer) == (0, 1, None, [])
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
+        x.began()
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (3,)
+    x.close()
+    conn.close()
+
+
 def test_one_owner_at_a_time(db):
     # While one thread steps without the GIL, another thread's call is refused.
     conn, x, insert, rename = db

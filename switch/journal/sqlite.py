@@ -124,6 +124,7 @@ class SqliteJournal(GroupCommitter):
         # recognise them by identity.
         self._executor: BatchExecutor | None = None
         self._ran_commit = False  # the batch's last compiled run also committed it
+        self._begin_pending: bool | None = None  # the batch's BEGIN (IMMEDIATE: True), not run yet
         self._statement_numbers: dict[str, int] = {}
         self._insert_call = self._insert
         self._update_call = self._update
@@ -439,9 +440,20 @@ class SqliteJournal(GroupCommitter):
                     return False
                 i += 1
                 continue
-            # A run that ends the batch commits it too when all of it succeeds.
+            # A run that ends the batch commits it too when all of it succeeds;
+            # the batch's first run opens its transaction.
             last_run = i + len(plans) == n
-            done, changes, error, rowids = executor.run(steps, guarded, last_run)
+            opening = self._begin_pending
+            if opening is None:
+                done, changes, error, rowids = executor.run(steps, guarded, last_run)
+            else:
+                self._begin_pending = None
+                expected = self._data_version
+                done, changes, error, rowids = executor.run(
+                    steps, guarded, last_run, 2 if opening else 1, -1 if expected is None else expected
+                )
+                if self._seen_version(executor.began()) != expected:
+                    continue  # nothing ran: records remembered may be stale, plan again
             if last_run:
                 self._ran_commit = executor.committed()  # a failed COMMIT raises: the batch fails
             finished = self._finished
@@ -573,15 +585,32 @@ class SqliteJournal(GroupCommitter):
             self._conn = None
 
     def _begin(self, writes: bool) -> None:
-        # IMMEDIATE takes the write lock up front: no SQLITE_BUSY half-way.
+        # The transaction opens with the batch's first statement (in the same
+        # call as its first compiled run, see _run_ops): one hand-over of the
+        # GIL fewer.  IMMEDIATE takes the write lock up front: no SQLITE_BUSY
+        # half-way.
+        self._ran_commit = False
+        self._begin_pending = writes
+
+    def _run_op(self, op, outcomes: list, guarded: bool) -> bool:
+        self._open_transaction()  # an operation the sqlite3 way: the batch's transaction first
+        return super()._run_op(op, outcomes, guarded)
+
+    def _open_transaction(self) -> None:
+        """BEGIN now, if the batch's transaction is not open yet (before a statement run the sqlite3 way)."""
+        writes = self._begin_pending
+        if writes is not None:
+            self._begin_pending = None
+            self._seen_version(self._executor.begin(writes))
+
+    def _seen_version(self, version: int) -> int:
         # data_version changes when another connection (another process, a
         # repair tool) has committed since we last looked: then the records
-        # we remember may be stale.  Both in one call, without the GIL.
-        self._ran_commit = False
-        version = self._executor.begin(writes)
+        # we remember may be stale.
         if version != self._data_version:
             self._known.clear()
             self._data_version = version
+        return version
 
     def _savepoint(self) -> None:
         self._conn.execute("SAVEPOINT op")
@@ -600,10 +629,12 @@ class SqliteJournal(GroupCommitter):
         if self._ran_commit:
             self._ran_commit = False  # the batch's last run committed it (native.sqlbatch run(commit=True))
         else:
+            self._open_transaction()  # no statement opened it: COMMIT needs a transaction to end
             self._executor.commit()  # the fsync without the GIL, and one hand-over of it
         self._unsure.clear()
 
     def _rollback(self) -> None:
+        self._begin_pending = None
         self._forget_unsure()
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
