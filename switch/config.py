@@ -10,7 +10,6 @@ environment variable name (``*_file`` / ``*_env`` keys).
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Literal

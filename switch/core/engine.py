@@ -28,7 +28,7 @@ from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
 from switch.core import messages as m
 from switch.core import elsewhere, pipeline, security, states
-from switch.core.acquirer import Original, Request, Result, order_number
+from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
 from switch.core.limits import TerminalSlots
 from switch.core.reversal import ReversalQueue, about
