@@ -335,7 +335,7 @@ class Metrics:
     # -- the journal -----------------------------------------------------------
 
     def journal_batch_done(self, size: int, seconds: float, ok: bool) -> None:
-        """One group commit (called on the journal's writer thread; the client is thread-safe)."""
+        """One group commit (called on the journal's writer thread, the one thread that updates these histograms)."""
         self.journal_batch.observe(size)
         self.journal_commit.observe(seconds)
         if not ok:
