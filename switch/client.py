@@ -148,37 +148,30 @@ class Terminal:
 
 # -- spec section 8: the terminal's keys, for trying MAC and PIN by hand ------------------
 
-MAC_LEN = 8
-
-
-def _mac_wire_length(codec, field: int) -> int:
-    return 2 * MAC_LEN if field in getattr(codec, "hex_fields", ()) else MAC_LEN
-
-
 def sign_wire(codec, request: dict, key: bytes, algorithm: str) -> bytes:
     """``request`` encoded in the listener's dialect with its MAC (field 64, or 128 with fields above 64)
-    over the wire bytes from the MTI, as spec 8 says."""
+    over the wire bytes from the MTI, as spec 8 says (framing: :mod:`switch.core.macwire`)."""
+    from switch.core.macwire import signed_wire, unsigned_wire
     from switch.security.mac import terminal_mac
 
-    doc = {k: v for k, v in request.items() if k not in (64, 128)}
-    field = 128 if any(isinstance(k, int) and k > 64 for k in doc) else 64
-    doc[field] = bytes(MAC_LEN)
-    wire = codec.encode(doc)
-    n = _mac_wire_length(codec, field)
-    mac = terminal_mac(key, wire[:-n], algorithm)
-    return wire[:-n] + (mac.hex().upper().encode() if n != MAC_LEN else mac)
+    covered_bytes, field = unsigned_wire(codec, request)
+    return signed_wire(codec, covered_bytes, field, terminal_mac(key, covered_bytes, algorithm))
 
 
 def check_wire(codec, body: bytes, key: bytes, algorithm: str) -> bool | None:
-    """Whether an answer's MAC is right (None when it carries none)."""
+    """Whether an answer's MAC is right (None when it carries none; False when it is not an
+    8-byte MAC ending the message)."""
+    from switch.core.macwire import covered
     from switch.security.mac import same_mac, terminal_mac
 
     msg = codec.decode(body)
-    field = 128 if 128 in msg else 64 if 64 in msg else None
-    if field is None:
+    if 64 not in msg and 128 not in msg:
         return None
-    n = _mac_wire_length(codec, field)
-    return same_mac(terminal_mac(key, body[:-n], algorithm), bytes(msg[field]))
+    found = covered(codec, msg, body)
+    if isinstance(found, str):
+        return False
+    data, mac = found
+    return same_mac(terminal_mac(key, data, algorithm), mac)
 
 
 def sandbox_keys(terminal: str) -> tuple[str, str, bytes]:
