@@ -10,37 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from typing import Any
 
 from adapters.card.messages import SIGN_OFF, SIGN_ON, transmission_time
+from adapters.card.sim import SimulatedAcquirer, decide_message
 
 
-class FastAcquirer:
-    def __init__(self, args: Any) -> None:
-        import random
-
-        from adapters.card.sim import Ledger, Sandbox, host_mac
-        from native.iso8583 import dialect
-
-        self.args = args
-        self.dialect = dialect("host-87-bcd")
-        self.mac = host_mac(args, self.dialect)
-        self.encode = self.mac.encode if self.mac is not None else self.dialect.encode
-        self.sandbox = Sandbox(args.name, args.seed, strict=not args.lenient)
-        self.ledger = Ledger(args.ledger)
-        self.faults = random.Random(None if args.seed is None else args.seed + 1)
-        self.lateness = random.Random(None if args.seed is None else args.seed + 2)
-        self.connections = 0
-
-    def log(self, text: str) -> None:
-        print(f"{self.args.name}: {text}", file=sys.stderr, flush=True)
-
+class FastAcquirer(SimulatedAcquirer):
     def decide(self, msg, payload: bytes = b"") -> tuple[str, dict | None]:
         """What :mod:`adapters.card.sim` decides for ``msg``: (fault, answer fields)."""
-        from adapters.card.sim import decide_message
-
         return decide_message(self, msg, payload)
 
     async def run(self) -> None:

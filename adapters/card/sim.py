@@ -185,7 +185,11 @@ class Ledger:
 # The network side (trio).  The codec is imported here, not at module import,
 # so the decision functions above are usable on their own.
 
-class Acquirer:
+class SimulatedAcquirer:
+    """What both card simulators keep (this trio one and the uvloop one,
+    adapters.card.fastsim): the sandbox's decisions, the ledger, the host
+    MAC, and the seeded randomness of faults and late answers."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         from native.framing import Framer  # noqa: F401  (fail early if not built)
         from native.iso8583 import dialect
@@ -202,6 +206,9 @@ class Acquirer:
 
     def log(self, text: str) -> None:
         print(f"{self.args.name}: {text}", file=sys.stderr, flush=True)
+
+
+class Acquirer(SimulatedAcquirer):
 
     async def serve_connection(self, stream) -> None:
         import trio
