@@ -1088,3 +1088,30 @@ def test_reload_swaps_acquirer_timeouts_and_refuses_a_new_acquirer():
         assert sw.acquirer_cfg["bank-a"].timeout == 0.25  # refused: nothing changed
 
     run(scenario)
+
+
+def test_settle_heap_freezes_start_up_and_widens_the_young_generation():
+    import gc
+
+    from switch.io.app import GEN0_THRESHOLD, settle_heap
+
+    before = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_threshold()[0] == GEN0_THRESHOLD
+        assert gc.get_freeze_count() > 0
+        # Cycles made after start-up are still collected.
+        class Node:
+            pass
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        import weakref
+
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -144,7 +144,7 @@ class TerminalProtocol(asyncio.Protocol):
                     return
                 tpdu = reply_tpdu(tpdu)
             self.in_flight += 1
-            task = asyncio.ensure_future(self._serve(payload, tpdu))
+            task = self.loop.create_task(self._serve(payload, tpdu))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         self._update_reading()

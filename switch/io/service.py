@@ -91,7 +91,7 @@ class Switch:
                 use(lambda name=name: self.engine.reversals.take_stan(name))
         # Results come back to the loop a batch at a time (one thread hand-off per
         # group commit, not one per write); the journal stays asyncio-free.
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.worker = worker
         shared = {} if worker is None else {"writer": "process", "connect": worker.journal_socket}
         self.engine.shared_journal = worker is not None
@@ -244,7 +244,10 @@ class Switch:
                 return stop.value
             value = error = None
             try:
-                value = await self._execute(command)
+                if type(command) is Op:  # the common command, without a coroutine of its own
+                    value = await getattr(self.journal, command.name)(*command.args, **command.kwargs)
+                else:
+                    value = await self._execute(command)
             except asyncio.CancelledError:
                 gen.close()
                 raise
@@ -258,7 +261,7 @@ class Switch:
         if kind is Call or kind is Reverse:
             acq = self.acquirers[command.acquirer]
             call = acq.authorize if kind is Call else acq.reverse
-            task = asyncio.current_task()
+            task = asyncio.current_task(self._loop)
             self._backstop.watch(task, command.timeout + _ADAPTER_GRACE)
             try:
                 return await call(command.request, command.timeout)
