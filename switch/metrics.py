@@ -37,13 +37,15 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from switch.plain_metrics import PlainCounter, PlainGauge, PlainHistogram
 
 # Payment latencies: most card answers come in tens of ms, wallets may hold for
 # up to the terminal budget (60 s), so the buckets span both.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60)
+# Event-loop lag: under a millisecond with room to spare, tens of ms saturated.
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 # A group commit is one fsync (WAL, synchronous=FULL): tenths of a ms to tens of ms.
 _COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -92,6 +94,17 @@ class _Scraped:
         )
         g.add_metric([], self.m.reversal_oldest_age())
         yield g
+        c = CounterMetricFamily(
+            "payswitch_cpu_seconds",
+            "CPU time of the event-loop thread (part=event_loop) and of the journal writer thread or process "
+            "(part=journal_writer); a rate near 1 for event_loop is a saturated worker",
+            labels=["part"],
+        )
+        source = self.m.cpu_source
+        if source is not None:
+            for part, seconds in source().items():
+                c.add_metric([part], seconds)
+        yield c
 
     def describe(self):
         return []
@@ -224,6 +237,15 @@ class Metrics:
         self.journal_batch = PlainHistogram(
             "payswitch_journal_batch_size", "Operations per journal batch", buckets=_BATCH_BUCKETS, registry=r
         )
+        # Fed by switch.io.loopwatch on the loop thread; cpu_source() gives
+        # payswitch_cpu_seconds_total's values at scrape time (None: not exported).
+        self.loop_lag = PlainHistogram(
+            "payswitch_event_loop_lag_seconds",
+            "How late the event loop ran a timer it set for itself: how long a ready callback waits for the loop",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.cpu_source: Callable[[], dict[str, float]] | None = None
         self.journal_writable = Gauge(
             "payswitch_journal_writable",
             "1 when the last journal ping (an empty write transaction, run at each scrape and readiness check) succeeded",

@@ -91,6 +91,14 @@ def test_health_readiness_and_metrics(switch):
     assert total(m, "payswitch_journal_writable") == 1
     assert total(m, "payswitch_requests_in_flight", kind="card") == 0
     assert total(m, "payswitch_reversal_oldest_age_seconds") == 0
+    # How close the worker is to its core: the loop's lag and the CPU of its parts.
+    deadline = time.monotonic() + 5
+    while total(m, "payswitch_event_loop_lag_seconds_count") == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)  # sampled every half second from the start
+        m = scrape(switch)
+    assert total(m, "payswitch_event_loop_lag_seconds_count") > 0
+    assert total(m, "payswitch_cpu_seconds_total", part="event_loop") > 0
+    assert ("payswitch_cpu_seconds_total", (("part", "journal_writer"),)) in m
 
 
 # -- Prometheus and the dashboard ----------------------------------------------------

@@ -125,6 +125,10 @@ def test_two_workers_share_the_port_and_both_take_purchases(tmp_path):
                     for w in ("0", "1")}
         assert answered["0"] == seen.count(0) and answered["1"] == seen.count(1), answered
         assert 'payswitch_worker_up{worker="1"} 1.0' in text
+        # Each worker's event loop, and the one journal writer they share (the supervisor's child).
+        for w in ("0", "1"):
+            assert f'payswitch_cpu_seconds_total{{part="event_loop",worker="{w}"}}' in text
+        assert 'payswitch_cpu_seconds_total{part="journal_writer",worker="supervisor"}' in text
         # Each worker's own admin HTTP: port + 1 + index.
         for index in (0, 1):
             w_status, _ = e2e.SwitchProcess.http_get(

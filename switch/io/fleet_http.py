@@ -26,6 +26,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from switch.io.http import _JSON, AdminHttp
+from switch.io.loopwatch import cpu_seconds, process_stat
 
 SCRAPE_TIMEOUT = 2.0  # seconds for one worker to answer the supervisor
 
@@ -101,6 +102,15 @@ class FleetHttp(AdminHttp):
         for w in self.fleet.workers:
             up.add_sample("payswitch_worker_up", {"worker": str(w.index)}, 1 if w.index in texts else 0)
             restarts.add_sample("payswitch_worker_restarts_total", {"worker": str(w.index)}, w.restarts)
+        writer = self.fleet.writer
+        seconds = cpu_seconds(process_stat(writer.pid)) if writer is not None else None
+        if seconds is not None:
+            # The one journal writer all workers share: labelled as the supervisor's, not a worker's.
+            cpu = families.get("payswitch_cpu_seconds")
+            if cpu is None:
+                cpu = families["payswitch_cpu_seconds"] = Metric(
+                    "payswitch_cpu_seconds", "CPU time by part of the switch", "counter")
+            cpu.add_sample("payswitch_cpu_seconds_total", {"part": "journal_writer", "worker": "supervisor"}, seconds)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families([configured, up, restarts, *families.values()]))
         return generate_latest(registry)

@@ -20,6 +20,7 @@ from switch.core import session_keys, states
 from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec, Vas, Wait
 from switch.core.engine import Engine
 from switch.io.backstop import Backstop
+from switch.io.loopwatch import LoopWatch, process_stat, thread_stat
 from switch.journal import open_journal
 from switch.metrics import Metrics
 
@@ -100,6 +101,7 @@ class Switch:
             **{"writer": cfg.journal.writer, "loop": loop, **shared},
         )
         self._backstop = Backstop(loop)  # the switch's own deadline on acquirer calls
+        self._loopwatch = LoopWatch(self.metrics.loop_lag, self._writer_stat)  # lag and CPU metrics
         self._sweep_wakeup = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task] = []
@@ -175,6 +177,16 @@ class Switch:
             self._tasks.append(asyncio.create_task(self._orphan_watch(), name="orphan-watch"))
         self._tasks.append(asyncio.create_task(self._sweeper(), name="reversal-sweeper"))
         self._wake_sweeper()
+        self._loopwatch.start(asyncio.get_running_loop())
+        self.metrics.cpu_source = self._loopwatch.cpu
+
+    def _writer_stat(self) -> str | None:
+        """The journal writer's /proc stat file (thread or process of ours), if any."""
+        identify = getattr(self.journal, "writer_identity", None)
+        who = identify() if identify is not None else None
+        if who is None:
+            return None
+        return thread_stat(who[1]) if who[0] == "thread" else process_stat(who[1])
 
     async def drain(self, budget: float | None = None) -> bool:
         """Wait until no request is in flight (True) or ``budget`` seconds pass (False).
@@ -205,6 +217,9 @@ class Switch:
             await asyncio.gather(close_module(), return_exceptions=True)
         await self.vas.close()
         self._backstop.close()
+        self._loopwatch.close()
+        if self.metrics.cpu_source == self._loopwatch.cpu:
+            self.metrics.cpu_source = None
         self.journal.close()
 
     async def _order_state(self, order_no: str, state: str) -> None:

@@ -126,6 +126,11 @@ class GroupCommitter:
         # Blocks until the database is open (or raises why it could not be).
         started.result()
 
+    def writer_identity(self) -> tuple[str, int] | None:
+        """("thread", its native id) of the writer thread; None inline (for CPU metrics)."""
+        thread = self._thread
+        return None if thread is None or thread.native_id is None else ("thread", thread.native_id)
+
     # -- hooks for a backend, all called on the writer thread ----------------
 
     def _open(self) -> None:

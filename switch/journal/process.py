@@ -185,6 +185,11 @@ class ProcessJournal:
             self._reader = threading.Thread(target=self._read_thread, name=f"journal-reader:{url}", daemon=True)
             self._reader.start()
 
+    def writer_identity(self) -> tuple[str, int] | None:
+        """("process", its pid) of a writer process of our own; None for a shared one
+        (the supervisor's, which reports it) (for CPU metrics)."""
+        return None if self._proc is None else ("process", self._proc.pid)
+
     def _spawn(self, python: str | None) -> socket.socket:
         """Start a writer process of our own; our end of the socket pair to it."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
