@@ -352,3 +352,32 @@ def test_a_worker_that_cannot_start_stops_the_switch_with_its_reason(tmp_path):
     assert proc.returncode == 1, proc
     assert "payswitch[worker 0]: cannot start:" in proc.stderr
     assert "payswitch: cannot start: worker 0 exited during start-up (exit code 1)" in proc.stderr
+
+
+def test_a_killed_supervisors_socket_directory_is_swept_and_a_live_one_kept(tmp_path):
+    from switch.io.workers import SOCKET_DIR_PREFIX, sweep_stale_socket_dirs
+
+    dead = tmp_path / (SOCKET_DIR_PREFIX + "dead")
+    live = tmp_path / (SOCKET_DIR_PREFIX + "live")
+    fresh = tmp_path / (SOCKET_DIR_PREFIX + "fresh")
+    other = tmp_path / "someone-else"
+    for d in (dead, live, fresh, other):
+        d.mkdir(mode=0o700)
+    # The writer of "dead" is gone: its socket file stays, nobody listens.
+    gone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    gone.bind(str(dead / "journal.sock"))
+    gone.close()
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(str(live / "journal.sock"))
+    listening.listen(1)
+    try:
+        assert sweep_stale_socket_dirs(str(tmp_path)) == 1
+        assert not dead.exists()
+        assert live.exists() and fresh.exists() and other.exists()
+        # A directory whose socket never came, a minute later, goes too.
+        old = time.time() - 120
+        os.utime(fresh, (old, old))
+        assert sweep_stale_socket_dirs(str(tmp_path)) == 1
+        assert not fresh.exists() and live.exists()
+    finally:
+        listening.close()

@@ -50,6 +50,53 @@ from switch import config as config_mod
 
 log = logging.getLogger("payswitch")
 
+SOCKET_DIR_PREFIX = "payswitch-journal-"
+_STALE_EMPTY_AFTER = 60.0  # seconds: a directory without its socket that long was never used
+
+
+def sweep_stale_socket_dirs(parent: str | None = None) -> int:
+    """Remove the journal socket directories of supervisors that were killed (SIGKILL
+    leaves no chance to clean up): ours, under ``parent`` (the temporary directory),
+    whose socket nobody listens on any more; how many went.
+
+    A live switch's socket accepts the connection and is left alone, as is a
+    directory just made whose socket is not bound yet (younger than a minute).
+    """
+    parent = parent or tempfile.gettempdir()
+    removed = 0
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith(SOCKET_DIR_PREFIX):
+            continue
+        path = os.path.join(parent, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != os.getuid():
+            continue
+        sock_path = os.path.join(path, "journal.sock")
+        if os.path.exists(sock_path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.settimeout(1.0)
+                probe.connect(sock_path)
+                continue  # someone listens: a running switch
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass  # the socket's writer is gone
+            except OSError:
+                continue  # not sure: leave it
+            finally:
+                probe.close()
+        elif time.time() - st.st_mtime < _STALE_EMPTY_AFTER:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += not os.path.exists(path)
+    return removed
+
 RESTART_DELAY_MAX = 10.0  # seconds: a worker that keeps dying is restarted at most this often
 _WATCH = 0.2  # seconds between two looks at the child processes
 
@@ -95,7 +142,11 @@ class Fleet:
         from switch.journal.process import ProcessJournal, start_shared_writer
 
         key = wiring.load_hmac_key(self.cfg)  # created here, once, before any worker reads it
-        self._dir = tempfile.mkdtemp(prefix="payswitch-journal-")  # mode 0700: the socket's only door
+        removed = sweep_stale_socket_dirs()
+        if removed:
+            log.info("removed %d journal socket director%s left by a supervisor that was killed",
+                     removed, "y" if removed == 1 else "ies")
+        self._dir = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)  # mode 0700: the socket's only door
         self.writer, self.socket_path = start_shared_writer(self._dir)
         self.journal = ProcessJournal(self.cfg.journal.url, hmac_key=key, connect=self.socket_path, control=True)
 
