@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from adapters.card.hostlink import (
     Backoff,
@@ -146,49 +146,59 @@ class Slot:
         self.arm()
 
     def data_received(self, data: bytes) -> None:
+        """The whole messages that arrived, to the core: at once, or after an awaited MAC check."""
         link = self.link
         core = self.core
         if core is None or self.transport is None:
             return
+        bad = None
         try:
             payloads = self.framer.feed(data)
-        except link.FrameError as exc:
-            self.deliver(exc.frames)
-            self.garbage(f"framing: {scrub(str(exc))}")
-            return
-        self.deliver(payloads)
-
-    def deliver(self, payloads: list[bytes]) -> None:
-        link = self.link
+        except link.FrameError as exc:  # the whole messages before the bad bytes still count
+            payloads, bad = exc.frames, exc
         mac = link.mac
-        if mac is not None and not mac.immediate:
+        if mac is None:
+            self.take(core, payloads, link.dialect.decode, None)
+        elif mac.immediate:
+            self.take(core, payloads, link.dialect.decode, mac.verify_now)
+        else:
             self.checking.extend(payloads)
             if self.checker is None:
-                self.checker = link.loop.create_task(self._deliver_checked(self.core, self.transport))
-            return
-        core = self.core
+                self.checker = link.loop.create_task(self._deliver_checked(core, self.transport))
+        if bad is not None:
+            self.garbage(f"framing: {scrub(str(bad))}")
+
+    def take(self, core: HostConnection, payloads: Iterable[bytes], decode: Callable[[bytes], Any],
+             verify: Callable[[Any, bytes], str] | None) -> bool:
+        """Each payload decoded, its MAC checked by ``verify`` (None: the link does not MAC) and given to ``core``.
+
+        In order, then the timer is armed; False when it stopped before the
+        end: the connection changed, or a message made it close.
+        """
+        link = self.link
         now = link.loop.time()
         for payload in payloads:
             if self.transport is None or self.core is not core:
-                return
+                return False
             try:
-                msg = link.dialect.decode(payload)
-                why = "" if mac is None else mac.verify_now(msg, payload)
+                msg = decode(payload)
+                why = "" if verify is None else verify(msg, payload)
                 events = core.receive(msg, now, not why)
-            except link.DecodeError as exc:
-                self.garbage(f"decode: {scrub(str(exc))}")
-                return
-            except Exception as exc:  # our bug: the connection's state is suspect, start afresh
-                log.exception("%s: failed to handle a message from %s", link.name, self.label)
-                self.garbage(f"{type(exc).__name__}")
-                return
+            except Exception as exc:
+                self.cannot_handle(exc)
+                return False
             if why:
                 self.not_authentic(msg, why)
             self.handle(events)
         self.arm()
+        return True
 
     async def _deliver_checked(self, core: HostConnection, transport: Any) -> None:
-        """:meth:`deliver` with a security module that must be awaited (an HSM): in order, one at a time."""
+        """:meth:`data_received` with a security module that must be awaited (an HSM): in order, one at a time.
+
+        Each message is decoded and its verdict awaited here; :meth:`take` then
+        does the rest, with nothing left to await.
+        """
         link = self.link
         try:
             while self.checking and self.core is core and self.transport is transport:
@@ -196,25 +206,29 @@ class Slot:
                 try:
                     msg = link.dialect.decode(payload)
                     why = await link.mac.verify(msg, payload)
-                    if self.core is not core or self.transport is not transport:
-                        return
-                    events = core.receive(msg, link.loop.time(), not why)
-                except link.DecodeError as exc:
-                    self.garbage(f"decode: {scrub(str(exc))}")
+                except Exception as exc:
+                    self.cannot_handle(exc)
                     return
-                except Exception as exc:  # our bug: the connection's state is suspect, start afresh
-                    log.exception("%s: failed to handle a message from %s", link.name, self.label)
-                    self.garbage(f"{type(exc).__name__}")
+                if self.core is not core or self.transport is not transport:
                     return
-                if why:
-                    self.not_authentic(msg, why)
-                self.handle(events)
-                self.arm()
+                # Decoded and checked already: take() is given the message and the verdict.
+                if not self.take(core, (payload,), lambda _payload: msg, lambda _msg, _payload: why):
+                    return
         finally:
             self.checker = None
             if self.checking and self.core is not core and self.transport is not None:
                 # A new connection's messages came while this one's last check was out.
                 self.checker = link.loop.create_task(self._deliver_checked(self.core, self.transport))
+
+    def cannot_handle(self, exc: Exception) -> None:
+        """A message that does not decode, or whose handling failed (our bug): the connection starts afresh."""
+        link = self.link
+        if isinstance(exc, link.DecodeError):
+            self.garbage(f"decode: {scrub(str(exc))}")
+            return
+        # Our bug: the connection's state is suspect.
+        log.error("%s: failed to handle a message from %s", link.name, self.label, exc_info=exc)
+        self.garbage(f"{type(exc).__name__}")
 
     def not_authentic(self, msg: Any, why: str) -> None:
         """Logged (MTI, STAN, the reason: no card data); the core has counted it and made it uncertain."""

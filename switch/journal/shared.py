@@ -30,7 +30,7 @@ import selectors
 import socket
 from typing import Any
 
-from switch.journal.writer import Receiver, _batch, _open, send_frame, split_frames
+from switch.journal.writer import Batches, Receiver, _open, send_frame, split_frames
 
 SENT = "sent"  # switch.core.states.SENT (the journal does not import the core)
 
@@ -70,6 +70,26 @@ class Ownership:
         return ids
 
 
+class _SharedBatches(Batches):
+    """:class:`Batches` keyed ``(client id, request id, method)``, telling :class:`Ownership` what each left."""
+
+    __slots__ = ("owners",)
+
+    def __init__(self, journal: Any, owners: Ownership) -> None:
+        super().__init__(journal)
+        self.owners = owners
+
+    def deliver(self, resolve: Any, batch_outcomes: list) -> None:
+        for fut, ok, value in batch_outcomes:
+            if ok:
+                cid, _, name = fut.rid
+                try:
+                    self.owners.saw(cid, name, value)
+                except Exception:  # an unexpected result shape never fails the operation
+                    pass
+        super().deliver(resolve, batch_outcomes)
+
+
 class _Client:
     __slots__ = ("cid", "sock", "receiver", "buf", "ready", "control")
 
@@ -88,32 +108,9 @@ def serve_many(listener: socket.socket) -> None:
     clients: dict[int, _Client] = {}
     next_cid = 1
     journal = None
+    batches: _SharedBatches | None = None
     url = None
     owners = Ownership()
-    current = [None]
-    pending: list = []
-    outcomes: list = []
-    batches: list = []
-
-    def submit(fn, args, writes):
-        fut = journal._new_future()
-        pending.append((fut, fn, args, writes))
-        return fut
-
-    def deliver(resolve, batch_outcomes) -> None:
-        for fut, ok, value in batch_outcomes:
-            cid, rid, name = fut.rid
-            if ok:
-                try:
-                    owners.saw(cid, name, value)
-                except Exception:  # an unexpected result shape never fails the operation
-                    pass
-                outcomes.append((cid, rid, True, value))
-            else:
-                outcomes.append((cid, rid, False, (value, value.__cause__)))
-
-    def on_batch(size: int, seconds: float, committed: bool) -> None:
-        batches.append((size, seconds, committed))
 
     def drop(client: _Client) -> None:
         sel.unregister(client.sock)
@@ -155,8 +152,7 @@ def serve_many(listener: socket.socket) -> None:
                         except BaseException as exc:
                             send_frame(client.sock, ("error", exc))
                             return
-                        journal._submit, journal._deliver, journal.on_batch = submit, deliver, on_batch
-                        current = journal._current  # what the journal's futures are named by
+                        batches = _SharedBatches(journal, owners)
                         url = frame["url"]
                         client.control = bool(frame.get("control"))
                     elif frame.get("url") != url:
@@ -174,21 +170,12 @@ def serve_many(listener: socket.socket) -> None:
                         stop = stop or client.control
                         continue
                     if name == "orphans":
-                        outcomes.append((client.cid, rid, True, sorted(owners.orphans)))
+                        batches.outcomes.append(((client.cid, rid, name), True, sorted(owners.orphans)))
                         continue
-                    current[0] = (client.cid, rid, name)
-                    try:
-                        fut = getattr(journal, name)(*args, **kwargs)
-                    except Exception as exc:  # a bad call: that operation alone
-                        outcomes.append((client.cid, rid, False, (exc, None)))
-                        continue
-                    if fut.outcome is not None:  # refused before it was queued
-                        outcomes.append((client.cid, rid, False, (fut.outcome[2], None)))
-                    if len(pending) >= journal.max_batch:
-                        _batch(journal, pending)
-            if pending:
-                _batch(journal, pending)
-            _answer(clients, outcomes, batches)
+                    batches.call((client.cid, rid, name), name, args, kwargs)
+            if batches is not None:
+                batches.run()
+                _answer(clients, batches)
             for client in closing + ended:
                 if client.cid in clients:
                     if client.control:
@@ -203,16 +190,17 @@ def serve_many(listener: socket.socket) -> None:
             journal._close_db()
 
 
-def _answer(clients: dict[int, _Client], outcomes: list, batches: list) -> None:
+def _answer(clients: dict[int, _Client], batches: _SharedBatches) -> None:
     """Each client its own outcomes; the round's batch statistics to the first of them."""
-    if not outcomes and not batches:
+    outcomes = batches.outcomes
+    if not outcomes and not batches.stats:
         return
     per: dict[int, list] = {}
-    for cid, rid, ok, value in outcomes:
+    for (cid, rid, _), ok, value in outcomes:
         per.setdefault(cid, []).append((rid, ok, value))
     outcomes.clear()
-    stats = batches[:]
-    batches.clear()
+    stats = batches.stats[:]
+    batches.stats.clear()
     for cid in sorted(per):
         client = clients.get(cid)
         if client is None:

@@ -131,8 +131,68 @@ def _open(init: dict) -> Any:
     return journal
 
 
-def _no_deliver(resolve, outcomes) -> None:  # replaced per batch below
+def _no_deliver(resolve, outcomes) -> None:  # replaced by Batches.deliver
     raise AssertionError("unreachable")
+
+
+class Batches:
+    """Operations run on a journal from :func:`_open` as batches, their outcomes and statistics kept.
+
+    The writer loop of one switch (:func:`_run`) and that of several
+    (:func:`switch.journal.shared.serve_many`) both use it: :meth:`call` runs
+    a journal method (the backend queues the operation here), a batch runs
+    at ``max_batch`` and at :meth:`run`, and the caller sends ``outcomes``,
+    ``(key, ok, result or (exception, cause))`` with ``key`` what
+    :meth:`call` was given, and ``stats``, ``(size, seconds, committed)``
+    per transaction, then clears both.
+    """
+
+    __slots__ = ("journal", "max_batch", "current", "pending", "outcomes", "stats")
+
+    def __init__(self, journal: Any) -> None:
+        self.journal = journal
+        self.max_batch = journal.max_batch
+        self.current = journal._current  # what the journal's futures are named by
+        self.pending: list = []
+        self.outcomes: list = []
+        self.stats: list = []
+        journal._submit = self.submit
+        journal._deliver = self.deliver
+        journal.on_batch = self.on_batch
+
+    def submit(self, fn: Any, args: tuple, writes: bool) -> _Slot:
+        fut = self.journal._new_future()
+        self.pending.append((fut, fn, args, writes))
+        return fut
+
+    def deliver(self, resolve: Any, batch_outcomes: list) -> None:
+        # An exception travels with its cause (pickle keeps neither __cause__ nor the traceback).
+        self.outcomes.extend(
+            [(fut.rid, True, value) if ok else (fut.rid, False, (value, value.__cause__))
+             for fut, ok, value in batch_outcomes]
+        )
+
+    def on_batch(self, size: int, seconds: float, committed: bool) -> None:
+        self.stats.append((size, seconds, committed))
+
+    def call(self, key: Any, name: str, args: tuple, kwargs: dict) -> None:
+        """The journal's method ``name``; its outcome is kept under ``key``."""
+        self.current[0] = key
+        try:
+            fut = getattr(self.journal, name)(*args, **kwargs)
+        except Exception as exc:  # a bad call (wrong arguments): that operation alone
+            self.outcomes.append((key, False, (exc, None)))
+            return
+        if fut.outcome is not None:  # refused before it was queued
+            self.outcomes.append((key, False, (fut.outcome[2], None)))
+        if len(self.pending) >= self.max_batch:
+            self.run()
+
+    def run(self) -> None:
+        """What is queued, as one batch: one database transaction with one fsync."""
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self.journal._run_batch(batch)
 
 
 def serve(sock: socket.socket) -> None:
@@ -156,30 +216,8 @@ def serve(sock: socket.socket) -> None:
 
 
 def _run(sock: socket.socket, receiver: Receiver, journal: Any, buf: bytearray, frames: list) -> None:
-    max_batch = journal.max_batch
-    current = journal._current
-    pending: list = []
-    outcomes: list = []
-    batches: list = []
-
-    def submit(fn, args, writes):
-        fut = journal._new_future()
-        pending.append((fut, fn, args, writes))
-        return fut
-
-    def deliver(resolve, batch_outcomes) -> None:
-        # An exception travels with its cause (pickle keeps neither __cause__ nor the traceback).
-        outcomes.extend(
-            [(fut.rid, True, value) if ok else (fut.rid, False, (value, value.__cause__))
-             for fut, ok, value in batch_outcomes]
-        )
-
-    def on_batch(size: int, seconds: float, committed: bool) -> None:
-        batches.append((size, seconds, committed))
-
-    journal._submit = submit
-    journal._deliver = deliver
-    journal.on_batch = on_batch
+    batches = Batches(journal)
+    outcomes, stats = batches.outcomes, batches.stats
     while True:
         # Wait for at least one frame, then take whatever else has arrived.
         while not frames:
@@ -199,30 +237,20 @@ def _run(sock: socket.socket, receiver: Receiver, journal: Any, buf: bytearray, 
                 if name == "close":
                     stop = True
                     continue
-                current[0] = rid
-                try:
-                    fut = getattr(journal, name)(*args, **kwargs)
-                except Exception as exc:  # a bad call (wrong arguments): that operation alone
-                    outcomes.append((rid, False, (exc, None)))
-                    continue
-                if fut.outcome is not None:  # refused before it was queued
-                    outcomes.append((rid, False, (fut.outcome[2], None)))
-                if len(pending) >= max_batch:
-                    _batch(journal, pending)
+                batches.call(rid, name, args, kwargs)
         frames = []
-        if pending:
-            _batch(journal, pending)
-        if outcomes or batches:
+        batches.run()
+        if outcomes or stats:
             try:
-                send_frame(sock, (outcomes, batches))
+                send_frame(sock, (outcomes, stats))
             except Exception as exc:
                 # A result that does not pickle: answer every operation of the lot with why.
                 if isinstance(exc, OSError):
                     return
                 error = JournalErrorLike(f"journal result not sendable: {exc!r}")
-                send_frame(sock, ([(o[0], False, (error, None)) for o in outcomes], batches))
+                send_frame(sock, ([(o[0], False, (error, None)) for o in outcomes], stats))
             outcomes.clear()
-            batches.clear()
+            stats.clear()
         if stop:
             return
 
@@ -231,12 +259,6 @@ def JournalErrorLike(message: str) -> Exception:
     from switch.journal import JournalError
 
     return JournalError(message)
-
-
-def _batch(journal: Any, pending: list) -> None:
-    batch = pending[:]
-    pending.clear()
-    journal._run_batch(batch)
 
 
 def main(argv: list[str]) -> int:
