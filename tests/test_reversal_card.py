@@ -7,6 +7,7 @@ never in clear, and only until the reversal ends.
 """
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import tempfile
 
@@ -160,3 +161,96 @@ def test_the_shared_writer_forgets_the_owner_of_a_reversal_that_ended(tmp_path):
     owners.saw(1, "end_reversal", rec)
     assert owners.owner == {} and owners.left(1) == []
 
+
+
+# -- the reversal sender (service harness) ------------------------------------------------
+
+from tests.test_edges import run  # noqa: E402
+from tests.test_service import KEY_ENV, KEY_HEX, VISA, FakeAcquirer, call, fakes, journal, request, wait_state  # noqa: E402
+
+
+@pytest.fixture
+def service_key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY_HEX)
+
+
+def field_2(rev) -> str | None:
+    from adapters.card.messages import reversal_fields
+
+    return reversal_fields(rev, stan=rev.host_stan, f7=rev.host_time, acquirer_id="123456").get(2)
+
+
+def test_after_a_restart_the_0420_carries_field_2_opened_from_the_journal(tmp_path, service_key, caplog):
+    url = f"sqlite://{tmp_path / 'j.sqlite'}"
+    refusing = FakeAcquirer("bank-a", answer="timeout", reverse_failures=10**6)
+
+    async def before(sw):
+        assert (await call(sw, request()))[39] == "68"  # an uncertain approval: queued for reversal
+        rec = await wait_state(sw, "000001", "reversal_pending")
+        while not refusing.reversed:
+            await asyncio.sleep(0.01)
+        assert field_2(refusing.reversed[0][0]) == VISA  # the memory copy
+        return rec
+
+    rec = run(before, acquirers=fakes(**{"bank-a": refusing}), journal_url=url)
+    for f in (tmp_path / "j.sqlite", tmp_path / "j.sqlite-wal"):
+        if f.exists():
+            assert VISA.encode() not in f.read_bytes(), f.name
+    assert sqlite3.connect(tmp_path / "j.sqlite").execute(
+        "SELECT txn_id FROM reversal_card").fetchall() == [(rec.id,)]
+
+    bank_a = FakeAcquirer("bank-a")
+
+    async def after(sw):
+        assert not sw.engine.reversals.pans  # a fresh process: nothing in memory
+        done = await wait_state(sw, "000001", "reversed")
+        assert await journal(sw, sw.journal.reversal_card(done.id)) is None  # gone with the reversal
+        return done
+
+    run(after, acquirers=fakes(**{"bank-a": bank_a}), journal_url=url)
+    (rev, _), = bank_a.reversed
+    assert rev.original.txn_id == rec.id and rev.attempt > 0
+    assert field_2(rev) == VISA and rev.original.pan == VISA
+    assert sqlite3.connect(tmp_path / "j.sqlite").execute("SELECT count(*) FROM reversal_card").fetchone() == (0,)
+    assert VISA not in caplog.text
+
+
+def test_a_sender_that_did_not_queue_the_reversal_opens_its_card_from_the_journal(service_key):
+    bank_a = FakeAcquirer("bank-a", answer="timeout", reverse_failures=1)
+
+    async def scenario(sw):
+        queue = sw.engine.reversals
+        real = queue.queued
+
+        def queued_elsewhere(txn_id, pan, trigger):
+            real(txn_id, pan, trigger)
+            queue.pans.clear()  # as if another worker had queued it
+
+        queue.queued = queued_elsewhere
+        assert (await call(sw, request()))[39] == "68"
+        done = await wait_state(sw, "000001", "reversed")
+        assert await journal(sw, sw.journal.reversal_card(done.id)) is None
+        assert not queue.pans  # dropped when the reversal ended
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
+    assert [field_2(r) for r, _ in bank_a.reversed] == [VISA, VISA]  # 0420, then 0421 from memory
+    assert [r.attempt for r, _ in bank_a.reversed] == [0, 1]
+
+
+def test_a_card_that_does_not_open_sends_the_reversal_without_field_2_and_says_so(service_key, caplog, monkeypatch):
+    bank_a = FakeAcquirer("bank-a", answer="timeout")
+    seal = cards.seal
+    # Sealed under another secret, as if the journal secret had changed since.
+    monkeypatch.setattr(cards, "seal", lambda secret, txn_id, pan: seal(bytes.fromhex("0c" * 32), txn_id, pan))
+
+    async def scenario(sw):
+        queue = sw.engine.reversals
+        real = queue.queued
+        queue.queued = lambda txn_id, pan, trigger: real(txn_id, None, trigger)  # nothing in memory
+        assert (await call(sw, request()))[39] == "68"
+        await wait_state(sw, "000001", "reversed")
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
+    (rev, _), = bank_a.reversed
+    assert field_2(rev) is None
+    assert "does not open" in caplog.text and VISA not in caplog.text
