@@ -470,7 +470,8 @@ class Engine:
             expect = states.SENT if self.shared_journal and state == states.SENT else None
             out = yield from self._finish(msg, rec, resp, codec, expect, **changes)
         except StaleState:
-            return pay_kind, "68", (yield from elsewhere.reversed_meanwhile(self, msg, rec, result, codec, request.pan))
+            card = None if reverse else request.pan  # an uncertain outcome sealed its card already
+            return pay_kind, "68", (yield from elsewhere.reversed_meanwhile(self, msg, rec, result, codec, card))
         except Exception:
             # Stranded: the acquirer may have moved money, but the outcome is not
             # journaled.  Make sure it is reversed, then answer 96.

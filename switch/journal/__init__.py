@@ -300,6 +300,12 @@ def check_own_pan(fields: dict[str, Any], pan_hash: str | None, key: bytes | Non
                 raise ValueError(f"journal field {name!r} holds the transaction's PAN")
 
 
+def check_pan_digits(pan: str) -> None:
+    """Raise ValueError unless ``pan`` is 8 to 19 ASCII digits (the message never quotes it)."""
+    if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
+        raise ValueError(f"a PAN is 8 to 19 digits, got {len(pan)} characters")
+
+
 def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
     """Return (masked PAN, versioned HMAC-SHA256 of the PAN: ``"v1:<hex>"``) for the journal.
 
@@ -309,8 +315,7 @@ def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
     storing its number; ``key`` is the journal secret (the HMAC key is
     derived from it, see :func:`pan_key`).
     """
-    if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
-        raise ValueError(f"a PAN is 8 to 19 digits, got {len(pan)} characters")
+    check_pan_digits(pan)
     if not key:
         raise ValueError("pan_protect needs a non-empty HMAC key")
     if len(pan) >= 13:

@@ -30,7 +30,7 @@ import sqlite3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from switch.journal import check_luhn_runs, hkdf_sha256
+from switch.journal import check_luhn_runs, check_pan_digits, hkdf_sha256
 
 __all__ = ["MIGRATION", "KEY_VERSION", "SealError", "card_key", "seal", "open_sealed", "check_sealed",
            "keep", "load", "drop", "purge"]
@@ -76,8 +76,7 @@ def _aad(txn_id: int, version: int) -> bytes:
 
 def seal(secret: bytes, txn_id: int, pan: str) -> bytes:
     """``pan`` sealed for the reversal of transaction ``txn_id``: version byte + nonce + ciphertext and tag."""
-    if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
-        raise ValueError(f"a PAN is 8 to 19 digits, got {len(pan)} characters")
+    check_pan_digits(pan)
     if type(txn_id) is not int or txn_id < 1:
         raise ValueError(f"a sealed card belongs to a transaction id, got {txn_id!r}")
     nonce = secrets.token_bytes(_NONCE)

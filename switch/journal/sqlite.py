@@ -308,7 +308,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
     # -- operations (writer thread) ------------------------------------------
 
     def _end_reversal(self, *update_args: Any) -> TxnRecord:
-        # One operation, so one savepoint: the card goes with the update that ends the reversal, or neither.
+        # One operation: the card goes with the update that ends the reversal, or neither (rolled back together).
         rec = self._update(*update_args)
         cards.drop(self._conn, rec.id)
         return rec
