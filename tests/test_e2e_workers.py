@@ -32,8 +32,9 @@ def _this_checkout(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(e2e.ROOT), os.environ.get("PYTHONPATH")) if p))
 
 
-def fleet(tmp_path: Path, workers: int | str = 2, slow_ms: int = SLOW_MS) -> e2e.SwitchProcess:
-    text, ports = e2e.card_config(tmp_path, acquirer_timeout=8.0)
+def fleet(tmp_path: Path, workers: int | str = 2, slow_ms: int = SLOW_MS,
+          acquirer_timeout: float = 8.0) -> e2e.SwitchProcess:
+    text, ports = e2e.card_config(tmp_path, acquirer_timeout=acquirer_timeout)
     ledger = str(tmp_path / "bank-a.ledger")
     text = text.replace(f'args = ["--ledger", "{ledger}"]', f'args = ["--ledger", "{ledger}", "--latency-ms", "{slow_ms}"]')
     assert "--latency-ms" in text
@@ -183,8 +184,38 @@ def test_a_reversal_on_the_other_worker_while_the_original_is_at_the_acquirer(tm
         assert auth["response_code"] == "00"
         assert any(e["event"] == "reversal" and e["original_stan"] == auth["stan"] and e["original_found"]
                    for e in ledger(sw))
+        # Worker 1 queued it without ever seeing the card; worker 0 sealed it
+        # into the journal when it learnt, and the reversal carries field 2.
+        assert all(e["pan"] == auth["pan"] for e in ledger(sw) if e["event"] == "reversal")
         # Its retransmission now gets the 68 from the journal, on either worker.
         assert on[1].transact(doc)["39"] == "68"
+    finally:
+        sw.stop()
+
+
+def test_an_uncertain_approval_queued_by_a_worker_is_reversed_by_the_sender_with_field_2(tmp_path):
+    # bank-a approves, but after the switch gave up: worker 1 queues the
+    # reversal, worker 0 (the sender) sends it, with the card from the journal.
+    sw = fleet(tmp_path, slow_ms=1500, acquirer_timeout=0.8)
+    try:
+        on = clients_on(sw, {1})
+        doc = e2e.purchase(4600)
+        assert on[1].transact(doc)["39"] == "68"
+        assert wait_for(lambda: rows(tmp_path, "stan = ?", (doc["11"],))[0]["state"] == "reversed", 30), \
+            rows(tmp_path, "stan = ?", (doc["11"],))
+        [auth] = [e for e in ledger(sw) if e["event"] == "authorization"]
+        reversals = [e for e in ledger(sw) if e["event"] == "reversal"]
+        assert auth["response_code"] == "00" and auth["pan"]
+        assert reversals and all(e["pan"] == auth["pan"] for e in reversals), reversals
+        assert any(e["original_found"] and e["delta"] == -4600 for e in reversals)
+        # The sealed copy went with the reversal; no clear PAN in the journal files.
+        conn = sqlite3.connect(tmp_path / "journal.sqlite", timeout=10)
+        try:
+            assert conn.execute("SELECT count(*) FROM reversal_card").fetchone() == (0,)
+        finally:
+            conn.close()
+        for f in tmp_path.glob("journal.sqlite*"):
+            assert doc["2"].encode() not in f.read_bytes(), f.name
     finally:
         sw.stop()
 

@@ -134,7 +134,7 @@ def test_a_reversal_names_its_original_by_the_host_stan_journaled_before_sending
         assert rec.host_stan and auth.host_stan == rec.host_stan and auth.host_time == rec.host_time
         assert (rev.original.host_stan, rev.original.host_time) == (rec.host_stan, rec.host_time)
         assert rev.host_stan == rec.reversal_stan != rec.host_stan
-        assert rev.original.pan == VISA  # for hosts that want field 2 again (memory only)
+        assert rev.original.pan == VISA  # for hosts that want field 2 again (in memory; sealed in the journal)
         assert "4761739001010119" not in repr(await record(sw, "000001"))
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))

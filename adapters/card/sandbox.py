@@ -469,6 +469,7 @@ class Sandbox:
             "original_f7": original.get("f7"),
             "original_found": found is not None,
             "original_response_code": found.response_code if found else None,
+            "pan": mask_pan(msg.get(2)),  # field 2 of the reversal itself, masked ("" when it had none)
             "card": card,
             "repeat": repeat,
             "response_code": rc,

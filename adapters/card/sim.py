@@ -28,7 +28,8 @@ transaction (nor acts on one: no money moves).
 
 ``--ledger FILE`` appends one JSON line per transaction event and flushes it,
 so an end-to-end test can check what the acquirer saw; every event has the
-card (masked PAN and hash, never the PAN) and the money it moved (``delta``).
+card (masked PAN and hash, never the PAN) and the money it moved (``delta``);
+a reversal's ``pan`` is its own field 2, masked (empty when it came without).
 
 ``--mac ALGORITHM`` (``tdes-retail`` or ``aes-cmac``) checks the switch's
 MAC on every message under the zone MAC key (``--mac-key``, hex; default the

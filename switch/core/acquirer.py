@@ -40,7 +40,8 @@ class Original(msgspec.Struct, kw_only=True, frozen=True):
     host_stan: str | None = None
     host_time: str | None = None
     # What a host may want repeated in a reversal (fields 2, 12, 13, 22).  The
-    # PAN is only ever in memory; the journal keeps it encrypted.
+    # PAN is in memory, and in the journal only sealed, while the reversal
+    # waits (switch.journal.reversal_card).
     pan: str | None = None
     local_time: str | None = None
     local_date: str | None = None

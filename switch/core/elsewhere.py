@@ -58,14 +58,18 @@ def await_original(rec: TxnRecord, deadline: float, clock: Callable[[], float]) 
     return rec
 
 
-def reversed_meanwhile(engine: Any, msg: Any, rec: TxnRecord, result: Any, codec: Any) -> Generator[Any, Any, bytes]:
+def reversed_meanwhile(engine: Any, msg: Any, rec: TxnRecord, result: Any, codec: Any,
+                       pan: str | None = None) -> Generator[Any, Any, bytes]:
     """The original's answer when its reversal was queued by another worker meanwhile: 68.
 
     Its state stays as the reversal left it; the answer and the acquirer's
     references are journaled (a retransmission gets the 68, the reversal names
-    the authorization).
+    the authorization), and so is its card number, sealed, which the worker
+    that queued the reversal never saw (for hosts that want field 2 repeated).
     """
     log.info("rrn %s: reversed by the terminal (on another worker) while at the acquirer; answered 68", rec.rrn)
+    if pan:
+        yield from engine.reversals.keep_card(rec.id, pan)
     resp = m.build_response(msg, "68", rec.rrn)
     body = engine.term.encode(resp)
     yield Op("update", rec.id, response=body, response_code="68", auth_code=result.auth_code,

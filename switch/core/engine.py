@@ -452,7 +452,7 @@ class Engine:
         event = "uncertain" if reverse else "unconfirmed" if result.uncertain else "answer"
         changes = dict(state=states.advance(state, event), auth_code=result.auth_code, acquirer_ref=result.acquirer_ref)
         if reverse:
-            changes.update((yield from self.reversals.start_fields(used)))
+            changes.update((yield from self.reversals.start_fields(used, rec.id, request.pan)))
         icc = None
         if result.icc:
             try:
@@ -470,7 +470,8 @@ class Engine:
             expect = states.SENT if self.shared_journal and state == states.SENT else None
             out = yield from self._finish(msg, rec, resp, codec, expect, **changes)
         except StaleState:
-            return pay_kind, "68", (yield from elsewhere.reversed_meanwhile(self, msg, rec, result, codec))
+            card = None if reverse else request.pan  # an uncertain outcome sealed its card already
+            return pay_kind, "68", (yield from elsewhere.reversed_meanwhile(self, msg, rec, result, codec, card))
         except Exception:
             # Stranded: the acquirer may have moved money, but the outcome is not
             # journaled.  Make sure it is reversed, then answer 96.
@@ -561,9 +562,12 @@ class Engine:
 
         A city-card upload is never reversed (the card already paid): it is
         marked unconfirmed, and the terminal's next upload is forwarded again.
+        Then the sealed card numbers of reversals that ended go.
         """
         found = yield Op("in_states", (states.SENT,), limit=1_000_000)
-        return (yield from self.recover_records(found))
+        count = yield from self.recover_records(found)
+        yield from self.reversals.purge_cards()
+        return count
 
     def recover_records(self, found: list[TxnRecord]) -> Gen:
         """Reverse these "sent" transactions whose process is gone (all of them at

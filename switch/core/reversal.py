@@ -13,6 +13,14 @@ counts as nothing to reverse (state ``unmatched``, never ``reversed``).
 
 Host STANs come from a per-acquirer sequence reserved in blocks in the
 journal (:class:`HostStans`), so they stay unique across restarts.
+
+Many hosts match a reversal on the card number and refuse a 0420 without
+field 2.  A reversal queued with its PAN known keeps it in memory and, for
+whichever process sends it (``serve --workers``: worker 0) or after a
+restart, sealed in the journal (:mod:`switch.journal.reversal_card`), written
+before the update that queues the reversal.  The sender uses the memory copy
+if it has one, else opens the journal's; the sealed copy goes in the journal
+operation that ends the reversal.
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Generator
 from switch.core import pipeline, states
 from switch.core.acquirer import NOT_FOUND, REVERSED, Original, Request, reversal_outcome
 from switch.core.commands import Op, Reverse, Wait
-from switch.journal import StaleState, TxnRecord
+from switch.journal import StaleState, TxnRecord, reversal_card
 
 if TYPE_CHECKING:
     from switch.core.engine import Engine
@@ -82,8 +90,8 @@ class ReversalQueue:
         self.stan_acquirers = frozenset(stan_acquirers)
         self._stans: dict[str, HostStans] = {}
         self.busy: set[str] = set()  # acquirers with a job running
-        # Card numbers of reversals queued in this process, for hosts that want
-        # field 2 repeated.  Memory only: the journal never holds a PAN.
+        # Card numbers of reversals queued (or opened) in this process, for hosts
+        # that want field 2 repeated; the journal keeps them sealed only.
         self.pans: dict[int, str] = {}
         # Outcomes that could not be journaled (a failing journal after an
         # approval): retried by every sweep; recovery covers a restart.
@@ -126,11 +134,28 @@ class ReversalQueue:
         for acquirer in sorted(self.stan_acquirers):
             yield from self.host_ref(acquirer)
 
-    def start_fields(self, acquirer: str | None) -> Gen:
-        """The journal columns that queue a reversal at ``acquirer``."""
+    def start_fields(self, acquirer: str | None, txn_id: int | None = None, pan: str | None = None) -> Gen:
+        """The journal columns that queue a reversal at ``acquirer``.
+
+        With the card number known (``pan``), it is sealed into the journal
+        first, so that a sender that never saw it finds it as soon as it
+        finds the reversal."""
+        if pan and txn_id:
+            yield from self.keep_card(txn_id, pan)
         stan, when = yield from self.host_ref(acquirer)
         return {"reversal_stan": stan, "reversal_time": when, "reversal_started": float(self.engine.clock()),
                 "reversal_attempts": 0}
+
+    def keep_card(self, txn_id: int, pan: str) -> Gen:
+        """Seal ``pan`` into the journal for the reversal of ``txn_id``.
+
+        A failure costs only field 2 in another process or after a restart
+        (this one keeps its memory copy): logged, never raised, the PAN never quoted."""
+        try:
+            yield Op("keep_reversal_card", txn_id, reversal_card.seal(self.engine.key, txn_id, pan))
+        except Exception as exc:
+            log.error("txn %d: the card number for its reversal could not be journaled (%s); only this "
+                      "process can repeat field 2", txn_id, type(exc).__name__)
 
     # -- queueing --------------------------------------------------------------------
 
@@ -149,7 +174,7 @@ class ReversalQueue:
         retried by every sweep (and covered by recovery after a restart).
         """
         try:
-            yield Op("update", rec.id, **(yield from self._stranded_changes(acquirer, reverse, event)))
+            yield Op("update", rec.id, **(yield from self._stranded_changes(rec.id, acquirer, pan, reverse, event)))
         except Exception:
             log.exception("rrn %s: cannot journal that either; kept in memory until the journal recovers", rec.rrn,
                           **about(rec))
@@ -158,10 +183,10 @@ class ReversalQueue:
         if reverse:
             self.queued(rec.id, pan, "stranded")
 
-    def _stranded_changes(self, acquirer: str, reverse: bool, event: str) -> Gen:
+    def _stranded_changes(self, txn_id: int, acquirer: str, pan: str | None, reverse: bool, event: str) -> Gen:
         if not reverse:
             return {"state": states.advance(states.SENT, event), "response_code": "96"}
-        changes = yield from self.start_fields(acquirer)
+        changes = yield from self.start_fields(acquirer, txn_id, pan)
         changes.update(state=states.advance(states.SENT, "uncertain"), acquirer=acquirer)
         return changes
 
@@ -291,7 +316,7 @@ class ReversalQueue:
         for txn_id, (acquirer, pan, reverse, event) in list(self.stranded.items()):
             try:
                 yield Op("update_if", txn_id, states.SENT,
-                         **(yield from self._stranded_changes(acquirer, reverse, event)))
+                         **(yield from self._stranded_changes(txn_id, acquirer, pan, reverse, event)))
             except (StaleState, KeyError):
                 pass  # someone else settled it meanwhile
             else:
@@ -299,6 +324,8 @@ class ReversalQueue:
                     self.queued(txn_id, pan, "stranded")
             del self.stranded[txn_id]
         if not sender:
+            # This process never sends a reversal: the sender opens the journal's copies.
+            self.pans.clear()
             self._next = engine.clock() + engine.cfg.reversal_backoff_max
             return {}
         count, oldest = yield Op("reversal_backlog")
@@ -344,6 +371,8 @@ class ReversalQueue:
                 if acq is None:
                     log.error("txn %d: acquirer %r is no longer configured; reversal kept pending", rec.id, acquirer)
                     continue
+                if rec.id not in self.pans and rec.pan_hash is not None:
+                    yield from self._open_card(rec)
                 try:
                     answer = yield Reverse(acquirer, self.request_for(rec), acq.timeout)
                     outcome = reversal_outcome(answer)
@@ -358,9 +387,12 @@ class ReversalQueue:
                 if event == "not_found":
                     log.warning("txn %d (rrn %s): %s still knows no such original after %.0f s; nothing to reverse",
                                 rec.id, rec.rrn, acquirer, now - started, **about(rec))
-                changes = {"reversal_attempts": rec.reversal_attempts + 1} if event == "retry" else {}
                 try:
-                    yield Op("update_if", rec.id, rec.state, state=states.advance(rec.state, event), **changes)
+                    if event == "retry":
+                        yield Op("update_if", rec.id, rec.state, state=states.advance(rec.state, event),
+                                 reversal_attempts=rec.reversal_attempts + 1)
+                    else:  # its sealed card number goes with it
+                        yield Op("end_reversal", rec.id, rec.state, state=states.advance(rec.state, event))
                 except StaleState:
                     log.info("txn %d moved on while its reversal was under way", rec.id)
                 if event != "retry":
@@ -369,6 +401,27 @@ class ReversalQueue:
         finally:
             self.busy.discard(acquirer)
             self.on_queued()  # a sweep sees when the ones left are due
+
+    def _open_card(self, rec: TxnRecord) -> Gen:
+        """The card number the journal keeps sealed for ``rec``'s reversal, into memory
+        (queued in another process, or before a restart).  Without it the
+        reversal goes without field 2, as before: logged, never raised."""
+        try:
+            sealed = yield Op("reversal_card", rec.id)
+            if sealed is not None:
+                self.pans[rec.id] = reversal_card.open_sealed(self.engine.key, rec.id, sealed)
+        except Exception as exc:
+            # SealError says which transaction and why, never the number.
+            log.error("txn %d: no card number for its reversal: %s", rec.id,
+                      exc if isinstance(exc, reversal_card.SealError) else type(exc).__name__, **about(rec))
+
+    def purge_cards(self) -> Gen:
+        """Start-up: drop the sealed cards of reversals that ended while their
+        card's deletion did not (a crash between the two)."""
+        gone = yield Op("purge_reversal_cards")
+        if gone:
+            log.info("%d sealed card number(s) of reversals no longer pending dropped", gone)
+        return gone
 
 
 def about(rec: TxnRecord) -> dict:

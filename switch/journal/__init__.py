@@ -29,11 +29,14 @@ Errors, as delivered through the futures:
   :class:`JournalError`: none of them was written;
 - after :meth:`Journal.close`, operations fail with :class:`JournalClosed`.
 
-Cardholder data: the journal never holds a full PAN, track 2, CVV or PIN
-block.  Callers store ``pan_masked`` and ``pan_hash`` made by
+Cardholder data: the journal never holds a full PAN in clear, nor track 2,
+CVV or PIN block.  Callers store ``pan_masked`` and ``pan_hash`` made by
 :func:`pan_protect`, and insert/update reject any string field holding a run
 of 13-19 digits that passes the Luhn check (see :data:`LONG_NUMBER_FIELDS`
-for the fields that legitimately hold long numbers and are exempt).
+for the fields that legitimately hold long numbers and are exempt).  The one
+PAN it keeps is that of a transaction waiting for its reversal, sealed by the
+switch with AES-256-GCM (:mod:`switch.journal.reversal_card`) and dropped
+when the reversal ends.
 """
 from __future__ import annotations
 
@@ -297,6 +300,12 @@ def check_own_pan(fields: dict[str, Any], pan_hash: str | None, key: bytes | Non
                 raise ValueError(f"journal field {name!r} holds the transaction's PAN")
 
 
+def check_pan_digits(pan: str) -> None:
+    """Raise ValueError unless ``pan`` is 8 to 19 ASCII digits (the message never quotes it)."""
+    if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
+        raise ValueError(f"a PAN is 8 to 19 digits, got {len(pan)} characters")
+
+
 def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
     """Return (masked PAN, versioned HMAC-SHA256 of the PAN: ``"v1:<hex>"``) for the journal.
 
@@ -306,8 +315,7 @@ def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
     storing its number; ``key`` is the journal secret (the HMAC key is
     derived from it, see :func:`pan_key`).
     """
-    if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
-        raise ValueError(f"a PAN is 8 to 19 digits, got {len(pan)} characters")
+    check_pan_digits(pan)
     if not key:
         raise ValueError("pan_protect needs a non-empty HMAC key")
     if len(pan) >= 13:
@@ -420,6 +428,23 @@ class Journal(Protocol):
 
     def advance_ksn(self, device: str, counter: int) -> Future[bool]:
         """Raise a DUKPT device's highest KSN counter; True if ``counter`` was above it."""
+
+    # A queued reversal's card number, sealed (switch.journal.reversal_card).
+
+    def keep_reversal_card(self, txn_id: int, sealed: bytes) -> Future[None]:
+        """Keep ``reversal_card.seal()`` output for the reversal of ``txn_id`` (replacing one kept before).
+
+        ValueError for anything that is not sealed output: the journal never takes a clear PAN.
+        """
+
+    def reversal_card(self, txn_id: int) -> Future[bytes | None]:
+        """The sealed card kept for the reversal of ``txn_id``, or None."""
+
+    def end_reversal(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
+        """update_if() that ends a reversal: the sealed card of ``txn_id`` goes in the same operation."""
+
+    def purge_reversal_cards(self) -> Future[int]:
+        """Drop the sealed cards of transactions that wait for no reversal (start-up); how many went."""
 
     def close(self) -> None:
         """Run what is queued, stop the writer thread, close the database."""

@@ -254,6 +254,10 @@ class ProcessJournal:
     all_terminal_keys = _forward("all_terminal_keys")
     promote_terminal_keys = _forward("promote_terminal_keys")
     advance_ksn = _forward("advance_ksn")
+    keep_reversal_card = _forward("keep_reversal_card")
+    reversal_card = _forward("reversal_card")
+    end_reversal = _forward("end_reversal")
+    purge_reversal_cards = _forward("purge_reversal_cards")
     ping = _forward("ping")
     # Shared writer only (switch.journal.shared): ids of records left "sent" by
     # workers whose connection ended.

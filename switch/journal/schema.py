@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from switch.journal import JournalError, outbox, terminal_keys
+from switch.journal import JournalError, outbox, reversal_card, terminal_keys
 
 # Each entry is one schema version; applied in order, each in one transaction.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -112,6 +112,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         *outbox.CHEAPER_CONDITIONS,
         "DROP INDEX txn_terminal",
     ),
+    reversal_card.MIGRATION,  # a queued reversal's card number, sealed (switch.journal.reversal_card)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

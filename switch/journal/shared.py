@@ -49,7 +49,7 @@ class Ownership:
             rec, created = value
             if not created:
                 return  # someone else's record: a retransmission or a duplicate
-        elif name in ("update", "update_if"):
+        elif name in ("update", "update_if", "end_reversal"):
             rec = value
         else:
             return

@@ -43,6 +43,7 @@ from switch.journal import (
     check_pan_forms,
 )
 from switch.journal import files, terminal_keys
+from switch.journal import reversal_card as cards
 from switch.journal.compiled import CompiledRuns
 from switch.journal.groupcommit import GroupCommitter
 from switch.journal import schema
@@ -159,7 +160,12 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
     def update_if(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
         return self._update_op(txn_id, expect, changes)
 
-    def _update_op(self, txn_id: int, expect: str | None, changes: dict[str, Any]) -> Future[TxnRecord]:
+    def end_reversal(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
+        return self._update_op(txn_id, expect, changes, self._end_reversal)
+
+    def _update_op(
+        self, txn_id: int, expect: str | None, changes: dict[str, Any], call: Callable[..., Any] | None = None
+    ) -> Future[TxnRecord]:
         unknown = changes.keys() - UPDATABLE
         if unknown:
             return self._failed(
@@ -189,7 +195,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
             )
             self._update_sql[(columns, guarded)] = statements
         own_pan_check = self._hmac_key is not None and any(c in changes for c in FREE_REFERENCE_FIELDS)
-        return self._submit(self._update_call, (statements, changes, txn_id, own_pan_check, expect), True)
+        return self._submit(call or self._update_call, (statements, changes, txn_id, own_pan_check, expect), True)
 
     def get(self, txn_id: int) -> Future[TxnRecord | None]:
         return self._submit(self._one, (BY_ID, (txn_id,)), False)
@@ -283,7 +289,29 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
     def advance_ksn(self, device: str, counter: int) -> Future[bool]:
         return self._submit(self._keys_op, (terminal_keys.advance, device, counter), True)
 
+    # A queued reversal's card number, sealed by the switch before it gets here
+    # (switch.journal.reversal_card): the journal checks the form, never opens it.
+
+    def keep_reversal_card(self, txn_id: int, sealed: bytes) -> Future[None]:
+        try:
+            cards.check_sealed(txn_id, sealed)
+        except ValueError as exc:
+            return self._failed(exc)
+        return self._submit(self._keys_op, (cards.keep, txn_id, sealed), True)
+
+    def reversal_card(self, txn_id: int) -> Future[bytes | None]:
+        return self._submit(self._keys_read, (cards.load, txn_id), False)
+
+    def purge_reversal_cards(self) -> Future[int]:
+        return self._submit(self._keys_read, (cards.purge,), True)
+
     # -- operations (writer thread) ------------------------------------------
+
+    def _end_reversal(self, *update_args: Any) -> TxnRecord:
+        # One operation: the card goes with the update that ends the reversal, or neither (rolled back together).
+        rec = self._update(*update_args)
+        cards.drop(self._conn, rec.id)
+        return rec
 
     def _keys_op(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(self._conn, self._now(), *args)

@@ -1,0 +1,150 @@
+"""The card number of a queued reversal, sealed, for hosts that match reversals on field 2.
+
+Many acquirers refuse a 0420 without the PAN of the original.  The process
+that queues a reversal knows it (the terminal's request carried it), but the
+one that sends it may be another (``serve --workers``: only worker 0 sends
+reversals) or the same one after a restart.  So a reversal queued with a
+known PAN also keeps it here, and only reversals pay for it: nothing is
+written for a payment that is answered.
+
+``reversal_card``: one row per transaction waiting for its reversal, its PAN
+sealed with AES-256-GCM (:func:`seal`) under a key derived from the journal
+secret with its own HKDF label (never the PAN-hash or content-digest key),
+a random 96-bit nonce, and as associated data the key version and the
+transaction id, so a sealed value copied onto another row does not open.
+The row goes in the journal operation that ends the reversal
+(:meth:`switch.journal.Journal.end_reversal`), and at start-up
+:func:`purge` drops the rows of transactions no longer waiting (a crash
+between the two).
+
+The journal never sees the clear PAN: the switch seals before it hands the
+value over and opens what it reads back, so the clear number crosses
+neither the writer process's socket nor any column.
+"""
+from __future__ import annotations
+
+import functools
+import secrets
+import sqlite3
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from switch.journal import check_luhn_runs, check_pan_digits, hkdf_sha256
+
+__all__ = ["MIGRATION", "KEY_VERSION", "SealError", "card_key", "seal", "open_sealed", "check_sealed",
+           "keep", "load", "drop", "purge"]
+
+# The first byte of every sealed value names the key that sealed it, as
+# pan_hash's "v1:" does.
+KEY_VERSION = 1
+_LABEL = b"payswitch journal reversal-card v%d"
+_NONCE = 12
+_TAG = 16
+# A PAN is 8 to 19 digits: version byte, nonce, ciphertext, tag.
+_SIZES = range(1 + _NONCE + 8 + _TAG, 1 + _NONCE + 19 + _TAG + 1)
+
+MIGRATION: tuple[str, ...] = (
+    """
+    CREATE TABLE reversal_card (
+        txn_id INTEGER PRIMARY KEY,  -- the transaction whose reversal waits
+        sealed BLOB NOT NULL,        -- key version, nonce, AES-256-GCM ciphertext and tag of the PAN
+        created_at REAL NOT NULL
+    ) STRICT
+    """,
+)
+
+
+class SealError(ValueError):
+    """A sealed card number that does not open: another key, another row, or damaged.
+
+    The message says which transaction, never what was sealed.
+    """
+
+
+@functools.lru_cache(maxsize=16)
+def card_key(secret: bytes, version: int = KEY_VERSION) -> bytes:
+    """The AES-256 key of sealed reversal cards, derived from the journal secret."""
+    if not secret:
+        raise ValueError("sealing a card number needs a non-empty journal secret")
+    return hkdf_sha256(secret, _LABEL % version)
+
+
+def _aad(txn_id: int, version: int) -> bytes:
+    return b"payswitch reversal-card v%d txn %d" % (version, txn_id)
+
+
+def seal(secret: bytes, txn_id: int, pan: str) -> bytes:
+    """``pan`` sealed for the reversal of transaction ``txn_id``: version byte + nonce + ciphertext and tag."""
+    check_pan_digits(pan)
+    if type(txn_id) is not int or txn_id < 1:
+        raise ValueError(f"a sealed card belongs to a transaction id, got {txn_id!r}")
+    nonce = secrets.token_bytes(_NONCE)
+    sealed = AESGCM(card_key(secret)).encrypt(nonce, pan.encode("ascii"), _aad(txn_id, KEY_VERSION))
+    return bytes((KEY_VERSION,)) + nonce + sealed
+
+
+def open_sealed(secret: bytes, txn_id: int, sealed: bytes) -> str:
+    """The PAN :func:`seal` sealed for ``txn_id``; :class:`SealError` if it does not open."""
+    if type(sealed) is not bytes or len(sealed) not in _SIZES or sealed[0] == 0:
+        raise SealError(f"txn {txn_id}: the sealed card number is not seal() output")
+    version = sealed[0]
+    try:
+        clear = AESGCM(card_key(secret, version)).decrypt(
+            sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], _aad(txn_id, version)
+        )
+    except InvalidTag:
+        raise SealError(
+            f"txn {txn_id}: the sealed card number does not open (another journal secret, another "
+            "transaction's row, or damaged)"
+        ) from None
+    return clear.decode("ascii")
+
+
+def check_sealed(txn_id: int, sealed: bytes) -> None:
+    """Raise ValueError unless ``sealed`` looks like :func:`seal` output (never a clear PAN)."""
+    if type(txn_id) is not int:
+        raise ValueError(f"reversal card: a transaction id is an int, got {type(txn_id).__name__}")
+    if type(sealed) is not bytes:
+        raise ValueError(
+            f"reversal card of txn {txn_id}: the journal keeps seal() output (bytes), got {type(sealed).__name__}"
+        )
+    if len(sealed) not in _SIZES or sealed[0] != KEY_VERSION:
+        raise ValueError(f"reversal card of txn {txn_id}: not seal() output of key version {KEY_VERSION}")
+    # Belt and braces: a clear PAN among the bytes is refused like in any column.
+    check_luhn_runs((("sealed", sealed.decode("latin-1")),))
+
+
+# -- the journal's side (writer thread or process) ----------------------------
+
+
+def keep(conn: sqlite3.Connection, now: float, txn_id: int, sealed: bytes) -> None:
+    """Keep (or replace) the sealed card of ``txn_id``'s reversal."""
+    conn.execute(
+        "INSERT INTO reversal_card (txn_id, sealed, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (txn_id) DO UPDATE SET sealed = excluded.sealed, created_at = excluded.created_at",
+        (txn_id, sealed, now),
+    )
+
+
+def load(conn: sqlite3.Connection, txn_id: int) -> bytes | None:
+    """The sealed card of ``txn_id``'s reversal, or None."""
+    row = conn.execute("SELECT sealed FROM reversal_card WHERE txn_id = ?", (txn_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def drop(conn: sqlite3.Connection, txn_id: int) -> None:
+    conn.execute("DELETE FROM reversal_card WHERE txn_id = ?", (txn_id,))
+
+
+def purge(conn: sqlite3.Connection) -> int:
+    """Drop the cards of transactions that wait for no reversal; how many went.
+
+    A transaction still ``sent`` keeps its card: the switch seals the card
+    before the update that queues the reversal, and start-up recovery
+    queues the reversal of one it finds ``sent``.
+    """
+    return conn.execute(
+        "DELETE FROM reversal_card WHERE txn_id NOT IN "
+        "(SELECT id FROM txn WHERE state = 'reversal_pending' OR state = 'sent')"
+    ).rowcount
