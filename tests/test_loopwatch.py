@@ -8,21 +8,13 @@ import time
 
 import pytest
 import uvloop
-from prometheus_client.parser import text_string_to_metric_families
 
 from switch.io.loopwatch import LoopWatch, cpu_seconds, process_stat, thread_stat
 from switch.journal import open_journal
 from switch.metrics import Metrics
+from tests.test_observability import samples
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-
-
-def samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
-    out = {}
-    for family in text_string_to_metric_families(metrics.render().decode()):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def burn(seconds: float) -> None:
