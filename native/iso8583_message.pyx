@@ -1,3 +1,7 @@
+# distutils: extra_compile_args = -falign-loops=32
+# The decode loops are a few bytes long: started on a 32-byte boundary they run
+# as fast wherever the linker puts them (a terminal 0200 took 231 ns to decode
+# instead of 208 while the field scan's loop straddled two 32-byte blocks).
 """An ISO 8583 message, and the decoding pass that makes one from bytes.
 
 Decoding is lazy: ``_decode`` makes one pass over the bytes, reading the
