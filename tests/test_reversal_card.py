@@ -8,6 +8,7 @@ never in clear, and only until the reversal ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import tempfile
 
@@ -166,7 +167,9 @@ def test_the_shared_writer_forgets_the_owner_of_a_reversal_that_ended(tmp_path):
 # -- the reversal sender (service harness) ------------------------------------------------
 
 from tests.test_edges import run  # noqa: E402
-from tests.test_service import KEY_ENV, KEY_HEX, VISA, FakeAcquirer, call, fakes, journal, request, wait_state  # noqa: E402
+from tests.test_service import (  # noqa: E402
+    KEY_ENV, KEY_HEX, VISA, FakeAcquirer, call, fakes, journal, request, reversal, wait_state,
+)
 
 
 @pytest.fixture
@@ -254,3 +257,43 @@ def test_a_card_that_does_not_open_sends_the_reversal_without_field_2_and_says_s
     (rev, _), = bank_a.reversed
     assert field_2(rev) is None
     assert "does not open" in caplog.text and VISA not in caplog.text
+
+
+def test_a_terminal_0400_with_the_original_card_keeps_it_sealed_for_field_2_after_a_restart(tmp_path, service_key):
+    url = f"sqlite://{tmp_path / 'j.sqlite'}"
+    refusing = FakeAcquirer("bank-a", reverse_failures=10**6)
+
+    async def before(sw):
+        assert (await call(sw, request()))[39] == "00"  # answered: its card is in no memory any more
+        assert (await call(sw, reversal("000002", "000001")))[39] == "00"  # the 0400 carries field 2
+        return await wait_state(sw, "000001", "reversal_pending")
+
+    rec = run(before, acquirers=fakes(**{"bank-a": refusing}), journal_url=url)
+    assert sqlite3.connect(tmp_path / "j.sqlite").execute(
+        "SELECT txn_id FROM reversal_card").fetchall() == [(rec.id,)]
+
+    bank_a = FakeAcquirer("bank-a")
+
+    async def after(sw):
+        return await wait_state(sw, "000001", "reversed")
+
+    run(after, acquirers=fakes(**{"bank-a": bank_a}), journal_url=url)
+    (rev, _), = bank_a.reversed
+    assert rev.original.txn_id == rec.id and field_2(rev) == VISA
+
+
+def test_a_terminal_0400_with_another_card_is_not_the_originals_field_2(service_key, caplog):
+    other = "5555555555554444"  # passes the Luhn check, another card
+    bank_a = FakeAcquirer("bank-a")
+
+    async def scenario(sw):
+        assert (await call(sw, request()))[39] == "00"
+        assert (await call(sw, reversal("000002", "000001", pan=other)))[39] == "00"
+        rec = await wait_state(sw, "000001", "reversed")
+        assert await journal(sw, sw.journal.reversal_card(rec.id)) is None
+
+    with caplog.at_level(logging.INFO, logger="payswitch"):
+        run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
+    (rev, _), = bank_a.reversed
+    assert field_2(rev) is None
+    assert "not its original's" in caplog.text and other not in caplog.text and VISA not in caplog.text

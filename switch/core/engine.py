@@ -491,7 +491,10 @@ class Engine:
         """Terminal 0400 (sections 6, 6.1): recorded durably and answered 00 at once;
         the acquirer is told in the background.  Idempotent."""
         o_mti, o_stan, o_time = m.original_key(msg[90])
-        original_id, kind = yield from self.reversals.undo(msg[41], rec.merchant_id, o_mti, o_stan, o_time)
+        # A card number the 0400 carries (field 2 or 35) is the original's field 2 for the host's
+        # reversal, once it matches the original's pan_hash.
+        original_id, kind = yield from self.reversals.undo(msg[41], rec.merchant_id, o_mti, o_stan, o_time,
+                                                           pan=m.pan_of(msg))
         resp = m.build_response(msg, "00", rec.rrn)
         out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"),
                                       original_id=original_id, kind=kind)

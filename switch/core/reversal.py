@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Generator
 from switch.core import pipeline, states
 from switch.core.acquirer import NOT_FOUND, REVERSED, Original, Request, reversal_outcome
 from switch.core.commands import Op, Reverse, Wait
-from switch.journal import StaleState, TxnRecord, reversal_card
+from switch.journal import StaleState, TxnRecord, reversal_card, same_pan
 
 if TYPE_CHECKING:
     from switch.core.engine import Engine
@@ -201,16 +201,20 @@ class ReversalQueue:
             self.on_queued()
 
     def undo(self, tid: str, merchant_id: str, o_mti: str, o_stan: str, o_time: str,
-             *, in_flight: bool = True) -> Gen:
-        """Undo whatever (41, 11, 7) names, in whatever state it is: (its id, its kind)."""
+             *, in_flight: bool = True, pan: str | None = None) -> Gen:
+        """Undo whatever (41, 11, 7) names, in whatever state it is: (its id, its kind).
+
+        ``pan``: the card number the terminal's 0400 carried, if any; kept (sealed)
+        for the host's field 2 only when it is the original's card."""
         okey = (tid, o_stan, o_time)
         while True:
             try:
-                return (yield from self._named_once(okey, merchant_id, o_mti, in_flight))
+                return (yield from self._named_once(okey, merchant_id, o_mti, in_flight, pan))
             except StaleState:
                 continue  # moved on while we looked: look again
 
-    def _named_once(self, okey: tuple[str, str, str], merchant_id: str, o_mti: str, in_flight: bool) -> Gen:
+    def _named_once(self, okey: tuple[str, str, str], merchant_id: str, o_mti: str, in_flight: bool,
+                    pan: str | None = None) -> Gen:
         tid, o_stan, o_time = okey
         orig = None
         while True:
@@ -246,10 +250,21 @@ class ReversalQueue:
                 return orig.id, orig.kind
         if orig.mti in REVERSIBLE and orig.acquirer and states.needs_reversal(orig.state, orig.response_code):
             if orig.state != states.REVERSAL_PENDING:
-                changes = yield from self.start_fields(orig.acquirer)
+                card = self._card_of(orig, pan)
+                changes = yield from self.start_fields(orig.acquirer, orig.id, card)
                 yield Op("update_if", orig.id, orig.state, state=states.advance(orig.state, "reverse"), **changes)
-                self.queued(orig.id, None, "terminal")
+                self.queued(orig.id, card, "terminal")
         return orig.id, orig.kind
+
+    def _card_of(self, orig: TxnRecord, pan: str | None) -> str | None:
+        """``pan`` if it is ``orig``'s card (by its pan_hash), else None (logged, never quoted)."""
+        if not pan or orig.kind != "card":
+            return None
+        if orig.pan_hash is None or not pan.isdigit() or not same_pan(pan, orig.pan_hash, self.engine.key):
+            log.info("rrn %s: the 0400's card number is not its original's; the reversal goes without field 2",
+                     orig.rrn, **about(orig))
+            return None
+        return pan
 
     def original_of(self, rec: TxnRecord, pan: str | None = None) -> Original:
         return Original(
