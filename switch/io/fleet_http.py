@@ -63,6 +63,10 @@ def merge_metrics(texts: dict[int, str]) -> dict[str, Metric]:
     return merged
 
 
+# What the supervisor serves itself (a worker also serves /status on its own port).
+_FLEET_ROUTES = {b"/healthz": b"GET", b"/readyz": b"GET", b"/metrics": b"GET", b"/admin/reload": b"POST"}
+
+
 class _Families:
     def __init__(self, families: list[Metric]) -> None:
         self.families = families
@@ -125,13 +129,9 @@ class FleetHttp(AdminHttp):
 
     async def _route(self, method: bytes, target: bytes, headers=()) -> tuple[int, str, bytes]:
         path = target.split(b"?", 1)[0]
-        if path.startswith(b"/admin/"):
-            refusal = self.admin_refusal(headers)
-            if refusal is not None:
-                return refusal
-        routes = {b"/healthz": b"GET", b"/readyz": b"GET", b"/metrics": b"GET", b"/admin/reload": b"POST"}
-        if path in routes and method != routes[path]:
-            return 405, "text/plain", b"method not allowed\n"
+        stop = self.guard(method, path, headers, _FLEET_ROUTES)
+        if stop is not None:
+            return stop
         if path == b"/metrics":
             return 200, "text/plain; version=0.0.4; charset=utf-8", await self.metrics()
         if path == b"/healthz":

@@ -162,14 +162,21 @@ class AdminHttp:
             return 403, _JSON, b'{"error": "cross-site requests are refused on the admin API"}'
         return None
 
-    async def _route(self, method: bytes, target: bytes, headers=()) -> tuple[int, str, bytes]:
-        path = target.split(b"?", 1)[0]
+    def guard(self, method: bytes, path: bytes, headers, routes: dict[bytes, bytes]) -> tuple[int, str, bytes] | None:
+        """The answer that stops a request before its route (the admin checks, 405), or None."""
         if path.startswith(b"/admin/"):
             refusal = self.admin_refusal(headers)
             if refusal is not None:
                 return refusal
-        if path in _ROUTES and method != _ROUTES[path]:
+        if path in routes and method != routes[path]:
             return 405, "text/plain", b"method not allowed\n"
+        return None
+
+    async def _route(self, method: bytes, target: bytes, headers=()) -> tuple[int, str, bytes]:
+        path = target.split(b"?", 1)[0]
+        stop = self.guard(method, path, headers, _ROUTES)
+        if stop is not None:
+            return stop
         if path == b"/healthz":
             body = {"status": "alive", "uptime_seconds": round(_uptime(self.switch), 3)}
             return 200, _JSON, json.dumps(body).encode()
