@@ -180,13 +180,37 @@ class SwitchProcess:
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
     def http_get(self, path: str) -> tuple[int, bytes]:
-        with socket.create_connection(("127.0.0.1", self.ports["http"]), timeout=5) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        return int(head.split()[1]), body
+        return http_request(self.ports["http"], "GET", path)
+
+    def http_post(self, path: str) -> tuple[int, bytes]:
+        """An admin POST (with the admin token) to the switch's HTTP port."""
+        return http_post(self.ports["http"], path)
+
+
+def http_request(port: int, method: str, path: str, headers: str = "") -> tuple[int, bytes]:
+    """One HTTP/1.1 request to 127.0.0.1:``port``: (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def http_post(port: int, path: str) -> tuple[int, bytes]:
+    """An admin POST with no body and the sandbox admin token: (status, body)."""
+    return http_request(port, "POST", path, f"Content-Length: 0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n")
+
+
+def wait_for(predicate, timeout: float = 8.0, interval: float = 0.05):
+    """Call ``predicate`` until it gives something true or ``timeout`` seconds pass; what it gave last."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := predicate():
+            return found
+        time.sleep(interval)
+    return predicate()
 
 
 _stan = [int(time.time()) % 500000]

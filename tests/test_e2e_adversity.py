@@ -43,7 +43,7 @@ from pathlib import Path
 import pytest
 
 from tests import e2e
-from tests.e2e import Client, purchase, reversal_of
+from tests.e2e import Client, purchase, reversal_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -94,15 +94,6 @@ acquirers = ["{ACQ}"]
 {sims}
 """
     return text, ports
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def journal_rows(tmp: Path) -> list[dict]:

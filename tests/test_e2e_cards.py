@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests import e2e
-from tests.e2e import MERCHANT, VISA, Client, purchase, reversal_of
+from tests.e2e import MERCHANT, VISA, Client, purchase, reversal_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -31,15 +31,6 @@ def client(switch):
     c = Client(switch.ports["term"])
     yield c
     c.close()
-
-
-def wait_for(predicate, timeout=8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def ledger_reversals(switch, acquirer):

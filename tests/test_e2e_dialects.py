@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import time
 
 import iso8583
 import pytest
 from iso8583.specs import default_ascii as PYISO_ASCII
 
 from tests import e2e, samples
-from tests.e2e import TERMINAL, Client, purchase, reversal_of
+from tests.e2e import TERMINAL, Client, purchase, reversal_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -71,15 +70,6 @@ def authorizations(switch, rrn: str) -> list[dict]:
     (The switch gives the acquirer its own STAN; the RRN is the same on both sides.)
     """
     return [e for e in switch.ledger("bank-a") if e.get("event") == "authorization" and e.get("rrn") == rrn]
-
-
-def wait_for(predicate, timeout=8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def sha256_of_hex(text: str) -> str:

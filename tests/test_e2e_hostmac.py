@@ -8,7 +8,6 @@ the terminal is declined and the approval reversed at the acquirer.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -43,12 +42,7 @@ def switch(request, tmp_path_factory):
 
 
 def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        time.sleep(0.05)
-    return predicate()
+    return e2e.wait_for(predicate, timeout)
 
 
 def test_maced_purchase_and_reversal_verified_by_the_acquirer(switch):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests import e2e
-from tests.e2e import Client, purchase
+from tests.e2e import Client, http_post as post, purchase
 
 pytestmark = pytest.mark.e2e
 
@@ -23,17 +23,6 @@ def switch(tmp_path_factory):
     proc = e2e.SwitchProcess(tmp, text, ports).start()
     yield proc
     proc.stop()
-
-
-def post(port, path):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
-                  f"Authorization: Bearer {e2e.ADMIN_TOKEN}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 def test_reload_adds_terminals_without_dropping_connections(switch):

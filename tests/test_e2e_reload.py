@@ -1,6 +1,5 @@
 """A reload answers what it applied and, by key path, what needs a restart."""
 import json
-import socket
 
 import pytest
 
@@ -10,14 +9,8 @@ pytestmark = pytest.mark.e2e
 
 
 def post(port, path):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
-                  f"Authorization: Bearer {e2e.ADMIN_TOKEN}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
+    status, body = e2e.http_post(port, path)
+    return status, json.loads(body)
 
 
 def test_reload_names_what_it_applied_and_what_needs_a_restart(tmp_path):

@@ -23,6 +23,7 @@ import pytest
 
 from switch import config as config_mod
 from tests import e2e
+from tests.e2e import wait_for
 
 SLOW_MS = 2500  # bank-a (VISA) answers this late: a purchase stays in flight long enough to act on
 
@@ -94,15 +95,6 @@ def rows(tmp: Path, where: str = "1", args: tuple = ()) -> list[dict]:
 
 def ledger(sw: e2e.SwitchProcess, name: str = "bank-a") -> list[dict]:
     return sw.ledger(name)
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def test_two_workers_share_the_port_and_both_take_purchases(tmp_path):
@@ -227,23 +219,12 @@ def test_sighup_and_admin_reload_reach_every_worker(tmp_path):
         sw.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: all(f"payswitch[worker {i}]: configuration reloaded" in
                                     (tmp_path / "switch.log").read_text() for i in (0, 1)), 15)
-        with socket.create_connection(("127.0.0.1", sw.ports["http"]), timeout=5) as s:
-            s.sendall(f"POST /admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {e2e.ADMIN_TOKEN}\r\n"
-                      "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        assert head.split()[1] == b"200" and "signalled to 2 of 2 workers" in json.loads(body)["message"]
+        status, body = sw.http_post("/admin/reload")
+        assert status == 200 and "signalled to 2 of 2 workers" in json.loads(body)["message"]
         assert wait_for(lambda: (tmp_path / "switch.log").read_text().count("configuration reloaded") >= 4, 15)
         sw.config.write_text(sw.config.read_text() + "\nnot toml [\n")
-        with socket.create_connection(("127.0.0.1", sw.ports["http"]), timeout=5) as s:
-            s.sendall(f"POST /admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {e2e.ADMIN_TOKEN}\r\n"
-                      "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        assert data.split()[1] == b"400" and b"invalid TOML" in data
+        status, body = sw.http_post("/admin/reload")
+        assert status == 400 and b"invalid TOML" in body
     finally:
         sw.stop()
 
