@@ -158,13 +158,18 @@ def test_closed_executor(db):
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
-def test_begin_and_commit(tmp_path):
-    path = tmp_path / "j.sqlite"
+def wal_table(path, name_column: str = "name TEXT"):
+    """A WAL database at ``path`` with table t, an executor on it and its prepared insert."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT) STRICT")
+    conn.execute(f"CREATE TABLE t (id INTEGER PRIMARY KEY, {name_column}) STRICT")
     x = BatchExecutor(conn)
-    insert = x.prepare("INSERT INTO t (name) VALUES (?)")
+    return conn, x, x.prepare("INSERT INTO t (name) VALUES (?)")
+
+
+def test_begin_and_commit(tmp_path):
+    path = tmp_path / "j.sqlite"
+    conn, x, insert = wal_table(path)
     version = x.begin(True)
     assert conn.in_transaction
     x.run([(insert, ("a",))])
@@ -191,11 +196,7 @@ def test_begin_and_commit(tmp_path):
 
 
 def test_a_run_that_ends_a_batch_commits_in_the_same_call_only_when_all_of_it_succeeds(tmp_path):
-    conn = sqlite3.connect(tmp_path / "j.sqlite", isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE) STRICT")
-    x = BatchExecutor(conn)
-    insert = x.prepare("INSERT INTO t (name) VALUES (?)")
+    conn, x, insert = wal_table(tmp_path / "j.sqlite", "name TEXT UNIQUE")
     rename = x.prepare("UPDATE t SET name = ? WHERE id = ?")
     # All steps change one row: committed in the run.
     x.begin(True)
@@ -223,11 +224,7 @@ def test_a_run_that_ends_a_batch_commits_in_the_same_call_only_when_all_of_it_su
 
 def test_a_run_may_open_the_transaction_and_steps_only_if_the_data_version_is_the_expected_one(tmp_path):
     path = tmp_path / "j.sqlite"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT) STRICT")
-    x = BatchExecutor(conn)
-    insert = x.prepare("INSERT INTO t (name) VALUES (?)")
+    conn, x, insert = wal_table(path)
     version = x.begin(False)
     x.commit()
     # The expected version: BEGIN IMMEDIATE, the steps and the COMMIT in one call.
