@@ -12,7 +12,7 @@ import re
 import pytest
 
 from tests import e2e
-from tests.test_e2e_security import SOFTWARE_TOML, HsmSim
+from tests.test_e2e_security import module_switch
 
 
 def maced(text: str, tmp) -> str:
@@ -29,16 +29,8 @@ def maced(text: str, tmp) -> str:
 
 @pytest.fixture(scope="module", params=["software", "hsm"])
 def switch(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"hostmac-{request.param}")
-    hsm = HsmSim(tmp) if request.param == "hsm" else None
-    text, ports = e2e.card_config(tmp, acquirer_timeout=2.0)
-    text = maced(text, tmp) + (hsm.toml() if hsm else SOFTWARE_TOML)
-    proc = e2e.SwitchProcess(tmp, text, ports).start()
-    proc.module = request.param
-    yield proc
-    proc.stop()
-    if hsm:
-        hsm.stop()
+    yield from module_switch(request.param, tmp_path_factory.mktemp(f"hostmac-{request.param}"),
+                             lambda text, tmp, module: maced(text, tmp) + module)
 
 
 def wait_for(predicate, timeout=10.0):

@@ -86,19 +86,26 @@ key_table = "{self.table}"
         self.proc.wait(10)
 
 
-@pytest.fixture(scope="module", params=["software", "hsm"])
-def switch(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"security-{request.param}")
-    hsm = HsmSim(tmp) if request.param == "hsm" else None
-    module = hsm.toml() if hsm else SOFTWARE_TOML
+def module_switch(module: str, tmp, configure):
+    """Yield a card switch (``e2e.card_config``) on the software module or the HSM simulator
+    (``module``: "software" or "hsm"), its TOML made by ``configure(text, tmp, module_toml)``;
+    then stop both.  For module-scoped fixtures parametrized over the two."""
+    hsm = HsmSim(tmp) if module == "hsm" else None
     text, ports = e2e.card_config(tmp, acquirer_timeout=2.0)
-    text = text.replace("\n[[acquirers]]", MERCHANT_TOML + "\n[[acquirers]]", 1) + module + POLICY_TOML
-    proc = e2e.SwitchProcess(tmp, text, ports).start()
-    proc.module = request.param
+    proc = e2e.SwitchProcess(tmp, configure(text, tmp, hsm.toml() if hsm else SOFTWARE_TOML), ports).start()
+    proc.module = module
     yield proc
     proc.stop()
     if hsm:
         hsm.stop()
+
+
+@pytest.fixture(scope="module", params=["software", "hsm"])
+def switch(request, tmp_path_factory):
+    def configure(text, tmp, module):
+        return text.replace("\n[[acquirers]]", MERCHANT_TOML + "\n[[acquirers]]", 1) + module + POLICY_TOML
+
+    yield from module_switch(request.param, tmp_path_factory.mktemp(f"security-{request.param}"), configure)
 
 
 def send(switch, *args, pin=None):
