@@ -6,6 +6,7 @@ to talk to the switch.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -29,20 +30,28 @@ UNIONPAY = "6250947000000014"
 
 
 _PORTS = random.Random(os.getpid() ^ time.time_ns())
+# The last ports handed out: free when checked, but maybe not bound yet by whoever asked
+# (a configuration asks for five before anything starts), so never handed out again soon.
+_GIVEN: collections.deque[int] = collections.deque(maxlen=1000)
 
 
 def free_port() -> int:
     """A port free now, below the kernel's range for outgoing connections
     (32768-60999 here): between this check and the switch's bind, no client
-    socket of another test can take it, as one could a port from that range."""
+    socket of another test can take it, as one could a port from that range;
+    nor is it one of the last ports this process handed out (two names of one
+    configuration on the same port)."""
     for _ in range(200):
         port = _PORTS.randrange(20000, 32000)
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _GIVEN.append(port)
+        return port
     raise RuntimeError("no free port between 20000 and 32000")
 
 
