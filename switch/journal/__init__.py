@@ -49,6 +49,7 @@ from typing import Any, Iterable, Protocol
 
 import msgspec
 
+from native.panguard import digit_count, is_pan_hash, luhn_run
 from switch.keyed_hash import keyed
 
 __all__ = [
@@ -186,7 +187,6 @@ LONG_NUMBER_FIELDS = frozenset(
 FREE_REFERENCE_FIELDS = ("acquirer_ref", "order_ref")
 
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
-_PAN_HASH = re.compile(r"v[0-9]{1,3}:[0-9a-f]{64}")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -213,27 +213,40 @@ def check_no_pan(fields: dict[str, Any]) -> None:
 
 def check_luhn_runs(fields: Iterable[tuple[str, Any]]) -> None:
     """The Luhn part of :func:`check_no_pan`, over (column name, value) pairs."""
+    names, values = [], []
     for name, value in fields:
         # Shorter than 13 characters, it holds no PAN candidate.
-        if type(value) is not str or len(value) < 13 or name in LONG_NUMBER_FIELDS:
-            continue
-        for run in _DIGIT_RUN.findall(value):
-            if luhn_ok(run):
-                raise ValueError(
-                    f"journal field {name!r} holds a {len(run)}-digit number that passes "
-                    "the Luhn check (a PAN?); store pan_protect() output instead"
-                )
+        if type(value) is str and len(value) >= 13 and name not in LONG_NUMBER_FIELDS:
+            names.append(name)
+            values.append(value)
+    if values:
+        check_luhn_values(names, tuple(values))
+
+
+def check_luhn_values(names: tuple[str, ...] | list[str], values: tuple) -> None:
+    """:func:`check_luhn_runs` for columns ``names`` holding ``values`` (none of LONG_NUMBER_FIELDS).
+
+    The scan runs in C (``native.panguard.luhn_run``): the journal's caller
+    side runs it for every insert, on the event loop's thread.
+    """
+    found = luhn_run(values)
+    if found is not None:
+        index, length = found
+        raise ValueError(
+            f"journal field {names[index]!r} holds a {length}-digit number that passes "
+            "the Luhn check (a PAN?); store pan_protect() output instead"
+        )
 
 
 def check_pan_forms(masked: Any, pan_hash: Any) -> None:
     """pan_masked and pan_hash, when set, must look like pan_protect() output."""
     if masked is not None:
-        if type(masked) is not str or sum(ch.isdigit() for ch in masked) > 10:
+        if type(masked) is not str or digit_count(masked) > 10:
             raise ValueError(
                 "journal field 'pan_masked' must show at most 10 digits "
                 "(first 6 + last 4); store pan_protect() output"
             )
-    if pan_hash is not None and (type(pan_hash) is not str or not _PAN_HASH.fullmatch(pan_hash)):
+    if pan_hash is not None and (type(pan_hash) is not str or not is_pan_hash(pan_hash)):
         raise ValueError(
             "journal field 'pan_hash' must be a key version and 64 lower-case hex digits "
             "(\"v1:...\", HMAC-SHA256); store pan_protect() output"

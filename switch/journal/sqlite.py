@@ -37,7 +37,7 @@ from switch.journal import (
     StaleState,
     Totals,
     TxnRecord,
-    check_luhn_runs,
+    check_luhn_values,
     check_no_pan,
     check_own_pan,
     check_pan_forms,
@@ -143,7 +143,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         rec = msgspec.structs.replace(rec)
         values = msgspec.structs.astuple(rec)
         try:
-            check_luhn_runs(zip(_GUARDED_NAMES, _guarded(values)))
+            check_luhn_values(_GUARDED_NAMES, _guarded(values))
             check_pan_forms(rec.pan_masked, rec.pan_hash)
             check_own_pan(
                 {"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key
