@@ -38,7 +38,6 @@ from switch.journal import (
     Totals,
     TxnRecord,
     check_luhn_values,
-    check_no_pan,
     check_own_pan,
     check_pan_forms,
 )
@@ -110,9 +109,8 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         self._last_now = 0.0
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
-        # Per set of updated columns (and whether the state is expected): UPDATE,
-        # UPDATE ... RETURNING, column types, whether it stores the answer, parameter kinds.
-        self._update_sql: dict[tuple[str, ...], tuple[str, str, tuple[frozenset, ...]]] = {}
+        # Per set of updated columns (and whether the state is expected): its _update_plan.
+        self._update_sql: dict[tuple[tuple[str, ...], bool], tuple] = {}
         # Writer thread only: the records as this connection last wrote or read
         # them, newest last, so that an update can return its record without
         # reading it back.  Entries made in the open transaction are dropped if
@@ -166,36 +164,63 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
     def _update_op(
         self, txn_id: int, expect: str | None, changes: dict[str, Any], call: Callable[..., Any] | None = None
     ) -> Future[TxnRecord]:
-        unknown = changes.keys() - UPDATABLE
-        if unknown:
-            return self._failed(
-                ValueError(
-                    f"cannot update journal column(s) {', '.join(sorted(unknown))}: "
-                    f"unknown or set by the journal (id, rrn, created_at, updated_at)"
-                )
-            )
-        try:
-            check_no_pan(changes)
-        except ValueError as exc:
-            return self._failed(exc)
         columns = tuple(changes)
         guarded = expect is not None
-        statements = self._update_sql.get((columns, guarded))
-        if statements is None:
-            assignments = ", ".join(f"{c} = ?" for c in columns)
-            # Storing the answer (its response code) stamps answered_at too.
-            answers = "response_code" in changes
-            stamps = "updated_at = ?, answered_at = ?" if answers else "updated_at = ?"
-            where = "id = ? AND state = ?" if guarded else "id = ?"
-            sql = f"UPDATE txn SET {assignments}, {stamps} WHERE {where}"
-            # native.sqlbatch's parameter kinds: the columns', then the stamps, id and expected state.
-            kinds = "".join(COLUMN_KINDS[c] for c in columns) + ("rri" if answers else "ri") + ("t" if guarded else "")
-            statements = (
-                sql, f"{sql} RETURNING {COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers, kinds
-            )
-            self._update_sql[(columns, guarded)] = statements
-        own_pan_check = self._hmac_key is not None and any(c in changes for c in FREE_REFERENCE_FIELDS)
+        plan = self._update_sql.get((columns, guarded))
+        if plan is None:
+            unknown = changes.keys() - UPDATABLE
+            if unknown:
+                return self._failed(
+                    ValueError(
+                        f"cannot update journal column(s) {', '.join(sorted(unknown))}: "
+                        f"unknown or set by the journal (id, rrn, created_at, updated_at)"
+                    )
+                )
+            plan = self._update_sql[(columns, guarded)] = self._update_plan(columns, guarded)
+        statements, luhn_names, pick, forms, free_refs = plan
+        try:
+            # check_no_pan(changes), with what depends only on the columns worked out once.
+            if luhn_names:
+                values = tuple(changes.values())
+                check_luhn_values(luhn_names, values if pick is None else pick(values))
+            if forms:
+                check_pan_forms(changes.get("pan_masked"), changes.get("pan_hash"))
+        except ValueError as exc:
+            return self._failed(exc)
+        own_pan_check = free_refs and self._hmac_key is not None
         return self._submit(call or self._update_call, (statements, changes, txn_id, own_pan_check, expect), True)
+
+    @staticmethod
+    def _update_plan(columns: tuple[str, ...], guarded: bool) -> tuple:
+        """What an update of ``columns`` needs, made once per set of columns.
+
+        ``(statements, luhn_names, pick, forms, free_refs)``: the SQL (UPDATE,
+        UPDATE ... RETURNING, column types, whether it stores the answer,
+        native.sqlbatch's parameter kinds); the columns the Luhn guard scans
+        and how to pick their values out of the changes' (None: all of
+        them); whether pan_masked or pan_hash is set; whether a free
+        reference field is (checked against the record's own PAN).
+        """
+        assignments = ", ".join(f"{c} = ?" for c in columns)
+        # Storing the answer (its response code) stamps answered_at too.
+        answers = "response_code" in columns
+        stamps = "updated_at = ?, answered_at = ?" if answers else "updated_at = ?"
+        where = "id = ? AND state = ?" if guarded else "id = ?"
+        sql = f"UPDATE txn SET {assignments}, {stamps} WHERE {where}"
+        # native.sqlbatch's parameter kinds: the columns', then the stamps, id and expected state.
+        kinds = "".join(COLUMN_KINDS[c] for c in columns) + ("rri" if answers else "ri") + ("t" if guarded else "")
+        statements = (sql, f"{sql} RETURNING {COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers, kinds)
+        scanned = [i for i, c in enumerate(columns) if c not in LONG_NUMBER_FIELDS]
+        luhn_names = tuple(columns[i] for i in scanned)
+        if not scanned or len(scanned) == len(columns):
+            pick = None
+        elif len(scanned) == 1:
+            pick = (lambda values, i=scanned[0]: (values[i],))
+        else:
+            pick = operator.itemgetter(*scanned)
+        forms = "pan_masked" in columns or "pan_hash" in columns
+        free_refs = any(c in columns for c in FREE_REFERENCE_FIELDS)
+        return statements, luhn_names, pick, forms, free_refs
 
     def get(self, txn_id: int) -> Future[TxnRecord | None]:
         return self._submit(self._one, (BY_ID, (txn_id,)), False)
