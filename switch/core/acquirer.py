@@ -59,7 +59,11 @@ def order_number(terminal_id: str, transmission_time: str, stan: str) -> str:
     return f"{tid}{transmission_time}{stan}"
 
 
-class Request(msgspec.Struct, kw_only=True):
+# gc=False (Request, Result): built for every payment; their fields are
+# strings, numbers, bytes, an Original and dicts of strings, none of which can
+# lead back to them, so they are never part of a reference cycle and the
+# collector need not track them.
+class Request(msgspec.Struct, kw_only=True, gc=False):
     txn_id: int
     kind: str  # "card" | "wallet" | "citycard"
     mti: str  # the terminal's MTI: 0100, 0200, 0220, 0400
@@ -118,7 +122,7 @@ def _masked(pan: str) -> str:
     return pan[:6] + "*" * max(0, len(pan) - 10) + pan[-4:] if len(pan) >= 13 else "*" * max(0, len(pan) - 4) + pan[-4:]
 
 
-class Result(msgspec.Struct, kw_only=True):
+class Result(msgspec.Struct, kw_only=True, gc=False):
     response_code: str
     auth_code: str | None = None
     # Whatever the adapter needs later to reverse/complete/query this transaction

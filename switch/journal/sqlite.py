@@ -143,9 +143,10 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         try:
             check_luhn_values(_GUARDED_NAMES, _guarded(values))
             check_pan_forms(rec.pan_masked, rec.pan_hash)
-            check_own_pan(
-                {"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key
-            )
+            if rec.acquirer_ref is not None or rec.order_ref is not None:
+                check_own_pan(
+                    {"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key
+                )
         except ValueError as exc:
             return self._failed(exc)
         row = _inserted(values)
