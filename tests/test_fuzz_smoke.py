@@ -108,6 +108,20 @@ def test_emv_target():
         target(rng.randbytes(rng.randint(0, 64)))
 
 
+def test_panguard_target():
+    target = targets.TARGETS["panguard"]()
+    rng = random.Random("panguard")
+    corpus = seeds("panguard")
+    for data in corpus:
+        target(data)
+    for data in corpus:
+        for mutated in mutations(rng, data, 400):
+            target(mutated)
+    digits = b"0123456789" * 4 + b"\x00\x7e\x7f:av"
+    for _ in range(1000):
+        target(bytes([rng.randrange(4)]) + bytes(rng.choice(digits) for _ in range(rng.randint(0, 60))))
+
+
 def test_coverage_hint_names_fields():
     # Both outcomes go through without error (the branches only matter under atheris).
     targets.coverage_hint({2: "4761739001010119", 128: b"\x00" * 8})

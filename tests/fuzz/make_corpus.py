@@ -127,9 +127,21 @@ def emv_seeds() -> dict[str, bytes]:
     }
 
 
+def panguard_seeds() -> dict[str, bytes]:
+    """Text the journal's PAN guard reads: card numbers in references, masked PANs, PAN hashes."""
+    pan = samples.terminal_0200()[2]
+    return {
+        "reference": b"\x00ref|" + pan.encode() + b"|1124065412\x00A00001",
+        "long-run": b"\x01" + pan.encode() + b"0000\x7f" + pan.encode(),
+        "masked": b"\x02" + (pan[:6] + "*" * (len(pan) - 10) + pan[-4:]).encode() + b"\x7e\x7e",
+        "pan-hash": b"\x00v1:" + hashlib.sha256(pan.encode()).hexdigest().encode(),
+    }
+
+
 def main() -> None:
     corpora = codec_seeds()
     corpora["emv"] = emv_seeds()
+    corpora["panguard"] = panguard_seeds()
     short = [b"0800", b"x", bytes(range(40))]
     corpora["framing"] = framing_seeds(short + [corpora["iso8583-terminal-87"]["0800-echo"]])
     for target, seeds in corpora.items():

@@ -22,6 +22,11 @@ Targets (the names of the corpus directories under ``tests/fuzz/corpus/``):
   BerError with an offset inside the input, ``check`` and ``objects`` agree
   with it, the top-level objects put together are the input, and the tree
   encodes to bytes that decode to the same tree.
+- ``panguard``: ``native.panguard`` (the journal's PAN guard) on text of
+  every string width: the first byte picks whether two marker bytes of the
+  rest become a 2-byte or a 4-byte digit, NUL bytes split the rest into
+  values. ``luhn_run``, ``digit_count`` and ``is_pan_hash`` must agree with
+  the regular expressions, ``str.isdigit`` and Luhn check they stand for.
 """
 
 from __future__ import annotations
@@ -242,8 +247,54 @@ def emv_target(data: bytes) -> None:
     coverage_hint(dict.fromkeys(range(len(tree))))
 
 
+# ---------------------------------------------------------------------------
+# the journal's PAN guard
+
+_CARD_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
+_PAN_HASH = re.compile(r"v[0-9]{1,3}:[0-9a-f]{64}")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def reference_luhn_run(values: tuple) -> tuple[int, int] | None:
+    for index, value in enumerate(values):
+        if type(value) is str and len(value) >= 13:
+            for run in _CARD_RUN.findall(value):
+                if _luhn(run):
+                    return index, len(run)
+    return None
+
+
+def panguard_target(data: bytes) -> None:
+    from native import panguard
+
+    if not data:
+        return
+    text = data[1:].decode("latin-1")
+    if data[0] & 1:
+        text = text.replace("\x7f", "\u0663")  # ARABIC-INDIC DIGIT THREE: 2-byte kind
+    if data[0] & 2:
+        text = text.replace("\x7e", "\U0001d7ce")  # MATHEMATICAL BOLD DIGIT ZERO: 4-byte kind
+    values = tuple(text.split("\x00"))
+    found = panguard.luhn_run(values)
+    assert found == reference_luhn_run(values), (found, values)
+    for value in values:
+        assert panguard.digit_count(value) == sum(map(str.isdigit, value)), value
+        assert panguard.is_pan_hash(value) == bool(_PAN_HASH.fullmatch(value)), value
+    coverage_hint({found[1]: None} if found else ValueError("no field"))
+
+
 TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
     "framing": lambda: framing_target,
     "emv": lambda: emv_target,
+    "panguard": lambda: panguard_target,
     **{f"iso8583-{name}": (lambda name=name: codec_target(name)) for name in DIALECTS},
 }
