@@ -1,6 +1,7 @@
 """CPU of the switch's event-loop thread per card purchase, in process.
 
     .venv/bin/python -m benchmarks.loop_cpu [--requests 20000] [--concurrency 50] [--rounds 5]
+    .venv/bin/python -m benchmarks.loop_cpu --instructions [--concurrency 50]
 
 Drives ``Switch.handle`` with card purchases against an acquirer that answers
 at once (no sockets), ``--concurrency`` at a time, and reports the event-loop
@@ -28,7 +29,11 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--instructions", action="store_true",
+                    help="instructions per purchase under callgrind, instead of CPU time")
     args = ap.parse_args(argv)
+    if args.instructions:
+        return instructions(args.concurrency)
 
     from tests import test_service as ts
     from switch.core.acquirer import Result
@@ -71,6 +76,43 @@ def main(argv=None) -> int:
     print("loop-thread CPU per purchase, µs: " + " ".join(f"{r:.1f}" for r in results)
           + f"  median {statistics.median(results):.1f}")
     return 0
+
+
+def instructions(concurrency: int, small: int = 1000, large: int = 3000) -> int:
+    """Print instructions per purchase of the loop and writer threads (callgrind, two runs)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("--instructions needs valgrind (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    totals: dict[int, list[int]] = {}
+    with tempfile.TemporaryDirectory(prefix="payswitch-callgrind-") as tmp:
+        for n in (small, large):
+            out = os.path.join(tmp, f"cg.{n}")
+            subprocess.run(
+                [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", "--separate-threads=yes",
+                 sys.executable, "-m", "benchmarks.loop_cpu", "--requests", str(n), "--rounds", "1",
+                 "--concurrency", str(concurrency)],
+                env=dict(os.environ, PYTHONHASHSEED="0"), cwd=Path(__file__).resolve().parent.parent,
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            totals[n] = [thread_total(f"{out}-{k:02d}") for k in (1, 2)]
+    purchases = 2 * (large - small)  # each run: a warm-up round, then one measured round
+    loop, writer = ((totals[large][k] - totals[small][k]) / purchases for k in (0, 1))
+    print(f"instructions per purchase: event loop {loop:,.0f}, journal writer {writer:,.0f}")
+    return 0
+
+
+def thread_total(path: str) -> int:
+    """The instruction total callgrind wrote for one thread."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("totals:", "summary:")):
+                return int(line.split()[1])
+    raise ValueError(f"{path}: no totals line")
 
 
 if __name__ == "__main__":
