@@ -8,6 +8,7 @@ cdef enum:
     ECHO_MAX = 16         # bytes of a field that an error message may quote
 
 cdef str _echo(const uint8_t *p, Py_ssize_t n)
+cdef str _quote(const uint8_t *p, Py_ssize_t n, bint bcd)
 cdef str _unit(const FieldSpec *fs)
 cdef int _fail(str message, object field, object offset) except -1
 cdef int _truncated(Py_ssize_t size, str where, Py_ssize_t need) except -1

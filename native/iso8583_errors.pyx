@@ -60,6 +60,39 @@ cdef str _echo(const uint8_t *p, Py_ssize_t n):
     return repr(PyBytes_FromStringAndSize(<const char *>p, n))
 
 
+cdef Py_ssize_t _digit_run(const uint8_t *p, Py_ssize_t n, bint bcd):
+    """The longest run of decimal digits in ``p[:n]``: ASCII or EBCDIC digits, and,
+    with ``bcd``, bytes whose two nibbles are both 0-9 (two digits each)."""
+    cdef Py_ssize_t i, run = 0, longest = 0
+    cdef uint8_t c
+    for i in range(n):
+        c = p[i]
+        if bcd and (c >> 4) <= 9 and (c & 0x0F) <= 9:
+            run += 2
+        elif 0x30 <= c <= 0x39 or 0xF0 <= c <= 0xF9:
+            run += 1
+        else:
+            run = 0
+        if run > longest:
+            longest = run
+    return longest
+
+
+cdef str _quote(const uint8_t *p, Py_ssize_t n, bint bcd):
+    """``_echo(p, n)``, unless what it would show holds more than 4 digits in a row.
+
+    A damaged bitmap shifts every field after it, so the bytes an error finds
+    in a field that is not sensitive may be a neighbour's PAN or track 2: a
+    run of digits longer than the last four that a receipt may show is
+    described, never quoted (PCI DSS 3.4).
+    """
+    cdef Py_ssize_t shown = n if n <= ECHO_MAX else ECHO_MAX
+    cdef Py_ssize_t run = _digit_run(p, shown, bcd)
+    if run > 4:
+        return f"{n} bytes holding {run} digits in a row (value not shown)"
+    return _echo(p, n)
+
+
 cdef dict _FMT_WORDS = {
     F_N: ("digit", "digits"),
     F_A: ("alphabetic character", "alphabetic characters"),
@@ -127,7 +160,7 @@ cdef int _bad_content(const FieldSpec *fs, int f, const uint8_t *q, Py_ssize_t p
     if fs.sensitive:
         found = f"an invalid byte at offset {pos + bad} (value not shown)"
     else:
-        found = _echo(q, wire)
+        found = _quote(q, wire, fs.kind == K_BCD)
     raise DecodeError(f"field {f}: expected {_describe(fs, cnt)} at offset {pos}, found {found}", f, pos)
 
 

@@ -31,7 +31,7 @@ from native.iso8583_dialect cimport (
     DialectSpec, FieldSpec, _bit, _word, payswitch_clz64, payswitch_popcount64,
 )
 from native.iso8583_errors cimport (
-    ECHO_MAX, _bad_content, _bad_prefix, _echo, _fail, _truncated, _truncated_field,
+    ECHO_MAX, _bad_content, _bad_prefix, _echo, _fail, _quote, _truncated, _truncated_field,
 )
 
 from native.iso8583_errors import DecodeError, EncodeError
@@ -210,9 +210,10 @@ cdef inline Py_ssize_t _read_bitmap(DialectSpec d, const uint8_t *buf, Py_ssize_
         for i in range(16):
             h = HEXVAL[buf[pos + i]]
             if h > 15:
-                return _fail(
-                    f"{which} bitmap at offset {pos}: expected 16 hex digits, found {_echo(buf + pos, 16)}", None, pos
-                )
+                # A secondary bitmap announced by a damaged primary one is the
+                # first field's bytes, maybe the PAN: quoted only without a digit run.
+                found = _echo(buf + pos, 16) if which == "primary" else _quote(buf + pos, 16, False)
+                return _fail(f"{which} bitmap at offset {pos}: expected 16 hex digits, found {found}", None, pos)
             v = (v << 4) | h
         out[0] = v
         return pos + 16

@@ -26,7 +26,7 @@ import msgspec
 from switch import wiring
 from switch.config import Config, ConfigError
 
-__all__ = ["check", "key_beside_journal"]
+__all__ = ["check", "key_beside_journal", "secrets_open_to_others"]
 
 log = logging.getLogger("payswitch")
 
@@ -159,13 +159,11 @@ def key_beside_journal(cfg: Config) -> str | None:
     card number of a BIN (issue 8).  The sandbox (the embedded default) keeps
     them together on purpose.
     """
-    from switch.config import default
-
     key = wiring.journal_key_path(cfg)
     rest = cfg.journal.url.partition("://")[2]
     if key is None or rest in ("", ":memory:"):
         return None
-    if msgspec.structs.replace(cfg, source="<embedded default>") == default():
+    if _embedded_default(cfg):
         return None
     if key.resolve().parent != Path(rest).resolve().parent:
         return None
@@ -175,11 +173,61 @@ def key_beside_journal(cfg: Config) -> str | None:
     )
 
 
+# Configuration keys naming a file whose content is a secret: a key, a token, a pass phrase.
+_SECRET_FILES = frozenset({
+    "hmac_key_file", "admin_token_file", "tls_key_file", "merchant_key_file", "merchant_key_passphrase_file",
+    "secret_file", "master_key_file", "key_file",
+})
+
+
+def _embedded_default(cfg: Config) -> bool:
+    from switch.config import default
+
+    return msgspec.structs.replace(cfg, source="<embedded default>") == default()
+
+
+def secrets_open_to_others(cfg: Config) -> list[str]:
+    """A warning for each key or secret file the configuration names that its
+    owner's group or anyone else may read or write (PCI DSS 3.5: access to
+    keys restricted to the fewest custodians), naming the file and the key path.
+
+    The embedded default's keys are the sandbox's, public on purpose.
+    """
+    if _embedded_default(cfg):
+        return []
+    found: list[str] = []
+
+    def walk(obj, path: str) -> None:
+        if isinstance(obj, msgspec.Struct):
+            for name in obj.__struct_fields__:
+                value = getattr(obj, name)
+                where = f"{path}.{name}" if path else name
+                if name in _SECRET_FILES and isinstance(value, str):
+                    try:
+                        mode = os.stat(value).st_mode & 0o777
+                    except OSError:
+                        continue  # missing or unreadable: the checks above name it
+                    if mode & 0o077:
+                        found.append(
+                            f"{cfg.source}: secret file {value} is open to others than its owner "
+                            f"(mode {mode:04o}; chmod 600) - at `$.{where}`"
+                        )
+                else:
+                    walk(value, where)
+        elif isinstance(obj, (list, tuple)):
+            for i, item in enumerate(obj):
+                walk(item, f"{path}[{i}]")
+
+    walk(cfg, "")
+    return found
+
+
 def check(cfg: Config, *, key_apart: bool = False) -> None:
     """Raise :class:`ConfigError` for the first problem ``serve`` would meet at start-up.
 
     ``key_apart`` (``check-config``): a journal key file beside the journal is
     an error too; ``serve`` only warns, so a running deployment still starts.
+    Secret files open to others than their owner are warned about by both.
     """
     _journal(cfg)
     _listeners(cfg)
@@ -191,6 +239,8 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
         _fail(cfg, "journal.hmac_key_file" if cfg.journal.hmac_key_file else "journal", why)
     elif why:
         log.warning("%s", why)
+    for warning in secrets_open_to_others(cfg):
+        log.warning("%s", warning)
 
 
 def _vas(cfg: Config) -> None:

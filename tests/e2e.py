@@ -63,6 +63,8 @@ def base_config(tmp: Path, ports: dict, *, reversal_retry: float = 0.5) -> str:
     key file in ``tmp``, the demo merchant.  Acquirers and routes follow it."""
     (tmp / "journal.key").write_text(os.urandom(32).hex())
     (tmp / "admin.token").write_text(ADMIN_TOKEN + "\n")
+    for secret in ("journal.key", "admin.token"):
+        (tmp / secret).chmod(0o600)
     return f"""
 response_timeout = 30.0
 reversal_retry = {reversal_retry}

@@ -16,7 +16,7 @@ from adapters.card.sim import (
     sandbox_response_code,
 )
 
-ACQ = "12345678901"
+ACQ = "10000000042"  # field 32; no "1234" in it, the sandbox PIN a ledger event must never hold
 PAN = "4111111111111111"
 ZPK_A = bytes.fromhex(sandbox_keys.ZPKS["bank-a"])
 GOOD_PIN = pinblock.encipher(ZPK_A, "tdes", 0, "1234", PAN)  # spec 7: 1234 is right for every card
@@ -438,3 +438,44 @@ def test_bad_knobs_are_refused(argv, complaint, capsys):
 
     assert main(argv) == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_a_restarted_simulator_takes_back_its_ledger_and_reverses_what_it_approved_before(tmp_path):
+    # A bank's host remembers its authorizations across a restart: the
+    # switch's 0420 for one approved before it (the switch killed with its
+    # sandbox simulators, say) is 00 with the money given back, not 25.
+    path = str(tmp_path / "bank-a.ledger")
+    first = Ledger(path)
+    sb = Sandbox()
+    for msg in (auth(), auth(stan="000005", amount="000000000700"), advice(stan="000005", rev_stan="000006")):
+        first.write(sb.handle(msg)[1])
+    preauth_msg = auth(amount="000000002500", mti="0100", stan="000007")
+    first.write(sb.handle(preauth_msg)[1])
+    first.write(sb.handle(completion(amount="000000002000", stan="000008", pre_stan="000007"))[1])
+    first.close()
+    with open(path, "a") as f:
+        f.write('{"event":"authoriz')  # the last line, cut short when the process died
+    balance = sb.balance(PAN)
+
+    again = Sandbox()
+    assert again.replay(Ledger.events(path)) == 5
+    assert again.balance(PAN) == balance == 1000 + 2000
+    out, [event] = again.handle(advice())
+    assert out[39] == "00" and event["original_found"] and event["delta"] == -1000
+    # a repeat of the reversal made before the restart is a repeat and moves nothing
+    out, [event] = again.handle(advice(mti="0421", stan="000005", rev_stan="000006"))
+    assert out[39] == "00" and event["repeat"] and event["delta"] == 0
+    # the completed pre-authorization stays completed
+    out, _ = again.handle(completion(amount="000000000100", stan="000009", pre_stan="000007"))
+    assert out[39] == "94"
+    assert again.balance(PAN) == 2000
+
+    # The process: started on the same ledger, it reads it back and appends after the cut line.
+    sim = build_parser().parse_args(["--ledger", path])
+    from adapters.card.sim import SimulatedAcquirer
+
+    acq = SimulatedAcquirer(sim)
+    assert acq.sandbox.balance(PAN) == 3000
+    acq.ledger.write(acq.sandbox.handle(advice())[1])
+    acq.ledger.close()
+    assert Ledger.events(path)[-1]["delta"] == -1000

@@ -27,6 +27,8 @@ def _files(tmp: Path) -> dict[str, str]:
     (tmp / "keys").mkdir()
     (tmp / "keys" / "journal.key").write_text(os.urandom(32).hex())
     (tmp / "keys" / "micropay_secret").write_bytes(os.urandom(32))
+    for secret in ("journal.key", "micropay_secret"):
+        (tmp / "keys" / secret).chmod(0o600)  # as a deployment keeps them: check-config says nothing
     return {"keys": str(tmp / "keys"), "data": str(tmp)}
 
 

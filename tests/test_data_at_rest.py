@@ -146,6 +146,38 @@ def test_check_config_refuses_a_key_file_beside_the_journal(tmp_path):
     assert out.returncode == 0, out.stderr
 
 
+def test_secret_files_open_to_others_are_named_by_check_config_and_serve(tmp_path):
+    from switch import config, preflight
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    journal_key, token = keys / "journal.key", keys / "admin.token"
+    journal_key.write_text(os.urandom(32).hex())
+    token.write_text("admin-token-0123456789abcdef\n")
+    journal_key.chmod(0o644)
+    token.chmod(0o600)
+    text = (f'[http]\nadmin_token_file = "{token}"\n'
+            f'[journal]\nurl = "sqlite://{tmp_path / "journal.sqlite"}"\nhmac_key_file = "{journal_key}"\n')
+    cfg = config.loads(text, "prod.toml")
+    assert preflight.secrets_open_to_others(cfg) == [
+        f"prod.toml: secret file {journal_key} is open to others than its owner (mode 0644; chmod 600)"
+        " - at `$.journal.hmac_key_file`"
+    ]
+    token.chmod(0o660)
+    journal_key.chmod(0o600)
+    assert [w.rsplit(" - at ", 1)[1] for w in preflight.secrets_open_to_others(cfg)] == ["`$.http.admin_token_file`"]
+    token.chmod(0o400)
+    assert preflight.secrets_open_to_others(cfg) == []
+    # check-config says it (and still passes: a warning, as serve gives it)
+    journal_key.chmod(0o640)
+    (tmp_path / "switch.toml").write_text(text)
+    out = subprocess.run([sys.executable, "-m", "switch.cli", "check-config", str(tmp_path / "switch.toml")],
+                         capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0 and "mode 0640; chmod 600) - at `$.journal.hmac_key_file`" in out.stderr
+    # the embedded default's keys are the sandbox's, public on purpose
+    assert preflight.secrets_open_to_others(config.default()) == []
+
+
 def test_the_sandbox_default_keeps_its_key_beside_the_journal():
     from switch import config, preflight
 

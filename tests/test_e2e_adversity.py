@@ -25,6 +25,10 @@ Two scenarios, both checked per transaction by joining
    recovery reversal must undo the right one (it names the original by the
    host STAN and field 7 the switch assigned, never by the terminal's numbers;
    the acquirer is strict: field 90 only).
+
+4. ``kill -9`` of a sandbox switch whose card simulator is its child and dies
+   with it: the restarted simulator reads its ledger back and the recovery
+   reversals find what it approved.
 """
 from __future__ import annotations
 
@@ -630,3 +634,55 @@ def test_recovery_reversal_never_names_another_authorization(tmp_path):
             sw.stop()
         sim.terminate()
         sim.wait(10)
+
+
+def test_kill_9_of_a_sandbox_switch_and_its_simulator_restart_reverses_what_was_approved(tmp_path):
+    # The reviewer's sandbox: the card simulator is the switch's child and dies
+    # with it (kill -9), to be started again by the restarted switch.  A bank's
+    # host outlives its connections: the restarted simulator reads its ledger
+    # back, so the recovery reversals find what it approved (not 25).
+    ledger = tmp_path / f"{ACQ}.ledger"
+    text, ports = config(tmp_path, acquirer_port=e2e.free_port(), timeout=3.0, sim_args=["--latency-ms", "800"])
+    sw = e2e.SwitchProcess(tmp_path, text, ports).start()
+    sw2 = None
+    terminal = Terminal(ports["term"], 32)
+    try:
+        sales = [purchase(20000 + 100 * i, terminal="DEMO0803") for i in range(8)]
+        for s in sales:
+            terminal.send(s)
+        assert wait_for(lambda: sum(e["event"] == "authorization" for e in read_ledger(ledger)) >= len(sales), 10, 0.01)
+        sw.kill()
+        sw.log.close()
+        terminal.close()
+        told = {a["37"] for v in terminal.answers.values() for a in v if a.get("39") == "00"}
+        (tmp_path / "switch.log").rename(tmp_path / "switch-killed.log")
+        sw2 = e2e.SwitchProcess(tmp_path, text, ports)
+        assert wait_for(lambda: _started(sw2), 20, 0.5), "the switch did not start again"
+        drain(sw2, ledger)
+        events = read_ledger(ledger)
+        undone, problems = resolve_reversals(events)
+        assert not problems, problems
+        approved = [e for e in events if e["event"] == "authorization" and e["response_code"] == "00"]
+        assert len(approved) == len(sales)
+        for auth in approved:
+            if auth["rrn"] in told:
+                assert not undone.get(id(auth)), auth
+            elif not [r for r in undone.get(id(auth), []) if r["response_code"] == "00" and r["delta"] < 0]:
+                raise MoneyInvariantBroken(f"{auth} was approved, never answered and never reversed")
+        assert len(told) < len(sales)  # the kill came while some waited at the acquirer
+    finally:
+        terminal.close()
+        if sw2 is not None and sw2.proc is not None:
+            sw2.stop()
+        elif sw.proc.poll() is None:
+            sw.stop()
+
+
+def _started(sw: e2e.SwitchProcess) -> bool:
+    """Start ``sw``; False while the killed switch's simulator still holds its port."""
+    try:
+        sw.start()
+    except RuntimeError:
+        sw.log = open(sw.tmp / "switch.log", "w")
+        return False
+    return True

@@ -19,6 +19,7 @@ from tests import samples
 T87 = dialect("terminal-87")
 ASCII = dialect("iso87-ascii")
 BCD = dialect("host-87-bcd")
+KNOWN = frozenset({samples.TERMINAL_ID})  # the configured terminal IDs salvage_echo is given
 
 # ---------------------------------------------------------------------------
 # check_icc
@@ -159,7 +160,7 @@ def test_salvage_echo_for_a_malformed_field_after_41():
     fields = samples.terminal_0200()
     body = T87.encode(fields)
     broken = body[:-3]  # field 55 cut short
-    assert m.salvage_echo(broken, T87) == {"mti": "0210", 11: fields[11], 41: fields[41]}
+    assert m.salvage_echo(broken, T87, KNOWN) == {"mti": "0210", 11: fields[11], 41: fields[41]}
 
 
 def test_salvage_echo_in_the_ascii_dialect():
@@ -168,11 +169,26 @@ def test_salvage_echo_in_the_ascii_dialect():
     bad = body.replace(b"DEMO00000000001", b"DEMO0000000000\x01")  # field 42 holds a control byte
     with pytest.raises(DecodeError, match="field 42"):
         ASCII.decode(bad)
-    assert m.salvage_echo(bad, ASCII) == {"mti": "0210", 11: fields[11], 41: fields[41]}
+    assert m.salvage_echo(bad, ASCII, KNOWN) == {"mti": "0210", 11: fields[11], 41: fields[41]}
+
+
+def test_salvage_echo_of_an_unknown_terminal_is_the_mti_alone():
+    fields = samples.terminal_0200()
+    broken = T87.encode(fields)[:-3]
+    assert m.salvage_echo(broken, T87, frozenset({"DEMO0002"})) == {"mti": "0210"}
+
+
+def test_salvage_echo_never_returns_card_data_read_through_a_damaged_bitmap():
+    fields = samples.terminal_0200()
+    body = bytearray(T87.encode(fields))
+    body[4 + 34 // 8] &= ~(0x80 >> (34 % 8))  # field 35 present but no longer announced
+    # Every field after 25 is read one field early: "41" is track 2's length and card number.
+    assert T87.salvage(bytes(body))[41] == "34" + samples.PAN[:6]
+    assert m.salvage_echo(bytes(body), T87, KNOWN) == {"mti": "0210"}
 
 
 def test_salvage_echo_of_a_message_broken_before_11():
     body = T87.encode({"mti": "0400", 3: "000000", 7: "1124065412", 11: "000123", 41: "DEMO0001"})
     broken = body[:12] + b"X" + body[13:]  # inside field 3
-    assert m.salvage_echo(broken, T87) == {"mti": "0410"}
-    assert m.salvage_echo(b"\x01\x02", T87) == {"mti": "0810"}
+    assert m.salvage_echo(broken, T87, KNOWN) == {"mti": "0410"}
+    assert m.salvage_echo(b"\x01\x02", T87, KNOWN) == {"mti": "0810"}

@@ -228,7 +228,12 @@ def test_ascii_dialect_lowercase_hex_bitmap_is_accepted():
     assert str(e.value) == "primary bitmap at offset 4: expected 16 hex digits, found b'82200000000000G0'"
     with pytest.raises(DecodeError) as e:
         ASCII.decode(b"0800" + b"8220000000000000" + b"04000000000000 0" + body[16:])
-    assert str(e.value) == "secondary bitmap at offset 20: expected 16 hex digits, found b'04000000000000 0'"
+    assert str(e.value) == (
+        "secondary bitmap at offset 20: expected 16 hex digits, found 16 bytes holding 14 digits in a row (value not shown)"
+    )
+    with pytest.raises(DecodeError) as e:
+        ASCII.decode(b"0800" + b"8220000000000000" + b"0400 000 000 000" + body[16:])
+    assert str(e.value) == "secondary bitmap at offset 20: expected 16 hex digits, found b'0400 000 000 000'"
 
 
 def test_ascii_dialect_hex_field_errors():
@@ -385,8 +390,11 @@ def test_custom_dialect_errors(custom):
         custom.decode(head + bitmap(6) + b"X0001")
     assert str(e.value) == "field 6: expected 'C' or 'D' and 4 digits at offset 12, found b'X0001'"
     with pytest.raises(DecodeError) as e:
+        custom.decode(head + bitmap(3) + bytes.fromhex("1A3450"))
+    assert str(e.value) == r"field 3: expected 5 BCD digits at offset 12, found b'\x1a4P'"
+    with pytest.raises(DecodeError) as e:  # 0x12 0x34 0x50: six digits in a row, maybe a PAN's
         custom.decode(head + bitmap(3) + bytes.fromhex("123450"))
-    assert str(e.value) == r"field 3: expected 5 BCD digits at offset 12, found b'\x124P'"
+    assert str(e.value) == "field 3: expected 5 BCD digits at offset 12, found 3 bytes holding 6 digits in a row (value not shown)"
     with pytest.raises(DecodeError) as e:
         custom.decode(head + bitmap(11) + b"\x33abc")
     assert str(e.value) == "field 11: length prefix b'3' at offset 12 is not 1 EBCDIC digits"
@@ -610,7 +618,13 @@ def test_decode_error_texts():
     good = head + b"16" + b"4111111111111111" + b"000000001000" + b"21" + b"4111111111111111=2512" + b"TERM0001"
     assert TERMINAL.decode(good)[41] == "TERM0001"
     cases = [
-        (good.replace(b"000000001000", b"00000001000A"), "field 4: expected 12 digits at offset 30, found b'00000001000A'", 4, 30),
+        (good.replace(b"000000001000", b"0000 100 00A"), "field 4: expected 12 digits at offset 30, found b'0000 100 00A'", 4, 30),
+        (
+            good.replace(b"000000001000", b"00000001000A"),
+            "field 4: expected 12 digits at offset 30, found 12 bytes holding 11 digits in a row (value not shown)",
+            4,
+            30,
+        ),
         (head + b"2X" + good[14:], "field 2: length prefix b'2X' at offset 12 is not 2 ASCII digits", 2, 12),
         (good[:-3], "message ends at offset 70 inside field 41 (needs 8 bytes)", 41, 70),
         (head[:10], "message ends at offset 10 inside the primary bitmap (needs 8 bytes)", None, 10),

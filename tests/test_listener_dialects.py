@@ -94,4 +94,4 @@ def test_iso87_ascii_decode_errors_are_the_wire_dialects_and_salvage_reads_the_w
     odd = good[:-13] + b"0099A0325112"  # 9 hex digits of field 55
     with pytest.raises(DecodeError, match="^field 55: 9 hex digits, expected an even number$"):
         codec.decode(odd)
-    assert m.salvage_echo(odd, codec) == {"mti": "0210", 11: "000321", 41: "DEMO0001"}
+    assert m.salvage_echo(odd, codec, {"DEMO0001"}) == {"mti": "0210", 11: "000321", 41: "DEMO0001"}

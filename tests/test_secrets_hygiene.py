@@ -16,6 +16,7 @@ from switch.cli import _pan
 from switch.config_security import secret_env_names
 from switch.core.acquirer import Request
 from switch.io.app import Children
+from tests import samples
 
 PAN = "4761739001010119"
 TRACK2 = PAN + "=28121010000000000"
@@ -132,3 +133,27 @@ def test_simulators_do_not_inherit_the_switchs_secrets(monkeypatch):
     out = subprocess.run([sys.executable, "-c", "import os; print(sorted(k for k in os.environ if k.startswith('PAYSWITCH_')))"],
                          env=children.env, capture_output=True, text=True, timeout=30)
     assert "PAYSWITCH_JOURNAL_KEY" not in out.stdout and "PAYSWITCH_ADMIN_TOKEN" not in out.stdout
+
+
+def test_decode_errors_never_quote_card_data_read_through_a_damaged_bitmap():
+    # One or two bitmap bits flipped shift every field after them: a field that
+    # is not sensitive is then read from the PAN or track 2, and its error must
+    # not quote those digits (a log line at INFO for every terminal format error).
+    term = dialect("terminal-87")
+    body = term.encode(samples.terminal_0200())
+    # Five digits in a row of the PAN past its BIN, or of track 2 past the PAN's BIN.
+    secrets = [s for text in (samples.PAN[6:], samples.TRACK2[6:]) for i in range(len(text) - 4)
+               if (s := text[i:i + 5]).isdigit()]
+    quoted = 0
+    for a in range(2, 65):
+        for b in range(a, 65):
+            damaged = bytearray(body)
+            for bit in {a, b}:
+                damaged[4 + (bit - 1) // 8] ^= 0x80 >> ((bit - 1) % 8)
+            try:
+                term.decode(bytes(damaged))
+            except DecodeError as e:
+                text = str(e)
+                assert not any(s in text for s in secrets), (a, b, text)
+                quoted += "found b'" in text
+    assert quoted  # errors still quote what holds no card data

@@ -232,6 +232,45 @@ class Sandbox:
     def balances(self) -> dict[str | None, int]:
         return {k: v for k, v in self._balances.items() if v}
 
+    def replay(self, events: Iterable[dict]) -> int:
+        """Take back what an earlier run decided, from its ledger events.
+
+        A bank's authorizations outlive a restart of its host: a reversal or
+        completion naming one approved before the restart finds it, a repeat
+        is still a repeat, and the balances go on.  Events written before
+        the ledger carried ``acquirer_id`` / ``f90`` only count in the
+        balances.  Returns the number of events taken.
+        """
+        n = 0
+        for e in events:
+            n += 1
+            self._move(e.get("card"), e.get("delta") or 0)
+            kind = e.get("event")
+            if kind == "authorization" and "acquirer_id" in e:
+                held = Held(e["mti"], e["amount"], e["card"], e["rrn"], e["response_code"], e["delta"])
+                self._remember(self._held, (e["mti"], e["stan"], e["f7"], e["acquirer_id"]), held)
+                if not self.strict:
+                    self._remember(self._by_rrn, e["rrn"], held)
+            elif kind == "completion" and "acquirer_id" in e and not e["repeat"]:
+                own = ("0220", e["stan"], e["f7"], e["acquirer_id"])
+                self._remember(self._completions, own, e)
+                if e["response_code"] == "00":
+                    pre = self._held.get(self._key(e["f90"]))
+                    if pre is not None and pre.completed_by is None and not pre.reversed:
+                        pre.open, pre.completed_by = 0, own
+                    self._remember(self._held, own, Held("0220", e["amount"], e["card"], e["rrn"], "00", e["amount"]))
+            elif kind == "reversal" and "f90" in e:
+                f90 = e["f90"]
+                found = self._held.get(self._key(f90))
+                if found is None and not self.strict and e.get("rrn"):
+                    found = self._by_rrn.get(e["rrn"])
+                if found is not None:
+                    found.reversed, found.open = True, 0
+                if not e["repeat"]:
+                    self._remember(self._reversals, f90 if self.strict else f"{f90}|{e.get('rrn') or ''}",
+                                   e["response_code"])
+        return n
+
     def auth_code(self) -> str:
         return "".join(self._rng.choices(AUTH_ALPHABET, k=6))
 
@@ -321,6 +360,7 @@ class Sandbox:
         card = card_key(pan) if pan else card_of(msg)
         stan = msg.get(11)
         f7 = msg.get(7)
+        acquirer_id = (msg.get(32) or "").rjust(11, "0")
         delta = 0
         if rc == "00" and value:
             delta = value
@@ -333,6 +373,7 @@ class Sandbox:
             "stan": stan,
             "f7": f7,
             "rrn": rrn,
+            "acquirer_id": acquirer_id,  # field 32 as field 90 names it: with 1-3 the key to the original
             "terminal_id": msg.get(41),
             "pan": mask_pan(pan),
             "card": card,
@@ -348,7 +389,7 @@ class Sandbox:
         if pin is not None:
             record["pin"] = pin
         held = Held(mti, value, card, rrn, rc, delta)
-        self._remember(self._held, (mti, stan, f7, (msg.get(32) or "").rjust(11, "0")), held)
+        self._remember(self._held, (mti, stan, f7, acquirer_id), held)
         if not self.strict:
             self._remember(self._by_rrn, rrn, held)
         return (out if rc is not None else None), [record]
@@ -390,6 +431,8 @@ class Sandbox:
             "original_stan": original.get("stan"),
             "original_f7": original.get("f7"),
             "original_found": pre is not None,
+            "acquirer_id": own[3],
+            "f90": f90 or "",
             "card": card,
             "repeat": first is not None,
             "delta": 0,
@@ -469,6 +512,7 @@ class Sandbox:
             "original_f7": original.get("f7"),
             "original_found": found is not None,
             "original_response_code": found.response_code if found else None,
+            "f90": f90,
             "pan": mask_pan(msg.get(2)),  # field 2 of the reversal itself, masked ("" when it had none)
             "card": card,
             "repeat": repeat,

@@ -30,6 +30,9 @@ transaction (nor acts on one: no money moves).
 so an end-to-end test can check what the acquirer saw; every event has the
 card (masked PAN and hash, never the PAN) and the money it moved (``delta``);
 a reversal's ``pan`` is its own field 2, masked (empty when it came without).
+On start the simulator reads back the events already in the file, as a
+bank's host keeps its authorizations across a restart: a reversal or
+completion of one approved before it finds it, and the balances go on.
 
 ``--mac ALGORITHM`` (``tdes-retail`` or ``aes-cmac``) checks the switch's
 MAC on every message under the zone MAC key (``--mac-key``, hex; default the
@@ -168,6 +171,30 @@ class Ledger:
 
     def __init__(self, path: str | None) -> None:
         self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path else None
+        if self._file is not None and self._file.tell():
+            with open(path, "rb") as f:
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    self._file.write("\n")  # a line cut short when the last run died: never glued to ours
+
+    @staticmethod
+    def events(path: str | None) -> list[dict]:
+        """The events an earlier run wrote to ``path`` (none when it does not exist);
+        a last line cut short by a crash is left out."""
+        if not path:
+            return []
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
 
     def write(self, events: list[dict]) -> None:
         if self._file is None or not events:
@@ -200,6 +227,10 @@ class SimulatedAcquirer:
         self.mac = host_mac(args, self.dialect)
         self.encode = self.mac.encode if self.mac is not None else self.dialect.encode
         self.sandbox = Sandbox(args.name, args.seed, strict=not args.lenient)
+        # Like a bank's host, the simulator restarted (with the switch that
+        # started it, say) still knows what it approved: reversals find them.
+        if taken := self.sandbox.replay(Ledger.events(args.ledger)):
+            self.log(f"took back {taken} events from the ledger {args.ledger}")
         self.ledger = Ledger(args.ledger)
         self.faults = random.Random(None if args.seed is None else args.seed + 1)
         self.lateness = random.Random(None if args.seed is None else args.seed + 2)

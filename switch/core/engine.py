@@ -159,8 +159,9 @@ class Engine:
 
     def _format_error(self, body: bytes, codec) -> bytes:
         """Section 5 code 30 for a message we could not decode, echoing what we can
-        (MTI, 11, 41: a host multiplexing lanes matches the answer by them)."""
-        return codec.encode({**m.salvage_echo(body, codec), 37: self.rrns.next(), 39: "30"})
+        (MTI, 11, 41 of a configured terminal: a host multiplexing lanes matches
+        the answer by them)."""
+        return codec.encode({**m.salvage_echo(body, codec, self.terminals), 37: self.rrns.next(), 39: "30"})
 
     def _reply(self, msg, code: str, codec, kind: str = "unknown") -> tuple[str, str, bytes]:
         """An answer the switch gives without journaling it."""

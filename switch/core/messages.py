@@ -280,20 +280,24 @@ def issuer_icc(value: bytes) -> bytes | None:
     return b"".join(kept) or None
 
 
-def salvage_echo(body: bytes, codec) -> dict:
+def salvage_echo(body: bytes, codec, terminals) -> dict:
     """What a 30 answer to an undecodable message echoes (sections 1 and 5).
 
     The response MTI, 11 and 41 when they can still be read in front of the
-    first malformed field, so that a host multiplexing lanes can match the
-    answer; ``0810`` when not even the MTI is readable.  Nothing else: the
-    rest of a malformed message is not trusted (and may hold card data).
+    first malformed field and 41 is one of ``terminals`` (the configured
+    terminal IDs), so that a host multiplexing lanes can match the answer;
+    ``0810`` when not even the MTI is readable.  Nothing else: the rest of a
+    malformed message is not trusted (and may hold card data).  A damaged
+    bitmap shifts every field after it, so "field 41" may then be eight bytes
+    of the PAN or of track 2: only a known terminal ID shows that 41, and 11
+    before it, were read where they belong.
     """
     try:
         msg = codec.salvage(body)
     except DecodeError:
         return {"mti": "0810"}
     out: dict = {"mti": response_mti(msg.mti)}
-    for n in (11, 41):
-        if n in msg:
-            out[n] = msg[n]
+    if 11 in msg and 41 in msg and msg[41] in terminals:
+        out[11] = msg[11]
+        out[41] = msg[41]
     return out
