@@ -79,6 +79,13 @@ def _listeners(cfg: Config) -> None:
 _FILE_KEYS = ("merchant_key_file", "wallet_public_key_file", "secret_file")
 
 
+def _http(cfg: Config) -> None:
+    """The admin token file or variable: read as ``serve`` reads it, before anything starts."""
+    from switch.config_security import load_admin_token
+
+    load_admin_token(cfg.http, cfg.source)
+
+
 def _acquirers(cfg: Config) -> None:
     simulated = {s.name for s in cfg.simulators}
     for i, a in enumerate(cfg.acquirers):
@@ -183,6 +190,7 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
     """
     _journal(cfg)
     _listeners(cfg)
+    _http(cfg)
     _acquirers(cfg)
     _security(cfg)
     _vas(cfg)

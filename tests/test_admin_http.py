@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from switch import config as config_mod
-from switch.config_security import is_loopback
-from switch.io.http import AdminHttp, load_admin_token
+from switch.config_security import is_loopback, load_admin_token
+from switch.io.http import AdminHttp
 from switch.metrics import Metrics
 
 TOKEN = "admin-token-0123456789abcdef"

@@ -27,6 +27,7 @@ def _files(tmp: Path) -> dict[str, str]:
     (tmp / "keys").mkdir()
     (tmp / "keys" / "journal.key").write_text(os.urandom(32).hex())
     (tmp / "keys" / "micropay_secret").write_bytes(os.urandom(32))
+    (tmp / "keys" / "short.token").write_text("0123456789\n")
     return {"keys": str(tmp / "keys"), "data": str(tmp)}
 
 
@@ -118,6 +119,33 @@ CASES = [
      "Invalid enum value 'ebcdic4' - at `$.acquirers[0].header`"),
     ("dialect on a wallet", 'secret_file = "{keys}/micropay_secret"', 'secret_file = "{keys}/micropay_secret"\nheader = "bcd2"',
      "header applies to card host links, not to a wallet-micropay acquirer - at `$.acquirers[1].header`"),
+    # serve used to find these only after the acquirers had started (check-config: ok)
+    ("missing admin token file", "port = {http}\n", 'port = {http}\nadmin_token_file = "{keys}/admin.token"\n',
+     "cannot read admin_token_file {keys}/admin.token: No such file or directory - at `$.http.admin_token_file`"),
+    ("admin token too short", "port = {http}\n", 'port = {http}\nadmin_token_file = "{keys}/short.token"\n',
+     "the admin token in admin_token_file {keys}/short.token is missing or shorter than 16 characters"
+     " - at `$.http.admin_token_file`"),
+    # ... and these were accepted: a second bind that always fails, a simulator port taken modulo 65536,
+    # names that must pick one entry
+    ("two listeners on one port", "[http]", "[[listeners]]\nport = {term}\n\n[http]",
+     "port {term} is already taken by `$.listeners[0].port` - at `$.listeners[1].port`"),
+    ("a listener on the HTTP port", "port = {term}\n", "port = {http}\n",
+     "port {http} is already taken by `$.http.port` - at `$.listeners[0].port`"),
+    ("simulator port out of range", "[[routes]]", '[[simulators]]\nkind = "acquirer"\nname = "bank-a"\nport = 700000\n\n[[routes]]',
+     "port 700000 out of range - at `$.simulators[0].port`"),
+    ("two simulators of one name", "[[routes]]",
+     '[[simulators]]\nkind = "acquirer"\nname = "bank-a"\nport = 9\n\n'
+     '[[simulators]]\nkind = "acquirer"\nname = "bank-a"\nport = 10\n\n[[routes]]',
+     "duplicate simulator name 'bank-a' - at `$.simulators[1].name`"),
+    ("two merchants of one ID", "[[acquirers]]",
+     '[[merchants]]\nid = "DEMO00000000001"\nterminals = ["SHOP0001"]\n\n[[acquirers]]',
+     "duplicate merchant ID 'DEMO00000000001' - at `$.merchants[1].id`"),
+    ("two routes of one name", 'name = "wallet-b"\nkind = "wallet"', 'name = "visa"\nkind = "wallet"',
+     "duplicate route name 'visa' - at `$.routes[1].name`"),
+    ("a route's amounts crossed", 'prefixes = ["4"]', 'prefixes = ["4"]\nmin_amount = 500\nmax_amount = 100',
+     "500 is above max_amount 100: the route never matches - at `$.routes[0].min_amount`"),
+    ("a source key", "response_timeout = 30.0", 'source = "elsewhere.toml"\nresponse_timeout = 30.0',
+     "Object contains unknown field `source`"),
 ]
 
 
