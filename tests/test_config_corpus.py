@@ -26,7 +26,8 @@ def _free_port() -> int:
 def _files(tmp: Path) -> dict[str, str]:
     (tmp / "keys").mkdir()
     (tmp / "keys" / "journal.key").write_text(os.urandom(32).hex())
-    (tmp / "keys" / "micropay_secret").write_bytes(os.urandom(32))
+    (tmp / "keys" / "micropay_secret").write_text(os.urandom(16).hex() + "\n")
+    (tmp / "keys" / "random.bin").write_bytes(b"\xdb" + os.urandom(31))
     (tmp / "keys" / "short.token").write_text("0123456789\n")
     return {"keys": str(tmp / "keys"), "data": str(tmp)}
 
@@ -97,8 +98,12 @@ CASES = [
      "cannot read secret {keys}/gone: No such file or directory - at `$.acquirers[1].secret_file`"),
     ("missing journal key file", 'hmac_key_file = "{keys}/journal.key"', 'hmac_key_file = "{keys}/gone.key"',
      "cannot read journal key file {keys}/gone.key: No such file or directory - at `$.journal.hmac_key_file`"),
-    ("journal key too short", 'hmac_key_file = "{keys}/journal.key"', 'hmac_key_file = "{keys}/micropay_secret"',
-     "journal key file {keys}/micropay_secret must hold at least 16 bytes as hex - at `$.journal.hmac_key_file`"),
+    ("journal key too short", 'hmac_key_file = "{keys}/journal.key"', 'hmac_key_file = "{keys}/random.bin"',
+     "journal key file {keys}/random.bin must hold at least 16 bytes as hex - at `$.journal.hmac_key_file`"),
+    # serve used to stop with "cannot start: UnicodeDecodeError", exit 1
+    ("micropay secret not text", 'secret_file = "{keys}/micropay_secret"', 'secret_file = "{keys}/random.bin"',
+     "acquirer 'wallet-b': secret_file {keys}/random.bin must hold the wallet's API key as printable ASCII text"
+     " - at `$.acquirers[1].secret_file`"),
     ("missing TLS certificate", "port = {term}\n", "port = {term}" + TLS,
      "cannot read TLS certificate {keys}/cert.pem: No such file or directory - at `$.listeners[0].tls_cert_file`"),
     ("TLS certificate without key", "port = {term}\n", 'port = {term}\ntls_cert_file = "{keys}/journal.key"\n',
