@@ -194,7 +194,9 @@ class AdminHttp:
                             conn.receive_data(await asyncio.wait_for(reader.read(4096), 30))
                         elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
                             break
-                    status_code, ctype, body = await self._route(event.method, event.target, event.headers)
+                    head = event.method == b"HEAD"  # GET without the body (RFC 9110 9.3.2): health checkers send it
+                    status_code, ctype, body = await self._route(b"GET" if head else event.method, event.target,
+                                                                 event.headers)
                     headers = [
                         *([("www-authenticate", "Bearer")] if status_code == 401 else []),
                         ("content-type", ctype),
@@ -202,7 +204,8 @@ class AdminHttp:
                         ("cache-control", "no-store"),
                     ]
                     writer.write(conn.send(h11.Response(status_code=status_code, headers=headers)))
-                    writer.write(conn.send(h11.Data(data=body)))
+                    if not head:  # a HEAD answer has the GET's headers, content-length included, and no body
+                        writer.write(conn.send(h11.Data(data=body)))
                     writer.write(conn.send(h11.EndOfMessage()))
                     await writer.drain()
                     if conn.our_state is h11.MUST_CLOSE:
