@@ -151,6 +151,20 @@ CASES = [
      "500 is above max_amount 100: the route never matches - at `$.routes[0].min_amount`"),
     ("a source key", "response_timeout = 30.0", 'source = "elsewhere.toml"\nresponse_timeout = 30.0',
      "Object contains unknown field `source`"),
+    # check-config passed these: serve refused the token key, and took the service secret, then every
+    # call to the service failed (silently: a service never fails a payment)
+    ("token key not hex", "[[routes]]", '[[token_keys]]\ngroup = "g"\nkey_file = "{keys}/random.bin"\n\n[[routes]]',
+     "token key must hold at least 16 bytes as hex - at `$.token_keys[0].key_file`"),
+    ("service secret not hex", "[[routes]]",
+     '[[vas]]\nname = "loyalty"\nurl = "http://127.0.0.1:9"\nmerchants = ["DEMO00000000001"]\n'
+     'secret_file = "{keys}/random.bin"\n\n[[routes]]',
+     "service secret must hold at least 16 bytes as hex - at `$.vas[0].secret_file`"),
+    # the relay retried a failing webhook at once, forever; an http:// URL went to NATS as nats://http://...
+    ("webhook retry_max 0", "[[routes]]", "[events]\nretry_max = 0.0\n\n[[routes]]",
+     "must be > 0, got 0.0 - at `$.events.retry_max`"),
+    ("NATS URL of another scheme", "[[routes]]", '[events]\nnats_url = "http://127.0.0.1:4222"\n\n[[routes]]',
+     "expected host:port or a URL of nats://, tls://, ws://, wss://, got 'http://127.0.0.1:4222'"
+     " - at `$.events.nats_url`"),
 ]
 
 
