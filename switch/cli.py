@@ -141,13 +141,15 @@ def _send(args) -> int:
                 print(f"  session keys taken (check values {answer_kcvs(answer)})")
                 if args.kind == "keyexchange":
                     return 0
-            _show("→", args, describe(req) + ([f"   PIN block in field {security.pin_place()}, from the PIN given"]
-                                              if pin is not None else []))
-            if security is None or req["mti"] == "0800":
+            # Printed as sent: with the KSN, the PIN block's place and the MAC that protect() adds.
+            wire = None if security is None or req["mti"] == "0800" else security.protect(req, t.codec, pin)
+            _show("→", args, describe(req if wire is None else t.codec.decode(wire))
+                  + ([f"   PIN block in field {security.pin_place()}, from the PIN given"] if pin is not None else []))
+            if wire is None:
                 resp = t.transact(req)
                 mac = None
             else:
-                out = t.transact_wire(security.protect(req, t.codec, pin))
+                out = t.transact_wire(wire)
                 resp = t.codec.decode(out)
                 mac = security.check(t.codec, out)
     except ValueError as e:  # a dialect that can't be loaded, an answer that can't be decoded, no keys given

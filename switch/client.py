@@ -270,7 +270,8 @@ class TerminalSecurity:
 
     def pin_place(self) -> str:
         """Where :meth:`protect` puts the PIN block, for a terminal's printout."""
-        return "48 PB (format 4, under the AES TPK)" if self.algorithm == "aes" else "52 (format 0, under the TPK)"
+        key = "DUKPT PIN key" if self.bdk is not None else "TPK"
+        return f"48 PB (format 4, under the AES {key})" if self.algorithm == "aes" else f"52 (format 0, under the {key})"
 
     def check(self, codec, body: bytes) -> bool | None:
         return check_wire(codec, body, self.response_key, self.algorithm)
@@ -301,7 +302,11 @@ def describe(msg) -> list[str]:
         elif isinstance(v, bytes):
             shown = v.hex().upper()
         elif n == 48:
-            shown = v + "  " + repr(parse_tlv48(v))
+            tags = parse_tlv48(v)
+            if "PB" in tags:  # an AES terminal's PIN block: withheld like field 52
+                shown = repr({**tags, "PB": "(withheld)"})
+            else:
+                shown = v + "  " + repr(tags)
         else:
             shown = v
         lines.append(f"  {n:>3}  {FIELD_NAMES.get(n, ''):<18} {shown}")

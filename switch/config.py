@@ -306,7 +306,13 @@ def _check(cfg: Config, src: str) -> Config:
                 if getattr(a, key) is not None:
                     fail(f"acquirers[{i}].{key}", f"{key} applies to card host links, not to a {a.type} acquirer")
     kinds = {name: getattr(acquirer_factory(a, i, src, types), "kinds", None) for name, (i, a) in by_name.items()}
+    route_names: set[str] = set()
     for i, r in enumerate(cfg.routes):
+        if r.name in route_names:
+            fail(f"routes[{i}].name", f"duplicate route name {r.name!r}")
+        route_names.add(r.name)
+        if r.min_amount is not None and r.max_amount is not None and r.min_amount > r.max_amount:
+            fail(f"routes[{i}].min_amount", f"{r.min_amount} is above max_amount {r.max_amount}: the route never matches")
         if not r.acquirers:
             fail(f"routes[{i}].acquirers", "needs at least one acquirer")
         for j, a in enumerate(r.acquirers):
@@ -331,9 +337,13 @@ def _check(cfg: Config, src: str) -> Config:
             if not (len(c) == 2 and c.isdigit()):
                 fail(f"routes[{i}].processing_codes[{j}]", f"expected 2 digits, got {c!r}")
     seen = {}
+    merchant_ids: set[str] = set()
     for i, m in enumerate(cfg.merchants):
         if not (1 <= len(m.id) <= 15):
             fail(f"merchants[{i}].id", "merchant ID must be 1 to 15 characters")
+        if m.id in merchant_ids:
+            fail(f"merchants[{i}].id", f"duplicate merchant ID {m.id!r}")
+        merchant_ids.add(m.id)
         for j, t in enumerate(m.terminals):
             try:
                 tids = expand_terminals(t)
@@ -358,6 +368,14 @@ def _check(cfg: Config, src: str) -> Config:
             dialect(lst.dialect)
         except (OSError, ValueError) as e:
             fail(f"listeners[{i}].dialect", str(e))
+    _check_ports(cfg, fail)
+    sim_names: set[str] = set()
+    for i, sim in enumerate(cfg.simulators):
+        if not 0 <= sim.port < 65536:
+            fail(f"simulators[{i}].port", f"port {sim.port} out of range")
+        if sim.name in sim_names:
+            fail(f"simulators[{i}].name", f"duplicate simulator name {sim.name!r}")
+        sim_names.add(sim.name)
     for i, m in enumerate(cfg.merchants):
         if not (len(m.currency) == 3 and m.currency.isdigit()):
             fail(f"merchants[{i}].currency", f"expected an ISO 4217 numeric code, got {m.currency!r}")
@@ -375,6 +393,20 @@ def _check(cfg: Config, src: str) -> Config:
     check_limits(cfg, fail)
     config_vas.check(cfg, fail)  # value-added services, token keys, the event relay
     return cfg
+
+
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def _check_ports(cfg: Config, fail) -> None:
+    """No two listeners, nor a listener and ``[http]``, on one address and port: the second bind
+    would always fail, so it is the file's mistake, not a port some other process holds."""
+    bound: list[tuple[str, int, str]] = [(cfg.http.host, cfg.http.port, "http.port")]
+    for i, lst in enumerate(cfg.listeners):
+        for host, port, path in bound:
+            if lst.port and lst.port == port and (lst.host == host or {lst.host, host} & set(_WILDCARD_HOSTS)):
+                fail(f"listeners[{i}].port", f"port {lst.port} is already taken by `$.{path}`")
+        bound.append((lst.host, lst.port, f"listeners[{i}].port"))
 
 
 def _check_host_mac(cfg: Config, i: int, a: Acquirer, fail) -> None:
@@ -511,6 +543,9 @@ def loads(text: str, source: str = "<string>") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    if "source" in raw:
+        # Config.source is where the file came from, set here; never a key of the file.
+        raise ConfigError(f"{source}: Object contains unknown field `source`")
     raw["source"] = source
     try:
         cfg = msgspec.convert(raw, Config)

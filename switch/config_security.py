@@ -6,6 +6,9 @@ Called from :func:`switch.config._check` with its ``fail(path, message)``.
 from __future__ import annotations
 
 import ipaddress
+import os
+
+from switch.config import ConfigError
 
 
 def is_loopback(host: str) -> bool:
@@ -36,6 +39,32 @@ def check_limits(cfg, fail) -> None:
             f"the admin API on non-loopback address {http.host!r} needs a bearer token "
             "(admin_token_file or admin_token_env)",
         )
+
+
+def load_admin_token(http, source: str = "") -> bytes | None:
+    """The admin bearer token the ``[http]`` section names, or None when it names none.
+
+    ``check-config`` and ``serve`` read it before anything starts, so a missing
+    or short token is the same one-line configuration error in both.
+    """
+    if http.admin_token_env:
+        key = "http.admin_token_env"
+        value = os.environ.get(http.admin_token_env, "")
+        where = f"environment variable {http.admin_token_env}"
+    elif http.admin_token_file:
+        key = "http.admin_token_file"
+        where = f"admin_token_file {http.admin_token_file}"
+        try:
+            with open(http.admin_token_file, "rb") as f:
+                value = f.read().decode("ascii", "replace")
+        except OSError as e:
+            raise ConfigError(f"{source}: cannot read {where}: {e.strerror} - at `$.{key}`") from None
+    else:
+        return None
+    token = value.strip()
+    if len(token) < 16:
+        raise ConfigError(f"{source}: the admin token in {where} is missing or shorter than 16 characters - at `$.{key}`")
+    return token.encode()
 
 
 _TLS_TYPES = ("card", "citycard", "wallet-tradepay", "wallet-micropay")

@@ -64,6 +64,9 @@ _MOMENTS = ("before", "after")
 _MAX_DEADLINE = 1.0  # seconds: a service is a garnish on the payment, never its bottleneck
 
 
+_NATS_SCHEMES = ("nats://", "tls://", "ws://", "wss://")
+
+
 def check(cfg, fail) -> None:
     """Cross-field checks (no files read); ``fail(path, message)`` raises."""
     merchants = {m.id for m in cfg.merchants}
@@ -92,6 +95,11 @@ def check(cfg, fail) -> None:
             fail(f"token_keys[{i}].version", f"must be 1 or more, got {k.version}")
         if k.key_file and k.key_env:
             fail(f"token_keys[{i}]", "key_file or key_env, not both")
+    if cfg.events.retry_max <= 0:  # the webhook retry wait doubles up to it; 0 or less would retry at once, forever
+        fail("events.retry_max", f"must be > 0, got {cfg.events.retry_max}")
+    url = cfg.events.nats_url
+    if url is not None and ("://" in url and not url.startswith(_NATS_SCHEMES) or not url.strip()):
+        fail("events.nats_url", f"expected host:port or a URL of {', '.join(_NATS_SCHEMES)}, got {url!r}")
     for i, p in enumerate(cfg.events.partners):
         if p.webhook is not None and not p.webhook.startswith(("http://", "https://")):
             fail(f"events.partners[{i}].webhook", f"expected an http(s):// URL, got {p.webhook!r}")

@@ -145,7 +145,7 @@ class Relay:
         from nats.js.errors import BadRequestError
 
         ev = self.events
-        nc = await nats.connect(ev.nats_url, max_reconnect_attempts=-1)
+        nc = await nats.connect(ev.nats_url, max_reconnect_attempts=-1, error_cb=_nats_error)
         js = nc.jetstream()
         streams: set[str] = set()
         conn = self._connect()
@@ -219,6 +219,11 @@ class Relay:
         finally:
             conn.close()
             await pool.close()
+
+
+async def _nats_error(e: Exception) -> None:
+    """One line per NATS connection problem: the client retries on its own (the default logs a traceback each time)."""
+    log.warning("NATS: %s: %s; retrying", type(e).__name__, e)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,13 @@ def _listeners(cfg: Config) -> None:
 _FILE_KEYS = ("merchant_key_file", "wallet_public_key_file", "secret_file")
 
 
+def _http(cfg: Config) -> None:
+    """The admin token file or variable: read as ``serve`` reads it, before anything starts."""
+    from switch.config_security import load_admin_token
+
+    load_admin_token(cfg.http, cfg.source)
+
+
 def _acquirers(cfg: Config) -> None:
     simulated = {s.name for s in cfg.simulators}
     for i, a in enumerate(cfg.acquirers):
@@ -231,6 +238,7 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
     """
     _journal(cfg)
     _listeners(cfg)
+    _http(cfg)
     _acquirers(cfg)
     _security(cfg)
     _vas(cfg)
@@ -245,10 +253,16 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
 
 def _vas(cfg: Config) -> None:
     """Secrets of value-added services (a bundled simulator writes its own) and token keys."""
+    from switch.io.vas import read_secret, token_key_path
+
     simulated = {s.name for s in cfg.simulators}
     for i, s in enumerate(cfg.vas):
-        if s.secret_file and s.name not in simulated:
-            _readable(cfg, f"vas[{i}].secret_file", s.secret_file, "service secret")
+        if s.secret_env or (s.secret_file and s.name not in simulated):
+            where = f"vas[{i}].{'secret_env' if s.secret_env else 'secret_file'}"
+            if s.type == "http":  # as the http service reads it: at least 16 bytes as hex
+                read_secret(cfg.source, "service secret", s.secret_file, s.secret_env, where)
+            elif s.secret_file:  # a plugin type reads its secret its own way
+                _readable(cfg, where, s.secret_file, "service secret")
     for i, k in enumerate(cfg.token_keys):
-        if k.key_file:
-            _readable(cfg, f"token_keys[{i}].key_file", k.key_file, "token key")
+        if k.key_file or k.key_env:  # read as serve reads it: at least 16 bytes as hex
+            read_secret(cfg.source, "token key", k.key_file, k.key_env, token_key_path(i, k))

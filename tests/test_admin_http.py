@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from switch import config as config_mod
-from switch.config_security import is_loopback
-from switch.io.http import AdminHttp, load_admin_token
+from switch.config_security import is_loopback, load_admin_token
+from switch.io.http import AdminHttp
 from switch.metrics import Metrics
 
 TOKEN = "admin-token-0123456789abcdef"
@@ -147,3 +147,22 @@ def test_a_non_loopback_bind_without_a_token_is_a_configuration_error(monkeypatc
     f.write_text(TOKEN + "\n")
     assert load_admin_token(cfg.http) == TOKEN.encode()
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and is_loopback("::1")
+
+
+def test_head_answers_as_get_without_the_body():
+    # Load balancers' and uptime monitors' health checks often send HEAD.
+    async def scenario(port, reloads):
+        for path in ("/healthz", "/readyz", "/metrics", "/status", "/status.json"):
+            request = f"{{}} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            code, headers, body = await exchange(port, request.format("HEAD").encode())
+            got, get_headers, get_body = await exchange(port, request.format("GET").encode())
+            assert (code, body, headers["content-type"]) == (got, b"", get_headers["content-type"]), path
+            assert int(headers["content-length"]) > 0, path
+        auth = f"Authorization: Bearer {TOKEN}"
+        code, _, _ = await exchange(port, f"HEAD /admin/reload HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"
+                                    .encode())
+        assert code == 405 and reloads == []
+        code, _, _ = await exchange(port, b"HEAD /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert code == 404
+
+    with_admin(scenario)

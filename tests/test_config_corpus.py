@@ -26,8 +26,10 @@ def _free_port() -> int:
 def _files(tmp: Path) -> dict[str, str]:
     (tmp / "keys").mkdir()
     (tmp / "keys" / "journal.key").write_text(os.urandom(32).hex())
-    (tmp / "keys" / "micropay_secret").write_bytes(os.urandom(32))
-    for secret in ("journal.key", "micropay_secret"):
+    (tmp / "keys" / "micropay_secret").write_text(os.urandom(16).hex() + "\n")
+    (tmp / "keys" / "random.bin").write_bytes(b"\xdb" + os.urandom(31))
+    (tmp / "keys" / "short.token").write_text("0123456789\n")
+    for secret in ("journal.key", "micropay_secret", "random.bin", "short.token"):
         (tmp / "keys" / secret).chmod(0o600)  # as a deployment keeps them: check-config says nothing
     return {"keys": str(tmp / "keys"), "data": str(tmp)}
 
@@ -98,8 +100,12 @@ CASES = [
      "cannot read secret {keys}/gone: No such file or directory - at `$.acquirers[1].secret_file`"),
     ("missing journal key file", 'hmac_key_file = "{keys}/journal.key"', 'hmac_key_file = "{keys}/gone.key"',
      "cannot read journal key file {keys}/gone.key: No such file or directory - at `$.journal.hmac_key_file`"),
-    ("journal key too short", 'hmac_key_file = "{keys}/journal.key"', 'hmac_key_file = "{keys}/micropay_secret"',
-     "journal key file {keys}/micropay_secret must hold at least 16 bytes as hex - at `$.journal.hmac_key_file`"),
+    ("journal key too short", 'hmac_key_file = "{keys}/journal.key"', 'hmac_key_file = "{keys}/random.bin"',
+     "journal key file {keys}/random.bin must hold at least 16 bytes as hex - at `$.journal.hmac_key_file`"),
+    # serve used to stop with "cannot start: UnicodeDecodeError", exit 1
+    ("micropay secret not text", 'secret_file = "{keys}/micropay_secret"', 'secret_file = "{keys}/random.bin"',
+     "acquirer 'wallet-b': secret_file {keys}/random.bin must hold the wallet's API key as printable ASCII text"
+     " - at `$.acquirers[1].secret_file`"),
     ("missing TLS certificate", "port = {term}\n", "port = {term}" + TLS,
      "cannot read TLS certificate {keys}/cert.pem: No such file or directory - at `$.listeners[0].tls_cert_file`"),
     ("TLS certificate without key", "port = {term}\n", 'port = {term}\ntls_cert_file = "{keys}/journal.key"\n',
@@ -120,6 +126,47 @@ CASES = [
      "Invalid enum value 'ebcdic4' - at `$.acquirers[0].header`"),
     ("dialect on a wallet", 'secret_file = "{keys}/micropay_secret"', 'secret_file = "{keys}/micropay_secret"\nheader = "bcd2"',
      "header applies to card host links, not to a wallet-micropay acquirer - at `$.acquirers[1].header`"),
+    # serve used to find these only after the acquirers had started (check-config: ok)
+    ("missing admin token file", "port = {http}\n", 'port = {http}\nadmin_token_file = "{keys}/admin.token"\n',
+     "cannot read admin_token_file {keys}/admin.token: No such file or directory - at `$.http.admin_token_file`"),
+    ("admin token too short", "port = {http}\n", 'port = {http}\nadmin_token_file = "{keys}/short.token"\n',
+     "the admin token in admin_token_file {keys}/short.token is missing or shorter than 16 characters"
+     " - at `$.http.admin_token_file`"),
+    # ... and these were accepted: a second bind that always fails, a simulator port taken modulo 65536,
+    # names that must pick one entry
+    ("two listeners on one port", "[http]", "[[listeners]]\nport = {term}\n\n[http]",
+     "port {term} is already taken by `$.listeners[0].port` - at `$.listeners[1].port`"),
+    ("a listener on the HTTP port", "port = {term}\n", "port = {http}\n",
+     "port {http} is already taken by `$.http.port` - at `$.listeners[0].port`"),
+    ("simulator port out of range", "[[routes]]", '[[simulators]]\nkind = "acquirer"\nname = "bank-a"\nport = 700000\n\n[[routes]]',
+     "port 700000 out of range - at `$.simulators[0].port`"),
+    ("two simulators of one name", "[[routes]]",
+     '[[simulators]]\nkind = "acquirer"\nname = "bank-a"\nport = 9\n\n'
+     '[[simulators]]\nkind = "acquirer"\nname = "bank-a"\nport = 10\n\n[[routes]]',
+     "duplicate simulator name 'bank-a' - at `$.simulators[1].name`"),
+    ("two merchants of one ID", "[[acquirers]]",
+     '[[merchants]]\nid = "DEMO00000000001"\nterminals = ["SHOP0001"]\n\n[[acquirers]]',
+     "duplicate merchant ID 'DEMO00000000001' - at `$.merchants[1].id`"),
+    ("two routes of one name", 'name = "wallet-b"\nkind = "wallet"', 'name = "visa"\nkind = "wallet"',
+     "duplicate route name 'visa' - at `$.routes[1].name`"),
+    ("a route's amounts crossed", 'prefixes = ["4"]', 'prefixes = ["4"]\nmin_amount = 500\nmax_amount = 100',
+     "500 is above max_amount 100: the route never matches - at `$.routes[0].min_amount`"),
+    ("a source key", "response_timeout = 30.0", 'source = "elsewhere.toml"\nresponse_timeout = 30.0',
+     "Object contains unknown field `source`"),
+    # check-config passed these: serve refused the token key, and took the service secret, then every
+    # call to the service failed (silently: a service never fails a payment)
+    ("token key not hex", "[[routes]]", '[[token_keys]]\ngroup = "g"\nkey_file = "{keys}/random.bin"\n\n[[routes]]',
+     "token key must hold at least 16 bytes as hex - at `$.token_keys[0].key_file`"),
+    ("service secret not hex", "[[routes]]",
+     '[[vas]]\nname = "loyalty"\nurl = "http://127.0.0.1:9"\nmerchants = ["DEMO00000000001"]\n'
+     'secret_file = "{keys}/random.bin"\n\n[[routes]]',
+     "service secret must hold at least 16 bytes as hex - at `$.vas[0].secret_file`"),
+    # the relay retried a failing webhook at once, forever; an http:// URL went to NATS as nats://http://...
+    ("webhook retry_max 0", "[[routes]]", "[events]\nretry_max = 0.0\n\n[[routes]]",
+     "must be > 0, got 0.0 - at `$.events.retry_max`"),
+    ("NATS URL of another scheme", "[[routes]]", '[events]\nnats_url = "http://127.0.0.1:4222"\n\n[[routes]]',
+     "expected host:port or a URL of nats://, tls://, ws://, wss://, got 'http://127.0.0.1:4222'"
+     " - at `$.events.nats_url`"),
 ]
 
 

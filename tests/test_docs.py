@@ -64,3 +64,93 @@ def test_readme_sandbox_agrees_with_the_spec_and_the_embedded_default():
     rows = lambda text: {line for line in text.splitlines() if line.startswith("| card") or line.startswith("| wallet")
                          or line.startswith("| city card")}
     assert rows(spec) <= rows(README)
+
+
+# --- the README's configuration reference and switch/config.py -----------------------
+
+def config_keys(struct: type, prefix: str = "") -> dict[str, object]:
+    """Every key path a configuration file may set (``acquirers.timeout``), with its default."""
+    import typing
+
+    import msgspec
+
+    out: dict[str, object] = {}
+    tag = struct.__struct_config__.tag_field  # [security.module] kind = "software" | "hsm"
+    if tag:
+        out[f"{prefix}{tag}"] = None
+    for f in msgspec.structs.fields(struct):
+        if f.name == "source":  # where the file came from, not a key of it
+            continue
+        path = f"{prefix}{f.name}"
+        default = f.default
+        if default is msgspec.NODEFAULT and f.default_factory is not msgspec.NODEFAULT:
+            default = f.default_factory()
+        out[path] = default
+        inner = [t for t in (f.type, *typing.get_args(f.type)) for t in (t, *typing.get_args(t))]
+        for t in inner:
+            if isinstance(t, type) and issubclass(t, msgspec.Struct):
+                out.update(config_keys(t, path + "."))
+    return out
+
+
+def readme_reference() -> dict[str, list[str]]:
+    """The keys of the README's configuration table, each with the default its row gives ([] for none).
+
+    A row names keys as `[[listeners]]` `host`, `port` or `acquirers.mac`, `mac_key` (the
+    second key in the first one's table); a default cell lists one default per key, in order.
+    """
+    table = section(README, "## Configuration reference").split("| key | default | meaning |")[1]
+    keys: dict[str, list[str]] = {}
+    for row in re.findall(r"^\| (.+?) \|\s*(.*?)\s*\| .*\|$", table, re.M):
+        prefix, names = "", []
+        for token in re.findall(r"`([^`]+)`", row[0]):
+            if token.startswith("["):
+                prefix = token.strip("[]") + "."
+                keys.setdefault(token.strip("[]"), [])
+                continue
+            if "." in token:
+                prefix = token.rsplit(".", 1)[0] + "."
+                names.append(token)
+            else:
+                names.append(prefix + token)
+        # One default per key, commas apart ("`0.0.0.0`, `8583`"; ", , `4`" leaves the first two out)
+        given = iter(re.findall(r"`([^`]+)`", row[1]))
+        defaults = [[next(given)] if "`" in part else [] for part in re.sub(r"`[^`]*`", "`", row[1]).split(",")]
+        for i, name in enumerate(names):
+            keys[name] = defaults[i] if len(defaults) == len(names) else []
+    return keys
+
+
+def test_the_readme_configuration_reference_has_every_key_and_its_default():
+    import tomllib
+
+    documented = readme_reference()
+    keys = config_keys(config.Config)
+    # A section documented elsewhere stands for its keys: value-added services, tokens, events.
+    elsewhere = {k for k in documented if k in ("token_keys", "vas", "events")}
+    undocumented = [
+        k for k in keys
+        if k not in documented and k.split(".")[0] not in elsewhere and not any(d.startswith(k + ".") for d in documented)
+    ]
+    unknown = [k for k in documented if k not in keys]
+    assert (undocumented, unknown) == ([], [])
+    wrong = []
+    for key, given in documented.items():
+        if not given or keys[key] is None:  # none given, or the type decides (e.g. a card host's dialect)
+            continue
+        try:
+            value = tomllib.loads(f"v = {given[0]}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = given[0]  # 0.0.0.0, thread, ...
+        if value != keys[key]:
+            wrong.append(f"{key}: README {given[0]}, config.py {keys[key]!r}")
+    assert wrong == []
+
+
+def test_the_reference_check_sees_a_missing_key(monkeypatch):
+    import sys
+
+    text = README.replace("| `merchants.currency` |", "| `merchants.kurrency` |")
+    monkeypatch.setattr(sys.modules[__name__], "README", text)
+    documented = readme_reference()
+    assert "merchants.kurrency" in documented and "merchants.currency" not in documented

@@ -142,6 +142,11 @@ def test_maced_pin_purchase_reaches_the_acquirer_under_its_zpk(switch, terminal,
                "--pan", pan, "--amount", str(amount), pin="1234")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "MAC of the answer: ok" in out.stdout
+    # The request is printed as it went: MACed, a DUKPT KSN in 48 KS, an AES PIN block in 48 PB withheld.
+    sent = out.stdout.rsplit("→", 1)[1].split("←")[0]
+    assert "  64  MAC                (MAC)" in sent, sent
+    assert ("'KS': 'FFFF" in sent) == (terminal == "SEC00250"), sent
+    assert ("{'PB': '(withheld)'}" in sent) == (terminal == "SEC00150"), sent
     [auth] = wait_ledger(switch, acquirer, amount)
     assert (auth["pin"], auth["response_code"], auth["terminal_id"]) == ("ok", "00", terminal)
     assert "1234" not in out.stdout and "1234" not in switch.log_text()

@@ -201,3 +201,25 @@ secret_file = "{tmp_path / 'partner.secret'}"
         journal.close()
         server.shutdown()
         asyncio.run(delete_streams(prefix))
+
+
+def test_a_nats_server_out_of_reach_is_one_warning_line_per_try_not_a_traceback(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(f'[journal]\nurl = "sqlite://{tmp_path / "journal.sqlite"}"\n\n'
+                   f'[events]\nnats_url = "nats://127.0.0.1:{port}"\n')
+    SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True).close()
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    relay = subprocess.Popen([sys.executable, "-m", "switch.cli", "relay", "--config", str(cfg)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "relaying" in relay.stdout.readline()
+        lines = []
+        while len(lines) < 2:  # the client tries again every 2 s
+            lines.append(relay.stderr.readline())
+    finally:
+        relay.kill()
+        relay.wait(5)
+    assert all(" WARNING payswitch.relay NATS: " in line and line.endswith("; retrying\n") for line in lines), lines

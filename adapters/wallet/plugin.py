@@ -67,6 +67,17 @@ def tradepay(a, index: int = 0, on_state=None):
     )
 
 
+def _micropay_secret(a, index: int) -> bytes:
+    """The micropay API key: printable ASCII text (it is written into the signed string), never empty."""
+    secret = _read(a, "secret_file", index).strip()
+    if not secret or not all(0x20 <= b <= 0x7E for b in secret):
+        from switch.config import ConfigError
+
+        raise ConfigError(f"acquirer {a.name!r}: secret_file {a.secret_file} must hold the wallet's API key "
+                          f"as printable ASCII text - at `$.acquirers[{index}].secret_file`")
+    return secret
+
+
 def micropay(a, index: int = 0, on_state=None):
     from adapters.wallet.micropay import MicroPayAcquirer
 
@@ -75,7 +86,7 @@ def micropay(a, index: int = 0, on_state=None):
         a.endpoints[0],
         app_id=a.app_id or "payswitch",
         mch_id=a.mch_id or "1000000001",
-        secret=_read(a, "secret_file", index),
+        secret=_micropay_secret(a, index),
         **_options(a, on_state),
     )
 

@@ -21,7 +21,8 @@ import time
 
 from switch import config as config_mod
 from switch import logs, preflight, wiring
-from switch.io.http import AdminHttp, load_admin_token
+from switch.config_security import load_admin_token
+from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
 from switch.io.service import Switch, WorkerRole
 from switch.io.workers import Fleet, worker_http_port

@@ -33,12 +33,10 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import time
 
 import h11
 
-from switch.config import ConfigError
 from switch.io import status
 
 log = logging.getLogger("payswitch.http")
@@ -59,26 +57,6 @@ _ROUTES = {
 
 # Content types a browser sends cross-origin without a preflight (HTML forms, no-cors fetch).
 _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data", b"text/plain")
-
-
-def load_admin_token(http, source: str = "") -> bytes | None:
-    """The admin bearer token the ``[http]`` section names, or None when it names none."""
-    if http.admin_token_env:
-        value = os.environ.get(http.admin_token_env, "")
-        where = f"environment variable {http.admin_token_env}"
-    elif http.admin_token_file:
-        where = f"admin_token_file {http.admin_token_file}"
-        try:
-            with open(http.admin_token_file, "rb") as f:
-                value = f.read().decode("ascii", "replace")
-        except OSError as e:
-            raise ConfigError(f"{source}: cannot read {where}: {e.strerror} - at `$.http`") from None
-    else:
-        return None
-    token = value.strip()
-    if len(token) < 16:
-        raise ConfigError(f"{source}: the admin token in {where} is missing or shorter than 16 characters - at `$.http`")
-    return token.encode()
 
 
 class AdminHttp:
@@ -216,7 +194,9 @@ class AdminHttp:
                             conn.receive_data(await asyncio.wait_for(reader.read(4096), 30))
                         elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
                             break
-                    status_code, ctype, body = await self._route(event.method, event.target, event.headers)
+                    head = event.method == b"HEAD"  # GET without the body (RFC 9110 9.3.2): health checkers send it
+                    status_code, ctype, body = await self._route(b"GET" if head else event.method, event.target,
+                                                                 event.headers)
                     headers = [
                         *([("www-authenticate", "Bearer")] if status_code == 401 else []),
                         ("content-type", ctype),
@@ -224,7 +204,8 @@ class AdminHttp:
                         ("cache-control", "no-store"),
                     ]
                     writer.write(conn.send(h11.Response(status_code=status_code, headers=headers)))
-                    writer.write(conn.send(h11.Data(data=body)))
+                    if not head:  # a HEAD answer has the GET's headers, content-length included, and no body
+                        writer.write(conn.send(h11.Data(data=body)))
                     writer.write(conn.send(h11.EndOfMessage()))
                     await writer.drain()
                     if conn.our_state is h11.MUST_CLOSE:

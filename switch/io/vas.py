@@ -37,7 +37,7 @@ def read_secret(src: str, what: str, file: str | None, env: str | None, where: s
             raise config_mod.ConfigError(f"{src}: environment variable {env} is not set - at `$.{where}`")
     elif file:
         try:
-            raw = Path(file).read_text()
+            raw = Path(file).read_bytes().decode("ascii", "replace")  # not text: not hex either, said below
         except OSError as e:
             raise config_mod.ConfigError(f"{src}: cannot read {what} {file}: {e.strerror} - at `$.{where}`") from None
     else:
@@ -49,6 +49,11 @@ def read_secret(src: str, what: str, file: str | None, env: str | None, where: s
     if len(key) < 16:
         raise config_mod.ConfigError(f"{src}: {what} must hold at least 16 bytes as hex - at `$.{where}`")
     return key
+
+
+def token_key_path(i: int, k) -> str:
+    """The key path of configured token key ``i``'s secret: ``token_keys[i].key_env`` or ``.key_file``."""
+    return f"token_keys[{i}].{'key_env' if k.key_env else 'key_file'}"
 
 
 def load_token_keys(cfg: config_mod.Config, create: bool = True) -> dict[str, tuple[int, bytes]]:
@@ -73,7 +78,7 @@ def load_token_keys(cfg: config_mod.Config, create: bool = True) -> dict[str, tu
             version, (i, k) = chosen[group]
             if k.key_env or k.key_file:
                 out[group] = (version, read_secret(cfg.source, "token key", k.key_file, k.key_env,
-                                                   f"token_keys[{i}]"))
+                                                   token_key_path(i, k)))
                 continue
         else:
             version = 1

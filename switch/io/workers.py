@@ -296,7 +296,7 @@ class Fleet:
 
     async def run(self, demo: bool = False) -> int:
         from switch.io.fleet_http import FleetHttp
-        from switch.io.http import load_admin_token
+        from switch.config_security import load_admin_token
 
         self.fatal = None
         loop = asyncio.get_running_loop()
