@@ -12,6 +12,7 @@ import logging
 import sqlite3
 import tempfile
 
+import msgspec
 import pytest
 
 from switch.journal import StaleState, TxnRecord, digest_key, open_journal, pan_key
@@ -297,3 +298,84 @@ def test_a_terminal_0400_with_another_card_is_not_the_originals_field_2(service_
     (rev, _), = bank_a.reversed
     assert field_2(rev) is None
     assert "not its original's" in caplog.text and other not in caplog.text and VISA not in caplog.text
+
+
+# -- a payment's card while it is at the acquirer -------------------------------------
+
+
+def test_a_sealed_in_flight_card_opens_only_for_its_request():
+    key = ("DEMO0001", "000001", "1124065401")
+    sealed = cards.seal_in_flight(SECRET, key, "ab" * 16, PAN)
+    cards.check_sealed_form("card_sealed", sealed)
+    rec = TxnRecord(**{**msgspec_fields(txn(1)), "content_digest": "ab" * 16, "card_sealed": sealed})
+    assert cards.open_in_flight(SECRET, rec) == PAN
+    for other in (dict(stan="000002"), dict(content_digest="cd" * 16), dict(terminal_id="DEMO0002")):
+        with pytest.raises(cards.SealError) as err:
+            cards.open_in_flight(SECRET, TxnRecord(**{**msgspec_fields(rec), **other}))
+        assert PAN not in str(err.value)
+    with pytest.raises(cards.SealError):
+        cards.open_in_flight(bytes.fromhex("0c" * 32), rec)
+
+
+def msgspec_fields(rec: TxnRecord) -> dict:
+    return {f: getattr(rec, f) for f in rec.__struct_fields__}
+
+
+def test_the_journal_keeps_a_sealed_card_only_while_the_payment_is_sent(backend):
+    journal, _path = backend
+    sealed = cards.seal_in_flight(SECRET, ("DEMO0001", "000001", "1124065401"), "", PAN)
+    with pytest.raises(ValueError, match="card_sealed"):
+        journal.insert(msgspec.structs.replace(txn(1), card_sealed=PAN.encode())).result(TIMEOUT)
+    with pytest.raises(ValueError, match="card_sealed"):
+        journal.insert(msgspec.structs.replace(txn(1), card_sealed=b"\x01" + PAN.encode())).result(TIMEOUT)
+    rec, _ = journal.insert(msgspec.structs.replace(txn(1), card_sealed=sealed)).result(TIMEOUT)
+    assert journal.get(rec.id).result(TIMEOUT).card_sealed == sealed
+    # Anything that does not move it on keeps it; whatever moves it on clears it.
+    assert journal.update(rec.id, reversal_attempts=0).result(TIMEOUT).card_sealed == sealed
+    assert journal.update(rec.id, state="sent").result(TIMEOUT).card_sealed == sealed
+    assert journal.update(rec.id, state="answered", response_code="00").result(TIMEOUT).card_sealed is None
+    assert journal.get(rec.id).result(TIMEOUT).card_sealed is None
+    other, _ = journal.insert(msgspec.structs.replace(txn(2), card_sealed=sealed)).result(TIMEOUT)
+    assert journal.update_if(other.id, "sent", state="reversal_pending").result(TIMEOUT).card_sealed is None
+
+
+def test_a_payment_at_the_acquirer_when_the_switch_dies_is_reversed_with_field_2(tmp_path, service_key, caplog):
+    """The switch dies while a purchase is at the acquirer: after the restart its 0420 repeats field 2."""
+    import shutil
+
+    url = f"sqlite://{tmp_path / 'j.sqlite'}"
+    copy = tmp_path / "crashed"
+    copy.mkdir()
+    hanging = FakeAcquirer("bank-a", gate=asyncio.Event())
+
+    async def before(sw):
+        task = asyncio.create_task(call(sw, request()))
+        await hanging.entered.wait()
+        rec = await wait_state(sw, "000001", "sent")
+        assert rec.card_sealed is not None
+        # The files as they are now, with the payment at the acquirer: what a kill -9 leaves.
+        for name in ("j.sqlite", "j.sqlite-wal"):
+            if (tmp_path / name).exists():
+                shutil.copy(tmp_path / name, copy / name)
+        hanging.gate.set()
+        await task
+        return rec
+
+    rec = run(before, acquirers=fakes(**{"bank-a": hanging}), journal_url=url)
+    for f in copy.iterdir():
+        assert VISA.encode() not in f.read_bytes(), f.name
+
+    bank_a = FakeAcquirer("bank-a")
+
+    async def after(sw):
+        done = await wait_state(sw, "000001", "reversed")
+        assert done.card_sealed is None
+        return done
+
+    run(after, acquirers=fakes(**{"bank-a": bank_a}), journal_url=f"sqlite://{copy / 'j.sqlite'}")
+    (rev, _), = bank_a.reversed
+    assert rev.original.txn_id == rec.id
+    assert field_2(rev) == VISA and rev.original.pan == VISA
+    assert VISA not in caplog.text
+    assert sqlite3.connect(copy / "j.sqlite").execute(
+        "SELECT count(*) FROM txn WHERE card_sealed IS NOT NULL").fetchone() == (0,)

@@ -35,6 +35,7 @@ from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.core.vas import VasHook
 from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, digest_key, pan_protect, same_pan
+from switch.journal.reversal_card import open_in_flight, seal_in_flight
 
 log = logging.getLogger("payswitch")
 
@@ -301,6 +302,9 @@ class Engine:
             local_date=msg.get(13),
             entry_mode=msg.get(22),
             customer_token=self.vas.token(merchant, kind, pan) if kind in ("card", "citycard") else None,
+            # Sealed for the reversal that a crash while it is at the acquirer leads to.
+            card_sealed=seal_in_flight(self.key, (msg[41], msg[11], msg[7]), digest, pan)
+            if direct and kind == "card" else None,
         )
         rec, created = yield Op("insert", fresh)
         if not created:
@@ -405,6 +409,11 @@ class Engine:
                     changes["host_stan"], changes["host_time"] = yield from self.reversals.host_ref(name)
                 if rec.state != state:
                     changes["state"] = state
+                    if pay_kind == "card" and request.pan and rec.card_sealed is None:
+                        changes["card_sealed"] = seal_in_flight(
+                            self.key, (rec.terminal_id, rec.stan, rec.transmission_time), rec.content_digest,
+                            request.pan,
+                        )
                 if changes:
                     rec = yield Op("update", rec.id, **changes)
             except Exception:
@@ -582,14 +591,31 @@ class Engine:
                 log.warning("txn %d (rrn %s): offline advice in flight at shutdown; the terminal uploads it again",
                             rec.id, rec.rrn, **about(rec))
                 continue
-            changes = yield from self.reversals.start_fields(rec.acquirer)
+            pan = self._card_in_flight(rec)
+            changes = yield from self.reversals.start_fields(rec.acquirer, rec.id, pan)
             try:
                 yield Op("update_if", rec.id, states.SENT, state=states.advance(rec.state, "crash_recovery"), **changes)
             except StaleState:
                 continue  # answered or reversed meanwhile
-            self.reversals.queued(rec.id, None, "recovery")
+            self.reversals.queued(rec.id, pan, "recovery")
             log.warning("txn %d (rrn %s) was in flight at shutdown: queued for reversal", rec.id, rec.rrn, **about(rec))
         return len(found)
+
+
+    def _card_in_flight(self, rec: TxnRecord) -> str | None:
+        """The card number ``rec`` kept sealed while at its acquirer, for its reversal's field 2.
+
+        None without one; one that does not open is logged (which transaction
+        and why, never the number) and its reversal goes without field 2.
+        """
+        if rec.card_sealed is None:
+            return None
+        try:
+            return open_in_flight(self.key, rec)
+        except Exception as exc:
+            log.error("txn %d: no card number for its reversal: %s", rec.id,
+                      exc if isinstance(exc, ValueError) else type(exc).__name__, **about(rec))
+            return None
 
 
 def _same_card(pan: str, pan_hash: str, stored: str | None, key: bytes) -> bool:

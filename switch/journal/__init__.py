@@ -33,10 +33,11 @@ Cardholder data: the journal never holds a full PAN in clear, nor track 2,
 CVV or PIN block.  Callers store ``pan_masked`` and ``pan_hash`` made by
 :func:`pan_protect`, and insert/update reject any string field holding a run
 of 13-19 digits that passes the Luhn check (see :data:`LONG_NUMBER_FIELDS`
-for the fields that legitimately hold long numbers and are exempt).  The one
-PAN it keeps is that of a transaction waiting for its reversal, sealed by the
-switch with AES-256-GCM (:mod:`switch.journal.reversal_card`) and dropped
-when the reversal ends.
+for the fields that legitimately hold long numbers and are exempt).  The
+PANs it keeps are those of card payments at their acquirer (``card_sealed``,
+cleared when the payment leaves ``sent``) and of transactions waiting for
+their reversal (dropped when the reversal ends), sealed by the switch with
+AES-256-GCM (:mod:`switch.journal.reversal_card`), for the reversal's field 2.
 """
 from __future__ import annotations
 
@@ -127,6 +128,10 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     # The payer's pseudonym for value-added services (switch.core.vas): a keyed
     # hash under the merchant group's token key, never the PAN key's.
     customer_token: str | None = None
+    # A card payment's PAN while the payment is at its acquirer, sealed
+    # (switch.journal.reversal_card.seal_in_flight), so that its reversal
+    # repeats field 2 even after a crash; cleared when it leaves "sent".
+    card_sealed: bytes | None = None
 
 
 class Totals(msgspec.Struct):

@@ -20,20 +20,30 @@ between the two).
 The journal never sees the clear PAN: the switch seals before it hands the
 value over and opens what it reads back, so the clear number crosses
 neither the writer process's socket nor any column.
+
+A card payment on its way to the acquirer keeps its card the same way, in
+its own row (``txn.card_sealed``, :func:`seal_in_flight`): a switch killed
+while the payment was at the acquirer finds it ``sent`` at start-up and
+reverses it, and its 0420 repeats field 2 like any other.  Its row has no id
+before the insert, so the associated data is the request's key (41, 11, 7)
+and content digest instead.  The journal clears the column in the update
+that moves the payment on from ``sent`` (answered, or queued for its
+reversal, which then keeps the card here as above).
 """
 from __future__ import annotations
 
 import functools
-import secrets
 import sqlite3
+from typing import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from switch.journal import check_luhn_runs, check_pan_digits, hkdf_sha256
+from switch.entropy import random_bytes
+from switch.journal import check_luhn_values, check_pan_digits, hkdf_sha256
 
-__all__ = ["MIGRATION", "KEY_VERSION", "SealError", "card_key", "seal", "open_sealed", "check_sealed",
-           "keep", "load", "drop", "purge"]
+__all__ = ["MIGRATION", "IN_FLIGHT_MIGRATION", "KEY_VERSION", "SealError", "card_key", "seal", "open_sealed",
+           "check_sealed", "seal_in_flight", "open_in_flight", "keep", "load", "drop", "purge"]
 
 # The first byte of every sealed value names the key that sealed it, as
 # pan_hash's "v1:" does.
@@ -54,6 +64,9 @@ MIGRATION: tuple[str, ...] = (
     """,
 )
 
+# Schema 8: the card of a payment while it is at the acquirer (seal_in_flight).
+IN_FLIGHT_MIGRATION: tuple[str, ...] = ("ALTER TABLE txn ADD COLUMN card_sealed BLOB",)
+
 
 class SealError(ValueError):
     """A sealed card number that does not open: another key, another row, or damaged.
@@ -70,49 +83,81 @@ def card_key(secret: bytes, version: int = KEY_VERSION) -> bytes:
     return hkdf_sha256(secret, _LABEL % version)
 
 
+@functools.lru_cache(maxsize=16)
+def _aead(secret: bytes, version: int) -> AESGCM:
+    return AESGCM(card_key(secret, version))
+
+
 def _aad(txn_id: int, version: int) -> bytes:
     return b"payswitch reversal-card v%d txn %d" % (version, txn_id)
 
 
+def _in_flight_aad(key: tuple[str, str, str], digest: str, version: int) -> bytes:
+    return b"payswitch in-flight card v%d " % version + "|".join((*key, digest)).encode()
+
+
+_VERSION_BYTE = bytes((KEY_VERSION,))
+
+
+def _seal(secret: bytes, pan: str, aad: bytes) -> bytes:
+    check_pan_digits(pan)
+    nonce = random_bytes(_NONCE)  # no system call: the loop keeps the GIL (switch.entropy)
+    return _VERSION_BYTE + nonce + _aead(secret, KEY_VERSION).encrypt(nonce, pan.encode("ascii"), aad)
+
+
+def _open(sealed: bytes, aad_of: Callable[[int], bytes], secret: bytes, whose: str) -> str:
+    if type(sealed) is not bytes or len(sealed) not in _SIZES or sealed[0] == 0:
+        raise SealError(f"{whose}: the sealed card number is not seal() output")
+    version = sealed[0]
+    try:
+        clear = _aead(secret, version).decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], aad_of(version))
+    except InvalidTag:
+        raise SealError(
+            f"{whose}: the sealed card number does not open (another journal secret, another "
+            "transaction's row, or damaged)"
+        ) from None
+    return clear.decode("ascii")
+
+
 def seal(secret: bytes, txn_id: int, pan: str) -> bytes:
     """``pan`` sealed for the reversal of transaction ``txn_id``: version byte + nonce + ciphertext and tag."""
-    check_pan_digits(pan)
     if type(txn_id) is not int or txn_id < 1:
         raise ValueError(f"a sealed card belongs to a transaction id, got {txn_id!r}")
-    nonce = secrets.token_bytes(_NONCE)
-    sealed = AESGCM(card_key(secret)).encrypt(nonce, pan.encode("ascii"), _aad(txn_id, KEY_VERSION))
-    return bytes((KEY_VERSION,)) + nonce + sealed
+    return _seal(secret, pan, _aad(txn_id, KEY_VERSION))
 
 
 def open_sealed(secret: bytes, txn_id: int, sealed: bytes) -> str:
     """The PAN :func:`seal` sealed for ``txn_id``; :class:`SealError` if it does not open."""
-    if type(sealed) is not bytes or len(sealed) not in _SIZES or sealed[0] == 0:
-        raise SealError(f"txn {txn_id}: the sealed card number is not seal() output")
-    version = sealed[0]
-    try:
-        clear = AESGCM(card_key(secret, version)).decrypt(
-            sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], _aad(txn_id, version)
-        )
-    except InvalidTag:
-        raise SealError(
-            f"txn {txn_id}: the sealed card number does not open (another journal secret, another "
-            "transaction's row, or damaged)"
-        ) from None
-    return clear.decode("ascii")
+    return _open(sealed, functools.partial(_aad, txn_id), secret, f"txn {txn_id}")
+
+
+def seal_in_flight(secret: bytes, key: tuple[str, str, str], digest: str, pan: str) -> bytes:
+    """``pan`` sealed for the row of the request ``key`` (41, 11, 7) with content digest ``digest``."""
+    return _seal(secret, pan, _in_flight_aad(key, digest, KEY_VERSION))
+
+
+def open_in_flight(secret: bytes, rec) -> str:
+    """The PAN :func:`seal_in_flight` sealed into ``rec.card_sealed``; :class:`SealError` if it does not open."""
+    key = (rec.terminal_id, rec.stan, rec.transmission_time)
+    aad_of = functools.partial(_in_flight_aad, key, rec.content_digest)
+    return _open(rec.card_sealed, aad_of, secret, f"txn {rec.id}")
+
+
+def check_sealed_form(column: str, sealed: bytes) -> None:
+    """Raise ValueError unless ``sealed`` looks like seal output (never a clear PAN); names ``column`` only."""
+    if type(sealed) is not bytes:
+        raise ValueError(f"journal field {column!r} keeps seal() output (bytes), got {type(sealed).__name__}")
+    if len(sealed) not in _SIZES or sealed[0] != KEY_VERSION:
+        raise ValueError(f"journal field {column!r}: not seal() output of key version {KEY_VERSION}")
+    # Belt and braces: a clear PAN among the bytes is refused like in any column.
+    check_luhn_values((column,), (sealed.decode("latin-1"),))
 
 
 def check_sealed(txn_id: int, sealed: bytes) -> None:
     """Raise ValueError unless ``sealed`` looks like :func:`seal` output (never a clear PAN)."""
     if type(txn_id) is not int:
         raise ValueError(f"reversal card: a transaction id is an int, got {type(txn_id).__name__}")
-    if type(sealed) is not bytes:
-        raise ValueError(
-            f"reversal card of txn {txn_id}: the journal keeps seal() output (bytes), got {type(sealed).__name__}"
-        )
-    if len(sealed) not in _SIZES or sealed[0] != KEY_VERSION:
-        raise ValueError(f"reversal card of txn {txn_id}: not seal() output of key version {KEY_VERSION}")
-    # Belt and braces: a clear PAN among the bytes is refused like in any column.
-    check_luhn_runs((("sealed", sealed.decode("latin-1")),))
+    check_sealed_form(f"reversal_card of txn {txn_id}", sealed)
 
 
 # -- the journal's side (writer thread or process) ----------------------------

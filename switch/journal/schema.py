@@ -113,6 +113,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX txn_terminal",
     ),
     reversal_card.MIGRATION,  # a queued reversal's card number, sealed (switch.journal.reversal_card)
+    reversal_card.IN_FLIGHT_MIGRATION,  # a card payment's, sealed, while it is at the acquirer
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -143,6 +143,8 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         try:
             check_luhn_values(_GUARDED_NAMES, _guarded(values))
             check_pan_forms(rec.pan_masked, rec.pan_hash)
+            if rec.card_sealed is not None:
+                cards.check_sealed_form("card_sealed", rec.card_sealed)
             if rec.acquirer_ref is not None or rec.order_ref is not None:
                 check_own_pan(
                     {"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key
@@ -165,6 +167,16 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
     def _update_op(
         self, txn_id: int, expect: str | None, changes: dict[str, Any], call: Callable[..., Any] | None = None
     ) -> Future[TxnRecord]:
+        if "card_sealed" in changes:
+            if changes["card_sealed"] is not None:
+                try:
+                    cards.check_sealed_form("card_sealed", changes["card_sealed"])
+                except ValueError as exc:
+                    return self._failed(exc)
+        elif "state" in changes and changes["state"] != "sent":
+            # A payment keeps its sealed card only while it is at the acquirer:
+            # whatever moves it on clears it, in the same statement.
+            changes = {**changes, "card_sealed": None}
         columns = tuple(changes)
         guarded = expect is not None
         plan = self._update_sql.get((columns, guarded))

@@ -83,7 +83,7 @@ BACKLOG = (
 # bytearray a bytes), so a record holding one is read back from the database
 # instead of being built from the values as given.
 INTEGER_COLUMNS = frozenset({"amount", "original_id", "reversal_attempts", "key_epoch"})
-BLOB_COLUMNS = frozenset({"response"})
+BLOB_COLUMNS = frozenset({"response", "card_sealed"})
 REAL_COLUMNS = frozenset({"reversal_started"})
 TEXT, INTEGER, BLOB = frozenset({str, type(None)}), frozenset({int, type(None)}), frozenset({bytes, type(None)})
 REAL = frozenset({float, type(None)})
