@@ -550,6 +550,9 @@ def test_kill_9_with_purchases_at_the_acquirer_restart_reverses_them(tmp_path):
             assert auth["response_code"] == "00", auth
             if not undone.get(id(auth)):
                 raise MoneyInvariantBroken(f"{r} was approved at the acquirer ({auth}) and never reversed")
+            # Field 2 repeated, as hosts that match reversals on the PAN need: the row
+            # kept the card sealed while the payment was at the acquirer.
+            assert all(e["pan"] for e in undone[id(auth)]), undone[id(auth)]
 
         # The terminals had no answer for those: they retransmit or reverse (spec section 6).
         after = [Terminal(ports["term"], 64) for _ in tids]

@@ -601,7 +601,6 @@ class Engine:
             log.warning("txn %d (rrn %s) was in flight at shutdown: queued for reversal", rec.id, rec.rrn, **about(rec))
         return len(found)
 
-
     def _card_in_flight(self, rec: TxnRecord) -> str | None:
         """The card number ``rec`` kept sealed while at its acquirer, for its reversal's field 2.
 
