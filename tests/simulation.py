@@ -341,13 +341,13 @@ class World:
         def recovered(value, error):
             if error is not None:
                 self.log(f"recovery failed: {error!r}; retrying")
-                self.at(self.now + 1.0, lambda: epoch == self.epoch and self.run_gen(self.engine.recover(), recovered))
+                self.at(self.now + 1.0, lambda: epoch == self.epoch and self.run_gen(self.engine.reversals.recover(), recovered))
                 return
             self.up = True
             self.log(f"restarted, {value} recovered")
             self._sweep_soon(0.0)
 
-        self.run_gen(self.engine.recover(), recovered)
+        self.run_gen(self.engine.reversals.recover(), recovered)
 
 
 @dataclass

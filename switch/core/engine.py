@@ -35,7 +35,7 @@ from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.core.vas import VasHook
 from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, digest_key, pan_protect, same_pan
-from switch.journal.reversal_card import open_in_flight, seal_in_flight
+from switch.journal.reversal_card import seal_in_flight
 
 log = logging.getLogger("payswitch")
 
@@ -567,54 +567,6 @@ class Engine:
         resp = m.build_response(msg, code, rec.rrn)
         out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"))
         return "settlement", code, out
-
-    # -- start-up --------------------------------------------------------------------
-
-    def recover(self) -> Gen:
-        """Transactions found "sent" at start-up died with their outcome unknown: reverse them.
-
-        A city-card upload is never reversed (the card already paid): it is
-        marked unconfirmed, and the terminal's next upload is forwarded again.
-        Then the sealed card numbers of reversals that ended go.
-        """
-        found = yield Op("in_states", (states.SENT,), limit=1_000_000)
-        count = yield from self.recover_records(found)
-        yield from self.reversals.purge_cards()
-        return count
-
-    def recover_records(self, found: list[TxnRecord]) -> Gen:
-        """Reverse these "sent" transactions whose process is gone (all of them at
-        start-up; with several workers, those of a worker that died)."""
-        for rec in found:
-            if rec.mti == "0220" and rec.kind == "citycard" and rec.original_id is None:
-                yield Op("update", rec.id, state=states.advance(rec.state, "unconfirmed"), response_code="68")
-                log.warning("txn %d (rrn %s): offline advice in flight at shutdown; the terminal uploads it again",
-                            rec.id, rec.rrn, **about(rec))
-                continue
-            pan = self._card_in_flight(rec)
-            changes = yield from self.reversals.start_fields(rec.acquirer, rec.id, pan)
-            try:
-                yield Op("update_if", rec.id, states.SENT, state=states.advance(rec.state, "crash_recovery"), **changes)
-            except StaleState:
-                continue  # answered or reversed meanwhile
-            self.reversals.queued(rec.id, pan, "recovery")
-            log.warning("txn %d (rrn %s) was in flight at shutdown: queued for reversal", rec.id, rec.rrn, **about(rec))
-        return len(found)
-
-    def _card_in_flight(self, rec: TxnRecord) -> str | None:
-        """The card number ``rec`` kept sealed while at its acquirer, for its reversal's field 2.
-
-        None without one; one that does not open is logged (which transaction
-        and why, never the number) and its reversal goes without field 2.
-        """
-        if rec.card_sealed is None:
-            return None
-        try:
-            return open_in_flight(self.key, rec)
-        except Exception as exc:
-            log.error("txn %d: no card number for its reversal: %s", rec.id,
-                      exc if isinstance(exc, ValueError) else type(exc).__name__, **about(rec))
-            return None
 
 
 def _same_card(pan: str, pan_hash: str, stored: str | None, key: bytes) -> bool:

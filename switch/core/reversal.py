@@ -426,9 +426,54 @@ class ReversalQueue:
             if sealed is not None:
                 self.pans[rec.id] = reversal_card.open_sealed(self.engine.key, rec.id, sealed)
         except Exception as exc:
-            # SealError says which transaction and why, never the number.
-            log.error("txn %d: no card number for its reversal: %s", rec.id,
-                      exc if isinstance(exc, reversal_card.SealError) else type(exc).__name__, **about(rec))
+            _no_card(rec, exc)
+
+    def _card_in_flight(self, rec: TxnRecord) -> str | None:
+        """The card number ``rec`` kept sealed while at its acquirer, for its reversal's field 2.
+
+        None without one; one that does not open is logged, and its reversal
+        goes without field 2.
+        """
+        if rec.card_sealed is None:
+            return None
+        try:
+            return reversal_card.open_in_flight(self.engine.key, rec)
+        except Exception as exc:
+            _no_card(rec, exc)
+            return None
+
+    # -- start-up --------------------------------------------------------------------
+
+    def recover(self) -> Gen:
+        """Transactions found "sent" at start-up died with their outcome unknown: reverse them.
+
+        A city-card upload is never reversed (the card already paid): it is
+        marked unconfirmed, and the terminal's next upload is forwarded again.
+        Then the sealed card numbers of reversals that ended go.
+        """
+        found = yield Op("in_states", (states.SENT,), limit=1_000_000)
+        count = yield from self.recover_records(found)
+        yield from self.purge_cards()
+        return count
+
+    def recover_records(self, found: list[TxnRecord]) -> Gen:
+        """Reverse these "sent" transactions whose process is gone (all of them at
+        start-up; with several workers, those of a worker that died)."""
+        for rec in found:
+            if rec.mti == "0220" and rec.kind == "citycard" and rec.original_id is None:
+                yield Op("update", rec.id, state=states.advance(rec.state, "unconfirmed"), response_code="68")
+                log.warning("txn %d (rrn %s): offline advice in flight at shutdown; the terminal uploads it again",
+                            rec.id, rec.rrn, **about(rec))
+                continue
+            pan = self._card_in_flight(rec)
+            changes = yield from self.start_fields(rec.acquirer, rec.id, pan)
+            try:
+                yield Op("update_if", rec.id, states.SENT, state=states.advance(rec.state, "crash_recovery"), **changes)
+            except StaleState:
+                continue  # answered or reversed meanwhile
+            self.queued(rec.id, pan, "recovery")
+            log.warning("txn %d (rrn %s) was in flight at shutdown: queued for reversal", rec.id, rec.rrn, **about(rec))
+        return len(found)
 
     def purge_cards(self) -> Gen:
         """Start-up: drop the sealed cards of reversals that ended while their
@@ -438,6 +483,13 @@ class ReversalQueue:
             log.info("%d sealed card number(s) of reversals no longer pending dropped", gone)
         return gone
 
+
+
+def _no_card(rec: TxnRecord, exc: Exception) -> None:
+    """Log that ``rec``'s reversal goes without field 2: SealError says which
+    transaction and why, never the number; anything else is named by its type."""
+    log.error("txn %d: no card number for its reversal: %s", rec.id,
+              exc if isinstance(exc, reversal_card.SealError) else type(exc).__name__, **about(rec))
 
 def about(rec: TxnRecord) -> dict:
     """``extra=`` for a log line about one payment: JSON logs carry its RRN and terminal."""

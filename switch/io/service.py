@@ -171,7 +171,7 @@ class Switch:
         if worker is None or worker.recover_all:
             # Everything "sent" is from a run that is over: with workers, the
             # supervisor starts the others only after this one is ready.
-            await self.run(self.engine.recover())
+            await self.run(self.engine.reversals.recover())
         if worker is not None and worker.sender:
             await self.adopt_orphans()
             self._tasks.append(asyncio.create_task(self._orphan_watch(), name="orphan-watch"))
@@ -356,7 +356,7 @@ class Switch:
                 found.append(rec)
         if found:
             log.warning("%d transaction(s) in flight in a worker that died: queueing their reversals", len(found))
-            await self.run(self.engine.recover_records(found))
+            await self.run(self.engine.reversals.recover_records(found))
         return len(found)
 
     async def _orphan_watch(self) -> None:
