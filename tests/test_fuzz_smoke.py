@@ -66,6 +66,18 @@ def random_framing_input(rng: random.Random) -> bytes:
     return bytes([selector]) + rng.randbytes(4) + bytes(stream)
 
 
+def replay(name: str, rng: random.Random, per_seed: int):
+    """Target ``name`` on its seed corpus, then on ``per_seed`` mutations of each seed; the target."""
+    target = targets.TARGETS[name]()
+    corpus = seeds(name)
+    for data in corpus:
+        target(data)
+    for data in corpus:
+        for mutated in mutations(rng, data, per_seed):
+            target(mutated)
+    return target
+
+
 def test_framing_target():
     rng = random.Random(8583)
     corpus = seeds("framing")
@@ -83,40 +95,22 @@ def test_framing_target():
 @pytest.mark.parametrize("dialect", targets.DIALECTS)
 def test_codec_target(dialect):
     pytest.importorskip("native.iso8583", reason="the codec (native/iso8583.pyx) is not built")
-    target = targets.TARGETS[f"iso8583-{dialect}"]()
     rng = random.Random(dialect)
-    corpus = seeds(f"iso8583-{dialect}")
-    for data in corpus:
-        target(data)
-    for data in corpus:
-        for mutated in mutations(rng, data, 250):
-            target(mutated)
+    target = replay(f"iso8583-{dialect}", rng, 250)
     for _ in range(500):
         target(rng.randbytes(rng.randint(0, 64)))
 
 
 def test_emv_target():
-    target = targets.TARGETS["emv"]()
     rng = random.Random("emv")
-    corpus = seeds("emv")
-    for data in corpus:
-        target(data)
-    for data in corpus:
-        for mutated in mutations(rng, data, 300):
-            target(mutated)
+    target = replay("emv", rng, 300)
     for _ in range(500):
         target(rng.randbytes(rng.randint(0, 64)))
 
 
 def test_panguard_target():
-    target = targets.TARGETS["panguard"]()
     rng = random.Random("panguard")
-    corpus = seeds("panguard")
-    for data in corpus:
-        target(data)
-    for data in corpus:
-        for mutated in mutations(rng, data, 400):
-            target(mutated)
+    target = replay("panguard", rng, 400)
     digits = b"0123456789" * 4 + b"\x00\x7e\x7f:av"
     for _ in range(1000):
         target(bytes([rng.randrange(4)]) + bytes(rng.choice(digits) for _ in range(rng.randint(0, 60))))
