@@ -6,7 +6,7 @@
 
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc libc6-dev libsqlite3-dev \
+ && apt-get install -y --no-install-recommends gcc libc6-dev libsqlite3-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
@@ -20,7 +20,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/payswitch --cr
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl \
  && rm -rf /wheels \
- && python -c "import native.iso8583, native.framing, native.routing, native.sqlbatch"
+ && python -c "import native.iso8583, native.framing, native.routing, native.sqlbatch, native.aead"
 COPY ops/docker/switch.toml /etc/payswitch/switch.toml
 USER payswitch
 WORKDIR /var/lib/payswitch

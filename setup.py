@@ -18,6 +18,11 @@ if SANITIZE:
     link_args = [f"-fsanitize={SANITIZE}"]
 
 
+# native/sqlbatch.pyx steps journal batches through the SQLite C API; native/aead.pyx
+# seals with OpenSSL's libcrypto (the one Python's ssl module loads).
+LIBRARIES = {"native.sqlbatch": ["sqlite3"], "native.aead": ["crypto"]}
+
+
 def extensions():
     exts = []
     # PAYSWITCH_ONLY=native/framing.pyx builds just that module (for working on one at a time).
@@ -33,8 +38,7 @@ def extensions():
                 [pyx],
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,
-                # native/sqlbatch.pyx steps journal batches through the SQLite C API.
-                libraries=["sqlite3"] if module == "native.sqlbatch" else [],
+                libraries=LIBRARIES.get(module, []),
             )
         )
     return exts
