@@ -274,3 +274,45 @@ def test_the_compiled_path_does_what_the_sqlite3_path_does(plan):
     finally:
         compiled.close()
         reference.close()
+
+
+def test_only_waiting_transactions_are_in_the_state_index_and_its_readers_use_it(tmp_path):
+    """txn_state is partial (schema.OPEN_STATES): an answered payment leaves it in its own update."""
+    from switch.journal import reversal_card, statements
+    from switch.journal.schema import OPEN_STATES, OPEN_STATES_WHERE
+
+    path = str(tmp_path / "j.sqlite")
+    j = SqliteJournal(path, hmac_key=KEY)
+    try:
+        ids = [ok(j.insert(txn(i, state="sent")))[0].id for i in range(1, 5)]
+        ok(j.update(ids[0], state="answered", response_code="00"))
+        ok(j.update(ids[1], state="reversal_pending"))
+        wallet = ok(j.insert(txn(9, state="wallet_pending", kind="wallet")))[0]
+        assert [r.id for r in ok(j.in_states(("sent",)))] == ids[2:]
+        assert [r.id for r in ok(j.in_states(("sent", "reversal_pending")))] == [ids[2], ids[3], ids[1]]
+        assert [r.id for r in ok(j.in_states(("wallet_pending", "sent")))] == [ids[2], ids[3], wallet.id]
+    finally:
+        j.close()
+    db = sqlite3.connect(path)
+    try:
+        # What the index holds: the waiting transactions only.
+        indexed = db.execute(f"SELECT id FROM txn INDEXED BY txn_state WHERE {OPEN_STATES_WHERE}").fetchall()
+        assert sorted(i for (i,) in indexed) == ids[1:]
+        assert set(OPEN_STATES) == {"received", "sent", "reversal_pending"}
+
+        def plan(sql, *args):
+            return " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql, args))
+
+        from switch.journal.sqlite import states_query
+        for sql, args in [
+            states_query(("sent",), 10),  # start-up recovery
+            states_query(("sent", "reversal_pending"), 10),
+            (statements.PENDING_REVERSALS, (10,)),
+            (statements.BACKLOG, ()),
+            (reversal_card.PURGE, ()),
+        ]:
+            assert "INDEX txn_state" in plan(sql, *args), sql
+        sql, args = states_query(("wallet_pending",), 10)
+        assert "INDEX txn_state" not in plan(sql, *args)
+    finally:
+        db.close()

@@ -393,7 +393,9 @@ class Journal(Protocol):
 
         Untouched transactions come in creation order; one a sweeper updates
         (for example reversal_attempts + 1) goes behind the others, so one
-        that keeps failing does not starve the rest.
+        that keeps failing does not starve the rest.  The states transactions
+        wait in (received, sent, reversal_pending) are indexed; any other is
+        found by a scan of the journal.
         """
 
     def totals(self, terminal_id: str, currency: str | None = None) -> Future[Totals]:

@@ -190,7 +190,9 @@ def purge(conn: sqlite3.Connection) -> int:
     before the update that queues the reversal, and start-up recovery
     queues the reversal of one it finds ``sent``.
     """
-    return conn.execute(
-        "DELETE FROM reversal_card WHERE txn_id NOT IN "
-        "(SELECT id FROM txn WHERE state = 'reversal_pending' OR state = 'sent')"
-    ).rowcount
+    return conn.execute(PURGE).rowcount
+
+
+# The states written out, not bound: SQLite then finds them through the partial
+# index txn_state (switch.journal.schema.OPEN_STATES).
+PURGE = "DELETE FROM reversal_card WHERE txn_id NOT IN (SELECT id FROM txn WHERE state = 'reversal_pending' OR state = 'sent')"

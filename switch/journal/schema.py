@@ -12,6 +12,21 @@ import sqlite3
 from switch.journal import JournalError, outbox, reversal_card, terminal_keys
 
 # Each entry is one schema version; applied in order, each in one transaction.
+# The states a transaction waits in (states.py): the only ones the journal
+# looks rows up by (start-up recovery, the reversal queue, the sealed-card
+# purge).  A partial index on them keeps a finished transaction out of it: an
+# answered purchase leaves the index in its update instead of moving to an
+# "answered" entry that nothing reads, and the index stays as small as the
+# traffic in flight.  SQLite uses a partial index only for a query whose
+# WHERE names one of these terms literally (state = 'sent'), not through a
+# bound parameter.
+OPEN_STATES = ("received", "sent", "reversal_pending")
+OPEN_STATES_WHERE = " OR ".join(f"state = '{s}'" for s in OPEN_STATES)
+OPEN_STATES_MIGRATION = (
+    "DROP INDEX txn_state",
+    f"CREATE INDEX txn_state ON txn (state, updated_at) WHERE {OPEN_STATES_WHERE}",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """
@@ -114,6 +129,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     reversal_card.MIGRATION,  # a queued reversal's card number, sealed (switch.journal.reversal_card)
     reversal_card.IN_FLIGHT_MIGRATION,  # a card payment's, sealed, while it is at the acquirer
+    OPEN_STATES_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -46,7 +46,7 @@ from switch.journal import reversal_card as cards
 from switch.journal.compiled import CompiledRuns
 from switch.journal.groupcommit import GroupCommitter
 from switch.journal import schema
-from switch.journal.schema import MIGRATIONS, SCHEMA_VERSION
+from switch.journal.schema import MIGRATIONS, OPEN_STATES, SCHEMA_VERSION
 from switch.journal.statements import (
     BACKLOG,
     BY_ID,
@@ -80,6 +80,19 @@ __all__ = ["SqliteJournal", "MIGRATIONS", "SCHEMA_VERSION", "COLUMN_TYPES", "INS
 
 # SQLite 3.37 for STRICT tables (3.35 for RETURNING, 3.31 for generated columns).
 MIN_SQLITE = (3, 37, 0)
+
+
+def states_query(states: tuple[str, ...], limit: int) -> tuple[str, tuple]:
+    """The statement and parameters of :meth:`SqliteJournal.in_states`.
+
+    The states transactions wait in are written out (``state = 'sent'``) so
+    that SQLite takes the partial index txn_state (``schema.OPEN_STATES``),
+    which it does not for a bound parameter; any other state is bound, and
+    found by a scan.
+    """
+    terms = [f"state = '{s}'" if s in OPEN_STATES else "state = ?" for s in states]
+    sql = f"SELECT {COLUMNS} FROM txn WHERE {' OR '.join(terms)} ORDER BY updated_at, id LIMIT ?"
+    return sql, (*(s for s in states if s not in OPEN_STATES), limit)
 
 
 class SqliteJournal(CompiledRuns, GroupCommitter):
@@ -262,11 +275,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
             return self._failed(ValueError("in_states needs at least one state"))
         if type(limit) is not int or limit < 1:
             return self._failed(ValueError(f"in_states limit must be a positive int, got {limit!r}"))
-        sql = (
-            f"SELECT {COLUMNS} FROM txn WHERE state IN ({placeholders(len(states))}) "
-            "ORDER BY updated_at, id LIMIT ?"
-        )
-        return self._submit(self._many, (sql, (*states, limit)), False)
+        return self._submit(self._many, states_query(states, limit), False)
 
     def totals(self, terminal_id: str, currency: str | None = None) -> Future[Totals]:
         return self._submit(self._totals, (terminal_id, currency), False)
