@@ -522,3 +522,15 @@ def test_tdes_dukpt_terminal(terminal):
 def test_the_x9_24_dukpt_test_vector():
     """ANSI X9.24-1:2009 annex A: the transaction key of the first KSN of its example."""
     assert dukpt_key(BDK, "FFFF9876543210E00001").hex().upper() == "042666B49184CFA368DE9628D0397BC9"
+
+
+def test_the_readmes_pyiso8583_example_runs_again_with_another_amount(sandbox):
+    """README "Quick start": the example as printed, then with the amount of its 51 line; each run
+    is a new request (a new STAN and field 7), never a retransmission with other content (94)."""
+    readme = (e2e.ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme.split("## Quick start: the sandbox")[1], re.S).group(1)
+    code = code.replace("8583))", "%d))" % sandbox["t87"]).replace("print(", "answers.append(")
+    for amount, expected in (("000000001250", "00"), ("000000001051", "51")):
+        answers: list[dict] = []
+        exec(code.replace("000000001250", amount), {"answers": answers})
+        assert answers[0]["39"] == expected and answers[0]["4"] == amount
