@@ -534,3 +534,23 @@ def test_the_readmes_pyiso8583_example_runs_again_with_another_amount(sandbox):
         answers: list[dict] = []
         exec(code.replace("000000001250", amount), {"answers": answers})
         assert answers[0]["39"] == expected and answers[0]["4"] == amount
+
+
+def test_sign_on_gives_keys_once_and_new_keys_are_pending_until_used(t87):
+    """Section 8 and 8.1: a sign-on without keys gets keys; 0800/101 keys wait for their first use."""
+    answer = t87.transact(echo("SEC00013", "001"))
+    fields = tlv(answer["48"])
+    old = _ecb(TMK_TDES, bytes.fromhex(fields["TA"]), decrypt=True)
+    assert check_value(old, False) == fields["CA"]
+    answer, verified = t87.macd(secured(1250, "SEC00013"), old)
+    assert answer["39"] == "00" and verified is True
+    assert "48" not in t87.transact(echo("SEC00013", "001"))  # it has keys now
+    new, _ = session_keys(t87, "SEC00013", aes=False)
+    answer, verified = t87.macd(secured(1250, "SEC00013"), old)
+    assert answer["39"] == "00" and verified is True  # pending: the current keys still work
+    answer, verified = t87.macd(echo("SEC00013"), old, wrong=True)
+    assert answer["39"] == "A0" and verified is None
+    answer, verified = t87.macd(secured(1250, "SEC00013"), new)
+    assert answer["39"] == "00" and verified is True
+    answer, verified = t87.macd(secured(1250, "SEC00013"), old)
+    assert answer["39"] == "A0" and verified is None  # the new keys are current, the old ones refused
