@@ -374,6 +374,9 @@ def test_wallet_payment_codes_answer_by_their_last_two_digits(terminal):
     assert answer["39"] == "00" and tlv(answer["48"])["WT"]
     assert terminal.transact(wallet("101234567890123404"))["39"] == "51"
     assert terminal.transact(wallet("991234567890123499"))["39"] == "12"  # no wallet route
+    # docs/terminal-interface.md section 7 (project addition): a card-scheme QR code goes to cup.
+    assert terminal.transact(wallet("6212345678901234567"))["39"] == "00"
+    assert terminal.transact(wallet("6212345678901234567", 1051))["39"] == "51"
 
 
 def test_a_wallet_takes_purchases_in_its_currency_only(t87):
