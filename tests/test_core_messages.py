@@ -118,3 +118,40 @@ def test_build_request_carries_what_adapters_need():
     req = m.build_request(msg(), txn_id=7, kind="card", rrn="000000000007", pan="4761739001010119", tlv={})
     assert (req.mti, req.amount, req.currency, req.stan, req.terminal_id) == ("0200", 1250, "978", "000001", "DEMO0001")
     assert req.pin_block == bytes(8) and req.track2.startswith("4761739001010119")
+
+
+# -- section 3: "when approved, 38" -------------------------------------------------
+
+
+def test_every_approved_answer_carries_38_and_its_retransmission_the_same(monkeypatch):
+    """0110/0210 without an acquirer code, 0230, 0410, 0510 and 0810: 38 is there (an6)."""
+    from switch.core.acquirer import Result
+    from tests.test_service import (KEY_ENV, TERM, FakeAcquirer, T7, TID, call, fakes, field90, request, reversal,
+                                    run, settlement)
+
+    monkeypatch.setenv(KEY_ENV, "5e" * 32)
+
+    no_code = FakeAcquirer("bank-a", answers=[Result(response_code="00")])
+
+    async def scenario(sw):
+        answers = [
+            await call(sw, request(stan="000001")),  # the acquirer gave no code
+            await call(sw, request("0100", stan="000002")),
+        ]
+        answers.append(await call(sw, request("0220", stan="000003", amount="000000002000",
+                                              f90=field90("0100", "000002"))))
+        answers.append(await call(sw, reversal("000004", "000001")))
+        answers.append(await call(sw, settlement("000005", debits=1, debit_amount=2000)))
+        for code in ("001", "301"):
+            answers.append(await call(sw, TERM.encode({"mti": "0800", 7: T7, 11: "00000" + code[-1], 41: TID,
+                                                       70: code})))
+        assert [a.mti for a in answers] == ["0210", "0110", "0230", "0410", "0510", "0810", "0810"]
+        for a in answers:
+            assert a[39] == "00", a.mti
+            assert len(a[38]) == 6 and a[38].isalnum(), a.mti
+        assert answers[1][38].startswith("A0")  # the fake acquirer's own code stays
+        assert answers[0][38] == answers[0][37][-6:]
+        again = await call(sw, reversal("000004", "000001"))  # a retransmission: the same 37 and 38
+        assert (again[37], again[38]) == (answers[3][37], answers[3][38])
+
+    run(scenario, acquirers=fakes(**{"bank-a": no_code}))

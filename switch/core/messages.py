@@ -235,8 +235,13 @@ def build_response(
         out[70] = msg[70]
     out[37] = rrn
     out[39] = code
-    if code == "00" and auth_code:
-        out[38] = auth_code[:6].ljust(6)
+    if code == "00":
+        # Section 3: an approved response carries 38.  One no acquirer gave an
+        # approval code for (an 0410, 0510 or 0810, a completion or a wallet
+        # or city-card payment answered without one) carries the last six
+        # digits of its RRN: unique within the switch, and journaled with the
+        # response, so a retransmission gets the same.
+        out[38] = (auth_code or rrn[-6:])[:6].ljust(6)
     if tlv and build_tlv48 is not None:
         out[48] = build_tlv48(tlv)
     if icc:
