@@ -221,10 +221,10 @@ class TerminalSecurity:
         self.tpk: bytes | None = None
         self.response_key: bytes | None = None
         if bdk is not None:
-            from switch.security.terminal import dukpt_keys, response_mac_key
+            from switch.security.terminal import dukpt_keys
 
             self.tak, self.tpk, self.algorithm = dukpt_keys(bdk, self.ksn)
-            self.response_key = response_mac_key(bdk, self.ksn)
+            self.response_key = self.tak  # section 8: the answer is MACed under the request's key
 
     def __repr__(self) -> str:
         return f"TerminalSecurity({self.algorithm}, {'dukpt' if self.bdk else 'session keys'})"

@@ -165,7 +165,6 @@ def pin_block_4(key: bytes, pin: str, pan: str) -> bytes:
 _C0 = bytes.fromhex("C0C0C0C000000000C0C0C0C000000000")
 PIN_VARIANT = bytes.fromhex("00000000000000FF00000000000000FF")
 MAC_REQUEST_VARIANT = bytes.fromhex("000000000000FF00000000000000FF00")
-MAC_RESPONSE_VARIANT = bytes.fromhex("00000000FF00000000000000FF000000")
 
 
 def _half(key: bytes, reg: bytes) -> bytes:
@@ -265,9 +264,9 @@ class Terminal:
     def transact(self, doc: dict) -> dict:
         return iso8583.decode(self.exchange(self.encode(doc)), self.spec)[0]
 
-    def macd(self, doc: dict, key: bytes, *, aes=False, answer_key: bytes | None = None, wrong=False):
+    def macd(self, doc: dict, key: bytes, *, aes=False, wrong=False):
         """``doc`` with its MAC (field 64, or 128 with a secondary bitmap) over the bytes from the
-        MTI to the MAC field: (the answer, whether the answer's MAC verifies under ``answer_key``,
+        MTI to the MAC field: (the answer, whether the answer's MAC verifies under ``key`` (section 8: the same key),
         None when the answer has no MAC)."""
         doc = dict(doc)
         doc["128" if any(int(k) > 64 for k in doc if k.isdigit()) else "64"] = "00" * 8
@@ -279,7 +278,7 @@ class Terminal:
         answer = iso8583.decode(body, self.spec)[0]
         if "64" not in answer and "128" not in answer:
             return answer, None
-        expected = mac(answer_key or key, body[:-self.mac_len], aes)
+        expected = mac(key, body[:-self.mac_len], aes)
         return answer, body[-self.mac_len:] == (expected.hex().upper().encode() if self.mac_len == 16 else expected)
 
 
@@ -509,8 +508,8 @@ def test_tdes_dukpt_terminal(terminal):
         if pin:
             extra["52"] = _ecb(_xor(key, PIN_VARIANT), pin_block_0(pin, MASTERCARD)).hex().upper()
         request = secured(amount, tid, MASTERCARD, **extra)
-        # Section 8.1: the answer is MACed under the response variant of the transaction key.
-        return terminal.macd(request, _xor(key, MAC_REQUEST_VARIANT), answer_key=_xor(key, MAC_RESPONSE_VARIANT))
+        # Section 8: the answer is MACed under the same key as the request.
+        return terminal.macd(request, _xor(key, MAC_REQUEST_VARIANT))
 
     answer, verified = purchase(1, PIN)
     assert answer["39"] == "00" and verified is True

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from native.iso8583 import dialect
-from switch.security import keys, keystore, pinblock, sandbox, terminal
+from switch.security import dukpt, keys, keystore, pinblock, sandbox, terminal
 from switch.security.ciphers import tdes_decrypt
 from switch.security.config import Security, check
 from switch.security.mac import kcv, terminal_mac
@@ -93,8 +93,9 @@ def test_dukpt_mac_request_and_response(hsm):
     assert run(hsm.verify_mac(ref, terminal.mac_data(message), message[-8:]))
     assert not run(hsm.verify_mac(DukptKey("demo-bdk-tdes", "FFFF9876543210E00006"), terminal.mac_data(message), message[-8:]))
     mac = run(hsm.generate_mac(ref, b"response bytes"))
-    assert mac == terminal_mac(terminal.response_mac_key(BDK, KSN), b"response bytes", "tdes")
-    assert mac != terminal_mac(mac_key, b"response bytes", "tdes")  # the response variant, not the request key
+    assert mac == terminal_mac(mac_key, b"response bytes", "tdes")  # section 8: under the request's key
+    response_variant = dukpt.tdes_working_key(BDK, bytes.fromhex(KSN), "mac-response")
+    assert mac != terminal_mac(response_variant, b"response bytes", "tdes")
     with pytest.raises(KsnError, match="more than 10 one-bits"):
         run(hsm.verify_mac(DukptKey("demo-bdk-tdes", "FFFF9876543210E007FF"), b"x", bytes(8)))
 

@@ -182,9 +182,10 @@ def aes_working_key(bdk: bytes, ksn: bytes, usage: str) -> bytes:
 def working_key(bdk: bytes, ksn_hex: str, usage: str) -> tuple[bytes, str]:
     """The working key and its algorithm (``"tdes"`` / ``"aes"``) for a KSN from field 48 tag KS.
 
-    ``usage`` is ``pin`` or ``mac`` (request MAC); ``mac-response`` for the answer's MAC.
-    TDES applies the X9.24-1 request / response MAC variants; AES uses one MAC key both
-    ways (X9.24-3 key usage 0x2002) for the request and its answer.
+    ``usage`` is ``pin`` or ``mac``: the switch checks a request's MAC and MACs its answer
+    under the ``mac`` key, as the terminal spec's section 8 says ("a MAC under the same
+    key").  ``mac-response``, X9.24-1's variant for answers, is here for completeness:
+    TDES applies it, AES has one MAC key both ways (X9.24-3 key usage 0x2002).
     """
     ksn = parse_ksn(ksn_hex)
     if len(ksn) == 10:

@@ -140,7 +140,7 @@ class ModuleUnavailable(SecurityModuleError):
 @runtime_checkable
 class SecurityModule(Protocol):
     async def generate_mac(self, key: MacKey, data: bytes) -> bytes:
-        """The 8-byte MAC of ``data`` (retail MAC for TDES keys, CMAC/8 for AES); for DUKPT the response MAC key."""
+        """The 8-byte MAC of ``data`` (retail MAC for TDES keys, CMAC/8 for AES); for DUKPT the request's MAC key (spec 8)."""
         ...
 
     async def verify_mac(self, key: MacKey, data: bytes, mac: bytes) -> bool:

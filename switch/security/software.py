@@ -69,8 +69,8 @@ class SoftwareModule:
     def _mac(self, key: MacKey, direction: str) -> TerminalMac:
         if isinstance(key, DukptKey):  # a new key every transaction: nothing to keep
             bdk = self._entry(key.bdk, "dukpt")
-            usage = "mac" if direction == "request" else "mac-response"
-            return TerminalMac(*dukpt.working_key(bdk.key, key.ksn, usage))
+            # Section 8: the answer's MAC is under the same key as the request's.
+            return TerminalMac(*dukpt.working_key(bdk.key, key.ksn, "mac"))
         mac = self._macs.get(key.name)
         if mac is None:
             entry = self._entry(key.name, "mac")

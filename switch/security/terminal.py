@@ -17,7 +17,7 @@ from . import dukpt, pinblock
 from .keys import unwrap
 from .mac import kcv, same_mac, terminal_mac
 
-__all__ = ["MacFieldError", "mac_data", "sign", "verify", "encode_signed", "pin_block", "dukpt_keys", "response_mac_key", "session_keys"]
+__all__ = ["MacFieldError", "mac_data", "sign", "verify", "encode_signed", "pin_block", "dukpt_keys", "session_keys"]
 
 _MAC_LEN = 8
 
@@ -76,11 +76,6 @@ def dukpt_keys(bdk: bytes, ksn: str) -> tuple[bytes, bytes, str]:
     mac_key, algorithm = dukpt.working_key(bdk, ksn, "mac")
     pin_key, _ = dukpt.working_key(bdk, ksn, "pin")
     return mac_key, pin_key, algorithm
-
-
-def response_mac_key(bdk: bytes, ksn: str) -> bytes:
-    """The key a DUKPT terminal checks the response MAC with."""
-    return dukpt.working_key(bdk, ksn, "mac-response")[0]
 
 
 def session_keys(tmk: bytes, algorithm: str, field48: dict[str, str]) -> tuple[bytes, bytes]:

@@ -22,8 +22,8 @@ G0     PIN from DUKPT to ZPK (TDES or AES BDK)     as CI plus the source format 
 M6/M8  generate / verify a MAC                     mode (1N), input format (1N), MAC size
                                                    (1N), algorithm (1N), padding (1N), key
                                                    type (3H), key, length (4H), data[, MAC]
-GW     generate / verify a DUKPT MAC               mode (1N: 0 verify request MAC, 1
-                                                   generate response MAC), BDK, KSN
+GW     generate / verify a DUKPT MAC               mode (1N: 0 verify a request's MAC, 1
+                                                   generate its answer's, same key), BDK, KSN
                                                    descriptor, KSN, length (4H), data[, MAC]
 A0     generate a key (mode 1: also under a        mode, key type (3H), key scheme LMK,
        ZMK / TMK)                                  ';', ZMK/TMK flag, ZMK/TMK, key scheme

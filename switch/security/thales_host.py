@@ -188,7 +188,7 @@ class Host:
             key, alg = dukpt.working_key(bdk, f["ksn"], "mac")
             return {"mac": ""} if same_mac(terminal_mac(key, data, alg), bytes.fromhex(f["mac"])) else None
         if f["mode"] == "1" and not f["mac"]:
-            key, alg = dukpt.working_key(bdk, f["ksn"], "mac-response")
+            key, alg = dukpt.working_key(bdk, f["ksn"], "mac")  # the request's key (terminal spec 8)
             return {"mac": terminal_mac(key, data, alg).hex().upper()}
         raise HostError("15", "GW mode must be 0 (verify) or 1 (generate)")
 
