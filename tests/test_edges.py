@@ -315,6 +315,21 @@ def test_a_city_card_upload_answered_68_is_forwarded_again_and_never_reversed():
     run(scenario, acquirers=fakes(citycard=centre), extra=CITYCARD)
 
 
+@pytest.mark.parametrize("dates", [dict(t7="1332153000"), dict(f13="1340"), dict(f12="256000")])
+def test_a_city_card_upload_with_an_impossible_date_is_30_and_never_forwarded(dates):
+    centre = FakeAcquirer("citycard")
+
+    async def scenario(sw):
+        upload = dict(stan="000001", pan=CC_CARD, amount="000000002500", f22="051", f48=CC_DATA)
+        answer = await call(sw, request("0220", **upload, **dates))
+        assert (answer.mti, answer[39]) == ("0230", "30") and 38 not in answer
+        assert centre.authorized == []
+        good = await call(sw, request("0220", **{**upload, "stan": "000002"}))
+        assert good[39] == "00" and len(centre.authorized) == 1
+
+    run(scenario, acquirers=fakes(citycard=centre), extra=CITYCARD)
+
+
 @pytest.mark.parametrize("repeat", ["0101", "0201", "0401"])
 def test_a_repeat_is_answered_as_its_original_never_authorized_twice(repeat):
     async def scenario(sw):
