@@ -377,6 +377,10 @@ def test_wrong_wallet_key_answers_are_unverifiable_so_uncertain(sim):
     # Nothing the wallet said could be trusted: no answer, so uncertain (the switch reverses).
     assert result.response_code == "91" and result.uncertain is True
     assert healthy is True  # the endpoint answers, even if we cannot read it
+    # ... which only the counters tell an operator.
+    assert adapter.metrics.get("calls", call="pay", outcome="unverifiable") == 1
+    assert adapter.metrics.get("calls", call="cancel", outcome="unverifiable") >= 1
+    assert adapter.metrics.total("orders") == adapter.metrics.get("orders", disposition="open") == 1
 
 
 def test_bad_merchant_signature_is_refused_by_the_wallet(sim):
@@ -420,6 +424,9 @@ def test_unreachable_wallet_answers_91_at_once(sim):
     result, healthy = run(main())
     assert result.response_code == "91" and result.uncertain is False and not healthy
     assert result.acquirer_ref.endswith("|unsent")
+    assert adapter.metrics.get("calls", call="pay", outcome="unsent") == 1
+    assert adapter.metrics.get("orders", disposition="unsent") == 1
+    assert adapter.metrics.link == "wallet"  # exported as payswitch_wallet_*_total
 
 
 def test_requests_the_adapter_refuses_without_calling(sim):

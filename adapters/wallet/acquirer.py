@@ -13,6 +13,13 @@ and the wallet never takes the money twice.
 ``Result.acquirer_ref`` is ``"<order number>|<wallet trade number>|<disposition>"``
 (see :class:`.flow.Done` for the dispositions); :meth:`reverse` needs only the
 order number and derives it again when the reference is missing.
+
+``metrics`` (:class:`switch.core.link_metrics.LinkMetrics`, exported as
+``payswitch_wallet_<name>_total``) counts ``calls`` by ``call`` (pay, query,
+cancel) and ``outcome`` (``answered``; ``unverifiable``: an answer that does
+not parse or verify; ``no_answer``: none, though the request may have arrived;
+``unsent``) and ``orders`` by the ``disposition`` each flow ended with
+(``open``: a cancel never acknowledged, left to the switch's reversal).
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import msgspec
 
 from switch.core.acquirer import Request, Result
 from switch.core.acquirer import order_number as core_order_number
+from switch.core.link_metrics import LinkMetrics
 
 from . import outcomes
 from .flow import Call, Done, PaymentFlow, Reply, Wait
@@ -44,6 +52,7 @@ OnState = Callable[[str, str], Awaitable[None] | None]
 
 # Dispositions after which nothing is left to reverse at the wallet.
 _NOTHING_TO_REVERSE = frozenset({"declined", "closed", "refunded", "reversed", "not-found", "unsent"})
+_CALL_OUTCOMES = ("answered", "unverifiable", "no_answer", "unsent")
 
 
 def order_number(request: Request) -> str:
@@ -118,6 +127,13 @@ class WalletAcquirer:
         self._runs = 0
         self._drained = asyncio.Event()
         self._drained.set()
+        self.metrics = LinkMetrics(link="wallet")
+        # Every counter exists (at 0) before its first event: a rate over it is 0, not "no data".
+        for call in ("pay", "query", "cancel"):
+            for outcome in _CALL_OUTCOMES:
+                self.metrics.inc("calls", 0, call=call, outcome=outcome)
+        for disposition in ("paid", "open", *sorted(_NOTHING_TO_REVERSE)):
+            self.metrics.inc("orders", 0, disposition=disposition)
 
     # --- the Acquirer interface ------------------------------------------------
 
@@ -222,9 +238,10 @@ class WalletAcquirer:
                 assert isinstance(step, Call)
                 await self._journal(order.no, step.call)
                 flow.feed(step.call, await self._call(step.call, order, step.timeout), loop.time())
+            self.metrics.inc("orders", disposition=step.disposition)
             await self._journal(order.no, step.disposition)
-            log.info("%s: order %s %s -> %s%s", self.name, order.no, step.disposition,
-                     step.code, " (uncertain)" if step.uncertain else "")
+            log.log(logging.WARNING if step.uncertain else logging.INFO, "%s: order %s %s -> %s%s", self.name,
+                    order.no, step.disposition, step.code, " (uncertain)" if step.uncertain else "")
             return step
         finally:
             self._runs -= 1
@@ -242,14 +259,17 @@ class WalletAcquirer:
             reply = await self._exchange(call, order, timeout)
         except TransportError as exc:
             self._reachable = False
+            self.metrics.inc("calls", call=call, outcome="no_answer" if exc.sent else "unsent")
             log.warning("%s: %s %s: %s", self.name, call, order.no, exc)
             return Reply(None, sent=exc.sent)
         self._reachable = True
         if reply is not None and reply.buyer_id:
             self._buyers[order.no] = reply.buyer_id
         if reply is None:
+            self.metrics.inc("calls", call=call, outcome="unverifiable")
             log.warning("%s: %s %s: unverifiable answer, taken as no answer", self.name, call, order.no)
             return Reply(None)
+        self.metrics.inc("calls", call=call, outcome="answered")
         outcome = outcomes.classify(self.style, call, reply.word, reply.family)
         return Reply(outcome, reply.trade_no)
 
