@@ -273,6 +273,33 @@ def test_reverse_after_approval_refunds_once(sim):
     assert order["state"] == "refunded" and order["charges"] == 1 and order["refunds"] == 1
 
 
+def test_buyer_ids_are_not_kept_past_the_payment_they_came_with(sim):
+    class Stop(Exception):
+        pass
+
+    def stop_at_query(order, state):
+        if state == "query":
+            raise Stop
+
+    paid, held = purchase(code("77")), purchase(code("03"))
+
+    async def main():
+        adapter = sim.adapter()
+        result = await adapter.authorize(paid, 5.0)
+        assert result.buyer_id
+        assert (await adapter.query(order_no(result))).disposition == "paid"  # a query's answer names the buyer
+        assert await adapter.reverse(reversal(paid, result.acquirer_ref), 2.0) is True
+        adapter._on_state = stop_at_query
+        with pytest.raises(Stop):  # a payment that ends without a Result (the switch's backstop, a crash)
+            await adapter.authorize(held, 5.0)
+        leftover = dict(adapter._buyers)
+        await adapter.close()
+        return leftover
+
+    # The wallet's id of the payer (personal data) is held only until its payment's Result.
+    assert run(main()) == {}
+
+
 def test_reverse_without_a_reference_derives_the_order(sim):
     request = purchase(code("77"))
 

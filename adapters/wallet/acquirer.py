@@ -173,7 +173,7 @@ class WalletAcquirer:
             cancel_interval=self.cancel_interval,
             request_timeout=self.request_timeout,
         )
-        return self._result(order.no, await self._run(flow, order))
+        return await self._finished(flow, order)
 
     async def reverse(self, request: Request, timeout: float) -> bool:
         order_no = original_order_number(request)
@@ -194,6 +194,7 @@ class WalletAcquirer:
 
     async def query(self, order_no: str) -> OrderStatus:
         reply = await self._call("query", Order(order_no), self.request_timeout)
+        self._buyers.pop(order_no, None)  # only a payment's Result takes it
         if reply.outcome is None:
             return OrderStatus(outcomes.Disposition.UNKNOWN.value)
         return OrderStatus(reply.outcome.disposition.value, reply.outcome.code, reply.trade_no)
@@ -212,9 +213,16 @@ class WalletAcquirer:
             cancel_interval=self.cancel_interval,
             request_timeout=self.request_timeout,
         )
-        return self._result(order_no, await self._run(flow, Order(order_no)))
+        return await self._finished(flow, Order(order_no))
 
     # --- the driver -------------------------------------------------------------
+
+    async def _finished(self, flow: PaymentFlow, order: Order) -> Result:
+        """Run a payment's flow to its Result; its buyer id is dropped however it ends."""
+        try:
+            return self._result(order.no, await self._run(flow, order))
+        finally:
+            self._buyers.pop(order.no, None)
 
     async def _run(self, flow: PaymentFlow, order: Order) -> Done:
         loop = asyncio.get_running_loop()
@@ -263,7 +271,7 @@ class WalletAcquirer:
             log.warning("%s: %s %s: %s", self.name, call, order.no, exc)
             return Reply(None, sent=exc.sent)
         self._reachable = True
-        if reply is not None and reply.buyer_id:
+        if reply is not None and reply.buyer_id and call != "cancel":
             self._buyers[order.no] = reply.buyer_id
         if reply is None:
             self.metrics.inc("calls", call=call, outcome="unverifiable")
