@@ -53,6 +53,8 @@ OnState = Callable[[str, str], Awaitable[None] | None]
 # Dispositions after which nothing is left to reverse at the wallet.
 _NOTHING_TO_REVERSE = frozenset({"declined", "closed", "refunded", "reversed", "not-found", "unsent"})
 _CALL_OUTCOMES = ("answered", "unverifiable", "no_answer", "unsent")
+# Wallets' trade numbers have 28-32 characters; field 48 holds 999 with every tag.
+MAX_TRADE_NO = 64
 
 
 def order_number(request: Request) -> str:
@@ -75,9 +77,17 @@ def acquirer_ref(order_no: str, trade_no: str | None, disposition: str) -> str:
 
 
 def auth_code(trade_no: str | None, order_no: str) -> str:
-    """Field 38: the last six letters/digits of the wallet's trade number."""
-    source = "".join(c for c in (trade_no or order_no) if c.isalnum()).upper()
+    """Field 38 (an6): the last six ASCII letters/digits of the wallet's trade number."""
+    source = "".join(c for c in (trade_no or order_no) if c.isascii() and c.isalnum()).upper()
     return source[-6:].rjust(6, "0")
+
+
+def trade_tag(trade_no: str | None) -> dict[str, str]:
+    """Field 48 tag WT for an approval: the trade number when the field can carry it
+    (printable ASCII, at most :data:`MAX_TRADE_NO` characters), else no tag."""
+    if trade_no and len(trade_no) <= MAX_TRADE_NO and trade_no.isascii() and trade_no.isprintable():
+        return {"WT": trade_no}
+    return {}
 
 
 class Order(NamedTuple):
@@ -289,11 +299,15 @@ class WalletAcquirer:
         ref = acquirer_ref(order_no, done.trade_no, done.disposition)
         buyer = self._buyers.pop(order_no, None)
         if done.code == "00":
+            tlv = trade_tag(done.trade_no)
+            if done.trade_no and not tlv:
+                log.warning("%s: order %s paid; its trade number (%d characters) cannot go in field 48",
+                            self.name, order_no, len(done.trade_no))
             return Result(
                 response_code="00",
                 auth_code=auth_code(done.trade_no, order_no),
                 acquirer_ref=ref,
-                tlv={"WT": done.trade_no} if done.trade_no else {},
+                tlv=tlv,
                 buyer_id=buyer,
             )
         return Result(response_code=done.code, acquirer_ref=ref, uncertain=done.uncertain)
