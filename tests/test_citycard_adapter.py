@@ -137,6 +137,11 @@ def test_to_result():
         "00", {"CB": "000000007500"}, "000001", d.ref, False)
     assert to_result(d, Response(id=1, code="00", balance=-5, ref=d.ref)).tlv == {}
     assert to_result(d, Response(id=1, code="51", balance=10, auth="x", ref=d.ref)).auth_code is None
+    # Fields 38 (an6) and 39 (an2) take ASCII letters and digits only: anything else is not an answer to pass on.
+    wide = "\u4ea4\u6613" * 3  # six letters, none of them ASCII
+    assert to_result(d, Response(id=1, code="00", auth=wide, ref=d.ref)).auth_code is None
+    odd = to_result(d, Response(id=1, code="\u4ea4\u6613", ref=d.ref))
+    assert (odd.response_code, odd.uncertain) == ("96", True)
     wrong = to_result(d, Response(id=1, code="00", ref="other"))
     assert (wrong.response_code, wrong.uncertain) == ("96", True)
     ld = build_message(top_up(card, 1, 100))
