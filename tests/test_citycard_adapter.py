@@ -140,8 +140,10 @@ def test_to_result():
     # Fields 38 (an6) and 39 (an2) take ASCII letters and digits only: anything else is not an answer to pass on.
     wide = "\u4ea4\u6613" * 3  # six letters, none of them ASCII
     assert to_result(d, Response(id=1, code="00", auth=wide, ref=d.ref)).auth_code is None
-    odd = to_result(d, Response(id=1, code="\u4ea4\u6613", ref=d.ref))
-    assert (odd.response_code, odd.uncertain) == ("96", True)
+    for odd_code in ("\u4ea4\u6613", "Z9", "0", "000"):  # not a section 5 code: what happened is unknown
+        odd = to_result(d, Response(id=1, code=odd_code, ref=d.ref))
+        assert (odd.response_code, odd.uncertain) == ("96", True)
+    assert to_result(d, Response(id=1, code="96", ref=d.ref)).uncertain is False  # the centre's own 96: nothing booked
     wrong = to_result(d, Response(id=1, code="00", ref="other"))
     assert (wrong.response_code, wrong.uncertain) == ("96", True)
     ld = build_message(top_up(card, 1, 100))

@@ -21,6 +21,7 @@ import re
 import msgspec
 
 from switch.core.acquirer import Original, Request, Result
+from switch.core.messages import RESPONSE_CODES
 
 from .protocol import Balance, CentreRequest, Debit, Load, Offline, Response, Reverse
 
@@ -163,7 +164,7 @@ def to_result(message: CentreRequest, response: Response) -> Result:
     ref = getattr(message, "ref", None)
     code = response.code
     uncertain = moves_money(message)
-    if len(code) != 2 or not _ascii_alnum(code):
+    if code not in RESPONSE_CODES:  # the protocol's codes are section 5's; another tells nothing
         return Result(response_code="96", acquirer_ref=ref, uncertain=uncertain)
     if ref is not None and response.ref is not None and response.ref != ref:
         return Result(response_code="96", acquirer_ref=ref, uncertain=uncertain)

@@ -26,6 +26,11 @@ MANDATORY: dict[str, tuple[int, ...]] = {
     "0800": (7, 11, 41, 70),
 }
 
+# Section 5: every response code a terminal may get in field 39.
+RESPONSE_CODES = frozenset(
+    {"00", "03", "05", "12", "13", "14", "25", "30", "51", "55", "58", "62", "68", "91", "94", "95", "96", "A0"}
+)
+
 # Section 3: fields a response echoes from its request when present.
 ECHOED = (3, 4, 7, 11, 12, 13, 41, 42, 49)
 
