@@ -54,7 +54,7 @@ KINDS = ("card", "wallet", "citycard")
 
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
-# Card host-link counter names (adapters.card.hostlink.LinkMetrics) and the
+# Card host-link counter names (switch.core.link_metrics.LinkMetrics) and the
 # labels each carries besides the acquirer.
 CARD_LINK_COUNTERS: dict[str, tuple[tuple[str, ...], str]] = {
     "requests": (("mti", "response_code"), "Requests answered by the host link, by MTI and response code"),
@@ -415,11 +415,13 @@ class Metrics:
             counters = getattr(acq, "metrics", None)
             if counters is None or not hasattr(counters, "listener"):
                 continue
-            states = getattr(acq, "connection_states", None)
-            self.init_link_counters(name, list(states()) if states is not None else [])
+            link = getattr(counters, "link", "hostlink")  # city-card and wallet links: their own families
+            if link == "hostlink":
+                states = getattr(acq, "connection_states", None)
+                self.init_link_counters(name, list(states()) if states is not None else [])
             if counters.listener is not None:
                 continue
-            listener = self.link_listener(name)
+            listener = self.link_listener(name, link)
             for (cname, labels), value in list(counters.counters.items()):
                 listener(cname, dict(labels), value)
             counters.listener = listener

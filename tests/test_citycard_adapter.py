@@ -137,6 +137,13 @@ def test_to_result():
         "00", {"CB": "000000007500"}, "000001", d.ref, False)
     assert to_result(d, Response(id=1, code="00", balance=-5, ref=d.ref)).tlv == {}
     assert to_result(d, Response(id=1, code="51", balance=10, auth="x", ref=d.ref)).auth_code is None
+    # Fields 38 (an6) and 39 (an2) take ASCII letters and digits only: anything else is not an answer to pass on.
+    wide = "\u4ea4\u6613" * 3  # six letters, none of them ASCII
+    assert to_result(d, Response(id=1, code="00", auth=wide, ref=d.ref)).auth_code is None
+    for odd_code in ("\u4ea4\u6613", "Z9", "0", "000"):  # not a section 5 code: what happened is unknown
+        odd = to_result(d, Response(id=1, code=odd_code, ref=d.ref))
+        assert (odd.response_code, odd.uncertain) == ("96", True)
+    assert to_result(d, Response(id=1, code="96", ref=d.ref)).uncertain is False  # the centre's own 96: nothing booked
     wrong = to_result(d, Response(id=1, code="00", ref="other"))
     assert (wrong.response_code, wrong.uncertain) == ("96", True)
     ld = build_message(top_up(card, 1, 100))
@@ -289,6 +296,7 @@ def test_no_connection_is_91_not_uncertain(run):
         assert not acq.healthy()
         result = await acq.authorize(debit("8800000000003001", 1, 100), 1)
         assert (result.response_code, result.uncertain) == ("91", False)
+        assert acq.metrics.get("unavailable", op="debit") == 1
         assert not await acq.reverse(reversal_of(debit("8800000000003001", 1, 100), result), 1)
 
     with socket_closed_port() as port:
@@ -358,9 +366,14 @@ def test_timeout_is_68_uncertain_and_late_answer_is_ignored(run):
             assert result.acquirer_ref == centre_ref(req.txn_id, req.rrn)
             inquiry = await acq.authorize(request("8800000000003002", pc="310000"), 0.05)
             assert (inquiry.response_code, inquiry.uncertain) == ("68", False)  # nothing to reverse
+            # Given up on: no longer in flight (the least-loaded link choice counts these).
+            assert sum(link.in_flight for link in acq._links) == 0
             await asyncio.sleep(0.4)  # the late answers arrive and are dropped
             assert acq.healthy()
             assert (await acq.authorize(req, 1)).response_code == "00"
+            # What an SRE sees: both unanswered requests, both late answers.
+            assert acq.metrics.get("timeouts", op="debit") == acq.metrics.get("timeouts", op="balance") == 1
+            assert acq.metrics.get("late_answers") == 2
             await acq.close()
 
     run(main())
@@ -380,6 +393,7 @@ def test_connection_lost_after_sending_is_uncertain_then_reconnects(run):
             req = debit("8800000000003003", 1, 100)
             lost = await acq.authorize(req, 2)
             assert (lost.response_code, lost.uncertain) == ("91", True)
+            assert acq.metrics.get("lost_in_flight", op="debit") == 1
             for _ in range(100):
                 if acq.healthy():
                     break
@@ -391,6 +405,44 @@ def test_connection_lost_after_sending_is_uncertain_then_reconnects(run):
             await acq.close()
 
     run(main())
+
+
+def test_offline_uploads_are_counted_by_what_became_of_them(run):
+    card = "8800000000003006"
+
+    async def main():
+        async def answer_then_fall_silent(req, writer, number):
+            if req.counter == "00001":
+                writer.write(encode(Response(id=req.id, code="00", ref=req.ref, auth="000001")))
+            elif req.counter == "00002":
+                writer.write(encode(Response(id=req.id, code="A0", ref=req.ref)))
+
+        async with FakeCentre(answer_then_fall_silent) as centre:
+            acq = CityCardAcquirer(endpoints=[centre.endpoint])
+            await acq.start()
+            codes = [(await acq.authorize(offline(card, n, 100), 0.1)).response_code for n in (1, 2, 3)]
+            assert codes == ["00", "A0", "68"]
+            assert [acq.metrics.get("uploads", result=r) for r in ("confirmed", "refused", "unconfirmed")] == [1, 1, 1]
+            assert acq.metrics.get("timeouts", op="offline") == 1
+            await acq.close()
+
+    run(main())
+
+
+def test_link_counters_are_exported_as_payswitch_citycard_totals():
+    from switch.metrics import Metrics
+
+    acq = CityCardAcquirer(endpoints=[("127.0.0.1", 9301)])
+    acq.metrics.inc("timeouts", op="load")
+    metrics = Metrics(process=False)
+    metrics.attach_links({"citycard": acq})
+    acq.metrics.inc("uploads", result="unconfirmed")
+    value = metrics.registry.get_sample_value
+    assert value("payswitch_citycard_timeouts_total", {"acquirer": "citycard", "op": "load"}) == 1
+    assert value("payswitch_citycard_timeouts_total", {"acquirer": "citycard", "op": "debit"}) == 0
+    assert value("payswitch_citycard_uploads_total", {"acquirer": "citycard", "result": "unconfirmed"}) == 1
+    assert value("payswitch_citycard_late_answers_total", {"acquirer": "citycard"}) == 0
+    assert value("payswitch_hostlink_timeouts_total", {"acquirer": "citycard", "mti": "0200"}) is None
 
 
 def test_close_fails_pending_calls_as_uncertain(run):
@@ -424,6 +476,7 @@ def test_garbage_from_centre_closes_the_link(run):
             await acq.start()
             first = await acq.authorize(debit("8800000000003005", 1, 100), 2)
             assert (first.response_code, first.uncertain) == ("91", True)
+            assert acq.metrics.get("protocol_errors", endpoint="%s:%d" % centre.endpoint) == 1
             for _ in range(100):
                 if acq.healthy():
                     break

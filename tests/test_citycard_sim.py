@@ -155,6 +155,20 @@ def test_offline_after_online_debit_of_same_counter_counted_once(centre):
     assert centre.accounts[CARD].balance == 7500
 
 
+def test_a_counted_upload_answers_00_with_the_authorization_of_its_booking(centre):
+    # Spec 3: an approval carries field 38; a duplicate record is the booking it duplicates.
+    debit = centre.handle(purse(counter=6))
+    first = centre.handle(purse(cls=Offline, counter=7, ref="up-1"))
+    again = centre.handle(purse(cls=Offline, counter=7, ref="up-2"))
+    after_debit = centre.handle(purse(cls=Offline, counter=6, ref="up-3"))
+    assert (again.code, again.auth) == ("00", first.auth) and len(first.auth) == 6
+    assert (after_debit.code, after_debit.auth) == ("00", debit.auth)
+    reversed_debit = centre.handle(Reverse(id=1, ref=purse(counter=6).ref))
+    assert reversed_debit.code == "00"
+    rebooked = centre.handle(purse(cls=Offline, counter=6, ref="up-4"))  # booked again, a new authorization
+    assert rebooked.code == "00" and rebooked.auth not in (None, debit.auth)
+
+
 def test_offline_same_counter_other_content_94(centre):
     centre.handle(purse(cls=Offline, counter=7, ref="a"))
     assert centre.handle(purse(cls=Offline, counter=7, amount=100, ref="b")).code == "94"

@@ -59,6 +59,25 @@ def test_zero_amount_is_13_except_balance_inquiry():
     m.check_request(msg(f4="000000000000", f3="310000"))
 
 
+@pytest.mark.parametrize("field, value", [
+    (7, "1324101500"), (7, "0024101500"), (7, "1100101500"), (7, "1131101500"), (7, "0230101500"),
+    (7, "1124241500"), (7, "1124106000"), (7, "1124101560"),
+    (12, "241500"), (12, "106000"), (12, "101599"), (13, "1340"), (13, "0000"), (13, "0431"),
+])
+def test_impossible_date_or_time_is_30_naming_the_field(field, value):
+    # Section 2: 7 is MMDDhhmmss, 12 hhmmss, 13 MMDD (an offline upload's record dates included).
+    with pytest.raises(m.Rejection) as e:
+        m.check_request(msg(**{f"f{field}": value}))
+    assert e.value.code == "30" and f"field {field}" in e.value.reason and value not in e.value.reason
+
+
+@pytest.mark.parametrize("field, value", [(7, "0229235959"), (7, "1231000000"), (12, "000000"), (13, "0229"),
+                                          (13, "0131")])
+def test_possible_dates_and_times_pass(field, value):
+    m.check_request(msg(**{f"f{field}": value}))
+    m.check_request(msg(mti="0220", f2="8800123456789015", f35=None, f52=None, **{f"f{field}": value}))
+
+
 def test_network_management_needs_only_its_fields():
     echo = T.decode(T.encode({"mti": "0800", 7: "1124101500", 11: "000002", 41: "DEMO0001", 70: "301"}))
     m.check_request(echo)

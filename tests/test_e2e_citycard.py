@@ -123,9 +123,12 @@ def test_topup_with_mac1_gets_mac2(client):
 def test_duplicate_offline_upload_is_counted_once(client):
     card = "8800123456789056"
     first, _ = citycard_request(card, 3, 1200, mti="0220")
-    assert client.transact(first)["t"] == "0230"
+    booked = client.transact(first)
+    assert booked["t"] == "0230" and booked["39"] == "00"
     again, _ = citycard_request(card, 3, 1200, mti="0220")  # new STAN, same card counter
-    assert client.transact(again)["39"] == "00"
+    counted = client.transact(again)
+    # Section 3: an approval carries 38, the duplicate's that of the booking it duplicates.
+    assert counted["39"] == "00" and counted["38"] == booked["38"]
     debit, _ = citycard_request(card, 4, 100)
     resp = client.transact(debit)
     assert resp["39"] == "00"

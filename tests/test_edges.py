@@ -109,6 +109,25 @@ def test_an_approval_the_journal_cannot_take_is_answered_96_and_reversed():
     run(scenario)
 
 
+@pytest.mark.parametrize("answer", [
+    Result(response_code="00", auth_code="T00001", acquirer_ref="w-1", tlv={"WT": "4" * 1200}),  # over field 48's 999
+    Result(response_code="00", auth_code="T\u4ea4\u6613", acquirer_ref="w-1"),  # not an an6 field 38
+])
+def test_an_approval_that_cannot_be_put_in_a_response_is_answered_96_and_reversed(answer):
+    wallet = FakeAcquirer("wallet-a", answer=answer)
+
+    async def scenario(sw):
+        body = request(pan=None, f22="031", f48="BC018281234567890123456")
+        resp = await call(sw, body)
+        assert resp[39] == "96" and 38 not in resp
+        await wait_state(sw, "000001", states.REVERSED)
+        assert len(wallet.reversed) == 1
+        again = await call(sw, body)  # answered from the journal, never paid twice
+        assert (again[39], again[37]) == ("96", resp[37]) and len(wallet.authorized) == 1
+
+    run(scenario, acquirers=fakes(**{"wallet-a": wallet}))
+
+
 def test_a_terminal_0400_of_a_transaction_left_sent_reverses_it():
     async def scenario(sw):
         assert (await call(sw, request()))[39] == "00"
@@ -311,6 +330,21 @@ def test_a_city_card_upload_answered_68_is_forwarded_again_and_never_reversed():
         assert (third[39], third[37]) == ("00", again[37]) and len(centre.authorized) == 2
         await asyncio.sleep(0.1)
         assert centre.reversed == []
+
+    run(scenario, acquirers=fakes(citycard=centre), extra=CITYCARD)
+
+
+@pytest.mark.parametrize("dates", [dict(t7="1332153000"), dict(f13="1340"), dict(f12="256000")])
+def test_a_city_card_upload_with_an_impossible_date_is_30_and_never_forwarded(dates):
+    centre = FakeAcquirer("citycard")
+
+    async def scenario(sw):
+        upload = dict(stan="000001", pan=CC_CARD, amount="000000002500", f22="051", f48=CC_DATA)
+        answer = await call(sw, request("0220", **upload, **dates))
+        assert (answer.mti, answer[39]) == ("0230", "30") and 38 not in answer
+        assert centre.authorized == []
+        good = await call(sw, request("0220", **{**upload, "stan": "000002"}))
+        assert good[39] == "00" and len(centre.authorized) == 1
 
     run(scenario, acquirers=fakes(citycard=centre), extra=CITYCARD)
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.card.hostlink import LinkMetrics
+from switch.core.link_metrics import LinkMetrics
 from switch.io import status
 from switch.io.http import AdminHttp
 from switch.journal import open_journal
@@ -93,6 +93,19 @@ def test_attach_links_carries_over_what_the_adapter_already_counted():
     # trouble counters exist at 0 before any trouble (rates over them are 0, not "no data")
     assert value(m, "payswitch_hostlink_timeouts_total", acquirer="bank-a", mti="0200") == 0
     assert value(m, "payswitch_hostlink_sign_on_failures_total", acquirer="bank-a", endpoint="10.0.0.1:5000") == 0
+
+
+def test_attach_links_exports_each_link_under_its_own_family():
+    centre = SimpleNamespace(metrics=LinkMetrics(link="citycard"))
+    wallet = SimpleNamespace(metrics=LinkMetrics(link="wallet"))
+    centre.metrics.inc("timeouts", op="debit")
+    m = Metrics(process=False)
+    m.attach_links({"centre": centre, "tradepay": wallet})
+    wallet.metrics.inc("calls", call="pay", outcome="unverifiable")
+    assert value(m, "payswitch_citycard_timeouts_total", acquirer="centre", op="debit") == 1
+    assert value(m, "payswitch_wallet_calls_total", acquirer="tradepay", call="pay", outcome="unverifiable") == 1
+    # Not card host-link series: those would tell an operator of a host link that does not exist.
+    assert m.registry.get_sample_value("payswitch_hostlink_timeouts_total", {"acquirer": "centre", "mti": "0200"}) is None
 
 
 def test_reversal_backlog_age_is_uncapped_and_keeps_growing():

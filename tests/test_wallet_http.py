@@ -123,6 +123,30 @@ def test_idle_connection_closed_by_the_server_is_replaced(run):
     run(main())
 
 
+def test_request_lost_on_a_reused_connection_may_have_reached_the_server(run):
+    # The wallet reads the second request (a pay it may act on), drops the
+    # connection without answering and is gone when the request is sent again:
+    # that pay may have charged the customer, so it is never "not sent".
+    async def answer_once_then_vanish(n, request):
+        if n == 1:
+            return ok(b"ok")
+        server.server.close()  # stop listening: the retry's connect is refused
+        return "close"
+
+    async def main():
+        nonlocal server
+        async with Server(answer_once_then_vanish) as server:
+            pool = ConnectionPool(server.url)
+            assert (await pool.request("POST", "/", b"", timeout=2.0)).body == b"ok"
+            with pytest.raises(TransportError) as exc:
+                await pool.request("POST", "/pay", b"x", timeout=2.0)
+            assert exc.value.sent is True
+            await pool.close()
+
+    server = None
+    run(main())
+
+
 def test_timeout_after_sending_may_have_reached_the_server(run):
     async def hang(n, request):
         return "hang"

@@ -116,6 +116,19 @@ def test_auth_code_is_six_characters():
     assert auth_code("2088000000000000000000123456", "X") == "123456"
     assert auth_code("42", "X") == "000042"
     assert auth_code(None, "DEMO0001abcdef") == "ABCDEF"
+    # Field 38 is an6: letters and digits of ASCII only, whatever the wallet's trade number holds.
+    assert auth_code("T20\u4ea4\u6613\uff11\u0661", "X") == "000T20"
+
+
+@pytest.mark.parametrize("trade_no", ["4" * 1200, "T-1\u4ea4", "T 1\n"])
+def test_a_trade_number_field_48_cannot_carry_is_left_out_of_the_approval(trade_no):
+    from adapters.wallet.micropay import MicroPayAcquirer
+
+    wallet = MicroPayAcquirer("w", "http://127.0.0.1:1", app_id="a", mch_id="m", secret=b"s")
+    result = wallet._result("ORDER1", Done("00", "paid", trade_no, False))
+    assert (result.response_code, result.tlv) == ("00", {})
+    assert result.acquirer_ref == f"ORDER1|{trade_no}|paid"  # kept for a reversal
+    assert wallet._result("ORDER1", Done("00", "paid", "2088X-1", False)).tlv == {"WT": "2088X-1"}
 
 
 # --- the flow, on a fake clock -------------------------------------------------------

@@ -273,6 +273,33 @@ def test_reverse_after_approval_refunds_once(sim):
     assert order["state"] == "refunded" and order["charges"] == 1 and order["refunds"] == 1
 
 
+def test_buyer_ids_are_not_kept_past_the_payment_they_came_with(sim):
+    class Stop(Exception):
+        pass
+
+    def stop_at_query(order, state):
+        if state == "query":
+            raise Stop
+
+    paid, held = purchase(code("77")), purchase(code("03"))
+
+    async def main():
+        adapter = sim.adapter()
+        result = await adapter.authorize(paid, 5.0)
+        assert result.buyer_id
+        assert (await adapter.query(order_no(result))).disposition == "paid"  # a query's answer names the buyer
+        assert await adapter.reverse(reversal(paid, result.acquirer_ref), 2.0) is True
+        adapter._on_state = stop_at_query
+        with pytest.raises(Stop):  # a payment that ends without a Result (the switch's backstop, a crash)
+            await adapter.authorize(held, 5.0)
+        leftover = dict(adapter._buyers)
+        await adapter.close()
+        return leftover
+
+    # The wallet's id of the payer (personal data) is held only until its payment's Result.
+    assert run(main()) == {}
+
+
 def test_reverse_without_a_reference_derives_the_order(sim):
     request = purchase(code("77"))
 
@@ -377,6 +404,10 @@ def test_wrong_wallet_key_answers_are_unverifiable_so_uncertain(sim):
     # Nothing the wallet said could be trusted: no answer, so uncertain (the switch reverses).
     assert result.response_code == "91" and result.uncertain is True
     assert healthy is True  # the endpoint answers, even if we cannot read it
+    # ... which only the counters tell an operator.
+    assert adapter.metrics.get("calls", call="pay", outcome="unverifiable") == 1
+    assert adapter.metrics.get("calls", call="cancel", outcome="unverifiable") >= 1
+    assert adapter.metrics.total("orders") == adapter.metrics.get("orders", disposition="open") == 1
 
 
 def test_bad_merchant_signature_is_refused_by_the_wallet(sim):
@@ -420,6 +451,9 @@ def test_unreachable_wallet_answers_91_at_once(sim):
     result, healthy = run(main())
     assert result.response_code == "91" and result.uncertain is False and not healthy
     assert result.acquirer_ref.endswith("|unsent")
+    assert adapter.metrics.get("calls", call="pay", outcome="unsent") == 1
+    assert adapter.metrics.get("orders", disposition="unsent") == 1
+    assert adapter.metrics.link == "wallet"  # exported as payswitch_wallet_*_total
 
 
 def test_requests_the_adapter_refuses_without_calling(sim):

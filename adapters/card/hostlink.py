@@ -56,6 +56,7 @@ from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the 
     valid_stan,
 )
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Request, Result
+from switch.core.link_metrics import LinkMetrics  # noqa: F401  (re-exported: the link and tests use it)
 
 # Response codes this adapter produces itself (spec section 5).
 RC_TOO_LATE = "68"  # no answer before the deadline
@@ -109,38 +110,19 @@ class Backoff:
 # --------------------------------------------------------------------------
 # Metrics, without a metrics library: the switch wires these to Prometheus.
 
-class LinkMetrics:
-    """Counters keyed by (name, labels); an optional listener sees every increment.
-
-    Names: ``requests`` (mti, response_code), ``timeouts`` (mti),
-    ``late_answers`` (mti), ``lost_in_flight`` (mti), ``unavailable`` (mti),
-    ``unmatched_answers`` (mti), ``reconnects`` (endpoint), ``echoes`` (endpoint),
-    ``protocol_errors`` (endpoint), ``sign_on_failures`` (endpoint),
-    ``reversals`` (mti 0420/0421, response_code; "timeout" or "lost" when
-    unanswered), ``network_requests`` (endpoint, code: 0800s the acquirer sent),
-    ``key_changes`` (endpoint, response_code), ``breaker_trips`` (endpoint),
-    ``stan_collisions`` (mti), ``mac_failures`` (a message of the acquirer
-    whose MAC was missing or wrong: by the MTI of the request it answers, else
-    its own: 0800, or a late or unmatched answer's).
-    Connection and breaker states are gauges: see
-    ``HostLinkAcquirer.connection_states()`` and ``breaker_states()``.
-    """
-
-    def __init__(self, listener: Callable[[str, dict[str, str], int], None] | None = None) -> None:
-        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
-        self.listener = listener
-
-    def inc(self, name: str, amount: int = 1, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
-        self.counters[key] = self.counters.get(key, 0) + amount
-        if self.listener is not None:
-            self.listener(name, labels, amount)
-
-    def get(self, name: str, **labels: str) -> int:
-        return self.counters.get((name, tuple(sorted(labels.items()))), 0)
-
-    def total(self, name: str) -> int:
-        return sum(v for (n, _), v in self.counters.items() if n == name)
+# The LinkMetrics (switch.core.link_metrics) counters of a card host link:
+# ``requests`` (mti, response_code), ``timeouts`` (mti),
+# ``late_answers`` (mti), ``lost_in_flight`` (mti), ``unavailable`` (mti),
+# ``unmatched_answers`` (mti), ``reconnects`` (endpoint), ``echoes`` (endpoint),
+# ``protocol_errors`` (endpoint), ``sign_on_failures`` (endpoint),
+# ``reversals`` (mti 0420/0421, response_code; "timeout" or "lost" when
+# unanswered), ``network_requests`` (endpoint, code: 0800s the acquirer sent),
+# ``key_changes`` (endpoint, response_code), ``breaker_trips`` (endpoint),
+# ``stan_collisions`` (mti), ``mac_failures`` (a message of the acquirer
+# whose MAC was missing or wrong: by the MTI of the request it answers, else
+# its own: 0800, or a late or unmatched answer's).
+# Connection and breaker states are gauges: see
+# ``HostLinkAcquirer.connection_states()`` and ``breaker_states()``.
 
 
 # --------------------------------------------------------------------------

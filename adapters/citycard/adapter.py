@@ -10,6 +10,14 @@ Outcomes it cannot know are reported as such: no answer within the deadline
 is 68 and a connection lost after sending is 91, both ``uncertain`` when the
 request moves money, so the switch reverses them by ref; no connection at all
 is 91, certain (nothing was sent).
+
+``metrics`` (:class:`switch.core.link_metrics.LinkMetrics`, exported as
+``payswitch_citycard_<name>_total``) counts what the link saw: ``timeouts``,
+``lost_in_flight`` and ``unavailable`` by ``op`` (debit, offline, load,
+balance, reverse), ``late_answers`` (answers after their caller gave up),
+``protocol_errors`` by ``endpoint`` (connections closed for a bad answer) and
+``uploads`` by ``result`` (offline advices: ``confirmed`` 00, ``refused``
+another code, ``unconfirmed`` no answer: the terminal uploads it again).
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ from typing import Any
 import msgspec
 
 from switch.core.acquirer import Request, Result
+from switch.core.link_metrics import LinkMetrics
 
 from .mapping import Refusal, build_message, moves_money, original_ref, to_result
 from .protocol import (
@@ -30,6 +39,7 @@ from .protocol import (
     FrameBuffer,
     Ledger,
     LedgerPage,
+    Offline,
     ProtocolError,
     Response,
     Reverse,
@@ -41,6 +51,8 @@ from .protocol import (
 __all__ = ["CityCardAcquirer", "Unavailable", "LinkLost"]
 
 log = logging.getLogger("payswitch.citycard")
+
+_OPS = ("debit", "offline", "load", "balance", "reverse")
 
 
 class Unavailable(Exception):
@@ -54,8 +66,9 @@ class LinkLost(Exception):
 class _Link(asyncio.Protocol):
     """One connection to the centre: framing and request/response matching."""
 
-    def __init__(self, peer: str) -> None:
+    def __init__(self, peer: str, metrics: LinkMetrics) -> None:
         self.peer = peer
+        self.metrics = metrics
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._frames = FrameBuffer()
@@ -74,10 +87,12 @@ class _Link(asyncio.Protocol):
                 waiter = self._pending.pop(response.id, None)
                 if waiter is None:
                     # Its caller gave up (68): the switch reverses it by ref.
-                    log.info("late answer from %s to request %d: %s", self.peer, response.id, response.code)
+                    self.metrics.inc("late_answers")
+                    log.warning("late answer from %s to request %d: %s", self.peer, response.id, response.code)
                 elif not waiter.done():
                     waiter.set_result(response)
         except ProtocolError as exc:
+            self.metrics.inc("protocol_errors", endpoint=self.peer)
             log.error("closing connection to %s: %s", self.peer, exc)
             assert self.transport is not None
             self.transport.abort()
@@ -144,6 +159,16 @@ class CityCardAcquirer:
         self._up = asyncio.Event()
         self._turn = itertools.count()
         self._closing = False
+        self.metrics = LinkMetrics(link="citycard")
+        # Every counter exists (at 0) before its first event: a rate over it is 0, not "no data".
+        for op in _OPS:
+            for name in ("timeouts", "lost_in_flight", "unavailable"):
+                self.metrics.inc(name, 0, op=op)
+        for result in ("confirmed", "refused", "unconfirmed"):
+            self.metrics.inc("uploads", 0, result=result)
+        self.metrics.inc("late_answers", 0)
+        for host, port in self.endpoints:
+            self.metrics.inc("protocol_errors", 0, endpoint=f"{host}:{port}")
 
     # -- Acquirer ----------------------------------------------------------------
 
@@ -188,17 +213,25 @@ class CityCardAcquirer:
             return Result(response_code="00" if acked else "91", acquirer_ref=message.ref)
         ref = getattr(message, "ref", None)
         uncertain = moves_money(message)
+        upload = isinstance(message, Offline)
         try:
             response = await self.call(message, timeout)
         except Unavailable:
+            self._unconfirmed(upload)
+            log.warning("%s: txn %d: no connection to the centre, not sent", self.name, request.txn_id)
             return Result(response_code="91", acquirer_ref=ref)
         except TimeoutError:
+            self._unconfirmed(upload)
             log.warning("%s: txn %d (ref %s) unanswered after %.3fs", self.name, request.txn_id, ref, timeout)
             return Result(response_code="68", acquirer_ref=ref, uncertain=uncertain)
         except LinkLost as exc:
+            self._unconfirmed(upload)
             log.warning("%s: txn %d (ref %s): %s", self.name, request.txn_id, ref, exc)
             return Result(response_code="91", acquirer_ref=ref, uncertain=uncertain)
         result = to_result(message, response)
+        if upload:
+            self.metrics.inc("uploads", result="confirmed" if result.response_code == "00" else
+                             "unconfirmed" if result.uncertain else "refused")
         log.debug(
             "%s: txn %d card %s %s -> %s",
             self.name, request.txn_id, mask_card(request.pan), type(message).__name__.lower(),
@@ -237,19 +270,33 @@ class CityCardAcquirer:
         Raises :class:`Unavailable` (not sent), :class:`TimeoutError` or
         :class:`LinkLost` (sent, outcome unknown).
         """
+        op = type(message).__name__.lower()
         link = self._pick()
         if link is None:
+            self.metrics.inc("unavailable", op=op)
             raise Unavailable(f"{self.name}: no connection to the centre")
         rid, waiter = link.send(message)
         try:
             async with asyncio.timeout(timeout):
                 return await waiter
+        except TimeoutError:
+            self.metrics.inc("timeouts", op=op)
+            raise
+        except LinkLost:
+            self.metrics.inc("lost_in_flight", op=op)
+            raise
         finally:
-            if not waiter.done():
-                link.forget(rid)
-                waiter.cancel()
+            # A timeout cancels the waiter itself: forget it whatever its state, or
+            # it would count as in flight until the connection closes and its late
+            # answer would pass unnoticed.
+            link.forget(rid)
+            waiter.cancel()
 
     # -- internals -------------------------------------------------------------
+
+    def _unconfirmed(self, upload: bool) -> None:
+        if upload:
+            self.metrics.inc("uploads", result="unconfirmed")
 
     async def _reverse(self, message: Reverse, timeout: float) -> bool:
         try:
@@ -282,7 +329,8 @@ class CityCardAcquirer:
             peer = f"{host}:{port}"
             try:
                 async with asyncio.timeout(self.connect_timeout):
-                    _, link = await loop.create_connection(lambda: _Link(peer), host, port, ssl=self.ssl)
+                    _, link = await loop.create_connection(lambda: _Link(peer, self.metrics), host, port,
+                                                           ssl=self.ssl)
             except (OSError, TimeoutError) as exc:
                 if not failing:
                     log.warning("%s: cannot connect to %s: %s", self.name, peer, exc or "timeout")

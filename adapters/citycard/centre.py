@@ -75,6 +75,9 @@ class Centre:
     _bookings: dict[str, Booking] = field(default_factory=dict, init=False, repr=False)
     # (card, counter) -> content of the purse transaction booked under it.
     _purse: dict[tuple[str, str], tuple[int, str, str, str]] = field(default_factory=dict, init=False, repr=False)
+    # (card, counter) -> the authorization code of that booking: a duplicate
+    # upload is answered 00 with it (spec 3: an approval carries field 38).
+    _purse_auth: dict[tuple[str, str], str] = field(default_factory=dict, init=False, repr=False)
     # refs reversed before they were seen: a late original is refused.
     _reversed_unseen: set[str] = field(default_factory=set, init=False, repr=False)
     _dk: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
@@ -145,8 +148,7 @@ class Centre:
         account.last_counter = int(r.counter)
         self.debits += r.amount
         self._book(r.ref, Booking("debit", r.card, r.counter, r.amount))
-        self._purse[(r.card, r.counter)] = (r.amount, r.serial, r.terminal_id, r.tac.upper())
-        return self._reply("00", r.ref, account.balance, auth=self._auth())
+        return self._purse_booked(r, (r.amount, r.serial, r.terminal_id, r.tac.upper()), account)
 
     def _offline(self, r: Offline) -> Response:
         # The card has already paid: no funds, replay or blacklist refusal, only
@@ -163,15 +165,15 @@ class Centre:
         if booked is not None:
             if booked != content:
                 return self._reply("94", r.ref)
-            return self._reply("00", r.ref, account.balance)  # uploaded before: counted once
+            # Uploaded (or debited online) before: counted once, the same authorization.
+            return self._reply("00", r.ref, account.balance, auth=self._purse_auth.get((r.card, r.counter)))
         if r.card in self.blacklist:
             log.warning("offline advice from blacklisted card %s booked", mask_card(r.card))
         account.balance -= r.amount
         account.last_counter = max(account.last_counter, int(r.counter))
         self.debits += r.amount
         self._book(r.ref, Booking("offline", r.card, r.counter, r.amount))
-        self._purse[(r.card, r.counter)] = content
-        return self._reply("00", r.ref, account.balance, auth=self._auth())
+        return self._purse_booked(r, content, account)
 
     def _load(self, r: Load) -> Response:
         refused = self._screen(r.card)
@@ -219,6 +221,7 @@ class Centre:
             # A reversed purse transaction no longer holds its (card, counter):
             # a later offline upload of it is booked again.  Counters stay spent.
             self._purse.pop((booking.card, booking.counter), None)
+            self._purse_auth.pop((booking.card, booking.counter), None)
             log.debug("reversed %s of card %s ref %s", booking.op, mask_card(booking.card), r.ref)
         return self._reply("00", r.ref, account.balance)
 
@@ -265,6 +268,13 @@ class Centre:
 
     def _book(self, ref: str, booking: Booking) -> None:
         self._bookings[ref] = booking
+
+    def _purse_booked(self, r: Debit | Offline, content: tuple[int, str, str, str], account: Account) -> Response:
+        """Hold (card, counter) for the purse debit just booked, and its approval."""
+        auth = self._auth()
+        self._purse[(r.card, r.counter)] = content
+        self._purse_auth[(r.card, r.counter)] = auth
+        return self._reply("00", r.ref, account.balance, auth=auth)
 
     def _auth(self) -> str:
         self._auth_seq += 1

@@ -21,6 +21,7 @@ import re
 import msgspec
 
 from switch.core.acquirer import Original, Request, Result
+from switch.core.messages import RESPONSE_CODES
 
 from .protocol import Balance, CentreRequest, Debit, Load, Offline, Response, Reverse
 
@@ -148,6 +149,11 @@ def build_message(request: Request) -> CentreRequest:
     raise Refusal("12", f"MTI {mti} with processing code {request.processing_code} is not a city-card transaction")
 
 
+def _ascii_alnum(text: str) -> bool:
+    """Letters and digits of ASCII: what fields 38 (an6) and 39 (an2) can carry."""
+    return text.isascii() and text.isalnum()
+
+
 def moves_money(message: CentreRequest) -> bool:
     """Whether a lost answer to ``message`` leaves money to reverse."""
     return isinstance(message, (Debit, Offline, Load))
@@ -158,7 +164,7 @@ def to_result(message: CentreRequest, response: Response) -> Result:
     ref = getattr(message, "ref", None)
     code = response.code
     uncertain = moves_money(message)
-    if len(code) != 2 or not code.isalnum():
+    if code not in RESPONSE_CODES:  # the protocol's codes are section 5's; another tells nothing
         return Result(response_code="96", acquirer_ref=ref, uncertain=uncertain)
     if ref is not None and response.ref is not None and response.ref != ref:
         return Result(response_code="96", acquirer_ref=ref, uncertain=uncertain)
@@ -172,7 +178,8 @@ def to_result(message: CentreRequest, response: Response) -> Result:
         tlv["M2"] = response.mac2.upper()
     return Result(
         response_code=code,
-        auth_code=response.auth if code == "00" and response.auth and len(response.auth) == 6 else None,
+        auth_code=response.auth if code == "00" and response.auth and len(response.auth) == 6
+        and _ascii_alnum(response.auth) else None,
         acquirer_ref=ref,
         tlv=tlv,
     )

@@ -13,6 +13,13 @@ and the wallet never takes the money twice.
 ``Result.acquirer_ref`` is ``"<order number>|<wallet trade number>|<disposition>"``
 (see :class:`.flow.Done` for the dispositions); :meth:`reverse` needs only the
 order number and derives it again when the reference is missing.
+
+``metrics`` (:class:`switch.core.link_metrics.LinkMetrics`, exported as
+``payswitch_wallet_<name>_total``) counts ``calls`` by ``call`` (pay, query,
+cancel) and ``outcome`` (``answered``; ``unverifiable``: an answer that does
+not parse or verify; ``no_answer``: none, though the request may have arrived;
+``unsent``) and ``orders`` by the ``disposition`` each flow ended with
+(``open``: a cancel never acknowledged, left to the switch's reversal).
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import msgspec
 
 from switch.core.acquirer import Request, Result
 from switch.core.acquirer import order_number as core_order_number
+from switch.core.link_metrics import LinkMetrics
 
 from . import outcomes
 from .flow import Call, Done, PaymentFlow, Reply, Wait
@@ -44,6 +52,9 @@ OnState = Callable[[str, str], Awaitable[None] | None]
 
 # Dispositions after which nothing is left to reverse at the wallet.
 _NOTHING_TO_REVERSE = frozenset({"declined", "closed", "refunded", "reversed", "not-found", "unsent"})
+_CALL_OUTCOMES = ("answered", "unverifiable", "no_answer", "unsent")
+# Wallets' trade numbers have 28-32 characters; field 48 holds 999 with every tag.
+MAX_TRADE_NO = 64
 
 
 def order_number(request: Request) -> str:
@@ -66,9 +77,17 @@ def acquirer_ref(order_no: str, trade_no: str | None, disposition: str) -> str:
 
 
 def auth_code(trade_no: str | None, order_no: str) -> str:
-    """Field 38: the last six letters/digits of the wallet's trade number."""
-    source = "".join(c for c in (trade_no or order_no) if c.isalnum()).upper()
+    """Field 38 (an6): the last six ASCII letters/digits of the wallet's trade number."""
+    source = "".join(c for c in (trade_no or order_no) if c.isascii() and c.isalnum()).upper()
     return source[-6:].rjust(6, "0")
+
+
+def trade_tag(trade_no: str | None) -> dict[str, str]:
+    """Field 48 tag WT for an approval: the trade number when the field can carry it
+    (printable ASCII, at most :data:`MAX_TRADE_NO` characters), else no tag."""
+    if trade_no and len(trade_no) <= MAX_TRADE_NO and trade_no.isascii() and trade_no.isprintable():
+        return {"WT": trade_no}
+    return {}
 
 
 class Order(NamedTuple):
@@ -118,6 +137,13 @@ class WalletAcquirer:
         self._runs = 0
         self._drained = asyncio.Event()
         self._drained.set()
+        self.metrics = LinkMetrics(link="wallet")
+        # Every counter exists (at 0) before its first event: a rate over it is 0, not "no data".
+        for call in ("pay", "query", "cancel"):
+            for outcome in _CALL_OUTCOMES:
+                self.metrics.inc("calls", 0, call=call, outcome=outcome)
+        for disposition in ("paid", "open", *sorted(_NOTHING_TO_REVERSE)):
+            self.metrics.inc("orders", 0, disposition=disposition)
 
     # --- the Acquirer interface ------------------------------------------------
 
@@ -157,7 +183,7 @@ class WalletAcquirer:
             cancel_interval=self.cancel_interval,
             request_timeout=self.request_timeout,
         )
-        return self._result(order.no, await self._run(flow, order))
+        return await self._finished(flow, order)
 
     async def reverse(self, request: Request, timeout: float) -> bool:
         order_no = original_order_number(request)
@@ -178,6 +204,7 @@ class WalletAcquirer:
 
     async def query(self, order_no: str) -> OrderStatus:
         reply = await self._call("query", Order(order_no), self.request_timeout)
+        self._buyers.pop(order_no, None)  # only a payment's Result takes it
         if reply.outcome is None:
             return OrderStatus(outcomes.Disposition.UNKNOWN.value)
         return OrderStatus(reply.outcome.disposition.value, reply.outcome.code, reply.trade_no)
@@ -196,9 +223,16 @@ class WalletAcquirer:
             cancel_interval=self.cancel_interval,
             request_timeout=self.request_timeout,
         )
-        return self._result(order_no, await self._run(flow, Order(order_no)))
+        return await self._finished(flow, Order(order_no))
 
     # --- the driver -------------------------------------------------------------
+
+    async def _finished(self, flow: PaymentFlow, order: Order) -> Result:
+        """Run a payment's flow to its Result; its buyer id is dropped however it ends."""
+        try:
+            return self._result(order.no, await self._run(flow, order))
+        finally:
+            self._buyers.pop(order.no, None)
 
     async def _run(self, flow: PaymentFlow, order: Order) -> Done:
         loop = asyncio.get_running_loop()
@@ -222,9 +256,10 @@ class WalletAcquirer:
                 assert isinstance(step, Call)
                 await self._journal(order.no, step.call)
                 flow.feed(step.call, await self._call(step.call, order, step.timeout), loop.time())
+            self.metrics.inc("orders", disposition=step.disposition)
             await self._journal(order.no, step.disposition)
-            log.info("%s: order %s %s -> %s%s", self.name, order.no, step.disposition,
-                     step.code, " (uncertain)" if step.uncertain else "")
+            log.log(logging.WARNING if step.uncertain else logging.INFO, "%s: order %s %s -> %s%s", self.name,
+                    order.no, step.disposition, step.code, " (uncertain)" if step.uncertain else "")
             return step
         finally:
             self._runs -= 1
@@ -242,14 +277,17 @@ class WalletAcquirer:
             reply = await self._exchange(call, order, timeout)
         except TransportError as exc:
             self._reachable = False
+            self.metrics.inc("calls", call=call, outcome="no_answer" if exc.sent else "unsent")
             log.warning("%s: %s %s: %s", self.name, call, order.no, exc)
             return Reply(None, sent=exc.sent)
         self._reachable = True
-        if reply is not None and reply.buyer_id:
+        if reply is not None and reply.buyer_id and call != "cancel":
             self._buyers[order.no] = reply.buyer_id
         if reply is None:
+            self.metrics.inc("calls", call=call, outcome="unverifiable")
             log.warning("%s: %s %s: unverifiable answer, taken as no answer", self.name, call, order.no)
             return Reply(None)
+        self.metrics.inc("calls", call=call, outcome="answered")
         outcome = outcomes.classify(self.style, call, reply.word, reply.family)
         return Reply(outcome, reply.trade_no)
 
@@ -261,11 +299,15 @@ class WalletAcquirer:
         ref = acquirer_ref(order_no, done.trade_no, done.disposition)
         buyer = self._buyers.pop(order_no, None)
         if done.code == "00":
+            tlv = trade_tag(done.trade_no)
+            if done.trade_no and not tlv:
+                log.warning("%s: order %s paid; its trade number (%d characters) cannot go in field 48",
+                            self.name, order_no, len(done.trade_no))
             return Result(
                 response_code="00",
                 auth_code=auth_code(done.trade_no, order_no),
                 acquirer_ref=ref,
-                tlv={"WT": done.trade_no} if done.trade_no else {},
+                tlv=tlv,
                 buyer_id=buyer,
             )
         return Result(response_code=done.code, acquirer_ref=ref, uncertain=done.uncertain)

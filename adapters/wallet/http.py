@@ -150,7 +150,7 @@ class ConnectionPool:
             conn = self._take_idle()
             reused = conn is not None
             if conn is None:
-                conn = await self._connect()
+                conn = await self._connect(progress)
             keep = False
             try:
                 response = await conn.exchange(events, progress)
@@ -158,9 +158,12 @@ class ConnectionPool:
                 return response
             except (OSError, h11.ProtocolError) as exc:
                 if reused and not progress.received:
-                    # The server closed the idle connection before reading us:
-                    # it never saw the request, send it on a fresh one.
-                    progress.sent = False
+                    # Most likely the server closed the idle connection before
+                    # reading us: send it again on a fresh one (the wallet APIs
+                    # are idempotent by order number).  ``sent`` stays True: it
+                    # may also have read the request and died before answering,
+                    # and a pay that may have reached the wallet must be asked
+                    # about and cancelled, never taken as never sent.
                     continue
                 raise TransportError(f"{type(exc).__name__}: {exc}", sent=progress.sent) from exc
             finally:
@@ -177,13 +180,14 @@ class ConnectionPool:
             conn.close()
         return None
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, progress: _Progress) -> _Connection:
         try:
             reader, writer = await asyncio.open_connection(
                 self.host, self.port, ssl=self._ssl, limit=MAX_BODY
             )
         except OSError as exc:
-            raise TransportError(f"connect to {self.host}:{self.port}: {exc}", sent=False) from exc
+            # Not sent on this connection; it may have been on a reused one before.
+            raise TransportError(f"connect to {self.host}:{self.port}: {exc}", sent=progress.sent) from exc
         return _Connection(reader, writer)
 
     def idle_connections(self) -> int:

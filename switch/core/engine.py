@@ -472,10 +472,12 @@ class Engine:
         tlv, token = yield from self.vas.after(msg, rec, request, result, code, reverse, flight)  # points, DS, LY
         if token:
             changes["customer_token"] = token
-        resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=tlv, icc=icc,
-                                build_tlv48=build_tlv48)
         flight.decided = True
         try:
+            # Inside the try: an acquirer's field 38 or 48 tag that the dialect cannot
+            # carry strands the answer like a journal failure does.
+            resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=tlv, icc=icc,
+                                    build_tlv48=build_tlv48)
             # Shared journal: a terminal's 0400 on another worker may have queued its reversal meanwhile.
             expect = states.SENT if self.shared_journal and state == states.SENT else None
             out = yield from self._finish(msg, rec, resp, codec, expect, **changes)
@@ -486,7 +488,8 @@ class Engine:
             # Stranded: the acquirer may have moved money, but the outcome is not
             # journaled.  Make sure it is reversed, then answer 96.
             self.metrics.internal_error()
-            log.exception("rrn %s: cannot journal the %s answer from %s", rec.rrn, result.response_code, used, **about(rec))
+            log.exception("rrn %s: cannot build or journal the %s answer from %s", rec.rrn, result.response_code, used,
+                          **about(rec))
             moved = not offline and (result.uncertain or result.response_code == "00" or reverse)
             yield from self.reversals.strand(rec, used, request.pan, reverse=moved,
                                              event="unconfirmed" if offline else "answer")

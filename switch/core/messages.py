@@ -26,6 +26,11 @@ MANDATORY: dict[str, tuple[int, ...]] = {
     "0800": (7, 11, 41, 70),
 }
 
+# Section 5: every response code a terminal may get in field 39.
+RESPONSE_CODES = frozenset(
+    {"00", "03", "05", "12", "13", "14", "25", "30", "51", "55", "58", "62", "68", "91", "94", "95", "96", "A0"}
+)
+
 # Section 3: fields a response echoes from its request when present.
 ECHOED = (3, 4, 7, 11, 12, 13, 41, 42, 49)
 
@@ -80,6 +85,9 @@ def check_request(msg, mti: str | None = None) -> None:
         if msg[70] not in NETWORK_CODES:
             raise Rejection("12", f"unsupported network management code {msg[70]}")
         return
+    for n, what in _CLOCK_FIELDS:
+        if n in msg and not _possible(msg[n], what):
+            raise Rejection("30", f"field {n} is not a possible {_CLOCK_NAMES[what]}")
     tx_type = msg[3][:2]
     allowed = _FINANCIAL_TYPES.get(mti)
     if allowed is not None and tx_type not in allowed:
@@ -96,6 +104,27 @@ def check_request(msg, mti: str | None = None) -> None:
     if pan and track2 and track_pan(track2) != pan:
         # Routing would use one card and the acquirer see another's track.
         raise Rejection("30", "field 2 and the card number in field 35 differ")
+
+
+# Section 2: the terminal's clock fields (an offline upload's record dates included).
+_CLOCK_FIELDS = ((7, "MMDDhhmmss"), (12, "hhmmss"), (13, "MMDD"))
+_CLOCK_NAMES = {"MMDDhhmmss": "date and time MMDDhhmmss", "hhmmss": "time hhmmss", "MMDD": "date MMDD"}
+# Days per month, February with the 29th: field 7 and 13 carry no year.
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _possible(value: str, what: str) -> bool:
+    """Whether ``value`` (digits, checked by the codec) is a date / time of that layout."""
+    if len(value) != len(what) or not value.isdigit():
+        return False
+    if what.startswith("MMDD"):
+        month, day = int(value[0:2]), int(value[2:4])
+        if not (1 <= month <= 12 and 1 <= day <= _MONTH_DAYS[month - 1]):
+            return False
+        value = value[4:]
+    if value:
+        return int(value[0:2]) < 24 and int(value[2:4]) < 60 and int(value[4:6]) < 60
+    return True
 
 
 def original_key(field90: str) -> tuple[str, str, str]:
