@@ -174,3 +174,33 @@ def test_every_approved_answer_carries_38_and_its_retransmission_the_same(monkey
         assert (again[37], again[38]) == (answers[3][37], answers[3][38])
 
     run(scenario, acquirers=fakes(**{"bank-a": no_code}))
+
+
+def test_the_clock_check_agrees_with_calendar_arithmetic_on_every_value():
+    """native.clock against int() arithmetic on a calendar, exhaustively for 12 and 13."""
+    from native.clock import impossible_clock
+
+    month_days = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # no year: February has a 29th
+
+    def real(value, layout):
+        if layout.startswith("MMDD"):
+            month, day = int(value[0:2]), int(value[2:4])
+            if not (1 <= month <= 12 and 1 <= day <= month_days[month - 1]):
+                return False
+            value = value[4:]
+        return not value or (int(value[0:2]) < 24 and int(value[2:4]) < 60 and int(value[4:6]) < 60)
+
+    for i in range(10000):
+        v = "%04d" % i
+        assert (impossible_clock(None, None, v) == 0) == real(v, "MMDD"), v
+    for i in range(1000000):
+        v = "%06d" % i
+        assert (impossible_clock(None, v, None) == 0) == real(v, "hhmmss"), v
+    for i in range(20000):
+        v = "%04d" % (i % 10000) + ("%06d" % (i * 7919 % 1000000))
+        assert (impossible_clock(v, None, None) == 0) == real(v, "MMDDhhmmss"), v
+    assert impossible_clock("1124101500", "101500", "1124") == 0
+    assert impossible_clock("11241015x0", None, None) == 7  # not digits
+    assert impossible_clock(None, "１０１５００", None) == 12  # digits, but not ASCII ones
+    assert impossible_clock(None, None, "112") == 13  # too short
+    assert impossible_clock("1324101500", "241500", "1340") == 7  # the first one named

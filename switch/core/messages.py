@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from native import emv
+from native.clock import impossible_clock
 from native.iso8583 import DecodeError
 
 from switch.core.acquirer import Original, Request
@@ -85,9 +86,10 @@ def check_request(msg, mti: str | None = None) -> None:
         if msg[70] not in NETWORK_CODES:
             raise Rejection("12", f"unsupported network management code {msg[70]}")
         return
-    for n, what in _CLOCK_FIELDS:
-        if n in msg and not _possible(msg[n], what):
-            raise Rejection("30", f"field {n} is not a possible {_CLOCK_NAMES[what]}")
+    get = msg.get
+    bad = impossible_clock(get(7), get(12), get(13))  # native/clock.pyx: on every request
+    if bad:
+        raise Rejection("30", f"field {bad} is not a possible {_CLOCK_NAMES[bad]}")
     tx_type = msg[3][:2]
     allowed = _FINANCIAL_TYPES.get(mti)
     if allowed is not None and tx_type not in allowed:
@@ -107,26 +109,7 @@ def check_request(msg, mti: str | None = None) -> None:
 
 
 # Section 2: the terminal's clock fields (an offline upload's record dates included).
-_CLOCK_FIELDS = ((7, "MMDDhhmmss"), (12, "hhmmss"), (13, "MMDD"))
-_CLOCK_NAMES = {"MMDDhhmmss": "date and time MMDDhhmmss", "hhmmss": "time hhmmss", "MMDD": "date MMDD"}
-# Days per month, February with the 29th: field 7 and 13 carry no year.
-_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def _possible(value: str, what: str) -> bool:
-    """Whether ``value`` (digits, checked by the codec) is a date / time of that layout."""
-    if len(value) != len(what) or not value.isdigit():
-        return False
-    if what.startswith("MMDD"):
-        month, day = int(value[0:2]), int(value[2:4])
-        if not (1 <= month <= 12 and 1 <= day <= _MONTH_DAYS[month - 1]):
-            return False
-        value = value[4:]
-    if value:
-        return int(value[0:2]) < 24 and int(value[2:4]) < 60 and int(value[4:6]) < 60
-    return True
-
-
+_CLOCK_NAMES = {7: "date and time MMDDhhmmss", 12: "time hhmmss", 13: "date MMDD"}
 def original_key(field90: str) -> tuple[str, str, str]:
     """Section 3: field 90 = original MTI (4) + STAN (6) + field 7 (10) + zeros."""
     return field90[0:4], field90[4:10], field90[10:20]
