@@ -116,6 +116,21 @@ def test_panguard_target():
         target(bytes([rng.randrange(4)]) + bytes(rng.choice(digits) for _ in range(rng.randint(0, 60))))
 
 
+def test_aead_target():
+    rng = random.Random("aead")
+    target = replay("aead", rng, 300)
+    for _ in range(300):
+        target(rng.randbytes(rng.randint(0, 120)))
+
+
+def test_clock_target():
+    rng = random.Random("clock")
+    target = replay("clock", rng, 400)
+    alphabet = b"0123456789" * 6 + b"\x00\x7e\x7f:a"
+    for _ in range(3000):
+        target(bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 24))))
+
+
 def test_coverage_hint_names_fields():
     # Both outcomes go through without error (the branches only matter under atheris).
     targets.coverage_hint({2: "4761739001010119", 128: b"\x00" * 8})

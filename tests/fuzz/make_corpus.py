@@ -138,10 +138,37 @@ def panguard_seeds() -> dict[str, bytes]:
     }
 
 
+def aead_seeds() -> dict[str, bytes]:
+    """Card numbers sealed the way the journal seals them, under each key size."""
+    pan = samples.terminal_0200()[2].encode()
+    aad = b"payswitch in-flight card v1 DEMO0001|000001|1124065412|" + b"0" * 32
+    nonce = b"\x01" * 12
+    return {
+        "aes128-card": bytes([0, len(aad) % 256]) + b"k" * 2 + nonce + aad + pan,
+        "aes192-empty": bytes([1, 0, 7]) + nonce,
+        "aes256-card": bytes([2, len(aad) % 256]) + b"k" * 2 + nonce + aad + pan,
+        "aes256-long": bytes([2, 3, 200]) + nonce + bytes(range(256)) * 2,
+    }
+
+
+def clock_seeds() -> dict[str, bytes]:
+    """Fields 7, 12 and 13, real and impossible, ASCII and wide digits."""
+    return {
+        "real": b"1124101500\x00101500\x001124",
+        "leap-day": b"0229235959\x00235959\x000229",
+        "bad-month": b"1324101500\x00\x00",
+        "bad-second": b"\x00101560\x00",
+        "wide-digit": b"11241015\x7f0\x00\x00",
+        "bad-day": b"\x00\x000431",
+    }
+
+
 def main() -> None:
     corpora = codec_seeds()
     corpora["emv"] = emv_seeds()
     corpora["panguard"] = panguard_seeds()
+    corpora["aead"] = aead_seeds()
+    corpora["clock"] = clock_seeds()
     short = [b"0800", b"x", bytes(range(40))]
     corpora["framing"] = framing_seeds(short + [corpora["iso8583-terminal-87"]["0800-echo"]])
     for target, seeds in corpora.items():

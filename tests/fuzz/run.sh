@@ -35,7 +35,7 @@ else
     if [ -n "${FUZZ_TARGETS:-}" ]; then
         read -r -a targets <<<"$FUZZ_TARGETS"
     elif [ -e native/iso8583.pyx ]; then
-        targets=(framing iso8583-terminal-87 iso8583-iso87-ascii iso8583-host-87-bcd emv panguard)
+        targets=(framing iso8583-terminal-87 iso8583-iso87-ascii iso8583-host-87-bcd emv panguard aead clock)
     else
         echo "run.sh: native/iso8583.pyx not there yet: fuzzing framing only" >&2
         targets=(framing)

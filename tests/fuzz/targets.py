@@ -27,6 +27,14 @@ Targets (the names of the corpus directories under ``tests/fuzz/corpus/``):
   rest become a 2-byte or a 4-byte digit, NUL bytes split the rest into
   values. ``luhn_run``, ``digit_count`` and ``is_pan_hash`` must agree with
   the regular expressions, ``str.isdigit`` and Luhn check they stand for.
+- ``aead``: ``native.aead.AesGcm`` (sealed card numbers): the first byte
+  picks the key size and where the rest splits into nonce, associated data
+  and plaintext; encryption must equal ``cryptography``'s AESGCM, decryption
+  must give the plaintext back, and the sealed bytes with one bit flipped
+  (chosen by the input) must not open.
+- ``clock``: ``native.clock.impossible_clock`` on fields 7, 12 and 13 made
+  of the input (NUL bytes split it; two marker bytes become wide digits):
+  it must agree with calendar arithmetic in Python.
 """
 
 from __future__ import annotations
@@ -284,9 +292,78 @@ def panguard_target(data: bytes) -> None:
     coverage_hint({found[1]: None} if found else ValueError("no field"))
 
 
+# ---------------------------------------------------------------------------
+# aead
+
+
+def aead_target(data: bytes) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from native.aead import AesGcm, InvalidTag
+
+    if len(data) < 4:
+        return
+    key_len = (16, 24, 32)[data[0] % 3]
+    rest = data[1:]
+    key = (rest * (key_len // max(len(rest), 1) + 1))[:key_len] if rest else bytes(key_len)
+    nonce = (rest + bytes(12))[:12]
+    body = rest[12:]
+    cut = data[1] % (len(body) + 1)
+    aad, plain = body[:cut], body[cut:]
+    ours = AesGcm(key)
+    sealed = ours.encrypt(nonce, plain, aad)
+    assert sealed == AESGCM(key).encrypt(nonce, plain, aad)
+    assert ours.decrypt(nonce, sealed, aad) == plain
+    bit = data[2] % (len(sealed) * 8)
+    flipped = bytearray(sealed)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    try:
+        ours.decrypt(nonce, bytes(flipped), aad)
+    except InvalidTag:
+        pass
+    else:
+        raise AssertionError("a sealed value with a flipped bit opened")
+    prefixed = ours.seal(data[:1], plain, aad)
+    assert prefixed[:1] == data[:1] and ours.decrypt(prefixed[1:13], prefixed[13:], aad) == plain
+    coverage_hint({len(plain) % 32: None})
+
+
+# ---------------------------------------------------------------------------
+# clock
+
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # fields 7 and 13 carry no year
+
+
+def reference_clock(value, layout: str) -> bool:
+    if type(value) is not str or len(value) != len(layout) or not all("0" <= c <= "9" for c in value):
+        return False
+    if layout.startswith("MMDD"):
+        month, day = int(value[0:2]), int(value[2:4])
+        if not (1 <= month <= 12 and 1 <= day <= _MONTH_DAYS[month - 1]):
+            return False
+        value = value[4:]
+    return not value or (int(value[0:2]) < 24 and int(value[2:4]) < 60 and int(value[4:6]) < 60)
+
+
+def clock_target(data: bytes) -> None:
+    from native.clock import impossible_clock
+
+    text = data.decode("latin-1").replace("\x7f", "\u0663").replace("\x7e", "\U0001d7ce")
+    parts = (text.split("\x00") + [None, None, None])[:3]
+    v7, v12, v13 = (None if p == "" else p for p in parts)
+    expected = 0
+    for n, value, layout in ((7, v7, "MMDDhhmmss"), (12, v12, "hhmmss"), (13, v13, "MMDD")):
+        if value is not None and not reference_clock(value, layout):
+            expected = n
+            break
+    assert impossible_clock(v7, v12, v13) == expected, (v7, v12, v13)
+
+
 TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
     "framing": lambda: framing_target,
     "emv": lambda: emv_target,
     "panguard": lambda: panguard_target,
+    "aead": lambda: aead_target,
+    "clock": lambda: clock_target,
     **{f"iso8583-{name}": (lambda name=name: codec_target(name)) for name in DIALECTS},
 }
