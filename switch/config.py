@@ -194,6 +194,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # original: it is repeated for this long before it counts as nothing to reverse.
     reversal_not_found_window: float = 120.0
     retransmission_window: float = 86400.0  # section 6.1: how long 41 + 11 + 7 names one request
+    # How long an approved card payment keeps its card number sealed in the
+    # journal, for the 0420 of a terminal's 0400 that does not carry it (0:
+    # dropped with the answer, and such a reversal goes without field 2).
+    card_retention: float = 86400.0
     drain_timeout: float = 30.0  # on SIGTERM: how long in-flight requests may take to finish
     # Spec section 1 v1.1 caps (switch.config_security checks them).
     max_connections: int = 10000  # terminal connections over all listeners
@@ -385,7 +389,7 @@ def _check(cfg: Config, src: str) -> Config:
                 fail(f"merchants[{i}].{key}", f"must be 0 or more, got {value}")
     _check_security(cfg, fail)
     for key in ("reversal_retry", "reversal_backoff_max", "reversal_not_found_window", "retransmission_window",
-                "drain_timeout"):
+                "drain_timeout", "card_retention"):
         if getattr(cfg, key) < 0:
             fail(key, f"must be 0 or more, got {getattr(cfg, key)}")
     from switch.config_security import check_limits
@@ -468,7 +472,8 @@ def _check_security(cfg: Config, fail) -> None:
 # Read per request or per pass by the running switch: a reload applies them.
 # Read by the engine on every use, so a reload takes them at once.
 _RELOADABLE = ("merchants", "routes", "response_timeout", "reversal_retry", "reversal_backoff_max",
-               "reversal_not_found_window", "retransmission_window", "drain_timeout", "max_in_flight_per_terminal")
+               "reversal_not_found_window", "retransmission_window", "drain_timeout", "max_in_flight_per_terminal",
+               "card_retention")
 _RELOADABLE_ACQUIRER_KEYS = ("timeout",)
 
 

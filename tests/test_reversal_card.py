@@ -283,7 +283,9 @@ def test_a_terminal_0400_with_the_original_card_keeps_it_sealed_for_field_2_afte
     assert rev.original.txn_id == rec.id and field_2(rev) == VISA
 
 
-def test_a_terminal_0400_with_another_card_is_not_the_originals_field_2(service_key, caplog):
+@pytest.mark.parametrize("retention, sent_card", [("0", None), ("86400", VISA)])
+def test_a_terminal_0400_with_another_card_is_not_the_originals_field_2(service_key, caplog, retention, sent_card):
+    """The 0400's card is not taken; the original's own, kept with its approval (card_retention), is."""
     other = "5555555555554444"  # passes the Luhn check, another card
     bank_a = FakeAcquirer("bank-a")
 
@@ -294,9 +296,9 @@ def test_a_terminal_0400_with_another_card_is_not_the_originals_field_2(service_
         assert await journal(sw, sw.journal.reversal_card(rec.id)) is None
 
     with caplog.at_level(logging.INFO, logger="payswitch"):
-        run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
+        run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak=f"card_retention = {retention}")
     (rev, _), = bank_a.reversed
-    assert field_2(rev) is None
+    assert field_2(rev) == sent_card
     assert "not its original's" in caplog.text and other not in caplog.text and VISA not in caplog.text
 
 

@@ -100,6 +100,7 @@ class ReversalQueue:
         self.named: list[tuple[str, str, str, str, str]] = []
         self.on_queued = lambda: None
         self._next = 0.0  # when the last sweep expects the next one to have work
+        self._forget_at = 0.0  # when the next sweep forgets cards past card_retention
 
     # -- host STANs ------------------------------------------------------------------
 
@@ -250,7 +251,7 @@ class ReversalQueue:
                 return orig.id, orig.kind
         if orig.mti in REVERSIBLE and orig.acquirer and states.needs_reversal(orig.state, orig.response_code):
             if orig.state != states.REVERSAL_PENDING:
-                card = self._card_of(orig, pan)
+                card = self._card_of(orig, pan) or self._card_in_flight(orig)  # sealed with its approval
                 changes = yield from self.start_fields(orig.acquirer, orig.id, card)
                 yield Op("update_if", orig.id, orig.state, state=states.advance(orig.state, "reverse"), **changes)
                 self.queued(orig.id, card, "terminal")
@@ -343,9 +344,13 @@ class ReversalQueue:
             self.pans.clear()
             self._next = engine.clock() + engine.cfg.reversal_backoff_max
             return {}
-        count, oldest = yield Op("reversal_backlog")
         now = engine.clock()
         cfg = engine.cfg
+        if now >= self._forget_at:
+            # Approved payments' cards past card_retention go (the sender alone: one walk of the journal).
+            self._forget_at = now + min(cfg.reversal_backoff_max, 60.0)
+            yield Op("forget_cards", now - cfg.card_retention)
+        count, oldest = yield Op("reversal_backlog")
         engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), oldest)
         # With nothing queued, the next sweep comes when something is (on_queued);
         # the idle period is only a safety net.

@@ -34,10 +34,12 @@ CVV or PIN block.  Callers store ``pan_masked`` and ``pan_hash`` made by
 :func:`pan_protect`, and insert/update reject any string field holding a run
 of 13-19 digits that passes the Luhn check (see :data:`LONG_NUMBER_FIELDS`
 for the fields that legitimately hold long numbers and are exempt).  The
-PANs it keeps are those of card payments at their acquirer (``card_sealed``,
-cleared when the payment leaves ``sent``) and of transactions waiting for
-their reversal (dropped when the reversal ends), sealed by the switch with
-AES-256-GCM (:mod:`switch.journal.reversal_card`), for the reversal's field 2.
+PANs it keeps are those of card payments at their acquirer and of approved
+ones for ``card_retention`` (``card_sealed``: cleared when a payment leaves
+``sent`` unless its approval keeps it, then by :meth:`Journal.forget_cards`)
+and of transactions waiting for their reversal (dropped when the reversal
+ends), sealed by the switch with AES-256-GCM
+(:mod:`switch.journal.reversal_card`), for the reversal's field 2.
 """
 from __future__ import annotations
 
@@ -468,6 +470,10 @@ class Journal(Protocol):
 
     def purge_reversal_cards(self) -> Future[int]:
         """Drop the sealed cards of transactions that wait for no reversal (start-up); how many went."""
+
+    def forget_cards(self, before: float) -> Future[int]:
+        """Clear ``card_sealed`` of transactions created before ``before`` that are no longer
+        ``sent`` (approved payments keep it for card_retention); how many were cleared."""
 
     def close(self) -> None:
         """Run what is queued, stop the writer thread, close the database."""

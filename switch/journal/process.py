@@ -258,6 +258,7 @@ class ProcessJournal:
     reversal_card = _forward("reversal_card")
     end_reversal = _forward("end_reversal")
     purge_reversal_cards = _forward("purge_reversal_cards")
+    forget_cards = _forward("forget_cards")
     ping = _forward("ping")
     # Shared writer only (switch.journal.shared): ids of records left "sent" by
     # workers whose connection ended.

@@ -28,7 +28,11 @@ reverses it, and its 0420 repeats field 2 like any other.  Its row has no id
 before the insert, so the associated data is the request's key (41, 11, 7)
 and content digest instead.  The journal clears the column in the update
 that moves the payment on from ``sent`` (answered, or queued for its
-reversal, which then keeps the card here as above).
+reversal, which then keeps the card here as above), unless the update
+keeps it: an approved card payment keeps it for ``card_retention`` (24 h),
+so that a terminal's 0400 that does not repeat the card still gets an 0420
+with field 2; then :func:`forget` (through ``Journal.forget_cards``, which
+the reversal sender calls about once a minute) clears it.
 """
 from __future__ import annotations
 
@@ -191,6 +195,36 @@ def purge(conn: sqlite3.Connection) -> int:
     queues the reversal of one it finds ``sent``.
     """
     return conn.execute(PURGE).rowcount
+
+
+# forget_cards (switch.journal.sqlite) reads this many ids per round, and at
+# most this many rounds per call (the first calls after a start walk the
+# whole journal once).
+FORGET_BATCH = 10_000
+FORGET_ROUNDS = 20
+
+
+def last_created_before(conn: sqlite3.Connection, after_id: int, before: float) -> tuple[int, bool]:
+    """(the last id after ``after_id`` of a row created before ``before``, whether more rows may be).
+
+    Reads ids in order from ``after_id`` by the primary key, one batch.
+    """
+    rows = conn.execute("SELECT id, created_at FROM txn WHERE id > ? ORDER BY id LIMIT ?",
+                        (after_id, FORGET_BATCH)).fetchall()
+    last = after_id
+    for txn_id, created_at in rows:
+        if created_at >= before:
+            return last, False
+        last = txn_id
+    return last, len(rows) == FORGET_BATCH
+
+
+def forget(conn: sqlite3.Connection, after_id: int, up_to_id: int) -> int:
+    """Clear the sealed cards of rows after_id < id <= up_to_id that are no longer at their acquirer."""
+    return conn.execute(
+        "UPDATE txn SET card_sealed = NULL WHERE id > ? AND id <= ? AND card_sealed IS NOT NULL AND state <> 'sent'",
+        (after_id, up_to_id),
+    ).rowcount
 
 
 # The states written out, not bound: SQLite then finds them through the partial

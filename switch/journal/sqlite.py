@@ -132,6 +132,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         self._known_max = known_records
         self._unsure: list[int] = []  # ids remembered in the open transaction
         self._data_version: int | None = None
+        self._cards_swept = 0  # forget_cards: every id up to this one is done
         # The compiled path (writer thread): its prepared statements by SQL,
         # and the two operations it runs, bound once so that a batch can
         # recognise them by identity.
@@ -351,6 +352,25 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
 
     def purge_reversal_cards(self) -> Future[int]:
         return self._submit(self._keys_read, (cards.purge,), True)
+
+    def forget_cards(self, before: float) -> Future[int]:
+        return self._submit(self._forget_cards, (float(before),), True)
+
+    def _forget_cards(self, before: float) -> int:
+        # Walks the journal in id order from where the last call stopped (ids and
+        # created_at grow together), a bounded number of rows per call.
+        lo, gone = self._cards_swept, 0
+        for _ in range(cards.FORGET_ROUNDS):
+            hi, more = cards.last_created_before(self._conn, lo, before)
+            if hi > lo:
+                gone += cards.forget(self._conn, lo, hi)
+                for txn_id in [i for i in self._known if lo < i <= hi]:
+                    del self._known[txn_id]  # remembered with the card
+                lo = hi
+            if not more:
+                break
+        self._cards_swept = lo
+        return gone
 
     # -- operations (writer thread) ------------------------------------------
 
