@@ -357,8 +357,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         return self._submit(self._forget_cards, (float(before),), True)
 
     def _forget_cards(self, before: float) -> int:
-        # Walks the journal in id order from where the last call stopped (ids and
-        # created_at grow together), a bounded number of rows per call.
+        # In id order from where the last call stopped (ids and created_at grow together).
         lo, gone = self._cards_swept, 0
         for _ in range(cards.FORGET_ROUNDS):
             hi, more = cards.last_created_before(self._conn, lo, before)
