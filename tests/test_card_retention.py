@@ -75,7 +75,8 @@ def test_forget_cards_walks_the_journal_once_and_keeps_newer_and_sent_ones(backe
     j, path = backend
     sealed = cards.seal_in_flight(SECRET, ("DEMO0001", "000001", "1124065401"), "", PAN)
     old = [j.insert(msgspec.structs.replace(txn(i), card_sealed=sealed)).result(TIMEOUT)[0] for i in (1, 2, 3)]
-    j.update(old[0].id, state="answered", response_code="00", card_sealed=sealed).result(TIMEOUT)
+    kept = j.update(old[0].id, state="answered", response_code="00").result(TIMEOUT)
+    assert kept.card_sealed == sealed  # approved: the journal keeps the card until forget_cards
     j.update(old[1].id, state="answered", response_code="00", card_sealed=sealed).result(TIMEOUT)
     # old[2] stays 'sent': at its acquirer, its card stays for recovery whatever its age
     cutoff = time.time() + 0.001

@@ -323,7 +323,7 @@ def msgspec_fields(rec: TxnRecord) -> dict:
     return {f: getattr(rec, f) for f in rec.__struct_fields__}
 
 
-def test_the_journal_keeps_a_sealed_card_only_while_the_payment_is_sent(backend):
+def test_the_journal_keeps_a_sealed_card_while_the_payment_is_sent_or_approved(backend):
     journal, _path = backend
     sealed = cards.seal_in_flight(SECRET, ("DEMO0001", "000001", "1124065401"), "", PAN)
     with pytest.raises(ValueError, match="card_sealed"):
@@ -335,8 +335,12 @@ def test_the_journal_keeps_a_sealed_card_only_while_the_payment_is_sent(backend)
     # Anything that does not move it on keeps it; whatever moves it on clears it.
     assert journal.update(rec.id, reversal_attempts=0).result(TIMEOUT).card_sealed == sealed
     assert journal.update(rec.id, state="sent").result(TIMEOUT).card_sealed == sealed
-    assert journal.update(rec.id, state="answered", response_code="00").result(TIMEOUT).card_sealed is None
-    assert journal.get(rec.id).result(TIMEOUT).card_sealed is None
+    declined, _ = journal.insert(msgspec.structs.replace(txn(3), card_sealed=sealed)).result(TIMEOUT)
+    assert journal.update(declined.id, state="answered", response_code="05").result(TIMEOUT).card_sealed is None
+    assert journal.get(declined.id).result(TIMEOUT).card_sealed is None
+    # An approval keeps it (card_retention, switch.journal.Journal.forget_cards) unless told otherwise.
+    assert journal.update(rec.id, state="answered", response_code="00").result(TIMEOUT).card_sealed == sealed
+    assert journal.update(rec.id, state="reversal_pending").result(TIMEOUT).card_sealed is None
     other, _ = journal.insert(msgspec.structs.replace(txn(2), card_sealed=sealed)).result(TIMEOUT)
     assert journal.update_if(other.id, "sent", state="reversal_pending").result(TIMEOUT).card_sealed is None
 

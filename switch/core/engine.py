@@ -461,11 +461,10 @@ class Engine:
                         "(the centre counts it once per card and counter)", rec.rrn, used, **about(rec))
         event = "uncertain" if reverse else "unconfirmed" if result.uncertain else "answer"
         changes = dict(state=states.advance(state, event), auth_code=result.auth_code, acquirer_ref=result.acquirer_ref)
-        if code == "00" and rec.card_sealed is not None and self.cfg.card_retention > 0:
-            # Kept (the journal would clear it with the answer) for a terminal's 0400
-            # that does not repeat the card: the host's 0420 still carries field 2.
-            # ReversalQueue.sweep forgets it after card_retention.
-            changes["card_sealed"] = rec.card_sealed
+        if rec.card_sealed is not None and not self.cfg.card_retention:
+            # The journal keeps an approval's card for a terminal's 0400 that does not
+            # repeat it (ReversalQueue.sweep forgets it after card_retention); unless 0.
+            changes["card_sealed"] = None
         if reverse:
             changes.update((yield from self.reversals.start_fields(used, rec.id, request.pan)))
         icc = None

@@ -219,6 +219,27 @@ def last_created_before(conn: sqlite3.Connection, after_id: int, before: float) 
     return last, len(rows) == FORGET_BATCH
 
 
+def forget_before(conn: sqlite3.Connection, after_id: int, before: float, known: dict) -> tuple[int, int]:
+    """Clear the cards of rows after ``after_id`` created before ``before`` (and not sent).
+
+    Walks ids in order from ``after_id`` (ids and created_at grow together),
+    at most FORGET_ROUNDS batches; drops the rows it cleared from ``known``
+    (the writer's memory of records).  Returns (how many were cleared, the
+    id to start from next time).
+    """
+    gone = 0
+    for _ in range(FORGET_ROUNDS):
+        up_to, more = last_created_before(conn, after_id, before)
+        if up_to > after_id:
+            gone += forget(conn, after_id, up_to)
+            for txn_id in [i for i in known if after_id < i <= up_to]:
+                del known[txn_id]  # remembered with its card
+            after_id = up_to
+        if not more:
+            break
+    return gone, after_id
+
+
 def forget(conn: sqlite3.Connection, after_id: int, up_to_id: int) -> int:
     """Clear the sealed cards of rows after_id < id <= up_to_id that are no longer at their acquirer."""
     return conn.execute(

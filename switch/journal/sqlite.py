@@ -187,9 +187,13 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
                     cards.check_sealed_form("card_sealed", changes["card_sealed"])
                 except ValueError as exc:
                     return self._failed(exc)
-        elif "state" in changes and changes["state"] != "sent":
-            # A payment keeps its sealed card only while it is at the acquirer:
-            # whatever moves it on clears it, in the same statement.
+        elif "state" in changes and changes["state"] != "sent" and not (
+            changes["state"] == "answered" and changes.get("response_code") == "00"
+        ):
+            # A payment keeps its sealed card while it is at the acquirer, and
+            # approved (for card_retention: forget_cards clears it then, and
+            # card_retention = 0 clears it with the answer, card_sealed=None);
+            # anything else that moves it on clears it, in the same statement.
             changes = {**changes, "card_sealed": None}
         columns = tuple(changes)
         guarded = expect is not None
@@ -357,18 +361,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         return self._submit(self._forget_cards, (float(before),), True)
 
     def _forget_cards(self, before: float) -> int:
-        # In id order from where the last call stopped (ids and created_at grow together).
-        lo, gone = self._cards_swept, 0
-        for _ in range(cards.FORGET_ROUNDS):
-            hi, more = cards.last_created_before(self._conn, lo, before)
-            if hi > lo:
-                gone += cards.forget(self._conn, lo, hi)
-                for txn_id in [i for i in self._known if lo < i <= hi]:
-                    del self._known[txn_id]  # remembered with the card
-                lo = hi
-            if not more:
-                break
-        self._cards_swept = lo
+        gone, self._cards_swept = cards.forget_before(self._conn, self._cards_swept, before, self._known)
         return gone
 
     # -- operations (writer thread) ------------------------------------------
