@@ -33,6 +33,9 @@ PIN_BLOCK = bytes.fromhex("0123456789ABCDEF")  # what e2e.purchase sends in fiel
 # Not the digits of a decimal fraction (metrics: 0.01982101900057387, 1.79598761809e+09).
 DIGITS = re.compile(rb"(?<![0-9.])[0-9]{13,19}(?![0-9])")
 TRACK2 = re.compile(rb"[0-9]{12,19}[=D][0-9]{4}")
+# Columns that hold keyed digests in hex, in the form the journal's guard accepts
+# (switch.journal.check_pan_forms); anything else in them is scanned like all.
+HEX_DIGESTS = {"pan_hash": re.compile(r"v[0-9]{1,3}:[0-9a-f]{64}"), "content_digest": re.compile(r"[0-9a-f]{32}")}
 
 
 def citycard_extra(port: int) -> str:
@@ -159,9 +162,13 @@ def test_nothing_of_a_full_session_leaks_card_data(tmp_path):
     conn = sqlite3.connect(tmp_path / "journal.sqlite")
     term = dialect("terminal-87")
     for table in [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]:
-        for row in conn.execute(f"SELECT * FROM {table}"):
+        cursor = conn.execute(f"SELECT * FROM {table}")
+        columns = [d[0] for d in cursor.description]
+        for row in cursor:
             rows += 1
-            for value in row:
+            for column, value in zip(columns, row):
+                if column in HEX_DIGESTS and isinstance(value, str) and HEX_DIGESTS[column].fullmatch(value):
+                    continue  # a keyed digest's hex can hold a Luhn-valid run by chance (about 1 hash in 100)
                 if isinstance(value, bytes):
                     try:
                         msg = term.decode(value)
