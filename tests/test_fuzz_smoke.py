@@ -108,12 +108,17 @@ def test_emv_target():
         target(rng.randbytes(rng.randint(0, 64)))
 
 
+def drawn(rng: random.Random, alphabet: bytes, count: int, longest: int):
+    """``count`` inputs of 0 to ``longest`` bytes drawn from ``alphabet`` (mostly digits, a few markers)."""
+    for _ in range(count):
+        yield bytes(rng.choice(alphabet) for _ in range(rng.randint(0, longest)))
+
+
 def test_panguard_target():
     rng = random.Random("panguard")
     target = replay("panguard", rng, 400)
-    digits = b"0123456789" * 4 + b"\x00\x7e\x7f:av"
-    for _ in range(1000):
-        target(bytes([rng.randrange(4)]) + bytes(rng.choice(digits) for _ in range(rng.randint(0, 60))))
+    for data in drawn(rng, b"0123456789" * 4 + b"\x00\x7e\x7f:av", 1000, 60):
+        target(bytes([rng.randrange(4)]) + data)
 
 
 def test_aead_target():
@@ -126,9 +131,8 @@ def test_aead_target():
 def test_clock_target():
     rng = random.Random("clock")
     target = replay("clock", rng, 400)
-    alphabet = b"0123456789" * 6 + b"\x00\x7e\x7f:a"
-    for _ in range(3000):
-        target(bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 24))))
+    for data in drawn(rng, b"0123456789" * 6 + b"\x00\x7e\x7f:a", 3000, 24):
+        target(data)
 
 
 def test_coverage_hint_names_fields():

@@ -110,6 +110,8 @@ def check_request(msg, mti: str | None = None) -> None:
 
 # Section 2: the terminal's clock fields (an offline upload's record dates included).
 _CLOCK_NAMES = {7: "date and time MMDDhhmmss", 12: "time hhmmss", 13: "date MMDD"}
+
+
 def original_key(field90: str) -> tuple[str, str, str]:
     """Section 3: field 90 = original MTI (4) + STAN (6) + field 7 (10) + zeros."""
     return field90[0:4], field90[4:10], field90[10:20]

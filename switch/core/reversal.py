@@ -489,12 +489,12 @@ class ReversalQueue:
         return gone
 
 
-
 def _no_card(rec: TxnRecord, exc: Exception) -> None:
     """Log that ``rec``'s reversal goes without field 2: SealError says which
     transaction and why, never the number; anything else is named by its type."""
     log.error("txn %d: no card number for its reversal: %s", rec.id,
               exc if isinstance(exc, reversal_card.SealError) else type(exc).__name__, **about(rec))
+
 
 def about(rec: TxnRecord) -> dict:
     """``extra=`` for a log line about one payment: JSON logs carry its RRN and terminal."""
