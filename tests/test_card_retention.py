@@ -111,3 +111,21 @@ def test_card_retention_below_zero_is_a_configuration_error(tmp_path):
 
     with pytest.raises(config_mod.ConfigError, match=r"must be 0 or more, got -1.0 - at `\$.card_retention`"):
         config_mod.loads('card_retention = -1\n[journal]\nurl = "sqlite://:memory:"\n', "x.toml")
+
+
+def test_a_payment_at_its_acquirer_when_the_walk_passes_loses_its_card_once_answered(backend):
+    j, _ = backend
+    sealed = cards.seal_in_flight(SECRET, ("DEMO0001", "000001", "1124065401"), "", PAN)
+    late, stuck = (j.insert(msgspec.structs.replace(txn(i), card_sealed=sealed)).result(TIMEOUT)[0] for i in (1, 2))
+    cutoff = time.time() + 0.001
+    time.sleep(0.01)
+    assert j.forget_cards(cutoff).result(TIMEOUT) == 0  # both 'sent': kept for recovery
+    # The late approval comes after the walk has passed it; the walk does not come back.
+    assert j.update(late.id, state="answered", response_code="00").result(TIMEOUT).card_sealed == sealed
+    assert j.forget_cards(cutoff).result(TIMEOUT) == 1
+    assert j.get(late.id).result(TIMEOUT).card_sealed is None
+    assert j.get(stuck.id).result(TIMEOUT).card_sealed == sealed  # still at its acquirer
+    assert j.update(late.id, reversal_attempts=1).result(TIMEOUT).card_sealed is None  # not from memory
+    j.update(stuck.id, state="reversal_pending").result(TIMEOUT)
+    assert j.forget_cards(cutoff).result(TIMEOUT) == 0  # its card went with the reversal
+    assert j.get(stuck.id).result(TIMEOUT).card_sealed is None

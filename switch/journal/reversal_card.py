@@ -219,18 +219,25 @@ def last_created_before(conn: sqlite3.Connection, after_id: int, before: float) 
     return last, len(rows) == FORGET_BATCH
 
 
-def forget_before(conn: sqlite3.Connection, after_id: int, before: float, known: dict) -> tuple[int, int]:
+def forget_before(conn: sqlite3.Connection, after_id: int, before: float, known: dict,
+                  waiting: set[int]) -> tuple[int, int]:
     """Clear the cards of rows after ``after_id`` created before ``before`` (and not sent).
 
     Walks ids in order from ``after_id`` (ids and created_at grow together),
     at most FORGET_ROUNDS batches; drops the rows it cleared from ``known``
-    (the writer's memory of records).  Returns (how many were cleared, the
-    id to start from next time).
+    (the writer's memory of records).  A row the walk passes while it is still
+    at its acquirer ('sent') goes into ``waiting`` and is cleared by a later
+    call once it has moved on: the walk never comes back, and an approval
+    answered late would otherwise keep its card for as long as the process
+    lives.  Returns (how many were cleared, the id to start from next time).
     """
-    gone = 0
+    gone = forget_waiting(conn, waiting, known)
     for _ in range(FORGET_ROUNDS):
         up_to, more = last_created_before(conn, after_id, before)
         if up_to > after_id:
+            waiting.update(txn_id for txn_id, in conn.execute(
+                "SELECT id FROM txn WHERE id > ? AND id <= ? AND card_sealed IS NOT NULL AND state = 'sent'",
+                (after_id, up_to)))
             gone += forget(conn, after_id, up_to)
             for txn_id in [i for i in known if after_id < i <= up_to]:
                 del known[txn_id]  # remembered with its card
@@ -238,6 +245,25 @@ def forget_before(conn: sqlite3.Connection, after_id: int, before: float, known:
         if not more:
             break
     return gone, after_id
+
+
+def forget_waiting(conn: sqlite3.Connection, waiting: set[int], known: dict) -> int:
+    """Clear the cards of the ``waiting`` rows that are no longer at their acquirer."""
+    gone = 0
+    ids = sorted(waiting)
+    for at in range(0, len(ids), 500):
+        chunk = ids[at:at + 500]
+        marks = ",".join("?" * len(chunk))
+        moved = [txn_id for txn_id, in conn.execute(
+            f"SELECT id FROM txn WHERE id IN ({marks}) AND state <> 'sent'", chunk)]
+        if moved:
+            marks = ",".join("?" * len(moved))
+            gone += conn.execute(
+                f"UPDATE txn SET card_sealed = NULL WHERE id IN ({marks}) AND card_sealed IS NOT NULL", moved).rowcount
+            waiting.difference_update(moved)
+            for txn_id in moved:
+                known.pop(txn_id, None)
+    return gone
 
 
 def forget(conn: sqlite3.Connection, after_id: int, up_to_id: int) -> int:

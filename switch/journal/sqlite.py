@@ -132,7 +132,8 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         self._known_max = known_records
         self._unsure: list[int] = []  # ids remembered in the open transaction
         self._data_version: int | None = None
-        self._cards_swept = 0  # forget_cards: every id up to this one is done
+        self._cards_swept = 0  # forget_cards: every id up to this one is done,
+        self._cards_waiting: set[int] = set()  # but for these, at their acquirer when it passed
         # The compiled path (writer thread): its prepared statements by SQL,
         # and the two operations it runs, bound once so that a batch can
         # recognise them by identity.
@@ -361,7 +362,8 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         return self._submit(self._forget_cards, (float(before),), True)
 
     def _forget_cards(self, before: float) -> int:
-        gone, self._cards_swept = cards.forget_before(self._conn, self._cards_swept, before, self._known)
+        gone, self._cards_swept = cards.forget_before(
+            self._conn, self._cards_swept, before, self._known, self._cards_waiting)
         return gone
 
     # -- operations (writer thread) ------------------------------------------
