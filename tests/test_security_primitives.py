@@ -104,6 +104,27 @@ def test_format3_structure_and_round_trip():
         assert pinblock.decode(block, pan) == (3, "98765")
 
 
+def test_pin_block_fill_keeps_the_interpreter_lock_and_is_uniform(monkeypatch):
+    """Fill comes from switch.entropy: os.urandom (and secrets) release the GIL on the loop's thread."""
+    import collections
+    import os
+    import secrets
+
+    def released(*_):
+        raise AssertionError("os.urandom on the request path")
+
+    monkeypatch.setattr(os, "urandom", released)
+    monkeypatch.setattr(secrets, "token_bytes", released)
+    monkeypatch.setattr(secrets, "randbelow", released)
+    pan = "4111111111111111"
+    counts = collections.Counter()
+    for _ in range(600):
+        field = ciphers.xor(pinblock.encode_format3("1234", pan), pinblock.pan_field(pan)).hex().upper()
+        counts.update(field[6:])
+    assert set(counts) == set("ABCDEF") and min(counts.values()) > 0.8 * 6000 / 6  # 10 fill nibbles each
+    assert len({pinblock.encode_format4("1234")[8:] for _ in range(50)}) == 50
+
+
 def test_format4_fields_x924_3_supplement():
     """X9.24-3:2017 supplement, AES PIN block format 4: PIN 1234 -> 441234AAAAAAAAAA..., PAN 4111111111111111 -> 44111111111111111000..."""
     field = pinblock.encode_format4("1234")

@@ -10,9 +10,8 @@ produces it (PIN translation never goes into format 1).
 """
 from __future__ import annotations
 
-import secrets
-
 from .ciphers import aes_decrypt, aes_encrypt, tdes_decrypt, tdes_encrypt, xor
+from ..entropy import random_bytes
 
 __all__ = [
     "PinBlockError",
@@ -55,8 +54,15 @@ def pan_field(pan: str) -> bytes:
 
 
 def _fill_random(n: int, low: int) -> str:
-    """``n`` random fill nibbles in ``low``..15 (format 3: A-F; format 4: random 0-F block)."""
-    return "".join("%X" % (low + secrets.randbelow(16 - low)) for _ in range(n))
+    """``n`` random fill nibbles in ``low``..15 (format 3: A-F), uniform (bytes past the
+    last whole multiple of the span are drawn again).  From :mod:`switch.entropy`:
+    ``secrets`` would release the interpreter lock on the event loop's thread."""
+    span = 16 - low
+    limit = 256 - 256 % span
+    fill: list[str] = []
+    while len(fill) < n:
+        fill.extend("%X" % (low + b % span) for b in random_bytes(n) if b < limit)
+    return "".join(fill[:n])
 
 
 def encode_format0(pin: str, pan: str) -> bytes:
@@ -84,7 +90,7 @@ def pan_field4(pan: str) -> bytes:
 def encode_format4(pin: str) -> bytes:
     """The clear format 4 PIN field (16 bytes): 4, N, PIN, A fill, 8 random bytes."""
     _check_pin(pin)
-    return bytes.fromhex(f"4{len(pin):X}{pin}".ljust(16, "A")) + secrets.token_bytes(8)
+    return bytes.fromhex(f"4{len(pin):X}{pin}".ljust(16, "A")) + random_bytes(8)
 
 
 def encipher_format4(key: bytes, pin_field: bytes, pan: str) -> bytes:
