@@ -14,90 +14,18 @@ import gc
 import logging
 import os
 import signal
-import subprocess
 import sys
-import threading
-import time
 
 from switch import config as config_mod
 from switch import logs, preflight, wiring
 from switch.config_security import load_admin_token
+from switch.io.children import Children
 from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
 from switch.io.service import Switch, WorkerRole
 from switch.io.workers import Fleet, worker_http_port
 
 log = logging.getLogger("payswitch")
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the switch dies, even by kill -9 (Linux).
-
-    Orphaned simulators would keep their ports and stop a restarted switch from
-    starting its own.  The death signal follows the thread that forked, so
-    children are started from the main thread.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-class Children:
-    """Bundled simulators as child processes (spec section 7: started beside the switch)."""
-
-    def __init__(self, relay_stderr: bool = False, withhold_env: set[str] | frozenset[str] = frozenset()):
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-        # Secrets the switch reads from its environment (journal key, admin
-        # token, ...): a simulator has no business inheriting them (issue 8).
-        self.env = {k: v for k, v in os.environ.items() if k not in withhold_env}
-        # JSON logs: a simulator's own stderr lines become events of logger
-        # payswitch.sim.NAME, so the switch's stderr stays one JSON object a line.
-        self.relay_stderr = relay_stderr
-
-    def _relay(self, name: str, stream) -> None:
-        sim_log = logging.getLogger(f"payswitch.sim.{name}")
-        for line in stream:
-            sim_log.info("%s", line.rstrip("\n"))
-
-    def start(self, sims: list[config_mod.Simulator], timeout: float = 20.0) -> None:
-        for sim in sims:
-            cmd = [sys.executable, "-m", "switch.cli", "sim", sim.kind, "--host", "127.0.0.1", "--port", str(sim.port)]
-            if sim.kind == "acquirer":
-                cmd += ["--name", sim.name]
-            cmd += list(sim.args)
-            proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE if self.relay_stderr else None, text=True,
-                start_new_session=True, preexec_fn=_die_with_parent, env=self.env,
-            )
-            if self.relay_stderr:
-                threading.Thread(target=self._relay, args=(sim.name, proc.stderr), daemon=True,
-                                 name=f"sim-stderr-{sim.name}").start()
-            self.procs.append((sim.name, proc))
-        deadline = time.monotonic() + timeout
-        for name, proc in self.procs:
-            line = ""
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line or "listening on" in line:
-                    break
-            if "listening on" not in line:
-                self.stop()
-                raise RuntimeError(f"simulator {name} did not start (exit code {proc.poll()})")
-            log.info("simulator %s %s", name, line.strip())
-
-    def stop(self) -> None:
-        for _, proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc in self.procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.procs.clear()
 
 
 # The young generation's threshold while serving.  A purchase allocates a few
