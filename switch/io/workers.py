@@ -47,6 +47,7 @@ import tempfile
 import time
 
 from switch import config as config_mod
+from switch.io.children import _die_with_parent
 
 log = logging.getLogger("payswitch")
 
@@ -165,7 +166,6 @@ class Fleet:
     # -- workers ---------------------------------------------------------------------
 
     def spawn(self, w: Worker, *, recover_all: bool) -> None:
-        from switch.io.app import _die_with_parent
         from switch.journal.process import writer_env
 
         ours, theirs = socket.socketpair()
