@@ -36,7 +36,7 @@ from switch.security.keys import session_key_names, wrap
 from switch.security.mac import kcv
 from switch.core import states
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Result
-from switch.core.commands import Call, Op, Overrun, Reverse, Sec, Vas, Wait
+from switch.core.commands import Call, Op, Overrun, Pause, Reverse, Sec, Vas, Wait
 from switch.core.engine import Engine
 from switch.journal import JournalError
 from switch.journal.sqlite import SqliteJournal
@@ -241,6 +241,8 @@ class World:
                 raise RuntimeError(f"security module {command.method} awaited something")
         elif kind is Vas:
             self._vas(command, resume)
+        elif kind is Pause:
+            resume(None, after=command.seconds)
         elif kind is Wait:
             flight = command.flight
             if flight.done:

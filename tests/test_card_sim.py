@@ -387,6 +387,41 @@ def test_reversal_of_a_completion_gives_back_the_completed_amount():
     assert sb.balance(PAN) == 0
 
 
+def completion_reversal(stan="000002", rev_stan="000009", mti="0420"):
+    f90 = "0220" + stan + "1114221400" + ACQ + "0" * 11
+    return fields_view({"mti": mti, 4: "000000002000", 7: "1114221500",
+                        11: rev_stan, 32: ACQ, 37: "331822000001", 90: f90})
+
+
+def test_a_reversed_completion_reopens_its_preauthorization():
+    # The switch reverses a completion whose answer came late and forwards the
+    # terminal's next one (spec 6.1): a bank host then completes it.
+    sb = Sandbox()
+    preauth(sb)
+    assert sb.handle(completion(amount="000000002000"))[0][39] == "00"
+    assert sb.handle(completion_reversal())[0][39] == "00"
+    out, [event] = sb.handle(completion(amount="000000002000", stan="000003"))
+    assert out[39] == "00" and event["delta"] == 2000 and not event["repeat"]
+    assert sb.balance(PAN) == 2000
+    # completed once more: a third completion is 94, the repeat of the reversal moves nothing
+    assert sb.handle(completion(amount="000000000100", stan="000004"))[0][39] == "94"
+    _, [again] = sb.handle(completion_reversal(mti="0421"))
+    assert again["repeat"] and again["delta"] == 0
+    assert sb.handle(completion(amount="000000000100", stan="000005"))[0][39] == "94"
+    assert sb.balance(PAN) == 2000
+
+
+def test_a_restarted_simulator_knows_a_reversed_completion_reopened_its_preauthorization():
+    sb = Sandbox()
+    events = []
+    for msg in (auth(amount="000000002500", mti="0100"), completion(amount="000000002000"), completion_reversal()):
+        events += sb.handle(msg)[1]
+    again = Sandbox()
+    again.replay(events)
+    out, _ = again.handle(completion(amount="000000002000", stan="000003"))
+    assert out[39] == "00" and again.balance(PAN) == 2000
+
+
 def test_ledger_balances_match_the_sandbox_and_hold_no_pan():
     from adapters.card.sim import ledger_balances
 

@@ -14,7 +14,11 @@ Strict (the default), as a bank host is:
   same original) answers 00 and moves no money;
 - a completion completes an approved pre-authorization (0100) at most once
   (a second one: 94, the same one repeated: its first answer again), never
-  above the pre-authorized amount (13), and only for the same card (12).
+  above the pre-authorized amount (13), and only for the same card (12);
+- a reversal of a completion gives back what the completion took and reopens
+  its pre-authorization, as a bank host does: a new completion may follow
+  (the switch reverses a completion whose answer came late, and forwards the
+  terminal's next one).
 
 Lenient (``strict=False``, the old behaviour): 00 to every reversal and
 completion, and a reversal whose field 90 names nothing is matched by field 37.
@@ -169,7 +173,7 @@ class HostMacCheck:
 class Held:
     """What the acquirer remembers of an authorization or completion."""
 
-    __slots__ = ("mti", "amount", "card", "rrn", "response_code", "open", "completed_by", "reversed")
+    __slots__ = ("mti", "amount", "card", "rrn", "response_code", "open", "completed_by", "reversed", "completes")
 
     def __init__(self, mti: str, amount: int, card: str | None, rrn: str, response_code: str | None,
                  open_: int) -> None:
@@ -181,6 +185,7 @@ class Held:
         self.open = open_  # money still held for it (approved amount until reversed/completed)
         self.completed_by: tuple | None = None
         self.reversed = False
+        self.completes: tuple | None = None  # a completion: the key of the pre-authorization it completed
 
 
 class Sandbox:
@@ -258,14 +263,15 @@ class Sandbox:
                     pre = self._held.get(self._key(e["f90"]))
                     if pre is not None and pre.completed_by is None and not pre.reversed:
                         pre.open, pre.completed_by = 0, own
-                    self._remember(self._held, own, Held("0220", e["amount"], e["card"], e["rrn"], "00", e["amount"]))
+                    self._remember(self._held, own, self._completion_held(e["amount"], e["card"], e["rrn"], e["f90"]))
             elif kind == "reversal" and "f90" in e:
                 f90 = e["f90"]
                 found = self._held.get(self._key(f90))
                 if found is None and not self.strict and e.get("rrn"):
                     found = self._by_rrn.get(e["rrn"])
-                if found is not None:
+                if found is not None and not found.reversed:
                     found.reversed, found.open = True, 0
+                    self._reopen(found)
                 if not e["repeat"]:
                     self._remember(self._reversals, f90 if self.strict else f"{f90}|{e.get('rrn') or ''}",
                                    e["response_code"])
@@ -452,11 +458,28 @@ class Sandbox:
                 hold, pre.open, pre.completed_by = pre.open, 0, own
                 record["delta"] = self._move(card, amount - hold)
         if rc == "00" and first is None:
-            self._remember(self._held, own, Held("0220", amount, card, out[37], "00", amount))
+            self._remember(self._held, own, self._completion_held(amount, card, out[37], f90))
         out[39] = record["response_code"] = rc
         if first is None:
             self._remember(self._completions, own, record)
         return out, [record]
+
+    def _completion_held(self, amount: int, card: str | None, rrn: str, f90: str | None) -> Held:
+        """What the host keeps of an approved completion: the money it took and
+        the pre-authorization it completed (for a reversal to reopen)."""
+        held = Held("0220", amount, card, rrn, "00", amount)
+        held.completes = self._key(f90)
+        return held
+
+    def _reopen(self, reversed_: Held) -> None:
+        """A completion was reversed: its pre-authorization may be completed again.
+
+        The hold is not restored: the completion released it and its reversal
+        gave back all the completion took, so a new completion takes its whole amount.
+        """
+        pre = self._held.get(reversed_.completes) if reversed_.completes is not None else None
+        if pre is not None and pre.completed_by is not None and self._held.get(pre.completed_by) is reversed_:
+            pre.completed_by = None
 
     @staticmethod
     def _completion_code(msg: Any, pre: Held | None, amount: int) -> str:
@@ -497,6 +520,7 @@ class Sandbox:
         if found is not None and not found.reversed:
             found.reversed = True
             delta, found.open = -found.open, 0
+            self._reopen(found)
         rc = "00" if found is not None or not self.strict else RC_NOT_FOUND
         card = found.card if found is not None else card_of(msg)
         record = {

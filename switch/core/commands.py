@@ -74,7 +74,8 @@ class Sec:
 
 class Pause:
     """Come back after ``seconds``; result: None.  Only for a request whose
-    original is in flight in another worker process (:mod:`switch.core.elsewhere`)."""
+    original is in flight in another worker process (:mod:`switch.core.elsewhere`)
+    and a completion waiting for the reversal of an earlier one (:mod:`switch.core.completion`)."""
 
     __slots__ = ("seconds",)
 

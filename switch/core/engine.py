@@ -27,14 +27,14 @@ from typing import Any, Callable, Generator
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
 from switch.core import messages as m
-from switch.core import elsewhere, pipeline, security, states
+from switch.core import completion, elsewhere, pipeline, security, states
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
 from switch.core.limits import TerminalSlots
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.core.vas import VasHook
-from switch.journal import REVERSED_STATES, StaleState, Totals, TxnRecord, digest_key, pan_protect, same_pan
+from switch.journal import StaleState, Totals, TxnRecord, digest_key, pan_protect
 from switch.journal.reversal_card import seal_in_flight
 
 log = logging.getLogger("payswitch")
@@ -338,7 +338,7 @@ class Engine:
         if mti == "0500":
             return (yield from self._settlement(msg, rec, merchant, codec))
         if mti == "0220" and 90 in msg:
-            return (yield from self._completion(msg, rec, kind, pan, pan_hash, tlv, flight, codec))
+            return (yield from completion.complete(self, msg, rec, kind, pan, pan_hash, tlv, flight, codec))
         if mti == "0220" and kind != "citycard":
             return (yield from self._answer_self(msg, rec, m.Rejection("30", "card 0220 without field 90"), codec, kind))
         if kind == "wallet" and self.acquirer_cfg[route.acquirers[0]].type == "card":
@@ -383,6 +383,10 @@ class Engine:
 
     # -- authorization ---------------------------------------------------------------
 
+    def _budget_end(self, rec: TxnRecord) -> float:
+        """When the acquirers must have answered (section 6: the terminal within response_timeout)."""
+        return rec.created_at + self.cfg.response_timeout * (1 - _BUDGET_RESERVE)
+
     def _authorize(
         self, msg, rec: TxnRecord, acquirers: list[str], request: Request, flight: Flight, codec, pay_kind: str,
         **first_changes: Any,
@@ -393,7 +397,7 @@ class Engine:
         used = None
         # Section 6: the terminal is answered within response_timeout of its
         # request, however many acquirers the route falls through.
-        budget_end = rec.created_at + self.cfg.response_timeout * (1 - _BUDGET_RESERVE)
+        budget_end = self._budget_end(rec)
         pin = self.security.pin(msg, request)  # spec 8: field 52 goes to each acquirer under its ZPK
         for index, name in enumerate(acquirers):
             remaining = budget_end - self.clock()
@@ -502,7 +506,7 @@ class Engine:
             self.reversals.queued(rec.id, request.pan, "uncertain")
         return pay_kind, code, out
 
-    # -- reversals, completions, settlement ------------------------------------------
+    # -- reversals, settlement (completions: switch.core.completion) -----------------
 
     def _reversal(self, msg, rec: TxnRecord, codec) -> Gen:
         """Terminal 0400 (sections 6, 6.1): recorded durably and answered 00 at once;
@@ -517,52 +521,6 @@ class Engine:
                                       original_id=original_id, kind=kind)
         return kind, "00", out
 
-    def _completion(self, msg, rec: TxnRecord, kind, pan, pan_hash, tlv, flight: Flight, codec) -> Gen:
-        """0220 naming a pre-authorization in field 90 (sections 3 and 6.1)."""
-        o_mti, o_stan, o_time = m.original_key(msg[90])
-        orig = None
-        if o_mti == "0100":
-            orig = yield Op("find", msg[41], o_stan, o_time)
-        found = orig is not None and orig.mti == "0100" and bool(orig.acquirer)
-        completed = claimed = False
-        if found and orig.response_code == "00" and orig.state not in REVERSED_STATES:
-            # Claimed before the journal is asked, so two completions at once
-            # cannot both find the pre-authorization open.
-            if orig.id in self.completing:
-                completed = True
-            else:
-                self.completing.add(orig.id)
-                claimed = True
-                try:
-                    completed = (yield Op("find_completion", orig.id)) is not None
-                except BaseException:
-                    self.completing.discard(orig.id)
-                    raise
-        code = pipeline.completion_code(
-            found=found,
-            approved=found and orig.response_code == "00",
-            standing=found and orig.state not in REVERSED_STATES,
-            same_card=not found or pan_hash is None or _same_card(pan, pan_hash, orig.pan_hash, self.key),
-            completed=completed,
-            amount=int(msg[4]),
-            authorized=orig.amount or 0 if found else 0,
-        )
-        if code is not None:
-            if claimed:
-                self.completing.discard(orig.id)
-            reason = {"25": "no standing pre-authorization of this card to complete",
-                      "94": "the pre-authorization is already completed",
-                      "13": "completion above the pre-authorized amount"}[code]
-            return (yield from self._answer_self(msg, rec, m.Rejection(code, reason), codec, orig.kind if found else kind))
-        original = self.reversals.original_of(orig, pan)
-        request = m.build_request(msg, txn_id=rec.id, kind=orig.kind, rrn=rec.rrn, pan=pan, tlv=tlv,
-                                  original=original, mti="0220")
-        try:
-            return (yield from self._authorize(msg, rec, [orig.acquirer], request, flight, codec, orig.kind,
-                                               original_id=orig.id, kind=orig.kind))
-        finally:
-            self.completing.discard(orig.id)
-
     def _settlement(self, msg, rec: TxnRecord, merchant: str, codec) -> Gen:
         """0500 (sections 3 and 6.1): the terminal's totals in one currency against the journal's."""
         currency = msg.get(49) or self.merchants[merchant].currency
@@ -574,8 +532,3 @@ class Engine:
         resp = m.build_response(msg, code, rec.rrn)
         out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"))
         return "settlement", code, out
-
-
-def _same_card(pan: str, pan_hash: str, stored: str | None, key: bytes) -> bool:
-    """Whether a journaled pan_hash, of this key version or an older one, is this card's."""
-    return stored is not None and (pan_hash == stored or same_pan(pan, stored, key))

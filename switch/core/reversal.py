@@ -363,9 +363,12 @@ class ReversalQueue:
             if rec.acquirer in self.busy:
                 self._next = min(self._next, now + cfg.reversal_retry)
                 continue
-            if (rec.terminal_id, rec.stan, rec.transmission_time) in engine.inflight:
+            flight = engine.inflight.get((rec.terminal_id, rec.stan, rec.transmission_time))
+            if flight is not None and flight.txn_id in (None, rec.id):
                 self._next = min(self._next, now + cfg.reversal_retry)
                 continue  # the original is still being answered
+            # (A request of a record retired from this key is another one: the
+            # terminal's next completion after an uncertain one waits for this reversal.)
             wait = pipeline.reversal_backoff(rec.reversal_attempts, cfg.reversal_retry, cfg.reversal_backoff_max)
             if now < rec.updated_at + wait:
                 self._next = min(self._next, rec.updated_at + wait)
