@@ -55,8 +55,20 @@ def order_number(terminal_id: str, transmission_time: str, stan: str) -> str:
     repeated request can never become a second wallet payment.  The switch
     journals it with the request (unique), the wallet adapters send it.
     """
-    tid = "".join(c if c.isalnum() else "_" for c in terminal_id.strip())
-    return f"{tid}{transmission_time}{stan}"
+    return f"{order_prefix(terminal_id)}{transmission_time}{stan}"
+
+
+def order_prefix(terminal_id: str) -> str:
+    """The terminal's part of its wallet order numbers: field 41 without its
+    padding, every character but a letter or digit as ``_`` (what the wallets
+    take in an order number: trade.pay letters, digits and ``_``, micropay
+    also ``-|*``).  At most 8 characters (field 41 is ans8), so an order number
+    is at most 24, within both wallets' limits (64 and 32).
+
+    Two terminal IDs with the same prefix would share order numbers: the
+    configuration refuses them (:mod:`switch.config_terminals`).
+    """
+    return "".join(c if c.isalnum() else "_" for c in terminal_id.strip())
 
 
 # gc=False (Request, Result): built for every payment; their fields are
