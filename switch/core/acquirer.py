@@ -146,6 +146,11 @@ class Result(msgspec.Struct, kw_only=True, gc=False):
     # Wallets: the payer's id at the wallet (buyer id, open id), only ever
     # turned into a customer token (switch.core.vas); never journaled as it is.
     buyer_id: str | None = None
+    # The acquirer's own response code when the terminal is answered another
+    # (spec section 5 has not got it: adapters.card.response_codes), and what
+    # it meant; the switch logs them with the transaction.
+    acquirer_code: str | None = None
+    acquirer_reason: str | None = None
 
 
 # What Acquirer.reverse() reports.
