@@ -23,6 +23,7 @@ from native.iso8583 import dialect
 from switch.core.routing import expand_terminals, prefix_range
 from switch.security import config as security_config
 from switch import config_vas
+from switch.config_terminals import check_order_prefixes
 from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
 
 __all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
@@ -359,6 +360,7 @@ def _check(cfg: Config, src: str) -> Config:
                 if tid in seen:
                     fail(f"merchants[{i}].terminals[{j}]", f"terminal {tid!r} already belongs to merchant {seen[tid]!r}")
                 seen[tid] = m.id
+    check_order_prefixes(cfg, fail)
     for i, lst in enumerate(cfg.listeners):
         if not 0 <= lst.port < 65536:
             fail(f"listeners[{i}].port", f"port {lst.port} out of range")

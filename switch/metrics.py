@@ -58,6 +58,8 @@ CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
 # labels each carries besides the acquirer.
 CARD_LINK_COUNTERS: dict[str, tuple[tuple[str, ...], str]] = {
     "requests": (("mti", "response_code"), "Requests answered by the host link, by MTI and response code"),
+    "host_codes": (("mti", "response_code", "answered"),
+                   "Answers whose response code the terminal got as another (section 5), by the acquirer's code"),
     "timeouts": (("mti",), "Requests the acquirer did not answer in time"),
     "late_answers": (("mti",), "Answers that arrived after their request had timed out"),
     "unmatched_answers": (("mti",), "Answers matching no request in flight"),

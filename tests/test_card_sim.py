@@ -514,3 +514,25 @@ def test_a_restarted_simulator_takes_back_its_ledger_and_reverses_what_it_approv
     acq.ledger.write(acq.sandbox.handle(advice())[1])
     acq.ledger.close()
     assert Ledger.events(path)[-1]["delta"] == -1000
+
+
+def test_bank_codes_are_answered_only_when_asked_for():
+    assert sandbox_response_code("000000001054") == "00"  # section 7 as the spec has it
+    assert sandbox_response_code("000000001054", bank_codes=True) == "54"
+    assert sandbox_response_code("000000001005", bank_codes=True) == "05"
+    assert build_parser().parse_args(["--bank-codes"]).bank_codes is True
+    assert build_parser().parse_args([]).bank_codes is False
+
+
+def test_the_sandbox_approves_half_for_10_and_a_reversal_gives_it_back():
+    sb = Sandbox("bank-a", seed=1, bank_codes=True)
+    out, [event] = sb.handle(auth(amount="000000001010", pin=None))
+    assert (out[39], out[4], len(out[38])) == ("10", "000000000505", 6)
+    assert (event["amount"], event["approved"], event["delta"]) == (1010, 505, 505)
+    out, [event] = sb.handle(auth(amount="000000001054", stan="000002", pin=None))
+    assert out[39] == "54" and 38 not in out and event["delta"] == 0
+    out, [event] = sb.handle(auth(amount="000000001008", stan="000003", pin=None))
+    assert out[39] == "08" and event["delta"] == 1008
+    _, [event] = sb.handle(advice(stan="000001", rev_stan="000009"))
+    assert event["original_found"] and event["delta"] == -505
+    assert sb.balance(PAN) == 1008

@@ -86,6 +86,30 @@ def test_terminal_in_two_merchants(tmp_path):
     assert "terminal 'T0000003' already belongs to merchant 'M1'" in msg and "$.merchants[1].terminals[0]" in msg
 
 
+def test_terminals_of_one_wallet_order_prefix_are_refused(tmp_path):
+    # One merchant, a range and a single ID: order numbers are terminal ID + field 7 + STAN
+    # with every other character than a letter or digit as "_".
+    msg = _bad('[[merchants]]\nid="M1"\nterminals=["AB 00001-AB 00009", "AB_00007"]\n', tmp_path)
+    assert msg == (f"{tmp_path / 'switch.toml'}: terminal 'AB_00007' gives the same wallet order numbers as "
+                   "terminal 'AB 00007' at `$.merchants[0].terminals[0]` (prefix 'AB_00007'): rename one of them"
+                   " - at `$.merchants[0].terminals[1]`")
+    # Field 41 is ans8: its padding is not part of the prefix either.
+    msg = _bad('[[merchants]]\nid="M1"\nterminals=["AB00001"]\n[[merchants]]\nid="M2"\nterminals=["AB00001 "]\n',
+               tmp_path)
+    assert "terminal 'AB00001 ' gives the same wallet order numbers as terminal 'AB00001'" in msg
+    assert msg.endswith("- at `$.merchants[1].terminals[0]`")
+
+
+def test_distinct_order_prefixes_pass_and_the_longest_fits_the_wallets():
+    cfg = config.loads('[[merchants]]\nid="M1"\nterminals=["AB_00001", "AB000001", "ab_00001"]\n')
+    assert [m.terminals for m in cfg.merchants] == [["AB_00001", "AB000001", "ab_00001"]]
+    from switch.core.acquirer import order_number
+
+    longest = order_number("AB.00001", "1231235959", "999999")
+    assert longest == "AB_000011231235959999999" and len(longest) == 24  # micropay: 32 at most, trade.pay 64
+    assert set(longest) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
 def test_invalid_toml_and_missing_file(tmp_path):
     assert "invalid TOML" in _bad("listeners = [", tmp_path)
     with pytest.raises(config.ConfigError, match="nope.toml: cannot read"):

@@ -147,6 +147,12 @@ CASES = [
     ("two merchants of one ID", "[[acquirers]]",
      '[[merchants]]\nid = "DEMO00000000001"\nterminals = ["SHOP0001"]\n\n[[acquirers]]',
      "duplicate merchant ID 'DEMO00000000001' - at `$.merchants[1].id`"),
+    # both terminals' wallet payments got the same order number: the second failed (96) at the journal
+    ("two terminal IDs of one wallet order prefix", "[[acquirers]]",
+     '[[merchants]]\nid = "SHOP00000000001"\nterminals = ["AB 00001"]\n\n'
+     '[[merchants]]\nid = "SHOP00000000002"\nterminals = ["DEMO1000", "AB_00001"]\n\n[[acquirers]]',
+     "terminal 'AB_00001' gives the same wallet order numbers as terminal 'AB 00001' at"
+     " `$.merchants[1].terminals[0]` (prefix 'AB_00001'): rename one of them - at `$.merchants[2].terminals[1]`"),
     ("two routes of one name", 'name = "wallet-b"\nkind = "wallet"', 'name = "visa"\nkind = "wallet"',
      "duplicate route name 'visa' - at `$.routes[1].name`"),
     ("a route's amounts crossed", 'prefixes = ["4"]', 'prefixes = ["4"]\nmin_amount = 500\nmax_amount = 100',

@@ -55,6 +55,7 @@ from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the 
     valid_f7,
     valid_stan,
 )
+from adapters.card.response_codes import TABLE, terminal_answer, well_formed
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Request, Result
 from switch.core.link_metrics import LinkMetrics  # noqa: F401  (re-exported: the link and tests use it)
 
@@ -117,6 +118,8 @@ class Backoff:
 # ``protocol_errors`` (endpoint), ``sign_on_failures`` (endpoint),
 # ``reversals`` (mti 0420/0421, response_code; "timeout" or "lost" when
 # unanswered), ``network_requests`` (endpoint, code: 0800s the acquirer sent),
+# ``host_codes`` (mti, response_code: the acquirer's code, "other" outside
+# the table of adapters.card.response_codes; answered: the terminal's),
 # ``key_changes`` (endpoint, response_code), ``breaker_trips`` (endpoint),
 # ``stan_collisions`` (mti), ``mac_failures`` (a message of the acquirer
 # whose MAC was missing or wrong: by the MTI of the request it answers, else
@@ -240,7 +243,8 @@ class HostConnection:
 
     def _register(self, kind: Kind, msg: dict, *, now: float, deadline: float,
                   rrn: str = "", terminal_id: str | None = None, token: Any = None) -> Pending:
-        pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token)
+        pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
+                          msg.get(4), msg.get(3))
         self.inflight.add(pending)
         return pending
 
@@ -471,7 +475,11 @@ class HostConnection:
         kind = pending.kind
         if kind is Kind.REQUEST:
             result = result_from_answer(msg, pending)
+            # The code the terminal is answered; the host's own, when another, counted beside it.
             self.metrics.inc("requests", mti=pending.mti, response_code=result.response_code)
+            if result.acquirer_code is not None:
+                self.metrics.inc("host_codes", mti=pending.mti, answered=result.response_code,
+                                 response_code=result.acquirer_code if result.acquirer_code in TABLE else "other")
             return [Completed(pending, result)]
         if kind is Kind.REVERSAL:
             self.metrics.inc("requests", mti=pending.mti, response_code=rc or "none")
@@ -550,11 +558,25 @@ class HostConnection:
 
 
 def result_from_answer(msg: Any, pending: Pending) -> Result:
-    """0110/0210/0230 -> Result: 39, 38, 55; acquirer_ref = stan|f7|rrn."""
+    """0110/0210/0230 -> Result: 39 as section 5 has it (:mod:`adapters.card.response_codes`),
+    38, 55; acquirer_ref = stan|f7|rrn, and |the host's code when the terminal gets another."""
     rrn = msg.get(37) or pending.rrn
-    ref = acquirer_ref(pending.stan, pending.f7, rrn)
     rc = msg.get(39)
     if rc is None:
         # An answer without a response code tells us nothing: treat as unknown.
-        return Result(response_code=RC_MALFUNCTION, acquirer_ref=ref, uncertain=True)
-    return Result(response_code=rc, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55))
+        return Result(response_code=RC_MALFUNCTION, acquirer_ref=acquirer_ref(pending.stan, pending.f7, rrn),
+                      uncertain=True)
+    answer = terminal_answer(rc, requested=pending.amount, approved=msg.get(4),
+                             processing_code=pending.processing_code)
+    if answer.code == rc:
+        ref = acquirer_ref(pending.stan, pending.f7, rrn)
+        return Result(response_code=rc, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55))
+    host_code = rc if well_formed(rc) else "??"
+    ref = acquirer_ref(pending.stan, pending.f7, rrn, host_code)
+    if answer.reverse:
+        # Money may stay authorized at the host and the terminal is told otherwise: reversed,
+        # as an answer the switch cannot trust is.
+        return Result(response_code=answer.code, acquirer_ref=ref, uncertain=True, acquirer_code=host_code,
+                      acquirer_reason=answer.why)
+    return Result(response_code=answer.code, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55),
+                  acquirer_code=host_code, acquirer_reason=answer.why)

@@ -99,10 +99,12 @@ class Kind(enum.Enum):
 class Pending:
     """One message written to the acquirer and not yet answered."""
 
-    __slots__ = ("kind", "mti", "stan", "f7", "rrn", "terminal_id", "deadline", "sent_at", "token")
+    __slots__ = ("kind", "mti", "stan", "f7", "rrn", "terminal_id", "deadline", "sent_at", "token",
+                 "amount", "processing_code")
 
     def __init__(self, kind: Kind, mti: str, stan: str, f7: str, rrn: str,
-                 terminal_id: str | None, deadline: float, sent_at: float, token: Any) -> None:
+                 terminal_id: str | None, deadline: float, sent_at: float, token: Any,
+                 amount: str | None = None, processing_code: str | None = None) -> None:
         self.kind = kind
         self.mti = mti
         self.stan = stan
@@ -112,6 +114,9 @@ class Pending:
         self.deadline = deadline
         self.sent_at = sent_at
         self.token = token  # the I/O layer's handle (e.g. a future); opaque here
+        # Fields 4 and 3 as sent: what an approval is checked against (adapters.card.response_codes).
+        self.amount = amount
+        self.processing_code = processing_code
 
     @property
     def ref(self) -> str:

@@ -76,16 +76,22 @@ def valid_f7(f7: str | None) -> bool:
     return f7 is not None and len(f7) == 10 and f7.isdigit()
 
 
-def acquirer_ref(stan: str, f7: str, rrn: str) -> str:
+def acquirer_ref(stan: str, f7: str, rrn: str, host_code: str | None = None) -> str:
     """What a later reversal or completion needs: the STAN and field 7 as sent
-    to the acquirer and the RRN of the transaction there: ``stan|f7|rrn``."""
-    return f"{stan}|{f7}|{rrn}"
+    to the acquirer and the RRN of the transaction there: ``stan|f7|rrn``;
+    ``stan|f7|rrn|host_code`` when the terminal was answered another code
+    than the acquirer's (:mod:`adapters.card.response_codes`), so that the
+    journal keeps the acquirer's own for reconciliation."""
+    if host_code is None:
+        return f"{stan}|{f7}|{rrn}"
+    return f"{stan}|{f7}|{rrn}|{host_code}"
 
 
 class Ref(msgspec.Struct, frozen=True):
     stan: str
     f7: str
     rrn: str
+    host_code: str | None = None
 
 
 def parse_ref(ref: str | None) -> Ref | None:
@@ -93,12 +99,12 @@ def parse_ref(ref: str | None) -> Ref | None:
     if not ref:
         return None
     parts = ref.split("|")
-    if len(parts) != 3:
+    if len(parts) not in (3, 4):
         return None
-    stan, f7, rrn = parts
+    stan, f7, rrn = parts[:3]
     if not valid_stan(stan) or not valid_f7(f7):
         return None
-    return Ref(stan, f7, rrn)
+    return Ref(stan, f7, rrn, parts[3] if len(parts) == 4 else None)
 
 
 def answer_mti(mti: str) -> str:

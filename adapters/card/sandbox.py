@@ -3,7 +3,9 @@
 Sandbox rules (terminal-interface spec, section 7): 0100/0200 are answered by
 the last two digits of the amount (field 4): 05, 13, 51, 55, 96 give that
 response code, 68 is never answered, anything else is approved (00) with a
-6-character authorization code.
+6-character authorization code.  With ``bank_codes``, amounts ending in one
+of :data:`BANK_CODES` answer that ISO 8583 code (08 and 11 approve, 10
+approves half the amount and answers it in field 4).
 
 Strict (the default), as a bank host is:
 
@@ -56,6 +58,13 @@ from adapters.card.messages import answer_mti, mask_pan
 # Last two digits of the amount -> response code (spec section 7).
 DECLINES = {"05": "05", "13": "13", "51": "51", "55": "55", "96": "96"}
 NEVER_ANSWERS = "68"
+# With bank_codes (the simulator's --bank-codes), ISO 8583 codes a bank host
+# answers that section 5 has not got, by the same rule: the switch must
+# answer the terminal in section-5 codes (adapters.card.response_codes).
+# 08 and 11 approve; 10 approves half the amount (field 4 of the answer).
+BANK_CODES = frozenset({"01", "04", "08", "10", "11", "15", "19", "41", "43", "54", "57", "61", "65", "75"})
+BANK_APPROVALS = frozenset({"08", "10", "11"})
+PARTIAL = "10"
 
 # Response codes of the strict host.
 RC_NOT_FOUND = "25"  # unable to locate the original
@@ -73,7 +82,7 @@ REVERSAL_MTIS = ("0400", "0401", "0420", "0421")
 COMPLETION_MTIS = ("0220", "0221")
 
 
-def sandbox_response_code(amount: str | None) -> str | None:
+def sandbox_response_code(amount: str | None, bank_codes: bool = False) -> str | None:
     """The sandbox's answer to an authorization: a response code, or None
     when the acquirer never answers (amount ending in 68)."""
     if not amount:
@@ -81,7 +90,16 @@ def sandbox_response_code(amount: str | None) -> str | None:
     last2 = amount[-2:]
     if last2 == NEVER_ANSWERS:
         return None
+    if bank_codes and last2 in BANK_CODES:
+        return last2
     return DECLINES.get(last2, "00")
+
+
+def approved_amount(rc: str | None, amount: int) -> int:
+    """What an answer ``rc`` authorizes of ``amount``: all of it, half (10), or nothing."""
+    if rc == "00" or rc in BANK_APPROVALS:
+        return amount // 2 if rc == PARTIAL else amount
+    return 0
 
 
 def parse_original_data(f90: str) -> dict:
@@ -197,9 +215,10 @@ class Sandbox:
     """
 
     def __init__(self, name: str = "bank-a", seed: int | None = None, memory: int = 200_000,
-                 *, strict: bool = True, zpk: bytes | None = None) -> None:
+                 *, strict: bool = True, zpk: bytes | None = None, bank_codes: bool = False) -> None:
         self.name = name
         self.strict = strict
+        self.bank_codes = bank_codes
         if zpk is None:
             from switch.security.sandbox import ZPKS
 
@@ -252,7 +271,8 @@ class Sandbox:
             self._move(e.get("card"), e.get("delta") or 0)
             kind = e.get("event")
             if kind == "authorization" and "acquirer_id" in e:
-                held = Held(e["mti"], e["amount"], e["card"], e["rrn"], e["response_code"], e["delta"])
+                held = Held(e["mti"], e.get("approved", e["amount"]), e["card"], e["rrn"], e["response_code"],
+                            e["delta"])
                 self._remember(self._held, (e["mti"], e["stan"], e["f7"], e["acquirer_id"]), held)
                 if not self.strict:
                     self._remember(self._by_rrn, e["rrn"], held)
@@ -345,7 +365,7 @@ class Sandbox:
         # The benchmark path: every 0100/0200 of a load test comes through here.
         mti = msg.mti
         amount = msg.get(4)
-        rc = sandbox_response_code(amount)
+        rc = sandbox_response_code(amount, self.bank_codes)
         pin = None
         block = msg.get(52)
         if block is not None:
@@ -357,21 +377,24 @@ class Sandbox:
         if rrn is None:
             rrn = out[37] = self.rrn()
         auth_code = None
-        if rc == "00":
+        value = int(amount) if amount else 0
+        approved = approved_amount(rc, value)
+        if rc == "00" or approved:
             auth_code = out[38] = self.auth_code()
+        if rc == PARTIAL:
+            out[4] = f"{approved:012d}"
         if rc is not None:
             out[39] = rc
-        value = int(amount) if amount else 0
         pan = msg.get(2)
         card = card_key(pan) if pan else card_of(msg)
         stan = msg.get(11)
         f7 = msg.get(7)
         acquirer_id = (msg.get(32) or "").rjust(11, "0")
         delta = 0
-        if rc == "00" and value:
-            delta = value
+        if approved:
+            delta = approved
             balances = self._balances
-            balances[card] = balances.get(card, 0) + value
+            balances[card] = balances.get(card, 0) + approved
         record = {
             "event": "authorization",
             "acquirer": self.name,
@@ -394,7 +417,9 @@ class Sandbox:
         }
         if pin is not None:
             record["pin"] = pin
-        held = Held(mti, value, card, rrn, rc, delta)
+        if rc == PARTIAL:
+            record["approved"] = approved
+        held = Held(mti, approved if rc == PARTIAL else value, card, rrn, rc, delta)
         self._remember(self._held, (mti, stan, f7, acquirer_id), held)
         if not self.strict:
             self._remember(self._by_rrn, rrn, held)
@@ -485,7 +510,7 @@ class Sandbox:
     def _completion_code(msg: Any, pre: Held | None, amount: int) -> str:
         if pre is None or pre.mti != "0100":
             return RC_NOT_FOUND
-        if pre.response_code != "00" or pre.reversed:
+        if not (pre.response_code == "00" or pre.response_code in BANK_APPROVALS) or pre.reversed:
             return RC_INVALID
         if pre.completed_by is not None:
             return RC_DUPLICATE

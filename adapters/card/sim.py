@@ -1,7 +1,7 @@
 """A simulated bank acquirer: ISO 8583 host-87-bcd over TCP, on trio.
 
     python -m adapters.card.sim --host 127.0.0.1 --port 9101 --name bank-a \
-        [--lenient] [--latency-ms 5] [--drop-rate 0.0] [--disconnect-rate 0.0] \
+        [--lenient] [--bank-codes] [--latency-ms 5] [--drop-rate 0.0] [--disconnect-rate 0.0] \
         [--garbage-rate 0.0] [--late-ms N --late-rate R] [--sign-off-after N] \
         [--stall-after-echo] [--seed N] [--ledger FILE] [--fast] \
         [--mac tdes-retail|aes-cmac [--mac-key HEX] [--bad-mac-rate R]]
@@ -13,6 +13,10 @@ by default: reversals (0400/0420/0421 -> 0410/0430) and completions (0220 ->
 reversal moves no money twice, a pre-authorization is completed at most once
 and not above its amount.  ``--lenient``: the old behaviour (00 to every
 reversal and completion, field 37 as fallback).  0800 -> 0810 00.
+``--bank-codes``: amounts ending in 01, 04, 08, 10, 11, 15, 19, 41, 43, 54,
+57, 61, 65 or 75 answer that ISO 8583 code, as a bank host may, which the
+terminal is never given as such (the switch answers in section 5); 08 and 11
+approve, 10 approves half the amount and says so in field 4.
 
 Faults apply to transactions, never to network management, so a link can
 always sign on: ``--drop-rate`` leaves a request unanswered,
@@ -226,7 +230,8 @@ class SimulatedAcquirer:
         self.dialect = dialect("host-87-bcd")
         self.mac = host_mac(args, self.dialect)
         self.encode = self.mac.encode if self.mac is not None else self.dialect.encode
-        self.sandbox = Sandbox(args.name, args.seed, strict=not args.lenient)
+        self.sandbox = Sandbox(args.name, args.seed, strict=not args.lenient,
+                               bank_codes=getattr(args, "bank_codes", False))
         # Like a bank's host, the simulator restarted (with the switch that
         # started it, say) still knows what it approved: reversals find them.
         if taken := self.sandbox.replay(Ledger.events(args.ledger)):
@@ -353,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of transactions answered by closing the connection")
     p.add_argument("--garbage-rate", type=float, default=0.0,
                    help="share of transactions answered with an undecodable frame")
+    p.add_argument("--bank-codes", action="store_true",
+                   help="amounts ending in 01 04 08 10 11 15 19 41 43 54 57 61 65 75 answer that ISO 8583 code "
+                        "(08, 11 approve; 10 approves half the amount, in field 4)")
     p.add_argument("--lenient", action="store_true",
                    help="00 to every reversal and completion, field 37 as fallback (the old sandbox)")
     p.add_argument("--late-ms", type=float, default=0.0,

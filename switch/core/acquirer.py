@@ -55,8 +55,20 @@ def order_number(terminal_id: str, transmission_time: str, stan: str) -> str:
     repeated request can never become a second wallet payment.  The switch
     journals it with the request (unique), the wallet adapters send it.
     """
-    tid = "".join(c if c.isalnum() else "_" for c in terminal_id.strip())
-    return f"{tid}{transmission_time}{stan}"
+    return f"{order_prefix(terminal_id)}{transmission_time}{stan}"
+
+
+def order_prefix(terminal_id: str) -> str:
+    """The terminal's part of its wallet order numbers: field 41 without its
+    padding, every character but a letter or digit as ``_`` (what the wallets
+    take in an order number: trade.pay letters, digits and ``_``, micropay
+    also ``-|*``).  At most 8 characters (field 41 is ans8), so an order number
+    is at most 24, within both wallets' limits (64 and 32).
+
+    Two terminal IDs with the same prefix would share order numbers: the
+    configuration refuses them (:mod:`switch.config_terminals`).
+    """
+    return "".join(c if c.isalnum() else "_" for c in terminal_id.strip())
 
 
 # gc=False (Request, Result): built for every payment; their fields are
@@ -134,6 +146,11 @@ class Result(msgspec.Struct, kw_only=True, gc=False):
     # Wallets: the payer's id at the wallet (buyer id, open id), only ever
     # turned into a customer token (switch.core.vas); never journaled as it is.
     buyer_id: str | None = None
+    # The acquirer's own response code when the terminal is answered another
+    # (spec section 5 has not got it: adapters.card.response_codes), and what
+    # it meant; the switch logs them with the transaction.
+    acquirer_code: str | None = None
+    acquirer_reason: str | None = None
 
 
 # What Acquirer.reverse() reports.

@@ -463,6 +463,10 @@ class Engine:
         if result.uncertain and offline:
             log.warning("rrn %s: offline advice not confirmed by %s; the terminal uploads it again "
                         "(the centre counts it once per card and counter)", rec.rrn, used, **about(rec))
+        if result.acquirer_code is not None:  # the journal's acquirer_ref keeps the code too
+            log.log(logging.WARNING if reverse else logging.INFO, "rrn %s: %s answered %s; the terminal gets %s%s",
+                    rec.rrn, used, result.acquirer_reason or result.acquirer_code, code,
+                    " and the acquirer a reversal" if reverse else "", **about(rec))
         event = "uncertain" if reverse else "unconfirmed" if result.uncertain else "answer"
         changes = dict(state=states.advance(state, event), auth_code=result.auth_code, acquirer_ref=result.acquirer_ref)
         if rec.card_sealed is not None and not self.cfg.card_retention:

@@ -1,0 +1,156 @@
+"""A card acquirer's field 39 as a terminal may be told it (spec section 5).
+
+A bank host answers in the full ISO 8583:1987 range of response codes; a
+terminal is promised only the codes of section 5.  Every answer to an 0100,
+0200 or 0220 goes through :func:`terminal_answer`, sans-I/O like the rest of
+the host link:
+
+- a decline becomes the nearest section-5 decline (:data:`TABLE`);
+- an approval (00, 08, 11, 16, 85) is 00 when the amount the host approved
+  (its field 4, when it sends one) is the amount requested.  Anything else the
+  terminal cannot be told, because the money stays authorized at the host:
+  a partial approval (10) of less than the amount requested, or an approval of
+  another amount, is declined to the terminal (51: the card did not cover the
+  amount; 96 for more than requested) *and* reversed at the acquirer, the way
+  the switch reverses an answer it could not trust;
+- a code outside the table, or one that is not two ASCII letters or digits,
+  says nothing about the money: 96 and reversed, as for no answer at all (a
+  reversal of a decline moves nothing).
+
+A balance inquiry (31xxxx) authorizes no money: its approvals are 00
+whatever field 4 holds.  The host's own code is kept for reconciliation
+(``acquirer_ref``, see :func:`adapters.card.messages.acquirer_ref`), logged,
+and counted (``payswitch_hostlink_host_codes_total``).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# Host code -> (section-5 code, meaning).  Declines keep their code when
+# section 5 has it; the others take the nearest one a terminal can act on:
+# 05 when the cardholder should use another card or ask the bank, 62 when the
+# card is not to be used again (lost, stolen, pick up: a terminal cannot keep
+# the card), 14 when the card number is not known, 91 when the host may
+# answer later, 96 when something between the switch and the issuer broke.
+TABLE: dict[str, tuple[str, str]] = {
+    # approvals: money authorized (see APPROVALS, PARTIAL)
+    "00": ("00", "approved"),
+    "08": ("00", "honour with identification"),
+    "10": ("00", "approved for a partial amount"),
+    "11": ("00", "approved (VIP)"),
+    "16": ("00", "approved, update track 3"),
+    "85": ("00", "no reason to decline"),
+    # referrals: no voice authorization at a terminal
+    "01": ("05", "refer to card issuer"),
+    "02": ("05", "refer to card issuer, special condition"),
+    # declines
+    "03": ("03", "invalid merchant"),
+    "04": ("62", "pick up card"),
+    "05": ("05", "do not honour"),
+    "06": ("05", "error"),
+    "07": ("62", "pick up card, special condition"),
+    "09": ("96", "request in progress"),
+    "12": ("12", "invalid transaction"),
+    "13": ("13", "invalid amount"),
+    "14": ("14", "invalid card number"),
+    "15": ("14", "no such issuer"),
+    "17": ("05", "customer cancellation"),
+    "19": ("96", "re-enter transaction"),
+    "20": ("96", "invalid response"),
+    "21": ("05", "no action taken"),
+    "22": ("96", "suspected malfunction"),
+    "25": ("25", "unable to locate record"),
+    "30": ("96", "format error at the host"),
+    "31": ("14", "bank not supported by switch"),
+    "33": ("62", "expired card, pick up"),
+    "34": ("62", "suspected fraud, pick up"),
+    "35": ("62", "card acceptor contact acquirer, pick up"),
+    "36": ("62", "restricted card, pick up"),
+    "37": ("62", "card acceptor call acquirer security, pick up"),
+    "38": ("62", "allowable PIN tries exceeded, pick up"),
+    "39": ("05", "no credit account"),
+    "40": ("12", "requested function not supported"),
+    "41": ("62", "lost card, pick up"),
+    "42": ("05", "no universal account"),
+    "43": ("62", "stolen card, pick up"),
+    "44": ("05", "no investment account"),
+    "51": ("51", "not sufficient funds"),
+    "52": ("05", "no checking account"),
+    "53": ("05", "no savings account"),
+    "54": ("05", "expired card"),
+    "55": ("55", "incorrect PIN"),
+    "56": ("14", "no card record"),
+    "57": ("05", "transaction not permitted to cardholder"),
+    "58": ("58", "transaction not permitted to terminal"),
+    "59": ("05", "suspected fraud"),
+    "60": ("05", "card acceptor contact acquirer"),
+    "61": ("05", "exceeds withdrawal amount limit"),
+    "62": ("62", "restricted card"),
+    "63": ("05", "security violation"),
+    "64": ("13", "original amount incorrect"),
+    "65": ("05", "exceeds withdrawal frequency limit"),
+    "66": ("05", "card acceptor call acquirer security"),
+    "67": ("62", "hard capture, pick up"),
+    "68": ("68", "response received too late"),
+    "75": ("55", "allowable number of PIN tries exceeded"),
+    "90": ("91", "cut-off in process"),
+    "91": ("91", "issuer or switch inoperative"),
+    "92": ("91", "issuer cannot be found for routing"),
+    "93": ("05", "transaction cannot be completed, violation of law"),
+    "94": ("96", "duplicate transmission at the host"),
+    "95": ("96", "reconcile error at the host"),
+    "96": ("96", "system malfunction"),
+    "A0": ("96", "MAC verification failed on the host link"),
+}
+
+APPROVALS = frozenset(code for code, (to, _) in TABLE.items() if to == "00")
+PARTIAL = "10"  # approved for less than requested (or exactly the amount, then a full approval)
+# Codes that leave the money's fate unknown at the host, reversed like no answer.
+UNCERTAIN = frozenset({"09"})
+
+BALANCE = "31"  # processing code of a balance inquiry: authorizes no money
+
+
+class Answer(NamedTuple):
+    """What the terminal is told, and whether the acquirer must be sent a reversal."""
+
+    code: str  # section 5
+    reverse: bool
+    why: str  # for the log: the host's code and what it means
+
+
+def well_formed(code: object) -> bool:
+    """Two ASCII letters or digits: what field 39 (an2) can mean anything as."""
+    return isinstance(code, str) and len(code) == 2 and code.isascii() and code.isalnum()
+
+
+def terminal_answer(host_code: object, *, requested: str | None, approved: str | None,
+                    processing_code: str | None) -> Answer:
+    """The section-5 code for a host's answer to an 0100/0200/0220.
+
+    ``requested``: field 4 as sent (None when the request had none);
+    ``approved``: field 4 of the answer (None when the host sent none: a
+    full approval is then of the amount requested).
+    """
+    if not well_formed(host_code):
+        shown = repr(host_code) if not isinstance(host_code, str) or len(host_code) <= 2 else f"of {len(host_code)} characters"
+        return Answer("96", True, f"response code {shown} is not two letters or digits")
+    entry = TABLE.get(host_code)
+    if entry is None:
+        return Answer("96", True, f"unknown response code {host_code}")
+    code, meaning = entry
+    why = f"{host_code} ({meaning})"
+    if host_code in UNCERTAIN:
+        return Answer(code, True, why)
+    if code != "00" or (processing_code or "")[:2] == BALANCE:
+        return Answer(code, False, why)
+    if approved is None and host_code != PARTIAL:
+        return Answer("00", False, why)
+    if approved is None or not approved.isdigit():
+        return Answer("51" if host_code == PARTIAL else "96", True, f"{why} without a readable approved amount")
+    wanted = int(requested) if requested and requested.isdigit() else None
+    if wanted is None or int(approved) == wanted:
+        return Answer("00", False, why)
+    if int(approved) < wanted:
+        return Answer("51", True, f"{why}: {int(approved)} of {wanted} approved")
+    return Answer("96", True, f"{why}: {int(approved)} approved, {wanted} requested")
