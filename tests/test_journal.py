@@ -353,6 +353,19 @@ def test_totals_start_after_the_last_accepted_settlement(journal):
 # -- sweepers -------------------------------------------------------------------
 
 
+def test_reversing_completion_finds_another_completion_of_the_preauth_waiting_for_its_reversal(journal):
+    pre = ok(journal.insert(txn(1, mti="0100", state="answered", response_code="00")))[0]
+    other = ok(journal.insert(txn(9, mti="0100", state="answered", response_code="00")))[0]
+    late = ok(journal.insert(txn(2, mti="0220", original_id=pre.id, state="reversal_pending")))[0]
+    ok(journal.insert(txn(3, mti="0220", original_id=other.id, state="reversal_pending")))
+    ok(journal.insert(txn(4, mti="0400", original_id=pre.id, state="reversal_pending")))
+    mine = ok(journal.insert(txn(5, mti="0220", original_id=pre.id, state="received")))[0]
+    assert ok(journal.reversing_completion(pre.id, mine.id)).id == late.id
+    assert ok(journal.reversing_completion(pre.id, late.id)) is None  # not itself; 0400s and others' are not
+    ok(journal.update(late.id, state="reversed"))
+    assert ok(journal.reversing_completion(pre.id, mine.id)) is None
+
+
 def test_in_states_least_recently_updated_first(journal):
     ids = [ok(journal.insert(txn(i, state="reversal_pending")))[0].id for i in range(1, 6)]
     ok(journal.insert(txn(10, state="answered")))

@@ -18,7 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Generator
 
 from switch.core import messages as m
-from switch.core import pipeline, states
+from switch.core import pipeline
 from switch.core.commands import Op, Pause
 from switch.journal import REVERSED_STATES, TxnRecord, same_pan
 
@@ -31,7 +31,6 @@ log = logging.getLogger("payswitch")
 Gen = Generator[Any, Any, Any]
 
 POLL = 0.05  # seconds between two looks at the reversal queue
-_QUEUE_LIMIT = 1_000_000  # every pending reversal: one missed would let the completion overtake it
 
 
 def complete(engine: "Engine", msg, rec: TxnRecord, kind: str, pan: str | None, pan_hash: str | None, tlv: dict,
@@ -96,14 +95,14 @@ def _after_reversals(engine: "Engine", preauth_id: int, own_id: int, until: floa
     does at ``until``.
     """
     while True:
-        queued = yield Op("in_states", (states.REVERSAL_PENDING,), limit=_QUEUE_LIMIT)
-        pending = [r for r in queued if r.mti == "0220" and r.original_id == preauth_id and r.id != own_id]
-        if not pending:
+        # One indexed look-up (txn_original), however long the reversal queue is.
+        pending = yield Op("reversing_completion", preauth_id, own_id)
+        if pending is None:
             return True
         left = until - engine.clock()
         if left <= 0:
             log.info("completion txn %d: txn %d, an earlier completion of pre-authorization txn %d, is still "
-                     "being reversed; answered 91 unsent", own_id, pending[0].id, preauth_id)
+                     "being reversed; answered 91 unsent", own_id, pending.id, preauth_id)
             return False
         yield Pause(min(POLL, left))
 

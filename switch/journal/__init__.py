@@ -425,6 +425,9 @@ class Journal(Protocol):
     def find_completion(self, original_id: int) -> Future[TxnRecord | None]:
         """An approved, not reversed 0220 that completed the pre-authorization ``original_id``."""
 
+    def reversing_completion(self, original_id: int, other_than: int) -> Future[TxnRecord | None]:
+        """A 0220 of the pre-authorization ``original_id``, other than ``other_than``, waiting for its reversal."""
+
     def pending_reversals(self, limit: int = 1000) -> Future[list[TxnRecord]]:
         """Transactions waiting for a reversal, in the order they were queued."""
 

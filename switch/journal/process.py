@@ -245,6 +245,7 @@ class ProcessJournal:
     settle_totals = _forward("settle_totals")
     refund_total = _forward("refund_total")
     find_completion = _forward("find_completion")
+    reversing_completion = _forward("reversing_completion")
     pending_reversals = _forward("pending_reversals")
     reversal_backlog = _forward("reversal_backlog")
     retire = _forward("retire")

@@ -56,6 +56,7 @@ from switch.journal.statements import (
     COLUMN_TYPES,
     COLUMNS,
     COMPLETION,
+    COMPLETION_REVERSING,
     FIELDS,
     INSERT,
     INSERTED,
@@ -309,6 +310,9 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
 
     def find_completion(self, original_id: int) -> Future[TxnRecord | None]:
         return self._submit(self._one, (COMPLETION, (original_id,)), False)
+
+    def reversing_completion(self, original_id: int, other_than: int) -> Future[TxnRecord | None]:
+        return self._submit(self._one, (COMPLETION_REVERSING, (original_id, other_than)), False)
 
     def pending_reversals(self, limit: int = 1000) -> Future[list[TxnRecord]]:
         return self._submit(self._many, (PENDING_REVERSALS, (limit,)), False)

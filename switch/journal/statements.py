@@ -68,6 +68,11 @@ COMPLETION = (
     f"SELECT {COLUMNS} FROM txn WHERE original_id = ? AND mti = '0220' AND response_code = '00' "
     f"AND state NOT IN ({REVERSED}) ORDER BY id LIMIT 1"
 )
+# A completion of the pre-authorization waiting for its reversal (the txn_original index).
+COMPLETION_REVERSING = (
+    f"SELECT {COLUMNS} FROM txn WHERE original_id = ? AND mti = '0220' AND state = 'reversal_pending' "
+    "AND id <> ? ORDER BY id LIMIT 1"
+)
 PENDING_REVERSALS = (
     f"SELECT {COLUMNS} FROM txn WHERE state = 'reversal_pending' "
     "ORDER BY coalesce(reversal_started, updated_at), id LIMIT ?"
