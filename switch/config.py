@@ -22,7 +22,7 @@ from native.iso8583 import dialect
 # must not import the configuration.
 from switch.core.routing import expand_terminals, prefix_range
 from switch.security import config as security_config
-from switch import config_vas
+from switch import config_timing, config_vas
 from switch.config_terminals import check_order_prefixes
 from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
 
@@ -390,10 +390,7 @@ def _check(cfg: Config, src: str) -> Config:
             if value is not None and value < 0:
                 fail(f"merchants[{i}].{key}", f"must be 0 or more, got {value}")
     _check_security(cfg, fail)
-    for key in ("reversal_retry", "reversal_backoff_max", "reversal_not_found_window", "retransmission_window",
-                "drain_timeout", "card_retention"):
-        if getattr(cfg, key) < 0:
-            fail(key, f"must be 0 or more, got {getattr(cfg, key)}")
+    config_timing.check(cfg, fail)  # the reversal, window and retention seconds, and their order
     from switch.config_security import check_limits
 
     check_limits(cfg, fail)

@@ -78,6 +78,26 @@ def test_acquirer_timeout_must_fit_the_terminal_budget(tmp_path):
     assert "shorter than response_timeout" in msg and "$.acquirers[0].timeout" in msg
 
 
+@pytest.mark.parametrize("text, path, words", [
+    ("reversal_retry = 5.0\nreversal_backoff_max = 2.0\n", "reversal_backoff_max",
+     "2.0 is below reversal_retry (5.0)"),
+    ("reversal_backoff_max = 0.0\n", "reversal_backoff_max", "0.0 is below reversal_retry (5.0)"),
+    ("retransmission_window = 59.0\n", "retransmission_window", "59.0 is shorter than response_timeout (60.0)"),
+    ("response_timeout = 30.0\nretransmission_window = 0.0\n", "retransmission_window",
+     "0.0 is shorter than response_timeout (30.0)"),
+])
+def test_timing_keys_in_the_wrong_order_name_both(tmp_path, text, path, words):
+    msg = _bad(text + BASE, tmp_path)
+    assert msg.startswith(f"{tmp_path / 'switch.toml'}: ") and msg.endswith(f"- at `$.{path}`") and words in msg, msg
+
+
+def test_timing_keys_in_order_pass(tmp_path):
+    p = tmp_path / "switch.toml"
+    p.write_text("reversal_retry = 5.0\nreversal_backoff_max = 5.0\nretransmission_window = 60.0\n" + BASE)
+    cfg = config.load(p)
+    assert (cfg.reversal_backoff_max, cfg.retransmission_window) == (5.0, 60.0)
+
+
 def test_terminal_in_two_merchants(tmp_path):
     msg = _bad(
         '[[merchants]]\nid="M1"\nterminals=["T0000001-T0000005"]\n[[merchants]]\nid="M2"\nterminals=["T0000003"]\n',

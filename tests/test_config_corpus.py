@@ -157,6 +157,16 @@ CASES = [
      "duplicate route name 'visa' - at `$.routes[1].name`"),
     ("a route's amounts crossed", 'prefixes = ["4"]', 'prefixes = ["4"]\nmin_amount = 500\nmax_amount = 100',
      "500 is above max_amount 100: the route never matches - at `$.routes[0].min_amount`"),
+    # accepted: a back-off ceiling below its start cut the first wait short (at 0 the sender spun), and a
+    # window shorter than the terminal's budget authorized a repeat of a request still being answered again
+    ("reversal back-off ceiling below its start", "response_timeout = 30.0",
+     "response_timeout = 30.0\nreversal_retry = 10.0\nreversal_backoff_max = 5.0",
+     "5.0 is below reversal_retry (10.0): the wait between repeats of a reversal doubles from reversal_retry"
+     " up to reversal_backoff_max - at `$.reversal_backoff_max`"),
+    ("retransmission window shorter than the budget", "response_timeout = 30.0",
+     "response_timeout = 30.0\nretransmission_window = 20.0",
+     "20.0 is shorter than response_timeout (30.0): a terminal's repeat of a request still being answered"
+     " would be authorized a second time - at `$.retransmission_window`"),
     ("a source key", "response_timeout = 30.0", 'source = "elsewhere.toml"\nresponse_timeout = 30.0',
      "Object contains unknown field `source`"),
     # check-config passed these: serve refused the token key, and took the service secret, then every
