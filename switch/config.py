@@ -16,13 +16,12 @@ from typing import Literal
 
 import msgspec
 
-from native.iso8583 import dialect
-
 # Terminal ranges and prefix ranges are rules of the switch's core, which
 # must not import the configuration.
 from switch.core.routing import expand_terminals, prefix_range
 from switch.security import config as security_config
 from switch import config_timing, config_vas
+from switch.config_dialect import dialect_problem
 from switch.config_terminals import check_order_prefixes
 from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
 
@@ -370,10 +369,9 @@ def _check(cfg: Config, src: str) -> Config:
             fail(f"listeners[{i}].max_in_flight", "must be at least 1")
         if bool(lst.tls_cert_file) != bool(lst.tls_key_file):
             fail(f"listeners[{i}]", "TLS needs both tls_cert_file and tls_key_file")
-        try:
-            dialect(lst.dialect)
-        except (OSError, ValueError) as e:
-            fail(f"listeners[{i}].dialect", str(e))
+        problem = dialect_problem(lst.dialect)
+        if problem:
+            fail(f"listeners[{i}].dialect", problem)
     _check_ports(cfg, fail)
     sim_names: set[str] = set()
     for i, sim in enumerate(cfg.simulators):

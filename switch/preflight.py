@@ -98,14 +98,13 @@ def _acquirers(cfg: Config) -> None:
             if getattr(a, key):
                 _readable(cfg, f"acquirers[{i}].{key}", getattr(a, key), key.removesuffix("_file").replace("_", " "))
         if a.dialect:
-            from native.iso8583 import dialect
+            from switch.config_dialect import dialect_problem
 
             if os.sep in a.dialect or a.dialect.endswith(".toml"):
                 _readable(cfg, f"acquirers[{i}].dialect", a.dialect, "dialect file")
-            try:
-                dialect(a.dialect)
-            except (ValueError, TypeError, OSError) as e:
-                _fail(cfg, f"acquirers[{i}].dialect", str(e))
+            problem = dialect_problem(a.dialect)
+            if problem:
+                _fail(cfg, f"acquirers[{i}].dialect", problem)
         # What the adapter itself refuses (bad key contents, options): built
         # and thrown away; a factory does no network I/O.
         wiring.build_acquirer(a, i, None, source=cfg.source)

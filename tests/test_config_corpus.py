@@ -29,6 +29,7 @@ def _files(tmp: Path) -> dict[str, str]:
     (tmp / "keys" / "micropay_secret").write_text(os.urandom(16).hex() + "\n")
     (tmp / "keys" / "random.bin").write_bytes(b"\xdb" + os.urandom(31))
     (tmp / "keys" / "short.token").write_text("0123456789\n")
+    (tmp / "keys" / "utf16.toml").write_bytes('name = "host-87-utf16"\n'.encode("utf-16"))  # an editor's "Unicode"
     for secret in ("journal.key", "micropay_secret", "random.bin", "short.token"):
         (tmp / "keys" / secret).chmod(0o600)  # as a deployment keeps them: check-config says nothing
     return {"keys": str(tmp / "keys"), "data": str(tmp)}
@@ -122,6 +123,12 @@ CASES = [
      "unknown dialect 'host-93-ebcdic': expected one of host-87-bcd, iso87-ascii, terminal-87 or a path to a .toml file - at `$.acquirers[0].dialect`"),
     ("missing dialect file", 'acquirer_id = "10000000001"', 'acquirer_id = "10000000001"\ndialect = "{keys}/host.toml"',
      "cannot read dialect file {keys}/host.toml: No such file or directory - at `$.acquirers[0].dialect`"),
+    # named the byte but not the file
+    ("acquirer dialect file not UTF-8", 'acquirer_id = "10000000001"',
+     'acquirer_id = "10000000001"\ndialect = "{keys}/utf16.toml"',
+     "dialect file {keys}/utf16.toml is not UTF-8 text (byte 0xff at offset 0) - at `$.acquirers[0].dialect`"),
+    ("listener dialect file not UTF-8", "port = {term}\n", 'port = {term}\ndialect = "{keys}/utf16.toml"\n',
+     "dialect file {keys}/utf16.toml is not UTF-8 text (byte 0xff at offset 0) - at `$.listeners[0].dialect`"),
     ("bad length header", 'acquirer_id = "10000000001"', 'acquirer_id = "10000000001"\nheader = "ebcdic4"',
      "Invalid enum value 'ebcdic4' - at `$.acquirers[0].header`"),
     ("dialect on a wallet", 'secret_file = "{keys}/micropay_secret"', 'secret_file = "{keys}/micropay_secret"\nheader = "bcd2"',
