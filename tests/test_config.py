@@ -170,6 +170,8 @@ master_key_env = "PAYSWITCH_MASTER"
      '[[security.merchants.terminals]]\nterminals = "SHOP0001-SHOP0009"\ntmk = "t"\nbdk = "b"\n',
      "security.merchants[0].terminals[0]", "exactly one of tmk or bdk"),
     ('[[security.acquirers]]\nacquirer = "bank-z"\nzpk = "z"\n', "security.acquirers[0].acquirer", "no acquirer"),
+    ('[[security.acquirers]]\nacquirer = "bank-a"\nzpk = "zpk-a"\nzmk = "zmk-a"\n', "security.acquirers[0].zmk",
+     "not supported: the switch never reads it"),
 ])
 def test_security_problems_name_their_key_path(tmp_path, extra, path, words):
     msg = _bad(SECURED + extra, tmp_path)

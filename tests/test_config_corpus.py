@@ -174,6 +174,10 @@ CASES = [
      "response_timeout = 30.0\nretransmission_window = 20.0",
      "20.0 is shorter than response_timeout (30.0): a terminal's repeat of a request still being answered"
      " would be authorized a second time - at `$.retransmission_window`"),
+    # accepted and never read: an operator could think it protected the PIN key
+    ("an acquirer's zmk", "[[routes]]", '[[security.acquirers]]\nacquirer = "bank-a"\nzpk = "zpk-a"\nzmk = "zmk-a"\n\n[[routes]]',
+     "not supported: the switch never reads it (zpk names a key already in the security module, no key is"
+     " exchanged under a ZMK); remove it - at `$.security.acquirers[0].zmk`"),
     ("a source key", "response_timeout = 30.0", 'source = "elsewhere.toml"\nresponse_timeout = 30.0',
      "Object contains unknown field `source`"),
     # check-config passed these: serve refused the token key, and took the service secret, then every

@@ -75,7 +75,9 @@ class MerchantSecurity(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
 class AcquirerKeys(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     acquirer: str
-    zpk: str  # the acquirer's zone PIN key (imported under its ZMK)
+    zpk: str  # the acquirer's zone PIN key, by name in the security module
+    # Refused by check(): nothing ever read it, and a key that does nothing
+    # would let an operator think it protects something.
     zmk: str | None = None
     pin_format: Literal[0, 3, 4] = 0
 
@@ -155,6 +157,10 @@ def check(sec: Security, path: str = "security") -> list[tuple[str, str]]:
             lo, hi = _split(t.terminals)
             if len(lo) != len(hi) or lo > hi:
                 problems.append((f"{where}.terminals", f"bad terminal range {t.terminals!r}"))
+    for i, ak in enumerate(sec.acquirers):
+        if ak.zmk is not None:
+            problems.append((f"{path}.acquirers[{i}].zmk", "not supported: the switch never reads it (zpk names a key "
+                             "already in the security module, no key is exchanged under a ZMK); remove it"))
     if needs_module and m is None:
         problems.append((f"{path}.module", "a merchant policy needs a security module"))
     return problems
