@@ -72,6 +72,25 @@ CARD_LINK_COUNTERS: dict[str, tuple[tuple[str, ...], str]] = {
     "mac_failures": (("mti",), "Messages of the acquirer with a missing or wrong MAC (by our request's MTI)"),
 }
 
+# City-card and wallet link counters (adapters.citycard.adapter,
+# adapters.wallet.acquirer): link -> name -> (labels besides the acquirer, help).
+# Declared here so that the alert rules and the dashboard name families the
+# switch exports; each adapter counts every label value at 0 when it is built.
+OTHER_LINK_COUNTERS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+    "citycard": {
+        "timeouts": (("op",), "City-card requests the centre did not answer in time, by operation"),
+        "lost_in_flight": (("op",), "City-card requests sent on a connection that then dropped, by operation"),
+        "unavailable": (("op",), "City-card requests not sent: no connection to the centre, by operation"),
+        "late_answers": ((), "Answers of the centre after the switch had given up on their request"),
+        "protocol_errors": (("endpoint",), "Connections to the centre closed for an answer that could not be read"),
+        "uploads": (("result",), "Offline debit uploads by result (confirmed, refused, unconfirmed)"),
+    },
+    "wallet": {
+        "calls": (("call", "outcome"), "Wallet API calls by call (pay, query, cancel) and outcome"),
+        "orders": (("disposition",), "Wallet payments by the disposition they ended with"),
+    },
+}
+
 
 def _version() -> str:
     try:
@@ -273,8 +292,13 @@ class Metrics:
             )
             for name, (labels, doc) in CARD_LINK_COUNTERS.items()
         }
-        # links of other adapters (city card, wallet): counters made on first use
+        # links of other adapters: the city card's and the wallets' declared, any other made on first use
         self._other_link: dict[str, tuple[Counter, tuple[str, ...]]] = {}
+        for link, counters in OTHER_LINK_COUNTERS.items():
+            for name, (labels, doc) in counters.items():
+                metric = f"payswitch_{link}_{name}"
+                counter = Counter(metric, doc, ("acquirer",) + labels, registry=r)
+                self._other_link[metric] = (counter, labels)
         # label children by label values: labels() costs more than the update itself
         self._answered: dict[tuple[str, str, str], tuple] = {}
         self._acquirer: dict[tuple[str, str], object] = {}
@@ -377,11 +401,12 @@ class Metrics:
 
         ``link="hostlink"`` (card acquirers): the names of
         :data:`CARD_LINK_COUNTERS` become ``payswitch_hostlink_<name>_total``
-        labelled by acquirer and the counter's own labels.  Any other ``link``
-        (``citycard``, ``wallet``) and unknown names make
-        ``payswitch_<link>_<name>_total`` on first use, labelled by acquirer and
-        the label names of that first increment (later ones must match: a
-        missing label is left empty, an extra one dropped).
+        labelled by acquirer and the counter's own labels; ``citycard`` and
+        ``wallet``: those of :data:`OTHER_LINK_COUNTERS` become
+        ``payswitch_<link>_<name>_total`` the same way.  Any other link or name
+        makes its counter on first use, labelled by acquirer and the label names
+        of that first increment.  Later increments must match the labels: a
+        missing label is left empty, an extra one dropped.
         """
         children: dict[tuple, object] = {}
 
@@ -421,6 +446,8 @@ class Metrics:
             if link == "hostlink":
                 states = getattr(acq, "connection_states", None)
                 self.init_link_counters(name, list(states()) if states is not None else [])
+            elif link == "wallet":
+                self.wallet_held.labels(name)  # 0 held before the first hold: its series exists from the start
             if counters.listener is not None:
                 continue
             listener = self.link_listener(name, link)

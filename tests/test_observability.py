@@ -108,6 +108,42 @@ def test_attach_links_exports_each_link_under_its_own_family():
     assert m.registry.get_sample_value("payswitch_hostlink_timeouts_total", {"acquirer": "centre", "mti": "0200"}) is None
 
 
+def test_city_card_and_wallet_series_exist_at_0_before_any_traffic():
+    """The alert rules take rate() of these: a series that appears with its first
+    trouble would make the first rate no data, and the alert would never fire."""
+    from adapters.citycard.adapter import CityCardAcquirer
+    from adapters.wallet.micropay import MicroPayAcquirer
+    from switch.metrics import OTHER_LINK_COUNTERS
+
+    wallet = MicroPayAcquirer("wallet-b", "http://127.0.0.1:9", app_id="a", mch_id="m", secret=b"00" * 16)
+    centre = CityCardAcquirer("centre", endpoints=(("127.0.0.1", 9301), ("127.0.0.2", 9301)))
+    m = Metrics(process=False)
+    m.attach_links({"wallet-b": wallet, "centre": centre})
+    got = samples(m)
+    for op in ("debit", "offline", "load", "balance", "reverse"):
+        for name in ("timeouts", "lost_in_flight", "unavailable"):
+            assert got[(f"payswitch_citycard_{name}_total", (("acquirer", "centre"), ("op", op)))] == 0
+    for endpoint in ("127.0.0.1:9301", "127.0.0.2:9301"):
+        assert got[("payswitch_citycard_protocol_errors_total", (("acquirer", "centre"), ("endpoint", endpoint)))] == 0
+    for result in ("confirmed", "refused", "unconfirmed"):
+        assert got[("payswitch_citycard_uploads_total", (("acquirer", "centre"), ("result", result)))] == 0
+    assert got[("payswitch_citycard_late_answers_total", (("acquirer", "centre"),))] == 0
+    for call in ("pay", "query", "cancel"):
+        for outcome in ("answered", "unverifiable", "no_answer", "unsent"):
+            key = ("payswitch_wallet_calls_total", (("acquirer", "wallet-b"), ("call", call), ("outcome", outcome)))
+            assert got[key] == 0
+    for disposition in ("paid", "open", "declined", "closed", "refunded", "reversed", "not-found", "unsent"):
+        assert got[("payswitch_wallet_orders_total", (("acquirer", "wallet-b"), ("disposition", disposition)))] == 0
+    assert got[("payswitch_wallet_held", (("acquirer", "wallet-b"),))] == 0
+    assert ("payswitch_wallet_held", (("acquirer", "centre"),)) not in got
+    # the families are declared with the labels the adapters count by
+    families = {f.name: f for f in m.registry.collect()}
+    for link, counters in OTHER_LINK_COUNTERS.items():
+        for name, (labels, _doc) in counters.items():
+            for s in families[f"payswitch_{link}_{name}"].samples:
+                assert set(s.labels) - {"acquirer"} == set(labels), (name, s.labels)
+
+
 def test_reversal_backlog_age_is_uncapped_and_keeps_growing():
     m = Metrics(process=False)
     assert value(m, "payswitch_reversal_oldest_age_seconds") == 0
