@@ -25,10 +25,42 @@ from tests.e2e import MASTERCARD, UNIONPAY, VISA, Client, purchase
 pytestmark = pytest.mark.e2e
 
 OPS = e2e.ROOT / "ops"
+def link_extra(tmp: Path) -> str:
+    """A city-card centre and a wallet beside the card acquirers, with their simulators
+    and no route: their link counters are exported from the start, before any traffic."""
+    centre, wallet = e2e.free_port(), e2e.free_port()
+    return f"""
+[[acquirers]]
+name = "citycard"
+type = "citycard"
+endpoints = ["127.0.0.1:{centre}"]
+timeout = 2.0
+connections = 1
+
+[[acquirers]]
+name = "wallet-b"
+type = "wallet-micropay"
+endpoints = ["http://127.0.0.1:{wallet}"]
+timeout = 5.0
+secret_file = "{tmp / 'keys-micropay' / 'micropay_secret'}"
+
+[[simulators]]
+kind = "citycard"
+name = "citycard"
+port = {centre}
+
+[[simulators]]
+kind = "wallet"
+name = "wallet-b"
+port = {wallet}
+args = ["--style", "micropay", "--key-dir", "{tmp / 'keys-micropay'}"]
+"""
+
+
 @pytest.fixture(scope="module")
 def switch(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("obs")
-    text, ports = e2e.card_config(tmp, acquirer_timeout=1.5)
+    text, ports = e2e.card_config(tmp, acquirer_timeout=1.5, extra=link_extra(tmp))
     proc = e2e.SwitchProcess(tmp, text, ports).start()
     yield proc
     proc.stop()
@@ -73,7 +105,7 @@ def test_health_readiness_and_metrics(switch):
     doc = json.loads(body)
     assert status == 200, doc
     assert doc["ready"] and doc["journal"]["ok"] and doc["kinds"]["card"]["ok"]
-    assert set(doc["acquirers"]) == {"bank-a", "bank-b", "cup"}
+    assert set(doc["acquirers"]) == {"bank-a", "bank-b", "cup", "citycard", "wallet-b"}
 
     m = scrape(switch)
     for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "python_info"):
@@ -99,6 +131,12 @@ def test_health_readiness_and_metrics(switch):
     assert total(m, "payswitch_event_loop_lag_seconds_count") > 0
     assert total(m, "payswitch_cpu_seconds_total", part="event_loop") > 0
     assert ("payswitch_cpu_seconds_total", (("part", "journal_writer"),)) in m
+    # the city-card and wallet links' trouble counters and held payments, there at 0 with no traffic
+    assert m[("payswitch_citycard_unavailable_total", (("acquirer", "citycard"), ("op", "debit")))] == 0
+    assert m[("payswitch_citycard_uploads_total", (("acquirer", "citycard"), ("result", "unconfirmed")))] == 0
+    assert m[("payswitch_wallet_calls_total", (("acquirer", "wallet-b"), ("call", "pay"), ("outcome", "no_answer")))] == 0
+    assert m[("payswitch_wallet_orders_total", (("acquirer", "wallet-b"), ("disposition", "open")))] == 0
+    assert m[("payswitch_wallet_held", (("acquirer", "wallet-b"),))] == 0
 
 
 # -- Prometheus and the dashboard ----------------------------------------------------

@@ -56,7 +56,7 @@ def runbook_anchors() -> set[str]:
 
 def test_every_alert_links_to_a_runbook_section_that_exists():
     found = alerts()
-    assert len(found) == 15
+    assert len(found) == 20
     anchors = runbook_anchors()
     for name, block in found.items():
         m = re.search(r'runbook_url: "ops/runbook\.md#([\w-]+)"', block)
@@ -79,6 +79,28 @@ def test_the_outages_of_the_issue_are_covered():
     assert "payswitch_reversal_oldest_age_seconds" in exprs["PayswitchReversalBacklogStuck"]
     assert 'kind=~"card|citycard",code="68"' in exprs["PayswitchAcquirerTimeouts"]
     assert 'kind="wallet",code="68"' in exprs["PayswitchWalletUnconfirmed"]
+    # the wallets' and the city-card centre's own link counters
+    assert 'payswitch_wallet_calls_total{outcome=~"no_answer|unsent"}' in exprs["PayswitchWalletNoAnswer"]
+    assert 'payswitch_wallet_calls_total{outcome="unverifiable"}' in exprs["PayswitchWalletUnverifiable"]
+    assert "avg_over_time(payswitch_wallet_held[10m])" in exprs["PayswitchWalletHeldTooLong"]
+    assert "payswitch_wallet_orders_total" in exprs["PayswitchWalletHeldTooLong"]
+    assert "payswitch_citycard_unavailable_total" in exprs["PayswitchCityCardUnreachable"]
+    assert "payswitch_citycard_lost_in_flight_total" in exprs["PayswitchCityCardUnreachable"]
+    assert 'payswitch_citycard_uploads_total{result="unconfirmed"}' in exprs["PayswitchCityCardUploadsUnconfirmed"]
+
+
+def test_link_alert_labels_are_those_the_adapters_count_by():
+    """A label value in a rule that the adapter never counts would match nothing, silently."""
+    from adapters.citycard.adapter import _OPS
+    from adapters.wallet.acquirer import _CALL_OUTCOMES
+
+    rules = (OPS / "prometheus-rules.yml").read_text()
+    for outcome in re.findall(r'payswitch_wallet_calls_total\{outcome=~?"([^"]+)"\}', rules):
+        assert set(outcome.split("|")) <= set(_CALL_OUTCOMES), outcome
+    for op in re.findall(r'payswitch_citycard_\w+_total\{op!?=~?"([^"]+)"\}', rules):
+        assert set(op.split("|")) <= set(_OPS), op
+    for result in re.findall(r'payswitch_citycard_uploads_total\{result="([^"]+)"\}', rules):
+        assert result in ("confirmed", "refused", "unconfirmed"), result
 
 
 # -- metric names in rules and dashboard exist ----------------------------------------
