@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from tests import e2e
-from tests.e2e import Client, purchase, wait_for
+from tests.e2e import purchase, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +27,6 @@ def switch(tmp_path_factory):
     proc = e2e.SwitchProcess(tmp, text.replace(args, args + ', "--bank-codes"'), ports).start()
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def client(switch):
-    c = Client(switch.ports["term"])
-    yield c
-    c.close()
 
 
 def journaled(switch, stan: str) -> dict:

@@ -26,13 +26,6 @@ def switch(tmp_path_factory):
     proc.stop()
 
 
-@pytest.fixture
-def client(switch):
-    c = Client(switch.ports["term"])
-    yield c
-    c.close()
-
-
 def ledger_reversals(switch, acquirer):
     return [e for e in switch.ledger(acquirer) if e.get("event") == "reversal"]
 

@@ -6,7 +6,7 @@ import pytest
 
 from adapters.citycard import crypto
 from tests import e2e
-from tests.e2e import Client, purchase
+from tests.e2e import purchase
 
 pytestmark = pytest.mark.e2e
 
@@ -42,13 +42,6 @@ args = ["--blacklist", "{BLACKLISTED}"]
     proc = e2e.SwitchProcess(tmp, text, ports).start()
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def client(switch):
-    c = Client(switch.ports["term"])
-    yield c
-    c.close()
 
 
 def tlv48(**tags):

@@ -21,7 +21,7 @@ import pytest
 
 from switch import config as config_mod
 from tests import e2e
-from tests.e2e import MERCHANT, VISA, Client, purchase
+from tests.e2e import MERCHANT, VISA, purchase
 
 pytestmark = pytest.mark.e2e
 
@@ -57,13 +57,6 @@ def switch(tmp_path_factory):
     proc.start(timeout=60)
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def client(switch):
-    c = Client(switch.ports["term"])
-    yield c
-    c.close()
 
 
 def loyalty(switch, path):

@@ -96,13 +96,6 @@ def order_of(switch, style, req):
     return [o for o in ledger(switch, style) if o["out_trade_no"] == no]
 
 
-@pytest.fixture
-def client(switch):
-    c = Client(switch.ports["term"])
-    yield c
-    c.close()
-
-
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize(
     "suffix, rc, min_s, max_s",
