@@ -265,6 +265,8 @@ cdef int _load(DialectSpec d, str path) except -1:
         raise ValueError(f"{path}: cannot read dialect: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8; the decoder's message names only the byte
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
     unknown = set(doc) - _DIALECT_KEYS
     if unknown:
         raise _err(path, f"key {sorted(unknown)[0]!r}", f"unknown (expected one of {', '.join(sorted(_DIALECT_KEYS))})")

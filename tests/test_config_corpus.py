@@ -126,9 +126,9 @@ CASES = [
     # named the byte but not the file
     ("acquirer dialect file not UTF-8", 'acquirer_id = "10000000001"',
      'acquirer_id = "10000000001"\ndialect = "{keys}/utf16.toml"',
-     "dialect file {keys}/utf16.toml is not UTF-8 text (byte 0xff at offset 0) - at `$.acquirers[0].dialect`"),
+     "{keys}/utf16.toml: not UTF-8 text (byte 0xff at offset 0) - at `$.acquirers[0].dialect`"),
     ("listener dialect file not UTF-8", "port = {term}\n", 'port = {term}\ndialect = "{keys}/utf16.toml"\n',
-     "dialect file {keys}/utf16.toml is not UTF-8 text (byte 0xff at offset 0) - at `$.listeners[0].dialect`"),
+     "{keys}/utf16.toml: not UTF-8 text (byte 0xff at offset 0) - at `$.listeners[0].dialect`"),
     ("bad length header", 'acquirer_id = "10000000001"', 'acquirer_id = "10000000001"\nheader = "ebcdic4"',
      "Invalid enum value 'ebcdic4' - at `$.acquirers[0].header`"),
     ("dialect on a wallet", 'secret_file = "{keys}/micropay_secret"', 'secret_file = "{keys}/micropay_secret"\nheader = "bcd2"',
