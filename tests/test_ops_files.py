@@ -56,7 +56,7 @@ def runbook_anchors() -> set[str]:
 
 def test_every_alert_links_to_a_runbook_section_that_exists():
     found = alerts()
-    assert len(found) == 20
+    assert len(found) == 21
     anchors = runbook_anchors()
     for name, block in found.items():
         m = re.search(r'runbook_url: "ops/runbook\.md#([\w-]+)"', block)
@@ -87,6 +87,8 @@ def test_the_outages_of_the_issue_are_covered():
     assert "payswitch_citycard_unavailable_total" in exprs["PayswitchCityCardUnreachable"]
     assert "payswitch_citycard_lost_in_flight_total" in exprs["PayswitchCityCardUnreachable"]
     assert 'payswitch_citycard_uploads_total{result="unconfirmed"}' in exprs["PayswitchCityCardUploadsUnconfirmed"]
+    assert "payswitch_hostlink_protocol_errors_total" in exprs["PayswitchLinkProtocolErrors"]
+    assert "payswitch_citycard_protocol_errors_total" in exprs["PayswitchLinkProtocolErrors"]
 
 
 def test_link_alert_labels_are_those_the_adapters_count_by():
