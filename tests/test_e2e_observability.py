@@ -61,6 +61,11 @@ args = ["--style", "micropay", "--key-dir", "{tmp / 'keys-micropay'}"]
 def switch(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("obs")
     text, ports = e2e.card_config(tmp, acquirer_timeout=1.5, extra=link_extra(tmp))
+    # bank-a answers ISO 8583 codes outside section 5 for amounts ending in 54 and the
+    # like (payswitch_hostlink_host_codes_total); drive() sends it only 00 and 05 amounts.
+    args = f'args = ["--ledger", "{tmp / "bank-a.ledger"}"'
+    assert args in text
+    text = text.replace(args, args + ', "--bank-codes"')
     proc = e2e.SwitchProcess(tmp, text, ports).start()
     yield proc
     proc.stop()
@@ -207,6 +212,11 @@ def test_every_dashboard_query_returns_data(switch, prometheus):
     def traffic():
         while not stop.is_set():
             drive(switch.ports["term"], 15)
+            c = Client(switch.ports["term"])
+            try:
+                assert c.transact(purchase(1054, VISA))["39"] == "05"  # the host's 54 (expired card)
+            finally:
+                c.close()
 
     t = threading.Thread(target=traffic, daemon=True)
     t.start()
