@@ -85,3 +85,43 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path):
             c.close()
     finally:
         sw.stop()
+
+
+def test_requests_still_at_the_acquirer_when_the_drain_runs_out_are_answered_68_and_reversed(tmp_path):
+    """drain_timeout spent: each acquirer call still in flight is given up while the journal is
+    open (68 to the terminal, reversal journaled with its card); the next start reverses them."""
+    text, ports = drain_config(tmp_path)
+    text = text.replace("drain_timeout = 20.0", "drain_timeout = 1.0").replace(
+        f'"--latency-ms", "{LATENCY_MS}"', '"--latency-ms", "6000"')
+    sw = e2e.SwitchProcess(tmp_path, text, ports).start()
+    try:
+        clients = [e2e.Client(ports["term"], timeout=20) for _ in range(3)]
+        answers: dict[int, str] = {}
+
+        def pay(i: int) -> None:
+            answers[i] = clients[i].transact(e2e.purchase(1000 + 10 * i, terminal=f"DEMO{100 + i:04d}"))["39"]
+
+        threads = [threading.Thread(target=pay, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        e2e.wait_for(lambda: len([e for e in sw.ledger("bank-a") if e["event"] == "authorization"]) == 3)
+        sw.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(20)
+        assert sorted(answers.values()) == ["68"] * 3
+        assert sw.proc.wait(20) == 0
+        log = sw.log_text()
+        assert "3 acquirer call(s) still in flight given up" in log
+        assert "Traceback" not in log and "ERROR" not in log
+        for c in clients:
+            c.close()
+        # The next start sends the three reversals, each with its card (field 2).
+        sw = e2e.SwitchProcess(tmp_path, text, ports).start()
+        e2e.wait_for(lambda: len([e for e in sw.ledger("bank-a") if e["event"] == "reversal"]) == 3, timeout=30)
+        reversals = [e for e in sw.ledger("bank-a") if e["event"] == "reversal"]
+        assert all(e["response_code"] == "00" for e in reversals)
+        assert sorted(e["amount"] for e in reversals) == [1000, 1010, 1020]
+        pans = {e["stan"]: e["pan"] for e in sw.ledger("bank-a") if e["event"] == "authorization"}
+        assert all(e["pan"] and e["pan"] == pans[e["original_stan"]] for e in reversals)  # field 2 repeated
+    finally:
+        sw.stop()

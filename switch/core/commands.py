@@ -120,6 +120,11 @@ class Overrun(Exception):
     """Thrown into the engine when an adapter broke its own deadline."""
 
 
+class Stopping(Overrun):
+    """Thrown into the engine for an acquirer call given up because the switch is stopping
+    (its drain budget spent): an uncertain outcome like an overrun, but no fault of anyone's."""
+
+
 class Answer(NamedTuple):
     """What a request ends with: the bytes for the terminal and how to count them."""
 

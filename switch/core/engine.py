@@ -29,7 +29,7 @@ from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 from switch.core import messages as m
 from switch.core import completion, elsewhere, pipeline, security, states
 from switch.core.acquirer import Request, Result, order_number
-from switch.core.commands import Answer, Call, Flight, Op, Overrun, Wait
+from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.limits import TerminalSlots
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
@@ -436,6 +436,9 @@ class Engine:
             started = self.clock()
             try:
                 result = yield Call(name, request, timeout)
+            except Stopping:
+                log.warning("%s: rrn %s given up, the switch is stopping; reversing", name, rec.rrn, **about(rec))
+                result = Result(response_code="68", uncertain=True)
             except Overrun:
                 self.metrics.internal_error()
                 log.error("%s overran its %.1f s deadline on rrn %s; reversing", name, timeout, rec.rrn, **about(rec))

@@ -109,7 +109,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         log.info("stopping: draining requests in flight (up to %.0f s)", cfg.drain_timeout)
         for s in servers:
             s.close()
-        drained = await switch.drain()
+        drained = await switch.drain() or await switch.cut()
         log.info("drained" if drained else "drain budget spent; closing with requests in flight")
         http.close()
     finally:

@@ -44,6 +44,15 @@ class Backstop:
             return True
         return False
 
+    def expire_all(self) -> int:
+        """Cancel every watched task now, as if its deadline had passed (shutdown); how many."""
+        tasks = list(self._watched)
+        self._watched.clear()
+        for task in tasks:
+            self._expired.add(task)
+            task.cancel()
+        return len(tasks)
+
     def _check(self) -> None:
         self._timer = None
         now = self.loop.time()

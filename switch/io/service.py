@@ -17,7 +17,7 @@ from native.iso8583 import dialect
 
 from switch import config as config_mod
 from switch.core import session_keys, states
-from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec, Vas, Wait
+from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec, Stopping, Vas, Wait
 from switch.core.engine import Engine
 from switch.io.backstop import Backstop
 from switch.io.loopwatch import LoopWatch, process_stat, thread_stat
@@ -108,6 +108,7 @@ class Switch:
         self._jobs: set[asyncio.Task] = set()
         self._held: dict[str, str] = {}  # wallet orders waiting for their customer → acquirer
         self._idle = asyncio.Event()
+        self._cutting = False  # cut(): acquirer calls given up are Stopping, not Overrun
         self._idle.set()
         self.started = time.time()
         self.security_module = None  # spec 8: opened by start() as cfg.security.module says
@@ -205,6 +206,23 @@ class Switch:
             return False
         return True
 
+    async def cut(self, budget: float = 5.0) -> bool:
+        """After :meth:`drain` ran out: give up the acquirer calls still in flight.
+
+        Each one ends as an overrun does (68 to its terminal, the payment
+        journaled for reversal with its card sealed), while the journal is
+        still open; the next start sends the reversals.  Closing the links
+        under them instead would leave each request to journal its outcome
+        into a closed journal, and its terminal with a 96.  True when every
+        request was answered within ``budget`` seconds.
+        """
+        self._cutting = True
+        given_up = self._backstop.expire_all()
+        if given_up:
+            log.warning("stopping: %d acquirer call(s) still in flight given up; answered 68 and reversed "
+                        "at the next start", given_up)
+        return await self.drain(budget)
+
     async def close(self) -> None:
         self._closing = True
         self._sweep_wakeup.set()
@@ -282,6 +300,8 @@ class Switch:
                 return await call(command.request, command.timeout)
             except asyncio.CancelledError:
                 if self._backstop.expired(task):
+                    if self._cutting:
+                        raise Stopping(f"{command.acquirer} given up: the switch is stopping") from None
                     raise Overrun(f"{command.acquirer} overran {command.timeout:.1f} s") from None
                 raise
             finally:
