@@ -103,3 +103,24 @@ def test_bad_config_does_not_start(tmp_path):
                          capture_output=True, text=True, timeout=30, cwd=e2e.ROOT)
     assert out.returncode == 2
     assert f"{cfg}: unknown acquirer 'nobody' - at `$.routes[0].acquirers[0]`" in out.stderr
+
+
+def test_a_second_switch_on_the_same_journal_does_not_start(switch, tmp_path):
+    """Its start-up recovery would take the first one's payments at the acquirer for a dead
+    run's and reverse them: refused, naming the journal and the process that holds it."""
+    text = (switch.tmp / "switch.toml").read_text()
+    for port in switch.ports.values():
+        text = text.replace(str(port), str(e2e.free_port()))
+    cfg = tmp_path / "second.toml"
+    cfg.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "switch.cli", "serve", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60, cwd=e2e.ROOT)
+    assert out.returncode == 1, out.stderr
+    journal = switch.tmp / "journal.sqlite"
+    assert f"payswitch: cannot start: journal {journal} is in use by another payswitch process " \
+           f"(pid {switch.proc.pid})" in out.stderr
+    c = Client(switch.ports["term"])  # the first one serves on
+    try:
+        assert c.transact(purchase(1000))["39"] == "00"
+    finally:
+        c.close()

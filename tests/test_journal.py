@@ -27,6 +27,7 @@ from switch.journal import (
     open_journal,
     pan_protect,
 )
+from switch.journal import files
 from switch.journal.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteJournal
 
 KEY = b"journal-test-hmac-key"
@@ -883,3 +884,28 @@ def test_the_hmac_key_never_reaches_the_writer_process_command_line(tmp_path):
             ok(j.insert(txn(1, pan_masked=masked, pan_hash=digest, acquirer_ref="REF" + PAN)))
     finally:
         j.close()
+
+
+def test_a_journal_file_has_one_writer_at_a_time(tmp_path, writer):
+    url = f"sqlite://{tmp_path / 'j.sqlite'}"
+    first = open_journal(url, hmac_key=KEY, writer=writer)
+    try:
+        with pytest.raises(files.InUse, match=rf"journal {tmp_path / 'j.sqlite'} is in use by another payswitch "
+                                              rf"process \(pid \d+\)"):
+            open_journal(url, hmac_key=KEY, writer="thread")
+    finally:
+        first.close()
+    open_journal(url, hmac_key=KEY, writer="thread").close()  # given back on close
+    # ... and by a process that dies without closing (kill -9).
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; "
+                               "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
+                               "print('held', flush=True); time.sleep(60)", str(tmp_path / "j.sqlite.lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(files.InUse):
+            open_journal(url, hmac_key=KEY, writer="thread")
+    finally:
+        holder.kill()
+        holder.wait()
+    open_journal(url, hmac_key=KEY, writer="thread").close()

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import tempfile
 
 import pytest
 
 from native.iso8583 import build_tlv48, parse_tlv48
 from switch import config as config_mod
-from switch.io.service import Switch
+from switch.io.service import Switch, WorkerRole
+from switch.journal.process import ProcessJournal, start_shared_writer
 from switch.journal.sqlite import SqliteJournal
 from switch.security import dukpt, pinblock, sandbox, terminal
 from tests import test_security_pipeline as sp
@@ -181,13 +183,15 @@ def test_a_key_exchange_that_carries_a_mac_is_verified_under_the_current_key(tmp
 
 
 def test_two_switches_sharing_a_journal_agree_on_keys_and_counters(tmp_path):
-    """SO_REUSEPORT workers: keys given by one process work on the other; a promotion and a KSN
-    counter raised by one hold on the other."""
+    """SO_REUSEPORT workers on one shared journal writer (serve --workers): keys given by one
+    process work on the other; a promotion and a KSN counter raised by one hold on the other."""
     path = tmp_path / "journal.sqlite"
+    writer, sock = start_shared_writer(tempfile.mkdtemp(dir=tmp_path))
+    control = ProcessJournal(f"sqlite://{path}", hmac_key=bytes.fromhex(ts.KEY_HEX), connect=sock, control=True)
 
     async def main():
-        a = Switch(make_config(path), acquirers=ts.fakes())
-        b = Switch(make_config(path), acquirers=ts.fakes())
+        a = Switch(make_config(path), acquirers=ts.fakes(), worker=WorkerRole(0, 2, sock, recover_all=True))
+        b = Switch(make_config(path), acquirers=ts.fakes(), worker=WorkerRole(1, 2, sock, recover_all=False))
         await a.start()
         await b.start()
         try:
@@ -204,7 +208,11 @@ def test_two_switches_sharing_a_journal_agree_on_keys_and_counters(tmp_path):
             await asyncio.wait_for(a.close(), ts.WAIT)
             await asyncio.wait_for(b.close(), ts.WAIT)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        control.close()
+        writer.wait(ts.WAIT)
 
 
 # -- 3. DUKPT replays ----------------------------------------------------------------------

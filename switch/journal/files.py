@@ -1,14 +1,21 @@
-"""The journal's files on disk hold card data (masked PANs, PAN hashes): owner only.
+"""The journal's files on disk: owner only, and one writer process at a time.
+
+They hold card data (masked PANs, PAN hashes, sealed cards).
 
 The database is created 0600 before SQLite opens it, whatever the process
 umask, and an existing one (from an older payswitch, or copied in) is brought
 to 0600 with its ``-wal`` and ``-shm`` files.  SQLite creates ``-wal`` and
 ``-shm`` with the database file's own mode (its unix VFS fchmods them to it,
-so the umask does not widen or narrow them).
+so the umask does not widen or narrow them).  ``PATH.lock`` is held (``flock``)
+by the process that writes the journal, for as long as it is open
+(:func:`claim`).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import sqlite3
 
 JOURNAL_MODE = 0o600
 _COMPANIONS = ("", "-wal", "-shm", "-journal")
@@ -36,3 +43,71 @@ def secure(path: str) -> None:
             continue
         if st.st_mode & 0o777 != JOURNAL_MODE:
             os.chmod(path + suffix, JOURNAL_MODE)
+
+
+class InUse(OSError):
+    """Another process writes this journal."""
+
+
+def claim(path: str) -> int | None:
+    """Hold ``path``'s lock file (``PATH.lock``, an exclusive ``flock``) for as long as the
+    journal is open: the fd to give to :func:`release`, None for a journal in memory.
+
+    Two switches on one journal would each take the other's payments at the
+    acquirer for a dead run's and reverse them at start-up (and share STAN
+    blocks, settlement cut-offs and the reversal queue).  The lock goes with
+    the process, however it ends, so a killed switch never leaves it held.
+    A separate file, because closing any other descriptor of the database
+    file would drop the POSIX locks SQLite holds on it.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return None
+    lock_path = path + ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, JOURNAL_MODE)
+    except OSError:
+        return None  # no directory, no access: SQLite's own open reports it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise InUse(f"journal {path} is in use by another payswitch process"
+                        f"{f' (pid {holder})' if holder.isdigit() else ''}: "
+                        "one journal, one switch (or one supervisor with --workers)") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def release(fd: int | None) -> None:
+    """Give the lock of :func:`claim` back (closing its descriptor releases it)."""
+    if fd is not None:
+        os.close(fd)
+
+
+def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, int | None]:
+    """The journal's database for its writer: 0600 (:func:`secure`), its lock held
+    (:func:`claim`), WAL, synchronous=FULL (nothing answered before it is on disk).
+    Returns the connection and the lock for :func:`release`."""
+    from switch.journal import JournalError
+
+    secure(path)  # 0600 before SQLite makes it, whatever the umask
+    claimed = claim(path)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
+        try:
+            if path != ":memory:":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise JournalError(f"journal {path}: cannot switch to WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous = FULL")
+        except BaseException:
+            conn.close()
+            raise
+    except BaseException:
+        release(claimed)
+        raise
+    return conn, claimed

@@ -123,6 +123,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         self._last_now = 0.0
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._claimed: int | None = None  # the journal file's lock (files.claim) while open
         # Per set of updated columns (and whether the state is expected): its _update_plan.
         self._update_sql: dict[tuple[tuple[str, ...], bool], tuple] = {}
         # Writer thread only: the records as this connection last wrote or read
@@ -513,20 +514,16 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
     # -- GroupCommitter hooks (writer thread) --------------------------------
 
     def _open(self) -> None:
-        files.secure(self.path)  # 0600 before SQLite makes it, whatever the umask
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
+        conn, claimed = files.open_database(self.path, self._busy_timeout)
         try:
-            if self.path != ":memory:":
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    raise JournalError(f"journal {self.path}: cannot switch to WAL mode (got {mode!r})")
-            conn.execute("PRAGMA synchronous = FULL")
             schema.migrate(conn, self.path)
             self._executor = BatchExecutor(conn)
         except BaseException:
             conn.close()
+            files.release(claimed)
             raise
         self._conn = conn
+        self._claimed = claimed
         self._statement_numbers.clear()
 
     def _close_db(self) -> None:
@@ -536,6 +533,8 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        files.release(self._claimed)
+        self._claimed = None
 
     def _begin(self, writes: bool) -> None:
         # The transaction opens with the batch's first statement (in the same
