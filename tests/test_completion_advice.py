@@ -98,13 +98,19 @@ def test_a_late_completion_is_reversed_and_the_terminals_next_one_completes(agai
     scenario_run(host, scenario)
 
 
+async def late_completion_held_reversal(sw, host) -> None:
+    """A pre-authorization, then its completion answered late (68); the host holds back the
+    completion's reversal until ``host.gate`` is set."""
+    assert (await call(sw, request("0100", amount="000000002500")))[39] == "00"
+    host.gate = asyncio.Event()
+    assert (await call(sw, completion()))[39] == "68"
+
+
 def test_the_next_completion_waits_for_the_reversal_of_the_late_one():
     host = StrictHost(late=1)
 
     async def scenario(sw):
-        assert (await call(sw, request("0100", amount="000000002500")))[39] == "00"
-        host.gate = asyncio.Event()  # the host is slow to take reversals
-        assert (await call(sw, completion()))[39] == "68"
+        await late_completion_held_reversal(sw, host)
         again = asyncio.create_task(call(sw, completion("0221")))
         await asyncio.sleep(0.3)
         assert not again.done() and host.completions() == ["00"]  # not sent before the reversal
@@ -121,9 +127,7 @@ def test_a_completion_whose_earlier_one_is_still_being_reversed_is_answered_91_u
     host = StrictHost(late=1)
 
     async def scenario(sw):
-        assert (await call(sw, request("0100", amount="000000002500")))[39] == "00"
-        host.gate = asyncio.Event()  # the host takes no reversal for now
-        assert (await call(sw, completion()))[39] == "68"
+        await late_completion_held_reversal(sw, host)
         # Another completion (another STAN) of the same pre-authorization: not
         # forwarded while the host may still hold the first; 91, so the terminal sends it again.
         assert (await call(sw, completion(stan="000003")))[39] == "91"
