@@ -30,7 +30,7 @@ class Journal:
 
 def fake_switch():
     return SimpleNamespace(metrics=Metrics(process=False), journal=Journal(), acquirers={},
-                           cfg=SimpleNamespace(routes=[]), started=None)
+                           cfg=SimpleNamespace(routes=[]), started=None, draining=False)
 
 
 async def exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -71,6 +71,10 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path):
         except OSError:
             refused = True
         assert refused, "the listener still accepts connections while draining"
+        # ... and readiness says so, or a load balancer keeps sending terminals here.
+        code, body = sw.http_get("/readyz")
+        assert code == 503 and b"draining" in body, (code, body)
+        assert sw.http_get("/healthz")[0] == 200
         for t in threads:
             t.join(20)
         codes = sorted(a["39"] for a in answers.values())

@@ -25,6 +25,37 @@ def switch(tmp_path_factory):
     proc.stop()
 
 
+def test_sighup_while_starting_is_kept_for_when_it_serves(tmp_path):
+    """SIGHUP (systemctl reload) while the simulators start and the acquirers sign on: the
+    process does not die of the signal's default action; it starts and re-reads the file."""
+    text, ports = e2e.card_config(tmp_path)
+    sw = e2e.SwitchProcess(tmp_path, text, ports)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PAYSWITCH_LOG="INFO")
+    sw.proc = subprocess.Popen([sys.executable, "-m", "switch.cli", "serve", "--config", str(sw.config)],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=sw.log, text=True)
+    try:
+        assert e2e.wait_for(lambda: "simulator bank-a listening" in sw.log_text(), timeout=20), sw.log_text()
+        sw.config.write_text(text.replace('terminals = ["DEMO0001-DEMO0999"]',
+                                          'terminals = ["DEMO0001-DEMO0999", "NEWT0001"]'))
+        sw.proc.send_signal(signal.SIGHUP)
+        out = ""
+        while line := sw.proc.stdout.readline():
+            out += line
+            if line.startswith("payswitch: ready"):
+                break
+        assert "payswitch: ready" in out, (sw.proc.poll(), out, sw.log_text())
+        log = e2e.wait_for(lambda: "configuration reloaded from" in sw.log_text() and sw.log_text())
+        assert "SIGHUP received while starting" in log, log
+        c = Client(ports["term"])
+        try:  # the edit made while it started is in force
+            assert c.transact(purchase(100, terminal="NEWT0001"))["39"] == "00"
+        finally:
+            c.close()
+    finally:
+        sw.stop()
+    assert sw.proc.returncode == 0
+
+
 def test_reload_adds_terminals_without_dropping_connections(switch):
     c = Client(switch.ports["term"])
     try:

@@ -213,6 +213,7 @@ def fake_switch(tmp_path, acquirers: dict, routes: list[tuple[str, list[str]]]):
         cfg=SimpleNamespace(routes=[SimpleNamespace(kind=k, acquirers=a) for k, a in routes]),
         metrics=Metrics(process=False),
         started=time.time(),
+        draining=False,
     )
 
 
@@ -264,6 +265,22 @@ def test_not_ready_when_the_journal_cannot_be_written(tmp_path):
     assert code == 200 and b"payswitch_journal_writable 0.0" in text
     code, doc = get(http, "/status.json")
     assert code == 200 and doc["ready"] is False and doc["journal"]["ok"] is False
+
+
+def test_not_ready_while_draining(tmp_path):
+    """SIGTERM closed the listeners: a load balancer must stop sending terminals here
+    while the requests in flight finish, though journal and acquirers are fine."""
+    sw = fake_switch(tmp_path, {"bank-a": Acq(True), "bank-b": Acq(True), "cup": Acq(True),
+                                "tradepay": Acq(True)}, ROUTES)
+    try:
+        sw.draining = True
+        http = AdminHttp(sw, None)
+        code, body = get(http, "/readyz")
+        assert code == 503
+        assert body["reasons"] == ["draining: stopping, new terminal connections are refused"]
+        assert get(http, "/healthz")[0] == 200  # alive: let it finish, do not kill it
+    finally:
+        sw.journal.close()
 
 
 def test_routes_and_methods(tmp_path):

@@ -19,6 +19,7 @@ import sys
 from switch import config as config_mod
 from switch import logs, preflight, wiring
 from switch.config_security import load_admin_token
+from switch.io import hangup
 from switch.io.children import Children
 from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
@@ -91,6 +92,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         loop.add_signal_handler(signal.SIGHUP, reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if hangup.pending():  # a SIGHUP while starting: the file may have changed since it was read
+            log.info("SIGHUP received while starting: re-reading the configuration now")
+            reload()
         for lst in cfg.listeners:
             print(f"{me}: terminals connect to {lst.host}:{lst.port} ({lst.header} length framing"
                   f"{', TPDU' if lst.tpdu else ''}{', TLS' if lst.tls_cert_file else ''}, dialect {lst.dialect})", flush=True)
@@ -146,6 +150,7 @@ def run(config_path: str | None, *, demo: bool = False, log_format: str = "text"
     """The ``serve`` command: exit 0 after a clean stop, 2 for any configuration
     problem (one line, the same as ``check-config`` prints), 1 when the
     configuration is fine but the switch cannot start (a port in use)."""
+    hangup.hold()  # a SIGHUP before the loop serves must not end the process
     try:
         level = logs.level_from_env(os.environ.get("PAYSWITCH_LOG"))
     except ValueError as e:

@@ -9,8 +9,10 @@ one request per connection turn, bodies of a few KiB at most.
 - ``GET /readyz``: readiness. 200 ``{"ready": true, ...}`` when the journal
   is writable (an empty write transaction through the journal's writer) and
   every payment kind that has a route has at least one healthy acquirer on
-  its routes; 503 with the same JSON naming what is wrong otherwise.  Take
-  the switch out of a load balancer's pool (``readinessProbe``) on 503.
+  its routes; 503 with the same JSON naming what is wrong otherwise, and
+  503 from SIGTERM on (``draining``: the listeners are closed while requests
+  in flight finish).  Take the switch out of a load balancer's pool
+  (``readinessProbe``) on 503.
 - ``GET /metrics``: Prometheus text format (the journal is pinged first:
   ``payswitch_journal_writable``).
 - ``GET /status``: a self-contained HTML status page for operators, which
@@ -107,6 +109,8 @@ class AdminHttp:
         journal_ok, journal_why = await self.journal_check()
         kinds = self.kinds_check(health)
         reasons = [] if journal_ok else [f"journal: {journal_why}"]
+        if self.switch.draining:  # SIGTERM: the listeners are closed; send no one here any more
+            reasons.insert(0, "draining: stopping, new terminal connections are refused")
         reasons += [
             f"{kind}: no healthy acquirer among {', '.join(entry['acquirers'])}"
             for kind, entry in sorted(kinds.items())

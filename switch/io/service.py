@@ -109,6 +109,7 @@ class Switch:
         self._held: dict[str, str] = {}  # wallet orders waiting for their customer → acquirer
         self._idle = asyncio.Event()
         self._cutting = False  # cut(): acquirer calls given up are Stopping, not Overrun
+        self.draining = False  # drain() began: the listeners are closed, /readyz says 503
         self._idle.set()
         self.started = time.time()
         self.security_module = None  # spec 8: opened by start() as cfg.security.module says
@@ -196,6 +197,7 @@ class Switch:
         wallet customers still confirming included, are answered, not cut off.
         """
         budget = self.cfg.drain_timeout if budget is None else budget
+        self.draining = True
         try:
             async with asyncio.timeout(budget):
                 while self.engine.inflight:

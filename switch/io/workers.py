@@ -47,6 +47,7 @@ import tempfile
 import time
 
 from switch import config as config_mod
+from switch.io import hangup
 from switch.io.children import _die_with_parent
 
 log = logging.getLogger("payswitch")
@@ -312,6 +313,9 @@ class Fleet:
             loop.add_signal_handler(signal.SIGHUP, self.reload)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
+            if hangup.pending():  # a SIGHUP while the workers started: re-read the file now
+                log.info("SIGHUP received while starting: re-reading the configuration now")
+                self.reload()
             watch = loop.create_task(self.watch())
             for w in self.workers:
                 print(f"payswitch: worker {w.index} pid {w.proc.pid}, admin HTTP on "
@@ -356,6 +360,7 @@ def worker_main(argv: list[str]) -> int:
     p.add_argument("--log-format", default="text")
     p.add_argument("--recover-all", action="store_true")
     args = p.parse_args(argv)
+    hangup.hold()  # the supervisor signals only ready workers, but an operator may not
     from switch import logs
     from switch.io.app import serve
     from switch.io.service import WorkerRole
