@@ -909,3 +909,22 @@ def test_a_journal_file_has_one_writer_at_a_time(tmp_path, writer):
         holder.kill()
         holder.wait()
     open_journal(url, hmac_key=KEY, writer="thread").close()
+
+
+def test_a_journal_file_deleted_or_replaced_while_open_fails_the_ping(tmp_path, writer):
+    path = tmp_path / "j.sqlite"
+    j = open_journal(f"sqlite://{path}", hmac_key=KEY, writer=writer)
+    try:
+        assert ok(j.ping()) is True
+        path.rename(tmp_path / "moved.sqlite")
+        with pytest.raises(JournalError, match=rf"journal {path} was deleted while open"):
+            ok(j.ping())
+        (tmp_path / "moved.sqlite").rename(path)  # the very file back: fine again
+        assert ok(j.ping()) is True
+        copy = tmp_path / "copy.sqlite"
+        copy.write_bytes(path.read_bytes())
+        copy.replace(path)  # another file under the same name
+        with pytest.raises(JournalError, match="was replaced while open"):
+            ok(j.ping())
+    finally:
+        j.close()

@@ -111,3 +111,35 @@ def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, i
         release(claimed)
         raise
     return conn, claimed
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """The journal file's (device, inode) as it is opened, for :func:`still_there`."""
+    if path == ":memory:" or path.startswith("file:"):
+        return None
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def still_there(path: str, opened: tuple[int, int] | None) -> bool:
+    """True while ``path`` is the file the journal opened; else raise.
+
+    SQLite goes on writing to a journal file that was deleted or replaced
+    (a wrong ``rm``, a restore over a running switch): durable in name only,
+    it is gone when the process ends, and with it every payment's record.
+    The journal's ping fails, so ``/readyz`` and ``payswitch_journal_writable``
+    say so (alert PayswitchJournalNotWritable).
+    """
+    if opened is None:
+        return True
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is None or (st.st_dev, st.st_ino) != opened:
+        from switch.journal import JournalError
+
+        raise JournalError(f"journal {path} was {'deleted' if st is None else 'replaced'} while open: "
+                           "what is written now is lost when this process ends (runbook: journal file "
+                           "deleted or replaced)")
+    return True

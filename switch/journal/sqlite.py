@@ -124,6 +124,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._claimed: int | None = None  # the journal file's lock (files.claim) while open
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         # Per set of updated columns (and whether the state is expected): its _update_plan.
         self._update_sql: dict[tuple[tuple[str, ...], bool], tuple] = {}
         # Writer thread only: the records as this connection last wrote or read
@@ -522,8 +523,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
             conn.close()
             files.release(claimed)
             raise
-        self._conn = conn
-        self._claimed = claimed
+        self._conn, self._claimed, self._identity = conn, claimed, files.identity(self.path)
         self._statement_numbers.clear()
 
     def _close_db(self) -> None:
@@ -593,6 +593,7 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
 
     def ping(self) -> Future[bool]:
         """A round trip through the writer: an empty write transaction (BEGIN
-        IMMEDIATE, COMMIT) resolves True; a closed journal, a dead writer or a
-        database that cannot take the write lock fail it like any write."""
-        return self._submit(bool, (True,), True)
+        IMMEDIATE, COMMIT) resolves True; a closed journal, a dead writer, a
+        database that cannot take the write lock, or a journal file deleted or
+        replaced while open (files.still_there) fail it like any write."""
+        return self._submit(files.still_there, (self.path, self._identity), True)
