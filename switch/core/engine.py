@@ -109,6 +109,9 @@ class Engine:
         # journaled but in no flight here may be in flight in another one.
         self.shared_journal = False
         self.completing: set[int] = set()  # pre-authorizations with a completion in flight
+        # Section 6.1: refunds in flight per merchant, minor units.  The journal's
+        # daily total counts only answered refunds; these count until then.
+        self.refunds_in_flight: dict[str, int] = {}
         self.on_flight_done: Callable[[Flight], None] = _ignore
         self.slots = TerminalSlots()  # requests open per terminal ID (issue 8)
         self.reversals = ReversalQueue(self, stan_acquirers)
@@ -210,10 +213,20 @@ class Engine:
             raise
         finally:
             del self.inflight[key]
+            self._release_refund(flight)
             if flight.kind is not None:
                 self.metrics.request_ended(flight.kind)
             flight.done = True
             self.on_flight_done(flight)
+
+    def _release_refund(self, flight: Flight) -> None:
+        if flight.refund_held is not None:
+            merchant, amount = flight.refund_held
+            left = self.refunds_in_flight[merchant] - amount
+            if left:
+                self.refunds_in_flight[merchant] = left
+            else:
+                del self.refunds_in_flight[merchant]
 
     def _reversal_left(self, flight: Flight, merchant: str) -> Gen:
         """A reversal came while this flight was a retransmission, a rejection, or
@@ -243,16 +256,25 @@ class Engine:
             raise m.Rejection("30", "city-card payment without field 48 tag CC")
         return route.kind, route, pan
 
-    def _refund_limits(self, msg, merchant: str) -> Gen:
-        """Section 6.1: refunds without an original, per merchant; beyond a limit, 58."""
+    def _refund_limits(self, msg, merchant: str, flight: Flight) -> Gen:
+        """Section 6.1: refunds without an original, per merchant; beyond a limit, 58.
+
+        A refund under a daily limit is held in ``refunds_in_flight`` until its
+        flight ends (``_release_refund``), by then answered in the journal.
+        """
         limits = self.merchants[merchant]
         amount = int(msg[4])
         if limits.refund_max is not None and amount > limits.refund_max:
             raise m.Rejection("58", f"refund above the merchant's single-refund limit {limits.refund_max}")
         if limits.refund_daily_max is not None:
+            # Held before asking the journal: refunds at once (lanes of one
+            # cash-register host) each see the others, not only answered ones.
+            pending = self.refunds_in_flight.get(merchant, 0)
+            self.refunds_in_flight[merchant] = pending + amount
+            flight.refund_held = (merchant, amount)
             now = self.clock()
             done = yield Op("refund_total", merchant, now - now % 86400)
-            if done + amount > limits.refund_daily_max:
+            if done + pending + amount > limits.refund_daily_max:
                 raise m.Rejection("58", f"refunds today would exceed the merchant's limit {limits.refund_daily_max}")
 
     def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec) -> Gen:
@@ -269,7 +291,7 @@ class Engine:
             if mti in ("0100", "0200", "0220") and not by_reference:
                 kind, route, pan = self._classify(msg, tlv)
             if mti == "0200" and msg[3][:2] == m.REFUND:
-                yield from self._refund_limits(msg, merchant)
+                yield from self._refund_limits(msg, merchant, flight)
         except m.Rejection as r:
             rejection = r
         if mti == "0400":
