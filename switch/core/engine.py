@@ -31,6 +31,7 @@ from switch.core import completion, elsewhere, pipeline, security, states
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.limits import TerminalSlots
+from switch.core.network import NetworkAnswers
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.core.vas import VasHook
@@ -112,6 +113,7 @@ class Engine:
         # Section 6.1: refunds in flight per merchant, minor units.  The journal's
         # daily total counts only answered refunds; these count until then.
         self.refunds_in_flight: dict[str, int] = {}
+        self.network_answers = NetworkAnswers()  # 0810s for retransmitted 0800s (section 6)
         self.on_flight_done: Callable[[Flight], None] = _ignore
         self.slots = TerminalSlots()  # requests open per terminal ID (issue 8)
         self.reversals = ReversalQueue(self, stan_acquirers)
@@ -171,6 +173,24 @@ class Engine:
         """An answer the switch gives without journaling it."""
         return kind, code, codec.encode(m.build_response(msg, code, self.rrns.next()))
 
+    def _network_reply(self, msg, code: str, codec) -> tuple[str, str, bytes]:
+        """An 0810; a retransmitted 0800 gets its first one, other content under its key 94 (section 6)."""
+        key = (msg.get(41), msg.get(11), msg.get(7))
+        if None in key:
+            return self._reply(msg, code, codec, "network")
+        content = (msg.get(70), m.content_digest(msg, self.digest_key, "0800"))
+        now = self.clock()
+        first = self.network_answers.find(key, content, now, self.cfg.retransmission_window)
+        if first is False:
+            self.metrics.retransmission("conflict")
+            return self._reply(msg, "94", codec, "network")
+        if first is not None:
+            self.metrics.retransmission("same")
+            return "network", first[39], codec.encode(first)
+        resp = m.build_response(msg, code, self.rrns.next())
+        self.network_answers.keep(key, content, now, resp)
+        return "network", code, codec.encode(resp)
+
     def _dispatch(self, msg, mti: str, codec) -> Gen:
         try:
             m.check_request(msg, mti)
@@ -182,9 +202,11 @@ class Engine:
                 raise m.Rejection("03", f"unknown terminal {tid!r} or merchant")
         except m.Rejection as r:
             log.info("rejected %s: %s (%s)", msg.mti, r.code, r.reason)
-            return self._reply(msg, r.code, codec, "network" if mti == "0800" else "unknown")
+            if mti == "0800":
+                return self._network_reply(msg, r.code, codec)
+            return self._reply(msg, r.code, codec)
         if mti == "0800":
-            return self._reply(msg, "00", codec, "network")
+            return self._network_reply(msg, "00", codec)
 
         key = (tid, msg[11], msg[7])
         digest = m.content_digest(msg, self.digest_key, mti)
