@@ -161,9 +161,8 @@ def test_every_approved_answer_carries_38_and_its_retransmission_the_same(monkey
                                               f90=field90("0100", "000002"))))
         answers.append(await call(sw, reversal("000004", "000001")))
         answers.append(await call(sw, settlement("000005", debits=1, debit_amount=2000)))
-        for code in ("001", "301"):
-            answers.append(await call(sw, TERM.encode({"mti": "0800", 7: T7, 11: "00000" + code[-1], 41: TID,
-                                                       70: code})))
+        for stan, code in (("000006", "001"), ("000007", "301")):  # two keys: one key is one request
+            answers.append(await call(sw, TERM.encode({"mti": "0800", 7: T7, 11: stan, 41: TID, 70: code})))
         assert [a.mti for a in answers] == ["0210", "0110", "0230", "0410", "0510", "0810", "0810"]
         for a in answers:
             assert a[39] == "00", a.mti

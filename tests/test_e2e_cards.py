@@ -167,6 +167,29 @@ def test_network_management(client):
         assert resp["t"] == "0810" and resp["39"] == "00" and resp["70"] == code and resp["11"] == req["11"]
 
 
+def test_a_retransmitted_0800_gets_its_first_0810_and_other_content_94(client):
+    # Section 6: same 41, 11 and 7, the original answer (same 37 and 38); the
+    # same key with other content, 94.  An 0800 is not journaled, but this holds.
+    req = {"t": "0800", "7": e2e.now()["7"], "11": e2e.stan(), "41": "DEMO0001", "70": "301"}
+    first = client.transact(req)
+    assert first["39"] == "00"
+    assert client.transact(req) == first
+    assert client.transact(dict(req, **{"70": "001"}))["39"] == "94"
+    bad = dict(req, **{"11": e2e.stan(), "70": "999"})
+    refused = client.transact(bad)
+    assert refused["39"] == "12" and client.transact(bad) == refused
+
+
+def test_network_management_without_field_70_is_30_and_the_connection_lives(client):
+    # Section 3: an 0800 carries 70; one without it is a format error, answered
+    # like any request missing a field (it once went unanswered).
+    req = {"t": "0800", "7": e2e.now()["7"], "11": e2e.stan(), "41": "DEMO0001"}
+    resp = client.transact(req)
+    assert resp["t"] == "0810" and resp["39"] == "30" and resp["11"] == req["11"]
+    assert "70" not in resp
+    assert client.transact(purchase(700))["39"] == "00"
+
+
 def test_settlement_totals_against_the_journal(switch):
     c = Client(switch.ports["term"])
     try:

@@ -418,6 +418,30 @@ def test_refunds_beyond_the_merchants_limits_answer_58():
     run(scenario, merchant="refund_max = 100000\nrefund_daily_max = 150000")
 
 
+def test_refunds_at_once_keep_to_the_daily_limit_and_an_answered_one_frees_its_hold():
+    # Two lanes of a cash-register host refund at once: the second must see the
+    # first, still at its acquirer, or both pass a daily limit only one fits.
+    gate = asyncio.Event()
+
+    async def scenario(sw):
+        bank = sw.acquirers["bank-a"]
+        first = asyncio.ensure_future(call(sw, request(stan="000001", pcode="200000", amount="000000100000")))
+        await asyncio.wait_for(bank.entered.wait(), 5)
+        second = asyncio.ensure_future(call(sw, request(stan="000002", pcode="200000", amount="000000060000")))
+        await asyncio.wait({second}, timeout=1.0)
+        gate.set()
+        assert (await first)[39] == "00"
+        assert (await second)[39] == "58"
+        assert len(bank.authorized) == 1
+        assert sw.engine.refunds_in_flight == {}
+        # answered, the first counts from the journal: 50000 more fits, 1 more does not
+        assert (await call(sw, request(stan="000003", pcode="200000", amount="000000050000")))[39] == "00"
+        assert (await call(sw, request(stan="000004", pcode="200000", amount="000000000001")))[39] == "58"
+
+    run(scenario, acquirers=fakes(**{"bank-a": FakeAcquirer("bank-a", gate=gate)}),
+        merchant="refund_daily_max = 150000")
+
+
 def test_a_key_older_than_the_retransmission_window_is_a_new_request():
     async def scenario(sw):
         assert (await call(sw, request()))[39] == "00"

@@ -31,6 +31,7 @@ from switch.core import completion, elsewhere, pipeline, security, states
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.limits import TerminalSlots
+from switch.core.network import NetworkAnswers
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.core.vas import VasHook
@@ -109,6 +110,10 @@ class Engine:
         # journaled but in no flight here may be in flight in another one.
         self.shared_journal = False
         self.completing: set[int] = set()  # pre-authorizations with a completion in flight
+        # Section 6.1: refunds in flight per merchant, minor units.  The journal's
+        # daily total counts only answered refunds; these count until then.
+        self.refunds_in_flight: dict[str, int] = {}
+        self.network_answers = NetworkAnswers()  # 0810s for retransmitted 0800s (section 6)
         self.on_flight_done: Callable[[Flight], None] = _ignore
         self.slots = TerminalSlots()  # requests open per terminal ID (issue 8)
         self.reversals = ReversalQueue(self, stan_acquirers)
@@ -168,6 +173,24 @@ class Engine:
         """An answer the switch gives without journaling it."""
         return kind, code, codec.encode(m.build_response(msg, code, self.rrns.next()))
 
+    def _network_reply(self, msg, code: str, codec) -> tuple[str, str, bytes]:
+        """An 0810; a retransmitted 0800 gets its first one, other content under its key 94 (section 6)."""
+        key = (msg.get(41), msg.get(11), msg.get(7))
+        if None in key:
+            return self._reply(msg, code, codec, "network")
+        content = (msg.get(70), m.content_digest(msg, self.digest_key, "0800"))
+        now = self.clock()
+        first = self.network_answers.find(key, content, now, self.cfg.retransmission_window)
+        if first is False:
+            self.metrics.retransmission("conflict")
+            return self._reply(msg, "94", codec, "network")
+        if first is not None:
+            self.metrics.retransmission("same")
+            return "network", first[39], codec.encode(first)
+        resp = m.build_response(msg, code, self.rrns.next())
+        self.network_answers.keep(key, content, now, resp)
+        return "network", code, codec.encode(resp)
+
     def _dispatch(self, msg, mti: str, codec) -> Gen:
         try:
             m.check_request(msg, mti)
@@ -179,9 +202,11 @@ class Engine:
                 raise m.Rejection("03", f"unknown terminal {tid!r} or merchant")
         except m.Rejection as r:
             log.info("rejected %s: %s (%s)", msg.mti, r.code, r.reason)
-            return self._reply(msg, r.code, codec, "network" if mti == "0800" else "unknown")
+            if mti == "0800":
+                return self._network_reply(msg, r.code, codec)
+            return self._reply(msg, r.code, codec)
         if mti == "0800":
-            return self._reply(msg, "00", codec, "network")
+            return self._network_reply(msg, "00", codec)
 
         key = (tid, msg[11], msg[7])
         digest = m.content_digest(msg, self.digest_key, mti)
@@ -210,10 +235,20 @@ class Engine:
             raise
         finally:
             del self.inflight[key]
+            self._release_refund(flight)
             if flight.kind is not None:
                 self.metrics.request_ended(flight.kind)
             flight.done = True
             self.on_flight_done(flight)
+
+    def _release_refund(self, flight: Flight) -> None:
+        if flight.refund_held is not None:
+            merchant, amount = flight.refund_held
+            left = self.refunds_in_flight[merchant] - amount
+            if left:
+                self.refunds_in_flight[merchant] = left
+            else:
+                del self.refunds_in_flight[merchant]
 
     def _reversal_left(self, flight: Flight, merchant: str) -> Gen:
         """A reversal came while this flight was a retransmission, a rejection, or
@@ -243,16 +278,25 @@ class Engine:
             raise m.Rejection("30", "city-card payment without field 48 tag CC")
         return route.kind, route, pan
 
-    def _refund_limits(self, msg, merchant: str) -> Gen:
-        """Section 6.1: refunds without an original, per merchant; beyond a limit, 58."""
+    def _refund_limits(self, msg, merchant: str, flight: Flight) -> Gen:
+        """Section 6.1: refunds without an original, per merchant; beyond a limit, 58.
+
+        A refund under a daily limit is held in ``refunds_in_flight`` until its
+        flight ends (``_release_refund``), by then answered in the journal.
+        """
         limits = self.merchants[merchant]
         amount = int(msg[4])
         if limits.refund_max is not None and amount > limits.refund_max:
             raise m.Rejection("58", f"refund above the merchant's single-refund limit {limits.refund_max}")
         if limits.refund_daily_max is not None:
+            # Held before asking the journal: refunds at once (lanes of one
+            # cash-register host) each see the others, not only answered ones.
+            pending = self.refunds_in_flight.get(merchant, 0)
+            self.refunds_in_flight[merchant] = pending + amount
+            flight.refund_held = (merchant, amount)
             now = self.clock()
             done = yield Op("refund_total", merchant, now - now % 86400)
-            if done + amount > limits.refund_daily_max:
+            if done + pending + amount > limits.refund_daily_max:
                 raise m.Rejection("58", f"refunds today would exceed the merchant's limit {limits.refund_daily_max}")
 
     def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec) -> Gen:
@@ -269,7 +313,7 @@ class Engine:
             if mti in ("0100", "0200", "0220") and not by_reference:
                 kind, route, pan = self._classify(msg, tlv)
             if mti == "0200" and msg[3][:2] == m.REFUND:
-                yield from self._refund_limits(msg, merchant)
+                yield from self._refund_limits(msg, merchant, flight)
         except m.Rejection as r:
             rejection = r
         if mti == "0400":

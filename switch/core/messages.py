@@ -245,7 +245,8 @@ def build_response(
         v = msg.get(n)
         if v is not None:
             out[n] = v
-    if msg.mti[:3] == "080":
+    if msg.mti[:3] == "080" and 70 in msg:
+        # An 0800 without 70 is answered 30 like any request missing a field.
         out[70] = msg[70]
     out[37] = rrn
     out[39] = code
