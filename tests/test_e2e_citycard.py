@@ -1,5 +1,6 @@
 """End to end over TCP: city cards through the switch to the simulated clearing centre
 (spec sections 3, 4, 4.1, 7), with a pyiso8583 client."""
+import sqlite3
 import time
 
 import pytest
@@ -144,3 +145,20 @@ def test_reversal_restores_the_balance(client):
         counter += 1
         time.sleep(0.1)
     assert balance == 10000 - 100 * (counter - 1)
+
+
+def test_reversal_of_an_offline_upload_leaves_it_counted(switch, client):
+    # README: a city-card upload is never reversed; the card already paid offline.
+    card = "8800123456789072"
+    upload, _ = citycard_request(card, 1, 1500, mti="0220")
+    assert client.transact(upload)["39"] == "00"
+    assert client.transact(e2e.reversal_of(upload))["39"] == "00"
+    time.sleep(1.5)  # reversal_retry 0.5 s: a background reversal would have reached the centre
+    resp = client.transact(citycard_request(card, 2, 100)[0])
+    assert parse48(resp["48"])["CB"] == "%012d" % (10000 - 1500 - 100)
+    db = sqlite3.connect(switch.tmp / "journal.sqlite")
+    try:
+        (state,) = db.execute("select state from txn where stan = ? and mti = '0220'", (upload["11"],)).fetchone()
+    finally:
+        db.close()
+    assert state == "answered"

@@ -249,6 +249,10 @@ class ReversalQueue:
             if not created and okey in self.engine.inflight:  # it arrived this very moment
                 self.engine.inflight[okey].reverse_requested = True
                 return orig.id, orig.kind
+        if orig.mti == "0220" and orig.kind == "citycard" and orig.original_id is None:
+            # An offline upload: the card already paid, so the centre keeps it (README).
+            log.warning("0400 for %s/%s names a city-card offline upload: not reversed", tid, o_stan)
+            return orig.id, orig.kind
         if orig.mti in REVERSIBLE and orig.acquirer and states.needs_reversal(orig.state, orig.response_code):
             if orig.state != states.REVERSAL_PENDING:
                 card = self._card_of(orig, pan) or self._card_in_flight(orig)  # sealed with its approval
