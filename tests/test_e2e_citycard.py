@@ -162,3 +162,43 @@ def test_reversal_of_an_offline_upload_leaves_it_counted(switch, client):
     finally:
         db.close()
     assert state == "answered"
+
+
+def test_reversal_of_an_offline_upload_in_flight_leaves_it_counted(tmp_path):
+    port = e2e.free_port()
+    extra = f"""
+[[acquirers]]
+name = "citycard"
+type = "citycard"
+endpoints = ["127.0.0.1:{port}"]
+timeout = 4.0
+
+[[routes]]
+name = "citycard"
+kind = "citycard"
+prefixes = ["8800"]
+acquirers = ["citycard"]
+
+[[simulators]]
+kind = "citycard"
+name = "citycard"
+port = {port}
+args = ["--latency-ms", "1000"]
+"""
+    text, ports = e2e.card_config(tmp_path, extra=extra)
+    proc = e2e.SwitchProcess(tmp_path, text, ports).start()
+    terminal, other = e2e.Client(ports["term"]), e2e.Client(ports["term"])
+    try:
+        card = "8800123456789080"
+        upload, _ = citycard_request(card, 1, 1500, mti="0220")
+        terminal.send(upload)
+        time.sleep(0.3)  # at the centre now
+        assert other.transact(e2e.reversal_of(upload))["39"] == "00"
+        assert terminal.recv()["39"] == "00"  # the card paid: the upload stands
+        time.sleep(2.5)  # a reversal sent at the answer would have been booked by now
+        resp = terminal.transact(citycard_request(card, 2, 100)[0])
+        assert parse48(resp["48"])["CB"] == "%012d" % (10000 - 1500 - 100)
+    finally:
+        terminal.close()
+        other.close()
+        proc.stop()

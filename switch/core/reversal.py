@@ -234,6 +234,9 @@ class ReversalQueue:
                 break  # nothing in flight, or only a retransmission of something answered
             if flight.decided:
                 continue
+            if flight.kind == "citycard" and flight.mti == "0220":
+                log.warning("0400 for %s/%s names a city-card offline upload in flight: not reversed", tid, o_stan)
+                return (orig.id if orig else flight.txn_id), "citycard"
             # Being authorized: answered 68 when its answer comes and reversed if
             # approved; if it ends another way, reversed from the journal then
             # (and after a crash, recovery reverses what was sent).
