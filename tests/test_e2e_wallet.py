@@ -222,3 +222,28 @@ def test_restart_while_an_order_waits_sweeper_closes_it(tmp_path):
         for p in sims:
             p.terminate()
             p.wait(10)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_reversal_while_the_customer_confirms_answers_68_without_the_trade(switch, style):
+    """Section 6.1: an 0400 while the customer confirms gets its 0410 at once; the
+    original is answered 68 when the wallet's answer comes, the payment is refunded,
+    and the 68 carries no trade number (WT goes with an approval only)."""
+    req = wallet_payment(code(style, "01"))
+    held = Client(switch.ports["term"])
+    other = Client(switch.ports["term"])
+    try:
+        held.send(req)
+        time.sleep(0.3)  # the customer is confirming
+        t0 = time.monotonic()
+        assert other.transact(e2e.reversal_of(req))["39"] == "00"
+        assert time.monotonic() - t0 < 3
+        resp = held.recv()
+    finally:
+        held.close()
+        other.close()
+    assert resp["39"] == "68" and "38" not in resp
+    assert "WT" not in resp.get("48", "")
+    e2e.wait_for(lambda: order_of(switch, style, req)[0]["state"] == "refunded")
+    [order] = order_of(switch, style, req)
+    assert order["charges"] == 1 and order["refunds"] == 1

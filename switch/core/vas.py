@@ -193,7 +193,11 @@ class VasHook:
 
     def after(self, msg, rec, request, result, code: str, reverse: bool, flight) -> Gen:
         """Points and enrolment after an approval: (field 48 tags of the response, token to journal)."""
-        tlv = dict(result.tlv)
+        # The acquirer's tags go with its own answer only.  When the terminal gets another
+        # code (68: reversed while at the acquirer, spec 6.1), a wallet's trade number, a
+        # city card's balance after the debit or its top-up MAC2 would speak of money
+        # the switch is taking back.
+        tlv = dict(result.tlv) if code == result.response_code else {}
         extra = getattr(flight, "vas_tlv", None) or {}
         token = None
         if request.kind == "wallet" and getattr(result, "buyer_id", None):
