@@ -645,6 +645,25 @@ def test_0400_while_the_original_is_in_flight_answers_at_once_and_the_original_6
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
 
 
+def test_an_approval_answered_68_because_reversed_in_flight_carries_no_issuer_emv_data_s6_1():
+    """Field 55 of the acquirer's approval (an ARPC, issuer scripts) must not reach a chip
+    that is told 68: it goes with the acquirer's own answer only."""
+    gate = asyncio.Event()
+    bank_a = FakeAcquirer("bank-a", gate=gate, answer=Result(
+        response_code="00", auth_code="A00001", acquirer_ref="r", icc=b"\x91\x02\x01\x02"))
+
+    async def scenario(sw):
+        original = asyncio.create_task(sw.handle(request(f55=bytes.fromhex("9F2608AABBCCDDEEFF0011"))))
+        await asyncio.wait_for(bank_a.entered.wait(), WAIT)
+        assert TERM.decode(await sw.handle(reversal("000002", "000001")))[39] == "00"
+        gate.set()
+        o = TERM.decode(await asyncio.wait_for(original, WAIT))
+        assert o[39] == "68" and 55 not in o and 38 not in o
+        await wait_state(sw, "000001", states.REVERSED)
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
+
+
 def test_0400_whose_reversal_fails_answers_00_and_the_worker_finishes_it_s6():
     bank_a = FakeAcquirer("bank-a", reverse_failures=1)
 

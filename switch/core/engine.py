@@ -523,7 +523,7 @@ class Engine:
         if reverse:
             changes.update((yield from self.reversals.start_fields(used, rec.id, request.pan)))
         icc = None
-        if result.icc:
+        if result.icc and code == result.response_code:  # the issuer's data goes with its own answer only
             try:
                 icc = m.issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
             except ValueError as e:
