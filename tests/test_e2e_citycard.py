@@ -15,18 +15,17 @@ MK = bytes.fromhex("404142434445464748494A4B4C4D4E4F")
 BLACKLISTED = "8800000000000666"
 
 
-@pytest.fixture(scope="module")
-def switch(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("citycard")
+def citycard_extra(timeout: float, sim_args: list[str], acquirer_extra: str = "") -> str:
+    """Configuration of a city-card centre (its simulator on a free port) and the 8800 route."""
     port = e2e.free_port()
-    extra = f"""
+    args = ", ".join(f'"{a}"' for a in sim_args)
+    return f"""
 [[acquirers]]
 name = "citycard"
 type = "citycard"
 endpoints = ["127.0.0.1:{port}"]
-timeout = 2.0
-connections = 1
-
+timeout = {timeout}
+{acquirer_extra}
 [[routes]]
 name = "citycard"
 kind = "citycard"
@@ -37,9 +36,14 @@ acquirers = ["citycard"]
 kind = "citycard"
 name = "citycard"
 port = {port}
-args = ["--blacklist", "{BLACKLISTED}"]
+args = [{args}]
 """
-    text, ports = e2e.card_config(tmp, extra=extra)
+
+
+@pytest.fixture(scope="module")
+def switch(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("citycard")
+    text, ports = e2e.card_config(tmp, extra=citycard_extra(2.0, ["--blacklist", BLACKLISTED], "connections = 1\n"))
     proc = e2e.SwitchProcess(tmp, text, ports).start()
     yield proc
     proc.stop()
@@ -165,27 +169,7 @@ def test_reversal_of_an_offline_upload_leaves_it_counted(switch, client):
 
 
 def test_reversal_of_an_offline_upload_in_flight_leaves_it_counted(tmp_path):
-    port = e2e.free_port()
-    extra = f"""
-[[acquirers]]
-name = "citycard"
-type = "citycard"
-endpoints = ["127.0.0.1:{port}"]
-timeout = 4.0
-
-[[routes]]
-name = "citycard"
-kind = "citycard"
-prefixes = ["8800"]
-acquirers = ["citycard"]
-
-[[simulators]]
-kind = "citycard"
-name = "citycard"
-port = {port}
-args = ["--latency-ms", "1000"]
-"""
-    text, ports = e2e.card_config(tmp_path, extra=extra)
+    text, ports = e2e.card_config(tmp_path, extra=citycard_extra(4.0, ["--latency-ms", "1000"]))
     proc = e2e.SwitchProcess(tmp_path, text, ports).start()
     terminal, other = e2e.Client(ports["term"]), e2e.Client(ports["term"])
     try:
