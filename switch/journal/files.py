@@ -21,9 +21,14 @@ JOURNAL_MODE = 0o600
 _COMPANIONS = ("", "-wal", "-shm", "-journal")
 
 
+def on_disk(path: str) -> bool:
+    """Whether ``path`` names a file of ours (not ``:memory:`` or a ``file:`` URI SQLite resolves)."""
+    return path != ":memory:" and not path.startswith("file:")
+
+
 def secure(path: str) -> None:
     """Create ``path`` 0600 if it does not exist; set it and its companions to 0600."""
-    if path == ":memory:" or path.startswith("file:"):
+    if not on_disk(path):
         return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, JOURNAL_MODE)
@@ -60,7 +65,7 @@ def claim(path: str) -> int | None:
     A separate file, because closing any other descriptor of the database
     file would drop the POSIX locks SQLite holds on it.
     """
-    if path == ":memory:" or path.startswith("file:"):
+    if not on_disk(path):
         return None
     lock_path = path + ".lock"
     try:
@@ -115,7 +120,7 @@ def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, i
 
 def identity(path: str) -> tuple[int, int] | None:
     """The journal file's (device, inode) as it is opened, for :func:`still_there`."""
-    if path == ":memory:" or path.startswith("file:"):
+    if not on_disk(path):
         return None
     st = os.stat(path)
     return st.st_dev, st.st_ino
