@@ -20,7 +20,7 @@ import msgspec
 # must not import the configuration.
 from switch.core.routing import expand_terminals, prefix_range
 from switch.security import config as security_config
-from switch import config_timing, config_vas
+from switch import config_sanity, config_timing, config_vas
 from switch.config_dialect import dialect_problem
 from switch.config_terminals import check_order_prefixes
 from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
@@ -254,6 +254,7 @@ def _check(cfg: Config, src: str) -> Config:
 
     from switch.wiring import acquirer_factory, acquirer_types
 
+    config_sanity.check_finite(cfg, "", fail)  # before any comparison: NaN passes them all
     if cfg.response_timeout <= 0:
         fail("response_timeout", "must be > 0")
     if cfg.reversal_retry <= 0:
@@ -360,6 +361,7 @@ def _check(cfg: Config, src: str) -> Config:
                     fail(f"merchants[{i}].terminals[{j}]", f"terminal {tid!r} already belongs to merchant {seen[tid]!r}")
                 seen[tid] = m.id
     check_order_prefixes(cfg, fail)
+    config_sanity.check_shadowed_prefixes(cfg, fail)
     for i, lst in enumerate(cfg.listeners):
         if not 0 <= lst.port < 65536:
             fail(f"listeners[{i}].port", f"port {lst.port} out of range")
@@ -373,6 +375,7 @@ def _check(cfg: Config, src: str) -> Config:
         if problem:
             fail(f"listeners[{i}].dialect", problem)
     _check_ports(cfg, fail)
+    config_sanity.check_simulator_ports(cfg, fail)
     sim_names: set[str] = set()
     for i, sim in enumerate(cfg.simulators):
         if not 0 <= sim.port < 65536:

@@ -68,6 +68,30 @@ def test_bad_prefix(tmp_path, prefix, why):
     assert why in msg and "$.routes[0].prefixes[0]" in msg
 
 
+def _route(name, prefixes, extra=""):
+    return f'[[routes]]\nname="{name}"\nkind="card"\nprefixes={prefixes}\nacquirers=["bank-a"]\n{extra}\n'
+
+
+@pytest.mark.parametrize("first, second, path", [
+    ('["4"]', '["4"]', "$.routes[1].prefixes[0]"),
+    ('["40-49"]', '["45"]', "$.routes[1].prefixes[0]"),
+    ('["4"]', '["5", "4"]', "$.routes[1].prefixes[1]"),
+])
+def test_a_prefix_an_earlier_unconditional_route_takes_is_refused(tmp_path, first, second, path):
+    msg = _bad(BASE + _route("first", first) + _route("second", second), tmp_path)
+    assert "is never used" in msg and "route 'first'" in msg and msg.endswith(f"- at `{path}`")
+
+
+@pytest.mark.parametrize("first, second", [
+    (_route("refunds", '["4"]', 'processing_codes=["20"]'), _route("rest", '["4"]')),  # falls through
+    (_route("short", '["4"]'), _route("longer", '["45"]')),  # the longest prefix wins
+])
+def test_routes_the_table_can_still_choose_are_accepted(tmp_path, first, second):
+    p = tmp_path / "switch.toml"
+    p.write_text(BASE + first + second)
+    config.load(p)
+
+
 def test_bad_endpoint(tmp_path):
     msg = _bad('[[acquirers]]\nname="a"\ntype="card"\nendpoints=["localhost"]\n', tmp_path)
     assert "expected 'host:port', got 'localhost'" in msg and "$.acquirers[0].endpoints[0]" in msg

@@ -191,6 +191,24 @@ CASES = [
     # the relay retried a failing webhook at once, forever; an http:// URL went to NATS as nats://http://...
     ("webhook retry_max 0", "[[routes]]", "[events]\nretry_max = 0.0\n\n[[routes]]",
      "must be > 0, got 0.0 - at `$.events.retry_max`"),
+    # accepted: NaN passed every "must be > 0" (no deadline ever came), a second route's identical
+    # prefix was never chosen, and a simulator on a taken port could never start
+    ("response_timeout nan", "response_timeout = 30.0", "response_timeout = nan",
+     "must be a finite number, got nan - at `$.response_timeout`"),
+    ("an acquirer timeout of inf", "timeout = 5.0", "timeout = inf",
+     "must be a finite number, got inf - at `$.acquirers[0].timeout`"),
+    ("a prefix an earlier route takes", 'prefixes = ["10-15"]\nacquirers = ["wallet-b"]',
+     'prefixes = ["10-15"]\nacquirers = ["wallet-b"]\n\n[[routes]]\nname = "visa-2"\nkind = "card"\n'
+     'prefixes = ["5", "4"]\nacquirers = ["bank-a"]',
+     "prefix '4' is never used: `$.routes[0].prefixes[0]` ('4', route 'visa') comes first and takes every"
+     " such number, with no condition - at `$.routes[2].prefixes[1]`"),
+    ("a simulator on the listener's port", "[[routes]]",
+     '[[simulators]]\nkind = "acquirer"\nname = "bank-a"\nport = {term}\n\n[[routes]]',
+     "port {term} is already taken by `$.listeners[0].port` - at `$.simulators[0].port`"),
+    ("two simulators on one port", "[[routes]]",
+     '[[simulators]]\nkind = "acquirer"\nname = "bank-a"\nport = 9\n\n'
+     '[[simulators]]\nkind = "acquirer"\nname = "bank-b"\nport = 9\n\n[[routes]]',
+     "port 9 is already taken by `$.simulators[0].port` - at `$.simulators[1].port`"),
     ("NATS URL of another scheme", "[[routes]]", '[events]\nnats_url = "http://127.0.0.1:4222"\n\n[[routes]]',
      "expected host:port or a URL of nats://, tls://, ws://, wss://, got 'http://127.0.0.1:4222'"
      " - at `$.events.nats_url`"),

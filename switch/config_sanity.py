@@ -1,0 +1,78 @@
+"""Configuration checks of things that parse but cannot work: numbers that are
+not numbers, routes that can never be chosen, two bundled simulators (or a
+simulator and a listener) on one port.
+
+Each is called from :func:`switch.config._check` with its ``fail(path, message)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import msgspec
+
+from switch.core.routing import prefix_range
+
+
+def check_finite(node: Any, path: str, fail: Callable[[str, str], None]) -> None:
+    """TOML has ``nan`` and ``inf``: every comparison with NaN is false, so a
+    ``response_timeout = nan`` passes "must be > 0" and then no deadline ever
+    comes; an infinite one never ends a wait either.  Refused wherever a float is."""
+    if isinstance(node, float):
+        if not math.isfinite(node):
+            fail(path, f"must be a finite number, got {node}")
+    elif isinstance(node, msgspec.Struct):
+        for name in node.__struct_fields__:
+            check_finite(getattr(node, name), f"{path}.{name}" if path else name, fail)
+    elif isinstance(node, (list, tuple)):
+        for i, item in enumerate(node):
+            check_finite(item, f"{path}[{i}]", fail)
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            check_finite(item, f"{path}.{key}", fail)
+
+
+_CONDITIONS = ("mti_classes", "processing_codes", "merchants", "currencies", "min_amount", "max_amount")
+
+
+def check_shadowed_prefixes(cfg: Any, fail: Callable[[str, str], None]) -> None:
+    """A prefix that an earlier route already has, of the same length and with no
+    condition, is never chosen: the route table takes the first of equal rules
+    (native.routing).  Almost always a copy-paste slip that sends every such card
+    to the first route's acquirer, so it is refused, naming both."""
+    catch_all: list[tuple] = []  # (wallet?, length, lo, hi, path, prefix, route name)
+    for i, route in enumerate(cfg.routes):
+        wallet = route.kind == "wallet"
+        ranges = []
+        for j, spec in enumerate(route.prefixes):
+            try:
+                lo, hi = prefix_range(spec)
+            except ValueError:
+                continue  # reported by the prefix check itself
+            ranges.append((len(lo), int(lo), int(hi), f"routes[{i}].prefixes[{j}]", spec, route.name))
+        for length, lo, hi, path, spec, _name in ranges:
+            for other_wallet, other_length, other_lo, other_hi, other_path, other_spec, other_name in catch_all:
+                if other_wallet == wallet and other_length == length and other_lo <= lo and hi <= other_hi:
+                    fail(path, f"prefix {spec!r} is never used: `$.{other_path}` ({other_spec!r}, route "
+                               f"{other_name!r}) comes first and takes every such number, with no condition")
+        if all(getattr(route, c) is None for c in _CONDITIONS):
+            catch_all += [(wallet, *r) for r in ranges]
+
+
+_LOOPBACK_OR_ALL = ("127.0.0.1", "localhost", "0.0.0.0", "::", "")
+
+
+def check_simulator_ports(cfg: Any, fail: Callable[[str, str], None]) -> None:
+    """Bundled simulators listen on 127.0.0.1: two on one port, or one on a port
+    the switch itself listens on there, can never both start."""
+    taken: dict[int, str] = {}
+    for host, port, path in [(cfg.http.host, cfg.http.port, "http.port")] + [
+        (lst.host, lst.port, f"listeners[{i}].port") for i, lst in enumerate(cfg.listeners)
+    ]:
+        if port and host in _LOOPBACK_OR_ALL:
+            taken.setdefault(port, path)
+    for i, sim in enumerate(cfg.simulators):
+        if sim.port in taken:
+            fail(f"simulators[{i}].port", f"port {sim.port} is already taken by `$.{taken[sim.port]}`")
+        if sim.port:
+            taken[sim.port] = f"simulators[{i}].port"
