@@ -166,3 +166,27 @@ def test_head_answers_as_get_without_the_body():
         assert code == 404
 
     with_admin(scenario)
+
+
+def test_requests_the_server_cannot_take_get_their_status_not_a_silent_close():
+    async def scenario(port, reloads):
+        auth = f"Authorization: Bearer {TOKEN}"
+        # HTTP/1.1 without Host, and not HTTP at all: 400
+        code, _, body = await exchange(port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert (code, body) == (400, b"bad request\n")
+        code, _, _ = await exchange(port, b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+        assert code == 400
+        # headers beyond the limit: 431
+        code, _, _ = await exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 40000 + b"\r\n\r\n")
+        assert code == 431
+        # a body no admin call has (or a chunked one) is refused before it is read, token or not
+        for extra in ("Content-Length: 10000000", "Transfer-Encoding: chunked"):
+            code, headers, _ = await exchange(
+                port, f"POST /admin/reload HTTP/1.1\r\nHost: x\r\n{auth}\r\n{extra}\r\n\r\n".encode())
+            assert (code, headers["connection"]) == (413, "close"), extra
+        assert reloads == []
+        # a small body is still read past, and the call answered
+        code, _, _ = await exchange(port, post("/admin/reload", auth, body=b"{}"))
+        assert code == 200 and reloads == [1]
+
+    with_admin(scenario)

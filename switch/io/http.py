@@ -191,6 +191,12 @@ class AdminHttp:
                     conn.receive_data(data)
                     continue
                 if isinstance(event, h11.Request):
+                    length = _content_length(event.headers)
+                    if length is None or length > MAX_REQUEST:
+                        # No admin call carries a body worth reading: a large (or chunked)
+                        # one is refused before a byte of it is read.
+                        await _refuse(writer, conn, 413, "request body too large\n")
+                        break
                     # read past the request body (admin calls carry none worth reading)
                     while True:
                         ev = conn.next_event()
@@ -217,12 +223,39 @@ class AdminHttp:
                     conn.start_next_cycle()
                     continue
                 break  # ConnectionClosed or anything unexpected
-        except (h11.RemoteProtocolError, asyncio.TimeoutError, ConnectionError):
+        except h11.RemoteProtocolError as e:
+            # A request h11 cannot take (no Host on HTTP/1.1, headers over
+            # MAX_REQUEST, not HTTP at all): answered with its status, not a silent close.
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                try:
+                    await _refuse(writer, conn, e.error_status_hint, "bad request\n")
+                except (h11.LocalProtocolError, ConnectionError):
+                    pass
+        except (asyncio.TimeoutError, ConnectionError):
             pass
         except Exception:
             log.exception("admin HTTP connection failed")
         finally:
             writer.close()
+
+
+def _content_length(headers) -> int | None:
+    """The request's declared body length (0 without one); None for a chunked body."""
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            return int(value)  # h11 has checked it is digits
+    return 0
+
+
+async def _refuse(writer, conn, status: int, text: str) -> None:
+    body = text.encode()
+    headers = [("content-type", "text/plain"), ("content-length", str(len(body))), ("connection", "close")]
+    writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+    writer.write(conn.send(h11.Data(data=body)))
+    writer.write(conn.send(h11.EndOfMessage()))
+    await writer.drain()
 
 
 def _uptime(switch) -> float:
