@@ -35,7 +35,7 @@ from switch.core.network import NetworkAnswers
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.core.vas import VasHook
-from switch.journal import StaleState, Totals, TxnRecord, digest_key, pan_protect
+from switch.journal import JournalError, StaleState, Totals, TxnRecord, digest_key, pan_protect
 from switch.journal.reversal_card import seal_in_flight
 
 log = logging.getLogger("payswitch")
@@ -153,6 +153,12 @@ class Engine:
             return Answer("unknown", mclass, "91", codec.encode(m.build_response(msg, "91", self.rrns.next())))
         try:
             kind, code, out = yield from self.security.dispatch(self, msg, mti, codec, body)  # spec 8, then _dispatch
+        except JournalError as e:
+            # Not a bug: the journal cannot record (disk full, I/O error, closed), and
+            # nothing unrecorded goes to an acquirer.  One line per request, no traceback.
+            log.error("%s from terminal %s answered 96: the journal could not record it: %s", msg.mti, msg.get(41), e)
+            kind, code = "unknown", "96"
+            out = codec.encode(m.build_response(msg, "96", self.rrns.next()))
         except Exception:
             self.metrics.internal_error()
             log.exception("internal error on %s from terminal %s", msg.mti, msg.get(41))

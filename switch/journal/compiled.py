@@ -8,12 +8,18 @@ its last one commits it.  Everything else runs the ``sqlite3`` way
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
 
-from switch.journal import TxnRecord, check_own_pan
+from switch.journal import JournalError, TxnRecord, check_own_pan
 from switch.journal.statements import BY_KEY, INSERT, INSERT_KINDS, record
+
+
+# SQLite's primary result codes that mean the database cannot be written, whatever the
+# statement: SQLITE_READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+UNWRITABLE = frozenset((8, 10, 11, 13, 14, 15, 26))
 
 
 class CompiledRuns:
@@ -72,7 +78,7 @@ class CompiledRuns:
                 outcomes.append((plans[k][0], True, finished(plans[k], rowids[k])))
             last = plans[done - 1]
             if error is not None:
-                outcomes.append((last[0], False, error))
+                outcomes.append((last[0], False, self._failed_op(error)))
                 self._check_transaction(error)
                 if not guarded:
                     return False  # rolled back and run again guarded
@@ -85,6 +91,15 @@ class CompiledRuns:
                     outcomes.append((last[0], False, exc))
             i += done
         return True
+
+    def _failed_op(self, exc: BaseException) -> BaseException:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None or code & 0xFF not in UNWRITABLE:
+            return exc
+        self.write_failed = (time.monotonic(), exc)
+        error = JournalError(f"the journal cannot write: {exc}")
+        error.__cause__ = exc
+        return error
 
     def _plan(self, batch: list, start: int) -> tuple[list, list]:
         """The run of compiled steps from ``batch[start]``: (statement, parameters) and how to finish each."""

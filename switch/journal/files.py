@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import sqlite3
+import time
 
 JOURNAL_MODE = 0o600
 _COMPANIONS = ("", "-wal", "-shm", "-journal")
@@ -148,3 +149,20 @@ def still_there(path: str, opened: tuple[int, int] | None) -> bool:
                            "what is written now is lost when this process ends (runbook: journal file "
                            "deleted or replaced)")
     return True
+
+
+# How long a failed batch of writes keeps the journal's ping failing (/readyz,
+# payswitch_journal_writable): a full disk fails every payment's insert but not
+# the ping's empty transaction, and with no traffic left nothing else would say so.
+WRITE_FAILURE_HOLD = 10.0
+
+
+def writable(path: str, opened: tuple[int, int] | None, last_failure) -> bool:
+    """The journal's ping: :func:`still_there`, and no batch of writes failed within
+    WRITE_FAILURE_HOLD seconds (``last_failure()``: (time.monotonic(), exception) or None)."""
+    failed = last_failure()
+    if failed is not None and time.monotonic() - failed[0] < WRITE_FAILURE_HOLD:
+        from switch.journal import JournalError
+
+        raise JournalError(f"a write to the journal failed {time.monotonic() - failed[0]:.0f} s ago: {failed[1]}")
+    return still_there(path, opened)

@@ -106,6 +106,9 @@ class GroupCommitter:
         )
         self.max_batch = max_batch
         self.stats: dict[str, int] = {"commits": 0, "ops": 0, "max_batch": 0, "failed_commits": 0}
+        # (time.monotonic(), exception) of the last batch of writes that could not be
+        # committed (disk full, I/O error), set on the writer thread.
+        self.write_failed: tuple[float, BaseException] | None = None
         # on_batch(size, seconds, committed), called on the writer thread after
         # each batch (metrics: commit latency and batch size).
         self.on_batch: Callable[[int, float, bool], None] | None = None
@@ -290,6 +293,8 @@ class GroupCommitter:
             self._commit()
         except BaseException as exc:
             stats["failed_commits"] += 1
+            if writes:
+                self.write_failed = (time.monotonic(), exc)  # the journal's ping reports it for a while
             self._report(len(batch), t0, False)
             try:
                 self._rollback()
@@ -345,7 +350,7 @@ class GroupCommitter:
         try:
             result = fn(*args)
         except Exception as exc:
-            outcomes.append((fut, False, exc))
+            outcomes.append((fut, False, self._failed_op(exc)))
             if guarded and writes:
                 self._rollback_to_savepoint()
             self._check_transaction(exc)
@@ -355,8 +360,14 @@ class GroupCommitter:
         outcomes.append((fut, True, result))
         return True
 
+    def _failed_op(self, exc: BaseException) -> BaseException:
+        """What an operation that raised ``exc`` fails with: a backend turns "the
+        database cannot write" (disk full, I/O error) into JournalError and notes it
+        in ``write_failed``, as a failed commit is."""
+        return exc
+
     def _check_transaction(self, exc: BaseException) -> None:
         """After ``exc`` failed an operation: raise if the database ended the transaction."""
         if not self._in_transaction():
             # The database ended the transaction (I/O error, disk full, ...).
-            raise JournalError("the journal transaction was rolled back") from exc
+            raise JournalError(f"the journal transaction was rolled back: {exc}") from exc

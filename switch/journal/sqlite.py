@@ -592,8 +592,8 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
             self._conn.execute("ROLLBACK")
 
     def ping(self) -> Future[bool]:
-        """A round trip through the writer: an empty write transaction (BEGIN
-        IMMEDIATE, COMMIT) resolves True; a closed journal, a dead writer, a
-        database that cannot take the write lock, or a journal file deleted or
-        replaced while open (files.still_there) fail it like any write."""
-        return self._submit(files.still_there, (self.path, self._identity), True)
+        """A round trip through the writer: an empty write transaction resolves True; a closed
+        journal, a dead writer, a database that cannot take the write lock, a journal file
+        deleted or replaced while open, or a recent batch of writes that failed
+        (files.writable) fail it like any write."""
+        return self._submit(files.writable, (self.path, self._identity, lambda: self.write_failed), True)

@@ -1,0 +1,68 @@
+"""A journal that cannot write (disk full): its ping says so, and the request
+gets one log line and 96, not a traceback and an "internal error".
+
+The disk is filled with SQLite's own cap, ``PRAGMA max_page_count``: inserts
+that need a new page fail with SQLITE_FULL ("database or disk is full"), as on
+a full file system, while the ping's empty transaction still succeeds.
+"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from switch.journal import JournalError, files, open_journal
+from tests.test_journal import KEY, ok, txn
+
+
+def _cap_pages(j, extra: int) -> None:
+    def cap():
+        count = j._conn.execute("PRAGMA page_count").fetchone()[0]
+        j._conn.execute(f"PRAGMA max_page_count = {count + extra}")
+    ok(j._submit(cap, (), True))
+
+
+def test_a_failed_write_fails_the_ping_until_it_has_been_quiet_a_while(tmp_path, monkeypatch):
+    j = open_journal(f"sqlite://{tmp_path / 'j.sqlite'}", hmac_key=KEY, writer="thread")
+    try:
+        assert ok(j.ping()) is True
+        _cap_pages(j, 0)
+        with pytest.raises(JournalError, match="disk is full"):
+            for stan in range(1, 2000):
+                ok(j.insert(txn(stan, pan_masked="476173******0119", acquirer_ref="x" * 500)))
+        # The empty transaction alone would pass: the failed batch fails it.
+        with pytest.raises(JournalError, match=r"a write to the journal failed \d+ s ago: .*disk is full"):
+            ok(j.ping())
+        _cap_pages(j, 10000)  # room again
+        monkeypatch.setattr(files, "WRITE_FAILURE_HOLD", 0.0)
+        assert ok(j.ping()) is True
+        ok(j.insert(txn(5000)))
+    finally:
+        j.close()
+
+
+def test_a_request_the_journal_cannot_record_is_answered_96_in_one_line(caplog, monkeypatch):
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    acquirers = ts.fakes()
+
+    async def scenario(sw):
+        def full(rec):
+            fut = sw._loop.create_future()
+            fut.set_exception(JournalError("journal batch of 1 not written: OperationalError('database or disk is full')"))
+            return fut
+
+        monkeypatch.setattr(sw.journal, "insert", full)
+        with caplog.at_level(logging.INFO):
+            answer = await ts.call(sw, ts.request(stan="000042"))
+        return answer, ts.sample(sw, "payswitch_internal_errors_total")
+
+    answer, internal = ts.run(scenario, acquirers=acquirers)
+    assert answer[39] == "96"
+    assert all(not a.authorized for a in acquirers.values())  # nothing unrecorded reaches an acquirer
+    lines = [r for r in caplog.records if "could not record" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.ERROR and lines[0].exc_info is None
+    assert f"0200 from terminal {ts.TID} answered 96" in lines[0].getMessage()
+    assert "disk is full" in lines[0].getMessage()
+    assert internal == 0  # not a bug in the switch: the journal alert says what is wrong
