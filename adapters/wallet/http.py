@@ -27,6 +27,16 @@ class TransportError(Exception):
         self.sent = sent
 
 
+def gateway_failed(response: "Response") -> None:
+    """A 5xx (a gateway whose wallet service is down, overloaded, in maintenance)
+    says nothing about the payment: raised as a TransportError of a request that
+    may have reached the wallet, so the wallet counts as unreachable (not
+    healthy: a route falls back) and the payment as unanswered (queried, then
+    cancelled), as for a timeout.  Other non-200 answers stay "unverifiable"."""
+    if response.status >= 500:
+        raise TransportError(f"HTTP {response.status} from the wallet's server", sent=True)
+
+
 class Response(NamedTuple):
     status: int
     headers: list[tuple[bytes, bytes]]

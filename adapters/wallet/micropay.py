@@ -12,6 +12,7 @@ import secrets
 
 from . import messages, outcomes
 from .acquirer import Order, WalletAcquirer
+from .http import gateway_failed
 
 
 class MicroPayAcquirer(WalletAcquirer):
@@ -33,6 +34,7 @@ class MicroPayAcquirer(WalletAcquirer):
             "POST", messages.MICROPAY_PATHS[call],
             self._codec.request(fields, secrets.token_hex(16)), timeout=timeout,
         )
+        gateway_failed(response)
         if response.status != 200:
             return None
         return self._codec.reply(call, response.body, order.no)

@@ -13,6 +13,7 @@ import time
 
 from . import messages, outcomes, signing
 from .acquirer import Order, WalletAcquirer
+from .http import gateway_failed
 
 
 class TradePayAcquirer(WalletAcquirer):
@@ -58,6 +59,7 @@ class TradePayAcquirer(WalletAcquirer):
             "POST", messages.TRADEPAY_PATH, body,
             content_type="application/json; charset=utf-8", timeout=timeout,
         )
+        gateway_failed(response)
         if response.status != 200:
             return None
         return self._codec.reply(call, response.body, order.no)
