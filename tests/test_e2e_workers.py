@@ -34,8 +34,12 @@ def _this_checkout(monkeypatch):
 
 
 def fleet(tmp_path: Path, workers: int | str = 2, slow_ms: int = SLOW_MS,
-          acquirer_timeout: float = 8.0) -> e2e.SwitchProcess:
+          acquirer_timeout: float = 8.0, merchant: str = "") -> e2e.SwitchProcess:
+    """``merchant``: more keys of the demo merchant's table."""
     text, ports = e2e.card_config(tmp_path, acquirer_timeout=acquirer_timeout)
+    terminals = 'terminals = ["DEMO0001-DEMO0999"]\n'
+    assert terminals in text
+    text = text.replace(terminals, terminals + merchant)
     ledger = str(tmp_path / "bank-a.ledger")
     text = text.replace(f'args = ["--ledger", "{ledger}"]', f'args = ["--ledger", "{ledger}", "--latency-ms", "{slow_ms}"]')
     assert "--latency-ms" in text
@@ -208,6 +212,27 @@ def test_an_uncertain_approval_queued_by_a_worker_is_reversed_by_the_sender_with
             conn.close()
         for f in tmp_path.glob("journal.sqlite*"):
             assert doc["2"].encode() not in f.read_bytes(), f.name
+    finally:
+        sw.stop()
+
+
+def test_refunds_at_once_on_two_workers_keep_to_the_merchants_daily_limit(tmp_path):
+    # Section 6.1: two refunds that do not fit the day's limit together, each at
+    # bank-a for SLOW_MS on its own worker: the journal lets exactly one through.
+    sw = fleet(tmp_path, merchant="refund_daily_max = 150000\n")
+    try:
+        on = clients_on(sw, {0, 1})
+        docs = {0: e2e.purchase(100000, pcode="200000"), 1: e2e.purchase(60000, pcode="200000")}
+        for index, doc in docs.items():
+            on[index].send(doc)
+        answers = {index: on[index].recv() for index in docs}
+        assert sorted(a["39"] for a in answers.values()) == ["00", "58"], answers
+        [passed] = [int(docs[i]["4"]) for i, a in answers.items() if a["39"] == "00"]
+        auths = [e for e in ledger(sw) if e["event"] == "authorization"]
+        assert len(auths) == 1, auths  # the refused one never reached the acquirer
+        # What is left of the day fits, on either worker; one unit more does not.
+        assert on[1].transact(e2e.purchase(150000 - passed, pcode="200000"))["39"] == "00"
+        assert on[0].transact(e2e.purchase(1, pcode="200000"))["39"] == "58"
     finally:
         sw.stop()
 

@@ -418,7 +418,7 @@ def test_refunds_beyond_the_merchants_limits_answer_58():
     run(scenario, merchant="refund_max = 100000\nrefund_daily_max = 150000")
 
 
-def test_refunds_at_once_keep_to_the_daily_limit_and_an_answered_one_frees_its_hold():
+def test_refunds_at_once_keep_to_the_daily_limit_and_one_at_its_acquirer_counts():
     # Two lanes of a cash-register host refund at once: the second must see the
     # first, still at its acquirer, or both pass a daily limit only one fits.
     gate = asyncio.Event()
@@ -433,13 +433,40 @@ def test_refunds_at_once_keep_to_the_daily_limit_and_an_answered_one_frees_its_h
         assert (await first)[39] == "00"
         assert (await second)[39] == "58"
         assert len(bank.authorized) == 1
-        assert sw.engine.refunds_in_flight == {}
         # answered, the first counts from the journal: 50000 more fits, 1 more does not
         assert (await call(sw, request(stan="000003", pcode="200000", amount="000000050000")))[39] == "00"
         assert (await call(sw, request(stan="000004", pcode="200000", amount="000000000001")))[39] == "58"
 
     run(scenario, acquirers=fakes(**{"bank-a": FakeAcquirer("bank-a", gate=gate)}),
         merchant="refund_daily_max = 150000")
+
+
+def test_a_refund_over_the_daily_limit_is_journaled_58_and_its_retransmission_gets_that_answer():
+    async def scenario(sw):
+        assert (await call(sw, request(stan="000001", pcode="200000", amount="000000100000")))[39] == "00"
+        over = request(stan="000002", pcode="200000", amount="000000060000")
+        first, again = await call(sw, over), await call(sw, over)
+        assert first[39] == again[39] == "58" and again[37] == first[37]
+        refused = await record(sw, "000002")
+        assert (refused.state, refused.response_code, refused.host_stan) == (states.REJECTED, "58", None)
+        assert len(sw.acquirers["bank-a"].authorized) == 1
+        # The refused one holds nothing of the day's limit.
+        assert (await call(sw, request(stan="000003", pcode="200000", amount="000000050000")))[39] == "00"
+
+    run(scenario, merchant="refund_daily_max = 150000")
+
+
+def test_a_refund_whose_key_is_renewed_is_counted_against_the_daily_limit_again():
+    async def scenario(sw):
+        old = request(stan="000001", pcode="200000", amount="000000100000")
+        assert (await call(sw, old))[39] == "00"
+        later = sw.engine.clock() + 3  # past the retransmission window: the key is new again
+        sw.engine.clock = lambda: later
+        # 100000 of today already: the same key and content, a new refund, does not fit.
+        assert (await call(sw, old))[39] == "58"
+        assert len(sw.acquirers["bank-a"].authorized) == 1
+
+    run(scenario, merchant="refund_daily_max = 150000", tweak="retransmission_window = 2.0")
 
 
 def test_a_key_older_than_the_retransmission_window_is_a_new_request():

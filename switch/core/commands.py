@@ -144,7 +144,7 @@ class Flight:
     """
 
     __slots__ = ("key", "digest", "mti", "kind", "txn_id", "answer", "error", "done", "decided", "reverse_requested",
-                 "reverse_honoured", "waiters", "vas_tlv", "refund_held")
+                 "reverse_honoured", "waiters", "vas_tlv")
 
     def __init__(self, key: tuple[str, str, str], digest: str, mti: str) -> None:
         self.key = key
@@ -160,4 +160,3 @@ class Flight:
         self.reverse_honoured = False  # ... and its authorization saw that before deciding
         self.waiters: list = []
         self.vas_tlv: dict[str, str] = {}  # field 48 tags from the value-added services (DS, LY)
-        self.refund_held: tuple[str, int] | None = None  # (merchant, amount) counted against its daily limit

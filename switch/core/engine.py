@@ -24,6 +24,8 @@ import logging
 import time
 from typing import Any, Callable, Generator
 
+import msgspec
+
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
 from switch.core import messages as m
@@ -110,9 +112,6 @@ class Engine:
         # journaled but in no flight here may be in flight in another one.
         self.shared_journal = False
         self.completing: set[int] = set()  # pre-authorizations with a completion in flight
-        # Section 6.1: refunds in flight per merchant, minor units.  The journal's
-        # daily total counts only answered refunds; these count until then.
-        self.refunds_in_flight: dict[str, int] = {}
         self.network_answers = NetworkAnswers()  # 0810s for retransmitted 0800s (section 6)
         self.on_flight_done: Callable[[Flight], None] = _ignore
         self.slots = TerminalSlots()  # requests open per terminal ID (issue 8)
@@ -241,20 +240,10 @@ class Engine:
             raise
         finally:
             del self.inflight[key]
-            self._release_refund(flight)
             if flight.kind is not None:
                 self.metrics.request_ended(flight.kind)
             flight.done = True
             self.on_flight_done(flight)
-
-    def _release_refund(self, flight: Flight) -> None:
-        if flight.refund_held is not None:
-            merchant, amount = flight.refund_held
-            left = self.refunds_in_flight[merchant] - amount
-            if left:
-                self.refunds_in_flight[merchant] = left
-            else:
-                del self.refunds_in_flight[merchant]
 
     def _reversal_left(self, flight: Flight, merchant: str) -> Gen:
         """A reversal came while this flight was a retransmission, a rejection, or
@@ -284,31 +273,38 @@ class Engine:
             raise m.Rejection("30", "city-card payment without field 48 tag CC")
         return route.kind, route, pan
 
-    def _refund_limits(self, msg, merchant: str, flight: Flight) -> Gen:
+    def _refund_daily_max(self, msg, merchant: str) -> int | None:
         """Section 6.1: refunds without an original, per merchant; beyond a limit, 58.
 
-        A refund under a daily limit is held in ``refunds_in_flight`` until its
-        flight ends (``_release_refund``), by then answered in the journal.
+        The single-refund limit is checked here; the daily one (returned, None
+        if there is none) by the journal, which inserts the refund only if it
+        fits (``insert_refund``): worker processes share the journal, not
+        their refunds in flight.
         """
         limits = self.merchants[merchant]
-        amount = int(msg[4])
-        if limits.refund_max is not None and amount > limits.refund_max:
+        if limits.refund_max is not None and int(msg[4]) > limits.refund_max:
             raise m.Rejection("58", f"refund above the merchant's single-refund limit {limits.refund_max}")
-        if limits.refund_daily_max is not None:
-            # Held before asking the journal: refunds at once (lanes of one
-            # cash-register host) each see the others, not only answered ones.
-            pending = self.refunds_in_flight.get(merchant, 0)
-            self.refunds_in_flight[merchant] = pending + amount
-            flight.refund_held = (merchant, amount)
-            now = self.clock()
-            done = yield Op("refund_total", merchant, now - now % 86400)
-            if done + pending + amount > limits.refund_daily_max:
-                raise m.Rejection("58", f"refunds today would exceed the merchant's limit {limits.refund_daily_max}")
+        return limits.refund_daily_max
+
+    def _insert_refund(self, fresh: TxnRecord, daily_max: int) -> Gen:
+        """The journal's insert of a refund under a daily limit: (record, created, rejection).
+
+        Over the limit, nothing was written: the refund is journaled as the
+        switch's own answer, 58 (or finds the record holding its key)."""
+        now = self.clock()
+        rec, created = yield Op("insert_refund", fresh, daily_max, now - now % 86400)  # the UTC day
+        if rec is not None:
+            return rec, created, None
+        # Never sent: journaled as the switch's own answer, without its host STAN or card.
+        refused = msgspec.structs.replace(fresh, state=states.RECEIVED, host_stan=None, host_time=None,
+                                          card_sealed=None)
+        rec, created = yield Op("insert", refused)
+        return rec, created, m.Rejection("58", f"refunds today would exceed the merchant's limit {daily_max}")
 
     def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec) -> Gen:
         """Journal the request, then the work of its message type."""
         tlv: dict = {}
-        kind, route, pan, rejection = "unknown", None, None, None
+        kind, route, pan, rejection, refund_daily_max = "unknown", None, None, None, None
         try:
             if 48 in msg:
                 try:
@@ -319,7 +315,7 @@ class Engine:
             if mti in ("0100", "0200", "0220") and not by_reference:
                 kind, route, pan = self._classify(msg, tlv)
             if mti == "0200" and msg[3][:2] == m.REFUND:
-                yield from self._refund_limits(msg, merchant, flight)
+                refund_daily_max = self._refund_daily_max(msg, merchant)
         except m.Rejection as r:
             rejection = r
         if mti == "0400":
@@ -356,7 +352,10 @@ class Engine:
             card_sealed=seal_in_flight(self.key, (msg[41], msg[11], msg[7]), digest, pan)
             if direct and kind == "card" else None,
         )
-        rec, created = yield Op("insert", fresh)
+        if refund_daily_max is None:
+            rec, created = yield Op("insert", fresh)
+        else:
+            rec, created, rejection = yield from self._insert_refund(fresh, refund_daily_max)
         if not created:
             def judge(rec: TxnRecord) -> str:
                 return pipeline.retransmission(
@@ -373,7 +372,10 @@ class Engine:
             if verdict == pipeline.RENEW:
                 log.info("rrn %s: key used again after its window or as an unconfirmed advice; new request", rec.rrn, **about(rec))
                 yield Op("retire", rec.id)
-                rec, created = yield Op("insert", fresh)
+                if refund_daily_max is None:
+                    rec, created = yield Op("insert", fresh)
+                else:  # a new refund: counted against the day's limit afresh
+                    rec, created, rejection = yield from self._insert_refund(fresh, refund_daily_max)
                 if not created:  # someone else took the key meanwhile
                     verdict = pipeline.CONFLICT
             if not created:

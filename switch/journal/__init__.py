@@ -419,8 +419,15 @@ class Journal(Protocol):
     def settle_totals(self, terminal_id: str, currency: str | None, theirs: Totals) -> Future[tuple[Totals, bool]]:
         """totals() and settle() in one step, the cut-off taken with the totals: (ours, accepted)."""
 
-    def refund_total(self, merchant_id: str, since: float) -> Future[int]:
-        """Approved, not reversed 0200 refunds of a merchant created since ``since`` (unix time)."""
+    def insert_refund(self, rec: TxnRecord, limit: int, since: float) -> Future[tuple[TxnRecord | None, bool]]:
+        """insert() of a 0200 refund only if it keeps its merchant within ``limit`` (spec section 6.1).
+
+        One operation: the merchant's refunds created since ``since`` (unix
+        time), approved and standing or still ``sent``, are summed and
+        ``rec`` is inserted only if the sum plus its amount is at most
+        ``limit`` (:mod:`switch.journal.refunds`).  Result as insert()'s, or
+        (None, False) when it does not fit: nothing is written.
+        """
 
     def find_completion(self, original_id: int) -> Future[TxnRecord | None]:
         """An approved, not reversed 0220 that completed the pre-authorization ``original_id``."""

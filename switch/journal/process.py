@@ -233,6 +233,7 @@ class ProcessJournal:
     # -- the Journal interface ------------------------------------------------
 
     insert = _forward("insert")
+    insert_refund = _forward("insert_refund")
     update = _forward("update")
     update_if = _forward("update_if")
     get = _forward("get")
@@ -243,7 +244,6 @@ class ProcessJournal:
     totals = _forward("totals")
     settle = _forward("settle")
     settle_totals = _forward("settle_totals")
-    refund_total = _forward("refund_total")
     find_completion = _forward("find_completion")
     reversing_completion = _forward("reversing_completion")
     pending_reversals = _forward("pending_reversals")
@@ -267,7 +267,7 @@ class ProcessJournal:
 
     def _submit(self, name: str, args: tuple, kwargs: dict) -> Any:
         fut = self._new_future()
-        if name == "insert" and args:
+        if (name == "insert" or name == "insert_refund") and args:
             # A copy: the caller may change its record before the frame leaves.
             rec = args[0]
             copy = getattr(rec, "__copy__", None)

@@ -45,10 +45,10 @@ class Ownership:
 
     def saw(self, client: int, name: str, value: Any) -> None:
         """The result of one successful operation of ``client``."""
-        if name == "insert":
+        if name == "insert" or name == "insert_refund":
             rec, created = value
             if not created:
-                return  # someone else's record: a retransmission or a duplicate
+                return  # someone else's record (a retransmission, a duplicate), or a refund over its limit
         elif name in ("update", "update_if", "end_reversal"):
             rec = value
         else:

@@ -44,6 +44,7 @@ from switch.journal import (
 from switch.journal import files, terminal_keys
 from switch.journal import reversal_card as cards
 from switch.journal.compiled import CompiledRuns
+from switch.journal.refunds import RefundLimit
 from switch.journal.groupcommit import GroupCommitter
 from switch.journal import schema
 from switch.journal.schema import MIGRATIONS, OPEN_STATES, SCHEMA_VERSION
@@ -63,7 +64,6 @@ from switch.journal.statements import (
     INSERTED_INDEX,
     INSERTED_TYPES,
     PENDING_REVERSALS,
-    REFUNDS,
     SETTLE,
     TOTALS,
     UPDATABLE,
@@ -96,7 +96,7 @@ def states_query(states: tuple[str, ...], limit: int) -> tuple[str, tuple]:
     return sql, (*(s for s in states if s not in OPEN_STATES), limit)
 
 
-class SqliteJournal(CompiledRuns, GroupCommitter):
+class SqliteJournal(RefundLimit, CompiledRuns, GroupCommitter):
     """The journal in one SQLite file (or ``":memory:"``), written by one thread."""
 
     def __init__(
@@ -153,25 +153,26 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
     # -- the Journal interface (caller's side) -------------------------------
 
     def insert(self, rec: TxnRecord) -> Future[tuple[TxnRecord, bool]]:
+        try:
+            args = self._insert_args(rec)
+        except (TypeError, ValueError) as exc:
+            return self._failed(exc)
+        return self._submit(self._insert_call, args, True)
+
+    def _insert_args(self, rec: TxnRecord) -> tuple[TxnRecord, tuple, tuple]:
+        """(a copy of the record, its inserted values, its key), checked for cardholder data."""
         if type(rec) is not TxnRecord:
-            return self._failed(TypeError(f"insert takes a TxnRecord, got {type(rec).__name__}"))
+            raise TypeError(f"insert takes a TxnRecord, got {type(rec).__name__}")
         # A copy: the caller may change its record before the writer gets to it.
         rec = msgspec.structs.replace(rec)
         values = msgspec.structs.astuple(rec)
-        try:
-            check_luhn_values(_GUARDED_NAMES, _guarded(values))
-            check_pan_forms(rec.pan_masked, rec.pan_hash)
-            if rec.card_sealed is not None:
-                cards.check_sealed_form("card_sealed", rec.card_sealed)
-            if rec.acquirer_ref is not None or rec.order_ref is not None:
-                check_own_pan(
-                    {"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key
-                )
-        except ValueError as exc:
-            return self._failed(exc)
-        row = _inserted(values)
-        key = (rec.terminal_id, rec.stan, rec.transmission_time)
-        return self._submit(self._insert_call, (rec, row, key), True)
+        check_luhn_values(_GUARDED_NAMES, _guarded(values))
+        check_pan_forms(rec.pan_masked, rec.pan_hash)
+        if rec.card_sealed is not None:
+            cards.check_sealed_form("card_sealed", rec.card_sealed)
+        if rec.acquirer_ref is not None or rec.order_ref is not None:
+            check_own_pan({"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key)
+        return rec, _inserted(values), (rec.terminal_id, rec.stan, rec.transmission_time)
 
     def update(self, txn_id: int, **changes: Any) -> Future[TxnRecord]:
         return self._update_op(txn_id, None, changes)
@@ -306,9 +307,6 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
         self, terminal_id: str, currency: str | None, theirs: Totals
     ) -> Future[tuple[Totals, bool]]:
         return self._submit(self._settle_totals, (terminal_id, currency, theirs), True)
-
-    def refund_total(self, merchant_id: str, since: float) -> Future[int]:
-        return self._submit(self._scalar, (REFUNDS, (merchant_id, since)), False)
 
     def find_completion(self, original_id: int) -> Future[TxnRecord | None]:
         return self._submit(self._one, (COMPLETION, (original_id,)), False)
@@ -491,9 +489,6 @@ class SqliteJournal(CompiledRuns, GroupCommitter):
                 ours.credits_amount, ours.debits_amount)
         self._settle(args, currency, cutoff)
         return ours, accepted
-
-    def _scalar(self, sql: str, args: tuple) -> Any:
-        return self._conn.execute(sql, args).fetchone()[0]
 
     def _row(self, sql: str, args: tuple) -> tuple:
         return tuple(self._conn.execute(sql, args).fetchone())

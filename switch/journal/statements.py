@@ -59,11 +59,6 @@ SETTLE = """
                             credits_amount, debits_amount, last_txn_id, created_at, currency, cutoff)
     VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM txn), ?, ?, ?)
 """
-REFUNDS = f"""
-    SELECT coalesce(sum(amount), 0) FROM txn
-    WHERE merchant_id = ? AND created_at >= ? AND substr(processing_code, 1, 2) = '20'
-      AND mti = '0200' AND response_code = '00' AND state NOT IN ({REVERSED})
-"""
 COMPLETION = (
     f"SELECT {COLUMNS} FROM txn WHERE original_id = ? AND mti = '0220' AND response_code = '00' "
     f"AND state NOT IN ({REVERSED}) ORDER BY id LIMIT 1"
