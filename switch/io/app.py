@@ -17,7 +17,7 @@ import signal
 import sys
 
 from switch import config as config_mod
-from switch import logs, preflight, wiring
+from switch import config_timing, logs, preflight, wiring
 from switch.config_security import load_admin_token
 from switch.io import hangup
 from switch.io.children import Children
@@ -75,6 +75,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
                 log.error("reload rejected, keeping the running configuration: %s", e)
                 return False, str(e)
             switch.metrics.config_reloads.labels("ok").inc()
+            short_drain = config_timing.drain_warning(new)
+            if short_drain:
+                log.warning("%s", short_drain)
             message = f"reloaded {config_path}; applied: {', '.join(applied) or 'no changes'}"
             if refused:
                 message += f"; not applied, needs a restart: {', '.join(refused)}"
@@ -110,7 +113,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         # Drain (section 6: every request taken is answered): stop accepting,
         # let requests in flight finish within drain_timeout (wallet customers
         # still confirming included), then sign off and close the links.
-        log.info("stopping: draining requests in flight (up to %.0f s)", cfg.drain_timeout)
+        log.info("stopping: draining requests in flight (up to %.0f s)", switch.cfg.drain_budget)
         for s in servers:
             s.close()
         drained = await switch.drain() or await switch.cut()

@@ -196,7 +196,7 @@ class Switch:
         Stop accepting first (close the listeners): requests already taken,
         wallet customers still confirming included, are answered, not cut off.
         """
-        budget = self.cfg.drain_timeout if budget is None else budget
+        budget = self.cfg.drain_budget if budget is None else budget
         self.draining = True
         try:
             async with asyncio.timeout(budget):

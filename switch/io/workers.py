@@ -269,7 +269,7 @@ class Fleet:
     async def stop_workers(self) -> None:
         self.stopping = True
         self.signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + self.cfg.drain_timeout + 15
+        deadline = time.monotonic() + self.cfg.drain_budget + 15
         for w in self.workers:
             while w.proc is not None and w.proc.poll() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -329,7 +329,7 @@ class Fleet:
                 await _demo_purchase(self.cfg)
             print("payswitch: ready", flush=True)
             await self._stop.wait()
-            log.info("stopping: every worker drains its requests in flight (up to %.0f s)", self.cfg.drain_timeout)
+            log.info("stopping: every worker drains its requests in flight (up to %.0f s)", self.cfg.drain_budget)
             watch.cancel()
         finally:
             if http is not None:
