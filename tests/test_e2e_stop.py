@@ -185,3 +185,77 @@ def test_a_stop_while_the_workers_start_is_clean(tmp_path):
     finally:
         sw.stop()
         silent.close()
+
+
+# -- wallet orders held for their customer at a stop ----------------------------------------
+
+
+def _wallet_sims(tmp, wports) -> list[subprocess.Popen]:
+    """The wallets outlive the switch here: what a stop left at them is what they say after."""
+    from tests.test_e2e_wallet import CONFIRM
+
+    sims = []
+    for style in wports:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "switch.cli", "sim", "wallet", "--style", style, "--port", str(wports[style]),
+             "--confirm-delay", str(CONFIRM), "--key-dir", str(tmp / f"keys-{style}")],
+            stdout=subprocess.PIPE, text=True, cwd=e2e.ROOT,
+        )
+        assert "listening on" in p.stdout.readline()
+        sims.append(p)
+    return sims
+
+
+def _journal_row(tmp, order_no: str) -> tuple:
+    import sqlite3
+
+    with sqlite3.connect(tmp / "journal.sqlite") as db:
+        return db.execute("SELECT state, response_code, order_state FROM txn WHERE order_ref = ?",
+                          (order_no,)).fetchone()
+
+
+def test_a_stop_cancels_the_wallet_orders_held_for_their_customer(tmp_path):
+    """drain_timeout shorter than a wallet's hold: the orders waiting for their customer are
+    cancelled (trade.pay) or reversed (micropay) at the wallet within the drain, their
+    terminals answered 68 and the outcome journaled: nothing is left open at the wallet,
+    nothing left for the next start."""
+    from tests.test_e2e_wallet import TIMEOUT, code, order_of, wallet_extra, wallet_payment
+
+    wports = {"tradepay": e2e.free_port(), "micropay": e2e.free_port()}
+    sims = _wallet_sims(tmp_path, wports)
+    extra = wallet_extra(tmp_path, wports, simulators=False).replace(f"timeout = {TIMEOUT}", "timeout = 25.0")
+    text, ports = e2e.card_config(tmp_path, extra=extra)
+    ports.update(wports)
+    sw = e2e.SwitchProcess(tmp_path, "drain_timeout = 4.0\n" + text, ports).start()
+    clients = []
+    try:
+        reqs = {style: wallet_payment(code(style, "03")) for style in wports}  # the customers never confirm
+        for style, req in reqs.items():
+            c = e2e.Client(ports["term"], timeout=20)
+            c.send(req)
+            clients.append(c)
+        for style, req in reqs.items():
+            e2e.wait_for(lambda: [o["state"] for o in order_of(sw, style, req)] == ["waiting"], timeout=10)
+        t0 = time.monotonic()
+        sw.proc.send_signal(signal.SIGTERM)
+        answers = [c.recv()["39"] for c in clients]
+        assert answers == ["68", "68"]
+        assert sw.proc.wait(15) == 0
+        assert time.monotonic() - t0 < 4.0 + 2.0  # within the drain, not after a cut and its 5 s
+        for style, req in reqs.items():
+            [order] = order_of(sw, style, req)
+            assert order["state"] in ("closed", "refunded") and order["charges"] == order["refunds"], order
+            no = req["41"] + req["7"] + req["11"]
+            state, rc, order_state = _journal_row(tmp_path, no)
+            assert (state, rc) == ("answered", "68") and order_state in ("closed", "reversed", "refunded"), (
+                style, state, rc, order_state)
+        log = sw.log_text()
+        assert "still in flight given up" not in log and "(uncertain)" not in log, log
+        assert "drain_timeout 4.0 is shorter than response_timeout" in log  # said at start
+    finally:
+        for c in clients:
+            c.close()
+        sw.stop()
+        for p in sims:
+            p.terminate()
+            p.wait(10)
