@@ -63,6 +63,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
     try:
         await switch.start()
         servers = await start_listeners(switch, cfg.listeners, reuse_port=worker is not None)
+        # Terminals may send from now on: a stop drains what they sent (a stop
+        # that came while starting cancelled start-up above, or lands here).
+        await stopper.serving()
 
         started = cfg  # what listeners, HTTP, the journal and the acquirers were built from
 
@@ -109,7 +112,6 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         print(f"{me}: configuration {cfg.source}; journal {cfg.journal.url}", flush=True)
         if demo:
             await _demo_purchase(cfg)
-        await stopper.serving()  # from now on a stop drains
         settle_heap()
         print(f"{me}: ready", flush=True)
         if ready is not None:
