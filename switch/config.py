@@ -198,9 +198,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # journal, for the 0420 of a terminal's 0400 that does not carry it (0:
     # dropped with the answer, and such a reversal goes without field 2).
     card_retention: float = 86400.0
-    # On SIGTERM: how long in-flight requests may take to finish; unset:
-    # response_timeout, so that a stop never gives up a request that could
-    # still be answered (see drain_budget).
+    # On SIGTERM: how long in-flight requests may take to finish (unset: drain_budget).
     drain_timeout: float | None = None
     # Spec section 1 v1.1 caps (switch.config_security checks them).
     max_connections: int = 10000  # terminal connections over all listeners
@@ -220,8 +218,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     @property
     def drain_budget(self) -> float:
-        """Seconds a stop lets requests in flight finish: drain_timeout, else response_timeout
-        (a request taken just before SIGTERM is answered within it)."""
+        """Seconds a stop drains: drain_timeout, else response_timeout (within which a request
+        taken just before SIGTERM is answered: the stop gives up none still answerable)."""
         return self.response_timeout if self.drain_timeout is None else self.drain_timeout
 
 
