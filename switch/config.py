@@ -198,7 +198,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # journal, for the 0420 of a terminal's 0400 that does not carry it (0:
     # dropped with the answer, and such a reversal goes without field 2).
     card_retention: float = 86400.0
-    drain_timeout: float = 30.0  # on SIGTERM: how long in-flight requests may take to finish
+    # On SIGTERM: how long in-flight requests may take to finish (unset: drain_budget).
+    drain_timeout: float | None = None
     # Spec section 1 v1.1 caps (switch.config_security checks them).
     max_connections: int = 10000  # terminal connections over all listeners
     max_connections_per_address: int = 1000  # from one source IP address
@@ -214,6 +215,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     vas: list[config_vas.VasService] = []
     events: config_vas.Events = msgspec.field(default_factory=config_vas.Events)
     source: str = "<embedded default>"
+
+    @property
+    def drain_budget(self) -> float:
+        """Seconds a stop drains: drain_timeout, else response_timeout (within which a request
+        taken just before SIGTERM is answered: the stop gives up none still answerable)."""
+        return self.response_timeout if self.drain_timeout is None else self.drain_timeout
 
 
 # What the bundled acquirer types expect of their endpoints and files.

@@ -13,7 +13,7 @@ _NOT_NEGATIVE = ("reversal_retry", "reversal_backoff_max", "reversal_not_found_w
 
 def check(cfg, fail) -> None:
     for key in _NOT_NEGATIVE:
-        if getattr(cfg, key) < 0:
+        if (getattr(cfg, key) or 0) < 0:  # drain_timeout may be unset (None)
             fail(key, f"must be 0 or more, got {getattr(cfg, key)}")
     check_reversal_backoff(cfg, fail)
     check_retransmission_window(cfg, fail)
@@ -37,3 +37,18 @@ def check_retransmission_window(cfg, fail) -> None:
         fail("retransmission_window", f"{cfg.retransmission_window} is shorter than response_timeout "
              f"({cfg.response_timeout}): a terminal's repeat of a request still being answered "
              "would be authorized a second time")
+
+
+def drain_warning(cfg) -> str | None:
+    """A stop gives up the acquirer calls still in flight after drain_timeout
+    (68 to the terminal, the payment reversed).  A request taken just before
+    SIGTERM may be at its acquirer, or its wallet customer still confirming,
+    until response_timeout: a shorter drain gives up calls that could still
+    be answered.  Allowed (a supervisor's stop timeout may force it), said
+    by ``check-config``, at start and at reload."""
+    if cfg.drain_timeout is not None and cfg.drain_timeout < cfg.response_timeout:
+        return (f"{cfg.source}: drain_timeout {cfg.drain_timeout} is shorter than response_timeout "
+                f"({cfg.response_timeout}): on SIGTERM, requests still at their acquirer after "
+                f"{cfg.drain_timeout} s are given up (68, reversed) though they could still be answered; "
+                "remove the key to drain for response_timeout - at `$.drain_timeout`")
+    return None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from switch import wiring
+from switch import config_timing, wiring
 from switch.config import Config, ConfigError
 
 __all__ = ["check", "key_beside_journal", "secrets_open_to_others"]
@@ -233,7 +233,8 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
 
     ``key_apart`` (``check-config``): a journal key file beside the journal is
     an error too; ``serve`` only warns, so a running deployment still starts.
-    Secret files open to others than their owner are warned about by both.
+    Secret files open to others than their owner, and a drain_timeout that
+    would give up calls still answerable, are warned about by both.
     """
     _journal(cfg)
     _listeners(cfg)
@@ -248,6 +249,9 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
         log.warning("%s", why)
     for warning in secrets_open_to_others(cfg):
         log.warning("%s", warning)
+    short_drain = config_timing.drain_warning(cfg)
+    if short_drain:
+        log.warning("%s", short_drain)
 
 
 def _vas(cfg: Config) -> None:

@@ -188,6 +188,31 @@ def test_never_confirmed_is_cancelled_at_hold_end_and_answers_68():
     assert f.step(51.3) == Done("68", "closed", "T1", False)
 
 
+def test_a_stop_ends_the_hold_its_margin_before_and_cancels_by_then():
+    """The switch stops at 20 s (drain): the customer is held until 10 s (the margin before
+    it), then the order is cancelled, each call bounded by the stop, not the 60 s deadline."""
+    f = flow()
+    f.feed("pay", Reply(WAITING, "T1"), 0.1)
+    assert f.step(0.1) == Wait(3.1)
+    f.stop_by(20.0)
+    assert f.step(9.0) == Call("query", 1.0)  # no query runs past the hold's new end
+    f.feed("query", Reply(WAITING), 9.5)
+    assert f.step(9.5) == Wait(10.0)
+    assert f.step(10.0) == Call("cancel", 5.0)
+    f.feed("cancel", Reply(None), 15.0)
+    assert f.step(17.0) == Call("cancel", 3.0)  # bounded by the stop
+    f.feed("cancel", Reply(outcomes.CLOSED), 17.5)
+    assert f.step(17.5) == Done("68", "closed", "T1", False)
+    f.stop_by(30.0)  # a later stop changes nothing
+    assert (f.deadline, f.hold_until) == (20.0, 10.0)
+
+
+def test_a_stop_before_the_pay_leaves_room_or_sends_nothing():
+    f = flow()
+    f.stop_by(5.0)  # less than the margin: no pay is sent that could not be held and cancelled
+    assert f.step(0.0) == Done(outcomes.WALLET_UNAVAILABLE, "unsent", None, False)
+
+
 def test_cancel_never_acknowledged_is_uncertain():
     f = flow()
     f.feed("pay", Reply(WAITING), 0.1)

@@ -134,6 +134,8 @@ class WalletAcquirer:
         self._reachable = False
         self._buyers: dict[str, str] = {}  # order number → the wallet's buyer id, until its Result
         self._closing = asyncio.Event()
+        self._stop_at: float | None = None  # loop time by which the switch stops (stopping())
+        self._wake = asyncio.Event()  # set to end the waits between calls (stopping, closing)
         self._runs = 0
         self._drained = asyncio.Event()
         self._drained.set()
@@ -155,8 +157,18 @@ class WalletAcquirer:
         """Stop holding: flows end at their next step (uncertain when the wallet may
         hold a payment), then the connections close."""
         self._closing.set()
+        self._wake.set()
         await self._drained.wait()
         await self._pool.close()
+
+    def stopping(self, within: float) -> None:
+        """The switch stops in ``within`` seconds: every order held for its customer is
+        cancelled (trade.pay) or reversed (micropay) by then, as at its own deadline, and
+        its terminal answered; not left open at the wallet until the next start."""
+        at = asyncio.get_running_loop().time() + within
+        self._stop_at = at if self._stop_at is None else min(self._stop_at, at)
+        self._wake.set()
+        self._wake = asyncio.Event()
 
     def healthy(self) -> bool:
         return self._reachable and not self._closing.is_set()
@@ -241,6 +253,8 @@ class WalletAcquirer:
         try:
             while True:
                 now = loop.time()
+                if self._stop_at is not None:
+                    flow.stop_by(self._stop_at)
                 step = flow.step(now)
                 if isinstance(step, Done):
                     break
@@ -249,7 +263,7 @@ class WalletAcquirer:
                     break
                 if isinstance(step, Wait):
                     try:
-                        await asyncio.wait_for(self._closing.wait(), step.until - now)
+                        await asyncio.wait_for(self._wake.wait(), step.until - now)
                     except TimeoutError:
                         pass
                     continue

@@ -116,6 +116,13 @@ class PaymentFlow:
             return Wait(min(self.next_at, self.deadline))
         return Call("cancel", min(self.request_timeout, room))
 
+    def stop_by(self, at: float) -> None:
+        """The switch stops at ``at``: hold the customer no later than the margin before it,
+        so that the cancel is done by then (an order is not left open at the wallet)."""
+        margin = self.deadline - self.hold_until
+        self.deadline = min(self.deadline, at)
+        self.hold_until = min(self.hold_until, at - margin)
+
     def feed(self, call: str, reply: Reply, now: float) -> None:
         if self.done is not None:
             return

@@ -4,7 +4,9 @@ Start order: bundled simulators (embedded default) → journal and acquirers
 (sign-on) → terminal listeners → HTTP.  SIGHUP or ``POST /admin/reload``
 re-reads the configuration file; SIGTERM/SIGINT stop it cleanly: listeners
 first, then in-flight requests finish (up to ``drain_timeout``), then the
-acquirer links sign off and close, then the journal.
+acquirer links sign off and close, then the journal.  While it still starts,
+they stop start-up where it is and close what it opened
+(:mod:`switch.io.early_stop`); exit 0 either way.
 """
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ import signal
 import sys
 
 from switch import config as config_mod
-from switch import logs, preflight, wiring
+from switch import config_timing, logs, preflight, wiring
 from switch.config_security import load_admin_token
-from switch.io import hangup
+from switch.io import early_stop, hangup
 from switch.io.children import Children
 from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
@@ -51,12 +53,19 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
                 worker: WorkerRole | None = None, ready=None) -> None:
     """The switch until SIGTERM; ``worker``: as one of several worker processes
     (:mod:`switch.io.workers`), ``ready()`` called once it serves."""
-    switch = Switch(cfg, acquirer_factory=functools.partial(wiring.build_acquirer, source=cfg.source), worker=worker)
     stop = asyncio.Event()
     me = "payswitch" if worker is None else f"payswitch[worker {worker.index}]"
+    # SIGTERM/SIGINT from here on: while starting, they cancel start-up (what
+    # was opened is closed below, exit 0); once serving, they drain.
+    stopper = early_stop.LoopStop(stop)
+    switch = Switch(cfg, acquirer_factory=functools.partial(wiring.build_acquirer, source=cfg.source), worker=worker)
+    servers, http = [], None
     try:
         await switch.start()
         servers = await start_listeners(switch, cfg.listeners, reuse_port=worker is not None)
+        # Terminals may send from now on: a stop drains what they sent (a stop
+        # that came while starting cancelled start-up above, or lands here).
+        await stopper.serving()
 
         started = cfg  # what listeners, HTTP, the journal and the acquirers were built from
 
@@ -75,6 +84,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
                 log.error("reload rejected, keeping the running configuration: %s", e)
                 return False, str(e)
             switch.metrics.config_reloads.labels("ok").inc()
+            short_drain = config_timing.drain_warning(new)
+            if short_drain:
+                log.warning("%s", short_drain)
             message = f"reloaded {config_path}; applied: {', '.join(applied) or 'no changes'}"
             if refused:
                 message += f"; not applied, needs a restart: {', '.join(refused)}"
@@ -90,8 +102,6 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, reload)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         if hangup.pending():  # a SIGHUP while starting: the file may have changed since it was read
             log.info("SIGHUP received while starting: re-reading the configuration now")
             reload()
@@ -110,13 +120,20 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         # Drain (section 6: every request taken is answered): stop accepting,
         # let requests in flight finish within drain_timeout (wallet customers
         # still confirming included), then sign off and close the links.
-        log.info("stopping: draining requests in flight (up to %.0f s)", cfg.drain_timeout)
+        log.info("stopping: draining requests in flight (up to %.0f s)", switch.cfg.drain_budget)
         for s in servers:
             s.close()
         drained = await switch.drain() or await switch.cut()
         log.info("drained" if drained else "drain budget spent; closing with requests in flight")
-        http.close()
+    except asyncio.CancelledError:
+        if not stopper.cancelled_start():
+            raise
+        log.info("%s received while starting: stopped before serving", stopper.signal_name)
     finally:
+        for s in servers:
+            s.close()
+        if http is not None:
+            http.close()
         await switch.close()
 
 
@@ -149,8 +166,18 @@ async def _demo_purchase(cfg: config_mod.Config) -> None:
 def run(config_path: str | None, *, demo: bool = False, log_format: str = "text", workers: int | str | None = None) -> int:
     """The ``serve`` command: exit 0 after a clean stop, 2 for any configuration
     problem (one line, the same as ``check-config`` prints), 1 when the
-    configuration is fine but the switch cannot start (a port in use)."""
+    configuration is fine but the switch cannot start (a port in use).
+    SIGTERM or SIGINT while starting: what was started is stopped, exit 0."""
     hangup.hold()  # a SIGHUP before the loop serves must not end the process
+    early_stop.hold()  # nor a SIGTERM kill it half-started
+    try:
+        return _run(config_path, demo=demo, log_format=log_format, workers=workers)
+    except early_stop.StopRequested as e:
+        log.info("%s received while starting: stopped before serving", e)
+        return 0
+
+
+def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int | str | None) -> int:
     try:
         level = logs.level_from_env(os.environ.get("PAYSWITCH_LOG"))
     except ValueError as e:

@@ -27,6 +27,7 @@ from switch.metrics import Metrics
 log = logging.getLogger("payswitch")
 
 _ADAPTER_GRACE = 2.0  # seconds past an adapter's own deadline before we stop waiting
+_STOP_RESERVE = 1.0  # seconds of the drain kept after held wallet orders must be done
 ORPHAN_CHECK = 1.0  # seconds between two looks for a dead worker's transactions (the reversal sender)
 
 
@@ -195,8 +196,18 @@ class Switch:
 
         Stop accepting first (close the listeners): requests already taken,
         wallet customers still confirming included, are answered, not cut off.
+        Adapters that hold requests (wallet orders waiting for their customer)
+        are told when the drain ends, so that they cancel them at the wallet
+        and answer within it rather than be given up by :meth:`cut` with the
+        order left open there.
         """
-        budget = self.cfg.drain_timeout if budget is None else budget
+        budget = self.cfg.drain_budget if budget is None else budget
+        if not self.draining:
+            within = max(0.0, budget - min(_STOP_RESERVE, budget / 4))
+            for acquirer in self.acquirers.values():
+                stopping = getattr(acquirer, "stopping", None)
+                if stopping is not None:
+                    stopping(within)
         self.draining = True
         try:
             async with asyncio.timeout(budget):

@@ -47,7 +47,7 @@ import tempfile
 import time
 
 from switch import config as config_mod
-from switch.io import hangup
+from switch.io import early_stop, hangup
 from switch.io.children import _die_with_parent
 
 log = logging.getLogger("payswitch")
@@ -269,7 +269,7 @@ class Fleet:
     async def stop_workers(self) -> None:
         self.stopping = True
         self.signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + self.cfg.drain_timeout + 15
+        deadline = time.monotonic() + self.cfg.drain_budget + 15
         for w in self.workers:
             while w.proc is not None and w.proc.poll() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -302,6 +302,8 @@ class Fleet:
         self.fatal = None
         loop = asyncio.get_running_loop()
         http = None
+        # SIGTERM/SIGINT while the workers start: start-up stops (the finally below), exit 0.
+        stopper = early_stop.LoopStop(self._stop)
         try:
             self.start_journal()
             print(f"payswitch: journal {self.cfg.journal.url} in one writer process for {self.count} workers",
@@ -311,8 +313,7 @@ class Fleet:
             http = await FleetHttp(self, token=load_admin_token(self.cfg.http, self.cfg.source)).serve(
                 self.cfg.http.host, self.cfg.http.port)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stop.set)
+            await stopper.serving()  # from now on a stop drains every worker
             if hangup.pending():  # a SIGHUP while the workers started: re-read the file now
                 log.info("SIGHUP received while starting: re-reading the configuration now")
                 self.reload()
@@ -329,8 +330,12 @@ class Fleet:
                 await _demo_purchase(self.cfg)
             print("payswitch: ready", flush=True)
             await self._stop.wait()
-            log.info("stopping: every worker drains its requests in flight (up to %.0f s)", self.cfg.drain_timeout)
+            log.info("stopping: every worker drains its requests in flight (up to %.0f s)", self.cfg.drain_budget)
             watch.cancel()
+        except asyncio.CancelledError:
+            if not stopper.cancelled_start():
+                raise
+            log.info("%s received while starting: stopping the workers started so far", stopper.signal_name)
         finally:
             if http is not None:
                 http.close()
@@ -361,6 +366,14 @@ def worker_main(argv: list[str]) -> int:
     p.add_argument("--recover-all", action="store_true")
     args = p.parse_args(argv)
     hangup.hold()  # the supervisor signals only ready workers, but an operator may not
+    early_stop.hold()  # a stop while this worker starts (the supervisor stopping too): exit 0
+    try:
+        return _worker(args)
+    except early_stop.StopRequested:
+        return 0
+
+
+def _worker(args) -> int:
     from switch import logs
     from switch.io.app import serve
     from switch.io.service import WorkerRole
