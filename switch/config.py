@@ -381,7 +381,7 @@ def _check(cfg: Config, src: str) -> Config:
         problem = dialect_problem(lst.dialect)
         if problem:
             fail(f"listeners[{i}].dialect", problem)
-    _check_ports(cfg, fail)
+    config_sanity.check_listener_ports(cfg, fail)
     config_sanity.check_simulator_ports(cfg, fail)
     sim_names: set[str] = set()
     for i, sim in enumerate(cfg.simulators):
@@ -404,20 +404,6 @@ def _check(cfg: Config, src: str) -> Config:
     check_limits(cfg, fail)
     config_vas.check(cfg, fail)  # value-added services, token keys, the event relay
     return cfg
-
-
-_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
-
-
-def _check_ports(cfg: Config, fail) -> None:
-    """No two listeners, nor a listener and ``[http]``, on one address and port: the second bind
-    would always fail, so it is the file's mistake, not a port some other process holds."""
-    bound: list[tuple[str, int, str]] = [(cfg.http.host, cfg.http.port, "http.port")]
-    for i, lst in enumerate(cfg.listeners):
-        for host, port, path in bound:
-            if lst.port and lst.port == port and (lst.host == host or {lst.host, host} & set(_WILDCARD_HOSTS)):
-                fail(f"listeners[{i}].port", f"port {lst.port} is already taken by `$.{path}`")
-        bound.append((lst.host, lst.port, f"listeners[{i}].port"))
 
 
 def _check_host_mac(cfg: Config, i: int, a: Acquirer, fail) -> None:

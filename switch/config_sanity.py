@@ -59,6 +59,20 @@ def check_shadowed_prefixes(cfg: Any, fail: Callable[[str, str], None]) -> None:
             catch_all += [(wallet, *r) for r in ranges]
 
 
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def check_listener_ports(cfg: Any, fail: Callable[[str, str], None]) -> None:
+    """No two listeners, nor a listener and ``[http]``, on one address and port: the second bind
+    would always fail, so it is the file's mistake, not a port some other process holds."""
+    bound: list[tuple[str, int, str]] = [(cfg.http.host, cfg.http.port, "http.port")]
+    for i, lst in enumerate(cfg.listeners):
+        for host, port, path in bound:
+            if lst.port and lst.port == port and (lst.host == host or {lst.host, host} & set(_WILDCARD_HOSTS)):
+                fail(f"listeners[{i}].port", f"port {lst.port} is already taken by `$.{path}`")
+        bound.append((lst.host, lst.port, f"listeners[{i}].port"))
+
+
 _LOOPBACK_OR_ALL = ("127.0.0.1", "localhost", "0.0.0.0", "::", "")
 
 

@@ -145,7 +145,10 @@ class SwitchProcess:
         self.proc = None
 
     def start(self, timeout: float = 30.0):
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PAYSWITCH_LOG="INFO")
+        # This checkout first: an editable install elsewhere (another worktree's) must not be what runs.
+        path = os.environ.get("PYTHONPATH")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PAYSWITCH_LOG="INFO",
+                   PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "switch.cli", "serve", "--config", str(self.config)],
             cwd=self.tmp,
