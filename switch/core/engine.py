@@ -145,6 +145,9 @@ class Engine:
             self.metrics.format_error()
             log.info("format error: %s", e)
             return Answer("unknown", "other", "30", self._format_error(body, codec))
+        if not m.is_request(msg.mti):  # an answer is never answered (section 3 of the docs)
+            log.info("%s from %s is a response, not a request: not answered", msg.mti, msg.get(41))
+            return Answer("unknown", "other", "", b"")
         mti = m.base_mti(msg.mti)
         mclass = _MCLASS.get(mti[1], "other")
         tid = msg.get(41)
@@ -167,7 +170,8 @@ class Engine:
         """Section 5 code 30 for a message we could not decode, echoing what we can
         (MTI, 11, 41 of a configured terminal: a host multiplexing lanes matches
         the answer by them)."""
-        return codec.encode({**m.salvage_echo(body, codec, self.terminals), 37: self.rrns.next(), 39: "30"})
+        echo = m.salvage_echo(body, codec, self.terminals)
+        return b"" if echo is None else codec.encode({**echo, 37: self.rrns.next(), 39: "30"})
 
     def _reply(self, msg, code: str, codec, kind: str = "unknown") -> tuple[str, str, bytes]:
         """An answer the switch gives without journaling it."""
