@@ -27,7 +27,7 @@ from typing import Any, Callable, Generator
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
 from switch.core import messages as m
-from switch.core import completion, elsewhere, pipeline, security, states
+from switch.core import completion, elsewhere, network, pipeline, security, states
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.limits import TerminalSlots
@@ -177,24 +177,6 @@ class Engine:
         """An answer the switch gives without journaling it."""
         return kind, code, codec.encode(m.build_response(msg, code, self.rrns.next()))
 
-    def _network_reply(self, msg, code: str, codec) -> tuple[str, str, bytes]:
-        """An 0810; a retransmitted 0800 gets its first one, other content under its key 94 (section 6)."""
-        key = (msg.get(41), msg.get(11), msg.get(7))
-        if None in key:
-            return self._reply(msg, code, codec, "network")
-        content = (msg.get(70), m.content_digest(msg, self.digest_key, "0800"))
-        now = self.clock()
-        first = self.network_answers.find(key, content, now, self.cfg.retransmission_window)
-        if first is False:
-            self.metrics.retransmission("conflict")
-            return self._reply(msg, "94", codec, "network")
-        if first is not None:
-            self.metrics.retransmission("same")
-            return "network", first[39], codec.encode(first)
-        resp = m.build_response(msg, code, self.rrns.next())
-        self.network_answers.keep(key, content, now, resp)
-        return "network", code, codec.encode(resp)
-
     def _dispatch(self, msg, mti: str, codec) -> Gen:
         try:
             m.check_request(msg, mti)
@@ -207,12 +189,15 @@ class Engine:
         except m.Rejection as r:
             log.info("rejected %s: %s (%s)", msg.mti, r.code, r.reason)
             if mti == "0800":
-                return self._network_reply(msg, r.code, codec)
+                return (yield from network.answer(self, msg, r.code, codec))
             return self._reply(msg, r.code, codec)
         if mti == "0800":
-            return self._network_reply(msg, "00", codec)
+            return (yield from network.answer(self, msg, "00", codec))
 
         key = (tid, msg[11], msg[7])
+        if self.network_answers.holds(key, self.clock(), self.cfg.retransmission_window):
+            self.metrics.retransmission("conflict")  # section 6: the key of an 0800 (switch.core.network)
+            return self._reply(msg, "94", codec)
         digest = m.content_digest(msg, self.digest_key, mti)
         flight = self.inflight.get(key)
         if flight is not None:
