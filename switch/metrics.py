@@ -208,6 +208,11 @@ class Metrics:
         self.format_errors = Counter(
             "payswitch_format_errors", "Requests that failed to decode (answered 30)", registry=r
         )
+        self.unsolicited_responses = Counter(
+            "payswitch_unsolicited_responses",
+            "Messages from terminals with a response MTI (third digit odd), not answered",
+            registry=r,
+        )
         self.retransmissions = Counter(
             "payswitch_retransmissions",
             "Retransmitted requests answered from the journal, by outcome (same, conflict)",

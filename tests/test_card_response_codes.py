@@ -122,7 +122,9 @@ def test_a_partial_approval_is_declined_and_left_to_reverse():
     msg, result = answered("10", metrics=metrics, f4="000000000500")
     # uncertain: the switch reverses it at the acquirer, as it does an answer it cannot trust
     assert (result.response_code, result.uncertain, result.auth_code, result.icc) == ("51", True, None, None)
-    assert result.acquirer_ref.endswith("|10") and "500 of 1000" in result.acquirer_reason
+    # acquirer_ref keeps the amount approved: what the reversal must carry (field 4)
+    assert result.acquirer_ref == f"{msg[11]}|{msg[7]}|331822000001|10|500" and "500 of 1000" in result.acquirer_reason
+    assert parse_ref(result.acquirer_ref).approved == 500
     assert metrics.get("host_codes", mti="0200", response_code="10", answered="51") == 1
     msg, result = answered("10", f4="000000001000")
     assert (result.response_code, result.uncertain, result.auth_code) == ("00", False, "AB12CD")
@@ -145,6 +147,22 @@ def test_a_reversal_names_an_original_whose_ref_carries_the_host_code():
     msg = reversal_fields(make_request(mti="0400", original=original), stan="000003", f7=F7, acquirer_id=ACQ)
     assert msg[37] == "331822000001" and msg[90].startswith("0200000002111422132")
     assert parse_ref("000002|1114221320|331822000001|10|x") is None
+    assert msg[4] == "000000001000"  # no other amount approved: the original's
+
+
+def test_the_reversal_of_a_partial_approval_carries_the_amount_approved():
+    msg, result = answered("10", f4="000000000500")
+    original = Original(txn_id=1, mti="0200", processing_code="000000", amount=1000, currency="840",
+                        stan="000042", transmission_time="1114221300", rrn="000000000001",
+                        acquirer_ref=result.acquirer_ref)
+    rev = reversal_fields(make_request(mti="0400", original=original), stan="000003", f7=F7, acquirer_id=ACQ)
+    assert (rev[4], rev[90][4:20]) == ("000000000500", msg[11] + msg[7])
+    _, result = answered("00", f4="000000001200")  # an approval of more: that is what is reversed
+    assert (result.response_code, result.uncertain, parse_ref(result.acquirer_ref).approved) == ("96", True, 1200)
+    # A code that approves nothing, or no readable amount: the original's amount is reversed.
+    for code, f4 in (("N7", "000000000500"), ("09", "000000000500"), ("10", "00000000 500")):
+        _, result = answered(code, f4=f4)
+        assert result.uncertain and parse_ref(result.acquirer_ref).approved is None
 
 
 # -- the sandbox ---------------------------------------------------------------------

@@ -273,9 +273,9 @@ OTHER = "5500000000000004"
 
 
 def advice(mti="0420", stan="000001", f7="1114221320", orig_mti="0200", rev_stan="000002",
-           rev_f7="1114221330", acq=ACQ):
+           rev_f7="1114221330", acq=ACQ, amount="000000001000"):
     f90 = orig_mti + stan + f7 + acq.rjust(11, "0") + "0" * 11
-    return fields_view({"mti": mti, 2: PAN, 3: "000000", 4: "000000001000", 7: rev_f7,
+    return fields_view({"mti": mti, 2: PAN, 3: "000000", 4: amount, 7: rev_f7,
                         11: rev_stan, 32: ACQ, 37: "331822000001", 41: "DEMO0001", 90: f90})
 
 
@@ -321,7 +321,7 @@ def test_strict_reversal_that_overtook_its_original_finds_it_on_repeat():
 def test_strict_reversal_of_a_decline_moves_nothing():
     sb = Sandbox()
     sb.handle(auth(amount="000000001051"))
-    out, [event] = sb.handle(advice())
+    out, [event] = sb.handle(advice(amount="000000001051"))
     assert out[39] == "00" and event["delta"] == 0 and event["original_response_code"] == "51"
     assert sb.balance(PAN) == 0
 
@@ -369,7 +369,7 @@ def test_strict_completion_refused(msg, rc):
 def test_strict_completion_of_a_reversed_or_declined_preauthorization():
     sb = Sandbox()
     preauth(sb)
-    sb.handle(advice(orig_mti="0100"))
+    sb.handle(advice(orig_mti="0100", amount="000000002500"))
     assert sb.handle(completion())[0][39] == "12"
     sb2 = Sandbox()
     sb2.handle(auth(amount="000000002551", mti="0100"))
@@ -482,7 +482,7 @@ def test_a_restarted_simulator_takes_back_its_ledger_and_reverses_what_it_approv
     path = str(tmp_path / "bank-a.ledger")
     first = Ledger(path)
     sb = Sandbox()
-    for msg in (auth(), auth(stan="000005", amount="000000000700"), advice(stan="000005", rev_stan="000006")):
+    for msg in (auth(), auth(stan="000005", amount="000000000700"), advice(stan="000005", rev_stan="000006", amount="000000000700")):
         first.write(sb.handle(msg)[1])
     preauth_msg = auth(amount="000000002500", mti="0100", stan="000007")
     first.write(sb.handle(preauth_msg)[1])
@@ -498,7 +498,7 @@ def test_a_restarted_simulator_takes_back_its_ledger_and_reverses_what_it_approv
     out, [event] = again.handle(advice())
     assert out[39] == "00" and event["original_found"] and event["delta"] == -1000
     # a repeat of the reversal made before the restart is a repeat and moves nothing
-    out, [event] = again.handle(advice(mti="0421", stan="000005", rev_stan="000006"))
+    out, [event] = again.handle(advice(mti="0421", stan="000005", rev_stan="000006", amount="000000000700"))
     assert out[39] == "00" and event["repeat"] and event["delta"] == 0
     # the completed pre-authorization stays completed
     out, _ = again.handle(completion(amount="000000000100", stan="000009", pre_stan="000007"))
@@ -533,6 +533,30 @@ def test_the_sandbox_approves_half_for_10_and_a_reversal_gives_it_back():
     assert out[39] == "54" and 38 not in out and event["delta"] == 0
     out, [event] = sb.handle(auth(amount="000000001008", stan="000003", pin=None))
     assert out[39] == "08" and event["delta"] == 1008
-    _, [event] = sb.handle(advice(stan="000001", rev_stan="000009"))
+    _, [event] = sb.handle(advice(stan="000001", rev_stan="000009", amount="000000000505"))
     assert event["original_found"] and event["delta"] == -505
     assert sb.balance(PAN) == 1008
+
+
+def test_a_strict_host_refuses_a_reversal_of_another_amount_than_it_holds():
+    # A partial approval holds half: a reversal of the amount requested is 64
+    # (original amount incorrect), moves nothing, and the right one still undoes
+    # it, after a restart of the host too.
+    sb = Sandbox("bank-a", seed=1, bank_codes=True)
+    events = sb.handle(auth(amount="000000001010", pin=None))[1]
+    for amount in ("000000001010", "000000000000"):
+        out, [event] = sb.handle(advice(amount=amount))
+        assert (out[39], event["delta"], event["held_amount"], event["repeat"]) == ("64", 0, 505, False)
+        events.append(event)
+    assert sb.balance(PAN) == 505
+    again = Sandbox("bank-a", bank_codes=True)
+    again.replay(events)
+    for host in (sb, again):
+        out, [event] = host.handle(advice(amount="000000000505", mti="0421"))
+        assert (out[39], event["delta"], event["repeat"]) == ("00", -505, False)
+        assert host.balance(PAN) == 0
+    # a full approval holds the amount requested: no other amount reverses it
+    sb.handle(auth(amount="000000001000", stan="000002", pin=None))
+    assert sb.handle(advice(stan="000002", rev_stan="000003", amount="000000000500"))[0][39] == "64"
+    assert sb.handle(advice(stan="000002", rev_stan="000003"))[0][39] == "00"
+    assert sb.balance(PAN) == 0

@@ -29,6 +29,15 @@ def test_response_mti():
         "0110", "0210", "0230", "0410", "0510", "0810"]
 
 
+def test_only_a_request_mti_is_answered_and_its_answer_is_a_response_mti():
+    requests = ("0100", "0101", "0200", "0220", "0221", "0400", "0401", "0500", "0800", "0120", "0300", "1200", "0180")
+    responses = ("0110", "0210", "0230", "0410", "0430", "0510", "0810", "0130", "0190", "0290", "9999", "0111")
+    assert all(m.is_request(x) for x in requests)
+    assert not any(m.is_request(x) for x in responses)
+    # MTI + 10 of a request is never a request itself (0190 -> 0100 would be)
+    assert not any(m.is_request(m.response_mti(x)) for x in requests)
+
+
 def test_valid_purchase_passes():
     m.check_request(msg())
 

@@ -75,6 +75,8 @@ def test_a_partial_approval_is_declined_and_reversed_at_the_acquirer(client, swi
     assert (auth["response_code"], auth["approved"], auth["delta"]) == ("10", 1005, 1005)
     [rev] = wait_for(lambda: [e for e in switch.ledger("bank-a")
                               if e["event"] == "reversal" and e["original_stan"] == auth["stan"]])
+    # The strict host refuses (64) a reversal of the 2010 requested: it reverses what it approved.
+    assert (rev["amount"], rev["response_code"]) == (1005, "00")
     assert rev["original_found"] and rev["delta"] == -1005 and not rev["repeat"]
     assert sum(e.get("delta") or 0 for e in switch.ledger("bank-a") if e.get("card") == auth["card"]
                and e.get("stan") in (auth["stan"], rev["stan"])) == 0

@@ -172,6 +172,12 @@ def test_salvage_echo_in_the_ascii_dialect():
     assert m.salvage_echo(bad, ASCII, KNOWN) == {"mti": "0210", 11: fields[11], 41: fields[41]}
 
 
+def test_salvage_echo_of_a_response_mti_is_no_answer():
+    fields = {**samples.terminal_0200(), "mti": "0210"}
+    broken = T87.encode(fields)[:-3]
+    assert m.salvage_echo(broken, T87, KNOWN) is None
+
+
 def test_salvage_echo_of_an_unknown_terminal_is_the_mti_alone():
     fields = samples.terminal_0200()
     broken = T87.encode(fields)[:-3]

@@ -385,3 +385,32 @@ def test_a_payment_at_the_acquirer_when_the_switch_dies_is_reversed_with_field_2
     assert VISA not in caplog.text
     assert sqlite3.connect(copy / "j.sqlite").execute(
         "SELECT count(*) FROM txn WHERE card_sealed IS NOT NULL").fetchone() == (0,)
+
+
+def test_after_a_restart_the_reversal_of_a_partial_approval_carries_the_amount_approved(tmp_path, service_key):
+    # The host approved 1250 of the 2500 requested: the terminal gets 51 and the
+    # reversal, sent by the next process from the journal, reverses the 1250 the
+    # host holds (a strict host refuses another amount), not the journal's 2500.
+    from adapters.card.messages import acquirer_ref, reversal_fields
+    from switch.core.acquirer import Result
+
+    url = f"sqlite://{tmp_path / 'j.sqlite'}"
+    partial = Result(response_code="51", uncertain=True, acquirer_code="10", acquirer_reason="10: 1250 of 2500",
+                     acquirer_ref=acquirer_ref("000777", "1124065401", "331822000001", "10", 1250))
+    refusing = FakeAcquirer("bank-a", answer=partial, reverse_failures=10**6)
+
+    async def before(sw):
+        assert (await call(sw, request()))[39] == "51"
+        rec = await wait_state(sw, "000001", "reversal_pending")
+        while not refusing.reversed:
+            await asyncio.sleep(0.01)
+        return rec
+
+    rec = run(before, acquirers=fakes(**{"bank-a": refusing}), journal_url=url)
+    assert rec.amount == 2500
+    bank_a = FakeAcquirer("bank-a")
+    run(lambda sw: wait_state(sw, "000001", "reversed"), acquirers=fakes(**{"bank-a": bank_a}), journal_url=url)
+    (rev, _), = bank_a.reversed
+    assert rev.original.txn_id == rec.id and rev.attempt > 0
+    msg = reversal_fields(rev, stan=rev.host_stan, f7=rev.host_time, acquirer_id="123456")
+    assert (msg[4], msg[90][:4]) == ("000000001250", "0200")

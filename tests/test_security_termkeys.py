@@ -152,6 +152,20 @@ def test_a_strangers_key_exchange_leaves_the_current_keys_valid_until_the_new_on
     run(tmp_path / "journal.sqlite", scenario, acquirers=lambda: ts.fakes(**{"bank-a": Recording("bank-a", seen)}))
 
 
+def test_a_key_exchange_under_the_key_of_a_payment_is_94_and_issues_no_keys(tmp_path):
+    # Spec 6: the key 41 + 11 + 7 is the purchase's; an 0800/101 reusing it is other content.
+    async def scenario(sw):
+        tak, _ = await key_exchange(sw, TDES_TID, "000900")
+        assert (await ts.call(sw, purchase(TDES_TID, tak, "tdes", "000001")))[39] == "00"
+        out = TERM.decode(await sw.handle(TERM.encode({"mti": "0800", 7: T7, 11: "000001", 41: TDES_TID, 70: "101"})))
+        assert (out.mti, out[39]) == ("0810", "94") and 48 not in out
+        # no new pending set was issued: the keys in use stay, and a fresh 101 still gets keys
+        assert (await ts.call(sw, purchase(TDES_TID, tak, "tdes", "000002")))[39] == "00"
+        await key_exchange(sw, TDES_TID, "000901")
+
+    run(tmp_path / "journal.sqlite", scenario)
+
+
 def test_only_the_latest_pending_set_is_kept(tmp_path):
     async def scenario(sw):
         first, _ = await key_exchange(sw, TDES_TID, "000900")

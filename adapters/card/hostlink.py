@@ -55,7 +55,7 @@ from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the 
     valid_f7,
     valid_stan,
 )
-from adapters.card.response_codes import TABLE, terminal_answer, well_formed
+from adapters.card.response_codes import TABLE, amount_held, terminal_answer, well_formed
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Request, Result
 from switch.core.link_metrics import LinkMetrics  # noqa: F401  (re-exported: the link and tests use it)
 
@@ -572,7 +572,8 @@ def result_from_answer(msg: Any, pending: Pending) -> Result:
         ref = acquirer_ref(pending.stan, pending.f7, rrn)
         return Result(response_code=rc, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55))
     host_code = rc if well_formed(rc) else "??"
-    ref = acquirer_ref(pending.stan, pending.f7, rrn, host_code)
+    held = amount_held(rc, requested=pending.amount, approved=msg.get(4)) if answer.reverse else None
+    ref = acquirer_ref(pending.stan, pending.f7, rrn, host_code, held)
     if answer.reverse:
         # Money may stay authorized at the host and the terminal is told otherwise: reversed,
         # as an answer the switch cannot trust is.

@@ -76,15 +76,20 @@ def valid_f7(f7: str | None) -> bool:
     return f7 is not None and len(f7) == 10 and f7.isdigit()
 
 
-def acquirer_ref(stan: str, f7: str, rrn: str, host_code: str | None = None) -> str:
+def acquirer_ref(stan: str, f7: str, rrn: str, host_code: str | None = None, approved: int | None = None) -> str:
     """What a later reversal or completion needs: the STAN and field 7 as sent
     to the acquirer and the RRN of the transaction there: ``stan|f7|rrn``;
     ``stan|f7|rrn|host_code`` when the terminal was answered another code
     than the acquirer's (:mod:`adapters.card.response_codes`), so that the
-    journal keeps the acquirer's own for reconciliation."""
+    journal keeps the acquirer's own for reconciliation; and
+    ``stan|f7|rrn|host_code|approved`` when the acquirer approved another
+    amount than requested (its field 4, minor units): what the reversal
+    carries, since the journal's amount is the terminal's."""
     if host_code is None:
         return f"{stan}|{f7}|{rrn}"
-    return f"{stan}|{f7}|{rrn}|{host_code}"
+    if approved is None:
+        return f"{stan}|{f7}|{rrn}|{host_code}"
+    return f"{stan}|{f7}|{rrn}|{host_code}|{approved}"
 
 
 class Ref(msgspec.Struct, frozen=True):
@@ -92,6 +97,7 @@ class Ref(msgspec.Struct, frozen=True):
     f7: str
     rrn: str
     host_code: str | None = None
+    approved: int | None = None  # the amount the acquirer approved, when not the one requested
 
 
 def parse_ref(ref: str | None) -> Ref | None:
@@ -99,11 +105,15 @@ def parse_ref(ref: str | None) -> Ref | None:
     if not ref:
         return None
     parts = ref.split("|")
-    if len(parts) not in (3, 4):
+    if len(parts) not in (3, 4, 5):
         return None
     stan, f7, rrn = parts[:3]
     if not valid_stan(stan) or not valid_f7(f7):
         return None
+    if len(parts) == 5:
+        if not parts[4].isdigit():
+            return None
+        return Ref(stan, f7, rrn, parts[3], int(parts[4]))
     return Ref(stan, f7, rrn, parts[3] if len(parts) == 4 else None)
 
 
@@ -204,6 +214,10 @@ def reversal_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -
     amount (4), local time and date (12/13), entry mode (22), authorization
     code (38), RRN (37) and currency (49) of the original, and field 90 naming
     it.  No track 2, PIN block or chip data: a reversal authorizes nothing.
+
+    Field 4 is the amount the acquirer holds: the original's, or the amount
+    it approved instead (a partial approval, kept in ``acquirer_ref``).  A
+    strict host refuses a reversal of another amount than it approved.
     """
     original = request.original
     if original is None:
@@ -215,6 +229,8 @@ def reversal_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -
         m[2] = pan
     m[3] = original.processing_code
     amount = original.amount if original.amount is not None else request.amount
+    if ref is not None and ref.approved is not None:
+        amount = ref.approved
     if amount is not None:
         m[4] = f"{amount:012d}"
     m[7] = f7

@@ -154,3 +154,15 @@ def terminal_answer(host_code: object, *, requested: str | None, approved: str |
     if int(approved) < wanted:
         return Answer("51", True, f"{why}: {int(approved)} of {wanted} approved")
     return Answer("96", True, f"{why}: {int(approved)} approved, {wanted} requested")
+
+
+def amount_held(host_code: object, *, requested: str | None, approved: str | None) -> int | None:
+    """What an approval of another amount than requested holds at the host
+    (its field 4, minor units), else None: the amount its reversal must carry,
+    since a strict host refuses a reversal of any other."""
+    entry = TABLE.get(host_code) if well_formed(host_code) else None
+    if entry is None or entry[0] != "00" or host_code in UNCERTAIN or not approved or not approved.isdigit():
+        return None
+    if requested and requested.isdigit() and int(approved) == int(requested):
+        return None
+    return int(approved)

@@ -14,6 +14,11 @@ Strict (the default), as a bank host is:
   the authorizations seen; an unknown original gets 25;
 - a reversal undoes its original once: a repeat (0421, or another 0420 for the
   same original) answers 00 and moves no money;
+- a reversal's field 4 is the amount the original holds at the host: what it
+  approved (half the amount requested, for a partial approval), or the amount
+  of a decline or of an authorization never answered.  Another amount gets 64
+  (original amount incorrect) and moves no money: a bank host will not guess
+  which amount is meant;
 - a completion completes an approved pre-authorization (0100) at most once
   (a second one: 94, the same one repeated: its first answer again), never
   above the pre-authorized amount (13), and only for the same card (12);
@@ -71,6 +76,7 @@ RC_NOT_FOUND = "25"  # unable to locate the original
 RC_INVALID = "12"  # the original cannot be completed (declined, reversed, another card)
 RC_AMOUNT = "13"  # completion above the pre-authorized amount
 RC_DUPLICATE = "94"  # the pre-authorization is completed already
+RC_WRONG_AMOUNT = "64"  # a reversal's field 4 is not the amount its original holds
 
 # Fields an answer echoes from its request.
 ECHOED = (3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49)
@@ -284,7 +290,7 @@ class Sandbox:
                     if pre is not None and pre.completed_by is None and not pre.reversed:
                         pre.open, pre.completed_by = 0, own
                     self._remember(self._held, own, self._completion_held(e["amount"], e["card"], e["rrn"], e["f90"]))
-            elif kind == "reversal" and "f90" in e:
+            elif kind == "reversal" and "f90" in e and e.get("response_code") != RC_WRONG_AMOUNT:
                 f90 = e["f90"]
                 found = self._held.get(self._key(f90))
                 if found is None and not self.strict and e.get("rrn"):
@@ -540,13 +546,17 @@ class Sandbox:
         # A repeat names the same original the same way (lenient: field 90 alone
         # is all zeros when the switch could only name the original by its RRN).
         reversal_key = f90 if self.strict else f"{f90}|{msg.get(37) or ''}"
-        repeat = reversal_key in self._reversals
+        amount = int(msg.get(4)) if msg.get(4) else None
+        # Strict: field 4 must be what the original holds; another amount moves nothing
+        # and is not remembered (the right one may follow under the same field 90).
+        wrong = self.strict and found is not None and amount is not None and amount != found.amount
+        repeat = not wrong and reversal_key in self._reversals
         delta = 0
-        if found is not None and not found.reversed:
+        if found is not None and not found.reversed and not wrong:
             found.reversed = True
             delta, found.open = -found.open, 0
             self._reopen(found)
-        rc = "00" if found is not None or not self.strict else RC_NOT_FOUND
+        rc = RC_WRONG_AMOUNT if wrong else "00" if found is not None or not self.strict else RC_NOT_FOUND
         card = found.card if found is not None else card_of(msg)
         record = {
             "event": "reversal",
@@ -555,7 +565,7 @@ class Sandbox:
             "stan": msg.get(11),
             "f7": msg.get(7),
             "rrn": msg.get(37),
-            "amount": int(msg.get(4)) if msg.get(4) else 0,
+            "amount": amount or 0,
             "original_mti": original.get("mti"),
             "original_stan": original.get("stan"),
             "original_f7": original.get("f7"),
@@ -568,7 +578,10 @@ class Sandbox:
             "response_code": rc,
             "delta": self._move(card, delta),
         }
-        if not repeat:
+        if wrong:
+            record["held_amount"] = found.amount
+        elif not repeat:
             self._remember(self._reversals, reversal_key, rc)
         out[39] = rc
         return out, [record]
+

@@ -29,7 +29,7 @@ import msgspec
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
 from switch.core import messages as m
-from switch.core import completion, elsewhere, pipeline, security, states
+from switch.core import completion, elsewhere, network, pipeline, security, states
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.limits import TerminalSlots
@@ -144,6 +144,9 @@ class Engine:
             self.metrics.format_error()
             log.info("format error: %s", e)
             return Answer("unknown", "other", "30", self._format_error(body, codec))
+        if not m.is_request(msg.mti):  # an answer is never answered (section 3 of the docs)
+            log.info("%s from %s is a response, not a request: not answered", msg.mti, msg.get(41))
+            return Answer("unknown", "other", "", b"")
         mti = m.base_mti(msg.mti)
         mclass = _MCLASS.get(mti[1], "other")
         tid = msg.get(41)
@@ -172,29 +175,12 @@ class Engine:
         """Section 5 code 30 for a message we could not decode, echoing what we can
         (MTI, 11, 41 of a configured terminal: a host multiplexing lanes matches
         the answer by them)."""
-        return codec.encode({**m.salvage_echo(body, codec, self.terminals), 37: self.rrns.next(), 39: "30"})
+        echo = m.salvage_echo(body, codec, self.terminals)
+        return b"" if echo is None else codec.encode({**echo, 37: self.rrns.next(), 39: "30"})
 
     def _reply(self, msg, code: str, codec, kind: str = "unknown") -> tuple[str, str, bytes]:
         """An answer the switch gives without journaling it."""
         return kind, code, codec.encode(m.build_response(msg, code, self.rrns.next()))
-
-    def _network_reply(self, msg, code: str, codec) -> tuple[str, str, bytes]:
-        """An 0810; a retransmitted 0800 gets its first one, other content under its key 94 (section 6)."""
-        key = (msg.get(41), msg.get(11), msg.get(7))
-        if None in key:
-            return self._reply(msg, code, codec, "network")
-        content = (msg.get(70), m.content_digest(msg, self.digest_key, "0800"))
-        now = self.clock()
-        first = self.network_answers.find(key, content, now, self.cfg.retransmission_window)
-        if first is False:
-            self.metrics.retransmission("conflict")
-            return self._reply(msg, "94", codec, "network")
-        if first is not None:
-            self.metrics.retransmission("same")
-            return "network", first[39], codec.encode(first)
-        resp = m.build_response(msg, code, self.rrns.next())
-        self.network_answers.keep(key, content, now, resp)
-        return "network", code, codec.encode(resp)
 
     def _dispatch(self, msg, mti: str, codec) -> Gen:
         try:
@@ -208,12 +194,15 @@ class Engine:
         except m.Rejection as r:
             log.info("rejected %s: %s (%s)", msg.mti, r.code, r.reason)
             if mti == "0800":
-                return self._network_reply(msg, r.code, codec)
+                return (yield from network.answer(self, msg, r.code, codec))
             return self._reply(msg, r.code, codec)
         if mti == "0800":
-            return self._network_reply(msg, "00", codec)
+            return (yield from network.answer(self, msg, "00", codec))
 
         key = (tid, msg[11], msg[7])
+        if self.network_answers.holds(key, self.clock(), self.cfg.retransmission_window):
+            self.metrics.retransmission("conflict")  # section 6: the key of an 0800 (switch.core.network)
+            return self._reply(msg, "94", codec)
         digest = m.content_digest(msg, self.digest_key, mti)
         flight = self.inflight.get(key)
         if flight is not None:

@@ -55,6 +55,18 @@ class Rejection(Exception):
         self.reason = reason
 
 
+def is_request(mti: str) -> bool:
+    """Whether ``mti`` asks for an answer: its third digit (message function) is
+    even -- request 0, advice 2, ... -- as every MTI of section 3 is.
+
+    An odd one (1 request response, 3 advice response, ... 9) answers
+    something.  ISO 8583 never answers it, and MTI + 10 would make a request
+    of it (0210 -> 0220, 0190 -> 0200) or no MTI at all (9999): the switch
+    sends nothing back (docs/terminal-interface.md, section 3).
+    """
+    return len(mti) == 4 and mti[2] in "02468"
+
+
 def response_mti(mti: str) -> str:
     """``0200`` → ``0210``, a repeat ``0201`` → ``0210`` (sections 3 and 6.1)."""
     return mti[:2] + str((int(mti[2]) + 1) % 10) + "0"
@@ -300,13 +312,14 @@ def issuer_icc(value: bytes) -> bytes | None:
     return b"".join(kept) or None
 
 
-def salvage_echo(body: bytes, codec, terminals) -> dict:
+def salvage_echo(body: bytes, codec, terminals) -> dict | None:
     """What a 30 answer to an undecodable message echoes (sections 1 and 5).
 
     The response MTI, 11 and 41 when they can still be read in front of the
     first malformed field and 41 is one of ``terminals`` (the configured
     terminal IDs), so that a host multiplexing lanes can match the answer;
-    ``0810`` when not even the MTI is readable.  Nothing else: the rest of a
+    ``0810`` when not even the MTI is readable; None (no answer) when the
+    MTI is a response's (:func:`is_request`).  Nothing else: the rest of a
     malformed message is not trusted (and may hold card data).  A damaged
     bitmap shifts every field after it, so "field 41" may then be eight bytes
     of the PAN or of track 2: only a known terminal ID shows that 41, and 11
@@ -316,6 +329,8 @@ def salvage_echo(body: bytes, codec, terminals) -> dict:
         msg = codec.salvage(body)
     except DecodeError:
         return {"mti": "0810"}
+    if not is_request(msg.mti):
+        return None  # a damaged response is not answered either (is_request)
     out: dict = {"mti": response_mti(msg.mti)}
     if 11 in msg and 41 in msg and msg[41] in terminals:
         out[11] = msg[11]

@@ -5,10 +5,18 @@ An 0800 moves no money and is not journaled, but a retransmitted request (same
 with other content gets 94.  The answers live here, in memory, for the
 retransmission window or until ``capacity`` newer ones push them out; a
 restart forgets them (an echo or sign-on answered afresh is harmless).
+
+The key space is the terminal's, whatever the MTI: an 0800 under the key of a
+payment (in flight, or journaled within the window) is 94, and so is a
+payment under the key of an 0800 kept here (``Engine._dispatch``).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any, Generator
+
+from switch.core import messages as m
+from switch.core.commands import Op
 
 Key = tuple[str, str, str]  # 41, 11, 7
 
@@ -29,8 +37,43 @@ class NetworkAnswers:
             return None
         return response if first_content == content else False
 
+    def holds(self, key: Key, now: float, window: float) -> bool:
+        """Whether an 0800 answered under ``key`` within ``window`` is kept."""
+        kept = self._answers.get(key)
+        return kept is not None and now - kept[1] <= window
+
     def keep(self, key: Key, content: object, now: float, response: dict) -> None:
         self._answers[key] = (content, now, response)
         self._answers.move_to_end(key)
         while len(self._answers) > self.capacity:
             self._answers.popitem(last=False)
+
+
+def answer(engine: Any, msg: Any, code: str, codec: Any) -> Generator[Any, Any, tuple[str, str, bytes]]:
+    """The 0810 for an 0800 the engine answers ``code`` (section 6): a retransmitted
+    0800 gets its first one; the same key with other content gets 94, and so
+    does the key of a payment in flight or journaled within the window."""
+    key = (msg.get(41), msg.get(11), msg.get(7))
+    if None in key:
+        return engine._reply(msg, code, codec, "network")
+    content = (msg.get(70), m.content_digest(msg, engine.digest_key, "0800"))
+    now = engine.clock()
+    window = engine.cfg.retransmission_window
+    first = engine.network_answers.find(key, content, now, window)
+    if first is not None and first is not False:
+        engine.metrics.retransmission("same")
+        return "network", first[39], codec.encode(first)
+    if first is False or (yield from payment_key(engine, key)):
+        engine.metrics.retransmission("conflict")
+        return engine._reply(msg, "94", codec, "network")
+    resp = m.build_response(msg, code, engine.rrns.next())
+    engine.network_answers.keep(key, content, now, resp)
+    return "network", code, codec.encode(resp)
+
+
+def payment_key(engine: Any, key: Key) -> Generator[Any, Any, bool]:
+    """Whether a payment uses ``key``: in flight, or journaled within the retransmission window."""
+    if key in engine.inflight:
+        return True
+    rec = yield Op("find", *key)
+    return rec is not None and engine.clock() - rec.created_at <= engine.cfg.retransmission_window

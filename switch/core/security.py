@@ -48,7 +48,7 @@ from typing import Any, Generator
 from native.iso8583 import DecodeError, build_tlv48, parse_tlv48
 
 from switch.core import messages as m
-from switch.core import session_keys
+from switch.core import network, session_keys
 from switch.core.acquirer import Result
 from switch.core.commands import Op, Sec
 from switch.core.macwire import MAC_LEN, mac_tail, wire_mac_length
@@ -227,6 +227,9 @@ class TerminalSecurity:
             kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
         elif code not in (SIGN_ON, KEY_EXCHANGE):
             kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
+        elif (yield from network.payment_key(engine, (tid, msg.get(11), msg.get(7)))):
+            engine.metrics.retransmission("conflict")  # spec 6: another MTI under a payment's key
+            kind, code39, out = engine._reply(msg, "94", codec, "network")
         else:
             # 101, or a sign-on of a terminal without keys (spec 8): new keys, pending until used.
             new = yield from session_keys.issue(tid, tmk)

@@ -152,7 +152,7 @@ class TerminalProtocol(asyncio.Protocol):
     async def _serve(self, payload: bytes, tpdu: bytes):
         try:
             out = await self.switch.handle(payload, self.codec)
-            if self.transport is not None and not self.transport.is_closing():
+            if out and self.transport is not None and not self.transport.is_closing():
                 self.transport.write(self.framer.encode(tpdu + out))
         except Exception:
             log.exception("request from %s failed", self.peer)

@@ -274,7 +274,10 @@ class Switch:
         """Answer one terminal request (the encoded message without framing)."""
         t0 = time.perf_counter()
         answer = await self.run(self.engine.handle(body, codec or self.term))
-        self.metrics.answered(answer.kind, answer.mclass, answer.code, time.perf_counter() - t0)
+        if not answer.body:  # a response MTI from a terminal: nothing to send (switch.core.messages.is_request)
+            self.metrics.unsolicited_responses.inc()
+        else:
+            self.metrics.answered(answer.kind, answer.mclass, answer.code, time.perf_counter() - t0)
         if not self.engine.inflight:
             self._idle.set()
         return answer.body
