@@ -69,3 +69,30 @@ def setup(fmt: str = "text", level: str = "INFO", worker: int | None = None) -> 
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class Throttled:
+    """At most one log line per ``every`` seconds for a recurring event, with the
+    number of those not logged in between: a flood (a client opening thousands
+    of connections over a cap) costs a line per interval, not a line per event,
+    and the metrics keep the exact counts."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0, clock=None) -> None:
+        import time
+
+        self._log = logger
+        self._every = every
+        self._clock = clock or time.monotonic
+        self._next = 0.0
+        self._skipped = 0
+
+    def warning(self, msg: str, *args) -> None:
+        now = self._clock()
+        if now < self._next:
+            self._skipped += 1
+            return
+        if self._skipped:
+            msg += f" (and {self._skipped} more like it in the last {self._every:.0f} s, not logged)"
+        self._skipped = 0
+        self._next = now + self._every
+        self._log.warning(msg, *args)

@@ -101,6 +101,43 @@ def test_connections_over_the_per_address_cap_are_closed_at_once():
     serve(scenario, max_connections_per_address=2)
 
 
+def test_a_flood_of_refused_connections_is_counted_exactly_and_logged_a_line_per_interval(caplog, monkeypatch):
+    from switch.io import server
+    from switch.logs import Throttled
+
+    monkeypatch.setattr(server, "_refusals", Throttled(server.log))  # a fresh interval for this test
+
+    async def scenario(sw, port):
+        kept = [await asyncio.open_connection(LOOP, port)]
+        refused = [await asyncio.open_connection(LOOP, port) for _ in range(200)]
+        for reader, _ in refused:
+            assert await closed(reader, 1.0)
+        assert sample(sw, "payswitch_terminal_connections_refused_total", reason="per_address") == 200
+        for _, w in kept + refused:
+            w.close()
+
+    with caplog.at_level("WARNING", logger="payswitch.server"):
+        serve(scenario, max_connections_per_address=1)
+    lines = [r for r in caplog.records if "connection cap" in r.getMessage()]
+    assert len(lines) == 1 and "over the per address connection cap" in lines[0].getMessage()
+
+
+def test_throttled_says_how_many_lines_it_held_back(caplog):
+    import logging
+
+    from switch.logs import Throttled
+
+    now = [100.0]
+    t = Throttled(logging.getLogger("payswitch.test"), every=10.0, clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="payswitch.test"):
+        for i in range(5):
+            t.warning("refusing %s", i)
+        now[0] += 10.0
+        t.warning("refusing %s", "late")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refusing 0", "refusing late (and 4 more like it in the last 10 s, not logged)"]
+
+
 def test_a_frame_stalled_mid_way_closes_its_connection_not_others():
     async def scenario(sw, port):
         loris_r, loris_w = await asyncio.open_connection(LOOP, port)

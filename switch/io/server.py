@@ -25,8 +25,12 @@ from native.framing import FrameError, Framer, reply_tpdu, split_tpdu
 
 from switch.config import ConfigError, Listener
 from switch.core.codecs import Codec, listener_codec
+from switch.logs import Throttled
 
 log = logging.getLogger("payswitch.server")
+# Connections refused at the gate: a flood of them is a line every 10 s (counted
+# exactly in payswitch_terminal_connections_refused_total).
+_refusals = Throttled(log)
 
 
 class Gate:
@@ -85,7 +89,7 @@ class TerminalProtocol(asyncio.Protocol):
             refused = self.gate.admit(address)
             if refused is not None:
                 self.switch.metrics.connections_refused.labels(refused).inc()
-                log.warning("refusing %s: over the %s connection cap", self.peer, refused.replace("_", " "))
+                _refusals.warning("refusing %s: over the %s connection cap", self.peer, refused.replace("_", " "))
                 self.transport = None
                 transport.abort()
                 return
