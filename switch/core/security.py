@@ -227,14 +227,18 @@ class TerminalSecurity:
             kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
         elif code not in (SIGN_ON, KEY_EXCHANGE):
             kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
-        elif (yield from network.payment_key(engine, (tid, msg.get(11), msg.get(7)))):
-            engine.metrics.retransmission("conflict")  # spec 6: another MTI under a payment's key
+        elif (first := (yield from network.earlier(engine, msg))) is False:
+            # spec 6: the key of an earlier 0800 with other content, or of a payment
             kind, code39, out = engine._reply(msg, "94", codec, "network")
+        elif first is not None:
+            # A retransmission (spec 6): the first 0810, with the keys it gave, and no new ones.
+            kind, code39, out = "network", first[39], codec.encode(first)
         else:
             # 101, or a sign-on of a terminal without keys (spec 8): new keys, pending until used.
             new = yield from session_keys.issue(tid, tmk)
             log.info("terminal %s: new session keys, pending (TAK check %s, TPK check %s)", tid, new.tak_kcv, new.tpk_kcv)
             resp = m.build_response(msg, "00", engine.rrns.next(), tlv=new.field48(), build_tlv48=build_tlv48)
+            network.keep(engine, msg, resp)
             kind, code39, out = "network", "00", codec.encode(resp)
         if mac_key is not None:
             out = yield from self._sign(out, mac_key, codec)
