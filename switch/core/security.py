@@ -190,9 +190,9 @@ class TerminalSecurity:
             return None, f"field {field} is not an 8-byte MAC at the end of the message"
         if isinstance(refs[0], SessionKey):
             # Current keys, else pending ones (made current by this use): session_keys.verify.
-            key, reason = yield from session_keys.verify(
+            key, reason, count = yield from session_keys.verify(
                 tid, lambda key: self._verify(msg, field, key, body, codec), self.switchovers)
-            return (None if key is None else Verified(key, tid, self.switchovers.get(tid, 0))), reason
+            return (None if key is None else Verified(key, tid, count)), reason
         try:
             ok = yield from self._verify(msg, field, refs[0], body, codec)
         except KsnError as e:

@@ -66,7 +66,8 @@ def has_keys(terminal_id: str) -> Gen:
 
 
 def verify(terminal_id: str, check: Callable[[SessionKey], Gen], switchovers: dict[str, int] | None = None) -> Gen:
-    """(the current TAK the request's MAC verifies under, or None; the reason when None).
+    """(the current TAK the request's MAC verifies under, or None; the reason when None;
+    the terminal's count in ``switchovers`` that the TAK belongs to).
 
     ``check(key)`` is the generator that verifies the request's MAC under
     ``key`` (a bool; UnknownKey when the module has no such key).
@@ -78,6 +79,8 @@ def verify(terminal_id: str, check: Callable[[SessionKey], Gen], switchovers: di
     for attempt in (1, 2):
         has_current = False
         for name in (current[0], pending[0]):
+            # Read before the check: a switch-over while it runs makes the current key another one.
+            count = switchovers.get(terminal_id, 0)
             try:
                 ok = yield from check(SessionKey(name))
             except UnknownKey:
@@ -87,7 +90,7 @@ def verify(terminal_id: str, check: Callable[[SessionKey], Gen], switchovers: di
             if not ok:
                 continue
             if name == current[0]:
-                return SessionKey(name), ""
+                return SessionKey(name), "", count
             info = yield Sec("key_info", name)
             if (yield Op("promote_terminal_keys", terminal_id, info.kcv)):
                 renames = ((pending[0], current[0]), (pending[1], current[1]))
@@ -97,11 +100,11 @@ def verify(terminal_id: str, check: Callable[[SessionKey], Gen], switchovers: di
                 yield Sec("rename_keys", renames)
                 switchovers[terminal_id] = switchovers.get(terminal_id, 0) + 1
                 log.info("terminal %s: pending session keys now current (TAK check %s)", terminal_id, info.kcv)
-                return SessionKey(current[0]), ""
+                return SessionKey(current[0]), "", switchovers[terminal_id]
             # Replaced meanwhile (a newer 0800/101 in another process): the journal says which is pending.
         if attempt == 2 or not (yield from refresh(terminal_id, switchovers)):
             break
-    return None, "wrong MAC" if known else "no session keys: the terminal must sign on (0800/101)"
+    return None, "wrong MAC" if known else "no session keys: the terminal must sign on (0800/101)", 0
 
 
 def _kcv(name: str) -> Gen:
