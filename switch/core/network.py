@@ -6,6 +6,12 @@ with other content gets 94.  The answers live here, in memory, for the
 retransmission window or until ``capacity`` newer ones push them out; a
 restart forgets them (an echo or sign-on answered afresh is harmless).
 
+The 0810s of key exchanges (``switch.core.security``) are kept here too,
+session keys under the TMK included: a retransmitted 0800/101 gets the keys
+its first 0810 carried, not new ones (spec 6).  After a restart, or on
+another worker, such a retransmission is answered as a new 0800/101 (new
+pending keys): see docs/terminal-interface.md, section 8.1.
+
 The key space is the terminal's, whatever the MTI: an 0800 under the key of a
 payment (in flight, or journaled within the window) is 94, and so is a
 payment under the key of an 0800 kept here (``Engine._dispatch``).
@@ -53,22 +59,47 @@ def answer(engine: Any, msg: Any, code: str, codec: Any) -> Generator[Any, Any, 
     """The 0810 for an 0800 the engine answers ``code`` (section 6): a retransmitted
     0800 gets its first one; the same key with other content gets 94, and so
     does the key of a payment in flight or journaled within the window."""
-    key = (msg.get(41), msg.get(11), msg.get(7))
-    if None in key:
-        return engine._reply(msg, code, codec, "network")
-    content = (msg.get(70), m.content_digest(msg, engine.digest_key, "0800"))
-    now = engine.clock()
-    window = engine.cfg.retransmission_window
-    first = engine.network_answers.find(key, content, now, window)
+    first = yield from earlier(engine, msg)
+    if first is False:
+        return engine._reply(msg, "94", codec, "network")
+    if first is not None:
+        return "network", first[39], codec.encode(first)
+    resp = m.build_response(msg, code, engine.rrns.next())
+    keep(engine, msg, resp)
+    return "network", code, codec.encode(resp)
+
+
+def earlier(engine: Any, msg: Any) -> Generator[Any, Any, dict | None | bool]:
+    """What an 0800's key already stands for: the 0810 kept for it (a retransmission,
+    answered with it), False when the key is another request's (other content, or
+    a payment's: 94), None when the 0800 is new (or carries no key)."""
+    key = _key(msg)
+    if key is None:
+        return None
+    first = engine.network_answers.find(key, _content(engine, msg), engine.clock(), engine.cfg.retransmission_window)
     if first is not None and first is not False:
         engine.metrics.retransmission("same")
-        return "network", first[39], codec.encode(first)
+        return first
     if first is False or (yield from payment_key(engine, key)):
         engine.metrics.retransmission("conflict")
-        return engine._reply(msg, "94", codec, "network")
-    resp = m.build_response(msg, code, engine.rrns.next())
-    engine.network_answers.keep(key, content, now, resp)
-    return "network", code, codec.encode(resp)
+        return False
+    return None
+
+
+def keep(engine: Any, msg: Any, resp: dict) -> None:
+    """Keep ``resp`` (unMACed) as the 0810 of ``msg`` for its retransmissions."""
+    key = _key(msg)
+    if key is not None:
+        engine.network_answers.keep(key, _content(engine, msg), engine.clock(), resp)
+
+
+def _key(msg: Any) -> Key | None:
+    key = (msg.get(41), msg.get(11), msg.get(7))
+    return None if None in key else key
+
+
+def _content(engine: Any, msg: Any) -> tuple:
+    return (msg.get(70), m.content_digest(msg, engine.digest_key, "0800"))
 
 
 def payment_key(engine: Any, key: Key) -> Generator[Any, Any, bool]:

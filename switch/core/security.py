@@ -43,7 +43,7 @@ a policy (a request without the right MAC answers A0, whatever its ID).
 from __future__ import annotations
 
 import logging
-from typing import Any, Generator
+from typing import Any, Generator, NamedTuple
 
 from native.iso8583 import DecodeError, build_tlv48, parse_tlv48
 
@@ -54,6 +54,7 @@ from switch.core.commands import Op, Sec
 from switch.core.macwire import MAC_LEN, mac_tail, wire_mac_length
 from switch.security.config import Security
 from switch.security.dukpt import KsnError, ksn_device
+from switch.security.keys import previous_key_names, session_key_names
 from switch.security.module import DukptKey, ModuleKeyError, SessionKey, UnknownKey
 from switch.security.pinblock import PinBlockError
 
@@ -70,6 +71,25 @@ PIN_TAG = "PB"  # field 48: an ISO 9564 format 4 block as 32 hex digits (project
 _MAC_LEN = MAC_LEN
 _wire_mac_length = wire_mac_length
 _mac_tail = mac_tail
+
+
+class Verified(NamedTuple):
+    """The current TAK a session-key request verified under, as of the terminal's ``switchovers``-th switch-over."""
+
+    key: SessionKey
+    terminal: str
+    switchovers: int
+
+    def now(self, switchovers: dict[str, int], kind: int) -> SessionKey:
+        """The TAK (``kind`` 0) or TPK (1) of the set the request verified under, by its name now:
+        the previous set's after one switch-over since (spec 8: the answer under the request's key)."""
+        since = switchovers.get(self.terminal, 0) - self.switchovers
+        if since == 1:
+            return SessionKey(previous_key_names(self.terminal)[kind])
+        if since:
+            log.warning("terminal %s: keys switched over %d times during one request: "
+                        "the newest keys serve it", self.terminal, since)
+        return SessionKey(session_key_names(self.terminal)[kind])
 
 
 class PinRefused(Exception):
@@ -102,6 +122,10 @@ class TerminalSecurity:
 
     def __init__(self, security: Security) -> None:
         self.config = security
+        # Each terminal's switch-overs to new session keys in this process (session_keys.verify):
+        # a request in flight at one is answered under the TAK it verified under, now the previous one.
+        self.switchovers: dict[str, int] = {}
+        self._held: dict[tuple, Verified] = {}  # (41, 11, 7) -> the keys of a request being dispatched
 
     def dispatch(self, engine, msg, mti: str, codec, body: bytes) -> Gen:
         """The engine's ``_dispatch``, behind the MAC check of the terminal's policy (spec 8).
@@ -132,6 +156,9 @@ class TerminalSecurity:
         if key is None:
             log.info("terminal %s: %s %s (%s)", tid, msg.mti, MAC_INVALID, reason)
             return engine._reply(msg, MAC_INVALID, codec)
+        held = (tid, msg.get(11), msg.get(7)) if isinstance(key, Verified) else None
+        if held is not None:
+            self._held[held] = key  # for its PIN's key (pin)
         try:
             kind, code, out = yield from engine._dispatch(msg, mti, codec)
         except Exception:  # as Engine.handle does, but the 96 is MACed: the request was authenticated
@@ -139,6 +166,9 @@ class TerminalSecurity:
             log.exception("internal error on %s from terminal %s", msg.mti, tid)
             kind, code = "unknown", "96"
             out = codec.encode(m.build_response(msg, "96", engine.rrns.next()))
+        finally:
+            if held is not None and self._held.get(held) is key:
+                del self._held[held]
         # The journal keeps the answer without a MAC; a retransmission gets it
         # MACed again, here, under the key its own MAC was checked with.
         out = yield from self._sign(out, key, codec)
@@ -160,7 +190,9 @@ class TerminalSecurity:
             return None, f"field {field} is not an 8-byte MAC at the end of the message"
         if isinstance(refs[0], SessionKey):
             # Current keys, else pending ones (made current by this use): session_keys.verify.
-            return (yield from session_keys.verify(tid, lambda key: self._verify(msg, field, key, body, codec)))
+            key, reason, count = yield from session_keys.verify(
+                tid, lambda key: self._verify(msg, field, key, body, codec), self.switchovers)
+            return (None if key is None else Verified(key, tid, count)), reason
         try:
             ok = yield from self._verify(msg, field, refs[0], body, codec)
         except KsnError as e:
@@ -192,7 +224,14 @@ class TerminalSecurity:
         return f"KSN counter {counter} is not above the highest seen for its device (a replay)"
 
     def _sign(self, out: bytes, key, codec) -> Gen:
-        """``out`` (an encoded answer) with field 64, or 128 when it has fields above 64, MACed under ``key``."""
+        """``out`` (an encoded answer) with field 64, or 128 when it has fields above 64, MACed under ``key``.
+
+        A :class:`Verified` key is the current TAK of when the request verified:
+        after a switch-over since, the previous one (spec 8: the answer is MACed
+        under the request's key).
+        """
+        if isinstance(key, Verified):
+            key = key.now(self.switchovers, 0)
         msg = codec.decode(out)
         fields: dict = msg.fields()
         fields.pop(64, None)
@@ -227,14 +266,18 @@ class TerminalSecurity:
             kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
         elif code not in (SIGN_ON, KEY_EXCHANGE):
             kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
-        elif (yield from network.payment_key(engine, (tid, msg.get(11), msg.get(7)))):
-            engine.metrics.retransmission("conflict")  # spec 6: another MTI under a payment's key
+        elif (first := (yield from network.earlier(engine, msg))) is False:
+            # spec 6: the key of an earlier 0800 with other content, or of a payment
             kind, code39, out = engine._reply(msg, "94", codec, "network")
+        elif first is not None:
+            # A retransmission (spec 6): the first 0810, with the keys it gave, and no new ones.
+            kind, code39, out = "network", first[39], codec.encode(first)
         else:
             # 101, or a sign-on of a terminal without keys (spec 8): new keys, pending until used.
             new = yield from session_keys.issue(tid, tmk)
             log.info("terminal %s: new session keys, pending (TAK check %s, TPK check %s)", tid, new.tak_kcv, new.tpk_kcv)
             resp = m.build_response(msg, "00", engine.rrns.next(), tlv=new.field48(), build_tlv48=build_tlv48)
+            network.keep(engine, msg, resp)
             kind, code39, out = "network", "00", codec.encode(resp)
         if mac_key is not None:
             out = yield from self._sign(out, mac_key, codec)
@@ -267,13 +310,16 @@ class TerminalSecurity:
         source = PinSource(self.config, request.merchant_id or "", request.terminal_id, request.pan,
                            request.tlv.get("KS") if request.tlv else _ksn(msg), block or b"")
         source.refused = refused
+        held = self._held.get((request.terminal_id, msg.get(11), msg.get(7)))
+        if held is not None:
+            source.held, source.switchovers = held, self.switchovers
         return source
 
 
 class PinSource:
     """One request's PIN block under the terminal's key, until the request ends."""
 
-    __slots__ = ("config", "merchant", "terminal", "pan", "ksn", "_block", "refused")
+    __slots__ = ("config", "merchant", "terminal", "pan", "ksn", "_block", "refused", "held", "switchovers")
 
     def __init__(self, config: Security, merchant: str, terminal: str, pan: str | None, ksn: str | None,
                  block: bytes) -> None:
@@ -284,6 +330,10 @@ class PinSource:
         self.ksn = ksn
         self._block = block
         self.refused: str | None = None  # why the block cannot be used at all (answered 55)
+        # The session keys the request verified under (TerminalSecurity.pin): after a switch-over
+        # its block is still under the TPK of that set.
+        self.held: Verified | None = None
+        self.switchovers: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"PinSource(terminal={self.terminal!r})"
@@ -303,6 +353,8 @@ class PinSource:
             raise PinRefused("96", f"acquirer {acquirer} has no zone PIN key")
         try:
             refs = self.config.key_refs(self.merchant, self.terminal, self.ksn)
+            if self.held is not None and isinstance(refs[1], SessionKey):
+                refs = (refs[0], self.held.now(self.switchovers, 1))
             return (yield Sec("translate_pin", refs[1], self._block, self.pan, zone.zpk, zone.pin_format,
                               tuple(keys.pin_formats)))
         except (PinBlockError, KsnError) as e:

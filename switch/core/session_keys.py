@@ -19,6 +19,14 @@ or the HSM's cryptograms under its LMK), so keys survive a restart
 verifies under neither set this process holds, the journal's sets are loaded
 (another process may have issued or promoted keys) and tried once more.
 
+When the current set is replaced (promoted here, or found replaced in the
+journal), the module keeps the old one under the *previous* names
+(:func:`~switch.security.keys.previous_key_names`), never tried on a
+request: a request that verified under it before the switch-over is
+answered MACed under it (spec 8: the same key).  ``switchovers`` (the
+caller's, per process) counts each terminal's switch-overs, so that the
+caller knows which set a request in flight verified under.
+
 Every function here is a generator of :mod:`switch.core.commands` (``Op`` for
 the journal, ``Sec`` for the module), run by the engine's driver.
 """
@@ -28,7 +36,7 @@ import logging
 from typing import Any, Callable, Generator
 
 from switch.core.commands import Op, Sec
-from switch.security.keys import pending_key_names, session_key_names
+from switch.security.keys import pending_key_names, previous_key_names, session_key_names
 from switch.security.module import ModuleKeyError, SessionKey, StoredKey, UnknownKey
 
 __all__ = ["issue", "has_keys", "verify", "refresh", "restore"]
@@ -57,34 +65,46 @@ def has_keys(terminal_id: str) -> Gen:
     return bool((yield Op("terminal_keys", terminal_id)))
 
 
-def verify(terminal_id: str, check: Callable[[SessionKey], Gen]) -> Gen:
-    """(the current TAK the request's MAC verifies under, or None; the reason when None).
+def verify(terminal_id: str, check: Callable[[SessionKey], Gen], switchovers: dict[str, int] | None = None) -> Gen:
+    """(the current TAK the request's MAC verifies under, or None; the reason when None;
+    the terminal's count in ``switchovers`` that the TAK belongs to).
 
     ``check(key)`` is the generator that verifies the request's MAC under
     ``key`` (a bool; UnknownKey when the module has no such key).
+    ``switchovers``: counted up for the terminal when its current set is replaced.
     """
     current, pending = _names(terminal_id, CURRENT), _names(terminal_id, PENDING)
+    switchovers = {} if switchovers is None else switchovers
     known = False
     for attempt in (1, 2):
+        has_current = False
         for name in (current[0], pending[0]):
+            # Read before the check: a switch-over while it runs makes the current key another one.
+            count = switchovers.get(terminal_id, 0)
             try:
                 ok = yield from check(SessionKey(name))
             except UnknownKey:
                 continue
             known = True
+            has_current = has_current or name == current[0]
             if not ok:
                 continue
             if name == current[0]:
-                return SessionKey(name), ""
+                return SessionKey(name), "", count
             info = yield Sec("key_info", name)
             if (yield Op("promote_terminal_keys", terminal_id, info.kcv)):
-                yield Sec("rename_keys", ((pending[0], current[0]), (pending[1], current[1])))
+                renames = ((pending[0], current[0]), (pending[1], current[1]))
+                if has_current:  # kept for the answers of requests in flight under it
+                    previous = previous_key_names(terminal_id)
+                    renames = ((current[0], previous[0]), (current[1], previous[1])) + renames
+                yield Sec("rename_keys", renames)
+                switchovers[terminal_id] = switchovers.get(terminal_id, 0) + 1
                 log.info("terminal %s: pending session keys now current (TAK check %s)", terminal_id, info.kcv)
-                return SessionKey(current[0]), ""
+                return SessionKey(current[0]), "", switchovers[terminal_id]
             # Replaced meanwhile (a newer 0800/101 in another process): the journal says which is pending.
-        if attempt == 2 or not (yield from refresh(terminal_id)):
+        if attempt == 2 or not (yield from refresh(terminal_id, switchovers)):
             break
-    return None, "wrong MAC" if known else "no session keys: the terminal must sign on (0800/101)"
+    return None, "wrong MAC" if known else "no session keys: the terminal must sign on (0800/101)", 0
 
 
 def _kcv(name: str) -> Gen:
@@ -94,16 +114,26 @@ def _kcv(name: str) -> Gen:
         return None
 
 
-def refresh(terminal_id: str) -> Gen:
-    """Make the module's sets of the terminal what the journal holds; whether anything changed."""
+def refresh(terminal_id: str, switchovers: dict[str, int] | None = None) -> Gen:
+    """Make the module's sets of the terminal what the journal holds; whether anything changed.
+
+    A current set replaced is kept under the previous names, and counted in ``switchovers``.
+    """
     sets = yield Op("terminal_keys", terminal_id)
     changed = False
     for slot in (CURRENT, PENDING):
         tak, tpk = _names(terminal_id, slot)
         row = sets.get(slot)
         want = (row["tak"][2], row["tpk"][2]) if row else (None, None)
-        if ((yield from _kcv(tak)), (yield from _kcv(tpk))) == want:
+        have = ((yield from _kcv(tak)), (yield from _kcv(tpk)))
+        if have == want:
             continue
+        if slot == CURRENT and switchovers is not None:
+            if None not in have:
+                previous = previous_key_names(terminal_id)
+                yield Sec("rename_keys", ((tak, previous[0]), (tpk, previous[1])))
+                changed = True
+            switchovers[terminal_id] = switchovers.get(terminal_id, 0) + 1
         if row is None:
             yield Sec("drop_keys", (tak, tpk))
             changed = True

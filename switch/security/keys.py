@@ -25,6 +25,7 @@ __all__ = [
     "unwrap",
     "session_key_names",
     "pending_key_names",
+    "previous_key_names",
 ]
 
 Algorithm = Literal["tdes", "aes"]
@@ -88,3 +89,13 @@ def pending_key_names(terminal_id: str) -> tuple[str, str]:
     applies it: a stranger's 0800/101 cannot take the real terminal's keys away).
     """
     return f"{terminal_id}.tak.pending", f"{terminal_id}.tpk.pending"
+
+
+def previous_key_names(terminal_id: str) -> tuple[str, str]:
+    """The names of the session keys a terminal had before its pending ones became current.
+
+    Kept by the module of one process only, never journaled, and never tried
+    on a request: the MAC of the answer to a request that verified under them
+    before the switch-over is made under them (spec 8: the same key).
+    """
+    return f"{terminal_id}.tak.previous", f"{terminal_id}.tpk.previous"
