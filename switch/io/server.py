@@ -179,6 +179,10 @@ class TerminalProtocol(asyncio.Protocol):
         self.transport.close()
         return True
 
+    def unsent(self) -> int:
+        """Bytes of answers written but not yet handed to the kernel."""
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
     def quiet(self) -> None:
         """Draining with nothing left to wait for: read no more requests, close once answered."""
         self.quieted = True

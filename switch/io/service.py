@@ -237,12 +237,15 @@ class Switch:
         return True
 
     async def _connections_closed(self, within: float) -> None:
-        """Close every terminal connection (all answered) and give their last answers
-        ``within`` seconds to leave before the process goes on stopping."""
+        """Close every terminal connection (all answered) and give last answers still
+        buffered ``within`` seconds to leave before the process goes on stopping.
+
+        Without such answers it does not yield: nothing else (a reversal sweep)
+        starts between the drain and :meth:`close`."""
         for conn in list(self.connections):
             conn.quiet()
         end = self._loop.time() + within
-        while self.connections and self._loop.time() < end:
+        while any(conn.unsent() for conn in self.connections) and self._loop.time() < end:
             await asyncio.sleep(0.01)
 
     async def cut(self, budget: float = 5.0) -> bool:
