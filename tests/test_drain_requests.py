@@ -94,3 +94,35 @@ def test_the_drain_ends_with_the_last_request_in_flight_while_new_ones_keep_comi
         assert sample(sw, REFUSED) == 10
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
+
+
+# -- terminal connections (real sockets, the listener kept open to connect while draining) ----
+
+
+def test_draining_closes_idle_connections_at_once_and_busy_ones_after_their_last_answer():
+    from tests.test_limits import LOOP, closed, frame, read_answer, serve
+
+    gate = asyncio.Event()
+    bank_a = FakeAcquirer("bank-a", gate=gate)
+
+    async def scenario(sw, port):
+        idle_r, _idle_w = await asyncio.open_connection(LOOP, port)
+        busy_r, busy_w = await asyncio.open_connection(LOOP, port)
+        busy_w.write(frame(request(stan="000001")))
+        await asyncio.wait_for(bank_a.entered.wait(), WAIT)
+        drained = asyncio.create_task(sw.drain(30.0))
+        assert await closed(idle_r, 1.0)  # nothing in flight: closed as the drain starts
+        # Accepted while draining (here the listener is still open): closed, nothing read.
+        late_r, late_w = await asyncio.open_connection(LOOP, port)
+        assert await closed(late_r, 1.0)
+        busy_w.write(frame(request(stan="000002")))  # new: 91 at once, the connection kept
+        assert (await read_answer(busy_r))[39] == "91"
+        assert not await closed(busy_r, 0.1)
+        gate.set()
+        answer = await read_answer(busy_r)
+        assert (answer[11], answer[39]) == ("000001", "00")
+        assert await closed(busy_r, 1.0)  # its last answer written: closed
+        assert await asyncio.wait_for(drained, WAIT) is True
+        assert sw.connections == set()
+
+    serve(scenario, acquirers=fakes(**{"bank-a": bank_a}))
