@@ -199,6 +199,10 @@ class Switch:
 
         Stop accepting first (close the listeners): requests already taken,
         wallet customers still confirming included, are answered, not cut off.
+        Nothing new is started meanwhile (new requests on connections still
+        open are answered 91: :mod:`switch.core.drain`), idle connections are
+        closed at once and the others after their last answer, so the drain
+        ends with the last request in flight however busy its terminals are.
         Adapters that hold requests (wallet orders waiting for their customer)
         are told when the drain ends, so that they cancel them at the wallet
         and answer within it rather than be given up by :meth:`cut` with the
