@@ -167,6 +167,18 @@ def _closed_by_peer(c: e2e.Client, within: float) -> bool:
         return True
 
 
+def _draining(ports: dict, workers: int) -> bool:
+    """Whether the switch (each worker: its own /readyz) has begun draining (or is gone)."""
+    http = [ports["http"]] if workers == 1 else [ports["http"] + 1 + i for i in range(workers)]
+    for port in http:
+        try:
+            if e2e.http_request(port, "GET", "/readyz")[0] != 503:
+                return False
+        except OSError:  # a worker with nothing in flight drained at once and exited
+            pass
+    return True
+
+
 def _journal_state(tmp, terminal: str, stan: str) -> str:
     import sqlite3
 
@@ -203,13 +215,14 @@ def test_a_drain_starts_nothing_new_answers_from_the_journal_and_ends_with_the_l
         # The connection with nothing in flight is closed at once (p1 is still at the acquirer).
         assert _closed_by_peer(idle, 1.0), "an idle connection was left open while draining"
         assert time.monotonic() - t_term < LATENCY_MS / 1000 - 0.2
+        assert e2e.wait_for(lambda: _draining(ports, workers), 1.0)  # every worker, not only the idle one's
 
         # A new purchase: 91 at once.
         p2 = e2e.purchase(1030, terminal="DEMO0100")
         t_sent = time.monotonic()
         host.send(p2)
         t_got, a2 = answers.wait(p2["11"])
-        assert (a2["t"], a2["39"]) == ("0210", "91") and t_got - t_sent < 0.5, (a2, t_got - t_sent)
+        assert (a2["t"], a2["39"]) == ("0210", "91") and t_got - t_sent < 1.0, (a2, t_got - t_sent)
         # Its retransmission and its repeat of the answered p0: the original answer.
         host.send(p0)
         host.send({**p0, "t": "0201"})
@@ -237,7 +250,7 @@ def test_a_drain_starts_nothing_new_answers_from_the_journal_and_ends_with_the_l
         t_p1, a1 = answers.wait(p1["11"])
         assert a1["39"] == "00"  # the request in flight at SIGTERM: answered by its acquirer
         assert e2e.wait_for(lambda: answers.closed_at is not None, 2.0), "the host's connection stayed open"
-        assert answers.closed_at - t_p1 < 0.5
+        assert answers.closed_at - t_p1 < 1.0
         assert busy, "the host sent nothing while p1 was in flight"
         for p in busy:
             if p["11"] in answers.got:  # those sent after the close were never read
