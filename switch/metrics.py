@@ -205,6 +205,11 @@ class Metrics:
             "Requests answered 91 because their terminal had max_in_flight_per_terminal open",
             registry=r,
         )
+        self.drain_refusals = Counter(
+            "payswitch_requests_refused_draining",
+            "Requests answered 91 without being started because the switch was draining (SIGTERM)",
+            registry=r,
+        )
         self.format_errors = Counter(
             "payswitch_format_errors", "Requests that failed to decode (answered 30)", registry=r
         )
@@ -337,6 +342,9 @@ class Metrics:
 
     def terminal_limit(self) -> None:
         self.terminal_limited.inc()
+
+    def drain_refused(self) -> None:
+        self.drain_refusals.inc()
 
     def internal_error(self) -> None:
         self.internal_errors.inc()

@@ -12,6 +12,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from tests import e2e
 
 LATENCY_MS = 1500
@@ -127,5 +129,141 @@ def test_requests_still_at_the_acquirer_when_the_drain_runs_out_are_answered_68_
         assert sorted(e["amount"] for e in reversals) == [1000, 1010, 1020]
         pans = {e["stan"]: e["pan"] for e in sw.ledger("bank-a") if e["event"] == "authorization"}
         assert all(e["pan"] and e["pan"] == pans[e["original_stan"]] for e in reversals)  # field 2 repeated
+    finally:
+        sw.stop()
+
+
+class Answers:
+    """Reads one terminal connection in a thread: every answer by field 11, and when the switch closed it."""
+
+    def __init__(self, client: e2e.Client) -> None:
+        self.client = client
+        self.got: dict[str, list[tuple[float, dict]]] = {}
+        self.closed_at: float | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                doc = self.client.recv()
+                self.got.setdefault(doc["11"], []).append((time.monotonic(), doc))
+        except (OSError, ConnectionError):
+            self.closed_at = time.monotonic()
+
+    def wait(self, stan: str, count: int = 1, timeout: float = 5.0) -> tuple[float, dict]:
+        """The ``count``-th answer with this STAN: (when it came, the message)."""
+        assert e2e.wait_for(lambda: len(self.got.get(stan, ())) >= count, timeout), f"no answer {count} for {stan}"
+        return self.got[stan][count - 1]
+
+
+def _closed_by_peer(c: e2e.Client, within: float) -> bool:
+    c.sock.settimeout(within)
+    try:
+        return c.sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def _draining(ports: dict, workers: int) -> bool:
+    """Whether the switch (each worker: its own /readyz) has begun draining (or is gone)."""
+    http = [ports["http"]] if workers == 1 else [ports["http"] + 1 + i for i in range(workers)]
+    for port in http:
+        try:
+            if e2e.http_request(port, "GET", "/readyz")[0] != 503:
+                return False
+        except OSError:  # a worker with nothing in flight drained at once and exited
+            pass
+    return True
+
+
+def _journal_state(tmp, terminal: str, stan: str) -> str:
+    import sqlite3
+
+    with sqlite3.connect(tmp / "journal.sqlite") as db:
+        return db.execute("SELECT state FROM txn WHERE terminal_id = ? AND stan = ? AND mti = '0200'",
+                          (terminal, stan)).fetchone()[0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_drain_starts_nothing_new_answers_from_the_journal_and_ends_with_the_last_answer(tmp_path, workers):
+    """A cash-register host still connected at SIGTERM keeps sending: each new purchase is
+    answered 91 at once and never reaches the acquirer, its retransmission and repeat of an
+    answered purchase get the original answer, its reversal is recorded; the idle connection
+    is closed at once, the host's after the answer of its purchase in flight, and the process
+    exits right after that answer, not at drain_timeout (20 s)."""
+    text, ports = drain_config(tmp_path)
+    if workers > 1:
+        text += f"\n[server]\nworkers = {workers}\n"
+    sw = e2e.SwitchProcess(tmp_path, text, ports).start()
+    try:
+        host = e2e.Client(ports["term"], timeout=20)
+        p0 = e2e.purchase(1000, terminal="DEMO0100")
+        first = host.transact(p0)
+        assert first["39"] == "00"
+        idle = e2e.Client(ports["term"], timeout=20)
+        assert idle.transact(e2e.purchase(1010, terminal="DEMO0101"))["39"] == "00"  # taken by the switch
+        answers = Answers(host)
+        p1 = e2e.purchase(1020, terminal="DEMO0100")
+        host.send(p1)
+        assert e2e.wait_for(lambda: len([e for e in sw.ledger("bank-a") if e["event"] == "authorization"]) == 3)
+        t_term = time.monotonic()
+        sw.proc.send_signal(signal.SIGTERM)
+
+        # The connection with nothing in flight is closed at once (p1 is still at the acquirer).
+        assert _closed_by_peer(idle, 1.0), "an idle connection was left open while draining"
+        assert time.monotonic() - t_term < LATENCY_MS / 1000 - 0.2
+        assert e2e.wait_for(lambda: _draining(ports, workers), 1.0)  # every worker, not only the idle one's
+
+        # A new purchase: 91 at once.
+        p2 = e2e.purchase(1030, terminal="DEMO0100")
+        t_sent = time.monotonic()
+        host.send(p2)
+        t_got, a2 = answers.wait(p2["11"])
+        assert (a2["t"], a2["39"]) == ("0210", "91") and t_got - t_sent < 1.0, (a2, t_got - t_sent)
+        # Its retransmission and its repeat of the answered p0: the original answer.
+        host.send(p0)
+        host.send({**p0, "t": "0201"})
+        for n in (1, 2):
+            again = answers.wait(p0["11"], n)[1]
+            assert again["t"] == "0210" and [again.get(f) for f in ("37", "38", "39")] == [
+                first.get(f) for f in ("37", "38", "39")], (again, first)
+        # A reversal is recorded and answered, as always.
+        rev = e2e.reversal_of(p0)
+        host.send(rev)
+        assert answers.wait(rev["11"])[1]["39"] == "00"
+        if workers == 1:  # (a worker's own metrics are on a port of its own)
+            code, body = sw.http_get("/metrics")
+            assert code == 200 and b"payswitch_requests_refused_draining_total 1.0" in body
+        # The host keeps sending new purchases until its connection is closed: each one 91.
+        busy = []
+        while answers.closed_at is None and time.monotonic() - t_term < 10:
+            p = e2e.purchase(1040 + len(busy), terminal="DEMO0100")
+            try:
+                host.send(p)
+            except OSError:
+                break
+            busy.append(p)
+            time.sleep(0.1)
+        t_p1, a1 = answers.wait(p1["11"])
+        assert a1["39"] == "00"  # the request in flight at SIGTERM: answered by its acquirer
+        assert e2e.wait_for(lambda: answers.closed_at is not None, 2.0), "the host's connection stayed open"
+        assert answers.closed_at - t_p1 < 1.0
+        assert busy, "the host sent nothing while p1 was in flight"
+        for p in busy:
+            if p["11"] in answers.got:  # those sent after the close were never read
+                assert answers.got[p["11"]][0][1]["39"] == "91"
+        assert sw.proc.wait(10) == 0
+        assert time.monotonic() - t_p1 < 3.0  # the drain ended with p1's answer, not at drain_timeout
+        auths = sorted(e["amount"] for e in sw.ledger("bank-a") if e["event"] == "authorization")
+        assert auths == [1000, 1010, 1020], f"requests sent to the acquirer while draining: {auths}"
+        assert _journal_state(tmp_path, "DEMO0100", p0["11"]) in ("reversal_pending", "reversed")
+        log = sw.log_text()
+        assert "answered 91: draining, not started" in log and "drained" in log
+        assert "still in flight given up" not in log and "Traceback" not in log, log
+        host.close()
+        idle.close()
     finally:
         sw.stop()

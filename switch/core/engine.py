@@ -29,7 +29,7 @@ import msgspec
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
 from switch.core import messages as m
-from switch.core import completion, elsewhere, network, pipeline, security, states
+from switch.core import completion, drain, elsewhere, network, pipeline, security, states
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.limits import TerminalSlots
@@ -111,6 +111,7 @@ class Engine:
         # Several worker processes share the journal (serve --workers): a request
         # journaled but in no flight here may be in flight in another one.
         self.shared_journal = False
+        self.draining = False  # SIGTERM: new requests are not started (switch.core.drain)
         self.completing: set[int] = set()  # pre-authorizations with a completion in flight
         self.network_answers = NetworkAnswers()  # 0810s for retransmitted 0800s (section 6)
         self.on_flight_done: Callable[[Flight], None] = _ignore
@@ -214,6 +215,8 @@ class Engine:
             self.metrics.retransmission("same")
             answer = yield Wait(flight)
             return answer.kind, answer.code, answer.body
+        if self.draining and drain.refuses(mti):
+            return (yield from drain.answer(self, msg, mti, digest, key, codec))
         flight = self.inflight[key] = Flight(key, digest, mti)
         try:
             try:

@@ -3,8 +3,9 @@
 Start order: bundled simulators (embedded default) → journal and acquirers
 (sign-on) → terminal listeners → HTTP.  SIGHUP or ``POST /admin/reload``
 re-reads the configuration file; SIGTERM/SIGINT stop it cleanly: listeners
-first, then in-flight requests finish (up to ``drain_timeout``), then the
-acquirer links sign off and close, then the journal.  While it still starts,
+first, then in-flight requests finish (up to ``drain_timeout``; nothing new
+is started meanwhile: :mod:`switch.core.drain`), then the acquirer links
+sign off and close, then the journal.  While it still starts,
 they stop start-up where it is and close what it opened
 (:mod:`switch.io.early_stop`); exit 0 either way.
 """
@@ -119,7 +120,8 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         await stop.wait()
         # Drain (section 6: every request taken is answered): stop accepting,
         # let requests in flight finish within drain_timeout (wallet customers
-        # still confirming included), then sign off and close the links.
+        # still confirming included) while new ones are answered 91 and each
+        # connection closes once answered, then sign off and close the links.
         log.info("stopping: draining requests in flight (up to %.0f s)", switch.cfg.drain_budget)
         for s in servers:
             s.close()

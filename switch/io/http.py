@@ -11,8 +11,8 @@ one request per connection turn, bodies of a few KiB at most.
   every payment kind that has a route has at least one healthy acquirer on
   its routes; 503 with the same JSON naming what is wrong otherwise, and
   503 from SIGTERM on (``draining``: the listeners are closed while requests
-  in flight finish).  Take the switch out of a load balancer's pool
-  (``readinessProbe``) on 503.
+  in flight finish; new ones on open connections are answered 91).  Take
+  the switch out of a load balancer's pool (``readinessProbe``) on 503.
 - ``GET /metrics``: Prometheus text format (the journal is pinged first:
   ``payswitch_journal_writable``).
 - ``GET /status``: a self-contained HTML status page for operators, which

@@ -79,6 +79,7 @@ class TerminalProtocol(asyncio.Protocol):
         self.write_paused = False
         self.peer = "?"
         self.tasks: set[asyncio.Task] = set()
+        self.quieted = False  # draining, nothing left to wait for: no more requests read
 
     def connection_made(self, transport):
         self.transport = transport
@@ -98,11 +99,15 @@ class TerminalProtocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.last_active = self.loop.time()
         self.idle_timer = self.loop.call_later(self.listener.idle_timeout, self._idle_check)
+        self.switch.connections.add(self)
+        if self.switch.draining:  # accepted as the listener closed: nothing will be started here
+            self.drain()
 
     def connection_lost(self, exc):
         if self.transport is None and self.address is None:
             return  # refused at the gate: never counted
         self.switch.metrics.connections.dec()
+        self.switch.connections.discard(self)
         if self.address is not None:
             self.gate.leave(self.address)
             self.address = None
@@ -164,7 +169,33 @@ class TerminalProtocol(asyncio.Protocol):
             self.in_flight -= 1
             if self.transport is not None:
                 self.last_active = self.loop.time()
+                if self.switch.draining:
+                    self.drain()
             self._update_reading()
+
+    def drain(self) -> bool:
+        """The switch drains: close this connection if it has nothing in flight (True),
+        its last answers written first, so that its terminal reconnects to another
+        instance; otherwise it is closed after its last answer."""
+        if self.transport is None or self.in_flight or self.transport.is_closing():
+            return False
+        log.debug("closing %s: draining, nothing in flight", self.peer)
+        self.transport.close()
+        return True
+
+    def unsent(self) -> int:
+        """Bytes of answers written but not yet handed to the kernel."""
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def quiet(self) -> None:
+        """Draining with nothing left to wait for: read no more requests, close once answered."""
+        self.quieted = True
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not self.read_paused:
+            self.transport.pause_reading()
+            self.read_paused = True
+        self.drain()
 
     def _frame_expired(self):
         self.frame_timer = None
@@ -200,7 +231,7 @@ class TerminalProtocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         limit = self.listener.max_in_flight
-        want_pause = self.write_paused or self.in_flight >= limit
+        want_pause = self.write_paused or self.in_flight >= limit or self.quieted
         if want_pause and not self.read_paused:
             self.transport.pause_reading()
             self.read_paused = True

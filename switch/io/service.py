@@ -28,6 +28,7 @@ log = logging.getLogger("payswitch")
 
 _ADAPTER_GRACE = 2.0  # seconds past an adapter's own deadline before we stop waiting
 _STOP_RESERVE = 1.0  # seconds of the drain kept after held wallet orders must be done
+_CLOSE_WAIT = 1.0  # seconds a drained switch waits for its terminal connections' last answers to leave
 ORPHAN_CHECK = 1.0  # seconds between two looks for a dead worker's transactions (the reversal sender)
 
 
@@ -111,6 +112,8 @@ class Switch:
         self._idle = asyncio.Event()
         self._cutting = False  # cut(): acquirer calls given up are Stopping, not Overrun
         self.draining = False  # drain() began: the listeners are closed, /readyz says 503
+        self.connections: set = set()  # open terminal connections (switch.io.server.TerminalProtocol)
+        self._handling = 0  # requests in handle(), those answered without a flight included
         self._idle.set()
         self.started = time.time()
         self.security_module = None  # spec 8: opened by start() as cfg.security.module says
@@ -196,6 +199,10 @@ class Switch:
 
         Stop accepting first (close the listeners): requests already taken,
         wallet customers still confirming included, are answered, not cut off.
+        Nothing new is started meanwhile (new requests on connections still
+        open are answered 91: :mod:`switch.core.drain`), idle connections are
+        closed at once and the others after their last answer, so the drain
+        ends with the last request in flight however busy its terminals are.
         Adapters that hold requests (wallet orders waiting for their customer)
         are told when the drain ends, so that they cancel them at the wallet
         and answer within it rather than be given up by :meth:`cut` with the
@@ -208,16 +215,42 @@ class Switch:
                 stopping = getattr(acquirer, "stopping", None)
                 if stopping is not None:
                     stopping(within)
-        self.draining = True
+            # New requests are not started (switch.core.drain); each connection
+            # closes once it has nothing in flight, idle ones now.
+            self.engine.draining = True
+            self.draining = True
+            idle = sum(conn.drain() for conn in list(self.connections))
+            if idle:
+                log.info("draining: %d idle terminal connection(s) closed", idle)
+        quiet = False
         try:
             async with asyncio.timeout(budget):
-                while self.engine.inflight:
+                while self.engine.inflight or self._handling:
+                    if not self.engine.inflight and not quiet:
+                        # Nothing left to wait for but answers from the journal
+                        # and refusals: read no more requests, let those finish.
+                        quiet = True
+                        for conn in list(self.connections):
+                            conn.quiet()
                     self._idle.clear()
                     await self._idle.wait()
         except TimeoutError:
             log.warning("drain: %d request(s) still in flight after %.0f s", len(self.engine.inflight), budget)
             return False
+        await self._connections_closed(_CLOSE_WAIT)
         return True
+
+    async def _connections_closed(self, within: float) -> None:
+        """Close every terminal connection (all answered) and give last answers still
+        buffered ``within`` seconds to leave before the process goes on stopping.
+
+        Without such answers it does not yield: nothing else (a reversal sweep)
+        starts between the drain and :meth:`close`."""
+        for conn in list(self.connections):
+            conn.quiet()
+        end = self._loop.time() + within
+        while any(conn.unsent() for conn in self.connections) and self._loop.time() < end:
+            await asyncio.sleep(0.01)
 
     async def cut(self, budget: float = 5.0) -> bool:
         """After :meth:`drain` ran out: give up the acquirer calls still in flight.
@@ -273,13 +306,17 @@ class Switch:
     async def handle(self, body: bytes, codec=None) -> bytes:
         """Answer one terminal request (the encoded message without framing)."""
         t0 = time.perf_counter()
-        answer = await self.run(self.engine.handle(body, codec or self.term))
+        self._handling += 1
+        try:
+            answer = await self.run(self.engine.handle(body, codec or self.term))
+        finally:
+            self._handling -= 1
+            if not self.engine.inflight:
+                self._idle.set()
         if not answer.body:  # a response MTI from a terminal: nothing to send (switch.core.messages.is_request)
             self.metrics.unsolicited_responses.inc()
         else:
             self.metrics.answered(answer.kind, answer.mclass, answer.code, time.perf_counter() - t0)
-        if not self.engine.inflight:
-            self._idle.set()
         return answer.body
 
     async def run(self, gen):
