@@ -55,8 +55,8 @@ from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the 
     valid_f7,
     valid_stan,
 )
-from adapters.card.response_codes import TABLE, amount_held, terminal_answer, well_formed
-from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Request, Result
+from adapters.card.response_codes import TABLE, amount_held, reversal_answer, terminal_answer, well_formed
+from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Request, Result
 from switch.core.link_metrics import LinkMetrics  # noqa: F401  (re-exported: the link and tests use it)
 
 # Response codes this adapter produces itself (spec section 5).
@@ -70,12 +70,13 @@ FINANCIAL_MTIS = ("0100", "0200", "0220")
 
 def reversal_outcome(response_code: str | None) -> str:
     """What an 0430 means for the switch: 00 reversed, 25 original not found
-    (the switch decides how long to keep trying), anything else: try again."""
-    if response_code == "00":
-        return REVERSED
-    if response_code == "25":
-        return NOT_FOUND
-    return RETRY
+    (the switch decides how long to keep trying), a transient or unknown code:
+    try again, a refusal no repeat can change (12, 30, 64...): :class:`Refused`
+    (:func:`adapters.card.response_codes.reversal_answer`)."""
+    outcome, why = reversal_answer(response_code)
+    if outcome == "refused":
+        return Refused(response_code, why)
+    return {"reversed": REVERSED, "not_found": NOT_FOUND}.get(outcome, RETRY)
 
 
 # --------------------------------------------------------------------------
@@ -138,7 +139,7 @@ class Completed(msgspec.Struct):
     connection went away first): what the endpoint's :class:`Breaker` learns."""
 
     pending: Any
-    outcome: Any  # Result for Kind.REQUEST, REVERSED/NOT_FOUND/RETRY for Kind.REVERSAL
+    outcome: Any  # Result for Kind.REQUEST, REVERSED/NOT_FOUND/Refused/RETRY for Kind.REVERSAL
     how: str = "answered"
 
 

@@ -37,7 +37,8 @@ Uncertain results carry ``acquirer_ref`` too, so the reversal names exactly
 what the acquirer may have seen.
 
 ``reverse`` sends 0420 (0421 when ``request.attempt > 0``) and returns
-``REVERSED`` (0430 39=00), ``NOT_FOUND`` (39=25) or ``RETRY`` (any other
+``REVERSED`` (0430 39=00), ``NOT_FOUND`` (39=25), ``Refused`` (a refusal
+no repeat can change: 12, 30, 64...) or ``RETRY`` (a transient or unknown
 answer, timeout, lost link, no connection, nothing sent).
 """
 from __future__ import annotations
@@ -326,7 +327,7 @@ class HostLinkAcquirer:
 
     async def reverse(self, request: Request, timeout: float) -> str:
         """0420 (0421 for a repeat) for ``request.original``: REVERSED,
-        NOT_FOUND or RETRY (see :func:`adapters.card.hostlink.reversal_outcome`)."""
+        NOT_FOUND, Refused or RETRY (see :func:`adapters.card.hostlink.reversal_outcome`)."""
         if request.original is None:
             raise ValueError(f"{self.name}: reverse() needs request.original")
         mti = "0420" if request.attempt == 0 else "0421"

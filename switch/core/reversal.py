@@ -9,7 +9,12 @@ they were queued, one at a time (the first try goes as 0420, repeats as
 0421), with a doubling back-off between the tries of each.  An acquirer that
 answers 25 ("no such original") may just not have seen a slow original yet:
 the reversal is repeated for ``reversal_not_found_window`` seconds before it
-counts as nothing to reverse (state ``unmatched``, never ``reversed``).
+counts as nothing to reverse (state ``unmatched``, never ``reversed``).  An
+acquirer that refuses it with a code no repeat can change (12, 30, 64...: see
+:func:`adapters.card.response_codes.reversal_answer`) takes it out of the
+queue: state ``reversal_refused``, an ERROR naming its RRN and the code, the
+metric ``payswitch_reversals_refused`` and an alert; an operator settles it
+with the acquirer (ops/runbook.md).
 
 Host STANs come from a per-acquirer sequence reserved in blocks in the
 journal (:class:`HostStans`), so they stay unique across restarts.
@@ -29,7 +34,7 @@ import time
 from typing import TYPE_CHECKING, Any, Generator
 
 from switch.core import pipeline, states
-from switch.core.acquirer import NOT_FOUND, REVERSED, Original, Request, reversal_outcome
+from switch.core.acquirer import NOT_FOUND, REFUSED, REVERSED, Original, Request, reversal_outcome
 from switch.core.commands import Op, Reverse, Wait
 from switch.journal import StaleState, TxnRecord, reversal_card, same_pan
 
@@ -357,8 +362,9 @@ class ReversalQueue:
             # Approved payments' cards past card_retention go (the sender alone: one walk of the journal).
             self._forget_at = now + min(cfg.reversal_backoff_max, 60.0)
             yield Op("forget_cards", now - cfg.card_retention)
-        count, oldest = yield Op("reversal_backlog")
+        count, oldest, refused_count = yield Op("reversal_backlog")
         engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), oldest)
+        engine.metrics.reversals_refused(refused_count)
         # With nothing queued, the next sweep comes when something is (on_queued);
         # the idle period is only a safety net.
         self._next = now + cfg.reversal_backoff_max
@@ -413,10 +419,12 @@ class ReversalQueue:
                 started = rec.reversal_started if rec.reversal_started is not None else rec.created_at
                 if outcome == NOT_FOUND and now - started < engine.cfg.reversal_not_found_window:
                     outcome = "retry"  # it may have overtaken its original: ask again later
-                event = {REVERSED: "reversed", NOT_FOUND: "not_found"}.get(outcome, "retry")
+                event = {REVERSED: "reversed", NOT_FOUND: "not_found", REFUSED: "refused"}.get(outcome, "retry")
                 if event == "not_found":
                     log.warning("txn %d (rrn %s): %s still knows no such original after %.0f s; nothing to reverse",
                                 rec.id, rec.rrn, acquirer, now - started, **about(rec))
+                elif event == "refused":
+                    refused(rec, acquirer, outcome)
                 try:
                     if event == "retry":
                         yield Op("update_if", rec.id, rec.state, state=states.advance(rec.state, event),
@@ -427,7 +435,7 @@ class ReversalQueue:
                     log.info("txn %d moved on while its reversal was under way", rec.id)
                 if event != "retry":
                     self.pans.pop(rec.id, None)
-                engine.metrics.reversal("queue", outcome)
+                engine.metrics.reversal("queue", str(outcome))
         finally:
             self.busy.discard(acquirer)
             self.on_queued()  # a sweep sees when the ones left are due
@@ -497,6 +505,15 @@ class ReversalQueue:
         if gone:
             log.info("%d sealed card number(s) of reversals no longer pending dropped", gone)
         return gone
+
+
+def refused(rec: TxnRecord, acquirer: str, outcome: Any) -> None:
+    """The acquirer refused ``rec``'s reversal for good: say so, loudly, once."""
+    code = getattr(outcome, "code", None) or "?"
+    log.error("rrn %s (txn %d): %s refused its reversal with %s; not retried (state %s): the money may still be "
+              "held at the acquirer: settle it with them by this RRN and their code (ops/runbook.md, "
+              "\"A reversal is refused\")", rec.rrn, rec.id, acquirer, getattr(outcome, "reason", None) or code,
+              states.REVERSAL_REFUSED, extra={**about(rec)["extra"], "acquirer": acquirer})
 
 
 def _no_card(rec: TxnRecord, exc: Exception) -> None:
