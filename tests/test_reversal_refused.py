@@ -96,3 +96,29 @@ def test_a_refused_reversal_is_still_refused_after_a_restart_and_a_new_0400_does
         assert (await wait_state(sw, "000001", states.REVERSAL_REFUSED)).state == states.REVERSAL_REFUSED
 
     run(after, acquirers=fakes(**{"bank-a": second}), tweak=FAST, journal_url=url)
+
+
+# -- what the reversal names its original by (a strict host matches on 38 and 37) -------
+
+
+def test_the_reversal_of_an_approval_the_journal_could_not_take_carries_its_auth_code_and_ref():
+    async def scenario(sw):
+        update = sw.journal.update
+        failed = []
+
+        def failing(txn_id, **changes):
+            if "response" in changes and not failed:
+                failed.append(txn_id)
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_exception(RuntimeError("disk full"))
+                return fut
+            return update(txn_id, **changes)
+
+        sw.journal.update = failing
+        assert (await call(sw, request()))[39] == "96"
+        rec = await wait_state(sw, "000001", states.REVERSED)
+        [(rev, _)] = sw.acquirers["bank-a"].reversed
+        assert (rev.original.auth_code, rev.original.acquirer_ref) == ("A00001", "bank-a-ref-1")
+        assert (rec.auth_code, rec.acquirer_ref) == ("A00001", "bank-a-ref-1")
+
+    run(scenario)

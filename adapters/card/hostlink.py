@@ -577,8 +577,9 @@ def result_from_answer(msg: Any, pending: Pending) -> Result:
     ref = acquirer_ref(pending.stan, pending.f7, rrn, host_code, held)
     if answer.reverse:
         # Money may stay authorized at the host and the terminal is told otherwise: reversed,
-        # as an answer the switch cannot trust is.
-        return Result(response_code=answer.code, acquirer_ref=ref, uncertain=True, acquirer_code=host_code,
-                      acquirer_reason=answer.why)
+        # as an answer the switch cannot trust is.  The host's field 38 is kept (journaled):
+        # a strict host matches the reversal by it.
+        return Result(response_code=answer.code, auth_code=msg.get(38), acquirer_ref=ref, uncertain=True,
+                      acquirer_code=host_code, acquirer_reason=answer.why)
     return Result(response_code=answer.code, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55),
                   acquirer_code=host_code, acquirer_reason=answer.why)

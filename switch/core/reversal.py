@@ -100,7 +100,8 @@ class ReversalQueue:
         self.pans: dict[int, str] = {}
         # Outcomes that could not be journaled (a failing journal after an
         # approval): retried by every sweep; recovery covers a restart.
-        self.stranded: dict[int, tuple[str, str | None, bool, str]] = {}
+        # (acquirer, card, reverse, event, the acquirer's references: auth_code, acquirer_ref)
+        self.stranded: dict[int, tuple[str, str | None, bool, str, dict]] = {}
         # Terminal reversals answered 00 whose journaling failed: (41, 42, MTI, 11, 7).
         self.named: list[tuple[str, str, str, str, str]] = []
         self.on_queued = lambda: None
@@ -171,29 +172,35 @@ class ReversalQueue:
         self.engine.metrics.reversal(trigger, "queued")
         self.on_queued()
 
-    def strand(self, rec: TxnRecord, acquirer: str, pan: str | None, *, reverse: bool, event: str) -> Gen:
+    def strand(self, rec: TxnRecord, acquirer: str, pan: str | None, *, reverse: bool, event: str,
+               result: Any = None) -> Gen:
         """The outcome of ``rec`` could not be journaled and the terminal gets 96.
 
-        If money may have moved (``reverse``) its reversal is queued; otherwise
-        the 96 is recorded as its answer (``event``: answer, or unconfirmed for
-        an advice).  In the journal if it takes the write, else in memory,
-        retried by every sweep (and covered by recovery after a restart).
+        If money may have moved (``reverse``) its reversal is queued, with the
+        acquirer's references from ``result`` (its field 38 and RRN: a strict
+        host matches the reversal by them); otherwise the 96 is recorded as
+        its answer (``event``: answer, or unconfirmed for an advice).  In the
+        journal if it takes the write, else in memory, retried by every sweep
+        (and covered by recovery after a restart).
         """
+        kept = _references(result)
         try:
-            yield Op("update", rec.id, **(yield from self._stranded_changes(rec.id, acquirer, pan, reverse, event)))
+            yield Op("update", rec.id,
+                     **(yield from self._stranded_changes(rec.id, acquirer, pan, reverse, event, kept)))
         except Exception:
             log.exception("rrn %s: cannot journal that either; kept in memory until the journal recovers", rec.rrn,
                           **about(rec))
-            self.stranded[rec.id] = (acquirer, pan, reverse, event)
+            self.stranded[rec.id] = (acquirer, pan, reverse, event, kept)
             return
         if reverse:
             self.queued(rec.id, pan, "stranded")
 
-    def _stranded_changes(self, txn_id: int, acquirer: str, pan: str | None, reverse: bool, event: str) -> Gen:
+    def _stranded_changes(self, txn_id: int, acquirer: str, pan: str | None, reverse: bool, event: str,
+                          kept: dict) -> Gen:
         if not reverse:
             return {"state": states.advance(states.SENT, event), "response_code": "96"}
         changes = yield from self.start_fields(acquirer, txn_id, pan)
-        changes.update(state=states.advance(states.SENT, "uncertain"), acquirer=acquirer)
+        changes.update(kept, state=states.advance(states.SENT, "uncertain"), acquirer=acquirer)
         return changes
 
     def reverse_named(self, tid: str, merchant_id: str, mti: str, stan: str, when: str) -> Gen:
@@ -341,10 +348,10 @@ class ReversalQueue:
                 self.named.append(args)  # its own flight will see to it
                 continue
             yield from self.reverse_named(*args)
-        for txn_id, (acquirer, pan, reverse, event) in list(self.stranded.items()):
+        for txn_id, (acquirer, pan, reverse, event, kept) in list(self.stranded.items()):
             try:
                 yield Op("update_if", txn_id, states.SENT,
-                         **(yield from self._stranded_changes(txn_id, acquirer, pan, reverse, event)))
+                         **(yield from self._stranded_changes(txn_id, acquirer, pan, reverse, event, kept)))
             except (StaleState, KeyError):
                 pass  # someone else settled it meanwhile
             else:
@@ -505,6 +512,18 @@ class ReversalQueue:
         if gone:
             log.info("%d sealed card number(s) of reversals no longer pending dropped", gone)
         return gone
+
+
+def _references(result: Any) -> dict:
+    """The journal columns of ``result`` a reversal names its original by: the
+    acquirer's field 38 (when a field 38 can carry it: an6) and its references."""
+    kept = {}
+    auth_code = getattr(result, "auth_code", None)
+    if isinstance(auth_code, str) and 0 < len(auth_code) <= 6 and auth_code.isascii() and auth_code.isprintable():
+        kept["auth_code"] = auth_code
+    if getattr(result, "acquirer_ref", None) is not None:
+        kept["acquirer_ref"] = result.acquirer_ref
+    return kept
 
 
 def refused(rec: TxnRecord, acquirer: str, outcome: Any) -> None:
