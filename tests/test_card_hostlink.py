@@ -314,7 +314,8 @@ def test_deadline_gives_68_uncertain_then_late_answer_dropped():
     assert len(conn.stans) == 0
     assert metrics.get("timeouts", mti="0200") == 1
     # the answer arrives after the deadline: reported late, counted, dropped
-    assert conn.receive(answer_to(msg, f39="00"), 12.0) == [Late("0210", msg[11], "00")]
+    # (with its field 7 and 38: the switch keeps the auth code for the reversal it queued)
+    assert conn.receive(answer_to(msg, f39="00", f38="AB12CD"), 12.0) == [Late("0210", msg[11], "00", msg[7], "AB12CD")]
     assert metrics.get("late_answers", mti="0200") == 1
     # a second copy is no longer "late", just unmatched
     assert isinstance(conn.receive(answer_to(msg, f39="00"), 12.1)[0], Unmatched)

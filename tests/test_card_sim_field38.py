@@ -56,3 +56,15 @@ def test_lenient_never_asks_for_field_38():
     sb.handle(request)
     sb.delivered(request)
     assert sb.handle(advice())[0][39] == "00"
+
+
+def test_a_repeat_of_a_reversal_taken_before_the_answer_was_delivered_is_still_a_repeat():
+    # The 0420 of a timed-out approval is taken; the late answer is written afterwards;
+    # the switch's 0421 (its 0420's answer was late too) cannot know field 38.
+    sb = Sandbox()
+    request = auth()
+    sb.handle(request)
+    assert sb.handle(advice())[0][39] == "00"
+    sb.delivered(request)
+    answer, [event] = sb.handle(advice(mti="0421"))
+    assert (answer[39], event["delta"], event["repeat"]) == ("00", 0, True)

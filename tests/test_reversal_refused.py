@@ -122,3 +122,20 @@ def test_the_reversal_of_an_approval_the_journal_could_not_take_carries_its_auth
         assert (rec.auth_code, rec.acquirer_ref) == ("A00001", "bank-a-ref-1")
 
     run(scenario)
+
+
+def test_the_auth_code_of_a_late_approval_goes_with_the_repeats_of_its_reversal():
+    bank_a = Answers("bank-a", [RETRY, RETRY, REVERSED], answer="timeout")
+
+    async def scenario(sw):
+        assert (await call(sw, request()))[39] == "68"
+        rec = await wait_state(sw, "000001", states.REVERSAL_PENDING)
+        late = sw.engine.reversals.late_auth_code
+        assert not await sw.run(late("bank-b", rec.host_stan, rec.host_time, "LATE01"))  # another acquirer's
+        assert not await sw.run(late("bank-a", rec.host_stan, rec.host_time, "TOO LONG"))  # not an an6 field 38
+        sw._late_auth_code("bank-a", rec.host_stan, rec.host_time, "LATE01")  # as the card link calls it
+        rec = await wait_state(sw, "000001", states.REVERSED)
+        assert rec.auth_code == "LATE01"
+        assert bank_a.reversed[-1][0].original.auth_code == "LATE01"
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak=FAST)

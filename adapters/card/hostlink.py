@@ -144,11 +144,14 @@ class Completed(msgspec.Struct):
 
 
 class Late(msgspec.Struct):
-    """An answer arrived after its deadline: logged, counted, dropped."""
+    """An answer arrived after its deadline: logged, counted, dropped (its field 7
+    and 38 kept: the reversal of a late approval names the host's auth code)."""
 
     mti: str
     stan: str
     response_code: str | None
+    f7: str | None = None
+    auth_code: str | None = None
 
 
 class Unmatched(msgspec.Struct):
@@ -400,7 +403,7 @@ class HostConnection:
             if late_mti is not None and mti in answers(late_mti):
                 self.inflight.forget_expired(stan)
                 self.metrics.inc("late_answers", mti=late_mti)
-                return [Late(mti, stan, msg.get(39))]
+                return [Late(mti, stan, msg.get(39), msg.get(7), msg.get(38))]
             self.metrics.inc("unmatched_answers", mti=mti)
             return [Unmatched(mti, stan, "no request in flight with this STAN")]
         if mti not in answers(pending.mti):

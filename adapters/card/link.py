@@ -128,6 +128,9 @@ class HostLinkAcquirer:
         from native.iso8583 import DecodeError, dialect as load_dialect
 
         self.name = name
+        # (host STAN, field 7, field 38) of a late answer: the switch keeps the auth code
+        # for the reversal it queued meanwhile (use_late_auth_codes).
+        self.on_late_auth_code: Callable[[str, str, str], None] | None = None
         self.endpoints = [(str(h), int(p)) for h, p in endpoints]
         self.acquirer_id = acquirer_id
         self.connections = connections
@@ -386,6 +389,10 @@ class HostLinkAcquirer:
         if mac.immediate:
             return mac.encode_now(msg)
         return await mac.encode(msg)
+
+    def use_late_auth_codes(self, sink: Callable[[str, str, str], None]) -> None:
+        """``sink(host STAN, field 7, field 38)`` for every late answer that carries a field 38."""
+        self.on_late_auth_code = sink
 
     def use_stan_source(self, source: Callable[[], str]) -> None:
         """Sign-on, echo and sign-off take their STANs from the switch's sequence too."""

@@ -541,9 +541,10 @@ class Sandbox:
         # Strict: field 4 must be what the original holds; another amount moves nothing
         # and is not remembered (the right one may follow under the same field 90).
         wrong = self.strict and found is not None and amount is not None and amount != found.amount
-        # Strict: the authorization code the switch was given, in field 38 (a host's match on 38).
-        unmatched_38 = (self.strict and not wrong and found is not None and found.wanted_38 is not None
-                        and msg.get(38) != found.wanted_38)
+        # Strict: the authorization code the switch was given, in field 38 (a host's match on 38);
+        # a repeat of a reversal already taken is a repeat (its answer may have come after the 0420).
+        unmatched_38 = (self.strict and not wrong and found is not None and not found.reversed
+                        and found.wanted_38 is not None and msg.get(38) != found.wanted_38)
         wrong = wrong or unmatched_38
         repeat = not wrong and reversal_key in self._reversals
         delta = 0

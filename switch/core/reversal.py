@@ -331,6 +331,25 @@ class ReversalQueue:
             attempt=rec.reversal_attempts,
         )
 
+    def late_auth_code(self, acquirer: str, host_stan: str, host_time: str, auth_code: str) -> Gen:
+        """An answer with field 38 came after the switch gave up on it (68 and reversed):
+        keep the code for its reversal, which a strict host matches by it (and the
+        repeats carry it, if the first try went without).  True if one took it."""
+        if not _field_38(auth_code):
+            return False  # not a field 38 a reversal can carry
+        for rec in (yield Op("pending_reversals", 10_000)):
+            if (rec.acquirer, rec.host_stan, rec.host_time) == (acquirer, host_stan, host_time):
+                if rec.auth_code is not None:
+                    return False
+                try:
+                    yield Op("update_if", rec.id, states.REVERSAL_PENDING, auth_code=auth_code)
+                except StaleState:
+                    return False  # its reversal ended meanwhile
+                log.info("rrn %s: %s answered it late with an auth code; its reversal carries it", rec.rrn,
+                         acquirer, **about(rec))
+                return True
+        return False
+
     # -- the store-and-forward sweep -------------------------------------------------
 
     def sweep(self, limit: int = 10_000, *, sender: bool = True) -> Gen:
@@ -514,12 +533,17 @@ class ReversalQueue:
         return gone
 
 
+def _field_38(code: Any) -> bool:
+    """Whether ``code`` fits a field 38 (an6)."""
+    return isinstance(code, str) and 0 < len(code) <= 6 and code.isascii() and code.isprintable()
+
+
 def _references(result: Any) -> dict:
     """The journal columns of ``result`` a reversal names its original by: the
     acquirer's field 38 (when a field 38 can carry it: an6) and its references."""
     kept = {}
     auth_code = getattr(result, "auth_code", None)
-    if isinstance(auth_code, str) and 0 < len(auth_code) <= 6 and auth_code.isascii() and auth_code.isprintable():
+    if _field_38(auth_code):
         kept["auth_code"] = auth_code
     if getattr(result, "acquirer_ref", None) is not None:
         kept["acquirer_ref"] = result.acquirer_ref
