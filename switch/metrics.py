@@ -13,7 +13,8 @@ Who feeds what (the runbook's metrics table says what each one means):
 - wallet flows: ``metrics.wallet_held.labels(acquirer).inc()`` while a
   payment waits for the customer, ``.dec()`` when it ends;
 - the reversal worker: :meth:`Metrics.reversal_backlog` with the uncapped
-  count of reversal-pending transactions and the creation time of the oldest;
+  count of reversal-pending transactions and the creation time of the oldest,
+  and :meth:`Metrics.reversals_refused` with the count of refused reversals;
 - a circuit breaker: :meth:`Metrics.circuit` on every transition;
 - the journal: :meth:`Metrics.watch_journal` (the group committer's batch hook);
 - acquirer links: :meth:`Metrics.link_listener` is the adapters'
@@ -227,7 +228,7 @@ class Metrics:
         self.reversals = Counter(
             "payswitch_reversals",
             "Reversals: queued by trigger (terminal, uncertain, recovery, stranded), and each try at the "
-            "acquirer (trigger=queue) by result (reversed, not_found, retry)",
+            "acquirer (trigger=queue) by result (reversed, not_found, retry, refused)",
             ["trigger", "result"],
             registry=r,
         )
@@ -237,6 +238,11 @@ class Metrics:
         self.reversal_oldest = Gauge(
             "payswitch_reversal_oldest_timestamp_seconds",
             "Creation time (Unix seconds) of the oldest transaction waiting for a reversal, 0 when none",
+            registry=r,
+        )
+        self.reversal_refused = Gauge(
+            "payswitch_reversals_refused",
+            "Reversals the acquirer refused for good (state reversal_refused): out of the queue, an operator's",
             registry=r,
         )
         self._reversal_oldest = 0.0
@@ -379,6 +385,10 @@ class Metrics:
         self.reversal_queue.set(depth)
         self._reversal_oldest = float(oldest_created or 0.0) if depth else 0.0
         self.reversal_oldest.set(self._reversal_oldest)
+
+    def reversals_refused(self, count: int) -> None:
+        """Every transaction whose reversal the acquirer refused for good, from the journal."""
+        self.reversal_refused.set(count)
 
     def reversal_oldest_age(self) -> float:
         """Seconds since the oldest waiting reversal was created (0 when none), as exported."""

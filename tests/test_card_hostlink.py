@@ -26,7 +26,7 @@ from adapters.card.hostlink import (
     scrub,
     transmission_time,
 )
-from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Original, Request, Result
+from switch.core.acquirer import NOT_FOUND, REFUSED, RETRY, REVERSED, Original, Refused, Request, Result
 
 ACQ = "12345678901"
 WALL = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -314,7 +314,8 @@ def test_deadline_gives_68_uncertain_then_late_answer_dropped():
     assert len(conn.stans) == 0
     assert metrics.get("timeouts", mti="0200") == 1
     # the answer arrives after the deadline: reported late, counted, dropped
-    assert conn.receive(answer_to(msg, f39="00"), 12.0) == [Late("0210", msg[11], "00")]
+    # (with its field 7 and 38: the switch keeps the auth code for the reversal it queued)
+    assert conn.receive(answer_to(msg, f39="00", f38="AB12CD"), 12.0) == [Late("0210", msg[11], "00", msg[7], "AB12CD")]
     assert metrics.get("late_answers", mti="0200") == 1
     # a second copy is no longer "late", just unmatched
     assert isinstance(conn.receive(answer_to(msg, f39="00"), 12.1)[0], Unmatched)
@@ -358,14 +359,21 @@ def test_connection_lost_makes_requests_uncertain_91():
 # -- reversal -------------------------------------------------------------------
 
 @pytest.mark.parametrize("rc,outcome", [("00", REVERSED), ("25", NOT_FOUND), ("96", RETRY),
-                                        ("91", RETRY), ("12", RETRY), (None, RETRY)])
+                                        ("91", RETRY), ("68", RETRY), ("09", RETRY), ("X7", RETRY),
+                                        (None, RETRY), ("12", REFUSED), ("13", REFUSED), ("14", REFUSED),
+                                        ("30", REFUSED), ("64", REFUSED)])
 def test_reversal_outcome(rc, outcome):
+    """A refusal no repeat can change ends the retries (Refused, with the host's code);
+    a transient, unknown or missing code is tried again."""
     metrics = LinkMetrics()
     conn = ready_connection(metrics=metrics)
     msg, _ = conn.reversal(make_reversal(original()), now=0.0, wall=WALL, timeout=1.0)
     assert msg["mti"] == "0420"
     [event] = conn.receive(answer_to(msg, **({"f39": rc} if rc else {})), 0.1)
     assert event.outcome == outcome and event.how == "answered"
+    assert isinstance(event.outcome, Refused) == (outcome == REFUSED)
+    if outcome == REFUSED:
+        assert event.outcome.code == rc and rc in event.outcome.reason
     assert metrics.get("reversals", mti="0420", response_code=rc or "none") == 1
 
 

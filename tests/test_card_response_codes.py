@@ -121,7 +121,8 @@ def test_a_partial_approval_is_declined_and_left_to_reverse():
     metrics = LinkMetrics()
     msg, result = answered("10", metrics=metrics, f4="000000000500")
     # uncertain: the switch reverses it at the acquirer, as it does an answer it cannot trust
-    assert (result.response_code, result.uncertain, result.auth_code, result.icc) == ("51", True, None, None)
+    # Its field 38 is kept: the reversal names the authorization by it (a strict host matches on it).
+    assert (result.response_code, result.uncertain, result.auth_code, result.icc) == ("51", True, "AB12CD", None)
     # acquirer_ref keeps the amount approved: what the reversal must carry (field 4)
     assert result.acquirer_ref == f"{msg[11]}|{msg[7]}|331822000001|10|500" and "500 of 1000" in result.acquirer_reason
     assert parse_ref(result.acquirer_ref).approved == 500
@@ -154,9 +155,9 @@ def test_the_reversal_of_a_partial_approval_carries_the_amount_approved():
     msg, result = answered("10", f4="000000000500")
     original = Original(txn_id=1, mti="0200", processing_code="000000", amount=1000, currency="840",
                         stan="000042", transmission_time="1114221300", rrn="000000000001",
-                        acquirer_ref=result.acquirer_ref)
+                        acquirer_ref=result.acquirer_ref, auth_code=result.auth_code)
     rev = reversal_fields(make_request(mti="0400", original=original), stan="000003", f7=F7, acquirer_id=ACQ)
-    assert (rev[4], rev[90][4:20]) == ("000000000500", msg[11] + msg[7])
+    assert (rev[4], rev[90][4:20], rev[38], rev[37]) == ("000000000500", msg[11] + msg[7], "AB12CD", "331822000001")
     _, result = answered("00", f4="000000001200")  # an approval of more: that is what is reversed
     assert (result.response_code, result.uncertain, parse_ref(result.acquirer_ref).approved) == ("96", True, 1200)
     # A code that approves nothing, or no readable amount: the original's amount is reversed.

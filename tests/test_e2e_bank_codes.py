@@ -33,7 +33,7 @@ def journaled(switch, stan: str) -> dict:
     conn = sqlite3.connect(switch.tmp / "journal.sqlite", timeout=10)
     try:
         conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT state, response_code, acquirer_ref FROM txn WHERE stan = ? AND terminal_id = ?",
+        row = conn.execute("SELECT state, response_code, acquirer_ref, auth_code FROM txn WHERE stan = ? AND terminal_id = ?",
                            (stan, e2e.TERMINAL)).fetchone()
         return dict(row) if row else {}
     finally:
@@ -75,13 +75,15 @@ def test_a_partial_approval_is_declined_and_reversed_at_the_acquirer(client, swi
     assert (auth["response_code"], auth["approved"], auth["delta"]) == ("10", 1005, 1005)
     [rev] = wait_for(lambda: [e for e in switch.ledger("bank-a")
                               if e["event"] == "reversal" and e["original_stan"] == auth["stan"]])
-    # The strict host refuses (64) a reversal of the 2010 requested: it reverses what it approved.
-    assert (rev["amount"], rev["response_code"]) == (1005, "00")
+    # The strict host refuses (64) a reversal of the 2010 requested: it reverses what it approved;
+    # and (12) one without the authorization code it gave, which the terminal never saw.
+    assert (rev["amount"], rev["response_code"], rev["auth_code"]) == (1005, "00", auth["auth_code"])
     assert rev["original_found"] and rev["delta"] == -1005 and not rev["repeat"]
     assert sum(e.get("delta") or 0 for e in switch.ledger("bank-a") if e.get("card") == auth["card"]
                and e.get("stan") in (auth["stan"], rev["stan"])) == 0
     assert wait_for(lambda: journaled(switch, req["11"])["state"] == "reversed")
     assert journaled(switch, req["11"])["response_code"] == "51"
+    assert journaled(switch, req["11"])["auth_code"] == auth["auth_code"]  # kept for the reversal
     # A retransmission is answered from the journal: the same 51, no second authorization.
     assert client.transact(req)["39"] == "51"
     assert len([e for e in switch.ledger("bank-a") if e.get("event") == "authorization" and e["amount"] == 2010]) == 1

@@ -284,11 +284,14 @@ def test_only_waiting_transactions_are_in_the_state_index_and_its_readers_use_it
     path = str(tmp_path / "j.sqlite")
     j = SqliteJournal(path, hmac_key=KEY)
     try:
-        ids = [ok(j.insert(txn(i, state="sent")))[0].id for i in range(1, 5)]
+        ids = [ok(j.insert(txn(i, state="sent")))[0].id for i in range(1, 6)]
         ok(j.update(ids[0], state="answered", response_code="00"))
         ok(j.update(ids[1], state="reversal_pending"))
+        ok(j.update(ids[4], state="reversal_refused"))
+        count, _oldest, refused = ok(j.reversal_backlog())
+        assert (count, refused) == (1, 1)
         wallet = ok(j.insert(txn(9, state="wallet_pending", kind="wallet")))[0]
-        assert [r.id for r in ok(j.in_states(("sent",)))] == ids[2:]
+        assert [r.id for r in ok(j.in_states(("sent",)))] == ids[2:4]
         assert [r.id for r in ok(j.in_states(("sent", "reversal_pending")))] == [ids[2], ids[3], ids[1]]
         assert [r.id for r in ok(j.in_states(("wallet_pending", "sent")))] == [ids[2], ids[3], wallet.id]
     finally:
@@ -298,7 +301,7 @@ def test_only_waiting_transactions_are_in_the_state_index_and_its_readers_use_it
         # What the index holds: the waiting transactions only.
         indexed = db.execute(f"SELECT id FROM txn INDEXED BY txn_state WHERE {OPEN_STATES_WHERE}").fetchall()
         assert sorted(i for (i,) in indexed) == ids[1:]
-        assert set(OPEN_STATES) == {"received", "sent", "reversal_pending"}
+        assert set(OPEN_STATES) == {"received", "sent", "reversal_pending", "reversal_refused"}
 
         def plan(sql, *args):
             return " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql, args))

@@ -56,7 +56,7 @@ def runbook_anchors() -> set[str]:
 
 def test_every_alert_links_to_a_runbook_section_that_exists():
     found = alerts()
-    assert len(found) == 21
+    assert len(found) == 22
     anchors = runbook_anchors()
     for name, block in found.items():
         m = re.search(r'runbook_url: "ops/runbook\.md#([\w-]+)"', block)
@@ -77,6 +77,7 @@ def test_the_outages_of_the_issue_are_covered():
     assert 'absent(up{job="payswitch"})' in exprs["PayswitchAbsent"]
     assert "payswitch_journal_writable == 0" in exprs["PayswitchJournalNotWritable"]
     assert "payswitch_reversal_oldest_age_seconds" in exprs["PayswitchReversalBacklogStuck"]
+    assert 'payswitch_reversals_total{trigger="queue",result="refused"}' in exprs["PayswitchReversalRefused"]
     assert 'kind=~"card|citycard",code="68"' in exprs["PayswitchAcquirerTimeouts"]
     assert 'kind="wallet",code="68"' in exprs["PayswitchWalletUnconfirmed"]
     # the wallets' and the city-card centre's own link counters

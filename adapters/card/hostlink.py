@@ -55,8 +55,8 @@ from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the 
     valid_f7,
     valid_stan,
 )
-from adapters.card.response_codes import TABLE, amount_held, terminal_answer, well_formed
-from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Request, Result
+from adapters.card.response_codes import TABLE, amount_held, reversal_answer, terminal_answer, well_formed
+from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Request, Result
 from switch.core.link_metrics import LinkMetrics  # noqa: F401  (re-exported: the link and tests use it)
 
 # Response codes this adapter produces itself (spec section 5).
@@ -70,12 +70,13 @@ FINANCIAL_MTIS = ("0100", "0200", "0220")
 
 def reversal_outcome(response_code: str | None) -> str:
     """What an 0430 means for the switch: 00 reversed, 25 original not found
-    (the switch decides how long to keep trying), anything else: try again."""
-    if response_code == "00":
-        return REVERSED
-    if response_code == "25":
-        return NOT_FOUND
-    return RETRY
+    (the switch decides how long to keep trying), a transient or unknown code:
+    try again, a refusal no repeat can change (12, 30, 64...): :class:`Refused`
+    (:func:`adapters.card.response_codes.reversal_answer`)."""
+    outcome, why = reversal_answer(response_code)
+    if outcome == "refused":
+        return Refused(response_code, why)
+    return {"reversed": REVERSED, "not_found": NOT_FOUND}.get(outcome, RETRY)
 
 
 # --------------------------------------------------------------------------
@@ -138,16 +139,19 @@ class Completed(msgspec.Struct):
     connection went away first): what the endpoint's :class:`Breaker` learns."""
 
     pending: Any
-    outcome: Any  # Result for Kind.REQUEST, REVERSED/NOT_FOUND/RETRY for Kind.REVERSAL
+    outcome: Any  # Result for Kind.REQUEST, REVERSED/NOT_FOUND/Refused/RETRY for Kind.REVERSAL
     how: str = "answered"
 
 
 class Late(msgspec.Struct):
-    """An answer arrived after its deadline: logged, counted, dropped."""
+    """An answer arrived after its deadline: logged, counted, dropped (its field 7
+    and 38 kept: the reversal of a late approval names the host's auth code)."""
 
     mti: str
     stan: str
     response_code: str | None
+    f7: str | None = None
+    auth_code: str | None = None
 
 
 class Unmatched(msgspec.Struct):
@@ -399,7 +403,7 @@ class HostConnection:
             if late_mti is not None and mti in answers(late_mti):
                 self.inflight.forget_expired(stan)
                 self.metrics.inc("late_answers", mti=late_mti)
-                return [Late(mti, stan, msg.get(39))]
+                return [Late(mti, stan, msg.get(39), msg.get(7), msg.get(38))]
             self.metrics.inc("unmatched_answers", mti=mti)
             return [Unmatched(mti, stan, "no request in flight with this STAN")]
         if mti not in answers(pending.mti):
@@ -576,8 +580,9 @@ def result_from_answer(msg: Any, pending: Pending) -> Result:
     ref = acquirer_ref(pending.stan, pending.f7, rrn, host_code, held)
     if answer.reverse:
         # Money may stay authorized at the host and the terminal is told otherwise: reversed,
-        # as an answer the switch cannot trust is.
-        return Result(response_code=answer.code, acquirer_ref=ref, uncertain=True, acquirer_code=host_code,
-                      acquirer_reason=answer.why)
+        # as an answer the switch cannot trust is.  The host's field 38 is kept (journaled):
+        # a strict host matches the reversal by it.
+        return Result(response_code=answer.code, auth_code=msg.get(38), acquirer_ref=ref, uncertain=True,
+                      acquirer_code=host_code, acquirer_reason=answer.why)
     return Result(response_code=answer.code, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55),
                   acquirer_code=host_code, acquirer_reason=answer.why)

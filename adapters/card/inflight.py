@@ -90,7 +90,7 @@ class StanAllocator:
 
 class Kind(enum.Enum):
     REQUEST = "request"  # 0100/0200/0220: outcome is a Result
-    REVERSAL = "reversal"  # 0420/0421: outcome is REVERSED, NOT_FOUND or RETRY
+    REVERSAL = "reversal"  # 0420/0421: outcome is REVERSED, NOT_FOUND, Refused or RETRY
     SIGN_ON = "sign-on"
     ECHO = "echo"
     SIGN_OFF = "sign-off"

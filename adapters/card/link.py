@@ -37,7 +37,8 @@ Uncertain results carry ``acquirer_ref`` too, so the reversal names exactly
 what the acquirer may have seen.
 
 ``reverse`` sends 0420 (0421 when ``request.attempt > 0``) and returns
-``REVERSED`` (0430 39=00), ``NOT_FOUND`` (39=25) or ``RETRY`` (any other
+``REVERSED`` (0430 39=00), ``NOT_FOUND`` (39=25), ``Refused`` (a refusal
+no repeat can change: 12, 30, 64...) or ``RETRY`` (a transient or unknown
 answer, timeout, lost link, no connection, nothing sent).
 """
 from __future__ import annotations
@@ -127,6 +128,9 @@ class HostLinkAcquirer:
         from native.iso8583 import DecodeError, dialect as load_dialect
 
         self.name = name
+        # (host STAN, field 7, field 38) of a late answer: the switch keeps the auth code
+        # for the reversal it queued meanwhile (use_late_auth_codes).
+        self.on_late_auth_code: Callable[[str, str, str], None] | None = None
         self.endpoints = [(str(h), int(p)) for h, p in endpoints]
         self.acquirer_id = acquirer_id
         self.connections = connections
@@ -326,7 +330,7 @@ class HostLinkAcquirer:
 
     async def reverse(self, request: Request, timeout: float) -> str:
         """0420 (0421 for a repeat) for ``request.original``: REVERSED,
-        NOT_FOUND or RETRY (see :func:`adapters.card.hostlink.reversal_outcome`)."""
+        NOT_FOUND, Refused or RETRY (see :func:`adapters.card.hostlink.reversal_outcome`)."""
         if request.original is None:
             raise ValueError(f"{self.name}: reverse() needs request.original")
         mti = "0420" if request.attempt == 0 else "0421"
@@ -385,6 +389,10 @@ class HostLinkAcquirer:
         if mac.immediate:
             return mac.encode_now(msg)
         return await mac.encode(msg)
+
+    def use_late_auth_codes(self, sink: Callable[[str, str, str], None]) -> None:
+        """``sink(host STAN, field 7, field 38)`` for every late answer that carries a field 38."""
+        self.on_late_auth_code = sink
 
     def use_stan_source(self, source: Callable[[], str]) -> None:
         """Sign-on, echo and sign-off take their STANs from the switch's sequence too."""

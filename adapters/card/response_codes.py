@@ -17,6 +17,12 @@ the host link:
   says nothing about the money: 96 and reversed, as for no answer at all (a
   reversal of a decline moves nothing).
 
+An 0430's field 39 means something else (:func:`reversal_answer`): 00 the
+reversal is done, 25 the host has no such original, a transient code (91,
+96, 68...) try again later, and any other code of the table a refusal that
+repeating the reversal cannot change (12, 13, 14, 30, 64...): the switch
+stops and flags it for an operator (state ``reversal_refused``).
+
 A balance inquiry (31xxxx) authorizes no money: its approvals are 00
 whatever field 4 holds.  The host's own code is kept for reconciliation
 (``acquirer_ref``, see :func:`adapters.card.messages.acquirer_ref`), logged,
@@ -108,6 +114,10 @@ PARTIAL = "10"  # approved for less than requested (or exactly the amount, then 
 # Codes that leave the money's fate unknown at the host, reversed like no answer.
 UNCERTAIN = frozenset({"09"})
 
+# An 0430 with one of these may be answered 00 to a later repeat: the host (or
+# something before it) could not deal with the reversal now.
+TRANSIENT_FOR_REVERSAL = frozenset({"09", "19", "68", "90", "91", "92", "96", "A0"})
+
 BALANCE = "31"  # processing code of a balance inquiry: authorizes no money
 
 
@@ -154,6 +164,28 @@ def terminal_answer(host_code: object, *, requested: str | None, approved: str |
     if int(approved) < wanted:
         return Answer("51", True, f"{why}: {int(approved)} of {wanted} approved")
     return Answer("96", True, f"{why}: {int(approved)} approved, {wanted} requested")
+
+
+def reversal_answer(host_code: object) -> tuple[str, str]:
+    """What an 0430's field 39 means: ("reversed" | "not_found" | "retry" | "refused", why).
+
+    00: done.  25: no such original (the switch repeats it for a while: the
+    original may be late at the host).  A transient code, none, or one that
+    is not in the table (it says nothing that can be acted on): repeat later.
+    Any other code of the table (12 invalid transaction, 13/64 wrong amount,
+    14 no such card, 30 format error...) is the host's considered answer to
+    this very message, and every repeat carries the same content: refused.
+    """
+    if host_code == "00":
+        return "reversed", "00 (approved)"
+    if not well_formed(host_code) or host_code not in TABLE:
+        return "retry", f"response code {host_code!r} not understood"
+    why = f"{host_code} ({TABLE[host_code][1]})"
+    if host_code == "25":
+        return "not_found", why
+    if host_code in TRANSIENT_FOR_REVERSAL:
+        return "retry", why
+    return "refused", why
 
 
 def amount_held(host_code: object, *, requested: str | None, approved: str | None) -> int | None:

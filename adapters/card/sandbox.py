@@ -19,6 +19,14 @@ Strict (the default), as a bank host is:
   of a decline or of an authorization never answered.  Another amount gets 64
   (original amount incorrect) and moves no money: a bank host will not guess
   which amount is meant;
+- a reversal of an authorization whose answer (with its authorization code,
+  field 38) reached the switch must carry that code in field 38: without it,
+  or with another, it gets 12 (invalid transaction) and moves no money, as a
+  host that matches reversals by 11/7/37/38 answers.  An answer the switch
+  may not have got asks for no field 38: the simulator calls
+  :meth:`Sandbox.delivered` once an answer was written in time (not dropped,
+  late, garbled or badly MACed; uvloop's ``--fast`` never does), and an
+  authorization read back from the ledger after a restart asks for none;
 - a completion completes an approved pre-authorization (0100) at most once
   (a second one: 94, the same one repeated: its first answer again), never
   above the pre-authorized amount (13), and only for the same card (12);
@@ -59,6 +67,7 @@ from collections import OrderedDict
 from typing import Any, Iterable
 
 from adapters.card.messages import answer_mti, mask_pan
+from adapters.card.sim_mac import HostMacCheck  # noqa: F401  (re-exported: the simulator and tests use it)
 
 # Last two digits of the amount -> response code (spec section 7).
 DECLINES = {"05": "05", "13": "13", "51": "51", "55": "55", "96": "96"}
@@ -77,6 +86,9 @@ RC_INVALID = "12"  # the original cannot be completed (declined, reversed, anoth
 RC_AMOUNT = "13"  # completion above the pre-authorized amount
 RC_DUPLICATE = "94"  # the pre-authorization is completed already
 RC_WRONG_AMOUNT = "64"  # a reversal's field 4 is not the amount its original holds
+# A reversal answered one of these moved nothing and is not remembered (64: its
+# amount, 12: its field 38 is not the original's authorization code).
+REVERSAL_REFUSALS = (RC_WRONG_AMOUNT, RC_INVALID)
 
 # Fields an answer echoes from its request.
 ECHOED = (3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49)
@@ -160,47 +172,14 @@ def ledger_balances(events: Iterable[dict]) -> dict[str | None, int]:
 RC_MAC = "A0"  # the switch's MAC is missing or wrong: decided no further
 
 
-class HostMacCheck:
-    """The acquirer's side of host-link MACs, with the clear key a simulator holds.
-
-    The framing is the switch's own (:mod:`switch.core.macwire`), the MAC
-    the primitive of :mod:`switch.security.mac`: what the switch computes in
-    its security module, computed here independently.
-    """
-
-    def __init__(self, algorithm: str, key: bytes, codec: Any) -> None:
-        from switch.security.mac import HOST_MAC_KEY_ALGORITHM, TerminalMac
-
-        if algorithm not in HOST_MAC_KEY_ALGORITHM:
-            raise ValueError(f"MAC algorithm must be one of {', '.join(HOST_MAC_KEY_ALGORITHM)}, got {algorithm!r}")
-        self.algorithm = algorithm
-        self._mac = TerminalMac(key, HOST_MAC_KEY_ALGORITHM[algorithm])
-        self.codec = codec
-
-    def verify(self, msg: Any, payload: bytes) -> str:
-        """"" when the MAC of ``msg`` (decoded from ``payload``) is right, else why not."""
-        from switch.core.macwire import covered
-        from switch.security.mac import same_mac
-
-        part = covered(self.codec, msg, payload)
-        if isinstance(part, str):
-            return part
-        return "" if same_mac(self._mac(part[0]), part[1]) else "wrong MAC"
-
-    def encode(self, fields: dict) -> bytes:
-        from switch.core.macwire import signed_wire, unsigned_wire
-
-        data, field = unsigned_wire(self.codec, fields)
-        return signed_wire(self.codec, data, field, self._mac(data))
-
-
 class Held:
     """What the acquirer remembers of an authorization or completion."""
 
-    __slots__ = ("mti", "amount", "card", "rrn", "response_code", "open", "completed_by", "reversed", "completes")
+    __slots__ = ("mti", "amount", "card", "rrn", "response_code", "open", "completed_by", "reversed", "completes",
+                 "wanted_38", "issued")
 
     def __init__(self, mti: str, amount: int, card: str | None, rrn: str, response_code: str | None,
-                 open_: int) -> None:
+                 open_: int, auth_code: str | None = None) -> None:
         self.mti = mti
         self.amount = amount
         self.card = card
@@ -210,6 +189,10 @@ class Held:
         self.completed_by: tuple | None = None
         self.reversed = False
         self.completes: tuple | None = None  # a completion: the key of the pre-authorization it completed
+        self.issued = auth_code  # the field 38 of its answer
+        # The field 38 the switch was given (None: none, or its answer may not have reached
+        # the switch): a strict host wants it back in the reversal.  Set by Sandbox.delivered.
+        self.wanted_38: str | None = None
 
 
 class Sandbox:
@@ -277,6 +260,7 @@ class Sandbox:
             self._move(e.get("card"), e.get("delta") or 0)
             kind = e.get("event")
             if kind == "authorization" and "acquirer_id" in e:
+                # Whether its answer reached the switch is not in the ledger: no field 38 asked for.
                 held = Held(e["mti"], e.get("approved", e["amount"]), e["card"], e["rrn"], e["response_code"],
                             e["delta"])
                 self._remember(self._held, (e["mti"], e["stan"], e["f7"], e["acquirer_id"]), held)
@@ -290,7 +274,7 @@ class Sandbox:
                     if pre is not None and pre.completed_by is None and not pre.reversed:
                         pre.open, pre.completed_by = 0, own
                     self._remember(self._held, own, self._completion_held(e["amount"], e["card"], e["rrn"], e["f90"]))
-            elif kind == "reversal" and "f90" in e and e.get("response_code") != RC_WRONG_AMOUNT:
+            elif kind == "reversal" and "f90" in e and e.get("response_code") not in REVERSAL_REFUSALS:
                 f90 = e["f90"]
                 found = self._held.get(self._key(f90))
                 if found is None and not self.strict and e.get("rrn"):
@@ -425,11 +409,18 @@ class Sandbox:
             record["pin"] = pin
         if rc == PARTIAL:
             record["approved"] = approved
-        held = Held(mti, approved if rc == PARTIAL else value, card, rrn, rc, delta)
+        held = Held(mti, approved if rc == PARTIAL else value, card, rrn, rc, delta, auth_code)
         self._remember(self._held, (mti, stan, f7, acquirer_id), held)
         if not self.strict:
             self._remember(self._by_rrn, rrn, held)
         return (out if rc is not None else None), [record]
+
+    def delivered(self, msg: Any) -> None:
+        """The answer to the authorization ``msg`` was written to the switch in time:
+        its reversal must carry its field 38."""
+        held = self._held.get(self._own_key(msg, msg.mti))
+        if held is not None:
+            held.wanted_38 = held.issued
 
     def _check_pin(self, block: bytes, pan: str | None) -> str:
         """"ok" when field 52 decrypts under our ZPK to the sandbox PIN, else "wrong" or "invalid"."""
@@ -550,13 +541,19 @@ class Sandbox:
         # Strict: field 4 must be what the original holds; another amount moves nothing
         # and is not remembered (the right one may follow under the same field 90).
         wrong = self.strict and found is not None and amount is not None and amount != found.amount
+        # Strict: the authorization code the switch was given, in field 38 (a host's match on 38);
+        # a repeat of a reversal already taken is a repeat (its answer may have come after the 0420).
+        unmatched_38 = (self.strict and not wrong and found is not None and not found.reversed
+                        and found.wanted_38 is not None and msg.get(38) != found.wanted_38)
+        wrong = wrong or unmatched_38
         repeat = not wrong and reversal_key in self._reversals
         delta = 0
         if found is not None and not found.reversed and not wrong:
             found.reversed = True
             delta, found.open = -found.open, 0
             self._reopen(found)
-        rc = RC_WRONG_AMOUNT if wrong else "00" if found is not None or not self.strict else RC_NOT_FOUND
+        rc = (RC_INVALID if unmatched_38 else RC_WRONG_AMOUNT if wrong
+              else "00" if found is not None or not self.strict else RC_NOT_FOUND)
         card = found.card if found is not None else card_of(msg)
         record = {
             "event": "reversal",
@@ -573,13 +570,18 @@ class Sandbox:
             "original_response_code": found.response_code if found else None,
             "f90": f90,
             "pan": mask_pan(msg.get(2)),  # field 2 of the reversal itself, masked ("" when it had none)
+            "auth_code": msg.get(38),  # field 38 of the reversal itself
             "card": card,
             "repeat": repeat,
             "response_code": rc,
             "delta": self._move(card, delta),
         }
-        if wrong:
+        if unmatched_38:
+            record["refused"] = "field 38 missing" if msg.get(38) is None else "field 38 not the original's"
+        elif wrong:
             record["held_amount"] = found.amount
+        if wrong:
+            pass  # moves nothing and is not remembered: the right one may follow
         elif not repeat:
             self._remember(self._reversals, reversal_key, rc)
         out[39] = rc

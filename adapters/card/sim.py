@@ -12,7 +12,9 @@ by default: reversals (0400/0420/0421 -> 0410/0430) and completions (0220 ->
 0230) are matched by field 90 only, an unknown original gets 25, a repeated
 reversal moves no money twice, a pre-authorization is completed at most once
 and not above its amount.  ``--lenient``: the old behaviour (00 to every
-reversal and completion, field 37 as fallback).  0800 -> 0810 00.
+reversal and completion, field 37 as fallback).  Strict, a reversal of an
+approval whose answer reached the switch must repeat its field 38, else 12.
+0800 -> 0810 00.
 ``--bank-codes``: amounts ending in 01, 04, 08, 10, 11, 15, 19, 41, 43, 54,
 57, 61, 65 or 75 answer that ISO 8583 code, as a bank host may, which the
 terminal is never given as such (the switch answers in section 5); 08 and 11
@@ -261,8 +263,12 @@ class Acquirer(SimulatedAcquirer):
         wakeup = trio.Event()
         carried = 0  # transactions since this connection last signed on
 
-        def queue(data: bytes) -> None:
+        written: list = []  # called once what is in outgoing now was sent
+
+        def queue(data: bytes, on_written=None) -> None:
             outgoing.append(data)
+            if on_written is not None:
+                written.append(on_written)
             wakeup.set()
 
         async def writer() -> None:
@@ -274,22 +280,28 @@ class Acquirer(SimulatedAcquirer):
                 wakeup = trio.Event()
                 data = b"".join(outgoing)
                 outgoing.clear()
+                done = written[:]
+                written.clear()
                 await stream.send_all(data)
+                for hook in done:
+                    hook()
 
         def decide(msg, payload: bytes) -> tuple[str, dict | None]:
             return decide_message(self, msg, payload)
 
-        def act(fault: str, out: dict | None) -> None:
+        def act(fault: str, out: dict | None, msg=None) -> None:
             if fault == "disconnect":
                 nursery.cancel_scope.cancel()
             elif fault == "garbage":
                 queue(GARBAGE)
             elif out is not None and fault in ("answer", "late", "bad-mac"):
-                queue(framer.encode(answer_bytes(self, fault, out)))
+                # An answer in time: once written, the switch has its field 38.
+                hook = (lambda: self.sandbox.delivered(msg)) if fault == "answer" and msg is not None else None
+                queue(framer.encode(answer_bytes(self, fault, out)), hook)
 
-        async def delayed(delay: float, fault: str, out: dict | None) -> None:
+        async def delayed(delay: float, fault: str, out: dict | None, msg) -> None:
             await trio.sleep(delay)
-            act(fault, out)
+            act(fault, out, msg)
 
         try:
             async with stream, trio.open_nursery() as nursery:
@@ -314,9 +326,9 @@ class Acquirer(SimulatedAcquirer):
                             continue
                         delay = latency + (late if fault == "late" else 0.0)
                         if delay > 0:
-                            nursery.start_soon(delayed, delay, fault, out)
+                            nursery.start_soon(delayed, delay, fault, out, msg)
                         else:
-                            act(fault, out)
+                            act(fault, out, msg)
                         carried += 1
                         if args.sign_off_after and carried == args.sign_off_after:
                             self.log(f"signing off after {carried} transactions")

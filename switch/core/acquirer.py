@@ -156,15 +156,36 @@ class Result(msgspec.Struct, kw_only=True, gc=False):
 # What Acquirer.reverse() reports.
 REVERSED = "reversed"  # the acquirer acknowledged the reversal (0430 39=00, wallet closed/refunded)
 NOT_FOUND = "not_found"  # the acquirer knows no such original (39=25): may have overtaken it
-RETRY = "retry"  # no acknowledgement (timeout, lost link, other answer): try again later
+RETRY = "retry"  # no acknowledgement (timeout, lost link, a transient answer): try again later
+REFUSED = "refused"  # the acquirer refused it for good (see Refused): not retried, an operator's
+
+
+class Refused(str):
+    """:data:`REFUSED` as an adapter's reverse() returns it, with the acquirer's code and
+    what it means: an answer that repeating the reversal cannot change (0430 39=12,
+    30, 64...).  Compares equal to REFUSED."""
+
+    code: str
+    reason: str
+
+    def __new__(cls, code: str, reason: str) -> "Refused":
+        self = super().__new__(cls, REFUSED)
+        self.code, self.reason = code, reason
+        return self
+
+    def __repr__(self) -> str:
+        return f"Refused({self.code!r}, {self.reason!r})"
 
 
 def reversal_outcome(answer: "str | bool") -> str:
-    """Normalise what an adapter's reverse() returned (older adapters return a bool)."""
+    """Normalise what an adapter's reverse() returned (older adapters return a bool);
+    a :class:`Refused` stays itself, so the switch can log the acquirer's code."""
     if answer is True:
         return REVERSED
     if answer is False or answer is None:
         return RETRY
+    if isinstance(answer, Refused):
+        return answer
     if answer in (REVERSED, NOT_FOUND, RETRY):
         return answer
     raise ValueError(f"reverse() returned {answer!r}")
@@ -191,8 +212,9 @@ class Acquirer(Protocol):
         itself after an uncertain outcome) with ``original`` set and
         ``attempt`` counting earlier tries.  Returns :data:`REVERSED`,
         :data:`NOT_FOUND` (the acquirer does not know the original; the switch
-        decides how long to keep trying) or :data:`RETRY`.  A bool is taken
-        as REVERSED / RETRY.  Must be idempotent.
+        decides how long to keep trying), :data:`RETRY`, or a :class:`Refused`
+        (a refusal no repeat can change: the switch stops and flags it for an
+        operator).  A bool is taken as REVERSED / RETRY.  Must be idempotent.
         """
 
     def healthy(self) -> bool:

@@ -551,7 +551,7 @@ class Engine:
                           **about(rec))
             moved = not offline and (result.uncertain or result.response_code == "00" or reverse)
             yield from self.reversals.strand(rec, used, request.pan, reverse=moved,
-                                             event="unconfirmed" if offline else "answer")
+                                             event="unconfirmed" if offline else "answer", result=result)
             return pay_kind, "96", codec.encode(m.build_response(msg, "96", rec.rrn))
         if reverse:
             self.reversals.queued(rec.id, request.pan, "uncertain")

@@ -9,7 +9,12 @@ they were queued, one at a time (the first try goes as 0420, repeats as
 0421), with a doubling back-off between the tries of each.  An acquirer that
 answers 25 ("no such original") may just not have seen a slow original yet:
 the reversal is repeated for ``reversal_not_found_window`` seconds before it
-counts as nothing to reverse (state ``unmatched``, never ``reversed``).
+counts as nothing to reverse (state ``unmatched``, never ``reversed``).  An
+acquirer that refuses it with a code no repeat can change (12, 30, 64...: see
+:func:`adapters.card.response_codes.reversal_answer`) takes it out of the
+queue: state ``reversal_refused``, an ERROR naming its RRN and the code, the
+metric ``payswitch_reversals_refused`` and an alert; an operator settles it
+with the acquirer (ops/runbook.md).
 
 Host STANs come from a per-acquirer sequence reserved in blocks in the
 journal (:class:`HostStans`), so they stay unique across restarts.
@@ -29,7 +34,7 @@ import time
 from typing import TYPE_CHECKING, Any, Generator
 
 from switch.core import pipeline, states
-from switch.core.acquirer import NOT_FOUND, REVERSED, Original, Request, reversal_outcome
+from switch.core.acquirer import NOT_FOUND, REFUSED, REVERSED, Original, Request, reversal_outcome
 from switch.core.commands import Op, Reverse, Wait
 from switch.journal import StaleState, TxnRecord, reversal_card, same_pan
 
@@ -95,7 +100,8 @@ class ReversalQueue:
         self.pans: dict[int, str] = {}
         # Outcomes that could not be journaled (a failing journal after an
         # approval): retried by every sweep; recovery covers a restart.
-        self.stranded: dict[int, tuple[str, str | None, bool, str]] = {}
+        # (acquirer, card, reverse, event, the acquirer's references: auth_code, acquirer_ref)
+        self.stranded: dict[int, tuple[str, str | None, bool, str, dict]] = {}
         # Terminal reversals answered 00 whose journaling failed: (41, 42, MTI, 11, 7).
         self.named: list[tuple[str, str, str, str, str]] = []
         self.on_queued = lambda: None
@@ -166,29 +172,35 @@ class ReversalQueue:
         self.engine.metrics.reversal(trigger, "queued")
         self.on_queued()
 
-    def strand(self, rec: TxnRecord, acquirer: str, pan: str | None, *, reverse: bool, event: str) -> Gen:
+    def strand(self, rec: TxnRecord, acquirer: str, pan: str | None, *, reverse: bool, event: str,
+               result: Any = None) -> Gen:
         """The outcome of ``rec`` could not be journaled and the terminal gets 96.
 
-        If money may have moved (``reverse``) its reversal is queued; otherwise
-        the 96 is recorded as its answer (``event``: answer, or unconfirmed for
-        an advice).  In the journal if it takes the write, else in memory,
-        retried by every sweep (and covered by recovery after a restart).
+        If money may have moved (``reverse``) its reversal is queued, with the
+        acquirer's references from ``result`` (its field 38 and RRN: a strict
+        host matches the reversal by them); otherwise the 96 is recorded as
+        its answer (``event``: answer, or unconfirmed for an advice).  In the
+        journal if it takes the write, else in memory, retried by every sweep
+        (and covered by recovery after a restart).
         """
+        kept = _references(result)
         try:
-            yield Op("update", rec.id, **(yield from self._stranded_changes(rec.id, acquirer, pan, reverse, event)))
+            yield Op("update", rec.id,
+                     **(yield from self._stranded_changes(rec.id, acquirer, pan, reverse, event, kept)))
         except Exception:
             log.exception("rrn %s: cannot journal that either; kept in memory until the journal recovers", rec.rrn,
                           **about(rec))
-            self.stranded[rec.id] = (acquirer, pan, reverse, event)
+            self.stranded[rec.id] = (acquirer, pan, reverse, event, kept)
             return
         if reverse:
             self.queued(rec.id, pan, "stranded")
 
-    def _stranded_changes(self, txn_id: int, acquirer: str, pan: str | None, reverse: bool, event: str) -> Gen:
+    def _stranded_changes(self, txn_id: int, acquirer: str, pan: str | None, reverse: bool, event: str,
+                          kept: dict) -> Gen:
         if not reverse:
             return {"state": states.advance(states.SENT, event), "response_code": "96"}
         changes = yield from self.start_fields(acquirer, txn_id, pan)
-        changes.update(state=states.advance(states.SENT, "uncertain"), acquirer=acquirer)
+        changes.update(kept, state=states.advance(states.SENT, "uncertain"), acquirer=acquirer)
         return changes
 
     def reverse_named(self, tid: str, merchant_id: str, mti: str, stan: str, when: str) -> Gen:
@@ -319,6 +331,25 @@ class ReversalQueue:
             attempt=rec.reversal_attempts,
         )
 
+    def late_auth_code(self, acquirer: str, host_stan: str, host_time: str, auth_code: str) -> Gen:
+        """An answer with field 38 came after the switch gave up on it (68 and reversed):
+        keep the code for its reversal, which a strict host matches by it (and the
+        repeats carry it, if the first try went without).  True if one took it."""
+        if not _field_38(auth_code):
+            return False  # not a field 38 a reversal can carry
+        for rec in (yield Op("pending_reversals", 10_000)):
+            if (rec.acquirer, rec.host_stan, rec.host_time) == (acquirer, host_stan, host_time):
+                if rec.auth_code is not None:
+                    return False
+                try:
+                    yield Op("update_if", rec.id, states.REVERSAL_PENDING, auth_code=auth_code)
+                except StaleState:
+                    return False  # its reversal ended meanwhile
+                log.info("rrn %s: %s answered it late with an auth code; its reversal carries it", rec.rrn,
+                         acquirer, **about(rec))
+                return True
+        return False
+
     # -- the store-and-forward sweep -------------------------------------------------
 
     def sweep(self, limit: int = 10_000, *, sender: bool = True) -> Gen:
@@ -336,10 +367,10 @@ class ReversalQueue:
                 self.named.append(args)  # its own flight will see to it
                 continue
             yield from self.reverse_named(*args)
-        for txn_id, (acquirer, pan, reverse, event) in list(self.stranded.items()):
+        for txn_id, (acquirer, pan, reverse, event, kept) in list(self.stranded.items()):
             try:
                 yield Op("update_if", txn_id, states.SENT,
-                         **(yield from self._stranded_changes(txn_id, acquirer, pan, reverse, event)))
+                         **(yield from self._stranded_changes(txn_id, acquirer, pan, reverse, event, kept)))
             except (StaleState, KeyError):
                 pass  # someone else settled it meanwhile
             else:
@@ -357,8 +388,9 @@ class ReversalQueue:
             # Approved payments' cards past card_retention go (the sender alone: one walk of the journal).
             self._forget_at = now + min(cfg.reversal_backoff_max, 60.0)
             yield Op("forget_cards", now - cfg.card_retention)
-        count, oldest = yield Op("reversal_backlog")
+        count, oldest, refused_count = yield Op("reversal_backlog")
         engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), oldest)
+        engine.metrics.reversals_refused(refused_count)
         # With nothing queued, the next sweep comes when something is (on_queued);
         # the idle period is only a safety net.
         self._next = now + cfg.reversal_backoff_max
@@ -413,10 +445,12 @@ class ReversalQueue:
                 started = rec.reversal_started if rec.reversal_started is not None else rec.created_at
                 if outcome == NOT_FOUND and now - started < engine.cfg.reversal_not_found_window:
                     outcome = "retry"  # it may have overtaken its original: ask again later
-                event = {REVERSED: "reversed", NOT_FOUND: "not_found"}.get(outcome, "retry")
+                event = {REVERSED: "reversed", NOT_FOUND: "not_found", REFUSED: "refused"}.get(outcome, "retry")
                 if event == "not_found":
                     log.warning("txn %d (rrn %s): %s still knows no such original after %.0f s; nothing to reverse",
                                 rec.id, rec.rrn, acquirer, now - started, **about(rec))
+                elif event == "refused":
+                    refused(rec, acquirer, outcome)
                 try:
                     if event == "retry":
                         yield Op("update_if", rec.id, rec.state, state=states.advance(rec.state, event),
@@ -427,7 +461,7 @@ class ReversalQueue:
                     log.info("txn %d moved on while its reversal was under way", rec.id)
                 if event != "retry":
                     self.pans.pop(rec.id, None)
-                engine.metrics.reversal("queue", outcome)
+                engine.metrics.reversal("queue", str(outcome))
         finally:
             self.busy.discard(acquirer)
             self.on_queued()  # a sweep sees when the ones left are due
@@ -497,6 +531,32 @@ class ReversalQueue:
         if gone:
             log.info("%d sealed card number(s) of reversals no longer pending dropped", gone)
         return gone
+
+
+def _field_38(code: Any) -> bool:
+    """Whether ``code`` fits a field 38 (an6)."""
+    return isinstance(code, str) and 0 < len(code) <= 6 and code.isascii() and code.isprintable()
+
+
+def _references(result: Any) -> dict:
+    """The journal columns of ``result`` a reversal names its original by: the
+    acquirer's field 38 (when a field 38 can carry it: an6) and its references."""
+    kept = {}
+    auth_code = getattr(result, "auth_code", None)
+    if _field_38(auth_code):
+        kept["auth_code"] = auth_code
+    if getattr(result, "acquirer_ref", None) is not None:
+        kept["acquirer_ref"] = result.acquirer_ref
+    return kept
+
+
+def refused(rec: TxnRecord, acquirer: str, outcome: Any) -> None:
+    """The acquirer refused ``rec``'s reversal for good: say so, loudly, once."""
+    code = getattr(outcome, "code", None) or "?"
+    log.error("rrn %s (txn %d): %s refused its reversal with %s; not retried (state %s): the money may still be "
+              "held at the acquirer: settle it with them by this RRN and their code (ops/runbook.md, "
+              "\"A reversal is refused\")", rec.rrn, rec.id, acquirer, getattr(outcome, "reason", None) or code,
+              states.REVERSAL_REFUSED, extra={**about(rec)["extra"], "acquirer": acquirer})
 
 
 def _no_card(rec: TxnRecord, exc: Exception) -> None:

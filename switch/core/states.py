@@ -24,8 +24,10 @@ before its original arrived: the late original is answered 94, section 6.1).
     reversal_pending ──retry───────▶ reversal_pending  (store and forward: 0421 repeats)
     reversal_pending ──reversed────▶ reversed          (acquirer acknowledged)
     reversal_pending ──not_found───▶ unmatched         (acquirer answered 25 past the window: it never had it)
+    reversal_pending ──refused─────▶ reversal_refused  (acquirer refused it for good, e.g. 12, 30, 64: an operator's)
     reversed ──────reverse─────────▶ reversed
     unmatched ─────reverse─────────▶ unmatched
+    reversal_refused ──reverse─────▶ reversal_refused  (out of the automatic queue: repeating cannot change it)
     void ──────────reverse─────────▶ void              (a repeated 0400 of an original never seen)
 """
 from __future__ import annotations
@@ -37,6 +39,10 @@ ANSWERED = "answered"
 REVERSAL_PENDING = "reversal_pending"
 REVERSED = "reversed"
 UNMATCHED = "unmatched"
+# The acquirer answered the reversal with a code that repeating it cannot change
+# (adapters.card.response_codes.reversal_answer): no more tries; the money may
+# still be held there, so an operator settles it with the acquirer (ops/runbook.md).
+REVERSAL_REFUSED = "reversal_refused"
 VOID = "void"
 
 INITIAL = frozenset({RECEIVED, SENT, VOID})
@@ -56,8 +62,10 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (REVERSAL_PENDING, "retry"): REVERSAL_PENDING,
     (REVERSAL_PENDING, "reversed"): REVERSED,
     (REVERSAL_PENDING, "not_found"): UNMATCHED,
+    (REVERSAL_PENDING, "refused"): REVERSAL_REFUSED,
     (REVERSED, "reverse"): REVERSED,
     (UNMATCHED, "reverse"): UNMATCHED,
+    (REVERSAL_REFUSED, "reverse"): REVERSAL_REFUSED,
     (VOID, "reverse"): VOID,
 }
 

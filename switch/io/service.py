@@ -92,6 +92,9 @@ class Switch:
             use = getattr(self.acquirers.get(name), "use_stan_source", None)
             if use is not None:
                 use(lambda name=name: self.engine.reversals.take_stan(name))
+            late = getattr(self.acquirers.get(name), "use_late_auth_codes", None)
+            if late is not None:
+                late(lambda stan, f7, code, name=name: self._late_auth_code(name, stan, f7, code))
         # Results come back to the loop a batch at a time (one thread hand-off per
         # group commit, not one per write); the journal stays asyncio-free.
         loop = self._loop = asyncio.get_running_loop()
@@ -107,6 +110,7 @@ class Switch:
         self._sweep_wakeup = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task] = []
+        self._late_tasks: set[asyncio.Task] = set()  # late answers' auth codes on their way to the journal
         self._jobs: set[asyncio.Task] = set()
         self._held: dict[str, str] = {}  # wallet orders waiting for their customer → acquirer
         self._idle = asyncio.Event()
@@ -318,6 +322,18 @@ class Switch:
         else:
             self.metrics.answered(answer.kind, answer.mclass, answer.code, time.perf_counter() - t0)
         return answer.body
+
+    def _late_auth_code(self, acquirer: str, stan: str, f7: str, code: str) -> None:
+        """A late approval's field 38: into the journal, for the reversal of its payment."""
+        async def keep() -> None:
+            try:
+                await self.run(self.engine.reversals.late_auth_code(acquirer, stan, f7, code))
+            except Exception:
+                log.exception("%s: the auth code of a late answer could not be journaled", acquirer)
+
+        task = asyncio.create_task(keep(), name="late-auth-code")
+        self._late_tasks.add(task)
+        task.add_done_callback(self._late_tasks.discard)
 
     async def run(self, gen):
         """Execute an engine generator's commands until it returns its value."""

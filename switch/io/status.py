@@ -111,6 +111,8 @@ def snapshot(metrics, ready: dict) -> dict:
         "reversals": {
             "queue": int(queue),
             "oldest_age_seconds": metrics.reversal_oldest_age(),
+            # Refused by the acquirer for good: not in the queue, waiting for an operator.
+            "refused": int(sum(s.value for s in _samples(metrics.reversal_refused, ""))),
         },
     }
 
@@ -148,6 +150,7 @@ PAGE = b"""<!doctype html>
 <table><tbody>
 <tr><th>reversal queue</th><td class="num" id="rev-queue">-</td></tr>
 <tr><th>oldest waiting</th><td class="num" id="rev-age">-</td></tr>
+<tr><th>refused by the acquirer</th><td class="num" id="rev-refused">-</td></tr>
 <tr><th>journal</th><td id="journal">-</td></tr>
 </tbody></table>
 <script>
@@ -277,6 +280,9 @@ function render(doc) {
   }
   document.getElementById("rev-queue").textContent = String(doc.reversals.queue);
   document.getElementById("rev-age").textContent = doc.reversals.queue ? fmtAge(doc.reversals.oldest_age_seconds) : "-";
+  const refused = document.getElementById("rev-refused");
+  refused.textContent = String(doc.reversals.refused);
+  refused.className = doc.reversals.refused ? "num bad badge" : "num";
   const j = document.getElementById("journal");
   j.textContent = doc.journal.ok ? "writable" : "FAILING: " + doc.journal.detail;
   j.className = doc.journal.ok ? "" : "bad badge";

@@ -158,8 +158,10 @@ class JournalClosed(JournalError):
 
 
 # A transaction in one of these states counts in no settlement totals
-# (switch.core.states: reversed, reversal pending, or unknown to its acquirer).
-REVERSED_STATES = ("reversed", "reversal_pending", "unmatched")
+# (switch.core.states: reversed, reversal pending, unknown to its acquirer, or
+# its reversal refused there: the terminal was told it is undone, and an
+# operator settles the rest with the acquirer).
+REVERSED_STATES = ("reversed", "reversal_pending", "unmatched", "reversal_refused")
 
 # String fields exempt from the PAN guard, and why:
 # - fixed numeric or hex formats: stan, transmission_time, processing_code,
@@ -438,8 +440,9 @@ class Journal(Protocol):
     def pending_reversals(self, limit: int = 1000) -> Future[list[TxnRecord]]:
         """Transactions waiting for a reversal, in the order they were queued."""
 
-    def reversal_backlog(self) -> Future[tuple[int, float | None]]:
-        """(how many wait for a reversal, when the oldest was queued) — uncapped."""
+    def reversal_backlog(self) -> Future[tuple[int, float | None, int]]:
+        """(how many wait for a reversal, when the oldest was queued, how many
+        reversals the acquirer refused for good) — uncapped."""
 
     def retire(self, txn_id: int) -> Future[None]:
         """Free the record's key (41, 11, 7) for a new request; the record stays."""

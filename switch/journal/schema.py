@@ -20,9 +20,17 @@ from switch.journal import JournalError, outbox, reversal_card, terminal_keys
 # traffic in flight.  SQLite uses a partial index only for a query whose
 # WHERE names one of these terms literally (state = 'sent'), not through a
 # bound parameter.
-OPEN_STATES = ("received", "sent", "reversal_pending")
+# (Schema 9 indexed the first three; schema 10 adds ``reversal_refused``: a
+# reversal the acquirer refused for good waits for an operator, and the
+# reversal sender counts them at every sweep.)
+_OPEN_STATES_9 = ("received", "sent", "reversal_pending")
+OPEN_STATES = (*_OPEN_STATES_9, "reversal_refused")
 OPEN_STATES_WHERE = " OR ".join(f"state = '{s}'" for s in OPEN_STATES)
 OPEN_STATES_MIGRATION = (
+    "DROP INDEX txn_state",
+    "CREATE INDEX txn_state ON txn (state, updated_at) WHERE " + " OR ".join(f"state = '{s}'" for s in _OPEN_STATES_9),
+)
+REFUSED_MIGRATION = (
     "DROP INDEX txn_state",
     f"CREATE INDEX txn_state ON txn (state, updated_at) WHERE {OPEN_STATES_WHERE}",
 )
@@ -130,6 +138,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     reversal_card.MIGRATION,  # a queued reversal's card number, sealed (switch.journal.reversal_card)
     reversal_card.IN_FLIGHT_MIGRATION,  # a card payment's, sealed, while it is at the acquirer
     OPEN_STATES_MIGRATION,
+    REFUSED_MIGRATION,  # refused reversals in txn_state too (switch.core.states.REVERSAL_REFUSED)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

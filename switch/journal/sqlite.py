@@ -317,7 +317,7 @@ class SqliteJournal(RefundLimit, CompiledRuns, GroupCommitter):
     def pending_reversals(self, limit: int = 1000) -> Future[list[TxnRecord]]:
         return self._submit(self._many, (PENDING_REVERSALS, (limit,)), False)
 
-    def reversal_backlog(self) -> Future[tuple[int, float | None]]:
+    def reversal_backlog(self) -> Future[tuple[int, float | None, int]]:
         return self._submit(self._row, (BACKLOG, ()), False)
 
     def retire(self, txn_id: int) -> Future[None]:

@@ -72,8 +72,12 @@ PENDING_REVERSALS = (
     f"SELECT {COLUMNS} FROM txn WHERE state = 'reversal_pending' "
     "ORDER BY coalesce(reversal_started, updated_at), id LIMIT ?"
 )
+# (waiting, when the oldest was queued, refused for good and waiting for an operator)
 BACKLOG = (
-    "SELECT count(*), min(coalesce(reversal_started, updated_at)) FROM txn WHERE state = 'reversal_pending'"
+    "SELECT count(*) FILTER (WHERE state = 'reversal_pending'), "
+    "min(coalesce(reversal_started, updated_at)) FILTER (WHERE state = 'reversal_pending'), "
+    "count(*) FILTER (WHERE state = 'reversal_refused') "
+    "FROM txn WHERE state = 'reversal_pending' OR state = 'reversal_refused'"
 )
 
 
