@@ -81,23 +81,29 @@ def run(scenario, *, acquirers=None, extra="", tweak=None, journal_url=None, mer
     return asyncio.run(main())
 
 
+def fail_first_answer(sw) -> list[int]:
+    """Make the journal fail the first update that stores an answer; the ids it failed."""
+    update = sw.journal.update
+    failed: list[int] = []
+
+    def failing(txn_id, **changes):
+        if "response" in changes and not failed:
+            failed.append(txn_id)
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(RuntimeError("disk full"))
+            return fut
+        return update(txn_id, **changes)
+
+    sw.journal.update = failing
+    return failed
+
+
 # -- defect 1: an approval whose journaling fails ---------------------------------------
 
 
 def test_an_approval_the_journal_cannot_take_is_answered_96_and_reversed():
     async def scenario(sw):
-        update = sw.journal.update
-        failed = []
-
-        def failing(txn_id, **changes):
-            if "response" in changes and not failed:
-                failed.append(txn_id)
-                fut = asyncio.get_running_loop().create_future()
-                fut.set_exception(RuntimeError("disk full"))
-                return fut
-            return update(txn_id, **changes)
-
-        sw.journal.update = failing
+        fail_first_answer(sw)
         resp = await call(sw, request())
         assert resp[39] == "96" and 38 not in resp
         await wait_state(sw, "000001", states.REVERSED)

@@ -14,7 +14,7 @@ from switch.core.acquirer import RETRY, REVERSED, Refused
 from switch.io.status import snapshot
 import pytest
 
-from tests.test_edges import Answers, run
+from tests.test_edges import Answers, fail_first_answer, run
 from tests.test_service import KEY_ENV, call, fakes, reversal, request, sample, settlement, wait_state
 
 FAST = "reversal_backoff_max = 0.1"
@@ -103,18 +103,7 @@ def test_a_refused_reversal_is_still_refused_after_a_restart_and_a_new_0400_does
 
 def test_the_reversal_of_an_approval_the_journal_could_not_take_carries_its_auth_code_and_ref():
     async def scenario(sw):
-        update = sw.journal.update
-        failed = []
-
-        def failing(txn_id, **changes):
-            if "response" in changes and not failed:
-                failed.append(txn_id)
-                fut = asyncio.get_running_loop().create_future()
-                fut.set_exception(RuntimeError("disk full"))
-                return fut
-            return update(txn_id, **changes)
-
-        sw.journal.update = failing
+        fail_first_answer(sw)
         assert (await call(sw, request()))[39] == "96"
         rec = await wait_state(sw, "000001", states.REVERSED)
         [(rev, _)] = sw.acquirers["bank-a"].reversed
