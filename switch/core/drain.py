@@ -28,7 +28,6 @@ from typing import Any, Generator
 
 from switch.core import elsewhere, pipeline
 from switch.core.commands import Op
-from switch.journal import TxnRecord
 
 log = logging.getLogger("payswitch")
 
@@ -47,21 +46,10 @@ def answer(engine: Any, msg: Any, mti: str, digest: str, key: tuple[str, str, st
     the journal's (sections 6, 6.1), or 91 without starting anything."""
     rec = yield Op("find", *key)
     if rec is not None:
-        verdict = _judge(engine, rec, mti, digest)
-        if engine.shared_journal and elsewhere.maybe_elsewhere(rec, verdict, mti):
-            # Its original may be in flight in another worker: its answer is ours (section 6.1).
-            rec = yield from elsewhere.await_original(rec, rec.created_at + engine.cfg.response_timeout, engine.clock)
-            verdict = _judge(engine, rec, mti, digest)
+        rec, verdict = yield from elsewhere.verdict_of(engine, rec, mti, digest)
         if verdict not in (pipeline.RENEW, pipeline.REDO):
             return engine._retransmission(msg, rec, verdict, codec)
     engine.metrics.drain_refused()
     log.info("%s from terminal %s answered %s: draining, not started", msg.mti, msg.get(41), REFUSED)
     return engine._reply(msg, REFUSED, codec)
 
-
-def _judge(engine: Any, rec: TxnRecord, mti: str, digest: str) -> str:
-    return pipeline.retransmission(
-        stored_mti=rec.mti, stored_digest=rec.content_digest, stored_state=rec.state,
-        stored_code=rec.response_code, answered=rec.response is not None,
-        age=engine.clock() - rec.created_at, window=engine.cfg.retransmission_window, mti=mti, digest=digest,
-    )

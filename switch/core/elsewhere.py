@@ -58,6 +58,25 @@ def await_original(rec: TxnRecord, deadline: float, clock: Callable[[], float]) 
     return rec
 
 
+def verdict_of(engine: Any, rec: TxnRecord, mti: str, digest: str) -> Generator[Any, Any, tuple[TxnRecord, str]]:
+    """(the record, pipeline's verdict on the request under its key), after waiting for
+    an original that may be in flight in another worker (section 6.1)."""
+    verdict = _judge(engine, rec, mti, digest)
+    if engine.shared_journal and maybe_elsewhere(rec, verdict, mti):
+        # Its original may be in flight in another worker: its answer is ours.
+        rec = yield from await_original(rec, rec.created_at + engine.cfg.response_timeout, engine.clock)
+        verdict = _judge(engine, rec, mti, digest)
+    return rec, verdict
+
+
+def _judge(engine: Any, rec: TxnRecord, mti: str, digest: str) -> str:
+    return pipeline.retransmission(
+        stored_mti=rec.mti, stored_digest=rec.content_digest, stored_state=rec.state,
+        stored_code=rec.response_code, answered=rec.response is not None,
+        age=engine.clock() - rec.created_at, window=engine.cfg.retransmission_window, mti=mti, digest=digest,
+    )
+
+
 def reversed_meanwhile(engine: Any, msg: Any, rec: TxnRecord, result: Any, codec: Any,
                        pan: str | None = None) -> Generator[Any, Any, bytes]:
     """The original's answer when its reversal was queued by another worker meanwhile: 68.

@@ -349,18 +349,7 @@ class Engine:
         else:
             rec, created, rejection = yield from self._insert_refund(fresh, refund_daily_max)
         if not created:
-            def judge(rec: TxnRecord) -> str:
-                return pipeline.retransmission(
-                    stored_mti=rec.mti, stored_digest=rec.content_digest, stored_state=rec.state,
-                    stored_code=rec.response_code, answered=rec.response is not None,
-                    age=self.clock() - rec.created_at, window=self.cfg.retransmission_window, mti=mti, digest=digest,
-                )
-
-            verdict = judge(rec)
-            if self.shared_journal and elsewhere.maybe_elsewhere(rec, verdict, mti):
-                # Its original may be in flight in another worker: its answer is ours (section 6.1).
-                rec = yield from elsewhere.await_original(rec, rec.created_at + self.cfg.response_timeout, self.clock)
-                verdict = judge(rec)
+            rec, verdict = yield from elsewhere.verdict_of(self, rec, mti, digest)
             if verdict == pipeline.RENEW:
                 log.info("rrn %s: key used again after its window or as an unconfirmed advice; new request", rec.rrn, **about(rec))
                 yield Op("retire", rec.id)
