@@ -213,11 +213,8 @@ class AdminHttp:
                         ("content-length", str(len(body))),
                         ("cache-control", "no-store"),
                     ]
-                    writer.write(conn.send(h11.Response(status_code=status_code, headers=headers)))
-                    if not head:  # a HEAD answer has the GET's headers, content-length included, and no body
-                        writer.write(conn.send(h11.Data(data=body)))
-                    writer.write(conn.send(h11.EndOfMessage()))
-                    await writer.drain()
+                    # A HEAD answer has the GET's headers, content-length included, and no body.
+                    await _send(writer, conn, status_code, headers, b"" if head else body)
                     if conn.our_state is h11.MUST_CLOSE:
                         break
                     conn.start_next_cycle()
@@ -252,8 +249,13 @@ def _content_length(headers) -> int | None:
 async def _refuse(writer, conn, status: int, text: str) -> None:
     body = text.encode()
     headers = [("content-type", "text/plain"), ("content-length", str(len(body))), ("connection", "close")]
+    await _send(writer, conn, status, headers, body)
+
+
+async def _send(writer, conn, status: int, headers: list, body: bytes) -> None:
     writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
-    writer.write(conn.send(h11.Data(data=body)))
+    if body:
+        writer.write(conn.send(h11.Data(data=body)))
     writer.write(conn.send(h11.EndOfMessage()))
     await writer.drain()
 
