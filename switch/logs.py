@@ -78,8 +78,6 @@ class Throttled:
     and the metrics keep the exact counts."""
 
     def __init__(self, logger: logging.Logger, every: float = 10.0, clock=None) -> None:
-        import time
-
         self._log = logger
         self._every = every
         self._clock = clock or time.monotonic

@@ -81,8 +81,8 @@ def run(scenario, *, acquirers=None, extra="", tweak=None, journal_url=None, mer
     return asyncio.run(main())
 
 
-def fail_first_answer(sw) -> list[int]:
-    """Make the journal fail the first update that stores an answer; the ids it failed."""
+def fail_first_answer(sw) -> None:
+    """Make the journal fail the first update that stores an answer."""
     update = sw.journal.update
     failed: list[int] = []
 
@@ -95,7 +95,6 @@ def fail_first_answer(sw) -> list[int]:
         return update(txn_id, **changes)
 
     sw.journal.update = failing
-    return failed
 
 
 # -- defect 1: an approval whose journaling fails ---------------------------------------
