@@ -11,7 +11,6 @@ acquirer.  On the harness of ``tests/test_security_termkeys.py``.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 
 import pytest
 
@@ -124,43 +123,27 @@ def test_a_pin_of_a_request_under_the_old_keys_goes_on_under_the_old_tpk_after_t
 def test_a_request_in_flight_when_another_process_made_the_new_keys_current_is_answered_under_its_own(tmp_path):
     """serve --workers: worker b promotes the new keys; worker a learns it from the journal (its
     refresh) while a request under the old keys is at a's acquirer."""
-    path = tmp_path / "journal.sqlite"
-    writer, sock = tk.start_shared_writer(tempfile.mkdtemp(dir=tmp_path))
-    control = tk.ProcessJournal(f"sqlite://{path}", hmac_key=bytes.fromhex(ts.KEY_HEX), connect=sock, control=True)
     gate = asyncio.Event()
     gate.set()
+    bank_a = ts.FakeAcquirer("bank-a", gate=gate)
 
-    async def main():
-        bank_a = ts.FakeAcquirer("bank-a", gate=gate)
-        a = tk.Switch(tk.make_config(path), acquirers=ts.fakes(**{"bank-a": bank_a}),
-                      worker=tk.WorkerRole(0, 2, sock, recover_all=True))
-        b = tk.Switch(tk.make_config(path), acquirers=ts.fakes(), worker=tk.WorkerRole(1, 2, sock, recover_all=False))
-        await a.start()
-        await b.start()
-        try:
-            old, _ = await tk.key_exchange(a, TDES_TID, "000900")
-            assert (await ts.call(a, tk.purchase(TDES_TID, old, "tdes", "000001")))[39] == "00"
-            new, _ = await tk.key_exchange(b, TDES_TID, "000901")
-            gate.clear()
-            in_flight = asyncio.create_task(a.handle(tk.purchase(TDES_TID, old, "tdes", "000002")))
-            await until(lambda: len(bank_a.authorized) == 2)
-            assert (await ts.call(b, tk.purchase(TDES_TID, new, "tdes", "000003")))[39] == "00"  # promoted by b
-            on_a = asyncio.create_task(a.handle(tk.purchase(TDES_TID, new, "tdes", "000004")))
-            await until(lambda: len(bank_a.authorized) == 3)
-            gate.set()
-            first, second = await asyncio.gather(in_flight, on_a)
-            assert TERM.decode(first)[39] == "00" and TERM.decode(second)[39] == "00"
-            ok = terminal.verify(first, old, "tdes")
-            assert ok, "the answer to the old-key request is not MACed under the old TAK"
-            ok = terminal.verify(second, new, "tdes")
-            assert ok, "the answer to the new-key request is not MACed under the new TAK"
-            assert (await ts.call(a, tk.purchase(TDES_TID, old, "tdes", "000005")))[39] == "A0"
-        finally:
-            await asyncio.wait_for(a.close(), ts.WAIT)
-            await asyncio.wait_for(b.close(), ts.WAIT)
+    async def scenario(a, b):
+        old, _ = await tk.key_exchange(a, TDES_TID, "000900")
+        assert (await ts.call(a, tk.purchase(TDES_TID, old, "tdes", "000001")))[39] == "00"
+        new, _ = await tk.key_exchange(b, TDES_TID, "000901")
+        gate.clear()
+        in_flight = asyncio.create_task(a.handle(tk.purchase(TDES_TID, old, "tdes", "000002")))
+        await until(lambda: len(bank_a.authorized) == 2)
+        assert (await ts.call(b, tk.purchase(TDES_TID, new, "tdes", "000003")))[39] == "00"  # promoted by b
+        on_a = asyncio.create_task(a.handle(tk.purchase(TDES_TID, new, "tdes", "000004")))
+        await until(lambda: len(bank_a.authorized) == 3)
+        gate.set()
+        first, second = await asyncio.gather(in_flight, on_a)
+        assert TERM.decode(first)[39] == "00" and TERM.decode(second)[39] == "00"
+        ok = terminal.verify(first, old, "tdes")
+        assert ok, "the answer to the old-key request is not MACed under the old TAK"
+        ok = terminal.verify(second, new, "tdes")
+        assert ok, "the answer to the new-key request is not MACed under the new TAK"
+        assert (await ts.call(a, tk.purchase(TDES_TID, old, "tdes", "000005")))[39] == "A0"
 
-    try:
-        asyncio.run(main())
-    finally:
-        control.close()
-        writer.wait(ts.WAIT)
+    tk.two_workers(tmp_path, scenario, acquirers_a=ts.fakes(**{"bank-a": bank_a}))

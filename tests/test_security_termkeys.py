@@ -196,28 +196,20 @@ def test_a_key_exchange_that_carries_a_mac_is_verified_under_the_current_key(tmp
     run(tmp_path / "journal.sqlite", scenario)
 
 
-def test_two_switches_sharing_a_journal_agree_on_keys_and_counters(tmp_path):
-    """SO_REUSEPORT workers on one shared journal writer (serve --workers): keys given by one
-    process work on the other; a promotion and a KSN counter raised by one hold on the other."""
+def two_workers(tmp_path, scenario, acquirers_a=None) -> None:
+    """Run ``await scenario(a, b)`` on two started switches that share one journal writer
+    (serve --workers: worker a recovers for both); close them, then the writer."""
     path = tmp_path / "journal.sqlite"
     writer, sock = start_shared_writer(tempfile.mkdtemp(dir=tmp_path))
     control = ProcessJournal(f"sqlite://{path}", hmac_key=bytes.fromhex(ts.KEY_HEX), connect=sock, control=True)
 
     async def main():
-        a = Switch(make_config(path), acquirers=ts.fakes(), worker=WorkerRole(0, 2, sock, recover_all=True))
+        a = Switch(make_config(path), acquirers=acquirers_a or ts.fakes(), worker=WorkerRole(0, 2, sock, recover_all=True))
         b = Switch(make_config(path), acquirers=ts.fakes(), worker=WorkerRole(1, 2, sock, recover_all=False))
         await a.start()
         await b.start()
         try:
-            old, _ = await key_exchange(a, TDES_TID, "000900")
-            assert (await ts.call(b, purchase(TDES_TID, old, "tdes", "000001")))[39] == "00"  # promoted by b
-            new, _ = await key_exchange(b, TDES_TID, "000901")
-            assert (await ts.call(a, purchase(TDES_TID, old, "tdes", "000002")))[39] == "00"
-            assert (await ts.call(a, purchase(TDES_TID, new, "tdes", "000003")))[39] == "00"  # promoted by a
-            assert (await ts.call(b, purchase(TDES_TID, new, "tdes", "000004")))[39] == "00"
-            ksn = "FFFF9876543210E00003"
-            assert (await ts.call(a, dukpt_purchase(ksn, "000005")))[39] == "00"
-            assert (await ts.call(b, dukpt_purchase(ksn, "000006")))[39] == "A0"
+            await scenario(a, b)
         finally:
             await asyncio.wait_for(a.close(), ts.WAIT)
             await asyncio.wait_for(b.close(), ts.WAIT)
@@ -227,6 +219,23 @@ def test_two_switches_sharing_a_journal_agree_on_keys_and_counters(tmp_path):
     finally:
         control.close()
         writer.wait(ts.WAIT)
+
+
+def test_two_switches_sharing_a_journal_agree_on_keys_and_counters(tmp_path):
+    """SO_REUSEPORT workers on one shared journal writer (serve --workers): keys given by one
+    process work on the other; a promotion and a KSN counter raised by one hold on the other."""
+    async def scenario(a, b):
+        old, _ = await key_exchange(a, TDES_TID, "000900")
+        assert (await ts.call(b, purchase(TDES_TID, old, "tdes", "000001")))[39] == "00"  # promoted by b
+        new, _ = await key_exchange(b, TDES_TID, "000901")
+        assert (await ts.call(a, purchase(TDES_TID, old, "tdes", "000002")))[39] == "00"
+        assert (await ts.call(a, purchase(TDES_TID, new, "tdes", "000003")))[39] == "00"  # promoted by a
+        assert (await ts.call(b, purchase(TDES_TID, new, "tdes", "000004")))[39] == "00"
+        ksn = "FFFF9876543210E00003"
+        assert (await ts.call(a, dukpt_purchase(ksn, "000005")))[39] == "00"
+        assert (await ts.call(b, dukpt_purchase(ksn, "000006")))[39] == "A0"
+
+    two_workers(tmp_path, scenario)
 
 
 # -- 3. DUKPT replays ----------------------------------------------------------------------
