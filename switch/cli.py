@@ -40,13 +40,18 @@ def _check(args) -> int:
     """Every check ``serve`` makes before it starts anything; creates no file."""
     from switch import config, preflight
 
+    if (args.file is None) == (args.config_file is None):
+        print("payswitch check-config: give the configuration file once: check-config FILE "
+              "(or check-config --config FILE)", file=sys.stderr)
+        return 2
+    path = args.file or args.config_file
     try:
-        cfg = config.load(args.file)
+        cfg = config.load(path)
         preflight.check(cfg, key_apart=True)
     except config.ConfigError as e:
         print(config.error_line(e), file=sys.stderr)
         return 2
-    print(f"{args.file}: ok ({len(cfg.routes)} routes, {len(cfg.acquirers)} acquirers, {len(cfg.merchants)} merchants)")
+    print(f"{path}: ok ({len(cfg.routes)} routes, {len(cfg.acquirers)} acquirers, {len(cfg.merchants)} merchants)")
     return 0
 
 
@@ -300,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_serve)
 
     c = sub.add_parser("check-config", help="make every start-up check of serve on a configuration file and exit")
-    c.add_argument("file")
+    c.add_argument("file", nargs="?", help="the configuration file (or --config FILE, as for serve)")
+    c.add_argument("--config", dest="config_file", metavar="FILE", help=argparse.SUPPRESS)
     c.set_defaults(func=_check)
 
     sim = sub.add_parser("sim", help="run a bundled simulator (acquirer, wallet, citycard, hsm)", add_help=False)

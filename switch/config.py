@@ -22,6 +22,7 @@ from switch.core.routing import expand_terminals, prefix_range
 from switch.security import config as security_config
 from switch import config_sanity, config_timing, config_vas
 from switch.config_dialect import dialect_problem
+from switch.config_hint import unknown_key_hint
 from switch.config_terminals import check_order_prefixes
 from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
 
@@ -536,6 +537,9 @@ def reload_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
     return applied, refused
 
 
+_NOT_KEYS = frozenset({"source"})  # Config fields set by the loader, never keys of a file
+
+
 def loads(text: str, source: str = "<string>") -> Config:
     try:
         raw = tomllib.loads(text)
@@ -548,7 +552,7 @@ def loads(text: str, source: str = "<string>") -> Config:
     try:
         cfg = msgspec.convert(raw, Config)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{source}: {e}{unknown_key_hint(str(e), Config, _NOT_KEYS)}") from None
     return _check(cfg, source)
 
 

@@ -113,6 +113,15 @@ CASES = [
      "TLS needs both tls_cert_file and tls_key_file - at `$.listeners[0]`"),
     ("card route to a wallet acquirer", 'acquirers = ["bank-a"]', 'acquirers = ["wallet-b"]',
      "a card route cannot use acquirer 'wallet-b': type 'wallet-micropay' serves wallet routes - at `$.routes[0].acquirers[0]`"),
+    # An unknown key says which key was meant (switch.config_hint).
+    ("journal key written in clear", 'hmac_key_file = "{keys}/journal.key"', 'hmac_key = "hunter2"',
+     "Object contains unknown field `hmac_key` - at `$.journal`; it is read from a file or an environment variable"
+     " (`hmac_key_file` or `hmac_key_env`), never written in the configuration"),
+    ("misspelt key", "response_timeout = 30.0", "respones_timeout = 30.0",
+     "Object contains unknown field `respones_timeout`; did you mean `response_timeout`?"),
+    ("key of no likeness", "port = {term}\n", "port = {term}\ntls = true\n",
+     "Object contains unknown field `tls` - at `$.listeners[0]`; the keys taken here: host, port, header, tpdu,"
+     " max_frame, max_in_flight, dialect, tls_cert_file, tls_key_file, frame_timeout, idle_timeout"),
     ("terminal range backwards", '"DEMO0001-DEMO0999"', '"DEMO0999-DEMO0001"',
      "terminal range 'DEMO0999-DEMO0001' starts after it ends - at `$.merchants[0].terminals[0]`"),
     ("terminal range two stems", '"DEMO0001-DEMO0999"', '"DEMO0001-SHOP0999"',
@@ -237,6 +246,13 @@ def test_the_base_configuration_passes(base):
     out, err = p.communicate(timeout=60)
     assert (p.returncode, err) == (0, "")
     assert out == f"{tmp / 'ok.toml'}: ok (2 routes, 2 acquirers, 1 merchants)\n"
+    # The flag serve takes works too; a file given twice, or none, is one line and exit 2.
+    p = _run(["check-config", "--config", str(tmp / "ok.toml")], tmp)
+    assert p.communicate(timeout=60) == (out, "") and p.returncode == 0
+    for args in ([], [str(tmp / "ok.toml"), "--config", str(tmp / "ok.toml")]):
+        p = _run(["check-config", *args], tmp)
+        out2, err = p.communicate(timeout=60)
+        assert (p.returncode, out2, len(err.splitlines())) == (2, "", 1) and "check-config FILE" in err
 
 
 def test_every_broken_configuration_is_one_line_and_exit_2(base):
