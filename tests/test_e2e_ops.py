@@ -44,11 +44,12 @@ def test_sighup_while_starting_is_kept_for_when_it_serves(tmp_path):
             if line.startswith("payswitch: ready"):
                 break
         assert "payswitch: ready" in out, (sw.proc.poll(), out, sw.log_text())
-        log = e2e.wait_for(lambda: "configuration reloaded from" in sw.log_text() and sw.log_text())
-        assert "SIGHUP received while starting" in log, log
+        log = e2e.wait_for(lambda: "configuration reloaded from" in sw.log_text() and sw.log_text(), timeout=20)
+        assert log and "SIGHUP received while starting" in log, (sw.proc.poll(), out, sw.log_text())
         c = Client(ports["term"])
         try:  # the edit made while it started is in force
-            assert c.transact(purchase(100, terminal="NEWT0001"))["39"] == "00"
+            answer = c.transact(purchase(100, terminal="NEWT0001"))
+            assert answer["39"] == "00", (answer, sw.log_text())
         finally:
             c.close()
     finally:
