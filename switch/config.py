@@ -351,13 +351,13 @@ def _check(cfg: Config, src: str) -> Config:
                 fail(f"routes[{i}].processing_codes[{j}]", f"expected 2 digits, got {c!r}")
     seen = {}
     merchant_ids: set[str] = set()
-    for i, m in enumerate(cfg.merchants):
-        if not (1 <= len(m.id) <= 15):
+    for i, mc in enumerate(cfg.merchants):
+        if not (1 <= len(mc.id) <= 15):
             fail(f"merchants[{i}].id", "merchant ID must be 1 to 15 characters")
-        if m.id in merchant_ids:
-            fail(f"merchants[{i}].id", f"duplicate merchant ID {m.id!r}")
-        merchant_ids.add(m.id)
-        for j, t in enumerate(m.terminals):
+        if mc.id in merchant_ids:
+            fail(f"merchants[{i}].id", f"duplicate merchant ID {mc.id!r}")
+        merchant_ids.add(mc.id)
+        for j, t in enumerate(mc.terminals):
             try:
                 tids = expand_terminals(t)
             except ValueError as e:
@@ -367,7 +367,7 @@ def _check(cfg: Config, src: str) -> Config:
                     fail(f"merchants[{i}].terminals[{j}]", f"terminal ID {tid!r} must be 1 to 8 characters")
                 if tid in seen:
                     fail(f"merchants[{i}].terminals[{j}]", f"terminal {tid!r} already belongs to merchant {seen[tid]!r}")
-                seen[tid] = m.id
+                seen[tid] = mc.id
     check_order_prefixes(cfg, fail)
     config_sanity.check_shadowed_prefixes(cfg, fail)
     for i, lst in enumerate(cfg.listeners):
@@ -391,11 +391,11 @@ def _check(cfg: Config, src: str) -> Config:
         if sim.name in sim_names:
             fail(f"simulators[{i}].name", f"duplicate simulator name {sim.name!r}")
         sim_names.add(sim.name)
-    for i, m in enumerate(cfg.merchants):
-        if not (len(m.currency) == 3 and m.currency.isdigit()):
-            fail(f"merchants[{i}].currency", f"expected an ISO 4217 numeric code, got {m.currency!r}")
+    for i, mc in enumerate(cfg.merchants):
+        if not (len(mc.currency) == 3 and mc.currency.isdigit()):
+            fail(f"merchants[{i}].currency", f"expected an ISO 4217 numeric code, got {mc.currency!r}")
         for key in ("refund_max", "refund_daily_max"):
-            value = getattr(m, key)
+            value = getattr(mc, key)
             if value is not None and value < 0:
                 fail(f"merchants[{i}].{key}", f"must be 0 or more, got {value}")
     _check_security(cfg, fail)
@@ -453,7 +453,7 @@ def _check_security(cfg: Config, fail) -> None:
     """Spec section 8: the security structs' own checks, and names that must exist elsewhere."""
     for path, msg in security_config.check(cfg.security):
         fail(path, msg)
-    merchants = {m.id for m in cfg.merchants}
+    merchants = {mc.id for mc in cfg.merchants}
     for i, ms in enumerate(cfg.security.merchants):
         if ms.merchant not in merchants:
             fail(f"security.merchants[{i}].merchant", f"no merchant {ms.merchant!r} in merchants")

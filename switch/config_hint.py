@@ -24,10 +24,10 @@ def unknown_key_hint(message: str, root: type, hidden: frozenset[str] = frozense
     ``root``: the msgspec Struct the file was converted to; ``hidden``: its
     fields that are never keys of the file (set by the loader).
     """
-    m = _UNKNOWN.search(message)
-    if m is None:
+    match = _UNKNOWN.search(message)
+    if match is None:
         return ""
-    name, path = m.group(1), m.group(2) or "$"
+    name, path = match.group(1), match.group(2) or "$"
     struct = _struct_at(msgspec.inspect.type_info(root), path)
     if struct is None:
         return ""

@@ -69,7 +69,7 @@ _NATS_SCHEMES = ("nats://", "tls://", "ws://", "wss://")
 
 def check(cfg, fail) -> None:
     """Cross-field checks (no files read); ``fail(path, message)`` raises."""
-    merchants = {m.id for m in cfg.merchants}
+    merchants = {mc.id for mc in cfg.merchants}
     names: set[str] = set()
     for i, s in enumerate(cfg.vas):
         if s.name in names:
@@ -80,9 +80,9 @@ def check(cfg, fail) -> None:
         for j, moment in enumerate(s.moments):
             if moment not in _MOMENTS:
                 fail(f"vas[{i}].moments[{j}]", f"expected before or after, got {moment!r}")
-        for j, m in enumerate(s.merchants):
-            if m not in merchants:
-                fail(f"vas[{i}].merchants[{j}]", f"unknown merchant {m!r}")
+        for j, merchant_id in enumerate(s.merchants):
+            if merchant_id not in merchants:
+                fail(f"vas[{i}].merchants[{j}]", f"unknown merchant {merchant_id!r}")
         if s.type == "http":
             if not s.url.startswith(("http://", "https://")):
                 fail(f"vas[{i}].url", f"an http service needs an http(s):// URL, got {s.url!r}")

@@ -107,14 +107,14 @@ class _Scraped:
     even when nothing updates the gauges (a stuck reversal worker)."""
 
     def __init__(self, metrics: "Metrics"):
-        self.m = metrics
+        self.metrics = metrics
 
     def collect(self):
         g = GaugeMetricFamily(
             "payswitch_reversal_oldest_age_seconds",
             "Age of the oldest transaction waiting for a reversal acknowledgement (0 when none)",
         )
-        g.add_metric([], self.m.reversal_oldest_age())
+        g.add_metric([], self.metrics.reversal_oldest_age())
         yield g
         c = CounterMetricFamily(
             "payswitch_cpu_seconds",
@@ -122,7 +122,7 @@ class _Scraped:
             "(part=journal_writer); a rate near 1 for event_loop is a saturated worker",
             labels=["part"],
         )
-        source = self.m.cpu_source
+        source = self.metrics.cpu_source
         if source is not None:
             for part, seconds in source().items():
                 c.add_metric([part], seconds)

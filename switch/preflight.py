@@ -116,23 +116,23 @@ def _security(cfg: Config) -> None:
     from switch.security import keystore
     from switch.security.config import HsmModuleConfig, SoftwareModuleConfig
 
-    m = cfg.security.module
-    if isinstance(m, HsmModuleConfig):
-        _readable(cfg, "security.module.key_table", m.key_table, "HSM key table")
+    module = cfg.security.module
+    if isinstance(module, HsmModuleConfig):
+        _readable(cfg, "security.module.key_table", module.key_table, "HSM key table")
         if any(a.mac_key is not None for a in cfg.acquirers):
             from switch.io.hsm import load_key_table
             from switch.security.module import ModuleUnavailable
 
             try:
-                _host_mac_keys(cfg, load_key_table(m.key_table))
+                _host_mac_keys(cfg, load_key_table(module.key_table))
             except ModuleUnavailable as e:
                 _fail(cfg, "security.module.key_table", str(e))
         return
-    if not isinstance(m, SoftwareModuleConfig):
+    if not isinstance(module, SoftwareModuleConfig):
         return
-    _readable(cfg, "security.module.key_store", m.key_store, "key store")
+    _readable(cfg, "security.module.key_store", module.key_store, "key store")
     try:
-        names = keystore.load(m.key_store, keystore.read_master_key(m.master_key_file, m.master_key_env))
+        names = keystore.load(module.key_store, keystore.read_master_key(module.master_key_file, module.master_key_env))
     except keystore.KeyStoreError as e:
         _fail(cfg, "security.module", str(e))
     for i, ms in enumerate(cfg.security.merchants):

@@ -50,7 +50,7 @@ _LONG_DIGITS = re.compile(r"\d{12,19}")
 
 def scrub(text: str) -> str:
     """Mask every run of 12..19 digits in ``text`` (for codec error messages)."""
-    return _LONG_DIGITS.sub(lambda m: mask_pan(m.group(0)), text)
+    return _LONG_DIGITS.sub(lambda match: mask_pan(match.group(0)), text)
 
 
 # --------------------------------------------------------------------------
@@ -161,43 +161,43 @@ def original_data(original: Original, acquirer_id: str) -> str:
 
 def request_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -> dict:
     """The host message (0100/0200/0220) for a terminal's request."""
-    m: dict[Any, Any] = {"mti": request.mti}
+    msg: dict[Any, Any] = {"mti": request.mti}
     if request.pan:
-        m[2] = request.pan
-    m[3] = request.processing_code
+        msg[2] = request.pan
+    msg[3] = request.processing_code
     if request.amount is not None:
-        m[4] = f"{request.amount:012d}"
-    m[7] = f7
-    m[11] = stan
+        msg[4] = f"{request.amount:012d}"
+    msg[7] = f7
+    msg[11] = stan
     if request.local_time:
-        m[12] = request.local_time
+        msg[12] = request.local_time
     if request.local_date:
-        m[13] = request.local_date
+        msg[13] = request.local_date
     if request.expiry:
-        m[14] = request.expiry
+        msg[14] = request.expiry
     if request.entry_mode:
-        m[22] = request.entry_mode
+        msg[22] = request.entry_mode
     if request.pos_condition:
-        m[25] = request.pos_condition
-    m[32] = acquirer_id
+        msg[25] = request.pos_condition
+    msg[32] = acquirer_id
     if request.track2:
-        m[35] = request.track2
-    m[37] = request.rrn
-    m[41] = request.terminal_id
-    m[42] = request.merchant_id
+        msg[35] = request.track2
+    msg[37] = request.rrn
+    msg[41] = request.terminal_id
+    msg[42] = request.merchant_id
     if request.currency:
-        m[49] = request.currency
+        msg[49] = request.currency
     if request.pin_block:
-        m[52] = request.pin_block
+        msg[52] = request.pin_block
     if request.icc:
-        m[55] = request.icc
+        msg[55] = request.icc
     original = request.original
     if original is not None:
         # A completion (0220) names the pre-authorization it completes.
         if original.auth_code:
-            m[38] = original.auth_code
-        m[90] = original_data(original, acquirer_id)
-    return m
+            msg[38] = original.auth_code
+        msg[90] = original_data(original, acquirer_id)
+    return msg
 
 
 def reversal_mti(request: Request) -> str:
@@ -223,40 +223,40 @@ def reversal_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -
     if original is None:
         raise ValueError("a reversal needs request.original")
     ref = parse_ref(original.acquirer_ref)
-    m: dict[Any, Any] = {"mti": reversal_mti(request)}
+    msg: dict[Any, Any] = {"mti": reversal_mti(request)}
     pan = original.pan or request.pan
     if pan:
-        m[2] = pan
-    m[3] = original.processing_code
+        msg[2] = pan
+    msg[3] = original.processing_code
     amount = original.amount if original.amount is not None else request.amount
     if ref is not None and ref.approved is not None:
         amount = ref.approved
     if amount is not None:
-        m[4] = f"{amount:012d}"
-    m[7] = f7
-    m[11] = stan
+        msg[4] = f"{amount:012d}"
+    msg[7] = f7
+    msg[11] = stan
     local_time = original.local_time or request.local_time
     if local_time:
-        m[12] = local_time
+        msg[12] = local_time
     local_date = original.local_date or request.local_date
     if local_date:
-        m[13] = local_date
+        msg[13] = local_date
     entry_mode = original.entry_mode or request.entry_mode
     if entry_mode:
-        m[22] = entry_mode
+        msg[22] = entry_mode
     if request.pos_condition:
-        m[25] = request.pos_condition
-    m[32] = acquirer_id
-    m[37] = ref.rrn if ref is not None and ref.rrn else original.rrn
+        msg[25] = request.pos_condition
+    msg[32] = acquirer_id
+    msg[37] = ref.rrn if ref is not None and ref.rrn else original.rrn
     if original.auth_code:
-        m[38] = original.auth_code
-    m[41] = request.terminal_id
-    m[42] = request.merchant_id
+        msg[38] = original.auth_code
+    msg[41] = request.terminal_id
+    msg[42] = request.merchant_id
     currency = original.currency or request.currency
     if currency:
-        m[49] = currency
-    m[90] = original_data(original, acquirer_id)
-    return m
+        msg[49] = currency
+    msg[90] = original_data(original, acquirer_id)
+    return msg
 
 
 def network_fields(code: str, *, stan: str, f7: str) -> dict:
@@ -266,13 +266,13 @@ def network_fields(code: str, *, stan: str, f7: str) -> dict:
 
 def network_answer(msg: Any, response_code: str = RC_APPROVED) -> dict:
     """0810 for an 0800 the acquirer sent us."""
-    m: dict[Any, Any] = {"mti": "0810"}
+    answer: dict[Any, Any] = {"mti": "0810"}
     for field in (7, 11, 70):
         value = msg.get(field)
         if value is not None:
-            m[field] = value
-    m[39] = response_code
-    return m
+            answer[field] = value
+    answer[39] = response_code
+    return answer
 
 
 # --------------------------------------------------------------------------

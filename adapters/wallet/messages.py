@@ -41,10 +41,10 @@ def yuan(minor: int) -> str:
 
 def minor_units(text: str) -> int:
     """Fen for decimal yuan: "12.34" -> 1234, "12.3" -> 1230, "12" -> 1200."""
-    m = _AMOUNT.fullmatch(text)
-    if m is None:
+    match = _AMOUNT.fullmatch(text)
+    if match is None:
         raise ValueError(f"not an amount in yuan: {text!r}")
-    return int(m[1]) * 100 + int((m[2] or "0").ljust(2, "0"))
+    return int(match[1]) * 100 + int((match[2] or "0").ljust(2, "0"))
 
 
 class WalletReply(msgspec.Struct, frozen=True):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Generator
 
-from switch.core import messages as m
+from switch.core import messages
 from switch.core import pipeline
 from switch.core.commands import Op, Pause
 from switch.journal import REVERSED_STATES, TxnRecord, same_pan
@@ -37,7 +37,7 @@ def complete(engine: "Engine", msg, rec: TxnRecord, kind: str, pan: str | None, 
              flight: "Flight", codec) -> Gen:
     """The completion ``rec`` of the pre-authorization its field 90 names: checked, then sent
     to the pre-authorization's acquirer."""
-    o_mti, o_stan, o_time = m.original_key(msg[90])
+    o_mti, o_stan, o_time = messages.original_key(msg[90])
     orig = None
     if o_mti == "0100":
         orig = yield Op("find", msg[41], o_stan, o_time)
@@ -76,10 +76,10 @@ def complete(engine: "Engine", msg, rec: TxnRecord, kind: str, pan: str | None, 
                       "94": "the pre-authorization is already completed",
                       "13": "completion above the pre-authorized amount",
                       "91": "an earlier completion of this pre-authorization is still being reversed"}[code]
-            return (yield from engine._answer_self(msg, rec, m.Rejection(code, reason), codec,
+            return (yield from engine._answer_self(msg, rec, messages.Rejection(code, reason), codec,
                                                    orig.kind if found else kind))
         original = engine.reversals.original_of(orig, pan)
-        request = m.build_request(msg, txn_id=rec.id, kind=orig.kind, rrn=rec.rrn, pan=pan, tlv=tlv,
+        request = messages.build_request(msg, txn_id=rec.id, kind=orig.kind, rrn=rec.rrn, pan=pan, tlv=tlv,
                                   original=original, mti="0220")
         return (yield from engine._authorize(msg, rec, [orig.acquirer], request, flight, codec, orig.kind,
                                              original_id=orig.id, kind=orig.kind))

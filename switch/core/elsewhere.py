@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Generator
 
-from switch.core import messages as m
+from switch.core import messages
 from switch.core import pipeline, states
 from switch.core.commands import Op, Pause
 from switch.journal import TxnRecord
@@ -89,7 +89,7 @@ def reversed_meanwhile(engine: Any, msg: Any, rec: TxnRecord, result: Any, codec
     log.info("rrn %s: reversed by the terminal (on another worker) while at the acquirer; answered 68", rec.rrn)
     if pan:
         yield from engine.reversals.keep_card(rec.id, pan)
-    resp = m.build_response(msg, "68", rec.rrn)
+    resp = messages.build_response(msg, "68", rec.rrn)
     body = engine.term.encode(resp)
     yield Op("update", rec.id, response=body, response_code="68", auth_code=result.auth_code,
              acquirer_ref=result.acquirer_ref)

@@ -28,8 +28,7 @@ import msgspec
 
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
-from switch.core import messages as m
-from switch.core import completion, drain, elsewhere, network, pipeline, security, states
+from switch.core import completion, drain, elsewhere, messages, network, pipeline, security, states
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.limits import TerminalSlots
@@ -145,15 +144,15 @@ class Engine:
             self.metrics.format_error()
             log.info("format error: %s", e)
             return Answer("unknown", "other", "30", self._format_error(body, codec))
-        if not m.is_request(msg.mti):  # an answer is never answered (section 3 of the docs)
+        if not messages.is_request(msg.mti):  # an answer is never answered (section 3 of the docs)
             log.info("%s from %s is a response, not a request: not answered", msg.mti, msg.get(41))
             return Answer("unknown", "other", "", b"")
-        mti = m.base_mti(msg.mti)
+        mti = messages.base_mti(msg.mti)
         mclass = _MCLASS.get(mti[1], "other")
         tid = msg.get(41)
         if tid is not None and not self.slots.take(tid, getattr(self.cfg, "max_in_flight_per_terminal", 256)):
             self.metrics.terminal_limit()
-            return Answer("unknown", mclass, "91", codec.encode(m.build_response(msg, "91", self.rrns.next())))
+            return Answer("unknown", mclass, "91", codec.encode(messages.build_response(msg, "91", self.rrns.next())))
         try:
             kind, code, out = yield from self.security.dispatch(self, msg, mti, codec, body)  # spec 8, then _dispatch
         except JournalError as e:
@@ -161,12 +160,12 @@ class Engine:
             # nothing unrecorded goes to an acquirer.  One line per request, no traceback.
             log.error("%s from terminal %s answered 96: the journal could not record it: %s", msg.mti, msg.get(41), e)
             kind, code = "unknown", "96"
-            out = codec.encode(m.build_response(msg, "96", self.rrns.next()))
+            out = codec.encode(messages.build_response(msg, "96", self.rrns.next()))
         except Exception:
             self.metrics.internal_error()
             log.exception("internal error on %s from terminal %s", msg.mti, msg.get(41))
             kind, code = "unknown", "96"
-            out = codec.encode(m.build_response(msg, "96", self.rrns.next()))
+            out = codec.encode(messages.build_response(msg, "96", self.rrns.next()))
         finally:
             if tid is not None:
                 self.slots.release(tid)
@@ -176,23 +175,23 @@ class Engine:
         """Section 5 code 30 for a message we could not decode, echoing what we can
         (MTI, 11, 41 of a configured terminal: a host multiplexing lanes matches
         the answer by them)."""
-        echo = m.salvage_echo(body, codec, self.terminals)
+        echo = messages.salvage_echo(body, codec, self.terminals)
         return b"" if echo is None else codec.encode({**echo, 37: self.rrns.next(), 39: "30"})
 
     def _reply(self, msg, code: str, codec, kind: str = "unknown") -> tuple[str, str, bytes]:
         """An answer the switch gives without journaling it."""
-        return kind, code, codec.encode(m.build_response(msg, code, self.rrns.next()))
+        return kind, code, codec.encode(messages.build_response(msg, code, self.rrns.next()))
 
     def _dispatch(self, msg, mti: str, codec) -> Gen:
         try:
-            m.check_request(msg, mti)
+            messages.check_request(msg, mti)
             if 55 in msg:
-                m.check_icc(msg[55])  # section 3: malformed EMV data is never forwarded
+                messages.check_icc(msg[55])  # section 3: malformed EMV data is never forwarded
             tid = msg[41]
             merchant = self.terminals.get(tid)
             if merchant is None or (42 in msg and msg[42] != merchant):
-                raise m.Rejection("03", f"unknown terminal {tid!r} or merchant")
-        except m.Rejection as r:
+                raise messages.Rejection("03", f"unknown terminal {tid!r} or merchant")
+        except messages.Rejection as r:
             log.info("rejected %s: %s (%s)", msg.mti, r.code, r.reason)
             if mti == "0800":
                 return (yield from network.answer(self, msg, r.code, codec))
@@ -204,7 +203,7 @@ class Engine:
         if self.network_answers.holds(key, self.clock(), self.cfg.retransmission_window):
             self.metrics.retransmission("conflict")  # section 6: the key of an 0800 (switch.core.network)
             return self._reply(msg, "94", codec)
-        digest = m.content_digest(msg, self.digest_key, mti)
+        digest = messages.content_digest(msg, self.digest_key, mti)
         flight = self.inflight.get(key)
         if flight is not None:
             # Sections 6 and 6.1: a retransmission or repeat of a request in flight
@@ -247,22 +246,22 @@ class Engine:
             yield from self.reversals.reverse_named(tid, merchant, flight.mti, stan, when)
 
     def _classify(self, msg, tlv) -> tuple[str, Any, str | None]:
-        pan = m.pan_of(msg)
-        space = m.payment_kind(msg, pan, tlv)
+        pan = messages.pan_of(msg)
+        space = messages.payment_kind(msg, pan, tlv)
         if space == "wallet":
             route = self.router.for_code(tlv["BC"], msg)
             if route is None:
-                raise m.Rejection("12", "no wallet for this payment code")
+                raise messages.Rejection("12", "no wallet for this payment code")
             return "wallet", route, None
         if not 8 <= len(pan) <= 19:
-            raise m.Rejection("14", f"a card number has 8 to 19 digits, got {len(pan)}")
+            raise messages.Rejection("14", f"a card number has 8 to 19 digits, got {len(pan)}")
         route = self.router.for_pan(pan, msg)
         if route is None:
-            raise m.Rejection("14", "no route for this card number")
+            raise messages.Rejection("14", "no route for this card number")
         if route.kind == "card" and not luhn_ok(pan):
-            raise m.Rejection("14", "card number fails the Luhn check")
-        if route.kind == "citycard" and "CC" not in tlv and msg[3][:2] != m.BALANCE:
-            raise m.Rejection("30", "city-card payment without field 48 tag CC")
+            raise messages.Rejection("14", "card number fails the Luhn check")
+        if route.kind == "citycard" and "CC" not in tlv and msg[3][:2] != messages.BALANCE:
+            raise messages.Rejection("30", "city-card payment without field 48 tag CC")
         return route.kind, route, pan
 
     def _refund_daily_max(self, msg, merchant: str) -> int | None:
@@ -275,7 +274,7 @@ class Engine:
         """
         limits = self.merchants[merchant]
         if limits.refund_max is not None and int(msg[4]) > limits.refund_max:
-            raise m.Rejection("58", f"refund above the merchant's single-refund limit {limits.refund_max}")
+            raise messages.Rejection("58", f"refund above the merchant's single-refund limit {limits.refund_max}")
         return limits.refund_daily_max
 
     def _insert_refund(self, fresh: TxnRecord, daily_max: int) -> Gen:
@@ -291,7 +290,7 @@ class Engine:
         refused = msgspec.structs.replace(fresh, state=states.RECEIVED, host_stan=None, host_time=None,
                                           card_sealed=None)
         rec, created = yield Op("insert", refused)
-        return rec, created, m.Rejection("58", f"refunds today would exceed the merchant's limit {daily_max}")
+        return rec, created, messages.Rejection("58", f"refunds today would exceed the merchant's limit {daily_max}")
 
     def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec) -> Gen:
         """Journal the request, then the work of its message type."""
@@ -302,13 +301,13 @@ class Engine:
                 try:
                     tlv = parse_tlv48(msg[48])
                 except DecodeError as e:
-                    raise m.Rejection("30", f"field 48: {e}") from None
-            by_reference = mti == "0220" and 90 in msg and not m.pan_of(msg) and "BC" not in tlv
+                    raise messages.Rejection("30", f"field 48: {e}") from None
+            by_reference = mti == "0220" and 90 in msg and not messages.pan_of(msg) and "BC" not in tlv
             if mti in ("0100", "0200", "0220") and not by_reference:
                 kind, route, pan = self._classify(msg, tlv)
-            if mti == "0200" and msg[3][:2] == m.REFUND:
+            if mti == "0200" and msg[3][:2] == messages.REFUND:
                 refund_daily_max = self._refund_daily_max(msg, merchant)
-        except m.Rejection as r:
+        except messages.Rejection as r:
             rejection = r
         if mti == "0400":
             kind = "card"  # until the original says otherwise
@@ -373,13 +372,14 @@ class Engine:
         if mti == "0220" and 90 in msg:
             return (yield from completion.complete(self, msg, rec, kind, pan, pan_hash, tlv, flight, codec))
         if mti == "0220" and kind != "citycard":
-            return (yield from self._answer_self(msg, rec, m.Rejection("30", "card 0220 without field 90"), codec, kind))
+            refused = messages.Rejection("30", "card 0220 without field 90")
+            return (yield from self._answer_self(msg, rec, refused, codec, kind))
         if kind == "wallet" and self.acquirer_cfg[route.acquirers[0]].type == "card":
             # A card-scheme QR code (e.g. prefix 62) goes to the card network as a
             # token PAN in field 2, with field 22 saying it was scanned.
             pan = tlv["BC"]
         yield from self.vas.before(msg, rec, merchant, kind, tlv, flight)  # coupons: may lower field 4
-        request = m.build_request(msg, txn_id=rec.id, kind=kind, rrn=rec.rrn, pan=pan, tlv=tlv, mti=mti)
+        request = messages.build_request(msg, txn_id=rec.id, kind=kind, rrn=rec.rrn, pan=pan, tlv=tlv, mti=mti)
         return (yield from self._authorize(msg, rec, route.acquirers, request, flight, codec, kind))
 
     def _retransmission(self, msg, rec: TxnRecord, verdict: str, codec) -> tuple[str, str, bytes]:
@@ -390,7 +390,7 @@ class Engine:
         self.metrics.retransmission("same")
         if verdict == pipeline.SAME:
             return rec.kind, rec.response_code or "??", self._as_sent(rec.response, codec)
-        return rec.kind, "96", codec.encode(m.build_response(msg, "96", rec.rrn))
+        return rec.kind, "96", codec.encode(messages.build_response(msg, "96", rec.rrn))
 
     def _finish(self, msg, rec: TxnRecord, resp: dict, codec, expect: str | None = None, **changes) -> Gen:
         """Journal the outcome with the exact response before the terminal sees it
@@ -408,9 +408,9 @@ class Engine:
         stored = self.term.decode(body)
         return codec.encode({"mti": stored.mti, **stored.fields()})
 
-    def _answer_self(self, msg, rec: TxnRecord, r: m.Rejection, codec, kind: str) -> Gen:
+    def _answer_self(self, msg, rec: TxnRecord, r: messages.Rejection, codec, kind: str) -> Gen:
         log.info("rrn %s: %s %s (%s)", rec.rrn, msg.mti, r.code, r.reason, **about(rec))
-        resp = m.build_response(msg, r.code, rec.rrn)
+        resp = messages.build_response(msg, r.code, rec.rrn)
         out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "reject"))
         return kind, r.code, out
 
@@ -514,7 +514,7 @@ class Engine:
         icc = None
         if result.icc and code == result.response_code:  # the issuer's data goes with its own answer only
             try:
-                icc = m.issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
+                icc = messages.issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
             except ValueError as e:
                 log.warning("rrn %s: %s; answered without field 55", rec.rrn, e, **about(rec))
         tlv, token = yield from self.vas.after(msg, rec, request, result, code, reverse, flight)  # points, DS, LY
@@ -524,7 +524,7 @@ class Engine:
         try:
             # Inside the try: an acquirer's field 38 or 48 tag that the dialect cannot
             # carry strands the answer like a journal failure does.
-            resp = m.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=tlv, icc=icc,
+            resp = messages.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=tlv, icc=icc,
                                     build_tlv48=build_tlv48)
             # Shared journal: a terminal's 0400 on another worker may have queued its reversal meanwhile.
             expect = states.SENT if self.shared_journal and state == states.SENT else None
@@ -541,7 +541,7 @@ class Engine:
             moved = not offline and (result.uncertain or result.response_code == "00" or reverse)
             yield from self.reversals.strand(rec, used, request.pan, reverse=moved,
                                              event="unconfirmed" if offline else "answer", result=result)
-            return pay_kind, "96", codec.encode(m.build_response(msg, "96", rec.rrn))
+            return pay_kind, "96", codec.encode(messages.build_response(msg, "96", rec.rrn))
         if reverse:
             self.reversals.queued(rec.id, request.pan, "uncertain")
         return pay_kind, code, out
@@ -551,12 +551,12 @@ class Engine:
     def _reversal(self, msg, rec: TxnRecord, codec) -> Gen:
         """Terminal 0400 (sections 6, 6.1): recorded durably and answered 00 at once;
         the acquirer is told in the background.  Idempotent."""
-        o_mti, o_stan, o_time = m.original_key(msg[90])
+        o_mti, o_stan, o_time = messages.original_key(msg[90])
         # A card number the 0400 carries (field 2 or 35) is the original's field 2 for the host's
         # reversal, once it matches the original's pan_hash.
         original_id, kind = yield from self.reversals.undo(msg[41], rec.merchant_id, o_mti, o_stan, o_time,
-                                                           pan=m.pan_of(msg))
-        resp = m.build_response(msg, "00", rec.rrn)
+                                                           pan=messages.pan_of(msg))
+        resp = messages.build_response(msg, "00", rec.rrn)
         out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"),
                                       original_id=original_id, kind=kind)
         return kind, "00", out
@@ -569,6 +569,6 @@ class Engine:
         code = "00" if accepted else "95"
         if not accepted:
             log.warning("terminal %s totals %s differ from the journal's %s", msg[41], theirs, ours)
-        resp = m.build_response(msg, code, rec.rrn)
+        resp = messages.build_response(msg, code, rec.rrn)
         out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"))
         return "settlement", code, out

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Generator
 
-from switch.core import messages as m
+from switch.core import messages
 from switch.core.commands import Op
 
 Key = tuple[str, str, str]  # 41, 11, 7
@@ -64,7 +64,7 @@ def answer(engine: Any, msg: Any, code: str, codec: Any) -> Generator[Any, Any, 
         return engine._reply(msg, "94", codec, "network")
     if first is not None:
         return "network", first[39], codec.encode(first)
-    resp = m.build_response(msg, code, engine.rrns.next())
+    resp = messages.build_response(msg, code, engine.rrns.next())
     keep(engine, msg, resp)
     return "network", code, codec.encode(resp)
 
@@ -99,7 +99,7 @@ def _key(msg: Any) -> Key | None:
 
 
 def _content(engine: Any, msg: Any) -> tuple:
-    return (msg.get(70), m.content_digest(msg, engine.digest_key, "0800"))
+    return (msg.get(70), messages.content_digest(msg, engine.digest_key, "0800"))
 
 
 def payment_key(engine: Any, key: Key) -> Generator[Any, Any, bool]:

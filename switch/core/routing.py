@@ -19,12 +19,12 @@ _PREFIX = re.compile(r"^\d{1,19}(-\d{1,19})?$")
 
 def expand_terminals(spec: str) -> list[str]:
     """``"DEMO0001-DEMO0003"`` → ``["DEMO0001", "DEMO0002", "DEMO0003"]``."""
-    m = _TERMINAL_RANGE.match(spec)
-    if not m:
+    match = _TERMINAL_RANGE.match(spec)
+    if not match:
         if "-" in spec:
             raise ValueError(f"terminal range {spec!r} is not STEM0001-STEM0099 (same stem, numeric ends)")
         return [spec]
-    stem, lo, stem2, hi = m.groups()
+    stem, lo, stem2, hi = match.groups()
     if stem != stem2:
         raise ValueError(f"terminal range {spec!r} has two different stems")
     if len(lo) != len(hi):

@@ -47,7 +47,7 @@ from typing import Any, Generator, NamedTuple
 
 from native.iso8583 import DecodeError, build_tlv48, parse_tlv48
 
-from switch.core import messages as m
+from switch.core import messages
 from switch.core import network, session_keys
 from switch.core.acquirer import Result
 from switch.core.commands import Op, Sec
@@ -165,7 +165,7 @@ class TerminalSecurity:
             engine.metrics.internal_error()
             log.exception("internal error on %s from terminal %s", msg.mti, tid)
             kind, code = "unknown", "96"
-            out = codec.encode(m.build_response(msg, "96", engine.rrns.next()))
+            out = codec.encode(messages.build_response(msg, "96", engine.rrns.next()))
         finally:
             if held is not None and self._held.get(held) is key:
                 del self._held[held]
@@ -276,7 +276,7 @@ class TerminalSecurity:
             # 101, or a sign-on of a terminal without keys (spec 8): new keys, pending until used.
             new = yield from session_keys.issue(tid, tmk)
             log.info("terminal %s: new session keys, pending (TAK check %s, TPK check %s)", tid, new.tak_kcv, new.tpk_kcv)
-            resp = m.build_response(msg, "00", engine.rrns.next(), tlv=new.field48(), build_tlv48=build_tlv48)
+            resp = messages.build_response(msg, "00", engine.rrns.next(), tlv=new.field48(), build_tlv48=build_tlv48)
             network.keep(engine, msg, resp)
             kind, code39, out = "network", "00", codec.encode(resp)
         if mac_key is not None:

@@ -337,13 +337,13 @@ def _endpoint(text: str) -> tuple[str, int]:
 
 def open_module(security: Security):
     """The configured security module (``None`` when no module is configured)."""
-    m = security.module
-    if isinstance(m, SoftwareModuleConfig):
-        master = keystore.read_master_key(m.master_key_file, m.master_key_env)
-        return SoftwareModule.from_store(m.key_store, master)
-    if isinstance(m, HsmModuleConfig):
-        return HsmModule([_endpoint(e) for e in m.endpoints], load_key_table(m.key_table),
-                         header_length=m.header_length, timeout=m.timeout)
+    module = security.module
+    if isinstance(module, SoftwareModuleConfig):
+        master = keystore.read_master_key(module.master_key_file, module.master_key_env)
+        return SoftwareModule.from_store(module.key_store, master)
+    if isinstance(module, HsmModuleConfig):
+        return HsmModule([_endpoint(e) for e in module.endpoints], load_key_table(module.key_table),
+                         header_length=module.header_length, timeout=module.timeout)
     return None
 
 

@@ -69,7 +69,7 @@ def load_token_keys(cfg: config_mod.Config, create: bool = True) -> dict[str, tu
     for i, k in enumerate(cfg.token_keys):
         if k.group not in chosen or k.version > chosen[k.group][0]:
             chosen[k.group] = (k.version, (i, k))
-    served = {m for s in cfg.vas for m in s.merchants}
+    served = {merchant_id for s in cfg.vas for merchant_id in s.merchants}
     groups = {mc.group or mc.id for mc in cfg.merchants if mc.id in served}
     base = wiring.journal_key_path(cfg)
     out: dict[str, tuple[int, bytes]] = {}

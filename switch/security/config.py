@@ -88,15 +88,15 @@ class Security(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     acquirers: list[AcquirerKeys] = []
 
     def policy(self, merchant: str) -> str:
-        for m in self.merchants:
-            if m.merchant == merchant:
-                return m.policy
+        for own in self.merchants:
+            if own.merchant == merchant:
+                return own.policy
         return "none"
 
     def terminal_keys(self, merchant: str, terminal: str) -> TerminalKeys | None:
-        for m in self.merchants:
-            if m.merchant == merchant:
-                for t in m.terminals:
+        for own in self.merchants:
+            if own.merchant == merchant:
+                for t in own.terminals:
                     if _in_range(terminal, t.terminals):
                         return t
         return None
@@ -139,10 +139,10 @@ def _in_range(terminal: str, spec: str) -> bool:
 def check(sec: Security, path: str = "security") -> list[tuple[str, str]]:
     """Cross-field problems as ``(key path, message)``: the caller raises with its file name."""
     problems: list[tuple[str, str]] = []
-    m = sec.module
-    if isinstance(m, SoftwareModuleConfig) and (m.master_key_file is None) == (m.master_key_env is None):
+    module = sec.module
+    if isinstance(module, SoftwareModuleConfig) and (module.master_key_file is None) == (module.master_key_env is None):
         problems.append((f"{path}.module", "give exactly one of master_key_file or master_key_env"))
-    if isinstance(m, HsmModuleConfig) and not m.endpoints:
+    if isinstance(module, HsmModuleConfig) and not module.endpoints:
         problems.append((f"{path}.module.endpoints", "at least one host:port"))
     needs_module = False
     for i, ms in enumerate(sec.merchants):
@@ -161,6 +161,6 @@ def check(sec: Security, path: str = "security") -> list[tuple[str, str]]:
         if ak.zmk is not None:
             problems.append((f"{path}.acquirers[{i}].zmk", "not supported: the switch never reads it (zpk names a key "
                              "already in the security module, no key is exchanged under a ZMK); remove it"))
-    if needs_module and m is None:
+    if needs_module and module is None:
         problems.append((f"{path}.module", "a merchant policy needs a security module"))
     return problems
