@@ -164,8 +164,8 @@ class JournalClosed(JournalError):
 # A transaction in one of these states counts in no settlement totals
 # (switch.core.states: reversed, reversal pending, unknown to its acquirer, or
 # its reversal refused there: the terminal was told it is undone, and an
-# operator settles the rest with the acquirer).
-REVERSED_STATES = ("reversed", "reversal_pending", "unmatched", "reversal_refused")
+# operator settles the rest with the acquirer, then closes it).
+REVERSED_STATES = ("reversed", "reversal_pending", "unmatched", "reversal_refused", "reversal_closed")
 
 # String fields exempt from the PAN guard, and why:
 # - fixed numeric or hex formats: stan, transmission_time, processing_code,
