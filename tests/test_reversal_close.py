@@ -18,7 +18,6 @@ from switch.core import refused, states
 from switch.core.acquirer import Refused
 from switch.io.fleet_http import FleetHttp
 from switch.io.http import AdminHttp
-from switch.metrics import Metrics
 
 from tests.test_admin_http import TOKEN, exchange, fake_switch, post
 from tests.test_edges import Answers, run
@@ -232,3 +231,18 @@ def test_the_supervisor_answers_503_while_worker_0_is_not_ready():
         assert worker.asked == [] and worker.state == states.REVERSAL_REFUSED
 
     with_fleet(scenario, ready=False)
+
+
+def test_a_journal_that_fails_is_a_503_naming_no_card_data(caplog):
+    async def scenario(sw, port, rec, bank_a):
+        def broken(txn_id, expect, **changes):
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(RuntimeError("disk I/O error"))
+            return fut
+
+        sw.journal.update_if = broken
+        code, body = await ask(port, close(rec.rrn, AUTH))
+        assert code == 503 and body["error"] == "journal: RuntimeError; ask again (409 if it was closed)"
+
+    with_refused(scenario)
+    assert not [r for r in caplog.records if VISA in r.getMessage()]

@@ -28,7 +28,7 @@ before its original arrived: the late original is answered 94, section 6.1).
     reversed ──────reverse─────────▶ reversed
     unmatched ─────reverse─────────▶ unmatched
     reversal_refused ──reverse─────▶ reversal_refused  (out of the automatic queue: repeating cannot change it)
-    reversal_refused ──close───────▶ reversal_closed   (an operator settled it with the acquirer: POST /admin/reversals/<rrn>/close)
+    reversal_refused ──close───────▶ reversal_closed   (an operator settled it with the acquirer, then closed it)
     reversal_closed ───reverse─────▶ reversal_closed   (a terminal's late 0400: answered 00, nothing changes)
     void ──────────reverse─────────▶ void              (a repeated 0400 of an original never seen)
 """

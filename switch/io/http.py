@@ -226,7 +226,8 @@ class AdminHttp:
             outcome = await self.switch.close_refused(rrn)
         except Exception as exc:
             log.exception("rrn %s: closing its refused reversal failed", rrn)
-            body = {"rrn": rrn, "error": f"journal: {type(exc).__name__}; nothing changed, ask again"}
+            # The journal did not answer: the close may or may not have gone through.
+            body = {"rrn": rrn, "error": f"journal: {type(exc).__name__}; ask again (409 if it was closed)"}
             return 503, _JSON, json.dumps(body).encode()
         if outcome.result == refused.NO_SUCH:
             return 404, _JSON, json.dumps({"rrn": rrn, "error": "no transaction has this RRN"}).encode()
