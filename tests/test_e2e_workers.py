@@ -418,3 +418,49 @@ def test_a_killed_supervisors_socket_directory_is_swept_and_a_live_one_kept(tmp_
         assert not fresh.exists() and live.exists()
     finally:
         listening.close()
+
+
+def _refused_in(tmp_path: Path) -> str:
+    """A journal holding one approved purchase whose reversal bank-a refused (64): its RRN."""
+    from switch.journal import TxnRecord, open_journal
+
+    journal = open_journal(f"sqlite://{tmp_path / 'journal.sqlite'}")
+    try:
+        rec, _ = journal.insert(TxnRecord(terminal_id=e2e.TERMINAL, merchant_id=e2e.MERCHANT, mti="0200",
+                                          stan="000001", transmission_time="0101000000", processing_code="000000",
+                                          amount=2500, currency="978", acquirer="bank-a",
+                                          state="reversal_refused", response_code="00",
+                                          reversal_code="64")).result(10)
+    finally:
+        journal.close()
+    return rec.rrn
+
+
+def _refused_gauge(sw: e2e.SwitchProcess) -> float | None:
+    _, body = sw.http_get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith('payswitch_reversals_refused{worker="0"}'):
+            return float(line.split()[-1])
+    return None
+
+
+def test_the_supervisor_closes_a_refused_reversal_through_worker_0(tmp_path):
+    text, ports = e2e.card_config(tmp_path)
+    rrn = _refused_in(tmp_path)
+    sw = e2e.SwitchProcess(tmp_path, text + "\n[server]\nworkers = 2\n", ports).start(timeout=60)
+    try:
+        assert wait_for(lambda: _refused_gauge(sw) == 1, 15)
+        status, body = sw.http_post(f"/admin/reversals/{rrn}/close")
+        assert status == 200, body
+        assert json.loads(body) == {"rrn": rrn, "state": "reversal_closed"}
+        with sqlite3.connect(tmp_path / "journal.sqlite", timeout=10) as db:
+            assert db.execute("SELECT state, reversal_code FROM txn WHERE rrn = ?", (rrn,)).fetchall() == [
+                ("reversal_closed", "64")]
+        assert _refused_gauge(sw) == 0
+        status, body = sw.http_post(f"/admin/reversals/{rrn}/close")
+        assert (status, json.loads(body)["error"]) == (409, "already closed")
+        assert sw.http_post("/admin/reversals/999999999999/close")[0] == 404
+    finally:
+        sw.stop()
+    log = (tmp_path / "switch.log").read_text()
+    assert f"rrn {rrn}" in log and "an operator closed its refused reversal at bank-a" in log

@@ -40,6 +40,7 @@ def test_a_refused_reversal_is_not_retried_and_is_flagged_for_an_operator(caplog
         await settle(sw)
         assert len(bank_a.reversed) == 1  # never repeated: a repeat carries the same content
         assert rec.reversal_attempts == 0
+        assert rec.reversal_code == "64"  # the acquirer's code, in the journal after the logs rotate
         # Out of the backlog (its alert clears), counted apart, and on /status.
         assert sample(sw, "payswitch_reversal_queue") == 0
         assert sample(sw, "payswitch_reversal_oldest_timestamp_seconds") == 0
@@ -93,7 +94,8 @@ def test_a_refused_reversal_is_still_refused_after_a_restart_and_a_new_0400_does
         assert (await call(sw, reversal("000003", "000001")))[39] == "00"
         await settle(sw)
         assert second.reversed == []
-        assert (await wait_state(sw, "000001", states.REVERSAL_REFUSED)).state == states.REVERSAL_REFUSED
+        rec = await wait_state(sw, "000001", states.REVERSAL_REFUSED)
+        assert (rec.state, rec.reversal_code) == (states.REVERSAL_REFUSED, "12")
 
     run(after, acquirers=fakes(**{"bank-a": second}), tweak=FAST, journal_url=url)
 

@@ -455,8 +455,9 @@ class ReversalQueue:
                     if event == "retry":
                         yield Op("update_if", rec.id, rec.state, state=states.advance(rec.state, event),
                                  reversal_attempts=rec.reversal_attempts + 1)
-                    else:  # its sealed card number goes with it
-                        yield Op("end_reversal", rec.id, rec.state, state=states.advance(rec.state, event))
+                    else:  # its sealed card number goes with it; a refusal's code stays for the operator
+                        kept = {"reversal_code": getattr(outcome, "code", None)} if event == "refused" else {}
+                        yield Op("end_reversal", rec.id, rec.state, state=states.advance(rec.state, event), **kept)
                 except StaleState:
                     log.info("txn %d moved on while its reversal was under way", rec.id)
                 if event != "retry":

@@ -28,6 +28,8 @@ before its original arrived: the late original is answered 94, section 6.1).
     reversed ──────reverse─────────▶ reversed
     unmatched ─────reverse─────────▶ unmatched
     reversal_refused ──reverse─────▶ reversal_refused  (out of the automatic queue: repeating cannot change it)
+    reversal_refused ──close───────▶ reversal_closed   (an operator settled it with the acquirer, then closed it)
+    reversal_closed ───reverse─────▶ reversal_closed   (a terminal's late 0400: answered 00, nothing changes)
     void ──────────reverse─────────▶ void              (a repeated 0400 of an original never seen)
 """
 from __future__ import annotations
@@ -43,6 +45,10 @@ UNMATCHED = "unmatched"
 # (adapters.card.response_codes.reversal_answer): no more tries; the money may
 # still be held there, so an operator settles it with the acquirer (ops/runbook.md).
 REVERSAL_REFUSED = "reversal_refused"
+# A refused reversal an operator has settled with the acquirer by hand and
+# closed through the admin API (switch.core.refused): it no longer counts as
+# waiting for anyone, and like any undone payment it counts in no totals.
+REVERSAL_CLOSED = "reversal_closed"
 VOID = "void"
 
 INITIAL = frozenset({RECEIVED, SENT, VOID})
@@ -66,6 +72,8 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (REVERSED, "reverse"): REVERSED,
     (UNMATCHED, "reverse"): UNMATCHED,
     (REVERSAL_REFUSED, "reverse"): REVERSAL_REFUSED,
+    (REVERSAL_REFUSED, "close"): REVERSAL_CLOSED,
+    (REVERSAL_CLOSED, "reverse"): REVERSAL_CLOSED,
     (VOID, "reverse"): VOID,
 }
 

@@ -14,7 +14,12 @@ On ``[http] port`` (worker ``i`` serves its own admin HTTP on ``port + 1 + i``):
 - ``GET /readyz``: 200 when every worker is ready (its own ``/readyz``), 503
   with each worker's answer otherwise;
 - ``POST /admin/reload``: the file is checked here, then every worker takes
-  it (SIGHUP); the same bearer token and checks as a worker's admin API.
+  it (SIGHUP); the same bearer token and checks as a worker's admin API;
+- ``POST /admin/reversals/<rrn>/close``: checked here as any admin request,
+  then forwarded to worker 0 (the reversal sender, which keeps
+  ``payswitch_reversals_refused``) on its own port, whose answer is passed
+  on; 503 when worker 0 is not ready or does not answer.  The supervisor has
+  no journal of its own.
 """
 from __future__ import annotations
 
@@ -25,19 +30,34 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from switch.io.http import _JSON, AdminHttp
+from switch.io.http import _JSON, CLOSE_ROUTE, AdminHttp, bad_rrn, route_of, rrn_of
 from switch.io.loopwatch import cpu_seconds, process_stat
 
 SCRAPE_TIMEOUT = 2.0  # seconds for one worker to answer the supervisor
+CLOSE_TIMEOUT = 5.0  # seconds for worker 0 to close a refused reversal (two journal writes)
 
 
 async def http_get(host: str, port: int, path: str, timeout: float = SCRAPE_TIMEOUT) -> tuple[int, bytes] | None:
     """One GET to a worker's admin HTTP: (status, body), or None when it does not answer."""
+    return await _exchange(host, port, f"GET {path} HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n",
+                           timeout)
+
+
+async def http_post(host: str, port: int, path: str, token: bytes,
+                    timeout: float = SCRAPE_TIMEOUT) -> tuple[int, bytes] | None:
+    """One admin POST without a body to a worker's admin HTTP, with the bearer
+    token: (status, body), or None when it does not answer."""
+    return await _exchange(host, port, f"POST {path} HTTP/1.1\r\nHost: worker\r\nContent-Length: 0\r\n"
+                                       f"Authorization: Bearer {token.decode()}\r\nConnection: close\r\n\r\n",
+                           timeout)
+
+
+async def _exchange(host: str, port: int, request: str, timeout: float) -> tuple[int, bytes] | None:
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
             try:
-                writer.write(f"GET {path} HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n".encode())
+                writer.write(request.encode())
                 data = await reader.read()
             finally:
                 writer.close()
@@ -64,7 +84,8 @@ def merge_metrics(texts: dict[int, str]) -> dict[str, Metric]:
 
 
 # What the supervisor serves itself (a worker also serves /status on its own port).
-_FLEET_ROUTES = {b"/healthz": b"GET", b"/readyz": b"GET", b"/metrics": b"GET", b"/admin/reload": b"POST"}
+_FLEET_ROUTES = {b"/healthz": b"GET", b"/readyz": b"GET", b"/metrics": b"GET", b"/admin/reload": b"POST",
+                 CLOSE_ROUTE: b"POST"}
 
 
 class _Families:
@@ -155,7 +176,25 @@ class FleetHttp(AdminHttp):
         if path == b"/admin/reload":
             ok, message = self.fleet.reload()
             return (200 if ok else 400), _JSON, json.dumps({"reloaded": ok, "message": message}).encode()
+        if route_of(path) == CLOSE_ROUTE:
+            return await self.close_reversal(rrn_of(path))
         return 404, "text/plain", b"not found\n"
+
+    async def close_reversal(self, rrn: str) -> tuple[int, str, bytes]:
+        """Worker 0 closes it, in the journal all workers share; its answer is passed on."""
+        stop = bad_rrn(rrn)
+        if stop is not None:
+            return stop
+        first = self.fleet.workers[0]
+        if not (first.alive and first.ready.is_set()):
+            body = {"rrn": rrn, "error": "worker 0 (the reversal sender) is not ready; nothing changed, ask again"}
+            return 503, _JSON, json.dumps(body).encode()
+        answer = await http_post(*self._worker_address(0), f"/admin/reversals/{rrn}/close", self.token,
+                                 timeout=CLOSE_TIMEOUT)
+        if answer is None:
+            body = {"rrn": rrn, "error": "worker 0 did not answer; ask again (a reversal already closed answers 409)"}
+            return 503, _JSON, json.dumps(body).encode()
+        return answer[0], _JSON, answer[1]
 
 
 async def _none() -> None:

@@ -19,6 +19,13 @@ one request per connection turn, bodies of a few KiB at most.
   polls ``GET /status.json`` (see :mod:`switch.io.status`).
 - ``POST /admin/reload``: re-read the configuration file (like SIGHUP); 200 on
   success, 400 with the reason when the new file is bad (the old one stays).
+- ``POST /admin/reversals/<rrn>/close``: a reversal the acquirer refused for
+  good (state ``reversal_refused``), settled with the acquirer by hand, is
+  closed (state ``reversal_closed``, :mod:`switch.core.refused`) and leaves
+  ``payswitch_reversals_refused``.  200 ``{"rrn", "state"}``; 404 when no
+  transaction has that RRN; 409 naming its state when it is not a refused
+  reversal (a second close: already closed); 400 for an RRN that is not 12
+  digits.
 
 Every ``/admin/`` endpoint needs ``Authorization: Bearer <token>`` with the
 token of ``[http] admin_token_file`` / ``admin_token_env``; without one
@@ -39,6 +46,7 @@ import time
 
 import h11
 
+from switch.core import refused, states
 from switch.io import status
 
 log = logging.getLogger("payswitch.http")
@@ -55,6 +63,31 @@ _ROUTES = {
     b"/status.json": b"GET",
     b"/admin/reload": b"POST",
 }
+# Routes with a variable part: a path is looked up by its pattern (route_of).
+_CLOSE_PREFIX, _CLOSE_SUFFIX = b"/admin/reversals/", b"/close"
+CLOSE_ROUTE = _CLOSE_PREFIX + b"<rrn>" + _CLOSE_SUFFIX
+_ROUTES[CLOSE_ROUTE] = b"POST"
+
+
+def route_of(path: bytes) -> bytes:
+    """The route ``path`` is served by: the pattern of a route with a variable part, else itself."""
+    if path.startswith(_CLOSE_PREFIX) and path.endswith(_CLOSE_SUFFIX) \
+            and len(path) > len(_CLOSE_PREFIX) + len(_CLOSE_SUFFIX):
+        return CLOSE_ROUTE
+    return path
+
+
+def rrn_of(path: bytes) -> str:
+    """The variable part of a :data:`CLOSE_ROUTE` path (checked by the caller, never quoted back)."""
+    return path[len(_CLOSE_PREFIX):-len(_CLOSE_SUFFIX)].decode("ascii", "replace")
+
+
+def bad_rrn(rrn: str) -> tuple[int, str, bytes] | None:
+    """The 400 for a path whose RRN is not 12 digits (it may be anything pasted: not quoted), or None."""
+    if refused.is_rrn(rrn):
+        return None
+    body = {"error": f"an RRN is {refused.RRN_LENGTH} digits (field 37, as the log and the journal show it)"}
+    return 400, _JSON, json.dumps(body).encode()
 
 
 # Content types a browser sends cross-origin without a preflight (HTML forms, no-cors fetch).
@@ -150,7 +183,8 @@ class AdminHttp:
             refusal = self.admin_refusal(headers)
             if refusal is not None:
                 return refusal
-        if path in routes and method != routes[path]:
+        route = route_of(path)
+        if route in routes and method != routes[route]:
             return 405, "text/plain", b"method not allowed\n"
         return None
 
@@ -179,7 +213,30 @@ class AdminHttp:
             ok, message = self.reload_callback()
             body = json.dumps({"reloaded": ok, "message": message}).encode()
             return (200 if ok else 400), _JSON, body
+        if route_of(path) == CLOSE_ROUTE:
+            return await self.close_reversal(rrn_of(path))
         return 404, "text/plain", b"not found\n"
+
+    async def close_reversal(self, rrn: str) -> tuple[int, str, bytes]:
+        """``POST /admin/reversals/<rrn>/close`` (:func:`switch.core.refused.close`)."""
+        stop = bad_rrn(rrn)
+        if stop is not None:
+            return stop
+        try:
+            outcome = await self.switch.close_refused(rrn)
+        except Exception as exc:
+            log.exception("rrn %s: closing its refused reversal failed", rrn)
+            # The journal did not answer: the close may or may not have gone through.
+            body = {"rrn": rrn, "error": f"journal: {type(exc).__name__}; ask again (409 if it was closed)"}
+            return 503, _JSON, json.dumps(body).encode()
+        if outcome.result == refused.NO_SUCH:
+            return 404, _JSON, json.dumps({"rrn": rrn, "error": "no transaction has this RRN"}).encode()
+        if outcome.result == refused.NOT_REFUSED:
+            why = ("already closed" if outcome.state == states.REVERSAL_CLOSED
+                   else f"not a refused reversal: only one in state {states.REVERSAL_REFUSED} can be closed")
+            body = {"rrn": rrn, "state": outcome.state, "error": why}
+            return 409, _JSON, json.dumps(body).encode()
+        return 200, _JSON, json.dumps({"rrn": rrn, "state": outcome.state}).encode()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)

@@ -16,7 +16,7 @@ import time
 from native.iso8583 import dialect
 
 from switch import config as config_mod
-from switch.core import session_keys, states
+from switch.core import refused, session_keys, states
 from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec, Stopping, Vas, Wait
 from switch.core.engine import Engine
 from switch.io.backstop import Backstop
@@ -334,6 +334,13 @@ class Switch:
         task = asyncio.create_task(keep(), name="late-auth-code")
         self._late_tasks.add(task)
         task.add_done_callback(self._late_tasks.discard)
+
+    async def close_refused(self, rrn: str):
+        """An operator closes the refused reversal of ``rrn`` (``POST /admin/reversals/<rrn>/close``):
+        a :class:`switch.core.refused.Closing`.  The reversal sender, which sets
+        ``payswitch_reversals_refused``, counts it again at once."""
+        sender = self.worker is None or self.worker.sender
+        return await self.run(refused.close(rrn, self.metrics if sender else None))
 
     async def run(self, gen):
         """Execute an engine generator's commands until it returns its value."""

@@ -134,6 +134,10 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     # (switch.journal.reversal_card.seal_in_flight), so that its reversal
     # repeats field 2 even after a crash; cleared when it leaves "sent".
     card_sealed: bytes | None = None
+    # The acquirer's answer to a reversal it refused for good (its field 39:
+    # 12, 30, 64...), written with the move to "reversal_refused": the operator
+    # settling it names this code to the acquirer long after the logs rotated.
+    reversal_code: str | None = None
 
 
 class Totals(msgspec.Struct):
@@ -160,8 +164,8 @@ class JournalClosed(JournalError):
 # A transaction in one of these states counts in no settlement totals
 # (switch.core.states: reversed, reversal pending, unknown to its acquirer, or
 # its reversal refused there: the terminal was told it is undone, and an
-# operator settles the rest with the acquirer).
-REVERSED_STATES = ("reversed", "reversal_pending", "unmatched", "reversal_refused")
+# operator settles the rest with the acquirer, then closes it).
+REVERSED_STATES = ("reversed", "reversal_pending", "unmatched", "reversal_refused", "reversal_closed")
 
 # String fields exempt from the PAN guard, and why:
 # - fixed numeric or hex formats: stan, transmission_time, processing_code,

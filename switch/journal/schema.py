@@ -139,6 +139,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     reversal_card.IN_FLIGHT_MIGRATION,  # a card payment's, sealed, while it is at the acquirer
     OPEN_STATES_MIGRATION,
     REFUSED_MIGRATION,  # refused reversals in txn_state too (switch.core.states.REVERSAL_REFUSED)
+    # The acquirer's code for a reversal it refused for good (TxnRecord.reversal_code).
+    ("ALTER TABLE txn ADD COLUMN reversal_code TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
