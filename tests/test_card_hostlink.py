@@ -1,10 +1,8 @@
 """Sans-I/O core of the card host link: mapping, field 90, STANs, deadlines, sign-on/echo."""
-import random
 
 import pytest
 
 from adapters.card.hostlink import (
-    Backoff,
     Close,
     Completed,
     HostConnection,
@@ -436,18 +434,6 @@ def test_sign_off():
     with pytest.raises(RuntimeError):
         conn.request(make_request(), now=1.0, wall=WALL, timeout=1.0)
     assert conn.receive(answer_to(msg, f39="00"), 1.1) == [Close("signed off")]
-
-
-# -- backoff ----------------------------------------------------------------------
-
-def test_backoff_doubles_to_cap_with_jitter():
-    b = Backoff(initial=0.1, maximum=10.0, jitter=0.2, rng=random.Random(1))
-    delays = [b.next_delay() for _ in range(12)]
-    bases = [min(10.0, 0.1 * 2 ** i) for i in range(12)]
-    for d, base in zip(delays, bases):
-        assert base * 0.8 <= d <= base * 1.2
-    b.reset()
-    assert 0.08 <= b.next_delay() <= 0.12
 
 
 def test_metrics_listener():

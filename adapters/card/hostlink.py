@@ -22,7 +22,6 @@ whether it was installed).
 from __future__ import annotations
 
 import enum
-import random
 from typing import Any, Callable
 
 import msgspec
@@ -77,36 +76,6 @@ def reversal_outcome(response_code: str | None) -> str:
     if outcome == "refused":
         return Refused(response_code, why)
     return {"reversed": REVERSED, "not_found": NOT_FOUND}.get(outcome, RETRY)
-
-
-# --------------------------------------------------------------------------
-# Reconnect backoff.
-
-class Backoff:
-    """Exponential backoff with jitter: initial, doubling, capped, +-jitter."""
-
-    def __init__(
-        self,
-        initial: float = 0.1,
-        maximum: float = 10.0,
-        factor: float = 2.0,
-        jitter: float = 0.2,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.factor = factor
-        self.jitter = jitter
-        self._rng = rng or random.Random()
-        self._base = initial
-
-    def next_delay(self) -> float:
-        base = self._base
-        self._base = min(self.maximum, base * self.factor)
-        return base * (1.0 + self._rng.uniform(-self.jitter, self.jitter))
-
-    def reset(self) -> None:
-        self._base = self.initial
 
 
 # --------------------------------------------------------------------------

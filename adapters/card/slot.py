@@ -17,7 +17,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from adapters.card.hostlink import (
-    Backoff,
     Close,
     Completed,
     HostConnection,
@@ -31,6 +30,7 @@ from adapters.card.hostlink import (
     Unmatched,
     scrub,
 )
+from switch.core.backoff import Backoff
 from switch.security.module import SecurityModuleError
 
 if TYPE_CHECKING:
