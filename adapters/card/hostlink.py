@@ -22,12 +22,13 @@ whether it was installed).
 from __future__ import annotations
 
 import enum
+from operator import attrgetter
 from typing import Any, Callable
 
 import msgspec
 
 from adapters.card.breaker import Breaker, BreakerState  # noqa: F401  (re-exported)
-from adapters.card.inflight import InFlight, Kind, Pending, StanAllocator, StanInUse  # noqa: F401
+from adapters.card.inflight import Kind, Pending, StanAllocator, StanInUse  # noqa: F401
 from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the simulator and tests use them)
     ECHO,
     KEY_CHANGE,
@@ -56,6 +57,7 @@ from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the 
 )
 from adapters.card.response_codes import TABLE, amount_held, reversal_answer, terminal_answer, well_formed
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Request, Result
+from switch.core.inflight import InFlight
 from switch.core.link_metrics import LinkMetrics  # noqa: F401  (re-exported: the link and tests use it)
 
 # Response codes this adapter produces itself (spec section 5).
@@ -207,7 +209,8 @@ class HostConnection:
         self.endpoint = endpoint
         self.metrics = metrics if metrics is not None else LinkMetrics()
         self.state = State.CONNECTING
-        self.inflight = InFlight()
+        # Keyed by STAN; a late answer must fit the MTI of the request given up on.
+        self.inflight: InFlight[str, Pending] = InFlight(remember=attrgetter("mti"))
         self.last_received = 0.0
         self.resume_at: float | None = None
         self._echo: Pending | None = None
@@ -218,7 +221,7 @@ class HostConnection:
                   rrn: str = "", terminal_id: str | None = None, token: Any = None) -> Pending:
         pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
                           msg.get(4), msg.get(3))
-        self.inflight.add(pending)
+        self.inflight.add(pending.stan, pending, deadline)
         return pending
 
     def _finish(self, pending: Pending) -> None:
@@ -368,7 +371,7 @@ class HostConnection:
             return [Unmatched(mti, None, "no field 11")]
         pending = self.inflight.peek(stan)
         if pending is None:
-            late_mti = self.inflight.expired_mti(stan)
+            late_mti = self.inflight.expired(stan)
             if late_mti is not None and mti in answers(late_mti):
                 self.inflight.forget_expired(stan)
                 self.metrics.inc("late_answers", mti=late_mti)

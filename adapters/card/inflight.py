@@ -1,13 +1,13 @@
 """What is in flight on a host link: STANs, and the messages awaiting an answer.
 
 Sans-I/O like :mod:`adapters.card.hostlink`, which re-exports these names.
+The messages awaiting an answer are :class:`Pending` entries of the link's
+response mux, :class:`switch.core.inflight.InFlight`, keyed by STAN.
 """
 from __future__ import annotations
 
 import enum
-import heapq
-from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from adapters.card.messages import acquirer_ref, valid_stan
 
@@ -124,74 +124,3 @@ class Pending:
 
     def __repr__(self) -> str:
         return f"<Pending {self.kind.value} {self.mti} stan={self.stan} deadline={self.deadline:.3f}>"
-
-
-class InFlight:
-    """Pending messages of one connection, by STAN, with a deadline heap."""
-
-    def __init__(self, late_memory: int = 4096) -> None:
-        self._by_stan: dict[str, Pending] = {}
-        self._heap: list[tuple[float, int, Pending]] = []
-        self._seq = 0
-        # STANs that expired recently, to tell a late answer from a stray one.
-        self._expired: OrderedDict[str, str] = OrderedDict()
-        self._late_memory = late_memory
-
-    def __len__(self) -> int:
-        return len(self._by_stan)
-
-    def __contains__(self, stan: str) -> bool:
-        return stan in self._by_stan
-
-    def add(self, pending: Pending) -> None:
-        if pending.stan in self._by_stan:
-            raise RuntimeError(f"STAN {pending.stan} is already in flight")
-        self._by_stan[pending.stan] = pending
-        self._seq += 1
-        heapq.heappush(self._heap, (pending.deadline, self._seq, pending))
-
-    def pop(self, stan: str) -> Pending | None:
-        return self._by_stan.pop(stan, None)
-
-    def peek(self, stan: str) -> Pending | None:
-        return self._by_stan.get(stan)
-
-    def expired_mti(self, stan: str) -> str | None:
-        """The MTI of a message whose deadline passed recently under ``stan``."""
-        return self._expired.get(stan)
-
-    def forget_expired(self, stan: str) -> None:
-        self._expired.pop(stan, None)
-
-    def expire(self, now: float) -> list[Pending]:
-        """Remove and return every pending message whose deadline is <= now."""
-        out = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, pending = heapq.heappop(heap)
-            if self._by_stan.get(pending.stan) is pending:
-                del self._by_stan[pending.stan]
-                self._remember(pending)
-                out.append(pending)
-        return out
-
-    def _remember(self, pending: Pending) -> None:
-        self._expired[pending.stan] = pending.mti
-        self._expired.move_to_end(pending.stan)
-        while len(self._expired) > self._late_memory:
-            self._expired.popitem(last=False)
-
-    def next_deadline(self) -> float | None:
-        heap = self._heap
-        while heap and self._by_stan.get(heap[0][2].stan) is not heap[0][2]:
-            heapq.heappop(heap)  # answered already: drop the stale entry
-        return heap[0][0] if heap else None
-
-    def drain(self) -> list[Pending]:
-        out = list(self._by_stan.values())
-        self._by_stan.clear()
-        self._heap.clear()
-        return out
-
-    def values(self) -> Iterable[Pending]:
-        return self._by_stan.values()
