@@ -322,13 +322,14 @@ class socket_closed_port:
 class FakeCentre:
     """A scripted centre on asyncio (same process, asyncio only)."""
 
-    def __init__(self, behaviour):
+    def __init__(self, behaviour, port=0):
         self.behaviour = behaviour  # async (request, writer, connection number) -> None
+        self.port = port  # 0: any free port
         self.connections = 0
         self.received: list = []
 
     async def __aenter__(self):
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.endpoint = self.server.sockets[0].getsockname()[:2]
         return self
 

@@ -2,9 +2,9 @@
 
 ``CityCardAcquirer`` implements :class:`switch.core.acquirer.Acquirer`.  It
 keeps ``connections`` TCP connections to the centre (spread over the
-endpoints, each reconnected with exponential backoff), multiplexes requests
-on them by request id (``protocol.py``) and turns answers into Results
-(``mapping.py``).
+endpoints, each reconnected with back-off, :mod:`switch.core.backoff`),
+multiplexes requests on them by request id (``protocol.py``) and turns
+answers into Results (``mapping.py``).
 
 Outcomes it cannot know are reported as such: no answer within the deadline
 is 68 and a connection lost after sending is 91, both ``uncertain`` when the
@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from switch.core.acquirer import Request, Result
+from switch.core.backoff import Backoff
 from switch.core.link_metrics import LinkMetrics
 
 from .mapping import Refusal, build_message, moves_money, original_ref, to_result
@@ -320,7 +320,8 @@ class CityCardAcquirer:
     async def _keep_connected(self, slot: int) -> None:
         loop = asyncio.get_running_loop()
         initial, ceiling = self.backoff
-        delay = initial
+        # +-25%: a spread of half the delay, so that connections lost together do not come back in step.
+        backoff = Backoff(initial, ceiling, jitter=0.25)
         attempt = slot  # spread the slots over the endpoints
         failing = False
         while not self._closing:
@@ -335,15 +336,14 @@ class CityCardAcquirer:
                 if not failing:
                     log.warning("%s: cannot connect to %s: %s", self.name, peer, exc or "timeout")
                     failing = True
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, ceiling)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             if self._closing:
                 link.close()
                 break
             log.info("%s: connected to %s", self.name, peer)
             failing = False
-            delay = initial
+            backoff.reset()
             self._links.append(link)
             self._up.set()
             try:
@@ -354,4 +354,4 @@ class CityCardAcquirer:
                 link.close()
             if not self._closing:
                 log.warning("%s: connection to %s lost; reconnecting", self.name, peer)
-                await asyncio.sleep(initial * random.uniform(0.5, 1.0))
+                await asyncio.sleep(backoff.next_delay())
