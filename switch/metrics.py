@@ -83,6 +83,7 @@ OTHER_LINK_COUNTERS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
         "lost_in_flight": (("op",), "City-card requests sent on a connection that then dropped, by operation"),
         "unavailable": (("op",), "City-card requests not sent: no connection to the centre, by operation"),
         "late_answers": ((), "Answers of the centre after the switch had given up on their request"),
+        "unmatched_answers": ((), "Answers of the centre to no request in flight or recently given up on"),
         "protocol_errors": (("endpoint",), "Connections to the centre closed for an answer that could not be read"),
         "uploads": (("result",), "Offline debit uploads by result (confirmed, refused, unconfirmed)"),
     },

@@ -443,6 +443,7 @@ def test_link_counters_are_exported_as_payswitch_citycard_totals():
     assert value("payswitch_citycard_timeouts_total", {"acquirer": "citycard", "op": "debit"}) == 0
     assert value("payswitch_citycard_uploads_total", {"acquirer": "citycard", "result": "unconfirmed"}) == 1
     assert value("payswitch_citycard_late_answers_total", {"acquirer": "citycard"}) == 0
+    assert value("payswitch_citycard_unmatched_answers_total", {"acquirer": "citycard"}) == 0
     assert value("payswitch_hostlink_timeouts_total", {"acquirer": "citycard", "mti": "0200"}) is None
 
 

@@ -3,8 +3,8 @@
 ``CityCardAcquirer`` implements :class:`switch.core.acquirer.Acquirer`.  It
 keeps ``connections`` TCP connections to the centre (spread over the
 endpoints, each reconnected with back-off, :mod:`switch.core.backoff`),
-multiplexes requests on them by request id (``protocol.py``) and turns
-answers into Results (``mapping.py``).
+multiplexes requests on them by request id (``protocol.py``; the response mux
+is :mod:`switch.core.inflight`) and turns answers into Results (``mapping.py``).
 
 Outcomes it cannot know are reported as such: no answer within the deadline
 is 68 and a connection lost after sending is 91, both ``uncertain`` when the
@@ -15,6 +15,7 @@ is 91, certain (nothing was sent).
 ``payswitch_citycard_<name>_total``) counts what the link saw: ``timeouts``,
 ``lost_in_flight`` and ``unavailable`` by ``op`` (debit, offline, load,
 balance, reverse), ``late_answers`` (answers after their caller gave up),
+``unmatched_answers`` (answers to no request in flight or recently given up on),
 ``protocol_errors`` by ``endpoint`` (connections closed for a bad answer) and
 ``uploads`` by ``result`` (offline advices: ``confirmed`` 00, ``refused``
 another code, ``unconfirmed`` no answer: the terminal uploads it again).
@@ -31,6 +32,7 @@ import msgspec
 
 from switch.core.acquirer import Request, Result
 from switch.core.backoff import Backoff
+from switch.core.inflight import InFlight
 from switch.core.link_metrics import LinkMetrics
 
 from .mapping import Refusal, build_message, moves_money, original_ref, to_result
@@ -72,7 +74,8 @@ class _Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._frames = FrameBuffer()
-        self._pending: dict[int, asyncio.Future[Response]] = {}
+        # By request id; no deadlines here: CityCardAcquirer.call times out and gives up.
+        self._pending: InFlight[int, asyncio.Future[Response]] = InFlight()
         self._ids = itertools.count(1)
 
     # asyncio.Protocol
@@ -84,11 +87,9 @@ class _Link(asyncio.Protocol):
         try:
             for payload in self._frames.feed(data):
                 response = decode_response(payload)
-                waiter = self._pending.pop(response.id, None)
+                waiter = self._pending.pop(response.id)
                 if waiter is None:
-                    # Its caller gave up (68): the switch reverses it by ref.
-                    self.metrics.inc("late_answers")
-                    log.warning("late answer from %s to request %d: %s", self.peer, response.id, response.code)
+                    self._unexpected(response)
                 elif not waiter.done():
                     waiter.set_result(response)
         except ProtocolError as exc:
@@ -98,8 +99,7 @@ class _Link(asyncio.Protocol):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pending, self._pending = self._pending, {}
-        for waiter in pending.values():
+        for waiter in self._pending.drain():
             if not waiter.done():
                 waiter.set_exception(LinkLost(f"connection to {self.peer} lost"))
         if not self.closed.done():
@@ -119,12 +119,25 @@ class _Link(asyncio.Protocol):
         rid = next(self._ids)
         message.id = rid
         waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = waiter
+        self._pending.add(rid, waiter)
         self.transport.write(encode(message))
         return rid, waiter
 
-    def forget(self, rid: int) -> None:
-        self._pending.pop(rid, None)
+    def give_up(self, rid: int) -> None:
+        """The caller stopped waiting for ``rid``: an answer to it now is late."""
+        self._pending.give_up(rid)
+
+    def _unexpected(self, response: Response) -> None:
+        """An answer to nothing in flight: late (its caller gave up: 68, and the
+        switch reverses it by ref) or stray (never sent here, or answered already)."""
+        if self._pending.expired(response.id) is not None:
+            self._pending.forget_expired(response.id)
+            self.metrics.inc("late_answers")
+            log.warning("late answer from %s to request %d: %s", self.peer, response.id, response.code)
+        else:
+            self.metrics.inc("unmatched_answers")
+            log.warning("answer from %s to request %d, which is not in flight: %s",
+                        self.peer, response.id, response.code)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -167,6 +180,7 @@ class CityCardAcquirer:
         for result in ("confirmed", "refused", "unconfirmed"):
             self.metrics.inc("uploads", 0, result=result)
         self.metrics.inc("late_answers", 0)
+        self.metrics.inc("unmatched_answers", 0)
         for host, port in self.endpoints:
             self.metrics.inc("protocol_errors", 0, endpoint=f"{host}:{port}")
 
@@ -286,10 +300,10 @@ class CityCardAcquirer:
             self.metrics.inc("lost_in_flight", op=op)
             raise
         finally:
-            # A timeout cancels the waiter itself: forget it whatever its state, or
+            # A timeout cancels the waiter itself: give it up whatever its state, or
             # it would count as in flight until the connection closes and its late
-            # answer would pass unnoticed.
-            link.forget(rid)
+            # answer would pass for a stray one.
+            link.give_up(rid)
             waiter.cancel()
 
     # -- internals -------------------------------------------------------------
