@@ -371,3 +371,47 @@ def test_sealed_session_keys_open_only_for_their_terminal_and_master_key():
             await fresh.key_info(names[0])
 
     asyncio.run(body())
+
+
+def test_hsm_late_answer_is_dropped_quietly_and_a_stray_one_is_logged(caplog):
+    """The client's response mux (switch.core.inflight): the answer to a command that timed
+    out is late and dropped; one under a header never sent is logged; the link goes on."""
+    from switch.security import thales
+
+    async def body():
+        gave_up = asyncio.Event()
+        first: list[str] = []
+
+        async def serve(reader, writer):
+            framer = thales.Framer()
+            while data := await reader.read(4096):
+                for frame_body in framer.feed(data):
+                    req = thales.decode_request(frame_body)
+                    answer = thales.encode_response(req.header, thales.response_code(req.code), "15")
+                    if not first:
+                        first.append(req.header)
+                        await gave_up.wait()  # answered only once the client stopped waiting
+                        stray = thales.encode_response("9999", thales.response_code(req.code), "15")
+                        writer.write(answer + stray)
+                    else:
+                        writer.write(answer)
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        mod = HsmModule([("127.0.0.1", port)], _hsm_table(), timeout=0.5)
+        try:
+            with pytest.raises(ModuleUnavailable, match="did not answer NC"):
+                await mod.diagnostics()
+            gave_up.set()
+            # Answered after the late and the stray answer on the same connection.
+            assert (await mod.diagnostics()).ok is False
+        finally:
+            await mod.close()
+            server.close()
+        return first[0]
+
+    with caplog.at_level("DEBUG", logger="payswitch.hsm"):
+        header = asyncio.run(body())
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["HSM answered a command it was never sent (header 9999): dropped"], warnings
+    assert header != "9999"

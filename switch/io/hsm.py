@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgspec
 
+from switch.core.inflight import InFlight
 from switch.security import keystore, pinblock, thales
 from switch.security.dukpt import check_ksn as _check_ksn
 from switch.security.config import HsmModuleConfig, Security, SoftwareModuleConfig
@@ -82,7 +83,9 @@ class HsmModule:
         self._header_length = header_length
         self._timeout = timeout
         self._counter = 0
-        self._pending: dict[str, asyncio.Future] = {}
+        # Commands awaiting their answer, by the header the HSM echoes (switch.core.inflight:
+        # the one response mux of the links); each under asyncio's timeout in _call.
+        self._pending: InFlight[str, asyncio.Future] = InFlight(late_memory=256)
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
         self._connecting = asyncio.Lock()
@@ -115,19 +118,22 @@ class HsmModule:
             while data := await reader.read(65536):
                 for body in framer.feed(data):
                     header = body[: self._header_length].decode("latin-1")
-                    future = self._pending.pop(header, None)
+                    future = self._pending.pop(header)
                     if future is not None and not future.done():
                         future.set_result(body)
+                    elif future is None and self._pending.expired(header) is None:
+                        log.warning("HSM answered a command it was never sent (header %s): dropped", header)
+                    elif future is None:
+                        self._pending.forget_expired(header)  # the answer to a command that timed out
         except (OSError, thales.CodecError) as e:
             why = ModuleUnavailable(f"HSM connection lost: {e}")
         finally:
             if self._writer is writer:
                 self._writer = None
             writer.close()
-            for future in self._pending.values():
+            for future in self._pending.drain():
                 if not future.done():
                     future.set_exception(why)
-            self._pending.clear()
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -147,7 +153,7 @@ class HsmModule:
         await self._connect()
         header = self._next_header()
         future = asyncio.get_running_loop().create_future()
-        self._pending[header] = future
+        self._pending.add(header, future)
         try:
             self._writer.write(thales.encode_request(header, code, fields))
             async with asyncio.timeout(self._timeout):
@@ -155,7 +161,7 @@ class HsmModule:
         except TimeoutError:
             raise ModuleUnavailable(f"HSM did not answer {code} within {self._timeout} s") from None
         finally:
-            self._pending.pop(header, None)
+            self._pending.give_up(header)  # answered: already gone; timed out: its answer is late
         try:
             answer = thales.decode_response(body, self._header_length)
         except thales.CodecError as e:
