@@ -82,6 +82,8 @@ def test_mask_pan_and_scrub():
     assert mask_pan("4111111111111111") == "411111******1111"
     assert mask_pan("") == ""
     assert scrub("field 2 value 4111111111111111 too long") == "field 2 value 411111******1111 too long"
+    # Runs of 12 digits keep only their last 4, as every number under 13 digits does.
+    assert scrub("STAN 000042 value 123456789012") == "STAN 000042 value ********9012"
 
 
 def test_acquirer_ref_round_trip():

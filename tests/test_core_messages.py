@@ -137,9 +137,21 @@ def test_response_echoes_and_never_carries_card_data():
     T.encode(resp)  # valid for the terminal dialect
 
 
-def test_mask_pan():
-    assert m.mask_pan("4761739001010119") == "476173******0119"
-    assert m.mask_pan("1234") == "1234"
+@pytest.mark.parametrize(
+    "pan, shown",
+    [
+        (None, None),
+        ("", ""),
+        ("1234", "1234"),
+        ("12345678", "****5678"),
+        ("123456789012", "********9012"),  # under 13 digits: only the last 4
+        ("4222222222222", "422222***2222"),  # 13: first 6 + last 4
+        ("4761739001010119", "476173******0119"),
+        ("6212345678901234567", "621234*********4567"),  # 19
+    ],
+)
+def test_mask_pan(pan, shown):
+    assert m.mask_pan(pan) == shown
 
 
 def test_build_request_carries_what_adapters_need():

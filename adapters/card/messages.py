@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import msgspec
 
 from switch.core.acquirer import Original, Request
+from switch.core.messages import mask_pan
 
 # Network management information codes (field 70).
 SIGN_ON = "001"
@@ -35,15 +36,7 @@ RC_SYSTEM = "96"  # a key change nobody could install
 
 # --------------------------------------------------------------------------
 # Masking: never a full PAN, track 2 or PIN block in a log line or exception.
-
-def mask_pan(pan: str | None) -> str:
-    """First 6 and last 4 digits, the rest as '*'."""
-    if not pan:
-        return ""
-    if len(pan) <= 10:
-        return "*" * len(pan)
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
-
+# One rule for the whole switch: switch.core.messages.mask_pan.
 
 _LONG_DIGITS = re.compile(r"\d{12,19}")
 

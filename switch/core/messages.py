@@ -11,6 +11,7 @@ from typing import Mapping
 from native import emv
 from native.clock import impossible_clock
 from native.iso8583 import DecodeError
+from native.panguard import mask_pan  # noqa: F401  (the one PAN masker; the journal imports it from native)
 
 from switch.core.acquirer import Original, Request
 from switch.keyed_hash import keyed
@@ -164,15 +165,6 @@ def payment_kind(msg, pan: str | None, tlv: Mapping[str, str]) -> str:
     if not pan:
         raise Rejection("30", "no card number in field 2 or 35")
     return "pan"
-
-
-def mask_pan(pan: str | None) -> str | None:
-    """First 6 and last 4 (PCI DSS display rule); short numbers keep 4 or fewer digits."""
-    if not pan:
-        return pan
-    if len(pan) >= 13:
-        return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
-    return "*" * max(0, len(pan) - 4) + pan[-4:]
 
 
 # Fields whose value decides "same content" for a retransmission (section 6).
