@@ -66,9 +66,8 @@ import string
 from collections import OrderedDict
 from typing import Any, Iterable
 
-from adapters.card.messages import answer_mti
 from adapters.card.sim_mac import HostMacCheck  # noqa: F401  (re-exported: the simulator and tests use it)
-from switch.core.messages import mask_pan
+from switch.core.messages import mask_pan, response_mti
 
 # Last two digits of the amount -> response code (spec section 7).
 DECLINES = {"05": "05", "13": "13", "51": "51", "55": "55", "96": "96"}
@@ -340,7 +339,7 @@ class Sandbox:
 
     @staticmethod
     def _echo(msg: Any, mti: str, fields: tuple) -> dict:
-        out: dict[Any, Any] = {"mti": answer_mti(mti)}
+        out: dict[Any, Any] = {"mti": response_mti(mti, keep_origin=True)}
         for field in fields:
             value = msg.get(field)
             if value is not None:

@@ -68,9 +68,17 @@ def is_request(mti: str) -> bool:
     return len(mti) == 4 and mti[2] in "02468"
 
 
-def response_mti(mti: str) -> str:
-    """``0200`` → ``0210``, a repeat ``0201`` → ``0210`` (sections 3 and 6.1)."""
-    return mti[:2] + str((int(mti[2]) + 1) % 10) + "0"
+def response_mti(mti: str, keep_origin: bool = False) -> str:
+    """The MTI that answers ``mti``: its message function (third digit) + 1.
+
+    ``0200`` → ``0210``, and a repeat is answered as its first send: ``0201``
+    → ``0210`` (sections 3 and 6.1).  With ``keep_origin`` the last digit
+    (message origin, 1 for a repeat) is the request's: ``0421`` → ``0431``,
+    as an acquirer may answer a repeated reversal on the host link.  A 9
+    wraps to 0 so that the result is always four digits (``0190`` → ``0100``;
+    :func:`is_request` says which MTIs are answered at all).
+    """
+    return mti[:2] + str((int(mti[2]) + 1) % 10) + (mti[3] if keep_origin else "0")
 
 
 # Section 6.1: an MTI ending in 1 is the terminal's repeat of the one ending in 0.
