@@ -205,18 +205,6 @@ FREE_REFERENCE_FIELDS = ("acquirer_ref", "order_ref")
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
 
 
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i & 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
 def check_no_pan(fields: dict[str, Any]) -> None:
     """Raise ValueError if a field value looks like it holds cardholder data.
 
