@@ -1,4 +1,5 @@
-"""The journal's PAN guard in C: what it checks on every write, off the interpreter.
+"""The journal's PAN guard in C: what it checks on every write, off the interpreter;
+and the one rule that masks a card number for display.
 
 :mod:`switch.journal` refuses any write that could put a card number in the
 journal: a Luhn-valid run of 13 to 19 digits in a text column, a
@@ -8,6 +9,11 @@ these checks for every insert and update, on the event loop's thread; here
 they cost a pass over the characters instead of a regular expression and a
 Python call per value.  The messages (which name the column, never the
 value) stay in Python.
+
+:func:`mask_pan` is here, below both the journal and ``switch.core``, so
+that the journal's ``pan_masked``, log lines, reprs and the adapters all
+mask by one rule (``switch.core.messages`` re-exports it; the journal does
+not import the core).
 
 This module imports nothing of the project.
 """
@@ -20,7 +26,7 @@ cdef extern from "Python.h":
     Py_UCS4 PyUnicode_READ(int kind, void* data, Py_ssize_t index)
     bint Py_UNICODE_ISDIGIT(Py_UCS4 ch)
 
-__all__ = ["luhn_run", "digit_count", "is_pan_hash"]
+__all__ = ["luhn_run", "digit_count", "is_pan_hash", "mask_pan"]
 
 
 cdef inline bint _ascii_digit(Py_UCS4 c) noexcept:
@@ -106,3 +112,24 @@ def is_pan_hash(str text not None):
         if not (_ascii_digit(c) or (c >= 97 and c <= 102)):
             return False
     return True
+
+
+def mask_pan(str pan):
+    """``pan`` fit to display: its first 6 and last 4 characters, the rest as ``*``.
+
+    First 6 and last 4 is the most of a PAN that PCI DSS allows to be shown
+    (``"4111111111111111"`` -> ``"411111******1111"``).  A number shorter
+    than 13 keeps only its last 4 (``"123456789012"`` -> ``"********9012"``):
+    first 6 and last 4 of it would show nearly all of it.  ``None`` and ``""``
+    come back as they are; a caller that shows something else for "no card"
+    says so itself (``mask_pan(pan) or "-"``).
+    """
+    cdef Py_ssize_t n
+    if not pan:
+        return pan
+    n = PyUnicode_GET_LENGTH(pan)
+    if n >= 13:
+        return pan[:6] + "*" * (n - 10) + pan[n - 4:]
+    if n > 4:
+        return "*" * (n - 4) + pan[n - 4:]
+    return pan

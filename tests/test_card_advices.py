@@ -10,12 +10,12 @@ from adapters.card.hostlink import (
     StanAllocator,
     StanInUse,
     Unmatched,
-    answer_mti,
     fields_view,
     original_data,
     reversal_fields,
 )
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Original, Request
+from switch.core.messages import response_mti
 
 ACQ = "12345678901"
 WALL = 1_700_000_000.0
@@ -54,7 +54,7 @@ def make_reversal(original: Original, **kw) -> Request:
 
 
 def answer_to(msg: dict, mti: str | None = None, **fields) -> object:
-    out = {"mti": mti or answer_mti(msg["mti"])}
+    out = {"mti": mti or response_mti(msg["mti"], keep_origin=True)}
     for f in (3, 4, 7, 11, 32, 37, 41, 42, 49, 70):
         if f in msg:
             out[f] = msg[f]

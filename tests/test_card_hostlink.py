@@ -14,7 +14,7 @@ from adapters.card.hostlink import (
     State,
     Unmatched,
     acquirer_ref,
-    answer_mti,
+    answers,
     fields_view,
     mask_pan,
     original_data,
@@ -25,6 +25,7 @@ from adapters.card.hostlink import (
     transmission_time,
 )
 from switch.core.acquirer import NOT_FOUND, REFUSED, RETRY, REVERSED, Original, Refused, Request, Result
+from switch.core.messages import response_mti
 
 ACQ = "12345678901"
 WALL = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -48,7 +49,7 @@ def make_reversal(original: Original, **kw) -> Request:
 
 
 def answer_to(msg: dict, **fields) -> object:
-    out = {"mti": answer_mti(msg["mti"])}
+    out = {"mti": response_mti(msg["mti"], keep_origin=True)}
     for f in (3, 4, 7, 11, 32, 37, 41, 42, 49, 70):
         if f in msg:
             out[f] = msg[f]
@@ -71,15 +72,19 @@ def test_transmission_time_is_utc_mmddhhmmss():
     assert transmission_time(WALL) == F7
 
 
-def test_answer_mti():
-    assert [answer_mti(m) for m in ("0100", "0200", "0220", "0400", "0800")] == [
-        "0110", "0210", "0230", "0410", "0810"]
+def test_answers_to_a_request_and_to_its_repeat():
+    assert [answers(m) for m in ("0100", "0200", "0220", "0400", "0420", "0800")] == [
+        ("0110",), ("0210",), ("0230",), ("0410",), ("0430",), ("0810",)]
+    assert answers("0421") == ("0431", "0430")
+    assert answers("0201") == ("0211", "0210")
 
 
 def test_mask_pan_and_scrub():
     assert mask_pan("4111111111111111") == "411111******1111"
     assert mask_pan("") == ""
     assert scrub("field 2 value 4111111111111111 too long") == "field 2 value 411111******1111 too long"
+    # Runs of 12 digits keep only their last 4, as every number under 13 digits does.
+    assert scrub("STAN 000042 value 123456789012") == "STAN 000042 value ********9012"
 
 
 def test_acquirer_ref_round_trip():

@@ -12,10 +12,10 @@ from adapters.card.hostlink import (
     SignedOn,
     StanAllocator,
     State,
-    answer_mti,
     fields_view,
 )
 from switch.core.acquirer import Request
+from switch.core.messages import response_mti
 
 ACQ = "12345678901"
 WALL = 1_700_000_000.0
@@ -31,7 +31,7 @@ def request(**kw) -> Request:
 
 
 def answer_to(msg: dict, **fields) -> object:
-    out = {"mti": answer_mti(msg["mti"])}
+    out = {"mti": response_mti(msg["mti"], keep_origin=True)}
     for f in (7, 11, 41, 70):
         if f in msg:
             out[f] = msg[f]

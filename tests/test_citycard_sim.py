@@ -1,6 +1,7 @@
 """The clearing-centre simulator: ledger rules (sans-I/O) and the process itself."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -28,7 +29,6 @@ from adapters.citycard.protocol import (
     decode_request,
     decode_response,
     encode,
-    mask_card,
     request_id,
 )
 
@@ -306,9 +306,14 @@ def test_request_decoding_is_strict():
     assert decode_response(b'{"id":1,"code":"00"}') == Response(id=1, code="00")
 
 
-def test_mask_card():
-    assert mask_card(CARD) == "8800********9015"
-    assert mask_card("1234") == "****" and mask_card(None) == "-"
+def test_the_centre_logs_a_card_number_masked_as_the_switch_masks_a_pan(centre, caplog):
+    """First 6 and last 4 (switch.core.messages.mask_pan), the one rule for every card number shown."""
+    caplog.set_level(logging.DEBUG, logger="payswitch.citycard.centre")
+    centre.handle(purse(ref="r-1"))
+    centre.handle(purse(cls=Offline, card=BLACK, ref="r-2"))
+    assert "debit card 880012******9015 counter 00001" in caplog.text
+    assert "offline advice from blacklisted card 880000******0002 booked" in caplog.text
+    assert CARD not in caplog.text and BLACK not in caplog.text
 
 
 # -- the process ----------------------------------------------------------------------

@@ -24,9 +24,24 @@ def msg(**changes):
     return T.decode(T.encode(fields))
 
 
-def test_response_mti():
-    assert [m.response_mti(x) for x in ("0100", "0200", "0220", "0400", "0500", "0800")] == [
-        "0110", "0210", "0230", "0410", "0510", "0810"]
+@pytest.mark.parametrize(
+    "mti, answer, as_repeat",
+    [
+        ("0100", "0110", "0110"),
+        ("0200", "0210", "0210"),
+        ("0201", "0210", "0211"),  # section 6.1: a terminal's repeat is answered as its first send
+        ("0220", "0230", "0230"),
+        ("0400", "0410", "0410"),
+        ("0420", "0430", "0430"),
+        ("0421", "0430", "0431"),  # the host link: an acquirer may answer a repeat as either
+        ("0500", "0510", "0510"),
+        ("0800", "0810", "0810"),
+        ("0190", "0100", "0100"),  # not a request (is_request), but still four digits
+    ],
+)
+def test_response_mti(mti, answer, as_repeat):
+    assert m.response_mti(mti) == answer
+    assert m.response_mti(mti, keep_origin=True) == as_repeat
 
 
 def test_only_a_request_mti_is_answered_and_its_answer_is_a_response_mti():
@@ -137,9 +152,21 @@ def test_response_echoes_and_never_carries_card_data():
     T.encode(resp)  # valid for the terminal dialect
 
 
-def test_mask_pan():
-    assert m.mask_pan("4761739001010119") == "476173******0119"
-    assert m.mask_pan("1234") == "1234"
+@pytest.mark.parametrize(
+    "pan, shown",
+    [
+        (None, None),
+        ("", ""),
+        ("1234", "1234"),
+        ("12345678", "****5678"),
+        ("123456789012", "********9012"),  # under 13 digits: only the last 4
+        ("4222222222222", "422222***2222"),  # 13: first 6 + last 4
+        ("4761739001010119", "476173******0119"),
+        ("6212345678901234567", "621234*********4567"),  # 19
+    ],
+)
+def test_mask_pan(pan, shown):
+    assert m.mask_pan(pan) == shown
 
 
 def test_build_request_carries_what_adapters_need():

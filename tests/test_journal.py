@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from native.routing import luhn_ok
 from switch.journal import (
     pan_key,
     JournalClosed,
@@ -23,7 +24,6 @@ from switch.journal import (
     Totals,
     TxnRecord,
     check_no_pan,
-    luhn_ok,
     open_journal,
     pan_protect,
 )

@@ -40,7 +40,6 @@ from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the 
     FieldsView,
     Ref,
     acquirer_ref,
-    answer_mti,
     answers,
     fields_view,
     mask_pan,

@@ -319,7 +319,7 @@ class HostLinkAcquirer:
             core.cancel(pending)
             self.breakers[slot.endpoint].inconclusive(loop.time())
             log.error("%s: cannot encode %s for pan %s: %s: %s", self.name, request.mti,
-                      mask_pan(request.pan), type(exc).__name__, scrub(str(exc)))
+                      mask_pan(request.pan) or "", type(exc).__name__, scrub(str(exc)))
             self.metrics.inc("requests", mti=request.mti, response_code=RC_MALFUNCTION)
             return Result(response_code=RC_MALFUNCTION)
         if fut.done():  # the connection went, or the deadline passed, while an HSM made the MAC

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import msgspec
 
 from switch.core.acquirer import Original, Request
+from switch.core.messages import mask_pan, response_mti
 
 # Network management information codes (field 70).
 SIGN_ON = "001"
@@ -35,15 +36,7 @@ RC_SYSTEM = "96"  # a key change nobody could install
 
 # --------------------------------------------------------------------------
 # Masking: never a full PAN, track 2 or PIN block in a log line or exception.
-
-def mask_pan(pan: str | None) -> str:
-    """First 6 and last 4 digits, the rest as '*'."""
-    if not pan:
-        return ""
-    if len(pan) <= 10:
-        return "*" * len(pan)
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
-
+# One rule for the whole switch: switch.core.messages.mask_pan.
 
 _LONG_DIGITS = re.compile(r"\d{12,19}")
 
@@ -117,18 +110,12 @@ def parse_ref(ref: str | None) -> Ref | None:
     return Ref(stan, f7, rrn, parts[3] if len(parts) == 4 else None)
 
 
-def answer_mti(mti: str) -> str:
-    """0200 -> 0210 and so on (a repeat 0421 -> 0431)."""
-    return mti[:2] + str(int(mti[2]) + 1) + mti[3]
-
-
 def answers(mti: str) -> tuple[str, ...]:
-    """The answer MTIs that fit a request: a repeat (xxx1) may also be
-    answered as its first send (0421 -> 0431 or 0430)."""
-    first = answer_mti(mti)
+    """The answer MTIs that fit a request: a repeat (xxx1) may be answered
+    as a repeat or as its first send (0421 -> 0431 or 0430)."""
     if mti[3] == "1":
-        return (first, first[:3] + "0")
-    return (first,)
+        return (response_mti(mti, keep_origin=True), response_mti(mti))
+    return (response_mti(mti, keep_origin=True),)
 
 
 # --------------------------------------------------------------------------

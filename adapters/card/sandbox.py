@@ -66,8 +66,8 @@ import string
 from collections import OrderedDict
 from typing import Any, Iterable
 
-from adapters.card.messages import answer_mti, mask_pan
 from adapters.card.sim_mac import HostMacCheck  # noqa: F401  (re-exported: the simulator and tests use it)
+from switch.core.messages import mask_pan, response_mti
 
 # Last two digits of the amount -> response code (spec section 7).
 DECLINES = {"05": "05", "13": "13", "51": "51", "55": "55", "96": "96"}
@@ -339,7 +339,7 @@ class Sandbox:
 
     @staticmethod
     def _echo(msg: Any, mti: str, fields: tuple) -> dict:
-        out: dict[Any, Any] = {"mti": answer_mti(mti)}
+        out: dict[Any, Any] = {"mti": response_mti(mti, keep_origin=True)}
         for field in fields:
             value = msg.get(field)
             if value is not None:
@@ -394,7 +394,7 @@ class Sandbox:
             "rrn": rrn,
             "acquirer_id": acquirer_id,  # field 32 as field 90 names it: with 1-3 the key to the original
             "terminal_id": msg.get(41),
-            "pan": mask_pan(pan),
+            "pan": mask_pan(pan) or "",
             "card": card,
             "processing_code": msg.get(3),
             "amount": value,
@@ -569,7 +569,7 @@ class Sandbox:
             "original_found": found is not None,
             "original_response_code": found.response_code if found else None,
             "f90": f90,
-            "pan": mask_pan(msg.get(2)),  # field 2 of the reversal itself, masked ("" when it had none)
+            "pan": mask_pan(msg.get(2)) or "",  # field 2 of the reversal itself, masked ("" when it had none)
             "auth_code": msg.get(38),  # field 38 of the reversal itself
             "card": card,
             "repeat": repeat,

@@ -34,6 +34,7 @@ from switch.core.acquirer import Request, Result
 from switch.core.backoff import Backoff
 from switch.core.inflight import InFlight
 from switch.core.link_metrics import LinkMetrics
+from switch.core.messages import mask_pan
 
 from .mapping import Refusal, build_message, moves_money, original_ref, to_result
 from .protocol import (
@@ -47,7 +48,6 @@ from .protocol import (
     Reverse,
     decode_response,
     encode,
-    mask_card,
 )
 
 __all__ = ["CityCardAcquirer", "Unavailable", "LinkLost"]
@@ -248,7 +248,7 @@ class CityCardAcquirer:
                              "unconfirmed" if result.uncertain else "refused")
         log.debug(
             "%s: txn %d card %s %s -> %s",
-            self.name, request.txn_id, mask_card(request.pan), type(message).__name__.lower(),
+            self.name, request.txn_id, mask_pan(request.pan) or "-", type(message).__name__.lower(),
             result.response_code,
         )
         return result

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from switch.core.messages import mask_pan
+
 from . import crypto
 from .protocol import (
     Balance,
@@ -29,7 +31,6 @@ from .protocol import (
     Offline,
     Response,
     Reverse,
-    mask_card,
 )
 
 __all__ = ["DEMO_MK", "OPENING_BALANCE", "Account", "Booking", "Centre"]
@@ -124,7 +125,7 @@ class Centre:
         self._answers[request.ref] = (key, msgspec.structs.replace(response, id=0))
         log.debug(
             "%s card %s counter %s amount %d ref %s -> %s",
-            type(request).__name__.lower(), mask_card(request.card), request.counter,
+            type(request).__name__.lower(), mask_pan(request.card) or "-", request.counter,
             request.amount, request.ref, response.code,
         )
         return response
@@ -168,7 +169,7 @@ class Centre:
             # Uploaded (or debited online) before: counted once, the same authorization.
             return self._reply("00", r.ref, account.balance, auth=self._purse_auth.get((r.card, r.counter)))
         if r.card in self.blacklist:
-            log.warning("offline advice from blacklisted card %s booked", mask_card(r.card))
+            log.warning("offline advice from blacklisted card %s booked", mask_pan(r.card) or "-")
         account.balance -= r.amount
         account.last_counter = max(account.last_counter, int(r.counter))
         self.debits += r.amount
@@ -222,7 +223,7 @@ class Centre:
             # a later offline upload of it is booked again.  Counters stay spent.
             self._purse.pop((booking.card, booking.counter), None)
             self._purse_auth.pop((booking.card, booking.counter), None)
-            log.debug("reversed %s of card %s ref %s", booking.op, mask_card(booking.card), r.ref)
+            log.debug("reversed %s of card %s ref %s", booking.op, mask_pan(booking.card) or "-", r.ref)
         return self._reply("00", r.ref, account.balance)
 
     def _ledger(self, r: Ledger) -> Response:

@@ -93,7 +93,6 @@ __all__ = [
     "decode_request",
     "decode_response",
     "request_id",
-    "mask_card",
 ]
 
 MAX_FRAME = 0xFFFF
@@ -255,12 +254,3 @@ class FrameBuffer:
     def pending(self) -> int:
         """Bytes received but not yet part of a whole frame."""
         return len(self._buffer)
-
-
-def mask_card(card: str | None) -> str:
-    """A city-card number for logs: first 4 and last 4 digits."""
-    if not card:
-        return "-"
-    if len(card) <= 8:
-        return "*" * len(card)
-    return f"{card[:4]}{'*' * (len(card) - 8)}{card[-4:]}"

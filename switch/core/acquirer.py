@@ -18,6 +18,8 @@ from typing import Protocol
 
 import msgspec
 
+from native.panguard import mask_pan
+
 
 class Original(msgspec.Struct, kw_only=True, frozen=True):
     """The journaled transaction a reversal (0400) or completion (0220) refers to."""
@@ -120,7 +122,7 @@ class Request(msgspec.Struct, kw_only=True, gc=False):
                 parts.append(f"{name}=<{len(value)} {'bytes' if isinstance(value, bytes) else 'characters'}>")
                 continue
             if name == "pan":
-                value = _masked(value)
+                value = mask_pan(value)
             elif name == "tlv":
                 value = {tag: "..." for tag in value}
             parts.append(f"{name}={value!r}")
@@ -128,10 +130,6 @@ class Request(msgspec.Struct, kw_only=True, gc=False):
 
 
 _HIDDEN = ("track2", "pin_block", "icc")
-
-
-def _masked(pan: str) -> str:
-    return pan[:6] + "*" * max(0, len(pan) - 10) + pan[-4:] if len(pan) >= 13 else "*" * max(0, len(pan) - 4) + pan[-4:]
 
 
 class Result(msgspec.Struct, kw_only=True, gc=False):

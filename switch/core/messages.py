@@ -11,6 +11,7 @@ from typing import Mapping
 from native import emv
 from native.clock import impossible_clock
 from native.iso8583 import DecodeError
+from native.panguard import mask_pan  # noqa: F401  (the one PAN masker; the journal imports it from native)
 
 from switch.core.acquirer import Original, Request
 from switch.keyed_hash import keyed
@@ -67,9 +68,17 @@ def is_request(mti: str) -> bool:
     return len(mti) == 4 and mti[2] in "02468"
 
 
-def response_mti(mti: str) -> str:
-    """``0200`` → ``0210``, a repeat ``0201`` → ``0210`` (sections 3 and 6.1)."""
-    return mti[:2] + str((int(mti[2]) + 1) % 10) + "0"
+def response_mti(mti: str, keep_origin: bool = False) -> str:
+    """The MTI that answers ``mti``: its message function (third digit) + 1.
+
+    ``0200`` → ``0210``, and a repeat is answered as its first send: ``0201``
+    → ``0210`` (sections 3 and 6.1).  With ``keep_origin`` the last digit
+    (message origin, 1 for a repeat) is the request's: ``0421`` → ``0431``,
+    as an acquirer may answer a repeated reversal on the host link.  A 9
+    wraps to 0 so that the result is always four digits (``0190`` → ``0100``;
+    :func:`is_request` says which MTIs are answered at all).
+    """
+    return mti[:2] + str((int(mti[2]) + 1) % 10) + (mti[3] if keep_origin else "0")
 
 
 # Section 6.1: an MTI ending in 1 is the terminal's repeat of the one ending in 0.
@@ -164,15 +173,6 @@ def payment_kind(msg, pan: str | None, tlv: Mapping[str, str]) -> str:
     if not pan:
         raise Rejection("30", "no card number in field 2 or 35")
     return "pan"
-
-
-def mask_pan(pan: str | None) -> str | None:
-    """First 6 and last 4 (PCI DSS display rule); short numbers keep 4 or fewer digits."""
-    if not pan:
-        return pan
-    if len(pan) >= 13:
-        return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
-    return "*" * max(0, len(pan) - 4) + pan[-4:]
 
 
 # Fields whose value decides "same content" for a retransmission (section 6).

@@ -52,7 +52,7 @@ from typing import Any, Iterable, Protocol
 
 import msgspec
 
-from native.panguard import digit_count, is_pan_hash, luhn_run
+from native.panguard import digit_count, is_pan_hash, luhn_run, mask_pan
 from switch.keyed_hash import keyed
 
 __all__ = [
@@ -205,18 +205,6 @@ FREE_REFERENCE_FIELDS = ("acquirer_ref", "order_ref")
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
 
 
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i & 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
 def check_no_pan(fields: dict[str, Any]) -> None:
     """Raise ValueError if a field value looks like it holds cardholder data.
 
@@ -338,20 +326,16 @@ def check_pan_digits(pan: str) -> None:
 def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
     """Return (masked PAN, versioned HMAC-SHA256 of the PAN: ``"v1:<hex>"``) for the journal.
 
-    The masked form keeps the first 6 and last 4 digits
-    (``"411111******1111"``); a PAN shorter than 13 digits keeps only its
-    last 4.  The HMAC lets the switch find a card's transactions without
+    The masked form is :func:`native.panguard.mask_pan`'s, the switch's one
+    masking rule: the first 6 and last 4 digits (``"411111******1111"``); a
+    PAN shorter than 13 digits keeps only its last 4.  The HMAC lets the switch find a card's transactions without
     storing its number; ``key`` is the journal secret (the HMAC key is
     derived from it, see :func:`pan_key`).
     """
     check_pan_digits(pan)
     if not key:
         raise ValueError("pan_protect needs a non-empty HMAC key")
-    if len(pan) >= 13:
-        masked = pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
-    else:
-        masked = "*" * (len(pan) - 4) + pan[-4:]
-    return masked, pan_hmac(pan, key)
+    return mask_pan(pan), pan_hmac(pan, key)
 
 
 class Journal(Protocol):
