@@ -1,7 +1,8 @@
 """How long a link waits before it connects again: exponential back-off with jitter.
 
-One rule for every acquirer link that reconnects (the card host link's slots,
-the city-card centre's connections): wait ``initial``, then twice as long
+One rule for everything that tries again after a failure (the card host
+link's slots and the city-card centre's connections reconnecting, a bundled
+simulator restarted by ``switch.io.children``, without jitter there): wait ``initial``, then twice as long
 after each failure up to ``maximum``, each wait spread by +-``jitter`` so
 that connections lost together do not come back in step; :meth:`Backoff.reset`
 once a connection is up (the card link: once signed on).  The link sleeps;

@@ -18,6 +18,7 @@ import threading
 import time
 
 from switch import config as config_mod
+from switch.core.backoff import Backoff
 
 log = logging.getLogger("payswitch")
 
@@ -107,7 +108,8 @@ class Children:
 
     def _watch(self) -> None:
         started = {name: time.monotonic() for name, _ in self.procs}
-        backoff = dict.fromkeys(started, RESTART_MIN)
+        # switch.core.backoff, the links' rule, without jitter: one process per simulator.
+        backoff = {name: Backoff(RESTART_MIN, RESTART_MAX, jitter=0.0) for name in started}
         due = dict.fromkeys(started, 0.0)
         while not self._stopping.wait(POLL):
             for i, (name, proc) in enumerate(list(self.procs)):
@@ -116,7 +118,7 @@ class Children:
                 if code is None or now < due[name]:
                     continue
                 if now - started[name] >= STEADY:
-                    backoff[name] = RESTART_MIN
+                    backoff[name].reset()
                 with self._lock:
                     if self._stopping.is_set():
                         return
@@ -125,14 +127,12 @@ class Children:
                         new = self._spawn(name)
                     except OSError as e:
                         log.error("simulator %s could not be started again: %s", name, e)
-                        due[name] = now + backoff[name]
-                        backoff[name] = min(2 * backoff[name], RESTART_MAX)
+                        due[name] = now + backoff[name].next_delay()
                         continue
                     self.procs[i] = (name, new)
                     self.restarts[name] = self.restarts.get(name, 0) + 1
                 started[name] = now
-                due[name] = now + backoff[name]
-                backoff[name] = min(2 * backoff[name], RESTART_MAX)
+                due[name] = now + backoff[name].next_delay()
                 line = self._listening(new, now + self.start_timeout)
                 if line is not None:
                     log.info("simulator %s started again: %s", name, line)
