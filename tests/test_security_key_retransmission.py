@@ -112,3 +112,26 @@ def test_a_retransmitted_maced_key_exchange_is_answered_maced_with_the_same_keys
         assert (await ts.call(sw, tk.purchase(TDES_TID, new, "tdes", "000002")))[39] == "00"
 
     tk.run(tmp_path / "journal.sqlite", scenario)
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({11: None}, "30"),  # no STAN (section 3: every 0800 carries 7, 11, 41 and 70)
+    ({7: None}, "30"),  # no transmission time
+    ({70: "999"}, "12"),  # no network management code of section 3
+], ids=["no 11", "no 7", "unknown 70"])
+@pytest.mark.parametrize("code70", ["101", "001"])
+def test_a_key_exchange_missing_a_field_gets_no_keys(tmp_path, fields, code, code70):
+    """A secured terminal's 0800/101 (or its first sign-on) is checked as every request is:
+    without 11 or 7 it is no request the switch can answer twice, and no keys are issued."""
+    path = tmp_path / "journal.sqlite"
+
+    async def scenario(sw):
+        msg = {"mti": "0800", 7: T7, 11: "000901", 41: TDES_TID, 70: code70}
+        msg.update(fields)
+        answer = TERM.decode(await sw.handle(TERM.encode({k: v for k, v in msg.items() if v is not None})))
+        assert answer[39] == code and 48 not in answer
+        assert pending_kcvs(path) == []  # nothing generated or stored
+        good = TERM.decode(await sw.handle(exchange(TDES_TID)))  # a well-formed one still gets keys
+        assert good[39] == "00" and 48 in good
+
+    tk.run(path, scenario)

@@ -256,6 +256,16 @@ class TerminalSecurity:
             if mac_key is None:
                 log.info("terminal %s: 0800/%s %s (%s)", tid, code, MAC_INVALID, reason)
                 return engine._reply(msg, MAC_INVALID, codec, "network")
+        try:
+            # Section 3, as engine._dispatch checks every request: 7, 11, 41 and 70, well-formed.
+            # Keys are never issued to an 0800 that no retransmission could name (no 11 or 7).
+            messages.check_request(msg, "0800")
+        except messages.Rejection as r:
+            log.info("terminal %s: 0800/%s rejected: %s (%s)", tid, code, r.code, r.reason)
+            kind, code39, out = engine._reply(msg, r.code, codec, "network")
+            if mac_key is not None:
+                out = yield from self._sign(out, mac_key, codec)
+            return kind, code39, out
         if tmk is None:
             if code == KEY_EXCHANGE:
                 # No session keys to give: a terminal without keys or a DUKPT one.
