@@ -143,11 +143,12 @@ class SwitchProcess:
         self.config.write_text(config_text)
         self.log = open(tmp / "switch.log", "w")
         self.proc = None
+        self.log_level = "INFO"  # PAYSWITCH_LOG of the process start() runs
 
     def start(self, timeout: float = 30.0):
         # This checkout first: an editable install elsewhere (another worktree's) must not be what runs.
         path = os.environ.get("PYTHONPATH")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PAYSWITCH_LOG="INFO",
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PAYSWITCH_LOG=self.log_level,
                    PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "switch.cli", "serve", "--config", str(self.config)],
