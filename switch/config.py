@@ -18,7 +18,7 @@ import msgspec
 
 # Terminal ranges and prefix ranges are rules of the switch's core, which
 # must not import the configuration.
-from switch.core.routing import expand_terminals, prefix_range
+from switch.core.routing import MAX_TERMINALS, expand_terminals, prefix_range
 from switch.security import config as security_config
 from switch import config_sanity, config_timing, config_vas
 from switch.config_dialect import dialect_problem
@@ -359,7 +359,7 @@ def _check(cfg: Config, src: str) -> Config:
         merchant_ids.add(mc.id)
         for j, t in enumerate(mc.terminals):
             try:
-                tids = expand_terminals(t)
+                tids = expand_terminals(t, MAX_TERMINALS - len(seen))
             except ValueError as e:
                 fail(f"merchants[{i}].terminals[{j}]", str(e))
             for tid in tids:

@@ -173,6 +173,23 @@ def test_terminal_ranges():
         config.expand_terminals("AB0009-AB0001")
 
 
+def test_a_terminal_range_is_bounded_before_it_is_expanded(tmp_path):
+    """A digit too many in a range ("T0000001-T9999999") once took half a minute and
+    gigabytes before anything was said; nine-character IDs were expanded before
+    their length was checked (a billion of them for T000000001-T999999999)."""
+    def merchants(*ranges):
+        return "".join(f'[[merchants]]\nid = "M{i}"\nterminals = ["{r}"]\n' for i, r in enumerate(ranges))
+
+    msg = _bad(merchants("T0000001-T1000001"), tmp_path)
+    assert msg.endswith("terminal range 'T0000001-T1000001' names 1,000,001 terminals: a configuration names "
+                        "at most 1,000,000 - at `$.merchants[0].terminals[0]`"), msg
+    msg = _bad(merchants("A0000001-A0600000", "B0000001-B0600000"), tmp_path)
+    assert msg.endswith("terminal range 'B0000001-B0600000' names 600,000 terminals: a configuration names at "
+                        "most 1,000,000, more than the 400,000 left of those - at `$.merchants[1].terminals[0]`"), msg
+    msg = _bad(merchants("T00000001-T00000009"), tmp_path)
+    assert msg.endswith("terminal ID 'T00000001' must be 1 to 8 characters - at `$.merchants[0].terminals[0]`"), msg
+
+
 SECURED = BASE + """
 [[merchants]]
 id = "SHOP00000000001"

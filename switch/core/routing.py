@@ -17,8 +17,17 @@ _TERMINAL_RANGE = re.compile(r"^([A-Za-z ]*)(\d+)-([A-Za-z ]*)(\d+)$")
 _PREFIX = re.compile(r"^\d{1,19}(-\d{1,19})?$")
 
 
-def expand_terminals(spec: str) -> list[str]:
-    """``"DEMO0001-DEMO0003"`` → ``["DEMO0001", "DEMO0002", "DEMO0003"]``."""
+# Terminal IDs one configuration may name: each is an entry in every process's
+# terminal table, and a range is checked before it is expanded, so that a digit
+# too many ("T0000001-T9999999") is an error, not gigabytes and minutes.
+MAX_TERMINALS = 1_000_000
+_TID_LENGTH = 8  # field 41, ans8
+
+
+def expand_terminals(spec: str, room: int = MAX_TERMINALS) -> list[str]:
+    """``"DEMO0001-DEMO0003"`` → ``["DEMO0001", "DEMO0002", "DEMO0003"]``.
+
+    ``room``: how many more terminals the configuration may name (ValueError beyond)."""
     match = _TERMINAL_RANGE.match(spec)
     if not match:
         if "-" in spec:
@@ -31,6 +40,13 @@ def expand_terminals(spec: str) -> list[str]:
         raise ValueError(f"terminal range {spec!r} has ends of different lengths")
     if int(lo) > int(hi):
         raise ValueError(f"terminal range {spec!r} starts after it ends")
+    if len(stem) + len(lo) > _TID_LENGTH:
+        raise ValueError(f"terminal ID {stem + lo!r} must be 1 to {_TID_LENGTH} characters")
+    count = int(hi) - int(lo) + 1
+    if count > room:
+        left = "" if room == MAX_TERMINALS else f", more than the {room:,} left of those"
+        raise ValueError(f"terminal range {spec!r} names {count:,} terminals: a configuration names at most "
+                         f"{MAX_TERMINALS:,}{left}")
     return [f"{stem}{n:0{len(lo)}d}" for n in range(int(lo), int(hi) + 1)]
 
 
