@@ -4,7 +4,9 @@ msgspec names the key and where it is (``Object contains unknown field
 `hmac_key` - at `$.journal```); an operator also wants the key that was
 meant.  :func:`unknown_key_hint` finds the keys that table does take and
 says which one is close, or lists them; a secret written in clear
-(``hmac_key`` where ``hmac_key_file`` is taken) is told where it belongs.
+(``hmac_key`` where ``hmac_key_file`` is taken) is told where it belongs,
+and so is a top-level key written below a table header (TOML puts it in
+that table).
 """
 from __future__ import annotations
 
@@ -28,7 +30,11 @@ def unknown_key_hint(message: str, root: type, hidden: frozenset[str] = frozense
     if match is None:
         return ""
     name, path = match.group(1), match.group(2) or "$"
-    struct = _struct_at(msgspec.inspect.type_info(root), path)
+    info = msgspec.inspect.type_info(root)
+    if path != "$" and any(f.encode_name == name and name not in hidden for f in info.fields):
+        # TOML's own trap: a key belongs to the table whose header is above it.
+        return f"; `{name}` is a top-level key: write it above the file's first [table] header"
+    struct = _struct_at(info, path)
     if struct is None:
         return ""
     known = [f.encode_name for f in struct.fields if not (path == "$" and f.encode_name in hidden)]

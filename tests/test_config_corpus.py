@@ -119,6 +119,9 @@ CASES = [
      " (`hmac_key_file` or `hmac_key_env`), never written in the configuration"),
     ("misspelt key", "response_timeout = 30.0", "respones_timeout = 30.0",
      "Object contains unknown field `respones_timeout`; did you mean `response_timeout`?"),
+    ("top-level key below a table", 'acquirer_id = "10000000001"', 'acquirer_id = "10000000001"\nresponse_timeout = 20.0',
+     "Object contains unknown field `response_timeout` - at `$.acquirers[0]`; `response_timeout` is a top-level key:"
+     " write it above the file's first [table] header"),
     ("key of no likeness", "port = {term}\n", "port = {term}\ntls = true\n",
      "Object contains unknown field `tls` - at `$.listeners[0]`; the keys taken here: host, port, header, tpdu,"
      " max_frame, max_in_flight, dialect, tls_cert_file, tls_key_file, frame_timeout, idle_timeout"),
