@@ -240,11 +240,15 @@ class Engine:
     def _reversal_left(self, flight: Flight, merchant: str) -> Gen:
         """A reversal came while this flight was a retransmission, a rejection, or
         anything but an authorization waiting for its answer: undo what the
-        journal holds under its key."""
+        journal holds under its key.
+
+        Returns what to run (``yield from``): nothing, an empty tuple, for
+        almost every request, which then costs no generator."""
         if flight.reverse_requested and not flight.reverse_honoured:
             flight.decided = True
             tid, stan, when = flight.key
-            yield from self.reversals.reverse_named(tid, merchant, flight.mti, stan, when)
+            return self.reversals.reverse_named(tid, merchant, flight.mti, stan, when)
+        return ()
 
     def _classify(self, msg, tlv) -> tuple[str, Any, str | None]:
         pan = messages.pan_of(msg)
