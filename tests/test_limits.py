@@ -205,3 +205,18 @@ def test_the_in_flight_limit_per_terminal_holds_across_connections_and_reconnect
 
     bank_a = FakeAcquirer("bank-a", gate=gate)
     serve(scenario, acquirers=fakes(**{"bank-a": bank_a}), max_in_flight_per_terminal=3)
+
+
+def test_a_reload_sets_the_per_terminal_limit():
+    """The limit is read with the rest of the configuration (Engine.apply), so a reload changes it."""
+    from tests.test_service import TID, call, run
+
+    async def scenario(sw):
+        assert sw.engine.slots.take(TID, 256)  # one request of the terminal still open
+        sw.reload(msgspec.structs.replace(make_config(), max_in_flight_per_terminal=1))
+        assert (await call(sw, request(stan="000001")))[39] == "91"
+        sw.reload(msgspec.structs.replace(make_config(), max_in_flight_per_terminal=2))
+        assert (await call(sw, request(stan="000002")))[39] == "00"
+        assert sample(sw, "payswitch_terminal_in_flight_limited_total") == 1
+
+    run(scenario)

@@ -100,3 +100,20 @@ def test_offline_advice_is_only_the_city_card_upload():
 def test_settlement_code():
     assert p.settlement_code((1, 2, 500, 3000), (1, 2, 500, 3000)) == "00"
     assert p.settlement_code((1, 3, 500, 6000), (1, 2, 500, 3000)) == "95"
+
+
+def test_a_flight_that_no_reversal_named_leaves_nothing_to_run(monkeypatch):
+    """Engine._reversal_left returns what the engine runs: nothing (no generator) for the
+    flight of almost every request, the reversal of its key for one a 0400 named meanwhile."""
+    import inspect
+
+    from switch.core.commands import Flight
+    from switch.core.engine import Engine
+    from tests.test_service import KEY_ENV, KEY_HEX, MERCHANT, T7, TID, make_config
+
+    monkeypatch.setenv(KEY_ENV, KEY_HEX)
+    engine = Engine(make_config(), key=bytes(32))
+    flight = Flight((TID, "000001", T7), "d1", "0200")
+    assert engine._reversal_left(flight, MERCHANT) == () and not flight.decided
+    flight.reverse_requested = True
+    assert inspect.isgenerator(engine._reversal_left(flight, MERCHANT)) and flight.decided

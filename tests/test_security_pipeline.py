@@ -112,6 +112,24 @@ def pin_of(request, acquirer="bank-a"):
     return pinblock.decipher(bytes.fromhex(sandbox.ZPKS[acquirer]), "tdes", request.pin_block, request.pan)
 
 
+# -- dispatch -------------------------------------------------------------------------
+
+
+def test_a_request_without_a_policy_runs_in_the_engines_own_generator_s8():
+    """dispatch returns the generator that answers: the MAC check's for a merchant with a
+    policy, else the engine's, without one more generator for its commands to pass through."""
+    from switch.core.engine import Engine
+    from switch.core.security import TerminalSecurity
+
+    engine = Engine(make_config(), key=bytes(32))
+    cases = ((ts.TID, ts.MERCHANT, Engine._dispatch), (TDES_TID, MERCHANT, TerminalSecurity.guarded))
+    for tid, mid, answering in cases:
+        body = TERM.encode(fields(tid, f42=mid))
+        gen = engine.security.dispatch(engine, TERM.decode(body), "0200", TERM, body)
+        assert gen.gi_code is answering.__code__
+        gen.close()
+
+
 # -- key exchange ---------------------------------------------------------------------
 
 

@@ -128,6 +128,7 @@ class Engine:
                     terminals[tid] = merchant.id
         self.router = Router(cfg.routes)
         self.cfg = cfg
+        self.terminal_limit = getattr(cfg, "max_in_flight_per_terminal", 256)
         self.terminals = terminals
         self.merchants = {mc.id: mc for mc in cfg.merchants}
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
@@ -150,7 +151,7 @@ class Engine:
         mti = messages.base_mti(msg.mti)
         mclass = _MCLASS.get(mti[1], "other")
         tid = msg.get(41)
-        if tid is not None and not self.slots.take(tid, getattr(self.cfg, "max_in_flight_per_terminal", 256)):
+        if tid is not None and not self.slots.take(tid, self.terminal_limit):
             self.metrics.terminal_limit()
             return Answer("unknown", mclass, "91", codec.encode(messages.build_response(msg, "91", self.rrns.next())))
         try:
@@ -239,11 +240,15 @@ class Engine:
     def _reversal_left(self, flight: Flight, merchant: str) -> Gen:
         """A reversal came while this flight was a retransmission, a rejection, or
         anything but an authorization waiting for its answer: undo what the
-        journal holds under its key."""
+        journal holds under its key.
+
+        Returns what to run (``yield from``): nothing, an empty tuple, for
+        almost every request, which then costs no generator."""
         if flight.reverse_requested and not flight.reverse_honoured:
             flight.decided = True
             tid, stan, when = flight.key
-            yield from self.reversals.reverse_named(tid, merchant, flight.mti, stan, when)
+            return self.reversals.reverse_named(tid, merchant, flight.mti, stan, when)
+        return ()
 
     def _classify(self, msg, tlv) -> tuple[str, Any, str | None]:
         pan = messages.pan_of(msg)
@@ -397,7 +402,7 @@ class Engine:
         (``expect``: only while the record is in that state, else StaleState)."""
         body = self.term.encode(resp)
         out = body if codec is self.term else codec.encode(resp)
-        fields = dict(response=body, response_code=resp[39], **changes)
+        fields = {"response": body, "response_code": resp[39], **changes}
         rec = yield (Op("update", rec.id, **fields) if expect is None else Op("update_if", rec.id, expect, **fields))
         return out
 
@@ -438,8 +443,7 @@ class Engine:
                 break  # no time left to try the next one: answer what we have
             if index + 1 < len(acquirers) and not self.healthy(name):
                 continue
-            changes = dict(first_changes)
-            first_changes = {}
+            changes, first_changes = first_changes, {}  # first_changes: this call's own dict
             try:
                 if name != rec.acquirer or (rec.host_stan is None and name in self.reversals.stan_acquirers):
                     changes["acquirer"] = name
@@ -504,7 +508,7 @@ class Engine:
                     rec.rrn, used, result.acquirer_reason or result.acquirer_code, code,
                     " and the acquirer a reversal" if reverse else "", **about(rec))
         event = "uncertain" if reverse else "unconfirmed" if result.uncertain else "answer"
-        changes = dict(state=states.advance(state, event), auth_code=result.auth_code, acquirer_ref=result.acquirer_ref)
+        changes = {"state": states.advance(state, event), "auth_code": result.auth_code, "acquirer_ref": result.acquirer_ref}
         if rec.card_sealed is not None and not self.cfg.card_retention:
             # The journal keeps an approval's card for a terminal's 0400 that does not
             # repeat it (ReversalQueue.sweep forgets it after card_retention); unless 0.

@@ -153,13 +153,19 @@ class VasHook:
         """Coupons and member prices: may lower ``msg[4]`` and the journaled amount.
 
         Sets ``flight.vas_tlv`` (DS, LY) for the response; returns nothing.
+        Not a generator itself: it returns what to run (``yield from``), an
+        empty tuple when the merchant has no service at this moment, the
+        common case, which then costs no generator.
         """
+        if not self.services.get((merchant, BEFORE)):
+            return ()
+        return self._before(msg, rec, merchant, kind, tlv, flight)
+
+    def _before(self, msg, rec, merchant: str, kind: str, tlv: Mapping[str, str], flight) -> Gen:
         if msg.mti[:3] not in ("010", "020") or msg[3][:2] != "00" or 4 not in msg:
             return None
         if kind == "citycard":
             return None  # the card debits its own purse (its TAC covers the amount): nothing to lower
-        if not self.services.get((merchant, BEFORE)):
-            return None
         amount = int(msg[4])
         body = payload(BEFORE, ref=rec.rrn, token=rec.customer_token, merchant=merchant, terminal=msg[41],
                        amount=amount, currency=msg.get(49), kind=kind, coupon=tlv.get("CP"))
