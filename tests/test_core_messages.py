@@ -95,6 +95,16 @@ def test_impossible_date_or_time_is_30_naming_the_field(field, value):
     assert e.value.code == "30" and f"field {field}" in e.value.reason and value not in e.value.reason
 
 
+@pytest.mark.parametrize("code", ["001", "002", "301", "101"])
+def test_an_0800_with_an_impossible_field_7_is_30(code):
+    """Section 2 holds for network management too: an echo or sign-on dated month 13 is a format error."""
+    net = {"mti": "0800", 7: "1324101500", 11: "000001", 41: "DEMO0001", 70: code}
+    with pytest.raises(m.Rejection) as e:
+        m.check_request(T.decode(T.encode(net)))
+    assert e.value.code == "30" and "field 7" in e.value.reason
+    m.check_request(T.decode(T.encode({**net, 7: "1124101500"})))
+
+
 @pytest.mark.parametrize("field, value", [(7, "0229235959"), (7, "1231000000"), (12, "000000"), (13, "0229"),
                                           (13, "0131")])
 def test_possible_dates_and_times_pass(field, value):

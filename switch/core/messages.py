@@ -106,6 +106,8 @@ def check_request(msg, mti: str | None = None) -> None:
     if mti == "0800":
         if msg[70] not in NETWORK_CODES:
             raise Rejection("12", f"unsupported network management code {msg[70]}")
+        if impossible_clock(msg[7], None, None):  # section 2, as for every request: 7 is MMDDhhmmss
+            raise Rejection("30", f"field 7 is not a possible {_CLOCK_NAMES[7]}")
         return
     get = msg.get
     bad = impossible_clock(get(7), get(12), get(13))  # native/clock.pyx: on every request
