@@ -92,6 +92,15 @@ class Verified(NamedTuple):
         return SessionKey(session_key_names(self.terminal)[kind])
 
 
+def _rejected(msg) -> "messages.Rejection | None":
+    """Why an 0800 is no request the switch takes (section 3), or None."""
+    try:
+        messages.check_request(msg, "0800")
+    except messages.Rejection as r:
+        return r
+    return None
+
+
 class PinRefused(Exception):
     """Field 52 cannot go to the acquirer; ``code`` is the terminal's answer (55, or 96 for our own fault)."""
 
@@ -258,16 +267,6 @@ class TerminalSecurity:
             if mac_key is None:
                 log.info("terminal %s: 0800/%s %s (%s)", tid, code, MAC_INVALID, reason)
                 return engine._reply(msg, MAC_INVALID, codec, "network")
-        try:
-            # Section 3, as engine._dispatch checks every request: 7, 11, 41 and 70, well-formed.
-            # Keys are never issued to an 0800 that no retransmission could name (no 11 or 7).
-            messages.check_request(msg, "0800")
-        except messages.Rejection as r:
-            log.info("terminal %s: 0800/%s rejected: %s (%s)", tid, code, r.code, r.reason)
-            kind, code39, out = engine._reply(msg, r.code, codec, "network")
-            if mac_key is not None:
-                out = yield from self._sign(out, mac_key, codec)
-            return kind, code39, out
         if tmk is None:
             if code == KEY_EXCHANGE:
                 # No session keys to give: a terminal without keys or a DUKPT one.
@@ -278,6 +277,11 @@ class TerminalSecurity:
             kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
         elif code not in (SIGN_ON, KEY_EXCHANGE):
             kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
+        elif (rejected := _rejected(msg)) is not None:
+            # Checked as engine._dispatch checks every 0800 (section 3), and answered as it is:
+            # keys are never issued to an 0800 that no retransmission could name (no 11 or 7).
+            log.info("rejected %s: %s (%s)", msg.mti, rejected.code, rejected.reason)
+            kind, code39, out = yield from network.answer(engine, msg, rejected.code, codec)
         elif (first := (yield from network.earlier(engine, msg))) is False:
             # spec 6: the key of an earlier 0800 with other content, or of a payment
             kind, code39, out = engine._reply(msg, "94", codec, "network")
