@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.loop_cpu [--requests 20000] [--concurrency 50] [--rounds 5]
     .venv/bin/python -m benchmarks.loop_cpu --instructions [--concurrency 50]
+    .venv/bin/python -m benchmarks.loop_cpu --writer process [--instructions]
 
 Drives ``Switch.handle`` with card purchases against an acquirer that answers
 at once (no sockets), ``--concurrency`` at a time, and reports the event-loop
@@ -31,10 +32,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--instructions", action="store_true",
                     help="instructions per purchase under callgrind, instead of CPU time")
+    ap.add_argument("--writer", choices=("thread", "process"), default="thread",
+                    help="[journal] writer: a thread of this process, or a process of its own")
     args = ap.parse_args(argv)
     if args.instructions:
-        return instructions(args.concurrency)
+        return instructions(args.concurrency, args.writer)
 
+    os.environ["PAYSWITCH_JOURNAL_WRITER"] = args.writer  # read by tests.test_service's CONFIG
     from tests import test_service as ts
     from switch.core.acquirer import Result
     from switch.io.service import Switch
@@ -78,8 +82,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def instructions(concurrency: int, small: int = 1000, large: int = 3000) -> int:
-    """Print instructions per purchase of the loop and writer threads (callgrind, two runs)."""
+def instructions(concurrency: int, writer: str = "thread", small: int = 1000, large: int = 3000) -> int:
+    """Print instructions per purchase of the loop thread and of the journal writer (callgrind, two runs).
+
+    The thread writer is this process's second thread; the process writer is
+    a child process (``--trace-children``), all of whose threads are counted.
+    """
+    import glob
     import shutil
     import subprocess
     import tempfile
@@ -92,17 +101,26 @@ def instructions(concurrency: int, small: int = 1000, large: int = 3000) -> int:
     with tempfile.TemporaryDirectory(prefix="payswitch-callgrind-") as tmp:
         for n in (small, large):
             out = os.path.join(tmp, f"cg.{n}")
-            subprocess.run(
-                [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", "--separate-threads=yes",
+            proc = subprocess.Popen(
+                [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--separate-threads=yes",
+                 f"--trace-children={'yes' if writer == 'process' else 'no'}",
                  sys.executable, "-m", "benchmarks.loop_cpu", "--requests", str(n), "--rounds", "1",
-                 "--concurrency", str(concurrency)],
+                 "--concurrency", str(concurrency), "--writer", writer],
                 env=dict(os.environ, PYTHONHASHSEED="0"), cwd=Path(__file__).resolve().parent.parent,
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-            totals[n] = [thread_total(f"{out}-{k:02d}") for k in (1, 2)]
+            if proc.wait() != 0:
+                raise SystemExit(f"callgrind run of {n} purchases failed ({proc.returncode})")
+            main = f"{out}.{proc.pid}"
+            if writer == "thread":
+                totals[n] = [thread_total(f"{main}-{k:02d}") for k in (1, 2)]
+            else:
+                # One file a thread (``<out>.<pid>-<thread>``); a file without that suffix holds no totals.
+                children = [f for f in glob.glob(f"{out}.*-[0-9][0-9]") if not f.startswith(main + "-")]
+                totals[n] = [thread_total(f"{main}-01"), sum(thread_total(f) for f in children)]
     purchases = 2 * (large - small)  # each run: a warm-up round, then one measured round
-    loop, writer = ((totals[large][k] - totals[small][k]) / purchases for k in (0, 1))
-    print(f"instructions per purchase: event loop {loop:,.0f}, journal writer {writer:,.0f}")
+    loop, journal = ((totals[large][k] - totals[small][k]) / purchases for k in (0, 1))
+    print(f"instructions per purchase ({writer} writer): event loop {loop:,.0f}, journal writer {journal:,.0f}")
     return 0
 
 
