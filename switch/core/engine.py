@@ -302,6 +302,8 @@ class Engine:
         tlv: dict = {}
         kind, route, pan, rejection, refund_daily_max = "unknown", None, None, None, None
         try:
+            if 90 in msg and mti in ("0400", "0220"):
+                messages.check_original(msg[90])  # a 30 journaled like the rejections below (section 6)
             if 48 in msg:
                 try:
                     tlv = parse_tlv48(msg[48])

@@ -140,6 +140,17 @@ def original_key(field90: str) -> tuple[str, str, str]:
     return field90[0:4], field90[4:10], field90[10:20]
 
 
+def check_original(field90: str) -> None:
+    """Raise :class:`Rejection` 30 unless the original field 7 that field 90 names
+    is a possible date and time (section 2, as the request's own 7 is).
+
+    No request with that field 7 can have been answered but 30, so an 0400 or
+    0220 naming one names nothing the switch could reverse or complete.
+    """
+    if impossible_clock(original_key(field90)[2], None, None):
+        raise Rejection("30", f"field 90: the original's field 7 is not a possible {_CLOCK_NAMES[7]}")
+
+
 def pan_of(msg) -> str | None:
     """The PAN from field 2, else from track 2 (field 35) up to the separator."""
     pan = msg.get(2)
