@@ -188,6 +188,19 @@ def payment_kind(msg, pan: str | None, tlv: Mapping[str, str]) -> str:
     return "pan"
 
 
+def check_topup(msg, kind: str) -> None:
+    """Raise :class:`Rejection` 12 for a top-up (21xxxx) of anything but a city card.
+
+    Section 3 gives a financial 0200 three kinds, purchase, refund and
+    balance inquiry; section 4.1 adds the top-up, which loads cash onto a
+    city card with the card's MAC1.  Forwarded to a bank card's acquirer, a
+    21 would credit the card (a deposit) beside the merchant's refund
+    limits (section 6.1) and outside its 0500 totals (section 3).
+    """
+    if msg[3][:2] == TOPUP and kind != "citycard":
+        raise Rejection("12", f"processing code 21xxxx (a city-card top-up) for a {kind} payment")
+
+
 # Fields whose value decides "same content" for a retransmission (section 6).
 _DIGEST_FIELDS = (2, 3, 4, 14, 22, 35, 42, 48, 49, 90)
 _DIGEST_TAGS = tuple((n, b"|%d=" % n) for n in _DIGEST_FIELDS)
