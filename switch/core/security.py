@@ -51,7 +51,7 @@ from switch.core import messages
 from switch.core import network, session_keys
 from switch.core.acquirer import Result
 from switch.core.commands import Op, Sec
-from switch.core.macwire import MAC_LEN, mac_tail, wire_mac_length
+from switch.core.macwire import MAC_LEN, ends_with_mac, mac_tail, wire_mac_length
 from switch.security.config import Security
 from switch.security.dukpt import KsnError, ksn_device
 from switch.security.keys import previous_key_names, session_key_names
@@ -112,9 +112,7 @@ class PinRefused(Exception):
 
 def _mac_in_place(msg, field: int, body: bytes, codec) -> bool:
     """Whether the MAC field is 8 bytes and the last thing of the message as received."""
-    mac = msg[field]
-    n = _wire_mac_length(codec, field)
-    return len(mac) == _MAC_LEN and len(body) > n and body[-n:] == _mac_tail(codec, field, mac)
+    return ends_with_mac(codec, field, msg[field], body)
 
 
 def _ksn(msg) -> str | None:
