@@ -141,6 +141,16 @@ def test_original_key_from_field_90():
     assert m.original_key("0200" + "000123" + "1124101500" + "0" * 22) == ("0200", "000123", "1124101500")
 
 
+@pytest.mark.parametrize("original_7", ["1324101500", "1132101500", "0230101500", "1124251500", "1124106000",
+                                        "1124101560", "0000000000"])
+def test_field_90_naming_an_impossible_original_field_7_is_30(original_7):
+    """Section 2 holds for the original's field 7 inside 90 (an 0400, an 0220 completion), too."""
+    with pytest.raises(m.Rejection) as e:
+        m.check_original("0200" + "000123" + original_7 + "0" * 22)
+    assert e.value.code == "30" and "field 90" in e.value.reason and original_7 not in e.value.reason
+    m.check_original("0200" + "000123" + "0229235959" + "0" * 22)
+
+
 def test_digest_same_for_retransmission_differs_for_content():
     key = b"k" * 32
     a = m.content_digest(msg(), key)

@@ -131,6 +131,26 @@ def test_reversal_of_unknown_transaction_is_00(client):
     assert client.transact(reversal_of(ghost))["39"] == "00"
 
 
+@pytest.mark.parametrize("mti", ["0400", "0220"])
+def test_field_90_naming_an_impossible_original_time_is_30_and_reaches_no_acquirer(client, switch, mti):
+    """Section 2 for the original's field 7 inside 90: month 13, day 32, hour 25 are a format error."""
+    orig = purchase(5300, mti="0100" if mti == "0220" else "0200")
+    assert client.transact(orig)["39"] == "00"
+    before = len(switch.ledger("bank-a"))
+    for bad in ("13" + orig["7"][2:], orig["7"][:2] + "32" + orig["7"][4:], orig["7"][:4] + "25" + orig["7"][6:]):
+        field90 = orig["t"] + orig["11"] + bad + "0" * 22
+        req = reversal_of(orig, **{"90": field90}) if mti == "0400" else purchase(5000, mti="0220", **{"90": field90})
+        resp = client.transact(req)
+        assert (resp["t"], resp["39"], resp["11"]) == (mti[:2] + "10" if mti == "0400" else "0230", "30", req["11"])
+        assert client.transact(req) == resp  # kept: a retransmission gets the same answer
+    assert len(switch.ledger("bank-a")) == before
+    # The original still stands: the right 0400 or 0220 reaches the acquirer.
+    field90 = orig["t"] + orig["11"] + orig["7"] + "0" * 22
+    good = reversal_of(orig) if mti == "0400" else purchase(5000, mti="0220", **{"90": field90})
+    assert client.transact(good)["39"] == "00"
+    assert wait_for(lambda: len(switch.ledger("bank-a")) > before)
+
+
 def test_preauth_then_completion(client):
     pre = purchase(8000, mti="0100")
     resp = client.transact(pre)

@@ -337,6 +337,26 @@ def test_mac_of_an_iso87_ascii_request_is_over_its_wire_bytes_s8():
     run(scenario)
 
 
+def test_an_iso87_ascii_mac_in_lower_case_hex_verifies_s8():
+    """Section 8.1: on iso87-ascii the MAC is 16 hex digits; Python's ``bytes.hex()`` writes them in lower case."""
+    codec = listener_codec("iso87-ascii")
+
+    async def scenario(sw):
+        tak, _ = await sign_on(sw, TDES_TID)
+        for stan, case, code in (("000001", str.lower, "00"), ("000002", str.upper, "00")):
+            wire = codec.encode({**fields(stan=stan), 64: bytes(8)})[:-16]
+            body = wire + case(terminal_mac(tak, wire, "tdes").hex()).encode()
+            out = await sw.handle(body, codec)
+            assert codec.decode(out)[39] == code, case
+            assert out[-16:] == terminal_mac(tak, out[:-16], "tdes").hex().upper().encode()
+        wire = codec.encode({**fields(stan="000003"), 64: bytes(8)})[:-16]
+        wrong = wire + terminal_mac(bytes(16), wire, "tdes").hex().lower().encode()
+        assert codec.decode(await sw.handle(wrong, codec))[39] == "A0"
+        assert len(sw.acquirers["bank-a"].authorized) == 2
+
+    run(scenario)
+
+
 # -- start-up checks ---------------------------------------------------------------------
 
 

@@ -302,6 +302,8 @@ class Engine:
         tlv: dict = {}
         kind, route, pan, rejection, refund_daily_max = "unknown", None, None, None, None
         try:
+            if 90 in msg and mti in ("0400", "0220"):
+                messages.check_original(msg[90])  # a 30 journaled like the rejections below (section 6)
             if 48 in msg:
                 try:
                     tlv = parse_tlv48(msg[48])
@@ -310,6 +312,7 @@ class Engine:
             by_reference = mti == "0220" and 90 in msg and not messages.pan_of(msg) and "BC" not in tlv
             if mti in ("0100", "0200", "0220") and not by_reference:
                 kind, route, pan = self._classify(msg, tlv)
+                messages.check_topup(msg, kind)
             if mti == "0200" and msg[3][:2] == messages.REFUND:
                 refund_daily_max = self._refund_daily_max(msg, merchant)
         except messages.Rejection as r:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-__all__ = ["MAC_LEN", "wire_mac_length", "mac_tail", "mac_field", "unsigned_wire", "signed_wire", "covered"]
+__all__ = ["MAC_LEN", "wire_mac_length", "mac_tail", "ends_with_mac", "mac_field", "unsigned_wire", "signed_wire",
+           "covered"]
 
 MAC_LEN = 8
 
@@ -28,6 +29,20 @@ def wire_mac_length(codec, field: int) -> int:
 def mac_tail(codec, field: int, mac: bytes) -> bytes:
     """The MAC as it ends the message on this codec's wire."""
     return mac.hex().upper().encode() if wire_mac_length(codec, field) != MAC_LEN else mac
+
+
+def ends_with_mac(codec, field: int, mac: bytes, body: bytes) -> bool:
+    """Whether ``mac``, the decoded MAC field, is 8 bytes and the last thing of ``body`` on this codec's wire.
+
+    As hex text its digits may be upper or lower case, as the codec reads
+    them (a client writing Python's ``bytes.hex()`` sends lower case); the
+    MAC never covers itself, so its case changes nothing it covers.
+    """
+    n = wire_mac_length(codec, field)
+    if len(mac) != MAC_LEN or len(body) <= n:
+        return False
+    tail = bytes(body[-n:])
+    return (tail if n == MAC_LEN else tail.upper()) == mac_tail(codec, field, mac)
 
 
 def mac_field(fields: Mapping) -> int:
@@ -62,7 +77,6 @@ def covered(codec, msg, body: bytes) -> tuple[bytes, bytes] | str:
     if field is None:
         return "no MAC"
     mac = msg[field]
-    n = wire_mac_length(codec, field)
-    if len(mac) != MAC_LEN or len(body) <= n or body[-n:] != mac_tail(codec, field, mac):
+    if not ends_with_mac(codec, field, mac, body):
         return f"field {field} is not an 8-byte MAC at the end of the message"
-    return bytes(body[:-n]), bytes(mac)
+    return bytes(body[: -wire_mac_length(codec, field)]), bytes(mac)

@@ -140,6 +140,17 @@ def original_key(field90: str) -> tuple[str, str, str]:
     return field90[0:4], field90[4:10], field90[10:20]
 
 
+def check_original(field90: str) -> None:
+    """Raise :class:`Rejection` 30 unless the original field 7 that field 90 names
+    is a possible date and time (section 2, as the request's own 7 is).
+
+    No request with that field 7 can have been answered but 30, so an 0400 or
+    0220 naming one names nothing the switch could reverse or complete.
+    """
+    if impossible_clock(original_key(field90)[2], None, None):
+        raise Rejection("30", f"field 90: the original's field 7 is not a possible {_CLOCK_NAMES[7]}")
+
+
 def pan_of(msg) -> str | None:
     """The PAN from field 2, else from track 2 (field 35) up to the separator."""
     pan = msg.get(2)
@@ -175,6 +186,19 @@ def payment_kind(msg, pan: str | None, tlv: Mapping[str, str]) -> str:
     if not pan:
         raise Rejection("30", "no card number in field 2 or 35")
     return "pan"
+
+
+def check_topup(msg, kind: str) -> None:
+    """Raise :class:`Rejection` 12 for a top-up (21xxxx) of anything but a city card.
+
+    Section 3 gives a financial 0200 three kinds, purchase, refund and
+    balance inquiry; section 4.1 adds the top-up, which loads cash onto a
+    city card with the card's MAC1.  Forwarded to a bank card's acquirer, a
+    21 would credit the card (a deposit) beside the merchant's refund
+    limits (section 6.1) and outside its 0500 totals (section 3).
+    """
+    if msg[3][:2] == TOPUP and kind != "citycard":
+        raise Rejection("12", f"processing code 21xxxx (a city-card top-up) for a {kind} payment")
 
 
 # Fields whose value decides "same content" for a retransmission (section 6).

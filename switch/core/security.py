@@ -51,7 +51,7 @@ from switch.core import messages
 from switch.core import network, session_keys
 from switch.core.acquirer import Result
 from switch.core.commands import Op, Sec
-from switch.core.macwire import MAC_LEN, mac_tail, wire_mac_length
+from switch.core.macwire import MAC_LEN, ends_with_mac, mac_tail, wire_mac_length
 from switch.security.config import Security
 from switch.security.dukpt import KsnError, ksn_device
 from switch.security.keys import previous_key_names, session_key_names
@@ -112,9 +112,7 @@ class PinRefused(Exception):
 
 def _mac_in_place(msg, field: int, body: bytes, codec) -> bool:
     """Whether the MAC field is 8 bytes and the last thing of the message as received."""
-    mac = msg[field]
-    n = _wire_mac_length(codec, field)
-    return len(mac) == _MAC_LEN and len(body) > n and body[-n:] == _mac_tail(codec, field, mac)
+    return ends_with_mac(codec, field, msg[field], body)
 
 
 def _ksn(msg) -> str | None:
@@ -230,7 +228,10 @@ class TerminalSecurity:
             return ""
         tid, stan, sent = msg[41], msg.get(11), msg.get(7)
         if stan is not None and sent is not None:
-            if (tid, stan, sent) in engine.inflight or (yield Op("find", tid, stan, sent)) is not None:
+            if (tid, stan, sent) in engine.inflight or engine.network_answers.holds(
+                    (tid, stan, sent), engine.clock(), engine.cfg.retransmission_window):
+                return ""  # a retransmission of a request in flight, or of an 0800 answered (kept in memory)
+            if (yield Op("find", tid, stan, sent)) is not None:
                 return ""
         return f"KSN counter {counter} is not above the highest seen for its device (a replay)"
 
@@ -261,9 +262,14 @@ class TerminalSecurity:
         keys = self.config.terminal_keys(merchant, tid)
         tmk = keys.tmk if keys is not None else None
         mac_key = None
-        if tmk is not None and (64 in msg or 128 in msg):
-            # Not required (a terminal asking for keys may have none), but a MAC that is there must be right.
+        if (64 in msg or 128 in msg) and (keys is not None or self.config.policy(merchant) != "none"):
+            # Not required (a terminal asking for keys may have none), but a MAC that is there must be
+            # right, under session keys or DUKPT alike (spec 8.1), and a DUKPT counter must go up.
             mac_key, reason = yield from self._authenticate(msg, merchant, body, codec)
+            if mac_key is not None and isinstance(mac_key, DukptKey):
+                reason = yield from self._fresh_ksn(engine, msg, mac_key)
+                if reason:
+                    mac_key = None
             if mac_key is None:
                 log.info("terminal %s: 0800/%s %s (%s)", tid, code, MAC_INVALID, reason)
                 return engine._reply(msg, MAC_INVALID, codec, "network")
@@ -271,9 +277,10 @@ class TerminalSecurity:
             if code == KEY_EXCHANGE:
                 # No session keys to give: a terminal without keys or a DUKPT one.
                 log.info("terminal %s: 0800/101 without a TMK configured: 12", tid)
-                return engine._reply(msg, "12", codec, "network")
-            return (yield from engine._dispatch(msg, "0800", codec))
-        if code == SIGN_ON and (yield from session_keys.has_keys(tid)):
+                kind, code39, out = yield from network.answer(engine, msg, "12", codec)  # kept, as every 0810
+            else:
+                kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
+        elif code == SIGN_ON and (yield from session_keys.has_keys(tid)):
             kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
         elif code not in (SIGN_ON, KEY_EXCHANGE):
             kind, code39, out = yield from engine._dispatch(msg, "0800", codec)
