@@ -286,7 +286,7 @@ class Metrics:
         self.cpu_source: Callable[[], dict[str, float]] | None = None
         self.journal_writable = Gauge(
             "payswitch_journal_writable",
-            "1 when the last journal ping (an empty write transaction, run at each scrape and readiness check) succeeded",
+            "1 when the last journal ping (a write transaction, run at each scrape and readiness check; after a failed write, a 256 KiB probe write) succeeded",
             registry=r,
         )
         self.journal_writable.set(1)
