@@ -174,6 +174,9 @@ CASES = [
      " `$.merchants[1].terminals[0]` (prefix 'AB_00001'): rename one of them - at `$.merchants[2].terminals[1]`"),
     ("two routes of one name", 'name = "wallet-b"\nkind = "wallet"', 'name = "visa"\nkind = "wallet"',
      "duplicate route name 'visa' - at `$.routes[1].name`"),
+    # accepted: a route that can never match
+    ("a route without prefixes", 'prefixes = ["4"]', "prefixes = []",
+     "needs at least one prefix: a route without one never matches - at `$.routes[0].prefixes`"),
     ("a route's amounts crossed", 'prefixes = ["4"]', 'prefixes = ["4"]\nmin_amount = 500\nmax_amount = 100',
      "500 is above max_amount 100: the route never matches - at `$.routes[0].min_amount`"),
     # accepted: a back-off ceiling below its start cut the first wait short (at 0 the sender spun), and a
