@@ -9,6 +9,9 @@ opened and the acquirers had been signed on and off again, with an error
 naming neither the configuration key nor the file.  :func:`check` binds
 each address once (and lets it go) before any of that, and names both.
 
+The journal's lock is tried there too (:func:`journal_free`): another switch
+running on the same journal.
+
 Not a configuration problem (``check-config`` does not look: the port may be
 free on the host the file is deployed to), so ``serve`` says "cannot start"
 and exits 1.
@@ -16,6 +19,7 @@ and exits 1.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
 from switch import config as config_mod
@@ -43,6 +47,22 @@ def check(cfg: config_mod.Config) -> None:
         if problem is not None:
             key, msg = problem
             raise Unavailable(f"{cfg.source}: {msg} - at `$.{where}.{key}`")
+
+
+def journal_free(cfg: config_mod.Config) -> None:
+    """Raise :class:`Unavailable` if another payswitch process holds the journal's lock
+    (``files.claim``), naming the file and ``$.journal.url``: found before the simulators
+    start rather than after.  Takes the lock only for the check."""
+    from switch.journal import files
+
+    url = cfg.journal.url
+    path = url[len("sqlite://"):] if url.lower().startswith("sqlite://") else None
+    if path is None or not files.on_disk(path) or not os.path.exists(path):
+        return  # a new journal: nobody holds it
+    try:
+        files.release(files.claim(path))
+    except files.InUse as e:
+        raise Unavailable(f"{cfg.source}: {e} - at `$.journal.url`") from None
 
 
 def _problem(host: str, port: int) -> tuple[str, str] | None:
