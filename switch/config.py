@@ -338,6 +338,8 @@ def _check(cfg: Config, src: str) -> Config:
                     f"a {r.kind} route cannot use acquirer {a!r}: type {by_name[a][1].type!r} "
                     f"serves {', '.join(sorted(served))} routes",
                 )
+        if not r.prefixes:
+            fail(f"routes[{i}].prefixes", "needs at least one prefix: a route without one never matches")
         for j, p in enumerate(r.prefixes):
             try:
                 prefix_range(p)

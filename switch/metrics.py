@@ -52,6 +52,9 @@ _COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 KINDS = ("card", "wallet", "citycard")
+# payswitch_reversals_total{trigger="queue"}: the results of a reversal's try
+# at its acquirer (switch.core.reversal; acquirer.REVERSED, NOT_FOUND, RETRY, REFUSED).
+REVERSAL_RESULTS = ("reversed", "not_found", "retry", "refused")
 
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
@@ -286,7 +289,7 @@ class Metrics:
         self.cpu_source: Callable[[], dict[str, float]] | None = None
         self.journal_writable = Gauge(
             "payswitch_journal_writable",
-            "1 when the last journal ping (an empty write transaction, run at each scrape and readiness check) succeeded",
+            "1 when the last journal ping (a write transaction, run at each scrape and readiness check; after a failed write, a 256 KiB probe write) succeeded",
             registry=r,
         )
         self.journal_writable.set(1)
@@ -323,6 +326,10 @@ class Metrics:
         for kind in KINDS:
             self.in_flight(kind)
             self.latency.labels(kind)
+        # Every try's result at 0 from the start: PayswitchReversalRefused takes the
+        # increase() of result="refused", and a series born at 1 has no increase.
+        for result in REVERSAL_RESULTS:
+            self.reversals.labels("queue", result)
 
     # -- the request path ---------------------------------------------------
 

@@ -174,6 +174,9 @@ CASES = [
      " `$.merchants[1].terminals[0]` (prefix 'AB_00001'): rename one of them - at `$.merchants[2].terminals[1]`"),
     ("two routes of one name", 'name = "wallet-b"\nkind = "wallet"', 'name = "visa"\nkind = "wallet"',
      "duplicate route name 'visa' - at `$.routes[1].name`"),
+    # accepted: a route that can never match
+    ("a route without prefixes", 'prefixes = ["4"]', "prefixes = []",
+     "needs at least one prefix: a route without one never matches - at `$.routes[0].prefixes`"),
     ("a route's amounts crossed", 'prefixes = ["4"]', 'prefixes = ["4"]\nmin_amount = 500\nmax_amount = 100',
      "500 is above max_amount 100: the route never matches - at `$.routes[0].min_amount`"),
     # accepted: a back-off ceiling below its start cut the first wait short (at 0 the sender spun), and a
@@ -323,16 +326,51 @@ def test_a_bad_log_level_is_one_line_and_exit_2(base):
     assert err == "payswitch: PAYSWITCH_LOG must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'\n"
 
 
+def _serve_alone(tmp: Path, text: str, name: str) -> tuple[Path, subprocess.Popen]:
+    """``serve`` of ``text`` in a directory of its own, its journal in there too."""
+    work = tmp / name
+    work.mkdir()
+    (work / "switch.toml").write_text(text.replace(f"sqlite://{tmp}/journal.sqlite", f"sqlite://{work}/journal.sqlite"))
+    return work, _run(["serve", "--config", str(work / "switch.toml")], work)
+
+
 def test_a_port_in_use_is_not_a_configuration_error(base):
+    """Another process holds a port: one line naming the file, the key and the address,
+    exit 1, and nothing started first (no journal opened, no acquirer signed on)."""
     tmp, subs = base
     text = BASE.format(**subs)
-    text = text[: text.index("[[acquirers]]")]  # nothing to connect to: straight to the listener
-    (tmp / "busy.toml").write_text(text)
     with socket.socket() as held:
         held.bind(("127.0.0.1", subs["term"]))
         held.listen()
-        p = _run(["serve", "--config", str(tmp / "busy.toml")], tmp)
+        work, p = _serve_alone(tmp, text, "term")
         out, err = p.communicate(timeout=60)
-    assert p.returncode == 1, err
-    [line] = [ln for ln in err.splitlines() if not ln[:4].isdigit()]  # log lines start with the date
-    assert line.startswith("payswitch: cannot start: ") and str(subs["term"]) in line and "in use" in line
+    assert p.returncode == 1 and out == "", err
+    assert err == (f"payswitch: cannot start: {work / 'switch.toml'}: 127.0.0.1:{subs['term']} is already in use"
+                   " by another process - at `$.listeners[0].port`\n")
+    assert sorted(os.listdir(work)) == ["switch.toml"]
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", subs["http"]))
+        held.listen()
+        work, p = _serve_alone(tmp, text, "http")
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and out == "", err
+    assert err == (f"payswitch: cannot start: {work / 'switch.toml'}: 127.0.0.1:{subs['http']} is already in use"
+                   " by another process - at `$.http.port`\n")
+    assert sorted(os.listdir(work)) == ["switch.toml"]
+
+
+@pytest.mark.parametrize("host, message", [
+    ("no-such-host.invalid", "cannot resolve host 'no-such-host.invalid': "),
+    ("192.0.2.1", "'192.0.2.1' is not an address of this machine"),  # TEST-NET-1, on no interface here
+])
+def test_a_listener_address_that_cannot_be_bound_is_named_before_anything_starts(base, host, message):
+    tmp, subs = base
+    text = BASE.format(**subs).replace('host = "127.0.0.1"\nport = ' + str(subs["term"]),
+                                       f'host = "{host}"\nport = ' + str(subs["term"]))
+    work, p = _serve_alone(tmp, text, "host")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and out == "", err
+    [line] = err.splitlines()
+    assert line.startswith(f"payswitch: cannot start: {work / 'switch.toml'}: {message}"), line
+    assert line.endswith(" - at `$.listeners[0].host`"), line
+    assert sorted(os.listdir(work)) == ["switch.toml"]

@@ -230,13 +230,18 @@ def test_a_drain_starts_nothing_new_answers_from_the_journal_and_ends_with_the_l
             again = answers.wait(p0["11"], n)[1]
             assert again["t"] == "0210" and [again.get(f) for f in ("37", "38", "39")] == [
                 first.get(f) for f in ("37", "38", "39")], (again, first)
-        # A reversal is recorded and answered, as always.
+        # A reversal is recorded and answered, as always; so is an echo (0800, not refused).
         rev = e2e.reversal_of(p0)
         host.send(rev)
         assert answers.wait(rev["11"])[1]["39"] == "00"
+        echo = {"t": "0800", "7": e2e.now()["7"], "11": e2e.stan(), "41": "DEMO0100", "70": "301"}
+        host.send(echo)
+        assert [answers.wait(echo["11"])[1].get(f) for f in ("t", "39")] == ["0810", "00"]
         if workers == 1:  # (a worker's own metrics are on a port of its own)
             code, body = sw.http_get("/metrics")
             assert code == 200 and b"payswitch_requests_refused_draining_total 1.0" in body
+            # As the runbook says: the refusal is an answer of no payment kind too.
+            assert b'payswitch_requests_total{code="91",kind="unknown",mclass="financial"} 1.0' in body
         # The host keeps sending new purchases until its connection is closed: each one 91.
         busy = []
         while answers.closed_at is None and time.monotonic() - t_term < 10:

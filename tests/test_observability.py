@@ -144,6 +144,19 @@ def test_city_card_and_wallet_series_exist_at_0_before_any_traffic():
                 assert set(s.labels) - {"acquirer"} == set(labels), (name, s.labels)
 
 
+def test_reversal_results_exist_at_0_before_any_reversal():
+    """PayswitchReversalRefused takes increase() of result="refused": a series that
+    appeared at 1 with the first refusal has no increase, and the alert stayed silent."""
+    from switch.core import acquirer
+
+    m = Metrics(process=False)
+    got = samples(m)
+    for result in (acquirer.REVERSED, acquirer.NOT_FOUND, acquirer.RETRY, acquirer.REFUSED):
+        assert got[("payswitch_reversals_total", (("result", result), ("trigger", "queue")))] == 0
+    m.reversal("queue", str(acquirer.Refused("12", "invalid transaction")))
+    assert value(m, "payswitch_reversals_total", trigger="queue", result="refused") == 1
+
+
 def test_reversal_backlog_age_is_uncapped_and_keeps_growing():
     m = Metrics(process=False)
     assert value(m, "payswitch_reversal_oldest_age_seconds") == 0

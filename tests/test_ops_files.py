@@ -188,3 +188,19 @@ def test_ci_installs_the_debian_tools():
     text = (ROOT / ".ci" / "run").read_text()
     for tool, package in (("promtool", "prometheus"), ("chromium", "chromium")):
         assert re.search(rf"command -v {tool} .*apt-get install -y[^\n]*\b{package}\b", text), tool
+
+
+def test_the_drain_is_described_as_it_answers():
+    """A drain refuses new payments with 91 (counted twice: refused_draining, and
+    requests_total of kind unknown), but answers 0800s (test_e2e_drain pins it)."""
+    runbook = (OPS / "runbook.md").read_text()
+    stop = next(line for line in runbook.splitlines() if line.startswith("| stop | SIGTERM |"))
+    assert "an 0800 (echo, sign-on, key exchange) is answered" in stop
+    assert 'payswitch_requests_total{kind="unknown",code="91"}' in stop
+    readme = " ".join((OPS.parent / "README.md").read_text().split())
+    assert "and an 0800 (echo, sign-on, key exchange) is answered, as always" in readme
+    spec = " ".join((OPS.parent / "docs" / "terminal-interface.md").read_text().split())
+    assert "and an 0800 is answered as always" in spec
+    dashboard = json.loads((OPS / "grafana-dashboard.json").read_text())
+    codes = next(p for p in dashboard["panels"] if p.get("title") == "Response codes by kind")
+    assert "91 refused while draining" in codes["description"]

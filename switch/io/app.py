@@ -22,7 +22,7 @@ import sys
 from switch import config as config_mod
 from switch import config_timing, logs, preflight, wiring
 from switch.config_security import load_admin_token
-from switch.io import early_stop, hangup
+from switch.io import early_stop, hangup, ports
 from switch.io.children import Children
 from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
@@ -199,6 +199,12 @@ def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int |
 
     from switch.config_security import secret_env_names
 
+    try:
+        ports.check(cfg)  # nothing started yet: a port in use stops it here, named
+        ports.journal_free(cfg)
+    except ports.Unavailable as e:
+        print(f"payswitch: cannot start: {e}", file=sys.stderr)
+        return 1
     children = Children(relay_stderr=log_format == "json", withhold_env=secret_env_names(cfg))
     try:
         children.start(cfg.simulators)

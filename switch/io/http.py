@@ -7,7 +7,8 @@ one request per connection turn, bodies of a few KiB at most.
   process answers at all; a load balancer or Kubernetes ``livenessProbe``
   restarts the process only when this fails.
 - ``GET /readyz``: readiness. 200 ``{"ready": true, ...}`` when the journal
-  is writable (an empty write transaction through the journal's writer) and
+  is writable (a write transaction through the journal's writer: empty, or a
+  probe write while the last batch of writes failed, files.writable) and
   every payment kind that has a route has at least one healthy acquirer on
   its routes; 503 with the same JSON naming what is wrong otherwise, and
   503 from SIGTERM on (``draining``: the listeners are closed while requests

@@ -16,7 +16,6 @@ import errno
 import fcntl
 import os
 import sqlite3
-import time
 
 JOURNAL_MODE = 0o600
 _COMPANIONS = ("", "-wal", "-shm", "-journal")
@@ -151,18 +150,28 @@ def still_there(path: str, opened: tuple[int, int] | None) -> bool:
     return True
 
 
-# How long a failed batch of writes keeps the journal's ping failing (/readyz,
-# payswitch_journal_writable): a full disk fails every payment's insert but not
-# the ping's empty transaction, and with no traffic left nothing else would say so.
-WRITE_FAILURE_HOLD = 10.0
+# What the journal's ping writes once a batch of writes failed: room for a
+# batch of payments.  A full disk fails every payment's insert but not an
+# empty transaction, and the time since the last failure says nothing about
+# the disk: the ping fails until this much can be written again, and only
+# then passes (no flapping between a failed payment and a quiet spell).
+PROBE_BYTES = 256 * 1024
 
 
-def writable(path: str, opened: tuple[int, int] | None, last_failure) -> bool:
-    """The journal's ping: :func:`still_there`, and no batch of writes failed within
-    WRITE_FAILURE_HOLD seconds (``last_failure()``: (time.monotonic(), exception) or None)."""
-    failed = last_failure()
-    if failed is not None and time.monotonic() - failed[0] < WRITE_FAILURE_HOLD:
-        from switch.journal import JournalError
-
-        raise JournalError(f"a write to the journal failed {time.monotonic() - failed[0]:.0f} s ago: {failed[1]}")
-    return still_there(path, opened)
+def writable(journal, path: str, opened: tuple[int, int] | None) -> bool:
+    """The journal's ping, run on its writer inside a write transaction: :func:`still_there`,
+    and, after a batch of writes failed (``journal.write_failed``), a probe write of
+    PROBE_BYTES into table ``journal_probe``.  A probe that fails raises as the writes did
+    (disk full, I/O error); one that succeeds clears ``write_failed`` (set again if the
+    batch's commit fails), and the next ping without a failure since gives the room back."""
+    still_there(path, opened)
+    conn = journal._conn
+    if journal.write_failed is None:
+        # WHERE: a DELETE of the whole table rewrites its root page even when it is empty.
+        conn.execute("DELETE FROM journal_probe WHERE room IS NOT NULL")
+        return True
+    # Not after a DELETE of the last probe's row: its freed pages would let this
+    # one pass on a disk where the payments that failed since found no room.
+    conn.execute("INSERT INTO journal_probe (room) VALUES (zeroblob(?))", (PROBE_BYTES,))
+    journal.write_failed = None
+    return True

@@ -141,6 +141,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     REFUSED_MIGRATION,  # refused reversals in txn_state too (switch.core.states.REVERSAL_REFUSED)
     # The acquirer's code for a reversal it refused for good (TxnRecord.reversal_code).
     ("ALTER TABLE txn ADD COLUMN reversal_code TEXT",),
+    # Room the journal's ping writes and gives back after a write failed
+    # (switch.journal.files.writable): empty otherwise.
+    ("CREATE TABLE journal_probe (room BLOB NOT NULL) STRICT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

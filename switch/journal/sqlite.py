@@ -587,8 +587,8 @@ class SqliteJournal(RefundLimit, CompiledRuns, GroupCommitter):
             self._conn.execute("ROLLBACK")
 
     def ping(self) -> Future[bool]:
-        """A round trip through the writer: an empty write transaction resolves True; a closed
+        """A round trip through the writer: a write transaction resolves True; a closed
         journal, a dead writer, a database that cannot take the write lock, a journal file
-        deleted or replaced while open, or a recent batch of writes that failed
-        (files.writable) fail it like any write."""
-        return self._submit(files.writable, (self.path, self._identity, lambda: self.write_failed), True)
+        deleted or replaced while open, or, once a batch of writes failed, a probe write
+        that still fails (files.writable) fail it like any write."""
+        return self._submit(files.writable, (self, self.path, self._identity), True)
