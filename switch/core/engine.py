@@ -354,8 +354,14 @@ class Engine:
             rec, created, rejection = yield from self._insert_refund(fresh, refund_daily_max)
         if not created:
             rec, verdict = yield from elsewhere.verdict_of(self, rec, mti, digest)
+            if verdict == pipeline.REDO and refund_daily_max is not None:
+                # A refund journaled and never answered counts against the day it is
+                # sent in (its record's created_at says another, maybe yesterday):
+                # inserted afresh, checked and counted in one journal step.
+                verdict = pipeline.RENEW
             if verdict == pipeline.RENEW:
-                log.info("rrn %s: key used again after its window or as an unconfirmed advice; new request", rec.rrn, **about(rec))
+                log.info("rrn %s: key used again after its window, as an unconfirmed advice or as a refund "
+                         "never answered; new request", rec.rrn, **about(rec))
                 yield Op("retire", rec.id)
                 if refund_daily_max is None:
                     rec, created = yield Op("insert", fresh)
