@@ -130,3 +130,42 @@ def test_the_auth_code_of_a_late_approval_goes_with_the_repeats_of_its_reversal(
         assert bank_a.reversed[-1][0].original.auth_code == "LATE01"
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak=FAST)
+
+
+# -- a refused amount the switch never knew (its original's answer came late) -------------
+
+AMOUNT = "64 (original amount incorrect)"
+
+
+def test_a_reversal_refused_for_an_amount_never_answered_waits_for_the_late_answer_that_tells_it():
+    # The acquirer approved part of a purchase the switch gave up on (68): a strict host
+    # refuses the reversal of the amount requested.  Before, that was refused for good and
+    # the part approved stayed held; now it is repeated within the window, and the late
+    # answer's amount (in its acquirer_ref) goes with the repeats.
+    bank_a = Answers("bank-a", [Refused("64", AMOUNT, held_unknown=True)] * 3 + [REVERSED], answer="timeout")
+
+    async def scenario(sw):
+        assert (await call(sw, request()))[39] == "68"
+        rec = await wait_state(sw, "000001", states.REVERSAL_PENDING)
+        while len(bank_a.reversed) < 2:
+            await asyncio.sleep(0.01)
+        held = f"{rec.host_stan}|{rec.host_time}|HOST00000001|10|1250"
+        sw._late_auth_code("bank-a", rec.host_stan, rec.host_time, "LATE01", held)  # as the card link calls it
+        rec = await wait_state(sw, "000001", states.REVERSED)
+        assert (rec.auth_code, rec.acquirer_ref) == ("LATE01", held)
+        assert bank_a.reversed[-1][0].original.acquirer_ref == held
+        assert bank_a.reversed[-1][0].original.auth_code == "LATE01"
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak=FAST)
+
+
+def test_a_refused_amount_no_late_answer_explains_is_refused_for_good_after_the_window():
+    bank_a = Answers("bank-a", [Refused("64", AMOUNT, held_unknown=True)] * 50, answer="timeout")
+
+    async def scenario(sw):
+        assert (await call(sw, request()))[39] == "68"
+        rec = await wait_state(sw, "000001", states.REVERSAL_REFUSED, timeout=5)
+        assert len(bank_a.reversed) >= 2 and rec.reversal_code == "64"
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}),
+        tweak="reversal_not_found_window = 0.3\nreversal_backoff_max = 0.1")

@@ -331,22 +331,30 @@ class ReversalQueue:
             attempt=rec.reversal_attempts,
         )
 
-    def late_auth_code(self, acquirer: str, host_stan: str, host_time: str, auth_code: str) -> Gen:
-        """An answer with field 38 came after the switch gave up on it (68 and reversed):
-        keep the code for its reversal, which a strict host matches by it (and the
-        repeats carry it, if the first try went without).  True if one took it."""
-        if not _field_38(auth_code):
-            return False  # not a field 38 a reversal can carry
+    def late_auth_code(self, acquirer: str, host_stan: str, host_time: str, auth_code: str | None,
+                       acquirer_ref: str | None = None) -> Gen:
+        """An answer came after the switch gave up on it (68 and reversed): keep its field 38
+        and ``acquirer_ref`` (saying the amount held, when the acquirer approved another than
+        requested) for the reversal: a strict host matches by 38 and reverses that amount
+        only.  The repeats carry them.  True if the reversal took either."""
+        code = auth_code if _field_38(auth_code) else None  # only a field 38 a reversal can carry
+        if code is None and acquirer_ref is None:
+            return False
         for rec in (yield Op("pending_reversals", 10_000)):
             if (rec.acquirer, rec.host_stan, rec.host_time) == (acquirer, host_stan, host_time):
-                if rec.auth_code is not None:
+                changes = {}
+                if code is not None and rec.auth_code is None:
+                    changes["auth_code"] = code
+                if acquirer_ref is not None and rec.acquirer_ref != acquirer_ref:
+                    changes["acquirer_ref"] = acquirer_ref
+                if not changes:
                     return False
                 try:
-                    yield Op("update_if", rec.id, states.REVERSAL_PENDING, auth_code=auth_code)
+                    yield Op("update_if", rec.id, states.REVERSAL_PENDING, **changes)
                 except StaleState:
                     return False  # its reversal ended meanwhile
-                log.info("rrn %s: %s answered it late with an auth code; its reversal carries it", rec.rrn,
-                         acquirer, **about(rec))
+                log.info("rrn %s: %s answered it late; its reversal carries its %s", rec.rrn, acquirer,
+                         " and ".join(changes), **about(rec))
                 return True
         return False
 
@@ -443,8 +451,14 @@ class ReversalQueue:
                     outcome = "retry"
                 now = engine.clock()
                 started = rec.reversal_started if rec.reversal_started is not None else rec.created_at
-                if outcome == NOT_FOUND and now - started < engine.cfg.reversal_not_found_window:
+                cfg = engine.cfg
+                if outcome == NOT_FOUND and now - started < cfg.reversal_not_found_window:
                     outcome = "retry"  # it may have overtaken its original: ask again later
+                elif outcome == REFUSED and outcome.held_unknown and now - started < cfg.reversal_not_found_window:
+                    # Refused for an amount we never learnt (no answer in time): a late answer may tell it.
+                    log.info("txn %d: %s refused its reversal's amount (%s); tried again", rec.id, acquirer,
+                             outcome.code, **about(rec))
+                    outcome = "retry"
                 event = {REVERSED: "reversed", NOT_FOUND: "not_found", REFUSED: "refused"}.get(outcome, "retry")
                 if event == "not_found":
                     log.warning("txn %d (rrn %s): %s still knows no such original after %.0f s; nothing to reverse",
