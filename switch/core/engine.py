@@ -554,6 +554,8 @@ class Engine:
             return pay_kind, "96", codec.encode(messages.build_response(msg, "96", rec.rrn))
         if reverse:
             self.reversals.queued(rec.id, request.pan, "uncertain")
+            # An answer that came late while this was journaled goes on the reversal now.
+            yield from self.reversals.late.queued(used, rec.host_stan, rec.host_time)
         return pay_kind, code, out
 
     # -- reversals, settlement (completions: switch.core.completion) -----------------

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Generator
 from switch.core import pipeline, states
 from switch.core.acquirer import NOT_FOUND, REFUSED, REVERSED, Original, Request, reversal_outcome
 from switch.core.commands import Op, Reverse, Wait
+from switch.core.late_answers import LateAnswers, fits_field_38
 from switch.journal import StaleState, TxnRecord, reversal_card, same_pan
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class ReversalQueue:
         self.on_queued = lambda: None
         self._next = 0.0  # when the last sweep expects the next one to have work
         self._forget_at = 0.0  # when the next sweep forgets cards past card_retention
+        self.late = LateAnswers()  # late answers, until their reversals take them
 
     # -- host STANs ------------------------------------------------------------------
 
@@ -333,30 +335,10 @@ class ReversalQueue:
 
     def late_auth_code(self, acquirer: str, host_stan: str, host_time: str, auth_code: str | None,
                        acquirer_ref: str | None = None) -> Gen:
-        """An answer came after the switch gave up on it (68 and reversed): keep its field 38
-        and ``acquirer_ref`` (saying the amount held, when the acquirer approved another than
-        requested) for the reversal: a strict host matches by 38 and reverses that amount
-        only.  The repeats carry them.  True if the reversal took either."""
-        code = auth_code if _field_38(auth_code) else None  # only a field 38 a reversal can carry
-        if code is None and acquirer_ref is None:
-            return False
-        for rec in (yield Op("pending_reversals", 10_000)):
-            if (rec.acquirer, rec.host_stan, rec.host_time) == (acquirer, host_stan, host_time):
-                changes = {}
-                if code is not None and rec.auth_code is None:
-                    changes["auth_code"] = code
-                if acquirer_ref is not None and rec.acquirer_ref != acquirer_ref:
-                    changes["acquirer_ref"] = acquirer_ref
-                if not changes:
-                    return False
-                try:
-                    yield Op("update_if", rec.id, states.REVERSAL_PENDING, **changes)
-                except StaleState:
-                    return False  # its reversal ended meanwhile
-                log.info("rrn %s: %s answered it late; its reversal carries its %s", rec.rrn, acquirer,
-                         " and ".join(changes), **about(rec))
-                return True
-        return False
+        """An answer came after the switch gave up on it (68 and reversed): its field 38 and
+        ``acquirer_ref`` (the amount held, when the acquirer approved another than requested)
+        go with its reversal (:mod:`switch.core.late_answers`).  True if the reversal took either."""
+        return (yield from self.late.tell(acquirer, host_stan, host_time, auth_code, acquirer_ref))
 
     # -- the store-and-forward sweep -------------------------------------------------
 
@@ -548,17 +530,12 @@ class ReversalQueue:
         return gone
 
 
-def _field_38(code: Any) -> bool:
-    """Whether ``code`` fits a field 38 (an6)."""
-    return isinstance(code, str) and 0 < len(code) <= 6 and code.isascii() and code.isprintable()
-
-
 def _references(result: Any) -> dict:
     """The journal columns of ``result`` a reversal names its original by: the
     acquirer's field 38 (when a field 38 can carry it: an6) and its references."""
     kept = {}
     auth_code = getattr(result, "auth_code", None)
-    if _field_38(auth_code):
+    if fits_field_38(auth_code):
         kept["auth_code"] = auth_code
     if getattr(result, "acquirer_ref", None) is not None:
         kept["acquirer_ref"] = result.acquirer_ref
