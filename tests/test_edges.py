@@ -547,3 +547,24 @@ def test_a_refund_never_answered_before_midnight_counts_against_the_day_it_is_se
     if JOURNAL_WRITER != "thread":
         pytest.skip("the journal's clock is set in this process")
     run(scenario, merchant="refund_daily_max = 150000")
+
+
+def test_a_request_journaled_but_never_sent_is_sent_again_with_the_whole_acquirer_timeout():
+    # Section 6: the terminal is answered within response_timeout of its request.  A
+    # completion journaled but never sent (the switch stopped in between) is handled again
+    # when the terminal retransmits it; its time runs from then, not from when its first
+    # copy was journaled (before: 50 ms for the acquirer, so 68 and a reversal).
+    async def scenario(sw):
+        bank = sw.acquirers["bank-a"]
+        assert (await call(sw, request("0100", stan="000001")))[39] == "00"
+        completion = request("0220", stan="000002", f90=field90("0100", "000001"))
+        assert (await call(sw, completion))[39] == "00"
+        rec = await record(sw, "000002")
+        await journal(sw, sw.journal.update(rec.id, state=states.RECEIVED, response=None, response_code=None))
+        later = sw.engine.clock() + 60  # within the retransmission window, past response_timeout
+        sw.engine.clock = lambda: later
+        assert (await call(sw, completion))[39] == "00"
+        (_, first), (_, again) = bank.authorized[1:]
+        assert again == first == 0.3  # the acquirer's whole timeout, both times
+
+    run(scenario)

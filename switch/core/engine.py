@@ -373,6 +373,7 @@ class Engine:
                 if verdict != pipeline.REDO:
                     return self._retransmission(msg, rec, verdict, codec)
                 log.info("rrn %s: %s journaled but never answered; handled again", rec.rrn, msg.mti, **about(rec))
+                flight.budget_from = self.clock()
         flight.txn_id = rec.id
         if rejection is not None:
             return (yield from self._answer_self(msg, rec, rejection, codec, kind))
@@ -427,9 +428,10 @@ class Engine:
 
     # -- authorization ---------------------------------------------------------------
 
-    def _budget_end(self, rec: TxnRecord) -> float:
-        """When the acquirers must have answered (section 6: the terminal within response_timeout)."""
-        return rec.created_at + self.cfg.response_timeout * (1 - _BUDGET_RESERVE)
+    def _budget_end(self, rec: TxnRecord, flight: Flight) -> float:
+        """When the acquirers must have answered (section 6: the terminal within response_timeout
+        of the request, the one being handled: a retransmission handled again starts afresh)."""
+        return max(rec.created_at, flight.budget_from) + self.cfg.response_timeout * (1 - _BUDGET_RESERVE)
 
     def _authorize(
         self, msg, rec: TxnRecord, acquirers: list[str], request: Request, flight: Flight, codec, pay_kind: str,
@@ -441,7 +443,7 @@ class Engine:
         used = None
         # Section 6: the terminal is answered within response_timeout of its
         # request, however many acquirers the route falls through.
-        budget_end = self._budget_end(rec)
+        budget_end = self._budget_end(rec, flight)
         pin = self.security.pin(msg, request)  # spec 8: field 52 goes to each acquirer under its ZPK
         for index, name in enumerate(acquirers):
             remaining = budget_end - self.clock()
