@@ -380,6 +380,35 @@ def test_reversal_outcome(rc, outcome):
     assert metrics.get("reversals", mti="0420", response_code=rc or "none") == 1
 
 
+@pytest.mark.parametrize("known, rc, held_unknown", [
+    ({}, "64", True), ({}, "13", True), ({}, "12", False), ({}, "30", False),
+    ({"auth_code": "AB12CD"}, "64", False),  # the answer came: the amount it approved is known
+    ({"acquirer_ref": "000777|1114221301|331822000001|10|534"}, "64", False),
+])
+def test_a_refused_amount_is_held_unknown_only_when_no_answer_told_the_amount(known, rc, held_unknown):
+    """A strict host refuses a reversal of another amount than it holds (64); when the switch
+    never had the original's answer (no field 38, no approved amount), a late answer may yet tell it."""
+    conn = ready_connection()
+    msg, _ = conn.reversal(make_reversal(original(**known)), now=0.0, wall=WALL, timeout=1.0)
+    [event] = conn.receive(answer_to(msg, f39=rc), 0.1)
+    assert event.outcome == REFUSED and event.outcome.held_unknown is held_unknown
+
+
+def test_a_late_partial_approval_reports_the_amount_held_for_the_reversal():
+    conn = ready_connection()
+    msg, pending = conn.request(make_request(amount=2010), now=10.0, wall=WALL, timeout=1.5)
+    [done] = conn.poll(11.5, WALL)
+    assert done.outcome.uncertain
+    [late] = conn.receive(answer_to(msg, f39="10", f4="000000001005", f38="AB12CD", f37="HOST00000001"), 12.0)
+    assert late == Late("0210", msg[11], "10", msg[7], "AB12CD", f"{msg[11]}|{msg[7]}|HOST00000001|10|1005")
+    assert parse_ref(late.acquirer_ref).approved == 1005
+    # A full approval holds what was requested: nothing to add.
+    msg, _ = conn.request(make_request(amount=2000), now=20.0, wall=WALL, timeout=1.5)
+    conn.poll(21.5, WALL)
+    [late] = conn.receive(answer_to(msg, f39="00", f38="AB12CE"), 22.0)
+    assert late.acquirer_ref is None
+
+
 def test_reversal_timeout_is_retry():
     metrics = LinkMetrics()
     conn = ready_connection(metrics=metrics)

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from adapters.card.hostlink import parse_ref
-from switch.core.acquirer import NOT_FOUND, REVERSED, Original
+from switch.core.acquirer import NOT_FOUND, REFUSED, REVERSED, Original
 from tests.test_card_link import ACQ, Sim, acquirer, purchase, reversal_for, run, until
 
 
@@ -116,6 +116,39 @@ def test_late_answers_are_dropped_and_the_reversal_undoes_the_money(tmp_path):
         events = late.ledger()
         assert [(e["event"], e["late_ms"], e["delta"]) for e in events] == [
             ("authorization", 300.0, 1000), ("reversal", 300.0, -1000)]
+    finally:
+        late.kill()
+
+
+def test_a_late_partial_approval_tells_the_reversal_the_amount_the_host_holds(tmp_path):
+    # A strict host reverses only the amount it approved (64 otherwise).  The switch gave up
+    # on a purchase the host approved in part (10, half of it in field 4) and answered later:
+    # the 2010 requested is refused, but the late answer names the 1005 held, with its 38.
+    late = Sim("--bank-codes", "--late-ms", "300", "--late-rate", "1.0", ledger=tmp_path / "l.jsonl")
+    try:
+        async def main():
+            acq = acquirer(late.endpoint, connections=1)
+            told = []
+            acq.use_late_auth_codes(lambda *args: told.append(args))
+            await acq.start()
+            try:
+                req = purchase(2010)
+                result = await acq.authorize(req, 0.1)
+                assert result.response_code == "68" and result.uncertain
+                first = await acq.reverse(reversal_for(req, result), 2.0)
+                # Refused for its amount, which the switch had no answer to know: worth repeating.
+                assert first == REFUSED and first.code == "64" and first.held_unknown
+                await until(lambda: told)
+                [(stan, f7, auth_code, ref)] = told
+                assert (stan, f7) == (parse_ref(result.acquirer_ref).stan, parse_ref(result.acquirer_ref).f7)
+                assert parse_ref(ref).approved == 1005 and parse_ref(ref).host_code == "10"
+                late_result = msgspec.structs.replace(result, auth_code=auth_code, acquirer_ref=ref)
+                assert await acq.reverse(reversal_for(req, late_result), 2.0) == REVERSED
+            finally:
+                await acq.close()
+        run(main())
+        held = sum(e["delta"] for e in late.ledger() if e.get("amount") in (2010, 1005))
+        assert held == 0
     finally:
         late.kill()
 

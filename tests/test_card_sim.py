@@ -12,6 +12,7 @@ from adapters.card.sim import (
     Sandbox,
     build_parser,
     choose_fault,
+    ledger_balances,
     parse_original_data,
     sandbox_response_code,
 )
@@ -294,6 +295,19 @@ def test_strict_reversal_advice_undoes_the_approval_once():
     # a second, fresh 0420 for the same original moves nothing either
     _, [third] = sb.handle(advice(rev_stan="000003"))
     assert third["delta"] == 0 and sb.balance(PAN) == 0
+
+
+def test_a_refund_gives_the_card_money_back_and_its_reversal_takes_it_again():
+    # The ledger says what the acquirer holds per card: a refund (processing code 20)
+    # credits the card, it is not a second charge.
+    sb = Sandbox()
+    sb.handle(auth())
+    refund = fields_view({"mti": "0200", **auth(stan="000005", amount="000000000300").fields(), 3: "200000"})
+    out, [event] = sb.handle(refund)
+    assert out[39] == "00" and event["delta"] == -300 and sb.balance(PAN) == 700
+    _, [rev] = sb.handle(advice(stan="000005", amount="000000000300"))
+    assert rev["delta"] == 300 and sb.balance(PAN) == 1000
+    assert ledger_balances([event, rev]) == {event["card"]: 0}
 
 
 @pytest.mark.parametrize("change", [

@@ -6,6 +6,7 @@ edges" lists them as defects 1-7.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -20,6 +21,7 @@ from tests.test_service import (
     T7,
     TERM,
     VISA,
+    JOURNAL_WRITER,
     FakeAcquirer,
     call,
     fakes,
@@ -517,3 +519,52 @@ def test_requests_in_flight_are_a_gauge_by_kind():
         assert in_flight() == 0.0
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}))
+
+
+def test_a_refund_never_answered_before_midnight_counts_against_the_day_it_is_sent_in():
+    # Section 6.1, daily refund limit at midnight.  A refund refused 58 at
+    # 23:59:59.9 and journaled, but never answered (the switch stopped in
+    # between), is handled again when the terminal retransmits it at
+    # 00:00:00.2; it goes to the acquirer then, so it must count against that
+    # day: a refund after it may not take the new day past its limit.
+    midnight = (int(time.time()) // 86400 + 1) * 86400
+    now = [midnight - 0.1]
+
+    async def scenario(sw):
+        sw.engine.clock = sw.journal._clock = lambda: now[0]  # one clock for the engine and the journal
+        assert (await call(sw, request(stan="000001", pcode="200000", amount="000000100000")))[39] == "00"
+        late = request(stan="000002", pcode="200000", amount="000000060000")
+        assert (await call(sw, late))[39] == "58"  # the day before is full
+        refused = await record(sw, "000002")
+        await journal(sw, sw.journal.update(refused.id, state=states.RECEIVED, response=None, response_code=None))
+        now[0] = midnight + 0.2
+        assert (await call(sw, late))[39] == "00"  # never answered: a refund of the new day, which has room
+        now[0] = midnight + 0.3
+        assert (await call(sw, request(stan="000003", pcode="200000", amount="000000100000")))[39] == "58"
+        assert (await call(sw, request(stan="000004", pcode="200000", amount="000000090000")))[39] == "00"
+        assert len(sw.acquirers["bank-a"].authorized) == 3
+
+    if JOURNAL_WRITER != "thread":
+        pytest.skip("the journal's clock is set in this process")
+    run(scenario, merchant="refund_daily_max = 150000")
+
+
+def test_a_request_journaled_but_never_sent_is_sent_again_with_the_whole_acquirer_timeout():
+    # Section 6: the terminal is answered within response_timeout of its request.  A
+    # completion journaled but never sent (the switch stopped in between) is handled again
+    # when the terminal retransmits it; its time runs from then, not from when its first
+    # copy was journaled (before: 50 ms for the acquirer, so 68 and a reversal).
+    async def scenario(sw):
+        bank = sw.acquirers["bank-a"]
+        assert (await call(sw, request("0100", stan="000001")))[39] == "00"
+        completion = request("0220", stan="000002", f90=field90("0100", "000001"))
+        assert (await call(sw, completion))[39] == "00"
+        rec = await record(sw, "000002")
+        await journal(sw, sw.journal.update(rec.id, state=states.RECEIVED, response=None, response_code=None))
+        later = sw.engine.clock() + 60  # within the retransmission window, past response_timeout
+        sw.engine.clock = lambda: later
+        assert (await call(sw, completion))[39] == "00"
+        (_, first), (_, again) = bank.authorized[1:]
+        assert again == first == 0.3  # the acquirer's whole timeout, both times
+
+    run(scenario)

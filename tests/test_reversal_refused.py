@@ -10,12 +10,12 @@ import asyncio
 import logging
 
 from switch.core import states
-from switch.core.acquirer import RETRY, REVERSED, Refused
+from switch.core.acquirer import RETRY, REVERSED, Refused, Result
 from switch.io.status import snapshot
 import pytest
 
 from tests.test_edges import Answers, fail_first_answer, run
-from tests.test_service import KEY_ENV, call, fakes, reversal, request, sample, settlement, wait_state
+from tests.test_service import KEY_ENV, FakeAcquirer, call, fakes, reversal, request, sample, settlement, wait_state
 
 FAST = "reversal_backoff_max = 0.1"
 
@@ -128,5 +128,75 @@ def test_the_auth_code_of_a_late_approval_goes_with_the_repeats_of_its_reversal(
         rec = await wait_state(sw, "000001", states.REVERSED)
         assert rec.auth_code == "LATE01"
         assert bank_a.reversed[-1][0].original.auth_code == "LATE01"
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak=FAST)
+
+
+# -- a refused amount the switch never knew (its original's answer came late) -------------
+
+AMOUNT = "64 (original amount incorrect)"
+
+
+def test_a_reversal_refused_for_an_amount_never_answered_waits_for_the_late_answer_that_tells_it():
+    # The acquirer approved part of a purchase the switch gave up on (68): a strict host
+    # refuses the reversal of the amount requested.  Before, that was refused for good and
+    # the part approved stayed held; now it is repeated within the window, and the late
+    # answer's amount (in its acquirer_ref) goes with the repeats.
+    bank_a = Answers("bank-a", [Refused("64", AMOUNT, held_unknown=True)] * 3 + [REVERSED], answer="timeout")
+
+    async def scenario(sw):
+        assert (await call(sw, request()))[39] == "68"
+        rec = await wait_state(sw, "000001", states.REVERSAL_PENDING)
+        while len(bank_a.reversed) < 2:
+            await asyncio.sleep(0.01)
+        held = f"{rec.host_stan}|{rec.host_time}|HOST00000001|10|1250"
+        sw._late_auth_code("bank-a", rec.host_stan, rec.host_time, "LATE01", held)  # as the card link calls it
+        rec = await wait_state(sw, "000001", states.REVERSED)
+        assert (rec.auth_code, rec.acquirer_ref) == ("LATE01", held)
+        assert bank_a.reversed[-1][0].original.acquirer_ref == held
+        assert bank_a.reversed[-1][0].original.auth_code == "LATE01"
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak=FAST)
+
+
+def test_a_refused_amount_no_late_answer_explains_is_refused_for_good_after_the_window():
+    bank_a = Answers("bank-a", [Refused("64", AMOUNT, held_unknown=True)] * 50, answer="timeout")
+
+    async def scenario(sw):
+        assert (await call(sw, request()))[39] == "68"
+        rec = await wait_state(sw, "000001", states.REVERSAL_REFUSED, timeout=5)
+        assert len(bank_a.reversed) >= 2 and rec.reversal_code == "64"
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}),
+        tweak="reversal_not_found_window = 0.3\nreversal_backoff_max = 0.1")
+
+
+class AnsweredLateAsItGaveUp(FakeAcquirer):
+    """Times out, and its answer comes in the very moment the switch gives up: before the
+    switch has journaled the 68 and queued the reversal."""
+
+    def __init__(self, name, ref):
+        super().__init__(name)
+        self.sw = None
+        self.ref = ref
+
+    async def authorize(self, request, timeout):
+        self.authorized.append((request, timeout))
+        ref = self.ref.format(stan=request.host_stan, f7=request.host_time)
+        self.sw._late_auth_code(self.name, request.host_stan, request.host_time, "LATE01", ref)
+        await asyncio.gather(*self.sw._late_tasks)  # the link has told the switch all it knows
+        return Result(response_code="68", uncertain=True, acquirer_ref=f"{request.host_stan}|{request.host_time}|x")
+
+
+def test_a_late_answer_that_comes_before_the_reversal_is_queued_still_goes_with_it():
+    bank_a = AnsweredLateAsItGaveUp("bank-a", "{stan}|{f7}|HOST00000001|10|1250")
+
+    async def scenario(sw):
+        bank_a.sw = sw
+        assert (await call(sw, request()))[39] == "68"
+        rec = await wait_state(sw, "000001", states.REVERSED)
+        assert (rec.auth_code, rec.acquirer_ref) == ("LATE01", f"{rec.host_stan}|{rec.host_time}|HOST00000001|10|1250")
+        assert bank_a.reversed[0][0].original.auth_code == "LATE01"
+        assert bank_a.reversed[0][0].original.acquirer_ref == rec.acquirer_ref
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak=FAST)

@@ -54,7 +54,14 @@ from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the 
     valid_f7,
     valid_stan,
 )
-from adapters.card.response_codes import TABLE, amount_held, reversal_answer, terminal_answer, well_formed
+from adapters.card.response_codes import (
+    AMOUNT_REFUSALS,
+    TABLE,
+    amount_held,
+    reversal_answer,
+    terminal_answer,
+    well_formed,
+)
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Request, Result
 from switch.core.inflight import InFlight
 from switch.core.link_metrics import LinkMetrics  # noqa: F401  (re-exported: the link and tests use it)
@@ -68,14 +75,17 @@ RC_MAC = "A0"  # our answer to an 0800 of the acquirer whose MAC is missing or w
 FINANCIAL_MTIS = ("0100", "0200", "0220")
 
 
-def reversal_outcome(response_code: str | None) -> str:
+def reversal_outcome(response_code: str | None, held_known: bool = True) -> str:
     """What an 0430 means for the switch: 00 reversed, 25 original not found
     (the switch decides how long to keep trying), a transient or unknown code:
     try again, a refusal no repeat can change (12, 30, 64...): :class:`Refused`
-    (:func:`adapters.card.response_codes.reversal_answer`)."""
+    (:func:`adapters.card.response_codes.reversal_answer`).  A refusal of the
+    amount (13, 64) when the switch never had the original's answer
+    (``held_known`` False) is ``held_unknown``: a late answer may yet say what
+    the acquirer holds."""
     outcome, why = reversal_answer(response_code)
     if outcome == "refused":
-        return Refused(response_code, why)
+        return Refused(response_code, why, held_unknown=not held_known and response_code in AMOUNT_REFUSALS)
     return {"reversed": REVERSED, "not_found": NOT_FOUND}.get(outcome, RETRY)
 
 
@@ -115,13 +125,17 @@ class Completed(msgspec.Struct):
 
 class Late(msgspec.Struct):
     """An answer arrived after its deadline: logged, counted, dropped (its field 7
-    and 38 kept: the reversal of a late approval names the host's auth code)."""
+    and 38 kept: the reversal of a late approval names the host's auth code).
+    ``acquirer_ref``: when it approved another amount than requested (a partial
+    approval), the reference that says so (:func:`acquirer_ref` with the amount
+    held): a strict host reverses that amount only."""
 
     mti: str
     stan: str
     response_code: str | None
     f7: str | None = None
     auth_code: str | None = None
+    acquirer_ref: str | None = None
 
 
 class Unmatched(msgspec.Struct):
@@ -209,7 +223,8 @@ class HostConnection:
         self.metrics = metrics if metrics is not None else LinkMetrics()
         self.state = State.CONNECTING
         # Keyed by STAN; a late answer must fit the MTI of the request given up on.
-        self.inflight: InFlight[str, Pending] = InFlight(remember=attrgetter("mti"))
+        # Of a message given up on, what its late answer is checked and read against.
+        self.inflight: InFlight[str, Pending] = InFlight(remember=attrgetter("mti", "amount", "kind"))
         self.last_received = 0.0
         self.resume_at: float | None = None
         self._echo: Pending | None = None
@@ -329,6 +344,8 @@ class HostConnection:
             raise
         pending = self._register(Kind.REVERSAL, msg, now=now, deadline=now + timeout,
                                  rrn=msg[37], terminal_id=request.terminal_id, token=token)
+        ref = parse_ref(request.original.acquirer_ref)
+        pending.held_known = request.original.auth_code is not None or (ref is not None and ref.approved is not None)
         return msg, pending
 
     def cancel(self, pending: Pending) -> None:
@@ -370,11 +387,17 @@ class HostConnection:
             return [Unmatched(mti, None, "no field 11")]
         pending = self.inflight.peek(stan)
         if pending is None:
-            late_mti = self.inflight.expired(stan)
-            if late_mti is not None and mti in answers(late_mti):
+            late = self.inflight.expired(stan)
+            if late is not None and mti in answers(late[0]):
+                late_mti, requested, kind = late
                 self.inflight.forget_expired(stan)
                 self.metrics.inc("late_answers", mti=late_mti)
-                return [Late(mti, stan, msg.get(39), msg.get(7), msg.get(38))]
+                rc, f7 = msg.get(39), msg.get(7)
+                held = amount_held(rc, requested=requested, approved=msg.get(4)) if kind is Kind.REQUEST else None
+                ref = None
+                if held is not None and valid_f7(f7):
+                    ref = acquirer_ref(stan, f7, msg.get(37) or "", rc, held)
+                return [Late(mti, stan, rc, f7, msg.get(38), ref)]
             self.metrics.inc("unmatched_answers", mti=mti)
             return [Unmatched(mti, stan, "no request in flight with this STAN")]
         if mti not in answers(pending.mti):
@@ -459,7 +482,7 @@ class HostConnection:
         if kind is Kind.REVERSAL:
             self.metrics.inc("requests", mti=pending.mti, response_code=rc or "none")
             self.metrics.inc("reversals", mti=pending.mti, response_code=rc or "none")
-            return [Completed(pending, reversal_outcome(rc))]
+            return [Completed(pending, reversal_outcome(rc, pending.held_known))]
         if kind is Kind.SIGN_ON:
             if rc == "00" and self.state is State.SIGNING_ON:
                 self.state = State.READY

@@ -100,7 +100,7 @@ class Pending:
     """One message written to the acquirer and not yet answered."""
 
     __slots__ = ("kind", "mti", "stan", "f7", "rrn", "terminal_id", "deadline", "sent_at", "token",
-                 "amount", "processing_code")
+                 "amount", "processing_code", "held_known")
 
     def __init__(self, kind: Kind, mti: str, stan: str, f7: str, rrn: str,
                  terminal_id: str | None, deadline: float, sent_at: float, token: Any,
@@ -117,6 +117,9 @@ class Pending:
         # Fields 4 and 3 as sent: what an approval is checked against (adapters.card.response_codes).
         self.amount = amount
         self.processing_code = processing_code
+        # A reversal: whether the switch had its original's answer, and so knows the
+        # amount the acquirer holds (the answer's 38, or the amount it approved).
+        self.held_known = True
 
     @property
     def ref(self) -> str:

@@ -114,6 +114,9 @@ PARTIAL = "10"  # approved for less than requested (or exactly the amount, then 
 # Codes that leave the money's fate unknown at the host, reversed like no answer.
 UNCERTAIN = frozenset({"09"})
 
+# An 0430 refusing the reversal's amount (field 4 is not what the original holds).
+AMOUNT_REFUSALS = frozenset({"13", "64"})
+
 # An 0430 with one of these may be answered 00 to a later repeat: the host (or
 # something before it) could not deal with the reversal now.
 TRANSIENT_FOR_REVERSAL = frozenset({"09", "19", "68", "90", "91", "92", "96", "A0"})

@@ -80,6 +80,8 @@ BANK_CODES = frozenset({"01", "04", "08", "10", "11", "15", "19", "41", "43", "5
 BANK_APPROVALS = frozenset({"08", "10", "11"})
 PARTIAL = "10"
 
+REFUND = "20"  # processing code of a refund: the card is credited
+
 # Response codes of the strict host.
 RC_NOT_FOUND = "25"  # unable to locate the original
 RC_INVALID = "12"  # the original cannot be completed (declined, reversed, another card)
@@ -382,9 +384,10 @@ class Sandbox:
         acquirer_id = (msg.get(32) or "").rjust(11, "0")
         delta = 0
         if approved:
-            delta = approved
+            # A refund (processing code 20) gives the card money back; its reversal takes it again.
+            delta = -approved if (msg.get(3) or "")[:2] == REFUND else approved
             balances = self._balances
-            balances[card] = balances.get(card, 0) + approved
+            balances[card] = balances.get(card, 0) + delta
         record = {
             "event": "authorization",
             "acquirer": self.name,

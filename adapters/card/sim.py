@@ -34,7 +34,8 @@ transaction (nor acts on one: no money moves).
 
 ``--ledger FILE`` appends one JSON line per transaction event and flushes it,
 so an end-to-end test can check what the acquirer saw; every event has the
-card (masked PAN and hash, never the PAN) and the money it moved (``delta``);
+card (masked PAN and hash, never the PAN) and the money it moved (``delta``:
+what the card owes the acquirer, negative for a refund);
 a reversal's ``pan`` is its own field 2, masked (empty when it came without).
 On start the simulator reads back the events already in the file, as a
 bank's host keeps its authorizations across a restart: a reversal or

@@ -161,18 +161,25 @@ REFUSED = "refused"  # the acquirer refused it for good (see Refused): not retri
 class Refused(str):
     """:data:`REFUSED` as an adapter's reverse() returns it, with the acquirer's code and
     what it means: an answer that repeating the reversal cannot change (0430 39=12,
-    30, 64...).  Compares equal to REFUSED."""
+    30, 64...).  Compares equal to REFUSED.
+
+    ``held_unknown``: the acquirer refused the reversal's amount, and the switch never
+    had the original's answer to know the amount it holds (it gave up on it): a late
+    answer may still tell it, so the switch repeats the reversal for a while, as it
+    does one whose original the acquirer does not know yet (25)."""
 
     code: str
     reason: str
+    held_unknown: bool
 
-    def __new__(cls, code: str, reason: str) -> "Refused":
+    def __new__(cls, code: str, reason: str, held_unknown: bool = False) -> "Refused":
         self = super().__new__(cls, REFUSED)
-        self.code, self.reason = code, reason
+        self.code, self.reason, self.held_unknown = code, reason, held_unknown
         return self
 
     def __repr__(self) -> str:
-        return f"Refused({self.code!r}, {self.reason!r})"
+        held = ", held_unknown=True" if self.held_unknown else ""
+        return f"Refused({self.code!r}, {self.reason!r}{held})"
 
 
 def reversal_outcome(answer: "str | bool") -> str:

@@ -144,7 +144,7 @@ class Flight:
     """
 
     __slots__ = ("key", "digest", "mti", "kind", "txn_id", "answer", "error", "done", "decided", "reverse_requested",
-                 "reverse_honoured", "waiters", "vas_tlv")
+                 "reverse_honoured", "waiters", "vas_tlv", "budget_from")
 
     def __init__(self, key: tuple[str, str, str], digest: str, mti: str) -> None:
         self.key = key
@@ -160,3 +160,6 @@ class Flight:
         self.reverse_honoured = False  # ... and its authorization saw that before deciding
         self.waiters: list = []
         self.vas_tlv: dict[str, str] = {}  # field 48 tags from the value-added services (DS, LY)
+        # When its time to be answered started, if not when its record was journaled: a request
+        # journaled, never sent, and handled again on a retransmission (section 6).
+        self.budget_from = 0.0

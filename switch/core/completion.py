@@ -68,7 +68,7 @@ def complete(engine: "Engine", msg, rec: TxnRecord, kind: str, pan: str | None, 
     try:
         if code is None:
             # Waited for no longer than leaves the acquirer its whole timeout.
-            until = engine._budget_end(rec) - engine.acquirer_cfg[orig.acquirer].timeout
+            until = engine._budget_end(rec, flight) - engine.acquirer_cfg[orig.acquirer].timeout
             if not (yield from _after_reversals(engine, orig.id, rec.id, until)):
                 code = "91"
         if code is not None:

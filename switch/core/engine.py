@@ -357,8 +357,14 @@ class Engine:
             rec, created, rejection = yield from self._insert_refund(fresh, refund_daily_max)
         if not created:
             rec, verdict = yield from elsewhere.verdict_of(self, rec, mti, digest)
+            if verdict == pipeline.REDO and refund_daily_max is not None:
+                # A refund journaled and never answered counts against the day it is
+                # sent in (its record's created_at says another, maybe yesterday):
+                # inserted afresh, checked and counted in one journal step.
+                verdict = pipeline.RENEW
             if verdict == pipeline.RENEW:
-                log.info("rrn %s: key used again after its window or as an unconfirmed advice; new request", rec.rrn, **about(rec))
+                log.info("rrn %s: key used again after its window, as an unconfirmed advice or as a refund "
+                         "never answered; new request", rec.rrn, **about(rec))
                 yield Op("retire", rec.id)
                 if refund_daily_max is None:
                     rec, created = yield Op("insert", fresh)
@@ -370,6 +376,7 @@ class Engine:
                 if verdict != pipeline.REDO:
                     return self._retransmission(msg, rec, verdict, codec)
                 log.info("rrn %s: %s journaled but never answered; handled again", rec.rrn, msg.mti, **about(rec))
+                flight.budget_from = self.clock()
         flight.txn_id = rec.id
         if rejection is not None:
             return (yield from self._answer_self(msg, rec, rejection, codec, kind))
@@ -424,9 +431,10 @@ class Engine:
 
     # -- authorization ---------------------------------------------------------------
 
-    def _budget_end(self, rec: TxnRecord) -> float:
-        """When the acquirers must have answered (section 6: the terminal within response_timeout)."""
-        return rec.created_at + self.cfg.response_timeout * (1 - _BUDGET_RESERVE)
+    def _budget_end(self, rec: TxnRecord, flight: Flight) -> float:
+        """When the acquirers must have answered (section 6: the terminal within response_timeout
+        of the request, the one being handled: a retransmission handled again starts afresh)."""
+        return max(rec.created_at, flight.budget_from) + self.cfg.response_timeout * (1 - _BUDGET_RESERVE)
 
     def _authorize(
         self, msg, rec: TxnRecord, acquirers: list[str], request: Request, flight: Flight, codec, pay_kind: str,
@@ -438,7 +446,7 @@ class Engine:
         used = None
         # Section 6: the terminal is answered within response_timeout of its
         # request, however many acquirers the route falls through.
-        budget_end = self._budget_end(rec)
+        budget_end = self._budget_end(rec, flight)
         pin = self.security.pin(msg, request)  # spec 8: field 52 goes to each acquirer under its ZPK
         for index, name in enumerate(acquirers):
             remaining = budget_end - self.clock()
@@ -551,6 +559,8 @@ class Engine:
             return pay_kind, "96", codec.encode(messages.build_response(msg, "96", rec.rrn))
         if reverse:
             self.reversals.queued(rec.id, request.pan, "uncertain")
+            # An answer that came late while this was journaled goes on the reversal now.
+            yield from self.reversals.late.queued(used, rec.host_stan, rec.host_time)
         return pay_kind, code, out
 
     # -- reversals, settlement (completions: switch.core.completion) -----------------

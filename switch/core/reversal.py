@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Generator
 from switch.core import pipeline, states
 from switch.core.acquirer import NOT_FOUND, REFUSED, REVERSED, Original, Request, reversal_outcome
 from switch.core.commands import Op, Reverse, Wait
+from switch.core.late_answers import LateAnswers, fits_field_38
 from switch.journal import StaleState, TxnRecord, reversal_card, same_pan
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class ReversalQueue:
         self.on_queued = lambda: None
         self._next = 0.0  # when the last sweep expects the next one to have work
         self._forget_at = 0.0  # when the next sweep forgets cards past card_retention
+        self.late = LateAnswers()  # late answers, until their reversals take them
 
     # -- host STANs ------------------------------------------------------------------
 
@@ -331,24 +333,12 @@ class ReversalQueue:
             attempt=rec.reversal_attempts,
         )
 
-    def late_auth_code(self, acquirer: str, host_stan: str, host_time: str, auth_code: str) -> Gen:
-        """An answer with field 38 came after the switch gave up on it (68 and reversed):
-        keep the code for its reversal, which a strict host matches by it (and the
-        repeats carry it, if the first try went without).  True if one took it."""
-        if not _field_38(auth_code):
-            return False  # not a field 38 a reversal can carry
-        for rec in (yield Op("pending_reversals", 10_000)):
-            if (rec.acquirer, rec.host_stan, rec.host_time) == (acquirer, host_stan, host_time):
-                if rec.auth_code is not None:
-                    return False
-                try:
-                    yield Op("update_if", rec.id, states.REVERSAL_PENDING, auth_code=auth_code)
-                except StaleState:
-                    return False  # its reversal ended meanwhile
-                log.info("rrn %s: %s answered it late with an auth code; its reversal carries it", rec.rrn,
-                         acquirer, **about(rec))
-                return True
-        return False
+    def late_auth_code(self, acquirer: str, host_stan: str, host_time: str, auth_code: str | None,
+                       acquirer_ref: str | None = None) -> Gen:
+        """An answer came after the switch gave up on it (68 and reversed): its field 38 and
+        ``acquirer_ref`` (the amount held, when the acquirer approved another than requested)
+        go with its reversal (:mod:`switch.core.late_answers`).  True if the reversal took either."""
+        return (yield from self.late.tell(acquirer, host_stan, host_time, auth_code, acquirer_ref))
 
     # -- the store-and-forward sweep -------------------------------------------------
 
@@ -443,8 +433,14 @@ class ReversalQueue:
                     outcome = "retry"
                 now = engine.clock()
                 started = rec.reversal_started if rec.reversal_started is not None else rec.created_at
-                if outcome == NOT_FOUND and now - started < engine.cfg.reversal_not_found_window:
+                cfg = engine.cfg
+                if outcome == NOT_FOUND and now - started < cfg.reversal_not_found_window:
                     outcome = "retry"  # it may have overtaken its original: ask again later
+                elif outcome == REFUSED and outcome.held_unknown and now - started < cfg.reversal_not_found_window:
+                    # Refused for an amount we never learnt (no answer in time): a late answer may tell it.
+                    log.info("txn %d: %s refused its reversal's amount (%s); tried again", rec.id, acquirer,
+                             outcome.code, **about(rec))
+                    outcome = "retry"
                 event = {REVERSED: "reversed", NOT_FOUND: "not_found", REFUSED: "refused"}.get(outcome, "retry")
                 if event == "not_found":
                     log.warning("txn %d (rrn %s): %s still knows no such original after %.0f s; nothing to reverse",
@@ -534,17 +530,12 @@ class ReversalQueue:
         return gone
 
 
-def _field_38(code: Any) -> bool:
-    """Whether ``code`` fits a field 38 (an6)."""
-    return isinstance(code, str) and 0 < len(code) <= 6 and code.isascii() and code.isprintable()
-
-
 def _references(result: Any) -> dict:
     """The journal columns of ``result`` a reversal names its original by: the
     acquirer's field 38 (when a field 38 can carry it: an6) and its references."""
     kept = {}
     auth_code = getattr(result, "auth_code", None)
-    if _field_38(auth_code):
+    if fits_field_38(auth_code):
         kept["auth_code"] = auth_code
     if getattr(result, "acquirer_ref", None) is not None:
         kept["acquirer_ref"] = result.acquirer_ref

@@ -94,7 +94,7 @@ class Switch:
                 use(lambda name=name: self.engine.reversals.take_stan(name))
             late = getattr(self.acquirers.get(name), "use_late_auth_codes", None)
             if late is not None:
-                late(lambda stan, f7, code, name=name: self._late_auth_code(name, stan, f7, code))
+                late(lambda stan, f7, code, ref=None, name=name: self._late_auth_code(name, stan, f7, code, ref))
         # Results come back to the loop a batch at a time (one thread hand-off per
         # group commit, not one per write); the journal stays asyncio-free.
         loop = self._loop = asyncio.get_running_loop()
@@ -323,11 +323,13 @@ class Switch:
             self.metrics.answered(answer.kind, answer.mclass, answer.code, time.perf_counter() - t0)
         return answer.body
 
-    def _late_auth_code(self, acquirer: str, stan: str, f7: str, code: str) -> None:
-        """A late approval's field 38: into the journal, for the reversal of its payment."""
+    def _late_auth_code(self, acquirer: str, stan: str, f7: str, code: str | None,
+                        acquirer_ref: str | None = None) -> None:
+        """A late approval's field 38 (and the amount held, in ``acquirer_ref``, when it is not the
+        one requested): into the journal, for the reversal of its payment."""
         async def keep() -> None:
             try:
-                await self.run(self.engine.reversals.late_auth_code(acquirer, stan, f7, code))
+                await self.run(self.engine.reversals.late_auth_code(acquirer, stan, f7, code, acquirer_ref))
             except Exception:
                 log.exception("%s: the auth code of a late answer could not be journaled", acquirer)
 

@@ -1,0 +1,87 @@
+"""Late answers: what an acquirer's answer after the switch gave up tells its reversal (no I/O).
+
+The switch gave up on a request (68) and queues its reversal; the acquirer's
+answer may still come.  Its field 38 (a strict host matches the reversal by
+it) and, when it approved another amount than requested, the amount it
+holds (in the adapter's ``acquirer_ref``: a strict host reverses that amount
+only) go with the reversal's tries from then on.
+
+The answer can come while the switch is still journaling the outcome it
+gave up with, before the reversal is pending: it is kept here first
+(:meth:`LateAnswers.tell`), then put on the pending reversal; the engine
+looks again once the reversal is queued (:meth:`LateAnswers.queued`).
+Whichever of the two comes second finds the other, so the news is never
+lost between them.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any, Generator
+
+from switch.core import states
+from switch.core.commands import Op
+from switch.journal import StaleState
+
+log = logging.getLogger("payswitch")
+
+Gen = Generator[Any, Any, Any]
+
+KEPT = 1000  # late answers remembered until a reversal takes them
+
+
+def fits_field_38(code: Any) -> bool:
+    """Whether ``code`` fits a field 38 (an6)."""
+    return isinstance(code, str) and 0 < len(code) <= 6 and code.isascii() and code.isprintable()
+
+
+class LateAnswers:
+    """Late answers by (acquirer, host STAN, host field 7), until their reversal takes them."""
+
+    def __init__(self) -> None:
+        self._news: OrderedDict[tuple[str, str, str], tuple[str | None, str | None]] = OrderedDict()
+
+    def tell(self, acquirer: str, host_stan: str, host_time: str, auth_code: str | None,
+             acquirer_ref: str | None = None) -> Gen:
+        """A late answer's field 38 and ``acquirer_ref``: kept, and put on its pending
+        reversal if there is one yet.  True if the reversal took either."""
+        code = auth_code if fits_field_38(auth_code) else None  # only a field 38 a reversal can carry
+        if code is None and acquirer_ref is None:
+            return False
+        key = (acquirer, host_stan, host_time)
+        self._news[key] = (code, acquirer_ref)
+        self._news.move_to_end(key)
+        while len(self._news) > KEPT:
+            self._news.popitem(last=False)
+        return (yield from self._apply(key))
+
+    def queued(self, acquirer: str, host_stan: str | None, host_time: str | None) -> Gen:
+        """A reversal was just queued for what went out under this host STAN and field 7:
+        the late answer that came meanwhile, if any, goes on it."""
+        key = (acquirer, host_stan, host_time)
+        if key not in self._news:
+            return False
+        return (yield from self._apply(key))
+
+    def _apply(self, key: tuple[str, str, str]) -> Gen:
+        code, acquirer_ref = self._news[key]
+        for rec in (yield Op("pending_reversals", 10_000)):
+            if (rec.acquirer, rec.host_stan, rec.host_time) != key:
+                continue
+            self._news.pop(key, None)
+            changes = {}
+            if code is not None and rec.auth_code is None:
+                changes["auth_code"] = code
+            if acquirer_ref is not None and rec.acquirer_ref != acquirer_ref:
+                changes["acquirer_ref"] = acquirer_ref
+            if not changes:
+                return False
+            try:
+                yield Op("update_if", rec.id, states.REVERSAL_PENDING, **changes)
+            except StaleState:
+                return False  # its reversal ended meanwhile
+            log.info("rrn %s: %s answered it late; its reversal carries its %s", rec.rrn, key[0],
+                     " and ".join(changes), extra={"rrn": rec.rrn, "terminal": rec.terminal_id, "stan": rec.stan,
+                                                   "txn": rec.id})
+            return True
+        return False
