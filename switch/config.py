@@ -359,6 +359,8 @@ def _check(cfg: Config, src: str) -> Config:
         if mc.id in merchant_ids:
             fail(f"merchants[{i}].id", f"duplicate merchant ID {mc.id!r}")
         merchant_ids.add(mc.id)
+        if not mc.terminals:
+            fail(f"merchants[{i}].terminals", "needs at least one terminal ID or range: no terminal can pay a merchant without one")
         for j, t in enumerate(mc.terminals):
             try:
                 tids = expand_terminals(t, MAX_TERMINALS - len(seen))

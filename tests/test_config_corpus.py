@@ -177,6 +177,9 @@ CASES = [
     # accepted: a route that can never match
     ("a route without prefixes", 'prefixes = ["4"]', "prefixes = []",
      "needs at least one prefix: a route without one never matches - at `$.routes[0].prefixes`"),
+    # accepted: a merchant no terminal belongs to (every request under its ID answered 03)
+    ("a merchant without terminals", 'terminals = ["DEMO0001-DEMO0999"]', "terminals = []",
+     "needs at least one terminal ID or range: no terminal can pay a merchant without one - at `$.merchants[0].terminals`"),
     ("a route's amounts crossed", 'prefixes = ["4"]', 'prefixes = ["4"]\nmin_amount = 500\nmax_amount = 100',
      "500 is above max_amount 100: the route never matches - at `$.routes[0].min_amount`"),
     # accepted: a back-off ceiling below its start cut the first wait short (at 0 the sender spun), and a
