@@ -185,6 +185,23 @@ def test_an_upload_the_centre_never_confirmed_counts_when_the_next_upload_is_con
     run(scenario, acquirers=fakes(city=centre), extra=CITY)
 
 
+def test_an_upload_whose_claim_the_journal_refuses_is_96_and_the_next_upload_counts():
+    Plugin.behaviour = {"after": points}
+
+    async def scenario(sw):
+        claim = sw.journal.claim_upload
+        refused = asyncio.get_running_loop().create_future()
+        refused.set_exception(OSError("disk full"))
+        sw.journal.claim_upload = lambda txn_id: refused
+        assert (await call(sw, upload("000001", 6, 700)))[39] == "96"
+        sw.journal.claim_upload = claim
+        assert (await call(sw, upload("000002", 6, 700)))[39] == "00"
+        assert len(after_calls()) == 1
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=700)))[39] == "00"
+
+    run(scenario, acquirers=fakes(city=CentreAcquirer()), extra=CITY)
+
+
 def test_upload_key_is_keyed_and_reveals_neither_card_nor_counter():
     from switch.journal.uploads import upload_key
 

@@ -19,6 +19,7 @@ import msgspec
 
 from switch.core.acquirer import Result
 from switch.core.commands import Op
+from switch.core.reversal import about
 from switch.journal import TxnRecord
 from switch.journal.uploads import upload_key
 
@@ -49,11 +50,11 @@ def counted(engine, rec: TxnRecord, result: Result, used: str) -> Gen:
     try:
         first = yield Op("claim_upload", rec.id)
     except Exception:
-        log.exception("rrn %s: cannot journal which upload of this card and counter counts", rec.rrn)
+        log.exception("rrn %s: cannot journal which upload of this card and counter counts", rec.rrn, **about(rec))
         yield from engine.reversals.strand(rec, used, None, reverse=False, event="unconfirmed")
         raise
     if first is None:
         return result, False
     log.info("rrn %s: offline upload sent again (card and counter of rrn %s); approved, counted once",
-             rec.rrn, first.rrn)
+             rec.rrn, first.rrn, **about(rec))
     return msgspec.structs.replace(result, auth_code=first.auth_code or first.rrn[-6:]), True
