@@ -28,7 +28,7 @@ import msgspec
 
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
-from switch.core import completion, drain, elsewhere, messages, network, pipeline, security, states
+from switch.core import completion, drain, elsewhere, messages, network, pipeline, security, states, uploads
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.limits import TerminalSlots
@@ -350,6 +350,7 @@ class Engine:
             # Sealed for the reversal that a crash while it is at the acquirer leads to.
             card_sealed=seal_in_flight(self.key, (msg[41], msg[11], msg[7]), digest, pan)
             if direct and kind == "card" else None,
+            upload_key=uploads.key_of(self.key, mti, kind, 90 in msg, pan, tlv) if rejection is None else None,
         )
         if refund_daily_max is None:
             rec, created = yield Op("insert", fresh)
@@ -532,7 +533,10 @@ class Engine:
                 icc = messages.issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
             except ValueError as e:
                 log.warning("rrn %s: %s; answered without field 55", rec.rrn, e, **about(rec))
-        tlv, token = yield from self.vas.after(msg, rec, request, result, code, reverse, flight)  # points, DS, LY
+        duplicate = False  # an offline upload sent again under a new STAN: 00, counted once (switch.core.uploads)
+        if offline and code == "00" and not reverse:
+            result, duplicate = yield from uploads.counted(self, rec, result, used)
+        tlv, token = yield from self.vas.after(msg, rec, request, result, code, reverse, flight, not duplicate)
         if token:
             changes["customer_token"] = token
         flight.decided = True

@@ -197,8 +197,12 @@ class VasHook:
         flight.vas_tlv = out
         return None
 
-    def after(self, msg, rec, request, result, code: str, reverse: bool, flight) -> Gen:
-        """Points and enrolment after an approval: (field 48 tags of the response, token to journal)."""
+    def after(self, msg, rec, request, result, code: str, reverse: bool, flight, services: bool = True) -> Gen:
+        """Points and enrolment after an approval: (field 48 tags of the response, token to journal).
+
+        ``services`` False: the approval is of something counted already (a
+        city-card upload sent again, switch.core.uploads): no service is called.
+        """
         # The acquirer's tags go with its own answer only.  When the terminal gets another
         # code (68: reversed while at the acquirer, spec 6.1), a wallet's trade number, a
         # city card's balance after the debit or its top-up MAC2 would speak of money
@@ -214,7 +218,7 @@ class VasHook:
         merchant = rec.merchant_id
         approved = code == "00" and not reverse and not result.uncertain
         purchase = request.mti in ("0200", "0220") and request.processing_code[:2] == "00"
-        if approved and purchase and self.services.get((merchant, AFTER)):
+        if approved and purchase and services and self.services.get((merchant, AFTER)):
             body = payload(AFTER, ref=rec.rrn, token=token or rec.customer_token, merchant=merchant,
                            terminal=request.terminal_id, amount=request.amount, currency=request.currency,
                            kind=request.kind, coupon=request.tlv.get("CP"))

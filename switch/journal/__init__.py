@@ -138,6 +138,12 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False, array_like=True):
     # 12, 30, 64...), written with the move to "reversal_refused": the operator
     # settling it names this code to the acquirer long after the logs rotated.
     reversal_code: str | None = None
+    # A city-card offline upload (0220): a keyed hash of its card and counter
+    # (switch.journal.uploads.upload_key), and, once the centre approved it, the
+    # id of the upload of that (card, counter) that counts: its own, or the
+    # first's for an upload sent again under a new STAN (counted nowhere).
+    upload_key: str | None = None
+    upload_of: int | None = None
 
     def __reduce__(self):
         # Pickled (the writer process's frames, switch.journal.process) as a msgpack
@@ -425,7 +431,8 @@ class Journal(Protocol):
         Debits: approved ("00") 0200 purchases (processing code 00xxxx) and
         approved 0220 completions.  Credits: approved 0200 refunds (20xxxx).
         Transactions in :data:`REVERSED_STATES` count in neither, nor do
-        balance inquiries, top-ups, 0100 and 0400.  The period runs by when
+        balance inquiries, top-ups, 0100 and 0400, nor a city-card upload
+        sent again under a new STAN (``upload_of`` another's).  The period runs by when
         transactions were answered; ``currency`` (field 49) limits it to one
         currency, None counts all.
         """
@@ -450,6 +457,10 @@ class Journal(Protocol):
 
     def find_completion(self, original_id: int) -> Future[TxnRecord | None]:
         """An approved, not reversed 0220 that completed the pre-authorization ``original_id``."""
+
+    def claim_upload(self, txn_id: int) -> Future[TxnRecord | None]:
+        """Which upload of a city-card (card, counter) counts (:mod:`switch.journal.uploads`):
+        None if ``txn_id`` does, else the record of the upload it duplicates."""
 
     def reversing_completion(self, original_id: int, other_than: int) -> Future[TxnRecord | None]:
         """A 0220 of the pre-authorization ``original_id``, other than ``other_than``, waiting for its reversal."""

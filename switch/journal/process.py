@@ -245,6 +245,7 @@ class ProcessJournal:
     settle = _forward("settle")
     settle_totals = _forward("settle_totals")
     find_completion = _forward("find_completion")
+    claim_upload = _forward("claim_upload")
     reversing_completion = _forward("reversing_completion")
     pending_reversals = _forward("pending_reversals")
     reversal_backlog = _forward("reversal_backlog")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from switch.journal import JournalError, outbox, reversal_card, terminal_keys
+from switch.journal import JournalError, outbox, reversal_card, terminal_keys, uploads
 
 # Each entry is one schema version; applied in order, each in one transaction.
 # The states a transaction waits in (states.py): the only ones the journal
@@ -144,6 +144,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Room the journal's ping writes and gives back after a write failed
     # (switch.journal.files.writable): empty otherwise.
     ("CREATE TABLE journal_probe (room BLOB NOT NULL) STRICT",),
+    uploads.MIGRATION,  # city-card uploads sent again under a new STAN count once (switch.journal.uploads)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -45,6 +45,7 @@ from switch.journal import files, terminal_keys
 from switch.journal import reversal_card as cards
 from switch.journal.compiled import CompiledRuns
 from switch.journal.refunds import RefundLimit
+from switch.journal.uploads import Uploads
 from switch.journal.groupcommit import GroupCommitter
 from switch.journal import schema
 from switch.journal.schema import MIGRATIONS, OPEN_STATES, SCHEMA_VERSION
@@ -96,7 +97,7 @@ def states_query(states: tuple[str, ...], limit: int) -> tuple[str, tuple]:
     return sql, (*(s for s in states if s not in OPEN_STATES), limit)
 
 
-class SqliteJournal(RefundLimit, CompiledRuns, GroupCommitter):
+class SqliteJournal(RefundLimit, Uploads, CompiledRuns, GroupCommitter):
     """The journal in one SQLite file (or ``":memory:"``), written by one thread."""
 
     def __init__(

@@ -31,9 +31,11 @@ BY_ORDER = f"SELECT {COLUMNS} FROM txn WHERE order_ref = ?"
 REVERSED = ", ".join(f"'{s}'" for s in REVERSED_STATES)
 # Spec section 3, 0500: debits are approved purchases (0200, 00xxxx) and
 # completions (0220); credits approved refunds (0200, 20xxxx); reversed ones
-# count in neither.  Section 6.1: the period runs from the terminal's last
-# accepted settlement in that currency (its cut-off) to this one's, by when
-# each transaction was answered.  ?2 is the currency (NULL: every currency).
+# count in neither, nor does a city-card upload sent again under a new STAN
+# (upload_of names another record: switch.journal.uploads).  Section 6.1:
+# the period runs from the terminal's last accepted settlement in that
+# currency (its cut-off) to this one's, by when each transaction was
+# answered.  ?2 is the currency (NULL: every currency).
 LAST_CUTOFF = """
     SELECT coalesce(max(cutoff), 0) FROM settlement
     WHERE terminal_id = ?1 AND accepted = 1 AND (?2 IS NULL OR currency IS NULL OR currency = ?2)
@@ -52,6 +54,7 @@ TOTALS = f"""
           AND answered_at > ({LAST_CUTOFF}) AND answered_at <= ?3
           AND response_code = '00'
           AND state NOT IN ({REVERSED})
+          AND (upload_of IS NULL OR upload_of = id)
     )
 """
 SETTLE = """
@@ -86,7 +89,7 @@ BACKLOG = (
 # into a TEXT column becomes text, a float into an INTEGER column an int, a
 # bytearray a bytes), so a record holding one is read back from the database
 # instead of being built from the values as given.
-INTEGER_COLUMNS = frozenset({"amount", "original_id", "reversal_attempts", "key_epoch"})
+INTEGER_COLUMNS = frozenset({"amount", "original_id", "reversal_attempts", "key_epoch", "upload_of"})
 BLOB_COLUMNS = frozenset({"response", "card_sealed"})
 REAL_COLUMNS = frozenset({"reversal_started"})
 TEXT, INTEGER, BLOB = frozenset({str, type(None)}), frozenset({int, type(None)}), frozenset({bytes, type(None)})

@@ -1,0 +1,60 @@
+"""A city-card offline upload sent again under a new STAN: answered 00, counted once (spec 4.1, section 3).
+
+The terminal that got no answer to its 0220 uploads the same offline debit
+again under a new key (41, 11, 7).  The clearing centre books a (card,
+counter) once and answers the second upload 00 with the first's
+authorization code; the terminal, which counts the debit once, must get that
+00 to stop uploading.  The switch journals the second upload too, marked as
+the duplicate it is (:mod:`switch.journal.uploads`): it counts in no 0500
+totals, its outbox event is ``duplicate`` and the after-approval services
+(points) are not called for it.  The same (card, counter) with other
+content is the centre's 94, answered as it is.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Generator
+
+import msgspec
+
+from switch.core.acquirer import Result
+from switch.core.commands import Op
+from switch.core.reversal import about
+from switch.journal import TxnRecord
+from switch.journal.uploads import upload_key
+
+log = logging.getLogger("payswitch")
+
+Gen = Generator[Any, Any, Any]
+
+
+def key_of(secret: bytes, mti: str, kind: str, original: bool, pan: str | None, tlv: dict) -> str | None:
+    """The journal's ``upload_key`` of a city-card offline upload (0220 without field 90), else None."""
+    cc = tlv.get("CC")
+    if mti != "0220" or kind != "citycard" or original or not pan or not cc:
+        return None
+    return upload_key(pan, cc[:5], secret)  # the card's transaction counter: CC's first 5 digits (spec 4)
+
+
+def counted(engine, rec: TxnRecord, result: Result, used: str) -> Gen:
+    """After the centre approved the upload ``rec``: (the result to answer with, whether it is a duplicate).
+
+    A duplicate is answered with the authorization code of the upload that
+    counts, as the centre does (its own when the centre gave none: the
+    last six characters of that upload's RRN, section 3).  If the journal
+    cannot decide, the upload is answered 96 and not counted: the terminal
+    uploads it again.
+    """
+    if rec.upload_key is None:
+        return result, False
+    try:
+        first = yield Op("claim_upload", rec.id)
+    except Exception:
+        log.exception("rrn %s: cannot journal which upload of this card and counter counts", rec.rrn, **about(rec))
+        yield from engine.reversals.strand(rec, used, None, reverse=False, event="unconfirmed")
+        raise
+    if first is None:
+        return result, False
+    log.info("rrn %s: offline upload sent again (card and counter of rrn %s); approved, counted once",
+             rec.rrn, first.rrn, **about(rec))
+    return msgspec.structs.replace(result, auth_code=first.auth_code or first.rrn[-6:]), True

@@ -1,0 +1,231 @@
+"""A city-card offline upload sent again under a new STAN (spec 4.1, section 3 0220) on the service harness.
+
+The terminal that got no answer to its 0220 uploads the same offline debit
+again under a new key (41, 11, 7): not a retransmission.  The clearing
+centre (``adapters.citycard.centre.Centre``, driven in-process through the
+adapter's own mapping) de-duplicates on (card, counter) and answers 00 with
+the first booking's authorization code; the switch must count it once in
+the 0500 totals and call the after-approval services once.  Runs with both
+journal writers (``PAYSWITCH_JOURNAL_WRITER=process``).
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from adapters.citycard import crypto
+from adapters.citycard.centre import DEMO_MK, Centre
+from adapters.citycard.mapping import Refusal, build_message, original_ref, to_result
+from adapters.citycard.protocol import Reverse
+from native.iso8583 import build_tlv48
+from switch.core.acquirer import Result
+from tests import test_service as ts
+from tests.test_service import TID, call, fakes, record, request
+from tests.test_vas import SEEN, Plugin, outbox, plugin_registered, run  # noqa: F401  (autouse fixture)
+
+CITY = """
+[[acquirers]]
+name = "city"
+type = "citycard"
+endpoints = ["127.0.0.1:5"]
+timeout = 0.5
+
+[[routes]]
+name = "city"
+kind = "citycard"
+prefixes = ["8800"]
+acquirers = ["city"]
+"""
+CARD = "8800123456789015"
+
+
+class CentreAcquirer:
+    """The simulator's centre behind the adapter's mapping, without a socket; ``gate`` holds answers."""
+
+    def __init__(self, name: str = "city", gate: asyncio.Event | None = None) -> None:
+        self.name = name
+        self.centre = Centre()
+        self.gate = gate
+        self.calls = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def healthy(self) -> bool:
+        return True
+
+    async def authorize(self, request, timeout: float) -> Result:
+        try:
+            message = build_message(request)
+        except Refusal as refusal:
+            return Result(response_code=refusal.code)
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        return to_result(message, self.centre.handle(message))
+
+    async def reverse(self, request, timeout: float) -> bool:
+        if request.original is not None:
+            self.centre.handle(Reverse(id=0, ref=original_ref(request.original)))
+        return True
+
+
+def upload(stan: str, counter: int, amount: int, card: str = CARD) -> bytes:
+    """A 0220 offline debit upload (field 48 CC with the card's TAC, spec 4.1)."""
+    counter5, serial, amount12 = "%05d" % counter, "0000000001", "%012d" % amount
+    tac = crypto.tac(crypto.derive_dk(DEMO_MK, card), card, counter5, amount12, serial, TID)
+    cc = f"{counter5}{10000:012d}{serial}{tac}"
+    return request("0220", stan=stan, pan=card, amount=amount12, f22="071", f48=build_tlv48({"CC": cc}))
+
+
+def after_calls() -> list[str]:
+    return [p["ref"] for moment, p in SEEN if moment == "after"]
+
+
+def points(p):
+    return {"line": f"+{p['amount'] // 100} PTS"}
+
+
+def test_an_upload_sent_again_under_a_new_stan_is_approved_counted_once_and_earns_points_once():
+    Plugin.behaviour = {"after": points}
+    centre = CentreAcquirer()
+
+    async def scenario(sw):
+        first = await call(sw, upload("000001", 3, 1200))
+        assert first.mti == "0230" and first[39] == "00"
+        again = await call(sw, upload("000002", 3, 1200))  # no answer reached the terminal: new STAN
+        # The terminal must stop uploading: 00, with the authorization code of the booking.
+        assert again[39] == "00" and again[38] == first[38]
+        assert centre.calls == 2 and centre.centre.debits == 1200  # the centre booked it once
+        assert after_calls() == [first[37]]  # points once, for the booking
+        # Section 3 0500: the terminal counts the offline debit once, and so does the switch.
+        settled = await call(sw, ts.settlement("000003", debits=1, debit_amount=1200))
+        assert settled[39] == "00"
+        # Both uploads are journaled; the second names the first as the one that counts.
+        one, two = await record(sw, "000001"), await record(sw, "000002")
+        assert one.response_code == two.response_code == "00"
+        assert one.upload_of == one.id and two.upload_of == one.id
+        assert one.upload_key == two.upload_key and CARD not in one.upload_key
+
+    run(scenario, acquirers=fakes(city=centre), extra=CITY)
+
+
+@pytest.mark.skipif(ts.JOURNAL_WRITER != "thread", reason="reads the in-memory journal on its writer thread")
+def test_the_event_stream_calls_the_upload_sent_again_a_duplicate():
+    async def scenario(sw):
+        first = await call(sw, upload("000001", 5, 900))
+        again = await call(sw, upload("000002", 5, 900))
+        events = [(e["rrn"], e["event"]) for e in await outbox(sw) if e["mti"] == "0220"]
+        assert events == [(first[37], "approved"), (again[37], "duplicate")]
+
+    run(scenario, acquirers=fakes(city=CentreAcquirer()), extra=CITY)
+
+
+def test_same_card_and_counter_with_other_content_stays_94_and_counts_nothing():
+    Plugin.behaviour = {"after": points}
+
+    async def scenario(sw):
+        assert (await call(sw, upload("000001", 3, 1200)))[39] == "00"
+        other = await call(sw, upload("000002", 3, 1300))  # same counter, another amount: the centre's 94
+        assert other[39] == "94"
+        assert len(after_calls()) == 1
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=1200)))[39] == "00"
+
+    run(scenario, acquirers=fakes(city=CentreAcquirer()), extra=CITY)
+
+
+def test_two_uploads_of_one_debit_at_the_centre_together_count_once():
+    Plugin.behaviour = {"after": points}
+    gate = asyncio.Event()
+    centre = CentreAcquirer(gate=gate)
+
+    async def scenario(sw):
+        first = asyncio.ensure_future(call(sw, upload("000001", 7, 800)))
+        again = asyncio.ensure_future(call(sw, upload("000002", 7, 800)))
+        while centre.calls < 2:  # both at the centre before either is answered
+            await asyncio.sleep(0.005)
+        gate.set()
+        a, b = await first, await again
+        assert a[39] == b[39] == "00" and a[38] == b[38]
+        assert len(after_calls()) == 1
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=800)))[39] == "00"
+
+    run(scenario, acquirers=fakes(city=centre), extra=CITY)
+
+
+def test_an_upload_the_centre_never_confirmed_counts_when_the_next_upload_is_confirmed():
+    # The first upload was booked at the centre but its answer lost (68): it counts
+    # nowhere, and the upload sent again is the one that counts.
+    Plugin.behaviour = {"after": points}
+    centre = CentreAcquirer()
+    lost = {"n": 0}
+    authorize = centre.authorize
+
+    async def losing(request, timeout):
+        result = await authorize(request, timeout)
+        lost["n"] += 1
+        if lost["n"] == 1:
+            return Result(response_code="68", uncertain=True, acquirer_ref=result.acquirer_ref)
+        return result
+
+    centre.authorize = losing
+
+    async def scenario(sw):
+        assert (await call(sw, upload("000001", 4, 600)))[39] == "68"
+        again = await call(sw, upload("000002", 4, 600))
+        assert again[39] == "00"
+        assert len(after_calls()) == 1
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=600)))[39] == "00"
+
+    run(scenario, acquirers=fakes(city=centre), extra=CITY)
+
+
+def test_an_upload_whose_claim_the_journal_refuses_is_96_and_the_next_upload_counts():
+    Plugin.behaviour = {"after": points}
+
+    async def scenario(sw):
+        claim = sw.journal.claim_upload
+        refused = asyncio.get_running_loop().create_future()
+        refused.set_exception(OSError("disk full"))
+        sw.journal.claim_upload = lambda txn_id: refused
+        assert (await call(sw, upload("000001", 6, 700)))[39] == "96"
+        sw.journal.claim_upload = claim
+        assert (await call(sw, upload("000002", 6, 700)))[39] == "00"
+        assert len(after_calls()) == 1
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=700)))[39] == "00"
+
+    run(scenario, acquirers=fakes(city=CentreAcquirer()), extra=CITY)
+
+
+def test_upload_key_is_keyed_and_reveals_neither_card_nor_counter():
+    from switch.journal.uploads import upload_key
+
+    key = bytes.fromhex(ts.KEY_HEX)
+    made = upload_key(CARD, "00003", key)
+    assert made == upload_key(CARD, "00003", key)
+    assert made != upload_key(CARD, "00004", key) != upload_key("8800123456789023", "00003", key)
+    assert made != upload_key(CARD, "00003", bytes(32))  # keyed: another journal secret, another key
+    assert not any(ch.isdigit() for ch in made[2:]) and CARD not in made
+
+
+def test_an_older_journal_gains_the_upload_columns(tmp_path):
+    from switch.journal.schema import MIGRATIONS, migrate
+
+    path = str(tmp_path / "old.sqlite")
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT")
+        for number, statements in enumerate(MIGRATIONS[:-1], 1):
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+        migrate(conn, path)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(txn)")}
+    finally:
+        conn.close()
+    assert {"upload_key", "upload_of"} <= columns
