@@ -95,7 +95,8 @@ def release(fd: int | None) -> None:
 
 def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, int | None]:
     """The journal's database for its writer: 0600 (:func:`secure`), its lock held
-    (:func:`claim`), WAL, synchronous=FULL (nothing answered before it is on disk).
+    (:func:`claim`), WAL, synchronous=FULL (nothing answered before it is on disk),
+    secure_delete (a card the journal lets go leaves no bytes behind).
     Returns the connection and the lock for :func:`release`."""
     from switch.journal import JournalError
 
@@ -109,6 +110,10 @@ def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, i
                 if mode.lower() != "wal":
                     raise JournalError(f"journal {path}: cannot switch to WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
+            # Sealed cards are deleted when their reversal ends or card_retention
+            # passes: zero them in the file too, not just unlink their cells
+            # (upstream SQLite leaves secure_delete off; Debian's build turns it on).
+            conn.execute("PRAGMA secure_delete = ON")
         except BaseException:
             conn.close()
             raise
