@@ -24,6 +24,7 @@ import trio
 
 from switch.security import sandbox, thales
 from switch.security.thales_host import Host, Lmk
+from switch.secret_refs import shown
 
 log = logging.getLogger("payswitch.hsm.sim")
 
@@ -76,7 +77,7 @@ def _lmk(args) -> Lmk:
         return Lmk(Path(args.lmk_file).read_text().strip())
     text = os.environ.get(args.lmk_env, "")
     if not text:
-        raise ValueError(f"LMK variable {args.lmk_env} is not set")
+        raise ValueError(f"LMK variable {shown(args.lmk_env, 'env')} is not set")
     return Lmk(text.strip())
 
 
