@@ -215,3 +215,11 @@ def test_ordinary_file_and_variable_names_are_still_quoted(value, kind):
     from switch.secret_refs import shown
 
     assert shown(value, kind) == value
+
+
+def test_payswitch_send_masks_the_wallet_code_it_prints():
+    from switch.client import describe
+
+    text = "\n".join(describe({"mti": "0200", 22: "031", 48: "BC018" + WALLET_CODE + "LY004ABCD"}))
+    assert WALLET_CODE not in text
+    assert "'BC': '287617********1190'" in text and "'LY': 'ABCD'" in text
