@@ -190,9 +190,11 @@ def test_check_config_never_quotes_a_secret_written_where_its_reference_belongs(
 
 
 @pytest.mark.parametrize("option", ["--master-key-file", "--master-key-env"])
-def test_payswitch_keys_never_quotes_a_master_key_given_in_place_of_its_file_or_variable(tmp_path, option, capsys):
+def test_payswitch_keys_never_quotes_a_master_key_given_in_place_of_its_file_or_variable(tmp_path, option, capsys,
+                                                                                       monkeypatch):
     from switch.security import keycli
 
+    monkeypatch.setattr(keycli, "no_core_dumps", lambda: None)  # not this process's limits
     assert keycli.main(["list", "--store", str(tmp_path / "keys.json"), option, KEY]) == 2
     err = capsys.readouterr().err
     assert "master key" in err and "not shown" in err and KEY[:16] not in err
