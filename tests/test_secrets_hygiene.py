@@ -225,3 +225,12 @@ def test_payswitch_send_masks_the_wallet_code_it_prints():
     text = "\n".join(describe({"mti": "0200", 22: "031", 48: "BC018" + WALLET_CODE + "LY004ABCD"}))
     assert WALLET_CODE not in text
     assert "'BC': '287617********1190'" in text and "'LY': 'ABCD'" in text
+
+
+@pytest.mark.parametrize("option", ["--lmk-file", "--lmk-env"])
+def test_the_hsm_simulator_never_quotes_an_lmk_given_in_place_of_its_file_or_variable(option, capsys):
+    from adapters.hsm import sim
+
+    assert sim.main([option, KEY, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hsm sim: LMK") and "not shown" in err and KEY[:16] not in err
