@@ -237,3 +237,36 @@ def test_cards_the_journal_lets_go_leave_no_bytes_in_its_file(tmp_path, monkeypa
     j.close()
     assert not Path(f"{path}-wal").exists()  # the last connection's checkpoint takes the WAL away
     assert left(path.read_bytes()) == []
+
+
+def test_forgotten_cards_do_not_stay_in_the_wal_after_a_burst(tmp_path):
+    """SQLite keeps its WAL file at the largest size it ever reached and only overwrites it from
+    the start: after a burst (a reader holding a snapshot while payments go on) the tail held
+    sealed cards for as long as the switch ran, long after card_retention had cleared them."""
+    from switch.journal import reversal_card as cards
+
+    path = tmp_path / "j.sqlite"
+    wal = Path(f"{path}-wal")
+    j = open_journal(f"sqlite://{path}", hmac_key=SECRET)
+    j.insert(txn(100_000)).result(5)
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM txn").fetchone()  # e.g. the event relay, the admin API: no checkpoint
+    gone = []
+    for stan in range(1, 300):
+        sealed = cards.seal_in_flight(SECRET, ("DEMO0001", "%06d" % stan, "1124065401"), "", PAN)
+        rec, _ = j.insert(msgspec.structs.replace(txn(stan, state="sent"), card_sealed=sealed)).result(5)
+        j.update(rec.id, state="answered", response_code="00").result(5)
+        gone.append(sealed)
+    reader.rollback()
+    reader.close()
+    burst = wal.stat().st_size
+    assert sum(s[1:] in wal.read_bytes() for s in gone) == len(gone)  # the scan finds what is there
+    time.sleep(0.01)
+    assert j.forget_cards(time.time()).result(5) == len(gone)
+    for stan in range(1000, 1700):  # more than one auto-checkpoint's worth of pages (1000) afterwards
+        j.insert(txn(stan)).result(5)
+    data = wal.read_bytes()
+    assert [i for i, s in enumerate(gone) if s[1:] in data] == []
+    assert len(data) < burst
+    j.close()
