@@ -14,6 +14,8 @@ import argparse
 import os
 import sys
 
+from switch.secret_refs import shown
+
 
 def _serve(args) -> int:
     from switch.io.app import run
@@ -72,7 +74,7 @@ def _pan(args) -> str | None:
     if args.pan_env:
         pan = os.environ.get(args.pan_env)
         if pan is None:
-            raise SystemExit(f"error: environment variable {args.pan_env} is not set")
+            raise SystemExit(f"error: environment variable {shown(args.pan_env, 'env')} is not set")
         return pan.strip()
     if args.pan_stdin:
         return sys.stdin.readline().strip()
@@ -191,13 +193,13 @@ def _secret_hex(what: str, env: str | None, file: str | None) -> bytes | None:
     if env is not None:
         text = os.environ.get(env)
         if text is None:
-            raise ValueError(f"environment variable {env} ({what}) is not set")
+            raise ValueError(f"environment variable {shown(env, 'env')} ({what}) is not set")
     elif file is not None:
         try:
             with open(file) as f:
                 text = f.read()
         except OSError as e:
-            raise ValueError(f"{what} file {file}: {e.strerror}") from None
+            raise ValueError(f"{what} file {shown(file, 'file')}: {e.strerror}") from None
     else:
         return None
     try:
@@ -233,7 +235,7 @@ def _read_pin(args) -> str | None:
     if args.pin_env is not None:
         pin = os.environ.get(args.pin_env)
         if pin is None:
-            raise ValueError(f"environment variable {args.pin_env} (the PIN) is not set")
+            raise ValueError(f"environment variable {shown(args.pin_env, 'env')} (the PIN) is not set")
     elif args.pin_stdin:
         pin = sys.stdin.readline()
     else:

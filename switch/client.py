@@ -303,8 +303,11 @@ def describe(msg) -> list[str]:
             shown = v.hex().upper()
         elif n == 48:
             tags = parse_tlv48(v)
-            if "PB" in tags:  # an AES terminal's PIN block: withheld like field 52
-                shown = repr({**tags, "PB": "(withheld)"})
+            if "PB" in tags or "BC" in tags:
+                # an AES terminal's PIN block is withheld like field 52, a wallet's
+                # payment code (a bearer credential) masked like field 2
+                hidden = {"PB": "(withheld)", "BC": mask_pan(tags.get("BC", ""))}
+                shown = repr({k: hidden[k] if k in hidden else t for k, t in tags.items()})
             else:
                 shown = v + "  " + repr(tags)
         else:

@@ -25,6 +25,7 @@ from switch.config_dialect import dialect_problem
 from switch.config_hint import unknown_key_hint
 from switch.config_terminals import check_order_prefixes
 from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
+from switch.secret_refs import shown
 
 __all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
 
@@ -275,7 +276,7 @@ def _check(cfg: Config, src: str) -> Config:
     if cfg.journal.hmac_key_file and cfg.journal.hmac_key_env:
         fail("journal", "set hmac_key_file or hmac_key_env, not both")
     if cfg.journal.hmac_key_env and cfg.journal.hmac_key_env not in os.environ:
-        fail("journal.hmac_key_env", f"environment variable {cfg.journal.hmac_key_env} is not set")
+        fail("journal.hmac_key_env", f"environment variable {shown(cfg.journal.hmac_key_env, 'env')} is not set")
     if not 0 <= cfg.http.port < 65536:
         fail("http.port", f"port {cfg.http.port} out of range")
     _check_server(cfg, fail)

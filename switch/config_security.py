@@ -9,6 +9,7 @@ import ipaddress
 import os
 
 from switch.config import ConfigError
+from switch.secret_refs import shown
 
 
 def is_loopback(host: str) -> bool:
@@ -50,10 +51,10 @@ def load_admin_token(http, source: str = "") -> bytes | None:
     if http.admin_token_env:
         key = "http.admin_token_env"
         value = os.environ.get(http.admin_token_env, "")
-        where = f"environment variable {http.admin_token_env}"
+        where = f"environment variable {shown(http.admin_token_env, 'env')}"
     elif http.admin_token_file:
         key = "http.admin_token_file"
-        where = f"admin_token_file {http.admin_token_file}"
+        where = f"admin_token_file {shown(http.admin_token_file, 'file')}"
         try:
             with open(http.admin_token_file, "rb") as f:
                 value = f.read().decode("ascii", "replace")

@@ -25,6 +25,7 @@ import msgspec
 
 from switch import config_timing, wiring
 from switch.config import Config, ConfigError
+from switch.secret_refs import shown
 
 __all__ = ["check", "key_beside_journal", "secrets_open_to_others"]
 
@@ -41,9 +42,9 @@ def _readable(cfg: Config, key_path: str, file: str, what: str) -> None:
         with p.open("rb"):
             pass
     except IsADirectoryError:
-        _fail(cfg, key_path, f"{what} {file} is a directory")
+        _fail(cfg, key_path, f"{what} {shown(file, 'file')} is a directory")
     except OSError as e:
-        _fail(cfg, key_path, f"cannot read {what} {file}: {e.strerror}")
+        _fail(cfg, key_path, f"cannot read {what} {shown(file, 'file')}: {e.strerror}")
 
 
 def _journal(cfg: Config) -> None:

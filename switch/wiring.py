@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from switch import config as config_mod
+from switch.secret_refs import shown
 
 __all__ = ["GROUP", "BUNDLED", "acquirer_types", "acquirer_factory", "build_acquirer", "load_hmac_key", "journal_key_path"]
 
@@ -129,9 +130,9 @@ def load_hmac_key(cfg: config_mod.Config, create: bool = True) -> bytes | None:
         raw = os.environ.get(j.hmac_key_env)
         if raw is None:
             raise config_mod.ConfigError(
-                f"{src}: environment variable {j.hmac_key_env} is not set - at `$.journal.hmac_key_env`"
+                f"{src}: environment variable {shown(j.hmac_key_env, 'env')} is not set - at `$.journal.hmac_key_env`"
             )
-        what, where = f"environment variable {j.hmac_key_env}", "journal.hmac_key_env"
+        what, where = f"environment variable {shown(j.hmac_key_env, 'env')}", "journal.hmac_key_env"
     else:
         path = journal_key_path(cfg)
         where = "journal.hmac_key_file" if j.hmac_key_file else "journal.url"
@@ -155,11 +156,11 @@ def load_hmac_key(cfg: config_mod.Config, create: bool = True) -> bytes | None:
             raw = path.read_text()
         except OSError as e:
             raise config_mod.ConfigError(
-                f"{src}: cannot read journal key file {path}: {e.strerror} - at `$.{where}`"
+                f"{src}: cannot read journal key file {shown(path, 'file')}: {e.strerror} - at `$.{where}`"
             ) from None
         except UnicodeDecodeError:
             raw = ""
-        what = f"journal key file {path}"
+        what = f"journal key file {shown(path, 'file')}"
     try:
         key = bytes.fromhex(raw.strip())
     except ValueError:

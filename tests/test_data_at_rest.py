@@ -8,10 +8,12 @@ import hmac
 import os
 import sqlite3
 import stat
+import time
 import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from switch.journal import (
@@ -185,3 +187,86 @@ def test_the_sandbox_default_keeps_its_key_beside_the_journal():
     # the same text from a file is production: refused
     cfg = config.loads(config.DEFAULT_TOML.replace('port = 8584', 'port = 8585'), "prod.toml")
     assert "journal's directory" in preflight.key_beside_journal(cfg)
+
+
+def test_cards_the_journal_lets_go_leave_no_bytes_in_its_file(tmp_path, monkeypatch):
+    """A reversal's card dropped with its end, and an approved payment's card forgotten after
+    card_retention, are gone from the database file once checkpointed. SQLite keeps deleted
+    content in a page's free space unless secure_delete zeroes it, and upstream SQLite builds
+    leave it off (Debian's turn it on): the journal is opened here as on such a build."""
+    from switch.journal import files
+    from switch.journal import reversal_card as cards
+
+    connect = files.sqlite3.connect
+
+    def upstream_default(*args, **kw):
+        conn = connect(*args, **kw)
+        conn.execute("PRAGMA secure_delete = OFF")
+        return conn
+
+    monkeypatch.setattr(files.sqlite3, "connect", upstream_default)
+    path = tmp_path / "j.sqlite"
+    j = open_journal(f"sqlite://{path}", hmac_key=SECRET, writer="thread")
+    gone = []
+    pending = []
+    for stan in range(1, 7):  # every other reversal still waits: its neighbours' cards go
+        rec, _ = j.insert(txn(stan, state="sent")).result(5)
+        sealed = cards.seal(SECRET, rec.id, PAN)
+        j.keep_reversal_card(rec.id, sealed).result(5)
+        j.update(rec.id, state="reversal_pending").result(5)
+        (gone if stan % 2 else pending).append((rec.id, sealed))
+    for txn_id, _ in gone:
+        j.end_reversal(txn_id, "reversal_pending", state="reversed").result(5)
+    forgotten = []
+    for stan in range(7, 13):
+        sealed = cards.seal_in_flight(SECRET, ("DEMO0001", "%06d" % stan, "1124065401"), "", PAN)
+        rec, _ = j.insert(msgspec.structs.replace(txn(stan, state="sent"), card_sealed=sealed)).result(5)
+        j.update(rec.id, state="answered", response_code="00").result(5)
+        forgotten.append((rec.id, sealed))
+    assert j.forget_cards(time.time() + 1).result(5) == 6
+    gone += forgotten
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # what SQLite's auto-checkpoint does while the switch runs
+    db.close()
+
+    def left(data: bytes) -> list[int]:
+        assert all(sealed[1:] in data for _, sealed in pending)  # the scan finds what is there
+        return [txn_id for txn_id, sealed in gone if sealed[1:] in data]
+
+    assert left(path.read_bytes()) == []
+    j.close()
+    assert not Path(f"{path}-wal").exists()  # the last connection's checkpoint takes the WAL away
+    assert left(path.read_bytes()) == []
+
+
+def test_forgotten_cards_do_not_stay_in_the_wal_after_a_burst(tmp_path):
+    """SQLite keeps its WAL file at the largest size it ever reached and only overwrites it from
+    the start: after a burst (a reader holding a snapshot while payments go on) the tail held
+    sealed cards for as long as the switch ran, long after card_retention had cleared them."""
+    from switch.journal import reversal_card as cards
+
+    path = tmp_path / "j.sqlite"
+    wal = Path(f"{path}-wal")
+    j = open_journal(f"sqlite://{path}", hmac_key=SECRET)
+    j.insert(txn(100_000)).result(5)
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM txn").fetchone()  # e.g. the event relay, the admin API: no checkpoint
+    gone = []
+    for stan in range(1, 300):
+        sealed = cards.seal_in_flight(SECRET, ("DEMO0001", "%06d" % stan, "1124065401"), "", PAN)
+        rec, _ = j.insert(msgspec.structs.replace(txn(stan, state="sent"), card_sealed=sealed)).result(5)
+        j.update(rec.id, state="answered", response_code="00").result(5)
+        gone.append(sealed)
+    reader.rollback()
+    reader.close()
+    burst = wal.stat().st_size
+    assert sum(s[1:] in wal.read_bytes() for s in gone) == len(gone)  # the scan finds what is there
+    time.sleep(0.01)
+    assert j.forget_cards(time.time()).result(5) == len(gone)
+    for stan in range(1000, 1700):  # more than one auto-checkpoint's worth of pages (1000) afterwards
+        j.insert(txn(stan)).result(5)
+    data = wal.read_bytes()
+    assert [i for i, s in enumerate(gone) if s[1:] in data] == []
+    assert len(data) < burst
+    j.close()

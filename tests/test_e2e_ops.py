@@ -160,3 +160,35 @@ def test_a_second_switch_on_the_same_journal_does_not_start(switch, tmp_path):
         assert c.transact(purchase(1000))["39"] == "00"
     finally:
         c.close()
+
+
+def core_limits(pid: int) -> tuple[str, str]:
+    for line in open(f"/proc/{pid}/limits"):
+        if line.startswith("Max core file size"):
+            return tuple(line.split()[4:6])
+    raise AssertionError(f"no core limit in /proc/{pid}/limits")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_switch_and_its_children_never_dump_core(tmp_path):
+    """Its memory holds clear session keys, the master key, PANs and PIN blocks in flight: a crash
+    must not write them to a core file (PCI DSS 3.3), whatever limit the shell or unit gave it."""
+    import resource
+
+    text, ports = e2e.card_config(tmp_path)
+    sw = e2e.SwitchProcess(tmp_path, text, ports)
+    old = resource.getrlimit(resource.RLIMIT_CORE)
+    if old[1] == 0:  # e.g. an in-process `serve` of an earlier test took it: nothing here could fail
+        pytest.skip("this process may not dump core either, so neither may the switch it starts")
+    resource.setrlimit(resource.RLIMIT_CORE, (old[1], old[1]))  # as a shell with `ulimit -c unlimited`
+    try:
+        sw.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, old)
+    try:
+        children = [int(p) for p in open(f"/proc/{sw.proc.pid}/task/{sw.proc.pid}/children").read().split()]
+        assert children  # the bundled acquirer simulators
+        assert {pid: core_limits(pid) for pid in [sw.proc.pid, *children]} == {
+            pid: ("0", "0") for pid in [sw.proc.pid, *children]}
+    finally:
+        sw.stop()

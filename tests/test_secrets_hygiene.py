@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +25,7 @@ PAN = "4761739001010119"
 TRACK2 = PAN + "=28121010000000000"
 PIN = bytes.fromhex("0412AC89ABCDEF67")
 WALLET_CODE = "287617390010101190"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_request_repr_holds_no_card_data():
@@ -81,6 +85,9 @@ def test_send_reads_the_pan_from_the_environment_or_stdin(monkeypatch, capsys):
         _pan(args(pan=PAN, pan_env="CARD_UNDER_TEST"))
     with pytest.raises(SystemExit, match="NOT_SET_ANYWHERE"):
         _pan(args(pan_env="NOT_SET_ANYWHERE"))
+    with pytest.raises(SystemExit) as e:  # the card itself where its variable's name belongs
+        _pan(args(pan_env="4929123456789012"))
+    assert "4929123456789012" not in str(e.value) and "not shown" in str(e.value)
 
 
 def test_trade_pay_merchant_key_may_be_an_encrypted_pem(tmp_path, monkeypatch):
@@ -157,3 +164,73 @@ def test_decode_errors_never_quote_card_data_read_through_a_damaged_bitmap():
                 assert not any(s in text for s in secrets), (a, b, text)
                 quoted += "found b'" in text
     assert quoted  # errors still quote what holds no card data
+
+
+KEY = "0B1C2D3E4F5A6B7C8D9E0F1A2B3C4D5E6F7A8B9C0D1E2F3A4B5C6D7E8F9A0B1C"  # a key pasted in by mistake
+TOKEN = "kq3-Zx9Qm2Lp7Rt4Vw8Ys1N"
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("journal", "hmac_key_file", KEY),
+    ("journal", "hmac_key_env", KEY),
+    ("http", "admin_token_file", TOKEN),
+    ("http", "admin_token_env", TOKEN),
+])
+def test_check_config_never_quotes_a_secret_written_where_its_reference_belongs(tmp_path, section, key, value):
+    cfg = tmp_path / "switch.toml"
+    journal = f'[journal]\nurl = "sqlite://{tmp_path / "journal.sqlite"}"\n'
+    body = f'{key} = "{value}"\n'
+    cfg.write_text(journal + body if section == "journal" else f"[http]\n{body}" + journal)
+    out = subprocess.run([sys.executable, "-m", "switch.cli", "check-config", str(cfg)], capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 2
+    assert f"{cfg}: " in out.stderr and f"- at `$.{section}.{key}`" in out.stderr
+    assert "not shown" in out.stderr
+    assert value not in out.stdout + out.stderr and value[:16] not in out.stderr
+
+
+@pytest.mark.parametrize("option", ["--master-key-file", "--master-key-env"])
+def test_payswitch_keys_never_quotes_a_master_key_given_in_place_of_its_file_or_variable(tmp_path, option, capsys,
+                                                                                       monkeypatch):
+    from switch.security import keycli
+
+    monkeypatch.setattr(keycli, "no_core_dumps", lambda: None)  # not this process's limits
+    assert keycli.main(["list", "--store", str(tmp_path / "keys.json"), option, KEY]) == 2
+    err = capsys.readouterr().err
+    assert "master key" in err and "not shown" in err and KEY[:16] not in err
+
+
+def test_a_vas_secret_pasted_in_place_of_its_file_is_not_quoted():
+    from switch.io.vas import read_secret
+
+    with pytest.raises(config_mod.ConfigError) as e:
+        read_secret("shop.toml", "secret file", KEY, None, "vas[0].secret_file")
+    assert KEY[:16] not in str(e.value) and "`$.vas[0].secret_file`" in str(e.value)
+
+
+@pytest.mark.parametrize("value, kind", [
+    ("/etc/payswitch/journal.key", "file"), ("journal.key", "file"), ("secrets/admin-token", "file"),
+    ("payswitch-journal.sqlite.token-DEMO00000000001-v1.key", "file"), ("PAYSWITCH_MASTER_KEY", "env"),
+    ("payswitch_admin_token", "env"),
+])
+def test_ordinary_file_and_variable_names_are_still_quoted(value, kind):
+    from switch.secret_refs import shown
+
+    assert shown(value, kind) == value
+
+
+def test_payswitch_send_masks_the_wallet_code_it_prints():
+    from switch.client import describe
+
+    text = "\n".join(describe({"mti": "0200", 22: "031", 48: "BC018" + WALLET_CODE + "LY004ABCD"}))
+    assert WALLET_CODE not in text
+    assert "'BC': '287617********1190'" in text and "'LY': 'ABCD'" in text
+
+
+@pytest.mark.parametrize("option", ["--lmk-file", "--lmk-env"])
+def test_the_hsm_simulator_never_quotes_an_lmk_given_in_place_of_its_file_or_variable(option, capsys):
+    from adapters.hsm import sim
+
+    assert sim.main([option, KEY, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hsm sim: LMK") and "not shown" in err and KEY[:16] not in err

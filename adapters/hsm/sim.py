@@ -24,6 +24,7 @@ import trio
 
 from switch.security import sandbox, thales
 from switch.security.thales_host import Host, Lmk
+from switch.secret_refs import shown
 
 log = logging.getLogger("payswitch.hsm.sim")
 
@@ -73,10 +74,13 @@ def _lmk(args) -> Lmk:
     if args.sandbox:
         return Lmk(sandbox.HSM_LMK_HEX)
     if args.lmk_file:
-        return Lmk(Path(args.lmk_file).read_text().strip())
+        try:
+            return Lmk(Path(args.lmk_file).read_text().strip())
+        except OSError as e:  # str(e) would quote the name: an LMK pasted in its place
+            raise ValueError(f"LMK file {shown(args.lmk_file, 'file')}: {e.strerror}") from None
     text = os.environ.get(args.lmk_env, "")
     if not text:
-        raise ValueError(f"LMK variable {args.lmk_env} is not set")
+        raise ValueError(f"LMK variable {shown(args.lmk_env, 'env')} is not set")
     return Lmk(text.strip())
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from adapters.wallet.http import ConnectionPool, TransportError
 from switch.core.vas import sign
+from switch.secret_refs import shown
 
 SIGNATURE_HEADER = "X-Payswitch-Signature"
 
@@ -23,12 +24,12 @@ def read_hex_secret(file: str | None, env: str | None) -> bytes:
     if env:
         raw = os.environ.get(env)
         if raw is None:
-            raise ValueError(f"environment variable {env} is not set")
+            raise ValueError(f"environment variable {shown(env, 'env')} is not set")
     elif file:
         try:
             raw = Path(file).read_text()
         except OSError as e:
-            raise ValueError(f"cannot read {file}: {e.strerror}") from None
+            raise ValueError(f"cannot read {shown(file, 'file')}: {e.strerror}") from None
     else:
         raise ValueError("needs secret_file or secret_env")
     try:

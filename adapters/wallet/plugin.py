@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from switch.secret_refs import shown
+
 
 def _read(a, key: str, index: int) -> bytes:
     path = getattr(a, key)
@@ -16,7 +18,7 @@ def _read(a, key: str, index: int) -> bytes:
     except OSError as e:
         from switch.config import ConfigError
 
-        raise ConfigError(f"acquirer {a.name!r}: cannot read {key} {path}: {e.strerror} - at `$.acquirers[{index}].{key}`") from None
+        raise ConfigError(f"acquirer {a.name!r}: cannot read {key} {shown(path, 'file')}: {e.strerror} - at `$.acquirers[{index}].{key}`") from None
 
 
 def _options(a, on_state) -> dict:
@@ -43,7 +45,7 @@ def _passphrase(a, index: int) -> bytes | None:
         if value is None:
             from switch.config import ConfigError
 
-            raise ConfigError(f"acquirer {a.name!r}: environment variable {a.merchant_key_passphrase_env} is not set"
+            raise ConfigError(f"acquirer {a.name!r}: environment variable {shown(a.merchant_key_passphrase_env, 'env')} is not set"
                               f" - at `$.acquirers[{index}].merchant_key_passphrase_env`")
         return value.strip().encode()
     if a.merchant_key_passphrase_file:
@@ -73,7 +75,7 @@ def _micropay_secret(a, index: int) -> bytes:
     if not secret or not all(0x20 <= b <= 0x7E for b in secret):
         from switch.config import ConfigError
 
-        raise ConfigError(f"acquirer {a.name!r}: secret_file {a.secret_file} must hold the wallet's API key "
+        raise ConfigError(f"acquirer {a.name!r}: secret_file {shown(a.secret_file, 'file')} must hold the wallet's API key "
                           f"as printable ASCII text - at `$.acquirers[{index}].secret_file`")
     return secret
 

@@ -28,6 +28,7 @@ from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
 from switch.io.service import Switch, WorkerRole
 from switch.io.workers import Fleet, worker_http_port
+from switch.security.coredump import no_core_dumps
 
 log = logging.getLogger("payswitch")
 
@@ -186,6 +187,7 @@ def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int |
         print(f"payswitch: {e}", file=sys.stderr)
         return 2
     logs.setup(log_format, level)
+    no_core_dumps()  # before any key is read; workers and simulators inherit it
     try:
         cfg = config_mod.load(config_path) if config_path else config_mod.default()
         count = config_mod.worker_count(cfg.server.workers if workers is None else workers)

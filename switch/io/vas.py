@@ -23,6 +23,7 @@ from pathlib import Path
 
 from switch import config as config_mod
 from switch.core.commands import Vas
+from switch.secret_refs import shown
 
 log = logging.getLogger("payswitch")
 
@@ -34,12 +35,12 @@ def read_secret(src: str, what: str, file: str | None, env: str | None, where: s
     if env:
         raw = os.environ.get(env)
         if raw is None:
-            raise config_mod.ConfigError(f"{src}: environment variable {env} is not set - at `$.{where}`")
+            raise config_mod.ConfigError(f"{src}: environment variable {shown(env, 'env')} is not set - at `$.{where}`")
     elif file:
         try:
             raw = Path(file).read_bytes().decode("ascii", "replace")  # not text: not hex either, said below
         except OSError as e:
-            raise config_mod.ConfigError(f"{src}: cannot read {what} {file}: {e.strerror} - at `$.{where}`") from None
+            raise config_mod.ConfigError(f"{src}: cannot read {what} {shown(file, 'file')}: {e.strerror} - at `$.{where}`") from None
     else:
         raise config_mod.ConfigError(f"{src}: {what} needs a secret_file or secret_env - at `$.{where}`")
     try:

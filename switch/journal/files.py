@@ -93,9 +93,14 @@ def release(fd: int | None) -> None:
         os.close(fd)
 
 
+_WAL_HEADER, _FRAME_HEADER = 32, 24  # bytes (sqlite.org/fileformat.html, "WAL File Format")
+
+
 def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, int | None]:
     """The journal's database for its writer: 0600 (:func:`secure`), its lock held
-    (:func:`claim`), WAL, synchronous=FULL (nothing answered before it is on disk).
+    (:func:`claim`), WAL, synchronous=FULL (nothing answered before it is on disk),
+    secure_delete and a WAL cut back after bursts (a card the journal lets go
+    leaves no bytes behind).
     Returns the connection and the lock for :func:`release`."""
     from switch.journal import JournalError
 
@@ -109,6 +114,18 @@ def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, i
                 if mode.lower() != "wal":
                     raise JournalError(f"journal {path}: cannot switch to WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
+            # Sealed cards are deleted when their reversal ends or card_retention
+            # passes: zero them in the file too, not just unlink their cells
+            # (upstream SQLite leaves secure_delete off; Debian's build turns it on).
+            conn.execute("PRAGMA secure_delete = ON")
+            # The WAL keeps the largest size it ever reached and is overwritten from
+            # its start: after a burst its tail would hold old pages (sealed cards
+            # long forgotten) until the switch stops. Cut it back to one
+            # auto-checkpoint's worth when it restarts; in steady state it never
+            # grows beyond that, so nothing changes for the hot path.
+            pages = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_HEADER + max(pages, 1) * (page_size + _FRAME_HEADER)}")
         except BaseException:
             conn.close()
             raise

@@ -13,6 +13,7 @@ import os
 import sys
 
 from . import keystore
+from .coredump import no_core_dumps
 from .ciphers import xor
 from .keys import KINDS
 
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
             s.add_argument("--algorithm", required=True, choices=["tdes", "aes"])
             s.add_argument("--kcv", required=True, help="the key's check value (6 hex digits)")
     args = p.parse_args(argv)
+    no_core_dumps()  # it holds clear keys and the master key
     try:
         if args.command == "new-master":
             fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

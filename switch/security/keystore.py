@@ -19,6 +19,8 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from switch.secret_refs import shown
+
 from .keys import KINDS, check_key
 from .mac import kcv as check_value
 
@@ -67,13 +69,13 @@ def read_master_key(file: str | os.PathLike | None = None, env: str | None = Non
         try:
             text = Path(file).read_text().strip()
         except OSError as e:
-            raise KeyStoreError(f"master key file {file}: {e.strerror}") from None
-        where = f"master key file {file}"
+            raise KeyStoreError(f"master key file {shown(file, 'file')}: {e.strerror}") from None
+        where = f"master key file {shown(file, 'file')}"
     else:
         text = os.environ.get(env, "").strip()
         if not text:
-            raise KeyStoreError(f"master key variable {env} is not set")
-        where = f"master key variable {env}"
+            raise KeyStoreError(f"master key variable {shown(env, 'env')} is not set")
+        where = f"master key variable {shown(env, 'env')}"
     try:
         key = bytes.fromhex(text)
     except ValueError:

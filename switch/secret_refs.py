@@ -1,0 +1,47 @@
+"""How an error names a secret's file or environment variable without quoting a secret.
+
+Keys and tokens are referenced from the configuration (``hmac_key_file``,
+``admin_token_env``, ``secret_file`` ...), never written in it; but an
+operator can paste the key itself where its file's name belongs, and the
+error that follows ("cannot read journal key file ...", "environment
+variable ... is not set") would then print the key to a terminal, a CI log
+or a ticket. :func:`shown` quotes a reference only when it reads as one.
+
+What reads as a secret: whitespace or a PEM armour line; 16 or more hex
+digits in a row (every key the switch reads is hex); a run of 13 to 19
+digits (a card number); for a file, 16 or more characters with neither
+``/`` nor ``.`` (a token: a file name that long has a folder or an
+extension); for a variable, anything but a variable name.
+"""
+from __future__ import annotations
+
+import re
+
+__all__ = ["shown", "looks_secret"]
+
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{16,}")
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HIDDEN = {
+    "file": "(its name is not shown: it reads as a key or token, not a file name)",
+    "env": "(its name is not shown: it reads as a key or token, not a variable name)",
+}
+
+
+def looks_secret(value: str, kind: str) -> bool:
+    """True if ``value``, given where a ``kind`` ("file" or "env") reference belongs, reads as a secret."""
+    if kind not in _HIDDEN:
+        raise ValueError(f"kind must be 'file' or 'env', got {kind!r}")
+    if not value.isprintable() or any(c.isspace() for c in value) or "-----" in value:
+        return True
+    if _HEX_RUN.search(value) or _DIGIT_RUN.search(value):
+        return True
+    if kind == "env":
+        return _VARIABLE.fullmatch(value) is None
+    return len(value) >= 16 and "/" not in value and "." not in value
+
+
+def shown(value: object, kind: str) -> str:
+    """``value`` as an error quotes a ``kind`` reference: itself, or a note that it is withheld."""
+    text = str(value)
+    return _HIDDEN[kind] if looks_secret(text, kind) else text
