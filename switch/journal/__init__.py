@@ -147,7 +147,7 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False, array_like=True):
 
     def __reduce__(self):
         # Pickled (the writer process's frames, switch.journal.process) as a msgpack
-        # array: msgspec's own reduction rebuilds a record from a dict of its 39
+        # array: msgspec's own reduction rebuilds a record from a dict of all its
         # fields by keyword, about 4 us each way, against 1 us.  A value of any
         # type but these keeps the keyword form, so that it arrives as it was.
         values = msgspec.structs.astuple(self)
