@@ -110,6 +110,13 @@ class PinRefused(Exception):
         self.reason = reason
 
 
+def _key_label(key) -> str:
+    """A PIN key as a log names it: the module's name for it (a DUKPT key: its BDK's), never its value."""
+    if isinstance(key, DukptKey):
+        return f"DUKPT key of BDK {key.bdk}"
+    return f"key {key.name}"
+
+
 def _mac_in_place(msg, field: int, body: bytes, codec) -> bool:
     """Whether the MAC field is 8 bytes and the last thing of the message as received."""
     return ends_with_mac(codec, field, msg[field], body)
@@ -380,7 +387,12 @@ class PinSource:
                 refs = (refs[0], self.held.now(self.switchovers, 1))
             return (yield Sec("translate_pin", refs[1], self._block, self.pan, zone.zpk, zone.pin_format,
                               tuple(keys.pin_formats)))
-        except (PinBlockError, KsnError) as e:
+        except PinBlockError:
+            # Which key and formats, never why: what is wrong inside a decrypted block is an oracle
+            # to whoever can send blocks and read logs (switch.security.pinblock).
+            raise PinRefused(PIN_INVALID, f"PIN block not usable under {_key_label(refs[1])}, format "
+                                          f"{'/'.join(map(str, keys.pin_formats))} accepted") from None
+        except KsnError as e:
             raise PinRefused(PIN_INVALID, str(e)) from None
         except UnknownKey as e:
             if isinstance(refs[1], SessionKey) and repr(refs[1].name) in str(e):
@@ -394,7 +406,7 @@ class PinSource:
         try:
             request.pin_block = yield from self.to(acquirer)
         except PinRefused as e:
-            log.info("rrn %s: PIN not sent to %s: %s (%s)", rrn, acquirer, e.code, e.reason)
+            log.info("terminal %s rrn %s: PIN not sent to %s: %s (%s)", self.terminal, rrn, acquirer, e.code, e.reason)
             request.pin_block = None
             return Result(response_code=e.code)
         return None
