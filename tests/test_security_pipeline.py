@@ -329,12 +329,16 @@ def test_the_log_of_an_unusable_pin_block_names_the_key_and_formats_never_the_fa
             body = terminal.encode_signed(TERM, fields(tid, stan=f"{i + 1:06d}", **extra), tak, algorithm)
             out = await sw.handle(body)
             assert TERM.decode(out)[39] == "55"
+        # A block of the wrong length for the key is public (it is what was sent): said.
+        wrong = {"f48": build_tlv48({"PB": "00" * 16})} if algorithm == "tdes" else {"f52": bytes(8)}
+        out = await sw.handle(terminal.encode_signed(TERM, fields(tid, stan="000099", **wrong), tak, algorithm))
+        assert TERM.decode(out)[39] == "55"
         assert sw.acquirers["bank-a"].authorized == []
 
     with caplog.at_level(logging.INFO, logger="payswitch"):
         run(scenario)
     lines = [r.getMessage() for r in caplog.records if "PIN not sent" in r.getMessage()]
-    assert len(lines) == len(faults)
+    assert len(lines) == len(faults) + 1 and lines.pop().endswith("got 16)" if algorithm == "tdes" else "got 8)")
     formats = "0/3" if algorithm == "tdes" else "4"
     assert {re.sub(r"rrn \w+", "rrn R", line) for line in lines} == {
         f"terminal {tid} rrn R: PIN not sent to bank-a: 55 (PIN block not usable under key {tid}.tpk, "

@@ -56,7 +56,7 @@ from switch.security.config import Security
 from switch.security.dukpt import KsnError, ksn_device
 from switch.security.keys import previous_key_names, session_key_names
 from switch.security.module import DukptKey, ModuleKeyError, SessionKey, UnknownKey
-from switch.security.pinblock import PinBlockError
+from switch.security.pinblock import UNUSABLE, PinBlockError
 
 log = logging.getLogger("payswitch")
 
@@ -387,11 +387,13 @@ class PinSource:
                 refs = (refs[0], self.held.now(self.switchovers, 1))
             return (yield Sec("translate_pin", refs[1], self._block, self.pan, zone.zpk, zone.pin_format,
                               tuple(keys.pin_formats)))
-        except PinBlockError:
+        except PinBlockError as e:
             # Which key and formats, never why: what is wrong inside a decrypted block is an oracle
-            # to whoever can send blocks and read logs (switch.security.pinblock).
+            # to whoever can send blocks and read logs, and pinblock says only UNUSABLE of it.  What
+            # is public (the block's length, a ZPK that cannot carry its pin_format) is said.
+            public = "" if str(e) == UNUSABLE else f": {e}"
             raise PinRefused(PIN_INVALID, f"PIN block not usable under {_key_label(refs[1])}, format "
-                                          f"{'/'.join(map(str, keys.pin_formats))} accepted") from None
+                                          f"{'/'.join(map(str, keys.pin_formats))} accepted{public}") from None
         except KsnError as e:
             raise PinRefused(PIN_INVALID, str(e)) from None
         except UnknownKey as e:
