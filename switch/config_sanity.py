@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from switch.core.routing import prefix_range
+from switch.core.routing import prefix_range, shown_prefix
 
 
 def check_finite(node: Any, path: str, fail: Callable[[str, str], None]) -> None:
@@ -53,7 +53,8 @@ def check_shadowed_prefixes(cfg: Any, fail: Callable[[str, str], None]) -> None:
         for length, lo, hi, path, spec, _name in ranges:
             for other_wallet, other_length, other_lo, other_hi, other_path, other_spec, other_name in catch_all:
                 if other_wallet == wallet and other_length == length and other_lo <= lo and hi <= other_hi:
-                    fail(path, f"prefix {spec!r} is never used: `$.{other_path}` ({other_spec!r}, route "
+                    fail(path, f"prefix {shown_prefix(spec)!r} is never used: `$.{other_path}` "
+                               f"({shown_prefix(other_spec)!r}, route "
                                f"{other_name!r}) comes first and takes every such number, with no condition")
         if all(getattr(route, c) is None for c in _CONDITIONS):
             catch_all += [(wallet, *r) for r in ranges]

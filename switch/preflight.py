@@ -25,7 +25,7 @@ import msgspec
 
 from switch import config_timing, wiring
 from switch.config import Config, ConfigError
-from switch.secret_refs import shown
+from switch.secret_refs import open_to_others, shown
 
 __all__ = ["check", "key_beside_journal", "secrets_open_to_others"]
 
@@ -210,15 +210,9 @@ def secrets_open_to_others(cfg: Config) -> list[str]:
                 value = getattr(obj, name)
                 where = f"{path}.{name}" if path else name
                 if name in _SECRET_FILES and isinstance(value, str):
-                    try:
-                        mode = os.stat(value).st_mode & 0o777
-                    except OSError:
-                        continue  # missing or unreadable: the checks above name it
-                    if mode & 0o077:
-                        found.append(
-                            f"{cfg.source}: secret file {value} is open to others than its owner "
-                            f"(mode {mode:04o}; chmod 600) - at `$.{where}`"
-                        )
+                    why = open_to_others(value)  # None when missing or unreadable: the checks above name it
+                    if why:
+                        found.append(f"{cfg.source}: {why} - at `$.{where}`")
                 else:
                     walk(value, where)
         elif isinstance(obj, (list, tuple)):

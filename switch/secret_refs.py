@@ -12,12 +12,17 @@ digits in a row (every key the switch reads is hex); a run of 13 to 19
 digits (a card number); for a file, 16 or more characters with neither
 ``/`` nor ``.`` (a token: a file name that long has a folder or an
 extension); for a variable, anything but a variable name.
+
+:func:`open_to_others` is the one check, and the one wording, of a secret
+file its owner's group or anyone else may read or write: ``serve`` and
+``check-config`` (:mod:`switch.preflight`) and ``payswitch keys`` warn with it.
 """
 from __future__ import annotations
 
+import os
 import re
 
-__all__ = ["shown", "looks_secret"]
+__all__ = ["shown", "looks_secret", "open_to_others"]
 
 _HEX_RUN = re.compile(r"[0-9A-Fa-f]{16,}")
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
@@ -45,3 +50,15 @@ def shown(value: object, kind: str) -> str:
     """``value`` as an error quotes a ``kind`` reference: itself, or a note that it is withheld."""
     text = str(value)
     return _HIDDEN[kind] if looks_secret(text, kind) else text
+
+
+def open_to_others(file: str | os.PathLike) -> str | None:
+    """Why the secret ``file`` is not kept to its owner (PCI DSS 3.5: access to keys restricted to
+    the fewest custodians), or None: also when it cannot be stat'ed (reading it will say why)."""
+    try:
+        mode = os.stat(file).st_mode & 0o777
+    except (OSError, ValueError):
+        return None
+    if not mode & 0o077:
+        return None
+    return f"secret file {os.fspath(file)} is open to others than its owner (mode {mode:04o}; chmod 600)"

@@ -92,6 +92,32 @@ def test_routes_the_table_can_still_choose_are_accepted(tmp_path, first, second)
     config.load(p)
 
 
+PAN = "4761739001010119"  # a whole card number written as a prefix (an account range of a BIN table can be as long)
+
+
+@pytest.mark.parametrize("first, second, prefix", [
+    (_route("first", f'["{PAN}"]'), _route("second", f'["{PAN}"]'), "'476173******0119'"),  # never used
+    (_route("first", '["4"]'), _route("second", f'["{PAN}x"]'), "'476173******0119x'"),  # not digits
+    (_route("first", f'["{PAN}-4761739001010118"]'), "", "'476173******0119-476173******0118'"),  # backwards
+    (_route("first", f'["{PAN}-476"]'), "", "'476173******0119-476'"),  # ends of different lengths
+    (_route("first", '["4761739001010119000"]'), _route("second", '["4761739001010119000"]'),
+     "'476173*********9000'"),  # 19 digits
+])
+def test_a_config_error_never_quotes_a_prefix_of_13_digits_or_more_in_full(tmp_path, first, second, prefix):
+    """A prefix that long may be a card number: an error masks it as the switch masks a PAN (README)."""
+    msg = _bad(BASE + first + second, tmp_path)
+    assert prefix in msg and "$.routes[" in msg
+    assert PAN not in msg and "4761739001010118" not in msg and PAN[:13] not in msg
+
+
+def test_a_prefix_as_long_as_a_card_number_is_accepted(tmp_path):
+    """Account-range tables give 16 to 19 digits per issuer range: refusing them would refuse real tables."""
+    p = tmp_path / "switch.toml"
+    p.write_text(BASE + _route("ranges", '["4761739001010000-4761739001019999", "4761739001020000000"]'))
+    cfg = config.load(p)
+    assert cfg.routes[0].prefixes[1] == "4761739001020000000"
+
+
 def test_bad_endpoint(tmp_path):
     msg = _bad('[[acquirers]]\nname="a"\ntype="card"\nendpoints=["localhost"]\n', tmp_path)
     assert "expected 'host:port', got 'localhost'" in msg and "$.acquirers[0].endpoints[0]" in msg

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
 import sqlite3
 import stat
@@ -178,6 +179,29 @@ def test_secret_files_open_to_others_are_named_by_check_config_and_serve(tmp_pat
     assert out.returncode == 0 and "mode 0640; chmod 600) - at `$.journal.hmac_key_file`" in out.stderr
     # the embedded default's keys are the sandbox's, public on purpose
     assert preflight.secrets_open_to_others(config.default()) == []
+
+
+def test_payswitch_keys_names_a_master_key_file_open_to_others_as_serve_does(tmp_path, capsys, monkeypatch):
+    """The same check and words as check-config and serve (a warning: the command still runs)."""
+    from switch.security import keycli
+
+    monkeypatch.setattr(keycli, "no_core_dumps", lambda: None)  # not this process's limits
+    master, store = tmp_path / "master.key", tmp_path / "keys.json"
+    assert keycli.main(["new-master", "--out", str(master)]) == 0
+    assert keycli.main(["init", "--store", str(store), "--master-key-file", str(master)]) == 0
+    assert "warning" not in capsys.readouterr().err  # written 0600
+    for mode, command in ((0o640, ["list"]), (0o604, ["init"]), (0o660, ["import", "--name", "zpk-x", "--kind",
+                                                                          "zpk", "--algorithm", "tdes", "--kcv", "000000"])):
+        master.chmod(mode)
+        monkeypatch.setattr("sys.stdin", io.StringIO("0123456789ABCDEFFEDCBA9876543210\n"))
+        keycli.main([command[0], "--store", str(tmp_path / f"{command[0]}.json" if command == ["init"] else store),
+                     "--master-key-file", str(master), *command[1:]])
+        err = capsys.readouterr().err
+        assert (f"warning: secret file {master} is open to others than its owner (mode {mode:04o}; chmod 600)"
+                " - at `--master-key-file`") in err.splitlines()
+    master.chmod(0o400)
+    assert keycli.main(["list", "--store", str(store), "--master-key-file", str(master)]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_the_sandbox_default_keeps_its_key_beside_the_journal():

@@ -150,7 +150,7 @@ def test_translate_refuses_format1_in_and_out(hsm):
     format1 = bytes.fromhex("141234ABCDEF0123")  # format 1: not bound to the PAN
     from switch.security.ciphers import tdes_encrypt
 
-    with pytest.raises(pinblock.PinBlockError, match="format 1 is not accepted"):
+    with pytest.raises(pinblock.PinBlockError, match=f"^{pinblock.UNUSABLE}$"):  # no more said (an oracle)
         run(hsm.translate_pin(SessionKey("zpk-bank-b"), tdes_encrypt(bytes.fromhex(sandbox.ZPKS["bank-b"]), format1), PAN, "zpk-bank-a", 0))
     block = pinblock.encipher(bytes.fromhex(sandbox.ZPKS["bank-b"]), "tdes", 0, "1234", PAN)
     with pytest.raises(pinblock.PinBlockError, match="format 1 cannot be produced"):

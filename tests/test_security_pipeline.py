@@ -8,6 +8,8 @@ keys; the acquirer's side decrypts what it got with the sandbox ZPKs.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
 import pytest
 
@@ -17,7 +19,7 @@ from switch.core.codecs import listener_codec
 from switch.core.acquirer import Result
 from switch.io.service import Switch
 from switch.security import pinblock, sandbox, terminal
-from switch.security.ciphers import tdes_encrypt
+from switch.security.ciphers import tdes_encrypt, xor
 from switch.security.mac import terminal_mac
 from tests import test_service as ts
 
@@ -301,6 +303,48 @@ def test_a_pin_block_that_does_not_decrypt_to_an_accepted_format_answers_55_s8(c
         assert rec.response_code == "55"
 
     run(scenario)
+
+
+@pytest.mark.parametrize("tid, tmk, algorithm", [(TDES_TID, TMK_TDES, "tdes"), (AES_TID, TMK_AES, "aes")])
+def test_the_log_of_an_unusable_pin_block_names_the_key_and_formats_never_the_fault_s8(tid, tmk, algorithm, caplog):
+    """PCI PIN security: which check a decrypted block failed is an oracle to whoever can send blocks and
+    read logs.  Every fault gives the same line (terminal, RRN, acquirer, key name, formats) and 55."""
+    faults = {  # clear PIN fields, before the PAN (formats 0, 3) or as format 4's first half
+        "tdes": ["021234FFFFFFFFFF", "04123AFFFFFFFFFF", "041234FFFFFFFFFE", "141234FFFFFFFFFF",
+                 "541234FFFFFFFFFF", "3D1234AAAAAAAAAA"],
+        "aes": ["421234AAAAAAAAAA", "44123AAAAAAAAAAA", "441234AAAAAAAAAB", "041234FFFFFFFFFF"],
+    }[algorithm]
+
+    async def scenario(sw):
+        tak, tpk = await sign_on(sw, tid, tmk=tmk, algorithm=algorithm)
+        for i, clear in enumerate(faults):
+            field = bytes.fromhex(clear)
+            if algorithm == "tdes":
+                if field[0] >> 4 in (0, 3):
+                    field = xor(field, pinblock.pan_field(VISA))
+                extra = {"f52": tdes_encrypt(tpk, field)}
+            else:
+                block = pinblock.encipher_format4(tpk, field + bytes(8), VISA)
+                extra = {"f48": build_tlv48({"PB": block.hex().upper()})}
+            body = terminal.encode_signed(TERM, fields(tid, stan=f"{i + 1:06d}", **extra), tak, algorithm)
+            out = await sw.handle(body)
+            assert TERM.decode(out)[39] == "55"
+        # A block of the wrong length for the key is public (it is what was sent): said.
+        wrong = {"f48": build_tlv48({"PB": "00" * 16})} if algorithm == "tdes" else {"f52": bytes(8)}
+        out = await sw.handle(terminal.encode_signed(TERM, fields(tid, stan="000099", **wrong), tak, algorithm))
+        assert TERM.decode(out)[39] == "55"
+        assert sw.acquirers["bank-a"].authorized == []
+
+    with caplog.at_level(logging.INFO, logger="payswitch"):
+        run(scenario)
+    lines = [r.getMessage() for r in caplog.records if "PIN not sent" in r.getMessage()]
+    assert len(lines) == len(faults) + 1 and lines.pop().endswith("got 16)" if algorithm == "tdes" else "got 8)")
+    formats = "0/3" if algorithm == "tdes" else "4"
+    assert {re.sub(r"rrn \w+", "rrn R", line) for line in lines} == {
+        f"terminal {tid} rrn R: PIN not sent to bank-a: 55 (PIN block not usable under key {tid}.tpk, "
+        f"format {formats} accepted)"}
+    for word in ("nibble", "fill", "digit", "length", "format 1", "format 5", "decimal"):
+        assert word not in caplog.text
 
 
 def test_a_pin_block_from_a_terminal_without_a_pin_key_answers_55_and_is_never_forwarded_s8():

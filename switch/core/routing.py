@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from native.panguard import mask_pan
 from native.routing import RouteTable, luhn_ok
 
-__all__ = ["Router", "luhn_ok", "prefix_range", "expand_terminals"]
+__all__ = ["Router", "luhn_ok", "prefix_range", "shown_prefix", "expand_terminals"]
 
 _TERMINAL_RANGE = re.compile(r"^([A-Za-z ]*)(\d+)-([A-Za-z ]*)(\d+)$")
 _PREFIX = re.compile(r"^\d{1,19}(-\d{1,19})?$")
+_CARD_LENGTH_RUN = re.compile(r"\d{13,}")
 
 
 # Terminal IDs one configuration may name: each is an entry in every process's
@@ -50,16 +52,23 @@ def expand_terminals(spec: str, room: int = MAX_TERMINALS) -> list[str]:
     return [f"{stem}{n:0{len(lo)}d}" for n in range(int(lo), int(hi) + 1)]
 
 
+def shown_prefix(spec: str) -> str:
+    """A prefix (or range, or what was written for one) as a message quotes it: each run of 13
+    digits or more masked as a card number is (first 6, last 4).  Account-range tables have
+    prefixes as long as a PAN, and one may be a PAN pasted by mistake."""
+    return _CARD_LENGTH_RUN.sub(lambda m: mask_pan(m.group()), spec)
+
+
 def prefix_range(spec: str) -> tuple[str, str]:
     """``"4"`` → ``("4", "4")``; ``"25-30"`` → ``("25", "30")``."""
     if not _PREFIX.match(spec):
-        raise ValueError(f"prefix {spec!r} is not digits or a digits-digits range")
+        raise ValueError(f"prefix {shown_prefix(spec)!r} is not digits or a digits-digits range")
     lo, _, hi = spec.partition("-")
     hi = hi or lo
     if len(lo) != len(hi):
-        raise ValueError(f"prefix range {spec!r} has ends of different lengths")
+        raise ValueError(f"prefix range {shown_prefix(spec)!r} has ends of different lengths")
     if int(lo) > int(hi):
-        raise ValueError(f"prefix range {spec!r} starts after it ends")
+        raise ValueError(f"prefix range {shown_prefix(spec)!r} starts after it ends")
     return lo, hi
 
 

@@ -56,7 +56,7 @@ from switch.security.config import Security
 from switch.security.dukpt import KsnError, ksn_device
 from switch.security.keys import previous_key_names, session_key_names
 from switch.security.module import DukptKey, ModuleKeyError, SessionKey, UnknownKey
-from switch.security.pinblock import PinBlockError
+from switch.security.pinblock import UNUSABLE, PinBlockError
 
 log = logging.getLogger("payswitch")
 
@@ -108,6 +108,13 @@ class PinRefused(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+def _key_label(key) -> str:
+    """A PIN key as a log names it: the module's name for it (a DUKPT key: its BDK's), never its value."""
+    if isinstance(key, DukptKey):
+        return f"DUKPT key of BDK {key.bdk}"
+    return f"key {key.name}"
 
 
 def _mac_in_place(msg, field: int, body: bytes, codec) -> bool:
@@ -380,7 +387,14 @@ class PinSource:
                 refs = (refs[0], self.held.now(self.switchovers, 1))
             return (yield Sec("translate_pin", refs[1], self._block, self.pan, zone.zpk, zone.pin_format,
                               tuple(keys.pin_formats)))
-        except (PinBlockError, KsnError) as e:
+        except PinBlockError as e:
+            # Which key and formats, never why: what is wrong inside a decrypted block is an oracle
+            # to whoever can send blocks and read logs, and pinblock says only UNUSABLE of it.  What
+            # is public (the block's length, a ZPK that cannot carry its pin_format) is said.
+            public = "" if str(e) == UNUSABLE else f": {e}"
+            raise PinRefused(PIN_INVALID, f"PIN block not usable under {_key_label(refs[1])}, format "
+                                          f"{'/'.join(map(str, keys.pin_formats))} accepted{public}") from None
+        except KsnError as e:
             raise PinRefused(PIN_INVALID, str(e)) from None
         except UnknownKey as e:
             if isinstance(refs[1], SessionKey) and repr(refs[1].name) in str(e):
@@ -394,7 +408,7 @@ class PinSource:
         try:
             request.pin_block = yield from self.to(acquirer)
         except PinRefused as e:
-            log.info("rrn %s: PIN not sent to %s: %s (%s)", rrn, acquirer, e.code, e.reason)
+            log.info("terminal %s rrn %s: PIN not sent to %s: %s (%s)", self.terminal, rrn, acquirer, e.code, e.reason)
             request.pin_block = None
             return Result(response_code=e.code)
         return None

@@ -66,8 +66,9 @@ def load_key_table(path: str | Path) -> dict[str, KeyRecord]:
 
 
 _MAC_KINDS = ("tak", "zak")  # a terminal's session MAC key, or an acquirer's zone MAC key
-_PIN_ERRORS = {"20": "the PIN block does not decrypt to a valid block", "23": "PIN block format not accepted",
-               "24": "PIN length out of range"}
+# 20 and 24 are about the decrypted block (its values, its PIN length): one message for both, as
+# pinblock.decode gives, so a log never tells them apart (no oracle).  23 is about the format code we sent.
+_PIN_ERRORS = {"20": pinblock.UNUSABLE, "23": "PIN block format code not accepted by the HSM", "24": pinblock.UNUSABLE}
 _KEY_ERRORS = {"10": "source key unusable", "11": "destination key unusable"}
 
 

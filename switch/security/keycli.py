@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 
+from switch.secret_refs import open_to_others
+
 from . import keystore
 from .coredump import no_core_dumps
 from .ciphers import xor
@@ -19,6 +21,10 @@ from .keys import KINDS
 
 
 def _master(args) -> bytes:
+    if args.master_key_file is not None:
+        why = open_to_others(args.master_key_file)  # warned as serve and check-config warn (preflight)
+        if why:
+            print(f"warning: {why} - at `--master-key-file`", file=sys.stderr)
     return keystore.read_master_key(args.master_key_file, args.master_key_env)
 
 

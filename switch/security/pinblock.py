@@ -1,9 +1,16 @@
 """ISO 9564-1 PIN blocks: formats 0 and 3 (8 bytes, TDES) and 4 (16 bytes, AES).
 
-Clear PIN blocks exist only inside a security module (or a terminal). Every
-error here says what is wrong with the block's *structure* (format nibble,
-length nibble, fill) and never quotes the block, the PIN or the PAN: the
-pipeline answers 55 (spec section 8) on :class:`PinBlockError`.
+Clear PIN blocks exist only inside a security module (or a terminal). A
+block that does not decrypt to a valid block of an accepted format raises
+:class:`PinBlockError` with one message, :data:`UNUSABLE`, whatever is wrong
+inside it (format, length or fill nibbles, digits): which check failed is
+the decrypted block's content, and telling it apart in a log or an error
+would let whoever can send blocks and read logs learn the clear block a
+nibble at a time (an oracle, PCI PIN security). Errors about what is public
+(the encrypted block's length, a key that cannot carry an accepted format,
+a format that cannot be produced, the PIN or PAN given to build a block)
+say what is wrong. None quotes the block, the PIN or the PAN; the pipeline
+answers 55 (spec section 8) on :class:`PinBlockError`.
 
 Format 1 is recognised so that it can be refused by name; the module never
 produces it (PIN translation never goes into format 1).
@@ -15,6 +22,7 @@ from ..entropy import random_bytes
 
 __all__ = [
     "PinBlockError",
+    "UNUSABLE",
     "FORMATS",
     "pan_field",
     "encode_format0",
@@ -29,6 +37,7 @@ __all__ = [
 ]
 
 FORMATS = (0, 3, 4)  # formats a block may arrive in or be translated to
+UNUSABLE = "the PIN block is not usable"  # every fault inside a clear block: no oracle (module docstring)
 
 
 class PinBlockError(ValueError):
@@ -107,33 +116,22 @@ def decipher_format4(key: bytes, block: bytes, pan: str) -> bytes:
 def decode(clear: bytes, pan: str) -> tuple[int, str]:
     """The format and PIN of a clear block (formats 0 and 3 XORed with the PAN field, 4 its PIN field).
 
-    Raises :class:`PinBlockError` naming the structural fault.
+    Raises :class:`PinBlockError` with :data:`UNUSABLE` for any fault inside
+    the block (format 1 included: it is not bound to the PAN), naming none.
     """
     if len(clear) == 16:
         digits = clear[:8].hex().upper()
-        if digits[0] != "4":
-            raise PinBlockError(f"16-byte PIN block has format nibble {digits[0]}, expected 4")
-        fill_ok = set("A")
-        fmt = 4
+        fmt, fill_ok = 4, "A"
     elif len(clear) == 8:
-        fmt_nibble = clear[0] >> 4
-        if fmt_nibble == 1:
-            raise PinBlockError("PIN block format 1 is not accepted (it is not bound to the PAN)")
-        if fmt_nibble not in (0, 3):
-            raise PinBlockError(f"PIN block has format nibble {fmt_nibble:X}, expected 0, 3 or 4")
-        digits = xor(clear, pan_field(pan)).hex().upper()
-        fmt = fmt_nibble
-        fill_ok = set("F") if fmt == 0 else set("ABCDEF")
+        fmt = clear[0] >> 4
+        digits = xor(clear, pan_field(pan)).hex().upper() if fmt in (0, 3) else ""
+        fill_ok = "F" if fmt == 0 else "ABCDEF"
     else:
         raise PinBlockError(f"PIN block must be 8 or 16 bytes, got {len(clear)}")
-    n = int(digits[1], 16)
-    if not 4 <= n <= 12:
-        raise PinBlockError(f"PIN length nibble is {n}, expected 4 to 12")
+    n = int(digits[1], 16) if digits and digits[0] == str(fmt) else 0
     pin, fill = digits[2 : 2 + n], digits[2 + n :]
-    if not pin.isdigit():
-        raise PinBlockError("PIN field holds a non-decimal PIN digit")
-    if not set(fill) <= fill_ok:
-        raise PinBlockError(f"PIN field fill is not {'/'.join(sorted(fill_ok))} as format {fmt} requires")
+    if not 4 <= n <= 12 or not pin.isdigit() or not set(fill) <= set(fill_ok):
+        raise PinBlockError(UNUSABLE)
     return fmt, pin
 
 
@@ -146,16 +144,18 @@ def _check_key_fits_format(algorithm: str, fmt: int) -> None:
 
 def decipher(key: bytes, algorithm: str, block: bytes, pan: str, accept: tuple[int, ...] = FORMATS) -> tuple[int, str]:
     """Format and PIN of an encrypted block: TDES keys carry formats 0/3 (8 bytes), AES keys format 4 (16 bytes)."""
+    if algorithm not in ("tdes", "aes"):
+        raise ValueError(f"algorithm must be 'tdes' or 'aes', got {algorithm!r}")
+    if not any((f == 4) == (algorithm == "aes") for f in accept):
+        raise PinBlockError(f"PIN block format {'4' if algorithm == 'aes' else '0 or 3'} is not accepted here")
     if algorithm == "tdes":
         if len(block) != 8:
             raise PinBlockError(f"a PIN block under a TDES key is 8 bytes, got {len(block)}")
         fmt, pin = decode(tdes_decrypt(key, block), pan)
-    elif algorithm == "aes":
-        fmt, pin = decode(decipher_format4(key, block, pan), pan)
     else:
-        raise ValueError(f"algorithm must be 'tdes' or 'aes', got {algorithm!r}")
-    if fmt not in accept:
-        raise PinBlockError(f"PIN block format {fmt} is not accepted here")
+        fmt, pin = decode(decipher_format4(key, block, pan), pan)
+    if fmt not in accept:  # format 0 where only 3 is accepted, or the other way round: inside the block too
+        raise PinBlockError(UNUSABLE)
     return fmt, pin
 
 
