@@ -504,14 +504,15 @@ class Engine:
         if pin is not None:
             pin.forget(request)  # the PIN block is never kept past the call
         offline = pipeline.is_offline_advice(request)
-        reverse = result.uncertain and not offline
+        undo = not offline and not pipeline.is_inquiry(request.processing_code)  # may have moved money
+        reverse = result.uncertain and undo
         code = result.response_code
         flight.reverse_honoured = flight.reverse_requested
         if flight.reverse_requested:
             # Section 6.1: the terminal reversed it while it was at the acquirer:
             # never answered 00, and undone there if it was approved anyway.
             code = "68"
-            reverse = reverse or result.response_code == "00"
+            reverse = undo and (reverse or result.response_code == "00")
         if result.uncertain and offline:
             log.warning("rrn %s: offline advice not confirmed by %s; the terminal uploads it again "
                         "(the centre counts it once per card and counter)", rec.rrn, used, **about(rec))
@@ -557,7 +558,7 @@ class Engine:
             self.metrics.internal_error()
             log.exception("rrn %s: cannot build or journal the %s answer from %s", rec.rrn, result.response_code, used,
                           **about(rec))
-            moved = not offline and (result.uncertain or result.response_code == "00" or reverse)
+            moved = undo and (result.uncertain or result.response_code == "00" or reverse)
             yield from self.reversals.strand(rec, used, request.pan, reverse=moved,
                                              event="unconfirmed" if offline else "answer", result=result)
             return pay_kind, "96", codec.encode(messages.build_response(msg, "96", rec.rrn))

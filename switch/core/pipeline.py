@@ -81,6 +81,13 @@ def is_offline_advice(request: Request) -> bool:
     return request.mti == "0220" and request.kind == "citycard"
 
 
+def is_inquiry(processing_code: str | None) -> bool:
+    """A balance inquiry (31xxxx): it authorizes no money, so an outcome the switch
+    could not confirm has nothing to reverse (and a strict host refuses a 0420 for
+    it, which would reach an operator as a refused reversal)."""
+    return processing_code is not None and processing_code[:2] == "31"
+
+
 def completion_code(
     *, found: bool, approved: bool, standing: bool, same_card: bool, completed: bool, amount: int, authorized: int
 ) -> str | None:

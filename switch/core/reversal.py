@@ -270,7 +270,8 @@ class ReversalQueue:
             # An offline upload: the card already paid, so the centre keeps it (README).
             log.warning("0400 for %s/%s names a city-card offline upload: not reversed", tid, o_stan)
             return orig.id, orig.kind
-        if orig.mti in REVERSIBLE and orig.acquirer and states.needs_reversal(orig.state, orig.response_code):
+        if orig.mti in REVERSIBLE and orig.acquirer and states.needs_reversal(orig.state, orig.response_code) \
+                and not pipeline.is_inquiry(orig.processing_code):  # an inquiry moved no money
             if orig.state != states.REVERSAL_PENDING:
                 card = self._card_of(orig, pan) or self._card_in_flight(orig)  # sealed with its approval
                 changes = yield from self.start_fields(orig.acquirer, orig.id, card)
@@ -510,6 +511,11 @@ class ReversalQueue:
                 yield Op("update", rec.id, state=states.advance(rec.state, "unconfirmed"), response_code="68")
                 log.warning("txn %d (rrn %s): offline advice in flight at shutdown; the terminal uploads it again",
                             rec.id, rec.rrn, **about(rec))
+                continue
+            if pipeline.is_inquiry(rec.processing_code):  # it moved no money: nothing to undo
+                yield Op("update", rec.id, state=states.advance(rec.state, "unconfirmed"), response_code="68")
+                log.info("txn %d (rrn %s): balance inquiry in flight at shutdown; not reversed", rec.id, rec.rrn,
+                         **about(rec))
                 continue
             pan = self._card_in_flight(rec)
             changes = yield from self.start_fields(rec.acquirer, rec.id, pan)
