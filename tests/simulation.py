@@ -635,7 +635,16 @@ class SimTerminal:
 
 
 def simulate(seed: int, *, trace: bool = False) -> World:
-    logging.getLogger("payswitch").setLevel(logging.CRITICAL if not trace else logging.INFO)
+    logger = logging.getLogger("payswitch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL if not trace else logging.INFO)
+    try:
+        return _simulate(seed, trace)
+    finally:
+        logger.setLevel(level)  # tests that run after look at the log
+
+
+def _simulate(seed: int, trace: bool) -> World:
     w = World(seed, trace=trace)
     rng = w.rng
     w._sweep_soon(0.0)
