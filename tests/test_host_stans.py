@@ -214,3 +214,33 @@ def test_the_journal_hands_out_blocks_once_across_restarts_and_past_999999(tmp_p
     assert j.reserve_stans(BANK, BLOCK).result(10) == 995_000
     assert j.reserve_stans(BANK, BLOCK).result(10) == 5001  # past 999999: from 000001 on
     j.close()
+
+
+def test_requests_that_find_no_stan_and_a_failing_refill_are_answered_96_and_never_sent():
+    """The engine on the deterministic simulation's journal and acquirers (tests.simulation)."""
+    from concurrent.futures import Future
+
+    from tests.simulation import CARDS, SimTerminal, World
+
+    w = World(5, crashes=False)
+    w.faults = False
+    real, calls = w.journal.reserve_stans, []
+
+    def failing(acquirer, count):
+        calls.append(acquirer)
+        fut = Future()
+        fut.set_exception(JournalError("disk I/O error"))
+        return fut
+
+    w.journal.reserve_stans = failing
+    term = SimTerminal(w, "SIM00001")
+    burst = [term.send(term.financial("0200", "000000", 1000 + i, CARDS[0])) for i in range(5)]
+    w.run_until(w.now + 5.0)
+    assert [r["answers"][0][2] for r in burst] == ["96"] * 5
+    assert calls == ["bank-a"]  # one reservation for the burst
+    assert not any(acq.seen or acq.items for acq in w.acquirers.values())  # nothing reached an acquirer
+    assert w.journal._conn.execute("SELECT count(*) FROM txn").fetchone()[0] == 0  # nor the journal
+    w.journal.reserve_stans = real
+    again = term.send(term.financial("0200", "000000", 1100, CARDS[0]))
+    w.run_until(w.now + 5.0)
+    assert again["answers"][0][2] == "00" and w.acquirers["bank-a"].items  # this one went
