@@ -339,3 +339,29 @@ def test_approved_minus_reversed_equals_the_acquirers_ledger(tmp_path):
         assert {e["mti"] for e in events if e["event"] == "reversal"} <= {"0420", "0421"}
     finally:
         sim.kill()
+
+
+def test_a_link_closes_without_its_sign_off_when_the_switch_has_no_stan_left(tmp_path, caplog):
+    """The switch's STAN source raises once the blocks it holds are used up
+    (switch.core.host_stans): closing the link still closes every connection."""
+    sim = Sim(ledger=tmp_path / "l.jsonl")
+    issued = iter(["700001"])
+
+    def stan_source() -> str:
+        stan = next(issued, None)
+        if stan is None:
+            raise RuntimeError("bank-a: no host STAN left in the blocks reserved")
+        return stan
+
+    try:
+        async def main():
+            acq = acquirer(sim.endpoint, connections=1, stan_source=stan_source)
+            await acq.start()
+            assert acq.healthy()  # signed on under 700001
+            await acq.close()
+            assert all(slot.transport is None or slot.transport.is_closing() for slot in acq.slots)
+        with caplog.at_level(logging.WARNING, logger="payswitch.card"):  # whatever "payswitch" is set to
+            run(main())
+        assert "without a sign-off" in caplog.text and "no host STAN left" in caplog.text
+    finally:
+        sim.kill()

@@ -296,6 +296,11 @@ def test_kill_9_a_worker_restarts_it_alone_and_its_purchase_in_flight_is_reverse
         # The restarted worker serves too.
         fresh = clients_on(sw, {1})
         assert fresh[1].transact(e2e.purchase(1100, e2e.MASTERCARD))["39"] == "00"
+        # Host STANs from both workers, before and after the restart, are never the same
+        # (bank-b's ledger: worker 0's purchase and the restarted worker 1's).
+        for name in ("bank-a", "bank-b"):
+            stans = [e["stan"] for e in ledger(sw, name) if e["event"] == "authorization"]
+            assert len(stans) == len(set(stans)), (name, stans)
         # Only worker 0 sends reversals.
         _, body = sw.http_get("/metrics")
         tries = [line for line in body.decode().splitlines()

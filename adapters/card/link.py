@@ -201,7 +201,12 @@ class HostLinkAcquirer:
         for slot in self.slots:
             core = slot.core
             if core is not None and slot.transport is not None and not slot.transport.is_closing():
-                msg = core.sign_off(loop.time(), time.time())
+                try:
+                    msg = core.sign_off(loop.time(), time.time())
+                except Exception as exc:  # no STAN for it (stan_source failed): close all the same
+                    log.warning("%s: closing %s without a sign-off: %s: %s", self.name, slot.label,
+                                type(exc).__name__, exc)
+                    msg = None
                 if msg is not None:
                     slot.write(msg)
                     slot.arm()

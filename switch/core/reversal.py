@@ -16,8 +16,9 @@ queue: state ``reversal_refused``, an ERROR naming its RRN and the code, the
 metric ``payswitch_reversals_refused`` and an alert; an operator settles it
 with the acquirer (ops/runbook.md).
 
-Host STANs come from a per-acquirer sequence reserved in blocks in the
-journal (:class:`HostStans`), so they stay unique across restarts.
+Host STANs come from per-acquirer blocks reserved in the journal
+(:mod:`switch.core.host_stans`), so they stay unique across restarts and
+worker processes.
 
 Many hosts match a reversal on the card number and refuse a 0420 without
 field 2.  A reversal queued with its PAN known keeps it in memory and, for
@@ -30,12 +31,12 @@ operation that ends the reversal.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any, Generator
 
 from switch.core import pipeline, states
 from switch.core.acquirer import NOT_FOUND, REFUSED, REVERSED, Original, Request, reversal_outcome
 from switch.core.commands import Op, Reverse, Wait
+from switch.core.host_stans import HostRefs
 from switch.core.late_answers import LateAnswers, fits_field_38
 from switch.journal import StaleState, TxnRecord, reversal_card, same_pan
 
@@ -49,52 +50,14 @@ Gen = Generator[Any, Any, Any]
 # What a terminal's 0400 may name (spec section 3), and what a 0220 may complete.
 REVERSIBLE = ("0100", "0200", "0220")
 
-STAN_BLOCK = 10_000  # host STANs reserved per journal write
-_STAN_LIMIT = 999_999
-
-
-class HostStans:
-    """One acquirer's host STANs, from blocks reserved in the journal.
-
-    A new block is reserved while half of the current one is left, so the
-    link's own network messages (which cannot wait for the journal) always
-    find one; should even that run out, numbering goes on past the block.
-    """
-
-    def __init__(self) -> None:
-        self._next = 0
-        self._left = 0
-        self._blocks: list[tuple[int, int]] = []
-        self.refilling = False
-
-    def add_block(self, start: int, count: int) -> None:
-        if self._left > 0:
-            self._blocks.append((start, count))
-        else:
-            self._next, self._left = start, count
-
-    def low(self) -> bool:
-        return not self._blocks and self._left < STAN_BLOCK // 2
-
-    def empty(self) -> bool:
-        return self._left <= 0 and not self._blocks
-
-    def take(self) -> str:
-        if self._left <= 0 and self._blocks:
-            (self._next, self._left) = self._blocks.pop(0)
-        n = self._next or 1
-        self._next = 1 if n >= _STAN_LIMIT else n + 1
-        self._left -= 1
-        return f"{n:06d}"
-
-
 class ReversalQueue:
     """The engine's reversal side: what to queue, when to try, what an answer means."""
 
     def __init__(self, engine: "Engine", stan_acquirers) -> None:
         self.engine = engine
-        self.stan_acquirers = frozenset(stan_acquirers)
-        self._stans: dict[str, HostStans] = {}
+        self.stans = HostRefs(stan_acquirers, lambda: engine.clock(), lambda flight: engine.on_flight_done(flight))
+        self.stan_acquirers = self.stans.acquirers
+        self.stans.on_low = lambda: self.on_queued()  # the sweep refills them
         self.busy: set[str] = set()  # acquirers with a job running
         # Card numbers of reversals queued (or opened) in this process, for hosts
         # that want field 2 repeated; the journal keeps them sealed only.
@@ -113,35 +76,16 @@ class ReversalQueue:
     # -- host STANs ------------------------------------------------------------------
 
     def host_ref(self, acquirer: str | None) -> Gen:
-        """(host STAN, field 7) for a message to ``acquirer``, or (None, None) for
-        an acquirer that takes no switch STANs."""
-        if acquirer not in self.stan_acquirers:
-            return None, None
-        seq = self._stans.get(acquirer)
-        if seq is None:
-            seq = self._stans[acquirer] = HostStans()
-        if seq.empty() or (seq.low() and not seq.refilling):
-            seq.refilling = True
-            try:
-                start = yield Op("reserve_stans", acquirer, STAN_BLOCK)
-            finally:
-                seq.refilling = False
-            seq.add_block(start, STAN_BLOCK)
-        return seq.take(), host_time(self.engine.clock())
+        """(host STAN, field 7) for a message to ``acquirer`` (:meth:`HostRefs.host_ref`)."""
+        return (yield from self.stans.host_ref(acquirer))
 
     def take_stan(self, acquirer: str) -> str:
         """A host STAN now, without the journal (an adapter's own network message)."""
-        seq = self._stans.get(acquirer)
-        if seq is None:
-            seq = self._stans[acquirer] = HostStans()
-        if seq.empty():
-            self.on_queued()  # a sweep soon; the next request reserves a block
-        return seq.take()
+        return self.stans.take_stan(acquirer)
 
     def prefill(self) -> Gen:
         """Reserve a block for every acquirer that takes the switch's STANs (at start-up)."""
-        for acquirer in sorted(self.stan_acquirers):
-            yield from self.host_ref(acquirer)
+        yield from self.stans.prefill()
 
     def start_fields(self, acquirer: str | None, txn_id: int | None = None, pan: str | None = None) -> Gen:
         """The journal columns that queue a reversal at ``acquirer``.
@@ -352,6 +296,7 @@ class ReversalQueue:
         outcomes, reversals named while the journal failed); another worker
         sends the reversals."""
         engine = self.engine
+        yield from self.stans.refill_low()  # what the links' network messages alone brought low
         named, self.named = self.named, []
         for args in named:
             if (args[0], args[3], args[4]) in engine.inflight:
@@ -567,14 +512,3 @@ def _no_card(rec: TxnRecord, exc: Exception) -> None:
 def about(rec: TxnRecord) -> dict:
     """``extra=`` for a log line about one payment: JSON logs carry its RRN and terminal."""
     return {"extra": {"rrn": rec.rrn, "terminal": rec.terminal_id, "stan": rec.stan, "txn": rec.id}}
-
-
-_f7: list = [-1, ""]  # the last second formatted: every request needs one
-
-
-def host_time(wall: float) -> str:
-    """Field 7 on a host link: UTC MMDDhhmmss."""
-    second = int(wall)
-    if _f7[0] != second:
-        _f7[0], _f7[1] = second, time.strftime("%m%d%H%M%S", time.gmtime(second))
-    return _f7[1]

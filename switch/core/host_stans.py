@@ -1,0 +1,166 @@
+"""Host STANs (field 11 on a card host link), without I/O.
+
+Every process that sends on an acquirer's link numbers its messages from
+blocks of STANs it reserved in the journal (``reserve_stans``), so that
+several worker processes (``serve --workers``) and restarts never give two
+messages in flight the same STAN: the journal hands each block out once, and
+a process numbers only inside the blocks it holds.  Past them lies a block
+that another worker may hold, so nothing is ever numbered there.
+
+A refill (one at a time per acquirer) is started while half a block is left.
+Requests leave the last :data:`NETWORK_RESERVE` STANs to the link's own
+network messages (sign-on, echo, sign-off), which cannot wait for the
+journal; a request that finds none left waits for the refill and, should it
+fail, ends with its error before anything is journaled or sent (the engine
+answers 96).  A network message that finds none left gets
+:class:`NoHostStan` (the link treats it as it treats any failed STAN source).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Generator
+
+from switch.core.commands import Flight, Op, Wait
+
+log = logging.getLogger("payswitch")
+
+Gen = Generator[Any, Any, Any]
+
+STAN_BLOCK = 10_000  # host STANs reserved per journal write
+NETWORK_RESERVE = 100  # the held STANs only network messages take
+STAN_LIMIT = 999_999
+
+
+class NoHostStan(Exception):
+    """No STAN is left in the blocks this process holds (the journal's refill is late or failed)."""
+
+
+class HostStans:
+    """One acquirer's STANs: the blocks held, in the order they were reserved."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._left = 0  # in the block being used
+        self._blocks: list[tuple[int, int]] = []  # reserved, not yet begun
+        # The refill under way; a Flight so that the drivers' Wait serves the
+        # requests that find no STAN left.
+        self.refill: Flight | None = None
+
+    def add_block(self, start: int, count: int) -> None:
+        if not (1 <= start <= STAN_LIMIT and 1 <= count <= STAN_LIMIT):
+            raise ValueError(f"host STAN block {start}+{count}: expected 1..{STAN_LIMIT}")
+        if self._left > 0:
+            self._blocks.append((start, count))
+        else:
+            self._next, self._left = start, count
+
+    def left(self) -> int:
+        return self._left + sum(count for _, count in self._blocks)
+
+    def low(self) -> bool:
+        return self.left() < STAN_BLOCK // 2
+
+    def take(self, keep: int = 0) -> str | None:
+        """The next STAN held, leaving ``keep`` of them; None if there are no more."""
+        if self.left() <= keep:
+            return None
+        if self._left <= 0:
+            self._next, self._left = self._blocks.pop(0)
+        n = self._next
+        self._next = 1 if n >= STAN_LIMIT else n + 1  # a block may wrap past 999999
+        self._left -= 1
+        return f"{n:06d}"
+
+
+class HostRefs:
+    """Every acquirer's :class:`HostStans` in this process.
+
+    ``clock``: wall time for field 7; ``on_refilled(flight)``: wakes the
+    requests waiting for a refill (the engine's ``on_flight_done``).
+    """
+
+    def __init__(self, acquirers, clock: Callable[[], float], on_refilled: Callable[[Flight], None]) -> None:
+        self.acquirers = frozenset(acquirers)
+        self.clock = clock
+        self.on_refilled = on_refilled
+        self.on_low: Callable[[], None] = lambda: None  # a network message found its acquirer's STANs low
+        self._stans: dict[str, HostStans] = {}
+
+    def _seq(self, acquirer: str) -> HostStans:
+        seq = self._stans.get(acquirer)
+        if seq is None:
+            seq = self._stans[acquirer] = HostStans()
+        return seq
+
+    def host_ref(self, acquirer: str | None) -> Gen:
+        """(host STAN, field 7) for a request to ``acquirer``, or (None, None) for
+        an acquirer that takes no switch STANs.  Waits for a refill when none is
+        left; raises the refill's error if it fails meanwhile."""
+        if acquirer not in self.acquirers:
+            return None, None
+        seq = self._seq(acquirer)
+        while True:
+            if seq.refill is None and seq.low():
+                try:
+                    yield from self._refill(acquirer, seq)
+                except Exception as exc:
+                    if seq.left() <= NETWORK_RESERVE:
+                        raise
+                    log.warning("%s: host STANs could not be reserved (%s: %s); %d left", acquirer,
+                                type(exc).__name__, exc, seq.left())
+            stan = seq.take(NETWORK_RESERVE)
+            if stan is not None:
+                return stan, host_time(self.clock())
+            yield Wait(seq.refill)  # another request's refill: its error is raised here
+
+    def take_stan(self, acquirer: str) -> str:
+        """A host STAN now, without the journal (a link's own network message)."""
+        seq = self._seq(acquirer)
+        stan = seq.take()
+        if seq.low() and seq.refill is None:
+            self.on_low()  # a sweep soon refills it, should no request do so first
+        if stan is None:
+            raise NoHostStan(f"{acquirer}: no host STAN left in the blocks reserved; the journal has not refilled them")
+        return stan
+
+    def prefill(self) -> Gen:
+        """Reserve a block for every acquirer (at start-up, before any sign-on)."""
+        for acquirer in sorted(self.acquirers):
+            seq = self._seq(acquirer)
+            if seq.refill is None:
+                yield from self._refill(acquirer, seq)
+
+    def refill_low(self) -> Gen:
+        """Refill what network messages alone brought low (a sweep's work); failures are logged."""
+        for acquirer, seq in list(self._stans.items()):
+            if seq.refill is None and seq.low():
+                try:
+                    yield from self._refill(acquirer, seq)
+                except Exception as exc:
+                    log.warning("%s: host STANs could not be reserved (%s: %s); %d left", acquirer,
+                                type(exc).__name__, exc, seq.left())
+
+    def _refill(self, acquirer: str, seq: HostStans) -> Gen:
+        refill = seq.refill = Flight(("host STANs", acquirer, ""), "", "")
+        try:
+            start = yield Op("reserve_stans", acquirer, STAN_BLOCK)
+            seq.add_block(start, STAN_BLOCK)
+        except BaseException as exc:
+            refill.error = exc if isinstance(exc, Exception) else NoHostStan(f"{acquirer}: the refill was abandoned")
+            raise
+        finally:
+            seq.refill = None
+            refill.done = True
+            self.on_refilled(refill)
+
+
+_f7: list = [-1, ""]  # the last second formatted: every request needs one
+
+
+def host_time(wall: float) -> str:
+    """Field 7 on a host link: UTC MMDDhhmmss."""
+    second = int(wall)
+    if _f7[0] != second:
+        _f7[0], _f7[1] = second, time.strftime("%m%d%H%M%S", time.gmtime(second))
+    return _f7[1]
