@@ -42,8 +42,10 @@ _FINANCIAL_TYPES = {"0100": (PURCHASE,), "0200": (PURCHASE, REFUND, BALANCE, TOP
 
 NETWORK_CODES = ("001", "002", "301", "101")  # sign-on, sign-off, echo, key exchange (spec 8)
 
-# Field 22 (POS entry mode) first two digits → how the card was read (section 3).
-CARD_ENTRY = ("01", "02", "90", "05", "07", "91", "95")
+# Field 22 (POS entry mode): its first two digits 03 mean a scanned bar code
+# (section 3: a wallet).  Any other entry mode with a card number is a card:
+# section 3 names 01, 02/90, 05 and 07, and third-party clients also send 91,
+# 95, 81 (e-commerce) or 10 (credential on file), which the card's route takes.
 BARCODE_ENTRY = "03"
 
 
