@@ -96,15 +96,22 @@ MIGRATION: tuple[str, ...] = (
 _PAYMENT = "(NEW.mti = '0100' OR NEW.mti = '0200' OR NEW.mti = '0220')"
 _NOT_UNDONE = "OLD.state <> 'reversal_pending' AND OLD.state <> 'reversed' AND OLD.state <> 'unmatched'"
 
-CHEAPER_CONDITIONS: tuple[str, ...] = (
-    "DROP TRIGGER outbox_outcome",
-    f"""
+
+def outcome_trigger(event: str) -> str:
+    """The ``outbox_outcome`` trigger (schema 6 on) with ``event``, an SQL expression
+    naming the event of a payment's answer."""
+    return f"""
     CREATE TRIGGER outbox_outcome AFTER UPDATE OF response_code ON txn
     WHEN OLD.response_code IS NULL AND NEW.response_code IS NOT NULL AND {_PAYMENT}
     BEGIN
-        {_INSERT.format(event=_OUTCOME_EVENT, body=_BODY.format(event=_OUTCOME_EVENT, extra=''))};
+        {_INSERT.format(event=event, body=_BODY.format(event=event, extra=''))};
     END
-    """,
+    """
+
+
+CHEAPER_CONDITIONS: tuple[str, ...] = (
+    "DROP TRIGGER outbox_outcome",
+    outcome_trigger(_OUTCOME_EVENT),
     "DROP TRIGGER outbox_reversed",
     f"""
     CREATE TRIGGER outbox_reversed AFTER UPDATE OF state ON txn

@@ -32,7 +32,7 @@ import functools
 from concurrent.futures import Future
 
 from switch.journal import REVERSED_STATES, TxnRecord, hkdf_sha256
-from switch.journal.outbox import _BODY, _INSERT, _PAYMENT
+from switch.journal.outbox import outcome_trigger
 from switch.journal.statements import BY_ID, record
 from switch.keyed_hash import keyed
 
@@ -67,13 +67,7 @@ MIGRATION: tuple[str, ...] = (
     # The outcome event of a duplicate upload says so: a partner counting
     # approvals (points) must not count the debit twice.
     "DROP TRIGGER outbox_outcome",
-    f"""
-    CREATE TRIGGER outbox_outcome AFTER UPDATE OF response_code ON txn
-    WHEN OLD.response_code IS NULL AND NEW.response_code IS NOT NULL AND {_PAYMENT}
-    BEGIN
-        {_INSERT.format(event=_OUTCOME_EVENT, body=_BODY.format(event=_OUTCOME_EVENT, extra=''))};
-    END
-    """,
+    outcome_trigger(_OUTCOME_EVENT),
 )
 
 _REVERSED = ", ".join(f"'{s}'" for s in REVERSED_STATES)
