@@ -6,6 +6,7 @@ to decide something, so each rule is a plain function with a unit test.
 from __future__ import annotations
 
 from switch.core import states
+from switch.core.messages import BALANCE
 from switch.core.acquirer import Request
 
 SAME, CONFLICT, UNANSWERED, REDO, RENEW, LATE = "same", "conflict", "unanswered", "redo", "renew", "late"
@@ -85,7 +86,7 @@ def is_inquiry(processing_code: str | None) -> bool:
     """A balance inquiry (31xxxx): it authorizes no money, so an outcome the switch
     could not confirm has nothing to reverse (and a strict host refuses a 0420 for
     it, which would reach an operator as a refused reversal)."""
-    return processing_code is not None and processing_code[:2] == "31"
+    return processing_code is not None and processing_code[:2] == BALANCE
 
 
 def completion_code(
