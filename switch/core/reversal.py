@@ -452,15 +452,16 @@ class ReversalQueue:
         """Reverse these "sent" transactions whose process is gone (all of them at
         start-up; with several workers, those of a worker that died)."""
         for rec in found:
-            if rec.mti == "0220" and rec.kind == "citycard" and rec.original_id is None:
+            offline = rec.mti == "0220" and rec.kind == "citycard" and rec.original_id is None
+            if offline or pipeline.is_inquiry(rec.processing_code):
+                # Nothing to undo at the host: the card already paid, or an inquiry moved no money.
                 yield Op("update", rec.id, state=states.advance(rec.state, "unconfirmed"), response_code="68")
-                log.warning("txn %d (rrn %s): offline advice in flight at shutdown; the terminal uploads it again",
-                            rec.id, rec.rrn, **about(rec))
-                continue
-            if pipeline.is_inquiry(rec.processing_code):  # it moved no money: nothing to undo
-                yield Op("update", rec.id, state=states.advance(rec.state, "unconfirmed"), response_code="68")
-                log.info("txn %d (rrn %s): balance inquiry in flight at shutdown; not reversed", rec.id, rec.rrn,
-                         **about(rec))
+                if offline:
+                    log.warning("txn %d (rrn %s): offline advice in flight at shutdown; the terminal uploads it "
+                                "again", rec.id, rec.rrn, **about(rec))
+                else:
+                    log.info("txn %d (rrn %s): balance inquiry in flight at shutdown; not reversed", rec.id,
+                             rec.rrn, **about(rec))
                 continue
             pan = self._card_in_flight(rec)
             changes = yield from self.start_fields(rec.acquirer, rec.id, pan)
