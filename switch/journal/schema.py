@@ -145,6 +145,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # (switch.journal.files.writable): empty otherwise.
     ("CREATE TABLE journal_probe (room BLOB NOT NULL) STRICT",),
     uploads.MIGRATION,  # city-card uploads sent again under a new STAN count once (switch.journal.uploads)
+    uploads.NARROW_EVENTS,  # payment events as narrow rows, their body written when read (switch.journal.outbox)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -32,11 +32,11 @@ import functools
 from concurrent.futures import Future
 
 from switch.journal import REVERSED_STATES, TxnRecord, hkdf_sha256
-from switch.journal.outbox import outcome_trigger
+from switch.journal.outbox import narrow_migration, outcome_trigger
 from switch.journal.statements import BY_ID, record
 from switch.keyed_hash import keyed
 
-__all__ = ["upload_key", "MIGRATION", "Uploads", "FIRST_UPLOAD"]
+__all__ = ["upload_key", "MIGRATION", "NARROW_EVENTS", "Uploads", "FIRST_UPLOAD"]
 
 _LABEL = b"payswitch citycard-upload v1"
 _LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
@@ -69,6 +69,8 @@ MIGRATION: tuple[str, ...] = (
     "DROP TRIGGER outbox_outcome",
     outcome_trigger(_OUTCOME_EVENT),
 )
+# Schema 14: the outbox's payment events as narrow rows (switch.journal.outbox), duplicates still named.
+NARROW_EVENTS: tuple[str, ...] = narrow_migration(_OUTCOME_EVENT)
 
 _REVERSED = ", ".join(f"'{s}'" for s in REVERSED_STATES)
 # The upload that counts for this one's (card, counter), other than itself:
