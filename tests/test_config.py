@@ -281,3 +281,13 @@ def test_host_names_and_valid_addresses_are_still_accepted():
     for host in ("localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "::", "switch-1.example"):
         token = "" if host in ("localhost", "127.0.0.1", "::1", "[::1]") else 'admin_token_env = "PAYSWITCH_ADMIN_TOKEN"\n'
         config.loads(f'[http]\nhost = "{host}"\n{token}[[listeners]]\nhost = "{host}"\n', "x.toml")
+
+
+def test_the_loader_records_the_sections_a_file_leaves_out(tmp_path):
+    assert config.loads("", "x.toml").left_out == ("listeners", "merchants")
+    assert config.loads('[[listeners]]\nport = 8583\n', "x.toml").left_out == ("merchants",)
+    assert config.default().left_out == ()
+    # Set by the loader, never a key of the file; a reload that adds merchants applies them and nothing else.
+    assert _bad("left_out = []\n", tmp_path).endswith("Object contains unknown field `left_out`")
+    with_merchant = config.loads('[[merchants]]\nid = "SHOP00000000001"\nterminals = ["SHOP0001"]\n', "x.toml")
+    assert config.reload_changes(config.loads("", "x.toml"), with_merchant) == (["merchants"], [])
