@@ -53,6 +53,13 @@ def _check(args) -> int:
     except config.ConfigError as e:
         print(config.error_line(e), file=sys.stderr)
         return 2
+    # A file may leave these out, but an operator who forgot one should see what it means.
+    if "listeners" in cfg.left_out:
+        lst = cfg.listeners[0]
+        print(f"no listeners in {path}: the default listener applies ({lst.host}:{lst.port}, {lst.dialect})")
+    if "merchants" in cfg.left_out:
+        print(f"no merchants in {path}: no terminal is known, every request is answered 03 "
+              "(the demo merchants come only with serve without --config)")
     print(f"{path}: ok ({len(cfg.routes)} routes, {len(cfg.acquirers)} acquirers, {len(cfg.merchants)} merchants)")
     return 0
 

@@ -217,6 +217,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     vas: list[config_vas.VasService] = []
     events: config_vas.Events = msgspec.field(default_factory=config_vas.Events)
     source: str = "<embedded default>"
+    left_out: tuple[str, ...] = ()  # of LEFT_OUT, the sections the file has none of: their defaults apply
 
     @property
     def drain_budget(self) -> float:
@@ -521,7 +522,7 @@ def reload_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
         if name not in new_names:
             refused.append(f"acquirers (removed {name!r})")
     for f in new.__struct_fields__:
-        if f in ("acquirers", "source"):
+        if f == "acquirers" or f in _NOT_KEYS:
             continue
         paths = _diff(getattr(old, f), getattr(new, f), f)
         if f not in _RELOADABLE:
@@ -542,7 +543,9 @@ def reload_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
     return applied, refused
 
 
-_NOT_KEYS = frozenset({"source"})  # Config fields set by the loader, never keys of a file
+_NOT_KEYS = frozenset({"source", "left_out"})  # Config fields set by the loader, never keys of a file
+# Sections whose absence check-config points out: no listeners is the default one, no merchants none at all.
+LEFT_OUT = ("listeners", "merchants")
 
 
 def loads(text: str, source: str = "<string>") -> Config:
@@ -550,10 +553,9 @@ def loads(text: str, source: str = "<string>") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
-    if "source" in raw:
-        # Config.source is where the file came from, set here; never a key of the file.
-        raise ConfigError(f"{source}: Object contains unknown field `source`")
-    raw["source"] = source
+    for key in sorted(_NOT_KEYS & raw.keys()):  # set here from where the file came from, never keys of it
+        raise ConfigError(f"{source}: Object contains unknown field `{key}`")
+    raw["source"], raw["left_out"] = source, [key for key in LEFT_OUT if key not in raw]
     try:
         cfg = msgspec.convert(raw, Config)
     except msgspec.ValidationError as e:

@@ -22,8 +22,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def address_problem(host: str) -> str | None:
+    """What is wrong with ``host`` if it is meant as an IP address, else None.
+
+    Only digits and dots, or any colon, is an IP literal, never a host name (a
+    name's last label is not all digits): ``999.1.1.1``, ``1.2.3`` (which the
+    resolver would read as 1.2.0.3) and ``::g`` are refused here rather than
+    resolved, or taken for a non-loopback address needing a token.
+    """
+    literal = host.strip("[]")  # an IPv6 address may come in brackets, as in a URL
+    try:
+        if ":" in literal:
+            ipaddress.IPv6Address(literal)
+        elif literal and not literal.strip("0123456789."):
+            ipaddress.IPv4Address(literal)
+    except ValueError as e:
+        return f"invalid IP address: {e}"  # ipaddress names the address and what is wrong in it
+    return None
+
+
 def check_limits(cfg, fail) -> None:
     check_acquirer_tls(cfg, fail)
+    hosts = [(f"listeners[{i}].host", lst.host) for i, lst in enumerate(cfg.listeners)] + [("http.host", cfg.http.host)]
+    for path, host in hosts:  # before the token rule below, which reads any other text as a remote address
+        problem = address_problem(host)
+        if problem:
+            fail(path, problem)
     for key in ("max_connections", "max_connections_per_address", "max_in_flight_per_terminal"):
         if getattr(cfg, key) < 1:
             fail(key, f"must be at least 1, got {getattr(cfg, key)}")

@@ -260,3 +260,34 @@ tmk = "shop-tmk"
 """
     msg = _bad(text, tmp_path)
     assert msg.endswith("- at `$.security.module`") and "needs a security module" in msg
+
+
+@pytest.mark.parametrize("section, host, why", [
+    ("http", "999.1.1.1", "Octet 999 (> 255) not permitted in '999.1.1.1'"),
+    ("http", "1.2.3", "Expected 4 octets in '1.2.3'"),  # the resolver would read 1.2.0.3
+    ("http", "::g", "Only hex digits permitted in 'g' in '::g'"),
+    ("listeners", "999.1.1.1", "Octet 999 (> 255) not permitted in '999.1.1.1'"),
+    ("listeners", "1.2.3", "Expected 4 octets in '1.2.3'"),
+    ("listeners", "::g", "Only hex digits permitted in 'g' in '::g'"),
+])
+def test_an_invalid_ip_address_is_named_before_the_token_rule(tmp_path, section, host, why):
+    table = "[http]" if section == "http" else "[[listeners]]"
+    path = "http.host" if section == "http" else "listeners[0].host"
+    msg = _bad(f'{table}\nhost = "{host}"\n', tmp_path)
+    assert msg == f"{tmp_path / 'switch.toml'}: invalid IP address: {why} - at `$.{path}`"
+
+
+def test_host_names_and_valid_addresses_are_still_accepted():
+    for host in ("localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "::", "switch-1.example"):
+        token = "" if host in ("localhost", "127.0.0.1", "::1", "[::1]") else 'admin_token_env = "PAYSWITCH_ADMIN_TOKEN"\n'
+        config.loads(f'[http]\nhost = "{host}"\n{token}[[listeners]]\nhost = "{host}"\n', "x.toml")
+
+
+def test_the_loader_records_the_sections_a_file_leaves_out(tmp_path):
+    assert config.loads("", "x.toml").left_out == ("listeners", "merchants")
+    assert config.loads('[[listeners]]\nport = 8583\n', "x.toml").left_out == ("merchants",)
+    assert config.default().left_out == ()
+    # Set by the loader, never a key of the file; a reload that adds merchants applies them and nothing else.
+    assert _bad("left_out = []\n", tmp_path).endswith("Object contains unknown field `left_out`")
+    with_merchant = config.loads('[[merchants]]\nid = "SHOP00000000001"\nterminals = ["SHOP0001"]\n', "x.toml")
+    assert config.reload_changes(config.loads("", "x.toml"), with_merchant) == (["merchants"], [])

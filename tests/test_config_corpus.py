@@ -264,6 +264,26 @@ def test_the_base_configuration_passes(base):
         assert (p.returncode, out2, len(err.splitlines())) == (2, "", 1) and "check-config FILE" in err
 
 
+def test_check_config_says_which_defaults_apply_to_a_file_without_listeners_or_merchants(base):
+    """Such a file is accepted, but an operator who forgot the section sees what it means; serve is unchanged."""
+    tmp, subs = base
+    text = BASE.format(**subs)
+    listeners = f'[[listeners]]\nhost = "127.0.0.1"\nport = {subs["term"]}\n'
+    merchants = '[[merchants]]\nid = "DEMO00000000001"\nterminals = ["DEMO0001-DEMO0999"]\n'
+    assert listeners in text and merchants in text
+    (tmp / "bare.toml").write_text(text.replace(listeners, "").replace(merchants, ""))
+    p = _run(["check-config", str(tmp / "bare.toml")], tmp)
+    out, err = p.communicate(timeout=60)
+    assert (p.returncode, err) == (0, "")
+    bare = tmp / "bare.toml"
+    assert out.splitlines() == [
+        f"no listeners in {bare}: the default listener applies (0.0.0.0:8583, terminal-87)",
+        f"no merchants in {bare}: no terminal is known, every request is answered 03 "
+        "(the demo merchants come only with serve without --config)",
+        f"{bare}: ok (2 routes, 2 acquirers, 0 merchants)",
+    ]
+
+
 def test_every_broken_configuration_is_one_line_and_exit_2(base):
     tmp, subs = base
     runs = []

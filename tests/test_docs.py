@@ -79,7 +79,7 @@ def config_keys(struct: type, prefix: str = "") -> dict[str, object]:
     if tag:
         out[f"{prefix}{tag}"] = None
     for f in msgspec.structs.fields(struct):
-        if f.name == "source":  # where the file came from, not a key of it
+        if f.name in config._NOT_KEYS:  # set by the loader (where the file came from, what it left out)
             continue
         path = f"{prefix}{f.name}"
         default = f.default

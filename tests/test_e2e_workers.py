@@ -384,19 +384,21 @@ def test_a_listener_on_a_workers_http_port_is_refused():
                             " - at `$.listeners[0].port`")
 
 
-def test_a_worker_that_cannot_start_stops_the_switch_with_its_reason(tmp_path):
+def test_a_workers_http_port_in_use_stops_the_start_before_anything_starts(tmp_path):
     text, ports = e2e.card_config(tmp_path)
     (tmp_path / "switch.toml").write_text(text + "\n[server]\nworkers = 2\n")
     with socket.socket() as taken:
-        # Worker 0's own admin HTTP port (the listener's and http.port are tried before
-        # anything starts: switch.io.ports).
+        # Worker 0's own admin HTTP port: tried with the listeners and http.port (switch.io.ports),
+        # so no worker, simulator or journal is started to find it taken.
         taken.bind(("127.0.0.1", ports["http"] + 1))
         taken.listen()
         proc = subprocess.run([sys.executable, "-m", "switch.cli", "serve", "--config", str(tmp_path / "switch.toml")],
                               cwd=tmp_path, capture_output=True, text=True, timeout=90)
     assert proc.returncode == 1, proc
-    assert "payswitch[worker 0]: cannot start:" in proc.stderr
-    assert "payswitch: cannot start: worker 0 exited during start-up (exit code 1)" in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (f"payswitch: cannot start: {tmp_path / 'switch.toml'}: 127.0.0.1:{ports['http'] + 1} is "
+                           "already in use by another process (worker 0's own HTTP port, http.port + 1)"
+                           " - at `$.http.port`")
+    assert "payswitch[worker" not in proc.stdout + proc.stderr  # no worker was started
 
 
 def test_a_killed_supervisors_socket_directory_is_swept_and_a_live_one_kept(tmp_path):

@@ -202,7 +202,7 @@ def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int |
     from switch.config_security import secret_env_names
 
     try:
-        ports.check(cfg)  # nothing started yet: a port in use stops it here, named
+        ports.check(cfg, count)  # nothing started yet: a port in use stops it here, named
         ports.journal_free(cfg)
     except ports.Unavailable as e:
         print(f"payswitch: cannot start: {e}", file=sys.stderr)

@@ -23,30 +23,42 @@ import os
 import socket
 
 from switch import config as config_mod
+from switch.io.workers import worker_http_port
 
 
 class Unavailable(OSError):
     """An address ``serve`` would listen on cannot be bound now."""
 
 
-def places(cfg: config_mod.Config) -> list[tuple[str, str, int]]:
-    """(key path, host, port) of every address named in the file that ``serve`` listens on,
-    port 0 (any free one) left out.  With ``--workers``, each worker's own admin HTTP port
-    (``http.port`` + 1 + i) is not tried here: a worker that cannot bind it stops the
-    switch with its reason once the workers start."""
-    found = [(f"listeners[{i}]", lst.host, lst.port) for i, lst in enumerate(cfg.listeners)]
-    found.append(("http", cfg.http.host, cfg.http.port))
+def places(cfg: config_mod.Config, workers: int = 1) -> list[tuple[str | None, str, int, str]]:
+    """(key path, host, port, what it is) of every address ``serve`` listens on, port 0 (any
+    free one) left out.  The key path is None for the default listener of a file without
+    listeners: no key of the file names it.  With ``workers`` > 1, each worker's own admin
+    HTTP port (``http.port`` + 1 + i) is tried with the rest, named by ``http``."""
+    if "listeners" in cfg.left_out:
+        found = [(None, lst.host, lst.port, f"the default listener (port {lst.port}): {cfg.source} has no "
+                  "[[listeners]], so the default applies") for lst in cfg.listeners]
+    else:
+        found = [(f"listeners[{i}]", lst.host, lst.port, "") for i, lst in enumerate(cfg.listeners)]
+    found.append(("http", cfg.http.host, cfg.http.port, ""))
+    if workers > 1 and cfg.http.port:
+        found += [("http", cfg.http.host, worker_http_port(cfg, i),
+                   f"worker {i}'s own HTTP port, http.port + {1 + i}") for i in range(workers)]
     return [p for p in found if p[2]]
 
 
-def check(cfg: config_mod.Config) -> None:
+def check(cfg: config_mod.Config, workers: int = 1) -> None:
     """Raise :class:`Unavailable` for the first address that cannot be bound, naming
-    the file and the key path; bind nothing for longer than the check."""
-    for where, host, port in places(cfg):
+    the file and the key path (or what the address is when no key names it); bind
+    nothing for longer than the check."""
+    for where, host, port, what in places(cfg, workers):
         problem = _problem(host, port)
-        if problem is not None:
-            key, msg = problem
-            raise Unavailable(f"{cfg.source}: {msg} - at `$.{where}.{key}`")
+        if problem is None:
+            continue
+        key, msg = problem
+        if where is None:
+            raise Unavailable(f"{cfg.source}: {msg} - {what}")
+        raise Unavailable(f"{cfg.source}: {msg}{f' ({what})' if what else ''} - at `$.{where}.{key}`")
 
 
 def journal_free(cfg: config_mod.Config) -> None:
