@@ -192,6 +192,29 @@ def compiled_vs_pyiso(medians: dict, levels: list[int], writer: str) -> dict[int
     return out
 
 
+def fsync_ms(directory: Path, count: int = 200) -> dict[str, float]:
+    """p50 and p99 of an fsync after a 4 KiB write, in ``directory`` (where the journals are).
+
+    Every purchase waits for two of the journal's commits in series, each
+    ending in an fsync: on a shared disk whose fsync has a long tail, that
+    tail is in the switch's p99 whatever the code does.
+    """
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    times = []
+    try:
+        for i in range(count):
+            os.pwrite(fd, b"\0" * 4096, (i % 16) * 4096)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        os.close(fd)
+        path.unlink()
+    times.sort()
+    return {"p50_ms": times[len(times) // 2], "p99_ms": times[int(len(times) * 0.99)]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", default="10,50,200", help="comma-separated connection counts")
@@ -261,6 +284,8 @@ def main(argv=None) -> int:
         for _name, port, _sw, check in setups:
             uvloop.run(drive(port, 1000, 10, body, check))
 
+        disk = Path(tempfile.gettempdir())  # the journals' directory (bench_config puts them under tmp)
+        fsyncs = [fsync_ms(disk)]
         results: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in levels} for name, *_ in setups}
         for r in range(args.rounds):
             for conns in levels:
@@ -279,6 +304,7 @@ def main(argv=None) -> int:
             if counter[0] > 900_000:
                 print("warning: STANs wrap: fewer --requests or --rounds", file=sys.stderr)
 
+        fsyncs.append(fsync_ms(disk))
         medians = {name: {c: median_of(v) for c, v in by_level.items()} for name, by_level in results.items()}
         print(f"\nmedians of {args.rounds} rounds, {args.requests} requests each, closed loop:")
         print(f"{'':>24} {'conns':>5} {'TPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'p999 ms':>8} "
@@ -291,6 +317,9 @@ def main(argv=None) -> int:
                 print(f"{name:>24} {conns:5d} {m['tps']:8.0f} {m['p50_ms']:7.2f} {m['p99_ms']:7.2f} "
                       f"{m['p999_ms']:8.2f} {cpu} {m['not_00']:6.0f} {m['tps'] / base:6.2f}")
                 m["ratio_vs_forwarder"] = m["tps"] / base
+        print("\nthe journals' disk, fsync of a 4 KiB write (a purchase waits for two commits in series): "
+              + ", ".join(f"{when} p50 {f['p50_ms']:.2f} p99 {f['p99_ms']:.2f} ms"
+                          for when, f in zip(("before the rounds", "after"), fsyncs)))
         against_pyiso = compiled_vs_pyiso(medians, levels, args.pyiso_writer)
         if against_pyiso:
             print(f"\ncompiled codec against pyiso8583, the same switch ({args.pyiso_writer} writer):")
@@ -306,6 +335,7 @@ def main(argv=None) -> int:
                 "connections": levels,
                 "cpus": os.cpu_count(),
                 "pyiso_writer": args.pyiso_writer,
+                "fsync_before_after": fsyncs,
                 "medians": {n: {str(c): m for c, m in v.items()} for n, v in medians.items()},
                 "compiled_vs_pyiso8583": {str(c): r for c, r in against_pyiso.items()},
                 "rounds_detail": {n: {str(c): v for c, v in by.items()} for n, by in results.items()},
