@@ -8,8 +8,12 @@ service receives and every outbox event is scanned for card data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
+import sqlite3
+import tempfile
 import time
 from importlib.metadata import EntryPoint
 
@@ -80,6 +84,9 @@ def vas_config(deadline=0.05, extra=""):
                                 key_env=ts.KEY_ENV)
         text += SERVICE.format(deadline=deadline) + extra
         text += f'\n[[token_keys]]\ngroup = "SHOP00000000001"\nversion = 2\nkey_env = "{TOKEN_KEY_ENV}"\n'
+        if ts.JOURNAL_WRITER == "process":  # another process's memory: the outbox is read from a file, as the relay does
+            path = os.path.join(tempfile.mkdtemp(prefix="payswitch-vas-"), "journal.sqlite")
+            text = text.replace('url = "sqlite://:memory:"', f'url = "sqlite://{path}"')
         return config_mod.loads(text, "test_vas.toml")
     return make
 
@@ -106,7 +113,12 @@ async def outbox(sw) -> list[dict]:
     """The outbox as the relay reads it (on the journal's writer thread: the journal is in memory)."""
     from switch.journal.outbox import read_after
 
-    rows = await asyncio.wrap_future(sw.journal._submit(lambda: read_after(sw.journal._conn, 0), (), False))
+    url = sw.cfg.journal.url
+    if url.endswith(":memory:"):
+        rows = await asyncio.wrap_future(sw.journal._submit(lambda: read_after(sw.journal._conn, 0), (), False))
+    else:
+        with contextlib.closing(sqlite3.connect(f"file:{url.removeprefix('sqlite://')}?mode=ro", uri=True)) as conn:
+            rows = read_after(conn, 0)
     return [{"id": r.id, "merchant": r.merchant_id, "event": r.event, **json.loads(r.body)} for r in rows]
 
 
