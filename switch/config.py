@@ -397,9 +397,8 @@ def _check(cfg: Config, src: str) -> Config:
         if sim.name in sim_names:
             fail(f"simulators[{i}].name", f"duplicate simulator name {sim.name!r}")
         sim_names.add(sim.name)
+    config_sanity.check_currencies(cfg, fail)  # merchants, wallets, route conditions
     for i, mc in enumerate(cfg.merchants):
-        if not (len(mc.currency) == 3 and mc.currency.isdigit()):
-            fail(f"merchants[{i}].currency", f"expected an ISO 4217 numeric code, got {mc.currency!r}")
         for key in ("refund_max", "refund_daily_max"):
             value = getattr(mc, key)
             if value is not None and value < 0:

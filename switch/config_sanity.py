@@ -1,6 +1,6 @@
 """Configuration checks of things that parse but cannot work: numbers that are
 not numbers, routes that can never be chosen, two bundled simulators (or a
-simulator and a listener) on one port.
+simulator and a listener) on one port, currencies that are none.
 
 Each is called from :func:`switch.config._check` with its ``fail(path, message)``.
 """
@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from switch.core.currencies import is_currency
 from switch.core.routing import prefix_range, shown_prefix
 
 
@@ -58,6 +59,24 @@ def check_shadowed_prefixes(cfg: Any, fail: Callable[[str, str], None]) -> None:
                                f"{other_name!r}) comes first and takes every such number, with no condition")
         if all(getattr(route, c) is None for c in _CONDITIONS):
             catch_all += [(wallet, *r) for r in ranges]
+
+
+def check_currencies(cfg: Any, fail: Callable[[str, str], None]) -> None:
+    """Every currency key names an ISO 4217 currency (:mod:`switch.core.currencies`):
+    a terminal's field 49 in any other answers 30 (spec section 2), so a merchant
+    settling in one, a wallet taking one or a route choosing by one could never
+    see a payment."""
+    def check(path: str, code: str) -> None:
+        if not is_currency(code):
+            fail(path, f"expected the ISO 4217 numeric code of a currency, got {code!r}")
+
+    for i, mc in enumerate(cfg.merchants):
+        check(f"merchants[{i}].currency", mc.currency)
+    for i, a in enumerate(cfg.acquirers):
+        check(f"acquirers[{i}].currency", a.currency)
+    for i, route in enumerate(cfg.routes):
+        for j, code in enumerate(route.currencies or ()):
+            check(f"routes[{i}].currencies[{j}]", code)
 
 
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")

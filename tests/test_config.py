@@ -291,3 +291,24 @@ def test_the_loader_records_the_sections_a_file_leaves_out(tmp_path):
     assert _bad("left_out = []\n", tmp_path).endswith("Object contains unknown field `left_out`")
     with_merchant = config.loads('[[merchants]]\nid = "SHOP00000000001"\nterminals = ["SHOP0001"]\n', "x.toml")
     assert config.reload_changes(config.loads("", "x.toml"), with_merchant) == (["merchants"], [])
+
+
+@pytest.mark.parametrize("text, path, code", [
+    ('[[merchants]]\nid="M1"\nterminals=["T1"]\ncurrency="999"\n', "merchants[0].currency", "999"),
+    ('[[merchants]]\nid="M1"\nterminals=["T1"]\ncurrency="97"\n', "merchants[0].currency", "97"),
+    ('[[merchants]]\nid="M1"\nterminals=["T1"]\ncurrency="EUR"\n', "merchants[0].currency", "EUR"),
+    ('[[acquirers]]\nname="w"\ntype="wallet-micropay"\nendpoints=["http://127.0.0.1:1"]\nsecret_file="s"\ncurrency="000"\n',
+     "acquirers[1].currency", "000"),
+    (_route("x", '["4"]', 'currencies=["978", "963"]'), "routes[0].currencies[1]", "963"),
+])
+def test_a_currency_that_iso_4217_does_not_list_is_refused_naming_the_key(tmp_path, text, path, code):
+    msg = _bad(BASE + text, tmp_path)
+    assert msg == (f"{tmp_path / 'switch.toml'}: expected the ISO 4217 numeric code of a currency, "
+                   f"got {code!r} - at `$.{path}`")
+
+
+def test_currencies_iso_4217_lists_are_accepted(tmp_path):
+    p = tmp_path / "switch.toml"
+    p.write_text(BASE + '[[merchants]]\nid="M1"\nterminals=["T1"]\ncurrency="978"\n'
+                 + _route("x", '["4"]', 'currencies=["840", "344"]'))
+    assert config.load(p).merchants[0].currency == "978"

@@ -250,3 +250,18 @@ def test_the_clock_check_agrees_with_calendar_arithmetic_on_every_value():
     assert impossible_clock(None, "１０１５００", None) == 12  # digits, but not ASCII ones
     assert impossible_clock(None, None, "112") == 13  # too short
     assert impossible_clock("1324101500", "241500", "1340") == 7  # the first one named
+
+
+@pytest.mark.parametrize("mti", ["0100", "0200", "0220", "0500"])
+@pytest.mark.parametrize("currency", ["000", "999", "123", "963"])
+def test_field_49_that_is_no_iso_4217_currency_is_a_format_error_s2(mti, currency):
+    with pytest.raises(m.Rejection) as e:
+        m.check_currency(msg(f49=currency), mti)
+    assert (e.value.code, e.value.reason) == ("30", f"field 49 '{currency}' is not an ISO 4217 currency code")
+
+
+def test_field_49_of_a_currency_or_of_an_0400_or_absent_passes_s2():
+    for currency in ("978", "840", "156", "344", "446", "901", "985", "986", "941", "925", "926"):
+        m.check_currency(msg(f49=currency), "0200")
+    m.check_currency(msg(f49="999"), "0400")  # a reversal must always be able to undo money
+    m.check_currency(msg(f49=None), "0500")  # the merchant's currency applies

@@ -302,6 +302,7 @@ class Engine:
         tlv: dict = {}
         kind, route, pan, rejection, refund_daily_max = "unknown", None, None, None, None
         try:
+            messages.check_currency(msg, mti)  # before routing; a 30 journaled like the rejections below
             if 90 in msg and mti in ("0400", "0220"):
                 messages.check_original(msg[90])  # a 30 journaled like the rejections below (section 6)
             if 48 in msg:

@@ -14,6 +14,7 @@ from native.iso8583 import DecodeError
 from native.panguard import mask_pan  # noqa: F401  (the one PAN masker; the journal imports it from native)
 
 from switch.core.acquirer import Original, Request
+from switch.core.currencies import is_currency
 from switch.keyed_hash import keyed
 
 # Section 3: fields every request must carry, by MTI.
@@ -201,6 +202,18 @@ def check_topup(msg, kind: str) -> None:
     """
     if msg[3][:2] == TOPUP and kind != "citycard":
         raise Rejection("12", f"processing code 21xxxx (a city-card top-up) for a {kind} payment")
+
+
+def check_currency(msg, mti: str) -> None:
+    """Raise :class:`Rejection` 30 when field 49 names no currency of ISO 4217
+    (:mod:`switch.core.currencies`): section 2 makes it "Currency code, ISO 4217
+    numeric", and 000, 999 (no currency) or unassigned digits are not one.
+
+    Absent, the merchant's currency applies.  An 0400 is never refused for it:
+    a reversal must always be able to undo money, and field 90 names what.
+    """
+    if mti != "0400" and 49 in msg and not is_currency(msg[49]):
+        raise Rejection("30", f"field 49 {msg[49]!r} is not an ISO 4217 currency code")
 
 
 # Fields whose value decides "same content" for a retransmission (section 6).
