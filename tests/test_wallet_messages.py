@@ -132,6 +132,25 @@ def test_tradepay_reply_signature_covers_the_bytes_as_sent(keys):
     assert tradepay_codec(keys, "merchant_public").reply("pay", body, "T1") is None
 
 
+def test_tradepay_reply_for_another_amount_or_currency_is_not_ours(keys):
+    def paid(**more):
+        return messages.tradepay_encode_reply(
+            "trade_pay_response", {"code": "10000", "msg": "Success", "out_trade_no": "T1",
+                                   "trade_no": "2088001", "total_amount": "12.34", **more}, keys["wallet"])
+
+    codec = tradepay_codec(keys)
+    assert codec.reply("pay", paid(), "T1", 1234).word == "TRADE_SUCCESS"
+    assert codec.reply("pay", paid(trans_currency="CNY"), "T1", 1234).word == "TRADE_SUCCESS"
+    # Signed by the wallet, and still not the payment we asked for.
+    assert codec.reply("pay", paid(), "T1", 12340) is None
+    assert codec.reply("query", paid().replace(b"trade_pay", b"trade_query"), "T1", 1) is None
+    assert codec.reply("pay", paid(total_amount="12.3x"), "T1", 1234) is None
+    assert codec.reply("pay", paid(trans_currency="USD"), "T1", 1234) is None
+    assert codec.reply("pay", paid(trans_currency="USD"), "T1") is None
+    # The amount unknown to the caller (a reversal, a sweeper): only the currency is checked.
+    assert codec.reply("pay", paid(), "T1").word == "TRADE_SUCCESS"
+
+
 def test_tradepay_error_response_is_read(keys):
     body = messages.tradepay_encode_reply(
         messages.ERROR_RESPONSE, {"code": "40002", "msg": "Invalid Arguments",
@@ -182,6 +201,23 @@ def test_micropay_reply_round_trip_and_tamper():
     assert codec.reply("pay", body, "T2") is None
     assert messages.MicroPayCodec("wx1", "1900", b"other").reply("pay", body, "T1") is None
     assert codec.reply("pay", b'{"return_code": 1}', "T1") is None
+
+
+def test_micropay_reply_for_another_amount_or_currency_is_not_ours():
+    codec = messages.MicroPayCodec("wx1", "1900", SECRET)
+
+    def paid(**more):
+        return messages.micropay_encode_reply(
+            {"return_code": "SUCCESS", "result_code": "SUCCESS", "out_trade_no": "T1",
+             "transaction_id": "4200001", "total_fee": "1234", **more}, SECRET)
+
+    assert codec.reply("pay", paid(), "T1", 1234).word == "SUCCESS"
+    assert codec.reply("pay", paid(fee_type="CNY"), "T1", 1234).word == "SUCCESS"
+    assert codec.reply("pay", paid(), "T1", 1) is None
+    assert codec.reply("pay", paid(total_fee="12.34"), "T1", 1234) is None
+    assert codec.reply("pay", paid(total_fee="+1234"), "T1", 1234) is None
+    assert codec.reply("pay", paid(fee_type="HKD"), "T1", 1234) is None
+    assert codec.reply("pay", paid(), "T1").word == "SUCCESS"
 
 
 @pytest.mark.parametrize("call,fields,word", [

@@ -53,6 +53,10 @@ OnState = Callable[[str, str], Awaitable[None] | None]
 # Dispositions after which nothing is left to reverse at the wallet.
 _NOTHING_TO_REVERSE = frozenset({"declined", "closed", "refunded", "reversed", "not-found", "unsent"})
 _CALL_OUTCOMES = ("answered", "unverifiable", "no_answer", "unsent")
+# The payment codes both styles' wallets issue have 16 to 24 digits (trade.pay 16-24,
+# micropay 18): another length is no wallet's code, answered 14 and never sent (a wallet
+# would decline it too, after the customer's code had travelled for nothing).
+CODE_LENGTHS = range(16, 25)
 # Wallets' trade numbers have 28-32 characters; field 48 holds 999 with every tag.
 MAX_TRADE_NO = 64
 
@@ -183,6 +187,8 @@ class WalletAcquirer:
             return Result(response_code="12")
         if not (code.isascii() and code.isdigit()):
             return Result(response_code="30")
+        if len(code) not in CODE_LENGTHS:
+            return Result(response_code="14")
         if request.amount is None or request.amount <= 0:
             return Result(response_code="13")
         order = Order(order_number(request), code, request.amount)

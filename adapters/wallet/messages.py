@@ -18,8 +18,12 @@ values each way, HMAC-signed in its ``sign`` member (:mod:`.signing`).
 Amounts (``total_fee``) are integer fen.  ``return_code`` says whether the
 request was processed, ``result_code`` how it ended, ``err_code`` why not.
 
-A reply that does not parse, is not signed by the wallet or names another
-order becomes ``None``: the flow treats it like no answer at all.
+A reply that does not parse, is not signed by the wallet, names another
+order, or names another amount or currency than the payment's becomes
+``None``: the flow treats it like no answer at all (it queries, and cancels
+or reverses at the deadline), so a wallet never gets an approval for money
+it took in another amount.  Neither style's request names a currency, so
+the wallet charges in its own, CNY: an answer in another is not our order's.
 """
 from __future__ import annotations
 
@@ -45,6 +49,29 @@ def minor_units(text: str) -> int:
     if match is None:
         raise ValueError(f"not an amount in yuan: {text!r}")
     return int(match[1]) * 100 + int((match[2] or "0").ljust(2, "0"))
+
+
+#: The currency both styles charge in when the request names none (ours never does).
+WALLET_CURRENCY = "CNY"
+
+
+def _same_money(amount: int | None, named: str | None, parse, currency: str | None) -> bool:
+    """False when the answer names an amount other than ``amount`` (minor units; None:
+    not known to this call) or a currency other than :data:`WALLET_CURRENCY`."""
+    if currency not in (None, WALLET_CURRENCY):
+        return False
+    if amount is None or named is None:
+        return True
+    try:
+        return parse(named) == amount
+    except ValueError:
+        return False
+
+
+def _fen(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"not an amount in fen: {text!r}")
+    return int(text)
 
 
 class WalletReply(msgspec.Struct, frozen=True):
@@ -93,6 +120,7 @@ class TradeAnswer(msgspec.Struct):
     trade_status: str | None = None
     retry_flag: str | None = None
     action: str | None = None
+    trans_currency: str | None = None
 
 
 _envelope = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -135,7 +163,9 @@ class TradePayCodec:
         params["sign"] = self._signer.sign(signing.signing_string(params).encode())
         return _encode(params)
 
-    def reply(self, call: str, body: bytes, out_trade_no: str) -> WalletReply | None:
+    def reply(self, call: str, body: bytes, out_trade_no: str, amount: int | None = None) -> WalletReply | None:
+        """The verified answer to ``call`` for order ``out_trade_no`` of ``amount`` fen
+        (None: the caller does not know it), or None."""
         try:
             envelope = _envelope.decode(body)
             sign = _sign.decode(envelope["sign"])
@@ -149,6 +179,8 @@ class TradePayCodec:
         except msgspec.DecodeError:
             return None
         if answer.out_trade_no not in (None, out_trade_no):
+            return None
+        if not _same_money(amount, answer.total_amount, minor_units, answer.trans_currency):
             return None
         return WalletReply(
             word=tradepay_word(call, answer),
@@ -224,7 +256,9 @@ class MicroPayCodec:
         params["sign"] = signing.hmac_sign(self._secret, params)
         return _encode(params)
 
-    def reply(self, call: str, body: bytes, out_trade_no: str) -> WalletReply | None:
+    def reply(self, call: str, body: bytes, out_trade_no: str, amount: int | None = None) -> WalletReply | None:
+        """The verified answer to ``call`` for order ``out_trade_no`` of ``amount`` fen
+        (None: the caller does not know it), or None."""
         try:
             fields = _str_map.decode(body)
         except msgspec.DecodeError:
@@ -232,6 +266,8 @@ class MicroPayCodec:
         if not signing.hmac_verify(self._secret, fields):
             return None
         if fields.get("out_trade_no", out_trade_no) != out_trade_no:
+            return None
+        if not _same_money(amount, fields.get("total_fee"), _fen, fields.get("fee_type")):
             return None
         return WalletReply(
             word=micropay_word(call, fields),

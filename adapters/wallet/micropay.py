@@ -37,4 +37,4 @@ class MicroPayAcquirer(WalletAcquirer):
         gateway_failed(response)
         if response.status != 200:
             return None
-        return self._codec.reply(call, response.body, order.no)
+        return self._codec.reply(call, response.body, order.no, order.amount or None)
