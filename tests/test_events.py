@@ -134,6 +134,10 @@ terminals = ["EVT00001"]
 id = "{B}"
 terminals = ["EVT00002"]
 
+[[merchants]]
+id = "SOMEONEELSE0001"
+terminals = ["EVT00003"]
+
 [events]
 nats_url = "nats://{NATS[0]}:{NATS[1]}"
 subject_prefix = "{run}.events"
