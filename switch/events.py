@@ -146,8 +146,36 @@ class Relay:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _outbox(self, sink: str) -> Outbox:
-        return Outbox(self.journal, sink)
+    async def _drain(self, sink: str, deliver) -> None:
+        """Deliver the outbox to ``sink`` from its saved position, oldest first, for good.
+
+        ``await deliver(event)`` returns once the event is delivered (True) or
+        when it is not the sink's (False).  The position is saved after every
+        batch, and when the sink stops (the relay stopped, the sink failed)
+        after the last event it delivered: only a crash sends a batch again.
+        """
+        outbox = Outbox(self.journal, sink)
+        last = saved = self.state.cursor(sink)
+        audit: list[tuple] = []
+        try:
+            while True:
+                batch = outbox.read(last)
+                if not batch:
+                    await asyncio.sleep(POLL)
+                    continue
+                for event in batch:
+                    if await deliver(event):
+                        audit.append((sink, event.id, event.merchant_id, event.event, "sent", time.time()))
+                    last = event.id
+                self.state.advance(sink, last, audit)
+                saved, audit = last, []
+        finally:
+            outbox.close()
+            if last != saved:
+                try:
+                    self.state.advance(sink, last, audit)
+                except sqlite3.Error as e:
+                    log.error("%s: position %d not saved in the state file: %s", sink, last, e)
 
     async def _nats(self) -> None:
         import nats
@@ -156,29 +184,20 @@ class Relay:
         nc = await nats.connect(ev.nats_url, max_reconnect_attempts=-1, error_cb=_nats_error)
         js = nc.jetstream()
         streams: set[str] = set()
-        outbox = self._outbox("nats")
-        sink = "nats"
-        last = self.state.cursor(sink)
+
+        async def deliver(event: Event) -> bool:
+            merchant = _token(event.merchant_id)
+            subject = f"{ev.subject_prefix}.{merchant}.{event.event}"
+            stream = f"{ev.stream_prefix}_{merchant}"
+            if stream not in streams:
+                await _ensure_stream(js, stream, f"{ev.subject_prefix}.{merchant}.>", subject)
+                streams.add(stream)
+            await _publish(js, subject, event, ev.retry_max)
+            return True
+
         try:
-            while True:
-                batch = outbox.read(last)
-                if not batch:
-                    await asyncio.sleep(POLL)
-                    continue
-                audit = []
-                for event in batch:
-                    merchant = _token(event.merchant_id)
-                    subject = f"{ev.subject_prefix}.{merchant}.{event.event}"
-                    stream = f"{ev.stream_prefix}_{merchant}"
-                    if stream not in streams:
-                        await _ensure_stream(js, stream, f"{ev.subject_prefix}.{merchant}.>", subject)
-                        streams.add(stream)
-                    await _publish(js, subject, event, ev.retry_max)
-                    audit.append((sink, event.id, event.merchant_id, event.event, "sent", time.time()))
-                last = batch[-1].id
-                self.state.advance(sink, last, audit)
+            await self._drain("nats", deliver)
         finally:
-            outbox.close()
             await nc.close()
 
     async def _webhook(self, partner) -> None:
@@ -188,41 +207,32 @@ class Relay:
         granted = set(partner.merchants)
         sink = f"webhook:{partner.name}"
         pool = ConnectionPool(partner.webhook, size=1)
-        outbox = self._outbox(sink)
-        last = self.state.cursor(sink)
-        try:
+
+        async def deliver(event: Event) -> bool:
+            if event.merchant_id not in granted:
+                return False  # not this partner's: never sent, never logged as sent
+            body = body_of(event)
+            wait = 0.1
             while True:
-                batch = outbox.read(last)
-                if not batch:
-                    await asyncio.sleep(POLL)
-                    continue
-                audit = []
-                for event in batch:
-                    if event.merchant_id not in granted:
-                        continue  # not this partner's: never sent, never logged as sent
-                    body = body_of(event)
-                    wait = 0.1
-                    while True:
-                        headers = [(SIGNATURE_HEADER, sign(secret, body, int(time.time()))),
-                                   ("X-Payswitch-Event-Id", str(event.id))]
-                        try:
-                            resp = await pool.request("POST", "" if pool.base_path else "/", body, timeout=10.0,
-                                                      headers=headers)
-                            outcome = "sent" if 200 <= resp.status < 300 else f"HTTP {resp.status}"
-                        except TransportError as e:
-                            outcome = f"failed: {e}"
-                        if outcome == "sent":
-                            break
-                        self.state.note(sink, event, outcome)
-                        # The partner's later events wait for this one (in order); other sinks go on.
-                        log.warning("%s: event %d %s; trying again in %.1f s", sink, event.id, outcome, wait)
-                        await asyncio.sleep(wait)
-                        wait = min(wait * 2, self.events.retry_max)
-                    audit.append((sink, event.id, event.merchant_id, event.event, "sent", time.time()))
-                last = batch[-1].id
-                self.state.advance(sink, last, audit)
+                headers = [(SIGNATURE_HEADER, sign(secret, body, int(time.time()))),
+                           ("X-Payswitch-Event-Id", str(event.id))]
+                try:
+                    resp = await pool.request("POST", "" if pool.base_path else "/", body, timeout=10.0,
+                                              headers=headers)
+                    outcome = "sent" if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+                except TransportError as e:
+                    outcome = f"failed: {e}"
+                if outcome == "sent":
+                    return True
+                self.state.note(sink, event, outcome)
+                # The partner's later events wait for this one (in order); other sinks go on.
+                log.warning("%s: event %d %s; trying again in %.1f s", sink, event.id, outcome, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, self.events.retry_max)
+
+        try:
+            await self._drain(sink, deliver)
         finally:
-            outbox.close()
             await pool.close()
 
 

@@ -191,6 +191,24 @@ def test_a_restarted_relay_delivers_from_its_cursor_nothing_lost_nothing_twice(t
     assert partners.ids("/books") == outbox_ids(tmp_path, (A,))
 
 
+def test_a_relay_stopped_mid_batch_saves_its_position_and_sends_nothing_twice(tmp_path, partners):
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 20)
+    ids = outbox_ids(tmp_path, (A,))
+    relay = relay_for(tmp_path, partners)
+    # books takes four events, then its server fails until the relay is stopped (SIGTERM does relay.stop())
+    partners.script["/books"] = [200] * 4 + [500] * 1000
+    asyncio.run(relay_until(relay, lambda: len(partners.ids("/books")) == 4 and
+                            relay.state.conn.execute("SELECT count(*) FROM audit WHERE outcome = 'HTTP 500'")
+                            .fetchone()[0] > 0))
+    assert ids[3] <= relay.state.cursor("webhook:books") < ids[4]  # past the last one it delivered, not the next
+    partners.script["/books"] = []
+    relay = relay_for(tmp_path, partners)
+    asyncio.run(relay_until(relay, lambda: len(partners.ids("/books")) >= len(ids)))
+    journal.close()
+    assert partners.ids("/books") == ids  # each once, in order
+
+
 def test_event_bodies_carry_the_masked_pan_and_no_other_card_data(tmp_path, partners):
     journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
     produce(journal, 1, 6)
