@@ -181,7 +181,15 @@ class Relay:
         import nats
 
         ev = self.events
-        nc = await nats.connect(ev.nats_url, max_reconnect_attempts=-1, error_cb=_nats_error)
+        async def disconnected() -> None:
+            log.warning("NATS: disconnected; events wait for the connection")
+
+        async def reconnected() -> None:
+            log.warning("NATS: connected again to %s", _server(nc))
+
+        nc = await nats.connect(ev.nats_url, max_reconnect_attempts=-1, error_cb=_nats_error,
+                                disconnected_cb=disconnected, reconnected_cb=reconnected)
+        log.info("NATS: connected to %s", _server(nc))
         js = nc.jetstream()
         streams: set[str] = set()
 
@@ -367,6 +375,12 @@ async def _publish(js, subject: str, event: Event, retry_max: float) -> None:
                         event.id, subject, type(e).__name__, e, wait)
         await asyncio.sleep(wait)
         wait = min(wait * 2, retry_max)
+
+
+def _server(nc) -> str:
+    """host:port of the server ``nc`` is connected to (never the URL: it may hold a user and password)."""
+    url = nc.connected_url
+    return f"{url.hostname}:{url.port}" if url else "(none)"
 
 
 async def _nats_error(e: Exception) -> None:

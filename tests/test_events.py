@@ -353,6 +353,8 @@ def test_nats_going_away_mid_run_loses_nothing_and_stores_nothing_twice(tmp_path
         server.stop()
     said = [r.getMessage() for r in caplog.records]
     assert any(s.startswith("NATS: event ") and "not acknowledged" in s for s in said), said
+    assert "NATS: disconnected; events wait for the connection" in said
+    assert f"NATS: connected again to 127.0.0.1:{server.port}" in said
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], said
 
 
