@@ -19,11 +19,18 @@ to every sink:
   at least once, never out of order.
 
 Each sink's position is kept in the relay's state file (SQLite, default
-``<journal>.relay``) after every delivered batch: after a crash (kill -9)
-the relay starts again from there, so an event is delivered again at most
-as far back as one batch -- NATS suppresses those by message id, webhook
-receivers by the ``id`` in the body.  The state file also holds the audit
-log: what was sent to whom, when, and how it went.
+``<journal>.relay``) after every delivered batch, and when the sink stops
+after the last event it delivered: after a crash (kill -9) the relay starts
+again from there, so an event is delivered again at most as far back as one
+batch -- NATS suppresses those by message id, webhook receivers by the
+``id`` in the body.  The state file also holds the audit log: what was sent
+to whom, when, and how it went.
+
+Nothing that goes wrong while running ends the relay: a journal not there
+yet or not migrated yet, a broker away, a partner failing are each said in
+a log line (ops/runbook.md, "Event relay") and waited out, and a sink that
+fails otherwise starts again from its saved position.  What is wrong before
+it starts (a secret, the state file) is a configuration error: exit 2.
 """
 from __future__ import annotations
 

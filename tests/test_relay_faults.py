@@ -7,6 +7,8 @@ journal file written here and webhook receivers in a thread; no NATS needed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -33,6 +35,7 @@ class Partners:
 
     def __init__(self, secret: bytes) -> None:
         self.seen: list[tuple[str, dict, bool]] = []
+        self.signed: list[tuple[str, bytes]] = []  # (X-Payswitch-Signature, body) of every POST
         self.script: dict[str, list[int]] = {}
         self.secret = secret
         outer = self
@@ -43,6 +46,7 @@ class Partners:
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 ok = verify(outer.secret, body, self.headers.get("X-Payswitch-Signature", ""), time.time())
+                outer.signed.append((self.headers.get("X-Payswitch-Signature", ""), body))
                 planned = outer.script.get(self.path, [])
                 status = planned.pop(0) if planned else 200
                 event = json.loads(body)
@@ -224,6 +228,19 @@ def test_event_bodies_carry_the_masked_pan_and_no_other_card_data(tmp_path, part
         assert event["pan_masked"] == "476173******0119"
         assert set(event) == {"id", "event", "txn", "rrn", "merchant", "terminal", "mti", "processing_code", "kind",
                               "amount", "currency", "code", "auth_code", "pan_masked", "customer_token", "at"}
+
+
+def test_the_signature_header_is_as_the_documentation_says(tmp_path, partners):
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 3)
+    relay = relay_for(tmp_path, partners)
+    asyncio.run(relay_until(relay, lambda: partners.ids("/stock") == outbox_ids(tmp_path)))
+    journal.close()
+    for header, body in partners.signed:  # t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
+        t, v1 = header.split(",")
+        assert t.startswith("t=") and abs(int(t[2:]) - time.time()) < 60
+        expected = hmac.new(partners.secret, t[2:].encode() + b"." + body, hashlib.sha256).hexdigest()
+        assert v1 == "v1=" + expected
 
 
 def test_a_journal_not_there_yet_is_one_warning_then_its_events_are_delivered(tmp_path, partners, caplog):
