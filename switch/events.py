@@ -54,6 +54,7 @@ log = logging.getLogger("payswitch.relay")
 
 BATCH = 100
 POLL = 0.2  # seconds between looks at an outbox with nothing new
+_RESTART_FIRST_WAIT = 1.0  # seconds before a failed sink starts again (doubling up to retry_max)
 SIGNATURE_HEADER = "X-Payswitch-Signature"
 
 _STATE = (
@@ -317,23 +318,23 @@ def _partner_secret(cfg: config_mod.Config, i: int, partner) -> bytes:
 async def _supervised(name: str, sink, retry_max: float) -> None:
     """Run ``sink()`` for good: should it fail, one error line and a fresh start from its saved
     position after a doubling wait (never a crash loop, never a sink silently gone)."""
-    wait = 1.0
+    wait = _RESTART_FIRST_WAIT
     while True:
         started = time.monotonic()
         try:
             await sink()
         except Exception as e:  # noqa: BLE001 - any failure of a sink is retried; CancelledError passes
-            log.error("%s stopped: %s: %s; starting again in %.0f s from its last saved position",
+            if time.monotonic() - started > 60:  # it ran a while: a new failure starts the waits again
+                wait = _RESTART_FIRST_WAIT
+            log.error("%s stopped: %s: %s; starting again in %g s from its last saved position",
                       name, type(e).__name__, e, wait)
-        if time.monotonic() - started > 60:  # it ran a while: a new failure starts the waits again
-            wait = 1.0
         await asyncio.sleep(wait)
-        wait = min(wait * 2, max(retry_max, 1.0))
+        wait = min(wait * 2, max(retry_max, _RESTART_FIRST_WAIT))
 
 
 async def _ensure_stream(js, stream: str, subjects: str, subject: str) -> None:
-    """Create the merchant's stream; one that exists with other settings is used as it is, and a
-    warning says what will not work with it (events outside its subjects, republishes kept twice)."""
+    """Create the merchant's stream; one that exists with other settings is used as it is, and an
+    error line says so if its subjects do not take the merchant's events."""
     from nats.js.api import StreamConfig
     from nats.js.errors import BadRequestError, NotFoundError
 
@@ -351,9 +352,6 @@ async def _ensure_stream(js, stream: str, subjects: str, subject: str) -> None:
     if not any(_subject_matches(pattern, subject) for pattern in held):
         log.error("NATS: stream %s exists with subjects %s, not %s: %s cannot be stored until the stream "
                   "takes %s (nats stream edit %s --subjects ...)", stream, held, subjects, subject, subjects, stream)
-    elif not info.config.duplicate_window:
-        log.warning("NATS: stream %s exists without a duplicate window: an event published again after a "
-                    "restart is stored twice", stream)
 
 
 def _subject_matches(pattern: str, subject: str) -> bool:

@@ -334,3 +334,42 @@ def test_event_partner_configuration_errors_name_the_key(tmp_path, partners_text
     with pytest.raises(config_mod.ConfigError) as e:
         config_mod.loads(config_text(tmp_path, 9, partner_toml=partners_text), "relay.toml")
     assert str(e.value) == f"relay.toml: {error}"
+
+
+def test_a_sink_that_fails_is_an_error_line_and_starts_again_from_its_position(tmp_path, partners, caplog,
+                                                                                monkeypatch):
+    from switch import events
+
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 12)
+    relay = relay_for(tmp_path, partners)
+    real, failed = events.read_after, []
+
+    def read_after(conn, after, limit):
+        if not failed:  # the first read of the first sink fails
+            failed.append(after)
+            raise RuntimeError("disk on fire")
+        return real(conn, after, limit)
+
+    monkeypatch.setattr(events, "read_after", read_after)
+    monkeypatch.setattr(events, "_RESTART_FIRST_WAIT", 0.05)
+    with caplog.at_level(logging.WARNING, logger="payswitch.relay"):
+        asyncio.run(relay_until(relay, lambda: partners.ids("/books") == outbox_ids(tmp_path, (A,))
+                                and partners.ids("/stock") == outbox_ids(tmp_path)))
+    journal.close()
+    assert partners.ids("/books") == outbox_ids(tmp_path, (A,))
+    assert partners.ids("/stock") == outbox_ids(tmp_path)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].endswith(" stopped: RuntimeError: disk on fire; starting again in 0.05 s from its last "
+                              "saved position")
+
+
+def test_a_partner_secret_file_others_may_read_is_a_warning_naming_its_key(tmp_path, partners, caplog):
+    text = config_text(tmp_path, partners.port)
+    (tmp_path / "partner.secret").chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="payswitch.relay"):
+        Relay(config_mod.loads(text, "relay.toml"))
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"secret file {tmp_path / 'partner.secret'} is open to others than its owner (mode 0644; "
+                    f"chmod 600) - at `$.events.partners[{i}].secret_file`" for i in (0, 1)]
