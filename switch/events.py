@@ -189,8 +189,11 @@ class Relay:
         import nats
 
         ev = self.events
+        closing = False
+
         async def disconnected() -> None:
-            log.warning("NATS: disconnected; events wait for the connection")
+            if not closing:
+                log.warning("NATS: disconnected; events wait for the connection")
 
         async def reconnected() -> None:
             log.warning("NATS: connected again to %s", _server(nc))
@@ -214,6 +217,7 @@ class Relay:
         try:
             await self._drain("nats", deliver)
         finally:
+            closing = True
             await nc.close()
 
     async def _webhook(self, partner) -> None:

@@ -396,3 +396,44 @@ def test_a_stream_that_exists_with_other_subjects_is_an_error_line_naming_it(tmp
                       f"{run}.events.{A}.approved cannot be stored until the stream takes {run}.events.{A}.> "
                       f"(nats stream edit {prefix}_{A} --subjects ...)"], errors
     assert relay.state.cursor("nats") == 0  # nothing passed over: the relay waits for the stream
+
+
+def test_a_stream_of_another_name_holding_the_subjects_is_a_warning_and_events_go_there(tmp_path, caplog):
+    import nats
+    from nats.js.api import StreamConfig
+
+    from switch.events import Relay
+
+    run = "o" + secrets.token_hex(4)
+    prefix = run.upper()
+    url = f"nats://{NATS[0]}:{NATS[1]}"
+
+    async def js_call(f):
+        nc = await nats.connect(url)
+        try:
+            return await f(nc.jetstream())
+        finally:
+            await nc.close()
+
+    asyncio.run(js_call(lambda js: js.add_stream(StreamConfig(name=f"{prefix}_ALL", subjects=[f"{run}.events.>"]))))
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 6)
+    journal.close()
+    relay = Relay(relay_config(tmp_path, url, prefix))
+    last = sqlite3.connect(tmp_path / "journal.sqlite").execute("SELECT max(id) FROM outbox").fetchone()[0]
+
+    async def steps():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and relay.state.cursor("nats") != last:
+            await asyncio.sleep(0.1)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="payswitch.relay"):
+            asyncio.run(relay_while(relay, steps()))
+        stored = asyncio.run(js_call(lambda js: js.stream_info(f"{prefix}_ALL"))).state.messages
+    finally:
+        asyncio.run(js_call(lambda js: js.delete_stream(f"{prefix}_ALL")))
+    assert relay.state.cursor("nats") == last and stored == last
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said and all(s.startswith(f"NATS: stream {prefix}_EVTSHOP") and " not created: " in s and
+                        s.endswith(" goes to the stream that holds it") for s in said), said
