@@ -33,7 +33,7 @@ FULL_PAN = "4761739001010119"
 class Partners:
     """Webhook receivers on one port, by path: each answers the statuses in ``script[path]`` first, then 200."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, port: int = 0) -> None:
         self.seen: list[tuple[str, dict, bool]] = []
         self.signed: list[tuple[str, bytes]] = []  # (X-Payswitch-Signature, body) of every POST
         self.script: dict[str, list[int]] = {}
@@ -60,7 +60,7 @@ class Partners:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -69,6 +69,7 @@ class Partners:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
 
 
 def config_text(tmp_path, port: int, *, partner_toml: str | None = None, extra: str = "") -> str:
@@ -180,6 +181,31 @@ def test_a_failing_partner_gets_every_event_in_order_and_holds_no_other_partner_
     outcomes = [r[0] for r in audit.execute("SELECT outcome FROM audit WHERE sink = 'webhook:books' AND event_id = ? "
                                              "ORDER BY id", (first_a,))]
     assert outcomes == ["HTTP 500"] * 5 + ["HTTP 503", "sent"]
+
+
+def test_a_partner_down_for_a_while_gets_everything_in_order_once_it_is_back(tmp_path, partners, caplog):
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 12)
+    relay = relay_for(tmp_path, partners)
+    partners.close()  # nobody listens on the partners' port
+    back: list[Partners] = []
+
+    def done():
+        refused = [r for r in caplog.records if r.getMessage().startswith("webhook:books: event 1 failed: connect to")]
+        if not back and len(refused) >= 3:
+            back.append(Partners(partners.secret, partners.port))
+        return bool(back) and back[0].ids("/books") == outbox_ids(tmp_path, (A,)) \
+            and back[0].ids("/stock") == outbox_ids(tmp_path)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="payswitch.relay"):
+            asyncio.run(relay_until(relay, done))
+        assert back[0].ids("/books") == outbox_ids(tmp_path, (A,))
+        assert back[0].ids("/stock") == outbox_ids(tmp_path)
+    finally:
+        journal.close()
+        for p in back:
+            p.close()
 
 
 def test_a_restarted_relay_delivers_from_its_cursor_nothing_lost_nothing_twice(tmp_path, partners):
