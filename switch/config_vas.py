@@ -100,7 +100,14 @@ def check(cfg, fail) -> None:
     url = cfg.events.nats_url
     if url is not None and ("://" in url and not url.startswith(_NATS_SCHEMES) or not url.strip()):
         fail("events.nats_url", f"expected host:port or a URL of {', '.join(_NATS_SCHEMES)}, got {url!r}")
+    partners: set[str] = set()
     for i, p in enumerate(cfg.events.partners):
+        if p.name in partners:  # the name keys the partner's cursor in the relay's state file
+            fail(f"events.partners[{i}].name", f"partner {p.name!r} is configured twice")
+        partners.add(p.name)
+        for j, merchant_id in enumerate(p.merchants):
+            if merchant_id not in merchants:
+                fail(f"events.partners[{i}].merchants[{j}]", f"unknown merchant {merchant_id!r}")
         if p.webhook is not None and not p.webhook.startswith(("http://", "https://")):
             fail(f"events.partners[{i}].webhook", f"expected an http(s):// URL, got {p.webhook!r}")
         if p.webhook and not (p.secret_file or p.secret_env):

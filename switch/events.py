@@ -19,15 +19,23 @@ to every sink:
   at least once, never out of order.
 
 Each sink's position is kept in the relay's state file (SQLite, default
-``<journal>.relay``) after every delivered batch: after a crash (kill -9)
-the relay starts again from there, so an event is delivered again at most
-as far back as one batch -- NATS suppresses those by message id, webhook
-receivers by the ``id`` in the body.  The state file also holds the audit
-log: what was sent to whom, when, and how it went.
+``<journal>.relay``) after every delivered batch, and when the sink stops
+after the last event it delivered: after a crash (kill -9) the relay starts
+again from there, so an event is delivered again at most as far back as one
+batch -- NATS suppresses those by message id, webhook receivers by the
+``id`` in the body.  The state file also holds the audit log: what was sent
+to whom, when, and how it went.
+
+Nothing that goes wrong while running ends the relay: a journal not there
+yet or not migrated yet, a broker away, a partner failing are each said in
+a log line (ops/runbook.md, "Event relay") and waited out, and a sink that
+fails otherwise starts again from its saved position.  What is wrong before
+it starts (a secret, the state file) is a configuration error: exit 2.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -39,11 +47,14 @@ from pathlib import Path
 from switch import config as config_mod
 from switch.core.vas import sign
 from switch.journal.outbox import Event, read_after
+from switch.journal.schema import SCHEMA_VERSION
+from switch.secret_refs import open_to_others
 
 log = logging.getLogger("payswitch.relay")
 
 BATCH = 100
 POLL = 0.2  # seconds between looks at an outbox with nothing new
+_RESTART_FIRST_WAIT = 1.0  # seconds before a failed sink starts again (doubling up to retry_max)
 SIGNATURE_HEADER = "X-Payswitch-Signature"
 
 _STATE = (
@@ -83,6 +94,17 @@ class State:
         for statement in _STATE:
             self.conn.execute(statement)
 
+    @classmethod
+    def open(cls, cfg: config_mod.Config, path: str) -> State:
+        """The state file at ``path``, or a :class:`ConfigError` naming it and the key that sets it."""
+        try:
+            return cls(path)
+        except sqlite3.DatabaseError as e:
+            unset = "" if cfg.events.state_file else " (not set: the default, beside the journal)"
+            raise config_mod.ConfigError(
+                f"{cfg.source}: relay state file {path} is not usable: {e} (moved aside, the relay starts again "
+                f"from the first event: see the runbook) - at `$.events.state_file`{unset}") from None
+
     def cursor(self, sink: str) -> int:
         row = self.conn.execute("SELECT last_id FROM cursor WHERE sink = ?", (sink,)).fetchone()
         return row[0] if row else 0
@@ -105,120 +127,269 @@ class Relay:
         self.cfg = cfg
         self.events = cfg.events
         path = journal_path(cfg)
-        self.journal_uri = f"file:{path}?mode=ro"
-        self.state = State(self.events.state_file or str(path) + ".relay")
+        self.journal = path
+        self.state = State.open(cfg, self.events.state_file or str(path) + ".relay")
+        # Secrets are read before the relay says it runs: a missing one is a
+        # configuration error (exit 2), not a sink that never starts.
+        self.secrets = {p.name: _partner_secret(cfg, i, p) for i, p in enumerate(self.events.partners) if p.webhook}
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _read(self, conn: sqlite3.Connection, after: int) -> list[Event]:
-        try:
-            return read_after(conn, after, BATCH)
-        except sqlite3.OperationalError as e:  # no outbox yet: the switch has not migrated this journal
-            log.debug("outbox not readable yet: %s", e)
-            return []
-
     async def run(self) -> None:
         sinks = []
         if self.events.nats_url:
-            sinks.append(self._nats())
+            sinks.append(("nats", self._nats))
         for partner in self.events.partners:
             if partner.webhook:
-                sinks.append(self._webhook(partner))
+                sinks.append((f"webhook:{partner.name}", functools.partial(self._webhook, partner)))
         if not sinks:
             log.warning("relay: no NATS and no webhook partner configured; nothing to do")
             return
         print(f"relaying {len(sinks)} sink(s)", flush=True)
-        tasks = [asyncio.create_task(s) for s in sinks]
+        tasks = [asyncio.create_task(_supervised(name, sink, self.events.retry_max)) for name, sink in sinks]
         await self._stop.wait()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.journal_uri, uri=True, isolation_level=None)
+    async def _drain(self, sink: str, deliver) -> None:
+        """Deliver the outbox to ``sink`` from its saved position, oldest first, for good.
 
-    async def _nats(self) -> None:
-        import nats
-        from nats.js.api import StreamConfig
-        from nats.js.errors import BadRequestError
-
-        ev = self.events
-        nc = await nats.connect(ev.nats_url, max_reconnect_attempts=-1, error_cb=_nats_error)
-        js = nc.jetstream()
-        streams: set[str] = set()
-        conn = self._connect()
-        sink = "nats"
-        last = self.state.cursor(sink)
+        ``await deliver(event)`` returns once the event is delivered (True) or
+        when it is not the sink's (False).  The position is saved after every
+        batch, and when the sink stops (the relay stopped, the sink failed)
+        after the last event it delivered: only a crash sends a batch again.
+        """
+        outbox = Outbox(self.journal, sink)
+        last = saved = self.state.cursor(sink)
+        audit: list[tuple] = []
         try:
             while True:
-                batch = self._read(conn, last)
+                batch = outbox.read(last)
                 if not batch:
                     await asyncio.sleep(POLL)
                     continue
-                audit = []
                 for event in batch:
-                    merchant = _token(event.merchant_id)
-                    stream = f"{ev.stream_prefix}_{merchant}"
-                    if stream not in streams:
-                        try:
-                            await js.add_stream(StreamConfig(name=stream, subjects=[f"{ev.subject_prefix}.{merchant}.>"]))
-                        except BadRequestError:
-                            pass  # exists
-                        streams.add(stream)
-                    await js.publish(f"{ev.subject_prefix}.{merchant}.{event.event}", body_of(event),
-                                     headers={"Nats-Msg-Id": str(event.id)}, timeout=10.0)
-                    audit.append((sink, event.id, event.merchant_id, event.event, "sent", time.time()))
-                last = batch[-1].id
+                    if await deliver(event):
+                        audit.append((sink, event.id, event.merchant_id, event.event, "sent", time.time()))
+                    last = event.id
                 self.state.advance(sink, last, audit)
+                saved, audit = last, []
         finally:
-            conn.close()
+            outbox.close()
+            if last != saved:
+                try:
+                    self.state.advance(sink, last, audit)
+                except sqlite3.Error as e:
+                    log.error("%s: position %d not saved in the state file: %s", sink, last, e)
+
+    async def _nats(self) -> None:
+        import nats
+
+        ev = self.events
+        closing = False
+
+        async def disconnected() -> None:
+            if not closing:
+                log.warning("NATS: disconnected; events wait for the connection")
+
+        async def reconnected() -> None:
+            log.warning("NATS: connected again to %s", _server(nc))
+
+        nc = await nats.connect(ev.nats_url, max_reconnect_attempts=-1, error_cb=_nats_error,
+                                disconnected_cb=disconnected, reconnected_cb=reconnected)
+        log.info("NATS: connected to %s", _server(nc))
+        js = nc.jetstream()
+        streams: set[str] = set()
+
+        async def deliver(event: Event) -> bool:
+            merchant = _token(event.merchant_id)
+            subject = f"{ev.subject_prefix}.{merchant}.{event.event}"
+            stream = f"{ev.stream_prefix}_{merchant}"
+            if stream not in streams:
+                await _ensure_stream(js, stream, f"{ev.subject_prefix}.{merchant}.>", subject)
+                streams.add(stream)
+            await _publish(js, subject, event, ev.retry_max)
+            return True
+
+        try:
+            await self._drain("nats", deliver)
+        finally:
+            closing = True
             await nc.close()
 
     async def _webhook(self, partner) -> None:
         from adapters.wallet.http import ConnectionPool, TransportError
-        from switch.io.vas import read_secret
 
-        secret = read_secret(self.cfg.source, f"partner {partner.name!r} secret", partner.secret_file,
-                             partner.secret_env, "events.partners")
+        secret = self.secrets[partner.name]
         granted = set(partner.merchants)
         sink = f"webhook:{partner.name}"
         pool = ConnectionPool(partner.webhook, size=1)
-        conn = self._connect()
-        last = self.state.cursor(sink)
-        try:
+
+        async def deliver(event: Event) -> bool:
+            if event.merchant_id not in granted:
+                return False  # not this partner's: never sent, never logged as sent
+            body = body_of(event)
+            wait = 0.1
             while True:
-                batch = self._read(conn, last)
-                if not batch:
-                    await asyncio.sleep(POLL)
-                    continue
-                audit = []
-                for event in batch:
-                    if event.merchant_id not in granted:
-                        continue  # not this partner's: never sent, never logged as sent
-                    body = body_of(event)
-                    wait = 0.1
-                    while True:
-                        headers = [(SIGNATURE_HEADER, sign(secret, body, int(time.time()))),
-                                   ("X-Payswitch-Event-Id", str(event.id))]
-                        try:
-                            resp = await pool.request("POST", "" if pool.base_path else "/", body, timeout=10.0,
-                                                      headers=headers)
-                            outcome = "sent" if 200 <= resp.status < 300 else f"HTTP {resp.status}"
-                        except TransportError as e:
-                            outcome = f"failed: {e}"
-                        if outcome == "sent":
-                            break
-                        self.state.note(sink, event, outcome)
-                        await asyncio.sleep(wait)
-                        wait = min(wait * 2, self.events.retry_max)
-                    audit.append((sink, event.id, event.merchant_id, event.event, "sent", time.time()))
-                last = batch[-1].id
-                self.state.advance(sink, last, audit)
+                headers = [(SIGNATURE_HEADER, sign(secret, body, int(time.time()))),
+                           ("X-Payswitch-Event-Id", str(event.id))]
+                try:
+                    resp = await pool.request("POST", "" if pool.base_path else "/", body, timeout=10.0,
+                                              headers=headers)
+                    outcome = "sent" if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+                except TransportError as e:
+                    outcome = f"failed: {e}"
+                if outcome == "sent":
+                    return True
+                self.state.note(sink, event, outcome)
+                # The partner's later events wait for this one (in order); other sinks go on.
+                log.warning("%s: event %d %s; trying again in %.1f s", sink, event.id, outcome, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, self.events.retry_max)
+
+        try:
+            await self._drain(sink, deliver)
         finally:
-            conn.close()
             await pool.close()
+
+
+class Outbox:
+    """The journal's outbox through a read-only connection, opened once the journal exists.
+
+    What keeps it from being read (no journal file yet, a journal of an older
+    schema, a file that is not a journal) is said once at warning level, and
+    again whenever it changes, until the outbox can be read; a journal locked
+    for a moment (the switch migrating it) is not worth a warning.
+    """
+
+    def __init__(self, path: Path, sink: str) -> None:
+        self.path = path
+        self.sink = sink
+        self.conn: sqlite3.Connection | None = None
+        self.problem: str | None = None
+
+    def read(self, after: int) -> list[Event]:
+        try:
+            if self.conn is None:
+                if not self.path.exists():
+                    return self._cannot(f"journal {self.path} does not exist yet (the switch creates it); waiting")
+                self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            events = read_after(self.conn, after, BATCH)
+        except sqlite3.DatabaseError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                log.debug("%s: journal %s busy: %s", self.sink, self.path, e)
+                return []
+            return self._cannot(self._why(e))
+        if self.problem is not None:
+            log.warning("%s: the outbox of journal %s is readable again", self.sink, self.path)
+            self.problem = None
+        return events
+
+    def _why(self, e: sqlite3.DatabaseError) -> str:
+        try:
+            version = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+        except (sqlite3.DatabaseError, AttributeError):
+            version = 0
+        if version < SCHEMA_VERSION and "no such" in str(e):  # no such table / column: not migrated yet
+            return (f"journal {self.path} has schema version {version}, the relay reads version {SCHEMA_VERSION} "
+                    f"({e}): start the switch of this version on it to migrate it; waiting")
+        return f"cannot read the outbox of journal {self.path}: {e}; trying again"
+
+    def _cannot(self, problem: str) -> list[Event]:
+        if problem != self.problem:
+            log.warning("%s: %s", self.sink, problem)
+            self.problem = problem
+        return []
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def _partner_secret(cfg: config_mod.Config, i: int, partner) -> bytes:
+    from switch.io.vas import read_secret
+
+    where = f"events.partners[{i}].{'secret_env' if partner.secret_env else 'secret_file'}"
+    secret = read_secret(cfg.source, f"partner {partner.name!r} secret", partner.secret_file, partner.secret_env, where)
+    if partner.secret_file and not partner.secret_env and (problem := open_to_others(partner.secret_file)):
+        log.warning("%s - at `$.%s`", problem, where)
+    return secret
+
+
+async def _supervised(name: str, sink, retry_max: float) -> None:
+    """Run ``sink()`` for good: should it fail, one error line and a fresh start from its saved
+    position after a doubling wait (never a crash loop, never a sink silently gone)."""
+    wait = _RESTART_FIRST_WAIT
+    while True:
+        started = time.monotonic()
+        try:
+            await sink()
+        except Exception as e:  # noqa: BLE001 - any failure of a sink is retried; CancelledError passes
+            if time.monotonic() - started > 60:  # it ran a while: a new failure starts the waits again
+                wait = _RESTART_FIRST_WAIT
+            log.error("%s stopped: %s: %s; starting again in %g s from its last saved position",
+                      name, type(e).__name__, e, wait)
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, max(retry_max, _RESTART_FIRST_WAIT))
+
+
+async def _ensure_stream(js, stream: str, subjects: str, subject: str) -> None:
+    """Create the merchant's stream; one that exists with other settings is used as it is, and an
+    error line says so if its subjects do not take the merchant's events."""
+    from nats.js.api import StreamConfig
+    from nats.js.errors import BadRequestError, NotFoundError
+
+    try:
+        await js.add_stream(StreamConfig(name=stream, subjects=[subjects]))
+        return
+    except BadRequestError as e:
+        reason = e.description or str(e)
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:  # another stream holds the subjects: the server stores the events there
+        log.warning("NATS: stream %s not created: %s; %s goes to the stream that holds it", stream, reason, subject)
+        return
+    held = info.config.subjects or []
+    if not any(_subject_matches(pattern, subject) for pattern in held):
+        log.error("NATS: stream %s exists with subjects %s, not %s: %s cannot be stored until the stream "
+                  "takes %s (nats stream edit %s --subjects ...)", stream, held, subjects, subject, subjects, stream)
+
+
+def _subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` one token, ``>`` one or more to the end."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or token not in ("*", s[i]):
+            return False
+    return len(p) == len(s)
+
+
+async def _publish(js, subject: str, event: Event, retry_max: float) -> None:
+    """Publish and wait for the server's ack, trying again with doubling waits: the message id is
+    the outbox id, so a publish the server did store before its ack was lost is dropped as a duplicate."""
+    import nats.errors
+
+    wait = 0.1
+    while True:
+        try:
+            await js.publish(subject, body_of(event), headers={"Nats-Msg-Id": str(event.id)}, timeout=10.0)
+            return
+        except (nats.errors.Error, asyncio.TimeoutError) as e:
+            log.warning("NATS: event %d to %s not acknowledged (%s: %s); trying again in %.1f s",
+                        event.id, subject, type(e).__name__, e, wait)
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, retry_max)
+
+
+def _server(nc) -> str:
+    """host:port of the server ``nc`` is connected to (never the URL: it may hold a user and password)."""
+    url = nc.connected_url
+    return f"{url.hostname}:{url.port}" if url else "(none)"
 
 
 async def _nats_error(e: Exception) -> None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -134,6 +136,10 @@ terminals = ["EVT00001"]
 id = "{B}"
 terminals = ["EVT00002"]
 
+[[merchants]]
+id = "SOMEONEELSE0001"
+terminals = ["EVT00003"]
+
 [events]
 nats_url = "nats://{NATS[0]}:{NATS[1]}"
 subject_prefix = "{run}.events"
@@ -223,3 +229,211 @@ def test_a_nats_server_out_of_reach_is_one_warning_line_per_try_not_a_traceback(
         relay.kill()
         relay.wait(5)
     assert all(" WARNING payswitch.relay NATS: " in line and line.endswith("; retrying\n") for line in lines), lines
+
+
+class OwnNats:
+    """A NATS server of this test's own (``nats-server -js``) that it can stop and start again on the same port and store."""
+
+    def __init__(self, store) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.store = store
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nats-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+async def own_stream_ids(url: str, stream: str, subjects: str) -> list[int]:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        sub = await nc.jetstream().pull_subscribe(subjects, stream=stream)
+        ids = []
+        while True:
+            try:
+                msgs = await sub.fetch(200, timeout=1.0)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                break
+            ids += [int(m.headers["Nats-Msg-Id"]) for m in msgs]
+        return ids
+    finally:
+        await nc.close()
+
+
+def relay_config(tmp_path, nats_url: str, prefix: str):
+    from switch import config as config_mod
+
+    return config_mod.loads(f"""
+[journal]
+url = "sqlite://{tmp_path / 'journal.sqlite'}"
+
+[[merchants]]
+id = "{A}"
+terminals = ["EVT00001"]
+
+[[merchants]]
+id = "{B}"
+terminals = ["EVT00002"]
+
+[events]
+nats_url = "{nats_url}"
+subject_prefix = "{prefix.lower()}.events"
+stream_prefix = "{prefix}"
+retry_max = 0.5
+""", str(tmp_path / "relay.toml"))
+
+
+async def relay_while(relay, steps) -> None:
+    """Run ``relay`` while the coroutine ``steps`` runs, then stop it."""
+    task = asyncio.create_task(relay.run())
+    try:
+        await steps
+    finally:
+        relay.stop()
+        await task
+
+
+@pytest.mark.skipif(not shutil.which("nats-server"), reason="no nats-server binary to stop and start")
+def test_nats_going_away_mid_run_loses_nothing_and_stores_nothing_twice(tmp_path, caplog):
+    from switch.events import Relay
+
+    server = OwnNats(tmp_path / "nats")
+    server.start()
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    relay = Relay(relay_config(tmp_path, server.url, "AWAY"))
+    conn = sqlite3.connect(tmp_path / "journal.sqlite")
+
+    def outbox(m):
+        return [r[0] for r in conn.execute("SELECT id FROM outbox WHERE merchant_id = ? ORDER BY id", (m,))]
+
+    async def steps():
+        produce(journal, 1, 30)
+        await asyncio.sleep(1.0)
+        server.stop()  # the broker goes away with the relay mid-run
+        produce(journal, 31, 30)
+        await asyncio.sleep(12)  # longer than a publish's wait for its ack
+        server.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            cursor = relay.state.cursor("nats")
+            if cursor == max(outbox(A) + outbox(B)):
+                break
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="payswitch.relay"):
+            asyncio.run(relay_while(relay, steps()))
+        for m in (A, B):
+            stored = asyncio.run(own_stream_ids(server.url, f"AWAY_{m}", f"away.events.{m}.>"))
+            assert stored == outbox(m)  # every one, once, in order
+    finally:
+        journal.close()
+        server.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert any(s.startswith("NATS: event ") and "not acknowledged" in s for s in said), said
+    assert "NATS: disconnected; events wait for the connection" in said
+    assert f"NATS: connected again to 127.0.0.1:{server.port}" in said
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], said
+
+
+def test_a_stream_that_exists_with_other_subjects_is_an_error_line_naming_it(tmp_path, caplog):
+    import nats
+    from nats.js.api import StreamConfig
+
+    from switch.events import Relay
+
+    run = "x" + secrets.token_hex(4)
+    prefix = run.upper()
+    url = f"nats://{NATS[0]}:{NATS[1]}"
+
+    async def make_stream():
+        nc = await nats.connect(url)
+        try:
+            await nc.jetstream().add_stream(StreamConfig(name=f"{prefix}_{A}", subjects=[f"{run}.elsewhere.>"]))
+        finally:
+            await nc.close()
+
+    asyncio.run(make_stream())
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 3)
+    journal.close()
+    relay = Relay(relay_config(tmp_path, url, prefix))
+
+    async def steps():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("not acknowledged" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.1)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="payswitch.relay"):
+            asyncio.run(relay_while(relay, steps()))
+    finally:
+        asyncio.run(delete_streams(prefix))
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [f"NATS: stream {prefix}_{A} exists with subjects ['{run}.elsewhere.>'], not {run}.events.{A}.>: "
+                      f"{run}.events.{A}.approved cannot be stored until the stream takes {run}.events.{A}.> "
+                      f"(nats stream edit {prefix}_{A} --subjects ...)"], errors
+    assert relay.state.cursor("nats") == 0  # nothing passed over: the relay waits for the stream
+
+
+def test_a_stream_of_another_name_holding_the_subjects_is_a_warning_and_events_go_there(tmp_path, caplog):
+    import nats
+    from nats.js.api import StreamConfig
+
+    from switch.events import Relay
+
+    run = "o" + secrets.token_hex(4)
+    prefix = run.upper()
+    url = f"nats://{NATS[0]}:{NATS[1]}"
+
+    async def js_call(f):
+        nc = await nats.connect(url)
+        try:
+            return await f(nc.jetstream())
+        finally:
+            await nc.close()
+
+    asyncio.run(js_call(lambda js: js.add_stream(StreamConfig(name=f"{prefix}_ALL", subjects=[f"{run}.events.>"]))))
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 6)
+    journal.close()
+    relay = Relay(relay_config(tmp_path, url, prefix))
+    last = sqlite3.connect(tmp_path / "journal.sqlite").execute("SELECT max(id) FROM outbox").fetchone()[0]
+
+    async def steps():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and relay.state.cursor("nats") != last:
+            await asyncio.sleep(0.1)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="payswitch.relay"):
+            asyncio.run(relay_while(relay, steps()))
+        stored = asyncio.run(js_call(lambda js: js.stream_info(f"{prefix}_ALL"))).state.messages
+    finally:
+        asyncio.run(js_call(lambda js: js.delete_stream(f"{prefix}_ALL")))
+    assert relay.state.cursor("nats") == last and stored == last
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said and all(s.startswith(f"NATS: stream {prefix}_EVTSHOP") and " not created: " in s and
+                        s.endswith(" goes to the stream that holds it") for s in said), said
