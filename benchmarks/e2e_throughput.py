@@ -7,9 +7,15 @@
 Set-ups, each two TCP hops on loopback, driven by the same closed-loop client
 (one request in flight per connection, unique STANs, card purchases):
 
-- **bare forwarder**: a uvloop process that passes each length-prefixed frame
-  to an upstream responder and the answer back, decoding nothing — the cost
-  of the sockets and event loops alone;
+- **bare forwarder** (the reference of the ratios): ``benchmarks.forwarder``,
+  a uvloop process that decodes each request with the compiled codec,
+  re-encodes it for the acquirer and forwards it over two host connections
+  to the same card simulator the switches use (a process of its own), and
+  the answer back the same way — no journal, no checks, no routing: what any
+  switch on this box pays besides its own work;
+- **pass-through**: a uvloop process that passes the bytes to an echo
+  responder in the same process and back, decoding nothing (the reference
+  before: the sockets and event loops alone, no acquirer on the cores);
 - **switch (journal writer W)**: ``payswitch serve`` with the card simulator
   behind it (``--sim fast``, the default: the uvloop one, so the simulator
   takes less of the two cores; ``--sim trio``: the trio one) — decode, checks, routing, journal (SQLite, group commit,
@@ -31,8 +37,8 @@ Every round measures every set-up at every connection count, one after the
 other, so all see the same machine.  Printed per set-up and connection
 count: medians over the rounds of TPS, p50/p99/p999 latency, switch CPU per
 transaction (the switch process, its journal writer process and its
-workers, from /proc; the simulator is not counted), answers other than 00, and the TPS
-ratio against the forwarder; then, per connection count, compiled switch
+workers, from /proc; the simulator is not counted; the bare forwarder's own process), answers other than 00, and the TPS
+ratio against the bare forwarder and against the pass-through; then, per connection count, compiled switch
 (same journal writer) against the pyiso8583 one: the TPS ratio and the CPU
 ratio (pyiso8583's CPU per transaction over the compiled one's, which holds
 better than TPS on a busy machine).  ``--json`` writes every round, the
@@ -243,12 +249,24 @@ def main(argv=None) -> int:
     kinds += [(f"switch ({n} workers)", COMPILED, "process", n) for n in counts if n > 1]
     if args.pyiso_writer != "none":
         kinds.append((PYISO_NAME, PYISO, args.pyiso_writer, 1))
-    fwd_port, up_port = free_port(), free_port()
+    fwd_port, up_port, sim_port, bare_port = free_port(), free_port(), free_port(), free_port()
     fwd = subprocess.Popen(
         [sys.executable, "-c", FORWARDER, str(fwd_port), str(up_port)], stdout=subprocess.PIPE, text=True
     )
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "switch.cli", "sim", "acquirer", "--port", str(sim_port), "--latency-ms", "0",
+         "--name", "forwarder-sim", *(["--fast"] if args.sim == "fast" else [])],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    )
+    bare = None
     try:
         wait_line(fwd, "listening")
+        wait_line(sim, "listening")
+        bare = subprocess.Popen([sys.executable, "-m", "benchmarks.forwarder", str(bare_port), str(sim_port)],
+                                stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+        wait_line(bare, "listening")
         for name, module, writer, workers in kinds:
             tmp = Path(tempfile.mkdtemp(prefix=f"payswitch-bench-{writer}-{workers}-"))
             text, ports = bench_config(tmp, writer=writer, max_in_flight=2 * max(levels), sim=args.sim,
@@ -278,7 +296,7 @@ def main(argv=None) -> int:
         def forwarded(answer: bytes) -> bool:
             return True
 
-        setups = [("bare forwarder", fwd_port, None, forwarded)]
+        setups = [("pass-through", fwd_port, None, forwarded), ("bare forwarder", bare_port, bare, approved)]
         setups += [(name, port, sw, approved) for name, (sw, port) in switches.items()]
         # Warm-up: connections, caches, the journal's first pages.
         for _name, port, _sw, check in setups:
@@ -290,7 +308,7 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             for conns in levels:
                 for name, port, sw, check in setups:
-                    pids = switch_pids(sw.proc.pid) if sw is not None else []
+                    pids = [bare.pid] if sw is bare else switch_pids(sw.proc.pid) if sw is not None else []
                     cpu0 = cpu_seconds(pids)
                     res = uvloop.run(drive(port, args.requests, conns, body, check))
                     if pids:
@@ -308,15 +326,17 @@ def main(argv=None) -> int:
         medians = {name: {c: median_of(v) for c, v in by_level.items()} for name, by_level in results.items()}
         print(f"\nmedians of {args.rounds} rounds, {args.requests} requests each, closed loop:")
         print(f"{'':>24} {'conns':>5} {'TPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'p999 ms':>8} "
-              f"{'CPU µs/txn':>10} {'not 00':>6} {'vs fwd':>6}")
+              f"{'CPU µs/txn':>10} {'not 00':>6} {'vs fwd':>6} {'vs pass':>7}")
         for conns in levels:
             base = medians["bare forwarder"][conns]["tps"]
+            passing = medians["pass-through"][conns]["tps"]
             for name in medians:
                 m = medians[name][conns]
                 cpu = f"{m['cpu_us_per_txn']:10.0f}" if "cpu_us_per_txn" in m else f"{'-':>10}"
                 print(f"{name:>24} {conns:5d} {m['tps']:8.0f} {m['p50_ms']:7.2f} {m['p99_ms']:7.2f} "
-                      f"{m['p999_ms']:8.2f} {cpu} {m['not_00']:6.0f} {m['tps'] / base:6.2f}")
+                      f"{m['p999_ms']:8.2f} {cpu} {m['not_00']:6.0f} {m['tps'] / base:6.2f} {m['tps'] / passing:7.2f}")
                 m["ratio_vs_forwarder"] = m["tps"] / base
+                m["ratio_vs_pass_through"] = m["tps"] / passing
         print("\nthe journals' disk, fsync of a 4 KiB write (a purchase waits for two commits in series): "
               + ", ".join(f"{when} p50 {f['p50_ms']:.2f} p99 {f['p99_ms']:.2f} ms"
                           for when, f in zip(("before the rounds", "after"), fsyncs)))
@@ -345,8 +365,10 @@ def main(argv=None) -> int:
     finally:
         for sw, _port in switches.values():
             sw.stop()
-        fwd.terminate()
-        fwd.wait()
+        for proc in (bare, sim, fwd):
+            if proc is not None:
+                proc.terminate()
+                proc.wait()
     return 0
 
 
