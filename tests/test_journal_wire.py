@@ -57,3 +57,9 @@ def test_many_records_in_one_frame_stay_distinct():
 def test_copies_are_equal_and_independent():
     rec = record()
     assert copy.copy(rec) == rec and copy.deepcopy(rec) == rec and copy.deepcopy(rec) is not rec
+
+
+def test_an_int_beyond_64_bits_arrives_as_it_was_sent():
+    # msgpack has no such integer: the record keeps the keyword form instead of failing the frame.
+    back = round_trip(record(amount=1 << 70))
+    assert back.amount == 1 << 70

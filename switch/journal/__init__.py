@@ -152,7 +152,10 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False, array_like=True):
         # type but these keeps the keyword form, so that it arrives as it was.
         values = msgspec.structs.astuple(self)
         if _PLAIN.issuperset(map(type, values)):
-            return _record_from_msgpack, (_record_encoder.encode(self),)
+            try:
+                return _record_from_msgpack, (_record_encoder.encode(self),)
+            except OverflowError:  # an int beyond 64 bits
+                pass
         return _record_from_values, (values,)
 
 
