@@ -247,9 +247,20 @@ def test_sighup_and_admin_reload_reach_every_worker(tmp_path):
         status, body = sw.http_post("/admin/reload")
         assert status == 200 and "signalled to 2 of 2 workers" in json.loads(body)["message"]
         assert wait_for(lambda: (tmp_path / "switch.log").read_text().count("configuration reloaded") >= 4, 15)
-        sw.config.write_text(sw.config.read_text() + "\nnot toml [\n")
+        _, metrics = sw.http_get("/metrics")
+        assert b'payswitch_config_last_reload_successful{worker="supervisor"} 1.0' in metrics
+        good = sw.config.read_text()
+        sw.config.write_text(good + "\nnot toml [\n")
         status, body = sw.http_post("/admin/reload")
         assert status == 400 and b"invalid TOML" in body
+        # a key file a restart would not find: refused by the supervisor, no worker signalled
+        key = str(tmp_path / "journal.key")
+        sw.config.write_text(good.replace(f'"{key}"', f'"{key}.moved"'))
+        status, body = sw.http_post("/admin/reload")
+        assert status == 400 and b"`$.journal.hmac_key_file`" in body, body
+        _, metrics = sw.http_get("/metrics")
+        assert b'payswitch_config_last_reload_successful{worker="supervisor"} 0.0' in metrics
+        assert b'payswitch_config_reloads_total{result="rejected",worker="supervisor"} 2.0' in metrics
     finally:
         sw.stop()
 

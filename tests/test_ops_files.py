@@ -56,7 +56,7 @@ def runbook_anchors() -> set[str]:
 
 def test_every_alert_links_to_a_runbook_section_that_exists():
     found = alerts()
-    assert len(found) == 22
+    assert len(found) == 23
     anchors = runbook_anchors()
     for name, block in found.items():
         m = re.search(r'runbook_url: "ops/runbook\.md#([\w-]+)"', block)
@@ -76,6 +76,7 @@ def test_the_outages_of_the_issue_are_covered():
     assert 'up{job="payswitch"} == 0' in exprs["PayswitchDown"]
     assert 'absent(up{job="payswitch"})' in exprs["PayswitchAbsent"]
     assert "payswitch_journal_writable == 0" in exprs["PayswitchJournalNotWritable"]
+    assert "payswitch_config_last_reload_successful == 0" in exprs["PayswitchConfigReloadRejected"]
     assert "payswitch_reversal_oldest_age_seconds" in exprs["PayswitchReversalBacklogStuck"]
     assert 'payswitch_reversals_total{trigger="queue",result="refused"}' in exprs["PayswitchReversalRefused"]
     assert 'kind=~"card|citycard",code="68"' in exprs["PayswitchAcquirerTimeouts"]

@@ -136,6 +136,9 @@ class Fleet:
         self.socket_path = ""
         self._dir = ""
         self._stop = asyncio.Event()
+        # Reloads checked here (the workers count their own): /metrics as worker="supervisor".
+        self.reloads = {"ok": 0, "rejected": 0}
+        self.last_reload_ok = True
 
     # -- the journal writer ----------------------------------------------------------
 
@@ -284,11 +287,17 @@ class Fleet:
         """Check the file here, then have every worker take it (SIGHUP)."""
         if not self.config_path:
             return False, "running on the embedded default: there is no file to reload"
+        from switch import preflight
+
         try:
-            config_mod.load(self.config_path)
+            preflight.check_files(config_mod.load(self.config_path))
         except config_mod.ConfigError as e:
-            log.error("reload rejected, keeping the running configuration: %s", e)
+            self.reloads["rejected"] += 1
+            self.last_reload_ok = False
+            log.error("reload rejected, keeping the running configuration: %s%s", e, hangup.REJECTED_HINT)
             return False, str(e)
+        self.reloads["ok"] += 1
+        self.last_reload_ok = True
         sent = self.signal_all(signal.SIGHUP, ready_only=True)
         log.info("configuration %s: reload signalled to %d worker(s)", self.config_path, sent)
         return True, f"reload of {self.config_path} signalled to {sent} of {self.count} workers (each logs what it applied)"
