@@ -277,7 +277,9 @@ def test_the_switch_stops_when_the_journal_writer_dies(tmp_path):
                        for p in pids.values())
     finally:
         sw.stop()
-    assert "journal writer process exited" in (tmp_path / "switch.log").read_text()
+    log = (tmp_path / "switch.log").read_text()
+    assert ("the journal writer process exited (code -9): stopping every worker; the service manager"
+            ' starts the switch again (runbook: "The journal writer process died")') in log
 
 
 def test_kill_9_a_worker_restarts_it_alone_and_its_purchase_in_flight_is_reversed(tmp_path):
@@ -321,7 +323,7 @@ def test_kill_9_a_worker_restarts_it_alone_and_its_purchase_in_flight_is_reverse
     finally:
         sw.stop()
     log = (tmp_path / "switch.log").read_text()
-    assert "worker 1 (pid" in log and "restarting it" in log
+    assert "worker 1 (pid" in log and "restarting it (runbook: \"A worker died\")" in log
 
 
 def test_restarting_the_reversal_sender_never_reverses_another_workers_flight(tmp_path):

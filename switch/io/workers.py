@@ -227,7 +227,9 @@ class Fleet:
             if self.stopping:
                 return
             if self.writer.poll() is not None:
-                log.error("the journal writer process exited (code %s): stopping every worker", self.writer.returncode)
+                log.error("the journal writer process exited (code %s): stopping every worker; the service "
+                          "manager starts the switch again (runbook: \"The journal writer process died\")",
+                          self.writer.returncode)
                 self.fatal = f"journal writer process exited (code {self.writer.returncode})"
                 self._stop.set()
                 return
@@ -237,8 +239,8 @@ class Fleet:
                 lived = time.monotonic() - w.started_at
                 w.quick_deaths = w.quick_deaths + 1 if lived < 60 else 1
                 delay = min(RESTART_DELAY_MAX, 0.5 * 2 ** (w.quick_deaths - 1)) if w.quick_deaths > 1 else 0.0
-                log.error("worker %d (pid %d) exited with code %s after %.0f s; restarting it%s",
-                          w.index, w.proc.pid, w.proc.returncode, lived,
+                log.error("worker %d (pid %d) exited with code %s after %.0f s; restarting it%s"
+                          " (runbook: \"A worker died\")", w.index, w.proc.pid, w.proc.returncode, lived,
                           f" in {delay:.1f} s" if delay else "")
                 w.restarts += 1
                 w.proc = None
