@@ -81,5 +81,5 @@ def test_a_request_the_journal_cannot_record_is_answered_96_in_one_line(caplog, 
     lines = [r for r in caplog.records if "could not record" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.ERROR and lines[0].exc_info is None
     assert f"0200 from terminal {ts.TID} answered 96" in lines[0].getMessage()
-    assert "disk is full" in lines[0].getMessage()
+    assert lines[0].getMessage().endswith("disk is full')" + ' (runbook: "Journal failing")')
     assert internal == 0  # not a bug in the switch: the journal alert says what is wrong
