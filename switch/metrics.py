@@ -269,7 +269,7 @@ class Metrics:
             registry=r,
         )
         self.internal_errors = Counter(
-            "payswitch_internal_errors", "Our own failures answered 96 (each is also logged)", registry=r
+            "payswitch_internal_errors", "Our own failures answered 96, or not answered at all (each is also logged)", registry=r
         )
         self.journal_commit = PlainHistogram(
             "payswitch_journal_commit_seconds",

@@ -220,3 +220,24 @@ def test_a_reload_sets_the_per_terminal_limit():
         assert sample(sw, "payswitch_terminal_in_flight_limited_total") == 1
 
     run(scenario)
+
+
+def test_a_request_that_fails_outside_the_engine_is_counted_as_an_internal_error(caplog):
+    """A bug past the engine's own handler (an answer that does not encode, say) leaves the
+    terminal without an answer: it is an internal error on /metrics, so the alert says so,
+    and the log line names its runbook section."""
+    async def scenario(sw, port):
+        async def broken(body, codec=None):
+            raise RuntimeError("an answer that does not encode")
+
+        sw.handle = broken
+        reader, writer = await asyncio.open_connection(LOOP, port)
+        writer.write(frame(request(stan="000007")))
+        assert await closed(reader, 0.5) is False  # no answer, the connection lives on
+        writer.close()
+        return sample(sw, "payswitch_internal_errors_total")
+
+    assert serve(scenario) == 1
+    [line] = [r for r in caplog.records if "not answered" in r.getMessage()]
+    assert line.getMessage().endswith('failed, not answered: an internal error (runbook: "Internal errors")')
+    assert line.exc_info is not None

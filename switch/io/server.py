@@ -164,7 +164,11 @@ class TerminalProtocol(asyncio.Protocol):
             if out and self.transport is not None and not self.transport.is_closing():
                 self.transport.write(self.framer.encode(tpdu + out))
         except Exception:
-            log.exception("request from %s failed", self.peer)
+            # Our bug, and the terminal gets no answer: counted with the 96s of
+            # our own failures, so that PayswitchInternalErrors says so too.
+            self.switch.metrics.internal_error()
+            log.exception("request from %s failed, not answered: an internal error"
+                          " (runbook: \"Internal errors\")", self.peer)
         finally:
             self.in_flight -= 1
             if self.transport is not None:
