@@ -326,6 +326,32 @@ def test_kill_9_a_worker_restarts_it_alone_and_its_purchase_in_flight_is_reverse
     assert "worker 1 (pid" in log and "restarting it (runbook: \"A worker died\")" in log
 
 
+def test_a_worker_that_keeps_failing_to_start_is_tried_again_until_it_starts(tmp_path):
+    """A worker killed while the file on disk is broken (a reload would have refused it) dies
+    at each start: the supervisor keeps trying, with its growing delay, and keeps watching
+    (a failed restart seen by both its watch and the restart itself once ended the watch:
+    no worker was restarted again, and a journal writer's death went unseen)."""
+    sw = fleet(tmp_path, slow_ms=0)
+    try:
+        good = sw.config.read_text()
+        sw.config.write_text(good + "\nnot toml [\n")
+        os.kill(worker_pids(sw)[1], signal.SIGKILL)
+
+        def restarts() -> int:
+            _, doc = health(sw)
+            return doc["workers"][1]["restarts"]
+
+        assert wait_for(lambda: restarts() >= 4, 30), (tmp_path / "switch.log").read_text()
+        sw.config.write_text(good)
+        assert wait_for(lambda: health(sw)[1]["status"] == "alive", 30), (tmp_path / "switch.log").read_text()
+        log = (tmp_path / "switch.log").read_text()
+        assert "worker 1 restarted" in log and "Task exception was never retrieved" not in log
+        assert sw.proc.poll() is None
+    finally:
+        sw.stop()
+    assert sw.proc.returncode == 0
+
+
 def test_restarting_the_reversal_sender_never_reverses_another_workers_flight(tmp_path):
     sw = fleet(tmp_path)
     try:

@@ -209,10 +209,11 @@ class Fleet:
 
     async def start_one(self, w: Worker, *, recover_all: bool, timeout: float = 60.0) -> None:
         self.spawn(w, recover_all=recover_all)
+        proc = w.proc  # the watch forgets it (w.proc = None) once it sees it dead
         deadline = time.monotonic() + timeout
         while not w.ready.is_set():
-            if not w.alive:
-                raise RuntimeError(f"worker {w.index} exited during start-up (exit code {w.proc.returncode})")
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker {w.index} exited during start-up (exit code {proc.returncode})")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"worker {w.index} not ready after {timeout:.0f} s")
             try:
@@ -234,8 +235,8 @@ class Fleet:
                 self._stop.set()
                 return
             for w in self.workers:
-                if w.alive or self.stopping:
-                    continue
+                if w.proc is None or w.alive or self.stopping:
+                    continue  # None: dead and seen, its restart waits for its delay
                 lived = time.monotonic() - w.started_at
                 w.quick_deaths = w.quick_deaths + 1 if lived < 60 else 1
                 delay = min(RESTART_DELAY_MAX, 0.5 * 2 ** (w.quick_deaths - 1)) if w.quick_deaths > 1 else 0.0
