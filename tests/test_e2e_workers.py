@@ -8,7 +8,9 @@ worker holding a purchase in flight.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -380,6 +382,30 @@ def test_sigterm_stops_every_worker_and_the_journal_writer(tmp_path):
     assert sw.proc.returncode == 0
     assert all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
                for p in [*pids.values(), *(c.pid for c in children)])
+
+
+def test_a_watch_that_fails_stops_the_switch_for_its_restart(caplog):
+    """The supervisor's watch restarts workers and notices the journal writer's death: if a
+    bug ends it, the switch stops (exit 1, as when the writer dies) instead of running on
+    unwatched, and the log says so."""
+    from switch.io.workers import Fleet
+
+    async def scenario():
+        fleet = Fleet(config_mod.default(), None, 2, "text")
+
+        async def broken():
+            raise AttributeError("a bug in the watch")
+
+        task = asyncio.get_running_loop().create_task(broken())
+        task.add_done_callback(fleet._watch_ended)
+        await asyncio.wait_for(fleet._stop.wait(), 2)
+        return fleet.fatal
+
+    with caplog.at_level(logging.ERROR):
+        fatal = asyncio.run(scenario())
+    assert fatal == "the supervisor's watch of its workers failed (AttributeError)"
+    [line] = [r for r in caplog.records if "watch of its workers failed" in r.getMessage()]
+    assert line.exc_info is not None
 
 
 def test_auto_is_one_worker_per_core():

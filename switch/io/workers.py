@@ -247,6 +247,18 @@ class Fleet:
                 w.proc = None
                 asyncio.get_running_loop().create_task(self._restart(w, delay))
 
+    def _watch_ended(self, task: asyncio.Task) -> None:
+        """The watch ends only when told to; a bug that ends it would leave dead workers
+        dead and the journal writer unwatched: stop the switch (exit 1) for the service
+        manager to start it again, as when the writer dies."""
+        if task.cancelled() or task.exception() is None:
+            return
+        e = task.exception()
+        log.error("the supervisor's watch of its workers failed: stopping every worker; the service manager"
+                  " starts the switch again (an internal error: report it with this line)", exc_info=e)
+        self.fatal = f"the supervisor's watch of its workers failed ({type(e).__name__})"
+        self._stop.set()
+
     async def _restart(self, w: Worker, delay: float) -> None:
         await asyncio.sleep(delay)
         if self.stopping:
@@ -330,6 +342,7 @@ class Fleet:
                 log.info("SIGHUP received while starting: re-reading the configuration now")
                 self.reload()
             watch = loop.create_task(self.watch())
+            watch.add_done_callback(self._watch_ended)
             for w in self.workers:
                 print(f"payswitch: worker {w.index} pid {w.proc.pid}, admin HTTP on "
                       f"http://{self.cfg.http.host}:{worker_http_port(self.cfg, w.index)}"
