@@ -55,6 +55,8 @@ KINDS = ("card", "wallet", "citycard")
 # payswitch_reversals_total{trigger="queue"}: the results of a reversal's try
 # at its acquirer (switch.core.reversal; acquirer.REVERSED, NOT_FOUND, RETRY, REFUSED).
 REVERSAL_RESULTS = ("reversed", "not_found", "retry", "refused")
+#: Results of a configuration reload (payswitch_config_reloads_total).
+RELOAD_RESULTS = ("ok", "rejected")
 
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
@@ -267,7 +269,7 @@ class Metrics:
             registry=r,
         )
         self.internal_errors = Counter(
-            "payswitch_internal_errors", "Our own failures answered 96 (each is also logged)", registry=r
+            "payswitch_internal_errors", "Our own failures answered 96, or not answered at all (each is also logged)", registry=r
         )
         self.journal_commit = PlainHistogram(
             "payswitch_journal_commit_seconds",
@@ -301,6 +303,17 @@ class Metrics:
         self.config_reloads = Counter(
             "payswitch_config_reloads", "Configuration reloads by result", ["result"], registry=r
         )
+        # Both results at 0 from the start: the first rejected reload is then an
+        # increase(), not a series born at 1.
+        for result in RELOAD_RESULTS:
+            self.config_reloads.labels(result)
+        self.config_reload_ok = Gauge(
+            "payswitch_config_last_reload_successful",
+            "0 when the last reload (SIGHUP, /admin/reload) was rejected: the file on disk is not what runs, "
+            "and a restart would refuse it",
+            registry=r,
+        )
+        self.config_reload_ok.set(1)
         # Value-added services (switch.core.vas): outcome ok, timeout (past the deadline) or error.
         self.vas_calls = Counter(
             "payswitch_vas_calls", "Value-added service calls by service, moment and outcome",
@@ -341,6 +354,11 @@ class Metrics:
             pair = self._answered[key] = (self.requests.labels(kind, mclass, code), self.latency.labels(kind))
         pair[0].inc()
         pair[1].observe(seconds)
+
+    def reloaded(self, ok: bool) -> None:
+        """Count one configuration reload, taken (``ok``) or rejected."""
+        self.config_reloads.labels(RELOAD_RESULTS[0] if ok else RELOAD_RESULTS[1]).inc()
+        self.config_reload_ok.set(1 if ok else 0)
 
     def acquirer_answered(self, acquirer: str, outcome: str, seconds: float) -> None:
         key = (acquirer, outcome)

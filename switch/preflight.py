@@ -27,7 +27,7 @@ from switch import config_timing, wiring
 from switch.config import Config, ConfigError
 from switch.secret_refs import open_to_others, shown
 
-__all__ = ["check", "key_beside_journal", "secrets_open_to_others"]
+__all__ = ["check", "check_files", "key_beside_journal", "secrets_open_to_others"]
 
 log = logging.getLogger("payswitch")
 
@@ -223,6 +223,18 @@ def secrets_open_to_others(cfg: Config) -> list[str]:
     return found
 
 
+def check_files(cfg: Config) -> None:
+    """Raise :class:`ConfigError` for a file the configuration names that is
+    missing, unreadable or wrong, warning about nothing: what a reload checks
+    too, so that a file a restart would refuse is never taken."""
+    _journal(cfg)
+    _listeners(cfg)
+    _http(cfg)
+    _acquirers(cfg)
+    _security(cfg)
+    _vas(cfg)
+
+
 def check(cfg: Config, *, key_apart: bool = False) -> None:
     """Raise :class:`ConfigError` for the first problem ``serve`` would meet at start-up.
 
@@ -231,12 +243,7 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
     Secret files open to others than their owner, and a drain_timeout that
     would give up calls still answerable, are warned about by both.
     """
-    _journal(cfg)
-    _listeners(cfg)
-    _http(cfg)
-    _acquirers(cfg)
-    _security(cfg)
-    _vas(cfg)
+    check_files(cfg)
     why = key_beside_journal(cfg)
     if why and key_apart:
         _fail(cfg, "journal.hmac_key_file" if cfg.journal.hmac_key_file else "journal", why)

@@ -66,3 +66,41 @@ def test_a_reload_with_timing_keys_out_of_order_keeps_the_running_configuration(
         assert (status, body["message"]) == (200, f"reloaded {proc.config}; applied: no changes")
     finally:
         proc.stop()
+
+
+def test_a_reload_naming_a_missing_key_file_is_rejected_and_says_so_on_metrics(tmp_path):
+    """A file that a restart would refuse (check-config exits 2 on it) is not taken by a reload
+    either: one ERROR line names the key path and the file, /metrics shows the refusal until
+    a reload is taken, so the alert fires before anything restarts the switch."""
+    ports = {"term": e2e.free_port(), "http": e2e.free_port()}
+    text = e2e.base_config(tmp_path, ports)
+    proc = e2e.SwitchProcess(tmp_path, text, ports).start()
+    try:
+        _, metrics = proc.http_get("/metrics")
+        assert b'payswitch_config_reloads_total{result="rejected"} 0.0' in metrics  # a rate from the first one
+        assert b"payswitch_config_last_reload_successful 1.0" in metrics
+        key = str(tmp_path / "journal.key")
+        assert f'hmac_key_file = "{key}"' in text
+        missing = tmp_path / "moved" / "journal.key"
+        proc.config.write_text(text.replace(f'hmac_key_file = "{key}"', f'hmac_key_file = "{missing}"'))
+        why = (f"{proc.config}: cannot read journal key file {missing}: No such file or directory"
+               " - at `$.journal.hmac_key_file`")
+        proc.proc.send_signal(signal.SIGHUP)
+        assert e2e.wait_for(lambda: "reload rejected" in proc.log_text()), proc.log_text()
+        line = next(ln for ln in proc.log_text().splitlines() if "reload rejected" in ln)
+        assert line.endswith(f"ERROR payswitch: reload rejected, keeping the running configuration: {why}"
+                             ' (fix the file and reload again; runbook: "Configuration reload rejected")'), line
+        _, metrics = proc.http_get("/metrics")
+        assert b'payswitch_config_reloads_total{result="rejected"} 1.0' in metrics
+        assert b"payswitch_config_last_reload_successful 0.0" in metrics
+        status, body = post(ports["http"], "/admin/reload")
+        assert (status, body) == (400, {"reloaded": False, "message": why})
+        # the file fixed: taken, and the gauge says so
+        proc.config.write_text(text)
+        status, body = post(ports["http"], "/admin/reload")
+        assert (status, body["message"]) == (200, f"reloaded {proc.config}; applied: no changes")
+        _, metrics = proc.http_get("/metrics")
+        assert b"payswitch_config_last_reload_successful 1.0" in metrics
+        assert b'payswitch_config_reloads_total{result="ok"} 1.0' in metrics
+    finally:
+        proc.stop()

@@ -8,7 +8,9 @@ worker holding a purchase in flight.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -247,9 +249,20 @@ def test_sighup_and_admin_reload_reach_every_worker(tmp_path):
         status, body = sw.http_post("/admin/reload")
         assert status == 200 and "signalled to 2 of 2 workers" in json.loads(body)["message"]
         assert wait_for(lambda: (tmp_path / "switch.log").read_text().count("configuration reloaded") >= 4, 15)
-        sw.config.write_text(sw.config.read_text() + "\nnot toml [\n")
+        _, metrics = sw.http_get("/metrics")
+        assert b'payswitch_config_last_reload_successful{worker="supervisor"} 1.0' in metrics
+        good = sw.config.read_text()
+        sw.config.write_text(good + "\nnot toml [\n")
         status, body = sw.http_post("/admin/reload")
         assert status == 400 and b"invalid TOML" in body
+        # a key file a restart would not find: refused by the supervisor, no worker signalled
+        key = str(tmp_path / "journal.key")
+        sw.config.write_text(good.replace(f'"{key}"', f'"{key}.moved"'))
+        status, body = sw.http_post("/admin/reload")
+        assert status == 400 and b"`$.journal.hmac_key_file`" in body, body
+        _, metrics = sw.http_get("/metrics")
+        assert b'payswitch_config_last_reload_successful{worker="supervisor"} 0.0' in metrics
+        assert b'payswitch_config_reloads_total{result="rejected",worker="supervisor"} 2.0' in metrics
     finally:
         sw.stop()
 
@@ -266,7 +279,9 @@ def test_the_switch_stops_when_the_journal_writer_dies(tmp_path):
                        for p in pids.values())
     finally:
         sw.stop()
-    assert "journal writer process exited" in (tmp_path / "switch.log").read_text()
+    log = (tmp_path / "switch.log").read_text()
+    assert ("the journal writer process exited (code -9): stopping every worker; the service manager"
+            ' starts the switch again (runbook: "The journal writer process died")') in log
 
 
 def test_kill_9_a_worker_restarts_it_alone_and_its_purchase_in_flight_is_reversed(tmp_path):
@@ -310,7 +325,33 @@ def test_kill_9_a_worker_restarts_it_alone_and_its_purchase_in_flight_is_reverse
     finally:
         sw.stop()
     log = (tmp_path / "switch.log").read_text()
-    assert "worker 1 (pid" in log and "restarting it" in log
+    assert "worker 1 (pid" in log and "restarting it (runbook: \"A worker died\")" in log
+
+
+def test_a_worker_that_keeps_failing_to_start_is_tried_again_until_it_starts(tmp_path):
+    """A worker killed while the file on disk is broken (a reload would have refused it) dies
+    at each start: the supervisor keeps trying, with its growing delay, and keeps watching
+    (a failed restart seen by both its watch and the restart itself once ended the watch:
+    no worker was restarted again, and a journal writer's death went unseen)."""
+    sw = fleet(tmp_path, slow_ms=0)
+    try:
+        good = sw.config.read_text()
+        sw.config.write_text(good + "\nnot toml [\n")
+        os.kill(worker_pids(sw)[1], signal.SIGKILL)
+
+        def restarts() -> int:
+            _, doc = health(sw)
+            return doc["workers"][1]["restarts"]
+
+        assert wait_for(lambda: restarts() >= 4, 30), (tmp_path / "switch.log").read_text()
+        sw.config.write_text(good)
+        assert wait_for(lambda: health(sw)[1]["status"] == "alive", 30), (tmp_path / "switch.log").read_text()
+        log = (tmp_path / "switch.log").read_text()
+        assert "worker 1 restarted" in log and "Task exception was never retrieved" not in log
+        assert sw.proc.poll() is None
+    finally:
+        sw.stop()
+    assert sw.proc.returncode == 0
 
 
 def test_restarting_the_reversal_sender_never_reverses_another_workers_flight(tmp_path):
@@ -341,6 +382,30 @@ def test_sigterm_stops_every_worker_and_the_journal_writer(tmp_path):
     assert sw.proc.returncode == 0
     assert all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
                for p in [*pids.values(), *(c.pid for c in children)])
+
+
+def test_a_watch_that_fails_stops_the_switch_for_its_restart(caplog):
+    """The supervisor's watch restarts workers and notices the journal writer's death: if a
+    bug ends it, the switch stops (exit 1, as when the writer dies) instead of running on
+    unwatched, and the log says so."""
+    from switch.io.workers import Fleet
+
+    async def scenario():
+        fleet = Fleet(config_mod.default(), None, 2, "text")
+
+        async def broken():
+            raise AttributeError("a bug in the watch")
+
+        task = asyncio.get_running_loop().create_task(broken())
+        task.add_done_callback(fleet._watch_ended)
+        await asyncio.wait_for(fleet._stop.wait(), 2)
+        return fleet.fatal
+
+    with caplog.at_level(logging.ERROR):
+        fatal = asyncio.run(scenario())
+    assert fatal == "the supervisor's watch of its workers failed (AttributeError)"
+    [line] = [r for r in caplog.records if "watch of its workers failed" in r.getMessage()]
+    assert line.exc_info is not None
 
 
 def test_auto_is_one_worker_per_core():

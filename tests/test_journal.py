@@ -855,7 +855,7 @@ def test_writer_process_on_an_event_loop_needs_no_thread_and_sends_a_frame_per_p
     asyncio.run(main())
 
 
-def test_a_dead_writer_process_fails_what_waits_and_what_comes(tmp_path):
+def test_a_dead_writer_process_fails_what_waits_and_what_comes(tmp_path, caplog):
     j = open_journal(f"sqlite://{tmp_path}/j.sqlite", writer="process")
     try:
         ok(j.insert(txn(1)))
@@ -870,6 +870,11 @@ def test_a_dead_writer_process_fails_what_waits_and_what_comes(tmp_path):
             ok(j.get(1))
     finally:
         j.close()
+    # said once, when it died, with what to do: the writer is not started again
+    [line] = [r for r in caplog.records if "writer process died" in r.getMessage()]
+    assert line.levelname == "ERROR" and line.getMessage().endswith(
+        ": nothing can be journaled (every payment is answered 96) until the switch is restarted"
+        ' (runbook: "Journal failing")')
 
 
 def test_the_hmac_key_never_reaches_the_writer_process_command_line(tmp_path):

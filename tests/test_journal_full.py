@@ -81,5 +81,27 @@ def test_a_request_the_journal_cannot_record_is_answered_96_in_one_line(caplog, 
     lines = [r for r in caplog.records if "could not record" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.ERROR and lines[0].exc_info is None
     assert f"0200 from terminal {ts.TID} answered 96" in lines[0].getMessage()
-    assert "disk is full" in lines[0].getMessage()
+    assert lines[0].getMessage().endswith("disk is full')" + ' (runbook: "Journal failing")')
     assert internal == 0  # not a bug in the switch: the journal alert says what is wrong
+
+
+def test_a_writer_thread_that_dies_says_to_restart(caplog, monkeypatch):
+    """The one journal failure the switch does not recover from by itself: its log line
+    says what follows and what to do, and the ping (readiness) fails from then on."""
+    from switch.journal.groupcommit import GroupCommitter
+
+    def bug(self):
+        raise RuntimeError("a bug in the writer loop")
+
+    monkeypatch.setattr(GroupCommitter, "_loop", bug)
+    with caplog.at_level(logging.ERROR):
+        j = open_journal("sqlite://:memory:", hmac_key=KEY)
+        try:
+            j._thread.join(3)  # the writer thread, dead
+            with pytest.raises(JournalError):
+                ok(j.ping())
+        finally:
+            j.close()
+    [line] = [r for r in caplog.records if "writer thread died" in r.getMessage()]
+    assert line.getMessage() == ("journal writer thread died: nothing can be journaled (every payment is answered 96)"
+                                 ' until the switch is restarted (runbook: "Journal failing")')

@@ -220,3 +220,42 @@ def test_a_reload_sets_the_per_terminal_limit():
         assert sample(sw, "payswitch_terminal_in_flight_limited_total") == 1
 
     run(scenario)
+
+
+def test_a_request_that_fails_outside_the_engine_is_counted_as_an_internal_error(caplog):
+    """A bug past the engine's own handler (an answer that does not encode, say) leaves the
+    terminal without an answer: it is an internal error on /metrics, so the alert says so,
+    and the log line names its runbook section."""
+    async def scenario(sw, port):
+        async def broken(body, codec=None):
+            raise RuntimeError("an answer that does not encode")
+
+        sw.handle = broken
+        reader, writer = await asyncio.open_connection(LOOP, port)
+        writer.write(frame(request(stan="000007")))
+        assert await closed(reader, 0.5) is False  # no answer, the connection lives on
+        writer.close()
+        return sample(sw, "payswitch_internal_errors_total")
+
+    assert serve(scenario) == 1
+    [line] = [r for r in caplog.records if "not answered" in r.getMessage()]
+    assert line.getMessage().endswith('failed, not answered: an internal error (runbook: "Internal errors")')
+    assert line.exc_info is not None
+
+
+def test_a_terminal_framing_otherwise_is_closed_with_a_line_that_says_what_to_check(caplog):
+    """A wrong length header (here a 4-digit ASCII one on a binary2 listener declaring more than
+    the largest frame) closes the connection, counted; the warning names the listener's
+    framing and the runbook's metric, so an operator knows which side to look at."""
+    async def scenario(sw, port):
+        reader, writer = await asyncio.open_connection(LOOP, port)
+        writer.write(b"0123" + b"x" * 8)
+        assert await closed(reader, 2.0)
+        writer.close()
+        return sample(sw, "payswitch_frame_errors_total")
+
+    assert serve(scenario) == 1
+    [line] = [r for r in caplog.records if r.getMessage().startswith("closing ")]
+    assert line.getMessage().endswith(
+        '(the terminal does not frame as this listener does: header = "binary2", no TPDU;'
+        " runbook: payswitch_frame_errors_total)"), line.getMessage()

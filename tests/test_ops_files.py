@@ -56,7 +56,7 @@ def runbook_anchors() -> set[str]:
 
 def test_every_alert_links_to_a_runbook_section_that_exists():
     found = alerts()
-    assert len(found) == 22
+    assert len(found) == 24
     anchors = runbook_anchors()
     for name, block in found.items():
         m = re.search(r'runbook_url: "ops/runbook\.md#([\w-]+)"', block)
@@ -76,6 +76,9 @@ def test_the_outages_of_the_issue_are_covered():
     assert 'up{job="payswitch"} == 0' in exprs["PayswitchDown"]
     assert 'absent(up{job="payswitch"})' in exprs["PayswitchAbsent"]
     assert "payswitch_journal_writable == 0" in exprs["PayswitchJournalNotWritable"]
+    assert "payswitch_config_last_reload_successful == 0" in exprs["PayswitchConfigReloadRejected"]
+    assert "payswitch_worker_restarts_total" in exprs["PayswitchWorkerFailing"]
+    assert "payswitch_worker_up" in exprs["PayswitchWorkerFailing"]
     assert "payswitch_reversal_oldest_age_seconds" in exprs["PayswitchReversalBacklogStuck"]
     assert 'payswitch_reversals_total{trigger="queue",result="refused"}' in exprs["PayswitchReversalRefused"]
     assert 'kind=~"card|citycard",code="68"' in exprs["PayswitchAcquirerTimeouts"]
@@ -110,13 +113,28 @@ def test_link_alert_labels_are_those_the_adapters_count_by():
 
 
 def exported_names() -> set[str]:
-    """Every series name the switch's registry can export (label children or not)."""
+    """Every series name the switch's registry can export (label children or not), and
+    what the supervisor of ``serve --workers`` adds of its own."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
     names = set()
     for family in Metrics().registry.collect():
         for suffix in suffixes.get(family.type, ("",)):
             names.add(family.name + suffix)
-    return names
+    return names | supervisor_names()
+
+
+def supervisor_names() -> set[str]:
+    """The series of the supervisor's own /metrics, its workers not answering."""
+    import asyncio
+    import types
+
+    from switch.io.fleet_http import FleetHttp
+
+    worker = types.SimpleNamespace(index=0, alive=False, restarts=0, ready=None)
+    fleet = types.SimpleNamespace(workers=[worker], writer=None, reloads={"ok": 0, "rejected": 0},
+                                  last_reload_ok=True)
+    text = asyncio.run(FleetHttp(fleet).metrics()).decode()
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
 def referenced(text: str) -> set[str]:

@@ -159,7 +159,8 @@ class Engine:
         except JournalError as e:
             # Not a bug: the journal cannot record (disk full, I/O error, closed), and
             # nothing unrecorded goes to an acquirer.  One line per request, no traceback.
-            log.error("%s from terminal %s answered 96: the journal could not record it: %s", msg.mti, msg.get(41), e)
+            log.error("%s from terminal %s answered 96: the journal could not record it: %s"
+                      " (runbook: \"Journal failing\")", msg.mti, msg.get(41), e)
             kind, code = "unknown", "96"
             out = codec.encode(messages.build_response(msg, "96", self.rrns.next()))
         except Exception:

@@ -76,16 +76,17 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
                 return False, "running on the embedded default: there is no file to reload"
             try:
                 new = config_mod.load(config_path)
+                preflight.check_files(new)  # a file a restart would refuse is not taken either
                 # applied: against the last configuration taken; needing a
                 # restart: against what the process was started with.
                 applied, _ = config_mod.reload_changes(switch.cfg, new)
                 _, refused = config_mod.reload_changes(started, new)
                 switch.reload(new)
             except config_mod.ConfigError as e:
-                switch.metrics.config_reloads.labels("rejected").inc()
-                log.error("reload rejected, keeping the running configuration: %s", e)
+                switch.metrics.reloaded(False)
+                log.error("reload rejected, keeping the running configuration: %s%s", e, hangup.REJECTED_HINT)
                 return False, str(e)
-            switch.metrics.config_reloads.labels("ok").inc()
+            switch.metrics.reloaded(True)
             short_drain = config_timing.drain_warning(new)
             if short_drain:
                 log.warning("%s", short_drain)

@@ -136,9 +136,21 @@ class FleetHttp(AdminHttp):
                 cpu = families["payswitch_cpu_seconds"] = Metric(
                     "payswitch_cpu_seconds", "CPU time by part of the switch", "counter")
             cpu.add_sample("payswitch_cpu_seconds_total", {"part": "journal_writer", "worker": "supervisor"}, seconds)
+        self._supervisor_reloads(families)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families([configured, up, restarts, *families.values()]))
         return generate_latest(registry)
+
+    def _supervisor_reloads(self, families: dict[str, Metric]) -> None:
+        """The reloads the supervisor checked (a file it rejects reaches no worker), beside the workers' own."""
+        supervisor = {"worker": "supervisor"}
+        reloads = families.setdefault("payswitch_config_reloads", Metric(
+            "payswitch_config_reloads", "Configuration reloads by result", "counter"))
+        for result, count in self.fleet.reloads.items():
+            reloads.add_sample("payswitch_config_reloads_total", {"result": result, **supervisor}, count)
+        last = families.setdefault("payswitch_config_last_reload_successful", Metric(
+            "payswitch_config_last_reload_successful", "0 when the last reload was rejected", "gauge"))
+        last.add_sample("payswitch_config_last_reload_successful", supervisor, 1 if self.fleet.last_reload_ok else 0)
 
     def _workers(self, answers) -> list[dict]:
         out = []

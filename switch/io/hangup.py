@@ -16,6 +16,9 @@ import signal
 
 _received = False
 
+#: After the reason a reload was rejected, in its log line: what to do (ops/runbook.md).
+REJECTED_HINT = " (fix the file and reload again; runbook: \"Configuration reload rejected\")"
+
 
 def _note(signum, frame) -> None:
     global _received

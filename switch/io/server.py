@@ -126,9 +126,7 @@ class TerminalProtocol(asyncio.Protocol):
         try:
             frames = self.framer.feed(data)
         except FrameError as e:
-            self.switch.metrics.frame_errors.inc()
-            log.warning("closing %s: %s", self.peer, e)
-            self.transport.close()
+            self._frame_error(e)
             return
         if not self.framer.buffered:
             if self.frame_started is not None:
@@ -147,9 +145,7 @@ class TerminalProtocol(asyncio.Protocol):
                 try:
                     tpdu, payload = split_tpdu(payload)
                 except FrameError as e:
-                    self.switch.metrics.frame_errors.inc()
-                    log.warning("closing %s: %s", self.peer, e)
-                    self.transport.close()
+                    self._frame_error(e)
                     return
                 tpdu = reply_tpdu(tpdu)
             self.in_flight += 1
@@ -158,13 +154,26 @@ class TerminalProtocol(asyncio.Protocol):
             task.add_done_callback(self.tasks.discard)
         self._update_reading()
 
+    def _frame_error(self, e: FrameError) -> None:
+        """The peer does not frame as this listener does: nothing of the stream can be trusted."""
+        self.switch.metrics.frame_errors.inc()
+        lst = self.listener
+        log.warning("closing %s: %s (the terminal does not frame as this listener does: header = \"%s\"%s;"
+                    " runbook: payswitch_frame_errors_total)", self.peer, e, lst.header,
+                    ", tpdu = true" if lst.tpdu else ", no TPDU")
+        self.transport.close()
+
     async def _serve(self, payload: bytes, tpdu: bytes):
         try:
             out = await self.switch.handle(payload, self.codec)
             if out and self.transport is not None and not self.transport.is_closing():
                 self.transport.write(self.framer.encode(tpdu + out))
         except Exception:
-            log.exception("request from %s failed", self.peer)
+            # Our bug, and the terminal gets no answer: counted with the 96s of
+            # our own failures, so that PayswitchInternalErrors says so too.
+            self.switch.metrics.internal_error()
+            log.exception("request from %s failed, not answered: an internal error"
+                          " (runbook: \"Internal errors\")", self.peer)
         finally:
             self.in_flight -= 1
             if self.transport is not None:

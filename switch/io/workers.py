@@ -136,6 +136,9 @@ class Fleet:
         self.socket_path = ""
         self._dir = ""
         self._stop = asyncio.Event()
+        # Reloads checked here (the workers count their own): /metrics as worker="supervisor".
+        self.reloads = {"ok": 0, "rejected": 0}
+        self.last_reload_ok = True
 
     # -- the journal writer ----------------------------------------------------------
 
@@ -206,10 +209,11 @@ class Fleet:
 
     async def start_one(self, w: Worker, *, recover_all: bool, timeout: float = 60.0) -> None:
         self.spawn(w, recover_all=recover_all)
+        proc = w.proc  # the watch forgets it (w.proc = None) once it sees it dead
         deadline = time.monotonic() + timeout
         while not w.ready.is_set():
-            if not w.alive:
-                raise RuntimeError(f"worker {w.index} exited during start-up (exit code {w.proc.returncode})")
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker {w.index} exited during start-up (exit code {proc.returncode})")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"worker {w.index} not ready after {timeout:.0f} s")
             try:
@@ -224,22 +228,36 @@ class Fleet:
             if self.stopping:
                 return
             if self.writer.poll() is not None:
-                log.error("the journal writer process exited (code %s): stopping every worker", self.writer.returncode)
+                log.error("the journal writer process exited (code %s): stopping every worker; the service "
+                          "manager starts the switch again (runbook: \"The journal writer process died\")",
+                          self.writer.returncode)
                 self.fatal = f"journal writer process exited (code {self.writer.returncode})"
                 self._stop.set()
                 return
             for w in self.workers:
-                if w.alive or self.stopping:
-                    continue
+                if w.proc is None or w.alive or self.stopping:
+                    continue  # None: dead and seen, its restart waits for its delay
                 lived = time.monotonic() - w.started_at
                 w.quick_deaths = w.quick_deaths + 1 if lived < 60 else 1
                 delay = min(RESTART_DELAY_MAX, 0.5 * 2 ** (w.quick_deaths - 1)) if w.quick_deaths > 1 else 0.0
-                log.error("worker %d (pid %d) exited with code %s after %.0f s; restarting it%s",
-                          w.index, w.proc.pid, w.proc.returncode, lived,
+                log.error("worker %d (pid %d) exited with code %s after %.0f s; restarting it%s"
+                          " (runbook: \"A worker died\")", w.index, w.proc.pid, w.proc.returncode, lived,
                           f" in {delay:.1f} s" if delay else "")
                 w.restarts += 1
                 w.proc = None
                 asyncio.get_running_loop().create_task(self._restart(w, delay))
+
+    def _watch_ended(self, task: asyncio.Task) -> None:
+        """The watch ends only when told to; a bug that ends it would leave dead workers
+        dead and the journal writer unwatched: stop the switch (exit 1) for the service
+        manager to start it again, as when the writer dies."""
+        if task.cancelled() or task.exception() is None:
+            return
+        e = task.exception()
+        log.error("the supervisor's watch of its workers failed: stopping every worker; the service manager"
+                  " starts the switch again (an internal error: report it with this line)", exc_info=e)
+        self.fatal = f"the supervisor's watch of its workers failed ({type(e).__name__})"
+        self._stop.set()
 
     async def _restart(self, w: Worker, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -284,11 +302,17 @@ class Fleet:
         """Check the file here, then have every worker take it (SIGHUP)."""
         if not self.config_path:
             return False, "running on the embedded default: there is no file to reload"
+        from switch import preflight
+
         try:
-            config_mod.load(self.config_path)
+            preflight.check_files(config_mod.load(self.config_path))
         except config_mod.ConfigError as e:
-            log.error("reload rejected, keeping the running configuration: %s", e)
+            self.reloads["rejected"] += 1
+            self.last_reload_ok = False
+            log.error("reload rejected, keeping the running configuration: %s%s", e, hangup.REJECTED_HINT)
             return False, str(e)
+        self.reloads["ok"] += 1
+        self.last_reload_ok = True
         sent = self.signal_all(signal.SIGHUP, ready_only=True)
         log.info("configuration %s: reload signalled to %d worker(s)", self.config_path, sent)
         return True, f"reload of {self.config_path} signalled to {sent} of {self.count} workers (each logs what it applied)"
@@ -318,6 +342,7 @@ class Fleet:
                 log.info("SIGHUP received while starting: re-reading the configuration now")
                 self.reload()
             watch = loop.create_task(self.watch())
+            watch.add_done_callback(self._watch_ended)
             for w in self.workers:
                 print(f"payswitch: worker {w.index} pid {w.proc.pid}, admin HTTP on "
                       f"http://{self.cfg.http.host}:{worker_http_port(self.cfg, w.index)}"

@@ -216,7 +216,8 @@ class GroupCommitter:
         try:
             self._loop()
         except BaseException as exc:  # a bug here must not leave futures hanging
-            log.exception("journal writer thread died")
+            log.exception("journal writer thread died: nothing can be journaled (every payment is answered 96)"
+                          " until the switch is restarted (runbook: \"Journal failing\")")
             with self._lock:
                 if self._closed is None:
                     self._closed = JournalClosed(f"journal writer thread died: {exc!r}")

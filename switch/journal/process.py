@@ -37,6 +37,7 @@ as one frame: tests use them to make a batch of known content.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import pickle
 import select
@@ -51,6 +52,8 @@ from switch.journal import JournalClosed, JournalError
 from switch.journal.writer import _HEADER, Receiver, send_frame, split_frames
 
 _BUFFER = 4 << 20
+
+log = logging.getLogger("payswitch")
 
 
 def start_shared_writer(directory: str, python: str | None = None) -> tuple[subprocess.Popen, str]:
@@ -453,13 +456,17 @@ class ProcessJournal:
                     self._loop.remove_writer(self._sock.fileno())
             except Exception:
                 pass
-        reason = JournalClosed("journal is closed")
         with self._lock:
-            if self._closed is None:
+            unexpected = self._closed is None  # not closed by us
+            if unexpected:
                 why = "journal writer process died" + (f": {exc!r}" if exc is not None else "")
-                self._closed = reason = JournalClosed(why)
-            else:
-                reason = self._closed
+                self._closed = JournalClosed(why)
+            reason = self._closed
+        if unexpected:
+            # Once, when it happens (each request refused after it has its own line): the
+            # writer is not started again, so this process journals nothing until restarted.
+            log.error("%s: nothing can be journaled (every payment is answered 96) until the switch is"
+                      " restarted (runbook: \"Journal failing\")", reason.args[0])
         self._fail_waiting(reason)
 
     def _fail_waiting(self, reason: JournalClosed) -> None:
