@@ -1,0 +1,35 @@
+"""Settlement (0500), refund limits and completions as a bank reconciles them
+(spec sections 3 and 6.1), on the service harness of ``tests/test_service``."""
+from __future__ import annotations
+
+import pytest
+
+from tests.test_edges import hmac_key, run  # noqa: F401  (the fixture sets the journal's key)
+from tests.test_service import MERCHANT, T7, TERM, TID, call, request
+
+_NOT_DIGITS = (b"-000000007", b"+000000007", b"00000000 7", b" 000000007")
+
+
+def settlement(stan: str, credits=0, debits=0, credit_amount=0, debit_amount=0, *, currency="978", t7=T7,
+               tid=TID) -> bytes:
+    msg = {"mti": "0500", 3: "920000", 7: t7, 11: stan, 41: tid, 42: MERCHANT,
+           74: "%010d" % credits, 76: "%010d" % debits, 86: "%016d" % credit_amount, 88: "%016d" % debit_amount}
+    if currency is not None:
+        msg[49] = currency
+    return TERM.encode(msg)
+
+
+def test_a_corrected_0500_under_the_key_of_a_refused_one_is_94_not_its_95_again():
+    async def scenario(sw):
+        assert (await call(sw, request(stan="000001", amount="000000001000")))[39] == "00"
+        wrong = await call(sw, settlement("000010", debits=1, debit_amount=999))
+        assert wrong[39] == "95"
+        # Same 41, 11 and 7, other totals: not a retransmission (section 6).
+        assert (await call(sw, settlement("000010", debits=1, debit_amount=1000)))[39] == "94"
+        # The same 0500 again is one: its own answer.
+        again = await call(sw, settlement("000010", debits=1, debit_amount=999))
+        assert (again[39], again[37]) == ("95", wrong[37])
+        # The period is still open: the corrected 0500 under a new STAN closes it.
+        assert (await call(sw, settlement("000011", debits=1, debit_amount=1000)))[39] == "00"
+
+    run(scenario)
