@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_edges import hmac_key, run  # noqa: F401  (the fixture sets the journal's key)
-from tests.test_service import MERCHANT, T7, TERM, TID, call, request
+from switch.journal import Totals
+from tests.test_edges import fail_first_answer, hmac_key, run  # noqa: F401  (the fixture sets the journal's key)
+from tests.test_service import MERCHANT, T7, TERM, TID, call, journal, record, request
 
 _NOT_DIGITS = (b"-000000007", b"+000000007", b"00000000 7", b" 000000007")
 
@@ -30,6 +31,37 @@ def test_a_corrected_0500_under_the_key_of_a_refused_one_is_94_not_its_95_again(
         again = await call(sw, settlement("000010", debits=1, debit_amount=999))
         assert (again[39], again[37]) == ("95", wrong[37])
         # The period is still open: the corrected 0500 under a new STAN closes it.
+        assert (await call(sw, settlement("000011", debits=1, debit_amount=1000)))[39] == "00"
+
+    run(scenario)
+
+
+def test_an_0500_whose_answer_was_lost_is_answered_as_decided_when_sent_again_and_settles_once():
+    async def scenario(sw):
+        assert (await call(sw, request(stan="000001", amount="000000001000")))[39] == "00"
+        fail_first_answer(sw)  # the 0500's answer cannot be journaled: the terminal gets 96
+        right = settlement("000010", debits=1, debit_amount=1000)
+        assert (await call(sw, right))[39] == "96"
+        # Its totals matched and closed the period: sent again, it is told so, not 95.
+        again = await call(sw, right)
+        assert again[39] == "00"
+        assert (await call(sw, right))[37] == again[37]
+        assert (await record(sw, "000010")).response_code == "00"
+        # Closed once: nothing in the next period, and the purchase in no other.
+        assert await journal(sw, sw.journal.totals(TID, "978")) == Totals(0, 0, 0, 0)
+        assert (await call(sw, settlement("000011", debits=1, debit_amount=1000)))[39] == "95"
+        assert (await call(sw, settlement("000012")))[39] == "00"
+
+    run(scenario)
+
+
+def test_an_0500_refused_whose_answer_was_lost_is_95_again_and_leaves_the_period_open():
+    async def scenario(sw):
+        assert (await call(sw, request(stan="000001", amount="000000001000")))[39] == "00"
+        fail_first_answer(sw)
+        wrong = settlement("000010", debits=1, debit_amount=1)
+        assert (await call(sw, wrong))[39] == "96"
+        assert (await call(sw, wrong))[39] == "95"
         assert (await call(sw, settlement("000011", debits=1, debit_amount=1000)))[39] == "00"
 
     run(scenario)

@@ -588,9 +588,11 @@ class Engine:
         """0500 (sections 3 and 6.1): the terminal's totals in one currency against the journal's."""
         currency = msg.get(49) or self.merchants[merchant].currency
         theirs = Totals(int(msg[74]), int(msg[76]), int(msg[86]), int(msg[88]))
-        ours, accepted = yield Op("settle_totals", msg[41], currency, theirs)
+        ours, accepted = yield Op("settle_totals", msg[41], currency, theirs, rec.id)
         code = "00" if accepted else "95"
-        if not accepted:
+        if ours is None:
+            log.info("rrn %s: 0500 handled again; answered %s as its totals were decided", rec.rrn, code)
+        elif not accepted:
             log.warning("terminal %s totals %s differ from the journal's %s", msg[41], theirs, ours)
         resp = messages.build_response(msg, code, rec.rrn)
         out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"))
