@@ -6,7 +6,7 @@ import pytest
 
 from switch.journal import Totals
 from tests.test_edges import fail_first_answer, hmac_key, run  # noqa: F401  (the fixture sets the journal's key)
-from tests.test_service import MERCHANT, T7, TERM, TID, call, journal, record, request
+from tests.test_service import MERCHANT, T7, TERM, TID, call, field90, journal, record, request
 
 _NOT_DIGITS = (b"-000000007", b"+000000007", b"00000000 7", b" 000000007")
 
@@ -63,5 +63,52 @@ def test_an_0500_refused_whose_answer_was_lost_is_95_again_and_leaves_the_period
         assert (await call(sw, wrong))[39] == "96"
         assert (await call(sw, wrong))[39] == "95"
         assert (await call(sw, settlement("000011", debits=1, debit_amount=1000)))[39] == "00"
+
+    run(scenario)
+
+
+# -- completions (section 6.1: 25, then 94, then 13) ------------------------------------
+
+
+def completion(stan: str, amount: int, preauth: str = "000001", **extra) -> bytes:
+    return request("0220", stan=stan, amount="%012d" % amount, f90=field90("0100", preauth), **extra)
+
+
+@pytest.mark.parametrize("pan", ["6011111111111117", "4761739001010118"])  # no route; fails the Luhn check
+def test_a_completion_carrying_a_card_no_route_takes_is_another_card_25_not_14(pan):
+    async def scenario(sw):
+        assert (await call(sw, request("0100")))[39] == "00"
+        assert (await call(sw, completion("000002", 1000, pan=pan)))[39] == "25"
+        assert (await call(sw, completion("000003", 1000, "000009", pan=pan)))[39] == "25"
+        assert len(sw.acquirers["bank-a"].authorized) == 1
+        assert (await call(sw, completion("000004", 1000)))[39] == "00"
+
+    run(scenario)
+
+
+def test_a_completion_of_nothing_is_13_after_25_and_94():
+    async def scenario(sw):
+        # No such pre-authorization: 25 first, whatever the amount.
+        assert (await call(sw, completion("000009", 0)))[39] == "25"
+        assert (await call(sw, request("0100")))[39] == "00"
+        refused = await call(sw, completion("000002", 0))
+        assert (refused.mti, refused[39]) == ("0230", "13")
+        assert (await record(sw, "000002")).response_code == "13"  # journaled: its retransmission gets it
+        assert (await call(sw, completion("000003", 2500)))[39] == "00"
+        assert (await call(sw, completion("000004", 0)))[39] == "94"
+        assert len(sw.acquirers["bank-a"].authorized) == 2
+
+    run(scenario)
+
+
+def test_a_completion_in_another_currency_than_its_preauthorization_is_13():
+    async def scenario(sw):
+        assert (await call(sw, request("0100")))[39] == "00"  # 978
+        # 1000 US cents cannot be compared with 2500 euro cents, nor counted in the 978 totals.
+        assert (await call(sw, completion("000002", 1000, f49="840")))[39] == "13"
+        assert len(sw.acquirers["bank-a"].authorized) == 1
+        assert (await call(sw, completion("000003", 1000)))[39] == "00"
+        assert (await call(sw, completion("000004", 1000, f49="840")))[39] == "94"
+        assert (await call(sw, settlement("000010", debits=1, debit_amount=1000)))[39] == "00"
 
     run(scenario)

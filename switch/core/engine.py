@@ -311,8 +311,8 @@ class Engine:
                 except DecodeError as e:
                     raise messages.Rejection("30", f"field 48: {e}") from None
             by_reference = mti == "0220" and 90 in msg and not messages.pan_of(msg) and "BC" not in tlv
-            if mti in ("0100", "0200", "0220") and not by_reference:
-                kind, route, pan = self._classify(msg, tlv)
+            if mti in ("0100", "0200", "0220") and not by_reference:  # a completion: its pre-authorization's card
+                kind, route, pan = completion.classify(self, msg, tlv) if 90 in msg else self._classify(msg, tlv)
                 messages.check_topup(msg, kind)
             if mti == "0200" and msg[3][:2] == messages.REFUND:
                 refund_daily_max = self._refund_daily_max(msg, merchant)

@@ -122,7 +122,8 @@ def check_request(msg, mti: str | None = None) -> None:
         raise Rejection("12", f"processing code {tx_type}xxxx not allowed in {mti}")
     if 4 in msg and mti in ("0100", "0200", "0220"):
         amount = int(msg[4])
-        if amount == 0 and tx_type != BALANCE:
+        # A completion's 13 comes after its 25 and 94 (section 6.1: switch.core.completion).
+        if amount == 0 and tx_type != BALANCE and not (mti == "0220" and 90 in msg):
             raise Rejection("13", "zero amount")
     if mti == "0400" and len(msg[90]) != 42:
         raise Rejection("30", "field 90 must be 42 digits")
