@@ -20,6 +20,28 @@ def settlement(stan: str, credits=0, debits=0, credit_amount=0, debit_amount=0, 
     return TERM.encode(msg)
 
 
+@pytest.mark.parametrize("field", [74, 76, 86, 88])
+@pytest.mark.parametrize("bad", _NOT_DIGITS)
+def test_an_0500_whose_totals_are_not_digits_is_30_and_settles_nothing(field, bad):
+    width = 10 if field in (74, 76) else 16
+    value = bad.rjust(width, b"0")
+
+    async def scenario(sw):
+        assert (await call(sw, request(stan="000001", amount="000000001000")))[39] == "00"
+        marked = {74: 1111111111, 76: 2222222222, 86: 3333333333333333, 88: 4444444444444444}
+        good = TERM.encode({"mti": "0500", 3: "920000", 7: T7, 11: "000010", 41: TID, 42: MERCHANT, 49: "978",
+                            **{n: "%0*d" % (10 if n in (74, 76) else 16, v) for n, v in marked.items()}})
+        mark = b"%d" % marked[field]
+        body = good.replace(mark, value, 1)
+        assert body != good and len(body) == len(good)
+        resp = TERM.decode(await sw.handle(body))
+        assert (resp.mti, resp[39]) == ("0510", "30")
+        # The period is still open: the terminal's right totals close it.
+        assert (await call(sw, settlement("000011", debits=1, debit_amount=1000)))[39] == "00"
+
+    run(scenario)
+
+
 def test_a_corrected_0500_under_the_key_of_a_refused_one_is_94_not_its_95_again():
     async def scenario(sw):
         assert (await call(sw, request(stan="000001", amount="000000001000")))[39] == "00"
