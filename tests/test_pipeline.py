@@ -55,6 +55,10 @@ def test_retransmission(case, expected):
         # Section 6.1: where several apply, the first of 25, 94, 13 wins.
         (dict(same_card=False, completed=True, amount=9000), "25"),
         (dict(completed=True, amount=9000), "94"),
+        (dict(amount=0), "13"),
+        (dict(same_currency=False), "13"),
+        (dict(found=False, amount=0, same_currency=False), "25"),
+        (dict(completed=True, amount=0, same_currency=False), "94"),
     ],
 )
 def test_completion_code(case, expected):

@@ -64,6 +64,7 @@ def complete(engine: "Engine", msg, rec: TxnRecord, kind: str, pan: str | None, 
         completed=completed,
         amount=int(msg[4]),
         authorized=orig.amount or 0 if found else 0,
+        same_currency=not found or msg.get(49) == orig.currency,
     )
     try:
         if code is None:
@@ -74,7 +75,7 @@ def complete(engine: "Engine", msg, rec: TxnRecord, kind: str, pan: str | None, 
         if code is not None:
             reason = {"25": "no standing pre-authorization of this card to complete",
                       "94": "the pre-authorization is already completed",
-                      "13": "completion above the pre-authorized amount",
+                      "13": "completion of nothing, above the pre-authorized amount or in another currency",
                       "91": "an earlier completion of this pre-authorization is still being reversed"}[code]
             return (yield from engine._answer_self(msg, rec, messages.Rejection(code, reason), codec,
                                                    orig.kind if found else kind))
@@ -86,6 +87,24 @@ def complete(engine: "Engine", msg, rec: TxnRecord, kind: str, pan: str | None, 
     finally:
         if claimed:
             engine.completing.discard(orig.id)
+
+
+def classify(engine: "Engine", msg, tlv: dict) -> tuple[str, Any, str | None]:
+    """(kind, route, card number) of a request carrying field 90 and a card number.
+
+    A completion goes to its pre-authorization's acquirer, not to a route,
+    and must carry the pre-authorization's card (section 6.1): a card number
+    no route takes, or one that fails the Luhn check, is not that card, and
+    is answered 25 by :func:`complete` (the first code of 25, 94, 13), not 14.
+    Any other request is classified as :meth:`Engine._classify` does.
+    """
+    try:
+        return engine._classify(msg, tlv)
+    except messages.Rejection as r:
+        pan = messages.pan_of(msg)
+        if msg.mti[:3] != "022" or r.code != "14" or pan is None or not 8 <= len(pan) <= 19:
+            raise  # not a card number at all: 14
+        return "card", None, pan
 
 
 def _after_reversals(engine: "Engine", preauth_id: int, own_id: int, until: float) -> Gen:

@@ -312,8 +312,8 @@ class Engine:
                 except DecodeError as e:
                     raise messages.Rejection("30", f"field 48: {e}") from None
             by_reference = mti == "0220" and 90 in msg and not messages.pan_of(msg) and "BC" not in tlv
-            if mti in ("0100", "0200", "0220") and not by_reference:
-                kind, route, pan = self._classify(msg, tlv)
+            if mti in ("0100", "0200", "0220") and not by_reference:  # a completion: its pre-authorization's card
+                kind, route, pan = completion.classify(self, msg, tlv) if 90 in msg else self._classify(msg, tlv)
                 messages.check_topup(msg, kind)
             if mti == "0200" and msg[3][:2] == messages.REFUND:
                 refund_daily_max = self._refund_daily_max(msg, merchant)
@@ -589,9 +589,11 @@ class Engine:
         """0500 (sections 3 and 6.1): the terminal's totals in one currency against the journal's."""
         currency = msg.get(49) or self.merchants[merchant].currency
         theirs = Totals(int(msg[74]), int(msg[76]), int(msg[86]), int(msg[88]))
-        ours, accepted = yield Op("settle_totals", msg[41], currency, theirs)
+        ours, accepted = yield Op("settle_totals", msg[41], currency, theirs, rec.id)
         code = "00" if accepted else "95"
-        if not accepted:
+        if ours is None:
+            log.info("rrn %s: 0500 handled again; answered %s as its totals were decided", rec.rrn, code)
+        elif not accepted:
             log.warning("terminal %s totals %s differ from the journal's %s", msg[41], theirs, ours)
         resp = messages.build_response(msg, code, rec.rrn)
         out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"))

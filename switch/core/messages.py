@@ -122,7 +122,8 @@ def check_request(msg, mti: str | None = None) -> None:
         raise Rejection("12", f"processing code {tx_type}xxxx not allowed in {mti}")
     if 4 in msg and mti in ("0100", "0200", "0220"):
         amount = int(msg[4])
-        if amount == 0 and tx_type != BALANCE:
+        # A completion's 13 comes after its 25 and 94 (section 6.1: switch.core.completion).
+        if amount == 0 and tx_type != BALANCE and not (mti == "0220" and 90 in msg):
             raise Rejection("13", "zero amount")
     if mti == "0400" and len(msg[90]) != 42:
         raise Rejection("30", "field 90 must be 42 digits")
@@ -217,7 +218,10 @@ def check_currency(msg, mti: str) -> None:
 
 
 # Fields whose value decides "same content" for a retransmission (section 6).
-_DIGEST_FIELDS = (2, 3, 4, 14, 22, 35, 42, 48, 49, 90)
+# 74, 76, 86 and 88 are an 0500's totals: a corrected 0500 under the key of
+# one already answered is other content (94), not a retransmission to be
+# given the first one's 95 again.
+_DIGEST_FIELDS = (2, 3, 4, 14, 22, 35, 42, 48, 49, 74, 76, 86, 88, 90)
 _DIGEST_TAGS = tuple((n, b"|%d=" % n) for n in _DIGEST_FIELDS)
 
 

@@ -90,18 +90,21 @@ def is_inquiry(processing_code: str | None) -> bool:
 
 
 def completion_code(
-    *, found: bool, approved: bool, standing: bool, same_card: bool, completed: bool, amount: int, authorized: int
+    *, found: bool, approved: bool, standing: bool, same_card: bool, completed: bool, amount: int, authorized: int,
+    same_currency: bool = True,
 ) -> str | None:
     """Section 6.1: why an 0220 cannot complete its pre-authorization, or None.
 
     25 (no such approved, standing pre-authorization, or another card), 94
-    (already completed), 13 (more than was authorized); the first that applies.
+    (already completed), 13 (more than was authorized, nothing, or an amount
+    in another currency than the pre-authorization's, which cannot be
+    compared with it); the first that applies.
     """
     if not (found and approved and standing and same_card):
         return "25"
     if completed:
         return "94"
-    if amount > authorized:
+    if amount > authorized or amount <= 0 or not same_currency:
         return "13"
     return None
 

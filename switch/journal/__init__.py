@@ -445,8 +445,15 @@ class Journal(Protocol):
     ) -> Future[None]:
         """Record a 0500 outcome; when accepted, later totals() count only later answers."""
 
-    def settle_totals(self, terminal_id: str, currency: str | None, theirs: Totals) -> Future[tuple[Totals, bool]]:
-        """totals() and settle() in one step, the cut-off taken with the totals: (ours, accepted)."""
+    def settle_totals(
+        self, terminal_id: str, currency: str | None, theirs: Totals, txn_id: int | None = None
+    ) -> Future[tuple[Totals | None, bool]]:
+        """totals() and settle() in one step, the cut-off taken with the totals: (ours, accepted).
+
+        ``txn_id``: the 0500's own record, which takes its code (00 or 95) in
+        the same step.  When it already has one (the 0500 is handled again,
+        its answer lost), nothing is settled twice: (None, accepted as then).
+        """
 
     def insert_refund(self, rec: TxnRecord, limit: int, since: float) -> Future[tuple[TxnRecord | None, bool]]:
         """insert() of a 0200 refund only if it keeps its merchant within ``limit`` (spec section 6.1).

@@ -35,7 +35,6 @@ from switch.journal import (
     LONG_NUMBER_FIELDS,
     JournalError,
     StaleState,
-    Totals,
     TxnRecord,
     check_luhn_values,
     check_own_pan,
@@ -45,6 +44,7 @@ from switch.journal import files, terminal_keys
 from switch.journal import reversal_card as cards
 from switch.journal.compiled import CompiledRuns
 from switch.journal.refunds import RefundLimit
+from switch.journal.settlement import Settlement
 from switch.journal.uploads import Uploads
 from switch.journal.groupcommit import GroupCommitter
 from switch.journal import schema
@@ -65,8 +65,6 @@ from switch.journal.statements import (
     INSERTED_INDEX,
     INSERTED_TYPES,
     PENDING_REVERSALS,
-    SETTLE,
-    TOTALS,
     UPDATABLE,
     as_stored,
     placeholders,
@@ -97,7 +95,7 @@ def states_query(states: tuple[str, ...], limit: int) -> tuple[str, tuple]:
     return sql, (*(s for s in states if s not in OPEN_STATES), limit)
 
 
-class SqliteJournal(RefundLimit, Uploads, CompiledRuns, GroupCommitter):
+class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitter):
     """The journal in one SQLite file (or ``":memory:"``), written by one thread."""
 
     def __init__(
@@ -288,27 +286,6 @@ class SqliteJournal(RefundLimit, Uploads, CompiledRuns, GroupCommitter):
             return self._failed(ValueError(f"in_states limit must be a positive int, got {limit!r}"))
         return self._submit(self._many, states_query(states, limit), False)
 
-    def totals(self, terminal_id: str, currency: str | None = None) -> Future[Totals]:
-        return self._submit(self._totals, (terminal_id, currency), False)
-
-    def settle(
-        self, terminal_id: str, totals: Totals, accepted: bool, currency: str | None = None
-    ) -> Future[None]:
-        args = (
-            terminal_id,
-            1 if accepted else 0,
-            totals.credits_count,
-            totals.debits_count,
-            totals.credits_amount,
-            totals.debits_amount,
-        )
-        return self._submit(self._settle, (args, currency), True)
-
-    def settle_totals(
-        self, terminal_id: str, currency: str | None, theirs: Totals
-    ) -> Future[tuple[Totals, bool]]:
-        return self._submit(self._settle_totals, (terminal_id, currency, theirs), True)
-
     def find_completion(self, original_id: int) -> Future[TxnRecord | None]:
         return self._submit(self._one, (COMPLETION, (original_id,)), False)
 
@@ -470,26 +447,6 @@ class SqliteJournal(RefundLimit, Uploads, CompiledRuns, GroupCommitter):
 
     def _many(self, sql: str, args: tuple) -> list[TxnRecord]:
         return [self._remember(record(row)) for row in self._conn.execute(sql, args).fetchall()]
-
-    def _totals(self, terminal_id: str, currency: str | None, cutoff: float | None = None) -> Totals:
-        if cutoff is None:
-            cutoff = self._now()
-        return Totals(*self._conn.execute(TOTALS, (terminal_id, currency, cutoff)).fetchone())
-
-    def _settle(self, args: tuple, currency: str | None, cutoff: float | None = None) -> None:
-        now = self._now()
-        self._conn.execute(SETTLE, args + (now, currency, now if cutoff is None else cutoff))
-
-    def _settle_totals(self, terminal_id: str, currency: str | None, theirs: Totals) -> tuple[Totals, bool]:
-        # One operation on the writer: the cut-off is taken with the totals, so
-        # every transaction answered before it is in exactly one period.
-        cutoff = self._now()
-        ours = self._totals(terminal_id, currency, cutoff)
-        accepted = msgspec.structs.astuple(ours) == msgspec.structs.astuple(theirs)
-        args = (terminal_id, 1 if accepted else 0, ours.credits_count, ours.debits_count,
-                ours.credits_amount, ours.debits_amount)
-        self._settle(args, currency, cutoff)
-        return ours, accepted
 
     def _row(self, sql: str, args: tuple) -> tuple:
         return tuple(self._conn.execute(sql, args).fetchone())

@@ -62,6 +62,10 @@ SETTLE = """
                             credits_amount, debits_amount, last_txn_id, created_at, currency, cutoff)
     VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM txn), ?, ?, ?)
 """
+# The code an 0500 took with its totals (settle_totals), before its answer is
+# stored: NULL until then.  Its outcome event (``settled``) fires here.
+SETTLED_AS = "SELECT response_code FROM txn WHERE id = ? AND mti = '0500'"
+SETTLED = "UPDATE txn SET response_code = ?, updated_at = ? WHERE id = ? AND response_code IS NULL"
 COMPLETION = (
     f"SELECT {COLUMNS} FROM txn WHERE original_id = ? AND mti = '0220' AND response_code = '00' "
     f"AND state NOT IN ({REVERSED}) ORDER BY id LIMIT 1"
