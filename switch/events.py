@@ -54,6 +54,10 @@ log = logging.getLogger("payswitch.relay")
 
 BATCH = 100
 POLL = 0.2  # seconds between looks at an outbox with nothing new
+# At a stop, how long a delivery already on its way may take to finish (the
+# webhook timeout): cut short, the partner may have it and the relay not know,
+# and a restart would send it again.
+STOP_GRACE = 10.0
 _RESTART_FIRST_WAIT = 1.0  # seconds before a failed sink starts again (doubling up to retry_max)
 SIGNATURE_HEADER = "X-Payswitch-Signature"
 
@@ -148,9 +152,13 @@ class Relay:
             log.warning("relay: no NATS and no webhook partner configured; nothing to do")
             return
         print(f"relaying {len(sinks)} sink(s)", flush=True)
-        tasks = [asyncio.create_task(_supervised(name, sink, self.events.retry_max)) for name, sink in sinks]
+        tasks = [asyncio.create_task(_supervised(name, sink, self.events.retry_max, self._stop))
+                 for name, sink in sinks]
         await self._stop.wait()
-        for t in tasks:
+        # Each sink ends after the event it is delivering (its _drain sees the stop); one
+        # that does not within the grace is cut short.
+        _done, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for t in late:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -165,13 +173,16 @@ class Relay:
         outbox = Outbox(self.journal, sink)
         last = saved = self.state.cursor(sink)
         audit: list[tuple] = []
+        stop = self._stop
         try:
-            while True:
+            while not stop.is_set():
                 batch = outbox.read(last)
                 if not batch:
-                    await asyncio.sleep(POLL)
+                    await _sleep_unless(stop, POLL)
                     continue
                 for event in batch:
+                    if stop.is_set():
+                        break
                     if await deliver(event):
                         audit.append((sink, event.id, event.merchant_id, event.event, "sent", time.time()))
                     last = event.id
@@ -245,9 +256,11 @@ class Relay:
                 if outcome == "sent":
                     return True
                 self.state.note(sink, event, outcome)
+                if self._stop.is_set():  # not delivered: the next start sends it
+                    raise asyncio.CancelledError
                 # The partner's later events wait for this one (in order); other sinks go on.
                 log.warning("%s: event %d %s; trying again in %.1f s", sink, event.id, outcome, wait)
-                await asyncio.sleep(wait)
+                await _sleep_unless(self._stop, wait)
                 wait = min(wait * 2, self.events.retry_max)
 
         try:
@@ -319,11 +332,19 @@ def _partner_secret(cfg: config_mod.Config, i: int, partner) -> bytes:
     return secret
 
 
-async def _supervised(name: str, sink, retry_max: float) -> None:
-    """Run ``sink()`` for good: should it fail, one error line and a fresh start from its saved
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+async def _supervised(name: str, sink, retry_max: float, stop: asyncio.Event) -> None:
+    """Run ``sink()`` until ``stop``: should it fail, one error line and a fresh start from its saved
     position after a doubling wait (never a crash loop, never a sink silently gone)."""
     wait = _RESTART_FIRST_WAIT
-    while True:
+    while not stop.is_set():
         started = time.monotonic()
         try:
             await sink()
@@ -332,7 +353,7 @@ async def _supervised(name: str, sink, retry_max: float) -> None:
                 wait = _RESTART_FIRST_WAIT
             log.error("%s stopped: %s: %s; starting again in %g s from its last saved position",
                       name, type(e).__name__, e, wait)
-        await asyncio.sleep(wait)
+        await _sleep_unless(stop, wait)
         wait = min(wait * 2, max(retry_max, _RESTART_FIRST_WAIT))
 
 

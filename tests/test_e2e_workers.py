@@ -124,6 +124,7 @@ def test_two_workers_share_the_port_and_both_take_purchases(tmp_path):
                     for w in ("0", "1")}
         assert answered["0"] == seen.count(0) and answered["1"] == seen.count(1), answered
         assert 'payswitch_worker_up{worker="1"} 1.0' in text
+        assert 'payswitch_worker_restarts_total{worker="1"} 0.0' in text  # the dashboard's worker panels read both
         # Each worker's event loop, and the one journal writer they share (the supervisor's child).
         for w in ("0", "1"):
             assert f'payswitch_cpu_seconds_total{{part="event_loop",worker="{w}"}}' in text

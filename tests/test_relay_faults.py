@@ -37,6 +37,7 @@ class Partners:
         self.seen: list[tuple[str, dict, bool]] = []
         self.signed: list[tuple[str, bytes]] = []  # (X-Payswitch-Signature, body) of every POST
         self.script: dict[str, list[int]] = {}
+        self.delay: dict[str, float] = {}  # seconds a path takes to answer, after taking the event
         self.secret = secret
         outer = self
 
@@ -53,6 +54,7 @@ class Partners:
                 assert int(self.headers["X-Payswitch-Event-Id"]) == event["id"]
                 if status == 200:
                     outer.seen.append((self.path, event, ok))
+                time.sleep(outer.delay.get(self.path, 0.0))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -399,3 +401,19 @@ def test_a_partner_secret_file_others_may_read_is_a_warning_naming_its_key(tmp_p
     said = [r.getMessage() for r in caplog.records]
     assert said == [f"secret file {tmp_path / 'partner.secret'} is open to others than its owner (mode 0644; "
                     f"chmod 600) - at `$.events.partners[{i}].secret_file`" for i in (0, 1)]
+
+
+def test_a_stop_while_a_webhook_is_on_its_way_lets_it_finish_and_a_restart_sends_it_never_again(tmp_path, partners):
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 10)
+    ids = outbox_ids(tmp_path, (A,))
+    partners.delay["/books"] = 0.4  # books takes each event at once, and answers slowly
+    relay = relay_for(tmp_path, partners)
+    asyncio.run(relay_until(relay, lambda: len(partners.ids("/books")) >= 2))  # stopped while its answer is due
+    assert partners.ids("/books") == ids[:2]
+    assert relay.state.cursor("webhook:books") == ids[1]  # the relay knows it was delivered
+    partners.delay["/books"] = 0.0
+    relay = relay_for(tmp_path, partners)
+    asyncio.run(relay_until(relay, lambda: len(partners.ids("/books")) >= len(ids)))
+    journal.close()
+    assert partners.ids("/books") == ids  # each once, in order
