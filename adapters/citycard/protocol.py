@@ -34,7 +34,9 @@ ledger    id, after (card number, "" for the first page), limit
 - ``ref``: the client's reference of the transaction, 1..64 characters,
   unique per transaction.  It makes requests idempotent: the same ref with
   the same content gets the first answer again without a second booking; the
-  same ref with other content gets 94.
+  same ref with other content gets 94.  Every answer to a debit, offline,
+  load or reverse echoes it: an approval (or a reverse's 00) that names
+  another ref, or none, is no answer to the request.
 
 Response (one type for all requests)
 ------------------------------------
