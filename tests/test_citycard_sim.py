@@ -204,6 +204,37 @@ def test_reverse_load_debits_back(centre):
     assert centre.loads == 0 and centre.conserved()
 
 
+def test_a_top_up_beyond_the_most_a_card_holds_is_13_and_books_nothing(centre):
+    # CB and CC carry 12 digits: a balance beyond them could be told to no terminal.
+    most = centre.max_balance
+    assert most == 999_999_999_999
+    r = centre.handle(load(counter=1, amount=most - 10_000))
+    assert (r.code, r.balance) == ("00", most)
+    r = centre.handle(load(counter=2, amount=1))
+    assert (r.code, r.balance, r.mac2, r.auth) == ("13", most, None, None)
+    assert centre.loads == most - 10_000 and centre.conserved()
+    assert centre.handle(purse(counter=2, amount=100)).code == "00"  # the refusal spent no counter
+    small = Centre(max_balance=15_000)
+    assert small.handle(load(counter=1, amount=5001)).code == "13"
+    assert small.handle(load(counter=2, amount=5000)).code == "00"
+
+
+def test_a_top_up_the_card_has_spent_since_is_not_reversed(centre):
+    # The card got MAC2 and credited itself, spent the money, then the terminal sent an 0400.
+    centre.handle(load(counter=1, amount=20_000))
+    centre.handle(purse(counter=2, amount=29_000))
+    for _ in range(2):
+        r = centre.handle(Reverse(id=4, ref=f"load-{CARD}-1"))
+        assert (r.code, r.balance, r.ref) == ("51", 1_000, f"load-{CARD}-1")
+    assert centre.accounts[CARD].balance == 1_000 and centre.loads == 20_000 and centre.conserved()
+    # One it has not spent (never credited: no MAC2) is reversed, down to zero.
+    centre.handle(load(counter=3, amount=1_000))
+    assert centre.handle(Reverse(id=5, ref=f"load-{CARD}-3")).code == "00"
+    centre.handle(load(counter=4, amount=1_000))
+    centre.handle(purse(counter=5, amount=1_000))
+    assert centre.handle(Reverse(id=6, ref=f"load-{CARD}-4")).balance == 0
+
+
 def test_reverse_offline_lets_a_reupload_book_again(centre):
     centre.handle(purse(cls=Offline, counter=7, ref="a"))
     centre.handle(Reverse(id=4, ref="a"))
@@ -364,6 +395,13 @@ def test_sim_process_answers_refuses_and_exits_cleanly():
         assert proc.wait(timeout=5) == 0
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_sim_takes_the_most_a_card_holds():
+    from adapters.citycard.sim import build_parser
+
+    assert build_parser().parse_args([]).max_balance == 999_999_999_999
+    assert build_parser().parse_args(["--max-balance", "50000"]).max_balance == 50_000
 
 
 def test_sim_rejects_bad_mk():

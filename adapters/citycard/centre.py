@@ -5,7 +5,13 @@ response; nothing here touches a socket or a clock, so every rule can be unit
 tested.  The rules are those of spec 4.1 and of the protocol docstring:
 
 - checks, in order: duplicate ref, card range (14), blacklist (62), TAC or
-  MAC1 (A0), counter replay (94), funds (51);
+  MAC1 (A0), counter replay (94), funds (51); a load must leave the balance
+  within ``max_balance`` (13);
+- a load is reversed only while the card's balance still holds its amount:
+  a card that never got MAC2 was never credited and spent none of it, so a
+  balance below the amount means the card did get it and spent it since
+  (a terminal's 0400 after its top-up went through).  Refused 51, nothing
+  booked, the switch hands it to an operator;
 - the ledger is the authority; the balance a card reports is kept per card
   for reconciliation only;
 - money is conserved: ``sum(balances) + debits - loads == issued`` at every
@@ -33,13 +39,15 @@ from .protocol import (
     Reverse,
 )
 
-__all__ = ["DEMO_MK", "OPENING_BALANCE", "Account", "Booking", "Centre"]
+__all__ = ["DEMO_MK", "OPENING_BALANCE", "MAX_BALANCE", "Account", "Booking", "Centre"]
 
 log = logging.getLogger("payswitch.citycard.centre")
 
 # Spec 4.1 demo MK: the public sandbox key.
 DEMO_MK = bytes.fromhex("404142434445464748494A4B4C4D4E4F")
 OPENING_BALANCE = 10_000  # spec 7: 100.00
+# The most a card can hold: CC and CB carry a balance in 12 digits (spec 4).
+MAX_BALANCE = 999_999_999_999
 
 
 @dataclass
@@ -66,6 +74,7 @@ class Centre:
     blacklist: frozenset[str] = field(default=frozenset(), repr=False)
     prefixes: tuple[str, ...] = ("8800",)  # card ranges of this issuer; () accepts all
     opening_balance: int = OPENING_BALANCE
+    max_balance: int = MAX_BALANCE  # a load beyond it answers 13
 
     accounts: dict[str, Account] = field(default_factory=dict, init=False, repr=False)  # keyed by full card number
     issued: int = field(default=0, init=False)
@@ -187,6 +196,8 @@ class Centre:
             return self._reply("A0", r.ref)
         if int(r.counter) <= account.last_counter:
             return self._reply("94", r.ref)
+        if account.balance + r.amount > self.max_balance:
+            return self._reply("13", r.ref, account.balance)
         account.balance += r.amount
         account.last_counter = int(r.counter)
         self.loads += r.amount
@@ -211,6 +222,10 @@ class Centre:
                 self._reversed_unseen.add(r.ref)
             return self._reply("00", r.ref)  # nothing to reverse
         account = self.accounts[booking.card]
+        if not booking.reversed and booking.op == "load" and account.balance < booking.amount:
+            log.warning("reversal of load ref %s refused: card %s holds %d of its %d", r.ref,
+                        mask_pan(booking.card) or "-", account.balance, booking.amount)
+            return self._reply("51", r.ref, account.balance)
         if not booking.reversed:
             booking.reversed = True
             if booking.op == "load":
