@@ -116,6 +116,7 @@ def test_build_message_by_mti_and_processing_code():
         (request("8800123456789015", pc="200000", amount=100), "12"),  # refund
         (request("8800123456789015", mti="0100", amount=100), "12"),
         (request("8800123456789015", mti="0400"), "25"),
+        (request("8800123456789015", pc="310000", amount=500), "13"),  # section 7: field 4 zero
     ],
 )
 def test_refusals(req, code):
@@ -154,8 +155,13 @@ def test_to_result():
     # A decline without the ref (the centre's 30 to a request it could not read) stays a decline.
     assert to_result(d, Response(id=1, code="30")).response_code == "30"
     assert to_result(d, Response(id=1, code="51", ref="other")).response_code == "96"
-    assert to_result(build_message(request(card, pc="310000")), Response(id=1, code="00", balance=5)).tlv == {
-        "CB": "000000000005"}  # a balance inquiry has no ref
+    inquiry = build_message(request(card, pc="310000"))
+    assert to_result(inquiry, Response(id=1, code="00", balance=5)).tlv == {"CB": "000000000005"}  # no ref
+    # Section 7: an inquiry's answer carries the balance; one CB cannot say approves nothing.
+    for balance in (None, -1, 10**12):
+        told = to_result(inquiry, Response(id=1, code="00", balance=balance, auth="000001"))
+        assert (told.response_code, told.uncertain, told.tlv, told.auth_code) == ("96", False, {}, None)
+    assert to_result(inquiry, Response(id=1, code="62")).response_code == "62"
     ld = build_message(top_up(card, 1, 100))
     no_mac2 = to_result(ld, Response(id=1, code="00", balance=1, ref=ld.ref))
     assert (no_mac2.response_code, no_mac2.uncertain) == ("96", True)

@@ -114,6 +114,8 @@ def build_message(request: Request) -> CentreRequest:
         return Reverse(id=0, ref=original_ref(request.original))
     ref = centre_ref(request.txn_id, request.rrn)
     if mti == "0200" and kind == "31":
+        if request.amount:  # section 7: field 4 zero; an amount would read as money asked for
+            raise Refusal("13", f"balance inquiry with amount {request.amount}: field 4 must be zero")
         return Balance(id=0, card=_card(request))
     if (mti == "0200" and kind == "00") or (mti == "0220" and kind == "00"):
         card = _card(request)
@@ -196,6 +198,10 @@ def to_result(message: CentreRequest, response: Response) -> Result:
     tlv: dict[str, str] = {}
     if response.balance is not None and 0 <= response.balance <= _MAX_AMOUNT and not isinstance(message, Reverse):
         tlv["CB"] = f"{response.balance:012d}"
+    elif isinstance(message, Balance) and code == "00":
+        # Section 7: the answer to an inquiry is the balance in CB; without one
+        # (none, below zero, beyond 12 digits) there is nothing to approve.
+        return Result(response_code="96")
     if isinstance(message, Load) and code == "00":
         if response.mac2 is None or _HEX8.fullmatch(response.mac2) is None:
             # Credited at the centre, but the card cannot credit itself: undo.
