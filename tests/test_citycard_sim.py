@@ -163,9 +163,9 @@ def test_a_counted_upload_answers_00_with_the_authorization_of_its_booking(centr
     after_debit = centre.handle(purse(cls=Offline, counter=6, ref="up-3"))
     assert (again.code, again.auth) == ("00", first.auth) and len(first.auth) == 6
     assert (after_debit.code, after_debit.auth) == ("00", debit.auth)
-    reversed_debit = centre.handle(Reverse(id=1, ref=purse(counter=6).ref))
-    assert reversed_debit.code == "00"
-    rebooked = centre.handle(purse(cls=Offline, counter=6, ref="up-4"))  # booked again, a new authorization
+    centre.handle(purse(counter=8))
+    assert centre.handle(Reverse(id=1, ref=purse(counter=8).ref)).code == "00"
+    rebooked = centre.handle(purse(cls=Offline, counter=8, ref="up-4"))  # booked again, a new authorization
     assert rebooked.code == "00" and rebooked.auth not in (None, debit.auth)
 
 
@@ -233,6 +233,20 @@ def test_a_top_up_the_card_has_spent_since_is_not_reversed(centre):
     centre.handle(load(counter=4, amount=1_000))
     centre.handle(purse(counter=5, amount=1_000))
     assert centre.handle(Reverse(id=6, ref=f"load-{CARD}-4")).balance == 0
+
+
+def test_a_debit_the_card_also_uploaded_is_not_undone_by_its_reversal(centre):
+    # The terminal got no answer to its online debit (the switch reverses it) and
+    # uploaded the card's record of it; the upload came first.
+    assert centre.handle(purse(counter=3, ref="online")).code == "00"
+    assert centre.handle(purse(cls=Offline, counter=3, ref="upload")).code == "00"
+    r = centre.handle(Reverse(id=4, ref="online"))
+    assert (r.code, r.balance) == ("00", 7500)
+    assert centre.debits == 2500 and centre.conserved()
+    # A debit reversed before its upload: the upload books it again.
+    centre.handle(purse(counter=4, ref="online-2"))
+    centre.handle(Reverse(id=5, ref="online-2"))
+    assert centre.handle(purse(cls=Offline, counter=4, ref="upload-2")).balance == 5000
 
 
 def test_reverse_offline_lets_a_reupload_book_again(centre):
