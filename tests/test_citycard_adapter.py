@@ -6,6 +6,7 @@ simulator (trio) runs in its own process, started once for the module.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from adapters.citycard.protocol import (
     decode_request,
     encode,
 )
-from switch.core.acquirer import Original, Request, Result
+from switch.core.acquirer import REFUSED, REVERSED, RETRY, Original, Request, Result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TID = "DEMO0001"
@@ -115,6 +116,7 @@ def test_build_message_by_mti_and_processing_code():
         (request("8800123456789015", pc="200000", amount=100), "12"),  # refund
         (request("8800123456789015", mti="0100", amount=100), "12"),
         (request("8800123456789015", mti="0400"), "25"),
+        (request("8800123456789015", pc="310000", amount=500), "13"),  # section 7: field 4 zero
     ],
 )
 def test_refusals(req, code):
@@ -146,6 +148,20 @@ def test_to_result():
     assert to_result(d, Response(id=1, code="96", ref=d.ref)).uncertain is False  # the centre's own 96: nothing booked
     wrong = to_result(d, Response(id=1, code="00", ref="other"))
     assert (wrong.response_code, wrong.uncertain) == ("96", True)
+    # The protocol echoes the ref: an approval that does not say whose it is approves nothing.
+    for message in (d, build_message(offline(card, 1, 2500)), build_message(top_up(card, 1, 100))):
+        unnamed = to_result(message, Response(id=1, code="00", balance=1, auth="000001", mac2="ABCDEF01"))
+        assert (unnamed.response_code, unnamed.uncertain, unnamed.tlv) == ("96", True, {})
+    # A decline without the ref (the centre's 30 to a request it could not read) stays a decline.
+    assert to_result(d, Response(id=1, code="30")).response_code == "30"
+    assert to_result(d, Response(id=1, code="51", ref="other")).response_code == "96"
+    inquiry = build_message(request(card, pc="310000"))
+    assert to_result(inquiry, Response(id=1, code="00", balance=5)).tlv == {"CB": "000000000005"}  # no ref
+    # Section 7: an inquiry's answer carries the balance; one CB cannot say approves nothing.
+    for balance in (None, -1, 10**12):
+        told = to_result(inquiry, Response(id=1, code="00", balance=balance, auth="000001"))
+        assert (told.response_code, told.uncertain, told.tlv, told.auth_code) == ("96", False, {}, None)
+    assert to_result(inquiry, Response(id=1, code="62")).response_code == "62"
     ld = build_message(top_up(card, 1, 100))
     no_mac2 = to_result(ld, Response(id=1, code="00", balance=1, ref=ld.ref))
     assert (no_mac2.response_code, no_mac2.uncertain) == ("96", True)
@@ -262,12 +278,12 @@ def test_reversal_restores_balance_and_is_idempotent(sim, run):
         result = await acq.authorize(req, 5)
         assert result.tlv["CB"] == "000000007000"
         rev = reversal_of(req, result)
-        assert await acq.reverse(rev, 5)
-        assert await acq.reverse(rev, 5)
+        assert await acq.reverse(rev, 5) == REVERSED
+        assert await acq.reverse(rev, 5) == REVERSED
         assert (await acq.authorize(rev, 5)).response_code == "00"  # a terminal 0400 through authorize
         assert (await acq.authorize(request(card, pc="310000"), 5)).tlv["CB"] == "000000010000"
         # Reversing what the centre never saw is acknowledged too.
-        assert await acq.reverse(reversal_of(debit(card, 2, 1), Result(response_code="00")), 5)
+        assert await acq.reverse(reversal_of(debit(card, 2, 1), Result(response_code="00")), 5) == REVERSED
 
     drive(run, sim, scenario)
 
@@ -297,7 +313,7 @@ def test_no_connection_is_91_not_uncertain(run):
         result = await acq.authorize(debit("8800000000003001", 1, 100), 1)
         assert (result.response_code, result.uncertain) == ("91", False)
         assert acq.metrics.get("unavailable", op="debit") == 1
-        assert not await acq.reverse(reversal_of(debit("8800000000003001", 1, 100), result), 1)
+        assert await acq.reverse(reversal_of(debit("8800000000003001", 1, 100), result), 1) == RETRY
 
     with socket_closed_port() as port:
         drive(run, ("127.0.0.1", port), scenario, connect_timeout=0.2)
@@ -400,9 +416,43 @@ def test_connection_lost_after_sending_is_uncertain_then_reconnects(run):
                     break
                 await asyncio.sleep(0.01)
             rev = reversal_of(req, lost)
-            assert await acq.reverse(rev, 2)
+            assert await acq.reverse(rev, 2) == REVERSED
             assert centre.received[-1] == Reverse(id=centre.received[-1].id, ref=lost.acquirer_ref)
             assert centre.connections == 2
+            await acq.close()
+
+    run(main())
+
+
+def test_a_reversal_counts_as_done_only_when_the_centre_acknowledges_that_very_ref(run, caplog):
+    # The centre answers the reverse by the ref's last digit: another ref's 00,
+    # a 00 naming no ref, a transient 96, a considered 51, its own 00, and silence.
+    answers = {"1": ("00", "other"), "2": ("00", None), "3": ("96", "same"), "4": ("51", "same"), "5": ("00", "same")}
+
+    async def main():
+        async def by_ref(req, writer, number):
+            if req.ref[-1] not in answers:
+                return
+            code, ref = answers[req.ref[-1]]
+            writer.write(encode(Response(id=req.id, code=code, ref=req.ref if ref == "same" else ref)))
+
+        async with FakeCentre(by_ref) as centre:
+            acq = CityCardAcquirer(endpoints=[centre.endpoint])
+            await acq.start()
+            outcomes = []
+            for n in "12345":
+                original = debit("8800000000003007", 1, 100, txn_id=int(n))
+                outcomes.append(await acq.reverse(reversal_of(original, Result(response_code="00")), 1))
+            assert outcomes == [RETRY, RETRY, RETRY, REFUSED, REVERSED]
+            assert (outcomes[3].code, outcomes[3].held_unknown) == ("51", False)
+            caplog.clear()
+            caplog.set_level(logging.INFO, logger="payswitch.citycard")
+            silent = debit("8800000000003007", 1, 100, txn_id=6)
+            assert await acq.reverse(reversal_of(silent, Result(response_code="00")), 0.05) == RETRY
+            assert caplog.messages[-1] == "citycard: reversal of ref 6.000000000006 not acknowledged: timeout"
+            # A terminal 0400 through authorize: 00 only for the acknowledgement of its ref.
+            rev = reversal_of(debit("8800000000003007", 1, 100, txn_id=1), Result(response_code="00"))
+            assert (await acq.authorize(rev, 1)).response_code == "91"
             await acq.close()
 
     run(main())

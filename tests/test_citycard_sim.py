@@ -163,9 +163,9 @@ def test_a_counted_upload_answers_00_with_the_authorization_of_its_booking(centr
     after_debit = centre.handle(purse(cls=Offline, counter=6, ref="up-3"))
     assert (again.code, again.auth) == ("00", first.auth) and len(first.auth) == 6
     assert (after_debit.code, after_debit.auth) == ("00", debit.auth)
-    reversed_debit = centre.handle(Reverse(id=1, ref=purse(counter=6).ref))
-    assert reversed_debit.code == "00"
-    rebooked = centre.handle(purse(cls=Offline, counter=6, ref="up-4"))  # booked again, a new authorization
+    centre.handle(purse(counter=8))
+    assert centre.handle(Reverse(id=1, ref=purse(counter=8).ref)).code == "00"
+    rebooked = centre.handle(purse(cls=Offline, counter=8, ref="up-4"))  # booked again, a new authorization
     assert rebooked.code == "00" and rebooked.auth not in (None, debit.auth)
 
 
@@ -202,6 +202,51 @@ def test_reverse_load_debits_back(centre):
     centre.handle(load(amount=5000))
     assert centre.handle(Reverse(id=4, ref=f"load-{CARD}-1")).balance == 10_000
     assert centre.loads == 0 and centre.conserved()
+
+
+def test_a_top_up_beyond_the_most_a_card_holds_is_13_and_books_nothing(centre):
+    # CB and CC carry 12 digits: a balance beyond them could be told to no terminal.
+    most = centre.max_balance
+    assert most == 999_999_999_999
+    r = centre.handle(load(counter=1, amount=most - 10_000))
+    assert (r.code, r.balance) == ("00", most)
+    r = centre.handle(load(counter=2, amount=1))
+    assert (r.code, r.balance, r.mac2, r.auth) == ("13", most, None, None)
+    assert centre.loads == most - 10_000 and centre.conserved()
+    assert centre.handle(purse(counter=2, amount=100)).code == "00"  # the refusal spent no counter
+    small = Centre(max_balance=15_000)
+    assert small.handle(load(counter=1, amount=5001)).code == "13"
+    assert small.handle(load(counter=2, amount=5000)).code == "00"
+
+
+def test_a_top_up_the_card_has_spent_since_is_not_reversed(centre):
+    # The card got MAC2 and credited itself, spent the money, then the terminal sent an 0400.
+    centre.handle(load(counter=1, amount=20_000))
+    centre.handle(purse(counter=2, amount=29_000))
+    for _ in range(2):
+        r = centre.handle(Reverse(id=4, ref=f"load-{CARD}-1"))
+        assert (r.code, r.balance, r.ref) == ("51", 1_000, f"load-{CARD}-1")
+    assert centre.accounts[CARD].balance == 1_000 and centre.loads == 20_000 and centre.conserved()
+    # One it has not spent (never credited: no MAC2) is reversed, down to zero.
+    centre.handle(load(counter=3, amount=1_000))
+    assert centre.handle(Reverse(id=5, ref=f"load-{CARD}-3")).code == "00"
+    centre.handle(load(counter=4, amount=1_000))
+    centre.handle(purse(counter=5, amount=1_000))
+    assert centre.handle(Reverse(id=6, ref=f"load-{CARD}-4")).balance == 0
+
+
+def test_a_debit_the_card_also_uploaded_is_not_undone_by_its_reversal(centre):
+    # The terminal got no answer to its online debit (the switch reverses it) and
+    # uploaded the card's record of it; the upload came first.
+    assert centre.handle(purse(counter=3, ref="online")).code == "00"
+    assert centre.handle(purse(cls=Offline, counter=3, ref="upload")).code == "00"
+    r = centre.handle(Reverse(id=4, ref="online"))
+    assert (r.code, r.balance) == ("00", 7500)
+    assert centre.debits == 2500 and centre.conserved()
+    # A debit reversed before its upload: the upload books it again.
+    centre.handle(purse(counter=4, ref="online-2"))
+    centre.handle(Reverse(id=5, ref="online-2"))
+    assert centre.handle(purse(cls=Offline, counter=4, ref="upload-2")).balance == 5000
 
 
 def test_reverse_offline_lets_a_reupload_book_again(centre):
@@ -364,6 +409,13 @@ def test_sim_process_answers_refuses_and_exits_cleanly():
         assert proc.wait(timeout=5) == 0
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_sim_takes_the_most_a_card_holds():
+    from adapters.citycard.sim import build_parser
+
+    assert build_parser().parse_args([]).max_balance == 999_999_999_999
+    assert build_parser().parse_args(["--max-balance", "50000"]).max_balance == 50_000
 
 
 def test_sim_rejects_bad_mk():

@@ -75,12 +75,12 @@ class CentreAcquirer:
         return True
 
 
-def upload(stan: str, counter: int, amount: int, card: str = CARD) -> bytes:
-    """A 0220 offline debit upload (field 48 CC with the card's TAC, spec 4.1)."""
+def upload(stan: str, counter: int, amount: int, card: str = CARD, mti: str = "0220") -> bytes:
+    """A 0220 offline debit upload (field 48 CC with the card's TAC, spec 4.1); ``mti`` 0200: the online debit."""
     counter5, serial, amount12 = "%05d" % counter, "0000000001", "%012d" % amount
     tac = crypto.tac(crypto.derive_dk(DEMO_MK, card), card, counter5, amount12, serial, TID)
     cc = f"{counter5}{10000:012d}{serial}{tac}"
-    return request("0220", stan=stan, pan=card, amount=amount12, f22="071", f48=build_tlv48({"CC": cc}))
+    return request(mti, stan=stan, pan=card, amount=amount12, f22="071", f48=build_tlv48({"CC": cc}))
 
 
 def after_calls() -> list[str]:
@@ -135,6 +135,42 @@ def test_same_card_and_counter_with_other_content_stays_94_and_counts_nothing():
         assert other[39] == "94"
         assert len(after_calls()) == 1
         assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=1200)))[39] == "00"
+
+    run(scenario, acquirers=fakes(city=CentreAcquirer()), extra=CITY)
+
+
+def test_an_upload_of_a_debit_approved_online_counts_once():
+    # The terminal got no answer to its online debit (the switch's 00 was lost on
+    # the way) and uploads the card's record of it: the centre books the card and
+    # counter once and answers 00 with the debit's authorization code.
+    Plugin.behaviour = {"after": points}
+    centre = CentreAcquirer()
+
+    async def scenario(sw):
+        online = await call(sw, upload("000001", 4, 700, mti="0200"))
+        assert online[39] == "00"
+        again = await call(sw, upload("000002", 4, 700))
+        assert again.mti == "0230" and again[39] == "00" and again[38] == online[38]
+        assert centre.centre.debits == 700
+        assert after_calls() == [online[37]]
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=700)))[39] == "00"
+        debit = await record(sw, "000001")
+        assert debit.upload_of is None and debit.upload_key == (await record(sw, "000002")).upload_key
+        assert (await record(sw, "000002")).upload_of == debit.id
+
+    run(scenario, acquirers=fakes(city=centre), extra=CITY)
+
+
+def test_an_upload_of_an_online_debit_since_reversed_counts():
+    async def scenario(sw):
+        assert (await call(sw, upload("000001", 6, 700, mti="0200")))[39] == "00"
+        assert (await call(sw, ts.reversal("000002", "000001")))[39] == "00"
+        for _ in range(200):  # the reversal reaches the centre in the background
+            if (await record(sw, "000001")).state == "reversed":
+                break
+            await asyncio.sleep(0.01)
+        assert (await call(sw, upload("000003", 6, 700)))[39] == "00"  # booked again by the centre
+        assert (await call(sw, ts.settlement("000004", debits=1, debit_amount=700)))[39] == "00"
 
     run(scenario, acquirers=fakes(city=CentreAcquirer()), extra=CITY)
 

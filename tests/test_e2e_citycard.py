@@ -186,3 +186,32 @@ def test_reversal_of_an_offline_upload_in_flight_leaves_it_counted(tmp_path):
         terminal.close()
         other.close()
         proc.stop()
+
+
+def test_top_up_beyond_the_most_a_card_holds_is_13_and_credits_nothing(client):
+    card = "8800123456789098"
+    resp = client.transact(citycard_request(card, 1, 999_999_999_999, pcode="210000", topup=True)[0])
+    assert resp["39"] == "13" and "M2" not in parse48(resp.get("48", ""))
+    balance = client.transact(citycard_request(card, 2, 0, pcode="310000")[0])
+    assert parse48(balance["48"])["CB"] == "%012d" % 10000
+
+
+def test_reversal_of_a_top_up_the_card_spent_is_left_to_an_operator(switch, client):
+    card = "8800123456789106"
+    topup, _ = citycard_request(card, 1, 20000, pcode="210000", topup=True)
+    assert parse48(client.transact(topup)["48"])["CB"] == "%012d" % 30000
+    assert client.transact(citycard_request(card, 2, 29000)[0])["39"] == "00"  # the card got M2 and spent it
+    assert client.transact(e2e.reversal_of(topup))["39"] == "00"  # section 6.1: recorded, answered at once
+
+    def state():
+        db = sqlite3.connect(switch.tmp / "journal.sqlite")
+        try:
+            return db.execute("select state, reversal_code from txn where stan = ? and mti = '0200'",
+                              (topup["11"],)).fetchone()
+        finally:
+            db.close()
+
+    e2e.wait_for(lambda: state()[0] != "reversal_pending")
+    assert state() == ("reversal_refused", "51")
+    balance = client.transact(citycard_request(card, 3, 0, pcode="310000")[0])
+    assert parse48(balance["48"])["CB"] == "%012d" % 1000

@@ -9,7 +9,11 @@ is :mod:`switch.core.inflight`) and turns answers into Results (``mapping.py``).
 Outcomes it cannot know are reported as such: no answer within the deadline
 is 68 and a connection lost after sending is 91, both ``uncertain`` when the
 request moves money, so the switch reverses them by ref; no connection at all
-is 91, certain (nothing was sent).
+is 91, certain (nothing was sent).  An answer counts for the request only
+when it names the request's ref (``mapping.to_result``,
+``mapping.reversal_outcome``): a reversal is done when the centre
+acknowledges that very ref, repeated after a transient answer, and left to
+an operator after a refusal.
 
 ``metrics`` (:class:`switch.core.link_metrics.LinkMetrics`, exported as
 ``payswitch_citycard_<name>_total``) counts what the link saw: ``timeouts``,
@@ -30,13 +34,13 @@ from typing import Any
 
 import msgspec
 
-from switch.core.acquirer import Request, Result
+from switch.core.acquirer import REVERSED, RETRY, Request, Result
 from switch.core.backoff import Backoff
 from switch.core.inflight import InFlight
 from switch.core.link_metrics import LinkMetrics
 from switch.core.messages import mask_pan
 
-from .mapping import Refusal, build_message, moves_money, original_ref, to_result
+from .mapping import Refusal, build_message, moves_money, original_ref, reversal_outcome, to_result
 from .protocol import (
     CentreRequest,
     FrameBuffer,
@@ -223,7 +227,7 @@ class CityCardAcquirer:
             log.info("%s: txn %d refused %s: %s", self.name, request.txn_id, refusal.code, refusal.reason)
             return Result(response_code=refusal.code)
         if isinstance(message, Reverse):
-            acked = await self._reverse(message, timeout)
+            acked = await self._reverse(message, timeout) == REVERSED
             return Result(response_code="00" if acked else "91", acquirer_ref=message.ref)
         ref = getattr(message, "ref", None)
         uncertain = moves_money(message)
@@ -253,9 +257,10 @@ class CityCardAcquirer:
         )
         return result
 
-    async def reverse(self, request: Request, timeout: float) -> bool:
+    async def reverse(self, request: Request, timeout: float) -> str:
+        """REVERSED, RETRY, or a Refused for an operator (``mapping.reversal_outcome``)."""
         if request.original is None:
-            return True  # nothing to reverse
+            return REVERSED  # nothing to reverse
         return await self._reverse(Reverse(id=0, ref=original_ref(request.original)), timeout)
 
     # -- beyond the Acquirer protocol ---------------------------------------------
@@ -312,15 +317,17 @@ class CityCardAcquirer:
         if upload:
             self.metrics.inc("uploads", result="unconfirmed")
 
-    async def _reverse(self, message: Reverse, timeout: float) -> bool:
+    async def _reverse(self, message: Reverse, timeout: float) -> str:
         try:
             response = await self.call(message, timeout)
         except (Unavailable, TimeoutError, LinkLost) as exc:
-            log.info("%s: reversal of ref %s not acknowledged: %s", self.name, message.ref, exc or "timeout")
-            return False
-        if response.code != "00":
-            log.warning("%s: reversal of ref %s answered %s", self.name, message.ref, response.code)
-        return response.code == "00"
+            log.info("%s: reversal of ref %s not acknowledged: %s", self.name, message.ref, str(exc) or "timeout")
+            return RETRY
+        outcome = reversal_outcome(message, response)
+        if outcome != REVERSED:
+            log.warning("%s: reversal of ref %s answered %s for ref %s: %s", self.name, message.ref, response.code,
+                        response.ref, "repeated later" if outcome == RETRY else "refused, an operator's")
+        return outcome
 
     def _pick(self) -> _Link | None:
         """The open link with the fewest requests in flight (round robin among equals)."""
@@ -348,7 +355,7 @@ class CityCardAcquirer:
                                                            ssl=self.ssl)
             except (OSError, TimeoutError) as exc:
                 if not failing:
-                    log.warning("%s: cannot connect to %s: %s", self.name, peer, exc or "timeout")
+                    log.warning("%s: cannot connect to %s: %s", self.name, peer, str(exc) or "timeout")
                     failing = True
                 await asyncio.sleep(backoff.next_delay())
                 continue

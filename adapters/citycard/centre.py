@@ -5,7 +5,16 @@ response; nothing here touches a socket or a clock, so every rule can be unit
 tested.  The rules are those of spec 4.1 and of the protocol docstring:
 
 - checks, in order: duplicate ref, card range (14), blacklist (62), TAC or
-  MAC1 (A0), counter replay (94), funds (51);
+  MAC1 (A0), counter replay (94), funds (51); a load must leave the balance
+  within ``max_balance`` (13);
+- a load is reversed only while the card's balance still holds its amount:
+  a card that never got MAC2 was never credited and spent none of it, so a
+  balance below the amount means the card did get it and spent it since
+  (a terminal's 0400 after its top-up went through).  Refused 51, nothing
+  booked, the switch hands it to an operator;
+- a debit the card has also uploaded (an offline advice of the same card,
+  counter and content) is not undone by a reversal: the upload proves the
+  card paid, and uploads are never reversed (answered 00, nothing undone);
 - the ledger is the authority; the balance a card reports is kept per card
   for reconciliation only;
 - money is conserved: ``sum(balances) + debits - loads == issued`` at every
@@ -33,13 +42,15 @@ from .protocol import (
     Reverse,
 )
 
-__all__ = ["DEMO_MK", "OPENING_BALANCE", "Account", "Booking", "Centre"]
+__all__ = ["DEMO_MK", "OPENING_BALANCE", "MAX_BALANCE", "Account", "Booking", "Centre"]
 
 log = logging.getLogger("payswitch.citycard.centre")
 
 # Spec 4.1 demo MK: the public sandbox key.
 DEMO_MK = bytes.fromhex("404142434445464748494A4B4C4D4E4F")
 OPENING_BALANCE = 10_000  # spec 7: 100.00
+# The most a card can hold: CC and CB carry a balance in 12 digits (spec 4).
+MAX_BALANCE = 999_999_999_999
 
 
 @dataclass
@@ -58,6 +69,7 @@ class Booking:
     counter: str
     amount: int
     reversed: bool = False
+    uploaded: bool = False  # the card's own record of it came as an offline upload: it paid
 
 
 @dataclass
@@ -66,6 +78,7 @@ class Centre:
     blacklist: frozenset[str] = field(default=frozenset(), repr=False)
     prefixes: tuple[str, ...] = ("8800",)  # card ranges of this issuer; () accepts all
     opening_balance: int = OPENING_BALANCE
+    max_balance: int = MAX_BALANCE  # a load beyond it answers 13
 
     accounts: dict[str, Account] = field(default_factory=dict, init=False, repr=False)  # keyed by full card number
     issued: int = field(default=0, init=False)
@@ -79,6 +92,8 @@ class Centre:
     # (card, counter) -> the authorization code of that booking: a duplicate
     # upload is answered 00 with it (spec 3: an approval carries field 38).
     _purse_auth: dict[tuple[str, str], str] = field(default_factory=dict, init=False, repr=False)
+    # (card, counter) -> the ref of the purse debit booked under it.
+    _purse_ref: dict[tuple[str, str], str] = field(default_factory=dict, init=False, repr=False)
     # refs reversed before they were seen: a late original is refused.
     _reversed_unseen: set[str] = field(default_factory=set, init=False, repr=False)
     _dk: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
@@ -167,6 +182,10 @@ class Centre:
             if booked != content:
                 return self._reply("94", r.ref)
             # Uploaded (or debited online) before: counted once, the same authorization.
+            # The upload proves the card paid: a reversal of that booking no longer undoes it.
+            booking = self._bookings.get(self._purse_ref.get((r.card, r.counter), ""))
+            if booking is not None:
+                booking.uploaded = True
             return self._reply("00", r.ref, account.balance, auth=self._purse_auth.get((r.card, r.counter)))
         if r.card in self.blacklist:
             log.warning("offline advice from blacklisted card %s booked", mask_pan(r.card) or "-")
@@ -187,6 +206,8 @@ class Centre:
             return self._reply("A0", r.ref)
         if int(r.counter) <= account.last_counter:
             return self._reply("94", r.ref)
+        if account.balance + r.amount > self.max_balance:
+            return self._reply("13", r.ref, account.balance)
         account.balance += r.amount
         account.last_counter = int(r.counter)
         self.loads += r.amount
@@ -211,6 +232,16 @@ class Centre:
                 self._reversed_unseen.add(r.ref)
             return self._reply("00", r.ref)  # nothing to reverse
         account = self.accounts[booking.card]
+        if not booking.reversed and booking.uploaded:
+            # An online debit whose answer the terminal never got, reversed after the
+            # card uploaded its own record of it: the card paid, the booking stands.
+            log.info("reversal of ref %s: card %s uploaded that debit; it stands", r.ref,
+                     mask_pan(booking.card) or "-")
+            return self._reply("00", r.ref, account.balance)
+        if not booking.reversed and booking.op == "load" and account.balance < booking.amount:
+            log.warning("reversal of load ref %s refused: card %s holds %d of its %d", r.ref,
+                        mask_pan(booking.card) or "-", account.balance, booking.amount)
+            return self._reply("51", r.ref, account.balance)
         if not booking.reversed:
             booking.reversed = True
             if booking.op == "load":
@@ -223,6 +254,7 @@ class Centre:
             # a later offline upload of it is booked again.  Counters stay spent.
             self._purse.pop((booking.card, booking.counter), None)
             self._purse_auth.pop((booking.card, booking.counter), None)
+            self._purse_ref.pop((booking.card, booking.counter), None)
             log.debug("reversed %s of card %s ref %s", booking.op, mask_pan(booking.card) or "-", r.ref)
         return self._reply("00", r.ref, account.balance)
 
@@ -275,6 +307,7 @@ class Centre:
         auth = self._auth()
         self._purse[(r.card, r.counter)] = content
         self._purse_auth[(r.card, r.counter)] = auth
+        self._purse_ref[(r.card, r.counter)] = r.ref
         return self._reply("00", r.ref, account.balance, auth=auth)
 
     def _auth(self) -> str:

@@ -20,7 +20,7 @@ import re
 
 import msgspec
 
-from switch.core.acquirer import Original, Request, Result
+from switch.core.acquirer import REVERSED, RETRY, Original, Refused, Request, Result
 from switch.core.messages import RESPONSE_CODES
 
 from .protocol import Balance, CentreRequest, Debit, Load, Offline, Response, Reverse
@@ -34,6 +34,7 @@ __all__ = [
     "build_message",
     "to_result",
     "moves_money",
+    "reversal_outcome",
 ]
 
 _CC = re.compile(r"([0-9]{5})([0-9]{12})([0-9]{10})([0-9A-Fa-f]{8})")
@@ -113,6 +114,8 @@ def build_message(request: Request) -> CentreRequest:
         return Reverse(id=0, ref=original_ref(request.original))
     ref = centre_ref(request.txn_id, request.rrn)
     if mti == "0200" and kind == "31":
+        if request.amount:  # section 7: field 4 zero; an amount would read as money asked for
+            raise Refusal("13", f"balance inquiry with amount {request.amount}: field 4 must be zero")
         return Balance(id=0, card=_card(request))
     if (mti == "0200" and kind == "00") or (mti == "0220" and kind == "00"):
         card = _card(request)
@@ -154,6 +157,28 @@ def _ascii_alnum(text: str) -> bool:
     return text.isascii() and text.isalnum()
 
 
+# A reversal answered with one of these may go through when repeated.
+_TRANSIENT = frozenset({"68", "91", "96"})
+
+
+def reversal_outcome(message: Reverse, response: Response) -> str:
+    """What the centre's answer to a reverse means for the switch's reversal queue.
+
+    00 echoing the ref: reversed.  An answer that names another ref, or a
+    code outside section 5, says nothing about this reversal; 68, 91 and 96
+    are transient: repeat it.  Any other code is the centre's considered
+    refusal of this very booking (a top-up whose money the card has spent
+    since: 51), which a repeat cannot change: an operator's
+    (:class:`switch.core.acquirer.Refused`).
+    """
+    code = response.code
+    if response.ref != message.ref or code not in RESPONSE_CODES or code in _TRANSIENT:
+        return RETRY
+    if code == "00":
+        return REVERSED
+    return Refused(code, f"the centre refused the reversal of ref {message.ref} with {code}")
+
+
 def moves_money(message: CentreRequest) -> bool:
     """Whether a lost answer to ``message`` leaves money to reverse."""
     return isinstance(message, (Debit, Offline, Load))
@@ -166,11 +191,17 @@ def to_result(message: CentreRequest, response: Response) -> Result:
     uncertain = moves_money(message)
     if code not in RESPONSE_CODES:  # the protocol's codes are section 5's; another tells nothing
         return Result(response_code="96", acquirer_ref=ref, uncertain=uncertain)
-    if ref is not None and response.ref is not None and response.ref != ref:
+    if ref is not None and response.ref != (ref if code == "00" or response.ref is not None else None):
+        # Another transaction's answer, or an approval that does not say whose it
+        # is (the protocol echoes the ref): never approved for the wrong thing.
         return Result(response_code="96", acquirer_ref=ref, uncertain=uncertain)
     tlv: dict[str, str] = {}
     if response.balance is not None and 0 <= response.balance <= _MAX_AMOUNT and not isinstance(message, Reverse):
         tlv["CB"] = f"{response.balance:012d}"
+    elif isinstance(message, Balance) and code == "00":
+        # Section 7: the answer to an inquiry is the balance in CB; without one
+        # (none, below zero, beyond 12 digits) there is nothing to approve.
+        return Result(response_code="96")
     if isinstance(message, Load) and code == "00":
         if response.mac2 is None or _HEX8.fullmatch(response.mac2) is None:
             # Credited at the centre, but the card cannot credit itself: undo.

@@ -34,7 +34,9 @@ ledger    id, after (card number, "" for the first page), limit
 - ``ref``: the client's reference of the transaction, 1..64 characters,
   unique per transaction.  It makes requests idempotent: the same ref with
   the same content gets the first answer again without a second booking; the
-  same ref with other content gets 94.
+  same ref with other content gets 94.  Every answer to a debit, offline,
+  load or reverse echoes it: an approval (or a reverse's 00) that names
+  another ref, or none, is no answer to the request.
 
 Response (one type for all requests)
 ------------------------------------
@@ -65,7 +67,9 @@ Semantics (what the bundled simulator does; see ``centre.py``)
   returned.
 - reverse: undoes the booking made under ``ref`` once (idempotent); an unknown
   ref answers 00 and is remembered, so that a late original under that ref is
-  refused (94) instead of booked after its reversal.
+  refused (94) instead of booked after its reversal.  A debit the card has
+  also uploaded (offline, same card, counter and content) stands: 00, nothing
+  undone.  A load the card's balance no longer holds is refused (51).
 - ledger: balances per card (paged by card number), and the totals issued,
   debited and loaded, for the money-conservation check
   ``balance_total + debits - loads == issued``.

@@ -1,7 +1,7 @@
 """A city-card clearing centre simulator (trio), speaking ``protocol.py``.
 
     python -m adapters.citycard.sim --host 127.0.0.1 --port 9301 \\
-        [--mk HEX] [--blacklist CARD ...] [--latency-ms N]
+        [--mk HEX] [--blacklist CARD ...] [--max-balance N] [--latency-ms N]
 
 The ledger rules live in ``centre.py``; this module owns the sockets.  Prints
 ``listening on HOST:PORT`` (the real port when given 0) once it accepts
@@ -18,7 +18,7 @@ from typing import Sequence
 import msgspec
 import trio
 
-from .centre import DEMO_MK, OPENING_BALANCE, Centre
+from .centre import DEMO_MK, MAX_BALANCE, OPENING_BALANCE, Centre
 from .protocol import (
     FrameBuffer,
     ProtocolError,
@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--opening-balance", type=int, default=OPENING_BALANCE,
         help="balance of a card the centre has not seen yet, minor units",
     )
+    parser.add_argument(
+        "--max-balance", type=int, default=MAX_BALANCE,
+        help="the most a card may hold after a top-up, minor units (a top-up beyond it answers 13)",
+    )
     parser.add_argument("--latency-ms", type=int, default=0, help="delay before each answer")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return parser
@@ -156,6 +160,7 @@ async def _run(args: argparse.Namespace) -> None:
         blacklist=frozenset(args.blacklist),
         prefixes=tuple(args.prefix or ("8800",)),
         opening_balance=args.opening_balance,
+        max_balance=args.max_balance,
     )
     server = Server(centre, latency=args.latency_ms / 1000)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

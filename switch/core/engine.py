@@ -352,7 +352,7 @@ class Engine:
             # Sealed for the reversal that a crash while it is at the acquirer leads to.
             card_sealed=seal_in_flight(self.key, (msg[41], msg[11], msg[7]), digest, pan)
             if direct and kind == "card" else None,
-            upload_key=uploads.key_of(self.key, mti, kind, 90 in msg, pan, tlv) if rejection is None else None,
+            upload_key=uploads.key_of(self.key, msg, mti, kind, pan, tlv) if rejection is None else None,
         )
         if refund_daily_max is None:
             rec, created = yield Op("insert", fresh)

@@ -1,7 +1,8 @@
 """A city-card offline upload sent again under a new STAN: answered 00, counted once (spec 4.1, section 3).
 
 The terminal that got no answer to its 0220 uploads the same offline debit
-again under a new key (41, 11, 7).  The clearing centre books a (card,
+again under a new key (41, 11, 7), or uploads a debit whose online 00 never
+reached it.  The clearing centre books a (card,
 counter) once and answers the second upload 00 with the first's
 authorization code; the terminal, which counts the debit once, must get that
 00 to stop uploading.  The switch journals the second upload too, marked as
@@ -19,6 +20,7 @@ import msgspec
 
 from switch.core.acquirer import Result
 from switch.core.commands import Op
+from switch.core.messages import PURCHASE
 from switch.core.reversal import about
 from switch.journal import TxnRecord
 from switch.journal.uploads import upload_key
@@ -28,10 +30,18 @@ log = logging.getLogger("payswitch")
 Gen = Generator[Any, Any, Any]
 
 
-def key_of(secret: bytes, mti: str, kind: str, original: bool, pan: str | None, tlv: dict) -> str | None:
-    """The journal's ``upload_key`` of a city-card offline upload (0220 without field 90), else None."""
+def key_of(secret: bytes, msg, mti: str, kind: str, pan: str | None, tlv: dict) -> str | None:
+    """The journal's ``upload_key`` of a city-card purse debit, else None.
+
+    An offline upload (0220 without field 90) and an online debit (0200,
+    processing code 00) both spend a card and counter, which the centre books
+    once: an upload of a debit approved online (its 00 lost on the way to the
+    terminal) is a duplicate of that debit.
+    """
     cc = tlv.get("CC")
-    if mti != "0220" or kind != "citycard" or original or not pan or not cc:
+    if kind != "citycard" or not pan or not cc:
+        return None
+    if not (mti == "0220" and 90 not in msg) and not (mti == "0200" and msg[3][:2] == PURCHASE):
         return None
     return upload_key(pan, cc[:5], secret)  # the card's transaction counter: CC's first 5 digits (spec 4)
 

@@ -8,7 +8,9 @@ code and books nothing.  The journal does the same, so that the switch's
 books match the centre's:
 
 - every upload carries ``upload_key``, a keyed hash of card and counter
-  (:func:`upload_key`), from its insert;
+  (:func:`upload_key`), from its insert, and so does every online debit
+  (0200, processing code 00): the centre books a card and counter once,
+  whether it was debited online or uploaded;
 - when the centre approves one, :meth:`Uploads.claim_upload` decides in one
   operation on the writer (so two uploads answered together cannot both
   win) which upload counts, and writes its id into ``upload_of``: the
@@ -16,7 +18,9 @@ books match the centre's:
   earlier upload counts if it is approved and standing, or still waiting for
   its answer; one the switch answered otherwise (68, 91, 96: the centre's
   answer never came) does not, and the upload that the centre confirms next
-  is the one that counts;
+  is the one that counts.  An online debit of that card and counter counts
+  once approved and standing (its own ``upload_of`` stays empty: it claims
+  nothing, it is counted as the debit it is);
 - settlement totals leave out every record whose ``upload_of`` is another's
   (``statements.TOTALS``), and its outbox event is ``duplicate``, not
   ``approved``.
@@ -73,12 +77,14 @@ MIGRATION: tuple[str, ...] = (
 NARROW_EVENTS: tuple[str, ...] = narrow_migration(_OUTCOME_EVENT)
 
 _REVERSED = ", ".join(f"'{s}'" for s in REVERSED_STATES)
-# The upload that counts for this one's (card, counter), other than itself:
-# approved and standing, or not answered yet (the other one of two at the
-# centre together).  The partial index txn_upload finds them.
+# The debit that counts for this upload's (card, counter), other than itself:
+# an upload approved and standing, or not answered yet (the other one of two
+# at the centre together), or an online debit approved and standing.  The
+# partial index txn_upload finds them.
 FIRST_UPLOAD = f"""
     SELECT id FROM txn
-    WHERE upload_key = ?1 AND upload_key IS NOT NULL AND id <> ?2 AND upload_of = id
+    WHERE upload_key = ?1 AND upload_key IS NOT NULL AND id <> ?2
+      AND (upload_of = id OR (mti = '0200' AND response_code = '00'))
       AND (response_code = '00' OR response_code IS NULL) AND state NOT IN ({_REVERSED})
     ORDER BY id LIMIT 1
 """
