@@ -7,18 +7,10 @@ import sqlite3
 
 from switch.journal.outbox import read_after
 from switch.journal.schema import MIGRATIONS, SCHEMA_VERSION
+from tests.test_outbox import CODES, migrated
 
 MTIS = ("0100", "0200", "0220", "0400", "0500")
 STATES = ("sent", "answered", "reversal_pending", "reversed", "unmatched")
-CODES = (None, "00", "05")
-
-
-def migrated(upto: int) -> sqlite3.Connection:
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    for migration in MIGRATIONS[:upto]:
-        for statement in migration:
-            conn.execute(statement)
-    return conn
 
 
 def drive(conn: sqlite3.Connection, first: int = 1) -> None:

@@ -109,18 +109,23 @@ def outcome_trigger(event: str) -> str:
     """
 
 
-CHEAPER_CONDITIONS: tuple[str, ...] = (
-    "DROP TRIGGER outbox_outcome",
-    outcome_trigger(_OUTCOME_EVENT),
-    "DROP TRIGGER outbox_reversed",
-    f"""
+def reversed_trigger(insert: str) -> str:
+    """The ``outbox_reversed`` trigger (schema 6 on), its row written by ``insert``."""
+    return f"""
     CREATE TRIGGER outbox_reversed AFTER UPDATE OF state ON txn
     WHEN NEW.state = 'reversal_pending' AND {_NOT_UNDONE}
          AND NEW.response_code = '00' AND {_PAYMENT}
     BEGIN
-        {_INSERT.format(event="'reversed'", body=_BODY.format(event="'reversed'", extra=''))};
+        {insert};
     END
-    """,
+    """
+
+
+CHEAPER_CONDITIONS: tuple[str, ...] = (
+    "DROP TRIGGER outbox_outcome",
+    outcome_trigger(_OUTCOME_EVENT),
+    "DROP TRIGGER outbox_reversed",
+    reversed_trigger(_INSERT.format(event="'reversed'", body=_BODY.format(event="'reversed'", extra=''))),
 )
 
 # Schema 14 (issue 9): a payment's event row is narrow.  The trigger keeps
@@ -172,14 +177,7 @@ def narrow_migration(outcome_event: str) -> tuple[str, ...]:
         "ALTER TABLE outbox ADD COLUMN amount INTEGER",
         "ALTER TABLE outbox ADD COLUMN customer_token TEXT",
         "DROP TRIGGER outbox_reversed",
-        f"""
-        CREATE TRIGGER outbox_reversed AFTER UPDATE OF state ON txn
-        WHEN NEW.state = 'reversal_pending' AND {_NOT_UNDONE}
-             AND NEW.response_code = '00' AND {_PAYMENT}
-        BEGIN
-            {_NARROW_INSERT.format(event="'reversed'")};
-        END
-        """,
+        reversed_trigger(_NARROW_INSERT.format(event="'reversed'")),
         "DROP TRIGGER outbox_outcome",
         f"""
         CREATE TRIGGER outbox_outcome AFTER UPDATE OF response_code ON txn
