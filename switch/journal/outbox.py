@@ -97,14 +97,17 @@ _PAYMENT = "(NEW.mti = '0100' OR NEW.mti = '0200' OR NEW.mti = '0220')"
 _NOT_UNDONE = "OLD.state <> 'reversal_pending' AND OLD.state <> 'reversed' AND OLD.state <> 'unmatched'"
 
 
-def outcome_trigger(event: str) -> str:
+def outcome_trigger(event: str, insert: str | None = None) -> str:
     """The ``outbox_outcome`` trigger (schema 6 on) with ``event``, an SQL expression
-    naming the event of a payment's answer."""
+    naming the event of a payment's answer; its row written by ``insert`` (schema 14)
+    or, by default, with its JSON body."""
+    if insert is None:
+        insert = _INSERT.format(event=event, body=_BODY.format(event=event, extra=''))
     return f"""
     CREATE TRIGGER outbox_outcome AFTER UPDATE OF response_code ON txn
     WHEN OLD.response_code IS NULL AND NEW.response_code IS NOT NULL AND {_PAYMENT}
     BEGIN
-        {_INSERT.format(event=event, body=_BODY.format(event=event, extra=''))};
+        {insert};
     END
     """
 
@@ -135,7 +138,9 @@ CHEAPER_CONDITIONS: tuple[str, ...] = (
 # the event is read (:func:`read_after`), from those and from the
 # transaction's fields that never change once it is journaled.  Building the
 # JSON in the trigger cost about 23,000 of the 267,000 instructions that
-# SQLite spent on a purchase (insert, answer, event; benchmarks/journal_batch.py).
+# SQLite and its binding spent on a purchase (insert, answer, event; counted
+# under callgrind); the journal writer process spends 7% less a purchase
+# (``benchmarks.loop_cpu --instructions --writer process``).
 # Rows written before keep their body; ``settled`` events keep theirs (the
 # totals are the settlement's at that moment, and 0500s are rare).
 _NARROW_INSERT = (
@@ -179,13 +184,7 @@ def narrow_migration(outcome_event: str) -> tuple[str, ...]:
         "DROP TRIGGER outbox_reversed",
         reversed_trigger(_NARROW_INSERT.format(event="'reversed'")),
         "DROP TRIGGER outbox_outcome",
-        f"""
-        CREATE TRIGGER outbox_outcome AFTER UPDATE OF response_code ON txn
-        WHEN OLD.response_code IS NULL AND NEW.response_code IS NOT NULL AND {_PAYMENT}
-        BEGIN
-            {_NARROW_INSERT.format(event=outcome_event)};
-        END
-        """,
+        outcome_trigger(outcome_event, _NARROW_INSERT.format(event=outcome_event)),
     )
 
 
