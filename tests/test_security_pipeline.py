@@ -259,7 +259,8 @@ def _tamper(body: bytes) -> bytes:
     return body[:-1] + bytes([body[-1] ^ 1])
 
 
-@pytest.mark.parametrize("case", ["wrong MAC", "no MAC", "changed amount", "not signed on", "MAC of another key"])
+@pytest.mark.parametrize("case", ["wrong MAC", "no MAC", "changed amount", "not signed on", "MAC of another key",
+                                  "fields 64 and 128"])
 def test_a_request_failing_mac_verification_answers_a0_and_goes_no_further_s8(case):
     async def scenario(sw):
         tak, tpk = (await sign_on(sw, TDES_TID)) if case != "not signed on" else (bytes(range(16)), None)
@@ -272,6 +273,9 @@ def test_a_request_failing_mac_verification_answers_a0_and_goes_no_further_s8(ca
             body = body.replace(b"000000002500", b"000000009900")
         elif case == "MAC of another key":
             body = terminal.encode_signed(TERM, fields(), tpk, "tdes")
+        elif case == "fields 64 and 128":  # the MAC in 128 is right, but section 8 allows one MAC field
+            body = terminal.sign(TERM.encode(fields(f64=bytes(8), f100="12345", f128=bytes(8))), tak, "tdes")
+            assert TERM.decode(body)[64] == bytes(8) and terminal.verify(body, tak, "tdes")
         out = await sw.handle(body)
         resp = TERM.decode(out)
         assert (resp.mti, resp[39]) == ("0210", "A0")

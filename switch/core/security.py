@@ -195,6 +195,10 @@ class TerminalSecurity:
         field = 128 if 128 in msg else 64 if 64 in msg else None
         if field is None:
             return None, "no MAC"
+        if field == 128 and 64 in msg:
+            # Section 8: the MAC is field 64, or field 128 under a secondary bitmap, never both;
+            # a message with both is refused, not read as whichever one a reader happens to pick.
+            return None, "both field 64 and field 128"
         tid = msg[41]
         try:
             refs = self.config.key_refs(merchant, tid, _ksn(msg))
