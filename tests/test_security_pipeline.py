@@ -362,6 +362,24 @@ def test_a_pin_block_from_a_terminal_without_a_pin_key_answers_55_and_is_never_f
     run(scenario)
 
 
+def test_a_pin_block_on_a_city_card_payment_answers_55_and_never_reaches_the_centre_s8(caplog):
+    from switch.core.acquirer import Request
+    from switch.core.security import TerminalSecurity
+
+    city_card = "8800123456789015"
+    block = terminal.pin_block("1234", city_card, bytes(16), "tdes")
+    request = Request(txn_id=1, kind="citycard", mti="0200", processing_code="000000", amount=100, currency="978",
+                      terminal_id=TDES_TID, merchant_id=MERCHANT, stan="000001", transmission_time=T7,
+                      rrn="000000000001", pan=city_card, pin_block=block)
+    source = TerminalSecurity(make_config().security).pin({11: "000001", 7: T7, 41: TDES_TID}, request)
+    give = source.give(request, "citycard", request.rrn)
+    with caplog.at_level(logging.INFO, logger="payswitch"), pytest.raises(StopIteration) as done:
+        next(give)  # refused before the security module is asked anything
+    assert done.value.value == Result(response_code="55")  # the terminal's mistake, not our configuration's (96)
+    assert request.pin_block is None
+    assert "ERROR" not in caplog.text and "city-card" in caplog.text and block.hex() not in caplog.text.lower()
+
+
 # -- the listener's own wire bytes -------------------------------------------------------
 
 

@@ -341,6 +341,10 @@ class TerminalSecurity:
                     block = bytes.fromhex(tagged)
                 except ValueError:
                     refused = "field 48 tag PB is not 32 hex digits"
+        if request.kind == "citycard":
+            # A city card has no PIN, and its centre no zone PIN key: the block is the terminal's
+            # mistake (55, section 8), never a configuration fault of ours (96).
+            refused = refused or "a PIN block on a city-card payment (a city card has no PIN)"
         source = PinSource(self.config, request.merchant_id or "", request.terminal_id, request.pan,
                            request.tlv.get("KS") if request.tlv else _ksn(msg), block or b"")
         source.refused = refused
