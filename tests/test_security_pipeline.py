@@ -380,6 +380,29 @@ def test_a_pin_block_on_a_city_card_payment_answers_55_and_never_reaches_the_cen
     assert "ERROR" not in caplog.text and "city-card" in caplog.text and block.hex() not in caplog.text.lower()
 
 
+def test_a_pin_translation_the_module_cannot_make_answers_96_journaled_and_sent_nowhere_s8(caplog):
+    from switch.security.module import ModuleUnavailable
+
+    async def scenario(sw):
+        tak, tpk = await sign_on(sw, TDES_TID)
+
+        async def unavailable(*args):
+            raise ModuleUnavailable("HSM did not answer CA within 2.0 s")
+
+        sw.security_module.translate_pin = unavailable
+        body = terminal.encode_signed(TERM, fields(f52=terminal.pin_block("1234", VISA, tpk, "tdes")), tak, "tdes")
+        out = await sw.handle(body)
+        assert TERM.decode(out)[39] == "96" and terminal.verify(out, tak, "tdes")
+        assert sw.acquirers["bank-a"].authorized == []
+        rec = await ts.record(sw, "000001", TDES_TID)
+        assert rec.response_code == "96"  # journaled as answered: nothing to reverse, a retransmission gets it
+        assert (await sw.handle(body)) == out and sw.acquirers["bank-a"].reversed == []
+
+    with caplog.at_level(logging.INFO, logger="payswitch"):
+        run(scenario)
+    assert "Traceback" not in caplog.text and "internal error" not in caplog.text
+
+
 # -- the listener's own wire bytes -------------------------------------------------------
 
 

@@ -55,7 +55,7 @@ from switch.core.macwire import MAC_LEN, ends_with_mac, mac_tail, wire_mac_lengt
 from switch.security.config import Security
 from switch.security.dukpt import KsnError, ksn_device
 from switch.security.keys import previous_key_names, session_key_names
-from switch.security.module import DukptKey, ModuleKeyError, SessionKey, UnknownKey
+from switch.security.module import DukptKey, ModuleKeyError, ModuleUnavailable, SessionKey, UnknownKey
 from switch.security.pinblock import UNUSABLE, PinBlockError
 
 log = logging.getLogger("payswitch")
@@ -410,13 +410,18 @@ class PinSource:
             raise PinRefused("96", str(e)) from None
         except ModuleKeyError as e:
             raise PinRefused("96", str(e)) from None
+        except ModuleUnavailable as e:
+            # The module down or silent: the request never left, so it is answered 96 and
+            # journaled as answered (nothing to reverse), as an acquirer's own 96 would be.
+            raise PinRefused("96", f"security module unavailable: {e}") from None
 
     def give(self, request, acquirer: str, rrn: str) -> Gen:
         """Put the block for ``acquirer`` in ``request``; or leave it out and return the Result to answer."""
         try:
             request.pin_block = yield from self.to(acquirer)
         except PinRefused as e:
-            log.info("terminal %s rrn %s: PIN not sent to %s: %s (%s)", self.terminal, rrn, acquirer, e.code, e.reason)
+            (log.warning if e.code == "96" else log.info)(
+                "terminal %s rrn %s: PIN not sent to %s: %s (%s)", self.terminal, rrn, acquirer, e.code, e.reason)
             request.pin_block = None
             return Result(response_code=e.code)
         return None
