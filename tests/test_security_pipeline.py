@@ -198,6 +198,9 @@ def test_maced_pin_purchase_reaches_the_acquirer_under_its_zpk_and_the_answer_is
         # A retransmission gets the journaled answer, MACed again.
         again = await sw.handle(body)
         assert again == out and len(sw.acquirers["bank-a"].authorized) == 1
+        # The same 41, 11 and 7 with a wrong MAC is no retransmission: A0, never the journaled approval.
+        forged = TERM.decode(await sw.handle(_tamper(body)))
+        assert (forged[39], 38 in forged, 64 in forged) == ("A0", False, False)
 
     seen = []
 
