@@ -55,7 +55,8 @@ from switch.core.macwire import MAC_LEN, ends_with_mac, mac_tail, wire_mac_lengt
 from switch.security.config import Security
 from switch.security.dukpt import KsnError, ksn_device
 from switch.security.keys import previous_key_names, session_key_names
-from switch.security.module import DukptKey, ModuleKeyError, ModuleUnavailable, SessionKey, UnknownKey
+from switch.security.module import (DukptKey, ModuleKeyError, ModuleUnavailable, SecurityModuleError, SessionKey,
+                                    UnknownKey)
 from switch.security.pinblock import UNUSABLE, PinBlockError
 
 log = logging.getLogger("payswitch")
@@ -187,8 +188,22 @@ class TerminalSecurity:
                 del self._held[held]
         # The journal keeps the answer without a MAC; a retransmission gets it
         # MACed again, here, under the key its own MAC was checked with.
-        out = yield from self._sign(out, key, codec)
-        return kind, code, out
+        return kind, code, (yield from self._signed_or_nothing(out, key, codec, msg.mti, tid, code))
+
+    def _signed_or_nothing(self, out: bytes, key, codec, mti: str, tid: str, code: str) -> Gen:
+        """``out`` MACed, or b"" (no answer) when the module cannot make the MAC.
+
+        The outcome is journaled already: an unMACed 96 would contradict it (an
+        approval the terminal takes for a decline, never reversed).  Without an
+        answer the terminal retransmits, and gets the journaled one MACed, or
+        reverses (section 6).
+        """
+        try:
+            return (yield from self._sign(out, key, codec))
+        except SecurityModuleError as e:
+            log.error("terminal %s: %s answered %s but not sent: its MAC cannot be made (%s); the terminal's "
+                      "retransmission or reversal settles it", tid, mti, code, e)
+            return b""
 
     def _authenticate(self, msg, merchant: str, body: bytes, codec) -> Gen:
         """(the key the request's MAC verifies under, or None; why not)."""
@@ -314,7 +329,7 @@ class TerminalSecurity:
             network.keep(engine, msg, resp)
             kind, code39, out = "network", "00", codec.encode(resp)
         if mac_key is not None:
-            out = yield from self._sign(out, mac_key, codec)
+            out = yield from self._signed_or_nothing(out, mac_key, codec, msg.mti, tid, code39)
         return kind, code39, out
 
     # -- PIN -----------------------------------------------------------------------
