@@ -431,6 +431,28 @@ def test_an_answer_whose_mac_the_module_cannot_make_is_not_sent_and_its_retransm
     assert "answered 00 but not sent" in caplog.text and "internal error" not in caplog.text
 
 
+@pytest.mark.parametrize("mti", ["0200", "0800"])
+def test_a_request_the_module_cannot_verify_answers_96_unjournaled_without_a_traceback_s8(mti, caplog):
+    from switch.security.module import ModuleUnavailable
+
+    async def scenario(sw):
+        tak, _ = await sign_on(sw, TDES_TID)
+
+        async def unavailable(*args):
+            raise ModuleUnavailable("HSM did not answer")
+
+        sw.security_module.verify_mac = unavailable
+        doc = fields() if mti == "0200" else {"mti": "0800", 7: T7, 11: "000001", 41: TDES_TID, 70: "301"}
+        resp = TERM.decode(await sw.handle(terminal.encode_signed(TERM, doc, tak, "tdes")))
+        assert (resp[39], 64 in resp) == ("96", False)
+        assert await ts.record(sw, "000001", TDES_TID) is None and sw.acquirers["bank-a"].authorized == []
+
+    with caplog.at_level(logging.INFO, logger="payswitch"):
+        run(scenario)
+    assert "cannot check its MAC: HSM did not answer" in caplog.text
+    assert "internal error" not in caplog.text and "Traceback" not in caplog.text
+
+
 # -- the listener's own wire bytes -------------------------------------------------------
 
 
