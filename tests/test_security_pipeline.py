@@ -198,6 +198,9 @@ def test_maced_pin_purchase_reaches_the_acquirer_under_its_zpk_and_the_answer_is
         # A retransmission gets the journaled answer, MACed again.
         again = await sw.handle(body)
         assert again == out and len(sw.acquirers["bank-a"].authorized) == 1
+        # The same 41, 11 and 7 with a wrong MAC is no retransmission: A0, never the journaled approval.
+        forged = TERM.decode(await sw.handle(_tamper(body)))
+        assert (forged[39], 38 in forged, 64 in forged) == ("A0", False, False)
 
     seen = []
 
@@ -259,7 +262,8 @@ def _tamper(body: bytes) -> bytes:
     return body[:-1] + bytes([body[-1] ^ 1])
 
 
-@pytest.mark.parametrize("case", ["wrong MAC", "no MAC", "changed amount", "not signed on", "MAC of another key"])
+@pytest.mark.parametrize("case", ["wrong MAC", "no MAC", "changed amount", "not signed on", "MAC of another key",
+                                  "fields 64 and 128"])
 def test_a_request_failing_mac_verification_answers_a0_and_goes_no_further_s8(case):
     async def scenario(sw):
         tak, tpk = (await sign_on(sw, TDES_TID)) if case != "not signed on" else (bytes(range(16)), None)
@@ -272,6 +276,9 @@ def test_a_request_failing_mac_verification_answers_a0_and_goes_no_further_s8(ca
             body = body.replace(b"000000002500", b"000000009900")
         elif case == "MAC of another key":
             body = terminal.encode_signed(TERM, fields(), tpk, "tdes")
+        elif case == "fields 64 and 128":  # the MAC in 128 is right, but section 8 allows one MAC field
+            body = terminal.sign(TERM.encode(fields(f64=bytes(8), f100="12345", f128=bytes(8))), tak, "tdes")
+            assert TERM.decode(body)[64] == bytes(8) and terminal.verify(body, tak, "tdes")
         out = await sw.handle(body)
         resp = TERM.decode(out)
         assert (resp.mti, resp[39]) == ("0210", "A0")
@@ -356,6 +363,94 @@ def test_a_pin_block_from_a_terminal_without_a_pin_key_answers_55_and_is_never_f
         assert (await ts.call(sw, ts.request(stan="000002")))[39] == "00"
 
     run(scenario)
+
+
+def test_a_pin_block_on_a_city_card_payment_answers_55_and_never_reaches_the_centre_s8(caplog):
+    from switch.core.acquirer import Request
+    from switch.core.security import TerminalSecurity
+
+    city_card = "8800123456789015"
+    block = terminal.pin_block("1234", city_card, bytes(16), "tdes")
+    request = Request(txn_id=1, kind="citycard", mti="0200", processing_code="000000", amount=100, currency="978",
+                      terminal_id=TDES_TID, merchant_id=MERCHANT, stan="000001", transmission_time=T7,
+                      rrn="000000000001", pan=city_card, pin_block=block)
+    source = TerminalSecurity(make_config().security).pin({11: "000001", 7: T7, 41: TDES_TID}, request)
+    give = source.give(request, "citycard", request.rrn)
+    with caplog.at_level(logging.INFO, logger="payswitch"), pytest.raises(StopIteration) as done:
+        next(give)  # refused before the security module is asked anything
+    assert done.value.value == Result(response_code="55")  # the terminal's mistake, not our configuration's (96)
+    assert request.pin_block is None
+    assert "ERROR" not in caplog.text and "city-card" in caplog.text and block.hex() not in caplog.text.lower()
+
+
+def test_a_pin_translation_the_module_cannot_make_answers_96_journaled_and_sent_nowhere_s8(caplog):
+    from switch.security.module import ModuleUnavailable
+
+    async def scenario(sw):
+        tak, tpk = await sign_on(sw, TDES_TID)
+
+        async def unavailable(*args):
+            raise ModuleUnavailable("HSM did not answer CA within 2.0 s")
+
+        sw.security_module.translate_pin = unavailable
+        body = terminal.encode_signed(TERM, fields(f52=terminal.pin_block("1234", VISA, tpk, "tdes")), tak, "tdes")
+        out = await sw.handle(body)
+        assert TERM.decode(out)[39] == "96" and terminal.verify(out, tak, "tdes")
+        assert sw.acquirers["bank-a"].authorized == []
+        rec = await ts.record(sw, "000001", TDES_TID)
+        assert rec.response_code == "96"  # journaled as answered: nothing to reverse, a retransmission gets it
+        assert (await sw.handle(body)) == out and sw.acquirers["bank-a"].reversed == []
+
+    with caplog.at_level(logging.INFO, logger="payswitch"):
+        run(scenario)
+    assert "Traceback" not in caplog.text and "internal error" not in caplog.text
+
+
+def test_an_answer_whose_mac_the_module_cannot_make_is_not_sent_and_its_retransmission_gets_it_s8(caplog):
+    from switch.security.module import ModuleUnavailable
+
+    async def scenario(sw):
+        tak, _ = await sign_on(sw, TDES_TID)
+        working = sw.security_module.generate_mac
+
+        async def unavailable(*args):
+            raise ModuleUnavailable("HSM did not answer")
+
+        sw.security_module.generate_mac = unavailable
+        body = terminal.encode_signed(TERM, fields(), tak, "tdes")
+        # Approved and journaled: an unMACed 96 would tell the terminal otherwise, and nothing would reverse it.
+        assert await sw.handle(body) == b""
+        assert (await ts.record(sw, "000001", TDES_TID)).response_code == "00"
+        sw.security_module.generate_mac = working
+        out = await sw.handle(body)
+        assert TERM.decode(out)[39] == "00" and terminal.verify(out, tak, "tdes")
+        assert len(sw.acquirers["bank-a"].authorized) == 1
+
+    with caplog.at_level(logging.INFO, logger="payswitch"):
+        run(scenario)
+    assert "answered 00 but not sent" in caplog.text and "internal error" not in caplog.text
+
+
+@pytest.mark.parametrize("mti", ["0200", "0800"])
+def test_a_request_the_module_cannot_verify_answers_96_unjournaled_without_a_traceback_s8(mti, caplog):
+    from switch.security.module import ModuleUnavailable
+
+    async def scenario(sw):
+        tak, _ = await sign_on(sw, TDES_TID)
+
+        async def unavailable(*args):
+            raise ModuleUnavailable("HSM did not answer")
+
+        sw.security_module.verify_mac = unavailable
+        doc = fields() if mti == "0200" else {"mti": "0800", 7: T7, 11: "000001", 41: TDES_TID, 70: "301"}
+        resp = TERM.decode(await sw.handle(terminal.encode_signed(TERM, doc, tak, "tdes")))
+        assert (resp[39], 64 in resp) == ("96", False)
+        assert await ts.record(sw, "000001", TDES_TID) is None and sw.acquirers["bank-a"].authorized == []
+
+    with caplog.at_level(logging.INFO, logger="payswitch"):
+        run(scenario)
+    assert "cannot check its MAC: HSM did not answer" in caplog.text
+    assert "internal error" not in caplog.text and "Traceback" not in caplog.text
 
 
 # -- the listener's own wire bytes -------------------------------------------------------

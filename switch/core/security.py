@@ -55,7 +55,8 @@ from switch.core.macwire import MAC_LEN, ends_with_mac, mac_tail, wire_mac_lengt
 from switch.security.config import Security
 from switch.security.dukpt import KsnError, ksn_device
 from switch.security.keys import previous_key_names, session_key_names
-from switch.security.module import DukptKey, ModuleKeyError, SessionKey, UnknownKey
+from switch.security.module import (DukptKey, ModuleKeyError, ModuleUnavailable, SecurityModuleError, SessionKey,
+                                    UnknownKey)
 from switch.security.pinblock import UNUSABLE, PinBlockError
 
 log = logging.getLogger("payswitch")
@@ -99,6 +100,14 @@ def _rejected(msg) -> "messages.Rejection | None":
     except messages.Rejection as r:
         return r
     return None
+
+
+def _unverifiable(engine, msg, codec, e: ModuleUnavailable, kind: str = "unknown") -> tuple[str, str, bytes]:
+    """96, unjournaled and unMACed, for a request whose MAC the module is not there to check: our fault,
+    not the terminal's (A0), and no bug of ours either (one line, no traceback)."""
+    log.error("terminal %s: %s answered 96: the security module cannot check its MAC: %s",
+              msg.get(41), msg.mti, e)
+    return engine._reply(msg, "96", codec, kind)
 
 
 class PinRefused(Exception):
@@ -164,7 +173,10 @@ class TerminalSecurity:
         tid = msg[41]
         if mti == "0800":
             return (yield from self._network(engine, msg, merchant, body, codec))
-        key, reason = yield from self._authenticate(msg, merchant, body, codec)
+        try:
+            key, reason = yield from self._authenticate(msg, merchant, body, codec)
+        except ModuleUnavailable as e:
+            return _unverifiable(engine, msg, codec, e)
         if key is not None and isinstance(key, DukptKey):
             reason = yield from self._fresh_ksn(engine, msg, key)
             if reason:
@@ -187,14 +199,32 @@ class TerminalSecurity:
                 del self._held[held]
         # The journal keeps the answer without a MAC; a retransmission gets it
         # MACed again, here, under the key its own MAC was checked with.
-        out = yield from self._sign(out, key, codec)
-        return kind, code, out
+        return kind, code, (yield from self._signed_or_nothing(out, key, codec, msg.mti, tid, code))
+
+    def _signed_or_nothing(self, out: bytes, key, codec, mti: str, tid: str, code: str) -> Gen:
+        """``out`` MACed, or b"" (no answer) when the module cannot make the MAC.
+
+        The outcome is journaled already: an unMACed 96 would contradict it (an
+        approval the terminal takes for a decline, never reversed).  Without an
+        answer the terminal retransmits, and gets the journaled one MACed, or
+        reverses (section 6).
+        """
+        try:
+            return (yield from self._sign(out, key, codec))
+        except SecurityModuleError as e:
+            log.error("terminal %s: %s answered %s but not sent: its MAC cannot be made (%s); the terminal's "
+                      "retransmission or reversal settles it", tid, mti, code, e)
+            return b""
 
     def _authenticate(self, msg, merchant: str, body: bytes, codec) -> Gen:
         """(the key the request's MAC verifies under, or None; why not)."""
         field = 128 if 128 in msg else 64 if 64 in msg else None
         if field is None:
             return None, "no MAC"
+        if field == 128 and 64 in msg:
+            # Section 8: the MAC is field 64, or field 128 under a secondary bitmap, never both;
+            # a message with both is refused, not read as whichever one a reader happens to pick.
+            return None, "both field 64 and field 128"
         tid = msg[41]
         try:
             refs = self.config.key_refs(merchant, tid, _ksn(msg))
@@ -272,7 +302,10 @@ class TerminalSecurity:
         if (64 in msg or 128 in msg) and (keys is not None or self.config.policy(merchant) != "none"):
             # Not required (a terminal asking for keys may have none), but a MAC that is there must be
             # right, under session keys or DUKPT alike (spec 8.1), and a DUKPT counter must go up.
-            mac_key, reason = yield from self._authenticate(msg, merchant, body, codec)
+            try:
+                mac_key, reason = yield from self._authenticate(msg, merchant, body, codec)
+            except ModuleUnavailable as e:
+                return _unverifiable(engine, msg, codec, e, "network")
             if mac_key is not None and isinstance(mac_key, DukptKey):
                 reason = yield from self._fresh_ksn(engine, msg, mac_key)
                 if reason:
@@ -310,7 +343,7 @@ class TerminalSecurity:
             network.keep(engine, msg, resp)
             kind, code39, out = "network", "00", codec.encode(resp)
         if mac_key is not None:
-            out = yield from self._sign(out, mac_key, codec)
+            out = yield from self._signed_or_nothing(out, mac_key, codec, msg.mti, tid, code39)
         return kind, code39, out
 
     # -- PIN -----------------------------------------------------------------------
@@ -337,6 +370,10 @@ class TerminalSecurity:
                     block = bytes.fromhex(tagged)
                 except ValueError:
                     refused = "field 48 tag PB is not 32 hex digits"
+        if request.kind == "citycard":
+            # A city card has no PIN, and its centre no zone PIN key: the block is the terminal's
+            # mistake (55, section 8), never a configuration fault of ours (96).
+            refused = refused or "a PIN block on a city-card payment (a city card has no PIN)"
         source = PinSource(self.config, request.merchant_id or "", request.terminal_id, request.pan,
                            request.tlv.get("KS") if request.tlv else _ksn(msg), block or b"")
         source.refused = refused
@@ -402,13 +439,18 @@ class PinSource:
             raise PinRefused("96", str(e)) from None
         except ModuleKeyError as e:
             raise PinRefused("96", str(e)) from None
+        except ModuleUnavailable as e:
+            # The module down or silent: the request never left, so it is answered 96 and
+            # journaled as answered (nothing to reverse), as an acquirer's own 96 would be.
+            raise PinRefused("96", f"security module unavailable: {e}") from None
 
     def give(self, request, acquirer: str, rrn: str) -> Gen:
         """Put the block for ``acquirer`` in ``request``; or leave it out and return the Result to answer."""
         try:
             request.pin_block = yield from self.to(acquirer)
         except PinRefused as e:
-            log.info("terminal %s rrn %s: PIN not sent to %s: %s (%s)", self.terminal, rrn, acquirer, e.code, e.reason)
+            (log.warning if e.code == "96" else log.info)(
+                "terminal %s rrn %s: PIN not sent to %s: %s (%s)", self.terminal, rrn, acquirer, e.code, e.reason)
             request.pin_block = None
             return Result(response_code=e.code)
         return None
