@@ -81,6 +81,32 @@ def test_every_message_of_section_3_and_its_repeat(terminal):
         assert (answer["t"], answer["39"], answer["70"], answer["11"]) == ("0810", "00", code, request["11"])
 
 
+def test_a_repeat_of_an_unseen_original_is_that_original_and_a_repeat_in_flight_joins_it(terminal):
+    """Section 6.1: a repeat whose original the switch never saw is handled as that original, one
+    with other content gets 94; a repeat of a request still in flight is answered as it is."""
+    for mti in ("0101", "0201"):
+        request = financial(1250, mti=mti)
+        answer = ask(terminal, request)
+        assert (answer["t"], answer["39"]) == (mti[:2] + "10", "00") and len(answer["38"]) == 6
+        assert ask(terminal, dict(request, **{"4": "%012d" % 1251}))["39"] == "94"
+    pre = financial(5000, mti="0100")
+    assert ask(terminal, pre)["39"] == "00"
+    advice = completion(pre, 3000, t="0221")
+    answer = ask(terminal, advice)
+    assert (answer["t"], answer["39"]) == ("0230", "00")
+    assert ask(terminal, dict(advice, t="0220"))["37"] == answer["37"]
+    slow = wallet("281234567890123401")  # the customer confirms after about 6 s
+    for doc in (slow, dict(slow, t="0201")):
+        raw = terminal.encode(doc)
+        terminal.sock.sendall(struct.pack(">H", len(raw)) + raw)
+    answers = []
+    for _ in range(2):
+        (n,) = struct.unpack(">H", terminal._read(2))
+        answers.append(strict(terminal, terminal._read(n)))
+    assert [(a["t"], a["39"]) for a in answers] == [("0210", "00")] * 2
+    assert answers[0]["37"] == answers[1]["37"] and answers[0]["38"] == answers[1]["38"]
+
+
 def test_a_retransmission_of_each_message_gets_the_same_bytes(terminal):
     pre = financial(2000, mti="0100")
     purchase = financial(2100)
