@@ -18,7 +18,7 @@ import pytest
 
 from tests.test_e2e_thirdparty import (  # noqa: F401 (fixtures)
     ASCII, DEMO, DEMO_MERCHANT, MASTERCARD, Terminal, assert_echoed, city_mac, echo, financial, reversal, sandbox,
-    stan, T87, t87, tags, terminal, times, tlv, wallet,
+    stan, T87, tags, terminal, times, tlv, wallet,
 )
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +47,7 @@ def settlement(tid: str) -> dict:
             "74": "0" * 10, "76": "0" * 10, "86": "0" * 16, "88": "0" * 16}
 
 
-def city_upload(t: Terminal, card: str) -> dict:
+def city_upload(card: str) -> dict:
     n, a, serial = "00001", "%012d" % 1500, "0000000001"
     cc = n + "%012d" % 10000 + serial + city_mac(card, n, a, serial, DEMO)
     return financial(1500, card, currency="156", entry="071", mti="0220", **{"48": tags(CC=cc)})
@@ -58,7 +58,7 @@ def test_every_message_of_section_3_and_its_repeat(terminal):
     pre = financial(5000, mti="0100")
     card = "88001234%08d" % random.randrange(10**8)
     requests = [pre, financial(1250), financial(900, pcode="200000"), financial(0, pcode="310000"),
-                completion(pre, 4000), city_upload(terminal, card)]
+                completion(pre, 4000), city_upload(card)]
     for request in requests:
         answer = ask(terminal, request)
         assert answer["39"] == "00" and len(answer["38"]) == 6, (request["t"], request["3"], answer)
