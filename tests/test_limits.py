@@ -178,6 +178,30 @@ def test_idle_connections_are_closed_but_not_while_a_request_is_open():
           listener=Listener(host=LOOP, port=0, idle_timeout=0.5))
 
 
+def test_a_half_closed_connection_is_answered_though_a_frame_was_cut_short():
+    """EOF after a request still open and a partial frame: the partial frame's deadline passes
+    while the request waits at the acquirer, and the answer is still written, then the close."""
+    gate = asyncio.Event()
+
+    async def scenario(sw, port):
+        r, w = await asyncio.open_connection(LOOP, port)
+        w.write(frame(request(stan="000010")) + frame(request(stan="000011"))[:10])
+        w.write_eof()
+        while not bank_a.authorized:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.8)  # twice the frame deadline
+        gate.set()
+        answer = await read_answer(r)
+        assert (answer[11], answer[39]) == ("000010", "00")
+        assert await closed(r, 1.0)
+        assert sample(sw, "payswitch_terminal_connections_timed_out_total", reason="partial_frame") == 0
+        w.close()
+
+    bank_a = FakeAcquirer("bank-a", gate=gate)
+    serve(scenario, acquirers=fakes(**{"bank-a": bank_a}),
+          listener=Listener(host=LOOP, port=0, frame_timeout=0.4, idle_timeout=60))
+
+
 def test_the_in_flight_limit_per_terminal_holds_across_connections_and_reconnects():
     gate = asyncio.Event()
 

@@ -80,6 +80,7 @@ class TerminalProtocol(asyncio.Protocol):
         self.peer = "?"
         self.tasks: set[asyncio.Task] = set()
         self.quieted = False  # draining, nothing left to wait for: no more requests read
+        self.peer_closed = False  # the terminal half-closed: answer what it sent, then close
 
     def connection_made(self, transport):
         self.transport = transport
@@ -118,6 +119,17 @@ class TerminalProtocol(asyncio.Protocol):
         self.transport = None
         # Requests already handed to acquirers run to completion and are
         # journaled: a terminal that reconnects and retransmits gets the answer.
+
+    def eof_received(self):
+        """The terminal half-closed after sending (``shutdown(SHUT_WR)``): its requests are still
+        answered (section 6: every well-formed request is answered), then the connection is
+        closed.  A frame cut short by the EOF can never be completed: it is dropped, and its
+        deadline must not abort the connection under the answers still to come."""
+        self.peer_closed = True
+        if self.frame_timer is not None:
+            self.frame_timer.cancel()
+            self.frame_timer = self.frame_started = None
+        return self.in_flight > 0  # True: the transport stays open for the answers
 
     def data_received(self, data: bytes):
         if self.transport is None:
@@ -180,6 +192,8 @@ class TerminalProtocol(asyncio.Protocol):
                 self.last_active = self.loop.time()
                 if self.switch.draining:
                     self.drain()
+                elif self.peer_closed and not self.in_flight:
+                    self.transport.close()  # the last answer to a terminal that half-closed
             self._update_reading()
 
     def drain(self) -> bool:
