@@ -123,6 +123,15 @@ def test_ledger_json():
     assert doc["orders"][0]["amount"] == 1234 and doc["orders"][0]["charges"] == 1
 
 
+def test_the_ledger_page_masks_payment_codes():
+    lg = ledger()
+    lg.pay("O1", "281234567890123477", 1234, now=0.0)
+    text = sandbox.ledger_body(lg, now=1.0).decode()
+    assert "281234567890123477" not in text
+    assert msgspec.json.decode(text)["orders"][0]["auth_code"] == "281234********3477"
+    assert lg.query("O1", now=1.0).auth_code == "281234567890123477"  # the ledger itself keeps it
+
+
 # --- the API faces, driven by the adapters' codecs ---------------------------------
 
 

@@ -165,7 +165,13 @@ JSON = "application/json; charset=utf-8"
 
 
 def ledger_body(ledger: Ledger, now: float) -> bytes:
-    return _ledger_json.encode({"orders": ledger.orders(now)})
+    """The orders as JSON, each payment code masked as the switch masks a card
+    number (a bearer credential, even on a sandbox page)."""
+    from native.panguard import mask_pan
+
+    orders = [msgspec.structs.replace(o, auth_code=mask_pan(o.auth_code)) if o.auth_code else o
+              for o in ledger.orders(now)]
+    return _ledger_json.encode({"orders": orders})
 
 
 # --- trade.pay face ----------------------------------------------------------
