@@ -126,9 +126,7 @@ class TerminalProtocol(asyncio.Protocol):
         closed.  A frame cut short by the EOF can never be completed: it is dropped, and its
         deadline must not abort the connection under the answers still to come."""
         self.peer_closed = True
-        if self.frame_timer is not None:
-            self.frame_timer.cancel()
-            self.frame_timer = self.frame_started = None
+        self._no_frame_pending()
         return self.in_flight > 0  # True: the transport stays open for the answers
 
     def data_received(self, data: bytes):
@@ -142,9 +140,7 @@ class TerminalProtocol(asyncio.Protocol):
             return
         if not self.framer.buffered:
             if self.frame_started is not None:
-                self.frame_started = None
-                self.frame_timer.cancel()
-                self.frame_timer = None
+                self._no_frame_pending()
         elif self.frame_started is None or frames:
             # A frame's first byte came in this read: its deadline starts now.
             self.frame_started = now
@@ -165,6 +161,12 @@ class TerminalProtocol(asyncio.Protocol):
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         self._update_reading()
+
+    def _no_frame_pending(self) -> None:
+        """No frame is coming in any more: its deadline goes."""
+        if self.frame_timer is not None:
+            self.frame_timer.cancel()
+        self.frame_timer = self.frame_started = None
 
     def _frame_error(self, e: FrameError) -> None:
         """The peer does not frame as this listener does: nothing of the stream can be trusted."""
