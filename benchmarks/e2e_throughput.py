@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     writers = [w for w in args.writers.split(",") if w]
 
     sys.path.insert(0, str(ROOT))
-    from benchmarks.switches import COMPILED, PYISO, BenchSwitch, bench_config, switch_pids
+    from benchmarks.switches import COMPILED, PYISO, BenchSwitch, bench_config, checkout_env, switch_pids
     from switch.client import TERMINAL, now_fields
 
     import uvloop
@@ -253,8 +253,7 @@ def main(argv=None) -> int:
     fwd = subprocess.Popen(
         [sys.executable, "-c", FORWARDER, str(fwd_port), str(up_port)], stdout=subprocess.PIPE, text=True
     )
-    path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
+    env = checkout_env()
     sim = subprocess.Popen(
         [sys.executable, "-m", "switch.cli", "sim", "acquirer", "--port", str(sim_port), "--latency-ms", "0",
          "--name", "forwarder-sim", *(["--fast"] if args.sim == "fast" else [])],

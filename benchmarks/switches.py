@@ -23,6 +23,13 @@ COMPILED = "switch.cli"
 PYISO = "benchmarks.pyiso_switch"
 
 
+def checkout_env(**extra: str) -> dict[str, str]:
+    """This process's environment with this checkout first on ``PYTHONPATH`` (and ``extra``):
+    a process started with it runs this checkout's code, whatever the interpreter has installed."""
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, **extra, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
+
+
 class BenchSwitch(e2e.SwitchProcess):
     """``payswitch serve`` from this checkout, run as ``python -m <module>``."""
 
@@ -32,9 +39,7 @@ class BenchSwitch(e2e.SwitchProcess):
         self.banner: list[str] = []  # what it printed up to "payswitch: ready"
 
     def start(self, timeout: float = 30.0):
-        path = os.environ.get("PYTHONPATH")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PAYSWITCH_LOG="INFO",
-                   PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
+        env = checkout_env(PYTHONUNBUFFERED="1", PAYSWITCH_LOG="INFO")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, "serve", "--config", str(self.config)],
             cwd=self.tmp, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True,

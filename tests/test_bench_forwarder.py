@@ -8,13 +8,13 @@ without the switch, not an echo.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.switches import checkout_env
 from switch.client import TERMINAL, now_fields
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +27,7 @@ def _port() -> int:
 
 
 def _started(args: list[str]) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=checkout_env())
     assert "listening" in proc.stdout.readline()
     return proc
 
