@@ -30,9 +30,9 @@ import pytest
 from switch.core.vas import verify
 from switch.journal import TxnRecord
 from switch.journal.sqlite import SqliteJournal
+from tests.test_relay_faults import A, B, journal_and_merchants  # the merchants and their configuration text
 
 NATS = ("127.0.0.1", 4222)
-A, B = "EVTSHOPA0000001", "EVTSHOPB0000001"
 
 
 def _nats_up() -> bool:
@@ -124,18 +124,7 @@ def test_relay_killed_mid_stream_delivers_every_event_once_by_id_in_order_per_me
     port = server.server_address[1]
     path = tmp_path / "journal.sqlite"
     cfg = tmp_path / "relay.toml"
-    cfg.write_text(f"""
-[journal]
-url = "sqlite://{path}"
-
-[[merchants]]
-id = "{A}"
-terminals = ["EVT00001"]
-
-[[merchants]]
-id = "{B}"
-terminals = ["EVT00002"]
-
+    cfg.write_text(f"""{journal_and_merchants(path)}
 [[merchants]]
 id = "SOMEONEELSE0001"
 terminals = ["EVT00003"]
@@ -285,18 +274,7 @@ async def own_stream_ids(url: str, stream: str, subjects: str) -> list[int]:
 def relay_config(tmp_path, nats_url: str, prefix: str):
     from switch import config as config_mod
 
-    return config_mod.loads(f"""
-[journal]
-url = "sqlite://{tmp_path / 'journal.sqlite'}"
-
-[[merchants]]
-id = "{A}"
-terminals = ["EVT00001"]
-
-[[merchants]]
-id = "{B}"
-terminals = ["EVT00002"]
-
+    return config_mod.loads(f"""{journal_and_merchants(tmp_path / 'journal.sqlite')}
 [events]
 nats_url = "{nats_url}"
 subject_prefix = "{prefix.lower()}.events"

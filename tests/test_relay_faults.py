@@ -90,9 +90,19 @@ merchants = ["{A}", "{B}"]
 webhook = "http://127.0.0.1:{port}/stock"
 secret_file = "{tmp_path / 'partner.secret'}"
 """
+    return f"""{journal_and_merchants(tmp_path / 'journal.sqlite')}
+[events]
+retry_max = 0.2
+{extra}
+{partners}
+"""
+
+
+def journal_and_merchants(journal) -> str:
+    """The relay configurations' [journal] (the file ``journal``) and merchants A and B."""
     return f"""
 [journal]
-url = "sqlite://{tmp_path / 'journal.sqlite'}"
+url = "sqlite://{journal}"
 
 [[merchants]]
 id = "{A}"
@@ -101,11 +111,6 @@ terminals = ["EVT00001"]
 [[merchants]]
 id = "{B}"
 terminals = ["EVT00002"]
-
-[events]
-retry_max = 0.2
-{extra}
-{partners}
 """
 
 
@@ -140,6 +145,12 @@ async def relay_until(relay: Relay, done, timeout: float = 15.0) -> None:
     finally:
         relay.stop()
         await task
+
+
+def relay_until_stocked(tmp_path, partners: "Partners") -> None:
+    """Run a relay until "stock" (granted every merchant) has every event of the outbox."""
+    relay = relay_for(tmp_path, partners)
+    asyncio.run(relay_until(relay, lambda: partners.ids("/stock") == outbox_ids(tmp_path)))
 
 
 @pytest.fixture
@@ -213,11 +224,9 @@ def test_a_partner_down_for_a_while_gets_everything_in_order_once_it_is_back(tmp
 def test_a_restarted_relay_delivers_from_its_cursor_nothing_lost_nothing_twice(tmp_path, partners):
     journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
     produce(journal, 1, 20)
-    relay = relay_for(tmp_path, partners)
-    asyncio.run(relay_until(relay, lambda: partners.ids("/stock") == outbox_ids(tmp_path)))
+    relay_until_stocked(tmp_path, partners)
     produce(journal, 21, 20)
-    relay = relay_for(tmp_path, partners)
-    asyncio.run(relay_until(relay, lambda: partners.ids("/stock") == outbox_ids(tmp_path)))
+    relay_until_stocked(tmp_path, partners)
     journal.close()
     assert partners.ids("/stock") == outbox_ids(tmp_path)
     assert partners.ids("/books") == outbox_ids(tmp_path, (A,))
@@ -244,8 +253,7 @@ def test_a_relay_stopped_mid_batch_saves_its_position_and_sends_nothing_twice(tm
 def test_event_bodies_carry_the_masked_pan_and_no_other_card_data(tmp_path, partners):
     journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
     produce(journal, 1, 6)
-    relay = relay_for(tmp_path, partners)
-    asyncio.run(relay_until(relay, lambda: partners.ids("/stock") == outbox_ids(tmp_path)))
+    relay_until_stocked(tmp_path, partners)
     journal.close()
     assert partners.seen
     for _, event, ok in partners.seen:
@@ -261,8 +269,7 @@ def test_event_bodies_carry_the_masked_pan_and_no_other_card_data(tmp_path, part
 def test_the_signature_header_is_as_the_documentation_says(tmp_path, partners):
     journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
     produce(journal, 1, 3)
-    relay = relay_for(tmp_path, partners)
-    asyncio.run(relay_until(relay, lambda: partners.ids("/stock") == outbox_ids(tmp_path)))
+    relay_until_stocked(tmp_path, partners)
     journal.close()
     for header, body in partners.signed:  # t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
         t, v1 = header.split(",")
