@@ -877,6 +877,55 @@ def test_a_dead_writer_process_fails_what_waits_and_what_comes(tmp_path, caplog)
         ' (runbook: "Journal failing")')
 
 
+def test_a_dead_writer_process_is_told_to_on_died_once_with_its_exit_code(tmp_path, caplog):
+    import asyncio
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        j = open_journal(f"sqlite://{tmp_path}/j.sqlite", writer="process",
+                         future=loop.create_future, deliver=loop.call_soon_threadsafe, loop=loop)
+        told: list[str] = []
+        j.on_died = told.append
+        try:
+            await j.insert(txn(1))
+            j._proc.kill()
+            # the end of the socket seen as such, or as a reset: either way the code is said
+            with pytest.raises(JournalClosed, match=r"^journal writer process died \(exit code -9\)(: |$)"):
+                await j.get(1)
+            with pytest.raises(JournalClosed):
+                await j.get(1)
+        finally:
+            j.close()
+        return told
+
+    [why] = asyncio.run(main())
+    assert why.startswith("journal writer process died (exit code -9)")
+    # said by whoever set on_died (a single switch: it stops), not twice
+    assert not [r for r in caplog.records if "writer process died" in r.getMessage()]
+
+
+@pytest.mark.parametrize("on_loop", [True, False])
+def test_closing_the_journal_is_no_death_of_its_writer_process(tmp_path, caplog, on_loop):
+    import asyncio
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        given = dict(future=loop.create_future, deliver=loop.call_soon_threadsafe, loop=loop) if on_loop else {}
+        j = open_journal(f"sqlite://{tmp_path}/j.sqlite", writer="process", **given)
+        told: list[str] = []
+        j.on_died = told.append
+        fut = j.insert(txn(1))
+        await (fut if on_loop else asyncio.wrap_future(fut))
+        proc = j._proc
+        j.close()
+        assert proc.returncode == 0
+        await asyncio.sleep(0)  # anything the loop had yet to run
+        return told
+
+    assert asyncio.run(main()) == []
+    assert not [r for r in caplog.records if "writer process died" in r.getMessage()]
+
+
 def test_the_hmac_key_never_reaches_the_writer_process_command_line(tmp_path):
     j = open_journal(f"sqlite://{tmp_path}/j.sqlite", hmac_key=KEY, writer="process")
     try:

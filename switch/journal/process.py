@@ -18,7 +18,8 @@ running unchanged in the writer process:
   :class:`JournalError`, a bad argument fails with ``ValueError`` (checked in
   the writer process, so the event loop does not pay for the PAN guard);
 - if the writer process dies, everything outstanding and everything after
-  fails with :class:`JournalClosed`.
+  fails with :class:`JournalClosed`, and ``on_died`` (if set) is told why
+  (the writer is not started again: a single switch stops, exit 1).
 
 Two ways to run this side:
 
@@ -52,6 +53,7 @@ from switch.journal import JournalClosed, JournalError
 from switch.journal.writer import _HEADER, Receiver, send_frame, split_frames
 
 _BUFFER = 4 << 20
+_EXIT_WAIT = 1.0  # seconds a writer process that closed its socket is given to have exited
 
 log = logging.getLogger("payswitch")
 
@@ -140,6 +142,10 @@ class ProcessJournal:
         self.url = url
         self.stats: dict[str, int] = {"commits": 0, "ops": 0, "max_batch": 0, "failed_commits": 0}
         self.on_batch: Callable[[int, float, bool], None] | None = None
+        # on_died(why): the writer process ended without close() (on the loop's thread
+        # given ``loop``, else on the reader thread), said by it instead of this
+        # module's log line: a single switch stops on it (switch.io.app).
+        self.on_died: Callable[[str], None] | None = None
         self._new_future: Callable[[], Any] = future or Future
         self._concurrent = future is None
         self._deliver = deliver
@@ -459,15 +465,34 @@ class ProcessJournal:
         with self._lock:
             unexpected = self._closed is None  # not closed by us
             if unexpected:
-                why = "journal writer process died" + (f": {exc!r}" if exc is not None else "")
+                code = self._exit_code()
+                why = ("journal writer process died" + (f" (exit code {code})" if code is not None else "")
+                       + (f": {exc!r}" if exc is not None else ""))
                 self._closed = JournalClosed(why)
             reason = self._closed
         if unexpected:
-            # Once, when it happens (each request refused after it has its own line): the
-            # writer is not started again, so this process journals nothing until restarted.
-            log.error("%s: nothing can be journaled (every payment is answered 96) until the switch is"
-                      " restarted (runbook: \"Journal failing\")", reason.args[0])
+            hook = self.on_died
+            if hook is None:
+                # Once, when it happens (each request refused after it has its own line): the
+                # writer is not started again, so this process journals nothing until restarted.
+                log.error("%s: nothing can be journaled (every payment is answered 96) until the switch is"
+                          " restarted (runbook: \"Journal failing\")", reason.args[0])
+            else:
+                try:
+                    hook(reason.args[0])
+                except Exception:
+                    log.exception("%s; the journal's on_died hook failed", reason.args[0])
         self._fail_waiting(reason)
+
+    def _exit_code(self) -> int | None:
+        """Our writer process's exit status (-9: killed), once its end of the socket closed:
+        it is gone or about to be.  None for a shared writer, or one that lingers."""
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(_EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            return None
 
     def _fail_waiting(self, reason: JournalClosed) -> None:
         items = list(self._waiting.values())
