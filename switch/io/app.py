@@ -7,7 +7,9 @@ first, then in-flight requests finish (up to ``drain_timeout``; nothing new
 is started meanwhile: :mod:`switch.core.drain`), then the acquirer links
 sign off and close, then the journal.  While it still starts,
 they stop start-up where it is and close what it opened
-(:mod:`switch.io.early_stop`); exit 0 either way.
+(:mod:`switch.io.early_stop`); exit 0 either way.  If the journal writer
+process (``[journal] writer = "process"``) dies, the switch stops the same
+way by itself and exits 1: the service manager starts it again.
 """
 from __future__ import annotations
 
@@ -52,15 +54,19 @@ def settle_heap() -> None:
 
 
 async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool = False,
-                worker: WorkerRole | None = None, ready=None) -> None:
+                worker: WorkerRole | None = None, ready=None) -> str | None:
     """The switch until SIGTERM; ``worker``: as one of several worker processes
-    (:mod:`switch.io.workers`), ``ready()`` called once it serves."""
+    (:mod:`switch.io.workers`), ``ready()`` called once it serves.  None after a
+    stop; why, when the switch stopped because it cannot go on (the exit status is 1)."""
     stop = asyncio.Event()
     me = "payswitch" if worker is None else f"payswitch[worker {worker.index}]"
     # SIGTERM/SIGINT from here on: while starting, they cancel start-up (what
     # was opened is closed below, exit 0); once serving, they drain.
     stopper = early_stop.LoopStop(stop)
     switch = Switch(cfg, acquirer_factory=functools.partial(wiring.build_acquirer, source=cfg.source), worker=worker)
+    fatal: list[str] = []  # why the switch stops on its own: exit 1
+    if worker is None:  # with workers, the supervisor watches the shared writer
+        _stop_when_the_writer_dies(switch, stop, fatal)
     servers, http = [], None
     try:
         await switch.start()
@@ -139,6 +145,30 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
         if http is not None:
             http.close()
         await switch.close()
+    return fatal[0] if fatal else None
+
+
+def _stop_when_the_writer_dies(switch: Switch, stop: asyncio.Event, fatal: list[str]) -> None:
+    """A journal writer process that dies is not started again, and without it every
+    payment would be answered 96 until someone restarts the switch: stop it the way
+    a SIGTERM does (stop accepting, answer what is in flight) and exit 1, for the
+    service manager to start it again, as the supervisor of workers does
+    (:mod:`switch.io.workers`).  A stop of ours closes the journal first: no death."""
+    journal = switch.journal
+    if not hasattr(journal, "on_died"):
+        return  # the writer thread
+    loop = asyncio.get_running_loop()
+
+    def died(why: str) -> None:
+        if fatal:
+            return
+        fatal.append(why)
+        switch.metrics.journal_writable.set(0)
+        log.error("%s: stopping the switch; the service manager starts it again"
+                  " (runbook: \"The journal writer process died\")", why)
+        stop.set()
+
+    journal.on_died = lambda why: loop.call_soon_threadsafe(died, why)
 
 
 def _fail(cfg: config_mod.Config, path: str, msg: str):
@@ -170,7 +200,8 @@ async def _demo_purchase(cfg: config_mod.Config) -> None:
 def run(config_path: str | None, *, demo: bool = False, log_format: str = "text", workers: int | str | None = None) -> int:
     """The ``serve`` command: exit 0 after a clean stop, 2 for any configuration
     problem (one line, the same as ``check-config`` prints), 1 when the
-    configuration is fine but the switch cannot start (a port in use).
+    configuration is fine but the switch cannot start (a port in use), or
+    when it stopped because its journal writer process died.
     SIGTERM or SIGINT while starting: what was started is stopped, exit 0."""
     hangup.hold()  # a SIGHUP before the loop serves must not end the process
     early_stop.hold()  # nor a SIGTERM kill it half-started
@@ -216,7 +247,10 @@ def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int |
             if code:
                 return code
         else:
-            uvloop.run(serve(cfg, config_path, demo=demo))
+            fatal = uvloop.run(serve(cfg, config_path, demo=demo))
+            if fatal:
+                print(f"payswitch: stopped: {fatal}", file=sys.stderr)
+                return 1
     except config_mod.ConfigError as e:
         print(config_mod.error_line(e), file=sys.stderr)
         return 2
