@@ -863,6 +863,9 @@ def test_a_dead_writer_process_fails_what_waits_and_what_comes(tmp_path, caplog)
         waiting = j.insert(txn(2))
         j._proc.kill()
         j._proc.wait()
+        # Its reader thread ends once it has seen the death (else close() below may come
+        # first, on a busy machine, and the death is taken for our own close).
+        j._reader.join(TIMEOUT)
         j.release()
         with pytest.raises(JournalClosed, match="died|gone"):
             ok(waiting)
