@@ -16,7 +16,11 @@ to every sink:
   the merchants granted to that partner, POSTed in outbox order (hence in
   order per merchant), signed like value-added service requests
   (``X-Payswitch-Signature``), retried with backoff until answered 2xx:
-  at least once, never out of order.
+  at least once, never out of order.  A permanent refusal (a 4xx other than
+  408, 425 and 429) is not tried again: the event is *parked* (the state
+  file's ``parked`` table, ``payswitch_events_undeliverable_total``, an error
+  line) and the partner gets the next one; ``payswitch relay redeliver``
+  sends parked events again (:mod:`switch.relay_parked`).
 
 Each sink's position is kept in the relay's state file (SQLite, default
 ``<journal>.relay``) after every delivered batch, and when the sink stops
@@ -72,7 +76,39 @@ _STATE = (
         outcome TEXT NOT NULL,       -- sent, or the failure of this try
         at REAL NOT NULL
     ) STRICT""",
+    # Events a partner refused for good (HTTP 4xx but 408, 425, 429): not tried again by the relay.
+    """CREATE TABLE IF NOT EXISTS parked (
+        sink TEXT NOT NULL,          -- webhook:<partner>
+        event_id INTEGER NOT NULL,
+        merchant_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        status TEXT NOT NULL,        -- the partner's answer, e.g. HTTP 404
+        at REAL NOT NULL,
+        redelivered REAL,            -- when payswitch relay redeliver got it delivered; NULL: still parked
+        PRIMARY KEY (sink, event_id)
+    ) STRICT""",
 )
+# Client errors that say "not now" rather than "never": tried again like a 5xx.
+_PASSING_4XX = frozenset({408, 425, 429})
+_STOPPED = "stopped"  # what a delivery returns when the relay stopped before it got through
+
+
+def refused_for_good(status: int) -> bool:
+    """A partner's answer that no retry will change (RFC 9110 client errors, but timeout, too early, too many)."""
+    return 400 <= status < 500 and status not in _PASSING_4XX
+
+
+class RelayMetrics:
+    """The relay's own metrics (its process is not the switch's): served on ``events.metrics_listen``."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.registry = CollectorRegistry()
+        self.undeliverable = Counter(
+            "payswitch_events_undeliverable", "Events parked as undeliverable: refused for good by a partner",
+            ["partner"], registry=self.registry)
+
 
 
 def journal_path(cfg: config_mod.Config) -> Path:
@@ -125,6 +161,20 @@ class State:
         self.conn.execute("INSERT INTO audit (sink, event_id, merchant_id, event, outcome, at) VALUES (?, ?, ?, ?, ?, ?)",
                           (sink, event.id, event.merchant_id, event.event, outcome, time.time()))
 
+    def park(self, sink: str, event: Event, status: str) -> None:
+        """Record ``event`` as undeliverable to ``sink`` (its audit row says so too), at once: durable before the
+        relay moves past it."""
+        now = time.time()
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute(
+                "INSERT INTO parked (sink, event_id, merchant_id, event, status, at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (sink, event_id) DO UPDATE SET status = excluded.status, at = excluded.at, "
+                "redelivered = NULL", (sink, event.id, event.merchant_id, event.event, status, now))
+            self.conn.execute(
+                "INSERT INTO audit (sink, event_id, merchant_id, event, outcome, at) VALUES (?, ?, ?, ?, ?, ?)",
+                (sink, event.id, event.merchant_id, event.event, f"parked: {status}", now))
+
 
 class Relay:
     def __init__(self, cfg: config_mod.Config) -> None:
@@ -136,6 +186,7 @@ class Relay:
         # Secrets are read before the relay says it runs: a missing one is a
         # configuration error (exit 2), not a sink that never starts.
         self.secrets = {p.name: _partner_secret(cfg, i, p) for i, p in enumerate(self.events.partners) if p.webhook}
+        self.metrics = RelayMetrics()
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -165,8 +216,10 @@ class Relay:
     async def _drain(self, sink: str, deliver) -> None:
         """Deliver the outbox to ``sink`` from its saved position, oldest first, for good.
 
-        ``await deliver(event)`` returns once the event is delivered (True) or
-        when it is not the sink's (False).  The position is saved after every
+        ``await deliver(event)`` returns once the event is done with: ``"sent"``,
+        ``"parked"`` (refused for good, recorded as such), ``None`` when it is
+        not the sink's, or ``_STOPPED`` when the relay stopped before it got
+        through (the next start sends it).  The position is saved after every
         batch, and when the sink stops (the relay stopped, the sink failed)
         after the last event it delivered: only a crash sends a batch again.
         """
@@ -183,7 +236,10 @@ class Relay:
                 for event in batch:
                     if stop.is_set():
                         break
-                    if await deliver(event):
+                    outcome = await deliver(event)
+                    if outcome == _STOPPED:
+                        break
+                    if outcome == "sent":
                         audit.append((sink, event.id, event.merchant_id, event.event, "sent", time.time()))
                     last = event.id
                 self.state.advance(sink, last, audit)
@@ -215,15 +271,14 @@ class Relay:
         js = nc.jetstream()
         streams: set[str] = set()
 
-        async def deliver(event: Event) -> bool:
+        async def deliver(event: Event) -> str:
             merchant = _token(event.merchant_id)
             subject = f"{ev.subject_prefix}.{merchant}.{event.event}"
             stream = f"{ev.stream_prefix}_{merchant}"
             if stream not in streams:
                 await _ensure_stream(js, stream, f"{ev.subject_prefix}.{merchant}.>", subject)
                 streams.add(stream)
-            await _publish(js, subject, event, ev.retry_max)
-            return True
+            return "sent" if await _publish(js, subject, event, ev.retry_max, self._stop) else _STOPPED
 
         try:
             await self._drain("nats", deliver)
@@ -239,34 +294,75 @@ class Relay:
         sink = f"webhook:{partner.name}"
         pool = ConnectionPool(partner.webhook, size=1)
 
-        async def deliver(event: Event) -> bool:
+        async def deliver(event: Event) -> str | None:
             if event.merchant_id not in granted:
-                return False  # not this partner's: never sent, never logged as sent
+                return None  # not this partner's: never sent, never logged as sent
             body = body_of(event)
-            wait = 0.1
-            while True:
-                headers = [(SIGNATURE_HEADER, sign(secret, body, int(time.time()))),
-                           ("X-Payswitch-Event-Id", str(event.id))]
+            done: list[str] = []
+
+            async def attempt() -> str | None:
                 try:
-                    resp = await pool.request("POST", "" if pool.base_path else "/", body, timeout=10.0,
-                                              headers=headers)
-                    outcome = "sent" if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+                    status = await post(pool, secret, event, body)
                 except TransportError as e:
-                    outcome = f"failed: {e}"
-                if outcome == "sent":
-                    return True
-                self.state.note(sink, event, outcome)
-                if self._stop.is_set():  # not delivered: the next start sends it
-                    raise asyncio.CancelledError
+                    failure = f"failed: {e}"
+                else:
+                    if 200 <= status < 300:
+                        done.append("sent")
+                        return None
+                    failure = f"HTTP {status}"
+                    if refused_for_good(status):
+                        self._park(sink, partner.name, event, failure)
+                        done.append("parked")
+                        return None
+                self.state.note(sink, event, failure)
+                return failure
+
+            def retrying(failure: str, wait: float) -> None:
                 # The partner's later events wait for this one (in order); other sinks go on.
-                log.warning("%s: event %d %s; trying again in %.1f s", sink, event.id, outcome, wait)
-                await _sleep_unless(self._stop, wait)
-                wait = min(wait * 2, self.events.retry_max)
+                log.warning("%s: event %d %s; trying again in %.1f s", sink, event.id, failure, wait)
+
+            if await retried(attempt, retrying, self.events.retry_max, self._stop):
+                return done[0]
+            return _STOPPED  # not delivered: the next start sends it
 
         try:
             await self._drain(sink, deliver)
         finally:
             await pool.close()
+
+    def _park(self, sink: str, partner: str, event: Event, status: str) -> None:
+        self.state.park(sink, event, status)
+        self.metrics.undeliverable.labels(partner=partner).inc()
+        # The event's id, merchant and kind only: what the operator needs to find it, no card data.
+        log.error("%s: event %d (merchant %s, %s) refused with %s: parked as undeliverable, not tried again "
+                  "(payswitch relay parked; payswitch relay redeliver)", sink, event.id, event.merchant_id,
+                  event.event, status)
+
+
+async def post(pool, secret: bytes, event: Event, body: bytes) -> int:
+    """POST ``event`` to a partner's webhook once, signed; its HTTP status (a TransportError if none)."""
+    headers = [(SIGNATURE_HEADER, sign(secret, body, int(time.time()))), ("X-Payswitch-Event-Id", str(event.id))]
+    resp = await pool.request("POST", "" if pool.base_path else "/", body, timeout=10.0, headers=headers)
+    return resp.status
+
+
+async def retried(attempt, retrying, retry_max: float, stop: asyncio.Event) -> bool:
+    """``await attempt()`` until it returns None (done), with doubling waits from 0.1 s up to ``retry_max``;
+    ``retrying(failure, wait)`` is told each failure (what ``attempt`` returned) before its wait.
+
+    False when ``stop`` is set after a failed try, or during the wait: the try on its way is let finish,
+    none is started after a stop.
+    """
+    wait = 0.1
+    while (failure := await attempt()) is not None:
+        if stop.is_set():
+            return False
+        retrying(failure, wait)
+        await _sleep_unless(stop, wait)
+        if stop.is_set():
+            return False
+        wait = min(wait * 2, retry_max)
+    return True
 
 
 class Outbox:
@@ -390,21 +486,24 @@ def _subject_matches(pattern: str, subject: str) -> bool:
     return len(p) == len(s)
 
 
-async def _publish(js, subject: str, event: Event, retry_max: float) -> None:
-    """Publish and wait for the server's ack, trying again with doubling waits: the message id is
-    the outbox id, so a publish the server did store before its ack was lost is dropped as a duplicate."""
+async def _publish(js, subject: str, event: Event, retry_max: float, stop: asyncio.Event) -> bool:
+    """Publish and wait for the server's ack, trying again with doubling waits until acknowledged (True)
+    or ``stop`` (False): the message id is the outbox id, so a publish the server did store before its
+    ack was lost is dropped as a duplicate."""
     import nats.errors
 
-    wait = 0.1
-    while True:
+    async def attempt() -> str | None:
         try:
             await js.publish(subject, body_of(event), headers={"Nats-Msg-Id": str(event.id)}, timeout=10.0)
-            return
+            return None
         except (nats.errors.Error, asyncio.TimeoutError) as e:
-            log.warning("NATS: event %d to %s not acknowledged (%s: %s); trying again in %.1f s",
-                        event.id, subject, type(e).__name__, e, wait)
-        await asyncio.sleep(wait)
-        wait = min(wait * 2, retry_max)
+            return f"{type(e).__name__}: {e}"
+
+    def retrying(failure: str, wait: float) -> None:
+        log.warning("NATS: event %d to %s not acknowledged (%s); trying again in %.1f s",
+                    event.id, subject, failure, wait)
+
+    return await retried(attempt, retrying, retry_max, stop)
 
 
 def _server(nc) -> str:

@@ -424,3 +424,99 @@ def test_a_stop_while_a_webhook_is_on_its_way_lets_it_finish_and_a_restart_sends
     asyncio.run(relay_until(relay, lambda: len(partners.ids("/books")) >= len(ids)))
     journal.close()
     assert partners.ids("/books") == ids  # each once, in order
+
+
+def test_a_permanent_refusal_parks_the_event_and_the_partner_gets_the_next_ones(tmp_path, partners, caplog):
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 12)
+    ids = outbox_ids(tmp_path, (A,))
+    relay = relay_for(tmp_path, partners)
+    # books: its first event is answered 429 (too many requests: tried again), then 200; its second 404 (parked)
+    partners.script["/books"] = [429, 200, 404]
+    with caplog.at_level(logging.INFO, logger="payswitch.relay"):
+        asyncio.run(relay_until(relay, lambda: partners.ids("/books") == [ids[0]] + ids[2:]
+                                and partners.ids("/stock") == outbox_ids(tmp_path)))
+    journal.close()
+    assert partners.ids("/books") == [ids[0]] + ids[2:]  # every later event, in order, once
+    assert partners.ids("/stock") == outbox_ids(tmp_path)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [f"webhook:books: event {ids[1]} (merchant {A}, approved) refused with HTTP 404: parked as "
+                      "undeliverable, not tried again (payswitch relay parked; payswitch relay redeliver)"]
+    assert FULL_PAN not in caplog.text and "476173" not in caplog.text
+    state = sqlite3.connect(str(tmp_path / "journal.sqlite") + ".relay")
+    parked = state.execute("SELECT sink, event_id, merchant_id, status, redelivered FROM parked").fetchall()
+    assert parked == [("webhook:books", ids[1], A, "HTTP 404", None)]
+    outcomes = [r[0] for r in state.execute("SELECT outcome FROM audit WHERE sink = 'webhook:books' AND event_id = ? "
+                                            "ORDER BY id", (ids[1],))]
+    assert outcomes == ["parked: HTTP 404"]
+    assert relay.metrics.registry.get_sample_value("payswitch_events_undeliverable_total",
+                                                    {"partner": "books"}) == 1
+    assert relay.metrics.registry.get_sample_value("payswitch_events_undeliverable_total",
+                                                    {"partner": "stock"}) in (0, None)
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 503])
+def test_a_passing_refusal_is_tried_again_never_parked(tmp_path, partners, status):
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 3)
+    ids = outbox_ids(tmp_path, (A,))
+    relay = relay_for(tmp_path, partners)
+    partners.script["/books"] = [status, status]
+    asyncio.run(relay_until(relay, lambda: partners.ids("/books") == ids))
+    journal.close()
+    assert partners.ids("/books") == ids
+    assert not relay.state.conn.execute("SELECT count(*) FROM parked").fetchone()[0]
+
+
+def test_a_stop_during_nats_publish_retries_ends_the_sink_after_the_try_on_its_way(tmp_path, monkeypatch, caplog):
+    """With the broker not acknowledging, a stop ends the NATS sink after the publish in progress:
+    no publish is started after it, and the relay does not wait out its grace."""
+    import nats
+    import nats.errors
+
+    from switch import events
+
+    tries: list[bool] = []  # one per publish: was the relay stopped when it started?
+    relay_box: list[Relay] = []
+
+    class Js:
+        async def add_stream(self, config):
+            return None
+
+        async def publish(self, subject, body, headers, timeout):
+            tries.append(relay_box[0]._stop.is_set())
+            raise nats.errors.TimeoutError
+
+    class Nc:
+        connected_url = None
+
+        def jetstream(self):
+            return Js()
+
+        async def close(self):
+            pass
+
+    async def connect(url, **kw):
+        return Nc()
+
+    monkeypatch.setattr(nats, "connect", connect)
+    monkeypatch.setattr(events, "STOP_GRACE", 60.0)  # a sink cut short at the grace would hang this test
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 3)
+    journal.close()
+    cfg = config_mod.loads(f"{journal_and_merchants(tmp_path / 'journal.sqlite')}\n[events]\n"
+                           'nats_url = "nats://127.0.0.1:4222"\nretry_max = 0.2\n', str(tmp_path / "relay.toml"))
+    relay = Relay(cfg)
+    relay_box.append(relay)
+
+    async def run():
+        task = asyncio.create_task(relay.run())
+        while len(tries) < 3:
+            await asyncio.sleep(0.01)
+        relay.stop()
+        await asyncio.wait_for(task, 5.0)
+
+    with caplog.at_level(logging.WARNING, logger="payswitch.relay"):
+        asyncio.run(run())
+    assert tries and not any(tries)  # no publish started once stopped
+    assert relay.state.cursor("nats") == 0  # nothing passed over
