@@ -19,8 +19,8 @@ to every sink:
   at least once, never out of order.  A permanent refusal (a 4xx other than
   408, 425 and 429) is not tried again: the event is *parked* (the state
   file's ``parked`` table, ``payswitch_events_undeliverable_total``, an error
-  line) and the partner gets the next one; ``payswitch relay redeliver``
-  sends parked events again (:mod:`switch.relay_parked`).
+  line) and the partner gets the next one (ops/runbook.md says how to send
+  parked events again).
 
 Each sink's position is kept in the relay's state file (SQLite, default
 ``<journal>.relay``) after every delivered batch, and when the sink stops
@@ -84,7 +84,7 @@ _STATE = (
         event TEXT NOT NULL,
         status TEXT NOT NULL,        -- the partner's answer, e.g. HTTP 404
         at REAL NOT NULL,
-        redelivered REAL,            -- when payswitch relay redeliver got it delivered; NULL: still parked
+        redelivered REAL,            -- set by the operator who had it sent again (runbook); NULL: still parked
         PRIMARY KEY (sink, event_id)
     ) STRICT""",
 )
@@ -187,6 +187,10 @@ class Relay:
         # configuration error (exit 2), not a sink that never starts.
         self.secrets = {p.name: _partner_secret(cfg, i, p) for i, p in enumerate(self.events.partners) if p.webhook}
         self.metrics = RelayMetrics()
+        for partner in self.events.partners:  # 0 from the start, so that increase() sees the first one parked
+            if partner.webhook:
+                self.metrics.undeliverable.labels(partner=partner.name)
+        self.metrics_server = None  # the /metrics listener, while the relay runs (events.metrics_listen)
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -202,7 +206,25 @@ class Relay:
         if not sinks:
             log.warning("relay: no NATS and no webhook partner configured; nothing to do")
             return
-        print(f"relaying {len(sinks)} sink(s)", flush=True)
+        if self.events.metrics_listen:
+            from prometheus_client import start_http_server
+
+            host, _, port = self.events.metrics_listen.rpartition(":")
+            try:
+                self.metrics_server, _thread = start_http_server(int(port), host, registry=self.metrics.registry)
+            except OSError as e:
+                raise config_mod.ConfigError(f"{self.cfg.source}: the relay's /metrics cannot listen on "
+                                             f"{self.events.metrics_listen}: {e.strerror or e} "
+                                             "- at `$.events.metrics_listen`") from None
+        try:
+            print(f"relaying {len(sinks)} sink(s)", flush=True)
+            await self._relay(sinks)
+        finally:
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
+                self.metrics_server.server_close()
+
+    async def _relay(self, sinks: list) -> None:
         tasks = [asyncio.create_task(_supervised(name, sink, self.events.retry_max, self._stop))
                  for name, sink in sinks]
         await self._stop.wait()
@@ -335,7 +357,7 @@ class Relay:
         self.metrics.undeliverable.labels(partner=partner).inc()
         # The event's id, merchant and kind only: what the operator needs to find it, no card data.
         log.error("%s: event %d (merchant %s, %s) refused with %s: parked as undeliverable, not tried again "
-                  "(payswitch relay parked; payswitch relay redeliver)", sink, event.id, event.merchant_id,
+                  "(the parked table of the state file; runbook: events parked as undeliverable)", sink, event.id, event.merchant_id,
                   event.event, status)
 
 
@@ -537,5 +559,9 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, relay.stop)
         await relay.run()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except config_mod.ConfigError as e:
+        print(config_mod.error_line(e), file=__import__("sys").stderr)
+        return 2
     return 0
