@@ -19,8 +19,8 @@ to every sink:
   at least once, never out of order.  A permanent refusal (a 4xx other than
   408, 425 and 429) is not tried again: the event is *parked* (the state
   file's ``parked`` table, ``payswitch_events_undeliverable_total``, an error
-  line) and the partner gets the next one (ops/runbook.md says how to send
-  parked events again).
+  line) and the partner gets the next one; ``payswitch relay parked`` lists
+  them and ``payswitch relay redeliver`` sends them again (:mod:`switch.relay_parked`).
 
 Each sink's position is kept in the relay's state file (SQLite, default
 ``<journal>.relay``) after every delivered batch, and when the sink stops
@@ -52,6 +52,7 @@ from switch import config as config_mod
 from switch.core.vas import sign
 from switch.journal.outbox import Event, read_after
 from switch.journal.schema import SCHEMA_VERSION
+from switch.relay_state import State
 from switch.secret_refs import open_to_others
 
 log = logging.getLogger("payswitch.relay")
@@ -65,29 +66,6 @@ STOP_GRACE = 10.0
 _RESTART_FIRST_WAIT = 1.0  # seconds before a failed sink starts again (doubling up to retry_max)
 SIGNATURE_HEADER = "X-Payswitch-Signature"
 
-_STATE = (
-    "CREATE TABLE IF NOT EXISTS cursor (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL) STRICT",
-    """CREATE TABLE IF NOT EXISTS audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        sink TEXT NOT NULL,          -- nats, or webhook:<partner>
-        event_id INTEGER NOT NULL,
-        merchant_id TEXT NOT NULL,
-        event TEXT NOT NULL,
-        outcome TEXT NOT NULL,       -- sent, or the failure of this try
-        at REAL NOT NULL
-    ) STRICT""",
-    # Events a partner refused for good (HTTP 4xx but 408, 425, 429): not tried again by the relay.
-    """CREATE TABLE IF NOT EXISTS parked (
-        sink TEXT NOT NULL,          -- webhook:<partner>
-        event_id INTEGER NOT NULL,
-        merchant_id TEXT NOT NULL,
-        event TEXT NOT NULL,
-        status TEXT NOT NULL,        -- the partner's answer, e.g. HTTP 404
-        at REAL NOT NULL,
-        redelivered REAL,            -- set by the operator who had it sent again (runbook); NULL: still parked
-        PRIMARY KEY (sink, event_id)
-    ) STRICT""",
-)
 # Client errors that say "not now" rather than "never": tried again like a 5xx.
 _PASSING_4XX = frozenset({408, 425, 429})
 _STOPPED = "stopped"  # what a delivery returns when the relay stopped before it got through
@@ -118,6 +96,11 @@ def journal_path(cfg: config_mod.Config) -> Path:
     return Path(url.removeprefix("sqlite://"))
 
 
+def state_path(cfg: config_mod.Config) -> str:
+    """The relay's state file: ``events.state_file``, else ``<journal>.relay``."""
+    return cfg.events.state_file or str(journal_path(cfg)) + ".relay"
+
+
 def body_of(event: Event) -> bytes:
     """The event as partners get it: the outbox body with its ``id``."""
     return json.dumps({"id": event.id, **json.loads(event.body)}, separators=(",", ":")).encode()
@@ -127,62 +110,13 @@ def _token(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
 
-class State:
-    def __init__(self, path: str) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        for statement in _STATE:
-            self.conn.execute(statement)
-
-    @classmethod
-    def open(cls, cfg: config_mod.Config, path: str) -> State:
-        """The state file at ``path``, or a :class:`ConfigError` naming it and the key that sets it."""
-        try:
-            return cls(path)
-        except sqlite3.DatabaseError as e:
-            unset = "" if cfg.events.state_file else " (not set: the default, beside the journal)"
-            raise config_mod.ConfigError(
-                f"{cfg.source}: relay state file {path} is not usable: {e} (moved aside, the relay starts again "
-                f"from the first event: see the runbook) - at `$.events.state_file`{unset}") from None
-
-    def cursor(self, sink: str) -> int:
-        row = self.conn.execute("SELECT last_id FROM cursor WHERE sink = ?", (sink,)).fetchone()
-        return row[0] if row else 0
-
-    def advance(self, sink: str, last_id: int, audit: list[tuple]) -> None:
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.executemany(
-                "INSERT INTO audit (sink, event_id, merchant_id, event, outcome, at) VALUES (?, ?, ?, ?, ?, ?)", audit)
-            self.conn.execute("INSERT INTO cursor (sink, last_id) VALUES (?, ?) "
-                              "ON CONFLICT (sink) DO UPDATE SET last_id = excluded.last_id", (sink, last_id))
-
-    def note(self, sink: str, event: Event, outcome: str) -> None:
-        self.conn.execute("INSERT INTO audit (sink, event_id, merchant_id, event, outcome, at) VALUES (?, ?, ?, ?, ?, ?)",
-                          (sink, event.id, event.merchant_id, event.event, outcome, time.time()))
-
-    def park(self, sink: str, event: Event, status: str) -> None:
-        """Record ``event`` as undeliverable to ``sink`` (its audit row says so too), at once: durable before the
-        relay moves past it."""
-        now = time.time()
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.execute(
-                "INSERT INTO parked (sink, event_id, merchant_id, event, status, at) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (sink, event_id) DO UPDATE SET status = excluded.status, at = excluded.at, "
-                "redelivered = NULL", (sink, event.id, event.merchant_id, event.event, status, now))
-            self.conn.execute(
-                "INSERT INTO audit (sink, event_id, merchant_id, event, outcome, at) VALUES (?, ?, ?, ?, ?, ?)",
-                (sink, event.id, event.merchant_id, event.event, f"parked: {status}", now))
-
-
 class Relay:
     def __init__(self, cfg: config_mod.Config) -> None:
         self.cfg = cfg
         self.events = cfg.events
         path = journal_path(cfg)
         self.journal = path
-        self.state = State.open(cfg, self.events.state_file or str(path) + ".relay")
+        self.state = State.open(cfg, state_path(cfg))
         # Secrets are read before the relay says it runs: a missing one is a
         # configuration error (exit 2), not a sink that never starts.
         self.secrets = {p.name: _partner_secret(cfg, i, p) for i, p in enumerate(self.events.partners) if p.webhook}
@@ -357,7 +291,7 @@ class Relay:
         self.metrics.undeliverable.labels(partner=partner).inc()
         # The event's id, merchant and kind only: what the operator needs to find it, no card data.
         log.error("%s: event %d (merchant %s, %s) refused with %s: parked as undeliverable, not tried again "
-                  "(the parked table of the state file; runbook: events parked as undeliverable)", sink, event.id, event.merchant_id,
+                  "(payswitch relay parked lists them; runbook: events parked as undeliverable)", sink, event.id, event.merchant_id,
                   event.event, status)
 
 
@@ -543,11 +477,22 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="payswitch relay", description="relay the journal's event outbox")
-    parser.add_argument("--config", help="TOML configuration file (default: the embedded default)")
+    config_help = "TOML configuration file (default: the embedded default)"
+    parser.add_argument("--config", help=config_help)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("parked", help="list the events parked as undeliverable").add_argument(
+        "--config", default=argparse.SUPPRESS, help=config_help)
+    again = commands.add_parser("redeliver", help="have the relay (stopped) send a partner's parked events again")
+    again.add_argument("partner", help="the partner's name, as in [[events.partners]]")
+    again.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         cfg = config_mod.load(args.config) if args.config else config_mod.default()
+        if args.command:
+            from switch.relay_parked import command
+
+            return command(cfg, state_path(cfg), args)
         relay = Relay(cfg)
     except config_mod.ConfigError as e:
         print(config_mod.error_line(e), file=__import__("sys").stderr)
@@ -565,3 +510,4 @@ def main(argv: list[str] | None = None) -> int:
         print(config_mod.error_line(e), file=__import__("sys").stderr)
         return 2
     return 0
+

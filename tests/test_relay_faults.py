@@ -443,7 +443,7 @@ def test_a_permanent_refusal_parks_the_event_and_the_partner_gets_the_next_ones(
     assert partners.ids("/stock") == outbox_ids(tmp_path)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [f"webhook:books: event {ids[1]} (merchant {A}, approved) refused with HTTP 404: parked as "
-                      "undeliverable, not tried again (the parked table of the state file; runbook: "
+                      "undeliverable, not tried again (payswitch relay parked lists them; runbook: "
                       "events parked as undeliverable)"]
     assert FULL_PAN not in caplog.text and "476173" not in caplog.text
     state = sqlite3.connect(str(tmp_path / "journal.sqlite") + ".relay")
@@ -559,3 +559,39 @@ def test_a_metrics_listen_address_in_use_is_a_configuration_error_naming_the_key
             asyncio.run(relay.run())
     assert str(e.value) == (f"{tmp_path / 'relay.toml'}: the relay's /metrics cannot listen on 127.0.0.1:{port}: "
                             "Address already in use - at `$.events.metrics_listen`")
+
+
+def test_parked_events_are_listed_and_sent_again_on_redeliver(tmp_path, partners, capsys):
+    from switch import events
+
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 9)
+    ids = outbox_ids(tmp_path, (A,))
+    relay = relay_for(tmp_path, partners)
+    partners.script["/books"] = [200, 403, 200, 410]  # its second and fourth events refused for good
+    asyncio.run(relay_until(relay, lambda: partners.ids("/books") == [ids[0], ids[2]] + ids[4:]))
+    assert partners.ids("/books") == [ids[0], ids[2]] + ids[4:]
+    config = tmp_path / "relay.toml"
+    config.write_text(config_text(tmp_path, partners.port))
+    partners.secret = bytes.fromhex((tmp_path / "partner.secret").read_text())  # config_text wrote a new one
+    capsys.readouterr()
+
+    assert events.main(["parked", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split(" at ")[0] for line in listed] == [
+        f"webhook:books event {ids[1]} merchant {A} approved: HTTP 403",
+        f"webhook:books event {ids[3]} merchant {A} declined: HTTP 410"]
+    assert events.main(["redeliver", "--config", str(config), "nosuch"]) == 2
+    assert events.main(["redeliver", "books", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == (f"webhook:books: 2 parked event(s) to send again; position moved back from "
+                                       f"{outbox_ids(tmp_path)[-1]} to {ids[1] - 1}: start the relay (it sends every later event "
+                                       "again too, partners de-duplicate by id)\n")
+    assert events.main(["parked", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == ""
+
+    partners.seen.clear()
+    relay = relay_for(tmp_path, partners)
+    asyncio.run(relay_until(relay, lambda: partners.ids("/books") == ids[1:]))
+    journal.close()
+    assert partners.ids("/books") == ids[1:]  # the parked ones and every later one, in order
+    assert relay.state.conn.execute("SELECT count(*) FROM parked WHERE redelivered IS NULL").fetchone()[0] == 0
