@@ -64,6 +64,8 @@ POLL = 0.2  # seconds between looks at an outbox with nothing new
 # and a restart would send it again.
 STOP_GRACE = 10.0
 _RESTART_FIRST_WAIT = 1.0  # seconds before a failed sink starts again (doubling up to retry_max)
+PRUNE_EVERY = 3600.0  # seconds between two prunings of the audit log (events.audit_days)
+PRUNE_CHUNK = 5000  # audit rows deleted at a time
 SIGNATURE_HEADER = "X-Payswitch-Signature"
 
 # Client errors that say "not now" rather than "never": tried again like a 5xx.
@@ -161,6 +163,9 @@ class Relay:
     async def _relay(self, sinks: list) -> None:
         tasks = [asyncio.create_task(_supervised(name, sink, self.events.retry_max, self._stop))
                  for name, sink in sinks]
+        if self.events.audit_days:
+            tasks.append(asyncio.create_task(_supervised("audit pruning", self._prune_audit, self.events.retry_max,
+                                                         self._stop)))
         await self._stop.wait()
         # Each sink ends after the event it is delivering (its _drain sees the stop); one
         # that does not within the grace is cut short.
@@ -168,6 +173,21 @@ class Relay:
         for t in late:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _prune_audit(self) -> None:
+        """Delete audit rows older than ``events.audit_days``, at start and every PRUNE_EVERY seconds, a chunk
+        at a time so that the sinks (same thread, same connection) go on meanwhile."""
+        while not self._stop.is_set():
+            before = time.time() - self.events.audit_days * 86400
+            pruned = chunk = 0
+            while not self._stop.is_set():
+                pruned += (chunk := self.state.prune(before, PRUNE_CHUNK))
+                if chunk < PRUNE_CHUNK:
+                    break
+                await asyncio.sleep(0)
+            if pruned:
+                log.info("audit log: %d row(s) older than %g days deleted", pruned, self.events.audit_days)
+            await _sleep_unless(self._stop, PRUNE_EVERY)
 
     async def _drain(self, sink: str, deliver) -> None:
         """Deliver the outbox to ``sink`` from its saved position, oldest first, for good.

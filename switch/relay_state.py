@@ -19,6 +19,7 @@ _STATE = (
         outcome TEXT NOT NULL,       -- sent, or the failure of this try
         at REAL NOT NULL
     ) STRICT""",
+    "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",  # pruning by age (events.audit_days)
     # Events a partner refused for good (HTTP 4xx but 408, 425, 429): not tried again by the relay.
     """CREATE TABLE IF NOT EXISTS parked (
         sink TEXT NOT NULL,          -- webhook:<partner>
@@ -66,6 +67,12 @@ class State:
     def note(self, sink: str, event: Event, outcome: str) -> None:
         self.conn.execute("INSERT INTO audit (sink, event_id, merchant_id, event, outcome, at) VALUES (?, ?, ?, ?, ?, ?)",
                           (sink, event.id, event.merchant_id, event.event, outcome, time.time()))
+
+    def prune(self, before: float, chunk: int) -> int:
+        """Delete up to ``chunk`` audit rows older than ``before`` (unix time); how many.  Positions and
+        parked events are kept: only the history of tries goes."""
+        return self.conn.execute("DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? LIMIT ?)",
+                                 (before, chunk)).rowcount
 
     def park(self, sink: str, event: Event, status: str) -> None:
         """Record ``event`` as undeliverable to ``sink`` (its audit row says so too), at once: durable before the

@@ -364,6 +364,7 @@ secret_file = "{file}"
      "partner 'books' is configured twice - at `$.events.partners[1].name`"),
     ('[[events.partners]]\nname = "books"\nmerchants = []\nwebhook = "http://127.0.0.1:9/x"\n',
      "a webhook partner needs secret_file or secret_env (webhooks are signed) - at `$.events.partners[0]`"),
+    ('audit_days = -1\n', "must be 0 (kept for ever) or more, got -1.0 - at `$.events.audit_days`"),
     ('metrics_listen = "9584"\n',
      "expected 'host:port', got '9584' - at `$.events.metrics_listen`"),
 ])
@@ -595,3 +596,24 @@ def test_parked_events_are_listed_and_sent_again_on_redeliver(tmp_path, partners
     journal.close()
     assert partners.ids("/books") == ids[1:]  # the parked ones and every later one, in order
     assert relay.state.conn.execute("SELECT count(*) FROM parked WHERE redelivered IS NULL").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("extra, kept_days", [("", 90), ("audit_days = 7", 7), ("audit_days = 0", None)])
+def test_the_audit_log_keeps_audit_days_of_rows(tmp_path, partners, extra, kept_days, monkeypatch):
+    from switch import events
+
+    monkeypatch.setattr(events, "PRUNE_CHUNK", 2)  # deleted two at a time
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 3)
+    relay = relay_for(tmp_path, partners, extra=extra)
+    day = 86400.0
+    ages = [400, 91, 89, 8, 6, 1]  # days before now
+    relay.state.conn.executemany(
+        "INSERT INTO audit (sink, event_id, merchant_id, event, outcome, at) VALUES ('webhook:books', ?, ?, "
+        "'approved', 'sent', ?)", [(-i, A, time.time() - age * day) for i, age in enumerate(ages)])
+    asyncio.run(relay_until(relay, lambda: partners.ids("/stock") == outbox_ids(tmp_path)))
+    journal.close()
+    kept = [round((time.time() - at) / day) for (at,) in relay.state.conn.execute(
+        "SELECT at FROM audit WHERE event_id <= 0 ORDER BY at")]
+    assert kept == sorted(age for age in ages if kept_days is None or age < kept_days)[::-1]
+    assert relay.state.conn.execute("SELECT count(*) FROM audit WHERE event_id > 0").fetchone()[0] > 0  # today's
