@@ -90,7 +90,6 @@ class RelayMetrics:
             ["partner"], registry=self.registry)
 
 
-
 def journal_path(cfg: config_mod.Config) -> Path:
     url = cfg.journal.url
     if not url.startswith("sqlite://") or url.endswith(":memory:"):
@@ -311,8 +310,8 @@ class Relay:
         self.metrics.undeliverable.labels(partner=partner).inc()
         # The event's id, merchant and kind only: what the operator needs to find it, no card data.
         log.error("%s: event %d (merchant %s, %s) refused with %s: parked as undeliverable, not tried again "
-                  "(payswitch relay parked lists them; runbook: events parked as undeliverable)", sink, event.id, event.merchant_id,
-                  event.event, status)
+                  "(payswitch relay parked lists them; runbook: events parked as undeliverable)",
+                  sink, event.id, event.merchant_id, event.event, status)
 
 
 async def post(pool, secret: bytes, event: Event, body: bytes) -> int:
@@ -530,4 +529,3 @@ def main(argv: list[str] | None = None) -> int:
         print(config_mod.error_line(e), file=__import__("sys").stderr)
         return 2
     return 0
-
