@@ -3,7 +3,7 @@
     payswitch --version
     payswitch serve [--config FILE] [--demo] [--log-format text|json] [--workers N|auto]
     payswitch sim acquirer|wallet|citycard|hsm|loyalty [simulator options]
-    payswitch relay [--config FILE]
+    payswitch relay [parked | redeliver PARTNER] [--config FILE]
     payswitch keys new-master|init|import|list [options]
     payswitch send purchase|refund|balance|topup|preauth|completion|reversal|echo|signon|keyexchange|settlement [options]
     payswitch check-config FILE

@@ -58,6 +58,8 @@ class Events(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     state_file: str | None = None  # relay cursors and audit log (default: beside the journal)
     partners: list[Partner] = []
     retry_max: float = 30.0  # longest wait between two tries of a webhook
+    metrics_listen: str | None = None  # "host:port" of the relay's /metrics (Prometheus); None: not served
+    audit_days: float = 90.0  # days the relay's audit log keeps a row (pruned hourly); 0: kept for ever
 
 
 _MOMENTS = ("before", "after")
@@ -100,6 +102,13 @@ def check(cfg, fail) -> None:
     url = cfg.events.nats_url
     if url is not None and ("://" in url and not url.startswith(_NATS_SCHEMES) or not url.strip()):
         fail("events.nats_url", f"expected host:port or a URL of {', '.join(_NATS_SCHEMES)}, got {url!r}")
+    if cfg.events.audit_days < 0:
+        fail("events.audit_days", f"must be 0 (kept for ever) or more, got {cfg.events.audit_days}")
+    listen = cfg.events.metrics_listen
+    if listen is not None:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            fail("events.metrics_listen", f"expected 'host:port', got {listen!r}")
     partners: set[str] = set()
     for i, p in enumerate(cfg.events.partners):
         if p.name in partners:  # the name keys the partner's cursor in the relay's state file

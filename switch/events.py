@@ -16,7 +16,11 @@ to every sink:
   the merchants granted to that partner, POSTed in outbox order (hence in
   order per merchant), signed like value-added service requests
   (``X-Payswitch-Signature``), retried with backoff until answered 2xx:
-  at least once, never out of order.
+  at least once, never out of order.  A permanent refusal (a 4xx other than
+  408, 425 and 429) is not tried again: the event is *parked* (the state
+  file's ``parked`` table, ``payswitch_events_undeliverable_total``, an error
+  line) and the partner gets the next one; ``payswitch relay parked`` lists
+  them and ``payswitch relay redeliver`` sends them again (:mod:`switch.relay_parked`).
 
 Each sink's position is kept in the relay's state file (SQLite, default
 ``<journal>.relay``) after every delivered batch, and when the sink stops
@@ -48,6 +52,7 @@ from switch import config as config_mod
 from switch.core.vas import sign
 from switch.journal.outbox import Event, read_after
 from switch.journal.schema import SCHEMA_VERSION
+from switch.relay_state import State
 from switch.secret_refs import open_to_others
 
 log = logging.getLogger("payswitch.relay")
@@ -59,20 +64,30 @@ POLL = 0.2  # seconds between looks at an outbox with nothing new
 # and a restart would send it again.
 STOP_GRACE = 10.0
 _RESTART_FIRST_WAIT = 1.0  # seconds before a failed sink starts again (doubling up to retry_max)
+PRUNE_EVERY = 3600.0  # seconds between two prunings of the audit log (events.audit_days)
+PRUNE_CHUNK = 5000  # audit rows deleted at a time
 SIGNATURE_HEADER = "X-Payswitch-Signature"
 
-_STATE = (
-    "CREATE TABLE IF NOT EXISTS cursor (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL) STRICT",
-    """CREATE TABLE IF NOT EXISTS audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        sink TEXT NOT NULL,          -- nats, or webhook:<partner>
-        event_id INTEGER NOT NULL,
-        merchant_id TEXT NOT NULL,
-        event TEXT NOT NULL,
-        outcome TEXT NOT NULL,       -- sent, or the failure of this try
-        at REAL NOT NULL
-    ) STRICT""",
-)
+# Client errors that say "not now" rather than "never": tried again like a 5xx.
+_PASSING_4XX = frozenset({408, 425, 429})
+_STOPPED = "stopped"  # what a delivery returns when the relay stopped before it got through
+
+
+def refused_for_good(status: int) -> bool:
+    """A partner's answer that no retry will change (RFC 9110 client errors, but timeout, too early, too many)."""
+    return 400 <= status < 500 and status not in _PASSING_4XX
+
+
+class RelayMetrics:
+    """The relay's own metrics (its process is not the switch's): served on ``events.metrics_listen``."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.registry = CollectorRegistry()
+        self.undeliverable = Counter(
+            "payswitch_events_undeliverable", "Events parked as undeliverable: refused for good by a partner",
+            ["partner"], registry=self.registry)
 
 
 def journal_path(cfg: config_mod.Config) -> Path:
@@ -80,6 +95,11 @@ def journal_path(cfg: config_mod.Config) -> Path:
     if not url.startswith("sqlite://") or url.endswith(":memory:"):
         raise config_mod.ConfigError(f"{cfg.source}: the relay reads a journal file, not {url!r} - at `$.journal.url`")
     return Path(url.removeprefix("sqlite://"))
+
+
+def state_path(cfg: config_mod.Config) -> str:
+    """The relay's state file: ``events.state_file``, else ``<journal>.relay``."""
+    return cfg.events.state_file or str(journal_path(cfg)) + ".relay"
 
 
 def body_of(event: Event) -> bytes:
@@ -91,51 +111,21 @@ def _token(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
 
-class State:
-    def __init__(self, path: str) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        for statement in _STATE:
-            self.conn.execute(statement)
-
-    @classmethod
-    def open(cls, cfg: config_mod.Config, path: str) -> State:
-        """The state file at ``path``, or a :class:`ConfigError` naming it and the key that sets it."""
-        try:
-            return cls(path)
-        except sqlite3.DatabaseError as e:
-            unset = "" if cfg.events.state_file else " (not set: the default, beside the journal)"
-            raise config_mod.ConfigError(
-                f"{cfg.source}: relay state file {path} is not usable: {e} (moved aside, the relay starts again "
-                f"from the first event: see the runbook) - at `$.events.state_file`{unset}") from None
-
-    def cursor(self, sink: str) -> int:
-        row = self.conn.execute("SELECT last_id FROM cursor WHERE sink = ?", (sink,)).fetchone()
-        return row[0] if row else 0
-
-    def advance(self, sink: str, last_id: int, audit: list[tuple]) -> None:
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.executemany(
-                "INSERT INTO audit (sink, event_id, merchant_id, event, outcome, at) VALUES (?, ?, ?, ?, ?, ?)", audit)
-            self.conn.execute("INSERT INTO cursor (sink, last_id) VALUES (?, ?) "
-                              "ON CONFLICT (sink) DO UPDATE SET last_id = excluded.last_id", (sink, last_id))
-
-    def note(self, sink: str, event: Event, outcome: str) -> None:
-        self.conn.execute("INSERT INTO audit (sink, event_id, merchant_id, event, outcome, at) VALUES (?, ?, ?, ?, ?, ?)",
-                          (sink, event.id, event.merchant_id, event.event, outcome, time.time()))
-
-
 class Relay:
     def __init__(self, cfg: config_mod.Config) -> None:
         self.cfg = cfg
         self.events = cfg.events
         path = journal_path(cfg)
         self.journal = path
-        self.state = State.open(cfg, self.events.state_file or str(path) + ".relay")
+        self.state = State.open(cfg, state_path(cfg))
         # Secrets are read before the relay says it runs: a missing one is a
         # configuration error (exit 2), not a sink that never starts.
         self.secrets = {p.name: _partner_secret(cfg, i, p) for i, p in enumerate(self.events.partners) if p.webhook}
+        self.metrics = RelayMetrics()
+        for partner in self.events.partners:  # 0 from the start, so that increase() sees the first one parked
+            if partner.webhook:
+                self.metrics.undeliverable.labels(partner=partner.name)
+        self.metrics_server = None  # the /metrics listener, while the relay runs (events.metrics_listen)
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -151,9 +141,30 @@ class Relay:
         if not sinks:
             log.warning("relay: no NATS and no webhook partner configured; nothing to do")
             return
-        print(f"relaying {len(sinks)} sink(s)", flush=True)
+        if self.events.metrics_listen:
+            from prometheus_client import start_http_server
+
+            host, _, port = self.events.metrics_listen.rpartition(":")
+            try:
+                self.metrics_server, _thread = start_http_server(int(port), host, registry=self.metrics.registry)
+            except OSError as e:
+                raise config_mod.ConfigError(f"{self.cfg.source}: the relay's /metrics cannot listen on "
+                                             f"{self.events.metrics_listen}: {e.strerror or e} "
+                                             "- at `$.events.metrics_listen`") from None
+        try:
+            print(f"relaying {len(sinks)} sink(s)", flush=True)
+            await self._relay(sinks)
+        finally:
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
+                self.metrics_server.server_close()
+
+    async def _relay(self, sinks: list) -> None:
         tasks = [asyncio.create_task(_supervised(name, sink, self.events.retry_max, self._stop))
                  for name, sink in sinks]
+        if self.events.audit_days:
+            tasks.append(asyncio.create_task(_supervised("audit pruning", self._prune_audit, self.events.retry_max,
+                                                         self._stop)))
         await self._stop.wait()
         # Each sink ends after the event it is delivering (its _drain sees the stop); one
         # that does not within the grace is cut short.
@@ -162,11 +173,28 @@ class Relay:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _prune_audit(self) -> None:
+        """Delete audit rows older than ``events.audit_days``, at start and every PRUNE_EVERY seconds, a chunk
+        at a time so that the sinks (same thread, same connection) go on meanwhile."""
+        while not self._stop.is_set():
+            before = time.time() - self.events.audit_days * 86400
+            pruned = chunk = 0
+            while not self._stop.is_set():
+                pruned += (chunk := self.state.prune(before, PRUNE_CHUNK))
+                if chunk < PRUNE_CHUNK:
+                    break
+                await asyncio.sleep(0)
+            if pruned:
+                log.info("audit log: %d row(s) older than %g days deleted", pruned, self.events.audit_days)
+            await _sleep_unless(self._stop, PRUNE_EVERY)
+
     async def _drain(self, sink: str, deliver) -> None:
         """Deliver the outbox to ``sink`` from its saved position, oldest first, for good.
 
-        ``await deliver(event)`` returns once the event is delivered (True) or
-        when it is not the sink's (False).  The position is saved after every
+        ``await deliver(event)`` returns once the event is done with: ``"sent"``,
+        ``"parked"`` (refused for good, recorded as such), ``None`` when it is
+        not the sink's, or ``_STOPPED`` when the relay stopped before it got
+        through (the next start sends it).  The position is saved after every
         batch, and when the sink stops (the relay stopped, the sink failed)
         after the last event it delivered: only a crash sends a batch again.
         """
@@ -183,7 +211,10 @@ class Relay:
                 for event in batch:
                     if stop.is_set():
                         break
-                    if await deliver(event):
+                    outcome = await deliver(event)
+                    if outcome == _STOPPED:
+                        break
+                    if outcome == "sent":
                         audit.append((sink, event.id, event.merchant_id, event.event, "sent", time.time()))
                     last = event.id
                 self.state.advance(sink, last, audit)
@@ -215,15 +246,14 @@ class Relay:
         js = nc.jetstream()
         streams: set[str] = set()
 
-        async def deliver(event: Event) -> bool:
+        async def deliver(event: Event) -> str:
             merchant = _token(event.merchant_id)
             subject = f"{ev.subject_prefix}.{merchant}.{event.event}"
             stream = f"{ev.stream_prefix}_{merchant}"
             if stream not in streams:
                 await _ensure_stream(js, stream, f"{ev.subject_prefix}.{merchant}.>", subject)
                 streams.add(stream)
-            await _publish(js, subject, event, ev.retry_max)
-            return True
+            return "sent" if await _publish(js, subject, event, ev.retry_max, self._stop) else _STOPPED
 
         try:
             await self._drain("nats", deliver)
@@ -239,34 +269,75 @@ class Relay:
         sink = f"webhook:{partner.name}"
         pool = ConnectionPool(partner.webhook, size=1)
 
-        async def deliver(event: Event) -> bool:
+        async def deliver(event: Event) -> str | None:
             if event.merchant_id not in granted:
-                return False  # not this partner's: never sent, never logged as sent
+                return None  # not this partner's: never sent, never logged as sent
             body = body_of(event)
-            wait = 0.1
-            while True:
-                headers = [(SIGNATURE_HEADER, sign(secret, body, int(time.time()))),
-                           ("X-Payswitch-Event-Id", str(event.id))]
+            done: list[str] = []
+
+            async def attempt() -> str | None:
                 try:
-                    resp = await pool.request("POST", "" if pool.base_path else "/", body, timeout=10.0,
-                                              headers=headers)
-                    outcome = "sent" if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+                    status = await post(pool, secret, event, body)
                 except TransportError as e:
-                    outcome = f"failed: {e}"
-                if outcome == "sent":
-                    return True
-                self.state.note(sink, event, outcome)
-                if self._stop.is_set():  # not delivered: the next start sends it
-                    raise asyncio.CancelledError
+                    failure = f"failed: {e}"
+                else:
+                    if 200 <= status < 300:
+                        done.append("sent")
+                        return None
+                    failure = f"HTTP {status}"
+                    if refused_for_good(status):
+                        self._park(sink, partner.name, event, failure)
+                        done.append("parked")
+                        return None
+                self.state.note(sink, event, failure)
+                return failure
+
+            def retrying(failure: str, wait: float) -> None:
                 # The partner's later events wait for this one (in order); other sinks go on.
-                log.warning("%s: event %d %s; trying again in %.1f s", sink, event.id, outcome, wait)
-                await _sleep_unless(self._stop, wait)
-                wait = min(wait * 2, self.events.retry_max)
+                log.warning("%s: event %d %s; trying again in %.1f s", sink, event.id, failure, wait)
+
+            if await retried(attempt, retrying, self.events.retry_max, self._stop):
+                return done[0]
+            return _STOPPED  # not delivered: the next start sends it
 
         try:
             await self._drain(sink, deliver)
         finally:
             await pool.close()
+
+    def _park(self, sink: str, partner: str, event: Event, status: str) -> None:
+        self.state.park(sink, event, status)
+        self.metrics.undeliverable.labels(partner=partner).inc()
+        # The event's id, merchant and kind only: what the operator needs to find it, no card data.
+        log.error("%s: event %d (merchant %s, %s) refused with %s: parked as undeliverable, not tried again "
+                  "(payswitch relay parked lists them; runbook: events parked as undeliverable)",
+                  sink, event.id, event.merchant_id, event.event, status)
+
+
+async def post(pool, secret: bytes, event: Event, body: bytes) -> int:
+    """POST ``event`` to a partner's webhook once, signed; its HTTP status (a TransportError if none)."""
+    headers = [(SIGNATURE_HEADER, sign(secret, body, int(time.time()))), ("X-Payswitch-Event-Id", str(event.id))]
+    resp = await pool.request("POST", "" if pool.base_path else "/", body, timeout=10.0, headers=headers)
+    return resp.status
+
+
+async def retried(attempt, retrying, retry_max: float, stop: asyncio.Event) -> bool:
+    """``await attempt()`` until it returns None (done), with doubling waits from 0.1 s up to ``retry_max``;
+    ``retrying(failure, wait)`` is told each failure (what ``attempt`` returned) before its wait.
+
+    False when ``stop`` is set after a failed try, or during the wait: the try on its way is let finish,
+    none is started after a stop.
+    """
+    wait = 0.1
+    while (failure := await attempt()) is not None:
+        if stop.is_set():
+            return False
+        retrying(failure, wait)
+        await _sleep_unless(stop, wait)
+        if stop.is_set():
+            return False
+        wait = min(wait * 2, retry_max)
+    return True
 
 
 class Outbox:
@@ -390,21 +461,24 @@ def _subject_matches(pattern: str, subject: str) -> bool:
     return len(p) == len(s)
 
 
-async def _publish(js, subject: str, event: Event, retry_max: float) -> None:
-    """Publish and wait for the server's ack, trying again with doubling waits: the message id is
-    the outbox id, so a publish the server did store before its ack was lost is dropped as a duplicate."""
+async def _publish(js, subject: str, event: Event, retry_max: float, stop: asyncio.Event) -> bool:
+    """Publish and wait for the server's ack, trying again with doubling waits until acknowledged (True)
+    or ``stop`` (False): the message id is the outbox id, so a publish the server did store before its
+    ack was lost is dropped as a duplicate."""
     import nats.errors
 
-    wait = 0.1
-    while True:
+    async def attempt() -> str | None:
         try:
             await js.publish(subject, body_of(event), headers={"Nats-Msg-Id": str(event.id)}, timeout=10.0)
-            return
+            return None
         except (nats.errors.Error, asyncio.TimeoutError) as e:
-            log.warning("NATS: event %d to %s not acknowledged (%s: %s); trying again in %.1f s",
-                        event.id, subject, type(e).__name__, e, wait)
-        await asyncio.sleep(wait)
-        wait = min(wait * 2, retry_max)
+            return f"{type(e).__name__}: {e}"
+
+    def retrying(failure: str, wait: float) -> None:
+        log.warning("NATS: event %d to %s not acknowledged (%s); trying again in %.1f s",
+                    event.id, subject, failure, wait)
+
+    return await retried(attempt, retrying, retry_max, stop)
 
 
 def _server(nc) -> str:
@@ -422,11 +496,22 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="payswitch relay", description="relay the journal's event outbox")
-    parser.add_argument("--config", help="TOML configuration file (default: the embedded default)")
+    config_help = "TOML configuration file (default: the embedded default)"
+    parser.add_argument("--config", help=config_help)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("parked", help="list the events parked as undeliverable").add_argument(
+        "--config", default=argparse.SUPPRESS, help=config_help)
+    again = commands.add_parser("redeliver", help="have the relay (stopped) send a partner's parked events again")
+    again.add_argument("partner", help="the partner's name, as in [[events.partners]]")
+    again.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         cfg = config_mod.load(args.config) if args.config else config_mod.default()
+        if args.command:
+            from switch.relay_parked import command
+
+            return command(cfg, state_path(cfg), args)
         relay = Relay(cfg)
     except config_mod.ConfigError as e:
         print(config_mod.error_line(e), file=__import__("sys").stderr)
@@ -438,5 +523,9 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, relay.stop)
         await relay.run()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except config_mod.ConfigError as e:
+        print(config_mod.error_line(e), file=__import__("sys").stderr)
+        return 2
     return 0

@@ -56,7 +56,7 @@ def runbook_anchors() -> set[str]:
 
 def test_every_alert_links_to_a_runbook_section_that_exists():
     found = alerts()
-    assert len(found) == 24
+    assert len(found) == 25
     anchors = runbook_anchors()
     for name, block in found.items():
         m = re.search(r'runbook_url: "ops/runbook\.md#([\w-]+)"', block)
@@ -93,6 +93,7 @@ def test_the_outages_of_the_issue_are_covered():
     assert 'payswitch_citycard_uploads_total{result="unconfirmed"}' in exprs["PayswitchCityCardUploadsUnconfirmed"]
     assert "payswitch_hostlink_protocol_errors_total" in exprs["PayswitchLinkProtocolErrors"]
     assert "payswitch_citycard_protocol_errors_total" in exprs["PayswitchLinkProtocolErrors"]
+    assert "increase(payswitch_events_undeliverable_total" in exprs["PayswitchEventsUndeliverable"]
 
 
 def test_link_alert_labels_are_those_the_adapters_count_by():
@@ -113,11 +114,13 @@ def test_link_alert_labels_are_those_the_adapters_count_by():
 
 
 def exported_names() -> set[str]:
-    """Every series name the switch's registry can export (label children or not), and
-    what the supervisor of ``serve --workers`` adds of its own."""
+    """Every series name the switch's registry can export (label children or not),
+    what the supervisor of ``serve --workers`` adds of its own, and the event relay's."""
+    from switch.events import RelayMetrics
+
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
     names = set()
-    for family in Metrics().registry.collect():
+    for family in [*Metrics().registry.collect(), *RelayMetrics().registry.collect()]:
         for suffix in suffixes.get(family.type, ("",)):
             names.add(family.name + suffix)
     return names | supervisor_names()
