@@ -20,7 +20,7 @@ $(FUZZ_STAMP): $(STAMP)
 
 # Compiles native/ in place; a compile error stops here (no slow fallback exists).
 build: $(STAMP)
-	$(PY) setup.py -q build_ext --inplace
+	$(PY) setup.py -q build_ext --inplace --parallel 2
 
 run: build
 	$(PY) -m switch.cli serve --demo
@@ -43,3 +43,4 @@ fuzz: $(FUZZ_STAMP)
 
 clean:
 	rm -rf build native/*.c native/*.so benchmarks/*.c benchmarks/*.so *.egg-info
+	find switch adapters \( -name '*.c' -o -name '*.so' -o -name '*.html' \) -delete

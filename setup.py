@@ -1,8 +1,12 @@
-"""Builds the compiled hot path in native/ (and the benchmark floor) with Cython.
+"""Builds the compiled hot path with Cython: native/ (and the benchmark floor),
+and the request path's Python modules from their own source (switch/compiled.py).
 
-A failed compilation fails the build: there is no pure-Python fallback, so a
-broken toolchain can never silently make the switch slow.
+A failed compilation fails the build: native/ has no pure-Python fallback, and
+``serve`` refuses to start on a request-path module that is not compiled or is
+older than its source, so a broken toolchain can never silently make the
+switch slow.
 """
+import ast
 import glob
 import os
 
@@ -23,19 +27,28 @@ if SANITIZE:
 LIBRARIES = {"native.sqlbatch": ["sqlite3"], "native.aead": ["crypto"]}
 
 
-def extensions():
+def request_path() -> list[str]:
+    """The sources of switch.compiled.MODULES, read without importing the project."""
+    with open(os.path.join("switch", "compiled.py")) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MODULES" for t in node.targets):
+            return [m.replace(".", os.sep) + ".py" for m in ast.literal_eval(node.value)]
+    raise SystemExit("setup.py: switch/compiled.py has no MODULES")
+
+
+def extensions(sources):
     exts = []
     # PAYSWITCH_ONLY=native/framing.pyx builds just that module (for working on one at a time).
     only = os.environ.get("PAYSWITCH_ONLY")
-    sources = sorted(glob.glob("native/*.pyx") + glob.glob("benchmarks/*.pyx"))
     if only:
         sources = [p for p in sources if p in only.split(",")]
-    for pyx in sources:
-        module = pyx[:-4].replace(os.sep, ".")
+    for src in sources:
+        module = os.path.splitext(src)[0].replace(os.sep, ".")
         exts.append(
             Extension(
                 module,
-                [pyx],
+                [src],
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,
                 libraries=LIBRARIES.get(module, []),
@@ -44,9 +57,11 @@ def extensions():
     return exts
 
 
+threads = os.cpu_count() or 1
+annotate = bool(os.environ.get("PAYSWITCH_ANNOTATE"))
 setup(
     ext_modules=cythonize(
-        extensions(),
+        extensions(sorted(glob.glob("native/*.pyx") + glob.glob("benchmarks/*.pyx"))),
         language_level=3,
         compiler_directives={
             "boundscheck": False,
@@ -54,6 +69,17 @@ setup(
             "cdivision": True,
             "embedsignature": True,
         },
-        annotate=bool(os.environ.get("PAYSWITCH_ANNOTATE")),
+        nthreads=threads,
+        annotate=annotate,
+    )
+    # Python's semantics kept whole: negative indices, checked bounds, Python's
+    # division, and annotations that document without checking (a subclass of
+    # dict passes where the annotation says dict).
+    + cythonize(
+        extensions(request_path()),
+        language_level=3,
+        compiler_directives={"annotation_typing": False, "binding": True},
+        nthreads=threads,
+        annotate=annotate,
     ),
 )

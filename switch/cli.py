@@ -18,6 +18,13 @@ from switch.secret_refs import shown
 
 
 def _serve(args) -> int:
+    from switch import compiled
+
+    stale = compiled.problems()  # before anything imports them (switch/compiled.py)
+    if stale:
+        for line in stale:
+            print(f"payswitch serve: {line}", file=sys.stderr)
+        return 2
     from switch.io.app import run
 
     return run(args.config, demo=args.demo, log_format=args.log_format, workers=args.workers)

@@ -1,10 +1,11 @@
-"""Fixtures the end-to-end modules share."""
+"""Fixtures the end-to-end modules share, and the check that the code under test is the code on disk."""
 from __future__ import annotations
 
 import signal
 
 import pytest
 
+from switch import compiled
 from tests.e2e import Client
 
 
@@ -18,6 +19,15 @@ def _stop_signals_restored():
     for sig, handler in saved.items():
         if signal.getsignal(sig) is not handler and handler is not None:
             signal.signal(sig, handler)
+
+
+def pytest_configure(config):
+    # A request-path module compiled from an older source would test the old
+    # code (switch/compiled.py): stop before the first test, not after a
+    # suite that passed on what is no longer there.
+    stale = compiled.problems()
+    if stale:
+        pytest.exit("the compiled request path does not match its source:\n  " + "\n  ".join(stale), returncode=4)
 
 
 @pytest.fixture

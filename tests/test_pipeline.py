@@ -1,4 +1,6 @@
 """Sans-I/O pipeline decisions (spec sections 3 and 6)."""
+from collections.abc import Generator
+
 import pytest
 
 from switch.core import pipeline as p
@@ -109,7 +111,6 @@ def test_settlement_code():
 def test_a_flight_that_no_reversal_named_leaves_nothing_to_run(monkeypatch):
     """Engine._reversal_left returns what the engine runs: nothing (no generator) for the
     flight of almost every request, the reversal of its key for one a 0400 named meanwhile."""
-    import inspect
 
     from switch.core.commands import Flight
     from switch.core.engine import Engine
@@ -120,4 +121,4 @@ def test_a_flight_that_no_reversal_named_leaves_nothing_to_run(monkeypatch):
     flight = Flight((TID, "000001", T7), "d1", "0200")
     assert engine._reversal_left(flight, MERCHANT) == () and not flight.decided
     flight.reverse_requested = True
-    assert inspect.isgenerator(engine._reversal_left(flight, MERCHANT)) and flight.decided
+    assert isinstance(engine._reversal_left(flight, MERCHANT), Generator) and flight.decided

@@ -15,6 +15,7 @@ import re
 import sqlite3
 import tempfile
 import time
+from collections.abc import Generator
 from importlib.metadata import EntryPoint
 
 import pytest
@@ -132,14 +133,13 @@ def ten_percent(p):
 def test_before_authorization_runs_nothing_for_a_merchant_without_a_service_then():
     """VasHook.before returns what the engine runs: nothing (no generator) for a merchant
     without a service at that moment, the services' calls for one with."""
-    import inspect
 
     from switch.core.engine import Engine
 
     engine = Engine(vas_config()(), key=bytes(32))
     msg = ts.TERM.decode(request())
     assert engine.vas.before(msg, None, "OTHER0000000001", "card", {}, None) == ()
-    assert inspect.isgenerator(engine.vas.before(msg, None, MERCHANT, "card", {}, None))
+    assert isinstance(engine.vas.before(msg, None, MERCHANT, "card", {}, None), Generator)
 
 
 def test_coupon_lowers_what_the_acquirer_sees_the_journal_holds_the_terminal_hears_and_the_0500_counts():

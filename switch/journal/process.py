@@ -72,7 +72,7 @@ def start_shared_writer(directory: str, python: str | None = None) -> tuple[subp
         listener.bind(path)
         listener.listen(64)
         proc = subprocess.Popen(
-            [python or sys.executable, "-m", "switch.journal.writer", "--listen", str(listener.fileno())],
+            [python or sys.executable, *WRITER_MAIN, "--listen", str(listener.fileno())],
             pass_fds=(listener.fileno(),),
             env=writer_env(),
             stdin=subprocess.DEVNULL,
@@ -80,6 +80,11 @@ def start_shared_writer(directory: str, python: str | None = None) -> tuple[subp
     finally:
         listener.close()
     return proc, path
+
+
+# The writer process's command: ``python -m switch.journal.writer`` cannot run a
+# compiled module (switch/compiled.py) as __main__, so its main() is called.
+WRITER_MAIN = ("-c", "import sys; from switch.journal.writer import main; sys.exit(main(sys.argv))")
 
 
 def writer_env() -> dict[str, str]:
@@ -207,7 +212,7 @@ class ProcessJournal:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         try:
             self._proc = subprocess.Popen(
-                [python or sys.executable, "-m", "switch.journal.writer", str(theirs.fileno())],
+                [python or sys.executable, *WRITER_MAIN, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 env=writer_env(),
                 stdin=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """One journal writer process serving several switch processes (``serve --workers N``).
 
-``python -m switch.journal.writer --listen FD`` runs this: ``FD`` is a listening
+The writer process started with ``--listen FD`` runs this: ``FD`` is a listening
 Unix socket (in a directory only the switch's user can enter) that the
 supervisor made; each worker connects to it with
 :class:`switch.journal.process.ProcessJournal` (``connect=PATH``).  The frames

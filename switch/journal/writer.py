@@ -1,4 +1,4 @@
-"""The journal writer process: ``python -m switch.journal.writer FD``.
+"""The journal writer process: ``main([_, FD])`` (switch.journal.process.WRITER_MAIN).
 
 (``--listen FD``: one writer for several switch processes, :mod:`switch.journal.shared`.)
 
