@@ -10,12 +10,12 @@ FUZZ_STAMP := $(VENV)/.installed-fuzz
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0"
-	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	PAYSWITCH_NO_EXTENSIONS=1 $(PY) -m pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 
 # atheris does not build on every platform: only `make fuzz` (and CI) install it.
 $(FUZZ_STAMP): $(STAMP)
-	$(PY) -m pip install -q --no-build-isolation -e '.[test,fuzz]'
+	PAYSWITCH_NO_EXTENSIONS=1 $(PY) -m pip install -q --no-build-isolation -e '.[test,fuzz]'
 	touch $@
 
 # Compiles native/ in place; a compile error stops here (no slow fallback exists).

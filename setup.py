@@ -57,10 +57,13 @@ def extensions(sources):
     return exts
 
 
-threads = os.cpu_count() or 1
-annotate = bool(os.environ.get("PAYSWITCH_ANNOTATE"))
-setup(
-    ext_modules=cythonize(
+def compiled():
+    """Every extension; none under PAYSWITCH_NO_EXTENSIONS=1, which the Makefile's
+    editable installs set: `make build` compiles in place, two cores at a time,
+    what the install would otherwise compile a second time on one."""
+    if os.environ.get("PAYSWITCH_NO_EXTENSIONS") == "1":
+        return []
+    return cythonize(
         extensions(sorted(glob.glob("native/*.pyx") + glob.glob("benchmarks/*.pyx"))),
         language_level=3,
         compiler_directives={
@@ -71,15 +74,18 @@ setup(
         },
         nthreads=threads,
         annotate=annotate,
-    )
-    # Python's semantics kept whole: negative indices, checked bounds, Python's
-    # division, and annotations that document without checking (a subclass of
-    # dict passes where the annotation says dict).
-    + cythonize(
+    ) + cythonize(
+        # Python's semantics kept whole: negative indices, checked bounds, Python's
+        # division, and annotations that document without checking (a subclass of
+        # dict passes where the annotation says dict).
         extensions(request_path()),
         language_level=3,
         compiler_directives={"annotation_typing": False, "binding": True},
         nthreads=threads,
         annotate=annotate,
-    ),
-)
+    )
+
+
+threads = os.cpu_count() or 1
+annotate = bool(os.environ.get("PAYSWITCH_ANNOTATE"))
+setup(ext_modules=compiled())
