@@ -144,6 +144,7 @@ class SwitchProcess:
         self.log = open(tmp / "switch.log", "w")
         self.proc = None
         self.log_level = "INFO"  # PAYSWITCH_LOG of the process start() runs
+        self.command = [sys.executable, "-m", "switch.cli"]  # what start() runs, before "serve --config FILE"
 
     def start(self, timeout: float = 30.0):
         # This checkout first: an editable install elsewhere (another worktree's) must not be what runs.
@@ -151,7 +152,7 @@ class SwitchProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1", PAYSWITCH_LOG=self.log_level,
                    PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "switch.cli", "serve", "--config", str(self.config)],
+            [*self.command, "serve", "--config", str(self.config)],
             cwd=self.tmp,
             env=env,
             stdout=subprocess.PIPE,

@@ -8,11 +8,14 @@ a full file system, while the ping's empty transaction still succeeds.
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
-from switch.journal import JournalError, open_journal
+from switch.journal import JournalClosed, JournalError, open_journal
 from tests.test_journal import KEY, ok, txn
+
+WAIT = 3.0  # upper bound for anything the tests wait on
 
 
 def _cap_pages(j, extra: int) -> None:
@@ -105,3 +108,47 @@ def test_a_writer_thread_that_dies_says_to_restart(caplog, monkeypatch):
     [line] = [r for r in caplog.records if "writer thread died" in r.getMessage()]
     assert line.getMessage() == ("journal writer thread died: nothing can be journaled (every payment is answered 96)"
                                  ' until the switch is restarted (runbook: "Journal failing")')
+
+
+def _dies_when(go: threading.Event):
+    def bug(self):
+        go.wait(WAIT)
+        raise RuntimeError("a bug in the writer loop")
+    return bug
+
+
+def test_a_writer_thread_that_dies_tells_on_died_once(caplog, monkeypatch):
+    """A single switch stops on it (switch.io.app): the hook is told on the writer thread,
+    once, and the hook's owner says it (no line of the journal's own but the traceback)."""
+    from switch.journal.groupcommit import GroupCommitter
+
+    go = threading.Event()
+    monkeypatch.setattr(GroupCommitter, "_loop", _dies_when(go))
+    told: list[tuple[str, threading.Thread]] = []
+    with caplog.at_level(logging.INFO):
+        j = open_journal("sqlite://:memory:", hmac_key=KEY)
+        try:
+            j.on_died = lambda why: told.append((why, threading.current_thread()))
+            go.set()
+            j._thread.join(WAIT)
+            assert not j._thread.is_alive()
+            with pytest.raises(JournalClosed, match="writer thread died"):
+                ok(j.ping())
+        finally:
+            j.close()
+    assert told == [("journal writer thread died: RuntimeError('a bug in the writer loop')", j._thread)]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    [trace] = [r for r in caplog.records if "writer thread died" in r.getMessage()]
+    assert trace.levelno == logging.WARNING and trace.exc_info is not None
+
+
+def test_closing_the_journal_is_no_death_of_its_writer_thread(caplog):
+    told: list[str] = []
+    with caplog.at_level(logging.INFO):
+        j = open_journal("sqlite://:memory:", hmac_key=KEY)
+        j.on_died = told.append
+        assert ok(j.ping()) is True
+        j.close()
+    assert not j._thread.is_alive()
+    assert told == []
+    assert not [r for r in caplog.records if "writer thread died" in r.getMessage()]

@@ -8,8 +8,9 @@ is started meanwhile: :mod:`switch.core.drain`), then the acquirer links
 sign off and close, then the journal.  While it still starts,
 they stop start-up where it is and close what it opened
 (:mod:`switch.io.early_stop`); exit 0 either way.  If the journal writer
-process (``[journal] writer = "process"``) dies, the switch stops the same
-way by itself and exits 1: the service manager starts it again.
+(the thread of ``[journal] writer = "thread"``, or the process of
+``"process"``) dies, the switch stops the same way by itself and exits 1:
+the service manager starts it again.
 """
 from __future__ import annotations
 
@@ -149,14 +150,13 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
 
 
 def _stop_when_the_writer_dies(switch: Switch, stop: asyncio.Event, fatal: list[str]) -> None:
-    """A journal writer process that dies is not started again, and without it every
-    payment would be answered 96 until someone restarts the switch: stop it the way
-    a SIGTERM does (stop accepting, answer what is in flight) and exit 1, for the
-    service manager to start it again, as the supervisor of workers does
+    """A journal writer (thread or process) that dies is not started again, and without
+    it every payment would be answered 96 until someone restarts the switch: stop it
+    the way a SIGTERM does (stop accepting, answer what is in flight) and exit 1, for
+    the service manager to start it again, as the supervisor of workers does
     (:mod:`switch.io.workers`).  A stop of ours closes the journal first: no death."""
     journal = switch.journal
-    if not hasattr(journal, "on_died"):
-        return  # the writer thread
+    entry = f"The journal writer {switch.cfg.journal.writer} died"  # its runbook section
     loop = asyncio.get_running_loop()
 
     def died(why: str) -> None:
@@ -164,8 +164,7 @@ def _stop_when_the_writer_dies(switch: Switch, stop: asyncio.Event, fatal: list[
             return
         fatal.append(why)
         switch.metrics.journal_writable.set(0)
-        log.error("%s: stopping the switch; the service manager starts it again"
-                  " (runbook: \"The journal writer process died\")", why)
+        log.error("%s: stopping the switch; the service manager starts it again (runbook: \"%s\")", why, entry)
         stop.set()
 
     journal.on_died = lambda why: loop.call_soon_threadsafe(died, why)
@@ -201,7 +200,7 @@ def run(config_path: str | None, *, demo: bool = False, log_format: str = "text"
     """The ``serve`` command: exit 0 after a clean stop, 2 for any configuration
     problem (one line, the same as ``check-config`` prints), 1 when the
     configuration is fine but the switch cannot start (a port in use), or
-    when it stopped because its journal writer process died.
+    when it stopped because its journal writer (thread or process) died.
     SIGTERM or SIGINT while starting: what was started is stopped, exit 0."""
     hangup.hold()  # a SIGHUP before the loop serves must not end the process
     early_stop.hold()  # nor a SIGTERM kill it half-started

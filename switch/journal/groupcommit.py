@@ -112,6 +112,10 @@ class GroupCommitter:
         # on_batch(size, seconds, committed), called on the writer thread after
         # each batch (metrics: commit latency and batch size).
         self.on_batch: Callable[[int, float, bool], None] | None = None
+        # on_died(why): the writer thread ended without close() (a bug escaped its
+        # loop), called once on the writer thread and said by it instead of this
+        # module's log line: a single switch stops on it (switch.io.app).
+        self.on_died: Callable[[str], None] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed: JournalClosed | None = None
@@ -216,17 +220,33 @@ class GroupCommitter:
         try:
             self._loop()
         except BaseException as exc:  # a bug here must not leave futures hanging
-            log.exception("journal writer thread died: nothing can be journaled (every payment is answered 96)"
-                          " until the switch is restarted (runbook: \"Journal failing\")")
-            with self._lock:
-                if self._closed is None:
-                    self._closed = JournalClosed(f"journal writer thread died: {exc!r}")
+            self._died(exc)
         finally:
             self._drain()
             try:
                 self._close_db()
             except Exception:
                 log.exception("closing the journal database failed")
+
+    def _died(self, exc: BaseException) -> None:
+        """The writer thread's loop raised ``exc``: nothing is journaled from now on
+        (the thread is not started again); told to on_died, if set, unless closing."""
+        with self._lock:
+            unexpected = self._closed is None  # not closed by us
+            if unexpected:
+                self._closed = JournalClosed(f"journal writer thread died: {exc!r}")
+            why = self._closed.args[0]
+        hook = self.on_died if unexpected else None
+        if hook is None:
+            log.exception("journal writer thread died: nothing can be journaled (every payment is answered 96)"
+                          " until the switch is restarted (runbook: \"Journal failing\")")
+            return
+        # The hook's owner says what follows in one ERROR line; the traceback is for the bug report.
+        log.warning("%s: the traceback, for the bug report", why, exc_info=exc)
+        try:
+            hook(why)
+        except Exception:
+            log.exception("%s; the journal's on_died hook failed", why)
 
     def _drain(self) -> None:
         assert self._closed is not None
