@@ -79,13 +79,16 @@ def test_the_switch_stops_and_exits_1_when_its_journal_writer_process_dies(tmp_p
     assert log.count(DIED) == 1, log
     assert "payswitch: stopped: journal writer process died (exit code -9)" in log
     assert states(tmp_path) == {done["11"]: "answered", in_flight["11"]: "sent"}
+    restart_reverses(tmp_path, text, ports, in_flight["11"])
 
-    # What the service manager does next recovers: the journal is intact, the purchase
-    # left in flight is reversed at the acquirer.
+
+def restart_reverses(tmp_path, text: str, ports: dict, stan: str) -> None:
+    """What the service manager does next recovers: the journal is intact, the purchase
+    ``stan`` left in flight is reversed at the acquirer, new purchases are approved."""
     again = e2e.SwitchProcess(tmp_path, text, ports).start(timeout=60)
     try:
         assert wait_for(lambda: any(e["event"] == "reversal" for e in again.ledger("bank-a")), 15)
-        assert wait_for(lambda: states(tmp_path)[in_flight["11"]] == "reversed", 10)
+        assert wait_for(lambda: states(tmp_path)[stan] == "reversed", 10)
         assert e2e.Client(ports["term"]).transact(e2e.purchase(1200, e2e.MASTERCARD))["39"] == "00"
     finally:
         again.stop()

@@ -15,7 +15,7 @@ import pytest
 
 from tests import e2e
 from tests.e2e import wait_for
-from tests.test_e2e_writer_death import SLOW_MS, states
+from tests.test_e2e_writer_death import SLOW_MS, restart_reverses, states
 
 pytestmark = pytest.mark.e2e
 
@@ -80,13 +80,4 @@ def test_the_switch_stops_and_exits_1_when_its_journal_writer_thread_dies(tmp_pa
     assert f"{WHY}: the traceback, for the bug report" in log and "Traceback" in log
     assert f"payswitch: stopped: {WHY}" in log
     assert states(tmp_path) == {done["11"]: "answered", in_flight["11"]: "sent"}
-
-    # What the service manager does next recovers: the purchase left in flight is reversed.
-    again = e2e.SwitchProcess(tmp_path, text, ports).start(timeout=60)
-    try:
-        assert wait_for(lambda: any(e["event"] == "reversal" for e in again.ledger("bank-a")), 15)
-        assert wait_for(lambda: states(tmp_path)[in_flight["11"]] == "reversed", 10)
-        assert e2e.Client(ports["term"]).transact(e2e.purchase(1200, e2e.MASTERCARD))["39"] == "00"
-    finally:
-        again.stop()
-    assert again.proc.returncode == 0
+    restart_reverses(tmp_path, text, ports, in_flight["11"])
