@@ -18,7 +18,7 @@ $(FUZZ_STAMP): $(STAMP)
 	PAYSWITCH_NO_EXTENSIONS=1 $(PY) -m pip install -q --no-build-isolation -e '.[test,fuzz]'
 	touch $@
 
-# Compiles native/ in place; a compile error stops here (no slow fallback exists).
+# Compiles native/ and the request path (switch/compiled.py) in place; a compile error stops here.
 build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace --parallel 2
 

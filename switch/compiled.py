@@ -3,16 +3,17 @@
 Cython compiles each module below from its ``.py`` file, unchanged (its
 pure-Python mode), into an extension beside it, which Python imports before
 the source.  Measured under callgrind (``python -m benchmarks.loop_cpu
---instructions --writer process``), compiling the request path takes about
-an eighth of the event loop's instructions per purchase: the interpreter's
-dispatch goes, the same calls stay.
+--instructions --writer process``), it takes 11% of the event loop's
+instructions per purchase: the interpreter's dispatch goes, the same calls
+on Python objects stay (end to end, the gain was within the noise of a
+shared 2-core machine: README, "Benchmarks").
 
 The source stays the one implementation: there is no second, hand-typed
-copy to drift.  What compiling changes is that an extension missing or older
-than its source runs silently slow or silently old, so ``serve`` refuses to
-start on either in a source checkout (:func:`problems`), the test suite
-stops before its first test, and ``make build`` (run by ``make run`` and ``make test``) recompiles
-what changed.
+copy to drift.  What compiling changes is that an extension missing or
+older than its source runs silently slow or silently old, so in a source
+checkout ``serve`` refuses to start on either (:func:`problems`) and the
+test suite stops before its first test; ``make build`` (which ``make run``
+and ``make test`` run) recompiles what changed.
 
 ``setup.py`` reads :data:`MODULES` from this file without importing the
 project: keep this module free of project imports.
