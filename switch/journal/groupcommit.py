@@ -243,10 +243,7 @@ class GroupCommitter:
             return
         # The hook's owner says what follows in one ERROR line; the traceback is for the bug report.
         log.warning("%s: the traceback, for the bug report", why, exc_info=exc)
-        try:
-            hook(why)
-        except Exception:
-            log.exception("%s; the journal's on_died hook failed", why)
+        tell_died(hook, why)
 
     def _drain(self) -> None:
         assert self._closed is not None
@@ -392,3 +389,12 @@ class GroupCommitter:
         if not self._in_transaction():
             # The database ended the transaction (I/O error, disk full, ...).
             raise JournalError(f"the journal transaction was rolled back: {exc}") from exc
+
+
+def tell_died(hook: Callable[[str], None], why: str) -> None:
+    """Tell a journal's ``on_died`` hook why its writer (thread or process) died; a hook
+    that fails is logged, never raised into the writer's own failure path."""
+    try:
+        hook(why)
+    except Exception:
+        log.exception("%s; the journal's on_died hook failed", why)

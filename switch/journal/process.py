@@ -50,6 +50,7 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 from switch.journal import JournalClosed, JournalError
+from switch.journal.groupcommit import tell_died
 from switch.journal.writer import _HEADER, Receiver, send_frame, split_frames
 
 _BUFFER = 4 << 20
@@ -483,10 +484,7 @@ class ProcessJournal:
                 log.error("%s: nothing can be journaled (every payment is answered 96) until the switch is"
                           " restarted (runbook: \"Journal failing\")", reason.args[0])
             else:
-                try:
-                    hook(reason.args[0])
-                except Exception:
-                    log.exception("%s; the journal's on_died hook failed", reason.args[0])
+                tell_died(hook, reason.args[0])
         self._fail_waiting(reason)
 
     def _exit_code(self) -> int | None:
