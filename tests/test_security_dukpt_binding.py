@@ -161,11 +161,14 @@ bdk = "demo-bdk-tdes"
 """
 
 
-def make_config() -> config_mod.Config:
+def make_config_text() -> str:
     extra = sp.EXTRA.replace('"SEC00001-SEC00299"', f'"SEC00001-SEC00299", "{BOUND}-{OTHER}"')
     security = sp.SECURITY.replace("\n[[security.acquirers]]", BINDING + "\n[[security.acquirers]]", 1)
-    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + extra + security
-    return config_mod.loads(text, "test_security_dukpt_binding.toml")
+    return ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + extra + security
+
+
+def make_config() -> config_mod.Config:
+    return config_mod.loads(make_config_text(), "test_security_dukpt_binding.toml")
 
 
 def run(scenario):
@@ -238,3 +241,32 @@ def test_the_sandbox_range_takes_any_device():
         assert (await ts.call(sw, purchase("SEC00299", ksn(BOUND_DEVICE, 9), "000004")))[39] == "00"
 
     run(scenario)
+
+
+@pytest.mark.parametrize("module", ["software", "hsm"])
+def test_preflight_finds_a_device_as_long_as_its_bdks_ksns(tmp_path, module):
+    import msgspec
+
+    from switch import preflight
+    from switch.security import sandbox
+
+    table = tmp_path / "hsm-keys.json"
+    table.write_bytes(msgspec.json.encode(sandbox.hsm_key_table()))
+    hsm = f'[security.module]\nkind = "hsm"\nendpoints = ["127.0.0.1:1"]\nkey_table = "{table}"\n'
+
+    def configured(devices: str) -> str:
+        text = make_config_text().replace(f'{OTHER} = "{OTHER_DEVICE.lower()}"', devices)
+        if module == "hsm":
+            start = text.index("[security.module]")
+            text = text[:start] + hsm + text[text.index("\n[[security.merchants]]", start):]
+        return text
+
+    def loads(text: str) -> config_mod.Config:
+        return config_mod.loads(text, "t.toml")
+
+    preflight._security(loads(configured(f'{OTHER} = "{OTHER_DEVICE}"')))  # TDES BDK, 20-digit devices
+    with pytest.raises(config_mod.ConfigError) as e:  # AES devices (an entry's are all one kind) under it
+        preflight._security(loads(configured(f'{OTHER} = ["123456789012345600000000", "123456789012345700000000"]')
+                                  .replace(BOUND_DEVICE, "123456789012345800000000")))
+    assert str(e.value) == ("t.toml: device 123456789012345800000000 has 24 hex digits: the KSNs of tdes BDK "
+                            f"'demo-bdk-tdes' have 20 - at `$.security.merchants[0].terminals[3].dukpt_devices.{BOUND}`")
