@@ -111,8 +111,10 @@ class Security(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def key_refs(self, merchant: str, terminal: str, ksn: str | None = None):
         """(MAC key, PIN key) of a terminal's request for the security module, or None without keys.
 
-        DUKPT terminals need the KSN of field 48 tag KS (KsnError without it);
-        the others use the session keys of their last sign-on.
+        DUKPT terminals need the KSN of field 48 tag KS (KsnError without it)
+        naming a device bound to the terminal (UnboundDevice otherwise, but in
+        the sandbox's unbound range); the others use the session keys of their
+        last sign-on.
         """
         t = self.terminal_keys(merchant, terminal)
         if t is None:
