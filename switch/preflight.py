@@ -113,21 +113,24 @@ def _acquirers(cfg: Config) -> None:
 
 def _security(cfg: Config) -> None:
     """Spec 8: the module's files, every key the policy names in a software module's store, and
-    every host-link MAC key (software store or HSM key table)."""
+    every host-link MAC key and bound DUKPT device's BDK (software store or HSM key table)."""
     from switch.security import keystore
     from switch.security.config import HsmModuleConfig, SoftwareModuleConfig
 
     module = cfg.security.module
     if isinstance(module, HsmModuleConfig):
         _readable(cfg, "security.module.key_table", module.key_table, "HSM key table")
-        if any(a.mac_key is not None for a in cfg.acquirers):
+        if any(a.mac_key is not None for a in cfg.acquirers) or any(
+                t.dukpt_devices for ms in cfg.security.merchants for t in ms.terminals):
             from switch.io.hsm import load_key_table
             from switch.security.module import ModuleUnavailable
 
             try:
-                _host_mac_keys(cfg, load_key_table(module.key_table))
+                table = load_key_table(module.key_table)
             except ModuleUnavailable as e:
                 _fail(cfg, "security.module.key_table", str(e))
+            _host_mac_keys(cfg, table)
+            _dukpt_devices(cfg, table)
         return
     if not isinstance(module, SoftwareModuleConfig):
         return
@@ -145,6 +148,24 @@ def _security(cfg: Config) -> None:
         if a.zpk not in names:
             _fail(cfg, f"security.acquirers[{i}].zpk", f"no key {a.zpk!r} in the key store")
     _host_mac_keys(cfg, names)
+    _dukpt_devices(cfg, names)
+
+
+def _dukpt_devices(cfg: Config, keys: dict) -> None:
+    """Each bound DUKPT device is named as its BDK's KSNs are: 20 hex digits under a TDES BDK, 24 under an AES one."""
+    for i, ms in enumerate(cfg.security.merchants):
+        for j, t in enumerate(ms.terminals):
+            bdk = keys.get(t.bdk) if t.bdk and t.dukpt_devices else None
+            if bdk is None:
+                continue  # no binding, or no such key (said above, or by serve for an HSM key table)
+            digits = 20 if bdk.algorithm == "tdes" else 24
+            for tid, bound in t.dukpt_devices.items():
+                key = f"security.merchants[{i}].terminals[{j}].dukpt_devices.{tid}"
+                for k, device in enumerate([bound] if isinstance(bound, str) else bound):
+                    if len(device) != digits:
+                        _fail(cfg, key if isinstance(bound, str) else f"{key}[{k}]",
+                              f"device {device} has {len(device)} hex digits: the KSNs of {bdk.algorithm} BDK "
+                              f"{t.bdk!r} have {digits}")
 
 
 def _host_mac_keys(cfg: Config, keys: dict) -> None:

@@ -319,9 +319,12 @@ policy = "mac+pin"
 terminals = "SHOP0001-SHOP0099"
 tmk = "shop-tmk"
 [[merchants.terminals]]
-terminals = "SHOP0100-SHOP0199"
+terminals = "SHOP0100-SHOP0101"
 bdk = "shop-bdk"
 pin_formats = [0]
+[merchants.terminals.dukpt_devices]
+SHOP0100 = "FFFF9876543210E00000"
+SHOP0101 = ["FFFF9876543212E00000", "FFFF9876543214E00000"]
 
 [[acquirers]]
 acquirer = "bank-a"
@@ -334,7 +337,7 @@ def test_config_decodes_and_answers_lookups():
     assert check(sec) == []
     assert sec.policy("SHOP00000000001") == "mac+pin" and sec.policy("OTHER") == "none"
     assert sec.terminal_keys("SHOP00000000001", "SHOP0050").tmk == "shop-tmk"
-    assert sec.terminal_keys("SHOP00000000001", "SHOP0150").bdk == "shop-bdk"
+    assert sec.terminal_keys("SHOP00000000001", "SHOP0101").bdk == "shop-bdk"
     assert sec.terminal_keys("SHOP00000000001", "SHOP0250") is None
     assert sec.acquirer_keys("bank-a").zpk == "bank-a-zpk" and sec.acquirer_keys("bank-a").pin_format == 0
     hsm_cfg = msgspec.convert({"module": {"kind": "hsm", "endpoints": ["10.0.0.5:1500"], "key_table": "t.json"}}, Security)

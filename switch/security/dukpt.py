@@ -28,6 +28,8 @@ __all__ = [
     "working_key",
     "check_ksn",
     "ksn_device",
+    "cleared_counter",
+    "device_problem",
 ]
 
 
@@ -55,9 +57,12 @@ def parse_ksn(ksn: str) -> bytes:
     if len(ksn) not in (20, 24) or not ksn.isascii():
         raise KsnError(f"KSN must be 20 (TDES) or 24 (AES) hex digits, got {len(ksn)} characters")
     try:
-        return bytes.fromhex(ksn)
+        raw = bytes.fromhex(ksn)
     except ValueError:
         raise KsnError("KSN must be hex digits") from None
+    if 2 * len(raw) != len(ksn):  # fromhex skips spaces: "FFFF 9876..." is no 10-byte KSN
+        raise KsnError("KSN must be hex digits")
+    return raw
 
 
 def _tdes_counter(ksn: bytes) -> int:
@@ -211,9 +216,36 @@ def ksn_device(ksn_hex: str) -> tuple[str, int]:
     device (a replay). KsnError as :func:`check_ksn` says.
     """
     ksn = parse_ksn(ksn_hex)
+    counter = _tdes_counter(ksn) if len(ksn) == 10 else _aes_counter(ksn)
+    return _cleared(ksn), counter
+
+
+def cleared_counter(ksn_hex: str) -> str:
+    """The KSN with its counter bits cleared, as upper-case hex: its device (the initial KSN).
+
+    Unlike :func:`ksn_device`, the counter is not checked: a device's initial
+    KSN has counter zero.  KsnError for what :func:`parse_ksn` refuses.
+    """
+    return _cleared(parse_ksn(ksn_hex))
+
+
+def _cleared(ksn: bytes) -> str:
     if len(ksn) == 10:
-        counter = _tdes_counter(ksn)
-        device = int.from_bytes(ksn, "big") & ~_TDES_COUNTER_MASK
-        return "%020X" % device, counter
-    counter = _aes_counter(ksn)
-    return ksn[:8].hex().upper() + "00000000", counter
+        return "%020X" % (int.from_bytes(ksn, "big") & ~_TDES_COUNTER_MASK)
+    return ksn[:8].hex().upper() + "00000000"
+
+
+def device_problem(text: str) -> str | None:
+    """Why ``text`` does not name a DUKPT device, or None.
+
+    A device is named by its initial KSN: the KSN with its counter bits zero
+    (20 hex digits TDES, 24 AES), as key injection records it and as
+    :func:`ksn_device` gives it for any of the device's KSNs.
+    """
+    try:
+        device = cleared_counter(text)
+    except KsnError as e:
+        return f"not a device's initial KSN: {e}"
+    if device != text.upper():
+        return f"counter bits set: a device is its initial KSN, counter bits zero ({device})"
+    return None
