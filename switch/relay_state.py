@@ -20,7 +20,7 @@ _STATE = (
         at REAL NOT NULL
     ) STRICT""",
     "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",  # pruning by age (events.audit_days)
-    # Events a partner refused for good (HTTP 4xx but 408, 425, 429): not tried again by the relay.
+    # Events a partner refused for good (a 4xx about the event: switch.relay_webhook): not tried again by the relay.
     """CREATE TABLE IF NOT EXISTS parked (
         sink TEXT NOT NULL,          -- webhook:<partner>
         event_id INTEGER NOT NULL,

@@ -56,7 +56,7 @@ def runbook_anchors() -> set[str]:
 
 def test_every_alert_links_to_a_runbook_section_that_exists():
     found = alerts()
-    assert len(found) == 25
+    assert len(found) == 26
     anchors = runbook_anchors()
     for name, block in found.items():
         m = re.search(r'runbook_url: "ops/runbook\.md#([\w-]+)"', block)
@@ -94,6 +94,7 @@ def test_the_outages_of_the_issue_are_covered():
     assert "payswitch_hostlink_protocol_errors_total" in exprs["PayswitchLinkProtocolErrors"]
     assert "payswitch_citycard_protocol_errors_total" in exprs["PayswitchLinkProtocolErrors"]
     assert "increase(payswitch_events_undeliverable_total" in exprs["PayswitchEventsUndeliverable"]
+    assert "payswitch_events_partner_refusing" in exprs["PayswitchEventsPartnerRefusing"]
 
 
 def test_link_alert_labels_are_those_the_adapters_count_by():
