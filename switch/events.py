@@ -53,7 +53,7 @@ from switch import config as config_mod
 from switch.journal.outbox import Event, read_after
 from switch.journal.schema import SCHEMA_VERSION
 from switch.relay_backoff import retried, sleep_unless, supervised
-from switch.relay_state import State
+from switch.relay_state import InUse, State, lock
 from switch.relay_webhook import STOPPED, Webhook, body_of
 from switch.secret_refs import open_to_others
 
@@ -106,7 +106,8 @@ class Relay:
         self.events = cfg.events
         path = journal_path(cfg)
         self.journal = path
-        self.state = State.open(cfg, state_path(cfg))
+        self.state_path = state_path(cfg)
+        self.state = State.open(cfg, self.state_path)
         # Secrets are read before the relay says it runs: a missing one is a
         # configuration error (exit 2), not a sink that never starts.
         self.secrets = {p.name: _partner_secret(cfg, i, p) for i, p in enumerate(self.events.partners) if p.webhook}
@@ -131,23 +132,28 @@ class Relay:
         if not sinks:
             log.warning("relay: no NATS and no webhook partner configured; nothing to do")
             return
-        if self.events.metrics_listen:
-            from prometheus_client import start_http_server
-
-            host, _, port = self.events.metrics_listen.rpartition(":")
-            try:
-                self.metrics_server, _thread = start_http_server(int(port), host, registry=self.metrics.registry)
-            except OSError as e:
-                raise config_mod.ConfigError(f"{self.cfg.source}: the relay's /metrics cannot listen on "
-                                             f"{self.events.metrics_listen}: {e.strerror or e} "
-                                             "- at `$.events.metrics_listen`") from None
+        held = lock(self.cfg, self.state_path)  # InUse: another relay runs on this state file
         try:
+            if self.events.metrics_listen:
+                self._serve_metrics()
             print(f"relaying {len(sinks)} sink(s)", flush=True)
             await self._relay(sinks)
         finally:
             if self.metrics_server is not None:
                 self.metrics_server.shutdown()
                 self.metrics_server.server_close()
+            held.close()
+
+    def _serve_metrics(self) -> None:
+        from prometheus_client import start_http_server
+
+        host, _, port = self.events.metrics_listen.rpartition(":")
+        try:
+            self.metrics_server, _thread = start_http_server(int(port), host, registry=self.metrics.registry)
+        except OSError as e:
+            raise config_mod.ConfigError(f"{self.cfg.source}: the relay's /metrics cannot listen on "
+                                         f"{self.events.metrics_listen}: {e.strerror or e} "
+                                         "- at `$.events.metrics_listen`") from None
 
     async def _relay(self, sinks: list) -> None:
         tasks = [asyncio.create_task(supervised(name, sink, self.events.retry_max, self._stop))
@@ -411,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as e:
         print(config_mod.error_line(e), file=sys.stderr)
         return 2
+    except InUse as e:  # redeliver's position would be overwritten by the relay's own
+        print(f"payswitch relay {args.command}: {e}: stop the relay first, then run it again", file=sys.stderr)
+        return 2
 
     async def go() -> None:
         loop = asyncio.get_running_loop()
@@ -422,5 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(go())
     except config_mod.ConfigError as e:
         print(config_mod.error_line(e), file=sys.stderr)
+        return 2
+    except InUse as e:  # two relays on one state file would each save its position over the other's
+        print(f"payswitch relay: {e}: one relay per state file; this one does not start", file=sys.stderr)
         return 2
     return 0

@@ -1,12 +1,17 @@
 """A partner's refusals, as the relay tells them apart (:mod:`switch.relay_webhook`): an event it refuses
 for good is parked, a partner that refuses every event (its URL or our credentials wrong) has its queue
-held, in order, until it accepts.
+held, in order, until it accepts; and the state file's lock, which keeps ``redeliver`` and a second relay
+off a state file a relay runs on.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -220,3 +225,45 @@ secret_file = "{tmp_path / 'partner.secret'}"
     assert partners.ids("/stock") == ids  # nothing twice
     assert refusing(relay, "books") == 0
 
+
+def test_redeliver_and_a_second_relay_refuse_while_a_relay_runs_on_the_state_file(tmp_path, partners, capsys):
+    from switch import events
+
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 6)
+    ids = outbox_ids(tmp_path, (A,))
+    partners.script["/books"] = [422]  # its first event parked
+    relay = relay_for(tmp_path, partners)
+    asyncio.run(relay_until(relay, lambda: partners.ids("/books") == ids[1:]))
+    journal.close()
+    config = tmp_path / "relay.toml"
+    config.write_text(config_text(tmp_path, partners.port))
+    partners.secret = bytes.fromhex((tmp_path / "partner.secret").read_text())
+    state = str(tmp_path / "journal.sqlite") + ".relay"
+    conn = sqlite3.connect(state)
+    position = conn.execute("SELECT last_id FROM cursor WHERE sink = 'webhook:books'").fetchone()
+    cmd = [sys.executable, "-m", "switch.cli", "relay", "--config", str(config)]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    running = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "relaying" in running.stdout.readline()
+        capsys.readouterr()
+        in_use = (f"relay state file {state} is in use by process {running.pid} (a running payswitch relay, "
+                  f"or a redeliver; lock {state}.lock)")
+        assert events.main(["redeliver", "books", "--config", str(config)]) == 2
+        assert capsys.readouterr().err == (f"payswitch relay redeliver: {in_use}: stop the relay first, "
+                                           "then run it again\n")
+        assert conn.execute("SELECT last_id FROM cursor WHERE sink = 'webhook:books'").fetchone() == position
+        assert conn.execute("SELECT redelivered FROM parked").fetchall() == [(None,)]
+
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        assert second.stderr.splitlines()[-1] == (f"payswitch relay: {in_use}: one relay per state file; "
+                                                  "this one does not start")
+        assert "relaying" not in second.stdout
+    finally:
+        running.send_signal(signal.SIGKILL)  # a crash: its lock goes with it
+        running.wait(10)
+    assert events.main(["redeliver", "books", "--config", str(config)]) == 0
+    assert conn.execute("SELECT last_id FROM cursor WHERE sink = 'webhook:books'").fetchone() == (ids[0] - 1,)
+    conn.close()
