@@ -16,11 +16,12 @@ to every sink:
   the merchants granted to that partner, POSTed in outbox order (hence in
   order per merchant), signed like value-added service requests
   (``X-Payswitch-Signature``), retried with backoff until answered 2xx:
-  at least once, never out of order.  A permanent refusal (a 4xx other than
-  408, 425 and 429) is not tried again: the event is *parked* (the state
-  file's ``parked`` table, ``payswitch_events_undeliverable_total``, an error
-  line) and the partner gets the next one; ``payswitch relay parked`` lists
-  them and ``payswitch relay redeliver`` sends them again (:mod:`switch.relay_parked`).
+  at least once, never out of order.  An answer saying the partner's URL or
+  our credentials are wrong (401, 403, 404, ...) holds the partner's queue
+  until it accepts; one refusing the event itself (400, 422, ...) *parks* it
+  and the partner gets the next one (:mod:`switch.relay_webhook`);
+  ``payswitch relay parked`` lists them and ``payswitch relay redeliver``
+  sends them again (:mod:`switch.relay_parked`).
 
 Each sink's position is kept in the relay's state file (SQLite, default
 ``<journal>.relay``) after every delivered batch, and when the sink stops
@@ -40,19 +41,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import re
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
 from switch import config as config_mod
-from switch.core.vas import sign
 from switch.journal.outbox import Event, read_after
 from switch.journal.schema import SCHEMA_VERSION
-from switch.relay_state import State
+from switch.relay_backoff import retried, sleep_unless, supervised
+from switch.relay_state import InUse, State, lock
+from switch.relay_webhook import STOPPED, Webhook, body_of
 from switch.secret_refs import open_to_others
 
 log = logging.getLogger("payswitch.relay")
@@ -63,31 +65,23 @@ POLL = 0.2  # seconds between looks at an outbox with nothing new
 # webhook timeout): cut short, the partner may have it and the relay not know,
 # and a restart would send it again.
 STOP_GRACE = 10.0
-_RESTART_FIRST_WAIT = 1.0  # seconds before a failed sink starts again (doubling up to retry_max)
 PRUNE_EVERY = 3600.0  # seconds between two prunings of the audit log (events.audit_days)
 PRUNE_CHUNK = 5000  # audit rows deleted at a time
-SIGNATURE_HEADER = "X-Payswitch-Signature"
-
-# Client errors that say "not now" rather than "never": tried again like a 5xx.
-_PASSING_4XX = frozenset({408, 425, 429})
-_STOPPED = "stopped"  # what a delivery returns when the relay stopped before it got through
-
-
-def refused_for_good(status: int) -> bool:
-    """A partner's answer that no retry will change (RFC 9110 client errors, but timeout, too early, too many)."""
-    return 400 <= status < 500 and status not in _PASSING_4XX
 
 
 class RelayMetrics:
     """The relay's own metrics (its process is not the switch's): served on ``events.metrics_listen``."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter
+        from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.registry = CollectorRegistry()
         self.undeliverable = Counter(
             "payswitch_events_undeliverable", "Events parked as undeliverable: refused for good by a partner",
             ["partner"], registry=self.registry)
+        self.refusing = Gauge(
+            "payswitch_events_partner_refusing", "1 while a partner refuses every event (HTTP 401, 403, 404, ...): "
+            "its events are held, in order, and tried again", ["partner"], registry=self.registry)
 
 
 def journal_path(cfg: config_mod.Config) -> Path:
@@ -102,11 +96,6 @@ def state_path(cfg: config_mod.Config) -> str:
     return cfg.events.state_file or str(journal_path(cfg)) + ".relay"
 
 
-def body_of(event: Event) -> bytes:
-    """The event as partners get it: the outbox body with its ``id``."""
-    return json.dumps({"id": event.id, **json.loads(event.body)}, separators=(",", ":")).encode()
-
-
 def _token(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
@@ -117,7 +106,8 @@ class Relay:
         self.events = cfg.events
         path = journal_path(cfg)
         self.journal = path
-        self.state = State.open(cfg, state_path(cfg))
+        self.state_path = state_path(cfg)
+        self.state = State.open(cfg, self.state_path)
         # Secrets are read before the relay says it runs: a missing one is a
         # configuration error (exit 2), not a sink that never starts.
         self.secrets = {p.name: _partner_secret(cfg, i, p) for i, p in enumerate(self.events.partners) if p.webhook}
@@ -125,6 +115,7 @@ class Relay:
         for partner in self.events.partners:  # 0 from the start, so that increase() sees the first one parked
             if partner.webhook:
                 self.metrics.undeliverable.labels(partner=partner.name)
+                self.metrics.refusing.labels(partner=partner.name).set(0)
         self.metrics_server = None  # the /metrics listener, while the relay runs (events.metrics_listen)
         self._stop = asyncio.Event()
 
@@ -141,29 +132,34 @@ class Relay:
         if not sinks:
             log.warning("relay: no NATS and no webhook partner configured; nothing to do")
             return
-        if self.events.metrics_listen:
-            from prometheus_client import start_http_server
-
-            host, _, port = self.events.metrics_listen.rpartition(":")
-            try:
-                self.metrics_server, _thread = start_http_server(int(port), host, registry=self.metrics.registry)
-            except OSError as e:
-                raise config_mod.ConfigError(f"{self.cfg.source}: the relay's /metrics cannot listen on "
-                                             f"{self.events.metrics_listen}: {e.strerror or e} "
-                                             "- at `$.events.metrics_listen`") from None
+        held = lock(self.cfg, self.state_path)  # InUse: another relay runs on this state file
         try:
+            if self.events.metrics_listen:
+                self._serve_metrics()
             print(f"relaying {len(sinks)} sink(s)", flush=True)
             await self._relay(sinks)
         finally:
             if self.metrics_server is not None:
                 self.metrics_server.shutdown()
                 self.metrics_server.server_close()
+            held.close()
+
+    def _serve_metrics(self) -> None:
+        from prometheus_client import start_http_server
+
+        host, _, port = self.events.metrics_listen.rpartition(":")
+        try:
+            self.metrics_server, _thread = start_http_server(int(port), host, registry=self.metrics.registry)
+        except OSError as e:
+            raise config_mod.ConfigError(f"{self.cfg.source}: the relay's /metrics cannot listen on "
+                                         f"{self.events.metrics_listen}: {e.strerror or e} "
+                                         "- at `$.events.metrics_listen`") from None
 
     async def _relay(self, sinks: list) -> None:
-        tasks = [asyncio.create_task(_supervised(name, sink, self.events.retry_max, self._stop))
+        tasks = [asyncio.create_task(supervised(name, sink, self.events.retry_max, self._stop))
                  for name, sink in sinks]
         if self.events.audit_days:
-            tasks.append(asyncio.create_task(_supervised("audit pruning", self._prune_audit, self.events.retry_max,
+            tasks.append(asyncio.create_task(supervised("audit pruning", self._prune_audit, self.events.retry_max,
                                                          self._stop)))
         await self._stop.wait()
         # Each sink ends after the event it is delivering (its _drain sees the stop); one
@@ -186,14 +182,14 @@ class Relay:
                 await asyncio.sleep(0)
             if pruned:
                 log.info("audit log: %d row(s) older than %g days deleted", pruned, self.events.audit_days)
-            await _sleep_unless(self._stop, PRUNE_EVERY)
+            await sleep_unless(self._stop, PRUNE_EVERY)
 
     async def _drain(self, sink: str, deliver) -> None:
         """Deliver the outbox to ``sink`` from its saved position, oldest first, for good.
 
         ``await deliver(event)`` returns once the event is done with: ``"sent"``,
         ``"parked"`` (refused for good, recorded as such), ``None`` when it is
-        not the sink's, or ``_STOPPED`` when the relay stopped before it got
+        not the sink's, or ``STOPPED`` when the relay stopped before it got
         through (the next start sends it).  The position is saved after every
         batch, and when the sink stops (the relay stopped, the sink failed)
         after the last event it delivered: only a crash sends a batch again.
@@ -206,13 +202,13 @@ class Relay:
             while not stop.is_set():
                 batch = outbox.read(last)
                 if not batch:
-                    await _sleep_unless(stop, POLL)
+                    await sleep_unless(stop, POLL)
                     continue
                 for event in batch:
                     if stop.is_set():
                         break
                     outcome = await deliver(event)
-                    if outcome == _STOPPED:
+                    if outcome == STOPPED:
                         break
                     if outcome == "sent":
                         audit.append((sink, event.id, event.merchant_id, event.event, "sent", time.time()))
@@ -253,7 +249,7 @@ class Relay:
             if stream not in streams:
                 await _ensure_stream(js, stream, f"{ev.subject_prefix}.{merchant}.>", subject)
                 streams.add(stream)
-            return "sent" if await _publish(js, subject, event, ev.retry_max, self._stop) else _STOPPED
+            return "sent" if await _publish(js, subject, event, ev.retry_max, self._stop) else STOPPED
 
         try:
             await self._drain("nats", deliver)
@@ -262,82 +258,12 @@ class Relay:
             await nc.close()
 
     async def _webhook(self, partner) -> None:
-        from adapters.wallet.http import ConnectionPool, TransportError
-
-        secret = self.secrets[partner.name]
-        granted = set(partner.merchants)
-        sink = f"webhook:{partner.name}"
-        pool = ConnectionPool(partner.webhook, size=1)
-
-        async def deliver(event: Event) -> str | None:
-            if event.merchant_id not in granted:
-                return None  # not this partner's: never sent, never logged as sent
-            body = body_of(event)
-            done: list[str] = []
-
-            async def attempt() -> str | None:
-                try:
-                    status = await post(pool, secret, event, body)
-                except TransportError as e:
-                    failure = f"failed: {e}"
-                else:
-                    if 200 <= status < 300:
-                        done.append("sent")
-                        return None
-                    failure = f"HTTP {status}"
-                    if refused_for_good(status):
-                        self._park(sink, partner.name, event, failure)
-                        done.append("parked")
-                        return None
-                self.state.note(sink, event, failure)
-                return failure
-
-            def retrying(failure: str, wait: float) -> None:
-                # The partner's later events wait for this one (in order); other sinks go on.
-                log.warning("%s: event %d %s; trying again in %.1f s", sink, event.id, failure, wait)
-
-            if await retried(attempt, retrying, self.events.retry_max, self._stop):
-                return done[0]
-            return _STOPPED  # not delivered: the next start sends it
-
+        webhook = Webhook(partner, self.secrets[partner.name], self.state, self.metrics, self.events.retry_max,
+                          self._stop)
         try:
-            await self._drain(sink, deliver)
+            await self._drain(webhook.sink, webhook.deliver)
         finally:
-            await pool.close()
-
-    def _park(self, sink: str, partner: str, event: Event, status: str) -> None:
-        self.state.park(sink, event, status)
-        self.metrics.undeliverable.labels(partner=partner).inc()
-        # The event's id, merchant and kind only: what the operator needs to find it, no card data.
-        log.error("%s: event %d (merchant %s, %s) refused with %s: parked as undeliverable, not tried again "
-                  "(payswitch relay parked lists them; runbook: events parked as undeliverable)",
-                  sink, event.id, event.merchant_id, event.event, status)
-
-
-async def post(pool, secret: bytes, event: Event, body: bytes) -> int:
-    """POST ``event`` to a partner's webhook once, signed; its HTTP status (a TransportError if none)."""
-    headers = [(SIGNATURE_HEADER, sign(secret, body, int(time.time()))), ("X-Payswitch-Event-Id", str(event.id))]
-    resp = await pool.request("POST", "" if pool.base_path else "/", body, timeout=10.0, headers=headers)
-    return resp.status
-
-
-async def retried(attempt, retrying, retry_max: float, stop: asyncio.Event) -> bool:
-    """``await attempt()`` until it returns None (done), with doubling waits from 0.1 s up to ``retry_max``;
-    ``retrying(failure, wait)`` is told each failure (what ``attempt`` returned) before its wait.
-
-    False when ``stop`` is set after a failed try, or during the wait: the try on its way is let finish,
-    none is started after a stop.
-    """
-    wait = 0.1
-    while (failure := await attempt()) is not None:
-        if stop.is_set():
-            return False
-        retrying(failure, wait)
-        await _sleep_unless(stop, wait)
-        if stop.is_set():
-            return False
-        wait = min(wait * 2, retry_max)
-    return True
+            await webhook.close()
 
 
 class Outbox:
@@ -401,31 +327,6 @@ def _partner_secret(cfg: config_mod.Config, i: int, partner) -> bytes:
     if partner.secret_file and not partner.secret_env and (problem := open_to_others(partner.secret_file)):
         log.warning("%s - at `$.%s`", problem, where)
     return secret
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass
-
-
-async def _supervised(name: str, sink, retry_max: float, stop: asyncio.Event) -> None:
-    """Run ``sink()`` until ``stop``: should it fail, one error line and a fresh start from its saved
-    position after a doubling wait (never a crash loop, never a sink silently gone)."""
-    wait = _RESTART_FIRST_WAIT
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            await sink()
-        except Exception as e:  # noqa: BLE001 - any failure of a sink is retried; CancelledError passes
-            if time.monotonic() - started > 60:  # it ran a while: a new failure starts the waits again
-                wait = _RESTART_FIRST_WAIT
-            log.error("%s stopped: %s: %s; starting again in %g s from its last saved position",
-                      name, type(e).__name__, e, wait)
-        await _sleep_unless(stop, wait)
-        wait = min(wait * 2, max(retry_max, _RESTART_FIRST_WAIT))
 
 
 async def _ensure_stream(js, stream: str, subjects: str, subject: str) -> None:
@@ -514,7 +415,10 @@ def main(argv: list[str] | None = None) -> int:
             return command(cfg, state_path(cfg), args)
         relay = Relay(cfg)
     except config_mod.ConfigError as e:
-        print(config_mod.error_line(e), file=__import__("sys").stderr)
+        print(config_mod.error_line(e), file=sys.stderr)
+        return 2
+    except InUse as e:  # redeliver's position would be overwritten by the relay's own
+        print(f"payswitch relay {args.command}: {e}: stop the relay first, then run it again", file=sys.stderr)
         return 2
 
     async def go() -> None:
@@ -526,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(go())
     except config_mod.ConfigError as e:
-        print(config_mod.error_line(e), file=__import__("sys").stderr)
+        print(config_mod.error_line(e), file=sys.stderr)
+        return 2
+    except InUse as e:  # two relays on one state file would each save its position over the other's
+        print(f"payswitch relay: {e}: one relay per state file; this one does not start", file=sys.stderr)
         return 2
     return 0

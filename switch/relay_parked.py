@@ -8,15 +8,16 @@ moves the partner's position back to just before its oldest parked event
 and marks its parked events as redelivered: started again, the relay sends
 the partner every event from there on, in order, those it already had
 included (partners de-duplicate by ``id``, as after a crash); one refused
-again is parked again.  Run it with the relay stopped: a running relay
-saves its own position over the one moved back.
+again is parked again.  The relay must be stopped: a running relay would
+save its own position over the one moved back, so ``redeliver`` refuses
+(exit 2) while a relay holds the state file's lock (:func:`switch.relay_state.lock`).
 """
 from __future__ import annotations
 
 import time
 
 from switch import config as config_mod
-from switch.relay_state import State
+from switch.relay_state import State, lock
 
 
 def listing(state: State) -> list[str]:
@@ -53,13 +54,20 @@ def redeliver(cfg: config_mod.Config, state: State, partner: str) -> str:
 
 def command(cfg: config_mod.Config, path: str, args) -> int:
     """``payswitch relay parked`` and ``payswitch relay redeliver PARTNER`` on the state file at ``path``."""
-    state = State.open(cfg, path)
+    # redeliver holds the lock while it moves the position back: a running relay (which holds it too) would
+    # save its own position over it.  The listing only reads.
+    held = lock(cfg, path) if args.command == "redeliver" else None
     try:
-        if args.command == "parked":
-            for line in listing(state):
-                print(line)
-        else:
-            print(redeliver(cfg, state, args.partner))
+        state = State.open(cfg, path)
+        try:
+            if args.command == "parked":
+                for line in listing(state):
+                    print(line)
+            else:
+                print(redeliver(cfg, state, args.partner))
+        finally:
+            state.conn.close()
     finally:
-        state.conn.close()
+        if held is not None:
+            held.close()
     return 0

@@ -1,7 +1,11 @@
 """The relay's state file (SQLite, default ``<journal>.relay``): each sink's position, the audit log of
-every delivery and failed try, and the events parked as undeliverable (:mod:`switch.events`)."""
+every delivery and failed try, and the events parked as undeliverable (:mod:`switch.events`); and its
+lock, held by the relay that runs on it (or by ``payswitch relay redeliver`` while it moves a position).
+"""
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import time
 
@@ -20,7 +24,7 @@ _STATE = (
         at REAL NOT NULL
     ) STRICT""",
     "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",  # pruning by age (events.audit_days)
-    # Events a partner refused for good (HTTP 4xx but 408, 425, 429): not tried again by the relay.
+    # Events a partner refused for good (a 4xx about the event: switch.relay_webhook): not tried again by the relay.
     """CREATE TABLE IF NOT EXISTS parked (
         sink TEXT NOT NULL,          -- webhook:<partner>
         event_id INTEGER NOT NULL,
@@ -32,6 +36,36 @@ _STATE = (
         PRIMARY KEY (sink, event_id)
     ) STRICT""",
 )
+
+
+class InUse(Exception):
+    """The state file's lock is held by another process: a relay running on it, or a redeliver under way."""
+
+    def __init__(self, path: str, lock_path: str, holder: str) -> None:
+        super().__init__(f"relay state file {path} is in use by process {holder} (a running payswitch relay, or "
+                         f"a redeliver; lock {lock_path})")
+
+
+def lock(cfg: config_mod.Config, path: str):
+    """Hold the lock of the state file at ``path``: ``flock`` on ``<path>.lock``, which holds our pid.  The
+    kernel releases it when the process ends, killed or crashed too, so a lock file left behind holds
+    nothing.  The open lock file (close it to release the lock), or :class:`InUse`."""
+    lock_path = f"{path}.lock"
+    try:
+        f = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+    except OSError as e:
+        raise config_mod.ConfigError(f"{cfg.source}: relay state file lock {lock_path} cannot be opened: "
+                                     f"{e.strerror or e} - at `$.events.state_file`") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = f.read().strip() or "(unknown)"
+        f.close()
+        raise InUse(path, lock_path, holder) from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 class State:

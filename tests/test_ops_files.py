@@ -56,7 +56,7 @@ def runbook_anchors() -> set[str]:
 
 def test_every_alert_links_to_a_runbook_section_that_exists():
     found = alerts()
-    assert len(found) == 25
+    assert len(found) == 26
     anchors = runbook_anchors()
     for name, block in found.items():
         m = re.search(r'runbook_url: "ops/runbook\.md#([\w-]+)"', block)
@@ -94,6 +94,7 @@ def test_the_outages_of_the_issue_are_covered():
     assert "payswitch_hostlink_protocol_errors_total" in exprs["PayswitchLinkProtocolErrors"]
     assert "payswitch_citycard_protocol_errors_total" in exprs["PayswitchLinkProtocolErrors"]
     assert "increase(payswitch_events_undeliverable_total" in exprs["PayswitchEventsUndeliverable"]
+    assert "payswitch_events_partner_refusing" in exprs["PayswitchEventsPartnerRefusing"]
 
 
 def test_link_alert_labels_are_those_the_adapters_count_by():
@@ -181,6 +182,25 @@ def test_compose_mounts_files_that_exist():
     assert "path: /var/lib/grafana/dashboards" in (provisioning / "dashboards" / "payswitch.yml").read_text()
     assert "/var/lib/grafana/dashboards/payswitch.json" in text
     assert '"payswitch:9583"' in (OPS / "prometheus.yml").read_text()
+
+
+def test_the_relay_is_scraped_as_job_payswitch_relay_wherever_compose_runs_one():
+    """The relay's alerts and their promtool tests name job payswitch-relay.  docker-compose runs no relay
+    while its switch configures no NATS and no webhook partner (a relay would have nothing to deliver, and
+    its scrape job a target forever down): prometheus.yml says so, and how to add the job."""
+    compose = "\n".join(line.split("#")[0] for line in (ROOT / "docker-compose.yml").read_text().splitlines())
+    prometheus = (OPS / "prometheus.yml").read_text()
+    jobs = re.findall(r"^\s*- job_name: (\S+)$", prometheus, flags=re.M)
+    assert 'job="payswitch-relay"' in (OPS / "prometheus-rules.test.yml").read_text()
+    if re.search(r"\brelay\b", compose):
+        assert "payswitch-relay" in jobs
+    else:
+        sandbox = config.load(str(OPS / "docker" / "switch.toml")).events
+        assert not sandbox.nats_url and not any(p.webhook for p in sandbox.partners), \
+            "the container's switch has events to relay: run a relay in docker-compose.yml and scrape it"
+        assert "payswitch-relay" not in jobs
+        assert "docker-compose.yml runs no relay" in prometheus
+        assert re.search(r"^\s*#\s+- job_name: payswitch-relay$", prometheus, flags=re.M)
 
 
 def test_dockerfile_is_multi_stage_non_root_with_a_compiled_wheel():

@@ -376,7 +376,7 @@ def test_event_partner_configuration_errors_name_the_key(tmp_path, partners_text
 
 def test_a_sink_that_fails_is_an_error_line_and_starts_again_from_its_position(tmp_path, partners, caplog,
                                                                                 monkeypatch):
-    from switch import events
+    from switch import events, relay_backoff
 
     journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
     produce(journal, 1, 12)
@@ -390,7 +390,7 @@ def test_a_sink_that_fails_is_an_error_line_and_starts_again_from_its_position(t
         return real(conn, after, limit)
 
     monkeypatch.setattr(events, "read_after", read_after)
-    monkeypatch.setattr(events, "_RESTART_FIRST_WAIT", 0.05)
+    monkeypatch.setattr(relay_backoff, "RESTART_FIRST_WAIT", 0.05)
     with caplog.at_level(logging.WARNING, logger="payswitch.relay"):
         asyncio.run(relay_until(relay, lambda: partners.ids("/books") == outbox_ids(tmp_path, (A,))
                                 and partners.ids("/stock") == outbox_ids(tmp_path)))
@@ -427,49 +427,6 @@ def test_a_stop_while_a_webhook_is_on_its_way_lets_it_finish_and_a_restart_sends
     asyncio.run(relay_until(relay, lambda: len(partners.ids("/books")) >= len(ids)))
     journal.close()
     assert partners.ids("/books") == ids  # each once, in order
-
-
-def test_a_permanent_refusal_parks_the_event_and_the_partner_gets_the_next_ones(tmp_path, partners, caplog):
-    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
-    produce(journal, 1, 12)
-    ids = outbox_ids(tmp_path, (A,))
-    relay = relay_for(tmp_path, partners)
-    # books: its first event is answered 429 (too many requests: tried again), then 200; its second 404 (parked)
-    partners.script["/books"] = [429, 200, 404]
-    with caplog.at_level(logging.INFO, logger="payswitch.relay"):
-        asyncio.run(relay_until(relay, lambda: partners.ids("/books") == [ids[0]] + ids[2:]
-                                and partners.ids("/stock") == outbox_ids(tmp_path)))
-    journal.close()
-    assert partners.ids("/books") == [ids[0]] + ids[2:]  # every later event, in order, once
-    assert partners.ids("/stock") == outbox_ids(tmp_path)
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert errors == [f"webhook:books: event {ids[1]} (merchant {A}, approved) refused with HTTP 404: parked as "
-                      "undeliverable, not tried again (payswitch relay parked lists them; runbook: "
-                      "events parked as undeliverable)"]
-    assert FULL_PAN not in caplog.text and "476173" not in caplog.text
-    state = sqlite3.connect(str(tmp_path / "journal.sqlite") + ".relay")
-    parked = state.execute("SELECT sink, event_id, merchant_id, status, redelivered FROM parked").fetchall()
-    assert parked == [("webhook:books", ids[1], A, "HTTP 404", None)]
-    outcomes = [r[0] for r in state.execute("SELECT outcome FROM audit WHERE sink = 'webhook:books' AND event_id = ? "
-                                            "ORDER BY id", (ids[1],))]
-    assert outcomes == ["parked: HTTP 404"]
-    assert relay.metrics.registry.get_sample_value("payswitch_events_undeliverable_total",
-                                                    {"partner": "books"}) == 1
-    assert relay.metrics.registry.get_sample_value("payswitch_events_undeliverable_total",
-                                                    {"partner": "stock"}) == 0
-
-
-@pytest.mark.parametrize("status", [408, 425, 429, 500, 503])
-def test_a_passing_refusal_is_tried_again_never_parked(tmp_path, partners, status):
-    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
-    produce(journal, 1, 3)
-    ids = outbox_ids(tmp_path, (A,))
-    relay = relay_for(tmp_path, partners)
-    partners.script["/books"] = [status, status]
-    asyncio.run(relay_until(relay, lambda: partners.ids("/books") == ids))
-    journal.close()
-    assert partners.ids("/books") == ids
-    assert not relay.state.conn.execute("SELECT count(*) FROM parked").fetchone()[0]
 
 
 def test_a_stop_during_nats_publish_retries_ends_the_sink_after_the_try_on_its_way(tmp_path, monkeypatch, caplog):
@@ -532,7 +489,7 @@ def test_the_relay_serves_its_metrics_on_metrics_listen(tmp_path, partners):
     journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
     produce(journal, 1, 3)
     relay = relay_for(tmp_path, partners, extra='metrics_listen = "127.0.0.1:0"')
-    partners.script["/books"] = [410]
+    partners.script["/books"] = [400]
     scraped: list[str] = []
 
     def done():
@@ -546,6 +503,7 @@ def test_the_relay_serves_its_metrics_on_metrics_listen(tmp_path, partners):
     journal.close()
     assert 'payswitch_events_undeliverable_total{partner="books"} 1.0' in scraped[0]
     assert 'payswitch_events_undeliverable_total{partner="stock"} 0.0' in scraped[0]
+    assert 'payswitch_events_partner_refusing{partner="books"} 0.0' in scraped[0]
 
 
 def test_a_metrics_listen_address_in_use_is_a_configuration_error_naming_the_key(tmp_path, partners):
@@ -560,43 +518,6 @@ def test_a_metrics_listen_address_in_use_is_a_configuration_error_naming_the_key
             asyncio.run(relay.run())
     assert str(e.value) == (f"{tmp_path / 'relay.toml'}: the relay's /metrics cannot listen on 127.0.0.1:{port}: "
                             "Address already in use - at `$.events.metrics_listen`")
-
-
-def test_parked_events_are_listed_and_sent_again_on_redeliver(tmp_path, partners, capsys):
-    from switch import events
-
-    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
-    produce(journal, 1, 9)
-    ids = outbox_ids(tmp_path, (A,))
-    relay = relay_for(tmp_path, partners)
-    partners.script["/books"] = [200, 403, 200, 410]  # its second and fourth events refused for good
-    asyncio.run(relay_until(relay, lambda: partners.ids("/books") == [ids[0], ids[2]] + ids[4:]))
-    assert partners.ids("/books") == [ids[0], ids[2]] + ids[4:]
-    config = tmp_path / "relay.toml"
-    config.write_text(config_text(tmp_path, partners.port))
-    partners.secret = bytes.fromhex((tmp_path / "partner.secret").read_text())  # config_text wrote a new one
-    capsys.readouterr()
-
-    assert events.main(["parked", "--config", str(config)]) == 0
-    listed = capsys.readouterr().out.splitlines()
-    assert [line.split(" at ")[0] for line in listed] == [
-        f"webhook:books event {ids[1]} merchant {A} approved: HTTP 403",
-        f"webhook:books event {ids[3]} merchant {A} declined: HTTP 410"]
-    assert events.main(["redeliver", "--config", str(config), "nosuch"]) == 2
-    assert events.main(["redeliver", "books", "--config", str(config)]) == 0
-    last = outbox_ids(tmp_path)[-1]
-    assert capsys.readouterr().out == (f"webhook:books: 2 parked event(s) to send again; position moved back from "
-                                       f"{last} to {ids[1] - 1}: start the relay (it sends every later event "
-                                       "again too, partners de-duplicate by id)\n")
-    assert events.main(["parked", "--config", str(config)]) == 0
-    assert capsys.readouterr().out == ""
-
-    partners.seen.clear()
-    relay = relay_for(tmp_path, partners)
-    asyncio.run(relay_until(relay, lambda: partners.ids("/books") == ids[1:]))
-    journal.close()
-    assert partners.ids("/books") == ids[1:]  # the parked ones and every later one, in order
-    assert relay.state.conn.execute("SELECT count(*) FROM parked WHERE redelivered IS NULL").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize("extra, kept_days", [("", 90), ("audit_days = 7", 7), ("audit_days = 0", None)])
