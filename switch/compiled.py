@@ -54,6 +54,7 @@ MODULES = (
     "switch.journal.groupcommit",
     "switch.journal.writer",
     "switch.journal.sqlite",
+    "switch.journal.pan_guard",
     "adapters.card.link",
     "adapters.card.hostlink",
     "adapters.card.slot",

@@ -23,6 +23,7 @@ from switch.security import config as security_config
 from switch import config_sanity, config_timing, config_vas
 from switch.config_dialect import dialect_problem
 from switch.config_hint import unknown_key_hint
+from switch.config_reload import reload_changes  # noqa: F401 (re-exported)
 from switch.config_terminals import check_order_prefixes
 from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
 from switch.secret_refs import shown
@@ -466,80 +467,6 @@ def _check_security(cfg: Config, fail) -> None:
     for i, ak in enumerate(cfg.security.acquirers):
         if ak.acquirer not in acquirers:
             fail(f"security.acquirers[{i}].acquirer", f"no acquirer {ak.acquirer!r} in acquirers")
-
-
-# Read per request or per pass by the running switch: a reload applies them.
-# Read by the engine on every use, so a reload takes them at once.
-_RELOADABLE = ("merchants", "routes", "response_timeout", "reversal_retry", "reversal_backoff_max",
-               "reversal_not_found_window", "retransmission_window", "drain_timeout", "max_in_flight_per_terminal",
-               "card_retention")
-_RELOADABLE_ACQUIRER_KEYS = ("timeout",)
-
-
-def _diff(old, new, path: str) -> list[str]:
-    """Key paths where ``old`` and ``new`` differ, as deep as both have the same shape."""
-    if old == new:
-        return []
-    if isinstance(old, msgspec.Struct) and type(old) is type(new):
-        out = []
-        for f in old.__struct_fields__:
-            out += _diff(getattr(old, f), getattr(new, f), f"{path}.{f}" if path else f)
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        out = []
-        for i, (a, b) in enumerate(zip(old, new)):
-            out += _diff(a, b, f"{path}[{i}]")
-        return out
-    return [path]
-
-
-def reload_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
-    """What a reload from ``old`` to ``new`` can apply, and what needs a restart.
-
-    Returns ``(applied, refused)``, both lists of key paths in ``new``
-    (``routes[2].prefixes[0]``, ``acquirers[1].endpoints[0]``); a refused
-    entry may carry the reason in parentheses (``acquirers[3] (added
-    'bank-c')``).  Merchants, routes, response_timeout, reversal_retry and
-    acquirer timeouts are applied; acquirer endpoints, credentials, types and
-    every other acquirer key, acquirers added or removed, listeners, http,
-    the journal and simulators need a restart.  A route naming an acquirer
-    that is not running yet is refused with it.  Pure: no I/O, nothing changed.
-    """
-    applied: list[str] = []
-    refused: list[str] = []
-    old_acq = {a.name: a for a in old.acquirers}
-    new_names = {a.name for a in new.acquirers}
-    for i, a in enumerate(new.acquirers):
-        before = old_acq.get(a.name)
-        if before is None:
-            refused.append(f"acquirers[{i}] (added {a.name!r})")
-            continue
-        for path in _diff(before, a, f"acquirers[{i}]"):
-            key = path.split(".", 1)[1].split("[", 1)[0]
-            (applied if key in _RELOADABLE_ACQUIRER_KEYS else refused).append(path)
-    for name in old_acq:
-        if name not in new_names:
-            refused.append(f"acquirers (removed {name!r})")
-    for f in new.__struct_fields__:
-        if f == "acquirers" or f in _NOT_KEYS:
-            continue
-        paths = _diff(getattr(old, f), getattr(new, f), f)
-        if f not in _RELOADABLE:
-            refused += paths
-        elif f == "routes" and paths:
-            missing = [
-                f"routes[{i}].acquirers[{j}] (acquirer {n!r} is not running)"
-                for i, r in enumerate(new.routes)
-                for j, n in enumerate(r.acquirers)
-                if n not in old_acq
-            ]
-            if missing:
-                refused += missing
-            else:
-                applied += paths
-        else:
-            applied += paths
-    return applied, refused
 
 
 _NOT_KEYS = frozenset({"source", "left_out"})  # Config fields set by the loader, never keys of a file

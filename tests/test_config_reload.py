@@ -121,3 +121,64 @@ def test_reload_changes_is_pure():
     before = (config.reload_changes(OLD, new), OLD.listeners[0].port, new.listeners[0].port)
     assert config.reload_changes(OLD, new) == before[0]
     assert (OLD.listeners[0].port, new.listeners[0].port) == (8583, 8584)
+
+
+# The terminals' security and which services a merchant's moments call are the
+# engine's, rebuilt from every configuration it takes (Engine.apply); the
+# security module and a service's own client are built once, at the start.
+SECURED = BASE + """
+[security.module]
+kind = "software"
+key_store = "/etc/payswitch/keys.json"
+master_key_env = "PAYSWITCH_MASTER_KEY"
+
+[[security.merchants]]
+merchant = "M1"
+policy = "mac"
+[[security.merchants.terminals]]
+terminals = "T0000001-T0000005"
+tmk = "shop-tmk"
+
+[[vas]]
+name = "points"
+type = "http"
+url = "http://127.0.0.1:9301"
+secret_env = "POINTS_SECRET"
+merchants = ["M1"]
+"""
+SECURED_OLD = config.loads(SECURED, "old.toml")
+
+
+@pytest.mark.parametrize(
+    "old, new, applied, refused",
+    [
+        ('policy = "mac"', 'policy = "mac+pin"', ["security.merchants[0].policy"], []),
+        ('tmk = "shop-tmk"', 'tmk = "new-tmk"', ["security.merchants[0].terminals[0].tmk"], []),
+        ('master_key_env = "PAYSWITCH_MASTER_KEY"', 'master_key_env = "OTHER_KEY"', [],
+         ["security.module.master_key_env"]),
+        ('merchants = ["M1"]', 'merchants = ["M1"]\nmoments = ["after"]', ["vas[0].moments"], []),
+        ('url = "http://127.0.0.1:9301"', 'url = "http://127.0.0.1:9302"', [], ["vas[0].url"]),
+        ('merchants = ["M1"]', 'merchants = ["M1"]\n\n[[vas]]\nname = "more"\ntype = "http"\n'
+         'url = "http://127.0.0.1:9303"\nsecret_env = "S"\nmerchants = ["M1"]', [], ["vas"]),
+    ],
+)
+def test_security_and_services_are_reported_as_the_engine_takes_them(old, new, applied, refused):
+    assert old in SECURED, old
+    assert config.reload_changes(SECURED_OLD, config.loads(SECURED.replace(old, new, 1), "new.toml")) == (
+        applied, refused)
+
+
+def test_what_is_reported_applied_is_what_the_engine_runs_on():
+    """The engine's terminal security and service map follow a reload, as reload_changes says."""
+    from switch.core.engine import Engine
+
+    engine = Engine(SECURED_OLD, key=b"k" * 32)
+    assert engine.security.config.policy("M1") == "mac"
+    assert [s.name for s in engine.vas.services[("M1", "after")]] == ["points"]
+    new = config.loads(SECURED.replace('policy = "mac"', 'policy = "mac+pin"', 1)
+                       .replace('merchants = ["M1"]', 'merchants = ["M1"]\nmoments = ["before"]', 1), "new.toml")
+    engine.apply(new)
+    assert engine.security.config.policy("M1") == "mac+pin"
+    assert ("M1", "after") not in engine.vas.services
+    assert config.reload_changes(SECURED_OLD, new) == (
+        ["security.merchants[0].policy", "vas[0].moments"], [])
