@@ -159,7 +159,8 @@ def test_dashboard_is_grafana_json_with_every_section():
     titles = [p["title"] for p in doc["panels"]]
     assert len(titles) == len(set(titles))
     rows = {p["title"] for p in doc["panels"] if p["type"] == "row"}
-    assert rows == {"Overview", "Latency", "Response codes", "Acquirer links", "Reversals and journal", "Process"}
+    assert rows == {"Overview", "Latency", "Response codes", "Acquirer links", "Reversals and journal", "Process",
+                    "Event relay"}
     for p in doc["panels"]:
         if p["type"] != "row":
             assert p["targets"] and all(t["expr"] and t["refId"] for t in p["targets"]), p["title"]
