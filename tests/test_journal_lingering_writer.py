@@ -98,3 +98,28 @@ def test_a_lingering_writer_never_blocks_the_callers_of_a_journal_without_a_loop
     assert longest < 0.25, f"a caller waited {longest:.2f} s"
     [why] = told
     assert "exit code" not in why
+
+
+def test_closing_the_journal_while_a_lingering_writer_is_waited_for_returns_at_once(tmp_path):
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        j = open_journal(f"sqlite://{tmp_path}/j.sqlite", writer="process", python=lingering_writer(tmp_path),
+                         future=loop.create_future, deliver=loop.call_soon_threadsafe, loop=loop)
+        try:
+            await j.insert(txn(1))
+            waiting = j.get(1)
+            os.kill(j._proc.pid, signal.SIGUSR1)
+            with pytest.raises(asyncio.TimeoutError):  # its end closed, its exit code not there yet
+                await asyncio.wait_for(asyncio.shield(waiting), 0.3)
+            t0 = time.monotonic()
+            j.close()  # a stop in that second: the writer is not waited for (it lingers 5 s)
+            took = time.monotonic() - t0
+            with pytest.raises(JournalClosed):
+                await asyncio.wait_for(waiting, 2)
+        finally:
+            j._proc.kill()
+            j._proc.wait()
+        return took
+
+    took = asyncio.run(main())
+    assert took < 0.5, f"close() took {took:.2f} s"

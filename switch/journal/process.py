@@ -534,7 +534,7 @@ class ProcessJournal:
     def close(self) -> None:
         """Run everything sent or queued so far, then stop the writer process."""
         with self._lock:
-            if self._closed is not None:
+            if self._closed is not None or self._dying:  # dying: nothing left to run, nor to wait for
                 already = True
             else:
                 already = False
