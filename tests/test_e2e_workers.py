@@ -330,14 +330,14 @@ def test_kill_9_a_worker_restarts_it_alone_and_its_purchase_in_flight_is_reverse
 
 
 def test_a_worker_that_keeps_failing_to_start_is_tried_again_until_it_starts(tmp_path):
-    """A worker killed while the file on disk is broken (a reload would have refused it) dies
-    at each start: the supervisor keeps trying, with its growing delay, and keeps watching
+    """A worker killed while a file it needs at start is gone (its journal key, moved away)
+    dies at each start: the supervisor keeps trying, with its growing delay, and keeps watching
     (a failed restart seen by both its watch and the restart itself once ended the watch:
     no worker was restarted again, and a journal writer's death went unseen)."""
     sw = fleet(tmp_path, slow_ms=0)
     try:
-        good = sw.config.read_text()
-        sw.config.write_text(good + "\nnot toml [\n")
+        key, away = tmp_path / "journal.key", tmp_path / "journal.key.away"
+        key.rename(away)
         os.kill(worker_pids(sw)[1], signal.SIGKILL)
 
         def restarts() -> int:
@@ -345,7 +345,7 @@ def test_a_worker_that_keeps_failing_to_start_is_tried_again_until_it_starts(tmp
             return doc["workers"][1]["restarts"]
 
         assert wait_for(lambda: restarts() >= 4, 30), (tmp_path / "switch.log").read_text()
-        sw.config.write_text(good)
+        away.rename(key)
         assert wait_for(lambda: health(sw)[1]["status"] == "alive", 30), (tmp_path / "switch.log").read_text()
         log = (tmp_path / "switch.log").read_text()
         assert "worker 1 restarted" in log and "Task exception was never retrieved" not in log
@@ -353,6 +353,46 @@ def test_a_worker_that_keeps_failing_to_start_is_tried_again_until_it_starts(tmp
     finally:
         sw.stop()
     assert sw.proc.returncode == 0
+
+
+def test_a_worker_restarted_after_a_rejected_reload_runs_the_accepted_configuration(tmp_path):
+    """Workers start, restart and reload on the text the supervisor last accepted: one killed
+    after a rejected reload comes back on what the other runs, not on the file as it is now;
+    the next accepted reload moves both."""
+    sw = fleet(tmp_path, slow_ms=0)
+    newcomer = "DEMO1500"  # a terminal that configuration A alone knows
+
+    def answers() -> dict[int, str]:
+        on = clients_on(sw, {0, 1})
+        try:
+            return {i: c.transact(e2e.purchase(1000, e2e.MASTERCARD, terminal=newcomer))["39"] for i, c in on.items()}
+        finally:
+            for c in on.values():
+                c.close()
+
+    def reloaded(times: int) -> bool:
+        return (tmp_path / "switch.log").read_text().count("configuration reloaded") >= times
+
+    try:
+        original = sw.config.read_text()
+        a = original.replace('terminals = ["DEMO0001-DEMO0999"]', 'terminals = ["DEMO0001-DEMO1999"]')
+        assert a != original
+        sw.config.write_text(a)
+        assert sw.http_post("/admin/reload")[0] == 200
+        assert wait_for(lambda: reloaded(2), 15)
+        sw.config.write_text(original + "\nnot toml [\n")  # B: refused by the supervisor
+        assert sw.http_post("/admin/reload")[0] == 400
+        pids = worker_pids(sw)
+        os.kill(pids[1], signal.SIGKILL)
+        assert wait_for(lambda: "worker 1 restarted" in (tmp_path / "switch.log").read_text(), 30), \
+            (tmp_path / "switch.log").read_text()
+        assert answers() == {0: "00", 1: "00"}  # both on A
+        sw.config.write_text(original)
+        assert sw.http_post("/admin/reload")[0] == 200
+        assert wait_for(lambda: reloaded(4), 15)
+        assert answers() == {0: "03", 1: "03"}  # both on the original again
+    finally:
+        sw.stop()
 
 
 def test_restarting_the_reversal_sender_never_reverses_another_workers_flight(tmp_path):

@@ -7,6 +7,7 @@ a full file system, while the ping's empty transaction still succeeds.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -16,6 +17,13 @@ from switch.journal import JournalClosed, JournalError, open_journal
 from tests.test_journal import KEY, ok, txn
 
 WAIT = 3.0  # upper bound for anything the tests wait on
+
+
+def answered(sw) -> dict[tuple[str, str, str], float]:
+    """payswitch_requests_total by (kind, mclass, code), those counted."""
+    return {(s.labels["kind"], s.labels["mclass"], s.labels["code"]): s.value
+            for family in sw.metrics.registry.collect() if family.name == "payswitch_requests"
+            for s in family.samples if s.name.endswith("_total") and s.value}
 
 
 def _cap_pages(j, extra: int) -> None:
@@ -76,16 +84,48 @@ def test_a_request_the_journal_cannot_record_is_answered_96_in_one_line(caplog, 
         monkeypatch.setattr(sw.journal, "insert", full)
         with caplog.at_level(logging.INFO):
             answer = await ts.call(sw, ts.request(stan="000042"))
-        return answer, ts.sample(sw, "payswitch_internal_errors_total")
+        return answer, ts.sample(sw, "payswitch_internal_errors_total"), answered(sw)
 
-    answer, internal = ts.run(scenario, acquirers=acquirers)
+    answer, internal, counted = ts.run(scenario, acquirers=acquirers)
     assert answer[39] == "96"
+    assert counted == {("journal", "financial", "96"): 1.0}  # told apart from the switch's other 96s
     assert all(not a.authorized for a in acquirers.values())  # nothing unrecorded reaches an acquirer
     lines = [r for r in caplog.records if "could not record" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.ERROR and lines[0].exc_info is None
     assert f"0200 from terminal {ts.TID} answered 96" in lines[0].getMessage()
     assert lines[0].getMessage().endswith("disk is full')" + ' (runbook: "Journal failing")')
     assert internal == 0  # not a bug in the switch: the journal alert says what is wrong
+
+
+def test_an_answer_from_the_acquirer_after_the_journal_closed_is_a_journal_96(caplog, monkeypatch):
+    """The writer died while the purchase was at its acquirer: the approval cannot be
+    journaled, so the terminal gets 96, counted as the journal's (not as a card answer),
+    and neither can the 96 (left sent: reversed at the restart), said without a traceback."""
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    gate = asyncio.Event()
+    acquirers = ts.fakes(**{"bank-a": ts.FakeAcquirer("bank-a", gate=gate)})
+
+    async def scenario(sw):
+        def closed(*args, **kwargs):
+            fut = sw._loop.create_future()
+            fut.set_exception(JournalClosed("journal writer process died (exit code -9)"))
+            return fut
+
+        pending = asyncio.ensure_future(ts.call(sw, ts.request(stan="000043")))
+        await asyncio.wait_for(acquirers["bank-a"].entered.wait(), WAIT)
+        for name in ("update", "update_if"):
+            monkeypatch.setattr(sw.journal, name, closed)
+        with caplog.at_level(logging.INFO):
+            gate.set()
+            return (await asyncio.wait_for(pending, WAIT)), answered(sw)
+
+    answer, counted = ts.run(scenario, acquirers=acquirers)
+    assert answer[39] == "96" and acquirers["bank-a"].authorized
+    assert counted == {("journal", "financial", "96"): 1.0}
+    [kept] = [r for r in caplog.records if "cannot journal that either" in r.getMessage()]
+    assert not kept.exc_info and "(journal writer process died (exit code -9))" in kept.getMessage()
 
 
 def test_a_writer_thread_that_dies_says_to_restart(caplog, monkeypatch):

@@ -76,6 +76,9 @@ def test_the_outages_of_the_issue_are_covered():
     assert 'up{job="payswitch"} == 0' in exprs["PayswitchDown"]
     assert 'absent(up{job="payswitch"})' in exprs["PayswitchAbsent"]
     assert "payswitch_journal_writable == 0" in exprs["PayswitchJournalNotWritable"]
+    # a journal's 96s (kind="journal") page on their own, apart from the switch's other 96s
+    assert 'payswitch_requests_total{kind="journal"}' in exprs["PayswitchJournalRefusing"]
+    assert 'code="96",kind!="journal"' in exprs["PayswitchMalfunctionAnswers"]
     assert "payswitch_config_last_reload_successful == 0" in exprs["PayswitchConfigReloadRejected"]
     assert "payswitch_worker_restarts_total" in exprs["PayswitchWorkerFailing"]
     assert "payswitch_worker_up" in exprs["PayswitchWorkerFailing"]

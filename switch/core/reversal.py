@@ -38,7 +38,7 @@ from switch.core.acquirer import NOT_FOUND, REFUSED, REVERSED, Original, Request
 from switch.core.commands import Op, Reverse, Wait
 from switch.core.host_stans import HostRefs
 from switch.core.late_answers import LateAnswers, fits_field_38
-from switch.journal import StaleState, TxnRecord, reversal_card, same_pan
+from switch.journal import JournalError, StaleState, TxnRecord, reversal_card, same_pan
 
 if TYPE_CHECKING:
     from switch.core.engine import Engine
@@ -133,9 +133,10 @@ class ReversalQueue:
         try:
             yield Op("update", rec.id,
                      **(yield from self._stranded_changes(rec.id, acquirer, pan, reverse, event, kept)))
-        except Exception:
-            log.exception("rrn %s: cannot journal that either; kept in memory until the journal recovers", rec.rrn,
-                          **about(rec))
+        except Exception as e:
+            refused = isinstance(e, JournalError)  # the journal's refusal (writer died, disk full): no bug
+            log.error("rrn %s: cannot journal that either%s; kept in memory until the journal recovers", rec.rrn,
+                      f" ({e})" if refused else "", exc_info=not refused, **about(rec))
             self.stranded[rec.id] = (acquirer, pan, reverse, event, kept)
             return
         if reverse:

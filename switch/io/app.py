@@ -30,7 +30,7 @@ from switch.io.children import Children
 from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
 from switch.io.service import Switch, WorkerRole
-from switch.io.workers import Fleet, worker_http_port
+from switch.io.workers import Fleet, read_config, worker_http_port
 from switch.security.coredump import no_core_dumps
 
 log = logging.getLogger("payswitch")
@@ -55,10 +55,12 @@ def settle_heap() -> None:
 
 
 async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool = False,
-                worker: WorkerRole | None = None, ready=None) -> str | None:
+                worker: WorkerRole | None = None, ready=None, load=None) -> str | None:
     """The switch until SIGTERM; ``worker``: as one of several worker processes
-    (:mod:`switch.io.workers`), ``ready()`` called once it serves.  None after a
-    stop; why, when the switch stopped because it cannot go on (the exit status is 1)."""
+    (:mod:`switch.io.workers`), ``ready()`` called once it serves; ``load()``: the
+    configuration a reload takes (the file ``config_path``; a worker's: what its
+    supervisor accepted).  None after a stop; why, when the switch stopped because
+    it cannot go on (the exit status is 1)."""
     stop = asyncio.Event()
     me = "payswitch" if worker is None else f"payswitch[worker {worker.index}]"
     # SIGTERM/SIGINT from here on: while starting, they cancel start-up (what
@@ -82,7 +84,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
             if not config_path:
                 return False, "running on the embedded default: there is no file to reload"
             try:
-                new = config_mod.load(config_path)
+                new = load() if load is not None else config_mod.load(config_path)
                 preflight.check_files(new)  # a file a restart would refuse is not taken either
                 # applied: against the last configuration taken; needing a
                 # restart: against what the process was started with.
@@ -220,7 +222,7 @@ def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int |
     logs.setup(log_format, level)
     no_core_dumps()  # before any key is read; workers and simulators inherit it
     try:
-        cfg = config_mod.load(config_path) if config_path else config_mod.default()
+        cfg, text = read_config(config_path) if config_path else (config_mod.default(), None)
         count = config_mod.worker_count(cfg.server.workers if workers is None else workers)
         if workers is not None:  # --workers: what N workers need of the file, said as for the key
             config_mod.check_workers(cfg, count, lambda path, msg: _fail(cfg, path, f"{msg} (serve --workers {workers})"))
@@ -242,7 +244,7 @@ def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int |
     try:
         children.start(cfg.simulators)
         if count > 1:
-            code = uvloop.run(Fleet(cfg, config_path, count, log_format).run(demo=demo))
+            code = uvloop.run(Fleet(cfg, config_path, count, log_format, text=text).run(demo=demo))
             if code:
                 return code
         else:

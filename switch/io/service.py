@@ -21,7 +21,7 @@ from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec,
 from switch.core.engine import Engine
 from switch.io.backstop import Backstop
 from switch.io.loopwatch import LoopWatch, process_stat, thread_stat
-from switch.journal import open_journal
+from switch.journal import JournalError, open_journal
 from switch.metrics import Metrics
 
 log = logging.getLogger("payswitch")
@@ -311,8 +311,9 @@ class Switch:
         """Answer one terminal request (the encoded message without framing)."""
         t0 = time.perf_counter()
         self._handling += 1
+        refusals: list[JournalError] = []
         try:
-            answer = await self.run(self.engine.handle(body, codec or self.term))
+            answer = await self.run(self.engine.handle(body, codec or self.term), refusals)
         finally:
             self._handling -= 1
             if not self.engine.inflight:
@@ -320,7 +321,10 @@ class Switch:
         if not answer.body:  # a response MTI from a terminal: nothing to send (switch.core.messages.is_request)
             self.metrics.unsolicited_responses.inc()
         else:
-            self.metrics.answered(answer.kind, answer.mclass, answer.code, time.perf_counter() - t0)
+            # A 96 given because the journal refused a write is kind "journal", whatever it was
+            # paying with: a journal down is told apart from the switch's other 96s.
+            kind = "journal" if refusals and answer.code == "96" else answer.kind
+            self.metrics.answered(kind, answer.mclass, answer.code, time.perf_counter() - t0)
         return answer.body
 
     def _late_auth_code(self, acquirer: str, stan: str, f7: str, code: str | None,
@@ -344,8 +348,9 @@ class Switch:
         sender = self.worker is None or self.worker.sender
         return await self.run(refused.close(rrn, self.metrics if sender else None))
 
-    async def run(self, gen):
-        """Execute an engine generator's commands until it returns its value."""
+    async def run(self, gen, refusals: list | None = None):
+        """Execute an engine generator's commands until it returns its value; the journal's
+        refusals (JournalError) it is thrown go into ``refusals`` too, if given."""
         send, throw = gen.send, gen.throw
         value = error = None
         while True:
@@ -364,6 +369,8 @@ class Switch:
                 raise
             except Exception as e:
                 error = e
+                if refusals is not None and isinstance(e, JournalError):
+                    refusals.append(e)
 
     async def _execute(self, command):
         kind = type(command)

@@ -26,7 +26,13 @@ The supervisor (this module, the process ``serve`` started):
   on ``[http] port`` for the whole switch (:mod:`switch.io.fleet_http`);
   worker ``i`` has its own admin HTTP on ``port + 1 + i``;
 - SIGTERM/SIGINT: every worker drains (up to ``drain_timeout``), then the
-  journal closes; SIGHUP: every worker re-reads the configuration.
+  journal closes; SIGHUP: the supervisor checks the file and, if it accepts
+  it, every worker takes it.
+
+Workers never read the configuration file themselves: they start, restart
+and reload on the text the supervisor last accepted (a copy, ``accepted.toml``
+in its private directory), so a worker restarted after a rejected reload
+runs what the others run, not the file as it is now.
 
 If the journal writer dies the workers cannot journal anything: the
 supervisor stops them all and exits 1 (the service manager restarts the
@@ -45,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from switch import config as config_mod
 from switch.io import early_stop, hangup
@@ -99,6 +106,24 @@ def sweep_stale_socket_dirs(parent: str | None = None) -> int:
         removed += not os.path.exists(path)
     return removed
 
+def read_config(path: str | os.PathLike) -> tuple[config_mod.Config, str]:
+    """The configuration in file ``path`` (errors as :func:`switch.config.load`'s) and its text."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise config_mod.ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    return config_mod.loads(text, str(path)), text
+
+
+def load_accepted(accepted: str, source: str) -> config_mod.Config:
+    """A worker's configuration: the text its supervisor accepted (``accepted``), named as ``source``."""
+    try:
+        text = Path(accepted).read_text()
+    except OSError as e:
+        raise config_mod.ConfigError(f"{source}: the supervisor's accepted copy {accepted}: {e.strerror}") from None
+    return config_mod.loads(text, source)
+
+
 RESTART_DELAY_MAX = 10.0  # seconds: a worker that keeps dying is restarted at most this often
 _WATCH = 0.2  # seconds between two looks at the child processes
 
@@ -124,9 +149,11 @@ class Fleet:
     """The supervisor: the journal writer, the workers, and the fleet's HTTP."""
 
     def __init__(self, cfg: config_mod.Config, config_path: str | None, count: int, log_format: str,
-                 withhold_env: frozenset[str] | set[str] = frozenset()) -> None:
+                 withhold_env: frozenset[str] | set[str] = frozenset(), text: str | None = None) -> None:
+        """``text``: the file's text ``cfg`` was loaded from (read again at start if not given)."""
         self.cfg = cfg
         self.config_path = config_path
+        self.accepted = text  # the text of the configuration last accepted: every worker's
         self.count = count
         self.log_format = log_format
         self.workers = [Worker(i) for i in range(count)]
@@ -154,6 +181,26 @@ class Fleet:
         self._dir = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)  # mode 0700: the socket's only door
         self.writer, self.socket_path = start_shared_writer(self._dir)
         self.journal = ProcessJournal(self.cfg.journal.url, hmac_key=key, connect=self.socket_path, control=True)
+        if self.config_path:
+            if self.accepted is None:
+                self.accepted = read_config(self.config_path)[1]
+            self._accept(self.accepted)
+
+    def _accept(self, text: str) -> None:
+        """``text`` is the configuration every worker starts, restarts and reloads on from now."""
+        fd, tmp = tempfile.mkstemp(dir=self._dir, suffix=".toml")  # mode 0600, in our 0700 directory
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, self.accepted_path)
+        except OSError:
+            os.unlink(tmp)
+            raise
+        self.accepted = text
+
+    @property
+    def accepted_path(self) -> str:
+        return os.path.join(self._dir, "accepted.toml")
 
     def close_journal(self) -> None:
         if self.journal is not None:
@@ -177,7 +224,7 @@ class Fleet:
                "--journal-socket", self.socket_path, "--control-fd", str(theirs.fileno()),
                "--log-format", self.log_format]
         if self.config_path:
-            cmd += ["--config", self.config_path]
+            cmd += ["--config", self.config_path, "--accepted", self.accepted_path]
         if recover_all:
             cmd.append("--recover-all")
         try:
@@ -305,7 +352,13 @@ class Fleet:
         from switch import preflight
 
         try:
-            preflight.check_files(config_mod.load(self.config_path))
+            new, text = read_config(self.config_path)
+            preflight.check_files(new)
+            try:  # before the SIGHUP: what each worker reloads, and a restarted one starts on
+                self._accept(text)
+            except OSError as e:
+                raise config_mod.ConfigError(f"{self.config_path}: its copy for the workers cannot be"
+                                             f" written: {e.strerror or e}") from None
         except config_mod.ConfigError as e:
             self.reloads["rejected"] += 1
             self.last_reload_ok = False
@@ -387,6 +440,7 @@ def worker_main(argv: list[str]) -> int:
     p.add_argument("--journal-socket", required=True)
     p.add_argument("--control-fd", type=int, required=True)
     p.add_argument("--config")
+    p.add_argument("--accepted", help="the text of --config the supervisor accepted: the one read")
     p.add_argument("--log-format", default="text")
     p.add_argument("--recover-all", action="store_true")
     args = p.parse_args(argv)
@@ -405,8 +459,14 @@ def _worker(args) -> int:
 
     logs.setup(args.log_format, logs.level_from_env(os.environ.get("PAYSWITCH_LOG")), worker=args.index)
     control = socket.socket(fileno=args.control_fd)
+    if args.accepted:  # never the file itself: it may hold a reload the supervisor refused
+        def load() -> config_mod.Config:
+            return load_accepted(args.accepted, args.config)
+    else:
+        def load() -> config_mod.Config:
+            return config_mod.load(args.config) if args.config else config_mod.default()
     try:
-        cfg = config_mod.load(args.config) if args.config else config_mod.default()
+        cfg = load()
     except config_mod.ConfigError as e:
         print(config_mod.error_line(e), file=sys.stderr)
         return 2
@@ -414,7 +474,7 @@ def _worker(args) -> int:
     import uvloop
 
     try:
-        uvloop.run(serve(cfg, args.config, worker=role, ready=lambda: control.sendall(b"ready\n")))
+        uvloop.run(serve(cfg, args.config, worker=role, ready=lambda: control.sendall(b"ready\n"), load=load))
     except (OSError, RuntimeError, config_mod.ConfigError) as e:
         print(f"payswitch[worker {args.index}]: cannot start: {e}", file=sys.stderr)
         return 1

@@ -55,6 +55,7 @@ from switch.journal.writer import _HEADER, Receiver, send_frame, split_frames
 
 _BUFFER = 4 << 20
 _EXIT_WAIT = 1.0  # seconds a writer process that closed its socket is given to have exited
+_EXIT_POLL = 0.01  # seconds between two looks at its exit code, given a loop
 
 log = logging.getLogger("payswitch")
 
@@ -163,6 +164,7 @@ class ProcessJournal:
         self._flush_scheduled = False
         self._lock = threading.Lock()
         self._closed: JournalClosed | None = None
+        self._dying = False  # its end of the socket closed, its exit code not known yet (_died)
         self._rbuf = bytearray()
         self._wbuf = bytearray()
         hello = {"url": url, "hmac_key": hmac_key, "options": options}
@@ -295,7 +297,7 @@ class ProcessJournal:
                 return fut
             rid = next(self._ids)
             self._outbox.append((fut, rid, name, args, kwargs))
-            if self._held:
+            if self._held or self._dying:  # dying: failed once its exit code is known (_died)
                 return fut
             if self._loop is None:
                 self._flush_locked()
@@ -327,6 +329,8 @@ class ProcessJournal:
 
     def _flush_locked(self) -> None:
         # Thread mode: a blocking send (the reader thread keeps the other direction moving).
+        if self._dying:
+            return
         ops = self._take_outbox()
         if not ops:
             return
@@ -338,7 +342,7 @@ class ProcessJournal:
     def _flush(self) -> None:
         # Loop mode: one frame per pass of the loop, never blocking.
         self._flush_scheduled = False
-        if self._held or self._closed is not None:
+        if self._held or self._closed is not None or self._dying:
             return
         ops = self._take_outbox()
         if not ops:
@@ -460,7 +464,9 @@ class ProcessJournal:
                 self._handle(frames)
 
     def _died(self, exc: BaseException | None) -> None:
-        """The writer process closed its end: fail what waits, refuse what comes."""
+        """The writer process closed its end: fail what waits, refuse what comes, once its exit
+        code (said in every error) is known: waited for up to _EXIT_WAIT s never on the loop
+        (polled by its timers; what comes meanwhile waits too) nor under the lock."""
         if self._loop is not None:
             try:
                 self._loop.remove_reader(self._sock.fileno())
@@ -469,13 +475,33 @@ class ProcessJournal:
             except Exception:
                 pass
         with self._lock:
-            unexpected = self._closed is None  # not closed by us
+            reason, seen = self._closed, self._dying  # closed by us: no death
+            self._dying = True
+        if reason is not None:
+            self._fail_waiting(reason)
+        elif seen:
+            return
+        elif self._loop is not None and self._proc is not None:
+            self._poll_exit(exc, _EXIT_WAIT)
+        else:  # on the reader thread, which may wait
+            self._dead(exc, self._exit_code())
+
+    def _poll_exit(self, exc: BaseException | None, left: float) -> None:
+        code = self._proc.poll()
+        if code is None and left > 0:
+            self._loop.call_later(_EXIT_POLL, self._poll_exit, exc, left - _EXIT_POLL)
+        else:
+            self._dead(exc, code)
+
+    def _dead(self, exc: BaseException | None, code: int | None) -> None:
+        with self._lock:
+            unexpected = self._closed is None  # not closed by us meanwhile
             if unexpected:
-                code = self._exit_code()
                 why = ("journal writer process died" + (f" (exit code {code})" if code is not None else "")
                        + (f": {exc!r}" if exc is not None else ""))
                 self._closed = JournalClosed(why)
             reason = self._closed
+            self._take_outbox()  # what came while its exit code was waited for: failed with the rest
         if unexpected:
             hook = self.on_died
             if hook is None:
@@ -508,7 +534,7 @@ class ProcessJournal:
     def close(self) -> None:
         """Run everything sent or queued so far, then stop the writer process."""
         with self._lock:
-            if self._closed is not None:
+            if self._closed is not None or self._dying:  # dying: nothing left to run, nor to wait for
                 already = True
             else:
                 already = False
