@@ -207,6 +207,9 @@ scrape_configs:
 
 
 WORKERS_ONLY = ("payswitch_worker_up", "payswitch_worker_restarts_total")
+# The event relay's panels: its own process and /metrics, scraped as job payswitch-relay
+# (tests/test_relay_faults.py reads those series from it); this Prometheus scrapes the switch.
+RELAY_ONLY = ('job="payswitch-relay"',)
 
 
 def test_every_dashboard_query_returns_data(switch, prometheus):
@@ -230,7 +233,7 @@ def test_every_dashboard_query_returns_data(switch, prometheus):
         # The worker panels' series come from the supervisor of `serve --workers` only
         # (tests/test_e2e_workers.py reads them from its /metrics); this switch is one process.
         pending = {(title, expr.replace("$__rate_interval", "5s")) for title, expr in queries
-                   if not any(name in expr for name in WORKERS_ONLY)}
+                   if not any(name in expr for name in WORKERS_ONLY + RELAY_ONLY)}
         deadline = time.monotonic() + 30
         while pending and time.monotonic() < deadline:
             pending = {(title, q) for title, q in pending if not prom_query(prometheus, q)}
