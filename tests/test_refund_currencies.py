@@ -80,8 +80,8 @@ def test_refunds_of_a_merchant_without_limits_pass_in_any_currency():
 
 
 @pytest.mark.parametrize("keys, error", [
-    ("refund_max = { 999 = 100 }",
-     "expected the ISO 4217 numeric code of a currency as the key, got '999' - at `$.merchants[0].refund_max[\"999\"]`"),
+    ("refund_max = { 999 = 100 }", "expected the ISO 4217 numeric code of a currency as the key, got '999'"
+                                    " - at `$.merchants[0].refund_max[\"999\"]`"),
     ("refund_daily_max = { 978 = -1 }", "must be 0 or more, got -1 - at `$.merchants[0].refund_daily_max[\"978\"]`"),
     ("refund_daily_max = -5", "must be 0 or more, got -5 - at `$.merchants[0].refund_daily_max`"),
     ("refund_max = {}", "an empty table names no currency: leave the key out for no limit"
