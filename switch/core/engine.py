@@ -33,6 +33,7 @@ from switch.core.limits import TerminalSlots
 from switch.core.network import NetworkAnswers
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
+from switch.core.undelivered import Answering
 from switch.core.vas import VasHook
 from switch.journal import JournalError, StaleState, Totals, TxnRecord, digest_key, pan_protect
 from switch.journal.reversal_card import seal_in_flight
@@ -115,6 +116,7 @@ class Engine:
         self.slots = TerminalSlots()  # requests open per terminal ID (issue 8)
         self.reversals = ReversalQueue(self, stan_acquirers)
         self.vas = VasHook(self, token_keys)  # value-added services, customer tokens (switch.core.vas)
+        self.answering = Answering()  # MACed answers being given, by key (switch.core.undelivered)
         self.apply(cfg)
 
     def apply(self, cfg) -> None:
