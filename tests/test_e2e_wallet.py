@@ -22,7 +22,7 @@ LATE = 4.5  # a pay ending in 06 reaches the wallet this late: after its 3.5 s p
 STYLES = {"tradepay": "28", "micropay": "12"}  # a prefix routed to each style
 
 
-def wallet_extra(tmp, ports, *, simulators=True):
+def wallet_extra(tmp, ports, *, simulators=True, late=LATE):
     out = ""
     for style, acq_type in (("tradepay", "wallet-tradepay"), ("micropay", "wallet-micropay")):
         keys = tmp / f"keys-{style}"
@@ -54,7 +54,7 @@ acquirers = ["wallet-{style}"]
 kind = "wallet"
 name = "wallet-{style}"
 port = {ports[style]}
-args = ["--style", "{style}", "--confirm-delay", "{CONFIRM}", "--late-delay", "{LATE}", "--key-dir", "{keys}"]
+args = ["--style", "{style}", "--confirm-delay", "{CONFIRM}", "--late-delay", "{late}", "--key-dir", "{keys}"]
 """
     return out
 
@@ -182,6 +182,30 @@ def test_a_pay_landing_after_the_cancel_said_not_found_is_refunded(client, switc
     [order] = order_of(switch, style, req)
     assert order["charges"] == 1 and order["refunds"] == 1
     assert e2e.wait_for(lambda: journal_state(switch, req) == "reversed")
+
+
+def test_a_cancel_still_not_found_after_the_window_ends_unmatched(tmp_path):
+    # The pay never lands within reversal_not_found_window (1 s here): the payment then
+    # counts as never charged, journaled as a card reversal answered 25 for as long.
+    wports = {"tradepay": e2e.free_port(), "micropay": e2e.free_port()}
+    text, ports = e2e.card_config(tmp_path, extra=wallet_extra(tmp_path, wports, late=60.0))
+    text = text.replace("reversal_retry = 0.5\n", "reversal_retry = 0.5\nreversal_not_found_window = 1.0\n", 1)
+    assert "reversal_not_found_window = 1.0" in text
+    ports.update(wports)
+    sw = e2e.SwitchProcess(tmp_path, text, ports).start()
+    try:
+        c = Client(ports["term"])
+        try:
+            reqs = {style: wallet_payment(code(style, "06")) for style in STYLES}
+            for req in reqs.values():
+                assert c.transact(req)["39"] == "91"
+        finally:
+            c.close()
+        for style, req in reqs.items():
+            assert e2e.wait_for(lambda: journal_state(sw, req) == "unmatched"), style
+            assert order_of(sw, style, req) == []  # the pay has not landed: nothing charged yet
+    finally:
+        sw.stop()
 
 
 def journal_state(switch, req) -> str:
