@@ -132,7 +132,7 @@ class Engine:
         self.terminals = terminals
         self.merchants = {mc.id: mc for mc in cfg.merchants}
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
-        self.security = security.TerminalSecurity(cfg.security)
+        self.security = security.TerminalSecurity(cfg.security, getattr(self, "security", None))
         self.vas.apply(cfg)
 
     # -- a request -------------------------------------------------------------------
@@ -526,12 +526,16 @@ class Engine:
         except StaleState:
             card = None if reverse else request.pan  # an uncertain outcome sealed its card already
             return pay_kind, "68", (yield from elsewhere.reversed_meanwhile(self, msg, rec, result, codec, card))
-        except Exception:
+        except Exception as e:
             # Stranded: the acquirer may have moved money, but the outcome is not
-            # journaled.  Make sure it is reversed, then answer 96.
-            self.metrics.internal_error()
-            log.exception("rrn %s: cannot build or journal the %s answer from %s", rec.rrn, result.response_code, used,
-                          **about(rec))
+            # journaled.  Make sure it is reversed, then answer 96.  The journal's
+            # refusal (its writer died, the disk is full) is one line, counted by
+            # the driver as kind "journal"; anything else is a bug: its traceback.
+            bug = not isinstance(e, JournalError)
+            if bug:
+                self.metrics.internal_error()
+            log.error("rrn %s: cannot build or journal the %s answer from %s: %s", rec.rrn, result.response_code,
+                      used, e, exc_info=bug, **about(rec))
             moved = undo and (result.uncertain or result.response_code == "00" or reverse)
             yield from self.reversals.strand(rec, used, request.pan, reverse=moved,
                                              event="unconfirmed" if offline else "answer", result=result)

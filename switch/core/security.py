@@ -143,12 +143,16 @@ def _ksn(msg) -> str | None:
 class TerminalSecurity:
     """The configuration's ``security`` section as the engine uses it."""
 
-    def __init__(self, security: Security) -> None:
+    def __init__(self, security: Security, previous: TerminalSecurity | None = None) -> None:
         self.config = security
         # Each terminal's switch-overs to new session keys in this process (session_keys.verify):
         # a request in flight at one is answered under the TAK it verified under, now the previous one.
         self.switchovers: dict[str, int] = {}
         self._held: dict[tuple, Verified] = {}  # (41, 11, 7) -> the keys of a request being dispatched
+        if previous is not None:
+            # A reload: requests in flight keep the keys they verified under, and a switch-over
+            # after it still tells them that theirs are now the previous ones.
+            self.switchovers, self._held = previous.switchovers, previous._held
 
     def dispatch(self, engine, msg, mti: str, codec, body: bytes) -> Gen:
         """The engine's ``_dispatch``, behind the MAC check of the terminal's policy (spec 8).
