@@ -106,9 +106,9 @@ class Merchant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     terminals: list[str]
     name: str = ""
     currency: str = "156"  # field 49 when a request has none (settlement totals, section 6.1)
-    # Section 6.1: refunds without an original, in minor units; beyond a limit: 58.
-    refund_max: int | None = None  # largest single refund
-    refund_daily_max: int | None = None  # refunds approved per UTC day
+    # Section 6.1: refunds without an original, minor units (a number: of `currency`; a table: per currency).
+    refund_max: int | dict[str, int] | None = None  # largest single refund
+    refund_daily_max: int | dict[str, int] | None = None  # refunds approved per UTC day, each currency apart
     group: str = ""  # merchant group of its customer tokens (default: the merchant id)
 
 
@@ -399,11 +399,7 @@ def _check(cfg: Config, src: str) -> Config:
             fail(f"simulators[{i}].name", f"duplicate simulator name {sim.name!r}")
         sim_names.add(sim.name)
     config_sanity.check_currencies(cfg, fail)  # merchants, wallets, route conditions
-    for i, mc in enumerate(cfg.merchants):
-        for key in ("refund_max", "refund_daily_max"):
-            value = getattr(mc, key)
-            if value is not None and value < 0:
-                fail(f"merchants[{i}].{key}", f"must be 0 or more, got {value}")
+    config_sanity.check_refund_limits(cfg, fail)  # amounts, and the currencies a table names
     _check_security(cfg, fail)
     config_timing.check(cfg, fail)  # the reversal, window and retention seconds, and their order
     from switch.config_security import check_limits

@@ -110,3 +110,23 @@ def check_simulator_ports(cfg: Any, fail: Callable[[str, str], None]) -> None:
             fail(f"simulators[{i}].port", f"port {sim.port} is already taken by `$.{taken[sim.port]}`")
         if sim.port:
             taken[sim.port] = f"simulators[{i}].port"
+
+
+def check_refund_limits(cfg: Any, fail: Callable[[str, str], None]) -> None:
+    """``refund_max`` and ``refund_daily_max`` of each merchant (spec section 6.1): a
+    number of minor units (of the merchant's ``currency``), or a table of them by
+    ISO 4217 currency.  An empty table would refuse every refund in a way no one
+    means: leave the key out for no limit, or give 0 for none at all."""
+    for i, mc in enumerate(cfg.merchants):
+        for key in ("refund_max", "refund_daily_max"):
+            value = getattr(mc, key)
+            if value is None:
+                continue
+            if isinstance(value, dict) and not value:
+                fail(f"merchants[{i}].{key}", "an empty table names no currency: leave the key out for no limit")
+            for code, amount in (value.items() if isinstance(value, dict) else [(None, value)]):
+                path = f"merchants[{i}].{key}" + ("" if code is None else f'["{code}"]')
+                if code is not None and not is_currency(code):
+                    fail(path, f"expected the ISO 4217 numeric code of a currency as the key, got {code!r}")
+                if amount < 0:
+                    fail(path, f"must be 0 or more, got {amount}")

@@ -233,7 +233,7 @@ class Metrics:
         )
         self.reversals = Counter(
             "payswitch_reversals",
-            "Reversals: queued by trigger (terminal, uncertain, recovery, stranded), and each try at the "
+            "Reversals: queued by trigger (terminal, uncertain, recovery, stranded, undelivered), and each try at the "
             "acquirer (trigger=queue) by result (reversed, not_found, retry, refused)",
             ["trigger", "result"],
             registry=r,

@@ -39,7 +39,9 @@ url = "sqlite://payswitch-journal.sqlite"
 id = "DEMO00000000001"
 name = "payswitch demo shop"
 terminals = ["DEMO0001-DEMO0999"]
-refund_max = 100000  # 1000.00 at once (spec section 6.1)
+# 1000.00 at once (spec section 6.1), in each currency the demo takes: cards
+# pay in euros (978, `payswitch send`'s default), wallets in yuan (156).
+refund_max = { 156 = 100000, 978 = 100000 }
 
 # Spec section 7 (v1.1): terminals with the security of section 8 (MAC and PIN
 # under public sandbox keys); its policy and keys are added by default().
@@ -47,7 +49,7 @@ refund_max = 100000  # 1000.00 at once (spec section 6.1)
 id = "DEMOSEC00000001"
 name = "payswitch demo shop (secured terminals)"
 terminals = ["SEC00001-SEC00299"]
-refund_max = 100000
+refund_max = { 156 = 100000, 978 = 100000 }
 
 [[acquirers]]
 name = "bank-a"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+import msgspec
 import pytest
 
 from adapters.citycard import crypto
@@ -21,7 +22,10 @@ from adapters.citycard.mapping import Refusal, build_message, original_ref, to_r
 from adapters.citycard.protocol import Reverse
 from native.iso8583 import build_tlv48
 from switch.core.acquirer import Result
+from switch.journal.uploads import upload_key
 from tests import test_service as ts
+from tests.test_journal_shared import shared  # noqa: F401 (fixture)
+from tests.test_journal_shared import txn as shared_txn
 from tests.test_service import TID, call, fakes, record, request
 from tests.test_vas import SEEN, Plugin, outbox, plugin_registered, run  # noqa: F401  (autouse fixture)
 
@@ -194,6 +198,107 @@ def test_two_uploads_of_one_debit_at_the_centre_together_count_once():
     run(scenario, acquirers=fakes(city=centre), extra=CITY)
 
 
+class HeldDebits(CentreAcquirer):
+    """The centre books every request as it comes; its answer to an online debit (0200) waits for ``gate``."""
+
+    async def authorize(self, request, timeout: float) -> Result:
+        message = build_message(request)
+        self.calls += 1
+        response = self.centre.handle(message)
+        if request.mti == "0200":
+            await self.gate.wait()
+        return to_result(message, response)
+
+
+def release_after_first_claim(sw, gate: asyncio.Event) -> None:
+    """Open ``gate`` once the journal has done the first claim of an upload (whatever it decided)."""
+    claim, loop = sw.journal.claim_upload, asyncio.get_running_loop()
+
+    def claiming(txn_id):
+        fut = claim(txn_id)
+        fut.add_done_callback(lambda _: loop.call_soon_threadsafe(gate.set))
+        return fut
+
+    sw.journal.claim_upload = claiming
+
+
+def test_a_debit_and_its_upload_answered_together_count_once():
+    # The online debit is booked at the centre, its answer on the way; the terminal's
+    # upload of it is booked once (the centre's 00 with the debit's authorization
+    # code) and answered first.  Neither is journaled as decided when the upload's
+    # claim runs: the journal still counts the card and counter once.
+    Plugin.behaviour = {"after": points}
+    gate = asyncio.Event()
+    centre = HeldDebits(gate=gate)
+
+    async def scenario(sw):
+        release_after_first_claim(sw, gate)
+        debit = asyncio.ensure_future(call(sw, upload("000001", 8, 500, mti="0200")))
+        while centre.calls < 1:
+            await asyncio.sleep(0.005)
+        again = await call(sw, upload("000002", 8, 500))
+        online = await debit
+        assert online[39] == again[39] == "00" and again[38] == online[38]
+        assert centre.centre.debits == 500
+        assert after_calls() == [online[37]]  # points once, for the debit
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=500)))[39] == "00"
+        first, dup = await record(sw, "000001"), await record(sw, "000002")
+        assert first.upload_of is None and dup.upload_of == first.id
+
+    run(scenario, acquirers=fakes(city=centre), extra=CITY)
+
+
+def test_an_upload_answered_while_its_debit_is_declined_counts_once():
+    # The other order at the centre: the upload is booked and the online debit of
+    # the same counter refused (94); the upload, answered while the debit is still
+    # undecided in the journal, is the one that counts.
+    Plugin.behaviour = {"after": points}
+    gate = asyncio.Event()
+    centre = HeldDebits(gate=gate)
+
+    async def scenario(sw):
+        release_after_first_claim(sw, gate)
+        booked = asyncio.ensure_future(call(sw, upload("000001", 9, 400)))
+        while centre.calls < 1:
+            await asyncio.sleep(0.005)
+        debit = asyncio.ensure_future(call(sw, upload("000002", 9, 400, mti="0200")))
+        again, online = await booked, await debit
+        assert again[39] == "00" and online[39] == "94"
+        assert centre.centre.debits == 400
+        assert after_calls() == [again[37]]
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=400)))[39] == "00"
+        assert (await record(sw, "000001")).upload_of == (await record(sw, "000001")).id
+
+    run(scenario, acquirers=fakes(city=centre), extra=CITY)
+
+
+def test_an_upload_whose_online_debit_stays_undecided_is_96_and_counts_when_sent_again():
+    # Another worker took the online debit to the centre and died with it: the journal
+    # holds it "sent" until recovery reverses it.  Which of the two counts cannot be
+    # decided before the upload's deadline: 96, counted nowhere.  Sent again once the
+    # debit is reversed, the upload counts.
+    from switch.journal import TxnRecord
+
+    Plugin.behaviour = {"after": points}
+    centre = CentreAcquirer()
+
+    async def scenario(sw):
+        stuck = TxnRecord(terminal_id=TID, merchant_id=ts.MERCHANT, mti="0200", stan="000009",
+                          transmission_time=ts.T7, processing_code="000000", amount=300, kind="citycard",
+                          acquirer="city", state="sent",
+                          upload_key=upload_key(CARD, "00011", bytes.fromhex(ts.KEY_HEX)))
+        debit, _ = await ts.journal(sw, sw.journal.insert(stuck))
+        assert (await call(sw, upload("000001", 11, 300)))[39] == "96"
+        assert after_calls() == [] and (await record(sw, "000001")).upload_of is None
+        await ts.journal(sw, sw.journal.update(debit.id, state="reversal_pending"))  # as recovery does
+        again = await call(sw, upload("000002", 11, 300))
+        assert again[39] == "00" and centre.centre.debits == 300
+        assert after_calls() == [again[37]]
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=300)))[39] == "00"
+
+    run(scenario, acquirers=fakes(city=centre), extra=CITY)
+
+
 def test_an_upload_the_centre_never_confirmed_counts_when_the_next_upload_is_confirmed():
     # The first upload was booked at the centre but its answer lost (68): it counts
     # nowhere, and the upload sent again is the one that counts.
@@ -238,9 +343,28 @@ def test_an_upload_whose_claim_the_journal_refuses_is_96_and_the_next_upload_cou
     run(scenario, acquirers=fakes(city=CentreAcquirer()), extra=CITY)
 
 
-def test_upload_key_is_keyed_and_reveals_neither_card_nor_counter():
-    from switch.journal.uploads import upload_key
+def test_workers_sharing_the_journal_count_a_debit_and_its_upload_once(shared):  # noqa: F811 (fixture)
+    # serve --workers: the online debit is at the centre in one worker while its upload
+    # is approved in another; the journal they share decides.
+    _, _, _, connect = shared
+    one, other = connect(), connect()
+    for stan, code, counts in ((1, "00", False), (3, "94", True)):
+        key = upload_key(CARD, "%05d" % stan, bytes.fromhex(ts.KEY_HEX))
+        debit, _ = one.insert(shared_txn(stan, upload_key=key)).result(10)
+        offline, _ = other.insert(msgspec.structs.replace(shared_txn(stan + 1, upload_key=key), mti="0220")).result(10)
+        waiting = other.claim_upload(offline.id).result(10)
+        assert waiting.id == debit.id and waiting.response_code is None  # undecided: ask again
+        assert other.get(offline.id).result(10).upload_of is None  # nothing written meanwhile
+        one.update(debit.id, state="answered", response_code=code, auth_code="000123").result(10)
+        first = other.claim_upload(offline.id).result(10)
+        if counts:  # the centre booked the upload and refused the debit: the upload counts
+            assert first is None and other.get(offline.id).result(10).upload_of == offline.id
+        else:  # the debit counts, the upload is its duplicate
+            assert first.id == debit.id and first.auth_code == "000123"
+            assert other.get(offline.id).result(10).upload_of == debit.id
 
+
+def test_upload_key_is_keyed_and_reveals_neither_card_nor_counter():
     key = bytes.fromhex(ts.KEY_HEX)
     made = upload_key(CARD, "00003", key)
     assert made == upload_key(CARD, "00003", key)

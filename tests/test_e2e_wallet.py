@@ -1,7 +1,9 @@
 """End to end over TCP: barcode wallets of both styles through the switch
 (spec sections 3, 4, 6, 7), with a pyiso8583 client and the wallets' ledgers."""
+import contextlib
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,10 +18,11 @@ pytestmark = pytest.mark.e2e
 
 CONFIRM = 1.0  # the customer's "about 6 s", shortened
 TIMEOUT = 5.0  # wallet acquirer deadline; cancel margin 1.5 s
+LATE = 4.5  # a pay ending in 06 reaches the wallet this late: after its 3.5 s pay call and the cancel
 STYLES = {"tradepay": "28", "micropay": "12"}  # a prefix routed to each style
 
 
-def wallet_extra(tmp, ports, *, simulators=True):
+def wallet_extra(tmp, ports, *, simulators=True, late=LATE):
     out = ""
     for style, acq_type in (("tradepay", "wallet-tradepay"), ("micropay", "wallet-micropay")):
         keys = tmp / f"keys-{style}"
@@ -51,7 +54,7 @@ acquirers = ["wallet-{style}"]
 kind = "wallet"
 name = "wallet-{style}"
 port = {ports[style]}
-args = ["--style", "{style}", "--confirm-delay", "{CONFIRM}", "--key-dir", "{keys}"]
+args = ["--style", "{style}", "--confirm-delay", "{CONFIRM}", "--late-delay", "{late}", "--key-dir", "{keys}"]
 """
     return out
 
@@ -164,6 +167,52 @@ def test_retransmission_during_a_held_payment_gets_the_one_result(switch, style)
     assert len(answers) == 2 and answers[0] == answers[1] and answers[0]["39"] == "00"
     [order] = order_of(switch, style, req)
     assert order["charges"] == 1 and order["pay_calls"] == 1
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_pay_landing_after_the_cancel_said_not_found_is_refunded(client, switch, style):
+    # The pay call times out while the pay is still on its way; the cancel then hears
+    # "no such order".  Not final: the reversal queue cancels again until the pay has
+    # landed, and refunds it (the window, reversal_not_found_window, is 120 s here).
+    req = wallet_payment(code(style, "06"))
+    t0 = time.monotonic()
+    assert client.transact(req)["39"] == "91"
+    assert time.monotonic() - t0 < LATE  # answered before the pay lands
+    assert e2e.wait_for(lambda: (order_of(switch, style, req) or [{}])[0].get("state") == "refunded", timeout=20)
+    [order] = order_of(switch, style, req)
+    assert order["charges"] == 1 and order["refunds"] == 1
+    assert e2e.wait_for(lambda: journal_state(switch, req) == "reversed")
+
+
+def test_a_cancel_still_not_found_after_the_window_ends_unmatched(tmp_path):
+    # The pay never lands within reversal_not_found_window (1 s here): the payment then
+    # counts as never charged, journaled as a card reversal answered 25 for as long.
+    wports = {"tradepay": e2e.free_port(), "micropay": e2e.free_port()}
+    text, ports = e2e.card_config(tmp_path, extra=wallet_extra(tmp_path, wports, late=60.0))
+    text = text.replace("reversal_retry = 0.5\n", "reversal_retry = 0.5\nreversal_not_found_window = 1.0\n", 1)
+    assert "reversal_not_found_window = 1.0" in text
+    ports.update(wports)
+    sw = e2e.SwitchProcess(tmp_path, text, ports).start()
+    try:
+        c = Client(ports["term"])
+        try:
+            reqs = {style: wallet_payment(code(style, "06")) for style in STYLES}
+            for req in reqs.values():
+                assert c.transact(req)["39"] == "91"
+        finally:
+            c.close()
+        for style, req in reqs.items():
+            assert e2e.wait_for(lambda: journal_state(sw, req) == "unmatched"), style
+            assert order_of(sw, style, req) == []  # the pay has not landed: nothing charged yet
+    finally:
+        sw.stop()
+
+
+def journal_state(switch, req) -> str:
+    with contextlib.closing(sqlite3.connect(f"file:{switch.tmp / 'journal.sqlite'}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT state FROM txn WHERE terminal_id = ? AND stan = ? AND transmission_time = ?",
+                         (req["41"], req["11"], req["7"])).fetchone()
+    return row[0] if row else ""
 
 
 def test_unknown_wallet_prefix_is_12_and_foreign_currency_12(client):

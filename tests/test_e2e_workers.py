@@ -222,7 +222,7 @@ def test_an_uncertain_approval_queued_by_a_worker_is_reversed_by_the_sender_with
 def test_refunds_at_once_on_two_workers_keep_to_the_merchants_daily_limit(tmp_path):
     # Section 6.1: two refunds that do not fit the day's limit together, each at
     # bank-a for SLOW_MS on its own worker: the journal lets exactly one through.
-    sw = fleet(tmp_path, merchant="refund_daily_max = 150000\n")
+    sw = fleet(tmp_path, merchant="refund_daily_max = { 978 = 150000 }\n")
     try:
         on = clients_on(sw, {0, 1})
         docs = {0: e2e.purchase(100000, pcode="200000"), 1: e2e.purchase(60000, pcode="200000")}

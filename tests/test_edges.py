@@ -422,7 +422,7 @@ def test_refunds_beyond_the_merchants_limits_answer_58():
         assert (await call(sw, request(stan="000004", pcode="200000", amount="000000050000")))[39] == "00"
         assert len(sw.acquirers["bank-a"].authorized) == 2
 
-    run(scenario, merchant="refund_max = 100000\nrefund_daily_max = 150000")
+    run(scenario, merchant="currency = \"978\"\nrefund_max = 100000\nrefund_daily_max = 150000")
 
 
 def test_refunds_at_once_keep_to_the_daily_limit_and_one_at_its_acquirer_counts():
@@ -445,7 +445,7 @@ def test_refunds_at_once_keep_to_the_daily_limit_and_one_at_its_acquirer_counts(
         assert (await call(sw, request(stan="000004", pcode="200000", amount="000000000001")))[39] == "58"
 
     run(scenario, acquirers=fakes(**{"bank-a": FakeAcquirer("bank-a", gate=gate)}),
-        merchant="refund_daily_max = 150000")
+        merchant="currency = \"978\"\nrefund_daily_max = 150000")
 
 
 def test_a_refund_over_the_daily_limit_is_journaled_58_and_its_retransmission_gets_that_answer():
@@ -460,7 +460,7 @@ def test_a_refund_over_the_daily_limit_is_journaled_58_and_its_retransmission_ge
         # The refused one holds nothing of the day's limit.
         assert (await call(sw, request(stan="000003", pcode="200000", amount="000000050000")))[39] == "00"
 
-    run(scenario, merchant="refund_daily_max = 150000")
+    run(scenario, merchant="currency = \"978\"\nrefund_daily_max = 150000")
 
 
 def test_a_refund_whose_key_is_renewed_is_counted_against_the_daily_limit_again():
@@ -473,7 +473,7 @@ def test_a_refund_whose_key_is_renewed_is_counted_against_the_daily_limit_again(
         assert (await call(sw, old))[39] == "58"
         assert len(sw.acquirers["bank-a"].authorized) == 1
 
-    run(scenario, merchant="refund_daily_max = 150000", tweak="retransmission_window = 2.0")
+    run(scenario, merchant="currency = \"978\"\nrefund_daily_max = 150000", tweak="retransmission_window = 2.0")
 
 
 def test_a_key_older_than_the_retransmission_window_is_a_new_request():
@@ -546,7 +546,7 @@ def test_a_refund_never_answered_before_midnight_counts_against_the_day_it_is_se
 
     if JOURNAL_WRITER != "thread":
         pytest.skip("the journal's clock is set in this process")
-    run(scenario, merchant="refund_daily_max = 150000")
+    run(scenario, merchant="currency = \"978\"\nrefund_daily_max = 150000")
 
 
 def test_a_request_journaled_but_never_sent_is_sent_again_with_the_whole_acquirer_timeout():

@@ -119,13 +119,18 @@ def test_an_answer_from_the_acquirer_after_the_journal_closed_is_a_journal_96(ca
             monkeypatch.setattr(sw.journal, name, closed)
         with caplog.at_level(logging.INFO):
             gate.set()
-            return (await asyncio.wait_for(pending, WAIT)), answered(sw)
+            return (await asyncio.wait_for(pending, WAIT)), answered(sw), sw.metrics.internal_errors._value.get()
 
-    answer, counted = ts.run(scenario, acquirers=acquirers)
+    answer, counted, internal_errors = ts.run(scenario, acquirers=acquirers)
     assert answer[39] == "96" and acquirers["bank-a"].authorized
     assert counted == {("journal", "financial", "96"): 1.0}
     [kept] = [r for r in caplog.records if "cannot journal that either" in r.getMessage()]
     assert not kept.exc_info and "(journal writer process died (exit code -9))" in kept.getMessage()
+    # The journal's refusal is no bug of the switch: one line each, no traceback, no internal error.
+    [said] = [r for r in caplog.records if "cannot build or journal the 00 answer" in r.getMessage()]
+    assert said.levelname == "ERROR" and "journal writer process died" in said.getMessage()
+    assert not [r for r in caplog.records if r.exc_info]
+    assert internal_errors == 0
 
 
 def test_a_writer_thread_that_dies_says_to_restart(caplog, monkeypatch):

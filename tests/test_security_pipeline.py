@@ -406,31 +406,6 @@ def test_a_pin_translation_the_module_cannot_make_answers_96_journaled_and_sent_
     assert "Traceback" not in caplog.text and "internal error" not in caplog.text
 
 
-def test_an_answer_whose_mac_the_module_cannot_make_is_not_sent_and_its_retransmission_gets_it_s8(caplog):
-    from switch.security.module import ModuleUnavailable
-
-    async def scenario(sw):
-        tak, _ = await sign_on(sw, TDES_TID)
-        working = sw.security_module.generate_mac
-
-        async def unavailable(*args):
-            raise ModuleUnavailable("HSM did not answer")
-
-        sw.security_module.generate_mac = unavailable
-        body = terminal.encode_signed(TERM, fields(), tak, "tdes")
-        # Approved and journaled: an unMACed 96 would tell the terminal otherwise, and nothing would reverse it.
-        assert await sw.handle(body) == b""
-        assert (await ts.record(sw, "000001", TDES_TID)).response_code == "00"
-        sw.security_module.generate_mac = working
-        out = await sw.handle(body)
-        assert TERM.decode(out)[39] == "00" and terminal.verify(out, tak, "tdes")
-        assert len(sw.acquirers["bank-a"].authorized) == 1
-
-    with caplog.at_level(logging.INFO, logger="payswitch"):
-        run(scenario)
-    assert "answered 00 but not sent" in caplog.text and "internal error" not in caplog.text
-
-
 @pytest.mark.parametrize("mti", ["0200", "0800"])
 def test_a_request_the_module_cannot_verify_answers_96_unjournaled_without_a_traceback_s8(mti, caplog):
     from switch.security.module import ModuleUnavailable

@@ -269,8 +269,31 @@ def test_abandon_before_and_after_the_pay():
 def test_reversal_flow():
     f = PaymentFlow.for_reversal(now=0.0, deadline=2.0, cancel_interval=0.5, request_timeout=5.0)
     assert f.step(0.0) == Call("cancel", 2.0)
+    f.feed("cancel", Reply(outcomes.RETRY), 0.1)
+    assert f.step(0.1) == Wait(0.6)
+    f.feed("cancel", Reply(outcomes.REFUNDED, "T1"), 0.7)
+    assert f.step(0.7) == Done("68", "refunded", "T1", False)
+
+
+def test_a_reversal_answered_not_found_is_not_final():
+    # The pay it undoes may still be on its way to the wallet: the switch asks again.
+    f = PaymentFlow.for_reversal(now=0.0, deadline=2.0, cancel_interval=0.5, request_timeout=5.0)
     f.feed("cancel", Reply(outcomes.NOT_FOUND), 0.1)
-    assert f.step(0.1).disposition == "not-found" and not f.done.uncertain
+    assert f.step(0.1) == Done("68", "not-found", None, True)
+
+
+@pytest.mark.parametrize("pay_reply", [Reply(None, sent=True), Reply(UNKNOWN), Reply(WAITING)])
+def test_not_found_after_a_pay_that_may_have_reached_the_wallet_is_uncertain(pay_reply):
+    f = flow()
+    f.feed("pay", pay_reply, 5.0)  # timed out after sending / unknown / waiting
+    assert f.step(5.0) == Wait(8.0)
+    f.feed("query", Reply(outcomes.NOT_FOUND), 8.1)  # a query is never final on "not found"
+    assert f.step(11.1) == Call("query", 5.0)
+    f.step(50.0)
+    f.feed("cancel", Reply(outcomes.NOT_FOUND), 50.1)
+    code = "68" if pay_reply.outcome is WAITING else "91"
+    # Ended at once, uncertain: the switch's reversal queue repeats the cancel for its window.
+    assert f.step(50.1) == Done(code, "not-found", None, True)
 
 
 def test_order_flow_queries_first():

@@ -13,7 +13,8 @@ from adapters.wallet.sandbox import Ledger, Scenario, State, scenario
     ("281234567890123403", Scenario.NEVER),
     ("281234567890123404", Scenario.INSUFFICIENT),
     ("281234567890123405", Scenario.UNKNOWN_FIRST),
-    ("281234567890123406", Scenario.APPROVE),
+    ("281234567890123406", Scenario.LATE),
+    ("281234567890123407", Scenario.APPROVE),
     ("281234567890123410", Scenario.APPROVE),
     ("1", Scenario.APPROVE),
 ])
@@ -101,6 +102,17 @@ def test_cancel_of_an_unknown_order_blocks_a_late_pay():
     assert kind == "closed" and order.charges == 0
 
 
+def test_a_late_pay_is_unknown_until_it_lands_then_paid_despite_a_cancel():
+    lg = ledger(late_delay=5.0)
+    kind, order = lg.pay("O1", "2806", 100, now=0.0)
+    assert kind == "paid" and lg.take_hold() == 5.0 and lg.take_hold() == 0.0
+    assert lg.query("O1", now=1.0) is None and lg.orders(now=1.0) == []
+    assert lg.cancel("O1", now=2.0)[0] == "not-found"  # no tombstone: the pay is on its way
+    assert lg.pay("O1", "2806", 100, now=3.0)[0] == "paid" and lg.take_hold() == 2.0
+    assert lg.query("O1", now=5.0).state is State.PAID and order.charges == 1
+    assert lg.cancel("O1", now=6.0)[0] == "refunded" and order.refunds == 1
+
+
 def test_cancel_retries_first():
     lg = ledger(cancel_retries=2)
     lg.pay("O1", "2803", 100, now=0.0)
@@ -165,6 +177,9 @@ def test_tradepay_face(tradepay):
     assert tp_call(tradepay, "cancel", "A1", 7.1)[0] is outcomes.REFUNDED
     assert tp_call(tradepay, "query", "A1", 8.0)[0].code == "05"  # TRADE_CLOSED
     assert tp_call(tradepay, "query", "nope", 8.0)[0] is outcomes.NOT_FOUND
+    late = {**pay, "auth_code": "281234567890123406"}
+    assert tp_call(tradepay, "pay", "A6", 0.0, **late)[0] is outcomes.PAID  # answered when it lands
+    assert tp_call(tradepay, "cancel", "A6", 1.0)[0] is outcomes.NOT_FOUND
     assert tp_call(tradepay, "pay", "A4", 0.0, **{**pay, "auth_code": "2804"})[0].code == "51"
     assert tp_call(tradepay, "pay", "A5", 0.0, **{**pay, "auth_code": "2805"})[0] is outcomes.UNKNOWN
     assert tp_call(tradepay, "pay", "A5", 0.0, **{**pay, "auth_code": "2806"})[0].code == "94"
@@ -196,6 +211,8 @@ def test_micropay_face():
 
     D = outcomes.Disposition
     assert call("pay", "M1", 0.0, auth_code="1301", total_fee="1234") is D.WAITING
+    assert call("pay", "M6", 0.0, auth_code="1306", total_fee="1") is D.PAID  # answered when it lands
+    assert call("cancel", "M6", 1.0) is D.NOT_FOUND
     assert call("query", "M1", 6.0) is D.PAID
     assert call("pay", "M2", 0.0, auth_code="1302", total_fee="1") is D.WAITING
     assert call("query", "M2", 6.0) is D.DECLINED

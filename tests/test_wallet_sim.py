@@ -15,9 +15,10 @@ import pytest
 
 from adapters.wallet.micropay import MicroPayAcquirer
 from adapters.wallet.tradepay import TradePayAcquirer
-from switch.core.acquirer import Original, Request
+from switch.core.acquirer import NOT_FOUND, Original, Request
 
 CONFIRM_DELAY = 0.3
+LATE_DELAY = 2.5  # a pay ending in 06 reaches the wallet this late: after the switch's cancel
 FAST = dict(poll_interval=0.05, cancel_interval=0.05, cancel_margin=0.3, request_timeout=1.0)
 STYLES = ["tradepay", "micropay"]
 # The cancel of trade.pay says whether it closed or refunded; the reverse of micropay does not.
@@ -31,7 +32,8 @@ class Sim:
         self.key_dir = key_dir
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "adapters.wallet.sim", "--style", style, "--host", "127.0.0.1",
-             "--port", "0", "--confirm-delay", str(CONFIRM_DELAY), "--key-dir", str(key_dir)],
+             "--port", "0", "--confirm-delay", str(CONFIRM_DELAY), "--late-delay", str(LATE_DELAY),
+             "--key-dir", str(key_dir)],
             stdout=subprocess.PIPE, text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], 15.0)
         line = self.proc.stdout.readline() if ready else ""
@@ -327,6 +329,38 @@ def test_reverse_before_the_pay_blocks_a_late_pay(sim):
     result = run(main())
     assert result.response_code == "05"
     assert sim.ledger()[order_no(result)]["charges"] == 0
+
+
+def test_a_pay_landing_after_a_cancel_answered_not_found_is_refunded(sim):
+    # The pay times out (1 s) and is still on its way: the cancel at the deadline hears
+    # "no such order".  That is not final: the payment ends uncertain, and its reversal,
+    # repeated as the switch's queue does, refunds the pay once it has landed.
+    request = purchase(code("06"))
+
+    async def main():
+        adapter = sim.adapter()
+        result = await adapter.authorize(request, 1.5)
+        first = await adapter.reverse(reversal(request, result.acquirer_ref), 1.0)
+        await asyncio.sleep(LATE_DELAY)
+        second = await adapter.reverse(reversal(request, result.acquirer_ref), 2.0)
+        await adapter.close()
+        return result, first, second
+
+    result, first, second = run(main())
+    assert result.response_code == "91" and result.uncertain is True
+    assert result.acquirer_ref.endswith("|not-found")
+    assert first == NOT_FOUND and second is True
+    order = sim.ledger()[order_no(result)]
+    assert order["state"] == "refunded" and order["charges"] == 1 and order["refunds"] == 1
+
+
+def test_reverse_of_a_payment_that_never_left_needs_no_call(sim):
+    async def main():
+        adapter = sim.adapter()
+        assert await adapter.reverse(reversal(purchase("1"), "DEMO0001U||unsent"), 0.01) is True
+        await adapter.close()
+    run(main())
+    assert "DEMO0001U" not in sim.ledger()
 
 
 def test_reverse_of_a_declined_payment_needs_no_call(sim):

@@ -160,6 +160,7 @@ class CityCardAcquirer:
         *,
         backoff: tuple[float, float] = (0.05, 5.0),
         ssl: Any = None,
+        currency: str | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("a city-card acquirer needs at least one endpoint")
@@ -171,6 +172,9 @@ class CityCardAcquirer:
         self.connect_timeout = connect_timeout
         self.ssl = ssl  # an ssl.SSLContext: TLS (or mutual TLS) to the centre, adapters/tls.py
         self.backoff = backoff
+        # The only currency the centre takes (field 49 of a debit, top-up or upload; None: any): its
+        # protocol has none, so another is refused 12 here (mapping.build_message), never sent.
+        self.currency = currency
         self._links: list[_Link] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._up = asyncio.Event()
@@ -222,7 +226,7 @@ class CityCardAcquirer:
 
     async def authorize(self, request: Request, timeout: float) -> Result:
         try:
-            message = build_message(request)
+            message = build_message(request, self.currency)
         except Refusal as refusal:
             log.info("%s: txn %d refused %s: %s", self.name, request.txn_id, refusal.code, refusal.reason)
             return Result(response_code=refusal.code)

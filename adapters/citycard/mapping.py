@@ -13,6 +13,10 @@ MTI    processing code   centre request
 =====  ================  =========================================
 
 Anything else is refused 12; a malformed CC or M1, or a missing field, 30.
+The centre's protocol carries no currency: a debit, top-up or upload whose
+field 49 names another currency than the one the centre is configured with
+is refused 12 too (as a wallet refuses another currency), never sent.  A
+reversal is never refused for its field 49.
 """
 from __future__ import annotations
 
@@ -104,8 +108,18 @@ def _terminal(request: Request) -> str:
     return request.terminal_id
 
 
-def build_message(request: Request) -> CentreRequest:
-    """The centre request for ``request`` (its ``id`` left 0); raises :class:`Refusal`."""
+def build_message(request: Request, currency: str | None = None) -> CentreRequest:
+    """The centre request for ``request`` (its ``id`` left 0); raises :class:`Refusal`.
+
+    ``currency``: the one the centre takes (ISO 4217 numeric), None: any.
+    """
+    message = _message(request)
+    if currency is not None and moves_money(message) and request.currency not in (None, currency):
+        raise Refusal("12", f"field 49 {request.currency!r} is not the centre's currency {currency!r}")
+    return message
+
+
+def _message(request: Request) -> CentreRequest:
     mti = request.mti
     kind = request.processing_code[:2]
     if mti == "0400":

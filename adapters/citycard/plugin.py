@@ -1,19 +1,36 @@
 """Entry point ``payswitch.acquirers`` → ``citycard``: the city-card clearing centre from configuration."""
 from __future__ import annotations
 
+# The currency of a city card's field 49 when the configuration names none
+# (``options = { currency = "..." }``): the one the sandbox's terminals send
+# with a card number (``payswitch send``, the shop day of loadtest/), so the
+# sandbox centre takes their debits.
+DEFAULT_CURRENCY = "978"
+
 
 def citycard(a, index: int = 0, on_state=None):
     from adapters.citycard.adapter import CityCardAcquirer
     from adapters.tls import client_context
 
-    if a.options:
-        raise ValueError(f"citycard acquirers take no options table (got {', '.join(sorted(a.options))})")
     endpoints = []
     for ep in a.endpoints:
         host, _, port = ep.rpartition(":")
         endpoints.append((host, int(port)))
     return CityCardAcquirer(name=a.name, endpoints=endpoints, connections=a.connections, connect_timeout=2.0,
-                            ssl=client_context(a))
+                            ssl=client_context(a), currency=currency(a.options))
+
+
+def currency(options: dict) -> str:
+    """The centre's currency from the acquirer's options table (its only key); ValueError naming the key."""
+    from switch.core.currencies import is_currency
+
+    unknown = sorted(set(options) - {"currency"})
+    if unknown:
+        raise ValueError(f"citycard acquirers take only options.currency (got {', '.join(unknown)})")
+    code = options.get("currency", DEFAULT_CURRENCY)
+    if not isinstance(code, str) or not is_currency(code):
+        raise ValueError(f"options.currency: expected the ISO 4217 numeric code of a currency, got {code!r}")
+    return code
 
 
 citycard.kinds = frozenset({"citycard"})

@@ -14,12 +14,20 @@ and the wallet never takes the money twice.
 (see :class:`.flow.Done` for the dispositions); :meth:`reverse` needs only the
 order number and derives it again when the reference is missing.
 
+A cancel answered "no such order" after a pay that may have reached the wallet
+is not final (the pay may land later): :meth:`authorize` ends uncertain
+(disposition ``not-found``), so the switch queues the reversal, and
+:meth:`reverse` returns :data:`switch.core.acquirer.NOT_FOUND`, which the
+switch repeats for ``reversal_not_found_window`` seconds before recording
+``unmatched``.  Only a pay that never left the switch (``unsent``) needs no cancel.
+
 ``metrics`` (:class:`switch.core.link_metrics.LinkMetrics`, exported as
 ``payswitch_wallet_<name>_total``) counts ``calls`` by ``call`` (pay, query,
 cancel) and ``outcome`` (``answered``; ``unverifiable``: an answer that does
 not parse or verify; ``no_answer``: none, though the request may have arrived;
 ``unsent``) and ``orders`` by the ``disposition`` each flow ended with
-(``open``: a cancel never acknowledged, left to the switch's reversal).
+(``open``: a cancel never acknowledged; ``not-found``: a cancel answered "no such
+order", not final; both left to the switch's reversal).
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from switch.core.acquirer import Request, Result
+from switch.core.acquirer import NOT_FOUND, Request, Result
 from switch.core.acquirer import order_number as core_order_number
 from switch.core.link_metrics import LinkMetrics
 
@@ -50,8 +58,9 @@ log = logging.getLogger("payswitch.wallet")
 #: propagates: the order is then left for :meth:`WalletAcquirer.finish`.
 OnState = Callable[[str, str], Awaitable[None] | None]
 
-# Dispositions after which nothing is left to reverse at the wallet.
-_NOTHING_TO_REVERSE = frozenset({"declined", "closed", "refunded", "reversed", "not-found", "unsent"})
+# Dispositions after which nothing is left to reverse at the wallet ("not-found" is not
+# one: the wallet may see a late pay after it).
+_NOTHING_TO_REVERSE = frozenset({"declined", "closed", "refunded", "reversed", "unsent"})
 _CALL_OUTCOMES = ("answered", "unverifiable", "no_answer", "unsent")
 # The payment codes both styles' wallets issue have 16 to 24 digits (trade.pay 16-24,
 # micropay 18): another length is no wallet's code, answered 14 and never sent (a wallet
@@ -148,7 +157,7 @@ class WalletAcquirer:
         for call in ("pay", "query", "cancel"):
             for outcome in _CALL_OUTCOMES:
                 self.metrics.inc("calls", 0, call=call, outcome=outcome)
-        for disposition in ("paid", "open", *sorted(_NOTHING_TO_REVERSE)):
+        for disposition in ("paid", "open", "not-found", *sorted(_NOTHING_TO_REVERSE)):
             self.metrics.inc("orders", 0, disposition=disposition)
 
     # --- the Acquirer interface ------------------------------------------------
@@ -203,7 +212,10 @@ class WalletAcquirer:
         )
         return await self._finished(flow, order)
 
-    async def reverse(self, request: Request, timeout: float) -> bool:
+    async def reverse(self, request: Request, timeout: float) -> bool | str:
+        """Cancel (trade.pay) or reverse (micropay) the original's order: True once the
+        wallet acknowledges it, False when it did not answer, :data:`NOT_FOUND` when it
+        knows no such order (yet: the switch repeats it for its not-found window)."""
         order_no = original_order_number(request)
         ref = request.original.acquirer_ref if request.original else None
         if ref and ref.rsplit("|", 1)[-1] in _NOTHING_TO_REVERSE:
@@ -216,6 +228,8 @@ class WalletAcquirer:
             request_timeout=self.request_timeout,
         )
         done = await self._run(flow, Order(order_no))
+        if done.disposition == "not-found":
+            return NOT_FOUND
         return not done.uncertain
 
     # --- for a sweeper finishing orders after a restart -------------------------

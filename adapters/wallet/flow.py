@@ -14,7 +14,13 @@ terminal gets 68.  The clock is passed in; the driver
 Phases: ``pay`` (one pay call) -> ``poll`` (query every ``poll_interval``
 until ``hold_until`` = deadline - margin) -> ``cancel`` (cancel every
 ``cancel_interval`` until acknowledged or the deadline).  A final answer in
-``pay`` or ``poll`` ends it at once.  :meth:`PaymentFlow.for_reversal` starts
+``pay`` or ``poll`` ends it at once.  A cancel answered "no such order" after a pay that
+may have reached the wallet ends it too, but not as final: the wallet may only
+not have seen the pay *yet* (still on its way, or queued there), so the order is
+left to the switch's reversal queue, which repeats the cancel for
+``reversal_not_found_window`` seconds before it counts as nothing to cancel
+(journal state ``unmatched``), as a card reversal answered 25.
+:meth:`PaymentFlow.for_reversal` starts
 at ``cancel``, :meth:`PaymentFlow.for_order` at ``poll`` (a sweeper finishing
 an order after a restart).
 """
@@ -40,8 +46,9 @@ class Wait(NamedTuple):
 
 class Done(NamedTuple):
     code: str  # field 39
-    # paid | declined | closed | refunded | reversed | not-found (cancel acknowledged,
-    # nothing there) | unsent (the pay never left) | open (cancel not acknowledged)
+    # paid | declined | closed | refunded | reversed | unsent (the pay never left) |
+    # open (cancel not acknowledged) | not-found (the wallet knows no such order after a
+    # pay that may have reached it: uncertain, a late pay may still land)
     disposition: str
     trade_no: str | None
     uncertain: bool  # the wallet may hold a payment: reverse it later
@@ -130,7 +137,11 @@ class PaymentFlow:
             self.trade_no = reply.trade_no
         outcome = reply.outcome
         if call == "cancel":
-            if outcome is not None and outcome.disposition in outcomes.ACKNOWLEDGED:
+            if outcome is not None and outcome.disposition is Disposition.NOT_FOUND and self.maybe_sent:
+                # Not seen *yet*: a pay still on its way or queued at the wallet lands after this
+                # answer.  Ended uncertain: the switch's reversal queue repeats the cancel.
+                self._end(self._deadline_code(), outcome.disposition.value, uncertain=True)
+            elif outcome is not None and outcome.disposition in outcomes.ACKNOWLEDGED:
                 self._end(self._deadline_code(), outcome.disposition.value, uncertain=False)
             else:
                 self.next_at = now + self.cancel_interval

@@ -30,7 +30,9 @@ class Disposition(enum.Enum):
     RETRY = "retry"  # cancel / reverse not final yet: call it again
 
 
-#: Dispositions of a cancel / reverse that mean "no money stays with the merchant".
+#: Dispositions of a cancel / reverse that mean "no money stays with the merchant"
+#: (NOT_FOUND only for an order whose pay never left the switch: after one that may
+#: have reached the wallet, see :mod:`adapters.wallet.flow`).
 ACKNOWLEDGED = frozenset(
     {Disposition.CLOSED, Disposition.REFUNDED, Disposition.REVERSED, Disposition.NOT_FOUND}
 )

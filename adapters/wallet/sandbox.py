@@ -8,14 +8,22 @@ Spec section 7, by the last two digits of the payment code:
 03    the customer never confirms (the order waits until cancelled)
 04    insufficient balance
 05    the first answer is "unknown"; the payment is in fact made
+06    the pay reaches the wallet only ``late_delay`` s after it was sent (queued
+      on its way), then is approved; until then the wallet knows no such order
+      and answers "not found" to a query and to a cancel.  The pay's own answer
+      is held until then (the switch has given up on it long before).
 else  approved at once
 ====  =====================================================================
+
+*Project addition:* ``06`` is the payswitch sandbox's, not the spec's: it is
+how a cancel answered "not found" before the pay lands is reproduced.
 
 The :class:`Ledger` is idempotent on the merchant order number: a repeated
 pay never makes a second payment, a pay with the same number and another
 code or amount is refused, a cancel closes an unpaid order and refunds a
 paid one (once), and a cancel for an order the wallet never saw leaves a
-closed tombstone so that a late pay cannot go through after it.  The first
+closed tombstone so that a late pay cannot go through after it (except
+``06``, whose pay is already on its way: "not found", no tombstone).  The first
 ``cancel_retries`` cancels of every order are answered "retry" (trade.pay
 ``retry_flag=Y``, micropay ``recall=Y``) so that path gets exercised.
 
@@ -38,6 +46,7 @@ class Scenario(enum.Enum):
     NEVER = "03"
     INSUFFICIENT = "04"
     UNKNOWN_FIRST = "05"
+    LATE = "06"
     APPROVE = "other"
 
 
@@ -70,12 +79,15 @@ class Order(msgspec.Struct, kw_only=True):
     query_calls: int = 0
     cancel_calls: int = 0
     told_unknown: bool = False
+    arrives: float = 0.0  # when the pay reaches the wallet (06): before it, no such order
 
 
 class Ledger:
     def __init__(self, *, confirm_delay: float = 6.0, cancel_retries: int = 1,
-                 trade_no_prefix: str = "20880000000000"):
+                 trade_no_prefix: str = "20880000000000", late_delay: float = 8.0):
         self.confirm_delay = confirm_delay
+        self.late_delay = late_delay
+        self._hold = 0.0  # seconds the answer to the last pay is held (06)
         self.cancel_retries = cancel_retries
         self._prefix = trade_no_prefix
         self._orders: dict[str, Order] = {}
@@ -85,6 +97,9 @@ class Ledger:
         order = self._orders.get(out_trade_no)
         if order is None:
             return self._open(out_trade_no, auth_code, amount, now)
+        if now < order.arrives:  # a repeat of a pay still on its way: answered with it
+            self._hold = order.arrives - now
+            return "paid", order
         order.pay_calls += 1
         self._settle(order, now)
         if not order.auth_code or order.state in (State.CLOSED, State.REFUNDED):
@@ -93,16 +108,27 @@ class Ledger:
             return "mismatch", order
         return _PAY_ANSWER[order.state], order
 
+    def take_hold(self) -> float:
+        """Seconds the answer just computed must wait before it is sent (0: none)."""
+        hold, self._hold = self._hold, 0.0
+        return hold
+
     def query(self, out_trade_no: str, now: float) -> Order | None:
         order = self._orders.get(out_trade_no)
+        if order is not None and now < order.arrives:
+            return None  # its pay has not reached the wallet yet
         if order is not None:
             order.query_calls += 1
             self._settle(order, now)
         return order
 
     def cancel(self, out_trade_no: str, now: float) -> tuple[str, Order]:
-        """("retry" | "closed" | "refunded", order)."""
+        """("retry" | "closed" | "refunded" | "not-found", order)."""
         order = self._orders.get(out_trade_no)
+        if order is not None and now < order.arrives:
+            # The pay is still on its way: "no such order", and no tombstone (that
+            # wallet has none), so the pay goes through when it lands.
+            return "not-found", order
         if order is None:
             order = self._add(out_trade_no, "", 0, State.CLOSED, now)
         order.cancel_calls += 1
@@ -117,9 +143,10 @@ class Ledger:
         return ("refunded" if order.state is State.REFUNDED else "closed"), order
 
     def orders(self, now: float) -> list[Order]:
-        for order in self._orders.values():
+        seen = [order for order in self._orders.values() if now >= order.arrives]
+        for order in seen:
             self._settle(order, now)
-        return list(self._orders.values())
+        return seen
 
     def _open(self, out_trade_no: str, auth_code: str, amount: int, now: float) -> tuple[str, Order]:
         kind = scenario(auth_code)
@@ -129,6 +156,9 @@ class Ledger:
             return "waiting", self._add(out_trade_no, auth_code, amount, State.WAITING, now)
         order = self._add(out_trade_no, auth_code, amount, State.PAID, now)
         order.charges = 1
+        if kind is Scenario.LATE:
+            order.arrives = now + self.late_delay
+            self._hold = self.late_delay
         if kind is Scenario.UNKNOWN_FIRST:
             order.told_unknown = True
             return "unknown", order
@@ -245,6 +275,9 @@ class TradePayWallet:
                     "total_amount": messages.yuan(order.amount),
                     "trade_status": _TRADE_STATUS[order.state], "buyer_user_id": buyer_id("2088", order.auth_code)}
         kind, order = self.ledger.cancel(out_trade_no, now)
+        if kind == "not-found":
+            return {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST",
+                    "out_trade_no": out_trade_no}
         if kind == "retry":
             return {"code": "20000", "msg": "Service Currently Unavailable",
                     "sub_code": "ACQ.SYSTEM_ERROR", "retry_flag": "Y",
@@ -328,6 +361,8 @@ class MicroPayWallet:
                     "total_fee": str(order.amount), "trade_state": _TRADE_STATE[order.state],
                     "openid": buyer_id("o", order.auth_code)}
         kind, order = self.ledger.cancel(out_trade_no, now)
+        if kind == "not-found":
+            return {**head, "result_code": "FAIL", "err_code": "ORDERNOTEXIST"}
         if kind == "retry":
             return {**head, "result_code": "FAIL", "err_code": "SYSTEMERROR", "recall": "Y"}
         return {**head, "result_code": "SUCCESS", "recall": "N"}

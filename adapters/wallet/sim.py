@@ -1,7 +1,7 @@
 """Wallet simulator: the sandbox of :mod:`.sandbox` served over HTTP/1.1 (trio + h11).
 
     python -m adapters.wallet.sim --style tradepay|micropay --host 127.0.0.1 --port N
-        [--confirm-delay 6.0] [--cancel-retries 1] [--key-dir DIR]
+        [--confirm-delay 6.0] [--cancel-retries 1] [--late-delay 8.0] [--key-dir DIR]
 
 Prints ``listening on HOST:PORT`` once ready (``--port 0`` picks a free port)
 and exits cleanly on SIGTERM / SIGINT.  ``GET /sandbox/ledger`` lists the
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds until the customer confirms (01) or declines (02)")
     parser.add_argument("--cancel-retries", type=int, default=1,
                         help="cancels/reverses of each order answered 'retry' before the real one")
+    parser.add_argument("--late-delay", type=float, default=8.0,
+                        help="seconds a pay with a code ending in 06 takes to reach the wallet (its answer "
+                             "waits as long); make it longer than the switch's wallet request timeout")
     parser.add_argument("--key-dir", type=Path, default=None,
                         help="sandbox key files (default ./sandbox-keys/wallet-STYLE)")
     return parser
@@ -99,7 +102,8 @@ def build_wallet(args: argparse.Namespace) -> sandbox.TradePayWallet | sandbox.M
     # The start time keeps trade numbers unique across restarts of the simulator.
     prefix = ("2088" if args.style == "tradepay" else "4200") + f"{int(time.time()):010d}"
     ledger = sandbox.Ledger(confirm_delay=args.confirm_delay,
-                            cancel_retries=args.cancel_retries, trade_no_prefix=prefix)
+                            cancel_retries=args.cancel_retries, trade_no_prefix=prefix,
+                            late_delay=args.late_delay)
     if args.style == "tradepay":
         wallet_private, merchant_public = tradepay_keys(key_dir)
         return sandbox.TradePayWallet(ledger, signing.RsaSigner(wallet_private),
@@ -152,9 +156,12 @@ async def serve_connection(wallet, stream: trio.SocketStream) -> None:
             try:
                 status, payload = wallet.handle(request.method.decode(), request.target.decode(),
                                                 body, time.monotonic())
+                hold = wallet.ledger.take_hold()
             except Exception:  # a simulator bug: say so, keep serving the others
                 traceback.print_exc()
-                status, payload = 500, b'{"error":"simulator error"}'
+                status, payload, hold = 500, b'{"error":"simulator error"}', 0.0
+            if hold:
+                await trio.sleep(hold)  # a pay on its way (06): answered once it lands
             await _send(conn, stream, status, payload)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return

@@ -24,17 +24,16 @@ import logging
 import time
 from typing import Any, Callable, Generator
 
-import msgspec
-
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
-from switch.core import completion, drain, elsewhere, messages, network, pipeline, security, states, uploads
+from switch.core import completion, drain, elsewhere, messages, network, pipeline, refunds, security, states, uploads
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.limits import TerminalSlots
 from switch.core.network import NetworkAnswers
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
+from switch.core.undelivered import Answering
 from switch.core.vas import VasHook
 from switch.journal import JournalError, StaleState, Totals, TxnRecord, digest_key, pan_protect
 from switch.journal.reversal_card import seal_in_flight
@@ -117,6 +116,7 @@ class Engine:
         self.slots = TerminalSlots()  # requests open per terminal ID (issue 8)
         self.reversals = ReversalQueue(self, stan_acquirers)
         self.vas = VasHook(self, token_keys)  # value-added services, customer tokens (switch.core.vas)
+        self.answering = Answering()  # MACed answers being given, by key (switch.core.undelivered)
         self.apply(cfg)
 
     def apply(self, cfg) -> None:
@@ -132,7 +132,7 @@ class Engine:
         self.terminals = terminals
         self.merchants = {mc.id: mc for mc in cfg.merchants}
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}
-        self.security = security.TerminalSecurity(cfg.security)
+        self.security = security.TerminalSecurity(cfg.security, getattr(self, "security", None))
         self.vas.apply(cfg)
 
     # -- a request -------------------------------------------------------------------
@@ -270,34 +270,6 @@ class Engine:
             raise messages.Rejection("30", "city-card payment without field 48 tag CC")
         return route.kind, route, pan
 
-    def _refund_daily_max(self, msg, merchant: str) -> int | None:
-        """Section 6.1: refunds without an original, per merchant; beyond a limit, 58.
-
-        The single-refund limit is checked here; the daily one (returned, None
-        if there is none) by the journal, which inserts the refund only if it
-        fits (``insert_refund``): worker processes share the journal, not
-        their refunds in flight.
-        """
-        limits = self.merchants[merchant]
-        if limits.refund_max is not None and int(msg[4]) > limits.refund_max:
-            raise messages.Rejection("58", f"refund above the merchant's single-refund limit {limits.refund_max}")
-        return limits.refund_daily_max
-
-    def _insert_refund(self, fresh: TxnRecord, daily_max: int) -> Gen:
-        """The journal's insert of a refund under a daily limit: (record, created, rejection).
-
-        Over the limit, nothing was written: the refund is journaled as the
-        switch's own answer, 58 (or finds the record holding its key)."""
-        now = self.clock()
-        rec, created = yield Op("insert_refund", fresh, daily_max, now - now % 86400)  # the UTC day
-        if rec is not None:
-            return rec, created, None
-        # Never sent: journaled as the switch's own answer, without its host STAN or card.
-        refused = msgspec.structs.replace(fresh, state=states.RECEIVED, host_stan=None, host_time=None,
-                                          card_sealed=None)
-        rec, created = yield Op("insert", refused)
-        return rec, created, messages.Rejection("58", f"refunds today would exceed the merchant's limit {daily_max}")
-
     def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec) -> Gen:
         """Journal the request, then the work of its message type."""
         tlv: dict = {}
@@ -316,7 +288,7 @@ class Engine:
                 kind, route, pan = completion.classify(self, msg, tlv) if 90 in msg else self._classify(msg, tlv)
                 messages.check_topup(msg, kind)
             if mti == "0200" and msg[3][:2] == messages.REFUND:
-                refund_daily_max = self._refund_daily_max(msg, merchant)
+                refund_daily_max = refunds.daily_max(self, msg, merchant)
         except messages.Rejection as r:
             rejection = r
         if mti == "0400":
@@ -357,7 +329,7 @@ class Engine:
         if refund_daily_max is None:
             rec, created = yield Op("insert", fresh)
         else:
-            rec, created, rejection = yield from self._insert_refund(fresh, refund_daily_max)
+            rec, created, rejection = yield from refunds.insert(self, fresh, refund_daily_max)
         if not created:
             rec, verdict = yield from elsewhere.verdict_of(self, rec, mti, digest)
             if verdict == pipeline.REDO and refund_daily_max is not None:
@@ -372,7 +344,7 @@ class Engine:
                 if refund_daily_max is None:
                     rec, created = yield Op("insert", fresh)
                 else:  # a new refund: counted against the day's limit afresh
-                    rec, created, rejection = yield from self._insert_refund(fresh, refund_daily_max)
+                    rec, created, rejection = yield from refunds.insert(self, fresh, refund_daily_max)
                 if not created:  # someone else took the key meanwhile
                     verdict = pipeline.CONFLICT
             if not created:
@@ -554,12 +526,16 @@ class Engine:
         except StaleState:
             card = None if reverse else request.pan  # an uncertain outcome sealed its card already
             return pay_kind, "68", (yield from elsewhere.reversed_meanwhile(self, msg, rec, result, codec, card))
-        except Exception:
+        except Exception as e:
             # Stranded: the acquirer may have moved money, but the outcome is not
-            # journaled.  Make sure it is reversed, then answer 96.
-            self.metrics.internal_error()
-            log.exception("rrn %s: cannot build or journal the %s answer from %s", rec.rrn, result.response_code, used,
-                          **about(rec))
+            # journaled.  Make sure it is reversed, then answer 96.  The journal's
+            # refusal (its writer died, the disk is full) is one line, counted by
+            # the driver as kind "journal"; anything else is a bug: its traceback.
+            bug = not isinstance(e, JournalError)
+            if bug:
+                self.metrics.internal_error()
+            log.error("rrn %s: cannot build or journal the %s answer from %s: %s", rec.rrn, result.response_code,
+                      used, e, exc_info=bug, **about(rec))
             moved = undo and (result.uncertain or result.response_code == "00" or reverse)
             yield from self.reversals.strand(rec, used, request.pan, reverse=moved,
                                              event="unconfirmed" if offline else "answer", result=result)

@@ -218,11 +218,16 @@ class ReversalQueue:
         if orig.mti in REVERSIBLE and orig.acquirer and states.needs_reversal(orig.state, orig.response_code) \
                 and not pipeline.is_inquiry(orig.processing_code):  # an inquiry moved no money
             if orig.state != states.REVERSAL_PENDING:
-                card = self._card_of(orig, pan) or self._card_in_flight(orig)  # sealed with its approval
+                card = self.card_for(orig, pan)
                 changes = yield from self.start_fields(orig.acquirer, orig.id, card)
                 yield Op("update_if", orig.id, orig.state, state=states.advance(orig.state, "reverse"), **changes)
                 self.queued(orig.id, card, "terminal")
         return orig.id, orig.kind
+
+    def card_for(self, orig: TxnRecord, pan: str | None) -> str | None:
+        """The card number for the reversal of ``orig``: ``pan`` (what the terminal sent now)
+        if it is ``orig``'s card, else the one sealed with its approval, else None."""
+        return self._card_of(orig, pan) or self._card_in_flight(orig)
 
     def _card_of(self, orig: TxnRecord, pan: str | None) -> str | None:
         """``pan`` if it is ``orig``'s card (by its pan_hash), else None (logged, never quoted)."""

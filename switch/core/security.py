@@ -48,7 +48,7 @@ from typing import Any, Generator, NamedTuple
 from native.iso8583 import DecodeError, build_tlv48, parse_tlv48
 
 from switch.core import messages
-from switch.core import network, session_keys
+from switch.core import network, session_keys, undelivered
 from switch.core.acquirer import Result
 from switch.core.commands import Op, Sec
 from switch.core.macwire import MAC_LEN, ends_with_mac, mac_tail, wire_mac_length
@@ -143,12 +143,16 @@ def _ksn(msg) -> str | None:
 class TerminalSecurity:
     """The configuration's ``security`` section as the engine uses it."""
 
-    def __init__(self, security: Security) -> None:
+    def __init__(self, security: Security, previous: TerminalSecurity | None = None) -> None:
         self.config = security
         # Each terminal's switch-overs to new session keys in this process (session_keys.verify):
         # a request in flight at one is answered under the TAK it verified under, now the previous one.
         self.switchovers: dict[str, int] = {}
         self._held: dict[tuple, Verified] = {}  # (41, 11, 7) -> the keys of a request being dispatched
+        if previous is not None:
+            # A reload: requests in flight keep the keys they verified under, and a switch-over
+            # after it still tells them that theirs are now the previous ones.
+            self.switchovers, self._held = previous.switchovers, previous._held
 
     def dispatch(self, engine, msg, mti: str, codec, body: bytes) -> Gen:
         """The engine's ``_dispatch``, behind the MAC check of the terminal's policy (spec 8).
@@ -184,22 +188,30 @@ class TerminalSecurity:
         if key is None:
             log.info("terminal %s: %s %s (%s)", tid, msg.mti, MAC_INVALID, reason)
             return engine._reply(msg, MAC_INVALID, codec)
-        held = (tid, msg.get(11), msg.get(7)) if isinstance(key, Verified) else None
+        txn_key = (tid, msg.get(11), msg.get(7))
+        held = txn_key if isinstance(key, Verified) else None
         if held is not None:
             self._held[held] = key  # for its PIN's key (pin)
+        answers = engine.answering.enter(txn_key)  # from before the journal is read: switch.core.undelivered
         try:
-            kind, code, out = yield from engine._dispatch(msg, mti, codec)
-        except Exception:  # as Engine.handle does, but the 96 is MACed: the request was authenticated
-            engine.metrics.internal_error()
-            log.exception("internal error on %s from terminal %s", msg.mti, tid)
-            kind, code = "unknown", "96"
-            out = codec.encode(messages.build_response(msg, "96", engine.rrns.next()))
+            try:
+                kind, code, out = yield from engine._dispatch(msg, mti, codec)
+            except Exception:  # as Engine.handle does, but the 96 is MACed: the request was authenticated
+                engine.metrics.internal_error()
+                log.exception("internal error on %s from terminal %s", msg.mti, tid)
+                kind, code = "unknown", "96"
+                out = codec.encode(messages.build_response(msg, "96", engine.rrns.next()))
+            finally:
+                if held is not None and self._held.get(held) is key:
+                    del self._held[held]
+            # The journal keeps the answer without a MAC; a retransmission gets it
+            # MACed again, here, under the key its own MAC was checked with.
+            out = yield from self._signed_or_nothing(out, key, codec, msg.mti, tid, code)
+            if code == "00":  # an approval no one can tell the terminal is reversed by the switch
+                code, out = yield from undelivered.settle(engine, msg, answers, out)
+            return kind, code, out
         finally:
-            if held is not None and self._held.get(held) is key:
-                del self._held[held]
-        # The journal keeps the answer without a MAC; a retransmission gets it
-        # MACed again, here, under the key its own MAC was checked with.
-        return kind, code, (yield from self._signed_or_nothing(out, key, codec, msg.mti, tid, code))
+            engine.answering.leave(txn_key, answers)
 
     def _signed_or_nothing(self, out: bytes, key, codec, mti: str, tid: str, code: str) -> Gen:
         """``out`` MACed, or b"" (no answer) when the module cannot make the MAC.
@@ -207,13 +219,14 @@ class TerminalSecurity:
         The outcome is journaled already: an unMACed 96 would contradict it (an
         approval the terminal takes for a decline, never reversed).  Without an
         answer the terminal retransmits, and gets the journaled one MACed, or
-        reverses (section 6).
+        reverses (section 6); an approval the switch reverses itself, the
+        terminal may do neither (:mod:`switch.core.undelivered`).
         """
         try:
             return (yield from self._sign(out, key, codec))
         except SecurityModuleError as e:
-            log.error("terminal %s: %s answered %s but not sent: its MAC cannot be made (%s); the terminal's "
-                      "retransmission or reversal settles it", tid, mti, code, e)
+            log.error("terminal %s: %s answered %s but not sent: its MAC cannot be made (%s); %s", tid, mti, code, e,
+                      "an approval is reversed" if code == "00" else "the terminal's retransmission gets it")
             return b""
 
     def _authenticate(self, msg, merchant: str, body: bytes, codec) -> Gen:

@@ -10,6 +10,13 @@ the duplicate it is (:mod:`switch.journal.uploads`): it counts in no 0500
 totals, its outbox event is ``duplicate`` and the after-approval services
 (points) are not called for it.  The same (card, counter) with other
 content is the centre's 94, answered as it is.
+
+An online debit (0200) of that card and counter and its upload may be at
+the centre together: the centre books one, and answers the other 00 with
+the same authorization code (the upload) or 94 (the debit).  An upload
+approved while the debit is undecided waits for the journal to show the
+debit's outcome, so that exactly one of the two counts whatever the order
+of their answers, in any worker.
 """
 from __future__ import annotations
 
@@ -19,15 +26,24 @@ from typing import Any, Generator
 import msgspec
 
 from switch.core.acquirer import Result
-from switch.core.commands import Op
+from switch.core.commands import Op, Pause
+from switch.core.elsewhere import POLL
 from switch.core.messages import PURCHASE
 from switch.core.reversal import about
-from switch.journal import TxnRecord
+from switch.journal import JournalError, TxnRecord
 from switch.journal.uploads import upload_key
 
 log = logging.getLogger("payswitch")
 
 Gen = Generator[Any, Any, Any]
+
+# Share of response_timeout an upload waits for its card and counter's online
+# debit to be decided; the rest is for journaling and answering.
+_WAIT_SHARE = 0.9
+
+
+class Undecided(JournalError):
+    """The online debit of the upload's card and counter was still undecided at the upload's deadline."""
 
 
 def key_of(secret: bytes, msg, mti: str, kind: str, pan: str | None, tlv: dict) -> str | None:
@@ -53,14 +69,20 @@ def counted(engine, rec: TxnRecord, result: Result, used: str) -> Gen:
     counts, as the centre does (its own when the centre gave none: the
     last six characters of that upload's RRN, section 3).  If the journal
     cannot decide, the upload is answered 96 and not counted: the terminal
-    uploads it again.
+    uploads it again.  So is an upload whose card and counter's online
+    debit is still undecided at its deadline (its worker died with it at
+    the centre: recovery reverses it, and the upload sent again counts).
     """
     if rec.upload_key is None:
         return result, False
     try:
-        first = yield Op("claim_upload", rec.id)
-    except Exception:
-        log.exception("rrn %s: cannot journal which upload of this card and counter counts", rec.rrn, **about(rec))
+        first = yield from _claim(engine, rec)
+    except Exception as e:
+        if isinstance(e, Undecided):
+            log.warning("rrn %s: %s; answered 96, the terminal uploads it again", rec.rrn, e, **about(rec))
+        else:
+            log.exception("rrn %s: cannot journal which upload of this card and counter counts", rec.rrn,
+                          **about(rec))
         yield from engine.reversals.strand(rec, used, None, reverse=False, event="unconfirmed")
         raise
     if first is None:
@@ -68,3 +90,24 @@ def counted(engine, rec: TxnRecord, result: Result, used: str) -> Gen:
     log.info("rrn %s: offline upload sent again (card and counter of rrn %s); approved, counted once",
              rec.rrn, first.rrn, **about(rec))
     return msgspec.structs.replace(result, auth_code=first.auth_code or first.rrn[-6:]), True
+
+
+def _claim(engine, rec: TxnRecord) -> Gen:
+    """The journal's claim of ``rec``, asked again while an online debit of its card and counter is undecided."""
+    deadline = rec.created_at + engine.cfg.response_timeout * _WAIT_SHARE
+    first = yield Op("claim_upload", rec.id)
+    if _undecided_debit(first):
+        log.info("rrn %s: the online debit of this card and counter (rrn %s) is not decided yet; "
+                 "the upload counts or not once it is", rec.rrn, first.rrn, **about(rec))
+    while _undecided_debit(first):
+        left = deadline - engine.clock()
+        if left <= 0:
+            raise Undecided(f"the online debit of this card and counter (rrn {first.rrn}) is still undecided")
+        yield Pause(min(POLL, left))
+        first = yield Op("claim_upload", rec.id)
+    return first
+
+
+def _undecided_debit(first: TxnRecord | None) -> bool:
+    # An upload that counts may be unanswered too (claimed, its answer being journaled): that one is final.
+    return first is not None and first.mti == "0200" and first.response_code is None

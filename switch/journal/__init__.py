@@ -297,10 +297,13 @@ class Journal(Protocol):
         its answer lost), nothing is settled twice: (None, accepted as then).
         """
 
-    def insert_refund(self, rec: TxnRecord, limit: int, since: float) -> Future[tuple[TxnRecord | None, bool]]:
+    def insert_refund(
+        self, rec: TxnRecord, limit: int, since: float, currency: str, home: str
+    ) -> Future[tuple[TxnRecord | None, bool]]:
         """insert() of a 0200 refund only if it keeps its merchant within ``limit`` (spec section 6.1).
 
-        One operation: the merchant's refunds created since ``since`` (unix
+        One operation: the merchant's refunds in ``currency`` (those without
+        field 49 are in ``home``, the merchant's) created since ``since`` (unix
         time), approved and standing or still ``sent``, are summed and
         ``rec`` is inserted only if the sum plus its amount is at most
         ``limit`` (:mod:`switch.journal.refunds`).  Result as insert()'s, or

@@ -1,7 +1,9 @@
 """A merchant's daily refund limit (spec section 6.1), decided by the journal.
 
 Refunds (0200, processing code 20xxxx) without an original may be limited
-per merchant and UTC day.  With ``serve --workers`` two refunds of one
+per merchant, currency and UTC day (:mod:`switch.core.refunds`): only the
+refunds in the new one's currency count, a refund journaled without field 49
+counting as one in the merchant's currency.  With ``serve --workers`` two refunds of one
 merchant can arrive on two worker processes at once, so no process can
 count another's refunds in flight: the journal is the arbiter.
 :meth:`RefundLimit.insert_refund` counts the merchant's refunds of the day
@@ -34,6 +36,7 @@ RECEIVED = "received"  # switch.core.states.RECEIVED
 REFUNDS_HELD = f"""
     SELECT coalesce(sum(amount), 0) FROM txn
     WHERE merchant_id = ? AND created_at >= ? AND substr(processing_code, 1, 2) = '20' AND mti = '0200'
+      AND coalesce(currency, ?) = ?
       AND (state = '{SENT}' OR (response_code = '00' AND state NOT IN ({REVERSED})))
 """
 
@@ -41,11 +44,15 @@ REFUNDS_HELD = f"""
 class RefundLimit:
     """Mixed into :class:`switch.journal.sqlite.SqliteJournal` (its caller's side and writer's side)."""
 
-    def insert_refund(self, rec: TxnRecord, limit: int, since: float) -> Future[tuple[TxnRecord | None, bool]]:
-        """:meth:`insert` of a refund, only if it fits the merchant's limit.
+    def insert_refund(
+        self, rec: TxnRecord, limit: int, since: float, currency: str, home: str
+    ) -> Future[tuple[TxnRecord | None, bool]]:
+        """:meth:`insert` of a refund, only if it fits the merchant's limit in its currency.
 
-        Sums the refunds of ``rec.merchant_id`` created since ``since`` (unix
-        time) that count (approved and standing, or at their acquirer), and
+        Sums the refunds of ``rec.merchant_id`` in ``currency`` (field 49; a
+        refund without one is in ``home``, the merchant's currency) created
+        since ``since`` (unix time) that count (approved and standing, or at
+        their acquirer), and
         inserts ``rec`` only if that sum plus ``rec.amount`` is at most
         ``limit``.  Result as :meth:`insert`'s: (stored record, True) for a
         new key; (the record holding the key, False) for a key already used,
@@ -59,16 +66,19 @@ class RefundLimit:
                 raise ValueError(f"insert_refund needs the refund's amount in minor units, got {rec.amount!r}")
             if type(limit) is not int or limit < 0:
                 raise ValueError(f"insert_refund needs the limit in minor units, got {limit!r}")
+            if (rec.currency or home) != currency:
+                # Amounts in two currencies never add up: the limit is the refund's currency's.
+                raise ValueError(f"insert_refund of a refund in {rec.currency or home!r} under a limit in {currency!r}")
             args = self._insert_args(rec)
         except (TypeError, ValueError) as exc:
             return self._failed(exc)
-        return self._submit(self._insert_refund, (*args, limit, float(since)), True)
+        return self._submit(self._insert_refund, (*args, limit, float(since), currency, home), True)
 
     def _insert_refund(
-        self, rec: TxnRecord, row: tuple, key: tuple, limit: int, since: float
+        self, rec: TxnRecord, row: tuple, key: tuple, limit: int, since: float, currency: str, home: str
     ) -> tuple[TxnRecord | None, bool]:
         conn = self._conn
-        held = conn.execute(REFUNDS_HELD, (rec.merchant_id, since)).fetchone()[0]
+        held = conn.execute(REFUNDS_HELD, (rec.merchant_id, since, home, currency)).fetchone()[0]
         if held + rec.amount <= limit:
             return self._insert(rec, row, key)  # a key already used: its record, False
         row = conn.execute(BY_KEY, key).fetchone()

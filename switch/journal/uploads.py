@@ -21,6 +21,12 @@ books match the centre's:
   is the one that counts.  An online debit of that card and counter counts
   once approved and standing (its own ``upload_of`` stays empty: it claims
   nothing, it is counted as the debit it is);
+- an online debit of that card and counter still undecided (journaled,
+  neither answered nor reversed) may yet be approved, and would count: the
+  claim then writes nothing and names that debit, and the upload asks again
+  once the debit is decided (:func:`switch.core.uploads.counted`).  With
+  both at the centre together, the centre books one of them: whichever the
+  journal finds approved counts, the other is its duplicate or declined;
 - settlement totals leave out every record whose ``upload_of`` is another's
   (``statements.TOTALS``), and its outbox event is ``duplicate``, not
   ``approved``.
@@ -88,6 +94,14 @@ FIRST_UPLOAD = f"""
       AND (response_code = '00' OR response_code IS NULL) AND state NOT IN ({_REVERSED})
     ORDER BY id LIMIT 1
 """
+# An online debit of this upload's (card, counter) that is journaled but not
+# decided yet (workers share the journal: it may be at the centre in another).
+UNDECIDED_DEBIT = """
+    SELECT id FROM txn
+    WHERE upload_key = ?1 AND upload_key IS NOT NULL AND id <> ?2
+      AND mti = '0200' AND response_code IS NULL AND state IN ('received', 'sent')
+    ORDER BY id LIMIT 1
+"""
 CLAIM = "UPDATE txn SET upload_of = ?1 WHERE id = ?2 AND upload_key IS NOT NULL"
 
 
@@ -98,8 +112,11 @@ class Uploads:
         """Decide which upload of the record's (card, counter) counts; write it into ``upload_of``.
 
         Result: None when ``txn_id`` is the one that counts (the first
-        approved), or the record of the upload it duplicates.  KeyError if
-        ``txn_id`` has no ``upload_key`` (not a city-card upload).
+        approved), or the record of the upload it duplicates; or, with
+        nothing written, the record of an online debit of the same card and
+        counter not decided yet (``response_code`` None: ask again once it
+        is).  KeyError if ``txn_id`` has no ``upload_key`` (not a city-card
+        upload).
         """
         if type(txn_id) is not int:
             return self._failed(TypeError(f"claim_upload takes a record id, got {type(txn_id).__name__}"))
@@ -111,6 +128,10 @@ class Uploads:
         if row is None or row[0] is None:
             raise KeyError(txn_id)
         found = conn.execute(FIRST_UPLOAD, (row[0], txn_id)).fetchone()
+        if found is None:
+            undecided = conn.execute(UNDECIDED_DEBIT, (row[0], txn_id)).fetchone()
+            if undecided is not None:  # about to change: not remembered
+                return record(conn.execute(BY_ID, (undecided[0],)).fetchone())
         first = txn_id if found is None else found[0]
         conn.execute(CLAIM, (first, txn_id))
         self._known.pop(txn_id, None)  # upload_of changed behind the remembered record
