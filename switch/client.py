@@ -22,6 +22,7 @@ TERMINAL = listener_codec("terminal-87")
 # Payment-kind → field 22 default (section 3): chip, bar code.
 ENTRY_CHIP = "051"
 ENTRY_BARCODE = "031"
+SANDBOX_CITY_PREFIX = "8800"  # the sandbox's city cards (spec 7): field 49 in the centre's currency
 
 # A terminal keeps its STAN counter across restarts; a one-shot CLI can't, so it
 # starts at random (two commands in the same second must not share 11 + 7).
@@ -78,8 +79,11 @@ def build(
         return msg
     msg.update({3: pcode, 42: merchant})
     if mti in ("0100", "0200", "0220"):
-        # Wallets in the sandbox take yuan (156); cards any currency (default euro).
-        msg.update({4: "%012d" % amount, 12: times[12], 13: times[13], 49: currency or ("156" if code else "978")})
+        # Wallets and the city-card centre in the sandbox take yuan (156, the demo merchants' currency,
+        # spec 7); bank cards any currency (default euro).
+        city = pan is not None and pan.startswith(SANDBOX_CITY_PREFIX)
+        msg.update({4: "%012d" % amount, 12: times[12], 13: times[13],
+                    49: currency or ("156" if code or city else "978")})
         tags = dict(tlv or {})
         if code:
             tags["BC"] = code

@@ -54,7 +54,7 @@ from switch.journal.outbox import Event, read_after
 from switch.journal.schema import SCHEMA_VERSION
 from switch.relay_backoff import retried, sleep_unless, supervised
 from switch.relay_state import InUse, State, lock
-from switch.relay_webhook import STOPPED, Webhook, body_of
+from switch.relay_webhook import STOPPED, Hold, Webhook, body_of
 from switch.secret_refs import open_to_others
 
 log = logging.getLogger("payswitch.relay")
@@ -117,6 +117,7 @@ class Relay:
                 self.metrics.undeliverable.labels(partner=partner.name)
                 self.metrics.refusing.labels(partner=partner.name).set(0)
         self.metrics_server = None  # the /metrics listener, while the relay runs (events.metrics_listen)
+        self.holds: dict[str, Hold] = {}  # partner -> its hold, across its sink's restarts (switch.relay_webhook)
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -259,7 +260,7 @@ class Relay:
 
     async def _webhook(self, partner) -> None:
         webhook = Webhook(partner, self.secrets[partner.name], self.state, self.metrics, self.events.retry_max,
-                          self._stop)
+                          self._stop, self.holds.setdefault(partner.name, Hold()))
         try:
             await self._drain(webhook.sink, webhook.deliver)
         finally:

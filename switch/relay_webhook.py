@@ -58,10 +58,27 @@ async def post(pool, secret: bytes, event: Event, body: bytes) -> int:
     return resp.status
 
 
-class Webhook:
-    """The partner's connection, and whether it refuses every event (its queue held) since when."""
+class Hold:
+    """Whether a partner refuses every event (its queue held), and since when.
 
-    def __init__(self, partner, secret: bytes, state: State, metrics, retry_max: float, stop: asyncio.Event) -> None:
+    The relay keeps one per partner for its whole run: a sink that fails and
+    starts again (:func:`switch.relay_backoff.supervised`) gets a new
+    :class:`Webhook` but the same hold, so the answer that ends the hold
+    still sets ``payswitch_events_partner_refusing`` back to 0 and says so.
+    """
+
+    __slots__ = ("refusing", "since")
+
+    def __init__(self) -> None:
+        self.refusing: str | None = None  # the refusal of the hold under way ("HTTP 404"), None: not held
+        self.since = 0.0  # time.monotonic() of the hold's first refusal
+
+
+class Webhook:
+    """The partner's connection, and its :class:`Hold`."""
+
+    def __init__(self, partner, secret: bytes, state: State, metrics, retry_max: float, stop: asyncio.Event,
+                 hold: Hold | None = None) -> None:
         from adapters.wallet.http import ConnectionPool
 
         self.partner = partner.name
@@ -73,8 +90,7 @@ class Webhook:
         self.retry_max = retry_max
         self.stop = stop
         self.pool = ConnectionPool(partner.webhook, size=1)
-        self.refusing: str | None = None  # the refusal of the hold under way ("HTTP 404"), None: not held
-        self.refusing_since = 0.0  # time.monotonic() of the hold's first refusal
+        self.hold = Hold() if hold is None else hold
 
     async def deliver(self, event: Event) -> str | None:
         """``"sent"``, ``"parked"``, None when the event is not the partner's, or :data:`STOPPED`."""
@@ -109,7 +125,7 @@ class Webhook:
         def retrying(failure: str, wait: float) -> None:
             # The partner's later events wait for this one (in order); other sinks go on.  A held queue
             # said so once for the episode: its tries are in the audit log.
-            log.log(logging.DEBUG if failure == self.refusing else logging.WARNING,
+            log.log(logging.DEBUG if failure == self.hold.refusing else logging.WARNING,
                     "%s: event %d %s; trying again in %.1f s", self.sink, event.id, failure, wait)
 
         if await retried(attempt, retrying, self.retry_max, self.stop):
@@ -117,22 +133,24 @@ class Webhook:
         return STOPPED  # not delivered: the next start sends it
 
     def _held(self, event: Event, failure: str) -> None:
-        if failure == self.refusing:
+        hold = self.hold
+        if failure == hold.refusing:
             return
-        if self.refusing is None:
-            self.refusing_since = time.monotonic()
+        if hold.refusing is None:
+            hold.since = time.monotonic()
             self.metrics.refusing.labels(partner=self.partner).set(1)
-        self.refusing = failure
+        hold.refusing = failure
         log.error("%s: refused with %s (event %d): the partner's URL or our credentials for it are wrong, not "
                   "the event; its events are held, in order, and tried again until it accepts them "
                   "(runbook: a partner refuses every event)", self.sink, failure, event.id)
 
     def _accepted(self, event: Event, answer: str) -> None:
-        if self.refusing is None:
+        hold = self.hold
+        if hold.refusing is None:
             return
         log.warning("%s: %s to event %d after %.0f s refusing with %s: delivering its held events",
-                    self.sink, answer, event.id, time.monotonic() - self.refusing_since, self.refusing)
-        self.refusing = None
+                    self.sink, answer, event.id, time.monotonic() - hold.since, hold.refusing)
+        hold.refusing = None
         self.metrics.refusing.labels(partner=self.partner).set(0)
 
     def _park(self, event: Event, status: str) -> None:

@@ -72,6 +72,7 @@ def citycard_request(card, counter, amount, *, serial="0000000001", balance=1000
     doc = purchase(amount, card, pcode=pcode, mti=mti, **{"22": "071", "48": tlv48(**tags)})
     for n in ("14", "55"):
         doc.pop(n)
+    doc["49"] = "156"  # the centre's currency: the sandbox's, the demo merchants' (spec 7)
     return doc, args
 
 

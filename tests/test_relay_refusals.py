@@ -267,3 +267,35 @@ def test_redeliver_and_a_second_relay_refuse_while_a_relay_runs_on_the_state_fil
     assert events.main(["redeliver", "books", "--config", str(config)]) == 0
     assert conn.execute("SELECT last_id FROM cursor WHERE sink = 'webhook:books'").fetchone() == (ids[0] - 1,)
     conn.close()
+
+
+def test_a_hold_ends_on_the_partners_next_acceptance_even_after_its_sink_started_again(tmp_path, partners, caplog,
+                                                                                         monkeypatch):
+    """The sink fails while the partner's queue is held (its audit row cannot be written once) and starts
+    again: the relay keeps the partner's hold across it, so the partner's acceptance still ends the hold,
+    sets the gauge back to 0 (no alert left firing) and says so."""
+    from switch import relay_backoff, relay_state
+
+    monkeypatch.setattr(relay_backoff, "RESTART_FIRST_WAIT", 0.05)
+    journal = SqliteJournal(str(tmp_path / "journal.sqlite"), inline=True)
+    produce(journal, 1, 4)
+    ids = outbox_ids(tmp_path, (A,))
+    relay = relay_for(tmp_path, partners)
+    partners.script["/books"] = [404, 404]  # then 200
+    note, failed = relay_state.State.note, []
+
+    def note_failing_once(self, sink, event, outcome):
+        if sink == "webhook:books" and outcome == "HTTP 404" and not failed:
+            failed.append(event.id)
+            raise sqlite3.OperationalError("database is locked")
+        return note(self, sink, event, outcome)
+
+    monkeypatch.setattr(relay_state.State, "note", note_failing_once)
+    with caplog.at_level(logging.INFO, logger="payswitch.relay"):
+        asyncio.run(relay_until(relay, lambda: partners.ids("/books") == ids))
+    journal.close()
+    assert failed and partners.ids("/books") == ids
+    assert refusing(relay, "books") == 0
+    assert [r.getMessage() for r in caplog.records if "stopped: OperationalError" in r.getMessage()]
+    ended = [r.getMessage() for r in caplog.records if r.getMessage().endswith("delivering its held events")]
+    assert len(ended) == 1 and ended[0].startswith(f"webhook:books: HTTP 200 to event {ids[0]} after ")

@@ -198,3 +198,36 @@ def test_an_approval_being_reversed_is_not_sent_by_its_retransmission_s8(caplog)
         run(scenario)
     assert "not sent: being reversed, its first answer's MAC could not be made; a retransmission gets 68" \
         in caplog.text
+
+
+def test_a_journal_refusing_the_reversal_leaves_nothing_sent_and_the_approval_as_journaled_s8(caplog, monkeypatch):
+    """The module cannot MAC the approval and the journal refuses its reversal (the writer died, the
+    disk is full): still nothing is sent, neither unMACed nor 96 (which would contradict the journaled
+    00); the approval stands, and the terminal's retransmission gets it MACed once the module is back."""
+    from switch.journal import JournalError
+
+    async def scenario(sw):
+        tak, _ = await sign_on(sw, TDES_TID)
+        back = module_down(sw)
+        update_if = sw.journal.update_if
+
+        def refusing(txn_id, expect, /, **changes):
+            if changes.get("response_code") == "68":
+                fut = sw._loop.create_future()
+                fut.set_exception(JournalError("journal writer process died (exit code -9)"))
+                return fut
+            return update_if(txn_id, expect, **changes)
+
+        monkeypatch.setattr(sw.journal, "update_if", refusing)
+        body = terminal.encode_signed(TERM, fields(), tak, "tdes")
+        assert await sw.handle(body) == b""
+        rec = await ts.wait_state(sw, "000001", states.ANSWERED, tid=TDES_TID)
+        assert rec.response_code == "00" and not sw.acquirers["bank-a"].reversed
+        back()
+        out = await sw.handle(body)
+        assert TERM.decode(out)[39] == "00" and terminal.verify(out, tak, "tdes")
+
+    with caplog.at_level(logging.INFO, logger="payswitch"):
+        run(scenario)
+    assert "its reversal cannot be journaled (journal writer process died (exit code -9)): it stands" in caplog.text
+    assert "internal error" not in caplog.text and "Traceback" not in caplog.text

@@ -229,3 +229,21 @@ def test_micropay_face():
     _, answer = wallet.handle("POST", messages.MICROPAY_PATHS["pay"], body, 0.0)
     assert msgspec.json.decode(answer)["return_msg"] == "SIGNERROR"
     assert wallet.ledger.query("M7", 0.0) is None
+
+
+def test_the_sandboxs_late_pay_lands_after_its_switch_cancelled_and_within_the_refund_window():
+    """Code 06 shows its case on `make run` as the README says (91, then refunded) only if the late pay
+    lands after the sandbox switch's wallets gave it up (their hold: timeout less the cancel margin)
+    and before reversal_not_found_window ends (the repeated cancel then finds and refunds it)."""
+    from adapters.wallet.sim import build_parser
+    from switch import config
+
+    cfg = config.default()
+    wallets = [a for a in cfg.acquirers if a.type.startswith("wallet-")]
+    assert wallets
+    for sim in cfg.simulators:
+        if sim.kind == "wallet":
+            late = build_parser().parse_args(list(sim.args)).late_delay
+            for a in wallets:
+                held = a.timeout - min(a.cancel_margin, a.timeout / 3)  # as WalletAcquirer.authorize
+                assert held < late < cfg.reversal_not_found_window, (a.name, held, late)

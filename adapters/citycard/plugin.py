@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 # The currency of a city card's field 49 when the configuration names none
-# (``options = { currency = "..." }``): the one the sandbox's terminals send
-# with a card number (``payswitch send``, the shop day of loadtest/), so the
-# sandbox centre takes their debits.
-DEFAULT_CURRENCY = "978"
+# (``options = { currency = "..." }``): the demo merchants' (spec 7), which a
+# third-party client of the sandbox sends, as do ``payswitch send`` and the
+# shop day of loadtest/ with a city card (switch.client).
+DEFAULT_CURRENCY = "156"
 
 
 def citycard(a, index: int = 0, on_state=None):

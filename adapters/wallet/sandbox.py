@@ -84,7 +84,7 @@ class Order(msgspec.Struct, kw_only=True):
 
 class Ledger:
     def __init__(self, *, confirm_delay: float = 6.0, cancel_retries: int = 1,
-                 trade_no_prefix: str = "20880000000000", late_delay: float = 8.0):
+                 trade_no_prefix: str = "20880000000000", late_delay: float = 40.0):
         self.confirm_delay = confirm_delay
         self.late_delay = late_delay
         self._hold = 0.0  # seconds the answer to the last pay is held (06)

@@ -1,7 +1,7 @@
 """Wallet simulator: the sandbox of :mod:`.sandbox` served over HTTP/1.1 (trio + h11).
 
     python -m adapters.wallet.sim --style tradepay|micropay --host 127.0.0.1 --port N
-        [--confirm-delay 6.0] [--cancel-retries 1] [--late-delay 8.0] [--key-dir DIR]
+        [--confirm-delay 6.0] [--cancel-retries 1] [--late-delay 40.0] [--key-dir DIR]
 
 Prints ``listening on HOST:PORT`` once ready (``--port 0`` picks a free port)
 and exits cleanly on SIGTERM / SIGINT.  ``GET /sandbox/ledger`` lists the
@@ -36,6 +36,9 @@ from . import sandbox, signing
 IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may sit idle
 MAX_REQUEST = 64 * 1024
 DEFAULT_PORTS = {"tradepay": 9201, "micropay": 9202}
+# A 06 pay lands after the sandbox switch cancelled it (its wallets' hold: 45 s less a 10 s
+# cancel_margin), inside reversal_not_found_window: the cancel repeated then refunds it.
+LATE_DELAY = 40.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds until the customer confirms (01) or declines (02)")
     parser.add_argument("--cancel-retries", type=int, default=1,
                         help="cancels/reverses of each order answered 'retry' before the real one")
-    parser.add_argument("--late-delay", type=float, default=8.0,
+    parser.add_argument("--late-delay", type=float, default=LATE_DELAY,
                         help="seconds a pay with a code ending in 06 takes to reach the wallet (its answer "
-                             "waits as long); make it longer than the switch's wallet request timeout")
+                             "waits as long): to land after the switch has cancelled it, longer than the "
+                             "wallet acquirer's hold (its timeout less cancel_margin: 35 s in the sandbox), "
+                             "and within reversal_not_found_window (120 s) for the refund")
     parser.add_argument("--key-dir", type=Path, default=None,
                         help="sandbox key files (default ./sandbox-keys/wallet-STYLE)")
     return parser

@@ -35,7 +35,7 @@ from typing import Any, Generator
 from switch.core import messages, pipeline, states
 from switch.core.commands import Op
 from switch.core.reversal import REVERSIBLE, about
-from switch.journal import StaleState, TxnRecord
+from switch.journal import JournalError, StaleState, TxnRecord
 
 log = logging.getLogger("payswitch")
 
@@ -62,17 +62,26 @@ def reverse(engine: Any, msg) -> Gen:
     key = (msg[41], msg[11], msg[7])
     queue = engine.reversals
     while True:
-        rec = yield Op("find", *key)
-        if rec is None or not reversible(rec):
-            return None
-        card = queue.card_for(rec, messages.pan_of(msg))
-        body = engine.term.encode(messages.build_response(msg, CODE, rec.rrn))
-        changes = yield from queue.start_fields(rec.acquirer, rec.id, card)
         try:
+            rec = yield Op("find", *key)
+            if rec is None or not reversible(rec):
+                return None
+            card = queue.card_for(rec, messages.pan_of(msg))
+            body = engine.term.encode(messages.build_response(msg, CODE, rec.rrn))
+            changes = yield from queue.start_fields(rec.acquirer, rec.id, card)
             yield Op("update_if", rec.id, states.ANSWERED, state=states.advance(rec.state, "reverse"),
                      response=body, response_code=CODE, **changes)
         except StaleState:
             continue  # moved on meanwhile (a terminal 0400 on another worker): look again
+        except Exception as e:
+            # The journal refused (its writer died, the disk is full): the approval stays as journaled,
+            # and still nothing is sent (an unMACed answer, 96 least of all, would contradict it).  The
+            # terminal's retransmission gets the 00 MACed, or its 0400 reverses it, as before this module.
+            refused = isinstance(e, JournalError)
+            log.error("approval (%s/%s) not delivered, its MAC cannot be made, and its reversal cannot be "
+                      "journaled%s: it stands until the terminal retransmits or reverses it", msg[41], msg[11],
+                      f" ({e})" if refused else "", exc_info=not refused)
+            return None
         log.warning("rrn %s: approval not delivered, its MAC cannot be made; reversed at %s and journaled %s"
                     " (runbook: \"Security module failing\")", rec.rrn, rec.acquirer, CODE, **about(rec))
         queue.queued(rec.id, card, "undelivered")
