@@ -52,6 +52,21 @@ def _key(path: str) -> str:
     return rest.split("[", 1)[0].split(".", 1)[0]
 
 
+def acquirers_changed(running: set[str] | frozenset[str], new) -> str | None:
+    """Why a switch running the acquirers named ``running`` cannot take ``new`` (a
+    :class:`switch.config.Config`) by a reload, naming its file; None if it can.
+
+    An acquirer's link, breaker and STAN counter are built once at start: one
+    added or removed needs a restart, and the whole reload is refused.  The
+    supervisor of ``serve --workers`` asks the same before it accepts a file,
+    so it never hands its workers one that each of them would refuse.
+    """
+    names = {a.name for a in new.acquirers}
+    if names == set(running):
+        return None
+    return f"{new.source}: acquirers changed ({', '.join(sorted(set(running) ^ names))}); that needs a restart"
+
+
 def reload_changes(old, new) -> tuple[list[str], list[str]]:
     """What a reload from ``old`` to ``new`` (two :class:`switch.config.Config`) can apply, and what needs a restart.
 

@@ -16,6 +16,7 @@ import time
 from native.iso8583 import dialect
 
 from switch import config as config_mod
+from switch.config_reload import acquirers_changed
 from switch.core import refused, session_keys, states
 from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec, Stopping, Vas, Wait
 from switch.core.engine import Engine
@@ -150,12 +151,9 @@ class Switch:
         Adding or removing acquirers, their endpoints and credentials, listeners
         and the journal need a restart.
         """
-        names = set(self.acquirer_cfg)
-        new_names = {a.name for a in cfg.acquirers}
-        if new_names != names:
-            raise config_mod.ConfigError(
-                f"{cfg.source}: acquirers changed ({', '.join(sorted(names ^ new_names))}); that needs a restart"
-            )
+        why = acquirers_changed(set(self.acquirer_cfg), cfg)
+        if why:
+            raise config_mod.ConfigError(why)
         self.engine.apply(cfg)
         self.cfg = cfg
         self.acquirer_cfg = {a.name: a for a in cfg.acquirers}

@@ -32,7 +32,10 @@ The supervisor (this module, the process ``serve`` started):
 Workers never read the configuration file themselves: they start, restart
 and reload on the text the supervisor last accepted (a copy, ``accepted.toml``
 in its private directory), so a worker restarted after a rejected reload
-runs what the others run, not the file as it is now.
+runs what the others run, not the file as it is now.  For that the
+supervisor accepts only what every running worker applies whole: it refuses
+what a worker refuses (a changed set of acquirers), and a change that needs
+a restart (:func:`Fleet.check_reload`).
 
 If the journal writer dies the workers cannot journal anything: the
 supervisor stops them all and exits 1 (the service manager restarts the
@@ -54,6 +57,7 @@ import time
 from pathlib import Path
 
 from switch import config as config_mod
+from switch import config_reload
 from switch.io import early_stop, hangup
 from switch.io.children import _die_with_parent
 
@@ -346,14 +350,12 @@ class Fleet:
     # -- reload ----------------------------------------------------------------------
 
     def reload(self) -> tuple[bool, str]:
-        """Check the file here, then have every worker take it (SIGHUP)."""
+        """Check the file here as a worker would, then have every worker take it (SIGHUP)."""
         if not self.config_path:
             return False, "running on the embedded default: there is no file to reload"
-        from switch import preflight
-
         try:
             new, text = read_config(self.config_path)
-            preflight.check_files(new)
+            applied = self.check_reload(new)
             try:  # before the SIGHUP: what each worker reloads, and a restarted one starts on
                 self._accept(text)
             except OSError as e:
@@ -364,11 +366,40 @@ class Fleet:
             self.last_reload_ok = False
             log.error("reload rejected, keeping the running configuration: %s%s", e, hangup.REJECTED_HINT)
             return False, str(e)
+        self.cfg = new  # its drain_timeout bounds the stop; nothing it was started with differs
         self.reloads["ok"] += 1
         self.last_reload_ok = True
         sent = self.signal_all(signal.SIGHUP, ready_only=True)
         log.info("configuration %s: reload signalled to %d worker(s)", self.config_path, sent)
-        return True, f"reload of {self.config_path} signalled to {sent} of {self.count} workers (each logs what it applied)"
+        return True, (f"reload of {self.config_path} signalled to {sent} of {self.count} workers; applied:"
+                      f" {', '.join(applied) or 'no changes'} (each worker logs what it applied)")
+
+    def check_reload(self, new: config_mod.Config) -> list[str]:
+        """The key paths a reload to ``new`` applies; a ConfigError if the fleet must not take it.
+
+        A worker refuses what a single process refuses (a file a restart would
+        refuse, a changed set of acquirers): accepted here, such a file would
+        be what a worker restarted later starts on, alone.  Beyond that, a
+        change a single process takes with "needs a restart" is refused as a
+        whole: the running workers could not apply it, but one restarted
+        later would start on it (other listener ports, another journal,
+        other acquirer endpoints) and the supervisor would still poll the
+        old HTTP ports.  Workers and the supervisor thus always run, and
+        restart on, one configuration; a restart of the switch takes the file.
+        """
+        from switch import preflight
+
+        preflight.check_files(new)
+        why = config_reload.acquirers_changed({a.name for a in self.cfg.acquirers}, new)
+        if why:
+            raise config_mod.ConfigError(why)
+        applied, refused = config_reload.reload_changes(self.cfg, new)
+        if refused:
+            raise config_mod.ConfigError(
+                f"{new.source}: not applied, needs a restart: {', '.join(refused)} (with --workers a reload"
+                " that needs a restart is refused whole, so that a worker restarted later runs what the others"
+                " run: restart the switch to take it, or put these keys back to reload the rest)")
+        return applied
 
     # -- the whole -------------------------------------------------------------------
 
