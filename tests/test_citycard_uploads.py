@@ -11,6 +11,7 @@ journal writers (``PAYSWITCH_JOURNAL_WRITER=process``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 
 import msgspec
@@ -318,6 +319,40 @@ def test_an_upload_whose_online_debit_stays_undecided_is_96_and_counts_when_sent
         again = await call(sw, upload("000002", 11, 300))
         assert again[39] == "00" and centre.centre.debits == 300
         assert after_calls() == [again[37]]
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=300)))[39] == "00"
+
+    run(scenario, acquirers=fakes(city=centre), extra=CITY)
+
+
+def test_an_upload_whose_online_debit_stays_undecided_is_an_outcome_not_a_journal_failure(caplog):
+    # The journal works: the 96 is the upload's own answer, journaled as any.  One
+    # WARNING (no "Journal failing" ERROR), the record's RRN, counted as a city-card
+    # request.  Its retransmission (same 41, 11, 7) is forwarded again (an advice
+    # answered 96 was not confirmed, section 6.1) and, the debit reversed since by
+    # recovery, counts.
+    from switch.journal import TxnRecord
+
+    centre = CentreAcquirer()
+
+    async def scenario(sw):
+        stuck = TxnRecord(terminal_id=TID, merchant_id=ts.MERCHANT, mti="0200", stan="000009",
+                          transmission_time=ts.T7, processing_code="000000", amount=300, kind="citycard",
+                          acquirer="city", state="sent",
+                          upload_key=upload_key(CARD, "00013", bytes.fromhex(ts.KEY_HEX)))
+        debit, _ = await ts.journal(sw, sw.journal.insert(stuck))
+        body = upload("000001", 13, 300)
+        with caplog.at_level(logging.INFO, logger="payswitch"):
+            answer = ts.TERM.decode(await sw.handle(body))
+        rec = await record(sw, "000001")
+        assert answer[39] == "96" and answer[37] == rec.rrn and 38 not in answer
+        assert rec.state == "answered" and rec.response_code == "96" and rec.upload_of is None
+        assert ts.TERM.decode(rec.response).fields() == answer.fields()
+        assert ts.sample(sw, "payswitch_requests_total", kind="citycard", mclass="financial", code="96") == 1
+        loud = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(loud) == 1 and loud[0][0] == "WARNING" and rec.rrn in loud[0][1], loud
+        await ts.journal(sw, sw.journal.update(debit.id, state="reversal_pending"))  # as recovery does
+        again = await call(sw, body)
+        assert again[39] == "00" and centre.calls == 2 and again[37] != rec.rrn
         assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=300)))[39] == "00"
 
     run(scenario, acquirers=fakes(city=centre), extra=CITY)
