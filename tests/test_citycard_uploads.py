@@ -11,6 +11,7 @@ journal writers (``PAYSWITCH_JOURNAL_WRITER=process``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 
 import msgspec
@@ -179,6 +180,30 @@ def test_an_upload_of_an_online_debit_since_reversed_counts():
     run(scenario, acquirers=fakes(city=CentreAcquirer()), extra=CITY)
 
 
+def test_a_debit_reversed_after_its_upload_counted_as_its_duplicate_hands_the_count_to_the_upload():
+    # The online debit's 00 never reached the terminal: the card's upload of it is
+    # its duplicate (00, the debit's field 38; the terminal, still unanswered, uploads
+    # once more under a new STAN), then the terminal reverses the 0200 (section 6).
+    # The centre keeps a debit the card uploaded (it paid) and answers that reversal
+    # 00: the upload counts instead, so the 0500 totals are the centre's.
+    centre = CentreAcquirer()
+
+    async def scenario(sw):
+        online = await call(sw, upload("000001", 12, 900, mti="0200"))
+        assert online[39] == "00"
+        first = await call(sw, upload("000002", 12, 900))
+        again = await call(sw, upload("000003", 12, 900))
+        assert first[39] == again[39] == "00" and first[38] == again[38] == online[38]
+        assert (await call(sw, ts.reversal("000004", "000001")))[39] == "00"
+        await ts.wait_state(sw, "000001", "reversed")  # the centre answered the reversal
+        assert centre.centre.debits == 900 and centre.centre.conserved()  # the booking stands
+        assert (await call(sw, ts.settlement("000005", debits=1, debit_amount=900)))[39] == "00"
+        one, two = await record(sw, "000002"), await record(sw, "000003")
+        assert one.upload_of == one.id and two.upload_of == one.id  # the first upload counts, once
+
+    run(scenario, acquirers=fakes(city=centre), extra=CITY)
+
+
 def test_two_uploads_of_one_debit_at_the_centre_together_count_once():
     Plugin.behaviour = {"after": points}
     gate = asyncio.Event()
@@ -299,6 +324,40 @@ def test_an_upload_whose_online_debit_stays_undecided_is_96_and_counts_when_sent
     run(scenario, acquirers=fakes(city=centre), extra=CITY)
 
 
+def test_an_upload_whose_online_debit_stays_undecided_is_an_outcome_not_a_journal_failure(caplog):
+    # The journal works: the 96 is the upload's own answer, journaled as any.  One
+    # WARNING (no "Journal failing" ERROR), the record's RRN, counted as a city-card
+    # request.  Its retransmission (same 41, 11, 7) is forwarded again (an advice
+    # answered 96 was not confirmed, section 6.1) and, the debit reversed since by
+    # recovery, counts.
+    from switch.journal import TxnRecord
+
+    centre = CentreAcquirer()
+
+    async def scenario(sw):
+        stuck = TxnRecord(terminal_id=TID, merchant_id=ts.MERCHANT, mti="0200", stan="000009",
+                          transmission_time=ts.T7, processing_code="000000", amount=300, kind="citycard",
+                          acquirer="city", state="sent",
+                          upload_key=upload_key(CARD, "00013", bytes.fromhex(ts.KEY_HEX)))
+        debit, _ = await ts.journal(sw, sw.journal.insert(stuck))
+        body = upload("000001", 13, 300)
+        with caplog.at_level(logging.INFO, logger="payswitch"):
+            answer = ts.TERM.decode(await sw.handle(body))
+        rec = await record(sw, "000001")
+        assert answer[39] == "96" and answer[37] == rec.rrn and 38 not in answer
+        assert rec.state == "answered" and rec.response_code == "96" and rec.upload_of is None
+        assert ts.TERM.decode(rec.response).fields() == answer.fields()
+        assert ts.sample(sw, "payswitch_requests_total", kind="citycard", mclass="financial", code="96") == 1
+        loud = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(loud) == 1 and loud[0][0] == "WARNING" and rec.rrn in loud[0][1], loud
+        await ts.journal(sw, sw.journal.update(debit.id, state="reversal_pending"))  # as recovery does
+        again = await call(sw, body)
+        assert again[39] == "00" and centre.calls == 2 and again[37] != rec.rrn
+        assert (await call(sw, ts.settlement("000003", debits=1, debit_amount=300)))[39] == "00"
+
+    run(scenario, acquirers=fakes(city=centre), extra=CITY)
+
+
 def test_an_upload_the_centre_never_confirmed_counts_when_the_next_upload_is_confirmed():
     # The first upload was booked at the centre but its answer lost (68): it counts
     # nowhere, and the upload sent again is the one that counts.
@@ -373,19 +432,21 @@ def test_upload_key_is_keyed_and_reveals_neither_card_nor_counter():
     assert not any(ch.isdigit() for ch in made[2:]) and CARD not in made
 
 
-def test_an_older_journal_gains_the_upload_columns(tmp_path):
+def test_an_older_journal_gains_the_upload_columns_and_recount(tmp_path):
     from switch.journal.schema import MIGRATIONS, migrate
+    from switch.journal.uploads import MIGRATION
 
     path = str(tmp_path / "old.sqlite")
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT")
-        for number, statements in enumerate(MIGRATIONS[:-1], 1):
+        for number, statements in enumerate(MIGRATIONS[:MIGRATIONS.index(MIGRATION)], 1):
             for statement in statements:
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
         migrate(conn, path)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(txn)")}
+        triggers = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
     finally:
         conn.close()
-    assert {"upload_key", "upload_of"} <= columns
+    assert {"upload_key", "upload_of"} <= columns and "upload_recount" in triggers

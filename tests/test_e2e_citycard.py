@@ -2,6 +2,7 @@
 (spec sections 3, 4, 4.1, 7), with a pyiso8583 client."""
 import sqlite3
 import time
+from contextlib import closing
 
 import pytest
 
@@ -63,13 +64,13 @@ def parse48(value):
 
 
 def citycard_request(card, counter, amount, *, serial="0000000001", balance=10000, pcode="000000", mti="0200",
-                     tac=None, topup=False):
+                     tac=None, topup=False, terminal=e2e.TERMINAL):
     dk = crypto.derive_dk(MK, card)
-    args = (dk, card, "%05d" % counter, "%012d" % amount, serial, e2e.TERMINAL)
+    args = (dk, card, "%05d" % counter, "%012d" % amount, serial, terminal)
     tags = {"CC": "%05d%012d%s%s" % (counter, balance, serial, tac or crypto.tac(*args))}
     if topup:
         tags["M1"] = crypto.mac1(*args)
-    doc = purchase(amount, card, pcode=pcode, mti=mti, **{"22": "071", "48": tlv48(**tags)})
+    doc = purchase(amount, card, pcode=pcode, mti=mti, terminal=terminal, **{"22": "071", "48": tlv48(**tags)})
     for n in ("14", "55"):
         doc.pop(n)
     doc["49"] = "156"  # the centre's currency: the sandbox's, the demo merchants' (spec 7)
@@ -167,6 +168,32 @@ def test_reversal_of_an_offline_upload_leaves_it_counted(switch, client):
     finally:
         db.close()
     assert state == "answered"
+
+
+def test_a_debit_reversed_after_its_upload_counts_once_as_at_the_centre(switch, client):
+    # The 0200's 00 never reached the terminal: it uploads the card's record of the
+    # debit (the centre's duplicate: 00) and reverses the 0200 (section 6).  The
+    # centre keeps a debit the card uploaded; the 0500 counts it once, as it does.
+    card, t = "8800123456789114", "DEMO0220"  # a terminal of its own: its 0500 totals are this test's
+    debit, _ = citycard_request(card, 1, 2200, terminal=t)
+    assert client.transact(debit)["39"] == "00"
+    upload, _ = citycard_request(card, 1, 2200, mti="0220", terminal=t)
+    assert client.transact(upload)["39"] == "00"
+    assert client.transact(e2e.reversal_of(debit))["39"] == "00"
+
+    def state():
+        with closing(sqlite3.connect(switch.tmp / "journal.sqlite")) as db:
+            row = db.execute("select state from txn where terminal_id = ? and stan = ?", (t, debit["11"])).fetchone()
+        return row[0] == "reversed" and row[0]
+
+    assert e2e.wait_for(state) == "reversed"  # the centre answered the reversal
+    inquiry = client.transact(citycard_request(card, 2, 0, pcode="310000", terminal=t)[0])
+    assert parse48(inquiry["48"])["CB"] == "%012d" % (10000 - 2200)  # the debit stands at the centre
+    settled = client.transact({
+        "t": "0500", "3": "920000", "7": e2e.now()["7"], "11": e2e.stan(), "41": t, "42": e2e.MERCHANT,
+        "49": "978", "74": "%010d" % 0, "76": "%010d" % 1, "86": "%016d" % 0, "88": "%016d" % 2200,
+    })
+    assert settled["t"] == "0510" and settled["39"] == "00"
 
 
 def test_reversal_of_an_offline_upload_in_flight_leaves_it_counted(tmp_path):

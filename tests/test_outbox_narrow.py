@@ -7,7 +7,10 @@ import sqlite3
 
 from switch.journal.outbox import read_after
 from switch.journal.schema import MIGRATIONS, SCHEMA_VERSION
+from switch.journal.uploads import NARROW_EVENTS
 from tests.test_outbox import CODES, migrated
+
+NARROW = MIGRATIONS.index(NARROW_EVENTS) + 1  # the schema version that made the rows narrow
 
 MTIS = ("0100", "0200", "0220", "0400", "0500")
 STATES = ("sent", "answered", "reversal_pending", "reversed", "unmatched")
@@ -46,7 +49,7 @@ def events(conn: sqlite3.Connection) -> list[tuple]:
 
 
 def test_partners_get_the_events_the_wide_rows_gave():
-    wide = migrated(SCHEMA_VERSION - 1)
+    wide = migrated(NARROW - 1)
     drive(wide)
     before = [(i, m, e, json.loads(b)) for i, m, e, b in
               wide.execute("SELECT id, merchant_id, event, body FROM outbox ORDER BY id")]
@@ -69,11 +72,11 @@ def test_payment_event_rows_carry_no_body_and_settled_ones_do():
 
 
 def test_rows_written_before_the_migration_keep_their_body():
-    conn = migrated(SCHEMA_VERSION - 1)
+    conn = migrated(NARROW - 1)
     drive(conn)
     before = [(i, m, e, json.loads(b)) for i, m, e, b in
               conn.execute("SELECT id, merchant_id, event, body FROM outbox ORDER BY id")]
-    for statement in MIGRATIONS[SCHEMA_VERSION - 1]:
+    for statement in MIGRATIONS[NARROW - 1]:
         conn.execute(statement)
     conn.execute("UPDATE txn SET auth_code = 'AFTER1' WHERE id = 1")  # no event read changes
     assert events(conn) == before

@@ -511,6 +511,8 @@ class Engine:
         duplicate = False  # an offline upload sent again under a new STAN: 00, counted once (switch.core.uploads)
         if offline and code == "00" and not reverse:
             result, duplicate = yield from uploads.counted(self, rec, result, used)
+            if result.response_code != code:  # 96: the online debit of its card and counter is still undecided
+                code, changes["auth_code"] = result.response_code, None
         tlv, token = yield from self.vas.after(msg, rec, request, result, code, reverse, flight, not duplicate)
         if token:
             changes["customer_token"] = token

@@ -30,7 +30,7 @@ from switch.core.commands import Op, Pause
 from switch.core.elsewhere import POLL
 from switch.core.messages import PURCHASE
 from switch.core.reversal import about
-from switch.journal import JournalError, TxnRecord
+from switch.journal import TxnRecord
 from switch.journal.uploads import upload_key
 
 log = logging.getLogger("payswitch")
@@ -42,8 +42,10 @@ Gen = Generator[Any, Any, Any]
 _WAIT_SHARE = 0.9
 
 
-class Undecided(JournalError):
-    """The online debit of the upload's card and counter was still undecided at the upload's deadline."""
+class Undecided(Exception):
+    """The online debit of the upload's card and counter was still undecided at the upload's deadline.
+
+    An outcome, not a failure: the journal answered every claim (:func:`counted` answers it 96)."""
 
 
 def key_of(secret: bytes, msg, mti: str, kind: str, pan: str | None, tlv: dict) -> str | None:
@@ -68,21 +70,23 @@ def counted(engine, rec: TxnRecord, result: Result, used: str) -> Gen:
     A duplicate is answered with the authorization code of the upload that
     counts, as the centre does (its own when the centre gave none: the
     last six characters of that upload's RRN, section 3).  If the journal
-    cannot decide, the upload is answered 96 and not counted: the terminal
-    uploads it again.  So is an upload whose card and counter's online
-    debit is still undecided at its deadline (its worker died with it at
-    the centre: recovery reverses it, and the upload sent again counts).
+    cannot decide (it failed), the upload is answered 96 and not counted:
+    the terminal uploads it again.  An upload whose card and counter's
+    online debit is still undecided at its deadline (its worker died with
+    it at the centre) gets a result of 96, answered and journaled as any
+    outcome (a retransmission gets that 96), counted nowhere: recovery
+    reverses the debit, and the upload sent again under a new STAN counts.
     """
     if rec.upload_key is None:
         return result, False
     try:
         first = yield from _claim(engine, rec)
-    except Exception as e:
-        if isinstance(e, Undecided):
-            log.warning("rrn %s: %s; answered 96, the terminal uploads it again", rec.rrn, e, **about(rec))
-        else:
-            log.exception("rrn %s: cannot journal which upload of this card and counter counts", rec.rrn,
-                          **about(rec))
+    except Undecided as e:
+        log.warning("rrn %s: %s; answered 96, the terminal uploads it again", rec.rrn, e, **about(rec))
+        return Result(response_code="96", acquirer_ref=result.acquirer_ref), False
+    except Exception:
+        log.exception("rrn %s: cannot journal which upload of this card and counter counts", rec.rrn,
+                      **about(rec))
         yield from engine.reversals.strand(rec, used, None, reverse=False, event="unconfirmed")
         raise
     if first is None:

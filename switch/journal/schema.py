@@ -146,6 +146,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("CREATE TABLE journal_probe (room BLOB NOT NULL) STRICT",),
     uploads.MIGRATION,  # city-card uploads sent again under a new STAN count once (switch.journal.uploads)
     uploads.NARROW_EVENTS,  # payment events as narrow rows, their body written when read (switch.journal.outbox)
+    uploads.RECOUNT,  # an online debit reversed after its upload counted as its duplicate: the upload counts
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

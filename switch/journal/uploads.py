@@ -27,6 +27,10 @@ books match the centre's:
   once the debit is decided (:func:`switch.core.uploads.counted`).  With
   both at the centre together, the centre books one of them: whichever the
   journal finds approved counts, the other is its duplicate or declined;
+- an online debit that uploads duplicate and that is reversed since (the
+  terminal's 0400 of a 0200 whose answer it never got) stays booked at the
+  centre, which keeps a debit the card uploaded: the count moves to its
+  first approved duplicate in the step that reverses it (:data:`RECOUNT`);
 - settlement totals leave out every record whose ``upload_of`` is another's
   (``statements.TOTALS``), and its outbox event is ``duplicate``, not
   ``approved``.
@@ -46,7 +50,7 @@ from switch.journal.outbox import narrow_migration, outcome_trigger
 from switch.journal.statements import BY_ID, record
 from switch.keyed_hash import keyed
 
-__all__ = ["upload_key", "MIGRATION", "NARROW_EVENTS", "Uploads", "FIRST_UPLOAD"]
+__all__ = ["upload_key", "MIGRATION", "NARROW_EVENTS", "RECOUNT", "Uploads", "FIRST_UPLOAD"]
 
 _LABEL = b"payswitch citycard-upload v1"
 _LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
@@ -103,6 +107,29 @@ UNDECIDED_DEBIT = """
     ORDER BY id LIMIT 1
 """
 CLAIM = "UPDATE txn SET upload_of = ?1 WHERE id = ?2 AND upload_key IS NOT NULL"
+# Schema 15: an online debit that uploads duplicate, reversed since (the
+# terminal's 0400 of a 0200 whose 00 it never got, sent after the card's
+# upload of it).  The centre keeps a debit the card uploaded (the card paid)
+# and answers that reversal 00, so the count moves to the first approved
+# upload duplicating it, in the statement that starts the reversal: its
+# ``upload_of`` becomes its own id, the other duplicates point at it.  Every
+# reversal starts as reversal_pending (switch.core.states); the condition
+# compares, without an IN list (switch.journal.outbox).  The subquery names
+# no row of the UPDATE: SQLite runs it once.
+RECOUNT: tuple[str, ...] = (
+    """
+    CREATE TRIGGER upload_recount AFTER UPDATE OF state ON txn
+    WHEN NEW.upload_key IS NOT NULL AND NEW.mti = '0200'
+         AND NEW.state = 'reversal_pending' AND OLD.state <> 'reversal_pending'
+    BEGIN
+        UPDATE txn SET upload_of = (
+            SELECT min(id) FROM txn
+            WHERE upload_key = NEW.upload_key AND upload_of = NEW.id AND response_code = '00'
+        )
+        WHERE upload_key = NEW.upload_key AND upload_of = NEW.id;
+    END
+    """,
+)
 
 
 class Uploads:
