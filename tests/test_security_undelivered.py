@@ -145,17 +145,24 @@ async def entered(release, n):
         await asyncio.sleep(0.005)
 
 
+async def answered_at_once(sw):
+    """A MACed purchase and its retransmission, both waiting for the module to make their answer's MAC
+    (the first one's to fail): (TAK, the two gates, the request, the first's answer, the second's)."""
+    tak, _ = await sign_on(sw, TDES_TID)
+    release = flaky_module(sw, fails=1)
+    body = terminal.encode_signed(TERM, fields(), tak, "tdes")
+    first = asyncio.ensure_future(sw.handle(body))
+    await entered(release, 1)
+    again = asyncio.ensure_future(sw.handle(body))
+    await entered(release, 2)
+    return tak, release, body, first, again
+
+
 def test_an_approval_its_retransmission_got_meanwhile_is_not_reversed_s8(caplog):
     # The module slow to fail the first answer's MAC, back for the retransmission's: the
     # terminal holds a 00, which the switch must then not reverse.
     async def scenario(sw):
-        tak, _ = await sign_on(sw, TDES_TID)
-        release = flaky_module(sw, fails=1)
-        body = terminal.encode_signed(TERM, fields(), tak, "tdes")
-        first = asyncio.ensure_future(sw.handle(body))
-        await entered(release, 1)
-        again = asyncio.ensure_future(sw.handle(body))
-        await entered(release, 2)
+        tak, release, body, first, again = await answered_at_once(sw)
         release[1].set()
         out = await again
         assert TERM.decode(out)[39] == "00" and terminal.verify(out, tak, "tdes")
@@ -175,13 +182,7 @@ def test_an_approval_being_reversed_is_not_sent_by_its_retransmission_s8(caplog)
     # The retransmission read the journal's 00 before the reversal; its MAC is made after:
     # the 00 is withheld, and the next retransmission gets 68.
     async def scenario(sw):
-        tak, _ = await sign_on(sw, TDES_TID)
-        release = flaky_module(sw, fails=1)
-        body = terminal.encode_signed(TERM, fields(), tak, "tdes")
-        first = asyncio.ensure_future(sw.handle(body))
-        await entered(release, 1)
-        again = asyncio.ensure_future(sw.handle(body))
-        await entered(release, 2)
+        tak, release, body, first, again = await answered_at_once(sw)
         release[0].set()
         assert await first == b""
         await reversed_once(sw)
