@@ -191,8 +191,8 @@ def test_a_debit_reversed_after_its_upload_counts_once_as_at_the_centre(switch, 
     assert parse48(inquiry["48"])["CB"] == "%012d" % (10000 - 2200)  # the debit stands at the centre
     settled = client.transact({
         "t": "0500", "3": "920000", "7": e2e.now()["7"], "11": e2e.stan(), "41": t, "42": e2e.MERCHANT,
-        "49": "978", "74": "%010d" % 0, "76": "%010d" % 1, "86": "%016d" % 0, "88": "%016d" % 2200,
-    })
+        "49": "156", "74": "%010d" % 0, "76": "%010d" % 1, "86": "%016d" % 0, "88": "%016d" % 2200,
+    })  # in the centre's currency, as the city-card debits were
     assert settled["t"] == "0510" and settled["39"] == "00"
 
 

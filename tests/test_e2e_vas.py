@@ -127,9 +127,9 @@ def test_a_wallet_buyer_is_known_again_by_the_token_of_its_buyer_id(client):
         doc.update({"22": "031", "49": "156", "48": "BC%03d%s" % (len(code), code)})
         return client.transact(doc)
 
-    first = wallet_pay("281234567890120006")  # sandbox: approved at once
+    first = wallet_pay("281234567890120007")  # sandbox: approved at once (06 would be a late pay)
     assert first["39"] == "00" and "WELCOME" in tlv48(first["48"])["LY"]
-    second = wallet_pay("281234567890125506")  # the same buyer's next code
+    second = wallet_pay("281234567890125507")  # the same buyer's next code
     assert second["39"] == "00" and tlv48(second["48"])["LY"] == "+8 PTS BALANCE 16"
 
 
