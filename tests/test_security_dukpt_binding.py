@@ -11,7 +11,6 @@ The requests run on the service harness of ``tests/test_security_pipeline.py``.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
@@ -19,7 +18,6 @@ import pytest
 from native.iso8583 import build_tlv48
 from switch import config as config_mod
 from switch.client import fresh_ksn
-from switch.io.service import Switch
 from switch.security import dukpt, terminal
 from tests import test_security_pipeline as sp
 from tests import test_service as ts
@@ -172,15 +170,7 @@ def make_config() -> config_mod.Config:
 
 
 def run(scenario):
-    async def main():
-        sw = Switch(make_config(), acquirers=ts.fakes())
-        try:
-            await sw.start()
-            return await scenario(sw)
-        finally:
-            await asyncio.wait_for(sw.close(), ts.WAIT)
-
-    return asyncio.run(main())
+    return sp.run(scenario, cfg=make_config())
 
 
 def purchase(tid: str, ksn: str, stan: str, mti: str = "0200") -> bytes:

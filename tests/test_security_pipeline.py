@@ -81,11 +81,12 @@ def make_config() -> config_mod.Config:
     return config_mod.loads(text, "test_security_pipeline.toml")
 
 
-def run(scenario, acquirers=None):
+def run(scenario, acquirers=None, cfg: config_mod.Config | None = None):
+    """``scenario(sw)`` on a started switch (``cfg``: this file's configuration, unless given)."""
     acquirers = acquirers if acquirers is not None else ts.fakes()
 
     async def main():
-        sw = Switch(make_config(), acquirers=acquirers)
+        sw = Switch(cfg if cfg is not None else make_config(), acquirers=acquirers)
         try:
             await sw.start()
             return await scenario(sw)
