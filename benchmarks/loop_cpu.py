@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     os.environ["PAYSWITCH_JOURNAL_WRITER"] = args.writer  # read by tests.test_service's CONFIG
     from tests import test_service as ts
     from switch.core.acquirer import Result
+    from switch.io.app import settle_heap
     from switch.io.service import Switch
 
     os.environ[ts.KEY_ENV] = ts.KEY_HEX
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     async def run():
         sw = Switch(ts.make_config(timeout=1.0, response_timeout=5.0), acquirers={n: Instant(n) for n in ("bank-a", "bank-b", "wallet-a", "cup")})
         await sw.start()
+        settle_heap()  # as serve does once started: the figure is the served switch's
         try:
             await one_round(sw, 0)  # warm-up
             return [await one_round(sw, (r + 1) * args.requests) for r in range(args.rounds)]

@@ -244,3 +244,23 @@ def test_requests_that_find_no_stan_and_a_failing_refill_are_answered_96_and_nev
     again = term.send(term.financial("0200", "000000", 1100, CARDS[0]))
     w.run_until(w.now + 5.0)
     assert again["answers"][0][2] == "00" and w.acquirers["bank-a"].items  # this one went
+
+
+def test_at_once_numbers_as_host_ref_does_and_leaves_the_waits_and_refills_to_it():
+    sequence = Sequence()
+    a = Worker(sequence)
+    stans = a.queue.stans
+    assert stans.at_once("no-stan-acquirer") == (None, None)  # takes no switch STANs: never waits
+    assert stans.at_once(BANK) is None  # nothing reserved yet: host_ref waits for the refill
+    a.start(a.queue.prefill())
+    a.answer_refills()
+    taken = [stans.at_once(BANK) for _ in range(BLOCK // 2 + 1)]  # the last leaves fewer than half a block
+    assert [t[0] for t in taken[:2]] == ["000001", "000002"] and len({t[0] for t in taken}) == BLOCK // 2 + 1
+    assert taken[0][1] == "1130105320"  # field 7 of the clock's time, UTC MMDDhhmmss
+    assert stans.at_once(BANK) is None and not a.refills  # low: host_ref starts the refill, not at_once
+    a.requests(1)
+    assert len(a.refills) == 1 and not a.stans()  # this request waits for the refill it started
+    a.answer_refills()
+    assert a.stans() == [f"{BLOCK // 2 + 2:06d}"]
+    assert stans.at_once(BANK)[0] == f"{BLOCK // 2 + 3:06d}"  # no longer low: at once again
+    assert stans._stans[BANK].left() == 2 * BLOCK - (BLOCK // 2 + 3)

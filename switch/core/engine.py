@@ -29,6 +29,7 @@ from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 from switch.core import completion, drain, elsewhere, messages, network, pipeline, refunds, security, states, uploads
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
+from switch.core.host_stans import NO_REF
 from switch.core.limits import TerminalSlots
 from switch.core.network import NetworkAnswers
 from switch.core.reversal import ReversalQueue, about
@@ -298,7 +299,8 @@ class Engine:
         masked, pan_hash = pan_protect(pan, self.key) if pan else (None, None)
         direct = rejection is None and pipeline.goes_direct(mti, kind, 90 in msg, route is not None)
         first = route.acquirers[0] if route else None
-        host_stan, host_t = (yield from self.reversals.host_ref(first)) if direct else (None, None)
+        ref = self.reversals.stans.at_once(first) if direct else NO_REF
+        host_stan, host_t = ref if ref is not None else (yield from self.reversals.host_ref(first))
         fresh = TxnRecord(
             terminal_id=msg[41],
             merchant_id=msg.get(42) or merchant,

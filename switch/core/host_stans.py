@@ -32,6 +32,9 @@ NETWORK_RESERVE = 100  # the held STANs only network messages take
 STAN_LIMIT = 999_999
 
 
+NO_REF: tuple[None, None] = (None, None)  # the host reference of an acquirer that takes no switch STANs
+
+
 class NoHostStan(Exception):
     """No STAN is left in the blocks this process holds (the journal's refill is late or failed)."""
 
@@ -43,6 +46,7 @@ class HostStans:
         self._next = 0
         self._left = 0  # in the block being used
         self._blocks: list[tuple[int, int]] = []  # reserved, not yet begun
+        self._held = 0  # every STAN left: the block being used and those not yet begun
         # The refill under way; a Flight so that the drivers' Wait serves the
         # requests that find no STAN left.
         self.refill: Flight | None = None
@@ -54,9 +58,10 @@ class HostStans:
             self._blocks.append((start, count))
         else:
             self._next, self._left = start, count
+        self._held += count
 
     def left(self) -> int:
-        return self._left + sum(count for _, count in self._blocks)
+        return self._held
 
     def low(self) -> bool:
         return self.left() < STAN_BLOCK // 2
@@ -70,6 +75,7 @@ class HostStans:
         n = self._next
         self._next = 1 if n >= STAN_LIMIT else n + 1  # a block may wrap past 999999
         self._left -= 1
+        self._held -= 1
         return f"{n:06d}"
 
 
@@ -92,6 +98,19 @@ class HostRefs:
         if seq is None:
             seq = self._stans[acquirer] = HostStans()
         return seq
+
+    def at_once(self, acquirer: str | None) -> tuple[str | None, str | None] | None:
+        """:meth:`host_ref` without the generator, when it would not wait: (None, None)
+        for an acquirer that takes no switch STANs, a STAN while no refill is due,
+        else None (the caller goes through :meth:`host_ref`).  Most requests end
+        here, which spares the request path a generator and its ``yield from``."""
+        if acquirer not in self.acquirers:
+            return NO_REF
+        seq = self._stans.get(acquirer)
+        if seq is None or seq.low():
+            return None
+        stan = seq.take(NETWORK_RESERVE)
+        return None if stan is None else (stan, host_time(self.clock()))
 
     def host_ref(self, acquirer: str | None) -> Gen:
         """(host STAN, field 7) for a request to ``acquirer``, or (None, None) for
