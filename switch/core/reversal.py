@@ -37,6 +37,7 @@ from switch.core import pipeline, states
 from switch.core.acquirer import NOT_FOUND, REFUSED, REVERSED, Original, Request, reversal_outcome
 from switch.core.commands import Op, Reverse, Wait
 from switch.core.host_stans import HostRefs
+from switch.core.held import Held, HeldOutcomes
 from switch.core.late_answers import LateAnswers, fits_field_38
 from switch.journal import JournalError, StaleState, TxnRecord, reversal_card, same_pan
 
@@ -72,6 +73,9 @@ class ReversalQueue:
         self._next = 0.0  # when the last sweep expects the next one to have work
         self._forget_at = 0.0  # when the next sweep forgets cards past card_retention
         self.late = LateAnswers()  # late answers, until their reversals take them
+        # Reversal outcomes the journal refused to record (switch.core.held): not sent again meanwhile.
+        self.held = HeldOutcomes()
+        self._depth = (0, None)  # the journal's backlog (count, oldest) at its last answer
 
     # -- host STANs ------------------------------------------------------------------
 
@@ -138,6 +142,7 @@ class ReversalQueue:
             log.error("rrn %s: cannot journal that either%s; kept in memory until the journal recovers", rec.rrn,
                       f" ({e})" if refused else "", exc_info=not refused, **about(rec))
             self.stranded[rec.id] = (acquirer, pan, reverse, event, kept)
+            self.on_queued()  # a sweep counts it in the backlog and tries again (every reversal_retry)
             return
         if reverse:
             self.queued(rec.id, pan, "stranded")
@@ -300,7 +305,43 @@ class ReversalQueue:
         ``sender=False`` (a worker that is not the reversal sender, ``serve
         --workers``): only journal what this process keeps in memory (stranded
         outcomes, reversals named while the journal failed); another worker
-        sends the reversals."""
+        sends the reversals.
+
+        While the journal refuses (disk full, I/O error), the next sweep comes
+        ``reversal_retry`` later, said once per failure burst, and the backlog
+        reported is the last the journal told plus what this process holds."""
+        try:
+            jobs = yield from self._sweep(limit, sender)
+        except JournalError as e:
+            cfg = self.engine.cfg
+            now = self.engine.clock()
+            self.held.later(now, cfg.reversal_retry)
+            self._next = now + cfg.reversal_retry
+            self.held.refused("reversal sweep: the journal refused", e, cfg.reversal_retry)
+            if sender:
+                count, oldest = self._depth
+                self.engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), oldest)
+            return {}
+        if not self.held:
+            self.held.recovered()
+        return jobs
+
+    def failed(self) -> None:
+        """A sweep ended in an error of the switch's own: the next waits reversal_retry, not a loop."""
+        self._next = self.engine.clock() + self.engine.cfg.reversal_retry
+
+    def _write_held(self) -> Gen:
+        """The held outcomes that are due, into the journal (a refusal propagates: the sweep waits)."""
+        for txn_id, held in self.held.due(self.engine.clock()):
+            try:
+                yield Op(held.op, txn_id, held.expect, **held.changes)
+            except StaleState:
+                log.info("txn %d moved on while its reversal's outcome was held", txn_id)
+            del self.held.outcomes[txn_id]
+            if held.event != "retry":
+                self.pans.pop(txn_id, None)
+
+    def _sweep(self, limit: int, sender: bool) -> Gen:
         engine = self.engine
         yield from self.stans.refill_low()  # what the links' network messages alone brought low
         named, self.named = self.named, []
@@ -324,6 +365,7 @@ class ReversalQueue:
             self.pans.clear()
             self._next = engine.clock() + engine.cfg.reversal_backoff_max
             return {}
+        yield from self._write_held()
         now = engine.clock()
         cfg = engine.cfg
         if now >= self._forget_at:
@@ -331,6 +373,7 @@ class ReversalQueue:
             self._forget_at = now + min(cfg.reversal_backoff_max, 60.0)
             yield Op("forget_cards", now - cfg.card_retention)
         count, oldest, refused_count = yield Op("reversal_backlog")
+        self._depth = (count, oldest)
         engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), oldest)
         engine.metrics.reversals_refused(refused_count)
         # With nothing queued, the next sweep comes when something is (on_queued);
@@ -341,6 +384,9 @@ class ReversalQueue:
         pending = yield Op("pending_reversals", limit)
         due: dict[str, list[TxnRecord]] = {}
         for rec in pending:
+            if rec.id in self.held:  # answered; its outcome waits for the journal
+                self._next = min(self._next, self.held.next_due(rec.id))
+                continue
             if rec.acquirer in self.busy:
                 self._next = min(self._next, now + cfg.reversal_retry)
                 continue
@@ -399,15 +445,22 @@ class ReversalQueue:
                                 rec.id, rec.rrn, acquirer, now - started, **about(rec))
                 elif event == "refused":
                     refused(rec, acquirer, outcome)
+                if event == "retry":
+                    op, changes = "update_if", {"reversal_attempts": rec.reversal_attempts + 1}
+                else:  # its sealed card number goes with it; a refusal's code stays for the operator
+                    op = "end_reversal"
+                    changes = {"reversal_code": getattr(outcome, "code", None)} if event == "refused" else {}
+                changes["state"] = states.advance(rec.state, event)
                 try:
-                    if event == "retry":
-                        yield Op("update_if", rec.id, rec.state, state=states.advance(rec.state, event),
-                                 reversal_attempts=rec.reversal_attempts + 1)
-                    else:  # its sealed card number goes with it; a refusal's code stays for the operator
-                        kept = {"reversal_code": getattr(outcome, "code", None)} if event == "refused" else {}
-                        yield Op("end_reversal", rec.id, rec.state, state=states.advance(rec.state, event), **kept)
+                    yield Op(op, rec.id, rec.state, **changes)
                 except StaleState:
                     log.info("txn %d moved on while its reversal was under way", rec.id)
+                except JournalError as e:
+                    # Held, not lost and not sent again at once: written by a sweep reversal_retry later.
+                    held = Held(op, rec.state, changes, event, now + cfg.reversal_retry)
+                    self.held.hold(rec.id, held, e, cfg.reversal_retry)
+                    engine.metrics.reversal("queue", str(outcome))
+                    continue
                 if event != "retry":
                     self.pans.pop(rec.id, None)
                 engine.metrics.reversal("queue", str(outcome))

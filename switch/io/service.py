@@ -441,6 +441,7 @@ class Switch:
             except Exception:
                 self.metrics.internal_error()
                 log.exception("reversal sweep failed")
+                self.engine.reversals.failed()  # the next in reversal_retry, not in a loop
                 continue
             for name, job in jobs.items():
                 task = asyncio.create_task(self._job(job), name=f"reversals:{name}")

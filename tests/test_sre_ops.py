@@ -1,0 +1,159 @@
+"""The switch as an operator runs it: a journal disk that fails, a broken
+configuration, several workers.
+
+The journal's refusals are made the way tests/test_journal_full.py makes
+them: the journal's method answers a JournalError ("database or disk is
+full"), as the SQLite writer does on a full file system.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from switch.core import states
+from switch.core.acquirer import Result
+from switch.journal import JournalError
+from tests import test_service as ts
+
+FULL = "journal batch of 1 not written: OperationalError('database or disk is full')"
+RETRY = 0.2  # reversal_retry of these scenarios
+
+
+def refusing(sw, calls: list | None = None):
+    """A journal method that refuses (disk full), counting its calls in ``calls``."""
+    def refuse(*args, **kwargs):
+        if calls is not None:
+            calls.append(time.monotonic())
+        fut = sw._loop.create_future()
+        fut.set_exception(JournalError(FULL))
+        return fut
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def hmac_key(monkeypatch):
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+
+
+def run(scenario, *, acquirers=None):
+    """tests.test_service.run with reversal_retry = RETRY."""
+    acquirers = acquirers if acquirers is not None else ts.fakes()
+    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV)
+    cfg = ts.config_mod.loads(text.replace("reversal_retry = 0.05", f"reversal_retry = {RETRY}"), "sre.toml")
+
+    async def main():
+        sw = ts.Switch(cfg, acquirers=acquirers)
+        try:
+            await sw.start()
+            return await scenario(sw)
+        finally:
+            try:
+                await asyncio.wait_for(sw.close(), ts.WAIT)
+            except asyncio.TimeoutError:
+                sw.journal.close()
+                raise AssertionError("Switch.close() did not return") from None
+
+    return asyncio.run(main())
+
+
+def lines(caplog, text: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if text in r.getMessage()]
+
+
+# -- 1. a reversal whose outcome the journal refuses ---------------------------------
+
+
+def test_a_reversal_whose_outcome_the_journal_refuses_is_held_and_retried_not_hot_looped(caplog, monkeypatch):
+    """The acquirer acknowledged the reversal, the journal refuses to record it: the
+    reversal is held (not sent again and again), its outcome written once the journal
+    takes writes again; one log line for the burst, no traceback, no internal error."""
+    bank_a = ts.FakeAcquirer("bank-a", answer=Result(response_code="68", uncertain=True))
+
+    async def scenario(sw):
+        real = sw.journal.end_reversal
+        refused: list[float] = []
+        monkeypatch.setattr(sw.journal, "end_reversal", refusing(sw, refused))
+        with caplog.at_level(logging.INFO):
+            assert (await ts.call(sw, ts.request(stan="000101")))[39] == "68"
+            await asyncio.sleep(2.5 * RETRY)
+            sent, tried = len(bank_a.reversed), len(refused)
+            gauge = ts.sample(sw, "payswitch_reversal_queue")
+            monkeypatch.setattr(sw.journal, "end_reversal", real)
+            rec = await ts.wait_state(sw, "000101", states.REVERSED)
+        return sent, tried, gauge, rec, sw.metrics.internal_errors._value.get()
+
+    sent, tried, gauge, rec, internal = run(scenario, acquirers=ts.fakes(**{"bank-a": bank_a}))
+    assert sent == 1  # acknowledged once: held, not sent again while its outcome waits for the journal
+    assert 1 <= tried <= 4  # its outcome tried again every reversal_retry, not in a loop
+    assert len(bank_a.reversed) == 1
+    assert gauge == 1  # still waiting, as far as the journal knows
+    assert rec.state == states.REVERSED
+    said = lines(caplog, "could not be journaled")
+    assert len(said) == 1 and said[0].levelno == logging.ERROR and not said[0].exc_info
+    assert "disk is full" in said[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]
+    assert internal == 0
+
+
+def test_an_unanswered_reversal_the_journal_cannot_count_waits_reversal_retry(caplog, monkeypatch):
+    """The acquirer did not answer the reversal and the journal refuses its attempt count:
+    the next try still waits reversal_retry (not at once, attempt after attempt)."""
+    bank_a = ts.FakeAcquirer("bank-a", answer=Result(response_code="68", uncertain=True), reverse_failures=1000)
+
+    async def scenario(sw):
+        monkeypatch.setattr(sw.journal, "update_if", refusing(sw))
+        assert (await ts.call(sw, ts.request(stan="000102")))[39] == "68"
+        with caplog.at_level(logging.INFO):
+            await asyncio.sleep(2.5 * RETRY)
+        return len(bank_a.reversed)
+
+    sent = run(scenario, acquirers=ts.fakes(**{"bank-a": bank_a}))
+    assert 1 <= sent <= 4
+    assert len(lines(caplog, "could not be journaled")) == 1
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_the_sweep_waits_reversal_retry_while_the_journal_fails(caplog, monkeypatch):
+    async def scenario(sw):
+        calls: list[float] = []
+        monkeypatch.setattr(sw.journal, "reversal_backlog", refusing(sw, calls))
+        with caplog.at_level(logging.INFO):
+            for _ in range(5):  # reversals queued meanwhile wake it: it still waits
+                sw._wake_sweeper()
+                await asyncio.sleep(RETRY / 2)
+            await asyncio.sleep(RETRY)
+        return calls, sw.metrics.internal_errors._value.get()
+
+    calls, internal = run(scenario)
+    assert 1 <= len(calls) <= 6, len(calls)
+    said = [r for r in caplog.records if "sweep" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR and not said[0].exc_info, [r.getMessage() for r in said]
+    assert "disk is full" in said[0].getMessage()
+    assert internal == 0
+
+
+# -- 3. held reversals in payswitch_reversal_queue ------------------------------------
+
+
+def test_reversals_held_in_memory_count_in_the_reversal_queue_gauge(monkeypatch):
+    """An approval the journal cannot record is held in memory for its reversal: the
+    gauge an operator alerts on counts it while the journal cannot."""
+    gate = asyncio.Event()
+    bank_a = ts.FakeAcquirer("bank-a", gate=gate)
+
+    async def scenario(sw):
+        pending = asyncio.ensure_future(ts.call(sw, ts.request(stan="000301")))
+        await asyncio.wait_for(bank_a.entered.wait(), ts.WAIT)
+        for name in ("update", "update_if", "reversal_backlog", "pending_reversals"):
+            monkeypatch.setattr(sw.journal, name, refusing(sw))
+        gate.set()
+        resp = await asyncio.wait_for(pending, ts.WAIT)
+        await asyncio.sleep(RETRY)
+        return resp, ts.sample(sw, "payswitch_reversal_queue")
+
+    resp, gauge = run(scenario, acquirers=ts.fakes(**{"bank-a": bank_a}))
+    assert resp[39] == "96"
+    assert gauge == 1
