@@ -135,6 +135,39 @@ def test_the_sweep_waits_reversal_retry_while_the_journal_fails(caplog, monkeypa
     assert internal == 0
 
 
+# -- 2. a wallet call whose outcome the journal cannot record ------------------------
+
+
+def test_a_wallet_payment_the_journal_cannot_record_is_a_journal_96(caplog):
+    """The wallet adapter journals the order's state around each call; when the journal
+    refuses, the call ends in a JournalError: the terminal gets 96, counted as the
+    journal's, logged as a journal failure (no traceback, no internal error), and the
+    order is reversed (the wallet may have taken the money)."""
+    wallet = ts.FakeAcquirer("wallet-a", answer=JournalError(FULL))
+
+    async def scenario(sw):
+        with caplog.at_level(logging.INFO):
+            resp = await ts.call(sw, ts.request(stan="000201", pan=None, f22="031", f48="BC018281234567890123456"))
+        rec = await ts.wait_state(sw, "000201", states.REVERSED)
+        return resp, rec, sw.metrics.internal_errors._value.get(), answered(sw)
+
+    resp, rec, internal, counted = run(scenario, acquirers=ts.fakes(**{"wallet-a": wallet}))
+    assert resp[39] == "96" and 38 not in resp
+    assert rec.response_code == "96"
+    assert counted == {("journal", "financial", "96"): 1.0}
+    assert internal == 0
+    assert not [r for r in caplog.records if r.exc_info]
+    [said] = lines(caplog, "the journal could not record")
+    assert said.levelno == logging.ERROR and "wallet-a" in said.getMessage() and "disk is full" in said.getMessage()
+    assert wallet.reversed
+
+
+def answered(sw) -> dict:
+    return {(s.labels["kind"], s.labels["mclass"], s.labels["code"]): s.value
+            for family in sw.metrics.registry.collect() if family.name == "payswitch_requests"
+            for s in family.samples if s.name.endswith("_total") and s.value}
+
+
 # -- 3. held reversals in payswitch_reversal_queue ------------------------------------
 
 

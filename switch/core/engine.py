@@ -468,6 +468,12 @@ class Engine:
                 self.metrics.internal_error()
                 log.error("%s overran its %.1f s deadline on rrn %s; reversing", name, timeout, rec.rrn, **about(rec))
                 result = Result(response_code="68", uncertain=True)
+            except JournalError as e:
+                # Not a bug: the adapter journals as it goes (a wallet's order state) and the
+                # journal refused; what the acquirer did is not recorded: 96, and reversed.
+                log.error("%s: the journal could not record its call on rrn %s: %s; answered 96 and reversing"
+                          " (runbook: \"Journal failing\")", name, rec.rrn, e, **about(rec))
+                result = Result(response_code="96", uncertain=True)
             except Exception:
                 self.metrics.internal_error()
                 log.exception("%s failed on rrn %s; reversing", name, rec.rrn, **about(rec))
