@@ -406,6 +406,9 @@ def _check(cfg: Config, src: str) -> Config:
 
     check_limits(cfg, fail)
     config_vas.check(cfg, fail)  # value-added services, token keys, the event relay
+    from switch import config_places
+
+    config_places.check(cfg, fail)  # every number's range, hosts and endpoints, routes' merchants
     return cfg
 
 
@@ -488,10 +491,15 @@ def loads(text: str, source: str = "<string>") -> Config:
 def load(path: str | os.PathLike) -> Config:
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
-    return loads(text, str(p))
+    from switch.config_places import decode_problem
+
+    problem = decode_problem(data)
+    if problem:
+        raise ConfigError(f"{p}: {problem}")
+    return loads(data.decode("utf-8"), str(p))
 
 
 def default() -> Config:

@@ -135,6 +135,8 @@ def _security(cfg: Config) -> None:
     if not isinstance(module, SoftwareModuleConfig):
         return
     _readable(cfg, "security.module.key_store", module.key_store, "key store")
+    if module.master_key_file:
+        _readable(cfg, "security.module.master_key_file", module.master_key_file, "master key file")
     try:
         names = keystore.load(module.key_store, keystore.read_master_key(module.master_key_file, module.master_key_env))
     except keystore.KeyStoreError as e:

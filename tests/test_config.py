@@ -278,8 +278,8 @@ def test_an_invalid_ip_address_is_named_before_the_token_rule(tmp_path, section,
 
 
 def test_host_names_and_valid_addresses_are_still_accepted():
-    for host in ("localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "::", "switch-1.example"):
-        token = "" if host in ("localhost", "127.0.0.1", "::1", "[::1]") else 'admin_token_env = "PAYSWITCH_ADMIN_TOKEN"\n'
+    for host in ("localhost", "127.0.0.1", "::1", "0.0.0.0", "::", "switch-1.example"):  # "[::1]" is refused: it cannot be bound
+        token = "" if host in ("localhost", "127.0.0.1", "::1") else 'admin_token_env = "PAYSWITCH_ADMIN_TOKEN"\n'
         config.loads(f'[http]\nhost = "{host}"\n{token}[[listeners]]\nhost = "{host}"\n', "x.toml")
 
 

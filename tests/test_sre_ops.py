@@ -190,3 +190,139 @@ def test_reversals_held_in_memory_count_in_the_reversal_queue_gauge(monkeypatch)
     resp, gauge = run(scenario, acquirers=ts.fakes(**{"bank-a": bank_a}))
     assert resp[39] == "96"
     assert gauge == 1
+
+
+# -- 4. configuration errors ----------------------------------------------------------
+
+BASE = """
+response_timeout = 30.0
+
+[journal]
+url = "sqlite://:memory:"
+
+[[listeners]]
+host = "127.0.0.1"
+port = 18583
+
+[[merchants]]
+id = "SHOP00000000001"
+terminals = ["TERM0001"]
+
+[[acquirers]]
+name = "bank-a"
+type = "card"
+endpoints = ["127.0.0.1:9101"]
+timeout = 10.0
+
+[[routes]]
+name = "visa"
+kind = "card"
+prefixes = ["4"]
+acquirers = ["bank-a"]
+"""
+
+
+def refused_config(text: str) -> str:
+    with pytest.raises(ts.config_mod.ConfigError) as e:
+        ts.config_mod.loads(text, "sw.toml")
+    return str(e.value)
+
+
+def with_key(section_marker: str, line: str) -> str:
+    """BASE with ``line`` added after the first line holding ``section_marker``."""
+    head, marker, tail = BASE.partition(section_marker)
+    return f"{head}{marker}\n{line}{tail}"
+
+
+def test_a_config_file_that_is_not_utf8_names_the_line_and_column(tmp_path):
+    path = tmp_path / "sw.toml"
+    path.write_bytes(b'response_timeout = 30.0\n# caf\xe9 du coin\n')
+    with pytest.raises(ts.config_mod.ConfigError) as e:
+        ts.config_mod.load(path)
+    assert str(e.value) == (f"{path}: not UTF-8 text: byte 0xe9 at line 2, column 6 "
+                            "(a TOML file is UTF-8: save it as UTF-8)")
+
+
+@pytest.mark.parametrize("marker, line, path, bounds", [
+    ("response_timeout = 30.0", "reversal_retry = 1e-9", "reversal_retry", "at least 0.01 and at most 3600.0"),
+    ("response_timeout = 30.0", "reversal_retry = 1e12\nreversal_backoff_max = 1e12", "reversal_retry",
+     "at least 0.01 and at most 3600.0"),
+    ("response_timeout = 30.0", "card_retention = 1e12", "card_retention", "at least 0.0 and at most 2678400.0"),
+    ("response_timeout = 30.0", "drain_timeout = 1e9", "drain_timeout", "at least 0.0 and at most 3600.0"),
+    ("response_timeout = 30.0", "max_in_flight_per_terminal = 100000000", "max_in_flight_per_terminal",
+     "at least 1 and at most 65535"),
+    ("port = 18583", "max_in_flight = 1000000000", "listeners[0].max_in_flight", "at least 1 and at most 65535"),
+    ("port = 18583", "idle_timeout = 1e12", "listeners[0].idle_timeout", "above 0.0 and at most 604800.0"),
+    ("timeout = 10.0", "breaker_threshold = 0", "acquirers[0].breaker_threshold", "at least 1 and at most 1000"),
+    ("timeout = 10.0", "breaker_threshold = 1000000000", "acquirers[0].breaker_threshold",
+     "at least 1 and at most 1000"),
+    ("timeout = 10.0", "echo_interval = 1e12", "acquirers[0].echo_interval", "above 0.0 and at most 86400.0"),
+    ("timeout = 10.0", "breaker_cooldown = 1e9", "acquirers[0].breaker_cooldown", "above 0.0 and at most 3600.0"),
+    ("timeout = 10.0", "connections = 1000000", "acquirers[0].connections", "at least 1 and at most 256"),
+    ("timeout = 10.0", "cancel_margin = -1.0", "acquirers[0].cancel_margin", "at least 0.0 and at most 600.0"),
+    ('acquirers = ["bank-a"]', "max_amount = 10000000000000", "routes[0].max_amount",
+     "at least 0 and at most 999999999999"),
+])
+def test_every_number_has_a_lower_and_an_upper_bound(marker, line, path, bounds):
+    msg = refused_config(with_key(marker, line))
+    assert msg.startswith("sw.toml: must be " + bounds + ", got ") and msg.endswith(f" - at `$.{path}`"), msg
+
+
+def test_vas_hsm_and_relay_numbers_have_bounds_too():
+    hsm = BASE + '\n[security.module]\nkind = "hsm"\nendpoints = ["127.0.0.1:1500"]\nkey_table = "t.json"\ntimeout = 1e6\n'
+    assert refused_config(hsm) == "sw.toml: must be above 0.0 and at most 60.0, got 1000000.0 - at `$.security.module.timeout`"
+    relay = BASE + "\n[events]\nretry_max = 1e12\n"
+    assert refused_config(relay).endswith("got 1000000000000.0 - at `$.events.retry_max`")
+    vas = BASE + ('\n[[vas]]\nname = "loyalty"\nmerchants = ["SHOP00000000001"]\nurl = "http://127.0.0.1:9401"\n'
+                  'secret_env = "X"\nconnections = 100000\n')
+    assert refused_config(vas) == "sw.toml: must be at least 1 and at most 256, got 100000 - at `$.vas[0].connections`"
+
+
+@pytest.mark.parametrize("text, path, why", [
+    (BASE.replace('host = "127.0.0.1"', 'host = ""'), "listeners[0].host", "empty host: name an address"),
+    (BASE.replace('host = "127.0.0.1"', 'host = "[::1]"'), "listeners[0].host",
+     "write the IPv6 address without brackets: ::1 (not [::1])"),
+    (BASE + '\n[http]\nhost = "[::1]"\n', "http.host", "write the IPv6 address without brackets: ::1 (not [::1])"),
+    (BASE.replace('host = "127.0.0.1"', 'host = "10.0.0.256"'), "listeners[0].host", "invalid IP address: "),
+    (BASE.replace("127.0.0.1:9101", "10.0.0.300:9101"), "acquirers[0].endpoints[0]", "invalid IP address: "),
+    (BASE.replace("127.0.0.1:9101", "[::1]:9101"), "acquirers[0].endpoints[0]",
+     "write the IPv6 address without brackets: ::1:9101 (not [::1]:9101)"),
+    (BASE + '\n[security.module]\nkind = "hsm"\nendpoints = ["1500"]\nkey_table = "t.json"\n',
+     "security.module.endpoints[0]", "expected 'host:port', got '1500'"),
+])
+def test_hosts_and_addresses_are_checked(text, path, why):
+    msg = refused_config(text)
+    assert msg.startswith("sw.toml: " + why) and msg.endswith(f" - at `$.{path}`"), msg
+
+
+def test_ipv6_without_brackets_is_taken():
+    cfg = ts.config_mod.loads(BASE.replace('host = "127.0.0.1"', 'host = "::1"').replace("127.0.0.1:9101", "::1:9101"),
+                              "sw.toml")
+    assert cfg.listeners[0].host == "::1" and cfg.acquirers[0].endpoints == ["::1:9101"]
+
+
+@pytest.mark.parametrize("merchants, path, why", [
+    ("[]", "routes[0].merchants", "an empty list matches no merchant"),
+    ('["SHOP00000000009"]', "routes[0].merchants[0]", "unknown merchant 'SHOP00000000009'"),
+    ('["SHOP00000000001", "SHOP00000000001"]', "routes[0].merchants[1]", "merchant 'SHOP00000000001' is named twice"),
+    ('["SHOP000000000010000"]', "routes[0].merchants[0]", "expected a merchant ID (field 42: 1 to 15 characters"),
+    ('[""]', "routes[0].merchants[0]", "expected a merchant ID"),
+])
+def test_a_routes_merchants_are_well_formed(merchants, path, why):
+    msg = refused_config(with_key('acquirers = ["bank-a"]', f"merchants = {merchants}"))
+    assert msg.startswith("sw.toml: " + why) and msg.endswith(f" - at `$.{path}`"), msg
+
+
+def test_missing_key_files_of_the_security_module_name_their_key(tmp_path):
+    from switch import preflight
+
+    (tmp_path / "keys.json").write_text("{}")
+    software = BASE + (f'\n[security.module]\nkind = "software"\nkey_store = "{tmp_path / "keys.json"}"\n'
+                       f'master_key_file = "{tmp_path / "master.key"}"\n')
+    hsm = BASE + f'\n[security.module]\nkind = "hsm"\nendpoints = ["127.0.0.1:1500"]\nkey_table = "{tmp_path / "t.json"}"\n'
+    for text, key, what in ((software, "master_key_file", "master key file"), (hsm, "key_table", "HSM key table")):
+        cfg = ts.config_mod.loads(text, "sw.toml")
+        with pytest.raises(ts.config_mod.ConfigError) as e:
+            preflight.check_files(cfg)
+        assert str(e.value) == (f"sw.toml: cannot read {what} {tmp_path / ('master.key' if key == 'master_key_file' else 't.json')}: "
+                                f"No such file or directory - at `$.security.module.{key}`")
