@@ -52,6 +52,18 @@ def _key(path: str) -> str:
     return rest.split("[", 1)[0].split(".", 1)[0]
 
 
+def check_files(new) -> None:
+    """Raise :class:`switch.config.ConfigError` for a file ``new`` names that is missing,
+    unreadable or wrong, as a start would, and for a key file of a bundled simulator
+    still missing: the simulators started with the switch and wrote theirs then, so
+    a file missing now is no simulator's to write (and the switch keeps running on
+    the configuration it has).  A single process and the supervisor of ``--workers``
+    both ask this before they take a file."""
+    from switch import preflight
+
+    preflight.check_files(new, running=True)
+
+
 def acquirers_changed(running: set[str] | frozenset[str], new) -> str | None:
     """Why a switch running the acquirers named ``running`` cannot take ``new`` (a
     :class:`switch.config.Config`) by a reload, naming its file; None if it can.

@@ -87,8 +87,8 @@ def _http(cfg: Config) -> None:
     load_admin_token(cfg.http, cfg.source)
 
 
-def _acquirers(cfg: Config) -> None:
-    simulated = {s.name for s in cfg.simulators}
+def _acquirers(cfg: Config, running: bool) -> None:
+    simulated = set() if running else {s.name for s in cfg.simulators}
     for i, a in enumerate(cfg.acquirers):
         files = [getattr(a, key) for key in _FILE_KEYS if getattr(a, key)]
         if a.name in simulated and not all(os.path.exists(f) for f in files):
@@ -246,16 +246,19 @@ def secrets_open_to_others(cfg: Config) -> list[str]:
     return found
 
 
-def check_files(cfg: Config) -> None:
+def check_files(cfg: Config, *, running: bool = False) -> None:
     """Raise :class:`ConfigError` for a file the configuration names that is
     missing, unreadable or wrong, warning about nothing: what a reload checks
-    too, so that a file a restart would refuse is never taken."""
+    too, so that a file a restart would refuse is never taken.
+
+    ``running`` (a reload): the bundled simulators started long ago, so a key
+    file of theirs still missing is missing (at a start they write it first)."""
     _journal(cfg)
     _listeners(cfg)
     _http(cfg)
-    _acquirers(cfg)
+    _acquirers(cfg, running)
     _security(cfg)
-    _vas(cfg)
+    _vas(cfg, running)
 
 
 def check(cfg: Config, *, key_apart: bool = False) -> None:
@@ -279,11 +282,11 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
         log.warning("%s", short_drain)
 
 
-def _vas(cfg: Config) -> None:
+def _vas(cfg: Config, running: bool) -> None:
     """Secrets of value-added services (a bundled simulator writes its own) and token keys."""
     from switch.io.vas import read_secret, token_key_path
 
-    simulated = {s.name for s in cfg.simulators}
+    simulated = set() if running else {s.name for s in cfg.simulators}
     for i, s in enumerate(cfg.vas):
         if s.secret_env or (s.secret_file and s.name not in simulated):
             where = f"vas[{i}].{'secret_env' if s.secret_env else 'secret_file'}"

@@ -326,3 +326,40 @@ def test_missing_key_files_of_the_security_module_name_their_key(tmp_path):
             preflight.check_files(cfg)
         assert str(e.value) == (f"sw.toml: cannot read {what} {tmp_path / ('master.key' if key == 'master_key_file' else 't.json')}: "
                                 f"No such file or directory - at `$.security.module.{key}`")
+
+
+# -- 5. a reload that names a missing key file ----------------------------------------
+
+SIMULATED_WALLET = BASE + """
+[[acquirers]]
+name = "wallet-a"
+type = "wallet-micropay"
+endpoints = ["http://127.0.0.1:9201"]
+timeout = 10.0
+secret_file = "{secret}"
+
+[[routes]]
+name = "wallet-a"
+kind = "wallet"
+prefixes = ["10"]
+acquirers = ["wallet-a"]
+
+[[simulators]]
+kind = "wallet"
+name = "wallet-a"
+port = 9201
+"""
+
+
+def test_a_reload_naming_a_missing_simulator_key_file_is_refused(tmp_path):
+    """At a start the sandbox simulator writes its key file before the acquirer is built;
+    at a reload it has long been started: a file still missing is missing."""
+    from switch import config_reload, preflight
+
+    secret = tmp_path / "wallet-a.secret"
+    cfg = ts.config_mod.loads(SIMULATED_WALLET.format(secret=secret), "sw.toml")
+    preflight.check_files(cfg)  # a start: the simulator writes it
+    with pytest.raises(ts.config_mod.ConfigError) as e:
+        config_reload.check_files(cfg)
+    assert str(e.value) == (f"sw.toml: cannot read secret {secret}: No such file or directory"
+                            " - at `$.acquirers[1].secret_file`")

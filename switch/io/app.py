@@ -23,7 +23,7 @@ import signal
 import sys
 
 from switch import config as config_mod
-from switch import config_timing, logs, preflight, wiring
+from switch import config_reload, config_timing, logs, preflight, wiring
 from switch.config_security import load_admin_token
 from switch.io import early_stop, hangup, ports
 from switch.io.children import Children
@@ -85,7 +85,7 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
                 return False, "running on the embedded default: there is no file to reload"
             try:
                 new = load() if load is not None else config_mod.load(config_path)
-                preflight.check_files(new)  # a file a restart would refuse is not taken either
+                config_reload.check_files(new)  # a file a restart would refuse is not taken either
                 # applied: against the last configuration taken; needing a
                 # restart: against what the process was started with.
                 applied, _ = config_mod.reload_changes(switch.cfg, new)

@@ -387,9 +387,7 @@ class Fleet:
         old HTTP ports.  Workers and the supervisor thus always run, and
         restart on, one configuration; a restart of the switch takes the file.
         """
-        from switch import preflight
-
-        preflight.check_files(new)
+        config_reload.check_files(new)
         why = config_reload.acquirers_changed({a.name for a in self.cfg.acquirers}, new)
         if why:
             raise config_mod.ConfigError(why)
