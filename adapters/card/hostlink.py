@@ -224,7 +224,7 @@ class HostConnection:
         self.state = State.CONNECTING
         # Keyed by STAN; a late answer must fit the MTI of the request given up on.
         # Of a message given up on, what its late answer is checked and read against.
-        self.inflight: InFlight[str, Pending] = InFlight(remember=attrgetter("mti", "amount", "kind"))
+        self.inflight: InFlight[str, Pending] = InFlight(remember=attrgetter("mti", "amount", "kind", "currency"))
         self.last_received = 0.0
         self.resume_at: float | None = None
         self._echo: Pending | None = None
@@ -234,7 +234,7 @@ class HostConnection:
     def _register(self, kind: Kind, msg: dict, *, now: float, deadline: float,
                   rrn: str = "", terminal_id: str | None = None, token: Any = None) -> Pending:
         pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
-                          msg.get(4), msg.get(3))
+                          msg.get(4), msg.get(3), msg.get(49), msg.get(42))
         self.inflight.add(pending.stan, pending, deadline)
         return pending
 
@@ -389,14 +389,15 @@ class HostConnection:
         if pending is None:
             late = self.inflight.expired(stan)
             if late is not None and mti in answers(late[0]):
-                late_mti, requested, kind = late
+                late_mti, requested, kind, currency = late
                 self.inflight.forget_expired(stan)
                 self.metrics.inc("late_answers", mti=late_mti)
                 rc, f7 = msg.get(39), msg.get(7)
-                held = amount_held(rc, requested=requested, approved=msg.get(4)) if kind is Kind.REQUEST else None
+                held = amount_held(rc, requested=requested, approved=msg.get(4), currency=currency,
+                                   host_currency=msg.get(49)) if kind is Kind.REQUEST else None
                 ref = None
                 if held is not None and valid_f7(f7):
-                    ref = acquirer_ref(stan, f7, msg.get(37) or "", rc, held)
+                    ref = acquirer_ref(stan, f7, msg.get(37) or "", rc, *held)
                 return [Late(mti, stan, rc, f7, msg.get(38), ref)]
             self.metrics.inc("unmatched_answers", mti=mti)
             return [Unmatched(mti, stan, "no request in flight with this STAN")]
@@ -565,13 +566,15 @@ def result_from_answer(msg: Any, pending: Pending) -> Result:
         return Result(response_code=RC_MALFUNCTION, acquirer_ref=acquirer_ref(pending.stan, pending.f7, rrn),
                       uncertain=True)
     answer = terminal_answer(rc, requested=pending.amount, approved=msg.get(4),
-                             processing_code=pending.processing_code)
+                             processing_code=pending.processing_code, currency=pending.currency,
+                             host_currency=msg.get(49))
     if answer.code == rc:
         ref = acquirer_ref(pending.stan, pending.f7, rrn)
         return Result(response_code=rc, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55))
     host_code = rc if well_formed(rc) else "??"
-    held = amount_held(rc, requested=pending.amount, approved=msg.get(4)) if answer.reverse else None
-    ref = acquirer_ref(pending.stan, pending.f7, rrn, host_code, held)
+    held = amount_held(rc, requested=pending.amount, approved=msg.get(4), currency=pending.currency,
+                       host_currency=msg.get(49)) if answer.reverse else None
+    ref = acquirer_ref(pending.stan, pending.f7, rrn, host_code, *(held or ()))
     if answer.reverse:
         # Money may stay authorized at the host and the terminal is told otherwise: reversed,
         # as an answer the switch cannot trust is.  The host's field 38 is kept (journaled):

@@ -100,11 +100,12 @@ class Pending:
     """One message written to the acquirer and not yet answered."""
 
     __slots__ = ("kind", "mti", "stan", "f7", "rrn", "terminal_id", "deadline", "sent_at", "token",
-                 "amount", "processing_code", "held_known")
+                 "amount", "processing_code", "held_known", "currency", "merchant_id")
 
     def __init__(self, kind: Kind, mti: str, stan: str, f7: str, rrn: str,
                  terminal_id: str | None, deadline: float, sent_at: float, token: Any,
-                 amount: str | None = None, processing_code: str | None = None) -> None:
+                 amount: str | None = None, processing_code: str | None = None,
+                 currency: str | None = None, merchant_id: str | None = None) -> None:
         self.kind = kind
         self.mti = mti
         self.stan = stan
@@ -117,6 +118,10 @@ class Pending:
         # Fields 4 and 3 as sent: what an approval is checked against (adapters.card.response_codes).
         self.amount = amount
         self.processing_code = processing_code
+        # Fields 49 and 42 as sent: an approval in another currency is no approval of this
+        # request, an answer naming another merchant no answer to it.
+        self.currency = currency
+        self.merchant_id = merchant_id
         # A reversal: whether the switch had its original's answer, and so knows the
         # amount the acquirer holds (the answer's 38, or the amount it approved).
         self.held_known = True
