@@ -7,6 +7,7 @@ response mux, :class:`switch.core.inflight.InFlight`, keyed by STAN.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from typing import Any, Callable
 
 from adapters.card.messages import acquirer_ref, valid_stan
@@ -132,3 +133,35 @@ class Pending:
 
     def __repr__(self) -> str:
         return f"<Pending {self.kind.value} {self.mti} stan={self.stan} deadline={self.deadline:.3f}>"
+
+
+class GivenUp:
+    """What a host link gave up on, by STAN: past its deadline, or in flight on a
+    connection that went away.  One per link, shared by its connections.
+
+    The acquirer may still answer such a message, on the connection it came
+    on or, after a reconnect, on another: that answer is late, not stray, and
+    tells the reversal the switch queued meanwhile what the acquirer holds.
+    ``memory`` bounds how many are kept (the oldest go first).
+    """
+
+    def __init__(self, memory: int = 4096) -> None:
+        self._kept: OrderedDict[str, Pending] = OrderedDict()
+        self._memory = memory
+
+    def add(self, pending: Pending) -> None:
+        kept = self._kept
+        kept[pending.stan] = pending
+        kept.move_to_end(pending.stan)
+        while len(kept) > self._memory:
+            kept.popitem(last=False)
+
+    def get(self, stan: str) -> Pending | None:
+        return self._kept.get(stan)
+
+    def forget(self, stan: str) -> None:
+        """Its late answer came: a second one is stray."""
+        self._kept.pop(stan, None)
+
+    def __len__(self) -> int:
+        return len(self._kept)
