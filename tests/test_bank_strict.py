@@ -165,3 +165,17 @@ def test_the_same_transaction_type_with_another_account_is_still_the_answer():
     [done] = conn.receive(answer_to(msg, f39="00", f38="AB12CD", f3="002000"), 1.1)
     assert type(done) is Completed and done.outcome.response_code == "00"
 
+
+# -- 5. a late answer with a missing or wrong MAC ------------------------------------------
+
+def test_a_late_answer_with_a_wrong_mac_changes_nothing():
+    conn = ready_connection()
+    msg, _ = conn.request(make_request(), now=1.0, wall=WALL, timeout=1.0)
+    conn.poll(2.5, WALL)
+    forged = answer_to(msg, f39="00", f38="FORGED", f4="000000000001")
+    [event] = conn.receive(forged, 3.0, authentic=False)
+    assert type(event) is not Late  # nothing for the reversal: not its 38, not an amount held
+    assert conn.metrics.get("mac_failures", mti="0210") == 1
+    # The acquirer's own answer, MACed, is still taken as the late answer.
+    [late] = conn.receive(answer_to(msg, f39="00", f38="LATE01"), 3.1)
+    assert type(late) is Late and late.auth_code == "LATE01"

@@ -375,7 +375,7 @@ class HostConnection:
             return [Unmatched(mti, None, "no field 11")]
         pending = self.inflight.peek(stan)
         if pending is None:
-            return self._late(msg, mti, stan)
+            return self._late(msg, mti, stan, authentic)
         why = mismatch(pending, msg, mti)
         if why is not None:
             self.metrics.inc("unmatched_answers", mti=mti)
@@ -388,9 +388,11 @@ class HostConnection:
         self._finish(pending)
         return events
 
-    def _late(self, msg: Any, mti: str, stan: str) -> list:
+    def _late(self, msg: Any, mti: str, stan: str, authentic: bool) -> list:
         """An answer under a STAN with nothing in flight: to a message the link gave up on
-        (on this connection or an earlier one), else unmatched."""
+        (on this connection or an earlier one), else unmatched.  One with a missing or
+        wrong MAC changes nothing: its field 38 and amount are not the acquirer's word,
+        and the acquirer's own late answer may still come."""
         late = self.given_up.get(stan)
         if late is None:
             self.metrics.inc("unmatched_answers", mti=mti)
@@ -399,6 +401,9 @@ class HostConnection:
         if why is not None:
             self.metrics.inc("unmatched_answers", mti=mti)
             return [Unmatched(mti, stan, f"late: {why}")]
+        if not authentic:
+            self.metrics.inc("unmatched_answers", mti=mti)
+            return [Unmatched(mti, stan, "late answer with a missing or wrong MAC: not taken")]
         rc, amount, auth_code, rrn = msg.get(39), msg.get(4), msg.get(38), msg.get(37)
         currency = msg.get(49)
         self.given_up.forget(stan)
