@@ -7,7 +7,7 @@ terminal, and whatever the acquirer may hold is reversed, by what it holds.
 from __future__ import annotations
 
 from adapters.card.hostlink import Completed, HostConnection, SignedOn, Late, Unmatched, fields_view, parse_ref, reversal_fields
-from switch.core.acquirer import Original
+from switch.core.acquirer import RETRY, REVERSED, Original
 
 from tests.test_card_hostlink import ACQ, WALL, answer_to, make_request, make_reversal, ready_connection
 
@@ -179,3 +179,24 @@ def test_a_late_answer_with_a_wrong_mac_changes_nothing():
     # The acquirer's own answer, MACed, is still taken as the late answer.
     [late] = conn.receive(answer_to(msg, f39="00", f38="LATE01"), 3.1)
     assert type(late) is Late and late.auth_code == "LATE01"
+
+
+# -- 6. 94 (duplicate transmission) to an 0420 ---------------------------------------------
+
+def original_approved() -> Original:
+    req = make_request()
+    return Original(txn_id=1, mti=req.mti, processing_code=req.processing_code, amount=req.amount,
+                    currency=req.currency, stan=req.stan, transmission_time=req.transmission_time,
+                    rrn=req.rrn, auth_code="AB12CD", host_stan="000321", host_time="1114221320")
+
+
+def test_a_94_to_an_0420_is_repeated_as_an_0421():
+    conn = ready_connection()
+    msg, _ = conn.reversal(make_reversal(original_approved()), now=1.0, wall=WALL, timeout=10.0)
+    assert msg["mti"] == "0420"
+    [done] = conn.receive(answer_to(msg, f39="94"), 1.1)
+    assert done.outcome == RETRY  # not done, not refused: the switch repeats it
+    repeat, _ = conn.reversal(make_reversal(original_approved(), attempt=1), now=2.0, wall=WALL, timeout=10.0)
+    assert repeat["mti"] == "0421"
+    [done] = conn.receive(answer_to(repeat, f39="00"), 2.1)
+    assert done.outcome == REVERSED

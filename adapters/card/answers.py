@@ -16,16 +16,21 @@ from adapters.card.response_codes import AMOUNT_REFUSALS, amount_held, reversal_
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Result
 
 RC_MALFUNCTION = "96"  # the acquirer answered without field 39
+DUPLICATE = "94"  # duplicate transmission
 
 
-def reversal_outcome(response_code: str | None, held_known: bool = True) -> str:
+def reversal_outcome(response_code: str | None, held_known: bool = True, mti: str = "0420") -> str:
     """What an 0430 means for the switch: 00 reversed, 25 original not found
     (the switch decides how long to keep trying), a transient or unknown code:
     try again, a refusal no repeat can change (12, 30, 64...): :class:`Refused`
     (:func:`adapters.card.response_codes.reversal_answer`).  A refusal of the
     amount (13, 64) when the switch never had the original's answer
     (``held_known`` False) is ``held_unknown``: a late answer may yet say what
-    the acquirer holds."""
+    the acquirer holds.  A 94 (duplicate transmission) to a first try
+    (``mti`` 0420) says the host holds an 0420 under these keys it has not
+    answered for: it is repeated as an 0421, which a host takes as a repeat."""
+    if response_code == DUPLICATE and mti == "0420":
+        return RETRY
     outcome, why = reversal_answer(response_code)
     if outcome == "refused":
         return Refused(response_code, why, held_unknown=not held_known and response_code in AMOUNT_REFUSALS)

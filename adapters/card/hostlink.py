@@ -480,7 +480,7 @@ class HostConnection:
         if kind is Kind.REVERSAL:
             self.metrics.inc("requests", mti=pending.mti, response_code=rc or "none")
             self.metrics.inc("reversals", mti=pending.mti, response_code=rc or "none")
-            return [Completed(pending, reversal_outcome(rc, pending.held_known))]
+            return [Completed(pending, reversal_outcome(rc, pending.held_known, pending.mti))]
         if kind is Kind.SIGN_ON:
             if rc == "00" and self.state is State.SIGNING_ON:
                 self.state = State.READY

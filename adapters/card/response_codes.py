@@ -21,7 +21,8 @@ the host link:
 
 An 0430's field 39 means something else (:func:`reversal_answer`): 00 the
 reversal is done, 25 the host has no such original, a transient code (91,
-96, 68...) try again later, and any other code of the table a refusal that
+96, 68...) try again later (and 94 to a first try, 0420: it is repeated as
+an 0421, :func:`adapters.card.answers.reversal_outcome`), and any other code of the table a refusal that
 repeating the reversal cannot change (12, 13, 14, 30, 64...): the switch
 stops and flags it for an operator (state ``reversal_refused``).
 
