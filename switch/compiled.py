@@ -58,6 +58,7 @@ MODULES = (
     "switch.journal.pan_guard",
     "adapters.card.link",
     "adapters.card.hostlink",
+    "adapters.card.answers",
     "adapters.card.slot",
     "adapters.card.inflight",
     "adapters.card.messages",

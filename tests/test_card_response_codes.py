@@ -60,7 +60,9 @@ def test_a_partial_approval_is_00_only_for_the_whole_amount():
 
 
 def test_an_approval_of_another_amount_is_declined_and_reversed():
-    assert answer("00", approved="000000000999")[:2] == ("51", True)
+    # Only a partial approval (10) of less is the card not covering the amount (51); a full
+    # approval of another amount is the host and the switch disagreeing on the sale (96).
+    assert answer("00", approved="000000000999")[:2] == ("96", True)
     assert answer("08", approved="000000001001") == ("96", True, "08 (honour with identification): 1001 approved, 1000 requested")
 
 

@@ -22,13 +22,13 @@ whether it was installed).
 from __future__ import annotations
 
 import enum
-from operator import attrgetter
 from typing import Any, Callable
 
 import msgspec
 
 from adapters.card.breaker import Breaker, BreakerState  # noqa: F401  (re-exported)
-from adapters.card.inflight import Kind, Pending, StanAllocator, StanInUse  # noqa: F401
+from adapters.card.answers import mismatch, result_from_answer, reversal_outcome  # noqa: F401
+from adapters.card.inflight import GivenUp, Kind, Pending, StanAllocator, StanInUse  # noqa: F401
 from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the simulator and tests use them)
     ECHO,
     KEY_CHANGE,
@@ -54,14 +54,7 @@ from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the 
     valid_f7,
     valid_stan,
 )
-from adapters.card.response_codes import (
-    AMOUNT_REFUSALS,
-    TABLE,
-    amount_held,
-    reversal_answer,
-    terminal_answer,
-    well_formed,
-)
+from adapters.card.response_codes import TABLE, amount_held
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Request, Result
 from switch.core.inflight import InFlight
 from switch.core.link_metrics import LinkMetrics  # noqa: F401  (re-exported: the link and tests use it)
@@ -73,20 +66,6 @@ RC_MALFUNCTION = "96"  # the acquirer answered without field 39
 RC_MAC = "A0"  # our answer to an 0800 of the acquirer whose MAC is missing or wrong
 
 FINANCIAL_MTIS = ("0100", "0200", "0220")
-
-
-def reversal_outcome(response_code: str | None, held_known: bool = True) -> str:
-    """What an 0430 means for the switch: 00 reversed, 25 original not found
-    (the switch decides how long to keep trying), a transient or unknown code:
-    try again, a refusal no repeat can change (12, 30, 64...): :class:`Refused`
-    (:func:`adapters.card.response_codes.reversal_answer`).  A refusal of the
-    amount (13, 64) when the switch never had the original's answer
-    (``held_known`` False) is ``held_unknown``: a late answer may yet say what
-    the acquirer holds."""
-    outcome, why = reversal_answer(response_code)
-    if outcome == "refused":
-        return Refused(response_code, why, held_unknown=not held_known and response_code in AMOUNT_REFUSALS)
-    return {"reversed": REVERSED, "not_found": NOT_FOUND}.get(outcome, RETRY)
 
 
 # --------------------------------------------------------------------------
@@ -213,6 +192,7 @@ class HostConnection:
         resign_wait: float = 30.0,
         endpoint: str = "",
         metrics: LinkMetrics | None = None,
+        given_up: GivenUp | None = None,
     ) -> None:
         self.stans = stans
         self.acquirer_id = acquirer_id
@@ -222,9 +202,10 @@ class HostConnection:
         self.endpoint = endpoint
         self.metrics = metrics if metrics is not None else LinkMetrics()
         self.state = State.CONNECTING
-        # Keyed by STAN; a late answer must fit the MTI of the request given up on.
-        # Of a message given up on, what its late answer is checked and read against.
-        self.inflight: InFlight[str, Pending] = InFlight(remember=attrgetter("mti", "amount", "kind"))
+        # Keyed by STAN.  What is given up on goes to ``given_up`` (the link's, shared by its
+        # connections: a late answer may come on the next connection), not the mux's memory.
+        self.inflight: InFlight[str, Pending] = InFlight(late_memory=0)
+        self.given_up = given_up if given_up is not None else GivenUp()
         self.last_received = 0.0
         self.resume_at: float | None = None
         self._echo: Pending | None = None
@@ -234,7 +215,7 @@ class HostConnection:
     def _register(self, kind: Kind, msg: dict, *, now: float, deadline: float,
                   rrn: str = "", terminal_id: str | None = None, token: Any = None) -> Pending:
         pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
-                          msg.get(4), msg.get(3))
+                          msg.get(4), msg.get(3), msg.get(49), msg.get(42))
         self.inflight.add(pending.stan, pending, deadline)
         return pending
 
@@ -300,6 +281,8 @@ class HostConnection:
         events = []
         for pending in self.inflight.drain():
             self._finish(pending)
+            if pending.kind is Kind.REQUEST or pending.kind is Kind.REVERSAL:
+                self.given_up.add(pending)  # its answer may yet come, on the next connection
             if pending.kind is Kind.REQUEST:
                 self.metrics.inc("lost_in_flight", mti=pending.mti)
                 self.metrics.inc("requests", mti=pending.mti, response_code=RC_INOPERATIVE)
@@ -380,37 +363,23 @@ class HostConnection:
         return events
 
     def _match(self, msg: Any, mti: str, authentic: bool) -> list:
-        """An answer: to what is in flight (Completed, and the rest), late, or unmatched."""
+        """An answer: to what is in flight (Completed, and the rest), late, or unmatched.
+
+        An answer is a request's when its MTI fits and the fields it repeats
+        are the ones sent (:func:`mismatch`); anything else answers nothing we
+        sent: logged and counted, and the request still times out (and is
+        reversed)."""
         stan = msg.get(11)
         if stan is None:
             self.metrics.inc("unmatched_answers", mti=mti)
             return [Unmatched(mti, None, "no field 11")]
         pending = self.inflight.peek(stan)
         if pending is None:
-            late = self.inflight.expired(stan)
-            if late is not None and mti in answers(late[0]):
-                late_mti, requested, kind = late
-                self.inflight.forget_expired(stan)
-                self.metrics.inc("late_answers", mti=late_mti)
-                rc, f7 = msg.get(39), msg.get(7)
-                held = amount_held(rc, requested=requested, approved=msg.get(4)) if kind is Kind.REQUEST else None
-                ref = None
-                if held is not None and valid_f7(f7):
-                    ref = acquirer_ref(stan, f7, msg.get(37) or "", rc, held)
-                return [Late(mti, stan, rc, f7, msg.get(38), ref)]
+            return self._late(msg, mti, stan, authentic)
+        why = mismatch(pending, msg, mti)
+        if why is not None:
             self.metrics.inc("unmatched_answers", mti=mti)
-            return [Unmatched(mti, stan, "no request in flight with this STAN")]
-        if mti not in answers(pending.mti):
-            self.metrics.inc("unmatched_answers", mti=mti)
-            return [Unmatched(mti, stan, f"answer MTI does not fit the request {pending.mti}")]
-        tid = msg.get(41)
-        if tid is not None and pending.terminal_id is not None and tid != pending.terminal_id:
-            self.metrics.inc("unmatched_answers", mti=mti)
-            return [Unmatched(mti, stan, "field 41 does not match the request")]
-        f7 = msg.get(7)
-        if f7 is not None and f7 != pending.f7:
-            self.metrics.inc("unmatched_answers", mti=mti)
-            return [Unmatched(mti, stan, "field 7 does not match the request")]
+            return [Unmatched(mti, stan, why)]
         # Every field is read before anything changes: a lazily decoded message
         # may raise DecodeError on access, and then the pending stays in flight
         # until the I/O layer closes the connection (and fails it uncertain).
@@ -418,6 +387,35 @@ class HostConnection:
         self.inflight.pop(stan)
         self._finish(pending)
         return events
+
+    def _late(self, msg: Any, mti: str, stan: str, authentic: bool) -> list:
+        """An answer under a STAN with nothing in flight: to a message the link gave up on
+        (on this connection or an earlier one), else unmatched.  One with a missing or
+        wrong MAC changes nothing: its field 38 and amount are not the acquirer's word,
+        and the acquirer's own late answer may still come."""
+        late = self.given_up.get(stan)
+        if late is None:
+            self.metrics.inc("unmatched_answers", mti=mti)
+            return [Unmatched(mti, stan, "no request in flight with this STAN")]
+        why = mismatch(late, msg, mti)
+        if why is not None:
+            self.metrics.inc("unmatched_answers", mti=mti)
+            return [Unmatched(mti, stan, f"late: {why}")]
+        if not authentic:
+            self.metrics.inc("unmatched_answers", mti=mti)
+            return [Unmatched(mti, stan, "late answer with a missing or wrong MAC: not taken")]
+        rc, amount, auth_code, rrn = msg.get(39), msg.get(4), msg.get(38), msg.get(37)
+        currency = msg.get(49)
+        self.given_up.forget(stan)
+        self.metrics.inc("late_answers", mti=late.mti)
+        ref = None
+        if late.kind is Kind.REQUEST:
+            held = amount_held(rc, requested=late.amount, approved=amount, currency=late.currency,
+                               host_currency=currency)
+            if held is not None:
+                ref = acquirer_ref(stan, late.f7, rrn or late.rrn, rc, *held)
+        # Field 7 as sent: the answer need not repeat it (and when it does, it is the same).
+        return [Late(mti, stan, rc, late.f7, auth_code, ref)]
 
     def _network_request(self, msg: Any, now: float) -> list:
         """An 0800 the acquirer sent: echo, sign-off, sign-on, key change."""
@@ -482,7 +480,7 @@ class HostConnection:
         if kind is Kind.REVERSAL:
             self.metrics.inc("requests", mti=pending.mti, response_code=rc or "none")
             self.metrics.inc("reversals", mti=pending.mti, response_code=rc or "none")
-            return [Completed(pending, reversal_outcome(rc, pending.held_known))]
+            return [Completed(pending, reversal_outcome(rc, pending.held_known, pending.mti))]
         if kind is Kind.SIGN_ON:
             if rc == "00" and self.state is State.SIGNING_ON:
                 self.state = State.READY
@@ -504,6 +502,7 @@ class HostConnection:
         events: list = []
         for pending in self.inflight.expire(now):
             self._finish(pending)
+            self.given_up.add(pending)
             kind = pending.kind
             if kind is Kind.REQUEST:
                 self.metrics.inc("timeouts", mti=pending.mti)
@@ -553,30 +552,3 @@ class HostConnection:
         elif self.state is State.SIGNED_OFF and self.resume_at is not None:
             wake = self.resume_at if wake is None else min(wake, self.resume_at)
         return wake
-
-
-def result_from_answer(msg: Any, pending: Pending) -> Result:
-    """0110/0210/0230 -> Result: 39 as section 5 has it (:mod:`adapters.card.response_codes`),
-    38, 55; acquirer_ref = stan|f7|rrn, and |the host's code when the terminal gets another."""
-    rrn = msg.get(37) or pending.rrn
-    rc = msg.get(39)
-    if rc is None:
-        # An answer without a response code tells us nothing: treat as unknown.
-        return Result(response_code=RC_MALFUNCTION, acquirer_ref=acquirer_ref(pending.stan, pending.f7, rrn),
-                      uncertain=True)
-    answer = terminal_answer(rc, requested=pending.amount, approved=msg.get(4),
-                             processing_code=pending.processing_code)
-    if answer.code == rc:
-        ref = acquirer_ref(pending.stan, pending.f7, rrn)
-        return Result(response_code=rc, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55))
-    host_code = rc if well_formed(rc) else "??"
-    held = amount_held(rc, requested=pending.amount, approved=msg.get(4)) if answer.reverse else None
-    ref = acquirer_ref(pending.stan, pending.f7, rrn, host_code, held)
-    if answer.reverse:
-        # Money may stay authorized at the host and the terminal is told otherwise: reversed,
-        # as an answer the switch cannot trust is.  The host's field 38 is kept (journaled):
-        # a strict host matches the reversal by it.
-        return Result(response_code=answer.code, auth_code=msg.get(38), acquirer_ref=ref, uncertain=True,
-                      acquirer_code=host_code, acquirer_reason=answer.why)
-    return Result(response_code=answer.code, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55),
-                  acquirer_code=host_code, acquirer_reason=answer.why)

@@ -7,6 +7,7 @@ response mux, :class:`switch.core.inflight.InFlight`, keyed by STAN.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from typing import Any, Callable
 
 from adapters.card.messages import acquirer_ref, valid_stan
@@ -100,11 +101,12 @@ class Pending:
     """One message written to the acquirer and not yet answered."""
 
     __slots__ = ("kind", "mti", "stan", "f7", "rrn", "terminal_id", "deadline", "sent_at", "token",
-                 "amount", "processing_code", "held_known")
+                 "amount", "processing_code", "held_known", "currency", "merchant_id")
 
     def __init__(self, kind: Kind, mti: str, stan: str, f7: str, rrn: str,
                  terminal_id: str | None, deadline: float, sent_at: float, token: Any,
-                 amount: str | None = None, processing_code: str | None = None) -> None:
+                 amount: str | None = None, processing_code: str | None = None,
+                 currency: str | None = None, merchant_id: str | None = None) -> None:
         self.kind = kind
         self.mti = mti
         self.stan = stan
@@ -117,6 +119,10 @@ class Pending:
         # Fields 4 and 3 as sent: what an approval is checked against (adapters.card.response_codes).
         self.amount = amount
         self.processing_code = processing_code
+        # Fields 49 and 42 as sent: an approval in another currency is no approval of this
+        # request, an answer naming another merchant no answer to it.
+        self.currency = currency
+        self.merchant_id = merchant_id
         # A reversal: whether the switch had its original's answer, and so knows the
         # amount the acquirer holds (the answer's 38, or the amount it approved).
         self.held_known = True
@@ -127,3 +133,35 @@ class Pending:
 
     def __repr__(self) -> str:
         return f"<Pending {self.kind.value} {self.mti} stan={self.stan} deadline={self.deadline:.3f}>"
+
+
+class GivenUp:
+    """What a host link gave up on, by STAN: past its deadline, or in flight on a
+    connection that went away.  One per link, shared by its connections.
+
+    The acquirer may still answer such a message, on the connection it came
+    on or, after a reconnect, on another: that answer is late, not stray, and
+    tells the reversal the switch queued meanwhile what the acquirer holds.
+    ``memory`` bounds how many are kept (the oldest go first).
+    """
+
+    def __init__(self, memory: int = 4096) -> None:
+        self._kept: OrderedDict[str, Pending] = OrderedDict()
+        self._memory = memory
+
+    def add(self, pending: Pending) -> None:
+        kept = self._kept
+        kept[pending.stan] = pending
+        kept.move_to_end(pending.stan)
+        while len(kept) > self._memory:
+            kept.popitem(last=False)
+
+    def get(self, stan: str) -> Pending | None:
+        return self._kept.get(stan)
+
+    def forget(self, stan: str) -> None:
+        """Its late answer came: a second one is stray."""
+        self._kept.pop(stan, None)
+
+    def __len__(self) -> int:
+        return len(self._kept)

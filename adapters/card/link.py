@@ -54,6 +54,7 @@ from adapters.card.hostlink import (
     RC_INOPERATIVE,
     RC_MALFUNCTION,
     Breaker,
+    GivenUp,
     KeyChange,
     LinkMetrics,
     StanAllocator,
@@ -154,6 +155,9 @@ class HostLinkAcquirer:
                                    else self.rng.randint(1, StanAllocator.LIMIT),
                                    source=stan_source)
         self.resign_wait = resign_wait
+        # What the link gave up on (deadline passed, connection lost), for all its connections:
+        # an answer to it, on whichever connection, is late and goes to its reversal.
+        self.given_up = GivenUp()
         self.on_key_change = on_key_change
         # Host-link MACs (adapters.card.hostmac): None when the acquirer takes none.
         self.mac = None if mac == "none" else HostMac(name, mac, mac_key or "", self.dialect)

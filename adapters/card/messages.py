@@ -69,20 +69,25 @@ def valid_f7(f7: str | None) -> bool:
     return f7 is not None and len(f7) == 10 and f7.isdigit()
 
 
-def acquirer_ref(stan: str, f7: str, rrn: str, host_code: str | None = None, approved: int | None = None) -> str:
+def acquirer_ref(stan: str, f7: str, rrn: str, host_code: str | None = None, approved: int | None = None,
+                 currency: str | None = None) -> str:
     """What a later reversal or completion needs: the STAN and field 7 as sent
     to the acquirer and the RRN of the transaction there: ``stan|f7|rrn``;
     ``stan|f7|rrn|host_code`` when the terminal was answered another code
     than the acquirer's (:mod:`adapters.card.response_codes`), so that the
-    journal keeps the acquirer's own for reconciliation; and
+    journal keeps the acquirer's own for reconciliation;
     ``stan|f7|rrn|host_code|approved`` when the acquirer approved another
-    amount than requested (its field 4, minor units): what the reversal
-    carries, since the journal's amount is the terminal's."""
+    amount than requested (its field 4, minor units), and
+    ``stan|f7|rrn|host_code|approved|currency`` when it approved in another
+    currency (its field 49): what the reversal carries, since the journal's
+    amount and currency are the terminal's."""
     if host_code is None:
         return f"{stan}|{f7}|{rrn}"
     if approved is None:
         return f"{stan}|{f7}|{rrn}|{host_code}"
-    return f"{stan}|{f7}|{rrn}|{host_code}|{approved}"
+    if currency is None:
+        return f"{stan}|{f7}|{rrn}|{host_code}|{approved}"
+    return f"{stan}|{f7}|{rrn}|{host_code}|{approved}|{currency}"
 
 
 class Ref(msgspec.Struct, frozen=True):
@@ -91,6 +96,7 @@ class Ref(msgspec.Struct, frozen=True):
     rrn: str
     host_code: str | None = None
     approved: int | None = None  # the amount the acquirer approved, when not the one requested
+    currency: str | None = None  # the currency it approved in, when not the one requested
 
 
 def parse_ref(ref: str | None) -> Ref | None:
@@ -98,15 +104,20 @@ def parse_ref(ref: str | None) -> Ref | None:
     if not ref:
         return None
     parts = ref.split("|")
-    if len(parts) not in (3, 4, 5):
+    if len(parts) not in (3, 4, 5, 6):
         return None
     stan, f7, rrn = parts[:3]
     if not valid_stan(stan) or not valid_f7(f7):
         return None
-    if len(parts) == 5:
+    if len(parts) >= 5:
         if not parts[4].isdigit():
             return None
-        return Ref(stan, f7, rrn, parts[3], int(parts[4]))
+        currency = None
+        if len(parts) == 6:
+            currency = parts[5]
+            if not (len(currency) == 3 and currency.isdigit()):
+                return None
+        return Ref(stan, f7, rrn, parts[3], int(parts[4]), currency)
     return Ref(stan, f7, rrn, parts[3] if len(parts) == 4 else None)
 
 
@@ -202,9 +213,10 @@ def reversal_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -
     code (38), RRN (37) and currency (49) of the original, and field 90 naming
     it.  No track 2, PIN block or chip data: a reversal authorizes nothing.
 
-    Field 4 is the amount the acquirer holds: the original's, or the amount
-    it approved instead (a partial approval, kept in ``acquirer_ref``).  A
-    strict host refuses a reversal of another amount than it approved.
+    Fields 4 and 49 are the amount and currency the acquirer holds: the
+    original's, or what it approved instead (a partial approval, an approval
+    in another currency: kept in ``acquirer_ref``).  A strict host refuses a
+    reversal of another amount than it approved.
     """
     original = request.original
     if original is None:
@@ -240,6 +252,8 @@ def reversal_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -
     msg[41] = request.terminal_id
     msg[42] = request.merchant_id
     currency = original.currency or request.currency
+    if ref is not None and ref.currency is not None:
+        currency = ref.currency
     if currency:
         msg[49] = currency
     msg[90] = original_data(original, acquirer_id)

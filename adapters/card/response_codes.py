@@ -9,17 +9,20 @@ the host link:
 - an approval (00, 08, 11, 16, 85) is 00 when the amount the host approved
   (its field 4, when it sends one) is the amount requested.  Anything else the
   terminal cannot be told, because the money stays authorized at the host:
-  a partial approval (10) of less than the amount requested, or an approval of
-  another amount, is declined to the terminal (51: the card did not cover the
-  amount; 96 for more than requested) *and* reversed at the acquirer, the way
-  the switch reverses an answer it could not trust;
+  a partial approval (10) of less than the amount requested is declined to
+  the terminal (51: the card did not cover the amount), and an approval of
+  another amount, or in another currency (field 49) than the one sent, is
+  answered 96; either way it is reversed at the acquirer, for the amount and
+  in the currency the acquirer approved, the way the switch reverses an
+  answer it could not trust;
 - a code outside the table, or one that is not two ASCII letters or digits,
   says nothing about the money: 96 and reversed, as for no answer at all (a
   reversal of a decline moves nothing).
 
 An 0430's field 39 means something else (:func:`reversal_answer`): 00 the
 reversal is done, 25 the host has no such original, a transient code (91,
-96, 68...) try again later, and any other code of the table a refusal that
+96, 68...) try again later (and 94 to a first try, 0420: it is repeated as
+an 0421, :func:`adapters.card.answers.reversal_outcome`), and any other code of the table a refusal that
 repeating the reversal cannot change (12, 13, 14, 30, 64...): the switch
 stops and flags it for an operator (state ``reversal_refused``).
 
@@ -138,12 +141,16 @@ def well_formed(code: object) -> bool:
 
 
 def terminal_answer(host_code: object, *, requested: str | None, approved: str | None,
-                    processing_code: str | None) -> Answer:
+                    processing_code: str | None, currency: str | None = None,
+                    host_currency: str | None = None) -> Answer:
     """The section-5 code for a host's answer to an 0100/0200/0220.
 
     ``requested``: field 4 as sent (None when the request had none);
     ``approved``: field 4 of the answer (None when the host sent none: a
-    full approval is then of the amount requested).
+    full approval is then of the amount requested).  ``currency`` /
+    ``host_currency``: field 49 as sent and as answered (None: the answer
+    has none, and approves in the currency sent).  An approval in another
+    currency holds money the terminal never asked for: 96, reversed.
     """
     if not well_formed(host_code):
         shown = repr(host_code) if not isinstance(host_code, str) or len(host_code) <= 2 else f"of {len(host_code)} characters"
@@ -157,6 +164,8 @@ def terminal_answer(host_code: object, *, requested: str | None, approved: str |
         return Answer(code, True, why)
     if code != "00" or (processing_code or "")[:2] == BALANCE:
         return Answer(code, False, why)
+    if host_currency is not None and host_currency != currency:
+        return Answer("96", True, f"{why} in currency {host_currency!r}, {currency} requested")
     if approved is None and host_code != PARTIAL:
         return Answer("00", False, why)
     if approved is None or not approved.isdigit():
@@ -164,8 +173,10 @@ def terminal_answer(host_code: object, *, requested: str | None, approved: str |
     wanted = int(requested) if requested and requested.isdigit() else None
     if wanted is None or int(approved) == wanted:
         return Answer("00", False, why)
-    if int(approved) < wanted:
+    if int(approved) < wanted and host_code == PARTIAL:
         return Answer("51", True, f"{why}: {int(approved)} of {wanted} approved")
+    if int(approved) < wanted:  # a full approval of less: the host and the switch disagree on the sale
+        return Answer("96", True, f"{why}: {int(approved)} approved, {wanted} requested")
     return Answer("96", True, f"{why}: {int(approved)} approved, {wanted} requested")
 
 
@@ -191,13 +202,21 @@ def reversal_answer(host_code: object) -> tuple[str, str]:
     return "refused", why
 
 
-def amount_held(host_code: object, *, requested: str | None, approved: str | None) -> int | None:
-    """What an approval of another amount than requested holds at the host
-    (its field 4, minor units), else None: the amount its reversal must carry,
-    since a strict host refuses a reversal of any other."""
+def amount_held(host_code: object, *, requested: str | None, approved: str | None,
+                currency: str | None = None, host_currency: str | None = None) -> tuple[int, str | None] | None:
+    """What an approval of another amount or in another currency than requested
+    holds at the host: (its field 4 in minor units, else the amount requested;
+    its field 49, None when it is the one sent), else None.  The amount and
+    currency its reversal must carry, since a strict host refuses a reversal
+    of any other."""
     entry = TABLE.get(host_code) if well_formed(host_code) else None
-    if entry is None or entry[0] != "00" or host_code in UNCERTAIN or not approved or not approved.isdigit():
+    if entry is None or entry[0] != "00" or host_code in UNCERTAIN:
         return None
-    if requested and requested.isdigit() and int(approved) == int(requested):
+    other_currency = host_currency if host_currency is not None and host_currency != currency else None
+    if not approved or not approved.isdigit():
+        if other_currency is None or not requested or not requested.isdigit():
+            return None
+        approved = requested
+    if other_currency is None and requested and requested.isdigit() and int(approved) == int(requested):
         return None
-    return int(approved)
+    return int(approved), other_currency

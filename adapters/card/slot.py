@@ -109,7 +109,7 @@ class Slot:
             self.core = HostConnection(
                 link.stans, acquirer_id=link.acquirer_id, echo_interval=link.echo_interval,
                 network_timeout=link.network_timeout, resign_wait=link.resign_wait,
-                endpoint=self.label, metrics=link.metrics)
+                endpoint=self.label, metrics=link.metrics, given_up=link.given_up)
             self.framer = link.framer_factory()
             try:
                 await asyncio.wait_for(
