@@ -23,7 +23,9 @@ A service sees only what :func:`payload` puts in: the customer token,
 merchant, terminal, amount, currency, kind, coupon code and the switch's
 RRN as an idempotency reference -- never card data.  A coupon code that
 holds a card number (a terminal that sent the card in ``CP``, a cashier who
-scanned the card for the coupon) goes as null.
+scanned the card for the coupon) goes as null; what a service answers for
+the receipt is masked (:func:`native.panguard.mask_pans`) before it reaches
+``LY``, since a partner may quote back what it was given.
 
 The customer token is a keyed hash (HMAC-SHA256) of the payer's identifier
 (the PAN for cards and city cards, the wallet's buyer id) under the
@@ -38,7 +40,7 @@ import hmac
 import logging
 from typing import Any, Generator, Mapping
 
-from native.panguard import holds_pan
+from native.panguard import holds_pan, mask_pans
 from switch.core.commands import Op, Vas
 
 log = logging.getLogger("payswitch")
@@ -243,4 +245,6 @@ class VasHook:
 def _line(lines: list[str]) -> str:
     text = " / ".join(lines)
     text = "".join(ch if " " <= ch <= "~" else " " for ch in text)  # printable ASCII on a receipt
-    return text[:_LY_MAX]
+    # Masked before it is cut: cut first, the end of a card number could lose its
+    # last digits and pass for something else.
+    return mask_pans(text)[:_LY_MAX]
