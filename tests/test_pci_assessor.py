@@ -74,3 +74,38 @@ def test_a_receipt_line_from_a_service_never_carries_a_card_number(written):
     digits = "".join(ch for ch in line if ch.isdigit() or ch == "*")
     assert "4761739001010119" not in line.replace(" ", "").replace("-", "")
     assert digits.count("476173******0119") == 2, line
+
+
+# -- error messages of undecodable messages -------------------------------------------------
+
+
+@pytest.mark.parametrize("written", GROUPED)
+def test_a_decode_error_never_quotes_a_grouped_card_number(written):
+    from native.iso8583 import DecodeError, dialect
+
+    t87 = dialect("terminal-87")
+    raw = bytearray(t87.encode({"mti": "0200", 3: "000000", 43: (written + "Z").ljust(40)}))
+    raw[-3] = 0x01  # not a printable character: field 43 (merchant name, not a card field) cannot be decoded
+    with pytest.raises(DecodeError) as e:
+        msg = t87.decode(bytes(raw))
+        msg[43]
+    text = str(e.value)
+    assert text.startswith("field 43: expected 40 printable characters at offset 18, found 40 bytes holding ")
+    assert "value not shown" in text
+    assert "4761 7390 0" not in text and "4761-7390-0" not in text and "4761 739001" not in text
+
+
+@pytest.mark.parametrize("written", (VISA,) + GROUPED)
+def test_an_encode_error_never_quotes_a_card_number(written):
+    from native.iso8583 import EncodeError, dialect
+
+    with pytest.raises(EncodeError) as e:
+        dialect("terminal-87").encode({"mti": "0200", 43: (written + "é").ljust(40)})
+    assert "4761739001010119" not in str(e.value).replace(" ", "").replace("-", ""), str(e.value)
+
+
+@pytest.mark.parametrize("written", GROUPED[:2])
+def test_the_host_links_error_scrubber_masks_grouped_card_numbers(written):
+    from adapters.card.messages import scrub
+
+    assert "0101" not in scrub(f"field 43 value {written} bad")
