@@ -109,3 +109,32 @@ def test_the_host_links_error_scrubber_masks_grouped_card_numbers(written):
     from adapters.card.messages import scrub
 
     assert "0101" not in scrub(f"field 43 value {written} bad")
+
+
+# -- payswitch send -----------------------------------------------------------------------
+
+
+def test_send_masks_card_numbers_in_every_field_it_prints():
+    from switch.client import describe
+
+    pan = bytes.fromhex("4761739001010119")
+    answer = {"mti": "0210", 39: "00", 43: "SHOP 4761-7390-0101-0119",
+              48: build_tlv48({"LY": "MEMBER 4761 7390 0101 0119", "CP": VISA}),
+              55: b"\x5a\x08" + pan + b"\x57\x0c" + pan + bytes.fromhex("D2512201") + b"\x91\x02\x01\x02"}
+    text = "\n".join(describe(answer))
+    assert "0101" not in text and "010119" not in text and "4761739001010119" not in text, text
+    assert "476173" in text  # masked, not dropped: first 6 and last 4
+    assert "5A(withheld) 57(withheld) 91020102" in text  # the rest of the EMV data is shown
+
+
+def test_send_masks_card_numbers_in_the_errors_it_prints(monkeypatch, capsys):
+    from switch import cli, client
+
+    class Broken:
+        def __init__(self, *a, **kw):
+            raise ValueError("answer cannot be decoded: field 43 b'4761 7390 0101 0119'")
+
+    monkeypatch.setattr(client, "Terminal", Broken)
+    assert cli.main(["send", "purchase", "--pan", "4111111111111111", "--amount", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "0101 0119" not in err and "4761 73** **** 0119" in err
