@@ -8,6 +8,7 @@ quotes the bytes of a sensitive field (PAN, track data, PIN block...).
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t
 
+from native.panguard import mask_pans
 from native.iso8583_dialect cimport (
     F_A, F_AN, F_ANS, F_AS, F_B, F_HEX, F_N, F_NS, F_XN, F_Z, K_BCD, K_BIN, P_BCD, P_EBCDIC, FieldSpec,
 )
@@ -60,17 +61,31 @@ cdef str _echo(const uint8_t *p, Py_ssize_t n):
     return repr(PyBytes_FromStringAndSize(<const char *>p, n))
 
 
+cdef inline bint _text_digit(uint8_t c) noexcept:
+    return 0x30 <= c <= 0x39 or 0xF0 <= c <= 0xF9  # ASCII or EBCDIC
+
+
+cdef inline bint _group_separator(uint8_t c) noexcept:
+    return c == 0x20 or c == 0x2D or c == 0x40 or c == 0x60  # space or hyphen, ASCII or EBCDIC
+
+
 cdef Py_ssize_t _digit_run(const uint8_t *p, Py_ssize_t n, bint bcd):
     """The longest run of decimal digits in ``p[:n]``: ASCII or EBCDIC digits, and,
-    with ``bcd``, bytes whose two nibbles are both 0-9 (two digits each)."""
+    with ``bcd``, bytes whose two nibbles are both 0-9 (two digits each).
+
+    A single space or hyphen between two digits does not end a run: a card
+    number written in groups (``4761 7390 0101 0119``) is one run of 16.
+    """
     cdef Py_ssize_t i, run = 0, longest = 0
     cdef uint8_t c
     for i in range(n):
         c = p[i]
         if bcd and (c >> 4) <= 9 and (c & 0x0F) <= 9:
             run += 2
-        elif 0x30 <= c <= 0x39 or 0xF0 <= c <= 0xF9:
+        elif _text_digit(c):
             run += 1
+        elif run and _group_separator(c) and i + 1 < n and _text_digit(p[i + 1]):
+            pass
         else:
             run = 0
         if run > longest:
@@ -168,7 +183,7 @@ cdef int _bad_value(const FieldSpec *fs, int f, object value, Py_ssize_t bad) ex
     if fs.sensitive:
         found = f"an invalid character at index {bad} (value not shown)"
     elif len(value) > ECHO_MAX:
-        found = repr(value[:ECHO_MAX]) + "..."
+        found = repr(mask_pans(value)[:ECHO_MAX]) + "..."
     else:
-        found = repr(value)
+        found = repr(mask_pans(value))
     raise EncodeError(f"field {f}: expected {_describe(fs, len(value))}, found {found}", f)

@@ -13,7 +13,10 @@ value) stay in Python.
 :func:`mask_pan` is here, below both the journal and ``switch.core``, so
 that the journal's ``pan_masked``, log lines, reprs and the adapters all
 mask by one rule (``switch.core.messages`` re-exports it; the journal does
-not import the core).
+not import the core).  :func:`mask_pans` applies that rule to every card
+number in free text (a partner's receipt line, an error message, what the
+CLI prints), written as one run or in groups (``4761 7390 0101 0119``,
+``4761-7390-0101-0119``); :func:`holds_pan` says whether there is one.
 
 This module imports nothing of the project.
 """
@@ -26,7 +29,7 @@ cdef extern from "Python.h":
     Py_UCS4 PyUnicode_READ(int kind, void* data, Py_ssize_t index)
     bint Py_UNICODE_ISDIGIT(Py_UCS4 ch)
 
-__all__ = ["luhn_run", "digit_count", "is_pan_hash", "mask_pan"]
+__all__ = ["luhn_run", "digit_count", "is_pan_hash", "mask_pan", "pan_spans", "holds_pan", "mask_pans"]
 
 
 cdef inline bint _ascii_digit(Py_UCS4 c) noexcept:
@@ -133,3 +136,116 @@ def mask_pan(str pan):
     if n > 4:
         return "*" * (n - 4) + pan[n - 4:]
     return pan
+
+
+cdef inline bint _separator(Py_UCS4 c) noexcept:
+    return c == 32 or c == 45  # ' ' or '-': how card numbers are grouped when written out
+
+
+def pan_spans(str text not None):
+    """Where ``text`` holds a card number: a list of ``(start, end)`` index pairs.
+
+    A card number is 13 to 19 ASCII digits that pass the Luhn check, written
+    either as one run (not part of a longer one, like :func:`luhn_run`) or
+    as groups of digits joined by single spaces or hyphens, as people print
+    and type them (``4761 7390 0101 0119``).  In a chain of groups, the
+    longest stretch of whole groups that is a card number is taken; the
+    chain is then searched again after it.
+    """
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0, j, k, digits, best_end
+    cdef int kind = PyUnicode_KIND(text)
+    cdef void* data = PyUnicode_DATA(text)
+    cdef list spans = []
+    cdef list groups
+    if n < 13:
+        return spans
+    while i < n:
+        if not _ascii_digit(PyUnicode_READ(kind, data, i)):
+            i += 1
+            continue
+        # A chain of digit groups joined by single separators: [(start, end), ...].
+        groups = []
+        while True:
+            j = i
+            while j < n and _ascii_digit(PyUnicode_READ(kind, data, j)):
+                j += 1
+            groups.append((i, j))
+            if j + 1 < n and _separator(PyUnicode_READ(kind, data, j)) and _ascii_digit(PyUnicode_READ(kind, data, j + 1)):
+                i = j + 1
+                continue
+            break
+        i = j
+        j = 0
+        while j < len(groups):
+            digits = 0
+            best_end = -1
+            for k in range(j, len(groups)):
+                digits += groups[k][1] - groups[k][0]
+                if digits > 19:
+                    break
+                if digits >= 13 and _luhn_groups(kind, data, groups, j, k):
+                    best_end = k
+            if best_end >= 0:
+                spans.append((groups[j][0], groups[best_end][1]))
+                j = best_end + 1
+            else:
+                j += 1
+    return spans
+
+
+cdef bint _luhn_groups(int kind, void* data, list groups, Py_ssize_t first, Py_ssize_t last):
+    """The Luhn check of the digits of ``groups[first..last]`` read as one number."""
+    cdef Py_ssize_t g, i, start, end
+    cdef int digit, total = 0
+    cdef bint double = False
+    for g in range(last, first - 1, -1):
+        start, end = groups[g]
+        for i in range(end - 1, start - 1, -1):
+            digit = <int>PyUnicode_READ(kind, data, i) - 48
+            if double:
+                digit *= 2
+                if digit > 9:
+                    digit -= 9
+            total += digit
+            double = not double
+    return total % 10 == 0
+
+
+def holds_pan(text):
+    """Whether ``text`` (a str; anything else holds none) holds a card number, grouped or not."""
+    return type(text) is str and bool(pan_spans(text))
+
+
+def mask_pans(text):
+    """``text`` with every card number in it masked by :func:`mask_pan`'s rule.
+
+    The first 6 and last 4 digits stay, the others become ``*``; the
+    separators of a grouped number stay where they were
+    (``"4761 7390 0101 0119"`` -> ``"4761 73** **** 0119"``).  Anything but
+    a str comes back unchanged.
+    """
+    cdef list spans, out
+    cdef Py_ssize_t last = 0, start, end, i, seen, total
+    if type(text) is not str:
+        return text
+    spans = pan_spans(text)
+    if not spans:
+        return text
+    out = []
+    for start, end in spans:
+        out.append(text[last:start])
+        total = 0
+        for i in range(start, end):
+            if "0" <= text[i] <= "9":
+                total += 1
+        seen = 0
+        for i in range(start, end):
+            ch = text[i]
+            if "0" <= ch <= "9":
+                out.append(ch if seen < 6 or seen >= total - 4 else "*")
+                seen += 1
+            else:
+                out.append(ch)
+        last = end
+    out.append(text[last:])
+    return "".join(out)

@@ -99,6 +99,7 @@ def _pan(args) -> str | None:
 
 
 def _send(args) -> int:
+    from native.panguard import mask_pans
     from switch.client import Terminal, build, describe
 
     args.pan = _pan(args)
@@ -174,10 +175,10 @@ def _send(args) -> int:
                 resp = t.codec.decode(out)
                 mac = security.check(t.codec, out)
     except ValueError as e:  # a dialect that can't be loaded, an answer that can't be decoded, no keys given
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {mask_pans(str(e))}", file=sys.stderr)
         return 2
     except (OSError, ConnectionError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {mask_pans(str(e))}", file=sys.stderr)
         return 1
     _show("←", None, describe(resp))
     if mac is not None:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from native.iso8583 import build_tlv48, parse_tlv48
 
 from switch.core.codecs import listener_codec
-from switch.core.messages import mask_pan
+from switch.core.messages import mask_pan, mask_pans
 
 TERMINAL = listener_codec("terminal-87")
 
@@ -290,8 +290,20 @@ FIELD_NAMES = {
 }
 
 
+# EMV tags of field 55 that carry card data: the application PAN (5A), track 2
+# equivalent data (57), track 1 (56), the cardholder name (5F20), the tracks'
+# discretionary data (9F1F, 9F20) and contactless track 2 (9F6B).
+CARD_DATA_TAGS = frozenset((0x5A, 0x57, 0x56, 0x5F20, 0x9F1F, 0x9F20, 0x9F6B))
+
+
 def describe(msg) -> list[str]:
-    """Field-by-field lines with PAN masked and sensitive fields withheld."""
+    """Field-by-field lines with PAN masked and sensitive fields withheld.
+
+    Free text (merchant name, a receipt line, any tag of field 48) is shown
+    with every card number in it masked, grouped or not
+    (:func:`native.panguard.mask_pans`); field 55 with its card-data tags
+    withheld.
+    """
     if isinstance(msg, dict):
         mti, fields = msg["mti"], {k: v for k, v in msg.items() if k != "mti"}
     else:
@@ -303,18 +315,37 @@ def describe(msg) -> list[str]:
             shown = mask_pan(v)
         elif n in (35, 52, 64, 128):
             shown = "(withheld)" if n in (35, 52) else "(MAC)"
+        elif n == 55 and isinstance(v, (bytes, bytearray)):
+            shown = _icc(bytes(v))
         elif isinstance(v, bytes):
             shown = v.hex().upper()
         elif n == 48:
             tags = parse_tlv48(v)
-            if "PB" in tags or "BC" in tags:
-                # an AES terminal's PIN block is withheld like field 52, a wallet's
-                # payment code (a bearer credential) masked like field 2
-                hidden = {"PB": "(withheld)", "BC": mask_pan(tags.get("BC", ""))}
-                shown = repr({k: hidden[k] if k in hidden else t for k, t in tags.items()})
-            else:
-                shown = v + "  " + repr(tags)
+            # an AES terminal's PIN block is withheld like field 52, a wallet's
+            # payment code (a bearer credential) masked like field 2
+            hidden = {"PB": "(withheld)", "BC": mask_pan(tags.get("BC", ""))}
+            masked = {k: hidden[k] if k in hidden else mask_pans(t) for k, t in tags.items()}
+            # The raw field only when it shows nothing the tags hide: a card number
+            # right after a tag's length digits is no longer a run of its own.
+            shown = repr(masked) if masked != tags else v + "  " + repr(tags)
         else:
-            shown = v
+            shown = mask_pans(v)
         lines.append(f"  {n:>3}  {FIELD_NAMES.get(n, ''):<18} {shown}")
     return lines
+
+
+def _icc(value: bytes) -> str:
+    """Field 55 as hex, object by object, the card-data tags' values withheld."""
+    from native import emv
+
+    try:
+        objects = emv.objects(value)
+    except ValueError:
+        return f"({len(value)} bytes, not BER-TLV: withheld)"
+    out = []
+    for tag, raw in objects:
+        if tag in CARD_DATA_TAGS:
+            out.append(f"{tag:X}(withheld)")
+        else:
+            out.append(raw.hex().upper())
+    return " ".join(out)

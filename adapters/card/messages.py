@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import msgspec
 
 from switch.core.acquirer import Original, Request
-from switch.core.messages import mask_pan, response_mti
+from switch.core.messages import mask_pan, mask_pans, response_mti
 
 # Network management information codes (field 70).
 SIGN_ON = "001"
@@ -42,8 +42,9 @@ _LONG_DIGITS = re.compile(r"\d{12,19}")
 
 
 def scrub(text: str) -> str:
-    """Mask every run of 12..19 digits in ``text`` (for codec error messages)."""
-    return _LONG_DIGITS.sub(lambda match: mask_pan(match.group(0)), text)
+    """Mask every run of 12..19 digits in ``text``, and every card number written
+    in groups (``4761 7390 0101 0119``), for codec error messages."""
+    return mask_pans(_LONG_DIGITS.sub(lambda match: mask_pan(match.group(0)), text))
 
 
 # --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Mapping
 from native import emv
 from native.clock import impossible_clock
 from native.iso8583 import DecodeError
-from native.panguard import mask_pan  # noqa: F401  (the one PAN masker; the journal imports it from native)
+from native.panguard import mask_pan, mask_pans  # noqa: F401  (the one PAN masker; the journal imports it from native)
 
 from switch.core.acquirer import Original, Request
 from switch.core.currencies import is_currency

@@ -21,7 +21,11 @@ as if the service were not configured, counted in ``metrics.vas_call``.
 
 A service sees only what :func:`payload` puts in: the customer token,
 merchant, terminal, amount, currency, kind, coupon code and the switch's
-RRN as an idempotency reference -- never card data.
+RRN as an idempotency reference -- never card data.  A coupon code that
+holds a card number (a terminal that sent the card in ``CP``, a cashier who
+scanned the card for the coupon) goes as null; what a service answers for
+the receipt is masked (:func:`native.panguard.mask_pans`) before it reaches
+``LY``, since a partner may quote back what it was given.
 
 The customer token is a keyed hash (HMAC-SHA256) of the payer's identifier
 (the PAN for cards and city cards, the wallet's buyer id) under the
@@ -36,6 +40,7 @@ import hmac
 import logging
 from typing import Any, Generator, Mapping
 
+from native.panguard import holds_pan, mask_pans
 from switch.core.commands import Op, Vas
 
 log = logging.getLogger("payswitch")
@@ -81,7 +86,13 @@ def verify(secret: bytes, body: bytes, header: str, now: float, tolerance: float
 
 def payload(moment: str, *, ref: str, token: str | None, merchant: str, terminal: str, amount: int | None,
             currency: str | None, kind: str, coupon: str | None) -> dict:
-    """What a service is told: these keys and nothing else (docs/value-added-services.md)."""
+    """What a service is told: these keys and nothing else (docs/value-added-services.md).
+
+    A coupon holding a card number is sent as null: the services are outside
+    the cardholder-data environment (PCI DSS 3.4, 12.8).
+    """
+    if holds_pan(coupon):
+        coupon = None
     return {"moment": moment, "ref": ref, "token": token, "merchant": merchant, "terminal": terminal,
             "amount": amount, "currency": currency, "kind": kind, "coupon": coupon}
 
@@ -234,4 +245,6 @@ class VasHook:
 def _line(lines: list[str]) -> str:
     text = " / ".join(lines)
     text = "".join(ch if " " <= ch <= "~" else " " for ch in text)  # printable ASCII on a receipt
-    return text[:_LY_MAX]
+    # Masked before it is cut: cut first, the end of a card number could lose its
+    # last digits and pass for something else.
+    return mask_pans(text)[:_LY_MAX]
