@@ -17,6 +17,9 @@ import asyncio
 import pytest
 
 from native.emv import encode as emv_encode
+from native.framing import FrameError, Framer
+from tests.test_framing import HEADERS, check_stream, header
+from tests.test_framing import frame as framed
 from tests.test_limits import LOOP, closed, frame, read_answer, serve
 from tests.test_service import (  # noqa: F401  (hmac_key: the journal's key for every test here)
     T7,
@@ -190,3 +193,16 @@ def test_an_undecodable_request_of_an_unknown_terminal_is_not_journaled():
         assert await record(sw, "000001", tid="NOSUCH01") is None
 
     run(scenario)
+
+
+@pytest.mark.parametrize("kind", HEADERS)
+@pytest.mark.parametrize("tpdu", [False, True])
+def test_the_framer_takes_a_zero_length_frame_off_the_stream_as_a_keepalive(kind, tpdu):
+    lead = bytes.fromhex("6000120034") if tpdu else b""
+    payloads = [lead + b"one", lead + b"two"]
+    data = header(kind, 0) + framed(kind, payloads[0]) + header(kind, 0) + header(kind, 0) + framed(kind, payloads[1])
+    check_stream(lambda: Framer(kind, tpdu=tpdu, keepalive=True), data, payloads,
+                 framed(kind, lead + b"next"))
+    assert "keepalive=True" in repr(Framer(kind, keepalive=True))
+    with pytest.raises(FrameError, match=r"^declared length 0 "):  # the acquirer links' framers
+        Framer(kind).feed(header(kind, 0))
