@@ -29,6 +29,7 @@ from tests.test_service import (  # noqa: F401  (hmac_key: the journal's key for
     hmac_key,
     record,
     request,
+    reversal,
     run,
     sample,
 )
@@ -146,6 +147,9 @@ def test_an_expiry_with_no_such_month_is_30_and_never_forwarded(expiry):
         assert answer[39] == "30"
         assert authorized(sw) == 0
         assert (await call(sw, request(stan="000002", f14="2512")))[39] == "00"
+        # A reversal is never refused for it: it must always be able to undo money.
+        assert (await call(sw, reversal("000003", "000002", f14=expiry)))[39] == "00"
+        assert (await record(sw, "000002")).state in ("reversal_pending", "reversed")
 
     run(scenario)
 

@@ -116,6 +116,11 @@ def check_request(msg, mti: str | None = None) -> None:
     bad = impossible_clock(get(7), get(12), get(13))  # native/clock.pyx: on every request
     if bad:
         raise Rejection("30", f"field {bad} is not a possible {_CLOCK_NAMES[bad]}")
+    expiry = get(14)
+    if expiry is not None and mti != "0400" and not "01" <= expiry[2:] <= "12":
+        # Section 2: YYMM (the codec checked the digits).  The acquirer would
+        # decline it at best; an 0400 is never refused for it, as for field 49.
+        raise Rejection("30", "field 14 is not a possible expiry date YYMM: its month is not 01 to 12")
     tx_type = msg[3][:2]
     allowed = _FINANCIAL_TYPES.get(mti)
     if allowed is not None and tx_type not in allowed:
