@@ -223,10 +223,13 @@ def check_currency(msg, mti: str) -> None:
 
 
 # Fields whose value decides "same content" for a retransmission (section 6).
+# 55 is the card's own data for this transaction (its cryptogram, its
+# counter): other ICC data under a key already used is another card
+# transaction (94), never to be given the first one's answer.
 # 74, 76, 86 and 88 are an 0500's totals: a corrected 0500 under the key of
 # one already answered is other content (94), not a retransmission to be
 # given the first one's 95 again.
-_DIGEST_FIELDS = (2, 3, 4, 14, 22, 35, 42, 48, 49, 74, 76, 86, 88, 90)
+_DIGEST_FIELDS = (2, 3, 4, 14, 22, 35, 42, 48, 49, 55, 74, 76, 86, 88, 90)
 _DIGEST_TAGS = tuple((n, b"|%d=" % n) for n in _DIGEST_FIELDS)
 
 
