@@ -11,6 +11,7 @@ cdef class Framer:
     cdef readonly str header
     cdef readonly bint tpdu
     cdef readonly Py_ssize_t max_frame
+    cdef readonly bint keepalive    # a declared length 0 is a keepalive, not a violation
 
     cdef HeaderKind _kind
     cdef Py_ssize_t _hlen           # bytes in the length header: 2 or 4

@@ -52,7 +52,9 @@ cdef class Framer:
     digits). With ``tpdu=True`` every payload starts with the 5-byte TPDU
     (``60 DDDD SSSS``), which stays in the payloads that ``feed()`` returns
     and must be in those given to ``encode()``. ``max_frame`` bounds the
-    declared length (TPDU included).
+    declared length (TPDU included). With ``keepalive=True`` a frame of
+    declared length 0 is a keepalive: taken off the stream, no payload;
+    otherwise it is a violation.
     """
 
     def __cinit__(self, *args, **kwargs):
@@ -62,6 +64,7 @@ cdef class Framer:
         self._hlen = 2
         self.max_frame = 8192
         self.tpdu = False
+        self.keepalive = False
         self._hfill = 0
         self._bfill = 0
         self._pending = -1
@@ -69,7 +72,8 @@ cdef class Framer:
         self._offset = 0
         self._broken = None
 
-    def __init__(self, str header="binary2", *, bint tpdu=False, Py_ssize_t max_frame=8192):
+    def __init__(self, str header="binary2", *, bint tpdu=False, Py_ssize_t max_frame=8192,
+                 bint keepalive=False):
         spec = _HEADERS.get(header)
         if spec is None:
             raise ValueError(
@@ -87,10 +91,12 @@ cdef class Framer:
         self._hlen = hlen
         self.tpdu = tpdu
         self.max_frame = max_frame
+        self.keepalive = keepalive
 
     def __repr__(self):
         return (
             f"Framer({self.header!r}, tpdu={bool(self.tpdu)}, max_frame={self.max_frame}, "
+            + ("keepalive=True, " if self.keepalive else "") +
             f"buffered={self._hfill + self._bfill})"
         )
 
@@ -165,6 +171,8 @@ cdef class Framer:
                 self._offset,
             )
         if length == 0:
+            if self.keepalive:
+                return 0
             raise FrameError(
                 f"declared length 0 (frame at stream offset {self._offset})", self._offset
             )
@@ -192,10 +200,11 @@ cdef class Framer:
             length = self._declared_length(p + pos)
             if n - pos - hlen < length:
                 break
-            # length >= 1, so the TPDU ID byte is inside p[0:n].
-            if self.tpdu:
-                self._check_tpdu_id(p[pos + hlen], hlen)
-            out.append(PyBytes_FromStringAndSize(<char *>p + pos + hlen, length))
+            if length:  # 0: a keepalive, nothing to hand out
+                # length >= 1, so the TPDU ID byte is inside p[0:n].
+                if self.tpdu:
+                    self._check_tpdu_id(p[pos + hlen], hlen)
+                out.append(PyBytes_FromStringAndSize(<char *>p + pos + hlen, length))
             pos += hlen + length
             self._offset += hlen + length
         return pos
@@ -228,7 +237,8 @@ cdef class Framer:
             self._bfill += take
             pos += take
         if self._bfill == self._pending:
-            out.append(PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self._body), self._pending))
+            if self._pending:  # 0: a keepalive, nothing to hand out
+                out.append(PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self._body), self._pending))
             self._offset += self._hlen + self._pending
             self._body = None
             self._hfill = self._bfill = 0

@@ -31,6 +31,7 @@ MODULES = (
     "switch.io.service",
     "switch.io.backstop",
     "switch.core.engine",
+    "switch.core.rejections",
     "switch.core.refunds",
     "switch.core.messages",
     "switch.core.security",

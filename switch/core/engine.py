@@ -26,7 +26,8 @@ from typing import Any, Callable, Generator
 
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
-from switch.core import completion, drain, elsewhere, messages, network, pipeline, refunds, security, states, uploads
+from switch.core import (completion, drain, elsewhere, messages, network, pipeline, refunds, rejections, security,
+                         states, uploads)
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.host_stans import NO_REF
@@ -186,23 +187,16 @@ class Engine:
         return kind, code, codec.encode(messages.build_response(msg, code, self.rrns.next()))
 
     def _dispatch(self, msg, mti: str, codec) -> Gen:
-        try:
-            messages.check_request(msg, mti)
-            if 55 in msg:
-                messages.check_icc(msg[55])  # section 3: malformed EMV data is never forwarded
-            tid = msg[41]
-            merchant = self.terminals.get(tid)
-            if merchant is None or (42 in msg and msg[42] != merchant):
-                raise messages.Rejection("03", f"unknown terminal {tid!r} or merchant")
-        except messages.Rejection as r:
-            log.info("rejected %s: %s (%s)", msg.mti, r.code, r.reason)
-            if mti == "0800":
-                return (yield from network.answer(self, msg, r.code, codec))
-            return self._reply(msg, r.code, codec)
+        merchant, refusal = rejections.screen(self, msg, mti)
+        if refusal is not None and not rejections.journaled(msg, mti, merchant):
+            log.info("rejected %s: %s (%s)", msg.mti, refusal.code, refusal.reason)
+            if mti == "0800" and merchant is not None:
+                return (yield from network.answer(self, msg, refusal.code, codec))
+            return self._reply(msg, refusal.code, codec, "network" if mti == "0800" else "unknown")
         if mti == "0800":
             return (yield from network.answer(self, msg, "00", codec))
 
-        key = (tid, msg[11], msg[7])
+        key = (msg[41], msg[11], msg[7])
         if self.network_answers.holds(key, self.clock(), self.cfg.retransmission_window):
             self.metrics.retransmission("conflict")  # section 6: the key of an 0800 (switch.core.network)
             return self._reply(msg, "94", codec)
@@ -222,7 +216,7 @@ class Engine:
         flight = self.inflight[key] = Flight(key, digest, mti)
         try:
             try:
-                result = yield from self._transaction(msg, mti, digest, merchant, flight, codec)
+                result = yield from self._transaction(msg, mti, digest, merchant, flight, codec, refusal)
             except Exception:
                 yield from self._reversal_left(flight, merchant)
                 raise
@@ -271,11 +265,14 @@ class Engine:
             raise messages.Rejection("30", "city-card payment without field 48 tag CC")
         return route.kind, route, pan
 
-    def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec) -> Gen:
-        """Journal the request, then the work of its message type."""
+    def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec, rejection=None) -> Gen:
+        """Journal the request, then the work of its message type (``rejection``: the
+        switch refused it already, switch.core.rejections: its answer is journaled)."""
         tlv: dict = {}
-        kind, route, pan, rejection, refund_daily_max = "unknown", None, None, None, None
+        kind, route, pan, refund_daily_max = "unknown", None, None, None
         try:
+            if rejection is not None:
+                raise rejection
             messages.check_currency(msg, mti)  # before routing; a 30 journaled like the rejections below
             if 90 in msg and mti in ("0400", "0220"):
                 messages.check_original(msg[90])  # a 30 journaled like the rejections below (section 6)

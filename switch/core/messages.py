@@ -116,6 +116,11 @@ def check_request(msg, mti: str | None = None) -> None:
     bad = impossible_clock(get(7), get(12), get(13))  # native/clock.pyx: on every request
     if bad:
         raise Rejection("30", f"field {bad} is not a possible {_CLOCK_NAMES[bad]}")
+    expiry = get(14)
+    if expiry is not None and mti != "0400" and not "01" <= expiry[2:] <= "12":
+        # Section 2: YYMM (the codec checked the digits).  The acquirer would
+        # decline it at best; an 0400 is never refused for it, as for field 49.
+        raise Rejection("30", "field 14 is not a possible expiry date YYMM: its month is not 01 to 12")
     tx_type = msg[3][:2]
     allowed = _FINANCIAL_TYPES.get(mti)
     if allowed is not None and tx_type not in allowed:
@@ -218,10 +223,13 @@ def check_currency(msg, mti: str) -> None:
 
 
 # Fields whose value decides "same content" for a retransmission (section 6).
+# 55 is the card's own data for this transaction (its cryptogram, its
+# counter): other ICC data under a key already used is another card
+# transaction (94), never to be given the first one's answer.
 # 74, 76, 86 and 88 are an 0500's totals: a corrected 0500 under the key of
 # one already answered is other content (94), not a retransmission to be
 # given the first one's 95 again.
-_DIGEST_FIELDS = (2, 3, 4, 14, 22, 35, 42, 48, 49, 74, 76, 86, 88, 90)
+_DIGEST_FIELDS = (2, 3, 4, 14, 22, 35, 42, 48, 49, 55, 74, 76, 86, 88, 90)
 _DIGEST_TAGS = tuple((n, b"|%d=" % n) for n in _DIGEST_FIELDS)
 
 

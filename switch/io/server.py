@@ -6,7 +6,9 @@ multiplex many lanes, and answers go back in completion order (the terminal
 matches them by 41 + 11).  A connection stops being read while it has
 ``max_in_flight`` requests open or while its write buffer is full, so a slow or
 hostile client can't make the switch buffer without bound.  A framing
-violation (oversized declared length) closes that connection only.
+violation (oversized declared length) closes that connection only, once the
+frames that came whole before it are answered; a frame of declared length 0
+is a keepalive (docs/terminal-interface.md, section 1).
 
 Limits of spec section 1 (v1.1): connections are capped in total and per
 source address (:class:`Gate`; over a cap a connection is aborted at once);
@@ -72,7 +74,7 @@ class TerminalProtocol(asyncio.Protocol):
         self.frame_timer: asyncio.TimerHandle | None = None
         self.listener = listener
         self.codec = codec  # the listener's dialect: requests decoded and answered in it
-        self.framer = Framer(listener.header, tpdu=listener.tpdu, max_frame=listener.max_frame)
+        self.framer = Framer(listener.header, tpdu=listener.tpdu, max_frame=listener.max_frame, keepalive=True)
         self.transport: asyncio.Transport | None = None
         self.in_flight = 0
         self.read_paused = False
@@ -81,6 +83,7 @@ class TerminalProtocol(asyncio.Protocol):
         self.tasks: set[asyncio.Task] = set()
         self.quieted = False  # draining, nothing left to wait for: no more requests read
         self.peer_closed = False  # the terminal half-closed: answer what it sent, then close
+        self.broken = False  # it broke the framing: answer the frames before the break, then close
 
     def connection_made(self, transport):
         self.transport = transport
@@ -130,13 +133,13 @@ class TerminalProtocol(asyncio.Protocol):
         return self.in_flight > 0  # True: the transport stays open for the answers
 
     def data_received(self, data: bytes):
-        if self.transport is None:
+        if self.transport is None or self.broken:
             return
         self.last_active = now = self.loop.time()
         try:
             frames = self.framer.feed(data)
         except FrameError as e:
-            self._frame_error(e)
+            self._frame_error(e, e.frames)
             return
         if not self.framer.buffered:
             if self.frame_started is not None:
@@ -153,14 +156,17 @@ class TerminalProtocol(asyncio.Protocol):
                 try:
                     tpdu, payload = split_tpdu(payload)
                 except FrameError as e:
-                    self._frame_error(e)
+                    self._frame_error(e, [])
                     return
                 tpdu = reply_tpdu(tpdu)
-            self.in_flight += 1
-            task = self.loop.create_task(self._serve(payload, tpdu))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._start(payload, tpdu)
         self._update_reading()
+
+    def _start(self, payload: bytes, tpdu: bytes) -> None:
+        self.in_flight += 1
+        task = self.loop.create_task(self._serve(payload, tpdu))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _no_frame_pending(self) -> None:
         """No frame is coming in any more: its deadline goes."""
@@ -168,14 +174,31 @@ class TerminalProtocol(asyncio.Protocol):
             self.frame_timer.cancel()
         self.frame_timer = self.frame_started = None
 
-    def _frame_error(self, e: FrameError) -> None:
-        """The peer does not frame as this listener does: nothing of the stream can be trusted."""
+    def _frame_error(self, e: FrameError, whole: list[bytes]) -> None:
+        """The peer does not frame as this listener does: nothing of the stream after the
+        break can be trusted.  The frames that came whole before it (``whole``, in the
+        same read) are answered, as those already in flight are; then the connection
+        closes (spec section 1), reading nothing more meanwhile."""
         self.switch.metrics.frame_errors.inc()
         lst = self.listener
         log.warning("closing %s: %s (the terminal does not frame as this listener does: header = \"%s\"%s;"
                     " runbook: payswitch_frame_errors_total)", self.peer, e, lst.header,
                     ", tpdu = true" if lst.tpdu else ", no TPDU")
-        self.transport.close()
+        self.broken = True
+        self._no_frame_pending()
+        for payload in whole:
+            tpdu = b""
+            if lst.tpdu:
+                try:
+                    tpdu, payload = split_tpdu(payload)
+                    tpdu = reply_tpdu(tpdu)
+                except FrameError:
+                    break  # the break is here: nothing from it on is answered
+            self._start(payload, tpdu)
+        if self.in_flight:
+            self._update_reading()  # paused until the last answer is written, then closed
+        else:
+            self.transport.close()
 
     async def _serve(self, payload: bytes, tpdu: bytes):
         try:
@@ -194,8 +217,8 @@ class TerminalProtocol(asyncio.Protocol):
                 self.last_active = self.loop.time()
                 if self.switch.draining:
                     self.drain()
-                elif self.peer_closed and not self.in_flight:
-                    self.transport.close()  # the last answer to a terminal that half-closed
+                elif (self.peer_closed or self.broken) and not self.in_flight:
+                    self.transport.close()  # the last answer to a terminal that half-closed or broke framing
             self._update_reading()
 
     def drain(self) -> bool:
@@ -256,7 +279,7 @@ class TerminalProtocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         limit = self.listener.max_in_flight
-        want_pause = self.write_paused or self.in_flight >= limit or self.quieted
+        want_pause = self.write_paused or self.in_flight >= limit or self.quieted or self.broken
         if want_pause and not self.read_paused:
             self.transport.pause_reading()
             self.read_paused = True
