@@ -97,3 +97,56 @@ def test_a_code_of_a_length_no_wallet_issues_is_14_and_never_sent(code):
 def test_codes_of_16_to_24_digits_are_sent(code):
     wallet = ScriptedWallet({"pay": paid("1234")})
     assert authorize(wallet, purchase(code)).response_code == "00" and wallet.calls == ["pay"]
+
+
+# --- a "success" whose trade status is not one ------------------------------------------
+
+
+def paying(state: str):
+    """A pay answered SUCCESS whose trade_state says the payment is not (or not yet) made."""
+    def answer(fields):
+        return {"return_code": "SUCCESS", "result_code": "SUCCESS", "out_trade_no": fields["out_trade_no"],
+                "transaction_id": "4200001", "total_fee": "1234", "trade_state": state}
+    return answer
+
+
+def test_a_pay_answered_success_while_the_customer_is_still_paying_is_queried_not_approved():
+    wallet = ScriptedWallet({"pay": paying("USERPAYING"), "query": paid("1234"), "cancel": reversed_})
+    result = authorize(wallet, purchase("134567890123456789"))
+    assert result.response_code == "00" and wallet.calls == ["pay", "query"]
+
+
+@pytest.mark.parametrize("state", ["USERPAYING", "NOTPAY", "CLOSED", "PAYERROR", "success"])
+def test_a_pay_answered_success_with_a_trade_state_that_is_not_paid_never_approves(state):
+    # The query says what the order really is: here, the customer declined.
+    wallet = ScriptedWallet({"pay": paying(state), "query": paying("PAYERROR"), "cancel": reversed_})
+    result = authorize(wallet, purchase("134567890123456789"))
+    assert result.response_code == "05" and result.auth_code is None
+    assert wallet.calls == ["pay", "query"]
+
+
+@pytest.fixture(scope="module")
+def tradepay_keys():
+    from adapters.wallet import signing
+
+    merchant_private, merchant_public = signing.generate_rsa_pem()
+    wallet_private, wallet_public = signing.generate_rsa_pem()
+    codec = messages.TradePayCodec("2021", signing.RsaSigner(merchant_private), signing.RsaVerifier(wallet_public))
+    return codec, signing.RsaSigner(wallet_private)
+
+
+@pytest.mark.parametrize("status, disposition", [
+    (None, "paid"), ("TRADE_SUCCESS", "paid"), ("TRADE_FINISHED", "paid"),
+    ("WAIT_BUYER_PAY", "waiting"), ("TRADE_CLOSED", "unknown"), ("trade_success", "unknown"),
+])
+def test_a_trade_pay_code_10000_is_paid_only_with_a_paid_trade_status(tradepay_keys, status, disposition):
+    from adapters.wallet import outcomes
+
+    codec, wallet_key = tradepay_keys
+    fields = {"code": "10000", "msg": "Success", "out_trade_no": "T1", "trade_no": "2024", "total_amount": "12.34"}
+    if status is not None:
+        fields["trade_status"] = status
+    body = messages.tradepay_encode_reply("trade_pay_response", fields, wallet_key)
+    reply = codec.reply("pay", body, "T1", 1234)
+    outcome = outcomes.classify(outcomes.TRADEPAY, "pay", reply.word, reply.family)
+    assert outcome.disposition.value == disposition
