@@ -102,11 +102,11 @@ def test_codes_of_16_to_24_digits_are_sent(code):
 # --- a "success" whose trade status is not one ------------------------------------------
 
 
-def paying(state: str):
+def paying(state: str, fee: str = "1234"):
     """A pay answered SUCCESS whose trade_state says the payment is not (or not yet) made."""
     def answer(fields):
         return {"return_code": "SUCCESS", "result_code": "SUCCESS", "out_trade_no": fields["out_trade_no"],
-                "transaction_id": "4200001", "total_fee": "1234", "trade_state": state}
+                "transaction_id": "4200001", "total_fee": fee, "trade_state": state}
     return answer
 
 
@@ -150,3 +150,93 @@ def test_a_trade_pay_code_10000_is_paid_only_with_a_paid_trade_status(tradepay_k
     reply = codec.reply("pay", body, "T1", 1234)
     outcome = outcomes.classify(outcomes.TRADEPAY, "pay", reply.word, reply.family)
     assert outcome.disposition.value == disposition
+
+
+# --- the switch around a wallet adapter (switch.io.service, no sockets) -------------------
+
+
+@pytest.fixture
+def service_key(monkeypatch):
+    from tests import test_service
+
+    monkeypatch.setenv(test_service.KEY_ENV, test_service.KEY_HEX)
+    return test_service
+
+
+class ConfirmingWallet(ScriptedWallet):
+    """A micropay wallet whose customer keeps confirming until the order is reversed, after
+    which the order is revoked: a confirmation then can no longer take the money."""
+
+    def __init__(self):
+        self.reversed_at: float | None = None
+        self.queried_after_reverse = 0
+        super().__init__({"pay": paying("USERPAYING", "2500"), "query": self._query, "cancel": self._cancel})
+
+    def _query(self, fields):
+        if self.reversed_at is not None:
+            self.queried_after_reverse += 1
+            return paying("REVOKED", "2500")(fields)
+        return paying("USERPAYING", "2500")(fields)
+
+    def _cancel(self, fields):
+        self.reversed_at = time.monotonic()
+        return reversed_(fields)
+
+
+def wallet_switch_acquirers(test_service, wallet):
+    acquirer = adapter(wallet)
+    acquirer.name = "wallet-a"
+    return test_service.fakes(**{"wallet-a": acquirer}), acquirer
+
+
+WALLET_CODE = "BC018281234567890123456"
+
+
+def test_a_terminal_reversal_while_the_customer_confirms_withdraws_the_order_at_the_wallet(service_key):
+    ts = service_key
+    wallet = ConfirmingWallet()
+    acquirers, _ = wallet_switch_acquirers(ts, wallet)
+
+    async def scenario(sw):
+        original = asyncio.create_task(sw.handle(ts.request(pan=None, f22="031", f48=WALLET_CODE)))
+        for _ in range(200):
+            if wallet.calls.count("query") >= 3:  # the probe at start, then the customer confirming
+                break
+            await asyncio.sleep(0.01)
+        assert "cancel" not in wallet.calls
+        t0 = time.monotonic()
+        assert ts.TERM.decode(await asyncio.wait_for(sw.handle(ts.reversal("000002", "000001")), 1.0))[39] == "00"
+        answer = ts.TERM.decode(await asyncio.wait_for(original, ts.WAIT))
+        # The order is reversed at the wallet at once, not when the hold would have ended.
+        assert wallet.reversed_at is not None and wallet.reversed_at - t0 < 0.5
+        assert answer[39] == "68" and 38 not in answer
+        assert wallet.queried_after_reverse == 0
+        rec = await ts.record(sw, "000001")
+        assert rec.acquirer_ref.endswith("|reversed") and rec.response_code == "68"
+
+    ts.run(scenario, acquirers=acquirers, timeout=2.5, response_timeout=3.0)
+
+
+def test_a_payment_withdrawn_before_its_pay_left_is_never_sent_and_one_polled_is_cancelled_at_once():
+    from adapters.wallet import outcomes
+    from adapters.wallet.flow import Call, Done, PaymentFlow, Reply
+
+    def flow():
+        return PaymentFlow(now=0.0, deadline=30.0, margin=5.0, poll_interval=3.0, cancel_interval=1.0,
+                           request_timeout=5.0)
+
+    unsent = flow()
+    unsent.withdraw(0.0)
+    assert unsent.step(0.0) == Done("91", "unsent", None, False)
+    held = flow()
+    assert held.step(0.0) == Call("pay", 5.0)
+    held.feed("pay", Reply(outcomes.WAITING), 0.5)
+    held.withdraw(1.0)  # between two queries: no more queries, the cancel now
+    assert held.step(1.0) == Call("cancel", 5.0)
+    held.feed("cancel", Reply(outcomes.REVERSED), 1.2)
+    assert held.step(1.2) == Done("68", "reversed", None, False)
+    answering = flow()
+    answering.step(0.0)
+    answering.withdraw(0.2)  # while its pay is under way: cancelled as soon as it is answered
+    answering.feed("pay", Reply(None), 0.4)
+    assert answering.step(0.4) == Call("cancel", 5.0)

@@ -69,6 +69,9 @@ class ReversalQueue:
         # Terminal reversals answered 00 whose journaling failed: (41, 42, MTI, 11, 7).
         self.named: list[tuple[str, str, str, str, str]] = []
         self.on_queued = lambda: None
+        # A terminal's 0400 named a request still at its acquirer: the driver lets an
+        # adapter that holds it (a wallet order waiting for its customer) withdraw it now.
+        self.on_withdraw = lambda flight: None
         self._next = 0.0  # when the last sweep expects the next one to have work
         self._forget_at = 0.0  # when the next sweep forgets cards past card_retention
         self.late = LateAnswers()  # late answers, until their reversals take them
@@ -201,6 +204,7 @@ class ReversalQueue:
             # (and after a crash, recovery reverses what was sent).
             flight.reverse_requested = True
             log.info("0400 for %s/%s while it is in flight; it will not be answered 00", tid, o_stan)
+            self.on_withdraw(flight)
             return (orig.id if orig else flight.txn_id), "card"
         if orig is None:
             # Section 6.1: never seen.  The key is void for the retransmission

@@ -89,6 +89,7 @@ class Switch:
         )
         self.engine.on_flight_done = _wake_waiters
         self.engine.reversals.on_queued = self._wake_sweeper
+        self.engine.reversals.on_withdraw = self._withdraw
         for name in self.engine.reversals.stan_acquirers:
             use = getattr(self.acquirers.get(name), "use_stan_source", None)
             if use is not None:
@@ -302,6 +303,16 @@ class Switch:
         elif state not in ("pay", "query", "cancel") and order_no in held:
             self.metrics.wallet_held.labels(held.pop(order_no)).dec()
         await self.journal.update(rec.id, order_state=state)
+
+    def _withdraw(self, flight: Flight) -> None:
+        """A terminal reversed a request still at its acquirer (spec 6.1): an adapter that
+        holds it (a wallet order waiting for its customer) ends it now, undoing it there."""
+        if flight.txn_id is None:
+            return  # not journaled yet, so at no acquirer: its authorization sees the reversal
+        for acquirer in self.acquirers.values():
+            withdraw = getattr(acquirer, "withdraw", None)
+            if withdraw is not None and withdraw(flight.txn_id):
+                return
 
     # -- the driver ------------------------------------------------------------------
 
