@@ -240,3 +240,42 @@ def test_a_payment_withdrawn_before_its_pay_left_is_never_sent_and_one_polled_is
     answering.withdraw(0.2)  # while its pay is under way: cancelled as soon as it is answered
     answering.feed("pay", Reply(None), 0.4)
     assert answering.step(0.4) == Call("cancel", 5.0)
+
+
+# --- a retransmission on the other listener ------------------------------------------------
+
+
+def test_a_retransmission_on_the_other_listener_while_the_original_waits_is_answered_in_its_own_dialect(
+        service_key):
+    from switch.core.codecs import listener_codec
+
+    ts = service_key
+    ascii87 = listener_codec("iso87-ascii")
+    gate = asyncio.Event()
+    wallet = ts.FakeAcquirer("wallet-a", gate=gate)
+
+    async def scenario(sw):
+        body = ts.request(pan=None, f22="031", f48=WALLET_CODE)
+        original = asyncio.create_task(sw.handle(body))  # binary listener
+        await asyncio.wait_for(wallet.entered.wait(), ts.WAIT)
+        again = asyncio.create_task(sw.handle(ascii87.encode(ts.TERM.decode(body)), ascii87))
+        binary_again = asyncio.create_task(sw.handle(body))
+        await asyncio.sleep(0.02)
+        gate.set()
+        first, second, third = await asyncio.wait_for(asyncio.gather(original, again, binary_again), ts.WAIT)
+        assert third == first
+        answer = ascii87.decode(second)  # iso87-ascii, as its listener speaks
+        assert answer.mti == "0210" and answer[39] == "00" and answer.fields() == ts.TERM.decode(first).fields()
+        assert len(wallet.authorized) == 1
+        # The other way round: an ascii original, a binary retransmission while it waits.
+        gate.clear()
+        body2 = ts.request(pan=None, f22="031", f48=WALLET_CODE, stan="000002")
+        original = asyncio.create_task(sw.handle(ascii87.encode(ts.TERM.decode(body2)), ascii87))
+        await asyncio.sleep(0.05)
+        again = asyncio.create_task(sw.handle(body2))
+        await asyncio.sleep(0.02)
+        gate.set()
+        first, second = await asyncio.wait_for(asyncio.gather(original, again), ts.WAIT)
+        assert ts.TERM.decode(second).fields() == ascii87.decode(first).fields()
+
+    ts.run(scenario, acquirers=ts.fakes(**{"wallet-a": wallet}))
