@@ -279,3 +279,33 @@ def test_a_retransmission_on_the_other_listener_while_the_original_waits_is_answ
         assert ts.TERM.decode(second).fields() == ascii87.decode(first).fields()
 
     ts.run(scenario, acquirers=ts.fakes(**{"wallet-a": wallet}))
+
+
+# --- a reversal is named by its original's kind ------------------------------------------------
+
+
+@pytest.mark.parametrize("original, kind", [
+    (dict(pan=None, f22="031", f48=WALLET_CODE), "wallet"),
+    (dict(), "card"),
+])
+def test_a_reversal_of_a_payment_in_flight_is_named_by_the_payments_kind(service_key, original, kind):
+    ts = service_key
+    gate = asyncio.Event()
+    acquirers = ts.fakes(**{name: ts.FakeAcquirer(name, gate=gate) for name in ("wallet-a", "bank-a")})
+
+    async def scenario(sw):
+        task = asyncio.create_task(sw.handle(ts.request(**original)))
+        for _ in range(300):
+            if sw.inflight and next(iter(sw.inflight.values())).txn_id is not None:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert ts.TERM.decode(await sw.handle(ts.reversal("000002", "000001")))[39] == "00"
+        gate.set()
+        assert ts.TERM.decode(await asyncio.wait_for(task, ts.WAIT))[39] == "68"
+        assert (await ts.record(sw, "000002")).kind == kind
+        assert ts.sample(sw, "payswitch_requests_total", kind=kind, mclass="reversal", code="00") == 1
+        other = {"wallet": "card", "card": "wallet"}[kind]
+        assert ts.sample(sw, "payswitch_requests_total", kind=other, mclass="reversal", code="00") == 0
+
+    ts.run(scenario, acquirers=acquirers)

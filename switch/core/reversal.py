@@ -205,7 +205,9 @@ class ReversalQueue:
             flight.reverse_requested = True
             log.info("0400 for %s/%s while it is in flight; it will not be answered 00", tid, o_stan)
             self.on_withdraw(flight)
-            return (orig.id if orig else flight.txn_id), "card"
+            # Named by the payment's own kind (the 0400's journal record, its metrics), as
+            # the journal names a request not classified yet: card.
+            return (orig.id if orig else flight.txn_id), (orig.kind if orig else _kind_of(flight))
         if orig is None:
             # Section 6.1: never seen.  The key is void for the retransmission
             # window, so the original, should it come late, is answered 94.
@@ -490,6 +492,11 @@ class ReversalQueue:
         if gone:
             log.info("%d sealed card number(s) of reversals no longer pending dropped", gone)
         return gone
+
+
+def _kind_of(flight: Any) -> str:
+    """The journal's kind of a request in flight (``unknown`` before it is classified is card)."""
+    return flight.kind if flight.kind not in (None, "unknown") else "card"
 
 
 def _references(result: Any) -> dict:
