@@ -309,3 +309,46 @@ def test_a_reversal_of_a_payment_in_flight_is_named_by_the_payments_kind(service
         assert ts.sample(sw, "payswitch_requests_total", kind=other, mclass="reversal", code="00") == 0
 
     ts.run(scenario, acquirers=acquirers)
+
+
+# --- the gauge of payments held ---------------------------------------------------------------
+
+
+class HangingWallet(ConfirmingWallet):
+    """The customer is confirming, then the wallet stops answering its queries at all."""
+
+    def __init__(self, answered_queries: int):
+        super().__init__()
+        self.answered_queries = answered_queries
+
+    async def request(self, method, path, body, *, timeout, **kw):
+        if CALLS[path] == "query" and self.calls.count("query") >= self.answered_queries:
+            self.calls.append("query")
+            await asyncio.Event().wait()  # never answered, whatever its timeout says
+        return await super().request(method, path, body, timeout=timeout, **kw)
+
+
+def test_a_held_payment_whose_adapter_overran_is_held_no_more(service_key, monkeypatch):
+    from switch.io import service
+
+    ts = service_key
+    monkeypatch.setattr(service, "_ADAPTER_GRACE", 0.05)
+    wallet = HangingWallet(answered_queries=3)  # the probe at start, then two while confirming
+    acquirers, acquirer = wallet_switch_acquirers(ts, wallet)
+
+    async def before_start(sw):
+        acquirer._on_state = sw._order_state
+
+    async def scenario(sw):
+        held = lambda: ts.sample(sw, "payswitch_wallet_held", acquirer="wallet-a")  # noqa: E731
+        task = asyncio.create_task(sw.handle(ts.request(pan=None, f22="031", f48=WALLET_CODE)))
+        for _ in range(200):
+            if held() == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert held() == 1
+        assert ts.TERM.decode(await asyncio.wait_for(task, ts.WAIT))[39] == "68"  # the overrun
+        assert sw.metrics.internal_errors._value.get() == 1
+        assert held() == 0
+
+    ts.run(scenario, acquirers=acquirers, before_start=before_start, timeout=0.5, response_timeout=2.0)

@@ -18,6 +18,7 @@ from native.iso8583 import dialect
 from switch import config as config_mod
 from switch.config_reload import acquirers_changed
 from switch.core import refused, session_keys, states
+from switch.core.acquirer import order_number
 from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec, Stopping, Vas, Wait
 from switch.core.engine import Engine
 from switch.io.backstop import Backstop
@@ -304,6 +305,13 @@ class Switch:
             self.metrics.wallet_held.labels(held.pop(order_no)).dec()
         await self.journal.update(rec.id, order_state=state)
 
+    def _unheld(self, request) -> None:
+        """A payment's call ended, however it ended: its wallet order, if it was held for its
+        customer, is held no more (an overrun cancels the flow before it says so)."""
+        acquirer = self._held.pop(order_number(request.terminal_id, request.transmission_time, request.stan), None)
+        if acquirer is not None:
+            self.metrics.wallet_held.labels(acquirer).dec()
+
     def _withdraw(self, flight: Flight) -> None:
         """A terminal reversed a request still at its acquirer (spec 6.1): an adapter that
         holds it (a wallet order waiting for its customer) ends it now, undoing it there."""
@@ -400,6 +408,8 @@ class Switch:
                 raise
             finally:
                 self._backstop.release(task)
+                if self._held and kind is Call:
+                    self._unheld(command.request)
         if kind is Sec:
             module = self.security_module
             if module is None:
