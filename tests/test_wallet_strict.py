@@ -97,3 +97,258 @@ def test_a_code_of_a_length_no_wallet_issues_is_14_and_never_sent(code):
 def test_codes_of_16_to_24_digits_are_sent(code):
     wallet = ScriptedWallet({"pay": paid("1234")})
     assert authorize(wallet, purchase(code)).response_code == "00" and wallet.calls == ["pay"]
+
+
+# --- a "success" whose trade status is not one ------------------------------------------
+
+
+def paying(state: str, fee: str = "1234"):
+    """A pay answered SUCCESS whose trade_state says the payment is not (or not yet) made."""
+    def answer(fields):
+        return {"return_code": "SUCCESS", "result_code": "SUCCESS", "out_trade_no": fields["out_trade_no"],
+                "transaction_id": "4200001", "total_fee": fee, "trade_state": state}
+    return answer
+
+
+def test_a_pay_answered_success_while_the_customer_is_still_paying_is_queried_not_approved():
+    wallet = ScriptedWallet({"pay": paying("USERPAYING"), "query": paid("1234"), "cancel": reversed_})
+    result = authorize(wallet, purchase("134567890123456789"))
+    assert result.response_code == "00" and wallet.calls == ["pay", "query"]
+
+
+@pytest.mark.parametrize("state", ["USERPAYING", "NOTPAY", "CLOSED", "PAYERROR", "success"])
+def test_a_pay_answered_success_with_a_trade_state_that_is_not_paid_never_approves(state):
+    # The query says what the order really is: here, the customer declined.
+    wallet = ScriptedWallet({"pay": paying(state), "query": paying("PAYERROR"), "cancel": reversed_})
+    result = authorize(wallet, purchase("134567890123456789"))
+    assert result.response_code == "05" and result.auth_code is None
+    assert wallet.calls == ["pay", "query"]
+
+
+@pytest.fixture(scope="module")
+def tradepay_keys():
+    from adapters.wallet import signing
+
+    merchant_private, merchant_public = signing.generate_rsa_pem()
+    wallet_private, wallet_public = signing.generate_rsa_pem()
+    codec = messages.TradePayCodec("2021", signing.RsaSigner(merchant_private), signing.RsaVerifier(wallet_public))
+    return codec, signing.RsaSigner(wallet_private)
+
+
+@pytest.mark.parametrize("status, disposition", [
+    (None, "paid"), ("TRADE_SUCCESS", "paid"), ("TRADE_FINISHED", "paid"),
+    ("WAIT_BUYER_PAY", "waiting"), ("TRADE_CLOSED", "unknown"), ("trade_success", "unknown"),
+])
+def test_a_trade_pay_code_10000_is_paid_only_with_a_paid_trade_status(tradepay_keys, status, disposition):
+    from adapters.wallet import outcomes
+
+    codec, wallet_key = tradepay_keys
+    fields = {"code": "10000", "msg": "Success", "out_trade_no": "T1", "trade_no": "2024", "total_amount": "12.34"}
+    if status is not None:
+        fields["trade_status"] = status
+    body = messages.tradepay_encode_reply("trade_pay_response", fields, wallet_key)
+    reply = codec.reply("pay", body, "T1", 1234)
+    outcome = outcomes.classify(outcomes.TRADEPAY, "pay", reply.word, reply.family)
+    assert outcome.disposition.value == disposition
+
+
+# --- the switch around a wallet adapter (switch.io.service, no sockets) -------------------
+
+
+@pytest.fixture
+def service_key(monkeypatch):
+    from tests import test_service
+
+    monkeypatch.setenv(test_service.KEY_ENV, test_service.KEY_HEX)
+    return test_service
+
+
+class ConfirmingWallet(ScriptedWallet):
+    """A micropay wallet whose customer keeps confirming until the order is reversed, after
+    which the order is revoked: a confirmation then can no longer take the money."""
+
+    def __init__(self):
+        self.reversed_at: float | None = None
+        self.queried_after_reverse = 0
+        super().__init__({"pay": paying("USERPAYING", "2500"), "query": self._query, "cancel": self._cancel})
+
+    def _query(self, fields):
+        if self.reversed_at is not None:
+            self.queried_after_reverse += 1
+            return paying("REVOKED", "2500")(fields)
+        return paying("USERPAYING", "2500")(fields)
+
+    def _cancel(self, fields):
+        self.reversed_at = time.monotonic()
+        return reversed_(fields)
+
+
+def wallet_switch_acquirers(test_service, wallet):
+    acquirer = adapter(wallet)
+    acquirer.name = "wallet-a"
+    return test_service.fakes(**{"wallet-a": acquirer}), acquirer
+
+
+WALLET_CODE = "BC018281234567890123456"
+
+
+def test_a_terminal_reversal_while_the_customer_confirms_withdraws_the_order_at_the_wallet(service_key):
+    ts = service_key
+    wallet = ConfirmingWallet()
+    acquirers, _ = wallet_switch_acquirers(ts, wallet)
+
+    async def scenario(sw):
+        original = asyncio.create_task(sw.handle(ts.request(pan=None, f22="031", f48=WALLET_CODE)))
+        for _ in range(200):
+            if wallet.calls.count("query") >= 3:  # the probe at start, then the customer confirming
+                break
+            await asyncio.sleep(0.01)
+        assert "cancel" not in wallet.calls
+        t0 = time.monotonic()
+        assert ts.TERM.decode(await asyncio.wait_for(sw.handle(ts.reversal("000002", "000001")), 1.0))[39] == "00"
+        answer = ts.TERM.decode(await asyncio.wait_for(original, ts.WAIT))
+        # The order is reversed at the wallet at once, not when the hold would have ended.
+        assert wallet.reversed_at is not None and wallet.reversed_at - t0 < 0.5
+        assert answer[39] == "68" and 38 not in answer
+        assert wallet.queried_after_reverse == 0
+        rec = await ts.record(sw, "000001")
+        assert rec.acquirer_ref.endswith("|reversed") and rec.response_code == "68"
+
+    ts.run(scenario, acquirers=acquirers, timeout=2.5, response_timeout=3.0)
+
+
+def test_a_payment_withdrawn_before_its_pay_left_is_never_sent_and_one_polled_is_cancelled_at_once():
+    from adapters.wallet import outcomes
+    from adapters.wallet.flow import Call, Done, PaymentFlow, Reply
+
+    def flow():
+        return PaymentFlow(now=0.0, deadline=30.0, margin=5.0, poll_interval=3.0, cancel_interval=1.0,
+                           request_timeout=5.0)
+
+    unsent = flow()
+    unsent.withdraw(0.0)
+    assert unsent.step(0.0) == Done("91", "unsent", None, False)
+    held = flow()
+    assert held.step(0.0) == Call("pay", 5.0)
+    held.feed("pay", Reply(outcomes.WAITING), 0.5)
+    held.withdraw(1.0)  # between two queries: no more queries, the cancel now
+    assert held.step(1.0) == Call("cancel", 5.0)
+    held.feed("cancel", Reply(outcomes.REVERSED), 1.2)
+    assert held.step(1.2) == Done("68", "reversed", None, False)
+    answering = flow()
+    answering.step(0.0)
+    answering.withdraw(0.2)  # while its pay is under way: cancelled as soon as it is answered
+    answering.feed("pay", Reply(None), 0.4)
+    assert answering.step(0.4) == Call("cancel", 5.0)
+
+
+# --- a retransmission on the other listener ------------------------------------------------
+
+
+def test_a_retransmission_on_the_other_listener_while_the_original_waits_is_answered_in_its_own_dialect(
+        service_key):
+    from switch.core.codecs import listener_codec
+
+    ts = service_key
+    ascii87 = listener_codec("iso87-ascii")
+    gate = asyncio.Event()
+    wallet = ts.FakeAcquirer("wallet-a", gate=gate)
+
+    async def scenario(sw):
+        body = ts.request(pan=None, f22="031", f48=WALLET_CODE)
+        original = asyncio.create_task(sw.handle(body))  # binary listener
+        await asyncio.wait_for(wallet.entered.wait(), ts.WAIT)
+        again = asyncio.create_task(sw.handle(ascii87.encode(ts.TERM.decode(body)), ascii87))
+        binary_again = asyncio.create_task(sw.handle(body))
+        await asyncio.sleep(0.02)
+        gate.set()
+        first, second, third = await asyncio.wait_for(asyncio.gather(original, again, binary_again), ts.WAIT)
+        assert third == first
+        answer = ascii87.decode(second)  # iso87-ascii, as its listener speaks
+        assert answer.mti == "0210" and answer[39] == "00" and answer.fields() == ts.TERM.decode(first).fields()
+        assert len(wallet.authorized) == 1
+        # The other way round: an ascii original, a binary retransmission while it waits.
+        gate.clear()
+        body2 = ts.request(pan=None, f22="031", f48=WALLET_CODE, stan="000002")
+        original = asyncio.create_task(sw.handle(ascii87.encode(ts.TERM.decode(body2)), ascii87))
+        await asyncio.sleep(0.05)
+        again = asyncio.create_task(sw.handle(body2))
+        await asyncio.sleep(0.02)
+        gate.set()
+        first, second = await asyncio.wait_for(asyncio.gather(original, again), ts.WAIT)
+        assert ts.TERM.decode(second).fields() == ascii87.decode(first).fields()
+
+    ts.run(scenario, acquirers=ts.fakes(**{"wallet-a": wallet}))
+
+
+# --- a reversal is named by its original's kind ------------------------------------------------
+
+
+@pytest.mark.parametrize("original, kind", [
+    (dict(pan=None, f22="031", f48=WALLET_CODE), "wallet"),
+    (dict(), "card"),
+])
+def test_a_reversal_of_a_payment_in_flight_is_named_by_the_payments_kind(service_key, original, kind):
+    ts = service_key
+    gate = asyncio.Event()
+    acquirers = ts.fakes(**{name: ts.FakeAcquirer(name, gate=gate) for name in ("wallet-a", "bank-a")})
+
+    async def scenario(sw):
+        task = asyncio.create_task(sw.handle(ts.request(**original)))
+        for _ in range(300):
+            if sw.inflight and next(iter(sw.inflight.values())).txn_id is not None:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert ts.TERM.decode(await sw.handle(ts.reversal("000002", "000001")))[39] == "00"
+        gate.set()
+        assert ts.TERM.decode(await asyncio.wait_for(task, ts.WAIT))[39] == "68"
+        assert (await ts.record(sw, "000002")).kind == kind
+        assert ts.sample(sw, "payswitch_requests_total", kind=kind, mclass="reversal", code="00") == 1
+        other = {"wallet": "card", "card": "wallet"}[kind]
+        assert ts.sample(sw, "payswitch_requests_total", kind=other, mclass="reversal", code="00") == 0
+
+    ts.run(scenario, acquirers=acquirers)
+
+
+# --- the gauge of payments held ---------------------------------------------------------------
+
+
+class HangingWallet(ConfirmingWallet):
+    """The customer is confirming, then the wallet stops answering its queries at all."""
+
+    def __init__(self, answered_queries: int):
+        super().__init__()
+        self.answered_queries = answered_queries
+
+    async def request(self, method, path, body, *, timeout, **kw):
+        if CALLS[path] == "query" and self.calls.count("query") >= self.answered_queries:
+            self.calls.append("query")
+            await asyncio.Event().wait()  # never answered, whatever its timeout says
+        return await super().request(method, path, body, timeout=timeout, **kw)
+
+
+def test_a_held_payment_whose_adapter_overran_is_held_no_more(service_key, monkeypatch):
+    from switch.io import service
+
+    ts = service_key
+    monkeypatch.setattr(service, "_ADAPTER_GRACE", 0.05)
+    wallet = HangingWallet(answered_queries=3)  # the probe at start, then two while confirming
+    acquirers, acquirer = wallet_switch_acquirers(ts, wallet)
+
+    async def before_start(sw):
+        acquirer._on_state = sw._order_state
+
+    async def scenario(sw):
+        held = lambda: ts.sample(sw, "payswitch_wallet_held", acquirer="wallet-a")  # noqa: E731
+        task = asyncio.create_task(sw.handle(ts.request(pan=None, f22="031", f48=WALLET_CODE)))
+        for _ in range(200):
+            if held() == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert held() == 1
+        assert ts.TERM.decode(await asyncio.wait_for(task, ts.WAIT))[39] == "68"  # the overrun
+        assert sw.metrics.internal_errors._value.get() == 1
+        assert held() == 0
+
+    ts.run(scenario, acquirers=acquirers, before_start=before_start, timeout=0.5, response_timeout=2.0)

@@ -150,6 +150,7 @@ class WalletAcquirer:
         self._stop_at: float | None = None  # loop time by which the switch stops (stopping())
         self._wake = asyncio.Event()  # set to end the waits between calls (stopping, closing)
         self._runs = 0
+        self._holding: dict[int, PaymentFlow] = {}  # payments being authorized, by txn_id (withdraw)
         self._drained = asyncio.Event()
         self._drained.set()
         self.metrics = LinkMetrics(link="wallet")
@@ -210,7 +211,26 @@ class WalletAcquirer:
             cancel_interval=self.cancel_interval,
             request_timeout=self.request_timeout,
         )
-        return await self._finished(flow, order)
+        self._holding[request.txn_id] = flow
+        try:
+            return await self._finished(flow, order)
+        finally:
+            if self._holding.get(request.txn_id) is flow:
+                del self._holding[request.txn_id]
+
+    def withdraw(self, txn_id: int) -> bool:
+        """The terminal reversed payment ``txn_id`` while it is being authorized here (spec
+        6.1): its order is cancelled (trade.pay) or reversed (micropay) at the wallet now,
+        not when the customer's hold ends, and :meth:`authorize` returns once the wallet
+        acknowledges it.  False when no payment of that id is held here."""
+        flow = self._holding.get(txn_id)
+        if flow is None:
+            return False
+        flow.withdraw(asyncio.get_running_loop().time())
+        log.info("%s: payment %d reversed by its terminal; its order is withdrawn at the wallet", self.name, txn_id)
+        self._wake.set()  # a flow waiting between two queries looks again
+        self._wake = asyncio.Event()
+        return True
 
     async def reverse(self, request: Request, timeout: float) -> bool | str:
         """Cancel (trade.pay) or reverse (micropay) the original's order: True once the

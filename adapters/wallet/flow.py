@@ -20,7 +20,8 @@ not have seen the pay *yet* (still on its way, or queued there), so the order is
 left to the switch's reversal queue, which repeats the cancel for
 ``reversal_not_found_window`` seconds before it counts as nothing to cancel
 (journal state ``unmatched``), as a card reversal answered 25.
-:meth:`PaymentFlow.for_reversal` starts
+:meth:`PaymentFlow.withdraw` (the terminal reversed the payment meanwhile) moves
+to ``cancel`` at once.  :meth:`PaymentFlow.for_reversal` starts
 at ``cancel``, :meth:`PaymentFlow.for_order` at ``poll`` (a sweeper finishing
 an order after a restart).
 """
@@ -129,6 +130,18 @@ class PaymentFlow:
         margin = self.deadline - self.hold_until
         self.deadline = min(self.deadline, at)
         self.hold_until = min(self.hold_until, at - margin)
+
+    def withdraw(self, now: float) -> None:
+        """The terminal reversed the payment while it is held (spec 6.1): the customer is
+        held no longer and the order is cancelled now, so that a confirmation on the phone
+        cannot pay what the shop reversed.  A pay not sent yet is never sent; a pay under
+        way is followed by the cancel as soon as it is answered (unless it is final)."""
+        if self.done is not None or self.phase == "cancel":
+            return
+        self.hold_until = min(self.hold_until, now)
+        if self.phase == "poll":
+            self.phase = "cancel"
+            self.next_at = now
 
     def feed(self, call: str, reply: Reply, now: float) -> None:
         if self.done is not None:

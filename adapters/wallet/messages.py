@@ -24,6 +24,11 @@ order, or names another amount or currency than the payment's becomes
 or reverses at the deadline), so a wallet never gets an approval for money
 it took in another amount.  Neither style's request names a currency, so
 the wallet charges in its own, CNY: an answer in another is not our order's.
+
+A pay that went through (trade.pay ``code`` 10000, micropay ``result_code``
+SUCCESS) is paid only when its trade status is a paid one or absent: any other
+status becomes the reply's word (:func:`tradepay_word`, :func:`micropay_word`),
+so the hold loop waits or queries instead of approving.
 """
 from __future__ import annotations
 
@@ -128,6 +133,10 @@ _trade_answer = msgspec.json.Decoder(TradeAnswer)
 _sign = msgspec.json.Decoder(str)
 
 
+# A trade.pay answer without a trade status is paid (code 10000 alone, as the wallets send it).
+_TRADEPAY_PAID = (None, "TRADE_SUCCESS", "TRADE_FINISHED")
+
+
 def tradepay_word(call: str, answer: TradeAnswer) -> str:
     """The outcomes-table word of a trade.pay answer."""
     if call == "cancel":
@@ -136,7 +145,12 @@ def tradepay_word(call: str, answer: TradeAnswer) -> str:
         if answer.code == "10000":
             return answer.action or "close"
     elif answer.code == "10000":
-        return "TRADE_SUCCESS" if call == "pay" else (answer.trade_status or "")
+        if call != "pay":
+            return answer.trade_status or ""
+        # code 10000 says the call went through; only the trade status says the money
+        # moved.  Any other status (WAIT_BUYER_PAY, TRADE_CLOSED) is its own word: the
+        # customer is still confirming, or the flow queries what the order is.
+        return "TRADE_SUCCESS" if answer.trade_status in _TRADEPAY_PAID else answer.trade_status
     elif answer.code == "10003":
         return "WAIT_BUYER_PAY"
     return answer.sub_code or f"code:{answer.code}"
@@ -233,7 +247,11 @@ def micropay_word(call: str, fields: dict[str, str]) -> str:
         if ok:
             return "REVERSED"
     elif ok:
-        return "SUCCESS" if call == "pay" else fields.get("trade_state", "")
+        if call != "pay":
+            return fields.get("trade_state", "")
+        # result_code SUCCESS with a trade_state other than SUCCESS (USERPAYING, NOTPAY,
+        # CLOSED) is not a payment: that state is the word (waiting, or query the order).
+        return fields.get("trade_state", "SUCCESS")
     return fields.get("err_code", "")
 
 

@@ -144,12 +144,15 @@ class Flight:
     """
 
     __slots__ = ("key", "digest", "mti", "kind", "txn_id", "answer", "error", "done", "decided", "reverse_requested",
-                 "reverse_honoured", "waiters", "vas_tlv", "budget_from")
+                 "reverse_honoured", "waiters", "vas_tlv", "budget_from", "codec")
 
-    def __init__(self, key: tuple[str, str, str], digest: str, mti: str) -> None:
+    def __init__(self, key: tuple[str, str, str], digest: str, mti: str, codec: Any = None) -> None:
         self.key = key
         self.digest = digest
         self.mti = mti
+        # The dialect its answer is encoded in (its listener's): a retransmission that
+        # waits for it on another listener gets that answer in its own (spec 7).
+        self.codec = codec
         self.kind: str | None = None  # payment kind once classified (the in-flight gauge's label)
         self.txn_id: int | None = None
         self.answer: Answer | None = None

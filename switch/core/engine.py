@@ -209,11 +209,11 @@ class Engine:
                 self.metrics.retransmission("conflict")
                 return self._reply(msg, "94", codec)
             self.metrics.retransmission("same")
-            answer = yield Wait(flight)
-            return answer.kind, answer.code, answer.body
+            answer = yield Wait(flight)  # in the dialect of the original's listener
+            return answer.kind, answer.code, self._as_sent(answer.body, codec, flight.codec)
         if self.draining and drain.refuses(mti):
             return (yield from drain.answer(self, msg, mti, digest, key, codec))
-        flight = self.inflight[key] = Flight(key, digest, mti)
+        flight = self.inflight[key] = Flight(key, digest, mti, codec)
         try:
             try:
                 result = yield from self._transaction(msg, mti, digest, merchant, flight, codec, refusal)
@@ -390,11 +390,13 @@ class Engine:
         rec = yield (Op("update", rec.id, **fields) if expect is None else Op("update_if", rec.id, expect, **fields))
         return out
 
-    def _as_sent(self, body: bytes, codec) -> bytes:
-        """A journaled (terminal-87) response in the dialect of the listener asking."""
-        if codec is self.term:
+    def _as_sent(self, body: bytes, codec, spoken=None) -> bytes:
+        """A response encoded by ``spoken`` (default terminal-87, as journaled) in the
+        dialect of the listener asking."""
+        spoken = self.term if spoken is None else spoken
+        if codec is spoken or not body:
             return body
-        stored = self.term.decode(body)
+        stored = spoken.decode(body)
         return codec.encode({"mti": stored.mti, **stored.fields()})
 
     def _answer_self(self, msg, rec: TxnRecord, r: messages.Rejection, codec, kind: str) -> Gen:

@@ -70,6 +70,9 @@ class ReversalQueue:
         # Terminal reversals answered 00 whose journaling failed: (41, 42, MTI, 11, 7).
         self.named: list[tuple[str, str, str, str, str]] = []
         self.on_queued = lambda: None
+        # A terminal's 0400 named a request still at its acquirer: the driver lets an
+        # adapter that holds it (a wallet order waiting for its customer) withdraw it now.
+        self.on_withdraw = lambda flight: None
         self._next = 0.0  # when the last sweep expects the next one to have work
         self._forget_at = 0.0  # when the next sweep forgets cards past card_retention
         self.late = LateAnswers()  # late answers, until their reversals take them
@@ -206,7 +209,10 @@ class ReversalQueue:
             # (and after a crash, recovery reverses what was sent).
             flight.reverse_requested = True
             log.info("0400 for %s/%s while it is in flight; it will not be answered 00", tid, o_stan)
-            return (orig.id if orig else flight.txn_id), "card"
+            self.on_withdraw(flight)
+            # Named by the payment's own kind (the 0400's journal record, its metrics), as
+            # the journal names a request not classified yet: card.
+            return (orig.id if orig else flight.txn_id), (orig.kind if orig else _kind_of(flight))
         if orig is None:
             # Section 6.1: never seen.  The key is void for the retransmission
             # window, so the original, should it come late, is answered 94.
@@ -539,6 +545,11 @@ class ReversalQueue:
         if gone:
             log.info("%d sealed card number(s) of reversals no longer pending dropped", gone)
         return gone
+
+
+def _kind_of(flight: Any) -> str:
+    """The journal's kind of a request in flight (``unknown`` before it is classified is card)."""
+    return flight.kind if flight.kind not in (None, "unknown") else "card"
 
 
 def _references(result: Any) -> dict:

@@ -18,6 +18,7 @@ from native.iso8583 import dialect
 from switch import config as config_mod
 from switch.config_reload import acquirers_changed
 from switch.core import refused, session_keys, states
+from switch.core.acquirer import order_number
 from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec, Stopping, Vas, Wait
 from switch.core.engine import Engine
 from switch.io.backstop import Backstop
@@ -89,6 +90,7 @@ class Switch:
         )
         self.engine.on_flight_done = _wake_waiters
         self.engine.reversals.on_queued = self._wake_sweeper
+        self.engine.reversals.on_withdraw = self._withdraw
         for name in self.engine.reversals.stan_acquirers:
             use = getattr(self.acquirers.get(name), "use_stan_source", None)
             if use is not None:
@@ -303,6 +305,23 @@ class Switch:
             self.metrics.wallet_held.labels(held.pop(order_no)).dec()
         await self.journal.update(rec.id, order_state=state)
 
+    def _unheld(self, request) -> None:
+        """A payment's call ended, however it ended: its wallet order, if it was held for its
+        customer, is held no more (an overrun cancels the flow before it says so)."""
+        acquirer = self._held.pop(order_number(request.terminal_id, request.transmission_time, request.stan), None)
+        if acquirer is not None:
+            self.metrics.wallet_held.labels(acquirer).dec()
+
+    def _withdraw(self, flight: Flight) -> None:
+        """A terminal reversed a request still at its acquirer (spec 6.1): an adapter that
+        holds it (a wallet order waiting for its customer) ends it now, undoing it there."""
+        if flight.txn_id is None:
+            return  # not journaled yet, so at no acquirer: its authorization sees the reversal
+        for acquirer in self.acquirers.values():
+            withdraw = getattr(acquirer, "withdraw", None)
+            if withdraw is not None and withdraw(flight.txn_id):
+                return
+
     # -- the driver ------------------------------------------------------------------
 
     async def handle(self, body: bytes, codec=None) -> bytes:
@@ -389,6 +408,8 @@ class Switch:
                 raise
             finally:
                 self._backstop.release(task)
+                if self._held and kind is Call:
+                    self._unheld(command.request)
         if kind is Sec:
             module = self.security_module
             if module is None:
