@@ -71,7 +71,8 @@ class ReversalQueue:
         self.on_queued = lambda: None
         self._next = 0.0  # when the last sweep expects the next one to have work
         self._forget_at = 0.0  # when the next sweep forgets cards past card_retention
-        self.late = LateAnswers()  # late answers, until their reversals take them
+        # Late answers, until their reversals take them; a late approval reopens an unmatched one.
+        self.late = LateAnswers(lambda rec: self.queued(rec.id, None, "late_approval"), lambda: engine.clock())
 
     # -- host STANs ------------------------------------------------------------------
 
@@ -285,11 +286,12 @@ class ReversalQueue:
         )
 
     def late_auth_code(self, acquirer: str, host_stan: str, host_time: str, auth_code: str | None,
-                       acquirer_ref: str | None = None) -> Gen:
+                       acquirer_ref: str | None = None, approved: bool = False) -> Gen:
         """An answer came after the switch gave up on it (68 and reversed): its field 38 and
         ``acquirer_ref`` (the amount held, when the acquirer approved another than requested)
-        go with its reversal (:mod:`switch.core.late_answers`).  True if the reversal took either."""
-        return (yield from self.late.tell(acquirer, host_stan, host_time, auth_code, acquirer_ref))
+        go with its reversal, and an approval (``approved``) reopens one recorded unmatched
+        (:mod:`switch.core.late_answers`).  True if the reversal took any of it."""
+        return (yield from self.late.tell(acquirer, host_stan, host_time, auth_code, acquirer_ref, approved))
 
     # -- the store-and-forward sweep -------------------------------------------------
 
