@@ -271,3 +271,31 @@ def test_a_late_approval_reopens_an_unmatched_reversal_after_a_restart(hmac_key,
         assert rev.original.auth_code == "LATE01" and rev.attempt > 0  # the same reversal, repeated
 
     run(restarted, acquirers=fakes(**{"bank-a": second}), tweak=WINDOW, journal_url=url)
+
+
+# -- 7. a pending reversal for an acquirer no longer configured ------------------------------
+
+import logging  # noqa: E402
+
+from switch.core.acquirer import RETRY as _RETRY  # noqa: E402
+from tests.test_service import sample  # noqa: E402
+
+
+def test_a_reversal_for_an_acquirer_no_longer_configured_is_logged_once_and_counted(hmac_key, caplog):
+    bank_a = Answers("bank-a", [_RETRY] * 1000, answer="timeout")
+
+    async def scenario(sw):
+        assert (await call(sw, request()))[39] == "68"
+        await wait_state(sw, "000001", states.REVERSAL_PENDING)
+        # As after a restart with bank-a taken out of the configuration.
+        del sw.engine.acquirer_cfg["bank-a"]
+        sent = len(bank_a.reversed)
+        with caplog.at_level(logging.ERROR, logger="payswitch"):
+            await asyncio.sleep(0.6)  # several sweeps
+        said = [r for r in caplog.records if "no longer configured" in r.getMessage()]
+        assert len(said) == 1 and "bank-a" in said[0].getMessage() and "runbook" in said[0].getMessage()
+        assert sample(sw, "payswitch_reversals_unconfigured") == 1
+        assert len(bank_a.reversed) == sent
+        await wait_state(sw, "000001", states.REVERSAL_PENDING)  # kept, for when it comes back
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak="reversal_backoff_max = 0.1")
