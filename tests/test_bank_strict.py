@@ -64,6 +64,16 @@ def test_an_approval_in_the_currency_sent_is_an_approval():
     assert (done.outcome.response_code, done.outcome.uncertain) == ("00", False)
 
 
+
+def test_a_late_approval_in_another_currency_tells_the_reversal_the_currency_held():
+    conn = ready_connection()
+    msg, _ = conn.request(make_request(), now=1.0, wall=WALL, timeout=1.0)
+    conn.poll(2.5, WALL)
+    [late] = conn.receive(answer_to(msg, f39="00", f38="LATE01", f49="978"), 3.0)
+    assert type(late) is Late and late.approved
+    ref = parse_ref(late.acquirer_ref)
+    assert (ref.approved, ref.currency) == (1000, "978")
+
 # -- 2. an answer to a request given up on (deadline passed, connection cut) --------------
 
 def next_connection(first: HostConnection) -> HostConnection:

@@ -67,11 +67,10 @@ class LateAnswers:
         self._news.move_to_end(key)
         while len(self._news) > KEPT:
             self._news.popitem(last=False)
-        if (yield from self._apply(key)):
-            return True
-        if approved:
+        took = yield from self._apply(key)
+        if took is None and approved:  # no reversal pending: one recorded unmatched is reopened
             return (yield from self._reopen(key, code, acquirer_ref))
-        return False
+        return bool(took)
 
     def queued(self, acquirer: str, host_stan: str | None, host_time: str | None) -> Gen:
         """A reversal was just queued for what went out under this host STAN and field 7:
@@ -79,9 +78,11 @@ class LateAnswers:
         key = (acquirer, host_stan, host_time)
         if key not in self._news:
             return False
-        return (yield from self._apply(key))
+        return bool((yield from self._apply(key)))
 
     def _apply(self, key: tuple[str, str, str]) -> Gen:
+        """The news under ``key`` onto its pending reversal: True if it took some, False
+        if it needed none, None when no reversal under ``key`` is pending."""
         code, acquirer_ref, _ = self._news[key]
         for rec in (yield Op("pending_reversals", 10_000)):
             if (rec.acquirer, rec.host_stan, rec.host_time) != key:
@@ -97,7 +98,7 @@ class LateAnswers:
             log.info("rrn %s: %s answered it late; its reversal carries its %s", rec.rrn, key[0],
                      " and ".join(changes), extra=_about(rec))
             return True
-        return False
+        return None
 
     def _reopen(self, key: tuple[str, str, str], code: str | None, acquirer_ref: str | None) -> Gen:
         """A late approval of what the acquirer had answered 25 to, for the whole window:
