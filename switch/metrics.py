@@ -251,6 +251,11 @@ class Metrics:
             "Reversals the acquirer refused for good (state reversal_refused): out of the queue, an operator's",
             registry=r,
         )
+        self.reversal_unconfigured = Gauge(
+            "payswitch_reversals_unconfigured",
+            "Reversals pending for an acquirer the configuration no longer names: never sent until it is back",
+            registry=r,
+        )
         self._reversal_oldest = 0.0
         r.register(_Scraped(self))
         self.acquirer_up = Gauge(
@@ -415,6 +420,10 @@ class Metrics:
     def reversals_refused(self, count: int) -> None:
         """Every transaction whose reversal the acquirer refused for good, from the journal."""
         self.reversal_refused.set(count)
+
+    def reversals_unconfigured(self, count: int) -> None:
+        """Reversals pending for an acquirer no longer configured (the sender's sweep)."""
+        self.reversal_unconfigured.set(count)
 
     def reversal_oldest_age(self) -> float:
         """Seconds since the oldest waiting reversal was created (0 when none), as exported."""

@@ -64,6 +64,16 @@ def test_an_approval_in_the_currency_sent_is_an_approval():
     assert (done.outcome.response_code, done.outcome.uncertain) == ("00", False)
 
 
+
+def test_a_late_approval_in_another_currency_tells_the_reversal_the_currency_held():
+    conn = ready_connection()
+    msg, _ = conn.request(make_request(), now=1.0, wall=WALL, timeout=1.0)
+    conn.poll(2.5, WALL)
+    [late] = conn.receive(answer_to(msg, f39="00", f38="LATE01", f49="978"), 3.0)
+    assert type(late) is Late and late.approved
+    ref = parse_ref(late.acquirer_ref)
+    assert (ref.approved, ref.currency) == (1000, "978")
+
 # -- 2. an answer to a request given up on (deadline passed, connection cut) --------------
 
 def next_connection(first: HostConnection) -> HostConnection:
@@ -200,3 +210,102 @@ def test_a_94_to_an_0420_is_repeated_as_an_0421():
     assert repeat["mti"] == "0421"
     [done] = conn.receive(answer_to(repeat, f39="00"), 2.1)
     assert done.outcome == REVERSED
+
+
+# -- 4. a late approval for a reversal already unmatched ------------------------------------
+
+import asyncio  # noqa: E402
+
+from switch.core import states  # noqa: E402
+from switch.core.acquirer import NOT_FOUND  # noqa: E402
+from tests.test_edges import Answers, run  # noqa: E402
+from tests.test_service import KEY_ENV, call, fakes, request  # noqa: E402
+from tests.test_service import wait_state  # noqa: E402
+
+WINDOW = "reversal_not_found_window = 0.3\nreversal_backoff_max = 0.1"
+
+
+@pytest.fixture
+def hmac_key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "5e" * 32)
+
+
+def test_a_late_approval_reopens_a_reversal_recorded_unmatched(hmac_key):
+    bank_a = Answers("bank-a", [NOT_FOUND] * 20 + [REVERSED] * 5, answer="timeout")
+
+    async def scenario(sw):
+        assert (await call(sw, request()))[39] == "68"
+        rec = await wait_state(sw, "000001", states.UNMATCHED, timeout=5)
+        tries = len(bank_a.reversed)
+        bank_a.outcomes = [REVERSED]
+        sw._late_auth_code("bank-a", rec.host_stan, rec.host_time, "LATE01", None, True)  # as the card link does
+        rec = await wait_state(sw, "000001", states.REVERSED, timeout=5)
+        assert len(bank_a.reversed) == tries + 1
+        assert bank_a.reversed[-1][0].original.auth_code == "LATE01"
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak=WINDOW)
+
+
+def test_a_late_decline_leaves_an_unmatched_reversal_as_it_is(hmac_key):
+    bank_a = Answers("bank-a", [NOT_FOUND] * 50, answer="timeout")
+
+    async def scenario(sw):
+        assert (await call(sw, request()))[39] == "68"
+        rec = await wait_state(sw, "000001", states.UNMATCHED, timeout=5)
+        tries = len(bank_a.reversed)
+        sw._late_auth_code("bank-a", rec.host_stan, rec.host_time, None, None, False)
+        await asyncio.sleep(0.3)
+        rec = await wait_state(sw, "000001", states.UNMATCHED)
+        assert len(bank_a.reversed) == tries
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak=WINDOW)
+
+
+def test_a_late_approval_reopens_an_unmatched_reversal_after_a_restart(hmac_key, tmp_path):
+    url = f"sqlite://{tmp_path / 'j.sqlite'}"
+    first = Answers("bank-a", [NOT_FOUND] * 50, answer="timeout")
+    found = {}
+
+    async def unmatched(sw):
+        assert (await call(sw, request()))[39] == "68"
+        found["rec"] = await wait_state(sw, "000001", states.UNMATCHED, timeout=5)
+
+    run(unmatched, acquirers=fakes(**{"bank-a": first}), tweak=WINDOW, journal_url=url)
+    second = Answers("bank-a", [REVERSED])
+
+    async def restarted(sw):
+        rec = found["rec"]
+        sw._late_auth_code("bank-a", rec.host_stan, rec.host_time, "LATE01", None, True)
+        await wait_state(sw, "000001", states.REVERSED, timeout=5)
+        [(rev, _)] = second.reversed
+        assert rev.original.auth_code == "LATE01" and rev.attempt > 0  # the same reversal, repeated
+
+    run(restarted, acquirers=fakes(**{"bank-a": second}), tweak=WINDOW, journal_url=url)
+
+
+# -- 7. a pending reversal for an acquirer no longer configured ------------------------------
+
+import logging  # noqa: E402
+
+from switch.core.acquirer import RETRY as _RETRY  # noqa: E402
+from tests.test_service import sample  # noqa: E402
+
+
+def test_a_reversal_for_an_acquirer_no_longer_configured_is_logged_once_and_counted(hmac_key, caplog):
+    bank_a = Answers("bank-a", [_RETRY] * 1000, answer="timeout")
+
+    async def scenario(sw):
+        assert (await call(sw, request()))[39] == "68"
+        await wait_state(sw, "000001", states.REVERSAL_PENDING)
+        # As after a restart with bank-a taken out of the configuration.
+        del sw.engine.acquirer_cfg["bank-a"]
+        sent = len(bank_a.reversed)
+        with caplog.at_level(logging.ERROR, logger="payswitch"):
+            await asyncio.sleep(0.6)  # several sweeps
+        said = [r for r in caplog.records if "no longer configured" in r.getMessage()]
+        assert len(said) == 1 and "bank-a" in said[0].getMessage() and "runbook" in said[0].getMessage()
+        assert sample(sw, "payswitch_reversals_unconfigured") == 1
+        assert len(bank_a.reversed) == sent
+        await wait_state(sw, "000001", states.REVERSAL_PENDING)  # kept, for when it comes back
+
+    run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak="reversal_backoff_max = 0.1")

@@ -318,7 +318,8 @@ def test_deadline_gives_68_uncertain_then_late_answer_dropped():
     assert metrics.get("timeouts", mti="0200") == 1
     # the answer arrives after the deadline: reported late, counted, dropped
     # (with its field 7 and 38: the switch keeps the auth code for the reversal it queued)
-    assert conn.receive(answer_to(msg, f39="00", f38="AB12CD"), 12.0) == [Late("0210", msg[11], "00", msg[7], "AB12CD")]
+    assert conn.receive(answer_to(msg, f39="00", f38="AB12CD"), 12.0) == [
+        Late("0210", msg[11], "00", msg[7], "AB12CD", approved=True)]
     assert metrics.get("late_answers", mti="0200") == 1
     # a second copy is no longer "late", just unmatched
     assert isinstance(conn.receive(answer_to(msg, f39="00"), 12.1)[0], Unmatched)
@@ -400,7 +401,8 @@ def test_a_late_partial_approval_reports_the_amount_held_for_the_reversal():
     [done] = conn.poll(11.5, WALL)
     assert done.outcome.uncertain
     [late] = conn.receive(answer_to(msg, f39="10", f4="000000001005", f38="AB12CD", f37="HOST00000001"), 12.0)
-    assert late == Late("0210", msg[11], "10", msg[7], "AB12CD", f"{msg[11]}|{msg[7]}|HOST00000001|10|1005")
+    assert late == Late("0210", msg[11], "10", msg[7], "AB12CD", f"{msg[11]}|{msg[7]}|HOST00000001|10|1005",
+                        approved=True)
     assert parse_ref(late.acquirer_ref).approved == 1005
     # A full approval holds what was requested: nothing to add.
     msg, _ = conn.request(make_request(amount=2000), now=20.0, wall=WALL, timeout=1.5)

@@ -139,7 +139,8 @@ def test_a_late_partial_approval_tells_the_reversal_the_amount_the_host_holds(tm
                 # Refused for its amount, which the switch had no answer to know: worth repeating.
                 assert first == REFUSED and first.code == "64" and first.held_unknown
                 await until(lambda: told)
-                [(stan, f7, auth_code, ref)] = told
+                [(stan, f7, auth_code, ref, approved)] = told
+                assert approved  # a partial approval: money held
                 assert (stan, f7) == (parse_ref(result.acquirer_ref).stan, parse_ref(result.acquirer_ref).f7)
                 assert parse_ref(ref).approved == 1005 and parse_ref(ref).host_code == "10"
                 late_result = msgspec.structs.replace(result, auth_code=auth_code, acquirer_ref=ref)

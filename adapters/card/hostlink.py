@@ -54,7 +54,7 @@ from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the 
     valid_f7,
     valid_stan,
 )
-from adapters.card.response_codes import TABLE, amount_held
+from adapters.card.response_codes import APPROVALS, TABLE, UNCERTAIN, amount_held
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Request, Result
 from switch.core.inflight import InFlight
 from switch.core.link_metrics import LinkMetrics  # noqa: F401  (re-exported: the link and tests use it)
@@ -115,6 +115,7 @@ class Late(msgspec.Struct):
     f7: str | None = None
     auth_code: str | None = None
     acquirer_ref: str | None = None
+    approved: bool = False  # an approval of a request: a reversal recorded unmatched is reopened
 
 
 class Unmatched(msgspec.Struct):
@@ -415,7 +416,8 @@ class HostConnection:
             if held is not None:
                 ref = acquirer_ref(stan, late.f7, rrn or late.rrn, rc, *held)
         # Field 7 as sent: the answer need not repeat it (and when it does, it is the same).
-        return [Late(mti, stan, rc, late.f7, auth_code, ref)]
+        approved = late.kind is Kind.REQUEST and rc in APPROVALS and rc not in UNCERTAIN
+        return [Late(mti, stan, rc, late.f7, auth_code, ref, approved)]
 
     def _network_request(self, msg: Any, now: float) -> list:
         """An 0800 the acquirer sent: echo, sign-off, sign-on, key change."""

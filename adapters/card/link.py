@@ -129,9 +129,9 @@ class HostLinkAcquirer:
         from native.iso8583 import DecodeError, dialect as load_dialect
 
         self.name = name
-        # (host STAN, field 7, field 38, acquirer_ref) of a late answer: the switch keeps the
-        # auth code and the amount held for the reversal it queued meanwhile (use_late_auth_codes).
-        self.on_late_auth_code: Callable[[str, str, str | None, str | None], None] | None = None
+        # (host STAN, field 7, field 38, acquirer_ref, approved) of a late answer: the switch keeps
+        # the auth code and the amount held for the reversal it queued meanwhile (use_late_auth_codes).
+        self.on_late_auth_code: Callable[[str, str, str | None, str | None, bool], None] | None = None
         self.endpoints = [(str(h), int(p)) for h, p in endpoints]
         self.acquirer_id = acquirer_id
         self.connections = connections
@@ -399,10 +399,10 @@ class HostLinkAcquirer:
             return mac.encode_now(msg)
         return await mac.encode(msg)
 
-    def use_late_auth_codes(self, sink: Callable[[str, str, str | None, str | None], None]) -> None:
-        """``sink(host STAN, field 7, field 38, acquirer_ref)`` for every late answer that carries
-        a field 38 or approved another amount than requested (``acquirer_ref`` saying how much,
-        :class:`adapters.card.hostlink.Late`; else None)."""
+    def use_late_auth_codes(self, sink: Callable[[str, str, str | None, str | None, bool], None]) -> None:
+        """``sink(host STAN, field 7, field 38, acquirer_ref, approved)`` for every late answer that
+        approved, carries a field 38, or approved another amount or currency than requested
+        (``acquirer_ref`` saying what, :class:`adapters.card.hostlink.Late`; else None)."""
         self.on_late_auth_code = sink
 
     def use_stan_source(self, source: Callable[[], str]) -> None:

@@ -293,8 +293,8 @@ class Slot:
             elif type(event) is Late:
                 log.warning("%s: late answer %s stan=%s 39=%s from %s dropped", link.name,
                             event.mti, event.stan, event.response_code, self.label)
-                if (event.auth_code or event.acquirer_ref) and event.f7 and link.on_late_auth_code is not None:
-                    link.on_late_auth_code(event.stan, event.f7, event.auth_code, event.acquirer_ref)
+                if (event.auth_code or event.acquirer_ref or event.approved) and link.on_late_auth_code is not None:
+                    link.on_late_auth_code(event.stan, event.f7, event.auth_code, event.acquirer_ref, event.approved)
             elif type(event) is Unmatched:
                 log.warning("%s: unmatched %s stan=%s from %s: %s", link.name, event.mti,
                             event.stan, self.label, event.reason)

@@ -75,10 +75,13 @@ class ReversalQueue:
         self.on_withdraw = lambda flight: None
         self._next = 0.0  # when the last sweep expects the next one to have work
         self._forget_at = 0.0  # when the next sweep forgets cards past card_retention
-        self.late = LateAnswers()  # late answers, until their reversals take them
+        # Late answers, until their reversals take them; a late approval reopens an unmatched one.
+        self.late = LateAnswers(lambda rec: self.queued(rec.id, None, "late_approval"), lambda: engine.clock())
         # Reversal outcomes the journal refused to record (switch.core.held): not sent again meanwhile.
         self.held = HeldOutcomes()
         self._depth = (0, None)  # the journal's backlog (count, oldest) at its last answer
+        # Reversals pending for an acquirer the configuration no longer has (logged once each).
+        self.unconfigured: set[int] = set()
 
     # -- host STANs ------------------------------------------------------------------
 
@@ -296,11 +299,12 @@ class ReversalQueue:
         )
 
     def late_auth_code(self, acquirer: str, host_stan: str, host_time: str, auth_code: str | None,
-                       acquirer_ref: str | None = None) -> Gen:
+                       acquirer_ref: str | None = None, approved: bool = False) -> Gen:
         """An answer came after the switch gave up on it (68 and reversed): its field 38 and
         ``acquirer_ref`` (the amount held, when the acquirer approved another than requested)
-        go with its reversal (:mod:`switch.core.late_answers`).  True if the reversal took either."""
-        return (yield from self.late.tell(acquirer, host_stan, host_time, auth_code, acquirer_ref))
+        go with its reversal, and an approval (``approved``) reopens one recorded unmatched
+        (:mod:`switch.core.late_answers`).  True if the reversal took any of it."""
+        return (yield from self.late.tell(acquirer, host_stan, host_time, auth_code, acquirer_ref, approved))
 
     # -- the store-and-forward sweep -------------------------------------------------
 
@@ -389,9 +393,15 @@ class ReversalQueue:
             return {}
         pending = yield Op("pending_reversals", limit)
         due: dict[str, list[TxnRecord]] = {}
+        unconfigured = set()
         for rec in pending:
             if rec.id in self.held:  # answered; its outcome waits for the journal
                 self._next = min(self._next, self.held.next_due(rec.id))
+                continue
+            if rec.acquirer not in engine.acquirer_cfg:
+                unconfigured.add(rec.id)
+                if rec.id not in self.unconfigured:
+                    acquirer_gone(rec)
                 continue
             if rec.acquirer in self.busy:
                 self._next = min(self._next, now + cfg.reversal_retry)
@@ -407,6 +417,8 @@ class ReversalQueue:
                 self._next = min(self._next, rec.updated_at + wait)
                 continue
             due.setdefault(rec.acquirer, []).append(rec)
+        self.unconfigured = unconfigured
+        engine.metrics.reversals_unconfigured(len(unconfigured))
         jobs = {}
         for acquirer, recs in due.items():
             self.busy.add(acquirer)
@@ -425,8 +437,7 @@ class ReversalQueue:
             for rec in recs:
                 acq = engine.acquirer_cfg.get(acquirer)
                 if acq is None:
-                    log.error("txn %d: acquirer %r is no longer configured; reversal kept pending", rec.id, acquirer)
-                    continue
+                    continue  # gone since the sweep: the next sweep says so
                 if rec.id not in self.pans and rec.pan_hash is not None:
                     yield from self._open_card(rec)
                 try:
@@ -571,6 +582,14 @@ def refused(rec: TxnRecord, acquirer: str, outcome: Any) -> None:
               "held at the acquirer: settle it with them by this RRN and their code (ops/runbook.md, "
               "\"A reversal is refused\")", rec.rrn, rec.id, acquirer, getattr(outcome, "reason", None) or code,
               states.REVERSAL_REFUSED, extra={**about(rec)["extra"], "acquirer": acquirer})
+
+
+def acquirer_gone(rec: TxnRecord) -> None:
+    """``rec``'s reversal waits for an acquirer the configuration no longer names: said once."""
+    log.error("rrn %s (txn %d): its reversal is pending for acquirer %r, which is no longer configured: kept "
+              "pending and not sent until it is configured again (payswitch_reversals_unconfigured; "
+              "ops/runbook.md, \"A reversal waits for an acquirer no longer configured\")", rec.rrn, rec.id,
+              rec.acquirer, extra={**about(rec)["extra"], "acquirer": rec.acquirer})
 
 
 def _no_card(rec: TxnRecord, exc: Exception) -> None:

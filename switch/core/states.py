@@ -27,6 +27,7 @@ before its original arrived: the late original is answered 94, section 6.1).
     reversal_pending ──refused─────▶ reversal_refused  (acquirer refused it for good, e.g. 12, 30, 64: an operator's)
     reversed ──────reverse─────────▶ reversed
     unmatched ─────reverse─────────▶ unmatched
+    unmatched ─────late_approval───▶ reversal_pending  (the acquirer approved it after all: its answer came late)
     reversal_refused ──reverse─────▶ reversal_refused  (out of the automatic queue: repeating cannot change it)
     reversal_refused ──close───────▶ reversal_closed   (an operator settled it with the acquirer, then closed it)
     reversal_closed ───reverse─────▶ reversal_closed   (a terminal's late 0400: answered 00, nothing changes)
@@ -71,6 +72,7 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (REVERSAL_PENDING, "refused"): REVERSAL_REFUSED,
     (REVERSED, "reverse"): REVERSED,
     (UNMATCHED, "reverse"): UNMATCHED,
+    (UNMATCHED, "late_approval"): REVERSAL_PENDING,
     (REVERSAL_REFUSED, "reverse"): REVERSAL_REFUSED,
     (REVERSAL_REFUSED, "close"): REVERSAL_CLOSED,
     (REVERSAL_CLOSED, "reverse"): REVERSAL_CLOSED,

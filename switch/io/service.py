@@ -97,7 +97,8 @@ class Switch:
                 use(lambda name=name: self.engine.reversals.take_stan(name))
             late = getattr(self.acquirers.get(name), "use_late_auth_codes", None)
             if late is not None:
-                late(lambda stan, f7, code, ref=None, name=name: self._late_auth_code(name, stan, f7, code, ref))
+                late(lambda stan, f7, code, ref=None, approved=False, name=name:
+                     self._late_auth_code(name, stan, f7, code, ref, approved))
         # Results come back to the loop a batch at a time (one thread hand-off per
         # group commit, not one per write); the journal stays asyncio-free.
         loop = self._loop = asyncio.get_running_loop()
@@ -345,12 +346,14 @@ class Switch:
         return answer.body
 
     def _late_auth_code(self, acquirer: str, stan: str, f7: str, code: str | None,
-                        acquirer_ref: str | None = None) -> None:
+                        acquirer_ref: str | None = None, approved: bool = False) -> None:
         """A late approval's field 38 (and the amount held, in ``acquirer_ref``, when it is not the
-        one requested): into the journal, for the reversal of its payment."""
+        one requested): into the journal, for the reversal of its payment (``approved``: it
+        reopens that reversal if it ended unmatched)."""
         async def keep() -> None:
             try:
-                await self.run(self.engine.reversals.late_auth_code(acquirer, stan, f7, code, acquirer_ref))
+                await self.run(self.engine.reversals.late_auth_code(acquirer, stan, f7, code, acquirer_ref,
+                                                                    approved))
             except Exception:
                 log.exception("%s: the auth code of a late answer could not be journaled", acquirer)
 
