@@ -363,3 +363,96 @@ def test_a_reload_naming_a_missing_simulator_key_file_is_refused(tmp_path):
         config_reload.check_files(cfg)
     assert str(e.value) == (f"sw.toml: cannot read secret {secret}: No such file or directory"
                             " - at `$.acquirers[1].secret_file`")
+
+
+# -- 6. the supervisor's /readyz, /status and /status.json (serve --workers) ----------
+
+
+class _Proc:
+    def __init__(self, pid, code=None):
+        self.pid, self.returncode = pid, code
+
+    def poll(self):
+        return self.returncode
+
+
+def _fleet(states_: list[str]):
+    """A supervisor's view of its workers without processes: each in the state named."""
+    from types import SimpleNamespace
+
+    from switch.io.workers import Worker
+
+    cfg = ts.config_mod.loads(BASE.replace("port = 18583", "port = 18583") + "\n[http]\nport = 19580\n", "sw.toml")
+    workers = []
+    for i, state in enumerate(states_):
+        w = Worker(i)
+        if state != "restarting":
+            w.proc = _Proc(4000 + i, 1 if state == "exited" else None)
+        else:
+            w.restarts = 1
+        if state == "ready":
+            w.ready.set()
+        workers.append(w)
+    return SimpleNamespace(cfg=cfg, workers=workers, writer=None, reloads={"ok": 0, "rejected": 0},
+                           last_reload_ok=True)
+
+
+def _worker_doc(answered: int, approved: int, queue: int, journal_ok: bool = True) -> dict:
+    return {"time": 0.0, "ready": journal_ok, "reasons": [] if journal_ok else ["journal: disk is full"],
+            "journal": {"ok": journal_ok, "detail": "" if journal_ok else "disk is full"},
+            "kinds": {"card": {"answered": answered, "decisions": answered, "approved": approved,
+                               "approval_rate": approved / answered, "p99_seconds": 0.01, "in_flight": 1,
+                               "buckets": [[0.01, answered], ["+Inf", answered]]}},
+            "acquirers": [{"name": "bank-a", "up": True, "connections": {"127.0.0.1:9101": {"up": 2}},
+                           "circuits": {"127.0.0.1:9101": 0}}],
+            "reversals": {"queue": queue, "oldest_age_seconds": 3.0 * queue, "refused": 0}}
+
+
+def _serve_fleet(monkeypatch, fleet, answers: dict[tuple[int, str], tuple[int, dict]], path: bytes):
+    import json
+
+    from switch.io import fleet_http
+    from switch.io.workers import worker_http_port
+
+    async def http_get(host, port, target, timeout=fleet_http.SCRAPE_TIMEOUT):
+        index = next(w.index for w in fleet.workers if worker_http_port(fleet.cfg, w.index) == port)
+        found = answers.get((index, target))
+        return None if found is None else (found[0], json.dumps(found[1]).encode())
+
+    monkeypatch.setattr(fleet_http, "http_get", http_get)
+    return asyncio.run(fleet_http.FleetHttp(fleet)._route(b"GET", path))
+
+
+def test_the_supervisors_readyz_gives_each_workers_state(monkeypatch):
+    import json
+
+    fleet = _fleet(["ready", "starting", "restarting"])
+    code, _, body = _serve_fleet(monkeypatch, fleet, {(0, "/readyz"): (200, {"ready": True})}, b"/readyz")
+    doc = json.loads(body)
+    assert code == 503 and doc["ready"] is False
+    assert [(w["worker"], w["state"], w["ready"]) for w in doc["workers"]] == [
+        (0, "ready", True), (1, "starting", False), (2, "restarting", False)]
+    code, _, body = _serve_fleet(monkeypatch, fleet, {}, b"/healthz")
+    assert [w["state"] for w in json.loads(body)["workers"]] == ["ready", "starting", "restarting"]
+
+
+def test_the_supervisor_serves_the_status_page_for_the_whole_switch(monkeypatch):
+    import json
+
+    from switch.io import status
+
+    fleet = _fleet(["ready", "ready", "exited"])
+    answers = {(0, "/status.json"): (200, _worker_doc(10, 9, 2)), (1, "/status.json"): (200, _worker_doc(30, 21, 0))}
+    code, ctype, body = _serve_fleet(monkeypatch, fleet, answers, b"/status")
+    assert (code, body) == (200, status.PAGE) and ctype.startswith("text/html")
+    code, ctype, body = _serve_fleet(monkeypatch, fleet, answers, b"/status.json")
+    doc = json.loads(body)
+    assert code == 200 and ctype == "application/json"
+    card = doc["kinds"]["card"]
+    assert (card["answered"], card["approved"], card["in_flight"]) == (40, 30, 2)
+    assert card["approval_rate"] == 0.75 and card["buckets"] == [[0.01, 40], ["+Inf", 40]]
+    assert doc["reversals"] == {"queue": 2, "oldest_age_seconds": 6.0, "refused": 0}
+    assert doc["acquirers"] == [{"name": "bank-a", "up": True, "connections": {"127.0.0.1:9101": {"up": 4}},
+                                 "circuits": {"127.0.0.1:9101": 0}}]
+    assert doc["ready"] is False and "worker 2: exited" in doc["reasons"]
+    assert [(w["worker"], w["state"]) for w in doc["workers"]] == [(0, "ready"), (1, "ready"), (2, "exited")]
