@@ -456,3 +456,29 @@ def test_the_supervisor_serves_the_status_page_for_the_whole_switch(monkeypatch)
                                  "circuits": {"127.0.0.1:9101": 0}}]
     assert doc["ready"] is False and "worker 2: exited" in doc["reasons"]
     assert [(w["worker"], w["state"]) for w in doc["workers"]] == [(0, "ready"), (1, "ready"), (2, "exited")]
+
+
+# -- 7. value-added services' errors said once ----------------------------------------
+
+
+def _plugin_reading_its_secret(s):
+    """A third-party service type that reads its secret as the bundled one does."""
+    from switch.io.vas import read_secret
+
+    return read_secret("sw.toml", "service secret", None, "SRE_NO_SUCH_SECRET_ENV", "vas[0].secret_env")
+
+
+def test_a_service_plugins_configuration_error_is_said_once(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from switch.io import vas as vas_io
+
+    monkeypatch.delenv("SRE_NO_SUCH_SECRET_ENV", raising=False)
+    monkeypatch.setattr(vas_io, "vas_types", lambda: {
+        "p": EntryPoint("p", "tests.test_sre_ops:_plugin_reading_its_secret", vas_io.GROUP)})
+    cfg = ts.config_mod.loads(BASE + '\n[[vas]]\nname = "loyalty"\ntype = "p"\nmerchants = ["SHOP00000000001"]\n',
+                              "sw.toml")
+    with pytest.raises(ts.config_mod.ConfigError) as e:
+        vas_io.Services(cfg)
+    assert str(e.value) == ("sw.toml: environment variable SRE_NO_SUCH_SECRET_ENV is not set"
+                            " - at `$.vas[0].secret_env`")
