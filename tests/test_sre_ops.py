@@ -482,3 +482,30 @@ def test_a_service_plugins_configuration_error_is_said_once(monkeypatch):
         vas_io.Services(cfg)
     assert str(e.value) == ("sw.toml: environment variable SRE_NO_SUCH_SECRET_ENV is not set"
                             " - at `$.vas[0].secret_env`")
+
+
+# -- 8. the configurations shipped under ops/ pass check-config -----------------------
+
+SHIPPED = sorted((ts.config_mod.Path(__file__).resolve().parent.parent / "ops").rglob("*.toml"))
+
+
+@pytest.mark.parametrize("shipped", SHIPPED, ids=lambda p: str(p.relative_to(p.parents[2])))
+def test_every_configuration_shipped_under_ops_passes_check_config(shipped, tmp_path, monkeypatch, capsys):
+    """As where it is deployed: its absolute directories exist (here under tmp_path, as the
+    image or the package creates them) and the environment variables it names are set (as
+    docker-compose.yml or the unit sets them).  Nothing else is changed."""
+    import re
+
+    from switch import cli
+
+    text = shipped.read_text()
+    for name in re.findall(r'^\s*\w+_env\s*=\s*"([^"]+)"', text, flags=re.M):
+        monkeypatch.setenv(name, "5e" * 32)
+    for path in set(re.findall(r'"(?:sqlite://)?(/[^"]+)"', text)):
+        (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        text = text.replace(f'"{path}"', f'"{tmp_path}{path}"').replace(f'"sqlite://{path}"', f'"sqlite://{tmp_path}{path}"')
+    deployed = tmp_path / shipped.name
+    deployed.write_text(text)
+    code = cli.main(["check-config", str(deployed)])
+    assert code == 0, capsys.readouterr().err
+    assert SHIPPED, "no configuration found under ops/"
