@@ -509,3 +509,29 @@ def test_every_configuration_shipped_under_ops_passes_check_config(shipped, tmp_
     code = cli.main(["check-config", str(deployed)])
     assert code == 0, capsys.readouterr().err
     assert SHIPPED, "no configuration found under ops/"
+
+
+def test_a_running_supervisor_serves_readyz_states_and_the_status_page(tmp_path):
+    """serve --workers 2 for real: the supervisor's own port answers /readyz with each
+    worker's state, and /status.json for the whole switch, a purchase counted once."""
+    import json
+
+    from tests import e2e
+    from tests.test_e2e_workers import fleet
+
+    sw = fleet(tmp_path, slow_ms=0)
+    try:
+        client = e2e.Client(sw.ports["term"])
+        assert client.transact(e2e.purchase(1000, e2e.MASTERCARD))["39"] == "00"
+        client.close()
+        code, body = sw.http_get("/readyz")
+        assert code == 200 and [w["state"] for w in json.loads(body)["workers"]] == ["ready", "ready"]
+        code, body = sw.http_get("/status")
+        assert code == 200 and body.startswith(b"<!doctype html>")
+        code, body = sw.http_get("/status.json")
+        doc = json.loads(body)
+        assert code == 200 and doc["ready"] is True and doc["reasons"] == []
+        assert sum(k["answered"] for k in doc["kinds"].values()) == 1
+        assert [w["state"] for w in doc["workers"]] == ["ready", "ready"]
+    finally:
+        sw.stop()
