@@ -191,7 +191,7 @@ def test_compose_mounts_files_that_exist():
     assert '"payswitch:9583"' in (OPS / "prometheus.yml").read_text()
 
 
-def test_the_relay_is_scraped_as_job_payswitch_relay_wherever_compose_runs_one():
+def test_the_relay_is_scraped_as_job_payswitch_relay_wherever_compose_runs_one(monkeypatch):
     """The relay's alerts and their promtool tests name job payswitch-relay.  docker-compose runs no relay
     while its switch configures no NATS and no webhook partner (a relay would have nothing to deliver, and
     its scrape job a target forever down): prometheus.yml says so, and how to add the job."""
@@ -202,6 +202,7 @@ def test_the_relay_is_scraped_as_job_payswitch_relay_wherever_compose_runs_one()
     if re.search(r"\brelay\b", compose):
         assert "payswitch-relay" in jobs
     else:
+        monkeypatch.setenv("PAYSWITCH_JOURNAL_KEY", "5e" * 32)  # docker-compose.yml passes it
         sandbox = config.load(str(OPS / "docker" / "switch.toml")).events
         assert not sandbox.nats_url and not any(p.webhook for p in sandbox.partners), \
             "the container's switch has events to relay: run a relay in docker-compose.yml and scrape it"
@@ -220,7 +221,8 @@ def test_dockerfile_is_multi_stage_non_root_with_a_compiled_wheel():
         assert (ROOT / src).exists(), src
 
 
-def test_container_config_is_valid_and_scrapable():
+def test_container_config_is_valid_and_scrapable(monkeypatch):
+    monkeypatch.setenv("PAYSWITCH_JOURNAL_KEY", "5e" * 32)  # docker-compose.yml passes it
     cfg = config.load(str(OPS / "docker" / "switch.toml"))
     assert cfg.http.host == "0.0.0.0" and cfg.http.port == 9583
 

@@ -363,3 +363,175 @@ def test_a_reload_naming_a_missing_simulator_key_file_is_refused(tmp_path):
         config_reload.check_files(cfg)
     assert str(e.value) == (f"sw.toml: cannot read secret {secret}: No such file or directory"
                             " - at `$.acquirers[1].secret_file`")
+
+
+# -- 6. the supervisor's /readyz, /status and /status.json (serve --workers) ----------
+
+
+class _Proc:
+    def __init__(self, pid, code=None):
+        self.pid, self.returncode = pid, code
+
+    def poll(self):
+        return self.returncode
+
+
+def _fleet(states_: list[str]):
+    """A supervisor's view of its workers without processes: each in the state named."""
+    from types import SimpleNamespace
+
+    from switch.io.workers import Worker
+
+    cfg = ts.config_mod.loads(BASE.replace("port = 18583", "port = 18583") + "\n[http]\nport = 19580\n", "sw.toml")
+    workers = []
+    for i, state in enumerate(states_):
+        w = Worker(i)
+        if state != "restarting":
+            w.proc = _Proc(4000 + i, 1 if state == "exited" else None)
+        else:
+            w.restarts = 1
+        if state == "ready":
+            w.ready.set()
+        workers.append(w)
+    return SimpleNamespace(cfg=cfg, workers=workers, writer=None, reloads={"ok": 0, "rejected": 0},
+                           last_reload_ok=True)
+
+
+def _worker_doc(answered: int, approved: int, queue: int, journal_ok: bool = True) -> dict:
+    return {"time": 0.0, "ready": journal_ok, "reasons": [] if journal_ok else ["journal: disk is full"],
+            "journal": {"ok": journal_ok, "detail": "" if journal_ok else "disk is full"},
+            "kinds": {"card": {"answered": answered, "decisions": answered, "approved": approved,
+                               "approval_rate": approved / answered, "p99_seconds": 0.01, "in_flight": 1,
+                               "buckets": [[0.01, answered], ["+Inf", answered]]}},
+            "acquirers": [{"name": "bank-a", "up": True, "connections": {"127.0.0.1:9101": {"up": 2}},
+                           "circuits": {"127.0.0.1:9101": 0}}],
+            "reversals": {"queue": queue, "oldest_age_seconds": 3.0 * queue, "refused": 0}}
+
+
+def _serve_fleet(monkeypatch, fleet, answers: dict[tuple[int, str], tuple[int, dict]], path: bytes):
+    import json
+
+    from switch.io import fleet_http
+    from switch.io.workers import worker_http_port
+
+    async def http_get(host, port, target, timeout=fleet_http.SCRAPE_TIMEOUT):
+        index = next(w.index for w in fleet.workers if worker_http_port(fleet.cfg, w.index) == port)
+        found = answers.get((index, target))
+        return None if found is None else (found[0], json.dumps(found[1]).encode())
+
+    monkeypatch.setattr(fleet_http, "http_get", http_get)
+    return asyncio.run(fleet_http.FleetHttp(fleet)._route(b"GET", path))
+
+
+def test_the_supervisors_readyz_gives_each_workers_state(monkeypatch):
+    import json
+
+    fleet = _fleet(["ready", "starting", "restarting"])
+    code, _, body = _serve_fleet(monkeypatch, fleet, {(0, "/readyz"): (200, {"ready": True})}, b"/readyz")
+    doc = json.loads(body)
+    assert code == 503 and doc["ready"] is False
+    assert [(w["worker"], w["state"], w["ready"]) for w in doc["workers"]] == [
+        (0, "ready", True), (1, "starting", False), (2, "restarting", False)]
+    code, _, body = _serve_fleet(monkeypatch, fleet, {}, b"/healthz")
+    assert [w["state"] for w in json.loads(body)["workers"]] == ["ready", "starting", "restarting"]
+
+
+def test_the_supervisor_serves_the_status_page_for_the_whole_switch(monkeypatch):
+    import json
+
+    from switch.io import status
+
+    fleet = _fleet(["ready", "ready", "exited"])
+    answers = {(0, "/status.json"): (200, _worker_doc(10, 9, 2)), (1, "/status.json"): (200, _worker_doc(30, 21, 0))}
+    code, ctype, body = _serve_fleet(monkeypatch, fleet, answers, b"/status")
+    assert (code, body) == (200, status.PAGE) and ctype.startswith("text/html")
+    code, ctype, body = _serve_fleet(monkeypatch, fleet, answers, b"/status.json")
+    doc = json.loads(body)
+    assert code == 200 and ctype == "application/json"
+    card = doc["kinds"]["card"]
+    assert (card["answered"], card["approved"], card["in_flight"]) == (40, 30, 2)
+    assert card["approval_rate"] == 0.75 and card["buckets"] == [[0.01, 40], ["+Inf", 40]]
+    assert doc["reversals"] == {"queue": 2, "oldest_age_seconds": 6.0, "refused": 0}
+    assert doc["acquirers"] == [{"name": "bank-a", "up": True, "connections": {"127.0.0.1:9101": {"up": 4}},
+                                 "circuits": {"127.0.0.1:9101": 0}}]
+    assert doc["ready"] is False and "worker 2: exited" in doc["reasons"]
+    assert [(w["worker"], w["state"]) for w in doc["workers"]] == [(0, "ready"), (1, "ready"), (2, "exited")]
+
+
+# -- 7. value-added services' errors said once ----------------------------------------
+
+
+def _plugin_reading_its_secret(s):
+    """A third-party service type that reads its secret as the bundled one does."""
+    from switch.io.vas import read_secret
+
+    return read_secret("sw.toml", "service secret", None, "SRE_NO_SUCH_SECRET_ENV", "vas[0].secret_env")
+
+
+def test_a_service_plugins_configuration_error_is_said_once(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from switch.io import vas as vas_io
+
+    monkeypatch.delenv("SRE_NO_SUCH_SECRET_ENV", raising=False)
+    monkeypatch.setattr(vas_io, "vas_types", lambda: {
+        "p": EntryPoint("p", "tests.test_sre_ops:_plugin_reading_its_secret", vas_io.GROUP)})
+    cfg = ts.config_mod.loads(BASE + '\n[[vas]]\nname = "loyalty"\ntype = "p"\nmerchants = ["SHOP00000000001"]\n',
+                              "sw.toml")
+    with pytest.raises(ts.config_mod.ConfigError) as e:
+        vas_io.Services(cfg)
+    assert str(e.value) == ("sw.toml: environment variable SRE_NO_SUCH_SECRET_ENV is not set"
+                            " - at `$.vas[0].secret_env`")
+
+
+# -- 8. the configurations shipped under ops/ pass check-config -----------------------
+
+SHIPPED = sorted((ts.config_mod.Path(__file__).resolve().parent.parent / "ops").rglob("*.toml"))
+
+
+@pytest.mark.parametrize("shipped", SHIPPED, ids=lambda p: str(p.relative_to(p.parents[2])))
+def test_every_configuration_shipped_under_ops_passes_check_config(shipped, tmp_path, monkeypatch, capsys):
+    """As where it is deployed: its absolute directories exist (here under tmp_path, as the
+    image or the package creates them) and the environment variables it names are set (as
+    docker-compose.yml or the unit sets them).  Nothing else is changed."""
+    import re
+
+    from switch import cli
+
+    text = shipped.read_text()
+    for name in re.findall(r'^\s*\w+_env\s*=\s*"([^"]+)"', text, flags=re.M):
+        monkeypatch.setenv(name, "5e" * 32)
+    for path in set(re.findall(r'"(?:sqlite://)?(/[^"]+)"', text)):
+        (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        text = text.replace(f'"{path}"', f'"{tmp_path}{path}"').replace(f'"sqlite://{path}"', f'"sqlite://{tmp_path}{path}"')
+    deployed = tmp_path / shipped.name
+    deployed.write_text(text)
+    code = cli.main(["check-config", str(deployed)])
+    assert code == 0, capsys.readouterr().err
+    assert SHIPPED, "no configuration found under ops/"
+
+
+def test_a_running_supervisor_serves_readyz_states_and_the_status_page(tmp_path):
+    """serve --workers 2 for real: the supervisor's own port answers /readyz with each
+    worker's state, and /status.json for the whole switch, a purchase counted once."""
+    import json
+
+    from tests import e2e
+    from tests.test_e2e_workers import fleet
+
+    sw = fleet(tmp_path, slow_ms=0)
+    try:
+        client = e2e.Client(sw.ports["term"])
+        assert client.transact(e2e.purchase(1000, e2e.MASTERCARD))["39"] == "00"
+        client.close()
+        code, body = sw.http_get("/readyz")
+        assert code == 200 and [w["state"] for w in json.loads(body)["workers"]] == ["ready", "ready"]
+        code, body = sw.http_get("/status")
+        assert code == 200 and body.startswith(b"<!doctype html>")
+        code, body = sw.http_get("/status.json")
+        doc = json.loads(body)
+        assert code == 200 and doc["ready"] is True and doc["reasons"] == []
+        assert sum(k["answered"] for k in doc["kinds"].values()) == 1
+        assert [w["state"] for w in doc["workers"]] == ["ready", "ready"]
+    finally:
+        sw.stop()

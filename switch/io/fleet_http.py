@@ -12,7 +12,11 @@ On ``[http] port`` (worker ``i`` serves its own admin HTTP on ``port + 1 + i``):
   terminals), with ``"status": "alive"`` when all do and ``"degraded"``
   otherwise, and each worker's pid, state and restarts; 503 when none does;
 - ``GET /readyz``: 200 when every worker is ready (its own ``/readyz``), 503
-  with each worker's answer otherwise;
+  otherwise; each worker's ``state`` (ready, starting, exited, restarting)
+  and answer either way;
+- ``GET /status``: the status page, polling ``/status.json``: the workers'
+  own snapshots added up (:func:`switch.io.status.merge`), with each
+  worker's state;
 - ``POST /admin/reload``: the file is checked here, then every worker takes
   it (SIGHUP); the same bearer token and checks as a worker's admin API;
 - ``POST /admin/reversals/<rrn>/close``: checked here as any admin request,
@@ -30,6 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from switch.io import status as status_page
 from switch.io.http import _JSON, CLOSE_ROUTE, AdminHttp, bad_rrn, route_of, rrn_of
 from switch.io.loopwatch import cpu_seconds, process_stat
 
@@ -84,8 +89,8 @@ def merge_metrics(texts: dict[int, str]) -> dict[str, Metric]:
 
 
 # What the supervisor serves itself (a worker also serves /status on its own port).
-_FLEET_ROUTES = {b"/healthz": b"GET", b"/readyz": b"GET", b"/metrics": b"GET", b"/admin/reload": b"POST",
-                 CLOSE_ROUTE: b"POST"}
+_FLEET_ROUTES = {b"/healthz": b"GET", b"/readyz": b"GET", b"/metrics": b"GET", b"/status": b"GET",
+                 b"/status.json": b"GET", b"/admin/reload": b"POST", CLOSE_ROUTE: b"POST"}
 
 
 class _Families:
@@ -155,7 +160,7 @@ class FleetHttp(AdminHttp):
     def _workers(self, answers) -> list[dict]:
         out = []
         for w, a in zip(self.fleet.workers, answers):
-            out.append({"worker": w.index, "pid": w.proc.pid if w.alive else None, "alive": w.alive,
+            out.append({"worker": w.index, "pid": w.proc.pid if w.alive else None, "alive": w.alive, "state": w.state,
                         "answers": a is not None and a[0] == 200, "restarts": w.restarts,
                         "http_port": self._worker_address(w.index)[1]})
         return out
@@ -177,7 +182,7 @@ class FleetHttp(AdminHttp):
             answers = await self._ask_all("/readyz")
             workers = self._workers(answers)
             for entry, a in zip(workers, answers):
-                entry["ready"] = a is not None and a[0] == 200
+                entry["ready"] = entry["state"] == "ready" and a is not None and a[0] == 200
                 if a is not None:
                     try:
                         entry["detail"] = json.loads(a[1])
@@ -185,6 +190,19 @@ class FleetHttp(AdminHttp):
                         pass
             ok = all(entry["ready"] for entry in workers)
             return (200 if ok else 503), _JSON, json.dumps({"ready": ok, "workers": workers}).encode()
+        if path == b"/status":
+            return 200, "text/html; charset=utf-8", status_page.PAGE
+        if path == b"/status.json":
+            answers = await self._ask_all("/status.json")
+            docs = {}
+            for w, a in zip(self.fleet.workers, answers):
+                if a is not None and a[0] == 200:
+                    try:
+                        docs[w.index] = json.loads(a[1])
+                    except ValueError:
+                        pass
+            doc = status_page.merge(docs, self._workers(answers))
+            return 200, _JSON, json.dumps(doc).encode()
         if path == b"/admin/reload":
             ok, message = self.fleet.reload()
             return (200 if ok else 400), _JSON, json.dumps({"reloaded": ok, "message": message}).encode()

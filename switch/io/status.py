@@ -117,6 +117,62 @@ def snapshot(metrics, ready: dict) -> dict:
     }
 
 
+def merge(docs: dict[int, dict], workers: list[dict]) -> dict:
+    """The whole switch's snapshot under ``serve --workers``: the workers' own
+    (``docs``, by worker index, those that answered) added up, and each worker's
+    state (``workers``: the supervisor's entries).  Ready when every worker is."""
+    kinds: dict[str, dict] = {}
+    acquirers: dict[str, dict] = {}
+    reasons: list[str] = []
+    journal = {"ok": True, "detail": ""}
+    for w in workers:
+        if w["state"] != "ready":
+            reasons.append(f"worker {w['worker']}: {w['state']}")
+        elif w["worker"] not in docs:
+            reasons.append(f"worker {w['worker']}: no answer")
+    for index, doc in sorted(docs.items()):
+        reasons += [f"worker {index}: {r}" for r in doc.get("reasons", ())]
+        if journal["ok"] and not doc["journal"]["ok"]:
+            journal = doc["journal"]  # one journal, shared: the first worker that finds it failing says why
+        for name, k in doc["kinds"].items():
+            into = kinds.setdefault(name, {"answered": 0, "decisions": 0, "approved": 0, "in_flight": 0, "buckets": {}})
+            for key in ("answered", "decisions", "approved", "in_flight"):
+                into[key] += k[key]
+            for le, count in k["buckets"]:
+                le = math.inf if le == "+Inf" else float(le)
+                into["buckets"][le] = into["buckets"].get(le, 0) + count
+        for a in doc["acquirers"]:
+            into = acquirers.setdefault(a["name"], {"name": a["name"], "up": False, "connections": {}, "circuits": {}})
+            into["up"] = into["up"] or a["up"]
+            for ep, by_state in a["connections"].items():
+                counts = into["connections"].setdefault(ep, {})
+                for state, n in by_state.items():
+                    counts[state] = counts.get(state, 0) + n
+            for ep, state in a["circuits"].items():  # each worker's breaker: the worst one shows
+                into["circuits"][ep] = max(state, into["circuits"].get(ep, state))
+    out_kinds = {}
+    for name, k in sorted(kinds.items()):
+        buckets = sorted(k.pop("buckets").items())
+        out_kinds[name] = {**k, "approval_rate": k["approved"] / k["decisions"] if k["decisions"] else None,
+                           "p99_seconds": quantile(0.99, buckets),
+                           "buckets": [["+Inf" if math.isinf(le) else le, c] for le, c in buckets]}
+    revs = [doc["reversals"] for doc in docs.values()]
+    return {
+        "time": time.time(),
+        "ready": not reasons,
+        "reasons": reasons,
+        "journal": journal,
+        "kinds": out_kinds,
+        "acquirers": [acquirers[name] for name in sorted(acquirers)],
+        "reversals": {  # only the reversal sender (worker 0) counts the journal's queue and refusals
+            "queue": sum(r["queue"] for r in revs),
+            "oldest_age_seconds": max((r["oldest_age_seconds"] for r in revs), default=0.0),
+            "refused": max((r["refused"] for r in revs), default=0),
+        },
+        "workers": workers,
+    }
+
+
 PAGE = b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -125,6 +125,8 @@ class Services:
                     f"(registered under {GROUP}: {', '.join(sorted(types))}) - at `$.vas[{i}].type`")
             try:
                 service = ep.load()(s)
+            except config_mod.ConfigError:
+                raise  # already names the file and the key (read_secret): said once, not wrapped again
             except (ImportError, AttributeError, ValueError, TypeError, OSError) as e:
                 raise config_mod.ConfigError(f"{cfg.source}: service {s.name!r}: {e} - at `$.vas[{i}]`") from None
             self.services[s.name] = service

@@ -148,6 +148,17 @@ class Worker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def state(self) -> str:
+        """What the supervisor's /healthz, /readyz and /status say of it: ready, starting
+        (not ready yet), exited (dead, not yet seen by the watch), restarting (dead and
+        seen: started again after its delay) or not started."""
+        if self.proc is None:
+            return "restarting" if self.restarts else "not started"
+        if self.proc.poll() is not None:
+            return "exited"
+        return "ready" if self.ready.is_set() else "starting"
+
 
 class Fleet:
     """The supervisor: the journal writer, the workers, and the fleet's HTTP."""
