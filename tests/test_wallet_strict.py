@@ -403,3 +403,71 @@ def test_a_card_scheme_qr_code_no_field_2_can_carry_is_refused_before_its_networ
         assert sw.acquirers["cup"].authorized == []
 
     ts.run(scenario)
+
+
+# --- currencies -------------------------------------------------------------------------------
+
+
+def test_a_wallet_payment_without_field_49_answers_30_and_reaches_no_wallet(service_key):
+    ts = service_key
+
+    async def scenario(sw):
+        answer = ts.TERM.decode(await sw.handle(ts.request(pan=None, f22="031", f48=WALLET_CODE, drop=(49,))))
+        assert answer[39] == "30" and 38 not in answer
+        assert sw.acquirers["wallet-a"].authorized == []
+
+    ts.run(scenario)
+
+
+def test_a_wallet_adapter_asked_to_pay_in_no_currency_answers_30_and_sends_nothing():
+    wallet = ScriptedWallet({})
+    request = purchase("134567890123456789")
+    request.currency = None
+    assert authorize(wallet, request).response_code == "30" and wallet.calls == []
+
+
+WALLET_TOML = """
+[[merchants]]
+id = "SHOP00000000001"
+terminals = ["TERM0001"]
+
+[[acquirers]]
+name = "wallet-b"
+type = "{type}"
+endpoints = ["http://127.0.0.1:9202"]
+secret_file = "secret"
+merchant_key_file = "key.pem"
+wallet_public_key_file = "wallet.pem"
+{currency}
+[[routes]]
+name = "wallet-b"
+kind = "wallet"
+prefixes = ["10-15"]
+acquirers = ["wallet-b"]
+"""
+
+
+@pytest.mark.parametrize("wallet_type", ["wallet-micropay", "wallet-tradepay"])
+@pytest.mark.parametrize("currency", ["978", "840"])
+def test_a_wallet_acquirer_in_a_currency_its_wallet_does_not_settle_in_is_a_config_error(wallet_type, currency):
+    from switch import config
+
+    text = WALLET_TOML.format(type=wallet_type, currency=f'currency = "{currency}"\n')
+    if wallet_type == "wallet-micropay":
+        text = text.replace('merchant_key_file = "key.pem"\nwallet_public_key_file = "wallet.pem"\n', "")
+    else:
+        text = text.replace('secret_file = "secret"\n', "")
+    with pytest.raises(config.ConfigError) as e:
+        config.loads(text, "wallets.toml")
+    assert str(e.value) == (
+        f"wallets.toml: a {wallet_type} wallet settles in CNY: its currency must be \"156\", got {currency!r} "
+        "- at `$.acquirers[0].currency`")
+
+
+def test_a_wallet_acquirer_in_cny_or_with_the_default_currency_loads():
+    from switch import config
+
+    text = WALLET_TOML.format(type="wallet-micropay", currency="").replace(
+        'merchant_key_file = "key.pem"\nwallet_public_key_file = "wallet.pem"\n', "")
+    assert config.loads(text, "wallets.toml").acquirers[0].currency == "156"
+    assert config.loads(text.replace("secret_file", 'currency = "156"\nsecret_file'), "w.toml").acquirers[0].currency == "156"
