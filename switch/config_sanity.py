@@ -61,11 +61,19 @@ def check_shadowed_prefixes(cfg: Any, fail: Callable[[str, str], None]) -> None:
             catch_all += [(wallet, *r) for r in ranges]
 
 
+# The currency each bundled wallet type settles in (ISO 4217 numeric, alphabetic): neither
+# wallet API names a currency in its requests, so the wallet charges in its own
+# (adapters.wallet.messages.WALLET_CURRENCY).
+WALLET_SETTLES_IN = {"wallet-tradepay": ("156", "CNY"), "wallet-micropay": ("156", "CNY")}
+
+
 def check_currencies(cfg: Any, fail: Callable[[str, str], None]) -> None:
     """Every currency key names an ISO 4217 currency (:mod:`switch.core.currencies`):
     a terminal's field 49 in any other answers 30 (spec section 2), so a merchant
     settling in one, a wallet taking one or a route choosing by one could never
-    see a payment."""
+    see a payment.  A bundled wallet type takes only the currency its wallet settles
+    in: configured with another, it would charge the customer that many yuan for a
+    payment the terminal asked in another currency."""
     def check(path: str, code: str) -> None:
         if not is_currency(code):
             fail(path, f"expected the ISO 4217 numeric code of a currency, got {code!r}")
@@ -74,6 +82,10 @@ def check_currencies(cfg: Any, fail: Callable[[str, str], None]) -> None:
         check(f"merchants[{i}].currency", mc.currency)
     for i, a in enumerate(cfg.acquirers):
         check(f"acquirers[{i}].currency", a.currency)
+        settles = WALLET_SETTLES_IN.get(a.type)
+        if settles is not None and a.currency != settles[0]:
+            fail(f"acquirers[{i}].currency",
+                 f"a {a.type} wallet settles in {settles[1]}: its currency must be \"{settles[0]}\", got {a.currency!r}")
     for i, route in enumerate(cfg.routes):
         for j, code in enumerate(route.currencies or ()):
             check(f"routes[{i}].currencies[{j}]", code)

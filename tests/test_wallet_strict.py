@@ -352,3 +352,122 @@ def test_a_held_payment_whose_adapter_overran_is_held_no_more(service_key, monke
         assert held() == 0
 
     ts.run(scenario, acquirers=acquirers, before_start=before_start, timeout=0.5, response_timeout=2.0)
+
+
+# --- card-scheme QR codes: what their reversal needs -----------------------------------------
+
+QR_CODE = "6212345678901234567"  # route unionpay-qr: the card network cup, the code as a token PAN
+
+
+def test_a_terminal_reversal_of_a_card_scheme_qr_payment_carries_its_code_as_field_2(service_key):
+    ts = service_key
+
+    async def scenario(sw):
+        assert ts.TERM.decode(await sw.handle(ts.request(pan=None, f22="031", f48="BC019" + QR_CODE)))[39] == "00"
+        rec = await ts.record(sw, "000001")
+        assert rec.kind == "wallet" and rec.pan_hash is not None and rec.pan_masked == "621234*********4567"
+        assert rec.card_sealed is not None and QR_CODE.encode() not in rec.card_sealed
+        # The terminal's 0400 carries no card number (a wallet payment has none): the
+        # host, which matches reversals on field 2, gets the code it was paid with.
+        assert ts.TERM.decode(await sw.handle(ts.reversal("000002", "000001")))[39] == "00"
+        await ts.wait_state(sw, "000001", "reversed")
+        (reversal, _), = sw.acquirers["cup"].reversed
+        assert reversal.pan == QR_CODE and reversal.original.pan == QR_CODE
+
+    ts.run(scenario)
+
+
+def test_a_card_scheme_qr_payment_at_its_network_keeps_its_code_sealed_for_a_reversal_after_a_crash(service_key):
+    ts = service_key
+    gate = asyncio.Event()
+    cup = ts.FakeAcquirer("cup", gate=gate)
+
+    async def scenario(sw):
+        task = asyncio.create_task(sw.handle(ts.request(pan=None, f22="031", f48="BC019" + QR_CODE)))
+        await asyncio.wait_for(cup.entered.wait(), ts.WAIT)
+        rec = await ts.record(sw, "000001")
+        assert rec.state == "sent" and rec.pan_hash is not None and rec.card_sealed is not None
+        gate.set()
+        await asyncio.wait_for(task, ts.WAIT)
+
+    ts.run(scenario, acquirers=ts.fakes(cup=cup))
+
+
+@pytest.mark.parametrize("code, answer", [("62123456789012345678", "14"), ("6212345", "14")])
+def test_a_card_scheme_qr_code_no_field_2_can_carry_is_refused_before_its_network(service_key, code, answer):
+    ts = service_key
+
+    async def scenario(sw):
+        bc = "BC%03d%s" % (len(code), code)
+        assert ts.TERM.decode(await sw.handle(ts.request(pan=None, f22="031", f48=bc)))[39] == answer
+        assert sw.acquirers["cup"].authorized == []
+
+    ts.run(scenario)
+
+
+# --- currencies -------------------------------------------------------------------------------
+
+
+def test_a_wallet_payment_without_field_49_answers_30_and_reaches_no_wallet(service_key):
+    ts = service_key
+
+    async def scenario(sw):
+        answer = ts.TERM.decode(await sw.handle(ts.request(pan=None, f22="031", f48=WALLET_CODE, drop=(49,))))
+        assert answer[39] == "30" and 38 not in answer
+        assert sw.acquirers["wallet-a"].authorized == []
+
+    ts.run(scenario)
+
+
+def test_a_wallet_adapter_asked_to_pay_in_no_currency_answers_30_and_sends_nothing():
+    wallet = ScriptedWallet({})
+    request = purchase("134567890123456789")
+    request.currency = None
+    assert authorize(wallet, request).response_code == "30" and wallet.calls == []
+
+
+WALLET_TOML = """
+[[merchants]]
+id = "SHOP00000000001"
+terminals = ["TERM0001"]
+
+[[acquirers]]
+name = "wallet-b"
+type = "{type}"
+endpoints = ["http://127.0.0.1:9202"]
+secret_file = "secret"
+merchant_key_file = "key.pem"
+wallet_public_key_file = "wallet.pem"
+{currency}
+[[routes]]
+name = "wallet-b"
+kind = "wallet"
+prefixes = ["10-15"]
+acquirers = ["wallet-b"]
+"""
+
+
+@pytest.mark.parametrize("wallet_type", ["wallet-micropay", "wallet-tradepay"])
+@pytest.mark.parametrize("currency", ["978", "840"])
+def test_a_wallet_acquirer_in_a_currency_its_wallet_does_not_settle_in_is_a_config_error(wallet_type, currency):
+    from switch import config
+
+    text = WALLET_TOML.format(type=wallet_type, currency=f'currency = "{currency}"\n')
+    if wallet_type == "wallet-micropay":
+        text = text.replace('merchant_key_file = "key.pem"\nwallet_public_key_file = "wallet.pem"\n', "")
+    else:
+        text = text.replace('secret_file = "secret"\n', "")
+    with pytest.raises(config.ConfigError) as e:
+        config.loads(text, "wallets.toml")
+    assert str(e.value) == (
+        f"wallets.toml: a {wallet_type} wallet settles in CNY: its currency must be \"156\", got {currency!r} "
+        "- at `$.acquirers[0].currency`")
+
+
+def test_a_wallet_acquirer_in_cny_or_with_the_default_currency_loads():
+    from switch import config
+
+    text = WALLET_TOML.format(type="wallet-micropay", currency="").replace(
+        'merchant_key_file = "key.pem"\nwallet_public_key_file = "wallet.pem"\n', "")
+    assert config.loads(text, "wallets.toml").acquirers[0].currency == "156"
+    assert config.loads(text.replace("secret_file", 'currency = "156"\nsecret_file'), "w.toml").acquirers[0].currency == "156"

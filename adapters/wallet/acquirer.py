@@ -193,7 +193,11 @@ class WalletAcquirer:
         purchase = request.mti == "0200" and request.processing_code.startswith("00")
         if request.kind != "wallet" or not purchase:
             return Result(response_code="12")
-        if self.currency is not None and request.currency not in (None, self.currency):
+        if request.currency is None:
+            # Spec section 3: a financial request carries field 49; a payment in no known
+            # currency is a format error, never a pay in whatever the wallet takes.
+            return Result(response_code="30")
+        if self.currency is not None and request.currency != self.currency:
             return Result(response_code="12")
         if not (code.isascii() and code.isdigit()):
             return Result(response_code="30")

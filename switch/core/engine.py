@@ -253,7 +253,11 @@ class Engine:
             route = self.router.for_code(tlv["BC"], msg)
             if route is None:
                 raise messages.Rejection("12", "no wallet for this payment code")
-            return "wallet", route, None
+            if self.acquirer_cfg[route.acquirers[0]].type != "card":
+                return "wallet", route, None
+            # A card-scheme QR code (e.g. prefix 62) goes to the card network as a token PAN
+            # in field 2 (22 says it was scanned): hashed and sealed for its reversal as a card.
+            return "wallet", route, messages.token_pan(tlv["BC"])
         if not 8 <= len(pan) <= 19:
             raise messages.Rejection("14", f"a card number has 8 to 19 digits, got {len(pan)}")
         route = self.router.for_pan(pan, msg)
@@ -322,7 +326,7 @@ class Engine:
             customer_token=self.vas.token(merchant, kind, pan) if kind in ("card", "citycard") else None,
             # Sealed for the reversal that a crash while it is at the acquirer leads to.
             card_sealed=seal_in_flight(self.key, (msg[41], msg[11], msg[7]), digest, pan)
-            if direct and kind == "card" else None,
+            if direct and pan and kind != "citycard" else None,
             upload_key=uploads.key_of(self.key, msg, mti, kind, pan, tlv) if rejection is None else None,
         )
         if refund_daily_max is None:
@@ -363,10 +367,6 @@ class Engine:
         if mti == "0220" and kind != "citycard":
             refused = messages.Rejection("30", "card 0220 without field 90")
             return (yield from self._answer_self(msg, rec, refused, codec, kind))
-        if kind == "wallet" and self.acquirer_cfg[route.acquirers[0]].type == "card":
-            # A card-scheme QR code (e.g. prefix 62) goes to the card network as a
-            # token PAN in field 2, with field 22 saying it was scanned.
-            pan = tlv["BC"]
         yield from self.vas.before(msg, rec, merchant, kind, tlv, flight)  # coupons: may lower field 4
         request = messages.build_request(msg, txn_id=rec.id, kind=kind, rrn=rec.rrn, pan=pan, tlv=tlv, mti=mti)
         return (yield from self._authorize(msg, rec, route.acquirers, request, flight, codec, kind))
@@ -437,7 +437,7 @@ class Engine:
                     changes["host_stan"], changes["host_time"] = yield from self.reversals.host_ref(name)
                 if rec.state != state:
                     changes["state"] = state
-                    if pay_kind == "card" and request.pan and rec.card_sealed is None:
+                    if pay_kind != "citycard" and request.pan and rec.card_sealed is None:
                         changes["card_sealed"] = seal_in_flight(
                             self.key, (rec.terminal_id, rec.stan, rec.transmission_time), rec.content_digest,
                             request.pan,

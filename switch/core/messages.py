@@ -169,6 +169,17 @@ def pan_of(msg) -> str | None:
     return track_pan(track2) if track2 else None
 
 
+def token_pan(code: str) -> str:
+    """A card-scheme QR payment code (field 48 tag BC) as the token PAN its card network
+    gets in field 2 (section 3): digits (30 otherwise), 8 to 19 of them, as field 2 holds
+    (14 otherwise, as a card number of another length)."""
+    if not (code.isascii() and code.isdigit()):
+        raise Rejection("30", "field 48 tag BC: a payment code is digits")
+    if not 8 <= len(code) <= 19:
+        raise Rejection("14", f"a card-scheme QR code goes as a card number of 8 to 19 digits, got {len(code)}")
+    return code
+
+
 def track_pan(track2: str) -> str | None:
     """The card number of track 2 data: the digits before the separator."""
     for sep in ("=", "D", "d"):

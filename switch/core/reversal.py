@@ -245,7 +245,7 @@ class ReversalQueue:
 
     def _card_of(self, orig: TxnRecord, pan: str | None) -> str | None:
         """``pan`` if it is ``orig``'s card (by its pan_hash), else None (logged, never quoted)."""
-        if not pan or orig.kind != "card":
+        if not pan or orig.kind == "citycard":
             return None
         if orig.pan_hash is None or not pan.isdigit() or not same_pan(pan, orig.pan_hash, self.engine.key):
             log.info("rrn %s: the 0400's card number is not its original's; the reversal goes without field 2",
