@@ -39,6 +39,8 @@ __all__ = [
     "to_result",
     "moves_money",
     "reversal_outcome",
+    "answers",
+    "shown_code",
 ]
 
 _CC = re.compile(r"([0-9]{5})([0-9]{12})([0-9]{10})([0-9A-Fa-f]{8})")
@@ -191,6 +193,25 @@ def reversal_outcome(message: Reverse, response: Response) -> str:
     if code == "00":
         return REVERSED
     return Refused(code, f"the centre refused the reversal of ref {message.ref} with {code}")
+
+
+def answers(ref: str | None, response: Response) -> bool:
+    """Whether ``response`` can be the answer to the request sent under ``ref``.
+
+    The protocol echoes the ref: an answer naming another ref is another
+    transaction's, and an approval naming none does not say whose it is.
+    A refusal without a ref is the request's own (the centre's 30 to a
+    request it could not read has none).  A request without a ref (a
+    balance inquiry) takes any answer under its id.
+    """
+    if ref is None or response.ref == ref:
+        return True
+    return response.ref is None and response.code != "00"
+
+
+def shown_code(response: Response) -> str:
+    """The answer's code fit for a log line: one of section 5, else not the centre's text."""
+    return response.code if response.code in RESPONSE_CODES else "a code outside section 5"
 
 
 def moves_money(message: CentreRequest) -> bool:
