@@ -231,3 +231,22 @@ def test_an_upload_retransmitted_is_answered_from_the_journal_and_sent_to_the_ce
 
     vas_run(scenario, acquirers=tu.fakes(city=centre), extra=tu.CITY)
 
+
+def test_a_centre_answer_whose_unknown_field_is_a_card_number_is_logged_masked(run, caplog):
+    caplog.set_level(logging.DEBUG)
+
+    async def main():
+        async def card_as_field(req, writer, number):
+            writer.write(raw({"id": req.id, "code": "00", "ref": req.ref, req.card: 1}))
+
+        async with FakeCentre(card_as_field) as centre:
+            acq = CityCardAcquirer(endpoints=[centre.endpoint])
+            await acq.start()
+            result = await acq.authorize(debit(CARD, 1, 100), 1)
+            assert (result.response_code, result.uncertain) == ("91", True)
+            await acq.close()
+
+    run(main())
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if "unknown field `880000******5001`" in line]
+    assert not [line for line in lines if CARD in line]
