@@ -250,3 +250,41 @@ def test_a_centre_answer_whose_unknown_field_is_a_card_number_is_logged_masked(r
     lines = [r.getMessage() for r in caplog.records]
     assert [line for line in lines if "unknown field `880000******5001`" in line]
     assert not [line for line in lines if CARD in line]
+
+
+def test_a_repeat_0221_of_a_confirmed_upload_is_answered_from_the_journal():
+    from tests import test_citycard_uploads as tu
+    from tests.test_service import call
+    from tests.test_vas import run as vas_run
+
+    centre = tu.CentreAcquirer()
+
+    async def scenario(sw):
+        first = await call(sw, tu.upload("000001", 4, 1200))
+        repeat = await call(sw, tu.upload("000001", 4, 1200, mti="0221"))
+        assert (repeat.mti, repeat[39], repeat[37], repeat.get(38)) == ("0230", "00", first[37], first.get(38))
+        assert centre.calls == 1
+
+    vas_run(scenario, acquirers=tu.fakes(city=centre), extra=tu.CITY)
+
+
+def test_an_upload_retransmitted_while_at_the_centre_is_sent_there_once():
+    from tests import test_citycard_uploads as tu
+    from tests.test_service import call
+    from tests.test_vas import run as vas_run
+
+    gate = asyncio.Event()
+    centre = tu.CentreAcquirer(gate=gate)
+
+    async def scenario(sw):
+        first = asyncio.ensure_future(call(sw, tu.upload("000001", 4, 1200)))
+        while centre.calls == 0:
+            await asyncio.sleep(0.005)
+        again = asyncio.ensure_future(call(sw, tu.upload("000001", 4, 1200)))
+        await asyncio.sleep(0.05)
+        gate.set()
+        first, again = await first, await again
+        assert first[39] == "00" and (again[39], again[37]) == ("00", first[37])
+        assert centre.calls == 1
+
+    vas_run(scenario, acquirers=tu.fakes(city=centre), extra=tu.CITY)
