@@ -288,3 +288,48 @@ def test_an_upload_retransmitted_while_at_the_centre_is_sent_there_once():
         assert centre.calls == 1
 
     vas_run(scenario, acquirers=tu.fakes(city=centre), extra=tu.CITY)
+
+
+# -- 3. (the switch's side) a top-up the centre booked but never confirmed is reversed there ---------
+
+
+def test_a_top_up_unanswered_is_68_and_reversed_at_the_centre():
+    from adapters.citycard import crypto
+    from adapters.citycard.centre import DEMO_MK
+    from adapters.citycard.mapping import original_ref
+    from adapters.citycard.protocol import Reverse
+    from native.iso8583 import build_tlv48
+    from switch.core.acquirer import REVERSED
+    from tests import test_citycard_uploads as tu
+    from tests.test_service import TID, call, wait_state
+    from tests.test_service import request as terminal_request
+    from tests.test_vas import run as vas_run
+
+    class BookedThenSilent(tu.CentreAcquirer):
+        async def authorize(self, request, timeout):
+            message = build_message(request)
+            self.calls += 1
+            self.centre.handle(message)  # booked; the answer is lost
+            from switch.core.acquirer import Result
+            return Result(response_code="68", acquirer_ref=message.ref, uncertain=True)
+
+        async def reverse(self, request, timeout):
+            self.centre.handle(Reverse(id=0, ref=original_ref(request.original)))
+            return REVERSED
+
+    centre = BookedThenSilent()
+    card, amount, counter, serial = tu.CARD, 2000, "00001", "0000000001"
+    fields = (card, counter, f"{amount:012d}", serial, TID)
+    m1 = crypto.mac1(crypto.derive_dk(DEMO_MK, card), *fields)
+    cc_value = f"{counter}{10000:012d}{serial}{'0' * 8}"
+
+    async def scenario(sw):
+        body = terminal_request("0200", stan="000001", pan=card, amount=f"{amount:012d}", pcode="210000",
+                                f22="071", f48=build_tlv48({"CC": cc_value, "M1": m1}))
+        answer = await call(sw, body)
+        assert answer[39] == "68" and 38 not in answer
+        assert centre.centre.accounts[card].balance == 12_000  # credited, the card never got M2
+        await wait_state(sw, "000001", "reversed")
+        assert centre.centre.accounts[card].balance == 10_000 and centre.centre.conserved()
+
+    vas_run(scenario, acquirers=tu.fakes(city=centre), extra=tu.CITY)
