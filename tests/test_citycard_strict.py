@@ -333,3 +333,28 @@ def test_a_top_up_unanswered_is_68_and_reversed_at_the_centre():
         assert centre.centre.accounts[card].balance == 10_000 and centre.centre.conserved()
 
     vas_run(scenario, acquirers=tu.fakes(city=centre), extra=tu.CITY)
+
+
+def test_a_reversal_answered_with_a_code_outside_section_5_logs_no_centre_text(run, caplog):
+    from switch.core.acquirer import RETRY, Original
+
+    caplog.set_level(logging.DEBUG)
+
+    async def main():
+        async def card_as_code(req, writer, number):
+            writer.write(encode(Response(id=req.id, code=CARD)))
+
+        async with FakeCentre(card_as_code) as centre:
+            acq = CityCardAcquirer(endpoints=[centre.endpoint])
+            await acq.start()
+            original = Original(txn_id=7, mti="0200", processing_code="000000", currency="156", stan="000007",
+                                transmission_time="1124070000",
+                                rrn="000000000007", amount=100, acquirer_ref="7.000000000007")
+            rev = request(CARD, mti="0400", amount=100, original=original)
+            assert await acq.reverse(rev, 1) == RETRY
+            await acq.close()
+
+    run(main())
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if "reversal of ref 7.000000000007" in line]
+    assert not [line for line in lines if CARD in line]

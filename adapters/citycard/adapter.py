@@ -305,7 +305,7 @@ class CityCardAcquirer:
             response = await self.call(Ledger(id=0, after=after, limit=page_size), timeout)
             page = response.ledger
             if response.code != "00" or page is None:
-                raise RuntimeError(f"{self.name}: ledger refused with {response.code}")
+                raise RuntimeError(f"{self.name}: ledger refused with {shown_code(response)}")
             balances.update(page.balances)
             if not page.more or not page.balances:
                 return msgspec.structs.replace(page, balances=balances, more=False)
@@ -353,8 +353,10 @@ class CityCardAcquirer:
             return RETRY
         outcome = reversal_outcome(message, response)
         if outcome != REVERSED:
-            log.warning("%s: reversal of ref %s answered %s for ref %s: %s", self.name, message.ref, response.code,
-                        response.ref, "repeated later" if outcome == RETRY else "refused, an operator's")
+            # The answer names this ref or none (``mapping.answers``); its code is the centre's text.
+            log.warning("%s: reversal of ref %s answered %s%s: %s", self.name, message.ref, shown_code(response),
+                        "" if response.ref == message.ref else " naming no ref",
+                        "repeated later" if outcome == RETRY else "refused, an operator's")
         return outcome
 
     def _pick(self) -> _Link | None:
