@@ -358,3 +358,12 @@ def test_a_reversal_answered_with_a_code_outside_section_5_logs_no_centre_text(r
     lines = [r.getMessage() for r in caplog.records]
     assert [line for line in lines if "reversal of ref 7.000000000007" in line]
     assert not [line for line in lines if CARD in line]
+
+
+@pytest.mark.parametrize("value", [GOOD_CC[:-1], GOOD_CC[:-1] + "G"])
+def test_a_balance_inquiry_carrying_a_malformed_cc_is_30(value):
+    with pytest.raises(Refusal) as refused:
+        build_message(request(CARD, pc="310000", tlv={"CC": value}))
+    assert refused.value.code == "30"
+    build_message(request(CARD, pc="310000", tlv={"CC": GOOD_CC}))  # a well-formed one is no matter
+    build_message(request(CARD, pc="310000"))  # nor is none

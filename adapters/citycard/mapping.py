@@ -12,7 +12,8 @@ MTI    processing code   centre request
 0400   (original's)      reverse (ref of the original)
 =====  ================  =========================================
 
-Anything else is refused 12; a malformed CC or M1, or a missing field, 30.
+Anything else is refused 12; a malformed CC or M1, or a missing field, 30
+(a balance inquiry needs no CC, but one it carries must be well-formed).
 The centre's protocol carries no currency: a debit, top-up or upload whose
 field 49 names another currency than the one the centre is configured with
 is refused 12 too (as a wallet refuses another currency), never sent.  A
@@ -132,6 +133,8 @@ def _message(request: Request) -> CentreRequest:
     if mti == "0200" and kind == "31":
         if request.amount:  # section 7: field 4 zero; an amount would read as money asked for
             raise Refusal("13", f"balance inquiry with amount {request.amount}: field 4 must be zero")
+        if "CC" in request.tlv:  # not needed, but a malformed one is a malformed request
+            parse_cc(request.tlv["CC"])
         return Balance(id=0, card=_card(request))
     if (mti == "0200" and kind == "00") or (mti == "0220" and kind == "00"):
         card = _card(request)
