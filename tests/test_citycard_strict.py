@@ -367,3 +367,31 @@ def test_a_balance_inquiry_carrying_a_malformed_cc_is_30(value):
     assert refused.value.code == "30"
     build_message(request(CARD, pc="310000", tlv={"CC": GOOD_CC}))  # a well-formed one is no matter
     build_message(request(CARD, pc="310000"))  # nor is none
+
+
+def test_an_upload_answered_68_is_forwarded_again_and_booked_once():
+    from switch.core.acquirer import Result
+    from tests import test_citycard_uploads as tu
+    from tests.test_service import call
+    from tests.test_vas import run as vas_run
+
+    class LosesTheFirstAnswer(tu.CentreAcquirer):
+        refs: list = []
+
+        async def authorize(self, request, timeout):
+            message = build_message(request)
+            self.calls += 1
+            self.refs.append(message.ref)
+            answer = to_result(message, self.centre.handle(message))
+            return Result(response_code="68", acquirer_ref=message.ref, uncertain=True) if self.calls == 1 else answer
+
+    centre = LosesTheFirstAnswer()
+
+    async def scenario(sw):
+        assert (await call(sw, tu.upload("000001", 4, 1200)))[39] == "68"
+        again = await call(sw, tu.upload("000001", 4, 1200))  # section 6.1: an advice is delivered
+        assert again[39] == "00" and centre.calls == 2
+        # Forwarded under a new ref: the centre de-duplicates uploads on (card, counter).
+        assert centre.centre.accounts[tu.CARD].balance == 10_000 - 1200 and centre.centre.conserved()
+
+    vas_run(scenario, acquirers=tu.fakes(city=centre), extra=tu.CITY)
