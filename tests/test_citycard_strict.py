@@ -395,3 +395,19 @@ def test_an_upload_answered_68_is_forwarded_again_and_booked_once():
         assert centre.centre.accounts[tu.CARD].balance == 10_000 - 1200 and centre.centre.conserved()
 
     vas_run(scenario, acquirers=tu.fakes(city=centre), extra=tu.CITY)
+
+
+def test_a_balance_answer_naming_a_ref_is_another_transactions_and_unmatched(run):
+    async def main():
+        async def debit_answer(req, writer, number):
+            writer.write(encode(Response(id=req.id, code="00", balance=4242, ref="1.000000000001", auth="000001")))
+
+        async with FakeCentre(debit_answer) as centre:
+            acq = CityCardAcquirer(endpoints=[centre.endpoint])
+            await acq.start()
+            result = await acq.authorize(request(CARD, pc="310000"), 0.2)
+            assert (result.response_code, result.uncertain, result.tlv) == ("68", False, {})
+            assert acq.metrics.get("unmatched_answers") == 1
+            await acq.close()
+
+    run(main())

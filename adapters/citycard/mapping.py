@@ -204,12 +204,13 @@ def answers(ref: str | None, response: Response) -> bool:
     The protocol echoes the ref: an answer naming another ref is another
     transaction's, and an approval naming none does not say whose it is.
     A refusal without a ref is the request's own (the centre's 30 to a
-    request it could not read has none).  A request without a ref (a
-    balance inquiry) takes any answer under its id.
+    request it could not read has none).  A request sent without a ref (a
+    balance inquiry) takes only an answer naming none: one naming a ref is
+    a debit's or a top-up's, and its balance another card's.
     """
-    if ref is None or response.ref == ref:
+    if response.ref == ref:
         return True
-    return response.ref is None and response.code != "00"
+    return ref is not None and response.ref is None and response.code != "00"
 
 
 def shown_code(response: Response) -> str:
