@@ -13,8 +13,8 @@ import logging
 
 import pytest
 
-from adapters.citycard import CityCardAcquirer
-from adapters.citycard.centre import Centre
+from adapters.citycard import CityCardAcquirer, crypto
+from adapters.citycard.centre import DEMO_MK, Centre
 from adapters.citycard.mapping import Refusal, build_message, to_result
 from adapters.citycard.protocol import Response, encode
 from tests.test_citycard_adapter import FakeCentre, cc, debit, request, run  # noqa: F401  (run: a fixture)
@@ -164,9 +164,6 @@ def test_a_top_up_with_a_malformed_m1_is_30(m1):
 
 def test_a_top_up_beyond_the_configured_most_a_card_holds_is_13():
     centre = Centre(prefixes=(), max_balance=10_050)
-    from adapters.citycard import crypto
-    from adapters.citycard.centre import DEMO_MK
-
     card, amount = CARD, 100
     fields = (card, "00001", f"{amount:012d}", "0000000001", "DEMO0001")
     m1 = crypto.mac1(crypto.derive_dk(DEMO_MK, card), *fields)
@@ -294,12 +291,10 @@ def test_an_upload_retransmitted_while_at_the_centre_is_sent_there_once():
 
 
 def test_a_top_up_unanswered_is_68_and_reversed_at_the_centre():
-    from adapters.citycard import crypto
-    from adapters.citycard.centre import DEMO_MK
     from adapters.citycard.mapping import original_ref
     from adapters.citycard.protocol import Reverse
     from native.iso8583 import build_tlv48
-    from switch.core.acquirer import REVERSED
+    from switch.core.acquirer import REVERSED, Result
     from tests import test_citycard_uploads as tu
     from tests.test_service import TID, call, wait_state
     from tests.test_service import request as terminal_request
@@ -310,7 +305,6 @@ def test_a_top_up_unanswered_is_68_and_reversed_at_the_centre():
             message = build_message(request)
             self.calls += 1
             self.centre.handle(message)  # booked; the answer is lost
-            from switch.core.acquirer import Result
             return Result(response_code="68", acquirer_ref=message.ref, uncertain=True)
 
         async def reverse(self, request, timeout):
