@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 
+import msgspec
 import pytest
 
 from adapters.citycard import CityCardAcquirer, crypto
@@ -405,3 +406,11 @@ def test_a_balance_answer_naming_a_ref_is_another_transactions_and_unmatched(run
             await acq.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("tid", ["DEMO\x01001", "DEMO\u00e9001", "DEMO\n001"])
+def test_a_terminal_id_the_centre_cannot_take_is_30_and_goes_to_no_centre(tid):
+    req = msgspec.structs.replace(debit(CARD, 1, 100), terminal_id=tid)
+    with pytest.raises(Refusal) as refused:
+        build_message(req)
+    assert refused.value.code == "30"

@@ -105,9 +105,13 @@ def _amount(request: Request) -> int:
     return request.amount
 
 
+_TERMINAL = re.compile(r"[ -~]{8}")
+
+
 def _terminal(request: Request) -> str:
-    if len(request.terminal_id) != 8:
-        raise Refusal("30", "terminal ID (field 41) must be 8 characters")
+    # The centre's protocol (and the TAC, MACed over its ASCII bytes) takes 8 printable ASCII characters.
+    if _TERMINAL.fullmatch(request.terminal_id) is None:
+        raise Refusal("30", "terminal ID (field 41) must be 8 printable ASCII characters")
     return request.terminal_id
 
 
