@@ -11,7 +11,10 @@ is 68 and a connection lost after sending is 91, both ``uncertain`` when the
 request moves money, so the switch reverses them by ref; no connection at all
 is 91, certain (nothing was sent).  An answer counts for the request only
 when it names the request's ref (``mapping.to_result``,
-``mapping.reversal_outcome``): a reversal is done when the centre
+``mapping.answers``): an answer under the request's id that names another
+ref is no answer to it (counted as unmatched; the request keeps waiting
+and, without its own answer, times out and is reversed), and a reversal
+is done when the centre
 acknowledges that very ref, repeated after a transient answer, and left to
 an operator after a refusal.
 
@@ -19,7 +22,8 @@ an operator after a refusal.
 ``payswitch_citycard_<name>_total``) counts what the link saw: ``timeouts``,
 ``lost_in_flight`` and ``unavailable`` by ``op`` (debit, offline, load,
 balance, reverse), ``late_answers`` (answers after their caller gave up),
-``unmatched_answers`` (answers to no request in flight or recently given up on),
+``unmatched_answers`` (answers to no request in flight or recently given up on,
+or naming another ref than the request of their id),
 ``protocol_errors`` by ``endpoint`` (connections closed for a bad answer) and
 ``uploads`` by ``result`` (offline advices: ``confirmed`` 00, ``refused``
 another code, ``unconfirmed`` no answer: the terminal uploads it again).
@@ -40,7 +44,16 @@ from switch.core.inflight import InFlight
 from switch.core.link_metrics import LinkMetrics
 from switch.core.messages import mask_pan
 
-from .mapping import Refusal, build_message, moves_money, original_ref, reversal_outcome, to_result
+from .mapping import (
+    Refusal,
+    answers,
+    build_message,
+    moves_money,
+    original_ref,
+    reversal_outcome,
+    shown_code,
+    to_result,
+)
 from .protocol import (
     CentreRequest,
     FrameBuffer,
@@ -78,8 +91,9 @@ class _Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._frames = FrameBuffer()
-        # By request id; no deadlines here: CityCardAcquirer.call times out and gives up.
-        self._pending: InFlight[int, asyncio.Future[Response]] = InFlight()
+        # By request id: (the ref its answer must name, None: any; its waiter).  No deadlines
+        # here: CityCardAcquirer.call times out and gives up.
+        self._pending: InFlight[int, tuple[str | None, asyncio.Future[Response]]] = InFlight()
         self._ids = itertools.count(1)
 
     # asyncio.Protocol
@@ -91,10 +105,20 @@ class _Link(asyncio.Protocol):
         try:
             for payload in self._frames.feed(data):
                 response = decode_response(payload)
-                waiter = self._pending.pop(response.id)
-                if waiter is None:
+                entry = self._pending.peek(response.id)
+                if entry is None:
                     self._unexpected(response)
-                elif not waiter.done():
+                    continue
+                ref, waiter = entry
+                if not answers(ref, response):
+                    # Another transaction's answer under this id: not this request's.
+                    # It keeps waiting for its own; none by its deadline is a timeout.
+                    self.metrics.inc("unmatched_answers")
+                    log.warning("answer from %s to request %d names another ref; not its answer: %s",
+                                self.peer, response.id, shown_code(response))
+                    continue
+                self._pending.pop(response.id)
+                if not waiter.done():
                     waiter.set_result(response)
         except ProtocolError as exc:
             self.metrics.inc("protocol_errors", endpoint=self.peer)
@@ -103,7 +127,7 @@ class _Link(asyncio.Protocol):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for waiter in self._pending.drain():
+        for _, waiter in self._pending.drain():
             if not waiter.done():
                 waiter.set_exception(LinkLost(f"connection to {self.peer} lost"))
         if not self.closed.done():
@@ -123,7 +147,7 @@ class _Link(asyncio.Protocol):
         rid = next(self._ids)
         message.id = rid
         waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._pending.add(rid, waiter)
+        self._pending.add(rid, (getattr(message, "ref", None), waiter))
         self.transport.write(encode(message))
         return rid, waiter
 
@@ -137,11 +161,11 @@ class _Link(asyncio.Protocol):
         if self._pending.expired(response.id) is not None:
             self._pending.forget_expired(response.id)
             self.metrics.inc("late_answers")
-            log.warning("late answer from %s to request %d: %s", self.peer, response.id, response.code)
+            log.warning("late answer from %s to request %d: %s", self.peer, response.id, shown_code(response))
         else:
             self.metrics.inc("unmatched_answers")
             log.warning("answer from %s to request %d, which is not in flight: %s",
-                        self.peer, response.id, response.code)
+                        self.peer, response.id, shown_code(response))
 
     def close(self) -> None:
         if self.transport is not None:
@@ -281,7 +305,7 @@ class CityCardAcquirer:
             response = await self.call(Ledger(id=0, after=after, limit=page_size), timeout)
             page = response.ledger
             if response.code != "00" or page is None:
-                raise RuntimeError(f"{self.name}: ledger refused with {response.code}")
+                raise RuntimeError(f"{self.name}: ledger refused with {shown_code(response)}")
             balances.update(page.balances)
             if not page.more or not page.balances:
                 return msgspec.structs.replace(page, balances=balances, more=False)
@@ -329,8 +353,10 @@ class CityCardAcquirer:
             return RETRY
         outcome = reversal_outcome(message, response)
         if outcome != REVERSED:
-            log.warning("%s: reversal of ref %s answered %s for ref %s: %s", self.name, message.ref, response.code,
-                        response.ref, "repeated later" if outcome == RETRY else "refused, an operator's")
+            # The answer names this ref or none (``mapping.answers``); its code is the centre's text.
+            log.warning("%s: reversal of ref %s answered %s%s: %s", self.name, message.ref, shown_code(response),
+                        "" if response.ref == message.ref else " naming no ref",
+                        "repeated later" if outcome == RETRY else "refused, an operator's")
         return outcome
 
     def _pick(self) -> _Link | None:

@@ -12,7 +12,8 @@ MTI    processing code   centre request
 0400   (original's)      reverse (ref of the original)
 =====  ================  =========================================
 
-Anything else is refused 12; a malformed CC or M1, or a missing field, 30.
+Anything else is refused 12; a malformed CC or M1, or a missing field, 30
+(a balance inquiry needs no CC, but one it carries must be well-formed).
 The centre's protocol carries no currency: a debit, top-up or upload whose
 field 49 names another currency than the one the centre is configured with
 is refused 12 too (as a wallet refuses another currency), never sent.  A
@@ -39,6 +40,8 @@ __all__ = [
     "to_result",
     "moves_money",
     "reversal_outcome",
+    "answers",
+    "shown_code",
 ]
 
 _CC = re.compile(r"([0-9]{5})([0-9]{12})([0-9]{10})([0-9A-Fa-f]{8})")
@@ -102,9 +105,13 @@ def _amount(request: Request) -> int:
     return request.amount
 
 
+_TERMINAL = re.compile(r"[ -~]{8}")
+
+
 def _terminal(request: Request) -> str:
-    if len(request.terminal_id) != 8:
-        raise Refusal("30", "terminal ID (field 41) must be 8 characters")
+    # The centre's protocol (and the TAC, MACed over its ASCII bytes) takes 8 printable ASCII characters.
+    if _TERMINAL.fullmatch(request.terminal_id) is None:
+        raise Refusal("30", "terminal ID (field 41) must be 8 printable ASCII characters")
     return request.terminal_id
 
 
@@ -130,6 +137,8 @@ def _message(request: Request) -> CentreRequest:
     if mti == "0200" and kind == "31":
         if request.amount:  # section 7: field 4 zero; an amount would read as money asked for
             raise Refusal("13", f"balance inquiry with amount {request.amount}: field 4 must be zero")
+        if "CC" in request.tlv:  # not needed, but a malformed one is a malformed request
+            parse_cc(request.tlv["CC"])
         return Balance(id=0, card=_card(request))
     if (mti == "0200" and kind == "00") or (mti == "0220" and kind == "00"):
         card = _card(request)
@@ -191,6 +200,26 @@ def reversal_outcome(message: Reverse, response: Response) -> str:
     if code == "00":
         return REVERSED
     return Refused(code, f"the centre refused the reversal of ref {message.ref} with {code}")
+
+
+def answers(ref: str | None, response: Response) -> bool:
+    """Whether ``response`` can be the answer to the request sent under ``ref``.
+
+    The protocol echoes the ref: an answer naming another ref is another
+    transaction's, and an approval naming none does not say whose it is.
+    A refusal without a ref is the request's own (the centre's 30 to a
+    request it could not read has none).  A request sent without a ref (a
+    balance inquiry) takes only an answer naming none: one naming a ref is
+    a debit's or a top-up's, and its balance another card's.
+    """
+    if response.ref == ref:
+        return True
+    return ref is not None and response.ref is None and response.code != "00"
+
+
+def shown_code(response: Response) -> str:
+    """The answer's code fit for a log line: one of section 5, else not the centre's text."""
+    return response.code if response.code in RESPONSE_CODES else "a code outside section 5"
 
 
 def moves_money(message: CentreRequest) -> bool:

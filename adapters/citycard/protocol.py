@@ -76,9 +76,12 @@ Semantics (what the bundled simulator does; see ``centre.py``)
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Union
 
 import msgspec
+
+from switch.core.messages import mask_pan
 
 __all__ = [
     "MAX_FRAME",
@@ -97,6 +100,7 @@ __all__ = [
     "decode_request",
     "decode_response",
     "request_id",
+    "masked",
 ]
 
 MAX_FRAME = 0xFFFF
@@ -216,7 +220,20 @@ def decode_response(payload: bytes) -> Response:
     try:
         return _response_decoder.decode(payload)
     except msgspec.MsgspecError as exc:
-        raise ProtocolError(f"bad response from the centre: {exc}") from None
+        raise ProtocolError(f"bad response from the centre: {masked(str(exc))}") from None
+
+
+_DIGIT_RUN = re.compile(r"[0-9]{7,}")
+
+
+def masked(text: str) -> str:
+    """``text`` with every run of 7 or more digits masked as a card number.
+
+    A decoder's error names what it could not read (an unknown field's
+    name, say), which a peer chooses: it may be a card number, and a
+    city-card number passes no Luhn check that a log filter could find it by.
+    """
+    return _DIGIT_RUN.sub(lambda m: mask_pan(m.group()) or "", text)
 
 
 def request_id(payload: bytes) -> int | None:

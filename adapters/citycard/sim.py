@@ -25,6 +25,7 @@ from .protocol import (
     Response,
     decode_request,
     encode,
+    masked,
     request_id,
 )
 
@@ -75,8 +76,8 @@ class Server:
         except msgspec.MsgspecError as exc:
             rid = request_id(payload)
             if rid is None:
-                raise ProtocolError(f"unreadable request: {exc}") from None
-            log.info("request %d refused (30): %s", rid, exc)
+                raise ProtocolError(f"unreadable request: {masked(str(exc))}") from None
+            log.info("request %d refused (30): %s", rid, masked(str(exc)))
             return Response(id=rid, code="30")
         try:
             return self.centre.handle(request)
