@@ -210,3 +210,28 @@ def test_the_framer_takes_a_zero_length_frame_off_the_stream_as_a_keepalive(kind
     assert "keepalive=True" in repr(Framer(kind, keepalive=True))
     with pytest.raises(FrameError, match=r"^declared length 0 "):  # the acquirer links' framers
         Framer(kind).feed(header(kind, 0))
+
+
+def test_the_repeat_of_an_undecodable_request_gets_its_answer():
+    async def scenario(sw):
+        first = await call(sw, request()[:-2])
+        again = await call(sw, request("0201")[:-2])
+        assert (again.mti, again[39], again[37]) == ("0210", "30", first[37])
+        assert (await call(sw, request(amount="000000002600")[:-2]))[39] == "94"  # other bytes
+
+    run(scenario)
+
+
+def test_an_undecodable_request_under_a_mac_policy_is_not_journaled():
+    """It cannot be authenticated: it must not take the key of the terminal's next request."""
+    class MacEverywhere:
+        def policy(self, merchant):
+            return "mac"
+
+    async def scenario(sw):
+        sw.engine.security.config = MacEverywhere()
+        answer = await call(sw, request()[:-2])
+        assert answer[39] == "30" and answer[37].startswith("N") and answer[41] == TID
+        assert await record(sw, "000001") is None
+
+    run(scenario)
