@@ -235,3 +235,15 @@ def test_an_undecodable_request_under_a_mac_policy_is_not_journaled():
         assert await record(sw, "000001") is None
 
     run(scenario)
+
+
+def test_a_request_mti_section_3_does_not_have_is_answered_12_and_not_journaled():
+    async def scenario(sw):
+        answer = await call(sw, request("0300"))
+        assert (answer.mti, answer[39]) == ("0310", "12") and answer[37].startswith("N")
+        assert await record(sw, "000001") is None
+        assert (await call(sw, request("0300")[:-2]))[41] == TID  # undecodable: not journaled either
+        assert await record(sw, "000001") is None
+        assert (await call(sw, request()))[39] == "00"  # the key is free
+
+    run(scenario)

@@ -15,7 +15,9 @@ first:
   check's own code) is answered and counted, never journaled: any peer that
   reaches the port can make up terminal IDs, and must not fill the journal.
 - A refused request without its key (41, 11 or 7 missing) is answered
-  without journaling: nothing could name it again.
+  without journaling: nothing could name it again.  Nor is a request MTI
+  that section 3 does not know (0120, 0300, 1200 ...: 12): it is no
+  transaction the journal holds (docs/terminal-interface.md, section 3).
 - 0800s are never journaled (:mod:`switch.core.network` keeps their 0810s
   in memory); an unknown terminal's are not kept either.
 - An undecodable request (30) whose MTI, 7, 11 and 41 can still be read in
@@ -65,8 +67,8 @@ def screen(engine: Any, msg: Any, mti: str) -> tuple[str | None, Rejection | Non
 
 def journaled(msg: Any, mti: str, merchant: str | None) -> bool:
     """Whether a refused request is journaled under its key: a configured terminal's,
-    with its key, and no 0800."""
-    if merchant is None or mti == "0800":
+    with its key, of an MTI of section 3 but 0800."""
+    if merchant is None or mti == "0800" or mti not in messages.MANDATORY:
         return False
     for n in KEY_FIELDS:
         if n not in msg:
@@ -81,7 +83,8 @@ def readable(engine: Any, body: bytes, codec: Any) -> Any:
         msg = codec.salvage(body)
     except DecodeError:
         return None
-    if not messages.is_request(msg.mti) or messages.base_mti(msg.mti) == "0800":
+    mti = messages.base_mti(msg.mti)
+    if not messages.is_request(msg.mti) or mti == "0800" or mti not in messages.MANDATORY:
         return None
     for n in KEY_FIELDS:
         if n not in msg:
