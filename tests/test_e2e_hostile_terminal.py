@@ -23,9 +23,11 @@ from tests.test_framing import frame as framed
 from tests.test_limits import LOOP, closed, frame, read_answer, serve
 from tests.test_service import (  # noqa: F401  (hmac_key: the journal's key for every test here)
     T7,
+    FakeAcquirer,
     TERM,
     TID,
     call,
+    fakes,
     hmac_key,
     record,
     request,
@@ -247,3 +249,21 @@ def test_a_request_mti_section_3_does_not_have_is_answered_12_and_not_journaled(
         assert (await call(sw, request()))[39] == "00"  # the key is free
 
     run(scenario)
+
+
+def test_a_bad_length_header_after_a_request_in_flight_closes_only_after_its_answer():
+    gate = asyncio.Event()
+    bank = FakeAcquirer("bank-a", gate=gate)
+
+    async def scenario(sw, port):
+        reader, writer = await asyncio.open_connection(LOOP, port)
+        writer.write(frame(request(stan="000001")))
+        await asyncio.wait_for(bank.entered.wait(), 3)
+        writer.write(b"\xff\xff")  # at the acquirer meanwhile: the terminal breaks the framing
+        assert await closed(reader, 0.2) is False
+        gate.set()
+        assert (await read_answer(reader))[39] == "00"
+        assert await closed(reader, 2.0)
+        writer.close()
+
+    serve(scenario, acquirers=fakes(**{"bank-a": bank}))
