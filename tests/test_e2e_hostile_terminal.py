@@ -23,9 +23,11 @@ from tests.test_framing import frame as framed
 from tests.test_limits import LOOP, closed, frame, read_answer, serve
 from tests.test_service import (  # noqa: F401  (hmac_key: the journal's key for every test here)
     T7,
+    FakeAcquirer,
     TERM,
     TID,
     call,
+    fakes,
     hmac_key,
     record,
     request,
@@ -210,3 +212,58 @@ def test_the_framer_takes_a_zero_length_frame_off_the_stream_as_a_keepalive(kind
     assert "keepalive=True" in repr(Framer(kind, keepalive=True))
     with pytest.raises(FrameError, match=r"^declared length 0 "):  # the acquirer links' framers
         Framer(kind).feed(header(kind, 0))
+
+
+def test_the_repeat_of_an_undecodable_request_gets_its_answer():
+    async def scenario(sw):
+        first = await call(sw, request()[:-2])
+        again = await call(sw, request("0201")[:-2])
+        assert (again.mti, again[39], again[37]) == ("0210", "30", first[37])
+        assert (await call(sw, request(amount="000000002600")[:-2]))[39] == "94"  # other bytes
+
+    run(scenario)
+
+
+def test_an_undecodable_request_under_a_mac_policy_is_not_journaled():
+    """It cannot be authenticated: it must not take the key of the terminal's next request."""
+    class MacEverywhere:
+        def policy(self, merchant):
+            return "mac"
+
+    async def scenario(sw):
+        sw.engine.security.config = MacEverywhere()
+        answer = await call(sw, request()[:-2])
+        assert answer[39] == "30" and answer[37].startswith("N") and answer[41] == TID
+        assert await record(sw, "000001") is None
+
+    run(scenario)
+
+
+def test_a_request_mti_section_3_does_not_have_is_answered_12_and_not_journaled():
+    async def scenario(sw):
+        answer = await call(sw, request("0300"))
+        assert (answer.mti, answer[39]) == ("0310", "12") and answer[37].startswith("N")
+        assert await record(sw, "000001") is None
+        assert (await call(sw, request("0300")[:-2]))[41] == TID  # undecodable: not journaled either
+        assert await record(sw, "000001") is None
+        assert (await call(sw, request()))[39] == "00"  # the key is free
+
+    run(scenario)
+
+
+def test_a_bad_length_header_after_a_request_in_flight_closes_only_after_its_answer():
+    gate = asyncio.Event()
+    bank = FakeAcquirer("bank-a", gate=gate)
+
+    async def scenario(sw, port):
+        reader, writer = await asyncio.open_connection(LOOP, port)
+        writer.write(frame(request(stan="000001")))
+        await asyncio.wait_for(bank.entered.wait(), 3)
+        writer.write(b"\xff\xff")  # at the acquirer meanwhile: the terminal breaks the framing
+        assert await closed(reader, 0.2) is False
+        gate.set()
+        assert (await read_answer(reader))[39] == "00"
+        assert await closed(reader, 2.0)
+        writer.close()
+
+    serve(scenario, acquirers=fakes(**{"bank-a": bank}))

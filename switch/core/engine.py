@@ -141,12 +141,17 @@ class Engine:
 
     def handle(self, body: bytes, codec) -> Gen:
         """The generator of one terminal request (the message without framing)."""
+        refusal = digest = None
         try:
             msg = codec.decode(body)
         except DecodeError as e:
             self.metrics.format_error()
             log.info("format error: %s", e)
-            return Answer("unknown", "other", "30", self._format_error(body, codec))
+            msg = rejections.readable(self, body, codec)  # its key readable: journaled under it
+            if msg is None:
+                return Answer("unknown", "other", "30", rejections.format_error(self, body, codec))
+            refusal = messages.Rejection("30", str(e))
+            digest = rejections.raw_digest(self, messages.base_mti(msg.mti), body)
         if not messages.is_request(msg.mti):  # an answer is never answered (section 3 of the docs)
             log.info("%s from %s is a response, not a request: not answered", msg.mti, msg.get(41))
             return Answer("unknown", "other", "", b"")
@@ -157,7 +162,10 @@ class Engine:
             self.metrics.terminal_limit()
             return Answer("unknown", mclass, "91", codec.encode(messages.build_response(msg, "91", self.rrns.next())))
         try:
-            kind, code, out = yield from self.security.dispatch(self, msg, mti, codec, body)  # spec 8, then _dispatch
+            if refusal is None:
+                kind, code, out = yield from self.security.dispatch(self, msg, mti, codec, body)  # spec 8, then _dispatch
+            else:
+                kind, code, out = yield from self._dispatch(msg, mti, codec, refusal, digest)
         except JournalError as e:
             # Not a bug: the journal cannot record (disk full, I/O error, closed), and
             # nothing unrecorded goes to an acquirer.  One line per request, no traceback.
@@ -175,19 +183,16 @@ class Engine:
                 self.slots.release(tid)
         return Answer(kind, mclass, code, out)
 
-    def _format_error(self, body: bytes, codec) -> bytes:
-        """Section 5 code 30 for a message we could not decode, echoing what we can
-        (MTI, 11, 41 of a configured terminal: a host multiplexing lanes matches
-        the answer by them)."""
-        echo = messages.salvage_echo(body, codec, self.terminals)
-        return b"" if echo is None else codec.encode({**echo, 37: self.rrns.next(), 39: "30"})
-
     def _reply(self, msg, code: str, codec, kind: str = "unknown") -> tuple[str, str, bytes]:
         """An answer the switch gives without journaling it."""
         return kind, code, codec.encode(messages.build_response(msg, code, self.rrns.next()))
 
-    def _dispatch(self, msg, mti: str, codec) -> Gen:
-        merchant, refusal = rejections.screen(self, msg, mti)
+    def _dispatch(self, msg, mti: str, codec, refusal=None, digest: str | None = None) -> Gen:
+        """``refusal``, ``digest``: an undecodable request's (switch.core.rejections.readable)."""
+        if refusal is None:
+            merchant, refusal = rejections.screen(self, msg, mti)
+        else:
+            merchant = self.terminals[msg[41]]
         if refusal is not None and not rejections.journaled(msg, mti, merchant):
             log.info("rejected %s: %s (%s)", msg.mti, refusal.code, refusal.reason)
             if mti == "0800" and merchant is not None:
@@ -200,7 +205,7 @@ class Engine:
         if self.network_answers.holds(key, self.clock(), self.cfg.retransmission_window):
             self.metrics.retransmission("conflict")  # section 6: the key of an 0800 (switch.core.network)
             return self._reply(msg, "94", codec)
-        digest = messages.content_digest(msg, self.digest_key, mti)
+        digest = digest or messages.content_digest(msg, self.digest_key, mti)
         flight = self.inflight.get(key)
         if flight is not None:
             # Sections 6 and 6.1: a retransmission or repeat of a request in flight

@@ -15,16 +15,31 @@ first:
   check's own code) is answered and counted, never journaled: any peer that
   reaches the port can make up terminal IDs, and must not fill the journal.
 - A refused request without its key (41, 11 or 7 missing) is answered
-  without journaling: nothing could name it again.
+  without journaling: nothing could name it again.  Nor is a request MTI
+  that section 3 does not know (0120, 0300, 1200 ...: 12): it is no
+  transaction the journal holds (docs/terminal-interface.md, section 3).
 - 0800s are never journaled (:mod:`switch.core.network` keeps their 0810s
   in memory); an unknown terminal's are not kept either.
+- An undecodable request (30) whose MTI, 7, 11 and 41 can still be read in
+  front of the first bad field (:func:`readable`) is journaled under that
+  key like the refusals above, its content being the bytes as received (a
+  keyed digest, :func:`raw_digest`): its retransmission gets the same
+  answer, a request under the key with other bytes 94.  Only for a
+  configured terminal whose merchant has security policy ``none``: under a
+  MAC policy the message cannot be authenticated, and an unauthenticated
+  message must not take the key of the terminal's next request (it is
+  answered 30 without journaling, as is any other undecodable message:
+  :func:`format_error`).
 """
 from __future__ import annotations
 
 from typing import Any
 
+from native.iso8583 import DecodeError
+
 from switch.core import messages
 from switch.core.messages import Rejection
+from switch.keyed_hash import keyed
 
 KEY_FIELDS = (41, 11, 7)  # section 6: the key of a request
 
@@ -52,10 +67,48 @@ def screen(engine: Any, msg: Any, mti: str) -> tuple[str | None, Rejection | Non
 
 def journaled(msg: Any, mti: str, merchant: str | None) -> bool:
     """Whether a refused request is journaled under its key: a configured terminal's,
-    with its key, and no 0800."""
-    if merchant is None or mti == "0800":
+    with its key, of an MTI of section 3 but 0800."""
+    if merchant is None or mti == "0800" or mti not in messages.MANDATORY:
         return False
     for n in KEY_FIELDS:
         if n not in msg:
             return False
     return True
+
+
+def readable(engine: Any, body: bytes, codec: Any) -> Any:
+    """The readable front of an undecodable request (``codec.salvage``) when it is
+    journaled under its key (module docstring); otherwise None."""
+    try:
+        msg = codec.salvage(body)
+    except DecodeError:
+        return None
+    mti = messages.base_mti(msg.mti)
+    if not messages.is_request(msg.mti) or mti == "0800" or mti not in messages.MANDATORY:
+        return None
+    for n in KEY_FIELDS:
+        if n not in msg:
+            return None
+    # A damaged bitmap shifts every field after it: only a configured terminal
+    # ID shows that 41, and 7 and 11 before it, were read where they belong.
+    merchant = engine.terminals.get(msg[41])
+    if merchant is None or (42 in msg and msg[42] != merchant):
+        return None
+    if engine.security.config.policy(merchant) != "none":
+        return None
+    return msg
+
+
+def raw_digest(engine: Any, mti: str, body: bytes) -> str:
+    """The content digest of an undecodable request: its bytes as received, a repeat's
+    MTI read as its original's (the MTI is the first four bytes in every terminal
+    dialect).  Never equal to a decoded request's (:func:`messages.content_digest`)."""
+    return keyed(engine.digest_key).hexdigest(b"undecodable|" + mti.encode() + body[4:])[:32]
+
+
+def format_error(engine: Any, body: bytes, codec: Any) -> bytes:
+    """Section 5 code 30 for a message we could not decode and do not journal, echoing
+    what we can (MTI, 11, 41 of a configured terminal: a host multiplexing lanes
+    matches the answer by them); nothing for a response MTI."""
+    echo = messages.salvage_echo(body, codec, engine.terminals)
+    return b"" if echo is None else codec.encode({**echo, 37: engine.rrns.next(), 39: "30"})
