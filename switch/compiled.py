@@ -46,6 +46,7 @@ MODULES = (
     "switch.core.limits",
     "switch.core.link_metrics",
     "switch.core.reversal",
+    "switch.core.reversal_said",
     "switch.core.network",
     "switch.core.currencies",
     "switch.keyed_hash",
