@@ -186,6 +186,9 @@ class Simulator(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # The sandbox of spec 7 (the embedded default says so): its public demo keys,
+    # master key and HSM key table are refused anywhere else (switch.security.sandbox_only).
+    sandbox: bool = False
     listeners: list[Listener] = msgspec.field(default_factory=lambda: [Listener()])
     http: Http = msgspec.field(default_factory=Http)
     journal: Journal = msgspec.field(default_factory=Journal)

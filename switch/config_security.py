@@ -42,7 +42,10 @@ def address_problem(host: str) -> str | None:
 
 
 def check_limits(cfg, fail) -> None:
+    from switch.security.sandbox_only import check_paths
+
     check_acquirer_tls(cfg, fail)
+    check_paths(cfg, fail)
     hosts = [(f"listeners[{i}].host", lst.host) for i, lst in enumerate(cfg.listeners)] + [("http.host", cfg.http.host)]
     for path, host in hosts:  # before the token rule below, which reads any other text as a remote address
         problem = address_problem(host)

@@ -117,9 +117,21 @@ def _security(cfg: Config) -> None:
     from switch.security import keystore
     from switch.security.config import HsmModuleConfig, SoftwareModuleConfig
 
+    from switch.security import sandbox_only
+
     module = cfg.security.module
     if isinstance(module, HsmModuleConfig):
         _readable(cfg, "security.module.key_table", module.key_table, "HSM key table")
+        if not cfg.sandbox:
+            from switch.io.hsm import load_key_table
+            from switch.security.module import ModuleUnavailable
+
+            try:
+                problem = sandbox_only.table_problem(load_key_table(module.key_table))
+            except ModuleUnavailable:
+                problem = None  # said below, where the table is needed
+            if problem:
+                _fail(cfg, "security.module.key_table", f"{module.key_table}: {problem}")
         if any(a.mac_key is not None for a in cfg.acquirers) or any(
                 t.dukpt_devices for ms in cfg.security.merchants for t in ms.terminals):
             from switch.io.hsm import load_key_table
@@ -136,9 +148,17 @@ def _security(cfg: Config) -> None:
         return
     _readable(cfg, "security.module.key_store", module.key_store, "key store")
     try:
-        names = keystore.load(module.key_store, keystore.read_master_key(module.master_key_file, module.master_key_env))
+        master = keystore.read_master_key(module.master_key_file, module.master_key_env)
+        names = keystore.load(module.key_store, master)
     except keystore.KeyStoreError as e:
         _fail(cfg, "security.module", str(e))
+    if not cfg.sandbox:
+        problem = sandbox_only.master_problem(master)
+        if problem:
+            _fail(cfg, "security.module." + ("master_key_env" if module.master_key_env else "master_key_file"), problem)
+        problem = sandbox_only.store_problem(names)
+        if problem:
+            _fail(cfg, "security.module.key_store", f"{module.key_store}: {problem}")
     for i, ms in enumerate(cfg.security.merchants):
         for j, t in enumerate(ms.terminals):
             name = t.tmk or t.bdk

@@ -138,3 +138,113 @@ def test_send_masks_card_numbers_in_the_errors_it_prints(monkeypatch, capsys):
     assert cli.main(["send", "purchase", "--pan", "4111111111111111", "--amount", "100"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "0101 0119" not in err and "4761 73** **** 0119" in err
+
+
+# -- the sandbox's public keys work in the sandbox only --------------------------------------
+
+
+def _security_config(tmp_path, module: str, sandbox_flag: bool = False):
+    from switch import config as config_mod
+    from tests import test_service as ts
+
+    text = ("sandbox = true\n" if sandbox_flag else "") + ts.CONFIG.format(
+        timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + module
+    path = tmp_path / "payswitch.toml"
+    path.write_text(text)
+    return config_mod.loads(text, str(path))
+
+
+def test_the_sandbox_key_store_and_master_key_are_refused_outside_the_sandbox(tmp_path, monkeypatch):
+    from switch import config as config_mod
+    from switch.security import sandbox
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    module = f'\n[security.module]\nkind = "software"\nkey_store = "{sandbox.STORE}"\n' \
+             f'master_key_file = "{sandbox.MASTER_KEY_FILE}"\n'
+    with pytest.raises(config_mod.ConfigError) as e:
+        _security_config(tmp_path, module)
+    assert str(e.value).startswith(str(tmp_path / "payswitch.toml") + ": ")
+    assert "sandbox's key store" in str(e.value) and str(e.value).endswith("- at `$.security.module.key_store`")
+    _security_config(tmp_path, module, sandbox_flag=True)  # the sandbox says so
+    assert config_mod.default().sandbox
+
+
+def test_demo_keys_copied_into_another_store_or_under_the_demo_master_are_refused(tmp_path, monkeypatch):
+    from switch import config as config_mod, preflight
+    from switch.security import keystore, sandbox
+    from switch.security.mac import kcv
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    master_file = tmp_path / "master.key"
+    master_file.write_text(keystore.new_master_key() + "\n")
+    master_file.chmod(0o600)
+    master = keystore.read_master_key(str(master_file))
+    store = tmp_path / "keys.json"
+    keystore.create(store, master)
+    clear = bytes.fromhex(sandbox.KEYS["demo-tmk-tdes"][2])
+    keystore.add(store, master, "tmk-shop", "tmk", "tdes", clear, kcv(clear, "tdes"))
+    module = f'\n[security.module]\nkind = "software"\nkey_store = "{store}"\nmaster_key_file = "{master_file}"\n'
+    cfg = _security_config(tmp_path, module)
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight._security(cfg)
+    assert "key 'tmk-shop'" in str(e.value) and "public sandbox key" in str(e.value)
+    assert sandbox.KEYS["demo-tmk-tdes"][2] not in str(e.value)
+    assert str(e.value).endswith("- at `$.security.module.key_store`")
+    preflight._security(_security_config(tmp_path, module, sandbox_flag=True))
+
+    demo_master = tmp_path / "demo-master.key"
+    demo_master.write_text(sandbox.MASTER_KEY_HEX + "\n")
+    other = tmp_path / "other.json"
+    keystore.create(other, bytes.fromhex(sandbox.MASTER_KEY_HEX))
+    module = f'\n[security.module]\nkind = "software"\nkey_store = "{other}"\nmaster_key_file = "{demo_master}"\n'
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight._security(_security_config(tmp_path, module))
+    assert "master key is the sandbox's" in str(e.value)
+    assert str(e.value).endswith("- at `$.security.module.master_key_file`")
+
+
+def test_the_demo_hsm_key_table_is_refused_outside_the_sandbox(tmp_path, monkeypatch):
+    import json
+
+    from switch import config as config_mod, preflight
+    from switch.security import sandbox
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    table = tmp_path / "hsm-keys.json"
+    table.write_text(json.dumps(sandbox.hsm_key_table()))
+    module = f'\n[security.module]\nkind = "hsm"\nendpoints = ["127.0.0.1:9"]\nkey_table = "{table}"\n'
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight._security(_security_config(tmp_path, module))
+    assert "demo key table" in str(e.value) and str(e.value).endswith("- at `$.security.module.key_table`")
+    preflight._security(_security_config(tmp_path, module, sandbox_flag=True))
+
+
+def test_keys_import_refuses_a_demo_key_unless_the_store_is_a_sandbox(tmp_path, monkeypatch, capsys):
+    import io
+
+    from switch.security import keycli, keystore, sandbox
+
+    master = tmp_path / "master.key"
+    master.write_text(keystore.new_master_key() + "\n")
+    master.chmod(0o600)
+    store = tmp_path / "keys.json"
+    assert keycli.main(["init", "--store", str(store), "--master-key-file", str(master)]) == 0
+    name, (kind, alg, clear) = "demo-tmk-aes", sandbox.KEYS["demo-tmk-aes"]
+    from switch.security.mac import kcv
+
+    argv = ["import", "--store", str(store), "--master-key-file", str(master), "--name", "k1", "--kind", kind,
+            "--algorithm", alg, "--kcv", kcv(bytes.fromhex(clear), alg)]
+    monkeypatch.setattr("sys.stdin", io.StringIO(clear + "\n"))
+    assert keycli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "public sandbox key" in err and clear not in err
+    assert keystore.load(store, keystore.read_master_key(str(master))) == {}
+    monkeypatch.setattr("sys.stdin", io.StringIO(clear + "\n"))
+    assert keycli.main(argv + ["--sandbox"]) == 0
+    demo_master = tmp_path / "demo.key"
+    demo_master.write_text(sandbox.MASTER_KEY_HEX)
+    demo_master.chmod(0o600)
+    assert keycli.main(["init", "--store", str(tmp_path / "d.json"), "--master-key-file", str(demo_master)]) == 2
