@@ -26,7 +26,7 @@ from switch.config_hint import unknown_key_hint
 from switch.config_reload import reload_changes  # noqa: F401 (re-exported)
 from switch.config_terminals import check_order_prefixes
 from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
-from switch.secret_refs import shown
+from switch.secret_refs import shown, shown_url
 
 __all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
 
@@ -264,7 +264,7 @@ def _check(cfg: Config, src: str) -> Config:
     """
 
     def fail(path: str, msg: str):
-        raise ConfigError(f"{src}: {msg} - at `$.{path}`")
+        raise ConfigError(f"{src}: {shown_url(msg)} - at `$.{path}`")
 
     from switch.wiring import acquirer_factory, acquirer_types
 

@@ -25,7 +25,7 @@ import msgspec
 
 from switch import config_timing, wiring
 from switch.config import Config, ConfigError
-from switch.secret_refs import open_to_others, shown
+from switch.secret_refs import open_to_others, shown, shown_url
 
 __all__ = ["check", "check_files", "key_beside_journal", "secrets_open_to_others"]
 
@@ -33,7 +33,7 @@ log = logging.getLogger("payswitch")
 
 
 def _fail(cfg: Config, path: str, msg: str):
-    raise ConfigError(f"{cfg.source}: {msg} - at `$.{path}`")
+    raise ConfigError(f"{cfg.source}: {shown_url(msg)} - at `$.{path}`")
 
 
 def _readable(cfg: Config, key_path: str, file: str, what: str) -> None:

@@ -248,3 +248,55 @@ def test_keys_import_refuses_a_demo_key_unless_the_store_is_a_sandbox(tmp_path, 
     demo_master.write_text(sandbox.MASTER_KEY_HEX)
     demo_master.chmod(0o600)
     assert keycli.main(["init", "--store", str(tmp_path / "d.json"), "--master-key-file", str(demo_master)]) == 2
+
+
+# -- URLs with credentials -----------------------------------------------------------------
+
+
+def _loads_with(tmp_path, extra: str):
+    from switch import config as config_mod
+    from tests import test_service as ts
+
+    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + extra
+    return config_mod.loads(text, str(tmp_path / "switch.toml"))
+
+
+@pytest.mark.parametrize("extra, where", [
+    ('\n[events]\nnats_url = "nats://relay:s3cretpw@nats.example:4222"\n', "events.nats_url"),
+    ('\n[events]\n[[events.partners]]\nname = "p"\nmerchants = ["SHOP00000000001"]\n'
+     'webhook = "https://hook:s3cretpw@partner.example/in"\nsecret_env = "X"\n', "events.partners[0].webhook"),
+    ('\n[[vas]]\nname = "l"\nmerchants = ["SHOP00000000001"]\nurl = "https://svc:s3cretpw@loyalty.example"\n'
+     'secret_env = "X"\n', "vas[0].url"),
+    ('\n[[vas]]\nname = "l"\nmerchants = ["SHOP00000000001"]\nurl = "ftp://svc:s3cretpw@loyalty.example"\n'
+     'secret_env = "X"\n', "vas[0].url"),
+])
+def test_a_url_with_credentials_in_the_configuration_is_refused_without_showing_them(tmp_path, monkeypatch, extra, where):
+    from switch import config as config_mod
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    with pytest.raises(config_mod.ConfigError) as e:
+        _loads_with(tmp_path, extra)
+    text = str(e.value)
+    assert "s3cretpw" not in text, text
+    assert text.startswith(str(tmp_path / "switch.toml")) and text.endswith(f"- at `$.{where}`"), text
+    if "ftp" not in extra:
+        assert "credentials" in text and "***@" in text
+
+
+def test_a_nats_url_with_credentials_comes_from_a_secret_reference(tmp_path, monkeypatch):
+    from switch.events import nats_url
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    monkeypatch.setenv("TEST_NATS_URL", "nats://relay:s3cretpw@nats.example:4222")
+    cfg = _loads_with(tmp_path, '\n[events]\nnats_url_env = "TEST_NATS_URL"\n')
+    assert nats_url(cfg.events) == "nats://relay:s3cretpw@nats.example:4222"
+
+
+def test_anything_that_prints_a_url_shows_its_credentials_as_stars():
+    from switch.secret_refs import shown_url
+
+    assert shown_url("nats://relay:pw@h:4222") == "nats://***@h:4222"
+    assert shown_url("cannot reach https://a:b@h/x and http://h/y") == "cannot reach https://***@h/x and http://h/y"
+    assert shown_url("https://h/p?q=a@b") == "https://h/p?q=a@b"
