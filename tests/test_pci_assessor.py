@@ -300,3 +300,47 @@ def test_anything_that_prints_a_url_shows_its_credentials_as_stars():
     assert shown_url("nats://relay:pw@h:4222") == "nats://***@h:4222"
     assert shown_url("cannot reach https://a:b@h/x and http://h/y") == "cannot reach https://***@h/x and http://h/y"
     assert shown_url("https://h/p?q=a@b") == "https://h/p?q=a@b"
+
+
+# -- keys never travel with the journal ------------------------------------------------------
+
+
+def _with_journal_in(tmp_path, extra: str = "", key_in=None):
+    from switch import config as config_mod
+
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    key = (key_in or tmp_path / "keys") / "journal.key"
+    key.parent.mkdir(exist_ok=True)
+    key.write_text("11" * 32)
+    key.chmod(0o600)
+    text = f'[journal]\nurl = "sqlite://{data / "journal.sqlite"}"\nhmac_key_file = "{key}"\n' + extra
+    return config_mod.loads(text, str(tmp_path / "switch.toml")), data
+
+
+def test_serve_refuses_the_journal_key_in_the_journals_directory(tmp_path):
+    from switch import config as config_mod, preflight
+
+    cfg, data = _with_journal_in(tmp_path, key_in=tmp_path / "data")
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight.check(cfg)  # serve's check, not only check-config's
+    assert "journal's directory" in str(e.value) and str(e.value).endswith("- at `$.journal.hmac_key_file`")
+
+
+def test_any_key_file_in_the_journals_directory_is_refused(tmp_path):
+    from switch import config as config_mod, preflight
+
+    (tmp_path / "data").mkdir()
+    token = tmp_path / "data" / "admin.token"
+    token.write_text("a" * 32)
+    token.chmod(0o600)
+    cfg, data = _with_journal_in(tmp_path, f'\n[http]\nadmin_token_file = "{token}"\n')
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight.check(cfg)
+    assert "journal's directory" in str(e.value) and str(e.value).endswith("- at `$.http.admin_token_file`")
+    # The sandbox keeps them together on purpose.
+    sandbox = config_mod.loads(
+        f'sandbox = true\n[journal]\nurl = "sqlite://{data / "journal.sqlite"}"\nhmac_key_file = "{data / "k.key"}"\n',
+        "sandbox.toml")
+    assert preflight.keys_beside_journal(sandbox) == []
+
