@@ -24,6 +24,7 @@ from pathlib import Path
 import msgspec
 
 from switch import config_timing, wiring
+from switch.clear_links import links_in_clear
 from switch.config import Config, ConfigError
 from switch.secret_refs import open_to_others, shown, shown_url
 
@@ -312,6 +313,8 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
     for path, why in keys_beside_journal(cfg):  # serve as check-config: a key never travels with the journal
         _fail(cfg, path, why)
     for warning in secrets_open_to_others(cfg):
+        log.warning("%s", warning)
+    for warning in links_in_clear(cfg):
         log.warning("%s", warning)
     short_drain = config_timing.drain_warning(cfg)
     if short_drain:

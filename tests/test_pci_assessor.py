@@ -344,3 +344,39 @@ def test_any_key_file_in_the_journals_directory_is_refused(tmp_path):
         "sandbox.toml")
     assert preflight.keys_beside_journal(sandbox) == []
 
+
+# -- links in clear ---------------------------------------------------------------------------
+
+
+def test_every_link_configured_in_clear_is_warned_about_by_its_key_path(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from switch import config as config_mod, preflight
+    from switch.clear_links import links_in_clear
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    monkeypatch.setenv("TEST_ADMIN", "t" * 32)
+    monkeypatch.setenv("X", "22" * 32)
+    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV)
+    text = text.replace('endpoints = ["127.0.0.1:1"]', 'endpoints = ["10.1.2.3:7000"]', 1)
+    text = text.replace('endpoints = ["http://127.0.0.1:3"]', 'endpoints = ["http://wallet.example"]', 1)
+    secret = tmp_path / "micropay.secret"
+    secret.write_text("33" * 32)
+    secret.chmod(0o600)
+    text = text.replace('secret_file = "never-read"', f'secret_file = "{secret}"')
+    text = (text + '\n[[listeners]]\nhost = "0.0.0.0"\nport = 8583\n\n[http]\nhost = "0.0.0.0"\nadmin_token_env = "TEST_ADMIN"\n'
+            '\n[[vas]]\nname = "l"\nmerchants = ["SHOP00000000001"]\nurl = "http://loyalty.example"\n'
+            'secret_env = "X"\n')
+    cfg = config_mod.loads(text, "clear.toml")
+    warnings = links_in_clear(cfg)
+    where = sorted(w.rsplit("- at ", 1)[1] for w in warnings)
+    assert where == sorted(["`$.listeners[0]`", "`$.http.host`", "`$.acquirers[0].endpoints[0]`",
+                            "`$.acquirers[2].endpoints[0]`", "`$.vas[0].url`"]), warnings
+    assert all(w.startswith("clear.toml: ") and "in clear (no TLS)" in w for w in warnings)
+    with caplog.at_level(logging.WARNING, logger="payswitch"):
+        preflight.check(cfg)
+    assert sum("in clear (no TLS)" in r.getMessage() for r in caplog.records) == 5
+    # The same links on loopback, or a listener with a certificate: nothing to say.
+    local = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV)
+    assert links_in_clear(config_mod.loads(local + '\n[[listeners]]\nhost = "127.0.0.1"\n', "local.toml")) == []
