@@ -380,3 +380,35 @@ def test_every_link_configured_in_clear_is_warned_about_by_its_key_path(tmp_path
     # The same links on loopback, or a listener with a certificate: nothing to say.
     local = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV)
     assert links_in_clear(config_mod.loads(local + '\n[[listeners]]\nhost = "127.0.0.1"\n', "local.toml")) == []
+
+
+# -- the acquirer simulator's ledger ------------------------------------------------------------
+
+
+def test_the_simulators_ledger_names_a_card_by_a_keyed_hash_not_a_plain_one():
+    import hashlib
+    import hmac
+
+    from adapters.card import sandbox as sb
+
+    name = sb.card_key(VISA)
+    masked, _, digest = name.partition("#")
+    assert masked == "476173******0119"
+    # A plain hash of the PAN is found by trying the million middles a masked PAN leaves.
+    assert digest != hashlib.sha256(VISA.encode()).hexdigest()[:16]
+    from adapters.card.card_names import use_key
+
+    use_key(b"k" * 32)
+    try:
+        assert sb.card_key(VISA) == masked + "#" + hmac.new(b"k" * 32, VISA.encode(), hashlib.sha256).hexdigest()[:16]
+    finally:
+        use_key(None)
+
+
+def test_a_ledgers_card_key_is_kept_beside_it_private_so_a_restart_names_cards_alike(tmp_path):
+    from adapters.card.card_names import ledger_key
+
+    ledger = tmp_path / "bank-a.jsonl"
+    key = ledger_key(str(ledger))
+    assert len(key) == 32 and ledger_key(str(ledger)) == key
+    assert (tmp_path / "bank-a.jsonl.key").stat().st_mode & 0o777 == 0o600
