@@ -406,6 +406,10 @@ async def _nats_error(e: Exception) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from switch.security.coredump import no_core_dumps
+
+    no_core_dumps()  # it holds the partners' webhook secrets
+
     parser = argparse.ArgumentParser(prog="payswitch relay", description="relay the journal's event outbox")
     config_help = "TOML configuration file (default: the embedded default)"
     parser.add_argument("--config", help=config_help)

@@ -412,3 +412,30 @@ def test_a_ledgers_card_key_is_kept_beside_it_private_so_a_restart_names_cards_a
     key = ledger_key(str(ledger))
     assert len(key) == 32 and ledger_key(str(ledger)) == key
     assert (tmp_path / "bank-a.jsonl.key").stat().st_mode & 0o777 == 0o600
+
+
+# -- no core dump, no ptrace by another user ----------------------------------------------------
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_process_holding_keys_is_not_dumpable():
+    import subprocess
+    import sys
+
+    code = ("import ctypes; from switch.security.coredump import no_core_dumps; no_core_dumps(); "
+            "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))")  # PR_GET_DUMPABLE
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "0", out
+
+
+def test_the_journal_writer_and_workers_turn_dumping_off_first(monkeypatch):
+    from switch.io import workers
+    from switch.journal import writer
+    from switch.security import coredump
+
+    calls = []
+    monkeypatch.setattr(coredump, "no_core_dumps", lambda: calls.append(1) or (_ for _ in ()).throw(SystemExit(9)))
+    for main, argv in ((writer.main, ["writer", "-1"]), (workers.worker_main, ["--index", "0"])):
+        with pytest.raises(SystemExit):
+            main(argv)
+    assert len(calls) == 2
