@@ -26,7 +26,7 @@ from switch.config_hint import unknown_key_hint
 from switch.config_reload import reload_changes  # noqa: F401 (re-exported)
 from switch.config_terminals import check_order_prefixes
 from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
-from switch.secret_refs import shown
+from switch.secret_refs import shown, shown_url
 
 __all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
 
@@ -186,6 +186,9 @@ class Simulator(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # The sandbox of spec 7 (the embedded default says so): its public demo keys,
+    # master key and HSM key table are refused anywhere else (switch.security.sandbox_only).
+    sandbox: bool = False
     listeners: list[Listener] = msgspec.field(default_factory=lambda: [Listener()])
     http: Http = msgspec.field(default_factory=Http)
     journal: Journal = msgspec.field(default_factory=Journal)
@@ -261,7 +264,7 @@ def _check(cfg: Config, src: str) -> Config:
     """
 
     def fail(path: str, msg: str):
-        raise ConfigError(f"{src}: {msg} - at `$.{path}`")
+        raise ConfigError(f"{src}: {shown_url(msg)} - at `$.{path}`")
 
     from switch.wiring import acquirer_factory, acquirer_types
 

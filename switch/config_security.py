@@ -9,7 +9,7 @@ import ipaddress
 import os
 
 from switch.config import ConfigError
-from switch.secret_refs import shown
+from switch.secret_refs import shown, shown_url, url_credentials
 
 
 def is_loopback(host: str) -> bool:
@@ -42,7 +42,11 @@ def address_problem(host: str) -> str | None:
 
 
 def check_limits(cfg, fail) -> None:
+    from switch.security.sandbox_only import check_paths
+
     check_acquirer_tls(cfg, fail)
+    check_paths(cfg, fail)
+    check_url_credentials(cfg, fail)
     hosts = [(f"listeners[{i}].host", lst.host) for i, lst in enumerate(cfg.listeners)] + [("http.host", cfg.http.host)]
     for path, host in hosts:  # before the token rule below, which reads any other text as a remote address
         problem = address_problem(host)
@@ -115,6 +119,31 @@ def check_acquirer_tls(cfg, fail) -> None:
             for j, ep in enumerate(a.endpoints):
                 if not ep.startswith("https://"):
                     fail(f"acquirers[{i}].endpoints[{j}]", f"TLS settings need an https:// URL, got {ep!r}")
+
+
+def check_url_credentials(cfg, fail) -> None:
+    """No URL in the file holds a user and password (PCI DSS 8.3.2): the file is read by many,
+    copied into tickets and kept in version control.  A NATS URL that needs them comes from
+    an environment variable (``events.nats_url_env``); webhooks and services are signed
+    with their own secrets instead."""
+    import msgspec
+
+    def walk(value, path: str) -> None:
+        if isinstance(value, msgspec.Struct):
+            for f in value.__struct_fields__:
+                walk(getattr(value, f), f"{path}.{f}" if path else f)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}")
+        elif isinstance(value, str) and url_credentials(value):
+            fail(path, f"a URL with credentials (user:password@) is not kept in the configuration, got "
+                       f"{shown_url(value)!r}: take the credentials out, or give the URL by a secret "
+                       "reference (events.nats_url_env for NATS)")
+
+    walk(cfg, "")
 
 
 def secret_env_names(cfg) -> set[str]:

@@ -5,7 +5,11 @@ Kept beside :mod:`switch.config`, which takes these structs into its
 """
 from __future__ import annotations
 
+import os
+
 import msgspec
+
+from switch.secret_refs import shown
 
 
 class TokenKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -53,6 +57,9 @@ class Events(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The relay from the journal's outbox (``payswitch relay``); off until configured."""
 
     nats_url: str | None = None  # e.g. "nats://127.0.0.1:4222"; None: no NATS
+    # The NATS URL from this environment variable instead: the one way to give it a
+    # user and password (never in this file: switch.config_security.check_url_credentials).
+    nats_url_env: str | None = None
     subject_prefix: str = "payswitch.events"  # subjects: <prefix>.<merchant>.<event>
     stream_prefix: str = "PAYSWITCH"  # one JetStream stream per merchant: <prefix>_<merchant>
     state_file: str | None = None  # relay cursors and audit log (default: beside the journal)
@@ -99,7 +106,11 @@ def check(cfg, fail) -> None:
             fail(f"token_keys[{i}]", "key_file or key_env, not both")
     if cfg.events.retry_max <= 0:  # the webhook retry wait doubles up to it; 0 or less would retry at once, forever
         fail("events.retry_max", f"must be > 0, got {cfg.events.retry_max}")
-    url = cfg.events.nats_url
+    if cfg.events.nats_url and cfg.events.nats_url_env:
+        fail("events", "set nats_url or nats_url_env, not both")
+    if cfg.events.nats_url_env and cfg.events.nats_url_env not in os.environ:
+        fail("events.nats_url_env", f"environment variable {shown(cfg.events.nats_url_env, 'env')} is not set")
+    url = cfg.events.nats_url or (os.environ.get(cfg.events.nats_url_env) if cfg.events.nats_url_env else None)
     if url is not None and ("://" in url and not url.startswith(_NATS_SCHEMES) or not url.strip()):
         fail("events.nats_url", f"expected host:port or a URL of {', '.join(_NATS_SCHEMES)}, got {url!r}")
     if cfg.events.audit_days < 0:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 import signal
 import sqlite3
@@ -125,7 +126,7 @@ class Relay:
 
     async def run(self) -> None:
         sinks = []
-        if self.events.nats_url:
+        if nats_url(self.events):
             sinks.append(("nats", self._nats))
         for partner in self.events.partners:
             if partner.webhook:
@@ -237,7 +238,7 @@ class Relay:
         async def reconnected() -> None:
             log.warning("NATS: connected again to %s", _server(nc))
 
-        nc = await nats.connect(ev.nats_url, max_reconnect_attempts=-1, error_cb=_nats_error,
+        nc = await nats.connect(nats_url(ev), max_reconnect_attempts=-1, error_cb=_nats_error,
                                 disconnected_cb=disconnected, reconnected_cb=reconnected)
         log.info("NATS: connected to %s", _server(nc))
         js = nc.jetstream()
@@ -383,6 +384,14 @@ async def _publish(js, subject: str, event: Event, retry_max: float, stop: async
     return await retried(attempt, retrying, retry_max, stop)
 
 
+def nats_url(events) -> str | None:
+    """The NATS URL: ``events.nats_url``, or the environment variable ``events.nats_url_env``
+    names (the way to give it a user and password: never in the file)."""
+    if events.nats_url_env:
+        return os.environ.get(events.nats_url_env) or None
+    return events.nats_url
+
+
 def _server(nc) -> str:
     """host:port of the server ``nc`` is connected to (never the URL: it may hold a user and password)."""
     url = nc.connected_url
@@ -396,6 +405,10 @@ async def _nats_error(e: Exception) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+
+    from switch.security.coredump import no_core_dumps
+
+    no_core_dumps()  # it holds the partners' webhook secrets
 
     parser = argparse.ArgumentParser(prog="payswitch relay", description="relay the journal's event outbox")
     config_help = "TOML configuration file (default: the embedded default)"

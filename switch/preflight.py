@@ -24,16 +24,17 @@ from pathlib import Path
 import msgspec
 
 from switch import config_timing, wiring
+from switch.clear_links import links_in_clear
 from switch.config import Config, ConfigError
-from switch.secret_refs import open_to_others, shown
+from switch.secret_refs import open_to_others, shown, shown_url
 
-__all__ = ["check", "check_files", "key_beside_journal", "secrets_open_to_others"]
+__all__ = ["check", "check_files", "key_beside_journal", "keys_beside_journal", "secrets_open_to_others"]
 
 log = logging.getLogger("payswitch")
 
 
 def _fail(cfg: Config, path: str, msg: str):
-    raise ConfigError(f"{cfg.source}: {msg} - at `$.{path}`")
+    raise ConfigError(f"{cfg.source}: {shown_url(msg)} - at `$.{path}`")
 
 
 def _readable(cfg: Config, key_path: str, file: str, what: str) -> None:
@@ -117,9 +118,21 @@ def _security(cfg: Config) -> None:
     from switch.security import keystore
     from switch.security.config import HsmModuleConfig, SoftwareModuleConfig
 
+    from switch.security import sandbox_only
+
     module = cfg.security.module
     if isinstance(module, HsmModuleConfig):
         _readable(cfg, "security.module.key_table", module.key_table, "HSM key table")
+        if not cfg.sandbox:
+            from switch.io.hsm import load_key_table
+            from switch.security.module import ModuleUnavailable
+
+            try:
+                problem = sandbox_only.table_problem(load_key_table(module.key_table))
+            except ModuleUnavailable:
+                problem = None  # said below, where the table is needed
+            if problem:
+                _fail(cfg, "security.module.key_table", f"{module.key_table}: {problem}")
         if any(a.mac_key is not None for a in cfg.acquirers) or any(
                 t.dukpt_devices for ms in cfg.security.merchants for t in ms.terminals):
             from switch.io.hsm import load_key_table
@@ -138,9 +151,17 @@ def _security(cfg: Config) -> None:
     if module.master_key_file:
         _readable(cfg, "security.module.master_key_file", module.master_key_file, "master key file")
     try:
-        names = keystore.load(module.key_store, keystore.read_master_key(module.master_key_file, module.master_key_env))
+        master = keystore.read_master_key(module.master_key_file, module.master_key_env)
+        names = keystore.load(module.key_store, master)
     except keystore.KeyStoreError as e:
         _fail(cfg, "security.module", str(e))
+    if not cfg.sandbox:
+        problem = sandbox_only.master_problem(master)
+        if problem:
+            _fail(cfg, "security.module." + ("master_key_env" if module.master_key_env else "master_key_file"), problem)
+        problem = sandbox_only.store_problem(names)
+        if problem:
+            _fail(cfg, "security.module.key_store", f"{module.key_store}: {problem}")
     for i, ms in enumerate(cfg.security.merchants):
         for j, t in enumerate(ms.terminals):
             name = t.tmk or t.bdk
@@ -186,21 +207,46 @@ def key_beside_journal(cfg: Config) -> str | None:
 
     A key file in the journal's own directory goes into every backup and copy
     of the journal, and with it the PAN hashes can be tried against every
-    card number of a BIN (issue 8).  The sandbox (the embedded default) keeps
-    them together on purpose.
+    card number of a BIN (issue 8).  The sandbox (the embedded default, or
+    ``sandbox = true``) keeps them together on purpose.
     """
-    key = wiring.journal_key_path(cfg)
+    found = keys_beside_journal(cfg)
+    return found[0][1] if found and found[0][0].startswith("journal") else None
+
+
+def keys_beside_journal(cfg: Config) -> list[tuple[str, str]]:
+    """(key path, why) of every key or secret file in the journal's directory: the journal's own
+    key (named or where it would be created) first, then every file a ``*_file`` key of a secret
+    names (:data:`_SECRET_FILES`).  The journal's directory is backed up and shipped; a key
+    travelling with it protects nothing (PCI DSS 3.6.1: keys stored apart from the data)."""
     rest = cfg.journal.url.partition("://")[2]
-    if key is None or rest in ("", ":memory:"):
-        return None
-    if _embedded_default(cfg):
-        return None
-    if key.resolve().parent != Path(rest).resolve().parent:
-        return None
-    return (
-        f"the journal key file {key} is in the journal's directory: keep it apart "
-        "(another directory or volume, or hmac_key_env) so a copy of the journal never carries its key"
-    )
+    if rest in ("", ":memory:") or cfg.sandbox or _embedded_default(cfg):
+        return []
+    folder = Path(rest).resolve().parent
+    found: list[tuple[str, str]] = []
+    key = wiring.journal_key_path(cfg)
+    if key is not None and key.resolve().parent == folder:
+        found.append(("journal.hmac_key_file" if cfg.journal.hmac_key_file else "journal", (
+            f"the journal key file {key} is in the journal's directory: keep it apart "
+            "(another directory or volume, or hmac_key_env) so a copy of the journal never carries its key")))
+
+    def walk(obj, path: str) -> None:
+        if isinstance(obj, msgspec.Struct):
+            for name in obj.__struct_fields__:
+                value = getattr(obj, name)
+                where = f"{path}.{name}" if path else name
+                if name in _SECRET_FILES and isinstance(value, str) and value:
+                    if where != "journal.hmac_key_file" and Path(value).resolve().parent == folder:
+                        found.append((where, f"the key file {shown(value, 'file')} is in the journal's directory, "
+                                             "which is backed up and shipped with the journal: keep it apart"))
+                else:
+                    walk(value, where)
+        elif isinstance(obj, (list, tuple)):
+            for i, item in enumerate(obj):
+                walk(item, f"{path}[{i}]")
+
+    walk(cfg, "")
+    return found
 
 
 # Configuration keys naming a file whose content is a secret: a key, a token, a pass phrase.
@@ -264,18 +310,16 @@ def check_files(cfg: Config, *, running: bool = False) -> None:
 def check(cfg: Config, *, key_apart: bool = False) -> None:
     """Raise :class:`ConfigError` for the first problem ``serve`` would meet at start-up.
 
-    ``key_apart`` (``check-config``): a journal key file beside the journal is
-    an error too; ``serve`` only warns, so a running deployment still starts.
-    Secret files open to others than their owner, and a drain_timeout that
+    A key or secret file in the journal's directory is an error for both
+    (``key_apart`` is kept for callers; it changes nothing).  Secret files open to others than their owner, and a drain_timeout that
     would give up calls still answerable, are warned about by both.
     """
     check_files(cfg)
-    why = key_beside_journal(cfg)
-    if why and key_apart:
-        _fail(cfg, "journal.hmac_key_file" if cfg.journal.hmac_key_file else "journal", why)
-    elif why:
-        log.warning("%s", why)
+    for path, why in keys_beside_journal(cfg):  # serve as check-config: a key never travels with the journal
+        _fail(cfg, path, why)
     for warning in secrets_open_to_others(cfg):
+        log.warning("%s", warning)
+    for warning in links_in_clear(cfg):
         log.warning("%s", warning)
     short_drain = config_timing.drain_warning(cfg)
     if short_drain:

@@ -15,6 +15,8 @@ as the spec's table says.  bank-a's host link is MACed (:data:`HOST_MACS`).
 HOST_MACS = {"bank-a": ("tdes-retail", "zak-bank-a")}
 
 DEFAULT_TOML = """
+# The sandbox of spec 7: its public demo keys are accepted here and nowhere else.
+sandbox = true
 response_timeout = 60.0
 
 [[listeners]]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["shown", "looks_secret", "open_to_others"]
+__all__ = ["shown", "looks_secret", "open_to_others", "shown_url", "url_credentials"]
 
 _HEX_RUN = re.compile(r"[0-9A-Fa-f]{16,}")
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
@@ -44,6 +44,22 @@ def looks_secret(value: str, kind: str) -> bool:
     if kind == "env":
         return _VARIABLE.fullmatch(value) is None
     return len(value) >= 16 and "/" not in value and "." not in value
+
+
+# scheme://userinfo@ : the user and password of a URL (RFC 3986 3.2.1).
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@'\"]+@")
+
+
+def url_credentials(value: str) -> bool:
+    """Whether ``value`` holds a URL with a user (and password) before its host."""
+    return _USERINFO.search(value) is not None
+
+
+def shown_url(text: str) -> str:
+    """``text`` with the user and password of every URL in it shown as ``***``
+    (``nats://relay:pw@h:4222`` -> ``nats://***@h:4222``): for anything that
+    prints a URL, an error or a log line."""
+    return _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
 
 
 def shown(value: object, kind: str) -> str:

@@ -61,10 +61,12 @@ ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"  # the admin API's bearer token
 def base_config(tmp: Path, ports: dict, *, reversal_retry: float = 0.5) -> str:
     """What every test switch has: listener and HTTP on ``ports``, a journal and its
     key file in ``tmp``, the demo merchant.  Acquirers and routes follow it."""
-    (tmp / "journal.key").write_text(os.urandom(32).hex())
-    (tmp / "admin.token").write_text(ADMIN_TOKEN + "\n")
+    # Apart from the journal's directory, which is backed up and shipped (switch.preflight.keys_beside_journal).
+    (tmp / "keys").mkdir(exist_ok=True)
+    (tmp / "keys" / "journal.key").write_text(os.urandom(32).hex())
+    (tmp / "keys" / "admin.token").write_text(ADMIN_TOKEN + "\n")
     for secret in ("journal.key", "admin.token"):
-        (tmp / secret).chmod(0o600)
+        (tmp / "keys" / secret).chmod(0o600)
     return f"""
 response_timeout = 30.0
 reversal_retry = {reversal_retry}
@@ -77,11 +79,11 @@ max_in_flight = 128
 [http]
 host = "127.0.0.1"
 port = {ports['http']}
-admin_token_file = "{tmp / 'admin.token'}"
+admin_token_file = "{tmp / 'keys' / 'admin.token'}"
 
 [journal]
 url = "sqlite://{tmp / 'journal.sqlite'}"
-hmac_key_file = "{tmp / 'journal.key'}"
+hmac_key_file = "{tmp / 'keys' / 'journal.key'}"
 
 [[merchants]]
 id = "{MERCHANT}"

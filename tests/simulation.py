@@ -48,6 +48,7 @@ MERCHANT = "SIMSHOP00000001"
 CARDS = ("4761739001010119", "4000000000000002", "5555555555554444", "5105105105105100")
 
 CONFIG = """
+sandbox = true
 response_timeout = 10.0
 reversal_retry = 1.0
 reversal_backoff_max = 8.0

@@ -292,6 +292,8 @@ def test_the_embedded_default_macs_bank_a_and_its_file_form_stays_valid():
 
 
 CARD = '''
+sandbox = true  # the sandbox's key store and HSM key table (switch.security.sandbox_only)
+
 [[acquirers]]
 name = "bank-x"
 type = "{type}"

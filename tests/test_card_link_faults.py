@@ -281,6 +281,7 @@ def test_approved_minus_reversed_equals_the_acquirers_ledger(tmp_path):
     switch runs it (0420, then 0421 repeats with the same STAN and field 7 until
     REVERSED; NOT_FOUND a few times means the original never arrived): what the
     switch counts as approved equals what the acquirer's ledger holds for the card."""
+    from adapters.card.card_names import ledger_key, use_key
     from adapters.card.sim import card_key, ledger_balances
 
     sim = Sim("--drop-rate", "0.2", "--disconnect-rate", "0.03", "--garbage-rate", "0.02",
@@ -334,7 +335,11 @@ def test_approved_minus_reversed_equals_the_acquirers_ledger(tmp_path):
         held, outcomes = run(main())
         events = sim.ledger()
         assert outcomes["uncertain"] >= 5, outcomes  # the faults bit
-        assert ledger_balances(events) == {card_key("4761739001010119"): held}
+        use_key(ledger_key(str(tmp_path / "l.jsonl")))  # the simulator's names: HMAC under its ledger's key
+        try:
+            assert ledger_balances(events) == {card_key("4761739001010119"): held}
+        finally:
+            use_key(None)
         # every reversal advice after the first for an original moved nothing
         assert sum(e["delta"] for e in events if e["event"] == "reversal" and e["repeat"]) == 0
         assert {e["mti"] for e in events if e["event"] == "reversal"} <= {"0420", "0421"}

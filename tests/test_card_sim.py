@@ -493,7 +493,10 @@ def test_a_restarted_simulator_takes_back_its_ledger_and_reverses_what_it_approv
     # A bank's host remembers its authorizations across a restart: the
     # switch's 0420 for one approved before it (the switch killed with its
     # sandbox simulators, say) is 00 with the money given back, not 25.
+    from adapters.card.card_names import ledger_key, use_key
+
     path = str(tmp_path / "bank-a.ledger")
+    use_key(ledger_key(path))  # card names as the simulator with --ledger makes them (HMAC under FILE.key)
     first = Ledger(path)
     sb = Sandbox()
     for msg in (auth(), auth(stan="000005", amount="000000000700"), advice(stan="000005", rev_stan="000006", amount="000000000700")):
@@ -528,6 +531,7 @@ def test_a_restarted_simulator_takes_back_its_ledger_and_reverses_what_it_approv
     acq.ledger.write(acq.sandbox.handle(advice())[1])
     acq.ledger.close()
     assert Ledger.events(path)[-1]["delta"] == -1000
+    use_key(None)
 
 
 def test_bank_codes_are_answered_only_when_asked_for():

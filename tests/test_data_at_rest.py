@@ -209,7 +209,7 @@ def test_the_sandbox_default_keeps_its_key_beside_the_journal():
 
     assert preflight.key_beside_journal(config.default()) is None
     # the same text from a file is production: refused
-    cfg = config.loads(config.DEFAULT_TOML.replace('port = 8584', 'port = 8585'), "prod.toml")
+    cfg = config.loads(config.DEFAULT_TOML.replace("sandbox = true", "sandbox = false"), "prod.toml")
     assert "journal's directory" in preflight.key_beside_journal(cfg)
 
 

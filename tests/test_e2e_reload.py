@@ -79,7 +79,7 @@ def test_a_reload_naming_a_missing_key_file_is_rejected_and_says_so_on_metrics(t
         _, metrics = proc.http_get("/metrics")
         assert b'payswitch_config_reloads_total{result="rejected"} 0.0' in metrics  # a rate from the first one
         assert b"payswitch_config_last_reload_successful 1.0" in metrics
-        key = str(tmp_path / "journal.key")
+        key = str(tmp_path / "keys" / "journal.key")
         assert f'hmac_key_file = "{key}"' in text
         missing = tmp_path / "moved" / "journal.key"
         proc.config.write_text(text.replace(f'hmac_key_file = "{key}"', f'hmac_key_file = "{missing}"'))

@@ -93,6 +93,7 @@ def module_switch(module: str, tmp, configure):
     then stop both.  For module-scoped fixtures parametrized over the two."""
     hsm = HsmSim(tmp) if module == "hsm" else None
     text, ports = e2e.card_config(tmp, acquirer_timeout=2.0)
+    text = "sandbox = true\n" + text  # the sandbox's key store and HSM key table (switch.security.sandbox_only)
     proc = e2e.SwitchProcess(tmp, configure(text, tmp, hsm.toml() if hsm else SOFTWARE_TOML), ports).start()
     proc.module = module
     yield proc

@@ -44,7 +44,8 @@ class SilentServer:
 def slow_start_config(tmp, silent_port: int) -> tuple[str, dict]:
     """A bundled card simulator, and a wallet acquirer whose start-up probe gets no answer."""
     ports = {name: e2e.free_port() for name in ("term", "http", "bank-a")}
-    secret = tmp / "micropay_secret"
+    secret = tmp / "keys" / "micropay_secret"  # apart from the journal (keys/ is made by base_config)
+    secret.parent.mkdir(exist_ok=True)
     secret.write_text(os.urandom(16).hex())
     secret.chmod(0o600)
     text = e2e.base_config(tmp, ports) + f"""

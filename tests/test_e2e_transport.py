@@ -31,11 +31,13 @@ def self_signed(tmp):
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp / "key.pem").write_bytes(
+    keys = tmp / "keys"  # apart from the journal's directory (switch.preflight.keys_beside_journal)
+    keys.mkdir(exist_ok=True)
+    (keys / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (keys / "key.pem").write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    return tmp / "cert.pem", tmp / "key.pem"
+    return keys / "cert.pem", keys / "key.pem"
 
 
 @pytest.fixture(scope="module")

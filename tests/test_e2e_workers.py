@@ -257,7 +257,7 @@ def test_sighup_and_admin_reload_reach_every_worker(tmp_path):
         status, body = sw.http_post("/admin/reload")
         assert status == 400 and b"invalid TOML" in body
         # a key file a restart would not find: refused by the supervisor, no worker signalled
-        key = str(tmp_path / "journal.key")
+        key = str(tmp_path / "keys" / "journal.key")
         sw.config.write_text(good.replace(f'"{key}"', f'"{key}.moved"'))
         status, body = sw.http_post("/admin/reload")
         assert status == 400 and b"`$.journal.hmac_key_file`" in body, body
@@ -336,7 +336,7 @@ def test_a_worker_that_keeps_failing_to_start_is_tried_again_until_it_starts(tmp
     no worker was restarted again, and a journal writer's death went unseen)."""
     sw = fleet(tmp_path, slow_ms=0)
     try:
-        key, away = tmp_path / "journal.key", tmp_path / "journal.key.away"
+        key, away = tmp_path / "keys" / "journal.key", tmp_path / "keys" / "journal.key.away"
         key.rename(away)
         os.kill(worker_pids(sw)[1], signal.SIGKILL)
 

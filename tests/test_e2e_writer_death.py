@@ -30,7 +30,7 @@ def _this_checkout(monkeypatch):
 
 def process_writer_config(tmp_path: Path) -> tuple[str, dict]:
     text, ports = e2e.card_config(tmp_path, acquirer_timeout=8.0)
-    key_line = f'hmac_key_file = "{tmp_path / "journal.key"}"\n'
+    key_line = f'hmac_key_file = "{tmp_path / "keys" / "journal.key"}"\n'
     assert key_line in text
     text = text.replace(key_line, key_line + 'writer = "process"\n')
     ledger = str(tmp_path / "bank-a.ledger")

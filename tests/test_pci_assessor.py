@@ -138,3 +138,304 @@ def test_send_masks_card_numbers_in_the_errors_it_prints(monkeypatch, capsys):
     assert cli.main(["send", "purchase", "--pan", "4111111111111111", "--amount", "100"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "0101 0119" not in err and "4761 73** **** 0119" in err
+
+
+# -- the sandbox's public keys work in the sandbox only --------------------------------------
+
+
+def _security_config(tmp_path, module: str, sandbox_flag: bool = False):
+    from switch import config as config_mod
+    from tests import test_service as ts
+
+    text = ("sandbox = true\n" if sandbox_flag else "") + ts.CONFIG.format(
+        timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + module
+    path = tmp_path / "payswitch.toml"
+    path.write_text(text)
+    return config_mod.loads(text, str(path))
+
+
+def test_the_sandbox_key_store_and_master_key_are_refused_outside_the_sandbox(tmp_path, monkeypatch):
+    from switch import config as config_mod
+    from switch.security import sandbox
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    module = f'\n[security.module]\nkind = "software"\nkey_store = "{sandbox.STORE}"\n' \
+             f'master_key_file = "{sandbox.MASTER_KEY_FILE}"\n'
+    with pytest.raises(config_mod.ConfigError) as e:
+        _security_config(tmp_path, module)
+    assert str(e.value).startswith(str(tmp_path / "payswitch.toml") + ": ")
+    assert "sandbox's key store" in str(e.value) and str(e.value).endswith("- at `$.security.module.key_store`")
+    _security_config(tmp_path, module, sandbox_flag=True)  # the sandbox says so
+    assert config_mod.default().sandbox
+
+
+def test_demo_keys_copied_into_another_store_or_under_the_demo_master_are_refused(tmp_path, monkeypatch):
+    from switch import config as config_mod, preflight
+    from switch.security import keystore, sandbox
+    from switch.security.mac import kcv
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    master_file = tmp_path / "master.key"
+    master_file.write_text(keystore.new_master_key() + "\n")
+    master_file.chmod(0o600)
+    master = keystore.read_master_key(str(master_file))
+    store = tmp_path / "keys.json"
+    keystore.create(store, master)
+    clear = bytes.fromhex(sandbox.KEYS["demo-tmk-tdes"][2])
+    keystore.add(store, master, "tmk-shop", "tmk", "tdes", clear, kcv(clear, "tdes"))
+    module = f'\n[security.module]\nkind = "software"\nkey_store = "{store}"\nmaster_key_file = "{master_file}"\n'
+    cfg = _security_config(tmp_path, module)
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight._security(cfg)
+    assert "key 'tmk-shop'" in str(e.value) and "public sandbox key" in str(e.value)
+    assert sandbox.KEYS["demo-tmk-tdes"][2] not in str(e.value)
+    assert str(e.value).endswith("- at `$.security.module.key_store`")
+    preflight._security(_security_config(tmp_path, module, sandbox_flag=True))
+
+    demo_master = tmp_path / "demo-master.key"
+    demo_master.write_text(sandbox.MASTER_KEY_HEX + "\n")
+    other = tmp_path / "other.json"
+    keystore.create(other, bytes.fromhex(sandbox.MASTER_KEY_HEX))
+    module = f'\n[security.module]\nkind = "software"\nkey_store = "{other}"\nmaster_key_file = "{demo_master}"\n'
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight._security(_security_config(tmp_path, module))
+    assert "master key is the sandbox's" in str(e.value)
+    assert str(e.value).endswith("- at `$.security.module.master_key_file`")
+
+
+def test_the_demo_hsm_key_table_is_refused_outside_the_sandbox(tmp_path, monkeypatch):
+    import json
+
+    from switch import config as config_mod, preflight
+    from switch.security import sandbox
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    table = tmp_path / "hsm-keys.json"
+    table.write_text(json.dumps(sandbox.hsm_key_table()))
+    module = f'\n[security.module]\nkind = "hsm"\nendpoints = ["127.0.0.1:9"]\nkey_table = "{table}"\n'
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight._security(_security_config(tmp_path, module))
+    assert "demo key table" in str(e.value) and str(e.value).endswith("- at `$.security.module.key_table`")
+    preflight._security(_security_config(tmp_path, module, sandbox_flag=True))
+
+
+def test_keys_import_refuses_a_demo_key_unless_the_store_is_a_sandbox(tmp_path, monkeypatch, capsys):
+    import io
+
+    from switch.security import keycli, keystore, sandbox
+
+    master = tmp_path / "master.key"
+    master.write_text(keystore.new_master_key() + "\n")
+    master.chmod(0o600)
+    store = tmp_path / "keys.json"
+    assert keycli.main(["init", "--store", str(store), "--master-key-file", str(master)]) == 0
+    name, (kind, alg, clear) = "demo-tmk-aes", sandbox.KEYS["demo-tmk-aes"]
+    from switch.security.mac import kcv
+
+    argv = ["import", "--store", str(store), "--master-key-file", str(master), "--name", "k1", "--kind", kind,
+            "--algorithm", alg, "--kcv", kcv(bytes.fromhex(clear), alg)]
+    monkeypatch.setattr("sys.stdin", io.StringIO(clear + "\n"))
+    assert keycli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "public sandbox key" in err and clear not in err
+    assert keystore.load(store, keystore.read_master_key(str(master))) == {}
+    monkeypatch.setattr("sys.stdin", io.StringIO(clear + "\n"))
+    assert keycli.main(argv + ["--sandbox"]) == 0
+    demo_master = tmp_path / "demo.key"
+    demo_master.write_text(sandbox.MASTER_KEY_HEX)
+    demo_master.chmod(0o600)
+    assert keycli.main(["init", "--store", str(tmp_path / "d.json"), "--master-key-file", str(demo_master)]) == 2
+
+
+# -- URLs with credentials -----------------------------------------------------------------
+
+
+def _loads_with(tmp_path, extra: str):
+    from switch import config as config_mod
+    from tests import test_service as ts
+
+    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + extra
+    return config_mod.loads(text, str(tmp_path / "switch.toml"))
+
+
+@pytest.mark.parametrize("extra, where", [
+    ('\n[events]\nnats_url = "nats://relay:s3cretpw@nats.example:4222"\n', "events.nats_url"),
+    ('\n[events]\n[[events.partners]]\nname = "p"\nmerchants = ["SHOP00000000001"]\n'
+     'webhook = "https://hook:s3cretpw@partner.example/in"\nsecret_env = "X"\n', "events.partners[0].webhook"),
+    ('\n[[vas]]\nname = "l"\nmerchants = ["SHOP00000000001"]\nurl = "https://svc:s3cretpw@loyalty.example"\n'
+     'secret_env = "X"\n', "vas[0].url"),
+    ('\n[[vas]]\nname = "l"\nmerchants = ["SHOP00000000001"]\nurl = "ftp://svc:s3cretpw@loyalty.example"\n'
+     'secret_env = "X"\n', "vas[0].url"),
+])
+def test_a_url_with_credentials_in_the_configuration_is_refused_without_showing_them(tmp_path, monkeypatch, extra, where):
+    from switch import config as config_mod
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    with pytest.raises(config_mod.ConfigError) as e:
+        _loads_with(tmp_path, extra)
+    text = str(e.value)
+    assert "s3cretpw" not in text, text
+    assert text.startswith(str(tmp_path / "switch.toml")) and text.endswith(f"- at `$.{where}`"), text
+    if "ftp" not in extra:
+        assert "credentials" in text and "***@" in text
+
+
+def test_a_nats_url_with_credentials_comes_from_a_secret_reference(tmp_path, monkeypatch):
+    from switch.events import nats_url
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    monkeypatch.setenv("TEST_NATS_URL", "nats://relay:s3cretpw@nats.example:4222")
+    cfg = _loads_with(tmp_path, '\n[events]\nnats_url_env = "TEST_NATS_URL"\n')
+    assert nats_url(cfg.events) == "nats://relay:s3cretpw@nats.example:4222"
+
+
+def test_anything_that_prints_a_url_shows_its_credentials_as_stars():
+    from switch.secret_refs import shown_url
+
+    assert shown_url("nats://relay:pw@h:4222") == "nats://***@h:4222"
+    assert shown_url("cannot reach https://a:b@h/x and http://h/y") == "cannot reach https://***@h/x and http://h/y"
+    assert shown_url("https://h/p?q=a@b") == "https://h/p?q=a@b"
+
+
+# -- keys never travel with the journal ------------------------------------------------------
+
+
+def _with_journal_in(tmp_path, extra: str = "", key_in=None):
+    from switch import config as config_mod
+
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    key = (key_in or tmp_path / "keys") / "journal.key"
+    key.parent.mkdir(exist_ok=True)
+    key.write_text("11" * 32)
+    key.chmod(0o600)
+    text = f'[journal]\nurl = "sqlite://{data / "journal.sqlite"}"\nhmac_key_file = "{key}"\n' + extra
+    return config_mod.loads(text, str(tmp_path / "switch.toml")), data
+
+
+def test_serve_refuses_the_journal_key_in_the_journals_directory(tmp_path):
+    from switch import config as config_mod, preflight
+
+    cfg, data = _with_journal_in(tmp_path, key_in=tmp_path / "data")
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight.check(cfg)  # serve's check, not only check-config's
+    assert "journal's directory" in str(e.value) and str(e.value).endswith("- at `$.journal.hmac_key_file`")
+
+
+def test_any_key_file_in_the_journals_directory_is_refused(tmp_path):
+    from switch import config as config_mod, preflight
+
+    (tmp_path / "data").mkdir()
+    token = tmp_path / "data" / "admin.token"
+    token.write_text("a" * 32)
+    token.chmod(0o600)
+    cfg, data = _with_journal_in(tmp_path, f'\n[http]\nadmin_token_file = "{token}"\n')
+    with pytest.raises(config_mod.ConfigError) as e:
+        preflight.check(cfg)
+    assert "journal's directory" in str(e.value) and str(e.value).endswith("- at `$.http.admin_token_file`")
+    # The sandbox keeps them together on purpose.
+    sandbox = config_mod.loads(
+        f'sandbox = true\n[journal]\nurl = "sqlite://{data / "journal.sqlite"}"\nhmac_key_file = "{data / "k.key"}"\n',
+        "sandbox.toml")
+    assert preflight.keys_beside_journal(sandbox) == []
+
+
+# -- links in clear ---------------------------------------------------------------------------
+
+
+def test_every_link_configured_in_clear_is_warned_about_by_its_key_path(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from switch import config as config_mod, preflight
+    from switch.clear_links import links_in_clear
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    monkeypatch.setenv("TEST_ADMIN", "t" * 32)
+    monkeypatch.setenv("X", "22" * 32)
+    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV)
+    text = text.replace('endpoints = ["127.0.0.1:1"]', 'endpoints = ["10.1.2.3:7000"]', 1)
+    text = text.replace('endpoints = ["http://127.0.0.1:3"]', 'endpoints = ["http://wallet.example"]', 1)
+    secret = tmp_path / "micropay.secret"
+    secret.write_text("33" * 32)
+    secret.chmod(0o600)
+    text = text.replace('secret_file = "never-read"', f'secret_file = "{secret}"')
+    text = (text + '\n[[listeners]]\nhost = "0.0.0.0"\nport = 8583\n\n[http]\nhost = "0.0.0.0"\nadmin_token_env = "TEST_ADMIN"\n'
+            '\n[[vas]]\nname = "l"\nmerchants = ["SHOP00000000001"]\nurl = "http://loyalty.example"\n'
+            'secret_env = "X"\n')
+    cfg = config_mod.loads(text, "clear.toml")
+    warnings = links_in_clear(cfg)
+    where = sorted(w.rsplit("- at ", 1)[1] for w in warnings)
+    assert where == sorted(["`$.listeners[0]`", "`$.http.host`", "`$.acquirers[0].endpoints[0]`",
+                            "`$.acquirers[2].endpoints[0]`", "`$.vas[0].url`"]), warnings
+    assert all(w.startswith("clear.toml: ") and "in clear (no TLS)" in w for w in warnings)
+    with caplog.at_level(logging.WARNING, logger="payswitch"):
+        preflight.check(cfg)
+    assert sum("in clear (no TLS)" in r.getMessage() for r in caplog.records) == 5
+    # The same links on loopback, or a listener with a certificate: nothing to say.
+    local = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV)
+    assert links_in_clear(config_mod.loads(local + '\n[[listeners]]\nhost = "127.0.0.1"\n', "local.toml")) == []
+
+
+# -- the acquirer simulator's ledger ------------------------------------------------------------
+
+
+def test_the_simulators_ledger_names_a_card_by_a_keyed_hash_not_a_plain_one():
+    import hashlib
+    import hmac
+
+    from adapters.card import sandbox as sb
+
+    name = sb.card_key(VISA)
+    masked, _, digest = name.partition("#")
+    assert masked == "476173******0119"
+    # A plain hash of the PAN is found by trying the million middles a masked PAN leaves.
+    assert digest != hashlib.sha256(VISA.encode()).hexdigest()[:16]
+    from adapters.card.card_names import use_key
+
+    use_key(b"k" * 32)
+    try:
+        assert sb.card_key(VISA) == masked + "#" + hmac.new(b"k" * 32, VISA.encode(), hashlib.sha256).hexdigest()[:16]
+    finally:
+        use_key(None)
+
+
+def test_a_ledgers_card_key_is_kept_beside_it_private_so_a_restart_names_cards_alike(tmp_path):
+    from adapters.card.card_names import ledger_key
+
+    ledger = tmp_path / "bank-a.jsonl"
+    key = ledger_key(str(ledger))
+    assert len(key) == 32 and ledger_key(str(ledger)) == key
+    assert (tmp_path / "bank-a.jsonl.key").stat().st_mode & 0o777 == 0o600
+
+
+# -- no core dump, no ptrace by another user ----------------------------------------------------
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_process_holding_keys_is_not_dumpable():
+    import subprocess
+    import sys
+
+    code = ("import ctypes; from switch.security.coredump import no_core_dumps; no_core_dumps(); "
+            "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))")  # PR_GET_DUMPABLE
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "0", out
+
+
+def test_the_journal_writer_and_workers_turn_dumping_off_first(monkeypatch):
+    from switch.io import workers
+    from switch.journal import writer
+    from switch.security import coredump
+
+    calls = []
+    monkeypatch.setattr(coredump, "no_core_dumps", lambda: calls.append(1) or (_ for _ in ()).throw(SystemExit(9)))
+    for main, argv in ((writer.main, ["writer", "-1"]), (workers.worker_main, ["--index", "0"])):
+        with pytest.raises(SystemExit):
+            main(argv)
+    assert len(calls) == 2

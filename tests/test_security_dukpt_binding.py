@@ -33,6 +33,8 @@ def hmac_key(monkeypatch):
 # -- the configuration ----------------------------------------------------------------------
 
 BASE = """
+sandbox = true  # the sandbox's key store and HSM key table (switch.security.sandbox_only)
+
 [[acquirers]]
 name = "bank-a"
 type = "card"
@@ -162,7 +164,8 @@ bdk = "demo-bdk-tdes"
 def make_config_text() -> str:
     extra = sp.EXTRA.replace('"SEC00001-SEC00299"', f'"SEC00001-SEC00299", "{BOUND}-{OTHER}"')
     security = sp.SECURITY.replace("\n[[security.acquirers]]", BINDING + "\n[[security.acquirers]]", 1)
-    return ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + extra + security
+    # The sandbox's key store and HSM key table (switch.security.sandbox_only).
+    return "sandbox = true\n" + ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + extra + security
 
 
 def make_config() -> config_mod.Config:

@@ -293,11 +293,12 @@ def test_keys_cli_import_reads_the_key_from_stdin(tmp_path):
     assert _keys_cli("init", *m).returncode == 0
     # two components, XORed: 0123..3210 = (0123..3210 ^ FF..FF) ^ FF..FF
     comp1 = bytes(b ^ 0xFF for b in TMK_TDES).hex()
-    done = _keys_cli("import", *m, "--name", "tmk-a", "--kind", "tmk", "--algorithm", "tdes", "--kcv", "08D7B4",
+    # The demo TMK (spec 7): a sandbox's store (--sandbox), refused in any other.
+    done = _keys_cli("import", *m, "--sandbox", "--name", "tmk-a", "--kind", "tmk", "--algorithm", "tdes", "--kcv", "08D7B4",
                      stdin=f"{comp1}\n{'FF' * 16}\n")
     assert done.returncode == 0, done.stderr
     assert "kcv 08D7B4" in done.stdout and TMK_TDES.hex() not in (done.stdout + done.stderr).lower()
-    bad = _keys_cli("import", *m, "--name", "tmk-b", "--kind", "tmk", "--algorithm", "tdes", "--kcv", "123456",
+    bad = _keys_cli("import", *m, "--sandbox", "--name", "tmk-b", "--kind", "tmk", "--algorithm", "tdes", "--kcv", "123456",
                     stdin=TMK_TDES.hex())
     assert bad.returncode == 2 and "check value mismatch" in bad.stderr
     listed = _keys_cli("list", *m)

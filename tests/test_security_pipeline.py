@@ -77,7 +77,8 @@ zpk = "zpk-bank-b"
 
 
 def make_config() -> config_mod.Config:
-    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + EXTRA + SECURITY
+    # The sandbox's key store (switch.security.sandbox_only).
+    text = "sandbox = true\n" + ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + EXTRA + SECURITY
     return config_mod.loads(text, "test_security_pipeline.toml")
 
 
@@ -488,7 +489,7 @@ def test_preflight_opens_the_key_store_and_finds_every_named_key(monkeypatch, ol
 
     monkeypatch.setenv("TEST_WRONG_MASTER", "00" * 32)
     preflight._security(make_config())  # the sandbox keys: all there
-    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + EXTRA + SECURITY
+    text = "sandbox = true\n" + ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + EXTRA + SECURITY
     assert old in text
     cfg = config_mod.loads(text.replace(old, new), "t.toml")
     with pytest.raises(config_mod.ConfigError) as e:

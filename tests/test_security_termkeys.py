@@ -34,7 +34,8 @@ def hmac_key(monkeypatch):
 
 
 def make_config(path) -> config_mod.Config:
-    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + sp.EXTRA + sp.SECURITY
+    # The sandbox's key store (switch.security.sandbox_only).
+    text = "sandbox = true\n" + ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + sp.EXTRA + sp.SECURITY
     assert 'url = "sqlite://:memory:"' in text
     text = text.replace('url = "sqlite://:memory:"', f'url = "sqlite://{path}"')
     return config_mod.loads(text, "test_security_termkeys.toml")

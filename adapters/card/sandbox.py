@@ -52,7 +52,8 @@ one whose MAC is missing or wrong is answered A0 and decided no further (no
 money moves; the ledger says ``"event": "mac_failure"``), and the events of
 the others say ``"mac": "ok"``.  Every answer carries the acquirer's MAC.
 
-Money is kept per card (``card_key``: masked PAN and a hash, never the PAN):
+Money is kept per card (``card_key``: masked PAN and a keyed hash, never the
+PAN, :mod:`adapters.card.card_names`):
 every ledger event carries ``card`` and ``delta`` (approved amount, or minus
 what a reversal undid), so ``sum(delta)`` per card over the ledger file is
 :meth:`Sandbox.balance` -- "authorized minus reversed" at the acquirer.  A
@@ -66,6 +67,7 @@ import string
 from collections import OrderedDict
 from typing import Any, Iterable
 
+from adapters.card.card_names import card_key  # noqa: F401  (re-exported: the simulator and tests use it)
 from adapters.card.sim_mac import HostMacCheck  # noqa: F401  (re-exported: the simulator and tests use it)
 from switch.core.messages import mask_pan, response_mti
 
@@ -130,22 +132,6 @@ def parse_original_data(f90: str) -> dict:
         "f7": f90[10:20],
         "acquirer_id": f90[20:31],
     }
-
-
-_card_keys: dict[str, str] = {}
-
-
-def card_key(pan: str | None) -> str | None:
-    """How the ledger names a card: masked PAN and a short hash (no PAN)."""
-    if not pan:
-        return None
-    key = _card_keys.get(pan)
-    if key is None:
-        # Cached: a sandbox sees the same few test cards over and over (0200 hot path).
-        if len(_card_keys) >= 4096:
-            _card_keys.clear()
-        key = _card_keys[pan] = f"{mask_pan(pan)}#{hashlib.sha256(pan.encode()).hexdigest()[:16]}"
-    return key
 
 
 def card_of(msg: Any) -> str | None:

@@ -34,8 +34,9 @@ transaction (nor acts on one: no money moves).
 
 ``--ledger FILE`` appends one JSON line per transaction event and flushes it,
 so an end-to-end test can check what the acquirer saw; every event has the
-card (masked PAN and hash, never the PAN) and the money it moved (``delta``:
-what the card owes the acquirer, negative for a refund);
+card (masked PAN and an HMAC under the ledger's own key, kept in
+``FILE.key``, never the PAN) and the money it moved (``delta``: what the
+card owes the acquirer, negative for a refund);
 a reversal's ``pan`` is its own field 2, masked (empty when it came without).
 On start the simulator reads back the events already in the file, as a
 bank's host keeps its authorizations across a restart: a reversal or
@@ -65,6 +66,7 @@ import sys
 import time
 from typing import IO
 
+from adapters.card.card_names import ledger_key, use_key
 from adapters.card.messages import SIGN_OFF, SIGN_ON, scrub, transmission_time
 from adapters.card.sandbox import (  # noqa: F401  (re-exported: the sim's decisions live there)
     DECLINES,
@@ -233,6 +235,8 @@ class SimulatedAcquirer:
         self.dialect = dialect("host-87-bcd")
         self.mac = host_mac(args, self.dialect)
         self.encode = self.mac.encode if self.mac is not None else self.dialect.encode
+        if args.ledger:  # cards named alike after a restart: the ledger's replay finds their balances
+            use_key(ledger_key(args.ledger))
         self.sandbox = Sandbox(args.name, args.seed, strict=not args.lenient,
                                bank_codes=getattr(args, "bank_codes", False))
         # Like a bank's host, the simulator restarted (with the switch that

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import h11
 
+from switch.secret_refs import shown_url
+
 MAX_BODY = 1 << 20
 
 
@@ -110,7 +112,7 @@ class ConnectionPool:
     ):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http(s)://host[:port][/path] URL, got {url!r}")
+            raise ValueError(f"expected an http(s)://host[:port][/path] URL, got {shown_url(url)!r}")
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base_path = parts.path.rstrip("/")

@@ -474,6 +474,9 @@ def worker_http_port(cfg: config_mod.Config, index: int) -> int:
 
 
 def worker_main(argv: list[str]) -> int:
+    from switch.security import coredump
+
+    coredump.no_core_dumps()  # it holds keys and card data; PR_SET_DUMPABLE does not survive exec
     p = argparse.ArgumentParser(prog="python -m switch.io.workers", description="one payswitch worker process")
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--count", type=int, required=True)

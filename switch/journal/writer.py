@@ -262,6 +262,9 @@ def JournalErrorLike(message: str) -> Exception:
 
 
 def main(argv: list[str]) -> int:
+    from switch.security import coredump
+
+    coredump.no_core_dumps()  # it holds the journal key and sealed cards; PR_SET_DUMPABLE does not survive exec
     # Ctrl-C at a terminal, or a service manager signalling the whole group,
     # is for the switch: it drains, then closes this journal.  The writer
     # stops when its switch says so or is gone (end of the socket).

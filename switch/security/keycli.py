@@ -1,9 +1,10 @@
 """``payswitch keys``: create and fill the software module's key store.
 
     payswitch keys new-master --out FILE            a fresh master key, written 0600
-    payswitch keys init --store FILE (--master-key-file F | --master-key-env VAR)
-    payswitch keys import --store FILE --name N --kind K --algorithm tdes|aes --kcv HEX6 (master key as above)
-        the clear key (hex; or two or three components, one per line, XORed) is read from stdin, never argv
+    payswitch keys init --store FILE (--master-key-file F | --master-key-env VAR) [--sandbox]
+    payswitch keys import --store FILE --name N --kind K --algorithm tdes|aes --kcv HEX6 (master key as above) [--sandbox]
+        the clear key (hex; or two or three components, one per line, XORed) is read from stdin, never argv;
+        the sandbox's public keys (spec 7) are refused unless --sandbox
     payswitch keys list --store FILE (master key as above)
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from . import keystore
 from .coredump import no_core_dumps
 from .ciphers import xor
 from .keys import KINDS
+from .sandbox_only import is_demo_key
 
 
 def _master(args) -> bytes:
@@ -44,6 +46,13 @@ def _read_clear(stream) -> bytes:
     return key
 
 
+def _not_demo(args, key: bytes, what: str) -> None:
+    """Refuse one of the sandbox's public keys for a store that is not a sandbox's (``--sandbox``)."""
+    if not args.sandbox and is_demo_key(key):
+        raise keystore.KeyStoreError(f"{what} is a public sandbox key (spec 7): refused for a store "
+                                     "that is not a sandbox's (--sandbox)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="payswitch keys", description="the software security module's key store")
     sub = p.add_subparsers(dest="command", required=True)
@@ -60,6 +69,9 @@ def main(argv=None) -> int:
             s.add_argument("--kind", required=True, choices=KINDS)
             s.add_argument("--algorithm", required=True, choices=["tdes", "aes"])
             s.add_argument("--kcv", required=True, help="the key's check value (6 hex digits)")
+        if name in ("init", "import"):
+            s.add_argument("--sandbox", action="store_true",
+                           help="a sandbox's store: the public demo keys and master key of spec 7 are allowed")
     args = p.parse_args(argv)
     no_core_dumps()  # it holds clear keys and the master key
     try:
@@ -69,14 +81,18 @@ def main(argv=None) -> int:
                 f.write(keystore.new_master_key() + "\n")
             print(f"{args.out}: new master key (keep it apart from the key store)")
         elif args.command == "init":
-            keystore.create(args.store, _master(args))
+            master = _master(args)
+            _not_demo(args, master, "the master key")
+            keystore.create(args.store, master)
             print(f"{args.store}: empty key store")
         elif args.command == "import":
+            master = _master(args)
+            _not_demo(args, master, "the master key")
             if sys.stdin.isatty():
                 print("clear key (hex), or its components one per line; end with Ctrl-D:", file=sys.stderr)
-            entry = keystore.add(
-                args.store, _master(args), args.name, args.kind, args.algorithm, _read_clear(sys.stdin), args.kcv
-            )
+            clear = _read_clear(sys.stdin)
+            _not_demo(args, clear, f"key {args.name!r}")
+            entry = keystore.add(args.store, master, args.name, args.kind, args.algorithm, clear, args.kcv)
             print(f"{args.store}: {entry.name} ({entry.kind}, {entry.algorithm}) kcv {entry.kcv}")
         else:
             for e in keystore.load(args.store, _master(args)).values():
