@@ -1,0 +1,156 @@
+"""The documents agree with the code: every bounded key's range in the README,
+every key of the value-added services in their document, every metric, alert
+and admin endpoint the runbook names."""
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from switch import config, config_places, config_vas
+from tests.test_docs import README, section
+from tests.test_ops_files import OPS, ROOT, alerts, exported_names
+
+RUNBOOK = (OPS / "runbook.md").read_text()
+VAS_DOC = (ROOT / "docs" / "value-added-services.md").read_text()
+
+
+# --- ranges -------------------------------------------------------------------------
+
+
+def range_rows() -> list[str]:
+    """The rows of the README's table of ranges (| keys | range |)."""
+    table = section(README, "## Configuration reference").split("| keys | range |")[1].split("\n\n")[0]
+    return [line for line in table.splitlines() if line.startswith("| `")]
+
+
+def bounded_keys() -> dict[str, float]:
+    """Every key config_places (and config.py, for a listener's max_frame) bounds, with its highest value."""
+    tables = {"": config_places._TOP, "listeners.": config_places._LISTENER, "acquirers.": config_places._ACQUIRER,
+              "security.module.": config_places._HSM, "vas.": config_places._VAS, "events.": config_places._EVENTS,
+              "token_keys.": config_places._TOKEN_KEY, "routes.": config_places._ROUTE}
+    out = {prefix + key: high for prefix, table in tables.items() for key, _low, high, _open in table}
+    out["listeners.max_frame"] = 65535
+    return out
+
+
+def spelled(high: float) -> set[str]:
+    """The ways a range's upper bound is written in the README: 600, 86400, 1,000,000, 7 days."""
+    n = int(high)
+    ways = {str(n), f"{n:,}"}
+    if n >= 2 * 86400 and n % 86400 == 0:
+        ways.add(f"{n // 86400} days")
+    return ways
+
+
+def range_row_keys() -> dict[str, str]:
+    """Each key the table of ranges names -> its row.  A row names `listeners.frame_timeout`,
+    `idle_timeout`: a key without a dot is in the table of the dotted key before it."""
+    out = {}
+    for row in range_rows():
+        prefix = ""
+        for token in re.findall(r"`([a-z_.]+)`", row):
+            if "." in token:
+                prefix = token.rsplit(".", 1)[0] + "."
+                out.setdefault(token, row)
+            else:
+                out.setdefault(prefix + token, row)  # its own row first; a later one may only mention it
+    return out
+
+
+def test_every_bounded_key_has_its_range_in_the_readme():
+    rows = range_row_keys()
+    missing = sorted(k for k in bounded_keys() if k not in rows)
+    wrong = [f"{key}: at most {high}, README: {rows[key]}" for key, high in bounded_keys().items()
+             if key in rows and not any(way in rows[key] for way in spelled(high))]
+    assert (missing, wrong) == ([], [])
+
+
+# --- value-added services, tokens, events ---------------------------------------------
+
+
+def struct_keys(struct: type) -> set[str]:
+    return {f.name for f in msgspec.structs.fields(struct)}
+
+
+def test_every_key_of_the_services_tokens_and_events_is_in_their_document():
+    """The README's reference sends these sections to docs/value-added-services.md: each key is named there."""
+    undocumented = []
+    for struct, heading in ((config_vas.TokenKey, "[[token_keys]]"), (config_vas.VasService, "[[vas]]"),
+                            (config_vas.Events, "[events]"), (config_vas.Partner, "[[events.partners]]")):
+        for key in struct_keys(struct):
+            if key == "partners":  # the [[events.partners]] table itself
+                continue
+            if not re.search(rf"`{key}`|^#? *{key} *=|[ ,{{]{key} *=", VAS_DOC, re.M):
+                undocumented.append(f"{heading} {key}")
+    assert undocumented == []
+
+
+def test_the_readme_points_to_that_document_for_exactly_those_sections():
+    row = next(line for line in section(README, "## Configuration reference").splitlines()
+               if "`[[token_keys]]`" in line)
+    assert "docs/value-added-services.md" in row and "`[[vas]]`" in row and "`[events]`" in row
+    assert set(config.Config.__struct_fields__) >= {"token_keys", "vas", "events"}
+
+
+# --- the runbook ------------------------------------------------------------------------
+
+
+def named_metrics(text: str) -> set[str]:
+    """Series names a document gives in full (``payswitch_reversal_*`` is a family, not a name)."""
+    return {m for m in re.findall(r"\bpayswitch_[a-z0-9_]+\b", text) if not m.endswith("_")}
+
+
+def test_the_runbook_and_the_readme_name_only_exported_metrics():
+    declared = exported_names()
+    declared |= {n.rsplit("_", 1)[0] for n in declared if n.endswith("_bucket")}  # a histogram by its name
+    unknown = {doc: sorted(n for n in named_metrics(text) if n not in declared)
+               for doc, text in (("runbook", RUNBOOK), ("README", README))}
+    assert unknown == {"runbook": [], "README": []}
+
+
+def test_the_runbook_names_only_alerts_of_the_rules():
+    rules = set(alerts())
+    named = set(re.findall(r"\bPayswitch[A-Z][A-Za-z]+\b", RUNBOOK))
+    assert sorted(named - rules) == []
+
+
+def test_the_runbook_names_only_endpoints_the_admin_http_serves():
+    from switch.io import fleet_http, http
+
+    served = {p.decode() for p in http._ROUTES} | {p.decode() for p in fleet_http._FLEET_ROUTES if isinstance(p, bytes)}
+    close = re.compile(r"^/admin/reversals/[^/]+/close$")
+    for doc, text in (("runbook", RUNBOOK), ("README", README)):
+        for path in set(re.findall(r"(?<![\w.])(/(?:admin|metrics|healthz|readyz|status)[\w./<>-]*)", text)):
+            path = path.rstrip(".")
+            if path in ("/admin/", "/admin") or close.match(path):
+                continue
+            assert path in served, f"{doc} names {path}, which the admin HTTP does not serve"
+
+
+# --- the README's sample error lines -------------------------------------------------
+
+
+_SAMPLE_FILES = {  # a switch.toml that makes each sample line of the configuration reference
+    "$.listeners[0].port": '[[listeners]]\nport = "8583"\n',
+    "$.journal.url": '[journal]\nurl = "postgresql://db/payswitch"\n',
+    "$.routes[0].acquirers[0]": (
+        '[[acquirers]]\nname = "wallet-a"\ntype = "wallet-tradepay"\nendpoints = ["http://127.0.0.1:9201"]\n'
+        'merchant_key_file = "m.pem"\nwallet_public_key_file = "w.pem"\n'
+        '[[routes]]\nname = "cards"\nkind = "card"\nprefixes = ["4"]\nacquirers = ["wallet-a"]\n'),
+}
+
+
+def test_the_sample_configuration_errors_are_what_the_switch_prints():
+    block = section(README, "## Configuration reference").split("exit 2, so a systemd")[1].split("```")[1]
+    samples = [line for line in block.splitlines() if line.startswith("payswitch: configuration error:")]
+    assert len(samples) == len(_SAMPLE_FILES)
+    for line in samples:
+        path = line.rsplit("`", 2)[1]
+        try:
+            config.loads(_SAMPLE_FILES[path], "switch.toml")
+        except config.ConfigError as e:
+            assert config.error_line(e) == line
+        else:
+            raise AssertionError(f"no error for {path}")
+
