@@ -154,3 +154,16 @@ def test_the_sample_configuration_errors_are_what_the_switch_prints():
         else:
             raise AssertionError(f"no error for {path}")
 
+
+def test_an_http_service_refuses_an_options_table_it_would_ignore(tmp_path):
+    """The document says the http type reads no options: a table given to it is a mistake, said at load."""
+    import pytest
+
+    from adapters.vas.http import http
+
+    secret = tmp_path / "secret"
+    secret.write_text("ab" * 16 + "\n")
+    service = config_vas.VasService(name="loyalty", merchants=["M1"], url="http://127.0.0.1:9401",
+                                    secret_file=str(secret), options={"stamps": 5})
+    with pytest.raises(ValueError, match=r"http services take no options table \(got stamps\)"):
+        http(service)
