@@ -167,3 +167,22 @@ def test_an_http_service_refuses_an_options_table_it_would_ignore(tmp_path):
                                     secret_file=str(secret), options={"stamps": 5})
     with pytest.raises(ValueError, match=r"http services take no options table \(got stamps\)"):
         http(service)
+
+
+# --- the spec's sandbox (section 7) and the embedded default --------------------------
+
+
+def test_the_demo_merchants_refund_up_to_100000_minor_units_in_any_currency():
+    """Spec 6.1: "The demo merchant refunds at most 1000.00 (100000 minor units) at once": a refund
+    of the sandbox in whatever field 49 a newcomer's client sends is held to that, never refused 12."""
+    import pytest
+
+    from switch.core import messages, refunds
+    from switch.core.currencies import CURRENCIES
+
+    for merchant in config.default().merchants:
+        for currency in sorted(CURRENCIES):
+            assert refunds.limit_in(merchant.refund_max, currency, merchant.currency) == 100000, (merchant.id, currency)
+        assert refunds.limit_in(merchant.refund_daily_max, "840", merchant.currency) is None
+    with pytest.raises(messages.Rejection):  # a merchant of one's own still names its currencies
+        refunds.limit_in({"978": 100000}, "840", "978")
