@@ -186,3 +186,17 @@ def test_the_demo_merchants_refund_up_to_100000_minor_units_in_any_currency():
         assert refunds.limit_in(merchant.refund_daily_max, "840", merchant.currency) is None
     with pytest.raises(messages.Rejection):  # a merchant of one's own still names its currencies
         refunds.limit_in({"978": 100000}, "840", "978")
+
+
+# --- the README's commands ----------------------------------------------------------
+
+
+def test_every_option_the_readme_gives_a_command_is_one_the_command_takes():
+    """The quick start's `payswitch send …` lines and the table of commands name only options the code parses."""
+    source = "".join(p.read_text() for d in ("switch", "adapters", "benchmarks", "loadtest") for p in (ROOT / d).rglob("*.py"))
+    commands = section(README, "## Commands")
+    lines = [line for line in README.splitlines() if "bin/payswitch " in line or line.lstrip().startswith("--")]
+    lines += [line.split("|")[1] for line in commands.splitlines() if line.startswith("| `payswitch")]
+    unknown = sorted({flag for line in lines for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]+", line.split("#")[0])
+                      if f'"{flag}"' not in source})
+    assert unknown == []
