@@ -25,12 +25,13 @@ def range_rows() -> list[str]:
 
 
 def bounded_keys() -> dict[str, float]:
-    """Every key config_places (and config.py, for a listener's max_frame) bounds, with its highest value."""
+    """Every key config_places (and config.py: frame size, ports) bounds, with its highest value."""
     tables = {"": config_places._TOP, "listeners.": config_places._LISTENER, "acquirers.": config_places._ACQUIRER,
               "security.module.": config_places._HSM, "vas.": config_places._VAS, "events.": config_places._EVENTS,
               "token_keys.": config_places._TOKEN_KEY, "routes.": config_places._ROUTE}
     out = {prefix + key: high for prefix, table in tables.items() for key, _low, high, _open in table}
     out["listeners.max_frame"] = 65535
+    out.update({"listeners.port": 65535, "http.port": 65535, "simulators.port": 65535})  # config.py's own checks
     return out
 
 
