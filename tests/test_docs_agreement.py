@@ -201,3 +201,26 @@ def test_every_option_the_readme_gives_a_command_is_one_the_command_takes():
     unknown = sorted({flag for line in lines for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]+", line.split("#")[0])
                       if f'"{flag}"' not in source})
     assert unknown == []
+
+
+# --- configuration examples ------------------------------------------------------------
+
+
+def test_every_configuration_example_of_the_documents_names_only_keys_the_code_reads(monkeypatch):
+    """A TOML block of the README (a whole file) or of docs/ (its sections) is read by the code's own structs."""
+    import tomllib
+
+    monkeypatch.setenv("PAYSWITCH_JOURNAL_KEY", "5e" * 32)  # the README's example names it
+    for block in re.findall(r"```toml\n(.*?)```", README, re.S):
+        config.loads(block, "README example")
+    structs = {"token_keys": config_vas.TokenKey, "vas": config_vas.VasService, "events": config_vas.Events,
+               "merchants": config.Merchant, "acquirers": config.Acquirer, "routes": config.Route}
+    seen = set()
+    for doc in ("value-added-services.md", "adapters.md"):
+        for block in re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / doc).read_text(), re.S):
+            for key, value in tomllib.loads(block).items():
+                if key in structs:  # [project] and [build-system] are a package's pyproject.toml
+                    seen.add(key)
+                    for one in value if isinstance(value, list) else [value]:
+                        msgspec.convert(one, structs[key])
+    assert seen == {"token_keys", "vas", "events", "acquirers", "routes"}
