@@ -224,3 +224,28 @@ def test_every_configuration_example_of_the_documents_names_only_keys_the_code_r
                     for one in value if isinstance(value, list) else [value]:
                         msgspec.convert(one, structs[key])
     assert seen == {"token_keys", "vas", "events", "acquirers", "routes"}
+
+
+def test_the_embedded_default_is_the_sandbox_of_spec_section_7():
+    """Listeners, HTTP, the secured demo merchant's terminal ranges, policies and public keys, as section 7 gives them."""
+    from switch.security import sandbox
+    from tests.test_docs import SPEC
+
+    spec = " ".join(section(SPEC, "## 7. Defaults and the sandbox").split())
+    cfg = config.default()
+    assert [(lst.port, lst.dialect) for lst in cfg.listeners] == [(8583, "terminal-87"), (8584, "iso87-ascii")]
+    assert "on 8584 in the dialect of pyiso8583's `default_ascii` spec" in spec
+    assert (cfg.http.host, cfg.http.port) == ("127.0.0.1", 9583) and "port 9583, bound to 127.0.0.1" in spec
+    demo, secured = cfg.security.merchants[0], cfg.security.policy("DEMO00000000001")
+    assert (demo.merchant, demo.policy, secured) == ("DEMOSEC00000001", "mac+pin", "none")
+    keys = {t.terminals: (t.tmk or t.bdk) for t in demo.terminals}
+    assert keys == {"SEC00001-SEC00099": "demo-tmk-tdes", "SEC00100-SEC00199": "demo-tmk-aes",
+                    "SEC00200-SEC00299": "demo-bdk-tdes"}
+    assert "`SEC00001` … `SEC00099` policy `mac+pin` with TDES keys, `SEC00100` … `SEC00199` the same with " \
+           "AES-128 keys, `SEC00200` … `SEC00299` TDES DUKPT" in spec
+    for name, words in (("demo-tmk-tdes", "TMK (TDES)"), ("demo-tmk-aes", "TMK (AES)"),
+                        ("demo-bdk-tdes", "DUKPT base derivation key")):
+        kind, algorithm, clear = sandbox.KEYS[name]
+        assert f"{words} `{clear}`" in spec, name
+        assert (kind, algorithm) == (name.split("-")[1], name.split("-")[2])
+    assert f"`{sandbox.PIN}` is right for every card" in spec
