@@ -102,12 +102,12 @@ def named_metrics(text: str) -> set[str]:
     return {m for m in re.findall(r"\bpayswitch_[a-z0-9_]+\b", text) if not m.endswith("_")}
 
 
-def test_the_runbook_and_the_readme_name_only_exported_metrics():
+def test_the_runbook_the_readme_and_docs_name_only_exported_metrics():
     declared = exported_names()
     declared |= {n.rsplit("_", 1)[0] for n in declared if n.endswith("_bucket")}  # a histogram by its name
-    unknown = {doc: sorted(n for n in named_metrics(text) if n not in declared)
-               for doc, text in (("runbook", RUNBOOK), ("README", README))}
-    assert unknown == {"runbook": [], "README": []}
+    docs = {"runbook": RUNBOOK, "README": README} | {p.name: p.read_text() for p in (ROOT / "docs").glob("*.md")}
+    unknown = {doc: sorted(n for n in named_metrics(text) if n not in declared) for doc, text in docs.items()}
+    assert unknown == {doc: [] for doc in docs}
 
 
 def test_the_runbook_names_only_alerts_of_the_rules():
