@@ -76,4 +76,6 @@ class HttpService:
 
 def http(s) -> HttpService:
     """Factory of the ``payswitch.vas`` entry point ``http``."""
+    if s.options:  # the table is for in-process plugins: here it would be ignored without a word
+        raise ValueError(f"http services take no options table (got {', '.join(sorted(s.options))})")
     return HttpService(s)
