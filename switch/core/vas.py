@@ -129,7 +129,11 @@ class VasHook:
         return customer_token(key, version, kind, ident)
 
     def _call(self, moment: str, merchant: str, body: dict) -> Gen:
-        """Yield the command; (service name, answer) for every service that answered sensibly."""
+        """Yield the command; (service name, answer) for every service that answered sensibly.
+
+        An answer that makes no sense (:func:`fault`) counts as an error and is
+        dropped whole, its receipt line too: as if the service were not there.
+        """
         services = self.services.get((merchant, moment))
         if not services:
             return []
@@ -143,16 +147,22 @@ class VasHook:
                 metrics.vas_call(name, moment, "timeout")
             log.info("rrn %s: value-added services skipped at %s: %s", body["ref"], moment, type(e).__name__)
             return []
+        if not isinstance(answers, dict):
+            answers = {}
         out = []
         for name in names:
-            answer = answers.get(name) if isinstance(answers, dict) else None
-            if isinstance(answer, BaseException) or answer is None:
+            if name not in answers or isinstance(answers[name], BaseException):
+                answer = answers.get(name)
                 outcome = "timeout" if answer is None or isinstance(answer, TimeoutError) else "error"
                 metrics.vas_call(name, moment, outcome)
                 log.info("rrn %s: service %s skipped at %s (%s)", body["ref"], name, moment, outcome)
                 continue
-            if not isinstance(answer, dict):
+            answer = answers[name]
+            wrong = fault(moment, answer, body)
+            if wrong is not None:
                 metrics.vas_call(name, moment, "error")
+                # What it said is not logged: a partner may quote back a card number.
+                log.warning("rrn %s: service %s answered at %s with %s; ignored", body["ref"], name, moment, wrong)
                 continue
             metrics.vas_call(name, moment, "ok")
             out.append((name, answer))
@@ -184,12 +194,10 @@ class VasHook:
         lowered, lines = None, []
         for name, answer in answers:
             new = answer.get("amount")
-            if lowered is None and type(new) is int and 0 < new < amount:
+            if lowered is None and new is not None and new != amount:
                 lowered = new
-            elif new is not None and new != amount:
-                log.warning("rrn %s: service %s answered amount %r for %d; ignored", rec.rrn, name, new, amount)
             line = answer.get("line")
-            if isinstance(line, str) and line:
+            if line:
                 lines.append(line)
         out: dict[str, str] = {}
         if lowered is not None:
@@ -235,11 +243,38 @@ class VasHook:
                            kind=request.kind, coupon=request.tlv.get("CP"))
             for name, answer in (yield from self._call(AFTER, merchant, body)):
                 line = answer.get("line")
-                if isinstance(line, str) and line:
+                if line:
                     lines.append(line)
         if lines:
             tlv["LY"] = _line(lines)
         return tlv, token
+
+
+def fault(moment: str, answer: Any, body: Mapping) -> str | None:
+    """What makes ``answer`` nonsense for the payment ``body`` describes, or None.
+
+    Named by key and kind, never by value.  Before authorization ``amount``
+    is absent, null, the request's own, or an integer between 0 and it
+    (exclusive); ``currency``, if given, is the request's code as sent; at
+    both moments ``line`` is absent, null or text.
+    """
+    if not isinstance(answer, dict):
+        return f"a {type(answer).__name__}, not a JSON object"
+    line = answer.get("line")
+    if line is not None and not isinstance(line, str):
+        return f"line as a {type(line).__name__}, not text"
+    if moment != BEFORE:
+        return None
+    new = answer.get("amount")
+    if new is not None and new != body["amount"] or type(new) is bool:
+        if type(new) is not int:
+            return f"amount as a {type(new).__name__}, not an integer"
+        if not 0 < new < body["amount"]:
+            return "an amount not between 0 and the request's (exclusive)"
+    currency = answer.get("currency")
+    if currency is not None and currency != body["currency"]:
+        return "a currency other than the request's"
+    return None
 
 
 def _line(lines: list[str]) -> str:
