@@ -173,13 +173,13 @@ def test_a_coupon_code_holding_card_or_track_data_goes_as_null(code):
 class SlowBank(FakeAcquirer):
     async def authorize(self, request, timeout):
         self.authorized.append((request, timeout))
-        await asyncio.sleep(0.45)
+        await asyncio.sleep(0.9)
         return Result(response_code="00", auth_code="A00001", acquirer_ref="slow-1")
 
 
 def test_the_services_time_comes_out_of_the_terminals_budget_never_the_acquirers():
-    """response_timeout 1.2 s, the acquirer's timeout 0.5 s and it answers in 0.45 s, both
-    services hang past their 1 s deadline: the acquirer still gets its 0.5 s, the payment is
+    """response_timeout 2 s, the acquirer's timeout 1 s and it answers in 0.9 s, both
+    services hang past their 1 s deadline: the acquirer still gets its 1 s, the payment is
     approved, and the terminal hears within its response_timeout."""
 
     async def hang(p):
@@ -192,12 +192,12 @@ def test_the_services_time_comes_out_of_the_terminals_budget_never_the_acquirers
         resp = await call(sw, coupon())
         took = time.monotonic() - t0
         assert resp[39] == "00" and resp[4] == "000000010000"
-        assert sw.acquirers["bank-a"].authorized[0][1] >= 0.49
-        assert took < 1.2, took
+        assert sw.acquirers["bank-a"].authorized[0][1] >= 0.99
+        assert took < 2.0, took
         assert outcomes(sw, "before")["timeout"] == 1 and outcomes(sw, "after")["timeout"] == 1
 
-    run(scenario, acquirers=fakes(**{"bank-a": SlowBank("bank-a")}), deadline=1.0, timeout=0.5,
-        response_timeout=1.2)
+    run(scenario, acquirers=fakes(**{"bank-a": SlowBank("bank-a")}), deadline=1.0, timeout=1.0,
+        response_timeout=2.0)
 
 
 def test_an_answer_after_the_deadline_changes_nothing():

@@ -50,6 +50,7 @@ Gen = Generator[Any, Any, Any]
 BEFORE, AFTER = "before", "after"
 _LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 _LY_MAX = 99  # characters of receipt text in field 48 LY
+_MIN_DEADLINE = 0.001  # seconds: less than this to spare, no service is asked
 
 
 def customer_token(key: bytes, version: int, kind: str, ident: str) -> str:
@@ -128,8 +129,11 @@ class VasHook:
         version, key = found
         return customer_token(key, version, kind, ident)
 
-    def _call(self, moment: str, merchant: str, body: dict) -> Gen:
+    def _call(self, moment: str, merchant: str, body: dict, left: float) -> Gen:
         """Yield the command; (service name, answer) for every service that answered sensibly.
+
+        ``left``: seconds the terminal's budget spares the services (:meth:`_spare`);
+        their deadline is cut to it, and with nothing to spare none is asked.
 
         An answer that makes no sense (:func:`fault`) counts as an error and is
         dropped whole, its receipt line too: as if the service were not there.
@@ -139,7 +143,13 @@ class VasHook:
             return []
         metrics = self.engine.metrics
         names = tuple(s.name for s in services)
-        deadline = max(s.deadline for s in services)
+        deadline = min(max(s.deadline for s in services), left)
+        if deadline < _MIN_DEADLINE:
+            for name in names:
+                metrics.vas_call(name, moment, "timeout")
+            log.info("rrn %s: value-added services skipped at %s: the terminal's response_timeout leaves them "
+                     "no time", body["ref"], moment)
+            return []
         try:
             answers = yield Vas(moment, names, body, deadline)
         except Exception as e:  # the driver broke the deadline itself: no service this time
@@ -168,6 +178,19 @@ class VasHook:
             out.append((name, answer))
         return out
 
+    def _spare(self, rec, flight, acquirer: str | None = None) -> float:
+        """Seconds left for the services in the terminal's budget (spec section 6).
+
+        The services' time comes out of the response_timeout budget, never out of
+        the acquirer's: before authorization, the first acquirer's own timeout is
+        kept for it (a slow coupon must not turn an approval into a 68).
+        """
+        engine = self.engine
+        left = engine._budget_end(rec, flight) - engine.clock()
+        if acquirer is not None and acquirer in engine.acquirer_cfg:
+            left -= engine.acquirer_cfg[acquirer].timeout
+        return left
+
     # -- the moments -------------------------------------------------------------------
 
     def before(self, msg, rec, merchant: str, kind: str, tlv: Mapping[str, str], flight) -> Gen:
@@ -190,7 +213,7 @@ class VasHook:
         amount = int(msg[4])
         body = payload(BEFORE, ref=rec.rrn, token=rec.customer_token, merchant=merchant, terminal=msg[41],
                        amount=amount, currency=msg.get(49), kind=kind, coupon=tlv.get("CP"))
-        answers = yield from self._call(BEFORE, merchant, body)
+        answers = yield from self._call(BEFORE, merchant, body, self._spare(rec, flight, rec.acquirer))
         lowered, lines = None, []
         for name, answer in answers:
             new = answer.get("amount")
@@ -241,7 +264,7 @@ class VasHook:
             body = payload(AFTER, ref=rec.rrn, token=token or rec.customer_token, merchant=merchant,
                            terminal=request.terminal_id, amount=request.amount, currency=request.currency,
                            kind=request.kind, coupon=request.tlv.get("CP"))
-            for name, answer in (yield from self._call(AFTER, merchant, body)):
+            for name, answer in (yield from self._call(AFTER, merchant, body, self._spare(rec, flight))):
                 line = answer.get("line")
                 if line:
                     lines.append(line)
