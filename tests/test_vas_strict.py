@@ -264,3 +264,25 @@ def test_a_reversed_discounted_payment_undoes_the_lowered_amount_and_tells_partn
         assert [m for m, _ in SEEN] == ["before", "after"]  # no service is asked for a reversal
 
     run(scenario)
+
+
+def test_a_request_handled_again_keeps_the_discount_journaled_and_never_asks_again():
+    """Journaled with its discount, never sent (the switch died in between), then repeated
+    by the terminal: handled again, at the journaled amount, the coupon not redeemed twice;
+    without asking, the service cannot answer otherwise and leave the acquirer asked for
+    the full amount while the journal, the 0500 totals and a reversal say the lowered one."""
+    from types import SimpleNamespace
+
+    from switch.core.engine import Engine
+
+    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + SERVICE.format(deadline=0.05)
+    engine = Engine(config_mod.loads(text, "test_vas_strict.toml"), key=bytes(32))
+    msg = ts.TERM.decode(coupon())
+    rec = SimpleNamespace(id=7, rrn="000000000007", amount=9000, customer_token=None, acquirer="bank-a",
+                          created_at=engine.clock())
+    flight = SimpleNamespace(budget_from=0.0, vas_tlv=None)
+    gen = engine.vas.before(msg, rec, ts.MERCHANT, "card", {"CP": "SPRING10"}, flight)
+    with pytest.raises(StopIteration):
+        command = next(gen)
+        pytest.fail(f"asked again: {command!r}")
+    assert msg[4] == "000000009000" and flight.vas_tlv == {"DS": "000000001000"}

@@ -211,6 +211,15 @@ class VasHook:
         if kind == "citycard":
             return None  # the card debits its own purse (its TAC covers the amount): nothing to lower
         amount = int(msg[4])
+        if rec.amount is not None and 0 < rec.amount < amount:
+            # Handled again (journaled, never sent: the switch died in between): the
+            # discount journaled under this ref stands, and the service is not asked
+            # again: it could answer otherwise (or not in time) and leave the acquirer
+            # asked for one amount while the journal, the totals and a reversal say another.
+            msg[4] = "%012d" % rec.amount
+            flight.vas_tlv = {"DS": "%012d" % (amount - rec.amount)}
+            log.info("rrn %s: handled again with the discount journaled before", rec.rrn)
+            return None
         body = payload(BEFORE, ref=rec.rrn, token=rec.customer_token, merchant=merchant, terminal=msg[41],
                        amount=amount, currency=msg.get(49), kind=kind, coupon=tlv.get("CP"))
         answers = yield from self._call(BEFORE, merchant, body, self._spare(rec, flight, rec.acquirer))
