@@ -286,3 +286,19 @@ def test_a_request_handled_again_keeps_the_discount_journaled_and_never_asks_aga
         command = next(gen)
         pytest.fail(f"asked again: {command!r}")
     assert msg[4] == "000000009000" and flight.vas_tlv == {"DS": "000000001000"}
+
+
+def test_a_services_failure_naming_a_card_number_is_logged_masked(caplog):
+    def fail(p):
+        raise ValueError(f"no member for card {CARD}")
+
+    BEHAVIOUR.update(before=fail, after=fail)
+
+    async def scenario(sw):
+        with caplog.at_level(logging.DEBUG):
+            resp = await call(sw, coupon())
+        assert resp[39] == "00" and resp[4] == "000000010000"
+        assert "no member for card" in caplog.text and CARD not in caplog.text
+        assert outcomes(sw)["error"] == 1
+
+    run(scenario)
