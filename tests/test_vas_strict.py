@@ -44,7 +44,7 @@ class Plugin:
 
     async def call(self, moment: str, p: dict):
         SEEN.append((moment, p))
-        what = BEHAVIOUR.get(moment, {})
+        what = BEHAVIOUR.get((self.cfg.name, moment), BEHAVIOUR.get(moment, {}))
         if callable(what):
             what = what(p)
             if asyncio.iscoroutine(what):
@@ -67,9 +67,9 @@ def registered(monkeypatch):
         **types, "strictplugin": EntryPoint("strictplugin", "tests.test_vas_strict:plugin", vas_io.GROUP)})
 
 
-def run(scenario, *, acquirers=None, deadline=0.05, timeout=0.3, response_timeout=2.0):
+def run(scenario, *, acquirers=None, deadline=0.05, timeout=0.3, response_timeout=2.0, extra=""):
     text = ts.CONFIG.format(timeout=timeout, response_timeout=response_timeout, key_env=ts.KEY_ENV)
-    text += SERVICE.format(deadline=deadline)
+    text += SERVICE.format(deadline=deadline) + extra
     text += '\n[[token_keys]]\ngroup = "SHOP00000000001"\nkey_env = "PAYSWITCH_TEST_TOKEN_KEY"\n'
     cfg = config_mod.loads(text, "test_vas_strict.toml")
 
@@ -302,3 +302,40 @@ def test_a_services_failure_naming_a_card_number_is_logged_masked(caplog):
         assert outcomes(sw)["error"] == 1
 
     run(scenario)
+
+
+def test_with_two_services_only_the_discount_taken_is_on_the_receipt():
+    """The first service in configuration order that lowers the amount wins; a second one's
+    discount is not given, so its "-20%" must not be printed as if it were."""
+    BEHAVIOUR[("shop", "before")] = {"amount": 9000, "line": "COUPON -10%"}
+    BEHAVIOUR[("deals", "before")] = {"amount": 8000, "line": "DEAL -20%"}
+    BEHAVIOUR[("stamps", "before")] = {"line": "STAMP 3/10"}
+    more = "".join(f'\n[[vas]]\nname = "{n}"\ntype = "strictplugin"\nmerchants = ["SHOP00000000001"]\n'
+                   f'moments = ["before"]\n' for n in ("deals", "stamps"))
+
+    async def scenario(sw):
+        resp = await call(sw, coupon())
+        assert resp[4] == "000000009000" and tags(resp)["DS"] == "000000001000"
+        assert tags(resp)["LY"] == "COUPON -10% / STAMP 3/10"
+
+    run(scenario, extra=more)
+
+
+def test_a_discount_the_journal_refused_is_neither_given_nor_printed():
+    from types import SimpleNamespace
+
+    from switch.core.engine import Engine
+
+    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV) + SERVICE.format(deadline=0.05)
+    engine = Engine(config_mod.loads(text, "test_vas_strict.toml"), key=bytes(32))
+    msg = ts.TERM.decode(coupon())
+    rec = SimpleNamespace(id=7, rrn="000000000007", amount=10000, customer_token=None, acquirer="bank-a",
+                          created_at=engine.clock())
+    flight = SimpleNamespace(budget_from=0.0, vas_tlv=None)
+    gen = engine.vas.before(msg, rec, ts.MERCHANT, "card", {"CP": "SPRING10"}, flight)
+    assert type(next(gen)).__name__ == "Vas"
+    op = gen.send({"shop": {"amount": 9000, "line": "COUPON -10%"}})
+    assert type(op).__name__ == "Op"
+    with pytest.raises(StopIteration):
+        gen.throw(OSError("disk full"))
+    assert msg[4] == "000000010000" and flight.vas_tlv == {}

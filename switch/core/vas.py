@@ -223,14 +223,18 @@ class VasHook:
         body = payload(BEFORE, ref=rec.rrn, token=rec.customer_token, merchant=merchant, terminal=msg[41],
                        amount=amount, currency=msg.get(49), kind=kind, coupon=tlv.get("CP"))
         answers = yield from self._call(BEFORE, merchant, body, self._spare(rec, flight, rec.acquirer))
-        lowered, lines = None, []
+        lowered, lines, winner = None, [], None
         for name, answer in answers:
             new = answer.get("amount")
-            if lowered is None and new is not None and new != amount:
-                lowered = new
+            if new is not None and new != amount:
+                if lowered is not None:
+                    # Another service's discount won: this one is not given, nor printed.
+                    log.info("rrn %s: service %s's discount not taken, an earlier one's was", rec.rrn, name)
+                    continue
+                lowered, winner = new, name
             line = answer.get("line")
             if line:
-                lines.append(line)
+                lines.append((name, line))
         out: dict[str, str] = {}
         if lowered is not None:
             try:
@@ -240,11 +244,12 @@ class VasHook:
                 log.exception("rrn %s: cannot journal the discounted amount; full amount", rec.rrn)
                 self.engine.metrics.vas_call("journal", BEFORE, "error")
                 lowered = None
+                lines = [(name, line) for name, line in lines if name != winner]  # nor printed
         if lowered is not None:
             msg[4] = "%012d" % lowered
             out["DS"] = "%012d" % (amount - lowered)
         if lines:
-            out["LY"] = _line(lines)
+            out["LY"] = _line([line for _, line in lines])
         flight.vas_tlv = out
         return None
 
