@@ -339,3 +339,22 @@ def test_a_discount_the_journal_refused_is_neither_given_nor_printed():
     with pytest.raises(StopIteration):
         gen.throw(OSError("disk full"))
     assert msg[4] == "000000010000" and flight.vas_tlv == {}
+
+
+# -- the loyalty sandbox, as a partner probes it ---------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"', b'{"coupon": 1077, "amount": 100}',
+                                  b'{"coupon": "X10", "amount": "100"}', b'{"token": ["t"], "amount": 100}'])
+def test_the_loyalty_sandbox_answers_400_to_a_body_it_cannot_read(body):
+    from adapters.loyalty.sim import Loyalty, hangs
+    from switch.core.vas import sign
+
+    secret = bytes(32)
+    service = Loyalty(secret)
+    assert hangs(body) is False
+    for target in ("/vas/before", "/vas/after"):
+        headers = {b"x-payswitch-signature": sign(secret, body, int(time.time())).encode()}
+        status, answer = service.handle("POST", target, headers, body)
+        assert status == 400 and "error" in answer
+    assert service.members == {}
