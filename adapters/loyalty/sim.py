@@ -56,7 +56,9 @@ class Loyalty:
             return 404, {"error": "not found"}
         if not verify(self.secret, body, headers.get(b"x-payswitch-signature", b"").decode(), time.time()):
             return 401, {"error": "bad signature"}
-        p = json.loads(body)
+        p = read(body)
+        if p is None:
+            return 400, {"error": "the body is not a payload of docs/value-added-services.md"}
         self.requests.append(p)
         if target == "/vas/before":
             return 200, self.before(p)
@@ -67,7 +69,7 @@ class Loyalty:
         if not coupon:
             return {}
         tail = coupon[-2:]
-        if tail in PERCENT:
+        if tail in PERCENT and p.get("amount"):
             amount = p["amount"]
             lowered = amount - amount * PERCENT[tail] // 100
             return {"amount": lowered, "line": f"COUPON {coupon} -{PERCENT[tail]}%"}
@@ -93,6 +95,34 @@ class Loyalty:
         return {"line": f"+{points} PTS BALANCE {member['points']}"}
 
 
+# The payload's keys and the types each may have (docs/value-added-services.md, "The request").
+_TYPES = {"moment": (str,), "ref": (str,), "token": (str, type(None)), "merchant": (str,), "terminal": (str,),
+          "amount": (int, type(None)), "currency": (str, type(None)), "kind": (str,), "coupon": (str, type(None))}
+
+
+def read(body: bytes) -> dict | None:
+    """The payload in ``body``, or None for anything else (not JSON, not an object, a key of the wrong type)."""
+    try:
+        p = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(p, dict):
+        return None
+    for key, types in _TYPES.items():
+        value = p.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            return None
+    if isinstance(p.get("amount"), int) and p["amount"] < 0:
+        return None
+    return p
+
+
+def hangs(body: bytes) -> bool:
+    """A coupon ending 77: the sandbox hangs (to watch the switch's deadline)."""
+    p = read(body)
+    return p is not None and (p.get("coupon") or "").endswith("77")
+
+
 async def serve_connection(service: Loyalty, stream: trio.SocketStream) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
     try:
@@ -105,13 +135,8 @@ async def serve_connection(service: Loyalty, stream: trio.SocketStream) -> None:
                 return
             request, body = received
             headers = {k.lower(): v for k, v in request.headers}
-            if request.method == b"POST":
-                try:
-                    coupon = json.loads(body).get("coupon") or ""
-                except ValueError:
-                    coupon = ""
-                if coupon.endswith("77"):
-                    await trio.sleep(service.hang)
+            if request.method == b"POST" and hangs(body):
+                await trio.sleep(service.hang)
             status, answer = service.handle(request.method.decode(), request.target.decode(), headers, body)
             await _send(conn, stream, status, json.dumps(answer).encode())
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:

@@ -50,6 +50,7 @@ Gen = Generator[Any, Any, Any]
 BEFORE, AFTER = "before", "after"
 _LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 _LY_MAX = 99  # characters of receipt text in field 48 LY
+_MIN_DEADLINE = 0.001  # seconds: less than this to spare, no service is asked
 
 
 def customer_token(key: bytes, version: int, kind: str, ident: str) -> str:
@@ -128,14 +129,27 @@ class VasHook:
         version, key = found
         return customer_token(key, version, kind, ident)
 
-    def _call(self, moment: str, merchant: str, body: dict) -> Gen:
-        """Yield the command; (service name, answer) for every service that answered sensibly."""
+    def _call(self, moment: str, merchant: str, body: dict, left: float) -> Gen:
+        """Yield the command; (service name, answer) for every service that answered sensibly.
+
+        ``left``: seconds the terminal's budget spares the services (:meth:`_spare`);
+        their deadline is cut to it, and with nothing to spare none is asked.
+
+        An answer that makes no sense (:func:`fault`) counts as an error and is
+        dropped whole, its receipt line too: as if the service were not there.
+        """
         services = self.services.get((merchant, moment))
         if not services:
             return []
         metrics = self.engine.metrics
         names = tuple(s.name for s in services)
-        deadline = max(s.deadline for s in services)
+        deadline = min(max(s.deadline for s in services), left)
+        if deadline < _MIN_DEADLINE:
+            for name in names:
+                metrics.vas_call(name, moment, "timeout")
+            log.info("rrn %s: value-added services skipped at %s: the terminal's response_timeout leaves them "
+                     "no time", body["ref"], moment)
+            return []
         try:
             answers = yield Vas(moment, names, body, deadline)
         except Exception as e:  # the driver broke the deadline itself: no service this time
@@ -143,20 +157,39 @@ class VasHook:
                 metrics.vas_call(name, moment, "timeout")
             log.info("rrn %s: value-added services skipped at %s: %s", body["ref"], moment, type(e).__name__)
             return []
+        if not isinstance(answers, dict):
+            answers = {}
         out = []
         for name in names:
-            answer = answers.get(name) if isinstance(answers, dict) else None
-            if isinstance(answer, BaseException) or answer is None:
+            if name not in answers or isinstance(answers[name], BaseException):
+                answer = answers.get(name)
                 outcome = "timeout" if answer is None or isinstance(answer, TimeoutError) else "error"
                 metrics.vas_call(name, moment, outcome)
                 log.info("rrn %s: service %s skipped at %s (%s)", body["ref"], name, moment, outcome)
                 continue
-            if not isinstance(answer, dict):
+            answer = answers[name]
+            wrong = fault(moment, answer, body)
+            if wrong is not None:
                 metrics.vas_call(name, moment, "error")
+                # What it said is not logged: a partner may quote back a card number.
+                log.warning("rrn %s: service %s answered at %s with %s; ignored", body["ref"], name, moment, wrong)
                 continue
             metrics.vas_call(name, moment, "ok")
             out.append((name, answer))
         return out
+
+    def _spare(self, rec, flight, acquirer: str | None = None) -> float:
+        """Seconds left for the services in the terminal's budget (spec section 6).
+
+        The services' time comes out of the response_timeout budget, never out of
+        the acquirer's: before authorization, the first acquirer's own timeout is
+        kept for it (a slow coupon must not turn an approval into a 68).
+        """
+        engine = self.engine
+        left = engine._budget_end(rec, flight) - engine.clock()
+        if acquirer is not None and acquirer in engine.acquirer_cfg:
+            left -= engine.acquirer_cfg[acquirer].timeout
+        return left
 
     # -- the moments -------------------------------------------------------------------
 
@@ -178,19 +211,30 @@ class VasHook:
         if kind == "citycard":
             return None  # the card debits its own purse (its TAC covers the amount): nothing to lower
         amount = int(msg[4])
+        if rec.amount is not None and 0 < rec.amount < amount:
+            # Handled again (journaled, never sent: the switch died in between): the
+            # discount journaled under this ref stands, and the service is not asked
+            # again: it could answer otherwise (or not in time) and leave the acquirer
+            # asked for one amount while the journal, the totals and a reversal say another.
+            msg[4] = "%012d" % rec.amount
+            flight.vas_tlv = {"DS": "%012d" % (amount - rec.amount)}
+            log.info("rrn %s: handled again with the discount journaled before", rec.rrn)
+            return None
         body = payload(BEFORE, ref=rec.rrn, token=rec.customer_token, merchant=merchant, terminal=msg[41],
                        amount=amount, currency=msg.get(49), kind=kind, coupon=tlv.get("CP"))
-        answers = yield from self._call(BEFORE, merchant, body)
-        lowered, lines = None, []
+        answers = yield from self._call(BEFORE, merchant, body, self._spare(rec, flight, rec.acquirer))
+        lowered, lines, winner = None, [], None
         for name, answer in answers:
             new = answer.get("amount")
-            if lowered is None and type(new) is int and 0 < new < amount:
-                lowered = new
-            elif new is not None and new != amount:
-                log.warning("rrn %s: service %s answered amount %r for %d; ignored", rec.rrn, name, new, amount)
+            if new is not None and new != amount:
+                if lowered is not None:
+                    # Another service's discount won: this one is not given, nor printed.
+                    log.info("rrn %s: service %s's discount not taken, an earlier one's was", rec.rrn, name)
+                    continue
+                lowered, winner = new, name
             line = answer.get("line")
-            if isinstance(line, str) and line:
-                lines.append(line)
+            if line:
+                lines.append((name, line))
         out: dict[str, str] = {}
         if lowered is not None:
             try:
@@ -200,11 +244,12 @@ class VasHook:
                 log.exception("rrn %s: cannot journal the discounted amount; full amount", rec.rrn)
                 self.engine.metrics.vas_call("journal", BEFORE, "error")
                 lowered = None
+                lines = [(name, line) for name, line in lines if name != winner]  # nor printed
         if lowered is not None:
             msg[4] = "%012d" % lowered
             out["DS"] = "%012d" % (amount - lowered)
         if lines:
-            out["LY"] = _line(lines)
+            out["LY"] = _line([line for _, line in lines])
         flight.vas_tlv = out
         return None
 
@@ -233,13 +278,40 @@ class VasHook:
             body = payload(AFTER, ref=rec.rrn, token=token or rec.customer_token, merchant=merchant,
                            terminal=request.terminal_id, amount=request.amount, currency=request.currency,
                            kind=request.kind, coupon=request.tlv.get("CP"))
-            for name, answer in (yield from self._call(AFTER, merchant, body)):
+            for name, answer in (yield from self._call(AFTER, merchant, body, self._spare(rec, flight))):
                 line = answer.get("line")
-                if isinstance(line, str) and line:
+                if line:
                     lines.append(line)
         if lines:
             tlv["LY"] = _line(lines)
         return tlv, token
+
+
+def fault(moment: str, answer: Any, body: Mapping) -> str | None:
+    """What makes ``answer`` nonsense for the payment ``body`` describes, or None.
+
+    Named by key and kind, never by value.  Before authorization ``amount``
+    is absent, null, the request's own, or an integer between 0 and it
+    (exclusive); ``currency``, if given, is the request's code as sent; at
+    both moments ``line`` is absent, null or text.
+    """
+    if not isinstance(answer, dict):
+        return f"a {type(answer).__name__}, not a JSON object"
+    line = answer.get("line")
+    if line is not None and not isinstance(line, str):
+        return f"line as a {type(line).__name__}, not text"
+    if moment != BEFORE:
+        return None
+    new = answer.get("amount")
+    if new is not None and new != body["amount"] or type(new) is bool:
+        if type(new) is not int:
+            return f"amount as a {type(new).__name__}, not an integer"
+        if not 0 < new < body["amount"]:
+            return "an amount not between 0 and the request's (exclusive)"
+    currency = answer.get("currency")
+    if currency is not None and currency != body["currency"]:
+        return "a currency other than the request's"
+    return None
 
 
 def _line(lines: list[str]) -> str:

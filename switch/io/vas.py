@@ -21,6 +21,7 @@ import secrets
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
+from native.panguard import mask_pans
 from switch import config as config_mod
 from switch.core.commands import Vas
 from switch.secret_refs import shown
@@ -149,7 +150,8 @@ class Services:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - a service's failure is never the payment's
-            log.debug("service %s failed: %s", name, e)
+            # Masked: a partner's error text may quote a card number back.
+            log.debug("service %s failed: %s", name, mask_pans(str(e)))
             return e
 
     async def close(self) -> None:
