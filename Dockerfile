@@ -20,7 +20,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/payswitch --cr
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl \
  && rm -rf /wheels \
- && python -c "import native.iso8583, native.framing, native.routing, native.sqlbatch, native.aead" \
+ && python -c "import native.iso8583, native.framing, native.routing, native.sqlbatch, native.aead, native.hmac256" \
  && python -c "from switch import compiled; bad = compiled.problems(); assert not bad, bad"
 COPY ops/docker/switch.toml /etc/payswitch/switch.toml
 USER payswitch

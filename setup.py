@@ -23,8 +23,8 @@ if SANITIZE:
 
 
 # native/sqlbatch.pyx steps journal batches through the SQLite C API; native/aead.pyx
-# seals with OpenSSL's libcrypto (the one Python's ssl module loads).
-LIBRARIES = {"native.sqlbatch": ["sqlite3"], "native.aead": ["crypto"]}
+# seals and native/hmac256.pyx hashes with OpenSSL's libcrypto (the one Python's ssl module loads).
+LIBRARIES = {"native.sqlbatch": ["sqlite3"], "native.aead": ["crypto"], "native.hmac256": ["crypto"]}
 
 
 def request_path() -> list[str]:

@@ -34,3 +34,26 @@ def test_equals_the_standard_library(key_len):
 
 def test_repr_shows_no_key():
     assert "Jefe" not in repr(HmacSha256(b"Jefe"))
+
+
+@pytest.mark.parametrize("digits", [2, 32, 64])
+def test_the_first_digits_are_the_full_digests_first(digits):
+    key, msg = os.urandom(32), os.urandom(120)
+    assert keyed(key).hexdigest(msg, digits) == hmac.new(key, msg, hashlib.sha256).hexdigest()[:digits]
+
+
+@pytest.mark.parametrize("digits", [0, 1, 33, 66, -2])
+def test_digits_out_of_range_or_odd_are_refused(digits):
+    with pytest.raises(ValueError, match="even number from 2 to 64"):
+        HmacSha256(b"k").hexdigest(b"m", digits)
+
+
+def test_only_bytes_are_hashed_and_the_key_is_never_pickled():
+    import pickle
+
+    h = HmacSha256(b"Jefe")
+    for wrong in ("text", None, bytearray(b"x")):
+        with pytest.raises(TypeError):
+            h.hexdigest(wrong)
+    with pytest.raises(TypeError, match="not pickled"):
+        pickle.dumps(h)

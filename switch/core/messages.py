@@ -258,7 +258,7 @@ def content_digest(msg, key: bytes, mti: str | None = None) -> str:
         parts.append(tag)
         parts.append(v if type(v) is bytes else v.encode())
     # One HMAC over the joined parts: what updating with each in turn would give.
-    return keyed(key).hexdigest(b"".join(parts))[:32]
+    return keyed(key).hexdigest(b"".join(parts), 32)
 
 
 def build_request(

@@ -103,7 +103,7 @@ def raw_digest(engine: Any, mti: str, body: bytes) -> str:
     """The content digest of an undecodable request: its bytes as received, a repeat's
     MTI read as its original's (the MTI is the first four bytes in every terminal
     dialect).  Never equal to a decoded request's (:func:`messages.content_digest`)."""
-    return keyed(engine.digest_key).hexdigest(b"undecodable|" + mti.encode() + body[4:])[:32]
+    return keyed(engine.digest_key).hexdigest(b"undecodable|" + mti.encode() + body[4:], 32)
 
 
 def format_error(engine: Any, body: bytes, codec: Any) -> bytes:
