@@ -304,6 +304,11 @@ class Switch:
             self.metrics.wallet_held.labels(held[order_no]).inc()
         elif state not in ("pay", "query", "cancel") and order_no in held:
             self.metrics.wallet_held.labels(held.pop(order_no)).dec()
+        if state == "query" and rec.state == states.REVERSAL_PENDING:
+            # Its terminal's 0400 landed on another worker (serve --workers), which could
+            # only queue the reversal in the journal: seen here at the next look at the
+            # order, it is withdrawn before the customer can confirm it (spec 6.1).
+            self._withdraw_txn(rec.id)
         await self.journal.update(rec.id, order_state=state)
 
     def _unheld(self, request) -> None:
@@ -318,9 +323,12 @@ class Switch:
         holds it (a wallet order waiting for its customer) ends it now, undoing it there."""
         if flight.txn_id is None:
             return  # not journaled yet, so at no acquirer: its authorization sees the reversal
+        self._withdraw_txn(flight.txn_id)
+
+    def _withdraw_txn(self, txn_id: int) -> None:
         for acquirer in self.acquirers.values():
             withdraw = getattr(acquirer, "withdraw", None)
-            if withdraw is not None and withdraw(flight.txn_id):
+            if withdraw is not None and withdraw(txn_id):
                 return
 
     # -- the driver ------------------------------------------------------------------

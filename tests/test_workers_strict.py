@@ -1,0 +1,51 @@
+"""serve --workers: what lands on another worker than its original, the reversal sender, reloads."""
+import asyncio
+import time
+
+import pytest
+
+from tests.test_wallet_strict import WALLET_CODE, ConfirmingWallet, wallet_switch_acquirers
+
+
+@pytest.fixture
+def service_key(monkeypatch):
+    from tests import test_service
+
+    monkeypatch.setenv(test_service.KEY_ENV, test_service.KEY_HEX)
+    return test_service
+
+
+# --- a wallet payment reversed on another worker while its customer confirms (spec 6.1) ------
+
+
+def test_a_wallet_order_reversed_on_another_worker_is_withdrawn_at_its_next_query(service_key):
+    ts = service_key
+    wallet = ConfirmingWallet()
+    acquirers, acquirer = wallet_switch_acquirers(ts, wallet)
+
+    async def before_start(sw):
+        acquirer._on_state = sw._order_state
+        sw.engine.shared_journal = True  # as a worker's: its answer is journaled only while still "sent"
+
+    async def scenario(sw):
+        original = asyncio.create_task(sw.handle(ts.request(pan=None, f22="031", f48=WALLET_CODE)))
+        for _ in range(200):
+            if wallet.calls.count("query") >= 3:  # the probe at start, then the customer confirming
+                break
+            await asyncio.sleep(0.01)
+        assert "cancel" not in wallet.calls
+        # The terminal's 0400 landed on another worker: it queued the reversal in the
+        # journal (sent -> reversal_pending) and answered 00; this process was not told.
+        rec = await ts.record(sw, "000001")
+        t0 = time.monotonic()
+        await ts.journal(sw, sw.journal.update_if(rec.id, "sent", state="reversal_pending",
+                                                  reversal_started=time.time(), reversal_attempts=0))
+        answer = ts.TERM.decode(await asyncio.wait_for(original, ts.WAIT))
+        # Withdrawn at the wallet at the next look at the order, not when the hold ends.
+        assert wallet.reversed_at is not None and wallet.reversed_at - t0 < 0.5
+        assert wallet.queried_after_reverse == 0
+        assert answer[39] == "68" and 38 not in answer
+        rec = await ts.record(sw, "000001")
+        assert rec.response_code == "68" and rec.state == "reversal_pending"
+
+    ts.run(scenario, acquirers=acquirers, before_start=before_start, timeout=2.5, response_timeout=3.0)
