@@ -49,3 +49,54 @@ def test_a_wallet_order_reversed_on_another_worker_is_withdrawn_at_its_next_quer
         assert rec.response_code == "68" and rec.state == "reversal_pending"
 
     ts.run(scenario, acquirers=acquirers, before_start=before_start, timeout=2.5, response_timeout=3.0)
+
+
+# --- what a worker that is not the reversal sender holds in memory -------------------------
+
+
+def _drive(gen, answer):
+    """Run an engine generator, each command answered by ``answer(command)`` (an exception is thrown in)."""
+    value = error = None
+    while True:
+        try:
+            command = gen.send(value) if error is None else gen.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        value = error = None
+        try:
+            value = answer(command)
+        except Exception as e:
+            error = e
+
+
+def test_a_non_sender_worker_counts_the_outcomes_it_holds_in_its_reversal_queue_gauge(service_key):
+    from switch.core.engine import Engine
+    from switch.journal import JournalError
+    from switch.metrics import Metrics
+
+    engine = Engine(service_key.make_config(), key=bytes(32), metrics=Metrics())
+    queue = engine.reversals
+    queue.stranded[7] = ("bank-a", None, True, "answer", {})  # an approval the journal refused
+    queue.named.append(("T1", "M1", "0200", "000009", "0612153000"))  # a 0400 answered 00, not journaled
+
+    def refusing(command):
+        if command.name in ("reserve_stans", "reversal_card", "keep_reversal_card"):
+            return 1
+        raise JournalError("disk full")
+
+    def gauge():
+        return engine.metrics.registry.get_sample_value("payswitch_reversal_queue")
+
+    assert _drive(queue.sweep(sender=False), refusing) == {}
+    assert gauge() == 2  # both still held by this worker: the sender never sees them
+
+    def taking(command):
+        if command.name == "find":
+            return None
+        if command.name == "insert":
+            raise JournalError("disk full")  # the 0400's original: still refused
+        return 1 if command.name == "reserve_stans" else None
+
+    _drive(queue.sweep(sender=False), taking)
+    assert not queue.stranded and len(queue.named) == 1
+    assert gauge() == 1

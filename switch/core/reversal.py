@@ -329,9 +329,9 @@ class ReversalQueue:
             self.held.later(now, cfg.reversal_retry)
             self._next = now + cfg.reversal_retry
             self.held.refused("reversal sweep: the journal refused", e, cfg.reversal_retry)
-            if sender:
-                count, oldest = self._depth
-                self.engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), oldest)
+            # A worker that is not the sender counts only what it holds: the sender counts the journal's.
+            count, oldest = self._depth if sender else (0, None)
+            self.engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), oldest)
             return {}
         if not self.held:
             self.held.recovered()
@@ -375,6 +375,7 @@ class ReversalQueue:
             # This process never sends a reversal: the sender opens the journal's copies.
             self.pans.clear()
             self._next = engine.clock() + engine.cfg.reversal_backoff_max
+            engine.metrics.reversal_backlog(len(self.stranded) + len(self.named), None)
             return {}
         yield from self._write_held()
         now = engine.clock()
