@@ -100,3 +100,61 @@ def test_a_non_sender_worker_counts_the_outcomes_it_holds_in_its_reversal_queue_
     _drive(queue.sweep(sender=False), taking)
     assert not queue.stranded and len(queue.named) == 1
     assert gauge() == 1
+
+
+# --- the reversal sender (worker 0) down: the supervisor tells the backlog ----------------
+
+
+def _fleet_without_sender(monkeypatch, backlog):
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from switch.io import fleet_http
+    from switch.io.workers import Worker
+    from tests import test_service as ts
+
+    class Proc:
+        pid, returncode = 4001, None
+
+        def poll(self):
+            return None
+
+    cfg = ts.make_config()
+    sender, other = Worker(0), Worker(1)
+    sender.restarts = 1  # dead, restarting
+    other.proc = Proc()
+    other.ready.set()
+
+    def reversal_backlog():
+        fut = Future()
+        fut.set_result(backlog)
+        return fut
+
+    async def http_get(host, port, target, timeout=fleet_http.SCRAPE_TIMEOUT):
+        if target == "/metrics":
+            return 200, b"# TYPE payswitch_reversal_queue gauge\npayswitch_reversal_queue 0.0\n"
+        return 200, b'{"ready": true}'
+
+    monkeypatch.setattr(fleet_http, "http_get", http_get)
+    fleet = SimpleNamespace(cfg=cfg, workers=[sender, other], writer=None, reloads={"ok": 0, "rejected": 0},
+                            last_reload_ok=True, journal=SimpleNamespace(reversal_backlog=reversal_backlog))
+    return fleet_http.FleetHttp(fleet)
+
+
+def test_while_the_reversal_sender_is_down_the_supervisor_reports_the_journals_backlog(monkeypatch, service_key):
+    import json
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    front = _fleet_without_sender(monkeypatch, (3, time.time() - 30.0, 0))
+    text = asyncio.run(front.metrics()).decode()
+    samples = {(s.name, s.labels.get("worker")): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("payswitch_reversal_queue", "supervisor")] == 3
+    assert samples[("payswitch_reversal_queue", "1")] == 0
+    assert 29 <= samples[("payswitch_reversal_oldest_age_seconds", "supervisor")] <= 60
+    code, _, body = asyncio.run(front._route(b"GET", b"/readyz"))
+    doc = json.loads(body)
+    assert code == 503
+    assert doc["reversal_sender"] == {"worker": 0, "ready": False, "reversal_queue": 3,
+                                      "detail": "reversals wait in the journal until worker 0 is back"}
