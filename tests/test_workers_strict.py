@@ -158,3 +158,42 @@ def test_while_the_reversal_sender_is_down_the_supervisor_reports_the_journals_b
     assert code == 503
     assert doc["reversal_sender"] == {"worker": 0, "ready": False, "reversal_queue": 3,
                                       "detail": "reversals wait in the journal until worker 0 is back"}
+
+
+# --- reloads ----------------------------------------------------------------------------
+
+
+def test_a_worker_that_started_while_a_reload_was_accepted_takes_it_when_ready(service_key):
+    import signal
+    import socket
+
+    from switch.io.workers import Fleet
+
+    class Proc:
+        pid, returncode = 4242, None
+
+        def __init__(self):
+            self.signals = []
+
+        def poll(self):
+            return None
+
+        def send_signal(self, sig):
+            self.signals.append(sig)
+
+    fleet = Fleet(service_key.make_config(), "sw.toml", 1, "text", text="old")
+    w = fleet.workers[0]
+    w.proc = Proc()
+    w.started_on = "old"  # it read the accepted copy as it was when it was started
+    fleet.accepted = "new"  # then a reload was accepted: SIGHUP went only to the ready workers
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        w.control = ours
+        theirs.sendall(b"ready\n")
+        fleet._on_control(w, ours)
+    finally:
+        ours.close()
+        theirs.close()
+    assert w.ready.is_set()
+    assert w.proc.signals == [signal.SIGHUP]  # it re-reads the accepted copy: the others' configuration
