@@ -197,3 +197,32 @@ def test_a_worker_that_started_while_a_reload_was_accepted_takes_it_when_ready(s
         theirs.close()
     assert w.ready.is_set()
     assert w.proc.signals == [signal.SIGHUP]  # it re-reads the accepted copy: the others' configuration
+
+
+def test_a_bad_file_is_refused_by_the_supervisor_and_by_a_workers_own_port(tmp_path, monkeypatch):
+    """A reload goes through the supervisor: a worker's own /admin/reload re-reads only the
+    copy the supervisor accepted, so it must not answer "reloaded" for a file nobody checked."""
+    import json
+    import os
+
+    from tests import e2e
+    from tests.test_e2e_workers import fleet
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(e2e.ROOT), os.environ.get("PYTHONPATH")) if p))
+    sw = fleet(tmp_path, workers=2, slow_ms=0)
+    try:
+        good = sw.config.read_text()
+        sw.config.write_text(good.replace("response_timeout = 30.0", 'response_timeout = "soon"'))
+        status, body = sw.http_post("/admin/reload")
+        message = json.loads(body)["message"]
+        assert status == 400 and str(sw.config) in message and "$.response_timeout" in message
+        port = json.loads(sw.http_get("/healthz")[1])["workers"][0]["http_port"]
+        status, body = e2e.http_post(port, "/admin/reload")  # worker 0's own port
+        message = json.loads(body)["message"]
+        assert status == 400 and "supervisor" in message and "nothing reloaded" in message, message
+        _, metrics = sw.http_get("/metrics")
+        assert b'payswitch_config_reloads_total{result="ok",worker="0"} 0.0' in metrics
+        log = (tmp_path / "switch.log").read_text()
+        assert log.count("reload rejected, keeping") == 1 and "configuration reloaded" not in log
+    finally:
+        sw.stop()

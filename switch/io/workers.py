@@ -482,6 +482,14 @@ def worker_http_port(cfg: config_mod.Config, index: int) -> int:
     return cfg.http.port + 1 + index if cfg.http.port else 0
 
 
+def worker_reload_refused(cfg: config_mod.Config, config_path: str | None, index: int) -> tuple[bool, str]:
+    """A worker's own ``POST /admin/reload``: refused.  A worker reloads only the copy its
+    supervisor accepted, so taking it here would say "reloaded" for a file nobody checked."""
+    return False, (f"worker {index} of serve --workers reloads only what the supervisor accepted: POST"
+                   f" /admin/reload on port {cfg.http.port} (or SIGHUP the supervisor) to check"
+                   f" {config_path or 'the configuration'} and reload every worker; nothing reloaded")
+
+
 # -- a worker process ------------------------------------------------------------------
 
 
