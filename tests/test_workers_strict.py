@@ -226,3 +226,37 @@ def test_a_bad_file_is_refused_by_the_supervisor_and_by_a_workers_own_port(tmp_p
         assert log.count("reload rejected, keeping") == 1 and "configuration reloaded" not in log
     finally:
         sw.stop()
+
+
+# --- a worker killed with a purchase at its acquirer --------------------------------------
+
+
+def test_a_retransmission_of_a_killed_workers_purchase_on_another_worker_is_96_and_reversed_once(
+        tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from tests import e2e
+    from tests.e2e import wait_for
+    from tests.test_e2e_workers import clients_on, fleet, ledger, rows, worker_pids
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(e2e.ROOT), os.environ.get("PYTHONPATH")) if p))
+    sw = fleet(tmp_path)  # bank-a answers 2.5 s late
+    try:
+        on = clients_on(sw, {0, 1})
+        doc = e2e.purchase(5200)
+        on[1].send(doc)
+        assert wait_for(lambda: any(e["event"] == "authorization" for e in ledger(sw)), 10)
+        os.kill(worker_pids(sw)[1], signal.SIGKILL)
+        t0 = time.monotonic()
+        again = on[0].transact(doc)  # the terminal reconnected to worker 0 and sent it again
+        assert again["39"] == "96" and "38" not in again, again
+        # Once the sender (worker 0 here) queued its reversal, not at the end of response_timeout (30 s).
+        assert time.monotonic() - t0 < 5.0
+        assert wait_for(lambda: rows(tmp_path, "stan = ?", (doc["11"],))[0]["state"] == "reversed", 15)
+        assert on[0].transact(doc)["39"] == "96"  # after its reversal too, never authorized again
+        auths = [e for e in ledger(sw) if e["event"] == "authorization"]
+        reversals = [e for e in ledger(sw) if e["event"] == "reversal"]
+        assert len(auths) == 1 and [e["original_stan"] for e in reversals] == [auths[0]["stan"]], (auths, reversals)
+    finally:
+        sw.stop()

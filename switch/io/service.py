@@ -488,7 +488,14 @@ class Switch:
         found = []
         for txn_id in ids:
             rec = await self.journal.get(txn_id)
-            if rec is not None and rec.state == states.SENT and (rec.terminal_id, rec.stan, rec.transmission_time) not in self.engine.inflight:
+            if rec is None or rec.state != states.SENT:
+                continue
+            # Skipped only if this process handles that very record now.  A retransmission
+            # of it here waits for the record to leave "sent" (switch.core.elsewhere): it
+            # has no record of its own yet and must not hold the reversal up (nor wait
+            # response_timeout for an answer nobody will give).
+            flight = self.engine.inflight.get((rec.terminal_id, rec.stan, rec.transmission_time))
+            if flight is None or flight.txn_id != rec.id:
                 found.append(rec)
         if found:
             log.warning("%d transaction(s) in flight in a worker that died: queueing their reversals", len(found))
