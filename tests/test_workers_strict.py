@@ -260,3 +260,51 @@ def test_a_retransmission_of_a_killed_workers_purchase_on_another_worker_is_96_a
         assert len(auths) == 1 and [e["original_stan"] for e in reversals] == [auths[0]["stan"]], (auths, reversals)
     finally:
         sw.stop()
+
+
+# --- host STANs: a block held by an idle worker while the others wrap the sequence --------
+
+
+def test_a_block_an_idle_worker_holds_is_dropped_before_the_journal_hands_it_out_again():
+    from switch.core.commands import Op
+    from switch.core.host_stans import STAN_BLOCK, HostRefs
+
+    journal = {"next": 1}
+
+    def answer(command):
+        if command.name == "reserve_stans":
+            start = journal["next"]
+            journal["next"] = (start - 1 + command.args[1]) % 999_999 + 1
+            return start
+        if command.name == "stan_position":
+            return journal["next"]
+        raise AssertionError(command)
+
+    idle = HostRefs({"bank-a"}, clock=lambda: 0.0, on_refilled=lambda flight: None)
+    _drive(idle.prefill(), answer)
+    assert [idle.take_stan("bank-a") for _ in range(100)][-1] == "000100"
+    for _ in range(98):  # the busy workers: 980,000 STANs while the idle one keeps its block
+        answer(Op("reserve_stans", "bank-a", STAN_BLOCK))
+    _drive(idle.refill_low(), answer)  # its sweep
+    theirs = set()
+    for _ in range(3):  # the busy workers' next blocks, past 999999 and on
+        start = answer(Op("reserve_stans", "bank-a", STAN_BLOCK))
+        theirs |= {f"{(start - 1 + i) % 999_999 + 1:06d}" for i in range(STAN_BLOCK)}
+    ours = {idle.take_stan("bank-a") for _ in range(STAN_BLOCK - 200)}
+    assert not ours & theirs, sorted(ours & theirs)[:5]
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_the_journal_tells_where_its_host_stan_sequence_stands(tmp_path, writer):
+    from switch.journal import open_journal
+
+    j = open_journal(f"sqlite://{tmp_path}/journal.sqlite", writer=writer)
+    try:
+        assert j.stan_position("bank-a").result(10) == 1  # nothing reserved yet
+        assert j.reserve_stans("bank-a", 999_990).result(10) == 1
+        assert j.stan_position("bank-a").result(10) == 999_991
+        j.reserve_stans("bank-a", 20).result(10)
+        assert j.stan_position("bank-a").result(10) == 12  # 999991..999999, 000001..000011
+        assert j.stan_position("bank-b").result(10) == 1
+    finally:
+        j.close()
