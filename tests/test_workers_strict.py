@@ -308,3 +308,38 @@ def test_the_journal_tells_where_its_host_stan_sequence_stands(tmp_path, writer)
         assert j.stan_position("bank-b").result(10) == 1
     finally:
         j.close()
+
+
+# --- a terminal's 0400 for a request another worker has journaled but not sent yet ---------
+
+
+def test_a_reversal_of_a_request_another_worker_has_not_sent_yet_waits_for_it_and_queues_its_reversal(
+        service_key):
+    from switch.journal import TxnRecord
+
+    ts = service_key
+
+    async def before_start(sw):
+        sw.engine.shared_journal = True
+
+    async def scenario(sw):
+        # Another worker journaled the request (a completion takes the long way: "received"
+        # first) and is about to send it; this worker has no flight for it.
+        original = TxnRecord(terminal_id=ts.TID, merchant_id=ts.MERCHANT, mti="0200", stan="000001",
+                             transmission_time=ts.T7, kind="card", state="received")
+        rec, created = await ts.journal(sw, sw.journal.insert(original))
+        assert created
+
+        async def other_worker_sends():
+            await asyncio.sleep(0.2)
+            await ts.journal(sw, sw.journal.update_if(rec.id, "received", state="sent", acquirer="bank-a"))
+
+        sending = asyncio.create_task(other_worker_sends())
+        answer = ts.TERM.decode(await asyncio.wait_for(sw.handle(ts.reversal("000002", "000001")), ts.WAIT))
+        await sending
+        assert answer[39] == "00"
+        # The reversal is queued: the other worker's answer then finds it moved on (68), and
+        # an approval is reversed; not a completion that stands after its 0400 was answered 00.
+        assert (await ts.record(sw, "000001")).state == "reversal_pending"
+
+    ts.run(scenario, before_start=before_start)
