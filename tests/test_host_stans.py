@@ -44,7 +44,8 @@ class Worker:
     def __init__(self, sequence: Sequence) -> None:
         self.sequence = sequence
         self.engine = SimpleNamespace(clock=lambda: 1_764_500_000.0, on_flight_done=self._flight_done,
-                                      cfg=SimpleNamespace(reversal_backoff_max=60.0))
+                                      cfg=SimpleNamespace(reversal_backoff_max=60.0),
+                                      metrics=SimpleNamespace(reversal_backlog=lambda depth, oldest: None))
         self.queue = ReversalQueue(self.engine, {BANK})
         self.refills: list = []  # generators waiting for reserve_stans
         self.ready: list = []  # (generator, value, error) to resume
@@ -80,6 +81,8 @@ class Worker:
                 self.ready.append((gen, flight.answer, flight.error))
             else:
                 flight.waiters.append(gen)
+        elif type(command) is Op and command.name == "stan_position":  # a sweep: answered at once
+            self.ready.append((gen, self.sequence.next, None))
         else:
             assert type(command) is Op and command.name == "reserve_stans", command
             assert command.args == (BANK, BLOCK)

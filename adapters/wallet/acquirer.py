@@ -313,6 +313,8 @@ class WalletAcquirer:
                     continue
                 assert isinstance(step, Call)
                 await self._journal(order.no, step.call)
+                if step.call == "query" and flow.phase == "cancel":
+                    continue  # withdrawn meanwhile (the journal said it was reversed): no query, the cancel
                 flow.feed(step.call, await self._call(step.call, order, step.timeout), loop.time())
             self.metrics.inc("orders", disposition=step.disposition)
             await self._journal(order.no, step.disposition)

@@ -7,6 +7,12 @@ messages in flight the same STAN: the journal hands each block out once, and
 a process numbers only inside the blocks it holds.  Past them lies a block
 that another worker may hold, so nothing is ever numbered there.
 
+The sequence wraps (past 999999 to 000001), and a worker with little traffic
+may still hold a block when the others have gone round: every sweep reads
+where the journal's sequence stands (``stan_position``) and drops the blocks
+held that the journal hands out again within the next :data:`STALE_MARGIN`
+STANs, so that a block is never numbered in by two workers at once.
+
 A refill (one at a time per acquirer) is started while half a block is left.
 Requests leave the last :data:`NETWORK_RESERVE` STANs to the link's own
 network messages (sign-on, echo, sign-off), which cannot wait for the
@@ -31,6 +37,10 @@ STAN_BLOCK = 10_000  # host STANs reserved per journal write
 NETWORK_RESERVE = 100  # the held STANs only network messages take
 STAN_LIMIT = 999_999
 LOW_MARK = STAN_BLOCK // 2  # fewer held than this: a refill is started
+# A block held is dropped once the journal hands it out again within this many STANs
+# (sweeps come at least every reversal_backoff_max: the fleet would have to reserve
+# this many in between for two workers to number in one block).
+STALE_MARGIN = 25 * STAN_BLOCK
 
 
 NO_REF: tuple[None, None] = (None, None)  # the host reference of an acquirer that takes no switch STANs
@@ -63,6 +73,21 @@ class HostStans:
 
     def left(self) -> int:
         return self._held
+
+    def drop_near(self, position: int, margin: int = STALE_MARGIN) -> int:
+        """Drop what is held of the STANs the journal hands out from ``position`` on, within
+        ``margin`` of them (the sequence went round while this process held them); how many went."""
+        def soon(start: int, count: int) -> bool:
+            return (start - position) % STAN_LIMIT < margin or (position - start) % STAN_LIMIT < count
+
+        dropped = 0
+        if self._left > 0 and soon(self._next, self._left):
+            dropped, self._left = self._left, 0
+        kept = [(start, count) for start, count in self._blocks if not soon(start, count)]
+        dropped += sum(count for _, count in self._blocks) - sum(count for _, count in kept)
+        self._blocks = kept
+        self._held -= dropped
+        return dropped
 
     def low(self) -> bool:
         return self._held < LOW_MARK
@@ -152,8 +177,20 @@ class HostRefs:
                 yield from self._refill(acquirer, seq)
 
     def refill_low(self) -> Gen:
-        """Refill what network messages alone brought low (a sweep's work); failures are logged."""
+        """Drop the blocks the journal's sequence came round to, and refill what that or
+        network messages alone brought low (a sweep's work); failures are logged."""
         for acquirer, seq in list(self._stans.items()):
+            if seq.refill is None and seq.left():
+                try:
+                    position = yield Op("stan_position", acquirer)
+                except Exception as exc:
+                    log.warning("%s: where the journal's host STANs stand could not be read (%s: %s)", acquirer,
+                                type(exc).__name__, exc)
+                else:
+                    dropped = seq.drop_near(position)
+                    if dropped:
+                        log.info("%s: %d host STANs held dropped: the journal's sequence came round to them"
+                                 " (at %06d)", acquirer, dropped, position)
             if seq.refill is None and seq.low():
                 try:
                     yield from self._refill(acquirer, seq)

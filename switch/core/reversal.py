@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Generator
 
 from switch.core import pipeline, states
 from switch.core.acquirer import NOT_FOUND, REFUSED, REVERSED, Original, Request, reversal_outcome
-from switch.core.commands import Op, Reverse, Wait
+from switch.core.commands import Op, Pause, Reverse, Wait
 from switch.core.host_stans import HostRefs
 from switch.core.held import Held, HeldOutcomes
 from switch.core.late_answers import LateAnswers, fits_field_38
@@ -51,6 +51,7 @@ Gen = Generator[Any, Any, Any]
 
 # What a terminal's 0400 may name (spec section 3), and what a 0220 may complete.
 REVERSIBLE = ("0100", "0200", "0220")
+_NOT_SENT_POLL = 0.05  # seconds between two looks at an original another worker has not sent yet
 
 class ReversalQueue:
     """The engine's reversal side: what to queue, when to try, what an answer means."""
@@ -201,6 +202,9 @@ class ReversalQueue:
                 continue
             orig = yield Op("find", *okey)
             flight = self.engine.inflight.get(okey) if in_flight else None
+            if flight is None and in_flight and orig is not None and self._not_sent_elsewhere(orig):
+                yield Pause(_NOT_SENT_POLL)  # another worker's, not sent yet: once sent, it is reversed (6.1)
+                continue
             if flight is None or orig is not None and orig.state not in (states.RECEIVED, states.SENT):
                 break  # nothing in flight, or only a retransmission of something answered
             if flight.decided:
@@ -238,6 +242,13 @@ class ReversalQueue:
                 yield Op("update_if", orig.id, orig.state, state=states.advance(orig.state, "reverse"), **changes)
                 self.queued(orig.id, card, "terminal")
         return orig.id, orig.kind
+
+    def _not_sent_elsewhere(self, orig: TxnRecord) -> bool:
+        """Journaled by another worker (serve --workers) and not sent yet, within its deadline:
+        answering the 0400 now would queue nothing, and the original would go out after it."""
+        engine = self.engine
+        return (engine.shared_journal and orig.state == states.RECEIVED
+                and engine.clock() < orig.created_at + engine.cfg.response_timeout)
 
     def card_for(self, orig: TxnRecord, pan: str | None) -> str | None:
         """The card number for the reversal of ``orig``: ``pan`` (what the terminal sent now)
@@ -329,9 +340,9 @@ class ReversalQueue:
             self.held.later(now, cfg.reversal_retry)
             self._next = now + cfg.reversal_retry
             self.held.refused("reversal sweep: the journal refused", e, cfg.reversal_retry)
-            if sender:
-                count, oldest = self._depth
-                self.engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), oldest)
+            # A worker that is not the sender counts only what it holds: the sender counts the journal's.
+            count, oldest = self._depth if sender else (0, None)
+            self.engine.metrics.reversal_backlog(count + len(self.stranded) + len(self.named), oldest)
             return {}
         if not self.held:
             self.held.recovered()
@@ -375,6 +386,7 @@ class ReversalQueue:
             # This process never sends a reversal: the sender opens the journal's copies.
             self.pans.clear()
             self._next = engine.clock() + engine.cfg.reversal_backoff_max
+            engine.metrics.reversal_backlog(len(self.stranded) + len(self.named), None)
             return {}
         yield from self._write_held()
         now = engine.clock()

@@ -30,7 +30,7 @@ from switch.io.children import Children
 from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
 from switch.io.service import Switch, WorkerRole
-from switch.io.workers import Fleet, read_config, worker_http_port
+from switch.io.workers import Fleet, read_config, worker_http_port, worker_reload_refused
 from switch.security.coredump import no_core_dumps
 
 log = logging.getLogger("payswitch")
@@ -109,7 +109,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
             return True, message
 
         http_port = cfg.http.port if worker is None else worker_http_port(cfg, worker.index)
-        http = await AdminHttp(switch, reload, token=load_admin_token(cfg.http, cfg.source)).serve(
+        # A worker's own /admin/reload: only the supervisor checks the file (SIGHUP reaches it from there).
+        on_post = reload if worker is None else functools.partial(worker_reload_refused, cfg, config_path, worker.index)
+        http = await AdminHttp(switch, on_post, token=load_admin_token(cfg.http, cfg.source)).serve(
             cfg.http.host, http_port
         )
         loop = asyncio.get_running_loop()

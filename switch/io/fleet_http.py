@@ -14,6 +14,12 @@ On ``[http] port`` (worker ``i`` serves its own admin HTTP on ``port + 1 + i``):
 - ``GET /readyz``: 200 when every worker is ready (its own ``/readyz``), 503
   otherwise; each worker's ``state`` (ready, starting, exited, restarting)
   and answer either way;
+- while worker 0 (the reversal sender, which reports the journal's reversal
+  backlog) does not answer, the supervisor reads that backlog from the
+  journal itself: ``payswitch_reversal_queue`` and
+  ``payswitch_reversal_oldest_age_seconds`` with ``worker="supervisor"`` in
+  ``/metrics``, and ``reversal_sender`` in ``/readyz`` (reversals wait in the
+  journal, and are sent once worker 0 is back);
 - ``GET /status``: the status page, polling ``/status.json``: the workers'
   own snapshots added up (:func:`switch.io.status.merge`), with each
   worker's state;
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
@@ -142,6 +149,10 @@ class FleetHttp(AdminHttp):
                     "payswitch_cpu_seconds", "CPU time by part of the switch", "counter")
             cpu.add_sample("payswitch_cpu_seconds_total", {"part": "journal_writer", "worker": "supervisor"}, seconds)
         self._supervisor_reloads(families)
+        if 0 not in texts:
+            backlog = await self.sender_backlog()
+            if backlog is not None:
+                self._sender_down(families, *backlog)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families([configured, up, restarts, *families.values()]))
         return generate_latest(registry)
@@ -156,6 +167,31 @@ class FleetHttp(AdminHttp):
         last = families.setdefault("payswitch_config_last_reload_successful", Metric(
             "payswitch_config_last_reload_successful", "0 when the last reload was rejected", "gauge"))
         last.add_sample("payswitch_config_last_reload_successful", supervisor, 1 if self.fleet.last_reload_ok else 0)
+
+    async def sender_backlog(self) -> tuple[int, float | None] | None:
+        """(reversals waiting, when the oldest was queued) as the journal says, read by the
+        supervisor: worker 0, which reports them, is down.  None if the journal does not say."""
+        journal = getattr(self.fleet, "journal", None)
+        if journal is None:
+            return None
+        try:
+            count, oldest, _refused = await asyncio.wait_for(asyncio.wrap_future(journal.reversal_backlog()),
+                                                             SCRAPE_TIMEOUT)
+        except Exception:  # the journal is failing too: the workers' own metrics say so
+            return None
+        return count, oldest
+
+    @staticmethod
+    def _sender_down(families: dict[str, Metric], count: int, oldest: float | None) -> None:
+        supervisor = {"worker": "supervisor"}
+        queue = families.setdefault("payswitch_reversal_queue", Metric(
+            "payswitch_reversal_queue", "Transactions waiting for a reversal acknowledgement (uncapped)", "gauge"))
+        queue.add_sample("payswitch_reversal_queue", supervisor, count)
+        age = families.setdefault("payswitch_reversal_oldest_age_seconds", Metric(
+            "payswitch_reversal_oldest_age_seconds",
+            "Age of the oldest transaction waiting for a reversal acknowledgement (0 when none)", "gauge"))
+        age.add_sample("payswitch_reversal_oldest_age_seconds", supervisor,
+                       max(0.0, time.time() - oldest) if count and oldest else 0.0)
 
     def _workers(self, answers) -> list[dict]:
         out = []
@@ -189,7 +225,13 @@ class FleetHttp(AdminHttp):
                     except ValueError:
                         pass
             ok = all(entry["ready"] for entry in workers)
-            return (200 if ok else 503), _JSON, json.dumps({"ready": ok, "workers": workers}).encode()
+            body = {"ready": ok, "workers": workers}
+            if workers and not workers[0]["ready"]:
+                backlog = await self.sender_backlog()
+                body["reversal_sender"] = {
+                    "worker": 0, "ready": False, "reversal_queue": None if backlog is None else backlog[0],
+                    "detail": "reversals wait in the journal until worker 0 is back"}
+            return (200 if ok else 503), _JSON, json.dumps(body).encode()
         if path == b"/status":
             return 200, "text/html; charset=utf-8", status_page.PAGE
         if path == b"/status.json":

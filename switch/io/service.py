@@ -304,6 +304,11 @@ class Switch:
             self.metrics.wallet_held.labels(held[order_no]).inc()
         elif state not in ("pay", "query", "cancel") and order_no in held:
             self.metrics.wallet_held.labels(held.pop(order_no)).dec()
+        if state == "query" and rec.state == states.REVERSAL_PENDING:
+            # Its terminal's 0400 landed on another worker (serve --workers), which could
+            # only queue the reversal in the journal: seen here at the next look at the
+            # order, it is withdrawn before the customer can confirm it (spec 6.1).
+            self._withdraw_txn(rec.id)
         await self.journal.update(rec.id, order_state=state)
 
     def _unheld(self, request) -> None:
@@ -318,9 +323,12 @@ class Switch:
         holds it (a wallet order waiting for its customer) ends it now, undoing it there."""
         if flight.txn_id is None:
             return  # not journaled yet, so at no acquirer: its authorization sees the reversal
+        self._withdraw_txn(flight.txn_id)
+
+    def _withdraw_txn(self, txn_id: int) -> None:
         for acquirer in self.acquirers.values():
             withdraw = getattr(acquirer, "withdraw", None)
-            if withdraw is not None and withdraw(flight.txn_id):
+            if withdraw is not None and withdraw(txn_id):
                 return
 
     # -- the driver ------------------------------------------------------------------
@@ -480,7 +488,14 @@ class Switch:
         found = []
         for txn_id in ids:
             rec = await self.journal.get(txn_id)
-            if rec is not None and rec.state == states.SENT and (rec.terminal_id, rec.stan, rec.transmission_time) not in self.engine.inflight:
+            if rec is None or rec.state != states.SENT:
+                continue
+            # Skipped only if this process handles that very record now.  A retransmission
+            # of it here waits for the record to leave "sent" (switch.core.elsewhere): it
+            # has no record of its own yet and must not hold the reversal up (nor wait
+            # response_timeout for an answer nobody will give).
+            flight = self.engine.inflight.get((rec.terminal_id, rec.stan, rec.transmission_time))
+            if flight is None or flight.txn_id != rec.id:
                 found.append(rec)
         if found:
             log.warning("%d transaction(s) in flight in a worker that died: queueing their reversals", len(found))

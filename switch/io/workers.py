@@ -27,7 +27,7 @@ The supervisor (this module, the process ``serve`` started):
   worker ``i`` has its own admin HTTP on ``port + 1 + i``;
 - SIGTERM/SIGINT: every worker drains (up to ``drain_timeout``), then the
   journal closes; SIGHUP: the supervisor checks the file and, if it accepts
-  it, every worker takes it.
+  it, every worker takes it (one still starting, once it is ready).
 
 Workers never read the configuration file themselves: they start, restart
 and reload on the text the supervisor last accepted (a copy, ``accepted.toml``
@@ -143,6 +143,7 @@ class Worker:
         self.restarts = 0
         self.started_at = 0.0
         self.quick_deaths = 0  # deaths in a row within a minute of starting
+        self.started_on: str | None = None  # the accepted configuration's text when it was started
 
     @property
     def alive(self) -> bool:
@@ -248,6 +249,7 @@ class Fleet:
         finally:
             theirs.close()
         w.started_at = time.monotonic()
+        w.started_on = self.accepted
         w.ready = asyncio.Event()
         w.control = ours
         ours.setblocking(False)
@@ -268,6 +270,16 @@ class Fleet:
             return
         if b"ready" in data and w.control is sock:
             w.ready.set()
+            if w.started_on != self.accepted and w.alive and not self.stopping:
+                # A reload was accepted while it started: it read the copy before and the reload's
+                # SIGHUP went to the ready workers only.  It takes it now, as they did.
+                log.info("worker %d started on the configuration before the last reload: reload signalled",
+                         w.index)
+                w.started_on = self.accepted
+                try:
+                    w.proc.send_signal(signal.SIGHUP)
+                except ProcessLookupError:
+                    pass  # it died meanwhile: the watch restarts it on the accepted copy
 
     async def start_one(self, w: Worker, *, recover_all: bool, timeout: float = 60.0) -> None:
         self.spawn(w, recover_all=recover_all)
@@ -468,6 +480,14 @@ class Fleet:
 def worker_http_port(cfg: config_mod.Config, index: int) -> int:
     """Worker ``index``'s own admin HTTP port (0: any free one)."""
     return cfg.http.port + 1 + index if cfg.http.port else 0
+
+
+def worker_reload_refused(cfg: config_mod.Config, config_path: str | None, index: int) -> tuple[bool, str]:
+    """A worker's own ``POST /admin/reload``: refused.  A worker reloads only the copy its
+    supervisor accepted, so taking it here would say "reloaded" for a file nobody checked."""
+    return False, (f"worker {index} of serve --workers reloads only what the supervisor accepted: POST"
+                   f" /admin/reload on port {cfg.http.port} (or SIGHUP the supervisor) to check"
+                   f" {config_path or 'the configuration'} and reload every worker; nothing reloaded")
 
 
 # -- a worker process ------------------------------------------------------------------

@@ -333,6 +333,9 @@ class Journal(Protocol):
     def reserve_stans(self, acquirer: str, count: int) -> Future[int]:
         """Reserve ``count`` host STANs for ``acquirer``: the first of them (1..999999, wrapping)."""
 
+    def stan_position(self, acquirer: str) -> Future[int]:
+        """The first host STAN the next :meth:`reserve_stans` for ``acquirer`` hands out."""
+
     # Spec 8 key state (switch.journal.terminal_keys).
 
     def store_terminal_keys(self, terminal_id: str, slot: str, keys) -> Future[None]:

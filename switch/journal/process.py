@@ -268,6 +268,7 @@ class ProcessJournal:
     reversal_backlog = _forward("reversal_backlog")
     retire = _forward("retire")
     reserve_stans = _forward("reserve_stans")
+    stan_position = _forward("stan_position")
     store_terminal_keys = _forward("store_terminal_keys")
     terminal_keys = _forward("terminal_keys")
     all_terminal_keys = _forward("all_terminal_keys")

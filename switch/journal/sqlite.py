@@ -306,6 +306,9 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
             return self._failed(ValueError(f"reserve_stans count must be 1..999999, got {count!r}"))
         return self._submit(self._reserve_stans, (acquirer, count), True)
 
+    def stan_position(self, acquirer: str) -> Future[int]:
+        return self._submit(self._stan_position, (acquirer,), False)
+
     # Spec 8 key state (switch.journal.terminal_keys); the records' cache
     # (_known) is not involved, so another process's commits are seen at once.
 
@@ -464,6 +467,10 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
             "UPDATE stan_block SET next = ? WHERE acquirer = ?", ((start - 1 + count) % 999_999 + 1, acquirer)
         )
         return start
+
+    def _stan_position(self, acquirer: str) -> int:
+        row = self._conn.execute("SELECT next FROM stan_block WHERE acquirer = ?", (acquirer,)).fetchone()
+        return 1 if row is None else row[0]
 
     # -- GroupCommitter hooks (writer thread) --------------------------------
 
