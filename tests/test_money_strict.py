@@ -175,3 +175,39 @@ def test_an_0500_without_field_49_settles_the_merchants_currency():
         assert (await call(sw, settlement("000011", 0, 1, 0, 2000)))[39] == "00"
 
     run(scenario)
+
+
+def test_a_reversed_completion_counts_nowhere_and_its_preauthorization_may_be_completed_again():
+    async def scenario(sw):
+        assert (await call(sw, request("0100", stan="000001", amount=amount(5000))))[39] == "00"
+        first = request("0220", stan="000002", amount=amount(4000), f90=field90("0100", "000001"))
+        assert (await call(sw, first))[39] == "00"
+        assert (await call(sw, reversal("000003", "000002", orig_mti="0220", f4=amount(4000))))[39] == "00"
+        assert (await call(sw, settlement("000010")))[39] == "00"
+        again = request("0220", stan="000004", amount=amount(3000), f90=field90("0100", "000001"))
+        assert (await call(sw, again))[39] == "00"
+        assert (await call(sw, settlement("000011", 0, 1, 0, 3000)))[39] == "00"
+
+    run(scenario)
+
+
+def test_a_clock_set_back_across_a_restart_keeps_what_is_answered_after_it_in_the_next_period(tmp_path):
+    from switch.journal import Totals, open_journal
+    from tests.test_journal import KEY, ok, txn
+
+    url = f"sqlite://{tmp_path / 'journal.sqlite'}"
+    now = [2_000_000.0]
+    j = open_journal(url, hmac_key=KEY, clock=lambda: now[0])
+    rec, _ = ok(j.insert(txn(1, terminal=TID)))
+    ok(j.update(rec.id, response_code="00", state="approved"))
+    assert ok(j.settle_totals(TID, "978", Totals(0, 1, 0, 1000)))[1]
+    j.close()
+    now[0] -= 3600  # the host's clock stepped back an hour while the switch was down
+    j = open_journal(url, hmac_key=KEY, clock=lambda: now[0])
+    try:
+        rec, _ = ok(j.insert(txn(2, terminal=TID)))
+        ok(j.update(rec.id, response_code="00", state="approved"))
+        # Approved after the accepted 0500: the next period's, never in none.
+        assert ok(j.totals(TID, "978")) == Totals(0, 1, 0, 1000)
+    finally:
+        j.close()

@@ -478,6 +478,11 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         conn, claimed = files.open_database(self.path, self._busy_timeout)
         try:
             schema.migrate(conn, self.path)
+            # Never a time before the last settlement cut-off (a clock set back
+            # while the switch was down): what is answered now belongs to the
+            # next period, not to one already closed (switch.journal.settlement).
+            (cutoff,) = conn.execute("SELECT coalesce(max(cutoff), 0) FROM settlement").fetchone()
+            self._last_now = max(self._last_now, float(cutoff))
             self._executor = BatchExecutor(conn)
         except BaseException:
             conn.close()
