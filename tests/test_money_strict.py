@@ -8,7 +8,7 @@ import pytest
 
 from switch.core.acquirer import Result
 from tests.test_edges import hmac_key, run  # noqa: F401  (the fixture sets the journal's key)
-from tests.test_service import TID, call, fakes, field90, request, reversal
+from tests.test_service import TID, call, fakes, field90, request, reversal, wait_state
 from tests.test_settlement import settlement
 
 EUR, JPY = "978", "392"
@@ -211,3 +211,15 @@ def test_a_clock_set_back_across_a_restart_keeps_what_is_answered_after_it_in_th
         assert ok(j.totals(TID, "978")) == Totals(0, 1, 0, 1000)
     finally:
         j.close()
+
+
+def test_a_purchase_reversed_after_the_0500_that_counted_it_counts_in_no_later_period():
+    async def scenario(sw):
+        assert (await call(sw, request(stan="000001", amount=amount(1000))))[39] == "00"
+        assert (await call(sw, settlement("000010", 0, 1, 0, 1000)))[39] == "00"
+        assert (await call(sw, reversal("000002", "000001", f4=amount(1000))))[39] == "00"
+        # Section 3 counts reversed transactions in neither: the next period holds no credit for it.
+        assert (await call(sw, settlement("000011")))[39] == "00"
+        await wait_state(sw, "000001", "reversed")  # reversed at the acquirer, in the background
+
+    run(scenario)
