@@ -223,3 +223,16 @@ def test_a_purchase_reversed_after_the_0500_that_counted_it_counts_in_no_later_p
         await wait_state(sw, "000001", "reversed")  # reversed at the acquirer, in the background
 
     run(scenario)
+
+
+def test_an_0500_for_another_merchants_terminal_is_03_and_tells_nothing_of_its_totals():
+    async def scenario(sw):
+        theirs = request(stan="000001", amount=amount(1000), tid="OTHR0001", mid="SHOP00000000002")
+        assert (await call(sw, theirs))[39] == "00"
+        # The terminal of merchant 2 named under merchant 1 (settlement's field 42): not its totals to check.
+        for stan, totals in (("000010", (0, 1, 0, 1000)), ("000011", (0, 0, 0, 0))):
+            resp = await call(sw, settlement(stan, *totals, tid="OTHR0001"))
+            assert resp[39] == "03"
+            assert not {74, 76, 86, 88} & set(resp.fields())
+
+    run(scenario)
