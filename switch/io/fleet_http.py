@@ -42,7 +42,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from switch.io import status as status_page
-from switch.io.http import _JSON, CLOSE_ROUTE, AdminHttp, bad_rrn, route_of, rrn_of
+from switch.io.http import _JSON, CLOSE_ROUTE, AdminHttp, auth_failures_family, bad_rrn, route_of, rrn_of
 from switch.io.loopwatch import cpu_seconds, process_stat
 
 SCRAPE_TIMEOUT = 2.0  # seconds for one worker to answer the supervisor
@@ -153,6 +153,13 @@ class FleetHttp(AdminHttp):
             backlog = await self.sender_backlog()
             if backlog is not None:
                 self._sender_down(families, *backlog)
+        # the supervisor's own admin refusals, beside the workers' (a worker's port takes them too)
+        supervisor = {"worker": "supervisor"}
+        if "payswitch_admin_auth_failures" in families:
+            families["payswitch_admin_auth_failures"].add_sample(
+                "payswitch_admin_auth_failures_total", supervisor, self.auth_failures)
+        else:
+            families["payswitch_admin_auth_failures"] = auth_failures_family(self.auth_failures, supervisor)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families([configured, up, restarts, *families.values()]))
         return generate_latest(registry)

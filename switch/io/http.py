@@ -46,6 +46,7 @@ import logging
 import time
 
 import h11
+from prometheus_client.core import Metric
 
 from switch.core import refused, states
 from switch.io import status
@@ -54,6 +55,9 @@ log = logging.getLogger("payswitch.http")
 
 MAX_REQUEST = 16 * 1024
 JOURNAL_PING_TIMEOUT = 2.0  # seconds: a journal slower than this is not ready
+IDLE_TIMEOUT = 30.0  # seconds a connection may wait for its next request's first byte
+REQUEST_TIMEOUT = 10.0  # seconds for a whole request, head and body, from its first byte: else 408
+MAX_CONNECTIONS = 64  # open at once; one more is answered 503 and closed
 
 _JSON = "application/json"
 _ROUTES = {
@@ -95,12 +99,33 @@ def bad_rrn(rrn: str) -> tuple[int, str, bytes] | None:
 _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data", b"text/plain")
 
 
+class _AuthFailures:
+    """``payswitch_admin_auth_failures_total`` on a registry, read from its :class:`AdminHttp`."""
+
+    def __init__(self, server: AdminHttp) -> None:
+        self.server = server
+
+    def collect(self):
+        yield auth_failures_family(self.server.auth_failures)
+
+
+def auth_failures_family(count: int, labels: dict[str, str] | None = None) -> Metric:
+    family = Metric("payswitch_admin_auth_failures",
+                    "Admin API requests refused 401: no or a wrong bearer token", "counter")
+    family.add_sample("payswitch_admin_auth_failures_total", labels or {}, count)
+    return family
+
+
 class AdminHttp:
+    auth_failures = 0  # admin requests answered 401 (payswitch_admin_auth_failures_total)
+    connections = 0  # open now (MAX_CONNECTIONS)
+
     def __init__(self, switch, reload_callback, token: bytes | None = None):
         self.switch = switch
         self.reload_callback = reload_callback
         self.token = token
         metrics = switch.metrics
+        metrics.registry.register(_AuthFailures(self))
         # Journal commit latency and batch size; link counters of acquirers
         # built without a listener (both idempotent).
         metrics.watch_journal(switch.journal)
@@ -239,32 +264,75 @@ class AdminHttp:
             return 409, _JSON, json.dumps(body).encode()
         return 200, _JSON, json.dumps({"rrn": rrn, "state": outcome.state}).encode()
 
+    def refused_admin(self, writer, method: bytes, path: bytes) -> None:
+        """A 401: counted, and logged with the caller's address and the route, never the token."""
+        self.auth_failures += 1
+        route = route_of(path)
+        shown = route.decode() if route in _ROUTES else "an unknown /admin/ path"
+        log.warning("admin API: %s %s from %s refused 401 (no or a wrong bearer token; %d refused so far)",
+                    method.decode("ascii", "replace")[:10], shown, _peer(writer), self.auth_failures)
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        if self.connections >= MAX_CONNECTIONS:
+            # A client holding many connections open takes no more: the port stays up for others.
+            log.warning("admin HTTP: %d connections open, refusing one more from %s", MAX_CONNECTIONS, _peer(writer))
+            try:
+                await _refuse(reader, writer, h11.Connection(h11.SERVER), 503, "too many connections\n")
+            except ConnectionError:
+                pass
+            writer.close()
+            return
+        self.connections += 1
+        try:
+            await self._serve_connection(reader, writer)
+        finally:
+            self.connections -= 1
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
+        clock = asyncio.get_running_loop().time
+        # Until a request's first byte, the connection may idle; from it, the whole
+        # request (head and body) has REQUEST_TIMEOUT: a client trickling bytes
+        # (slowloris) is answered 408 and closed, whatever its pace.
+        started: float | None = None
+        idle_since = clock()
+
+        async def receive() -> None:
+            nonlocal started
+            limit = (started + REQUEST_TIMEOUT) if started is not None else (idle_since + IDLE_TIMEOUT)
+            data = await asyncio.wait_for(reader.read(4096), max(0.0, limit - clock()))
+            if data and started is None:
+                started = clock()
+            conn.receive_data(data)
+
         try:
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    data = await asyncio.wait_for(reader.read(4096), 30)
-                    conn.receive_data(data)
+                    await receive()
                     continue
                 if isinstance(event, h11.Request):
+                    if event.http_version not in (b"1.0", b"1.1"):  # h11 takes any "HTTP/d.d"
+                        await _refuse(reader, writer, conn, 505, "HTTP/1.1 or HTTP/1.0 only\n")
+                        break
                     length = _content_length(event.headers)
                     if length is None or length > MAX_REQUEST:
                         # No admin call carries a body worth reading: a large (or chunked)
                         # one is refused before a byte of it is read.
-                        await _refuse(writer, conn, 413, "request body too large\n")
+                        await _refuse(reader, writer, conn, 413, "request body too large\n")
                         break
                     # read past the request body (admin calls carry none worth reading)
                     while True:
                         ev = conn.next_event()
                         if ev is h11.NEED_DATA:
-                            conn.receive_data(await asyncio.wait_for(reader.read(4096), 30))
+                            await receive()
                         elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
                             break
                     head = event.method == b"HEAD"  # GET without the body (RFC 9110 9.3.2): health checkers send it
                     status_code, ctype, body = await self._route(b"GET" if head else event.method, event.target,
                                                                  event.headers)
+                    if status_code == 401:
+                        self.refused_admin(writer, event.method, event.target.split(b"?", 1)[0])
                     headers = [
                         *([("www-authenticate", "Bearer")] if status_code == 401 else []),
                         ("content-type", ctype),
@@ -276,6 +344,8 @@ class AdminHttp:
                     if conn.our_state is h11.MUST_CLOSE:
                         break
                     conn.start_next_cycle()
+                    # a pipelined request already here has started; else the connection idles
+                    started, idle_since = (clock() if conn.trailing_data[0] else None), clock()
                     continue
                 break  # ConnectionClosed or anything unexpected
         except h11.RemoteProtocolError as e:
@@ -283,10 +353,16 @@ class AdminHttp:
             # MAX_REQUEST, not HTTP at all): answered with its status, not a silent close.
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 try:
-                    await _refuse(writer, conn, e.error_status_hint, "bad request\n")
+                    await _refuse(reader, writer, conn, e.error_status_hint, "bad request\n")
                 except (h11.LocalProtocolError, ConnectionError):
                     pass
-        except (asyncio.TimeoutError, ConnectionError):
+        except asyncio.TimeoutError:
+            if started is not None and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                try:  # part of a request came, not all of it in time
+                    await _refuse(reader, writer, conn, 408, "request timeout: send the whole request at once\n")
+                except (h11.LocalProtocolError, ConnectionError):
+                    pass
+        except ConnectionError:
             pass
         except Exception:
             log.exception("admin HTTP connection failed")
@@ -304,10 +380,28 @@ def _content_length(headers) -> int | None:
     return 0
 
 
-async def _refuse(writer, conn, status: int, text: str) -> None:
+LINGER = 1.0  # seconds a refused client's further bytes are read and dropped before the close
+
+
+async def _refuse(reader, writer, conn, status: int, text: str) -> None:
+    """The refusal, then our side shut and what the client still sends dropped for a moment
+    (at most :data:`LINGER`, ``MAX_REQUEST`` bytes): closing with its bytes unread would
+    reset the connection, and the client would lose the answer that says why."""
     body = text.encode()
     headers = [("content-type", "text/plain"), ("content-length", str(len(body))), ("connection", "close")]
     await _send(writer, conn, status, headers, body)
+    if writer.can_write_eof():
+        writer.write_eof()
+    loop = asyncio.get_running_loop()
+    until, dropped = loop.time() + LINGER, 0
+    try:
+        while dropped <= MAX_REQUEST:
+            chunk = await asyncio.wait_for(reader.read(4096), max(0.0, until - loop.time()))
+            if not chunk:
+                break
+            dropped += len(chunk)
+    except (asyncio.TimeoutError, ConnectionError):
+        pass
 
 
 async def _send(writer, conn, status: int, headers: list, body: bytes) -> None:
@@ -316,6 +410,11 @@ async def _send(writer, conn, status: int, headers: list, body: bytes) -> None:
         writer.write(conn.send(h11.Data(data=body)))
     writer.write(conn.send(h11.EndOfMessage()))
     await writer.drain()
+
+
+def _peer(writer) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "an unknown peer"
 
 
 def _uptime(switch) -> float:

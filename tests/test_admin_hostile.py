@@ -1,0 +1,189 @@
+"""The operators' HTTP port against a hostile client: bounded in size and time,
+up for others, and the admin token's failures counted and logged without it.
+
+Over a real socket on 127.0.0.1, each scenario bounded by short timeouts."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import pytest
+
+from switch.io import http
+from tests.test_admin_http import TOKEN, exchange, post, with_admin
+
+AUTH = f"Authorization: Bearer {TOKEN}"
+
+
+async def healthy(port: int) -> bool:
+    code, _, _ = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    return code == 200
+
+
+async def read_all(reader, timeout: float = 5) -> bytes:
+    return await asyncio.wait_for(reader.read(), timeout)
+
+
+# -- hostile input ---------------------------------------------------------------------
+
+
+def test_oversized_request_line_many_headers_and_bodies_get_a_4xx_and_the_port_stays_up():
+    async def scenario(port, reloads):
+        huge_target = b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        code, _, _ = await exchange(port, huge_target)
+        assert 400 <= code < 500
+        many = b"".join(b"X-%d: y\r\n" % i for i in range(5000))
+        code, _, _ = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        assert code == 431
+        code, _, _ = await exchange(port, post("/admin/reload", AUTH, body=b"x" * (http.MAX_REQUEST + 1)))
+        assert code == 413 and reloads == []
+        assert await healthy(port)
+
+    with_admin(scenario)
+
+
+def test_malformed_and_non_ascii_requests_get_400_and_the_port_stays_up():
+    async def scenario(port, reloads):
+        for raw in (b"GET /h\xc3\xa9althz HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                    b"GET\x00/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n"):
+            code, _, body = await exchange(port, raw)
+            assert code == 400, raw
+            assert b"\xc3" not in body
+        code, headers, _ = await exchange(port, b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n")
+        assert (code, headers["connection"]) == (505, "close")  # not served as if it were 1.1, nor held open
+        assert await healthy(port)
+
+    with_admin(scenario)
+
+
+def test_path_traversal_in_the_rrn_is_a_400_that_quotes_nothing():
+    async def scenario(port, reloads):
+        for rrn in ("..%2f..%2fetc%2fpasswd", "../../etc", "%00", "123456789012%2f..", "12345678901\u00e9"):
+            path = f"/admin/reversals/{rrn}/close"
+            raw = post("x", AUTH).replace(b"POST x ", b"POST " + path.encode() + b" ")
+            code, _, body = await exchange(port, raw)
+            assert code == 400, rrn
+            assert rrn.encode() not in body and b"etc" not in body
+        # without the token, nothing is said about the path at all
+        code, _, body = await exchange(port, post("/admin/reversals/../../etc/close"))
+        assert code == 401 and b"etc" not in body
+        assert reloads == []
+
+    with_admin(scenario)
+
+
+def test_pipelined_requests_are_each_answered_in_order():
+    async def scenario(port, reloads):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        one = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        writer.write(one + b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" + one.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        data = await read_all(reader)
+        writer.close()
+        codes = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+        assert codes == [b"200", b"404", b"200"]
+
+    with_admin(scenario)
+
+
+def test_a_slow_client_is_cut_off_with_408_within_the_request_deadline(monkeypatch):
+    monkeypatch.setattr(http, "REQUEST_TIMEOUT", 0.6)
+    monkeypatch.setattr(http, "IDLE_TIMEOUT", 5.0)
+
+    async def scenario(port, reloads):
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = loop.time()
+        writer.write(b"GET /healthz HTTP/1.1\r\n")
+        # one header byte at a time, each well within any per-read timeout, until an answer comes
+        first = b""
+        for _ in range(25):
+            try:
+                writer.write(b"X")
+                await writer.drain()
+                first = await asyncio.wait_for(reader.read(64), 0.1)
+                break
+            except asyncio.TimeoutError:
+                continue
+            except ConnectionError:
+                break
+        data = first + await read_all(reader, 3)
+        writer.close()
+        assert data.startswith(b"HTTP/1.1 408 "), data[:40]
+        assert loop.time() - started < 2.5
+        assert await healthy(port)
+
+    with_admin(scenario)
+
+
+def test_connections_beyond_the_limit_get_503_and_the_others_are_served(monkeypatch):
+    monkeypatch.setattr(http, "MAX_CONNECTIONS", 3)
+
+    async def scenario(port, reloads):
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        code, headers, _ = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (code, headers["connection"]) == (503, "close")
+        for _, w in idle:
+            w.close()
+        await asyncio.sleep(0.1)
+        assert await healthy(port)
+
+    with_admin(scenario)
+
+
+# -- admin authentication -----------------------------------------------------------
+
+
+def auth_failures(text: bytes) -> float:
+    for line in text.decode().splitlines():
+        if line.startswith("payswitch_admin_auth_failures_total"):
+            return float(line.split()[-1])
+    raise AssertionError("payswitch_admin_auth_failures_total is not in /metrics")
+
+
+def test_wrong_tokens_are_401_alike_counted_and_logged_without_the_token(caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = "admin-token-0123456789abcdeX"
+
+    async def scenario(port, reloads):
+        _, _, metrics = await exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert auth_failures(metrics) == 0
+        answers = set()
+        for header in (f"Authorization: Bearer {wrong}", "Authorization: Basic " + TOKEN, "X-None: 1",
+                       f"Authorization: Bearer {TOKEN[:-1]}", f"Authorization: Bearer {TOKEN}x"):
+            code, _, body = await exchange(port, post("/admin/reload", header))
+            answers.add((code, body))
+        assert len(answers) == 1 and next(iter(answers))[0] == 401  # nothing says which part was wrong
+        _, _, metrics = await exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert auth_failures(metrics) == 5
+        # with the token, every admin route's other methods are 405
+        for method in ("GET", "PUT", "DELETE"):
+            for path in ("/admin/reload", "/admin/reversals/123456789012/close"):
+                raw = post(path, AUTH).replace(b"POST ", method.encode() + b" ", 1)
+                code, _, _ = await exchange(port, raw)
+                assert code == 405, (method, path)
+        assert reloads == []
+
+    with_admin(scenario)
+    refusals = [r for r in caplog.records if r.name == "payswitch.http" and r.levelno >= logging.WARNING]
+    assert refusals, "a refused admin request is logged"
+    logged = caplog.text
+    assert TOKEN not in logged and wrong not in logged and TOKEN[:-1] not in logged
+
+
+def test_the_supervisor_reports_its_own_refusals_beside_its_workers():
+    import types
+
+    from switch.io.fleet_http import FleetHttp
+
+    worker = types.SimpleNamespace(index=0, alive=False, restarts=0, ready=None)
+    fleet = types.SimpleNamespace(workers=[worker], writer=None, reloads={"ok": 0, "rejected": 0},
+                                  last_reload_ok=True)
+    supervisor = FleetHttp(fleet, token=TOKEN.encode())
+    supervisor.auth_failures = 3
+    text = asyncio.run(supervisor.metrics()).decode()
+    assert 'payswitch_admin_auth_failures_total{worker="supervisor"} 3.0' in text
