@@ -36,6 +36,13 @@ header cross-origin without a CORS preflight, which is never granted, and
 admin requests with a form content type or a cross-site ``Origin`` /
 ``Sec-Fetch-Site`` are refused besides, so no page can make the switch act.
 The health, metrics and status endpoints stay open (they change nothing).
+Each 401 is counted (``payswitch_admin_auth_failures_total``) and logged
+with the caller's address, never the token.
+
+The port stays up for others whatever one client sends: a request has
+:data:`REQUEST_TIMEOUT` from its first byte to its last (408 after), at most
+:data:`MAX_CONNECTIONS` are open (503 beyond), and a request over
+:data:`MAX_REQUEST` is refused (413 body, 431 headers) before it is read.
 """
 from __future__ import annotations
 
