@@ -187,3 +187,106 @@ def test_the_supervisor_reports_its_own_refusals_beside_its_workers():
     supervisor.auth_failures = 3
     text = asyncio.run(supervisor.metrics()).decode()
     assert 'payswitch_admin_auth_failures_total{worker="supervisor"} 3.0' in text
+
+
+# -- terminal security (spec 8), on the service harness of test_security_pipeline -----------
+
+
+def a0_count(sw) -> float:
+    from tests import test_service as ts
+
+    return sum(ts.sample(sw, "payswitch_requests_total", kind=k, mclass=m, code="A0")
+               for k in ("card", "unknown") for m in ("financial", "auth", "unknown"))
+
+
+def test_a_request_maced_with_another_terminals_key_or_replayed_is_never_authorized_twice(monkeypatch):
+    from switch.security import terminal
+    from tests import test_security_pipeline as sp
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+
+    async def scenario(sw):
+        tak1, _ = await sp.sign_on(sw, "SEC00001")
+        tak2, _ = await sp.sign_on(sw, "SEC00002", stan="000901")
+        before = a0_count(sw)
+        # SEC00002's request under SEC00001's TAK: A0, unMACed, nowhere
+        resp = await ts.call(sw, terminal.encode_signed(sp.TERM, sp.fields("SEC00002"), tak1, "tdes"))
+        assert (resp[39], 64 in resp) == ("A0", False)
+        assert a0_count(sw) == before + 1
+        # the same MACed request twice (same MAC, same STAN): one authorization, the same answer
+        body = terminal.encode_signed(sp.TERM, sp.fields("SEC00002", stan="000002"), tak2, "tdes")
+        first = await sw.handle(body)
+        again = await sw.handle(body)
+        assert TERM_CODE(first) == "00" and again == first
+        assert len(sw.acquirers["bank-a"].authorized) == 1
+
+    sp.run(scenario)
+
+
+def TERM_CODE(out: bytes) -> str:
+    from tests import test_security_pipeline as sp
+
+    return sp.TERM.decode(out)[39]
+
+
+@pytest.mark.parametrize("ksn, why", [("FFFF9876543210E00004", "counter went backwards"),
+                                      ("FFFF9876543210E00005", "counter did not move"),
+                                      ("FFFF9876543210E007FF", "11 one-bits: never used"),
+                                      ("FFFF9876543210FFFFFF", "exhausted"),
+                                      ("FFFF9876543210E00000", "counter zero")])
+def test_a_dukpt_ksn_that_is_not_fresh_answers_a0_and_is_counted(monkeypatch, ksn, why):
+    from switch.security import terminal
+    from tests import test_security_pipeline as sp
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+
+    def signed(k, stan):
+        try:
+            mac_key, _, algorithm = terminal.dukpt_keys(sp.BDK, k)
+        except ValueError:  # a counter no terminal derives keys for: MACed under another's, as a forger would
+            mac_key, _, algorithm = terminal.dukpt_keys(sp.BDK, "FFFF9876543210E00006")
+        return terminal.encode_signed(sp.TERM, sp.fields(sp.DUKPT_TID, stan=stan, f48="KS020" + k), mac_key, algorithm)
+
+    async def scenario(sw):
+        first = signed("FFFF9876543210E00005", "000001")
+        assert TERM_CODE(await sw.handle(first)) == "00"
+        before = a0_count(sw)
+        resp = await ts.call(sw, signed(ksn, "000002"))
+        assert (resp[39], 64 in resp) == ("A0", False), why
+        assert a0_count(sw) == before + 1
+        assert await ts.record(sw, "000002", sp.DUKPT_TID) is None
+        # the first request sent again (its counter is no longer the highest) is a retransmission
+        assert TERM_CODE(await sw.handle(first)) == "00"
+        assert len(sw.acquirers["bank-a"].authorized) == 1
+
+    sp.run(scenario)
+
+
+def test_a_pin_block_is_never_logged_journaled_or_echoed(monkeypatch, caplog):
+    from switch.security import terminal
+    from tests import test_security_pipeline as sp
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    caplog.set_level(logging.DEBUG)
+    blocks = []
+
+    async def scenario(sw):
+        tak, tpk = await sp.sign_on(sw, sp.TDES_TID)
+        for stan, pin in (("000001", "1234"), ("000002", "9999")):
+            block = terminal.pin_block(pin, sp.VISA, tpk, "tdes")
+            blocks.append(block)
+            out = await sw.handle(terminal.encode_signed(sp.TERM, sp.fields(stan=stan, f52=block), tak, "tdes"))
+            assert 52 not in sp.TERM.decode(out) and block not in out
+            rec = await ts.record(sw, stan, sp.TDES_TID)
+            assert rec is not None and block.hex() not in repr(rec).lower() and repr(block) not in repr(rec)
+        bad = bytes(8)  # decrypts to no format: 55, and the log names no block
+        resp = await ts.call(sw, terminal.encode_signed(sp.TERM, sp.fields(stan="000003", f52=bad), tak, "tdes"))
+        assert resp[39] == "55"
+
+    sp.run(scenario)
+    text = caplog.text.lower()
+    for block in blocks:
+        assert block.hex() not in text and repr(block).lower() not in text
