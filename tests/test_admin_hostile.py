@@ -290,3 +290,35 @@ def test_a_pin_block_is_never_logged_journaled_or_echoed(monkeypatch, caplog):
     text = caplog.text.lower()
     for block in blocks:
         assert block.hex() not in text and repr(block).lower() not in text
+
+
+def test_no_endpoint_shows_a_pan_a_key_a_pin_block_or_the_token(monkeypatch):
+    from switch.io.http import AdminHttp
+    from switch.security import terminal
+    from tests import test_security_pipeline as sp
+    from tests import test_service as ts
+
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    secrets: list[bytes] = [TOKEN.encode()]
+
+    async def scenario(sw):
+        tak, tpk = await sp.sign_on(sw, sp.TDES_TID)
+        block = terminal.pin_block("1234", sp.VISA, tpk, "tdes")
+        secrets.extend([sp.VISA.encode(), sp.VISA[-10:].encode()])
+        for value in (tak, tpk, block, sp.TMK_TDES, sp.BDK):
+            secrets.extend([value.hex().encode(), value.hex().upper().encode()])
+        await ts.call(sw, terminal.encode_signed(sp.TERM, sp.fields(f52=block), tak, "tdes"))
+        await ts.call(sw, terminal.encode_signed(sp.TERM, sp.fields(stan="000002", f35=sp.VISA + "=2812101"), tak, "tdes"))
+        server = AdminHttp(sw, lambda: (False, "no file"), token=TOKEN.encode())
+        outputs = []
+        for method, path in ((b"GET", b"/metrics"), (b"GET", b"/status.json"), (b"GET", b"/status"),
+                             (b"GET", b"/readyz"), (b"GET", b"/healthz"), (b"POST", b"/admin/reload"),
+                             (b"POST", b"/admin/reversals/" + sp.VISA.encode() + b"/close"),
+                             (b"GET", b"/" + sp.VISA.encode())):
+            outputs.append(await server._route(method, path, [(b"authorization", b"Bearer " + TOKEN.encode())]))
+        return outputs
+
+    outputs = sp.run(scenario)
+    for code, _, body in outputs:
+        for secret in secrets:
+            assert secret not in body, (code, secret)
