@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 
 import pytest
 
@@ -114,6 +115,34 @@ def test_a_slow_client_is_cut_off_with_408_within_the_request_deadline(monkeypat
         writer.close()
         assert data.startswith(b"HTTP/1.1 408 "), data[:40]
         assert loop.time() - started < 2.5
+        assert await healthy(port)
+
+    with_admin(scenario)
+
+
+def test_a_client_that_never_reads_its_answers_is_cut_off(monkeypatch):
+    # A slow reader: many pipelined requests, no answer read, so the switch's writes
+    # back up.  It must not hold the connection (one of MAX_CONNECTIONS) forever.
+    monkeypatch.setattr(http, "REQUEST_TIMEOUT", 0.5)
+
+    async def scenario(port, reloads):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, from the handshake on
+        sock.connect(("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)  # ~8.6 MB of answers
+        await asyncio.sleep(2.0)
+        answers = b""
+        try:
+            while True:
+                chunk = await asyncio.wait_for(reader.read(65536), 2.0)
+                if not chunk:
+                    break
+                answers += chunk
+        except (ConnectionError, asyncio.TimeoutError):
+            pass
+        writer.close()
+        assert answers.count(b"HTTP/1.1 200 ") < 1000  # cut off, not served at the client's pace
         assert await healthy(port)
 
     with_admin(scenario)

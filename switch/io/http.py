@@ -40,7 +40,8 @@ Each 401 is counted (``payswitch_admin_auth_failures_total``) and logged
 with the caller's address, never the token.
 
 The port stays up for others whatever one client sends: a request has
-:data:`REQUEST_TIMEOUT` from its first byte to its last (408 after), at most
+:data:`REQUEST_TIMEOUT` from its first byte to its last (408 after), an answer
+the same to be taken by the client (else the connection is dropped), at most
 :data:`MAX_CONNECTIONS` are open (503 beyond), and a request over
 :data:`MAX_REQUEST` is refused (413 body, 431 headers) before it is read.
 """
@@ -285,15 +286,21 @@ class AdminHttp:
             log.warning("admin HTTP: %d connections open, refusing one more from %s", MAX_CONNECTIONS, _peer(writer))
             try:
                 await _refuse(reader, writer, h11.Connection(h11.SERVER), 503, "too many connections\n")
-            except ConnectionError:
+            except (asyncio.TimeoutError, ConnectionError):
                 pass
             writer.close()
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()
             return
         self.connections += 1
         try:
             await self._serve_connection(reader, writer)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass  # an answer (a refusal's included) the client did not read in time: see _send
         finally:
             self.connections -= 1
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # a close would wait for a client that does not read
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
@@ -412,11 +419,13 @@ async def _refuse(reader, writer, conn, status: int, text: str) -> None:
 
 
 async def _send(writer, conn, status: int, headers: list, body: bytes) -> None:
+    """One answer; TimeoutError when the client has not taken it within REQUEST_TIMEOUT (a slow
+    reader, its answers piling up in our buffers: the connection is dropped, not kept at its pace)."""
     writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
     if body:
         writer.write(conn.send(h11.Data(data=body)))
     writer.write(conn.send(h11.EndOfMessage()))
-    await writer.drain()
+    await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
 
 
 def _peer(writer) -> str:
