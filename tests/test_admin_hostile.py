@@ -351,3 +351,23 @@ def test_no_endpoint_shows_a_pan_a_key_a_pin_block_or_the_token(monkeypatch):
     for code, _, body in outputs:
         for secret in secrets:
             assert secret not in body, (code, secret)
+
+
+def test_a_route_that_fails_answers_500_without_the_reason_and_the_port_stays_up(caplog):
+    from tests.test_admin_http import fake_switch
+
+    def reload():
+        raise OSError("/etc/payswitch/secret.key: key material 0123456789ABCDEF")
+
+    async def main():
+        server = await http.AdminHttp(fake_switch(), reload, token=TOKEN.encode()).serve("127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            answer = await exchange(port, post("/admin/reload", AUTH))
+            return answer, await healthy(port)
+        finally:
+            server.close()
+
+    (code, headers, body), up = asyncio.run(main())
+    assert (code, up) == (500, True)
+    assert b"secret" not in body and b"0123456789ABCDEF" not in body

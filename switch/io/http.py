@@ -275,10 +275,8 @@ class AdminHttp:
     def refused_admin(self, writer, method: bytes, path: bytes) -> None:
         """A 401: counted, and logged with the caller's address and the route, never the token."""
         self.auth_failures += 1
-        route = route_of(path)
-        shown = route.decode() if route in _ROUTES else "an unknown /admin/ path"
         log.warning("admin API: %s %s from %s refused 401 (no or a wrong bearer token; %d refused so far)",
-                    method.decode("ascii", "replace")[:10], shown, _peer(writer), self.auth_failures)
+                    method.decode("ascii", "replace")[:10], _shown(path), _peer(writer), self.auth_failures)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         if self.connections >= MAX_CONNECTIONS:
@@ -343,8 +341,13 @@ class AdminHttp:
                         elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
                             break
                     head = event.method == b"HEAD"  # GET without the body (RFC 9110 9.3.2): health checkers send it
-                    status_code, ctype, body = await self._route(b"GET" if head else event.method, event.target,
-                                                                 event.headers)
+                    try:
+                        status_code, ctype, body = await self._route(b"GET" if head else event.method,
+                                                                     event.target, event.headers)
+                    except Exception:  # ours: answered, the reason in the log only (it may name files)
+                        log.exception("admin HTTP: %s %s failed", event.method.decode("ascii", "replace")[:10],
+                                      _shown(event.target.split(b"?", 1)[0]))
+                        status_code, ctype, body = 500, "text/plain", b"internal error: see the switch's log\n"
                     if status_code == 401:
                         self.refused_admin(writer, event.method, event.target.split(b"?", 1)[0])
                     headers = [
@@ -426,6 +429,12 @@ async def _send(writer, conn, status: int, headers: list, body: bytes) -> None:
         writer.write(conn.send(h11.Data(data=body)))
     writer.write(conn.send(h11.EndOfMessage()))
     await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+
+
+def _shown(path: bytes) -> str:
+    """A path as the log may show it: its route, never what was sent (it may be anything pasted, a PAN)."""
+    route = route_of(path)
+    return route.decode() if route in _ROUTES else "a path of no route"
 
 
 def _peer(writer) -> str:
