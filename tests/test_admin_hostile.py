@@ -152,14 +152,37 @@ def test_connections_beyond_the_limit_get_503_and_the_others_are_served(monkeypa
     monkeypatch.setattr(http, "MAX_CONNECTIONS", 3)
 
     async def scenario(port, reloads):
-        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        # three connections each in the middle of a request (idle ones would make room: below)
+        busy = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        for _, w in busy:
+            w.write(b"GET /healthz HTTP/1.1\r\n")
         await asyncio.sleep(0.05)
         code, headers, _ = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert (code, headers["connection"]) == (503, "close")
-        for _, w in idle:
+        for _, w in busy:
             w.close()
         await asyncio.sleep(0.1)
         assert await healthy(port)
+
+    with_admin(scenario)
+
+
+def test_at_the_limit_the_longest_idle_connection_makes_room(monkeypatch):
+    # Connections that never send a byte cannot keep the port from Prometheus and the probes.
+    monkeypatch.setattr(http, "MAX_CONNECTIONS", 3)
+
+    async def scenario(port, reloads):
+        idle = []
+        for _ in range(3):
+            idle.append(await asyncio.open_connection("127.0.0.1", port))
+            await asyncio.sleep(0.02)
+        for _ in range(3):
+            assert await healthy(port)
+        assert await asyncio.wait_for(idle[0][0].read(), 1) == b""  # the oldest made room, once
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(idle[1][0].read(), 0.2)
+        for _, w in idle:
+            w.close()
 
     with_admin(scenario)
 

@@ -114,6 +114,7 @@ class FleetHttp(AdminHttp):
     def __init__(self, fleet, token: bytes | None = None) -> None:  # no switch of its own here
         self.fleet = fleet
         self.token = token
+        self.idle: dict = {}
 
     def _worker_address(self, index: int) -> tuple[str, int]:
         from switch.io.workers import worker_http_port

@@ -42,7 +42,7 @@ with the caller's address, never the token.
 The port stays up for others whatever one client sends: a request has
 :data:`REQUEST_TIMEOUT` from its first byte to its last (408 after), an answer
 the same to be taken by the client (else the connection is dropped), at most
-:data:`MAX_CONNECTIONS` are open (503 beyond), and a request over
+:data:`MAX_CONNECTIONS` are open (one more closes the longest idle, else 503), and a request over
 :data:`MAX_REQUEST` is refused (413 body, 431 headers) before it is read.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ MAX_REQUEST = 16 * 1024
 JOURNAL_PING_TIMEOUT = 2.0  # seconds: a journal slower than this is not ready
 IDLE_TIMEOUT = 30.0  # seconds a connection may wait for its next request's first byte
 REQUEST_TIMEOUT = 10.0  # seconds for a whole request, head and body, from its first byte: else 408
-MAX_CONNECTIONS = 64  # open at once; one more is answered 503 and closed
+MAX_CONNECTIONS = 64  # open at once; one more closes the longest idle, or is answered 503 and closed
 
 _JSON = "application/json"
 _ROUTES = {
@@ -132,6 +132,7 @@ class AdminHttp:
         self.switch = switch
         self.reload_callback = reload_callback
         self.token = token
+        self.idle: dict = {}  # writer → since when it waits for a request's first byte
         metrics = switch.metrics
         metrics.registry.register(_AuthFailures(self))
         # Journal commit latency and batch size; link counters of acquirers
@@ -278,8 +279,18 @@ class AdminHttp:
         log.warning("admin API: %s %s from %s refused 401 (no or a wrong bearer token; %d refused so far)",
                     method.decode("ascii", "replace")[:10], _shown(path), _peer(writer), self.auth_failures)
 
+    def _make_room(self) -> bool:
+        """At MAX_CONNECTIONS, the connection idle the longest (no request under way) is
+        dropped for a new one, so clients that connect and send nothing hold no port."""
+        if not self.idle:
+            return False
+        oldest = min(self.idle, key=self.idle.__getitem__)
+        del self.idle[oldest]
+        oldest.transport.abort()
+        return True
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        if self.connections >= MAX_CONNECTIONS:
+        if self.connections >= MAX_CONNECTIONS and not self._make_room():
             # A client holding many connections open takes no more: the port stays up for others.
             log.warning("admin HTTP: %d connections open, refusing one more from %s", MAX_CONNECTIONS, _peer(writer))
             try:
@@ -297,6 +308,7 @@ class AdminHttp:
             pass  # an answer (a refusal's included) the client did not read in time: see _send
         finally:
             self.connections -= 1
+            self.idle.pop(writer, None)
             if writer.transport.get_write_buffer_size():
                 writer.transport.abort()  # a close would wait for a client that does not read
 
@@ -312,7 +324,10 @@ class AdminHttp:
         async def receive() -> None:
             nonlocal started
             limit = (started + REQUEST_TIMEOUT) if started is not None else (idle_since + IDLE_TIMEOUT)
+            if started is None:
+                self.idle[writer] = idle_since
             data = await asyncio.wait_for(reader.read(4096), max(0.0, limit - clock()))
+            self.idle.pop(writer, None)
             if data and started is None:
                 started = clock()
             conn.receive_data(data)
