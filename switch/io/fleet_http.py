@@ -6,7 +6,8 @@ On ``[http] port`` (worker ``i`` serves its own admin HTTP on ``port + 1 + i``):
   this moment, each sample labelled ``worker="i"`` (sum over ``worker`` in
   PromQL for the switch's totals), plus the supervisor's own:
   ``payswitch_workers`` (configured), ``payswitch_worker_up{worker}`` (1 when
-  that worker answered this scrape) and ``payswitch_worker_restarts_total{worker}``.
+  that worker answered this scrape), ``payswitch_worker_restarts_total{worker}``
+  and its own admin refusals, ``payswitch_admin_auth_failures_total{worker="supervisor"}``.
   One scrape target for Prometheus, whatever N is;
 - ``GET /healthz``: 200 while at least one worker answers (the switch serves
   terminals), with ``"status": "alive"`` when all do and ``"degraded"``
