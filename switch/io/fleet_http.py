@@ -6,7 +6,8 @@ On ``[http] port`` (worker ``i`` serves its own admin HTTP on ``port + 1 + i``):
   this moment, each sample labelled ``worker="i"`` (sum over ``worker`` in
   PromQL for the switch's totals), plus the supervisor's own:
   ``payswitch_workers`` (configured), ``payswitch_worker_up{worker}`` (1 when
-  that worker answered this scrape) and ``payswitch_worker_restarts_total{worker}``.
+  that worker answered this scrape), ``payswitch_worker_restarts_total{worker}``
+  and its own admin refusals, ``payswitch_admin_auth_failures_total{worker="supervisor"}``.
   One scrape target for Prometheus, whatever N is;
 - ``GET /healthz``: 200 while at least one worker answers (the switch serves
   terminals), with ``"status": "alive"`` when all do and ``"degraded"``
@@ -42,7 +43,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from switch.io import status as status_page
-from switch.io.http import _JSON, CLOSE_ROUTE, AdminHttp, bad_rrn, route_of, rrn_of
+from switch.io.http import _JSON, CLOSE_ROUTE, AdminHttp, auth_failures_family, bad_rrn, route_of, rrn_of
 from switch.io.loopwatch import cpu_seconds, process_stat
 
 SCRAPE_TIMEOUT = 2.0  # seconds for one worker to answer the supervisor
@@ -114,6 +115,7 @@ class FleetHttp(AdminHttp):
     def __init__(self, fleet, token: bytes | None = None) -> None:  # no switch of its own here
         self.fleet = fleet
         self.token = token
+        self.idle: dict = {}
 
     def _worker_address(self, index: int) -> tuple[str, int]:
         from switch.io.workers import worker_http_port
@@ -153,6 +155,13 @@ class FleetHttp(AdminHttp):
             backlog = await self.sender_backlog()
             if backlog is not None:
                 self._sender_down(families, *backlog)
+        # the supervisor's own admin refusals, beside the workers' (a worker's port takes them too)
+        supervisor = {"worker": "supervisor"}
+        if "payswitch_admin_auth_failures" in families:
+            families["payswitch_admin_auth_failures"].add_sample(
+                "payswitch_admin_auth_failures_total", supervisor, self.auth_failures)
+        else:
+            families["payswitch_admin_auth_failures"] = auth_failures_family(self.auth_failures, supervisor)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families([configured, up, restarts, *families.values()]))
         return generate_latest(registry)

@@ -36,6 +36,14 @@ header cross-origin without a CORS preflight, which is never granted, and
 admin requests with a form content type or a cross-site ``Origin`` /
 ``Sec-Fetch-Site`` are refused besides, so no page can make the switch act.
 The health, metrics and status endpoints stay open (they change nothing).
+Each 401 is counted (``payswitch_admin_auth_failures_total``) and logged
+with the caller's address, never the token.
+
+The port stays up for others whatever one client sends: a request has
+:data:`REQUEST_TIMEOUT` from its first byte to its last (408 after), an answer
+the same to be taken by the client (else the connection is dropped), at most
+:data:`MAX_CONNECTIONS` are open (one more closes the longest idle, else 503), and a request over
+:data:`MAX_REQUEST` is refused (413 body, 431 headers) before it is read.
 """
 from __future__ import annotations
 
@@ -46,6 +54,7 @@ import logging
 import time
 
 import h11
+from prometheus_client.core import Metric
 
 from switch.core import refused, states
 from switch.io import status
@@ -54,6 +63,9 @@ log = logging.getLogger("payswitch.http")
 
 MAX_REQUEST = 16 * 1024
 JOURNAL_PING_TIMEOUT = 2.0  # seconds: a journal slower than this is not ready
+IDLE_TIMEOUT = 30.0  # seconds a connection may wait for its next request's first byte
+REQUEST_TIMEOUT = 10.0  # seconds for a whole request, head and body, from its first byte: else 408
+MAX_CONNECTIONS = 64  # open at once; one more closes the longest idle, or is answered 503 and closed
 
 _JSON = "application/json"
 _ROUTES = {
@@ -95,12 +107,34 @@ def bad_rrn(rrn: str) -> tuple[int, str, bytes] | None:
 _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data", b"text/plain")
 
 
+class _AuthFailures:
+    """``payswitch_admin_auth_failures_total`` on a registry, read from its :class:`AdminHttp`."""
+
+    def __init__(self, server: AdminHttp) -> None:
+        self.server = server
+
+    def collect(self):
+        yield auth_failures_family(self.server.auth_failures)
+
+
+def auth_failures_family(count: int, labels: dict[str, str] | None = None) -> Metric:
+    family = Metric("payswitch_admin_auth_failures",
+                    "Admin API requests refused 401: no or a wrong bearer token", "counter")
+    family.add_sample("payswitch_admin_auth_failures_total", labels or {}, count)
+    return family
+
+
 class AdminHttp:
+    auth_failures = 0  # admin requests answered 401 (payswitch_admin_auth_failures_total)
+    connections = 0  # open now (MAX_CONNECTIONS)
+
     def __init__(self, switch, reload_callback, token: bytes | None = None):
         self.switch = switch
         self.reload_callback = reload_callback
         self.token = token
+        self.idle: dict = {}  # writer → since when it waits for a request's first byte
         metrics = switch.metrics
+        metrics.registry.register(_AuthFailures(self))
         # Journal commit latency and batch size; link counters of acquirers
         # built without a listener (both idempotent).
         metrics.watch_journal(switch.journal)
@@ -239,32 +273,98 @@ class AdminHttp:
             return 409, _JSON, json.dumps(body).encode()
         return 200, _JSON, json.dumps({"rrn": rrn, "state": outcome.state}).encode()
 
+    def refused_admin(self, writer, method: bytes, path: bytes) -> None:
+        """A 401: counted, and logged with the caller's address and the route, never the token."""
+        self.auth_failures += 1
+        log.warning("admin API: %s %s from %s refused 401 (no or a wrong bearer token; %d refused so far)",
+                    method.decode("ascii", "replace")[:10], _shown(path), _peer(writer), self.auth_failures)
+
+    def _make_room(self) -> bool:
+        """At MAX_CONNECTIONS, the connection idle the longest (no request under way) is
+        dropped for a new one, so clients that connect and send nothing hold no port."""
+        if not self.idle:
+            return False
+        oldest = min(self.idle, key=self.idle.__getitem__)
+        del self.idle[oldest]
+        oldest.transport.abort()
+        return True
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        if self.connections >= MAX_CONNECTIONS and not self._make_room():
+            # A client holding many connections open takes no more: the port stays up for others.
+            log.warning("admin HTTP: %d connections open, refusing one more from %s", MAX_CONNECTIONS, _peer(writer))
+            try:
+                await _refuse(reader, writer, h11.Connection(h11.SERVER), 503, "too many connections\n")
+            except (asyncio.TimeoutError, ConnectionError):
+                pass
+            writer.close()
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()
+            return
+        self.connections += 1
+        try:
+            await self._serve_connection(reader, writer)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass  # an answer (a refusal's included) the client did not read in time: see _send
+        finally:
+            self.connections -= 1
+            self.idle.pop(writer, None)
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # a close would wait for a client that does not read
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
+        clock = asyncio.get_running_loop().time
+        # Until a request's first byte, the connection may idle; from it, the whole
+        # request (head and body) has REQUEST_TIMEOUT: a client trickling bytes
+        # (slowloris) is answered 408 and closed, whatever its pace.
+        started: float | None = None
+        idle_since = clock()
+
+        async def receive() -> None:
+            nonlocal started
+            limit = (started + REQUEST_TIMEOUT) if started is not None else (idle_since + IDLE_TIMEOUT)
+            if started is None:
+                self.idle[writer] = idle_since
+            data = await asyncio.wait_for(reader.read(4096), max(0.0, limit - clock()))
+            self.idle.pop(writer, None)
+            if data and started is None:
+                started = clock()
+            conn.receive_data(data)
+
         try:
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    data = await asyncio.wait_for(reader.read(4096), 30)
-                    conn.receive_data(data)
+                    await receive()
                     continue
                 if isinstance(event, h11.Request):
+                    if event.http_version not in (b"1.0", b"1.1"):  # h11 takes any "HTTP/d.d"
+                        await _refuse(reader, writer, conn, 505, "HTTP/1.1 or HTTP/1.0 only\n")
+                        break
                     length = _content_length(event.headers)
                     if length is None or length > MAX_REQUEST:
                         # No admin call carries a body worth reading: a large (or chunked)
                         # one is refused before a byte of it is read.
-                        await _refuse(writer, conn, 413, "request body too large\n")
+                        await _refuse(reader, writer, conn, 413, "request body too large\n")
                         break
                     # read past the request body (admin calls carry none worth reading)
                     while True:
                         ev = conn.next_event()
                         if ev is h11.NEED_DATA:
-                            conn.receive_data(await asyncio.wait_for(reader.read(4096), 30))
+                            await receive()
                         elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
                             break
                     head = event.method == b"HEAD"  # GET without the body (RFC 9110 9.3.2): health checkers send it
-                    status_code, ctype, body = await self._route(b"GET" if head else event.method, event.target,
-                                                                 event.headers)
+                    try:
+                        status_code, ctype, body = await self._route(b"GET" if head else event.method,
+                                                                     event.target, event.headers)
+                    except Exception:  # ours: answered, the reason in the log only (it may name files)
+                        log.exception("admin HTTP: %s %s failed", event.method.decode("ascii", "replace")[:10],
+                                      _shown(event.target.split(b"?", 1)[0]))
+                        status_code, ctype, body = 500, "text/plain", b"internal error: see the switch's log\n"
+                    if status_code == 401:
+                        self.refused_admin(writer, event.method, event.target.split(b"?", 1)[0])
                     headers = [
                         *([("www-authenticate", "Bearer")] if status_code == 401 else []),
                         ("content-type", ctype),
@@ -276,6 +376,8 @@ class AdminHttp:
                     if conn.our_state is h11.MUST_CLOSE:
                         break
                     conn.start_next_cycle()
+                    # a pipelined request already here has started; else the connection idles
+                    started, idle_since = (clock() if conn.trailing_data[0] else None), clock()
                     continue
                 break  # ConnectionClosed or anything unexpected
         except h11.RemoteProtocolError as e:
@@ -283,10 +385,16 @@ class AdminHttp:
             # MAX_REQUEST, not HTTP at all): answered with its status, not a silent close.
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 try:
-                    await _refuse(writer, conn, e.error_status_hint, "bad request\n")
+                    await _refuse(reader, writer, conn, e.error_status_hint, "bad request\n")
                 except (h11.LocalProtocolError, ConnectionError):
                     pass
-        except (asyncio.TimeoutError, ConnectionError):
+        except asyncio.TimeoutError:
+            if started is not None and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                try:  # part of a request came, not all of it in time
+                    await _refuse(reader, writer, conn, 408, "request timeout: send the whole request at once\n")
+                except (h11.LocalProtocolError, ConnectionError):
+                    pass
+        except ConnectionError:
             pass
         except Exception:
             log.exception("admin HTTP connection failed")
@@ -304,18 +412,49 @@ def _content_length(headers) -> int | None:
     return 0
 
 
-async def _refuse(writer, conn, status: int, text: str) -> None:
+LINGER = 1.0  # seconds a refused client's further bytes are read and dropped before the close
+
+
+async def _refuse(reader, writer, conn, status: int, text: str) -> None:
+    """The refusal, then our side shut and what the client still sends dropped for a moment
+    (at most :data:`LINGER`, ``MAX_REQUEST`` bytes): closing with its bytes unread would
+    reset the connection, and the client would lose the answer that says why."""
     body = text.encode()
     headers = [("content-type", "text/plain"), ("content-length", str(len(body))), ("connection", "close")]
     await _send(writer, conn, status, headers, body)
+    if writer.can_write_eof():
+        writer.write_eof()
+    loop = asyncio.get_running_loop()
+    until, dropped = loop.time() + LINGER, 0
+    try:
+        while dropped <= MAX_REQUEST:
+            chunk = await asyncio.wait_for(reader.read(4096), max(0.0, until - loop.time()))
+            if not chunk:
+                break
+            dropped += len(chunk)
+    except (asyncio.TimeoutError, ConnectionError):
+        pass
 
 
 async def _send(writer, conn, status: int, headers: list, body: bytes) -> None:
+    """One answer; TimeoutError when the client has not taken it within REQUEST_TIMEOUT (a slow
+    reader, its answers piling up in our buffers: the connection is dropped, not kept at its pace)."""
     writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
     if body:
         writer.write(conn.send(h11.Data(data=body)))
     writer.write(conn.send(h11.EndOfMessage()))
-    await writer.drain()
+    await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+
+
+def _shown(path: bytes) -> str:
+    """A path as the log may show it: its route, never what was sent (it may be anything pasted, a PAN)."""
+    route = route_of(path)
+    return route.decode() if route in _ROUTES else "a path of no route"
+
+
+def _peer(writer) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "an unknown peer"
 
 
 def _uptime(switch) -> float:
