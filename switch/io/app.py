@@ -31,6 +31,7 @@ from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
 from switch.io.service import Switch, WorkerRole
 from switch.io.workers import Fleet, read_config, worker_http_port, worker_reload_refused
+from switch.journal import JournalError
 from switch.security.coredump import no_core_dumps
 
 log = logging.getLogger("payswitch")
@@ -257,7 +258,7 @@ def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int |
     except config_mod.ConfigError as e:
         print(config_mod.error_line(e), file=sys.stderr)
         return 2
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, JournalError) as e:  # JournalError names the file and what to do
         print(f"payswitch: cannot start: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # never a traceback on the console; the log has it at DEBUG

@@ -1,0 +1,107 @@
+"""The journal as the one thing that must never lose a payment: start-up on a
+bad file, migrations from every older schema, and an online backup.
+
+Every start-up refusal is one error that names the file and says what to do,
+and leaves the file as it was (its bytes compared before and after).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+
+import pytest
+
+from switch.journal import JournalError, files, open_journal, schema
+from tests.test_journal import KEY, ok, txn
+
+
+def _journal(tmp_path, name: str = "j.sqlite", rows: int = 3) -> str:
+    path = str(tmp_path / name)
+    j = open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread")
+    try:
+        for stan in range(1, rows + 1):
+            ok(j.insert(txn(stan)))
+    finally:
+        j.close()
+    return path
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _refused(path: str, *what: str) -> None:
+    """Opening ``path`` fails with one JournalError naming it and each of ``what``; its bytes unchanged."""
+    before = _digest(path) if os.path.exists(path) else None
+    with pytest.raises(JournalError) as caught:
+        open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread").close()
+    message = str(caught.value)
+    assert path in message
+    for words in what:
+        assert words in message
+    assert "runbook" in message
+    if before is not None:
+        assert _digest(path) == before
+    assert not os.path.exists(path + "-wal") or os.path.getsize(path + "-wal") == 0
+
+
+# -- 1. start-up against a bad journal ---------------------------------------
+
+
+def test_a_file_that_is_not_sqlite_is_refused_by_name_and_left_alone(tmp_path):
+    path = str(tmp_path / "j.sqlite")
+    with open(path, "w") as f:
+        f.write("settlement report, not a journal\n" * 200)
+    _refused(path, "is not a SQLite database", "restore")
+
+
+def test_a_damaged_journal_is_refused_by_name_and_left_alone(tmp_path):
+    path = _journal(tmp_path, rows=50)
+    with open(path, "r+b") as f:  # the schema's page, the first one after the header
+        f.seek(100)
+        f.write(b"\xa5" * 3000)
+    _refused(path, "is damaged", "restore")
+
+
+def test_a_journal_newer_than_the_code_is_refused_and_not_migrated(tmp_path):
+    path = _journal(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (schema.SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+    _refused(path, f"schema version {schema.SCHEMA_VERSION + 1}", "newer than this payswitch")
+
+
+def test_a_journal_in_a_missing_directory_is_refused_and_nothing_created(tmp_path):
+    path = str(tmp_path / "absent" / "j.sqlite")
+    _refused(path, "does not exist")
+    assert not os.path.exists(tmp_path / "absent")
+
+
+def test_a_journal_on_a_read_only_file_system_is_refused_by_name(tmp_path, monkeypatch):
+    # Root (CI's containers) writes through file modes, so the read-only file
+    # system SQLite meets is given by its own error.
+    path = _journal(tmp_path)
+    real = sqlite3.connect
+
+    def read_only(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")  # what SQLite says on a read-only mount
+
+    monkeypatch.setattr(files.sqlite3, "connect", read_only)
+    monkeypatch.setattr(files, "_read_only", lambda p: True)
+    _refused(path, "read-only")
+    monkeypatch.setattr(files.sqlite3, "connect", real)
+
+
+def test_a_journal_locked_by_another_switch_is_refused_by_name(tmp_path):
+    path = _journal(tmp_path)
+    j = open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread")
+    try:
+        with pytest.raises(OSError, match="in use by another payswitch process") as caught:
+            open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread")
+        assert path in str(caught.value)
+        assert ok(j.ping()) is True  # the running one goes on
+    finally:
+        j.close()
