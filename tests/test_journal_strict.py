@@ -105,3 +105,64 @@ def test_a_journal_locked_by_another_switch_is_refused_by_name(tmp_path):
         assert ok(j.ping()) is True  # the running one goes on
     finally:
         j.close()
+
+
+# -- 2. migrations from every older schema -----------------------------------
+
+
+def _at_version(path: str, version: int, monkeypatch) -> None:
+    """A journal at schema ``version`` holding one approved purchase, written as that version's switch did."""
+    with monkeypatch.context() as m:
+        m.setattr(schema, "SCHEMA_VERSION", version)
+        open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread").close()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO txn (terminal_id, merchant_id, mti, stan, transmission_time, processing_code, amount, currency,"
+        " kind, acquirer, pan_masked, content_digest, state, response_code, auth_code, reversal_attempts,"
+        " created_at, updated_at) VALUES ('DEMO0001', 'M1', '0200', '000042', '1202043000', '000000', 1250, '978',"
+        " 'card', 'acq-a', '476173******0119', 'd1', 'answered', '00', 'A12345', 0, 1000.0, 1001.0)"
+    )
+    conn.commit()
+    assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == version
+    conn.close()
+
+
+@pytest.mark.parametrize("version", range(1, schema.SCHEMA_VERSION))
+def test_a_journal_of_every_older_schema_migrates_keeping_its_payments(tmp_path, monkeypatch, version):
+    path = str(tmp_path / "j.sqlite")
+    _at_version(path, version, monkeypatch)
+    j = open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread")
+    try:
+        rec = ok(j.find("DEMO0001", "000042", "1202043000"))
+        assert (rec.amount, rec.response_code, rec.auth_code, rec.state, rec.rrn) == (1250, "00", "A12345", "answered",
+                                                                                       "000000000001")
+        assert ok(j.insert(txn(7))) is not None  # and takes new ones
+    finally:
+        j.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == schema.SCHEMA_VERSION
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+def test_a_migration_that_fails_half_way_leaves_the_journal_as_it_was_and_runs_again(tmp_path, monkeypatch):
+    path = str(tmp_path / "j.sqlite")
+    old = schema.SCHEMA_VERSION - 2
+    _at_version(path, old, monkeypatch)
+    broken = (*schema.MIGRATIONS[:-1], (*schema.MIGRATIONS[-1], "ALTER TABLE no_such_table ADD COLUMN x TEXT"))
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", broken)
+        with pytest.raises(JournalError) as caught:
+            open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread")
+    message = str(caught.value)
+    assert f"could not be migrated to schema version {schema.SCHEMA_VERSION}" in message
+    assert f"at version {old}" in message and path in message
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == old  # the earlier step too
+    conn.close()
+    for _ in range(2):  # run again (and once more: nothing left to do)
+        j = open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread")
+        try:
+            assert ok(j.find("DEMO0001", "000042", "1202043000")).amount == 1250
+        finally:
+            j.close()
