@@ -166,3 +166,67 @@ def test_a_migration_that_fails_half_way_leaves_the_journal_as_it_was_and_runs_a
             assert ok(j.find("DEMO0001", "000042", "1202043000")).amount == 1250
         finally:
             j.close()
+
+
+# -- 5. backup while the switch runs, and restore ----------------------------
+
+
+def test_a_backup_taken_while_the_journal_writes_is_whole_and_restores(tmp_path, capsys):
+    from switch import cli
+
+    path = _journal(tmp_path, rows=20)
+    dest = str(tmp_path / "backups" / "j-0430.sqlite")
+    os.makedirs(os.path.dirname(dest))
+    j = open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread")
+    try:
+        ok(j.insert(txn(21)))  # in the WAL, not yet checkpointed into the file
+        assert cli.main(["journal", "backup", dest, "--journal", path]) == 0
+        assert "21 transactions" in capsys.readouterr().out
+        ok(j.insert(txn(22)))  # after the backup: the switch went on, and this one is not in it
+        assert ok(j.reserve_stans("acq-a", 100)) == 1
+        # A backup never overwrites one, and nothing of a failed one is left.
+        assert cli.main(["journal", "backup", dest, "--journal", path]) == 1
+        assert "exists" in capsys.readouterr().err
+        assert os.listdir(os.path.dirname(dest)) == ["j-0430.sqlite"]
+        assert os.stat(dest).st_mode & 0o777 == 0o600
+        # The switch runs: a restore is refused and changes nothing.
+        before = _digest(path)
+        assert cli.main(["journal", "restore", dest, "--journal", path]) == 1
+        assert "in use by another payswitch process" in capsys.readouterr().err
+        assert _digest(path) == before
+        assert ok(j.find("DEMO0001", "000022", txn(22).transmission_time)) is not None
+    finally:
+        j.close()
+    assert cli.main(["journal", "restore", dest, "--journal", path]) == 0
+    out = capsys.readouterr().out
+    assert "21 transactions" in out and ".before-restore-" in out
+    aside = [n for n in os.listdir(tmp_path) if ".before-restore-" in n]
+    assert aside and not os.path.exists(path + "-wal")
+    j = open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread")
+    try:
+        assert ok(j.find("DEMO0001", "000021", txn(21).transmission_time)) is not None
+        assert ok(j.find("DEMO0001", "000022", txn(22).transmission_time)) is None
+        new, _ = ok(j.insert(txn(23)))
+        assert new.id == 23  # the replaced journal's ids go on: RRN 000000000022 is never given twice
+        assert ok(j.stan_position("acq-a")) == 101  # nor a host STAN
+    finally:
+        j.close()
+    # The journal it replaced keeps what came after the backup.
+    replaced = str(tmp_path / min(aside))
+    conn = sqlite3.connect(replaced)
+    assert conn.execute("SELECT count(*) FROM txn").fetchone()[0] == 22
+    conn.close()
+
+
+def test_a_backup_of_a_path_that_is_no_journal_creates_nothing(tmp_path, capsys):
+    from switch import cli
+
+    missing = str(tmp_path / "typo.sqlite")
+    assert cli.main(["journal", "backup", str(tmp_path / "b.sqlite"), "--journal", missing]) == 1
+    assert missing in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a journal " * 300)
+    assert cli.main(["journal", "restore", str(junk), "--journal", str(tmp_path / "j.sqlite")]) == 1
+    assert "is not a payswitch journal" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["junk.sqlite"]
