@@ -230,3 +230,93 @@ def test_a_backup_of_a_path_that_is_no_journal_creates_nothing(tmp_path, capsys)
     assert cli.main(["journal", "restore", str(junk), "--journal", str(tmp_path / "j.sqlite")]) == 1
     assert "is not a payswitch journal" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["junk.sqlite"]
+
+
+# -- 4. a journal writer that hangs ------------------------------------------
+
+
+def test_a_writer_that_answers_is_never_called_hung_even_when_it_fails():
+    from concurrent.futures import Future
+
+    from switch.io.journal_watch import WriterWatch
+
+    sent: list[Future] = []
+
+    def ping():
+        sent.append(Future())
+        return sent[-1]
+
+    w = WriterWatch(ping, hang_after=15.0)
+    assert w.tick(100.0) is None and len(sent) == 1
+    assert w.tick(114.0) is None and len(sent) == 1  # one ping out at a time
+    sent[-1].set_exception(JournalError("database or disk is full"))  # an answer: it lives
+    assert w.tick(130.0) is None and len(sent) == 2
+    assert w.tick(145.0) is None
+    assert w.tick(145.5) == 15.5  # unanswered for longer than hang_after: it hangs
+
+
+def test_a_writer_process_that_hangs_is_killed_and_its_unconfirmed_write_fails(tmp_path):
+    import asyncio
+    import logging
+    import signal
+
+    from switch.io.journal_watch import stop_hung_writer, watch
+    from switch.journal import JournalClosed
+
+    j = open_journal(f"sqlite://{tmp_path}/j.sqlite", writer="process", hmac_key=KEY)
+    told: list[str] = []
+    j.on_died = told.append
+    kind, pid = j.writer_identity()
+    try:
+        j.insert(txn(1)).result(10)
+        os.kill(pid, signal.SIGSTOP)  # hangs: alive, silent
+        waiting = j.insert(txn(2))
+        exits: list[int] = []
+
+        async def main():
+            async with asyncio.timeout(10):
+                await watch(j.ping, lambda waited: stop_hung_writer(j, waited, log=logging.getLogger("t"),
+                                                                      exit=exits.append),
+                            hang_after=0.5, interval=0.1)
+
+        asyncio.run(main())
+        with pytest.raises(JournalClosed):
+            waiting.result(10)  # never confirmed: never answered as recorded
+        assert exits == [] and len(told) == 1 and "exit code -9" in told[0]
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        j.close()
+    j = open_journal(f"sqlite://{tmp_path}/j.sqlite", hmac_key=KEY, writer="thread")
+    try:  # what it confirmed is there; what it did not is not
+        assert ok(j.find("DEMO0001", "000001", txn(1).transmission_time)) is not None
+        assert ok(j.find("DEMO0001", "000002", txn(2).transmission_time)) is None
+    finally:
+        j.close()
+
+
+def test_a_writer_thread_that_hangs_ends_the_process_with_exit_1(tmp_path):
+    import asyncio
+    import logging
+    import threading
+
+    from switch.io.journal_watch import stop_hung_writer, watch
+
+    j = open_journal(f"sqlite://{tmp_path}/j.sqlite", writer="thread", hmac_key=KEY)
+    stuck, exits = threading.Event(), []
+    try:
+        j._submit(lambda: stuck.wait(10), (), True)  # the writer thread stuck in a call, as in a dead disk's fsync
+
+        async def main():
+            async with asyncio.timeout(10):
+                await watch(j.ping, lambda waited: stop_hung_writer(j, waited, log=logging.getLogger("t"),
+                                                                      exit=exits.append),
+                            hang_after=0.5, interval=0.1)
+
+        asyncio.run(main())
+        assert exits == [1]
+    finally:
+        stuck.set()
+        j.close()

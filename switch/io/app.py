@@ -25,7 +25,7 @@ import sys
 from switch import config as config_mod
 from switch import config_reload, config_timing, logs, preflight, wiring
 from switch.config_security import load_admin_token
-from switch.io import early_stop, hangup, ports
+from switch.io import early_stop, hangup, journal_watch, ports
 from switch.io.children import Children
 from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
@@ -72,8 +72,11 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
     if worker is None:  # with workers, the supervisor watches the shared writer
         _stop_when_the_writer_dies(switch, stop, fatal)
     servers, http = [], None
+    watchdog = None
     try:
         await switch.start()
+        if worker is None:  # with workers, the supervisor watches the shared writer
+            watchdog = asyncio.get_running_loop().create_task(_watch_the_writer(switch))
         servers = await start_listeners(switch, cfg.listeners, reuse_port=worker is not None)
         # Terminals may send from now on: a stop drains what they sent (a stop
         # that came while starting cancelled start-up above, or lands here).
@@ -146,6 +149,8 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
             raise
         log.info("%s received while starting: stopped before serving", stopper.signal_name)
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         for s in servers:
             s.close()
         if http is not None:
@@ -173,6 +178,20 @@ def _stop_when_the_writer_dies(switch: Switch, stop: asyncio.Event, fatal: list[
         stop.set()
 
     journal.on_died = lambda why: loop.call_soon_threadsafe(died, why)
+
+
+async def _watch_the_writer(switch: Switch) -> None:
+    """A journal writer that hangs ends as a dead one does (switch.io.journal_watch)."""
+    journal = switch.journal
+
+    def exit_now(code: int) -> None:
+        print("payswitch: stopped: journal writer thread hangs", file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(code)
+
+    await journal_watch.watch(
+        journal.ping, lambda waited: journal_watch.stop_hung_writer(journal, waited, log=log, exit=exit_now)
+    )
 
 
 def _fail(cfg: config_mod.Config, path: str, msg: str):
