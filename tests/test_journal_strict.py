@@ -320,3 +320,42 @@ def test_a_writer_thread_that_hangs_ends_the_process_with_exit_1(tmp_path):
     finally:
         stuck.set()
         j.close()
+
+
+# -- 3. the disk fills up mid-run --------------------------------------------
+
+
+def test_a_batch_the_full_disk_refuses_leaves_no_part_of_it_and_the_journal_goes_on(tmp_path):
+    from tests.test_journal_full import _cap_pages
+
+    j = open_journal(f"sqlite://{tmp_path}/j.sqlite", hmac_key=KEY, writer="thread")
+    try:
+        first, _ = ok(j.insert(txn(1)))
+        _cap_pages(j, 2)
+        futures = [j.insert(txn(stan, acquirer_ref="x" * 900)) for stan in range(2, 200)]
+        futures.append(j.update(first.id, state="answered", response_code="00", auth_code="A00001"))
+        outcomes = []
+        for fut in futures:
+            try:
+                outcomes.append(fut.result(10))
+            except JournalError as e:
+                assert "disk is full" in str(e)
+                outcomes.append(None)
+        assert None in outcomes  # the disk filled up in the middle
+        _cap_pages(j, 100000)  # space again: no restart
+        for stan, got in zip(range(2, 200), outcomes):
+            rec = ok(j.find("DEMO0001", f"{stan:06d}", txn(stan).transmission_time))
+            # Confirmed and there, whole; or refused and not there at all: never half of it.
+            assert (rec is None) == (got is None)
+            if rec is not None:
+                assert rec.state == "received" and rec.acquirer_ref == "x" * 900
+        rec = ok(j.get(first.id))
+        if outcomes[-1] is None:
+            assert (rec.state, rec.response_code) == ("received", None)  # the answer refused: not half-answered
+        else:
+            assert (rec.state, rec.response_code, rec.auth_code) == ("answered", "00", "A00001")
+        ok(j.insert(txn(500)))
+        assert ok(j.ping()) is True
+        assert ok(j._submit(lambda: j._conn.execute("PRAGMA integrity_check").fetchone()[0], (), False)) == "ok"
+    finally:
+        j.close()
