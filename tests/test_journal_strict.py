@@ -359,3 +359,24 @@ def test_a_batch_the_full_disk_refuses_leaves_no_part_of_it_and_the_journal_goes
         assert ok(j._submit(lambda: j._conn.execute("PRAGMA integrity_check").fetchone()[0], (), False)) == "ok"
     finally:
         j.close()
+
+
+def test_creating_or_migrating_a_journal_is_said_in_the_log(tmp_path, monkeypatch, caplog):
+    import logging
+
+    path = str(tmp_path / "j.sqlite")
+    caplog.set_level(logging.INFO, logger="switch.journal.schema")
+    with monkeypatch.context() as m:
+        m.setattr(schema, "SCHEMA_VERSION", 3)
+        open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread").close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"journal {path} created, empty (schema version 3): if a journal was expected here, "
+        "stop the switch and check [journal] url (runbook: \"Journal will not open\")"]
+    caplog.clear()
+    open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread").close()
+    [said] = [r for r in caplog.records]
+    assert said.levelno == logging.WARNING
+    assert said.getMessage().startswith(f"journal {path} migrated from schema version 3 to {schema.SCHEMA_VERSION}")
+    caplog.clear()
+    open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread").close()
+    assert caplog.records == []  # nothing to do, nothing said

@@ -7,6 +7,7 @@ change a migration that has shipped: append one.
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from switch.journal import JournalError, files, outbox, reversal_card, terminal_keys, uploads
@@ -150,6 +151,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+log = logging.getLogger(__name__)
+
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the journal at ``path`` up to :data:`SCHEMA_VERSION`, in one transaction.
@@ -174,6 +177,15 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
         conn.execute("COMMIT")
+        # Never silently: a journal created where one was expected (a wrong url, another working
+        # directory) starts RRNs from 1 and forgets the reversal queue; a migrated one is refused
+        # by the payswitch it was upgraded from.
+        if version == 0:
+            log.info("journal %s created, empty (schema version %d): if a journal was expected here, "
+                     "stop the switch and check [journal] url (runbook: \"Journal will not open\")", path, target)
+        elif version < target:
+            log.warning("journal %s migrated from schema version %d to %d: a payswitch older than this one no "
+                        "longer opens it (runbook: \"Start, stop, reload\", upgrades)", path, version, target)
     except BaseException as e:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
