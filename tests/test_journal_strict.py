@@ -380,3 +380,17 @@ def test_creating_or_migrating_a_journal_is_said_in_the_log(tmp_path, monkeypatc
     caplog.clear()
     open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread").close()
     assert caplog.records == []  # nothing to do, nothing said
+
+
+def test_a_journal_whose_mode_cannot_be_set_on_a_read_only_mount_is_refused_by_name(tmp_path, monkeypatch):
+    import errno
+
+    path = _journal(tmp_path)
+    os.chmod(path, 0o644)  # copied in with another mode: the switch sets 0600 before opening
+
+    def refused(p, mode):
+        raise OSError(errno.EROFS, "Read-only file system", p)
+
+    monkeypatch.setattr(files.os, "chmod", refused)
+    monkeypatch.setattr(files, "_read_only", lambda p: True)
+    _refused(path, "read-only")

@@ -106,7 +106,10 @@ def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, i
 
     if on_disk(path) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise JournalError(cannot_open(path, None))  # before secure() or SQLite could create anything
-    secure(path)  # 0600 before SQLite makes it, whatever the umask
+    try:
+        secure(path)  # 0600 before SQLite makes it, whatever the umask
+    except OSError as e:  # a read-only mount, a file of another user
+        raise JournalError(cannot_open(path, e)) from None
     claimed = claim(path)
     try:
         try:
