@@ -394,3 +394,26 @@ def test_a_journal_whose_mode_cannot_be_set_on_a_read_only_mount_is_refused_by_n
     monkeypatch.setattr(files.os, "chmod", refused)
     monkeypatch.setattr(files, "_read_only", lambda p: True)
     _refused(path, "read-only")
+
+
+def test_a_failed_ping_of_the_watch_is_not_logged_as_an_exception_never_retrieved(caplog):
+    import asyncio
+    import gc
+
+    from switch.io.journal_watch import WriterWatch
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        def ping():  # as the switch's journal answers: an asyncio future, failed (disk full)
+            fut = loop.create_future()
+            fut.set_exception(JournalError("database or disk is full"))
+            return fut
+
+        w = WriterWatch(ping, hang_after=15.0)
+        for now in range(5):
+            w.tick(float(now))
+
+    asyncio.run(main())
+    gc.collect()
+    assert "never retrieved" not in caplog.text

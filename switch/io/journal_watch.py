@@ -37,9 +37,17 @@ class WriterWatch:
         that is over ``hang_after`` (then the writer hangs), else None."""
         if self._pending is None or self._pending.done():
             self._pending, self._sent_at = self._ping(), now
+            self._pending.add_done_callback(_read)
             return None
         waited = now - self._sent_at
         return waited if waited > self.hang_after else None
+
+
+def _read(fut) -> None:
+    """A failed ping (disk full: "Journal failing" says so) is an answer, not an error of
+    the watch's: read, so that asyncio does not log it as never retrieved, once a second."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def watch(ping: Callable[[], Future], on_hung: Callable[[float], None], *,
