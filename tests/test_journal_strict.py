@@ -417,3 +417,16 @@ def test_a_failed_ping_of_the_watch_is_not_logged_as_an_exception_never_retrieve
     asyncio.run(main())
     gc.collect()
     assert "never retrieved" not in caplog.text
+
+
+def test_a_restore_without_the_journal_lock_restores_nothing(tmp_path, capsys, monkeypatch):
+    from switch import cli
+
+    dest = str(tmp_path / "b.sqlite")
+    path = _journal(tmp_path)
+    assert cli.main(["journal", "backup", dest, "--journal", path]) == 0
+    monkeypatch.setattr(files, "claim", lambda p: None)  # as when PATH.lock cannot be opened
+    before = _digest(path)
+    assert cli.main(["journal", "restore", dest, "--journal", path]) == 1
+    assert "cannot take the lock" in capsys.readouterr().err
+    assert _digest(path) == before and not [n for n in os.listdir(tmp_path) if "before-restore" in n]

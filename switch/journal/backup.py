@@ -114,6 +114,9 @@ def restore(source: str, path: str, clock=time.time) -> tuple[dict, str | None]:
         raise JournalError(f"journal {path}: only a journal file can be restored ({_RUNBOOK})")
     facts = describe(source)
     claimed = files.claim(path)  # files.InUse while a switch runs on it
+    if claimed is None:
+        raise JournalError(f"cannot take the lock {path}.lock (its directory missing or not writable): "
+                           f"nothing restored ({_RUNBOOK})")
     try:
         aside = None
         if os.path.exists(path):
