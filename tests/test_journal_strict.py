@@ -430,3 +430,26 @@ def test_a_restore_without_the_journal_lock_restores_nothing(tmp_path, capsys, m
     assert cli.main(["journal", "restore", dest, "--journal", path]) == 1
     assert "cannot take the lock" in capsys.readouterr().err
     assert _digest(path) == before and not [n for n in os.listdir(tmp_path) if "before-restore" in n]
+
+
+def test_serve_on_a_journal_that_is_not_sqlite_exits_1_with_one_line_and_leaves_it(tmp_path):
+    import subprocess
+    import sys
+
+    from tests import e2e
+
+    text, _ = e2e.card_config(tmp_path)
+    config = tmp_path / "switch.toml"
+    config.write_text(text)
+    journal = tmp_path / "journal.sqlite"
+    assert f'url = "sqlite://{journal}"' in text
+    journal.write_bytes(b"terminal totals, not a journal\n" * 100)
+    before = _digest(str(journal))
+    env = {**os.environ, "PYTHONPATH": str(e2e.ROOT)}
+    done = subprocess.run([sys.executable, "-m", "switch.cli", "serve", "--config", str(config)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"payswitch: cannot start: journal {journal} is not a SQLite database (or its header is damaged); it was "
+        "not changed: check the path in [journal] url, else restore the last backup (runbook: \"Journal will not open\")")
+    assert _digest(str(journal)) == before and not (tmp_path / "journal.sqlite-wal").exists()
