@@ -7,6 +7,7 @@
     payswitch keys new-master|init|import|list [options]
     payswitch send purchase|refund|balance|topup|preauth|completion|reversal|echo|signon|keyexchange|settlement [options]
     payswitch check-config FILE
+    payswitch journal backup DEST | restore BACKUP [--config FILE | --journal PATH]
 """
 from __future__ import annotations
 
@@ -330,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("kind", choices=["acquirer", "wallet", "citycard", "hsm", "loyalty"])
     sub.add_parser("relay", help="relay the journal's event outbox to NATS and webhooks", add_help=False)
     sub.add_parser("keys", help="the software security module's key store (new-master, init, import, list)", add_help=False)
+    sub.add_parser("journal", help="back up the running switch's journal (backup DEST), or restore one (restore BACKUP)",
+                   add_help=False)
 
     t = sub.add_parser("send", help="a command-line terminal: send one request and print the answer")
     t.add_argument(
@@ -400,6 +403,10 @@ def main(argv=None) -> int:
         from switch.security.keycli import main as keys_main
 
         return keys_main(argv[1:])
+    if argv[:1] == ["journal"]:
+        from switch.journal.backup import main as journal_main
+
+        return journal_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -608,7 +608,7 @@ def test_after_close_operations_fail(journal):
 
 
 def test_open_errors(tmp_path, writer):
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(JournalError, match="its directory .* does not exist"):  # named (tests/test_journal_strict.py)
         open_journal(f"sqlite://{tmp_path}/no/such/dir/journal.sqlite", writer=writer)
     with pytest.raises(ValueError, match="'postgresql' is not supported yet"):
         open_journal("postgresql://payswitch:s3cret@db/payswitch", writer=writer)

@@ -25,12 +25,13 @@ import sys
 from switch import config as config_mod
 from switch import config_reload, config_timing, logs, preflight, wiring
 from switch.config_security import load_admin_token
-from switch.io import early_stop, hangup, ports
+from switch.io import early_stop, hangup, journal_watch, ports
 from switch.io.children import Children
 from switch.io.http import AdminHttp
 from switch.io.server import start_listeners
 from switch.io.service import Switch, WorkerRole
 from switch.io.workers import Fleet, read_config, worker_http_port, worker_reload_refused
+from switch.journal import JournalError
 from switch.security.coredump import no_core_dumps
 
 log = logging.getLogger("payswitch")
@@ -71,8 +72,11 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
     if worker is None:  # with workers, the supervisor watches the shared writer
         _stop_when_the_writer_dies(switch, stop, fatal)
     servers, http = [], None
+    watchdog = None
     try:
         await switch.start()
+        if worker is None:  # with workers, the supervisor watches the shared writer
+            watchdog = asyncio.get_running_loop().create_task(_watch_the_writer(switch))
         servers = await start_listeners(switch, cfg.listeners, reuse_port=worker is not None)
         # Terminals may send from now on: a stop drains what they sent (a stop
         # that came while starting cancelled start-up above, or lands here).
@@ -145,6 +149,8 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
             raise
         log.info("%s received while starting: stopped before serving", stopper.signal_name)
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         for s in servers:
             s.close()
         if http is not None:
@@ -172,6 +178,20 @@ def _stop_when_the_writer_dies(switch: Switch, stop: asyncio.Event, fatal: list[
         stop.set()
 
     journal.on_died = lambda why: loop.call_soon_threadsafe(died, why)
+
+
+async def _watch_the_writer(switch: Switch) -> None:
+    """A journal writer that hangs ends as a dead one does (switch.io.journal_watch)."""
+    journal = switch.journal
+
+    def exit_now(code: int) -> None:
+        print("payswitch: stopped: journal writer thread hangs", file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(code)
+
+    await journal_watch.watch(
+        journal.ping, lambda waited: journal_watch.stop_hung_writer(journal, waited, log=log, exit=exit_now)
+    )
 
 
 def _fail(cfg: config_mod.Config, path: str, msg: str):
@@ -257,7 +277,7 @@ def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int |
     except config_mod.ConfigError as e:
         print(config_mod.error_line(e), file=sys.stderr)
         return 2
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, JournalError) as e:  # JournalError names the file and what to do
         print(f"payswitch: cannot start: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # never a traceback on the console; the log has it at DEBUG

@@ -58,7 +58,7 @@ from pathlib import Path
 
 from switch import config as config_mod
 from switch import config_reload
-from switch.io import early_stop, hangup
+from switch.io import early_stop, hangup, journal_watch
 from switch.io.children import _die_with_parent
 
 log = logging.getLogger("payswitch")
@@ -321,6 +321,14 @@ class Fleet:
                 w.proc = None
                 asyncio.get_running_loop().create_task(self._restart(w, delay))
 
+    def _writer_hangs(self, waited: float) -> None:
+        """The shared writer has not answered a ping for ``waited`` s (switch.io.journal_watch):
+        killed, its death stops every worker (:meth:`watch`), each write it had not confirmed
+        failing (96) in its worker."""
+        log.error("the journal writer process has not answered for %.0f s (runbook: \"The journal writer hangs\"):"
+                  " killing it (pid %d)", waited, self.writer.pid)
+        self.writer.kill()
+
     def _watch_ended(self, task: asyncio.Task) -> None:
         """The watch ends only when told to; a bug that ends it would leave dead workers
         dead and the journal writer unwatched: stop the switch (exit 1) for the service
@@ -448,6 +456,7 @@ class Fleet:
                 self.reload()
             watch = loop.create_task(self.watch())
             watch.add_done_callback(self._watch_ended)
+            hung = loop.create_task(journal_watch.watch(self.journal.ping, self._writer_hangs))
             for w in self.workers:
                 print(f"payswitch: worker {w.index} pid {w.proc.pid}, admin HTTP on "
                       f"http://{self.cfg.http.host}:{worker_http_port(self.cfg, w.index)}"
@@ -462,6 +471,7 @@ class Fleet:
             await self._stop.wait()
             log.info("stopping: every worker drains its requests in flight (up to %.0f s)", self.cfg.drain_budget)
             watch.cancel()
+            hung.cancel()
         except asyncio.CancelledError:
             if not stopper.cancelled_start():
                 raise

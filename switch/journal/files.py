@@ -104,10 +104,18 @@ def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, i
     Returns the connection and the lock for :func:`release`."""
     from switch.journal import JournalError
 
-    secure(path)  # 0600 before SQLite makes it, whatever the umask
+    if on_disk(path) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise JournalError(cannot_open(path, None))  # before secure() or SQLite could create anything
+    try:
+        secure(path)  # 0600 before SQLite makes it, whatever the umask
+    except OSError as e:  # a read-only mount, a file of another user
+        raise JournalError(cannot_open(path, e)) from None
     claimed = claim(path)
     try:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
+        except sqlite3.DatabaseError as e:
+            raise JournalError(cannot_open(path, e)) from None
         try:
             if path != ":memory:":
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -126,6 +134,9 @@ def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, i
             pages = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_HEADER + max(pages, 1) * (page_size + _FRAME_HEADER)}")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise JournalError(cannot_open(path, e)) from None
         except BaseException:
             conn.close()
             raise
@@ -133,6 +144,48 @@ def open_database(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, i
         release(claimed)
         raise
     return conn, claimed
+
+
+WHAT_TO_DO = 'runbook: "Journal will not open"'
+
+
+def _read_only(path: str) -> bool:
+    """Whether the journal's file or directory cannot be written (mode, or a read-only mount)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    if not os.access(directory, os.W_OK):
+        return True
+    return os.path.exists(path) and not os.access(path, os.W_OK)
+
+
+def cannot_open(path: str, exc: BaseException | None) -> str:
+    """Why the journal at ``path`` cannot be opened or migrated, and what to do: one line.
+
+    The error of SQLite alone ("unable to open database file") names no file and no cause;
+    this names both.  Nothing was written to the file (:func:`open_database`, and
+    schema.migrate's one transaction)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    name = getattr(exc, "sqlite_errorname", "")
+    said = str(exc) if exc is not None else ""
+    if not os.path.isdir(directory):
+        why = f": its directory {directory} does not exist: create it, owned by the switch's user, mode 0700"
+    elif name in ("SQLITE_NOTADB",) or "not a database" in said:
+        why = (" is not a SQLite database (or its header is damaged); it was not changed: check the path in "
+               "[journal] url, else restore the last backup")
+    elif name.startswith("SQLITE_CORRUPT") or "malformed" in said:
+        why = f" is damaged ({said}); it was not changed: restore the last backup"
+    elif name.startswith("SQLITE_READONLY") or _read_only(path):
+        why = (f" is read-only ({said}): the switch writes the file and creates {os.path.basename(path)}-wal, "
+               "-shm and .lock beside it; make the file and its directory writable by the switch's user")
+    elif name == "SQLITE_FULL" or "disk is full" in said:
+        why = f" cannot be written ({said}): free space on its file system"
+    else:
+        why = f" cannot be opened ({said}): check the path, its permissions and dmesg for I/O errors"
+    return f"journal {path}{why} ({WHAT_TO_DO})"
 
 
 def identity(path: str) -> tuple[int, int] | None:

@@ -7,9 +7,10 @@ change a migration that has shipped: append one.
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 
-from switch.journal import JournalError, outbox, reversal_card, terminal_keys, uploads
+from switch.journal import JournalError, files, outbox, reversal_card, terminal_keys, uploads
 
 # Each entry is one schema version; applied in order, each in one transaction.
 # The states a transaction waits in (states.py): the only ones the journal
@@ -150,6 +151,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+log = logging.getLogger(__name__)
+
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the journal at ``path`` up to :data:`SCHEMA_VERSION`, in one transaction.
@@ -158,19 +161,39 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
     the file as it was.
     """
     target = SCHEMA_VERSION  # read when called: a benchmark may stop at an older version
-    conn.execute("BEGIN IMMEDIATE")
+    version = number = 0
     try:
+        conn.execute("BEGIN IMMEDIATE")
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT")
         version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
         if version > target:
             raise JournalError(
-                f"journal {path} has schema version {version}, newer than this payswitch knows ({target})"
+                f"journal {path} has schema version {version}, newer than this payswitch knows ({target}); "
+                "it was not changed: run the payswitch version that wrote it (or a newer one), or restore "
+                f"the backup taken before the upgrade ({files.WHAT_TO_DO})"
             )
         for number in range(version + 1, target + 1):
             for statement in MIGRATIONS[number - 1]:
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
         conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
+        # Never silently: a journal created where one was expected (a wrong url, another working
+        # directory) starts RRNs from 1 and forgets the reversal queue; a migrated one is refused
+        # by the payswitch it was upgraded from.
+        if version == 0:
+            log.info("journal %s created, empty (schema version %d): if a journal was expected here, "
+                     "stop the switch and check [journal] url (runbook: \"Journal will not open\")", path, target)
+        elif version < target:
+            log.warning("journal %s migrated from schema version %d to %d: a payswitch older than this one no "
+                        "longer opens it (runbook: \"Start, stop, reload\", upgrades)", path, version, target)
+    except BaseException as e:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(e, sqlite3.DatabaseError):
+            if number and getattr(e, "sqlite_errorname", "") in ("SQLITE_ERROR", "SQLITE_CONSTRAINT"):
+                raise JournalError(
+                    f"journal {path} could not be migrated to schema version {number} ({e}); it was left "
+                    f"as it was, at version {version}: report this with the log ({files.WHAT_TO_DO})"
+                ) from None
+            raise JournalError(files.cannot_open(path, e)) from None
         raise
