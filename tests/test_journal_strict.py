@@ -112,10 +112,12 @@ def test_a_journal_locked_by_another_switch_is_refused_by_name(tmp_path):
 
 def _at_version(path: str, version: int, monkeypatch) -> None:
     """A journal at schema ``version`` holding one approved purchase, written as that version's switch did."""
+    # The schema alone, as that version's switch laid it: today's journal, once
+    # open, may read what only later versions have (the settlement cut-off).
+    conn = sqlite3.connect(path)
     with monkeypatch.context() as m:
         m.setattr(schema, "SCHEMA_VERSION", version)
-        open_journal(f"sqlite://{path}", hmac_key=KEY, writer="thread").close()
-    conn = sqlite3.connect(path)
+        schema.migrate(conn, path)
     conn.execute(
         "INSERT INTO txn (terminal_id, merchant_id, mti, stan, transmission_time, processing_code, amount, currency,"
         " kind, acquirer, pan_masked, content_digest, state, response_code, auth_code, reversal_attempts,"
