@@ -36,20 +36,27 @@ cdef inline bint _ascii_digit(Py_UCS4 c) noexcept:
     return c >= 48 and c <= 57
 
 
-cdef bint _luhn_span(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noexcept:
-    """The Luhn check of data[start:end], ASCII digits only."""
+cdef inline int _luhn_add(int kind, void* data, Py_ssize_t start, Py_ssize_t end, int total,
+                          bint* double) noexcept:
+    """``total`` plus the Luhn sum of the ASCII digits data[start:end], read right to left;
+    ``double``: whether the next digit (the last of the span) is doubled, updated."""
     cdef Py_ssize_t i
-    cdef int digit, total = 0
-    cdef bint double = False
+    cdef int digit
     for i in range(end - 1, start - 1, -1):
         digit = <int>PyUnicode_READ(kind, data, i) - 48
-        if double:
+        if double[0]:
             digit *= 2
             if digit > 9:
                 digit -= 9
         total += digit
-        double = not double
-    return total % 10 == 0
+        double[0] = not double[0]
+    return total
+
+
+cdef bint _luhn_span(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noexcept:
+    """The Luhn check of data[start:end], ASCII digits only."""
+    cdef bint double = False
+    return _luhn_add(kind, data, start, end, 0, &double) % 10 == 0
 
 
 def luhn_run(tuple values not None):
@@ -195,19 +202,12 @@ def pan_spans(str text not None):
 
 cdef bint _luhn_groups(int kind, void* data, list groups, Py_ssize_t first, Py_ssize_t last):
     """The Luhn check of the digits of ``groups[first..last]`` read as one number."""
-    cdef Py_ssize_t g, i, start, end
-    cdef int digit, total = 0
+    cdef Py_ssize_t g, start, end
+    cdef int total = 0
     cdef bint double = False
     for g in range(last, first - 1, -1):
         start, end = groups[g]
-        for i in range(end - 1, start - 1, -1):
-            digit = <int>PyUnicode_READ(kind, data, i) - 48
-            if double:
-                digit *= 2
-                if digit > 9:
-                    digit -= 9
-            total += digit
-            double = not double
+        total = _luhn_add(kind, data, start, end, total, &double)
     return total % 10 == 0
 
 

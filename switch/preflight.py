@@ -230,22 +230,10 @@ def keys_beside_journal(cfg: Config) -> list[tuple[str, str]]:
             f"the journal key file {key} is in the journal's directory: keep it apart "
             "(another directory or volume, or hmac_key_env) so a copy of the journal never carries its key")))
 
-    def walk(obj, path: str) -> None:
-        if isinstance(obj, msgspec.Struct):
-            for name in obj.__struct_fields__:
-                value = getattr(obj, name)
-                where = f"{path}.{name}" if path else name
-                if name in _SECRET_FILES and isinstance(value, str) and value:
-                    if where != "journal.hmac_key_file" and Path(value).resolve().parent == folder:
-                        found.append((where, f"the key file {shown(value, 'file')} is in the journal's directory, "
-                                             "which is backed up and shipped with the journal: keep it apart"))
-                else:
-                    walk(value, where)
-        elif isinstance(obj, (list, tuple)):
-            for i, item in enumerate(obj):
-                walk(item, f"{path}[{i}]")
-
-    walk(cfg, "")
+    for where, value in _secret_files(cfg):
+        if value and where != "journal.hmac_key_file" and Path(value).resolve().parent == folder:
+            found.append((where, f"the key file {shown(value, 'file')} is in the journal's directory, "
+                                 "which is backed up and shipped with the journal: keep it apart"))
     return found
 
 
@@ -254,6 +242,21 @@ _SECRET_FILES = frozenset({
     "hmac_key_file", "admin_token_file", "tls_key_file", "merchant_key_file", "merchant_key_passphrase_file",
     "secret_file", "master_key_file", "key_file",
 })
+
+
+def _secret_files(obj, path: str = ""):
+    """(key path, value) of every key of :data:`_SECRET_FILES` set to a string, anywhere in ``obj``."""
+    if isinstance(obj, msgspec.Struct):
+        for name in obj.__struct_fields__:
+            value = getattr(obj, name)
+            where = f"{path}.{name}" if path else name
+            if name in _SECRET_FILES and isinstance(value, str):
+                yield where, value
+            elif name not in _SECRET_FILES:
+                yield from _secret_files(value, where)
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            yield from _secret_files(item, f"{path}[{i}]")
 
 
 def _embedded_default(cfg: Config) -> bool:
@@ -272,23 +275,10 @@ def secrets_open_to_others(cfg: Config) -> list[str]:
     if _embedded_default(cfg):
         return []
     found: list[str] = []
-
-    def walk(obj, path: str) -> None:
-        if isinstance(obj, msgspec.Struct):
-            for name in obj.__struct_fields__:
-                value = getattr(obj, name)
-                where = f"{path}.{name}" if path else name
-                if name in _SECRET_FILES and isinstance(value, str):
-                    why = open_to_others(value)  # None when missing or unreadable: the checks above name it
-                    if why:
-                        found.append(f"{cfg.source}: {why} - at `$.{where}`")
-                else:
-                    walk(value, where)
-        elif isinstance(obj, (list, tuple)):
-            for i, item in enumerate(obj):
-                walk(item, f"{path}[{i}]")
-
-    walk(cfg, "")
+    for where, value in _secret_files(cfg):
+        why = open_to_others(value)  # None when missing or unreadable: the checks above name it
+        if why:
+            found.append(f"{cfg.source}: {why} - at `$.{where}`")
     return found
 
 
