@@ -83,16 +83,12 @@ def readable(engine: Any, body: bytes, codec: Any) -> Any:
         msg = codec.salvage(body)
     except DecodeError:
         return None
-    mti = messages.base_mti(msg.mti)
-    if not messages.is_request(msg.mti) or mti == "0800" or mti not in messages.MANDATORY:
+    if not messages.is_request(msg.mti):
         return None
-    for n in KEY_FIELDS:
-        if n not in msg:
-            return None
     # A damaged bitmap shifts every field after it: only a configured terminal
     # ID shows that 41, and 7 and 11 before it, were read where they belong.
-    merchant = engine.terminals.get(msg[41])
-    if merchant is None or (42 in msg and msg[42] != merchant):
+    merchant = engine.terminals.get(msg.get(41))
+    if not journaled(msg, messages.base_mti(msg.mti), merchant) or (42 in msg and msg[42] != merchant):
         return None
     if engine.security.config.policy(merchant) != "none":
         return None
