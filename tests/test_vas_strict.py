@@ -12,7 +12,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from native.iso8583 import build_tlv48, parse_tlv48
+from native.iso8583 import build_tlv48
 from switch import config as config_mod
 from switch.core.acquirer import Result
 from switch.core.vas import payload
@@ -20,7 +20,7 @@ from switch.io import vas as vas_io
 from switch.io.service import Switch
 from tests import test_service as ts
 from tests.test_service import FakeAcquirer, call, fakes, record, request, reversal
-from tests.test_vas import outbox
+from tests.test_vas import outbox, tags
 
 CARD = "4111111111111111"  # a card number a service quotes back (Luhn-valid)
 
@@ -82,10 +82,6 @@ def run(scenario, *, acquirers=None, deadline=0.05, timeout=0.3, response_timeou
             await sw.close()
 
     return asyncio.run(main())
-
-
-def tags(msg) -> dict:
-    return parse_tlv48(msg[48]) if 48 in msg else {}
 
 
 def coupon(amount="000000010000", **kw) -> bytes:

@@ -192,18 +192,25 @@ def wallet_switch_acquirers(test_service, wallet):
 WALLET_CODE = "BC018281234567890123456"
 
 
+
+async def pay_while_confirming(sw, ts, wallet) -> "asyncio.Task":
+    """A wallet purchase started and held at the wallet: the probe at start, then the
+    customer confirming (queries), nothing cancelled yet; the task of its answer."""
+    original = asyncio.create_task(sw.handle(ts.request(pan=None, f22="031", f48=WALLET_CODE)))
+    for _ in range(200):
+        if wallet.calls.count("query") >= 3:
+            break
+        await asyncio.sleep(0.01)
+    assert "cancel" not in wallet.calls
+    return original
+
 def test_a_terminal_reversal_while_the_customer_confirms_withdraws_the_order_at_the_wallet(service_key):
     ts = service_key
     wallet = ConfirmingWallet()
     acquirers, _ = wallet_switch_acquirers(ts, wallet)
 
     async def scenario(sw):
-        original = asyncio.create_task(sw.handle(ts.request(pan=None, f22="031", f48=WALLET_CODE)))
-        for _ in range(200):
-            if wallet.calls.count("query") >= 3:  # the probe at start, then the customer confirming
-                break
-            await asyncio.sleep(0.01)
-        assert "cancel" not in wallet.calls
+        original = await pay_while_confirming(sw, ts, wallet)
         t0 = time.monotonic()
         assert ts.TERM.decode(await asyncio.wait_for(sw.handle(ts.reversal("000002", "000001")), 1.0))[39] == "00"
         answer = ts.TERM.decode(await asyncio.wait_for(original, ts.WAIT))

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.test_wallet_strict import WALLET_CODE, ConfirmingWallet, wallet_switch_acquirers
+from tests.test_wallet_strict import ConfirmingWallet, pay_while_confirming, wallet_switch_acquirers
 
 
 @pytest.fixture
@@ -28,12 +28,7 @@ def test_a_wallet_order_reversed_on_another_worker_is_withdrawn_at_its_next_quer
         sw.engine.shared_journal = True  # as a worker's: its answer is journaled only while still "sent"
 
     async def scenario(sw):
-        original = asyncio.create_task(sw.handle(ts.request(pan=None, f22="031", f48=WALLET_CODE)))
-        for _ in range(200):
-            if wallet.calls.count("query") >= 3:  # the probe at start, then the customer confirming
-                break
-            await asyncio.sleep(0.01)
-        assert "cancel" not in wallet.calls
+        original = await pay_while_confirming(sw, ts, wallet)
         # The terminal's 0400 landed on another worker: it queued the reversal in the
         # journal (sent -> reversal_pending) and answered 00; this process was not told.
         rec = await ts.record(sw, "000001")
