@@ -33,15 +33,18 @@ def checkout_env(**extra: str) -> dict[str, str]:
 class BenchSwitch(e2e.SwitchProcess):
     """``payswitch serve`` from this checkout, run as ``python -m <module>``."""
 
-    def __init__(self, tmp: Path, config_text: str, ports: dict, module: str = COMPILED):
+    def __init__(self, tmp: Path, config_text: str, ports: dict, module: str = COMPILED,
+                 prefix: tuple[str, ...] = (), env: dict[str, str] | None = None):
         super().__init__(tmp, config_text, ports)
         self.module = module
+        self.prefix = list(prefix)  # a command to run the interpreter under (valgrind, say)
+        self.extra_env = env or {}
         self.banner: list[str] = []  # what it printed up to "payswitch: ready"
 
     def start(self, timeout: float = 30.0):
-        env = checkout_env(PYTHONUNBUFFERED="1", PAYSWITCH_LOG="INFO")
+        env = checkout_env(PYTHONUNBUFFERED="1", PAYSWITCH_LOG="INFO", **self.extra_env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, "serve", "--config", str(self.config)],
+            [*self.prefix, sys.executable, "-m", self.module, "serve", "--config", str(self.config)],
             cwd=self.tmp, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True,
         )
         deadline = time.monotonic() + timeout

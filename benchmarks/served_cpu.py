@@ -1,0 +1,150 @@
+"""Instructions a purchase of the served switch, end to end (callgrind).
+
+    .venv/bin/python -m benchmarks.served_cpu [--requests 2000] [--connections 50]
+        [--writer thread|process] [--top 40] [--keep DIR]
+
+``benchmarks.loop_cpu`` drives ``Switch.handle`` in process against an
+acquirer that answers at once: no sockets, no card host link.  This one runs
+``payswitch serve`` (the benchmark configuration of ``benchmarks.switches``)
+under ``valgrind --tool=callgrind`` with the fast card simulator behind it,
+drives card purchases over ``--connections`` terminal connections, and
+counts the instructions of a measured window only (callgrind's counters are
+zeroed after a warm-up and dumped after the window).  Printed: instructions
+a purchase of the event-loop thread and of the journal writer thread (with
+``--writer process`` the writer is another process and is not counted), and
+with ``--top`` the event loop's largest inclusive entries of the project's
+own code, a purchase each.
+
+Instructions, not seconds: the count holds on a busy machine.  It moves a
+little with the journal's batch sizes (valgrind slows the switch fiftyfold,
+so batches are larger than at full speed): compare two trees with the same
+arguments, not this figure with ``loop_cpu``'s.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# A function of the project's own, as callgrind names a compiled module's C function.
+_OWN = re.compile(r"__pyx_(?:pw|gb|f)_\d+(?:switch|native|adapters)_\w+")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--writer", choices=("thread", "process"), default="thread")
+    ap.add_argument("--top", type=int, default=0, help="print the N largest inclusive entries of the project's code")
+    ap.add_argument("--keep", type=Path, help="copy the callgrind files into this directory")
+    args = ap.parse_args(argv)
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("served_cpu needs valgrind (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+
+    import uvloop
+
+    from benchmarks.e2e_throughput import drive
+    from benchmarks.switches import BenchSwitch, bench_config
+    from switch.client import TERMINAL, now_fields
+
+    tmp = Path(tempfile.mkdtemp(prefix="payswitch-served-cpu-"))
+    out = tmp / "callgrind"
+    text, ports = bench_config(tmp, writer=args.writer, max_in_flight=2 * args.connections)
+    prefix = (valgrind, "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--separate-threads=yes",
+              "--trace-children=no")
+    sw = BenchSwitch(tmp, text, ports, prefix=prefix, env={"PYTHONHASHSEED": "0"})
+    sw.start(timeout=300)
+    try:
+        t = now_fields()
+        counter = [0]
+
+        def body(cid: int, i: int) -> bytes:
+            counter[0] += 1
+            return TERMINAL.encode({
+                "mti": "0200", 2: "4761739001010119", 3: "000000", 4: "%012d" % (1000 + 100 * (i % 50)),
+                7: t[7], 11: "%06d" % (counter[0] % 1000000), 12: t[12], 13: t[13], 22: "051",
+                41: "DEMO%04d" % (cid + 1), 42: "DEMO00000000001", 49: "978",
+            })
+
+        def approved(answer: bytes) -> bool:
+            return TERMINAL.decode(answer).get(39) == "00"
+
+        uvloop.run(drive(ports["term"], max(args.connections, args.requests // 4), args.connections, body, approved))
+        pid = sw.proc.pid
+        control(pid, "-z")
+        res = uvloop.run(drive(ports["term"], args.requests, args.connections, body, approved))
+        control(pid, "-d")
+        if res["not_00"]:
+            raise SystemExit(f"{res['not_00']} purchases not approved")
+        n = res["requests"]
+        files = wait_dumps(f"{out}.{pid}.1-")
+        loop, writer = files[0], files[2] if args.writer == "thread" and len(files) > 2 else None
+        line = f"instructions per purchase, served ({args.writer} writer, {args.connections} connections): " \
+               f"event loop {thread_total(loop) / n:,.0f}"
+        if writer:
+            line += f", journal writer {thread_total(writer) / n:,.0f}"
+        print(line)
+        if args.top:
+            for cost, name in top_entries(loop, args.top):
+                print(f"{cost / n:10,.0f}  {name}")
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                shutil.copy(f, args.keep)
+    finally:
+        sw.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def control(pid: int, flag: str) -> None:
+    subprocess.run(["callgrind_control", flag, str(pid)], check=True, stdout=subprocess.DEVNULL)
+
+
+def wait_dumps(stem: str, timeout: float = 30.0) -> list[str]:
+    """The dump's files, one a thread (``<stem>01``, ``<stem>02``...), once written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = sorted(glob.glob(stem + "[0-9][0-9]"))
+        if files:
+            time.sleep(1.0)  # every thread's file is written by then
+            return sorted(glob.glob(stem + "[0-9][0-9]"))
+        time.sleep(0.2)
+    raise SystemExit(f"no callgrind dump at {stem}*")
+
+
+def thread_total(path: str) -> int:
+    """The instruction total callgrind wrote for one thread."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("totals:", "summary:")):
+                return int(line.split()[1])
+    raise ValueError(f"{path}: no totals line")
+
+
+def top_entries(path: str, count: int) -> list[tuple[int, str]]:
+    """The ``count`` largest inclusive costs of the project's own functions."""
+    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
+                          check=True, capture_output=True, text=True).stdout
+    seen: dict[str, int] = {}
+    for line in text.splitlines():
+        m = _OWN.search(line)
+        cost = line.split(maxsplit=1)[0].replace(",", "") if line.strip() else ""
+        if m and cost.isdigit() and "'2" not in line:
+            seen[m.group(0)] = max(seen.get(m.group(0), 0), int(cost))
+    return sorted(((c, n) for n, c in seen.items()), reverse=True)[:count]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
