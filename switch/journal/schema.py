@@ -8,7 +8,9 @@ change a migration that has shipped: append one.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import time
 
 from switch.journal import JournalError, files, outbox, reversal_card, terminal_keys, uploads
 
@@ -154,6 +156,33 @@ SCHEMA_VERSION = len(MIGRATIONS)
 log = logging.getLogger(__name__)
 
 
+def _backup_before_migrating(path: str, version: int) -> str | None:
+    """A whole, checked copy of the journal at ``path`` (schema ``version``) beside it, before a
+    migration changes it: the way back to the payswitch it was upgraded from.  None for a journal
+    that is not a file of ours.  A copy that cannot be made refuses the migration (JournalError):
+    nothing is changed without it.
+
+    Called inside migrate()'s write transaction, which has changed nothing yet: the copy is read
+    by another connection (a reader beside a reserved write lock), as of the last commit.
+    """
+    if not files.on_disk(path):
+        return None
+    from switch.journal import backup  # it imports this module
+
+    stem = f"{path}.schema-{version}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    dest = f"{stem}.bak"
+    n = 1
+    while os.path.lexists(dest):  # a migration tried again in the same second (the first one failed)
+        n += 1
+        dest = f"{stem}-{n}.bak"
+    try:
+        backup.backup(path, dest)
+    except JournalError as e:
+        raise JournalError(f"journal {path} was not migrated from schema version {version}: the backup taken "
+                           f"before a migration could not be made ({e}); it was left as it was") from None
+    return dest
+
+
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the journal at ``path`` up to :data:`SCHEMA_VERSION`, in one transaction.
 
@@ -172,6 +201,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
                 "it was not changed: run the payswitch version that wrote it (or a newer one), or restore "
                 f"the backup taken before the upgrade ({files.WHAT_TO_DO})"
             )
+        saved = _backup_before_migrating(path, version) if 0 < version < target else None
         for number in range(version + 1, target + 1):
             for statement in MIGRATIONS[number - 1]:
                 conn.execute(statement)
@@ -185,7 +215,8 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
                      "stop the switch and check [journal] url (runbook: \"Journal will not open\")", path, target)
         elif version < target:
             log.warning("journal %s migrated from schema version %d to %d: a payswitch older than this one no "
-                        "longer opens it (runbook: \"Start, stop, reload\", upgrades)", path, version, target)
+                        "longer opens it; the journal as it was is in %s (runbook: \"Start, stop, reload\", "
+                        "upgrades)", path, version, target, saved or "no backup (not a file)")
     except BaseException as e:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
