@@ -182,6 +182,21 @@ def median_of(rounds: list[dict]) -> dict:
 PYISO_NAME = "switch (pyiso8583)"
 
 
+def p99_growth(medians: dict, levels: list[int], base: int = 50) -> dict[str, dict[int, float]]:
+    """Per set-up: its p99 at each connection count above ``base`` over its own p99 at ``base``
+    ({} when ``base`` or no higher count was measured).
+
+    Closed loop, Little's law: a set-up whose CPU is already saturated at ``base`` connections
+    answers N/base times as many requests in flight in about the same time, so its latency grows
+    about N/base-fold; the bare forwarder's growth, measured beside the switch's, shows what the
+    machine alone does."""
+    higher = [c for c in levels if c > base]
+    if base not in levels or not higher:
+        return {}
+    return {name: {c: by[c]["p99_ms"] / by[base]["p99_ms"] for c in higher if by[base]["p99_ms"] > 0}
+            for name, by in medians.items()}
+
+
 def compiled_vs_pyiso(medians: dict, levels: list[int], writer: str) -> dict[int, dict]:
     """Per connection count: the compiled switch's TPS over pyiso8583's, and pyiso8583's CPU per
     transaction over the compiled one's (same journal writer); {} when either was not measured."""
@@ -339,6 +354,11 @@ def main(argv=None) -> int:
         print("\nthe journals' disk, fsync of a 4 KiB write (a purchase waits for two commits in series): "
               + ", ".join(f"{when} p50 {f['p50_ms']:.2f} p99 {f['p99_ms']:.2f} ms"
                           for when, f in zip(("before the rounds", "after"), fsyncs)))
+        growth = p99_growth(medians, levels)
+        if growth:
+            print("\np99 against the same set-up's p99 at 50 connections:")
+            for name, by in growth.items():
+                print(f"{name:>24} " + "  ".join(f"{c} conns {r:5.2f}x" for c, r in by.items()))
         against_pyiso = compiled_vs_pyiso(medians, levels, args.pyiso_writer)
         if against_pyiso:
             print(f"\ncompiled codec against pyiso8583, the same switch ({args.pyiso_writer} writer):")
@@ -357,6 +377,7 @@ def main(argv=None) -> int:
                 "fsync_before_after": fsyncs,
                 "medians": {n: {str(c): m for c, m in v.items()} for n, v in medians.items()},
                 "compiled_vs_pyiso8583": {str(c): r for c, r in against_pyiso.items()},
+                "p99_against_50_connections": {n: {str(c): r for c, r in by.items()} for n, by in growth.items()},
                 "rounds_detail": {n: {str(c): v for c, v in by.items()} for n, by in results.items()},
             }
             Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
