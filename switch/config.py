@@ -26,18 +26,40 @@ from switch.config_hint import unknown_key_hint
 from switch.config_reload import reload_changes  # noqa: F401 (re-exported)
 from switch.config_terminals import check_order_prefixes
 from switch.sandbox_default import DEFAULT_TOML, HOST_MACS
-from switch.secret_refs import shown, shown_url
+from switch.secret_refs import shown, shown_url, strings_in, withheld
 
-__all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line"]
+__all__ = ["Config", "ConfigError", "load", "loads", "default", "reload_changes", "journal_url_problem", "error_line",
+           "error_for_others"]
 
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message names file, key path and problem."""
 
+    #: The string values of the file (set by :func:`loads` once it parsed): what
+    #: :func:`error_for_others` leaves out.
+    values: frozenset[str] = frozenset()
+
 
 def error_line(e: ConfigError) -> str:
-    """The one line ``serve`` and ``check-config`` print for a configuration problem (exit 2)."""
+    """The one line ``serve`` and ``check-config`` print for a configuration problem (exit 2):
+    to the operator who ran them on a file they read, so values of the file are quoted."""
     return f"payswitch: configuration error: {e}"
+
+
+def error_for_others(e: ConfigError, path: str | os.PathLike | None) -> str:
+    """``str(e)`` for readers other than the file's owner: the answer to ``POST
+    /admin/reload`` and the running switch's log line.  The file, the key path and
+    the problem, quoting no value of the file (any may be a secret pasted where its
+    reference belongs, a URL may carry a password: :func:`switch.secret_refs.withheld`).
+    ``path``, the file, is read again for what an error raised after loading quotes
+    (a key file's name, an acquirer's)."""
+    values = set(e.values)
+    if path:
+        try:
+            values |= strings_in(tomllib.loads(Path(path).read_text("utf-8")))
+        except (OSError, ValueError):  # unreadable, not UTF-8, not TOML: its error quotes none of it
+            pass
+    return withheld(str(e), values, keep=str(path or ""))
 
 
 class Listener(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -483,12 +505,17 @@ def loads(text: str, source: str = "<string>") -> Config:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
     for key in sorted(_NOT_KEYS & raw.keys()):  # set here from where the file came from, never keys of it
         raise ConfigError(f"{source}: Object contains unknown field `{key}`")
+    values = frozenset(strings_in(raw))
     raw["source"], raw["left_out"] = source, [key for key in LEFT_OUT if key not in raw]
     try:
-        cfg = msgspec.convert(raw, Config)
-    except msgspec.ValidationError as e:
-        raise ConfigError(f"{source}: {e}{unknown_key_hint(str(e), Config, _NOT_KEYS)}") from None
-    return _check(cfg, source)
+        try:
+            cfg = msgspec.convert(raw, Config)
+        except msgspec.ValidationError as e:
+            raise ConfigError(f"{source}: {e}{unknown_key_hint(str(e), Config, _NOT_KEYS)}") from None
+        return _check(cfg, source)
+    except ConfigError as e:
+        e.values = values
+        raise
 
 
 def load(path: str | os.PathLike) -> Config:

@@ -1,5 +1,6 @@
 """Configuration checks of where things are and how big they may be: the
-file's own encoding, the addresses the switch listens on and connects to,
+file's own encoding, the addresses the switch listens on and connects to
+(host:port keys and the hosts inside URLs),
 the range of every number, and the merchants a route names.
 
 Called from :func:`switch.config._check` (after its own checks, whose
@@ -9,6 +10,9 @@ messages stay as they were) with its ``fail(path, message)``, and from
 """
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
 from typing import Any, Callable
 
 from switch.config_security import address_problem
@@ -155,6 +159,66 @@ def check_hosts(cfg: Any, fail: Fail) -> None:
             fail("events.metrics_listen", problem)
 
 
+# Letters, digits, dots, hyphens (and the underscore of container and compose names).
+_HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with the host or port of ``url`` (scheme://[user@]host[:port][/...]), or None.
+
+    The scheme is the caller's to check.  Never quotes the user or password: an error
+    names the key path, and the part at fault only when it is the host or the port."""
+    _, _, rest = url.partition("://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]  # after user:password@
+    if authority.startswith("["):  # an IPv6 address, in brackets as RFC 3986 3.2.2 writes it
+        host, bracket, port = authority[1:].partition("]")
+        if not bracket:
+            return "the URL's host opens a [ it does not close"
+        if port and not port.startswith(":"):
+            return "the URL's host is followed by something other than :port"
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as e:
+            return f"invalid IP address: {e}"
+        return _port_problem(port[1:]) if port else None
+    host, colon, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
+    if ":" in host:
+        return f"an IPv6 address in a URL goes in brackets: [{host}]:{port}"
+    if not host:
+        return "the URL names no host"
+    if any(c.isspace() for c in host):
+        return "the URL's host has a space in it"
+    if not _HOST_NAME.fullmatch(host):
+        return f"the URL's host {host!r} has characters a host name cannot have"
+    return address_problem(host) or (_port_problem(port) if colon else None)
+
+
+def _port_problem(port: str) -> str | None:
+    if port.isdigit() and 0 < int(port) < 65536:
+        return None
+    return f"the URL's port must be 1 to 65535, got {int(port) if port.isdigit() else repr(port)}"
+
+
+def check_urls(cfg: Any, fail: Fail) -> None:
+    """The hosts of URL-valued keys (their schemes are checked with each key's other rules)."""
+    from switch.config import _URL_TYPES  # the bundled types whose endpoints are URLs
+
+    urls = [(f"acquirers[{i}].endpoints[{j}]", ep) for i, a in enumerate(cfg.acquirers) if a.type in _URL_TYPES
+            for j, ep in enumerate(a.endpoints)]
+    urls += [(f"vas[{i}].url", s.url) for i, s in enumerate(cfg.vas) if s.type == "http"]
+    urls += [(f"events.partners[{i}].webhook", p.webhook) for i, p in enumerate(cfg.events.partners) if p.webhook]
+    # The NATS URL, in the file or in the variable that may give it a password too; the
+    # NATS client reads one without a scheme as nats://.
+    env = cfg.events.nats_url_env
+    for path, nats in (("events.nats_url", cfg.events.nats_url), ("events.nats_url_env", env and os.environ.get(env))):
+        if nats:
+            urls.append((path, nats if "://" in nats else f"nats://{nats}"))
+    for path, url in urls:
+        problem = url_problem(url)
+        if problem:
+            fail(path, problem)
+
+
 def check_route_merchants(cfg: Any, fail: Fail) -> None:
     """A route's ``merchants``: merchant IDs the configuration has, each once, and not an empty list."""
     known = {mc.id for mc in cfg.merchants}
@@ -179,4 +243,5 @@ def check_route_merchants(cfg: Any, fail: Fail) -> None:
 def check(cfg: Any, fail: Fail) -> None:
     check_bounds(cfg, fail)
     check_hosts(cfg, fail)
+    check_urls(cfg, fail)
     check_route_merchants(cfg, fail)

@@ -76,7 +76,10 @@ def acquirers_changed(running: set[str] | frozenset[str], new) -> str | None:
     names = {a.name for a in new.acquirers}
     if names == set(running):
         return None
-    return f"{new.source}: acquirers changed ({', '.join(sorted(set(running) ^ names))}); that needs a restart"
+    # An added one by its key path too: the answer to /admin/reload quotes no value of the file.
+    changed = [f"{a.name} added at `$.acquirers[{i}]`" for i, a in enumerate(new.acquirers) if a.name not in running]
+    changed += [f"{name} removed" for name in sorted(set(running) - names)]
+    return f"{new.source}: acquirers changed ({', '.join(changed)}); that needs a restart"
 
 
 def reload_changes(old, new) -> tuple[list[str], list[str]]:

@@ -128,7 +128,11 @@ def check_refund_limits(cfg: Any, fail: Callable[[str, str], None]) -> None:
     """``refund_max`` and ``refund_daily_max`` of each merchant (spec section 6.1): a
     number of minor units (of the merchant's ``currency``), or a table of them by
     ISO 4217 currency.  An empty table would refuse every refund in a way no one
-    means: leave the key out for no limit, or give 0 for none at all."""
+    means: leave the key out for no limit, or give 0 for none at all.  At most
+    what field 4 carries (a day's total too: more than one refund of that size
+    a day is no limit anyone means)."""
+    from switch.config_places import MAX_AMOUNT  # config_security, which it imports, imports the configuration
+
     for i, mc in enumerate(cfg.merchants):
         for key in ("refund_max", "refund_daily_max"):
             value = getattr(mc, key)
@@ -142,3 +146,6 @@ def check_refund_limits(cfg: Any, fail: Callable[[str, str], None]) -> None:
                     fail(path, f"expected the ISO 4217 numeric code of a currency as the key, got {code!r}")
                 if amount < 0:
                     fail(path, f"must be 0 or more, got {amount}")
+                if amount > MAX_AMOUNT:  # a slip (a unit for a cent, digits too many): no refund is that large
+                    fail(path, f"must be 0 or more and at most {MAX_AMOUNT} (field 4: 12 digits of minor units),"
+                               f" got {amount}")

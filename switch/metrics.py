@@ -57,6 +57,10 @@ KINDS = ("card", "wallet", "citycard")
 REVERSAL_RESULTS = ("reversed", "not_found", "retry", "refused")
 #: Results of a configuration reload (payswitch_config_reloads_total).
 RELOAD_RESULTS = ("ok", "rejected")
+#: Why a terminal's request was answered A0 (payswitch_terminal_mac_failures_total, spec section 8):
+#: no MAC, a MAC that does not verify, a MAC field out of place (or both 64 and 128), no key to
+#: verify it with (not signed on, none configured), a KSN that cannot be used, a KSN already used.
+TERMINAL_MAC_FAILURES = ("missing", "wrong", "malformed", "no_key", "ksn", "replay")
 
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
@@ -337,6 +341,14 @@ class Metrics:
                 metric = f"payswitch_{link}_{name}"
                 counter = Counter(metric, doc, ("acquirer",) + labels, registry=r)
                 self._other_link[metric] = (counter, labels)
+        # Spec section 8: requests answered A0, by reason; each at 0 from the start (an increase() from the first).
+        self.terminal_mac_failures = Counter(
+            "payswitch_terminal_mac_failures",
+            "Terminal requests answered A0 (spec section 8), by reason: " + ", ".join(TERMINAL_MAC_FAILURES),
+            ["reason"], registry=r,
+        )
+        for reason in TERMINAL_MAC_FAILURES:
+            self.terminal_mac_failures.labels(reason)
         # label children by label values: labels() costs more than the update itself
         self._answered: dict[tuple[str, str, str], tuple] = {}
         self._acquirer: dict[tuple[str, str], object] = {}
@@ -385,6 +397,10 @@ class Metrics:
 
     def internal_error(self) -> None:
         self.internal_errors.inc()
+
+    def terminal_mac_failure(self, reason: str) -> None:
+        """One request answered A0; ``reason``: one of :data:`TERMINAL_MAC_FAILURES`."""
+        self.terminal_mac_failures.labels(reason).inc()
 
     def vas_call(self, service: str, moment: str, outcome: str) -> None:
         self.vas_calls.labels(service, moment, outcome).inc()

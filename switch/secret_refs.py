@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Iterable
 
-__all__ = ["shown", "looks_secret", "open_to_others", "shown_url", "url_credentials"]
+__all__ = ["shown", "looks_secret", "open_to_others", "shown_url", "url_credentials", "withheld", "strings_in",
+           "NOT_SHOWN"]
 
 _HEX_RUN = re.compile(r"[0-9A-Fa-f]{16,}")
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
@@ -60,6 +62,58 @@ def shown_url(text: str) -> str:
     (``nats://relay:pw@h:4222`` -> ``nats://***@h:4222``): for anything that
     prints a URL, an error or a log line."""
     return _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
+
+
+#: What :func:`withheld` puts where a value of the file was.
+NOT_SHOWN = "<value not shown>"
+# A quoted value as ``{x!r}`` writes it (an apostrophe inside a word, "acquirer's", opens none).
+_QUOTED = re.compile(r"(?<![\w'])'[^'\n]*'(?![\w'])|(?<![\w\"])\"[^\"\n]*\"(?![\w\"])")
+_KEY_PATH = re.compile(r"(`\$[^`\n]*`)")  # `$.acquirers[0].endpoints[1]`: named, never withheld
+_BARE = 6  # a value this long is withheld wherever it stands as a word; a shorter one only where quoted
+
+
+def strings_in(node: object) -> set[str]:
+    """Every string value in ``node`` (parsed TOML: tables, arrays, scalars); keys are not values."""
+    if isinstance(node, str):
+        return {node}
+    items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    return set().union(*(strings_in(item) for item in items))
+
+
+def withheld(text: str, values: Iterable[str], keep: str = "") -> str:
+    """``text`` (a configuration error) quoting none of ``values``, the strings of the file.
+
+    For readers other than the file's owner (``POST /admin/reload``'s answer, the
+    running switch's log): any value may be a secret pasted where its reference
+    belongs, and a URL may carry a password.  A quoted value, or a quoted part of
+    one (a terminal of a range, a host inside brackets), and a longer value
+    anywhere become :data:`NOT_SHOWN`; so do URL credentials, runs of 16 hex
+    digits (key material) and of 13 to 19 digits (a card number).  The leading
+    ``keep`` (the file's path) and the key paths (`` `$.…` ``) stay, as do numbers:
+    the error still says where and what, and ``check-config`` on the file shows
+    its values to whoever can read it."""
+    values = {v for v in values if v}
+    head = f"{keep}: " if keep and text.startswith(f"{keep}: ") else ""
+    parts = _KEY_PATH.split(text[len(head):])
+    # split() with a group: the key paths are the odd parts
+    return head + "".join(part if i % 2 else _without(part, values) for i, part in enumerate(parts))
+
+
+def _without(text: str, values: set[str]) -> str:
+    values = values | {shown_url(v) for v in values}  # a URL as a message quotes it: its password already ***
+
+    def quoted(m: re.Match) -> str:
+        inner = m.group()[1:-1]
+        if inner in values or (len(inner) >= 4 and any(inner in v for v in values)):
+            return NOT_SHOWN
+        return m.group()
+
+    text = _QUOTED.sub(quoted, text)
+    for value in sorted((v for v in values if len(v) >= _BARE), key=len, reverse=True):
+        for form in {value, repr(value)[1:-1]}:  # as a word of its own: "acquirer" stays in "acquirers"
+            text = re.sub(rf"(?<![\w-]){re.escape(form)}(?![\w-])", NOT_SHOWN, text)
+    text = shown_url(text)
+    return _DIGIT_RUN.sub(NOT_SHOWN, _HEX_RUN.sub(NOT_SHOWN, text))
 
 
 def shown(value: object, kind: str) -> str:

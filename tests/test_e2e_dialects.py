@@ -8,13 +8,13 @@ echoes MTI, 11 and 41 when they can still be read (section 1); a terminal's
 """
 from __future__ import annotations
 
-import hashlib
 import struct
 
 import iso8583
 import pytest
 from iso8583.specs import default_ascii as PYISO_ASCII
 
+from adapters.card.card_names import icc_digest, ledger_key
 from tests import e2e, samples
 from tests.e2e import TERMINAL, Client, purchase, reversal_of, wait_for
 
@@ -72,8 +72,9 @@ def authorizations(switch, rrn: str) -> list[dict]:
     return [e for e in switch.ledger("bank-a") if e.get("event") == "authorization" and e.get("rrn") == rrn]
 
 
-def sha256_of_hex(text: str) -> str:
-    return hashlib.sha256(bytes.fromhex(text)).hexdigest()
+def icc_digest_of_hex(switch, text: str) -> str:
+    """How bank-a's ledger names the field 55 ``text`` (hex): keyed, under the ledger's own key."""
+    return icc_digest(bytes.fromhex(text), ledger_key(str(switch.tmp / "bank-a.ledger")))
 
 
 def is_hex_text(raw: bytes) -> bool:
@@ -107,7 +108,7 @@ def test_the_same_purchase_on_both_listeners_is_approved_and_answered_in_each_di
     # only the iso87-ascii wire form.
     for rrn in rrns:
         assert wait_for(lambda rrn=rrn: authorizations(switch, rrn))
-        assert authorizations(switch, rrn)[0]["icc_sha256"] == sha256_of_hex(ICC)
+        assert authorizations(switch, rrn)[0]["icc_hmac"] == icc_digest_of_hex(switch, ICC)
 
 
 def test_a_pyiso8583_default_ascii_terminal_works_unchanged(switch, ascii87):
@@ -178,7 +179,7 @@ def test_a_valid_field_55_is_approved_and_reaches_the_acquirer_byte_for_byte(swi
         client.close()
     assert answer["39"] == "00"
     assert wait_for(lambda: authorizations(switch, answer["37"]))
-    assert authorizations(switch, answer["37"])[0]["icc_sha256"] == sha256_of_hex(icc)
+    assert authorizations(switch, answer["37"])[0]["icc_hmac"] == icc_digest_of_hex(switch, icc)
 
 
 # ---------------------------------------------------------------------------

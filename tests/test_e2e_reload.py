@@ -83,7 +83,8 @@ def test_a_reload_naming_a_missing_key_file_is_rejected_and_says_so_on_metrics(t
         assert f'hmac_key_file = "{key}"' in text
         missing = tmp_path / "moved" / "journal.key"
         proc.config.write_text(text.replace(f'hmac_key_file = "{key}"', f'hmac_key_file = "{missing}"'))
-        why = (f"{proc.config}: cannot read journal key file {missing}: No such file or directory"
+        # the key file's name is a value of the file: the key path says which (check-config shows it)
+        why = (f"{proc.config}: cannot read journal key file <value not shown>: No such file or directory"
                " - at `$.journal.hmac_key_file`")
         proc.proc.send_signal(signal.SIGHUP)
         assert e2e.wait_for(lambda: "reload rejected" in proc.log_text()), proc.log_text()
@@ -102,5 +103,24 @@ def test_a_reload_naming_a_missing_key_file_is_rejected_and_says_so_on_metrics(t
         _, metrics = proc.http_get("/metrics")
         assert b"payswitch_config_last_reload_successful 1.0" in metrics
         assert b'payswitch_config_reloads_total{result="ok"} 1.0' in metrics
+    finally:
+        proc.stop()
+
+
+def test_a_refused_reload_quotes_no_value_of_the_file_in_its_answer_or_its_log(tmp_path):
+    """A PCI assessor's probe: a secret pasted where a value belongs is not echoed by the
+    admin API (whoever holds its token) nor written to the log; file and key path are."""
+    ports = {"term": e2e.free_port(), "http": e2e.free_port()}
+    text = e2e.base_config(tmp_path, ports)
+    proc = e2e.SwitchProcess(tmp_path, text, ports).start()
+    secret = "sk_live_PAYSWITCH_TOP_SECRET_42"
+    try:
+        assert "\n[journal]\n" in text
+        proc.config.write_text(text.replace("\n[journal]\n", f'\n[journal]\nwriter = "{secret}"\n'))
+        why = f'{proc.config}: must be "thread" or "process", got <value not shown> - at `$.journal.writer`'
+        status, body = post(ports["http"], "/admin/reload")
+        assert (status, body) == (400, {"reloaded": False, "message": why})
+        assert e2e.wait_for(lambda: f"reload rejected, keeping the running configuration: {why}" in proc.log_text())
+        assert secret not in proc.log_text()
     finally:
         proc.stop()

@@ -57,7 +57,9 @@ def accepted(sup: Fleet) -> str:
 def test_the_supervisor_refuses_a_changed_set_of_acquirers_as_a_worker_does(tmp_path):
     sup, path, text = supervisor(tmp_path)
     path.write_text(text + BANK_Z.format(port=e2e.free_port()))
-    assert sup.reload() == (False, f"{path}: acquirers changed (bank-z); that needs a restart")
+    # bank-z is a value of the file: named by its key path (check-config and the local log are for its values)
+    assert sup.reload() == (False, f"{path}: acquirers changed (<value not shown> added at `$.acquirers[3]`);"
+                                   " that needs a restart")
     assert accepted(sup) == text
     assert sup.reloads == {"ok": 0, "rejected": 1} and not sup.last_reload_ok
 
@@ -116,7 +118,7 @@ def test_a_worker_restarted_after_a_refused_acquirer_change_runs_the_others_acqu
     sw = fleet(tmp_path, slow_ms=0)
     try:
         sw.config.write_text(sw.config.read_text() + BANK_Z.format(port=e2e.free_port()))
-        why = f"{sw.config}: acquirers changed (bank-z); that needs a restart"
+        why = f"{sw.config}: acquirers changed (<value not shown> added at `$.acquirers[3]`); that needs a restart"
         status, body = sw.http_post("/admin/reload")
         assert (status, json.loads(body)) == (400, {"reloaded": False, "message": why}), body
         assert f"ERROR payswitch: reload rejected, keeping the running configuration: {why}" in sw.log_text()
@@ -129,3 +131,16 @@ def test_a_worker_restarted_after_a_refused_acquirer_change_runs_the_others_acqu
         assert b"bank-z" not in own
     finally:
         sw.stop()
+
+
+def test_a_refused_reload_quotes_no_value_of_the_file(tmp_path, caplog):
+    """The answer to POST /admin/reload and the log line name the file, the key path and
+    the problem, not the value: it may be a secret pasted where its reference belongs."""
+    sup, path, text = supervisor(tmp_path)
+    secret = "sk_live_PAYSWITCH_TOP_SECRET_42"
+    assert "\n[journal]\n" in text
+    path.write_text(text.replace("\n[journal]\n", f'\n[journal]\nwriter = "{secret}"\n'))
+    why = f'{path}: must be "thread" or "process", got <value not shown> - at `$.journal.writer`'
+    assert sup.reload() == (False, why)
+    assert f"reload rejected, keeping the running configuration: {why}" in caplog.text
+    assert secret not in caplog.text

@@ -59,7 +59,7 @@ def runbook_anchors() -> set[str]:
 
 def test_every_alert_links_to_a_runbook_section_that_exists():
     found = alerts()
-    assert len(found) == 29
+    assert len(found) == 30
     anchors = runbook_anchors()
     for name, block in found.items():
         m = re.search(r'runbook_url: "ops/runbook\.md#([\w-]+)"', block)
@@ -83,6 +83,8 @@ def test_the_outages_of_the_issue_are_covered():
     assert 'payswitch_requests_total{kind="journal"}' in exprs["PayswitchJournalRefusing"]
     assert 'code="96",kind!="journal"' in exprs["PayswitchMalfunctionAnswers"]
     assert "payswitch_config_last_reload_successful == 0" in exprs["PayswitchConfigReloadRejected"]
+    # spec section 8: requests answered A0, by reason (a forger, or a terminal out of step)
+    assert "increase(payswitch_terminal_mac_failures_total[10m])" in exprs["PayswitchTerminalMacFailures"]
     assert "payswitch_worker_restarts_total" in exprs["PayswitchWorkerFailing"]
     assert "payswitch_worker_up" in exprs["PayswitchWorkerFailing"]
     assert "payswitch_reversal_oldest_age_seconds" in exprs["PayswitchReversalBacklogStuck"]

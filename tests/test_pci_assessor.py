@@ -405,6 +405,29 @@ def test_the_simulators_ledger_names_a_card_by_a_keyed_hash_not_a_plain_one():
         use_key(None)
 
 
+def test_the_ledger_names_field_55_by_a_keyed_digest_never_a_plain_hash():
+    """Field 55 carries the PAN (tag 5A) and the track 2 equivalent (57): a plain SHA-256 of it
+    is a PAN-derived value anyone with the ledger could test guesses against, as a card's."""
+    import hashlib
+    import hmac
+
+    from adapters.card.card_names import use_key
+    from adapters.card.hostlink import fields_view
+    from adapters.card.sandbox import Sandbox
+
+    icc = bytes.fromhex("5A08" + VISA + "5713" + VISA + "D2812101000000000F" + "9F02060000000025009F2701 80".replace(" ", ""))
+    msg = fields_view({"mti": "0200", 2: VISA, 3: "000000", 4: "000000002500", 7: "1114221320", 11: "000001",
+                       32: "10000000001", 37: "331822000001", 41: "TERM0001", 42: "SHOP00000000001", 49: "978",
+                       55: icc})
+    use_key(b"k" * 32)
+    try:
+        [record] = Sandbox().handle(msg)[1]
+    finally:
+        use_key(None)
+    assert "icc_sha256" not in record and hashlib.sha256(icc).hexdigest() not in str(record)
+    assert record["icc_hmac"] == hmac.new(b"k" * 32, b"payswitch sandbox field 55\0" + icc, hashlib.sha256).hexdigest()
+
+
 def test_a_ledgers_card_key_is_kept_beside_it_private_so_a_restart_names_cards_alike(tmp_path):
     from adapters.card.card_names import ledger_key
 

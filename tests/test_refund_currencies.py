@@ -86,6 +86,12 @@ def test_refunds_of_a_merchant_without_limits_pass_in_any_currency():
     ("refund_daily_max = -5", "must be 0 or more, got -5 - at `$.merchants[0].refund_daily_max`"),
     ("refund_max = {}", "an empty table names no currency: leave the key out for no limit"
                         " - at `$.merchants[0].refund_max`"),
+    # above what field 4 (n12, minor units) can carry: a slip (a unit for a cent, digits too many)
+    ("refund_max = 1000000000000", "must be 0 or more and at most 999999999999 (field 4: 12 digits of minor units),"
+                                   " got 1000000000000 - at `$.merchants[0].refund_max`"),
+    ("refund_daily_max = { 978 = 5000, 392 = 9223372036854775807 }",
+     "must be 0 or more and at most 999999999999 (field 4: 12 digits of minor units), got 9223372036854775807"
+     " - at `$.merchants[0].refund_daily_max[\"392\"]`"),
 ])
 def test_a_bad_refund_limit_is_a_config_error_naming_the_file_and_key(keys, error):
     text = CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=KEY_ENV).replace(

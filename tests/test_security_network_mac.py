@@ -43,6 +43,8 @@ def test_a_dukpt_0800_whose_mac_fails_answers_a0_unmaced(code, case):
         resp = await ts.call(sw, body)
         assert (resp.mti, resp[39], resp[70]) == ("0810", "A0", code)
         assert 64 not in resp and 128 not in resp and 48 not in resp
+        counted = {reason: n for reason, n in sp.mac_failures(sw).items() if n}
+        assert counted == {"wrong" if case == "wrong MAC" else "ksn": 1.0}
 
     sp.run(scenario)
 
@@ -62,6 +64,7 @@ def test_a_dukpt_0800_with_the_right_mac_is_answered_maced_and_its_ksn_is_used_u
         purchase = terminal.encode_signed(TERM, sp.fields(DUKPT_TID, stan="000003", f48=build_tlv48({"KS": KSN})),
                                           mac_key, algorithm)
         assert (await ts.call(sw, purchase))[39] == "A0"
+        assert {reason: n for reason, n in sp.mac_failures(sw).items() if n} == {"replay": 2.0}
         # DUKPT gives no session keys: 12, answered MACed under the next KSN.
         body, mac_key, algorithm = network("101", "000004", "FFFF9876543210E00006")
         out = await sw.handle(body)

@@ -264,10 +264,21 @@ def _tamper(body: bytes) -> bytes:
     return body[:-1] + bytes([body[-1] ^ 1])
 
 
-@pytest.mark.parametrize("case", ["wrong MAC", "no MAC", "changed amount", "not signed on", "MAC of another key",
-                                  "fields 64 and 128"])
+# Each case's reason on payswitch_terminal_mac_failures_total (switch.metrics.TERMINAL_MAC_FAILURES).
+MAC_FAILURE = {"wrong MAC": "wrong", "no MAC": "missing", "changed amount": "wrong", "not signed on": "no_key",
+               "MAC of another key": "wrong", "fields 64 and 128": "malformed"}
+
+
+def mac_failures(sw) -> dict[str, float]:
+    return {s.labels["reason"]: s.value for m in sw.metrics.registry.collect()
+            if m.name == "payswitch_terminal_mac_failures" for s in m.samples if s.name.endswith("_total")}
+
+
+@pytest.mark.parametrize("case", list(MAC_FAILURE))
 def test_a_request_failing_mac_verification_answers_a0_and_goes_no_further_s8(case):
     async def scenario(sw):
+        # every reason at 0 from the start: the alert's increase() sees the first failure
+        assert mac_failures(sw) == dict.fromkeys(("missing", "wrong", "malformed", "no_key", "ksn", "replay"), 0.0)
         tak, tpk = (await sign_on(sw, TDES_TID)) if case != "not signed on" else (bytes(range(16)), None)
         body = terminal.encode_signed(TERM, fields(), tak, "tdes")
         if case == "wrong MAC":
@@ -287,6 +298,7 @@ def test_a_request_failing_mac_verification_answers_a0_and_goes_no_further_s8(ca
         assert 64 not in resp and 128 not in resp  # answered unMACed
         assert await ts.record(sw, "000001") is None and await ts.record(sw, "000001", TDES_TID) is None
         assert all(a.authorized == [] for a in sw.acquirers.values())
+        assert {reason: n for reason, n in mac_failures(sw).items() if n} == {MAC_FAILURE[case]: 1.0}
 
     run(scenario)
 

@@ -1102,7 +1102,7 @@ def test_reload_swaps_acquirer_timeouts_and_refuses_a_new_acquirer():
         assert sw.acquirers["bank-a"].authorized[-1][1] == 0.25  # the new timeout is the one used
         bigger = make_config()
         bigger.acquirers.append(config_mod.Acquirer(name="bank-z", type="card", endpoints=["127.0.0.1:1"]))
-        with pytest.raises(config_mod.ConfigError, match=r"acquirers changed \(bank-z\); that needs a restart"):
+        with pytest.raises(config_mod.ConfigError, match=r"acquirers changed \(bank-z added at `\$\.acquirers\[4\]`\); that needs a restart"):
             sw.reload(bigger)
         assert sw.acquirer_cfg["bank-a"].timeout == 0.25  # refused: nothing changed
 

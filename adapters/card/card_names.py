@@ -7,6 +7,10 @@ The hash is HMAC-SHA256 under a key of the ledger's own, kept beside it
 (``<ledger>.key``, mode 0600, created on first start) so that a simulator
 started again replays the ledger under the same names; a simulator
 without a ledger uses a random key for its life.
+
+Field 55 (ICC data) is named the same way, by :func:`icc_digest`: it carries the
+PAN (tag 5A) and the track 2 equivalent (57), so a plain hash of it could be
+tested against guesses as a PAN's could.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import secrets
 
 from switch.core.messages import mask_pan
 
-__all__ = ["card_key", "ledger_key", "use_key"]
+__all__ = ["card_key", "icc_digest", "ledger_key", "use_key"]
 
 _fresh = secrets.token_bytes(32)
 _key = _fresh
@@ -57,3 +61,13 @@ def card_key(pan: str | None) -> str | None:
         digest = hmac.new(_key, pan.encode(), hashlib.sha256).hexdigest()[:16]
         name = _names[pan] = f"{mask_pan(pan)}#{digest}"
     return name
+
+
+# Apart from the card names under the same key: an ICC digest is never a card's name.
+_ICC_LABEL = b"payswitch sandbox field 55\0"
+
+
+def icc_digest(icc: bytes, key: bytes | None = None) -> str:
+    """How the ledger names the field 55 it received: HMAC-SHA256 (hex) under the ledger's
+    key (``key``: a ledger's, as :func:`ledger_key` reads it, for a reader of its file)."""
+    return hmac.new(_key if key is None else key, _ICC_LABEL + icc, hashlib.sha256).hexdigest()

@@ -61,13 +61,12 @@ completion's delta is its amount minus the pre-authorization's hold.
 """
 from __future__ import annotations
 
-import hashlib
 import random
 import string
 from collections import OrderedDict
 from typing import Any, Iterable
 
-from adapters.card.card_names import card_key  # noqa: F401  (re-exported: the simulator and tests use it)
+from adapters.card.card_names import card_key, icc_digest  # card_key re-exported: the simulator and tests use it
 from adapters.card.sim_mac import HostMacCheck  # noqa: F401  (re-exported: the simulator and tests use it)
 from switch.core.messages import mask_pan, response_mti
 
@@ -390,8 +389,8 @@ class Sandbox:
             "response_code": rc,
             "auth_code": auth_code,
             "answered": rc is not None,
-            # Field 55 as received, by digest: it may hold the PAN (tag 5A).
-            "icc_sha256": hashlib.sha256(icc).hexdigest() if (icc := msg.get(55)) else None,
+            # Field 55 as received, by a keyed digest: it holds the PAN (tags 5A, 57).
+            "icc_hmac": icc_digest(icc) if (icc := msg.get(55)) else None,
             "delta": delta,
         }
         if pin is not None:

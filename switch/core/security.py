@@ -102,6 +102,30 @@ def _rejected(msg) -> "messages.Rejection | None":
     return None
 
 
+def _refused(engine, msg, codec, reason: str, kind: str = "unknown") -> tuple[str, str, bytes]:
+    """A0, unjournaled and unMACed, logged with ``reason`` and counted (payswitch_terminal_mac_failures_total)."""
+    tid = msg[41]
+    what = msg.mti if msg.mti != "0800" else f"0800/{msg.get(70)}"
+    log.info("terminal %s: %s %s (%s)", tid, what, MAC_INVALID, reason)
+    engine.metrics.terminal_mac_failure(_failure(reason))
+    return engine._reply(msg, MAC_INVALID, codec, kind)
+
+
+def _failure(reason: str) -> str:
+    """The label of an A0's ``reason`` (as :meth:`TerminalSecurity._authenticate` and ``_fresh_ksn`` word it)."""
+    if reason == "no MAC":
+        return "missing"
+    if reason == "wrong MAC":
+        return "wrong"
+    if reason.endswith("(a replay)"):
+        return "replay"
+    if reason.startswith("KSN"):
+        return "ksn"
+    if reason.startswith(("both field", "field ")):
+        return "malformed"
+    return "no_key"  # no keys, no session keys yet, a key the module does not hold
+
+
 def _unverifiable(engine, msg, codec, e: ModuleUnavailable, kind: str = "unknown") -> tuple[str, str, bytes]:
     """96, unjournaled and unMACed, for a request whose MAC the module is not there to check: our fault,
     not the terminal's (A0), and no bug of ours either (one line, no traceback)."""
@@ -186,8 +210,7 @@ class TerminalSecurity:
             if reason:
                 key = None
         if key is None:
-            log.info("terminal %s: %s %s (%s)", tid, msg.mti, MAC_INVALID, reason)
-            return engine._reply(msg, MAC_INVALID, codec)
+            return _refused(engine, msg, codec, reason)
         txn_key = (tid, msg.get(11), msg.get(7))
         held = txn_key if isinstance(key, Verified) else None
         if held is not None:
@@ -324,8 +347,7 @@ class TerminalSecurity:
                 if reason:
                     mac_key = None
             if mac_key is None:
-                log.info("terminal %s: 0800/%s %s (%s)", tid, code, MAC_INVALID, reason)
-                return engine._reply(msg, MAC_INVALID, codec, "network")
+                return _refused(engine, msg, codec, reason, "network")
         if tmk is None:
             if code == KEY_EXCHANGE:
                 # No session keys to give: a terminal without keys or a DUKPT one.

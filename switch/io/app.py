@@ -97,8 +97,9 @@ async def serve(cfg: config_mod.Config, config_path: str | None, *, demo: bool =
                 switch.reload(new)
             except config_mod.ConfigError as e:
                 switch.metrics.reloaded(False)
-                log.error("reload rejected, keeping the running configuration: %s%s", e, hangup.REJECTED_HINT)
-                return False, str(e)
+                why = config_mod.error_for_others(e, config_path)  # read by the admin client and the log's readers
+                log.error("reload rejected, keeping the running configuration: %s%s", why, hangup.REJECTED_HINT)
+                return False, why
             switch.metrics.reloaded(True)
             short_drain = config_timing.drain_warning(new)
             if short_drain:

@@ -395,8 +395,9 @@ class Fleet:
         except config_mod.ConfigError as e:
             self.reloads["rejected"] += 1
             self.last_reload_ok = False
-            log.error("reload rejected, keeping the running configuration: %s%s", e, hangup.REJECTED_HINT)
-            return False, str(e)
+            why = config_mod.error_for_others(e, self.config_path)  # read by the admin client and the log's readers
+            log.error("reload rejected, keeping the running configuration: %s%s", why, hangup.REJECTED_HINT)
+            return False, why
         self.cfg = new  # its drain_timeout bounds the stop; nothing it was started with differs
         self.reloads["ok"] += 1
         self.last_reload_ok = True
