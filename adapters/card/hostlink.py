@@ -483,7 +483,8 @@ class HostConnection:
         if kind is _REQUEST:
             result = result_from_answer(msg, pending)
             # The code the terminal is answered; the host's own, when another, counted beside it.
-            self.metrics.inc("requests", mti=pending.mti, response_code=result.response_code)
+            # (Every answer counts here: the key is built as LinkMetrics.inc would, without its sort.)
+            self.metrics.add(("requests", (("mti", pending.mti), ("response_code", result.response_code))))
             if result.acquirer_code is not None:
                 self.metrics.inc("host_codes", mti=pending.mti, answered=result.response_code,
                                  response_code=result.acquirer_code if result.acquirer_code in TABLE else "other")
