@@ -177,6 +177,21 @@ _REQUEST = Kind.REQUEST
 _REVERSAL = Kind.REVERSAL
 
 
+_requests_keys: dict[tuple[str, str], tuple] = {}
+
+
+def _requests_key(mti: str, response_code: str) -> tuple:
+    """The LinkMetrics key of ``requests`` (mti, response_code), as :meth:`LinkMetrics.inc`
+    makes it, one object per pair: every answer counts under one, and the counters'
+    dicts then find it by identity instead of comparing nested tuples."""
+    key = _requests_keys.get((mti, response_code))
+    if key is None:
+        key = ("requests", (("mti", mti), ("response_code", response_code)))
+        if len(_requests_keys) < 1024:  # MTIs times section-5 codes: a few dozen
+            _requests_keys[(mti, response_code)] = key
+    return key
+
+
 class HostConnection:
     """Protocol state of one connection to the acquirer: sign-on, echo,
     requests in flight with their deadlines.
@@ -483,8 +498,7 @@ class HostConnection:
         if kind is _REQUEST:
             result = result_from_answer(msg, pending)
             # The code the terminal is answered; the host's own, when another, counted beside it.
-            # (Every answer counts here: the key is built as LinkMetrics.inc would, without its sort.)
-            self.metrics.add(("requests", (("mti", pending.mti), ("response_code", result.response_code))))
+            self.metrics.add(_requests_key(pending.mti, result.response_code))
             if result.acquirer_code is not None:
                 self.metrics.inc("host_codes", mti=pending.mti, answered=result.response_code,
                                  response_code=result.acquirer_code if result.acquirer_code in TABLE else "other")
@@ -560,7 +574,7 @@ class HostConnection:
         wake = self.inflight.next_deadline()
         if self.state is _READY and self._echo is None:
             echo_at = self.last_received + self.echo_interval
-            wake = echo_at if wake is None else min(wake, echo_at)
+            wake = echo_at if wake is None or echo_at < wake else wake  # min(), without calling it
         elif self.state is _SIGNED_OFF and self.resume_at is not None:
             wake = self.resume_at if wake is None else min(wake, self.resume_at)
         return wake

@@ -383,6 +383,18 @@ class Slot:
             timer.cancel()
         self.timer = self.link.loop.call_at(wake, self.on_timer)
 
+    def arm_by(self, deadline: float) -> None:
+        """:meth:`arm` after a request was registered with ``deadline``.
+
+        Whatever changed the core's next wakeup since the timer was last armed
+        armed it again (a request, an answer, the timer firing), so a timer
+        due by ``deadline`` is due by the next wakeup too: it stands, and the
+        core is not asked (a heap walk and an echo time per request)."""
+        timer = self.timer
+        if timer is not None and timer.when() <= deadline:
+            return
+        self.arm()
+
     def on_timer(self) -> None:
         self.timer = None
         core = self.core
