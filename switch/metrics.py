@@ -482,16 +482,7 @@ class Metrics:
         of that first increment.  Later increments must match the labels: a
         missing label is left empty, an extra one dropped.
         """
-        children: dict[tuple, object] = {}
-
-        def listener(name: str, labels: dict[str, str], amount: int = 1) -> None:
-            key = (name, tuple(sorted(labels.items())))
-            child = children.get(key)
-            if child is None:
-                child = children[key] = self._link_child(link, acquirer, name, labels)
-            child.inc(amount)
-
-        return listener
+        return _LinkListener(self, link, acquirer)
 
     def _link_child(self, link: str, acquirer: str, name: str, labels: dict[str, str]):
         if link == "hostlink" and name in self.card_link:
@@ -564,3 +555,27 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LinkListener:
+    """:meth:`Metrics.link_listener`: ``listener(name, labels, amount)`` for any caller, and
+    ``child(name, labels)`` for a :class:`~switch.core.link_metrics.LinkMetrics`, which
+    asks once per counter and label set and then increments the child itself."""
+
+    __slots__ = ("metrics", "link", "acquirer", "children")
+
+    def __init__(self, metrics: Metrics, link: str, acquirer: str) -> None:
+        self.metrics = metrics
+        self.link = link
+        self.acquirer = acquirer
+        self.children: dict[tuple, object] = {}
+
+    def __call__(self, name: str, labels: dict[str, str], amount: int = 1) -> None:
+        self.child(name, labels).inc(amount)
+
+    def child(self, name: str, labels: dict[str, str]):
+        key = (name, tuple(sorted(labels.items())))
+        child = self.children.get(key)
+        if child is None:
+            child = self.children[key] = self.metrics._link_child(self.link, self.acquirer, name, labels)
+        return child

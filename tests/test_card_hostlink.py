@@ -291,6 +291,8 @@ def test_answers_out_of_order_match_by_stan():
     ({41: "OTHER001"}, "field 41 does not match the request"),
     ({7: "0101000000"}, "field 7 does not match the request"),
     ({11: "123456"}, "no request in flight with this STAN"),
+    ({42: "OTHER0000000001"}, "field 42 does not match the request"),
+    ({3: "200000"}, "field 3 names another transaction type than the request's"),
 ])
 def test_mismatched_answers_are_not_matched(change, reason):
     conn = ready_connection()
@@ -300,6 +302,16 @@ def test_mismatched_answers_are_not_matched(change, reason):
     [event] = conn.receive(fields_view(ans), 0.5)
     assert isinstance(event, Unmatched) and event.reason == reason
     assert msg[11] in conn.inflight
+
+
+@pytest.mark.parametrize("change", [{41: "DEMO0001  "}, {42: "DEMO00000000001 "}, {3: "003000"}, {3: "000000"}])
+def test_answers_repeating_fields_padded_or_with_other_account_types_are_matched(change):
+    conn = ready_connection()
+    msg, pending = conn.request(make_request(), now=0.0, wall=WALL, timeout=2.0)
+    ans = {"mti": "0210", 7: msg[7], 11: msg[11], 41: msg[41], 42: msg[42], 39: "00"}
+    ans.update(change)
+    [event] = conn.receive(fields_view(ans), 0.5)
+    assert isinstance(event, Completed) and event.pending is pending
 
 
 # -- deadlines (fake clock) ------------------------------------------------------

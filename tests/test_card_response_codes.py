@@ -94,6 +94,19 @@ def answered(f39, amount=1000, metrics=None, **fields):
     return msg, done.outcome
 
 
+@pytest.mark.parametrize("f4", [None, "000000001000", "000000000999", "000000001001", "1000", "00000000100x"])
+@pytest.mark.parametrize("f49", [None, "840", "978"])
+def test_a_00_is_what_terminal_answer_makes_of_it(f4, f49):
+    # The host link takes a plain approval (00, the amount and currency sent) without asking
+    # terminal_answer: the outcome is the one terminal_answer gives, whatever the answer's 4 and 49.
+    msg, result = answered("00", f4=f4, f49=f49)
+    code, reverse, why = terminal_answer("00", requested=msg[4], approved=f4, processing_code=msg[3],
+                                         currency=msg[49], host_currency=f49)
+    assert (result.response_code, result.uncertain) == (code, reverse)
+    assert result.acquirer_code == (None if code == "00" else "00")
+    assert result.acquirer_reason == (None if code == "00" else why)
+
+
 def test_a_mapped_decline_keeps_the_acquirers_code_in_acquirer_ref():
     metrics = LinkMetrics()
     msg, result = answered("54", metrics=metrics)

@@ -95,6 +95,22 @@ def test_attach_links_carries_over_what_the_adapter_already_counted():
     assert value(m, "payswitch_hostlink_sign_on_failures_total", acquirer="bank-a", endpoint="10.0.0.1:5000") == 0
 
 
+def test_link_counters_keyed_by_the_caller_reach_the_export_and_follow_a_new_listener():
+    card = SimpleNamespace(metrics=LinkMetrics())
+    m = Metrics(process=False)
+    m.attach_links({"bank-a": card})
+    key = ("requests", (("mti", "0200"), ("response_code", "00")))
+    card.metrics.add(key)
+    card.metrics.inc("requests", response_code="00", mti="0200")  # the same counter
+    assert card.metrics.get("requests", mti="0200", response_code="00") == 2
+    assert value(m, "payswitch_hostlink_requests_total", acquirer="bank-a", mti="0200", response_code="00") == 2
+    seen = []
+    card.metrics.listener = lambda name, labels, n: seen.append((name, labels, n))  # a plain function
+    card.metrics.add(key, 3)
+    assert seen == [("requests", {"mti": "0200", "response_code": "00"}, 3)]
+    assert value(m, "payswitch_hostlink_requests_total", acquirer="bank-a", mti="0200", response_code="00") == 2
+
+
 def test_attach_links_exports_each_link_under_its_own_family():
     centre = SimpleNamespace(metrics=LinkMetrics(link="citycard"))
     wallet = SimpleNamespace(metrics=LinkMetrics(link="wallet"))

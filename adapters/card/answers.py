@@ -49,14 +49,22 @@ def mismatch(pending: Pending, msg: Any, mti: str) -> str | None:
     f7 = msg.get(7)
     if f7 is not None and f7 != pending.f7:
         return "field 7 does not match the request"
-    for field, sent in ((41, pending.terminal_id), (42, pending.merchant_id)):
-        got = msg.get(field)
-        if got is not None and sent is not None and str(got).rstrip() != str(sent).rstrip():
-            return f"field {field} does not match the request"
+    if _differs(msg.get(41), pending.terminal_id):
+        return "field 41 does not match the request"
+    if _differs(msg.get(42), pending.merchant_id):
+        return "field 42 does not match the request"
     code = msg.get(3)
-    if code is not None and pending.processing_code is not None and str(code)[:2] != pending.processing_code[:2]:
+    sent = pending.processing_code
+    # (Most answers repeat field 3 as sent: equal, no slicing.)
+    if code is not None and sent is not None and code != sent and str(code)[:2] != sent[:2]:
         return "field 3 names another transaction type than the request's"
     return None
+
+
+def _differs(got: Any, sent: str | None) -> bool:
+    """A repeated field 41 or 42 that is not the one sent (trailing spaces aside).
+    Most answers repeat it exactly: equal, nothing to strip."""
+    return got is not None and sent is not None and got != sent and str(got).rstrip() != str(sent).rstrip()
 
 
 def result_from_answer(msg: Any, pending: Pending) -> Result:
@@ -68,15 +76,22 @@ def result_from_answer(msg: Any, pending: Pending) -> Result:
         # An answer without a response code tells us nothing: treat as unknown.
         return Result(response_code=RC_MALFUNCTION, acquirer_ref=acquirer_ref(pending.stan, pending.f7, rrn),
                       uncertain=True)
-    answer = terminal_answer(rc, requested=pending.amount, approved=msg.get(4),
+    approved, host_currency = msg.get(4), msg.get(49)
+    if (rc == "00" and (approved is None or (approved == pending.amount and approved.isdigit()))
+            and (host_currency is None or host_currency == pending.currency)):
+        # The common answer, a plain approval of the amount and currency sent: terminal_answer
+        # would say 00 too (it is pure Python and builds its reason, for nothing here).
+        ref = acquirer_ref(pending.stan, pending.f7, rrn)
+        return Result(response_code=rc, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55))
+    answer = terminal_answer(rc, requested=pending.amount, approved=approved,
                              processing_code=pending.processing_code, currency=pending.currency,
-                             host_currency=msg.get(49))
+                             host_currency=host_currency)
     if answer.code == rc:
         ref = acquirer_ref(pending.stan, pending.f7, rrn)
         return Result(response_code=rc, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55))
     host_code = rc if well_formed(rc) else "??"
-    held = amount_held(rc, requested=pending.amount, approved=msg.get(4), currency=pending.currency,
-                       host_currency=msg.get(49)) if answer.reverse else None
+    held = amount_held(rc, requested=pending.amount, approved=approved, currency=pending.currency,
+                       host_currency=host_currency) if answer.reverse else None
     ref = acquirer_ref(pending.stan, pending.f7, rrn, host_code, *(held or ()))
     if answer.reverse:
         # Money may stay authorized at the host and the terminal is told otherwise: reversed,

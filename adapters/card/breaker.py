@@ -25,6 +25,14 @@ class BreakerState(enum.Enum):
     HALF_OPEN = "half-open"
 
 
+# The states as module constants: every request asks allow() and every answer
+# calls success(), and in Python 3.11 ``BreakerState.CLOSED`` is read through the
+# enum metaclass's ``__getattr__`` hook (several hundred instructions a read).
+_CLOSED = BreakerState.CLOSED
+_OPEN = BreakerState.OPEN
+_HALF_OPEN = BreakerState.HALF_OPEN
+
+
 class Breaker:
     def __init__(self, threshold: int = 5, cooldown: float = 10.0) -> None:
         if threshold < 1:
@@ -33,7 +41,7 @@ class Breaker:
             raise ValueError(f"breaker cooldown must be >= 0, got {cooldown}")
         self.threshold = threshold
         self.cooldown = cooldown
-        self._state = BreakerState.CLOSED
+        self._state = _CLOSED
         self.failures = 0  # consecutive timeouts while closed
         self.opened_at = 0.0
         self.trips = 0
@@ -41,43 +49,43 @@ class Breaker:
 
     def state(self, now: float) -> BreakerState:
         """The state as of ``now`` (an OPEN breaker past its cool-down reads HALF_OPEN)."""
-        if self._state is BreakerState.OPEN and now >= self.opened_at + self.cooldown:
-            return BreakerState.HALF_OPEN
+        if self._state is _OPEN and now >= self.opened_at + self.cooldown:
+            return _HALF_OPEN
         return self._state
 
     def is_open(self, now: float) -> bool:
         """No request may go to this endpoint now (open, or half-open with its probe out)."""
         state = self.state(now)
-        return state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._probing)
+        return state is _OPEN or (state is _HALF_OPEN and self._probing)
 
     def allow(self, now: float) -> bool:
         """May one request go now?  In HALF_OPEN this hands out the one probe."""
         state = self.state(now)
-        if state is BreakerState.CLOSED:
+        if state is _CLOSED:
             return True
-        if state is BreakerState.OPEN or self._probing:
+        if state is _OPEN or self._probing:
             return False
-        self._state = BreakerState.HALF_OPEN
+        self._state = _HALF_OPEN
         self._probing = True
         return True
 
     def success(self) -> None:
         """A transaction was answered (any response code)."""
-        if self._state is BreakerState.HALF_OPEN:
-            self._state = BreakerState.CLOSED
+        if self._state is _HALF_OPEN:
+            self._state = _CLOSED
             self._probing = False
-        if self._state is BreakerState.CLOSED:
+        if self._state is _CLOSED:
             self.failures = 0
 
     def failure(self, now: float) -> bool:
         """A transaction timed out.  True when this opened the breaker."""
-        if self._state is BreakerState.CLOSED:
+        if self._state is _CLOSED:
             self.failures += 1
             if self.failures >= self.threshold:
                 self._open(now)
                 return True
             return False
-        if self._state is BreakerState.HALF_OPEN:
+        if self._state is _HALF_OPEN:
             self._open(now)
             return True
         return False
@@ -85,11 +93,11 @@ class Breaker:
     def inconclusive(self, now: float) -> None:
         """A transaction ended without telling whether the host answers (the
         connection dropped, or nothing was sent): a probe is handed out again."""
-        if self._state is BreakerState.HALF_OPEN:
+        if self._state is _HALF_OPEN:
             self._probing = False
 
     def _open(self, now: float) -> None:
-        self._state = BreakerState.OPEN
+        self._state = _OPEN
         self.opened_at = now
         self.failures = 0
         self._probing = False

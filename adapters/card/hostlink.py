@@ -168,6 +168,30 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+# The members the request path compares against, as module constants: in Python 3.11
+# ``State.READY`` is read through the enum metaclass's ``__getattr__`` hook, several
+# hundred instructions a read, where a module constant is a cached global.
+_READY = State.READY
+_SIGNED_OFF = State.SIGNED_OFF
+_REQUEST = Kind.REQUEST
+_REVERSAL = Kind.REVERSAL
+
+
+_requests_keys: dict[tuple[str, str], tuple] = {}
+
+
+def _requests_key(mti: str, response_code: str) -> tuple:
+    """The LinkMetrics key of ``requests`` (mti, response_code), as :meth:`LinkMetrics.inc`
+    makes it, one object per pair: every answer counts under one, and the counters'
+    dicts then find it by identity instead of comparing nested tuples."""
+    key = _requests_keys.get((mti, response_code))
+    if key is None:
+        key = ("requests", (("mti", mti), ("response_code", response_code)))
+        if len(_requests_keys) < 1024:  # MTIs times section-5 codes: a few dozen
+            _requests_keys[(mti, response_code)] = key
+    return key
+
+
 class HostConnection:
     """Protocol state of one connection to the acquirer: sign-on, echo,
     requests in flight with their deadlines.
@@ -247,7 +271,7 @@ class HostConnection:
 
     @property
     def ready(self) -> bool:
-        return self.state is State.READY
+        return self.state is _READY
 
     # -- connection lifecycle ----------------------------------------------
 
@@ -303,13 +327,13 @@ class HostConnection:
         """Register an authorization/financial/advice message; returns it with
         its Pending (cancel with :meth:`cancel` if it could not be written).
         :class:`StanInUse` when the switch-assigned STAN is in flight."""
-        if self.state is not State.READY:
+        if self.state is not _READY:
             raise RuntimeError(f"request on a connection in state {self.state.value}")
         if request.mti not in FINANCIAL_MTIS:
             raise ValueError(f"not a host request MTI: {request.mti}")
         stan, f7 = self._stan_and_time(request, wall)
         msg = request_fields(request, stan=stan, f7=f7, acquirer_id=self.acquirer_id)
-        pending = self._register(Kind.REQUEST, msg, now=now, deadline=now + timeout,
+        pending = self._register(_REQUEST, msg, now=now, deadline=now + timeout,
                                  rrn=request.rrn, terminal_id=request.terminal_id, token=token)
         return msg, pending
 
@@ -471,15 +495,15 @@ class HostConnection:
     def _answered(self, pending: Pending, msg: Any) -> list:
         rc = msg.get(39)
         kind = pending.kind
-        if kind is Kind.REQUEST:
+        if kind is _REQUEST:
             result = result_from_answer(msg, pending)
             # The code the terminal is answered; the host's own, when another, counted beside it.
-            self.metrics.inc("requests", mti=pending.mti, response_code=result.response_code)
+            self.metrics.add(_requests_key(pending.mti, result.response_code))
             if result.acquirer_code is not None:
                 self.metrics.inc("host_codes", mti=pending.mti, answered=result.response_code,
                                  response_code=result.acquirer_code if result.acquirer_code in TABLE else "other")
             return [Completed(pending, result)]
-        if kind is Kind.REVERSAL:
+        if kind is _REVERSAL:
             self.metrics.inc("requests", mti=pending.mti, response_code=rc or "none")
             self.metrics.inc("reversals", mti=pending.mti, response_code=rc or "none")
             return [Completed(pending, reversal_outcome(rc, pending.held_known, pending.mti))]
@@ -548,9 +572,9 @@ class HostConnection:
     def next_wakeup(self) -> float | None:
         """When :meth:`poll` has something to do next (None: nothing scheduled)."""
         wake = self.inflight.next_deadline()
-        if self.state is State.READY and self._echo is None:
+        if self.state is _READY and self._echo is None:
             echo_at = self.last_received + self.echo_interval
-            wake = echo_at if wake is None else min(wake, echo_at)
-        elif self.state is State.SIGNED_OFF and self.resume_at is not None:
+            wake = echo_at if wake is None or echo_at < wake else wake  # min(), without calling it
+        elif self.state is _SIGNED_OFF and self.resume_at is not None:
             wake = self.resume_at if wake is None else min(wake, self.resume_at)
         return wake

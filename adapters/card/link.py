@@ -323,7 +323,8 @@ class HostLinkAcquirer:
             return Result(response_code=RC_MALFUNCTION)
         core, transport = slot.core, slot.transport
         try:
-            data = slot.framer.encode(await self._encode(msg))
+            # Without MACs, encoded here: awaiting _encode would make a coroutine per request.
+            data = slot.framer.encode(self.dialect.encode(msg) if self.mac is None else await self._encode(msg))
         except Exception as exc:  # EncodeError, a frame too long, no MAC: our side, nothing sent
             core.cancel(pending)
             self.breakers[slot.endpoint].inconclusive(loop.time())
@@ -334,7 +335,7 @@ class HostLinkAcquirer:
         if fut.done():  # the connection went, or the deadline passed, while an HSM made the MAC
             return fut.result()
         slot.send(transport, data)
-        slot.arm()
+        slot.arm_by(pending.deadline)
         return await fut
 
     async def reverse(self, request: Request, timeout: float) -> str:

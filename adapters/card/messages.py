@@ -122,12 +122,22 @@ def parse_ref(ref: str | None) -> Ref | None:
     return Ref(stan, f7, rrn, parts[3] if len(parts) == 4 else None)
 
 
+_answers: dict[str, tuple[str, ...]] = {}
+
+
 def answers(mti: str) -> tuple[str, ...]:
     """The answer MTIs that fit a request: a repeat (xxx1) may be answered
-    as a repeat or as its first send (0421 -> 0431 or 0430)."""
-    if mti[3] == "1":
-        return (response_mti(mti, keep_origin=True), response_mti(mti))
-    return (response_mti(mti, keep_origin=True),)
+    as a repeat or as its first send (0421 -> 0431 or 0430).  Kept per MTI:
+    every answer asks, and the requests' MTIs are a handful."""
+    fit = _answers.get(mti)
+    if fit is None:
+        if mti[3] == "1":
+            fit = (response_mti(mti, keep_origin=True), response_mti(mti))
+        else:
+            fit = (response_mti(mti, keep_origin=True),)
+        if len(_answers) < 64:
+            _answers[mti] = fit
+    return fit
 
 
 # --------------------------------------------------------------------------

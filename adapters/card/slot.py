@@ -38,6 +38,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("payswitch.card")
 
+# Read once: an enum member read through its class takes the enum metaclass's
+# ``__getattr__`` hook in Python 3.11 (several hundred instructions), and these
+# are read for every request and answer.
+_READY = State.READY
+_REQUEST = Kind.REQUEST
+_REVERSAL = Kind.REVERSAL
+
 
 class SlotProtocol(asyncio.Protocol):
     __slots__ = ("slot",)
@@ -91,7 +98,7 @@ class Slot:
     @property
     def usable(self) -> bool:
         core = self.core
-        return (core is not None and core.state is State.READY
+        return (core is not None and core.state is _READY
                 and self.transport is not None and not self.transport.is_closing())
 
     # -- supervision --------------------------------------------------------
@@ -268,7 +275,8 @@ class Slot:
         link = self.link
         for event in events:
             if type(event) is Completed:
-                if event.pending.kind is Kind.REQUEST or event.pending.kind is Kind.REVERSAL:
+                kind = event.pending.kind
+                if kind is _REQUEST or kind is _REVERSAL:
                     link.breaker_learns(self, event.how)
                 fut = event.pending.token
                 if fut is not None and not fut.done():
@@ -374,6 +382,18 @@ class Slot:
                 return
             timer.cancel()
         self.timer = self.link.loop.call_at(wake, self.on_timer)
+
+    def arm_by(self, deadline: float) -> None:
+        """:meth:`arm` after a request was registered with ``deadline``.
+
+        Whatever changed the core's next wakeup since the timer was last armed
+        armed it again (a request, an answer, the timer firing), so a timer
+        due by ``deadline`` is due by the next wakeup too: it stands, and the
+        core is not asked (a heap walk and an echo time per request)."""
+        timer = self.timer
+        if timer is not None and timer.when() <= deadline:
+            return
+        self.arm()
 
     def on_timer(self) -> None:
         self.timer = None

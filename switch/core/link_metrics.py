@@ -9,7 +9,9 @@ labelled by acquirer and the counter's own labels.  An adapter that counts
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
+
+Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
 class LinkMetrics:
@@ -20,19 +22,51 @@ class LinkMetrics:
     ``citycard`` or ``wallet``.  The names each adapter uses are listed where it
     counts them (``adapters.card.hostlink``, ``adapters.citycard.adapter``,
     ``adapters.wallet.acquirer``).
+
+    The listener is a callable ``listener(name, labels, amount)``.  One that
+    also has ``child(name, labels)``, returning what to ``inc(amount)`` for
+    that counter and those labels (the switch's does), is asked once per key
+    and its answer kept: a request path that counts every answer pays a dict
+    lookup for it, not a call that sorts the labels again.
     """
 
     def __init__(self, listener: Callable[[str, dict[str, str], int], None] | None = None, *,
                  link: str = "hostlink") -> None:
-        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
-        self.listener = listener
+        self.counters: dict[Key, int] = {}
+        self._listener = listener
+        self._children: dict[Key, Any] = {}  # the listener's child per key (see the class docstring)
         self.link = link
 
+    @property
+    def listener(self) -> Callable[[str, dict[str, str], int], None] | None:
+        return self._listener
+
+    @listener.setter
+    def listener(self, listener: Callable[[str, dict[str, str], int], None] | None) -> None:
+        self._listener = listener
+        self._children = {}
+
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
-        self.counters[key] = self.counters.get(key, 0) + amount
-        if self.listener is not None:
-            self.listener(name, labels, amount)
+        self.add((name, tuple(sorted(labels.items()))), amount)
+
+    def add(self, key: Key, amount: int = 1) -> None:
+        """:meth:`inc` with the key built by the caller: ``(name, ((label, value), ...))``,
+        the pairs sorted by label.  For counters bumped on every message: no
+        keyword arguments, no sort."""
+        counters = self.counters
+        counters[key] = counters.get(key, 0) + amount
+        listener = self._listener
+        if listener is None:
+            return
+        child = self._children.get(key)
+        if child is None:
+            name, labels = key
+            resolve = getattr(listener, "child", None)
+            if resolve is None:  # a plain function: told every increment
+                listener(name, dict(labels), amount)
+                return
+            child = self._children[key] = resolve(name, dict(labels))
+        child.inc(amount)
 
     def get(self, name: str, **labels: str) -> int:
         return self.counters.get((name, tuple(sorted(labels.items()))), 0)
