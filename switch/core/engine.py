@@ -62,21 +62,6 @@ def _ignore(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-class RRNs:
-    """RRNs for answers the journal never saw (undecodable requests, 0810, 94).
-
-    Journaled transactions get ``%012d`` of their journal id; these start with
-    ``N`` so the two can never collide (field 37 is an12).
-    """
-
-    def __init__(self, clock: Callable[[], float]):
-        self._n = int(clock() * 1000) % 10**11
-
-    def next(self) -> str:
-        self._n = (self._n + 1) % 10**11
-        return "N%011d" % self._n
-
-
 class Engine:
     """The switch's rules and shared state: requests in flight, routes, reversals.
 
@@ -103,7 +88,7 @@ class Engine:
         self.clock = clock
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.healthy = healthy
-        self.rrns = RRNs(clock)
+        self.rrns = messages.RRNs(clock)
         # The journal keeps every response in terminal-87, whatever the listener
         # spoke: a retransmission may come in on another listener.
         self.term = dialect("terminal-87")
@@ -222,6 +207,8 @@ class Engine:
         try:
             try:
                 result = yield from self._transaction(msg, mti, digest, merchant, flight, codec, refusal)
+                if type(result) is not tuple:  # its authorization, run here: one generator fewer on its way
+                    result = yield from result
             except Exception:
                 yield from self._reversal_left(flight, merchant)
                 raise
@@ -276,7 +263,9 @@ class Engine:
 
     def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec, rejection=None) -> Gen:
         """Journal the request, then the work of its message type (``rejection``: the
-        switch refused it already, switch.core.rejections: its answer is journaled)."""
+        switch refused it already, switch.core.rejections: its answer is journaled).
+
+        Returns the answer, or the generator of an authorization, for the caller to run."""
         tlv: dict = {}
         kind, route, pan, refund_daily_max = "unknown", None, None, None
         try:
@@ -374,7 +363,7 @@ class Engine:
             return (yield from self._answer_self(msg, rec, refused, codec, kind))
         yield from self.vas.before(msg, rec, merchant, kind, tlv, flight)  # coupons: may lower field 4
         request = messages.build_request(msg, txn_id=rec.id, kind=kind, rrn=rec.rrn, pan=pan, tlv=tlv, mti=mti)
-        return (yield from self._authorize(msg, rec, route.acquirers, request, flight, codec, kind))
+        return self._authorize(msg, rec, route.acquirers, request, flight, codec, kind)
 
     def _retransmission(self, msg, rec: TxnRecord, verdict: str, codec) -> tuple[str, str, bytes]:
         """Sections 6 and 6.1: the original answer, 94, or 96 for one that died in flight."""
@@ -386,14 +375,15 @@ class Engine:
             return rec.kind, rec.response_code or "??", self._as_sent(rec.response, codec)
         return rec.kind, "96", codec.encode(messages.build_response(msg, "96", rec.rrn))
 
-    def _finish(self, msg, rec: TxnRecord, resp: dict, codec, expect: str | None = None, **changes) -> Gen:
-        """Journal the outcome with the exact response before the terminal sees it
-        (``expect``: only while the record is in that state, else StaleState)."""
+    def _finish(self, rec: TxnRecord, resp: dict, codec, expect: str | None = None, **changes) -> tuple[Op, bytes]:
+        """The journal operation of the outcome with the exact response, for the caller to
+        yield before the terminal sees it (``expect``: only while the record is in that
+        state, else StaleState), and the answer in ``codec``.  Not a generator: one fewer."""
         body = self.term.encode(resp)
         out = body if codec is self.term else codec.encode(resp)
-        fields = {"response": body, "response_code": resp[39], **changes}
-        rec = yield (Op("update", rec.id, **fields) if expect is None else Op("update_if", rec.id, expect, **fields))
-        return out
+        if expect is None:
+            return Op("update", rec.id, response=body, response_code=resp[39], **changes), out
+        return Op("update_if", rec.id, expect, response=body, response_code=resp[39], **changes), out
 
     def _as_sent(self, body: bytes, codec, spoken=None) -> bytes:
         """A response encoded by ``spoken`` (default terminal-87, as journaled) in the
@@ -407,7 +397,8 @@ class Engine:
     def _answer_self(self, msg, rec: TxnRecord, r: messages.Rejection, codec, kind: str) -> Gen:
         log.info("rrn %s: %s %s (%s)", rec.rrn, msg.mti, r.code, r.reason, **about(rec))
         resp = messages.build_response(msg, r.code, rec.rrn)
-        out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "reject"))
+        op, out = self._finish(rec, resp, codec, state=states.advance(rec.state, "reject"))
+        yield op
         return kind, r.code, out
 
     # -- authorization ---------------------------------------------------------------
@@ -525,7 +516,8 @@ class Engine:
             result, duplicate = yield from uploads.counted(self, rec, result, used)
             if result.response_code != code:  # 96: the online debit of its card and counter is still undecided
                 code, changes["auth_code"] = result.response_code, None
-        tlv, token = yield from self.vas.after(msg, rec, request, result, code, reverse, flight, not duplicate)
+        after = self.vas.after(rec, request, result, code, reverse, flight, not duplicate)
+        tlv, token = after if type(after) is tuple else (yield from after)
         if token:
             changes["customer_token"] = token
         flight.decided = True
@@ -536,7 +528,8 @@ class Engine:
                                     build_tlv48=build_tlv48)
             # Shared journal: a terminal's 0400 on another worker may have queued its reversal meanwhile.
             expect = states.SENT if self.shared_journal and state == states.SENT else None
-            out = yield from self._finish(msg, rec, resp, codec, expect, **changes)
+            op, out = self._finish(rec, resp, codec, expect, **changes)
+            yield op
         except StaleState:
             card = None if reverse else request.pan  # an uncertain outcome sealed its card already
             return pay_kind, "68", (yield from elsewhere.reversed_meanwhile(self, msg, rec, result, codec, card))
@@ -571,8 +564,9 @@ class Engine:
         original_id, kind = yield from self.reversals.undo(msg[41], rec.merchant_id, o_mti, o_stan, o_time,
                                                            pan=messages.pan_of(msg))
         resp = messages.build_response(msg, "00", rec.rrn)
-        out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"),
-                                      original_id=original_id, kind=kind)
+        op, out = self._finish(rec, resp, codec, state=states.advance(rec.state, "handle"),
+                               original_id=original_id, kind=kind)
+        yield op
         return kind, "00", out
 
     def _settlement(self, msg, rec: TxnRecord, merchant: str, codec) -> Gen:
@@ -586,5 +580,6 @@ class Engine:
         elif not accepted:
             log.warning("terminal %s totals %s differ from the journal's %s", msg[41], theirs, ours)
         resp = messages.build_response(msg, code, rec.rrn)
-        out = yield from self._finish(msg, rec, resp, codec, state=states.advance(rec.state, "handle"))
+        op, out = self._finish(rec, resp, codec, state=states.advance(rec.state, "handle"))
+        yield op
         return "settlement", code, out

@@ -6,7 +6,7 @@ away.  Section references below are to that document.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 from native import emv
 from native.clock import impossible_clock
@@ -400,3 +400,18 @@ def salvage_echo(body: bytes, codec, terminals) -> dict | None:
         out[11] = msg[11]
         out[41] = msg[41]
     return out
+
+
+class RRNs:
+    """RRNs for answers the journal never saw (undecodable requests, 0810, 94).
+
+    Journaled transactions get ``%012d`` of their journal id; these start with
+    ``N`` so the two can never collide (field 37 is an12).
+    """
+
+    def __init__(self, clock: Callable[[], float]):
+        self._n = int(clock() * 1000) % 10**11
+
+    def next(self) -> str:
+        self._n = (self._n + 1) % 10**11
+        return "N%011d" % self._n

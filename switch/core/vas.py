@@ -253,8 +253,10 @@ class VasHook:
         flight.vas_tlv = out
         return None
 
-    def after(self, msg, rec, request, result, code: str, reverse: bool, flight, services: bool = True) -> Gen:
-        """Points and enrolment after an approval: (field 48 tags of the response, token to journal).
+    def after(self, rec, request, result, code: str, reverse: bool, flight, services: bool = True):
+        """Points and enrolment after an approval: (field 48 tags of the response, token to journal),
+        or when services are to be called the generator that returns them (so the common case,
+        no service, costs no generator).
 
         ``services`` False: the approval is of something counted already (a
         city-card upload sent again, switch.core.uploads): no service is called.
@@ -275,13 +277,19 @@ class VasHook:
         approved = code == "00" and not reverse and not result.uncertain
         purchase = request.mti in ("0200", "0220") and request.processing_code[:2] == "00"
         if approved and purchase and services and self.services.get((merchant, AFTER)):
-            body = payload(AFTER, ref=rec.rrn, token=token or rec.customer_token, merchant=merchant,
-                           terminal=request.terminal_id, amount=request.amount, currency=request.currency,
-                           kind=request.kind, coupon=request.tlv.get("CP"))
-            for name, answer in (yield from self._call(AFTER, merchant, body, self._spare(rec, flight))):
-                line = answer.get("line")
-                if line:
-                    lines.append(line)
+            return self._after(rec, request, flight, merchant, tlv, token, lines)
+        if lines:
+            tlv["LY"] = _line(lines)
+        return tlv, token
+
+    def _after(self, rec, request, flight, merchant: str, tlv: dict, token, lines: list) -> Gen:
+        body = payload(AFTER, ref=rec.rrn, token=token or rec.customer_token, merchant=merchant,
+                       terminal=request.terminal_id, amount=request.amount, currency=request.currency,
+                       kind=request.kind, coupon=request.tlv.get("CP"))
+        for name, answer in (yield from self._call(AFTER, merchant, body, self._spare(rec, flight))):
+            line = answer.get("line")
+            if line:
+                lines.append(line)
         if lines:
             tlv["LY"] = _line(lines)
         return tlv, token

@@ -334,12 +334,50 @@ class Switch:
     # -- the driver ------------------------------------------------------------------
 
     async def handle(self, body: bytes, codec=None) -> bytes:
-        """Answer one terminal request (the encoded message without framing)."""
+        """Answer one terminal request (the encoded message without framing).
+
+        It executes the engine's commands itself, as :meth:`run` does, and its
+        acquirer call as :meth:`_execute` does, rather than awaiting them: every
+        suspension of every request (the journal's writes, the acquirer's answer)
+        then resumes one or two coroutines fewer."""
         t0 = time.perf_counter()
         self._handling += 1
-        refusals: list[JournalError] = []
+        refused = False  # the journal refused a write (a JournalError thrown in)
+        gen = self.engine.handle(body, codec or self.term)
+        send, throw = gen.send, gen.throw
+        journal = self.journal
+        value = error = None
         try:
-            answer = await self.run(self.engine.handle(body, codec or self.term), refusals)
+            while True:
+                try:
+                    command = send(value) if error is None else throw(error)
+                except StopIteration as stop:
+                    answer = stop.value
+                    break
+                value = error = None
+                kind = type(command)
+                try:
+                    if kind is Op:
+                        value = await getattr(journal, command.name)(*command.args, **command.kwargs)
+                    elif kind is Call:
+                        task = self._call_started(command)
+                        try:
+                            value = await self.acquirers[command.acquirer].authorize(command.request,
+                                                                                    command.timeout)
+                        except asyncio.CancelledError:
+                            self._call_cancelled(command, task)
+                            raise
+                        finally:
+                            self._call_ended(command, task)
+                    else:
+                        value = await self._execute(command)
+                except asyncio.CancelledError:
+                    gen.close()
+                    raise
+                except Exception as e:
+                    error = e
+                    if isinstance(e, JournalError):
+                        refused = True
         finally:
             self._handling -= 1
             if not self.engine.inflight:
@@ -349,7 +387,7 @@ class Switch:
         else:
             # A 96 given because the journal refused a write is kind "journal", whatever it was
             # paying with: a journal down is told apart from the switch's other 96s.
-            kind = "journal" if refusals and answer.code == "96" else answer.kind
+            kind = "journal" if refused and answer.code == "96" else answer.kind
             self.metrics.answered(kind, answer.mclass, answer.code, time.perf_counter() - t0)
         return answer.body
 
@@ -376,9 +414,9 @@ class Switch:
         sender = self.worker is None or self.worker.sender
         return await self.run(refused.close(rrn, self.metrics if sender else None))
 
-    async def run(self, gen, refusals: list | None = None):
-        """Execute an engine generator's commands until it returns its value; the journal's
-        refusals (JournalError) it is thrown go into ``refusals`` too, if given."""
+    async def run(self, gen):
+        """Execute an engine generator's commands until it returns its value (a terminal's
+        request: :meth:`handle`, which does the same inline)."""
         send, throw = gen.send, gen.throw
         value = error = None
         while True:
@@ -397,8 +435,6 @@ class Switch:
                 raise
             except Exception as e:
                 error = e
-                if refusals is not None and isinstance(e, JournalError):
-                    refusals.append(e)
 
     async def _execute(self, command):
         kind = type(command)
@@ -407,20 +443,14 @@ class Switch:
         if kind is Call or kind is Reverse:
             acq = self.acquirers[command.acquirer]
             call = acq.authorize if kind is Call else acq.reverse
-            task = asyncio.current_task(self._loop)
-            self._backstop.watch(task, command.timeout + _ADAPTER_GRACE)
+            task = self._call_started(command)
             try:
                 return await call(command.request, command.timeout)
             except asyncio.CancelledError:
-                if self._backstop.expired(task):
-                    if self._cutting:
-                        raise Stopping(f"{command.acquirer} given up: the switch is stopping") from None
-                    raise Overrun(f"{command.acquirer} overran {command.timeout:.1f} s") from None
+                self._call_cancelled(command, task)
                 raise
             finally:
-                self._backstop.release(task)
-                if self._held and kind is Call:
-                    self._unheld(command.request)
+                self._call_ended(command, task)
         if kind is Sec:
             module = self.security_module
             if module is None:
@@ -447,6 +477,25 @@ class Switch:
                 raise flight.error
             return flight.answer
         raise TypeError(f"unknown engine command {command!r}")
+
+    def _call_started(self, command):
+        """An acquirer call begins: the backstop watches its task (returned)."""
+        task = asyncio.current_task(self._loop)
+        self._backstop.watch(task, command.timeout + _ADAPTER_GRACE)
+        return task
+
+    def _call_cancelled(self, command, task) -> None:
+        """An acquirer call was cancelled: if by the backstop, the adapter overran (or the
+        switch is stopping), raised here for the engine; any other cancel goes on."""
+        if self._backstop.expired(task):
+            if self._cutting:
+                raise Stopping(f"{command.acquirer} given up: the switch is stopping") from None
+            raise Overrun(f"{command.acquirer} overran {command.timeout:.1f} s") from None
+
+    def _call_ended(self, command, task) -> None:
+        self._backstop.release(task)
+        if self._held and type(command) is Call:
+            self._unheld(command.request)
 
     # -- store and forward -----------------------------------------------------------
 
