@@ -59,7 +59,10 @@ def error_for_others(e: ConfigError, path: str | os.PathLike | None) -> str:
             values |= strings_in(tomllib.loads(Path(path).read_text("utf-8")))
         except (OSError, ValueError):  # unreadable, not UTF-8, not TOML: its error quotes none of it
             pass
-    return withheld(str(e), values, keep=str(path or ""))
+    text = str(e)
+    # The file as the error names it: as given (``read_config``), or as Path writes it (``load``).
+    keep = next((k for k in (str(path), str(Path(path))) if text.startswith(f"{k}: ")), "") if path else ""
+    return withheld(text, values, keep=keep)
 
 
 class Listener(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -75,3 +75,14 @@ def test_key_material_and_card_numbers_are_withheld_even_when_not_values_of_the_
 def test_an_error_quoting_nothing_of_the_file_is_unchanged(tmp_path):
     local, others = refused(tmp_path, GOOD + "response_timeout = -1.0\n")
     assert others == local
+
+
+def test_the_file_is_named_as_given_or_as_load_writes_it(tmp_path, monkeypatch):
+    """The file's own name is never withheld, even where it looks like key material."""
+    monkeypatch.chdir(tmp_path)
+    name = "0123456789abcdef0123.toml"  # a hex run of key length
+    (tmp_path / name).write_text(GOOD + "response_timeout = -1.0\n")
+    with pytest.raises(config_mod.ConfigError) as info:
+        config_mod.load(f"./{name}")
+    assert config_mod.error_for_others(info.value, f"./{name}") == str(info.value)
+    assert str(info.value).startswith(f"{name}: ")
