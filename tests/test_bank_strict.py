@@ -219,7 +219,7 @@ import asyncio  # noqa: E402
 from switch.core import states  # noqa: E402
 from switch.core.acquirer import NOT_FOUND  # noqa: E402
 from tests.test_edges import Answers, run  # noqa: E402
-from tests.test_service import KEY_ENV, call, fakes, request  # noqa: E402
+from tests.test_service import KEY_ENV, VISA, call, fakes, request  # noqa: E402
 from tests.test_service import wait_state  # noqa: E402
 
 WINDOW = "reversal_not_found_window = 0.3\nreversal_backoff_max = 0.1"
@@ -242,6 +242,7 @@ def test_a_late_approval_reopens_a_reversal_recorded_unmatched(hmac_key):
         rec = await wait_state(sw, "000001", states.REVERSED, timeout=5)
         assert len(bank_a.reversed) == tries + 1
         assert bank_a.reversed[-1][0].original.auth_code == "LATE01"
+        assert bank_a.reversed[-1][0].original.pan == VISA  # field 2, as every try of it had
 
     run(scenario, acquirers=fakes(**{"bank-a": bank_a}), tweak=WINDOW)
 
@@ -279,6 +280,7 @@ def test_a_late_approval_reopens_an_unmatched_reversal_after_a_restart(hmac_key,
         await wait_state(sw, "000001", states.REVERSED, timeout=5)
         [(rev, _)] = second.reversed
         assert rev.original.auth_code == "LATE01" and rev.attempt > 0  # the same reversal, repeated
+        assert rev.original.pan == VISA  # field 2 again: the journal kept its card sealed while unmatched
 
     run(restarted, acquirers=fakes(**{"bank-a": second}), tweak=WINDOW, journal_url=url)
 

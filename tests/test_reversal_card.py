@@ -106,8 +106,25 @@ def test_the_card_is_kept_read_back_and_goes_with_the_end_of_the_reversal(backen
     with pytest.raises(StaleState):  # not in that state: nothing written, the card stays
         j.end_reversal(rec.id, "sent", state="reversed").result(TIMEOUT)
     assert j.reversal_card(rec.id).result(TIMEOUT) is not None
-    done = j.end_reversal(rec.id, "reversal_pending", state="unmatched").result(TIMEOUT)
-    assert done.state == "unmatched" and j.get(rec.id).result(TIMEOUT).state == "unmatched"
+    done = j.end_reversal(rec.id, "reversal_pending", state="reversed").result(TIMEOUT)
+    assert done.state == "reversed" and j.get(rec.id).result(TIMEOUT).state == "reversed"
+    assert j.reversal_card(rec.id).result(TIMEOUT) is None
+
+
+def test_an_unmatched_reversal_keeps_its_card_for_a_late_approval_until_card_retention(backend):
+    # The host said it knows no such original; its late approval reopens the reversal
+    # (switch.core.late_answers), whose 0420 must repeat field 2 as every try before did.
+    j, path = backend
+    rec, _ = j.insert(txn(1)).result(TIMEOUT)
+    j.keep_reversal_card(rec.id, cards.seal(SECRET, rec.id, PAN)).result(TIMEOUT)
+    j.update(rec.id, state="reversal_pending").result(TIMEOUT)
+    j.end_reversal(rec.id, "reversal_pending", state="unmatched").result(TIMEOUT)
+    assert cards.open_sealed(SECRET, rec.id, j.reversal_card(rec.id).result(TIMEOUT)) == PAN
+    assert j.purge_reversal_cards().result(TIMEOUT) == 0  # a start-up keeps it too
+    kept_at = sqlite3.connect(path).execute("SELECT created_at FROM reversal_card").fetchone()[0]
+    j.forget_cards(kept_at).result(TIMEOUT)  # kept since then: not past card_retention yet
+    assert j.reversal_card(rec.id).result(TIMEOUT) is not None
+    assert j.forget_cards(kept_at + 1).result(TIMEOUT) == 1
     assert j.reversal_card(rec.id).result(TIMEOUT) is None
 
 
@@ -129,11 +146,12 @@ def test_start_up_purges_the_cards_of_reversals_no_longer_pending(backend):
         j.keep_reversal_card(rec.id, cards.seal(SECRET, rec.id, PAN)).result(TIMEOUT)
         j.update(rec.id, state=state).result(TIMEOUT)
         ids[state] = rec.id
-    assert j.purge_reversal_cards().result(TIMEOUT) == 3
+    assert j.purge_reversal_cards().result(TIMEOUT) == 2
     # Pending ones keep theirs; so do "sent" ones (sealed before the update
-    # that queues the reversal; start-up recovery queues it).
+    # that queues the reversal; start-up recovery queues it), and unmatched
+    # ones (a late approval reopens them).
     kept = {state for state, i in ids.items() if j.reversal_card(i).result(TIMEOUT) is not None}
-    assert kept == {"reversal_pending", "sent"}
+    assert kept == {"reversal_pending", "sent", "unmatched"}
     assert j.purge_reversal_cards().result(TIMEOUT) == 0
 
 

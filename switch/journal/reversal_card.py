@@ -15,7 +15,11 @@ transaction id, so a sealed value copied onto another row does not open.
 The row goes in the journal operation that ends the reversal
 (:meth:`switch.journal.Journal.end_reversal`), and at start-up
 :func:`purge` drops the rows of transactions no longer waiting (a crash
-between the two).
+between the two).  A reversal ended ``unmatched`` (the host kept saying it
+knows no such original) keeps its row: a late approval from the host reopens
+it, and a host that matches reversals on field 2 needs the card again; it is
+dropped after ``card_retention`` (:func:`forget_unmatched`, through
+``Journal.forget_cards``).
 
 The journal never sees the clear PAN: the switch seals before it hands the
 value over and opens what it reads back, so the clear number crosses
@@ -44,7 +48,7 @@ from native.aead import AesGcm, InvalidTag
 from switch.journal import check_luhn_values, check_pan_digits, hkdf_sha256
 
 __all__ = ["MIGRATION", "IN_FLIGHT_MIGRATION", "KEY_VERSION", "SealError", "card_key", "seal", "open_sealed",
-           "check_sealed", "seal_in_flight", "open_in_flight", "keep", "load", "drop", "purge"]
+           "check_sealed", "seal_in_flight", "open_in_flight", "keep", "load", "drop", "purge", "forget_unmatched"]
 
 # The first byte of every sealed value names the key that sealed it, as
 # pan_hash's "v1:" does.
@@ -274,6 +278,17 @@ def forget(conn: sqlite3.Connection, after_id: int, up_to_id: int) -> int:
     ).rowcount
 
 
-# The states written out, not bound: SQLite then finds them through the partial
-# index txn_state (switch.journal.schema.OPEN_STATES).
-PURGE = "DELETE FROM reversal_card WHERE txn_id NOT IN (SELECT id FROM txn WHERE state = 'reversal_pending' OR state = 'sent')"
+# Each row's transaction looked up by its id (the rows are few, the journal is not).
+# An unmatched reversal keeps its card: a late approval reopens it
+# (switch.core.late_answers), and its 0420 repeats field 2 like every try before;
+# forget_unmatched drops it after card_retention.
+PURGE = ("DELETE FROM reversal_card WHERE IFNULL((SELECT state FROM txn WHERE txn.id = reversal_card.txn_id), '')"
+         " NOT IN ('reversal_pending', 'sent', 'unmatched')")
+KEPT_WHEN_ENDED = "unmatched"
+
+
+def forget_unmatched(conn: sqlite3.Connection, before: float) -> int:
+    """Drop the cards of unmatched reversals kept since before ``before``; how many went."""
+    return conn.execute(
+        "DELETE FROM reversal_card WHERE created_at < ? AND "
+        "(SELECT state FROM txn WHERE txn.id = reversal_card.txn_id) = 'unmatched'", (before,)).rowcount

@@ -349,14 +349,16 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
     def _forget_cards(self, before: float) -> int:
         gone, self._cards_swept = cards.forget_before(
             self._conn, self._cards_swept, before, self._known, self._cards_waiting)
-        return gone
+        return gone + cards.forget_unmatched(self._conn, before)
 
     # -- operations (writer thread) ------------------------------------------
 
     def _end_reversal(self, *update_args: Any) -> TxnRecord:
         # One operation: the card goes with the update that ends the reversal, or neither (rolled back together).
+        # An unmatched one keeps it for a late approval's reopened reversal (reversal_card.PURGE).
         rec = self._update(*update_args)
-        cards.drop(self._conn, rec.id)
+        if rec.state != cards.KEPT_WHEN_ENDED:
+            cards.drop(self._conn, rec.id)
         return rec
 
     def _keys_op(self, fn: Callable[..., Any], *args: Any) -> Any:
