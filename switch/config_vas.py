@@ -15,8 +15,10 @@ from switch.secret_refs import shown
 class TokenKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A merchant group's customer-token key: a file or an environment variable holding hex.
 
-    With neither, a key file is created beside the journal on first start
-    (``<journal>.token-<group>-v<version>.key``, mode 0600), like the journal key.
+    With neither, a key file is created beside the journal key on first start
+    (``<journal>.token-<group>-v<version>.key``, mode 0600); with the journal key
+    in an environment variable there is no such folder, and a group without one
+    is a configuration error (never a file in the working directory).
     The highest version of a group is the one in use.
     """
 

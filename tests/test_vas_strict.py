@@ -20,6 +20,7 @@ from switch.io import vas as vas_io
 from switch.io.service import Switch
 from tests import test_service as ts
 from tests.test_service import FakeAcquirer, call, fakes, record, request, reversal
+from tests import test_vas as tv
 from tests.test_vas import outbox, tags
 
 CARD = "4111111111111111"  # a card number a service quotes back (Luhn-valid)
@@ -354,3 +355,34 @@ def test_the_loyalty_sandbox_answers_400_to_a_body_it_cannot_read(body):
         status, answer = service.handle("POST", target, headers, body)
         assert status == 400 and "error" in answer
     assert service.members == {}
+
+
+# -- a token key with nowhere to be created ------------------------------------------------
+
+
+def test_a_token_key_is_never_created_in_the_working_directory(tmp_path, monkeypatch):
+    """With the journal key in an environment variable there is no key folder: a merchant
+    group with services and no token key is a configuration error naming it, at check-config
+    and at start, and no key file appears wherever the switch was started."""
+    from switch import preflight
+
+    (tmp_path / "journal").mkdir()
+    (tmp_path / "started-here").mkdir()
+    monkeypatch.chdir(tmp_path / "started-here")
+    monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
+    text = ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV)
+    text = text.replace('url = "sqlite://:memory:"', f'url = "sqlite://{tmp_path / "journal" / "j.sqlite"}"')
+    cfg = config_mod.loads(text + tv.SERVICE.format(deadline=0.05), "shop.toml")
+    for check in (lambda: preflight._vas(cfg, False), lambda: vas_io.load_token_keys(cfg)):
+        with pytest.raises(config_mod.ConfigError) as caught:
+            check()
+        assert str(caught.value).startswith("shop.toml: `$.token_keys`: merchant group 'SHOP00000000001' has value-"
+                                            "added services and no token key file or variable")
+        assert "[[token_keys]] group = 'SHOP00000000001' with key_file or key_env" in str(caught.value)
+    assert list((tmp_path / "started-here").iterdir()) == [] and list((tmp_path / "journal").iterdir()) == []
+    monkeypatch.setenv("PAYSWITCH_TEST_TOKEN_KEY", "66" * 32)
+    given = text + tv.SERVICE.format(deadline=0.05) + (
+        '\n[[token_keys]]\ngroup = "SHOP00000000001"\nkey_env = "PAYSWITCH_TEST_TOKEN_KEY"\n')
+    cfg = config_mod.loads(given, "shop.toml")
+    assert vas_io.missing_token_key_folders(cfg) == []
+    assert vas_io.load_token_keys(cfg) == {"SHOP00000000001": (1, bytes.fromhex("66" * 32))}

@@ -20,6 +20,7 @@ import os
 import secrets
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
 from native.panguard import mask_pans
 from switch import config as config_mod
@@ -58,6 +59,37 @@ def token_key_path(i: int, k) -> str:
     return f"token_keys[{i}].{'key_env' if k.key_env else 'key_file'}"
 
 
+def no_key_folder(cfg: config_mod.Config, group: str) -> str:
+    """The error of a merchant group whose token key would be created where no key is kept: the
+    journal key comes from an environment variable, so there is no key folder to put it beside
+    (never the working directory, whatever it is when the switch starts)."""
+    return (f"{cfg.source}: `$.token_keys`: merchant group {group!r} has value-added services and no token key"
+            " file or variable, and with the journal key in [journal] hmac_key_env there is no key folder to"
+            f" create one in: add [[token_keys]] group = {group!r} with key_file or key_env")
+
+
+def missing_token_key_folders(cfg: config_mod.Config) -> list[str]:
+    """The errors :func:`load_token_keys` would raise for keys it cannot create (for check-config)."""
+    from switch import wiring
+
+    if wiring.journal_key_path(cfg) is not None or cfg.journal.url.endswith(":memory:"):
+        return []
+    chosen, groups = _token_groups(cfg)
+    given = {group for group, (_, (_, k)) in chosen.items() if k.key_env or k.key_file}
+    return [no_key_folder(cfg, group) for group in groups if group not in given]
+
+
+def _token_groups(cfg: config_mod.Config) -> tuple[dict[str, tuple[int, tuple[int, Any]]], list[str]]:
+    """(group → (version, (index, key)) of its highest configured version; every group that needs a key)."""
+    chosen: dict[str, tuple[int, tuple[int, Any]]] = {}
+    for i, k in enumerate(cfg.token_keys):
+        if k.group not in chosen or k.version > chosen[k.group][0]:
+            chosen[k.group] = (k.version, (i, k))
+    served = {merchant_id for s in cfg.vas for merchant_id in s.merchants}
+    groups = {mc.group or mc.id for mc in cfg.merchants if mc.id in served}
+    return chosen, sorted(groups | set(chosen))
+
+
 def load_token_keys(cfg: config_mod.Config, create: bool = True) -> dict[str, tuple[int, bytes]]:
     """Group → (version, key) of the highest version configured for each merchant group.
 
@@ -67,15 +99,10 @@ def load_token_keys(cfg: config_mod.Config, create: bool = True) -> dict[str, tu
     """
     from switch import wiring
 
-    chosen: dict[str, tuple[int, object]] = {}
-    for i, k in enumerate(cfg.token_keys):
-        if k.group not in chosen or k.version > chosen[k.group][0]:
-            chosen[k.group] = (k.version, (i, k))
-    served = {merchant_id for s in cfg.vas for merchant_id in s.merchants}
-    groups = {mc.group or mc.id for mc in cfg.merchants if mc.id in served}
+    chosen, groups = _token_groups(cfg)
     base = wiring.journal_key_path(cfg)
     out: dict[str, tuple[int, bytes]] = {}
-    for group in groups | set(chosen):
+    for group in groups:
         if group in chosen:
             version, (i, k) = chosen[group]
             if k.key_env or k.key_file:
@@ -87,9 +114,9 @@ def load_token_keys(cfg: config_mod.Config, create: bool = True) -> dict[str, tu
         if cfg.journal.url.endswith(":memory:"):
             out[group] = (version, secrets.token_bytes(32))  # a journal that forgets: tokens may too
             continue
-        folder = base.parent if base is not None else Path(".")
-        stem = base.name.removesuffix(".key") if base is not None else "payswitch-journal"
-        path = folder / f"{stem}.token-{group}-v{version}.key"
+        if base is None:
+            raise config_mod.ConfigError(no_key_folder(cfg, group))
+        path = base.parent / f"{base.name.removesuffix('.key')}.token-{group}-v{version}.key"
         if not path.exists() and create:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
