@@ -49,9 +49,12 @@ def mismatch(pending: Pending, msg: Any, mti: str) -> str | None:
     f7 = msg.get(7)
     if f7 is not None and f7 != pending.f7:
         return "field 7 does not match the request"
-    if _differs(msg.get(41), pending.terminal_id):
+    # Most answers repeat fields 41 and 42 exactly: equal, _differs is not asked.
+    got, sent = msg.get(41), pending.terminal_id
+    if got != sent and _differs(got, sent):
         return "field 41 does not match the request"
-    if _differs(msg.get(42), pending.merchant_id):
+    got, sent = msg.get(42), pending.merchant_id
+    if got != sent and _differs(got, sent):
         return "field 42 does not match the request"
     code = msg.get(3)
     sent = pending.processing_code
@@ -62,8 +65,7 @@ def mismatch(pending: Pending, msg: Any, mti: str) -> str | None:
 
 
 def _differs(got: Any, sent: str | None) -> bool:
-    """A repeated field 41 or 42 that is not the one sent (trailing spaces aside).
-    Most answers repeat it exactly: equal, nothing to strip."""
+    """A repeated field 41 or 42 that is not the one sent (trailing spaces aside)."""
     return got is not None and sent is not None and got != sent and str(got).rstrip() != str(sent).rstrip()
 
 
