@@ -239,8 +239,9 @@ class HostConnection:
 
     def _register(self, kind: Kind, msg: dict, *, now: float, deadline: float,
                   rrn: str = "", terminal_id: str | None = None, token: Any = None) -> Pending:
+        get = msg.get
         pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
-                          msg.get(4), msg.get(3), msg.get(49), msg.get(42))
+                          get(4), get(3), get(49), get(42))
         self.inflight.add(pending.stan, pending, deadline)
         return pending
 

@@ -250,10 +250,9 @@ class HostLinkAcquirer:
             best = None
             fewest = 0
             for slot in slots:
-                if slot.usable:
-                    n = len(slot.core.inflight)
-                    if best is None or n < fewest:
-                        best, fewest = slot, n
+                n = slot.load()
+                if n is not None and (best is None or n < fewest):
+                    best, fewest = slot, n
             if best is not None and self.breakers[e].allow(now):
                 return best
             if fallback is None:
