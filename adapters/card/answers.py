@@ -46,14 +46,18 @@ def mismatch(pending: Pending, msg: Any, mti: str) -> str | None:
     (the first two digits: a refund's answer is no purchase's)."""
     if mti not in answers(pending.mti):
         return f"answer MTI does not fit the request {pending.mti}"
-    f7 = msg.get(7)
+    get = msg.get  # looked up once for the four fields read
+    f7 = get(7)
     if f7 is not None and f7 != pending.f7:
         return "field 7 does not match the request"
-    if _differs(msg.get(41), pending.terminal_id):
+    # Most answers repeat fields 41 and 42 exactly: equal, _differs is not asked.
+    got, sent = get(41), pending.terminal_id
+    if got != sent and _differs(got, sent):
         return "field 41 does not match the request"
-    if _differs(msg.get(42), pending.merchant_id):
+    got, sent = get(42), pending.merchant_id
+    if got != sent and _differs(got, sent):
         return "field 42 does not match the request"
-    code = msg.get(3)
+    code = get(3)
     sent = pending.processing_code
     # (Most answers repeat field 3 as sent: equal, no slicing.)
     if code is not None and sent is not None and code != sent and str(code)[:2] != sent[:2]:
@@ -62,33 +66,33 @@ def mismatch(pending: Pending, msg: Any, mti: str) -> str | None:
 
 
 def _differs(got: Any, sent: str | None) -> bool:
-    """A repeated field 41 or 42 that is not the one sent (trailing spaces aside).
-    Most answers repeat it exactly: equal, nothing to strip."""
+    """A repeated field 41 or 42 that is not the one sent (trailing spaces aside)."""
     return got is not None and sent is not None and got != sent and str(got).rstrip() != str(sent).rstrip()
 
 
 def result_from_answer(msg: Any, pending: Pending) -> Result:
     """0110/0210/0230 -> Result: 39 as section 5 has it (:mod:`adapters.card.response_codes`),
     38, 55; acquirer_ref = stan|f7|rrn, and |the host's code when the terminal gets another."""
-    rrn = msg.get(37) or pending.rrn
-    rc = msg.get(39)
+    get = msg.get  # looked up once for the six fields read
+    rrn = get(37) or pending.rrn
+    rc = get(39)
     if rc is None:
         # An answer without a response code tells us nothing: treat as unknown.
         return Result(response_code=RC_MALFUNCTION, acquirer_ref=acquirer_ref(pending.stan, pending.f7, rrn),
                       uncertain=True)
-    approved, host_currency = msg.get(4), msg.get(49)
+    approved, host_currency = get(4), get(49)
     if (rc == "00" and (approved is None or (approved == pending.amount and approved.isdigit()))
             and (host_currency is None or host_currency == pending.currency)):
         # The common answer, a plain approval of the amount and currency sent: terminal_answer
         # would say 00 too (it is pure Python and builds its reason, for nothing here).
         ref = acquirer_ref(pending.stan, pending.f7, rrn)
-        return Result(response_code=rc, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55))
+        return Result(response_code=rc, auth_code=get(38), acquirer_ref=ref, icc=get(55))
     answer = terminal_answer(rc, requested=pending.amount, approved=approved,
                              processing_code=pending.processing_code, currency=pending.currency,
                              host_currency=host_currency)
     if answer.code == rc:
         ref = acquirer_ref(pending.stan, pending.f7, rrn)
-        return Result(response_code=rc, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55))
+        return Result(response_code=rc, auth_code=get(38), acquirer_ref=ref, icc=get(55))
     host_code = rc if well_formed(rc) else "??"
     held = amount_held(rc, requested=pending.amount, approved=approved, currency=pending.currency,
                        host_currency=host_currency) if answer.reverse else None
@@ -97,7 +101,7 @@ def result_from_answer(msg: Any, pending: Pending) -> Result:
         # Money may stay authorized at the host and the terminal is told otherwise: reversed,
         # as an answer the switch cannot trust is.  The host's field 38 is kept (journaled):
         # a strict host matches the reversal by it.
-        return Result(response_code=answer.code, auth_code=msg.get(38), acquirer_ref=ref, uncertain=True,
+        return Result(response_code=answer.code, auth_code=get(38), acquirer_ref=ref, uncertain=True,
                       acquirer_code=host_code, acquirer_reason=answer.why)
-    return Result(response_code=answer.code, auth_code=msg.get(38), acquirer_ref=ref, icc=msg.get(55),
+    return Result(response_code=answer.code, auth_code=get(38), acquirer_ref=ref, icc=get(55),
                   acquirer_code=host_code, acquirer_reason=answer.why)

@@ -65,7 +65,7 @@ RC_INOPERATIVE = "91"  # no connection, or the connection died under the request
 RC_MALFUNCTION = "96"  # the acquirer answered without field 39
 RC_MAC = "A0"  # our answer to an 0800 of the acquirer whose MAC is missing or wrong
 
-FINANCIAL_MTIS = ("0100", "0200", "0220")
+FINANCIAL_MTIS = frozenset({"0100", "0200", "0220"})
 
 
 # --------------------------------------------------------------------------
@@ -239,8 +239,9 @@ class HostConnection:
 
     def _register(self, kind: Kind, msg: dict, *, now: float, deadline: float,
                   rrn: str = "", terminal_id: str | None = None, token: Any = None) -> Pending:
+        get = msg.get
         pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
-                          msg.get(4), msg.get(3), msg.get(49), msg.get(42))
+                          get(4), get(3), get(49), get(42))
         self.inflight.add(pending.stan, pending, deadline)
         return pending
 
@@ -251,12 +252,13 @@ class HostConnection:
 
     def _stan_and_time(self, request: Request, wall: float) -> tuple[str, str]:
         """The switch-assigned host STAN and field 7, else our own."""
-        if request.host_stan is not None:
-            if not valid_f7(request.host_time):
-                raise ValueError(f"txn {request.txn_id}: host_time {request.host_time!r} "
+        host_stan, host_time = request.host_stan, request.host_time
+        if host_stan is not None:
+            if not valid_f7(host_time):
+                raise ValueError(f"txn {request.txn_id}: host_time {host_time!r} "
                                  "is not MMDDhhmmss (host_stan is set)")
             try:
-                return self.stans.claim(request.host_stan), request.host_time
+                return self.stans.claim(host_stan), host_time
             except StanInUse:
                 self.metrics.inc("stan_collisions", mti=request.mti)
                 raise

@@ -10,6 +10,8 @@ import enum
 from collections import OrderedDict
 from typing import Any, Callable
 
+import cython
+
 from adapters.card.messages import acquirer_ref, valid_stan
 
 
@@ -97,11 +99,28 @@ class Kind(enum.Enum):
     SIGN_OFF = "sign-off"
 
 
+@cython.cclass
 class Pending:
-    """One message written to the acquirer and not yet answered."""
+    """One message written to the acquirer and not yet answered.
 
-    __slots__ = ("kind", "mti", "stan", "f7", "rrn", "terminal_id", "deadline", "sent_at", "token",
-                 "amount", "processing_code", "held_known", "currency", "merchant_id")
+    An extension type once compiled (one per request, read on every answer):
+    its attributes are C fields, set at a store each instead of a slot
+    descriptor's call each."""
+
+    kind = cython.declare(object, visibility="public")
+    mti = cython.declare(object, visibility="public")
+    stan = cython.declare(object, visibility="public")
+    f7 = cython.declare(object, visibility="public")
+    rrn = cython.declare(object, visibility="public")
+    terminal_id = cython.declare(object, visibility="public")
+    deadline = cython.declare(object, visibility="public")
+    sent_at = cython.declare(object, visibility="public")
+    token = cython.declare(object, visibility="public")
+    amount = cython.declare(object, visibility="public")
+    processing_code = cython.declare(object, visibility="public")
+    held_known = cython.declare(object, visibility="public")
+    currency = cython.declare(object, visibility="public")
+    merchant_id = cython.declare(object, visibility="public")
 
     def __init__(self, kind: Kind, mti: str, stan: str, f7: str, rrn: str,
                  terminal_id: str | None, deadline: float, sent_at: float, token: Any,

@@ -248,9 +248,11 @@ class HostLinkAcquirer:
         fallback = None
         for e, slots in enumerate(self._by_endpoint):
             best = None
+            fewest = 0
             for slot in slots:
-                if slot.usable and (best is None or len(slot.core.inflight) < len(best.core.inflight)):
-                    best = slot
+                n = slot.load()
+                if n is not None and (best is None or n < fewest):
+                    best, fewest = slot, n
             if best is not None and self.breakers[e].allow(now):
                 return best
             if fallback is None:
@@ -260,16 +262,15 @@ class HostLinkAcquirer:
     def breaker_learns(self, slot: Slot, how: str) -> None:
         """A transaction on ``slot`` ended: answered, timed out, or lost."""
         breaker = self.breakers[slot.endpoint]
-        now = self._now()
-        if how == "answered":
+        if how == "answered":  # every answer: no clock needed
             breaker.success()
         elif how == "timeout":
-            if breaker.failure(now):
+            if breaker.failure(self._now()):
                 self.metrics.inc("breaker_trips", endpoint=slot.label)
                 log.warning("%s: %s opened its circuit breaker (transactions time out); "
                             "next probe in %.1fs", self.name, slot.label, breaker.cooldown)
         else:
-            breaker.inconclusive(now)
+            breaker.inconclusive(self._now())
 
     def key_change(self, slot: Slot, event: KeyChange) -> bool:
         """Hand a key change to the owner; True when it installed the key.

@@ -170,36 +170,37 @@ def original_data(original: Original, acquirer_id: str) -> str:
 
 def request_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -> dict:
     """The host message (0100/0200/0220) for a terminal's request."""
+    # Each attribute read once (one request a purchase: a second read is a second lookup).
     msg: dict[Any, Any] = {"mti": request.mti}
-    if request.pan:
-        msg[2] = request.pan
+    if value := request.pan:
+        msg[2] = value
     msg[3] = request.processing_code
-    if request.amount is not None:
-        msg[4] = f"{request.amount:012d}"
+    if (amount := request.amount) is not None:
+        msg[4] = f"{amount:012d}"
     msg[7] = f7
     msg[11] = stan
-    if request.local_time:
-        msg[12] = request.local_time
-    if request.local_date:
-        msg[13] = request.local_date
-    if request.expiry:
-        msg[14] = request.expiry
-    if request.entry_mode:
-        msg[22] = request.entry_mode
-    if request.pos_condition:
-        msg[25] = request.pos_condition
+    if value := request.local_time:
+        msg[12] = value
+    if value := request.local_date:
+        msg[13] = value
+    if value := request.expiry:
+        msg[14] = value
+    if value := request.entry_mode:
+        msg[22] = value
+    if value := request.pos_condition:
+        msg[25] = value
     msg[32] = acquirer_id
-    if request.track2:
-        msg[35] = request.track2
+    if value := request.track2:
+        msg[35] = value
     msg[37] = request.rrn
     msg[41] = request.terminal_id
     msg[42] = request.merchant_id
-    if request.currency:
-        msg[49] = request.currency
-    if request.pin_block:
-        msg[52] = request.pin_block
-    if request.icc:
-        msg[55] = request.icc
+    if value := request.currency:
+        msg[49] = value
+    if value := request.pin_block:
+        msg[52] = value
+    if value := request.icc:
+        msg[55] = value
     original = request.original
     if original is not None:
         # A completion (0220) names the pre-authorization it completes.

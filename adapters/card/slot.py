@@ -97,9 +97,17 @@ class Slot:
 
     @property
     def usable(self) -> bool:
+        return self.load() is not None
+
+    def load(self) -> int | None:
+        """How many messages are in flight on the connection, None when it takes no
+        requests (not signed on, or going away): what the pool picks by, in one call."""
         core = self.core
-        return (core is not None and core.state is _READY
-                and self.transport is not None and not self.transport.is_closing())
+        if core is not None and core.state is _READY:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                return len(core.inflight)
+        return None
 
     # -- supervision --------------------------------------------------------
 

@@ -34,7 +34,7 @@ class LinkMetrics:
                  link: str = "hostlink") -> None:
         self.counters: dict[Key, int] = {}
         self._listener = listener
-        self._children: dict[Key, Any] = {}  # the listener's child per key (see the class docstring)
+        self._children: dict[Key, Any] = {}  # the listener's child's inc per key (see the class docstring)
         self.link = link
 
     @property
@@ -58,15 +58,15 @@ class LinkMetrics:
         listener = self._listener
         if listener is None:
             return
-        child = self._children.get(key)
-        if child is None:
+        inc = self._children.get(key)
+        if inc is None:
             name, labels = key
             resolve = getattr(listener, "child", None)
             if resolve is None:  # a plain function: told every increment
                 listener(name, dict(labels), amount)
                 return
-            child = self._children[key] = resolve(name, dict(labels))
-        child.inc(amount)
+            inc = self._children[key] = resolve(name, dict(labels)).inc
+        inc(amount)
 
     def get(self, name: str, **labels: str) -> int:
         return self.counters.get((name, tuple(sorted(labels.items()))), 0)
