@@ -94,7 +94,7 @@ class HostStans:
 
     def take(self, keep: int = 0) -> str | None:
         """The next STAN held, leaving ``keep`` of them; None if there are no more."""
-        if self.left() <= keep:
+        if self._held <= keep:  # self.left(), one method call fewer on every request
             return None
         if self._left <= 0:
             self._next, self._left = self._blocks.pop(0)

@@ -81,11 +81,18 @@ def response_mti(mti: str, keep_origin: bool = False) -> str:
     wraps to 0 so that the result is always four digits (``0190`` → ``0100``;
     :func:`is_request` says which MTIs are answered at all).
     """
+    if not keep_origin:
+        answer = _ANSWER_MTIS.get(mti)  # the common case, every request the switch answers: looked up
+        if answer is not None:
+            return answer
     return mti[:2] + str((int(mti[2]) + 1) % 10) + (mti[3] if keep_origin else "0")
 
 
 # Section 6.1: an MTI ending in 1 is the terminal's repeat of the one ending in 0.
 REPEATS = frozenset({"0101", "0201", "0221", "0401"})
+
+# response_mti of the requests of section 3 and their repeats, worked out once.
+_ANSWER_MTIS = {m: m[:2] + str(int(m[2]) + 1) + "0" for m in (*MANDATORY, *REPEATS)}
 
 
 def base_mti(mti: str) -> str:

@@ -27,7 +27,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any, Callable
 
-import msgspec
+from msgspec.structs import astuple, replace
 
 from native.sqlbatch import BatchExecutor
 from switch.journal import (
@@ -163,8 +163,8 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         if type(rec) is not TxnRecord:
             raise TypeError(f"insert takes a TxnRecord, got {type(rec).__name__}")
         # A copy: the caller may change its record before the writer gets to it.
-        rec = msgspec.structs.replace(rec)
-        values = msgspec.structs.astuple(rec)
+        rec = replace(rec)
+        values = astuple(rec)
         check_luhn_values(_GUARDED_NAMES, _guarded(values))
         check_pan_forms(rec.pan_masked, rec.pan_hash)
         if rec.card_sealed is not None:
@@ -402,7 +402,7 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         if cur.rowcount == 1:
             txn_id = cur.lastrowid
             if as_stored(INSERTED_TYPES, row):
-                rec = msgspec.structs.replace(
+                rec = replace(
                     rec, id=txn_id, rrn="%012d" % txn_id, created_at=now, updated_at=now
                 )
             else:
@@ -425,9 +425,9 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
             if self._conn.execute(sql, values + stamps).rowcount != 1:
                 self._missed(txn_id, expect)
             if answers:
-                rec = msgspec.structs.replace(known, **changes, updated_at=now, answered_at=now)
+                rec = replace(known, **changes, updated_at=now, answered_at=now)
             else:
-                rec = msgspec.structs.replace(known, **changes, updated_at=now)
+                rec = replace(known, **changes, updated_at=now)
         else:
             rows = self._conn.execute(returning, values + stamps).fetchall()
             if not rows:
