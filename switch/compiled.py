@@ -95,11 +95,17 @@ def verdict(name: str, origin: str) -> str | None:
         # An installation (a wheel): built from what it holds, and its files'
         # times say only in which order they were unpacked.
         return None
-    source = os.path.join(here, name.rpartition(".")[2] + ".py")
+    stem = os.path.join(here, name.rpartition(".")[2])
     try:
-        changed = os.stat(source).st_mtime > os.stat(origin).st_mtime
+        built = os.stat(origin).st_mtime
     except FileNotFoundError:
         return None
-    if changed:
-        return f"{name} was compiled before {os.path.relpath(source)} last changed: run `make build`"
+    # Its .pxd (the C-level declaration of its classes) is part of its source too.
+    for source in (stem + ".py", stem + ".pxd"):
+        try:
+            changed = os.stat(source).st_mtime > built
+        except FileNotFoundError:
+            continue
+        if changed:
+            return f"{name} was compiled before {os.path.relpath(source)} last changed: run `make build`"
     return None

@@ -51,6 +51,19 @@ def test_an_extension_older_than_its_source_is_named(tmp_path):
     assert compiled.verdict("switch.core.engine", str(ext)) is None
 
 
+def test_an_extension_older_than_its_pxd_is_named(tmp_path):
+    # The .pxd declares its classes' C fields: compiled before it changed, the extension is stale too.
+    core = checkout(tmp_path)
+    ext, src, pxd = core / f"engine{SUFFIX}", core / "engine.py", core / "engine.pxd"
+    for f, t in ((src, 500_000), (ext, 1_000_000), (pxd, 2_000_000)):
+        f.write_bytes(b"")
+        os.utime(f, (t, t))
+    line = compiled.verdict("switch.core.engine", str(ext))
+    assert line is not None and "compiled before" in line and "engine.pxd" in line and "make build" in line
+    os.utime(pxd, (500_000, 500_000))
+    assert compiled.verdict("switch.core.engine", str(ext)) is None
+
+
 def test_an_extension_without_its_source_is_fine(tmp_path):
     ext = checkout(tmp_path) / f"engine{SUFFIX}"
     ext.write_bytes(b"")
