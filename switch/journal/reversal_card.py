@@ -287,8 +287,10 @@ PURGE = ("DELETE FROM reversal_card WHERE IFNULL((SELECT state FROM txn WHERE tx
 KEPT_WHEN_ENDED = "unmatched"
 
 
+FORGET_UNMATCHED = ("DELETE FROM reversal_card WHERE created_at < ? AND "
+                    "(SELECT state FROM txn WHERE txn.id = reversal_card.txn_id) = 'unmatched'")
+
+
 def forget_unmatched(conn: sqlite3.Connection, before: float) -> int:
     """Drop the cards of unmatched reversals kept since before ``before``; how many went."""
-    return conn.execute(
-        "DELETE FROM reversal_card WHERE created_at < ? AND "
-        "(SELECT state FROM txn WHERE txn.id = reversal_card.txn_id) = 'unmatched'", (before,)).rowcount
+    return conn.execute(FORGET_UNMATCHED, (before,)).rowcount
