@@ -9,5 +9,5 @@ cdef class Metrics:
     cdef public object unsolicited_responses, retransmissions, reversals, reversal_queue, reversal_oldest
     cdef public object reversal_refused, reversal_unconfigured, drain_refusals, config_reloads, config_reload_ok
     cdef public object journal_batch, journal_commit, journal_failed, journal_writable, loop_lag, vas_calls
-    cdef public object wallet_held, card_link, cpu_source
+    cdef public object wallet_held, card_link, cpu_source, terminal_mac_failures
     cdef public object _acquirer, _answered, _in_flight, _other_link, _reversal_oldest

@@ -90,3 +90,27 @@ def test_serve_refuses_to_start_on_an_uncompiled_request_path(monkeypatch, capsy
     assert cli.main(["serve", "--demo"]) == 2
     err = capsys.readouterr().err
     assert "payswitch serve: switch.core.engine is not compiled" in err and "make build" in err
+
+
+def test_every_attribute_a_compiled_class_sets_is_declared_in_its_pxd():
+    """An extension type (a class its .pxd declares) has only the fields the .pxd names: an
+    attribute set in the .py but not declared is an AttributeError at run time, on the path
+    that sets it, which may be a rare one."""
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    checked = 0
+    for pxd in sorted([*root.glob("switch/**/*.pxd"), *root.glob("adapters/**/*.pxd")]):
+        text = pxd.read_text()
+        sections = dict(re.findall(r"cdef class (\w+)[^\n]*\n((?:[ \t#][^\n]*\n|\n)*)", text))
+        for node in ast.walk(ast.parse(pxd.with_suffix(".py").read_text())):
+            if not isinstance(node, ast.ClassDef) or node.name not in sections:
+                continue
+            declared = set(re.findall(r"\w+", sections[node.name]))
+            assigned = {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+                        and isinstance(n.value, ast.Name) and n.value.id == "self"}
+            assert assigned <= declared, f"{pxd.relative_to(root)}: {node.name} sets {sorted(assigned - declared)}"
+            checked += 1
+    assert checked >= 10  # the engine, its commands, metrics, ... (a pattern that finds none checks nothing)
