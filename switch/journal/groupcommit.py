@@ -117,6 +117,7 @@ class GroupCommitter:
         # module's log line: a single switch stops on it (switch.io.app).
         self.on_died: Callable[[str], None] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._put = self._queue.put  # bound once: _submit runs on the caller's (event loop's) thread
         self._lock = threading.Lock()
         self._closed: JournalClosed | None = None
         # Inline: no writer thread; every operation runs (and commits) in the
@@ -179,7 +180,7 @@ class GroupCommitter:
                     if self._claim(fut):
                         self._run_batch([(fut, fn, args, writes)])
                     return fut
-                self._queue.put((fut, fn, args, writes))
+                self._put((fut, fn, args, writes))
                 return fut
             closed = self._closed
         fut.set_exception(JournalClosed(*closed.args))

@@ -13,6 +13,7 @@ import hmac
 import re
 from typing import Any, Iterable
 
+from native.hmac256 import HmacSha256
 from native.panguard import digit_count, is_pan_hash, luhn_run, mask_pan
 from switch.keyed_hash import keyed
 
@@ -140,9 +141,24 @@ def digest_key(secret: bytes) -> bytes:
     return hkdf_sha256(secret, _DIGEST_LABEL)
 
 
+# (secret, version) -> (its pan_hash prefix "v<version>:", keyed(pan_key(secret, version))):
+# one dict look-up per PAN hash instead of two lru_cache calls and an f-string.
+_PAN_MACS: dict[tuple[bytes, int], tuple[str, HmacSha256]] = {}
+
+
+def _pan_mac(secret: bytes, version: int) -> tuple[str, HmacSha256]:
+    found = _PAN_MACS.get((secret, version))
+    if found is None:
+        if len(_PAN_MACS) >= 16:  # a handful of secrets live for the process (pan_key keeps 16)
+            _PAN_MACS.clear()
+        found = _PAN_MACS[(secret, version)] = (f"v{version}:", keyed(pan_key(secret, version)))
+    return found
+
+
 def pan_hmac(pan: str, secret: bytes, version: int = PAN_KEY_VERSION) -> str:
     """The journal's ``pan_hash`` of ``pan``: ``"v<version>:<hex HMAC-SHA256>"``."""
-    return f"v{version}:" + keyed(pan_key(secret, version)).hexdigest(pan.encode("ascii"))
+    prefix, mac = _pan_mac(secret, version)
+    return prefix + mac.hexdigest(pan.encode("ascii"))
 
 
 def same_pan(pan: str, pan_hash: str, secret: bytes) -> bool:
@@ -181,7 +197,9 @@ def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
     storing its number; ``key`` is the journal secret (the HMAC key is
     derived from it, see :func:`pan_key`).
     """
-    check_pan_digits(pan)
+    if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
+        check_pan_digits(pan)  # raises, with its message
     if not key:
         raise ValueError("pan_protect needs a non-empty HMAC key")
-    return mask_pan(pan), pan_hmac(pan, key)
+    prefix, mac = _pan_mac(key, PAN_KEY_VERSION)
+    return mask_pan(pan), prefix + mac.hexdigest(pan.encode("ascii"))

@@ -45,6 +45,7 @@ import sqlite3
 from typing import Callable
 
 from native.aead import AesGcm, InvalidTag
+from native.panguard import luhn_run
 from switch.journal import check_luhn_values, check_pan_digits, hkdf_sha256
 
 __all__ = ["MIGRATION", "IN_FLIGHT_MIGRATION", "KEY_VERSION", "SealError", "card_key", "seal", "open_sealed",
@@ -57,7 +58,9 @@ _LABEL = b"payswitch journal reversal-card v%d"
 _NONCE = 12
 _TAG = 16
 # A PAN is 8 to 19 digits: version byte, nonce, ciphertext, tag.
-_SIZES = range(1 + _NONCE + 8 + _TAG, 1 + _NONCE + 19 + _TAG + 1)
+_MIN_SIZE = 1 + _NONCE + 8 + _TAG
+_MAX_SIZE = 1 + _NONCE + 19 + _TAG
+_SIZES = range(_MIN_SIZE, _MAX_SIZE + 1)
 
 MIGRATION: tuple[str, ...] = (
     """
@@ -107,11 +110,22 @@ def _in_flight_aad(key: tuple[str, str, str], digest: str, version: int) -> byte
 _VERSION_BYTE = bytes((KEY_VERSION,))
 
 
+# secret -> _aead(secret, KEY_VERSION): what every seal takes, one dict look-up
+# instead of an lru_cache call (a handful of secrets live for the process).
+_SEALERS: dict[bytes, AesGcm] = {}
+
+
 def _seal(secret: bytes, pan: str, aad: bytes) -> bytes:
-    check_pan_digits(pan)
+    if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
+        check_pan_digits(pan)  # raises, with its message
+    aead = _SEALERS.get(secret)
+    if aead is None:
+        if len(_SEALERS) >= 16:
+            _SEALERS.clear()
+        aead = _SEALERS[secret] = _aead(secret, KEY_VERSION)
     # Version byte, a fresh nonce (switch.entropy's block: no system call, the
     # loop keeps the GIL), ciphertext and tag, in one buffer.
-    return _aead(secret, KEY_VERSION).seal(_VERSION_BYTE, pan.encode("ascii"), aad)
+    return aead.seal(_VERSION_BYTE, pan.encode("ascii"), aad)
 
 
 def _open(sealed: bytes, aad_of: Callable[[int], bytes], secret: bytes, whose: str) -> str:
@@ -156,10 +170,12 @@ def check_sealed_form(column: str, sealed: bytes) -> None:
     """Raise ValueError unless ``sealed`` looks like seal output (never a clear PAN); names ``column`` only."""
     if type(sealed) is not bytes:
         raise ValueError(f"journal field {column!r} keeps seal() output (bytes), got {type(sealed).__name__}")
-    if len(sealed) not in _SIZES or sealed[0] != KEY_VERSION:
+    if not (_MIN_SIZE <= len(sealed) <= _MAX_SIZE) or sealed[0] != KEY_VERSION:
         raise ValueError(f"journal field {column!r}: not seal() output of key version {KEY_VERSION}")
     # Belt and braces: a clear PAN among the bytes is refused like in any column.
-    check_luhn_values((column,), (sealed.decode("latin-1"),))
+    text = (sealed.decode("latin-1"),)
+    if luhn_run(text) is not None:
+        check_luhn_values((column,), text)  # raises, with its message
 
 
 def check_sealed(txn_id: int, sealed: bytes) -> None:
