@@ -182,6 +182,26 @@ def median_of(rounds: list[dict]) -> dict:
 PYISO_NAME = "switch (pyiso8583)"
 
 
+def purchases():
+    """``body(connection, i)``: the i-th card purchase of a connection's terminal, each under a STAN of its
+    own (``body.made[0]``: how many so far)."""
+    from switch.client import TERMINAL, now_fields
+
+    t = now_fields()
+    counter = [0]
+
+    # Whole units: the sandbox acquirer answers with the amount's last two digits (1005 -> 05).
+    def body(cid: int, i: int) -> bytes:
+        counter[0] += 1
+        return TERMINAL.encode({
+            "mti": "0200", 2: "4761739001010119", 3: "000000", 4: "%012d" % (1000 + 100 * (i % 50)),
+            7: t[7], 11: "%06d" % (counter[0] % 1000000), 12: t[12], 13: t[13], 22: "051",
+            41: "DEMO%04d" % (cid + 1), 42: "DEMO00000000001", 49: "978",
+        })
+    body.made = counter
+    return body
+
+
 def p99_growth(medians: dict, levels: list[int], base: int = 50) -> dict[str, dict[int, float]]:
     """Per set-up: its p99 at each connection count above ``base`` over its own p99 at ``base``
     ({} when ``base`` or no higher count was measured).
@@ -254,7 +274,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(ROOT))
     from benchmarks.switches import COMPILED, PYISO, BenchSwitch, bench_config, checkout_env, switch_pids
-    from switch.client import TERMINAL, now_fields
+    from switch.client import TERMINAL
 
     import uvloop
 
@@ -289,17 +309,7 @@ def main(argv=None) -> int:
             sw.start(timeout=60)
             switches[name] = (sw, ports["term"])
 
-        t = now_fields()
-        counter = [0]
-
-        # Whole units: the sandbox acquirer answers with the amount's last two digits (1005 -> 05).
-        def body(cid, i):
-            counter[0] += 1
-            return TERMINAL.encode({
-                "mti": "0200", 2: "4761739001010119", 3: "000000", 4: "%012d" % (1000 + 100 * (i % 50)),
-                7: t[7], 11: "%06d" % (counter[0] % 1000000), 12: t[12], 13: t[13], 22: "051",
-                41: "DEMO%04d" % (cid + 1), 42: "DEMO00000000001", 49: "978",
-            })
+        body = purchases()
 
         def approved(answer: bytes) -> bool:
             try:
@@ -333,7 +343,7 @@ def main(argv=None) -> int:
                         f"p50 {res['p50_ms']:6.2f} p99 {res['p99_ms']:6.2f} p999 {res['p999_ms']:6.2f} ms",
                         flush=True,
                     )
-            if counter[0] > 900_000:
+            if body.made[0] > 900_000:
                 print("warning: STANs wrap: fewer --requests or --rounds", file=sys.stderr)
 
         fsyncs.append(fsync_ms(disk))

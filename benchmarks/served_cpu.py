@@ -35,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.loop_cpu import thread_total  # noqa: E402
+
 # A function of the project's own, as callgrind names a compiled module's C function.
 _OWN = re.compile(r"__pyx_(?:pw|gb|f)_\d+(?:switch|native|adapters)_\w+")
 
@@ -54,9 +56,9 @@ def main(argv=None) -> int:
 
     import uvloop
 
-    from benchmarks.e2e_throughput import drive
+    from benchmarks.e2e_throughput import drive, purchases
     from benchmarks.switches import BenchSwitch, bench_config
-    from switch.client import TERMINAL, now_fields
+    from switch.client import TERMINAL
 
     tmp = Path(tempfile.mkdtemp(prefix="payswitch-served-cpu-"))
     out = tmp / "callgrind"
@@ -66,16 +68,7 @@ def main(argv=None) -> int:
     sw = BenchSwitch(tmp, text, ports, prefix=prefix, env={"PYTHONHASHSEED": "0"})
     sw.start(timeout=300)
     try:
-        t = now_fields()
-        counter = [0]
-
-        def body(cid: int, i: int) -> bytes:
-            counter[0] += 1
-            return TERMINAL.encode({
-                "mti": "0200", 2: "4761739001010119", 3: "000000", 4: "%012d" % (1000 + 100 * (i % 50)),
-                7: t[7], 11: "%06d" % (counter[0] % 1000000), 12: t[12], 13: t[13], 22: "051",
-                41: "DEMO%04d" % (cid + 1), 42: "DEMO00000000001", 49: "978",
-            })
+        body = purchases()
 
         def approved(answer: bytes) -> bool:
             return TERMINAL.decode(answer).get(39) == "00"
@@ -122,15 +115,6 @@ def wait_dumps(stem: str, timeout: float = 30.0) -> list[str]:
             return sorted(glob.glob(stem + "[0-9][0-9]"))
         time.sleep(0.2)
     raise SystemExit(f"no callgrind dump at {stem}*")
-
-
-def thread_total(path: str) -> int:
-    """The instruction total callgrind wrote for one thread."""
-    with open(path) as f:
-        for line in f:
-            if line.startswith(("totals:", "summary:")):
-                return int(line.split()[1])
-    raise ValueError(f"{path}: no totals line")
 
 
 def top_entries(path: str, count: int) -> list[tuple[int, str]]:
