@@ -318,7 +318,7 @@ def check(cfg: Config, *, key_apart: bool = False) -> None:
 
 def _vas(cfg: Config, running: bool) -> None:
     """Secrets of value-added services (a bundled simulator writes its own) and token keys."""
-    from switch.io.vas import missing_token_key_folders, read_secret, token_key_path
+    from switch.io.vas import check_token_key_folders, read_secret, token_key_path
 
     simulated = set() if running else {s.name for s in cfg.simulators}
     for i, s in enumerate(cfg.vas):
@@ -331,5 +331,4 @@ def _vas(cfg: Config, running: bool) -> None:
     for i, k in enumerate(cfg.token_keys):
         if k.key_file or k.key_env:  # read as serve reads it: at least 16 bytes as hex
             read_secret(cfg.source, "token key", k.key_file, k.key_env, token_key_path(i, k))
-    for problem in missing_token_key_folders(cfg)[:1]:
-        raise ConfigError(problem)
+    check_token_key_folders(cfg)

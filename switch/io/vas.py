@@ -59,24 +59,23 @@ def token_key_path(i: int, k) -> str:
     return f"token_keys[{i}].{'key_env' if k.key_env else 'key_file'}"
 
 
-def no_key_folder(cfg: config_mod.Config, group: str) -> str:
-    """The error of a merchant group whose token key would be created where no key is kept: the
-    journal key comes from an environment variable, so there is no key folder to put it beside
-    (never the working directory, whatever it is when the switch starts)."""
-    return (f"{cfg.source}: `$.token_keys`: merchant group {group!r} has value-added services and no token key"
-            " file or variable, and with the journal key in [journal] hmac_key_env there is no key folder to"
-            f" create one in: add [[token_keys]] group = {group!r} with key_file or key_env")
-
-
-def missing_token_key_folders(cfg: config_mod.Config) -> list[str]:
-    """The errors :func:`load_token_keys` would raise for keys it cannot create (for check-config)."""
+def check_token_key_folders(cfg: config_mod.Config) -> None:
+    """Raise ConfigError for the first merchant group whose token key would be created where no
+    key is kept: the journal key comes from an environment variable, so there is no key folder
+    to put it beside (never the working directory, whatever it is when the switch starts).
+    Called by :func:`load_token_keys` and by check-config (switch.preflight)."""
     from switch import wiring
 
     if wiring.journal_key_path(cfg) is not None or cfg.journal.url.endswith(":memory:"):
-        return []
+        return
     chosen, groups = _token_groups(cfg)
     given = {group for group, (_, (_, k)) in chosen.items() if k.key_env or k.key_file}
-    return [no_key_folder(cfg, group) for group in groups if group not in given]
+    for group in groups:
+        if group not in given:
+            raise config_mod.ConfigError(
+                f"{cfg.source}: `$.token_keys`: merchant group {group!r} has value-added services and no token"
+                " key file or variable, and with the journal key in [journal] hmac_key_env there is no key"
+                f" folder to create one in: add [[token_keys]] group = {group!r} with key_file or key_env")
 
 
 def _token_groups(cfg: config_mod.Config) -> tuple[dict[str, tuple[int, tuple[int, Any]]], list[str]]:
@@ -99,6 +98,7 @@ def load_token_keys(cfg: config_mod.Config, create: bool = True) -> dict[str, tu
     """
     from switch import wiring
 
+    check_token_key_folders(cfg)  # a key to create has a folder to go in (base is not None)
     chosen, groups = _token_groups(cfg)
     base = wiring.journal_key_path(cfg)
     out: dict[str, tuple[int, bytes]] = {}
@@ -114,8 +114,6 @@ def load_token_keys(cfg: config_mod.Config, create: bool = True) -> dict[str, tu
         if cfg.journal.url.endswith(":memory:"):
             out[group] = (version, secrets.token_bytes(32))  # a journal that forgets: tokens may too
             continue
-        if base is None:
-            raise config_mod.ConfigError(no_key_folder(cfg, group))
         path = base.parent / f"{base.name.removesuffix('.key')}.token-{group}-v{version}.key"
         if not path.exists() and create:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
