@@ -58,6 +58,7 @@ from adapters.card.response_codes import APPROVALS, TABLE, UNCERTAIN, amount_hel
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Request, Result
 from switch.core.inflight import InFlight
 from switch.core.link_metrics import LinkMetrics  # noqa: F401  (re-exported: the link and tests use it)
+from switch.core.link_metrics import key as link_key
 
 # Response codes this adapter produces itself (spec section 5).
 RC_TOO_LATE = "68"  # no answer before the deadline
@@ -181,12 +182,11 @@ _requests_keys: dict[tuple[str, str], tuple] = {}
 
 
 def _requests_key(mti: str, response_code: str) -> tuple:
-    """The LinkMetrics key of ``requests`` (mti, response_code), as :meth:`LinkMetrics.inc`
-    makes it, one object per pair: every answer counts under one, and the counters'
+    """The LinkMetrics key of ``requests`` (mti, response_code), one object per pair: every answer counts under one, and the counters'
     dicts then find it by identity instead of comparing nested tuples."""
     key = _requests_keys.get((mti, response_code))
     if key is None:
-        key = ("requests", (("mti", mti), ("response_code", response_code)))
+        key = link_key("requests", mti=mti, response_code=response_code)
         if len(_requests_keys) < 1024:  # MTIs times section-5 codes: a few dozen
             _requests_keys[(mti, response_code)] = key
     return key

@@ -14,6 +14,11 @@ from typing import Any, Callable
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
+def key(name: str, **labels: str) -> Key:
+    """A counter's key: ``(name, ((label, value), ...))``, the pairs sorted by label."""
+    return (name, tuple(sorted(labels.items())))
+
+
 class LinkMetrics:
     """Counters keyed by (name, labels); an optional listener sees every increment.
 
@@ -47,29 +52,29 @@ class LinkMetrics:
         self._children = {}
 
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
-        self.add((name, tuple(sorted(labels.items()))), amount)
+        self.add(key(name, **labels), amount)
 
-    def add(self, key: Key, amount: int = 1) -> None:
+    def add(self, counter: Key, amount: int = 1) -> None:
         """:meth:`inc` with the key built by the caller: ``(name, ((label, value), ...))``,
         the pairs sorted by label.  For counters bumped on every message: no
         keyword arguments, no sort."""
         counters = self.counters
-        counters[key] = counters.get(key, 0) + amount
+        counters[counter] = counters.get(counter, 0) + amount
         listener = self._listener
         if listener is None:
             return
-        inc = self._children.get(key)
+        inc = self._children.get(counter)
         if inc is None:
-            name, labels = key
+            name, labels = counter
             resolve = getattr(listener, "child", None)
             if resolve is None:  # a plain function: told every increment
                 listener(name, dict(labels), amount)
                 return
-            inc = self._children[key] = resolve(name, dict(labels)).inc
+            inc = self._children[counter] = resolve(name, dict(labels)).inc
         inc(amount)
 
     def get(self, name: str, **labels: str) -> int:
-        return self.counters.get((name, tuple(sorted(labels.items()))), 0)
+        return self.counters.get(key(name, **labels), 0)
 
     def total(self, name: str) -> int:
         return sum(v for (n, _), v in self.counters.items() if n == name)
