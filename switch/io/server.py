@@ -63,7 +63,9 @@ class Gate:
             del self.by_address[address]
 
 
-class TerminalProtocol(asyncio.Protocol):
+class TerminalProtocol:
+    """One terminal connection (an asyncio protocol: the loop calls it by its methods' names)."""
+
     def __init__(self, switch, listener: Listener, codec: Codec, gate: Gate | None = None):
         self.switch = switch
         self.gate = gate
@@ -73,6 +75,8 @@ class TerminalProtocol(asyncio.Protocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self.frame_timer: asyncio.TimerHandle | None = None
         self.listener = listener
+        self.tpdu = listener.tpdu  # the listener's, read for every frame
+        self.max_in_flight = listener.max_in_flight
         self.codec = codec  # the listener's dialect: requests decoded and answered in it
         self.framer = Framer(listener.header, tpdu=listener.tpdu, max_frame=listener.max_frame, keepalive=True)
         self.transport: asyncio.Transport | None = None
@@ -152,7 +156,7 @@ class TerminalProtocol(asyncio.Protocol):
             self.frame_timer = self.loop.call_later(self.listener.frame_timeout, self._frame_expired)
         for payload in frames:
             tpdu = b""
-            if self.listener.tpdu:
+            if self.tpdu:
                 try:
                     tpdu, payload = split_tpdu(payload)
                 except FrameError as e:
@@ -278,7 +282,7 @@ class TerminalProtocol(asyncio.Protocol):
     def _update_reading(self):
         if self.transport is None or self.transport.is_closing():
             return
-        limit = self.listener.max_in_flight
+        limit = self.max_in_flight
         want_pause = self.write_paused or self.in_flight >= limit or self.quieted or self.broken
         if want_pause and not self.read_paused:
             self.transport.pause_reading()
