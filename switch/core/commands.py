@@ -125,6 +125,11 @@ class Stopping(Overrun):
     (its drain budget spent): an uncertain outcome like an overrun, but no fault of anyone's."""
 
 
+# The code of an Answer deliberately left unwritten (its body empty): the journal writer
+# died holding its outcome's write (switch.core.engine.Engine._unanswered).
+UNANSWERED = "none"
+
+
 class Answer(NamedTuple):
     """What a request ends with: the bytes for the terminal and how to count them."""
 

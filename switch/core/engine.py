@@ -29,7 +29,7 @@ from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 from switch.core import (completion, drain, elsewhere, messages, network, pipeline, refunds, rejections, security,
                          states, uploads)
 from switch.core.acquirer import Request, Result, order_number
-from switch.core.commands import Answer, Call, Flight, Op, Overrun, Stopping, Wait
+from switch.core.commands import UNANSWERED, Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.host_stans import NO_REF
 from switch.core.limits import TerminalSlots
 from switch.core.network import NetworkAnswers
@@ -37,7 +37,7 @@ from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.core.undelivered import Answering
 from switch.core.vas import VasHook
-from switch.journal import JournalError, StaleState, Totals, TxnRecord, digest_key, pan_protect
+from switch.journal import JournalError, JournalUncertain, StaleState, Totals, TxnRecord, digest_key, pan_protect
 from switch.journal.reversal_card import seal_in_flight
 
 log = logging.getLogger("payswitch")
@@ -544,6 +544,8 @@ class Engine:
             log.error("rrn %s: cannot build or journal the %s answer from %s: %s", rec.rrn, result.response_code,
                       used, e, exc_info=bug, **about(rec))
             moved = undo and (result.uncertain or result.response_code == "00" or reverse)
+            if moved and isinstance(e, JournalUncertain):
+                return self._unanswered(rec, pay_kind, used)
             yield from self.reversals.strand(rec, used, request.pan, reverse=moved,
                                              event="unconfirmed" if offline else "answer", result=result)
             return pay_kind, "96", codec.encode(messages.build_response(msg, "96", rec.rrn))
@@ -552,6 +554,17 @@ class Engine:
             # An answer that came late while this was journaled goes on the reversal now.
             yield from self.reversals.late.queued(used, rec.host_stan, rec.host_time)
         return pay_kind, code, out
+
+    def _unanswered(self, rec: TxnRecord, pay_kind: str, used: str) -> tuple[str, str, bytes]:
+        """The journal writer died holding this answer's write: it may be journaled (an
+        approval the journal keeps) or not (``sent``, which start-up recovery reverses).
+        A 96 would be final and wrong in the first case, the card charged for no sale: the
+        terminal gets no answer, and its 0400 (spec section 6) undoes either once the
+        switch is back.  Code ``UNANSWERED``, no body: the driver writes nothing."""
+        log.error("rrn %s: the journal writer died with the answer from %s unconfirmed; not answered: the"
+                  " terminal's reversal undoes it after the restart (runbook: \"The journal writer process died\")",
+                  rec.rrn, used, **about(rec))
+        return pay_kind, UNANSWERED, b""
 
     # -- reversals, settlement (completions: switch.core.completion) -----------------
 

@@ -19,7 +19,7 @@ from switch import config as config_mod
 from switch.config_reload import acquirers_changed
 from switch.core import refused, session_keys, states
 from switch.core.acquirer import order_number
-from switch.core.commands import Call, Flight, Op, Overrun, Pause, Reverse, Sec, Stopping, Vas, Wait
+from switch.core.commands import UNANSWERED, Call, Flight, Op, Overrun, Pause, Reverse, Sec, Stopping, Vas, Wait
 from switch.core.engine import Engine
 from switch.io.backstop import Backstop
 from switch.io.loopwatch import LoopWatch, process_stat, thread_stat
@@ -382,8 +382,11 @@ class Switch:
             self._handling -= 1
             if not self.engine.inflight:
                 self._idle.set()
-        if not answer.body:  # a response MTI from a terminal: nothing to send (switch.core.messages.is_request)
-            self.metrics.unsolicited_responses.inc()
+        if not answer.body:
+            if answer.code == UNANSWERED:  # the journal writer died holding its outcome (Engine._unanswered)
+                self.metrics.answered("journal", answer.mclass, UNANSWERED, time.perf_counter() - t0)
+            else:  # a response MTI from a terminal: nothing to send (switch.core.messages.is_request)
+                self.metrics.unsolicited_responses.inc()
         else:
             # A 96 given because the journal refused a write is kind "journal", whatever it was
             # paying with: a journal down is told apart from the switch's other 96s.

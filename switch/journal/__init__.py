@@ -55,6 +55,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalClosed",
+    "JournalUncertain",
     "StaleState",
     "open_journal",
     "pan_protect",
@@ -191,6 +192,14 @@ class StaleState(Exception):
 
 class JournalClosed(JournalError):
     """The journal is closed (or its writer thread died)."""
+
+
+class JournalUncertain(JournalClosed):
+    """The journal's writer process died with this operation handed to it and not confirmed:
+    unlike every other :class:`JournalError`, it may have been committed just before the
+    death.  A caller that would tell a terminal the outcome of such a write must not say
+    it failed (a 96 over an approval the journal holds would charge the card for a sale
+    that did not happen): see switch.core.engine, which then gives no answer at all."""
 
 
 # A transaction in one of these states counts in no settlement totals

@@ -17,9 +17,9 @@ running unchanged in the writer process:
 - a failing operation fails alone, a failed commit fails its batch with
   :class:`JournalError`, a bad argument fails with ``ValueError`` (checked in
   the writer process, so the event loop does not pay for the PAN guard);
-- if the writer process dies, everything outstanding and everything after
-  fails with :class:`JournalClosed`, and ``on_died`` (if set) is told why
-  (the writer is not started again: a single switch stops, exit 1).
+- if the writer process dies, what it had fails with :class:`JournalUncertain`
+  (maybe committed), what follows with :class:`JournalClosed`; ``on_died`` (if
+  set) is told why (it is not started again: a single switch stops, exit 1).
 
 Two ways to run this side:
 
@@ -30,10 +30,7 @@ Two ways to run this side:
   unpickle per committed batch.  Methods must be called on the loop's thread;
 - without it, a reader thread receives the results (and hands them to
   ``deliver`` if given, as the writer thread would) and each operation is
-  sent when it is made.
-
-``hold()`` and ``release()`` keep operations on this side and then send them
-as one frame: tests use them to make a batch of known content.
+  sent when it is made (``hold()``/``release()``: sent as one frame, for tests).
 """
 from __future__ import annotations
 
@@ -49,7 +46,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from switch.journal import JournalClosed, JournalError
+from switch.journal import JournalClosed, JournalError, JournalUncertain
 from switch.journal.groupcommit import tell_died
 from switch.journal.writer import _HEADER, Receiver, send_frame, split_frames
 
@@ -502,7 +499,9 @@ class ProcessJournal:
                        + (f": {exc!r}" if exc is not None else ""))
                 self._closed = JournalClosed(why)
             reason = self._closed
-            self._take_outbox()  # what came while its exit code was waited for: failed with the rest
+            unsent = [self._waiting.pop(op[0]) for op in self._take_outbox()]  # came meanwhile: never sent
+        for fut in unsent:
+            _resolve(fut, False, (JournalClosed(*reason.args), None))
         if unexpected:
             hook = self.on_died
             if hook is None:
@@ -525,10 +524,11 @@ class ProcessJournal:
             return None
 
     def _fail_waiting(self, reason: JournalClosed) -> None:
+        """Fail what was handed to the writer, unconfirmed: it may have been committed (JournalUncertain)."""
         items = list(self._waiting.values())
         self._waiting.clear()
         for fut in items:
-            _resolve(fut, False, (JournalClosed(*reason.args), None))
+            _resolve(fut, False, (JournalUncertain(*reason.args), None))
 
     # -- closing ----------------------------------------------------------------------
 
