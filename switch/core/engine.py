@@ -26,15 +26,19 @@ from typing import Any, Callable, Generator
 
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
-from switch.core import (completion, drain, elsewhere, messages, network, pipeline, refunds, rejections, security,
-                         states, uploads)
+from switch.core import completion, drain, elsewhere, network, refunds, rejections, security, uploads
 from switch.core.acquirer import Request, Result, order_number
 from switch.core.commands import UNANSWERED, Answer, Call, Flight, Op, Overrun, Stopping, Wait
 from switch.core.host_stans import NO_REF
 from switch.core.limits import TerminalSlots
+from switch.core.messages import (BALANCE, REFUND, RRNs, Rejection, base_mti, build_request, build_response,
+                                  check_currency, check_original, check_topup, content_digest, is_request, issuer_icc,
+                                  original_key, pan_of, payment_kind, token_pan)
 from switch.core.network import NetworkAnswers
+from switch.core.pipeline import CONFLICT, LATE, REDO, RENEW, SAME, goes_direct, is_inquiry, is_offline_advice
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
+from switch.core.states import RECEIVED, SENT, advance
 from switch.core.undelivered import Answering
 from switch.core.vas import VasHook
 from switch.journal import JournalError, JournalUncertain, StaleState, Totals, TxnRecord, digest_key, pan_protect
@@ -88,7 +92,7 @@ class Engine:
         self.clock = clock
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.healthy = healthy
-        self.rrns = messages.RRNs(clock)
+        self.rrns = RRNs(clock)
         # The journal keeps every response in terminal-87, whatever the listener
         # spoke: a retransmission may come in on another listener.
         self.term = dialect("terminal-87")
@@ -135,17 +139,17 @@ class Engine:
             msg = rejections.readable(self, body, codec)  # its key readable: journaled under it
             if msg is None:
                 return Answer("unknown", "other", "30", rejections.format_error(self, body, codec))
-            refusal = messages.Rejection("30", str(e))
-            digest = rejections.raw_digest(self, messages.base_mti(msg.mti), body)
-        if not messages.is_request(msg.mti):  # an answer is never answered (section 3 of the docs)
+            refusal = Rejection("30", str(e))
+            digest = rejections.raw_digest(self, base_mti(msg.mti), body)
+        if not is_request(msg.mti):  # an answer is never answered (section 3 of the docs)
             log.info("%s from %s is a response, not a request: not answered", msg.mti, msg.get(41))
             return Answer("unknown", "other", "", b"")
-        mti = messages.base_mti(msg.mti)
+        mti = base_mti(msg.mti)
         mclass = _MCLASS.get(mti[1], "other")
         tid = msg.get(41)
         if tid is not None and not self.slots.take(tid, self.terminal_limit):
             self.metrics.terminal_limit()
-            return Answer("unknown", mclass, "91", codec.encode(messages.build_response(msg, "91", self.rrns.next())))
+            return Answer("unknown", mclass, "91", codec.encode(build_response(msg, "91", self.rrns.next())))
         try:
             if refusal is None:
                 kind, code, out = yield from self.security.dispatch(self, msg, mti, codec, body)  # spec 8, then _dispatch
@@ -157,12 +161,12 @@ class Engine:
             log.error("%s from terminal %s answered 96: the journal could not record it: %s"
                       " (runbook: \"Journal failing\")", msg.mti, msg.get(41), e)
             kind, code = "unknown", "96"
-            out = codec.encode(messages.build_response(msg, "96", self.rrns.next()))
+            out = codec.encode(build_response(msg, "96", self.rrns.next()))
         except Exception:
             self.metrics.internal_error()
             log.exception("internal error on %s from terminal %s", msg.mti, msg.get(41))
             kind, code = "unknown", "96"
-            out = codec.encode(messages.build_response(msg, "96", self.rrns.next()))
+            out = codec.encode(build_response(msg, "96", self.rrns.next()))
         finally:
             if tid is not None:
                 self.slots.release(tid)
@@ -170,7 +174,7 @@ class Engine:
 
     def _reply(self, msg, code: str, codec, kind: str = "unknown") -> tuple[str, str, bytes]:
         """An answer the switch gives without journaling it."""
-        return kind, code, codec.encode(messages.build_response(msg, code, self.rrns.next()))
+        return kind, code, codec.encode(build_response(msg, code, self.rrns.next()))
 
     def _dispatch(self, msg, mti: str, codec, refusal=None, digest: str | None = None) -> Gen:
         """``refusal``, ``digest``: an undecodable request's (switch.core.rejections.readable)."""
@@ -190,7 +194,7 @@ class Engine:
         if self.network_answers.holds(key, self.clock(), self.cfg.retransmission_window):
             self.metrics.retransmission("conflict")  # section 6: the key of an 0800 (switch.core.network)
             return self._reply(msg, "94", codec)
-        digest = digest or messages.content_digest(msg, self.digest_key, mti)
+        digest = digest or content_digest(msg, self.digest_key, mti)
         flight = self.inflight.get(key)
         if flight is not None:
             # Sections 6 and 6.1: a retransmission or repeat of a request in flight
@@ -239,26 +243,26 @@ class Engine:
         return ()
 
     def _classify(self, msg, tlv) -> tuple[str, Any, str | None]:
-        pan = messages.pan_of(msg)
-        space = messages.payment_kind(msg, pan, tlv)
+        pan = pan_of(msg)
+        space = payment_kind(msg, pan, tlv)
         if space == "wallet":
             route = self.router.for_code(tlv["BC"], msg)
             if route is None:
-                raise messages.Rejection("12", "no wallet for this payment code")
+                raise Rejection("12", "no wallet for this payment code")
             if self.acquirer_cfg[route.acquirers[0]].type != "card":
                 return "wallet", route, None
             # A card-scheme QR code (e.g. prefix 62) goes to the card network as a token PAN
             # in field 2 (22 says it was scanned): hashed and sealed for its reversal as a card.
-            return "wallet", route, messages.token_pan(tlv["BC"])
+            return "wallet", route, token_pan(tlv["BC"])
         if not 8 <= len(pan) <= 19:
-            raise messages.Rejection("14", f"a card number has 8 to 19 digits, got {len(pan)}")
+            raise Rejection("14", f"a card number has 8 to 19 digits, got {len(pan)}")
         route = self.router.for_pan(pan, msg)
         if route is None:
-            raise messages.Rejection("14", "no route for this card number")
+            raise Rejection("14", "no route for this card number")
         if route.kind == "card" and not luhn_ok(pan):
-            raise messages.Rejection("14", "card number fails the Luhn check")
-        if route.kind == "citycard" and "CC" not in tlv and msg[3][:2] != messages.BALANCE:
-            raise messages.Rejection("30", "city-card payment without field 48 tag CC")
+            raise Rejection("14", "card number fails the Luhn check")
+        if route.kind == "citycard" and "CC" not in tlv and msg[3][:2] != BALANCE:
+            raise Rejection("30", "city-card payment without field 48 tag CC")
         return route.kind, route, pan
 
     def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec, rejection=None) -> Gen:
@@ -271,28 +275,28 @@ class Engine:
         try:
             if rejection is not None:
                 raise rejection
-            messages.check_currency(msg, mti)  # before routing; a 30 journaled like the rejections below
+            check_currency(msg, mti)  # before routing; a 30 journaled like the rejections below
             if 90 in msg and mti in ("0400", "0220"):
-                messages.check_original(msg[90])  # a 30 journaled like the rejections below (section 6)
+                check_original(msg[90])  # a 30 journaled like the rejections below (section 6)
             if 48 in msg:
                 try:
                     tlv = parse_tlv48(msg[48])
                 except DecodeError as e:
-                    raise messages.Rejection("30", f"field 48: {e}") from None
-            by_reference = mti == "0220" and 90 in msg and not messages.pan_of(msg) and "BC" not in tlv
+                    raise Rejection("30", f"field 48: {e}") from None
+            by_reference = mti == "0220" and 90 in msg and not pan_of(msg) and "BC" not in tlv
             if mti in ("0100", "0200", "0220") and not by_reference:  # a completion: its pre-authorization's card
                 kind, route, pan = completion.classify(self, msg, tlv) if 90 in msg else self._classify(msg, tlv)
-                messages.check_topup(msg, kind)
-            if mti == "0200" and msg[3][:2] == messages.REFUND:
+                check_topup(msg, kind)
+            if mti == "0200" and msg[3][:2] == REFUND:
                 refund_daily_max = refunds.daily_max(self, msg, merchant)
-        except messages.Rejection as r:
+        except Rejection as r:
             rejection = r
         if mti == "0400":
             kind = "card"  # until the original says otherwise
         flight.kind = kind
         self.metrics.request_started(kind)
         masked, pan_hash = pan_protect(pan, self.key) if pan else (None, None)
-        direct = rejection is None and pipeline.goes_direct(mti, kind, 90 in msg, route is not None)
+        direct = rejection is None and goes_direct(mti, kind, 90 in msg, route is not None)
         first = route.acquirers[0] if route else None
         ref = self.reversals.stans.at_once(first) if direct else NO_REF
         host_stan, host_t = ref if ref is not None else (yield from self.reversals.host_ref(first))
@@ -311,9 +315,8 @@ class Engine:
             pan_hash=pan_hash,
             content_digest=digest,
             order_ref=order_number(msg[41], msg[7], msg[11]) if kind == "wallet" else None,
-            state=states.SENT if direct else states.RECEIVED,
-            host_stan=host_stan,
-            host_time=host_t,
+            state=SENT if direct else RECEIVED,
+            host_stan=host_stan, host_time=host_t,
             local_time=msg.get(12),
             local_date=msg.get(13),
             entry_mode=msg.get(22),
@@ -329,12 +332,12 @@ class Engine:
             rec, created, rejection = yield from refunds.insert(self, fresh, refund_daily_max)
         if not created:
             rec, verdict = yield from elsewhere.verdict_of(self, rec, mti, digest)
-            if verdict == pipeline.REDO and refund_daily_max is not None:
+            if verdict == REDO and refund_daily_max is not None:
                 # A refund journaled and never answered counts against the day it is
                 # sent in (its record's created_at says another, maybe yesterday):
                 # inserted afresh, checked and counted in one journal step.
-                verdict = pipeline.RENEW
-            if verdict == pipeline.RENEW:
+                verdict = RENEW
+            if verdict == RENEW:
                 log.info("rrn %s: key used again after its window, as an unconfirmed advice or as a refund "
                          "never answered; new request", rec.rrn, **about(rec))
                 yield Op("retire", rec.id)
@@ -343,9 +346,9 @@ class Engine:
                 else:  # a new refund: counted against the day's limit afresh
                     rec, created, rejection = yield from refunds.insert(self, fresh, refund_daily_max)
                 if not created:  # someone else took the key meanwhile
-                    verdict = pipeline.CONFLICT
+                    verdict = CONFLICT
             if not created:
-                if verdict != pipeline.REDO:
+                if verdict != REDO:
                     return self._retransmission(msg, rec, verdict, codec)
                 log.info("rrn %s: %s journaled but never answered; handled again", rec.rrn, msg.mti, **about(rec))
                 flight.budget_from = self.clock()
@@ -359,21 +362,21 @@ class Engine:
         if mti == "0220" and 90 in msg:
             return (yield from completion.complete(self, msg, rec, kind, pan, pan_hash, tlv, flight, codec))
         if mti == "0220" and kind != "citycard":
-            refused = messages.Rejection("30", "card 0220 without field 90")
+            refused = Rejection("30", "card 0220 without field 90")
             return (yield from self._answer_self(msg, rec, refused, codec, kind))
         yield from self.vas.before(msg, rec, merchant, kind, tlv, flight)  # coupons: may lower field 4
-        request = messages.build_request(msg, txn_id=rec.id, kind=kind, rrn=rec.rrn, pan=pan, tlv=tlv, mti=mti)
+        request = build_request(msg, txn_id=rec.id, kind=kind, rrn=rec.rrn, pan=pan, tlv=tlv, mti=mti)
         return self._authorize(msg, rec, route.acquirers, request, flight, codec, kind)
 
     def _retransmission(self, msg, rec: TxnRecord, verdict: str, codec) -> tuple[str, str, bytes]:
         """Sections 6 and 6.1: the original answer, 94, or 96 for one that died in flight."""
-        if verdict in (pipeline.CONFLICT, pipeline.LATE):
-            self.metrics.retransmission("conflict" if verdict == pipeline.CONFLICT else "late")
+        if verdict in (CONFLICT, LATE):
+            self.metrics.retransmission("conflict" if verdict == CONFLICT else "late")
             return self._reply(msg, "94", codec, rec.kind)
         self.metrics.retransmission("same")
-        if verdict == pipeline.SAME:
+        if verdict == SAME:
             return rec.kind, rec.response_code or "??", self._as_sent(rec.response, codec)
-        return rec.kind, "96", codec.encode(messages.build_response(msg, "96", rec.rrn))
+        return rec.kind, "96", codec.encode(build_response(msg, "96", rec.rrn))
 
     def _finish(self, rec: TxnRecord, resp: dict, codec, expect: str | None = None, **changes) -> tuple[Op, bytes]:
         """The journal operation of the outcome with the exact response, for the caller to
@@ -394,10 +397,10 @@ class Engine:
         stored = spoken.decode(body)
         return codec.encode({"mti": stored.mti, **stored.fields()})
 
-    def _answer_self(self, msg, rec: TxnRecord, r: messages.Rejection, codec, kind: str) -> Gen:
+    def _answer_self(self, msg, rec: TxnRecord, r: Rejection, codec, kind: str) -> Gen:
         log.info("rrn %s: %s %s (%s)", rec.rrn, msg.mti, r.code, r.reason, **about(rec))
-        resp = messages.build_response(msg, r.code, rec.rrn)
-        op, out = self._finish(rec, resp, codec, state=states.advance(rec.state, "reject"))
+        resp = build_response(msg, r.code, rec.rrn)
+        op, out = self._finish(rec, resp, codec, state=advance(rec.state, "reject"))
         yield op
         return kind, r.code, out
 
@@ -413,7 +416,7 @@ class Engine:
         **first_changes: Any,
     ) -> Gen:
         """Send to the acquirers in order; a 91 without sending falls through to the next."""
-        state = rec.state if rec.state == states.SENT else states.advance(rec.state, "send")
+        state = rec.state if rec.state == SENT else advance(rec.state, "send")
         result: Result | None = None
         used = None
         # Section 6: the terminal is answered within response_timeout of its
@@ -443,7 +446,7 @@ class Engine:
             except Exception:
                 if result is not None:
                     break  # a fallback we cannot journal is not tried: answer what we have
-                if rec.state == states.SENT:
+                if rec.state == SENT:
                     # Journaled as sent, but it never left: record the 96 it gets.
                     yield from self.reversals.strand(rec, rec.acquirer, None, reverse=False, event="answer")
                 raise
@@ -480,8 +483,8 @@ class Engine:
         assert result is not None and used is not None
         if pin is not None:
             pin.forget(request)  # the PIN block is never kept past the call
-        offline = pipeline.is_offline_advice(request)
-        undo = not offline and not pipeline.is_inquiry(request.processing_code)  # may have moved money
+        offline = is_offline_advice(request)
+        undo = not offline and not is_inquiry(request.processing_code)  # may have moved money
         reverse = result.uncertain and undo
         code = result.response_code
         flight.reverse_honoured = flight.reverse_requested
@@ -498,7 +501,7 @@ class Engine:
                     rec.rrn, used, result.acquirer_reason or result.acquirer_code, code,
                     " and the acquirer a reversal" if reverse else "", **about(rec))
         event = "uncertain" if reverse else "unconfirmed" if result.uncertain else "answer"
-        changes = {"state": states.advance(state, event), "auth_code": result.auth_code, "acquirer_ref": result.acquirer_ref}
+        changes = {"state": advance(state, event), "auth_code": result.auth_code, "acquirer_ref": result.acquirer_ref}
         if rec.card_sealed is not None and not self.cfg.card_retention:
             # The journal keeps an approval's card for a terminal's 0400 that does not
             # repeat it (ReversalQueue.sweep forgets it after card_retention); unless 0.
@@ -508,7 +511,7 @@ class Engine:
         icc = None
         if result.icc and code == result.response_code:  # the issuer's data goes with its own answer only
             try:
-                icc = messages.issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
+                icc = issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
             except ValueError as e:
                 log.warning("rrn %s: %s; answered without field 55", rec.rrn, e, **about(rec))
         duplicate = False  # an offline upload sent again under a new STAN: 00, counted once (switch.core.uploads)
@@ -524,10 +527,10 @@ class Engine:
         try:
             # Inside the try: an acquirer's field 38 or 48 tag that the dialect cannot
             # carry strands the answer like a journal failure does.
-            resp = messages.build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=tlv, icc=icc,
+            resp = build_response(msg, code, rec.rrn, auth_code=result.auth_code, tlv=tlv, icc=icc,
                                     build_tlv48=build_tlv48)
             # Shared journal: a terminal's 0400 on another worker may have queued its reversal meanwhile.
-            expect = states.SENT if self.shared_journal and state == states.SENT else None
+            expect = SENT if self.shared_journal and state == SENT else None
             op, out = self._finish(rec, resp, codec, expect, **changes)
             yield op
         except StaleState:
@@ -544,11 +547,11 @@ class Engine:
             log.error("rrn %s: cannot build or journal the %s answer from %s: %s", rec.rrn, result.response_code,
                       used, e, exc_info=bug, **about(rec))
             moved = undo and (result.uncertain or result.response_code == "00" or reverse)
-            if moved and isinstance(e, JournalUncertain):
+            if moved and isinstance(e, JournalUncertain):  # maybe journaled: no 96 over an approval
                 return self._unanswered(rec, pay_kind, used)
             yield from self.reversals.strand(rec, used, request.pan, reverse=moved,
                                              event="unconfirmed" if offline else "answer", result=result)
-            return pay_kind, "96", codec.encode(messages.build_response(msg, "96", rec.rrn))
+            return pay_kind, "96", codec.encode(build_response(msg, "96", rec.rrn))
         if reverse:
             self.reversals.queued(rec.id, request.pan, "uncertain")
             # An answer that came late while this was journaled goes on the reversal now.
@@ -556,14 +559,12 @@ class Engine:
         return pay_kind, code, out
 
     def _unanswered(self, rec: TxnRecord, pay_kind: str, used: str) -> tuple[str, str, bytes]:
-        """The journal writer died holding this answer's write: it may be journaled (an
-        approval the journal keeps) or not (``sent``, which start-up recovery reverses).
-        A 96 would be final and wrong in the first case, the card charged for no sale: the
-        terminal gets no answer, and its 0400 (spec section 6) undoes either once the
-        switch is back.  Code ``UNANSWERED``, no body: the driver writes nothing."""
-        log.error("rrn %s: the journal writer died with the answer from %s unconfirmed; not answered: the"
-                  " terminal's reversal undoes it after the restart (runbook: \"The journal writer process died\")",
-                  rec.rrn, used, **about(rec))
+        """The journal writer died holding this answer's write: journaled (an approval kept) or
+        not (``sent``: recovery reverses it).  A 96 would be wrong in the first case, the card
+        charged for no sale: no answer, and the terminal's 0400 (spec 6) undoes either."""
+        log.error("rrn %s: the journal writer died with the answer from %s unconfirmed; not answered: the terminal's"
+                  " reversal undoes it after the restart (runbook: \"The journal writer process died\")", rec.rrn, used,
+                  **about(rec))
         return pay_kind, UNANSWERED, b""
 
     # -- reversals, settlement (completions: switch.core.completion) -----------------
@@ -571,13 +572,13 @@ class Engine:
     def _reversal(self, msg, rec: TxnRecord, codec) -> Gen:
         """Terminal 0400 (sections 6, 6.1): recorded durably and answered 00 at once;
         the acquirer is told in the background.  Idempotent."""
-        o_mti, o_stan, o_time = messages.original_key(msg[90])
+        o_mti, o_stan, o_time = original_key(msg[90])
         # A card number the 0400 carries (field 2 or 35) is the original's field 2 for the host's
         # reversal, once it matches the original's pan_hash.
         original_id, kind = yield from self.reversals.undo(msg[41], rec.merchant_id, o_mti, o_stan, o_time,
-                                                           pan=messages.pan_of(msg))
-        resp = messages.build_response(msg, "00", rec.rrn)
-        op, out = self._finish(rec, resp, codec, state=states.advance(rec.state, "handle"),
+                                                           pan=pan_of(msg))
+        resp = build_response(msg, "00", rec.rrn)
+        op, out = self._finish(rec, resp, codec, state=advance(rec.state, "handle"),
                                original_id=original_id, kind=kind)
         yield op
         return kind, "00", out
@@ -592,7 +593,7 @@ class Engine:
             log.info("rrn %s: 0500 handled again; answered %s as its totals were decided", rec.rrn, code)
         elif not accepted:
             log.warning("terminal %s totals %s differ from the journal's %s", msg[41], theirs, ours)
-        resp = messages.build_response(msg, code, rec.rrn)
-        op, out = self._finish(rec, resp, codec, state=states.advance(rec.state, "handle"))
+        resp = build_response(msg, code, rec.rrn)
+        op, out = self._finish(rec, resp, codec, state=advance(rec.state, "handle"))
         yield op
         return "settlement", code, out
