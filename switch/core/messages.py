@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
-from native import emv
+from native import emv, fields
 from native.clock import impossible_clock
 from native.iso8583 import DecodeError
 from native.panguard import mask_pan, mask_pans  # noqa: F401  (the one PAN masker; the journal imports it from native)
@@ -256,16 +256,8 @@ def content_digest(msg, key: bytes, mti: str | None = None) -> str:
 
     ``mti``: the request a repeat stands for (a repeat has its original's content).
     """
-    parts = [(mti or msg.mti).encode()]
-    get = msg.get
-    for n, tag in _DIGEST_TAGS:
-        v = get(n)
-        if v is None:
-            continue
-        parts.append(tag)
-        parts.append(v if type(v) is bytes else v.encode())
     # One HMAC over the joined parts: what updating with each in turn would give.
-    return keyed(key).hexdigest(b"".join(parts), 32)
+    return keyed(key).hexdigest(fields.joined(msg, (mti or msg.mti).encode(), _DIGEST_TAGS), 32)
 
 
 def build_request(
@@ -324,10 +316,7 @@ def build_response(
     or the acquirer adds.
     """
     out: dict = {"mti": response_mti(msg.mti)}
-    for n in ECHOED:
-        v = msg.get(n)
-        if v is not None:
-            out[n] = v
+    fields.echo(msg, out, ECHOED)
     if msg.mti[:3] == "080" and 70 in msg:
         # An 0800 without 70 is answered 30 like any request missing a field.
         out[70] = msg[70]

@@ -1,0 +1,9 @@
+"""Types of native/fields.pyx (several fields of a decoded message read at once)."""
+from typing import Any
+
+__all__ = ["echo", "joined"]
+
+def echo(msg: Any, out: dict, numbers: tuple[int, ...]) -> None:
+    """out[n] = msg[n] for each field number n present in msg."""
+def joined(msg: Any, head: bytes, tags: tuple[tuple[int, bytes], ...]) -> bytes:
+    """head, then tag + value (text UTF-8 encoded) of each (n, tag) whose field n is present."""
