@@ -59,7 +59,7 @@ def _check(args) -> int:
         cfg = config.load(path)
         preflight.check(cfg, key_apart=True)
     except config.ConfigError as e:
-        print(config.error_line(e), file=sys.stderr)
+        print(config.error_line(e, path), file=sys.stderr)
         return 2
     # A file may leave these out, but an operator who forgot one should see what it means.
     if "listeners" in cfg.left_out:

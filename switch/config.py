@@ -21,6 +21,7 @@ import msgspec
 from switch.core.routing import MAX_TERMINALS, expand_terminals, prefix_range
 from switch.security import config as security_config
 from switch import config_sanity, config_timing, config_vas
+from switch.config_choices import choices
 from switch.config_dialect import dialect_problem
 from switch.config_hint import unknown_key_hint
 from switch.config_reload import reload_changes  # noqa: F401 (re-exported)
@@ -40,25 +41,29 @@ class ConfigError(ValueError):
     values: frozenset[str] = frozenset()
 
 
-def error_line(e: ConfigError) -> str:
-    """The one line ``serve`` and ``check-config`` print for a configuration problem (exit 2):
-    to the operator who ran them on a file they read, so values of the file are quoted."""
-    return f"payswitch: configuration error: {e}"
+def error_line(e: ConfigError, path: str | os.PathLike | None) -> str:
+    """The one line ``serve``, ``check-config`` and the other commands that load ``path``
+    print for a configuration problem (exit 2), quoting no value of the file as
+    :func:`error_for_others`: their stderr ends in the journal of systemd, a CI log or a
+    ticket, read by others than the file's owner, who finds the value at the key path."""
+    return f"payswitch: configuration error: {error_for_others(e, path)}"
 
 
 def error_for_others(e: ConfigError, path: str | os.PathLike | None) -> str:
     """``str(e)`` for readers other than the file's owner: the answer to ``POST
-    /admin/reload`` and the running switch's log line.  The file, the key path and
-    the problem, quoting no value of the file (any may be a secret pasted where its
-    reference belongs, a URL may carry a password: :func:`switch.secret_refs.withheld`).
-    ``path``, the file, is read again for what an error raised after loading quotes
-    (a key file's name, an acquirer's)."""
+    /admin/reload``, the running switch's log line, a refused start's stderr.  The file,
+    the key path and the problem, quoting no value of the file (any may be a secret or
+    a card number pasted where it does not belong, a URL may carry a password:
+    :func:`switch.secret_refs.withheld`); numbers (a port) and the words a key chooses
+    from (:mod:`switch.config_choices`) stay.  ``path``, the file, is read again for
+    what an error raised after loading quotes (a key file's name, an acquirer's)."""
     values = set(e.values)
     if path:
         try:
             values |= strings_in(tomllib.loads(Path(path).read_text("utf-8")))
         except (OSError, ValueError):  # unreadable, not UTF-8, not TOML: its error quotes none of it
             pass
+    values -= choices(Config)
     text = str(e)
     # The file as the error names it: as given (``read_config``), or as Path writes it (``load``).
     keep = next((k for k in (str(path), str(Path(path))) if text.startswith(f"{k}: ")), "") if path else ""

@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             return command(cfg, state_path(cfg), args)
         relay = Relay(cfg)
     except config_mod.ConfigError as e:
-        print(config_mod.error_line(e), file=sys.stderr)
+        print(config_mod.error_line(e, args.config), file=sys.stderr)
         return 2
     except InUse as e:  # redeliver's position would be overwritten by the relay's own
         print(f"payswitch relay {args.command}: {e}: stop the relay first, then run it again", file=sys.stderr)
@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(go())
     except config_mod.ConfigError as e:
-        print(config_mod.error_line(e), file=sys.stderr)
+        print(config_mod.error_line(e, args.config), file=sys.stderr)
         return 2
     except InUse as e:  # two relays on one state file would each save its position over the other's
         print(f"payswitch relay: {e}: one relay per state file; this one does not start", file=sys.stderr)

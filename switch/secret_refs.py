@@ -84,14 +84,13 @@ def withheld(text: str, values: Iterable[str], keep: str = "") -> str:
     """``text`` (a configuration error) quoting none of ``values``, the strings of the file.
 
     For readers other than the file's owner (``POST /admin/reload``'s answer, the
-    running switch's log): any value may be a secret pasted where its reference
+    running switch's log, a refused start's stderr): any value may be a secret pasted where its reference
     belongs, and a URL may carry a password.  A quoted value, or a quoted part of
     one (a terminal of a range, a host inside brackets), and a longer value
     anywhere become :data:`NOT_SHOWN`; so do URL credentials, runs of 16 hex
     digits (key material) and of 13 to 19 digits (a card number).  The leading
     ``keep`` (the file's path) and the key paths (`` `$.…` ``) stay, as do numbers:
-    the error still says where and what, and ``check-config`` on the file shows
-    its values to whoever can read it."""
+    the error still says where, and what, and the file holds the value."""
     values = {v for v in values if v}
     head = f"{keep}: " if keep and text.startswith(f"{keep}: ") else ""
     parts = _KEY_PATH.split(text[len(head):])

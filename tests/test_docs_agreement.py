@@ -151,7 +151,7 @@ def test_the_sample_configuration_errors_are_what_the_switch_prints():
         try:
             config.loads(_SAMPLE_FILES[path], "switch.toml")
         except config.ConfigError as e:
-            assert config.error_line(e) == line
+            assert config.error_line(e, None) == line
         else:
             raise AssertionError(f"no error for {path}")
 

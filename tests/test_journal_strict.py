@@ -248,13 +248,16 @@ def test_a_writer_that_answers_is_never_called_hung_even_when_it_fails():
         sent.append(Future())
         return sent[-1]
 
-    w = WriterWatch(ping, hang_after=15.0)
+    w = WriterWatch(ping, hang_after=15.0, interval=1.0)
     assert w.tick(100.0) is None and len(sent) == 1
-    assert w.tick(114.0) is None and len(sent) == 1  # one ping out at a time
+    for now in range(101, 115):
+        assert w.tick(float(now)) is None
+    assert len(sent) == 1  # one ping out at a time
     sent[-1].set_exception(JournalError("database or disk is full"))  # an answer: it lives
-    assert w.tick(130.0) is None and len(sent) == 2
-    assert w.tick(145.0) is None
-    assert w.tick(145.5) == 15.5  # unanswered for longer than hang_after: it hangs
+    assert w.tick(115.0) is None and len(sent) == 2
+    for now in range(116, 131):
+        assert w.tick(float(now)) is None
+    assert w.tick(130.5) == 15.5  # unanswered for longer than hang_after: it hangs
 
 
 def test_a_writer_process_that_hangs_is_killed_and_its_unconfirmed_write_fails(tmp_path):

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from adapters.card.messages import SIGN_OFF, SIGN_ON, transmission_time
-from adapters.card.sim import SimulatedAcquirer, decide_message
+from adapters.card.sim import SimulatedAcquirer, decide_message, decoded
 
 
 class FastAcquirer(SimulatedAcquirer):
@@ -81,13 +81,14 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         from native.framing import FrameError
-        from native.iso8583 import DecodeError
 
         acq, args = self.acq, self.acq.args
         try:
-            messages = [(acq.dialect.decode(p), p) for p in self.framer.feed(data)]
-        except (FrameError, DecodeError) as exc:
+            messages = decoded(acq, self.framer.feed(data))
+        except FrameError as exc:
             acq.log(f"bad message, closing: {type(exc).__name__}")
+            messages = None
+        if messages is None:
             self.transport.close()
             return
         latency = args.latency_ms / 1000.0

@@ -64,7 +64,7 @@ import random
 import signal
 import sys
 import time
-from typing import IO
+from typing import IO, Any
 
 from adapters.card.card_names import ledger_key, use_key
 from adapters.card.messages import SIGN_OFF, SIGN_ON, scrub, transmission_time
@@ -100,6 +100,27 @@ def choose_fault(rng: random.Random, drop_rate: float, disconnect_rate: float,
     if r < bad_mac_rate:
         return "bad-mac"
     return "answer"
+
+
+def decoded(acq, payloads: list[bytes]) -> list[tuple[Any, bytes]] | None:
+    """(message, payload) of each payload of one read; None when one does not decode
+    (the caller closes the connection), logged by its length, the field and the offset.
+
+    Never the codec's own words, which quote what they found: through a damaged
+    bitmap any field may hold the card number, and as packed BCD a PAN is no run
+    of digits that masking would catch.  ``acq`` has ``dialect`` and ``log``."""
+    from native.iso8583 import DecodeError
+
+    messages = []
+    for payload in payloads:
+        try:
+            messages.append((acq.dialect.decode(payload), payload))
+        except DecodeError as e:
+            where = f"field {e.field}" if e.field is not None else "the MTI or a bitmap"
+            at = f" at offset {e.offset}" if e.offset is not None else ""
+            acq.log(f"bad message, closing: {len(payload)} bytes, {where} does not decode{at} (its bytes not shown)")
+            return None
+    return messages
 
 
 def decide_message(acq, msg, payload: bytes = b"") -> tuple[str, dict | None]:
@@ -257,7 +278,6 @@ class Acquirer(SimulatedAcquirer):
     async def serve_connection(self, stream) -> None:
         import trio
         from native.framing import FrameError, Framer
-        from native.iso8583 import DecodeError
 
         args = self.args
         self.connections += 1
@@ -317,9 +337,11 @@ class Acquirer(SimulatedAcquirer):
                         break
                     try:
                         payloads = framer.feed(data)
-                        messages = [(self.dialect.decode(p), p) for p in payloads]
-                    except (FrameError, DecodeError) as exc:
+                    except FrameError as exc:
                         self.log(f"bad message, closing: {type(exc).__name__}")
+                        break
+                    messages = decoded(self, payloads)
+                    if messages is None:
                         break
                     for msg, payload in messages:
                         mti = msg.mti

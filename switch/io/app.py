@@ -251,7 +251,7 @@ def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int |
             config_mod.check_workers(cfg, count, lambda path, msg: _fail(cfg, path, f"{msg} (serve --workers {workers})"))
         preflight.check(cfg)
     except config_mod.ConfigError as e:
-        print(config_mod.error_line(e), file=sys.stderr)
+        print(config_mod.error_line(e, config_path), file=sys.stderr)
         return 2
     import uvloop
 
@@ -276,7 +276,7 @@ def _run(config_path: str | None, *, demo: bool, log_format: str, workers: int |
                 print(f"payswitch: stopped: {fatal}", file=sys.stderr)
                 return 1
     except config_mod.ConfigError as e:
-        print(config_mod.error_line(e), file=sys.stderr)
+        print(config_mod.error_line(e, config_path), file=sys.stderr)
         return 2
     except (OSError, RuntimeError, JournalError) as e:  # JournalError names the file and what to do
         print(f"payswitch: cannot start: {e}", file=sys.stderr)

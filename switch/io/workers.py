@@ -542,7 +542,7 @@ def _worker(args) -> int:
     try:
         cfg = load()
     except config_mod.ConfigError as e:
-        print(config_mod.error_line(e), file=sys.stderr)
+        print(config_mod.error_line(e, args.config), file=sys.stderr)
         return 2
     role = WorkerRole(args.index, args.count, args.journal_socket, recover_all=args.recover_all)
     import uvloop
@@ -550,7 +550,8 @@ def _worker(args) -> int:
     try:
         uvloop.run(serve(cfg, args.config, worker=role, ready=lambda: control.sendall(b"ready\n"), load=load))
     except (OSError, RuntimeError, config_mod.ConfigError) as e:
-        print(f"payswitch[worker {args.index}]: cannot start: {e}", file=sys.stderr)
+        why = config_mod.error_for_others(e, args.config) if isinstance(e, config_mod.ConfigError) else e
+        print(f"payswitch[worker {args.index}]: cannot start: {why}", file=sys.stderr)
         return 1
     finally:
         control.close()

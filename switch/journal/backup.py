@@ -207,7 +207,7 @@ def main(argv: list[str]) -> int:
         try:
             cfg = config.load(args.config) if args.config else config.default()
         except config.ConfigError as e:
-            print(config.error_line(e), file=sys.stderr)
+            print(config.error_line(e, args.config), file=sys.stderr)
             return 2
         scheme, _, path = cfg.journal.url.partition("://")
         if scheme.lower() != "sqlite" or not files.on_disk(path):
