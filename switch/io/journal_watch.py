@@ -95,7 +95,8 @@ def stop_hung_writer(journal, waited: float, *, log, exit: Callable[[int], None]
 
     A writer process is killed (SIGKILL reaches a stopped process too): its
     death fails every write it had not confirmed (each payment waiting on one
-    is answered 96, none is answered as if recorded) and stops the switch
+    is answered 96, or not at all when that write held its acquirer's outcome:
+    JournalUncertain; none is answered as if recorded) and stops the switch
     (exit 1, "The journal writer process died").  A writer thread cannot be
     ended from outside, and closing the journal would wait for it forever: the
     switch exits 1 at once, answering nothing it had not recorded; terminals
