@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from asyncio import current_task  # a module global: read once a purchase
 
 from native.iso8583 import dialect
 
@@ -483,7 +484,7 @@ class Switch:
 
     def _call_started(self, command):
         """An acquirer call begins: the backstop watches its task (returned)."""
-        task = asyncio.current_task(self._loop)
+        task = current_task(self._loop)
         self._backstop.watch(task, command.timeout + _ADAPTER_GRACE)
         return task
 
