@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import cython
+
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
@@ -54,6 +56,7 @@ class LinkMetrics:
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
         self.add(key(name, **labels), amount)
 
+    @cython.ccall
     def add(self, counter: Key, amount: int = 1) -> None:
         """:meth:`inc` with the key built by the caller: ``(name, ((label, value), ...))``,
         the pairs sorted by label.  For counters bumped on every message: no

@@ -1,0 +1,7 @@
+# Read by Cython with answers.py (its pure-Python mode): the two functions every
+# answer runs through, cpdef so that the host link (hostlink.pxd cimports them)
+# calls them in C, reading the Pending's fields directly (inflight.pxd).
+from adapters.card.inflight cimport Pending
+
+cpdef mismatch(Pending pending, msg, mti)
+cpdef result_from_answer(msg, Pending pending)
