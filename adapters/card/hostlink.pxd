@@ -7,6 +7,7 @@
 # field is public; a Python subclass may still override any method.
 from adapters.card.answers cimport mismatch, result_from_answer
 from adapters.card.inflight cimport Pending
+from adapters.card.messages cimport valid_f7, valid_stan
 from adapters.card.inflight cimport StanAllocator as _StanAllocator
 from switch.core.link_metrics cimport LinkMetrics as _LinkMetrics
 
@@ -16,7 +17,7 @@ cdef class HostConnection:
     cdef public object acquirer_id, echo_interval, network_timeout, resign_wait, endpoint
     cdef public object state, inflight, given_up, last_received, resume_at, _echo
 
-    cpdef _register(self, kind, msg, now, deadline, rrn=*, terminal_id=*, token=*)
+    cpdef _register(self, kind, dict msg, now, deadline, rrn=*, terminal_id=*, token=*)
     cpdef _finish(self, Pending pending)
     cpdef _stan_and_time(self, request, wall)
     cpdef request(self, request, now, wall, timeout, token=*)

@@ -179,18 +179,22 @@ _REQUEST = Kind.REQUEST
 _REVERSAL = Kind.REVERSAL
 
 
-_requests_keys: dict[tuple[str, str], tuple] = {}
+_requests_keys: dict[str, dict[str, tuple]] = {}  # by request MTI, then response code
 
 
 @cython.cfunc
 def _requests_key(mti: str, response_code: str) -> tuple:
     """The LinkMetrics key of ``requests`` (mti, response_code), one object per pair: every answer counts under one, and the counters'
-    dicts then find it by identity instead of comparing nested tuples."""
-    key = _requests_keys.get((mti, response_code))
+    dicts then find it by identity instead of comparing nested tuples.  Kept by MTI, then by code: two
+    look-ups of a string, not a tuple built and hashed per answer."""
+    by_code = _requests_keys.get(mti)
+    if by_code is None:
+        by_code = _requests_keys[mti] = {}  # the link's own request MTIs: a handful
+    key = by_code.get(response_code)
     if key is None:
         key = link_key("requests", mti=mti, response_code=response_code)
-        if len(_requests_keys) < 1024:  # MTIs times section-5 codes: a few dozen
-            _requests_keys[(mti, response_code)] = key
+        if len(by_code) < 256:  # section-5 codes and the acquirer's: a few dozen
+            by_code[response_code] = key
     return key
 
 
@@ -240,11 +244,11 @@ class HostConnection:
     # -- helpers -----------------------------------------------------------
 
     @cython.ccall
+    @cython.locals(msg=dict, pending=Pending)
     def _register(self, kind: Kind, msg: dict, now: float, deadline: float,
                   rrn: str = "", terminal_id: str | None = None, token: Any = None) -> Pending:
-        get = msg.get
         pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
-                          get(4), get(3), get(49), get(42))
+                          msg.get(4), msg.get(3), msg.get(49), msg.get(42))
         self.inflight.add(pending.stan, pending, deadline)
         return pending
 
@@ -341,7 +345,7 @@ class HostConnection:
         if request.mti not in FINANCIAL_MTIS:
             raise ValueError(f"not a host request MTI: {request.mti}")
         stan, f7 = self._stan_and_time(request, wall)
-        msg = request_fields(request, stan=stan, f7=f7, acquirer_id=self.acquirer_id)
+        msg = request_fields(request, stan, f7, self.acquirer_id)
         pending = self._register(_REQUEST, msg, now, now + timeout, request.rrn, request.terminal_id, token)
         return msg, pending
 

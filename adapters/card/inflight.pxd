@@ -4,6 +4,9 @@
 # reads a Pending's fields and calls the allocator's methods without a lookup
 # each: a request and its answer read a dozen fields and take and release a STAN.
 # Every field is public: the tests and the simulator read them as before.
+from adapters.card.messages cimport valid_stan
+
+
 cdef class StanAllocator:
     cdef public object _next, _source, _in_use
     cpdef claim(self, stan)

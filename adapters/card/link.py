@@ -53,6 +53,7 @@ from typing import Any, Callable, Sequence
 import cython
 
 from adapters.card.hostlink import (
+    FINANCIAL_MTIS,
     RC_INOPERATIVE,
     RC_MALFUNCTION,
     Breaker,
@@ -316,7 +317,7 @@ class HostLinkAcquirer:
 
     @cython.locals(slot=Slot, core=HostConnection, pending=Pending)
     async def authorize(self, request: Request, timeout: float) -> Result:
-        if request.mti not in ("0100", "0200", "0220"):
+        if request.mti not in FINANCIAL_MTIS:
             raise ValueError(f"{self.name}: authorize() takes 0100/0200/0220, not {request.mti}")
         slot = self._pick()
         if slot is None:

@@ -14,6 +14,7 @@ import re
 import time
 from typing import Any, Mapping
 
+import cython
 import msgspec
 
 from switch.core.acquirer import Original, Request
@@ -62,10 +63,12 @@ def transmission_time(wall: float) -> str:
     return _f7_cache[1]
 
 
+@cython.ccall
 def valid_stan(stan: str | None) -> bool:
     return stan is not None and len(stan) == 6 and stan.isdigit()
 
 
+@cython.ccall
 def valid_f7(f7: str | None) -> bool:
     return f7 is not None and len(f7) == 10 and f7.isdigit()
 
@@ -168,7 +171,7 @@ def original_data(original: Original, acquirer_id: str) -> str:
     return f"{original.mti}{stan}{f7}{acquirer_id.rjust(11, '0')}{'0' * 11}"
 
 
-def request_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -> dict:
+def request_fields(request: Request, stan: str, f7: str, acquirer_id: str) -> dict:
     """The host message (0100/0200/0220) for a terminal's request."""
     # Each attribute read once (one request a purchase: a second read is a second lookup).
     msg: dict[Any, Any] = {"mti": request.mti}
@@ -176,7 +179,8 @@ def request_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) ->
         msg[2] = value
     msg[3] = request.processing_code
     if (amount := request.amount) is not None:
-        msg[4] = f"{amount:012d}"
+        # What f"{amount:012d}" writes for an int, without parsing a format spec per request.
+        msg[4] = str(amount).zfill(12) if type(amount) is int else f"{amount:012d}"
     msg[7] = f7
     msg[11] = stan
     if value := request.local_time:

@@ -4,5 +4,6 @@
 # link: adapters/card/hostlink.pxd) counts every answer with a C call to add.
 # Every field is public.
 cdef class LinkMetrics:
-    cdef public object counters, _listener, _children, link
+    cdef public dict counters, _children
+    cdef public object _listener, link
     cpdef add(self, counter, amount=*)

@@ -61,7 +61,7 @@ class LinkMetrics:
         """:meth:`inc` with the key built by the caller: ``(name, ((label, value), ...))``,
         the pairs sorted by label.  For counters bumped on every message: no
         keyword arguments, no sort."""
-        counters = self.counters
+        counters = self.counters  # dicts (link_metrics.pxd): their get and item stores are C calls
         counters[counter] = counters.get(counter, 0) + amount
         listener = self._listener
         if listener is None:
