@@ -26,4 +26,5 @@ cdef class HostConnection:
     cpdef _answered(self, Pending pending, msg)
     cpdef next_wakeup(self)
 
+cdef dict _requests_keys
 cdef _requests_key(mti, response_code)

@@ -179,10 +179,11 @@ _REQUEST = Kind.REQUEST
 _REVERSAL = Kind.REVERSAL
 
 
-_requests_keys: dict[str, dict[str, tuple]] = {}  # by request MTI, then response code
+_requests_keys: dict[str, dict[str, tuple]] = {}  # by request MTI, then response code (a dict: hostlink.pxd)
 
 
 @cython.cfunc
+@cython.locals(by_code=dict)
 def _requests_key(mti: str, response_code: str) -> tuple:
     """The LinkMetrics key of ``requests`` (mti, response_code), one object per pair: every answer counts under one, and the counters'
     dicts then find it by identity instead of comparing nested tuples.  Kept by MTI, then by code: two

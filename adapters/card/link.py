@@ -72,6 +72,7 @@ from adapters.card.slot import Slot
 from switch.core.acquirer import RETRY, Request, Result
 
 log = logging.getLogger("payswitch.card")
+_wall = time.time  # field 7's clock, read once a request: bound here, not looked up on the module each time
 
 
 class HostLinkAcquirer:
@@ -327,7 +328,7 @@ class HostLinkAcquirer:
         loop = self.loop
         fut = loop.create_future()
         try:
-            msg, pending = slot.core.request(request, loop.time(), time.time(), self._deadline(timeout), fut)
+            msg, pending = slot.core.request(request, loop.time(), _wall(), self._deadline(timeout), fut)
         except (StanInUse, ValueError) as exc:  # the switch's STAN/field 7: nothing sent
             self.breakers[slot.endpoint].inconclusive(loop.time())
             log.error("%s: txn %d not sent: %s", self.name, request.txn_id, exc)

@@ -1,5 +1,7 @@
 # Read by Cython with messages.py (its pure-Python mode): the checks a request's
-# STAN and field 7 go through, cpdef so that the host link and its STAN
-# allocator (hostlink.pxd, inflight.pxd cimport them) call them in C.
+# STAN and field 7 go through, and the reference an answer leaves, cpdef so
+# that the host link, its STAN allocator and its answers (hostlink.pxd,
+# inflight.pxd, answers.pxd cimport them) call them in C.
 cpdef valid_stan(stan)
 cpdef valid_f7(f7)
+cpdef acquirer_ref(stan, f7, rrn, host_code=*, approved=*, currency=*)
