@@ -336,6 +336,7 @@ class HostConnection:
     # -- outgoing ----------------------------------------------------------
 
     @cython.ccall
+    @cython.locals(msg=dict)
     def request(self, request: Request, now: float, wall: float, timeout: float,
                 token: Any = None) -> tuple[dict, Pending]:
         """Register an authorization/financial/advice message; returns it with
@@ -347,7 +348,8 @@ class HostConnection:
             raise ValueError(f"not a host request MTI: {request.mti}")
         stan, f7 = self._stan_and_time(request, wall)
         msg = request_fields(request, stan, f7, self.acquirer_id)
-        pending = self._register(_REQUEST, msg, now, now + timeout, request.rrn, request.terminal_id, token)
+        # Fields 37 and 41 are the request's RRN and terminal ID: read from the message just built.
+        pending = self._register(_REQUEST, msg, now, now + timeout, msg[37], msg[41], token)
         return msg, pending
 
     def reversal(self, request: Request, *, now: float, wall: float, timeout: float,

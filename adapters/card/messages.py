@@ -130,6 +130,7 @@ def parse_ref(ref: str | None) -> Ref | None:
 _answers: dict[str, tuple[str, ...]] = {}
 
 
+@cython.ccall
 def answers(mti: str) -> tuple[str, ...]:
     """The answer MTIs that fit a request: a repeat (xxx1) may be answered
     as a repeat or as its first send (0421 -> 0431 or 0430).  Kept per MTI:
