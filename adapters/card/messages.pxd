@@ -4,5 +4,6 @@
 # inflight.pxd, answers.pxd cimport them) call them in C.
 cpdef valid_stan(stan)
 cpdef valid_f7(f7)
+cdef dict _answers
 cpdef answers(mti)
 cpdef acquirer_ref(stan, f7, rrn, host_code=*, approved=*, currency=*)

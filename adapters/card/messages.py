@@ -127,7 +127,7 @@ def parse_ref(ref: str | None) -> Ref | None:
     return Ref(stan, f7, rrn, parts[3] if len(parts) == 4 else None)
 
 
-_answers: dict[str, tuple[str, ...]] = {}
+_answers: dict[str, tuple[str, ...]] = {}  # a C dict once compiled (messages.pxd)
 
 
 @cython.ccall
