@@ -8,7 +8,8 @@ from adapters.card.messages cimport valid_stan
 
 
 cdef class StanAllocator:
-    cdef public object _next, _source, _in_use
+    cdef public object _next, _source
+    cdef public set _in_use  # its look-ups, adds and discards are C calls
     cpdef claim(self, stan)
     cpdef release(self, stan)
 
