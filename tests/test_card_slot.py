@@ -86,6 +86,11 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+class Core(HostConnection):
+    """A connection core a test can break by replacing a method on the instance
+    (compiled, HostConnection is an extension type whose instances take no new attributes)."""
+
+
 async def signed_on(module):
     """A slot of a link that MACs with ``module``, signed on over a fake transport."""
     acq = HostLinkAcquirer("bank-a", [("127.0.0.1", 9)], ACQ, connections=1, mac="tdes-retail",
@@ -93,7 +98,7 @@ async def signed_on(module):
     acq.use_security_module(module)
     acq.loop = asyncio.get_running_loop()
     slot = acq.slots[0]
-    slot.core = HostConnection(acq.stans, acquirer_id=ACQ, echo_interval=1e9, network_timeout=1e9,
+    slot.core = Core(acq.stans, acquirer_id=ACQ, echo_interval=1e9, network_timeout=1e9,
                                endpoint=slot.label, metrics=acq.metrics)
     slot.framer = acq.framer_factory()
     transport = Transport(slot)

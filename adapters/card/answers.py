@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import cython
+
 from adapters.card.inflight import Pending
 from adapters.card.messages import acquirer_ref, answers
 from adapters.card.response_codes import AMOUNT_REFUSALS, amount_held, reversal_answer, terminal_answer, well_formed
@@ -37,6 +39,8 @@ def reversal_outcome(response_code: str | None, held_known: bool = True, mti: st
     return {"reversed": REVERSED, "not_found": NOT_FOUND}.get(outcome, RETRY)
 
 
+@cython.ccall
+@cython.locals(pending=Pending)
 def mismatch(pending: Pending, msg: Any, mti: str) -> str | None:
     """Why ``msg`` is not the answer to ``pending`` (None: it is).
 
@@ -70,6 +74,8 @@ def _differs(got: Any, sent: str | None) -> bool:
     return got is not None and sent is not None and got != sent and str(got).rstrip() != str(sent).rstrip()
 
 
+@cython.ccall
+@cython.locals(pending=Pending)
 def result_from_answer(msg: Any, pending: Pending) -> Result:
     """0110/0210/0230 -> Result: 39 as section 5 has it (:mod:`adapters.card.response_codes`),
     38, 55; acquirer_ref = stan|f7|rrn, and |the host's code when the terminal gets another."""

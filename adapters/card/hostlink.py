@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Callable
 
+import cython
 import msgspec
 
 from adapters.card.breaker import Breaker, BreakerState  # noqa: F401  (re-exported)
@@ -178,17 +179,23 @@ _REQUEST = Kind.REQUEST
 _REVERSAL = Kind.REVERSAL
 
 
-_requests_keys: dict[tuple[str, str], tuple] = {}
+_requests_keys: dict[str, dict[str, tuple]] = {}  # by request MTI, then response code (a dict: hostlink.pxd)
 
 
+@cython.cfunc
+@cython.locals(by_code=dict)
 def _requests_key(mti: str, response_code: str) -> tuple:
     """The LinkMetrics key of ``requests`` (mti, response_code), one object per pair: every answer counts under one, and the counters'
-    dicts then find it by identity instead of comparing nested tuples."""
-    key = _requests_keys.get((mti, response_code))
+    dicts then find it by identity instead of comparing nested tuples.  Kept by MTI, then by code: two
+    look-ups of a string, not a tuple built and hashed per answer."""
+    by_code = _requests_keys.get(mti)
+    if by_code is None:
+        by_code = _requests_keys[mti] = {}  # the link's own request MTIs: a handful
+    key = by_code.get(response_code)
     if key is None:
         key = link_key("requests", mti=mti, response_code=response_code)
-        if len(_requests_keys) < 1024:  # MTIs times section-5 codes: a few dozen
-            _requests_keys[(mti, response_code)] = key
+        if len(by_code) < 256:  # section-5 codes and the acquirer's: a few dozen
+            by_code[response_code] = key
     return key
 
 
@@ -237,19 +244,23 @@ class HostConnection:
 
     # -- helpers -----------------------------------------------------------
 
-    def _register(self, kind: Kind, msg: dict, *, now: float, deadline: float,
+    @cython.ccall
+    @cython.locals(msg=dict, pending=Pending)
+    def _register(self, kind: Kind, msg: dict, now: float, deadline: float,
                   rrn: str = "", terminal_id: str | None = None, token: Any = None) -> Pending:
-        get = msg.get
         pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
-                          get(4), get(3), get(49), get(42))
+                          msg.get(4), msg.get(3), msg.get(49), msg.get(42))
         self.inflight.add(pending.stan, pending, deadline)
         return pending
 
+    @cython.ccall
+    @cython.locals(pending=Pending)
     def _finish(self, pending: Pending) -> None:
         self.stans.release(pending.stan)
         if pending is self._echo:
             self._echo = None
 
+    @cython.ccall
     def _stan_and_time(self, request: Request, wall: float) -> tuple[str, str]:
         """The switch-assigned host STAN and field 7, else our own."""
         host_stan, host_time = request.host_stan, request.host_time
@@ -268,7 +279,7 @@ class HostConnection:
         self.state = State.SIGNING_ON
         stan = self.stans.allocate()
         msg = network_fields(SIGN_ON, stan=stan, f7=transmission_time(wall))
-        self._register(Kind.SIGN_ON, msg, now=now, deadline=now + self.network_timeout)
+        self._register(Kind.SIGN_ON, msg, now, now + self.network_timeout)
         return msg
 
     @property
@@ -294,7 +305,7 @@ class HostConnection:
             return None
         stan = self.stans.allocate()
         msg = network_fields(SIGN_OFF, stan=stan, f7=transmission_time(wall))
-        self._register(Kind.SIGN_OFF, msg, now=now, deadline=now + self.network_timeout)
+        self._register(Kind.SIGN_OFF, msg, now, now + self.network_timeout)
         return msg
 
     def connection_lost(self, reason: str = "connection lost") -> list[Completed]:
@@ -324,7 +335,9 @@ class HostConnection:
 
     # -- outgoing ----------------------------------------------------------
 
-    def request(self, request: Request, *, now: float, wall: float, timeout: float,
+    @cython.ccall
+    @cython.locals(msg=dict)
+    def request(self, request: Request, now: float, wall: float, timeout: float,
                 token: Any = None) -> tuple[dict, Pending]:
         """Register an authorization/financial/advice message; returns it with
         its Pending (cancel with :meth:`cancel` if it could not be written).
@@ -334,9 +347,9 @@ class HostConnection:
         if request.mti not in FINANCIAL_MTIS:
             raise ValueError(f"not a host request MTI: {request.mti}")
         stan, f7 = self._stan_and_time(request, wall)
-        msg = request_fields(request, stan=stan, f7=f7, acquirer_id=self.acquirer_id)
-        pending = self._register(_REQUEST, msg, now=now, deadline=now + timeout,
-                                 rrn=request.rrn, terminal_id=request.terminal_id, token=token)
+        msg = request_fields(request, stan, f7, self.acquirer_id)
+        # Fields 37 and 41 are the request's RRN and terminal ID: read from the message just built.
+        pending = self._register(_REQUEST, msg, now, now + timeout, msg[37], msg[41], token)
         return msg, pending
 
     def reversal(self, request: Request, *, now: float, wall: float, timeout: float,
@@ -352,8 +365,7 @@ class HostConnection:
         except Exception:
             self.stans.release(stan)
             raise
-        pending = self._register(Kind.REVERSAL, msg, now=now, deadline=now + timeout,
-                                 rrn=msg[37], terminal_id=request.terminal_id, token=token)
+        pending = self._register(Kind.REVERSAL, msg, now, now + timeout, msg[37], request.terminal_id, token)
         ref = parse_ref(request.original.acquirer_ref)
         pending.held_known = request.original.auth_code is not None or (ref is not None and ref.approved is not None)
         return msg, pending
@@ -366,6 +378,7 @@ class HostConnection:
 
     # -- incoming ----------------------------------------------------------
 
+    @cython.ccall
     def receive(self, msg: Any, now: float, authentic: bool = True) -> list:
         """A decoded message from the acquirer.
 
@@ -389,6 +402,8 @@ class HostConnection:
             self.metrics.inc("mac_failures", mti=mti)
         return events
 
+    @cython.ccall
+    @cython.locals(pending=Pending)
     def _match(self, msg: Any, mti: str, authentic: bool) -> list:
         """An answer: to what is in flight (Completed, and the rest), late, or unmatched.
 
@@ -494,6 +509,8 @@ class HostConnection:
             return [Close("signed off")]
         return []  # an echo: the link is alive, whatever the MAC says
 
+    @cython.ccall
+    @cython.locals(pending=Pending)
     def _answered(self, pending: Pending, msg: Any) -> list:
         rc = msg.get(39)
         kind = pending.kind
@@ -563,14 +580,14 @@ class HostConnection:
                     and now - self.last_received >= self.echo_interval):
                 stan = self.stans.allocate()
                 msg = network_fields(ECHO, stan=stan, f7=transmission_time(wall))
-                self._echo = self._register(Kind.ECHO, msg, now=now,
-                                            deadline=now + self.network_timeout)
+                self._echo = self._register(Kind.ECHO, msg, now, now + self.network_timeout)
                 self.metrics.inc("echoes", endpoint=self.endpoint)
                 events.append(Send(msg))
         except Exception as exc:
             events.append(Close(f"no STAN for a network message: {type(exc).__name__}: {exc}"))
         return events
 
+    @cython.ccall
     def next_wakeup(self) -> float | None:
         """When :meth:`poll` has something to do next (None: nothing scheduled)."""
         wake = self.inflight.next_deadline()

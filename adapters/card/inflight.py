@@ -69,6 +69,7 @@ class StanAllocator:
                 self._in_use.add(stan)
                 return stan
 
+    @cython.ccall
     def claim(self, stan: str) -> str:
         """Take a STAN the switch assigned; :class:`StanInUse` if it is in flight."""
         if not valid_stan(stan):
@@ -78,6 +79,7 @@ class StanAllocator:
         self._in_use.add(stan)
         return stan
 
+    @cython.ccall
     def release(self, stan: str) -> None:
         self._in_use.discard(stan)
 
@@ -99,28 +101,12 @@ class Kind(enum.Enum):
     SIGN_OFF = "sign-off"
 
 
-@cython.cclass
 class Pending:
     """One message written to the acquirer and not yet answered.
 
-    An extension type once compiled (one per request, read on every answer):
-    its attributes are C fields, set at a store each instead of a slot
-    descriptor's call each."""
-
-    kind = cython.declare(object, visibility="public")
-    mti = cython.declare(object, visibility="public")
-    stan = cython.declare(object, visibility="public")
-    f7 = cython.declare(object, visibility="public")
-    rrn = cython.declare(object, visibility="public")
-    terminal_id = cython.declare(object, visibility="public")
-    deadline = cython.declare(object, visibility="public")
-    sent_at = cython.declare(object, visibility="public")
-    token = cython.declare(object, visibility="public")
-    amount = cython.declare(object, visibility="public")
-    processing_code = cython.declare(object, visibility="public")
-    held_known = cython.declare(object, visibility="public")
-    currency = cython.declare(object, visibility="public")
-    merchant_id = cython.declare(object, visibility="public")
+    An extension type once compiled (inflight.pxd: one per request, read on
+    every answer): its attributes are C fields, which the host link's code
+    that declares its variables a Pending reads without a lookup."""
 
     def __init__(self, kind: Kind, mti: str, stan: str, f7: str, rrn: str,
                  terminal_id: str | None, deadline: float, sent_at: float, token: Any,

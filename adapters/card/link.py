@@ -50,7 +50,10 @@ import random
 import time
 from typing import Any, Callable, Sequence
 
+import cython
+
 from adapters.card.hostlink import (
+    FINANCIAL_MTIS,
     RC_INOPERATIVE,
     RC_MALFUNCTION,
     Breaker,
@@ -63,10 +66,13 @@ from adapters.card.hostlink import (
     scrub,
 )
 from adapters.card.hostmac import HostMac
+from adapters.card.hostlink import HostConnection  # noqa: F401  (a type read by Cython: link.pxd)
+from adapters.card.inflight import Pending  # noqa: F401  (a type read by Cython: link.pxd)
 from adapters.card.slot import Slot
 from switch.core.acquirer import RETRY, Request, Result
 
 log = logging.getLogger("payswitch.card")
+_wall = time.time  # field 7's clock, read once a request: bound here, not looked up on the module each time
 
 
 class HostLinkAcquirer:
@@ -236,10 +242,13 @@ class HostLinkAcquirer:
         now = self._now()
         return any(slot.usable and not self.breakers[slot.endpoint].is_open(now) for slot in self.slots)
 
+    @cython.ccall
     def _now(self) -> float:
         return self.loop.time() if self.loop is not None else 0.0
 
-    def _pick(self, *, store_and_forward: bool = False) -> Slot | None:
+    @cython.ccall
+    @cython.locals(slot=Slot, best=Slot)
+    def _pick(self, store_and_forward: bool = False) -> Slot | None:
         """The least busy signed-on connection of the first endpoint that has one
         and whose breaker lets a request through.  ``store_and_forward``
         (reversals): with every breaker open, one anyway; a reversal has nowhere
@@ -259,6 +268,8 @@ class HostLinkAcquirer:
                 fallback = best
         return fallback if store_and_forward else None
 
+    @cython.ccall
+    @cython.locals(slot=Slot)
     def breaker_learns(self, slot: Slot, how: str) -> None:
         """A transaction on ``slot`` ended: answered, timed out, or lost."""
         breaker = self.breakers[slot.endpoint]
@@ -299,13 +310,15 @@ class HostLinkAcquirer:
                 event.stan, "installed" if accepted else "refused by its handler; answered 96")
         return accepted
 
+    @cython.ccall
     def _deadline(self, timeout: float) -> float:
         if self.request_timeout is not None:
             return min(timeout, self.request_timeout)
         return timeout
 
+    @cython.locals(slot=Slot, core=HostConnection, pending=Pending)
     async def authorize(self, request: Request, timeout: float) -> Result:
-        if request.mti not in ("0100", "0200", "0220"):
+        if request.mti not in FINANCIAL_MTIS:
             raise ValueError(f"{self.name}: authorize() takes 0100/0200/0220, not {request.mti}")
         slot = self._pick()
         if slot is None:
@@ -315,8 +328,7 @@ class HostLinkAcquirer:
         loop = self.loop
         fut = loop.create_future()
         try:
-            msg, pending = slot.core.request(request, now=loop.time(), wall=time.time(),
-                                             timeout=self._deadline(timeout), token=fut)
+            msg, pending = slot.core.request(request, loop.time(), _wall(), self._deadline(timeout), fut)
         except (StanInUse, ValueError) as exc:  # the switch's STAN/field 7: nothing sent
             self.breakers[slot.endpoint].inconclusive(loop.time())
             log.error("%s: txn %d not sent: %s", self.name, request.txn_id, exc)
@@ -345,7 +357,7 @@ class HostLinkAcquirer:
         if request.original is None:
             raise ValueError(f"{self.name}: reverse() needs request.original")
         mti = "0420" if request.attempt == 0 else "0421"
-        slot = self._pick(store_and_forward=True)
+        slot = self._pick(True)
         if slot is None:
             self.metrics.inc("unavailable", mti=mti)
             self.metrics.inc("reversals", mti=mti, response_code="unavailable")
@@ -376,6 +388,7 @@ class HostLinkAcquirer:
 
     # -- observability -------------------------------------------------------
 
+    @cython.ccall
     def ready_changed(self) -> None:
         if self._ready is not None and self.healthy():
             self._ready.set()

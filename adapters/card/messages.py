@@ -14,7 +14,9 @@ import re
 import time
 from typing import Any, Mapping
 
+import cython
 import msgspec
+from msgspec.structs import astuple
 
 from switch.core.acquirer import Original, Request
 from switch.core.messages import mask_pan, mask_pans, response_mti
@@ -62,14 +64,17 @@ def transmission_time(wall: float) -> str:
     return _f7_cache[1]
 
 
+@cython.ccall
 def valid_stan(stan: str | None) -> bool:
     return stan is not None and len(stan) == 6 and stan.isdigit()
 
 
+@cython.ccall
 def valid_f7(f7: str | None) -> bool:
     return f7 is not None and len(f7) == 10 and f7.isdigit()
 
 
+@cython.ccall
 def acquirer_ref(stan: str, f7: str, rrn: str, host_code: str | None = None, approved: int | None = None,
                  currency: str | None = None) -> str:
     """What a later reversal or completion needs: the STAN and field 7 as sent
@@ -122,9 +127,10 @@ def parse_ref(ref: str | None) -> Ref | None:
     return Ref(stan, f7, rrn, parts[3] if len(parts) == 4 else None)
 
 
-_answers: dict[str, tuple[str, ...]] = {}
+_answers: dict[str, tuple[str, ...]] = {}  # a C dict once compiled (messages.pxd)
 
 
+@cython.ccall
 def answers(mti: str) -> tuple[str, ...]:
     """The answer MTIs that fit a request: a repeat (xxx1) may be answered
     as a repeat or as its first send (0421 -> 0431 or 0430).  Kept per MTI:
@@ -168,40 +174,54 @@ def original_data(original: Original, acquirer_id: str) -> str:
     return f"{original.mti}{stan}{f7}{acquirer_id.rjust(11, '0')}{'0' * 11}"
 
 
-def request_fields(request: Request, *, stan: str, f7: str, acquirer_id: str) -> dict:
+# The order of Request's fields, which request_fields unpacks: checked here, so that a field
+# added to Request or moved fails the import instead of shifting every field after it.
+_REQUEST_FIELDS = ("txn_id", "kind", "mti", "processing_code", "amount", "currency", "terminal_id",
+                   "merchant_id", "stan", "transmission_time", "rrn", "local_time", "local_date", "pan",
+                   "expiry", "entry_mode", "pos_condition", "track2", "pin_block", "icc", "tlv", "original",
+                   "host_stan", "host_time", "attempt")
+if Request.__struct_fields__ != _REQUEST_FIELDS:
+    raise ImportError(f"adapters.card.messages: Request's fields are {Request.__struct_fields__}, "
+                      "request_fields unpacks them in another order")
+
+
+def request_fields(request: Request, stan: str, f7: str, acquirer_id: str) -> dict:
     """The host message (0100/0200/0220) for a terminal's request."""
-    # Each attribute read once (one request a purchase: a second read is a second lookup).
-    msg: dict[Any, Any] = {"mti": request.mti}
-    if value := request.pan:
-        msg[2] = value
-    msg[3] = request.processing_code
-    if (amount := request.amount) is not None:
-        msg[4] = f"{amount:012d}"
+    # Every field read in one call (one request a purchase: an attribute read is a lookup each).
+    (_, _, mti, processing_code, amount, currency, terminal_id, merchant_id, _, _, rrn, local_time,
+     local_date, pan, expiry, entry_mode, pos_condition, track2, pin_block, icc, _, original,
+     _, _, _) = astuple(request)
+    msg: dict[Any, Any] = {"mti": mti}
+    if pan:
+        msg[2] = pan
+    msg[3] = processing_code
+    if amount is not None:
+        # What f"{amount:012d}" writes for an int, without parsing a format spec per request.
+        msg[4] = str(amount).zfill(12) if type(amount) is int else f"{amount:012d}"
     msg[7] = f7
     msg[11] = stan
-    if value := request.local_time:
-        msg[12] = value
-    if value := request.local_date:
-        msg[13] = value
-    if value := request.expiry:
-        msg[14] = value
-    if value := request.entry_mode:
-        msg[22] = value
-    if value := request.pos_condition:
-        msg[25] = value
+    if local_time:
+        msg[12] = local_time
+    if local_date:
+        msg[13] = local_date
+    if expiry:
+        msg[14] = expiry
+    if entry_mode:
+        msg[22] = entry_mode
+    if pos_condition:
+        msg[25] = pos_condition
     msg[32] = acquirer_id
-    if value := request.track2:
-        msg[35] = value
-    msg[37] = request.rrn
-    msg[41] = request.terminal_id
-    msg[42] = request.merchant_id
-    if value := request.currency:
-        msg[49] = value
-    if value := request.pin_block:
-        msg[52] = value
-    if value := request.icc:
-        msg[55] = value
-    original = request.original
+    if track2:
+        msg[35] = track2
+    msg[37] = rrn
+    msg[41] = terminal_id
+    msg[42] = merchant_id
+    if currency:
+        msg[49] = currency
+    if pin_block:
+        msg[52] = pin_block
+    if icc:
+        msg[55] = icc
     if original is not None:
         # A completion (0220) names the pre-authorization it completes.
         if original.auth_code:

@@ -16,6 +16,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+import cython
+
 from adapters.card.hostlink import (
     Close,
     Completed,
@@ -30,6 +32,7 @@ from adapters.card.hostlink import (
     Unmatched,
     scrub,
 )
+from adapters.card.inflight import Pending  # noqa: F401  (a type read by Cython: slot.pxd)
 from switch.core.backoff import Backoff
 from switch.security.module import SecurityModuleError
 
@@ -99,6 +102,8 @@ class Slot:
     def usable(self) -> bool:
         return self.load() is not None
 
+    @cython.ccall
+    @cython.locals(core=HostConnection)
     def load(self) -> int | None:
         """How many messages are in flight on the connection, None when it takes no
         requests (not signed on, or going away): what the pool picks by, in one call."""
@@ -160,6 +165,8 @@ class Slot:
         self.write(msg)
         self.arm()
 
+    @cython.ccall
+    @cython.locals(core=HostConnection)
     def data_received(self, data: bytes) -> None:
         """The whole messages that arrived, to the core: at once, or after an awaited MAC check."""
         link = self.link
@@ -183,6 +190,8 @@ class Slot:
         if bad is not None:
             self.garbage(f"framing: {scrub(str(bad))}")
 
+    @cython.ccall
+    @cython.locals(core=HostConnection)
     def take(self, core: HostConnection, payloads: Iterable[bytes], decode: Callable[[bytes], Any],
              verify: Callable[[Any, bytes], str] | None) -> bool:
         """Each payload decoded, its MAC checked by ``verify`` (None: the link does not MAC) and given to ``core``.
@@ -279,14 +288,17 @@ class Slot:
 
     # -- events, writes, timers ---------------------------------------------
 
+    @cython.ccall
+    @cython.locals(pending=Pending)
     def handle(self, events: list) -> None:
         link = self.link
         for event in events:
             if type(event) is Completed:
-                kind = event.pending.kind
+                pending = event.pending
+                kind = pending.kind
                 if kind is _REQUEST or kind is _REVERSAL:
                     link.breaker_learns(self, event.how)
-                fut = event.pending.token
+                fut = pending.token
                 if fut is not None and not fut.done():
                     fut.set_result(event.outcome)
             elif type(event) is Send:
@@ -350,6 +362,7 @@ class Slot:
         if transport is not None:
             transport.abort()
 
+    @cython.ccall
     def send(self, transport: Any, frame: bytes) -> None:
         """Write a request frame on ``transport``; every frame of one pass of the loop leaves in one send.
 
@@ -373,6 +386,8 @@ class Slot:
         if transport is self.transport and not transport.is_closing():
             transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
 
+    @cython.ccall
+    @cython.locals(core=HostConnection)
     def arm(self) -> None:
         """Make sure the timer fires no later than the core's next wakeup."""
         core = self.core
@@ -391,6 +406,7 @@ class Slot:
             timer.cancel()
         self.timer = self.link.loop.call_at(wake, self.on_timer)
 
+    @cython.ccall
     def arm_by(self, deadline: float) -> None:
         """:meth:`arm` after a request was registered with ``deadline``.
 

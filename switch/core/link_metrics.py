@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import cython
+
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
@@ -54,11 +56,12 @@ class LinkMetrics:
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
         self.add(key(name, **labels), amount)
 
+    @cython.ccall
     def add(self, counter: Key, amount: int = 1) -> None:
         """:meth:`inc` with the key built by the caller: ``(name, ((label, value), ...))``,
         the pairs sorted by label.  For counters bumped on every message: no
         keyword arguments, no sort."""
-        counters = self.counters
+        counters = self.counters  # dicts (link_metrics.pxd): their get and item stores are C calls
         counters[counter] = counters.get(counter, 0) + amount
         listener = self._listener
         if listener is None:
