@@ -10,12 +10,14 @@ from adapters.card.inflight cimport Pending
 from adapters.card.messages cimport valid_f7, valid_stan
 from adapters.card.inflight cimport StanAllocator as _StanAllocator
 from switch.core.link_metrics cimport LinkMetrics as _LinkMetrics
+from switch.core.inflight cimport InFlight as _InFlight
 
 cdef class HostConnection:
     cdef public _StanAllocator stans
     cdef public _LinkMetrics metrics
     cdef public object acquirer_id, echo_interval, network_timeout, resign_wait, endpoint
-    cdef public object state, inflight, given_up, last_received, resume_at, _echo
+    cdef public _InFlight inflight
+    cdef public object state, given_up, last_received, resume_at, _echo
 
     cpdef _register(self, kind, dict msg, now, deadline, rrn=*, terminal_id=*, token=*)
     cpdef _finish(self, Pending pending)

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from typing import Any, Callable, Generic, Hashable, Iterable, TypeVar
+from typing import Any, Callable, Hashable, Iterable, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 E = TypeVar("E")
 
 
-class InFlight(Generic[K, E]):
+class InFlight:
     """Entries of one connection by key, with a deadline heap and a memory of
     the keys given up on.
 
     ``remember(entry)`` is what :meth:`expired` returns for a key given up on
     (the card link keeps the request's MTI, to check that a late answer fits
     it); without it, ``True``.  ``late_memory`` bounds how many keys are kept.
+    Keys are ``K``, entries ``E`` (an annotation ``InFlight[str, Pending]`` is
+    never evaluated: compiled, this is an extension type, not a generic).
     """
 
     def __init__(self, late_memory: int = 4096, remember: Callable[[E], Any] | None = None) -> None:
