@@ -172,15 +172,28 @@ class GroupCommitter:
 
     def _submit(self, fn: Callable[..., Any], args: tuple, writes: bool) -> Future:
         fut = self._new_future()
-        # The lock makes "not closed, so queue it" atomic with close(): an
-        # operation is either queued before the stop mark or refused.
+        if self._inline:
+            return self._submit_inline(fut, fn, args, writes)
+        op = (fut, fn, args, writes)
+        # "Not closed, so queue it" is atomic with close() without taking the
+        # lock (its acquire and release were a third of this call): this module
+        # is compiled (switch.compiled), so nothing between reading _closed and
+        # the put (C code that keeps the GIL) runs bytecode, and no other thread
+        # runs in between; op is built before, as an allocation may run the
+        # garbage collector.  So an operation is either queued before the stop
+        # mark (or before a dying writer drains the queue: _died sets _closed
+        # first) or refused.
+        if self._closed is None:
+            self._put(op)
+            return fut
+        fut.set_exception(JournalClosed(*self._closed.args))
+        return fut
+
+    def _submit_inline(self, fut: Any, fn: Callable[..., Any], args: tuple, writes: bool) -> Any:
         with self._lock:
             if self._closed is None:
-                if self._inline:
-                    if self._claim(fut):
-                        self._run_batch([(fut, fn, args, writes)])
-                    return fut
-                self._put((fut, fn, args, writes))
+                if self._claim(fut):
+                    self._run_batch([(fut, fn, args, writes)])
                 return fut
             closed = self._closed
         fut.set_exception(JournalClosed(*closed.args))

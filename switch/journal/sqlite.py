@@ -43,6 +43,7 @@ from switch.journal import (
 )
 from switch.journal import files, terminal_keys
 from switch.journal import reversal_card as cards
+from switch.journal.reversal_card import check_sealed_form
 from switch.journal.compiled import CompiledRuns
 from switch.journal.refunds import RefundLimit
 from switch.journal.settlement import Settlement
@@ -73,6 +74,13 @@ from switch.journal.statements import (
 )
 
 _inserted = operator.itemgetter(*INSERTED_INDEX)  # the inserted columns of a record's values
+# Where insert_args finds what it checks in a record's values (no attribute look-ups).
+_TERMINAL_ID, _STAN, _TRANSMISSION_TIME, _PAN_MASKED, _PAN_HASH, _CARD_SEALED, _ACQUIRER_REF, _ORDER_REF = (
+    FIELDS.index(f) for f in (
+        "terminal_id", "stan", "transmission_time", "pan_masked", "pan_hash", "card_sealed", "acquirer_ref",
+        "order_ref",
+    )
+)
 # The fields the Luhn guard looks at (it passes over LONG_NUMBER_FIELDS), picked out in C.
 _GUARDED_NAMES = tuple(f for f in FIELDS if f not in LONG_NUMBER_FIELDS)
 _guarded = operator.itemgetter(*(FIELDS.index(f) for f in _GUARDED_NAMES))
@@ -94,6 +102,33 @@ def states_query(states: tuple[str, ...], limit: int) -> tuple[str, tuple]:
     terms = [f"state = '{s}'" if s in OPEN_STATES else "state = ?" for s in states]
     sql = f"SELECT {COLUMNS} FROM txn WHERE {' OR '.join(terms)} ORDER BY updated_at, id LIMIT ?"
     return sql, (*(s for s in states if s not in OPEN_STATES), limit)
+
+
+def insert_args(rec: TxnRecord, hmac_key: bytes | None) -> tuple[TxnRecord, tuple, tuple]:
+    """An insert's operation arguments: (a copy of the record, all its values, its key), checked for cardholder data.
+
+    Run for every insert on the caller's (event loop's) thread, so the values
+    are read from the record's tuple, not by attribute.
+    """
+    if type(rec) is not TxnRecord:
+        raise TypeError(f"insert takes a TxnRecord, got {type(rec).__name__}")
+    # A copy: the caller may change its record before the writer gets to it.
+    rec = replace(rec)
+    values = astuple(rec)
+    # One scan of every value first: none holding a card number, none of the
+    # guarded ones does (the usual case, without picking them out).
+    if luhn_run(values) is not None:
+        check_luhn_values(_GUARDED_NAMES, _guarded(values))
+    pan_hash = values[_PAN_HASH]
+    check_pan_forms(values[_PAN_MASKED], pan_hash)
+    sealed = values[_CARD_SEALED]
+    if sealed is not None:
+        check_sealed_form("card_sealed", sealed)
+    acquirer_ref, order_ref = values[_ACQUIRER_REF], values[_ORDER_REF]
+    if acquirer_ref is not None or order_ref is not None:
+        check_own_pan({"acquirer_ref": acquirer_ref, "order_ref": order_ref}, pan_hash, hmac_key)
+    # statements.INSERT takes the values as they are, those it does not store included.
+    return rec, values, (values[_TERMINAL_ID], values[_STAN], values[_TRANSMISSION_TIME])
 
 
 class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitter):
@@ -154,28 +189,13 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
 
     def insert(self, rec: TxnRecord) -> Future[tuple[TxnRecord, bool]]:
         try:
-            args = self._insert_args(rec)
+            args = insert_args(rec, self._hmac_key)
         except (TypeError, ValueError) as exc:
             return self._failed(exc)
         return self._submit(self._insert_call, args, True)
 
     def _insert_args(self, rec: TxnRecord) -> tuple[TxnRecord, tuple, tuple]:
-        """(a copy of the record, its inserted values, its key), checked for cardholder data."""
-        if type(rec) is not TxnRecord:
-            raise TypeError(f"insert takes a TxnRecord, got {type(rec).__name__}")
-        # A copy: the caller may change its record before the writer gets to it.
-        rec = replace(rec)
-        values = astuple(rec)
-        # One scan of every value first: none holding a card number, none of the
-        # guarded ones does (the usual case, without picking them out).
-        if luhn_run(values) is not None:
-            check_luhn_values(_GUARDED_NAMES, _guarded(values))
-        check_pan_forms(rec.pan_masked, rec.pan_hash)
-        if rec.card_sealed is not None:
-            cards.check_sealed_form("card_sealed", rec.card_sealed)
-        if rec.acquirer_ref is not None or rec.order_ref is not None:
-            check_own_pan({"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key)
-        return rec, _inserted(values), (rec.terminal_id, rec.stan, rec.transmission_time)
+        return insert_args(rec, self._hmac_key)
 
     def update(self, txn_id: int, **changes: Any) -> Future[TxnRecord]:
         return self._update_op(txn_id, None, changes)
@@ -406,7 +426,7 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         cur = conn.execute(INSERT, row + (now, now))
         if cur.rowcount == 1:
             txn_id = cur.lastrowid
-            if as_stored(INSERTED_TYPES, row):
+            if as_stored(INSERTED_TYPES, _inserted(row)):
                 rec = replace(
                     rec, id=txn_id, rrn="%012d" % txn_id, created_at=now, updated_at=now
                 )

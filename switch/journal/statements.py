@@ -16,9 +16,13 @@ INSERTED_INDEX = tuple(FIELDS.index(f) for f in INSERTED)
 COLUMNS = ", ".join(FIELDS)
 
 
+# Its parameters are a record's values, all of them in field order (astuple),
+# then created_at and updated_at: numbered, so that those set by the journal
+# (id, rrn, ...) are bound and not used, and the caller need not pick out the
+# inserted ones (36 of 41).
 INSERT = (
     f"INSERT INTO txn ({', '.join(INSERTED)}, created_at, updated_at) "
-    f"VALUES ({', '.join('?' * (len(INSERTED) + 2))}) "
+    f"VALUES ({', '.join(f'?{i + 1}' for i in (*INSERTED_INDEX, len(FIELDS), len(FIELDS) + 1))}) "
     "ON CONFLICT (terminal_id, stan, transmission_time, key_epoch) DO NOTHING"
 )
 BY_ID = f"SELECT {COLUMNS} FROM txn WHERE id = ?"
@@ -106,7 +110,8 @@ INSERTED_TYPES = tuple(COLUMN_TYPES[f] for f in INSERTED)
 # The same, as native.sqlbatch's parameter kinds (t str, i int, r float, b bytes; NULL in any).
 KIND_OF_TYPES = {TEXT: "t", INTEGER: "i", REAL: "r", BLOB: "b"}
 COLUMN_KINDS: dict[str, str] = {f: KIND_OF_TYPES[t] for f, t in COLUMN_TYPES.items()}
-INSERT_KINDS = "".join(COLUMN_KINDS[f] for f in INSERTED) + "rr"  # then created_at, updated_at
+# Every field (those set by the journal are not used: any kind), then created_at, updated_at.
+INSERT_KINDS = "".join(COLUMN_KINDS.get(f, "*") for f in FIELDS) + "rr"
 
 
 def as_stored(types: tuple[frozenset, ...], values: tuple) -> bool:
