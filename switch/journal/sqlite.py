@@ -91,6 +91,59 @@ __all__ = ["SqliteJournal", "MIGRATIONS", "SCHEMA_VERSION", "COLUMN_TYPES", "INS
 MIN_SQLITE = (3, 37, 0)
 
 
+def _update_op(
+    journal: SqliteJournal, txn_id: int, expect: str | None, changes: dict[str, Any], call: Callable[..., Any] | None
+) -> Future[TxnRecord]:
+    """The update of :meth:`SqliteJournal.update`, ``update_if`` (``expect``) and ``end_reversal`` (``call``).
+
+    A function of the module, not a method: compiled, it takes ``changes`` as
+    a dict (sqlite.pxd), and every look-up in it is the dict's own.
+    """
+    if "card_sealed" in changes:
+        if changes["card_sealed"] is not None:
+            try:
+                check_sealed_form("card_sealed", changes["card_sealed"])
+            except ValueError as exc:
+                return journal._failed(exc)
+    elif "state" in changes and changes["state"] != "sent" and not (
+        changes["state"] == "answered" and changes.get("response_code") == "00"
+    ):
+        # A payment keeps its sealed card while it is at the acquirer, and
+        # approved (for card_retention: forget_cards clears it then, and
+        # card_retention = 0 clears it with the answer, card_sealed=None);
+        # anything else that moves it on clears it, in the same statement.
+        changes = {**changes, "card_sealed": None}
+    columns = tuple(changes)
+    guarded = expect is not None
+    plans = journal._update_sql
+    plan = plans.get((columns, guarded))
+    if plan is None:
+        unknown = changes.keys() - UPDATABLE
+        if unknown:
+            return journal._failed(
+                ValueError(
+                    f"cannot update journal column(s) {', '.join(sorted(unknown))}: "
+                    f"unknown or set by the journal (id, rrn, created_at, updated_at)"
+                )
+            )
+        plan = plans[(columns, guarded)] = SqliteJournal._update_plan(columns, guarded)
+    statements, luhn_names, pick, forms, free_refs = plan
+    try:
+        # check_no_pan(changes), with what depends only on the columns worked out once.
+        if luhn_names:
+            values = tuple(changes.values())
+            if luhn_run(values) is not None:  # as in insert_args: all values first
+                check_luhn_values(luhn_names, values if pick is None else pick(values))
+        if forms:
+            check_pan_forms(changes.get("pan_masked"), changes.get("pan_hash"))
+    except ValueError as exc:
+        return journal._failed(exc)
+    own_pan_check = free_refs and journal._hmac_key is not None
+    if call is None:
+        call = journal._update_call
+    return journal._submit(call, (statements, changes, txn_id, own_pan_check, expect), True)
+
+
 def states_query(states: tuple[str, ...], limit: int) -> tuple[str, tuple]:
     """The statement and parameters of :meth:`SqliteJournal.in_states`.
 
@@ -198,57 +251,13 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         return insert_args(rec, self._hmac_key)
 
     def update(self, txn_id: int, **changes: Any) -> Future[TxnRecord]:
-        return self._update_op(txn_id, None, changes)
+        return _update_op(self, txn_id, None, changes, None)
 
     def update_if(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
-        return self._update_op(txn_id, expect, changes)
+        return _update_op(self, txn_id, expect, changes, None)
 
     def end_reversal(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
-        return self._update_op(txn_id, expect, changes, self._end_reversal)
-
-    def _update_op(
-        self, txn_id: int, expect: str | None, changes: dict[str, Any], call: Callable[..., Any] | None = None
-    ) -> Future[TxnRecord]:
-        if "card_sealed" in changes:
-            if changes["card_sealed"] is not None:
-                try:
-                    cards.check_sealed_form("card_sealed", changes["card_sealed"])
-                except ValueError as exc:
-                    return self._failed(exc)
-        elif "state" in changes and changes["state"] != "sent" and not (
-            changes["state"] == "answered" and changes.get("response_code") == "00"
-        ):
-            # A payment keeps its sealed card while it is at the acquirer, and
-            # approved (for card_retention: forget_cards clears it then, and
-            # card_retention = 0 clears it with the answer, card_sealed=None);
-            # anything else that moves it on clears it, in the same statement.
-            changes = {**changes, "card_sealed": None}
-        columns = tuple(changes)
-        guarded = expect is not None
-        plan = self._update_sql.get((columns, guarded))
-        if plan is None:
-            unknown = changes.keys() - UPDATABLE
-            if unknown:
-                return self._failed(
-                    ValueError(
-                        f"cannot update journal column(s) {', '.join(sorted(unknown))}: "
-                        f"unknown or set by the journal (id, rrn, created_at, updated_at)"
-                    )
-                )
-            plan = self._update_sql[(columns, guarded)] = self._update_plan(columns, guarded)
-        statements, luhn_names, pick, forms, free_refs = plan
-        try:
-            # check_no_pan(changes), with what depends only on the columns worked out once.
-            if luhn_names:
-                values = tuple(changes.values())
-                if luhn_run(values) is not None:  # as in _insert_args: all values first
-                    check_luhn_values(luhn_names, values if pick is None else pick(values))
-            if forms:
-                check_pan_forms(changes.get("pan_masked"), changes.get("pan_hash"))
-        except ValueError as exc:
-            return self._failed(exc)
-        own_pan_check = free_refs and self._hmac_key is not None
-        return self._submit(call or self._update_call, (statements, changes, txn_id, own_pan_check, expect), True)
+        return _update_op(self, txn_id, expect, changes, self._end_reversal)
 
     @staticmethod
     def _update_plan(columns: tuple[str, ...], guarded: bool) -> tuple:
