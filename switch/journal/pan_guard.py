@@ -197,9 +197,22 @@ def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
     storing its number; ``key`` is the journal secret (the HMAC key is
     derived from it, see :func:`pan_key`).
     """
+    global _LAST_PAN_MAC
     if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
         check_pan_digits(pan)  # raises, with its message
-    if not key:
-        raise ValueError("pan_protect needs a non-empty HMAC key")
-    prefix, mac = _pan_mac(key, PAN_KEY_VERSION)
+    last = _LAST_PAN_MAC
+    if last[0] is key:
+        prefix, mac = last[1]
+    else:
+        if not key:
+            raise ValueError("pan_protect needs a non-empty HMAC key")
+        found = _pan_mac(key, PAN_KEY_VERSION)
+        _LAST_PAN_MAC = (key, found)  # one tuple, replaced whole: safe from any thread
+        prefix, mac = found
     return mask_pan(pan), prefix + mac.hexdigest(pan.encode("ascii"))
+
+
+# (the secret pan_protect was last given, _pan_mac of it): a switch hashes every
+# card under the same secret, so its next call needs neither _pan_mac's tuple
+# key nor its dict look-up, only an identity check.
+_LAST_PAN_MAC: tuple = (None, None)
