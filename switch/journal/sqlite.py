@@ -32,7 +32,6 @@ from msgspec.structs import astuple, replace
 from native.panguard import luhn_run
 from native.sqlbatch import BatchExecutor
 from switch.journal import (
-    FREE_REFERENCE_FIELDS,
     LONG_NUMBER_FIELDS,
     JournalError,
     StaleState,
@@ -56,7 +55,6 @@ from switch.journal.statements import (
     BY_ID,
     BY_KEY,
     BY_ORDER,
-    COLUMN_KINDS,
     COLUMN_TYPES,
     COLUMNS,
     COMPLETION,
@@ -71,6 +69,7 @@ from switch.journal.statements import (
     as_stored,
     placeholders,
     record,
+    update_plan,
 )
 
 _inserted = operator.itemgetter(*INSERTED_INDEX)  # the inserted columns of a record's values
@@ -126,7 +125,7 @@ def _update_op(
                     f"unknown or set by the journal (id, rrn, created_at, updated_at)"
                 )
             )
-        plan = plans[(columns, guarded)] = SqliteJournal._update_plan(columns, guarded)
+        plan = plans[(columns, guarded)] = update_plan(columns, guarded)
     statements, luhn_names, pick, forms, free_refs = plan
     try:
         # check_no_pan(changes), with what depends only on the columns worked out once.
@@ -213,7 +212,7 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         self._conn: sqlite3.Connection | None = None
         self._claimed: int | None = None  # the journal file's lock (files.claim) while open
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
-        # Per set of updated columns (and whether the state is expected): its _update_plan.
+        # Per set of updated columns (and whether the state is expected): its statements.update_plan.
         self._update_sql: dict[tuple[tuple[str, ...], bool], tuple] = {}
         # Writer thread only: the records as this connection last wrote or read
         # them, newest last, so that an update can return its record without
@@ -258,38 +257,6 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
 
     def end_reversal(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
         return _update_op(self, txn_id, expect, changes, self._end_reversal)
-
-    @staticmethod
-    def _update_plan(columns: tuple[str, ...], guarded: bool) -> tuple:
-        """What an update of ``columns`` needs, made once per set of columns.
-
-        ``(statements, luhn_names, pick, forms, free_refs)``: the SQL (UPDATE,
-        UPDATE ... RETURNING, column types, whether it stores the answer,
-        native.sqlbatch's parameter kinds); the columns the Luhn guard scans
-        and how to pick their values out of the changes' (None: all of
-        them); whether pan_masked or pan_hash is set; whether a free
-        reference field is (checked against the record's own PAN).
-        """
-        assignments = ", ".join(f"{c} = ?" for c in columns)
-        # Storing the answer (its response code) stamps answered_at too.
-        answers = "response_code" in columns
-        stamps = "updated_at = ?, answered_at = ?" if answers else "updated_at = ?"
-        where = "id = ? AND state = ?" if guarded else "id = ?"
-        sql = f"UPDATE txn SET {assignments}, {stamps} WHERE {where}"
-        # native.sqlbatch's parameter kinds: the columns', then the stamps, id and expected state.
-        kinds = "".join(COLUMN_KINDS[c] for c in columns) + ("rri" if answers else "ri") + ("t" if guarded else "")
-        statements = (sql, f"{sql} RETURNING {COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers, kinds)
-        scanned = [i for i, c in enumerate(columns) if c not in LONG_NUMBER_FIELDS]
-        luhn_names = tuple(columns[i] for i in scanned)
-        if not scanned or len(scanned) == len(columns):
-            pick = None
-        elif len(scanned) == 1:
-            pick = (lambda values, i=scanned[0]: (values[i],))
-        else:
-            pick = operator.itemgetter(*scanned)
-        forms = "pan_masked" in columns or "pan_hash" in columns
-        free_refs = any(c in columns for c in FREE_REFERENCE_FIELDS)
-        return statements, luhn_names, pick, forms, free_refs
 
     def get(self, txn_id: int) -> Future[TxnRecord | None]:
         return self._submit(self._one, (BY_ID, (txn_id,)), False)
@@ -405,18 +372,20 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         # Strictly increasing within this journal, so updated_at orders the
         # updates as they were made even when the clock ticks coarsely.
         now = float(self._clock())  # stored in a REAL column
-        if now <= self._last_now:
-            now = self._last_now + 1e-6
+        last = self._last_now
+        if now <= last:
+            now = last + 1e-6
         self._last_now = now
         return now
 
     def _remember(self, rec: TxnRecord) -> TxnRecord:
         known = self._known
-        known[rec.id] = rec
-        known.move_to_end(rec.id)
+        txn_id = rec.id
+        known[txn_id] = rec
+        known.move_to_end(txn_id)
         if len(known) > self._known_max:
             known.popitem(last=False)
-        self._unsure.append(rec.id)
+        self._unsure.append(txn_id)
         return rec
 
     def _forget_unsure(self) -> None:
