@@ -9,5 +9,5 @@ cdef Py_ssize_t _TERMINAL_ID, _STAN, _TRANSMISSION_TIME, _PAN_MASKED, _PAN_HASH,
 @cython.locals(values=tuple)
 cpdef tuple insert_args(rec, hmac_key)
 
-@cython.locals(columns=tuple, plans=dict, plan=tuple, values=tuple)
+@cython.locals(names=list, given=list, columns=tuple, plans=dict, plan=tuple, values=tuple, guarded=bint)
 cdef _update_op(journal, txn_id, expect, dict changes, call)

@@ -112,10 +112,16 @@ def _update_op(
         # card_retention = 0 clears it with the answer, card_sealed=None);
         # anything else that moves it on clears it, in the same statement.
         changes = {**changes, "card_sealed": None}
-    columns = tuple(changes)
+    # The columns and their values in one walk of the dict (tuple() of a dict
+    # or of its values makes an iterator and asks it for its length).
+    names, given = [], []
+    for name, value in changes.items():
+        names.append(name)
+        given.append(value)
+    columns, values = tuple(names), tuple(given)
     guarded = expect is not None
-    plans = journal._update_sql
-    plan = plans.get((columns, guarded))
+    plans = journal._update_sql[guarded]
+    plan = plans.get(columns)
     if plan is None:
         unknown = changes.keys() - UPDATABLE
         if unknown:
@@ -125,12 +131,11 @@ def _update_op(
                     f"unknown or set by the journal (id, rrn, created_at, updated_at)"
                 )
             )
-        plan = plans[(columns, guarded)] = update_plan(columns, guarded)
+        plan = plans[columns] = update_plan(columns, guarded)
     statements, luhn_names, pick, forms, free_refs = plan
     try:
         # check_no_pan(changes), with what depends only on the columns worked out once.
         if luhn_names:
-            values = tuple(changes.values())
             if luhn_run(values) is not None:  # as in insert_args: all values first
                 check_luhn_values(luhn_names, values if pick is None else pick(values))
         if forms:
@@ -212,8 +217,8 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         self._conn: sqlite3.Connection | None = None
         self._claimed: int | None = None  # the journal file's lock (files.claim) while open
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
-        # Per set of updated columns (and whether the state is expected): its statements.update_plan.
-        self._update_sql: dict[tuple[tuple[str, ...], bool], tuple] = {}
+        # Per set of updated columns, by whether the state is expected: its statements.update_plan.
+        self._update_sql: tuple[dict[tuple[str, ...], tuple], dict[tuple[str, ...], tuple]] = ({}, {})
         # Writer thread only: the records as this connection last wrote or read
         # them, newest last, so that an update can return its record without
         # reading it back.  Entries made in the open transaction are dropped if
