@@ -104,13 +104,15 @@ def _aad(txn_id: int, version: int) -> bytes:
 
 
 def _in_flight_aad(key: tuple[str, str, str], digest: str, version: int) -> bytes:
-    # The prefix of the key version that seals is formatted once: this runs for every card payment.
-    prefix = _IN_FLIGHT_PREFIX if version == KEY_VERSION else b"payswitch in-flight card v%d " % version
-    return prefix + ("|".join(key) + "|" + digest).encode()
+    if version == KEY_VERSION and len(key) == 3:
+        # Every card payment seals: its prefix formatted once, and one join.
+        terminal_id, stan, transmission_time = key
+        return "|".join((_IN_FLIGHT_PREFIX + terminal_id, stan, transmission_time, digest)).encode()
+    return b"payswitch in-flight card v%d " % version + "|".join((*key, digest)).encode()
 
 
 _VERSION_BYTE = bytes((KEY_VERSION,))
-_IN_FLIGHT_PREFIX = b"payswitch in-flight card v%d " % KEY_VERSION
+_IN_FLIGHT_PREFIX = "payswitch in-flight card v%d " % KEY_VERSION
 
 
 # secret -> _aead(secret, KEY_VERSION): what every seal takes, one dict look-up
