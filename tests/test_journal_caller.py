@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from switch.journal import JournalClosed, StaleState
+from switch.journal import JournalClosed, StaleState, check_own_pan, pan_protect
 from switch.journal import reversal_card as cards
+from switch.journal.pan_guard import _DIGIT_RUN, digit_runs
 from switch.journal.sqlite import SqliteJournal
 from tests.test_journal import KEY, ok, txn
 from tests.test_journal_batch import Collecting, CollectingSqlitePath
@@ -79,3 +82,20 @@ def test_the_in_flight_card_is_sealed_for_the_same_associated_data_as_before():
     key = ("DEMO0001", "000001", "1124065401")
     assert cards._in_flight_aad(key, "ab12", 1) == b"payswitch in-flight card v1 DEMO0001|000001|1124065401|ab12"
     assert cards._in_flight_aad(key, "", 2) == b"payswitch in-flight card v2 DEMO0001|000001|1124065401|"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from("0123456789-x ٣\U0001d7d8"), max_size=80)
+       | st.lists(st.integers(0, 25), max_size=4).map(lambda ns: "a".join("7" * n for n in ns)))
+def test_digit_runs_finds_what_the_regex_finds(text):
+    assert digit_runs(text) == _DIGIT_RUN.findall(text)
+
+
+def test_a_pan_in_an_acquirer_reference_is_refused_wherever_it_sits():
+    pan, other = "4111111111111111", "4000056655665556"
+    _masked, pan_hash = pan_protect(pan, KEY)
+    for ref in (pan, f"ref-{pan}", f"{pan}/x", f"{other} {pan}", f"T{pan}9"[:-1]):
+        with pytest.raises(ValueError, match="'acquirer_ref' holds the transaction's PAN"):
+            check_own_pan({"acquirer_ref": ref}, pan_hash, KEY)
+    for ref in (other, f"9{pan}", f"{pan}123456", pan[:12]):
+        check_own_pan({"acquirer_ref": ref}, pan_hash, KEY)

@@ -52,7 +52,34 @@ LONG_NUMBER_FIELDS = frozenset(
 # Exempt from the Luhn guard but checked against the record's own pan_hash.
 FREE_REFERENCE_FIELDS = ("acquirer_ref", "order_ref")
 
-_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")  # what digit_runs finds
+
+
+def digit_runs(text: str) -> list[str]:
+    """``_DIGIT_RUN.findall(text)``: every run of 13 to 19 ASCII digits not part of a longer one.
+
+    A loop, not the regex: compiled (pan_guard.pxd), it is a tenth of the
+    regex's cost, and the journal's writer runs it for every answer that
+    carries an acquirer reference (check_own_pan).
+    """
+    runs = []
+    n = len(text)
+    i = 0
+    while i < n:
+        c = text[i]
+        if c < "0" or c > "9":
+            i += 1
+            continue
+        start = i
+        i += 1
+        while i < n:
+            c = text[i]
+            if c < "0" or c > "9":
+                break
+            i += 1
+        if 13 <= i - start <= 19:
+            runs.append(text[start:i])
+    return runs
 
 
 def check_no_pan(fields: dict[str, Any]) -> None:
@@ -181,7 +208,7 @@ def check_own_pan(fields: dict[str, Any], pan_hash: str | None, key: bytes | Non
         value = fields.get(name)
         if type(value) is not str:
             continue
-        for run in _DIGIT_RUN.findall(value):
+        for run in digit_runs(value):
             if same_pan(run, pan_hash, key):
                 raise ValueError(f"journal field {name!r} holds the transaction's PAN")
 
