@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgspec
+from msgspec.structs import replace
 
 from switch.journal import JournalError, TxnRecord, check_own_pan
 from switch.journal.statements import BY_KEY, INSERT, INSERT_KINDS, record
@@ -162,10 +162,10 @@ class CompiledRuns:
                 return None  # fails on the Python path, with its error
         now = self._now()
         if answers:
-            rec = msgspec.structs.replace(known, **changes, updated_at=now, answered_at=now)
+            rec = replace(known, **changes, updated_at=now, answered_at=now)
             params = values + (now, now, txn_id)
         else:
-            rec = msgspec.structs.replace(known, **changes, updated_at=now)
+            rec = replace(known, **changes, updated_at=now)
             params = values + (now, txn_id)
         if expect is not None:
             params += (expect,)
@@ -174,7 +174,7 @@ class CompiledRuns:
     def _finished(self, plan: tuple, rowid: int) -> Any:
         if plan[1]:  # an insert: (future, True, record, now, key)
             now = plan[3]
-            rec = msgspec.structs.replace(plan[2], id=rowid, rrn="%012d" % rowid, created_at=now, updated_at=now)
+            rec = replace(plan[2], id=rowid, rrn="%012d" % rowid, created_at=now, updated_at=now)
             return self._remember(rec), True
         return self._remember(plan[2])
 

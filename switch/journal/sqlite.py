@@ -104,8 +104,8 @@ def _update_op(
                 check_sealed_form("card_sealed", changes["card_sealed"])
             except ValueError as exc:
                 return journal._failed(exc)
-    elif "state" in changes and changes["state"] != "sent" and not (
-        changes["state"] == "answered" and changes.get("response_code") == "00"
+    elif (state := changes.get("state", "sent")) != "sent" and not (
+        state == "answered" and changes.get("response_code") == "00"
     ):
         # A payment keeps its sealed card while it is at the acquirer, and
         # approved (for card_retention: forget_cards clears it then, and
