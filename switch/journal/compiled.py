@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgspec
+from msgspec.structs import replace
 
 from switch.journal import JournalError, TxnRecord, check_own_pan
 from switch.journal.statements import BY_KEY, INSERT, INSERT_KINDS, record
@@ -102,24 +102,35 @@ class CompiledRuns:
         return error
 
     def _plan(self, batch: list, start: int) -> tuple[list, list]:
-        """The run of compiled steps from ``batch[start]``: (statement, parameters) and how to finish each."""
+        """The run of compiled steps from ``batch[start]``: (statement, parameters) and how to finish each.
+
+        How to finish: ``(future, True, record, now, key)`` for an insert,
+        ``(future, False, record, id, expected state)`` for an update.
+        """
         steps: list[tuple[int, tuple]] = []
         plans: list[tuple] = []
         touched: set[int] = set()
         insert_call, update_call = self._insert_call, self._update_call
+        insert = None  # INSERT's statement number, looked up once a run
         for k in range(start, len(batch)):
             fut, fn, args, _writes = batch[k]
             if fn is insert_call:
-                planned = self._plan_insert(*args)
-            elif fn is update_call and args[2] not in touched:
-                planned = self._plan_update(*args)
-                touched.add(args[2])
-            else:
+                # Planned here, not in a method of its own: it is half of every batch.
+                rec, row, key = args
+                if insert is None:
+                    insert = self._statement(INSERT, INSERT_KINDS)
+                now = self._now()
+                steps.append((insert, row + (now, now)))
+                plans.append((fut, True, rec, now, key))
+                continue
+            if fn is not update_call or args[2] in touched:
                 break
+            planned = self._plan_update(fut, *args)
             if planned is None:
                 break
+            touched.add(args[2])
             steps.append(planned[0])
-            plans.append((fut, *planned[1:]))
+            plans.append(planned[1])
         return steps, plans
 
     def _statement(self, sql: str, kinds: str) -> int:
@@ -132,39 +143,38 @@ class CompiledRuns:
     # column, a bool, a bytearray) is caught by the executor, which then runs
     # nothing of that step: it goes the sqlite3 way, and is read back.
 
-    def _plan_insert(self, rec: TxnRecord, row: tuple, key: tuple) -> tuple | None:
-        now = self._now()
-        return (self._statement(INSERT, INSERT_KINDS), row + (now, now)), True, rec, now, key
-
     def _plan_update(
-        self, statements: tuple, changes: dict[str, Any], txn_id: int, own_pan_check: bool, expect: str | None
+        self, fut: Any, statements: tuple, changes: dict[str, Any], txn_id: int, own_pan_check: bool,
+        expect: str | None,
     ) -> tuple | None:
+        """(step, how to finish it) of an update of a record remembered, else None."""
         sql, _returning, _types, answers, kinds = statements
         known = self._known.get(txn_id)
         if known is None:
             return None
         values = tuple(changes.values())
         if own_pan_check:
-            fields = {f: changes.get(f, getattr(known, f)) for f in ("acquirer_ref", "order_ref")}
+            fields = {"acquirer_ref": changes.get("acquirer_ref", known.acquirer_ref),
+                      "order_ref": changes.get("order_ref", known.order_ref)}
             try:
                 check_own_pan(fields, changes.get("pan_hash", known.pan_hash), self._hmac_key)
             except ValueError:
                 return None  # fails on the Python path, with its error
         now = self._now()
         if answers:
-            rec = msgspec.structs.replace(known, **changes, updated_at=now, answered_at=now)
+            rec = replace(known, **changes, updated_at=now, answered_at=now)
             params = values + (now, now, txn_id)
         else:
-            rec = msgspec.structs.replace(known, **changes, updated_at=now)
+            rec = replace(known, **changes, updated_at=now)
             params = values + (now, txn_id)
         if expect is not None:
             params += (expect,)
-        return (self._statement(sql, kinds), params), False, rec, txn_id, expect
+        return (self._statement(sql, kinds), params), (fut, False, rec, txn_id, expect)
 
     def _finished(self, plan: tuple, rowid: int) -> Any:
         if plan[1]:  # an insert: (future, True, record, now, key)
             now = plan[3]
-            rec = msgspec.structs.replace(plan[2], id=rowid, rrn="%012d" % rowid, created_at=now, updated_at=now)
+            rec = replace(plan[2], id=rowid, rrn="%012d" % rowid, created_at=now, updated_at=now)
             return self._remember(rec), True
         return self._remember(plan[2])
 

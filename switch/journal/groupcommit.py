@@ -117,7 +117,10 @@ class GroupCommitter:
         # module's log line: a single switch stops on it (switch.io.app).
         self.on_died: Callable[[str], None] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._put = self._queue.put  # bound once: _submit runs on the caller's (event loop's) thread
+        # The queue's put, bound once (_submit runs on the caller's, the event
+        # loop's, thread), while the writer thread takes operations; None
+        # inline, and from when _closed is set: one look-up in _submit for both.
+        self._put: Callable[[Any], None] | None = None if inline else self._queue.put
         self._lock = threading.Lock()
         self._closed: JournalClosed | None = None
         # Inline: no writer thread; every operation runs (and commits) in the
@@ -172,15 +175,29 @@ class GroupCommitter:
 
     def _submit(self, fn: Callable[..., Any], args: tuple, writes: bool) -> Future:
         fut = self._new_future()
-        # The lock makes "not closed, so queue it" atomic with close(): an
-        # operation is either queued before the stop mark or refused.
+        op = (fut, fn, args, writes)
+        # "Not closed, so queue it" is atomic with close() without taking the
+        # lock (its acquire and release were a third of this call): this module
+        # is compiled (switch.compiled), so nothing between reading _put (None
+        # once _closed is set) and the put (C code that keeps the GIL) runs
+        # bytecode, and no other thread runs in between; op is built before,
+        # as an allocation may run the garbage collector.  So an operation is
+        # either queued before the stop mark (or before a dying writer drains
+        # the queue: _died sets _closed first) or refused.
+        put = self._put
+        if put is not None:
+            put(op)
+            return fut
+        if self._inline:
+            return self._submit_inline(fut, fn, args, writes)
+        fut.set_exception(JournalClosed(*self._closed.args))
+        return fut
+
+    def _submit_inline(self, fut: Any, fn: Callable[..., Any], args: tuple, writes: bool) -> Any:
         with self._lock:
             if self._closed is None:
-                if self._inline:
-                    if self._claim(fut):
-                        self._run_batch([(fut, fn, args, writes)])
-                    return fut
-                self._put((fut, fn, args, writes))
+                if self._claim(fut):
+                    self._run_batch([(fut, fn, args, writes)])
                 return fut
             closed = self._closed
         fut.set_exception(JournalClosed(*closed.args))
@@ -204,6 +221,7 @@ class GroupCommitter:
         with self._lock:
             if self._closed is None:
                 self._closed = JournalClosed("journal is closed")
+                self._put = None
                 self._queue.put(_STOP)
         self._thread.join()
 
@@ -215,6 +233,7 @@ class GroupCommitter:
         except BaseException as exc:
             with self._lock:
                 self._closed = JournalClosed(f"journal could not be opened: {exc!r}")
+                self._put = None
             started.set_exception(exc)
             return
         started.set_result(None)
@@ -236,6 +255,7 @@ class GroupCommitter:
             unexpected = self._closed is None  # not closed by us
             if unexpected:
                 self._closed = JournalClosed(f"journal writer thread died: {exc!r}")
+                self._put = None
             why = self._closed.args[0]
         hook = self.on_died if unexpected else None
         if hook is None:

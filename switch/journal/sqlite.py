@@ -32,7 +32,6 @@ from msgspec.structs import astuple, replace
 from native.panguard import luhn_run
 from native.sqlbatch import BatchExecutor
 from switch.journal import (
-    FREE_REFERENCE_FIELDS,
     LONG_NUMBER_FIELDS,
     JournalError,
     StaleState,
@@ -43,6 +42,7 @@ from switch.journal import (
 )
 from switch.journal import files, terminal_keys
 from switch.journal import reversal_card as cards
+from switch.journal.reversal_card import check_sealed_form
 from switch.journal.compiled import CompiledRuns
 from switch.journal.refunds import RefundLimit
 from switch.journal.settlement import Settlement
@@ -55,7 +55,6 @@ from switch.journal.statements import (
     BY_ID,
     BY_KEY,
     BY_ORDER,
-    COLUMN_KINDS,
     COLUMN_TYPES,
     COLUMNS,
     COMPLETION,
@@ -70,9 +69,17 @@ from switch.journal.statements import (
     as_stored,
     placeholders,
     record,
+    update_plan,
 )
 
 _inserted = operator.itemgetter(*INSERTED_INDEX)  # the inserted columns of a record's values
+# Where insert_args finds what it checks in a record's values (no attribute look-ups).
+_TERMINAL_ID, _STAN, _TRANSMISSION_TIME, _PAN_MASKED, _PAN_HASH, _CARD_SEALED, _ACQUIRER_REF, _ORDER_REF = (
+    FIELDS.index(f) for f in (
+        "terminal_id", "stan", "transmission_time", "pan_masked", "pan_hash", "card_sealed", "acquirer_ref",
+        "order_ref",
+    )
+)
 # The fields the Luhn guard looks at (it passes over LONG_NUMBER_FIELDS), picked out in C.
 _GUARDED_NAMES = tuple(f for f in FIELDS if f not in LONG_NUMBER_FIELDS)
 _guarded = operator.itemgetter(*(FIELDS.index(f) for f in _GUARDED_NAMES))
@@ -81,6 +88,64 @@ __all__ = ["SqliteJournal", "MIGRATIONS", "SCHEMA_VERSION", "COLUMN_TYPES", "INS
 
 # SQLite 3.37 for STRICT tables (3.35 for RETURNING, 3.31 for generated columns).
 MIN_SQLITE = (3, 37, 0)
+
+
+def _update_op(
+    journal: SqliteJournal, txn_id: int, expect: str | None, changes: dict[str, Any], call: Callable[..., Any] | None
+) -> Future[TxnRecord]:
+    """The update of :meth:`SqliteJournal.update`, ``update_if`` (``expect``) and ``end_reversal`` (``call``).
+
+    A function of the module, not a method: compiled, it takes ``changes`` as
+    a dict (sqlite.pxd), and every look-up in it is the dict's own.
+    """
+    if "card_sealed" in changes:
+        if changes["card_sealed"] is not None:
+            try:
+                check_sealed_form("card_sealed", changes["card_sealed"])
+            except ValueError as exc:
+                return journal._failed(exc)
+    elif (state := changes.get("state", "sent")) != "sent" and not (
+        state == "answered" and changes.get("response_code") == "00"
+    ):
+        # A payment keeps its sealed card while it is at the acquirer, and
+        # approved (for card_retention: forget_cards clears it then, and
+        # card_retention = 0 clears it with the answer, card_sealed=None);
+        # anything else that moves it on clears it, in the same statement.
+        changes = {**changes, "card_sealed": None}
+    # The columns and their values in one walk of the dict (tuple() of a dict
+    # or of its values makes an iterator and asks it for its length).
+    names, given = [], []
+    for name, value in changes.items():
+        names.append(name)
+        given.append(value)
+    columns, values = tuple(names), tuple(given)
+    guarded = expect is not None
+    plans = journal._update_sql[guarded]
+    plan = plans.get(columns)
+    if plan is None:
+        unknown = changes.keys() - UPDATABLE
+        if unknown:
+            return journal._failed(
+                ValueError(
+                    f"cannot update journal column(s) {', '.join(sorted(unknown))}: "
+                    f"unknown or set by the journal (id, rrn, created_at, updated_at)"
+                )
+            )
+        plan = plans[columns] = update_plan(columns, guarded)
+    statements, luhn_names, pick, forms, free_refs = plan
+    try:
+        # check_no_pan(changes), with what depends only on the columns worked out once.
+        if luhn_names:
+            if luhn_run(values) is not None:  # as in insert_args: all values first
+                check_luhn_values(luhn_names, values if pick is None else pick(values))
+        if forms:
+            check_pan_forms(changes.get("pan_masked"), changes.get("pan_hash"))
+    except ValueError as exc:
+        return journal._failed(exc)
+    own_pan_check = free_refs and journal._hmac_key is not None
+    if call is None:
+        call = journal._update_call
+    return journal._submit(call, (statements, changes, txn_id, own_pan_check, expect), True)
 
 
 def states_query(states: tuple[str, ...], limit: int) -> tuple[str, tuple]:
@@ -94,6 +159,33 @@ def states_query(states: tuple[str, ...], limit: int) -> tuple[str, tuple]:
     terms = [f"state = '{s}'" if s in OPEN_STATES else "state = ?" for s in states]
     sql = f"SELECT {COLUMNS} FROM txn WHERE {' OR '.join(terms)} ORDER BY updated_at, id LIMIT ?"
     return sql, (*(s for s in states if s not in OPEN_STATES), limit)
+
+
+def insert_args(rec: TxnRecord, hmac_key: bytes | None) -> tuple[TxnRecord, tuple, tuple]:
+    """An insert's operation arguments: (a copy of the record, all its values, its key), checked for cardholder data.
+
+    Run for every insert on the caller's (event loop's) thread, so the values
+    are read from the record's tuple, not by attribute.
+    """
+    if type(rec) is not TxnRecord:
+        raise TypeError(f"insert takes a TxnRecord, got {type(rec).__name__}")
+    # A copy: the caller may change its record before the writer gets to it.
+    rec = replace(rec)
+    values = astuple(rec)
+    # One scan of every value first: none holding a card number, none of the
+    # guarded ones does (the usual case, without picking them out).
+    if luhn_run(values) is not None:
+        check_luhn_values(_GUARDED_NAMES, _guarded(values))
+    pan_hash = values[_PAN_HASH]
+    check_pan_forms(values[_PAN_MASKED], pan_hash)
+    sealed = values[_CARD_SEALED]
+    if sealed is not None:
+        check_sealed_form("card_sealed", sealed)
+    acquirer_ref, order_ref = values[_ACQUIRER_REF], values[_ORDER_REF]
+    if acquirer_ref is not None or order_ref is not None:
+        check_own_pan({"acquirer_ref": acquirer_ref, "order_ref": order_ref}, pan_hash, hmac_key)
+    # statements.INSERT takes the values as they are, those it does not store included.
+    return rec, values, (values[_TERMINAL_ID], values[_STAN], values[_TRANSMISSION_TIME])
 
 
 class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitter):
@@ -125,8 +217,8 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         self._conn: sqlite3.Connection | None = None
         self._claimed: int | None = None  # the journal file's lock (files.claim) while open
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
-        # Per set of updated columns (and whether the state is expected): its _update_plan.
-        self._update_sql: dict[tuple[tuple[str, ...], bool], tuple] = {}
+        # Per set of updated columns, by whether the state is expected: its statements.update_plan.
+        self._update_sql: tuple[dict[tuple[str, ...], tuple], dict[tuple[str, ...], tuple]] = ({}, {})
         # Writer thread only: the records as this connection last wrote or read
         # them, newest last, so that an update can return its record without
         # reading it back.  Entries made in the open transaction are dropped if
@@ -154,113 +246,22 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
 
     def insert(self, rec: TxnRecord) -> Future[tuple[TxnRecord, bool]]:
         try:
-            args = self._insert_args(rec)
+            args = insert_args(rec, self._hmac_key)
         except (TypeError, ValueError) as exc:
             return self._failed(exc)
         return self._submit(self._insert_call, args, True)
 
     def _insert_args(self, rec: TxnRecord) -> tuple[TxnRecord, tuple, tuple]:
-        """(a copy of the record, its inserted values, its key), checked for cardholder data."""
-        if type(rec) is not TxnRecord:
-            raise TypeError(f"insert takes a TxnRecord, got {type(rec).__name__}")
-        # A copy: the caller may change its record before the writer gets to it.
-        rec = replace(rec)
-        values = astuple(rec)
-        # One scan of every value first: none holding a card number, none of the
-        # guarded ones does (the usual case, without picking them out).
-        if luhn_run(values) is not None:
-            check_luhn_values(_GUARDED_NAMES, _guarded(values))
-        check_pan_forms(rec.pan_masked, rec.pan_hash)
-        if rec.card_sealed is not None:
-            cards.check_sealed_form("card_sealed", rec.card_sealed)
-        if rec.acquirer_ref is not None or rec.order_ref is not None:
-            check_own_pan({"acquirer_ref": rec.acquirer_ref, "order_ref": rec.order_ref}, rec.pan_hash, self._hmac_key)
-        return rec, _inserted(values), (rec.terminal_id, rec.stan, rec.transmission_time)
+        return insert_args(rec, self._hmac_key)
 
     def update(self, txn_id: int, **changes: Any) -> Future[TxnRecord]:
-        return self._update_op(txn_id, None, changes)
+        return _update_op(self, txn_id, None, changes, None)
 
     def update_if(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
-        return self._update_op(txn_id, expect, changes)
+        return _update_op(self, txn_id, expect, changes, None)
 
     def end_reversal(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
-        return self._update_op(txn_id, expect, changes, self._end_reversal)
-
-    def _update_op(
-        self, txn_id: int, expect: str | None, changes: dict[str, Any], call: Callable[..., Any] | None = None
-    ) -> Future[TxnRecord]:
-        if "card_sealed" in changes:
-            if changes["card_sealed"] is not None:
-                try:
-                    cards.check_sealed_form("card_sealed", changes["card_sealed"])
-                except ValueError as exc:
-                    return self._failed(exc)
-        elif "state" in changes and changes["state"] != "sent" and not (
-            changes["state"] == "answered" and changes.get("response_code") == "00"
-        ):
-            # A payment keeps its sealed card while it is at the acquirer, and
-            # approved (for card_retention: forget_cards clears it then, and
-            # card_retention = 0 clears it with the answer, card_sealed=None);
-            # anything else that moves it on clears it, in the same statement.
-            changes = {**changes, "card_sealed": None}
-        columns = tuple(changes)
-        guarded = expect is not None
-        plan = self._update_sql.get((columns, guarded))
-        if plan is None:
-            unknown = changes.keys() - UPDATABLE
-            if unknown:
-                return self._failed(
-                    ValueError(
-                        f"cannot update journal column(s) {', '.join(sorted(unknown))}: "
-                        f"unknown or set by the journal (id, rrn, created_at, updated_at)"
-                    )
-                )
-            plan = self._update_sql[(columns, guarded)] = self._update_plan(columns, guarded)
-        statements, luhn_names, pick, forms, free_refs = plan
-        try:
-            # check_no_pan(changes), with what depends only on the columns worked out once.
-            if luhn_names:
-                values = tuple(changes.values())
-                if luhn_run(values) is not None:  # as in _insert_args: all values first
-                    check_luhn_values(luhn_names, values if pick is None else pick(values))
-            if forms:
-                check_pan_forms(changes.get("pan_masked"), changes.get("pan_hash"))
-        except ValueError as exc:
-            return self._failed(exc)
-        own_pan_check = free_refs and self._hmac_key is not None
-        return self._submit(call or self._update_call, (statements, changes, txn_id, own_pan_check, expect), True)
-
-    @staticmethod
-    def _update_plan(columns: tuple[str, ...], guarded: bool) -> tuple:
-        """What an update of ``columns`` needs, made once per set of columns.
-
-        ``(statements, luhn_names, pick, forms, free_refs)``: the SQL (UPDATE,
-        UPDATE ... RETURNING, column types, whether it stores the answer,
-        native.sqlbatch's parameter kinds); the columns the Luhn guard scans
-        and how to pick their values out of the changes' (None: all of
-        them); whether pan_masked or pan_hash is set; whether a free
-        reference field is (checked against the record's own PAN).
-        """
-        assignments = ", ".join(f"{c} = ?" for c in columns)
-        # Storing the answer (its response code) stamps answered_at too.
-        answers = "response_code" in columns
-        stamps = "updated_at = ?, answered_at = ?" if answers else "updated_at = ?"
-        where = "id = ? AND state = ?" if guarded else "id = ?"
-        sql = f"UPDATE txn SET {assignments}, {stamps} WHERE {where}"
-        # native.sqlbatch's parameter kinds: the columns', then the stamps, id and expected state.
-        kinds = "".join(COLUMN_KINDS[c] for c in columns) + ("rri" if answers else "ri") + ("t" if guarded else "")
-        statements = (sql, f"{sql} RETURNING {COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers, kinds)
-        scanned = [i for i, c in enumerate(columns) if c not in LONG_NUMBER_FIELDS]
-        luhn_names = tuple(columns[i] for i in scanned)
-        if not scanned or len(scanned) == len(columns):
-            pick = None
-        elif len(scanned) == 1:
-            pick = (lambda values, i=scanned[0]: (values[i],))
-        else:
-            pick = operator.itemgetter(*scanned)
-        forms = "pan_masked" in columns or "pan_hash" in columns
-        free_refs = any(c in columns for c in FREE_REFERENCE_FIELDS)
-        return statements, luhn_names, pick, forms, free_refs
+        return _update_op(self, txn_id, expect, changes, self._end_reversal)
 
     def get(self, txn_id: int) -> Future[TxnRecord | None]:
         return self._submit(self._one, (BY_ID, (txn_id,)), False)
@@ -376,18 +377,20 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         # Strictly increasing within this journal, so updated_at orders the
         # updates as they were made even when the clock ticks coarsely.
         now = float(self._clock())  # stored in a REAL column
-        if now <= self._last_now:
-            now = self._last_now + 1e-6
+        last = self._last_now
+        if now <= last:
+            now = last + 1e-6
         self._last_now = now
         return now
 
     def _remember(self, rec: TxnRecord) -> TxnRecord:
         known = self._known
-        known[rec.id] = rec
-        known.move_to_end(rec.id)
+        txn_id = rec.id
+        known[txn_id] = rec
+        known.move_to_end(txn_id)
         if len(known) > self._known_max:
             known.popitem(last=False)
-        self._unsure.append(rec.id)
+        self._unsure.append(txn_id)
         return rec
 
     def _forget_unsure(self) -> None:
@@ -406,7 +409,7 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
         cur = conn.execute(INSERT, row + (now, now))
         if cur.rowcount == 1:
             txn_id = cur.lastrowid
-            if as_stored(INSERTED_TYPES, row):
+            if as_stored(INSERTED_TYPES, _inserted(row)):
                 rec = replace(
                     rec, id=txn_id, rrn="%012d" % txn_id, created_at=now, updated_at=now
                 )

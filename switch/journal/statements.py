@@ -5,7 +5,9 @@ against the spec, in one place.
 """
 from __future__ import annotations
 
-from switch.journal import REVERSED_STATES, TxnRecord
+import operator
+
+from switch.journal import FREE_REFERENCE_FIELDS, LONG_NUMBER_FIELDS, REVERSED_STATES, TxnRecord
 
 FIELDS: tuple[str, ...] = TxnRecord.__struct_fields__
 # Set by the journal, never by the caller.
@@ -16,9 +18,13 @@ INSERTED_INDEX = tuple(FIELDS.index(f) for f in INSERTED)
 COLUMNS = ", ".join(FIELDS)
 
 
+# Its parameters are a record's values, all of them in field order (astuple),
+# then created_at and updated_at: numbered, so that those set by the journal
+# (id, rrn, ...) are bound and not used, and the caller need not pick out the
+# inserted ones (36 of 41).
 INSERT = (
     f"INSERT INTO txn ({', '.join(INSERTED)}, created_at, updated_at) "
-    f"VALUES ({', '.join('?' * (len(INSERTED) + 2))}) "
+    f"VALUES ({', '.join(f'?{i + 1}' for i in (*INSERTED_INDEX, len(FIELDS), len(FIELDS) + 1))}) "
     "ON CONFLICT (terminal_id, stan, transmission_time, key_epoch) DO NOTHING"
 )
 BY_ID = f"SELECT {COLUMNS} FROM txn WHERE id = ?"
@@ -106,7 +112,8 @@ INSERTED_TYPES = tuple(COLUMN_TYPES[f] for f in INSERTED)
 # The same, as native.sqlbatch's parameter kinds (t str, i int, r float, b bytes; NULL in any).
 KIND_OF_TYPES = {TEXT: "t", INTEGER: "i", REAL: "r", BLOB: "b"}
 COLUMN_KINDS: dict[str, str] = {f: KIND_OF_TYPES[t] for f, t in COLUMN_TYPES.items()}
-INSERT_KINDS = "".join(COLUMN_KINDS[f] for f in INSERTED) + "rr"  # then created_at, updated_at
+# Every field (those set by the journal are not used: any kind), then created_at, updated_at.
+INSERT_KINDS = "".join(COLUMN_KINDS.get(f, "*") for f in FIELDS) + "rr"
 
 
 def as_stored(types: tuple[frozenset, ...], values: tuple) -> bool:
@@ -120,3 +127,35 @@ def record(row: tuple) -> TxnRecord:
 
 def placeholders(n: int) -> str:
     return ", ".join("?" * n)
+
+
+def update_plan(columns: tuple[str, ...], guarded: bool) -> tuple:
+    """What an update of ``columns`` needs, made once per set of columns (switch.journal.sqlite keeps them).
+
+    ``(statements, luhn_names, pick, forms, free_refs)``: the SQL (UPDATE,
+    UPDATE ... RETURNING, column types, whether it stores the answer,
+    native.sqlbatch's parameter kinds); the columns the Luhn guard scans
+    and how to pick their values out of the changes' (None: all of
+    them); whether pan_masked or pan_hash is set; whether a free
+    reference field is (checked against the record's own PAN).
+    """
+    assignments = ", ".join(f"{c} = ?" for c in columns)
+    # Storing the answer (its response code) stamps answered_at too.
+    answers = "response_code" in columns
+    stamps = "updated_at = ?, answered_at = ?" if answers else "updated_at = ?"
+    where = "id = ? AND state = ?" if guarded else "id = ?"
+    sql = f"UPDATE txn SET {assignments}, {stamps} WHERE {where}"
+    # native.sqlbatch's parameter kinds: the columns', then the stamps, id and expected state.
+    kinds = "".join(COLUMN_KINDS[c] for c in columns) + ("rri" if answers else "ri") + ("t" if guarded else "")
+    statements = (sql, f"{sql} RETURNING {COLUMNS}", tuple(COLUMN_TYPES[c] for c in columns), answers, kinds)
+    scanned = [i for i, c in enumerate(columns) if c not in LONG_NUMBER_FIELDS]
+    luhn_names = tuple(columns[i] for i in scanned)
+    if not scanned or len(scanned) == len(columns):
+        pick = None
+    elif len(scanned) == 1:
+        pick = (lambda values, i=scanned[0]: (values[i],))
+    else:
+        pick = operator.itemgetter(*scanned)
+    forms = "pan_masked" in columns or "pan_hash" in columns
+    free_refs = any(c in columns for c in FREE_REFERENCE_FIELDS)
+    return statements, luhn_names, pick, forms, free_refs

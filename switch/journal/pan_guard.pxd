@@ -1,0 +1,6 @@
+# Read by Cython with pan_guard.py (its pure-Python mode): digit_runs walks
+# its text as C characters.
+cimport cython
+
+@cython.locals(runs=list, n=Py_ssize_t, i=Py_ssize_t, start=Py_ssize_t, c=Py_UCS4)
+cpdef list digit_runs(str text)
