@@ -116,3 +116,14 @@ def test_a_bad_length_header_is_not_quoted(kind, header):
     assert "476" not in text and "\\x" not in text and "b'" not in text and "6a" not in text.lower(), text
     assert "stream offset 0" in text
 
+
+def test_an_emv_error_names_no_byte_read_from_inside_a_value():
+    from native import emv
+
+    pan = bytes.fromhex(PAN)
+    for data in (b"\x5a\x02" + pan[:2] + b"\x19\x01\x00",  # a tag byte of the universal class: 0x19, PAN digits
+                 b"\x5a\x02" + pan[:2] + b"\x9f\x26\x90" + pan):  # a length byte over 0x82: 0x90
+        with pytest.raises(emv.BerError) as e:
+            emv.check(data)
+        assert "0x19" not in str(e.value) and "0x90" not in str(e.value), str(e.value)
+        assert f"offset {e.value.offset}" in str(e.value)
