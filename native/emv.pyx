@@ -19,8 +19,11 @@ payment switch meets them in field 55 (at most 255 bytes):
   card records, not in a message's field 55), and so is anything after the
   last object.
 
-Every error names the offset and the tag, never a value: field 55 carries
-card data (tag 5A is the PAN, 57 the track 2 equivalent).
+Every error names the offset and the tag, never a value nor any other byte
+(a tag byte of the wrong class, a length byte): field 55 carries card data
+(tag 5A is the PAN, 57 the track 2 equivalent), and a bad length can make
+the walk read a tag from inside a value. Padding is named as 0x00 or 0xFF,
+the only two bytes that are padding.
 
 Imports nothing from the rest of the project: callers add the field number.
 """
@@ -112,7 +115,7 @@ cdef object _walk_into(const uint8_t *p, Py_ssize_t n, bint tree, list spans, ui
         if b == 0x00 or b == 0xFF:
             _fail(p, n, f"byte 0x{b:02X} at offset {start} is padding, not a tag", start)
         if (b & 0xC0) == 0:
-            _fail(p, n, f"tag byte 0x{b:02X} at offset {start} is of the universal class "
+            _fail(p, n, f"tag byte at offset {start} is of the universal class, its top two bits 0 "
                         f"(EMV tags are application, context-specific or private)", start)
         constructed = (b & 0x20) != 0
         tag = b
@@ -149,7 +152,7 @@ cdef object _walk_into(const uint8_t *p, Py_ssize_t n, bint tree, list spans, ui
             _fail(p, n, f"tag 0x{tag:X} at offset {start} has the indefinite length 0x80, "
                         f"which EMV does not allow", start)
         else:
-            _fail(p, n, f"tag 0x{tag:X} at offset {start} has length byte 0x{b:02X} "
+            _fail(p, n, f"tag 0x{tag:X} at offset {start} has a length byte over 0x82 at offset {i - 1} "
                         f"(expected under 0x80, 0x81 or 0x82)", start)
         if i + size > limit:
             _fail(p, n, f"tag 0x{tag:X} at offset {start} declares {size} bytes but {limit - i} remain"

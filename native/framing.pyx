@@ -147,8 +147,11 @@ cdef class Framer:
             length = (<Py_ssize_t>h[0] << 8) | h[1]
         elif self._kind == HEADER_BCD2:
             if (h[0] >> 4) > 9 or (h[0] & 0x0F) > 9 or (h[1] >> 4) > 9 or (h[1] & 0x0F) > 9:
+                # A header is never quoted: out of step with the stream, it is
+                # any bytes of a message, maybe of a packed-BCD PAN.
+                i = 0 if (h[0] >> 4) > 9 or (h[0] & 0x0F) > 9 else 1
                 raise FrameError(
-                    f"length header {(<char *>h)[:2].hex()} is not packed BCD"
+                    f"length header is not 4 packed BCD digits: byte {self._offset + i} is not two BCD digits"
                     f" (frame at stream offset {self._offset})",
                     self._offset,
                 )
@@ -159,7 +162,7 @@ cdef class Framer:
             for i in range(4):
                 if h[i] < 0x30 or h[i] > 0x39:
                     raise FrameError(
-                        f"length header {(<char *>h)[:4]!r} is not 4 ASCII digits"
+                        f"length header is not 4 ASCII digits: byte {self._offset + i} is not a digit"
                         f" (frame at stream offset {self._offset})",
                         self._offset,
                     )

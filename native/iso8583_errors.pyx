@@ -1,11 +1,13 @@
 """The ISO 8583 codec's errors: DecodeError (the peer's fault) and EncodeError (ours).
 
-The functions below build their messages, on cold paths only: an error names
-the field, the byte offset, what was expected and what was found, and never
-quotes the bytes of a sensitive field (PAN, track data, PIN block...).
+The functions below build their messages, on cold paths only. A DecodeError
+names the field, the byte offset, the length and what was expected, and
+describes what was found without quoting a byte of it: through a damaged
+bitmap any field may start on another one's bytes, and with a packed-BCD
+dialect those may be a PAN or track 2 that no run-of-digits check sees
+(PCI DSS 3.4). The offset is enough to find the byte in a capture.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t
 
 from native.panguard import mask_pans
@@ -53,59 +55,6 @@ class EncodeError(ValueError):
 
 # ---------------------------------------------------------------------------
 # Error messages
-
-
-cdef str _echo(const uint8_t *p, Py_ssize_t n):
-    if n > ECHO_MAX:
-        return repr(PyBytes_FromStringAndSize(<const char *>p, ECHO_MAX)) + "..."
-    return repr(PyBytes_FromStringAndSize(<const char *>p, n))
-
-
-cdef inline bint _text_digit(uint8_t c) noexcept:
-    return 0x30 <= c <= 0x39 or 0xF0 <= c <= 0xF9  # ASCII or EBCDIC
-
-
-cdef inline bint _group_separator(uint8_t c) noexcept:
-    return c == 0x20 or c == 0x2D or c == 0x40 or c == 0x60  # space or hyphen, ASCII or EBCDIC
-
-
-cdef Py_ssize_t _digit_run(const uint8_t *p, Py_ssize_t n, bint bcd):
-    """The longest run of decimal digits in ``p[:n]``: ASCII or EBCDIC digits, and,
-    with ``bcd``, bytes whose two nibbles are both 0-9 (two digits each).
-
-    A single space or hyphen between two digits does not end a run: a card
-    number written in groups (``4761 7390 0101 0119``) is one run of 16.
-    """
-    cdef Py_ssize_t i, run = 0, longest = 0
-    cdef uint8_t c
-    for i in range(n):
-        c = p[i]
-        if bcd and (c >> 4) <= 9 and (c & 0x0F) <= 9:
-            run += 2
-        elif _text_digit(c):
-            run += 1
-        elif run and _group_separator(c) and i + 1 < n and _text_digit(p[i + 1]):
-            pass
-        else:
-            run = 0
-        if run > longest:
-            longest = run
-    return longest
-
-
-cdef str _quote(const uint8_t *p, Py_ssize_t n, bint bcd):
-    """``_echo(p, n)``, unless what it would show holds more than 4 digits in a row.
-
-    A damaged bitmap shifts every field after it, so the bytes an error finds
-    in a field that is not sensitive may be a neighbour's PAN or track 2: a
-    run of digits longer than the last four that a receipt may show is
-    described, never quoted (PCI DSS 3.4).
-    """
-    cdef Py_ssize_t shown = n if n <= ECHO_MAX else ECHO_MAX
-    cdef Py_ssize_t run = _digit_run(p, shown, bcd)
-    if run > 4:
-        return f"{n} bytes holding {run} digits in a row (value not shown)"
-    return _echo(p, n)
 
 
 cdef dict _FMT_WORDS = {
@@ -166,17 +115,51 @@ cdef int _bad_prefix(const FieldSpec *fs, int f, const uint8_t *q, Py_ssize_t po
     else:
         kind, digits = "ASCII", fs.pfx_bytes
     raise DecodeError(
-        f"field {f}: length prefix {_echo(q, fs.pfx_bytes)} at offset {pos} is not {digits} {kind} digits", f, pos
+        f"field {f}: length prefix at offset {pos} is not {digits} {kind} digit{'' if digits == 1 else 's'}"
+        f" ({fs.pfx_bytes} byte{'' if fs.pfx_bytes == 1 else 's'}, not shown)", f, pos
     )
+
+
+cdef str _a(str noun):
+    return ("an " if noun[0] in "aeiouAEIOU" else "a ") + noun
+
+
+cdef str _not_a(const FieldSpec *fs, Py_ssize_t wire, Py_ssize_t cnt, Py_ssize_t bad):
+    """What the byte at index ``bad`` of a field is not, e.g. 'a byte that is not a digit'."""
+    if fs.kind == K_BCD:
+        track = " track" if fs.fmt == F_Z else ""
+        if cnt & 1 and bad == (wire - 1 if fs.pad_right else 0):
+            return f"a byte that is not a BCD{track} digit and the pad nibble {fs.pad_nibble:X}"
+        return f"a byte that is not two BCD{track} digits"
+    enc = "EBCDIC " if fs.translate else "ASCII "
+    if fs.fmt == F_XN:
+        return f"a first byte that is not {enc}'C' or 'D'" if bad == 0 else f"a byte that is not an {enc}digit"
+    return "a byte that is not " + _a(enc + _FMT_WORDS[fs.fmt][0])
 
 
 cdef int _bad_content(const FieldSpec *fs, int f, const uint8_t *q, Py_ssize_t pos, Py_ssize_t wire,
                       Py_ssize_t cnt, Py_ssize_t bad) except -1:
-    if fs.sensitive:
-        found = f"an invalid byte at offset {pos + bad} (value not shown)"
-    else:
-        found = _quote(q, wire, fs.kind == K_BCD)
-    raise DecodeError(f"field {f}: expected {_describe(fs, cnt)} at offset {pos}, found {found}", f, pos)
+    """The field's bytes are never quoted, sensitive or not: they may be a neighbour's."""
+    raise DecodeError(
+        f"field {f}: expected {_describe(fs, cnt)} at offset {pos}, found {_not_a(fs, wire, cnt, bad)}"
+        f" at offset {pos + bad}", f, pos
+    )
+
+
+cdef int _bad_bitmap(str which, Py_ssize_t pos, Py_ssize_t bad) except -1:
+    raise DecodeError(
+        f"{which} bitmap at offset {pos}: expected 16 hex digits, found a byte that is not a hex digit"
+        f" at offset {pos + bad}", None, pos
+    )
+
+
+cdef int _bad_mti(bint bcd, Py_ssize_t bad) except -1:
+    if bcd:
+        raise DecodeError(
+            f"MTI at offset 0: expected 4 BCD digits, found a byte that is not two BCD digits at offset {bad}",
+            None, 0
+        )
+    raise DecodeError(f"MTI at offset 0: expected 4 digits, found a byte that is not a digit at offset {bad}", None, 0)
 
 
 cdef int _bad_value(const FieldSpec *fs, int f, object value, Py_ssize_t bad) except -1:

@@ -31,7 +31,7 @@ from native.iso8583_dialect cimport (
     DialectSpec, FieldSpec, _bit, _word, payswitch_clz64, payswitch_popcount64,
 )
 from native.iso8583_errors cimport (
-    ECHO_MAX, _bad_content, _bad_prefix, _echo, _fail, _quote, _truncated, _truncated_field,
+    ECHO_MAX, _bad_bitmap, _bad_content, _bad_mti, _bad_prefix, _fail, _truncated, _truncated_field,
 )
 
 from native.iso8583_errors import DecodeError, EncodeError
@@ -210,10 +210,7 @@ cdef inline Py_ssize_t _read_bitmap(DialectSpec d, const uint8_t *buf, Py_ssize_
         for i in range(16):
             h = HEXVAL[buf[pos + i]]
             if h > 15:
-                # A secondary bitmap announced by a damaged primary one is the
-                # first field's bytes, maybe the PAN: quoted only without a digit run.
-                found = _echo(buf + pos, 16) if which == "primary" else _quote(buf + pos, 16, False)
-                return _fail(f"{which} bitmap at offset {pos}: expected 16 hex digits, found {found}", None, pos)
+                return _bad_bitmap(which, pos, i)  # a secondary one may be the PAN, under a damaged primary
             v = (v << 4) | h
         out[0] = v
         return pos + 16
@@ -260,7 +257,7 @@ cdef Message _decode(DialectSpec d, bytes data, bint partial):
             hi = buf[i] >> 4
             lo = buf[i] & 15
             if hi > 9 or lo > 9:
-                _fail(f"MTI at offset 0: expected 4 BCD digits, found {_echo(buf, 2)}", None, 0)
+                _bad_mti(True, i)
             mti = mti * 100 + hi * 10 + lo
         pos = 2
     else:
@@ -270,7 +267,7 @@ cdef Message _decode(DialectSpec d, bytes data, bint partial):
         for i in range(4):
             lo = buf[i] - c
             if lo > 9:
-                _fail(f"MTI at offset 0: expected 4 digits, found {_echo(buf, 4)}", None, 0)
+                _bad_mti(False, i)
             mti = mti * 10 + lo
         pos = 4
     # bitmaps

@@ -90,8 +90,7 @@ def test_a_decode_error_never_quotes_a_grouped_card_number(written):
         msg = t87.decode(bytes(raw))
         msg[43]
     text = str(e.value)
-    assert text.startswith("field 43: expected 40 printable characters at offset 18, found 40 bytes holding ")
-    assert "value not shown" in text
+    assert text == "field 43: expected 40 printable characters at offset 18, found a byte that is not an ASCII printable character at offset 55"
     assert "4761 7390 0" not in text and "4761-7390-0" not in text and "4761 739001" not in text
 
 
