@@ -57,6 +57,7 @@ MODULES = (
     "switch.journal.groupcommit",
     "switch.journal.writer",
     "switch.journal.sqlite",
+    "switch.journal.compiled",
     "switch.journal.pan_guard",
     "adapters.card.link",
     "adapters.card.hostlink",
