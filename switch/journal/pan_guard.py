@@ -174,21 +174,29 @@ _PAN_MACS: dict[tuple[bytes, int], tuple[str, HmacSha256]] = {}
 
 
 def _pan_mac(secret: bytes, version: int) -> tuple[str, HmacSha256]:
+    """What hashes cards under ``secret`` and key ``version``: the last pair asked for by
+    identity (a switch hashes every card under one secret), else by one dict look-up.
+    A C function once compiled (pan_guard.pxd)."""
+    global _LAST_PAN_MAC
+    last = _LAST_PAN_MAC
+    if last[0] is secret and last[1] == version:
+        return last[2]
     found = _PAN_MACS.get((secret, version))
     if found is None:
         if len(_PAN_MACS) >= 16:  # a handful of secrets live for the process (pan_key keeps 16)
             _PAN_MACS.clear()
         found = _PAN_MACS[(secret, version)] = (f"v{version}:", keyed(pan_key(secret, version)))
+    _LAST_PAN_MAC = (secret, version, found)  # one tuple, replaced whole: safe from any thread
     return found
+
+
+# (secret, version, _pan_mac's answer) of the last call.
+_LAST_PAN_MAC: tuple = (None, None, None)
 
 
 def pan_hmac(pan: str, secret: bytes, version: int = PAN_KEY_VERSION) -> str:
     """The journal's ``pan_hash`` of ``pan``: ``"v<version>:<hex HMAC-SHA256>"``."""
-    last = _LAST_PAN_MAC
-    if last[0] is secret and version == PAN_KEY_VERSION:
-        prefix, mac = last[1]
-    else:
-        prefix, mac = _pan_mac(secret, version)
+    prefix, mac = _pan_mac(secret, version)
     return prefix + mac.hexdigest(pan.encode("ascii"))
 
 
@@ -228,22 +236,9 @@ def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
     storing its number; ``key`` is the journal secret (the HMAC key is
     derived from it, see :func:`pan_key`).
     """
-    global _LAST_PAN_MAC
     if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
         check_pan_digits(pan)  # raises, with its message
-    last = _LAST_PAN_MAC
-    if last[0] is key:
-        prefix, mac = last[1]
-    else:
-        if not key:
-            raise ValueError("pan_protect needs a non-empty HMAC key")
-        found = _pan_mac(key, PAN_KEY_VERSION)
-        _LAST_PAN_MAC = (key, found)  # one tuple, replaced whole: safe from any thread
-        prefix, mac = found
+    if not key:
+        raise ValueError("pan_protect needs a non-empty HMAC key")
+    prefix, mac = _pan_mac(key, PAN_KEY_VERSION)
     return mask_pan(pan), prefix + mac.hexdigest(pan.encode("ascii"))
-
-
-# (the secret pan_protect was last given, _pan_mac of it): a switch hashes every
-# card under the same secret, so its next call needs neither _pan_mac's tuple
-# key nor its dict look-up, only an identity check.
-_LAST_PAN_MAC: tuple = (None, None)
