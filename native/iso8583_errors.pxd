@@ -1,7 +1,6 @@
 # C interface of native/iso8583_errors.pyx: the cold paths that raise DecodeError
 # and EncodeError with a message naming the field, the offset and what was expected
 # (a DecodeError never quotes the bytes it found).
-from libc.stdint cimport uint8_t
 
 from native.iso8583_dialect cimport FieldSpec
 
@@ -12,8 +11,8 @@ cdef str _unit(const FieldSpec *fs)
 cdef int _fail(str message, object field, object offset) except -1
 cdef int _truncated(Py_ssize_t size, str where, Py_ssize_t need) except -1
 cdef int _truncated_field(Py_ssize_t size, int f, str what, Py_ssize_t need) except -1
-cdef int _bad_prefix(const FieldSpec *fs, int f, const uint8_t *q, Py_ssize_t pos) except -1
-cdef int _bad_content(const FieldSpec *fs, int f, const uint8_t *q, Py_ssize_t pos, Py_ssize_t wire,
+cdef int _bad_prefix(const FieldSpec *fs, int f, Py_ssize_t pos) except -1
+cdef int _bad_content(const FieldSpec *fs, int f, Py_ssize_t pos, Py_ssize_t wire,
                       Py_ssize_t cnt, Py_ssize_t bad) except -1
 cdef int _bad_bitmap(str which, Py_ssize_t pos, Py_ssize_t bad) except -1
 cdef int _bad_mti(bint bcd, Py_ssize_t bad) except -1

@@ -8,7 +8,6 @@ dialect those may be a PAN or track 2 that no run-of-digits check sees
 (PCI DSS 3.4). The offset is enough to find the byte in a capture.
 """
 
-from libc.stdint cimport uint8_t
 
 from native.panguard import mask_pans
 from native.iso8583_dialect cimport (
@@ -105,7 +104,7 @@ cdef int _truncated_field(Py_ssize_t size, int f, str what, Py_ssize_t need) exc
     raise DecodeError(f"message ends at offset {size} inside {what}field {f} (needs {need} bytes)", f, size)
 
 
-cdef int _bad_prefix(const FieldSpec *fs, int f, const uint8_t *q, Py_ssize_t pos) except -1:
+cdef int _bad_prefix(const FieldSpec *fs, int f, Py_ssize_t pos) except -1:
     cdef str kind
     cdef int digits
     if fs.pfx == P_BCD:
@@ -137,7 +136,7 @@ cdef str _not_a(const FieldSpec *fs, Py_ssize_t wire, Py_ssize_t cnt, Py_ssize_t
     return "a byte that is not " + _a(enc + _FMT_WORDS[fs.fmt][0])
 
 
-cdef int _bad_content(const FieldSpec *fs, int f, const uint8_t *q, Py_ssize_t pos, Py_ssize_t wire,
+cdef int _bad_content(const FieldSpec *fs, int f, Py_ssize_t pos, Py_ssize_t wire,
                       Py_ssize_t cnt, Py_ssize_t bad) except -1:
     """The field's bytes are never quoted, sensitive or not: they may be a neighbour's."""
     raise DecodeError(

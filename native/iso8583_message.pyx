@@ -137,20 +137,20 @@ cdef inline Py_ssize_t _scan_field(Message m, const FieldSpec *fs, int f, const 
             for i in range(k):
                 c = q[i] - 48
                 if c > 9:
-                    return _bad_prefix(fs, f, q, pos)
+                    return _bad_prefix(fs, f, pos)
                 cnt = cnt * 10 + c
         elif fs.pfx == P_BCD:
             for i in range(k):
                 hi = q[i] >> 4
                 lo = q[i] & 15
                 if hi > 9 or lo > 9:
-                    return _bad_prefix(fs, f, q, pos)
+                    return _bad_prefix(fs, f, pos)
                 cnt = cnt * 100 + hi * 10 + lo
         elif fs.pfx == P_EBCDIC:
             for i in range(k):
                 c = q[i] - 0xF0
                 if c > 9:
-                    return _bad_prefix(fs, f, q, pos)
+                    return _bad_prefix(fs, f, pos)
                 cnt = cnt * 10 + c
         else:
             for i in range(k):
@@ -169,14 +169,14 @@ cdef inline Py_ssize_t _scan_field(Message m, const FieldSpec *fs, int f, const 
     if fs.kind == K_TEXT:
         for i in range(wire):
             if not dec[q[i]]:
-                return _bad_content(fs, f, q, pos, wire, cnt, i)
+                return _bad_content(fs, f, pos, wire, cnt, i)
         if fs.fmt == F_XN and wire:
             c = dec[q[0]]
             if c != 67 and c != 68:
-                return _bad_content(fs, f, q, pos, wire, cnt, 0)
+                return _bad_content(fs, f, pos, wire, cnt, 0)
             for i in range(1, wire):
                 if <unsigned int>(dec[q[i]] - 48) > 9:
-                    return _bad_content(fs, f, q, pos, wire, cnt, i)
+                    return _bad_content(fs, f, pos, wire, cnt, i)
     elif fs.kind == K_BCD:
         i = 0
         k = wire
@@ -184,14 +184,14 @@ cdef inline Py_ssize_t _scan_field(Message m, const FieldSpec *fs, int f, const 
             if fs.pad_right:
                 k = wire - 1
                 if (q[k] & 15) != fs.pad_nibble or not _nib_ok(fs.fmt, q[k] >> 4):
-                    return _bad_content(fs, f, q, pos, wire, cnt, k)
+                    return _bad_content(fs, f, pos, wire, cnt, k)
             else:
                 if (q[0] >> 4) != fs.pad_nibble or not _nib_ok(fs.fmt, q[0] & 15):
-                    return _bad_content(fs, f, q, pos, wire, cnt, 0)
+                    return _bad_content(fs, f, pos, wire, cnt, 0)
                 i = 1
         while i < k:
             if not dec[q[i]]:
-                return _bad_content(fs, f, q, pos, wire, cnt, i)
+                return _bad_content(fs, f, pos, wire, cnt, i)
             i += 1
     m._dat[f] = <uint16_t>pos
     m._end[f] = <uint16_t>(pos + wire)
