@@ -185,10 +185,8 @@ _requests_keys: dict[str, dict[str, tuple]] = {}  # by request MTI, then respons
 @cython.cfunc
 @cython.locals(by_code=dict)
 def _requests_key(mti: str, response_code: str) -> tuple:
-    """The LinkMetrics key of ``requests`` (mti, response_code), one object per pair: every
-    answer counts under one, and the counters' dicts then find it by identity instead of
-    comparing nested tuples.  Kept by MTI, then by code: two look-ups of a string, not a
-    tuple built and hashed per answer."""
+    """The LinkMetrics key of ``requests`` (mti, response_code), one object per pair, found by
+    identity in the counters' dicts; kept by MTI, then by code (two string look-ups an answer)."""
     by_code = _requests_keys.get(mti)
     if by_code is None:
         by_code = _requests_keys[mti] = {}  # the link's own request MTIs: a handful
