@@ -97,10 +97,10 @@ def test_a_request_the_journal_cannot_record_is_answered_96_in_one_line(caplog, 
     assert internal == 0  # not a bug in the switch: the journal alert says what is wrong
 
 
-def test_an_answer_from_the_acquirer_after_the_journal_closed_is_a_journal_96(caplog, monkeypatch):
-    """The writer died while the purchase was at its acquirer: the approval cannot be
-    journaled, so the terminal gets 96, counted as the journal's (not as a card answer),
-    and neither can the 96 (left sent: reversed at the restart), said without a traceback."""
+def approval_whose_update_fails(caplog, monkeypatch, error: type[Exception], stan: str):
+    """A purchase that its acquirer approves after the journal's updates began to fail with
+    ``error`` ("journal writer process died (exit code -9)"): (the switch's answer as bytes,
+    requests counted, internal errors, whether the acquirer authorized it)."""
     from tests import test_service as ts
 
     monkeypatch.setenv(ts.KEY_ENV, ts.KEY_HEX)
@@ -108,21 +108,33 @@ def test_an_answer_from_the_acquirer_after_the_journal_closed_is_a_journal_96(ca
     acquirers = ts.fakes(**{"bank-a": ts.FakeAcquirer("bank-a", gate=gate)})
 
     async def scenario(sw):
-        def closed(*args, **kwargs):
+        def failing(*args, **kwargs):
             fut = sw._loop.create_future()
-            fut.set_exception(JournalClosed("journal writer process died (exit code -9)"))
+            fut.set_exception(error("journal writer process died (exit code -9)"))
             return fut
 
-        pending = asyncio.ensure_future(ts.call(sw, ts.request(stan="000043")))
+        pending = asyncio.ensure_future(sw.handle(ts.request(stan=stan)))
         await asyncio.wait_for(acquirers["bank-a"].entered.wait(), WAIT)
         for name in ("update", "update_if"):
-            monkeypatch.setattr(sw.journal, name, closed)
+            monkeypatch.setattr(sw.journal, name, failing)
         with caplog.at_level(logging.INFO):
             gate.set()
             return (await asyncio.wait_for(pending, WAIT)), answered(sw), sw.metrics.internal_errors._value.get()
 
-    answer, counted, internal_errors = ts.run(scenario, acquirers=acquirers)
-    assert answer[39] == "96" and acquirers["bank-a"].authorized
+    body, counted, internal_errors = ts.run(scenario, acquirers=acquirers)
+    return body, counted, internal_errors, acquirers["bank-a"].authorized
+
+
+def test_an_answer_from_the_acquirer_after_the_journal_closed_is_a_journal_96(caplog, monkeypatch):
+    """The writer died while the purchase was at its acquirer: the approval cannot be
+    journaled, so the terminal gets 96, counted as the journal's (not as a card answer),
+    and neither can the 96 (left sent: reversed at the restart), said without a traceback."""
+    from tests import test_service as ts
+
+    body, counted, internal_errors, authorized = approval_whose_update_fails(caplog, monkeypatch, JournalClosed,
+                                                                             "000043")
+    answer = ts.TERM.decode(body)
+    assert answer[39] == "96" and authorized
     assert counted == {("journal", "financial", "96"): 1.0}
     [kept] = [r for r in caplog.records if "cannot journal that either" in r.getMessage()]
     assert not kept.exc_info and "(journal writer process died (exit code -9))" in kept.getMessage()
