@@ -11,7 +11,7 @@ drives card purchases over ``--connections`` terminal connections, and
 counts the instructions of a measured window only (callgrind's counters are
 zeroed after a warm-up and dumped after the window).  Printed: instructions
 a purchase of the event-loop thread and of the journal writer thread (with
-``--writer process`` the writer is another process and is not counted), and
+``--writer process`` the writer process, followed under callgrind too), and
 with ``--top`` the event loop's largest inclusive entries of the project's
 own code, a purchase each.
 
@@ -63,8 +63,10 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="payswitch-served-cpu-"))
     out = tmp / "callgrind"
     text, ports = bench_config(tmp, writer=args.writer, max_in_flight=2 * args.connections)
-    prefix = (valgrind, "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--separate-threads=yes",
-              "--trace-children=no")
+    # A writer process is counted too: valgrind follows the switch's children but the simulators.
+    children = ("--trace-children=yes", "--trace-children-skip-by-arg=sim") if args.writer == "process" \
+        else ("--trace-children=no",)
+    prefix = (valgrind, "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--separate-threads=yes", *children)
     sw = BenchSwitch(tmp, text, ports, prefix=prefix, env={"PYTHONHASHSEED": "0"})
     sw.start(timeout=300)
     try:
@@ -75,9 +77,9 @@ def main(argv=None) -> int:
 
         uvloop.run(drive(ports["term"], max(args.connections, args.requests // 4), args.connections, body, approved))
         pid = sw.proc.pid
-        control(pid, "-z")
+        control(pid if args.writer == "thread" else None, "-z")
         res = uvloop.run(drive(ports["term"], args.requests, args.connections, body, approved))
-        control(pid, "-d")
+        control(pid if args.writer == "thread" else None, "-d")
         if res["not_00"]:
             raise SystemExit(f"{res['not_00']} purchases not approved")
         n = res["requests"]
@@ -87,6 +89,10 @@ def main(argv=None) -> int:
                f"event loop {thread_total(loop) / n:,.0f}"
         if writer:
             line += f", journal writer {thread_total(writer) / n:,.0f}"
+        elif args.writer == "process":
+            process = writer_dump(out, pid)
+            line += f", journal writer process {sum(thread_total(f) for f in process) / n:,.0f}"
+            files += process
         print(line)
         if args.top:
             for cost, name in top_entries(loop, args.top):
@@ -101,8 +107,21 @@ def main(argv=None) -> int:
     return 0
 
 
-def control(pid: int, flag: str) -> None:
-    subprocess.run(["callgrind_control", flag, str(pid)], check=True, stdout=subprocess.DEVNULL)
+def control(pid: int | None, flag: str) -> None:
+    """Zero (-z) or dump (-d) the counters of ``pid``, or of every process under callgrind (None)."""
+    subprocess.run(["callgrind_control", flag, *([str(pid)] if pid else [])], check=True, stdout=subprocess.DEVNULL)
+
+
+def writer_dump(out: Path, switch_pid: int) -> list[str]:
+    """The dump files of the journal writer process (a child of the switch under callgrind)."""
+    for stem in sorted({f.rsplit(".", 2)[0] + "." + f.rsplit(".", 2)[1] for f in glob.glob(f"{out}.*.1-01")}):
+        pid = int(stem.rsplit(".", 1)[1])
+        if pid != switch_pid:
+            files = wait_dumps(f"{stem}.1-")
+            with open(files[0], errors="replace") as f:
+                if "switch.journal.writer" in f.read(4096):
+                    return files
+    raise SystemExit("no callgrind dump of the journal writer process")
 
 
 def wait_dumps(stem: str, timeout: float = 30.0) -> list[str]:
