@@ -42,7 +42,11 @@ ratio against the bare forwarder and against the pass-through; then, per connect
 (same journal writer) against the pyiso8583 one: the TPS ratio and the CPU
 ratio (pyiso8583's CPU per transaction over the compiled one's, which holds
 better than TPS on a busy machine).  ``--json`` writes every round, the
-medians and those ratios.  This machine has 2 shared cores: compare ratios from one run, not
+medians and those ratios.  For each switch of one process, where the time
+went, from its own /metrics before and after each measurement (means): a
+request inside the switch, its acquirer call, a journal batch (wall time,
+operations) and the share of the measurement the writer spent in batches.
+This machine has 2 shared cores: compare ratios from one run, not
 absolute numbers across runs.
 """
 from __future__ import annotations
@@ -160,6 +164,48 @@ async def drive(port: int, requests: int, connections: int, make_body, check) ->
         "requests": len(latencies),
         "not_00": failures[0],
         "seconds": elapsed,
+    }
+
+
+# A purchase's time inside a switch, from its own metrics (sums and counts, all label sets).
+_INSIDE = ("payswitch_request_seconds", "payswitch_acquirer_seconds", "payswitch_journal_commit_seconds",
+           "payswitch_journal_batch_size")
+
+
+def scrape(http_port: int) -> dict[str, float]:
+    """The ``_sum`` and ``_count`` of each of :data:`_INSIDE` on a switch's admin port."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
+        return parse_inside(r.read().decode())
+
+
+def parse_inside(text: str) -> dict[str, float]:
+    """The ``_sum`` and ``_count`` of each of :data:`_INSIDE` in a Prometheus text, label sets added up."""
+    got: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        base = name.split("{", 1)[0]
+        if base.endswith(("_sum", "_count")) and base.rsplit("_", 1)[0] in _INSIDE:
+            got[base] = got.get(base, 0.0) + float(value.rsplit(" ", 1)[-1])
+    return got
+
+
+def inside(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Means over a measurement: the request inside the switch, its acquirer call, a journal
+    batch (its ops, the share of the time the writer spent in batches)."""
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+
+    def mean(name: str, scale: float = 1000.0) -> float:
+        n = d.get(name + "_count", 0.0)
+        return d.get(name + "_sum", 0.0) / n * scale if n else 0.0
+
+    return {
+        "request_ms": mean("payswitch_request_seconds"),
+        "acquirer_ms": mean("payswitch_acquirer_seconds"),
+        "commit_ms": mean("payswitch_journal_commit_seconds"),
+        "batch_ops": mean("payswitch_journal_batch_size", 1.0),
+        "writer_busy": d.get("payswitch_journal_commit_seconds_sum", 0.0) / seconds if seconds else 0.0,
     }
 
 
@@ -307,7 +353,7 @@ def main(argv=None) -> int:
                                        workers=workers)
             sw = BenchSwitch(tmp, text, ports, module)
             sw.start(timeout=60)
-            switches[name] = (sw, ports["term"])
+            switches[name] = (sw, ports["term"], ports["http"] if workers == 1 else None)
 
         body = purchases()
 
@@ -321,7 +367,7 @@ def main(argv=None) -> int:
             return True
 
         setups = [("pass-through", fwd_port, None, forwarded), ("bare forwarder", bare_port, bare, approved)]
-        setups += [(name, port, sw, approved) for name, (sw, port) in switches.items()]
+        setups += [(name, port, sw, approved) for name, (sw, port, _http) in switches.items()]
         # Warm-up: connections, caches, the journal's first pages.
         for _name, port, _sw, check in setups:
             uvloop.run(drive(port, 1000, 10, body, check))
@@ -333,10 +379,14 @@ def main(argv=None) -> int:
             for conns in levels:
                 for name, port, sw, check in setups:
                     pids = [bare.pid] if sw is bare else switch_pids(sw.proc.pid) if sw is not None else []
+                    http = switches[name][2] if name in switches else None
+                    seen = scrape(http) if http else None
                     cpu0 = cpu_seconds(pids)
                     res = uvloop.run(drive(port, args.requests, conns, body, check))
                     if pids:
                         res["cpu_us_per_txn"] = (cpu_seconds(pids) - cpu0) / res["requests"] * 1e6
+                    if seen is not None:
+                        res.update(inside(seen, scrape(http), res["seconds"]))
                     results[name][conns].append(res)
                     print(
                         f"round {r + 1} {conns:4d} conns {name:>24}: {res['tps']:8.0f} TPS "
@@ -364,6 +414,16 @@ def main(argv=None) -> int:
         print("\nthe journals' disk, fsync of a 4 KiB write (a purchase waits for two commits in series): "
               + ", ".join(f"{when} p50 {f['p50_ms']:.2f} p99 {f['p99_ms']:.2f} ms"
                           for when, f in zip(("before the rounds", "after"), fsyncs)))
+        inner = [n for n in medians if "request_ms" in medians[n][levels[0]]]
+        if inner:
+            print("\ninside the switch, means (its own metrics): a request from its bytes to its answer, its"
+                  "\nacquirer call, a journal batch (ops in it, and the share of the time the writer was in one):")
+            print(f"{'':>24} {'conns':>5} {'request ms':>10} {'acquirer ms':>11} {'batch ms':>8} {'ops':>5} {'writer busy':>11}")
+            for conns in levels:
+                for name in inner:
+                    m = medians[name][conns]
+                    print(f"{name:>24} {conns:5d} {m['request_ms']:10.2f} {m['acquirer_ms']:11.2f} "
+                          f"{m['commit_ms']:8.2f} {m['batch_ops']:5.1f} {m['writer_busy']:11.0%}")
         growth = p99_growth(medians, levels)
         if growth:
             print("\np99 against the same set-up's p99 at 50 connections:")
@@ -393,7 +453,7 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
             print(f"\nJSON: {args.json}")
     finally:
-        for sw, _port in switches.values():
+        for sw, _port, _http in switches.values():
             sw.stop()
         for proc in (bare, sim, fwd):
             if proc is not None:
