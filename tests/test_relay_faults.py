@@ -148,9 +148,12 @@ async def relay_until(relay: Relay, done, timeout: float = 15.0) -> None:
 
 
 def relay_until_stocked(tmp_path, partners: "Partners") -> None:
-    """Run a relay until "stock" (granted every merchant) has every event of the outbox."""
+    """Run a relay until "stock" (granted every merchant) has every event of the outbox and
+    "books" every one of merchant A's: the two sinks deliver side by side, and stopping at
+    the first one's last event would cut the other short (on a busy machine, by a few)."""
     relay = relay_for(tmp_path, partners)
-    asyncio.run(relay_until(relay, lambda: partners.ids("/stock") == outbox_ids(tmp_path)))
+    asyncio.run(relay_until(relay, lambda: partners.ids("/stock") == outbox_ids(tmp_path)
+                            and partners.ids("/books") == outbox_ids(tmp_path, (A,))))
 
 
 @pytest.fixture
