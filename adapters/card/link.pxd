@@ -2,7 +2,9 @@
 # compiled, HostLinkAcquirer is an extension type whose state is in C fields, and
 # a request picks its slot, registers with the slot's core and hands the slot its
 # frame with C calls (slot.pxd, hostlink.pxd), not a lookup each.  Every field is
-# public.
+# public.  Its breakers are typed where a request and an answer ask them
+# (breaker.pxd): allow and success are C calls too.
+from adapters.card.breaker cimport Breaker
 from adapters.card.hostlink cimport HostConnection
 from adapters.card.inflight cimport Pending
 from adapters.card.slot cimport Slot

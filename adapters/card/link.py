@@ -56,7 +56,6 @@ from adapters.card.hostlink import (
     FINANCIAL_MTIS,
     RC_INOPERATIVE,
     RC_MALFUNCTION,
-    Breaker,
     GivenUp,
     KeyChange,
     LinkMetrics,
@@ -65,6 +64,7 @@ from adapters.card.hostlink import (
     mask_pan,
     scrub,
 )
+from adapters.card.breaker import Breaker  # a type read by Cython too: link.pxd
 from adapters.card.hostmac import HostMac
 from adapters.card.hostlink import HostConnection  # noqa: F401  (a type read by Cython: link.pxd)
 from adapters.card.inflight import Pending  # noqa: F401  (a type read by Cython: link.pxd)
@@ -247,7 +247,7 @@ class HostLinkAcquirer:
         return self.loop.time() if self.loop is not None else 0.0
 
     @cython.ccall
-    @cython.locals(slot=Slot, best=Slot)
+    @cython.locals(slot=Slot, best=Slot, breaker=Breaker)
     def _pick(self, store_and_forward: bool = False) -> Slot | None:
         """The least busy signed-on connection of the first endpoint that has one
         and whose breaker lets a request through.  ``store_and_forward``
@@ -262,14 +262,16 @@ class HostLinkAcquirer:
                 n = slot.load()
                 if n is not None and (best is None or n < fewest):
                     best, fewest = slot, n
-            if best is not None and self.breakers[e].allow(now):
-                return best
+            if best is not None:
+                breaker = self.breakers[e]
+                if breaker.allow(now):
+                    return best
             if fallback is None:
                 fallback = best
         return fallback if store_and_forward else None
 
     @cython.ccall
-    @cython.locals(slot=Slot)
+    @cython.locals(slot=Slot, breaker=Breaker)
     def breaker_learns(self, slot: Slot, how: str) -> None:
         """A transaction on ``slot`` ended: answered, timed out, or lost."""
         breaker = self.breakers[slot.endpoint]
