@@ -7,7 +7,7 @@
 # field is public; a Python subclass may still override any method.
 from adapters.card.answers cimport mismatch, result_from_answer
 from adapters.card.inflight cimport Pending
-from adapters.card.messages cimport valid_f7, valid_stan
+from adapters.card.messages cimport request_fields, valid_f7, valid_stan
 from adapters.card.inflight cimport StanAllocator as _StanAllocator
 from switch.core.link_metrics cimport LinkMetrics as _LinkMetrics
 from switch.core.inflight cimport InFlight as _InFlight
