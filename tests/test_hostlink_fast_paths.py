@@ -1,8 +1,31 @@
 """What the host link reads in C instead of through Python calls reads the same:
-a STAN's or field 7's digits (valid_stan / valid_f7, as ``str.isdigit``)."""
+an answer's fields (field_of, as ``msg.get``), and a STAN's or field 7's digits
+(valid_stan / valid_f7, as ``str.isdigit``)."""
 import pytest
 
-from adapters.card.messages import valid_f7, valid_stan
+from adapters.card.answers import field_of
+from adapters.card.messages import fields_view, valid_f7, valid_stan
+from native.iso8583 import dialect
+
+HOST = dialect("host-87-bcd")
+ANSWER = {"mti": "0210", 3: "000000", 4: "000000001000", 7: "1114221320", 11: "000042", 37: "331822000001",
+          38: "A1B2C3", 39: "00", 41: "DEMO0001", 42: "DEMO00000000001", 49: "840", 55: b"\x9f\x02"}
+
+
+@pytest.mark.parametrize("msg", [HOST.decode(HOST.encode(ANSWER)), fields_view(ANSWER)], ids=["decoded", "view"])
+def test_field_of_reads_what_get_reads_present_or_not(msg):
+    for f in (2, 3, 4, 7, 11, 12, 37, 38, 39, 41, 42, 49, 55, 64, 70, 90, 128, 192):
+        assert field_of(msg, f) == msg.get(f)
+        assert type(field_of(msg, f)) is type(msg.get(f))
+    assert field_of(msg, 39) == "00" and field_of(msg, 55) == b"\x9f\x02" and field_of(msg, 2) is None
+
+
+def test_field_of_asks_any_other_message_its_get():
+    class Asked:
+        def get(self, f):
+            return ("asked", f)
+
+    assert field_of(Asked(), 11) == ("asked", 11)
 
 
 @pytest.mark.parametrize("text", ["000042", "999999", "00004", "0000420", "", "00004a", "00 042", "٠٠٠٠٤٢",

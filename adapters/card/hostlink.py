@@ -28,7 +28,7 @@ import cython
 import msgspec
 
 from adapters.card.breaker import Breaker, BreakerState  # noqa: F401  (re-exported)
-from adapters.card.answers import mismatch, result_from_answer, reversal_outcome  # noqa: F401
+from adapters.card.answers import field_of, mismatch, result_from_answer, reversal_outcome  # noqa: F401
 from adapters.card.inflight import GivenUp, Kind, Pending, StanAllocator, StanInUse  # noqa: F401
 from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the simulator and tests use them)
     ECHO,
@@ -410,7 +410,7 @@ class HostConnection:
         are the ones sent (:func:`mismatch`); anything else answers nothing we
         sent: logged and counted, and the request still times out (and is
         reversed)."""
-        stan = msg.get(11)
+        stan = field_of(msg, 11)
         if stan is None:
             self.metrics.inc("unmatched_answers", mti=mti)
             return [Unmatched(mti, None, "no field 11")]
@@ -511,7 +511,7 @@ class HostConnection:
     @cython.ccall
     @cython.locals(pending=Pending)
     def _answered(self, pending: Pending, msg: Any) -> list:
-        rc = msg.get(39)
+        rc = field_of(msg, 39)
         kind = pending.kind
         if kind is _REQUEST:
             result = result_from_answer(msg, pending)
