@@ -1,10 +1,10 @@
-"""What the host link reads in C instead of through Python calls reads the same:
-an answer's fields (field_of, as ``msg.get``), and a STAN's or field 7's digits
-(valid_stan / valid_f7, as ``str.isdigit``)."""
+"""What the host link does in C instead of through Python calls does the same:
+an answer's fields read (field_of, as ``msg.get``), a STAN's or field 7's digits
+checked (valid_stan / valid_f7 and isdigit, as ``str.isdigit``)."""
 import pytest
 
 from adapters.card.answers import field_of
-from adapters.card.messages import fields_view, valid_f7, valid_stan
+from adapters.card.messages import fields_view, isdigit, valid_f7, valid_stan
 from native.iso8583 import dialect
 
 HOST = dialect("host-87-bcd")
@@ -48,3 +48,9 @@ def test_valid_stan_and_f7_of_what_is_not_a_str():
 
     assert valid_stan(Digits("000042")) is True and valid_f7(Digits("111422132x")) is False
     assert valid_stan(b"000042") is True and valid_f7(b"1114221320") is True
+
+
+@pytest.mark.parametrize("text", ["000000001000", "", "12a", "١٢", "１２", "12²", b"0012", b"12a"])
+def test_isdigit_is_the_method_of_what_it_is_given(text):
+    assert isdigit(text) is text.isdigit()
+

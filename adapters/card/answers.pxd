@@ -3,7 +3,7 @@
 # calls them in C, reading the Pending's fields directly (inflight.pxd), and
 # field_of, which reads a decoded message's field in C (iso8583_message.pxd).
 from adapters.card.inflight cimport Pending
-from adapters.card.messages cimport acquirer_ref, answers
+from adapters.card.messages cimport acquirer_ref, answers, isdigit
 from native.iso8583_dialect cimport _bit, _word
 from native.iso8583_message cimport Message
 

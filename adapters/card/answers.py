@@ -14,7 +14,7 @@ import cython
 
 from adapters.card.inflight import Pending
 from native.iso8583_message import Message  # a type read by Cython too: answers.pxd
-from adapters.card.messages import acquirer_ref, answers
+from adapters.card.messages import acquirer_ref, answers, isdigit
 from adapters.card.response_codes import AMOUNT_REFUSALS, amount_held, reversal_answer, terminal_answer, well_formed
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Result
 
@@ -101,7 +101,7 @@ def result_from_answer(msg: Any, pending: Pending) -> Result:
         return Result(response_code=RC_MALFUNCTION, acquirer_ref=acquirer_ref(pending.stan, pending.f7, rrn),
                       uncertain=True)
     approved, host_currency = field_of(msg, 4), field_of(msg, 49)
-    if (rc == "00" and (approved is None or (approved == pending.amount and approved.isdigit()))
+    if (rc == "00" and (approved is None or (approved == pending.amount and isdigit(approved)))
             and (host_currency is None or host_currency == pending.currency)):
         # The common answer, a plain approval of the amount and currency sent: terminal_answer
         # would say 00 too (it is pure Python and builds its reason, for nothing here).
