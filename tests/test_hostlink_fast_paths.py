@@ -1,11 +1,15 @@
 """What the host link does in C instead of through Python calls does the same:
 an answer's fields read (field_of, as ``msg.get``), a STAN's or field 7's digits
-checked (valid_stan / valid_f7 and isdigit, as ``str.isdigit``)."""
+checked (valid_stan / valid_f7, as ``str.isdigit``), answers counted (LinkMetrics
+given the key's hash)."""
 import pytest
 
 from adapters.card.answers import field_of
+from adapters.card.hostlink import LinkMetrics
 from adapters.card.messages import fields_view, isdigit, valid_f7, valid_stan
 from native.iso8583 import dialect
+from switch.core.link_metrics import key
+from tests.test_card_hostlink import answer_to, make_request, ready_connection
 
 HOST = dialect("host-87-bcd")
 ANSWER = {"mti": "0210", 3: "000000", 4: "000000001000", 7: "1114221320", 11: "000042", 37: "331822000001",
@@ -54,3 +58,41 @@ def test_valid_stan_and_f7_of_what_is_not_a_str():
 def test_isdigit_is_the_method_of_what_it_is_given(text):
     assert isdigit(text) is text.isdigit()
 
+
+class _Children:
+    """A listener with ``child``, like the switch's: asked once a key, its child told every increment."""
+
+    def __init__(self):
+        self.asked, self.told = [], []
+
+    def __call__(self, name, labels, amount):
+        raise AssertionError("a listener with child() is not called")
+
+    def child(self, name, labels):
+        self.asked.append((name, labels))
+        told = self.told
+
+        class Child:
+            def inc(self, amount):
+                told.append((name, tuple(sorted(labels.items())), amount))
+
+        return Child()
+
+
+def test_answers_are_counted_under_their_key_and_told_to_the_listener_once_a_key_asked():
+    listener = _Children()
+    metrics = LinkMetrics(listener)
+    conn = ready_connection(metrics=metrics)
+    for n, rc in enumerate(["00", "05", "00", "00"]):
+        msg, _ = conn.request(make_request(txn_id=n + 1), now=1.0, wall=1_700_000_000.0, timeout=2.0)
+        conn.receive(answer_to(msg, f39=rc), 1.5)
+    assert metrics.get("requests", mti="0200", response_code="00") == 3
+    assert metrics.get("requests", mti="0200", response_code="05") == 1
+    assert metrics.counters[key("requests", mti="0200", response_code="00")] == 3
+    assert listener.asked.count(("requests", {"mti": "0200", "response_code": "00"})) == 1
+    labels = (("mti", "0200"), ("response_code", "00"))
+    assert listener.told.count(("requests", labels, 1)) == 3
+    # add() with an equal key built anew counts the same counter.
+    metrics.add(key("requests", mti="0200", response_code="00"), 2)
+    assert metrics.get("requests", mti="0200", response_code="00") == 5 and metrics.total("requests") == 6
+    assert listener.told[-1] == ("requests", labels, 2)

@@ -185,17 +185,17 @@ _requests_keys: dict[str, dict[str, tuple]] = {}  # by request MTI, then respons
 @cython.cfunc
 @cython.locals(by_code=dict)
 def _requests_key(mti: str, response_code: str) -> tuple:
-    """The LinkMetrics key of ``requests`` (mti, response_code), one object per pair, found by
-    identity in the counters' dicts; kept by MTI, then by code (two string look-ups an answer)."""
+    """The LinkMetrics key of ``requests`` (mti, response_code) and its hash (for add_hashed), one
+    key object per pair, found by identity in the counters' dicts; kept by MTI, then by code."""
     by_code = _requests_keys.get(mti)
     if by_code is None:
         by_code = _requests_keys[mti] = {}  # the link's own request MTIs: a handful
-    key = by_code.get(response_code)
-    if key is None:
-        key = link_key("requests", mti=mti, response_code=response_code)
+    kept = by_code.get(response_code)
+    if kept is None:
+        kept = (key := link_key("requests", mti=mti, response_code=response_code), hash(key))
         if len(by_code) < 256:  # section-5 codes and the acquirer's: a few dozen
-            by_code[response_code] = key
-    return key
+            by_code[response_code] = kept
+    return kept
 
 
 class HostConnection:
@@ -509,14 +509,15 @@ class HostConnection:
         return []  # an echo: the link is alive, whatever the MAC says
 
     @cython.ccall
-    @cython.locals(pending=Pending)
+    @cython.locals(pending=Pending, kept=tuple)
     def _answered(self, pending: Pending, msg: Any) -> list:
         rc = field_of(msg, 39)
         kind = pending.kind
         if kind is _REQUEST:
             result = result_from_answer(msg, pending)
             # The code the terminal is answered; the host's own, when another, counted beside it.
-            self.metrics.add(_requests_key(pending.mti, result.response_code))
+            kept = _requests_key(pending.mti, result.response_code)
+            self.metrics.add_hashed(kept[0], kept[1], 1)
             if result.acquirer_code is not None:
                 self.metrics.inc("host_codes", mti=pending.mti, answered=result.response_code,
                                  response_code=result.acquirer_code if result.acquirer_code in TABLE else "other")
