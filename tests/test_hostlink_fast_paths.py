@@ -2,10 +2,14 @@
 an answer's fields read (field_of, as ``msg.get``), a STAN's or field 7's digits
 checked (valid_stan / valid_f7, as ``str.isdigit``), answers counted (LinkMetrics
 given the key's hash)."""
+import re
+from pathlib import Path
+
 import pytest
 
 from adapters.card.answers import field_of
 from adapters.card.hostlink import LinkMetrics
+from adapters.card.inflight import Kind, Pending, new_pending
 from adapters.card.messages import fields_view, isdigit, valid_f7, valid_stan
 from native.iso8583 import dialect
 from switch.core.link_metrics import key
@@ -96,3 +100,30 @@ def test_answers_are_counted_under_their_key_and_told_to_the_listener_once_a_key
     metrics.add(key("requests", mti="0200", response_code="00"), 2)
     assert metrics.get("requests", mti="0200", response_code="00") == 5 and metrics.total("requests") == 6
     assert listener.told[-1] == ("requests", labels, 2)
+
+
+def _pending_fields() -> list[str]:
+    """Every field of Pending, as inflight.pxd declares them."""
+    pxd = (Path(__file__).parent.parent / "adapters" / "card" / "inflight.pxd").read_text()
+    body = pxd.split("cdef class Pending:", 1)[1].split("\n\n", 1)[0]
+    return [name.strip() for line in re.findall(r"cdef public \w+ (.+)", body) for name in line.split(",")]
+
+
+def test_new_pending_sets_every_field_pending_sets():
+    args = (Kind.REQUEST, "0200", "000042", "1114221320", "331822000001", "DEMO0001", 3.5, 1.5, object(),
+            "000000001000", "000000", "840", "DEMO00000000001")
+    made, built = new_pending(*args), Pending(*args)
+    fields = _pending_fields()
+    assert len(fields) == 14 and "held_known" in fields
+    assert type(made) is Pending
+    assert {f: getattr(made, f) for f in fields} == {f: getattr(built, f) for f in fields}
+
+
+def test_a_request_registers_its_pending_with_the_fields_sent():
+    conn = ready_connection()
+    msg, pending = conn.request(make_request(), now=1.0, wall=1_700_000_000.0, timeout=2.0, token="t")
+    assert (pending.kind, pending.mti, pending.stan, pending.f7, pending.rrn, pending.terminal_id) == (
+        Kind.REQUEST, "0200", msg[11], msg[7], msg[37], msg[41])
+    assert (pending.deadline, pending.sent_at, pending.token, pending.held_known) == (3.0, 1.0, "t", True)
+    assert (pending.amount, pending.processing_code, pending.currency, pending.merchant_id) == (
+        msg[4], msg[3], msg[49], msg[42])

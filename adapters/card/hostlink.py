@@ -29,7 +29,7 @@ import msgspec
 
 from adapters.card.breaker import Breaker, BreakerState  # noqa: F401  (re-exported)
 from adapters.card.answers import field_of, mismatch, result_from_answer, reversal_outcome  # noqa: F401
-from adapters.card.inflight import GivenUp, Kind, Pending, StanAllocator, StanInUse  # noqa: F401
+from adapters.card.inflight import GivenUp, Kind, Pending, StanAllocator, StanInUse, new_pending  # noqa: F401
 from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the simulator and tests use them)
     ECHO,
     KEY_CHANGE,
@@ -247,8 +247,8 @@ class HostConnection:
     @cython.locals(msg=dict, pending=Pending)
     def _register(self, kind: Kind, msg: dict, now: float, deadline: float,
                   rrn: str = "", terminal_id: str | None = None, token: Any = None) -> Pending:
-        pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
-                          msg.get(4), msg.get(3), msg.get(49), msg.get(42))
+        pending = new_pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
+                              msg.get(4), msg.get(3), msg.get(49), msg.get(42))
         self.inflight.add(pending.stan, pending, deadline)
         return pending
 
