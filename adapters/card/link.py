@@ -69,10 +69,20 @@ from adapters.card.hostmac import HostMac
 from adapters.card.hostlink import HostConnection  # noqa: F401  (a type read by Cython: link.pxd)
 from adapters.card.inflight import Pending  # noqa: F401  (a type read by Cython: link.pxd)
 from adapters.card.slot import Slot
+from native.iso8583 import Dialect  # a type read by Cython too: link.pxd
 from switch.core.acquirer import RETRY, Request, Result
 
 log = logging.getLogger("payswitch.card")
 _wall = time.time  # field 7's clock, read once a request: bound here, not looked up on the module each time
+
+
+@cython.cfunc
+def _encoded(dialect: Any, msg: Any) -> bytes:
+    """``dialect.encode(msg)``: compiled, a native Dialect encodes a request's dict with a C call
+    (native/iso8583.pxd), not a bound method and a call through Python each request."""
+    if cython.compiled and type(dialect) is Dialect and type(msg) is dict:
+        return cython.cast(Dialect, dialect)._encode_mapping(msg)
+    return dialect.encode(msg)
 
 
 class HostLinkAcquirer:
@@ -339,7 +349,7 @@ class HostLinkAcquirer:
         core, transport = slot.core, slot.transport
         try:
             # Without MACs, encoded here: awaiting _encode would make a coroutine per request.
-            data = slot.framer.encode(self.dialect.encode(msg) if self.mac is None else await self._encode(msg))
+            data = slot.framer.encode(_encoded(self.dialect, msg) if self.mac is None else await self._encode(msg))
         except Exception as exc:  # EncodeError, a frame too long, no MAC: our side, nothing sent
             core.cancel(pending)
             self.breakers[slot.endpoint].inconclusive(loop.time())
