@@ -1,13 +1,16 @@
 """What the host link does in C instead of through Python calls does the same:
-an answer's fields read (field_of, as ``msg.get``), a STAN's or field 7's digits
-checked (valid_stan / valid_f7, as ``str.isdigit``), answers counted (LinkMetrics
-given the key's hash)."""
+an answer's fields read (field_of, as ``msg.get``), a STAN's, field 7's or an
+amount's digits checked (valid_stan / valid_f7 / isdigit, as ``str.isdigit``),
+answers counted (LinkMetrics given the key's hash), a request's Pending made
+(new_pending, as ``Pending(...)``), a closed breaker passed without reading the
+clock (Breaker.closed, as ``allow``)."""
 import re
 from pathlib import Path
 
 import pytest
 
 from adapters.card.answers import field_of
+from adapters.card.breaker import Breaker, BreakerState
 from adapters.card.hostlink import LinkMetrics
 from adapters.card.inflight import Kind, Pending, new_pending
 from adapters.card.messages import fields_view, isdigit, valid_f7, valid_stan
@@ -127,3 +130,13 @@ def test_a_request_registers_its_pending_with_the_fields_sent():
     assert (pending.deadline, pending.sent_at, pending.token, pending.held_known) == (3.0, 1.0, "t", True)
     assert (pending.amount, pending.processing_code, pending.currency, pending.merchant_id) == (
         msg[4], msg[3], msg[49], msg[42])
+
+
+def test_a_breaker_is_closed_exactly_when_allow_needs_no_clock():
+    b = Breaker(threshold=1, cooldown=10.0)
+    assert b.closed() and b.allow(0.0) and b.allow(1e12)
+    b.failure(5.0)  # open
+    assert not b.closed() and not b.allow(14.9)
+    assert b.allow(15.0) and not b.closed()  # half-open: the probe went
+    b.success()
+    assert b.closed() and b.state(15.1) is BreakerState.CLOSED

@@ -7,6 +7,7 @@ cdef class Breaker:
     cdef public object threshold, cooldown, _state, failures, opened_at, trips, _probing
 
     cpdef state(self, now)
+    cpdef closed(self)
     cpdef allow(self, now)
     cpdef success(self)
     cpdef failure(self, now)

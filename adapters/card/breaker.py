@@ -62,6 +62,11 @@ class Breaker:
         return state is _OPEN or (state is _HALF_OPEN and self._probing)
 
     @cython.ccall
+    def closed(self) -> bool:
+        """Closed: every request may go, whatever the time (:meth:`allow` would say True)."""
+        return self._state is _CLOSED
+
+    @cython.ccall
     def allow(self, now: float) -> bool:
         """May one request go now?  In HALF_OPEN this hands out the one probe."""
         state = self.state(now)

@@ -263,7 +263,7 @@ class HostLinkAcquirer:
         and whose breaker lets a request through.  ``store_and_forward``
         (reversals): with every breaker open, one anyway; a reversal has nowhere
         else to go and would only wait for an authorization to probe."""
-        now = self._now()
+        now = None  # the loop's clock, read when a breaker that is not closed needs it
         fallback = None
         for e, slots in enumerate(self._by_endpoint):
             best = None
@@ -274,6 +274,10 @@ class HostLinkAcquirer:
                     best, fewest = slot, n
             if best is not None:
                 breaker = self.breakers[e]
+                if breaker.closed():  # allow() would let it through, whatever the time
+                    return best
+                if now is None:
+                    now = self._now()
                 if breaker.allow(now):
                     return best
             if fallback is None:
