@@ -13,9 +13,9 @@ from typing import Any
 import cython
 
 from adapters.card.inflight import Pending
-from native.iso8583_message import Message  # a type read by Cython too: answers.pxd
 from adapters.card.messages import acquirer_ref, answers, isdigit
 from adapters.card.response_codes import AMOUNT_REFUSALS, amount_held, reversal_answer, terminal_answer, well_formed
+from native.iso8583_message import Message  # a type read by Cython too: answers.pxd
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Result
 
 RC_MALFUNCTION = "96"  # the acquirer answered without field 39

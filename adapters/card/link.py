@@ -52,6 +52,7 @@ from typing import Any, Callable, Sequence
 
 import cython
 
+from adapters.card.breaker import Breaker  # a type read by Cython too: link.pxd
 from adapters.card.hostlink import (
     FINANCIAL_MTIS,
     RC_INOPERATIVE,
@@ -64,7 +65,6 @@ from adapters.card.hostlink import (
     mask_pan,
     scrub,
 )
-from adapters.card.breaker import Breaker  # a type read by Cython too: link.pxd
 from adapters.card.hostmac import HostMac
 from adapters.card.hostlink import HostConnection  # noqa: F401  (a type read by Cython: link.pxd)
 from adapters.card.inflight import Pending  # noqa: F401  (a type read by Cython: link.pxd)

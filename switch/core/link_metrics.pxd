@@ -15,7 +15,8 @@ cdef extern from *:
     """
     /* A dict's item (a new reference; dflt when absent) and its store, for a key whose
        hash is known: before 3.13 with CPython's _KnownHash functions, else as usual. */
-    static CYTHON_INLINE PyObject *payswitch_dict_get_known(PyObject *d, PyObject *key, Py_hash_t hash, PyObject *dflt) {
+    static CYTHON_INLINE PyObject *payswitch_dict_get_known(PyObject *d, PyObject *key, Py_hash_t hash,
+                                                            PyObject *dflt) {
     #if PY_VERSION_HEX < 0x030D0000
         PyObject *v = _PyDict_GetItem_KnownHash(d, key, hash);
     #else
