@@ -13,8 +13,9 @@ from typing import Any
 import cython
 
 from adapters.card.inflight import Pending
-from adapters.card.messages import acquirer_ref, answers
+from adapters.card.messages import acquirer_ref, answers, isdigit
 from adapters.card.response_codes import AMOUNT_REFUSALS, amount_held, reversal_answer, terminal_answer, well_formed
+from native.iso8583_message import Message  # a type read by Cython too: answers.pxd
 from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Refused, Result
 
 RC_MALFUNCTION = "96"  # the acquirer answered without field 39
@@ -40,6 +41,21 @@ def reversal_outcome(response_code: str | None, held_known: bool = True, mti: st
 
 
 @cython.ccall
+@cython.locals(f=cython.int, m=Message)
+def field_of(msg: Any, f: int) -> Any:
+    """``msg.get(f)``.  Compiled, a decoded :class:`native.iso8583_message.Message`
+    (what the link receives) is read in C, as its ``get`` reads it
+    (native/iso8583_message.pxd): no bound method and no call through Python
+    for each of the dozen fields an answer is read for."""
+    if cython.compiled and type(msg) is Message:
+        m = msg
+        if m._present[_word(f)] & _bit(f):  # noqa: F821  (cimported: answers.pxd)
+            return m._value(f)
+        return None
+    return msg.get(f)
+
+
+@cython.ccall
 @cython.locals(pending=Pending)
 def mismatch(pending: Pending, msg: Any, mti: str) -> str | None:
     """Why ``msg`` is not the answer to ``pending`` (None: it is).
@@ -50,18 +66,17 @@ def mismatch(pending: Pending, msg: Any, mti: str) -> str | None:
     (the first two digits: a refund's answer is no purchase's)."""
     if mti not in answers(pending.mti):
         return f"answer MTI does not fit the request {pending.mti}"
-    get = msg.get  # looked up once for the four fields read
-    f7 = get(7)
+    f7 = field_of(msg, 7)
     if f7 is not None and f7 != pending.f7:
         return "field 7 does not match the request"
     # Most answers repeat fields 41 and 42 exactly: equal, _differs is not asked.
-    got, sent = get(41), pending.terminal_id
+    got, sent = field_of(msg, 41), pending.terminal_id
     if got != sent and _differs(got, sent):
         return "field 41 does not match the request"
-    got, sent = get(42), pending.merchant_id
+    got, sent = field_of(msg, 42), pending.merchant_id
     if got != sent and _differs(got, sent):
         return "field 42 does not match the request"
-    code = get(3)
+    code = field_of(msg, 3)
     sent = pending.processing_code
     # (Most answers repeat field 3 as sent: equal, no slicing.)
     if code is not None and sent is not None and code != sent and str(code)[:2] != sent[:2]:
@@ -79,26 +94,25 @@ def _differs(got: Any, sent: str | None) -> bool:
 def result_from_answer(msg: Any, pending: Pending) -> Result:
     """0110/0210/0230 -> Result: 39 as section 5 has it (:mod:`adapters.card.response_codes`),
     38, 55; acquirer_ref = stan|f7|rrn, and |the host's code when the terminal gets another."""
-    get = msg.get  # looked up once for the six fields read
-    rrn = get(37) or pending.rrn
-    rc = get(39)
+    rrn = field_of(msg, 37) or pending.rrn
+    rc = field_of(msg, 39)
     if rc is None:
         # An answer without a response code tells us nothing: treat as unknown.
         return Result(response_code=RC_MALFUNCTION, acquirer_ref=acquirer_ref(pending.stan, pending.f7, rrn),
                       uncertain=True)
-    approved, host_currency = get(4), get(49)
-    if (rc == "00" and (approved is None or (approved == pending.amount and approved.isdigit()))
+    approved, host_currency = field_of(msg, 4), field_of(msg, 49)
+    if (rc == "00" and (approved is None or (approved == pending.amount and isdigit(approved)))
             and (host_currency is None or host_currency == pending.currency)):
         # The common answer, a plain approval of the amount and currency sent: terminal_answer
         # would say 00 too (it is pure Python and builds its reason, for nothing here).
         ref = acquirer_ref(pending.stan, pending.f7, rrn)
-        return Result(response_code=rc, auth_code=get(38), acquirer_ref=ref, icc=get(55))
+        return Result(response_code=rc, auth_code=field_of(msg, 38), acquirer_ref=ref, icc=field_of(msg, 55))
     answer = terminal_answer(rc, requested=pending.amount, approved=approved,
                              processing_code=pending.processing_code, currency=pending.currency,
                              host_currency=host_currency)
     if answer.code == rc:
         ref = acquirer_ref(pending.stan, pending.f7, rrn)
-        return Result(response_code=rc, auth_code=get(38), acquirer_ref=ref, icc=get(55))
+        return Result(response_code=rc, auth_code=field_of(msg, 38), acquirer_ref=ref, icc=field_of(msg, 55))
     host_code = rc if well_formed(rc) else "??"
     held = amount_held(rc, requested=pending.amount, approved=approved, currency=pending.currency,
                        host_currency=host_currency) if answer.reverse else None
@@ -107,7 +121,7 @@ def result_from_answer(msg: Any, pending: Pending) -> Result:
         # Money may stay authorized at the host and the terminal is told otherwise: reversed,
         # as an answer the switch cannot trust is.  The host's field 38 is kept (journaled):
         # a strict host matches the reversal by it.
-        return Result(response_code=answer.code, auth_code=get(38), acquirer_ref=ref, uncertain=True,
+        return Result(response_code=answer.code, auth_code=field_of(msg, 38), acquirer_ref=ref, uncertain=True,
                       acquirer_code=host_code, acquirer_reason=answer.why)
-    return Result(response_code=answer.code, auth_code=get(38), acquirer_ref=ref, icc=get(55),
+    return Result(response_code=answer.code, auth_code=field_of(msg, 38), acquirer_ref=ref, icc=field_of(msg, 55),
                   acquirer_code=host_code, acquirer_reason=answer.why)

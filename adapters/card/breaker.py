@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import enum
 
+import cython
+
 
 class BreakerState(enum.Enum):
     CLOSED = "closed"
@@ -47,6 +49,7 @@ class Breaker:
         self.trips = 0
         self._probing = False
 
+    @cython.ccall
     def state(self, now: float) -> BreakerState:
         """The state as of ``now`` (an OPEN breaker past its cool-down reads HALF_OPEN)."""
         if self._state is _OPEN and now >= self.opened_at + self.cooldown:
@@ -58,6 +61,12 @@ class Breaker:
         state = self.state(now)
         return state is _OPEN or (state is _HALF_OPEN and self._probing)
 
+    @cython.ccall
+    def closed(self) -> bool:
+        """Closed: every request may go, whatever the time (:meth:`allow` would say True)."""
+        return self._state is _CLOSED
+
+    @cython.ccall
     def allow(self, now: float) -> bool:
         """May one request go now?  In HALF_OPEN this hands out the one probe."""
         state = self.state(now)
@@ -69,6 +78,7 @@ class Breaker:
         self._probing = True
         return True
 
+    @cython.ccall
     def success(self) -> None:
         """A transaction was answered (any response code)."""
         if self._state is _HALF_OPEN:
@@ -77,6 +87,7 @@ class Breaker:
         if self._state is _CLOSED:
             self.failures = 0
 
+    @cython.ccall
     def failure(self, now: float) -> bool:
         """A transaction timed out.  True when this opened the breaker."""
         if self._state is _CLOSED:
@@ -90,6 +101,7 @@ class Breaker:
             return True
         return False
 
+    @cython.ccall
     def inconclusive(self, now: float) -> None:
         """A transaction ended without telling whether the host answers (the
         connection dropped, or nothing was sent): a probe is handed out again."""

@@ -5,9 +5,9 @@
 # request and its answer run through are cpdef: the slot (slot.pxd) and the link
 # call them without a lookup, and they read a Pending's fields directly.  Every
 # field is public; a Python subclass may still override any method.
-from adapters.card.answers cimport mismatch, result_from_answer
-from adapters.card.inflight cimport Pending
-from adapters.card.messages cimport valid_f7, valid_stan
+from adapters.card.answers cimport field_of, mismatch, result_from_answer
+from adapters.card.inflight cimport Pending, new_pending
+from adapters.card.messages cimport request_fields, valid_f7, valid_stan
 from adapters.card.inflight cimport StanAllocator as _StanAllocator
 from switch.core.link_metrics cimport LinkMetrics as _LinkMetrics
 from switch.core.inflight cimport InFlight as _InFlight

@@ -28,8 +28,8 @@ import cython
 import msgspec
 
 from adapters.card.breaker import Breaker, BreakerState  # noqa: F401  (re-exported)
-from adapters.card.answers import mismatch, result_from_answer, reversal_outcome  # noqa: F401
-from adapters.card.inflight import GivenUp, Kind, Pending, StanAllocator, StanInUse  # noqa: F401
+from adapters.card.answers import field_of, mismatch, result_from_answer, reversal_outcome  # noqa: F401
+from adapters.card.inflight import GivenUp, Kind, Pending, StanAllocator, StanInUse, new_pending  # noqa: F401
 from adapters.card.messages import (  # noqa: F401  (re-exported: the link, the simulator and tests use them)
     ECHO,
     KEY_CHANGE,
@@ -185,17 +185,17 @@ _requests_keys: dict[str, dict[str, tuple]] = {}  # by request MTI, then respons
 @cython.cfunc
 @cython.locals(by_code=dict)
 def _requests_key(mti: str, response_code: str) -> tuple:
-    """The LinkMetrics key of ``requests`` (mti, response_code), one object per pair, found by
-    identity in the counters' dicts; kept by MTI, then by code (two string look-ups an answer)."""
+    """The LinkMetrics key of ``requests`` (mti, response_code) and its hash (for add_hashed), one
+    key object per pair, found by identity in the counters' dicts; kept by MTI, then by code."""
     by_code = _requests_keys.get(mti)
     if by_code is None:
         by_code = _requests_keys[mti] = {}  # the link's own request MTIs: a handful
-    key = by_code.get(response_code)
-    if key is None:
-        key = link_key("requests", mti=mti, response_code=response_code)
+    kept = by_code.get(response_code)
+    if kept is None:
+        kept = (key := link_key("requests", mti=mti, response_code=response_code), hash(key))
         if len(by_code) < 256:  # section-5 codes and the acquirer's: a few dozen
-            by_code[response_code] = key
-    return key
+            by_code[response_code] = kept
+    return kept
 
 
 class HostConnection:
@@ -247,8 +247,8 @@ class HostConnection:
     @cython.locals(msg=dict, pending=Pending)
     def _register(self, kind: Kind, msg: dict, now: float, deadline: float,
                   rrn: str = "", terminal_id: str | None = None, token: Any = None) -> Pending:
-        pending = Pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
-                          msg.get(4), msg.get(3), msg.get(49), msg.get(42))
+        pending = new_pending(kind, msg["mti"], msg[11], msg[7], rrn, terminal_id, deadline, now, token,
+                              msg.get(4), msg.get(3), msg.get(49), msg.get(42))
         self.inflight.add(pending.stan, pending, deadline)
         return pending
 
@@ -410,7 +410,7 @@ class HostConnection:
         are the ones sent (:func:`mismatch`); anything else answers nothing we
         sent: logged and counted, and the request still times out (and is
         reversed)."""
-        stan = msg.get(11)
+        stan = field_of(msg, 11)
         if stan is None:
             self.metrics.inc("unmatched_answers", mti=mti)
             return [Unmatched(mti, None, "no field 11")]
@@ -509,14 +509,15 @@ class HostConnection:
         return []  # an echo: the link is alive, whatever the MAC says
 
     @cython.ccall
-    @cython.locals(pending=Pending)
+    @cython.locals(pending=Pending, kept=tuple)
     def _answered(self, pending: Pending, msg: Any) -> list:
-        rc = msg.get(39)
+        rc = field_of(msg, 39)
         kind = pending.kind
         if kind is _REQUEST:
             result = result_from_answer(msg, pending)
             # The code the terminal is answered; the host's own, when another, counted beside it.
-            self.metrics.add(_requests_key(pending.mti, result.response_code))
+            kept = _requests_key(pending.mti, result.response_code)
+            self.metrics.add_hashed(kept[0], kept[1], 1)
             if result.acquirer_code is not None:
                 self.metrics.inc("host_codes", mti=pending.mti, answered=result.response_code,
                                  response_code=result.acquirer_code if result.acquirer_code in TABLE else "other")

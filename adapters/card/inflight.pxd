@@ -4,6 +4,7 @@
 # reads a Pending's fields and calls the allocator's methods without a lookup
 # each: a request and its answer read a dozen fields and take and release a STAN.
 # Every field is public: the tests and the simulator read them as before.
+# new_pending makes a request's Pending in C (hostlink.pxd cimports it).
 from adapters.card.messages cimport valid_stan
 
 
@@ -17,3 +18,7 @@ cdef class StanAllocator:
 cdef class Pending:
     cdef public object kind, mti, stan, f7, rrn, terminal_id, deadline, sent_at, token
     cdef public object amount, processing_code, held_known, currency, merchant_id
+
+
+cpdef new_pending(kind, mti, stan, f7, rrn, terminal_id, deadline, sent_at, token, amount,
+                  processing_code, currency, merchant_id)

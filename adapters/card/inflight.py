@@ -140,6 +140,33 @@ class Pending:
         return f"<Pending {self.kind.value} {self.mti} stan={self.stan} deadline={self.deadline:.3f}>"
 
 
+@cython.ccall
+@cython.locals(made=Pending)
+def new_pending(kind: Kind, mti: str, stan: str, f7: str, rrn: str, terminal_id: str | None,
+                deadline: float, sent_at: float, token: Any, amount: str | None, processing_code: str | None,
+                currency: str | None, merchant_id: str | None) -> Pending:
+    """``Pending(...)`` with every argument given, made in C once compiled (inflight.pxd): the
+    type's allocation and its fields set, not a call through Python that unpacks thirteen
+    arguments (one a message the link writes).  Sets every field ``Pending.__init__`` sets
+    (tests/test_hostlink_fast_paths.py compares them field by field)."""
+    made = Pending.__new__(Pending)
+    made.kind = kind
+    made.mti = mti
+    made.stan = stan
+    made.f7 = f7
+    made.rrn = rrn
+    made.terminal_id = terminal_id
+    made.deadline = deadline
+    made.sent_at = sent_at
+    made.token = token
+    made.amount = amount
+    made.processing_code = processing_code
+    made.currency = currency
+    made.merchant_id = merchant_id
+    made.held_known = True
+    return made
+
+
 class GivenUp:
     """What a host link gave up on, by STAN: past its deadline, or in flight on a
     connection that went away.  One per link, shared by its connections.

@@ -2,11 +2,15 @@
 # compiled, HostLinkAcquirer is an extension type whose state is in C fields, and
 # a request picks its slot, registers with the slot's core and hands the slot its
 # frame with C calls (slot.pxd, hostlink.pxd), not a lookup each.  Every field is
-# public.
+# public.  Its breakers are typed where a request and an answer ask them
+# (breaker.pxd): allow and success are C calls too, and so is encoding a request
+# with the link's native dialect (_encoded).
+from adapters.card.breaker cimport Breaker
 from adapters.card.hostlink cimport HostConnection
 from adapters.card.inflight cimport Pending
 from adapters.card.slot cimport Slot
 from switch.core.link_metrics cimport LinkMetrics as _LinkMetrics
+from native.iso8583 cimport Dialect
 
 cdef class HostLinkAcquirer:
     cdef public _LinkMetrics metrics
@@ -20,3 +24,5 @@ cdef class HostLinkAcquirer:
     cpdef breaker_learns(self, Slot slot, how)
     cpdef _deadline(self, timeout)
     cpdef ready_changed(self)
+
+cdef _encoded(dialect, msg)

@@ -52,11 +52,11 @@ from typing import Any, Callable, Sequence
 
 import cython
 
+from adapters.card.breaker import Breaker  # a type read by Cython too: link.pxd
 from adapters.card.hostlink import (
     FINANCIAL_MTIS,
     RC_INOPERATIVE,
     RC_MALFUNCTION,
-    Breaker,
     GivenUp,
     KeyChange,
     LinkMetrics,
@@ -69,10 +69,20 @@ from adapters.card.hostmac import HostMac
 from adapters.card.hostlink import HostConnection  # noqa: F401  (a type read by Cython: link.pxd)
 from adapters.card.inflight import Pending  # noqa: F401  (a type read by Cython: link.pxd)
 from adapters.card.slot import Slot
+from native.iso8583 import Dialect  # a type read by Cython too: link.pxd
 from switch.core.acquirer import RETRY, Request, Result
 
 log = logging.getLogger("payswitch.card")
 _wall = time.time  # field 7's clock, read once a request: bound here, not looked up on the module each time
+
+
+@cython.cfunc
+def _encoded(dialect: Any, msg: Any) -> bytes:
+    """``dialect.encode(msg)``: compiled, a native Dialect encodes a request's dict with a C call
+    (native/iso8583.pxd), not a bound method and a call through Python each request."""
+    if cython.compiled and type(dialect) is Dialect and type(msg) is dict:
+        return cython.cast(Dialect, dialect)._encode_mapping(msg)
+    return dialect.encode(msg)
 
 
 class HostLinkAcquirer:
@@ -247,13 +257,13 @@ class HostLinkAcquirer:
         return self.loop.time() if self.loop is not None else 0.0
 
     @cython.ccall
-    @cython.locals(slot=Slot, best=Slot)
+    @cython.locals(slot=Slot, best=Slot, breaker=Breaker)
     def _pick(self, store_and_forward: bool = False) -> Slot | None:
         """The least busy signed-on connection of the first endpoint that has one
         and whose breaker lets a request through.  ``store_and_forward``
         (reversals): with every breaker open, one anyway; a reversal has nowhere
         else to go and would only wait for an authorization to probe."""
-        now = self._now()
+        now = None  # the loop's clock, read when a breaker that is not closed needs it
         fallback = None
         for e, slots in enumerate(self._by_endpoint):
             best = None
@@ -262,14 +272,20 @@ class HostLinkAcquirer:
                 n = slot.load()
                 if n is not None and (best is None or n < fewest):
                     best, fewest = slot, n
-            if best is not None and self.breakers[e].allow(now):
-                return best
+            if best is not None:
+                breaker = self.breakers[e]
+                if breaker.closed():  # allow() would let it through, whatever the time
+                    return best
+                if now is None:
+                    now = self._now()
+                if breaker.allow(now):
+                    return best
             if fallback is None:
                 fallback = best
         return fallback if store_and_forward else None
 
     @cython.ccall
-    @cython.locals(slot=Slot)
+    @cython.locals(slot=Slot, breaker=Breaker)
     def breaker_learns(self, slot: Slot, how: str) -> None:
         """A transaction on ``slot`` ended: answered, timed out, or lost."""
         breaker = self.breakers[slot.endpoint]
@@ -337,7 +353,7 @@ class HostLinkAcquirer:
         core, transport = slot.core, slot.transport
         try:
             # Without MACs, encoded here: awaiting _encode would make a coroutine per request.
-            data = slot.framer.encode(self.dialect.encode(msg) if self.mac is None else await self._encode(msg))
+            data = slot.framer.encode(_encoded(self.dialect, msg) if self.mac is None else await self._encode(msg))
         except Exception as exc:  # EncodeError, a frame too long, no MAC: our side, nothing sent
             core.cancel(pending)
             self.breakers[slot.endpoint].inconclusive(loop.time())

@@ -2,11 +2,14 @@
 # compiled, Slot is an extension type whose state is in C fields, its link and
 # its connection core typed (link.pxd, hostlink.pxd), so that what every answer
 # runs through (take, the core's receive, handle, the breaker, the timer) is C
-# calls and field reads, not a lookup each.  Every field is public; a Python
-# subclass may still override any method.
+# calls and field reads, not a lookup each; a message of the link's native
+# dialect is decoded with a C call too (_decoded).  Every field is public; a
+# Python subclass may still override any method.
 from adapters.card.hostlink cimport HostConnection
 from adapters.card.inflight cimport Pending
 from adapters.card.link cimport HostLinkAcquirer
+from native.iso8583 cimport Dialect
+from native.iso8583_message cimport _decode
 
 cdef class Slot:
     cdef public HostLinkAcquirer link
@@ -22,3 +25,5 @@ cdef class Slot:
     cpdef send(self, transport, frame)
     cpdef arm(self)
     cpdef arm_by(self, deadline)
+
+cdef _decoded(dialect, payload)

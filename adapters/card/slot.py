@@ -33,6 +33,7 @@ from adapters.card.hostlink import (
     scrub,
 )
 from adapters.card.inflight import Pending  # noqa: F401  (a type read by Cython: slot.pxd)
+from native.iso8583 import Dialect  # a type read by Cython too: slot.pxd
 from switch.core.backoff import Backoff
 from switch.security.module import SecurityModuleError
 
@@ -47,6 +48,15 @@ log = logging.getLogger("payswitch.card")
 _READY = State.READY
 _REQUEST = Kind.REQUEST
 _REVERSAL = Kind.REVERSAL
+
+
+@cython.cfunc
+def _decoded(dialect: Any, payload: Any) -> Any:
+    """``dialect.decode(payload)``: compiled, a native Dialect's bytes are decoded with a C call
+    (native/iso8583_message.pxd), not a bound method and a call through Python each message."""
+    if cython.compiled and type(dialect) is Dialect and type(payload) is bytes:
+        return _decode(cython.cast(Dialect, dialect), cython.cast(bytes, payload), False)  # noqa: F821 (slot.pxd)
+    return dialect.decode(payload)
 
 
 class SlotProtocol(asyncio.Protocol):
@@ -180,9 +190,9 @@ class Slot:
             payloads, bad = exc.frames, exc
         mac = link.mac
         if mac is None:
-            self.take(core, payloads, link.dialect.decode, None)
+            self.take(core, payloads, None, None)
         elif mac.immediate:
-            self.take(core, payloads, link.dialect.decode, mac.verify_now)
+            self.take(core, payloads, None, mac.verify_now)
         else:
             self.checking.extend(payloads)
             if self.checker is None:
@@ -192,20 +202,22 @@ class Slot:
 
     @cython.ccall
     @cython.locals(core=HostConnection)
-    def take(self, core: HostConnection, payloads: Iterable[bytes], decode: Callable[[bytes], Any],
+    def take(self, core: HostConnection, payloads: Iterable[bytes], decode: Callable[[bytes], Any] | None,
              verify: Callable[[Any, bytes], str] | None) -> bool:
-        """Each payload decoded, its MAC checked by ``verify`` (None: the link does not MAC) and given to ``core``.
+        """Each payload decoded (by ``decode``; None: by the link's dialect), its MAC checked by
+        ``verify`` (None: the link does not MAC) and given to ``core``.
 
         In order, then the timer is armed; False when it stopped before the
         end: the connection changed, or a message made it close.
         """
         link = self.link
+        dialect = link.dialect
         now = link.loop.time()
         for payload in payloads:
             if self.transport is None or self.core is not core:
                 return False
             try:
-                msg = decode(payload)
+                msg = _decoded(dialect, payload) if decode is None else decode(payload)
                 why = "" if verify is None else verify(msg, payload)
                 events = core.receive(msg, now, not why)
             except Exception as exc:

@@ -61,12 +61,28 @@ class LinkMetrics:
         """:meth:`inc` with the key built by the caller: ``(name, ((label, value), ...))``,
         the pairs sorted by label.  For counters bumped on every message: no
         keyword arguments, no sort."""
-        counters = self.counters  # dicts (link_metrics.pxd): their get and item stores are C calls
-        counters[counter] = counters.get(counter, 0) + amount
+        self.add_hashed(counter, hash(counter), amount)
+
+    @cython.locals(known=cython.Py_hash_t, counters=dict, children=dict)
+    def add_hashed(self, counter: Key, known: int, amount: int) -> None:
+        """:meth:`add` of a key whose ``hash(counter)`` the caller kept: compiled, the
+        counters' dicts are given it (link_metrics.pxd) instead of hashing the key's
+        tuples again for each look-up and store (three an increment)."""
+        counters = self.counters
+        if cython.compiled:
+            payswitch_dict_set_known(counters, counter,  # noqa: F821  (link_metrics.pxd)
+                                     payswitch_dict_get_known(counters, counter, known, 0) + amount,  # noqa: F821
+                                     known)
+        else:
+            counters[counter] = counters.get(counter, 0) + amount
         listener = self._listener
         if listener is None:
             return
-        inc = self._children.get(counter)
+        children = self._children
+        if cython.compiled:
+            inc = payswitch_dict_get_known(children, counter, known, None)  # noqa: F821
+        else:
+            inc = children.get(counter)
         if inc is None:
             name, labels = counter
             resolve = getattr(listener, "child", None)
