@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from native import emv, fields
+from native.fields import joined as _joined
 from native.clock import impossible_clock
 from native.iso8583 import DecodeError
 from native.panguard import mask_pan, mask_pans  # noqa: F401  (the one PAN masker; the journal imports it from native)
@@ -256,8 +257,23 @@ def content_digest(msg, key: bytes, mti: str | None = None) -> str:
 
     ``mti``: the request a repeat stands for (a repeat has its original's content).
     """
-    # One HMAC over the joined parts: what updating with each in turn would give.
-    return keyed(key).hexdigest(fields.joined(msg, (mti or msg.mti).encode(), _DIGEST_TAGS), 32)
+    # One HMAC over the joined parts (the MTI's text UTF-8 encoded, as the fields'): what
+    # updating with each in turn would give.
+    mac = _digest_mac
+    if mac is None or mac[0] is not key:
+        mac = _keep_digest_mac(key)
+    return mac[1].hexdigest(_joined(msg, mti or msg.mti, _DIGEST_TAGS), 32)
+
+
+# The last key's HMAC (key, keyed(key)): one digest key serves a process, and asking the
+# cache of keyed() for it costs more than checking it is the same object.
+_digest_mac = None
+
+
+def _keep_digest_mac(key: bytes):
+    global _digest_mac
+    _digest_mac = (key, keyed(key))
+    return _digest_mac
 
 
 def build_request(
