@@ -77,3 +77,26 @@ def test_values_of_a_message_and_of_a_mapping():
     assert fields.values(msg, (2, 3, 41)) == ("4761739001010119", None, "DEMO0001")
     assert fields.values({3: "000000"}, (2, 3)) == (None, "000000")
     assert fields.values(msg, ()) == ()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text("0123456789", max_size=25), st.text(max_size=8),
+                 st.sampled_from([" 12", "12 ", "+7", "-0", "1_000", "٠١٢", "0x1F", "", "000000000000",
+                                  "999999999999999999", "9999999999999999999"])))
+def test_number_is_int_of_the_text(text):
+    try:
+        expected = int(text)
+    except ValueError as e:
+        expected = type(e)
+    try:
+        got = fields.number(text)
+    except ValueError as e:
+        got = type(e)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_number_of_what_is_not_text_is_int_of_it():
+    assert fields.number(b"12") == 12
+    assert fields.number(7) == 7
+    with pytest.raises(TypeError):
+        fields.number(None)

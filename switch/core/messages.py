@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from native import emv, fields
-from native.fields import echo as _echo, joined as _joined, values as _values
+from native.fields import echo as _echo, joined as _joined, number as _number, values as _values
 from native.clock import impossible_clock
 from native.iso8583 import DecodeError
 from native.panguard import mask_pan, mask_pans  # noqa: F401  (the one PAN masker; the journal imports it from native)
@@ -134,7 +134,7 @@ def check_request(msg, mti: str | None = None) -> None:
     if allowed is not None and tx_type not in allowed:
         raise Rejection("12", f"processing code {tx_type}xxxx not allowed in {mti}")
     if 4 in msg and mti in ("0100", "0200", "0220"):
-        amount = int(amount)
+        amount = _number(amount)  # int(amount), read in C (native/fields.pyx)
         # A completion's 13 comes after its 25 and 94 (section 6.1: switch.core.completion).
         if amount == 0 and tx_type != BALANCE and not (mti == "0220" and 90 in msg):
             raise Rejection("13", "zero amount")
@@ -298,7 +298,7 @@ def build_request(
         kind=kind,
         mti=mti or msg.mti,
         processing_code=code or "000000",
-        amount=int(amount) if amount is not None else None,
+        amount=_number(amount) if amount is not None else None,  # int(amount), read in C
         currency=currency,
         terminal_id=tid if tid is not None else msg[41],
         merchant_id=mid or "",
