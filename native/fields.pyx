@@ -19,6 +19,7 @@ from native.iso8583_message cimport Message
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+    dict _PyDict_NewPresized(Py_ssize_t minused)
     bint PyUnicode_IS_ASCII(object s)
     Py_ssize_t PyUnicode_GET_LENGTH(object s)
     void *PyUnicode_DATA(object s)
@@ -37,6 +38,10 @@ cdef inline object _field(Message m, int f):
 
 def echo(msg, dict out, tuple numbers):
     """``out[n] = msg[n]`` for each field number ``n`` (an int, 1..192) present in ``msg``."""
+    _echo(msg, out, numbers)
+
+
+cdef int _echo(msg, dict out, tuple numbers) except -1:
     cdef Message m
     cdef object v
     cdef int f
@@ -52,6 +57,17 @@ def echo(msg, dict out, tuple numbers):
             v = msg.get(n)
             if v is not None:
                 out[n] = v
+    return 0
+
+
+def answer(msg, mti, tuple numbers):
+    """``{"mti": mti}`` and then ``msg[n]`` for each field number ``n`` of ``numbers`` present in
+    ``msg`` (as :func:`echo`): a new dict with room for 16 entries, so that the fields an
+    answer adds after the echoed ones do not make it grow (and copy itself) on the way."""
+    cdef dict out = _PyDict_NewPresized(16)
+    out["mti"] = mti
+    _echo(msg, out, numbers)
+    return out
 
 
 def values(msg, tuple numbers):

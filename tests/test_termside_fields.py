@@ -100,3 +100,17 @@ def test_number_of_what_is_not_text_is_int_of_it():
     assert fields.number(7) == 7
     with pytest.raises(TypeError):
         fields.number(None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(requests())
+def test_answer_is_the_mti_and_the_echo_in_order(fields_in):
+    msg = TERM.decode(TERM.encode(fields_in))
+    plain = {n: v for n, v in fields_in.items() if n != "mti"}
+    for source in (msg, plain):
+        expected = {"mti": "0210"}
+        fields.echo(source, expected, messages.ECHOED)
+        got = fields.answer(source, "0210", messages.ECHOED)
+        assert got == expected and list(got) == list(expected)
+        got.update({37: "000000000001", 39: "00", 38: "000001", 48: "X", 55: b"\x91\x00"})  # room to grow
+        assert len(got) == len(expected) + 5

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from native import emv, fields
-from native.fields import echo as _echo, joined as _joined, number as _number, values as _values
+from native.fields import answer as _answer, joined as _joined, number as _number, values as _values
 from native.clock import impossible_clock
 from native.iso8583 import DecodeError
 from native.panguard import mask_pan, mask_pans  # noqa: F401  (the one PAN masker; the journal imports it from native)
@@ -108,7 +108,8 @@ def check_request(msg, mti: str | None = None) -> None:
     the rules the codec can't know.  ``mti``: the request a repeat stands for.
     """
     mti = mti or msg.mti
-    mandatory = MANDATORY.get(mti)
+    # Tables read by "in" and [] (a dict's own operations, compiled), not by a .get method call.
+    mandatory = MANDATORY[mti] if mti in MANDATORY else None
     if mandatory is None:
         raise Rejection("12", f"unsupported MTI {mti}")
     missing = [n for n in mandatory if n not in msg]
@@ -130,7 +131,7 @@ def check_request(msg, mti: str | None = None) -> None:
         # decline it at best; an 0400 is never refused for it, as for field 49.
         raise Rejection("30", "field 14 is not a possible expiry date YYMM: its month is not 01 to 12")
     tx_type = code[:2]
-    allowed = _FINANCIAL_TYPES.get(mti)
+    allowed = _FINANCIAL_TYPES[mti] if mti in _FINANCIAL_TYPES else None
     if allowed is not None and tx_type not in allowed:
         raise Rejection("12", f"processing code {tx_type}xxxx not allowed in {mti}")
     if 4 in msg and mti in ("0100", "0200", "0220"):
@@ -339,8 +340,8 @@ def build_response(
     or the acquirer adds.
     """
     mti = msg.mti
-    out: dict = {"mti": _ANSWER_MTIS.get(mti) or response_mti(mti)}
-    _echo(msg, out, ECHOED)
+    # {"mti": ...} and the echoed fields, in a dict with room for what is added below.
+    out: dict = _answer(msg, _ANSWER_MTIS[mti] if mti in _ANSWER_MTIS else response_mti(mti), ECHOED)
     if 70 in msg and mti[:3] == "080":
         # An 0800 without 70 is answered 30 like any request missing a field.
         out[70] = msg[70]
