@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from native import emv, fields
+from native.fields import answer as _answer, joined as _joined, number as _number, values as _values
 from native.clock import impossible_clock
 from native.iso8583 import DecodeError
 from native.panguard import mask_pan, mask_pans  # noqa: F401  (the one PAN masker; the journal imports it from native)
@@ -107,7 +108,8 @@ def check_request(msg, mti: str | None = None) -> None:
     the rules the codec can't know.  ``mti``: the request a repeat stands for.
     """
     mti = mti or msg.mti
-    mandatory = MANDATORY.get(mti)
+    # Tables read by "in" and [] (a dict's own operations, compiled), not by a .get method call.
+    mandatory = MANDATORY[mti] if mti in MANDATORY else None
     if mandatory is None:
         raise Rejection("12", f"unsupported MTI {mti}")
     missing = [n for n in mandatory if n not in msg]
@@ -119,33 +121,35 @@ def check_request(msg, mti: str | None = None) -> None:
         if impossible_clock(msg[7], None, None):  # section 2, as for every request: 7 is MMDDhhmmss
             raise Rejection("30", f"field 7 is not a possible {_CLOCK_NAMES[7]}")
         return
-    get = msg.get
-    bad = impossible_clock(get(7), get(12), get(13))  # native/clock.pyx: on every request
+    # Read at once (native/fields.pyx); 3 is present (_COMMON), 4 and 90 where they are "in msg".
+    sent, time, date, expiry, code, amount, f90, pan, track2 = _values(msg, _CHECKED)
+    bad = impossible_clock(sent, time, date)  # native/clock.pyx: on every request
     if bad:
         raise Rejection("30", f"field {bad} is not a possible {_CLOCK_NAMES[bad]}")
-    expiry = get(14)
     if expiry is not None and mti != "0400" and not "01" <= expiry[2:] <= "12":
         # Section 2: YYMM (the codec checked the digits).  The acquirer would
         # decline it at best; an 0400 is never refused for it, as for field 49.
         raise Rejection("30", "field 14 is not a possible expiry date YYMM: its month is not 01 to 12")
-    tx_type = msg[3][:2]
-    allowed = _FINANCIAL_TYPES.get(mti)
+    tx_type = code[:2]
+    allowed = _FINANCIAL_TYPES[mti] if mti in _FINANCIAL_TYPES else None
     if allowed is not None and tx_type not in allowed:
         raise Rejection("12", f"processing code {tx_type}xxxx not allowed in {mti}")
     if 4 in msg and mti in ("0100", "0200", "0220"):
-        amount = int(msg[4])
+        amount = _number(amount)  # int(amount), read in C (native/fields.pyx)
         # A completion's 13 comes after its 25 and 94 (section 6.1: switch.core.completion).
         if amount == 0 and tx_type != BALANCE and not (mti == "0220" and 90 in msg):
             raise Rejection("13", "zero amount")
-    if mti == "0400" and len(msg[90]) != 42:
+    if mti == "0400" and len(f90) != 42:
         raise Rejection("30", "field 90 must be 42 digits")
-    if mti == "0220" and 90 in msg and len(msg[90]) != 42:
+    if mti == "0220" and 90 in msg and len(f90) != 42:
         raise Rejection("30", "field 90 must be 42 digits")
-    pan, track2 = msg.get(2), msg.get(35)
     if pan and track2 and track_pan(track2) != pan:
         # Routing would use one card and the acquirer see another's track.
         raise Rejection("30", "field 2 and the card number in field 35 differ")
 
+
+# What check_request reads of a request (after its mandatory fields): 7, 12, 13, 14, 3, 4, 90, 2, 35.
+_CHECKED = (7, 12, 13, 14, 3, 4, 90, 2, 35)
 
 # Section 2: the terminal's clock fields (an offline upload's record dates included).
 _CLOCK_NAMES = {7: "date and time MMDDhhmmss", 12: "time hhmmss", 13: "date MMDD"}
@@ -256,8 +260,23 @@ def content_digest(msg, key: bytes, mti: str | None = None) -> str:
 
     ``mti``: the request a repeat stands for (a repeat has its original's content).
     """
-    # One HMAC over the joined parts: what updating with each in turn would give.
-    return keyed(key).hexdigest(fields.joined(msg, (mti or msg.mti).encode(), _DIGEST_TAGS), 32)
+    # One HMAC over the joined parts (the MTI's text UTF-8 encoded, as the fields'): what
+    # updating with each in turn would give.
+    mac = _digest_mac
+    if mac is None or mac[0] is not key:
+        mac = _keep_digest_mac(key)
+    return mac[1].hexdigest(_joined(msg, mti or msg.mti, _DIGEST_TAGS), 32)
+
+
+# The last key's HMAC (key, keyed(key)): one digest key serves a process, and asking the
+# cache of keyed() for it costs more than checking it is the same object.
+_digest_mac = None
+
+
+def _keep_digest_mac(key: bytes):
+    global _digest_mac
+    _digest_mac = (key, keyed(key))
+    return _digest_mac
 
 
 def build_request(
@@ -272,32 +291,37 @@ def build_request(
     mti: str | None = None,
 ) -> Request:
     """The acquirer-neutral request for an adapter, from the terminal's message."""
-    g = msg.get
-    amount = g(4)
+    # Read at once (native/fields.pyx); 41, 11 and 7 are required as msg[n] requires them.
+    (amount, code, currency, tid, mid, stan, sent, time, date, expiry, entry, condition, track2, pin_block,
+     icc) = _values(msg, _REQUEST_FIELDS)
     return Request(
         txn_id=txn_id,
         kind=kind,
         mti=mti or msg.mti,
-        processing_code=g(3) or "000000",
-        amount=int(amount) if amount is not None else None,
-        currency=g(49),
-        terminal_id=msg[41],
-        merchant_id=g(42) or "",
-        stan=msg[11],
-        transmission_time=msg[7],
+        processing_code=code or "000000",
+        amount=_number(amount) if amount is not None else None,  # int(amount), read in C
+        currency=currency,
+        terminal_id=tid if tid is not None else msg[41],
+        merchant_id=mid or "",
+        stan=stan if stan is not None else msg[11],
+        transmission_time=sent if sent is not None else msg[7],
         rrn=rrn,
-        local_time=g(12),
-        local_date=g(13),
+        local_time=time,
+        local_date=date,
         pan=pan,
-        expiry=g(14),
-        entry_mode=g(22),
-        pos_condition=g(25),
-        track2=g(35),
-        pin_block=g(52),
-        icc=g(55),
+        expiry=expiry,
+        entry_mode=entry,
+        pos_condition=condition,
+        track2=track2,
+        pin_block=pin_block,
+        icc=icc,
         tlv=tlv,
         original=original,
     )
+
+
+# What build_request reads of the terminal's message, in the order it unpacks them.
+_REQUEST_FIELDS = (4, 3, 49, 41, 42, 11, 7, 12, 13, 14, 22, 25, 35, 52, 55)
 
 
 def build_response(
@@ -315,9 +339,10 @@ def build_response(
     Never carries fields 2, 35 or 52: only the echoed fields and what the switch
     or the acquirer adds.
     """
-    out: dict = {"mti": response_mti(msg.mti)}
-    fields.echo(msg, out, ECHOED)
-    if msg.mti[:3] == "080" and 70 in msg:
+    mti = msg.mti
+    # {"mti": ...} and the echoed fields, in a dict with room for what is added below.
+    out: dict = _answer(msg, _ANSWER_MTIS[mti] if mti in _ANSWER_MTIS else response_mti(mti), ECHOED)
+    if 70 in msg and mti[:3] == "080":
         # An 0800 without 70 is answered 30 like any request missing a field.
         out[70] = msg[70]
     out[37] = rrn

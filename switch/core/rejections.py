@@ -37,11 +37,14 @@ from typing import Any
 
 from native.iso8583 import DecodeError
 
+from native.fields import values as _values
+
 from switch.core import messages
-from switch.core.messages import Rejection
+from switch.core.messages import Rejection, check_icc, check_request
 from switch.keyed_hash import keyed
 
 KEY_FIELDS = (41, 11, 7)  # section 6: the key of a request
+_TERMINAL_FIELDS = (41, 42)  # the terminal and its merchant, as screen reads them
 
 
 def screen(engine: Any, msg: Any, mti: str) -> tuple[str | None, Rejection | None]:
@@ -53,14 +56,14 @@ def screen(engine: Any, msg: Any, mti: str) -> tuple[str | None, Rejection | Non
     """
     refusal = None
     try:
-        messages.check_request(msg, mti)
+        check_request(msg, mti)
         if 55 in msg:
-            messages.check_icc(msg[55])  # section 3: malformed EMV data is never forwarded
+            check_icc(msg[55])  # section 3: malformed EMV data is never forwarded
     except Rejection as r:
         refusal = r
-    tid = msg.get(41)
+    tid, mid = _values(msg, _TERMINAL_FIELDS)  # read at once (native/fields.pyx)
     merchant = engine.terminals.get(tid)
-    if merchant is None or (42 in msg and msg[42] != merchant):
+    if merchant is None or (42 in msg and mid != merchant):
         return None, refusal or Rejection("03", f"unknown terminal {tid!r} or merchant")
     return merchant, refusal
 

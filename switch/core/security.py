@@ -187,7 +187,8 @@ class TerminalSecurity:
         that answers the request, so that the commands of an unguarded
         request do not pass through one more generator on their way.
         """
-        merchant = engine.terminals.get(msg.get(41))
+        terminals, tid = engine.terminals, msg[41] if 41 in msg else None
+        merchant = terminals[tid] if tid in terminals else None  # a dict's own operations, not .get calls
         if merchant is None or (42 in msg and msg[42] != merchant) or not (
             self.config.policy(merchant) != "none" or (mti == "0800" and msg.get(70) == KEY_EXCHANGE)
         ):

@@ -10,5 +10,10 @@ cdef class TerminalProtocol:
     cdef public object listener, codec, transport, peer, tasks, loop
     cdef public Framer framer
     cdef public double last_active
-    cdef public Py_ssize_t in_flight, max_in_flight
+    cdef public Py_ssize_t in_flight, max_in_flight, started
     cdef public bint tpdu, read_paused, write_paused, quieted, peer_closed, broken
+
+    # Called from the protocol's own methods on every request: C calls, not method lookups.
+    cpdef _start(self, payload, tpdu)
+    cpdef _no_frame_pending(self)
+    cpdef _update_reading(self)

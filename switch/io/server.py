@@ -84,7 +84,8 @@ class TerminalProtocol:
         self.read_paused = False
         self.write_paused = False
         self.peer = "?"
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: dict[int, asyncio.Task] = {}  # by request: the n-th started on this connection
+        self.started = 0  # requests started on this connection
         self.quieted = False  # draining, nothing left to wait for: no more requests read
         self.peer_closed = False  # the terminal half-closed: answer what it sent, then close
         self.broken = False  # it broke the framing: answer the frames before the break, then close
@@ -168,9 +169,12 @@ class TerminalProtocol:
 
     def _start(self, payload: bytes, tpdu: bytes) -> None:
         self.in_flight += 1
-        task = self.loop.create_task(self._serve(payload, tpdu))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.started += 1
+        n = self.started
+        # Held until _serve ends (it takes itself out, by n): the loop keeps only weak references.
+        task = self.loop.create_task(self._serve(payload, tpdu, n))
+        if not task.done():  # an eager task factory may have run it whole already
+            self.tasks[n] = task
 
     def _no_frame_pending(self) -> None:
         """No frame is coming in any more: its deadline goes."""
@@ -204,11 +208,11 @@ class TerminalProtocol:
         else:
             self.transport.close()
 
-    async def _serve(self, payload: bytes, tpdu: bytes):
+    async def _serve(self, payload: bytes, tpdu: bytes, n: int = 0):
         try:
             out = await self.switch.handle(payload, self.codec)
             if out and self.transport is not None and not self.transport.is_closing():
-                self.transport.write(self.framer.encode(tpdu + out))
+                self.transport.write(self.framer.encode(tpdu + out if tpdu else out))
         except Exception:
             # Our bug, and the terminal gets no answer: counted with the 96s of
             # our own failures, so that PayswitchInternalErrors says so too.
@@ -216,6 +220,7 @@ class TerminalProtocol:
             log.exception("request from %s failed, not answered: an internal error"
                           " (runbook: \"Internal errors\")", self.peer)
         finally:
+            self.tasks.pop(n, None)
             self.in_flight -= 1
             if self.transport is not None:
                 self.last_active = self.loop.time()
@@ -280,16 +285,18 @@ class TerminalProtocol:
         self.transport.close()
 
     def _update_reading(self):
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None:
             return
         limit = self.max_in_flight
         want_pause = self.write_paused or self.in_flight >= limit or self.quieted or self.broken
         if want_pause and not self.read_paused:
-            self.transport.pause_reading()
-            self.read_paused = True
+            if not self.transport.is_closing():  # asked only when there is something to change
+                self.transport.pause_reading()
+                self.read_paused = True
         elif not want_pause and self.read_paused and self.in_flight <= limit // 2:
-            self.transport.resume_reading()
-            self.read_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+                self.read_paused = False
 
     def pause_writing(self):
         self.write_paused = True
