@@ -99,6 +99,13 @@ cdef extern from "Python.h":
     tuple PyTuple_New(Py_ssize_t n)
 
 
+cdef inline object _tagged(Message m, object msg, object n):
+    """Field ``n`` of ``msg`` (``m``: the same, when it is a native Message), or None."""
+    if m is not None:
+        return _field(m, <int>n)
+    return msg.get(n)
+
+
 def joined(msg, head, tuple tags):
     """``head`` followed, for each ``(n, tag)`` of ``tags`` whose field ``n`` is present, by
     ``tag`` and the field's value (bytes as they are, text UTF-8 encoded); ``head`` is bytes,
@@ -107,7 +114,7 @@ def joined(msg, head, tuple tags):
     cdef const char *ptr[2 * _JOIN_MAX + 1]
     cdef Py_ssize_t length[2 * _JOIN_MAX + 1]
     cdef PyObject *held[_JOIN_MAX]  # the values read (owned): their bytes are copied from them
-    cdef int nheld = 0, f
+    cdef int nheld = 0
     cdef Message m = <Message>msg if type(msg) is Message else None
     cdef object v, tag, item
     cdef bytes out
@@ -127,11 +134,7 @@ def joined(msg, head, tuple tags):
         for i in range(ntags):
             item = <object>PyTuple_GET_ITEM(tags, i)
             n, tag = item
-            if m is not None:
-                f = n
-                v = _field(m, f)
-            else:
-                v = msg.get(n)
+            v = _tagged(m, msg, n)
             if v is None:
                 continue
             if type(tag) is not bytes or (type(v) is not bytes and type(v) is not str):
@@ -166,13 +169,8 @@ cdef bytes _joined(msg, bytes head, tuple tags):
     cdef list parts = [head]
     cdef Message m = <Message>msg if type(msg) is Message else None
     cdef object v
-    cdef int f
     for n, tag in tags:
-        if m is not None:
-            f = n
-            v = _field(m, f)
-        else:
-            v = msg.get(n)
+        v = _tagged(m, msg, n)
         if v is None:
             continue
         parts.append(tag)

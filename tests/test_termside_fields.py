@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from native import fields
 from native.iso8583 import dialect
 from switch.core import messages
+from tests.test_native_fields import joined_by_get
 
 TERM = dialect("terminal-87")
 
@@ -27,15 +28,6 @@ VALUES = {
 def requests(draw):
     chosen = draw(st.sets(st.sampled_from(sorted(VALUES))))
     return {"mti": draw(st.sampled_from(("0200", "0100", "0400"))), **{n: draw(VALUES[n]) for n in chosen}}
-
-
-def joined_by_get(msg, head: bytes, tags) -> bytes:
-    out = [head]
-    for n, tag in tags:
-        v = msg.get(n)
-        if v is not None:
-            out += [tag, v if type(v) is bytes else v.encode()]
-    return b"".join(out)
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,16 +10,22 @@ from tests.test_limits import LOOP, frame, read_answer, serve
 from tests.test_service import hmac_key, request  # noqa: F401  (hmac_key: the autouse fixture)
 
 
+def hold_answers(sw) -> asyncio.Event:
+    """Requests wait in the switch until the event returned is set."""
+    release = asyncio.Event()
+    handle = sw.handle
+
+    async def held(body, codec=None):
+        await release.wait()
+        return await handle(body, codec)
+
+    sw.handle = held
+    return release
+
+
 def test_each_request_task_is_held_while_it_runs_and_let_go_when_answered():
     async def scenario(sw, port):
-        release = asyncio.Event()
-        handle = sw.handle
-
-        async def held(body, codec=None):
-            await release.wait()
-            return await handle(body, codec)
-
-        sw.handle = held
+        release = hold_answers(sw)
         reader, writer = await asyncio.open_connection(LOOP, port)
         writer.write(frame(request(stan="000001")) + frame(request(stan="000002")))
         for _ in range(100):
@@ -43,14 +49,7 @@ def test_each_request_task_is_held_while_it_runs_and_let_go_when_answered():
 
 def test_reading_pauses_at_max_in_flight_and_resumes_when_half_are_answered():
     async def scenario(sw, port):
-        release = asyncio.Event()
-        handle = sw.handle
-
-        async def held(body, codec=None):
-            await release.wait()
-            return await handle(body, codec)
-
-        sw.handle = held
+        release = hold_answers(sw)
         reader, writer = await asyncio.open_connection(LOOP, port)
         writer.write(b"".join(frame(request(stan="%06d" % i)) for i in range(1, 5)))
         for _ in range(100):
