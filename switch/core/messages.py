@@ -262,21 +262,7 @@ def content_digest(msg, key: bytes, mti: str | None = None) -> str:
     """
     # One HMAC over the joined parts (the MTI's text UTF-8 encoded, as the fields'): what
     # updating with each in turn would give.
-    mac = _digest_mac
-    if mac is None or mac[0] is not key:
-        mac = _keep_digest_mac(key)
-    return mac[1].hexdigest(_joined(msg, mti or msg.mti, _DIGEST_TAGS), 32)
-
-
-# The last key's HMAC (key, keyed(key)): one digest key serves a process, and asking the
-# cache of keyed() for it costs more than checking it is the same object.
-_digest_mac = None
-
-
-def _keep_digest_mac(key: bytes):
-    global _digest_mac
-    _digest_mac = (key, keyed(key))
-    return _digest_mac
+    return keyed(key).hexdigest(_joined(msg, mti or msg.mti, _DIGEST_TAGS), 32)
 
 
 def build_request(
