@@ -18,6 +18,9 @@ from native.iso8583_message cimport Message
 
 
 cdef extern from "Python.h":
+    PyObject *PyTuple_GET_ITEM(object t, Py_ssize_t i)
+    void PyTuple_SET_ITEM(object t, Py_ssize_t i, object v)
+    tuple PyTuple_New(Py_ssize_t n)
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
     dict _PyDict_NewPresized(Py_ssize_t minused)
     bint PyUnicode_IS_ASCII(object s)
@@ -91,12 +94,6 @@ def values(msg, tuple numbers):
             Py_INCREF(v)
             PyTuple_SET_ITEM(out, i, v)
     return out
-
-
-cdef extern from "Python.h":
-    PyObject *PyTuple_GET_ITEM(object t, Py_ssize_t i)
-    void PyTuple_SET_ITEM(object t, Py_ssize_t i, object v)
-    tuple PyTuple_New(Py_ssize_t n)
 
 
 cdef inline object _tagged(Message m, object msg, object n):
