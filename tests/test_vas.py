@@ -142,6 +142,36 @@ def test_before_authorization_runs_nothing_for_a_merchant_without_a_service_then
     assert isinstance(engine.vas.before(msg, None, MERCHANT, "card", {}, None), Generator)
 
 
+def test_after_approval_runs_nothing_without_a_service_then_and_follows_a_reload():
+    """VasHook.after answers at once (no generator) while no merchant has a service after
+    approval, whatever it was before a reload; a reload that adds one, or takes it away,
+    switches the call on and off for the next payment."""
+    from types import SimpleNamespace
+
+    from switch.core.engine import Engine
+
+    def approved(flight, kind="card", tlv=None):
+        rec = SimpleNamespace(merchant_id=MERCHANT, rrn="000000000001", customer_token=None)
+        req = SimpleNamespace(kind=kind, merchant_id=MERCHANT, mti="0200", processing_code="000000",
+                              terminal_id=TID, amount=2500, currency="978", tlv={})
+        result = SimpleNamespace(tlv=tlv or {}, response_code="00", uncertain=False, buyer_id=None)
+        return engine.vas.after(rec, req, result, "00", False, flight)
+
+    plain = config_mod.loads(ts.CONFIG.format(timeout=0.3, response_timeout=2.0, key_env=ts.KEY_ENV), "plain.toml")
+    engine = Engine(plain, key=bytes(32))
+    acquirer_tags = {"XY": "1"}
+    out = approved(SimpleNamespace(vas_tlv={}), tlv=acquirer_tags)
+    assert out == ({"XY": "1"}, None) and out[0] is not acquirer_tags
+    engine.apply(vas_config()())
+    assert isinstance(approved(SimpleNamespace(vas_tlv={})), Generator)
+    engine.apply(plain)
+    assert approved(SimpleNamespace(vas_tlv={})) == ({}, None)
+    # A payment whose coupon was taken before the reload still prints its lines.
+    assert approved(SimpleNamespace(vas_tlv={"DS": "000000000250", "LY": "COUPON -10%"})) == (
+        {"DS": "000000000250", "LY": "COUPON -10%"}, None)
+    assert approved(None) == ({}, None)
+
+
 def test_coupon_lowers_what_the_acquirer_sees_the_journal_holds_the_terminal_hears_and_the_0500_counts():
     Plugin.behaviour = {"before": ten_percent}
 

@@ -3,3 +3,4 @@
 # (asked before and after every payment).
 cdef class VasHook:
     cdef public object engine, token_keys, groups, services
+    cdef public bint asks_after

@@ -110,6 +110,9 @@ class VasHook:
         self.token_keys = dict(token_keys or {})
         self.groups: dict[str, str] = {}
         self.services: dict[tuple[str, str], list] = {}  # filled by apply(), with the engine's
+        # Whether any merchant has a service after approval: decided by apply(), so that
+        # every payment of a switch without one (the default) is answered at once.
+        self.asks_after = False
 
     def apply(self, cfg) -> None:
         self.groups = {mc.id: (mc.group or mc.id) for mc in cfg.merchants}
@@ -119,6 +122,7 @@ class VasHook:
                 for moment in s.moments:
                     services.setdefault((merchant, moment), []).append(s)
         self.services = services
+        self.asks_after = any(moment == AFTER for _, moment in services)
 
     def token(self, merchant: str, kind: str, ident: str | None) -> str | None:
         if not ident:
@@ -201,7 +205,8 @@ class VasHook:
         empty tuple when the merchant has no service at this moment, the
         common case, which then costs no generator.
         """
-        if not self.services.get((merchant, BEFORE)):
+        services = self.services
+        if not services or not services.get((merchant, BEFORE)):  # no service at all: no key to build
             return ()
         return self._before(msg, rec, merchant, kind, tlv, flight)
 
@@ -265,8 +270,13 @@ class VasHook:
         # code (68: reversed while at the acquirer, spec 6.1), a wallet's trade number, a
         # city card's balance after the debit or its top-up MAC2 would speak of money
         # the switch is taking back.
+        extra = getattr(flight, "vas_tlv", None)
+        if not (extra or self.asks_after) and request.kind != "wallet":
+            # No service after approval anywhere, no line from before it, no buyer to
+            # token: the acquirer's tags as they are (the common case, every payment).
+            return (dict(result.tlv) if code == result.response_code else {}), None
         tlv = dict(result.tlv) if code == result.response_code else {}
-        extra = getattr(flight, "vas_tlv", None) or {}
+        extra = extra or {}
         token = None
         if request.kind == "wallet" and getattr(result, "buyer_id", None):
             token = self.token(request.merchant_id or rec.merchant_id, "wallet", result.buyer_id)
