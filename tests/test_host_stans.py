@@ -267,3 +267,13 @@ def test_at_once_numbers_as_host_ref_does_and_leaves_the_waits_and_refills_to_it
     assert a.stans() == [f"{BLOCK // 2 + 2:06d}"]
     assert stans.at_once(BANK)[0] == f"{BLOCK // 2 + 3:06d}"  # no longer low: at once again
     assert stans._stans[BANK].left() == 2 * BLOCK - (BLOCK // 2 + 3)
+
+
+@pytest.mark.parametrize("start", [1, 999, 1000, 1001, 99_999, 100_000, 123_456, 999_990])
+def test_a_stan_is_its_number_in_six_digits_across_the_wrap(start):
+    from switch.core.host_stans import HostStans
+
+    seq = HostStans()
+    seq.add_block(start, 12)
+    assert [seq.take() for _ in range(12)] == [f"{(start - 1 + i) % 999_999 + 1:06d}" for i in range(12)]
+    assert seq.take() is None and seq.left() == 0
