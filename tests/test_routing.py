@@ -474,3 +474,30 @@ def test_lookup_matches_reference(rule_list, message_list):
         expected = reference_lookup(rule_list, *message)
         assert table.lookup(*message) == (expected[0] if expected else -1), message
         assert table.candidates(message[0]) == reference_lookup(rule_list, *message, conditions=False)
+
+
+class _Msg(dict):
+    """What switch.core.routing.Router reads of a message: .mti and .get(field)."""
+
+    def __init__(self, fields, mti="0200"):
+        super().__init__(fields)
+        self.mti = mti
+
+
+def test_router_takes_bare_prefixes_on_the_number_and_conditions_beside_them_on_the_message():
+    from switch.config import Route
+    from switch.core.routing import Router
+
+    visa = Route(name="visa", kind="card", prefixes=["4"], acquirers=["a"])
+    euro = Route(name="euro", kind="card", prefixes=["4"], acquirers=["b"], currencies=["978"])
+    shop = Route(name="shop", kind="wallet", prefixes=["28"], acquirers=["w"], merchants=["M1"])
+    pan, code = "4761739001010119", "281234567890123456"
+    msg = _Msg({3: "000000", 4: "000000002500", 42: "M1", 49: "978"})
+    bare = Router([visa, shop])
+    assert bare.for_pan(pan, msg) is visa and bare.for_pan("5100000000000008", msg) is None
+    assert bare.for_code(code, msg) is shop
+    assert bare.for_code(code, _Msg({42: "M2"})) is None  # a wallet route's condition, with bare card routes
+    mixed = Router([euro, visa, shop])
+    assert mixed.for_pan(pan, msg) is euro
+    assert mixed.for_pan(pan, _Msg({**msg, 49: "840"})) is visa
+    assert Router([visa]).for_code(code, msg) is None

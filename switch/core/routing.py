@@ -78,8 +78,16 @@ class Router:
         self.routes = list(routes)
         self._pan = RouteTable()
         self._code = RouteTable()
+        # Whether every route of a table is a bare prefix: then the number alone decides,
+        # and a lookup reads nothing else of the message.
+        self._pan_plain = self._code_plain = True
         for index, route in enumerate(self.routes):
             table = self._code if route.kind == "wallet" else self._pan
+            if not _unconditional(route):
+                if table is self._pan:
+                    self._pan_plain = False
+                else:
+                    self._code_plain = False
             for prefix in route.prefixes:
                 lo, hi = prefix_range(prefix)
                 table.add(
@@ -96,7 +104,10 @@ class Router:
         self._pan.compile()
         self._code.compile()
 
-    def _lookup(self, table, number: str, msg) -> Any:
+    def _lookup(self, table, number: str, msg, plain: bool) -> Any:
+        if plain:  # what table.lookup would find with the message's fields: they are no rule's condition
+            index = table.lookup(number, None, None, None, None, None)
+            return self.routes[index] if index >= 0 else None
         amount = msg.get(4)
         index = table.lookup(
             number,
@@ -110,8 +121,14 @@ class Router:
 
     def for_pan(self, pan: str, msg) -> Any:
         """The card or city-card route of a PAN (None: answer 14)."""
-        return self._lookup(self._pan, pan, msg)
+        return self._lookup(self._pan, pan, msg, self._pan_plain)
 
     def for_code(self, code: str, msg) -> Any:
         """The wallet route of a scanned payment code (None: answer 12)."""
-        return self._lookup(self._code, code, msg)
+        return self._lookup(self._code, code, msg, self._code_plain)
+
+
+def _unconditional(route: Any) -> bool:
+    """Whether ``route`` matches on its prefixes alone (RouteTable.add gets no condition)."""
+    return (route.mti_classes is None and route.processing_codes is None and route.merchants is None
+            and route.currencies is None and route.min_amount is None and route.max_amount is None)
