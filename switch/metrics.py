@@ -369,8 +369,10 @@ class Metrics:
         pair = self._answered.get(key)
         if pair is None:
             pair = self._answered[key] = (self.requests.labels(kind, mclass, code), self.latency.labels(kind))
-        pair[0].inc()
-        pair[1].observe(seconds)
+        count = pair[0]  # typed (metrics.pxd): both calls are C calls once compiled
+        count.inc()
+        timing = pair[1]
+        timing.observe(seconds)
 
     def reloaded(self, ok: bool) -> None:
         """Count one configuration reload, taken (``ok``) or rejected."""
@@ -379,9 +381,10 @@ class Metrics:
 
     def acquirer_answered(self, acquirer: str, outcome: str, seconds: float) -> None:
         key = (acquirer, outcome)
-        child = self._acquirer.get(key)
-        if child is None:
-            child = self._acquirer[key] = self.acquirer_latency.labels(acquirer, outcome)
+        found = self._acquirer.get(key)
+        if found is None:
+            found = self._acquirer[key] = self.acquirer_latency.labels(acquirer, outcome)
+        child = found  # typed (metrics.pxd): a C call once compiled
         child.observe(seconds)
 
     # What the transaction engine reports (switch.core.engine; NullMetrics there).

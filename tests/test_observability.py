@@ -355,3 +355,24 @@ def test_status_snapshot_counts_approvals_among_decisions_only():
     assert 0.01 < card["p99_seconds"] <= 0.025
     assert set(doc["kinds"]) == {"card"}  # wallet and city card: no routes, no answers
     assert doc["acquirers"] == [{"name": "bank-a", "up": True, "connections": {}, "circuits": {}}]
+
+
+def test_answers_and_acquirer_times_fall_in_the_buckets_prometheus_would_put_them_in():
+    """Each observation counts in the first bucket whose bound is >= it (bisect_left, "le"),
+    a bound itself included, past the last bound in +Inf; the sum takes every one."""
+    import random
+    from bisect import bisect_left
+
+    metrics = Metrics()
+    rng = random.Random(8583)
+    bounds = metrics.latency.bounds
+    seen = [0.0, *bounds, bounds[-1] * 2, *(rng.uniform(0, bounds[-1] * 1.5) for _ in range(500)), 7]
+    want = [0] * (len(bounds) + 1)
+    for seconds in seen:
+        metrics.answered("card", "02", "00", seconds)
+        metrics.acquirer_answered("bank-a", "answered", seconds)
+        want[bisect_left(bounds, seconds)] += 1
+    count = metrics.requests.labels("card", "02", "00")
+    assert count.value == len(seen)
+    for child in (metrics.latency.labels("card"), metrics.acquirer_latency.labels("bank-a", "answered")):
+        assert child.counts == want and child.sum == pytest.approx(sum(seen))
