@@ -88,3 +88,20 @@ def test_the_journal_guard_names_the_column_and_never_the_number():
     with pytest.raises(ValueError, match="pan_hash"):
         check_pan_forms(None, "v1:" + "A" * 64)
     check_pan_forms("476173******0119", "v1:" + "a" * 64)
+
+
+def test_pan_digits_is_what_check_pan_digits_asks():
+    from switch.journal.pan_guard import check_pan_digits, pan_digits
+
+    rng = random.Random(19)
+    alphabet = "0123456789" * 4 + "a ٣\xb2"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 22)))
+        want = text.isascii() and text.isdigit() and 8 <= len(text) <= 19
+        assert pan_digits(text) is want, text
+        if want:
+            check_pan_digits(text)
+        else:
+            with pytest.raises(ValueError):
+                check_pan_digits(text)
+

@@ -6,3 +6,9 @@ cimport cython
 cpdef list digit_runs(str text)
 
 cdef tuple _pan_mac(secret, version)
+
+@cython.locals(n=Py_ssize_t, c=Py_UCS4)
+cpdef bint pan_digits(str pan)
+
+@cython.locals(text=str)
+cpdef tuple pan_protect(pan, key)

@@ -227,6 +227,21 @@ def check_pan_digits(pan: str) -> None:
         raise ValueError(f"a PAN is 8 to 19 digits, got {len(pan)} characters")
 
 
+def pan_digits(pan: str) -> bool:
+    """Whether the str ``pan`` is 8 to 19 ASCII digits: what :func:`check_pan_digits` asks.
+
+    Compiled (pan_guard.pxd), a loop over C characters instead of two method
+    calls: every card payment asks it when it hashes its card and when it seals it.
+    """
+    n = len(pan)
+    if n < 8 or n > 19:
+        return False
+    for c in pan:
+        if c < "0" or c > "9":
+            return False
+    return True
+
+
 def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
     """Return (masked PAN, versioned HMAC-SHA256 of the PAN: ``"v1:<hex>"``) for the journal.
 
@@ -236,9 +251,10 @@ def pan_protect(pan: str, key: bytes) -> tuple[str, str]:
     storing its number; ``key`` is the journal secret (the HMAC key is
     derived from it, see :func:`pan_key`).
     """
-    if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
+    if type(pan) is not str or not pan_digits(pan):
         check_pan_digits(pan)  # raises, with its message
     if not key:
         raise ValueError("pan_protect needs a non-empty HMAC key")
+    text = pan  # a str (pan_guard.pxd): encoded in C
     prefix, mac = _pan_mac(key, PAN_KEY_VERSION)
-    return mask_pan(pan), prefix + mac.hexdigest(pan.encode("ascii"))
+    return mask_pan(text), prefix + mac.hexdigest(text.encode("ascii"))

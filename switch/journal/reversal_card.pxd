@@ -6,6 +6,7 @@
 cimport cython
 
 cpdef bytes _in_flight_aad(key, digest, version)
+@cython.locals(text=str)
 cpdef bytes _seal(secret, pan, aad)
 
 @cython.locals(data=bytes)

@@ -47,6 +47,7 @@ from typing import Callable
 from native.aead import AesGcm, InvalidTag
 from native.panguard import luhn_run
 from switch.journal import check_luhn_values, check_pan_digits, hkdf_sha256
+from switch.journal.pan_guard import pan_digits
 
 __all__ = ["MIGRATION", "IN_FLIGHT_MIGRATION", "KEY_VERSION", "SealError", "card_key", "seal", "open_sealed",
            "check_sealed", "seal_in_flight", "open_in_flight", "keep", "load", "drop", "purge", "forget_unmatched"]
@@ -124,8 +125,9 @@ _LAST_SEALER: tuple = (None, None)
 
 
 def _seal(secret: bytes, pan: str, aad: bytes) -> bytes:
-    if not (pan.isascii() and pan.isdigit() and 8 <= len(pan) <= 19):
+    if type(pan) is not str or not pan_digits(pan):
         check_pan_digits(pan)  # raises, with its message
+    text = pan  # a str (reversal_card.pxd): encoded in C
     global _LAST_SEALER
     last = _LAST_SEALER
     if last[0] is secret:
@@ -139,7 +141,7 @@ def _seal(secret: bytes, pan: str, aad: bytes) -> bytes:
         _LAST_SEALER = (secret, aead)  # one tuple, replaced whole: safe from any thread
     # Version byte, a fresh nonce (switch.entropy's block: no system call, the
     # loop keeps the GIL), ciphertext and tag, in one buffer.
-    return aead.seal(_VERSION_BYTE, pan.encode("ascii"), aad)
+    return aead.seal(_VERSION_BYTE, text.encode("ascii"), aad)
 
 
 def _open(sealed: bytes, aad_of: Callable[[int], bytes], secret: bytes, whose: str) -> str:
