@@ -21,6 +21,9 @@ CLI prints), written as one run or in groups (``4761 7390 0101 0119``,
 This module imports nothing of the project.
 """
 
+from libc.string cimport memcpy, memset
+
+
 cdef extern from "Python.h":
     # Strings made by Python 3.11+ code are always "ready" (PEP 393 layout).
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
@@ -28,6 +31,9 @@ cdef extern from "Python.h":
     void* PyUnicode_DATA(object o)
     Py_UCS4 PyUnicode_READ(int kind, void* data, Py_ssize_t index)
     bint Py_UNICODE_ISDIGIT(Py_UCS4 ch)
+    enum: PyUnicode_1BYTE_KIND
+    bint PyUnicode_IS_ASCII(object o)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
 
 __all__ = ["luhn_run", "digit_count", "is_pan_hash", "mask_pan", "pan_spans", "holds_pan", "mask_pans"]
 
@@ -59,6 +65,39 @@ cdef bint _luhn_span(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noe
     return _luhn_add(kind, data, start, end, 0, &double) % 10 == 0
 
 
+# A digit doubled by the Luhn check, its digits summed.
+cdef int[10] _DOUBLED = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9]
+
+
+cdef inline bint _ascii_digit1(unsigned char c) noexcept:
+    return <unsigned char>(c - 48) <= 9
+
+
+cdef Py_ssize_t _luhn_run1(const unsigned char* s, Py_ssize_t n) noexcept:
+    """:func:`luhn_run` on one value of 1-byte kind (Latin-1, ASCII), its bytes read
+    directly: the length of its first card number, else 0."""
+    cdef Py_ssize_t i = 0, start, j
+    cdef int total
+    cdef bint double
+    while i < n:
+        if not _ascii_digit1(s[i]):
+            i += 1
+            continue
+        start = i
+        i += 1
+        while i < n and _ascii_digit1(s[i]):
+            i += 1
+        if 13 <= i - start <= 19:
+            total = 0
+            double = False
+            for j in range(i - 1, start - 1, -1):
+                total += _DOUBLED[s[j] - 48] if double else s[j] - 48
+                double = not double
+            if total % 10 == 0:
+                return i - start
+    return 0
+
+
 def luhn_run(tuple values not None):
     """The first value holding a card number: ``(its index, the run's length)``, else None.
 
@@ -79,6 +118,11 @@ def luhn_run(tuple values not None):
             continue
         kind = PyUnicode_KIND(value)
         data = PyUnicode_DATA(value)
+        if kind == PyUnicode_1BYTE_KIND:  # nearly every value: its bytes, without PyUnicode_READ
+            i = _luhn_run1(<const unsigned char*>data, n)
+            if i:
+                return index, i
+            continue
         i = 0
         while i < n:
             if not _ascii_digit(PyUnicode_READ(kind, data, i)):
@@ -97,6 +141,14 @@ def digit_count(str text not None):
     cdef Py_ssize_t i, n = PyUnicode_GET_LENGTH(text), count = 0
     cdef int kind = PyUnicode_KIND(text)
     cdef void* data = PyUnicode_DATA(text)
+    cdef const unsigned char* s
+    if kind == PyUnicode_1BYTE_KIND:
+        # Of the 256 Latin-1 characters, isdigit holds for 0-9 and the superscripts 2, 3 and 1.
+        s = <const unsigned char*>data
+        for i in range(n):
+            if _ascii_digit1(s[i]) or s[i] == 0xB2 or s[i] == 0xB3 or s[i] == 0xB9:
+                count += 1
+        return count
     for i in range(n):
         if Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, i)):
             count += 1
@@ -135,9 +187,19 @@ def mask_pan(str pan):
     says so itself (``mask_pan(pan) or "-"``).
     """
     cdef Py_ssize_t n
+    cdef const unsigned char* s
+    cdef unsigned char* d
     if not pan:
         return pan
     n = PyUnicode_GET_LENGTH(pan)
+    if n >= 13 and PyUnicode_IS_ASCII(pan):  # a card number: one ASCII string written in place
+        out = PyUnicode_New(n, 127)
+        s = <const unsigned char*>PyUnicode_DATA(pan)
+        d = <unsigned char*>PyUnicode_DATA(out)
+        memcpy(d, s, 6)
+        memset(d + 6, 42, n - 10)  # '*'
+        memcpy(d + n - 4, s + n - 4, 4)
+        return out
     if n >= 13:
         return pan[:6] + "*" * (n - 10) + pan[n - 4:]
     if n > 4:
