@@ -13,8 +13,9 @@ from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcpy
 
-from native.iso8583_dialect cimport _bit, _word
 from native.iso8583_message cimport Message
+
+# field_value: one field of a Message, or None (inline, native/fields.pxd).
 
 
 cdef extern from "Python.h":
@@ -33,12 +34,6 @@ cdef enum:
     _JOIN_MAX = 32
 
 
-cdef inline object _field(Message m, int f):
-    if m._present[_word(f)] & _bit(f):
-        return m._value(f)
-    return None
-
-
 def echo(msg, dict out, tuple numbers):
     """``out[n] = msg[n]`` for each field number ``n`` (an int, 1..192) present in ``msg``."""
     _echo(msg, out, numbers)
@@ -52,7 +47,7 @@ cdef int _echo(msg, dict out, tuple numbers) except -1:
         m = <Message>msg
         for n in numbers:
             f = n
-            v = _field(m, f)
+            v = field_value(m, f)
             if v is not None:
                 out[n] = v
     else:
@@ -84,7 +79,7 @@ def values(msg, tuple numbers):
         m = <Message>msg
         for i in range(count):
             f = <object>PyTuple_GET_ITEM(numbers, i)
-            v = _field(m, f)
+            v = field_value(m, f)
             Py_INCREF(v)
             PyTuple_SET_ITEM(out, i, v)
     else:
@@ -99,7 +94,7 @@ def values(msg, tuple numbers):
 cdef inline object _tagged(Message m, object msg, object n):
     """Field ``n`` of ``msg`` (``m``: the same, when it is a native Message), or None."""
     if m is not None:
-        return _field(m, <int>n)
+        return field_value(m, <int>n)
     return msg.get(n)
 
 

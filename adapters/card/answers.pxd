@@ -4,7 +4,7 @@
 # field_of, which reads a decoded message's field in C (iso8583_message.pxd).
 from adapters.card.inflight cimport Pending
 from adapters.card.messages cimport acquirer_ref, answers, isdigit
-from native.iso8583_dialect cimport _bit, _word
+from native.fields cimport field_value
 from native.iso8583_message cimport Message
 
 cpdef field_of(msg, int f)

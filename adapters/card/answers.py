@@ -41,17 +41,14 @@ def reversal_outcome(response_code: str | None, held_known: bool = True, mti: st
 
 
 @cython.ccall
-@cython.locals(f=cython.int, m=Message)
+@cython.locals(f=cython.int)
 def field_of(msg: Any, f: int) -> Any:
     """``msg.get(f)``.  Compiled, a decoded :class:`native.iso8583_message.Message`
     (what the link receives) is read in C, as its ``get`` reads it
     (native/iso8583_message.pxd): no bound method and no call through Python
     for each of the dozen fields an answer is read for."""
     if cython.compiled and type(msg) is Message:
-        m = msg
-        if m._present[_word(f)] & _bit(f):  # noqa: F821  (cimported: answers.pxd)
-            return m._value(f)
-        return None
+        return field_value(msg, f)  # noqa: F821  (cimported: answers.pxd, inline in native/fields.pxd)
     return msg.get(f)
 
 
