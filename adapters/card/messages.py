@@ -66,16 +66,12 @@ def transmission_time(wall: float) -> str:
 
 @cython.ccall
 def valid_stan(stan: str | None) -> bool:
-    if type(stan) is str:
-        return len(stan) == 6 and _digits(stan)
-    return stan is not None and len(stan) == 6 and stan.isdigit()
+    return stan is not None and len(stan) == 6 and isdigit(stan)
 
 
 @cython.ccall
 def valid_f7(f7: str | None) -> bool:
-    if type(f7) is str:
-        return len(f7) == 10 and _digits(f7)
-    return f7 is not None and len(f7) == 10 and f7.isdigit()
+    return f7 is not None and len(f7) == 10 and isdigit(f7)
 
 
 @cython.ccall
