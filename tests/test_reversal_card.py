@@ -432,3 +432,14 @@ def test_after_a_restart_the_reversal_of_a_partial_approval_carries_the_amount_a
     assert rev.original.txn_id == rec.id and rev.attempt > 0
     msg = reversal_fields(rev, stan=rev.host_stan, f7=rev.host_time, acquirer_id="123456")
     assert (msg[4], msg[90][:4]) == ("000000001250", "0200")
+
+
+def test_the_in_flight_associated_data_is_what_rows_already_sealed_carry():
+    """Cards sealed by earlier releases still open: the associated data's bytes stay these."""
+    key = ("DEMO0001", "000001", "1124065401")
+    assert cards._in_flight_aad(key, "ab" * 16, 1) == b"payswitch in-flight card v1 DEMO0001|000001|1124065401|" + b"ab" * 16
+    assert cards._in_flight_aad(key, "", 2) == b"payswitch in-flight card v2 DEMO0001|000001|1124065401|"
+    assert cards._in_flight_aad(("T", "1", "2", "x"), "d", 1) == b"payswitch in-flight card v1 T|1|2|x|d"
+    assert cards._in_flight_aad(("T\u00e9", "1", "2"), "d", 1) == "payswitch in-flight card v1 T\u00e9|1|2|d".encode()
+    with pytest.raises(TypeError):
+        cards._in_flight_aad(key, None, 1)

@@ -108,6 +108,9 @@ def _in_flight_aad(key: tuple[str, str, str], digest: str, version: int) -> byte
     if version == KEY_VERSION and len(key) == 3:
         # Every card payment seals: its prefix formatted once, and one join.
         terminal_id, stan, transmission_time = key
+        if type(terminal_id) is str and type(stan) is str and type(transmission_time) is str and type(digest) is str:
+            # The same text as the join below, joined by Cython in one allocation.
+            return f"{_IN_FLIGHT_PREFIX}{terminal_id}|{stan}|{transmission_time}|{digest}".encode()
         return "|".join((_IN_FLIGHT_PREFIX + terminal_id, stan, transmission_time, digest)).encode()
     return b"payswitch in-flight card v%d " % version + "|".join((*key, digest)).encode()
 
