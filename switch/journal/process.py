@@ -250,6 +250,7 @@ class ProcessJournal:
     insert_refund = _forward("insert_refund")
     update = _forward("update")
     update_if = _forward("update_if")
+    store = _forward("store")
     get = _forward("get")
     find = _forward("find")
     find_original = _forward("find_original")
@@ -414,8 +415,6 @@ class ProcessJournal:
                     try:
                         hook(size, seconds, committed)
                     except Exception:  # metrics must not fail the journal
-                        import logging
-
                         logging.getLogger(__name__).exception("journal on_batch hook failed")
             pop = self._waiting.pop
             if self._deliver is not None and self._loop is None:
@@ -423,8 +422,6 @@ class ProcessJournal:
                 try:
                     self._deliver(_resolve_all, items)
                 except Exception:
-                    import logging
-
                     logging.getLogger(__name__).exception("journal could not deliver %d results", len(items))
                 continue
             for rid, ok, value in outcomes:

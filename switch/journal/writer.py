@@ -47,11 +47,12 @@ MAX_FRAME = 1 << 30
 class _Slot:
     """The future a backend method returns inside the writer: it only records the outcome."""
 
-    __slots__ = ("rid", "outcome")
+    __slots__ = ("rid", "outcome", "quiet")
 
     def __init__(self, rid: int) -> None:
         self.rid = rid
         self.outcome: tuple | None = None
+        self.quiet = False  # Journal.store(): its caller is answered None, not the record
 
     def cancelled(self) -> bool:
         return False
@@ -168,7 +169,7 @@ class Batches:
     def deliver(self, resolve: Any, batch_outcomes: list) -> None:
         # An exception travels with its cause (pickle keeps neither __cause__ nor the traceback).
         self.outcomes.extend(
-            [(fut.rid, True, value) if ok else (fut.rid, False, (value, value.__cause__))
+            [(fut.rid, True, None if fut.quiet else value) if ok else (fut.rid, False, (value, value.__cause__))
              for fut, ok, value in batch_outcomes]
         )
 
@@ -185,6 +186,8 @@ class Batches:
             return
         if fut.outcome is not None:  # refused before it was queued
             self.outcomes.append((key, False, (fut.outcome[2], None)))
+        elif name == "store":
+            fut.quiet = True  # a record nobody reads is not pickled, sent and unpickled
         if len(self.pending) >= self.max_batch:
             self.run()
 
