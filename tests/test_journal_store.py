@@ -70,3 +70,52 @@ def test_the_shared_writer_follows_ownership_through_store():
     o.saw(1, "insert", (txn(6, id=7, state="sent"), True))
     o.saw(1, "store", txn(6, id=7, state="answered"))
     assert o.left(1) == [] and o.orphans == set()
+
+
+# -- an insert's record does not travel back when the caller holds it ---------------------
+
+def _slot_for(sent):
+    from switch.journal.writer import _Slot
+
+    slot = _Slot(41)
+    slot.sent = sent
+    return slot
+
+
+def test_an_insert_stored_as_sent_comes_back_as_what_the_journal_assigned():
+    from msgspec.structs import replace
+
+    from switch.journal.writer import ASSIGNED, _outcome, as_given
+
+    sent = txn(7, pan_masked="411111******1111", acquirer_ref="r-7")
+    stored = replace(sent, id=1234, rrn="000000001234", created_at=5.5, updated_at=5.5)
+    key, ok_, value = _outcome(_slot_for(sent), True, (stored, True))
+    assert (key, ok_, value) == (41, ASSIGNED, (1234, 5.5, 5.5))
+    kept = {41: sent}
+    assert as_given(kept, 41, ok_, value) == (True, (stored, True)) and kept == {}
+
+
+def test_an_insert_stored_otherwise_comes_back_whole():
+    from msgspec.structs import replace
+
+    from switch.journal.writer import _outcome
+
+    sent = txn(8, amount=500.0)  # equal to 500, but stored (and read back) as an INTEGER
+    stored = replace(sent, id=9, rrn="000000000009", created_at=1.0, updated_at=1.0, amount=500)
+    assert _outcome(_slot_for(sent), True, (stored, True)) == (41, True, (stored, True))
+    other = replace(sent, id=3, rrn="000000000003", terminal_id="OTHER001")
+    assert _outcome(_slot_for(sent), True, (other, False)) == (41, True, (other, False))  # the key was taken
+
+
+def test_a_writer_process_gives_inserts_their_stored_records():
+    j = open_journal("sqlite://:memory:", hmac_key=KEY, writer="process")
+    try:
+        plain, created = ok(j.insert(txn(9, pan_masked="411111******1111")))
+        assert created and plain == ok(j.get(plain.id)) and plain.rrn == "%012d" % plain.id
+        odd, _ = ok(j.insert(txn(10, amount=500.0, response=bytearray(b"x"))))
+        assert type(odd.amount) is int and type(odd.response) is bytes and odd == ok(j.get(odd.id))
+        again, created = ok(j.insert(txn(9, mti="0100")))  # same key: the stored one, not this
+        assert not created and again == plain
+        assert j._inserted == {}  # nothing kept once answered
+    finally:
+        j.close()
