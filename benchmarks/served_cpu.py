@@ -124,16 +124,31 @@ def writer_dump(out: Path, switch_pid: int) -> list[str]:
     raise SystemExit("no callgrind dump of the journal writer process")
 
 
-def wait_dumps(stem: str, timeout: float = 30.0) -> list[str]:
-    """The dump's files, one a thread (``<stem>01``, ``<stem>02``...), once written."""
+def wait_dumps(stem: str, timeout: float = 60.0) -> list[str]:
+    """The dump's files, one a thread (``<stem>01``, ``<stem>02``...), once all are written.
+
+    callgrind ends each file with its ``totals:`` line; on a loaded machine a fixed wait
+    after the first file appears can read one half-written (a loop of 145,975 instructions
+    a purchase, or 357,452).  So: every file complete, and no new one for half a second.
+    """
     deadline = time.monotonic() + timeout
+    seen: list[str] = []
     while time.monotonic() < deadline:
         files = sorted(glob.glob(stem + "[0-9][0-9]"))
-        if files:
-            time.sleep(1.0)  # every thread's file is written by then
-            return sorted(glob.glob(stem + "[0-9][0-9]"))
-        time.sleep(0.2)
-    raise SystemExit(f"no callgrind dump at {stem}*")
+        if files and files == seen and all(_complete(f) for f in files):
+            return files
+        seen = files
+        time.sleep(0.5)
+    raise SystemExit(f"no complete callgrind dump at {stem}* within {timeout:.0f} s")
+
+
+def _complete(path: str) -> bool:
+    """Whether a callgrind file has been written to its end (its last line is ``totals:``)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 256))
+        tail = f.read().rstrip().rsplit(b"\n", 1)[-1]
+    return tail.startswith(b"totals:")
 
 
 def top_entries(path: str, count: int) -> list[tuple[int, str]]:

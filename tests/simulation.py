@@ -210,7 +210,7 @@ class World:
                 if kind is Op else f"host {command.request.host_stan} attempt {command.request.attempt}"
             self.log(f"  {command!r} {command.args[:1] if kind is Op else ''} {what}")
         if kind is Op:
-            if (self.faults and command.name in ("update", "insert")
+            if (self.faults and command.name in ("update", "store", "insert")
                     and self.rng.random() < 0.01):
                 self.journal_faults += 1
                 resume(error=JournalError("simulated journal failure"), after=0.002)

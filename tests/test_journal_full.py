@@ -115,7 +115,7 @@ def approval_whose_update_fails(caplog, monkeypatch, error: type[Exception], sta
 
         pending = asyncio.ensure_future(sw.handle(ts.request(stan=stan)))
         await asyncio.wait_for(acquirers["bank-a"].entered.wait(), WAIT)
-        for name in ("update", "update_if"):
+        for name in ("update", "update_if", "store"):
             monkeypatch.setattr(sw.journal, name, failing)
         with caplog.at_level(logging.INFO):
             gate.set()

@@ -180,7 +180,7 @@ def test_reversals_held_in_memory_count_in_the_reversal_queue_gauge(monkeypatch)
     async def scenario(sw):
         pending = asyncio.ensure_future(ts.call(sw, ts.request(stan="000301")))
         await asyncio.wait_for(bank_a.entered.wait(), ts.WAIT)
-        for name in ("update", "update_if", "reversal_backlog", "pending_reversals"):
+        for name in ("update", "update_if", "store", "reversal_backlog", "pending_reversals"):
             monkeypatch.setattr(sw.journal, name, refusing(sw))
         gate.set()
         resp = await asyncio.wait_for(pending, ts.WAIT)

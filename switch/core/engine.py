@@ -384,9 +384,7 @@ class Engine:
         state, else StaleState), and the answer in ``codec``.  Not a generator: one fewer."""
         body = self.term.encode(resp)
         out = body if codec is self.term else codec.encode(resp)
-        if expect is None:
-            return Op("update", rec.id, response=body, response_code=resp[39], **changes), out
-        return Op("update_if", rec.id, expect, response=body, response_code=resp[39], **changes), out
+        return Op("store", rec.id, expect, response=body, response_code=resp[39], **changes), out
 
     def _as_sent(self, body: bytes, codec, spoken=None) -> bytes:
         """A response encoded by ``spoken`` (default terminal-87, as journaled) in the

@@ -258,6 +258,13 @@ class Journal(Protocol):
         have moved it on meanwhile.
         """
 
+    def store(self, txn_id: int, expect: str | None = None, /, **changes: Any) -> Future[Any]:
+        """update() (``expect`` None) or update_if() for a caller that does not read the record back
+        (a request's outcome, stored before its answer goes out): it resolves once the change is
+        durable, and a journal in another process answers None instead of shipping the record
+        back (:mod:`switch.journal.process`).  Errors as update() and update_if().
+        """
+
     def get(self, txn_id: int) -> Future[TxnRecord | None]: ...
 
     def find(self, terminal_id: str, stan: str, transmission_time: str) -> Future[TxnRecord | None]: ...

@@ -48,7 +48,9 @@ from typing import Any, Callable
 
 from switch.journal import JournalClosed, JournalError, JournalUncertain
 from switch.journal.groupcommit import tell_died
-from switch.journal.writer import _HEADER, Receiver, send_frame, split_frames
+from switch.journal.writer import (  # noqa: F401 (WRITER_MAIN, writer_env: callers import them from here)
+    _HEADER, WRITER_MAIN, Receiver, as_given, send_frame, split_frames, writer_env,
+)
 
 _BUFFER = 4 << 20
 _EXIT_WAIT = 1.0  # seconds a writer process that closed its socket is given to have exited
@@ -79,19 +81,6 @@ def start_shared_writer(directory: str, python: str | None = None) -> tuple[subp
     finally:
         listener.close()
     return proc, path
-
-
-# The writer process's command: ``python -m switch.journal.writer`` cannot run a
-# compiled module (switch/compiled.py) as __main__, so its main() is called.
-WRITER_MAIN = ("-c", "import sys; from switch.journal.writer import main; sys.exit(main(sys.argv))")
-
-
-def writer_env() -> dict[str, str]:
-    """The environment of a writer process: ours, importing this very copy of payswitch."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
 
 
 def _resolve(fut: Any, ok: bool, value: Any) -> None:
@@ -156,6 +145,7 @@ class ProcessJournal:
         self._loop = loop
         self._ids = itertools.count(1)
         self._waiting: dict[int, Any] = {}  # request id -> future
+        self._inserted: dict[int, Any] = {}  # request id -> the record an insert sent, until its answer
         self._outbox: list[tuple] = []  # (future, request id, name, args, kwargs), not sent yet
         self._held = False
         self._flush_scheduled = False
@@ -250,6 +240,7 @@ class ProcessJournal:
     insert_refund = _forward("insert_refund")
     update = _forward("update")
     update_if = _forward("update_if")
+    store = _forward("store")
     get = _forward("get")
     find = _forward("find")
     find_original = _forward("find_original")
@@ -317,6 +308,8 @@ class ProcessJournal:
             elif fut.cancelled():
                 continue
             waiting[rid] = fut
+            if name == "insert":
+                self._inserted[rid] = args[0]
             ops.append((rid, name, args, kwargs))
         self._outbox.clear()
         return ops
@@ -394,6 +387,7 @@ class ProcessJournal:
     # -- receiving ------------------------------------------------------------------
 
     def _resolve_rid(self, rid: int, ok: bool, value: Any) -> None:
+        self._inserted.pop(rid, None)
         fut = self._waiting.pop(rid, None)
         if fut is not None:
             _resolve(fut, ok, value)
@@ -414,23 +408,20 @@ class ProcessJournal:
                     try:
                         hook(size, seconds, committed)
                     except Exception:  # metrics must not fail the journal
-                        import logging
-
                         logging.getLogger(__name__).exception("journal on_batch hook failed")
-            pop = self._waiting.pop
+            pop, sent = self._waiting.pop, self._inserted
             if self._deliver is not None and self._loop is None:
-                items = [(pop(rid), ok, value) for rid, ok, value in outcomes if rid in self._waiting]
+                items = [(pop(rid), *as_given(sent, rid, ok, value)) for rid, ok, value in outcomes
+                         if rid in self._waiting]
                 try:
                     self._deliver(_resolve_all, items)
                 except Exception:
-                    import logging
-
                     logging.getLogger(__name__).exception("journal could not deliver %d results", len(items))
                 continue
             for rid, ok, value in outcomes:
                 fut = pop(rid, None)
                 if fut is not None:
-                    _resolve(fut, ok, value)
+                    _resolve(fut, *as_given(sent, rid, ok, value))
 
     def _on_readable(self) -> None:
         try:
@@ -527,6 +518,7 @@ class ProcessJournal:
         """Fail what was handed to the writer, unconfirmed: it may have been committed (JournalUncertain)."""
         items = list(self._waiting.values())
         self._waiting.clear()
+        self._inserted.clear()
         for fut in items:
             _resolve(fut, False, (JournalUncertain(*reason.args), None))
 

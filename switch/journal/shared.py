@@ -49,7 +49,7 @@ class Ownership:
             rec, created = value
             if not created:
                 return  # someone else's record (a retransmission, a duplicate), or a refund over its limit
-        elif name in ("update", "update_if", "end_reversal"):
+        elif name in ("update", "update_if", "store", "end_reversal"):
             rec = value
         else:
             return

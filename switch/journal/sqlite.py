@@ -260,6 +260,9 @@ class SqliteJournal(RefundLimit, Settlement, Uploads, CompiledRuns, GroupCommitt
     def update_if(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
         return _update_op(self, txn_id, expect, changes, None)
 
+    def store(self, txn_id: int, expect: str | None = None, /, **changes: Any) -> Future[TxnRecord]:
+        return _update_op(self, txn_id, expect, changes, None)
+
     def end_reversal(self, txn_id: int, expect: str, /, **changes: Any) -> Future[TxnRecord]:
         return _update_op(self, txn_id, expect, changes, self._end_reversal)
 

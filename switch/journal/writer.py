@@ -1,4 +1,4 @@
-"""The journal writer process: ``main([_, FD])`` (switch.journal.process.WRITER_MAIN).
+"""The journal writer process: ``main([_, FD])`` (:data:`WRITER_MAIN`).
 
 (``--listen FD``: one writer for several switch processes, :mod:`switch.journal.shared`.)
 
@@ -33,12 +33,15 @@ unchanged.
 """
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import socket
 import struct
 import sys
 from typing import Any
+
+from msgspec.structs import astuple, replace
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 30
@@ -47,11 +50,13 @@ MAX_FRAME = 1 << 30
 class _Slot:
     """The future a backend method returns inside the writer: it only records the outcome."""
 
-    __slots__ = ("rid", "outcome")
+    __slots__ = ("rid", "outcome", "quiet", "sent")
 
     def __init__(self, rid: int) -> None:
         self.rid = rid
         self.outcome: tuple | None = None
+        self.quiet = False  # Journal.store(): its caller is answered None, not the record
+        self.sent: Any = None  # an insert's record as it came: see ASSIGNED
 
     def cancelled(self) -> bool:
         return False
@@ -64,6 +69,59 @@ class _Slot:
 
     def set_exception(self, exc: BaseException) -> None:
         self.outcome = (self.rid, False, exc)
+
+
+# The writer process's command: ``python -m switch.journal.writer`` cannot run a
+# compiled module (switch/compiled.py) as __main__, so its main() is called.
+WRITER_MAIN = ("-c", "import sys; from switch.journal.writer import main; sys.exit(main(sys.argv))")
+
+
+def writer_env() -> dict[str, str]:
+    """The environment of a writer process: ours, importing this very copy of payswitch."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+# An insert's outcome when the record stored is the one its caller sent with only what
+# the journal assigns (id, rrn from it, created_at, updated_at): the caller kept that
+# record and rebuilds the stored one (:func:`as_given`, in switch.journal.process) from
+# (id, created_at, updated_at), instead of the 41 fields being pickled, sent and
+# unpickled back.  A record stored otherwise (a value SQLite converted, the key taken
+# by another) comes back whole.
+ASSIGNED = 2
+
+
+def _outcome(fut: _Slot, ok: bool, value: Any) -> tuple:
+    """``(key, ok, what goes back)`` of one operation (Batches.deliver)."""
+    if not ok:  # an exception travels with its cause (pickle keeps neither __cause__ nor the traceback)
+        return fut.rid, False, (value, value.__cause__)
+    if fut.quiet:
+        return fut.rid, True, None
+    sent = fut.sent
+    if sent is not None and type(value) is tuple and value[1] is True:
+        rec = value[0]
+        txn_id = rec.id
+        stored = astuple(rec)
+        given = astuple(replace(sent, id=txn_id, rrn="%012d" % txn_id, created_at=rec.created_at,
+                                updated_at=rec.updated_at))
+        # Types too: 500.0 == 500 and bytearray(b"x") == b"x", but the record holds what was stored.
+        if stored == given and tuple(map(type, stored)) == tuple(map(type, given)):
+            return fut.rid, ASSIGNED, (txn_id, rec.created_at, rec.updated_at)
+    return fut.rid, True, value
+
+
+def as_given(sent: dict, rid: int, ok: Any, value: Any) -> tuple[bool, Any]:
+    """``(ok, value)`` of request ``rid`` as the journal's client gives it to its caller: an
+    insert answered ASSIGNED is the record the client sent (``sent``: request id -> record,
+    kept until its answer) with the journal's id, rrn and times."""
+    rec = sent.pop(rid, None)
+    if ok != ASSIGNED:
+        return ok, value
+    txn_id, created_at, updated_at = value
+    return True, (replace(rec, id=txn_id, rrn="%012d" % txn_id, created_at=created_at, updated_at=updated_at),
+                  True)
 
 
 def send_frame(sock: socket.socket, obj: Any) -> None:
@@ -166,11 +224,7 @@ class Batches:
         return fut
 
     def deliver(self, resolve: Any, batch_outcomes: list) -> None:
-        # An exception travels with its cause (pickle keeps neither __cause__ nor the traceback).
-        self.outcomes.extend(
-            [(fut.rid, True, value) if ok else (fut.rid, False, (value, value.__cause__))
-             for fut, ok, value in batch_outcomes]
-        )
+        self.outcomes.extend([_outcome(fut, ok, value) for fut, ok, value in batch_outcomes])
 
     def on_batch(self, size: int, seconds: float, committed: bool) -> None:
         self.stats.append((size, seconds, committed))
@@ -185,6 +239,10 @@ class Batches:
             return
         if fut.outcome is not None:  # refused before it was queued
             self.outcomes.append((key, False, (fut.outcome[2], None)))
+        elif name == "store":
+            fut.quiet = True  # a record nobody reads is not pickled, sent and unpickled
+        elif name == "insert" and args:
+            fut.sent = args[0]
         if len(self.pending) >= self.max_batch:
             self.run()
 
