@@ -28,6 +28,16 @@ class Op:
         return f"Op({self.name})"
 
 
+def new_op(name: str, args: tuple, kwargs: dict) -> Op:
+    """``Op(name, *args, **kwargs)`` from the tuple and the dict themselves, taken as they are
+    (the caller's to give away): compiled, a C call that makes neither again (commands.pxd)."""
+    op = Op.__new__(Op)
+    op.name = name
+    op.args = args
+    op.kwargs = kwargs
+    return op
+
+
 class Call:
     """``acquirer.authorize(request, timeout)``; result: a Result.
 

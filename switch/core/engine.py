@@ -24,11 +24,14 @@ import logging
 import time
 from typing import Any, Callable, Generator
 
+import cython
+
 from native.iso8583 import DecodeError, build_tlv48, dialect, parse_tlv48
 
-from switch.core import completion, drain, elsewhere, network, pipeline, refunds, rejections, security, uploads
+from switch.core import (completion, drain, elsewhere, network, pipeline, refunds, rejections, security, settling,
+                         uploads)
 from switch.core.acquirer import Request, Result, order_number
-from switch.core.commands import UNANSWERED, Answer, Call, Flight, Op, Overrun, Stopping, Wait
+from switch.core.commands import UNANSWERED, Answer, Call, Flight, Op, Overrun, Stopping, Wait, new_op
 from switch.core.host_stans import NO_REF
 from switch.core.limits import TerminalSlots
 from switch.core.messages import (BALANCE, REFUND, RRNs, Rejection, base_mti, build_request, build_response,
@@ -36,12 +39,14 @@ from switch.core.messages import (BALANCE, REFUND, RRNs, Rejection, base_mti, bu
                                   original_key, pan_of, payment_kind, token_pan)
 from switch.core.network import NetworkAnswers
 from switch.core.pipeline import CONFLICT, LATE, REDO, RENEW, SAME, goes_direct, is_inquiry
+from switch.core.rejections import screen
 from switch.core.reversal import ReversalQueue, about
 from switch.core.routing import Router, expand_terminals, luhn_ok
 from switch.core.states import RECEIVED, SENT, advance
 from switch.core.undelivered import Answering
+from switch.core.uploads import key_of as upload_key_of
 from switch.core.vas import VasHook
-from switch.journal import JournalError, JournalUncertain, StaleState, Totals, TxnRecord, digest_key, pan_protect
+from switch.journal import JournalError, JournalUncertain, StaleState, TxnRecord, digest_key, pan_protect
 from switch.journal.reversal_card import seal_in_flight
 
 log = logging.getLogger("payswitch")
@@ -141,10 +146,11 @@ class Engine:
                 return Answer("unknown", "other", "30", rejections.format_error(self, body, codec))
             refusal = Rejection("30", str(e))
             digest = rejections.raw_digest(self, base_mti(msg.mti), body)
-        if not is_request(msg.mti):  # an answer is never answered (section 3 of the docs)
-            log.info("%s from %s is a response, not a request: not answered", msg.mti, msg.get(41))
+        mti = msg.mti
+        if not is_request(mti):  # an answer is never answered (section 3 of the docs)
+            log.info("%s from %s is a response, not a request: not answered", mti, msg.get(41))
             return Answer("unknown", "other", "", b"")
-        mti = base_mti(msg.mti)
+        mti = base_mti(mti)
         mclass = _MCLASS.get(mti[1], "other")
         tid = msg.get(41)
         if tid is not None and not self.slots.take(tid, self.terminal_limit):
@@ -176,10 +182,11 @@ class Engine:
         """An answer the switch gives without journaling it."""
         return kind, code, codec.encode(build_response(msg, code, self.rrns.next()))
 
+    @cython.locals(flight=Flight)
     def _dispatch(self, msg, mti: str, codec, refusal=None, digest: str | None = None) -> Gen:
         """``refusal``, ``digest``: an undecodable request's (switch.core.rejections.readable)."""
         if refusal is None:
-            merchant, refusal = rejections.screen(self, msg, mti)
+            merchant, refusal = screen(self, msg, mti)
         else:
             merchant = self.terminals[msg[41]]
         if refusal is not None and not rejections.journaled(msg, mti, merchant):
@@ -265,6 +272,7 @@ class Engine:
             raise Rejection("30", "city-card payment without field 48 tag CC")
         return route.kind, route, pan
 
+    @cython.locals(flight=Flight, mti=str)
     def _transaction(self, msg, mti: str, digest: str, merchant: str, flight: Flight, codec, rejection=None) -> Gen:
         """Journal the request, then the work of its message type (``rejection``: the
         switch refused it already, switch.core.rejections: its answer is journaled).
@@ -324,10 +332,10 @@ class Engine:
             # Sealed for the reversal that a crash while it is at the acquirer leads to.
             card_sealed=seal_in_flight(self.key, (msg[41], msg[11], msg[7]), digest, pan)
             if direct and pan and kind != "citycard" else None,
-            upload_key=uploads.key_of(self.key, msg, mti, kind, pan, tlv) if rejection is None else None,
+            upload_key=upload_key_of(self.key, msg, mti, kind, pan, tlv) if rejection is None else None,
         )
         if refund_daily_max is None:
-            rec, created = yield Op("insert", fresh)
+            rec, created = yield new_op("insert", (fresh,), {})
         else:
             rec, created, rejection = yield from refunds.insert(self, fresh, refund_daily_max)
         if not created:
@@ -358,7 +366,7 @@ class Engine:
         if mti == "0400":
             return (yield from self._reversal(msg, rec, codec))
         if mti == "0500":
-            return (yield from self._settlement(msg, rec, merchant, codec))
+            return (yield from settling.settlement(self, msg, rec, merchant, codec))
         if mti == "0220" and 90 in msg:
             return (yield from completion.complete(self, msg, rec, kind, pan, pan_hash, tlv, flight, codec))
         if mti == "0220" and kind != "citycard":
@@ -378,13 +386,15 @@ class Engine:
             return rec.kind, rec.response_code or "??", self._as_sent(rec.response, codec)
         return rec.kind, "96", codec.encode(build_response(msg, "96", rec.rrn))
 
-    def _finish(self, rec: TxnRecord, resp: dict, codec, expect: str | None = None, **changes) -> tuple[Op, bytes]:
-        """The journal operation of the outcome with the exact response, for the caller to
-        yield before the terminal sees it (``expect``: only while the record is in that
-        state, else StaleState), and the answer in ``codec``.  Not a generator: one fewer."""
+    def _finish(self, rec: TxnRecord, resp: dict, codec, expect: str | None, changes: dict) -> tuple[Op, bytes]:
+        """The journal operation of the outcome with the exact response and ``changes``, to yield
+        before the terminal sees it (``expect``: only while the record is in that state, else
+        StaleState), and the answer in ``codec``.  A C call (engine.pxd), not a generator."""
         body = self.term.encode(resp)
         out = body if codec is self.term else codec.encode(resp)
-        return Op("store", rec.id, expect, response=body, response_code=resp[39], **changes), out
+        columns = {"response": body, "response_code": resp[39]}
+        columns.update(changes)
+        return new_op("store", (rec.id, expect), columns), out
 
     def _as_sent(self, body: bytes, codec, spoken=None) -> bytes:
         """A response encoded by ``spoken`` (default terminal-87, as journaled) in the
@@ -398,7 +408,7 @@ class Engine:
     def _answer_self(self, msg, rec: TxnRecord, r: Rejection, codec, kind: str) -> Gen:
         log.info("rrn %s: %s %s (%s)", rec.rrn, msg.mti, r.code, r.reason, **about(rec))
         resp = build_response(msg, r.code, rec.rrn)
-        op, out = self._finish(rec, resp, codec, state=advance(rec.state, "reject"))
+        op, out = self._finish(rec, resp, codec, None, {"state": advance(rec.state, "reject")})
         yield op
         return kind, r.code, out
 
@@ -409,12 +419,15 @@ class Engine:
         of the request, the one being handled: a retransmission handled again starts afresh)."""
         return max(rec.created_at, flight.budget_from) + self.cfg.response_timeout * (1 - _BUDGET_RESERVE)
 
+    @cython.locals(flight=Flight)
     def _authorize(
         self, msg, rec: TxnRecord, acquirers: list[str], request: Request, flight: Flight, codec, pay_kind: str,
         **first_changes: Any,
     ) -> Gen:
         """Send to the acquirers in order; a 91 without sending falls through to the next."""
-        state = rec.state if rec.state == SENT else advance(rec.state, "send")
+        state = rec.state
+        if state != SENT:
+            state = advance(state, "send")
         result: Result | None = None
         used = None
         # Section 6: the terminal is answered within response_timeout of its
@@ -440,7 +453,7 @@ class Engine:
                             request.pan,
                         )
                 if changes:
-                    rec = yield Op("update", rec.id, **changes)
+                    rec = yield new_op("update", (rec.id,), changes)
             except Exception:
                 if result is not None:
                     break  # a fallback we cannot journal is not tried: answer what we have
@@ -474,31 +487,32 @@ class Engine:
                 self.metrics.internal_error()
                 log.exception("%s failed on rrn %s; reversing", name, rec.rrn, **about(rec))
                 result = Result(response_code="96", uncertain=True)
-            self.metrics.acquirer_answered(name, "uncertain" if result.uncertain else result.response_code,
-                                           self.clock() - started)
-            if not (result.response_code == "91" and not result.uncertain):
+            uncertain, answered = result.uncertain, result.response_code
+            self.metrics.acquirer_answered(name, "uncertain" if uncertain else answered, self.clock() - started)
+            if not (answered == "91" and not uncertain):
                 break
         assert result is not None and used is not None
         if pin is not None:
             pin.forget(request)  # the PIN block is never kept past the call
         offline = pipeline.is_offline_advice(request)  # a module attribute: tests put a bug there
         undo = not offline and not is_inquiry(request.processing_code)  # may have moved money
-        reverse = result.uncertain and undo
-        code = result.response_code
+        uncertain, answered = result.uncertain, result.response_code  # the answer used (a refused PIN's too)
+        reverse = uncertain and undo
+        code = answered
         flight.reverse_honoured = flight.reverse_requested
         if flight.reverse_requested:
             # Section 6.1: the terminal reversed it while it was at the acquirer:
             # never answered 00, and undone there if it was approved anyway.
             code = "68"
-            reverse = undo and (reverse or result.response_code == "00")
-        if result.uncertain and offline:
+            reverse = undo and (reverse or answered == "00")
+        if uncertain and offline:
             log.warning("rrn %s: offline advice not confirmed by %s; the terminal uploads it again "
                         "(the centre counts it once per card and counter)", rec.rrn, used, **about(rec))
         if result.acquirer_code is not None:  # the journal's acquirer_ref keeps the code too
             log.log(logging.WARNING if reverse else logging.INFO, "rrn %s: %s answered %s; the terminal gets %s%s",
                     rec.rrn, used, result.acquirer_reason or result.acquirer_code, code,
                     " and the acquirer a reversal" if reverse else "", **about(rec))
-        event = "uncertain" if reverse else "unconfirmed" if result.uncertain else "answer"
+        event = "uncertain" if reverse else "unconfirmed" if uncertain else "answer"
         changes = {"state": advance(state, event), "auth_code": result.auth_code, "acquirer_ref": result.acquirer_ref}
         if rec.card_sealed is not None and not self.cfg.card_retention:
             # The journal keeps an approval's card for a terminal's 0400 that does not
@@ -507,7 +521,7 @@ class Engine:
         if reverse:
             changes.update((yield from self.reversals.start_fields(used, rec.id, request.pan)))
         icc = None
-        if result.icc and code == result.response_code:  # the issuer's data goes with its own answer only
+        if result.icc and code == answered:  # the issuer's data goes with its own answer only
             try:
                 icc = issuer_icc(result.icc)  # section 3: only the issuer's own EMV data
             except ValueError as e:
@@ -529,7 +543,7 @@ class Engine:
                                     build_tlv48=build_tlv48)
             # Shared journal: a terminal's 0400 on another worker may have queued its reversal meanwhile.
             expect = SENT if self.shared_journal and state == SENT else None
-            op, out = self._finish(rec, resp, codec, expect, **changes)
+            op, out = self._finish(rec, resp, codec, expect, changes)
             yield op
         except StaleState:
             card = None if reverse else request.pan  # an uncertain outcome sealed its card already
@@ -565,7 +579,7 @@ class Engine:
                   **about(rec))
         return pay_kind, UNANSWERED, b""
 
-    # -- reversals, settlement (completions: switch.core.completion) -----------------
+    # -- reversals (completions: switch.core.completion, settlement: switch.core.settling) --
 
     def _reversal(self, msg, rec: TxnRecord, codec) -> Gen:
         """Terminal 0400 (sections 6, 6.1): recorded durably and answered 00 at once;
@@ -576,22 +590,7 @@ class Engine:
         original_id, kind = yield from self.reversals.undo(msg[41], rec.merchant_id, o_mti, o_stan, o_time,
                                                            pan=pan_of(msg))
         resp = build_response(msg, "00", rec.rrn)
-        op, out = self._finish(rec, resp, codec, state=advance(rec.state, "handle"),
-                               original_id=original_id, kind=kind)
+        op, out = self._finish(rec, resp, codec, None,
+                               {"state": advance(rec.state, "handle"), "original_id": original_id, "kind": kind})
         yield op
         return kind, "00", out
-
-    def _settlement(self, msg, rec: TxnRecord, merchant: str, codec) -> Gen:
-        """0500 (sections 3 and 6.1): the terminal's totals in one currency against the journal's."""
-        currency = msg.get(49) or self.merchants[merchant].currency
-        theirs = Totals(int(msg[74]), int(msg[76]), int(msg[86]), int(msg[88]))
-        ours, accepted = yield Op("settle_totals", msg[41], currency, theirs, rec.id)
-        code = "00" if accepted else "95"
-        if ours is None:
-            log.info("rrn %s: 0500 handled again; answered %s as its totals were decided", rec.rrn, code)
-        elif not accepted:
-            log.warning("terminal %s totals %s differ from the journal's %s", msg[41], theirs, ours)
-        resp = build_response(msg, code, rec.rrn)
-        op, out = self._finish(rec, resp, codec, state=advance(rec.state, "handle"))
-        yield op
-        return "settlement", code, out

@@ -13,6 +13,9 @@ import asyncio
 import logging
 import time
 from asyncio import current_task  # a module global: read once a purchase
+from time import perf_counter  # as are these: twice
+
+import cython
 
 from native.iso8583 import dialect
 
@@ -24,6 +27,7 @@ from switch.core.commands import UNANSWERED, Call, Flight, Op, Overrun, Pause, R
 from switch.core.engine import Engine
 from switch.io.backstop import Backstop
 from switch.io.loopwatch import LoopWatch, process_stat, thread_stat
+from switch.io.role import WorkerRole  # noqa: F401  (imported from here by app and workers)
 from switch.journal import JournalError, open_journal
 from switch.metrics import Metrics
 
@@ -33,17 +37,6 @@ _ADAPTER_GRACE = 2.0  # seconds past an adapter's own deadline before we stop wa
 _STOP_RESERVE = 1.0  # seconds of the drain kept after held wallet orders must be done
 _CLOSE_WAIT = 1.0  # seconds a drained switch waits for its terminal connections' last answers to leave
 ORPHAN_CHECK = 1.0  # seconds between two looks for a dead worker's transactions (the reversal sender)
-
-
-class WorkerRole:
-    """What one of several worker processes does besides serving terminals (``serve --workers``)."""
-
-    def __init__(self, index: int, count: int, journal_socket: str, *, recover_all: bool) -> None:
-        self.index = index
-        self.count = count
-        self.journal_socket = journal_socket  # the shared journal writer's socket
-        self.sender = index == 0  # the one reversal sender, store-and-forward sweeper and orphan adopter
-        self.recover_all = recover_all  # the first start of worker 0: reverse everything "sent"
 
 
 class Switch:
@@ -341,7 +334,7 @@ class Switch:
         acquirer call as :meth:`_execute` does, rather than awaiting them: every
         suspension of every request (the journal's writes, the acquirer's answer)
         then resumes one or two coroutines fewer."""
-        t0 = time.perf_counter()
+        t0 = perf_counter()
         self._handling += 1
         refused = False  # the journal refused a write (a JournalError thrown in)
         gen = self.engine.handle(body, codec or self.term)
@@ -359,17 +352,17 @@ class Switch:
                 kind = type(command)
                 try:
                     if kind is Op:
-                        value = await getattr(journal, command.name)(*command.args, **command.kwargs)
+                        value = await _journal_call(journal, command)
                     elif kind is Call:
-                        task = self._call_started(command)
+                        call = cython.cast(Call, command)
+                        task = self._call_started(call)
                         try:
-                            value = await self.acquirers[command.acquirer].authorize(command.request,
-                                                                                    command.timeout)
+                            value = await self.acquirers[call.acquirer].authorize(call.request, call.timeout)
                         except asyncio.CancelledError:
-                            self._call_cancelled(command, task)
+                            self._call_cancelled(call, task)
                             raise
                         finally:
-                            self._call_ended(command, task)
+                            self._call_ended(call, task)
                     else:
                         value = await self._execute(command)
                 except asyncio.CancelledError:
@@ -383,17 +376,19 @@ class Switch:
             self._handling -= 1
             if not self.engine.inflight:
                 self._idle.set()
-        if not answer.body:
-            if answer.code == UNANSWERED:  # the journal writer died holding its outcome (Engine._unanswered)
-                self.metrics.answered("journal", answer.mclass, UNANSWERED, time.perf_counter() - t0)
+        kind, mclass, code, out = answer  # an Answer
+        if not out:
+            if code == UNANSWERED:  # the journal writer died holding its outcome (Engine._unanswered)
+                self.metrics.answered("journal", mclass, UNANSWERED, perf_counter() - t0)
             else:  # a response MTI from a terminal: nothing to send (switch.core.messages.is_request)
                 self.metrics.unsolicited_responses.inc()
         else:
             # A 96 given because the journal refused a write is kind "journal", whatever it was
             # paying with: a journal down is told apart from the switch's other 96s.
-            kind = "journal" if refused and answer.code == "96" else answer.kind
-            self.metrics.answered(kind, answer.mclass, answer.code, time.perf_counter() - t0)
-        return answer.body
+            if refused and code == "96":
+                kind = "journal"
+            self.metrics.answered(kind, mclass, code, perf_counter() - t0)
+        return out
 
     def _late_auth_code(self, acquirer: str, stan: str, f7: str, code: str | None,
                         acquirer_ref: str | None = None, approved: bool = False) -> None:
@@ -431,7 +426,7 @@ class Switch:
             value = error = None
             try:
                 if type(command) is Op:  # the common command, without a coroutine of its own
-                    value = await getattr(self.journal, command.name)(*command.args, **command.kwargs)
+                    value = await _journal_call(self.journal, command)
                 else:
                     value = await self._execute(command)
             except asyncio.CancelledError:
@@ -443,18 +438,19 @@ class Switch:
     async def _execute(self, command):
         kind = type(command)
         if kind is Op:
-            return await getattr(self.journal, command.name)(*command.args, **command.kwargs)
+            return await _journal_call(self.journal, command)
         if kind is Call or kind is Reverse:
-            acq = self.acquirers[command.acquirer]
+            given = cython.cast(Call, command)
+            acq = self.acquirers[given.acquirer]
             call = acq.authorize if kind is Call else acq.reverse
-            task = self._call_started(command)
+            task = self._call_started(given)
             try:
-                return await call(command.request, command.timeout)
+                return await call(given.request, given.timeout)
             except asyncio.CancelledError:
-                self._call_cancelled(command, task)
+                self._call_cancelled(given, task)
                 raise
             finally:
-                self._call_ended(command, task)
+                self._call_ended(given, task)
         if kind is Sec:
             module = self.security_module
             if module is None:
@@ -579,8 +575,23 @@ class Switch:
             log.exception("reversal job failed; its reversals stay queued")
 
 
+@cython.locals(flight=Flight)
 def _wake_waiters(flight: Flight) -> None:
-    for fut in flight.waiters:
+    waiters = flight.waiters
+    if not waiters:  # no retransmission waited for it: nearly every request
+        return
+    for fut in waiters:
         if not fut.done():
             fut.set_result(None)
-    flight.waiters.clear()
+    waiters.clear()
+
+
+def _journal_call(journal, op: Op):
+    """``journal.<name>(*args, **kwargs)`` of an Op (looked up on the journal each time: tests
+    replace its methods); compiled, its dict of columns is passed as it is, not copied first."""
+    kwargs = op.kwargs
+    if not kwargs:
+        return getattr(journal, op.name)(*op.args)
+    if cython.compiled:
+        return PyObject_Call(getattr(journal, op.name), op.args, kwargs)  # noqa: F821  (service.pxd)
+    return getattr(journal, op.name)(*op.args, **kwargs)
