@@ -84,19 +84,23 @@ def run(scenario, *, acquirers=None, extra="", tweak=None, journal_url=None, mer
 
 
 def fail_first_answer(sw) -> None:
-    """Make the journal fail the first update that stores an answer."""
-    update = sw.journal.update
+    """Make the journal fail the first write that stores an answer (store(), or update())."""
+    update, store = sw.journal.update, sw.journal.store
     failed: list[int] = []
 
-    def failing(txn_id, **changes):
-        if "response" in changes and not failed:
-            failed.append(txn_id)
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_exception(RuntimeError("disk full"))
-            return fut
-        return update(txn_id, **changes)
+    def refused(txn_id):
+        failed.append(txn_id)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_exception(RuntimeError("disk full"))
+        return fut
 
-    sw.journal.update = failing
+    def failing_update(txn_id, **changes):
+        return refused(txn_id) if "response" in changes and not failed else update(txn_id, **changes)
+
+    def failing_store(txn_id, expect=None, /, **changes):
+        return refused(txn_id) if "response" in changes and not failed else store(txn_id, expect, **changes)
+
+    sw.journal.update, sw.journal.store = failing_update, failing_store
 
 
 # -- defect 1: an approval whose journaling fails ---------------------------------------
