@@ -59,6 +59,20 @@ def test_the_checks_catch_a_broken_rule(monkeypatch, target, name, broken):
     assert found is not None, f"the simulation no longer notices a broken {target}.{name}"
 
 
+def test_a_world_that_changes_its_configuration_fails():
+    """Every world shares one parsed configuration: a seed replays alone only if none changes it."""
+    w = simulation.simulate(3)
+    assert simulation.check(w) == []
+    acquirer = w.cfg.acquirers[0]
+    timeout = acquirer.timeout
+    acquirer.timeout = timeout + 1.0
+    try:
+        assert "the engine changed the configuration it was given" in simulation.check(w)
+    finally:
+        acquirer.timeout = timeout
+    assert simulation.check(w) == []
+
+
 @pytest.mark.parametrize("seed", [36, 435, 986, 1312])
 def test_seeds_that_once_failed(seed):
     w = simulation.simulate(seed)
