@@ -41,7 +41,7 @@ from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Result
 from switch.core.commands import Call, Op, Overrun, Pause, Reverse, Sec, Vas, Wait
 from switch.core.engine import Engine
 from switch.journal import JournalError
-from switch.journal.sqlite import SqliteJournal
+from tests.memory_journal import MemoryJournal
 
 TERM = dialect("terminal-87")
 KEY = bytes(range(32))
@@ -146,7 +146,7 @@ class World:
         self._seq = 0
         self.faults = True
         self.cfg, self._cfg_given = _config()
-        self.journal = SqliteJournal(":memory:", inline=True, clock=lambda: self.now, hmac_key=KEY)
+        self.journal = MemoryJournal(":memory:", inline=True, clock=lambda: self.now, hmac_key=KEY)
         self.acquirers = {a.name: SimAcquirer(a.name, self) for a in self.cfg.acquirers}
         self.epoch = 0
         self.up = True

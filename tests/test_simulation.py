@@ -73,6 +73,27 @@ def test_a_world_that_changes_its_configuration_fails():
     assert simulation.check(w) == []
 
 
+def test_a_worlds_journal_starts_as_a_migrated_empty_one():
+    """Its database is copied from one migrated once per process: the same schema, empty."""
+    import sqlite3
+
+    from switch.journal import schema
+
+    fresh = sqlite3.connect(":memory:", isolation_level=None)
+    schema.migrate(fresh, ":memory:")
+    world = simulation.World(1)
+    try:
+        ours = world.journal._conn
+        master = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+        assert ours.execute(master).fetchall() == fresh.execute(master).fetchall()
+        assert ours.execute("SELECT version FROM schema_version").fetchall() == \
+            fresh.execute("SELECT version FROM schema_version").fetchall()
+        assert ours.execute("SELECT count(*) FROM txn").fetchone() == (0,)
+    finally:
+        world.journal.close()
+        fresh.close()
+
+
 @pytest.mark.parametrize("seed", [36, 435, 986, 1312])
 def test_seeds_that_once_failed(seed):
     w = simulation.simulate(seed)
