@@ -37,3 +37,40 @@ class MemoryJournal(SqliteJournal):
             super()._open()
         finally:
             files.open_database = real
+
+
+class Answer:
+    """What a journal operation returns in the simulation: resolved by ``deliver`` before
+    the call returns (the journal runs inline), as the switch's loop futures are resolved
+    by theirs (switch.io.service), without a concurrent.futures.Future's lock and
+    condition (a tenth of a world's time)."""
+
+    __slots__ = ("_done", "_value", "_error")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._value = self._error = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, value) -> None:
+        self._done, self._value = True, value
+
+    def set_exception(self, error: BaseException) -> None:
+        self._done, self._error = True, error
+
+    def result(self):
+        if not self._done:
+            raise RuntimeError("a journal operation that was not answered")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def deliver(resolve, outcomes) -> None:
+    """The journal's hand-over: at once, on the caller's thread (the only one)."""
+    resolve(outcomes)

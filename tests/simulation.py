@@ -41,7 +41,7 @@ from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Result
 from switch.core.commands import Call, Op, Overrun, Pause, Reverse, Sec, Vas, Wait
 from switch.core.engine import Engine
 from switch.journal import JournalError
-from tests.memory_journal import MemoryJournal
+from tests.memory_journal import Answer, MemoryJournal, deliver
 
 TERM = dialect("terminal-87")
 KEY = bytes(range(32))
@@ -146,7 +146,8 @@ class World:
         self._seq = 0
         self.faults = True
         self.cfg, self._cfg_given = _config()
-        self.journal = MemoryJournal(":memory:", inline=True, clock=lambda: self.now, hmac_key=KEY)
+        self.journal = MemoryJournal(":memory:", inline=True, clock=lambda: self.now, hmac_key=KEY,
+                                     future=Answer, deliver=deliver)
         self.acquirers = {a.name: SimAcquirer(a.name, self) for a in self.cfg.acquirers}
         self.epoch = 0
         self.up = True
