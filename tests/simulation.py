@@ -19,6 +19,8 @@ at rest, and the invariants of issue "money at the edges" are checked
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import hashlib
 import heapq
 import logging
@@ -39,7 +41,7 @@ from switch.core.acquirer import NOT_FOUND, RETRY, REVERSED, Result
 from switch.core.commands import Call, Op, Overrun, Pause, Reverse, Sec, Vas, Wait
 from switch.core.engine import Engine
 from switch.journal import JournalError
-from switch.journal.sqlite import SqliteJournal
+from tests.memory_journal import Answer, MemoryJournal, deliver
 
 TERM = dialect("terminal-87")
 KEY = bytes(range(32))
@@ -124,6 +126,14 @@ TMK = bytes.fromhex(sandbox_keys.KEYS["demo-tmk-tdes"][2])
 _GRACE = 2.0  # the driver's grace past an adapter's deadline (switch.io.service)
 
 
+@functools.cache
+def _config() -> tuple[config_mod.Config, config_mod.Config]:
+    """CONFIG parsed once per process (a tenth of a world's time, parsed anew), and a deep
+    copy that :func:`check` compares it with: a world must leave it as it found it."""
+    cfg = config_mod.loads(CONFIG, "<simulation>")
+    return cfg, copy.deepcopy(cfg)
+
+
 class World:
     """The event queue, the virtual clock and everything in it."""
 
@@ -135,8 +145,9 @@ class World:
         self._heap: list = []
         self._seq = 0
         self.faults = True
-        self.cfg = config_mod.loads(CONFIG, "<simulation>")
-        self.journal = SqliteJournal(":memory:", inline=True, clock=lambda: self.now, hmac_key=KEY)
+        self.cfg, self._cfg_given = _config()
+        self.journal = MemoryJournal(":memory:", inline=True, clock=lambda: self.now, hmac_key=KEY,
+                                     future=Answer, deliver=deliver)
         self.acquirers = {a.name: SimAcquirer(a.name, self) for a in self.cfg.acquirers}
         self.epoch = 0
         self.up = True
@@ -674,6 +685,8 @@ def _simulate(seed: int, trace: bool) -> World:
 def check(w: World) -> list[str]:
     """The invariants; returns what was violated (empty: none)."""
     out = list(w.violations)
+    if w.cfg != w._cfg_given:
+        out.append("the engine changed the configuration it was given")
     j = w.journal
     records = j._conn.execute("SELECT id FROM txn").fetchall()
     recs = {rid: j.get(rid).result() for (rid,) in records}

@@ -59,6 +59,41 @@ def test_the_checks_catch_a_broken_rule(monkeypatch, target, name, broken):
     assert found is not None, f"the simulation no longer notices a broken {target}.{name}"
 
 
+def test_a_world_that_changes_its_configuration_fails():
+    """Every world shares one parsed configuration: a seed replays alone only if none changes it."""
+    w = simulation.simulate(3)
+    assert simulation.check(w) == []
+    acquirer = w.cfg.acquirers[0]
+    timeout = acquirer.timeout
+    acquirer.timeout = timeout + 1.0
+    try:
+        assert "the engine changed the configuration it was given" in simulation.check(w)
+    finally:
+        acquirer.timeout = timeout
+    assert simulation.check(w) == []
+
+
+def test_a_worlds_journal_starts_as_a_migrated_empty_one():
+    """Its database is copied from one migrated once per process: the same schema, empty."""
+    import sqlite3
+
+    from switch.journal import schema
+
+    fresh = sqlite3.connect(":memory:", isolation_level=None)
+    schema.migrate(fresh, ":memory:")
+    world = simulation.World(1)
+    try:
+        ours = world.journal._conn
+        master = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+        assert ours.execute(master).fetchall() == fresh.execute(master).fetchall()
+        assert ours.execute("SELECT version FROM schema_version").fetchall() == \
+            fresh.execute("SELECT version FROM schema_version").fetchall()
+        assert ours.execute("SELECT count(*) FROM txn").fetchone() == (0,)
+    finally:
+        world.journal.close()
+        fresh.close()
+
+
 @pytest.mark.parametrize("seed", [36, 435, 986, 1312])
 def test_seeds_that_once_failed(seed):
     w = simulation.simulate(seed)
