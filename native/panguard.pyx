@@ -65,10 +65,6 @@ cdef bint _luhn_span(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noe
     return _luhn_add(kind, data, start, end, 0, &double) % 10 == 0
 
 
-# A digit doubled by the Luhn check, its digits summed.
-cdef int[10] _DOUBLED = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9]
-
-
 cdef inline bint _ascii_digit1(unsigned char c) noexcept:
     return <unsigned char>(c - 48) <= 9
 
@@ -76,9 +72,7 @@ cdef inline bint _ascii_digit1(unsigned char c) noexcept:
 cdef Py_ssize_t _luhn_run1(const unsigned char* s, Py_ssize_t n) noexcept:
     """:func:`luhn_run` on one value of 1-byte kind (Latin-1, ASCII), its bytes read
     directly: the length of its first card number, else 0."""
-    cdef Py_ssize_t i = 0, start, j
-    cdef int total
-    cdef bint double
+    cdef Py_ssize_t i = 0, start
     while i < n:
         if not _ascii_digit1(s[i]):
             i += 1
@@ -87,14 +81,8 @@ cdef Py_ssize_t _luhn_run1(const unsigned char* s, Py_ssize_t n) noexcept:
         i += 1
         while i < n and _ascii_digit1(s[i]):
             i += 1
-        if 13 <= i - start <= 19:
-            total = 0
-            double = False
-            for j in range(i - 1, start - 1, -1):
-                total += _DOUBLED[s[j] - 48] if double else s[j] - 48
-                double = not double
-            if total % 10 == 0:
-                return i - start
+        if 13 <= i - start <= 19 and _luhn_span(PyUnicode_1BYTE_KIND, <void*>s, start, i):
+            return i - start
     return 0
 
 
