@@ -104,8 +104,7 @@ def _outcome(fut: _Slot, ok: bool, value: Any) -> tuple:
         rec = value[0]
         txn_id = rec.id
         stored = astuple(rec)
-        given = astuple(replace(sent, id=txn_id, rrn="%012d" % txn_id, created_at=rec.created_at,
-                                updated_at=rec.updated_at))
+        given = astuple(_assigned(sent, txn_id, rec.created_at, rec.updated_at))
         # Types too: 500.0 == 500 and bytearray(b"x") == b"x", but the record holds what was stored.
         if stored == given and tuple(map(type, stored)) == tuple(map(type, given)):
             return fut.rid, ASSIGNED, (txn_id, rec.created_at, rec.updated_at)
@@ -119,9 +118,12 @@ def as_given(sent: dict, rid: int, ok: Any, value: Any) -> tuple[bool, Any]:
     rec = sent.pop(rid, None)
     if ok != ASSIGNED:
         return ok, value
-    txn_id, created_at, updated_at = value
-    return True, (replace(rec, id=txn_id, rrn="%012d" % txn_id, created_at=created_at, updated_at=updated_at),
-                  True)
+    return True, (_assigned(rec, *value), True)
+
+
+def _assigned(rec: Any, txn_id: int, created_at: float, updated_at: float) -> Any:
+    """``rec`` with what the journal assigns an insert: the one rebuilding both ends agree on."""
+    return replace(rec, id=txn_id, rrn="%012d" % txn_id, created_at=created_at, updated_at=updated_at)
 
 
 def send_frame(sock: socket.socket, obj: Any) -> None:
